@@ -1,0 +1,39 @@
+# Two commands for a newcomer: `make run` and `make test`. Each creates .venv
+# and installs what it needs, pinned by constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	@touch $@
+
+$(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e '.[test,lint]'
+	@touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedded PostgreSQL, Stripe stand-in)
+	$(BIN)/ledger serve
+
+test: $(VENV)/.dev-installed ## run the whole suite against a real PostgreSQL
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed ## ruff and mypy
+	$(BIN)/ruff check ledger api projections stripe_standin tests bench
+	$(BIN)/mypy
+
+bench: $(VENV)/.dev-installed ## benchmarks, each with a baseline measured in the same run
+	$(BIN)/python -m bench.append_rate
+
+clean: ## remove the virtualenv and caches (keeps .data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

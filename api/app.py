@@ -1,0 +1,90 @@
+"""The Litestar application: the composition root."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from api.auth import authenticate
+from api.database import create_pool, describe, resolve_database_url
+from api.errors import EXCEPTION_HANDLERS
+from api.routes import checkout_pages, customers, internal, operations
+from api.services import Services, build_services
+from api.settings import Settings
+from ledger.stripe_gateway import StripeGateway
+from ledger.tokens import Principal
+
+log = logging.getLogger("ledger")
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, stripe_api_base: str | None = None
+) -> AsyncIterator[Services]:
+    """Database pool, migrations, Stripe gateway and services; closed on exit."""
+    database_url = await asyncio.to_thread(
+        resolve_database_url, settings.database_url, settings.data_dir
+    )
+    async with AsyncExitStack() as stack:
+        pool = await create_pool(database_url)
+        stack.push_async_callback(pool.close)
+        log.info("event store: %s", describe(database_url))
+        gateway = StripeGateway(
+            settings.stripe_secret_key or "sk_test_standin",
+            api_base=stripe_api_base or settings.stripe_api_base,
+        )
+        stack.push_async_callback(gateway.close)
+        yield build_services(pool, settings, gateway)
+
+
+def create_app(settings: Settings, *, development_extras: bool = False) -> Litestar:
+    """The API. ``development_extras`` runs the Stripe stand-in and the demo account."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            stripe_api_base = settings.stripe_api_base
+            if development_extras and settings.uses_standin and not stripe_api_base:
+                from api.development import start_stripe_standin
+
+                stripe_api_base = await stack.enter_async_context(start_stripe_standin(settings))
+            services = await stack.enter_async_context(
+                open_services(settings, stripe_api_base=stripe_api_base)
+            )
+            app.state.services = services
+            if development_extras:
+                from api.development import ensure_demo_account
+
+                await ensure_demo_account(services, settings)
+            log.info("ledger API ready on %s", settings.public_url)
+            yield
+
+    async def provide_services(request: Request[Any, Any, Any]) -> Services:
+        return request.app.state.services  # type: ignore[no-any-return]
+
+    async def provide_principal(request: Request[Any, Any, Any], services: Services) -> Principal:
+        return await authenticate(request, services.tokens)
+
+    return Litestar(
+        route_handlers=[
+            *customers.ROUTES,
+            *internal.ROUTES,
+            *operations.ROUTES,
+            *checkout_pages.ROUTES,
+        ],
+        dependencies={
+            "services": Provide(provide_services),
+            "principal": Provide(provide_principal),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="Credit ledger", version="1.0.0", path="/schema"),
+        debug=False,
+    )

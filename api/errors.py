@@ -1,0 +1,100 @@
+"""Domain and request errors to status codes, in the contract's JSON shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from api.auth import Forbidden, Unauthenticated
+from api.validation import ValidationFailed
+from ledger.domain.errors import (
+    AccountAlreadyExists,
+    AccountNotFound,
+    InvalidAccountId,
+    InvalidAmount,
+)
+from ledger.ports import PaymentGatewayError
+from ledger.purchases import IdempotencyKeyReused
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
+    """``{"message": ...}`` plus any extra keys, as JSON."""
+    return Response({"message": message, **extra}, status_code=status, media_type=MediaType.JSON)
+
+
+def _validation(errors: dict[str, list[str]]) -> Response[dict[str, Any]]:
+    failed = ValidationFailed(errors)
+    return error_response(422, failed.message, errors=failed.errors)
+
+
+def _fixed(status: int, message: str) -> Callable[[Request, Exception], Response[Any]]:
+    def handler(_: Request, __: Exception) -> Response[Any]:
+        return error_response(status, message)
+
+    return handler
+
+
+def _validation_failed(_: Request, error: ValidationFailed) -> Response[Any]:
+    return _validation(error.errors)
+
+
+def _litestar_validation(_: Request, error: ValidationException) -> Response[Any]:
+    errors: dict[str, list[str]] = {}
+    for item in error.extra if isinstance(error.extra, list) else []:
+        if isinstance(item, dict):
+            field = str(item.get("key") or "request")
+            errors.setdefault(field, []).append(f"The {field} field is invalid: {item.get('message')}.")
+    return _validation(errors or {"request": ["The request is invalid."]})
+
+
+def _idempotency_key_reused(_: Request, error: IdempotencyKeyReused) -> Response[Any]:
+    return _validation({"Idempotency-Key": [str(error)]})
+
+
+def _invalid_amount(_: Request, error: InvalidAmount) -> Response[Any]:
+    return _validation({"amount": [str(error)]})
+
+
+def _invalid_account_id(_: Request, error: InvalidAccountId) -> Response[Any]:
+    return _validation({"account_id": [str(error)]})
+
+
+def _payment_gateway(_: Request, error: PaymentGatewayError) -> Response[Any]:
+    return error_response(
+        502, "The payment provider could not create the checkout. Nothing was charged or "
+        "recorded; please try again."
+    )
+
+
+def _http(_: Request, error: HTTPException) -> Response[Any]:
+    messages = {404: "Not found.", 405: "Method not allowed."}
+    message = messages.get(error.status_code) or str(error.detail)
+    return error_response(error.status_code, message)
+
+
+def _unexpected(request: Request, error: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "Server Error.")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[Any]]] = {
+    Unauthenticated: _fixed(401, "Unauthenticated."),
+    Forbidden: _fixed(403, "This action is unauthorized."),
+    ValidationFailed: _validation_failed,
+    ValidationException: _litestar_validation,
+    IdempotencyKeyReused: _idempotency_key_reused,
+    InvalidAmount: _invalid_amount,
+    InvalidAccountId: _invalid_account_id,
+    AccountNotFound: _fixed(404, "Account not found."),
+    AccountAlreadyExists: _fixed(409, "The account already exists."),
+    PaymentGatewayError: _payment_gateway,
+    HTTPException: _http,
+    Exception: _unexpected,
+}

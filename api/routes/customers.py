@@ -1,0 +1,58 @@
+"""Customer routes (token scope ``credits``, bound to one account)."""
+
+from __future__ import annotations
+
+from litestar import Request, get, post
+from litestar.params import Parameter
+
+from api.auth import customer_account
+from api.schemas import AccountCredits
+from api.services import Services
+from api.validation import Checker, ValidationFailed, json_object
+from ledger.purchases import MAX_CREDITS, MIN_CREDITS, CheckoutStarted, RequestCheckout
+from ledger.tokens import Principal
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
+    """The header's key, or a 422 if it is empty, too long or not printable ASCII."""
+    if key is None:
+        return None
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isascii() or not key.isprintable():
+        raise ValidationFailed.single(
+            "Idempotency-Key",
+            f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters.",
+        )
+    return key
+
+
+@post("/v1/credits/purchase", status_code=200, tags=["customers"])
+async def purchase_credits(
+    request: Request,
+    principal: Principal,
+    services: Services,
+    idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None, required=False),
+) -> CheckoutStarted:
+    """Start a Stripe Checkout for ``{"credits": 100..10000}``; credits arrive when it is paid."""
+    account_id = customer_account(principal)
+    checker = Checker(json_object(await request.body()))
+    credits = checker.integer("credits", minimum=MIN_CREDITS, maximum=MAX_CREDITS)
+    checker.done()
+    assert credits is not None
+    return await services.purchases.request_checkout(
+        RequestCheckout(
+            account_id=account_id,
+            credits=credits,
+            idempotency_key=checked_idempotency_key(idempotency_key),
+        )
+    )
+
+
+@get("/v1/credits", tags=["customers"])
+async def get_credits(principal: Principal, services: Services) -> AccountCredits:
+    """The caller's balance: allowance remaining plus top-ups."""
+    return AccountCredits.of(await services.accounts.get(customer_account(principal)))
+
+
+ROUTES = [purchase_credits, get_credits]

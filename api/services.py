@@ -1,0 +1,53 @@
+"""The composition of the application services, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from ledger.accounts import AccountService
+from ledger.ports import PaymentGateway
+from ledger.purchases import CheckoutLinks, Pricing, PurchaseService
+from ledger.repository import Repository
+from ledger.store.event_store import EventStore
+from ledger.store.idempotency import IdempotencyStore
+from ledger.tokens import TokenService
+
+from api.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the routes and the CLI call."""
+
+    pool: asyncpg.Pool
+    store: EventStore
+    tokens: TokenService
+    accounts: AccountService
+    purchases: PurchaseService
+    default_monthly_allowance: int
+
+
+def build_services(pool: asyncpg.Pool, settings: Settings, gateway: PaymentGateway) -> Services:
+    """Wire the store, the services and the payment gateway together."""
+    store = EventStore(pool)
+    repository = Repository(store)
+    return Services(
+        pool=pool,
+        store=store,
+        tokens=TokenService(pool),
+        accounts=AccountService(repository),
+        purchases=PurchaseService(
+            repository=repository,
+            store=store,
+            gateway=gateway,
+            idempotency=IdempotencyStore(pool),
+            pricing=Pricing(unit_amount=settings.credit_unit_amount, currency=settings.credit_currency),
+            links=CheckoutLinks(
+                success_url=f"{settings.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
+                cancel_url=f"{settings.public_url}/checkout/cancel?session_id={{CHECKOUT_SESSION_ID}}",
+            ),
+        ),
+        default_monthly_allowance=settings.default_monthly_allowance,
+    )

@@ -1,0 +1,91 @@
+"""Configuration from the environment (see the contract's table)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class SettingsError(ValueError):
+    """An environment variable holds something unusable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service reads from its environment."""
+
+    database_url: str | None = None
+    port: int = 8000
+    host: str = "127.0.0.1"
+    public_url: str = ""
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+    stripe_standin_port: int = 12111
+    credit_unit_amount: int = 1
+    credit_currency: str = "usd"
+    default_monthly_allowance: int = 1000
+    ledger_env: str = "development"
+    data_dir: Path = Path(".data")
+
+    @property
+    def production(self) -> bool:
+        return self.ledger_env == "production"
+
+    @property
+    def uses_standin(self) -> bool:
+        """No Stripe key: development runs the Stripe stand-in."""
+        return not self.stripe_secret_key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check the environment; raise SettingsError with a clear message."""
+        env = os.environ if env is None else env
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def integer(name: str, default: int, minimum: int) -> int:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+            if value < minimum:
+                raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+            return value
+
+        ledger_env = text("LEDGER_ENV") or "development"
+        if ledger_env not in ("development", "production"):
+            raise SettingsError(f"LEDGER_ENV must be development or production, not {ledger_env!r}")
+        port = integer("PORT", 8000, 1)
+        currency = (text("CREDIT_CURRENCY") or "usd").lower()
+        if len(currency) != 3 or not currency.isalpha():
+            raise SettingsError(f"CREDIT_CURRENCY must be an ISO 4217 code, not {currency!r}")
+        settings = cls(
+            database_url=text("DATABASE_URL"),
+            port=port,
+            host=text("HOST") or "127.0.0.1",
+            public_url=(text("LEDGER_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
+            stripe_secret_key=text("STRIPE_SECRET_KEY"),
+            stripe_webhook_secret=text("STRIPE_WEBHOOK_SECRET"),
+            stripe_api_base=text("STRIPE_API_BASE"),
+            stripe_standin_port=integer("STRIPE_STANDIN_PORT", 12111, 0),
+            credit_unit_amount=integer("CREDIT_UNIT_AMOUNT", 1, 1),
+            credit_currency=currency,
+            default_monthly_allowance=integer("DEFAULT_MONTHLY_ALLOWANCE", 1000, 0),
+            ledger_env=ledger_env,
+            data_dir=Path(text("LEDGER_DATA_DIR") or ".data"),
+        )
+        if settings.production and settings.uses_standin:
+            raise SettingsError(
+                "LEDGER_ENV=production needs STRIPE_SECRET_KEY: the Stripe stand-in is for development"
+            )
+        if settings.production and not settings.stripe_webhook_secret:
+            raise SettingsError("LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET")
+        return settings

@@ -1,0 +1,1 @@
+"""The credit ledger: domain, event store and application services."""

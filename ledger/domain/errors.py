@@ -1,0 +1,23 @@
+"""Domain errors: each names a broken business rule, mapped to one status code at the edge."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A command was refused by the rules."""
+
+
+class AccountAlreadyExists(DomainError):
+    """An account with this id is already open."""
+
+
+class AccountNotFound(DomainError):
+    """No account with this id has been opened."""
+
+
+class InvalidAmount(DomainError):
+    """An amount of credits or money outside what the rules allow."""
+
+
+class InvalidAccountId(DomainError):
+    """An account id outside the allowed characters or length."""

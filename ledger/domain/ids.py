@@ -1,0 +1,17 @@
+"""Deterministic aggregate ids: the same business key always names the same stream."""
+
+from __future__ import annotations
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+_NAMESPACE = uuid5(NAMESPACE_URL, "https://credit-ledger.invalid/aggregates")
+
+
+def account_stream_id(account_id: str) -> UUID:
+    """The stream of the credit account called ``account_id``."""
+    return uuid5(_NAMESPACE, f"account/{account_id}")
+
+
+def checkout_stream_id(session_id: str) -> UUID:
+    """The stream of the Stripe Checkout session ``session_id``."""
+    return uuid5(_NAMESPACE, f"checkout/{session_id}")

@@ -1,0 +1,71 @@
+"""Load aggregates from their events and save their new events."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+from eventsourcing.domain import Aggregate
+
+from ledger.store.event_store import ConcurrencyConflict, EventStore
+from ledger.store.mapper import MsgspecMapper
+
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 8
+
+
+class Repository:
+    """Aggregates in and out of the event store, through the msgspec mapper."""
+
+    def __init__(self, store: EventStore, mapper: MsgspecMapper | None = None) -> None:
+        self.store = store
+        self.mapper = mapper or MsgspecMapper()
+
+    async def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """The aggregate as its events leave it, or None if it was never created."""
+        aggregate: Any = None
+        for recorded in await self.store.load(aggregate_id):
+            aggregate = self.mapper.to_domain_event(recorded).mutate(aggregate)
+        if aggregate is not None and not isinstance(aggregate, cls):
+            raise TypeError(f"stream {aggregate_id} holds a {type(aggregate).__name__}")
+        return aggregate
+
+    async def exists(self, aggregate_id: UUID) -> bool:
+        """Whether the aggregate has been created."""
+        return await self.store.exists(aggregate_id)
+
+    async def save(
+        self, *aggregates: Aggregate, connection: asyncpg.Connection | None = None
+    ) -> list[int]:
+        """Append the aggregates' pending events in one transaction."""
+        stored = [
+            self.mapper.to_stored_event(domain_event)
+            for aggregate in aggregates
+            for domain_event in aggregate.collect_events()
+        ]
+        return await self.store.append(stored, connection)
+
+
+async def retry_on_conflict(
+    command: Callable[[], Awaitable[T]], attempts: int = MAX_ATTEMPTS
+) -> T:
+    """Run load-decide-append again when another writer got there first.
+
+    ``command`` must reload what it decides on each time: after a conflict its
+    pending events are gone and its aggregate is stale.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await command()
+        except ConcurrencyConflict:
+            if attempt == attempts:
+                raise
+            # Jitter spreads out writers that collided so they do not collide again.
+            await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""The asyncpg event store, its msgspec mapper and its SQL migrations."""

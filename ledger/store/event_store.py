@@ -1,0 +1,156 @@
+"""The append-only event store on PostgreSQL, through asyncpg.
+
+Ordering: readers tail the table by ``notification_id`` and must never pass
+over an event that commits after a later-numbered one. The eventsourcing
+library gets that by taking ``LOCK TABLE ... IN EXCLUSIVE MODE`` until commit,
+so writers commit one at a time. We use a transaction-id watermark instead:
+
+* ``append_events()`` (SQL, migration 0001) hands out a transaction id and a
+  block of notification ids under a short advisory lock that is released
+  before commit, so notification order equals transaction-id order while the
+  expensive part, the commit and its fsync, runs in parallel.
+* Readers only return rows whose writing transaction is older than
+  ``pg_snapshot_xmin(pg_current_snapshot())``, the oldest transaction still
+  running. A row with a lower notification id than one returned belongs to an
+  older transaction, which has therefore ended: it is visible already or it
+  never will be.
+
+``bench/append_rate.py`` measures both designs against plain inserts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+import msgspec
+from eventsourcing.persistence import StoredEvent
+
+NOTIFY_CHANNEL = "ledger_events"
+
+_APPEND = "SELECT notification_id, recorded_at FROM append_events($1, $2, $3, $4)"
+
+_VISIBLE = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+
+_COLUMNS = "originator_id, originator_version, topic, state, notification_id, recorded_at"
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer appended to one of these aggregates first: reload and retry."""
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """A stored event as read back, with its global position and time recorded."""
+
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: bytes
+    notification_id: int
+    recorded_at: datetime
+
+
+def _recorded(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        originator_id=row[0],
+        originator_version=row[1],
+        topic=row[2],
+        state=row[3],
+        notification_id=row[4],
+        recorded_at=row[5],
+    )
+
+
+class EventStore:
+    """Appends events with optimistic concurrency and reads them back in order."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction, for an append plus rows that go with it."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            yield connection
+
+    async def append(
+        self, events: Sequence[StoredEvent], connection: asyncpg.Connection | None = None
+    ) -> list[int]:
+        """Append events atomically; return their notification ids.
+
+        Each event's ``originator_version`` is the expected next version of its
+        aggregate: if any is taken, nothing is written and ``ConcurrencyConflict``
+        is raised. With ``connection`` the append joins the caller's transaction
+        and must be its first write.
+        """
+        if not events:
+            return []
+        if connection is None:
+            async with self.transaction() as own:
+                return await self._append(own, events)
+        return await self._append(connection, events)
+
+    async def _append(
+        self, connection: asyncpg.Connection, events: Sequence[StoredEvent]
+    ) -> list[int]:
+        try:
+            rows = await connection.fetch(
+                _APPEND,
+                [e.originator_id for e in events],
+                [e.originator_version for e in events],
+                [e.topic for e in events],
+                [e.state for e in events],
+            )
+        except asyncpg.UniqueViolationError as error:
+            raise ConcurrencyConflict(str(error)) from error
+        except BaseException:
+            # append_events() holds a session-level lock while it inserts; if it
+            # failed in between, release it now rather than when the pool resets.
+            with contextlib.suppress(Exception):
+                await connection.execute("SELECT pg_advisory_unlock_all()")
+            raise
+        return [row[0] for row in rows]
+
+    async def load(
+        self,
+        originator_id: UUID,
+        *,
+        after_version: int = 0,
+        recorded_until: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """One aggregate's events in version order, optionally only up to a moment."""
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"""SELECT {_COLUMNS} FROM stored_events
+                    WHERE originator_id = $1 AND originator_version > $2
+                      AND ($3::timestamptz IS NULL OR recorded_at <= $3)
+                    ORDER BY originator_version""",
+                originator_id,
+                after_version,
+                recorded_until,
+            )
+        return [_recorded(row) for row in rows]
+
+    async def exists(self, originator_id: UUID) -> bool:
+        """Whether an aggregate with this id has been created."""
+        async with self.pool.acquire() as connection:
+            found = await connection.fetchval(
+                "SELECT 1 FROM stored_events WHERE originator_id = $1 AND originator_version = 1",
+                originator_id,
+            )
+        return found is not None
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Events in commit order after position ``after``, never skipping a late commit."""
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"""SELECT {_COLUMNS} FROM stored_events
+                    WHERE notification_id > $1 AND {_VISIBLE}
+                    ORDER BY notification_id LIMIT $2""",
+                after,
+                limit,
+            )
+        return [_recorded(row) for row in rows]

@@ -1,0 +1,84 @@
+"""The payment gateway on Stripe Checkout, through the official SDK (async)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import stripe
+
+from ledger.ports import CheckoutRequest, CreatedCheckout, PaymentGatewayError
+
+log = logging.getLogger(__name__)
+
+# httpx 0.28 deprecates the form-body style the SDK uses; harmless, but noisy.
+warnings.filterwarnings(
+    "ignore", message=r"Use 'content=<\.\.\.>' to upload raw", category=DeprecationWarning
+)
+
+
+class StripeGateway:
+    """Creates Checkout sessions for one-time credit top-ups."""
+
+    def __init__(
+        self, secret_key: str, *, api_base: str | None = None, max_network_retries: int = 2
+    ) -> None:
+        # One httpx client per gateway: it is bound to the event loop that first uses it.
+        self._http_client = stripe.HTTPXClient()
+        base_addresses: stripe.BaseAddresses = {}
+        if api_base:
+            base_addresses["api"] = api_base.rstrip("/")
+        self.client = stripe.StripeClient(
+            secret_key,
+            http_client=self._http_client,
+            max_network_retries=max_network_retries,
+            base_addresses=base_addresses,
+        )
+
+    async def close(self) -> None:
+        """Close the connection pool; call at shutdown."""
+        await self._http_client.close_async()
+
+    async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
+        """Create the session; Stripe's own idempotency makes a retry return the same one."""
+        params: stripe.checkout.SessionCreateParams = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": request.credits,
+                    "price_data": {
+                        "currency": request.currency,
+                        "unit_amount": request.unit_amount,
+                        "product_data": {"name": "Credits"},
+                    },
+                }
+            ],
+            "client_reference_id": request.account_id,
+            "metadata": {"account_id": request.account_id, "credits": str(request.credits)},
+            "payment_intent_data": {
+                "metadata": {"account_id": request.account_id, "credits": str(request.credits)}
+            },
+            "expires_at": request.expires_at,
+            "success_url": request.success_url,
+            "cancel_url": request.cancel_url,
+        }
+        try:
+            session = await self.client.v1.checkout.sessions.create_async(
+                params=params, options={"idempotency_key": request.idempotency_key}
+            )
+        except stripe.StripeError as error:
+            log.warning(
+                "Stripe refused to create a checkout session: %s (request id %s)",
+                type(error).__name__,
+                error.request_id,
+            )
+            raise PaymentGatewayError(str(error.user_message or type(error).__name__)) from error
+        if session.url is None or session.amount_total is None or session.currency is None:
+            raise PaymentGatewayError("Stripe answered with an incomplete checkout session.")
+        return CreatedCheckout(
+            session_id=session.id,
+            url=session.url,
+            amount_total=session.amount_total,
+            currency=session.currency,
+            expires_at=session.expires_at,
+        )

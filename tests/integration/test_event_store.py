@@ -1,0 +1,166 @@
+"""The event store on a real PostgreSQL: append-only, optimistic, gap-safe ordering."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from ledger.store.event_store import ConcurrencyConflict, EventStore
+
+
+def event(stream: uuid.UUID, version: int, body: bytes = b"{}") -> StoredEvent:
+    return StoredEvent(
+        originator_id=stream, originator_version=version, topic="tests:Happened", state=body
+    )
+
+
+async def test_appended_events_load_in_version_order(store: EventStore) -> None:
+    stream = uuid.uuid4()
+    positions = await store.append([event(stream, 1, b'{"n":1}'), event(stream, 2, b'{"n":2}')])
+
+    loaded = await store.load(stream)
+
+    assert [e.originator_version for e in loaded] == [1, 2]
+    assert [e.state for e in loaded] == [b'{"n":1}', b'{"n":2}']
+    assert [e.notification_id for e in loaded] == positions
+    assert positions[0] < positions[1]
+    assert loaded[0].recorded_at <= loaded[1].recorded_at
+
+
+async def test_append_at_a_taken_version_raises_and_writes_nothing(store: EventStore) -> None:
+    stream, other = uuid.uuid4(), uuid.uuid4()
+    await store.append([event(stream, 1)])
+
+    with pytest.raises(ConcurrencyConflict):
+        await store.append([event(other, 1), event(stream, 1)])
+
+    assert await store.load(other) == []
+    assert len(await store.load(stream)) == 1
+
+
+async def test_two_concurrent_appends_at_one_version_leave_exactly_one(store: EventStore) -> None:
+    for _ in range(20):
+        stream = uuid.uuid4()
+        outcomes = await asyncio.gather(
+            store.append([event(stream, 1, b'{"writer":"a"}')]),
+            store.append([event(stream, 1, b'{"writer":"b"}')]),
+            return_exceptions=True,
+        )
+
+        conflicts = [o for o in outcomes if isinstance(o, ConcurrencyConflict)]
+        assert len(conflicts) == 1, outcomes
+        assert len(await store.load(stream)) == 1
+
+
+async def test_a_failed_append_releases_the_ordering_lock(store: EventStore) -> None:
+    stream = uuid.uuid4()
+    await store.append([event(stream, 1)])
+    with pytest.raises(ConcurrencyConflict):
+        await store.append([event(stream, 1)])
+
+    # Another writer must not wait on a lock the failed one kept.
+    async with asyncio.timeout(5):
+        await store.append([event(stream, 2)])
+
+
+async def test_stored_events_cannot_be_updated_deleted_or_truncated(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    stream = uuid.uuid4()
+    await store.append([event(stream, 1)])
+    statements = [
+        "UPDATE stored_events SET state = '\\x7b7d' WHERE originator_id = $1",
+        "DELETE FROM stored_events WHERE originator_id = $1",
+    ]
+    async with pool.acquire() as connection:
+        for statement in statements:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await connection.execute(statement, stream)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await connection.execute("TRUNCATE stored_events")
+    assert len(await store.load(stream)) == 1
+
+
+async def test_append_must_be_the_first_write_of_its_transaction(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("CREATE TEMP TABLE scratch (n int) ON COMMIT DROP")
+        await connection.execute("INSERT INTO scratch VALUES (1)")
+        with pytest.raises(asyncpg.InvalidTransactionStateError, match="first write"):
+            await store.append([event(uuid.uuid4(), 1)], connection)
+
+
+async def test_reader_never_sees_a_position_before_one_it_already_read(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """An earlier-numbered append that commits last is not passed over."""
+    start = await _tail_position(store)
+    early, late = uuid.uuid4(), uuid.uuid4()
+
+    slow = await pool.acquire()
+    transaction = slow.transaction()
+    await transaction.start()
+    try:
+        [early_position] = await store.append([event(early, 1)], slow)
+        # A later append commits while the earlier one is still open.
+        [late_position] = await store.append([event(late, 1)])
+        assert early_position < late_position
+
+        seen_while_open = await store.read_all(after=start)
+        assert late_position not in [e.notification_id for e in seen_while_open]
+        await transaction.commit()
+    finally:
+        await pool.release(slow)
+
+    seen = [e.notification_id for e in await store.read_all(after=start)]
+    assert early_position in seen and late_position in seen
+    assert seen.index(early_position) < seen.index(late_position)
+
+
+async def test_concurrent_writers_and_a_tailing_reader_agree_on_one_order(
+    store: EventStore,
+) -> None:
+    """A reader tailing during 400 concurrent appends reads every event once, in order."""
+    start = await _tail_position(store)
+    streams = [uuid.uuid4() for _ in range(400)]
+    done = asyncio.Event()
+    read: list[int] = []
+
+    async def tail() -> None:
+        position = start
+        while True:
+            finished = done.is_set()
+            batch = await store.read_all(after=position, limit=50)
+            for recorded in batch:
+                assert recorded.notification_id > position
+                position = recorded.notification_id
+                read.append(position)
+            if finished and not batch:
+                return
+            if not batch:
+                await asyncio.sleep(0.001)
+
+    async def write(stream: uuid.UUID) -> int:
+        [position] = await store.append([event(stream, 1)])
+        return position
+
+    reader = asyncio.create_task(tail())
+    written = await asyncio.gather(*(write(s) for s in streams))
+    done.set()
+    await reader
+
+    mine = [p for p in read if p in set(written)]
+    assert sorted(mine) == sorted(written)
+    assert read == sorted(read)
+
+
+async def _tail_position(store: EventStore) -> int:
+    position = 0
+    while batch := await store.read_all(after=position, limit=1000):
+        position = batch[-1].notification_id
+    return position
