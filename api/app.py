@@ -16,7 +16,7 @@ from api.auth import authenticate
 from api.database import create_pool, describe, resolve_database_url
 from api.errors import EXCEPTION_HANDLERS
 from api.routes import checkout_pages, customers, internal, operations
-from api.services import Services, build_services
+from api.services import Services, ServicesDependency, build_services
 from api.settings import Settings
 from ledger.stripe_gateway import StripeGateway
 from ledger.tokens import Principal
@@ -69,7 +69,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
     async def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
-    async def provide_principal(request: Request[Any, Any, Any], services: Services) -> Principal:
+    async def provide_principal(
+        request: Request[Any, Any, Any], services: ServicesDependency
+    ) -> Principal:
         return await authenticate(request, services.tokens)
 
     return Litestar(
@@ -87,4 +89,6 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Credit ledger", version="1.0.0", path="/schema"),
         debug=False,
+        # Logging belongs to the process (the CLI configures it), not to the app.
+        logging_config=None,
     )

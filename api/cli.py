@@ -69,8 +69,12 @@ def accounts() -> None:
 
 @accounts.command("open")
 @click.argument("account_id")
-@click.option("--allowance", type=click.IntRange(min=0), default=None,
-              help="Monthly allowance in credits (default: DEFAULT_MONTHLY_ALLOWANCE).")
+@click.option(
+    "--allowance",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Monthly allowance in credits (default: DEFAULT_MONTHLY_ALLOWANCE).",
+)
 def open_account(account_id: str, allowance: int | None) -> None:
     """Open ACCOUNT_ID with its monthly allowance available at once."""
     from ledger.domain.errors import AccountAlreadyExists, InvalidAccountId
@@ -95,7 +99,9 @@ def tokens() -> None:
 
 
 @tokens.command("create")
-@click.option("--scope", required=True, type=click.Choice(["credits", "ledger:write", "ledger:audit"]))
+@click.option(
+    "--scope", required=True, type=click.Choice(["credits", "ledger:write", "ledger:audit"])
+)
 @click.option("--account", "account_id", help="The account a credits token is bound to.")
 @click.option("--name", help="Who uses it (an internal service or an auditor).")
 def create_token(scope: str, account_id: str | None, name: str | None) -> None:

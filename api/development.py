@@ -76,7 +76,7 @@ async def ensure_demo_account(services: Services, settings: Settings) -> None:
 
 def _say_how_to_use(token_file: Path, settings: Settings) -> None:
     log.info(
-        "try it: curl -s -X POST %s/v1/credits/purchase -H \"Authorization: Bearer $(cat %s)\" "
+        'try it: curl -s -X POST %s/v1/credits/purchase -H "Authorization: Bearer $(cat %s)" '
         "-H 'Content-Type: application/json' -d '{\"credits\": 1000}'",
         settings.public_url,
         token_file,

@@ -9,6 +9,7 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 from api.auth import Forbidden, Unauthenticated
 from api.validation import ValidationFailed
@@ -50,7 +51,9 @@ def _litestar_validation(_: Request, error: ValidationException) -> Response[Any
     for item in error.extra if isinstance(error.extra, list) else []:
         if isinstance(item, dict):
             field = str(item.get("key") or "request")
-            errors.setdefault(field, []).append(f"The {field} field is invalid: {item.get('message')}.")
+            errors.setdefault(field, []).append(
+                f"The {field} field is invalid: {item.get('message')}."
+            )
     return _validation(errors or {"request": ["The request is invalid."]})
 
 
@@ -68,8 +71,9 @@ def _invalid_account_id(_: Request, error: InvalidAccountId) -> Response[Any]:
 
 def _payment_gateway(_: Request, error: PaymentGatewayError) -> Response[Any]:
     return error_response(
-        502, "The payment provider could not create the checkout. Nothing was charged or "
-        "recorded; please try again."
+        502,
+        "The payment provider could not create the checkout. Nothing was charged or "
+        "recorded; please try again.",
     )
 
 
@@ -84,7 +88,7 @@ def _unexpected(request: Request, error: Exception) -> Response[Any]:
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "Server Error.")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[Any]]] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     Unauthenticated: _fixed(401, "Unauthenticated."),
     Forbidden: _fixed(403, "This action is unauthorized."),
     ValidationFailed: _validation_failed,

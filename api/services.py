@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
+from litestar.di import NamedDependency
 
+from api.settings import Settings
 from ledger.accounts import AccountService
 from ledger.ports import PaymentGateway
 from ledger.purchases import CheckoutLinks, Pricing, PurchaseService
@@ -13,8 +15,6 @@ from ledger.repository import Repository
 from ledger.store.event_store import EventStore
 from ledger.store.idempotency import IdempotencyStore
 from ledger.tokens import TokenService
-
-from api.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class Services:
     accounts: AccountService
     purchases: PurchaseService
     default_monthly_allowance: int
+
+
+ServicesDependency = NamedDependency[Services]
+"""Declares a route's ``services`` parameter as the injected Services."""
 
 
 def build_services(pool: asyncpg.Pool, settings: Settings, gateway: PaymentGateway) -> Services:
@@ -43,7 +47,9 @@ def build_services(pool: asyncpg.Pool, settings: Settings, gateway: PaymentGatew
             store=store,
             gateway=gateway,
             idempotency=IdempotencyStore(pool),
-            pricing=Pricing(unit_amount=settings.credit_unit_amount, currency=settings.credit_currency),
+            pricing=Pricing(
+                unit_amount=settings.credit_unit_amount, currency=settings.credit_currency
+            ),
             links=CheckoutLinks(
                 success_url=f"{settings.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
                 cancel_url=f"{settings.public_url}/checkout/cancel?session_id={{CHECKOUT_SESSION_ID}}",

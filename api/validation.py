@@ -55,8 +55,13 @@ class Checker:
         self.errors.setdefault(field, []).append(message)
 
     def integer(
-        self, field: str, *, minimum: int | None = None, maximum: int | None = None,
-        required: bool = True, default: int | None = None,
+        self,
+        field: str,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        required: bool = True,
+        default: int | None = None,
     ) -> int | None:
         """An integer field: JSON numbers only, never true/false, 1000.5 or "1000"."""
         label = _label(field)
@@ -75,8 +80,13 @@ class Checker:
         return value
 
     def string(
-        self, field: str, *, max_length: int = 255, pattern: str | None = None,
-        pattern_hint: str = "", required: bool = True,
+        self,
+        field: str,
+        *,
+        max_length: int = 255,
+        pattern: str | None = None,
+        pattern_hint: str = "",
+        required: bool = True,
     ) -> str | None:
         """A non-empty string field, optionally matching a regular expression."""
         label = _label(field)

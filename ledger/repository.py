@@ -8,10 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-import asyncpg
 from eventsourcing.domain import Aggregate
 
-from ledger.store.event_store import ConcurrencyConflict, EventStore
+from ledger.store.event_store import ConcurrencyConflict, Connection, EventStore
 from ledger.store.mapper import MsgspecMapper
 
 A = TypeVar("A", bound=Aggregate)
@@ -40,9 +39,7 @@ class Repository:
         """Whether the aggregate has been created."""
         return await self.store.exists(aggregate_id)
 
-    async def save(
-        self, *aggregates: Aggregate, connection: asyncpg.Connection | None = None
-    ) -> list[int]:
+    async def save(self, *aggregates: Aggregate, connection: Connection | None = None) -> list[int]:
         """Append the aggregates' pending events in one transaction."""
         stored = [
             self.mapper.to_stored_event(domain_event)
@@ -52,9 +49,7 @@ class Repository:
         return await self.store.append(stored, connection)
 
 
-async def retry_on_conflict(
-    command: Callable[[], Awaitable[T]], attempts: int = MAX_ATTEMPTS
-) -> T:
+async def retry_on_conflict(command: Callable[[], Awaitable[T]], attempts: int = MAX_ATTEMPTS) -> T:
     """Run load-decide-append again when another writer got there first.
 
     ``command`` must reload what it decides on each time: after a conflict its

@@ -6,6 +6,7 @@ import logging
 import warnings
 
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
 from ledger.ports import CheckoutRequest, CreatedCheckout, PaymentGatewayError
 
@@ -25,14 +26,11 @@ class StripeGateway:
     ) -> None:
         # One httpx client per gateway: it is bound to the event loop that first uses it.
         self._http_client = stripe.HTTPXClient()
-        base_addresses: stripe.BaseAddresses = {}
-        if api_base:
-            base_addresses["api"] = api_base.rstrip("/")
         self.client = stripe.StripeClient(
             secret_key,
             http_client=self._http_client,
             max_network_retries=max_network_retries,
-            base_addresses=base_addresses,
+            base_addresses={"api": api_base.rstrip("/")} if api_base else None,
         )
 
     async def close(self) -> None:
@@ -41,7 +39,7 @@ class StripeGateway:
 
     async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
         """Create the session; Stripe's own idempotency makes a retry return the same one."""
-        params: stripe.checkout.SessionCreateParams = {
+        params: SessionCreateParams = {
             "mode": "payment",
             "line_items": [
                 {

@@ -10,7 +10,7 @@ from enum import StrEnum
 import asyncpg
 import msgspec
 
-TOKEN_PREFIX = "ldg"
+TOKEN_PREFIX = "ldg"  # noqa: S105 (a label, not a secret)
 
 
 class Scope(StrEnum):
@@ -88,7 +88,10 @@ class TokenService:
         if row is None or not hmac.compare_digest(row["token_hash"], _hash(token)):
             return None
         return Principal(
-            token_id=token_id, scope=Scope(row["scope"]), account_id=row["account_id"], name=row["name"]
+            token_id=token_id,
+            scope=Scope(row["scope"]),
+            account_id=row["account_id"],
+            name=row["name"],
         )
 
     async def revoke(self, token_id: str) -> bool:

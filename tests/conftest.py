@@ -82,7 +82,7 @@ async def database_url() -> AsyncIterator[str]:
             await admin.execute(f'CREATE DATABASE "{name}"')
         finally:
             await admin.close()
-        print(f"\ntest database {name} on {source}")  # noqa: T201
+        print(f"\ntest database {name} on {source}")
         try:
             yield _with_database(server_url, name)
         finally:

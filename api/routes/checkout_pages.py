@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from litestar import MediaType, get
+from litestar.params import FromQuery
 
 
 def _page(title: str, body: str) -> str:
@@ -16,7 +17,7 @@ def _page(title: str, body: str) -> str:
 
 
 @get("/checkout/success", media_type=MediaType.HTML, include_in_schema=False)
-async def checkout_success(session_id: str | None = None) -> str:
+async def checkout_success(session_id: FromQuery[str | None] = None) -> str:
     """Thanks the customer; the credits arrive when Stripe confirms the payment."""
     reference = f"<p>Reference: <code>{html.escape(session_id)}</code></p>" if session_id else ""
     return _page(

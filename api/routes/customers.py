@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from litestar import Request, get, post
-from litestar.params import Parameter
+from typing import Annotated
 
-from api.auth import customer_account
+from litestar import Request, get, post
+from litestar.params import HeaderParameter
+
+from api.auth import Caller, customer_account
 from api.schemas import AccountCredits
-from api.services import Services
+from api.services import ServicesDependency
 from api.validation import Checker, ValidationFailed, json_object
 from ledger.purchases import MAX_CREDITS, MIN_CREDITS, CheckoutStarted, RequestCheckout
-from ledger.tokens import Principal
 
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -30,9 +31,9 @@ def checked_idempotency_key(key: str | None) -> str | None:
 @post("/v1/credits/purchase", status_code=200, tags=["customers"])
 async def purchase_credits(
     request: Request,
-    principal: Principal,
-    services: Services,
-    idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None, required=False),
+    principal: Caller,
+    services: ServicesDependency,
+    idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
 ) -> CheckoutStarted:
     """Start a Stripe Checkout for ``{"credits": 100..10000}``; credits arrive when it is paid."""
     account_id = customer_account(principal)
@@ -50,7 +51,7 @@ async def purchase_credits(
 
 
 @get("/v1/credits", tags=["customers"])
-async def get_credits(principal: Principal, services: Services) -> AccountCredits:
+async def get_credits(principal: Caller, services: ServicesDependency) -> AccountCredits:
     """The caller's balance: allowance remaining plus top-ups."""
     return AccountCredits.of(await services.accounts.get(customer_account(principal)))
 

@@ -6,7 +6,7 @@ import asyncio
 
 from litestar import MediaType, Response, get
 
-from api.services import Services
+from api.services import ServicesDependency
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", media_type=MediaType.JSON, tags=["operations"])
-async def readyz(services: Services) -> Response[dict[str, str]]:
+async def readyz(services: ServicesDependency) -> Response[dict[str, str]]:
     """200 when the database answers, 503 otherwise."""
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 import re
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from ledger.domain.errors import InvalidAccountId, InvalidAmount
 from ledger.domain.ids import account_stream_id
-
 
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
 

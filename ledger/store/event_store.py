@@ -27,7 +27,11 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 from eventsourcing.persistence import StoredEvent
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection of our own or one lent by the pool: both take the same calls."""
 
 NOTIFY_CHANNEL = "ledger_events"
 
@@ -71,13 +75,13 @@ class EventStore:
         self.pool = pool
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         """A connection inside a transaction, for an append plus rows that go with it."""
         async with self.pool.acquire() as connection, connection.transaction():
             yield connection
 
     async def append(
-        self, events: Sequence[StoredEvent], connection: asyncpg.Connection | None = None
+        self, events: Sequence[StoredEvent], connection: Connection | None = None
     ) -> list[int]:
         """Append events atomically; return their notification ids.
 
@@ -93,9 +97,7 @@ class EventStore:
                 return await self._append(own, events)
         return await self._append(connection, events)
 
-    async def _append(
-        self, connection: asyncpg.Connection, events: Sequence[StoredEvent]
-    ) -> list[int]:
+    async def _append(self, connection: Connection, events: Sequence[StoredEvent]) -> list[int]:
         try:
             rows = await connection.fetch(
                 _APPEND,

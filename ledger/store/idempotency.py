@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from ledger.store.event_store import Connection
+
 
 class StoredAnswer(msgspec.Struct, frozen=True):
     """A recorded answer and the fingerprint of the request that produced it."""
@@ -34,9 +36,7 @@ class IdempotencyStore:
         return None if row is None else StoredAnswer(row[0], row[1])
 
     @staticmethod
-    async def record(
-        connection: asyncpg.Connection, scope: str, key: str, answer: StoredAnswer
-    ) -> None:
+    async def record(connection: Connection, scope: str, key: str, answer: StoredAnswer) -> None:
         """Record the answer in the caller's transaction, after its events."""
         try:
             await connection.execute(

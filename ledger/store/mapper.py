@@ -10,7 +10,7 @@ as the eventsourcing library's own mapper does.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import msgspec
@@ -24,12 +24,12 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
-@lru_cache(maxsize=None)
+@cache
 def _topic_of(cls: type) -> str:
     return get_topic(cls)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _class_of(topic: str) -> type:
     return resolve_topic(topic)
 

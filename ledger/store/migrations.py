@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from importlib import resources
 
-import asyncpg
+from ledger.store.event_store import Connection
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def available_migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
+async def apply_migrations(connection: Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
@@ -38,7 +38,9 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
                    name text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")}
+        done = {
+            r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")
+        }
         applied = []
         for version, name, sql in available_migrations():
             if version in done:

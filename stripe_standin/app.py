@@ -1,0 +1,76 @@
+"""The Litestar app factory of the Stripe stand-in."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.datastructures import MutableScopeHeaders, State
+from litestar.exceptions import HTTPException
+from litestar.types import Message, Scope
+
+from stripe_standin.api import make_api_router
+from stripe_standin.control import make_control_router
+from stripe_standin.errors import StripeError
+from stripe_standin.hosted import make_hosted_router
+from stripe_standin.state import StandinState, error_response, json_response, request_id
+
+logger = logging.getLogger(__name__)
+
+
+async def _add_request_id(message: Message, scope: Scope) -> None:
+    if message["type"] == "http.response.start":
+        MutableScopeHeaders.from_message(message)["Request-Id"] = request_id(scope)
+
+
+def _is_api(request: Request[Any, Any, Any]) -> bool:
+    return request.url.path.startswith("/v1/") or request.url.path == "/v1"
+
+
+def _stripe_error(_: Request[Any, Any, Any], exc: StripeError) -> Response[bytes]:
+    return error_response(exc)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if _is_api(request) and exc.status_code in (404, 405):
+        return error_response(
+            StripeError(
+                404,
+                f"Unrecognized request URL ({request.method}: {request.url.path}). Please see "
+                "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+            )
+        )
+    if _is_api(request):
+        return error_response(StripeError(exc.status_code, exc.detail))
+    return json_response(
+        {"status_code": exc.status_code, "detail": exc.detail}, exc.status_code, exc.headers
+    )
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    logger.exception("stripe stand-in failed on %s %s", request.method, request.url.path)
+    return error_response(StripeError(500, f"Stand-in internal error: {exc!r}", type_="api_error"))
+
+
+def create_standin_app(
+    *, public_base_url: str, webhook_url: str | None = None, webhook_secret: str | None = None
+) -> Litestar:
+    """A Stripe stand-in reachable at ``public_base_url`` (used for hosted-page URLs)."""
+    state = StandinState(
+        public_base_url=public_base_url.rstrip("/"),
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+    )
+    return Litestar(
+        route_handlers=[make_api_router(), make_hosted_router(), make_control_router()],
+        state=State({"standin": state}),
+        before_send=[_add_request_id],
+        exception_handlers={
+            StripeError: _stripe_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        openapi_config=None,
+        logging_config=None,  # a library app must not reconfigure the host process's logging
+    )

@@ -1,0 +1,79 @@
+"""The ledger API served over real HTTP, talking to the Stripe stand-in with the real SDK."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from api.app import create_app
+from api.services import Services
+from api.settings import Settings
+from ledger.tokens import Scope
+from stripe_standin import RunningStandin, run_standin
+from tests.conftest import unique
+from tests.support.servers import bind_free_port, serving
+
+
+@pytest.fixture(scope="session")
+async def standin() -> AsyncIterator[RunningStandin]:
+    async with run_standin() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def ledger_app(database_url: str, standin: RunningStandin) -> AsyncIterator[Litestar]:
+    """The API as users run it, on a free port, with the stand-in as its Stripe."""
+    sock = bind_free_port()
+    port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
+        settings = Settings(
+            database_url=database_url,
+            port=port,
+            public_url=f"http://127.0.0.1:{port}",
+            stripe_secret_key="sk_test_ledger_suite",
+            stripe_api_base=standin.base_url,
+            data_dir=Path(data_dir),
+        )
+        app = create_app(settings)
+        async with serving(app, sock) as base_url:
+            app.state.base_url = base_url
+            yield app
+
+
+@pytest.fixture
+def services(ledger_app: Litestar) -> Services:
+    return ledger_app.state.services  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def http(ledger_app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=ledger_app.state.base_url, timeout=30) as client:
+        yield client
+
+
+class Customer:
+    """An open account and a credits token bound to it."""
+
+    def __init__(self, account_id: str, token: str) -> None:
+        self.account_id = account_id
+        self.token = token
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def customer(services: Services) -> Customer:
+    account_id = unique("acct")
+    await services.accounts.open(account_id, 1000)
+    issued = await services.tokens.issue(Scope.CREDITS, account_id=account_id)
+    return Customer(account_id, issued.secret)
+
+
+@pytest.fixture
+async def writer_headers(services: Services) -> dict[str, str]:
+    issued = await services.tokens.issue(Scope.LEDGER_WRITE, name="tests")
+    return {"Authorization": f"Bearer {issued.secret}"}

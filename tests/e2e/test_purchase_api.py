@@ -1,0 +1,255 @@
+"""POST /v1/credits/purchase over real HTTP, with the real Stripe SDK and the stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from api.services import Services
+from ledger.store.event_store import EventStore
+from ledger.tokens import Scope
+from stripe_standin import RunningStandin
+from tests.e2e.conftest import Customer
+from tests.support.events import events_since, tail_position
+
+PURCHASE = "/v1/credits/purchase"
+
+
+async def checkout_requests(store: EventStore, since: int, account_id: str) -> list[dict[str, Any]]:
+    return [
+        data
+        for kind, data in await events_since(store, since)
+        if kind == "CheckoutRequested" and data["account_id"] == account_id
+    ]
+
+
+async def test_purchase_creates_a_checkout_session_and_records_it(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    start = await tail_position(services.store)
+
+    response = await http.post(PURCHASE, json={"credits": 1000}, headers=customer.headers)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"checkout_url", "session_id"}
+    assert body["session_id"].startswith("cs_")
+    [recorded] = await checkout_requests(services.store, start, customer.account_id)
+    assert recorded["session_id"] == body["session_id"]
+    assert recorded["credits"] == 1000
+    assert recorded["amount"] == 1000  # CREDIT_UNIT_AMOUNT defaults to 1 cent
+    assert recorded["currency"] == "usd"
+    assert recorded["checkout_url"] == body["checkout_url"]
+
+
+async def test_the_checkout_url_opens_a_page_showing_the_credits(
+    http: httpx.AsyncClient, customer: Customer
+) -> None:
+    response = await http.post(PURCHASE, json={"credits": 2500}, headers=customer.headers)
+
+    page = await http.get(response.json()["checkout_url"])
+
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert "2,500" in page.text or "2500" in page.text
+
+
+async def test_stripe_receives_the_purchase_details(
+    http: httpx.AsyncClient, customer: Customer, standin: RunningStandin
+) -> None:
+    response = await http.post(PURCHASE, json={"credits": 300}, headers=customer.headers)
+    session_id = response.json()["session_id"]
+
+    sessions = (await http.get(f"{standin.base_url}/_standin/sessions")).json()
+    session = next(s for s in _session_list(sessions) if s["id"] == session_id)
+
+    assert session["mode"] == "payment"
+    assert session["amount_total"] == 300
+    assert session["client_reference_id"] == customer.account_id
+    assert session["metadata"] == {"account_id": customer.account_id, "credits": "300"}
+    assert session["success_url"].endswith("/checkout/success?session_id={CHECKOUT_SESSION_ID}")
+    assert session["expires_at"] > session["created"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": "Bearer ldg_0000000000000000_guessed"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ],
+)
+async def test_purchase_without_a_valid_token_is_401(
+    http: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await http.post(PURCHASE, json={"credits": 1000}, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json() == {"message": "Unauthenticated."}
+
+
+async def test_a_revoked_token_is_refused_at_once(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    principal = await services.tokens.authenticate(customer.token)
+    assert principal is not None
+    assert await services.tokens.revoke(principal.token_id)
+
+    response = await http.post(PURCHASE, json={"credits": 1000}, headers=customer.headers)
+
+    assert response.status_code == 401
+
+
+async def test_an_internal_token_cannot_buy_credits(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    response = await http.post(PURCHASE, json={"credits": 1000}, headers=writer_headers)
+
+    assert response.status_code == 403
+    assert response.json() == {"message": "This action is unauthorized."}
+
+
+REQUIRED = "The credits field is required."
+NOT_INTEGER = "The credits field must be an integer."
+TOO_FEW = "The credits must be at least 100."
+TOO_MANY = "The credits must not be greater than 10000."
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("{}", REQUIRED),
+        ('{"credits": null}', REQUIRED),
+        ('{"other": 1000}', REQUIRED),
+        ('{"credits": 1000.5}', NOT_INTEGER),
+        ('{"credits": 1000.0}', NOT_INTEGER),
+        ('{"credits": "1000"}', NOT_INTEGER),
+        ('{"credits": true}', NOT_INTEGER),
+        ('{"credits": [1000]}', NOT_INTEGER),
+        ('{"credits": {"n": 1}}', NOT_INTEGER),
+        ('{"credits": 99}', TOO_FEW),
+        ('{"credits": -5}', TOO_FEW),
+        ('{"credits": 10001}', TOO_MANY),
+        ('{"credits": 100000000000000000000000000}', TOO_MANY),
+    ],
+)
+async def test_invalid_credits_are_422_with_the_contract_message(
+    http: httpx.AsyncClient, customer: Customer, services: Services, body: str, message: str
+) -> None:
+    start = await tail_position(services.store)
+
+    response = await http.post(
+        PURCHASE, content=body, headers={**customer.headers, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    assert response.json() == {"message": message, "errors": {"credits": [message]}}
+    assert await checkout_requests(services.store, start, customer.account_id) == []
+
+
+@pytest.mark.parametrize("body", ["", "credits=1000", "{", "[1000]", "1000", "\xff\xfe"])
+async def test_a_body_that_is_not_a_json_object_is_422_not_500(
+    http: httpx.AsyncClient, customer: Customer, body: str
+) -> None:
+    response = await http.post(
+        PURCHASE,
+        content=body.encode("latin-1"),
+        headers={**customer.headers, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    payload = response.json()
+    assert payload["message"].startswith("The request body must be")
+    assert payload["errors"] == {"body": [payload["message"]]}
+
+
+async def test_the_limits_themselves_are_accepted(
+    http: httpx.AsyncClient, customer: Customer
+) -> None:
+    for credits in (100, 10_000):
+        response = await http.post(PURCHASE, json={"credits": credits}, headers=customer.headers)
+        assert response.status_code == 200, response.text
+
+
+async def test_when_stripe_fails_the_answer_is_502_and_nothing_is_recorded(
+    http: httpx.AsyncClient, customer: Customer, services: Services, standin: RunningStandin
+) -> None:
+    start = await tail_position(services.store)
+    await http.post(f"{standin.base_url}/_standin/fail-next", json={"status": 500, "count": 10})
+    try:
+        response = await http.post(PURCHASE, json={"credits": 1000}, headers=customer.headers)
+    finally:
+        await http.post(f"{standin.base_url}/_standin/fail-next", json={"status": 500, "count": 0})
+
+    assert response.status_code == 502
+    assert "payment provider" in response.json()["message"]
+    assert await checkout_requests(services.store, start, customer.account_id) == []
+
+
+async def test_the_same_idempotency_key_returns_the_same_session(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    start = await tail_position(services.store)
+    headers = {**customer.headers, "Idempotency-Key": "order-42"}
+
+    first = await http.post(PURCHASE, json={"credits": 500}, headers=headers)
+    second = await http.post(PURCHASE, json={"credits": 500}, headers=headers)
+
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert len(await checkout_requests(services.store, start, customer.account_id)) == 1
+
+
+async def test_concurrent_requests_with_one_key_make_one_session(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    start = await tail_position(services.store)
+    headers = {**customer.headers, "Idempotency-Key": "burst-1"}
+
+    responses = await asyncio.gather(
+        *(http.post(PURCHASE, json={"credits": 700}, headers=headers) for _ in range(10))
+    )
+
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["session_id"] for r in responses}) == 1
+    assert len(await checkout_requests(services.store, start, customer.account_id)) == 1
+
+
+async def test_a_reused_key_with_a_different_body_is_422(
+    http: httpx.AsyncClient, customer: Customer
+) -> None:
+    headers = {**customer.headers, "Idempotency-Key": "order-43"}
+    await http.post(PURCHASE, json={"credits": 500}, headers=headers)
+
+    response = await http.post(PURCHASE, json={"credits": 600}, headers=headers)
+
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.json()["errors"]
+
+
+async def test_idempotency_keys_are_per_account(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    other_id = f"{customer.account_id}_other"
+    await services.accounts.open(other_id, 1000)
+    other = await services.tokens.issue(Scope.CREDITS, account_id=other_id)
+
+    mine = await http.post(
+        PURCHASE, json={"credits": 500}, headers={**customer.headers, "Idempotency-Key": "k"}
+    )
+    theirs = await http.post(
+        PURCHASE,
+        json={"credits": 500},
+        headers={"Authorization": f"Bearer {other.secret}", "Idempotency-Key": "k"},
+    )
+
+    assert mine.json()["session_id"] != theirs.json()["session_id"]
+
+
+def _session_list(payload: Any) -> list[dict[str, Any]]:
+    return payload["data"] if isinstance(payload, dict) else payload

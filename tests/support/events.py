@@ -1,0 +1,27 @@
+"""Reading what the store recorded, for assertions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ledger.store.event_store import EventStore, RecordedEvent
+from ledger.store.mapper import event_type_name
+
+
+async def tail_position(store: EventStore) -> int:
+    """The position after every event visible now."""
+    position = 0
+    while batch := await store.read_all(after=position, limit=1000):
+        position = batch[-1].notification_id
+    return position
+
+
+async def events_since(store: EventStore, position: int) -> list[tuple[str, dict[str, Any]]]:
+    """(type, data) of every event after ``position``, in commit order."""
+    found: list[RecordedEvent] = []
+    while batch := await store.read_all(after=position, limit=1000):
+        found.extend(batch)
+        position = batch[-1].notification_id
+    return [(event_type_name(e.topic), msgspec.json.decode(e.state)) for e in found]
