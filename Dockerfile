@@ -1,0 +1,13 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY ledger ./ledger
+COPY api ./api
+COPY projections ./projections
+COPY stripe_standin ./stripe_standin
+RUN pip install --no-cache-dir -c constraints.txt . \
+    && useradd --system --home /app ledger
+USER ledger
+ENV HOST=0.0.0.0 PORT=8000
+EXPOSE 8000
+CMD ["ledger", "serve"]

@@ -1,0 +1,100 @@
+"""The ``ledger`` command line, run as a user runs it, against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+
+import asyncpg
+
+from ledger.tokens import TokenService
+from tests.conftest import unique
+
+
+async def ledger(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_accounts_open_then_a_token_for_it_authenticates(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    account_id = unique("acct")
+
+    opened = await ledger(database_url, "accounts", "open", account_id, "--allowance", "250")
+    created = await ledger(
+        database_url, "tokens", "create", "--scope", "credits", "--account", account_id
+    )
+
+    assert opened.returncode == 0, opened.stderr
+    assert f"opened {account_id}: monthly allowance 250" in opened.stdout
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    principal = await TokenService(pool).authenticate(token)
+    assert principal is not None
+    assert principal.account_id == account_id
+    row = await pool.fetchrow("SELECT * FROM api_tokens WHERE token_id = $1", principal.token_id)
+    assert row["token_hash"] == hashlib.sha256(token.encode()).digest()
+    assert all(token not in str(value) for value in row.values())  # only the hash is kept
+
+
+async def test_opening_an_account_twice_fails_clearly(database_url: str) -> None:
+    account_id = unique("acct")
+    await ledger(database_url, "accounts", "open", account_id)
+
+    again = await ledger(database_url, "accounts", "open", account_id)
+
+    assert again.returncode == 1
+    assert f"account {account_id} already exists" in again.stderr
+
+
+async def test_a_credits_token_needs_an_existing_account(database_url: str) -> None:
+    missing = await ledger(
+        database_url, "tokens", "create", "--scope", "credits", "--account", "acct_nope"
+    )
+    unbound = await ledger(database_url, "tokens", "create", "--scope", "credits")
+
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr
+    assert unbound.returncode == 2
+    assert "needs --account" in unbound.stderr
+
+
+async def test_revoked_tokens_stop_working(database_url: str, pool: asyncpg.Pool) -> None:
+    created = await ledger(
+        database_url, "tokens", "create", "--scope", "ledger:audit", "--name", "auditor"
+    )
+    token = created.stdout.strip().splitlines()[-1]
+    principal = await TokenService(pool).authenticate(token)
+    assert principal is not None
+
+    revoked = await ledger(database_url, "tokens", "revoke", principal.token_id)
+    again = await ledger(database_url, "tokens", "revoke", principal.token_id)
+
+    assert revoked.returncode == 0
+    assert await TokenService(pool).authenticate(token) is None
+    assert again.returncode == 1
+
+
+async def test_every_command_has_help(database_url: str) -> None:
+    for command in (
+        [],
+        ["serve"],
+        ["accounts", "open"],
+        ["tokens", "create"],
+        ["tokens", "revoke"],
+    ):
+        result = await ledger(database_url, *command, "--help")
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage:" in result.stdout
