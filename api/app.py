@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from api.auth import authenticate
 from api.database import create_pool, describe, resolve_database_url
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import checkout_pages, customers, internal, operations
+from api.routes import checkout_pages, customers, internal, operations, stripe_webhook
 from api.services import Services, ServicesDependency, build_services
 from api.settings import Settings
 from ledger.stripe_gateway import StripeGateway
@@ -41,7 +41,16 @@ async def open_services(
             api_base=stripe_api_base or settings.stripe_api_base,
         )
         stack.push_async_callback(gateway.close)
-        yield build_services(pool, settings, gateway)
+        yield build_services(pool, settings, gateway, webhook_secrets(settings))
+
+
+def webhook_secrets(settings: Settings) -> list[str]:
+    """The configured secrets; in development, the stand-in's generated one."""
+    if settings.webhook_secrets or settings.production:
+        return settings.webhook_secrets
+    from api.development import development_webhook_secret
+
+    return [development_webhook_secret(settings)]
 
 
 def create_app(settings: Settings, *, development_extras: bool = False) -> Litestar:
@@ -80,6 +89,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             *internal.ROUTES,
             *operations.ROUTES,
             *checkout_pages.ROUTES,
+            *stripe_webhook.ROUTES,
         ],
         dependencies={
             "services": Provide(provide_services),

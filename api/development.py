@@ -31,8 +31,8 @@ def _write_secret_file(path: Path, value: str) -> None:
 
 def development_webhook_secret(settings: Settings) -> str:
     """``STRIPE_WEBHOOK_SECRET``, or one generated once and kept under the data folder."""
-    if settings.stripe_webhook_secret:
-        return settings.stripe_webhook_secret
+    if settings.webhook_secrets:
+        return settings.webhook_secrets[0]
     path = settings.data_dir / "stripe-webhook-secret"
     if path.exists():
         return path.read_text().strip()

@@ -16,11 +16,16 @@ from api.validation import ValidationFailed
 from ledger.domain.errors import (
     AccountAlreadyExists,
     AccountNotFound,
+    InsufficientCredits,
     InvalidAccountId,
     InvalidAmount,
+    InvalidPeriod,
+    PeriodOutOfOrder,
 )
 from ledger.ports import PaymentGatewayError
-from ledger.purchases import IdempotencyKeyReused
+from ledger.store.event_store import ConcurrencyConflict
+from ledger.store.idempotency import IdempotencyKeyReused
+from ledger.stripe_webhooks import InvalidWebhook
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +74,30 @@ def _invalid_account_id(_: Request, error: InvalidAccountId) -> Response[Any]:
     return _validation({"account_id": [str(error)]})
 
 
+def _invalid_period(_: Request, error: InvalidPeriod) -> Response[Any]:
+    return _validation({"period": [str(error)]})
+
+
+def _period_out_of_order(_: Request, error: PeriodOutOfOrder) -> Response[Any]:
+    return error_response(409, str(error))
+
+
 def _payment_gateway(_: Request, error: PaymentGatewayError) -> Response[Any]:
     return error_response(
         502,
         "The payment provider could not create the checkout. Nothing was charged or "
         "recorded; please try again.",
     )
+
+
+def _invalid_webhook(_: Request, error: InvalidWebhook) -> Response[Any]:
+    return error_response(400, f"Invalid Stripe webhook: {error}.")
+
+
+def _busy(_: Request, __: ConcurrencyConflict) -> Response[Any]:
+    response = error_response(503, "The account is busy with other writes; please retry.")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _http(_: Request, error: HTTPException) -> Response[Any]:
@@ -96,9 +119,14 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     IdempotencyKeyReused: _idempotency_key_reused,
     InvalidAmount: _invalid_amount,
     InvalidAccountId: _invalid_account_id,
+    InvalidPeriod: _invalid_period,
+    PeriodOutOfOrder: _period_out_of_order,
+    InsufficientCredits: _fixed(402, "Insufficient credits."),
     AccountNotFound: _fixed(404, "Account not found."),
     AccountAlreadyExists: _fixed(409, "The account already exists."),
     PaymentGatewayError: _payment_gateway,
+    InvalidWebhook: _invalid_webhook,
+    ConcurrencyConflict: _busy,
     HTTPException: _http,
     Exception: _unexpected,
 }

@@ -27,3 +27,21 @@ class AccountCredits(msgspec.Struct, frozen=True):
             topup_balance=account.topup_balance,
             period=account.period,
         )
+
+
+class AccountPlan(msgspec.Struct, frozen=True):
+    """An account's plan: this period's allowance and the one from the next reset on."""
+
+    account_id: str
+    monthly_allowance: int
+    next_monthly_allowance: int
+    period: str
+
+    @classmethod
+    def of(cls, account: CreditAccount) -> AccountPlan:
+        return cls(
+            account_id=account.account_id,
+            monthly_allowance=account.monthly_allowance,
+            next_monthly_allowance=account.next_monthly_allowance,
+            period=account.period,
+        )

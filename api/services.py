@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 
 from api.settings import Settings
 from ledger.accounts import AccountService
+from ledger.payments import PaymentService
 from ledger.ports import PaymentGateway
 from ledger.purchases import CheckoutLinks, Pricing, PurchaseService
 from ledger.repository import Repository
@@ -26,6 +27,8 @@ class Services:
     tokens: TokenService
     accounts: AccountService
     purchases: PurchaseService
+    payments: PaymentService
+    webhook_secrets: list[str]
     default_monthly_allowance: int
 
 
@@ -33,27 +36,34 @@ ServicesDependency = NamedDependency[Services]
 """Declares a route's ``services`` parameter as the injected Services."""
 
 
-def build_services(pool: asyncpg.Pool, settings: Settings, gateway: PaymentGateway) -> Services:
+def build_services(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    gateway: PaymentGateway,
+    webhook_secrets: list[str],
+) -> Services:
     """Wire the store, the services and the payment gateway together."""
     store = EventStore(pool)
     repository = Repository(store)
+    idempotency = IdempotencyStore(pool)
+    pricing = Pricing(unit_amount=settings.credit_unit_amount, currency=settings.credit_currency)
     return Services(
         pool=pool,
         store=store,
         tokens=TokenService(pool),
-        accounts=AccountService(repository),
+        accounts=AccountService(repository, store, idempotency),
         purchases=PurchaseService(
             repository=repository,
             store=store,
             gateway=gateway,
-            idempotency=IdempotencyStore(pool),
-            pricing=Pricing(
-                unit_amount=settings.credit_unit_amount, currency=settings.credit_currency
-            ),
+            idempotency=idempotency,
+            pricing=pricing,
             links=CheckoutLinks(
                 success_url=f"{settings.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
                 cancel_url=f"{settings.public_url}/checkout/cancel?session_id={{CHECKOUT_SESSION_ID}}",
             ),
         ),
+        payments=PaymentService(repository, store, pricing),
+        webhook_secrets=webhook_secrets,
         default_monthly_allowance=settings.default_monthly_allowance,
     )

@@ -39,6 +39,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """No Stripe key: development runs the Stripe stand-in."""
         return not self.stripe_secret_key
 
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """``STRIPE_WEBHOOK_SECRET`` may list several, comma-separated, during a rollover."""
+        raw = self.stripe_webhook_secret or ""
+        return [secret.strip() for secret in raw.split(",") if secret.strip()]
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check the environment; raise SettingsError with a clear message."""

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from litestar.params import HeaderParameter
+
+IDEMPOTENCY_KEY_MAX = 255
+
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key")]
+"""The optional ``Idempotency-Key`` request header."""
 
 
 class ValidationFailed(Exception):
@@ -108,3 +114,19 @@ class Checker:
         """Raise the collected errors, if any."""
         if self.errors:
             raise ValidationFailed(self.errors)
+
+
+def checked_idempotency_key(key: str | None, *, required: bool = False) -> str | None:
+    """The header's key, or a 422 if it is missing (when required), too long or not ASCII."""
+    field = "Idempotency-Key"
+    if key is None:
+        if required:
+            raise ValidationFailed.single(field, "The Idempotency-Key header is required.")
+        return None
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isascii() or not key.isprintable():
+        raise ValidationFailed.single(
+            field,
+            f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} printable "
+            "ASCII characters.",
+        )
+    return key

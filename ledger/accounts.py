@@ -1,26 +1,70 @@
-"""Opening accounts and reading their balance from the write side."""
+"""Accounts: opening, spending, monthly resets and plan changes (the write side)."""
 
 from __future__ import annotations
+
+import msgspec
+from eventsourcing.utils import get_topic
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import AccountAlreadyExists, AccountNotFound
 from ledger.domain.ids import account_stream_id
+from ledger.keyed_locks import KeyedLocks
 from ledger.ports import Clock, system_clock
-from ledger.repository import Repository
-from ledger.store.event_store import ConcurrencyConflict
+from ledger.repository import Repository, retry_on_conflict
+from ledger.store.event_store import ConcurrencyConflict, EventStore
+from ledger.store.idempotency import (
+    IdempotencyKeyTaken,
+    IdempotencyStore,
+    StoredAnswer,
+    replay,
+    request_fingerprint,
+)
 
 
 def billing_period(clock: Clock) -> str:
-    """The calendar month ``YYYY-MM`` an account opened now starts in."""
+    """The calendar month ``YYYY-MM`` it is now, in UTC."""
     return clock().strftime("%Y-%m")
+
+
+class SpendCredits(msgspec.Struct, frozen=True):
+    """Command: take ``amount`` credits from an account, once per idempotency key."""
+
+    account_id: str
+    amount: int
+    reason: str
+    idempotency_key: str
+
+
+class Spent(msgspec.Struct, frozen=True):
+    """The answer to a spend: where the credits came from and the balance after."""
+
+    account_id: str
+    amount: int
+    from_allowance: int
+    from_topup: int
+    reason: str
+    balance: int
+    allowance_remaining: int
+    topup_balance: int
+    monthly_allowance: int
+    period: str
 
 
 class AccountService:
     """Commands and write-side reads on credit accounts."""
 
-    def __init__(self, repository: Repository, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        store: EventStore,
+        idempotency: IdempotencyStore,
+        clock: Clock = system_clock,
+    ) -> None:
         self.repository = repository
+        self.store = store
+        self.idempotency = idempotency
         self.clock = clock
+        self.locks = KeyedLocks()
 
     async def open(self, account_id: str, monthly_allowance: int) -> CreditAccount:
         """Open an account with its full allowance available for the current period."""
@@ -45,3 +89,78 @@ class AccountService:
     async def exists(self, account_id: str) -> bool:
         """Whether the account has been opened."""
         return await self.repository.exists(account_stream_id(account_id))
+
+    async def spend(self, command: SpendCredits) -> Spent:
+        """Spend once per key: a repeat gets the first answer and records nothing.
+
+        Concurrent spends on one account race on its version; the loser reloads
+        and decides again on the new balance (and may then find it short).
+        """
+        scope = f"spend/{command.account_id}"
+        fingerprint = request_fingerprint({"amount": command.amount, "reason": command.reason})
+        earlier = await self.idempotency.find(scope, command.idempotency_key)
+        if earlier is not None:
+            return replay(earlier, fingerprint, Spent)
+
+        async def attempt() -> Spent:
+            account = await self.get(command.account_id)
+            from_allowance, from_topup = account.spend(command.amount, command.reason)
+            answer = Spent(
+                account_id=account.account_id,
+                amount=command.amount,
+                from_allowance=from_allowance,
+                from_topup=from_topup,
+                reason=command.reason,
+                balance=account.balance,
+                allowance_remaining=account.allowance_remaining,
+                topup_balance=account.topup_balance,
+                monthly_allowance=account.monthly_allowance,
+                period=account.period,
+            )
+            async with self.store.transaction() as connection:
+                await self.repository.save(account, connection=connection)
+                await self.idempotency.record(
+                    connection,
+                    scope,
+                    command.idempotency_key,
+                    StoredAnswer(fingerprint, msgspec.json.encode(answer)),
+                )
+            return answer
+
+        try:
+            async with self.locks.hold(command.account_id):
+                return await retry_on_conflict(attempt)
+        except IdempotencyKeyTaken:
+            earlier = await self.idempotency.find(scope, command.idempotency_key)
+            assert earlier is not None  # the key's row committed before ours conflicted
+            return replay(earlier, fingerprint, Spent)
+
+    async def reset_month(self, account_id: str, period: str | None = None) -> CreditAccount:
+        """Set the allowance back to the plan for ``period`` (default: this month), once."""
+        chosen = period or billing_period(self.clock)
+
+        async def attempt() -> CreditAccount:
+            account = await self.get(account_id)
+            if account.reset_month(chosen):
+                await self.repository.save(account)
+            return account
+
+        async with self.locks.hold(account_id):
+            return await retry_on_conflict(attempt)
+
+    async def change_allowance(self, account_id: str, monthly_allowance: int) -> CreditAccount:
+        """Change the plan's allowance; it takes effect at the next reset."""
+
+        async def attempt() -> CreditAccount:
+            account = await self.get(account_id)
+            if account.change_allowance(monthly_allowance):
+                await self.repository.save(account)
+            return account
+
+        async with self.locks.hold(account_id):
+            return await retry_on_conflict(attempt)
+
+    async def all_account_ids(self) -> list[str]:
+        """Every opened account, oldest first (from their AccountOpened events)."""
+        opened = get_topic(CreditAccount.AccountOpened)  # type: ignore[attr-defined]
+        return await self.store.creation_field(opened, "account_id")

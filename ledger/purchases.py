@@ -9,12 +9,18 @@ from datetime import timedelta
 import msgspec
 
 from ledger.domain.checkout import CheckoutSession
-from ledger.domain.errors import AccountNotFound, DomainError, InvalidAmount
-from ledger.domain.ids import account_stream_id
+from ledger.domain.errors import AccountNotFound, InvalidAmount
+from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.ports import CheckoutRequest, Clock, PaymentGateway, system_clock
 from ledger.repository import Repository
 from ledger.store.event_store import ConcurrencyConflict, EventStore
-from ledger.store.idempotency import IdempotencyKeyTaken, IdempotencyStore, StoredAnswer
+from ledger.store.idempotency import (
+    IdempotencyKeyTaken,
+    IdempotencyStore,
+    StoredAnswer,
+    replay,
+    request_fingerprint,
+)
 
 MIN_CREDITS = 100
 MAX_CREDITS = 10_000
@@ -50,10 +56,6 @@ class CheckoutStarted(msgspec.Struct, frozen=True):
     session_id: str
 
 
-class IdempotencyKeyReused(DomainError):
-    """The same Idempotency-Key came with a different request."""
-
-
 class PurchaseService:
     """Creates Checkout sessions and records them, once per request."""
 
@@ -75,6 +77,10 @@ class PurchaseService:
         self.links = links
         self.clock = clock
 
+    async def find_session(self, session_id: str) -> CheckoutSession | None:
+        """The Checkout session as its events leave it, if the ledger knows it."""
+        return await self.repository.get(CheckoutSession, checkout_stream_id(session_id))
+
     async def request_checkout(self, command: RequestCheckout) -> CheckoutStarted:
         """Create the session at Stripe, then record ``CheckoutRequested``.
 
@@ -85,11 +91,11 @@ class PurchaseService:
         if not MIN_CREDITS <= command.credits <= MAX_CREDITS:
             raise InvalidAmount(f"A purchase is {MIN_CREDITS} to {MAX_CREDITS} credits.")
         scope = f"purchase/{command.account_id}"
-        fingerprint = hashlib.sha256(msgspec.json.encode({"credits": command.credits})).digest()
+        fingerprint = request_fingerprint({"credits": command.credits})
         if command.idempotency_key is not None:
             earlier = await self.idempotency.find(scope, command.idempotency_key)
             if earlier is not None:
-                return _replay(earlier, fingerprint)
+                return replay(earlier, fingerprint, CheckoutStarted)
         if not await self.repository.exists(account_stream_id(command.account_id)):
             raise AccountNotFound(command.account_id)
 
@@ -137,11 +143,5 @@ class PurchaseService:
             earlier = await self.idempotency.find(scope, command.idempotency_key)
             if earlier is None:
                 raise
-            return _replay(earlier, fingerprint)
+            return replay(earlier, fingerprint, CheckoutStarted)
         return answer
-
-
-def _replay(earlier: StoredAnswer, fingerprint: bytes) -> CheckoutStarted:
-    if earlier.request_hash != fingerprint:
-        raise IdempotencyKeyReused("The Idempotency-Key was already used with a different request.")
-    return msgspec.json.decode(earlier.response, type=CheckoutStarted)

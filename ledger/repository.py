@@ -16,7 +16,7 @@ from ledger.store.mapper import MsgspecMapper
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 12
 
 
 class Repository:
@@ -61,6 +61,7 @@ async def retry_on_conflict(command: Callable[[], Awaitable[T]], attempts: int =
         except ConcurrencyConflict:
             if attempt == attempts:
                 raise
-            # Jitter spreads out writers that collided so they do not collide again.
-            await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311
+            # Exponential backoff with full jitter spreads out writers that collided
+            # so they do not collide again (about 4 s in all before giving up).
+            await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 10)))  # noqa: S311
     raise AssertionError("unreachable")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Litestar, Request, Response
@@ -11,10 +12,12 @@ from litestar.exceptions import HTTPException
 from litestar.types import Message, Scope
 
 from stripe_standin.api import make_api_router
+from stripe_standin.api_payments import make_payments_router
 from stripe_standin.control import make_control_router
 from stripe_standin.errors import StripeError
 from stripe_standin.hosted import make_hosted_router
 from stripe_standin.state import StandinState, error_response, json_response, request_id
+from stripe_standin.webhooks import DEFAULT_RETRY_DELAYS, Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +57,30 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 
 def create_standin_app(
-    *, public_base_url: str, webhook_url: str | None = None, webhook_secret: str | None = None
+    *,
+    public_base_url: str,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
 ) -> Litestar:
-    """A Stripe stand-in reachable at ``public_base_url`` (used for hosted-page URLs)."""
-    state = StandinState(
-        public_base_url=public_base_url.rstrip("/"),
-        webhook_url=webhook_url,
-        webhook_secret=webhook_secret,
-    )
+    """A Stripe stand-in reachable at ``public_base_url`` (used for hosted-page URLs).
+
+    Events go to ``webhook_url`` signed with ``webhook_secret`` (change both later with
+    ``get_state(app).webhooks.configure``); failed deliveries are retried after each of
+    ``webhook_retry_delays`` seconds.
+    """
+    webhooks = Webhooks(webhook_url, webhook_secret, webhook_retry_delays)
+    state = StandinState(public_base_url=public_base_url.rstrip("/"), webhooks=webhooks)
     return Litestar(
-        route_handlers=[make_api_router(), make_hosted_router(), make_control_router()],
+        route_handlers=[
+            make_api_router(),
+            make_payments_router(),
+            make_hosted_router(),
+            make_control_router(),
+        ],
         state=State({"standin": state}),
+        on_startup=[webhooks.start],
+        on_shutdown=[webhooks.stop],
         before_send=[_add_request_id],
         exception_handlers={
             StripeError: _stripe_error,

@@ -7,8 +7,11 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 
+from stripe_standin.disputes import close_dispute, open_dispute
+from stripe_standin.errors import no_such
+from stripe_standin.events import Event
 from stripe_standin.objects import expire_if_due
 from stripe_standin.state import get_state, json_response
 
@@ -42,6 +45,72 @@ async def list_sessions(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
+class WebhookEndpoint(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /_standin/webhook-endpoint``: where events go (``url: null``: nowhere)."""
+
+    url: str | None
+    secret: str | None = None
+
+
+@post("/webhook-endpoint", status_code=200)
+async def set_webhook_endpoint(
+    request: Request[Any, Any, Any], data: JSONBody[WebhookEndpoint]
+) -> Response[bytes]:
+    """Like ``RunningStandin.configure_webhooks``, over HTTP."""
+    get_state(request.app).webhooks.configure(data.url, data.secret)
+    return json_response({"url": data.url})
+
+
+@get("/events")
+async def list_events(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Every event, oldest first; ``?type=charge.refunded`` keeps one type."""
+    wanted = request.query_params.get("type")
+    events = get_state(request.app).webhooks.events.values()
+    bodies = [event.body for event in events if wanted is None or event.type == wanted]
+    return json_response(b'{"object":"list","data":[' + b",".join(bodies) + b"]}")
+
+
+def _event(request: Request[Any, Any, Any], event_id: str) -> Event:
+    event = get_state(request.app).webhooks.events.get(event_id)
+    if event is None:
+        raise no_such("event", event_id, "id")
+    return event
+
+
+@get("/events/{event_id:str}")
+async def retrieve_event(
+    request: Request[Any, Any, Any], event_id: FromPath[str]
+) -> Response[bytes]:
+    return json_response(_event(request, event_id).body)
+
+
+@post("/events/{event_id:str}/resend", status_code=200)
+async def resend_event(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Response[bytes]:
+    """Deliver the same event (id and body) once more, freshly signed; no retries."""
+    attempt = await get_state(request.app).webhooks.attempt(_event(request, event_id))
+    return json_response({"status": attempt.status, "error": attempt.error})
+
+
+@get("/deliveries")
+async def list_deliveries(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Every delivery attempt, oldest first."""
+    attempts = get_state(request.app).webhooks.attempts
+    return json_response({"object": "list", "data": [item.as_dict() for item in attempts]})
+
+
 def make_control_router() -> Router:
     """The ``/_standin`` routes."""
-    return Router(path="/_standin", route_handlers=[fail_next, list_sessions])
+    return Router(
+        path="/_standin",
+        route_handlers=[
+            fail_next,
+            list_sessions,
+            set_webhook_endpoint,
+            list_events,
+            retrieve_event,
+            resend_event,
+            list_deliveries,
+            open_dispute,
+            close_dispute,
+        ],
+    )

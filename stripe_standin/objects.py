@@ -28,6 +28,8 @@ class SessionRecord:
 
     data: dict[str, Any]
     line_items: list[dict[str, Any]] = field(default_factory=list)
+    # Not part of the session object: what ``payment_intent_data[metadata]`` asked for.
+    payment_intent_metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -126,7 +128,9 @@ def build_session(request: CreateRequest, *, now: int, public_base_url: str) -> 
         "wallet_options": None,
     }
     items = [_line_item(spec, now) for spec in request.line_items]
-    return SessionRecord(data=data, line_items=items)
+    return SessionRecord(
+        data=data, line_items=items, payment_intent_metadata=dict(request.payment_intent_metadata)
+    )
 
 
 def _invoice_creation() -> dict[str, Any]:
@@ -182,21 +186,21 @@ def _line_item(spec: LineItemSpec, now: int) -> dict[str, Any]:
     }
 
 
-# --- State changes driven by the hosted page. Webhook delivery will hook in here. ---
+# --- State changes driven by the hosted page (``checkout.py`` adds charges and events). ---
 
 
-def complete(record: SessionRecord) -> None:
-    """What a successful payment does to the session."""
+def complete(record: SessionRecord, *, paid: bool = True) -> None:
+    """The customer submitted the form; ``paid=False`` for a payment that settles later."""
     data = record.data
     data["status"] = "complete"
     data["url"] = None
     if data["mode"] == "payment":
-        data["payment_status"] = "paid"
         data["payment_intent"] = new_id("pi_")
     elif data["mode"] == "subscription":
-        data["payment_status"] = "paid"
         data["subscription"] = new_id("sub_")
         data["invoice"] = new_id("in_")
+    if paid and data["mode"] != "setup":
+        data["payment_status"] = "paid"
     data["customer_details"] = {
         "address": None,
         "business_name": None,

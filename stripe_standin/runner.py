@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from types import TracebackType
 
 import uvicorn
 from litestar import Litestar
 
 from stripe_standin.app import create_standin_app
+from stripe_standin.state import StandinState, get_state
+from stripe_standin.webhooks import DEFAULT_RETRY_DELAYS
 
 
 class RunningStandin:
     """Async context manager: starts the server on enter, stops it on exit."""
 
     def __init__(
-        self, port: int = 0, webhook_url: str | None = None, webhook_secret: str | None = None
+        self,
+        port: int = 0,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        *,
+        webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     ) -> None:
         self._port = port
         self._webhook_url = webhook_url
         self._webhook_secret = webhook_secret
+        self._retry_delays = tuple(webhook_retry_delays)
         self._app: Litestar | None = None
         self._base_url: str | None = None
         self._server: uvicorn.Server | None = None
@@ -39,6 +48,20 @@ class RunningStandin:
         if self._app is None:
             raise RuntimeError("the stand-in is not running")
         return self._app
+
+    @property
+    def state(self) -> StandinState:
+        """The running app's in-memory state (sessions, charges, events, delivery attempts)."""
+        return get_state(self.app)
+
+    def configure_webhooks(self, url: str | None, secret: str | None) -> None:
+        """Send every event from now on to ``url``, signed with ``secret`` (a ``whsec_...``).
+
+        Callable before or after start; ``url=None`` records events without delivering them.
+        """
+        self._webhook_url, self._webhook_secret = url, secret
+        if self._app is not None:
+            get_state(self._app).webhooks.configure(url, secret)
 
     async def __aenter__(self) -> RunningStandin:
         # Binding ourselves tells us the port before the app, which needs its own URL, exists.
@@ -64,6 +87,7 @@ class RunningStandin:
             public_base_url=self._base_url,
             webhook_url=self._webhook_url,
             webhook_secret=self._webhook_secret,
+            webhook_retry_delays=self._retry_delays,
         )
         config = uvicorn.Config(
             self._app, host="127.0.0.1", port=self._port, log_level="warning", lifespan="on"
@@ -96,7 +120,13 @@ class RunningStandin:
 
 
 def run_standin(
-    port: int = 0, webhook_url: str | None = None, webhook_secret: str | None = None
+    port: int = 0,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    *,
+    webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
 ) -> RunningStandin:
     """``async with run_standin() as standin:`` serves the stand-in at ``standin.base_url``."""
-    return RunningStandin(port, webhook_url, webhook_secret)
+    return RunningStandin(
+        port, webhook_url, webhook_secret, webhook_retry_delays=webhook_retry_delays
+    )

@@ -12,6 +12,7 @@ from litestar.types import Scope
 
 from stripe_standin.errors import StripeError
 from stripe_standin.objects import SessionRecord, new_id
+from stripe_standin.webhooks import Webhooks
 
 _REQUEST_ID = "stripe_standin.request_id"
 
@@ -32,10 +33,13 @@ class StandinState:
     """Everything the stand-in remembers; kept on ``app.state.standin``."""
 
     public_base_url: str
-    # For the hosted page's Pay/Expire to deliver signed webhooks (not implemented yet).
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
+    # The event log and the signed delivery of every event to the configured endpoint.
+    webhooks: Webhooks = field(default_factory=Webhooks)
     sessions: dict[str, SessionRecord] = field(default_factory=dict)
+    payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disputes: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Keyed by (API key, Idempotency-Key): Stripe scopes keys per account/key.
     idempotency: dict[tuple[str, str], IdempotentResult] = field(default_factory=dict)
     fail_status: int = 500

@@ -36,6 +36,11 @@ PRICE_DATA_PARAMS = _names(
 )
 PRODUCT_DATA_PARAMS = _names("description images metadata name tax_code tax_details unit_label")
 RECURRING_PARAMS = frozenset({"interval", "interval_count"})
+PAYMENT_INTENT_DATA_PARAMS = _names(
+    """application_fee_amount capture_method description metadata on_behalf_of receipt_email
+    setup_future_usage shipping statement_descriptor statement_descriptor_suffix transfer_data
+    transfer_group"""
+)
 RETRIEVE_PARAMS = frozenset({"expand"})
 EXPANDABLE = frozenset({"line_items"})
 
@@ -88,6 +93,8 @@ class CreateRequest:
     submit_type: str | None = None
     billing_address_collection: str | None = None
     allow_promotion_codes: bool | None = None
+    # ``payment_intent_data[metadata]``: copied onto the PaymentIntent and its Charge.
+    payment_intent_metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def amount_total(self) -> int | None:
@@ -134,6 +141,7 @@ def validate_create(params: dict[str, Any], now: int) -> CreateRequest:
         submit_type=enum(params, "submit_type", ("auto", "book", "donate", "pay", "subscribe")),
         billing_address_collection=enum(params, "billing_address_collection", ("auto", "required")),
         allow_promotion_codes=boolean(params, "allow_promotion_codes"),
+        payment_intent_metadata=_payment_intent_metadata(params.get("payment_intent_data"), mode),
     )
     if mode == "payment":
         _check_total(request)
@@ -354,6 +362,18 @@ def _recurring(value: Any, base: str) -> dict[str, Any] | None:
             f"{base}[interval_count]", "This value must be greater than or equal to 1."
         )
     return {"interval": interval, "interval_count": count}
+
+
+def _payment_intent_metadata(value: Any, mode: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if mode != "payment":
+        raise invalid(
+            "You can only specify `payment_intent_data` in `payment` mode.", "payment_intent_data"
+        )
+    data = hash_(value, "payment_intent_data")
+    check_known(data, PAYMENT_INTENT_DATA_PARAMS, "payment_intent_data")
+    return metadata(data.get("metadata"), "payment_intent_data[metadata]")
 
 
 def _expires_at(value: Any, now: int) -> int:

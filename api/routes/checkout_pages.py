@@ -7,23 +7,41 @@ import html
 from litestar import MediaType, get
 from litestar.params import FromQuery
 
+from api.services import ServicesDependency
 
-def _page(title: str, body: str) -> str:
+REFRESH_SECONDS = 2
+
+
+def _page(title: str, body: str, *, refresh: bool = False) -> str:
+    meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}"
         f"<title>{html.escape(title)}</title></head>"
         f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
     )
 
 
 @get("/checkout/success", media_type=MediaType.HTML, include_in_schema=False)
-async def checkout_success(session_id: FromQuery[str | None] = None) -> str:
-    """Thanks the customer; the credits arrive when Stripe confirms the payment."""
-    reference = f"<p>Reference: <code>{html.escape(session_id)}</code></p>" if session_id else ""
+async def checkout_success(
+    services: ServicesDependency, session_id: FromQuery[str | None] = None
+) -> str:
+    """Says the purchase is being confirmed, then shows the new balance once credited."""
+    session = await services.purchases.find_session(session_id) if session_id else None
+    if session is None or not session.paid:
+        return _page(
+            "Thank you",
+            '<p id="status" data-status="confirming">Your purchase is being confirmed. '
+            "This page refreshes by itself; your credits appear as soon as the payment "
+            "is confirmed.</p>",
+            refresh=session is not None,
+        )
+    account = await services.accounts.get(session.account_id)
     return _page(
-        "Thank you",
-        "<p>Your purchase is being confirmed. Your credits appear on your balance "
-        f"as soon as the payment is confirmed.</p>{reference}",
+        "Credits added",
+        f'<p id="status" data-status="credited">{session.credits:,} credits were added to '
+        f"{html.escape(account.account_id)}.</p>"
+        f'<p>Your balance is now <strong id="balance" data-balance="{account.balance}">'
+        f"{account.balance:,}</strong> credits.</p>",
     )
 
 

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Request, get, post
-from litestar.params import HeaderParameter
 
 from api.auth import Caller, customer_account
 from api.schemas import AccountCredits
 from api.services import ServicesDependency
-from api.validation import Checker, ValidationFailed, json_object
+from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
 from ledger.purchases import MAX_CREDITS, MIN_CREDITS, CheckoutStarted, RequestCheckout
-
-IDEMPOTENCY_KEY_MAX = 255
-
-
-def checked_idempotency_key(key: str | None) -> str | None:
-    """The header's key, or a 422 if it is empty, too long or not printable ASCII."""
-    if key is None:
-        return None
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isascii() or not key.isprintable():
-        raise ValidationFailed.single(
-            "Idempotency-Key",
-            f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters.",
-        )
-    return key
 
 
 @post("/v1/credits/purchase", status_code=200, tags=["customers"])
@@ -33,7 +16,7 @@ async def purchase_credits(
     request: Request,
     principal: Caller,
     services: ServicesDependency,
-    idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> CheckoutStarted:
     """Start a Stripe Checkout for ``{"credits": 100..10000}``; credits arrive when it is paid."""
     account_id = customer_account(principal)

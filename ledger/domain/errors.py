@@ -21,3 +21,15 @@ class InvalidAmount(DomainError):
 
 class InvalidAccountId(DomainError):
     """An account id outside the allowed characters or length."""
+
+
+class InvalidPeriod(DomainError):
+    """A billing period not written YYYY-MM."""
+
+
+class PeriodOutOfOrder(DomainError):
+    """A monthly reset for a period before the account's last one."""
+
+
+class InsufficientCredits(DomainError):
+    """The balance is short of what a spend asks."""

@@ -156,3 +156,15 @@ class EventStore:
                 limit,
             )
         return [_recorded(row) for row in rows]
+
+    async def creation_field(self, topic: str, field: str) -> list[str]:
+        """One field of every aggregate created by an event of ``topic``, oldest first."""
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                """SELECT convert_from(state, 'UTF8')::jsonb ->> $2 FROM stored_events
+                   WHERE topic = $1 AND originator_version = 1
+                   ORDER BY notification_id""",
+                topic,
+                field,
+            )
+        return [row[0] for row in rows]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any, TypeVar
+
 import asyncpg
 import msgspec
 
@@ -13,6 +16,25 @@ class StoredAnswer(msgspec.Struct, frozen=True):
 
     request_hash: bytes
     response: bytes
+
+
+T = TypeVar("T")
+
+
+class IdempotencyKeyReused(Exception):
+    """The same Idempotency-Key came with a different request."""
+
+
+def request_fingerprint(request: dict[str, Any]) -> bytes:
+    """What makes two requests under one key "the same": a hash of their fields."""
+    return hashlib.sha256(msgspec.json.encode(request, order="sorted")).digest()
+
+
+def replay(earlier: StoredAnswer, fingerprint: bytes, answer_type: type[T]) -> T:
+    """The first answer again, if this request is the one that produced it."""
+    if earlier.request_hash != fingerprint:
+        raise IdempotencyKeyReused("The Idempotency-Key was already used with a different request.")
+    return msgspec.json.decode(earlier.response, type=answer_type)
 
 
 class IdempotencyKeyTaken(Exception):

@@ -17,6 +17,7 @@ from ledger.tokens import Scope
 from stripe_standin import RunningStandin, run_standin
 from tests.conftest import unique
 from tests.support.servers import bind_free_port, serving
+from tests.support.stripe_events import PREVIOUS_WEBHOOK_SECRET, WEBHOOK_SECRET
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +38,13 @@ async def ledger_app(database_url: str, standin: RunningStandin) -> AsyncIterato
             public_url=f"http://127.0.0.1:{port}",
             stripe_secret_key="sk_test_ledger_suite",
             stripe_api_base=standin.base_url,
+            stripe_webhook_secret=f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
             data_dir=Path(data_dir),
         )
         app = create_app(settings)
         async with serving(app, sock) as base_url:
             app.state.base_url = base_url
+            standin.configure_webhooks(f"{base_url}/v1/stripe/webhook", WEBHOOK_SECRET)
             yield app
 
 

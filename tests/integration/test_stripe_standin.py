@@ -311,7 +311,7 @@ async def test_pay_marks_the_session_paid(
 
     paid = await http.post(f"/c/pay/{session.id}/pay")
     assert paid.status_code == 200
-    assert paid.json()["payment_status"] == "paid"
+    assert paid.json()["session"]["payment_status"] == "paid"
 
     fetched = await client.v1.checkout.sessions.retrieve_async(session.id)
     assert (fetched.status, fetched.payment_status) == ("complete", "paid")

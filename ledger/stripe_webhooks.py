@@ -1,0 +1,148 @@
+"""Stripe webhook deliveries: signature verified with the SDK, payload read with msgspec."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import stripe
+
+from ledger.payment_events import (
+    CheckoutChange,
+    CheckoutEvent,
+    DisputeClosedEvent,
+    DisputeOpenedEvent,
+    PaymentEvent,
+    RefundEvent,
+)
+
+log = logging.getLogger(__name__)
+
+_CHECKOUT_CHANGES = {
+    "checkout.session.completed": CheckoutChange.COMPLETED,
+    "checkout.session.async_payment_succeeded": CheckoutChange.PAYMENT_SUCCEEDED,
+    "checkout.session.async_payment_failed": CheckoutChange.PAYMENT_FAILED,
+    "checkout.session.expired": CheckoutChange.EXPIRED,
+}
+
+# "no_payment_required" happens with 100 % discounts: nothing to collect, still fulfilled.
+_PAID_STATUSES = ("paid", "no_payment_required")
+
+
+# What construct_event() uses; verify_header() alone checks no age unless told.
+SIGNATURE_TOLERANCE_SECONDS = stripe.Webhook.DEFAULT_TOLERANCE
+
+
+class InvalidWebhook(Exception):
+    """The delivery is not a verifiable Stripe event: answer 400 and record nothing."""
+
+
+class StripeEventEnvelope(msgspec.Struct):
+    """The parts of a Stripe event every type shares."""
+
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+def verify_signature(payload: bytes, signature_header: str | None, secrets: Sequence[str]) -> None:
+    """Check ``Stripe-Signature`` on the raw body against each configured secret.
+
+    Several secrets cover a rollover on our side; several ``v1`` signatures in one
+    header cover Stripe's (the SDK accepts any that matches). Tolerance: 300 s.
+    """
+    if not signature_header:
+        raise InvalidWebhook("missing Stripe-Signature header")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidWebhook("the body is not UTF-8") from None
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(
+                text, signature_header, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
+            )
+        except stripe.SignatureVerificationError:
+            continue
+        return
+    raise InvalidWebhook("no signature matches a configured secret, or it is too old")
+
+
+def parse_event(payload: bytes) -> tuple[StripeEventEnvelope, PaymentEvent | None]:
+    """The event's envelope and what it means to the ledger (None: not ours to act on)."""
+    try:
+        envelope = msgspec.json.decode(payload, type=StripeEventEnvelope)
+        obj = envelope.data.get("object")
+        if not isinstance(obj, dict):
+            raise InvalidWebhook("the event has no data.object")
+        return envelope, _meaning(envelope, obj)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise InvalidWebhook(f"not a Stripe event: {error}") from None
+
+
+def _meaning(envelope: StripeEventEnvelope, obj: dict[str, Any]) -> PaymentEvent | None:
+    if change := _CHECKOUT_CHANGES.get(envelope.type):
+        return _checkout_event(envelope.id, change, obj)
+    if envelope.type == "charge.refunded":
+        intent = _text(obj.get("payment_intent"))
+        refunded = obj.get("amount_refunded")
+        if intent and isinstance(refunded, int) and not isinstance(refunded, bool):
+            return RefundEvent(
+                event_id=envelope.id, payment_intent=intent, amount_refunded=refunded
+            )
+        return None
+    if envelope.type in ("charge.dispute.created", "charge.dispute.closed"):
+        intent = _text(obj.get("payment_intent"))
+        dispute_id = _text(obj.get("id"))
+        if not intent or not dispute_id:
+            return None
+        if envelope.type == "charge.dispute.created":
+            return DisputeOpenedEvent(
+                event_id=envelope.id, dispute_id=dispute_id, payment_intent=intent
+            )
+        return DisputeClosedEvent(
+            event_id=envelope.id,
+            dispute_id=dispute_id,
+            payment_intent=intent,
+            won=obj.get("status") == "won",
+        )
+    return None
+
+
+def _checkout_event(event_id: str, change: CheckoutChange, obj: dict[str, Any]) -> CheckoutEvent:
+    session_id = _text(obj.get("id"))
+    if not session_id:
+        raise InvalidWebhook("the checkout session has no id")
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
+    return CheckoutEvent(
+        event_id=event_id,
+        change=change,
+        session_id=session_id,
+        paid=obj.get("payment_status") in _PAID_STATUSES,
+        payment_intent=_text(obj.get("payment_intent")),
+        amount_total=_integer(obj.get("amount_total")),
+        currency=_text(obj.get("currency")),
+        account_id=_text(metadata.get("account_id")),
+        credits=_integer(metadata.get("credits")),
+        checkout_url=_text(obj.get("url")),
+        expires_at=_integer(obj.get("expires_at")),
+    )
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, dict):  # an expanded object
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None

@@ -1,0 +1,363 @@
+"""POST /v1/stripe/webhook: signed deliveries become credits exactly once, in any order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from api.services import Services
+from ledger.domain.ids import account_stream_id, checkout_stream_id
+from tests.e2e.conftest import Customer
+from tests.support.events import events_since, stream_events, tail_position
+from tests.support.stripe_events import (
+    PREVIOUS_WEBHOOK_SECRET,
+    charge,
+    checkout_session,
+    dispute,
+    event_body,
+    signature,
+)
+
+WEBHOOK = "/v1/stripe/webhook"
+
+
+async def deliver(http: httpx.AsyncClient, body: str, header: str | None = None) -> httpx.Response:
+    headers = {"Content-Type": "application/json"}
+    headers["Stripe-Signature"] = signature(body) if header is None else header
+    return await http.post(WEBHOOK, content=body.encode(), headers=headers)
+
+
+async def purchase(http: httpx.AsyncClient, customer: Customer, credits: int) -> str:
+    response = await http.post(
+        "/v1/credits/purchase", json={"credits": credits}, headers=customer.headers
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["session_id"])
+
+
+async def topup_balance(services: Services, account_id: str) -> int:
+    return (await services.accounts.get(account_id)).topup_balance
+
+
+async def account_event_types(services: Services, account_id: str) -> list[str]:
+    return [t for t, _ in await stream_events(services.store, account_stream_id(account_id))]
+
+
+async def session_event_types(services: Services, session_id: str) -> list[str]:
+    return [t for t, _ in await stream_events(services.store, checkout_stream_id(session_id))]
+
+
+async def test_a_paid_session_delivered_ten_times_at_once_credits_once(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 1000)
+    body = event_body(
+        "checkout.session.completed",
+        checkout_session(session_id, account_id=customer.account_id, credits=1000),
+    )
+
+    responses = await asyncio.gather(*(deliver(http, body) for _ in range(10)))
+
+    assert [r.status_code for r in responses] == [200] * 10
+    assert await topup_balance(services, customer.account_id) == 1000
+    assert (await account_event_types(services, customer.account_id)).count("CreditsPurchased") == 1
+    assert await session_event_types(services, session_id) == ["CheckoutRequested", "CheckoutPaid"]
+
+
+async def test_distinct_events_for_one_paid_session_credit_once(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 500)
+    paid = checkout_session(session_id, account_id=customer.account_id, credits=500)
+
+    # completed arrives after async_payment_succeeded, each with its own event id
+    first = await deliver(http, event_body("checkout.session.async_payment_succeeded", paid))
+    second = await deliver(http, event_body("checkout.session.completed", paid))
+    late_expiry = await deliver(
+        http, event_body("checkout.session.expired", {**paid, "status": "expired"})
+    )
+
+    assert first.status_code == second.status_code == late_expiry.status_code == 200
+    assert await topup_balance(services, customer.account_id) == 500
+    assert await session_event_types(services, session_id) == ["CheckoutRequested", "CheckoutPaid"]
+
+
+async def test_completed_after_expired_still_credits_what_was_paid(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 300)
+    paid = checkout_session(session_id, account_id=customer.account_id, credits=300)
+
+    await deliver(http, event_body("checkout.session.expired", {**paid, "status": "expired"}))
+    await deliver(http, event_body("checkout.session.completed", paid))
+
+    assert await topup_balance(services, customer.account_id) == 300
+    assert await session_event_types(services, session_id) == [
+        "CheckoutRequested",
+        "CheckoutExpired",
+        "CheckoutPaid",
+    ]
+
+
+async def test_an_expired_session_credits_nothing(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 300)
+    expired = checkout_session(
+        session_id,
+        account_id=customer.account_id,
+        credits=300,
+        payment_status="unpaid",
+        status="expired",
+    )
+
+    response = await deliver(http, event_body("checkout.session.expired", expired))
+
+    assert response.status_code == 200
+    assert await topup_balance(services, customer.account_id) == 0
+    assert await session_event_types(services, session_id) == [
+        "CheckoutRequested",
+        "CheckoutExpired",
+    ]
+
+
+async def test_a_delayed_payment_that_fails_credits_nothing(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 300)
+    unpaid = checkout_session(
+        session_id, account_id=customer.account_id, credits=300, payment_status="unpaid"
+    )
+
+    await deliver(http, event_body("checkout.session.completed", unpaid))
+    await deliver(http, event_body("checkout.session.async_payment_failed", unpaid))
+
+    assert await topup_balance(services, customer.account_id) == 0
+    assert await session_event_types(services, session_id) == [
+        "CheckoutRequested",
+        "CheckoutFailed",
+    ]
+
+
+async def test_a_delayed_payment_that_succeeds_credits_once(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 400)
+    session = checkout_session(session_id, account_id=customer.account_id, credits=400)
+
+    await deliver(
+        http, event_body("checkout.session.completed", {**session, "payment_status": "unpaid"})
+    )
+    assert await topup_balance(services, customer.account_id) == 0
+    await deliver(http, event_body("checkout.session.async_payment_succeeded", session))
+
+    assert await topup_balance(services, customer.account_id) == 400
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "t=1,v1=deadbeef",
+        "garbage",
+        "WRONG_SECRET",
+        "STALE",
+    ],
+)
+async def test_a_bad_or_stale_signature_is_400_and_records_nothing(
+    http: httpx.AsyncClient, customer: Customer, services: Services, header: str
+) -> None:
+    session_id = await purchase(http, customer, 1000)
+    body = event_body(
+        "checkout.session.completed",
+        checkout_session(session_id, account_id=customer.account_id, credits=1000),
+    )
+    if header == "WRONG_SECRET":
+        header = signature(body, "whsec_not_ours")
+    elif header == "STALE":
+        header = signature(body, timestamp=int(time.time()) - 301)
+    start = await tail_position(services.store)
+
+    response = await deliver(http, body, header)
+
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("Invalid Stripe webhook")
+    assert await events_since(services.store, start) == []
+    assert await topup_balance(services, customer.account_id) == 0
+
+
+async def test_a_tampered_body_fails_its_signature(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 100)
+    body = event_body(
+        "checkout.session.completed",
+        checkout_session(session_id, account_id=customer.account_id, credits=100),
+    )
+    header = signature(body)
+
+    response = await deliver(http, body.replace('"credits": "100"', '"credits": "9999"'), header)
+
+    assert response.status_code == 400
+    assert await topup_balance(services, customer.account_id) == 0
+
+
+async def test_signatures_made_with_either_secret_pass_during_a_rollover(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 200)
+    body = event_body(
+        "checkout.session.completed",
+        checkout_session(session_id, account_id=customer.account_id, credits=200),
+    )
+    old = signature(body, PREVIOUS_WEBHOOK_SECRET)
+    both = old + ",v1=" + signature(body, "whsec_unknown_new").split("v1=")[1]
+
+    assert (await deliver(http, body, old)).status_code == 200
+    assert (await deliver(http, body, both)).status_code == 200
+    assert await topup_balance(services, customer.account_id) == 200
+
+
+async def test_event_types_the_ledger_ignores_still_get_200(
+    http: httpx.AsyncClient, services: Services
+) -> None:
+    start = await tail_position(services.store)
+
+    response = await deliver(
+        http, event_body("customer.created", {"id": "cus_1", "object": "customer"})
+    )
+
+    assert response.status_code == 200
+    assert await events_since(services.store, start) == []
+
+
+async def test_a_verified_body_that_is_not_an_event_is_400(http: httpx.AsyncClient) -> None:
+    for body in ["[]", '{"id": "evt_1"}', "not json"]:
+        assert (await deliver(http, body)).status_code == 400
+
+
+async def test_a_paid_session_the_store_never_saw_is_credited_from_its_metadata(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = "cs_test_never_recorded_" + customer.account_id
+
+    response = await deliver(
+        http,
+        event_body(
+            "checkout.session.completed",
+            checkout_session(session_id, account_id=customer.account_id, credits=700),
+        ),
+    )
+
+    assert response.status_code == 200
+    assert await topup_balance(services, customer.account_id) == 700
+    events = await stream_events(services.store, checkout_stream_id(session_id))
+    assert [t for t, _ in events] == ["CheckoutRequested", "CheckoutPaid"]
+    assert events[0][1]["recovered"] is True
+
+
+async def test_a_payment_that_does_not_match_the_request_credits_nothing(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    session_id = await purchase(http, customer, 1000)
+    underpaid = checkout_session(
+        session_id, account_id=customer.account_id, credits=1000, amount_total=10
+    )
+
+    await deliver(http, event_body("checkout.session.completed", underpaid))
+    await deliver(
+        http,
+        event_body(
+            "checkout.session.completed", {**underpaid, "amount_total": 1000, "currency": "eur"}
+        ),
+    )
+
+    assert await topup_balance(services, customer.account_id) == 0
+    events = await stream_events(services.store, checkout_stream_id(session_id))
+    assert [t for t, _ in events] == ["CheckoutRequested", "PaymentMismatched"]
+    assert events[1][1] == {**events[1][1], "amount_paid": 10, "currency": "usd"}
+
+
+async def paid_purchase(
+    http: httpx.AsyncClient, customer: Customer, credits: int
+) -> tuple[str, str]:
+    session_id = await purchase(http, customer, credits)
+    session = checkout_session(session_id, account_id=customer.account_id, credits=credits)
+    assert (
+        await deliver(http, event_body("checkout.session.completed", session))
+    ).status_code == 200
+    return session_id, str(session["payment_intent"])
+
+
+async def refund(http: httpx.AsyncClient, payment_intent: str, amount: int, refunded: int) -> None:
+    body = event_body(
+        "charge.refunded", charge(payment_intent, amount=amount, amount_refunded=refunded)
+    )
+    assert (await deliver(http, body)).status_code == 200
+
+
+async def test_refunds_claw_back_the_refunded_share_cumulatively(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    _, intent = await paid_purchase(http, customer, 1000)
+
+    await refund(http, intent, 1000, 300)
+    assert await topup_balance(services, customer.account_id) == 700
+    await refund(http, intent, 1000, 300)  # the same cumulative figure again: nothing more
+    await refund(http, intent, 1000, 500)  # cumulative: 200 more
+    assert await topup_balance(services, customer.account_id) == 500
+    await refund(http, intent, 1000, 1000)
+
+    assert await topup_balance(services, customer.account_id) == 0
+    types = await account_event_types(services, customer.account_id)
+    assert types.count("CreditsClawedBack") == 3
+
+
+async def test_a_dispute_reverses_the_rest_and_a_win_restores_it(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    _, intent = await paid_purchase(http, customer, 1000)
+    await refund(http, intent, 1000, 200)
+
+    opened = event_body(
+        "charge.dispute.created", dispute("dp_1", intent, amount=800, status="needs_response")
+    )
+    assert (await deliver(http, opened)).status_code == 200
+    assert (await deliver(http, opened)).status_code == 200  # redelivered
+    assert await topup_balance(services, customer.account_id) == 0
+
+    won = event_body("charge.dispute.closed", dispute("dp_1", intent, amount=800, status="won"))
+    assert (await deliver(http, won)).status_code == 200
+
+    assert await topup_balance(services, customer.account_id) == 800
+    types = await account_event_types(services, customer.account_id)
+    assert types.count("CreditsReversed") == 1
+    assert types.count("CreditsRestored") == 1
+
+
+async def test_a_lost_dispute_keeps_the_credits_reversed(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    _, intent = await paid_purchase(http, customer, 600)
+
+    for status in ("needs_response", "lost"):
+        kind = "created" if status == "needs_response" else "closed"
+        body = event_body(
+            f"charge.dispute.{kind}", dispute("dp_2", intent, amount=600, status=status)
+        )
+        assert (await deliver(http, body)).status_code == 200
+
+    assert await topup_balance(services, customer.account_id) == 0
+
+
+async def test_refunds_for_payments_that_are_not_ours_are_ignored(
+    http: httpx.AsyncClient, services: Services
+) -> None:
+    start = await tail_position(services.store)
+
+    await refund(http, "pi_test_someone_elses", 1000, 1000)
+
+    assert await events_since(services.store, start) == []

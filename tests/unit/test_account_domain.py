@@ -1,0 +1,119 @@
+"""Allowance, top-ups, spending and monthly resets, as pure rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.domain.account import CreditAccount
+from ledger.domain.errors import InsufficientCredits, InvalidAmount, InvalidPeriod, PeriodOutOfOrder
+
+
+def account(allowance: int = 1000, topup: int = 0) -> CreditAccount:
+    opened = CreditAccount(account_id="acct_1", monthly_allowance=allowance, period="2026-11")
+    if topup:
+        opened.purchase(session_id="cs_1", credits=topup)
+    return opened
+
+
+def test_spending_burns_the_allowance_first_then_topups() -> None:
+    credits = account(allowance=1000, topup=500)
+
+    assert credits.spend(800, "a") == (800, 0)
+    assert credits.spend(300, "b") == (200, 100)
+    assert (credits.allowance_remaining, credits.topup_balance) == (0, 400)
+    assert credits.spend(400, "c") == (0, 400)
+    assert credits.balance == 0
+
+
+def test_a_spend_past_the_balance_is_refused_and_records_nothing() -> None:
+    credits = account(allowance=100, topup=50)
+    credits.collect_events()
+
+    with pytest.raises(InsufficientCredits):
+        credits.spend(151, "too much")
+
+    assert credits.collect_events() == []
+    assert credits.balance == 150
+
+
+@pytest.mark.parametrize("amount", [0, -1])
+def test_a_spend_must_be_positive(amount: int) -> None:
+    with pytest.raises(InvalidAmount):
+        account().spend(amount, "x")
+
+
+def test_topups_survive_monthly_resets_over_several_months() -> None:
+    credits = account(allowance=1000, topup=1000)
+    credits.spend(1500, "work")  # all the allowance and half the top-up
+
+    for period in ("2026-12", "2027-01", "2027-02"):
+        assert credits.reset_month(period)
+        assert credits.allowance_remaining == 1000
+        assert credits.topup_balance == 500
+        credits.spend(200, "some work")  # from the allowance only
+
+    assert credits.topup_balance == 500
+    assert credits.period == "2027-02"
+
+
+def test_unspent_allowance_does_not_roll_over() -> None:
+    credits = account(allowance=1000)
+    credits.spend(100, "x")
+
+    credits.reset_month("2026-12")
+
+    assert credits.allowance_remaining == 1000
+
+
+def test_a_reset_for_the_same_period_changes_nothing() -> None:
+    credits = account()
+    credits.spend(100, "x")
+    credits.reset_month("2026-12")
+    credits.spend(100, "y")
+    credits.collect_events()
+
+    assert not credits.reset_month("2026-12")
+    assert credits.collect_events() == []
+    assert credits.allowance_remaining == 900
+
+
+def test_a_reset_for_an_earlier_period_is_refused() -> None:
+    credits = account()
+    credits.reset_month("2027-03")
+
+    with pytest.raises(PeriodOutOfOrder):
+        credits.reset_month("2027-02")
+
+
+@pytest.mark.parametrize("period", ["2026-13", "2026-00", "26-12", "2026-1", "december"])
+def test_periods_are_months_written_yyyy_mm(period: str) -> None:
+    with pytest.raises(InvalidPeriod):
+        account().reset_month(period)
+
+
+def test_an_allowance_change_takes_effect_at_the_next_reset() -> None:
+    credits = account(allowance=1000)
+
+    assert credits.change_allowance(5000)
+    assert credits.monthly_allowance == 1000
+    assert credits.allowance_remaining == 1000
+    assert not credits.change_allowance(5000)
+
+    credits.reset_month("2026-12")
+    assert credits.monthly_allowance == credits.allowance_remaining == 5000
+
+
+def test_a_clawback_can_take_the_topup_balance_below_zero_and_a_purchase_repays_it() -> None:
+    credits = account(allowance=100, topup=500)
+    credits.spend(500, "work")  # 100 from the allowance, 400 from the top-up
+
+    credits.claw_back(session_id="cs_1", credits=500)  # the purchase is refunded in full
+    assert credits.topup_balance == -400
+    assert credits.balance == -400
+    with pytest.raises(InsufficientCredits):
+        credits.spend(1, "nothing left")
+
+    credits.reset_month("2026-12")  # the allowance comes back, the debt stays
+    assert credits.balance == -300
+    credits.purchase(session_id="cs_2", credits=1000)  # repays the debt first
+    assert credits.topup_balance == 600
