@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench clean
+.PHONY: help run test browser lint bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,18 @@ $(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
 run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedded PostgreSQL, Stripe stand-in)
 	$(BIN)/ledger serve
 
-test: $(VENV)/.dev-installed ## run the whole suite against a real PostgreSQL
+test: $(VENV)/.dev-installed browser ## run the whole suite against a real PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+browser: ## install Debian's chromium for the browser test, if missing (never fails the build)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium (Debian package) for the browser test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+			|| echo "could not install chromium: the browser test will be skipped"; \
+	else \
+		echo "no /usr/bin/chromium (and no apt-get as root to install it): the browser test will be skipped"; \
+	fi
 
 lint: $(VENV)/.dev-installed ## ruff and mypy
 	$(BIN)/ruff check ledger api projections stripe_standin tests bench

@@ -20,6 +20,7 @@ from api.services import Services, ServicesDependency, build_services
 from api.settings import Settings
 from ledger.stripe_gateway import StripeGateway
 from ledger.tokens import Principal
+from projections.runner import Projector
 
 log = logging.getLogger("ledger")
 
@@ -41,7 +42,19 @@ async def open_services(
             api_base=stripe_api_base or settings.stripe_api_base,
         )
         stack.push_async_callback(gateway.close)
-        yield build_services(pool, settings, gateway, webhook_secrets(settings))
+        yield build_services(pool, settings, gateway, webhook_secrets(settings), database_url)
+
+
+@asynccontextmanager
+async def projector_task(services: Services) -> AsyncIterator[None]:
+    """Run the projector beside the API until the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(Projector(services.store, services.database_url).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 def webhook_secrets(settings: Settings) -> list[str]:
@@ -53,8 +66,12 @@ def webhook_secrets(settings: Settings) -> list[str]:
     return [development_webhook_secret(settings)]
 
 
-def create_app(settings: Settings, *, development_extras: bool = False) -> Litestar:
-    """The API. ``development_extras`` runs the Stripe stand-in and the demo account."""
+def create_app(
+    settings: Settings, *, development_extras: bool = False, run_projector: bool = False
+) -> Litestar:
+    """The API. ``development_extras`` runs the Stripe stand-in and the demo account;
+    ``run_projector`` keeps the views up to date from this process too.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -72,6 +89,8 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
                 from api.development import ensure_demo_account
 
                 await ensure_demo_account(services, settings)
+            if run_projector:
+                await stack.enter_async_context(projector_task(services))
             log.info("ledger API ready on %s", settings.public_url)
             yield
 

@@ -6,11 +6,14 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from api.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from api.services import Services
 
 T = TypeVar("T")
 
@@ -35,6 +38,12 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _progress(total: int, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=f" {unit}", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+
+
 def _run_with_services(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
     from api.app import open_services
 
@@ -56,7 +65,13 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-def serve() -> None:
+@click.option(
+    "--projector/--no-projector",
+    default=True,
+    show_default=True,
+    help="Also keep the read views up to date from this process.",
+)
+def serve(projector: bool) -> None:
     """Serve the API on 127.0.0.1:$PORT (what `make run` starts)."""
     import uvicorn
 
@@ -64,8 +79,108 @@ def serve() -> None:
 
     logging.getLogger().setLevel(logging.INFO)
     settings = _settings()
-    app = create_app(settings, development_extras=not settings.production)
+    app = create_app(settings, development_extras=not settings.production, run_projector=projector)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+@main.command()
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Events per transaction.",
+)
+def project(batch_size: int) -> None:
+    """Run the projector alone: keep the read views up to date until stopped (Ctrl-C)."""
+    import signal
+
+    from projections.runner import Projector
+
+    logging.getLogger().setLevel(logging.INFO)
+
+    async def run(services: Services) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await Projector(services.store, services.database_url, batch_size=batch_size).run(stop)
+
+    _run_with_services(_settings(), run)
+
+
+@main.command("reset-month")
+@click.option("--period", help="The period YYYY-MM (default: the current month, UTC).")
+def reset_month(period: str | None) -> None:
+    """Reset every account's monthly allowance for a period; safe to run twice or from cron."""
+    from ledger.domain.account import check_period
+    from ledger.domain.errors import InvalidPeriod, PeriodOutOfOrder
+
+    if period is not None:
+        try:
+            check_period(period)
+        except InvalidPeriod as error:
+            raise click.BadParameter(str(error), param_hint="--period") from None
+
+    async def run(services: Services) -> tuple[int, int, list[str]]:
+        account_ids = await services.accounts.all_account_ids()
+        reset = unchanged = 0
+        refused = []
+        with _progress(len(account_ids), "accounts") as bar:
+            for account_id in account_ids:
+                before = (await services.accounts.get(account_id)).version
+                try:
+                    after = await services.accounts.reset_month(account_id, period)
+                except PeriodOutOfOrder:
+                    refused.append(account_id)
+                else:
+                    if after.version == before:
+                        unchanged += 1
+                    else:
+                        reset += 1
+                bar.update(1)
+        return reset, unchanged, refused
+
+    reset, unchanged, refused = _run_with_services(_settings(), run)
+    click.echo(f"reset {reset} accounts; {unchanged} already reset for this period")
+    if refused:
+        click.echo(
+            f"{len(refused)} accounts were reset for a later period already and were left "
+            f"alone: {', '.join(refused[:10])}{' …' if len(refused) > 10 else ''}",
+            err=True,
+        )
+
+
+@main.group()
+def projections() -> None:
+    """Inspect and rebuild the read views."""
+
+
+@projections.command("rebuild")
+@click.argument("name", required=False)
+def rebuild_projection(name: str | None) -> None:
+    """Rebuild NAME (or every view) from position zero into a fresh table, then swap it in.
+
+    The API keeps answering from the old table meanwhile.
+    """
+    from projections.rebuild import rebuild
+    from projections.runner import all_projections
+
+    chosen = [p for p in all_projections() if name in (None, p.name)]
+    if not chosen:
+        names = ", ".join(p.name for p in all_projections())
+        raise click.BadParameter(f"no view {name!r}; choose from {names}", param_hint="NAME")
+
+    async def run(services: Services) -> None:
+        head = await services.store.head_position()
+        for projection in chosen:
+            with _progress(head, f"{projection.name} events") as bar:
+                position = await rebuild(
+                    services.store, projection, lambda count, _: bar.update(count)
+                )
+            click.echo(f"rebuilt {projection.name} up to position {position}")
+
+    _run_with_services(_settings(), run)
 
 
 @main.group()

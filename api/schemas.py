@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Protocol
+
 import msgspec
 
 from ledger.domain.account import CreditAccount
+from projections.queries import PurchaseRow, StatementLine
+
+
+class HasBalance(Protocol):
+    """Anything that knows an account's buckets: the aggregate or its projected row."""
+
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def balance(self) -> int: ...
+    @property
+    def monthly_allowance(self) -> int: ...
+    @property
+    def allowance_remaining(self) -> int: ...
+    @property
+    def topup_balance(self) -> int: ...
+    @property
+    def period(self) -> str: ...
 
 
 class AccountCredits(msgspec.Struct, frozen=True):
@@ -18,7 +39,7 @@ class AccountCredits(msgspec.Struct, frozen=True):
     period: str
 
     @classmethod
-    def of(cls, account: CreditAccount) -> AccountCredits:
+    def of(cls, account: HasBalance) -> AccountCredits:
         return cls(
             account_id=account.account_id,
             balance=account.balance,
@@ -45,3 +66,30 @@ class AccountPlan(msgspec.Struct, frozen=True):
             next_monthly_allowance=account.next_monthly_allowance,
             period=account.period,
         )
+
+
+class Purchase(msgspec.Struct, frozen=True):
+    """One purchase in ``GET /v1/credits/purchases``."""
+
+    session_id: str
+    credits: int
+    amount: int
+    currency: str
+    status: str
+    needs_review: bool
+    credits_clawed_back: int
+    position: int
+    created_at: datetime
+    updated_at: datetime
+    paid_at: datetime | None
+
+    @classmethod
+    def of(cls, row: PurchaseRow) -> Purchase:
+        return msgspec.convert(msgspec.structs.asdict(row), type=cls)
+
+
+class Transactions(msgspec.Struct, frozen=True):
+    """A page of ledger lines, newest first; pass ``next_after`` as ``after`` for more."""
+
+    data: list[StatementLine]
+    next_after: int | None

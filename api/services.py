@@ -16,6 +16,7 @@ from ledger.repository import Repository
 from ledger.store.event_store import EventStore
 from ledger.store.idempotency import IdempotencyStore
 from ledger.tokens import TokenService
+from projections.queries import Views
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class Services:
     accounts: AccountService
     purchases: PurchaseService
     payments: PaymentService
+    views: Views
     webhook_secrets: list[str]
+    database_url: str
     default_monthly_allowance: int
 
 
@@ -41,6 +44,7 @@ def build_services(
     settings: Settings,
     gateway: PaymentGateway,
     webhook_secrets: list[str],
+    database_url: str,
 ) -> Services:
     """Wire the store, the services and the payment gateway together."""
     store = EventStore(pool)
@@ -64,6 +68,8 @@ def build_services(
             ),
         ),
         payments=PaymentService(repository, store, pricing),
+        views=Views(pool),
         webhook_secrets=webhook_secrets,
+        database_url=database_url,
         default_monthly_allowance=settings.default_monthly_allowance,
     )

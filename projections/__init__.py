@@ -1,0 +1,1 @@
+"""Read models derived from the event store, each applied exactly once."""

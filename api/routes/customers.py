@@ -5,8 +5,9 @@ from __future__ import annotations
 from litestar import Request, get, post
 
 from api.auth import Caller, customer_account
-from api.schemas import AccountCredits
-from api.services import ServicesDependency
+from api.pagination import After, Limit, page
+from api.schemas import AccountCredits, Purchase, Transactions
+from api.services import Services, ServicesDependency
 from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
 from ledger.purchases import MAX_CREDITS, MIN_CREDITS, CheckoutStarted, RequestCheckout
 
@@ -33,10 +34,41 @@ async def purchase_credits(
     )
 
 
+async def account_credits(services: Services, account_id: str) -> AccountCredits:
+    """The projected balance; the write side while the projector has not seen the account."""
+    row = await services.views.balance(account_id)
+    return AccountCredits.of(row if row is not None else await services.accounts.get(account_id))
+
+
 @get("/v1/credits", tags=["customers"])
 async def get_credits(principal: Caller, services: ServicesDependency) -> AccountCredits:
     """The caller's balance: allowance remaining plus top-ups."""
-    return AccountCredits.of(await services.accounts.get(customer_account(principal)))
+    return await account_credits(services, customer_account(principal))
 
 
-ROUTES = [purchase_credits, get_credits]
+@get("/v1/credits/purchases", tags=["customers"])
+async def list_purchases(
+    principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
+) -> list[Purchase]:
+    """The caller's purchases, newest first; ``after`` takes the last one's ``position``."""
+    chosen = page(limit, after)
+    rows = await services.views.purchases(
+        customer_account(principal), limit=chosen.limit, before=chosen.after
+    )
+    return [Purchase.of(row) for row in rows]
+
+
+@get("/v1/credits/transactions", tags=["customers"])
+async def list_transactions(
+    principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
+) -> Transactions:
+    """The caller's ledger lines, newest first, each with the balance after it."""
+    chosen = page(limit, after)
+    lines = await services.views.statement(
+        customer_account(principal), limit=chosen.limit, before=chosen.after
+    )
+    next_after = lines[-1].position if len(lines) == chosen.limit else None
+    return Transactions(data=lines, next_after=next_after)
+
+
+ROUTES = [purchase_credits, get_credits, list_purchases, list_transactions]

@@ -6,6 +6,7 @@ from litestar import Request, get, patch, post
 from litestar.params import FromPath
 
 from api.auth import Caller, require_account_access, require_scope
+from api.routes.customers import account_credits
 from api.schemas import AccountCredits, AccountPlan
 from api.services import ServicesDependency
 from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
@@ -48,7 +49,7 @@ async def get_account_credits(
 ) -> AccountCredits:
     """Any account's balance, for internal services and auditors."""
     require_account_access(principal, account_id, Scope.LEDGER_WRITE, Scope.LEDGER_AUDIT)
-    return AccountCredits.of(await services.accounts.get(account_id))
+    return await account_credits(services, account_id)
 
 
 MAX_SPEND = 1_000_000_000_000

@@ -145,17 +145,27 @@ class EventStore:
             )
         return found is not None
 
-    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, connection: Connection | None = None
+    ) -> list[RecordedEvent]:
         """Events in commit order after position ``after``, never skipping a late commit."""
-        async with self.pool.acquire() as connection:
-            rows = await connection.fetch(
-                f"""SELECT {_COLUMNS} FROM stored_events
-                    WHERE notification_id > $1 AND {_VISIBLE}
-                    ORDER BY notification_id LIMIT $2""",
-                after,
-                limit,
-            )
+        if connection is None:
+            async with self.pool.acquire() as own:
+                return await self.read_all(after, limit, own)
+        rows = await connection.fetch(
+            f"""SELECT {_COLUMNS} FROM stored_events
+                WHERE notification_id > $1 AND {_VISIBLE}
+                ORDER BY notification_id LIMIT $2""",
+            after,
+            limit,
+        )
         return [_recorded(row) for row in rows]
+
+    async def head_position(self) -> int:
+        """The highest position recorded so far (a bound for progress bars, not a cursor)."""
+        async with self.pool.acquire() as connection:
+            found = await connection.fetchval("SELECT max(notification_id) FROM stored_events")
+        return int(found or 0)
 
     async def creation_field(self, topic: str, field: str) -> list[str]:
         """One field of every aggregate created by an event of ``topic``, oldest first."""

@@ -1,0 +1,45 @@
+"""``limit`` and ``after`` on list endpoints: default 100, at most 1,000."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar.params import QueryParameter
+
+from api.validation import ValidationFailed
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+Limit = Annotated[str | None, QueryParameter(name="limit", description="1 to 1000, default 100")]
+After = Annotated[str | None, QueryParameter(name="after", description="cursor from the last page")]
+
+
+class Page(msgspec.Struct, frozen=True):
+    """A checked page request."""
+
+    limit: int
+    after: int | None
+
+
+def page(limit: str | None, after: str | None) -> Page:
+    """Check the query parameters, answering the contract's 422 when they are off."""
+    errors: dict[str, list[str]] = {}
+    chosen = DEFAULT_LIMIT
+    if limit is not None:
+        if not limit.isdigit():
+            errors["limit"] = ["The limit field must be an integer."]
+        elif not 1 <= int(limit) <= MAX_LIMIT:
+            errors["limit"] = [f"The limit must be between 1 and {MAX_LIMIT}."]
+        else:
+            chosen = int(limit)
+    cursor = None
+    if after is not None:
+        if not after.isdigit():
+            errors["after"] = ["The after field must be a position from an earlier page."]
+        else:
+            cursor = int(after)
+    if errors:
+        raise ValidationFailed(errors)
+    return Page(limit=chosen, after=cursor)

@@ -1,0 +1,324 @@
+"""The whole purchase flow over real HTTP: the API, the real Stripe SDK, the stand-in's events.
+
+No event here is made by hand: every webhook is one the stand-in sent (or re-sent) itself,
+signed as Stripe signs them, after a script pressed its hosted page's buttons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+
+from api.services import Services
+from ledger.domain.ids import account_stream_id, checkout_stream_id
+from stripe_standin import RunningStandin
+from tests.e2e.conftest import Customer
+from tests.support.events import stream_events
+
+STRIPE_KEY = "sk_test_x"
+AS_SCRIPT = {"Accept": "application/json"}  # not text/html: the stand-in answers JSON
+
+
+class Purchase:
+    """A Checkout started through ``POST /v1/credits/purchase``."""
+
+    def __init__(self, customer: Customer, credits: int, body: dict[str, Any]) -> None:
+        self.customer = customer
+        self.credits = credits
+        self.session_id: str = body["session_id"]
+        self.checkout_url: str = body["checkout_url"]
+
+
+async def purchase(http: httpx.AsyncClient, customer: Customer, credits: int) -> Purchase:
+    response = await http.post(
+        "/v1/credits/purchase", json={"credits": credits}, headers=customer.headers
+    )
+    assert response.status_code == 200, response.text
+    return Purchase(customer, credits, response.json())
+
+
+async def press(
+    http: httpx.AsyncClient, bought: Purchase, button: str, **options: str
+) -> httpx.Response:
+    """POST ``<checkout_url>/pay|expire`` as a script would."""
+    return await http.post(f"{bought.checkout_url}/{button}", params=options, headers=AS_SCRIPT)
+
+
+async def pay(http: httpx.AsyncClient, bought: Purchase, **options: str) -> dict[str, Any]:
+    """Pay and return ``{"session", "delivered"}`` (every event is delivered before it answers)."""
+    response = await press(http, bought, "pay", **options)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    assert answer["session"]["id"] == bought.session_id
+    return answer
+
+
+def event_types(standin: RunningStandin, event_ids: list[str]) -> list[str]:
+    return [standin.state.webhooks.events[event_id].type for event_id in event_ids]
+
+
+def assert_accepted(standin: RunningStandin, event_ids: list[str]) -> None:
+    """Each event's deliveries so far were all answered 200 by the API."""
+    for event_id in event_ids:
+        statuses = [a.status for a in standin.state.webhooks.attempts if a.event_id == event_id]
+        assert statuses, f"{event_id} was never delivered"
+        assert set(statuses) == {200}, (event_id, statuses)
+
+
+async def topup_balance(services: Services, account_id: str) -> int:
+    return (await services.accounts.get(account_id)).topup_balance
+
+
+async def account_event_types(services: Services, account_id: str) -> list[str]:
+    return [t for t, _ in await stream_events(services.store, account_stream_id(account_id))]
+
+
+async def session_event_types(services: Services, session_id: str) -> list[str]:
+    return [t for t, _ in await stream_events(services.store, checkout_stream_id(session_id))]
+
+
+async def paid(
+    http: httpx.AsyncClient, standin: RunningStandin, customer: Customer, credits: int
+) -> tuple[Purchase, str, int]:
+    """A purchase paid on the hosted page: (purchase, its PaymentIntent id, amount paid)."""
+    bought = await purchase(http, customer, credits)
+    answer = await pay(http, bought)
+    assert_accepted(standin, answer["delivered"])
+    session = answer["session"]
+    assert session["payment_status"] == "paid"
+    return bought, str(session["payment_intent"]), int(session["amount_total"])
+
+
+async def latest_charge(http: httpx.AsyncClient, standin: RunningStandin, intent: str) -> str:
+    response = await http.get(
+        f"{standin.base_url}/v1/payment_intents/{intent}",
+        headers={"Authorization": f"Bearer {STRIPE_KEY}"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "succeeded"
+    assert body["latest_charge"] in standin.state.charges
+    return str(body["latest_charge"])
+
+
+@pytest.fixture
+async def stripe_client(standin: RunningStandin) -> AsyncIterator[stripe.StripeClient]:
+    """The real SDK pointed at the stand-in, with an HTTPX client of this test's loop."""
+    http_client = stripe.HTTPXClient()
+    try:
+        yield stripe.StripeClient(
+            STRIPE_KEY, http_client=http_client, base_addresses={"api": standin.base_url}
+        )
+    finally:
+        await http_client.close_async()
+
+
+async def test_paying_credits_the_account_exactly_once(
+    http: httpx.AsyncClient, standin: RunningStandin, customer: Customer, services: Services
+) -> None:
+    bought = await purchase(http, customer, 1200)
+
+    answer = await pay(http, bought)
+
+    assert event_types(standin, answer["delivered"]) == ["checkout.session.completed"]
+    assert_accepted(standin, answer["delivered"])
+    assert await topup_balance(services, customer.account_id) == 1200
+    assert (await account_event_types(services, customer.account_id)).count("CreditsPurchased") == 1
+    assert await session_event_types(services, bought.session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]
+    credits = (await http.get("/v1/credits", headers=customer.headers)).json()
+    assert credits["topup_balance"] == 1200
+    assert credits["allowance_remaining"] == 1000
+    assert credits["balance"] == 2200
+
+
+async def test_the_completed_event_resent_ten_times_at_once_credits_once(
+    http: httpx.AsyncClient, standin: RunningStandin, customer: Customer, services: Services
+) -> None:
+    bought = await purchase(http, customer, 700)
+    [completed] = (await pay(http, bought))["delivered"]
+    assert event_types(standin, [completed]) == ["checkout.session.completed"]
+
+    resent = await asyncio.gather(
+        *(http.post(f"{standin.base_url}/_standin/events/{completed}/resend") for _ in range(10))
+    )
+
+    assert [r.status_code for r in resent] == [200] * 10
+    assert [r.json() for r in resent] == [{"status": 200, "error": None}] * 10
+    assert_accepted(standin, [completed])  # 11 deliveries, every one answered 200
+    assert await topup_balance(services, customer.account_id) == 700
+    assert (await account_event_types(services, customer.account_id)).count("CreditsPurchased") == 1
+    assert await session_event_types(services, bought.session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]
+
+
+async def test_an_expired_session_credits_nothing_and_can_no_longer_be_paid(
+    http: httpx.AsyncClient, standin: RunningStandin, customer: Customer, services: Services
+) -> None:
+    bought = await purchase(http, customer, 400)
+
+    expired = await press(http, bought, "expire")
+
+    assert expired.status_code == 200, expired.text
+    assert expired.json()["session"]["status"] == "expired"
+    assert event_types(standin, expired.json()["delivered"]) == ["checkout.session.expired"]
+    assert_accepted(standin, expired.json()["delivered"])
+    assert await topup_balance(services, customer.account_id) == 0
+
+    events_before = len(standin.state.webhooks.events)
+    refused = await press(http, bought, "pay")
+
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "This Checkout Session is expired, not open."
+    assert len(standin.state.webhooks.events) == events_before  # nothing was sent
+    assert await topup_balance(services, customer.account_id) == 0
+    assert await session_event_types(services, bought.session_id) == [
+        "CheckoutRequested",
+        "CheckoutExpired",
+    ]
+
+
+async def test_a_delayed_payment_that_succeeds_credits_once(
+    http: httpx.AsyncClient, standin: RunningStandin, customer: Customer, services: Services
+) -> None:
+    bought = await purchase(http, customer, 500)
+
+    answer = await pay(http, bought, mode="async")
+
+    assert event_types(standin, answer["delivered"]) == [
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+    ]
+    assert_accepted(standin, answer["delivered"])
+    assert await topup_balance(services, customer.account_id) == 500
+    assert (await account_event_types(services, customer.account_id)).count("CreditsPurchased") == 1
+    assert await session_event_types(services, bought.session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]
+
+
+async def test_a_delayed_payment_that_fails_credits_nothing(
+    http: httpx.AsyncClient, standin: RunningStandin, customer: Customer, services: Services
+) -> None:
+    bought = await purchase(http, customer, 500)
+
+    answer = await pay(http, bought, mode="async", outcome="fail")
+
+    assert event_types(standin, answer["delivered"]) == [
+        "checkout.session.completed",
+        "checkout.session.async_payment_failed",
+    ]
+    assert_accepted(standin, answer["delivered"])
+    assert await topup_balance(services, customer.account_id) == 0
+    assert "CreditsPurchased" not in await account_event_types(services, customer.account_id)
+    assert await session_event_types(services, bought.session_id) == [
+        "CheckoutRequested",
+        "CheckoutFailed",
+    ]
+
+
+async def test_refunds_made_with_the_sdk_claw_back_the_refunded_share(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    customer: Customer,
+    services: Services,
+    stripe_client: stripe.StripeClient,
+) -> None:
+    credits = 1500
+    _, intent, amount = await paid(http, standin, customer, credits)
+    events_before = len(standin.state.webhooks.events)
+
+    first = await stripe_client.v1.refunds.create_async(
+        params={"payment_intent": intent, "amount": 300}
+    )
+
+    assert (first.status, first.amount, first.payment_intent) == ("succeeded", 300, intent)
+    refunded_events = list(standin.state.webhooks.events)[events_before:]
+    assert event_types(standin, refunded_events) == ["charge.refunded"]
+    assert_accepted(standin, refunded_events)
+    assert await topup_balance(services, customer.account_id) == credits - credits * 300 // amount
+
+    second = await stripe_client.v1.refunds.create_async(
+        params={"payment_intent": intent, "amount": 500}
+    )
+
+    assert (second.status, second.amount) == ("succeeded", 500)
+    assert await topup_balance(services, customer.account_id) == credits - credits * 800 // amount
+    assert (await account_event_types(services, customer.account_id)).count(
+        "CreditsClawedBack"
+    ) == 2
+    credits_now = (await http.get("/v1/credits", headers=customer.headers)).json()
+    assert credits_now["balance"] == 1000 + credits - credits * 800 // amount
+
+
+async def test_a_dispute_reverses_what_is_left_and_winning_it_restores_that(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    customer: Customer,
+    services: Services,
+    stripe_client: stripe.StripeClient,
+) -> None:
+    credits = 1000
+    _, intent, amount = await paid(http, standin, customer, credits)
+    await stripe_client.v1.refunds.create_async(params={"payment_intent": intent, "amount": 250})
+    left = credits - credits * 250 // amount
+    assert await topup_balance(services, customer.account_id) == left
+    charge = await latest_charge(http, standin, intent)
+
+    opened = await http.post(f"{standin.base_url}/_standin/charges/{charge}/dispute")
+
+    assert opened.status_code == 200, opened.text
+    dispute = opened.json()["dispute"]
+    assert dispute["amount"] == amount - 250
+    assert event_types(standin, opened.json()["delivered"]) == ["charge.dispute.created"]
+    assert_accepted(standin, opened.json()["delivered"])
+    assert await topup_balance(services, customer.account_id) == 0
+
+    closed = await http.post(
+        f"{standin.base_url}/_standin/disputes/{dispute['id']}/close", json={"status": "won"}
+    )
+
+    assert closed.status_code == 200, closed.text
+    assert event_types(standin, closed.json()["delivered"]) == ["charge.dispute.closed"]
+    assert_accepted(standin, closed.json()["delivered"])
+    assert await topup_balance(services, customer.account_id) == left
+    types = await account_event_types(services, customer.account_id)
+    assert (types.count("CreditsReversed"), types.count("CreditsRestored")) == (1, 1)
+
+
+async def test_a_lost_dispute_keeps_the_credits_reversed(
+    http: httpx.AsyncClient, standin: RunningStandin, customer: Customer, services: Services
+) -> None:
+    _, intent, amount = await paid(http, standin, customer, 600)
+    charge = await latest_charge(http, standin, intent)
+
+    opened = await http.post(
+        f"{standin.base_url}/_standin/charges/{charge}/dispute", json={"reason": "fraudulent"}
+    )
+    assert opened.status_code == 200, opened.text
+    dispute = opened.json()["dispute"]
+    assert dispute["amount"] == amount
+    assert_accepted(standin, opened.json()["delivered"])
+    assert await topup_balance(services, customer.account_id) == 0
+
+    closed = await http.post(
+        f"{standin.base_url}/_standin/disputes/{dispute['id']}/close", json={"status": "lost"}
+    )
+
+    assert closed.status_code == 200, closed.text
+    assert_accepted(standin, closed.json()["delivered"])
+    assert await topup_balance(services, customer.account_id) == 0
+    types = await account_event_types(services, customer.account_id)
+    assert (types.count("CreditsReversed"), types.count("CreditsRestored")) == (1, 0)
+    credits_now = (await http.get("/v1/credits", headers=customer.headers)).json()
+    assert (credits_now["topup_balance"], credits_now["balance"]) == (0, 1000)

@@ -1,0 +1,131 @@
+"""GET /v1/credits, purchases and transactions read the projected views."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from api.services import Services
+from projections.runner import all_projections, catch_up
+from tests.e2e.conftest import Customer
+from tests.support.stripe_events import checkout_session, event_body, signature
+
+
+async def project(services: Services) -> None:
+    await catch_up(services.store, all_projections())
+
+
+async def buy_and_pay(http: httpx.AsyncClient, customer: Customer, credits: int) -> str:
+    response = await http.post(
+        "/v1/credits/purchase", json={"credits": credits}, headers=customer.headers
+    )
+    session_id = str(response.json()["session_id"])
+    body = event_body(
+        "checkout.session.completed",
+        checkout_session(session_id, account_id=customer.account_id, credits=credits),
+    )
+    delivered = await http.post(
+        "/v1/stripe/webhook", content=body, headers={"Stripe-Signature": signature(body)}
+    )
+    assert delivered.status_code == 200
+    return session_id
+
+
+async def spend(http: httpx.AsyncClient, headers: dict[str, str], account_id: str, n: int) -> None:
+    response = await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        json={"amount": n, "reason": f"job {n}"},
+        headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_credits_come_from_the_balances_view(
+    http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
+) -> None:
+    await buy_and_pay(http, customer, 1000)
+    await spend(http, writer_headers, customer.account_id, 1200)
+    await project(services)
+
+    body = (await http.get("/v1/credits", headers=customer.headers)).json()
+
+    assert body["allowance_remaining"] == 0
+    assert body["topup_balance"] == 800
+    assert body["balance"] == 800
+    internal = await http.get(f"/v1/accounts/{customer.account_id}/credits", headers=writer_headers)
+    assert internal.json() == body
+
+
+async def test_purchases_list_newest_first_with_their_status(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    paid = await buy_and_pay(http, customer, 500)
+    pending = (
+        await http.post("/v1/credits/purchase", json={"credits": 200}, headers=customer.headers)
+    ).json()["session_id"]
+    await project(services)
+
+    purchases = (await http.get("/v1/credits/purchases", headers=customer.headers)).json()
+
+    assert [(p["session_id"], p["status"], p["credits"]) for p in purchases] == [
+        (pending, "pending", 200),
+        (paid, "paid", 500),
+    ]
+    assert purchases[1]["paid_at"] is not None
+    older = await http.get(
+        "/v1/credits/purchases",
+        params={"limit": 1, "after": purchases[0]["position"]},
+        headers=customer.headers,
+    )
+    assert [p["session_id"] for p in older.json()] == [paid]
+
+
+async def test_transactions_show_each_movement_with_the_balance_after(
+    http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
+) -> None:
+    await buy_and_pay(http, customer, 300)
+    await spend(http, writer_headers, customer.account_id, 1100)
+    await project(services)
+
+    page = (await http.get("/v1/credits/transactions", headers=customer.headers)).json()
+
+    lines = [(line["type"], line["amount"], line["balance_after"]) for line in page["data"]]
+    assert lines == [
+        ("CreditsSpent", -1100, 200),
+        ("CreditsPurchased", 300, 1300),
+        ("AccountOpened", 1000, 1000),
+    ]
+    assert page["data"][0]["description"] == "job 1100"
+    assert page["next_after"] is None
+
+    first = (
+        await http.get("/v1/credits/transactions", params={"limit": 2}, headers=customer.headers)
+    ).json()
+    rest = (
+        await http.get(
+            "/v1/credits/transactions",
+            params={"limit": 2, "after": first["next_after"]},
+            headers=customer.headers,
+        )
+    ).json()
+    assert [line["type"] for line in first["data"] + rest["data"]] == [t for t, _, _ in lines]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 1001}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"after": "x"}, "after"),
+    ],
+)
+async def test_bad_paging_is_422(
+    http: httpx.AsyncClient, customer: Customer, params: dict[str, object], field: str
+) -> None:
+    for path in ("/v1/credits/purchases", "/v1/credits/transactions"):
+        response = await http.get(path, params=params, headers=customer.headers)
+        assert response.status_code == 422
+        assert field in response.json()["errors"]

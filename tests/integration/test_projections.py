@@ -1,0 +1,167 @@
+"""The views equal a replay of the events, whatever happened and however often the projector stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import asyncpg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.accounts import AccountService
+from ledger.domain.account import CreditAccount
+from ledger.domain.errors import InsufficientCredits, PeriodOutOfOrder
+from ledger.domain.ids import account_stream_id
+from ledger.repository import Repository
+from ledger.store.event_store import EventStore
+from ledger.store.idempotency import IdempotencyStore
+from projections.queries import Views
+from projections.runner import all_projections, catch_up
+from tests.conftest import unique
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("purchase"), st.integers(100, 5000)),
+        st.tuples(st.just("spend"), st.integers(1, 3000)),
+        st.tuples(st.just("reset"), st.integers(1, 3)),
+        st.tuples(st.just("clawback"), st.integers(1, 2000)),
+        st.tuples(st.just("plan"), st.integers(0, 4000)),
+        st.tuples(st.just("project"), st.just(0)),
+    ),
+    max_size=25,
+)
+
+
+async def apply_operation(
+    repository: Repository, account_id: str, operation: tuple[str, int], month: list[int]
+) -> None:
+    account = await repository.get(CreditAccount, account_stream_id(account_id))
+    assert account is not None
+    kind, n = operation
+    try:
+        if kind == "purchase":
+            account.purchase(session_id=f"cs_{unique('p')}", credits=n)
+        elif kind == "spend":
+            account.spend(n, "work")
+        elif kind == "reset":
+            month[0] += n
+            account.reset_month(f"{2030 + month[0] // 12}-{month[0] % 12 + 1:02d}")
+        elif kind == "clawback":
+            account.claw_back(session_id="cs_x", credits=n)
+        elif kind == "plan":
+            account.change_allowance(n)
+    except (InsufficientCredits, PeriodOutOfOrder):
+        return
+    await repository.save(account)
+
+
+async def assert_views_match_the_events(store: EventStore, account_ids: list[str]) -> None:
+    views = Views(store.pool)
+    repository = Repository(store)
+    for account_id in account_ids:
+        replayed = await repository.get(CreditAccount, account_stream_id(account_id))
+        projected = await views.balance(account_id)
+        assert replayed is not None
+        assert projected is not None
+        assert (projected.allowance_remaining, projected.topup_balance, projected.period) == (
+            replayed.allowance_remaining,
+            replayed.topup_balance,
+            replayed.period,
+        )
+        assert projected.monthly_allowance == replayed.monthly_allowance
+        lines = await views.statement(account_id, limit=1000)
+        assert lines[0].balance_after == replayed.balance
+        assert sum(line.amount for line in lines) == replayed.balance
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(operations=operations)
+async def test_projected_balances_equal_the_replayed_events(
+    store: EventStore, operations: list[tuple[str, int]]
+) -> None:
+    accounts = AccountService(Repository(store), store, IdempotencyStore(store.pool))
+    account_id = unique("acct")
+    await accounts.open(account_id, 1000)
+    month = [0]
+
+    for operation in operations:
+        if operation[0] == "project":
+            await catch_up(store, all_projections())  # a projector that stops and starts
+        else:
+            await apply_operation(accounts.repository, account_id, operation, month)
+    await catch_up(store, all_projections())
+
+    await assert_views_match_the_events(store, [account_id])
+
+
+async def test_a_projector_killed_between_batches_applies_every_event_once(
+    store: EventStore, database_url: str, pool: asyncpg.Pool
+) -> None:
+    await catch_up(store, all_projections())
+    accounts = AccountService(Repository(store), store, IdempotencyStore(pool))
+    account_ids = [unique("acct") for _ in range(20)]
+    for account_id in account_ids:
+        await accounts.open(account_id, 100_000)
+    for round_ in range(60):
+        await asyncio.gather(
+            *(
+                apply_operation(accounts.repository, account_id, ("spend", 1 + round_ % 7), [0])
+                for account_id in account_ids
+            )
+        )
+    target = await store.head_position()
+
+    killed_at = []
+    for _ in range(3):  # start, let it get part of the way, kill it without warning
+        before = await min_position(pool)
+        projector = start_projector(database_url)
+        await wait_until(lambda: min_position(pool), lambda p, b=before: p > b, seconds=30)
+        projector.send_signal(signal.SIGKILL)
+        projector.wait(timeout=10)
+        killed_at.append(await min_position(pool))
+    assert killed_at[-1] < target, "the projector finished before it could be killed"
+    projector = start_projector(database_url)
+    try:
+        await wait_until(lambda: min_position(pool), lambda p: p >= target, seconds=60)
+    finally:
+        projector.send_signal(signal.SIGTERM)
+        projector.wait(timeout=10)
+
+    await assert_views_match_the_events(store, account_ids)
+    for account_id in account_ids:
+        lines = await Views(pool).statement(account_id, limit=1000)
+        assert len(lines) == 61  # opened, then 60 spends: none lost, none twice
+        assert len({line.position for line in lines}) == 61
+
+
+def start_projector(database_url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "project", "--batch-size", "5"],
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def min_position(pool: asyncpg.Pool) -> int:
+    names = [p.name for p in all_projections()]
+    rows = await pool.fetch("SELECT position FROM projection_positions WHERE name = any($1)", names)
+    return min((r[0] for r in rows), default=0) if len(rows) == len(names) else 0
+
+
+async def wait_until(read, done, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if done(await read()):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not reached within {seconds} s")
