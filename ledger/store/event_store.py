@@ -35,11 +35,11 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 
 NOTIFY_CHANNEL = "ledger_events"
 
-_APPEND = "SELECT notification_id, recorded_at FROM append_events($1, $2, $3, $4)"
+_APPEND = "SELECT notification_id FROM append_events($1, $2, $3, $4)"
 
 _VISIBLE = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
 
-_COLUMNS = "originator_id, originator_version, topic, state, notification_id, recorded_at"
+_COLUMNS = "originator_id, originator_version, topic, state, notification_id, recorded_at, hash"
 
 
 class ConcurrencyConflict(Exception):
@@ -55,6 +55,7 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     state: bytes
     notification_id: int
     recorded_at: datetime
+    hash: bytes
 
 
 def _recorded(row: asyncpg.Record) -> RecordedEvent:
@@ -65,6 +66,7 @@ def _recorded(row: asyncpg.Record) -> RecordedEvent:
         state=row[3],
         notification_id=row[4],
         recorded_at=row[5],
+        hash=row[6],
     )
 
 
@@ -178,3 +180,38 @@ class EventStore:
                 field,
             )
         return [row[0] for row in rows]
+
+    async def latest_snapshot(
+        self, originator_id: UUID, *, recorded_until: datetime | None = None
+    ) -> RecordedEvent | None:
+        """The newest snapshot of an aggregate (taken no later than ``recorded_until``)."""
+        async with self.pool.acquire() as connection:
+            row = await connection.fetchrow(
+                """SELECT originator_id, originator_version, topic, state, 0, event_recorded_at,
+                          ''::bytea
+                   FROM snapshots
+                   WHERE originator_id = $1
+                     AND ($2::timestamptz IS NULL OR event_recorded_at <= $2)
+                   ORDER BY originator_version DESC LIMIT 1""",
+                originator_id,
+                recorded_until,
+            )
+        return None if row is None else _recorded(row)
+
+    @staticmethod
+    async def save_snapshot(connection: Connection, snapshot: StoredEvent) -> None:
+        """Keep a snapshot, in the transaction that appended its aggregate's events.
+
+        Its time is taken after those events', so an as-of replay never starts from
+        a snapshot that includes an event recorded after the moment asked for.
+        """
+        await connection.execute(
+            """INSERT INTO snapshots (originator_id, originator_version, topic, state,
+                                      event_recorded_at)
+               VALUES ($1, $2, $3, $4, clock_timestamp())
+               ON CONFLICT DO NOTHING""",
+            snapshot.originator_id,
+            snapshot.originator_version,
+            snapshot.topic,
+            snapshot.state,
+        )

@@ -10,11 +10,12 @@ as the eventsourcing library's own mapper does.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 import msgspec
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.domain import DomainEventProtocol, Snapshot
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
@@ -72,4 +73,14 @@ class MsgspecMapper(Mapper[Any]):
             from_version += 1
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
-        return msgspec.convert(state, type=cls, strict=False)
+        decoded: Any = msgspec.convert(state, type=cls, strict=False)
+        if isinstance(decoded, Snapshot):
+            _restore_aggregate_timestamps(decoded.state)
+        return decoded
+
+
+def _restore_aggregate_timestamps(aggregate_state: dict[str, Any]) -> None:
+    # A snapshot's state is an untyped dict, so JSON leaves these two as strings.
+    for key in ("_created_on", "_modified_on"):
+        if isinstance(aggregate_state.get(key), str):
+            aggregate_state[key] = datetime.fromisoformat(aggregate_state[key])

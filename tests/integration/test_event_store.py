@@ -10,6 +10,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from ledger.store.event_store import ConcurrencyConflict, EventStore
+from ledger.store.hash_chain import GENESIS, event_hash
 from tests.support.events import tail_position
 
 
@@ -159,3 +160,26 @@ async def test_concurrent_writers_and_a_tailing_reader_agree_on_one_order(
     mine = [p for p in read if p in set(written)]
     assert sorted(mine) == sorted(written)
     assert read == sorted(read)
+
+
+async def test_each_event_is_chained_to_the_one_before_it_in_its_stream(
+    store: EventStore,
+) -> None:
+    stream = uuid.uuid4()
+    await store.append([event(stream, 1, b'{"n":1}')])
+    await store.append([event(stream, 2, b'{"n":2}'), event(stream, 3, b'{"n":3}')])
+
+    loaded = await store.load(stream)
+
+    previous = GENESIS
+    for recorded in loaded:
+        expected = event_hash(
+            previous,
+            recorded.originator_id,
+            recorded.originator_version,
+            recorded.recorded_at,
+            recorded.topic,
+            recorded.state,
+        )
+        assert recorded.hash == expected
+        previous = recorded.hash

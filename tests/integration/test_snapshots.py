@@ -1,0 +1,63 @@
+"""Snapshots: long histories load from the newest snapshot, and give the same state."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ledger.domain.account import CreditAccount
+from ledger.domain.ids import account_stream_id
+from ledger.repository import SNAPSHOT_EVERY, Repository
+from ledger.store.event_store import EventStore
+from tests.conftest import unique
+
+
+async def test_a_snapshot_is_taken_every_hundred_events_and_loads_the_same_state(
+    repository: Repository, store: EventStore, pool: asyncpg.Pool
+) -> None:
+    account_id = unique("acct")
+    account = CreditAccount(account_id=account_id, monthly_allowance=10_000, period="2026-11")
+    await repository.save(account)
+    for n in range(250):
+        account.spend(1 + n % 3, "work") if n % 5 else account.purchase(f"cs_{n}", 10)
+        await repository.save(account)
+
+    stream = account_stream_id(account_id)
+    versions = [
+        row[0]
+        for row in await pool.fetch(
+            "SELECT originator_version FROM snapshots WHERE originator_id = $1 ORDER BY 1", stream
+        )
+    ]
+    loaded = await repository.get(CreditAccount, stream)
+    without_snapshots = None
+    for recorded in await store.load(stream):
+        without_snapshots = repository.mapper.to_domain_event(recorded).mutate(without_snapshots)
+
+    assert versions == [SNAPSHOT_EVERY, 2 * SNAPSHOT_EVERY]
+    assert loaded is not None
+    assert without_snapshots is not None
+    assert loaded.version == without_snapshots.version == 251
+    assert vars(loaded) == {**vars(without_snapshots), "_pending_events": []}
+    assert isinstance(loaded.balance, int)
+
+
+async def test_an_as_of_replay_ignores_snapshots_taken_after_that_moment(
+    repository: Repository, pool: asyncpg.Pool
+) -> None:
+    account_id = unique("acct")
+    account = CreditAccount(account_id=account_id, monthly_allowance=1000, period="2026-11")
+    await repository.save(account)
+    for _ in range(SNAPSHOT_EVERY + 20):
+        account.purchase("cs_1", 1)
+        await repository.save(account)
+    stream = account_stream_id(account_id)
+    moment = await pool.fetchval(
+        "SELECT recorded_at FROM stored_events WHERE originator_id = $1 AND originator_version = 50",
+        stream,
+    )
+
+    then = await repository.get(CreditAccount, stream, as_of=moment)
+
+    assert then is not None
+    assert then.version == 50
+    assert then.topup_balance == 49
