@@ -109,7 +109,7 @@ def read_with_stock_library(
 
 
 async def write_history(repository: Repository) -> UUID:
-    """An account's life through our own code, one transaction per command."""
+    """An account's life through our own code, in five transactions of one or more events."""
     account = CreditAccount(account_id=unique("acct"), monthly_allowance=1000, period="2026-01")
     await repository.save(account)
     account.spend(300, "report")
