@@ -4,6 +4,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY ledger ./ledger
 COPY api ./api
 COPY projections ./projections
+COPY audit ./audit
 COPY stripe_standin ./stripe_standin
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --home /app ledger

@@ -15,7 +15,14 @@ from litestar.openapi import OpenAPIConfig
 from api.auth import authenticate
 from api.database import create_pool, describe, resolve_database_url
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import checkout_pages, customers, internal, operations, stripe_webhook
+from api.routes import (
+    auditors,
+    checkout_pages,
+    customers,
+    internal,
+    operations,
+    stripe_webhook,
+)
 from api.services import Services, ServicesDependency, build_services
 from api.settings import Settings
 from ledger.stripe_gateway import StripeGateway
@@ -109,6 +116,7 @@ def create_app(
             *operations.ROUTES,
             *checkout_pages.ROUTES,
             *stripe_webhook.ROUTES,
+            *auditors.ROUTES,
         ],
         dependencies={
             "services": Provide(provide_services),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 from eventsourcing.utils import get_topic
 
@@ -82,6 +84,15 @@ class AccountService:
     async def get(self, account_id: str) -> CreditAccount:
         """The account as its events leave it."""
         account = await self.repository.get(CreditAccount, account_stream_id(account_id))
+        if account is None:
+            raise AccountNotFound(account_id)
+        return account
+
+    async def get_as_of(self, account_id: str, moment: datetime) -> CreditAccount:
+        """The account as its events recorded up to ``moment`` leave it."""
+        account = await self.repository.get(
+            CreditAccount, account_stream_id(account_id), as_of=moment
+        )
         if account is None:
             raise AccountNotFound(account_id)
         return account

@@ -15,6 +15,7 @@ import secrets
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -73,24 +74,55 @@ def _with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
-    """A fresh, empty database for this test run."""
+def postgres_server_url() -> Iterator[str]:
+    """The PostgreSQL server this run uses (see the module docstring)."""
     with _postgres_server() as (server_url, source):
-        name = f"ledger_test_{secrets.token_hex(4)}"
+        print(f"\nPostgreSQL for this run: {source}")
+        yield server_url
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """Create an empty database on the server; drop it afterwards."""
+    name = f"ledger_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_database(server_url, name)
+    finally:
         admin = await asyncpg.connect(server_url)
         try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
-        print(f"\ntest database {name} on {source}")
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database shared by this test run (tests use unique ids)."""
+    async with fresh_database(postgres_server_url) as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class IsolatedDatabase:
+    url: str
+    pool: asyncpg.Pool
+    store: EventStore
+
+
+@pytest.fixture
+async def isolated_db(postgres_server_url: str) -> AsyncIterator[IsolatedDatabase]:
+    """A migrated database of the test's own, for tests that look at everything in it."""
+    async with fresh_database(postgres_server_url) as url:
+        pool = await create_pool(url, min_size=1, max_size=10)
         try:
-            yield _with_database(server_url, name)
+            yield IsolatedDatabase(url=url, pool=pool, store=EventStore(pool))
         finally:
-            admin = await asyncpg.connect(server_url)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+            await pool.close()
 
 
 @pytest.fixture(scope="session")

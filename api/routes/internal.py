@@ -6,6 +6,7 @@ from litestar import Request, get, patch, post
 from litestar.params import FromPath
 
 from api.auth import Caller, require_account_access, require_scope
+from api.routes.auditors import AsOf, credits_as_of
 from api.routes.customers import account_credits
 from api.schemas import AccountCredits, AccountPlan
 from api.services import ServicesDependency
@@ -45,10 +46,12 @@ async def open_account(
 
 @get("/v1/accounts/{account_id:str}/credits", tags=["internal"])
 async def get_account_credits(
-    account_id: FromPath[str], principal: Caller, services: ServicesDependency
+    account_id: FromPath[str], principal: Caller, services: ServicesDependency, as_of: AsOf = None
 ) -> AccountCredits:
-    """Any account's balance, for internal services and auditors."""
+    """Any account's balance, for internal services and auditors; ``as_of`` replays history."""
     require_account_access(principal, account_id, Scope.LEDGER_WRITE, Scope.LEDGER_AUDIT)
+    if as_of is not None:
+        return await credits_as_of(services, account_id, as_of)
     return await account_credits(services, account_id)
 
 

@@ -31,7 +31,24 @@ class CheckoutSession(Aggregate):
     def create_id(session_id: str, **_: Any) -> UUID:
         return checkout_stream_id(session_id)
 
-    @event("CheckoutRequested")
+    class CheckoutRequested(Aggregate.Created):
+        """Version 2 added ``recovered``; version 1 events were all requested by us."""
+
+        class_version = 2
+        session_id: str
+        account_id: str
+        credits: int
+        amount: int
+        currency: str
+        checkout_url: str
+        expires_at: int
+        recovered: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["recovered"] = False
+
+    @event(CheckoutRequested)
     def __init__(
         self,
         session_id: str,

@@ -1,0 +1,120 @@
+"""Auditor routes (scope ``ledger:audit``; customers may read their own account's events)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import get
+from litestar.params import FromPath, QueryParameter
+
+from api.auth import Caller, require_account_access, require_scope
+from api.pagination import After, Limit, page
+from api.schemas import AccountCredits
+from api.services import ServicesDependency
+from api.validation import ValidationFailed
+from ledger.domain.ids import account_stream_id
+from ledger.store.event_store import RecordedEvent
+from ledger.store.mapper import event_type_name
+from ledger.tokens import Scope
+
+
+class AuditedEvent(msgspec.Struct, frozen=True):
+    """An event as auditors read it: the stored JSON and the hash that seals it."""
+
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    recorded_at: datetime
+    data: dict[str, Any]
+    hash: str
+
+    @classmethod
+    def of(cls, recorded: RecordedEvent) -> AuditedEvent:
+        return cls(
+            position=recorded.notification_id,
+            stream_id=str(recorded.originator_id),
+            version=recorded.originator_version,
+            type=event_type_name(recorded.topic),
+            recorded_at=recorded.recorded_at,
+            data=msgspec.json.decode(recorded.state),
+            hash=recorded.hash.hex(),
+        )
+
+
+class EventPage(msgspec.Struct, frozen=True):
+    """Oldest first; pass ``next_after`` as ``after`` for the next page (null: none yet)."""
+
+    data: list[AuditedEvent]
+    next_after: int | None
+
+
+class CreditsAsOf(AccountCredits, frozen=True):
+    """The balance as it stood at ``as_of``, replayed from the events."""
+
+    as_of: datetime
+    version: int
+
+
+def _page_of(events: list[RecordedEvent], limit: int) -> EventPage:
+    data = [AuditedEvent.of(e) for e in events]
+    return EventPage(data=data, next_after=data[-1].position if len(data) == limit else None)
+
+
+@get("/v1/accounts/{account_id:str}/events", tags=["auditors"])
+async def account_events(
+    account_id: FromPath[str],
+    principal: Caller,
+    services: ServicesDependency,
+    limit: Limit = None,
+    after: After = None,
+) -> EventPage:
+    """The account's events, oldest first, keyset-paginated by position."""
+    require_account_access(principal, account_id, Scope.LEDGER_AUDIT)
+    chosen = page(limit, after)
+    if not await services.accounts.exists(account_id):
+        return EventPage(data=[], next_after=None)
+    events = await services.store.load_page(
+        account_stream_id(account_id), after=chosen.after or 0, limit=chosen.limit
+    )
+    return _page_of(events, chosen.limit)
+
+
+@get("/v1/events", tags=["auditors"])
+async def global_events(
+    principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
+) -> EventPage:
+    """Every event in commit order; gap-free for readers who follow ``next_after``."""
+    require_scope(principal, Scope.LEDGER_AUDIT)
+    chosen = page(limit, after)
+    events = await services.store.read_all(after=chosen.after or 0, limit=chosen.limit)
+    return _page_of(events, chosen.limit)
+
+
+AsOf = Annotated[str | None, QueryParameter(name="as_of", description="RFC 3339 time")]
+
+
+def parse_as_of(value: str) -> datetime:
+    """An RFC 3339 time with its offset, or a 422."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValidationFailed.single(
+            "as_of", "The as of must be an RFC 3339 time with an offset, e.g. 2026-11-25T12:00:00Z."
+        )
+    return moment
+
+
+async def credits_as_of(services: Any, account_id: str, as_of: str) -> CreditsAsOf:
+    """Replay the account's events recorded up to ``as_of``."""
+    moment = parse_as_of(as_of)
+    account = await services.accounts.get_as_of(account_id, moment)
+    base = msgspec.structs.asdict(AccountCredits.of(account))
+    return CreditsAsOf(**base, as_of=moment, version=account.version)
+
+
+ROUTES = [account_events, global_events]

@@ -1,0 +1,141 @@
+"""Auditors over HTTP: account histories, the global feed, balances as of any moment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+
+from api.services import Services
+from ledger.tokens import Scope
+from tests.e2e.conftest import Customer
+from tests.support.events import tail_position
+
+
+async def auditor(services: Services) -> dict[str, str]:
+    issued = await services.tokens.issue(Scope.LEDGER_AUDIT, name="auditor")
+    return {"Authorization": f"Bearer {issued.secret}"}
+
+
+async def spend(http: httpx.AsyncClient, headers: dict[str, str], account_id: str, n: int) -> None:
+    response = await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        json={"amount": n, "reason": "work"},
+        headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_an_auditor_pages_through_an_account_history_without_gaps_or_repeats(
+    http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
+) -> None:
+    for n in range(1, 8):
+        await spend(http, writer_headers, customer.account_id, n)
+    headers = await auditor(services)
+    path = f"/v1/accounts/{customer.account_id}/events"
+
+    seen, after = [], None
+    while True:
+        params = {"limit": 3, **({"after": after} if after is not None else {})}
+        page = (await http.get(path, params=params, headers=headers)).json()
+        seen.extend(page["data"])
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+
+    assert [e["version"] for e in seen] == list(range(1, 9))
+    assert [e["type"] for e in seen] == ["AccountOpened"] + ["CreditsSpent"] * 7
+    assert seen[1]["data"]["amount"] == 1
+    assert all(len(e["hash"]) == 64 for e in seen)
+    assert [e["position"] for e in seen] == sorted(e["position"] for e in seen)
+
+
+async def test_customers_read_only_their_own_history(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    other_id = f"{customer.account_id}_neighbour"
+    await services.accounts.open(other_id, 10)
+
+    own = await http.get(f"/v1/accounts/{customer.account_id}/events", headers=customer.headers)
+    other = await http.get(f"/v1/accounts/{other_id}/events", headers=customer.headers)
+    other_credits = await http.get(f"/v1/accounts/{other_id}/credits", headers=customer.headers)
+    feed = await http.get("/v1/events", headers=customer.headers)
+
+    assert own.status_code == 200
+    assert other.status_code == other_credits.status_code == feed.status_code == 403
+
+
+async def test_the_global_feed_is_for_auditors_only(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], services: Services
+) -> None:
+    assert (await http.get("/v1/events", headers=writer_headers)).status_code == 403
+    assert (await http.get("/v1/events", headers=await auditor(services))).status_code == 200
+
+
+async def test_the_global_feed_has_no_gaps_or_repeats_under_concurrent_writes(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], services: Services
+) -> None:
+    headers = await auditor(services)
+    start = await tail_position(services.store)
+    account_ids = []
+    for _ in range(5):
+        account_id = f"acct_feed_{uuid.uuid4().hex[:8]}"
+        await services.accounts.open(account_id, 100_000)
+        account_ids.append(account_id)
+    writing = asyncio.gather(
+        *(spend(http, writer_headers, a, n) for n in range(1, 21) for a in account_ids)
+    )
+    read: list[int] = []
+    after = start
+
+    async def read_pages() -> None:
+        nonlocal after
+        page = (
+            await http.get("/v1/events", params={"after": after, "limit": 7}, headers=headers)
+        ).json()
+        read.extend(e["position"] for e in page["data"])
+        if page["data"]:
+            after = page["data"][-1]["position"]
+
+    while not writing.done():
+        await read_pages()
+    await writing
+    for _ in range(50):
+        await read_pages()
+
+    written = [
+        r[0]
+        for r in await services.pool.fetch(
+            "SELECT notification_id FROM stored_events WHERE notification_id > $1 ORDER BY 1",
+            start,
+        )
+    ]
+    assert read == written  # every event once, in commit order
+
+
+async def test_balance_as_of_a_moment_matches_a_replay_to_then(
+    http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
+) -> None:
+    headers = await auditor(services)
+    path = f"/v1/accounts/{customer.account_id}/credits"
+    moments, balances = [], []
+    for n in (100, 250, 400):
+        await spend(http, writer_headers, customer.account_id, n)
+        moments.append(datetime.now(UTC))
+        balances.append((await services.accounts.get(customer.account_id)).balance)
+        await asyncio.sleep(0.01)
+
+    for moment, balance in zip(moments, balances, strict=True):
+        response = await http.get(path, params={"as_of": moment.isoformat()}, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["balance"] == balance
+        replayed = await services.accounts.get_as_of(customer.account_id, moment)
+        assert replayed.balance == balance
+
+    before_opening = await http.get(path, params={"as_of": "2000-01-01T00:00:00Z"}, headers=headers)
+    naive = await http.get(path, params={"as_of": "2026-01-01T00:00:00"}, headers=headers)
+    assert before_opening.status_code == 404
+    assert naive.status_code == 422
+    assert "as_of" in naive.json()["errors"]
