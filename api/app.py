@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from api.auth import authenticate
 from api.database import create_pool, describe, resolve_database_url
 from api.errors import EXCEPTION_HANDLERS
+from api.metrics import RequestCounter
 from api.routes import (
     auditors,
     checkout_pages,
@@ -109,7 +110,8 @@ def create_app(
     ) -> Principal:
         return await authenticate(request, services.tokens)
 
-    return Litestar(
+    request_counter = RequestCounter()
+    app = Litestar(
         route_handlers=[
             *customers.ROUTES,
             *internal.ROUTES,
@@ -128,4 +130,7 @@ def create_app(
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
+        middleware=[request_counter.middleware],
     )
+    app.state.request_counter = request_counter
+    return app

@@ -1,11 +1,13 @@
-"""Health checks for orchestrators."""
+"""Health checks and metrics for operators."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from litestar import MediaType, Response, get
+from litestar import MediaType, Request, Response, get
 
+from api.metrics import exposition
 from api.services import ServicesDependency
 
 READY_TIMEOUT_SECONDS = 2.0
@@ -29,4 +31,17 @@ async def readyz(services: ServicesDependency) -> Response[dict[str, str]]:
     return Response({"status": "ready"}, status_code=200)
 
 
-ROUTES = [healthz, readyz]
+@get("/metrics", media_type="text/plain; version=0.0.4", tags=["operations"])
+async def metrics(request: Request[Any, Any, Any], services: ServicesDependency) -> str:
+    """Prometheus text format."""
+    rows = await services.pool.fetch("SELECT name, position FROM projection_positions")
+    head = await services.store.head_position()
+    return exposition(
+        request.app.state.request_counter,
+        head,
+        {r["name"]: r["position"] for r in rows},
+        {"ledger_db_pool_size": services.pool.get_size()},
+    )
+
+
+ROUTES = [healthz, readyz, metrics]

@@ -116,6 +116,17 @@ async def test_health_and_readiness(http: httpx.AsyncClient) -> None:
     assert (await http.get("/readyz")).json() == {"status": "ready"}
 
 
+async def test_metrics_are_prometheus_text(http: httpx.AsyncClient) -> None:
+    await http.get("/healthz")
+
+    response = await http.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'ledger_http_requests_total{method="GET",status="200"}' in response.text
+    assert "ledger_store_head_position " in response.text
+
+
 async def test_the_openapi_document_lists_the_purchase_endpoint(http: httpx.AsyncClient) -> None:
     schema = (await http.get("/schema/openapi.json")).json()
 

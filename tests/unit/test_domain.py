@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import StoredEvent
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
@@ -106,3 +107,26 @@ def test_an_old_event_shape_is_upcast_on_load() -> None:
 
     assert thing.colour == "unknown"
     assert thing.name == "n"
+
+
+def test_a_version_one_checkout_requested_loads_as_not_recovered() -> None:
+    """CheckoutRequested gained ``recovered`` in version 2; stored version 1 events lack it."""
+    session_id = "cs_test_from_the_first_release"
+    version_one = StoredEvent(
+        originator_id=checkout_stream_id(session_id),
+        originator_version=1,
+        topic="ledger.domain.checkout:CheckoutSession.CheckoutRequested",
+        state=(
+            b'{"timestamp":"2026-11-25T16:00:00Z",'
+            b'"originator_topic":"ledger.domain.checkout:CheckoutSession",'
+            b'"session_id":"cs_test_from_the_first_release","account_id":"acct_1",'
+            b'"credits":1000,"amount":1000,"currency":"usd",'
+            b'"checkout_url":"https://checkout.example/x","expires_at":1800000000}'
+        ),
+    )
+
+    session = MsgspecMapper().to_domain_event(version_one).mutate(None)
+
+    assert session.recovered is False
+    assert session.credits == 1000
+    assert session.status == "pending"
