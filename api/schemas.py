@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Protocol
 
 import msgspec
 
 from ledger.domain.account import CreditAccount
-from projections.queries import PurchaseRow, StatementLine
+from projections.queries import StatementLine
 
 
 class HasBalance(Protocol):
@@ -66,26 +65,6 @@ class AccountPlan(msgspec.Struct, frozen=True):
             next_monthly_allowance=account.next_monthly_allowance,
             period=account.period,
         )
-
-
-class Purchase(msgspec.Struct, frozen=True):
-    """One purchase in ``GET /v1/credits/purchases``."""
-
-    session_id: str
-    credits: int
-    amount: int
-    currency: str
-    status: str
-    needs_review: bool
-    credits_clawed_back: int
-    position: int
-    created_at: datetime
-    updated_at: datetime
-    paid_at: datetime | None
-
-    @classmethod
-    def of(cls, row: PurchaseRow) -> Purchase:
-        return msgspec.convert(msgspec.structs.asdict(row), type=cls)
 
 
 class Transactions(msgspec.Struct, frozen=True):

@@ -6,10 +6,11 @@ from litestar import Request, get, post
 
 from api.auth import Caller, customer_account
 from api.pagination import After, Limit, page
-from api.schemas import AccountCredits, Purchase, Transactions
+from api.schemas import AccountCredits, Transactions
 from api.services import Services, ServicesDependency
 from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
 from ledger.purchases import MAX_CREDITS, MIN_CREDITS, CheckoutStarted, RequestCheckout
+from projections.queries import PurchaseRow
 
 
 @post("/v1/credits/purchase", status_code=200, tags=["customers"])
@@ -49,13 +50,13 @@ async def get_credits(principal: Caller, services: ServicesDependency) -> Accoun
 @get("/v1/credits/purchases", tags=["customers"])
 async def list_purchases(
     principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
-) -> list[Purchase]:
+) -> list[PurchaseRow]:
     """The caller's purchases, newest first; ``after`` takes the last one's ``position``."""
     chosen = page(limit, after)
     rows = await services.views.purchases(
         customer_account(principal), limit=chosen.limit, before=chosen.after
     )
-    return [Purchase.of(row) for row in rows]
+    return rows
 
 
 @get("/v1/credits/transactions", tags=["customers"])
