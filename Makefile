@@ -42,8 +42,18 @@ lint: $(VENV)/.dev-installed ## ruff and mypy
 	$(BIN)/ruff check ledger api projections audit stripe_standin tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.dev-installed ## benchmarks, each with a baseline measured in the same run
-	$(BIN)/python -m bench.append_rate
+bench: $(VENV)/.dev-installed ## benchmarks, each with a baseline measured in the same run (about 6 min)
+	@if command -v wrk >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing wrk (Debian package), the HTTP load generator"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } \
+			|| echo "could not install wrk: bench.run_all will stop"; \
+	else \
+		echo "no wrk (and no apt-get as root to install it): bench.run_all will stop"; \
+	fi
+	@# run_all runs even if append_rate fails; make still fails at the end then
+	status=0; $(BIN)/python -m bench.append_rate --seconds 2 || status=$$?; \
+		$(BIN)/python -m bench.run_all $(BENCH_ARGS) && exit $$status
 
 clean: ## remove the virtualenv and caches (keeps .data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -64,7 +64,8 @@ CREATE TABLE {table} (
 CREATE UNIQUE INDEX {table}_notification_id_idx ON {table} (notification_id);
 """
 
-_RAW_READ = """SELECT originator_id, originator_version, topic, state, notification_id, recorded_at
+_RAW_READ = """SELECT originator_id, originator_version, topic, state, notification_id, recorded_at,
+    hash
     FROM stored_events WHERE notification_id > $1 ORDER BY notification_id LIMIT $2"""
 
 Append = Callable[[], Awaitable[None]]

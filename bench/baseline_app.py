@@ -1,0 +1,104 @@
+"""The baselines the HTTP benchmarks compare the service with: bare Litestar apps.
+
+* ``POST /insert``: reads the body, then one ``INSERT`` and ``COMMIT`` on a pooled
+  asyncpg connection (the same pool size as the service's ``create_pool``), answers a
+  small JSON object. What one durable write per request costs through this stack.
+* ``GET /hello``: a JSON answer that touches no database.
+
+Served by uvicorn in its own process, with the same server settings as ``ledger serve``
+(uvicorn's defaults here: the asyncio loop, the h11 protocol, no access log)::
+
+    DATABASE_URL=postgresql://... PORT=8001 python -m bench.baseline_app
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import uuid4
+
+import asyncpg
+from litestar import Litestar, Request, get, post
+
+POOL_MIN_SIZE = 2
+POOL_MAX_SIZE = 20
+"""The service's pool (``api.database.create_pool``'s defaults)."""
+
+TABLE = "bench_baseline_inserts"
+
+_DDL = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+    id uuid PRIMARY KEY,
+    body bytea NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+)"""
+
+_INSERT = f"INSERT INTO {TABLE} (id, body) VALUES ($1, $2)"
+
+
+@post("/insert", status_code=200)
+async def insert(request: Request) -> dict[str, bool]:
+    """One durable row per request: BEGIN, INSERT, COMMIT."""
+    body = await request.body()
+    pool: asyncpg.Pool = request.app.state.pool
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute(_INSERT, uuid4(), body)
+    return {"ok": True}
+
+
+@get("/hello")
+async def hello() -> dict[str, str]:
+    """No database at all: what Litestar and uvicorn cost per request."""
+    return {"hello": "world"}
+
+
+def create_app(database_url: str | None = None) -> Litestar:
+    """The baseline app; without a database URL only ``/hello`` works."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if database_url is None:
+            yield
+            return
+        pool = await asyncpg.create_pool(
+            database_url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE
+        )
+        try:
+            async with pool.acquire() as connection:
+                await connection.execute(_DDL)
+            app.state.pool = pool
+            yield
+        finally:
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[insert, hello], lifespan=[lifespan], debug=False, logging_config=None
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.baseline_app",
+        description="Serve the bare baseline endpoints (POST /insert, GET /hello) with uvicorn"
+        " on 127.0.0.1:$PORT; the database is $DATABASE_URL.",
+    )
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8001")))
+    args = parser.parse_args(argv)
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        print("DATABASE_URL is not set: only GET /hello will work", file=sys.stderr)
+    import uvicorn
+
+    uvicorn.run(
+        create_app(database_url),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
