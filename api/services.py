@@ -25,6 +25,7 @@ class Services:
 
     pool: asyncpg.Pool
     store: EventStore
+    repository: Repository
     tokens: TokenService
     accounts: AccountService
     purchases: PurchaseService
@@ -54,6 +55,7 @@ def build_services(
     return Services(
         pool=pool,
         store=store,
+        repository=repository,
         tokens=TokenService(pool),
         accounts=AccountService(repository, store, idempotency),
         purchases=PurchaseService(
