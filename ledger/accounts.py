@@ -140,9 +140,11 @@ class AccountService:
             answer_bytes = msgspec.json.encode(answer)
             await self.repository.commit(
                 account,
-                IdempotencyRecord(
-                    scope, command.idempotency_key, StoredAnswer(fingerprint, answer_bytes)
-                ),
+                keys=[
+                    IdempotencyRecord(
+                        scope, command.idempotency_key, StoredAnswer(fingerprint, answer_bytes)
+                    )
+                ],
             )
             return answer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -68,13 +68,10 @@ class Repository:
             self._cache.move_to_end(aggregate_id)
             return _checked(cls, _clone(cached), aggregate_id)
         aggregate: Any = None
-        snapshot = await self.store.latest_snapshot(aggregate_id, recorded_until=as_of)
+        snapshot, events = await self.store.load_from_snapshot(aggregate_id, recorded_until=as_of)
         if snapshot is not None:
             aggregate = self.mapper.to_domain_event(snapshot).mutate(None)
-        after = aggregate.version if aggregate is not None else 0
-        for recorded in await self.store.load(
-            aggregate_id, after_version=after, recorded_until=as_of
-        ):
+        for recorded in events:
             aggregate = self.mapper.to_domain_event(recorded).mutate(aggregate)
         if aggregate is not None and as_of is None:
             self._remember(aggregate)
@@ -104,22 +101,23 @@ class Repository:
         return await self._append(aggregates, connection)
 
     async def commit(
-        self, aggregate: Aggregate, idempotency: IdempotencyRecord | None = None
+        self, *aggregates: Aggregate, keys: Sequence[IdempotencyRecord] = ()
     ) -> list[int]:
-        """Append one aggregate's events (and an idempotency record) by group commit.
+        """Append the aggregates' events and claim ``keys``, together, by group commit.
 
         Raises ConcurrencyConflict or IdempotencyKeyTaken; nothing is written then.
         """
-        snapshots = [self._snapshot(aggregate)] if _snapshot_due(aggregate) else []
-        events = [self.mapper.to_stored_event(e) for e in aggregate.collect_events()]
+        snapshots = [self._snapshot(a) for a in aggregates if _snapshot_due(a)]
+        events = [self.mapper.to_stored_event(e) for a in aggregates for e in a.collect_events()]
         try:
             positions = await self.committer.commit(
-                UnitOfWork(events=events, idempotency=idempotency, snapshots=snapshots)
+                UnitOfWork(events=events, keys=keys, snapshots=snapshots)
             )
         except BaseException:
-            self._forget(aggregate)
+            self._forget(*aggregates)
             raise
-        self._remember(aggregate)
+        for aggregate in aggregates:
+            self._remember(aggregate)
         return positions
 
     async def _append(self, aggregates: tuple[Aggregate, ...], connection: Connection) -> list[int]:

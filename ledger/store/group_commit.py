@@ -30,7 +30,12 @@ _APPEND_BATCH = """SELECT command, outcome, positions FROM append_batch(
 
 
 class IdempotencyRecord(msgspec.Struct, frozen=True):
-    """The answer to keep under an idempotency key, with the command's events."""
+    """A unique key to claim with the command's events, and what to keep under it.
+
+    Claiming a key that is taken fails the command (IdempotencyKeyTaken): that is
+    how repeated requests, redelivered Stripe events and payment intents that
+    already paid a session are recognised, atomically with the events.
+    """
 
     scope: str
     key: str
@@ -38,10 +43,10 @@ class IdempotencyRecord(msgspec.Struct, frozen=True):
 
 
 class UnitOfWork(msgspec.Struct, frozen=True):
-    """One command's writes: its events, an idempotency record, snapshots."""
+    """One command's writes: its events, the keys it claims, snapshots."""
 
     events: Sequence[StoredEvent]
-    idempotency: IdempotencyRecord | None = None
+    keys: Sequence[IdempotencyRecord] = ()
     snapshots: Sequence[StoredEvent] = ()
 
 
@@ -131,9 +136,9 @@ def _columns(units: list[UnitOfWork]) -> list[list[object]]:
         rows.extend(
             (number, e.originator_id, e.originator_version, e.topic, e.state) for e in unit.events
         )
-        if (record := unit.idempotency) is not None:
-            answer = record.answer
-            keys.append((number, record.scope, record.key, answer.request_hash, answer.response))
+        keys.extend(
+            (number, k.scope, k.key, k.answer.request_hash, k.answer.response) for k in unit.keys
+        )
         snapshots.extend(
             (number, s.originator_id, s.originator_version, s.topic, s.state)
             for s in unit.snapshots

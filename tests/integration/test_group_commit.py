@@ -26,7 +26,7 @@ def unit(stream: uuid.UUID, version: int, key: str | None = None) -> UnitOfWork:
     record = (
         IdempotencyRecord("tests", key, StoredAnswer(b"h", b"{}")) if key is not None else None
     )
-    return UnitOfWork(events=[event], idempotency=record)
+    return UnitOfWork(events=[event], keys=[record] if record else [])
 
 
 async def test_concurrent_commands_share_batches_and_fail_alone(store: EventStore) -> None:
