@@ -23,9 +23,7 @@ def unit(stream: uuid.UUID, version: int, key: str | None = None) -> UnitOfWork:
     event = StoredEvent(
         originator_id=stream, originator_version=version, topic="tests:Happened", state=b"{}"
     )
-    record = (
-        IdempotencyRecord("tests", key, StoredAnswer(b"h", b"{}")) if key is not None else None
-    )
+    record = IdempotencyRecord("tests", key, StoredAnswer(b"h", b"{}")) if key is not None else None
     return UnitOfWork(events=[event], keys=[record] if record else [])
 
 
