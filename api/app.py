@@ -93,6 +93,10 @@ def create_app(
                 open_services(settings, stripe_api_base=stripe_api_base)
             )
             app.state.services = services
+            await services.tokens.watch_revocations(services.database_url)
+            stack.push_async_callback(services.tokens.stop_watching)
+            services.repository.committer.start()
+            stack.push_async_callback(services.repository.committer.stop)
             if development_extras:
                 from api.development import ensure_demo_account
 

@@ -25,6 +25,7 @@ class Services:
 
     pool: asyncpg.Pool
     store: EventStore
+    repository: Repository
     tokens: TokenService
     accounts: AccountService
     purchases: PurchaseService
@@ -54,6 +55,7 @@ def build_services(
     return Services(
         pool=pool,
         store=store,
+        repository=repository,
         tokens=TokenService(pool),
         accounts=AccountService(repository, store, idempotency),
         purchases=PurchaseService(
@@ -67,7 +69,7 @@ def build_services(
                 cancel_url=f"{settings.public_url}/checkout/cancel?session_id={{CHECKOUT_SESSION_ID}}",
             ),
         ),
-        payments=PaymentService(repository, store, pricing),
+        payments=PaymentService(repository, store, pricing, idempotency),
         views=Views(pool),
         webhook_secrets=webhook_secrets,
         database_url=database_url,

@@ -8,12 +8,13 @@ import msgspec
 from eventsourcing.utils import get_topic
 
 from ledger.domain.account import CreditAccount
-from ledger.domain.errors import AccountAlreadyExists, AccountNotFound
+from ledger.domain.errors import AccountAlreadyExists, AccountNotFound, InsufficientCredits
 from ledger.domain.ids import account_stream_id
 from ledger.keyed_locks import KeyedLocks
 from ledger.ports import Clock, system_clock
 from ledger.repository import Repository, retry_on_conflict
 from ledger.store.event_store import ConcurrencyConflict, EventStore
+from ledger.store.group_commit import IdempotencyRecord
 from ledger.store.idempotency import (
     IdempotencyKeyTaken,
     IdempotencyStore,
@@ -81,9 +82,11 @@ class AccountService:
             raise AccountAlreadyExists(account_id) from conflict
         return account
 
-    async def get(self, account_id: str) -> CreditAccount:
-        """The account as its events leave it."""
-        account = await self.repository.get(CreditAccount, account_stream_id(account_id))
+    async def get(self, account_id: str, *, fresh: bool = False) -> CreditAccount:
+        """The account as its events leave it (``fresh``: read from the store, not memory)."""
+        account = await self.repository.get(
+            CreditAccount, account_stream_id(account_id), fresh=fresh
+        )
         if account is None:
             raise AccountNotFound(account_id)
         return account
@@ -104,23 +107,29 @@ class AccountService:
     async def spend(self, command: SpendCredits) -> Spent:
         """Spend once per key: a repeat gets the first answer and records nothing.
 
-        Concurrent spends on one account race on its version; the loser reloads
-        and decides again on the new balance (and may then find it short).
+        The decision is made on the account as this process last wrote it and is
+        committed with the answer under its key by group commit; if another
+        process wrote meanwhile, the append conflicts and the spend is decided
+        again on a fresh load. A refusal is only ever decided on a fresh load.
         """
         scope = f"spend/{command.account_id}"
         fingerprint = request_fingerprint({"amount": command.amount, "reason": command.reason})
-        earlier = await self.idempotency.find(scope, command.idempotency_key)
-        if earlier is not None:
-            return replay(earlier, fingerprint, Spent)
 
         async def attempt() -> Spent:
             account = await self.get(command.account_id)
-            from_allowance, from_topup = account.spend(command.amount, command.reason)
+            try:
+                buckets = account.spend(command.amount, command.reason)
+            except InsufficientCredits:
+                earlier = await self.idempotency.find(scope, command.idempotency_key)
+                if earlier is not None:
+                    return replay(earlier, fingerprint, Spent)
+                account = await self.get(command.account_id, fresh=True)
+                buckets = account.spend(command.amount, command.reason)
             answer = Spent(
                 account_id=account.account_id,
                 amount=command.amount,
-                from_allowance=from_allowance,
-                from_topup=from_topup,
+                from_allowance=buckets[0],
+                from_topup=buckets[1],
                 reason=command.reason,
                 balance=account.balance,
                 allowance_remaining=account.allowance_remaining,
@@ -128,14 +137,15 @@ class AccountService:
                 monthly_allowance=account.monthly_allowance,
                 period=account.period,
             )
-            async with self.store.transaction() as connection:
-                await self.repository.save(account, connection=connection)
-                await self.idempotency.record(
-                    connection,
-                    scope,
-                    command.idempotency_key,
-                    StoredAnswer(fingerprint, msgspec.json.encode(answer)),
-                )
+            answer_bytes = msgspec.json.encode(answer)
+            await self.repository.commit(
+                account,
+                keys=[
+                    IdempotencyRecord(
+                        scope, command.idempotency_key, StoredAnswer(fingerprint, answer_bytes)
+                    )
+                ],
+            )
             return answer
 
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 
 from eventsourcing.domain import Aggregate
@@ -19,13 +21,15 @@ from ledger.payment_events import (
 )
 from ledger.purchases import Pricing
 from ledger.repository import Repository, retry_on_conflict
-from ledger.store.event_store import Connection, EventStore
+from ledger.store.event_store import EventStore
+from ledger.store.group_commit import IdempotencyRecord
+from ledger.store.idempotency import IdempotencyKeyTaken, IdempotencyStore, StoredAnswer
 
 log = logging.getLogger(__name__)
 
 
-class AlreadyProcessed(Exception):
-    """A concurrent delivery of the same Stripe event committed first."""
+STRIPE_EVENT_SCOPE = "stripe-event"
+PAYMENT_INTENT_SCOPE = "payment-intent"
 
 
 class Decision:
@@ -35,6 +39,18 @@ class Decision:
         self.aggregates = aggregates
         self.link = link
 
+    def keys(self, event_id: str, event_type: str) -> list[IdempotencyRecord]:
+        """The Stripe event's id, and the payment intent's link to its session."""
+        keys = [_event_key(event_id, event_type)]
+        if self.link is not None:
+            intent, session_id = self.link
+            keys.append(
+                IdempotencyRecord(
+                    PAYMENT_INTENT_SCOPE, intent, StoredAnswer(b"", session_id.encode())
+                )
+            )
+        return keys
+
 
 NOTHING = Decision()
 
@@ -43,42 +59,45 @@ class PaymentService:
     """Applies payment events: exactly once per Stripe event and per session outcome.
 
     Exactly-once rests on the store, not on a check: the session's and the
-    account's expected versions are appended in one transaction together with
-    the Stripe event id, so a duplicate or concurrent delivery either conflicts
-    (and re-decides on fresh state, finding nothing left to do) or finds its
-    event id taken.
+    account's expected versions are appended in one (group-committed) command
+    that also claims the Stripe event id as a key, so a duplicate or concurrent
+    delivery either conflicts (and re-decides on fresh state, finding nothing
+    left to do) or finds its event id taken.
     """
 
-    def __init__(self, repository: Repository, store: EventStore, pricing: Pricing) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        store: EventStore,
+        pricing: Pricing,
+        idempotency: IdempotencyStore,
+    ) -> None:
         self.repository = repository
         self.store = store
         self.pricing = pricing
+        self.idempotency = idempotency
 
     async def apply(self, event: PaymentEvent, event_type: str) -> None:
-        """Apply one verified event; a repeat of an applied event changes nothing."""
-        if await self._already_processed(event.event_id):
-            return
+        """Apply one verified event; a repeat of an applied event changes nothing.
+
+        A repeat is recognised when its command claims the event id already taken
+        (atomically with any events), not by a look beforehand.
+        """
         try:
             await retry_on_conflict(lambda: self._apply_once(event, event_type))
-        except AlreadyProcessed:
-            return
+        except IdempotencyKeyTaken:
+            return  # a concurrent delivery of the same event committed first
 
     async def record_ignored(self, event_id: str, event_type: str) -> None:
         """Remember an event the ledger does not act on, so it is skipped if redelivered."""
-        async with self.store.transaction() as connection:
-            await _mark_processed(connection, event_id, event_type, required=False)
+        with contextlib.suppress(IdempotencyKeyTaken):
+            await self.repository.commit(keys=[_event_key(event_id, event_type)])
 
     async def _apply_once(self, event: PaymentEvent, event_type: str) -> None:
         decision = await self._decide(event)
-        async with self.store.transaction() as connection:
-            await self.repository.save(*decision.aggregates, connection=connection)
-            if decision.link is not None:
-                await connection.execute(
-                    """INSERT INTO checkout_payment_intents (payment_intent, session_id)
-                       VALUES ($1, $2) ON CONFLICT (payment_intent) DO NOTHING""",
-                    *decision.link,
-                )
-            await _mark_processed(connection, event.event_id, event_type, required=True)
+        await self.repository.commit(
+            *decision.aggregates, keys=decision.keys(event.event_id, event_type)
+        )
 
     async def _decide(self, event: PaymentEvent) -> Decision:
         match event:
@@ -199,11 +218,8 @@ class PaymentService:
     async def _session_and_account(
         self, payment_intent: str
     ) -> tuple[CheckoutSession, CreditAccount] | None:
-        async with self.store.pool.acquire() as connection:
-            session_id = await connection.fetchval(
-                "SELECT session_id FROM checkout_payment_intents WHERE payment_intent = $1",
-                payment_intent,
-            )
+        link = await self.idempotency.find(PAYMENT_INTENT_SCOPE, payment_intent)
+        session_id = link.response.decode() if link is not None else None
         if session_id is None:
             log.info("payment intent %s paid no session of ours: ignored", payment_intent)
             return None
@@ -217,22 +233,10 @@ class PaymentService:
     async def _account(self, account_id: str) -> CreditAccount | None:
         return await self.repository.get(CreditAccount, account_stream_id(account_id))
 
-    async def _already_processed(self, event_id: str) -> bool:
-        async with self.store.pool.acquire() as connection:
-            found = await connection.fetchval(
-                "SELECT 1 FROM processed_stripe_events WHERE event_id = $1", event_id
-            )
-        return found is not None
 
-
-async def _mark_processed(
-    connection: Connection, event_id: str, event_type: str, *, required: bool
-) -> None:
-    status = await connection.execute(
-        """INSERT INTO processed_stripe_events (event_id, event_type) VALUES ($1, $2)
-           ON CONFLICT (event_id) DO NOTHING""",
+def _event_key(event_id: str, event_type: str) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        STRIPE_EVENT_SCOPE,
         event_id,
-        event_type,
+        StoredAnswer(hashlib.sha256(event_type.encode()).digest(), b""),
     )
-    if required and status == "INSERT 0 0":
-        raise AlreadyProcessed(event_id)

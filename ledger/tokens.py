@@ -48,11 +48,47 @@ def _token_id_of(token: str) -> str | None:
     return parts[1]
 
 
+REVOCATIONS_CHANNEL = "ledger_token_revocations"
+
+
 class TokenService:
-    """Issues, checks and revokes tokens."""
+    """Issues, checks and revokes tokens.
+
+    With ``watch_revocations`` running, checked tokens are kept in memory (their
+    hashes, never the tokens) and every process drops a revoked one when
+    PostgreSQL delivers the revocation's NOTIFY, milliseconds after it commits.
+    Without it (or once its connection is lost) every check reads the table.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._known: dict[str, tuple[bytes, Principal]] = {}
+        self._listener: asyncpg.Connection | None = None
+        # Bumped by every revocation heard, so a check that read a row before a
+        # revocation arrived does not then keep the revoked token.
+        self._revocations_heard = 0
+
+    async def watch_revocations(self, database_url: str) -> None:
+        """Start caching checked tokens, dropping each one its revocation names."""
+        listener: asyncpg.Connection = await asyncpg.connect(database_url)
+        await listener.add_listener(REVOCATIONS_CHANNEL, self._on_revocation)
+        listener.add_termination_listener(self._on_listener_lost)
+        self._listener = listener
+
+    async def stop_watching(self) -> None:
+        """Stop caching; close the listening connection."""
+        listener, self._listener = self._listener, None
+        self._known.clear()
+        if listener is not None:
+            await listener.close()
+
+    def _on_revocation(self, *args: object) -> None:
+        self._revocations_heard += 1
+        self._known.pop(str(args[-1]), None)
+
+    def _on_listener_lost(self, *_: object) -> None:
+        self._listener = None
+        self._known.clear()
 
     async def issue(
         self, scope: Scope, *, account_id: str | None = None, name: str | None = None
@@ -79,6 +115,10 @@ class TokenService:
         token_id = _token_id_of(token)
         if token_id is None:
             return None
+        if (known := self._known.get(token_id)) is not None:
+            stored_hash, principal = known
+            return principal if hmac.compare_digest(stored_hash, _hash(token)) else None
+        heard = self._revocations_heard
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(
                 """SELECT token_hash, scope, account_id, name FROM api_tokens
@@ -87,19 +127,24 @@ class TokenService:
             )
         if row is None or not hmac.compare_digest(row["token_hash"], _hash(token)):
             return None
-        return Principal(
+        principal = Principal(
             token_id=token_id,
             scope=Scope(row["scope"]),
             account_id=row["account_id"],
             name=row["name"],
         )
+        if self._listener is not None and heard == self._revocations_heard:
+            self._known[token_id] = (row["token_hash"], principal)
+        return principal
 
     async def revoke(self, token_id: str) -> bool:
         """Revoke at once; False if no such live token."""
-        async with self.pool.acquire() as connection:
+        async with self.pool.acquire() as connection, connection.transaction():
             status = await connection.execute(
                 """UPDATE api_tokens SET revoked_at = now()
                    WHERE token_id = $1 AND revoked_at IS NULL""",
                 token_id,
             )
+            await connection.execute("SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id)
+        self._known.pop(token_id, None)
         return status.endswith(" 1")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -58,7 +59,7 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     hash: bytes
 
 
-def _recorded(row: asyncpg.Record) -> RecordedEvent:
+def _recorded(row: asyncpg.Record | tuple[Any, ...]) -> RecordedEvent:
     return RecordedEvent(
         originator_id=row[0],
         originator_version=row[1],
@@ -200,22 +201,35 @@ class EventStore:
             )
         return [row[0] for row in rows]
 
-    async def latest_snapshot(
+    async def load_from_snapshot(
         self, originator_id: UUID, *, recorded_until: datetime | None = None
-    ) -> RecordedEvent | None:
-        """The newest snapshot of an aggregate (taken no later than ``recorded_until``)."""
+    ) -> tuple[RecordedEvent | None, list[RecordedEvent]]:
+        """The newest snapshot that fits and the events after it, in one round trip."""
         async with self.pool.acquire() as connection:
-            row = await connection.fetchrow(
-                """SELECT originator_id, originator_version, topic, state, 0, event_recorded_at,
-                          ''::bytea
-                   FROM snapshots
-                   WHERE originator_id = $1
-                     AND ($2::timestamptz IS NULL OR event_recorded_at <= $2)
-                   ORDER BY originator_version DESC LIMIT 1""",
+            rows = await connection.fetch(
+                f"""WITH snapshot AS (
+                        SELECT originator_id, originator_version, topic, state,
+                               0::bigint AS notification_id, event_recorded_at AS recorded_at,
+                               ''::bytea AS hash
+                        FROM snapshots
+                        WHERE originator_id = $1
+                          AND ($2::timestamptz IS NULL OR event_recorded_at <= $2)
+                        ORDER BY originator_version DESC LIMIT 1)
+                    SELECT true, * FROM snapshot
+                    UNION ALL
+                    (SELECT false, {_COLUMNS} FROM stored_events
+                     WHERE originator_id = $1
+                       AND originator_version > coalesce(
+                           (SELECT originator_version FROM snapshot), 0)
+                       AND ($2::timestamptz IS NULL OR recorded_at <= $2)
+                     ORDER BY originator_version)""",
                 originator_id,
                 recorded_until,
             )
-        return None if row is None else _recorded(row)
+        snapshot = None
+        if rows and rows[0][0]:
+            snapshot, rows = _recorded(rows[0][1:]), rows[1:]
+        return snapshot, [_recorded(row[1:]) for row in rows]
 
     @staticmethod
     async def save_snapshot(connection: Connection, snapshot: StoredEvent) -> None:

@@ -165,3 +165,32 @@ async def wait_until(read, done, seconds: float) -> None:  # type: ignore[no-unt
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"not reached within {seconds} s")
+
+
+async def test_two_projectors_at_once_apply_every_event_once(
+    store: EventStore, database_url: str, pool: asyncpg.Pool
+) -> None:
+    from projections.runner import Projector
+
+    accounts = AccountService(Repository(store), store, IdempotencyStore(pool))
+    account_ids = [unique("acct") for _ in range(8)]
+    for account_id in account_ids:
+        await accounts.open(account_id, 10_000)
+    stop = asyncio.Event()
+    projectors = [
+        asyncio.create_task(Projector(store, database_url, batch_size=3).run(stop))
+        for _ in range(2)
+    ]
+    for n in range(25):
+        await asyncio.gather(
+            *(apply_operation(accounts.repository, a, ("spend", 1 + n), [0]) for a in account_ids)
+        )
+    target = await store.head_position()
+    await wait_until(lambda: min_position(pool), lambda p: p >= target, seconds=30)
+    stop.set()
+    await asyncio.gather(*projectors)
+
+    await assert_views_match_the_events(store, account_ids)
+    for account_id in account_ids:
+        lines = await Views(pool).statement(account_id, limit=1000)
+        assert len(lines) == 26

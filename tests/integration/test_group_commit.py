@@ -1,0 +1,133 @@
+"""Group commit, the aggregate cache and the token cache, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from ledger.accounts import AccountService, SpendCredits
+from ledger.repository import Repository
+from ledger.store.event_store import ConcurrencyConflict, EventStore
+from ledger.store.group_commit import GroupCommitter, IdempotencyRecord, UnitOfWork
+from ledger.store.idempotency import IdempotencyKeyTaken, IdempotencyStore, StoredAnswer
+from ledger.tokens import Scope, TokenService
+from tests.conftest import unique
+
+
+def unit(stream: uuid.UUID, version: int, key: str | None = None) -> UnitOfWork:
+    event = StoredEvent(
+        originator_id=stream, originator_version=version, topic="tests:Happened", state=b"{}"
+    )
+    record = IdempotencyRecord("tests", key, StoredAnswer(b"h", b"{}")) if key is not None else None
+    return UnitOfWork(events=[event], keys=[record] if record else [])
+
+
+async def test_concurrent_commands_share_batches_and_fail_alone(store: EventStore) -> None:
+    committer = GroupCommitter(store.pool, writers=2)
+    taken_key = unique("key")
+    await committer.commit(unit(uuid.uuid4(), 1, taken_key))
+    contested = uuid.uuid4()
+    await committer.commit(unit(contested, 1))
+    batches_before = committer.batches
+    units = [unit(uuid.uuid4(), 1) for _ in range(200)]
+    units[50] = unit(contested, 1)  # its version is taken
+    units[120] = unit(uuid.uuid4(), 1, taken_key)  # its idempotency key is taken
+
+    outcomes = await asyncio.gather(*(committer.commit(u) for u in units), return_exceptions=True)
+    await committer.stop()
+
+    assert isinstance(outcomes[50], ConcurrencyConflict)
+    assert isinstance(outcomes[120], IdempotencyKeyTaken)
+    succeeded = [o for i, o in enumerate(outcomes) if i not in (50, 120)]
+    assert all(isinstance(o, list) and len(o) == 1 for o in succeeded)
+    assert committer.batches - batches_before < 200 / 4  # coalesced, not one by one
+    for i, u in enumerate(units):
+        stored = await store.load(u.events[0].originator_id)
+        if i == 120:
+            assert stored == []  # nothing of a command that failed
+        else:
+            assert len(stored) == 1
+
+
+async def test_a_stale_cached_balance_never_refuses_a_spend_the_store_allows(
+    store: EventStore,
+) -> None:
+    here, there = (
+        AccountService(Repository(store), store, IdempotencyStore(store.pool)) for _ in range(2)
+    )
+    account_id = unique("acct")
+    await here.open(account_id, 100)
+    await here.get(account_id)  # cached here with a balance of 100
+    elsewhere = await there.get(account_id)
+    elsewhere.purchase(session_id="cs_test_elsewhere", credits=500)
+    await there.repository.save(elsewhere)  # another process adds 500
+
+    spent = await here.spend(SpendCredits(account_id, 550, "big job", unique("key")))
+
+    assert spent.balance == 50
+
+
+async def test_a_stale_cached_version_makes_the_spend_retry_on_fresh_state(
+    store: EventStore,
+) -> None:
+    here, there = (
+        AccountService(Repository(store), store, IdempotencyStore(store.pool)) for _ in range(2)
+    )
+    account_id = unique("acct")
+    await here.open(account_id, 100)
+    await here.get(account_id)
+    await there.spend(SpendCredits(account_id, 30, "elsewhere", unique("key")))
+
+    spent = await here.spend(SpendCredits(account_id, 30, "here", unique("key")))
+
+    assert spent.balance == 40
+    assert (await here.get(account_id, fresh=True)).version == 3
+
+
+async def test_a_revocation_in_another_process_reaches_a_caching_service(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    caching, elsewhere = TokenService(pool), TokenService(pool)
+    await caching.watch_revocations(database_url)
+    try:
+        issued = await elsewhere.issue(Scope.LEDGER_AUDIT, name="auditor")
+        assert await caching.authenticate(issued.secret) is not None  # now cached
+        assert await caching.authenticate(issued.secret + "x") is None
+
+        await elsewhere.revoke(issued.token_id)
+
+        deadline = time.monotonic() + 2
+        while await caching.authenticate(issued.secret) is not None:
+            assert time.monotonic() < deadline, "the revocation never arrived"
+            await asyncio.sleep(0.005)
+    finally:
+        await caching.stop_watching()
+
+
+@pytest.mark.parametrize("writers", [1, 4])
+async def test_every_answered_spend_is_in_the_store_exactly_once(
+    store: EventStore, writers: int
+) -> None:
+    repository = Repository(store, committer=GroupCommitter(store.pool, writers=writers))
+    accounts = AccountService(repository, store, IdempotencyStore(store.pool))
+    account_ids = [unique("acct") for _ in range(10)]
+    for account_id in account_ids:
+        await accounts.open(account_id, 1000)
+
+    await asyncio.gather(
+        *(
+            accounts.spend(SpendCredits(a, 1, "unit", f"{a}-{n}"))
+            for n in range(30)
+            for a in account_ids
+        )
+    )
+    await repository.committer.stop()
+
+    for account_id in account_ids:
+        assert (await accounts.get(account_id, fresh=True)).balance == 970
+        assert (await accounts.get(account_id, fresh=True)).version == 31

@@ -1,0 +1,93 @@
+"""``ledger reset-month`` and ``ledger projections rebuild`` on a database of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import asyncpg
+
+from ledger.accounts import AccountService, SpendCredits
+from ledger.repository import Repository
+from ledger.store.idempotency import IdempotencyStore
+from projections.queries import Views
+from projections.runner import all_projections, catch_up
+from tests.conftest import IsolatedDatabase
+
+
+async def ledger(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", *args],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def accounts_of(db: IsolatedDatabase) -> AccountService:
+    return AccountService(Repository(db.store), db.store, IdempotencyStore(db.pool))
+
+
+async def test_reset_month_resets_every_account_once_and_is_safe_to_run_again(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    accounts = accounts_of(isolated_db)
+    for n in range(3):
+        await accounts.open(f"acct_{n}", 100 * (n + 1))
+        await accounts.spend(SpendCredits(f"acct_{n}", 50, "work", f"k{n}"))
+    await accounts.reset_month("acct_2", "2999-07")  # already on a later period
+
+    first = await ledger(isolated_db.url, "reset-month", "--period", "2999-06")
+    second = await ledger(isolated_db.url, "reset-month", "--period", "2999-06")
+    bad = await ledger(isolated_db.url, "reset-month", "--period", "2999-6")
+
+    assert first.returncode == 0, first.stderr
+    assert "reset 2 accounts; 0 already reset for this period" in first.stdout
+    assert "1 accounts were reset for a later period already" in first.stderr
+    assert "reset 0 accounts; 2 already reset for this period" in second.stdout
+    assert bad.returncode == 2
+    for n in range(2):
+        account = await accounts.get(f"acct_{n}", fresh=True)
+        assert (account.period, account.allowance_remaining) == ("2999-06", 100 * (n + 1))
+
+
+async def test_a_rebuilt_view_equals_the_live_one_and_reads_go_on_meanwhile(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    accounts = accounts_of(isolated_db)
+    for n in range(20):
+        await accounts.open(f"acct_{n}", 1000)
+        for k in range(10):
+            await accounts.spend(SpendCredits(f"acct_{n}", 1 + k, "work", f"{n}-{k}"))
+    await catch_up(isolated_db.store, all_projections())
+    views = Views(isolated_db.pool)
+    before = {f"acct_{n}": await views.balance(f"acct_{n}") for n in range(20)}
+    statement_before = await views.statement("acct_7", limit=100)
+    reads_failed = 0
+    rebuilding = asyncio.ensure_future(ledger(isolated_db.url, "projections", "rebuild"))
+
+    while not rebuilding.done():
+        try:
+            balance = await views.balance("acct_3")
+        except asyncpg.PostgresError:
+            reads_failed += 1
+        else:
+            assert balance == before["acct_3"]
+        await asyncio.sleep(0.005)
+    rebuilt = await rebuilding
+
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuilt balances up to position" in rebuilt.stdout
+    assert "rebuilt statement up to position" in rebuilt.stdout
+    assert reads_failed == 0
+    assert {a: await views.balance(a) for a in before} == before
+    assert await views.statement("acct_7", limit=100) == statement_before
+    tables = await isolated_db.pool.fetchval(
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%\\_\\_rebuild' OR tablename LIKE '%\\_\\_old'"
+    )
+    assert tables == 0
