@@ -2,9 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, change_of
 from projections.events import ProjectedEvent
+
+_COLUMNS = (
+    "account_id, stream_id, monthly_allowance, next_monthly_allowance, allowance_remaining, "
+    "topup_balance, period, position, updated_at"
+)
+
+
+class BalanceRow(msgspec.Struct):
+    account_id: str
+    stream_id: UUID
+    monthly_allowance: int
+    next_monthly_allowance: int
+    allowance_remaining: int
+    topup_balance: int
+    period: str
+    position: int
+    updated_at: datetime
+
+
+def fold(row: BalanceRow | None, event: ProjectedEvent) -> BalanceRow | None:
+    """The row after one event (None while the stream is not an account's)."""
+    data = event.data
+    if event.type == "AccountOpened":
+        allowance = int(data["monthly_allowance"])
+        return BalanceRow(
+            str(data["account_id"]),
+            event.stream_id,
+            allowance,
+            allowance,
+            allowance,
+            0,
+            str(data["period"]),
+            event.position,
+            event.recorded_at,
+        )
+    if row is None:
+        return None
+    if event.type == "MonthlyAllowanceReset":
+        row.period = str(data["period"])
+        row.monthly_allowance = row.allowance_remaining = int(data["monthly_allowance"])
+    elif event.type == "MonthlyAllowanceChanged":
+        row.next_monthly_allowance = int(data["monthly_allowance"])
+    elif change := change_of(event.type, data, Buckets(0, 0)):
+        row.allowance_remaining += change.allowance
+        row.topup_balance += change.topup
+    else:
+        return row
+    row.position, row.updated_at = event.position, event.recorded_at
+    return row
 
 
 class BalancesProjection:
@@ -13,52 +68,26 @@ class BalancesProjection:
     name = "balances"
     table = "balances"
 
-    async def apply(self, connection: Connection, table: str, event: ProjectedEvent) -> None:
-        """Fold one event into its account's row."""
-        data = event.data
-        if event.type == "AccountOpened":
-            allowance = int(data["monthly_allowance"])
-            await connection.execute(
-                f"""INSERT INTO {table} (account_id, stream_id, monthly_allowance,
-                        next_monthly_allowance, allowance_remaining, topup_balance, period,
-                        position, updated_at)
-                    VALUES ($1, $2, $3, $3, $3, 0, $4, $5, $6)
-""",
-                data["account_id"],
-                event.stream_id,
-                allowance,
-                data["period"],
-                event.position,
-                event.recorded_at,
+    async def apply(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> None:
+        """Fold a batch into the rows it touches: one read, one write."""
+        streams = list({e.stream_id for e in events})
+        rows: dict[UUID, BalanceRow | None] = {
+            r["stream_id"]: BalanceRow(**dict(r))
+            for r in await connection.fetch(
+                f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", streams
             )
-        elif event.type == "MonthlyAllowanceReset":
-            await connection.execute(
-                f"""UPDATE {table} SET period = $2, monthly_allowance = $3,
-                        allowance_remaining = $3, position = $4, updated_at = $5
-                    WHERE stream_id = $1""",
-                event.stream_id,
-                data["period"],
-                int(data["monthly_allowance"]),
-                event.position,
-                event.recorded_at,
-            )
-        elif event.type == "MonthlyAllowanceChanged":
-            await connection.execute(
-                f"""UPDATE {table} SET next_monthly_allowance = $2, position = $3, updated_at = $4
-                    WHERE stream_id = $1""",
-                event.stream_id,
-                int(data["monthly_allowance"]),
-                event.position,
-                event.recorded_at,
-            )
-        elif change := change_of(event.type, data, Buckets(0, 0)):
-            await connection.execute(
-                f"""UPDATE {table} SET allowance_remaining = allowance_remaining + $2,
-                        topup_balance = topup_balance + $3, position = $4, updated_at = $5
-                    WHERE stream_id = $1""",
-                event.stream_id,
-                change.allowance,
-                change.topup,
-                event.position,
-                event.recorded_at,
-            )
+        }
+        for event in events:
+            rows[event.stream_id] = fold(rows.get(event.stream_id), event)
+        await connection.executemany(
+            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                ON CONFLICT (account_id) DO UPDATE SET
+                    monthly_allowance = excluded.monthly_allowance,
+                    next_monthly_allowance = excluded.next_monthly_allowance,
+                    allowance_remaining = excluded.allowance_remaining,
+                    topup_balance = excluded.topup_balance, period = excluded.period,
+                    position = excluded.position, updated_at = excluded.updated_at""",
+            [msgspec.structs.astuple(row) for row in rows.values() if row is not None],
+        )

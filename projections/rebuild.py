@@ -22,8 +22,8 @@ async def _apply_next_batch(
 ) -> tuple[int, int]:
     """Apply one batch into ``table``; return (events applied, new position)."""
     events = await store.read_all(after=after, limit=REBUILD_BATCH, connection=connection)
-    for recorded in events:
-        await projection.apply(connection, table, projected(recorded))
+    if events:
+        await projection.apply(connection, table, [projected(e) for e in events])
     return len(events), (events[-1].notification_id if events else after)
 
 

@@ -36,7 +36,10 @@ class Projection(Protocol):
     name: str
     table: str
 
-    async def apply(self, connection: Connection, table: str, event: ProjectedEvent) -> None: ...
+    async def apply(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> None:
+        """Fold a batch of events, in commit order, into ``table``."""
 
 
 def all_projections() -> list[Projection]:
@@ -66,8 +69,8 @@ async def apply_batch(
             projection.name,
         )
         events = await store.read_all(after=position, limit=batch_size, connection=connection)
-        for recorded in events:
-            await projection.apply(connection, projection.table, projected(recorded))
+        if events:
+            await projection.apply(connection, projection.table, [projected(e) for e in events])
         if events:
             await connection.execute(
                 """UPDATE projection_positions SET position = $2, updated_at = now()
@@ -83,9 +86,11 @@ async def catch_up(
 ) -> int:
     """Apply everything visible now to every projection; return how many events were applied."""
     applied = 0
-    for projection in projections:
-        while count := await apply_batch(store, projection, batch_size):
-            applied += count
+    behind = list(projections)
+    while behind:  # a batch of each in turn, so no view waits while another catches up
+        counts = [await apply_batch(store, projection, batch_size) for projection in behind]
+        applied += sum(counts)
+        behind = [p for p, count in zip(behind, counts, strict=True) if count]
     return applied
 
 

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from uuid import UUID
+
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, apply_change, change_of
 from projections.events import ProjectedEvent
+
+_COLUMNS = [
+    "account_id",
+    "position",
+    "stream_id",
+    "version",
+    "type",
+    "amount",
+    "allowance_change",
+    "topup_change",
+    "allowance_after",
+    "topup_after",
+    "balance_after",
+    "description",
+    "recorded_at",
+]
 
 
 class StatementProjection:
@@ -13,41 +32,50 @@ class StatementProjection:
     name = "statement"
     table = "statement_lines"
 
-    async def apply(self, connection: Connection, table: str, event: ProjectedEvent) -> None:
-        """Append the line this event makes, if it moves credits."""
-        previous = await connection.fetchrow(
-            f"""SELECT account_id, allowance_after, topup_after FROM {table}
-                WHERE stream_id = $1 ORDER BY version DESC LIMIT 1""",
-            event.stream_id,
-        )
-        if previous is None:
-            if event.type != "AccountOpened":
-                return  # not an account's stream
-            account_id, before = str(event.data["account_id"]), Buckets(0, 0)
-        else:
-            account_id = previous["account_id"]
-            before = Buckets(previous["allowance_after"], previous["topup_after"])
-        change = change_of(event.type, event.data, before)
-        if change is None:
-            return
-        after = apply_change(before, change)
-        await connection.execute(
-            f"""INSERT INTO {table} (account_id, position, stream_id, version, type, amount,
-                    allowance_change, topup_change, allowance_after, topup_after, balance_after,
-                    description, recorded_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-""",
-            account_id,
-            event.position,
-            event.stream_id,
-            event.version,
-            event.type,
-            change.amount,
-            change.allowance,
-            change.topup,
-            after.allowance,
-            after.topup,
-            after.balance,
-            change.description,
-            event.recorded_at,
-        )
+    async def apply(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> None:
+        """Append the lines a batch makes: one read of the streams' last lines, one copy."""
+        streams = list({e.stream_id for e in events})
+        last: dict[UUID, tuple[str, Buckets]] = {
+            r["stream_id"]: (r["account_id"], Buckets(r["allowance_after"], r["topup_after"]))
+            for r in await connection.fetch(
+                f"""SELECT DISTINCT ON (stream_id) stream_id, account_id, allowance_after,
+                           topup_after
+                    FROM {table} WHERE stream_id = any($1)
+                    ORDER BY stream_id, version DESC""",
+                streams,
+            )
+        }
+        lines = []
+        for event in events:
+            if event.stream_id in last:
+                account_id, before = last[event.stream_id]
+            elif event.type == "AccountOpened":
+                account_id, before = str(event.data["account_id"]), Buckets(0, 0)
+            else:
+                continue  # not an account's stream
+            change = change_of(event.type, event.data, before)
+            if change is None:
+                continue
+            after = apply_change(before, change)
+            last[event.stream_id] = (account_id, after)
+            lines.append(
+                (
+                    account_id,
+                    event.position,
+                    event.stream_id,
+                    event.version,
+                    event.type,
+                    change.amount,
+                    change.allowance,
+                    change.topup,
+                    after.allowance,
+                    after.topup,
+                    after.balance,
+                    change.description,
+                    event.recorded_at,
+                )
+            )
+        if lines:
+            await connection.copy_records_to_table(table, records=lines, columns=_COLUMNS)
