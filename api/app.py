@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -135,6 +136,11 @@ def create_app(
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
         middleware=[request_counter.middleware],
+        cors_config=(
+            CORSConfig(allow_origins=list(settings.cors_origins), allow_headers=["*"])
+            if settings.cors_origins
+            else None
+        ),
     )
     app.state.request_counter = request_counter
     return app

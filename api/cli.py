@@ -280,6 +280,24 @@ def rebuild_projection(name: str | None) -> None:
 
 
 @main.group()
+def config() -> None:
+    """Check the configuration."""
+
+
+@config.command("check")
+def config_check() -> None:
+    """Validate the environment and print the settings in effect (secrets masked)."""
+    settings = _settings()
+    masked = {"stripe_secret_key", "stripe_webhook_secret", "database_url"}
+    for field in settings.__struct_fields__:
+        value = getattr(settings, field)
+        if field in masked and value:
+            value = "(set)"
+        click.echo(f"{field} = {value}")
+    click.echo("configuration OK")
+
+
+@main.group()
 def accounts() -> None:
     """Open and inspect accounts."""
 

@@ -29,6 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_monthly_allowance: int = 1000
     ledger_env: str = "development"
     data_dir: Path = Path(".data")
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -47,8 +48,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and check the environment; raise SettingsError with a clear message."""
+        """Read and check the environment; raise SettingsError naming every bad value."""
         env = os.environ if env is None else env
+        problems: list[str] = []
 
         def text(name: str) -> str | None:
             value = env.get(name, "").strip()
@@ -61,18 +63,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             try:
                 value = int(raw)
             except ValueError:
-                raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+                problems.append(f"{name} must be a whole number, not {raw!r}")
+                return default
             if value < minimum:
-                raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+                problems.append(f"{name} must be at least {minimum}, not {value}")
             return value
 
         ledger_env = text("LEDGER_ENV") or "development"
         if ledger_env not in ("development", "production"):
-            raise SettingsError(f"LEDGER_ENV must be development or production, not {ledger_env!r}")
+            problems.append(f"LEDGER_ENV must be development or production, not {ledger_env!r}")
         port = integer("PORT", 8000, 1)
         currency = (text("CREDIT_CURRENCY") or "usd").lower()
         if len(currency) != 3 or not currency.isalpha():
-            raise SettingsError(f"CREDIT_CURRENCY must be an ISO 4217 code, not {currency!r}")
+            problems.append(f"CREDIT_CURRENCY must be an ISO 4217 code, not {currency!r}")
+        origins = [o.strip().rstrip("/") for o in (text("LEDGER_CORS_ORIGINS") or "").split(",")]
+        for origin in origins:
+            if origin and not origin.startswith(("http://", "https://")):
+                problems.append(f"LEDGER_CORS_ORIGINS has {origin!r}, not an http(s) origin")
         settings = cls(
             database_url=text("DATABASE_URL"),
             port=port,
@@ -87,11 +94,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             default_monthly_allowance=integer("DEFAULT_MONTHLY_ALLOWANCE", 1000, 0),
             ledger_env=ledger_env,
             data_dir=Path(text("LEDGER_DATA_DIR") or ".data"),
+            cors_origins=tuple(o for o in origins if o),
         )
         if settings.production and settings.uses_standin:
-            raise SettingsError(
+            problems.append(
                 "LEDGER_ENV=production needs STRIPE_SECRET_KEY: the Stripe stand-in is for development"
             )
         if settings.production and not settings.stripe_webhook_secret:
-            raise SettingsError("LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET")
+            problems.append("LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET")
+        if problems:
+            raise SettingsError("; ".join(problems))
         return settings

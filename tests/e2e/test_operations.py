@@ -1,0 +1,107 @@
+"""What operators and front ends rely on: configuration, CORS, the OpenAPI document."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from api.settings import Settings, SettingsError
+
+
+def test_every_bad_setting_is_named_in_one_error() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(
+            {"PORT": "eighty", "CREDIT_CURRENCY": "dollars", "LEDGER_CORS_ORIGINS": "example.com"}
+        )
+
+    message = str(refused.value)
+    assert "PORT must be a whole number" in message
+    assert "CREDIT_CURRENCY must be an ISO 4217 code" in message
+    assert "LEDGER_CORS_ORIGINS has 'example.com'" in message
+
+
+def test_config_check_prints_the_settings_with_secrets_masked(tmp_path: Path) -> None:
+    env = {**os.environ, "STRIPE_SECRET_KEY": "sk_test_very_secret", "PORT": "9001"}
+    checked = subprocess.run(
+        [sys.executable, "-m", "api.cli", "config", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    refused = subprocess.run(
+        [sys.executable, "-m", "api.cli", "config", "check"],
+        env={**os.environ, "PORT": "x", "LEDGER_ENV": "staging"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert checked.returncode == 0
+    assert "port = 9001" in checked.stdout
+    assert "stripe_secret_key = (set)" in checked.stdout
+    assert "sk_test_very_secret" not in checked.stdout + checked.stderr
+    assert refused.returncode == 1
+    assert "PORT must be a whole number" in refused.stderr
+    assert "LEDGER_ENV must be development or production" in refused.stderr
+
+
+async def test_configured_origins_may_call_the_purchase_endpoint(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        stripe_secret_key="sk_test_cors",
+        stripe_api_base="http://127.0.0.1:9",
+        stripe_webhook_secret="whsec_cors",
+        data_dir=tmp_path,
+        cors_origins=("https://app.example.com",),
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        allowed = await client.options(
+            "/v1/credits/purchase",
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        other = await client.options(
+            "/v1/credits/purchase",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+
+    assert allowed.status_code in (200, 204)
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_every_public_route_is_in_the_openapi_document(
+    ledger_app: Litestar, http: httpx.AsyncClient
+) -> None:
+    schema = (await http.get("/schema/openapi.json")).json()
+    documented = {(path, method.upper()) for path, ops in schema["paths"].items() for method in ops}
+
+    missing = []
+    for route in ledger_app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if not handler.include_in_schema or route.path.startswith("/schema"):
+                continue
+            path = route.path.replace("{account_id:str}", "{account_id}")
+            missing.extend(
+                (path, method)
+                for method in handler.http_methods
+                if method not in ("HEAD", "OPTIONS") and (path, method) not in documented
+            )
+
+    assert missing == []
