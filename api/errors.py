@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -100,6 +101,13 @@ def _busy(_: Request, __: ConcurrencyConflict) -> Response[Any]:
     return response
 
 
+def _database_unavailable(_: Request, error: Exception) -> Response[Any]:
+    log.warning("database unavailable: %s", type(error).__name__)
+    response = error_response(503, "The ledger's database is unavailable; please retry.")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def _http(_: Request, error: HTTPException) -> Response[Any]:
     messages = {404: "Not found.", 405: "Method not allowed."}
     message = messages.get(error.status_code) or str(error.detail)
@@ -127,6 +135,14 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     PaymentGatewayError: _payment_gateway,
     InvalidWebhook: _invalid_webhook,
     ConcurrencyConflict: _busy,
+    # A lost connection, a server that is starting or stopping, a pool that cannot connect.
+    # A command whose commit was cut off is answered 503 too: retried with the same
+    # idempotency key, it gets its first answer or is applied once.
+    asyncpg.PostgresConnectionError: _database_unavailable,
+    asyncpg.CannotConnectNowError: _database_unavailable,
+    asyncpg.AdminShutdownError: _database_unavailable,
+    asyncpg.InterfaceError: _database_unavailable,
+    ConnectionError: _database_unavailable,
     HTTPException: _http,
     Exception: _unexpected,
 }
