@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from api.auth import authenticate
 from api.database import create_pool, describe, resolve_database_url
 from api.errors import EXCEPTION_HANDLERS
+from api.log_context import request_ids
 from api.metrics import RequestCounter
 from api.routes import (
     auditors,
@@ -135,7 +136,7 @@ def create_app(
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[request_counter.middleware],
+        middleware=[request_ids, request_counter.middleware],
         cors_config=(
             CORSConfig(allow_origins=list(settings.cors_origins), allow_headers=["*"])
             if settings.cors_origins

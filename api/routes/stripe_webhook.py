@@ -6,6 +6,7 @@ import logging
 
 from litestar import Request, post
 
+from api.log_context import stripe_event_id
 from api.services import ServicesDependency
 from ledger.stripe_webhooks import InvalidWebhook, parse_event, verify_signature
 
@@ -22,6 +23,7 @@ async def stripe_webhook(request: Request, services: ServicesDependency) -> dict
     except InvalidWebhook as error:
         log.warning("rejected a Stripe webhook delivery: %s", error)
         raise
+    stripe_event_id.set(envelope.id)  # on every log line of this delivery
     if meaning is None:
         await services.payments.record_ignored(envelope.id, envelope.type)
     else:

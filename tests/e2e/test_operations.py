@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +15,10 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
+from api.log_context import ContextFilter, JsonFormatter
 from api.settings import Settings, SettingsError
+from tests.e2e.conftest import Customer
+from tests.support.stripe_events import checkout_session, event_body, signature
 
 
 def test_every_bad_setting_is_named_in_one_error() -> None:
@@ -105,3 +110,48 @@ async def test_every_public_route_is_in_the_openapi_document(
             )
 
     assert missing == []
+
+
+async def test_log_lines_carry_the_request_id_and_the_stripe_event_id(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(ContextFilter())
+    caplog.set_level(logging.INFO)
+    body = event_body("customer.created", {"id": "cus_1", "object": "customer"}, "evt_log_test")
+
+    echoed = await http.get("/healthz", headers={"X-Request-Id": "req-from-caller-1"})
+    made = await http.get("/healthz", headers={"X-Request-Id": "not sane; <script>"})
+    rejected = await http.post(
+        "/v1/stripe/webhook",
+        content=body,
+        headers={"Stripe-Signature": "t=1,v1=00", "X-Request-Id": "req-webhook-1"},
+    )
+
+    assert echoed.headers["x-request-id"] == "req-from-caller-1"
+    assert len(made.headers["x-request-id"]) == 32
+    assert rejected.status_code == 400
+    [record] = [r for r in caplog.records if "rejected a Stripe webhook" in r.getMessage()]
+    assert record.request_id == "req-webhook-1"  # type: ignore[attr-defined]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == "req-webhook-1"
+    assert line["level"] == "warning"
+
+
+async def test_a_handled_webhook_logs_with_its_stripe_event_id(
+    http: httpx.AsyncClient, customer: Customer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(ContextFilter())
+    caplog.set_level(logging.INFO)
+    body = event_body(
+        "checkout.session.expired",
+        checkout_session("cs_test_never_seen_log", account_id=customer.account_id, credits=100),
+        "evt_log_test_2",
+    )
+
+    response = await http.post(
+        "/v1/stripe/webhook", content=body, headers={"Stripe-Signature": signature(body)}
+    )
+
+    assert response.status_code == 200
+    [record] = [r for r in caplog.records if "cs_test_never_seen_log" in r.getMessage()]
+    assert record.stripe_event_id == "evt_log_test_2"  # type: ignore[attr-defined]
