@@ -34,6 +34,8 @@ from projections.runner import Projector
 
 log = logging.getLogger("ledger")
 
+MAX_BODY_BYTES = 256 * 1024
+
 
 @asynccontextmanager
 async def open_services(
@@ -137,6 +139,8 @@ def create_app(
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
         middleware=[request_ids, request_counter.middleware],
+        # Every body here is a small JSON document; Stripe's events stay far below this.
+        request_max_body_size=MAX_BODY_BYTES,
         cors_config=(
             CORSConfig(allow_origins=list(settings.cors_origins), allow_headers=["*"])
             if settings.cors_origins

@@ -109,7 +109,11 @@ def _database_unavailable(_: Request, error: Exception) -> Response[Any]:
 
 
 def _http(_: Request, error: HTTPException) -> Response[Any]:
-    messages = {404: "Not found.", 405: "Method not allowed."}
+    messages = {
+        404: "Not found.",
+        405: "Method not allowed.",
+        413: "The request body is too large.",
+    }
     message = messages.get(error.status_code) or str(error.detail)
     return error_response(error.status_code, message)
 

@@ -11,6 +11,7 @@ import pytest
 from api.services import Services
 from ledger.tokens import Scope
 from tests.e2e.conftest import Customer
+from tests.support.events import events_since, tail_position
 from tests.support.stripe_events import WEBHOOK_SECRET, checkout_session, event_body, signature
 
 # (method, path template, body, scopes allowed; "own" = a credits token on its own account)
@@ -138,3 +139,37 @@ async def test_tokens_keys_and_secrets_never_reach_logs_or_error_bodies(
         assert secret not in everything
     for token in tokens.values():
         assert token.split("_", 2)[2] not in everything  # not even a token's random part
+
+
+async def test_oversized_bodies_are_413_and_never_recorded(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    huge = b'{"credits": 100, "padding": "' + b"x" * 400_000 + b'"}'
+    start = await tail_position(services.store)
+
+    purchase = await http.post(
+        "/v1/credits/purchase",
+        content=huge,
+        headers={**customer.headers, "Content-Type": "application/json"},
+    )
+    webhook = await http.post(
+        "/v1/stripe/webhook", content=huge, headers={"Stripe-Signature": "t=1,v1=00"}
+    )
+
+    assert purchase.status_code == webhook.status_code == 413
+    assert purchase.json() == {"message": "The request body is too large."}
+    assert await events_since(services.store, start) == []
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "naïve", "tab\there"])
+async def test_bad_idempotency_keys_are_422(
+    http: httpx.AsyncClient, customer: Customer, key: str
+) -> None:
+    response = await http.post(
+        "/v1/credits/purchase",
+        json={"credits": 100},
+        headers={**customer.headers, "Idempotency-Key": key.encode("utf-8")},
+    )
+
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.json()["errors"]
