@@ -30,7 +30,6 @@ from api.services import Services, ServicesDependency, build_services
 from api.settings import Settings
 from ledger.stripe_gateway import StripeGateway
 from ledger.tokens import Principal
-from projections.runner import Projector
 
 log = logging.getLogger("ledger")
 
@@ -57,18 +56,6 @@ async def open_services(
         yield build_services(pool, settings, gateway, webhook_secrets(settings), database_url)
 
 
-@asynccontextmanager
-async def projector_task(services: Services) -> AsyncIterator[None]:
-    """Run the projector beside the API until the block ends."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(Projector(services.store, services.database_url).run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
-
-
 def webhook_secrets(settings: Settings) -> list[str]:
     """The configured secrets; in development, the stand-in's generated one."""
     if settings.webhook_secrets or settings.production:
@@ -78,11 +65,10 @@ def webhook_secrets(settings: Settings) -> list[str]:
     return [development_webhook_secret(settings)]
 
 
-def create_app(
-    settings: Settings, *, development_extras: bool = False, run_projector: bool = False
-) -> Litestar:
-    """The API. ``development_extras`` runs the Stripe stand-in and the demo account;
-    ``run_projector`` keeps the views up to date from this process too.
+def create_app(settings: Settings, *, development_extras: bool = False) -> Litestar:
+    """The API. ``development_extras`` runs the Stripe stand-in and the demo account.
+
+    The projector is not part of it: ``ledger serve`` runs it as a process of its own.
     """
 
     @asynccontextmanager
@@ -105,8 +91,6 @@ def create_app(
                 from api.development import ensure_demo_account
 
                 await ensure_demo_account(services, settings)
-            if run_projector:
-                await stack.enter_async_context(projector_task(services))
             log.info("ledger API ready on %s", settings.public_url)
             yield
 

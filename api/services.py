@@ -69,7 +69,7 @@ def build_services(
                 cancel_url=f"{settings.public_url}/checkout/cancel?session_id={{CHECKOUT_SESSION_ID}}",
             ),
         ),
-        payments=PaymentService(repository, store, pricing, idempotency),
+        payments=PaymentService(repository, pricing, idempotency),
         views=Views(pool),
         webhook_secrets=webhook_secrets,
         database_url=database_url,

@@ -21,7 +21,6 @@ from ledger.payment_events import (
 )
 from ledger.purchases import Pricing
 from ledger.repository import Repository, retry_on_conflict
-from ledger.store.event_store import EventStore
 from ledger.store.group_commit import IdempotencyRecord
 from ledger.store.idempotency import IdempotencyKeyTaken, IdempotencyStore, StoredAnswer
 
@@ -68,12 +67,10 @@ class PaymentService:
     def __init__(
         self,
         repository: Repository,
-        store: EventStore,
         pricing: Pricing,
         idempotency: IdempotencyStore,
     ) -> None:
         self.repository = repository
-        self.store = store
         self.pricing = pricing
         self.idempotency = idempotency
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 import msgspec
+
+R = TypeVar("R", bound=msgspec.Struct)
 
 
 class BalanceRow(msgspec.Struct, frozen=True):
@@ -72,26 +75,23 @@ class Views:
         self, account_id: str, *, limit: int, before: int | None = None
     ) -> list[PurchaseRow]:
         """Newest first; ``before`` is the position of the last one already seen."""
-        rows = await self.pool.fetch(
-            f"""SELECT {", ".join(PurchaseRow.__struct_fields__)} FROM purchases
-                WHERE account_id = $1 AND ($2::bigint IS NULL OR position < $2)
-                ORDER BY position DESC LIMIT $3""",
-            account_id,
-            before,
-            limit,
-        )
-        return [PurchaseRow(**dict(row)) for row in rows]
+        return await self._newest_first("purchases", PurchaseRow, account_id, limit, before)
 
     async def statement(
         self, account_id: str, *, limit: int, before: int | None = None
     ) -> list[StatementLine]:
         """Newest first; ``before`` is the position of the last line already seen."""
+        return await self._newest_first("statement_lines", StatementLine, account_id, limit, before)
+
+    async def _newest_first(
+        self, table: str, row_type: type[R], account_id: str, limit: int, before: int | None
+    ) -> list[R]:
         rows = await self.pool.fetch(
-            f"""SELECT {", ".join(StatementLine.__struct_fields__)} FROM statement_lines
+            f"""SELECT {", ".join(row_type.__struct_fields__)} FROM {table}
                 WHERE account_id = $1 AND ($2::bigint IS NULL OR position < $2)
                 ORDER BY position DESC LIMIT $3""",
             account_id,
             before,
             limit,
         )
-        return [StatementLine(**dict(row)) for row in rows]
+        return [row_type(**dict(row)) for row in rows]

@@ -52,7 +52,7 @@ async def build_history(db: IsolatedDatabase) -> None:
     """Two accounts with purchases, spends, a reset, a refund and a dispute."""
     repository = Repository(db.store)
     accounts = AccountService(repository, db.store, IdempotencyStore(db.pool))
-    payments = PaymentService(repository, db.store, PRICING, IdempotencyStore(db.pool))
+    payments = PaymentService(repository, PRICING, IdempotencyStore(db.pool))
     for n, account_id in enumerate(("acct_alice", "acct_bob")):
         await accounts.open(account_id, 1000)
         # A session the store never saw is recovered from its metadata: a real checkout.
