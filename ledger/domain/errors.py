@@ -33,3 +33,19 @@ class PeriodOutOfOrder(DomainError):
 
 class InsufficientCredits(DomainError):
     """The balance is short of what a spend asks."""
+
+
+class HoldNotFound(DomainError):
+    """No hold with this id was placed on the account."""
+
+
+class HoldHasExpired(DomainError):
+    """The hold reached its expiry; its credits went back to the account."""
+
+
+class HoldAlreadySettled(DomainError):
+    """The hold was captured, released or expired before this request."""
+
+
+class CaptureExceedsHold(DomainError):
+    """A capture asked for more credits than the hold reserved."""
