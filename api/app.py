@@ -16,12 +16,14 @@ from litestar.openapi import OpenAPIConfig
 from api.auth import authenticate
 from api.database import create_pool, describe, resolve_database_url
 from api.errors import EXCEPTION_HANDLERS
+from api.hold_expiry import HoldExpirySweeper
 from api.log_context import request_ids
 from api.metrics import RequestCounter
 from api.routes import (
     auditors,
     checkout_pages,
     customers,
+    holds,
     internal,
     operations,
     stripe_webhook,
@@ -87,6 +89,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             stack.push_async_callback(services.tokens.stop_watching)
             services.repository.committer.start()
             stack.push_async_callback(services.repository.committer.stop)
+            sweeper = HoldExpirySweeper(services.views, services.holds)
+            sweeper.start()
+            stack.push_async_callback(sweeper.stop)
             if development_extras:
                 from api.development import ensure_demo_account
 
@@ -107,6 +112,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         route_handlers=[
             *customers.ROUTES,
             *internal.ROUTES,
+            *holds.ROUTES,
             *operations.ROUTES,
             *checkout_pages.ROUTES,
             *stripe_webhook.ROUTES,

@@ -17,6 +17,10 @@ from api.validation import ValidationFailed
 from ledger.domain.errors import (
     AccountAlreadyExists,
     AccountNotFound,
+    CaptureExceedsHold,
+    HoldAlreadySettled,
+    HoldHasExpired,
+    HoldNotFound,
     InsufficientCredits,
     InvalidAccountId,
     InvalidAmount,
@@ -79,8 +83,14 @@ def _invalid_period(_: Request, error: InvalidPeriod) -> Response[Any]:
     return _validation({"period": [str(error)]})
 
 
-def _period_out_of_order(_: Request, error: PeriodOutOfOrder) -> Response[Any]:
+def _conflict(_: Request, error: Exception) -> Response[Any]:
     return error_response(409, str(error))
+
+
+def _capture_exceeds_hold(_: Request, error: CaptureExceedsHold) -> Response[Any]:
+    return _validation(
+        {"amount": [f"The amount must not be greater than the held amount. {error}"]}
+    )
 
 
 def _payment_gateway(_: Request, error: PaymentGatewayError) -> Response[Any]:
@@ -132,7 +142,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     InvalidAmount: _invalid_amount,
     InvalidAccountId: _invalid_account_id,
     InvalidPeriod: _invalid_period,
-    PeriodOutOfOrder: _period_out_of_order,
+    PeriodOutOfOrder: _conflict,
+    HoldHasExpired: _conflict,
+    HoldAlreadySettled: _conflict,
+    CaptureExceedsHold: _capture_exceeds_hold,
+    HoldNotFound: _fixed(404, "Hold not found."),
     InsufficientCredits: _fixed(402, "Insufficient credits."),
     AccountNotFound: _fixed(404, "Account not found."),
     AccountAlreadyExists: _fixed(409, "The account already exists."),

@@ -25,10 +25,18 @@ class HasBalance(Protocol):
     def topup_balance(self) -> int: ...
     @property
     def period(self) -> str: ...
+    @property
+    def held(self) -> int: ...
+    @property
+    def available(self) -> int: ...
 
 
 class AccountCredits(msgspec.Struct, frozen=True):
-    """An account's balance: ``balance = allowance_remaining + topup_balance``."""
+    """An account's balance: ``balance = allowance_remaining + topup_balance``.
+
+    ``held`` is what open holds reserve of it; ``available = balance - held`` is
+    what can be spent or held now.
+    """
 
     account_id: str
     balance: int
@@ -36,6 +44,8 @@ class AccountCredits(msgspec.Struct, frozen=True):
     allowance_remaining: int
     topup_balance: int
     period: str
+    held: int
+    available: int
 
     @classmethod
     def of(cls, account: HasBalance) -> AccountCredits:
@@ -46,6 +56,8 @@ class AccountCredits(msgspec.Struct, frozen=True):
             allowance_remaining=account.allowance_remaining,
             topup_balance=account.topup_balance,
             period=account.period,
+            held=account.held,
+            available=account.available,
         )
 
 

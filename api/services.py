@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 
 from api.settings import Settings
 from ledger.accounts import AccountService
+from ledger.holds import HoldService
 from ledger.payments import PaymentService
 from ledger.ports import PaymentGateway
 from ledger.purchases import CheckoutLinks, Pricing, PurchaseService
@@ -28,6 +29,7 @@ class Services:
     repository: Repository
     tokens: TokenService
     accounts: AccountService
+    holds: HoldService
     purchases: PurchaseService
     payments: PaymentService
     views: Views
@@ -51,13 +53,15 @@ def build_services(
     store = EventStore(pool)
     repository = Repository(store)
     idempotency = IdempotencyStore(pool)
+    accounts = AccountService(repository, store, idempotency)
     pricing = Pricing(unit_amount=settings.credit_unit_amount, currency=settings.credit_currency)
     return Services(
         pool=pool,
         store=store,
         repository=repository,
         tokens=TokenService(pool),
-        accounts=AccountService(repository, store, idempotency),
+        accounts=accounts,
+        holds=HoldService(accounts),
         purchases=PurchaseService(
             repository=repository,
             store=store,

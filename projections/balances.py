@@ -9,12 +9,12 @@ from uuid import UUID
 import msgspec
 
 from ledger.store.event_store import Connection
-from projections.balance_changes import Buckets, change_of
+from projections.balance_changes import Buckets, change_of, held_change
 from projections.events import ProjectedEvent
 
 _COLUMNS = (
     "account_id, stream_id, monthly_allowance, next_monthly_allowance, allowance_remaining, "
-    "topup_balance, period, position, updated_at"
+    "topup_balance, held, period, position, updated_at"
 )
 
 
@@ -25,6 +25,7 @@ class BalanceRow(msgspec.Struct):
     next_monthly_allowance: int
     allowance_remaining: int
     topup_balance: int
+    held: int
     period: str
     position: int
     updated_at: datetime
@@ -42,6 +43,7 @@ def fold(row: BalanceRow | None, event: ProjectedEvent) -> BalanceRow | None:
             allowance,
             allowance,
             0,
+            0,
             str(data["period"]),
             event.position,
             event.recorded_at,
@@ -50,12 +52,16 @@ def fold(row: BalanceRow | None, event: ProjectedEvent) -> BalanceRow | None:
         return None
     if event.type == "MonthlyAllowanceReset":
         row.period = str(data["period"])
-        row.monthly_allowance = row.allowance_remaining = int(data["monthly_allowance"])
+        row.monthly_allowance = int(data["monthly_allowance"])
+        row.allowance_remaining = row.monthly_allowance + int(
+            data.get("held_allowance_carried") or 0
+        )
     elif event.type == "MonthlyAllowanceChanged":
         row.next_monthly_allowance = int(data["monthly_allowance"])
     elif change := change_of(event.type, data, Buckets(0, 0)):
         row.allowance_remaining += change.allowance
         row.topup_balance += change.topup
+        row.held += held_change(event.type, data)
     else:
         return row
     row.position, row.updated_at = event.position, event.recorded_at
@@ -82,12 +88,13 @@ class BalancesProjection:
         for event in events:
             rows[event.stream_id] = fold(rows.get(event.stream_id), event)
         await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                 ON CONFLICT (account_id) DO UPDATE SET
                     monthly_allowance = excluded.monthly_allowance,
                     next_monthly_allowance = excluded.next_monthly_allowance,
                     allowance_remaining = excluded.allowance_remaining,
-                    topup_balance = excluded.topup_balance, period = excluded.period,
+                    topup_balance = excluded.topup_balance, held = excluded.held,
+                    period = excluded.period,
                     position = excluded.position, updated_at = excluded.updated_at""",
             [msgspec.structs.astuple(row) for row in rows.values() if row is not None],
         )

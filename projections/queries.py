@@ -18,11 +18,23 @@ class BalanceRow(msgspec.Struct, frozen=True):
     monthly_allowance: int
     allowance_remaining: int
     topup_balance: int
+    held: int
     period: str
 
     @property
     def balance(self) -> int:
         return self.allowance_remaining + self.topup_balance
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+class DueHold(msgspec.Struct, frozen=True):
+    """An open hold past its expiry, as the sweeper needs it."""
+
+    account_id: str
+    hold_id: str
 
 
 class PurchaseRow(msgspec.Struct, frozen=True):
@@ -65,11 +77,23 @@ class Views:
     async def balance(self, account_id: str) -> BalanceRow | None:
         """The projected balance, or None if the projector has not seen the account yet."""
         row = await self.pool.fetchrow(
-            """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, period
+            """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
+                      period
                FROM balances WHERE account_id = $1""",
             account_id,
         )
         return None if row is None else BalanceRow(**dict(row))
+
+    async def due_holds(self, now: datetime, limit: int) -> list[DueHold]:
+        """Open holds that reached their expiry, soonest first."""
+        rows = await self.pool.fetch(
+            """SELECT b.account_id, h.hold_id FROM holds h JOIN balances b USING (stream_id)
+               WHERE h.status = 'held' AND h.expires_at <= $1
+               ORDER BY h.expires_at LIMIT $2""",
+            now,
+            limit,
+        )
+        return [DueHold(**dict(row)) for row in rows]
 
     async def purchases(
         self, account_id: str, *, limit: int, before: int | None = None

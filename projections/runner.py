@@ -19,6 +19,7 @@ import asyncpg
 from ledger.store.event_store import NOTIFY_CHANNEL, Connection, EventStore
 from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent, projected
+from projections.holds import HoldsProjection
 from projections.purchases import PurchasesProjection
 from projections.statement import StatementProjection
 
@@ -44,7 +45,7 @@ class Projection(Protocol):
 
 def all_projections() -> list[Projection]:
     """Every view the service serves, in the order they are applied."""
-    return [BalancesProjection(), PurchasesProjection(), StatementProjection()]
+    return [BalancesProjection(), PurchasesProjection(), StatementProjection(), HoldsProjection()]
 
 
 async def position_of(connection: Connection, name: str) -> int:

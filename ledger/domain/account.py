@@ -257,6 +257,7 @@ class CreditAccount(Aggregate):
                 from_topup=from_topup,
                 period=self.period,
                 expires_at=expires_at,
+                reason=reason,
             ).to_state(),
         }
 

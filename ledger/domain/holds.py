@@ -30,6 +30,7 @@ class OpenHold(msgspec.Struct, frozen=True):
     from_topup: int
     period: str
     expires_at: str
+    reason: str = ""
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> OpenHold:

@@ -88,6 +88,8 @@ async def test_customers_read_their_own_credits(
         "allowance_remaining": 1000,
         "topup_balance": 0,
         "period": response.json()["period"],
+        "held": 0,
+        "available": 1000,
     }
 
 

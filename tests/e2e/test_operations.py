@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,7 +103,7 @@ async def test_every_public_route_is_in_the_openapi_document(
         for handler in getattr(route, "route_handlers", []):
             if not handler.include_in_schema or route.path.startswith("/schema"):
                 continue
-            path = route.path.replace("{account_id:str}", "{account_id}")
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
             missing.extend(
                 (path, method)
                 for method in handler.http_methods
