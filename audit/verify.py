@@ -38,8 +38,18 @@ STATEMENT_EVENTS = frozenset(
         "CreditsClawedBack",
         "CreditsReversed",
         "CreditsRestored",
+        "HoldPlaced",
+        "HoldCaptured",
+        "HoldReleased",
+        "HoldExpired",
     }
 )
+_HOLD_STATUS = {
+    "HoldPlaced": "held",
+    "HoldCaptured": "captured",
+    "HoldReleased": "released",
+    "HoldExpired": "expired",
+}
 
 
 class AccountAt(msgspec.Struct):
@@ -48,6 +58,7 @@ class AccountAt(msgspec.Struct):
     monthly_allowance: int = 0
     allowance_remaining: int = 0
     topup_balance: int = 0
+    held: int = 0
     period: str = ""
     statement_lines: int = 0
     balance: int = 0
@@ -94,6 +105,7 @@ class Verifier:
         self.findings: list[Finding] = []
         self.credited: dict[str, list[tuple[str, int, int]]] = {}
         self.positions: dict[str, int] = {}
+        self.hold_status: dict[str, tuple[str, str]] = {}
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
         """Replay, check, compare; ``on_progress(n)`` after every n events."""
@@ -117,6 +129,7 @@ class Verifier:
         await self._check_balances_view()
         await self._check_purchases_view()
         await self._check_statement_view()
+        await self._check_holds_view()
         seconds = time.perf_counter() - started
         accounts = [s for s in self.streams.values() if isinstance(s.aggregate, CreditAccount)]
         return Report(
@@ -195,10 +208,17 @@ class Verifier:
                     stream,
                     event,
                 )
-            if kind == "CreditsSpent" and aggregate.balance < 0:
+            if kind in ("CreditsSpent", "HoldPlaced") and aggregate.available < 0:
                 self._find(
-                    "overdrawn", f"a spend left the balance at {aggregate.balance}", stream, event
+                    "overdrawn",
+                    f"a {'hold' if kind == 'HoldPlaced' else 'spend'} left {aggregate.available} "
+                    "credits available",
+                    stream,
+                    event,
                 )
+            if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
+                hold_id = str(msgspec.json.decode(event.state)["hold_id"])
+                self.hold_status[hold_id] = (aggregate.account_id, _HOLD_STATUS[kind])
             if kind == "CreditsPurchased":
                 data = msgspec.json.decode(event.state)
                 self.credited.setdefault(data["session_id"], []).append(
@@ -261,7 +281,8 @@ class Verifier:
             if s.at_balances is not None
         }
         rows = await self.connection.fetch(
-            """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, period
+            """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
+                      period
                FROM balances"""
         )
         for row in rows:
@@ -269,7 +290,13 @@ class Verifier:
             if want is None:
                 self._view_finding("balances", row["account_id"], "a row for no account")
                 continue
-            for field in ("monthly_allowance", "allowance_remaining", "topup_balance", "period"):
+            for field in (
+                "monthly_allowance",
+                "allowance_remaining",
+                "topup_balance",
+                "held",
+                "period",
+            ):
                 if row[field] != getattr(want, field):
                     self._view_finding(
                         "balances",
@@ -324,6 +351,19 @@ class Verifier:
         for account_id in expected:
             self._view_finding("statement", account_id, "the account has no lines")
 
+    async def _check_holds_view(self) -> None:
+        expected = dict(self.hold_status)
+        for row in await self.connection.fetch("SELECT hold_id, status FROM holds"):
+            account_id, want = expected.pop(row["hold_id"], ("", None))
+            if want != row["status"]:
+                self._view_finding(
+                    "holds",
+                    account_id,
+                    f"hold {row['hold_id']} is {row['status']} in the view, {want} replayed",
+                )
+        for hold_id, (account_id, _) in expected.items():
+            self._view_finding("holds", account_id, f"hold {hold_id} is missing")
+
     def _view_finding(self, view: str, account_id: str, detail: str) -> None:
         self.findings.append(
             Finding(
@@ -340,6 +380,7 @@ def _figures(account: CreditAccount, previous: AccountAt | None) -> AccountAt:
         monthly_allowance=account.monthly_allowance,
         allowance_remaining=account.allowance_remaining,
         topup_balance=account.topup_balance,
+        held=account.held,
         period=account.period,
         statement_lines=lines,
         balance=account.balance,

@@ -71,7 +71,8 @@ def change_of(event_type: str, data: dict[str, Any], before: Buckets) -> Change 
         case "HoldReleased" | "HoldExpired":
             lapsed = int(data["lapsed"])
             verb = "released" if event_type == "HoldReleased" else "expired"
-            described = f"Hold {verb}: {data['released']} credits back ({data['hold_id']})"
+            back = int(data["released"]) - lapsed
+            described = f"Hold {verb}: {back} credits back ({data['hold_id']})"
             if lapsed:
                 described += f", {lapsed} of last period's allowance lapsed"
             return Change(-lapsed, 0, described)
