@@ -11,6 +11,7 @@ projections' code, so a bug in either shows up as a disagreement.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,11 +68,22 @@ class AccountAt(msgspec.Struct):
 class Stream:
     """What the audit keeps per stream while it replays."""
 
-    __slots__ = ("aggregate", "at_balances", "at_statement", "hash", "purchase_status", "version")
+    __slots__ = (
+        "aggregate",
+        "at_balances",
+        "at_statement",
+        "first_position",
+        "hash",
+        "purchase_status",
+        "statement_lines",
+        "version",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, first_position: int) -> None:
         self.version = 0
         self.hash = GENESIS
+        self.first_position = first_position
+        self.statement_lines = 0
         self.aggregate: Any = None
         self.at_balances: AccountAt | None = None
         self.at_statement: AccountAt | None = None
@@ -113,18 +125,22 @@ class Verifier:
         rows = await self.connection.fetch("SELECT name, position FROM projection_positions")
         self.positions = {r["name"]: r["position"] for r in rows}
         count = 0
-        cursor = self.connection.cursor(
+        cursor = await self.connection.cursor(
             """SELECT originator_id, originator_version, topic, state, notification_id,
                       recorded_at, hash
-               FROM stored_events ORDER BY notification_id""",
-            prefetch=CURSOR_PREFETCH,
+               FROM stored_events ORDER BY notification_id"""
         )
-        async for row in cursor:
-            self._replay(RecordedEvent(*row))
-            count += 1
-            if count % 10_000 == 0:
-                on_progress(10_000)
-        on_progress(count % 10_000)
+        next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
+        while rows := await next_rows:
+            # Ask for the next batch before replaying this one: the server reads and
+            # sends it while this process is busy replaying.
+            next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
+            await asyncio.sleep(0)
+            for row in rows:
+                self._replay(RecordedEvent(*row))
+            count += len(rows)
+            on_progress(len(rows))
+        self._final_figures()
         self._check_purchases()
         await self._check_balances_view()
         await self._check_purchases_view()
@@ -158,7 +174,11 @@ class Verifier:
         )
 
     def _replay(self, event: RecordedEvent) -> None:
-        stream = self.streams.setdefault(event.originator_id, Stream())
+        stream = self.streams.get(event.originator_id)
+        if stream is None:
+            stream = self.streams[event.originator_id] = Stream(event.notification_id)
+        elif isinstance(stream.aggregate, CreditAccount):
+            self._freeze_figures_before(stream, event.notification_id)
         previous_hash, previous_version = stream.hash, stream.version
         in_sequence = event.originator_version == previous_version + 1
         stream.version, stream.hash = event.originator_version, event.hash
@@ -224,16 +244,31 @@ class Verifier:
                 self.credited.setdefault(data["session_id"], []).append(
                     (aggregate.account_id, int(data["credits"]), event.notification_id)
                 )
-            if event.notification_id <= self.positions.get("balances", 0):
-                stream.at_balances = _figures(aggregate, stream.at_balances)
-            if event.notification_id <= self.positions.get("statement", 0):
-                stream.at_statement = _figures(aggregate, stream.at_statement)
-                if kind in STATEMENT_EVENTS:
-                    stream.at_statement.statement_lines += 1
+            if kind in STATEMENT_EVENTS and event.notification_id <= self.positions.get(
+                "statement", 0
+            ):
+                stream.statement_lines += 1
         elif isinstance(aggregate, CheckoutSession) and event.notification_id <= self.positions.get(
             "purchases", 0
         ):
             stream.purchase_status = _purchase_status(aggregate)
+
+    def _freeze_figures_before(self, stream: Stream, position: int) -> None:
+        """Keep an account's figures as a view saw them: before its first event past the view.
+
+        Figures are taken only where a view's position falls inside a stream;
+        streams a view has read entirely get theirs from the final state, once.
+        """
+        for view in ("balances", "statement"):
+            at = self.positions.get(view, 0)
+            attribute = f"at_{view}"
+            if stream.first_position <= at < position and getattr(stream, attribute) is None:
+                setattr(stream, attribute, _figures(stream.aggregate, stream.statement_lines))
+
+    def _final_figures(self) -> None:
+        for stream in self.streams.values():
+            if isinstance(stream.aggregate, CreditAccount):
+                self._freeze_figures_before(stream, position=2**63)
 
     def _check_purchases(self) -> None:
         sessions = {
@@ -374,8 +409,7 @@ class Verifier:
         )
 
 
-def _figures(account: CreditAccount, previous: AccountAt | None) -> AccountAt:
-    lines = previous.statement_lines if previous else 0
+def _figures(account: CreditAccount, lines: int) -> AccountAt:
     return AccountAt(
         monthly_allowance=account.monthly_allowance,
         allowance_remaining=account.allowance_remaining,

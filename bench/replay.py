@@ -8,13 +8,8 @@ against a raw asyncpg read of the same rows.
 * ``ledger audit verify --json`` as a subprocess: its report's ``events_per_second``
   (its own timer: the replay and the checks of the views);
 * ``ledger projections rebuild`` as a subprocess: events in the store divided by the
-  command's wall time (all three views, one after the other, each reads every event);
-  each view's share is timed from when the command prints ``rebuilt <view>``.
-  Rebuilding is one round trip or two per event here, so 1M events take longer than
-  ``make bench`` can wait: ``--rebuild-seconds S`` instead runs
-  ``ledger projections rebuild VIEW`` for each view for at most S seconds, takes its
-  rate from how far its ``<table>__rebuild`` got, and adds the views up as the full
-  command runs them: 1 / (sum of 1/rate).
+  command's wall time. The command rebuilds every view in one pass over the events. ``--rebuild-seconds S``
+  stops it after S seconds and takes its rate from how far its tables got.
 
     python -m bench.replay --database-url URL [--rebuild-seconds 30]
 """
@@ -102,49 +97,48 @@ async def audit_verify(url: str, data_dir: Path) -> Timed:
 
 
 async def projections_rebuild(url: str, data_dir: Path, events: int) -> Timed:
-    """``ledger projections rebuild`` (every view) to the end; each view timed by its line."""
+    """``ledger projections rebuild`` (every view, in one pass over the events) to the end."""
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *ledger_command(),
         "projections",
         "rebuild",
         env=service_env(url, data_dir),
-        stdout=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    assert process.stdout is not None
-    views: dict[str, float] = {}
-    last = started
-    async for raw in process.stdout:
-        line = raw.decode().strip()
-        if line.startswith("rebuilt "):
-            now = time.perf_counter()
-            views[line.split()[1]] = events / (now - last)
-            last = now
     await process.wait()
     if process.returncode != 0:
         raise RuntimeError(f"ledger projections rebuild failed ({process.returncode})")
-    return Timed(events, time.perf_counter() - started, {"views": views, "complete": True})
+    return Timed(events, time.perf_counter() - started, {"complete": True, "views": _views()})
 
 
-async def _rebuilt_position(connection: asyncpg.Connection, table: str) -> int | None:
+def _views() -> list[str]:
+    from projections.runner import all_projections
+
+    return [p.name for p in all_projections()]
+
+
+# Every event makes a statement line, so this table's highest position is how far
+# the one-pass rebuild has got.
+PROGRESS_TABLE = "statement_lines"
+
+
+async def _rebuilt_position(connection: asyncpg.Connection) -> int | None:
     try:
-        value = await connection.fetchval(f"SELECT max(position) FROM {table}__rebuild")
+        value = await connection.fetchval(f"SELECT max(position) FROM {PROGRESS_TABLE}__rebuild")
     except asyncpg.UndefinedTableError:
         return None
     return int(value or 0)
 
 
-async def rebuild_view_rate(
-    url: str, data_dir: Path, view: str, table: str, events: int, limit: float
-) -> tuple[float, bool]:
-    """``ledger projections rebuild VIEW``'s events/s, stopped after ``limit`` seconds.
+async def projections_rebuild_sampled(url: str, data_dir: Path, events: int, limit: float) -> Timed:
+    """``ledger projections rebuild``'s events/s (all views, one pass), stopped after ``limit`` s.
 
     The command rebuilds into ``<table>__rebuild`` one committed batch at a time, so
-    the highest position in that table is how far it has got. The rate is measured
-    between the first batch seen and the last (the process's start-up left out); a
-    view that finishes within ``limit`` counts all ``events`` over its whole run.
-    Returns (events/s, finished).
+    the highest position in the statement's table is how far it has got. The rate is
+    measured between the first batch seen and the last (the process's start-up left
+    out); a rebuild that finishes within ``limit`` counts all ``events`` over its run.
     """
     connection = await asyncpg.connect(url)
     started = time.perf_counter()
@@ -152,28 +146,28 @@ async def rebuild_view_rate(
         *ledger_command(),
         "projections",
         "rebuild",
-        view,
         env=service_env(url, data_dir),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
     first: tuple[float, int] | None = None
     last: tuple[float, int] | None = None
+    detail: dict[str, Any] = {"views": _views(), "limit": limit}
     try:
         while process.returncode is None and time.perf_counter() - started < limit:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 0.5)
             if process.returncode is not None:
                 break
-            position = await _rebuilt_position(connection, table)
+            position = await _rebuilt_position(connection)
             if position:
                 now = (time.perf_counter(), position)
                 first = first or now
                 last = now
         if process.returncode is not None:
             if process.returncode != 0:
-                raise RuntimeError(f"ledger projections rebuild {view} failed")
-            return events / (time.perf_counter() - started), True
+                raise RuntimeError("ledger projections rebuild failed")
+            return Timed(events, time.perf_counter() - started, {**detail, "complete": True})
         process.terminate()
         try:
             await asyncio.wait_for(process.wait(), 10)
@@ -181,28 +175,15 @@ async def rebuild_view_rate(
             process.kill()
             await process.wait()
         if first is None or last is None or last[0] <= first[0]:
-            raise RuntimeError(f"ledger projections rebuild {view} made no progress in {limit} s")
-        return (last[1] - first[1]) / (last[0] - first[0]), False
+            raise RuntimeError(f"ledger projections rebuild made no progress in {limit} s")
+        rate = (last[1] - first[1]) / (last[0] - first[0])
+        return Timed(events, events / rate, {**detail, "complete": False})
     finally:
-        await connection.execute(f"DROP TABLE IF EXISTS {table}__rebuild")
+        from projections.runner import all_projections
+
+        for projection in all_projections():
+            await connection.execute(f"DROP TABLE IF EXISTS {projection.table}__rebuild")
         await connection.close()
-
-
-async def projections_rebuild_sampled(url: str, data_dir: Path, events: int, limit: float) -> Timed:
-    """Each view's rebuild rate, time-boxed; together as ``ledger projections rebuild`` runs
-    them (one after the other): 1 / (sum of 1/rate)."""
-    from projections.runner import all_projections
-
-    views: dict[str, float] = {}
-    finished = True
-    for projection in all_projections():
-        rate, done = await rebuild_view_rate(
-            url, data_dir, projection.name, projection.table, events, limit
-        )
-        views[projection.name] = rate
-        finished = finished and done
-    seconds = sum(events / rate for rate in views.values())
-    return Timed(events, seconds, {"views": views, "complete": finished, "limit": limit})
 
 
 async def vacuum_analyze(url: str) -> float:

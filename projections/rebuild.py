@@ -1,74 +1,97 @@
-"""Rebuild a view from position zero into a fresh table, then swap it in.
+"""Rebuild views from position zero into fresh tables, then swap them in.
 
-The live view keeps answering while the new one fills. The swap happens in
-one transaction that first locks the live position row, which pauses the
-live projector for that view, applies what arrived meanwhile, renames the
-tables and moves the position.
+The live views keep answering while the new ones fill. Several views are
+rebuilt in one pass over the events: each batch is read and decoded once and
+applied to every fresh table. The swap happens in one transaction that first
+locks the views' live position rows, which pauses the live projector for
+them, applies what arrived meanwhile, renames the tables and moves the
+positions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ledger.store.event_store import Connection, EventStore
 from projections.events import projected
 from projections.runner import Projection
 
-REBUILD_BATCH = 2000
+REBUILD_BATCH = 5000
+
+
+def _fresh(projection: Projection) -> str:
+    return f"{projection.table}__rebuild"
 
 
 async def _apply_next_batch(
-    connection: Connection, store: EventStore, projection: Projection, table: str, after: int
+    connection: Connection, store: EventStore, projections: Sequence[Projection], after: int
 ) -> tuple[int, int]:
-    """Apply one batch into ``table``; return (events applied, new position)."""
+    """Apply one batch to every fresh table; return (events applied, new position)."""
     events = await store.read_all(after=after, limit=REBUILD_BATCH, connection=connection)
     if events:
-        await projection.apply(connection, table, [projected(e) for e in events])
+        decoded = [projected(e) for e in events]
+        for projection in projections:
+            await projection.apply(connection, _fresh(projection), decoded)
     return len(events), (events[-1].notification_id if events else after)
+
+
+async def rebuild_all(
+    store: EventStore,
+    projections: Sequence[Projection],
+    on_progress: Callable[[int, int], None],
+) -> int:
+    """Rebuild every view in ``projections`` in one pass; return the position they are at.
+
+    ``on_progress(events_applied, position)`` is called after every batch.
+    """
+    position = 0
+    async with store.pool.acquire() as connection:
+        for projection in projections:
+            await connection.execute(f"DROP TABLE IF EXISTS {_fresh(projection)}")
+            await connection.execute(
+                f"CREATE TABLE {_fresh(projection)} (LIKE {projection.table} INCLUDING ALL)"
+            )
+        while True:  # one transaction per batch: constant memory, no long transaction
+            async with connection.transaction():
+                count, position = await _apply_next_batch(connection, store, projections, position)
+            if not count:
+                break
+            on_progress(count, position)
+        async with connection.transaction():
+            names = sorted(p.name for p in projections)
+            await connection.execute(
+                """INSERT INTO projection_positions (name) SELECT unnest($1::text[])
+                   ON CONFLICT DO NOTHING""",
+                names,
+            )
+            await connection.execute(
+                """SELECT 1 FROM projection_positions WHERE name = any($1)
+                   ORDER BY name FOR UPDATE""",
+                names,
+            )
+            while True:  # what arrived since, with the live projector paused
+                count, position = await _apply_next_batch(connection, store, projections, position)
+                if not count:
+                    break
+                on_progress(count, position)
+            for projection in projections:
+                old = f"{projection.table}__old"
+                await connection.execute(f"ALTER TABLE {projection.table} RENAME TO {old}")
+                await connection.execute(
+                    f"ALTER TABLE {_fresh(projection)} RENAME TO {projection.table}"
+                )
+                await connection.execute(f"DROP TABLE {old}")
+            await connection.execute(
+                """UPDATE projection_positions SET position = $2, updated_at = now()
+                   WHERE name = any($1)""",
+                names,
+                position,
+            )
+    return position
 
 
 async def rebuild(
     store: EventStore, projection: Projection, on_progress: Callable[[int, int], None]
 ) -> int:
-    """Rebuild ``projection``'s table; return the position the new view is at.
-
-    ``on_progress(events_applied, position)`` is called after every batch.
-    """
-    fresh, old = f"{projection.table}__rebuild", f"{projection.table}__old"
-    position = 0
-    async with store.pool.acquire() as connection:
-        await connection.execute(f"DROP TABLE IF EXISTS {fresh}")
-        await connection.execute(f"CREATE TABLE {fresh} (LIKE {projection.table} INCLUDING ALL)")
-        while True:  # one transaction per batch: constant memory, no long transaction
-            async with connection.transaction():
-                count, position = await _apply_next_batch(
-                    connection, store, projection, fresh, position
-                )
-            if not count:
-                break
-            on_progress(count, position)
-        async with connection.transaction():
-            await connection.execute(
-                "INSERT INTO projection_positions (name) VALUES ($1) ON CONFLICT DO NOTHING",
-                projection.name,
-            )
-            await connection.execute(
-                "SELECT 1 FROM projection_positions WHERE name = $1 FOR UPDATE", projection.name
-            )
-            while True:  # what arrived since, with the live projector paused
-                count, position = await _apply_next_batch(
-                    connection, store, projection, fresh, position
-                )
-                if not count:
-                    break
-                on_progress(count, position)
-            await connection.execute(f"ALTER TABLE {projection.table} RENAME TO {old}")
-            await connection.execute(f"ALTER TABLE {fresh} RENAME TO {projection.table}")
-            await connection.execute(f"DROP TABLE {old}")
-            await connection.execute(
-                """UPDATE projection_positions SET position = $2, updated_at = now()
-                   WHERE name = $1""",
-                projection.name,
-                position,
-            )
-    return position
+    """Rebuild one view; see ``rebuild_all``."""
+    return await rebuild_all(store, [projection], on_progress)
