@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 import secrets
 from enum import StrEnum
 
 import asyncpg
 import msgspec
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "ldg"  # noqa: S105 (a label, not a secret)
 
@@ -57,8 +62,11 @@ class TokenService:
     With ``watch_revocations`` running, checked tokens are kept in memory (their
     hashes, never the tokens) and every process drops a revoked one when
     PostgreSQL delivers the revocation's NOTIFY, milliseconds after it commits.
-    Without it (or once its connection is lost) every check reads the table.
+    Without it (or while its connection is lost) every check reads the table;
+    a lost connection is opened again in the background, with backoff.
     """
+
+    RECONNECT_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -67,16 +75,41 @@ class TokenService:
         # Bumped by every revocation heard, so a check that read a row before a
         # revocation arrived does not then keep the revoked token.
         self._revocations_heard = 0
+        self._database_url: str | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
 
     async def watch_revocations(self, database_url: str) -> None:
         """Start caching checked tokens, dropping each one its revocation names."""
+        self._database_url = database_url
+        await self._listen(database_url)
+
+    async def _listen(self, database_url: str) -> None:
         listener: asyncpg.Connection = await asyncpg.connect(database_url)
         await listener.add_listener(REVOCATIONS_CHANNEL, self._on_revocation)
         listener.add_termination_listener(self._on_listener_lost)
         self._listener = listener
 
+    async def _reconnect(self) -> None:
+        attempt = 0
+        while self._database_url is not None and self._listener is None:
+            await asyncio.sleep(
+                self.RECONNECT_SECONDS[min(attempt, len(self.RECONNECT_SECONDS) - 1)]
+            )
+            attempt += 1
+            try:
+                await self._listen(self._database_url)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.warning("token revocations: cannot listen yet (%s); retrying", error)
+            else:
+                log.info("token revocations: listening again; tokens are cached again")
+
     async def stop_watching(self) -> None:
         """Stop caching; close the listening connection."""
+        self._database_url = None
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
         listener, self._listener = self._listener, None
         self._known.clear()
         if listener is not None:
@@ -89,6 +122,11 @@ class TokenService:
     def _on_listener_lost(self, *_: object) -> None:
         self._listener = None
         self._known.clear()
+        if self._database_url is not None and (
+            self._reconnecting is None or self._reconnecting.done()
+        ):
+            log.warning("token revocations: connection lost; checking every token in the table")
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def issue(
         self, scope: Scope, *, account_id: str | None = None, name: str | None = None

@@ -109,6 +109,32 @@ async def test_a_revocation_in_another_process_reaches_a_caching_service(
         await caching.stop_watching()
 
 
+async def test_the_revocation_listener_comes_back_after_its_connection_is_killed(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    caching, elsewhere = TokenService(pool), TokenService(pool)
+    caching.RECONNECT_SECONDS = (0.05,)
+    await caching.watch_revocations(database_url)
+    try:
+        listener = caching._listener
+        assert listener is not None
+        await pool.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+        deadline = time.monotonic() + 5
+        while caching._listener is None or caching._listener is listener:
+            assert time.monotonic() < deadline, "the listener never came back"
+            await asyncio.sleep(0.01)
+
+        issued = await elsewhere.issue(Scope.LEDGER_AUDIT, name="auditor")
+        assert await caching.authenticate(issued.secret) is not None  # cached again
+        assert issued.token_id in caching._known
+        await elsewhere.revoke(issued.token_id)
+        while await caching.authenticate(issued.secret) is not None:
+            assert time.monotonic() < deadline, "the revocation never arrived"
+            await asyncio.sleep(0.005)
+    finally:
+        await caching.stop_watching()
+
+
 @pytest.mark.parametrize("writers", [1, 4])
 async def test_every_answered_spend_is_in_the_store_exactly_once(
     store: EventStore, writers: int
