@@ -11,7 +11,6 @@ from typing import Any
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from api.auth import authenticate
 from api.database import create_pool, describe, resolve_database_url
@@ -19,6 +18,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.hold_expiry import HoldExpirySweeper
 from api.log_context import request_ids
 from api.metrics import RequestCounter
+from api.openapi import openapi_config
 from api.routes import (
     auditors,
     checkout_pages,
@@ -27,6 +27,7 @@ from api.routes import (
     internal,
     operations,
     stripe_webhook,
+    webhook_endpoints,
 )
 from api.services import Services, ServicesDependency, build_services
 from api.settings import Settings
@@ -117,6 +118,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             *checkout_pages.ROUTES,
             *stripe_webhook.ROUTES,
             *auditors.ROUTES,
+            *webhook_endpoints.ROUTES,
         ],
         dependencies={
             "services": Provide(provide_services),
@@ -124,7 +126,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         },
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Credit ledger", version="1.0.0", path="/schema"),
+        openapi_config=openapi_config(),
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,

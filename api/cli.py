@@ -14,6 +14,7 @@ from api.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from api.services import Services
+    from projections.runner import Projector
 
 T = TypeVar("T")
 
@@ -79,6 +80,7 @@ def main(verbose: bool) -> None:
 )
 def serve(projector: bool) -> None:
     """Serve the API on 127.0.0.1:$PORT (what `make run` starts)."""
+    import signal
     import subprocess
 
     import uvicorn
@@ -91,12 +93,39 @@ def serve(projector: bool) -> None:
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
     child = subprocess.Popen([sys.executable, "-m", "api.cli", "project"]) if projector else None
+    # On SIGTERM uvicorn finishes the requests in flight, runs the app's shutdown (the
+    # pool closes), then raises SIGTERM again; the default handler would kill this
+    # process there, before the projector below is told to stop (it was left running).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     finally:
         if child is not None:
-            child.terminate()
-            child.wait(timeout=30)
+            child.terminate()  # it commits what it has applied, drains what is visible, exits 0
+            if child.wait(timeout=30) != 0:
+                logging.getLogger("ledger").error("the projector exited with %s", child.returncode)
+                sys.exit(1)
+
+
+async def _run_projector(projector: Projector, stop: asyncio.Event) -> None:
+    """``projector.run(stop)``, started again when a cut-off connection fails it.
+
+    Returning a pooled connection that PostgreSQL cut off mid-operation can raise
+    asyncpg's InternalClientError, which the projector does not catch: seen when
+    PostgreSQL restarted under load, it ended the projector process and the views
+    stopped while the API went on.
+    """
+    import asyncpg
+
+    while True:
+        try:
+            await projector.run(stop)
+            return
+        except asyncpg.InternalClientError as error:
+            logging.getLogger("projections.runner").warning(
+                "projector lost its connection (%s); starting it again", error
+            )
+            await asyncio.sleep(0.5)
 
 
 @main.command()
@@ -107,11 +136,23 @@ def serve(projector: bool) -> None:
     show_default=True,
     help="Events per transaction.",
 )
-def project(batch_size: int) -> None:
-    """Run the projector alone: keep the read views up to date until stopped (Ctrl-C)."""
+@click.option(
+    "--dispatch/--no-dispatch",
+    default=True,
+    show_default=True,
+    help="Also send the webhook notifications that are due (see docs/notifications.md).",
+)
+def project(batch_size: int, dispatch: bool) -> None:
+    """Run the projector alone: keep the read views up to date until stopped (Ctrl-C).
+
+    It also sends webhook notifications, unless --no-dispatch.
+    """
     import signal
 
-    from projections.runner import Projector
+    import asyncpg
+
+    from ledger.notifications.dispatcher import Dispatcher
+    from projections.runner import Projector, catch_up
 
     logging.getLogger().setLevel(logging.INFO)
 
@@ -120,7 +161,17 @@ def project(batch_size: int) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await Projector(services.store, services.database_url, batch_size=batch_size).run(stop)
+        projector = Projector(services.store, services.database_url, batch_size=batch_size)
+        work = [_run_projector(projector, stop)]
+        if dispatch:
+            work.append(Dispatcher(services.pool, services.database_url).run(stop))
+        await asyncio.gather(*work)
+        # Stopped between batches (each committed with its position): apply what is
+        # visible now, so that the writes of an API that stopped just before are in.
+        try:
+            await catch_up(services.store, projector.projections, batch_size)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            logging.getLogger("projections.runner").warning("projector stopped behind: %s", error)
 
     _run_with_services(_settings(), run)
 
@@ -258,7 +309,7 @@ def rebuild_projection(name: str | None) -> None:
 
     The API keeps answering from the old table meanwhile.
     """
-    from projections.rebuild import rebuild
+    from projections.rebuild import rebuild_all
     from projections.runner import all_projections
 
     chosen = [p for p in all_projections() if name in (None, p.name)]
@@ -268,14 +319,94 @@ def rebuild_projection(name: str | None) -> None:
 
     async def run(services: Services) -> None:
         head = await services.store.head_position()
+        names = ", ".join(p.name for p in chosen)
+        with _progress(head, "events") as bar:
+            bar.set_description(f"rebuilding {names}")
+            position = await rebuild_all(
+                services.store, chosen, lambda count, _: bar.update(count)
+            )
         for projection in chosen:
-            with _progress(head, f"{projection.name} events") as bar:
-                position = await rebuild(
-                    services.store, projection, lambda count, _: bar.update(count)
-                )
             click.echo(f"rebuilt {projection.name} up to position {position}")
 
     _run_with_services(_settings(), run)
+
+
+@main.group()
+def webhooks() -> None:
+    """Inspect and retry outbound notification deliveries."""
+
+
+def _delivery_id(value: str) -> int:
+    digits = value.removeprefix("dlv_")
+    if not digits.isdigit():
+        raise click.BadParameter(f"{value!r} is not a delivery id (dlv_123 or 123)")
+    return int(digits)
+
+
+@webhooks.command("deliveries")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "delivered", "failed", "cancelled"]),
+    help="Only deliveries in this state.",
+)
+@click.option("--endpoint", "endpoint_id", help="Only deliveries to this endpoint (we_…).")
+@click.option(
+    "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="How many."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one delivery each.")
+def webhook_deliveries(
+    status: str | None, endpoint_id: str | None, limit: int, as_json: bool
+) -> None:
+    """List deliveries, newest first, each with its attempts."""
+    import msgspec
+
+    from ledger.notifications.outbox import list_deliveries
+
+    found = _run_with_services(
+        _settings(),
+        lambda s: list_deliveries(s.pool, status=status, endpoint_id=endpoint_id, limit=limit),
+    )
+    for delivery in found:
+        if as_json:
+            click.echo(msgspec.json.encode(delivery).decode())
+            continue
+        when = (
+            f"next attempt {delivery.next_attempt_at:%Y-%m-%d %H:%M:%S%z}"
+            if delivery.next_attempt_at
+            else f"delivered {delivery.delivered_at:%Y-%m-%d %H:%M:%S%z}"
+            if delivery.delivered_at
+            else ""
+        )
+        click.echo(
+            f"dlv_{delivery.delivery_id}  {delivery.status:<9}  {delivery.event_type:<19}  "
+            f"{delivery.notification_id}  {delivery.account_id}  -> {delivery.endpoint_id} "
+            f"{delivery.url}  attempts {delivery.attempts}  {when}".rstrip()
+        )
+        for attempt in delivery.history:
+            outcome = attempt.error or f"HTTP {attempt.status_code}"
+            click.echo(
+                f"    #{attempt.attempt}  {attempt.started_at:%Y-%m-%d %H:%M:%S%z}  "
+                f"{attempt.duration_ms} ms  {outcome}"
+            )
+    if not found and not as_json:
+        click.echo("no deliveries", err=True)
+
+
+@webhooks.command("retry")
+@click.argument("delivery_id")
+def webhook_retry(delivery_id: str) -> None:
+    """Make DELIVERY_ID (pending or failed) due now; the dispatcher sends it at once."""
+    from ledger.notifications.outbox import NotRetryable, retry_now
+
+    chosen = _delivery_id(delivery_id)
+    try:
+        delivery = _run_with_services(_settings(), lambda s: retry_now(s.pool, chosen))
+    except NotRetryable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"dlv_{delivery.delivery_id} ({delivery.notification_id} to {delivery.endpoint_id}) "
+        "is due now"
+    )
 
 
 @main.group()

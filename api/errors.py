@@ -160,6 +160,9 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     asyncpg.CannotConnectNowError: _database_unavailable,
     asyncpg.AdminShutdownError: _database_unavailable,
     asyncpg.InterfaceError: _database_unavailable,
+    # A pooled connection the server cut off in the middle of an operation can fail its
+    # next use this way ("cannot switch to state ..."); seen while PostgreSQL restarted.
+    asyncpg.InternalClientError: _database_unavailable,
     ConnectionError: _database_unavailable,
     HTTPException: _http,
     Exception: _unexpected,

@@ -11,9 +11,36 @@ from api.validation import ValidationFailed
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_POSITION = 2**63 - 1
+"""Positions are PostgreSQL bigints: a larger cursor names no page."""
 
-Limit = Annotated[str | None, QueryParameter(name="limit", description="1 to 1000, default 100")]
-After = Annotated[str | None, QueryParameter(name="after", description="cursor from the last page")]
+# The schemas document the wire format; page() checks it, with the 422 wording.
+Limit = Annotated[
+    str | None,
+    QueryParameter(
+        name="limit",
+        description="1 to 1000, default 100",
+        schema_extra={"one_of": None, "type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    ),
+]
+After = Annotated[
+    str | None,
+    QueryParameter(
+        name="after",
+        description="cursor from the last page",
+        schema_extra={
+            "one_of": None,
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_POSITION,
+        },
+    ),
+]
+
+
+def _whole_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²" and "٣", which ``int`` refuses or reads."""
+    return text.isascii() and text.isdigit()
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -28,15 +55,15 @@ def page(limit: str | None, after: str | None) -> Page:
     errors: dict[str, list[str]] = {}
     chosen = DEFAULT_LIMIT
     if limit is not None:
-        if not limit.isdigit():
+        if not _whole_number(limit):
             errors["limit"] = ["The limit field must be an integer."]
-        elif not 1 <= int(limit) <= MAX_LIMIT:
+        elif len(limit) > 9 or not 1 <= int(limit) <= MAX_LIMIT:
             errors["limit"] = [f"The limit must be between 1 and {MAX_LIMIT}."]
         else:
             chosen = int(limit)
     cursor = None
     if after is not None:
-        if not after.isdigit():
+        if not _whole_number(after) or len(after) > 19 or int(after) > MAX_POSITION:
             errors["after"] = ["The after field must be a position from an earlier page."]
         else:
             cursor = int(after)

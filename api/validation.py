@@ -10,8 +10,23 @@ from litestar.params import HeaderParameter
 
 IDEMPOTENCY_KEY_MAX = 255
 
-IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key")]
-"""The optional ``Idempotency-Key`` request header."""
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        description="Your unique key for this request: a repeat returns the first answer.",
+        # Documentation only: checked_idempotency_key() checks it, with the 422 wording.
+        schema_extra={
+            "one_of": None,
+            "type": "string",
+            "min_length": 1,
+            "max_length": IDEMPOTENCY_KEY_MAX,
+            "pattern": "^[ -~]+$",
+            "examples": ["job-1"],
+        },
+    ),
+]
+"""The ``Idempotency-Key`` request header (required where the route says so)."""
 
 
 class ValidationFailed(Exception):

@@ -185,3 +185,17 @@ class AccountService:
         """Every opened account, oldest first (from their AccountOpened events)."""
         opened = get_topic(CreditAccount.AccountOpened)  # type: ignore[attr-defined]
         return await self.store.creation_field(opened, "account_id")
+
+    async def set_low_balance_threshold(
+        self, account_id: str, threshold: int | None
+    ) -> CreditAccount:
+        """Set below which ``available`` counts as low (None: 10 % of the allowance)."""
+
+        async def attempt() -> CreditAccount:
+            account = await self.get(account_id)
+            if account.set_low_balance_threshold(threshold):
+                await self.repository.save(account)
+            return account
+
+        async with self.locks.hold(account_id):
+            return await retry_on_conflict(attempt)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 
@@ -74,21 +73,29 @@ class PaymentService:
         self.pricing = pricing
         self.idempotency = idempotency
 
-    async def apply(self, event: PaymentEvent, event_type: str) -> None:
+    async def apply(self, event: PaymentEvent, event_type: str) -> bool:
         """Apply one verified event; a repeat of an applied event changes nothing.
 
         A repeat is recognised when its command claims the event id already taken
-        (atomically with any events), not by a look beforehand.
+        (atomically with any events), not by a look beforehand. Returns False for
+        a repeat.
         """
         try:
             await retry_on_conflict(lambda: self._apply_once(event, event_type))
         except IdempotencyKeyTaken:
-            return  # a concurrent delivery of the same event committed first
+            return False  # this event was applied before (or concurrently, first)
+        return True
 
-    async def record_ignored(self, event_id: str, event_type: str) -> None:
-        """Remember an event the ledger does not act on, so it is skipped if redelivered."""
-        with contextlib.suppress(IdempotencyKeyTaken):
+    async def record_ignored(self, event_id: str, event_type: str) -> bool:
+        """Remember an event the ledger does not act on, so it is skipped if redelivered.
+
+        Returns False when it was remembered already.
+        """
+        try:
             await self.repository.commit(keys=[_event_key(event_id, event_type)])
+        except IdempotencyKeyTaken:
+            return False
+        return True
 
     async def _apply_once(self, event: PaymentEvent, event_type: str) -> None:
         decision = await self._decide(event)

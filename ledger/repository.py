@@ -12,6 +12,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, Snapshot
 
+from ledger.store import stats
 from ledger.store.event_store import ConcurrencyConflict, Connection, EventStore
 from ledger.store.group_commit import GroupCommitter, IdempotencyRecord, UnitOfWork
 from ledger.store.mapper import MsgspecMapper
@@ -116,6 +117,8 @@ class Repository:
         except BaseException:
             self._forget(*aggregates)
             raise
+        for event in events:
+            stats.events_appended[event.topic] += 1
         for aggregate in aggregates:
             self._remember(aggregate)
         return positions
@@ -128,6 +131,8 @@ class Repository:
             for domain_event in aggregate.collect_events()
         ]
         positions = await self.store.append(stored, connection)
+        for event in stored:
+            stats.events_appended[event.topic] += 1
         for aggregate in due:
             await self.store.save_snapshot(connection, self._snapshot(aggregate))
         return positions
@@ -183,7 +188,9 @@ async def retry_on_conflict(command: Callable[[], Awaitable[T]], attempts: int =
             return await command()
         except ConcurrencyConflict:
             if attempt == attempts:
+                stats.conflicts["gave_up"] += 1
                 raise
+            stats.conflicts["retried"] += 1
             # Exponential backoff with full jitter spreads out writers that collided
             # so they do not collide again (about 4 s in all before giving up).
             await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 10)))  # noqa: S311

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,8 +71,14 @@ def verify_signature(payload: bytes, signature_header: str | None, secrets: Sequ
     raise InvalidWebhook("no signature matches a configured secret, or it is too old")
 
 
+# A JSON-escaped NUL (an odd number of backslashes, then u0000): PostgreSQL text cannot hold it.
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def parse_event(payload: bytes) -> tuple[StripeEventEnvelope, PaymentEvent | None]:
     """The event's envelope and what it means to the ledger (None: not ours to act on)."""
+    if _ESCAPED_NUL.search(payload):
+        raise InvalidWebhook("the event contains a NUL character")
     try:
         envelope = msgspec.json.decode(payload, type=StripeEventEnvelope)
         obj = envelope.data.get("object")

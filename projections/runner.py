@@ -20,6 +20,7 @@ from ledger.store.event_store import NOTIFY_CHANNEL, Connection, EventStore
 from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent, projected
 from projections.holds import HoldsProjection
+from projections.notifications import NotificationsProjection
 from projections.purchases import PurchasesProjection
 from projections.statement import StatementProjection
 
@@ -45,7 +46,13 @@ class Projection(Protocol):
 
 def all_projections() -> list[Projection]:
     """Every view the service serves, in the order they are applied."""
-    return [BalancesProjection(), PurchasesProjection(), StatementProjection(), HoldsProjection()]
+    return [
+        BalancesProjection(),
+        PurchasesProjection(),
+        StatementProjection(),
+        HoldsProjection(),
+        NotificationsProjection(),
+    ]
 
 
 async def position_of(connection: Connection, name: str) -> int:

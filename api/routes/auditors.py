@@ -10,6 +10,7 @@ from litestar import get
 from litestar.params import FromPath, QueryParameter
 
 from api.auth import Caller, require_account_access, require_scope
+from api.openapi import BEARER, documented, errors
 from api.pagination import After, Limit, page
 from api.schemas import AccountCredits
 from api.services import ServicesDependency
@@ -58,12 +59,34 @@ class CreditsAsOf(AccountCredits, frozen=True):
     version: int
 
 
+EVENT_PAGE_EXAMPLE = {
+    "data": [
+        {
+            "position": 1,
+            "stream_id": "5f0c7c52-8a47-5a3c-9d52-3c1e4b9c2a10",
+            "version": 1,
+            "type": "AccountOpened",
+            "recorded_at": "2026-11-25T12:00:00.000000Z",
+            "data": {"account_id": "acct_42", "monthly_allowance": 1000},
+            "hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        }
+    ],
+    "next_after": None,
+}
+
+
 def _page_of(events: list[RecordedEvent], limit: int) -> EventPage:
     data = [AuditedEvent.of(e) for e in events]
     return EventPage(data=data, next_after=data[-1].position if len(data) == limit else None)
 
 
-@get("/v1/accounts/{account_id:str}/events", tags=["auditors"])
+@get(
+    "/v1/accounts/{account_id:str}/events",
+    tags=["auditors"],
+    security=BEARER,
+    responses=errors(401, 403, 422, 503),
+    operation_class=documented(answer=EVENT_PAGE_EXAMPLE),
+)
 async def account_events(
     account_id: FromPath[str],
     principal: Caller,
@@ -82,7 +105,13 @@ async def account_events(
     return _page_of(events, chosen.limit)
 
 
-@get("/v1/events", tags=["auditors"])
+@get(
+    "/v1/events",
+    tags=["auditors"],
+    security=BEARER,
+    responses=errors(401, 403, 422, 503),
+    operation_class=documented(answer=EVENT_PAGE_EXAMPLE),
+)
 async def global_events(
     principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
 ) -> EventPage:
@@ -93,7 +122,20 @@ async def global_events(
     return _page_of(events, chosen.limit)
 
 
-AsOf = Annotated[str | None, QueryParameter(name="as_of", description="RFC 3339 time")]
+AsOf = Annotated[
+    str | None,
+    QueryParameter(
+        name="as_of",
+        description="RFC 3339 time with an offset: the balance as it stood then",
+        # Documentation only: parse_as_of() checks it, with the 422 wording.
+        schema_extra={
+            "one_of": None,
+            "type": "string",
+            "format": "date-time",
+            "examples": ["2026-11-25T12:00:00Z"],
+        },
+    ),
+]
 
 
 def parse_as_of(value: str) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Request, get, post
 
 from api.auth import Caller, customer_account
+from api.openapi import BEARER, CREDITS_EXAMPLE, PurchaseRequest, documented, errors
 from api.pagination import After, Limit, page
 from api.schemas import AccountCredits, Transactions
 from api.services import Services, ServicesDependency
@@ -13,7 +14,21 @@ from ledger.purchases import MAX_CREDITS, MIN_CREDITS, CheckoutStarted, RequestC
 from projections.queries import PurchaseRow
 
 
-@post("/v1/credits/purchase", status_code=200, tags=["customers"])
+@post(
+    "/v1/credits/purchase",
+    status_code=200,
+    tags=["customers"],
+    security=BEARER,
+    responses=errors(401, 403, 404, 413, 422, 502, 503),
+    operation_class=documented(
+        PurchaseRequest,
+        examples={"a thousand credits": {"credits": 1000}},
+        answer={
+            "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1B2c3",
+            "session_id": "cs_test_a1B2c3",
+        },
+    ),
+)
 async def purchase_credits(
     request: Request,
     principal: Caller,
@@ -41,13 +56,25 @@ async def account_credits(services: Services, account_id: str) -> AccountCredits
     return AccountCredits.of(row if row is not None else await services.accounts.get(account_id))
 
 
-@get("/v1/credits", tags=["customers"])
+@get(
+    "/v1/credits",
+    tags=["customers"],
+    security=BEARER,
+    responses=errors(401, 403, 404, 503),
+    operation_class=documented(answer=CREDITS_EXAMPLE),
+)
 async def get_credits(principal: Caller, services: ServicesDependency) -> AccountCredits:
     """The caller's balance: allowance remaining plus top-ups."""
     return await account_credits(services, customer_account(principal))
 
 
-@get("/v1/credits/purchases", tags=["customers"])
+@get(
+    "/v1/credits/purchases",
+    tags=["customers"],
+    security=BEARER,
+    responses=errors(401, 403, 422, 503),
+    operation_class=documented(),
+)
 async def list_purchases(
     principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
 ) -> list[PurchaseRow]:
@@ -59,7 +86,13 @@ async def list_purchases(
     return rows
 
 
-@get("/v1/credits/transactions", tags=["customers"])
+@get(
+    "/v1/credits/transactions",
+    tags=["customers"],
+    security=BEARER,
+    responses=errors(401, 403, 422, 503),
+    operation_class=documented(),
+)
 async def list_transactions(
     principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
 ) -> Transactions:

@@ -6,6 +6,7 @@ from litestar import Request, get, post
 from litestar.params import FromPath
 
 from api.auth import Caller, require_scope
+from api.openapi import BEARER, CaptureHoldRequest, PlaceHoldRequest, documented, errors
 from api.services import ServicesDependency
 from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
 from ledger.holds import Hold, PlaceHold
@@ -15,9 +16,43 @@ MAX_HOLD = 1_000_000_000_000
 MAX_REASON_LENGTH = 500
 DEFAULT_EXPIRY_SECONDS = 900
 MAX_EXPIRY_SECONDS = 7 * 24 * 3600
+HOLD_EXAMPLE = {
+    "hold_id": "hold_5f0c2a9e81d34b7aa1c3e9d2",
+    "account_id": "acct_42",
+    "status": "held",
+    "amount": 300,
+    "captured": 0,
+    "released": 0,
+    "reason": "video render",
+    "expires_at": "2026-11-25T18:15:00+00:00",
+    "balance": 1000,
+    "held": 300,
+    "available": 700,
+}
+CAPTURED_EXAMPLE = {
+    **HOLD_EXAMPLE,
+    "status": "captured",
+    "captured": 250,
+    "released": 50,
+    "balance": 750,
+    "held": 0,
+    "available": 750,
+}
 
 
-@post("/v1/accounts/{account_id:str}/holds", status_code=201, tags=["holds"])
+@post(
+    "/v1/accounts/{account_id:str}/holds",
+    status_code=201,
+    tags=["holds"],
+    security=BEARER,
+    responses=errors(401, 402, 403, 404, 413, 422, 503),
+    operation_class=documented(
+        PlaceHoldRequest,
+        examples={"a hold": {"amount": 300, "expires_in_seconds": 900, "reason": "video render"}},
+        required_headers=("Idempotency-Key",),
+        answer=HOLD_EXAMPLE,
+    ),
+)
 async def place_hold(
     account_id: FromPath[str],
     request: Request,
@@ -53,7 +88,18 @@ async def place_hold(
     )
 
 
-@post("/v1/accounts/{account_id:str}/holds/{hold_id:str}/capture", status_code=200, tags=["holds"])
+@post(
+    "/v1/accounts/{account_id:str}/holds/{hold_id:str}/capture",
+    status_code=200,
+    tags=["holds"],
+    security=BEARER,
+    responses=errors(
+        401, 403, 404, 409, 413, 422, 503, conflict="The hold expired or was already settled."
+    ),
+    operation_class=documented(
+        CaptureHoldRequest, examples={"a capture": {"amount": 250}}, answer=CAPTURED_EXAMPLE
+    ),
+)
 async def capture_hold(
     account_id: FromPath[str],
     hold_id: FromPath[str],
@@ -70,7 +116,16 @@ async def capture_hold(
     return await services.holds.capture(account_id, hold_id, amount)
 
 
-@post("/v1/accounts/{account_id:str}/holds/{hold_id:str}/release", status_code=200, tags=["holds"])
+@post(
+    "/v1/accounts/{account_id:str}/holds/{hold_id:str}/release",
+    status_code=200,
+    tags=["holds"],
+    security=BEARER,
+    responses=errors(401, 403, 404, 409, 503, conflict="The hold was already captured."),
+    operation_class=documented(
+        answer={**CAPTURED_EXAMPLE, "status": "released", "captured": 0, "released": 300}
+    ),
+)
 async def release_hold(
     account_id: FromPath[str],
     hold_id: FromPath[str],
@@ -82,7 +137,13 @@ async def release_hold(
     return await services.holds.release(account_id, hold_id)
 
 
-@get("/v1/accounts/{account_id:str}/holds/{hold_id:str}", tags=["holds"])
+@get(
+    "/v1/accounts/{account_id:str}/holds/{hold_id:str}",
+    tags=["holds"],
+    security=BEARER,
+    responses=errors(401, 403, 404, 503),
+    operation_class=documented(answer=HOLD_EXAMPLE),
+)
 async def get_hold(
     account_id: FromPath[str],
     hold_id: FromPath[str],

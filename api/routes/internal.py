@@ -6,6 +6,16 @@ from litestar import Request, get, patch, post
 from litestar.params import FromPath
 
 from api.auth import Caller, require_account_access, require_scope
+from api.openapi import (
+    BEARER,
+    CREDITS_EXAMPLE,
+    ChangePlanRequest,
+    MonthlyResetRequest,
+    OpenAccountRequest,
+    SpendRequest,
+    documented,
+    errors,
+)
 from api.routes.auditors import AsOf, credits_as_of
 from api.routes.customers import account_credits
 from api.schemas import AccountCredits, AccountPlan
@@ -18,7 +28,26 @@ from ledger.tokens import Scope
 MAX_MONTHLY_ALLOWANCE = 1_000_000_000
 
 
-@post("/v1/accounts", status_code=201, tags=["internal"])
+@post(
+    "/v1/accounts",
+    status_code=201,
+    tags=["internal"],
+    security=BEARER,
+    responses=errors(401, 403, 409, 413, 422, 503),
+    operation_class=documented(
+        OpenAccountRequest,
+        examples={"an account": {"account_id": "acct_42", "monthly_allowance": 5000}},
+        answer={
+            **CREDITS_EXAMPLE,
+            "balance": 5000,
+            "monthly_allowance": 5000,
+            "allowance_remaining": 5000,
+            "topup_balance": 0,
+            "held": 0,
+            "available": 5000,
+        },
+    ),
+)
 async def open_account(
     request: Request, principal: Caller, services: ServicesDependency
 ) -> AccountCredits:
@@ -44,7 +73,13 @@ async def open_account(
     return AccountCredits.of(await services.accounts.open(account_id, allowance))
 
 
-@get("/v1/accounts/{account_id:str}/credits", tags=["internal"])
+@get(
+    "/v1/accounts/{account_id:str}/credits",
+    tags=["internal"],
+    security=BEARER,
+    responses=errors(401, 403, 404, 422, 503),
+    operation_class=documented(answer=CREDITS_EXAMPLE),
+)
 async def get_account_credits(
     account_id: FromPath[str], principal: Caller, services: ServicesDependency, as_of: AsOf = None
 ) -> AccountCredits:
@@ -59,7 +94,30 @@ MAX_SPEND = 1_000_000_000_000
 MAX_REASON_LENGTH = 500
 
 
-@post("/v1/accounts/{account_id:str}/spend", status_code=200, tags=["internal"])
+@post(
+    "/v1/accounts/{account_id:str}/spend",
+    status_code=200,
+    tags=["internal"],
+    security=BEARER,
+    responses=errors(401, 402, 403, 404, 413, 422, 503),
+    operation_class=documented(
+        SpendRequest,
+        examples={"a spend": {"amount": 25, "reason": "image generation"}},
+        required_headers=("Idempotency-Key",),
+        answer={
+            "account_id": "acct_42",
+            "amount": 25,
+            "from_allowance": 25,
+            "from_topup": 0,
+            "reason": "image generation",
+            "balance": 1475,
+            "allowance_remaining": 475,
+            "topup_balance": 1000,
+            "monthly_allowance": 1000,
+            "period": "2026-12",
+        },
+    ),
+)
 async def spend_credits(
     account_id: FromPath[str],
     request: Request,
@@ -81,7 +139,28 @@ async def spend_credits(
     )
 
 
-@post("/v1/accounts/{account_id:str}/monthly-reset", status_code=200, tags=["internal"])
+@post(
+    "/v1/accounts/{account_id:str}/monthly-reset",
+    status_code=200,
+    tags=["internal"],
+    security=BEARER,
+    responses=errors(
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        503,
+        conflict="The period is earlier than the account's last reset.",
+    ),
+    operation_class=documented(
+        MonthlyResetRequest,
+        body_required=False,
+        examples={"a period": {"period": "2026-12"}, "this month": {}},
+        answer=CREDITS_EXAMPLE,
+    ),
+)
 async def reset_month(
     account_id: FromPath[str], request: Request, principal: Caller, services: ServicesDependency
 ) -> AccountCredits:
@@ -100,7 +179,23 @@ async def reset_month(
     return AccountCredits.of(await services.accounts.reset_month(account_id, period))
 
 
-@patch("/v1/accounts/{account_id:str}", status_code=200, tags=["internal"])
+@patch(
+    "/v1/accounts/{account_id:str}",
+    status_code=200,
+    tags=["internal"],
+    security=BEARER,
+    responses=errors(401, 403, 404, 413, 422, 503),
+    operation_class=documented(
+        ChangePlanRequest,
+        examples={"a bigger plan": {"monthly_allowance": 8000}},
+        answer={
+            "account_id": "acct_42",
+            "monthly_allowance": 5000,
+            "next_monthly_allowance": 8000,
+            "period": "2026-12",
+        },
+    ),
+)
 async def change_plan(
     account_id: FromPath[str], request: Request, principal: Caller, services: ServicesDependency
 ) -> AccountPlan:

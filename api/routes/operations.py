@@ -6,20 +6,41 @@ import asyncio
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 
-from api.metrics import exposition
+from api.metrics import GroupCommitUse, ViewLag, exposition, webhook_outcomes
+from api.openapi import documented, errors
 from api.services import ServicesDependency
 
 READY_TIMEOUT_SECONDS = 2.0
 
 
-@get("/healthz", media_type=MediaType.JSON, tags=["operations"])
+@get(
+    "/healthz",
+    media_type=MediaType.JSON,
+    tags=["operations"],
+    operation_class=documented(answer={"status": "ok"}),
+)
 async def healthz() -> dict[str, str]:
     """200 while the process lives."""
     return {"status": "ok"}
 
 
-@get("/readyz", media_type=MediaType.JSON, tags=["operations"])
+@get(
+    "/readyz",
+    media_type=MediaType.JSON,
+    tags=["operations"],
+    responses={
+        503: ResponseSpec(
+            dict[str, str],
+            description="The database does not answer.",
+            generate_examples=False,
+            examples=[Example(summary="not ready", value={"status": "unavailable"})],
+        )
+    },
+    operation_class=documented(answer={"status": "ready"}),
+)
 async def readyz(services: ServicesDependency) -> Response[dict[str, str]]:
     """200 when the database answers, 503 otherwise."""
     try:
@@ -31,16 +52,44 @@ async def readyz(services: ServicesDependency) -> Response[dict[str, str]]:
     return Response({"status": "ready"}, status_code=200)
 
 
-@get("/metrics", media_type="text/plain; version=0.0.4", tags=["operations"])
+_VIEW_LAG = """
+    SELECT p.name, p.position,
+           coalesce(extract(epoch FROM clock_timestamp() - (
+               SELECT e.recorded_at FROM stored_events e
+               WHERE e.notification_id > p.position
+               ORDER BY e.notification_id LIMIT 1)), 0)::float8 AS lag_seconds
+    FROM projection_positions p"""
+
+
+@get(
+    "/metrics",
+    media_type="text/plain; version=0.0.4",
+    tags=["operations"],
+    responses=errors(503),
+    operation_class=documented(answer="ledger_store_head_position 42\n"),
+)
 async def metrics(request: Request[Any, Any, Any], services: ServicesDependency) -> str:
-    """Prometheus text format."""
-    rows = await services.pool.fetch("SELECT name, position FROM projection_positions")
-    head = await services.store.head_position()
+    """Prometheus text format (metrics listed in docs/operations-metrics.md)."""
+    async with services.pool.acquire() as connection:
+        rows = await connection.fetch(_VIEW_LAG)
+        head = int(
+            await connection.fetchval("SELECT coalesce(max(notification_id), 0) FROM stored_events")
+        )
+    committer = services.repository.committer
     return exposition(
         request.app.state.request_counter,
-        head,
-        {r["name"]: r["position"] for r in rows},
-        {"ledger_db_pool_size": services.pool.get_size()},
+        head=head,
+        views={
+            r["name"]: ViewLag(
+                position=r["position"],
+                lag_events=max(head - r["position"], 0),
+                lag_seconds=max(r["lag_seconds"], 0.0),
+            )
+            for r in rows
+        },
+        pool=services.pool,
+        group_commit=GroupCommitUse(batches=committer.batches, commands=committer.commands),
+        webhooks=webhook_outcomes,
     )
 
 

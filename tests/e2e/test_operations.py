@@ -9,8 +9,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -111,6 +113,68 @@ async def test_every_public_route_is_in_the_openapi_document(
             )
 
     assert missing == []
+
+
+def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
+
+
+def _valid(schema: dict[str, Any], document: dict[str, Any], value: Any) -> bool:
+    # The document's components ride along so that its $refs resolve.
+    return jsonschema_rs.is_valid({**schema, "components": document["components"]}, value)
+
+
+async def test_every_operation_documents_its_body_answers_and_errors(
+    ledger_app: Litestar, http: httpx.AsyncClient
+) -> None:
+    schema = (await http.get("/schema/openapi.json")).json()
+    reads_body = {
+        (route.path.replace("{account_id:str}", "{account_id}").replace(":str}", "}"), method)
+        for route in ledger_app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if handler.include_in_schema
+        and {"request", "data"} & set(handler.parsed_fn_signature.parameters)
+        for method in handler.http_methods
+        if method in ("POST", "PUT", "PATCH")
+    }
+
+    problems = []
+    for method, path, operation in _operations(schema):
+        label = f"{method} {path}"
+        responses = operation.get("responses", {})
+        answers = [r for status, r in responses.items() if status.startswith("2")]
+        if not any(media.get("schema") for r in answers for media in r.get("content", {}).values()):
+            problems.append(f"{label}: no 2xx answer with a schema")
+        for status, response in responses.items():
+            if not status.startswith("2") and not response.get("content"):
+                problems.append(f"{label}: answer {status} has no schema")
+            if status == "400" and "status_code" in json.dumps(response):
+                problems.append(f"{label}: Litestar's 400 (this API answers 422)")
+        if operation.get("security") and "401" not in responses:
+            problems.append(f"{label}: takes a token but documents no 401")
+        if (path, method) in reads_body:
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            if not body.get("schema"):
+                problems.append(f"{label}: reads a body but documents none")
+            if not body.get("examples"):
+                problems.append(f"{label}: no example of its body")
+            for name, example in body.get("examples", {}).items():
+                if not _valid(body["schema"], schema, example["value"]):
+                    problems.append(f"{label}: body example {name!r} does not fit its schema")
+        for status, response in responses.items():
+            for media in response.get("content", {}).values():
+                for name, example in (media.get("examples") or {}).items():
+                    if media.get("schema") and not _valid(
+                        media["schema"], schema, example["value"]
+                    ):
+                        problems.append(f"{label}: {status} example {name!r} does not fit")
+
+    assert problems == [], "\n".join(problems)
 
 
 async def test_log_lines_carry_the_request_id_and_the_stripe_event_id(

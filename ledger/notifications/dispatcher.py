@@ -1,0 +1,189 @@
+"""The dispatcher: sends due deliveries, signed, and records every attempt.
+
+Runs in the projector's process (``ledger project``, which ``ledger serve``
+starts). Several may run at once, in one database: claims skip rows another
+dispatcher holds. All state is in tables, so a restart loses nothing; a
+delivery in flight when a process dies is sent again after its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+
+from ledger.notifications import DELIVERIES_CHANNEL
+from ledger.notifications.outbox import (
+    DEFAULT_SCHEDULE,
+    LEASE_SECONDS,
+    DueDelivery,
+    claim_due,
+    record_attempt,
+    seconds_until_due,
+)
+from ledger.notifications.signing import SIGNATURE_HEADER, signature_header
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = 10.0
+POLL_SECONDS = 1.0
+"""Longest sleep between looks at the outbox; NOTIFY wakes the dispatcher sooner."""
+RELISTEN_SECONDS = 5.0
+"""How often to try LISTEN again after the connection for it was lost (polling meanwhile)."""
+CONCURRENCY = 16
+"""Requests in flight at once, per dispatcher."""
+USER_AGENT = "credit-ledger-webhooks/1"
+
+
+class Dispatcher:
+    """Claims due deliveries, POSTs them and records what happened, until stopped."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str | None = None,
+        *,
+        schedule: Sequence[float] = DEFAULT_SCHEDULE,
+        timeout: float = TIMEOUT_SECONDS,
+        poll_seconds: float = POLL_SECONDS,
+        lease_seconds: float = LEASE_SECONDS,
+        concurrency: int = CONCURRENCY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pool = pool
+        self.database_url = database_url
+        self.schedule = tuple(schedule)
+        self.timeout = timeout
+        self.poll_seconds = poll_seconds
+        self.lease_seconds = max(lease_seconds, timeout + 5)
+        self.concurrency = concurrency
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._listened_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver what is due until ``stop`` is set; then finish the requests in flight."""
+        listener = await self._listen()
+        try:
+            async with httpx.AsyncClient(
+                timeout=self.timeout, headers={"User-Agent": USER_AGENT}
+            ) as client:
+                log.info("webhook dispatcher started")
+                while not stop.is_set():
+                    self._wake.clear()
+                    if (listener is None or listener.is_closed()) and self._may_listen_again():
+                        listener = await self._listen()  # the server restarted, or was away
+                    try:
+                        started = await self._start_due(client)
+                        wait = await self._seconds_to_wait() if not started else 0.0
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                        log.warning("dispatcher could not reach the outbox (will retry): %s", error)
+                        started, wait = 0, self.poll_seconds
+                    except Exception:  # never let a surprise end deliveries (or the projector)
+                        log.exception("dispatcher failed to look at the outbox (will retry)")
+                        started, wait = 0, self.poll_seconds
+                    if wait > 0:
+                        await _wait_for_either(self._wake, stop, wait)
+                    elif started == 0:
+                        # Nothing could be started (every slot busy): wait for one to free up.
+                        await _wait_for_either(self._wake, stop, self.poll_seconds)
+                if self._in_flight:
+                    await asyncio.gather(*self._in_flight, return_exceptions=True)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+
+    async def _start_due(self, client: httpx.AsyncClient) -> int:
+        free = self.concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        claimed = await claim_due(self.pool, free, self.lease_seconds)
+        for due in claimed:
+            task = asyncio.create_task(self._deliver(client, due))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claimed)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("a delivery attempt could not be recorded: %s", error)
+        self._wake.set()
+
+    async def _seconds_to_wait(self) -> float:
+        if len(self._in_flight) >= self.concurrency:
+            return self.poll_seconds
+        due_in = await seconds_until_due(self.pool)
+        return self.poll_seconds if due_in is None else min(due_in, self.poll_seconds)
+
+    async def _deliver(self, client: httpx.AsyncClient, due: DueDelivery) -> None:
+        """One attempt: sign with the time of sending, POST, record the outcome."""
+        timestamp = int(self.clock())
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature_header(due.payload, due.secret, timestamp),
+        }
+        started_at = datetime.now(UTC)
+        started = time.monotonic()
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            response = await client.post(due.url, content=due.payload.encode(), headers=headers)
+            status_code = response.status_code
+            if not response.is_success:
+                error = f"HTTP {status_code}: {response.text[:200]}".rstrip(": ")
+        except (
+            Exception
+        ) as failure:  # any failure to send (refused, timeout, bad URL) is an attempt
+            error = f"{type(failure).__name__}: {failure}"[:500]
+        duration_ms = round((time.monotonic() - started) * 1000)
+        outcome = await record_attempt(
+            self.pool,
+            due,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            status_code=status_code,
+            error=error,
+            schedule=self.schedule,
+        )
+        log.info(
+            "delivery %s (%s) attempt %d to %s: %s",
+            due.delivery_id,
+            due.notification_id,
+            due.attempt,
+            due.endpoint_id,
+            outcome if error is None else f"{outcome} ({error})",
+        )
+
+    def _may_listen_again(self) -> bool:
+        since = time.monotonic() - self._listened_at
+        return self.database_url is not None and since >= RELISTEN_SECONDS
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        self._listened_at = time.monotonic()
+        if self.database_url is None:
+            return None
+        try:
+            connection: asyncpg.Connection = await asyncpg.connect(self.database_url, timeout=5)
+            await connection.add_listener(DELIVERIES_CHANNEL, lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.warning("dispatcher cannot LISTEN (%s): polling every %.1fs", error, POLL_SECONDS)
+            return None
+        return connection
+
+
+async def _wait_for_either(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
+    waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -1,0 +1,112 @@
+"""The registry of webhook endpoints: where notifications go and with which secret."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from ledger.notifications.signing import new_secret
+
+
+class WebhookEndpoint(msgspec.Struct, frozen=True):
+    """A receiver of notifications (its secret is never part of this)."""
+
+    id: str
+    url: str
+    events: list[str]
+    created: datetime
+    disabled: datetime | None = None
+
+
+class CreatedEndpoint(msgspec.Struct, frozen=True):
+    """A new endpoint with its signing secret: the only time the secret is shown."""
+
+    id: str
+    url: str
+    events: list[str]
+    secret: str
+    created: datetime
+
+
+def _endpoint(row: asyncpg.Record) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id=row["endpoint_id"],
+        url=row["url"],
+        events=list(row["event_types"]),
+        created=row["created_at"],
+        disabled=row["disabled_at"],
+    )
+
+
+class EndpointRegistry:
+    """Create, list and disable webhook endpoints.
+
+    The secret is stored as it is: signing a delivery with HMAC needs the key
+    itself, so unlike API tokens it cannot be kept only as a hash. It leaves
+    the service once, in the answer to ``create``.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def create(self, url: str, events: list[str]) -> CreatedEndpoint:
+        """Register ``url`` for ``events`` with a freshly generated secret."""
+        endpoint_id = "we_" + secrets.token_hex(12)
+        secret = new_secret()
+        created = await self.pool.fetchval(
+            """INSERT INTO webhook_endpoints (endpoint_id, url, event_types, secret)
+               VALUES ($1, $2, $3, $4) RETURNING created_at""",
+            endpoint_id,
+            url,
+            events,
+            secret,
+        )
+        return CreatedEndpoint(
+            id=endpoint_id, url=url, events=events, secret=secret, created=created
+        )
+
+    async def list(self, *, include_disabled: bool = False) -> list[WebhookEndpoint]:
+        """The endpoints, oldest first (live ones only unless asked)."""
+        rows = await self.pool.fetch(
+            """SELECT endpoint_id, url, event_types, created_at, disabled_at
+               FROM webhook_endpoints WHERE $1 OR disabled_at IS NULL
+               ORDER BY created_at, endpoint_id""",
+            include_disabled,
+        )
+        return [_endpoint(r) for r in rows]
+
+    async def get(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """One endpoint, live or disabled."""
+        row = await self.pool.fetchrow(
+            """SELECT endpoint_id, url, event_types, created_at, disabled_at
+               FROM webhook_endpoints WHERE endpoint_id = $1""",
+            endpoint_id,
+        )
+        return _endpoint(row) if row else None
+
+    async def disable(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """Stop delivering to an endpoint; its pending deliveries are cancelled.
+
+        Kept, not deleted, so its deliveries and attempts stay on record.
+        None if there is no such endpoint; disabling twice changes nothing.
+        """
+        async with self.pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                """UPDATE webhook_endpoints
+                   SET disabled_at = coalesce(disabled_at, clock_timestamp())
+                   WHERE endpoint_id = $1
+                   RETURNING endpoint_id, url, event_types, created_at, disabled_at""",
+                endpoint_id,
+            )
+            if row is None:
+                return None
+            await connection.execute(
+                """UPDATE webhook_deliveries SET status = 'cancelled',
+                          last_error = coalesce(last_error, 'endpoint disabled')
+                   WHERE endpoint_id = $1 AND status = 'pending'""",
+                endpoint_id,
+            )
+        return _endpoint(row)

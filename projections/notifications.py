@@ -1,0 +1,292 @@
+"""The notifications view: the outbox of webhook deliveries, derived from the events.
+
+For each account event it decides which notifications the event makes and
+inserts one delivery per notification and subscribed endpoint, in the
+projector's transaction, together with the view's position: every event's
+notifications are created exactly once, and none is lost if the projector
+stops anywhere. The dispatcher (ledger/notifications/dispatcher.py) sends them.
+
+What the alerts need of each account (its buckets, threshold and whether each
+alert may fire again) is kept in ``notifier_accounts``, folded from the same
+events. ``credits.low_balance`` fires when ``available`` goes from at or above
+the account's threshold to below it, whichever of the two moved; it fires
+again only after ``available`` has been back at or above the threshold.
+``credits.depleted`` likewise, when ``available`` goes from above zero to zero
+or below.
+
+An endpoint gets the notifications of events recorded after it was created
+and projected while it is live: a new subscriber is not sent the history.
+A notification's id is made from the event's position and the type, so it is
+the same on every attempt, and also when this view is rebuilt: the deliveries'
+unique key then makes the rebuild send nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from ledger.notifications import DELIVERIES_CHANNEL
+from ledger.store.event_store import Connection
+from projections.balance_changes import Buckets, change_of, held_change
+from projections.events import ProjectedEvent
+
+_COLUMNS = (
+    "stream_id, account_id, monthly_allowance, allowance_remaining, topup_balance, held, "
+    "threshold, low_armed, depleted_armed, position"
+)
+
+
+class NotifierState(msgspec.Struct):
+    """One account as the alerts see it, after its last event."""
+
+    stream_id: UUID
+    account_id: str
+    monthly_allowance: int
+    allowance_remaining: int
+    topup_balance: int
+    held: int
+    threshold: int | None
+    low_armed: bool
+    depleted_armed: bool
+    position: int
+
+    @property
+    def balance(self) -> int:
+        return self.allowance_remaining + self.topup_balance
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    @property
+    def effective_threshold(self) -> int:
+        """The account's own threshold, or 10 % of its allowance (rounded down)."""
+        return self.monthly_allowance // 10 if self.threshold is None else self.threshold
+
+    @property
+    def is_low(self) -> bool:
+        return self.available < self.effective_threshold
+
+    @property
+    def is_depleted(self) -> bool:
+        return self.available <= 0
+
+    def balances(self) -> dict[str, Any]:
+        """The balances every notification carries, as they are after its event."""
+        return {
+            "account_id": self.account_id,
+            "balance": self.balance,
+            "available": self.available,
+            "held": self.held,
+            "allowance_remaining": self.allowance_remaining,
+            "topup_balance": self.topup_balance,
+            "monthly_allowance": self.monthly_allowance,
+            "low_balance_threshold": self.effective_threshold,
+        }
+
+
+class Notification(msgspec.Struct, frozen=True):
+    """What is sent: ``{"id", "type", "created", "data"}``."""
+
+    id: str
+    type: str
+    created: int
+    data: dict[str, Any]
+
+
+def notification_id(position: int, event_type: str) -> str:
+    """The same id for the same event and type, whoever computes it and however often."""
+    return f"evt_{position}_{event_type.replace('.', '_')}"
+
+
+def _move_buckets(state: NotifierState, event_type: str, data: dict[str, Any]) -> bool:
+    """Apply an event to the buckets; False if it is not one that moves them or the threshold."""
+    if event_type == "MonthlyAllowanceReset":
+        state.monthly_allowance = int(data["monthly_allowance"])
+        carried = int(data.get("held_allowance_carried") or 0)
+        state.allowance_remaining = state.monthly_allowance + carried
+    elif event_type == "LowBalanceThresholdSet":
+        threshold = data.get("threshold")
+        state.threshold = None if threshold is None else int(threshold)
+    elif change := change_of(event_type, data, Buckets(0, 0)):
+        # The same meaning of each event as the balances view and the statement.
+        state.allowance_remaining += change.allowance
+        state.topup_balance += change.topup
+        state.held += held_change(event_type, data)
+    else:
+        return False
+    return True
+
+
+def _own_notification(event: ProjectedEvent) -> tuple[str, dict[str, Any]] | None:
+    """The notification an event is by itself (before any alert it sets off)."""
+    data = event.data
+    match event.type:
+        case "CreditsPurchased":
+            return "credits.purchased", {
+                "session_id": data["session_id"],
+                "credits": int(data["credits"]),
+            }
+        case "CreditsSpent":
+            return "credits.spent", {
+                "amount": int(data["amount"]),
+                "from_allowance": int(data["from_allowance"]),
+                "from_topup": int(data["from_topup"]),
+                "reason": data.get("reason") or None,
+                "hold_id": None,
+            }
+        case "HoldCaptured" if int(data["captured"]) > 0:
+            return "credits.spent", {
+                "amount": int(data["captured"]),
+                "from_allowance": int(data["from_allowance"]),
+                "from_topup": int(data["from_topup"]),
+                "reason": None,
+                "hold_id": data["hold_id"],
+            }
+        case "HoldExpired":
+            return "hold.expired", {
+                "hold_id": data["hold_id"],
+                "released": int(data["released"]),
+                "lapsed": int(data["lapsed"]),
+            }
+    return None
+
+
+def fold(
+    state: NotifierState | None, event: ProjectedEvent
+) -> tuple[NotifierState | None, list[Notification]]:
+    """The account's state after one event and the notifications the event makes.
+
+    ``state`` is changed in place (and returned); None while the stream is not
+    an account's.
+    """
+    data = event.data
+    if event.type == "AccountOpened":
+        allowance = int(data["monthly_allowance"])
+        opened = NotifierState(
+            stream_id=event.stream_id,
+            account_id=str(data["account_id"]),
+            monthly_allowance=allowance,
+            allowance_remaining=allowance,
+            topup_balance=0,
+            held=0,
+            threshold=None,
+            low_armed=False,
+            depleted_armed=False,
+            position=event.position,
+        )
+        # An account that opens low or empty has not crossed anything yet.
+        opened.low_armed, opened.depleted_armed = not opened.is_low, not opened.is_depleted
+        return opened, []
+    if state is None or not _move_buckets(state, event.type, data):
+        return state, []
+    state.position = event.position
+    created = int(event.recorded_at.timestamp())
+    balances = state.balances()
+    notifications = []
+
+    def notify(kind: str, details: dict[str, Any] | None = None) -> None:
+        data = balances | details if details else balances
+        notifications.append(
+            Notification(notification_id(event.position, kind), kind, created, data)
+        )
+
+    if own := _own_notification(event):
+        notify(*own)
+    if state.is_low and state.low_armed:
+        state.low_armed = False
+        notify("credits.low_balance")
+    elif not state.is_low:
+        state.low_armed = True
+    if state.is_depleted and state.depleted_armed:
+        state.depleted_armed = False
+        notify("credits.depleted")
+    elif not state.is_depleted:
+        state.depleted_armed = True
+    return state, notifications
+
+
+class _Subscriber(msgspec.Struct, frozen=True):
+    endpoint_id: str
+    event_types: frozenset[str]
+    created_at: datetime
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class NotificationsProjection:
+    """The outbox of webhook deliveries, and the per-account state the alerts need."""
+
+    name = "notifications"
+    table = "notifier_accounts"
+
+    async def apply(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> None:
+        """Fold a batch: one read and one write of the state, one insert of deliveries."""
+        streams = list({e.stream_id for e in events})
+        states: dict[UUID, NotifierState | None] = {
+            r["stream_id"]: NotifierState(**dict(r))
+            for r in await connection.fetch(
+                f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", streams
+            )
+        }
+        subscribers = [
+            _Subscriber(r["endpoint_id"], frozenset(r["event_types"]), r["created_at"])
+            for r in await connection.fetch(
+                """SELECT endpoint_id, event_types, created_at FROM webhook_endpoints
+                   WHERE disabled_at IS NULL"""
+            )
+        ]
+        deliveries: list[tuple[str, str, str, str, int, str]] = []
+        for event in events:
+            state, notifications = fold(states.get(event.stream_id), event)
+            states[event.stream_id] = state
+            if state is None:
+                continue
+            for notification in notifications:
+                chosen = [
+                    s.endpoint_id
+                    for s in subscribers
+                    if notification.type in s.event_types and event.recorded_at >= s.created_at
+                ]
+                if not chosen:
+                    continue
+                payload = _encode(notification).decode()
+                deliveries.extend(
+                    (
+                        notification.id,
+                        notification.type,
+                        endpoint_id,
+                        state.account_id,
+                        event.position,
+                        payload,
+                    )
+                    for endpoint_id in chosen
+                )
+        await connection.executemany(
+            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                ON CONFLICT (stream_id) DO UPDATE SET
+                    monthly_allowance = excluded.monthly_allowance,
+                    allowance_remaining = excluded.allowance_remaining,
+                    topup_balance = excluded.topup_balance, held = excluded.held,
+                    threshold = excluded.threshold, low_armed = excluded.low_armed,
+                    depleted_armed = excluded.depleted_armed, position = excluded.position""",
+            [msgspec.structs.astuple(s) for s in states.values() if s is not None],
+        )
+        if deliveries:
+            await connection.executemany(
+                """INSERT INTO webhook_deliveries
+                       (notification_id, event_type, endpoint_id, account_id, position, payload)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (notification_id, endpoint_id) DO NOTHING""",
+                deliveries,
+            )
+            # Delivered at commit: the dispatcher wakes as soon as the rows are visible.
+            await connection.execute("SELECT pg_notify($1, '')", DELIVERIES_CHANNEL)

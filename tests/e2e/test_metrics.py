@@ -1,0 +1,146 @@
+"""/metrics moves under traffic: requests per route, events per type, webhooks, conflicts."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from api.services import Services
+from ledger.accounts import AccountService, SpendCredits
+from ledger.repository import Repository
+from ledger.store.idempotency import IdempotencyStore
+from tests.conftest import unique
+from tests.e2e.conftest import Customer
+from tests.support.stripe_events import event_body, new_event_id, signature
+
+_SAMPLE = re.compile(
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\})? '
+    r"(?P<value>-?[0-9.e+-]+|\+Inf|NaN)$"
+)
+
+
+async def scrape(http: httpx.AsyncClient) -> dict[str, float]:
+    """Every sample of the page, keyed by its line up to the value; the page must parse."""
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples: dict[str, float] = {}
+    for line in response.text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        parsed = _SAMPLE.match(line)
+        assert parsed, f"not Prometheus text: {line!r}"
+        key = line.rsplit(" ", 1)[0]
+        samples[key] = float(parsed["value"])
+    return samples
+
+
+def moved(before: dict[str, float], after: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def test_metrics_count_requests_by_route_template_and_time_them(
+    http: httpx.AsyncClient, customer: Customer, writer_headers: dict[str, str]
+) -> None:
+    before = await scrape(http)
+
+    for _ in range(3):
+        assert (await http.get("/v1/credits", headers=customer.headers)).status_code == 200
+    refused = await http.post(
+        f"/v1/accounts/{customer.account_id}/spend",
+        headers={**writer_headers, "Idempotency-Key": unique("key")},
+        json={"amount": 10**9},
+    )
+    after = await scrape(http)
+
+    assert refused.status_code == 402
+    credits = 'route="/v1/credits",method="GET",status="2xx"'
+    assert moved(before, after, f"ledger_http_request_duration_seconds_count{{{credits}}}") == 3
+    assert (
+        moved(before, after, f'ledger_http_request_duration_seconds_bucket{{{credits},le="+Inf"}}')
+        == 3
+    )
+    assert after[f"ledger_http_request_duration_seconds_sum{{{credits}}}"] > 0
+    # The route's template, never the raw path with its account id.
+    spend = 'route="/v1/accounts/{account_id}/spend",method="POST",status="4xx"'
+    assert moved(before, after, f"ledger_http_request_duration_seconds_count{{{spend}}}") == 1
+    assert not any(customer.account_id in key for key in after)
+    assert moved(before, after, 'ledger_http_requests_total{method="POST",status="402"}') == 1
+
+
+async def test_metrics_count_appended_events_by_type_and_conflict_retries(
+    http: httpx.AsyncClient, services: Services, customer: Customer, writer_headers: dict[str, str]
+) -> None:
+    def spend_over_http(amount: int) -> httpx.Request:
+        return http.build_request(
+            "POST",
+            f"/v1/accounts/{customer.account_id}/spend",
+            headers={**writer_headers, "Idempotency-Key": unique("key")},
+            json={"amount": amount},
+        )
+
+    before = await scrape(http)
+    assert (
+        await http.send(spend_over_http(5))
+    ).status_code == 200  # the API now holds it in memory
+    # Another writer (a second repository, as another API process would be) appends meanwhile,
+    # so the API's next spend decides on a stale version, conflicts, and is decided again.
+    elsewhere = Repository(services.store)
+    try:
+        await AccountService(elsewhere, services.store, IdempotencyStore(services.pool)).spend(
+            SpendCredits(
+                account_id=customer.account_id, amount=7, reason="", idempotency_key=unique("k")
+            )
+        )
+    finally:
+        await elsewhere.committer.stop()
+    assert (await http.send(spend_over_http(11))).status_code == 200
+    after = await scrape(http)
+
+    assert moved(before, after, 'ledger_events_appended_total{type="CreditsSpent"}') == 3
+    assert moved(before, after, 'ledger_concurrency_conflicts_total{outcome="retried"}') == 1
+    assert moved(before, after, 'ledger_concurrency_conflicts_total{outcome="gave_up"}') == 0
+    assert moved(before, after, "ledger_group_commit_commands_total") >= 2
+    assert after['ledger_db_pool_connections{state="idle"}'] >= 0
+    assert after["ledger_db_pool_max_connections"] > 0
+
+
+async def test_metrics_count_webhook_outcomes(http: httpx.AsyncClient) -> None:
+    ignored = event_body("customer.created", {"id": "cus_m1", "object": "customer"}, new_event_id())
+    before = await scrape(http)
+
+    for body, header in [
+        (ignored, signature(ignored)),
+        (ignored, signature(ignored)),  # Stripe delivers again
+        (ignored, "t=1,v1=00"),
+        ("[]", signature("[]")),
+    ]:
+        await http.post("/v1/stripe/webhook", content=body, headers={"Stripe-Signature": header})
+    after = await scrape(http)
+
+    for outcome, count in [
+        ("ignored", 1),
+        ("duplicate", 1),
+        ("bad_signature", 1),
+        ("malformed", 1),
+        ("applied", 0),
+    ]:
+        assert moved(before, after, f'ledger_stripe_webhooks_total{{outcome="{outcome}"}}') == count
+
+
+async def test_metrics_show_each_views_lag_in_events_and_seconds(
+    http: httpx.AsyncClient, services: Services, customer: Customer
+) -> None:
+    views = [r["name"] for r in await services.pool.fetch("SELECT name FROM projection_positions")]
+
+    samples = await scrape(http)
+
+    head = samples["ledger_store_head_position"]
+    assert head > 0
+    for view in views:
+        position = samples[f'ledger_projection_position{{view="{view}"}}']
+        assert samples[f'ledger_projection_lag_positions{{view="{view}"}}'] == max(
+            head - position, 0
+        )
+        assert samples[f'ledger_projection_lag_seconds{{view="{view}"}}'] >= 0

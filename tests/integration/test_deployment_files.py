@@ -1,0 +1,161 @@
+"""docker-compose.yml and the Dockerfile stay runnable without a Docker engine to try them on.
+
+They are parsed and checked against the code: every command they run is a real
+``ledger`` command with real options, every variable they set is one the service
+reads, and the services the deployment needs are there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from api.cli import main as ledger_cli
+from api.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RecordingEnvironment(Mapping[str, str]):
+    """An empty environment that notes every name asked of it."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name)
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.asked.add(name)
+        return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def variables_the_service_reads() -> set[str]:
+    environment = RecordingEnvironment()
+    Settings.from_env(environment)
+    return environment.asked
+
+
+def ledger_command_problem(argv: list[str]) -> str | None:
+    """Why ``argv`` is not a command of the ``ledger`` CLI (None: it is one)."""
+    if not argv or argv[0] != "ledger":
+        return f"{argv} does not run ledger"
+    command: click.Command = ledger_cli
+    words = argv[1:]
+    while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+        name, words = words[0], words[1:]
+        found = command.commands.get(name)
+        if found is None:
+            return f"{argv}: ledger has no command {name!r}"
+        command = found
+    if isinstance(command, click.Group):
+        return f"{argv} names a group, not a command"
+    options = {
+        opt
+        for param in command.params
+        if isinstance(param, click.Option)
+        for opt in (*param.opts, *param.secondary_opts)
+    }
+    for word in words:
+        if word.startswith("-") and word.split("=", 1)[0] not in options:
+            return f"{argv}: {' '.join(argv[:2])} has no option {word}"
+    return None
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
+
+
+def ledger_services(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services built from this repository's Dockerfile."""
+    return {name: s for name, s in document["services"].items() if "build" in s}
+
+
+def test_the_check_itself_tells_real_commands_from_made_up_ones() -> None:
+    assert ledger_command_problem(["ledger", "serve", "--no-projector"]) is None
+    assert ledger_command_problem(["ledger", "audit", "verify", "--json"]) is None
+    assert ledger_command_problem(["ledger", "serve", "--workers"]) is not None
+    assert ledger_command_problem(["ledger", "migrate"]) is not None
+    assert ledger_command_problem(["ledger", "audit"]) is not None
+
+
+def test_compose_runs_postgres_api_replicas_behind_one_entry_point_and_one_projector() -> None:
+    services = compose()["services"]
+
+    assert services["postgres"]["image"].startswith("postgres:")
+    api = services["api"]
+    assert api["deploy"]["replicas"] >= 2
+    # Replicas cannot share a host port: only the proxy publishes one, and it reaches them
+    # by the service name (Docker's DNS answers with every replica).
+    assert "ports" not in api
+    proxy = services["proxy"]
+    assert proxy["ports"] == ["8000:8000"]
+    config = ROOT / proxy["volumes"][0].split(":")[0]
+    assert "proxy_pass $api" in config.read_text()
+    assert "set $api http://api:8000;" in config.read_text()
+    projector = services["projector"]
+    assert projector["command"][:2] == ["ledger", "project"]
+    assert projector.get("deploy", {}).get("replicas", 1) == 1
+    # The API replicas leave the projection to the projector service.
+    assert "--no-projector" in api["command"]
+    for name in ("api", "projector"):
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_every_command_compose_runs_is_a_ledger_command() -> None:
+    problems = [
+        f"{name}: {problem}"
+        for name, service in ledger_services(compose()).items()
+        if (problem := ledger_command_problem(service["command"]))
+    ]
+
+    assert problems == []
+
+
+def test_compose_sets_only_variables_the_service_reads() -> None:
+    known = variables_the_service_reads()
+    document = compose()
+
+    problems = []
+    for name, service in ledger_services(document).items():
+        environment = service["environment"]
+        assert "DATABASE_URL" in environment, name
+        problems.extend(f"{name}: {v}" for v in environment if v not in known)
+        for value in map(str, environment.values()):
+            problems.extend(
+                f"{name}: takes ${{{v}}}" for v in re.findall(r"\$\{(\w+)", value) if v not in known
+            )
+
+    assert problems == []
+    assert {"DATABASE_URL", "PORT", "STRIPE_SECRET_KEY", "LEDGER_ENV"} <= known
+
+
+def test_the_dockerfile_installs_the_project_and_runs_a_ledger_command() -> None:
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    instructions = [
+        line.split(None, 1) for line in lines if line.strip() and not line.startswith("#")
+    ]
+    commands = [json.loads(rest) for word, rest in instructions if word in ("CMD", "ENTRYPOINT")]
+
+    assert commands, "the Dockerfile runs nothing"
+    for command in commands:
+        assert ledger_command_problem(command) is None
+    copied = {rest.split()[0] for word, rest in instructions if word == "COPY"}
+    for package in ("ledger", "api", "projections", "audit", "stripe_standin"):
+        assert package in copied, f"the image lacks {package}/"
+    assert any(word == "RUN" and "-c constraints.txt" in rest for word, rest in instructions)
+    env = " ".join(rest for word, rest in instructions if word == "ENV")
+    assert set(re.findall(r"(\w+)=", env)) <= variables_the_service_reads()

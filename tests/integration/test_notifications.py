@@ -1,0 +1,508 @@
+"""Outbound notifications end to end: events → outbox (projection) → dispatcher → a real receiver.
+
+Real PostgreSQL (a database of each test's own), a real HTTP receiver, the
+real projector and dispatcher; the backoff schedule is in tenths of seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import stripe
+
+from ledger.domain.account import CreditAccount
+from ledger.domain.ids import account_stream_id
+from ledger.notifications.dispatcher import Dispatcher
+from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry
+from ledger.notifications.outbox import DEFAULT_SCHEDULE, JITTER, claim_due, list_deliveries
+from ledger.repository import Repository
+from projections.notifications import NotificationsProjection
+from projections.rebuild import rebuild
+from projections.runner import Projector
+from tests.conftest import IsolatedDatabase, unique
+from tests.support.webhook_receiver import Receiver, webhook_receiver
+
+FAST_SCHEDULE = (0.2, 0.2, 0.2)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with webhook_receiver() as running:
+        yield running
+
+
+@asynccontextmanager
+async def notifier(
+    db: IsolatedDatabase, *, dispatchers: int = 1, schedule: tuple[float, ...] = FAST_SCHEDULE
+) -> AsyncIterator[None]:
+    """The projector and dispatcher(s) as ``ledger project`` runs them, until the block ends."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(Projector(db.store, db.url).run(stop))]
+    tasks += [
+        asyncio.create_task(
+            Dispatcher(db.pool, db.url, schedule=schedule, poll_seconds=0.1).run(stop)
+        )
+        for _ in range(dispatchers)
+    ]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def open_account(repository: Repository, allowance: int = 1000) -> str:
+    account_id = unique("acct")
+    await repository.save(
+        CreditAccount(account_id=account_id, monthly_allowance=allowance, period="2030-01")
+    )
+    return account_id
+
+
+async def act(
+    repository: Repository, account_id: str, *actions: Callable[[CreditAccount], Any]
+) -> CreditAccount:
+    """Load the account, run ``actions`` on it and save what they recorded, in one append."""
+    account = await repository.get(CreditAccount, account_stream_id(account_id))
+    assert account is not None
+    for action in actions:
+        action(account)
+    await repository.save(account)
+    return account
+
+
+def spend(amount: int) -> Callable[[CreditAccount], Any]:
+    return lambda account: account.spend(amount, "work")
+
+
+def purchase(credits: int) -> Callable[[CreditAccount], Any]:
+    return lambda account: account.purchase(session_id=unique("cs"), credits=credits)
+
+
+async def until(check: Callable[[], Any], seconds: float = 15) -> None:
+    """Wait until ``check()`` (or what it returns, when awaitable) is true."""
+    deadline = time.monotonic() + seconds
+    while True:
+        outcome = check()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not so within {seconds} s")
+        await asyncio.sleep(0.02)
+
+
+def verified(received: Any, endpoint: CreatedEndpoint) -> dict[str, Any]:
+    """The notification, after the receiver's check of its signature with the Stripe SDK."""
+    assert stripe.WebhookSignature.verify_header(received.body, received.signature, endpoint.secret)
+    return received.json  # type: ignore[no-any-return]
+
+
+async def test_notifications_arrive_signed_and_only_the_subscribed_types(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    registry = EndpointRegistry(isolated_db.pool)
+    spends = await registry.create(receiver.url("spends"), ["credits.spent"])
+    money = await registry.create(
+        receiver.url("money"), ["credits.purchased", "credits.low_balance"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository, 1000)  # threshold: 100
+
+    async with notifier(isolated_db):
+        sent = time.monotonic()
+        await act(repository, account_id, spend(100))
+        [first] = await receiver.wait_for("spends", 1)
+        await act(repository, account_id, purchase(500))
+        await act(repository, account_id, spend(1350))  # available 1400 → 50: low
+        await receiver.wait_for("spends", 2)
+        await receiver.wait_for("money", 2)
+
+    assert first.at - sent < 1.5  # a healthy receiver hears of it at once, not at the next poll
+    spent = [verified(r, spends) for r in receiver.at("spends")]
+    assert [n["type"] for n in spent] == ["credits.spent", "credits.spent"]
+    assert spent[0]["data"] == spent[0]["data"] | {
+        "account_id": account_id,
+        "amount": 100,
+        "from_allowance": 100,
+        "from_topup": 0,
+        "reason": "work",
+        "hold_id": None,
+        "balance": 900,
+        "available": 900,
+        "held": 0,
+        "allowance_remaining": 900,
+        "topup_balance": 0,
+        "low_balance_threshold": 100,
+    }
+    assert isinstance(spent[0]["created"], int)
+    assert spent[0]["id"].startswith("evt_")
+    other = [verified(r, money) for r in receiver.at("money")]
+    assert [n["type"] for n in other] == ["credits.purchased", "credits.low_balance"]
+    assert other[0]["data"]["credits"] == 500
+    assert other[1]["data"]["available"] == 50
+    # Signed with each endpoint's own secret: another endpoint's does not verify.
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.WebhookSignature.verify_header(
+            receiver.at("money")[0].body, receiver.at("money")[0].signature, spends.secret
+        )
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 4  # nothing else was sent to anyone
+
+
+async def test_a_receiver_failing_its_first_attempts_gets_the_notification_later(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("flaky"), ["credits.spent"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository)
+    receiver.fail_first["flaky"] = 2
+
+    async with notifier(isolated_db):
+        await act(repository, account_id, spend(10))
+        [got] = await receiver.wait_for("flaky", 1)
+        await asyncio.sleep(0.1)  # the dispatcher records the last attempt after the answer
+
+    assert verified(got, endpoint)["type"] == "credits.spent"
+    assert receiver.answered == [("flaky", 503), ("flaky", 503), ("flaky", 200)]
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert delivery.status == "delivered"
+    assert delivery.attempts == 3
+    assert [(a.attempt, a.status_code) for a in delivery.history] == [(1, 503), (2, 503), (3, 200)]
+    assert delivery.history[0].error is not None
+    assert "503" in delivery.history[0].error
+    assert delivery.history[2].error is None
+    assert all(a.duration_ms >= 0 for a in delivery.history)
+
+
+async def test_nothing_is_lost_when_the_service_restarts_in_between(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("later"), ["credits.spent"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository)
+    receiver.failing.add("later")
+
+    async with notifier(isolated_db):
+        await act(repository, account_id, spend(1))
+        await until(lambda: receiver.answered)  # the first attempt failed
+    # Down: the service is stopped; events keep being recorded meanwhile.
+    await act(repository, account_id, spend(2))
+    await act(repository, account_id, spend(3))
+    receiver.failing.clear()
+    async with notifier(isolated_db):  # a new projector and dispatcher, state from the tables only
+        got = await receiver.wait_for("later", 3)
+        await asyncio.sleep(0.3)
+
+    amounts = sorted(verified(r, endpoint)["data"]["amount"] for r in got)
+    assert amounts == [1, 2, 3]
+    assert len({r.json["id"] for r in receiver.received}) == 3 == len(receiver.received)
+    deliveries = await list_deliveries(isolated_db.pool)
+    assert {d.status for d in deliveries} == {"delivered"}
+    first = next(d for d in deliveries if d.history[0].status_code == 503)
+    assert [a.status_code for a in first.history] == [503, 200]
+
+
+async def test_a_delivery_whose_dispatcher_died_mid_request_is_sent_after_its_lease(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("orphan"), ["credits.spent"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository)
+    await act(repository, account_id, spend(5))
+    stop = asyncio.Event()
+    projector = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
+    await until(lambda: list_deliveries(isolated_db.pool))
+    stop.set()
+    await projector
+    # A dispatcher claims it and dies before it can send or record anything.
+    [claimed] = await claim_due(isolated_db.pool, 10, lease_seconds=0.5)
+
+    async with notifier(isolated_db):
+        [got] = await receiver.wait_for("orphan", 1)
+        await asyncio.sleep(0.1)
+
+    assert verified(got, endpoint)["id"] == claimed.notification_id
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert delivery.status == "delivered"
+    assert [a.attempt for a in delivery.history] == [2]  # the lost attempt left no record
+
+
+async def test_two_dispatchers_send_each_notification_once(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("both"), ["credits.spent"]
+    )
+    repository = Repository(isolated_db.store)
+    account_ids = [await open_account(repository, 10_000) for _ in range(4)]
+
+    async with notifier(isolated_db, dispatchers=2):
+        for n in range(10):
+            await asyncio.gather(*(act(repository, a, spend(n + 1)) for a in account_ids))
+        got = await receiver.wait_for("both", 40)
+        await asyncio.sleep(0.5)
+
+    assert len(receiver.received) == 40
+    assert len({verified(r, endpoint)["id"] for r in got}) == 40
+
+
+async def test_low_balance_fires_once_per_crossing_and_depleted_once(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("alerts"), ["credits.low_balance", "credits.depleted"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository, 1000)  # threshold: 10 % = 100
+
+    async with notifier(isolated_db):
+        await act(repository, account_id, spend(850))  # 150: above the line
+        await act(repository, account_id, spend(60))  # 90: crosses → alert 1
+        for _ in range(4):
+            await act(repository, account_id, spend(10))  # 80, 70, 60, 50: still below, quiet
+        await act(repository, account_id, purchase(200))  # 250: back above, re-armed
+        await act(repository, account_id, spend(200))  # 50: crosses again → alert 2
+        await act(repository, account_id, spend(50))  # 0: depleted (already low: no third)
+        await act(repository, account_id, purchase(30))  # 30: not depleted, still low
+        await act(repository, account_id, spend(30))  # 0: depleted again → depleted 2
+        await act(repository, account_id, lambda a: a.claw_back("cs_x", 5))  # -5: quiet
+        await receiver.wait_for("alerts", 4)
+        await asyncio.sleep(0.5)
+
+    alerts = [verified(r, endpoint) for r in receiver.at("alerts")]
+    assert [(n["type"], n["data"]["available"]) for n in alerts] == [
+        ("credits.low_balance", 90),
+        ("credits.low_balance", 50),
+        ("credits.depleted", 0),
+        ("credits.depleted", 0),
+    ]
+    assert all(n["data"]["low_balance_threshold"] == 100 for n in alerts)
+
+
+async def test_a_threshold_set_above_the_available_balance_alerts_once(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("threshold"), ["credits.low_balance"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository, 1000)
+
+    async with notifier(isolated_db):
+        await act(repository, account_id, spend(500))  # 500, default line 100: fine
+        await act(repository, account_id, lambda a: a.set_low_balance_threshold(600))  # low now
+        await act(repository, account_id, spend(10))  # still low: quiet
+        await act(repository, account_id, lambda a: a.set_low_balance_threshold(None))  # re-armed
+        await act(repository, account_id, spend(420))  # 70 < 100: alert again
+        await receiver.wait_for("threshold", 2)
+        await asyncio.sleep(0.3)
+
+    alerts = [verified(r, endpoint)["data"] for r in receiver.at("threshold")]
+    assert [(d["available"], d["low_balance_threshold"]) for d in alerts] == [(500, 600), (70, 100)]
+
+
+async def test_expired_holds_and_captures_are_notified(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("holds"), ["hold.expired", "credits.spent"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository, 1000)
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    later = soon + timedelta(minutes=1)
+
+    async with notifier(isolated_db):
+        await act(
+            repository,
+            account_id,
+            lambda a: a.place_hold("hold_a", 300, "render", expires_at=soon),
+            lambda a: a.place_hold("hold_b", 200, "train", expires_at=soon),
+        )
+        await act(repository, account_id, lambda a: a.expire_hold("hold_a", now=later))
+        await act(
+            repository, account_id, lambda a: a.capture_hold("hold_b", 150, now=datetime.now(UTC))
+        )
+        await act(
+            repository, account_id, lambda a: a.place_hold("hold_c", 10, "x", expires_at=soon)
+        )
+        await act(
+            repository, account_id, lambda a: a.capture_hold("hold_c", 0, now=datetime.now(UTC))
+        )
+        await receiver.wait_for("holds", 2)
+        await asyncio.sleep(0.3)
+
+    expired, spent = [verified(r, endpoint) for r in receiver.at("holds")]
+    assert expired["type"] == "hold.expired"
+    assert expired["data"] | {"hold_id": "hold_a", "released": 300, "lapsed": 0} == expired["data"]
+    assert (expired["data"]["held"], expired["data"]["available"]) == (200, 800)
+    assert spent["type"] == "credits.spent"  # a capture of nothing (hold_c) sends nothing
+    assert spent["data"] | {"hold_id": "hold_b", "amount": 150, "reason": None} == spent["data"]
+    assert (spent["data"]["balance"], spent["data"]["held"]) == (850, 0)
+
+
+async def test_a_disabled_endpoint_gets_nothing_more(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    registry = EndpointRegistry(isolated_db.pool)
+    endpoint = await registry.create(receiver.url("gone"), ["credits.spent"])
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository)
+    receiver.failing.add("gone")
+
+    async with notifier(isolated_db, schedule=(30,)):
+        await act(repository, account_id, spend(1))
+        await until(lambda: receiver.answered)
+        await registry.disable(endpoint.id)
+        await act(repository, account_id, spend(2))
+        await asyncio.sleep(0.5)
+
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert delivery.status == "cancelled"
+    assert [e.id for e in await registry.list()] == []
+    assert len(receiver.answered) == 1
+
+
+async def test_a_failed_delivery_is_listed_and_retried_by_hand_from_the_command_line(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("manual"), ["credits.spent"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository)
+    receiver.failing.add("manual")
+
+    async with notifier(isolated_db, schedule=(0.1, 0.1)):
+        await act(repository, account_id, spend(7))
+        await until(lambda: len(receiver.answered) >= 3)
+        await asyncio.sleep(0.3)
+        [delivery] = await list_deliveries(isolated_db.pool)
+        assert (delivery.status, delivery.attempts) == ("failed", 3)
+
+        listed = await ledger(isolated_db.url, "webhooks", "deliveries", "--status", "failed")
+        assert listed.returncode == 0, listed.stderr
+        assert f"dlv_{delivery.delivery_id}" in listed.stdout
+        assert listed.stdout.count("HTTP 503") == 3  # every attempt is listed
+
+        receiver.failing.clear()
+        retried = await ledger(isolated_db.url, "webhooks", "retry", f"dlv_{delivery.delivery_id}")
+        assert retried.returncode == 0, retried.stderr
+        [got] = await receiver.wait_for("manual", 1)
+        await asyncio.sleep(0.2)
+
+    assert verified(got, endpoint)["data"]["amount"] == 7
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert (delivery.status, delivery.attempts) == ("delivered", 4)
+    again = await ledger(isolated_db.url, "webhooks", "retry", str(delivery.delivery_id))
+    assert again.returncode == 1
+    assert "delivered already" in again.stderr
+    delivered = await ledger(isolated_db.url, "webhooks", "deliveries", "--endpoint", endpoint.id)
+    assert "delivered" in delivered.stdout
+
+
+async def test_rebuilding_the_notifications_view_sends_nothing_twice(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    await EndpointRegistry(isolated_db.pool).create(receiver.url("once"), ["credits.spent"])
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository)
+    async with notifier(isolated_db):
+        for amount in (1, 2, 3):
+            await act(repository, account_id, spend(amount))
+        await receiver.wait_for("once", 3)
+        before = await isolated_db.pool.fetch("SELECT * FROM notifier_accounts")
+
+        await rebuild(isolated_db.store, NotificationsProjection(), lambda *_: None)
+        await asyncio.sleep(0.5)
+
+    assert len(await list_deliveries(isolated_db.pool)) == 3
+    assert len(receiver.received) == 3
+    assert await isolated_db.pool.fetch("SELECT * FROM notifier_accounts") == before
+
+
+async def test_ledger_project_sends_notifications_and_stops_cleanly(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    endpoint = await EndpointRegistry(isolated_db.pool).create(
+        receiver.url("cli"), ["credits.spent"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api.cli",
+        "project",
+        env={**os.environ, "DATABASE_URL": isolated_db.url},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await act(repository, account_id, spend(11))
+        [got] = await receiver.wait_for("cli", 1, seconds=30)
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+
+    assert verified(got, endpoint)["data"]["amount"] == 11
+    assert process.returncode == 0, stderr.decode()
+
+
+async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    await EndpointRegistry(isolated_db.pool).create(
+        f"http://127.0.0.1:{port}/hooks", ["credits.spent"]
+    )
+    repository = Repository(isolated_db.store)
+    account_id = await open_account(repository)
+
+    async with notifier(isolated_db, schedule=(0.1,)):
+        await act(repository, account_id, spend(3))
+        await until(lambda: list_deliveries(isolated_db.pool, status="failed"), seconds=15)
+
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert [a.status_code for a in delivery.history] == [None, None]
+    assert all("ConnectError" in (a.error or "") for a in delivery.history)
+    assert delivery.last_error == delivery.history[-1].error
+
+
+def test_the_default_retry_schedule_lasts_more_than_a_day() -> None:
+    assert sum(DEFAULT_SCHEDULE) * (1 - JITTER) >= 24 * 3600
+
+
+async def ledger(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
