@@ -17,6 +17,7 @@ from typing import Protocol
 import asyncpg
 
 from ledger.store.event_store import NOTIFY_CHANNEL, Connection, EventStore
+from ledger.store.wakeups import listen, wait_for_either
 from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent, projected
 from projections.holds import HoldsProjection
@@ -133,26 +134,17 @@ class Projector:
                 if applied:
                     log.debug("projected %d events", applied)
                     continue
-                await _wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
+                await wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
         finally:
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
 
     async def _listen(self) -> asyncpg.Connection | None:
-        try:
-            connection: asyncpg.Connection = await asyncpg.connect(self.database_url)
-            await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as error:
-            log.warning("projector cannot LISTEN (%s): polling every %.1fs", error, POLL_SECONDS)
-            return None
-        return connection
-
-
-async def _wait_for_either(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
-    waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+        return await listen(
+            self.database_url,
+            NOTIFY_CHANNEL,
+            self._wake,
+            who="projector",
+            poll_seconds=POLL_SECONDS,
+        )

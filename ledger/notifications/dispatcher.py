@@ -28,6 +28,7 @@ from ledger.notifications.outbox import (
     seconds_until_due,
 )
 from ledger.notifications.signing import SIGNATURE_HEADER, signature_header
+from ledger.store.wakeups import listen, wait_for_either
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,10 @@ class Dispatcher:
                         log.exception("dispatcher failed to look at the outbox (will retry)")
                         started, wait = 0, self.poll_seconds
                     if wait > 0:
-                        await _wait_for_either(self._wake, stop, wait)
+                        await wait_for_either(self._wake, stop, wait)
                     elif started == 0:
                         # Nothing could be started (every slot busy): wait for one to free up.
-                        await _wait_for_either(self._wake, stop, self.poll_seconds)
+                        await wait_for_either(self._wake, stop, self.poll_seconds)
                 if self._in_flight:
                     await asyncio.gather(*self._in_flight, return_exceptions=True)
         finally:
@@ -171,19 +172,10 @@ class Dispatcher:
         self._listened_at = time.monotonic()
         if self.database_url is None:
             return None
-        try:
-            connection: asyncpg.Connection = await asyncpg.connect(self.database_url, timeout=5)
-            await connection.add_listener(DELIVERIES_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            log.warning("dispatcher cannot LISTEN (%s): polling every %.1fs", error, POLL_SECONDS)
-            return None
-        return connection
-
-
-async def _wait_for_either(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
-    waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+        return await listen(
+            self.database_url,
+            DELIVERIES_CHANNEL,
+            self._wake,
+            who="dispatcher",
+            poll_seconds=POLL_SECONDS,
+        )
