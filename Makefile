@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help run test browser lint bench clean
+.PHONY: help run test browser lint bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ bench: $(VENV)/.dev-installed ## benchmarks, each with a baseline measured in th
 	@# run_all runs even if append_rate fails; make still fails at the end then
 	status=0; $(BIN)/python -m bench.append_rate --seconds 2 || status=$$?; \
 		$(BIN)/python -m bench.run_all $(BENCH_ARGS) && exit $$status
+
+soak: $(VENV)/.dev-installed ## mixed traffic for a bounded time (3 min; SOAK_ARGS="--seconds 60"), memory curve, then audit verify
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean: ## remove the virtualenv and caches (keeps .data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

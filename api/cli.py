@@ -14,7 +14,6 @@ from api.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from api.services import Services
-    from projections.runner import Projector
 
 T = TypeVar("T")
 
@@ -81,18 +80,20 @@ def main(verbose: bool) -> None:
 def serve(projector: bool) -> None:
     """Serve the API on 127.0.0.1:$PORT (what `make run` starts)."""
     import signal
-    import subprocess
 
     import uvicorn
 
     from api.app import create_app
+    from api.supervision import SupervisedProcess
 
     logging.getLogger().setLevel(logging.INFO)
     settings = _settings()
     app = create_app(settings, development_extras=not settings.production)
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
-    child = subprocess.Popen([sys.executable, "-m", "api.cli", "project"]) if projector else None
+    child = SupervisedProcess([sys.executable, "-m", "api.cli", "project"], "the projector")
+    if projector:
+        child.start()
     # On SIGTERM uvicorn finishes the requests in flight, runs the app's shutdown (the
     # pool closes), then raises SIGTERM again; the default handler would kill this
     # process there, before the projector below is told to stop (it was left running).
@@ -100,32 +101,9 @@ def serve(projector: bool) -> None:
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     finally:
-        if child is not None:
-            child.terminate()  # it commits what it has applied, drains what is visible, exits 0
-            if child.wait(timeout=30) != 0:
-                logging.getLogger("ledger").error("the projector exited with %s", child.returncode)
-                sys.exit(1)
-
-
-async def _run_projector(projector: Projector, stop: asyncio.Event) -> None:
-    """``projector.run(stop)``, started again when a cut-off connection fails it.
-
-    Returning a pooled connection that PostgreSQL cut off mid-operation can raise
-    asyncpg's InternalClientError, which the projector does not catch: seen when
-    PostgreSQL restarted under load, it ended the projector process and the views
-    stopped while the API went on.
-    """
-    import asyncpg
-
-    while True:
-        try:
-            await projector.run(stop)
-            return
-        except asyncpg.InternalClientError as error:
-            logging.getLogger("projections.runner").warning(
-                "projector lost its connection (%s); starting it again", error
-            )
-            await asyncio.sleep(0.5)
+        # It commits what it has applied, drains what is visible, exits 0.
+        if projector and child.stop() != 0:
+            sys.exit(1)
 
 
 @main.command()
@@ -162,7 +140,7 @@ def project(batch_size: int, dispatch: bool) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         projector = Projector(services.store, services.database_url, batch_size=batch_size)
-        work = [_run_projector(projector, stop)]
+        work = [projector.run(stop)]
         if dispatch:
             work.append(Dispatcher(services.pool, services.database_url).run(stop))
         await asyncio.gather(*work)
@@ -322,9 +300,7 @@ def rebuild_projection(name: str | None) -> None:
         names = ", ".join(p.name for p in chosen)
         with _progress(head, "events") as bar:
             bar.set_description(f"rebuilding {names}")
-            position = await rebuild_all(
-                services.store, chosen, lambda count, _: bar.update(count)
-            )
+            position = await rebuild_all(services.store, chosen, lambda count, _: bar.update(count))
         for projection in chosen:
             click.echo(f"rebuilt {projection.name} up to position {position}")
 

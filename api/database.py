@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -46,9 +47,24 @@ def describe(database_url: str) -> str:
     return f"{scheme}://{user}@{location}"
 
 
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """``asyncpg.connect``, with a missing Unix socket reported as what it means.
+
+    A stopped PostgreSQL on a Unix socket (the embedded one) leaves no socket file:
+    connecting raises FileNotFoundError, which is no ConnectionError, so requests
+    answered 500 instead of 503 while the database was away.
+    """
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except FileNotFoundError as error:
+        raise ConnectionRefusedError(f"PostgreSQL is not listening: {error}") from error
+
+
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     """A connection pool on a migrated schema."""
-    pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+    pool = await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, connect=_connect
+    )
     async with pool.acquire() as connection:
         applied = await apply_migrations(connection)
     if applied:

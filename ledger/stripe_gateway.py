@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections.abc import Mapping
 
 import stripe
 from stripe.params.checkout import SessionCreateParams
@@ -18,14 +20,41 @@ warnings.filterwarnings(
 )
 
 
+DEFAULT_TIMEOUT_SECONDS = 5.0
+"""Per attempt. The SDK's own default is 80 s: a Stripe that hangs would hold a purchase
+request (and its client) for minutes across the retries. Creating a session takes well
+under a second; ``STRIPE_TIMEOUT_SECONDS`` overrides this."""
+
+
+def timeout_from_env(env: Mapping[str, str] | None = None) -> float:
+    """``STRIPE_TIMEOUT_SECONDS`` if set to a positive number, else the default."""
+    raw = (os.environ if env is None else env).get("STRIPE_TIMEOUT_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 300:
+        raise ValueError(f"STRIPE_TIMEOUT_SECONDS must be a number of seconds (0-300], not {raw!r}")
+    return seconds
+
+
 class StripeGateway:
     """Creates Checkout sessions for one-time credit top-ups."""
 
     def __init__(
-        self, secret_key: str, *, api_base: str | None = None, max_network_retries: int = 2
+        self,
+        secret_key: str,
+        *,
+        api_base: str | None = None,
+        max_network_retries: int = 2,
+        timeout: float | None = None,
     ) -> None:
         # One httpx client per gateway: it is bound to the event loop that first uses it.
-        self._http_client = stripe.HTTPXClient()
+        self._http_client = stripe.HTTPXClient(
+            timeout=timeout if timeout is not None else timeout_from_env()
+        )
         self.client = stripe.StripeClient(
             secret_key,
             http_client=self._http_client,

@@ -128,7 +128,14 @@ class Projector:
                 self._wake.clear()
                 try:
                     applied = await catch_up(self.store, self.projections, self.batch_size)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                # InternalClientError: a connection PostgreSQL cut off mid-operation,
+                # seen on its way back to the pool when the server restarts.
+                except (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                ) as error:
                     log.warning("projector could not apply a batch (will retry): %s", error)
                     applied = 0
                 if applied:

@@ -13,7 +13,7 @@ from litestar.types import Message, Scope
 
 from stripe_standin.api import make_api_router
 from stripe_standin.api_payments import make_payments_router
-from stripe_standin.control import make_control_router
+from stripe_standin.control import drop_connections, make_control_router
 from stripe_standin.errors import StripeError
 from stripe_standin.hosted import make_hosted_router
 from stripe_standin.state import StandinState, error_response, json_response, request_id
@@ -82,6 +82,7 @@ def create_standin_app(
         on_startup=[webhooks.start],
         on_shutdown=[webhooks.stop],
         before_send=[_add_request_id],
+        middleware=[drop_connections],
         exception_handlers={
             StripeError: _stripe_error,
             HTTPException: _http_error,

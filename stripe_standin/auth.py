@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import re
 from typing import Any
 
@@ -44,10 +46,24 @@ def _mask(key: str) -> str:
     return key[:start] + "*" * hidden + key[start + hidden :]
 
 
+async def _hang(request: Request[Any, Any, Any], seconds: float) -> None:
+    """Answer nothing for ``seconds``, as a Stripe that hangs; stop early if the caller left."""
+
+    async def caller_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(caller_left(), seconds)
+
+
 async def api_gate(request: Request[Any, Any, Any]) -> None:
     """Runs before every ``/v1`` handler: injected failures first, then authentication."""
-    status = get_state(request.app).take_failure()
+    state = get_state(request.app)
+    status = state.take_failure()
     if status is not None:
+        if state.fail_mode == "hang":
+            await _hang(request, state.fail_seconds)
         raise StripeError(
             status,
             "An unknown error occurred (injected by the stand-in's fail-next).",

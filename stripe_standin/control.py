@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath, JSONBody
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from stripe_standin.disputes import close_dispute, open_dispute
 from stripe_standin.errors import no_such
@@ -21,16 +22,62 @@ class FailNext(msgspec.Struct, forbid_unknown_fields=True):
 
     status: int = 500
     count: int = 1
+    mode: Literal["error", "hang", "drop"] = "error"
+    seconds: float = 30.0
 
 
 @post("/fail-next", status_code=200)
 async def fail_next(request: Request[Any, Any, Any], data: JSONBody[FailNext]) -> Response[bytes]:
-    """Make the next ``count`` ``/v1`` calls answer ``status`` with an ``api_error``."""
-    if not 400 <= data.status <= 599 or data.count < 0:
-        return json_response({"error": "status must be 400-599 and count >= 0"}, 400)
+    """Make the next ``count`` ``/v1`` calls fail as ``mode`` says.
+
+    ``error`` (the default): answer ``status`` with an ``api_error``. ``hang``: wait
+    ``seconds`` first, as a Stripe that times out. ``drop``: handle the call, then
+    close the connection halfway through the answer, as a network that fails.
+    """
+    if not 400 <= data.status <= 599 or data.count < 0 or not 0 <= data.seconds <= 600:
+        return json_response({"error": "status must be 400-599, count >= 0 and seconds 0-600"}, 400)
     state = get_state(request.app)
     state.fail_status, state.fail_count = data.status, data.count
-    return json_response({"status": data.status, "count": data.count})
+    state.fail_mode, state.fail_seconds = data.mode, data.seconds
+    return json_response(
+        {"status": data.status, "count": data.count, "mode": data.mode, "seconds": data.seconds}
+    )
+
+
+def drop_connections(app: ASGIApp) -> ASGIApp:
+    """Middleware for ``fail-next`` with ``mode: drop``: cut the answer off halfway.
+
+    The call is handled (a session is created, an idempotent answer remembered);
+    only its answer is lost: the status line and half the body go out, then the
+    server closes the connection (uvicorn does when an app ends an unfinished answer).
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not get_state(scope["litestar_app"]).take_failure("drop"):
+            await app(scope, receive, send)
+            return
+        cut = False
+
+        async def send_half(message: Message) -> None:
+            nonlocal cut
+            if cut:
+                return
+            if message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": body[: len(body) // 2],
+                        "more_body": True,
+                    }
+                )
+                cut = True
+                return
+            await send(message)
+
+        await app(scope, receive, send_half)
+
+    return middleware
 
 
 @get("/sessions")

@@ -44,10 +44,17 @@ class StandinState:
     idempotency: dict[tuple[str, str], IdempotentResult] = field(default_factory=dict)
     fail_status: int = 500
     fail_count: int = 0
+    # "error": answer fail_status; "hang": wait fail_seconds first (the caller times out);
+    # "drop": handle the call, then cut the connection in the middle of the answer.
+    fail_mode: str = "error"
+    fail_seconds: float = 30.0
 
-    def take_failure(self) -> int | None:
-        """The status to fail this API call with, if a failure is pending."""
-        if self.fail_count <= 0:
+    def take_failure(self, *modes: str) -> int | None:
+        """The status to fail this API call with, if a failure of one of ``modes`` is pending.
+
+        No ``modes``: the default ``error`` and ``hang`` modes (what ``api_gate`` handles).
+        """
+        if self.fail_count <= 0 or self.fail_mode not in (modes or ("error", "hang")):
             return None
         self.fail_count -= 1
         return self.fail_status

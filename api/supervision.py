@@ -1,0 +1,82 @@
+"""A child process that is started again when it dies (``ledger serve``'s projector)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+
+log = logging.getLogger("ledger")
+
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE_SECONDS = 60.0
+"""A child that ran this long before it died starts again without waiting long."""
+
+
+class SupervisedProcess:
+    """Runs ``command``; while not stopped, starts it again (with backoff) whenever it exits."""
+
+    def __init__(self, command: list[str], name: str) -> None:
+        self.command = command
+        self.name = name
+        self.restarts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        with self._lock:
+            self._process = subprocess.Popen(self.command)  # noqa: S603
+        self._watcher = threading.Thread(target=self._watch, name=f"{self.name} watcher")
+        self._watcher.daemon = True
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        failures = 0
+        while True:
+            process = self._process
+            assert process is not None
+            ran = _wait_timed(process)
+            if self._stopping.is_set():
+                return
+            failures = 0 if ran >= STABLE_SECONDS else failures + 1
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1] if failures else 0.0
+            log.error(
+                "%s exited with %s; starting it again in %.0f s",
+                self.name,
+                process.returncode,
+                delay,
+            )
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._process = subprocess.Popen(self.command)  # noqa: S603
+                self.restarts += 1
+
+    def stop(self, timeout: float = 30) -> int:
+        """Ask it to stop (SIGTERM), wait for it, and return its exit code."""
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.terminate()
+        code = process.wait(timeout=timeout)
+        if code != 0:
+            log.error("%s exited with %s", self.name, code)
+        return code
+
+
+def _wait_timed(process: subprocess.Popen[bytes]) -> float:
+    started = time.monotonic()
+    process.wait()
+    return time.monotonic() - started
