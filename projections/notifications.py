@@ -186,14 +186,18 @@ def fold(
     if state is None or not _move_buckets(state, event.type, data):
         return state, []
     state.position = event.position
-    created = int(event.recorded_at.timestamp())
-    balances = state.balances()
     notifications = []
 
     def notify(kind: str, details: dict[str, Any] | None = None) -> None:
-        data = balances | details if details else balances
+        # Built only for the few events that notify: most fold without a dict or a clock.
+        balances = state.balances()
         notifications.append(
-            Notification(notification_id(event.position, kind), kind, created, data)
+            Notification(
+                notification_id(event.position, kind),
+                kind,
+                int(event.recorded_at.timestamp()),
+                balances | details if details else balances,
+            )
         )
 
     if own := _own_notification(event):

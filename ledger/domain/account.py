@@ -76,7 +76,8 @@ class CreditAccount(Aggregate):
     @property
     def held(self) -> int:
         """Credits reserved by open holds."""
-        return sum(int(h["amount"]) for h in self.open_holds.values())
+        holds = self.open_holds
+        return sum(int(h["amount"]) for h in holds.values()) if holds else 0
 
     @property
     def available(self) -> int:
@@ -86,8 +87,10 @@ class CreditAccount(Aggregate):
     @property
     def free_allowance(self) -> int:
         """This period's allowance that is neither spent nor held."""
-        held_allowance = sum(int(h["from_allowance"]) for h in self.open_holds.values())
-        return self.allowance_remaining - held_allowance
+        holds = self.open_holds
+        if not holds:
+            return self.allowance_remaining
+        return self.allowance_remaining - sum(int(h["from_allowance"]) for h in holds.values())
 
     @property
     def effective_low_balance_threshold(self) -> int:
