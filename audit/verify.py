@@ -60,6 +60,7 @@ class AccountAt(msgspec.Struct):
     allowance_remaining: int = 0
     topup_balance: int = 0
     held: int = 0
+    threshold: int | None = None
     period: str = ""
     statement_lines: int = 0
     balance: int = 0
@@ -71,6 +72,7 @@ class Stream:
     __slots__ = (
         "aggregate",
         "at_balances",
+        "at_notifications",
         "at_statement",
         "first_position",
         "hash",
@@ -86,6 +88,7 @@ class Stream:
         self.statement_lines = 0
         self.aggregate: Any = None
         self.at_balances: AccountAt | None = None
+        self.at_notifications: AccountAt | None = None
         self.at_statement: AccountAt | None = None
         self.purchase_status: tuple[str, bool] | None = None
 
@@ -146,6 +149,7 @@ class Verifier:
         await self._check_purchases_view()
         await self._check_statement_view()
         await self._check_holds_view()
+        await self._check_notifier_view()
         seconds = time.perf_counter() - started
         accounts = [s for s in self.streams.values() if isinstance(s.aggregate, CreditAccount)]
         return Report(
@@ -259,7 +263,7 @@ class Verifier:
         Figures are taken only where a view's position falls inside a stream;
         streams a view has read entirely get theirs from the final state, once.
         """
-        for view in ("balances", "statement"):
+        for view in ("balances", "notifications", "statement"):
             at = self.positions.get(view, 0)
             attribute = f"at_{view}"
             if stream.first_position <= at < position and getattr(stream, attribute) is None:
@@ -310,36 +314,43 @@ class Verifier:
                 )
 
     async def _check_balances_view(self) -> None:
-        expected = {
-            s.aggregate.account_id: s.at_balances
-            for s in self.streams.values()
-            if s.at_balances is not None
-        }
-        rows = await self.connection.fetch(
+        await self._check_account_rows(
+            "balances",
             """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
                       period
-               FROM balances"""
+               FROM balances""",
         )
-        for row in rows:
+
+    async def _check_notifier_view(self) -> None:
+        """The alerts' own copy of each account's buckets and threshold."""
+        await self._check_account_rows(
+            "notifications",
+            """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
+                      threshold
+               FROM notifier_accounts""",
+        )
+
+    async def _check_account_rows(self, view: str, query: str) -> None:
+        """Compare a view's row per account, field by field, with the replay at its position."""
+        expected = {
+            s.aggregate.account_id: at
+            for s in self.streams.values()
+            if (at := getattr(s, f"at_{view}")) is not None
+        }
+        for row in await self.connection.fetch(query):
             want = expected.pop(row["account_id"], None)
             if want is None:
-                self._view_finding("balances", row["account_id"], "a row for no account")
+                self._view_finding(view, row["account_id"], "a row for no account")
                 continue
-            for field in (
-                "monthly_allowance",
-                "allowance_remaining",
-                "topup_balance",
-                "held",
-                "period",
-            ):
-                if row[field] != getattr(want, field):
+            for field in row.keys():  # noqa: SIM118 (a Record iterates its values)
+                if field != "account_id" and row[field] != getattr(want, field):
                     self._view_finding(
-                        "balances",
+                        view,
                         row["account_id"],
                         f"{field} is {row[field]} in the view, {getattr(want, field)} replayed",
                     )
         for account_id in expected:
-            self._view_finding("balances", account_id, "the account is missing from the view")
+            self._view_finding(view, account_id, "the account is missing from the view")
 
     async def _check_purchases_view(self) -> None:
         expected = {
@@ -415,6 +426,7 @@ def _figures(account: CreditAccount, lines: int) -> AccountAt:
         allowance_remaining=account.allowance_remaining,
         topup_balance=account.topup_balance,
         held=account.held,
+        threshold=account.__dict__.get("low_balance_threshold"),
         period=account.period,
         statement_lines=lines,
         balance=account.balance,

@@ -1,4 +1,4 @@
-"""Holds in the views and in ``ledger audit verify``, on a database of their own."""
+"""Holds (and the alerts' copy of the buckets) in the views and in ``ledger audit verify``."""
 
 from __future__ import annotations
 
@@ -78,9 +78,13 @@ async def test_the_audit_finds_a_holds_view_that_disagrees(isolated_db: Isolated
     await catch_up(isolated_db.store, all_projections())
     await isolated_db.pool.execute("UPDATE holds SET status = 'held' WHERE reason = 'job b'")
     await isolated_db.pool.execute("UPDATE balances SET held = 7")
+    await isolated_db.pool.execute("UPDATE notifier_accounts SET threshold = 5")
 
     report = await verify(isolated_db.pool)
 
     kinds = sorted(f.kind for f in report.findings)
-    assert kinds == ["balances-view", "holds-view"]
+    assert kinds == ["balances-view", "holds-view", "notifications-view"]
+    assert "threshold is 5 in the view, None replayed" in " ".join(
+        f.detail for f in report.findings
+    )
     assert "is held in the view, released replayed" in " ".join(f.detail for f in report.findings)
