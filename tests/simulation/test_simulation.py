@@ -3,16 +3,18 @@
 A seeded ``random.Random`` writes the schedule: accounts open, Checkout sessions
 are requested and paid, Stripe's deliveries are duplicated and reordered (a
 refund may arrive before the payment it refunds, an ``expired`` after it), spends
-come with idempotency keys and are repeated, months turn and resets run (some
-late, some twice), plans change. Every step goes through the real services and
+come with idempotency keys and are repeated, holds are placed (some repeated),
+captured in part, released, or left to expire, months turn and resets run (some
+late, some twice, some across open holds), plans change. Every step goes through the real services and
 the real store, and after every step the simulator checks:
 
 * the account replayed from the store (no cache) equals a plain model of the rules,
   and equals what the service's cached repository holds;
 * the views, caught up, equal the replay (balance, buckets, statement sum);
-* invariants: the allowance is never negative, a spend never leaves a negative
-  balance, exactly one CreditsPurchased per paid session and none for others,
-  a repeated idempotency key records nothing and gets the first answer.
+* invariants: the allowance is never negative, a spend or hold never leaves
+  ``available`` negative, exactly one CreditsPurchased per paid session and none
+  for others, a repeated idempotency key records nothing and gets the first answer;
+* at the end, ``ledger audit verify`` finds nothing.
 
 A failure names its seed; ``SIM_SEED=<seed> pytest tests/simulation`` runs that one
 seed again, step for step (ids, amounts and order all come from the seed).
@@ -28,11 +30,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from audit.verify import verify
 from ledger.accounts import AccountService, SpendCredits, Spent
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
-from ledger.domain.errors import InsufficientCredits, PeriodOutOfOrder
+from ledger.domain.errors import (
+    HoldAlreadySettled,
+    HoldHasExpired,
+    InsufficientCredits,
+    PeriodOutOfOrder,
+)
 from ledger.domain.ids import account_stream_id
+from ledger.holds import Hold, HoldService, PlaceHold
 from ledger.payment_events import CheckoutChange, CheckoutEvent, PaymentEvent, RefundEvent
 from ledger.payments import PaymentService
 from ledger.purchases import Pricing
@@ -56,10 +65,41 @@ class ModelAccount:
     allowance_remaining: int
     topup: int = 0
     period: str = "2030-01"
+    holds: dict[str, ModelHold] = field(default_factory=dict)
 
     @property
     def balance(self) -> int:
         return self.allowance_remaining + self.topup
+
+    @property
+    def held(self) -> int:
+        return sum(h.amount for h in self.holds.values())
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    def split(self, amount: int) -> tuple[int, int]:
+        """Free allowance first (what open holds have not reserved), then top-ups."""
+        free = self.allowance_remaining - sum(h.from_allowance for h in self.holds.values())
+        from_allowance = min(amount, max(free, 0))
+        return from_allowance, amount - from_allowance
+
+    def settle(self, hold_id: str, captured: int) -> None:
+        """A hold ends: what it captures is spent; an old period's share it leaves lapses."""
+        hold = self.holds.pop(hold_id)
+        from_allowance = min(captured, hold.from_allowance)
+        lapsed = hold.from_allowance - from_allowance if hold.period != self.period else 0
+        self.allowance_remaining -= from_allowance + lapsed
+        self.topup -= captured - from_allowance
+
+
+@dataclass
+class ModelHold:
+    amount: int
+    from_allowance: int
+    period: str
+    expires_at: datetime
 
 
 @dataclass
@@ -85,6 +125,7 @@ class Simulation:
     answers: dict[tuple[str, str], Spent] = field(default_factory=dict)
     spends: dict[tuple[str, str], int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
+    placed: dict[str, tuple[str, Hold]] = field(default_factory=dict)  # key -> (account, answer)
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -95,6 +136,7 @@ class Simulation:
         self.payments = PaymentService(
             self.repository, Pricing(unit_amount=1, currency="usd"), IdempotencyStore(self.db.pool)
         )
+        self.holds = HoldService(self.accounts_service)
         self.ids = 0
 
     def new_id(self, prefix: str) -> str:
@@ -223,18 +265,16 @@ class Simulation:
         try:
             answer = await self.accounts_service.spend(SpendCredits(account_id, amount, key, key))
         except InsufficientCredits:
-            assert amount > model.balance, f"refused {amount} with {model.balance} available"
+            assert amount > model.available, f"refused {amount} with {model.available} available"
             self.counts["spends refused"] += 1
             return
-        assert amount <= model.balance, f"spent {amount} with only {model.balance} available"
-        from_allowance = min(amount, max(model.allowance_remaining, 0))
-        assert (answer.from_allowance, answer.from_topup) == (
-            from_allowance,
-            amount - from_allowance,
-        )
+        assert amount <= model.available, f"spent {amount} with only {model.available} available"
+        from_allowance, from_topup = model.split(amount)
+        assert (answer.from_allowance, answer.from_topup) == (from_allowance, from_topup)
         model.allowance_remaining -= from_allowance
-        model.topup -= amount - from_allowance
-        assert answer.balance == model.balance >= 0
+        model.topup -= from_topup
+        assert answer.balance == model.balance
+        assert model.available >= 0
         self.answers[(account_id, key)] = answer
         self.spends[(account_id, key)] = amount
         self.counts["spends"] += 1
@@ -256,8 +296,84 @@ class Simulation:
         if period > model.period:
             model.period = period
             model.monthly_allowance = model.next_allowance
-            model.allowance_remaining = model.next_allowance
+            # Open holds keep what they reserved of the old allowance (carried over).
+            carried = sum(h.from_allowance for h in model.holds.values())
+            model.allowance_remaining = model.next_allowance + carried
             self.counts["resets"] += 1
+            if carried:
+                self.counts["resets across open holds"] += 1
+
+    async def place_hold(self, account_id: str) -> None:
+        model = self.accounts[account_id]
+        mine = [key for key, (acct, _) in self.placed.items() if acct == account_id]
+        if mine and self.random.random() < 0.2:  # a client retrying a hold it placed
+            key = self.random.choice(mine)
+            first = self.placed[key][1]
+            command = PlaceHold(account_id, first.amount, 3600 * 24 * 3, first.reason, key)
+            assert await self.holds.place(command) == first, (
+                "a repeated hold key got another answer"
+            )
+            self.counts["repeated holds"] += 1
+            return
+        key = self.new_id("hold-key")
+        amount = self.random.choice([5, 60, 300, 900, 2000])
+        command = PlaceHold(account_id, amount, 3600 * 24 * 3, key, key)
+        try:
+            answer = await self.holds.place(command)
+        except InsufficientCredits:
+            assert amount > model.available, f"hold of {amount} refused, {model.available} free"
+            self.counts["holds refused"] += 1
+            return
+        assert amount <= model.available, f"held {amount} with only {model.available} available"
+        from_allowance, _ = model.split(amount)
+        model.holds[answer.hold_id] = ModelHold(
+            amount, from_allowance, model.period, self.now + timedelta(days=3)
+        )
+        assert (answer.held, answer.available) == (model.held, model.available)
+        self.placed[key] = (account_id, answer)
+        self.counts["holds"] += 1
+
+    async def settle_hold(self, account_id: str) -> None:
+        model = self.accounts[account_id]
+        if not model.holds:
+            return
+        hold_id = self.random.choice(sorted(model.holds))
+        hold = model.holds[hold_id]
+        expired = self.now >= hold.expires_at
+        choice = self.random.random()
+        if choice < 0.5:
+            captured = self.random.randint(0, hold.amount)
+            try:
+                answer = await self.holds.capture(account_id, hold_id, captured)
+            except HoldHasExpired:
+                assert expired, "a hold not yet due was refused as expired"
+                self.counts["late captures refused"] += 1
+                return
+            assert not expired, "an expired hold was captured"
+            model.settle(hold_id, captured)
+            self.counts["captures"] += 1
+        elif choice < 0.8:
+            answer = await self.holds.release(account_id, hold_id)
+            model.settle(hold_id, 0)
+            self.counts["releases"] += 1
+        else:
+            settled = await self.holds.expire(account_id, hold_id)
+            assert (settled is not None) == expired
+            if settled is None:
+                return
+            answer = settled
+            model.settle(hold_id, 0)
+            self.counts["expiries"] += 1
+        assert (answer.held, answer.available) == (model.held, model.available)
+        again = (
+            await self.holds.release(account_id, hold_id)
+            if answer.status in ("released", "expired")
+            else None
+        )
+        assert again is None or again == answer, "a repeated release got another answer"
+        if answer.status == "captured":
+            with pytest.raises(HoldAlreadySettled):
+                await self.holds.release(account_id, hold_id)
 
     async def change_plan(self, account_id: str) -> None:
         allowance = self.random.choice([0, 100, 500, 1000])
@@ -280,9 +396,15 @@ class Simulation:
         if roll < 0.45 and paid:
             self.refund(self.random.choice(paid))
             return "refund"
-        if roll < 0.80:
+        if roll < 0.66:
             await self.spend(account_id)
             return "spend"
+        if roll < 0.73:
+            await self.place_hold(account_id)
+            return "hold"
+        if roll < 0.80:
+            await self.settle_hold(account_id)
+            return "settle hold"
         if roll < 0.87:
             await self.turn_month()
             return "turn month"
@@ -303,6 +425,7 @@ class Simulation:
             assert cached is not None
             figures = (replayed.allowance_remaining, replayed.topup_balance, replayed.period)
             assert figures == (model.allowance_remaining, model.topup, model.period), account_id
+            assert (replayed.held, sorted(replayed.open_holds)) == (model.held, sorted(model.holds))
             assert replayed.monthly_allowance == model.monthly_allowance
             assert (cached.allowance_remaining, cached.topup_balance, cached.period) == figures
             assert replayed.allowance_remaining >= 0
@@ -321,6 +444,8 @@ class Simulation:
         assert set(purchased) == should_be_paid
         assert set(purchased.values()) <= {1}, "a session was credited twice"
         assert paid["any"] == len(should_be_paid)
+        report = await verify(self.db.pool)
+        assert report.findings == [], report.findings
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda seed: f"seed={seed}")
