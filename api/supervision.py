@@ -15,7 +15,11 @@ STABLE_SECONDS = 60.0
 
 
 class SupervisedProcess:
-    """Runs ``command``; while not stopped, starts it again (with backoff) whenever it exits."""
+    """Runs ``command``; while not stopped, starts it again (with backoff) when it fails.
+
+    An exit status of 0 means it was asked to stop (a signal it handles): it is not
+    started again then.
+    """
 
     def __init__(self, command: list[str], name: str) -> None:
         self.command = command
@@ -44,6 +48,10 @@ class SupervisedProcess:
             assert process is not None
             ran = _wait_timed(process)
             if self._stopping.is_set():
+                return
+            if process.returncode == 0:
+                # It was asked to stop (Ctrl-C reaches the whole process group): not a crash.
+                log.info("%s stopped", self.name)
                 return
             failures = 0 if ran >= STABLE_SECONDS else failures + 1
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1] if failures else 0.0
