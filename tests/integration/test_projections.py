@@ -22,7 +22,7 @@ from ledger.store.event_store import EventStore
 from ledger.store.idempotency import IdempotencyStore
 from projections.queries import Views
 from projections.runner import all_projections, catch_up
-from tests.conftest import unique
+from tests.conftest import IsolatedDatabase, unique
 
 operations = st.lists(
     st.one_of(
@@ -194,3 +194,34 @@ async def test_two_projectors_at_once_apply_every_event_once(
     for account_id in account_ids:
         lines = await Views(pool).statement(account_id, limit=1000)
         assert len(lines) == 26
+
+
+async def test_a_view_far_behind_catches_up_while_the_others_stay_current(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Views at different positions (a new or reset one) in the projector's shared batches."""
+    store = isolated_db.store
+    accounts = AccountService(Repository(store), store, IdempotencyStore(store.pool))
+    account_ids = [f"acct_behind_{n}" for n in range(3)]
+    for account_id in account_ids:
+        await accounts.open(account_id, 1000)
+        for n in range(40):
+            await apply_operation(accounts.repository, account_id, ("spend", 3 + n), [0])
+    await catch_up(store, all_projections(), batch_size=25)
+    # The statement starts over, as a newly added view would.
+    await isolated_db.pool.execute("TRUNCATE statement_lines")
+    await isolated_db.pool.execute(
+        "UPDATE projection_positions SET position = 0 WHERE name = 'statement'"
+    )
+    for account_id in account_ids:  # and writes go on meanwhile
+        await apply_operation(accounts.repository, account_id, ("purchase", 500), [0])
+
+    applied = await catch_up(store, all_projections(), batch_size=25)
+
+    head = await store.head_position()
+    positions = dict(
+        await isolated_db.pool.fetch("SELECT name, position FROM projection_positions")
+    )
+    assert set(positions.values()) == {head}
+    assert applied == head + 3 * (len(all_projections()) - 1)  # the statement all; others 3
+    await assert_views_match_the_events(store, account_ids)
