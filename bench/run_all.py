@@ -722,7 +722,7 @@ def report(options: Options, results: Results, wall: float) -> str:
         f"Service database: {LONG_ACCOUNT} ({options.history:,} events) appended in"
         f" {results.history_seconds:.1f} s; the service's projector then caught up with it in"
         f" {results.catchup_seconds:.1f} s ({options.history / results.catchup_seconds:,.0f}"
-        " events/s, 3 views).",
+        f" events/s, {len(rebuild.detail['views'])} views).",
         f"Non-2xx answers or socket errors: {non_2xx}; webhook deliveries reused:"
         f" {hook.result['wraps']}.",
         f"Whole run: {wall / 60:.1f} min.",
