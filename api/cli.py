@@ -127,6 +127,9 @@ def project(batch_size: int, dispatch: bool) -> None:
     """
     import signal
 
+    # Asked to stop while still starting: nothing applied yet, so a clean exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
     import asyncpg
 
     from ledger.notifications.dispatcher import Dispatcher

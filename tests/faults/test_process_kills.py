@@ -137,6 +137,15 @@ async def test_an_api_killed_under_load_and_restarted_keeps_every_answer(
             projector.kill_group()
 
 
+async def wait_for_log(process: LedgerProcess, text: str, seconds: float = 30) -> None:
+    """Until the process's latest start has logged ``text``."""
+    latest = process.logs[-1]
+    deadline = time.monotonic() + seconds
+    while not latest.exists() or text not in latest.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"never logged {text!r}:\n{process.log_text()}"
+        await asyncio.sleep(0.02)
+
+
 async def wait_until_past(database: Database, position: int, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while min((await projection_positions(database.pool)).values()) <= position:
@@ -185,6 +194,7 @@ async def test_a_projector_killed_at_random_points_under_load_leaves_views_equal
 
             await projector.start()
             head = await wait_for_projections(database.store)
+            await wait_for_log(projector, "projector started")  # stopped at work, not starting
             projector.send(signal.SIGTERM)
             assert await projector.wait(30) == 0
 
