@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from api.services import Services
+from ledger.holds import PlaceHold
 from ledger.tokens import Scope
 from tests.e2e.conftest import Customer
 from tests.support.events import events_since, tail_position
@@ -27,6 +28,19 @@ ENDPOINTS = [
     ("GET", "/v1/accounts/{account}/credits", None, {"ledger:write", "ledger:audit", "own"}),
     ("GET", "/v1/accounts/{account}/events", None, {"ledger:audit", "own"}),
     ("GET", "/v1/events", None, {"ledger:audit"}),
+    ("POST", "/v1/accounts/{account}/holds", {"amount": 1}, {"ledger:write"}),
+    ("POST", "/v1/accounts/{account}/holds/{hold}/capture", {"amount": 1}, {"ledger:write"}),
+    ("POST", "/v1/accounts/{account}/holds/{hold}/release", {}, {"ledger:write"}),
+    ("GET", "/v1/accounts/{account}/holds/{hold}", None, {"ledger:write", "ledger:audit"}),
+    (
+        "POST",
+        "/v1/webhook-endpoints",
+        {"url": "https://hooks.example/ledger", "events": ["credits.spent"]},
+        {"ledger:write"},
+    ),
+    ("GET", "/v1/webhook-endpoints", None, {"ledger:write"}),
+    ("DELETE", "/v1/webhook-endpoints/{endpoint}", None, {"ledger:write"}),
+    ("PUT", "/v1/accounts/{account}/low-balance-threshold", {"threshold": 5}, {"ledger:write"}),
 ]
 
 
@@ -45,14 +59,29 @@ async def tokens(services: Services, customer: Customer) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+async def existing(
+    http: httpx.AsyncClient, services: Services, customer: Customer, tokens: dict[str, str]
+) -> dict[str, str]:
+    """A hold on the customer's account and a webhook endpoint, for the paths that name them."""
+    hold = await services.holds.place(PlaceHold(customer.account_id, 10, 600, "matrix", "m-1"))
+    created = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://hooks.example/matrix", "events": ["credits.spent"]},
+        headers={"Authorization": f"Bearer {tokens['ledger:write']}"},
+    )
+    assert created.status_code == 201, created.text
+    return {"account": customer.account_id, "hold": hold.hold_id, "endpoint": created.json()["id"]}
+
+
 async def test_every_scope_is_refused_everywhere_it_does_not_belong(
-    http: httpx.AsyncClient, customer: Customer, tokens: dict[str, str]
+    http: httpx.AsyncClient, tokens: dict[str, str], existing: dict[str, str]
 ) -> None:
     tried = 0
     for method, template, body, allowed in ENDPOINTS:
         for holder, token in tokens.items():
             new = uuid.uuid4().hex[:10]
-            path = template.format(account=customer.account_id)
+            path = template.format(**existing)
             payload = (
                 {k: v.format(new=new) if isinstance(v, str) else v for k, v in body.items()}
                 if body is not None
