@@ -3,8 +3,9 @@
 Traffic on loopback, from a few concurrent clients, each picking at random:
 purchases (``POST /v1/credits/purchase``, then paid through the Stripe stand-in's
 ``/pay``, which delivers the signed webhook to the ledger), spends (with
-idempotency keys, some repeated), reads (credits, transactions, purchases) and
-monthly resets (the period moves on every few seconds). The API process's RSS
+idempotency keys, some repeated), holds (placed, then captured in part or
+released), reads (credits, transactions, purchases) and monthly resets (the
+period moves on every few seconds). The API process's RSS
 (and its projector's) is sampled every few seconds.
 
 Afterwards: the stand-in's deliveries have all been answered 2xx, the views catch
@@ -50,7 +51,7 @@ PERIOD_SECONDS = 15.0  # the "month" the resets name moves on this often
 MB = 1024 * 1024
 # Answers that are part of the traffic, not errors: a short balance, a reset for a period
 # another client already moved past.
-EXPECTED = {("spend", 402), ("reset", 409)}
+EXPECTED = {("spend", 402), ("hold", 402), ("reset", 409)}
 
 
 @dataclass
@@ -139,6 +140,33 @@ class Traffic:
             headers={**self.writer, "Idempotency-Key": key},
         )
 
+    async def hold(self, client: httpx.AsyncClient, customer: Customer) -> None:
+        """Reserve, then capture part of it or release it (the work ran, or did not)."""
+        amount = self.random.choice([5, 20, 100])
+        placed = await self.call(
+            client,
+            "hold",
+            "POST",
+            f"/v1/accounts/{customer.account_id}/holds",
+            json={"amount": amount, "expires_in_seconds": 60, "reason": "soak"},
+            headers={**self.writer, "Idempotency-Key": f"hold-{self.random.getrandbits(64):x}"},
+        )
+        if placed is None or placed.status_code != 201:
+            return
+        hold = f"/v1/accounts/{customer.account_id}/holds/{placed.json()['hold_id']}"
+        if self.random.random() < 0.7:
+            captured = self.random.randint(0, amount)
+            await self.call(
+                client,
+                "capture",
+                "POST",
+                f"{hold}/capture",
+                json={"amount": captured},
+                headers=self.writer,
+            )
+        else:
+            await self.call(client, "release", "POST", f"{hold}/release", headers=self.writer)
+
     async def read(self, client: httpx.AsyncClient, customer: Customer) -> None:
         path = self.random.choice(
             ["/v1/credits", "/v1/credits/transactions", "/v1/credits/purchases"]
@@ -161,6 +189,7 @@ class Traffic:
             self.spend,
             self.spend,
             self.spend,
+            self.hold,
             self.read,
             self.read,
             self.read,
