@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 from eventsourcing.utils import get_topic
@@ -22,6 +24,8 @@ from ledger.store.idempotency import (
     replay,
     request_fingerprint,
 )
+
+A = TypeVar("A", bound=msgspec.Struct)
 
 
 def billing_period(clock: Clock) -> str:
@@ -105,31 +109,15 @@ class AccountService:
         return await self.repository.exists(account_stream_id(account_id))
 
     async def spend(self, command: SpendCredits) -> Spent:
-        """Spend once per key: a repeat gets the first answer and records nothing.
+        """Spend once per key: a repeat gets the first answer and records nothing."""
 
-        The decision is made on the account as this process last wrote it and is
-        committed with the answer under its key by group commit; if another
-        process wrote meanwhile, the append conflicts and the spend is decided
-        again on a fresh load. A refusal is only ever decided on a fresh load.
-        """
-        scope = f"spend/{command.account_id}"
-        fingerprint = request_fingerprint({"amount": command.amount, "reason": command.reason})
-
-        async def attempt() -> Spent:
-            account = await self.get(command.account_id)
-            try:
-                buckets = account.spend(command.amount, command.reason)
-            except InsufficientCredits:
-                earlier = await self.idempotency.find(scope, command.idempotency_key)
-                if earlier is not None:
-                    return replay(earlier, fingerprint, Spent)
-                account = await self.get(command.account_id, fresh=True)
-                buckets = account.spend(command.amount, command.reason)
-            answer = Spent(
+        def decide(account: CreditAccount) -> Spent:
+            from_allowance, from_topup = account.spend(command.amount, command.reason)
+            return Spent(
                 account_id=account.account_id,
                 amount=command.amount,
-                from_allowance=buckets[0],
-                from_topup=buckets[1],
+                from_allowance=from_allowance,
+                from_topup=from_topup,
                 reason=command.reason,
                 balance=account.balance,
                 allowance_remaining=account.allowance_remaining,
@@ -137,24 +125,62 @@ class AccountService:
                 monthly_allowance=account.monthly_allowance,
                 period=account.period,
             )
-            answer_bytes = msgspec.json.encode(answer)
+
+        return await self.decide_once(
+            command.account_id,
+            f"spend/{command.account_id}",
+            command.idempotency_key,
+            request_fingerprint({"amount": command.amount, "reason": command.reason}),
+            Spent,
+            decide,
+        )
+
+    async def decide_once(
+        self,
+        account_id: str,
+        scope: str,
+        key: str,
+        fingerprint: bytes,
+        answer_type: type[A],
+        decide: Callable[[CreditAccount], A],
+    ) -> A:
+        """Run a keyed command on an account once: a repeat gets the first answer.
+
+        ``decide`` changes the account and returns the answer. The decision is
+        made on the account as this process last wrote it and is committed with
+        the answer under its key by group commit; if another process wrote
+        meanwhile, the append conflicts and it is decided again on a fresh load.
+        A refusal (InsufficientCredits) is only ever decided on a fresh load, and
+        only after the key was found unused: a repeat is never refused.
+        """
+
+        async def attempt() -> A:
+            account = await self.get(account_id)
+            try:
+                answer = decide(account)
+            except InsufficientCredits:
+                earlier = await self.idempotency.find(scope, key)
+                if earlier is not None:
+                    return replay(earlier, fingerprint, answer_type)
+                account = await self.get(account_id, fresh=True)
+                answer = decide(account)
             await self.repository.commit(
                 account,
                 keys=[
                     IdempotencyRecord(
-                        scope, command.idempotency_key, StoredAnswer(fingerprint, answer_bytes)
+                        scope, key, StoredAnswer(fingerprint, msgspec.json.encode(answer))
                     )
                 ],
             )
             return answer
 
         try:
-            async with self.locks.hold(command.account_id):
+            async with self.locks.hold(account_id):
                 return await retry_on_conflict(attempt)
         except IdempotencyKeyTaken:
-            earlier = await self.idempotency.find(scope, command.idempotency_key)
+            earlier = await self.idempotency.find(scope, key)
             assert earlier is not None  # the key's row committed before ours conflicted
-            return replay(earlier, fingerprint, Spent)
+            return replay(earlier, fingerprint, answer_type)
 
     async def reset_month(self, account_id: str, period: str | None = None) -> CreditAccount:
         """Set the allowance back to the plan for ``period`` (default: this month), once."""

@@ -14,7 +14,6 @@ from ledger.domain.errors import (
     HoldAlreadySettled,
     HoldHasExpired,
     HoldNotFound,
-    InsufficientCredits,
 )
 from ledger.domain.holds import OpenHold, Settlement
 from ledger.repository import retry_on_conflict
@@ -22,7 +21,6 @@ from ledger.store.group_commit import IdempotencyRecord
 from ledger.store.idempotency import (
     IdempotencyKeyTaken,
     StoredAnswer,
-    replay,
     request_fingerprint,
 )
 
@@ -99,47 +97,27 @@ class HoldService:
 
     async def place(self, command: PlaceHold) -> Hold:
         """Reserve credits once per key; 402 (InsufficientCredits) when not available."""
-        scope = f"hold/{command.account_id}"
-        fingerprint = request_fingerprint(
-            {
-                "amount": command.amount,
-                "expires_in_seconds": command.expires_in_seconds,
-                "reason": command.reason,
-            }
-        )
-        earlier = await self.idempotency.find(scope, command.idempotency_key)
-        if earlier is not None:
-            return replay(earlier, fingerprint, Hold)
         hold_id = new_hold_id()
 
-        async def attempt() -> Hold:
+        def decide(account: CreditAccount) -> Hold:
             expires_at = self.clock() + timedelta(seconds=command.expires_in_seconds)
-            account = await self.accounts.get(command.account_id)
-            try:
-                hold = account.place_hold(hold_id, command.amount, command.reason, expires_at)
-            except InsufficientCredits:
-                account = await self.accounts.get(command.account_id, fresh=True)
-                hold = account.place_hold(hold_id, command.amount, command.reason, expires_at)
-            answer = _answer(account, hold_id, hold, "held")
-            await self.repository.commit(
-                account,
-                keys=[
-                    IdempotencyRecord(
-                        scope,
-                        command.idempotency_key,
-                        StoredAnswer(fingerprint, msgspec.json.encode(answer)),
-                    )
-                ],
-            )
-            return answer
+            hold = account.place_hold(hold_id, command.amount, command.reason, expires_at)
+            return _answer(account, hold_id, hold, "held")
 
-        try:
-            async with self.accounts.locks.hold(command.account_id):
-                return await retry_on_conflict(attempt)
-        except IdempotencyKeyTaken:
-            earlier = await self.idempotency.find(scope, command.idempotency_key)
-            assert earlier is not None  # the key's row committed before ours conflicted
-            return replay(earlier, fingerprint, Hold)
+        return await self.accounts.decide_once(
+            command.account_id,
+            f"hold/{command.account_id}",
+            command.idempotency_key,
+            request_fingerprint(
+                {
+                    "amount": command.amount,
+                    "expires_in_seconds": command.expires_in_seconds,
+                    "reason": command.reason,
+                }
+            ),
+            Hold,
+            decide,
+        )
 
     async def get(self, account_id: str, hold_id: str) -> Hold:
         """The hold as it stands: open, or the answer that settled it."""
