@@ -114,15 +114,22 @@ class IsolatedDatabase:
     store: EventStore
 
 
-@pytest.fixture
-async def isolated_db(postgres_server_url: str) -> AsyncIterator[IsolatedDatabase]:
-    """A migrated database of the test's own, for tests that look at everything in it."""
-    async with fresh_database(postgres_server_url) as url:
+@contextlib.asynccontextmanager
+async def migrated_database(server_url: str) -> AsyncIterator[IsolatedDatabase]:
+    """A fresh database on the server, migrated, with a pool; dropped afterwards."""
+    async with fresh_database(server_url) as url:
         pool = await create_pool(url, min_size=1, max_size=10)
         try:
             yield IsolatedDatabase(url=url, pool=pool, store=EventStore(pool))
         finally:
             await pool.close()
+
+
+@pytest.fixture
+async def isolated_db(postgres_server_url: str) -> AsyncIterator[IsolatedDatabase]:
+    """A migrated database of the test's own, for tests that look at everything in it."""
+    async with migrated_database(postgres_server_url) as database:
+        yield database
 
 
 @pytest.fixture(scope="session")

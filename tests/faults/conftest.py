@@ -25,16 +25,13 @@ import asyncpg
 import httpx
 import pytest
 
-from api.database import create_pool
 from ledger.store.event_store import EventStore
 from ledger.tokens import Scope, TokenService
 from projections.runner import all_projections
 from stripe_standin import RunningStandin, run_standin
-from tests.conftest import fresh_database
+from tests.support.cli import ROOT, ledger
 from tests.support.servers import bind_free_port
 from tests.support.stripe_events import WEBHOOK_SECRET, checkout_session, event_body, signature
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class OwnPostgres:
@@ -80,23 +77,6 @@ def own_postgres() -> Iterator[OwnPostgres]:
             yield server
         finally:
             server.cleanup()
-
-
-@dataclass(frozen=True)
-class Database:
-    url: str
-    pool: asyncpg.Pool
-    store: EventStore
-
-
-@contextlib.asynccontextmanager
-async def migrated_database(server_url: str) -> AsyncIterator[Database]:
-    async with fresh_database(server_url) as url:
-        pool = await create_pool(url, min_size=1, max_size=10)
-        try:
-            yield Database(url=url, pool=pool, store=EventStore(pool))
-        finally:
-            await pool.close()
 
 
 @pytest.fixture(scope="session")
@@ -210,22 +190,6 @@ def process_folder() -> Iterator[Path]:
         yield Path(folder)
 
 
-async def ledger_cli(
-    database_url: str, *args: str, seconds: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run a ``ledger`` command as an operator does."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "api.cli", *args],
-        env={**os.environ, "DATABASE_URL": database_url},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=seconds,
-        check=False,
-    )
-
-
 async def projection_positions(pool: asyncpg.Pool) -> dict[str, int]:
     names = [p.name for p in all_projections()]
     rows = await pool.fetch(
@@ -251,7 +215,7 @@ async def wait_for_projections(store: EventStore, *, seconds: float = 60) -> int
 
 async def assert_audit_verify_passes(database_url: str) -> str:
     """``ledger audit verify``: hash chains, balances, invariants and views agree (exit 0)."""
-    verified = await ledger_cli(database_url, "audit", "verify")
+    verified = await ledger(database_url, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     return verified.stdout
 

@@ -10,12 +10,12 @@ import psutil
 import pytest
 
 from stripe_standin import RunningStandin
+from tests.conftest import migrated_database
 from tests.faults.conftest import (
     LedgerProcess,
     Load,
     OwnPostgres,
     assert_audit_verify_passes,
-    migrated_database,
     open_accounts,
     projection_positions,
     recorded,

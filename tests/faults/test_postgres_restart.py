@@ -9,13 +9,13 @@ import httpx
 import pytest
 
 from stripe_standin import RunningStandin
+from tests.conftest import migrated_database
 from tests.faults.conftest import (
     LedgerProcess,
     Load,
     OwnPostgres,
     assert_audit_verify_passes,
     describe_answers,
-    migrated_database,
     open_accounts,
     recorded,
     wait_for_answers,

@@ -14,13 +14,12 @@ import psutil
 import pytest
 
 from stripe_standin import RunningStandin
+from tests.conftest import IsolatedDatabase, migrated_database
 from tests.faults.conftest import (
     Answer,
-    Database,
     LedgerProcess,
     Load,
     assert_audit_verify_passes,
-    migrated_database,
     open_accounts,
     projection_positions,
     recorded,
@@ -146,7 +145,7 @@ async def wait_for_log(process: LedgerProcess, text: str, seconds: float = 30) -
         await asyncio.sleep(0.02)
 
 
-async def wait_until_past(database: Database, position: int, seconds: float = 30) -> None:
+async def wait_until_past(database: IsolatedDatabase, position: int, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while min((await projection_positions(database.pool)).values()) <= position:
         assert time.monotonic() < deadline, f"the views did not pass {position} in {seconds} s"

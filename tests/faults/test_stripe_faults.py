@@ -10,10 +10,9 @@ import pytest
 
 from ledger.tokens import Scope, TokenService
 from stripe_standin import RunningStandin, run_standin
+from tests.conftest import IsolatedDatabase, migrated_database
 from tests.faults.conftest import (
-    Database,
     LedgerProcess,
-    migrated_database,
     open_accounts,
     writer_token,
 )
@@ -38,7 +37,7 @@ async def stripe() -> AsyncIterator[RunningStandin]:
         yield running
 
 
-async def checkout_requests(database: Database, after: int, account_id: str) -> list[str]:
+async def checkout_requests(database: IsolatedDatabase, after: int, account_id: str) -> list[str]:
     return [
         data["session_id"]
         for kind, data in await events_since(database.store, after)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import asyncpg
@@ -28,6 +24,7 @@ from ledger.repository import Repository
 from ledger.store.idempotency import IdempotencyStore
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
+from tests.support.cli import ledger
 
 PRICING = Pricing(unit_amount=1, currency="usd")
 
@@ -195,18 +192,6 @@ async def test_a_purchase_credited_twice_or_without_a_checkout_is_reported(
 
     kinds = sorted(f.kind for f in report.findings)
     assert kinds == ["credited-twice", "purchase-without-checkout"]
-
-
-async def ledger(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "api.cli", *args],
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def test_the_verify_command_reports_and_exits_by_its_findings(

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
-import os
-import subprocess
-import sys
 
 import asyncpg
 
 from ledger.tokens import TokenService
 from tests.conftest import unique
+from tests.support import cli
 
-
-async def ledger(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "api.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+ledger = functools.partial(cli.ledger, seconds=60)
 
 
 async def test_accounts_open_then_a_token_for_it_authenticates(

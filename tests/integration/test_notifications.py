@@ -7,10 +7,10 @@ real projector and dispatcher; the backoff schedule is in tenths of seconds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +31,10 @@ from projections.notifications import NotificationsProjection
 from projections.rebuild import rebuild
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase, unique
+from tests.support import cli
 from tests.support.webhook_receiver import Receiver, webhook_receiver
+
+ledger = functools.partial(cli.ledger, seconds=60)
 
 FAST_SCHEDULE = (0.2, 0.2, 0.2)
 
@@ -493,16 +496,3 @@ async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
 
 def test_the_default_retry_schedule_lasts_more_than_a_day() -> None:
     assert sum(DEFAULT_SCHEDULE) * (1 - JITTER) >= 24 * 3600
-
-
-async def ledger(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "api.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 
 import asyncpg
 
@@ -15,18 +12,7 @@ from ledger.store.idempotency import IdempotencyStore
 from projections.queries import Views
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
-
-
-async def ledger(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "api.cli", *args],
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.support.cli import ledger
 
 
 def accounts_of(db: IsolatedDatabase) -> AccountService:
