@@ -96,10 +96,9 @@ async def audit_verify(url: str, data_dir: Path) -> Timed:
     )
 
 
-async def projections_rebuild(url: str, data_dir: Path, events: int) -> Timed:
-    """``ledger projections rebuild`` (every view, in one pass over the events) to the end."""
-    started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
+async def start_rebuild(url: str, data_dir: Path) -> asyncio.subprocess.Process:
+    """``ledger projections rebuild`` (every view, one pass) as a process of its own."""
+    return await asyncio.create_subprocess_exec(
         *ledger_command(),
         "projections",
         "rebuild",
@@ -107,6 +106,12 @@ async def projections_rebuild(url: str, data_dir: Path, events: int) -> Timed:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
+
+
+async def projections_rebuild(url: str, data_dir: Path, events: int) -> Timed:
+    """``ledger projections rebuild`` (every view, in one pass over the events) to the end."""
+    started = time.perf_counter()
+    process = await start_rebuild(url, data_dir)
     await process.wait()
     if process.returncode != 0:
         raise RuntimeError(f"ledger projections rebuild failed ({process.returncode})")
@@ -142,14 +147,7 @@ async def projections_rebuild_sampled(url: str, data_dir: Path, events: int, lim
     """
     connection = await asyncpg.connect(url)
     started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        *ledger_command(),
-        "projections",
-        "rebuild",
-        env=service_env(url, data_dir),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await start_rebuild(url, data_dir)
     first: tuple[float, int] | None = None
     last: tuple[float, int] | None = None
     detail: dict[str, Any] = {"views": _views(), "limit": limit}
