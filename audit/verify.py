@@ -187,7 +187,8 @@ class Verifier:
         in_sequence = event.originator_version == previous_version + 1
         stream.version, stream.hash = event.originator_version, event.hash
         try:
-            replayed = self.mapper.to_domain_event(event).mutate(stream.aggregate)
+            domain_event = self.mapper.to_domain_event(event)
+            replayed = domain_event.mutate(stream.aggregate)
         except Exception as error:  # a tampered row may not even decode
             self._find("unreadable", f"cannot replay the event: {error}", stream, event)
             replayed = None
@@ -220,9 +221,11 @@ class Verifier:
                 event,
             )
         if replayed is not None:
-            self._check_event(stream, event, event_type_name(event.topic))
+            self._check_event(stream, event, event_type_name(event.topic), domain_event)
 
-    def _check_event(self, stream: Stream, event: RecordedEvent, kind: str) -> None:
+    def _check_event(
+        self, stream: Stream, event: RecordedEvent, kind: str, domain_event: Any
+    ) -> None:
         aggregate = stream.aggregate
         if isinstance(aggregate, CreditAccount):
             if aggregate.allowance_remaining < 0:
@@ -241,12 +244,10 @@ class Verifier:
                     event,
                 )
             if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
-                hold_id = str(msgspec.json.decode(event.state)["hold_id"])
-                self.hold_status[hold_id] = (aggregate.account_id, _HOLD_STATUS[kind])
+                self.hold_status[domain_event.hold_id] = (aggregate.account_id, _HOLD_STATUS[kind])
             if kind == "CreditsPurchased":
-                data = msgspec.json.decode(event.state)
-                self.credited.setdefault(data["session_id"], []).append(
-                    (aggregate.account_id, int(data["credits"]), event.notification_id)
+                self.credited.setdefault(domain_event.session_id, []).append(
+                    (aggregate.account_id, domain_event.credits, event.notification_id)
                 )
             if kind in STATEMENT_EVENTS and event.notification_id <= self.positions.get(
                 "statement", 0
