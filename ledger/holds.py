@@ -140,12 +140,12 @@ class HoldService:
     async def expire(self, account_id: str, hold_id: str) -> Hold | None:
         """Record the expiry of a hold that reached it; None if it is settled or not due."""
         account = await self.accounts.get(account_id)
-        if hold_id not in account.open_holds:
+        if hold_id not in account.open_holds or not account.hold(hold_id).has_expired(self.clock()):
             return None
         try:
             return await self._settle(account_id, hold_id, "expired", 0)
         except (HoldNotFound, HoldAlreadySettled, HoldHasExpired):
-            return None
+            return None  # settled meanwhile, by another request or process
 
     async def _settle(self, account_id: str, hold_id: str, status: HoldStatus, amount: int) -> Hold:
         scope = f"hold-settlement/{account_id}"
@@ -165,8 +165,7 @@ class HoldService:
                 settlement = account.release_hold(hold_id)
             else:
                 settlement = account.expire_hold(hold_id, self.clock())
-                if settlement is None:
-                    raise HoldAlreadySettled("The hold has not reached its expiry.")
+                assert settlement is not None  # expire() asks only once it is due
             answer = _answer(account, hold_id, hold, status, settlement)
             await self.repository.commit(
                 account,
