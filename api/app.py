@@ -6,14 +6,16 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 
-from api.auth import authenticate
-from api.database import create_pool, describe, resolve_database_url
+from api.access.guards import authenticate
+from api.access.tokens import Principal
+from api.database import create_pool, describe, resolve_database_url, service_url
 from api.errors import EXCEPTION_HANDLERS
 from api.hold_expiry import HoldExpirySweeper
 from api.log_context import request_ids
@@ -31,8 +33,7 @@ from api.routes import (
 )
 from api.services import Services, ServicesDependency, build_services
 from api.settings import Settings
-from ledger.stripe_gateway import StripeGateway
-from ledger.tokens import Principal
+from ledger.adapters.stripe_gateway import StripeGateway
 
 log = logging.getLogger("ledger")
 
@@ -44,10 +45,11 @@ async def open_services(
     settings: Settings, *, stripe_api_base: str | None = None
 ) -> AsyncIterator[Services]:
     """Database pool, migrations, Stripe gateway and services; closed on exit."""
-    database_url = await asyncio.to_thread(
+    given_url = await asyncio.to_thread(
         resolve_database_url, settings.database_url, settings.data_dir
     )
     async with AsyncExitStack() as stack:
+        database_url = await service_url(given_url, settings.database_admin_url)
         pool = await create_pool(database_url)
         stack.push_async_callback(pool.close)
         log.info("event store: %s", describe(database_url))
@@ -56,7 +58,8 @@ async def open_services(
             api_base=stripe_api_base or settings.stripe_api_base,
         )
         stack.push_async_callback(gateway.close)
-        yield build_services(pool, settings, gateway, webhook_secrets(settings), database_url)
+        services = build_services(pool, settings, gateway, webhook_secrets(settings), database_url)
+        yield replace(services, admin_url=settings.database_admin_url or given_url)
 
 
 def webhook_secrets(settings: Settings) -> list[str]:
@@ -88,9 +91,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             app.state.services = services
             await services.tokens.watch_revocations(services.database_url)
             stack.push_async_callback(services.tokens.stop_watching)
-            services.repository.committer.start()
-            stack.push_async_callback(services.repository.committer.stop)
-            sweeper = HoldExpirySweeper(services.views, services.holds)
+            services.ledger.uow.committer.start()
+            stack.push_async_callback(services.ledger.uow.committer.stop)
+            sweeper = HoldExpirySweeper(services.views, services.ledger)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
             if development_extras:

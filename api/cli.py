@@ -170,15 +170,19 @@ def reset_month(period: str | None) -> None:
         except InvalidPeriod as error:
             raise click.BadParameter(str(error), param_hint="--period") from None
 
+    from ledger.commands import ResetMonth
+
     async def run(services: Services) -> tuple[int, int, list[str]]:
-        account_ids = await services.accounts.all_account_ids()
+        account_ids = await services.ledger.all_account_ids()
         reset = unchanged = 0
         refused = []
         with _progress(len(account_ids), "accounts") as bar:
             for account_id in account_ids:
-                before = (await services.accounts.get(account_id)).version
+                before = (await services.ledger.account(account_id)).version
                 try:
-                    after = await services.accounts.reset_month(account_id, period)
+                    after = await services.ledger.execute(
+                        ResetMonth(account_id=account_id, period=period)
+                    )
                 except PeriodOutOfOrder:
                     refused.append(account_id)
                 else:
@@ -264,7 +268,7 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
     from audit.export import account_history, as_csv_row, as_json_line, csv_header
 
     async def run(services: Services) -> int:
-        if not await services.accounts.exists(account_id):
+        if not await services.ledger.account_exists(account_id):
             raise click.ClickException(f"account {account_id} does not exist")
         count = 0
         if fmt == "csv":
@@ -298,16 +302,27 @@ def rebuild_projection(name: str | None) -> None:
         names = ", ".join(p.name for p in all_projections())
         raise click.BadParameter(f"no view {name!r}; choose from {names}", param_hint="NAME")
 
+    from api.database import DatabaseNotReady, owner_connection
+
+    settings = _settings()
+
     async def run(services: Services) -> None:
         head = await services.store.head_position()
         names = ", ".join(p.name for p in chosen)
-        with _progress(head, "events") as bar:
-            bar.set_description(f"rebuilding {names}")
-            position = await rebuild_all(services.store, chosen, lambda count, _: bar.update(count))
+        database_url = services.admin_url or services.database_url
+        async with owner_connection(database_url) as connection:
+            with _progress(head, "events") as bar:
+                bar.set_description(f"rebuilding {names}")
+                position = await rebuild_all(
+                    connection, chosen, lambda count, _: bar.update(count)
+                )
         for projection in chosen:
             click.echo(f"rebuilt {projection.name} up to position {position}")
 
-    _run_with_services(_settings(), run)
+    try:
+        _run_with_services(settings, run)
+    except DatabaseNotReady as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.group()
@@ -421,12 +436,14 @@ def accounts() -> None:
 )
 def open_account(account_id: str, allowance: int | None) -> None:
     """Open ACCOUNT_ID with its monthly allowance available at once."""
+    from ledger.commands import OpenAccount
     from ledger.domain.errors import AccountAlreadyExists, InvalidAccountId
 
     settings = _settings()
     monthly = settings.default_monthly_allowance if allowance is None else allowance
+    command = OpenAccount(account_id=account_id, monthly_allowance=monthly)
     try:
-        account = _run_with_services(settings, lambda s: s.accounts.open(account_id, monthly))
+        account = _run_with_services(settings, lambda s: s.ledger.execute(command))
     except AccountAlreadyExists:
         raise click.ClickException(f"account {account_id} already exists") from None
     except InvalidAccountId as error:
@@ -450,7 +467,7 @@ def tokens() -> None:
 @click.option("--name", help="Who uses it (an internal service or an auditor).")
 def create_token(scope: str, account_id: str | None, name: str | None) -> None:
     """Print a new token as the last line of stdout; it is shown only this once."""
-    from ledger.tokens import Scope
+    from api.access.tokens import Scope
 
     chosen = Scope(scope)
     if chosen is Scope.CREDITS and not account_id:
@@ -459,7 +476,7 @@ def create_token(scope: str, account_id: str | None, name: str | None) -> None:
         raise click.UsageError(f"--scope {scope} is not bound to an account; use --name")
 
     async def issue(services):  # type: ignore[no-untyped-def]
-        if account_id and not await services.accounts.exists(account_id):
+        if account_id and not await services.ledger.account_exists(account_id):
             raise click.ClickException(f"account {account_id} does not exist")
         return await services.tokens.issue(chosen, account_id=account_id, name=name)
 

@@ -1,17 +1,44 @@
-"""Finding the event store's PostgreSQL: ``DATABASE_URL``, or an embedded server."""
+"""Finding the event store's PostgreSQL, setting it up, and connecting as the service's role.
+
+``DATABASE_URL`` says where the store is. When that connection may create roles
+(a superuser: the embedded server, development, tests) it also sets the database
+up (ledger/store/migrate.py) and the service then connects with the same address
+as ``ledger_service``, which cannot change history. In production
+``DATABASE_URL`` names ``ledger_service`` itself and ``DATABASE_ADMIN_URL``, when
+given, is used for the set-up (``ledger db setup``, or at start-up).
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from ledger.store.migrations import apply_migrations
+from ledger.store.event_store import Connection
+from ledger.store.migrate import SERVICE_ROLE, owner_session, pending_migrations, set_up
 
 log = logging.getLogger(__name__)
+
+SERVICE_SETTINGS = {
+    "application_name": "ledger",
+    # Every answer is durable: a 200 is never lost to a crash.
+    "synchronous_commit": "on",
+    # No session can hold the others up for long: a lock wait, a statement or an
+    # open transaction left idle ends with an error (answered 503) instead.
+    "lock_timeout": "5s",
+    "statement_timeout": "60s",
+    "idle_in_transaction_session_timeout": "60s",
+}
+
+
+class DatabaseNotReady(Exception):
+    """The schema needs a set-up this connection may not do."""
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
@@ -47,6 +74,13 @@ def describe(database_url: str) -> str:
     return f"{scheme}://{user}@{location}"
 
 
+def as_role(database_url: str, role: str) -> str:
+    """The same server and database, as ``role`` (no password: for trust or peer auth)."""
+    parts = urlsplit(database_url)
+    location = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(role)}@{location}"))
+
+
 async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     """``asyncpg.connect``, with a missing Unix socket reported as what it means.
 
@@ -60,13 +94,90 @@ async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         raise ConnectionRefusedError(f"PostgreSQL is not listening: {error}") from error
 
 
-async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    """A connection pool on a migrated schema."""
+async def may_administer(connection: asyncpg.Connection) -> bool:
+    """Whether this connection's role may create roles (and so set the database up)."""
+    row = await connection.fetchrow(
+        "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+    )
+    return bool(row and row[0])
+
+
+async def set_up_database(admin_url: str, *, service_password: str | None = None) -> list[str]:
+    """Roles, functions, migrations and grants, as ``admin_url``; the migrations applied."""
+    connection = await _connect(admin_url)
+    try:
+        if not await may_administer(connection):
+            raise DatabaseNotReady(
+                f"{describe(admin_url)} may not create roles: give DATABASE_ADMIN_URL a role that may"
+            )
+        return await set_up(connection, service_password=service_password)
+    finally:
+        await connection.close()
+
+
+async def service_url(database_url: str, admin_url: str | None = None) -> str:
+    """Set the database up if a connection at hand may, and the URL the service connects with."""
+    connection = await _connect(admin_url or database_url)
+    try:
+        administer = await may_administer(connection)
+        if administer:
+            applied = await set_up(connection)
+            if applied:
+                log.info("database schema migrated: %s", ", ".join(applied))
+        else:
+            pending = await pending_migrations(connection)
+            if pending:
+                raise DatabaseNotReady(
+                    f"the database lacks migrations {', '.join(pending)}: run `ledger db setup` "
+                    "with DATABASE_ADMIN_URL set to a role that may create roles"
+                )
+    finally:
+        await connection.close()
+    user = urlsplit(database_url).username
+    if admin_url is None and administer and user != SERVICE_ROLE:
+        return as_role(database_url, SERVICE_ROLE)
+    return database_url
+
+
+async def warn_about_durability(connection: Connection) -> None:
+    """Say so at start-up when the server may lose committed answers in a crash."""
+    for setting in ("fsync", "full_page_writes"):
+        if await connection.fetchval(f"SHOW {setting}") != "on":
+            log.warning(
+                "PostgreSQL runs with %s off: answers the ledger gave may be lost in a crash "
+                "of the database server",
+                setting,
+            )
+
+
+async def create_pool(
+    database_url: str,
+    *,
+    admin_url: str | None = None,
+    min_size: int = 2,
+    max_size: int = 20,
+) -> asyncpg.Pool:
+    """A pool of ``ledger_service`` connections on a set-up database (see the module)."""
+    url = await service_url(database_url, admin_url)
     pool = await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, connect=_connect
+        url, min_size=min_size, max_size=max_size, connect=_connect, server_settings=SERVICE_SETTINGS
     )
     async with pool.acquire() as connection:
-        applied = await apply_migrations(connection)
-    if applied:
-        log.info("database schema migrated: %s", ", ".join(applied))
+        await warn_about_durability(connection)
     return pool
+
+
+@asynccontextmanager
+async def owner_connection(database_url: str, admin_url: str | None = None) -> AsyncIterator[Connection]:
+    """A connection acting as the tables' owner, for what changes tables (rebuilding views)."""
+    connection = await _connect(admin_url or database_url)
+    try:
+        if not await may_administer(connection):
+            raise DatabaseNotReady(
+                "rebuilding views changes tables, which the service's role may not: "
+                "set DATABASE_ADMIN_URL to a role that may create roles"
+            )
+        await owner_session(connection)
+        yield connection
+    finally:
+        await connection.close()

@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from api.access.tokens import Scope
 from api.services import Services
 from api.settings import Settings
+from ledger.commands import OpenAccount
 from ledger.domain.errors import AccountAlreadyExists
-from ledger.tokens import Scope
 
 log = logging.getLogger("ledger")
 
@@ -58,7 +59,9 @@ async def start_stripe_standin(settings: Settings) -> AsyncIterator[str]:
 async def ensure_demo_account(services: Services, settings: Settings) -> None:
     """Open ``acct_demo`` and keep a working ``credits`` token for it in ``.data/demo-token``."""
     try:
-        await services.accounts.open(DEMO_ACCOUNT, settings.default_monthly_allowance)
+        await services.ledger.execute(
+            OpenAccount(account_id=DEMO_ACCOUNT, monthly_allowance=settings.default_monthly_allowance)
+        )
         log.info("opened the demo account %s", DEMO_ACCOUNT)
     except AccountAlreadyExists:
         pass

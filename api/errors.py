@@ -12,8 +12,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
-from api.auth import Forbidden, Unauthenticated
+from api.access.guards import Forbidden, Unauthenticated
 from api.validation import ValidationFailed
+from ledger.adapters.stripe_webhooks import InvalidWebhook
 from ledger.domain.errors import (
     AccountAlreadyExists,
     AccountNotFound,
@@ -28,9 +29,8 @@ from ledger.domain.errors import (
     PeriodOutOfOrder,
 )
 from ledger.ports import PaymentGatewayError
-from ledger.store.event_store import ConcurrencyConflict
-from ledger.store.idempotency import IdempotencyKeyReused
-from ledger.stripe_webhooks import InvalidWebhook
+from ledger.store.claims import IdempotencyKeyReused
+from ledger.store.event_store import ConcurrencyConflict, StoreBusy
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     PaymentGatewayError: _payment_gateway,
     InvalidWebhook: _invalid_webhook,
     ConcurrencyConflict: _busy,
+    StoreBusy: _busy,
     # A lost connection, a server that is starting or stopping, a pool that cannot connect.
     # A command whose commit was cut off is answered 503 too: retried with the same
     # idempotency key, it gets its first answer or is applied once.

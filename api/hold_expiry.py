@@ -13,7 +13,9 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from ledger.holds import HoldService
+from ledger.commands import SettleHold
+from ledger.domain.errors import HoldAlreadySettled, HoldHasExpired, HoldNotDue, HoldNotFound
+from ledger.service import Ledger
 from projections.queries import Views
 
 log = logging.getLogger(__name__)
@@ -25,9 +27,9 @@ SWEEP_BATCH = 200
 class HoldExpirySweeper:
     """Every ``interval`` seconds, records the expiry of each open hold past it."""
 
-    def __init__(self, views: Views, holds: HoldService, interval: float = SWEEP_SECONDS) -> None:
+    def __init__(self, views: Views, ledger: Ledger, interval: float = SWEEP_SECONDS) -> None:
         self.views = views
-        self.holds = holds
+        self.ledger = ledger
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
@@ -37,8 +39,13 @@ class HoldExpirySweeper:
         while due := await self.views.due_holds(datetime.now(UTC), SWEEP_BATCH):
             recorded = 0
             for hold in due:
-                if await self.holds.expire(hold.account_id, hold.hold_id) is not None:
-                    recorded += 1
+                try:
+                    await self.ledger.execute(
+                        SettleHold(account_id=hold.account_id, hold_id=hold.hold_id, outcome="expired")
+                    )
+                except (HoldNotFound, HoldAlreadySettled, HoldHasExpired, HoldNotDue):
+                    continue  # settled meanwhile, by another request or process
+                recorded += 1
             expired += recorded
             if len(due) < SWEEP_BATCH or not recorded:
                 break  # the rest waits for the view to see these expiries

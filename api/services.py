@@ -1,4 +1,4 @@
-"""The composition of the application services, built once per process."""
+"""The composition of the application, built once per process."""
 
 from __future__ import annotations
 
@@ -7,16 +7,12 @@ from dataclasses import dataclass
 import asyncpg
 from litestar.di import NamedDependency
 
+from api.access.tokens import TokenService
 from api.settings import Settings
-from ledger.accounts import AccountService
-from ledger.holds import HoldService
-from ledger.payments import PaymentService
+from ledger.bootstrap import build_ledger
 from ledger.ports import PaymentGateway
-from ledger.purchases import CheckoutLinks, Pricing, PurchaseService
-from ledger.repository import Repository
+from ledger.service import CheckoutLinks, Ledger, Pricing
 from ledger.store.event_store import EventStore
-from ledger.store.idempotency import IdempotencyStore
-from ledger.tokens import TokenService
 from projections.queries import Views
 
 
@@ -25,17 +21,18 @@ class Services:
     """What the routes and the CLI call."""
 
     pool: asyncpg.Pool
-    store: EventStore
-    repository: Repository
+    ledger: Ledger
     tokens: TokenService
-    accounts: AccountService
-    holds: HoldService
-    purchases: PurchaseService
-    payments: PaymentService
     views: Views
     webhook_secrets: list[str]
     database_url: str
     default_monthly_allowance: int
+    admin_url: str | None = None
+    """What may set the database up and rebuild views (None: the service's role may not)."""
+
+    @property
+    def store(self) -> EventStore:
+        return self.ledger.store
 
 
 ServicesDependency = NamedDependency[Services]
@@ -49,31 +46,21 @@ def build_services(
     webhook_secrets: list[str],
     database_url: str,
 ) -> Services:
-    """Wire the store, the services and the payment gateway together."""
-    store = EventStore(pool)
-    repository = Repository(store)
-    idempotency = IdempotencyStore(pool)
-    accounts = AccountService(repository, store, idempotency)
-    pricing = Pricing(unit_amount=settings.credit_unit_amount, currency=settings.credit_currency)
+    """Wire the ledger, tokens and views on ``pool``."""
     return Services(
         pool=pool,
-        store=store,
-        repository=repository,
-        tokens=TokenService(pool),
-        accounts=accounts,
-        holds=HoldService(accounts),
-        purchases=PurchaseService(
-            repository=repository,
-            store=store,
+        ledger=build_ledger(
+            pool,
             gateway=gateway,
-            idempotency=idempotency,
-            pricing=pricing,
+            pricing=Pricing(
+                unit_amount=settings.credit_unit_amount, currency=settings.credit_currency
+            ),
             links=CheckoutLinks(
                 success_url=f"{settings.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
                 cancel_url=f"{settings.public_url}/checkout/cancel?session_id={{CHECKOUT_SESSION_ID}}",
             ),
         ),
-        payments=PaymentService(repository, pricing, idempotency),
+        tokens=TokenService(pool),
         views=Views(pool),
         webhook_secrets=webhook_secrets,
         database_url=database_url,

@@ -17,6 +17,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the service reads from its environment."""
 
     database_url: str | None = None
+    database_admin_url: str | None = None
     port: int = 8000
     host: str = "127.0.0.1"
     public_url: str = ""
@@ -82,6 +83,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 problems.append(f"LEDGER_CORS_ORIGINS has {origin!r}, not an http(s) origin")
         settings = cls(
             database_url=text("DATABASE_URL"),
+            database_admin_url=text("DATABASE_ADMIN_URL"),
             port=port,
             host=text("HOST") or "127.0.0.1",
             public_url=(text("LEDGER_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),

@@ -39,7 +39,7 @@ from eventsourcing.persistence import StoredEvent
 
 from api.database import create_pool, describe
 from ledger.store.event_store import EventStore, RecordedEvent
-from ledger.store.migrations import apply_migrations
+from ledger.store.migrate import set_up
 
 PLAIN_TABLE = "bench_plain_events"
 LOCKED_TABLE = "bench_locked_events"
@@ -302,7 +302,7 @@ async def prepare_schema(url: str) -> Server:
     """Migrate the event store, create the comparison tables, read the server's settings."""
     connection = await asyncpg.connect(url)
     try:
-        await apply_migrations(connection)
+        await set_up(connection)
         for table in (PLAIN_TABLE, LOCKED_TABLE):
             await connection.execute(_TABLE_DDL.format(table=table))
         return Server(

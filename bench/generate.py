@@ -34,7 +34,7 @@ from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.store.event_store import EventStore
 from ledger.store.mapper import MsgspecMapper
-from ledger.store.migrations import apply_migrations
+from ledger.store.migrate import set_up
 
 EVENTS_PER_ACCOUNT = 100
 """Roughly: account events plus its sessions' events."""
@@ -68,7 +68,7 @@ def account_story(
     an event to the one before it in the same call, or to a committed row.
     """
     account_id = f"acct_gen_{number:07d}"
-    account = CreditAccount(account_id=account_id, monthly_allowance=1000, period="2026-09")
+    account = CreditAccount.open(account_id, 1000, "2026-09")
     sessions: list[CheckoutSession] = []
     events = 1
     resets = {EVENTS_PER_ACCOUNT // 3: "2026-10", 2 * EVENTS_PER_ACCOUNT // 3: "2026-11"}
@@ -76,7 +76,7 @@ def account_story(
     def buy(credits: int) -> None:
         nonlocal events
         session_id = f"cs_gen_{number:07d}_{len(sessions):03d}"
-        session = CheckoutSession(
+        session = CheckoutSession.request(
             session_id=session_id,
             account_id=account_id,
             credits=credits,
@@ -137,7 +137,7 @@ async def generate(
     pool = await asyncpg.create_pool(url, min_size=connections, max_size=connections)
     try:
         async with pool.acquire() as connection:
-            await apply_migrations(connection)
+            await set_up(connection)
         store = EventStore(pool)
         started = time.perf_counter()
         in_flight: set[asyncio.Future[list[int]]] = set()

@@ -2,7 +2,7 @@
 
 Made the way the service makes them, only many at once: a ``CreditAccount`` from the
 domain (allowance 1,000,000,000) spends 1 credit N-1 times, and the ``Repository``
-saves its pending events in batches through ``EventStore.append``, taking the
+commits its pending events in batches through the group committer, taking the
 snapshots that are due (every ``SNAPSHOT_EVERY`` events, at the end of a batch) just
 as a save from the API would.
 
@@ -18,12 +18,13 @@ import time
 
 import asyncpg
 
-from ledger.accounts import billing_period
 from ledger.domain.account import CreditAccount
+from ledger.handlers.accounts import billing_period
 from ledger.ports import system_clock
-from ledger.repository import Repository
+from ledger.store.commit import GroupCommitter
 from ledger.store.event_store import EventStore
-from ledger.store.migrations import apply_migrations
+from ledger.store.migrate import set_up
+from ledger.store.repository import Repository
 
 ALLOWANCE = 1_000_000_000
 BATCH = 1000
@@ -36,21 +37,25 @@ async def make_long_account(url: str, account_id: str, events: int, batch: int =
     pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as connection:
-            await apply_migrations(connection)
+            await set_up(connection)
         repository = Repository(EventStore(pool))
+        committer = GroupCommitter(pool)
+
+        async def save(account: CreditAccount) -> None:
+            await committer.commit(repository.writes([account], []))
+
         started = time.perf_counter()
-        account = CreditAccount(
-            account_id=account_id, monthly_allowance=ALLOWANCE, period=billing_period(system_clock)
-        )
+        account = CreditAccount.open(account_id, ALLOWANCE, billing_period(system_clock()))
         pending = 1
         for _ in range(events - 1):
             account.spend(1, "long history")
             pending += 1
             if pending == batch:
-                await repository.save(account)
+                await save(account)
                 pending = 0
         if pending:
-            await repository.save(account)
+            await save(account)
+        await committer.stop()
         return time.perf_counter() - started
     finally:
         await pool.close()

@@ -44,7 +44,7 @@ import psutil
 
 from bench import generate, history, profile_summary, replay, service
 from bench.append_rate import bench_database, postgres_server
-from ledger.store.migrations import apply_migrations
+from ledger.store.migrate import set_up
 
 SPEND_TOPIC = "ledger.domain.account:CreditAccount.CreditsSpent"
 BENCH_ACCOUNT = "acct_bench_{:04d}"
@@ -405,7 +405,7 @@ class Results:
 async def prepare(url: str, results: Results) -> None:
     connection = await asyncpg.connect(url)
     try:
-        await apply_migrations(connection)
+        await set_up(connection)
         results.server_version = await connection.fetchval("SHOW server_version")
         results.synchronous_commit = await connection.fetchval("SHOW synchronous_commit")
         results.fsync = await connection.fetchval("SHOW fsync")

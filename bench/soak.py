@@ -329,7 +329,7 @@ async def soak(database_url: str, seconds: float, clients: int, seed: int) -> in
 
 async def tokens(database_url: str, data_dir: Path, url: str) -> tuple[str, list[Customer]]:
     """A ledger:write token and ACCOUNTS accounts, each with a credits token."""
-    from ledger.tokens import Scope, TokenService
+    from api.access.tokens import Scope, TokenService
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:

@@ -16,7 +16,7 @@ class CheckoutChange(StrEnum):
     EXPIRED = "expired"
 
 
-class CheckoutEvent(msgspec.Struct, frozen=True, kw_only=True):
+class CheckoutEvent(msgspec.Struct, frozen=True, kw_only=True, tag="checkout"):
     """A Checkout session changed; ``paid`` says whether its money arrived."""
 
     event_id: str
@@ -32,7 +32,7 @@ class CheckoutEvent(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: int | None
 
 
-class RefundEvent(msgspec.Struct, frozen=True, kw_only=True):
+class RefundEvent(msgspec.Struct, frozen=True, kw_only=True, tag="refund"):
     """A charge was refunded; ``amount_refunded`` is cumulative, as Stripe reports it."""
 
     event_id: str
@@ -40,21 +40,19 @@ class RefundEvent(msgspec.Struct, frozen=True, kw_only=True):
     amount_refunded: int
 
 
-class DisputeOpenedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A cardholder disputed a payment."""
+class DisputeEvent(msgspec.Struct, frozen=True, kw_only=True, tag="dispute"):
+    """A dispute (or an inquiry) of a payment was opened, changed or closed.
+
+    ``status`` is Stripe's: ``warning_*`` for an inquiry, ``needs_response``,
+    ``under_review``, ``won`` or ``lost`` for a chargeback. ``amount`` is the
+    disputed money in minor units (None when Stripe did not say).
+    """
 
     event_id: str
     dispute_id: str
     payment_intent: str
+    status: str
+    amount: int | None
 
 
-class DisputeClosedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A dispute ended; ``won`` when the merchant kept the money."""
-
-    event_id: str
-    dispute_id: str
-    payment_intent: str
-    won: bool
-
-
-PaymentEvent = CheckoutEvent | RefundEvent | DisputeOpenedEvent | DisputeClosedEvent
+PaymentEvent = CheckoutEvent | RefundEvent | DisputeEvent

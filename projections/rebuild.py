@@ -1,5 +1,10 @@
 """Rebuild views from position zero into fresh tables, then swap them in.
 
+The new tables are made, and the old ones dropped, by the tables' owner: the
+caller gives a connection acting as ``ledger_owner`` (the service's own role may
+create nothing, see ledger/store/sql/grants.sql), and the service's grants are
+applied to the new tables before the swap commits.
+
 The live views keep answering while the new ones fill. Several views are
 rebuilt in one pass over the events: each batch is read and decoded once and
 applied to every fresh table. The swap happens in one transaction that first
@@ -12,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ledger.store.event_store import Connection, EventStore
+from ledger.store.event_store import Connection, read_after
+from ledger.store.migrate import apply_grants
 from projections.events import projected
 from projections.runner import Projection
 
@@ -24,10 +30,10 @@ def _fresh(projection: Projection) -> str:
 
 
 async def _apply_next_batch(
-    connection: Connection, store: EventStore, projections: Sequence[Projection], after: int
+    connection: Connection, projections: Sequence[Projection], after: int
 ) -> tuple[int, int]:
     """Apply one batch to every fresh table; return (events applied, new position)."""
-    events = await store.read_all(after=after, limit=REBUILD_BATCH, connection=connection)
+    events = await read_after(connection, after, REBUILD_BATCH)
     if events:
         decoded = [projected(e) for e in events]
         for projection in projections:
@@ -36,62 +42,63 @@ async def _apply_next_batch(
 
 
 async def rebuild_all(
-    store: EventStore,
+    connection: Connection,
     projections: Sequence[Projection],
     on_progress: Callable[[int, int], None],
 ) -> int:
     """Rebuild every view in ``projections`` in one pass; return the position they are at.
 
-    ``on_progress(events_applied, position)`` is called after every batch.
+    ``connection`` acts as the tables' owner. ``on_progress(events_applied, position)``
+    is called after every batch.
     """
     position = 0
-    async with store.pool.acquire() as connection:
-        for projection in projections:
-            await connection.execute(f"DROP TABLE IF EXISTS {_fresh(projection)}")
-            await connection.execute(
-                f"CREATE TABLE {_fresh(projection)} (LIKE {projection.table} INCLUDING ALL)"
-            )
-        while True:  # one transaction per batch: constant memory, no long transaction
-            async with connection.transaction():
-                count, position = await _apply_next_batch(connection, store, projections, position)
+    for projection in projections:
+        await connection.execute(f"DROP TABLE IF EXISTS {_fresh(projection)}")
+        await connection.execute(
+            f"CREATE TABLE {_fresh(projection)} (LIKE {projection.table} INCLUDING ALL)"
+        )
+    while True:  # one transaction per batch: constant memory, no long transaction
+        async with connection.transaction():
+            count, position = await _apply_next_batch(connection, projections, position)
+        if not count:
+            break
+        on_progress(count, position)
+    async with connection.transaction():
+        names = sorted(p.name for p in projections)
+        await connection.execute(
+            """INSERT INTO projection_positions (name) SELECT unnest($1::text[])
+               ON CONFLICT DO NOTHING""",
+            names,
+        )
+        await connection.execute(
+            """SELECT 1 FROM projection_positions WHERE name = any($1)
+               ORDER BY name FOR UPDATE""",
+            names,
+        )
+        while True:  # what arrived since, with the live projector paused
+            count, position = await _apply_next_batch(connection, projections, position)
             if not count:
                 break
             on_progress(count, position)
-        async with connection.transaction():
-            names = sorted(p.name for p in projections)
+        for projection in projections:
+            old = f"{projection.table}__old"
+            await connection.execute(f"ALTER TABLE {projection.table} RENAME TO {old}")
             await connection.execute(
-                """INSERT INTO projection_positions (name) SELECT unnest($1::text[])
-                   ON CONFLICT DO NOTHING""",
-                names,
+                f"ALTER TABLE {_fresh(projection)} RENAME TO {projection.table}"
             )
-            await connection.execute(
-                """SELECT 1 FROM projection_positions WHERE name = any($1)
-                   ORDER BY name FOR UPDATE""",
-                names,
-            )
-            while True:  # what arrived since, with the live projector paused
-                count, position = await _apply_next_batch(connection, store, projections, position)
-                if not count:
-                    break
-                on_progress(count, position)
-            for projection in projections:
-                old = f"{projection.table}__old"
-                await connection.execute(f"ALTER TABLE {projection.table} RENAME TO {old}")
-                await connection.execute(
-                    f"ALTER TABLE {_fresh(projection)} RENAME TO {projection.table}"
-                )
-                await connection.execute(f"DROP TABLE {old}")
-            await connection.execute(
-                """UPDATE projection_positions SET position = $2, updated_at = now()
-                   WHERE name = any($1)""",
-                names,
-                position,
-            )
+            await connection.execute(f"DROP TABLE {old}")
+        await apply_grants(connection)
+        await connection.execute(
+            """UPDATE projection_positions SET position = $2, updated_at = now()
+               WHERE name = any($1)""",
+            names,
+            position,
+        )
     return position
 
 
 async def rebuild(
-    store: EventStore, projection: Projection, on_progress: Callable[[int, int], None]
+    connection: Connection, projection: Projection, on_progress: Callable[[int, int], None]
 ) -> int:
     """Rebuild one view; see ``rebuild_all``."""
-    return await rebuild_all(store, [projection], on_progress)
+    return await rebuild_all(connection, [projection], on_progress)

@@ -23,7 +23,8 @@ import asyncpg
 import pytest
 
 from api.database import create_pool
-from ledger.repository import Repository
+from ledger.bootstrap import build_ledger
+from ledger.service import Ledger
 from ledger.store.event_store import EventStore
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,11 @@ def store(pool: asyncpg.Pool) -> EventStore:
 
 
 @pytest.fixture
-def repository(store: EventStore) -> Repository:
-    return Repository(store)
+async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
+    """A ledger on the shared test database, as an API process has one."""
+    built = build_ledger(pool)
+    yield built
+    await built.uow.committer.stop()
 
 
 def unique(prefix: str) -> str:

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import get
 from litestar.params import FromPath, QueryParameter
 
-from api.auth import Caller, require_account_access, require_scope
+from api.access.guards import Caller, require_account_access, require_scope
+from api.access.tokens import Scope
 from api.openapi import BEARER, documented, errors
 from api.pagination import After, Limit, page
 from api.schemas import AccountCredits
 from api.services import ServicesDependency
 from api.validation import ValidationFailed
-from ledger.domain.ids import account_stream_id
 from ledger.store.event_store import RecordedEvent
 from ledger.store.mapper import event_type_name
-from ledger.tokens import Scope
 
 
 class AuditedEvent(msgspec.Struct, frozen=True):
@@ -97,10 +96,8 @@ async def account_events(
     """The account's events, oldest first, keyset-paginated by position."""
     require_account_access(principal, account_id, Scope.LEDGER_AUDIT)
     chosen = page(limit, after)
-    if not await services.accounts.exists(account_id):
-        return EventPage(data=[], next_after=None)
-    events = await services.store.load_page(
-        account_stream_id(account_id), after=chosen.after or 0, limit=chosen.limit
+    events = await services.store.account_page(
+        account_id, after=chosen.after or 0, limit=chosen.limit
     )
     return _page_of(events, chosen.limit)
 
@@ -154,7 +151,11 @@ def parse_as_of(value: str) -> datetime:
 async def credits_as_of(services: Any, account_id: str, as_of: str) -> CreditsAsOf:
     """Replay the account's events recorded up to ``as_of``."""
     moment = parse_as_of(as_of)
-    account = await services.accounts.get_as_of(account_id, moment)
+    if moment > datetime.now(UTC):
+        raise ValidationFailed.single(
+            "as_of", "The as of must not be in the future: its answer could still change."
+        )
+    account = await services.ledger.account_as_of(account_id, moment)
     base = msgspec.structs.asdict(AccountCredits.of(account))
     return CreditsAsOf(**base, as_of=moment, version=account.version)
 

@@ -26,7 +26,7 @@ async def checkout_success(
     services: ServicesDependency, session_id: FromQuery[str | None] = None
 ) -> str:
     """Says the purchase is being confirmed, then shows the new balance once credited."""
-    session = await services.purchases.find_session(session_id) if session_id else None
+    session = await services.ledger.session(session_id) if session_id else None
     if session is None or not session.paid:
         return _page(
             "Thank you",
@@ -35,7 +35,7 @@ async def checkout_success(
             "is confirmed.</p>",
             refresh=session is not None,
         )
-    account = await services.accounts.get(session.account_id)
+    account = await services.ledger.account(session.account_id)
     return _page(
         "Credits added",
         f'<p id="status" data-status="credited">{session.credits:,} credits were added to '

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from litestar import Request, get, post
 
-from api.auth import Caller, customer_account
+from api.access.guards import Caller, customer_account
 from api.openapi import BEARER, CREDITS_EXAMPLE, PurchaseRequest, documented, errors
 from api.pagination import After, Limit, page
 from api.schemas import AccountCredits, Transactions
 from api.services import Services, ServicesDependency
 from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
-from ledger.purchases import MAX_CREDITS, MIN_CREDITS, CheckoutStarted, RequestCheckout
+from ledger.handlers.purchases import CheckoutStarted
+from ledger.service import MAX_CREDITS, MIN_CREDITS, RequestCheckout
 from projections.queries import PurchaseRow
 
 
@@ -41,7 +42,7 @@ async def purchase_credits(
     credits = checker.integer("credits", minimum=MIN_CREDITS, maximum=MAX_CREDITS)
     checker.done()
     assert credits is not None
-    return await services.purchases.request_checkout(
+    return await services.ledger.request_checkout(
         RequestCheckout(
             account_id=account_id,
             credits=credits,
@@ -53,7 +54,7 @@ async def purchase_credits(
 async def account_credits(services: Services, account_id: str) -> AccountCredits:
     """The projected balance; the write side while the projector has not seen the account."""
     row = await services.views.balance(account_id)
-    return AccountCredits.of(row if row is not None else await services.accounts.get(account_id))
+    return AccountCredits.of(row if row is not None else await services.ledger.account(account_id))
 
 
 @get(

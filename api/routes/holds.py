@@ -5,12 +5,13 @@ from __future__ import annotations
 from litestar import Request, get, post
 from litestar.params import FromPath
 
-from api.auth import Caller, require_scope
+from api.access.guards import Caller, require_scope
+from api.access.tokens import Scope
 from api.openapi import BEARER, CaptureHoldRequest, PlaceHoldRequest, documented, errors
 from api.services import ServicesDependency
 from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
-from ledger.holds import Hold, PlaceHold
-from ledger.tokens import Scope
+from ledger.commands import PlaceHold, SettleHold
+from ledger.handlers.holds import Hold
 
 MAX_HOLD = 1_000_000_000_000
 MAX_REASON_LENGTH = 500
@@ -77,7 +78,7 @@ async def place_hold(
     assert amount is not None
     assert expires_in is not None
     assert key is not None
-    return await services.holds.place(
+    hold: Hold = await services.ledger.execute(
         PlaceHold(
             account_id=account_id,
             amount=amount,
@@ -86,6 +87,7 @@ async def place_hold(
             idempotency_key=key,
         )
     )
+    return hold
 
 
 @post(
@@ -113,7 +115,10 @@ async def capture_hold(
     amount = checker.integer("amount", minimum=0, maximum=MAX_HOLD)
     checker.done()
     assert amount is not None
-    return await services.holds.capture(account_id, hold_id, amount)
+    captured: Hold = await services.ledger.execute(
+        SettleHold(account_id=account_id, hold_id=hold_id, outcome="captured", amount=amount)
+    )
+    return captured
 
 
 @post(
@@ -134,7 +139,10 @@ async def release_hold(
 ) -> Hold:
     """Give a hold's credits back. Repeating it returns the first answer."""
     require_scope(principal, Scope.LEDGER_WRITE)
-    return await services.holds.release(account_id, hold_id)
+    released: Hold = await services.ledger.execute(
+        SettleHold(account_id=account_id, hold_id=hold_id, outcome="released")
+    )
+    return released
 
 
 @get(
@@ -152,7 +160,7 @@ async def get_hold(
 ) -> Hold:
     """A hold as it stands: held, or how it was settled."""
     require_scope(principal, Scope.LEDGER_WRITE, Scope.LEDGER_AUDIT)
-    return await services.holds.get(account_id, hold_id)
+    return await services.ledger.hold(account_id, hold_id)
 
 
 ROUTES = [place_hold, capture_hold, release_hold, get_hold]

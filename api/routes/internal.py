@@ -5,7 +5,8 @@ from __future__ import annotations
 from litestar import Request, get, patch, post
 from litestar.params import FromPath
 
-from api.auth import Caller, require_account_access, require_scope
+from api.access.guards import Caller, require_account_access, require_scope
+from api.access.tokens import Scope
 from api.openapi import (
     BEARER,
     CREDITS_EXAMPLE,
@@ -21,9 +22,9 @@ from api.routes.customers import account_credits
 from api.schemas import AccountCredits, AccountPlan
 from api.services import ServicesDependency
 from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
-from ledger.accounts import SpendCredits, Spent
+from ledger.commands import ChangeAllowance, OpenAccount, ResetMonth, SpendCredits
 from ledger.domain.account import ACCOUNT_ID_PATTERN, PERIOD_PATTERN
-from ledger.tokens import Scope
+from ledger.handlers.accounts import Spent
 
 MAX_MONTHLY_ALLOWANCE = 1_000_000_000
 
@@ -70,7 +71,9 @@ async def open_account(
     checker.done()
     assert account_id is not None
     assert allowance is not None
-    return AccountCredits.of(await services.accounts.open(account_id, allowance))
+    return AccountCredits.of(
+        await services.ledger.execute(OpenAccount(account_id=account_id, monthly_allowance=allowance))
+    )
 
 
 @get(
@@ -134,9 +137,10 @@ async def spend_credits(
     checker.done()
     assert amount is not None
     assert key is not None
-    return await services.accounts.spend(
+    spent: Spent = await services.ledger.execute(
         SpendCredits(account_id=account_id, amount=amount, reason=reason or "", idempotency_key=key)
     )
+    return spent
 
 
 @post(
@@ -176,7 +180,9 @@ async def reset_month(
         required=False,
     )
     checker.done()
-    return AccountCredits.of(await services.accounts.reset_month(account_id, period))
+    return AccountCredits.of(
+        await services.ledger.execute(ResetMonth(account_id=account_id, period=period))
+    )
 
 
 @patch(
@@ -205,7 +211,11 @@ async def change_plan(
     allowance = checker.integer("monthly_allowance", minimum=0, maximum=MAX_MONTHLY_ALLOWANCE)
     checker.done()
     assert allowance is not None
-    return AccountPlan.of(await services.accounts.change_allowance(account_id, allowance))
+    return AccountPlan.of(
+        await services.ledger.execute(
+            ChangeAllowance(account_id=account_id, monthly_allowance=allowance)
+        )
+    )
 
 
 ROUTES = [open_account, get_account_credits, spend_credits, reset_month, change_plan]

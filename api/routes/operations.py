@@ -75,7 +75,7 @@ async def metrics(request: Request[Any, Any, Any], services: ServicesDependency)
         head = int(
             await connection.fetchval("SELECT coalesce(max(notification_id), 0) FROM stored_events")
         )
-    committer = services.repository.committer
+    committer = services.ledger.uow.committer
     return exposition(
         request.app.state.request_counter,
         head=head,

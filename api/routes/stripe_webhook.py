@@ -12,7 +12,7 @@ from api.log_context import stripe_event_id
 from api.metrics import webhook_outcomes
 from api.openapi import StripeEvent, WebhookReceived, documented, errors
 from api.services import ServicesDependency
-from ledger.stripe_webhooks import InvalidWebhook, parse_event, verify_signature
+from ledger.adapters.stripe_webhooks import InvalidWebhook, parse_event, verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,11 @@ async def stripe_webhook(
         log.warning("rejected a Stripe webhook delivery: %s", error)
         raise
     stripe_event_id.set(envelope.id)  # on every log line of this delivery
-    if meaning is None:
-        new = await services.payments.record_ignored(envelope.id, envelope.type)
-        webhook_outcomes["ignored" if new else "duplicate"] += 1
+    new = await services.ledger.apply_payment_event(envelope.id, envelope.type, meaning)
+    if not new:
+        webhook_outcomes["duplicate"] += 1
     else:
-        new = await services.payments.apply(meaning, envelope.type)
-        webhook_outcomes["applied" if new else "duplicate"] += 1
+        webhook_outcomes["ignored" if meaning is None else "applied"] += 1
     return WebhookReceived(received=True)
 
 

@@ -14,13 +14,14 @@ from litestar import Request, delete, get, post, put
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 
-from api.auth import Caller, require_scope
+from api.access.guards import Caller, require_scope
+from api.access.tokens import Scope
 from api.openapi import BEARER, documented, errors
 from api.services import ServicesDependency
 from api.validation import Checker, json_object
+from ledger.commands import SetLowBalanceThreshold
 from ledger.notifications import EVENT_TYPES
 from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry, WebhookEndpoint
-from ledger.tokens import Scope
 
 MAX_URL_LENGTH = 2048
 MAX_THRESHOLD = 1_000_000_000_000
@@ -187,10 +188,12 @@ async def set_low_balance_threshold(
     elif data["threshold"] is not None:
         threshold = checker.integer("threshold", minimum=0, maximum=MAX_THRESHOLD)
     checker.done()
-    account = await services.accounts.set_low_balance_threshold(account_id, threshold)
+    account = await services.ledger.execute(
+        SetLowBalanceThreshold(account_id=account_id, threshold=threshold)
+    )
     return LowBalanceThreshold(
         account_id=account.account_id,
-        threshold=account.__dict__.get("low_balance_threshold"),
+        threshold=account.low_balance_threshold,
         effective_threshold=account.effective_low_balance_threshold,
     )
 

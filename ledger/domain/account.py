@@ -1,14 +1,19 @@
-"""The credit account: a monthly allowance plus purchased top-ups."""
+"""The credit account: a monthly allowance plus purchased top-ups.
+
+Rules are the public methods (guard clauses first, then the event); what each
+event does to the state is ``evolve``. Every attribute holds an immutable value
+(numbers, strings, frozen structs) or a dict of them that events replace rather
+than change: a copy made with ``copy_of`` is a real copy, which is what the
+repository's cache relies on (and checks, see ``ledger/store/repository.py``).
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from ledger.domain.errors import (
     CaptureExceedsHold,
@@ -20,6 +25,22 @@ from ledger.domain.errors import (
     InvalidPeriod,
     PeriodOutOfOrder,
 )
+from ledger.domain.events import (
+    AccountOpened,
+    CreditsClawedBack,
+    CreditsPurchased,
+    CreditsRestored,
+    CreditsReversed,
+    CreditsSpent,
+    HoldCaptured,
+    HoldExpired,
+    HoldPlaced,
+    HoldReleased,
+    LowBalanceThresholdSet,
+    MonthlyAllowanceChanged,
+    MonthlyAllowanceReset,
+)
+from ledger.domain.evolution import Evolution
 from ledger.domain.holds import OpenHold, Settlement, settle
 from ledger.domain.ids import account_stream_id
 
@@ -41,27 +62,41 @@ def check_period(period: str) -> None:
         raise InvalidPeriod("A period is a month written YYYY-MM, for example 2026-12.")
 
 
+on = Evolution()
+
+
 class CreditAccount(Aggregate):
     """What one customer may spend: allowance first, then top-ups."""
 
-    @staticmethod
-    def create_id(account_id: str, **_: Any) -> UUID:
-        return account_stream_id(account_id)
+    class_version = 2
+    """Of its snapshots: version 2 keeps holds as structs and always has a threshold."""
 
-    @event("AccountOpened")
-    def __init__(self, account_id: str, monthly_allowance: int, period: str) -> None:
+    if TYPE_CHECKING:  # set by evolve(); annotations at run time would make them __init__ arguments
+        account_id: str
+        monthly_allowance: int
+        next_monthly_allowance: int
+        allowance_remaining: int
+        topup_balance: int
+        period: str
+        holds: dict[str, OpenHold]
+        low_balance_threshold: int | None
+
+    @classmethod
+    def open(cls, account_id: str, monthly_allowance: int, period: str) -> CreditAccount:
+        """A new account with its full allowance available for ``period``."""
         check_account_id(account_id)
         check_period(period)
         if monthly_allowance < 0:
             raise InvalidAmount("The monthly allowance must not be negative.")
-        self.account_id = account_id
-        self.monthly_allowance = monthly_allowance
-        self.allowance_remaining = monthly_allowance
-        self.topup_balance = 0
-        self.period = period
-        self.next_monthly_allowance = monthly_allowance
-        self.holds: dict[str, dict[str, Any]] = {}
-        self.low_balance_threshold: int | None = None
+        return cls._create(
+            AccountOpened,
+            id=account_stream_id(account_id),
+            account_id=account_id,
+            monthly_allowance=monthly_allowance,
+            period=period,
+        )
+
+    # --- what it holds -------------------------------------------------------------------
 
     @property
     def balance(self) -> int:
@@ -69,15 +104,9 @@ class CreditAccount(Aggregate):
         return self.allowance_remaining + self.topup_balance
 
     @property
-    def open_holds(self) -> dict[str, dict[str, Any]]:
-        # Snapshots taken before holds existed restore an account without the attribute.
-        return self.__dict__.setdefault("holds", {})
-
-    @property
     def held(self) -> int:
         """Credits reserved by open holds."""
-        holds = self.open_holds
-        return sum(int(h["amount"]) for h in holds.values()) if holds else 0
+        return sum(hold.amount for hold in self.holds.values()) if self.holds else 0
 
     @property
     def available(self) -> int:
@@ -87,16 +116,24 @@ class CreditAccount(Aggregate):
     @property
     def free_allowance(self) -> int:
         """This period's allowance that is neither spent nor held."""
-        holds = self.open_holds
-        if not holds:
+        if not self.holds:
             return self.allowance_remaining
-        return self.allowance_remaining - sum(int(h["from_allowance"]) for h in holds.values())
+        return self.allowance_remaining - sum(h.from_allowance for h in self.holds.values())
 
     @property
     def effective_low_balance_threshold(self) -> int:
         """Below this ``available`` is low: the account's own setting, or 10 % of its allowance."""
-        threshold = self.__dict__.get("low_balance_threshold")
-        return self.monthly_allowance // 10 if threshold is None else int(threshold)
+        threshold = self.low_balance_threshold
+        return self.monthly_allowance // 10 if threshold is None else threshold
+
+    def hold(self, hold_id: str) -> OpenHold:
+        """An open hold, or HoldNotFound (settled holds are no longer kept here)."""
+        found = self.holds.get(hold_id)
+        if found is None:
+            raise HoldNotFound(hold_id)
+        return found
+
+    # --- rules ---------------------------------------------------------------------------
 
     def _split(self, amount: int) -> tuple[int, int]:
         """Free allowance first, then top-ups; refuses what is not available."""
@@ -111,40 +148,26 @@ class CreditAccount(Aggregate):
         """Add a paid top-up; it survives every monthly reset until spent."""
         if credits <= 0:
             raise InvalidAmount("A purchase adds a positive number of credits.")
-        self._record_purchase(session_id=session_id, credits=credits)
-
-    @event("CreditsPurchased")
-    def _record_purchase(self, session_id: str, credits: int) -> None:
-        # A negative top-up balance (credits clawed back after they were spent)
-        # is repaid first by the next purchase, simply by adding.
-        self.topup_balance += credits
+        self.trigger_event(CreditsPurchased, session_id=session_id, credits=credits)
 
     def claw_back(self, session_id: str, credits: int) -> None:
         """Take back a refunded purchase's credits, even past zero (see README: clawbacks)."""
         if credits > 0:
-            self._record_clawback(session_id=session_id, credits=credits)
-
-    @event("CreditsClawedBack")
-    def _record_clawback(self, session_id: str, credits: int) -> None:
-        self.topup_balance -= credits
+            self.trigger_event(CreditsClawedBack, session_id=session_id, credits=credits)
 
     def reverse_for_dispute(self, session_id: str, dispute_id: str, credits: int) -> None:
-        """Hold back a disputed purchase's remaining credits while the dispute is open."""
+        """Take back a disputed purchase's credits while the bank holds its money."""
         if credits > 0:
-            self._record_reversal(session_id=session_id, dispute_id=dispute_id, credits=credits)
-
-    @event("CreditsReversed")
-    def _record_reversal(self, session_id: str, dispute_id: str, credits: int) -> None:
-        self.topup_balance -= credits
+            self.trigger_event(
+                CreditsReversed, session_id=session_id, dispute_id=dispute_id, credits=credits
+            )
 
     def restore_after_dispute(self, session_id: str, dispute_id: str, credits: int) -> None:
-        """Give back the credits of a dispute the merchant won."""
+        """Give back credits a dispute had taken back."""
         if credits > 0:
-            self._record_restoration(session_id=session_id, dispute_id=dispute_id, credits=credits)
-
-    @event("CreditsRestored")
-    def _record_restoration(self, session_id: str, dispute_id: str, credits: int) -> None:
-        self.topup_balance += credits
+            self.trigger_event(
+                CreditsRestored, session_id=session_id, dispute_id=dispute_id, credits=credits
+            )
 
     def spend(self, amount: int, reason: str) -> tuple[int, int]:
         """Burn the allowance first, then top-ups; never overdraw.
@@ -153,15 +176,14 @@ class CreditAccount(Aggregate):
         records nothing when the balance is short.
         """
         from_allowance, from_topup = self._split(amount)
-        self._record_spend(
-            amount=amount, from_allowance=from_allowance, from_topup=from_topup, reason=reason
+        self.trigger_event(
+            CreditsSpent,
+            amount=amount,
+            from_allowance=from_allowance,
+            from_topup=from_topup,
+            reason=reason,
         )
         return from_allowance, from_topup
-
-    @event("CreditsSpent")
-    def _record_spend(self, amount: int, from_allowance: int, from_topup: int, reason: str) -> None:
-        self.allowance_remaining -= from_allowance
-        self.topup_balance -= from_topup
 
     def reset_month(self, period: str) -> bool:
         """Give back the plan's whole allowance for a new period; top-ups are untouched.
@@ -175,23 +197,13 @@ class CreditAccount(Aggregate):
             )
         if period == self.period:
             return False
-        carried = sum(int(h["from_allowance"]) for h in self.open_holds.values())
-        self._record_reset(
+        self.trigger_event(
+            MonthlyAllowanceReset,
             period=period,
             monthly_allowance=self.next_monthly_allowance,
-            held_allowance_carried=carried,
+            held_allowance_carried=sum(h.from_allowance for h in self.holds.values()),
         )
         return True
-
-    @event("MonthlyAllowanceReset")
-    def _record_reset(
-        self, period: str, monthly_allowance: int, held_allowance_carried: int = 0
-    ) -> None:
-        # Unspent allowance does not roll over: the allowance is set, not added to.
-        # Only what open holds reserve of it is carried over (see ledger/domain/holds.py).
-        self.period = period
-        self.monthly_allowance = monthly_allowance
-        self.allowance_remaining = monthly_allowance + held_allowance_carried
 
     def change_allowance(self, monthly_allowance: int) -> bool:
         """Change the plan's allowance from the next reset on; False if it is unchanged."""
@@ -199,39 +211,25 @@ class CreditAccount(Aggregate):
             raise InvalidAmount("The monthly allowance must not be negative.")
         if monthly_allowance == self.next_monthly_allowance:
             return False
-        self._record_allowance_change(monthly_allowance=monthly_allowance)
+        self.trigger_event(MonthlyAllowanceChanged, monthly_allowance=monthly_allowance)
         return True
-
-    @event("MonthlyAllowanceChanged")
-    def _record_allowance_change(self, monthly_allowance: int) -> None:
-        self.next_monthly_allowance = monthly_allowance
 
     def set_low_balance_threshold(self, threshold: int | None) -> bool:
         """Set when ``available`` counts as low (None: 10 % of the allowance); False if unchanged."""
         if threshold is not None and threshold < 0:
             raise InvalidAmount("The low balance threshold must not be negative.")
-        if threshold == self.__dict__.get("low_balance_threshold"):
+        if threshold == self.low_balance_threshold:
             return False
-        self._record_threshold(threshold=threshold)
+        self.trigger_event(LowBalanceThresholdSet, threshold=threshold)
         return True
-
-    @event("LowBalanceThresholdSet")
-    def _record_threshold(self, threshold: int | None) -> None:
-        self.low_balance_threshold = threshold
-
-    def hold(self, hold_id: str) -> OpenHold:
-        """An open hold, or HoldNotFound (settled holds are no longer kept here)."""
-        state = self.open_holds.get(hold_id)
-        if state is None:
-            raise HoldNotFound(hold_id)
-        return OpenHold.from_state(state)
 
     def place_hold(self, hold_id: str, amount: int, reason: str, expires_at: datetime) -> OpenHold:
         """Reserve credits from the same buckets, in the same order, as a spend would."""
-        if hold_id in self.open_holds:
+        if hold_id in self.holds:
             raise InvalidAmount(f"The hold {hold_id} is already open.")
         from_allowance, from_topup = self._split(amount)
-        self._record_hold(
+        self.trigger_event(
+            HoldPlaced,
             hold_id=hold_id,
             amount=amount,
             from_allowance=from_allowance,
@@ -240,29 +238,6 @@ class CreditAccount(Aggregate):
             expires_at=expires_at.isoformat(),
         )
         return self.hold(hold_id)
-
-    @event("HoldPlaced")
-    def _record_hold(
-        self,
-        hold_id: str,
-        amount: int,
-        from_allowance: int,
-        from_topup: int,
-        reason: str,
-        expires_at: str,
-    ) -> None:
-        # Copied, never changed in place: the repository's cache shares this dict.
-        self.holds = {
-            **self.open_holds,
-            hold_id: OpenHold(
-                amount=amount,
-                from_allowance=from_allowance,
-                from_topup=from_topup,
-                period=self.period,
-                expires_at=expires_at,
-                reason=reason,
-            ).to_state(),
-        }
 
     def _settlement(self, hold_id: str, captured: int) -> Settlement:
         hold = self.hold(hold_id)
@@ -278,49 +253,118 @@ class CreditAccount(Aggregate):
         if amount > hold.amount:
             raise CaptureExceedsHold(f"The hold reserves {hold.amount} credits; {amount} asked.")
         settlement = self._settlement(hold_id, amount)
-        self._record_capture(hold_id=hold_id, **msgspec.structs.asdict(settlement))
+        self.trigger_event(
+            HoldCaptured,
+            hold_id=hold_id,
+            captured=settlement.captured,
+            from_allowance=settlement.from_allowance,
+            from_topup=settlement.from_topup,
+            released=settlement.released,
+            lapsed=settlement.lapsed,
+        )
         return settlement
-
-    @event("HoldCaptured")
-    def _record_capture(
-        self,
-        hold_id: str,
-        captured: int,
-        from_allowance: int,
-        from_topup: int,
-        released: int,
-        lapsed: int,
-    ) -> None:
-        self._forget_hold(hold_id)
-        self.allowance_remaining -= from_allowance + lapsed
-        self.topup_balance -= from_topup
 
     def release_hold(self, hold_id: str) -> Settlement:
         """Give a hold's credits back without spending any."""
         settlement = self._settlement(hold_id, 0)
-        self._record_release(
-            hold_id=hold_id, released=settlement.released, lapsed=settlement.lapsed
+        self.trigger_event(
+            HoldReleased, hold_id=hold_id, released=settlement.released, lapsed=settlement.lapsed
         )
         return settlement
 
-    @event("HoldReleased")
-    def _record_release(self, hold_id: str, released: int, lapsed: int) -> None:
-        self._forget_hold(hold_id)
-        self.allowance_remaining -= lapsed
-
     def expire_hold(self, hold_id: str, now: datetime) -> Settlement | None:
         """Release a hold that reached its expiry; None if it is settled or not due."""
-        state = self.open_holds.get(hold_id)
-        if state is None or not OpenHold.from_state(state).has_expired(now):
+        hold = self.holds.get(hold_id)
+        if hold is None or not hold.has_expired(now):
             return None
         settlement = self._settlement(hold_id, 0)
-        self._record_expiry(hold_id=hold_id, released=settlement.released, lapsed=settlement.lapsed)
+        self.trigger_event(
+            HoldExpired, hold_id=hold_id, released=settlement.released, lapsed=settlement.lapsed
+        )
         return settlement
 
-    @event("HoldExpired")
-    def _record_expiry(self, hold_id: str, released: int, lapsed: int) -> None:
-        self._forget_hold(hold_id)
-        self.allowance_remaining -= lapsed
+    # --- how events change it ------------------------------------------------------------
+
+    def evolve(self, event: Any) -> None:
+        on.apply(self, event)
+
+    @on(AccountOpened)
+    def _opened(self, event: AccountOpened) -> None:
+        self.account_id = event.account_id
+        self.monthly_allowance = event.monthly_allowance
+        self.next_monthly_allowance = event.monthly_allowance
+        self.allowance_remaining = event.monthly_allowance
+        self.topup_balance = 0
+        self.period = event.period
+        self.holds = {}
+        self.low_balance_threshold = None
+
+    @on(CreditsPurchased, CreditsRestored)
+    def _credited(self, event: CreditsPurchased | CreditsRestored) -> None:
+        # A negative top-up balance (credits clawed back after they were spent)
+        # is repaid first by the next purchase, simply by adding.
+        self.topup_balance += event.credits
+
+    @on(CreditsClawedBack, CreditsReversed)
+    def _debited(self, event: CreditsClawedBack | CreditsReversed) -> None:
+        self.topup_balance -= event.credits
+
+    @on(CreditsSpent)
+    def _spent(self, event: CreditsSpent) -> None:
+        self.allowance_remaining -= event.from_allowance
+        self.topup_balance -= event.from_topup
+
+    @on(MonthlyAllowanceReset)
+    def _reset(self, event: MonthlyAllowanceReset) -> None:
+        # Unspent allowance does not roll over: the allowance is set, not added to.
+        # Only what open holds reserve of it is carried over (see ledger/domain/holds.py).
+        self.period = event.period
+        self.monthly_allowance = event.monthly_allowance
+        self.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
+
+    @on(MonthlyAllowanceChanged)
+    def _plan_changed(self, event: MonthlyAllowanceChanged) -> None:
+        self.next_monthly_allowance = event.monthly_allowance
+
+    @on(LowBalanceThresholdSet)
+    def _threshold_set(self, event: LowBalanceThresholdSet) -> None:
+        self.low_balance_threshold = event.threshold
+
+    @on(HoldPlaced)
+    def _hold_placed(self, event: HoldPlaced) -> None:
+        hold = OpenHold(
+            amount=event.amount,
+            from_allowance=event.from_allowance,
+            from_topup=event.from_topup,
+            period=self.period,
+            expires_at=event.expires_at,
+            reason=event.reason,
+        )
+        self.holds = {**self.holds, event.hold_id: hold}
+
+    @on(HoldCaptured)
+    def _hold_captured(self, event: HoldCaptured) -> None:
+        self._forget_hold(event.hold_id)
+        self.allowance_remaining -= event.from_allowance + event.lapsed
+        self.topup_balance -= event.from_topup
+
+    @on(HoldReleased, HoldExpired)
+    def _hold_released(self, event: HoldReleased | HoldExpired) -> None:
+        self._forget_hold(event.hold_id)
+        self.allowance_remaining -= event.lapsed
 
     def _forget_hold(self, hold_id: str) -> None:
-        self.holds = {k: v for k, v in self.open_holds.items() if k != hold_id}
+        self.holds = {k: v for k, v in self.holds.items() if k != hold_id}
+
+    # --- snapshots -----------------------------------------------------------------------
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        # Snapshots taken before holds (and then thresholds) existed lack them.
+        state.setdefault("holds", {})
+        state.setdefault("low_balance_threshold", None)
+
+    @staticmethod
+    def restore_state(state: dict[str, Any]) -> None:
+        """A snapshot's JSON leaves holds as plain objects."""
+        state["holds"] = {k: OpenHold.of(v) for k, v in state["holds"].items()}

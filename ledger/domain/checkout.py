@@ -2,16 +2,32 @@
 
 The session's stream decides, once, what a payment is worth: its version is
 what makes a paid session credit the account exactly once, whatever order
-and however often Stripe's events arrive.
+and however often Stripe's events arrive. Refunds and disputes change what
+the purchase is still worth (ledger/domain/adjustments.py); each method returns
+the credits the account must give back or get back, so that the session and
+the account are written together.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
 
-from eventsourcing.domain import Aggregate, event
+import msgspec
+from eventsourcing.domain import Aggregate
 
+from ledger.domain.adjustments import Dispute, Worth, newer, taken_back
+from ledger.domain.events import (
+    CheckoutExpired,
+    CheckoutFailed,
+    CheckoutPaid,
+    CheckoutRequested,
+    DisputeClosed,
+    DisputeUpdated,
+    PaymentDisputed,
+    PaymentMismatched,
+    PaymentRefunded,
+)
+from ledger.domain.evolution import Evolution
 from ledger.domain.ids import checkout_stream_id
 
 PENDING = "pending"
@@ -23,18 +39,25 @@ MISMATCHED = "mismatched"
 
 _SETTLED = (PAID, REFUNDED)
 
+on = Evolution()
+
+
+class Adjustment(msgspec.Struct, frozen=True):
+    """Credits the account gives back (``clawed_back``, ``reversed``) or gets back (``restored``)."""
+
+    dispute_id: str = ""
+    clawed_back: int = 0
+    reversed: int = 0
+    restored: int = 0
+
 
 class CheckoutSession(Aggregate):
     """One Checkout session and the credits its payment is worth."""
 
-    @staticmethod
-    def create_id(session_id: str, **_: Any) -> UUID:
-        return checkout_stream_id(session_id)
+    class_version = 2
+    """Of its snapshots: version 2 keeps every dispute's status instead of the open one."""
 
-    class CheckoutRequested(Aggregate.Created):
-        """Version 2 added ``recovered``; version 1 events were all requested by us."""
-
-        class_version = 2
+    if TYPE_CHECKING:  # set by evolve()
         session_id: str
         account_id: str
         credits: int
@@ -43,14 +66,17 @@ class CheckoutSession(Aggregate):
         checkout_url: str
         expires_at: int
         recovered: bool
+        status: str
+        payment_intent: str | None
+        amount_refunded: int
+        credits_clawed_back: int
+        credits_reversed: int
+        disputes: dict[str, Dispute]
 
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["recovered"] = False
-
-    @event(CheckoutRequested)
-    def __init__(
-        self,
+    @classmethod
+    def request(
+        cls,
+        *,
         session_id: str,
         account_id: str,
         credits: int,
@@ -59,22 +85,20 @@ class CheckoutSession(Aggregate):
         checkout_url: str,
         expires_at: int,
         recovered: bool = False,
-    ) -> None:
-        """``recovered``: first seen in a webhook, rebuilt from the session's metadata."""
-        self.session_id = session_id
-        self.account_id = account_id
-        self.credits = credits
-        self.amount = amount
-        self.currency = currency
-        self.checkout_url = checkout_url
-        self.expires_at = expires_at
-        self.recovered = recovered
-        self.status = PENDING
-        self.payment_intent: str | None = None
-        self.amount_refunded = 0
-        self.credits_clawed_back = 0
-        self.credits_reversed = 0
-        self.open_dispute: str | None = None
+    ) -> CheckoutSession:
+        """A session created at Stripe (``recovered``: first seen in a webhook)."""
+        return cls._create(
+            CheckoutRequested,
+            id=checkout_stream_id(session_id),
+            session_id=session_id,
+            account_id=account_id,
+            credits=credits,
+            amount=amount,
+            currency=currency,
+            checkout_url=checkout_url,
+            expires_at=expires_at,
+            recovered=recovered,
+        )
 
     @property
     def paid(self) -> bool:
@@ -95,86 +119,145 @@ class CheckoutSession(Aggregate):
         if self.paid or self.status == MISMATCHED:
             return 0
         if amount_paid != self.amount or currency.lower() != self.currency.lower():
-            self._record_mismatch(amount_paid=amount_paid, currency=currency.lower())
+            self.trigger_event(PaymentMismatched, amount_paid=amount_paid, currency=currency.lower())
             return 0
-        self._record_payment(payment_intent=payment_intent, amount_paid=amount_paid)
+        self.trigger_event(CheckoutPaid, payment_intent=payment_intent, amount_paid=amount_paid)
         return self.credits
-
-    @event("CheckoutPaid")
-    def _record_payment(self, payment_intent: str | None, amount_paid: int) -> None:
-        self.status = PAID
-        self.payment_intent = payment_intent
-
-    @event("PaymentMismatched")
-    def _record_mismatch(self, amount_paid: int, currency: str) -> None:
-        self.status = MISMATCHED
 
     def expire(self) -> bool:
         """Mark an unpaid session expired; a paid one stays paid."""
         if self.status != PENDING:
             return False
-        self._record_expiry()
+        self.trigger_event(CheckoutExpired)
         return True
-
-    @event("CheckoutExpired")
-    def _record_expiry(self) -> None:
-        self.status = EXPIRED
 
     def fail(self) -> bool:
         """Mark an unpaid session's delayed payment failed; a paid one stays paid."""
         if self.status != PENDING:
             return False
-        self._record_failure()
+        self.trigger_event(CheckoutFailed)
         return True
 
-    @event("CheckoutFailed")
-    def _record_failure(self) -> None:
+    def _owed(self, amount_refunded: int, disputes: dict[str, Dispute]) -> Worth:
+        """What refunds and disputes take back with these facts (nothing unless paid)."""
+        if not self.paid:
+            return Worth(0, 0)
+        return taken_back(self.credits, self.amount, amount_refunded, disputes)
+
+    def refund(self, amount_refunded: int) -> Adjustment:
+        """Apply Stripe's cumulative ``amount_refunded``; an older, smaller figure changes nothing."""
+        amount_refunded = min(amount_refunded, self.amount)
+        if amount_refunded <= self.amount_refunded:
+            return Adjustment()
+        owed = self._owed(amount_refunded, self.disputes)
+        clawed_back = owed.refunded - self.credits_clawed_back
+        restored = max(self.credits_reversed - owed.disputed, 0)
+        self.trigger_event(
+            PaymentRefunded,
+            amount_refunded=amount_refunded,
+            credits_clawed_back=clawed_back,
+            credits_restored=restored,
+        )
+        return Adjustment(dispute_id=self._last_dispute(), clawed_back=clawed_back, restored=restored)
+
+    def dispute(self, dispute_id: str, status: str, amount: int) -> Adjustment:
+        """Apply a dispute's status; one at an earlier stage than the one known changes nothing."""
+        if not newer(self.disputes.get(dispute_id), status):
+            return Adjustment()
+        disputes = {**self.disputes, dispute_id: Dispute(status, amount)}
+        change = self._owed(self.amount_refunded, disputes).disputed - self.credits_reversed
+        self.trigger_event(
+            DisputeUpdated,
+            dispute_id=dispute_id,
+            status=status,
+            amount=amount,
+            credits_reversed=max(change, 0),
+            credits_restored=max(-change, 0),
+        )
+        return Adjustment(dispute_id=dispute_id, reversed=max(change, 0), restored=max(-change, 0))
+
+    def _last_dispute(self) -> str:
+        return next(reversed(self.disputes), "") if self.disputes else ""
+
+    # --- how events change it ------------------------------------------------------------
+
+    def evolve(self, event: Any) -> None:
+        on.apply(self, event)
+
+    @on(CheckoutRequested)
+    def _requested(self, event: CheckoutRequested) -> None:
+        self.session_id = event.session_id
+        self.account_id = event.account_id
+        self.credits = event.credits
+        self.amount = event.amount
+        self.currency = event.currency
+        self.checkout_url = event.checkout_url
+        self.expires_at = event.expires_at
+        self.recovered = event.recovered
+        self.status = PENDING
+        self.payment_intent = None
+        self.amount_refunded = 0
+        self.credits_clawed_back = 0
+        self.credits_reversed = 0
+        self.disputes = {}
+
+    @on(CheckoutPaid)
+    def _paid(self, event: CheckoutPaid) -> None:
+        self.status = PAID
+        self.payment_intent = event.payment_intent
+
+    @on(PaymentMismatched)
+    def _mismatched(self, event: PaymentMismatched) -> None:
+        self.status = MISMATCHED
+
+    @on(CheckoutExpired)
+    def _expired(self, event: CheckoutExpired) -> None:
+        self.status = EXPIRED
+
+    @on(CheckoutFailed)
+    def _failed(self, event: CheckoutFailed) -> None:
         self.status = FAILED
 
-    def refund(self, amount_refunded: int) -> int:
-        """Apply Stripe's cumulative ``amount_refunded``; return the credits to claw back.
-
-        The refunded share of the credits is ``credits * amount_refunded // amount``;
-        only the part not clawed back already is returned, and never more than is
-        still outstanding.
-        """
-        if not self.paid or amount_refunded <= self.amount_refunded:
-            return 0
-        refunded = min(amount_refunded, self.amount)
-        share = self.credits * refunded // self.amount if self.amount else self.credits
-        clawback = min(share - self.credits_clawed_back, self.credits_outstanding)
-        self._record_refund(amount_refunded=refunded, credits_clawed_back=max(clawback, 0))
-        return max(clawback, 0)
-
-    @event("PaymentRefunded")
-    def _record_refund(self, amount_refunded: int, credits_clawed_back: int) -> None:
-        self.amount_refunded = amount_refunded
-        self.credits_clawed_back += credits_clawed_back
-        if amount_refunded >= self.amount:
+    @on(PaymentRefunded)
+    def _refunded(self, event: PaymentRefunded) -> None:
+        self.amount_refunded = event.amount_refunded
+        self.credits_clawed_back += event.credits_clawed_back
+        self.credits_reversed -= event.credits_restored
+        if event.amount_refunded >= self.amount and self.paid:
             self.status = REFUNDED
 
-    def open_dispute_case(self, dispute_id: str) -> int:
-        """A dispute reverses what is left of the purchase; return the credits reversed."""
-        if not self.paid or self.open_dispute is not None:
-            return 0
-        reversed_credits = self.credits_outstanding
-        self._record_dispute(dispute_id=dispute_id, credits_reversed=reversed_credits)
-        return reversed_credits
+    @on(DisputeUpdated)
+    def _dispute_updated(self, event: DisputeUpdated) -> None:
+        self.disputes = {**self.disputes, event.dispute_id: Dispute(event.status, event.amount)}
+        self.credits_reversed += event.credits_reversed - event.credits_restored
 
-    @event("PaymentDisputed")
-    def _record_dispute(self, dispute_id: str, credits_reversed: int) -> None:
-        self.open_dispute = dispute_id
-        self.credits_reversed += credits_reversed
+    @on(PaymentDisputed)
+    def _disputed_before_inquiries(self, event: PaymentDisputed) -> None:
+        # It reversed what was left; as a chargeback of the money not refunded it means the same.
+        disputed = Dispute("needs_response", max(self.amount - self.amount_refunded, 0))
+        self.disputes = {**self.disputes, event.dispute_id: disputed}
+        self.credits_reversed += event.credits_reversed
 
-    def close_dispute_case(self, dispute_id: str, *, won: bool) -> int:
-        """Close the open dispute; a win returns the credits to restore."""
-        if self.open_dispute != dispute_id:
-            return 0
-        restored = self.credits_reversed if won else 0
-        self._record_dispute_closed(dispute_id=dispute_id, won=won, credits_restored=restored)
-        return restored
+    @on(DisputeClosed)
+    def _closed_before_inquiries(self, event: DisputeClosed) -> None:
+        known = self.disputes.get(event.dispute_id)
+        amount = known.amount if known else 0
+        closed = Dispute("won" if event.won else "lost", amount)
+        self.disputes = {**self.disputes, event.dispute_id: closed}
+        self.credits_reversed -= event.credits_restored
 
-    @event("DisputeClosed")
-    def _record_dispute_closed(self, dispute_id: str, won: bool, credits_restored: int) -> None:
-        self.open_dispute = None
-        self.credits_reversed -= credits_restored
+    # --- snapshots -----------------------------------------------------------------------
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        # Version 1 kept only the open dispute, and snapshots before recovery lacked it.
+        disputes = state.setdefault("disputes", {})
+        if open_dispute := state.pop("open_dispute", None):
+            unrefunded = max(state["amount"] - state.get("amount_refunded", 0), 0)
+            disputes[open_dispute] = {"status": "needs_response", "amount": unrefunded}
+        state.setdefault("recovered", False)
+
+    @staticmethod
+    def restore_state(state: dict[str, Any]) -> None:
+        """A snapshot's JSON leaves disputes as plain objects."""
+        state["disputes"] = {k: Dispute.of(v) for k, v in state["disputes"].items()}

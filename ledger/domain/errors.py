@@ -49,3 +49,7 @@ class HoldAlreadySettled(DomainError):
 
 class CaptureExceedsHold(DomainError):
     """A capture asked for more credits than the hold reserved."""
+
+
+class HoldNotDue(DomainError):
+    """An expiry was asked for a hold that has not reached it."""

@@ -23,7 +23,7 @@ import msgspec
 
 
 class OpenHold(msgspec.Struct, frozen=True):
-    """One open hold, as the account keeps it (a plain dict in snapshots)."""
+    """One open hold, as the account keeps it."""
 
     amount: int
     from_allowance: int
@@ -33,11 +33,9 @@ class OpenHold(msgspec.Struct, frozen=True):
     reason: str = ""
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> OpenHold:
-        return msgspec.convert(state, type=cls)
-
-    def to_state(self) -> dict[str, Any]:
-        return msgspec.structs.asdict(self)
+    def of(cls, state: OpenHold | dict[str, Any]) -> OpenHold:
+        """The hold itself, or the hold a snapshot's JSON describes."""
+        return state if isinstance(state, OpenHold) else msgspec.convert(state, type=cls)
 
     def has_expired(self, now: datetime) -> bool:
         return now >= datetime.fromisoformat(self.expires_at)

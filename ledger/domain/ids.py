@@ -15,3 +15,8 @@ def account_stream_id(account_id: str) -> UUID:
 def checkout_stream_id(session_id: str) -> UUID:
     """The stream of the Stripe Checkout session ``session_id``."""
     return uuid5(_NAMESPACE, f"checkout/{session_id}")
+
+
+def payment_intent_stream_id(payment_intent: str) -> UUID:
+    """The stream of the Stripe payment intent ``payment_intent``."""
+    return uuid5(_NAMESPACE, f"payment-intent/{payment_intent}")

@@ -1,14 +1,17 @@
-"""The append-only event store on PostgreSQL, through asyncpg.
+"""The append-only event store on PostgreSQL, through asyncpg: reading it.
+
+Writes go through one SQL function, ``append()``
+(``sql/functions/20_append.sql``, called by ``ledger/store/commit.py``).
 
 Ordering: readers tail the table by ``notification_id`` and must never pass
 over an event that commits after a later-numbered one. The eventsourcing
 library gets that by taking ``LOCK TABLE ... IN EXCLUSIVE MODE`` until commit,
 so writers commit one at a time. We use a transaction-id watermark instead:
 
-* ``append_events()`` (SQL, migration 0001) hands out a transaction id and a
-  block of notification ids under a short advisory lock that is released
-  before commit, so notification order equals transaction-id order while the
-  expensive part, the commit and its fsync, runs in parallel.
+* ``append()`` hands out a transaction id, a block of notification ids and the
+  time recorded under a short advisory lock that is released before commit, so
+  notification order equals transaction-id order (and ``recorded_at`` order)
+  while the expensive part, the commit and its fsync, runs in parallel.
 * Readers only return rows whose writing transaction is older than
   ``pg_snapshot_xmin(pg_current_snapshot())``, the oldest transaction still
   running. A row with a lower notification id than one returned belongs to an
@@ -20,8 +23,9 @@ so writers commit one at a time. We use a transaction-id watermark instead:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -36,11 +40,17 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 
 NOTIFY_CHANNEL = "ledger_events"
 
-_APPEND = "SELECT notification_id FROM append_events($1, $2, $3, $4)"
-
 _VISIBLE = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
 
 _COLUMNS = "originator_id, originator_version, topic, state, notification_id, recorded_at, hash"
+
+
+ORDERING_LOCK = 748200101
+"""The advisory lock under which append() hands out positions (see sql/functions/20_append.sql)."""
+
+
+class StoreBusy(Exception):
+    """The store could not answer in time (an as-of moment still being written): retry."""
 
 
 class ConcurrencyConflict(Exception):
@@ -71,53 +81,32 @@ def _recorded(row: asyncpg.Record | tuple[Any, ...]) -> RecordedEvent:
     )
 
 
+async def read_after(connection: Connection, after: int, limit: int) -> list[RecordedEvent]:
+    """Events in commit order after position ``after``, never skipping a late commit."""
+    rows = await connection.fetch(
+        f"""SELECT {_COLUMNS} FROM stored_events
+            WHERE notification_id > $1 AND {_VISIBLE}
+            ORDER BY notification_id LIMIT $2""",
+        after,
+        limit,
+    )
+    return [_recorded(row) for row in rows]
+
+
 class EventStore:
     """Appends events with optimistic concurrency and reads them back in order."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        """A connection inside a transaction, for an append plus rows that go with it."""
-        async with self.pool.acquire() as connection, connection.transaction():
-            yield connection
+    async def append(self, events: Sequence[StoredEvent]) -> list[int]:
+        """Append events as one command, at once (tests and data generators; commands
+        go through the group committer). Raises ConcurrencyConflict."""
+        from ledger.store.commit import Writes, write_batch
 
-    async def append(
-        self, events: Sequence[StoredEvent], connection: Connection | None = None
-    ) -> list[int]:
-        """Append events atomically; return their notification ids.
-
-        Each event's ``originator_version`` is the expected next version of its
-        aggregate: if any is taken, nothing is written and ``ConcurrencyConflict``
-        is raised. With ``connection`` the append joins the caller's transaction
-        and must be its first write.
-        """
-        if not events:
-            return []
-        if connection is None:
-            async with self.transaction() as own:
-                return await self._append(own, events)
-        return await self._append(connection, events)
-
-    async def _append(self, connection: Connection, events: Sequence[StoredEvent]) -> list[int]:
-        try:
-            rows = await connection.fetch(
-                _APPEND,
-                [e.originator_id for e in events],
-                [e.originator_version for e in events],
-                [e.topic for e in events],
-                [e.state for e in events],
-            )
-        except asyncpg.UniqueViolationError as error:
-            raise ConcurrencyConflict(str(error)) from error
-        except BaseException:
-            # append_events() holds a session-level lock while it inserts; if it
-            # failed in between, release it now rather than when the pool resets.
-            with contextlib.suppress(Exception):
-                await connection.execute("SELECT pg_advisory_unlock_all()")
-            raise
-        return [row[0] for row in rows]
+        async with self.pool.acquire() as connection:
+            [outcome] = await write_batch(connection, [Writes(events=events)])
+        return outcome.result()
 
     async def load(
         self,
@@ -158,6 +147,52 @@ class EventStore:
             )
         return [_recorded(row) for row in rows]
 
+    async def account_page(self, account_id: str, *, after: int, limit: int) -> list[RecordedEvent]:
+        """The events of an account's stream and its Checkout sessions', in commit order.
+
+        Several streams interleave, so this reads behind the watermark as read_all does.
+        """
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"""SELECT {_COLUMNS} FROM stored_events
+                    WHERE originator_id IN (
+                        SELECT originator_id FROM stored_events
+                        WHERE event_account_id(state) = $1 AND originator_version = 1)
+                      AND notification_id > $2 AND {_VISIBLE}
+                    ORDER BY notification_id LIMIT $3""",
+                account_id,
+                after,
+                limit,
+            )
+        return [_recorded(row) for row in rows]
+
+    async def wait_for_appends_before(self, moment: datetime, seconds: float = 2.0) -> None:
+        """Return once no append that could be recorded at or before ``moment`` is still running.
+
+        An append takes its time under the ordering lock; taking that lock here
+        means every append that took its time before now has its transaction id,
+        so waiting for those transactions makes an as-of answer final. Raises
+        StoreBusy after ``seconds``.
+        """
+        async with self.pool.acquire() as connection:
+            await connection.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
+            try:
+                running = await connection.fetchval(
+                    "SELECT coalesce(array_agg(x), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x"
+                )
+            finally:
+                await connection.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
+            deadline = time.monotonic() + seconds
+            while running:
+                if time.monotonic() > deadline:
+                    raise StoreBusy("appends recorded before that moment are still committing")
+                await asyncio.sleep(0.002)
+                running = await connection.fetchval(
+                    """SELECT coalesce(array_agg(x), '{}') FROM unnest($1::xid8[]) x
+                       WHERE pg_xact_status(x) = 'in progress'""",
+                    running,
+                )
+
     async def exists(self, originator_id: UUID) -> bool:
         """Whether an aggregate with this id has been created."""
         async with self.pool.acquire() as connection:
@@ -173,15 +208,8 @@ class EventStore:
         """Events in commit order after position ``after``, never skipping a late commit."""
         if connection is None:
             async with self.pool.acquire() as own:
-                return await self.read_all(after, limit, own)
-        rows = await connection.fetch(
-            f"""SELECT {_COLUMNS} FROM stored_events
-                WHERE notification_id > $1 AND {_VISIBLE}
-                ORDER BY notification_id LIMIT $2""",
-            after,
-            limit,
-        )
-        return [_recorded(row) for row in rows]
+                return await read_after(own, after, limit)
+        return await read_after(connection, after, limit)
 
     async def head_position(self) -> int:
         """The highest position recorded so far (a bound for progress bars, not a cursor)."""
@@ -189,14 +217,14 @@ class EventStore:
             found = await connection.fetchval("SELECT max(notification_id) FROM stored_events")
         return int(found or 0)
 
-    async def creation_field(self, topic: str, field: str) -> list[str]:
-        """One field of every aggregate created by an event of ``topic``, oldest first."""
+    async def creation_field(self, topics: Sequence[str], field: str) -> list[str]:
+        """One field of every aggregate created by an event of ``topics``, oldest first."""
         async with self.pool.acquire() as connection:
             rows = await connection.fetch(
                 """SELECT convert_from(state, 'UTF8')::jsonb ->> $2 FROM stored_events
-                   WHERE topic = $1 AND originator_version = 1
+                   WHERE topic = any($1::text[]) AND originator_version = 1
                    ORDER BY notification_id""",
-                topic,
+                list(topics),
                 field,
             )
         return [row[0] for row in rows]

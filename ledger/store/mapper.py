@@ -75,12 +75,25 @@ class MsgspecMapper(Mapper[Any]):
         state["originator_version"] = stored_event.originator_version
         decoded: Any = msgspec.convert(state, type=cls, strict=False)
         if isinstance(decoded, Snapshot):
-            _restore_aggregate_timestamps(decoded.state)
+            _restore_snapshot_state(_class_of(decoded.topic), decoded.state)
         return decoded
 
 
-def _restore_aggregate_timestamps(aggregate_state: dict[str, Any]) -> None:
-    # A snapshot's state is an untyped dict, so JSON leaves these two as strings.
+def _restore_snapshot_state(aggregate_class: type, state: dict[str, Any]) -> None:
+    """Upcast a snapshot's state to its aggregate's current shape and give its values their types.
+
+    A snapshot's state is an untyped dict, so JSON leaves datetimes as strings and
+    structs as objects; the aggregate's ``restore_state`` types its own fields.
+    """
     for key in ("_created_on", "_modified_on"):
-        if isinstance(aggregate_state.get(key), str):
-            aggregate_state[key] = datetime.fromisoformat(aggregate_state[key])
+        if isinstance(state.get(key), str):
+            state[key] = datetime.fromisoformat(state[key])
+    from_version = state.pop("class_version", 1)
+    class_version = getattr(aggregate_class, "class_version", 1)
+    while from_version < class_version:
+        getattr(aggregate_class, f"upcast_v{from_version}_v{from_version + 1}")(state)
+        from_version += 1
+    if class_version > 1:
+        state["class_version"] = class_version  # upcast already: Snapshot.mutate need not
+    if (restore := getattr(aggregate_class, "restore_state", None)) is not None:
+        restore(state)

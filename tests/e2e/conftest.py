@@ -10,12 +10,13 @@ import httpx
 import pytest
 from litestar import Litestar
 
+from api.access.tokens import Scope
 from api.app import create_app
 from api.services import Services
 from api.settings import Settings
-from ledger.tokens import Scope
 from stripe_standin import RunningStandin, run_standin
 from tests.conftest import unique
+from tests.support.ledger import open_account
 from tests.support.servers import bind_free_port, serving
 from tests.support.stripe_events import PREVIOUS_WEBHOOK_SECRET, WEBHOOK_SECRET
 
@@ -71,7 +72,7 @@ class Customer:
 @pytest.fixture
 async def customer(services: Services) -> Customer:
     account_id = unique("acct")
-    await services.accounts.open(account_id, 1000)
+    await open_account(services.ledger, account_id, 1000)
     issued = await services.tokens.issue(Scope.CREDITS, account_id=account_id)
     return Customer(account_id, issued.secret)
 

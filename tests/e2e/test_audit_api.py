@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 import httpx
 
+from api.access.tokens import Scope
 from api.services import Services
-from ledger.tokens import Scope
 from tests.e2e.conftest import Customer
 from tests.support.events import tail_position
+from tests.support.ledger import open_account
 
 
 async def auditor(services: Services) -> dict[str, str]:
@@ -56,7 +57,7 @@ async def test_customers_read_only_their_own_history(
     http: httpx.AsyncClient, customer: Customer, services: Services
 ) -> None:
     other_id = f"{customer.account_id}_neighbour"
-    await services.accounts.open(other_id, 10)
+    await open_account(services.ledger, other_id, 10)
 
     own = await http.get(f"/v1/accounts/{customer.account_id}/events", headers=customer.headers)
     other = await http.get(f"/v1/accounts/{other_id}/events", headers=customer.headers)
@@ -82,7 +83,7 @@ async def test_the_global_feed_has_no_gaps_or_repeats_under_concurrent_writes(
     account_ids = []
     for _ in range(5):
         account_id = f"acct_feed_{uuid.uuid4().hex[:8]}"
-        await services.accounts.open(account_id, 100_000)
+        await open_account(services.ledger, account_id, 100_000)
         account_ids.append(account_id)
     writing = asyncio.gather(
         *(spend(http, writer_headers, a, n) for n in range(1, 21) for a in account_ids)
@@ -124,14 +125,14 @@ async def test_balance_as_of_a_moment_matches_a_replay_to_then(
     for n in (100, 250, 400):
         await spend(http, writer_headers, customer.account_id, n)
         moments.append(datetime.now(UTC))
-        balances.append((await services.accounts.get(customer.account_id)).balance)
+        balances.append((await services.ledger.account(customer.account_id)).balance)
         await asyncio.sleep(0.01)
 
     for moment, balance in zip(moments, balances, strict=True):
         response = await http.get(path, params={"as_of": moment.isoformat()}, headers=headers)
         assert response.status_code == 200, response.text
         assert response.json()["balance"] == balance
-        replayed = await services.accounts.get_as_of(customer.account_id, moment)
+        replayed = await services.ledger.account_as_of(customer.account_id, moment)
         assert replayed.balance == balance
 
     before_opening = await http.get(path, params={"as_of": "2000-01-01T00:00:00Z"}, headers=headers)

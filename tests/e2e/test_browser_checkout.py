@@ -98,7 +98,7 @@ async def test_a_purchase_paid_in_the_browser_lands_on_the_new_balance(
 
         status = page.locator("#status")
         await expect(status).to_have_attribute("data-status", "credited")
-        account = await services.accounts.get(customer.account_id)
+        account = await services.ledger.account(customer.account_id)
         assert account.balance == 1000 + credits
         await expect(page.locator("#balance")).to_have_attribute(
             "data-balance", str(1000 + credits)

@@ -71,7 +71,7 @@ def assert_accepted(standin: RunningStandin, event_ids: list[str]) -> None:
 
 
 async def topup_balance(services: Services, account_id: str) -> int:
-    return (await services.accounts.get(account_id)).topup_balance
+    return (await services.ledger.account(account_id)).topup_balance
 
 
 async def account_event_types(services: Services, account_id: str) -> list[str]:

@@ -235,7 +235,7 @@ async def test_a_due_hold_is_released_by_the_sweeper_and_cannot_be_captured(
     await asyncio.sleep(1.1)
     # What a freshly started process does: it knows of the hold only from the database.
     await catch_up(services.store, all_projections())
-    await HoldExpirySweeper(services.views, services.holds).sweep()
+    await HoldExpirySweeper(services.views, services.ledger).sweep()
     late_capture = await http.post(
         f"/v1/accounts/{account_id}/holds/{hold_id}/capture",
         json={"amount": 1},

@@ -7,9 +7,8 @@ import re
 import httpx
 
 from api.services import Services
-from ledger.accounts import AccountService, SpendCredits
-from ledger.repository import Repository
-from ledger.store.idempotency import IdempotencyStore
+from ledger.bootstrap import build_ledger
+from ledger.commands import SpendCredits
 from tests.conftest import unique
 from tests.e2e.conftest import Customer
 from tests.support.stripe_events import event_body, new_event_id, signature
@@ -86,15 +85,15 @@ async def test_metrics_count_appended_events_by_type_and_conflict_retries(
     ).status_code == 200  # the API now holds it in memory
     # Another writer (a second repository, as another API process would be) appends meanwhile,
     # so the API's next spend decides on a stale version, conflicts, and is decided again.
-    elsewhere = Repository(services.store)
+    elsewhere = build_ledger(services.pool)
     try:
-        await AccountService(elsewhere, services.store, IdempotencyStore(services.pool)).spend(
+        await elsewhere.execute(
             SpendCredits(
                 account_id=customer.account_id, amount=7, reason="", idempotency_key=unique("k")
             )
         )
     finally:
-        await elsewhere.committer.stop()
+        await elsewhere.uow.committer.stop()
     assert (await http.send(spend_over_http(11))).status_code == 200
     after = await scrape(http)
 

@@ -8,12 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
+from api.access.tokens import Scope
 from api.services import Services
 from ledger.store.event_store import EventStore
-from ledger.tokens import Scope
 from stripe_standin import RunningStandin
 from tests.e2e.conftest import Customer
 from tests.support.events import events_since, tail_position
+from tests.support.ledger import open_account
 
 PURCHASE = "/v1/credits/purchase"
 
@@ -236,7 +237,7 @@ async def test_idempotency_keys_are_per_account(
     http: httpx.AsyncClient, customer: Customer, services: Services
 ) -> None:
     other_id = f"{customer.account_id}_other"
-    await services.accounts.open(other_id, 1000)
+    await open_account(services.ledger, other_id, 1000)
     other = await services.tokens.issue(Scope.CREDITS, account_id=other_id)
 
     mine = await http.post(

@@ -30,8 +30,8 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
+from api.access.tokens import Scope
 from api.services import Services
-from ledger.tokens import Scope
 from tests.e2e.conftest import Customer
 from tests.support.stripe_events import signature
 

@@ -8,11 +8,12 @@ import uuid
 import httpx
 import pytest
 
+from api.access.tokens import Scope
 from api.services import Services
-from ledger.holds import PlaceHold
-from ledger.tokens import Scope
+from ledger.commands import PlaceHold
 from tests.e2e.conftest import Customer
 from tests.support.events import events_since, tail_position
+from tests.support.ledger import open_account
 from tests.support.stripe_events import WEBHOOK_SECRET, checkout_session, event_body, signature
 
 # (method, path template, body, scopes allowed; "own" = a credits token on its own account)
@@ -49,7 +50,7 @@ async def tokens(services: Services, customer: Customer) -> dict[str, str]:
     writer = await services.tokens.issue(Scope.LEDGER_WRITE, name="matrix")
     auditor = await services.tokens.issue(Scope.LEDGER_AUDIT, name="matrix")
     other_id = f"{customer.account_id}_other"
-    await services.accounts.open(other_id, 100)
+    await open_account(services.ledger, other_id, 100)
     other = await services.tokens.issue(Scope.CREDITS, account_id=other_id)
     return {
         "credits": customer.token,
@@ -64,7 +65,15 @@ async def existing(
     http: httpx.AsyncClient, services: Services, customer: Customer, tokens: dict[str, str]
 ) -> dict[str, str]:
     """A hold on the customer's account and a webhook endpoint, for the paths that name them."""
-    hold = await services.holds.place(PlaceHold(customer.account_id, 10, 600, "matrix", "m-1"))
+    hold = await services.ledger.execute(
+        PlaceHold(
+            account_id=customer.account_id,
+            amount=10,
+            expires_in_seconds=600,
+            reason="matrix",
+            idempotency_key="m-1",
+        )
+    )
     created = await http.post(
         "/v1/webhook-endpoints",
         json={"url": "https://hooks.example/matrix", "events": ["credits.spent"]},

@@ -11,6 +11,7 @@ from api.services import Services
 from ledger.domain.ids import account_stream_id
 from tests.conftest import unique
 from tests.support.events import stream_events
+from tests.support.ledger import save
 
 
 async def open_account(http: httpx.AsyncClient, headers: dict[str, str], allowance: int) -> str:
@@ -48,10 +49,10 @@ async def test_a_spend_answers_the_balance_after_and_records_the_buckets(
     http: httpx.AsyncClient, writer_headers: dict[str, str], services: Services
 ) -> None:
     account_id = await open_account(http, writer_headers, 100)
-    await services.accounts.get(account_id)
-    account = await services.accounts.get(account_id)
+    await services.ledger.account(account_id)
+    account = await services.ledger.account(account_id)
     account.purchase(session_id="cs_test_direct", credits=50)
-    await services.accounts.repository.save(account)
+    await save(services.ledger, account)
 
     response = await spend(http, writer_headers, account_id, 120)
 
@@ -112,7 +113,7 @@ async def test_a_spend_needs_an_idempotency_key_and_a_whole_amount(
 async def test_customer_and_auditor_tokens_cannot_spend(
     http: httpx.AsyncClient, writer_headers: dict[str, str], services: Services
 ) -> None:
-    from ledger.tokens import Scope
+    from api.access.tokens import Scope
 
     account_id = await open_account(http, writer_headers, 100)
     customer = await services.tokens.issue(Scope.CREDITS, account_id=account_id)
@@ -141,7 +142,7 @@ async def test_concurrent_spends_past_the_balance_succeed_exactly_as_far_as_it_g
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 402}
     assert statuses.count(200) == 1000 // 15
-    account = await services.accounts.get(account_id)
+    account = await services.ledger.account(account_id)
     assert account.balance == 1000 - 15 * (1000 // 15)
     assert len(await spent_events(services, account_id)) == statuses.count(200)
 
@@ -150,9 +151,9 @@ async def test_monthly_reset_restores_the_allowance_and_spares_topups(
     http: httpx.AsyncClient, writer_headers: dict[str, str], services: Services
 ) -> None:
     account_id = await open_account(http, writer_headers, 1000)
-    account = await services.accounts.get(account_id)
+    account = await services.ledger.account(account_id)
     account.purchase(session_id="cs_test_direct_2", credits=1000)
-    await services.accounts.repository.save(account)
+    await save(services.ledger, account)
     assert (await spend(http, writer_headers, account_id, 1500)).status_code == 200
     path = f"/v1/accounts/{account_id}/monthly-reset"
 

@@ -25,8 +25,8 @@ import asyncpg
 import httpx
 import pytest
 
+from api.access.tokens import Scope, TokenService
 from ledger.store.event_store import EventStore
-from ledger.tokens import Scope, TokenService
 from projections.runner import all_projections
 from stripe_standin import RunningStandin, run_standin
 from tests.support.cli import ROOT, ledger

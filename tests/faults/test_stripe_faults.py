@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger.tokens import Scope, TokenService
+from api.access.tokens import Scope, TokenService
 from stripe_standin import RunningStandin, run_standin
 from tests.conftest import IsolatedDatabase, migrated_database
 from tests.faults.conftest import (

@@ -10,23 +10,15 @@ from datetime import timedelta
 import asyncpg
 
 from audit.verify import verify
-from ledger.accounts import AccountService, SpendCredits
+from ledger.bootstrap import build_ledger
+from ledger.commands import ResetMonth, SpendCredits
 from ledger.domain.ids import account_stream_id
-from ledger.payment_events import (
-    CheckoutChange,
-    CheckoutEvent,
-    DisputeOpenedEvent,
-    RefundEvent,
-)
-from ledger.payments import PaymentService
-from ledger.purchases import Pricing
-from ledger.repository import Repository
-from ledger.store.idempotency import IdempotencyStore
+from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
+from ledger.service import Ledger
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
-
-PRICING = Pricing(unit_amount=1, currency="usd")
+from tests.support.ledger import open_account, save
 
 
 def paid(session_id: str, account_id: str, credits: int, intent: str) -> CheckoutEvent:
@@ -45,35 +37,48 @@ def paid(session_id: str, account_id: str, credits: int, intent: str) -> Checkou
     )
 
 
-async def build_history(db: IsolatedDatabase) -> None:
+async def build_history(db: IsolatedDatabase) -> Ledger:
     """Two accounts with purchases, spends, a reset, a refund and a dispute."""
-    repository = Repository(db.store)
-    accounts = AccountService(repository, db.store, IdempotencyStore(db.pool))
-    payments = PaymentService(repository, PRICING, IdempotencyStore(db.pool))
+    books = build_ledger(db.pool)
     for n, account_id in enumerate(("acct_alice", "acct_bob")):
-        await accounts.open(account_id, 1000)
+        await open_account(books, account_id, 1000)
         # A session the store never saw is recovered from its metadata: a real checkout.
-        await payments.apply(paid(f"cs_{n}_a", account_id, 700, f"pi_{n}_a"), "checkout")
-        await payments.apply(paid(f"cs_{n}_b", account_id, 300, f"pi_{n}_b"), "checkout")
+        for suffix, credits in (("a", 700), ("b", 300)):
+            event = paid(f"cs_{n}_{suffix}", account_id, credits, f"pi_{n}_{suffix}")
+            await books.apply_payment_event(event.event_id, "checkout.session.completed", event)
         for k in range(12):
-            await accounts.spend(SpendCredits(account_id, 90 + k, "work", f"{account_id}-{k}"))
-        await accounts.reset_month(account_id, "2999-01")
-    await payments.apply(
-        RefundEvent(event_id="evt_refund", payment_intent="pi_0_a", amount_refunded=200),
-        "charge.refunded",
+            await books.execute(
+                SpendCredits(
+                    account_id=account_id,
+                    amount=90 + k,
+                    reason="work",
+                    idempotency_key=f"{account_id}-{k}",
+                )
+            )
+        await books.execute(ResetMonth(account_id=account_id, period="2999-01"))
+    refund = RefundEvent(event_id="evt_refund", payment_intent="pi_0_a", amount_refunded=200)
+    await books.apply_payment_event(refund.event_id, "charge.refunded", refund)
+    dispute = DisputeEvent(
+        event_id="evt_dispute",
+        dispute_id="dp_1",
+        payment_intent="pi_1_b",
+        status="needs_response",
+        amount=300,
     )
-    await payments.apply(
-        DisputeOpenedEvent(event_id="evt_dispute", dispute_id="dp_1", payment_intent="pi_1_b"),
-        "charge.dispute.created",
-    )
+    await books.apply_payment_event(dispute.event_id, "charge.dispute.created", dispute)
     await catch_up(db.store, all_projections())
+    return books
 
 
-async def tamper(pool: asyncpg.Pool, sql: str, *args: object) -> None:
-    """Change rows the way someone with database access could, bypassing the trigger."""
-    async with pool.acquire() as connection, connection.transaction():
-        await connection.execute("SET LOCAL session_replication_role = replica")
-        await connection.execute(sql, *args)
+async def tamper(admin_url: str, sql: str, *args: object) -> None:
+    """Change rows as a superuser could, bypassing the trigger (the service's role cannot)."""
+    connection = await asyncpg.connect(admin_url)
+    try:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL session_replication_role = replica")
+            await connection.execute(sql, *args)
+    finally:
+        await connection.close()
 
 
 async def test_a_faithful_ledger_verifies_clean(isolated_db: IsolatedDatabase) -> None:
@@ -93,7 +98,7 @@ async def test_one_changed_byte_is_reported_with_its_account_and_version(
     await build_history(isolated_db)
     stream = account_stream_id("acct_bob")
     await tamper(
-        isolated_db.pool,
+        isolated_db.url,
         """UPDATE stored_events SET state = convert_to(
                replace(convert_from(state, 'UTF8'), '"amount":95', '"amount":94'), 'UTF8')
            WHERE originator_id = $1 AND originator_version = 9""",
@@ -113,7 +118,7 @@ async def test_a_changed_amount_also_shows_what_differs_from_the_views(
 ) -> None:
     await build_history(isolated_db)
     await tamper(
-        isolated_db.pool,
+        isolated_db.url,
         """UPDATE stored_events SET state = convert_to(
                replace(convert_from(state, 'UTF8'), '"from_topup":45', '"from_topup":5'),
                'UTF8')
@@ -140,12 +145,12 @@ async def test_a_removed_event_and_a_retimed_event_are_reported(
     await build_history(isolated_db)
     alice = account_stream_id("acct_alice")
     await tamper(
-        isolated_db.pool,
+        isolated_db.url,
         "DELETE FROM stored_events WHERE originator_id = $1 AND originator_version = 5",
         alice,
     )
     await tamper(
-        isolated_db.pool,
+        isolated_db.url,
         """UPDATE stored_events SET recorded_at = recorded_at - $2::interval
            WHERE originator_id = $1 AND originator_version = 2""",
         alice,
@@ -179,13 +184,11 @@ async def test_a_view_edited_by_hand_is_reported_field_by_field(
 async def test_a_purchase_credited_twice_or_without_a_checkout_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    await build_history(isolated_db)
-    repository = Repository(isolated_db.store)
-    accounts = AccountService(repository, isolated_db.store, IdempotencyStore(isolated_db.pool))
-    account = await accounts.get("acct_alice")
+    books = await build_history(isolated_db)
+    account = await books.account("acct_alice")
     account.purchase(session_id="cs_0_a", credits=700)  # bypassing the session: a bug's footprint
     account.purchase(session_id="cs_made_up", credits=50)
-    await repository.save(account)
+    await save(books, account)
     await catch_up(isolated_db.store, all_projections())
 
     report = await verify(isolated_db.pool)
@@ -205,7 +208,7 @@ async def test_the_verify_command_reports_and_exits_by_its_findings(
         "UPDATE purchases SET status = 'expired' WHERE session_id = 'cs_0_a'"
     )
     await tamper(
-        isolated_db.pool,
+        isolated_db.url,
         """UPDATE stored_events SET state = state || ' '::bytea
            WHERE originator_id = $1 AND originator_version = 1""",
         account_stream_id("acct_alice"),
@@ -225,7 +228,7 @@ async def test_the_verify_command_reports_and_exits_by_its_findings(
 async def test_export_writes_the_history_as_json_lines_and_csv(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    await build_history(isolated_db)
+    books = await build_history(isolated_db)
 
     jsonl = await ledger(isolated_db.url, "audit", "export", "acct_bob")
     as_csv = await ledger(isolated_db.url, "audit", "export", "acct_bob", "--format", "csv")
@@ -233,9 +236,7 @@ async def test_export_writes_the_history_as_json_lines_and_csv(
 
     lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    account = await AccountService(
-        Repository(isolated_db.store), isolated_db.store, IdempotencyStore(isolated_db.pool)
-    ).get("acct_bob")
+    account = await books.account("acct_bob")
     assert [line["version"] for line in lines] == list(range(1, account.version + 1))
     assert lines[-1]["balance_after"] == account.balance
     assert len(rows) == len(lines)

@@ -7,7 +7,7 @@ import hashlib
 
 import asyncpg
 
-from ledger.tokens import TokenService
+from api.access.tokens import TokenService
 from tests.conftest import unique
 from tests.support import cli
 

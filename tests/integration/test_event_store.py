@@ -9,8 +9,11 @@ import asyncpg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from ledger.store.claims import Claim
+from ledger.store.commit import ClaimRecord, Writes, write_batch
 from ledger.store.event_store import ConcurrencyConflict, EventStore
 from ledger.store.hash_chain import GENESIS, event_hash
+from tests.conftest import unique
 from tests.support.events import tail_position
 
 
@@ -69,32 +72,40 @@ async def test_a_failed_append_releases_the_ordering_lock(store: EventStore) -> 
         await store.append([event(stream, 2)])
 
 
-async def test_stored_events_cannot_be_updated_deleted_or_truncated(
-    store: EventStore, pool: asyncpg.Pool
+async def test_not_even_a_superuser_updates_deletes_or_truncates_events_by_accident(
+    store: EventStore, database_url: str
 ) -> None:
     stream = uuid.uuid4()
-    await store.append([event(stream, 1)])
+    async with store.pool.acquire() as connection:
+        [outcome] = await write_batch(
+            connection, [Writes(events=[event(stream, 1)], snapshots=[event(stream, 1)])]
+        )
+    outcome.result()
     statements = [
         "UPDATE stored_events SET state = '\\x7b7d' WHERE originator_id = $1",
         "DELETE FROM stored_events WHERE originator_id = $1",
+        "UPDATE snapshots SET state = '\\x7b7d' WHERE originator_id = $1",
+        "DELETE FROM snapshots WHERE originator_id = $1",
     ]
-    async with pool.acquire() as connection:
+    admin = await asyncpg.connect(database_url)
+    try:
         for statement in statements:
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-                await connection.execute(statement, stream)
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-            await connection.execute("TRUNCATE stored_events")
+                await admin.execute(statement, stream)
+        for table in ("stored_events", "snapshots"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await admin.execute(f"TRUNCATE {table}")
+    finally:
+        await admin.close()
     assert len(await store.load(stream)) == 1
 
 
-async def test_append_must_be_the_first_write_of_its_transaction(
-    store: EventStore, pool: asyncpg.Pool
-) -> None:
+async def test_append_must_be_the_first_write_of_its_transaction(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("CREATE TEMP TABLE scratch (n int) ON COMMIT DROP")
         await connection.execute("INSERT INTO scratch VALUES (1)")
         with pytest.raises(asyncpg.InvalidTransactionStateError, match="first write"):
-            await store.append([event(uuid.uuid4(), 1)], connection)
+            await write_batch(connection, [Writes(events=[event(uuid.uuid4(), 1)])])
 
 
 async def test_reader_never_sees_a_position_before_one_it_already_read(
@@ -108,7 +119,8 @@ async def test_reader_never_sees_a_position_before_one_it_already_read(
     transaction = slow.transaction()
     await transaction.start()
     try:
-        [early_position] = await store.append([event(early, 1)], slow)
+        [outcome] = await write_batch(slow, [Writes(events=[event(early, 1)])])
+        [early_position] = outcome.result()
         # A later append commits while the earlier one is still open.
         [late_position] = await store.append([event(late, 1)])
         assert early_position < late_position
@@ -123,6 +135,75 @@ async def test_reader_never_sees_a_position_before_one_it_already_read(
     assert early_position in seen
     assert late_position in seen
     assert seen.index(early_position) < seen.index(late_position)
+
+
+async def test_a_writer_stalled_mid_transaction_holds_up_no_other_writer(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """A client that appended and then stalled before committing (its stream and its claim
+    are locked) delays nobody: other streams commit at once, and a command on the same
+    stream or key is answered as a conflict (decided again) instead of waiting."""
+    stalled_stream = uuid.uuid4()
+    claim = ClaimRecord(Claim("tests", unique("stalled-key"), b"h"), b"{}")
+    stalled = await pool.acquire()
+    transaction = stalled.transaction()
+    await transaction.start()
+    try:
+        [outcome] = await write_batch(
+            stalled, [Writes(events=[event(stalled_stream, 1)], claims=[claim])]
+        )
+        assert outcome.outcome == "ok"
+        async with asyncio.timeout(5):  # the service's lock_timeout is 5 s: far less here
+            others = await asyncio.gather(*(store.append([event(uuid.uuid4(), 1)]) for _ in range(20)))
+            async with pool.acquire() as connection:
+                same_stream, same_claim = await write_batch(
+                    connection,
+                    [
+                        Writes(events=[event(stalled_stream, 1)]),
+                        Writes(events=[event(uuid.uuid4(), 1)], claims=[claim]),
+                    ],
+                )
+        assert all(len(positions) == 1 for positions in others)
+        assert (same_stream.outcome, same_claim.outcome) == ("conflict", "conflict")
+    finally:
+        await transaction.rollback()
+        await pool.release(stalled)
+    assert await store.load(stalled_stream) == []
+
+
+async def test_the_service_role_can_neither_rewrite_history_nor_change_the_rules(
+    pool: asyncpg.Pool,
+) -> None:
+    """Least privilege: what a compromised service process could try, refused by PostgreSQL."""
+    attempts = [
+        "UPDATE stored_events SET state = state",
+        "DELETE FROM stored_events",
+        "TRUNCATE stored_events",
+        "INSERT INTO stored_events (originator_id, originator_version, topic, state, hash) "
+        "VALUES (gen_random_uuid(), 1, 'x', '\\x7b7d', '\\x00')",
+        "ALTER TABLE stored_events DISABLE TRIGGER stored_events_no_update_or_delete",
+        "ALTER TABLE stored_events ADD COLUMN forged text",
+        "DROP TABLE stored_events",
+        "UPDATE snapshots SET state = state",
+        "DELETE FROM snapshots",
+        "UPDATE claims SET response = response",
+        "DELETE FROM claims",
+        "CREATE OR REPLACE FUNCTION event_hash(bytea, uuid, bigint, timestamptz, text, bytea) "
+        "RETURNS bytea LANGUAGE sql AS 'SELECT $1'",
+        "CREATE TABLE shadow (n int)",
+        "SET session_replication_role = replica",
+    ]
+    async with pool.acquire() as connection:
+        assert await connection.fetchval("SELECT current_user") == "ledger_service"
+        owned = await connection.fetchval(
+            "SELECT count(*) FROM pg_class WHERE relowner = (SELECT oid FROM pg_roles "
+            "WHERE rolname = current_user)"
+        )
+        assert owned == 0
+        for statement in attempts:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with connection.transaction():
+                    await connection.execute(statement)
 
 
 async def test_concurrent_writers_and_a_tailing_reader_agree_on_one_order(

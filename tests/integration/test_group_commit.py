@@ -10,21 +10,28 @@ import asyncpg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from ledger.accounts import AccountService, SpendCredits
-from ledger.repository import Repository
+from api.access.tokens import Scope, TokenService
+from ledger.bootstrap import build_ledger
+from ledger.commands import SpendCredits
+from ledger.store.claims import Claim, ClaimTaken
+from ledger.store.commit import ClaimRecord, GroupCommitter, Writes
 from ledger.store.event_store import ConcurrencyConflict, EventStore
-from ledger.store.group_commit import GroupCommitter, IdempotencyRecord, UnitOfWork
-from ledger.store.idempotency import IdempotencyKeyTaken, IdempotencyStore, StoredAnswer
-from ledger.tokens import Scope, TokenService
 from tests.conftest import unique
+from tests.support.ledger import open_account, save
 
 
-def unit(stream: uuid.UUID, version: int, key: str | None = None) -> UnitOfWork:
+def unit(stream: uuid.UUID, version: int, key: str | None = None) -> Writes:
     event = StoredEvent(
         originator_id=stream, originator_version=version, topic="tests:Happened", state=b"{}"
     )
-    record = IdempotencyRecord("tests", key, StoredAnswer(b"h", b"{}")) if key is not None else None
-    return UnitOfWork(events=[event], keys=[record] if record else [])
+    claims = [ClaimRecord(Claim("tests", key, b"h"), b"{}")] if key is not None else []
+    return Writes(events=[event], claims=claims)
+
+
+def spend(account_id: str, amount: int, reason: str = "work") -> SpendCredits:
+    return SpendCredits(
+        account_id=account_id, amount=amount, reason=reason, idempotency_key=unique("key")
+    )
 
 
 async def test_concurrent_commands_share_batches_and_fail_alone(store: EventStore) -> None:
@@ -42,7 +49,7 @@ async def test_concurrent_commands_share_batches_and_fail_alone(store: EventStor
     await committer.stop()
 
     assert isinstance(outcomes[50], ConcurrencyConflict)
-    assert isinstance(outcomes[120], IdempotencyKeyTaken)
+    assert isinstance(outcomes[120], ClaimTaken)
     succeeded = [o for i, o in enumerate(outcomes) if i not in (50, 120)]
     assert all(isinstance(o, list) and len(o) == 1 for o in succeeded)
     assert committer.batches - batches_before < 200 / 4  # coalesced, not one by one
@@ -57,17 +64,15 @@ async def test_concurrent_commands_share_batches_and_fail_alone(store: EventStor
 async def test_a_stale_cached_balance_never_refuses_a_spend_the_store_allows(
     store: EventStore,
 ) -> None:
-    here, there = (
-        AccountService(Repository(store), store, IdempotencyStore(store.pool)) for _ in range(2)
-    )
+    here, there = build_ledger(store.pool), build_ledger(store.pool)
     account_id = unique("acct")
-    await here.open(account_id, 100)
-    await here.get(account_id)  # cached here with a balance of 100
-    elsewhere = await there.get(account_id)
+    await open_account(here, account_id, 100)
+    await here.account(account_id)  # cached here with a balance of 100
+    elsewhere = await there.account(account_id)
     elsewhere.purchase(session_id="cs_test_elsewhere", credits=500)
-    await there.repository.save(elsewhere)  # another process adds 500
+    await save(there, elsewhere)  # another process adds 500
 
-    spent = await here.spend(SpendCredits(account_id, 550, "big job", unique("key")))
+    spent = await here.execute(spend(account_id, 550, "big job"))
 
     assert spent.balance == 50
 
@@ -75,18 +80,16 @@ async def test_a_stale_cached_balance_never_refuses_a_spend_the_store_allows(
 async def test_a_stale_cached_version_makes_the_spend_retry_on_fresh_state(
     store: EventStore,
 ) -> None:
-    here, there = (
-        AccountService(Repository(store), store, IdempotencyStore(store.pool)) for _ in range(2)
-    )
+    here, there = build_ledger(store.pool), build_ledger(store.pool)
     account_id = unique("acct")
-    await here.open(account_id, 100)
-    await here.get(account_id)
-    await there.spend(SpendCredits(account_id, 30, "elsewhere", unique("key")))
+    await open_account(here, account_id, 100)
+    await here.account(account_id)
+    await there.execute(spend(account_id, 30, "elsewhere"))
 
-    spent = await here.spend(SpendCredits(account_id, 30, "here", unique("key")))
+    spent = await here.execute(spend(account_id, 30, "here"))
 
     assert spent.balance == 40
-    assert (await here.get(account_id, fresh=True)).version == 3
+    assert (await here.account(account_id, fresh=True)).version == 3
 
 
 async def test_a_revocation_in_another_process_reaches_a_caching_service(
@@ -118,7 +121,11 @@ async def test_the_revocation_listener_comes_back_after_its_connection_is_killed
     try:
         listener = caching._listener
         assert listener is not None
-        await pool.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+        admin = await asyncpg.connect(database_url)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+        finally:
+            await admin.close()
         deadline = time.monotonic() + 5
         while caching._listener is None or caching._listener is listener:
             assert time.monotonic() < deadline, "the listener never came back"
@@ -139,21 +146,15 @@ async def test_the_revocation_listener_comes_back_after_its_connection_is_killed
 async def test_every_answered_spend_is_in_the_store_exactly_once(
     store: EventStore, writers: int
 ) -> None:
-    repository = Repository(store, committer=GroupCommitter(store.pool, writers=writers))
-    accounts = AccountService(repository, store, IdempotencyStore(store.pool))
+    books = build_ledger(store.pool)
+    books.uow.committer = GroupCommitter(store.pool, writers=writers)
     account_ids = [unique("acct") for _ in range(10)]
     for account_id in account_ids:
-        await accounts.open(account_id, 1000)
+        await open_account(books, account_id, 1000)
 
-    await asyncio.gather(
-        *(
-            accounts.spend(SpendCredits(a, 1, "unit", f"{a}-{n}"))
-            for n in range(30)
-            for a in account_ids
-        )
-    )
-    await repository.committer.stop()
+    await asyncio.gather(*(books.execute(spend(a, 1)) for _ in range(30) for a in account_ids))
+    await books.uow.committer.stop()
 
     for account_id in account_ids:
-        assert (await accounts.get(account_id, fresh=True)).balance == 970
-        assert (await accounts.get(account_id, fresh=True)).version == 31
+        assert (await books.account(account_id, fresh=True)).balance == 970
+        assert (await books.account(account_id, fresh=True)).version == 31

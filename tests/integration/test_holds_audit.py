@@ -5,37 +5,51 @@ from __future__ import annotations
 import asyncio
 
 from audit.verify import verify
-from ledger.accounts import AccountService, SpendCredits
-from ledger.holds import HoldService, PlaceHold
-from ledger.repository import Repository
-from ledger.store.idempotency import IdempotencyStore
+from ledger.bootstrap import build_ledger
+from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
+from ledger.service import Ledger
 from projections.queries import Views
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
+from tests.support.ledger import open_account
 
 
-async def holds_history(db: IsolatedDatabase) -> HoldService:
+async def holds_history(db: IsolatedDatabase) -> Ledger:
     """Holds captured, released and expired, and one open across a monthly reset."""
-    repository = Repository(db.store)
-    accounts = AccountService(repository, db.store, IdempotencyStore(db.pool))
-    holds = HoldService(accounts)
-    await accounts.open("acct_holds", 1000)
+    books = build_ledger(db.pool)
+    await open_account(books, "acct_holds", 1000)
 
-    def hold(key: str, amount: int, seconds: int = 600) -> PlaceHold:
-        return PlaceHold("acct_holds", amount, seconds, f"job {key}", key)
+    async def hold(key: str, amount: int, seconds: int = 600) -> str:
+        placed = await books.execute(
+            PlaceHold(
+                account_id="acct_holds",
+                amount=amount,
+                expires_in_seconds=seconds,
+                reason=f"job {key}",
+                idempotency_key=key,
+            )
+        )
+        return str(placed.hold_id)
 
-    captured = await holds.place(hold("a", 300))
-    released = await holds.place(hold("b", 200))
-    expiring = await holds.place(hold("c", 100, seconds=1))
-    carried = await holds.place(hold("d", 250))
-    await accounts.spend(SpendCredits("acct_holds", 50, "call", "spend-1"))
-    await holds.capture("acct_holds", captured.hold_id, 120)
-    await holds.release("acct_holds", released.hold_id)
-    await accounts.reset_month("acct_holds", "2099-01")
-    await holds.capture("acct_holds", carried.hold_id, 200)
+    async def settle(hold_id: str, outcome: str, amount: int = 0) -> None:
+        await books.execute(
+            SettleHold(account_id="acct_holds", hold_id=hold_id, outcome=outcome, amount=amount)  # type: ignore[arg-type]
+        )
+
+    captured = await hold("a", 300)
+    released = await hold("b", 200)
+    expiring = await hold("c", 100, seconds=1)
+    carried = await hold("d", 250)
+    await books.execute(
+        SpendCredits(account_id="acct_holds", amount=50, reason="call", idempotency_key="spend-1")
+    )
+    await settle(captured, "captured", 120)
+    await settle(released, "released")
+    await books.execute(ResetMonth(account_id="acct_holds", period="2099-01"))
+    await settle(carried, "captured", 200)
     await asyncio.sleep(1.05)
-    assert await holds.expire("acct_holds", expiring.hold_id) is not None
-    return holds
+    await settle(expiring, "expired")
+    return books
 
 
 async def test_views_and_the_audit_agree_with_the_replay_of_holds(

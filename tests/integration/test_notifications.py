@@ -21,17 +21,19 @@ from typing import Any
 import pytest
 import stripe
 
+from api.database import owner_connection
+from ledger.bootstrap import build_ledger
 from ledger.domain.account import CreditAccount
-from ledger.domain.ids import account_stream_id
 from ledger.notifications.dispatcher import Dispatcher
 from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry
 from ledger.notifications.outbox import DEFAULT_SCHEDULE, JITTER, claim_due, list_deliveries
-from ledger.repository import Repository
+from ledger.service import Ledger
 from projections.notifications import NotificationsProjection
 from projections.rebuild import rebuild
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase, unique
 from tests.support import cli
+from tests.support.ledger import save
 from tests.support.webhook_receiver import Receiver, webhook_receiver
 
 ledger = functools.partial(cli.ledger, seconds=60)
@@ -65,23 +67,20 @@ async def notifier(
         await asyncio.gather(*tasks)
 
 
-async def open_account(repository: Repository, allowance: int = 1000) -> str:
+async def open_account(books: Ledger, allowance: int = 1000) -> str:
     account_id = unique("acct")
-    await repository.save(
-        CreditAccount(account_id=account_id, monthly_allowance=allowance, period="2030-01")
-    )
+    await save(books, CreditAccount.open(account_id, allowance, "2030-01"))
     return account_id
 
 
 async def act(
-    repository: Repository, account_id: str, *actions: Callable[[CreditAccount], Any]
+    books: Ledger, account_id: str, *actions: Callable[[CreditAccount], Any]
 ) -> CreditAccount:
     """Load the account, run ``actions`` on it and save what they recorded, in one append."""
-    account = await repository.get(CreditAccount, account_stream_id(account_id))
-    assert account is not None
+    account = await books.account(account_id)
     for action in actions:
         action(account)
-    await repository.save(account)
+    await save(books, account)
     return account
 
 
@@ -121,7 +120,7 @@ async def test_notifications_arrive_signed_and_only_the_subscribed_types(
     money = await registry.create(
         receiver.url("money"), ["credits.purchased", "credits.low_balance"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository, 1000)  # threshold: 100
 
     async with notifier(isolated_db):
@@ -171,7 +170,7 @@ async def test_a_receiver_failing_its_first_attempts_gets_the_notification_later
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("flaky"), ["credits.spent"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     receiver.fail_first["flaky"] = 2
 
@@ -198,7 +197,7 @@ async def test_nothing_is_lost_when_the_service_restarts_in_between(
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("later"), ["credits.spent"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     receiver.failing.add("later")
 
@@ -228,7 +227,7 @@ async def test_a_delivery_whose_dispatcher_died_mid_request_is_sent_after_its_le
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("orphan"), ["credits.spent"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     await act(repository, account_id, spend(5))
     stop = asyncio.Event()
@@ -255,7 +254,7 @@ async def test_two_dispatchers_send_each_notification_once(
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("both"), ["credits.spent"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_ids = [await open_account(repository, 10_000) for _ in range(4)]
 
     async with notifier(isolated_db, dispatchers=2):
@@ -274,7 +273,7 @@ async def test_low_balance_fires_once_per_crossing_and_depleted_once(
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("alerts"), ["credits.low_balance", "credits.depleted"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository, 1000)  # threshold: 10 % = 100
 
     async with notifier(isolated_db):
@@ -307,7 +306,7 @@ async def test_a_threshold_set_above_the_available_balance_alerts_once(
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("threshold"), ["credits.low_balance"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository, 1000)
 
     async with notifier(isolated_db):
@@ -329,7 +328,7 @@ async def test_expired_holds_and_captures_are_notified(
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("holds"), ["hold.expired", "credits.spent"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository, 1000)
     soon = datetime.now(UTC) + timedelta(minutes=5)
     later = soon + timedelta(minutes=1)
@@ -368,7 +367,7 @@ async def test_a_disabled_endpoint_gets_nothing_more(
 ) -> None:
     registry = EndpointRegistry(isolated_db.pool)
     endpoint = await registry.create(receiver.url("gone"), ["credits.spent"])
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     receiver.failing.add("gone")
 
@@ -391,7 +390,7 @@ async def test_a_failed_delivery_is_listed_and_retried_by_hand_from_the_command_
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("manual"), ["credits.spent"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     receiver.failing.add("manual")
 
@@ -427,7 +426,7 @@ async def test_rebuilding_the_notifications_view_sends_nothing_twice(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
     await EndpointRegistry(isolated_db.pool).create(receiver.url("once"), ["credits.spent"])
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     async with notifier(isolated_db):
         for amount in (1, 2, 3):
@@ -435,7 +434,8 @@ async def test_rebuilding_the_notifications_view_sends_nothing_twice(
         await receiver.wait_for("once", 3)
         before = await isolated_db.pool.fetch("SELECT * FROM notifier_accounts")
 
-        await rebuild(isolated_db.store, NotificationsProjection(), lambda *_: None)
+        async with owner_connection(isolated_db.url) as connection:
+            await rebuild(connection, NotificationsProjection(), lambda *_: None)
         await asyncio.sleep(0.5)
 
     assert len(await list_deliveries(isolated_db.pool)) == 3
@@ -449,7 +449,7 @@ async def test_ledger_project_sends_notifications_and_stops_cleanly(
     endpoint = await EndpointRegistry(isolated_db.pool).create(
         receiver.url("cli"), ["credits.spent"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -481,7 +481,7 @@ async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
     await EndpointRegistry(isolated_db.pool).create(
         f"http://127.0.0.1:{port}/hooks", ["credits.spent"]
     )
-    repository = Repository(isolated_db.store)
+    repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
 
     async with notifier(isolated_db, schedule=(0.1,)):

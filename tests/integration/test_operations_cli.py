@@ -6,27 +6,27 @@ import asyncio
 
 import asyncpg
 
-from ledger.accounts import AccountService, SpendCredits
-from ledger.repository import Repository
-from ledger.store.idempotency import IdempotencyStore
+from ledger.bootstrap import build_ledger
+from ledger.commands import ResetMonth, SpendCredits
 from projections.queries import Views
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
+from tests.support.ledger import open_account
 
 
-def accounts_of(db: IsolatedDatabase) -> AccountService:
-    return AccountService(Repository(db.store), db.store, IdempotencyStore(db.pool))
+def spend(account_id: str, amount: int, key: str) -> SpendCredits:
+    return SpendCredits(account_id=account_id, amount=amount, reason="work", idempotency_key=key)
 
 
 async def test_reset_month_resets_every_account_once_and_is_safe_to_run_again(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    accounts = accounts_of(isolated_db)
+    books = build_ledger(isolated_db.pool)
     for n in range(3):
-        await accounts.open(f"acct_{n}", 100 * (n + 1))
-        await accounts.spend(SpendCredits(f"acct_{n}", 50, "work", f"k{n}"))
-    await accounts.reset_month("acct_2", "2999-07")  # already on a later period
+        await open_account(books, f"acct_{n}", 100 * (n + 1))
+        await books.execute(spend(f"acct_{n}", 50, f"k{n}"))
+    await books.execute(ResetMonth(account_id="acct_2", period="2999-07"))  # a later period
 
     first = await ledger(isolated_db.url, "reset-month", "--period", "2999-06")
     second = await ledger(isolated_db.url, "reset-month", "--period", "2999-06")
@@ -38,18 +38,18 @@ async def test_reset_month_resets_every_account_once_and_is_safe_to_run_again(
     assert "reset 0 accounts; 2 already reset for this period" in second.stdout
     assert bad.returncode == 2
     for n in range(2):
-        account = await accounts.get(f"acct_{n}", fresh=True)
+        account = await books.account(f"acct_{n}", fresh=True)
         assert (account.period, account.allowance_remaining) == ("2999-06", 100 * (n + 1))
 
 
 async def test_a_rebuilt_view_equals_the_live_one_and_reads_go_on_meanwhile(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    accounts = accounts_of(isolated_db)
+    books = build_ledger(isolated_db.pool)
     for n in range(20):
-        await accounts.open(f"acct_{n}", 1000)
+        await open_account(books, f"acct_{n}", 1000)
         for k in range(10):
-            await accounts.spend(SpendCredits(f"acct_{n}", 1 + k, "work", f"{n}-{k}"))
+            await books.execute(spend(f"acct_{n}", 1 + k, f"{n}-{k}"))
     await catch_up(isolated_db.store, all_projections())
     views = Views(isolated_db.pool)
     before = {f"acct_{n}": await views.balance(f"acct_{n}") for n in range(20)}

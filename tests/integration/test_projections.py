@@ -13,16 +13,17 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.accounts import AccountService
+from ledger.bootstrap import build_ledger
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import InsufficientCredits, PeriodOutOfOrder
 from ledger.domain.ids import account_stream_id
-from ledger.repository import Repository
+from ledger.service import Ledger
 from ledger.store.event_store import EventStore
-from ledger.store.idempotency import IdempotencyStore
+from ledger.store.repository import Repository
 from projections.queries import Views
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase, unique
+from tests.support.ledger import open_account, save
 
 operations = st.lists(
     st.one_of(
@@ -38,10 +39,9 @@ operations = st.lists(
 
 
 async def apply_operation(
-    repository: Repository, account_id: str, operation: tuple[str, int], month: list[int]
+    books: Ledger, account_id: str, operation: tuple[str, int], month: list[int]
 ) -> None:
-    account = await repository.get(CreditAccount, account_stream_id(account_id))
-    assert account is not None
+    account = await books.account(account_id)
     kind, n = operation
     try:
         if kind == "purchase":
@@ -57,7 +57,7 @@ async def apply_operation(
             account.change_allowance(n)
     except (InsufficientCredits, PeriodOutOfOrder):
         return
-    await repository.save(account)
+    await save(books, account)
 
 
 async def assert_views_match_the_events(store: EventStore, account_ids: list[str]) -> None:
@@ -88,16 +88,16 @@ async def assert_views_match_the_events(store: EventStore, account_ids: list[str
 async def test_projected_balances_equal_the_replayed_events(
     store: EventStore, operations: list[tuple[str, int]]
 ) -> None:
-    accounts = AccountService(Repository(store), store, IdempotencyStore(store.pool))
+    accounts = build_ledger(store.pool)
     account_id = unique("acct")
-    await accounts.open(account_id, 1000)
+    await open_account(accounts, account_id, 1000)
     month = [0]
 
     for operation in operations:
         if operation[0] == "project":
             await catch_up(store, all_projections())  # a projector that stops and starts
         else:
-            await apply_operation(accounts.repository, account_id, operation, month)
+            await apply_operation(accounts, account_id, operation, month)
     await catch_up(store, all_projections())
 
     await assert_views_match_the_events(store, [account_id])
@@ -107,14 +107,14 @@ async def test_a_projector_killed_between_batches_applies_every_event_once(
     store: EventStore, database_url: str, pool: asyncpg.Pool
 ) -> None:
     await catch_up(store, all_projections())
-    accounts = AccountService(Repository(store), store, IdempotencyStore(pool))
+    accounts = build_ledger(store.pool)
     account_ids = [unique("acct") for _ in range(20)]
     for account_id in account_ids:
-        await accounts.open(account_id, 100_000)
+        await open_account(accounts, account_id, 100_000)
     for round_ in range(60):
         await asyncio.gather(
             *(
-                apply_operation(accounts.repository, account_id, ("spend", 1 + round_ % 7), [0])
+                apply_operation(accounts, account_id, ("spend", 1 + round_ % 7), [0])
                 for account_id in account_ids
             )
         )
@@ -172,10 +172,10 @@ async def test_two_projectors_at_once_apply_every_event_once(
 ) -> None:
     from projections.runner import Projector
 
-    accounts = AccountService(Repository(store), store, IdempotencyStore(pool))
+    accounts = build_ledger(store.pool)
     account_ids = [unique("acct") for _ in range(8)]
     for account_id in account_ids:
-        await accounts.open(account_id, 10_000)
+        await open_account(accounts, account_id, 10_000)
     stop = asyncio.Event()
     projectors = [
         asyncio.create_task(Projector(store, database_url, batch_size=3).run(stop))
@@ -183,7 +183,7 @@ async def test_two_projectors_at_once_apply_every_event_once(
     ]
     for n in range(25):
         await asyncio.gather(
-            *(apply_operation(accounts.repository, a, ("spend", 1 + n), [0]) for a in account_ids)
+            *(apply_operation(accounts, a, ("spend", 1 + n), [0]) for a in account_ids)
         )
     target = await store.head_position()
     await wait_until(lambda: min_position(pool), lambda p: p >= target, seconds=30)
@@ -201,12 +201,12 @@ async def test_a_view_far_behind_catches_up_while_the_others_stay_current(
 ) -> None:
     """Views at different positions (a new or reset one) in the projector's shared batches."""
     store = isolated_db.store
-    accounts = AccountService(Repository(store), store, IdempotencyStore(store.pool))
+    accounts = build_ledger(store.pool)
     account_ids = [f"acct_behind_{n}" for n in range(3)]
     for account_id in account_ids:
-        await accounts.open(account_id, 1000)
+        await open_account(accounts, account_id, 1000)
         for n in range(40):
-            await apply_operation(accounts.repository, account_id, ("spend", 3 + n), [0])
+            await apply_operation(accounts, account_id, ("spend", 3 + n), [0])
     await catch_up(store, all_projections(), batch_size=25)
     # The statement starts over, as a newly added view would.
     await isolated_db.pool.execute("TRUNCATE statement_lines")
@@ -214,7 +214,7 @@ async def test_a_view_far_behind_catches_up_while_the_others_stay_current(
         "UPDATE projection_positions SET position = 0 WHERE name = 'statement'"
     )
     for account_id in account_ids:  # and writes go on meanwhile
-        await apply_operation(accounts.repository, account_id, ("purchase", 500), [0])
+        await apply_operation(accounts, account_id, ("purchase", 500), [0])
 
     applied = await catch_up(store, all_projections(), batch_size=25)
 

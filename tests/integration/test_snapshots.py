@@ -6,20 +6,22 @@ import asyncpg
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.ids import account_stream_id
-from ledger.repository import SNAPSHOT_EVERY, Repository
+from ledger.service import Ledger
 from ledger.store.event_store import EventStore
+from ledger.store.repository import SNAPSHOT_EVERY
 from tests.conftest import unique
+from tests.support.ledger import save
 
 
 async def test_a_snapshot_is_taken_every_hundred_events_and_loads_the_same_state(
-    repository: Repository, store: EventStore, pool: asyncpg.Pool
+    ledger: Ledger, store: EventStore, pool: asyncpg.Pool
 ) -> None:
     account_id = unique("acct")
-    account = CreditAccount(account_id=account_id, monthly_allowance=10_000, period="2026-11")
-    await repository.save(account)
+    account = CreditAccount.open(account_id, 10_000, "2026-11")
+    await save(ledger, account)
     for n in range(250):
         account.spend(1 + n % 3, "work") if n % 5 else account.purchase(f"cs_{n}", 10)
-        await repository.save(account)
+        await save(ledger, account)
 
     stream = account_stream_id(account_id)
     versions = [
@@ -28,10 +30,10 @@ async def test_a_snapshot_is_taken_every_hundred_events_and_loads_the_same_state
             "SELECT originator_version FROM snapshots WHERE originator_id = $1 ORDER BY 1", stream
         )
     ]
-    loaded = await repository.get(CreditAccount, stream)
+    loaded = await ledger.repository.get(CreditAccount, stream, fresh=True)
     without_snapshots = None
     for recorded in await store.load(stream):
-        without_snapshots = repository.mapper.to_domain_event(recorded).mutate(without_snapshots)
+        without_snapshots = ledger.repository.mapper.to_domain_event(recorded).mutate(without_snapshots)
 
     assert versions == [SNAPSHOT_EVERY, 2 * SNAPSHOT_EVERY]
     assert loaded is not None
@@ -42,21 +44,21 @@ async def test_a_snapshot_is_taken_every_hundred_events_and_loads_the_same_state
 
 
 async def test_an_as_of_replay_ignores_snapshots_taken_after_that_moment(
-    repository: Repository, pool: asyncpg.Pool
+    ledger: Ledger, pool: asyncpg.Pool
 ) -> None:
     account_id = unique("acct")
-    account = CreditAccount(account_id=account_id, monthly_allowance=1000, period="2026-11")
-    await repository.save(account)
+    account = CreditAccount.open(account_id, 1000, "2026-11")
+    await save(ledger, account)
     for _ in range(SNAPSHOT_EVERY + 20):
         account.purchase("cs_1", 1)
-        await repository.save(account)
+        await save(ledger, account)
     stream = account_stream_id(account_id)
     moment = await pool.fetchval(
         "SELECT recorded_at FROM stored_events WHERE originator_id = $1 AND originator_version = 50",
         stream,
     )
 
-    then = await repository.get(CreditAccount, stream, as_of=moment)
+    then = await ledger.repository.get(CreditAccount, stream, as_of=moment)
 
     assert then is not None
     assert then.version == 50

@@ -4,32 +4,38 @@ from __future__ import annotations
 
 import asyncio
 
-from ledger.accounts import AccountService, SpendCredits
+import asyncpg
+
+from ledger.bootstrap import build_ledger
+from ledger.commands import SpendCredits
 from ledger.domain.errors import InsufficientCredits
-from ledger.repository import Repository
-from ledger.store.event_store import EventStore
-from ledger.store.idempotency import IdempotencyStore
+from ledger.service import Ledger
 from tests.conftest import unique
+from tests.support.ledger import open_account
 
 
-async def test_writers_without_a_shared_lock_never_overdraw(store: EventStore) -> None:
-    """Each service stands for one process: its in-process lock does not see the other's."""
-    first, second = (
-        AccountService(Repository(store), store, IdempotencyStore(store.pool)) for _ in range(2)
-    )
+async def test_writers_without_a_shared_lock_never_overdraw(pool: asyncpg.Pool) -> None:
+    """Each ledger stands for one process: its in-process lock does not see the other's."""
+    first, second = build_ledger(pool), build_ledger(pool)
     account_id = unique("acct")
-    await first.open(account_id, 100)
+    await open_account(first, account_id, 100)
 
-    async def spend(service: AccountService, n: int) -> bool:
+    async def spend(books: Ledger, n: int) -> bool:
         try:
-            await service.spend(SpendCredits(account_id, 7, "work", f"key-{n}"))
+            await books.execute(
+                SpendCredits(account_id=account_id, amount=7, reason="work", idempotency_key=f"key-{n}")
+            )
         except InsufficientCredits:
             return False
         return True
 
-    outcomes = await asyncio.gather(*(spend(first if n % 2 else second, n) for n in range(30)))
+    try:
+        outcomes = await asyncio.gather(*(spend(first if n % 2 else second, n) for n in range(30)))
+    finally:
+        await first.uow.committer.stop()
+        await second.uow.committer.stop()
 
     assert outcomes.count(True) == 100 // 7
-    account = await first.get(account_id)
+    account = await first.account(account_id, fresh=True)
     assert account.balance == 100 % 7
     assert account.version == 1 + 100 // 7

@@ -22,10 +22,12 @@ from eventsourcing.utils import Environment, EnvType, get_topic
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger.domain.account import CreditAccount
+from ledger.domain.events import AccountOpened, CreditsSpent
 from ledger.domain.ids import account_stream_id
-from ledger.repository import Repository
+from ledger.service import Ledger
 from ledger.store.event_store import EventStore, RecordedEvent
 from tests.conftest import unique
+from tests.support.ledger import save
 
 
 class BareTimestampJSONTranscoder(JSONTranscoder):
@@ -108,32 +110,32 @@ def read_with_stock_library(
     return account, notifications, events
 
 
-async def write_history(repository: Repository) -> UUID:
+async def write_history(ledger: Ledger) -> UUID:
     """An account's life through our own code, in five transactions of one or more events."""
-    account = CreditAccount(account_id=unique("acct"), monthly_allowance=1000, period="2026-01")
-    await repository.save(account)
+    account = CreditAccount.open(unique("acct"), 1000, "2026-01")
+    await save(ledger, account)
     account.spend(300, "report")
-    await repository.save(account)
+    await save(ledger, account)
     account.purchase("cs_test_a", 2500)
     account.spend(1200, "export")  # 700 from the allowance, 500 from the top-up
-    await repository.save(account)
+    await save(ledger, account)
     account.change_allowance(400)
     account.reset_month("2026-02")
-    await repository.save(account)
+    await save(ledger, account)
     account.claw_back("cs_test_a", 2500)  # past zero: the top-up balance goes to -500
     account.purchase("cs_test_b", 900)
     account.reverse_for_dispute("cs_test_b", "dp_test_1", 100)
     account.restore_after_dispute("cs_test_b", "dp_test_1", 100)
     account.spend(150, "api call")
-    await repository.save(account)
+    await save(ledger, account)
     return account.id
 
 
 async def test_the_stock_library_rebuilds_our_account_and_lists_our_events(
-    database_url: str, store: EventStore, repository: Repository
+    database_url: str, store: EventStore, ledger: Ledger
 ) -> None:
-    stream_id = await write_history(repository)
-    ours = await repository.get(CreditAccount, stream_id)
+    stream_id = await write_history(ledger)
+    ours = await ledger.repository.get(CreditAccount, stream_id)
     assert ours is not None
     recorded: list[RecordedEvent] = await store.load(stream_id)
     first, last = recorded[0].notification_id, recorded[-1].notification_id
@@ -168,13 +170,13 @@ async def test_the_stock_library_rebuilds_our_account_and_lists_our_events(
     ]
     assert [n.id for n in notifications] == sorted(n.id for n in notifications)
     assert [n.topic for n in mine][:2] == [
-        get_topic(CreditAccount.AccountOpened),  # type: ignore[attr-defined]
-        get_topic(CreditAccount.CreditsSpent),  # type: ignore[attr-defined]
+        get_topic(AccountOpened),
+        get_topic(CreditsSpent),
     ]
     # Each event, decoded by the library, equals our own decoding of it, field by field.
     mine_decoded = [e for e in their_events if e.originator_id == stream_id]
     assert [(type(e), vars(e)) for e in mine_decoded] == [
-        (type(e), vars(e)) for e in map(repository.mapper.to_domain_event, recorded)
+        (type(e), vars(e)) for e in map(ledger.repository.mapper.to_domain_event, recorded)
     ]
 
     # CREATE_TABLE=n: the library created nothing of its own in our database.

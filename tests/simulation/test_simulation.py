@@ -31,26 +31,34 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from audit.verify import verify
-from ledger.accounts import AccountService, SpendCredits, Spent
+from ledger.bootstrap import build_ledger
+from ledger.commands import ChangeAllowance, PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import (
     HoldAlreadySettled,
     HoldHasExpired,
+    HoldNotDue,
     InsufficientCredits,
     PeriodOutOfOrder,
 )
 from ledger.domain.ids import account_stream_id
-from ledger.holds import Hold, HoldService, PlaceHold
-from ledger.payment_events import CheckoutChange, CheckoutEvent, PaymentEvent, RefundEvent
-from ledger.payments import PaymentService
-from ledger.purchases import Pricing
-from ledger.repository import Repository
-from ledger.store.idempotency import IdempotencyStore
+from ledger.handlers.accounts import Spent
+from ledger.handlers.holds import Hold
+from ledger.payment_events import (
+    CheckoutChange,
+    CheckoutEvent,
+    DisputeEvent,
+    PaymentEvent,
+    RefundEvent,
+)
+from ledger.service import Pricing
+from ledger.store.repository import Repository
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.integration.test_projections import assert_views_match_the_events
 from tests.support.events import events_since
+from tests.support.ledger import open_account, save
 
 STEPS = 150
 SEEDS = [int(os.environ["SIM_SEED"])] if os.environ.get("SIM_SEED") else [1, 2, 3, 20261125]
@@ -108,8 +116,44 @@ class ModelSession:
     credits: int
     payment_intent: str
     status: str = "pending"  # pending, paid, expired
-    refunded_amount: int = 0
-    clawed_back: int = 0
+    refund_sent: int = 0  # what Stripe has sent so far (cumulative)
+    refunded: int = 0  # the largest amount_refunded delivered
+    disputes: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (status, amount)
+    taken_back: int = 0  # credits refunds and disputes keep back now
+
+
+# A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how
+# far along each is: a status from earlier in the life than one known is old news.
+DISPUTE_LIVES = [
+    ["warning_needs_response", "warning_under_review", "warning_closed"],
+    ["warning_needs_response", "needs_response", "under_review", "won"],
+    ["needs_response", "under_review", "lost"],
+    ["needs_response", "won"],
+]
+STAGE = {
+    "warning_needs_response": 0,
+    "warning_under_review": 1,
+    "needs_response": 2,
+    "under_review": 3,
+    "warning_closed": 4,
+    "won": 4,
+    "lost": 4,
+}
+WITHDRAWN = {"needs_response", "under_review", "lost"}  # the bank holds the money
+
+
+def spend_command(account_id: str, amount: int, key: str) -> SpendCredits:
+    return SpendCredits(account_id=account_id, amount=amount, reason=key, idempotency_key=key)
+
+
+def hold_command(account_id: str, amount: int, reason: str, key: str) -> PlaceHold:
+    return PlaceHold(
+        account_id=account_id,
+        amount=amount,
+        expires_in_seconds=3600 * 24 * 3,
+        reason=reason,
+        idempotency_key=key,
+    )
 
 
 @dataclass
@@ -129,14 +173,14 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
-        self.repository = Repository(self.db.store)
-        self.accounts_service = AccountService(
-            self.repository, self.db.store, IdempotencyStore(self.db.pool), clock=lambda: self.now
+        # Prices other than a cent a credit exercise the rounding of refunds.
+        self.unit = self.random.choice([1, 3, 7])
+        self.ledger = build_ledger(
+            self.db.pool,
+            pricing=Pricing(unit_amount=self.unit, currency="usd"),
+            clock=lambda: self.now,
         )
-        self.payments = PaymentService(
-            self.repository, Pricing(unit_amount=1, currency="usd"), IdempotencyStore(self.db.pool)
-        )
-        self.holds = HoldService(self.accounts_service)
+        self.repository = self.ledger.repository
         self.ids = 0
 
     def new_id(self, prefix: str) -> str:
@@ -148,7 +192,7 @@ class Simulation:
     async def open_account(self) -> str:
         account_id = self.new_id("acct")
         allowance = self.random.choice([0, 100, 1000, 5000])
-        await self.accounts_service.open(account_id, allowance)
+        await open_account(self.ledger, account_id, allowance)
         self.accounts[account_id] = ModelAccount(
             allowance, allowance, allowance, period=self.now.strftime("%Y-%m")
         )
@@ -157,16 +201,16 @@ class Simulation:
     async def request_checkout(self, account_id: str) -> None:
         session_id = self.new_id("cs_test")
         credits = self.random.choice([100, 250, 1000, 3333])
-        session = CheckoutSession(
+        session = CheckoutSession.request(
             session_id=session_id,
             account_id=account_id,
             credits=credits,
-            amount=credits,
+            amount=credits * self.unit,
             currency="usd",
             checkout_url=f"https://checkout.example/{session_id}",
             expires_at=int((self.now + timedelta(hours=1)).timestamp()),
         )
-        await self.repository.save(session)
+        await save(self.ledger, session)
         self.sessions[session_id] = ModelSession(account_id, credits, self.new_id("pi"))
         # Stripe's events about it, some duplicated, all to be delivered in any order.
         outcome = self.random.random()
@@ -188,7 +232,7 @@ class Simulation:
             session_id=session_id,
             paid=change is CheckoutChange.COMPLETED,
             payment_intent=session.payment_intent,
-            amount_total=session.credits,
+            amount_total=session.credits * self.unit,
             currency="usd",
             account_id=session.account_id,
             credits=session.credits,
@@ -201,13 +245,12 @@ class Simulation:
             self.network.append((event_type, event))
 
     def refund(self, session_id: str) -> None:
+        """Stripe refunds part of a payment: its amount_refunded is cumulative. Stripe may
+        send it before the payment's own event arrives; the ledger must apply it all the same."""
         session = self.sessions[session_id]
-        # Stripe's amount_refunded is cumulative; a refund may be sent before the payment's
-        # own event was delivered (it is then ignored, as the service ignores unknown intents).
-        cumulative = min(
-            session.credits, session.refunded_amount + self.random.randint(1, session.credits)
-        )
-        session.refunded_amount = cumulative
+        amount = session.credits * self.unit
+        cumulative = min(amount, session.refund_sent + self.random.randint(1, amount))
+        session.refund_sent = cumulative
         self.send(
             "charge.refunded",
             RefundEvent(
@@ -217,10 +260,29 @@ class Simulation:
             ),
         )
 
+    def dispute(self, session_id: str) -> None:
+        """A dispute's whole life, sent as Stripe would: every status an event of its own."""
+        session = self.sessions[session_id]
+        life = self.random.choice(DISPUTE_LIVES)
+        dispute_id = self.new_id("dp")
+        amount = session.credits * self.unit - session.refund_sent
+        for status in life:
+            self.send(
+                "charge.dispute.updated",
+                DisputeEvent(
+                    event_id=self.new_id("evt"),
+                    dispute_id=dispute_id,
+                    payment_intent=session.payment_intent,
+                    status=status,
+                    amount=amount,
+                ),
+            )
+        self.counts["disputes"] += 1
+
     async def deliver(self) -> None:
         """Deliver one event from the network, picked at random: reordering for free."""
         event_type, event = self.network.pop(self.random.randrange(len(self.network)))
-        await self.payments.apply(event, event_type)
+        await self.ledger.apply_payment_event(event.event_id, event_type, event)
         if event.event_id in self.seen_event_ids:
             self.counts["duplicate deliveries"] += 1
             return
@@ -236,19 +298,34 @@ class Simulation:
                 if session.status == "pending":
                     session.status = "expired"
             case RefundEvent():
-                session = next(
-                    s for s in self.sessions.values() if s.payment_intent == event.payment_intent
-                )
-                model_refunded = getattr(session, "applied_refund", 0)
-                if session.status == "paid" and event.amount_refunded > model_refunded:
-                    share = session.credits * event.amount_refunded // session.credits
-                    clawback = max(
-                        min(share - session.clawed_back, session.credits - session.clawed_back), 0
-                    )
-                    session.clawed_back += clawback
-                    session.applied_refund = event.amount_refunded  # type: ignore[attr-defined]
-                    self.accounts[session.account_id].topup -= clawback
-                    self.counts["refunds applied"] += 1
+                session = self.session_of(event.payment_intent)
+                session.refunded = max(session.refunded, event.amount_refunded)
+                self.counts["refunds delivered"] += 1
+            case DisputeEvent():
+                session = self.session_of(event.payment_intent)
+                known = session.disputes.get(event.dispute_id)
+                if known is None or STAGE[event.status] > STAGE[known[0]]:
+                    session.disputes[event.dispute_id] = (event.status, event.amount or 0)
+                self.counts["dispute events delivered"] += 1
+        for session in self.sessions.values():
+            self.settle_what_is_taken_back(session)
+
+    def session_of(self, payment_intent: str) -> ModelSession:
+        return next(s for s in self.sessions.values() if s.payment_intent == payment_intent)
+
+    def settle_what_is_taken_back(self, session: ModelSession) -> None:
+        """The README's rule, from the facts known, whatever order they came in."""
+        if session.status != "paid":
+            return
+        amount = session.credits * self.unit
+        refunded = session.credits * min(amount, session.refunded) // amount
+        held_by_bank = sum(
+            disputed for status, disputed in session.disputes.values() if status in WITHDRAWN
+        )
+        disputed = min(session.credits - refunded, session.credits * min(amount, held_by_bank) // amount)
+        owed = refunded + disputed
+        self.accounts[session.account_id].topup -= owed - session.taken_back
+        session.taken_back = owed
 
     async def spend(self, account_id: str) -> None:
         model = self.accounts[account_id]
@@ -256,14 +333,14 @@ class Simulation:
         if earlier and self.random.random() < 0.25:  # a client retrying a spend it made
             key = self.random.choice(earlier)
             amount = self.spends[(account_id, key)]
-            again = await self.accounts_service.spend(SpendCredits(account_id, amount, key, key))
+            again = await self.ledger.execute(spend_command(account_id, amount, key))
             assert again == self.answers[(account_id, key)], "a repeated key got another answer"
             self.counts["repeated spends"] += 1
             return
         key = self.new_id("job")
         amount = self.random.choice([1, 7, 50, 120, 400, 999, 2500])
         try:
-            answer = await self.accounts_service.spend(SpendCredits(account_id, amount, key, key))
+            answer = await self.ledger.execute(spend_command(account_id, amount, key))
         except InsufficientCredits:
             assert amount > model.available, f"refused {amount} with {model.available} available"
             self.counts["spends refused"] += 1
@@ -287,7 +364,7 @@ class Simulation:
         current = self.now.strftime("%Y-%m")
         period = self.random.choice([current, current, model.period, "2029-12"])  # late, twice, old
         try:
-            await self.accounts_service.reset_month(account_id, period)
+            await self.ledger.execute(ResetMonth(account_id=account_id, period=period))
         except PeriodOutOfOrder:
             assert period < model.period
             self.counts["resets refused"] += 1
@@ -309,17 +386,17 @@ class Simulation:
         if mine and self.random.random() < 0.2:  # a client retrying a hold it placed
             key = self.random.choice(mine)
             first = self.placed[key][1]
-            command = PlaceHold(account_id, first.amount, 3600 * 24 * 3, first.reason, key)
-            assert await self.holds.place(command) == first, (
+            command = hold_command(account_id, first.amount, first.reason, key)
+            assert await self.ledger.execute(command) == first, (
                 "a repeated hold key got another answer"
             )
             self.counts["repeated holds"] += 1
             return
         key = self.new_id("hold-key")
         amount = self.random.choice([5, 60, 300, 900, 2000])
-        command = PlaceHold(account_id, amount, 3600 * 24 * 3, key, key)
+        command = hold_command(account_id, amount, key, key)
         try:
-            answer = await self.holds.place(command)
+            answer = await self.ledger.execute(command)
         except InsufficientCredits:
             assert amount > model.available, f"hold of {amount} refused, {model.available} free"
             self.counts["holds refused"] += 1
@@ -344,7 +421,7 @@ class Simulation:
         if choice < 0.5:
             captured = self.random.randint(0, hold.amount)
             try:
-                answer = await self.holds.capture(account_id, hold_id, captured)
+                answer = await self.settle(account_id, hold_id, "captured", captured)
             except HoldHasExpired:
                 assert expired, "a hold not yet due was refused as expired"
                 self.counts["late captures refused"] += 1
@@ -353,31 +430,46 @@ class Simulation:
             model.settle(hold_id, captured)
             self.counts["captures"] += 1
         elif choice < 0.8:
-            answer = await self.holds.release(account_id, hold_id)
+            answer = await self.settle(account_id, hold_id, "released")
             model.settle(hold_id, 0)
             self.counts["releases"] += 1
         else:
-            settled = await self.holds.expire(account_id, hold_id)
-            assert (settled is not None) == expired
-            if settled is None:
+            try:
+                answer = await self.settle(account_id, hold_id, "expired")
+            except HoldNotDue:
+                assert not expired, "a hold past its expiry was refused as not due"
                 return
-            answer = settled
+            assert expired, "a hold not yet due expired"
             model.settle(hold_id, 0)
             self.counts["expiries"] += 1
         assert (answer.held, answer.available) == (model.held, model.available)
         again = (
-            await self.holds.release(account_id, hold_id)
+            await self.settle(account_id, hold_id, "released")
             if answer.status in ("released", "expired")
             else None
         )
         assert again is None or again == answer, "a repeated release got another answer"
         if answer.status == "captured":
             with pytest.raises(HoldAlreadySettled):
-                await self.holds.release(account_id, hold_id)
+                await self.settle(account_id, hold_id, "released")
+
+    async def settle(
+        self, account_id: str, hold_id: str, outcome: str, amount: int = 0
+    ) -> Hold:
+        command = SettleHold(
+            account_id=account_id,
+            hold_id=hold_id,
+            outcome=outcome,  # type: ignore[arg-type]
+            amount=amount,
+        )
+        answer: Hold = await self.ledger.execute(command)
+        return answer
 
     async def change_plan(self, account_id: str) -> None:
         allowance = self.random.choice([0, 100, 500, 1000])
-        await self.accounts_service.change_allowance(account_id, allowance)
+        await self.ledger.execute(
+            ChangeAllowance(account_id=account_id, monthly_allowance=allowance)
+        )
         self.accounts[account_id].next_allowance = allowance
 
     async def step(self) -> str:
@@ -386,16 +478,19 @@ class Simulation:
             await self.open_account()
             return "open"
         account_id = self.random.choice(sorted(self.accounts))
-        paid = [s for s, m in self.sessions.items() if m.status == "paid"]
         if roll < 0.18:
             await self.request_checkout(account_id)
             return "checkout"
         if roll < 0.40 and self.network:
             await self.deliver()
             return "deliver"
-        if roll < 0.45 and paid:
-            self.refund(self.random.choice(paid))
+        sessions = sorted(self.sessions)
+        if roll < 0.43 and sessions:  # before or after its payment is delivered
+            self.refund(self.random.choice(sessions))
             return "refund"
+        if roll < 0.45 and sessions:
+            self.dispute(self.random.choice(sessions))
+            return "dispute"
         if roll < 0.66:
             await self.spend(account_id)
             return "spend"
@@ -425,7 +520,7 @@ class Simulation:
             assert cached is not None
             figures = (replayed.allowance_remaining, replayed.topup_balance, replayed.period)
             assert figures == (model.allowance_remaining, model.topup, model.period), account_id
-            assert (replayed.held, sorted(replayed.open_holds)) == (model.held, sorted(model.holds))
+            assert (replayed.held, sorted(replayed.holds)) == (model.held, sorted(model.holds))
             assert replayed.monthly_allowance == model.monthly_allowance
             assert (cached.allowance_remaining, cached.topup_balance, cached.period) == figures
             assert replayed.allowance_remaining >= 0
@@ -469,6 +564,6 @@ async def test_a_seeded_schedule_of_everything_keeps_the_books_right(
             f"rerun exactly this schedule: SIM_SEED={seed} pytest tests/simulation"
         ) from error
     finally:
-        await simulation.repository.committer.stop()
+        await simulation.ledger.uow.committer.stop()
     steps = Counter(done)
     print(f"\nseed {seed}: {len(done)} steps {dict(steps)}; {dict(simulation.counts)}")

@@ -9,7 +9,7 @@ from ledger.domain.errors import InsufficientCredits, InvalidAmount, InvalidPeri
 
 
 def account(allowance: int = 1000, topup: int = 0) -> CreditAccount:
-    opened = CreditAccount(account_id="acct_1", monthly_allowance=allowance, period="2026-11")
+    opened = CreditAccount.open("acct_1", allowance, "2026-11")
     if topup:
         opened.purchase(session_id="cs_1", credits=topup)
     return opened

@@ -1,12 +1,18 @@
-"""The Checkout session's and the account's payment rules, without I/O."""
+"""The Checkout session's payment rules, without I/O: payments, refunds, disputes, inquiries."""
 
 from __future__ import annotations
 
-from ledger.domain.checkout import CheckoutSession
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.domain.adjustments import taken_back
+from ledger.domain.checkout import Adjustment, CheckoutSession
 
 
 def session(credits: int = 1000, amount: int = 1000) -> CheckoutSession:
-    return CheckoutSession(
+    return CheckoutSession.request(
         session_id="cs_1",
         account_id="acct_1",
         credits=credits,
@@ -15,6 +21,12 @@ def session(credits: int = 1000, amount: int = 1000) -> CheckoutSession:
         checkout_url="u",
         expires_at=0,
     )
+
+
+def paid(credits: int = 1000, amount: int = 1000) -> CheckoutSession:
+    checkout = session(credits, amount)
+    checkout.pay(payment_intent="pi_1", amount_paid=amount, currency="usd")
+    return checkout
 
 
 def test_a_session_pays_out_once() -> None:
@@ -26,8 +38,7 @@ def test_a_session_pays_out_once() -> None:
 
 
 def test_a_paid_session_never_becomes_expired_or_failed() -> None:
-    checkout = session()
-    checkout.pay(payment_intent="pi_1", amount_paid=1000, currency="usd")
+    checkout = paid()
 
     assert not checkout.expire()
     assert not checkout.fail()
@@ -39,19 +50,104 @@ def test_currency_is_compared_without_case() -> None:
 
 
 def test_refund_shares_round_down_and_never_exceed_the_purchase() -> None:
-    checkout = session(credits=1000, amount=3000)  # 3 cents a credit
-    checkout.pay(payment_intent="pi_1", amount_paid=3000, currency="usd")
+    checkout = paid(credits=1000, amount=3000)  # 3 cents a credit
 
-    assert checkout.refund(1000) == 333
-    assert checkout.refund(2000) == 333
-    assert checkout.refund(3000) == 334
-    assert checkout.refund(9999) == 0
+    assert checkout.refund(1000).clawed_back == 333
+    assert checkout.refund(2000).clawed_back == 333
+    assert checkout.refund(3000).clawed_back == 334
+    assert checkout.refund(9999) == Adjustment()
     assert checkout.credits_clawed_back == 1000
     assert checkout.status == "refunded"
 
 
-def test_an_unpaid_session_has_nothing_to_refund_or_dispute() -> None:
+def test_an_older_smaller_refund_figure_changes_nothing() -> None:
+    checkout = paid(credits=1000, amount=7000)
+
+    assert checkout.refund(3500).clawed_back == 500
+    assert checkout.refund(700) == Adjustment()
+    assert checkout.credits_clawed_back == 500
+
+
+def test_an_unpaid_session_has_nothing_to_take_back() -> None:
     checkout = session()
 
-    assert checkout.refund(1000) == 0
-    assert checkout.open_dispute_case("dp_1") == 0
+    assert checkout.refund(1000) == Adjustment()
+    assert checkout.dispute("dp_1", "needs_response", 1000).reversed == 0
+
+
+def test_an_inquiry_takes_nothing_back_and_its_closing_gives_nothing() -> None:
+    checkout = paid()
+
+    assert checkout.dispute("dp_1", "warning_needs_response", 1000) == Adjustment("dp_1")
+    assert checkout.dispute("dp_1", "warning_under_review", 1000) == Adjustment("dp_1")
+    assert checkout.dispute("dp_1", "warning_closed", 1000) == Adjustment("dp_1")
+    assert checkout.credits_outstanding == 1000
+
+
+def test_an_inquiry_that_becomes_a_chargeback_takes_back_then() -> None:
+    checkout = paid()
+
+    checkout.dispute("dp_1", "warning_needs_response", 1000)
+    assert checkout.dispute("dp_1", "needs_response", 1000).reversed == 1000
+    assert checkout.dispute("dp_1", "won", 1000).restored == 1000
+    assert checkout.credits_outstanding == 1000
+
+
+def test_a_lost_dispute_then_a_refund_of_the_same_money_never_takes_twice() -> None:
+    checkout = paid()
+
+    assert checkout.dispute("dp_1", "lost", 1000).reversed == 1000
+    adjustment = checkout.refund(1000)
+
+    assert adjustment.clawed_back - adjustment.restored == 0
+    assert checkout.credits_outstanding == 0
+
+
+def test_an_old_dispute_status_after_a_newer_one_changes_nothing() -> None:
+    checkout = paid()
+
+    assert checkout.dispute("dp_1", "lost", 1000).reversed == 1000
+    assert checkout.dispute("dp_1", "needs_response", 1000) == Adjustment()
+    assert checkout.dispute("dp_1", "warning_needs_response", 1000) == Adjustment()
+
+
+# One dispute's statuses, as Stripe reports them along one life: an inquiry that
+# closes or escalates, a chargeback won or lost. Any subset of them may arrive.
+LIVES = [
+    ["warning_needs_response", "warning_under_review", "warning_closed"],
+    ["warning_needs_response", "needs_response", "under_review", "won"],
+    ["needs_response", "under_review", "lost"],
+]
+FACTS = st.tuples(
+    st.lists(st.integers(0, 3000), max_size=3),
+    st.sampled_from(LIVES).flatmap(lambda life: st.lists(st.sampled_from(life), max_size=3)),
+).map(
+    lambda refunds_and_statuses: [("refund", r) for r in refunds_and_statuses[0]]
+    + [("dispute", s) for s in refunds_and_statuses[1]]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(FACTS, st.sampled_from([1, 3, 7]))
+def test_what_is_taken_back_does_not_depend_on_the_order_of_the_facts(
+    facts: list[tuple[str, object]], unit: int
+) -> None:
+    credits = 1000
+    amount = credits * unit
+    outcomes = set()
+    for order in itertools.islice(itertools.permutations(facts), 24):
+        checkout = paid(credits, amount)
+        for kind, value in order:
+            if kind == "refund":
+                checkout.refund(int(value) * unit)  # type: ignore[call-overload]
+            else:
+                checkout.dispute("dp_1", str(value), amount)
+        outcomes.add((checkout.credits_clawed_back, checkout.credits_reversed))
+    assert len(outcomes) == 1
+    (clawed, reversed_), *_ = outcomes
+    assert 0 <= clawed + reversed_ <= credits
+
+
+def test_the_rule_for_what_is_taken_back() -> None:
+    # 3 cents a credit: 400 cents refunded keep 133 credits back (rounded down).
+    assert taken_back(1000, 3000, 400, {}).refunded == 133

@@ -17,7 +17,7 @@ from ledger.store.mapper import MsgspecMapper, event_type_name
 
 
 def test_an_opened_account_has_its_whole_allowance_and_no_topups() -> None:
-    account = CreditAccount(account_id="acct_1", monthly_allowance=5000, period="2026-11")
+    account = CreditAccount.open("acct_1", 5000, "2026-11")
 
     assert account.allowance_remaining == 5000
     assert account.topup_balance == 0
@@ -34,12 +34,12 @@ def test_account_ids_are_deterministic_and_distinct_from_checkout_ids() -> None:
 @pytest.mark.parametrize("account_id", ["", "has space", "a/b", "é", "x" * 101, "_leading"])
 def test_awkward_account_ids_are_refused(account_id: str) -> None:
     with pytest.raises(InvalidAccountId):
-        CreditAccount(account_id=account_id, monthly_allowance=1, period="2026-11")
+        CreditAccount.open(account_id, 1, "2026-11")
 
 
 def test_a_negative_allowance_is_refused() -> None:
     with pytest.raises(InvalidAmount):
-        CreditAccount(account_id="acct_1", monthly_allowance=-1, period="2026-11")
+        CreditAccount.open("acct_1", -1, "2026-11")
 
 
 def _round_trip(aggregate: Aggregate) -> Any:
@@ -52,7 +52,7 @@ def _round_trip(aggregate: Aggregate) -> Any:
 
 
 def test_events_round_trip_through_the_msgspec_mapper() -> None:
-    session = CheckoutSession(
+    session = CheckoutSession.request(
         session_id="cs_test_1",
         account_id="acct_1",
         credits=1000,

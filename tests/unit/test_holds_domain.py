@@ -23,7 +23,7 @@ LATER = NOW + timedelta(hours=1)
 
 
 def account(allowance: int = 1000, topup: int = 0) -> CreditAccount:
-    opened = CreditAccount(account_id="acct_1", monthly_allowance=allowance, period="2026-11")
+    opened = CreditAccount.open("acct_1", allowance, "2026-11")
     if topup:
         opened.purchase(session_id="cs_1", credits=topup)
     return opened
@@ -165,7 +165,7 @@ def test_no_sequence_of_commands_overdraws_or_loses_credits(ops: list[tuple[str,
     next_hold = 0
     spent = bought = lapsed_or_reset = 0
     for op, n in ops:
-        holds = list(credits.open_holds)
+        holds = list(credits.holds)
         before = credits.balance
         try:
             if op == "spend" and n:
@@ -196,7 +196,7 @@ def test_no_sequence_of_commands_overdraws_or_loses_credits(ops: list[tuple[str,
         except InsufficientCredits:
             pass
         assert credits.available >= 0
-        assert credits.held == sum(credits.hold(h).amount for h in credits.open_holds)
+        assert credits.held == sum(credits.hold(h).amount for h in credits.holds)
         assert credits.free_allowance >= 0
         assert credits.topup_balance >= 0
     # Every credit is accounted for: opened with 600, plus purchases, minus spends,

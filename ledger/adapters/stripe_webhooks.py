@@ -13,8 +13,7 @@ import stripe
 from ledger.payment_events import (
     CheckoutChange,
     CheckoutEvent,
-    DisputeClosedEvent,
-    DisputeOpenedEvent,
+    DisputeEvent,
     PaymentEvent,
     RefundEvent,
 )
@@ -27,6 +26,18 @@ _CHECKOUT_CHANGES = {
     "checkout.session.async_payment_failed": CheckoutChange.PAYMENT_FAILED,
     "checkout.session.expired": CheckoutChange.EXPIRED,
 }
+
+# Every dispute event carries the dispute as it stands; its status says what it means
+# (ledger/domain/adjustments.py), whichever of these delivered it.
+_DISPUTE_EVENTS = frozenset(
+    {
+        "charge.dispute.created",
+        "charge.dispute.updated",
+        "charge.dispute.closed",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated",
+    }
+)
 
 # "no_payment_required" happens with 100 % discounts: nothing to collect, still fulfilled.
 _PAID_STATUSES = ("paid", "no_payment_required")
@@ -100,20 +111,18 @@ def _meaning(envelope: StripeEventEnvelope, obj: dict[str, Any]) -> PaymentEvent
                 event_id=envelope.id, payment_intent=intent, amount_refunded=refunded
             )
         return None
-    if envelope.type in ("charge.dispute.created", "charge.dispute.closed"):
+    if envelope.type in _DISPUTE_EVENTS:
         intent = _text(obj.get("payment_intent"))
         dispute_id = _text(obj.get("id"))
-        if not intent or not dispute_id:
+        status = _text(obj.get("status"))
+        if not intent or not dispute_id or not status:
             return None
-        if envelope.type == "charge.dispute.created":
-            return DisputeOpenedEvent(
-                event_id=envelope.id, dispute_id=dispute_id, payment_intent=intent
-            )
-        return DisputeClosedEvent(
+        return DisputeEvent(
             event_id=envelope.id,
             dispute_id=dispute_id,
             payment_intent=intent,
-            won=obj.get("status") == "won",
+            status=status,
+            amount=_integer(obj.get("amount")),
         )
     return None
 

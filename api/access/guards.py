@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Request
 from litestar.di import NamedDependency
 
-from ledger.tokens import Principal, Scope, TokenService
+from api.access.tokens import Principal, Scope, TokenService
 
 Caller = NamedDependency[Principal]
 """Declares a route's ``principal`` parameter as the authenticated caller."""

@@ -1,0 +1,1 @@
+"""Adapters: how the ledger talks to Stripe (the gateway) and reads what Stripe sends (webhooks)."""

@@ -1,0 +1,48 @@
+"""Wiring the ledger's parts together (the API, the CLI and the tests all start here)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ledger.ports import (
+    CheckoutRequest,
+    Clock,
+    CreatedCheckout,
+    PaymentGateway,
+    PaymentGatewayError,
+    system_clock,
+)
+from ledger.service import CheckoutLinks, Ledger, Pricing
+from ledger.store.claims import Claims
+from ledger.store.commit import GroupCommitter
+from ledger.store.event_store import EventStore
+from ledger.store.repository import CACHE_SIZE, Repository
+from ledger.unit_of_work import UnitOfWork
+
+
+class NoPaymentGateway:
+    """For a ledger that takes no purchases (the CLI, tests of other things)."""
+
+    async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
+        raise PaymentGatewayError("this process has no payment gateway")
+
+
+def build_ledger(
+    pool: asyncpg.Pool,
+    *,
+    gateway: PaymentGateway | None = None,
+    pricing: Pricing | None = None,
+    links: CheckoutLinks | None = None,
+    clock: Clock = system_clock,
+    cache_size: int = CACHE_SIZE,
+) -> Ledger:
+    """The ledger on ``pool``: store, repository, group committer, unit of work."""
+    repository = Repository(EventStore(pool), cache_size=cache_size)
+    uow = UnitOfWork(repository, GroupCommitter(pool), Claims(pool))
+    return Ledger(
+        uow,
+        gateway or NoPaymentGateway(),
+        pricing or Pricing(unit_amount=1, currency="usd"),
+        links or CheckoutLinks(success_url="http://127.0.0.1/ok", cancel_url="http://127.0.0.1/no"),
+        clock,
+    )

@@ -1,0 +1,90 @@
+"""What refunds and disputes take back of a purchase, whatever order Stripe tells them in.
+
+A purchase of ``credits`` for ``amount`` (minor units) keeps the credits its
+money still pays for. The facts are Stripe's cumulative ``amount_refunded``
+(only ever grows, so the largest seen wins) and each dispute's latest status
+(statuses only move forward, see ``DISPUTE_STAGE``). From them alone:
+
+* ``refunded_credits = credits * min(amount, amount_refunded) // amount``
+  (rounded down: the customer keeps a part-credit);
+* ``disputed_credits = min(credits - refunded_credits, credits * withdrawn // amount)``,
+  where ``withdrawn`` is the money chargebacks hold (status ``needs_response``,
+  ``under_review`` or ``lost``).
+
+Because these are functions of the facts and not of their order, a refund or a
+dispute that arrives before its payment, twice, or after the one that follows
+it ends the same. The cap on ``disputed_credits`` means a lost dispute and a
+refund of the same money never take the credits twice.
+
+**Inquiries** (``warning_needs_response``, ``warning_under_review``,
+``warning_closed``) move no money: they take back nothing, and closing one gives
+nothing back. A chargeback takes back from its start (Stripe withdraws the money
+then, ``charge.dispute.funds_withdrawn``); ``won`` gives it back
+(``funds_reinstated``), ``lost`` keeps it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+DISPUTE_STAGE = {
+    "warning_needs_response": 0,
+    "warning_under_review": 1,
+    "needs_response": 2,
+    "under_review": 3,
+    "warning_closed": 4,
+    "charge_refunded": 4,
+    "won": 4,
+    "lost": 4,
+}
+"""How far along a dispute is: a status at an earlier stage than the one known is old news."""
+
+MONEY_WITHDRAWN = frozenset({"needs_response", "under_review", "lost"})
+"""Dispute statuses in which the bank holds the disputed money."""
+
+
+class Dispute(msgspec.Struct, frozen=True):
+    """A dispute as last heard of: its status and the money it is about."""
+
+    status: str
+    amount: int | None
+    """None only while a payment intent keeps it: its session knows what None means."""
+
+    @classmethod
+    def of(cls, state: Dispute | dict[str, Any]) -> Dispute:
+        """The dispute itself, or the dispute a snapshot's JSON describes."""
+        return state if isinstance(state, Dispute) else msgspec.convert(state, type=cls)
+
+    @property
+    def withdrawn(self) -> int:
+        return self.amount or 0 if self.status in MONEY_WITHDRAWN else 0
+
+
+def newer(known: Dispute | None, status: str) -> bool:
+    """Whether ``status`` is news for a dispute last seen as ``known``."""
+    if status not in DISPUTE_STAGE:
+        return False
+    if known is None:
+        return True
+    return DISPUTE_STAGE[status] > DISPUTE_STAGE.get(known.status, -1)
+
+
+class Worth(msgspec.Struct, frozen=True):
+    """What refunds and disputes take back of one purchase, in credits."""
+
+    refunded: int
+    disputed: int
+
+
+def taken_back(
+    credits: int, amount: int, amount_refunded: int, disputes: dict[str, Dispute]
+) -> Worth:
+    """The credits refunds and disputes take back, from the facts alone (see the module)."""
+    if amount <= 0:
+        return Worth(0, 0)
+    refunded = credits * min(amount, amount_refunded) // amount
+    withdrawn = sum(dispute.withdrawn for dispute in disputes.values())
+    disputed = min(credits - refunded, credits * min(amount, withdrawn) // amount)
+    return Worth(refunded, disputed)

@@ -1,0 +1,320 @@
+"""Every event the ledger records, as declared types.
+
+The aggregates record them, the projections, the audit, the notifier and the
+relay read them: one declaration, no lists of names elsewhere. Each event is a
+frozen dataclass (the eventsourcing library's ``Aggregate.Event``); what it
+does to its aggregate is written in the aggregate (``evolve``), so this module
+holds data only.
+
+Names are past tense and never reused. An event's stored ``state`` is the JSON
+of its fields; ``class_version`` and ``upcast_vN_vN+1`` read older shapes.
+Events stored before this module existed have topics such as
+``ledger.domain.account:CreditAccount.CreditsSpent``; ``register_topic`` at the
+bottom maps them to these classes, so both read back the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic, register_topic
+
+
+class _Evolves:
+    """Hands the event to its aggregate's ``evolve``: the aggregate owns its state changes."""
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.evolve(self)
+
+
+class AccountEvent(_Evolves, Aggregate.Event):
+    """An event on a credit account's stream."""
+
+
+class CheckoutEvent(_Evolves, Aggregate.Event):
+    """An event on a Checkout session's stream."""
+
+
+class PaymentIntentEvent(_Evolves, Aggregate.Event):
+    """An event on a payment intent's stream."""
+
+
+# --- the credit account -------------------------------------------------------------------
+
+
+class AccountOpened(_Evolves, Aggregate.Created):
+    """An account opened with its plan's full allowance for ``period``."""
+
+    account_id: str
+    monthly_allowance: int
+    period: str
+
+
+class CreditsPurchased(AccountEvent):
+    """A paid top-up: ``credits`` added to the top-up balance, which survives every reset."""
+
+    session_id: str
+    credits: int
+
+
+class CreditsClawedBack(AccountEvent):
+    """A refund took back ``credits`` of a purchase (the top-up balance may go below zero)."""
+
+    session_id: str
+    credits: int
+
+
+class CreditsReversed(AccountEvent):
+    """A chargeback took back ``credits`` of a purchase while the bank holds the money."""
+
+    session_id: str
+    dispute_id: str
+    credits: int
+
+
+class CreditsRestored(AccountEvent):
+    """Credits a dispute had taken back came back (won, or the money is accounted for otherwise)."""
+
+    session_id: str
+    dispute_id: str
+    credits: int
+
+
+class CreditsSpent(AccountEvent):
+    """Credits spent: the free allowance first, then top-ups."""
+
+    amount: int
+    from_allowance: int
+    from_topup: int
+    reason: str
+
+
+class MonthlyAllowanceReset(AccountEvent):
+    """A new period: the allowance is set (not added to) to the plan, plus what open holds carried."""
+
+    period: str
+    monthly_allowance: int
+    held_allowance_carried: int = 0
+
+
+class MonthlyAllowanceChanged(AccountEvent):
+    """The plan's allowance from the next reset on."""
+
+    monthly_allowance: int
+
+
+class LowBalanceThresholdSet(AccountEvent):
+    """Below this ``available`` counts as low (None: 10 % of the allowance)."""
+
+    threshold: int | None
+
+
+class HoldPlaced(AccountEvent):
+    """Credits reserved for work in progress; ``expires_at`` is an ISO 8601 time."""
+
+    hold_id: str
+    amount: int
+    from_allowance: int
+    from_topup: int
+    reason: str
+    expires_at: str
+
+
+class HoldCaptured(AccountEvent):
+    """A hold spent ``captured`` and gave back ``released`` (``lapsed`` of it ended with its period)."""
+
+    hold_id: str
+    captured: int
+    from_allowance: int
+    from_topup: int
+    released: int
+    lapsed: int
+
+
+class HoldReleased(AccountEvent):
+    """A hold gave all its credits back (``lapsed`` of them ended with their period)."""
+
+    hold_id: str
+    released: int
+    lapsed: int
+
+
+class HoldExpired(AccountEvent):
+    """A hold reached its expiry unsettled and gave its credits back."""
+
+    hold_id: str
+    released: int
+    lapsed: int
+
+
+HOLD_SETTLEMENTS: tuple[type[AccountEvent], ...] = (HoldCaptured, HoldReleased, HoldExpired)
+"""The events that end a hold."""
+
+
+# --- the Checkout session -----------------------------------------------------------------
+
+
+class CheckoutRequested(_Evolves, Aggregate.Created):
+    """A Checkout session created at Stripe for a top-up.
+
+    Version 2 added ``recovered``: the session was first seen in a webhook and
+    rebuilt from its metadata (version 1 events were all requested by us).
+    """
+
+    class_version: ClassVar[int] = 2
+
+    session_id: str
+    account_id: str
+    credits: int
+    amount: int
+    currency: str
+    checkout_url: str
+    expires_at: int
+    recovered: bool
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["recovered"] = False
+
+
+class CheckoutPaid(CheckoutEvent):
+    """The payment arrived: the session's credits were added to its account."""
+
+    payment_intent: str | None
+    amount_paid: int
+
+
+class PaymentMismatched(CheckoutEvent):
+    """Money arrived, but not what was asked: nothing credited until someone looks."""
+
+    amount_paid: int
+    currency: str
+
+
+class CheckoutExpired(CheckoutEvent):
+    """The session expired unpaid."""
+
+
+class CheckoutFailed(CheckoutEvent):
+    """A delayed payment method failed."""
+
+
+class PaymentRefunded(CheckoutEvent):
+    """Stripe's cumulative ``amount_refunded`` grew; ``credits_clawed_back`` were taken back.
+
+    ``credits_restored``: credits a chargeback had taken back that the refund now
+    accounts for instead (a refund after a lost dispute never takes them twice).
+    """
+
+    amount_refunded: int
+    credits_clawed_back: int
+    credits_restored: int = 0
+
+
+class DisputeUpdated(CheckoutEvent):
+    """A dispute (or an inquiry) of the payment reached ``status``.
+
+    ``credits_reversed`` were taken back, or ``credits_restored`` given back, so
+    that the purchase is worth what its money still is (see ledger/domain/adjustments.py).
+    """
+
+    dispute_id: str
+    status: str
+    amount: int
+    credits_reversed: int
+    credits_restored: int
+
+
+class PaymentDisputed(CheckoutEvent):
+    """Before inquiries were told apart: a dispute that reversed ``credits_reversed``. Read only."""
+
+    dispute_id: str
+    credits_reversed: int
+
+
+class DisputeClosed(CheckoutEvent):
+    """Before inquiries were told apart: a dispute closed, won or lost. Read only."""
+
+    dispute_id: str
+    won: bool
+    credits_restored: int
+
+
+# --- the payment intent -------------------------------------------------------------------
+
+
+class PaymentIntentRecorded(_Evolves, Aggregate.Created):
+    """A Stripe payment intent the ledger heard of; ``session_id`` once its Checkout is known."""
+
+    payment_intent: str
+    session_id: str | None
+
+
+class PaymentIntentLinked(PaymentIntentEvent):
+    """The Checkout session this payment intent paid became known."""
+
+    session_id: str
+
+
+class RefundRecordedBeforePayment(PaymentIntentEvent):
+    """A refund arrived before the payment it refunds; it is applied when the payment lands."""
+
+    amount_refunded: int
+
+
+class DisputeRecordedBeforePayment(PaymentIntentEvent):
+    """A dispute arrived before the payment it disputes; it is applied when the payment lands.
+
+    ``amount`` None: Stripe did not say (the money not refunded is meant).
+    """
+
+    dispute_id: str
+    status: str
+    amount: int | None
+
+
+_OLD_TOPICS: dict[type, str] = {}
+
+
+def topics_of(cls: type) -> list[str]:
+    """Every topic events of ``cls`` are stored under: its own, and the one before this module."""
+    return [get_topic(cls), *([_OLD_TOPICS[cls]] if cls in _OLD_TOPICS else [])]
+
+
+def _register_old_topics() -> None:
+    """Events stored before this module read back as its classes."""
+    old = {
+        "ledger.domain.account:CreditAccount.": (
+            AccountOpened,
+            CreditsPurchased,
+            CreditsClawedBack,
+            CreditsReversed,
+            CreditsRestored,
+            CreditsSpent,
+            MonthlyAllowanceReset,
+            MonthlyAllowanceChanged,
+            LowBalanceThresholdSet,
+            HoldPlaced,
+            HoldCaptured,
+            HoldReleased,
+            HoldExpired,
+        ),
+        "ledger.domain.checkout:CheckoutSession.": (
+            CheckoutRequested,
+            CheckoutPaid,
+            PaymentMismatched,
+            CheckoutExpired,
+            CheckoutFailed,
+            PaymentRefunded,
+            PaymentDisputed,
+            DisputeClosed,
+        ),
+    }
+    for prefix, classes in old.items():
+        for cls in classes:
+            register_topic(prefix + cls.__name__, cls)
+            _OLD_TOPICS[cls] = prefix + cls.__name__
+
+
+_register_old_topics()

@@ -1,0 +1,137 @@
+"""Deciding account commands: open, spend, reset, plan and threshold changes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+
+from ledger.commands import (
+    ChangeAllowance,
+    OpenAccount,
+    ResetMonth,
+    SetLowBalanceThreshold,
+    SpendCredits,
+)
+from ledger.domain.account import CreditAccount
+from ledger.domain.errors import AccountAlreadyExists, AccountNotFound
+from ledger.domain.ids import account_stream_id
+from ledger.store.claims import Claim, request_fingerprint
+from ledger.unit_of_work import Decision, Handler, Streams
+
+
+class Spent(msgspec.Struct, frozen=True):
+    """The answer to a spend: where the credits came from and the balance after."""
+
+    account_id: str
+    amount: int
+    from_allowance: int
+    from_topup: int
+    reason: str
+    balance: int
+    allowance_remaining: int
+    topup_balance: int
+    monthly_allowance: int
+    period: str
+    held: int = 0
+    available: int = -1
+
+    def __post_init__(self) -> None:
+        if self.available == -1:  # an answer stored before spends told what is available
+            msgspec.structs.force_setattr(self, "available", self.balance - self.held)
+
+
+def billing_period(moment: datetime) -> str:
+    """The calendar month ``YYYY-MM`` of ``moment`` (UTC)."""
+    return moment.strftime("%Y-%m")
+
+
+def existing(account: CreditAccount | None, account_id: str) -> CreditAccount:
+    """The account, or AccountNotFound."""
+    if account is None:
+        raise AccountNotFound(account_id)
+    return account
+
+
+class AccountCommand(Protocol):
+    @property
+    def account_id(self) -> str: ...
+
+
+async def load_account(streams: Streams, command: AccountCommand) -> CreditAccount | None:
+    """The account the command names (None if it was never opened)."""
+    return await streams.get(CreditAccount, account_stream_id(command.account_id))
+
+
+def by_account(command: AccountCommand) -> str:
+    """Commands on one account take turns in a process."""
+    return command.account_id
+
+
+def decide_open(account: CreditAccount | None, command: OpenAccount) -> Decision[CreditAccount]:
+    if account is not None:
+        raise AccountAlreadyExists(command.account_id)
+    assert command.at is not None
+    opened = CreditAccount.open(
+        command.account_id, command.monthly_allowance, billing_period(command.at)
+    )
+    return Decision(opened, [opened])
+
+
+def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decision[Spent]:
+    account = existing(account, command.account_id)
+    from_allowance, from_topup = account.spend(command.amount, command.reason)
+    answer = Spent(
+        account_id=account.account_id,
+        amount=command.amount,
+        from_allowance=from_allowance,
+        from_topup=from_topup,
+        reason=command.reason,
+        balance=account.balance,
+        allowance_remaining=account.allowance_remaining,
+        topup_balance=account.topup_balance,
+        monthly_allowance=account.monthly_allowance,
+        period=account.period,
+        held=account.held,
+        available=account.available,
+    )
+    return Decision(answer, [account])
+
+
+def spend_claim(command: SpendCredits) -> Claim:
+    return Claim(
+        f"spend/{command.account_id}",
+        command.idempotency_key,
+        request_fingerprint({"amount": command.amount, "reason": command.reason}),
+    )
+
+
+def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision[CreditAccount]:
+    account = existing(account, command.account_id)
+    assert command.at is not None
+    account.reset_month(command.period or billing_period(command.at))
+    return Decision(account, [account])
+
+
+def decide_plan(account: CreditAccount | None, command: ChangeAllowance) -> Decision[CreditAccount]:
+    account = existing(account, command.account_id)
+    account.change_allowance(command.monthly_allowance)
+    return Decision(account, [account])
+
+
+def decide_threshold(
+    account: CreditAccount | None, command: SetLowBalanceThreshold
+) -> Decision[CreditAccount]:
+    account = existing(account, command.account_id)
+    account.set_low_balance_threshold(command.threshold)
+    return Decision(account, [account])
+
+
+HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
+    OpenAccount: Handler(CreditAccount, by_account, load_account, decide_open),
+    SpendCredits: Handler(Spent, by_account, load_account, decide_spend, spend_claim),
+    ResetMonth: Handler(CreditAccount, by_account, load_account, decide_reset),
+    ChangeAllowance: Handler(CreditAccount, by_account, load_account, decide_plan),
+    SetLowBalanceThreshold: Handler(CreditAccount, by_account, load_account, decide_threshold),
+}

@@ -1,0 +1,133 @@
+"""Deciding hold commands: reserve credits before work, capture, release or expire after."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Literal
+
+import msgspec
+
+from ledger.commands import PlaceHold, SettleHold
+from ledger.domain.account import CreditAccount
+from ledger.domain.errors import HoldAlreadySettled, HoldHasExpired, HoldNotDue
+from ledger.domain.holds import OpenHold, Settlement
+from ledger.handlers.accounts import by_account, existing, load_account
+from ledger.store.claims import Claim, StoredAnswer, request_fingerprint
+from ledger.unit_of_work import Decision, Handler
+
+HoldStatus = Literal["held", "captured", "released", "expired"]
+
+
+class Hold(msgspec.Struct, frozen=True):
+    """A hold as the API answers it, with the account's balances after the command."""
+
+    hold_id: str
+    account_id: str
+    status: HoldStatus
+    amount: int
+    captured: int
+    released: int
+    reason: str
+    expires_at: str
+    balance: int
+    held: int
+    available: int
+
+
+def hold_answer(
+    account: CreditAccount,
+    hold_id: str,
+    hold: OpenHold,
+    status: HoldStatus,
+    settlement: Settlement | None = None,
+) -> Hold:
+    """The hold and the account's balances as they are now."""
+    return Hold(
+        hold_id=hold_id,
+        account_id=account.account_id,
+        status=status,
+        amount=hold.amount,
+        captured=settlement.captured if settlement else 0,
+        released=settlement.released if settlement else 0,
+        reason=hold.reason,
+        expires_at=hold.expires_at,
+        balance=account.balance,
+        held=account.held,
+        available=account.available,
+    )
+
+
+def hold_id_for(account_id: str, idempotency_key: str) -> str:
+    """A hold's id follows from its request's key: every retry names the same hold."""
+    digest = hashlib.sha256(f"{account_id}\0{idempotency_key}".encode()).hexdigest()
+    return f"hold_{digest[:24]}"
+
+
+def decide_place(account: CreditAccount | None, command: PlaceHold) -> Decision[Hold]:
+    account = existing(account, command.account_id)
+    assert command.at is not None
+    hold_id = hold_id_for(command.account_id, command.idempotency_key)
+    expires_at = command.at + timedelta(seconds=command.expires_in_seconds)
+    hold = account.place_hold(hold_id, command.amount, command.reason, expires_at)
+    return Decision(hold_answer(account, hold_id, hold, "held"), [account])
+
+
+def place_claim(command: PlaceHold) -> Claim:
+    return Claim(
+        f"hold/{command.account_id}",
+        command.idempotency_key,
+        request_fingerprint(
+            {
+                "amount": command.amount,
+                "expires_in_seconds": command.expires_in_seconds,
+                "reason": command.reason,
+            }
+        ),
+    )
+
+
+def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decision[Hold]:
+    """Capture, release or expire an open hold (a settled one is answered from its claim)."""
+    account = existing(account, command.account_id)
+    assert command.at is not None
+    hold = account.hold(command.hold_id)  # HoldNotFound once settled: the claim answers then
+    settlement: Settlement | None
+    if command.outcome == "captured":
+        settlement = account.capture_hold(command.hold_id, command.amount, command.at)
+    elif command.outcome == "released":
+        settlement = account.release_hold(command.hold_id)
+    else:
+        settlement = account.expire_hold(command.hold_id, command.at)
+        if settlement is None:
+            raise HoldNotDue(command.hold_id)
+    answer = hold_answer(account, command.hold_id, hold, command.outcome, settlement)
+    return Decision(answer, [account])
+
+
+def settle_claim(command: SettleHold) -> Claim:
+    """A hold is settled once: its settlement is claimed under its id."""
+    request: dict[str, object] = {"status": command.outcome, "amount": command.amount}
+    if command.idempotency_key is not None:
+        request["key"] = command.idempotency_key
+    return Claim(
+        f"hold-settlement/{command.account_id}", command.hold_id, request_fingerprint(request)
+    )
+
+
+def settled_before(earlier: StoredAnswer, command: SettleHold) -> Hold:
+    """The first answer for a repeated settlement, or why this one comes too late."""
+    first = msgspec.json.decode(earlier.response, type=Hold)
+    if earlier.request_hash == settle_claim(command).fingerprint:
+        return first
+    if first.status == "expired" and command.outcome == "released":
+        return first  # its credits already went back: what a release asks
+    if first.status == "expired" and command.outcome == "captured":
+        raise HoldHasExpired(f"The hold {command.hold_id} expired at {first.expires_at}.")
+    raise HoldAlreadySettled(f"The hold {command.hold_id} was already {first.status}.")
+
+
+HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
+    PlaceHold: Handler(Hold, by_account, load_account, decide_place, place_claim),
+    SettleHold: Handler(Hold, by_account, load_account, decide_settle, settle_claim, settled_before),
+}

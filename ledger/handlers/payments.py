@@ -1,0 +1,265 @@
+"""Deciding Stripe's events: payments, expiries, failures, refunds and disputes, once each.
+
+Every event is claimed by its Stripe event id in the commit that applies it, so a
+redelivery changes nothing. What an event changes does not depend on the order
+they come in: a refund or a dispute of a payment not linked to a session yet is
+kept on its payment intent's stream and applied when the payment lands
+(ledger/domain/payment_intent.py); what they take back is computed from the
+facts, not from the sequence (ledger/domain/adjustments.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import msgspec
+from eventsourcing.domain import Aggregate
+
+from ledger.commands import ApplyPaymentEvent
+from ledger.domain.account import CreditAccount
+from ledger.domain.checkout import MISMATCHED, PAID, REFUNDED, Adjustment, CheckoutSession
+from ledger.domain.ids import account_stream_id, checkout_stream_id, payment_intent_stream_id
+from ledger.domain.payment_intent import PaymentIntent
+from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
+from ledger.store.claims import Claim, StoredAnswer
+from ledger.unit_of_work import Decision, Handler, Streams
+
+log = logging.getLogger(__name__)
+
+STRIPE_EVENT_SCOPE = "stripe-event"
+LEGACY_LINK_SCOPE = "payment-intent"
+"""Before payment intents had streams, their link to a session was a claim in this scope."""
+
+
+class Received(msgspec.Struct, frozen=True):
+    """What became of a Stripe event: ``applied`` False for a repeat of one handled before."""
+
+    applied: bool
+
+
+@dataclass
+class PaymentState:
+    """The streams a Stripe event may change."""
+
+    session: CheckoutSession | None = None
+    account: CreditAccount | None = None
+    intent: PaymentIntent | None = None
+    changed: list[Aggregate] = field(default_factory=list)
+
+
+async def load_payment(streams: Streams, command: ApplyPaymentEvent) -> PaymentState:
+    """The session, its account and its payment intent, as far as the event leads to them."""
+    event = command.meaning
+    state = PaymentState()
+    if event is None:
+        return state
+    intent_id = event.payment_intent
+    if intent_id:
+        state.intent = await streams.get(PaymentIntent, payment_intent_stream_id(intent_id))
+    session_id: str | None
+    if isinstance(event, CheckoutEvent):
+        session_id = event.session_id
+    elif state.intent is not None:
+        session_id = state.intent.session_id
+    else:
+        legacy = await streams.claim(LEGACY_LINK_SCOPE, intent_id) if intent_id else None
+        session_id = legacy.response.decode() if legacy is not None else None
+    if session_id:
+        state.session = await streams.get(CheckoutSession, checkout_stream_id(session_id))
+    account_id = (
+        state.session.account_id
+        if state.session is not None
+        else event.account_id if isinstance(event, CheckoutEvent) else None
+    )
+    if account_id:
+        state.account = await streams.get(CreditAccount, account_stream_id(account_id))
+    return state
+
+
+def decide_payment(state: PaymentState, command: ApplyPaymentEvent) -> Decision[Received]:
+    """Apply the event to whichever streams it changes (none: just remember its id)."""
+    match command.meaning:
+        case CheckoutEvent() as event:
+            _checkout(state, event, command)
+        case RefundEvent() as event:
+            if _linked(state, event.payment_intent):
+                assert state.session is not None
+                _adjust(state, state.session.refund(event.amount_refunded))
+            else:
+                intent = _intent(state, event.payment_intent)
+                intent.hold_refund(event.amount_refunded)
+        case DisputeEvent() as event:
+            if _linked(state, event.payment_intent):
+                assert state.session is not None
+                _dispute(state, state.session, event.dispute_id, event.status, event.amount)
+            else:
+                intent = _intent(state, event.payment_intent)
+                intent.hold_dispute(event.dispute_id, event.status, event.amount)
+    return Decision(Received(applied=True), state.changed)
+
+
+def _checkout(state: PaymentState, event: CheckoutEvent, command: ApplyPaymentEvent) -> None:
+    fulfils = event.paid and event.change in (
+        CheckoutChange.COMPLETED,
+        CheckoutChange.PAYMENT_SUCCEEDED,
+    )
+    session = state.session
+    if session is None:
+        if not fulfils:
+            log.info("ignoring %s for unknown session %s", event.change, event.session_id)
+            return
+        session = _recovered_session(event, command)
+        if session is None:
+            return
+        state.session = session
+    if event.change is CheckoutChange.EXPIRED:
+        session.expire()
+    elif event.change is CheckoutChange.PAYMENT_FAILED:
+        session.fail()
+    elif fulfils:
+        _fulfil(state, session, event)
+        return
+    state.changed.append(session)
+
+
+def _fulfil(state: PaymentState, session: CheckoutSession, event: CheckoutEvent) -> None:
+    account = state.account
+    if account is None:
+        log.error(
+            "paid session %s names account %s, which does not exist: not credited",
+            session.session_id,
+            session.account_id,
+        )
+        return
+    credits = session.pay(
+        payment_intent=event.payment_intent,
+        amount_paid=event.amount_total if event.amount_total is not None else -1,
+        currency=event.currency or "",
+    )
+    if credits:
+        account.purchase(session_id=session.session_id, credits=credits)
+    elif session.status == MISMATCHED and session.pending_events:
+        log.error(
+            "session %s paid %s %s for %s credits (asked %s %s): recorded, not credited",
+            session.session_id,
+            event.amount_total,
+            event.currency,
+            session.credits,
+            session.amount,
+            session.currency,
+        )
+    state.changed += [session, account]
+    if event.payment_intent and session.status in (PAID, REFUNDED, MISMATCHED):
+        _link(state, session, event.payment_intent)
+
+
+def _link(state: PaymentState, session: CheckoutSession, payment_intent: str) -> None:
+    """Name the session on its payment intent's stream; apply what arrived there first."""
+    intent = state.intent
+    if intent is None:
+        state.intent = PaymentIntent.record(payment_intent, session.session_id)
+        state.changed.append(state.intent)
+        return
+    if not intent.link(session.session_id):
+        return
+    state.changed.append(intent)
+    _adjust(state, session.refund(intent.amount_refunded))
+    for dispute_id, dispute in intent.disputes.items():
+        _dispute(state, session, dispute_id, dispute.status, dispute.amount)
+
+
+def _dispute(
+    state: PaymentState, session: CheckoutSession, dispute_id: str, status: str, amount: int | None
+) -> None:
+    disputed = amount if amount is not None else max(session.amount - session.amount_refunded, 0)
+    _adjust(state, session.dispute(dispute_id, status, disputed))
+
+
+def _adjust(state: PaymentState, adjustment: Adjustment) -> None:
+    """Take back or give back on the account what the session's refund or dispute says."""
+    session, account = state.session, state.account
+    assert session is not None
+    if account is None:
+        log.error("session %s names a missing account: not adjusted", session.session_id)
+        return
+    account.claw_back(session.session_id, adjustment.clawed_back)
+    account.reverse_for_dispute(session.session_id, adjustment.dispute_id, adjustment.reversed)
+    account.restore_after_dispute(session.session_id, adjustment.dispute_id, adjustment.restored)
+    for changed in (session, account):
+        if not any(known is changed for known in state.changed):
+            state.changed.append(changed)
+
+
+def _linked(state: PaymentState, payment_intent: str) -> bool:
+    """Whether the payment intent paid a session the ledger has (and its account)."""
+    if state.session is None:
+        return False
+    if state.account is None:
+        log.error("payment intent %s links to a session whose account is missing", payment_intent)
+    return True
+
+
+def _intent(state: PaymentState, payment_intent: str) -> PaymentIntent:
+    """The payment intent's stream, to keep an event that came before its payment."""
+    if state.intent is None:
+        log.info("payment intent %s paid no session the ledger knows yet: kept", payment_intent)
+        state.intent = PaymentIntent.record(payment_intent)
+    state.changed.append(state.intent)
+    return state.intent
+
+
+def _recovered_session(event: CheckoutEvent, command: ApplyPaymentEvent) -> CheckoutSession | None:
+    """A paid session the store never saw (its append failed): rebuilt from its metadata."""
+    if not event.account_id or not event.credits or event.credits <= 0:
+        log.error(
+            "paid session %s is unknown and its metadata names no account and credits",
+            event.session_id,
+        )
+        return None
+    log.warning(
+        "paid session %s was never recorded (its CheckoutRequested is missing): "
+        "crediting it from its metadata (account %s, %s credits)",
+        event.session_id,
+        event.account_id,
+        event.credits,
+    )
+    return CheckoutSession.request(
+        session_id=event.session_id,
+        account_id=event.account_id,
+        credits=event.credits,
+        amount=event.credits * command.unit_amount,
+        currency=command.currency,
+        checkout_url=event.checkout_url or "",
+        expires_at=event.expires_at or 0,
+        recovered=True,
+    )
+
+
+def event_claim(command: ApplyPaymentEvent) -> Claim:
+    """A Stripe event is applied once: its id is claimed with what it changed."""
+    return Claim(
+        STRIPE_EVENT_SCOPE, command.event_id, hashlib.sha256(command.event_type.encode()).digest()
+    )
+
+
+def received_before(_: StoredAnswer, __: ApplyPaymentEvent) -> Received:
+    return Received(applied=False)
+
+
+def by_payment(command: ApplyPaymentEvent) -> str:
+    """Events of one session (or one payment intent) take turns in a process."""
+    match command.meaning:
+        case CheckoutEvent() as event:
+            return f"checkout/{event.session_id}"
+        case RefundEvent() | DisputeEvent() as event:
+            return f"payment-intent/{event.payment_intent}"
+    return f"stripe-event/{command.event_id}"
+
+
+HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
+    ApplyPaymentEvent: Handler(
+        Received, by_payment, load_payment, decide_payment, event_claim, received_before
+    ),
+}

@@ -1,0 +1,202 @@
+"""The ledger as its callers see it: commands in, answers out, and the reads of the write side.
+
+``Ledger.execute(command)`` is the one entry for every write: it stamps the
+command's time and hands it to the unit of work with the command's handler
+(ledger/handlers/). A purchase first asks the payment provider for a Checkout
+session (``request_checkout``), then records it as a command like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import msgspec
+
+from ledger.commands import ApplyPaymentEvent, RecordCheckout
+from ledger.domain.account import CreditAccount
+from ledger.domain.checkout import CheckoutSession
+from ledger.domain.errors import AccountNotFound, HoldNotFound, InvalidAmount
+from ledger.domain.events import AccountOpened, topics_of
+from ledger.domain.ids import account_stream_id, checkout_stream_id
+from ledger.handlers import HANDLERS
+from ledger.handlers.holds import Hold, hold_answer
+from ledger.handlers.payments import Received
+from ledger.handlers.purchases import CheckoutStarted, purchase_claim
+from ledger.payment_events import PaymentEvent
+from ledger.ports import CheckoutRequest, Clock, PaymentGateway, system_clock
+from ledger.store.claims import Claims, replay
+from ledger.store.event_store import EventStore
+from ledger.store.repository import Repository
+from ledger.unit_of_work import UnitOfWork
+
+T = TypeVar("T")
+
+MIN_CREDITS = 100
+MAX_CREDITS = 10_000
+CHECKOUT_LIFETIME = timedelta(hours=1)
+
+
+class Pricing(msgspec.Struct, frozen=True):
+    """The price of one credit, in the currency's minor unit."""
+
+    unit_amount: int
+    currency: str
+
+
+class CheckoutLinks(msgspec.Struct, frozen=True):
+    """Where Stripe sends the customer back to."""
+
+    success_url: str
+    cancel_url: str
+
+
+class RequestCheckout(msgspec.Struct, frozen=True, kw_only=True):
+    """Start buying ``credits`` for ``account_id`` (with an optional Idempotency-Key)."""
+
+    account_id: str
+    credits: int
+    idempotency_key: str | None = None
+
+
+class Ledger:
+    """Runs commands through the unit of work and reads the write side."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        gateway: PaymentGateway,
+        pricing: Pricing,
+        links: CheckoutLinks,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.uow = uow
+        self.repository: Repository = uow.repository
+        self.store: EventStore = uow.repository.store
+        self.claims: Claims = uow.claims
+        self.gateway = gateway
+        self.pricing = pricing
+        self.links = links
+        self.clock = clock
+
+    async def execute(self, command: Any) -> Any:
+        """Decide and commit one command (see ledger/unit_of_work.py); its answer."""
+        if getattr(command, "at", False) is None:
+            command = msgspec.structs.replace(command, at=self.clock())
+        return await self.uow.run(HANDLERS[type(command)], command)
+
+    async def apply_payment_event(
+        self, event_id: str, event_type: str, meaning: PaymentEvent | None
+    ) -> bool:
+        """Apply a verified Stripe event once; False for a repeat."""
+        received: Received = await self.execute(
+            ApplyPaymentEvent(
+                event_id=event_id,
+                event_type=event_type,
+                meaning=meaning,
+                unit_amount=self.pricing.unit_amount,
+                currency=self.pricing.currency,
+            )
+        )
+        return received.applied
+
+    async def request_checkout(self, command: RequestCheckout) -> CheckoutStarted:
+        """Create the session at Stripe, then record ``CheckoutRequested``.
+
+        Nothing is recorded when Stripe fails. With an idempotency key the same
+        key returns the same session without asking Stripe again; concurrent
+        duplicates get one session from Stripe (same parameters, same Stripe
+        idempotency key) and one of them records it.
+        """
+        if not MIN_CREDITS <= command.credits <= MAX_CREDITS:
+            raise InvalidAmount(f"A purchase is {MIN_CREDITS} to {MAX_CREDITS} credits.")
+        record = RecordCheckout(
+            account_id=command.account_id,
+            credits=command.credits,
+            idempotency_key=command.idempotency_key,
+            session_id="",
+            checkout_url="",
+            amount=0,
+            currency="",
+            expires_at=0,
+        )
+        claim = purchase_claim(record)
+        if claim is not None and (earlier := await self.claims.find(claim.scope, claim.key)):
+            return replay(earlier, claim.fingerprint, CheckoutStarted)
+        if not await self.repository.exists(account_stream_id(command.account_id)):
+            raise AccountNotFound(command.account_id)
+        # Whole minutes make concurrent duplicates send Stripe identical
+        # parameters, so Stripe's idempotency returns one session to both.
+        expires = self.clock().replace(second=0, microsecond=0) + CHECKOUT_LIFETIME
+        expires_at = int(expires.timestamp())
+        request_key = command.idempotency_key or uuid.uuid4().hex
+        purchase_ref = hashlib.sha256(f"{command.account_id}\0{request_key}".encode()).hexdigest()
+        created = await self.gateway.create_checkout(
+            CheckoutRequest(
+                account_id=command.account_id,
+                credits=command.credits,
+                unit_amount=self.pricing.unit_amount,
+                currency=self.pricing.currency,
+                success_url=self.links.success_url,
+                cancel_url=self.links.cancel_url,
+                expires_at=expires_at,
+                idempotency_key=f"ledger-purchase-{purchase_ref[:40]}-{expires_at}",
+            )
+        )
+        answer: CheckoutStarted = await self.execute(
+            msgspec.structs.replace(
+                record,
+                session_id=created.session_id,
+                checkout_url=created.url,
+                amount=created.amount_total,
+                currency=created.currency,
+                expires_at=created.expires_at,
+            )
+        )
+        return answer
+
+    # --- reads of the write side ----------------------------------------------------------
+
+    async def account(self, account_id: str, *, fresh: bool = False) -> CreditAccount:
+        """The account as its events leave it (``fresh``: read from the store, not memory)."""
+        account = await self.repository.get(
+            CreditAccount, account_stream_id(account_id), fresh=fresh
+        )
+        if account is None:
+            raise AccountNotFound(account_id)
+        return account
+
+    async def account_as_of(self, account_id: str, moment: datetime) -> CreditAccount:
+        """The account as its events recorded up to ``moment`` leave it: an answer that
+        never changes (appends that could be recorded before ``moment`` are waited for)."""
+        await self.store.wait_for_appends_before(moment)
+        account = await self.repository.get(
+            CreditAccount, account_stream_id(account_id), as_of=moment
+        )
+        if account is None:
+            raise AccountNotFound(account_id)
+        return account
+
+    async def account_exists(self, account_id: str) -> bool:
+        """Whether the account has been opened."""
+        return await self.repository.exists(account_stream_id(account_id))
+
+    async def all_account_ids(self) -> list[str]:
+        """Every opened account, oldest first (from their AccountOpened events)."""
+        return await self.store.creation_field(topics_of(AccountOpened), "account_id")
+
+    async def session(self, session_id: str) -> CheckoutSession | None:
+        """The Checkout session as its events leave it, if the ledger knows it."""
+        return await self.repository.get(CheckoutSession, checkout_stream_id(session_id))
+
+    async def hold(self, account_id: str, hold_id: str) -> Hold:
+        """The hold as it stands: open, or the answer that settled it."""
+        account = await self.account(account_id, fresh=True)
+        if (open_hold := account.holds.get(hold_id)) is not None:
+            return hold_answer(account, hold_id, open_hold, "held")
+        earlier = await self.claims.find(f"hold-settlement/{account_id}", hold_id)
+        if earlier is None:
+            raise HoldNotFound(hold_id)
+        return msgspec.json.decode(earlier.response, type=Hold)

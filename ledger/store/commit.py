@@ -1,0 +1,200 @@
+"""Group commit: concurrent commands share one transaction, one round trip, one fsync.
+
+Every write the ledger makes ends here: ``write_batch`` sends a batch of
+commands to the one SQL write function, ``append()``
+(``ledger/store/sql/functions/20_append.sql``), in an implicit transaction.
+
+Commands queue their writes; a few writer tasks each take whatever is queued
+(up to ``MAX_BATCH``) and send it as one call. There is no fixed wait: while
+one batch commits, the next one gathers, so batches grow with load and a lone
+command goes at once. A command's future resolves only after its batch
+committed, so an answer still means "durable"; each command succeeds or fails
+on its own.
+
+After a batch commits, readers (projector, relay, dispatcher) are woken by one
+``NOTIFY``, sent outside the appending transaction and at most once per
+``WAKE_EVERY`` seconds: a NOTIFY inside it would make every commit in the
+cluster wait for the one before (see ../shared/FACTS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+from eventsourcing.persistence import StoredEvent
+
+from ledger.store.claims import Claim, ClaimTaken
+from ledger.store.event_store import NOTIFY_CHANNEL, ConcurrencyConflict, Connection
+
+log = logging.getLogger(__name__)
+
+# Each command is a subtransaction: stay under PostgreSQL's 64-entry subxid cache.
+MAX_BATCH = 48
+WRITERS = 4
+WAKE_EVERY = 0.002
+
+_APPEND = """SELECT command, outcome, positions FROM append(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"""
+
+
+class ClaimRecord(msgspec.Struct, frozen=True):
+    """A claim and the answer to keep under it."""
+
+    claim: Claim
+    answer: bytes
+
+
+class Writes(msgspec.Struct, frozen=True):
+    """One command's writes: its events, the claims it makes, snapshots."""
+
+    events: Sequence[StoredEvent]
+    claims: Sequence[ClaimRecord] = ()
+    snapshots: Sequence[StoredEvent] = ()
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What ``append()`` said of one command."""
+
+    outcome: str
+    positions: list[int]
+
+    def result(self) -> list[int]:
+        """The positions, or the command's own error."""
+        if self.outcome == "ok":
+            return self.positions
+        if self.outcome == "conflict":
+            raise ConcurrencyConflict("another writer got to one of these streams first")
+        raise ClaimTaken("the claim is recorded already")
+
+
+async def write_batch(connection: Connection, batch: Sequence[Writes]) -> list[Outcome]:
+    """Commit a batch with one call of ``append()``; the outcome of each command, in order."""
+    try:
+        rows = await connection.fetch(_APPEND, len(batch), *_columns(batch))
+    except BaseException:
+        # append() holds a session-level lock while it hands out positions; it
+        # releases it on its own errors, but not if the connection was cut.
+        with contextlib.suppress(Exception):
+            await connection.execute("SELECT pg_advisory_unlock_all()")
+        raise
+    outcomes = [Outcome("conflict", [])] * len(batch)
+    for row in rows:
+        outcomes[row["command"] - 1] = Outcome(row["outcome"], list(row["positions"] or ()))
+    return outcomes
+
+
+class GroupCommitter:
+    """Commits writes in batches; start() before use, stop() at shutdown."""
+
+    def __init__(self, pool: asyncpg.Pool, writers: int = WRITERS) -> None:
+        self.pool = pool
+        self.writers = writers
+        self._queue: asyncio.Queue[tuple[Writes, asyncio.Future[list[int]]]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._committed = asyncio.Event()
+        self.batches = 0
+        self.commands = 0
+
+    def start(self) -> None:
+        """Start the writer tasks and the wake-ups (in the running event loop)."""
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._write_batches()) for _ in range(self.writers)]
+            self._tasks.append(asyncio.create_task(self._wake_readers()))
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the writers."""
+        await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._committed.is_set():
+            with contextlib.suppress(Exception):
+                await self._notify()
+
+    async def commit(self, writes: Writes) -> list[int]:
+        """Commit one command's writes; return its events' positions.
+
+        Raises ConcurrencyConflict or ClaimTaken for this command alone.
+        """
+        self.start()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        await self._queue.put((writes, future))
+        return await future
+
+    async def _write_batches(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                async with self.pool.acquire() as connection:
+                    outcomes = await write_batch(connection, [writes for writes, _ in batch])
+            except BaseException as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                if isinstance(error, asyncio.CancelledError):
+                    raise
+            else:
+                self.batches += 1
+                self.commands += len(batch)
+                self._committed.set()
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    try:
+                        future.set_result(outcome.result())
+                    except (ConcurrencyConflict, ClaimTaken) as refused:
+                        future.set_exception(refused)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _wake_readers(self) -> None:
+        while True:
+            await self._committed.wait()
+            self._committed.clear()
+            try:
+                await self._notify()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.debug("could not wake readers (they poll): %s", error)
+            await asyncio.sleep(WAKE_EVERY)
+
+    async def _notify(self) -> None:
+        await self.pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+def _columns(batch: Sequence[Writes]) -> list[list[object]]:
+    """The batch as the 15 parallel arrays append() takes."""
+    events: list[tuple[object, ...]] = []
+    claims: list[tuple[object, ...]] = []
+    snapshots: list[tuple[object, ...]] = []
+    for number, writes in enumerate(batch, start=1):
+        events.extend(
+            (number, e.originator_id, e.originator_version, e.topic, e.state)
+            for e in writes.events
+        )
+        claims.extend(
+            (number, c.claim.scope, c.claim.key, c.claim.fingerprint, c.answer)
+            for c in writes.claims
+        )
+        snapshots.extend(
+            (number, s.originator_id, s.originator_version, s.topic, s.state)
+            for s in writes.snapshots
+        )
+    return [*_transpose(events, 5), *_transpose(claims, 5), *_transpose(snapshots, 5)]
+
+
+def _transpose(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+

@@ -1,0 +1,159 @@
+"""The database's roles, stored functions, migrations and grants, applied at start-up.
+
+Run as a role that may create roles (a superuser in development and tests, an
+administrator's URL in production: ``DATABASE_ADMIN_URL``), in this order and
+under one advisory lock so that processes starting together take turns:
+
+1. the roles: ``ledger_owner`` (owns everything, never logs in) and
+   ``ledger_service`` (what the service connects as; owns nothing);
+2. as ``ledger_owner``: every stored function, one per file in ``sql/functions/``,
+   with ``CREATE OR REPLACE`` (so the current definition is the file, not the
+   last migration that touched it);
+3. every numbered migration in ``migrations/`` not applied yet, each in its own
+   transaction, recorded in ``schema_migrations`` (tables and data only);
+4. ``sql/grants.sql``: what ``ledger_service`` may do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from importlib import resources
+
+import asyncpg
+
+from ledger.store.event_store import Connection
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 748200102
+
+OWNER_ROLE = "ledger_owner"
+SERVICE_ROLE = "ledger_service"
+
+
+def _sql_files(folder: str) -> list[tuple[str, str]]:
+    """(name, sql) of every ``.sql`` file in a packaged folder, in name order."""
+    found = resources.files("ledger.store").joinpath(folder)
+    return sorted(
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in found.iterdir()
+        if entry.name.endswith(".sql")
+    )
+
+
+def _packaged(path: str) -> str:
+    return resources.files("ledger.store").joinpath(path).read_text(encoding="utf-8")
+
+
+def available_migrations() -> list[tuple[int, str, str]]:
+    """The packaged migrations as (version, name, sql), oldest first."""
+    return [(int(name.split("_", 1)[0]), name, sql) for name, sql in _sql_files("migrations")]
+
+
+async def _create_role(connection: Connection, name: str, login: bool) -> None:
+    exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+    if exists:
+        return
+    # Another database's set-up on this server may make it at the same moment.
+    with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+        await connection.execute(f"CREATE ROLE {name} {'LOGIN' if login else 'NOLOGIN'}")
+
+
+async def _take_ownership(connection: Connection) -> None:
+    """Tables and functions made before the roles existed become the owner's."""
+    rows = await connection.fetch(
+        """SELECT format('ALTER %s %s OWNER TO %I',
+                         CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                         c.oid::regclass, $1::text)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S')
+             AND pg_get_userbyid(c.relowner) <> $1
+             AND NOT (c.relkind = 'S' AND EXISTS (
+                 SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
+           UNION ALL
+           SELECT format('ALTER FUNCTION %s OWNER TO %I', p.oid::regprocedure, $1::text)
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> $1""",
+        OWNER_ROLE,
+    )
+    for row in rows:
+        await connection.execute(row[0])
+
+
+async def set_up(connection: Connection, *, service_password: str | None = None) -> list[str]:
+    """Roles, functions, migrations and grants (see the module); return the migrations applied."""
+    await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await _create_role(connection, OWNER_ROLE, login=False)
+        await _create_role(connection, SERVICE_ROLE, login=True)
+        if service_password is not None:
+            await connection.execute(
+                f"ALTER ROLE {SERVICE_ROLE} PASSWORD {_literal(service_password)}"
+            )
+        database = await connection.fetchval("SELECT current_database()")
+        await connection.execute(
+            f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO {SERVICE_ROLE}'
+        )
+        await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
+        await connection.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}")
+        await _take_ownership(connection)
+        await owner_session(connection)
+        try:
+            for _, sql in _sql_files("sql/functions"):
+                await connection.execute(sql)
+            applied = await _apply_migrations(connection)
+            await apply_grants(connection)
+        finally:
+            await connection.execute("RESET ROLE")
+        return applied
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+async def _apply_migrations(connection: Connection) -> list[str]:
+    await connection.execute(
+        """CREATE TABLE IF NOT EXISTS schema_migrations (
+               version integer PRIMARY KEY,
+               name text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    done = {r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, sql in available_migrations():
+        if version in done:
+            continue
+        async with connection.transaction():
+            await connection.execute(sql)
+            await connection.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+        log.info("applied migration %s", name)
+        applied.append(name)
+    return applied
+
+
+async def apply_grants(connection: Connection) -> None:
+    """What ``ledger_service`` may do (``sql/grants.sql``), as the tables' owner."""
+    await connection.execute(_packaged("sql/grants.sql"))
+
+
+async def owner_session(connection: Connection) -> None:
+    """Act as ``ledger_owner`` on this connection (a role that may create roles may)."""
+    await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
+    await connection.execute(f"SET ROLE {OWNER_ROLE}")
+
+
+async def pending_migrations(connection: Connection) -> list[str]:
+    """The packaged migrations this database has not applied (read as any role)."""
+    exists = await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done = (
+        {r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")}
+        if exists
+        else set()
+    )
+    return [name for version, name, _ in available_migrations() if version not in done]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

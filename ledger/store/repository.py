@@ -1,0 +1,166 @@
+"""Aggregates in and out of the event store: loading (with a cache) and encoding their writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.domain import Aggregate, Snapshot
+
+from ledger.store import stats
+from ledger.store.commit import ClaimRecord, Writes
+from ledger.store.event_store import EventStore, RecordedEvent
+from ledger.store.mapper import MsgspecMapper
+
+A = TypeVar("A", bound=Aggregate)
+
+SNAPSHOT_EVERY = 100
+"""Events between snapshots: loading replays at most this many after the newest one."""
+CACHE_SIZE = 50_000
+"""Aggregates kept in memory, least recently used dropped first."""
+
+_IMMUTABLE = (int, str, bool, float, bytes, type(None), UUID, dt.datetime, tuple, frozenset)
+
+
+class MutableState(TypeError):
+    """An aggregate holds a value that a decision could change in place (see ``copy_of``)."""
+
+
+class Repository:
+    """Aggregates as their events leave them, from memory when it can.
+
+    Keeps recently used aggregates as they were after their last committed
+    write. That is safe across processes because every append names the
+    version it expects: an aggregate another process changed meanwhile makes
+    the append conflict, which drops it from the cache, and the command is
+    decided again on a fresh load. Decisions are made on copies (``copy_of``),
+    so a refused or failed decision never touches what is cached.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        mapper: MsgspecMapper | None = None,
+        *,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
+        self.store = store
+        self.mapper = mapper or MsgspecMapper()
+        self.cache_size = cache_size
+        self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
+
+    async def get(
+        self,
+        cls: type[A],
+        aggregate_id: UUID,
+        *,
+        as_of: dt.datetime | None = None,
+        fresh: bool = False,
+    ) -> A | None:
+        """The aggregate as its events leave it (up to ``as_of``), or None if none yet.
+
+        Comes from memory when it can (not for ``as_of`` or ``fresh``); otherwise
+        starts from the newest snapshot that fits and replays the events after it.
+        The caller gets its own copy to decide on.
+        """
+        if as_of is None and not fresh and (cached := self._cache.get(aggregate_id)):
+            self._cache.move_to_end(aggregate_id)
+            return _checked(cls, copy_of(cached), aggregate_id)
+        snapshot, events = await self.store.load_from_snapshot(aggregate_id, recorded_until=as_of)
+        aggregate = self.replay(snapshot, events)
+        if aggregate is not None and as_of is None:
+            self._remember(aggregate)
+        return _checked(cls, aggregate, aggregate_id)
+
+    def replay(self, snapshot: RecordedEvent | None, events: Iterable[RecordedEvent]) -> Any:
+        """An aggregate from its newest snapshot (if any) and the events after it."""
+        aggregate: Any = None
+        if snapshot is not None:
+            aggregate = self.mapper.to_domain_event(snapshot).mutate(None)
+        for recorded in events:
+            aggregate = self.mapper.to_domain_event(recorded).mutate(aggregate)
+        return aggregate
+
+    async def exists(self, aggregate_id: UUID) -> bool:
+        """Whether the aggregate has been created."""
+        return aggregate_id in self._cache or await self.store.exists(aggregate_id)
+
+    def writes(self, aggregates: Sequence[Aggregate], claims: Sequence[ClaimRecord]) -> Writes:
+        """The aggregates' pending events (and any snapshots due), ready to commit."""
+        snapshots = [self._snapshot(a) for a in aggregates if _snapshot_due(a)]
+        events = [self.mapper.to_stored_event(e) for a in aggregates for e in a.collect_events()]
+        return Writes(events=events, claims=claims, snapshots=snapshots)
+
+    def committed(self, aggregates: Sequence[Aggregate], writes: Writes) -> None:
+        """Remember what was committed."""
+        for event in writes.events:
+            stats.events_appended[event.topic] += 1
+        for aggregate in aggregates:
+            self._remember(aggregate)
+
+    def forget(self, aggregates: Iterable[Aggregate]) -> None:
+        """Drop aggregates whose write failed: the next load reads the store."""
+        for aggregate in aggregates:
+            self._cache.pop(aggregate.id, None)
+
+    def _snapshot(self, aggregate: Aggregate) -> Any:
+        # Taken after the pending events were applied, i.e. at the new version.
+        return self.mapper.to_stored_event(Snapshot.take(aggregate))
+
+    def _remember(self, aggregate: Aggregate) -> None:
+        if self.cache_size <= 0:
+            return
+        known = self._cache.get(aggregate.id)
+        if known is None or known.version <= aggregate.version:
+            self._cache[aggregate.id] = copy_of(aggregate)
+            self._cache.move_to_end(aggregate.id)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+
+def copy_of(aggregate: Any) -> Any:
+    """A copy to decide on that shares nothing a decision could change.
+
+    Aggregates keep immutable values, or dicts of them that their events replace
+    rather than change (see ledger/domain/account.py). Copying each dict makes
+    even an in-place change of one harmless; any other mutable value is refused
+    (MutableState), so the rule is checked, not remembered.
+    """
+    state: dict[str, Any] = {}
+    for name, value in aggregate.__dict__.items():
+        if isinstance(value, dict):
+            for item in value.values():
+                _check_immutable(type(aggregate), name, item)
+            value = dict(value)
+        elif name != "_pending_events":
+            _check_immutable(type(aggregate), name, value)
+        state[name] = value
+    state["_pending_events"] = []
+    copy = object.__new__(type(aggregate))
+    copy.__dict__.update(state)
+    return copy
+
+
+def _check_immutable(cls: type, name: str, value: object) -> None:
+    if isinstance(value, _IMMUTABLE):
+        return
+    if isinstance(value, msgspec.Struct) and type(value).__struct_config__.frozen:
+        return
+    raise MutableState(f"{cls.__name__}.{name} holds a {type(value).__name__}, which can change")
+
+
+def _checked(cls: type[A], aggregate: Any, aggregate_id: UUID) -> A | None:
+    if aggregate is not None and not isinstance(aggregate, cls):
+        raise TypeError(f"stream {aggregate_id} holds a {type(aggregate).__name__}")
+    return aggregate  # type: ignore[no-any-return]
+
+
+def _snapshot_due(aggregate: Aggregate) -> bool:
+    """Whether this write carries the aggregate past a multiple of SNAPSHOT_EVERY."""
+    pending = len(aggregate.pending_events)
+    before = aggregate.version - pending
+    return pending > 0 and before // SNAPSHOT_EVERY < aggregate.version // SNAPSHOT_EVERY

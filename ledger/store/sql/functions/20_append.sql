@@ -1,0 +1,150 @@
+-- The one write function: every event, idempotency claim and snapshot the
+-- ledger records goes through here (ledger/store/commit.py calls it), a batch
+-- of commands per call, each command succeeding or failing on its own.
+--
+-- Ordering. Readers tail stored_events by notification_id and must never pass
+-- over an event that commits after a later-numbered one. The rows of a call
+-- take their transaction id (first write), their notification ids and their
+-- recorded_at together, under one advisory lock released before commit: so
+-- notification order = transaction-id order = recorded_at order, while commits
+-- and their fsyncs run in parallel. Readers return only rows whose transaction
+-- is older than every running one (ledger/store/event_store.py).
+--
+-- No writer can stall the others. Inside the ordering lock nothing may wait
+-- for another session. So before taking it, each command takes transaction
+-- locks on its streams and claim keys with pg_try_advisory_xact_lock, never
+-- waiting: a command whose stream or key another transaction is writing right
+-- now is answered 'conflict' and decided again by its caller. Holding those
+-- locks, the inserts below can only meet committed rows.
+--
+-- Hash chain. Each event's hash covers the one before it in its stream (the
+-- previous event of the same command, else the stored row, committed since we
+-- hold the stream's lock). A command whose first event of a stream does not
+-- follow a stored event (a gap) is a conflict.
+--
+-- Outcomes per command: 'ok' with its positions, 'conflict' (a version was
+-- taken, the stream is busy, or it does not follow), 'claim-taken' (an
+-- idempotency key, Stripe event id or hold settlement is recorded already).
+--
+-- No NOTIFY here: NOTIFY inside a transaction serialises every commit in the
+-- cluster. The committer wakes readers after commit (ledger/store/commit.py).
+CREATE OR REPLACE FUNCTION append(
+    commands int,
+    event_commands int[], ids uuid[], versions bigint[], topics text[], states bytea[],
+    claim_commands int[], claim_scopes text[], claim_keys text[], claim_hashes bytea[],
+    claim_answers bytea[],
+    snapshot_commands int[], snapshot_ids uuid[], snapshot_versions bigint[],
+    snapshot_topics text[], snapshot_states bytea[]
+) RETURNS TABLE (command int, outcome text, positions bigint[])
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    events int := coalesce(cardinality(ids), 0);
+    busy boolean[] := array_fill(false, ARRAY[commands]);
+    previous bytea[] := '{}';
+    hashes bytea[] := '{}';
+    recorded timestamptz;
+    lock record;
+    wanted bigint;
+    inserted bigint[];
+    succeeded int[] := '{}';
+BEGIN
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'append() must be the first write of its transaction'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+
+    -- 1. Streams and keys, without waiting (see above). The locks hold until commit.
+    FOR lock IN
+        SELECT DISTINCT u.n, 1 AS space, hashtext(u.id::text) AS key
+        FROM unnest(event_commands, ids) AS u(n, id)
+        UNION
+        SELECT DISTINCT u.n, 2, hashtext(u.scope || chr(31) || u.name)
+        FROM unnest(claim_commands, claim_scopes, claim_keys) AS u(n, scope, name)
+    LOOP
+        IF NOT busy[lock.n] AND NOT pg_try_advisory_xact_lock(lock.space, lock.key) THEN
+            busy[lock.n] := true;
+        END IF;
+    END LOOP;
+
+    -- 2. Each event's predecessor in its stream.
+    FOR i IN 1 .. events LOOP
+        IF i > 1 AND event_commands[i] = event_commands[i - 1] AND ids[i] = ids[i - 1]
+           AND versions[i] = versions[i - 1] + 1 THEN
+            previous := previous || NULL::bytea;  -- chained to element i - 1 below
+        ELSIF versions[i] = 1 THEN
+            previous := previous || decode(repeat('00', 32), 'hex');
+        ELSE
+            previous := previous || (
+                SELECT e.hash FROM stored_events e
+                WHERE e.originator_id = ids[i] AND e.originator_version = versions[i] - 1);
+            IF previous[i] IS NULL THEN
+                busy[event_commands[i]] := true;  -- does not follow a stored event
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- 3. Under the ordering lock: time, hashes, ids and positions, and nothing that waits.
+    PERFORM pg_advisory_lock(748200101);
+    BEGIN
+        recorded := clock_timestamp();
+        FOR i IN 1 .. events LOOP
+            hashes := hashes || CASE WHEN busy[event_commands[i]] THEN NULL ELSE event_hash(
+                coalesce(previous[i], hashes[i - 1]), ids[i], versions[i], recorded, topics[i],
+                states[i]) END;
+        END LOOP;
+        FOR c IN 1 .. commands LOOP
+            command := c;
+            positions := NULL;
+            IF busy[c] THEN
+                outcome := 'conflict';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            BEGIN
+                SELECT count(*) INTO wanted FROM unnest(event_commands) AS u(n) WHERE u.n = c;
+                WITH rows AS (
+                    INSERT INTO stored_events AS e
+                        (originator_id, originator_version, topic, state, recorded_at, hash)
+                    SELECT u.id, u.version, u.topic, u.state, recorded, u.hash
+                    FROM unnest(event_commands, ids, versions, topics, states, hashes)
+                        AS u(n, id, version, topic, state, hash)
+                    WHERE u.n = c
+                    ON CONFLICT ON CONSTRAINT stored_events_pkey DO NOTHING
+                    RETURNING e.notification_id
+                )
+                SELECT coalesce(array_agg(notification_id ORDER BY notification_id), '{}')
+                INTO inserted FROM rows;
+                IF cardinality(inserted) <> wanted THEN
+                    RAISE EXCEPTION 'version conflict in command %', c USING ERRCODE = 'LC001';
+                END IF;
+                INSERT INTO claims (scope, key, request_hash, response)
+                SELECT u.scope, u.name, u.hash, u.answer
+                FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
+                    AS u(n, scope, name, hash, answer)
+                WHERE u.n = c;
+                outcome := 'ok';
+                positions := inserted;
+                succeeded := succeeded || c;
+            EXCEPTION
+                WHEN SQLSTATE 'LC001' THEN
+                    outcome := 'conflict';
+                WHEN unique_violation THEN
+                    outcome := 'claim-taken';
+            END;
+            RETURN NEXT;
+        END LOOP;
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM pg_advisory_unlock(748200101);
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock(748200101);
+
+    -- 4. Snapshots of the commands that committed, after the ordering lock.
+    INSERT INTO snapshots (originator_id, originator_version, topic, state, event_recorded_at)
+    SELECT u.id, u.version, u.topic, u.state, clock_timestamp()
+    FROM unnest(snapshot_commands, snapshot_ids, snapshot_versions, snapshot_topics,
+                snapshot_states) AS u(n, id, version, topic, state)
+    WHERE u.n = ANY (succeeded)
+    ON CONFLICT DO NOTHING;
+END;
+$$;

@@ -1,0 +1,32 @@
+-- What the service's role may do, applied after the migrations at every start-up.
+--
+-- ledger_owner owns every table and function; nobody logs in as it (the
+-- migration step takes it with SET ROLE). ledger_service, the role the API,
+-- the projector and the CLI connect as, owns nothing, so it can neither ALTER
+-- a table nor disable a trigger; it may not UPDATE, DELETE or TRUNCATE history
+-- (stored_events, snapshots, claims) and writes it only through append(), which
+-- runs as the owner and follows the ordering and hash-chain protocol.
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ledger_service;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM ledger_service;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO ledger_service;
+
+-- History: read only; written through append().
+GRANT SELECT ON stored_events, snapshots, claims, schema_migrations TO ledger_service;
+REVOKE ALL ON FUNCTION append(
+    int, int[], uuid[], bigint[], text[], bytea[], int[], text[], text[], bytea[], bytea[],
+    int[], uuid[], bigint[], text[], bytea[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION append(
+    int, int[], uuid[], bigint[], text[], bytea[], int[], text[], text[], bytea[], bytea[],
+    int[], uuid[], bigint[], text[], bytea[]) TO ledger_service;
+
+-- The views: derived from history by the projector, rebuilt at will.
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE
+    ON projection_positions, balances, purchases, statement_lines, holds, notifier_accounts
+    TO ledger_service;
+
+-- Access and outbound notifications: configuration and delivery state, not history.
+GRANT SELECT, INSERT, UPDATE ON api_tokens, webhook_endpoints, webhook_deliveries
+    TO ledger_service;
+GRANT SELECT, INSERT ON webhook_attempts TO ledger_service;
+GRANT USAGE ON SEQUENCE webhook_deliveries_delivery_id_seq TO ledger_service;

@@ -1,0 +1,156 @@
+"""The one road every command takes, from its handler to the commit.
+
+``UnitOfWork.run(handler, command)``:
+
+1. takes the command's lock in this process (commands on one account take turns);
+2. loads what the handler asks for (``handler.load``: the cache, else snapshot + events);
+3. lets the handler decide (``handler.decide``: a plain function of that state and
+   the command, which records events on the aggregates or raises a refusal);
+4. commits the events and the command's claim (its idempotency key, Stripe event
+   id or hold settlement) together, through group commit;
+5. on a version conflict, loads fresh state and decides again (bounded, with
+   jittered backoff); when the claim is taken, or a refusal meets a claim
+   already made, answers what the first command answered.
+
+A refusal is never trusted to the cache: it is decided again on fresh state
+before it is answered, and a failed decision leaves the cache as it was (the
+handler decided on copies). Nothing is written for a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.domain import Aggregate
+
+from ledger.domain.errors import DomainError
+from ledger.keyed_locks import KeyedLocks
+from ledger.store import stats
+from ledger.store.claims import Claim, Claims, ClaimTaken, StoredAnswer, replay
+from ledger.store.commit import ClaimRecord, GroupCommitter
+from ledger.store.event_store import ConcurrencyConflict
+from ledger.store.repository import Repository
+
+C = TypeVar("C")
+S = TypeVar("S")
+A = TypeVar("A")
+G = TypeVar("G", bound=Aggregate)
+
+MAX_ATTEMPTS = 12
+
+
+@dataclass(frozen=True)
+class Decision(Generic[A]):
+    """What a handler decided: the answer, and the aggregates whose new events to commit."""
+
+    answer: A
+    changed: Sequence[Aggregate] = ()
+
+
+class Streams:
+    """What a handler loads its state through, for one attempt."""
+
+    def __init__(self, repository: Repository, claims: Claims, *, fresh: bool) -> None:
+        self.repository = repository
+        self.claims = claims
+        self.fresh = fresh
+
+    async def get(self, cls: type[G], stream_id: UUID) -> G | None:
+        """The aggregate of ``stream_id`` (None if it has no events yet)."""
+        return await self.repository.get(cls, stream_id, fresh=self.fresh)
+
+    async def claim(self, scope: str, key: str) -> StoredAnswer | None:
+        """What a claim recorded, if it is made (claims are never undone, so no cache issue)."""
+        return await self.claims.find(scope, key)
+
+
+@dataclass(frozen=True)
+class Handler(Generic[C, S, A]):
+    """How one command is decided: its lock, its claim, what it loads and the decision."""
+
+    answer: type[A]
+    lock: Callable[[C], str]
+    load: Callable[[Streams, C], Awaitable[S]]
+    decide: Callable[[S, C], Decision[A]]
+    claim: Callable[[C], Claim | None] = field(default=lambda _: None)
+    replay: Callable[[StoredAnswer, C], A] | None = None
+    """The answer for a command whose claim is made already (default: the first answer,
+    if the request is the same; else IdempotencyKeyReused)."""
+
+
+class UnitOfWork:
+    """Runs commands: lock, load, decide, commit, retry, replay (see the module)."""
+
+    def __init__(
+        self, repository: Repository, committer: GroupCommitter, claims: Claims
+    ) -> None:
+        self.repository = repository
+        self.committer = committer
+        self.claims = claims
+        self.locks = KeyedLocks()
+
+    async def run(self, handler: Handler[C, Any, A], command: C) -> A:
+        """Decide ``command`` once and commit what it decided; see the module."""
+        claim = handler.claim(command)
+        async with self.locks.hold(handler.lock(command)):
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    return await self._attempt(handler, command, claim, fresh=attempt > 1)
+                except ConcurrencyConflict:
+                    if attempt == MAX_ATTEMPTS:
+                        stats.conflicts["gave_up"] += 1
+                        raise
+                    stats.conflicts["retried"] += 1
+                    # Exponential backoff with full jitter spreads out writers that
+                    # collided so they do not collide again (about 4 s in all).
+                    await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 10)))  # noqa: S311
+                except ClaimTaken:
+                    assert claim is not None  # only a command with a claim has one taken
+                    earlier = await self.claims.find(claim.scope, claim.key)
+                    assert earlier is not None  # claims are committed before they conflict
+                    return self._replay(handler, claim, earlier, command)
+        raise AssertionError("unreachable")
+
+    async def _attempt(
+        self, handler: Handler[C, Any, A], command: C, claim: Claim | None, *, fresh: bool
+    ) -> A:
+        try:
+            decision = handler.decide(await self._load(handler, command, fresh), command)
+        except DomainError:
+            if claim is not None:
+                earlier = await self.claims.find(claim.scope, claim.key)
+                if earlier is not None:
+                    return self._replay(handler, claim, earlier, command)
+            if fresh:
+                raise
+            decision = handler.decide(await self._load(handler, command, True), command)
+        await self._commit(decision, claim)
+        return decision.answer
+
+    async def _load(self, handler: Handler[C, S, A], command: C, fresh: bool) -> S:
+        return await handler.load(Streams(self.repository, self.claims, fresh=fresh), command)
+
+    async def _commit(self, decision: Decision[Any], claim: Claim | None) -> None:
+        changed = [a for a in decision.changed if a.pending_events]
+        if not changed and claim is None:
+            return
+        claims = [] if claim is None else [ClaimRecord(claim, msgspec.json.encode(decision.answer))]
+        writes = self.repository.writes(changed, claims)
+        try:
+            await self.committer.commit(writes)
+        except BaseException:
+            self.repository.forget(changed)
+            raise
+        self.repository.committed(changed, writes)
+
+    @staticmethod
+    def _replay(handler: Handler[C, Any, A], claim: Claim, earlier: StoredAnswer, command: C) -> A:
+        if handler.replay is not None:
+            return handler.replay(earlier, command)
+        return replay(earlier, claim.fingerprint, handler.answer)

@@ -1,0 +1,25 @@
+"""Writing to the ledger from tests: through the same unit of work and committer as the service."""
+
+from __future__ import annotations
+
+from eventsourcing.domain import Aggregate
+
+from ledger.commands import OpenAccount
+from ledger.domain.account import CreditAccount
+from ledger.service import Ledger
+
+
+async def open_account(ledger: Ledger, account_id: str, allowance: int = 1000) -> CreditAccount:
+    """Open an account as ``POST /v1/accounts`` does."""
+    opened: CreditAccount = await ledger.execute(
+        OpenAccount(account_id=account_id, monthly_allowance=allowance)
+    )
+    return opened
+
+
+async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
+    """Commit aggregates a test changed by hand (their pending events), as a command would."""
+    repository = ledger.repository
+    writes = repository.writes(aggregates, [])
+    await ledger.uow.committer.commit(writes)
+    repository.committed(aggregates, writes)
