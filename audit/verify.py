@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
+from audit.checkpoint import CheckpointAudit
 from audit.findings import Finding
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
@@ -113,8 +114,9 @@ class Report(msgspec.Struct):
 class Verifier:
     """One audit run over one consistent snapshot of the database."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, checkpoints: Sequence[CheckpointAudit] = ()) -> None:
         self.connection = connection
+        self.checkpoints = checkpoints
         self.mapper = MsgspecMapper()
         self.streams: dict[UUID, Stream] = {}
         self.findings: list[Finding] = []
@@ -143,6 +145,8 @@ class Verifier:
                 self._replay(RecordedEvent(*row))
             count += len(rows)
             on_progress(len(rows))
+        for checkpoint in self.checkpoints:
+            self.findings.extend(checkpoint.findings(self._account_of_stream))
         self._final_figures()
         self._check_purchases()
         await self._check_balances_view()
@@ -177,7 +181,13 @@ class Verifier:
             )
         )
 
+    def _account_of_stream(self, stream_id: UUID) -> str | None:
+        stream = self.streams.get(stream_id)
+        return _account_of(stream.aggregate) if stream else None
+
     def _replay(self, event: RecordedEvent) -> None:
+        for checkpoint in self.checkpoints:
+            checkpoint.observe(event)
         stream = self.streams.get(event.originator_id)
         if stream is None:
             stream = self.streams[event.originator_id] = Stream(event.notification_id)
@@ -444,10 +454,17 @@ def _account_of(aggregate: Any) -> str | None:
     return getattr(aggregate, "account_id", None)
 
 
-async def verify(pool: asyncpg.Pool, on_progress: Callable[[int], None] = lambda _: None) -> Report:
-    """Run the whole audit in one consistent, read-only snapshot."""
+async def verify(
+    pool: asyncpg.Pool,
+    on_progress: Callable[[int], None] = lambda _: None,
+    checkpoints: Sequence[CheckpointAudit] = (),
+) -> Report:
+    """Run the whole audit in one consistent, read-only snapshot.
+
+    Each of ``checkpoints`` also sees every event and adds what disagrees with it.
+    """
     async with (
         pool.acquire() as connection,
         connection.transaction(isolation="repeatable_read", readonly=True),
     ):
-        return await Verifier(connection).run(on_progress)
+        return await Verifier(connection, checkpoints).run(on_progress)
