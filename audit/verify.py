@@ -186,8 +186,6 @@ class Verifier:
         return _account_of(stream.aggregate) if stream else None
 
     def _replay(self, event: RecordedEvent) -> None:
-        for checkpoint in self.checkpoints:
-            checkpoint.observe(event)
         stream = self.streams.get(event.originator_id)
         if stream is None:
             stream = self.streams[event.originator_id] = Stream(event.notification_id)
@@ -196,6 +194,16 @@ class Verifier:
         previous_hash, previous_version = stream.hash, stream.version
         in_sequence = event.originator_version == previous_version + 1
         stream.version, stream.hash = event.originator_version, event.hash
+        expected = event_hash(
+            previous_hash,
+            event.originator_id,
+            event.originator_version,
+            event.recorded_at,
+            event.topic,
+            event.state,
+        )
+        for checkpoint in self.checkpoints:
+            checkpoint.observe(event, expected)
         try:
             domain_event = self.mapper.to_domain_event(event)
             replayed = domain_event.mutate(stream.aggregate)
@@ -212,16 +220,7 @@ class Verifier:
                 stream,
                 event,
             )
-        elif event.hash != (
-            expected := event_hash(
-                previous_hash,
-                event.originator_id,
-                event.originator_version,
-                event.recorded_at,
-                event.topic,
-                event.state,
-            )
-        ):
+        elif event.hash != expected:
             self._find(
                 "hash-mismatch",
                 f"{event_type_name(event.topic)} was changed after it was written: its "
