@@ -174,11 +174,14 @@ def generate_key(out: Path) -> Ed25519PublicKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # Created 0600 (never readable by others, not even for a moment) and never over a file.
-    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(pem)
-    public_out.write_text(public_key_pem(key.public_key()))
+    try:
+        # Created 0600 (never readable by others, not even for a moment), never over a file.
+        descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(pem)
+        public_out.write_text(public_key_pem(key.public_key()))
+    except OSError as error:
+        raise CheckpointError(f"cannot write the key: {error}") from None
     return key.public_key()
 
 

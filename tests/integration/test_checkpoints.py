@@ -418,3 +418,15 @@ async def test_the_cli_refuses_a_file_that_is_not_a_checkpoint(
 
     assert result.returncode == 1
     assert "is not a checkpoint file" in result.stderr
+
+
+async def test_a_checkpoint_of_an_empty_store_covers_nothing_and_stays_valid(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    await build_history(isolated_db)
+
+    report = await verify_against(isolated_db, checkpoint)
+
+    assert (checkpoint.position, checkpoint.event_count, checkpoint.heads) == (0, 0, [])
+    assert report.findings == []
