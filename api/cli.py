@@ -202,7 +202,7 @@ def reset_month(period: str | None) -> None:
 
 @main.group()
 def audit() -> None:
-    """Replay and verify the ledger, export histories."""
+    """Replay and verify the ledger, sign checkpoints, export histories."""
 
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
