@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -205,24 +206,57 @@ def reset_month(period: str | None) -> None:
 
 @main.group()
 def audit() -> None:
-    """Replay and verify the ledger, export histories."""
+    """Replay and verify the ledger, sign checkpoints, export histories."""
+
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @audit.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def audit_verify(as_json: bool) -> None:
+@click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=_FILE,
+    help="A signed checkpoint (`audit checkpoint`): also prove nothing at or before it changed. "
+    "Repeatable.",
+)
+@click.option(
+    "--public-key",
+    "public_key_files",
+    multiple=True,
+    type=_FILE,
+    help="The auditors' trusted copy of the signing key (FILE.pub). Repeatable (rotated keys).",
+)
+def audit_verify(
+    as_json: bool, checkpoint_files: tuple[Path, ...], public_key_files: tuple[Path, ...]
+) -> None:
     """Replay every event: check hash chains, balances, invariants and the views.
 
-    Exits 1 when anything is found.
+    Exits 1 when anything is found. See docs/audit-checkpoints.md for --checkpoint.
     """
     import msgspec
 
+    from audit.checkpoint import CheckpointError, open_checkpoints
     from audit.verify import verify
+
+    try:
+        checkpoints = open_checkpoints(checkpoint_files, public_key_files)
+    except CheckpointError as error:
+        raise click.ClickException(str(error)) from None
+    for checkpoint in checkpoints if not public_key_files else ():
+        click.echo(
+            f"warning: no --public-key, so {checkpoint.name} was checked with the key it names "
+            f"itself ({checkpoint.checkpoint.public_key}): that shows the file is intact, not "
+            "who signed it. Compare that key with your trusted copy, or pass --public-key.",
+            err=True,
+        )
 
     async def run(services: Services) -> Any:
         total = await services.pool.fetchval("SELECT count(*) FROM stored_events")
         with _progress(total, "events", disable=as_json) as bar:
-            return await verify(services.pool, on_progress=bar.update)
+            return await verify(services.pool, on_progress=bar.update, checkpoints=checkpoints)
 
     report = _run_with_services(_settings(), run)
     if as_json:
@@ -235,15 +269,86 @@ def audit_verify(as_json: bool) -> None:
         )
         positions = ", ".join(f"{k} at {v}" for k, v in sorted(report.projection_positions.items()))
         click.echo(f"views checked: {positions or 'none'}")
+        for checkpoint in checkpoints:
+            click.echo(f"checkpoint {checkpoint.summary()}")
         for finding in report.findings:
             click.echo(finding.line())
         click.echo(
             "OK: hash chains, balances, invariants and views agree"
+            + (", and nothing at or before the checkpoints changed" if checkpoints else "")
             if report.ok
             else f"FAILED: {len(report.findings)} finding(s)"
         )
     if not report.ok:
         sys.exit(1)
+
+
+@audit.command("keygen")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the private key (mode 0600); the public key goes to OUT.pub.",
+)
+def audit_keygen(out: Path) -> None:
+    """Make an Ed25519 key pair for signing checkpoints; print the public key.
+
+    Keep the private key off the database host's disks and backups; give the
+    public key to the auditors.
+    """
+    from audit.checkpoint import CheckpointError, generate_key, public_key_hex, public_key_pem
+
+    try:
+        public = generate_key(out)
+    except CheckpointError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"private key: {out} (mode 0600)", err=True)
+    click.echo(f"public key: {out}.pub; give it to the auditors:", err=True)
+    click.echo(public_key_pem(public), nl=False)
+    click.echo(f"public key (hex, as checkpoint files name it): {public_key_hex(public)}")
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    envvar="LEDGER_CHECKPOINT_KEY",
+    show_envvar=True,
+    type=_FILE,
+    help="The Ed25519 private key from `audit keygen` (PEM).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("wb", atomic=True),
+    default="-",
+    help="File to write (default: standard output); written whole or not at all.",
+)
+def audit_checkpoint(key_file: Path, output: Any) -> None:
+    """Write a signed checkpoint of the store: every stream's head at the current position.
+
+    Keep the files outside the database (see docs/audit-checkpoints.md); `audit
+    verify --checkpoint FILE` proves nothing at or before it changed since.
+    """
+    from audit.checkpoint import (
+        CheckpointError,
+        encode_checkpoint,
+        load_private_key,
+        take_checkpoint,
+    )
+
+    try:
+        key = load_private_key(key_file)
+    except CheckpointError as error:
+        raise click.ClickException(str(error)) from None
+    checkpoint = _run_with_services(_settings(), lambda s: take_checkpoint(s.pool, key))
+    output.write(encode_checkpoint(checkpoint))
+    click.echo(
+        f"checkpoint at position {checkpoint.position}: {checkpoint.event_count:,} events, "
+        f"{checkpoint.stream_count:,} streams, Merkle root {checkpoint.merkle_root}",
+        err=True,
+    )
 
 
 @audit.command("export")

@@ -26,4 +26,6 @@ class Finding(msgspec.Struct, frozen=True, omit_defaults=True):
             where.append(f"version {self.version}")
         if self.position is not None:
             where.append(f"position {self.position}")
+        if not where:
+            return f"[{self.kind}] {self.detail}"
         return f"[{self.kind}] {', '.join(where)}: {self.detail}"

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
+from audit.checkpoint import CheckpointAudit
 from audit.findings import Finding
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
@@ -113,8 +114,9 @@ class Report(msgspec.Struct):
 class Verifier:
     """One audit run over one consistent snapshot of the database."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, checkpoints: Sequence[CheckpointAudit] = ()) -> None:
         self.connection = connection
+        self.checkpoints = checkpoints
         self.mapper = MsgspecMapper()
         self.streams: dict[UUID, Stream] = {}
         self.findings: list[Finding] = []
@@ -143,6 +145,8 @@ class Verifier:
                 self._replay(RecordedEvent(*row))
             count += len(rows)
             on_progress(len(rows))
+        for checkpoint in self.checkpoints:
+            self.findings.extend(checkpoint.findings(self._account_of_stream))
         self._final_figures()
         self._check_purchases()
         await self._check_balances_view()
@@ -177,6 +181,10 @@ class Verifier:
             )
         )
 
+    def _account_of_stream(self, stream_id: UUID) -> str | None:
+        stream = self.streams.get(stream_id)
+        return _account_of(stream.aggregate) if stream else None
+
     def _replay(self, event: RecordedEvent) -> None:
         stream = self.streams.get(event.originator_id)
         if stream is None:
@@ -186,6 +194,16 @@ class Verifier:
         previous_hash, previous_version = stream.hash, stream.version
         in_sequence = event.originator_version == previous_version + 1
         stream.version, stream.hash = event.originator_version, event.hash
+        expected = event_hash(
+            previous_hash,
+            event.originator_id,
+            event.originator_version,
+            event.recorded_at,
+            event.topic,
+            event.state,
+        )
+        for checkpoint in self.checkpoints:
+            checkpoint.observe(event, expected)
         try:
             domain_event = self.mapper.to_domain_event(event)
             replayed = domain_event.mutate(stream.aggregate)
@@ -202,16 +220,7 @@ class Verifier:
                 stream,
                 event,
             )
-        elif event.hash != (
-            expected := event_hash(
-                previous_hash,
-                event.originator_id,
-                event.originator_version,
-                event.recorded_at,
-                event.topic,
-                event.state,
-            )
-        ):
+        elif event.hash != expected:
             self._find(
                 "hash-mismatch",
                 f"{event_type_name(event.topic)} was changed after it was written: its "
@@ -444,10 +453,17 @@ def _account_of(aggregate: Any) -> str | None:
     return getattr(aggregate, "account_id", None)
 
 
-async def verify(pool: asyncpg.Pool, on_progress: Callable[[int], None] = lambda _: None) -> Report:
-    """Run the whole audit in one consistent, read-only snapshot."""
+async def verify(
+    pool: asyncpg.Pool,
+    on_progress: Callable[[int], None] = lambda _: None,
+    checkpoints: Sequence[CheckpointAudit] = (),
+) -> Report:
+    """Run the whole audit in one consistent, read-only snapshot.
+
+    Each of ``checkpoints`` also sees every event and adds what disagrees with it.
+    """
     async with (
         pool.acquire() as connection,
         connection.transaction(isolation="repeatable_read", readonly=True),
     ):
-        return await Verifier(connection).run(on_progress)
+        return await Verifier(connection, checkpoints).run(on_progress)

@@ -67,6 +67,7 @@ async def build_history(db: IsolatedDatabase) -> Ledger:
     )
     await books.apply_payment_event(dispute.event_id, "charge.dispute.created", dispute)
     await catch_up(db.store, all_projections())
+    await books.uow.committer.stop()  # a later write starts it again
     return books
 
 
