@@ -2,16 +2,21 @@
 
 The whole state is written after every change: to a temporary file in the same folder,
 flushed to disk, then renamed over the old file (``os.replace``), so a crash leaves either
-the old state or the new one, never half of each. A development stand-in holds a few
-hundred objects; rewriting them all costs less than a millisecond per change at that size.
+the old state or the new one, never half of each. Each session costs about 7 KiB with its
+events; a save took 3 ms with 100 sessions and 12 ms with 400 on the development machine,
+which is fine at the pace of a developer clicking through checkouts.
 
 Event and answer bodies are kept as raw JSON (``msgspec.Raw``), byte for byte: an event
 re-sent after a restart, or an idempotent answer replayed, is exactly what was sent before.
+
+On loading, what Stripe itself forgets is left out, so that the file does not grow without
+end: idempotency keys after 24 hours, events after 30 days (unless held or still to deliver).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,8 @@ from stripe_standin.state import IdempotentResult, StandinState
 from stripe_standin.webhooks import Attempt
 
 FORMAT = 1
+KEEP_IDEMPOTENCY_SECONDS = 24 * 60 * 60
+KEEP_EVENTS_SECONDS = 30 * 24 * 60 * 60
 
 
 class StateFileError(RuntimeError):
@@ -51,6 +58,11 @@ class _Answer(msgspec.Struct):
     status: int
     body: msgspec.Raw
     request_id: str
+    at: int
+
+
+class _Created(msgspec.Struct):
+    created: int
 
 
 class _Attempt(msgspec.Struct):
@@ -114,6 +126,7 @@ def snapshot(state: StandinState) -> StateFile:
                 answer.status,
                 msgspec.Raw(answer.body),
                 answer.request_id,
+                answer.at,
             )
             for (api_key, key), answer in state.idempotency.items()
         ],
@@ -163,12 +176,13 @@ def read_state_file(path: Path) -> StateFile | None:
         raise StateFileError(f"{path} is not a stand-in state file: {exc}") from exc
 
 
-def restore(state: StandinState, stored: StateFile) -> None:
+def restore(state: StandinState, stored: StateFile, *, now: int | None = None) -> None:
     """Fill a new, empty state from the file's contents.
 
     A stand-in restarted on another port rewrites the hosted-page URLs of its sessions
     (and of the answers it replays for idempotent retries) to the new address.
     """
+    now = int(time.time()) if now is None else now
     old_base, new_base = stored.public_base_url, state.public_base_url
     old_pages, new_pages = f"{old_base}/c/pay/", f"{new_base}/c/pay/"
     for session in stored.sessions:
@@ -182,16 +196,26 @@ def restore(state: StandinState, stored: StateFile) -> None:
     state.disputes.update(stored.disputes)
     moved = old_base != new_base
     for answer in stored.idempotency:
+        if answer.at < now - KEEP_IDEMPOTENCY_SECONDS:
+            continue
         body = bytes(answer.body)
         if moved:
             body = body.replace(old_pages.encode(), new_pages.encode())
         state.idempotency[(answer.api_key, answer.key)] = IdempotentResult(
-            answer.endpoint, answer.params, answer.status, body, answer.request_id
+            answer.endpoint, answer.params, answer.status, body, answer.request_id, answer.at
         )
     webhooks = state.webhooks
+    needed = set(stored.webhooks.held) | set(stored.webhooks.pending)
     for event in stored.events:
-        webhooks.events[event.id] = Event(event.id, event.type, bytes(event.body))
+        body = bytes(event.body)
+        created = msgspec.json.decode(body, type=_Created).created
+        if created >= now - KEEP_EVENTS_SECONDS or event.id in needed:
+            webhooks.events[event.id] = Event(event.id, event.type, body)
     webhooks.held_types = set(stored.webhooks.held_types)
     webhooks.held = [e for e in stored.webhooks.held if e in webhooks.events]
     webhooks.pending = {e: None for e in stored.webhooks.pending if e in webhooks.events}
-    webhooks.restore(Attempt(**msgspec.structs.asdict(a)) for a in stored.webhooks.attempts)
+    webhooks.restore(
+        Attempt(**msgspec.structs.asdict(a))
+        for a in stored.webhooks.attempts
+        if a.event_id in webhooks.events
+    )

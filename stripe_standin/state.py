@@ -30,6 +30,7 @@ class IdempotentResult:
     status: int
     body: bytes
     request_id: str
+    at: int = 0  # when it was answered (unix time); a state file forgets keys after 24 hours
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ import pytest
 
 from api.development import start_stripe_standin
 from api.settings import Settings
-from stripe_standin import run_standin
-from stripe_standin.persistence import StateFileError
+from stripe_standin import StandinState, run_standin
+from stripe_standin.persistence import StateFileError, read_state_file, restore
 from tests.support.standin import SECRET, Receiver, stripe_client, stripe_receiver, top_up, verify
 
 
@@ -203,3 +204,30 @@ async def test_development_keeps_the_standins_state_under_the_data_folder(tmp_pa
 
     assert again.id == session.id
     assert (fetched.status, fetched.url) == ("open", f"{base_url}/c/pay/{session.id}")
+
+
+async def test_loading_forgets_what_stripe_forgets(tmp_path: Path) -> None:
+    state_file = tmp_path / "standin.json"
+    async with (
+        run_standin(state_file=state_file) as standin,
+        stripe_client(standin.base_url) as client,
+        httpx.AsyncClient(base_url=standin.base_url) as http,
+    ):
+        session = await client.v1.checkout.sessions.create_async(
+            params=top_up(), options={"idempotency_key": "old-key"}
+        )
+        await http.post(f"/c/pay/{session.id}/pay")
+
+    def loaded(days_later: float) -> StandinState:
+        state = StandinState(public_base_url=standin.base_url)
+        fresh = read_state_file(state_file)  # restore() takes the file's objects over
+        assert fresh is not None
+        restore(state, fresh, now=int(time.time() + days_later * 86400))
+        return state
+
+    next_day, next_month = loaded(1.01), loaded(31)
+    assert (len(loaded(0.9).idempotency), len(next_day.idempotency)) == (1, 0)  # keys: 24 hours
+    assert len(next_day.webhooks.events) == 1
+    assert len(next_month.webhooks.events) == 0  # events: 30 days
+    assert next_month.webhooks.attempts == []
+    assert list(next_month.sessions) == [session.id]  # objects stay, as at Stripe
