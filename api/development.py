@@ -44,13 +44,18 @@ def development_webhook_secret(settings: Settings) -> str:
 
 @asynccontextmanager
 async def start_stripe_standin(settings: Settings) -> AsyncIterator[str]:
-    """Serve the Stripe stand-in in this process; yield its API base address."""
+    """Serve the Stripe stand-in in this process; yield its API base address.
+
+    Its state lives in ``.data/stripe-standin.json``: after a restart, earlier checkout
+    URLs still work and a repeated ``Idempotency-Key`` still finds its open session.
+    """
     from stripe_standin import run_standin
 
     async with run_standin(
         port=settings.stripe_standin_port,
         webhook_url=f"{settings.public_url}/v1/stripe/webhook",
         webhook_secret=development_webhook_secret(settings),
+        state_file=settings.data_dir / "stripe-standin.json",
     ) as standin:
         log.info("STRIPE_SECRET_KEY is not set: using the Stripe stand-in at %s", standin.base_url)
         yield standin.base_url

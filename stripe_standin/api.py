@@ -13,7 +13,7 @@ from stripe_standin.auth import api_gate
 from stripe_standin.errors import invalid, no_such
 from stripe_standin.forms import FormError, parse_form
 from stripe_standin.idempotency import idempotency_scope, remember, replay_if_known
-from stripe_standin.objects import SessionRecord, build_session, expire_if_due
+from stripe_standin.objects import SessionRecord, build_session
 from stripe_standin.state import StandinState, get_state, json_response
 from stripe_standin.validate import (
     array,
@@ -41,7 +41,7 @@ def _session(state: StandinState, session_id: str) -> SessionRecord:
     record = state.sessions.get(session_id)
     if record is None:
         raise no_such("checkout.session", session_id, "session")
-    expire_if_due(record, int(time.time()))
+    state.expire_if_due(record, int(time.time()))
     return record
 
 
@@ -56,11 +56,12 @@ async def create_checkout_session(request: Request[Any, Any, Any]) -> Response[b
     if replay is not None:
         return replay
     now = int(time.time())
-    create = validate_create(params, now)
+    create = validate_create(params, now, min_expiry_seconds=state.min_expiry_seconds)
     record = build_session(create, now=now, public_base_url=state.public_base_url)
-    state.sessions[record.id] = record
+    state.add_session(record)
     body = msgspec.json.encode(record.view(create.expand))
     remember(state, scope, endpoint, params, body, request)
+    state.changed()
     return json_response(body)
 
 

@@ -64,9 +64,11 @@ def _refunded_charge(state: StandinState, params: dict[str, Any]) -> dict[str, A
     return state.charges[payment_intent["latest_charge"]]
 
 
-def _refund_amount(charge: dict[str, Any], value: Any) -> int:
+def _refund_amount(state: StandinState, charge: dict[str, Any], value: Any) -> int:
     left = refundable(charge)
-    if charge["disputed"]:
+    dispute = state.disputes.get(charge.get("dispute") or "")
+    # An open inquiry may still be refunded; a chargeback has taken the money back already.
+    if charge["disputed"] and not (dispute is not None and dispute["is_charge_refundable"]):
         raise invalid(
             f"Charge {charge['id']} has been charged back; cannot issue a refund.",
             code="charge_disputed",
@@ -104,7 +106,7 @@ async def create_refund(request: Request[Any, Any, Any]) -> Response[bytes]:
     check_known(params, REFUND_PARAMS, "")
     check_not_empty(params, [])
     charge = _refunded_charge(state, params)
-    amount = _refund_amount(charge, params.get("amount"))
+    amount = _refund_amount(state, charge, params.get("amount"))
     reason = enum(params, "reason", REFUND_REASONS)
     before = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
     refund = build_refund(

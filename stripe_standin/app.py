@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response
@@ -15,8 +17,11 @@ from stripe_standin.api import make_api_router
 from stripe_standin.api_payments import make_payments_router
 from stripe_standin.control import drop_connections, make_control_router
 from stripe_standin.errors import StripeError
+from stripe_standin.expiry import DEFAULT_CHECK_SECONDS, ExpirySweeper
 from stripe_standin.hosted import make_hosted_router
+from stripe_standin.persistence import read_state_file, restore, save_state
 from stripe_standin.state import StandinState, error_response, json_response, request_id
+from stripe_standin.validate import MIN_EXPIRY_SECONDS
 from stripe_standin.webhooks import DEFAULT_RETRY_DELAYS, Webhooks
 
 logger = logging.getLogger(__name__)
@@ -62,15 +67,38 @@ def create_standin_app(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    state_file: Path | None = None,
+    expiry_check_seconds: float = DEFAULT_CHECK_SECONDS,
+    min_expiry_seconds: int = MIN_EXPIRY_SECONDS,
 ) -> Litestar:
     """A Stripe stand-in reachable at ``public_base_url`` (used for hosted-page URLs).
 
     Events go to ``webhook_url`` signed with ``webhook_secret`` (change both later with
     ``get_state(app).webhooks.configure``); failed deliveries are retried after each of
     ``webhook_retry_delays`` seconds.
+
+    ``state_file``: load the state from it (if it exists) and write it back after every
+    change; a ``webhook_url`` or ``webhook_secret`` given here replaces the stored endpoint.
+    Open sessions expire every ``expiry_check_seconds``. ``min_expiry_seconds`` below
+    Stripe's 30 minutes lets tests create sessions that expire soon.
     """
     webhooks = Webhooks(webhook_url, webhook_secret, webhook_retry_delays)
-    state = StandinState(public_base_url=public_base_url.rstrip("/"), webhooks=webhooks)
+    state = StandinState(
+        public_base_url=public_base_url.rstrip("/"),
+        webhooks=webhooks,
+        min_expiry_seconds=min_expiry_seconds,
+    )
+    if state_file is not None:
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        stored = read_state_file(state_file)
+        if stored is not None:
+            restore(state, stored)
+            if webhook_url is None and webhook_secret is None:
+                webhooks.url, webhooks.secret = stored.webhooks.url, stored.webhooks.secret
+        state.saver = partial(save_state, path=state_file)
+        webhooks.on_change = state.changed
+        state.changed()  # the file exists (and has this run's address) from the start
+    sweeper = ExpirySweeper(state, expiry_check_seconds)
     return Litestar(
         route_handlers=[
             make_api_router(),
@@ -79,8 +107,8 @@ def create_standin_app(
             make_control_router(),
         ],
         state=State({"standin": state}),
-        on_startup=[webhooks.start],
-        on_shutdown=[webhooks.stop],
+        on_startup=[webhooks.start, sweeper.start],
+        on_shutdown=[sweeper.stop, webhooks.stop],
         before_send=[_add_request_id],
         middleware=[drop_connections],
         exception_handlers={

@@ -10,11 +10,11 @@ from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from stripe_standin.disputes import close_dispute, open_dispute
-from stripe_standin.errors import no_such
+from stripe_standin.disputes import close_dispute, open_dispute, update_dispute
+from stripe_standin.errors import StripeError, no_such
 from stripe_standin.events import Event
-from stripe_standin.objects import expire_if_due
-from stripe_standin.state import get_state, json_response
+from stripe_standin.state import get_state, json_body, json_response
+from stripe_standin.webhooks import NotHeld
 
 
 class FailNext(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,9 +84,10 @@ def drop_connections(app: ASGIApp) -> ASGIApp:
 async def list_sessions(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Every stored session, oldest first, with line items expanded."""
     now = int(time.time())
-    sessions = list(get_state(request.app).sessions.values())
+    state = get_state(request.app)
+    sessions = list(state.sessions.values())
     for record in sessions:
-        expire_if_due(record, now)
+        state.expire_if_due(record, now)
     return json_response(
         {"object": "list", "data": [record.view(("line_items",)) for record in sessions]}
     )
@@ -138,6 +139,73 @@ async def resend_event(request: Request[Any, Any, Any], event_id: FromPath[str])
     return json_response({"status": attempt.status, "error": attempt.error})
 
 
+class HoldWebhooks(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /_standin/webhooks/hold``: the event types to hold (``"*"``: all)."""
+
+    types: list[str]
+
+
+class ReleaseWebhooks(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /_standin/webhooks/release`` (optional): which held events, in order."""
+
+    ids: list[str] | None = None
+
+
+def _held(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    webhooks = get_state(request.app).webhooks
+    return {
+        "types": sorted(webhooks.held_types),
+        "held": [
+            {"id": event_id, "type": webhooks.events[event_id].type} for event_id in webhooks.held
+        ],
+    }
+
+
+@post("/webhooks/hold", status_code=200)
+async def hold_webhooks(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Record later events of these types without delivering them, until released.
+
+    Replaces the held types (``{"types": []}`` holds nothing more); already held events
+    stay held.
+    """
+    body: HoldWebhooks = await json_body(request, HoldWebhooks)
+    get_state(request.app).webhooks.hold(body.types)
+    return json_response(_held(request))
+
+
+@get("/webhooks/held")
+async def list_held_webhooks(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The held types and the held events (id and type), in the order they happened."""
+    return json_response(_held(request))
+
+
+@post("/webhooks/release", status_code=200)
+async def release_webhooks(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Deliver held events: every one in the order they happened, or ``ids`` in that order.
+
+    Answers each first attempt (failures are retried as usual); 400 and nothing delivered
+    if one of ``ids`` is not held. The held types stay as they are.
+    """
+    body: ReleaseWebhooks = await json_body(request, ReleaseWebhooks)
+    webhooks = get_state(request.app).webhooks
+    try:
+        attempts = await webhooks.release(body.ids)
+    except NotHeld as exc:
+        raise StripeError(
+            400, f"Not held (unknown or already released): {', '.join(exc.event_ids)}", param="ids"
+        ) from exc
+    released = [
+        {
+            "id": attempt.event_id,
+            "type": webhooks.events[attempt.event_id].type,
+            "status": attempt.status,
+            "error": attempt.error,
+        }
+        for attempt in attempts
+    ]
+    return json_response({"released": released, **_held(request)})
+
+
 @get("/deliveries")
 async def list_deliveries(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Every delivery attempt, oldest first."""
@@ -157,7 +225,11 @@ def make_control_router() -> Router:
             retrieve_event,
             resend_event,
             list_deliveries,
+            hold_webhooks,
+            list_held_webhooks,
+            release_webhooks,
             open_dispute,
+            update_dispute,
             close_dispute,
         ],
     )

@@ -16,6 +16,7 @@ class StripeError(Exception):
         type_: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        decline_code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -24,6 +25,7 @@ class StripeError(Exception):
         self.type = type_
         self.code = code
         self.param = param
+        self.decline_code = decline_code
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
@@ -32,6 +34,8 @@ class StripeError(Exception):
         if self.code is not None:
             error["code"] = self.code
             error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
+        if self.decline_code is not None:
+            error["decline_code"] = self.decline_code
         error["message"] = self.message
         if self.param is not None:
             error["param"] = self.param

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from litestar import Request, Response
@@ -64,5 +65,5 @@ def remember(
     """Store a successful answer. Only requests that got past validation count, as at Stripe."""
     if scope is not None:
         state.idempotency[scope] = IdempotentResult(
-            endpoint, params, 200, body, request_id(request.scope)
+            endpoint, params, 200, body, request_id(request.scope), int(time.time())
         )

@@ -189,7 +189,9 @@ def _line_item(spec: LineItemSpec, now: int) -> dict[str, Any]:
 # --- State changes driven by the hosted page (``checkout.py`` adds charges and events). ---
 
 
-def complete(record: SessionRecord, *, paid: bool = True) -> None:
+def complete(
+    record: SessionRecord, *, paid: bool = True, email: str | None = None, name: str | None = None
+) -> None:
     """The customer submitted the form; ``paid=False`` for a payment that settles later."""
     data = record.data
     data["status"] = "complete"
@@ -204,9 +206,9 @@ def complete(record: SessionRecord, *, paid: bool = True) -> None:
     data["customer_details"] = {
         "address": None,
         "business_name": None,
-        "email": data["customer_email"] or "customer@example.com",
+        "email": data["customer_email"] or email or "customer@example.com",
         "individual_name": None,
-        "name": None,
+        "name": name,
         "phone": None,
         "tax_exempt": "none",
         "tax_ids": [],
@@ -217,11 +219,3 @@ def expire(record: SessionRecord) -> None:
     """What expiry (by time or by the Expire button) does to the session."""
     record.data["status"] = "expired"
     record.data["url"] = None
-
-
-def expire_if_due(record: SessionRecord, now: int) -> bool:
-    """Expire an open session whose ``expires_at`` has passed; True if it changed."""
-    if record.data["status"] == "open" and now >= record.data["expires_at"]:
-        expire(record)
-        return True
-    return False

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
 from litestar import Litestar
 
 from stripe_standin.app import create_standin_app
+from stripe_standin.events import Event
+from stripe_standin.expiry import DEFAULT_CHECK_SECONDS
 from stripe_standin.state import StandinState, get_state
-from stripe_standin.webhooks import DEFAULT_RETRY_DELAYS
+from stripe_standin.validate import MIN_EXPIRY_SECONDS
+from stripe_standin.webhooks import DEFAULT_RETRY_DELAYS, Attempt
 
 
 class RunningStandin:
@@ -25,11 +29,17 @@ class RunningStandin:
         webhook_secret: str | None = None,
         *,
         webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        state_file: Path | None = None,
+        expiry_check_seconds: float = DEFAULT_CHECK_SECONDS,
+        min_expiry_seconds: int = MIN_EXPIRY_SECONDS,
     ) -> None:
         self._port = port
         self._webhook_url = webhook_url
         self._webhook_secret = webhook_secret
         self._retry_delays = tuple(webhook_retry_delays)
+        self._state_file = state_file
+        self._expiry_check_seconds = expiry_check_seconds
+        self._min_expiry_seconds = min_expiry_seconds
         self._app: Litestar | None = None
         self._base_url: str | None = None
         self._server: uvicorn.Server | None = None
@@ -63,6 +73,29 @@ class RunningStandin:
         if self._app is not None:
             get_state(self._app).webhooks.configure(url, secret)
 
+    def hold_webhooks(self, types: Iterable[str]) -> None:
+        """Record later events of these types without delivering them (``"*"``: every type).
+
+        Replaces the held types; ``hold_webhooks([])`` holds nothing more (held events stay
+        held until :meth:`release_webhooks`). Same as ``POST /_standin/webhooks/hold``.
+        """
+        self.state.webhooks.hold(types)
+
+    @property
+    def held_events(self) -> list[Event]:
+        """The events held back and not yet released, in the order they happened."""
+        webhooks = self.state.webhooks
+        return [webhooks.events[event_id] for event_id in webhooks.held]
+
+    async def release_webhooks(self, event_ids: Sequence[str] | None = None) -> list[Attempt]:
+        """Deliver held events (all, in the order they happened; or these, in this order).
+
+        Returns each first delivery attempt; failures are retried in the background as usual.
+        Raises ``NotHeld`` if one of ``event_ids`` is not held. Same as
+        ``POST /_standin/webhooks/release``.
+        """
+        return await self.state.webhooks.release(event_ids)
+
     async def __aenter__(self) -> RunningStandin:
         # Binding ourselves tells us the port before the app, which needs its own URL, exists.
         # asyncio sets TCP_NODELAY only on IPPROTO_TCP sockets; without it, +40 ms per request.
@@ -88,6 +121,9 @@ class RunningStandin:
             webhook_url=self._webhook_url,
             webhook_secret=self._webhook_secret,
             webhook_retry_delays=self._retry_delays,
+            state_file=self._state_file,
+            expiry_check_seconds=self._expiry_check_seconds,
+            min_expiry_seconds=self._min_expiry_seconds,
         )
         config = uvicorn.Config(
             self._app, host="127.0.0.1", port=self._port, log_level="warning", lifespan="on"
@@ -125,8 +161,23 @@ def run_standin(
     webhook_secret: str | None = None,
     *,
     webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    state_file: Path | None = None,
+    expiry_check_seconds: float = DEFAULT_CHECK_SECONDS,
+    min_expiry_seconds: int = MIN_EXPIRY_SECONDS,
 ) -> RunningStandin:
-    """``async with run_standin() as standin:`` serves the stand-in at ``standin.base_url``."""
+    """``async with run_standin() as standin:`` serves the stand-in at ``standin.base_url``.
+
+    ``state_file``: keep the state in this file across restarts (default: memory only).
+    ``expiry_check_seconds``: how often open sessions past ``expires_at`` are expired.
+    ``min_expiry_seconds``: the shortest ``expires_at`` accepted (Stripe's 30 minutes unless
+    a test asks for less).
+    """
     return RunningStandin(
-        port, webhook_url, webhook_secret, webhook_retry_delays=webhook_retry_delays
+        port,
+        webhook_url,
+        webhook_secret,
+        webhook_retry_delays=webhook_retry_delays,
+        state_file=state_file,
+        expiry_check_seconds=expiry_check_seconds,
+        min_expiry_seconds=min_expiry_seconds,
     )

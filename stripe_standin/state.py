@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Response
+from litestar import Litestar, Request, Response
 from litestar.enums import MediaType
 from litestar.types import Scope
 
-from stripe_standin.errors import StripeError
-from stripe_standin.objects import SessionRecord, new_id
+from stripe_standin.errors import StripeError, invalid
+from stripe_standin.events import Event
+from stripe_standin.objects import SessionRecord, expire, new_id
+from stripe_standin.validate import MIN_EXPIRY_SECONDS
 from stripe_standin.webhooks import Webhooks
 
 _REQUEST_ID = "stripe_standin.request_id"
@@ -26,6 +30,7 @@ class IdempotentResult:
     status: int
     body: bytes
     request_id: str
+    at: int = 0  # when it was answered (unix time); a state file forgets keys after 24 hours
 
 
 @dataclass
@@ -48,6 +53,49 @@ class StandinState:
     # "drop": handle the call, then cut the connection in the middle of the answer.
     fail_mode: str = "error"
     fail_seconds: float = 30.0
+    # Stripe's 30 minutes; tests may start a stand-in that accepts sooner expiries.
+    min_expiry_seconds: int = MIN_EXPIRY_SECONDS
+    # Writes the state somewhere after each change (the state file); None: memory only.
+    saver: Callable[[StandinState], None] | None = None
+    # (expires_at, session id) of sessions that were open when added: a min-heap.
+    _expiry_queue: list[tuple[int, str]] = field(default_factory=list, init=False, repr=False)
+
+    def changed(self) -> None:
+        """Call after every change: saves the state when it has a state file."""
+        if self.saver is not None:
+            self.saver(self)
+
+    def add_session(self, record: SessionRecord) -> None:
+        """Store a session (and watch its ``expires_at`` while it is open)."""
+        self.sessions[record.id] = record
+        if record.data["status"] == "open":
+            heapq.heappush(self._expiry_queue, (int(record.data["expires_at"]), record.id))
+
+    def expire_due(self, now: int) -> list[Event]:
+        """Expire every open session whose ``expires_at`` has passed; record their events.
+
+        Each gets exactly one ``checkout.session.expired``: a session leaves ``open`` once.
+        The caller delivers the events (``webhooks.deliver_later``).
+        """
+        events: list[Event] = []
+        queue = self._expiry_queue
+        while queue and queue[0][0] <= now:
+            _, session_id = heapq.heappop(queue)
+            record = self.sessions.get(session_id)
+            if record is not None and record.data["status"] == "open":
+                events.append(self._expire(record))
+        return events
+
+    def expire_if_due(self, record: SessionRecord, now: int) -> bool:
+        """Expire one session now if it is due (a read came before the sweeper); True if so."""
+        if record.data["status"] != "open" or now < record.data["expires_at"]:
+            return False
+        self.webhooks.deliver_later(self._expire(record))
+        return True
+
+    def _expire(self, record: SessionRecord) -> Event:
+        expire(record)
+        return self.webhooks.record("checkout.session.expired", record.view())
 
     def take_failure(self, *modes: str) -> int | None:
         """The status to fail this API call with, if a failure of one of ``modes`` is pending.
@@ -87,3 +135,12 @@ def json_response(
 
 def error_response(error: StripeError) -> Response[bytes]:
     return json_response(error.body(), error.status, error.headers or None)
+
+
+async def json_body(request: Request[Any, Any, Any], kind: type[Any]) -> Any:
+    """A control endpoint's JSON body as ``kind`` (an empty body is ``{}``); 400 if it is not."""
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.DecodeError as exc:
+        raise invalid(str(exc)) from exc

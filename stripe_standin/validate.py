@@ -101,8 +101,13 @@ class CreateRequest:
         return sum(item.amount for item in self.line_items) if self.line_items else None
 
 
-def validate_create(params: dict[str, Any], now: int) -> CreateRequest:
-    """Raise :class:`StripeError` for the first problem Stripe would report."""
+def validate_create(
+    params: dict[str, Any], now: int, *, min_expiry_seconds: int = MIN_EXPIRY_SECONDS
+) -> CreateRequest:
+    """Raise :class:`StripeError` for the first problem Stripe would report.
+
+    ``min_expiry_seconds``: Stripe's 30 minutes, unless a test stand-in was started with less.
+    """
     check_known(params, CREATE_PARAMS, "")
     check_not_empty(params, [])
     mode = enum(params, "mode", MODES)
@@ -127,7 +132,7 @@ def validate_create(params: dict[str, Any], now: int) -> CreateRequest:
     request = CreateRequest(
         mode=mode,
         ui_mode=ui_mode,
-        expires_at=_expires_at(params.get("expires_at"), now),
+        expires_at=_expires_at(params.get("expires_at"), now, min_expiry_seconds),
         line_items=line_items,
         currency=currency.lower() if currency else None,
         metadata=metadata(params.get("metadata"), "metadata"),
@@ -376,13 +381,18 @@ def _payment_intent_metadata(value: Any, mode: str) -> dict[str, str]:
     return metadata(data.get("metadata"), "payment_intent_data[metadata]")
 
 
-def _expires_at(value: Any, now: int) -> int:
+def _expires_at(value: Any, now: int, min_expiry_seconds: int) -> int:
     if value is None:
         return now + MAX_EXPIRY_SECONDS
     expires_at = integer(value, "expires_at")
-    if expires_at < now + MIN_EXPIRY_SECONDS:
+    if expires_at < now + min_expiry_seconds:
+        shortest = (
+            "30 minutes"
+            if min_expiry_seconds == MIN_EXPIRY_SECONDS
+            else f"{min_expiry_seconds} seconds (this stand-in's test minimum)"
+        )
         raise invalid(
-            "The `expires_at` timestamp must be at least 30 minutes from Checkout Session "
+            f"The `expires_at` timestamp must be at least {shortest} from Checkout Session "
             "creation.",
             "expires_at",
         )

@@ -1,4 +1,5 @@
-"""A customer's purchase in a real browser: the hosted page, Pay, and the ledger's success page.
+"""A customer's purchase in a real browser: the hosted page, a test card, Pay, and the ledger's
+success page.
 
 Headless Chromium from Debian (``make browser`` installs it), driven by Playwright's async API
 inside the suite's event loop. Playwright never downloads a browser of its own here.
@@ -17,45 +18,18 @@ import pytest
 from api.services import Services
 from stripe_standin import RunningStandin
 from tests.e2e.conftest import Customer
+from tests.support.browser import chromium, fill_checkout
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 TIMEOUT_MS = 15_000  # the success page refreshes itself every 2 s while confirming
-
-
-def chromium_installed() -> bool:
-    return CHROMIUM.exists()
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed: pip install -e '.[test]' -c constraints.txt")
-    if not chromium_installed():
-        pytest.skip("Chromium is not installed: run `make browser` or apt-get install chromium")
-    async with async_playwright() as playwright:
-        # launch() gives Chromium a fresh temporary profile and removes it on close.
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def test_a_purchase_paid_in_the_browser_lands_on_the_new_balance(
@@ -93,6 +67,7 @@ async def test_a_purchase_paid_in_the_browser_lands_on_the_new_balance(
             + r"/checkout/success\?session_id="
             + re.escape(session_id)
         )
+        await fill_checkout(page, "4242 4242 4242 4242")
         async with page.expect_navigation(url=success):
             await page.click("#pay")
 

@@ -280,7 +280,11 @@ async def test_a_dispute_reverses_what_is_left_and_winning_it_restores_that(
     assert opened.status_code == 200, opened.text
     dispute = opened.json()["dispute"]
     assert dispute["amount"] == amount - 250
-    assert event_types(standin, opened.json()["delivered"]) == ["charge.dispute.created"]
+    # A chargeback: Stripe withdraws the funds at once and says so in a second event.
+    assert event_types(standin, opened.json()["delivered"]) == [
+        "charge.dispute.created",
+        "charge.dispute.funds_withdrawn",
+    ]
     assert_accepted(standin, opened.json()["delivered"])
     assert await topup_balance(services, customer.account_id) == 0
 
@@ -289,7 +293,10 @@ async def test_a_dispute_reverses_what_is_left_and_winning_it_restores_that(
     )
 
     assert closed.status_code == 200, closed.text
-    assert event_types(standin, closed.json()["delivered"]) == ["charge.dispute.closed"]
+    assert event_types(standin, closed.json()["delivered"]) == [
+        "charge.dispute.closed",
+        "charge.dispute.funds_reinstated",
+    ]
     assert_accepted(standin, closed.json()["delivered"])
     assert await topup_balance(services, customer.account_id) == left
     types = await account_event_types(services, customer.account_id)

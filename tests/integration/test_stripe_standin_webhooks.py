@@ -7,80 +7,30 @@ here, and refunds go through the real stripe SDK.
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 import stripe
-import uvicorn
-from litestar import Litestar, Request, Response, post
 
 from stripe_standin import RunningStandin, run_standin
-
-SECRET = "whsec_test_" + "a1b2c3d4" * 4
-SUCCESS_URL = "https://app.example/topup/success?session_id={CHECKOUT_SESSION_ID}"
-CANCEL_URL = "https://app.example/topup/cancel"
-
-
-@dataclass(frozen=True)
-class Received:
-    """One request the receiver got, as raw as it came."""
-
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def event(self) -> dict[str, Any]:
-        return dict(json.loads(self.body))
-
-
-@dataclass
-class Receiver:
-    """Records every POST; answers ``fail_status`` to the next ``fail_count`` of them."""
-
-    url: str = ""
-    received: list[Received] = field(default_factory=list)
-    fail_count: int = 0
-    fail_status: int = 500
-
-    def bodies_for(self, event_id: str) -> list[Received]:
-        return [item for item in self.received if item.event["id"] == event_id]
-
-
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+from tests.support.servers import bind_free_port
+from tests.support.standin import (
+    CANCEL_URL,
+    SECRET,
+    SUCCESS_URL,
+    Receiver,
+    stripe_receiver,
+    top_up,
+    verify,
+)
 
 
 @pytest.fixture(scope="module")
 async def receiver() -> AsyncIterator[Receiver]:
-    recorder = Receiver()
-
-    @post("/webhook", status_code=200)
-    async def webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
-        recorder.received.append(Received(dict(request.headers), await request.body()))
-        if recorder.fail_count > 0:
-            recorder.fail_count -= 1
-            return Response(b"nope", status_code=recorder.fail_status)
-        return Response(b'{"received": true}', status_code=200)
-
-    app = Litestar(route_handlers=[webhook], openapi_config=None, logging_config=None)
-    sock = _free_socket()
-    recorder.url = f"http://127.0.0.1:{sock.getsockname()[1]}/webhook"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        assert not task.done(), "the receiver did not start"
-        await asyncio.sleep(0.01)
-    yield recorder
-    server.should_exit = True
-    await task
-    sock.close()
+    async with stripe_receiver() as recorder:
+        yield recorder
 
 
 @pytest.fixture(scope="module")
@@ -107,33 +57,6 @@ async def client(standin: RunningStandin) -> AsyncIterator[stripe.StripeClient]:
 async def http(standin: RunningStandin) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=standin.base_url) as http_client:
         yield http_client
-
-
-def top_up(credits: int = 1000, **extra: Any) -> Any:
-    return {
-        "mode": "payment",
-        "line_items": [
-            {
-                "quantity": credits,
-                "price_data": {
-                    "currency": "usd",
-                    "unit_amount": 1,
-                    "product_data": {"name": "Credits"},
-                },
-            }
-        ],
-        "metadata": {"account_id": "acct_1"},
-        "success_url": SUCCESS_URL,
-        "cancel_url": CANCEL_URL,
-        **extra,
-    }
-
-
-def verify(item: Received, secret: str = SECRET) -> stripe.Event:
-    """What a Stripe webhook handler does with the raw body and the signature header."""
-    return stripe.Webhook.construct_event(
-        item.body.decode(), item.headers["stripe-signature"], secret
-    )
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
@@ -445,7 +368,7 @@ async def test_without_a_webhook_url_events_are_only_recorded(
 
 
 async def test_an_unreachable_target_is_recorded_and_retried() -> None:
-    closed = _free_socket()  # bound, never listening: connections are refused
+    closed = bind_free_port()  # bound, never listening: connections are refused
     url = f"http://127.0.0.1:{closed.getsockname()[1]}/webhook"
     try:
         async with (

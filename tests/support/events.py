@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -11,8 +12,16 @@ from ledger.store.event_store import EventStore, RecordedEvent
 from ledger.store.mapper import event_type_name
 
 
+async def settled(store: EventStore) -> None:
+    """Wait until every append that began before now has committed or failed, so that
+    a read behind the watermark sees all of them (another transaction on the server,
+    even of another database, holds the watermark back for a moment)."""
+    await store.wait_for_appends_before(datetime.now(UTC))
+
+
 async def tail_position(store: EventStore) -> int:
-    """The position after every event visible now."""
+    """The position after every event committed before now."""
+    await settled(store)
     position = 0
     while batch := await store.read_all(after=position, limit=1000):
         position = batch[-1].notification_id
@@ -20,7 +29,8 @@ async def tail_position(store: EventStore) -> int:
 
 
 async def events_since(store: EventStore, position: int) -> list[tuple[str, dict[str, Any]]]:
-    """(type, data) of every event after ``position``, in commit order."""
+    """(type, data) of every event after ``position`` committed before now, in commit order."""
+    await settled(store)
     found: list[RecordedEvent] = []
     while batch := await store.read_all(after=position, limit=1000):
         found.extend(batch)
