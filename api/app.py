@@ -13,14 +13,13 @@ from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 
-from api.access.guards import authenticate
-from api.access.tokens import Principal
+from api.access.guards import provide_principal
 from api.database import create_pool, describe, resolve_database_url, service_url
 from api.errors import EXCEPTION_HANDLERS
 from api.hold_expiry import HoldExpirySweeper
 from api.log_context import request_ids
 from api.metrics import RequestCounter
-from api.openapi import openapi_config
+from api.openapi import conform, openapi_config
 from api.routes import (
     auditors,
     checkout_pages,
@@ -31,7 +30,7 @@ from api.routes import (
     stripe_webhook,
     webhook_endpoints,
 )
-from api.services import Services, ServicesDependency, build_services
+from api.services import Services, build_services
 from api.settings import Settings
 from ledger.adapters.stripe_gateway import StripeGateway
 
@@ -106,22 +105,17 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
     async def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
-    async def provide_principal(
-        request: Request[Any, Any, Any], services: ServicesDependency
-    ) -> Principal:
-        return await authenticate(request, services.tokens)
-
     request_counter = RequestCounter()
     app = Litestar(
         route_handlers=[
-            *customers.ROUTES,
-            *internal.ROUTES,
-            *holds.ROUTES,
+            customers.CUSTOMERS,
+            internal.INTERNAL,
+            holds.HOLDS,
+            webhook_endpoints.NOTIFICATIONS,
+            auditors.AUDITORS,
+            stripe_webhook.stripe_webhook,
             *operations.ROUTES,
             *checkout_pages.ROUTES,
-            *stripe_webhook.ROUTES,
-            *auditors.ROUTES,
-            *webhook_endpoints.ROUTES,
         ],
         dependencies={
             "services": Provide(provide_services),
@@ -143,4 +137,5 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         ),
     )
     app.state.request_counter = request_counter
+    conform(app.openapi_schema)
     return app

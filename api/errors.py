@@ -13,7 +13,12 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
 from api.access.guards import Forbidden, Unauthenticated
-from api.validation import ValidationFailed
+from api.validation import (
+    IDEMPOTENCY_KEY_INVALID,
+    IDEMPOTENCY_KEY_MISSING,
+    NOT_AN_OBJECT,
+    ValidationFailed,
+)
 from ledger.adapters.stripe_webhooks import InvalidWebhook
 from ledger.domain.errors import (
     AccountAlreadyExists,
@@ -57,10 +62,21 @@ def _validation_failed(_: Request, error: ValidationFailed) -> Response[Any]:
 
 
 def _litestar_validation(_: Request, error: ValidationException) -> Response[Any]:
+    """Litestar's own checks of headers and the body's presence, in the contract's words."""
+    if "Idempotency-Key" in str(error.detail):  # a required header left out
+        return _validation({"Idempotency-Key": [IDEMPOTENCY_KEY_MISSING]})
+    if "Stripe-Signature" in str(error.detail):  # the webhook without a signature: 400
+        return _invalid_webhook(_, InvalidWebhook("missing Stripe-Signature header"))
     errors: dict[str, list[str]] = {}
     for item in error.extra if isinstance(error.extra, list) else []:
-        if isinstance(item, dict):
-            field = str(item.get("key") or "request")
+        if not isinstance(item, dict):
+            continue
+        field, source = str(item.get("key") or "request"), item.get("source")
+        if field == "idempotency_key":
+            errors["Idempotency-Key"] = [IDEMPOTENCY_KEY_INVALID]
+        elif field == "data" and source == "body":
+            errors["body"] = [NOT_AN_OBJECT]  # no body at all
+        else:
             errors.setdefault(field, []).append(
                 f"The {field} field is invalid: {item.get('message')}."
             )

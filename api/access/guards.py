@@ -1,14 +1,26 @@
-"""Bearer tokens in, a Principal out; scopes checked per route."""
+"""Who may call what: bearer tokens checked once per request, scopes checked per audience.
+
+Each router or route names the scopes it admits with a Litestar guard (``allow``,
+``own_account_or``); the guard authenticates the token (a cache hit, normally)
+and keeps the caller on the connection, where routes find it as ``principal``.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Guard
 
 from api.access.tokens import Principal, Scope, TokenService
 
 Caller = NamedDependency[Principal]
 """Declares a route's ``principal`` parameter as the authenticated caller."""
+
+_PRINCIPAL = "ledger.principal"
 
 
 class Unauthenticated(Exception):
@@ -19,39 +31,60 @@ class Forbidden(Exception):
     """A valid token whose scope does not allow this (403)."""
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     """The token from ``Authorization: Bearer <token>``, if the header has that form."""
-    header = request.headers.get("authorization", "")
+    header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
 
 
-async def authenticate(request: Request, tokens: TokenService) -> Principal:
-    """The caller, or Unauthenticated."""
-    token = bearer_token(request)
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The caller (checked once per request), or Unauthenticated."""
+    state = connection.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    known: Principal | None = state.get(_PRINCIPAL)
+    if known is not None:
+        return known
+    tokens: TokenService = connection.app.state.services.tokens
+    token = bearer_token(connection)
     principal = await tokens.authenticate(token) if token else None
     if principal is None:
         raise Unauthenticated
+    state[_PRINCIPAL] = principal
     return principal
 
 
-def require_scope(principal: Principal, *scopes: Scope) -> None:
-    """Refuse a caller whose token has none of ``scopes``."""
-    if principal.scope not in scopes:
-        raise Forbidden
+def allow(*scopes: Scope) -> Guard:
+    """A guard admitting tokens of ``scopes``."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if (await authenticate(connection)).scope not in scopes:
+            raise Forbidden
+
+    return guard
+
+
+def own_account_or(*scopes: Scope) -> Guard:
+    """A guard admitting tokens of ``scopes``, and a customer's on its own account."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = await authenticate(connection)
+        if principal.scope is Scope.CREDITS:
+            if principal.account_id != connection.path_params.get("account_id"):
+                raise Forbidden
+        elif principal.scope not in scopes:
+            raise Forbidden
+
+    return guard
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The caller a guard authenticated (routes without a guard have none)."""
+    return await authenticate(request)
 
 
 def customer_account(principal: Principal) -> str:
     """The account a ``credits`` token is bound to."""
-    require_scope(principal, Scope.CREDITS)
     assert principal.account_id is not None  # the database's CHECK guarantees it
     return principal.account_id
-
-
-def require_account_access(principal: Principal, account_id: str, *scopes: Scope) -> None:
-    """Allow internal scopes on any account, and a customer only on its own."""
-    if principal.scope is Scope.CREDITS and principal.account_id == account_id:
-        return
-    require_scope(principal, *scopes)

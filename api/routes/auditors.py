@@ -4,26 +4,32 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 import msgspec
-from litestar import get
+from litestar import Router, get
 from litestar.params import FromPath, QueryParameter
 
-from api.access.guards import Caller, require_account_access, require_scope
+from api.access.guards import allow, own_account_or
 from api.access.tokens import Scope
-from api.openapi import BEARER, documented, errors
+from api.openapi import BEARER, errors
 from api.pagination import After, Limit, page
 from api.schemas import AccountCredits
-from api.services import ServicesDependency
+from api.services import Services, ServicesDependency
 from api.validation import ValidationFailed
 from ledger.store.event_store import RecordedEvent
 from ledger.store.mapper import event_type_name
 
 
 class AuditedEvent(msgspec.Struct, frozen=True):
-    """An event as auditors read it: the stored JSON and the hash that seals it."""
+    """An event as auditors read it: the stored JSON and the hash that seals it.
+
+    ``stream`` names the stream by what it is about (``account/acct_42``,
+    ``checkout/cs_...``, ``payment-intent/pi_...``); ``stream_id`` is its id.
+    """
 
     position: int
+    stream: str
     stream_id: str
     version: int
     type: str
@@ -31,23 +37,12 @@ class AuditedEvent(msgspec.Struct, frozen=True):
     data: dict[str, Any]
     hash: str
 
-    @classmethod
-    def of(cls, recorded: RecordedEvent) -> AuditedEvent:
-        return cls(
-            position=recorded.notification_id,
-            stream_id=str(recorded.originator_id),
-            version=recorded.originator_version,
-            type=event_type_name(recorded.topic),
-            recorded_at=recorded.recorded_at,
-            data=msgspec.json.decode(recorded.state),
-            hash=recorded.hash.hex(),
-        )
-
 
 class EventPage(msgspec.Struct, frozen=True):
     """Oldest first; pass ``next_after`` as ``after`` for the next page (null: none yet)."""
 
     data: list[AuditedEvent]
+    has_more: bool
     next_after: int | None
 
 
@@ -58,65 +53,74 @@ class CreditsAsOf(AccountCredits, frozen=True):
     version: int
 
 
-EVENT_PAGE_EXAMPLE = {
-    "data": [
-        {
-            "position": 1,
-            "stream_id": "5f0c7c52-8a47-5a3c-9d52-3c1e4b9c2a10",
-            "version": 1,
-            "type": "AccountOpened",
-            "recorded_at": "2026-11-25T12:00:00.000000Z",
-            "data": {"account_id": "acct_42", "monthly_allowance": 1000},
-            "hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-        }
-    ],
-    "next_after": None,
+# What each kind of stream is called after: its first event's type, and the field naming it.
+_STREAM_NAMES = {
+    "AccountOpened": ("account", "account_id"),
+    "CheckoutRequested": ("checkout", "session_id"),
+    "PaymentIntentRecorded": ("payment-intent", "payment_intent"),
 }
 
 
-def _page_of(events: list[RecordedEvent], limit: int) -> EventPage:
-    data = [AuditedEvent.of(e) for e in events]
-    return EventPage(data=data, next_after=data[-1].position if len(data) == limit else None)
+async def _page_of(services: Services, events: list[RecordedEvent], limit: int) -> EventPage:
+    shown = events[:limit]
+    names = await _stream_names(services, {e.originator_id for e in shown})
+    data = [
+        AuditedEvent(
+            position=e.notification_id,
+            stream=names.get(e.originator_id, str(e.originator_id)),
+            stream_id=str(e.originator_id),
+            version=e.originator_version,
+            type=event_type_name(e.topic),
+            recorded_at=e.recorded_at,
+            data=msgspec.json.decode(e.state),
+            hash=e.hash.hex(),
+        )
+        for e in shown
+    ]
+    more = len(events) > limit
+    return EventPage(data=data, has_more=more, next_after=data[-1].position if more else None)
+
+
+async def _stream_names(services: Services, stream_ids: set[UUID]) -> dict[UUID, str]:
+    names = {}
+    for created in await services.store.first_events(stream_ids):
+        kind, field = _STREAM_NAMES.get(event_type_name(created.topic), ("stream", ""))
+        name = msgspec.json.decode(created.state).get(field) if field else None
+        names[created.originator_id] = f"{kind}/{name or created.originator_id}"
+    return names
 
 
 @get(
     "/v1/accounts/{account_id:str}/events",
-    tags=["auditors"],
-    security=BEARER,
+    guards=[own_account_or(Scope.LEDGER_AUDIT)],
     responses=errors(401, 403, 422, 503),
-    operation_class=documented(answer=EVENT_PAGE_EXAMPLE),
 )
 async def account_events(
     account_id: FromPath[str],
-    principal: Caller,
     services: ServicesDependency,
     limit: Limit = None,
     after: After = None,
 ) -> EventPage:
-    """The account's events, oldest first, keyset-paginated by position."""
-    require_account_access(principal, account_id, Scope.LEDGER_AUDIT)
+    """The account's events and its Checkout sessions', in commit order, by position."""
     chosen = page(limit, after)
     events = await services.store.account_page(
-        account_id, after=chosen.after or 0, limit=chosen.limit
+        account_id, after=chosen.after or 0, limit=chosen.limit + 1
     )
-    return _page_of(events, chosen.limit)
+    return await _page_of(services, events, chosen.limit)
 
 
 @get(
     "/v1/events",
-    tags=["auditors"],
-    security=BEARER,
+    guards=[allow(Scope.LEDGER_AUDIT)],
     responses=errors(401, 403, 422, 503),
-    operation_class=documented(answer=EVENT_PAGE_EXAMPLE),
 )
 async def global_events(
-    principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
+    services: ServicesDependency, limit: Limit = None, after: After = None
 ) -> EventPage:
     """Every event in commit order; gap-free for readers who follow ``next_after``."""
-    require_scope(principal, Scope.LEDGER_AUDIT)
     chosen = page(limit, after)
-    events = await services.store.read_all(after=chosen.after or 0, limit=chosen.limit)
-    return _page_of(events, chosen.limit)
+    events = await services.store.read_all(after=chosen.after or 0, limit=chosen.limit + 1)
+    return await _page_of(services, events, chosen.limit)
 
 
 AsOf = Annotated[
@@ -148,7 +152,7 @@ def parse_as_of(value: str) -> datetime:
     return moment
 
 
-async def credits_as_of(services: Any, account_id: str, as_of: str) -> CreditsAsOf:
+async def credits_as_of(services: Services, account_id: str, as_of: str) -> CreditsAsOf:
     """Replay the account's events recorded up to ``as_of``."""
     moment = parse_as_of(as_of)
     if moment > datetime.now(UTC):
@@ -160,4 +164,4 @@ async def credits_as_of(services: Any, account_id: str, as_of: str) -> CreditsAs
     return CreditsAsOf(**base, as_of=moment, version=account.version)
 
 
-ROUTES = [account_events, global_events]
+AUDITORS = Router("/", route_handlers=[account_events, global_events], security=BEARER, tags=["auditors"])

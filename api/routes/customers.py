@@ -2,51 +2,61 @@
 
 from __future__ import annotations
 
-from litestar import Request, get, post
+from typing import Annotated
 
-from api.access.guards import Caller, customer_account
-from api.openapi import BEARER, CREDITS_EXAMPLE, PurchaseRequest, documented, errors
+import msgspec
+from litestar import Router, get, post
+from litestar.params import Body as Documented
+
+from api.access.guards import Caller, allow, customer_account
+from api.access.tokens import Scope
+from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page
-from api.schemas import AccountCredits, Transactions
+from api.schemas import AccountCredits, PurchaseRequest
 from api.services import Services, ServicesDependency
-from api.validation import Checker, IdempotencyKey, checked_idempotency_key, json_object
+from api.validation import Body, OptionalIdempotencyKey
 from ledger.handlers.purchases import CheckoutStarted
-from ledger.service import MAX_CREDITS, MIN_CREDITS, RequestCheckout
-from projections.queries import PurchaseRow
+from ledger.service import RequestCheckout
+from projections.queries import PurchaseRow, StatementLine
+
+
+class Purchases(msgspec.Struct, frozen=True):
+    """A page of purchases, newest first; pass ``next_after`` as ``after`` for more."""
+
+    data: list[PurchaseRow]
+    has_more: bool
+    next_after: int | None
+
+
+class Transactions(msgspec.Struct, frozen=True):
+    """A page of ledger lines, newest first; pass ``next_after`` as ``after`` for more."""
+
+    data: list[StatementLine]
+    has_more: bool
+    next_after: int | None
 
 
 @post(
     "/v1/credits/purchase",
     status_code=200,
-    tags=["customers"],
-    security=BEARER,
+    dto=Body[PurchaseRequest],
+    return_dto=None,
     responses=errors(401, 403, 404, 413, 422, 502, 503),
-    operation_class=documented(
-        PurchaseRequest,
-        examples={"a thousand credits": {"credits": 1000}},
-        answer={
-            "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1B2c3",
-            "session_id": "cs_test_a1B2c3",
-        },
-    ),
 )
 async def purchase_credits(
-    request: Request,
+    data: Annotated[
+        PurchaseRequest, Documented(examples=[example("a thousand credits", {"credits": 1000})])
+    ],
     principal: Caller,
     services: ServicesDependency,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> CheckoutStarted:
     """Start a Stripe Checkout for ``{"credits": 100..10000}``; credits arrive when it is paid."""
-    account_id = customer_account(principal)
-    checker = Checker(json_object(await request.body()))
-    credits = checker.integer("credits", minimum=MIN_CREDITS, maximum=MAX_CREDITS)
-    checker.done()
-    assert credits is not None
     return await services.ledger.request_checkout(
         RequestCheckout(
-            account_id=account_id,
-            credits=credits,
-            idempotency_key=checked_idempotency_key(idempotency_key),
+            account_id=customer_account(principal),
+            credits=data.credits,
+            idempotency_key=idempotency_key,
         )
     )
 
@@ -57,53 +67,44 @@ async def account_credits(services: Services, account_id: str) -> AccountCredits
     return AccountCredits.of(row if row is not None else await services.ledger.account(account_id))
 
 
-@get(
-    "/v1/credits",
-    tags=["customers"],
-    security=BEARER,
-    responses=errors(401, 403, 404, 503),
-    operation_class=documented(answer=CREDITS_EXAMPLE),
-)
+@get("/v1/credits", responses=errors(401, 403, 404, 503))
 async def get_credits(principal: Caller, services: ServicesDependency) -> AccountCredits:
     """The caller's balance: allowance remaining plus top-ups."""
     return await account_credits(services, customer_account(principal))
 
 
-@get(
-    "/v1/credits/purchases",
-    tags=["customers"],
-    security=BEARER,
-    responses=errors(401, 403, 422, 503),
-    operation_class=documented(),
-)
+@get("/v1/credits/purchases", responses=errors(401, 403, 422, 503))
 async def list_purchases(
     principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
-) -> list[PurchaseRow]:
+) -> Purchases:
     """The caller's purchases, newest first; ``after`` takes the last one's ``position``."""
     chosen = page(limit, after)
     rows = await services.views.purchases(
-        customer_account(principal), limit=chosen.limit, before=chosen.after
+        customer_account(principal), limit=chosen.limit + 1, before=chosen.after
     )
-    return rows
+    shown = rows[: chosen.limit]
+    more = len(rows) > chosen.limit
+    return Purchases(data=shown, has_more=more, next_after=shown[-1].position if more else None)
 
 
-@get(
-    "/v1/credits/transactions",
-    tags=["customers"],
-    security=BEARER,
-    responses=errors(401, 403, 422, 503),
-    operation_class=documented(),
-)
+@get("/v1/credits/transactions", responses=errors(401, 403, 422, 503))
 async def list_transactions(
     principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
 ) -> Transactions:
     """The caller's ledger lines, newest first, each with the balance after it."""
     chosen = page(limit, after)
     lines = await services.views.statement(
-        customer_account(principal), limit=chosen.limit, before=chosen.after
+        customer_account(principal), limit=chosen.limit + 1, before=chosen.after
     )
-    next_after = lines[-1].position if len(lines) == chosen.limit else None
-    return Transactions(data=lines, next_after=next_after)
+    shown = lines[: chosen.limit]
+    more = len(lines) > chosen.limit
+    return Transactions(data=shown, has_more=more, next_after=shown[-1].position if more else None)
 
 
-ROUTES = [purchase_credits, get_credits, list_purchases, list_transactions]
+CUSTOMERS = Router(
+    "/",
+    route_handlers=[purchase_credits, get_credits, list_purchases, list_transactions],
+    guards=[allow(Scope.CREDITS)],
+    security=BEARER,
+    tags=["customers"],
+)

@@ -5,23 +5,31 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from litestar import Request, post
+from litestar import post
+from litestar.openapi.spec import Example
+from litestar.params import Body as Documented
 from litestar.params import HeaderParameter
 
 from api.log_context import stripe_event_id
 from api.metrics import webhook_outcomes
-from api.openapi import StripeEvent, WebhookReceived, documented, errors
+from api.openapi import errors, example
+from api.schemas import StripeEvent, WebhookReceived
 from api.services import ServicesDependency
+from api.validation import RawBody
 from ledger.adapters.stripe_webhooks import InvalidWebhook, parse_event, verify_signature
 
 log = logging.getLogger(__name__)
 
 StripeSignature = Annotated[
-    str | None,
+    str,
     HeaderParameter(
         name="Stripe-Signature",
         description="`t=<unix time>,v1=<hex HMAC-SHA256>`, as Stripe signs; without it: 400",
-        schema_extra={"one_of": None, "type": "string", "examples": ["t=1764072000,v1=5257a8…"]},
+        examples=[
+            Example(
+                value="t=1764072000,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"
+            )
+        ],
     ),
 ]
 
@@ -31,26 +39,30 @@ StripeSignature = Annotated[
     status_code=200,
     tags=["stripe"],
     responses=errors(400, 413, 503),
-    operation_class=documented(
-        StripeEvent,
-        examples={
-            "a paid Checkout": {
-                "id": "evt_1QEXAMPLE",
-                "type": "checkout.session.completed",
-                "data": {"object": {"id": "cs_test_a1B2c3", "payment_status": "paid"}},
-            }
-        },
-        answer={"received": True},
-        required_headers=("Stripe-Signature",),
-    ),
+    dto=RawBody[StripeEvent],
+    return_dto=None,
 )
 async def stripe_webhook(
-    request: Request,
     services: ServicesDependency,
-    stripe_signature: StripeSignature = None,
+    data: Annotated[
+        bytes,
+        Documented(
+            examples=[
+                example(
+                    "a paid Checkout",
+                    {
+                        "id": "evt_1QEXAMPLE",
+                        "type": "checkout.session.completed",
+                        "data": {"object": {"id": "cs_test_a1B2c3", "payment_status": "paid"}},
+                    },
+                )
+            ],
+        ),
+    ],
+    stripe_signature: StripeSignature,
 ) -> WebhookReceived:
     """200 for every verified event, handled or not; 400 and nothing recorded otherwise."""
-    payload = await request.body()
+    payload = data
     try:
         verify_signature(payload, stripe_signature, services.webhook_secrets)
     except InvalidWebhook as error:
@@ -72,4 +84,4 @@ async def stripe_webhook(
     return WebhookReceived(received=True)
 
 
-ROUTES = [stripe_webhook]
+

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -192,6 +192,16 @@ class EventStore:
                        WHERE pg_xact_status(x) = 'in progress'""",
                     running,
                 )
+
+    async def first_events(self, originator_ids: Iterable[UUID]) -> list[RecordedEvent]:
+        """The first event of each of these streams (what created it)."""
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"""SELECT {_COLUMNS} FROM stored_events
+                    WHERE originator_id = any($1::uuid[]) AND originator_version = 1""",
+                list(originator_ids),
+            )
+        return [_recorded(row) for row in rows]
 
     async def exists(self, originator_id: UUID) -> bool:
         """Whether an aggregate with this id has been created."""

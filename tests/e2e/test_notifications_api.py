@@ -54,7 +54,7 @@ async def test_the_signing_secret_is_shown_once_and_endpoints_can_be_disabled(
     assert str(created["secret"]).startswith("whsec_")
     assert created["url"] == "https://billing.internal.example/hooks"
     assert created["events"] == ["credits.low_balance", "credits.depleted"]
-    listed = (await http.get("/v1/webhook-endpoints", headers=writer_headers)).json()
+    listed = (await http.get("/v1/webhook-endpoints", headers=writer_headers)).json()["data"]
     [mine] = [e for e in listed if e["id"] == created["id"]]
     assert "secret" not in mine
     assert created["secret"] not in str(listed)
@@ -62,7 +62,7 @@ async def test_the_signing_secret_is_shown_once_and_endpoints_can_be_disabled(
     gone = await http.delete(f"/v1/webhook-endpoints/{created['id']}", headers=writer_headers)
     assert gone.status_code == 200
     assert gone.json()["disabled"] is not None
-    listed = (await http.get("/v1/webhook-endpoints", headers=writer_headers)).json()
+    listed = (await http.get("/v1/webhook-endpoints", headers=writer_headers)).json()["data"]
     assert created["id"] not in [e["id"] for e in listed]
     missing = await http.delete("/v1/webhook-endpoints/we_nope", headers=writer_headers)
     assert missing.status_code == 404

@@ -67,8 +67,10 @@ async def test_purchases_list_newest_first_with_their_status(
     ).json()["session_id"]
     await project(services)
 
-    purchases = (await http.get("/v1/credits/purchases", headers=customer.headers)).json()
+    listed = (await http.get("/v1/credits/purchases", headers=customer.headers)).json()
+    purchases = listed["data"]
 
+    assert (listed["has_more"], listed["next_after"]) == (False, None)
     assert [(p["session_id"], p["status"], p["credits"]) for p in purchases] == [
         (pending, "pending", 200),
         (paid, "paid", 500),
@@ -79,7 +81,10 @@ async def test_purchases_list_newest_first_with_their_status(
         params={"limit": 1, "after": purchases[0]["position"]},
         headers=customer.headers,
     )
-    assert [p["session_id"] for p in older.json()] == [paid]
+    assert [p["session_id"] for p in older.json()["data"]] == [paid]
+    first = await http.get("/v1/credits/purchases", params={"limit": 1}, headers=customer.headers)
+    assert first.json()["has_more"] is True
+    assert first.json()["next_after"] == purchases[0]["position"]
 
 
 async def test_transactions_show_each_movement_with_the_balance_after(

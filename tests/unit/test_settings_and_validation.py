@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from api.schemas import (
+    OpenAccountRequest,
+    PurchaseRequest,
+    SpendRequest,
+    ThresholdRequest,
+    WebhookEndpointRequest,
+)
 from api.settings import Settings, SettingsError
-from api.validation import Checker, ValidationFailed, json_object
+from api.validation import ValidationFailed, decode_body
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -44,13 +51,37 @@ def test_bad_settings_are_refused_with_a_clear_message(env: dict[str, str], comp
         Settings.from_env(env)
 
 
-def test_several_bad_fields_are_reported_together() -> None:
-    checker = Checker({"account_id": 5, "monthly_allowance": "many"})
-    checker.string("account_id")
-    checker.integer("monthly_allowance")
-
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # Every 422 wording the contract gives for ``credits``.
+        (b"{}", "The credits field is required."),
+        (b'{"credits": null}', "The credits field is required."),
+        (b'{"credits": "1000"}', "The credits field must be an integer."),
+        (b'{"credits": 1000.0}', "The credits field must be an integer."),
+        (b'{"credits": 1000.5}', "The credits field must be an integer."),
+        (b'{"credits": true}', "The credits field must be an integer."),
+        (b'{"credits": 99}', "The credits must be at least 100."),
+        (b'{"credits": -5}', "The credits must be at least 100."),
+        (b'{"credits": 10001}', "The credits must not be greater than 10000."),
+        (b'{"credits": 99999999999999999999999}', "The credits must not be greater than 10000."),
+    ],
+)
+def test_every_credits_message_of_the_contract(body: bytes, message: str) -> None:
     with pytest.raises(ValidationFailed) as failed:
-        checker.done()
+        decode_body(body, PurchaseRequest)
+
+    assert failed.value.errors == {"credits": [message]}
+    assert failed.value.message == message
+
+
+def test_a_good_body_decodes_straight_into_its_struct() -> None:
+    assert decode_body(b'{"credits": 1000, "other": 1}', PurchaseRequest) == PurchaseRequest(1000)
+
+
+def test_several_bad_fields_are_reported_together() -> None:
+    with pytest.raises(ValidationFailed) as failed:
+        decode_body(b'{"account_id": 5, "monthly_allowance": "many"}', OpenAccountRequest)
 
     assert failed.value.errors == {
         "account_id": ["The account id field must be a string."],
@@ -59,7 +90,46 @@ def test_several_bad_fields_are_reported_together() -> None:
     assert failed.value.message == "The account id field must be a string. (and 1 more error)"
 
 
-@pytest.mark.parametrize("body", [b"", b"   ", b"[]", b"null", b"{", b"\xff"])
+def test_strings_have_their_own_wording() -> None:
+    too_long = b'{"amount": 1, "reason": "' + b"x" * 501 + b'"}'
+    with pytest.raises(ValidationFailed) as long_reason:
+        decode_body(too_long, SpendRequest)
+    with pytest.raises(ValidationFailed) as bad_id:
+        decode_body(b'{"account_id": "no spaces"}', OpenAccountRequest)
+    with pytest.raises(ValidationFailed) as empty_id:
+        decode_body(b'{"account_id": ""}', OpenAccountRequest)
+    with pytest.raises(ValidationFailed) as bad_events:
+        decode_body(b'{"url": "ftp://x", "events": ["credits.spent", "nope"]}', WebhookEndpointRequest)
+
+    assert long_reason.value.errors == {
+        "reason": ["The reason must not be greater than 500 characters."]
+    }
+    assert bad_id.value.errors == {
+        "account_id": [
+            "The account id format is invalid. Use letters, digits and _ . : - (for example acct_123)."
+        ]
+    }
+    assert empty_id.value.errors == {"account_id": ["The account id field is required."]}
+    assert bad_events.value.errors == {
+        "url": ["The url field must be a valid URL (http or https)."],
+        "events.1": [
+            "The selected events.1 is invalid. Choose from credits.purchased, credits.spent, "
+            "credits.low_balance, credits.depleted, hold.expired."
+        ],
+    }
+
+
+def test_a_null_threshold_is_a_value_and_a_missing_one_is_not() -> None:
+    assert decode_body(b'{"threshold": null}', ThresholdRequest) == ThresholdRequest(None)
+    with pytest.raises(ValidationFailed) as missing:
+        decode_body(b"{}", ThresholdRequest)
+
+    assert missing.value.errors == {"threshold": ["The threshold field must be present."]}
+
+
+@pytest.mark.parametrize("body", [b"", b"   ", b"[]", b"null", b"{", b"\xff", b"1\xff"])
 def test_only_a_json_object_is_a_body(body: bytes) -> None:
-    with pytest.raises(ValidationFailed):
-        json_object(body)
+    with pytest.raises(ValidationFailed) as failed:
+        decode_body(body, PurchaseRequest)
+
+    assert list(failed.value.errors) == ["body"]
