@@ -1,0 +1,255 @@
+"""The JetStream side of the relay: one connection, one stream, batches acknowledged whole.
+
+Every message carries two headers that make the stream a gapless, ordered copy
+of the store:
+
+* ``Nats-Msg-Id`` = the event's position: JetStream drops a message whose id it
+  has stored within the stream's duplicate window, so a batch published again
+  (after a lost acknowledgement or a crash before the relay's commit) is stored
+  once.
+* ``Nats-Expected-Last-Sequence`` = the stream sequence the message must follow:
+  if one message of a batch is refused, every later one is refused too, so the
+  stream never holds position n+1 without position n. That is what lets the relay
+  trust the stream's last message as "everything up to here is in" (see
+  ``Relay._reconcile``), also after the duplicate window has passed.
+
+JetStream checks the message id before the expected sequence: a duplicate is
+acknowledged as a duplicate whatever its expected sequence says (seen on
+nats-server 2.9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import PubAck, StorageType, StreamConfig
+
+from relay.messages import MSG_ID_HEADER, OutgoingMessage
+
+log = logging.getLogger(__name__)
+
+EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
+EXPECTED_LAST_SEQUENCE_HEADER = "Nats-Expected-Last-Sequence"
+
+# What the client raises when the broker is away, slow or refusing: all of it
+# means "not published, try again later".
+_BROKER_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not take a batch (down, unreachable, refusing): nothing is lost, retry."""
+
+
+class StreamSettings(msgspec.Struct, frozen=True):
+    """The JetStream stream the relay publishes to (created if missing)."""
+
+    name: str = "LEDGER_EVENTS"
+    subject_prefix: str = "ledger.events"
+    duplicate_window_seconds: float = 120.0
+
+    @property
+    def subjects(self) -> str:
+        return f"{self.subject_prefix}.>"
+
+
+class StreamTail(msgspec.Struct, frozen=True):
+    """Where the stream ends: its last sequence and, when it holds one, its last event."""
+
+    last_seq: int
+    position: int | None = None
+    """The ``Nats-Msg-Id`` of the last message (None: empty, or not a relayed event)."""
+    hash: str | None = None
+
+
+class JetStreamPublisher:
+    """Publishes batches to one stream and reports only when every message is acknowledged."""
+
+    def __init__(
+        self,
+        url: str,
+        stream: StreamSettings,
+        *,
+        ack_timeout: float = 10.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.ack_timeout = ack_timeout
+        self.connect_timeout = connect_timeout
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lost = asyncio.Event()
+        self._last_error: BaseException | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected and not self._lost.is_set()
+
+    async def connect(self) -> None:
+        """Connect and make sure the stream exists; ``BrokerUnavailable`` if that fails."""
+        await self.close()
+        self._lost = asyncio.Event()
+        self._last_error = None
+        try:
+            # The relay reconnects by itself, with its own backoff and log lines, so the
+            # client tries each connection once and closes when it drops.
+            self._nc = await nats.connect(
+                self.url,
+                name="ledger-relay",
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+                connect_timeout=max(1, round(self.connect_timeout)),
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                closed_cb=self._on_disconnected,
+            )
+            self._js = self._nc.jetstream(timeout=self.ack_timeout)
+            await self._ensure_stream(self._js)
+        except _BROKER_ERRORS as error:
+            await self.close()
+            raise BrokerUnavailable(self._reason(error)) from error
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        try:
+            info = await js.stream_info(self.stream.name)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(
+                StreamConfig(
+                    name=self.stream.name,
+                    subjects=[self.stream.subjects],
+                    storage=StorageType.FILE,
+                    duplicate_window=self.stream.duplicate_window_seconds,
+                )
+            )
+            log.info(
+                "relay created stream %s (subjects %s, duplicate window %.0fs)",
+                self.stream.name,
+                self.stream.subjects,
+                self.stream.duplicate_window_seconds,
+            )
+            return
+        subjects = info.config.subjects or []
+        if self.stream.subjects not in subjects:
+            # Kept as the operator set it: publishing says so clearly if it does not fit.
+            log.warning(
+                "relay: stream %s exists with subjects %s, not %s",
+                self.stream.name,
+                subjects,
+                self.stream.subjects,
+            )
+
+    async def tail(self) -> StreamTail:
+        """The stream's last sequence and the position and hash of its last message."""
+        js = self._require()
+        try:
+            info = await js.stream_info(self.stream.name)
+            last_seq = info.state.last_seq
+            if not info.state.messages:
+                return StreamTail(last_seq=last_seq)
+            try:
+                last = await js.get_msg(self.stream.name, last_seq)
+            except nats.js.errors.NotFoundError:
+                return StreamTail(last_seq=last_seq)
+        except _BROKER_ERRORS as error:
+            raise BrokerUnavailable(self._reason(error)) from error
+        msg_id = (last.headers or {}).get(MSG_ID_HEADER, "")
+        if not msg_id.isdigit():
+            return StreamTail(last_seq=last_seq)
+        try:
+            found_hash = msgspec.json.decode(last.data or b"{}").get("hash")
+        except (msgspec.DecodeError, AttributeError):
+            found_hash = None
+        return StreamTail(last_seq=last_seq, position=int(msg_id), hash=found_hash)
+
+    async def publish(self, messages: Sequence[OutgoingMessage], after_seq: int) -> int:
+        """Publish a batch right after stream sequence ``after_seq``; return the last sequence.
+
+        Returns only when JetStream has acknowledged every message; raises
+        ``BrokerUnavailable`` otherwise (some of the batch may be stored: publish it
+        again after re-reading the tail).
+        """
+        js = self._require()
+        acks: list[asyncio.Future[PubAck]] = []
+        try:
+            for offset, message in enumerate(messages):
+                headers = {
+                    MSG_ID_HEADER: str(message.position),
+                    EXPECTED_STREAM_HEADER: self.stream.name,
+                }
+                if after_seq + offset:  # 0 would mean "no check", not "empty stream"
+                    headers[EXPECTED_LAST_SEQUENCE_HEADER] = str(after_seq + offset)
+                acks.append(
+                    await js.publish_async(
+                        message.subject, message.body, wait_stall=self.ack_timeout, headers=headers
+                    )
+                )
+            results = await self._all_acks(acks)
+        except _BROKER_ERRORS as error:
+            for ack in acks:
+                ack.cancel()
+            raise BrokerUnavailable(self._reason(error)) from error
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, BaseException):
+                raise BrokerUnavailable(f"position {message.position} refused: {result}")
+        return max([after_seq, *(r.seq for r in results if isinstance(r, PubAck))])
+
+    async def _all_acks(self, acks: list[asyncio.Future[PubAck]]) -> list[PubAck | BaseException]:
+        """Every acknowledgement, or an error as soon as the connection drops or time is up."""
+        every: asyncio.Future[list[PubAck | BaseException]] = asyncio.gather(
+            *acks, return_exceptions=True
+        )
+        lost = asyncio.ensure_future(self._lost.wait())
+        waits: list[asyncio.Future[Any]] = [every, lost]
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=self.ack_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            lost.cancel()
+        if every not in done:
+            every.cancel()  # cancels the acks still pending: the client forgets them
+            with contextlib.suppress(asyncio.CancelledError):
+                await every
+            if lost in done:
+                raise nats.errors.ConnectionClosedError
+            raise nats.errors.TimeoutError
+        return every.result()
+
+    async def close(self) -> None:
+        """Close the connection, if any (never raises)."""
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    def _require(self) -> JetStreamContext:
+        if self._js is None or not self.connected:
+            raise BrokerUnavailable(self._reason(nats.errors.ConnectionClosedError()))
+        return self._js
+
+    def _reason(self, error: BaseException) -> str:
+        # NoServersError hides why: the client's last error says it (refused, timed out).
+        if isinstance(error, nats.errors.NoServersError) and self._last_error is not None:
+            error = self._last_error
+        if isinstance(error, nats.errors.ConnectionClosedError) and self._lost.is_set():
+            return "connection lost"
+        text = str(error).removeprefix("nats: ")
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+    async def _on_error(self, error: Exception) -> None:
+        self._last_error = error
+        log.debug("relay: NATS client error: %r", error)
+
+    async def _on_disconnected(self) -> None:
+        self._lost.set()
