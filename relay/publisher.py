@@ -1,21 +1,22 @@
 """The JetStream side of the relay: one connection, one stream, batches acknowledged whole.
 
-Every message carries two headers that make the stream a gapless, ordered copy
-of the store:
+Every message carries headers that make the stream a gapless, ordered copy of
+the store:
 
 * ``Nats-Msg-Id`` = the event's position: JetStream drops a message whose id it
   has stored within the stream's duplicate window, so a batch published again
-  (after a lost acknowledgement or a crash before the relay's commit) is stored
-  once.
-* ``Nats-Expected-Last-Sequence`` = the stream sequence the message must follow:
-  if one message of a batch is refused, every later one is refused too, so the
-  stream never holds position n+1 without position n. That is what lets the relay
-  trust the stream's last message as "everything up to here is in" (see
-  ``Relay._reconcile``), also after the duplicate window has passed.
+  (after a lost acknowledgement, say) is stored once.
+* The first message of a batch expects the stream's last sequence to be the one
+  the relay knows (``Nats-Expected-Last-Sequence``), every later one expects the
+  previous position to be the stream's last message id
+  (``Nats-Expected-Last-Msg-Id``). If one message of a batch is refused, or
+  someone else's message got in between, every later one is refused too: the
+  stream never holds position n+1 without position n before it. That is what
+  lets the relay trust the stream's last message as "everything up to here is
+  in" (``Relay._reconcile``), also once the duplicate window has passed.
 
-JetStream checks the message id before the expected sequence: a duplicate is
-acknowledged as a duplicate whatever its expected sequence says (seen on
-nats-server 2.9).
+JetStream checks the message id before those expectations: a duplicate is
+acknowledged as a duplicate whatever its headers expect (seen on nats-server 2.9).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ log = logging.getLogger(__name__)
 
 EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 EXPECTED_LAST_SEQUENCE_HEADER = "Nats-Expected-Last-Sequence"
+EXPECTED_LAST_MSG_ID_HEADER = "Nats-Expected-Last-Msg-Id"
 
 # What the client raises when the broker is away, slow or refusing: all of it
 # means "not published, try again later".
-_BROKER_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+_BROKER_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 
 
 class BrokerUnavailable(Exception):
@@ -90,6 +92,8 @@ class JetStreamPublisher:
         self._js: JetStreamContext | None = None
         self._lost = asyncio.Event()
         self._last_error: BaseException | None = None
+        self._refused = asyncio.Event()
+        self._refusal: nats.js.errors.APIError | None = None
 
     @property
     def connected(self) -> bool:
@@ -182,13 +186,18 @@ class JetStreamPublisher:
         js = self._require()
         acks: list[asyncio.Future[PubAck]] = []
         try:
-            for offset, message in enumerate(messages):
+            self._refused = asyncio.Event()
+            previous: OutgoingMessage | None = None
+            for message in messages:
                 headers = {
                     MSG_ID_HEADER: str(message.position),
                     EXPECTED_STREAM_HEADER: self.stream.name,
                 }
-                if after_seq + offset:  # 0 would mean "no check", not "empty stream"
-                    headers[EXPECTED_LAST_SEQUENCE_HEADER] = str(after_seq + offset)
+                if previous is not None:
+                    headers[EXPECTED_LAST_MSG_ID_HEADER] = str(previous.position)
+                elif after_seq:  # 0 would mean "no check", not "empty stream"
+                    headers[EXPECTED_LAST_SEQUENCE_HEADER] = str(after_seq)
+                previous = message
                 acks.append(
                     await js.publish_async(
                         message.subject, message.body, wait_stall=self.ack_timeout, headers=headers
@@ -201,7 +210,7 @@ class JetStreamPublisher:
             raise BrokerUnavailable(self._reason(error)) from error
         for message, result in zip(messages, results, strict=True):
             if isinstance(result, BaseException):
-                raise BrokerUnavailable(f"position {message.position} refused: {result}")
+                raise BrokerUnavailable(f"position {message.position}: {self._reason(result)}")
         return max([after_seq, *(r.seq for r in results if isinstance(r, PubAck))])
 
     async def _all_acks(self, acks: list[asyncio.Future[PubAck]]) -> list[PubAck | BaseException]:
@@ -210,17 +219,21 @@ class JetStreamPublisher:
             *acks, return_exceptions=True
         )
         lost = asyncio.ensure_future(self._lost.wait())
-        waits: list[asyncio.Future[Any]] = [every, lost]
+        refused = asyncio.ensure_future(self._refused.wait())
+        waits: list[asyncio.Future[Any]] = [every, lost, refused]
         try:
             done, _ = await asyncio.wait(
                 waits, timeout=self.ack_timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             lost.cancel()
+            refused.cancel()
         if every not in done:
             every.cancel()  # cancels the acks still pending: the client forgets them
             with contextlib.suppress(asyncio.CancelledError):
                 await every
+            if refused in done and self._refusal is not None:
+                raise self._refusal
             if lost in done:
                 raise nats.errors.ConnectionClosedError
             raise nats.errors.TimeoutError
@@ -242,14 +255,23 @@ class JetStreamPublisher:
         # NoServersError hides why: the client's last error says it (refused, timed out).
         if isinstance(error, nats.errors.NoServersError) and self._last_error is not None:
             error = self._last_error
-        if isinstance(error, nats.errors.ConnectionClosedError) and self._lost.is_set():
+        if isinstance(error, nats.errors.ConnectionClosedError):
             return "connection lost"
+        if isinstance(error, nats.js.errors.APIError):
+            return f"JetStream refused: {error.description} (error {error.err_code})"
         text = str(error).removeprefix("nats: ")
         return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
     async def _on_error(self, error: Exception) -> None:
         self._last_error = error
         log.debug("relay: NATS client error: %r", error)
+        # nats-py 2.16 raises a refused publish's error inside its ack handler
+        # (APIError.from_error raises instead of returning), so the ack's future
+        # never completes and the error lands here: fail the batch now, with the
+        # first refusal (the later ones follow from it).
+        if isinstance(error, nats.js.errors.APIError) and not self._refused.is_set():
+            self._refusal = error
+            self._refused.set()
 
     async def _on_disconnected(self) -> None:
         self._lost.set()

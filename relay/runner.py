@@ -130,7 +130,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._delay = FIRST_RETRY_SECONDS
         self._troubled = False
-        self._standing_by = False
+        self._told_of_another = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish everything visible, then follow new events, until ``stop`` is set.
@@ -183,14 +183,13 @@ class Relay:
         async with self.pool.acquire() as connection, connection.transaction():
             committed = await claim(connection, self.settings.position_name)
             if committed is None:
-                if not self._standing_by:
+                if not self._told_of_another:
                     log.info(
-                        "relay: another relay is publishing %s; taking turns",
+                        "relay: another relay is publishing %s too; taking turns, batch by batch",
                         self.settings.position_name,
                     )
-                    self._standing_by = True
+                    self._told_of_another = True
                 return 0
-            self._standing_by = False
             known = self._in_stream
             if known is None or known.position != committed:
                 # Just connected, after a failure, or another relay moved on: look again.
