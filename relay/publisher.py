@@ -17,6 +17,13 @@ the store:
 
 JetStream checks the message id before those expectations: a duplicate is
 acknowledged as a duplicate whatever its headers expect (seen on nats-server 2.9).
+
+The batch is published with plain core publishes, each with a reply subject on
+this connection's own inbox, rather than with nats-py's ``publish_async``: in
+nats-py 2.16 that one yields to the event loop for every message (one socket
+write each, about 4,500 events/s here against 23,000 this way), and the future
+of a refused message never completes (its ack handler raises the error instead
+of setting it), so a refusal would only show as a timeout.
 """
 
 from __future__ import annotations
@@ -25,15 +32,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import PubAck, StorageType, StreamConfig
+from nats.js.api import StorageType, StreamConfig
 
 from relay.messages import MSG_ID_HEADER, OutgoingMessage
 
@@ -73,6 +80,48 @@ class StreamTail(msgspec.Struct, frozen=True):
     hash: str | None = None
 
 
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _Ack(msgspec.Struct):
+    """JetStream's answer to a publish: ``{"stream", "seq", "duplicate"}`` or ``{"error"}``."""
+
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_Ack).decode
+
+
+class _Batch:
+    """The acks of the batch in flight."""
+
+    def __init__(self, number: int, positions: list[int]) -> None:
+        self.number = number
+        self.positions = positions
+        self.seqs: list[int] = [0] * len(positions)
+        self.missing = len(positions)
+        self.refusal: str | None = None
+        self.done = asyncio.Event()
+
+    def acked(self, index: int, seq: int) -> None:
+        if not self.seqs[index]:
+            self.seqs[index] = seq
+            self.missing -= 1
+            if not self.missing:
+                self.done.set()
+
+    def refuse(self, why: str) -> None:
+        # The first refusal is the one that matters: the later ones follow from it.
+        if self.refusal is None:
+            self.refusal = why
+            self.done.set()
+
+
 class JetStreamPublisher:
     """Publishes batches to one stream and reports only when every message is acknowledged."""
 
@@ -92,8 +141,9 @@ class JetStreamPublisher:
         self._js: JetStreamContext | None = None
         self._lost = asyncio.Event()
         self._last_error: BaseException | None = None
-        self._refused = asyncio.Event()
-        self._refusal: nats.js.errors.APIError | None = None
+        self._inbox = ""
+        self._batches = 0
+        self._batch: _Batch | None = None
 
     @property
     def connected(self) -> bool:
@@ -118,6 +168,8 @@ class JetStreamPublisher:
                 disconnected_cb=self._on_disconnected,
                 closed_cb=self._on_disconnected,
             )
+            self._inbox = self._nc.new_inbox()
+            await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_ack)
             self._js = self._nc.jetstream(timeout=self.ack_timeout)
             await self._ensure_stream(self._js)
         except _BROKER_ERRORS as error:
@@ -155,7 +207,7 @@ class JetStreamPublisher:
 
     async def tail(self) -> StreamTail:
         """The stream's last sequence and the position and hash of its last message."""
-        js = self._require()
+        js = self._manager()
         try:
             info = await js.stream_info(self.stream.name)
             last_seq = info.state.last_seq
@@ -183,61 +235,77 @@ class JetStreamPublisher:
         ``BrokerUnavailable`` otherwise (some of the batch may be stored: publish it
         again after re-reading the tail).
         """
-        js = self._require()
-        acks: list[asyncio.Future[PubAck]] = []
+        nc = self._require()
+        if not messages:
+            return after_seq
+        self._batches += 1
+        batch = _Batch(self._batches, [m.position for m in messages])
+        self._batch = batch
         try:
-            self._refused = asyncio.Event()
-            previous: OutgoingMessage | None = None
-            for message in messages:
+            # Every message goes out before the first ack is awaited: one write to the
+            # socket for the batch, the acks come back on this connection's inbox.
+            for index, message in enumerate(messages):
                 headers = {
                     MSG_ID_HEADER: str(message.position),
                     EXPECTED_STREAM_HEADER: self.stream.name,
                 }
-                if previous is not None:
-                    headers[EXPECTED_LAST_MSG_ID_HEADER] = str(previous.position)
+                if index:
+                    headers[EXPECTED_LAST_MSG_ID_HEADER] = str(messages[index - 1].position)
                 elif after_seq:  # 0 would mean "no check", not "empty stream"
                     headers[EXPECTED_LAST_SEQUENCE_HEADER] = str(after_seq)
-                previous = message
-                acks.append(
-                    await js.publish_async(
-                        message.subject, message.body, wait_stall=self.ack_timeout, headers=headers
-                    )
+                await nc.publish(
+                    message.subject,
+                    message.body,
+                    reply=f"{self._inbox}.{batch.number}.{index}",
+                    headers=headers,
                 )
-            results = await self._all_acks(acks)
+            await self._acknowledged(batch)
         except _BROKER_ERRORS as error:
-            for ack in acks:
-                ack.cancel()
             raise BrokerUnavailable(self._reason(error)) from error
-        for message, result in zip(messages, results, strict=True):
-            if isinstance(result, BaseException):
-                raise BrokerUnavailable(f"position {message.position}: {self._reason(result)}")
-        return max([after_seq, *(r.seq for r in results if isinstance(r, PubAck))])
+        finally:
+            self._batch = None
+        if batch.refusal is not None:
+            raise BrokerUnavailable(batch.refusal)
+        return max([after_seq, *batch.seqs])
 
-    async def _all_acks(self, acks: list[asyncio.Future[PubAck]]) -> list[PubAck | BaseException]:
-        """Every acknowledgement, or an error as soon as the connection drops or time is up."""
-        every: asyncio.Future[list[PubAck | BaseException]] = asyncio.gather(
-            *acks, return_exceptions=True
-        )
+    async def _acknowledged(self, batch: _Batch) -> None:
+        """Until every ack or a refusal is in; raises when the connection drops or time is up."""
+        done = asyncio.ensure_future(batch.done.wait())
         lost = asyncio.ensure_future(self._lost.wait())
-        refused = asyncio.ensure_future(self._refused.wait())
-        waits: list[asyncio.Future[Any]] = [every, lost, refused]
         try:
-            done, _ = await asyncio.wait(
-                waits, timeout=self.ack_timeout, return_when=asyncio.FIRST_COMPLETED
+            finished, _ = await asyncio.wait(
+                [done, lost], timeout=self.ack_timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
+            done.cancel()
             lost.cancel()
-            refused.cancel()
-        if every not in done:
-            every.cancel()  # cancels the acks still pending: the client forgets them
-            with contextlib.suppress(asyncio.CancelledError):
-                await every
-            if refused in done and self._refusal is not None:
-                raise self._refusal
-            if lost in done:
-                raise nats.errors.ConnectionClosedError
-            raise nats.errors.TimeoutError
-        return every.result()
+        if done in finished:
+            return
+        if lost in finished:
+            raise nats.errors.ConnectionClosedError
+        raise nats.errors.TimeoutError
+
+    async def _on_ack(self, msg: Msg) -> None:
+        batch = self._batch
+        _, number, index = msg.subject.rsplit(".", 2)
+        if batch is None or number != str(batch.number):
+            return  # an ack of a batch given up already
+        position = batch.positions[int(index)]
+        if (msg.headers or {}).get("Status") == "503":
+            batch.refuse(f"no stream takes position {position}'s subject (no responders)")
+            return
+        try:
+            ack = _decode_ack(msg.data)
+        except msgspec.DecodeError:
+            batch.refuse(f"unreadable ack for position {position}: {msg.data[:200]!r}")
+            return
+        if ack.error is not None:
+            batch.refuse(
+                f"JetStream refused position {position}: {ack.error.description} "
+                f"(error {ack.error.err_code})"
+            )
+            return
+        batch.acked(int(index), ack.seq)
 
     async def close(self) -> None:
         """Close the connection, if any (never raises)."""
@@ -246,7 +314,12 @@ class JetStreamPublisher:
             with contextlib.suppress(Exception):
                 await nc.close()
 
-    def _require(self) -> JetStreamContext:
+    def _require(self) -> Client:
+        if self._nc is None or not self.connected:
+            raise BrokerUnavailable(self._reason(nats.errors.ConnectionClosedError()))
+        return self._nc
+
+    def _manager(self) -> JetStreamContext:
         if self._js is None or not self.connected:
             raise BrokerUnavailable(self._reason(nats.errors.ConnectionClosedError()))
         return self._js
@@ -265,13 +338,6 @@ class JetStreamPublisher:
     async def _on_error(self, error: Exception) -> None:
         self._last_error = error
         log.debug("relay: NATS client error: %r", error)
-        # nats-py 2.16 raises a refused publish's error inside its ack handler
-        # (APIError.from_error raises instead of returning), so the ack's future
-        # never completes and the error lands here: fail the batch now, with the
-        # first refusal (the later ones follow from it).
-        if isinstance(error, nats.js.errors.APIError) and not self._refused.is_set():
-            self._refusal = error
-            self._refused.set()
 
     async def _on_disconnected(self) -> None:
         self._lost.set()

@@ -125,7 +125,7 @@ class Relay:
             settings.url, settings.stream, ack_timeout=settings.ack_timeout
         )
         self.position = 0
-        """The last position committed by this relay (for logs and tests)."""
+        """The committed position, as this relay last saw it (for logs and tests)."""
         self._in_stream: _InStream | None = None
         self._wake = asyncio.Event()
         self._delay = FIRST_RETRY_SECONDS
@@ -190,6 +190,7 @@ class Relay:
                     )
                     self._told_of_another = True
                 return 0
+            self.position = committed
             known = self._in_stream
             if known is None or known.position != committed:
                 # Just connected, after a failure, or another relay moved on: look again.
@@ -210,7 +211,7 @@ class Relay:
                 await commit(connection, self.settings.position_name, in_stream.position)
         # Committed: only now is the position the stream's and the database's alike.
         self._in_stream = in_stream
-        if in_stream.position != self.position:
+        if events:
             log.debug("relay: published up to position %d", in_stream.position)
         self.position = in_stream.position
         return len(events)
