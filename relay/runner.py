@@ -126,6 +126,8 @@ class Relay:
         )
         self.position = 0
         """The committed position, as this relay last saw it (for logs and tests)."""
+        self.published = 0
+        """Events this relay published and committed (another relay may do its share)."""
         self._in_stream: _InStream | None = None
         self._wake = asyncio.Event()
         self._delay = FIRST_RETRY_SECONDS
@@ -212,6 +214,7 @@ class Relay:
         # Committed: only now is the position the stream's and the database's alike.
         self._in_stream = in_stream
         if events:
+            self.published += len(events)
             log.debug("relay: published up to position %d", in_stream.position)
         self.position = in_stream.position
         return len(events)

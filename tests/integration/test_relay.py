@@ -420,3 +420,36 @@ async def test_the_relay_refuses_a_stream_that_holds_another_ledgers_events(
     with pytest.raises(RelayRefused, match="another ledger"):
         await asyncio.wait_for(relay.run(asyncio.Event()), WAIT_SECONDS)
     assert await committed_position(isolated_db) == 0
+
+
+async def test_two_relays_on_one_database_take_turns_without_duplicates(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    stop = asyncio.Event()
+    relays = [
+        Relay(
+            isolated_db.store,
+            isolated_db.pool,
+            isolated_db.url,
+            relay_settings(url=nats_server.url, batch_size=50),
+        )
+        for _ in range(2)
+    ]
+    async with running(asyncio.gather(*(relay.run(stop) for relay in relays))) as both:
+        await writer.append(20, writers=2, pause=0.01)
+        head = max(writer.positions)
+
+        async def caught_up() -> bool:
+            return (await stream_state(nats_server))[1] == head
+
+        await eventually(caught_up, f"the relays publishing up to {head}")
+        stop.set()
+        await both
+
+    assert await committed_position(isolated_db) == head
+    events = await every_event(isolated_db.store)
+    # Each batch was published by one of them only, not left to JetStream to drop.
+    assert sum(relay.published for relay in relays) == len(events)
+    assert_each_event_once_in_order(await read_stream(nats_server), events)
