@@ -42,3 +42,11 @@ async def commit(connection: Connection, name: str, position: int) -> None:
         name,
         position,
     )
+
+
+async def read_position(pool: asyncpg.Pool, name: str) -> int:
+    """The committed position, read without taking a turn (for the relay's first log lines)."""
+    position = await pool.fetchval(
+        "SELECT position FROM projection_positions WHERE name = $1", name
+    )
+    return 0 if position is None else int(position)

@@ -152,7 +152,12 @@ class JetStreamPublisher:
     async def connect(self) -> None:
         """Connect and make sure the stream exists; ``BrokerUnavailable`` if that fails."""
         await self.close()
-        self._lost = asyncio.Event()
+        # This connection's own flag: a late callback of the one before cannot set it.
+        lost = self._lost = asyncio.Event()
+
+        async def on_disconnected() -> None:
+            lost.set()
+
         self._last_error = None
         try:
             # The relay reconnects by itself, with its own backoff and log lines, so the
@@ -165,8 +170,8 @@ class JetStreamPublisher:
                 reconnect_time_wait=0,
                 connect_timeout=max(1, round(self.connect_timeout)),
                 error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                closed_cb=self._on_disconnected,
+                disconnected_cb=on_disconnected,
+                closed_cb=on_disconnected,
             )
             self._inbox = self._nc.new_inbox()
             await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_ack)
@@ -338,6 +343,3 @@ class JetStreamPublisher:
     async def _on_error(self, error: Exception) -> None:
         self._last_error = error
         log.debug("relay: NATS client error: %r", error)
-
-    async def _on_disconnected(self) -> None:
-        self._lost.set()

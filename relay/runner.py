@@ -23,7 +23,7 @@ import msgspec
 from ledger.store.event_store import EventStore
 from ledger.store.wakeups import listen, wait_for_either
 from relay.messages import outgoing
-from relay.positions import Connection, claim, commit
+from relay.positions import Connection, claim, commit, read_position
 from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings, StreamTail
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,11 @@ class Relay:
             who="relay",
             poll_seconds=POLL_SECONDS,
         )
+        with contextlib.suppress(*_DATABASE_ERRORS):
+            self.position = await read_position(self.pool, self.settings.position_name)
         log.info(
-            "relay started: publishing to %s, stream %s, subjects %s",
+            "relay started at position %d: publishing to %s, stream %s, subjects %s",
+            self.position,
             self.settings.url,
             self.settings.stream.name,
             self.settings.stream.subjects,
@@ -249,8 +252,9 @@ class Relay:
         ):
             raise RelayRefused(
                 f"stream {name} ends with position {tail.position}, which is not this ledger's "
-                "event at that position: it holds another ledger's events. Publish to another "
-                "stream (--stream) or delete that one."
+                "event at that position: it holds another ledger's events (or the database was "
+                "restored from a backup older than the stream). Publish to another stream "
+                "(--stream), or delete that one to publish the whole history again."
             )
         if tail.position > committed:
             log.info(
