@@ -36,10 +36,6 @@ class OutgoingMessage(msgspec.Struct, frozen=True):
     subject: str
     body: bytes
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {MSG_ID_HEADER: str(self.position)}
-
 
 _encode = msgspec.json.Encoder().encode
 _decode_body = msgspec.json.Decoder(RelayedEvent).decode
