@@ -39,7 +39,7 @@ browser: ## install Debian's chromium for the browser test, if missing (never fa
 	fi
 
 lint: $(VENV)/.dev-installed ## ruff and mypy
-	$(BIN)/ruff check ledger api projections audit stripe_standin tests bench
+	$(BIN)/ruff check ledger api projections audit stripe_standin relay tests bench
 	$(BIN)/mypy
 
 bench: $(VENV)/.dev-installed ## benchmarks, each with a baseline measured in the same run (about 6 min)

@@ -158,6 +158,58 @@ def project(batch_size: int, dispatch: bool) -> None:
     _run_with_services(_settings(), run)
 
 
+@main.command("relay")
+@click.option(
+    "--to",
+    "url",
+    envvar="LEDGER_RELAY_URL",
+    default="nats://127.0.0.1:4222",
+    show_default=True,
+    help="The NATS server (or set LEDGER_RELAY_URL).",
+)
+@click.option("--subject-prefix", default="ledger.events", show_default=True)
+@click.option("--stream", default="LEDGER_EVENTS", show_default=True, help="Created if missing.")
+@click.option(
+    "--duplicate-window",
+    type=click.FloatRange(min=1),
+    default=120,
+    show_default=True,
+    help="Seconds, for a stream it creates.",
+)
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
+def relay_command(
+    url: str, subject_prefix: str, stream: str, duplicate_window: float, batch_size: int
+) -> None:
+    """Publish every stored event, in commit order, to NATS JetStream until stopped (Ctrl-C).
+
+    Each event goes to PREFIX.<Type> once; see docs/relay.md.
+    """
+    import signal
+
+    # Asked to stop while still starting: nothing published yet, so a clean exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    from relay.runner import RelayRefused, relay_settings, run_until_stopped
+
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        chosen = relay_settings(
+            url=url,
+            subject_prefix=subject_prefix,
+            stream=stream,
+            duplicate_window_seconds=duplicate_window,
+            batch_size=batch_size,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        _run_with_services(
+            _settings(), lambda s: run_until_stopped(s.store, s.pool, s.database_url, chosen)
+        )
+    except RelayRefused as error:
+        raise click.ClickException(str(error)) from None
+
+
 @main.command("reset-month")
 @click.option("--period", help="The period YYYY-MM (default: the current month, UTC).")
 def reset_month(period: str | None) -> None:

@@ -1,0 +1,316 @@
+"""The relay loop: read a batch in commit order, publish it, wait for every ack, commit.
+
+The position moves only after JetStream has acknowledged the whole batch, in
+the transaction that holds the relay's turn (``relay.positions``). A relay
+killed after the acks and before its commit finds, on restart, that the
+stream's last message is further on than its position: the stream is a gapless
+prefix of the store (``relay.publisher``), so it moves on from there instead of
+publishing again. Anything published twice anyway (say by a relay whose last
+ack was lost) carries the same ``Nats-Msg-Id`` and is dropped by JetStream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+
+import asyncpg
+import msgspec
+
+from ledger.store.event_store import EventStore
+from ledger.store.wakeups import listen, wait_for_either
+from relay.messages import outgoing
+from relay.positions import Connection, claim, commit, read_position
+from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings, StreamTail
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+POSITION_NAME = "relay:nats"
+BATCH_SIZE = 500
+# The store NOTIFYs this channel on every append (append_events(), migration 0009).
+NOTIFY_CHANNEL = "ledger_events"
+# Without a notification (or while an old transaction holds the watermark back)
+# the relay still looks this often.
+POLL_SECONDS = 0.5
+FIRST_RETRY_SECONDS = 0.5
+LAST_RETRY_SECONDS = 5.0
+
+# What asyncpg raises while PostgreSQL is away (see projections/runner.py).
+_DATABASE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+_SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class RelayRefused(Exception):
+    """The relay will not publish: its settings or the stream it found are wrong."""
+
+
+class RelaySettings(msgspec.Struct, frozen=True):
+    """Where to publish and how much at a time."""
+
+    url: str = DEFAULT_URL
+    stream: StreamSettings = StreamSettings()
+    batch_size: int = BATCH_SIZE
+    position_name: str = POSITION_NAME
+    ack_timeout: float = 10.0
+
+
+def relay_settings(
+    *,
+    url: str = DEFAULT_URL,
+    subject_prefix: str = "ledger.events",
+    stream: str = "LEDGER_EVENTS",
+    duplicate_window_seconds: float = 120.0,
+    batch_size: int = BATCH_SIZE,
+) -> RelaySettings:
+    """Checked settings; ``ValueError`` says what is wrong."""
+    if not re.match(r"^(nats|tls)://[^\s]+$", url):
+        raise ValueError(f"{url!r} is not a NATS URL (nats://host:port or tls://host:port)")
+    if not all(_SUBJECT_TOKEN.fullmatch(token) for token in subject_prefix.split(".")):
+        raise ValueError(
+            f"{subject_prefix!r} is not a subject prefix: dot-separated tokens of letters, "
+            "digits, '_' or '-' (no wildcards)"
+        )
+    if not _STREAM_NAME.fullmatch(stream):
+        raise ValueError(f"{stream!r} is not a stream name: letters, digits, '_' or '-'")
+    if duplicate_window_seconds <= 0:
+        raise ValueError("the duplicate window must be positive")
+    if batch_size < 1:
+        raise ValueError("the batch size must be at least 1")
+    return RelaySettings(
+        url=url,
+        stream=StreamSettings(
+            name=stream,
+            subject_prefix=subject_prefix,
+            duplicate_window_seconds=duplicate_window_seconds,
+        ),
+        batch_size=batch_size,
+    )
+
+
+class _InStream(msgspec.Struct, frozen=True):
+    """What this relay knows the stream holds: every position up to ``position``, ending
+    at sequence ``last_seq``."""
+
+    position: int
+    last_seq: int
+
+
+class Relay:
+    """Publishes the store's events to JetStream until stopped."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        pool: asyncpg.Pool,
+        database_url: str,
+        settings: RelaySettings,
+        publisher: JetStreamPublisher | None = None,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.database_url = database_url
+        self.settings = settings
+        self.publisher = publisher or JetStreamPublisher(
+            settings.url, settings.stream, ack_timeout=settings.ack_timeout
+        )
+        self.position = 0
+        """The committed position, as this relay last saw it (for logs and tests)."""
+        self.published = 0
+        """Events this relay published and committed (another relay may do its share)."""
+        self._in_stream: _InStream | None = None
+        self._wake = asyncio.Event()
+        self._delay = FIRST_RETRY_SECONDS
+        self._troubled = False
+        self._told_of_another = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish everything visible, then follow new events, until ``stop`` is set.
+
+        A batch in flight is finished (acknowledged and committed, or given up)
+        before it returns. ``RelayRefused`` when the stream is not this ledger's.
+        """
+        listener = await listen(
+            self.database_url,
+            NOTIFY_CHANNEL,
+            self._wake,
+            who="relay",
+            poll_seconds=POLL_SECONDS,
+        )
+        with contextlib.suppress(*_DATABASE_ERRORS):
+            self.position = await read_position(self.pool, self.settings.position_name)
+        log.info(
+            "relay started at position %d: publishing to %s, stream %s, subjects %s",
+            self.position,
+            self.settings.url,
+            self.settings.stream.name,
+            self.settings.stream.subjects,
+        )
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    sent = await self.step()
+                except BrokerUnavailable as error:
+                    # Start afresh: a new connection, the stream made sure of, its tail read.
+                    await self.publisher.close()
+                    await self._retry_later(f"NATS at {self.settings.url} unavailable", error, stop)
+                    continue
+                except _DATABASE_ERRORS as error:
+                    await self._retry_later("the event store is unavailable", error, stop)
+                    continue
+                self._recovered()
+                if not sent:
+                    await wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+            await self.publisher.close()
+            log.info("relay stopped at position %d", self.position)
+
+    async def step(self) -> int:
+        """Publish the next batch and commit its position; return how many events it held."""
+        if not self.publisher.connected:
+            self._in_stream = None
+            await self.publisher.connect()
+        in_stream: _InStream | None = None
+        async with self.pool.acquire() as connection, connection.transaction():
+            committed = await claim(connection, self.settings.position_name)
+            if committed is None:
+                if not self._told_of_another:
+                    log.info(
+                        "relay: another relay is publishing %s too; taking turns, batch by batch",
+                        self.settings.position_name,
+                    )
+                    self._told_of_another = True
+                return 0
+            self.position = committed
+            known = self._in_stream
+            if known is None or known.position != committed:
+                # Just connected, after a failure, or another relay moved on: look again.
+                self._in_stream = None
+                known = await self._reconcile(connection, committed)
+            events = await self.store.read_all(
+                after=known.position, limit=self.settings.batch_size, connection=connection
+            )
+            if events:
+                prefix = self.settings.stream.subject_prefix
+                last_seq = await self.publisher.publish(
+                    [outgoing(event, prefix) for event in events], after_seq=known.last_seq
+                )
+                in_stream = _InStream(events[-1].notification_id, last_seq)
+            else:
+                in_stream = known
+            if in_stream.position != committed:
+                await commit(connection, self.settings.position_name, in_stream.position)
+        # Committed: only now is the position the stream's and the database's alike.
+        self._in_stream = in_stream
+        if events:
+            self.published += len(events)
+            log.debug("relay: published up to position %d", in_stream.position)
+        self.position = in_stream.position
+        return len(events)
+
+    async def _reconcile(self, connection: Connection, committed: int) -> _InStream:
+        """Where to publish from, given what the stream holds and the committed position."""
+        name = self.settings.stream.name
+        tail: StreamTail = await self.publisher.tail()
+        if tail.position is None:
+            if tail.last_seq == 0:
+                if committed:
+                    log.warning(
+                        "relay: stream %s is new: publishing the whole history again "
+                        "(the relay had reached position %d elsewhere)",
+                        name,
+                        committed,
+                    )
+                return _InStream(0, 0)
+            log.warning(
+                "relay: stream %s holds no relayed event at its end (sequence %d); "
+                "publishing after position %d",
+                name,
+                tail.last_seq,
+                committed,
+            )
+            return _InStream(committed, tail.last_seq)
+        found = await self.store.read_all(after=tail.position - 1, limit=1, connection=connection)
+        if (
+            not found
+            or found[0].notification_id != tail.position
+            or found[0].hash.hex() != tail.hash
+        ):
+            raise RelayRefused(
+                f"stream {name} ends with position {tail.position}, which is not this ledger's "
+                "event at that position: it holds another ledger's events (or the database was "
+                "restored from a backup older than the stream). Publish to another stream "
+                "(--stream), or delete that one to publish the whole history again."
+            )
+        if tail.position > committed:
+            log.info(
+                "relay: stream %s already holds everything up to position %d (committed: %d); "
+                "going on from there",
+                name,
+                tail.position,
+                committed,
+            )
+            return _InStream(tail.position, tail.last_seq)
+        if tail.position < committed:
+            log.warning(
+                "relay: stream %s ends at position %d but the relay committed %d: the events "
+                "in between are not in it (stream purged or replaced?); publishing after %d",
+                name,
+                tail.position,
+                committed,
+                committed,
+            )
+        return _InStream(committed, tail.last_seq)
+
+    async def _retry_later(self, what: str, error: BaseException, stop: asyncio.Event) -> None:
+        self._in_stream = None
+        delay = self._delay
+        self._delay = min(self._delay * 2, LAST_RETRY_SECONDS)
+        self._troubled = True
+        log.warning(
+            "relay: %s (%s); holding at position %d, retrying in %.1fs",
+            what,
+            _describe(error),
+            self.position,
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    def _recovered(self) -> None:
+        self._delay = FIRST_RETRY_SECONDS
+        if self._troubled:
+            log.info("relay: recovered; publishing from position %d", self.position)
+            self._troubled = False
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, BrokerUnavailable):
+        return str(error)
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def run_until_stopped(
+    store: EventStore, pool: asyncpg.Pool, database_url: str, settings: RelaySettings
+) -> None:
+    """Run the relay until SIGINT or SIGTERM; the batch in flight is finished first."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await Relay(store, pool, database_url, settings).run(stop)

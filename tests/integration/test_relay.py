@@ -1,0 +1,455 @@
+"""``ledger relay`` against a real nats-server: every event once, in order, through kills and outages.
+
+Each test starts a nats-server of its own (a free port, a JetStream store in a
+temporary folder) and runs the relay as operators do, ``python -m api.cli relay``
+in a process of its own; a JetStream consumer then reads the stream back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import pytest
+from eventsourcing.persistence import StoredEvent
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ledger.store.event_store import EventStore, RecordedEvent
+from relay.messages import MSG_ID_HEADER, decode, outgoing
+from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings
+from relay.runner import Relay, RelayRefused, relay_settings
+from tests.conftest import IsolatedDatabase
+from tests.support.cli import ROOT
+from tests.support.nats_server import NatsServer, connected, nats_server_binary
+
+pytestmark = pytest.mark.slow
+
+STREAM = "LEDGER_EVENTS"
+PREFIX = "ledger.events"
+TOPICS = ("tests.relay:CreditsSpent", "tests.relay:CreditsPurchased", "tests.relay:MonthReset")
+WAIT_SECONDS = 120
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    binary = nats_server_binary()
+    if binary is None:
+        pytest.skip(
+            "no nats-server binary on PATH or in /usr/sbin (Debian: apt-get install "
+            "nats-server): the relay tests need a real NATS with JetStream"
+        )
+    server = NatsServer(binary, tmp_path / "nats")
+    server.folder.mkdir()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+class RelayProcess:
+    """``ledger relay`` as a process of its own; each start logs to a file of its own."""
+
+    def __init__(self, database_url: str, nats_url: str, folder: Path, *args: str) -> None:
+        self.command = [sys.executable, "-m", "api.cli", "relay", "--to", nats_url, *args]
+        self.env = {**os.environ, "DATABASE_URL": database_url}
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        log = self.folder / f"relay-{len(self.logs) + 1}.log"
+        self.logs.append(log)
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(  # noqa: S603
+                self.command,
+                env=self.env,
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    async def stop(self, seconds: float = 60) -> int:
+        """SIGTERM, as a supervisor stops it; its exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.process.wait, seconds)
+
+    def log_text(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')}"
+            for path in self.logs
+            if path.exists()
+        )
+
+
+@pytest.fixture
+def relay_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "relay"
+    folder.mkdir()
+    return folder
+
+
+@contextlib.contextmanager
+def relay_process(
+    database: IsolatedDatabase, nats_server: NatsServer, folder: Path, *args: str
+) -> Iterator[RelayProcess]:
+    relay = RelayProcess(database.url, nats_server.url, folder, *args)
+    try:
+        yield relay
+    finally:
+        if relay.running():
+            relay.kill()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, explain: Callable[[], str] = str
+) -> None:
+    """Wait until ``check()`` holds; fail with ``explain()`` after WAIT_SECONDS."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {WAIT_SECONDS} s\n{explain()}")
+        await asyncio.sleep(0.05)
+
+
+class Writer:
+    """Appends events from several tasks at once, so commits interleave; keeps their positions."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.positions: list[int] = []
+        self.rng = random.Random(1729)
+
+    async def append_chunk(self, streams: int = 10, versions: int = 10) -> None:
+        events = []
+        for _ in range(streams):
+            stream = uuid.uuid4()
+            for version in range(1, versions + 1):
+                body = msgspec.json.encode({"amount": self.rng.randint(1, 500), "n": version})
+                events.append(
+                    StoredEvent(
+                        originator_id=stream,
+                        originator_version=version,
+                        topic=self.rng.choice(TOPICS),
+                        state=body,
+                    )
+                )
+        self.positions.extend(await self.store.append(events))
+
+    async def append(self, chunks: int, *, writers: int = 4, pause: float = 0.0) -> None:
+        """``chunks`` appends of 100 events, ``writers`` at a time."""
+
+        async def one_writer(count: int) -> None:
+            for _ in range(count):
+                await self.append_chunk()
+                await asyncio.sleep(pause)
+
+        share = [chunks // writers + (i < chunks % writers) for i in range(writers)]
+        await asyncio.gather(*(one_writer(n) for n in share))
+
+    async def until(self, stop: asyncio.Event, *, pause: float) -> None:
+        while not stop.is_set():
+            await self.append_chunk(streams=2)
+            await asyncio.sleep(pause)
+
+
+@contextlib.asynccontextmanager
+async def running(work: Awaitable[None]) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.ensure_future(work)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def stream_state(nats_server: NatsServer) -> tuple[int, int]:
+    """(messages, last relayed position) of the stream; (0, 0) while it is missing or away."""
+    try:
+        async with connected(nats_server.url) as nc:
+            js = nc.jetstream()
+            info = await js.stream_info(STREAM)
+            if not info.state.messages:
+                return 0, 0
+            last = await js.get_msg(STREAM, info.state.last_seq)
+            return info.state.messages, int((last.headers or {})[MSG_ID_HEADER])
+    except (TimeoutError, nats.errors.Error, OSError):
+        return 0, 0
+
+
+async def read_stream(nats_server: NatsServer) -> list[tuple[str, dict[str, str], bytes]]:
+    """Every message of the stream as a consumer gets it: (subject, headers, body), in order."""
+    async with connected(nats_server.url) as nc:
+        js = nc.jetstream()
+        total = (await js.stream_info(STREAM)).state.messages
+        consumer = await js.pull_subscribe(
+            f"{PREFIX}.>",
+            stream=STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
+        )
+        found: list[tuple[str, dict[str, str], bytes]] = []
+        while len(found) < total:
+            batch = await consumer.fetch(batch=1000, timeout=10)
+            found.extend((m.subject, dict(m.headers or {}), m.data) for m in batch)
+        with contextlib.suppress(nats.errors.TimeoutError):
+            found.extend((m.subject, {}, m.data) for m in await consumer.fetch(1, timeout=0.5))
+        await consumer.unsubscribe()
+        return found
+
+
+async def committed_position(database: IsolatedDatabase) -> int:
+    value = await database.pool.fetchval(
+        "SELECT position FROM projection_positions WHERE name = 'relay:nats'"
+    )
+    return int(value or 0)
+
+
+async def every_event(store: EventStore) -> list[RecordedEvent]:
+    found: list[RecordedEvent] = []
+    while batch := await store.read_all(after=found[-1].notification_id if found else 0):
+        found.extend(batch)
+    return found
+
+
+def assert_each_event_once_in_order(
+    messages: list[tuple[str, dict[str, str], bytes]], events: list[RecordedEvent]
+) -> None:
+    """The stream is the store: same events, same order, nothing missing, nothing twice."""
+    positions = [int(headers[MSG_ID_HEADER]) for _, headers, _ in messages]
+    expected = [e.notification_id for e in events]
+    assert len(positions) == len(set(positions)), "a position was delivered twice"
+    assert sorted(set(expected) - set(positions))[:10] == [], "positions missing"
+    assert positions == expected
+    for (subject, _, body), event in zip(messages, events, strict=True):
+        relayed = decode(body)
+        assert relayed.position == event.notification_id
+        assert relayed.stream_id == event.originator_id
+        assert relayed.version == event.originator_version
+        assert relayed.type == event.topic.rsplit(":", 1)[1]
+        assert subject == f"{PREFIX}.{relayed.type}"
+        assert relayed.recorded_at == event.recorded_at
+        assert msgspec.json.decode(relayed.data) == msgspec.json.decode(event.state)
+        assert relayed.hash == event.hash.hex()
+
+
+async def test_every_event_reaches_the_stream_once_in_order_across_two_kills(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer, relay_folder: Path
+) -> None:
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    # Two kill points somewhere in the run, as a crash would pick them.
+    kill_points = sorted(random.Random(20261).sample(range(1_000, 9_000), 2))
+
+    with relay_process(isolated_db, nats_server, relay_folder, "--batch-size", "100") as relay:
+        relay.start()
+        async with running(writer.append(100, pause=0.02)) as appending:
+            for point in kill_points:
+
+                async def reached(point: int = point) -> bool:
+                    return (await stream_state(nats_server))[0] >= point
+
+                await eventually(reached, f"the stream reaching {point} messages", relay.log_text)
+                relay.kill()  # SIGKILL: no clean-up, maybe between the acks and the commit
+                relay.start()
+            await appending
+        assert len(writer.positions) == 10_000
+
+        head = max(writer.positions)
+
+        async def caught_up() -> bool:
+            return (await stream_state(nats_server))[1] == head and (
+                await committed_position(isolated_db)
+            ) == head
+
+        await eventually(caught_up, f"the relay publishing up to {head}", relay.log_text)
+        assert await relay.stop() == 0, relay.log_text()
+
+    events = await every_event(isolated_db.store)
+    assert sorted(writer.positions) == [e.notification_id for e in events]
+    assert_each_event_once_in_order(await read_stream(nats_server), events)
+
+
+async def test_a_broker_outage_holds_the_relay_back_and_loses_nothing(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer, relay_folder: Path
+) -> None:
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    done_writing = asyncio.Event()
+
+    with relay_process(isolated_db, nats_server, relay_folder) as relay:
+        relay.start()
+        async with running(writer.until(done_writing, pause=0.01)) as appending:
+
+            async def published_some() -> bool:
+                return (await stream_state(nats_server))[0] >= 500
+
+            await eventually(published_some, "the relay publishing", relay.log_text)
+
+            await nats_server.stop()
+            written_at_stop = len(writer.positions)
+
+            async def held_back() -> bool:
+                return (
+                    len(writer.positions) >= written_at_stop + 1_000
+                    and "NATS at" in relay.log_text()
+                    and "unavailable" in relay.log_text()
+                )
+
+            await eventually(held_back, "events appended during the outage", relay.log_text)
+            assert relay.running(), relay.log_text()
+
+            await nats_server.start()
+            written_at_start = len(writer.positions)
+
+            async def written_more() -> bool:
+                return len(writer.positions) >= written_at_start + 500
+
+            await eventually(written_more, "events appended after the outage")
+            done_writing.set()
+            await appending
+
+        head = max(writer.positions)
+
+        async def caught_up() -> bool:
+            return (await stream_state(nats_server))[1] == head and (
+                await committed_position(isolated_db)
+            ) == head
+
+        await eventually(caught_up, f"the relay publishing up to {head}", relay.log_text)
+        assert relay.running(), "the relay recovered by itself, without a restart"
+        assert "recovered" in relay.log_text()
+        assert await relay.stop() == 0, relay.log_text()
+
+    events = await every_event(isolated_db.store)
+    assert sorted(writer.positions) == [e.notification_id for e in events]
+    assert_each_event_once_in_order(await read_stream(nats_server), events)
+
+
+async def test_sigterm_stops_the_relay_after_the_batch_in_flight(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer, relay_folder: Path
+) -> None:
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    done_writing = asyncio.Event()
+
+    with relay_process(isolated_db, nats_server, relay_folder, "--batch-size", "50") as relay:
+        relay.start()
+        async with running(writer.until(done_writing, pause=0.005)):
+
+            async def publishing() -> bool:
+                return (await stream_state(nats_server))[0] >= 1_000
+
+            await eventually(publishing, "the relay publishing", relay.log_text)
+            assert await relay.stop() == 0, relay.log_text()
+            done_writing.set()
+
+    # What it published, it committed: a restart goes on from the stream's last event.
+    assert await committed_position(isolated_db) == (await stream_state(nats_server))[1]
+    assert "relay stopped at position" in relay.log_text()
+
+
+async def test_a_batch_published_again_is_stored_once_and_a_gap_is_refused(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    await writer.append_chunk(streams=3)
+    events = await every_event(isolated_db.store)
+    messages = [outgoing(e, PREFIX) for e in events]
+    publisher = JetStreamPublisher(nats_server.url, StreamSettings())
+    await publisher.connect()
+    try:
+        last_seq = await publisher.publish(messages, after_seq=0)
+        # As after a lost ack or a crash before the commit: the same batch once more.
+        assert await publisher.publish(messages, after_seq=0) == last_seq
+        assert (await stream_state(nats_server)) == (len(events), events[-1].notification_id)
+
+        # A batch that does not follow the stream's last message is refused whole.
+        await writer.append_chunk(streams=1)
+        more = [outgoing(e, PREFIX) for e in (await every_event(isolated_db.store))[len(events) :]]
+        with pytest.raises(BrokerUnavailable, match="wrong last sequence"):
+            await publisher.publish(more, after_seq=last_seq - 1)
+        assert (await stream_state(nats_server))[0] == len(events)
+    finally:
+        await publisher.close()
+    assert_each_event_once_in_order(await read_stream(nats_server), events)
+
+
+async def test_the_relay_refuses_a_stream_that_holds_another_ledgers_events(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    await nats_server.start()
+    await Writer(isolated_db.store).append_chunk(streams=1)
+    other = (await every_event(isolated_db.store))[3]
+    stranger = msgspec.json.encode({"position": other.notification_id, "hash": "00" * 32})
+    async with connected(nats_server.url) as nc:
+        js = nc.jetstream()
+        await js.add_stream(name=STREAM, subjects=[f"{PREFIX}.>"])
+        await js.publish(
+            f"{PREFIX}.CreditsSpent",
+            stranger,
+            headers={MSG_ID_HEADER: str(other.notification_id)},
+        )
+
+    relay = Relay(
+        isolated_db.store, isolated_db.pool, isolated_db.url, relay_settings(url=nats_server.url)
+    )
+    with pytest.raises(RelayRefused, match="another ledger"):
+        await asyncio.wait_for(relay.run(asyncio.Event()), WAIT_SECONDS)
+    assert await committed_position(isolated_db) == 0
+
+
+async def test_two_relays_on_one_database_take_turns_without_duplicates(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    stop = asyncio.Event()
+    relays = [
+        Relay(
+            isolated_db.store,
+            isolated_db.pool,
+            isolated_db.url,
+            relay_settings(url=nats_server.url, batch_size=50),
+        )
+        for _ in range(2)
+    ]
+    async with running(asyncio.gather(*(relay.run(stop) for relay in relays))) as both:
+        await writer.append(20, writers=2, pause=0.01)
+        head = max(writer.positions)
+
+        async def caught_up() -> bool:
+            return (await stream_state(nats_server))[1] == head
+
+        await eventually(caught_up, f"the relays publishing up to {head}")
+        stop.set()
+        await both
+
+    assert await committed_position(isolated_db) == head
+    events = await every_event(isolated_db.store)
+    # Each batch was published by one of them only, not left to JetStream to drop.
+    assert sum(relay.published for relay in relays) == len(events)
+    assert_each_event_once_in_order(await read_stream(nats_server), events)
