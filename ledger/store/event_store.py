@@ -169,29 +169,26 @@ class EventStore:
     async def wait_for_appends_before(self, moment: datetime, seconds: float = 2.0) -> None:
         """Return once no append that could be recorded at or before ``moment`` is still running.
 
-        An append takes its time under the ordering lock; taking that lock here
-        means every append that took its time before now has its transaction id,
-        so waiting for those transactions makes an as-of answer final. Raises
-        StoreBusy after ``seconds``.
+        An append takes its time and its transaction id under the ordering lock. With
+        that lock held here, a transaction id taken now is newer than every append
+        that took its time before now; once the oldest running transaction is no
+        older than it, all those appends have ended, and an as-of answer is final.
+        (A snapshot's list of running transactions would not do: it leaves out the
+        newest ones.) Raises StoreBusy after ``seconds``.
         """
         async with self.pool.acquire() as connection:
             await connection.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
             try:
-                running = await connection.fetchval(
-                    "SELECT coalesce(array_agg(x), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x"
-                )
+                newer_than_all = await connection.fetchval("SELECT pg_current_xact_id()")
             finally:
                 await connection.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
             deadline = time.monotonic() + seconds
-            while running:
+            while await connection.fetchval(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) < $1::xid8", newer_than_all
+            ):
                 if time.monotonic() > deadline:
                     raise StoreBusy("appends recorded before that moment are still committing")
                 await asyncio.sleep(0.002)
-                running = await connection.fetchval(
-                    """SELECT coalesce(array_agg(x), '{}') FROM unnest($1::xid8[]) x
-                       WHERE pg_xact_status(x) = 'in progress'""",
-                    running,
-                )
 
     async def first_events(self, originator_ids: Iterable[UUID]) -> list[RecordedEvent]:
         """The first event of each of these streams (what created it)."""

@@ -146,6 +146,41 @@ async def test_capture_and_release_are_idempotent_and_settle_a_hold_once(
     assert (await credits(http, writer_headers, account_id))["balance"] == 700
 
 
+async def test_a_settled_hold_under_another_idempotency_key_is_409(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    account_id = await open_account(http, writer_headers, 1000)
+    captured = (await place(http, writer_headers, account_id, 300)).json()["hold_id"]
+    released = (await place(http, writer_headers, account_id, 300)).json()["hold_id"]
+    base = f"/v1/accounts/{account_id}/holds"
+
+    def keyed(key: str) -> dict[str, str]:
+        return {**writer_headers, "Idempotency-Key": key}
+
+    capture = await http.post(
+        f"{base}/{captured}/capture", json={"amount": 200}, headers=keyed("a")
+    )
+    repeat = await http.post(f"{base}/{captured}/capture", json={"amount": 200}, headers=keyed("a"))
+    other_key = await http.post(
+        f"{base}/{captured}/capture", json={"amount": 200}, headers=keyed("b")
+    )
+    no_key = await http.post(
+        f"{base}/{captured}/capture", json={"amount": 200}, headers=writer_headers
+    )
+    release = await http.post(f"{base}/{released}/release", headers=keyed("c"))
+    release_repeat = await http.post(f"{base}/{released}/release", headers=keyed("c"))
+    release_other_key = await http.post(f"{base}/{released}/release", headers=keyed("d"))
+
+    assert (capture.status_code, repeat.status_code) == (200, 200)
+    assert repeat.json() == capture.json()
+    assert (other_key.status_code, no_key.status_code) == (409, 409)
+    assert other_key.json() == {"message": f"The hold {captured} was already captured."}
+    assert (release.status_code, release_repeat.status_code) == (200, 200)
+    assert release_repeat.json() == release.json()
+    assert release_other_key.status_code == 409
+    assert (await credits(http, writer_headers, account_id))["balance"] == 800
+
+
 async def test_capturing_more_than_held_is_422_and_bad_bodies_are_422(
     http: httpx.AsyncClient, writer_headers: dict[str, str]
 ) -> None:
