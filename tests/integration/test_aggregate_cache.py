@@ -1,0 +1,71 @@
+"""The aggregate cache is safe by construction: decisions run on copies, and mutable state is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.commands import PlaceHold, SpendCredits
+from ledger.domain.errors import InsufficientCredits
+from ledger.domain.holds import OpenHold
+from ledger.domain.ids import account_stream_id
+from ledger.service import Ledger
+from ledger.store.repository import MutableState, copy_of
+from tests.conftest import unique
+from tests.support.ledger import open_account
+
+
+def cached_state(ledger: Ledger, account_id: str) -> dict[str, object]:
+    cached = ledger.repository._cache[account_stream_id(account_id)]
+    return {k: v for k, v in vars(cached).items() if k != "_pending_events"}
+
+
+async def test_a_refused_decision_leaves_the_cached_account_as_it_was(ledger: Ledger) -> None:
+    account_id = unique("acct")
+    await open_account(ledger, account_id, 100)
+    await ledger.execute(
+        PlaceHold(
+            account_id=account_id,
+            amount=30,
+            expires_in_seconds=600,
+            reason="job",
+            idempotency_key=unique("k"),
+        )
+    )
+    before = cached_state(ledger, account_id)
+
+    with pytest.raises(InsufficientCredits):
+        await ledger.execute(
+            SpendCredits(account_id=account_id, amount=500, reason="x", idempotency_key=unique("k"))
+        )
+
+    assert cached_state(ledger, account_id) == before
+    assert not ledger.repository._cache[account_stream_id(account_id)].pending_events
+
+
+async def test_changing_a_loaded_account_in_place_never_reaches_the_cache(ledger: Ledger) -> None:
+    account_id = unique("acct")
+    await open_account(ledger, account_id, 100)
+    await ledger.account(account_id)  # cached
+    loaded = await ledger.account(account_id)
+
+    loaded.holds["forged"] = OpenHold(
+        amount=99,
+        from_allowance=99,
+        from_topup=0,
+        period="x",
+        expires_at="2999-01-01T00:00:00+00:00",
+    )
+    loaded.topup_balance = 10**9
+
+    again = await ledger.account(account_id)
+    assert "forged" not in again.holds
+    assert again.topup_balance == 0
+
+
+async def test_an_aggregate_holding_a_mutable_value_is_refused(ledger: Ledger) -> None:
+    account_id = unique("acct")
+    account = await open_account(ledger, account_id, 100)
+    account.__dict__["notes"] = ["a list: a decision could change it in place"]
+
+    with pytest.raises(MutableState, match="notes holds a list"):
+        copy_of(account)
