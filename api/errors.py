@@ -180,6 +180,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     # A pooled connection the server cut off in the middle of an operation can fail its
     # next use this way ("cannot switch to state ..."); seen while PostgreSQL restarted.
     asyncpg.InternalClientError: _database_unavailable,
+    # The server is out of connections or memory, or one of the service's timeouts ended
+    # a wait (lock_timeout, statement_timeout): nothing was committed, a retry may pass.
+    asyncpg.InsufficientResourcesError: _database_unavailable,
+    asyncpg.LockNotAvailableError: _database_unavailable,
+    asyncpg.QueryCanceledError: _database_unavailable,
     ConnectionError: _database_unavailable,
     HTTPException: _http,
     Exception: _unexpected,
