@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ _SAMPLE = re.compile(
     r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\})? '
     r"(?P<value>-?[0-9.e+-]+|\+Inf|NaN)$"
 )
+METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations-metrics.md"
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
 
 
@@ -165,3 +168,16 @@ async def test_metrics_show_each_views_lag_in_events_and_seconds(
             head - position, 0
         )
         assert samples[f'ledger_projection_lag_seconds{{view="{view}"}}'] >= 0
+
+
+async def test_the_page_has_exactly_the_metrics_the_operations_doc_lists(
+    http: httpx.AsyncClient,
+) -> None:
+    doc = await asyncio.to_thread(METRICS_DOC.read_text)
+    listed = dict(re.findall(r"^\| `(ledger_[a-z_]+)` \| (counter|gauge|histogram) \|", doc, re.M))
+
+    page = (await http.get("/metrics")).text
+    declared = dict(re.findall(r"^# TYPE (\S+) (\S+)$", page, re.M))
+
+    assert declared == listed
+    assert not any(line.split("{")[0].endswith("_created") for line in page.splitlines())
