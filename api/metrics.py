@@ -20,6 +20,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -205,12 +206,12 @@ class MetricsAccess(msgspec.Struct, frozen=True):
     port: int | None = None
     token: str | None = None
 
-    def on_metrics_port(self, connection: ASGIConnection) -> bool:  # type: ignore[type-arg]
+    def on_metrics_port(self, connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
         """Whether the request came in on the metrics port (False when there is none)."""
         server = connection.scope.get("server")
         return self.port is not None and server is not None and server[1] == self.port
 
-    def may_read(self, connection: ASGIConnection, token: str | None) -> bool:  # type: ignore[type-arg]
+    def may_read(self, connection: ASGIConnection[Any, Any, Any, Any], token: str | None) -> bool:
         """Whether this request may read the page (its own port, and the token if one is set)."""
         if self.port is not None and not self.on_metrics_port(connection):
             return False
