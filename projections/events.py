@@ -12,11 +12,21 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import TopicError
 
 from ledger.store.event_store import RecordedEvent
 from ledger.store.mapper import MsgspecMapper
 
 _decode = MsgspecMapper().to_domain_event
+
+
+class Unrecognised(msgspec.Struct, frozen=True):
+    """An event whose topic names no class of this code (another program's, say): views skip it.
+
+    As they always have; ``ledger audit verify`` reports it as unreadable.
+    """
+
+    topic: str
 
 
 class ProjectedEvent(msgspec.Struct, frozen=True):
@@ -25,17 +35,21 @@ class ProjectedEvent(msgspec.Struct, frozen=True):
     position: int
     stream_id: UUID
     version: int
-    event: Aggregate.Event
+    event: Aggregate.Event | Unrecognised
     """The event itself, e.g. ``CreditsSpent``; old topics decode to the same classes."""
     recorded_at: datetime
 
 
 def projected(recorded: RecordedEvent) -> ProjectedEvent:
     """Decode a stored event into its declared class, with its place in the store."""
+    try:
+        event = _decode(recorded)
+    except TopicError:
+        event = Unrecognised(recorded.topic)
     return ProjectedEvent(
         position=recorded.notification_id,
         stream_id=recorded.originator_id,
         version=recorded.originator_version,
-        event=_decode(recorded),
+        event=event,
         recorded_at=recorded.recorded_at,
     )

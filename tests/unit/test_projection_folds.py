@@ -29,7 +29,7 @@ from ledger.store.event_store import RecordedEvent
 from ledger.store.mapper import MsgspecMapper
 from projections import balances, holds, purchases
 from projections.balance_changes import Buckets, change_of
-from projections.events import projected
+from projections.events import Unrecognised, projected
 from tests.support.typed_events import made, projected_in_order
 
 EVENT_CLASSES = sorted(
@@ -83,6 +83,15 @@ def test_every_event_reads_back_as_itself_under_each_of_its_topics(cls: type) ->
         assert read.event == event
         assert vars(read.event) == vars(event)  # the same fields, in the same order
         assert (read.stream_id, read.version) == (event.originator_id, 3)
+
+
+def test_an_event_of_a_class_nobody_declared_is_skipped_by_every_view() -> None:
+    stream = uuid.uuid4()
+    foreign = projected(recorded(StoredEvent(stream, 1, "elsewhere:Happened", b"{}")))
+
+    assert foreign.event == Unrecognised("elsewhere:Happened")
+    for fold in (balances.fold, purchases.fold, holds.fold):
+        assert fold(None, foreign) is None
 
 
 def test_a_field_of_the_wrong_type_is_refused_as_before() -> None:
