@@ -6,6 +6,9 @@ three cannot disagree about what an event means.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import msgspec
 
 from ledger.domain.events import (
@@ -88,14 +91,17 @@ def change_of(event: object, before: Buckets) -> Change | None:
 
 def held_change(event: object) -> int:
     """How an account event moves the credits reserved by open holds."""
-    match event:
-        case HoldPlaced():
-            return event.amount
-        case HoldCaptured():
-            return -event.captured - event.released
-        case HoldReleased() | HoldExpired():
-            return -event.released
-    return 0
+    held = _HELD.get(type(event))
+    return held(event) if held is not None else 0
+
+
+_HELD: dict[type, Callable[[Any], int]] = {
+    HoldPlaced: lambda placed: placed.amount,
+    HoldCaptured: lambda captured: -captured.captured - captured.released,
+    HoldReleased: lambda released: -released.released,
+    HoldExpired: lambda expired: -expired.released,
+}
+"""What each hold event does to the held credits (a dict: most events are not holds')."""
 
 
 def apply_change(before: Buckets, change: Change) -> Buckets:

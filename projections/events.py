@@ -29,8 +29,12 @@ class Unrecognised(msgspec.Struct, frozen=True):
     topic: str
 
 
-class ProjectedEvent(msgspec.Struct, frozen=True):
-    """One stored event, decoded for the views."""
+class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
+    """One stored event, decoded for the views.
+
+    Not tracked by the garbage collector (``gc=False``): it refers to its event and
+    nothing refers back, and a rebuild makes millions of them.
+    """
 
     position: int
     stream_id: UUID

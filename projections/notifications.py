@@ -23,7 +23,7 @@ unique key then makes the rebuild send nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -40,7 +40,7 @@ from ledger.domain.events import (
     LowBalanceThresholdSet,
     MonthlyAllowanceReset,
 )
-from ledger.notifications import DELIVERIES_CHANNEL
+from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, change_of, held_change
 from projections.events import ProjectedEvent
@@ -163,12 +163,15 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
 
 
 def fold(
-    state: NotifierState | None, projected: ProjectedEvent
+    state: NotifierState | None,
+    projected: ProjectedEvent,
+    wanted: Container[str] = EVENT_TYPES,
 ) -> tuple[NotifierState | None, list[Notification]]:
-    """The account's state after one event and the notifications the event makes.
+    """The account's state after one event and the notifications of ``wanted`` types it makes.
 
     ``state`` is changed in place (and returned); None while the stream is not
-    an account's.
+    an account's. The alerts arm and fire the same whatever is wanted: only the
+    notifications nobody subscribed to are not built.
     """
     event = projected.event
     if isinstance(event, AccountOpened):
@@ -195,6 +198,8 @@ def fold(
 
     def notify(kind: str, details: dict[str, Any] | None = None) -> None:
         # Built only for the few events that notify: most fold without a dict or a clock.
+        if kind not in wanted:
+            return
         balances = state.balances()
         notifications.append(
             Notification(
@@ -256,9 +261,10 @@ class NotificationsProjection:
                    WHERE disabled_at IS NULL"""
             )
         ]
+        wanted = frozenset().union(*(s.event_types for s in subscribers))
         deliveries: list[tuple[str, str, str, str, int, str]] = []
         for event in events:
-            state, notifications = fold(states.get(event.stream_id), event)
+            state, notifications = fold(states.get(event.stream_id), event, wanted)
             states[event.stream_id] = state
             if state is None:
                 continue

@@ -81,7 +81,7 @@ def _fast_decoder(cls: type) -> FastDecode | None:
             spec.append((field.name, hints[field.name]))
     spec.append(("class_version", int, 1))
     decode: Callable[[bytes], Any] = msgspec.json.Decoder(
-        msgspec.defstruct(f"{cls.__name__}State", spec, kw_only=True), strict=False
+        msgspec.defstruct(f"{cls.__name__}State", spec, kw_only=True, gc=False), strict=False
     ).decode
     current = getattr(cls, "class_version", 1)
     asdict = msgspec.structs.asdict
