@@ -51,9 +51,9 @@ def projected(recorded: RecordedEvent) -> ProjectedEvent:
     except TopicError:
         event = Unrecognised(recorded.topic)
     return ProjectedEvent(
-        position=recorded.notification_id,
-        stream_id=recorded.originator_id,
-        version=recorded.originator_version,
-        event=event,
-        recorded_at=recorded.recorded_at,
+        recorded.notification_id,
+        recorded.originator_id,
+        recorded.originator_version,
+        event,
+        recorded.recorded_at,
     )

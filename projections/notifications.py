@@ -212,15 +212,18 @@ def fold(
 
     if own := _own_notification(event):
         notify(*own)
-    if state.is_low and state.low_armed:
-        state.low_armed = False
-        notify("credits.low_balance")
-    elif not state.is_low:
+    available = state.available
+    if available < state.effective_threshold:  # low
+        if state.low_armed:
+            state.low_armed = False
+            notify("credits.low_balance")
+    else:
         state.low_armed = True
-    if state.is_depleted and state.depleted_armed:
-        state.depleted_armed = False
-        notify("credits.depleted")
-    elif not state.is_depleted:
+    if available <= 0:  # depleted
+        if state.depleted_armed:
+            state.depleted_armed = False
+            notify("credits.depleted")
+    else:
         state.depleted_armed = True
     return state, notifications
 

@@ -102,6 +102,13 @@ def _fast_decoder(cls: type) -> FastDecode | None:
     return decode_event
 
 
+@cache
+def _decoding(topic: str) -> tuple[type, FastDecode | None]:
+    """The class a topic names and its fast decoder: one lookup per event."""
+    cls = _class_of(topic)
+    return cls, _fast_decoder(cls)
+
+
 def event_type_name(topic: str) -> str:
     """What auditors see as an event's type: its class name, e.g. ``CreditsSpent``."""
     return topic.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
@@ -131,8 +138,8 @@ class MsgspecMapper(Mapper[Any]):
 
     def to_domain_event(self, stored_event: StoredEvent | RecordedEvent) -> Any:
         """Decode one stored event, upcasting older shapes to the current class."""
-        cls = _class_of(stored_event.topic)
-        if (fast := _fast_decoder(cls)) is not None:
+        cls, fast = _decoding(stored_event.topic)
+        if fast is not None:
             try:
                 event = fast(
                     stored_event.state, stored_event.originator_id, stored_event.originator_version
