@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from audit.verify import Report, verify
 from ledger.bootstrap import build_ledger
 from ledger.domain.account import CreditAccount
@@ -13,6 +15,7 @@ from ledger.domain.events import PaymentRefunded
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.payment_events import DisputeEvent, RefundEvent
 from ledger.service import Ledger
+from ledger.store.migrate import available_migrations
 from ledger.store.repository import SNAPSHOT_EVERY
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
@@ -63,6 +66,9 @@ async def refunds_and_disputes(db: IsolatedDatabase) -> Ledger:
     await dispute(books, "pi_lost", "dp_lost", "needs_response", 400)
     await dispute(books, "pi_lost", "dp_lost", "lost", 400)
     await refund(books, "pi_lost", 400)
+    # A chargeback still open holds its credits back.
+    await pay(books, "cs_open", "acct_carol", 500, "pi_open")
+    await dispute(books, "pi_open", "dp_open", "needs_response", 500)
     await catch_up(db.store, all_projections())
     return books
 
@@ -87,9 +93,10 @@ async def test_refunds_and_disputes_in_any_order_verify_clean_and_show_in_purcha
         "cs_early": ("paid", 250, 0),
         "cs_won": ("paid", 0, 0),
         "cs_lost": ("refunded", 400, 0),
+        "cs_open": ("paid", 0, 500),
     }
     # Payment intents have streams of their own, and no rows in any account's views.
-    assert report.streams == report.accounts + report.checkout_sessions + 3
+    assert report.streams == report.accounts + report.checkout_sessions + 4
     assert await isolated_db.pool.fetchval("SELECT count(*) FROM balances") == 1
     await books.uow.committer.stop()
 
@@ -171,6 +178,28 @@ async def test_a_rewritten_refund_is_found_even_with_its_hashes_recomputed(
         "session cs_early: its refunds and disputes took back 50 credits (50 refunded, "
         "0 disputed), its facts 250 (250 refunded, 0 disputed)",
     ]
+
+
+async def test_the_migration_fills_what_disputes_hold_for_purchases_projected_before_it(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = await refunds_and_disputes(isolated_db)
+    await books.uow.committer.stop()
+    await isolated_db.pool.execute("UPDATE purchases SET credits_reversed = 0")  # as before 0013
+    [(_, _, sql)] = [m for m in available_migrations() if m[0] == 13]
+
+    before = await verify(isolated_db.pool)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(sql)
+    finally:
+        await admin.close()
+    after = await verify(isolated_db.pool)
+
+    [finding] = before.findings
+    assert finding.kind == "purchases-view"
+    assert "session cs_open: credits_reversed is 0 in the view, 500 replayed" in finding.detail
+    assert after.findings == []
 
 
 async def long_account(books: Ledger, account_id: str, events: int) -> CreditAccount:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import subprocess
+import sys
 import typing
 import uuid
 from datetime import UTC, datetime
@@ -279,3 +281,19 @@ def test_the_purchase_row_follows_the_session_whatever_the_order(
             session.credits_clawed_back,
             session.credits_reversed,
         )
+
+
+def test_the_projections_know_the_events_and_not_the_aggregates() -> None:
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, projections.runner, projections.rebuild, projections.queries; "
+            "print(*sorted(m for m in sys.modules if m.startswith('ledger.domain.')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert loaded.stdout.split() == ["ledger.domain.events"]
