@@ -43,10 +43,11 @@ import asyncpg
 import psutil
 
 from bench import generate, history, profile_summary, replay, service
-from bench.append_rate import bench_database, postgres_server
+from bench.postgres import bench_database, postgres_server
+from ledger.domain.events import CreditsSpent, topics_of
 from ledger.store.migrate import set_up
 
-SPEND_TOPIC = "ledger.domain.account:CreditAccount.CreditsSpent"
+SPEND_TOPICS = topics_of(CreditsSpent)
 BENCH_ACCOUNT = "acct_bench_{:04d}"
 SHORT_ACCOUNT = "acct_short_{:03d}"
 SHORT_ACCOUNTS = 100
@@ -311,10 +312,10 @@ async def wait_for_projector(pool: asyncpg.Pool, limit: float = 600.0) -> float:
 async def spends_between(pool: asyncpg.Pool, after: int, until: int) -> list[tuple[int, datetime]]:
     rows = await pool.fetch(
         """SELECT notification_id, recorded_at FROM stored_events
-           WHERE notification_id > $1 AND notification_id <= $2 AND topic = $3""",
+           WHERE notification_id > $1 AND notification_id <= $2 AND topic = ANY($3::text[])""",
         after,
         until,
-        SPEND_TOPIC,
+        SPEND_TOPICS,
     )
     return [(row[0], row[1]) for row in rows]
 
