@@ -78,6 +78,7 @@ _RAW_READ = """SELECT originator_id, originator_version, topic, state, notificat
     hash
     FROM stored_events WHERE notification_id > $1 ORDER BY notification_id LIMIT $2"""
 
+
 @dataclass
 class Stream:
     """One client's stream: its id and the next version to append."""
