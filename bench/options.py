@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--quick", action="store_true", help="small and short: a smoke run")
     add("--events", type=int, help="events to replay (default 1,000,000; quick 100,000)")
     add("--history", type=int, help="events of the long account (default 100,000; quick 10,000)")
-    add("--seconds", type=int, help="measured seconds per round and load (default 5; quick 3)")
+    add("--seconds", type=int, help="measured seconds per round and load (default 4; quick 3)")
     add("--rounds", type=int, help="interleaved rounds per load (default 2; quick 1)")
     add("--connections", type=int, default=64, help="HTTP clients (default 64)")
     add("--accounts", type=int, default=1000, help="accounts spent on (default 1,000)")
@@ -59,10 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--append-clients", type=client_counts, default=[1, 8, 32],
         help="append_rate's client counts (default 1,8,32)")  # fmt: skip
     add("--full-rebuild", action="store_true",
-        help="time `ledger projections rebuild` to the end instead of at most 30 s (quick 10 s)")  # fmt: skip
+        help="time `ledger projections rebuild` to the end instead of for at most 15 s (quick 10 s)")  # fmt: skip
     add("--profile", type=Path, help="record py-spy profiles of the API process here and split"
         " the CPU budget by stage (one extra load per kind of request)")  # fmt: skip
-    add("--profile-seconds", type=int, help="seconds per profiled load (default 5; quick 3)")
+    add("--profile-seconds", type=int, help="seconds per profiled load (default 4; quick 3)")
     add("--postgres", type=_configurations, default=list(CONFIGURATIONS),
         help="comma-separated configurations: embedded (Unix socket), tcp (127.0.0.1:5432, when"
         " one answers); default both")  # fmt: skip
@@ -81,15 +81,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
         history=args.history or (10_000 if quick else 100_000),
         accounts=args.accounts,
         connections=args.connections,
-        seconds=args.seconds or (3 if quick else 5),
+        seconds=args.seconds or (3 if quick else 4),
         rounds=args.rounds or (1 if quick else 2),
-        warmup=1 if quick else 2,
+        warmup=1,
         latency_requests=100 if quick else 300,
-        rebuild_seconds=None if args.full_rebuild else (10.0 if quick else 30.0),
+        rebuild_seconds=None if args.full_rebuild else (10.0 if quick else 15.0),
         append_seconds=args.append_seconds or (1.0 if quick else 2.0),
         append_clients=args.append_clients,
         profile=args.profile,
-        profile_seconds=args.profile_seconds or (3 if quick else 5),
+        profile_seconds=args.profile_seconds or (3 if quick else 4),
         configurations=["given"] if database_url else args.postgres,
         database_url=database_url,
     )

@@ -107,7 +107,7 @@ def configuration(key: str, database_url: str | None = None) -> Iterator[Configu
     elif key == "tcp":
         if asyncio.run(answers(TCP_URL)):
             yield Configuration(
-                "tcp", TCP_URL, "the machine's PostgreSQL server, postgres@127.0.0.1:5432 over TCP"
+                "tcp", TCP_URL, "the machine's PostgreSQL server, postgres@127.0.0.1:5432"
             )
         else:
             progress(f"no PostgreSQL answers at {TCP_URL}: the TCP configuration is skipped")

@@ -190,7 +190,8 @@ def main_table(runs: list[Results], options: Options) -> list[str]:
 
 
 BUDGETED = ((SPEND, "spend"), (WEBHOOK, "webhook"), (CREDITS, "`GET /v1/credits`"),
-            (INSERT, "bare INSERT"), (HELLO, "bare JSON"))  # fmt: skip
+            (INSERT, "bare INSERT, uvicorn"), (INSERT_GRANIAN, "bare INSERT, granian"),
+            (HELLO, "bare JSON, uvicorn"), (HELLO_GRANIAN, "bare JSON, granian"))  # fmt: skip
 
 
 def budgets(r: Results) -> list[Budget]:
@@ -220,7 +221,7 @@ def budget_table(r: Results) -> list[str]:
             f"| {stage} | " + " | ".join("—" if c is None else f"{c:,.0f}" for c in cells) + " |"
         )
     lines += [
-        "| **total: API process CPU ÷ requests** | "
+        "| **total: serving process CPU ÷ requests** | "
         + " | ".join(f"**{b.us_per_request:,.0f}**" for b in found) + " |",
         "| target | " + " | ".join("—" if b.target_us is None else f"≤ {b.target_us:,.0f}" for b in found) + " |",
         "| met | " + " | ".join("—" if b.met is None else ("yes" if b.met else "**no**") for b in found) + " |",
