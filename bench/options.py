@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="time `ledger projections rebuild` to the end instead of for at most 15 s (quick 10 s)")  # fmt: skip
     add("--profile", type=Path, help="record py-spy profiles of the API process here and split"
         " the CPU budget by stage (one extra load per kind of request)")  # fmt: skip
-    add("--profile-seconds", type=int, help="seconds per profiled load (default 4; quick 3)")
+    add("--profile-seconds", type=int, help="seconds per profiled load (default 3)")
     add("--postgres", type=_configurations, default=list(CONFIGURATIONS),
         help="comma-separated configurations: embedded (Unix socket), tcp (127.0.0.1:5432, when"
         " one answers); default both")  # fmt: skip
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         append_seconds=args.append_seconds or (1.0 if quick else 2.0),
         append_clients=args.append_clients,
         profile=args.profile,
-        profile_seconds=args.profile_seconds or (3 if quick else 4),
+        profile_seconds=args.profile_seconds or 3,
         configurations=["given"] if database_url else args.postgres,
         database_url=database_url,
     )

@@ -82,8 +82,8 @@ def data_note(r: Results, options: Options) -> str:
         f" sessions); views rebuilt in one pass: {', '.join(rebuild.detail['views'])}"
         f"; `ledger audit verify` took {verify.detail['wall_seconds']:.1f} s as a command."
         f" Service database: {LONG_ACCOUNT} ({options.history:,} events) appended in"
-        f" {r.history_seconds:.1f} s; the projector caught up with it"
-        f" {r.catchup_seconds:.1f} s after `ledger serve` was started."
+        f" {r.history_seconds:.1f} s (while the accounts were opened over HTTP); the"
+        f" projector caught up with all of it {r.catchup_seconds:.1f} s after the last write."
         f" Non-2xx answers or socket errors: {failures}; webhook deliveries reused:"
         f" {r.phase(WEBHOOK).result['wraps']}."
     )
