@@ -11,8 +11,9 @@ Then, with wrk at 64 connections (``bench.load``), after warm-ups:
   and memory sampled meanwhile);
 * webhook deliveries (new paid sessions), as long as all the spend rounds;
 * rounds of: bare JSON on uvicorn, bare JSON on granian, ``GET /v1/credits``;
-* with ``--profile``: one more load each of spends, webhooks, credits, bare INSERT and
-  bare JSON with py-spy on the serving process (never a measured load).
+* with ``--profile`` (on the first configuration, or each with ``--profile-each``): one
+  more load each of spends, webhooks, credits, bare INSERT and bare JSON with py-spy on
+  the serving process (never a measured load).
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ async def scenarios(run: Run) -> None:
     await spend_rounds(run)
     await webhooks(run)
     await credit_rounds(run)
-    if run.options.profile is not None:
+    if run.results.profiled:
+        assert run.options.profile is not None
         await profiles(run, run.options.profile / run.results.configuration.key)
 
 
@@ -163,31 +165,23 @@ async def set_up(run: Run) -> None:
 
 
 async def set_up_accounts(run: Run) -> None:
-    """Tokens through the CLI, accounts through the API."""
+    """Tokens through the CLI (the credits ones while the accounts are being opened),
+    accounts through the API."""
     started = time.perf_counter()
-
-    def step(name: str) -> None:
-        nonlocal started
-        run.results.setup_seconds[name] = time.perf_counter() - started
-        started = time.perf_counter()
-
     run.token = await service.create_token(run.url, run.data_dir, "ledger:write")
     accounts = [BENCH_ACCOUNT.format(n) for n in range(run.options.accounts)]
+    credit_tokens = asyncio.gather(
+        *(
+            service.create_token(run.url, run.data_dir, "credits", account_id=accounts[n])
+            for n in range(CREDITS_TOKENS)
+        )
+    )
     await service.open_accounts(run.ledger.url, run.token, accounts, allowance=1_000_000_000)
     shorts = [SHORT_ACCOUNT.format(n) for n in range(SHORT_ACCOUNTS)]
     await service.open_accounts(run.ledger.url, run.token, shorts, allowance=1_000_000)
-    step("accounts opened")
     await service.spend_each(run.ledger.url, run.token, shorts, 9)  # 10 events each
-    step("10-event accounts")
-    run.credit_tokens = list(
-        await asyncio.gather(
-            *(
-                service.create_token(run.url, run.data_dir, "credits", account_id=accounts[n])
-                for n in range(CREDITS_TOKENS)
-            )
-        )
-    )
-    step("tokens")
+    run.credit_tokens = list(await credit_tokens)
+    run.results.setup_seconds["accounts and tokens"] = time.perf_counter() - started
 
 
 async def spend_latency(run: Run) -> None:

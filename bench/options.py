@@ -26,6 +26,9 @@ class Options:
     append_clients: list[int]
     profile: Path | None
     profile_seconds: int
+    profile_each: bool
+    """Profile on every configuration, not only the first (the stage split depends on the
+    API process, hardly on the database)."""
     configurations: list[str]
     """``embedded`` and/or ``tcp``, or ``given`` (``--database-url``)."""
     database_url: str | None = None
@@ -59,10 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--append-clients", type=client_counts, default=[1, 8, 32],
         help="append_rate's client counts (default 1,8,32)")  # fmt: skip
     add("--full-rebuild", action="store_true",
-        help="time `ledger projections rebuild` to the end instead of for at most 15 s (quick 10 s)")  # fmt: skip
+        help="time `ledger projections rebuild` to the end instead of for at most 10 s")  # fmt: skip
     add("--profile", type=Path, help="record py-spy profiles of the API process here and split"
         " the CPU budget by stage (one extra load per kind of request)")  # fmt: skip
     add("--profile-seconds", type=int, help="seconds per profiled load (default 3)")
+    add("--profile-each", action="store_true",
+        help="profile on every PostgreSQL configuration (default: the first only)")  # fmt: skip
     add("--postgres", type=_configurations, default=list(CONFIGURATIONS),
         help="comma-separated configurations: embedded (Unix socket), tcp (127.0.0.1:5432, when"
         " one answers); default both")  # fmt: skip
@@ -85,11 +90,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         rounds=args.rounds or (1 if quick else 2),
         warmup=1,
         latency_requests=100 if quick else 300,
-        rebuild_seconds=None if args.full_rebuild else (10.0 if quick else 15.0),
+        rebuild_seconds=None if args.full_rebuild else 10.0,
         append_seconds=args.append_seconds or (1.0 if quick else 2.0),
         append_clients=args.append_clients,
         profile=args.profile,
         profile_seconds=args.profile_seconds or 3,
+        profile_each=args.profile_each,
         configurations=["given"] if database_url else args.postgres,
         database_url=database_url,
     )

@@ -115,6 +115,8 @@ def report(runs: list[Results], options: Options, skipped: list[str]) -> str:
         lines += [f"### CPU budget on {r.configuration.label}", "", *budget_table(r), ""]
         if r.profiles:
             lines += [unnamed_note(r), ""]
+        elif options.profile is not None:
+            lines += ["Stages: profiled on the first configuration only (`--profile-each`).", ""]
     if not any(r.profiles for r in runs):
         lines.append("(Stages: run with `--profile DIR` to split the totals with py-spy.)")
     return "\n".join(lines).rstrip() + "\n"

@@ -45,6 +45,8 @@ class Results:
     rss_peak: int = 0
     rss_after: int = 0
     setup_seconds: dict[str, float] = field(default_factory=dict)
+    profiled: bool = False
+    """Whether this configuration's run records py-spy profiles."""
     profiles: dict[str, Path] = field(default_factory=dict)
     """py-spy raw profiles by load name (``--profile``)."""
     load_average: str = ""

@@ -9,7 +9,7 @@ databases ``ledger_bench_<random>`` of its own, dropped at the end:
    ``ledger audit verify``;
 2. ``bench.http_phase``: ``ledger serve`` against the bare baseline app on uvicorn +
    uvloop + httptools and on granian, under wrk, interleaved; with ``--profile``, py-spy
-   profiles for the CPU budget's stages.
+   profiles for the CPU budget's stages (on the first configuration; ``--profile-each``).
 
 Then one report (``bench.report``): a table with every row for every configuration,
 the notes, the append detail and the CPU budget per request. ``--quick`` shrinks
@@ -35,9 +35,11 @@ from bench.report import report
 from bench.results import Results
 
 
-async def benchmark(options: Options, configuration: postgres.Configuration) -> Results:
+async def benchmark(
+    options: Options, configuration: postgres.Configuration, profiled: bool
+) -> Results:
     """Every measurement on one PostgreSQL configuration."""
-    results = Results(configuration, load_average=machine.load_average())
+    results = Results(configuration, load_average=machine.load_average(), profiled=profiled)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ledger-bench-run-") as folder:
         data_dir, logs = Path(folder) / "data", Path(folder)
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
                 skipped.append(f"{key}: no PostgreSQL answered at {postgres.TCP_URL}.")
                 continue
             print(f"== PostgreSQL: {configuration.source}", file=sys.stderr, flush=True)
-            runs.append(asyncio.run(benchmark(options, configuration)))
+            profiled = options.profile is not None and (options.profile_each or not runs)
+            runs.append(asyncio.run(benchmark(options, configuration, profiled)))
     if not runs:
         raise SystemExit("no PostgreSQL configuration could be measured")
     print(report(runs, options, skipped), flush=True)

@@ -290,7 +290,7 @@ async def create_token(
 
 
 async def open_accounts(
-    url: str, token: str, account_ids: Iterable[str], *, allowance: int, concurrency: int = 48
+    url: str, token: str, account_ids: Iterable[str], *, allowance: int, concurrency: int = 16
 ) -> int:
     """Open each account through ``POST /v1/accounts``; an existing one is left as it is."""
     queue = list(account_ids)
@@ -315,7 +315,7 @@ async def open_accounts(
 
 
 async def spend_each(
-    url: str, token: str, account_ids: Iterable[str], times: int, *, concurrency: int = 50
+    url: str, token: str, account_ids: Iterable[str], times: int, *, concurrency: int = 16
 ) -> None:
     """Spend 1 credit ``times`` times on each account (one account's spends in order)."""
     queue = list(account_ids)
