@@ -165,18 +165,18 @@ async def set_up(run: Run) -> None:
 
 
 async def set_up_accounts(run: Run) -> None:
-    """Tokens through the CLI (the credits ones while the accounts are being opened),
+    """Tokens through the CLI (the credits ones while the ten-event accounts are made),
     accounts through the API."""
     started = time.perf_counter()
     run.token = await service.create_token(run.url, run.data_dir, "ledger:write")
     accounts = [BENCH_ACCOUNT.format(n) for n in range(run.options.accounts)]
+    await service.open_accounts(run.ledger.url, run.token, accounts, allowance=1_000_000_000)
     credit_tokens = asyncio.gather(
         *(
             service.create_token(run.url, run.data_dir, "credits", account_id=accounts[n])
             for n in range(CREDITS_TOKENS)
         )
     )
-    await service.open_accounts(run.ledger.url, run.token, accounts, allowance=1_000_000_000)
     shorts = [SHORT_ACCOUNT.format(n) for n in range(SHORT_ACCOUNTS)]
     await service.open_accounts(run.ledger.url, run.token, shorts, allowance=1_000_000)
     await service.spend_each(run.ledger.url, run.token, shorts, 9)  # 10 events each
