@@ -120,7 +120,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             log.info("ledger API ready on %s", settings.public_url)
             yield
 
-    async def provide_services(request: Request[Any, Any, Any]) -> Services:
+    def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
     metrics_access = MetricsAccess(port=settings.metrics_port, token=settings.metrics_token)
@@ -137,7 +137,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             *checkout_pages.ROUTES,
         ],
         dependencies={
-            "services": Provide(provide_services),
+            "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,
