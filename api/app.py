@@ -51,7 +51,7 @@ async def open_services(
         database_url = await service_url(given_url, settings.database_admin_url)
         pool = await create_pool(database_url)
         stack.push_async_callback(pool.close)
-        log.info("event store: %s", describe(database_url))
+        log.debug("event store: %s", describe(database_url))
         gateway = StripeGateway(
             settings.stripe_secret_key or "sk_test_standin",
             api_base=stripe_api_base or settings.stripe_api_base,
@@ -99,7 +99,6 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
                 from api.development import ensure_demo_account
 
                 await ensure_demo_account(services, settings)
-            log.info("ledger API ready on %s", settings.public_url)
             yield
 
     async def provide_services(request: Request[Any, Any, Any]) -> Services:

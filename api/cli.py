@@ -79,32 +79,64 @@ def main(verbose: bool) -> None:
     help="Also run the projector, in a process of its own, to keep the views current.",
 )
 def serve(projector: bool) -> None:
-    """Serve the API on 127.0.0.1:$PORT (what `make run` starts)."""
+    """Serve the API on $HOST:$PORT (what `make run` starts)."""
     import signal
 
-    import uvicorn
+    from api.startup import PortUnavailable, claim_ports, serve_on
+
+    logging.getLogger().setLevel(logging.INFO)
+    settings = _settings()
+    try:
+        listening = claim_ports(settings)
+    except PortUnavailable as error:
+        for line in str(error).splitlines():
+            click.echo(f"Error: {line}", err=True)
+        sys.exit(1)
 
     from api.app import create_app
     from api.supervision import SupervisedProcess
 
-    logging.getLogger().setLevel(logging.INFO)
-    settings = _settings()
     app = create_app(settings, development_extras=not settings.production)
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
-    child = SupervisedProcess([sys.executable, "-m", "api.cli", "project"], "the projector")
-    if projector:
-        child.start()
-    # On SIGTERM uvicorn finishes the requests in flight, runs the app's shutdown (the
-    # pool closes), then raises SIGTERM again; the default handler would kill this
-    # process there, before the projector below is told to stop (it was left running).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    child = SupervisedProcess(
+        [sys.executable, "-m", "api.cli", "project", "--supervised"], "the projector"
+    )
+
+    def ready(url: str) -> None:
+        from api.database import describe
+
+        services = app.state.services
+        logging.getLogger("ledger").info(
+            "ledger API ready on %s (event store %s)", url, describe(services.database_url)
+        )
+        if projector:
+            # Started once the API is up: it finds the database set up, and (with no
+            # DATABASE_URL) the embedded server this process started.
+            child.start(env=_child_env(settings, services.admin_url))
+
+    # On SIGTERM (or Ctrl-C) uvicorn finishes the requests in flight, runs the app's
+    # shutdown (the pool closes), then raises the signal again; the default handlers
+    # would end this process there, before the projector below is told to stop.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+        serve_on(app, listening, ready)
     finally:
         # It commits what it has applied, drains what is visible, exits 0.
-        if projector and child.stop() != 0:
-            sys.exit(1)
+        code = child.stop() if projector else 0
+        logging.getLogger("ledger").info("stopped")
+    if code != 0:
+        sys.exit(1)
+
+
+def _child_env(settings: Settings, resolved_url: str | None) -> dict[str, str] | None:
+    """The projector's environment: DATABASE_URL as this process resolved it."""
+    if settings.database_url or settings.database_admin_url or not resolved_url:
+        return None
+    import os
+
+    return {**os.environ, "DATABASE_URL": resolved_url}
 
 
 @main.command()
@@ -121,7 +153,9 @@ def serve(projector: bool) -> None:
     show_default=True,
     help="Also send the webhook notifications that are due (see docs/notifications.md).",
 )
-def project(batch_size: int, dispatch: bool) -> None:
+# Started by `ledger serve`: its start-up lines (the event store, stopping) are the server's.
+@click.option("--supervised", is_flag=True, hidden=True)
+def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     """Run the projector alone: keep the read views up to date until stopped (Ctrl-C).
 
     It also sends webhook notifications, unless --no-dispatch.
@@ -143,6 +177,10 @@ def project(batch_size: int, dispatch: bool) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if not supervised:
+            from api.database import describe
+
+            logging.getLogger("ledger").info("event store: %s", describe(services.database_url))
         projector = Projector(services.store, services.database_url, batch_size=batch_size)
         work = [projector.run(stop)]
         if dispatch:
@@ -156,6 +194,8 @@ def project(batch_size: int, dispatch: bool) -> None:
             logging.getLogger("projections.runner").warning("projector stopped behind: %s", error)
 
     _run_with_services(_settings(), run)
+    if not supervised:
+        logging.getLogger("ledger").info("stopped")
 
 
 @main.command("relay")
