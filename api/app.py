@@ -20,6 +20,7 @@ from api.hold_expiry import HoldExpirySweeper
 from api.log_context import request_ids
 from api.metrics import RequestCounter
 from api.openapi import conform, openapi_config
+from api.reconcile import PeriodicReconciler
 from api.routes import (
     auditors,
     checkout_pages,
@@ -95,6 +96,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             sweeper = HoldExpirySweeper(services.views, services.ledger)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
+            if reconciler := PeriodicReconciler.from_env(services):  # LEDGER_RECONCILE_SECONDS
+                reconciler.start()
+                stack.push_async_callback(reconciler.stop)
             if development_extras:
                 from api.development import ensure_demo_account
 

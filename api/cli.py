@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from api.settings import Settings, SettingsError
+from api.cli_support import plural, progress, run_with_services, settings_from_env
+from api.settings import Settings
+from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -19,11 +20,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
+_settings = settings_from_env
+_run_with_services = run_with_services
 
 
 # Libraries whose INFO lines are per-request or per-step noise in the service's log.
@@ -36,29 +34,6 @@ def _configure_logging(verbose: bool) -> None:
     configure_logging(logging.INFO if verbose else logging.WARNING)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _progress(total: int, unit: str, *, disable: bool = False) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit=f" {unit}",
-        unit_scale=True,
-        dynamic_ncols=True,
-        file=sys.stderr,
-        disable=disable,
-    )
-
-
-def _run_with_services(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
-    from api.app import open_services
-
-    async def run() -> T:
-        async with open_services(settings) as services:
-            return await work(services)
-
-    return asyncio.run(run())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,8 +69,13 @@ def serve(projector: bool) -> None:
         sys.exit(1)
 
     from api.app import create_app
+    from api.reconcile import reconcile_seconds_from_env
     from api.supervision import SupervisedProcess
 
+    try:
+        reconcile_seconds_from_env()
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     app = create_app(settings, development_extras=not settings.production)
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
@@ -269,7 +249,7 @@ def reset_month(period: str | None) -> None:
         account_ids = await services.ledger.all_account_ids()
         reset = unchanged = 0
         refused = []
-        with _progress(len(account_ids), "accounts") as bar:
+        with progress(len(account_ids), "accounts") as bar:
             for account_id in account_ids:
                 before = (await services.ledger.account(account_id)).version
                 try:
@@ -287,11 +267,13 @@ def reset_month(period: str | None) -> None:
         return reset, unchanged, refused
 
     reset, unchanged, refused = _run_with_services(_settings(), run)
-    click.echo(f"reset {reset} accounts; {unchanged} already reset for this period")
+    click.echo(f"reset {plural(reset, 'account')}; {unchanged:,} already reset for this period")
     if refused:
+        one = len(refused) == 1
         click.echo(
-            f"{len(refused)} accounts were reset for a later period already and were left "
-            f"alone: {', '.join(refused[:10])}{' …' if len(refused) > 10 else ''}",
+            f"{plural(len(refused), 'account')} {'was' if one else 'were'} reset for a later "
+            f"period already and {'was' if one else 'were'} left alone: "
+            f"{', '.join(refused[:10])}{' …' if len(refused) > 10 else ''}",
             err=True,
         )
 
@@ -347,7 +329,7 @@ def audit_verify(
 
     async def run(services: Services) -> Any:
         total = await services.pool.fetchval("SELECT count(*) FROM stored_events")
-        with _progress(total, "events", disable=as_json) as bar:
+        with progress(total, "events", enabled=not as_json) as bar:
             return await verify(services.pool, on_progress=bar.update, checkpoints=checkpoints)
 
     report = _run_with_services(_settings(), run)
@@ -369,7 +351,7 @@ def audit_verify(
             "OK: hash chains, balances, invariants and views agree"
             + (", and nothing at or before the checkpoints changed" if checkpoints else "")
             if report.ok
-            else f"FAILED: {len(report.findings)} finding(s)"
+            else f"FAILED: {plural(len(report.findings), 'finding')}"
         )
     if not report.ok:
         sys.exit(1)
@@ -479,25 +461,25 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
     click.echo(f"exported {count} events of {account_id}", err=True)
 
 
-@main.group()
+@main.group(help=f"Inspect and rebuild the read views: {', '.join(VIEW_NAMES)}.")
 def projections() -> None:
-    """Inspect and rebuild the read views."""
+    pass
 
 
-@projections.command("rebuild")
-@click.argument("name", required=False)
-def rebuild_projection(name: str | None) -> None:
-    """Rebuild NAME (or every view) from position zero into a fresh table, then swap it in.
-
-    The API keeps answering from the old table meanwhile.
-    """
+@projections.command(
+    "rebuild",
+    short_help="Rebuild views from the events (every view, or those named).",
+    help="Rebuild the views NAMEd (none, or `all`: every view) from position zero into "
+    "fresh tables in one pass, then swap them in. The API keeps answering from the old "
+    f"tables meanwhile.\n\nNAME is one of: {', '.join(VIEW_NAMES)}, all.",
+)
+@click.argument("names", metavar="[NAME]...", nargs=-1, type=click.Choice([*VIEW_NAMES, "all"]))
+def rebuild_projection(names: tuple[str, ...]) -> None:
     from projections.rebuild import rebuild_all
     from projections.runner import all_projections
 
-    chosen = [p for p in all_projections() if name in (None, p.name)]
-    if not chosen:
-        names = ", ".join(p.name for p in all_projections())
-        raise click.BadParameter(f"no view {name!r}; choose from {names}", param_hint="NAME")
+    wanted = set(names or ["all"])
+    chosen = [p for p in all_projections() if "all" in wanted or p.name in wanted]
 
     from api.database import DatabaseNotReady, owner_connection
 
@@ -505,11 +487,10 @@ def rebuild_projection(name: str | None) -> None:
 
     async def run(services: Services) -> None:
         head = await services.store.head_position()
-        names = ", ".join(p.name for p in chosen)
         database_url = services.admin_url or services.database_url
         async with owner_connection(database_url) as connection:
-            with _progress(head, "events") as bar:
-                bar.set_description(f"rebuilding {names}")
+            described = f"rebuilding {', '.join(p.name for p in chosen)}"
+            with progress(head, "events", description=described) as bar:
                 position = await rebuild_all(
                     connection, chosen, lambda count, _: bar.update(count)
                 )
@@ -528,8 +509,9 @@ def webhooks() -> None:
 
 
 def _delivery_id(value: str) -> int:
-    digits = value.removeprefix("dlv_")
-    if not digits.isdigit():
+    """The id as `webhooks deliveries` prints it (dlv_12), or its number alone."""
+    digits = value.strip().lower().removeprefix("dlv_")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise click.BadParameter(f"{value!r} is not a delivery id (dlv_123 or 123)")
     return int(digits)
 
@@ -603,19 +585,6 @@ def webhook_retry(delivery_id: str) -> None:
 @main.group()
 def config() -> None:
     """Check the configuration."""
-
-
-@config.command("check")
-def config_check() -> None:
-    """Validate the environment and print the settings in effect (secrets masked)."""
-    settings = _settings()
-    masked = {"stripe_secret_key", "stripe_webhook_secret", "database_url"}
-    for field in settings.__struct_fields__:
-        value = getattr(settings, field)
-        if field in masked and value:
-            value = "(set)"
-        click.echo(f"{field} = {value}")
-    click.echo("configuration OK")
 
 
 @main.group()
@@ -692,6 +661,22 @@ def revoke_token(token_id: str) -> None:
         raise click.ClickException(f"no live token {token_id}")
     click.echo(f"revoked {token_id}")
 
+
+def _add_commands() -> None:
+    """Commands kept in modules of their own (api/cli_*.py)."""
+    from api.cli_config import config_check
+    from api.cli_inspect import list_accounts, list_tokens, projections_status, show_account
+    from api.cli_stripe import stripe_group
+
+    config.add_command(config_check)
+    accounts.add_command(show_account)
+    accounts.add_command(list_accounts)
+    tokens.add_command(list_tokens)
+    projections.add_command(projections_status)
+    main.add_command(stripe_group)
+
+
+_add_commands()
 
 if __name__ == "__main__":
     sys.exit(main())
