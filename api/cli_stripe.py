@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -125,6 +126,9 @@ def reconcile_command(
     """
     settings = settings_from_env()
     stripe_api_base = _standin_base(settings)
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        # Each session's line below says what the service's log would (unless -v).
+        logging.getLogger("ledger.reconcile").setLevel(logging.ERROR)
 
     async def run(services: Services) -> list[Reconciled]:
         return await reconcile_pending(
