@@ -106,8 +106,8 @@ def serve(projector: bool) -> None:
         # It commits what it has applied, drains what is visible, exits 0.
         code = child.stop() if projector else 0
         logging.getLogger("ledger").info("stopped")
-    if code != 0:
-        sys.exit(1)
+        if code != 0:
+            sys.exit(1)
 
 
 def _child_env(settings: Settings, resolved_url: str | None) -> dict[str, str] | None:
@@ -142,8 +142,13 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     """
     import signal
 
-    # Asked to stop while still starting: nothing applied yet, so a clean exit.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    def exit_now(*_: object) -> None:
+        # Asked to stop while still starting: nothing applied yet, so a clean exit (and a
+        # second SIGTERM must not turn it into -15 while the interpreter winds down).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, exit_now)
 
     import asyncpg
 
@@ -155,8 +160,18 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     async def run(services: Services) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(*_: object) -> None:
+            # Stopping from now on: a second SIGTERM (`ledger serve` stopping it after a
+            # Ctrl-C that reached both) must not kill it while it drains and exits. Not
+            # loop.add_signal_handler, nor a handler of ours left in place: closing the
+            # loop, then the interpreter, would put the default one back (exit -15).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(stop.set)
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            signal.signal(signum, on_signal)
         if not supervised:
             from api.database import describe
 

@@ -244,7 +244,10 @@ async def test_serve_logs_json_lines_each_once_one_per_request_and_its_stop(
     [unauthenticated] = [line for line in lines if line.get("status") == 401]
     assert unauthenticated["route"] == "/v1/accounts/{account_id}/credits"  # the template
     assert len(unauthenticated["request_id"]) == 32
-    assert messages[-2:] == ["stopping… (SIGTERM): finishing the requests in flight", "stopped"]
+    stopping = messages.index("stopping… (SIGTERM): finishing the requests in flight")
+    assert messages[-1] == "stopped"
+    assert stopping > ready
+    assert not any("exited with" in m for m in messages), messages  # the projector stopped too
 
 
 def describe_url(url: str) -> str:
@@ -281,6 +284,7 @@ async def test_on_a_terminal_lines_are_for_people_and_ctrl_c_stops_cleanly(
     assert "None" not in "\n".join(lines)  # no empty request id on lines outside requests
     assert lines[-1].endswith(" INFO    ledger: stopped")
     assert any("ledger: stopping… (SIGINT)" in line for line in lines)
+    assert not any("exited with" in line for line in lines)
     assert not any("Aborted" in line or "Traceback" in line for line in lines)
 
 
