@@ -366,7 +366,7 @@ def audit_verify(
             "OK: hash chains, balances, invariants and views agree"
             + (", and nothing at or before the checkpoints changed" if checkpoints else "")
             if report.ok
-            else f"FAILED: {plural(len(report.findings), 'finding')}"
+            else f"FAILED: {len(report.findings)} finding(s)"
         )
     if not report.ok:
         sys.exit(1)
