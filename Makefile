@@ -6,10 +6,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help run test browser lint bench soak clean
+.PHONY: help run test browser lint bench soak simulate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+# In a variable: a comma written in $(call …)'s arguments would split them.
+DEV_EXTRAS := .[test,lint]
 
 # pip is quiet (its output is pages long): say what it does, how long it takes, and how long it took.
 INSTALL = @started=$$(date +%s); \
@@ -25,7 +28,7 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
 	@touch $@
 
 $(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(call INSTALL,the ledger with its test and lint tools,about 1-3 minutes,-e '.[test,lint]')
+	$(call INSTALL,the ledger with its test and lint tools,about 1-3 minutes,-e '$(DEV_EXTRAS)')
 	@touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedded PostgreSQL, Stripe stand-in)
@@ -66,3 +69,6 @@ soak: $(VENV)/.dev-installed ## mixed traffic for a bounded time (3 min; SOAK_AR
 
 clean: ## remove the virtualenv and caches (keeps .data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+simulate: $(VENV)/.dev-installed ## the seeded simulator at scale: SIM_SEEDS (50) seeds of SIM_STEPS (1000) steps, in parallel
+	$(BIN)/python -m tests.simulation.run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,7 +55,8 @@ def main(verbose: bool) -> None:
     help="Also run the projector, in a process of its own, to keep the views current.",
 )
 def serve(projector: bool) -> None:
-    """Serve the API on $HOST:$PORT (what `make run` starts)."""
+    """Serve the API on $HOST:$PORT (what `make run` starts), and /metrics on
+    $METRICS_PORT when set."""
     import signal
 
     from api.startup import PortUnavailable, claim_ports, serve_on
@@ -87,8 +89,13 @@ def serve(projector: bool) -> None:
         from api.database import describe
 
         services = app.state.services
+        metrics = (
+            f"; /metrics on port {settings.metrics_port} only"
+            if settings.metrics_port is not None
+            else ""
+        )
         logging.getLogger("ledger").info(
-            "ledger API ready on %s (event store %s)", url, describe(services.database_url)
+            "ledger API ready on %s (event store %s)%s", url, describe(services.database_url), metrics
         )
         if projector:
             # Started once the API is up: it finds the database set up, and (with no
@@ -101,6 +108,8 @@ def serve(projector: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: sys.exit(0))
     try:
+        # The metrics socket (METRICS_PORT), if any, is the same app: there it answers
+        # /metrics only, and the API's port answers /metrics with 404 (api/metrics.py).
         serve_on(app, listening, ready)
     finally:
         # It commits what it has applied, drains what is visible, exits 0.
@@ -179,7 +188,10 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
         projector = Projector(services.store, services.database_url, batch_size=batch_size)
         work = [projector.run(stop)]
         if dispatch:
-            work.append(Dispatcher(services.pool, services.database_url).run(stop))
+            dispatcher = Dispatcher(
+                services.pool, services.database_url, allow_private=services.webhook_allow_private
+            )
+            work.append(dispatcher.run(stop))
         await asyncio.gather(*work)
         # Stopped between batches (each committed with its position): apply what is
         # visible now, so that the writes of an API that stopped just before are in.
@@ -321,7 +333,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 def audit_verify(
     as_json: bool, checkpoint_files: tuple[Path, ...], public_key_files: tuple[Path, ...]
 ) -> None:
-    """Replay every event: check hash chains, balances, invariants and the views.
+    """Replay every event: check hash chains, balances, invariants, snapshots and the views.
 
     Exits 1 when anything is found. See docs/audit-checkpoints.md for --checkpoint.
     """
@@ -354,7 +366,7 @@ def audit_verify(
         click.echo(
             f"replayed {report.events:,} events in {report.seconds:.1f} s "
             f"({report.events_per_second:,.0f} events/s): {report.accounts:,} accounts, "
-            f"{report.checkout_sessions:,} checkout sessions"
+            f"{report.checkout_sessions:,} checkout sessions, {report.snapshots:,} snapshots"
         )
         positions = ", ".join(f"{k} at {v}" for k, v in sorted(report.projection_positions.items()))
         click.echo(f"views checked: {positions or 'none'}")
@@ -363,7 +375,7 @@ def audit_verify(
         for finding in report.findings:
             click.echo(finding.line())
         click.echo(
-            "OK: hash chains, balances, invariants and views agree"
+            "OK: hash chains, balances, invariants, snapshots and views agree"
             + (", and nothing at or before the checkpoints changed" if checkpoints else "")
             if report.ok
             else f"FAILED: {len(report.findings)} finding(s)"
@@ -594,6 +606,47 @@ def webhook_retry(delivery_id: str) -> None:
     click.echo(
         f"dlv_{delivery.delivery_id} ({delivery.notification_id} to {delivery.endpoint_id}) "
         "is due now"
+    )
+
+
+@main.group()
+def db() -> None:
+    """Set the database up: roles, functions, migrations, grants."""
+
+
+@db.command("setup")
+@click.option(
+    "--admin-url",
+    envvar=["DATABASE_ADMIN_URL", "DATABASE_URL"],
+    show_envvar=True,
+    help="A role that may create roles (the postgres superuser, or one with CREATEROLE). "
+    "Default: DATABASE_ADMIN_URL, else DATABASE_URL, else the embedded PostgreSQL.",
+)
+@click.option(
+    "--service-password",
+    envvar="LEDGER_SERVICE_PASSWORD",
+    show_envvar=True,
+    help="Set this password on ledger_service, the role the service connects as "
+    "(production: DATABASE_URL=postgresql://ledger_service:PASSWORD@host/db).",
+)
+def db_setup(admin_url: str | None, service_password: str | None) -> None:
+    """Create the roles ledger_owner and ledger_service, apply the stored functions, the
+    migrations and the grants. Safe to run again (what a deploy's migrate step runs).
+
+    Needs no Stripe or other settings: only the database.
+    """
+    from api.database import DatabaseNotReady, describe, resolve_database_url, set_up_database
+
+    data_dir = Path(os.environ.get("LEDGER_DATA_DIR", "").strip() or ".data")
+    url = resolve_database_url(admin_url, data_dir)
+    try:
+        applied = asyncio.run(set_up_database(url, service_password=service_password or None))
+    except DatabaseNotReady as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"database {describe(url)} set up"
+        + (f"; applied {', '.join(applied)}" if applied else "; no migration was pending")
+        + ("; ledger_service's password set" if service_password else "")
     )
 
 

@@ -34,6 +34,11 @@ VARIABLES = {
     "default_monthly_allowance": "DEFAULT_MONTHLY_ALLOWANCE",
     "data_dir": "LEDGER_DATA_DIR",
     "cors_origins": "LEDGER_CORS_ORIGINS",
+    "stripe_allow_test_keys": "STRIPE_ALLOW_TEST_KEYS",
+    "page_key": "LEDGER_PAGE_KEY",
+    "metrics_port": "METRICS_PORT",
+    "metrics_token": "METRICS_TOKEN",
+    "webhook_allow_private": "LEDGER_WEBHOOK_ALLOW_PRIVATE",
 }
 """Each setting and the variable it comes from, in the order they are shown."""
 
@@ -77,6 +82,14 @@ def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
         return "(not set) Stripe's own" if settings.stripe_secret_key else "(not set) the stand-in"
     if field == "public_url" and not given:
         return f"(not set) {value}"
+    if field == "page_key":
+        if value is None:
+            return f"(not set) one generated into {settings.data_dir / 'page-key'}"
+        return "(set)"
+    if field == "metrics_token":
+        return "(set)" if value else "(not set)"
+    if field == "metrics_port" and value is None:
+        return "(not set) /metrics on the API's port"
     if field == "cors_origins":
         return ", ".join(value) if value else "(not set) no cross-origin callers"
     return str(value)
@@ -142,7 +155,7 @@ def check(env: Mapping[str, str] | None = None) -> Report:
     try:
         settings = Settings.from_env(env)
     except SettingsError as error:
-        report.problems += str(error).split("; ")
+        report.problems += error.problems
         settings = None
     if production:
         report.problems += _production_problems(env)

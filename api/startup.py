@@ -12,6 +12,7 @@ import errno
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -60,8 +61,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def claim_ports(settings: Settings) -> socket.socket:
-    """Bind the API's socket after checking every port ``serve`` needs.
+def claim_ports(settings: Settings) -> list[socket.socket]:
+    """Bind the API's socket (and the metrics one, with ``METRICS_PORT``) after checking
+    every port ``serve`` needs.
 
     Raises PortUnavailable with one line per unusable port, each naming the
     variable to set.
@@ -75,21 +77,26 @@ def claim_ports(settings: Settings) -> socket.socket:
                 f"port {settings.stripe_standin_port} (the Stripe stand-in's) {_why(error)}: "
                 "set STRIPE_STANDIN_PORT to a free port"
             )
-    api_socket = None
-    try:
-        api_socket = bind(settings.host, settings.port)
-    except OSError as error:
-        variable = "HOST" if error.errno == errno.EADDRNOTAVAIL else "PORT"
-        problems.append(
-            f"{settings.host}:{settings.port} (the API's) {_why(error)}: "
-            f"set {variable} to a {'free port' if variable == 'PORT' else 'local address'}"
-        )
+    wanted = [(settings.port, "the API's", "PORT")]
+    if settings.metrics_port is not None:
+        wanted.append((settings.metrics_port, "the metrics'", "METRICS_PORT"))
+    bound: list[socket.socket] = []
+    for port, whose, variable in wanted:
+        try:
+            bound.append(bind(settings.host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRNOTAVAIL:
+                variable, what = "HOST", "a local address"
+            else:
+                what = "a free port"
+            problems.append(
+                f"{settings.host}:{port} ({whose}) {_why(error)}: set {variable} to {what}"
+            )
     if problems:
-        if api_socket is not None:
-            api_socket.close()
-        raise PortUnavailable("\n".join(problems))
-    assert api_socket is not None
-    return api_socket
+        for sock in bound:
+            sock.close()
+        raise PortUnavailable("\n".join(dict.fromkeys(problems)))
+    return bound
 
 
 class _Server(uvicorn.Server):
@@ -111,12 +118,16 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve_on(app: Any, sock: socket.socket, on_ready: Callable[[str], None]) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGTERM or Ctrl-C.
+def serve_on(app: Any, sockets: list[socket.socket], on_ready: Callable[[str], None]) -> None:
+    """Serve ``app`` on the bound ``sockets`` until SIGTERM or Ctrl-C.
 
-    ``on_ready(url)`` is called once the socket listens and the app has started.
+    ``on_ready(url)`` (the first socket's) is called once they listen and the app has
+    started. A start-up that fails exits 3, as uvicorn does.
     """
     for name in _UVICORN_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    _Server(config, on_ready).run(sockets=[sock])
+    server = _Server(config, on_ready)
+    server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(3)  # uvicorn's start-up failure; the lifespan logged why

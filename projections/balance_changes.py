@@ -6,9 +6,24 @@ three cannot disagree about what an event means.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
+from ledger.domain.events import (
+    AccountOpened,
+    CreditsClawedBack,
+    CreditsPurchased,
+    CreditsRestored,
+    CreditsReversed,
+    CreditsSpent,
+    HoldCaptured,
+    HoldExpired,
+    HoldPlaced,
+    HoldReleased,
+    MonthlyAllowanceReset,
+)
 
 
 class Buckets(msgspec.Struct, frozen=True):
@@ -34,61 +49,59 @@ class Change(msgspec.Struct, frozen=True):
         return self.allowance + self.topup
 
 
-def change_of(event_type: str, data: dict[str, Any], before: Buckets) -> Change | None:
-    """The change an account event makes; None for events that move no credits."""
-    match event_type:
-        case "AccountOpened":
-            allowance = int(data["monthly_allowance"])
+def change_of(event: object, before: Buckets) -> Change | None:
+    """The change an account event makes; None for events that move no credits.
+
+    Every event of ``STATEMENT_EVENTS`` makes one (a hold moves no credit but
+    is a line of the statement); no other event does.
+    """
+    match event:
+        case AccountOpened(monthly_allowance=allowance):
             return Change(allowance, 0, f"Account opened, monthly allowance {allowance}")
-        case "CreditsSpent":
-            reason = str(data.get("reason") or "Spent")
-            return Change(-int(data["from_allowance"]), -int(data["from_topup"]), reason)
-        case "MonthlyAllowanceReset":
-            allowance = int(data["monthly_allowance"])
-            carried = int(data.get("held_allowance_carried") or 0)
-            described = f"Monthly allowance reset for {data['period']}"
+        case CreditsSpent():
+            return Change(-event.from_allowance, -event.from_topup, event.reason or "Spent")
+        case MonthlyAllowanceReset(held_allowance_carried=carried):
+            described = f"Monthly allowance reset for {event.period}"
             if carried:
                 described += f" ({carried} held by open holds carried over)"
-            return Change(allowance + carried - before.allowance, 0, described)
-        case "CreditsPurchased":
-            return Change(0, int(data["credits"]), f"Top-up purchased ({data['session_id']})")
-        case "CreditsClawedBack":
-            return Change(0, -int(data["credits"]), f"Refunded top-up ({data['session_id']})")
-        case "CreditsReversed":
-            return Change(0, -int(data["credits"]), f"Disputed top-up ({data['session_id']})")
-        case "CreditsRestored":
-            return Change(0, int(data["credits"]), f"Dispute won ({data['session_id']})")
-        case "HoldPlaced":
-            return Change(0, 0, f"{data['amount']} credits held ({data['hold_id']})")
-        case "HoldCaptured":
-            lapsed = int(data["lapsed"])
-            described = f"Hold captured: {data['captured']} spent ({data['hold_id']})"
+            return Change(event.monthly_allowance + carried - before.allowance, 0, described)
+        case CreditsPurchased():
+            return Change(0, event.credits, f"Top-up purchased ({event.session_id})")
+        case CreditsClawedBack():
+            return Change(0, -event.credits, f"Refunded top-up ({event.session_id})")
+        case CreditsReversed():
+            return Change(0, -event.credits, f"Disputed top-up ({event.session_id})")
+        case CreditsRestored():
+            return Change(0, event.credits, f"Dispute won ({event.session_id})")
+        case HoldPlaced():
+            return Change(0, 0, f"{event.amount} credits held ({event.hold_id})")
+        case HoldCaptured(lapsed=lapsed):
+            described = f"Hold captured: {event.captured} spent ({event.hold_id})"
             if lapsed:
                 described += f", {lapsed} of last period's allowance lapsed"
-            return Change(
-                -int(data["from_allowance"]) - lapsed, -int(data["from_topup"]), described
-            )
-        case "HoldReleased" | "HoldExpired":
-            lapsed = int(data["lapsed"])
-            verb = "released" if event_type == "HoldReleased" else "expired"
-            back = int(data["released"]) - lapsed
-            described = f"Hold {verb}: {back} credits back ({data['hold_id']})"
+            return Change(-event.from_allowance - lapsed, -event.from_topup, described)
+        case HoldReleased(lapsed=lapsed) | HoldExpired(lapsed=lapsed):
+            verb = "released" if isinstance(event, HoldReleased) else "expired"
+            described = f"Hold {verb}: {event.released - lapsed} credits back ({event.hold_id})"
             if lapsed:
                 described += f", {lapsed} of last period's allowance lapsed"
             return Change(-lapsed, 0, described)
     return None
 
 
-def held_change(event_type: str, data: dict[str, Any]) -> int:
+def held_change(event: object) -> int:
     """How an account event moves the credits reserved by open holds."""
-    match event_type:
-        case "HoldPlaced":
-            return int(data["amount"])
-        case "HoldCaptured":
-            return -int(data["captured"]) - int(data["released"])
-        case "HoldReleased" | "HoldExpired":
-            return -int(data["released"])
-    return 0
+    held = _HELD.get(type(event))
+    return held(event) if held is not None else 0
+
+
+_HELD: dict[type, Callable[[Any], int]] = {
+    HoldPlaced: lambda placed: placed.amount,
+    HoldCaptured: lambda captured: -captured.captured - captured.released,
+    HoldReleased: lambda released: -released.released,
+    HoldExpired: lambda expired: -expired.released,
+}
+"""What each hold event does to the held credits (a dict: most events are not holds')."""
 
 
 def apply_change(before: Buckets, change: Change) -> Buckets:

@@ -8,6 +8,12 @@ from uuid import UUID
 
 import msgspec
 
+from ledger.domain.events import (
+    AccountEvent,
+    AccountOpened,
+    MonthlyAllowanceChanged,
+    MonthlyAllowanceReset,
+)
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, change_of, held_change
 from projections.events import ProjectedEvent
@@ -31,41 +37,43 @@ class BalanceRow(msgspec.Struct):
     updated_at: datetime
 
 
-def fold(row: BalanceRow | None, event: ProjectedEvent) -> BalanceRow | None:
+def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None:
     """The row after one event (None while the stream is not an account's)."""
-    data = event.data
-    if event.type == "AccountOpened":
-        allowance = int(data["monthly_allowance"])
+    event = projected.event
+    if isinstance(event, AccountOpened):
+        allowance = event.monthly_allowance
         return BalanceRow(
-            str(data["account_id"]),
-            event.stream_id,
+            event.account_id,
+            projected.stream_id,
             allowance,
             allowance,
             allowance,
             0,
             0,
-            str(data["period"]),
-            event.position,
-            event.recorded_at,
+            event.period,
+            projected.position,
+            projected.recorded_at,
         )
     if row is None:
         return None
-    if event.type == "MonthlyAllowanceReset":
-        row.period = str(data["period"])
-        row.monthly_allowance = int(data["monthly_allowance"])
-        row.allowance_remaining = row.monthly_allowance + int(
-            data.get("held_allowance_carried") or 0
-        )
-    elif event.type == "MonthlyAllowanceChanged":
-        row.next_monthly_allowance = int(data["monthly_allowance"])
-    elif change := change_of(event.type, data, Buckets(0, 0)):
-        row.allowance_remaining += change.allowance
-        row.topup_balance += change.topup
-        row.held += held_change(event.type, data)
-    else:
-        return row
-    row.position, row.updated_at = event.position, event.recorded_at
+    match event:
+        case MonthlyAllowanceReset():
+            row.period = event.period
+            row.monthly_allowance = event.monthly_allowance
+            row.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
+        case MonthlyAllowanceChanged():
+            row.next_monthly_allowance = event.monthly_allowance
+        case _:
+            if (change := change_of(event, Buckets(0, 0))) is None:
+                return row
+            row.allowance_remaining += change.allowance
+            row.topup_balance += change.topup
+            row.held += held_change(event)
+    row.position, row.updated_at = projected.position, projected.recorded_at
     return row
+
+
+_ACCOUNT_EVENTS = (AccountOpened, AccountEvent)
 
 
 class BalancesProjection:
@@ -78,6 +86,9 @@ class BalancesProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch into the rows it touches: one read, one write."""
+        events = [e for e in events if isinstance(e.event, _ACCOUNT_EVENTS)]
+        if not events:
+            return
         streams = list({e.stream_id for e in events})
         rows: dict[UUID, BalanceRow | None] = {
             r["stream_id"]: BalanceRow(**dict(r))

@@ -1,4 +1,13 @@
-"""The plain pages Stripe Checkout sends the customer back to."""
+"""The plain pages Stripe Checkout sends the customer back to.
+
+The success page shows the purchase (its status, the credits, the account and its new
+balance) only to the link Stripe was given for it: ``session_id`` with a valid ``t``
+(api/access/page_tokens.py). Anyone else, with a session id alone, an expired link or
+a ``t`` of another account, gets the same fixed page whatever the session is: it does
+not look the session up, so it tells nothing, not even whether the session exists or
+was paid. A link with no session id at all says that it names no purchase; a purchase
+that expired or failed says so to its own link: no page refreshes forever.
+"""
 
 from __future__ import annotations
 
@@ -15,28 +24,50 @@ REFRESH_SECONDS = 2
 def _page(title: str, body: str, *, refresh: bool = False) -> str:
     meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
     return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}"
+        # no-referrer: the link's ``t`` never leaves in a Referer header
+        f'<!doctype html><html lang=en><head><meta charset=utf-8><meta name="referrer" '
+        f'content="no-referrer">{meta}'
         f"<title>{html.escape(title)}</title></head>"
         f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
     )
 
 
+RECEIVED = _page(
+    "Thank you",
+    '<p id="status" data-status="received">Payment received. '
+    "Your credits appear in your account shortly.</p>",
+)
+"""What the success page says to a link that may not show the purchase."""
+
+MISSING = _page(
+    "Purchase not found",
+    '<p id="status" data-status="missing">This link has no <code>session_id</code>, so it '
+    "names no purchase. Check the link you followed; your purchases and balance are in "
+    "your account.</p>",
+)
+"""A link without a session id: nothing to confirm, and nothing told about any purchase."""
+
+
 @get("/checkout/success", media_type=MediaType.HTML, include_in_schema=False)
 async def checkout_success(
-    services: ServicesDependency, session_id: FromQuery[str | None] = None
+    services: ServicesDependency,
+    session_id: FromQuery[str | None] = None,
+    t: FromQuery[str | None] = None,
 ) -> Response[str] | str:
     """Says the purchase is being confirmed, then shows the new balance once credited.
 
-    A missing or unknown ``session_id`` is said as such (400, 404): it would never
-    be confirmed, so the page does not refresh.
+    Only with the signed ``t`` of this purchase's link; otherwise "payment received"
+    (whether the session exists included). A link without any ``session_id`` names
+    no purchase, and says so (400); a purchase that expired or failed says that,
+    instead of refreshing forever.
     """
-    session = await services.ledger.session(session_id) if session_id else None
-    if session is None:
-        return Response(
-            _not_found(session_id),
-            status_code=404 if session_id else 400,
-            media_type=MediaType.HTML,
-        )
+    if not session_id:
+        return Response(MISSING, status_code=400, media_type=MediaType.HTML)
+    if not t:
+        return RECEIVED
+    session = await services.ledger.session(session_id)
+    if session is None or not services.page_tokens.shows(t, session.account_id):
+        return RECEIVED
     if session.status in ("expired", "failed"):
         return _page(
             "Purchase not completed",
@@ -59,19 +90,6 @@ async def checkout_success(
         f"{html.escape(account.account_id)}.</p>"
         f'<p>Your balance is now <strong id="balance" data-balance="{account.balance}">'
         f"{account.balance:,}</strong> credits.</p>",
-    )
-
-
-def _not_found(session_id: str | None) -> str:
-    what = (
-        f"No purchase has the session id <code>{html.escape(session_id)}</code>."
-        if session_id
-        else "This link has no <code>session_id</code>, so it names no purchase."
-    )
-    return _page(
-        "Purchase not found",
-        f'<p id="status" data-status="{"unknown" if session_id else "missing"}">{what} '
-        "Check the link you followed; your purchases and balance are in your account.</p>",
     )
 
 

@@ -97,11 +97,15 @@ def test_config_check_lists_every_problem_one_per_line() -> None:
         "problem: LEDGER_ENV=production needs STRIPE_SECRET_KEY: the Stripe stand-in is for "
         "development",
         "problem: LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET",
+        "problem: LEDGER_ENV=production needs LEDGER_PAGE_KEY (signs the checkout success "
+        "links; for example `openssl rand -hex 32`)",
+        "problem: LEDGER_ENV=production needs METRICS_PORT (serve /metrics on a port of its "
+        "own) or METRICS_TOKEN (a bearer token for /metrics), or both",
         "problem: LEDGER_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for "
         "development",
         "problem: LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come "
         "back to from Stripe Checkout",
-        "4 problems",
+        "6 problems",
     ]
     assert wrong_keys.returncode == 1
     assert wrong_keys.stderr.splitlines() == [
