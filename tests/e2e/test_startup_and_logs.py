@@ -82,6 +82,7 @@ def run_serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_a_taken_port_is_one_line_naming_the_variable_to_set(tmp_path: Path) -> None:
     with taken_port() as api_port, taken_port() as standin_port:
         api_taken = run_serve(serve_env(tmp_path, PORT=str(api_port)))
+        metrics_taken = run_serve(serve_env(tmp_path, METRICS_PORT=str(api_port)))
         standin_taken = run_serve(serve_env(tmp_path, STRIPE_STANDIN_PORT=str(standin_port)))
         # With a Stripe key there is no stand-in, so its port is nobody's business.
         real_stripe = run_serve(
@@ -98,6 +99,11 @@ def test_a_taken_port_is_one_line_naming_the_variable_to_set(tmp_path: Path) -> 
         f"Error: 127.0.0.1:{api_port} (the API's) is in use by another program: "
         "set PORT to a free port"
     ]
+    assert metrics_taken.returncode == 1
+    assert metrics_taken.stderr.splitlines() == [
+        f"Error: 127.0.0.1:{api_port} (the metrics') is in use by another program: "
+        "set METRICS_PORT to a free port"
+    ]
     assert standin_taken.returncode == 1
     assert standin_taken.stderr.splitlines() == [
         f"Error: port {standin_port} (the Stripe stand-in's) is in use by another program: "
@@ -108,7 +114,7 @@ def test_a_taken_port_is_one_line_naming_the_variable_to_set(tmp_path: Path) -> 
         f"Error: 127.0.0.1:{real_stripe_port(real_stripe)} (the API's) is in use by another "
         "program: set PORT to a free port"
     ]
-    for result in (api_taken, standin_taken, real_stripe):
+    for result in (api_taken, metrics_taken, standin_taken, real_stripe):
         assert result.stdout == ""
 
 
