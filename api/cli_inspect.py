@@ -65,6 +65,8 @@ class AccountReport(msgspec.Struct, kw_only=True):
     monthly_allowance: int
     next_monthly_allowance: int
     topup_balance: int
+    granted: int
+    active_grants: int
     held: int
     available: int
     open_holds: int
@@ -97,6 +99,8 @@ def show_account(account_id: str, as_json: bool) -> None:
             monthly_allowance=account.monthly_allowance,
             next_monthly_allowance=account.next_monthly_allowance,
             topup_balance=account.topup_balance,
+            granted=account.granted,
+            active_grants=sum(1 for grant in account.grants.values() if grant.status == "active"),
             held=account.held,
             available=account.available,
             open_holds=len(account.holds),
@@ -131,6 +135,7 @@ def show_account(account_id: str, as_json: bool) -> None:
         ("period", report.period),
         ("balance", f"{report.balance:,}"),
         ("  allowance", allowance),
+        ("  grants", f"{report.granted:,} in {plural(report.active_grants, 'active grant')}"),
         ("  top-ups", f"{report.topup_balance:,}"),
         ("held", f"{report.held:,} in {plural(report.open_holds, 'open hold')}"),
         ("available", f"{report.available:,}"),
@@ -174,6 +179,7 @@ def list_accounts(after: str | None, limit: int, as_json: bool) -> None:
                     "balance": row.balance,
                     "allowance_remaining": row.allowance_remaining,
                     "monthly_allowance": row.monthly_allowance,
+                    "granted": row.granted,
                     "topup_balance": row.topup_balance,
                     "held": row.held,
                     "available": row.available,
@@ -182,19 +188,20 @@ def list_accounts(after: str | None, limit: int, as_json: bool) -> None:
             )
     elif rows:
         for line in _table(
-            ("ACCOUNT", "BALANCE", "ALLOWANCE LEFT", "TOP-UPS", "HELD", "PERIOD"),
+            ("ACCOUNT", "BALANCE", "ALLOWANCE LEFT", "GRANTS", "TOP-UPS", "HELD", "PERIOD"),
             [
                 (
                     row.account_id,
                     f"{row.balance:,}",
                     f"{row.allowance_remaining:,} / {row.monthly_allowance:,}",
+                    f"{row.granted:,}",
                     f"{row.topup_balance:,}",
                     f"{row.held:,}",
                     row.period,
                 )
                 for row in rows
             ],
-            right={1, 2, 3, 4},
+            right={1, 2, 3, 4, 5},
         ):
             click.echo(line)
     click.echo(

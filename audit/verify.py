@@ -37,17 +37,21 @@ from ledger.domain.events import (
     HOLD_SETTLEMENTS,
     STATEMENT_EVENTS,
     CreditsClawedBack,
+    CreditsGranted,
     CreditsPurchased,
     CreditsRestored,
     CreditsReversed,
     CreditsSpent,
     DisputeClosed,
+    GrantExpired,
+    GrantVoided,
     HoldCaptured,
     HoldExpired,
     HoldPlaced,
     HoldReleased,
     PaymentDisputed,
 )
+from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED
 from ledger.store.event_store import Connection, RecordedEvent
 from ledger.store.hash_chain import GENESIS, event_hash
 from ledger.store.mapper import MsgspecMapper, event_type_name
@@ -69,6 +73,7 @@ _TAKEN_BACK: dict[type, int] = {CreditsClawedBack: 1, CreditsReversed: 1, Credit
 """Account events that take a purchase's credits back (1) or give them back (-1)."""
 _BEFORE_ADJUSTMENTS = (PaymentDisputed, DisputeClosed)
 """Dispute events of the first releases, decided by rules older than ledger/domain/adjustments.py."""
+_GRANT_CLOSED: dict[type, str] = {GrantExpired: EXPIRED, GrantVoided: VOIDED}
 _NOT_COMPARED = frozenset({"_pending_events"})
 """An aggregate's attributes a snapshot does not keep."""
 
@@ -79,6 +84,7 @@ class AccountAt(msgspec.Struct):
     monthly_allowance: int = 0
     allowance_remaining: int = 0
     topup_balance: int = 0
+    granted: int = 0
     held: int = 0
     threshold: int | None = None
     period: str = ""
@@ -176,6 +182,9 @@ class Verifier:
         self.credited: dict[str, list[tuple[str, int, int]]] = {}
         self.positions: dict[str, int] = {}
         self.hold_status: dict[str, tuple[str, str]] = {}
+        self.grant_rows: dict[str, tuple[str, int, str]] = {}
+        """Each grant's (account, remaining, status) at the grants view's position."""
+        self.closed_grants: dict[tuple[UUID, str], str] = {}
         self.taken_back: dict[str, GivenBack] = {}
         self.snapshots: dict[UUID, dict[int, StoredSnapshot]] = {}
 
@@ -211,6 +220,7 @@ class Verifier:
         await self._check_purchases_view()
         await self._check_statement_view()
         await self._check_holds_view()
+        await self._check_grants_view()
         await self._check_notifier_view()
         seconds = time.perf_counter() - started
         accounts = [s for s in self.streams.values() if isinstance(s.aggregate, CreditAccount)]
@@ -316,6 +326,9 @@ class Verifier:
                     stream,
                     event,
                 )
+            touched = _grants_touched(domain_event)
+            if touched:
+                self._check_grants(stream, event, domain_event, touched)
             if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
                 self.hold_status[domain_event.hold_id] = (aggregate.account_id, _HOLD_STATUS[kind])
             if kind is CreditsPurchased:
@@ -333,6 +346,71 @@ class Verifier:
                 stream.older_disputes = True
             if event.notification_id <= self.positions.get("purchases", 0):
                 stream.purchase_status = _purchase_at(aggregate)
+
+    def _check_grants(
+        self, stream: Stream, event: RecordedEvent, domain_event: Any, touched: list[str]
+    ) -> None:
+        """Grants close once, never after their expiry is used, and never go below zero."""
+        account: CreditAccount = stream.aggregate
+        kind = type(domain_event)
+        closing = _GRANT_CLOSED.get(kind)
+        if closing is not None:
+            key = (event.originator_id, domain_event.grant_id)
+            if key in self.closed_grants:
+                self._find(
+                    "grant-closed-twice",
+                    f"grant {domain_event.grant_id} was already {self.closed_grants[key]}",
+                    stream,
+                    event,
+                )
+            self.closed_grants[key] = closing
+            grant = account.grants.get(domain_event.grant_id)
+            if kind is GrantExpired and grant and not grant.has_expired(domain_event.timestamp):
+                self._find(
+                    "grant-expired-early",
+                    f"grant {domain_event.grant_id} expires at {grant.expires_at}, its expiry "
+                    f"was recorded at {domain_event.timestamp.isoformat()}",
+                    stream,
+                    event,
+                )
+        if kind in _MAY_OVERDRAW:
+            for grant_id in domain_event.from_grants:
+                grant = account.grants.get(grant_id)
+                if grant is None or grant.status != ACTIVE:
+                    self._find(
+                        "closed-grant-used",
+                        f"took from grant {grant_id} after it had expired or been voided",
+                        stream,
+                        event,
+                    )
+                elif grant.has_expired(domain_event.timestamp):
+                    self._find(
+                        "expired-grant-used",
+                        f"took from grant {grant_id} at {domain_event.timestamp.isoformat()}, "
+                        f"past its expiry ({grant.expires_at})",
+                        stream,
+                        event,
+                    )
+        for grant_id in touched:
+            grant = account.grants.get(grant_id)
+            if grant is not None and account.free_of_grant(grant_id) < 0:
+                self._find(
+                    "grant-overdrawn",
+                    f"took more than grant {grant_id} had: {account.free_of_grant(grant_id)} "
+                    "of it left",
+                    stream,
+                    event,
+                )
+            if event.notification_id <= self.positions.get("grants", 0):
+                self.grant_rows[grant_id] = (
+                    (account.account_id, grant.remaining, grant.status)
+                    if grant is not None
+                    else (
+                        account.account_id,
+                        0,
+                        self.closed_grants.get((event.originator_id, grant_id), "closed"),
+                    )
+                )
 
     def _account_took_back(self, account_id: str, domain_event: Any, event: RecordedEvent) -> None:
         credits = _TAKEN_BACK[type(domain_event)] * domain_event.credits
@@ -530,7 +608,7 @@ class Verifier:
         await self._check_account_rows(
             "balances",
             """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
-                      period
+                      period, granted
                FROM balances""",
         )
 
@@ -539,7 +617,7 @@ class Verifier:
         await self._check_account_rows(
             "notifications",
             """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
-                      threshold
+                      threshold, granted
                FROM notifier_accounts""",
         )
 
@@ -630,6 +708,21 @@ class Verifier:
         for hold_id, (account_id, _) in expected.items():
             self._view_finding("holds", account_id, f"hold {hold_id} is missing")
 
+    async def _check_grants_view(self) -> None:
+        expected = dict(self.grant_rows)
+        for row in await self.connection.fetch("SELECT grant_id, remaining, status FROM grants"):
+            account_id, *want = expected.pop(row["grant_id"], ("", None, None))
+            if want != [row["remaining"], row["status"]]:
+                replayed = "missing" if want[1] is None else f"{want[1]} with {want[0]} left"
+                self._view_finding(
+                    "grants",
+                    account_id,
+                    f"grant {row['grant_id']} is {row['status']} with {row['remaining']} left "
+                    f"in the view, {replayed} replayed",
+                )
+        for grant_id, (account_id, _, _) in expected.items():
+            self._view_finding("grants", account_id, f"grant {grant_id} is missing")
+
     def _view_finding(self, view: str, account_id: str, detail: str) -> None:
         self.findings.append(
             Finding(
@@ -645,6 +738,7 @@ def _figures(account: CreditAccount, lines: int) -> AccountAt:
         monthly_allowance=account.monthly_allowance,
         allowance_remaining=account.allowance_remaining,
         topup_balance=account.topup_balance,
+        granted=account.granted,
         held=account.held,
         threshold=account.__dict__.get("low_balance_threshold"),
         period=account.period,
@@ -682,6 +776,20 @@ def _purchase_at(session: CheckoutSession) -> PurchaseAt:
         credits_clawed_back=session.credits_clawed_back,
         credits_reversed=session.credits_reversed,
     )
+
+
+def _grants_touched(event: object) -> list[str]:
+    """The grants an account event moves or closes."""
+    match event:
+        case CreditsGranted() | GrantExpired() | GrantVoided():
+            return [event.grant_id]
+        case CreditsSpent() | HoldPlaced():
+            return list(event.from_grants)
+        case HoldCaptured():
+            return list(event.from_grants.keys() | event.grants_lapsed.keys())
+        case HoldReleased() | HoldExpired():
+            return list(event.grants_lapsed)
+    return []
 
 
 def _account_of(aggregate: Any) -> str | None:

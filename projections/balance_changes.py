@@ -1,4 +1,4 @@
-"""How each account event moves the two buckets: allowance and top-ups.
+"""How each account event moves the three buckets: allowance, grants and top-ups.
 
 Shared by the balances view, the statement and the auditor's replay, so the
 three cannot disagree about what an event means.
@@ -14,10 +14,13 @@ import msgspec
 from ledger.domain.events import (
     AccountOpened,
     CreditsClawedBack,
+    CreditsGranted,
     CreditsPurchased,
     CreditsRestored,
     CreditsReversed,
     CreditsSpent,
+    GrantExpired,
+    GrantVoided,
     HoldCaptured,
     HoldExpired,
     HoldPlaced,
@@ -31,10 +34,11 @@ class Buckets(msgspec.Struct, frozen=True):
 
     allowance: int
     topup: int
+    granted: int = 0
 
     @property
     def balance(self) -> int:
-        return self.allowance + self.topup
+        return self.allowance + self.granted + self.topup
 
 
 class Change(msgspec.Struct, frozen=True):
@@ -43,10 +47,11 @@ class Change(msgspec.Struct, frozen=True):
     allowance: int
     topup: int
     description: str
+    granted: int = 0
 
     @property
     def amount(self) -> int:
-        return self.allowance + self.topup
+        return self.allowance + self.granted + self.topup
 
 
 def change_of(event: object, before: Buckets) -> Change | None:
@@ -59,7 +64,12 @@ def change_of(event: object, before: Buckets) -> Change | None:
         case AccountOpened(monthly_allowance=allowance):
             return Change(allowance, 0, f"Account opened, monthly allowance {allowance}")
         case CreditsSpent():
-            return Change(-event.from_allowance, -event.from_topup, event.reason or "Spent")
+            return Change(
+                -event.from_allowance,
+                -event.from_topup,
+                event.reason or "Spent",
+                -sum(event.from_grants.values()),
+            )
         case MonthlyAllowanceReset(held_allowance_carried=carried):
             described = f"Monthly allowance reset for {event.period}"
             if carried:
@@ -76,17 +86,39 @@ def change_of(event: object, before: Buckets) -> Change | None:
         case HoldPlaced():
             return Change(0, 0, f"{event.amount} credits held ({event.hold_id})")
         case HoldCaptured(lapsed=lapsed):
+            grants_lapsed = sum(event.grants_lapsed.values())
             described = f"Hold captured: {event.captured} spent ({event.hold_id})"
-            if lapsed:
-                described += f", {lapsed} of last period's allowance lapsed"
-            return Change(-event.from_allowance - lapsed, -event.from_topup, described)
+            described += _lapsed(lapsed, grants_lapsed)
+            return Change(
+                -event.from_allowance - lapsed,
+                -event.from_topup,
+                described,
+                -sum(event.from_grants.values()) - grants_lapsed,
+            )
         case HoldReleased(lapsed=lapsed) | HoldExpired(lapsed=lapsed):
+            grants_lapsed = sum(event.grants_lapsed.values())
             verb = "released" if isinstance(event, HoldReleased) else "expired"
-            described = f"Hold {verb}: {event.released - lapsed} credits back ({event.hold_id})"
-            if lapsed:
-                described += f", {lapsed} of last period's allowance lapsed"
-            return Change(-lapsed, 0, described)
+            back = event.released - lapsed - grants_lapsed
+            described = f"Hold {verb}: {back} credits back ({event.hold_id})"
+            described += _lapsed(lapsed, grants_lapsed)
+            return Change(-lapsed, 0, described, -grants_lapsed)
+        case CreditsGranted():
+            expiry = f", expires {event.expires_at}" if event.expires_at else ""
+            reason = f": {event.reason}" if event.reason else ""
+            return Change(0, 0, f"Granted {event.amount} ({event.grant_id}{expiry}){reason}", event.amount)
+        case GrantExpired() | GrantVoided():
+            verb = "expired" if isinstance(event, GrantExpired) else "voided"
+            return Change(0, 0, f"Grant {verb}: {event.lapsed} lapsed ({event.grant_id})", -event.lapsed)
     return None
+
+
+def _lapsed(allowance: int, grants: int) -> str:
+    said = ""
+    if allowance:
+        said += f", {allowance} of last period's allowance lapsed"
+    if grants:
+        said += f", {grants} of ended grants lapsed"
+    return said
 
 
 def held_change(event: object) -> int:
@@ -106,4 +138,8 @@ _HELD: dict[type, Callable[[Any], int]] = {
 
 def apply_change(before: Buckets, change: Change) -> Buckets:
     """The buckets after a change."""
-    return Buckets(before.allowance + change.allowance, before.topup + change.topup)
+    return Buckets(
+        before.allowance + change.allowance,
+        before.topup + change.topup,
+        before.granted + change.granted,
+    )

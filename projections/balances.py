@@ -20,7 +20,7 @@ from projections.events import ProjectedEvent
 
 _COLUMNS = (
     "account_id, stream_id, monthly_allowance, next_monthly_allowance, allowance_remaining, "
-    "topup_balance, held, period, position, updated_at"
+    "topup_balance, held, period, position, updated_at, granted"
 )
 
 
@@ -35,6 +35,7 @@ class BalanceRow(msgspec.Struct):
     period: str
     position: int
     updated_at: datetime
+    granted: int = 0
 
 
 def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None:
@@ -68,6 +69,7 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
                 return row
             row.allowance_remaining += change.allowance
             row.topup_balance += change.topup
+            row.granted += change.granted
             row.held += held_change(event)
     row.position, row.updated_at = projected.position, projected.recorded_at
     return row
@@ -99,12 +101,14 @@ class BalancesProjection:
         for event in events:
             rows[event.stream_id] = fold(rows.get(event.stream_id), event)
         await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            f"""INSERT INTO {table} ({_COLUMNS})
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                 ON CONFLICT (account_id) DO UPDATE SET
                     monthly_allowance = excluded.monthly_allowance,
                     next_monthly_allowance = excluded.next_monthly_allowance,
                     allowance_remaining = excluded.allowance_remaining,
                     topup_balance = excluded.topup_balance, held = excluded.held,
+                    granted = excluded.granted,
                     period = excluded.period,
                     position = excluded.position, updated_at = excluded.updated_at""",
             [msgspec.structs.astuple(row) for row in rows.values() if row is not None],

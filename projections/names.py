@@ -5,4 +5,4 @@ importing every projection; ``all_projections()`` serves exactly these, in this 
 (a test holds the two together).
 """
 
-VIEW_NAMES = ("balances", "purchases", "statement", "holds", "notifications")
+VIEW_NAMES = ("balances", "purchases", "statement", "holds", "grants", "notifications")

@@ -33,8 +33,10 @@ import msgspec
 from ledger.domain.events import (
     AccountEvent,
     AccountOpened,
+    CreditsGranted,
     CreditsPurchased,
     CreditsSpent,
+    GrantExpired,
     HoldCaptured,
     HoldExpired,
     LowBalanceThresholdSet,
@@ -47,7 +49,7 @@ from projections.events import ProjectedEvent
 
 _COLUMNS = (
     "stream_id, account_id, monthly_allowance, allowance_remaining, topup_balance, held, "
-    "threshold, low_armed, depleted_armed, position"
+    "threshold, low_armed, depleted_armed, position, granted"
 )
 
 
@@ -64,10 +66,11 @@ class NotifierState(msgspec.Struct):
     low_armed: bool
     depleted_armed: bool
     position: int
+    granted: int = 0
 
     @property
     def balance(self) -> int:
-        return self.allowance_remaining + self.topup_balance
+        return self.allowance_remaining + self.granted + self.topup_balance
 
     @property
     def available(self) -> int:
@@ -94,6 +97,7 @@ class NotifierState(msgspec.Struct):
             "available": self.available,
             "held": self.held,
             "allowance_remaining": self.allowance_remaining,
+            "granted": self.granted,
             "topup_balance": self.topup_balance,
             "monthly_allowance": self.monthly_allowance,
             "low_balance_threshold": self.effective_threshold,
@@ -128,6 +132,7 @@ def _move_buckets(state: NotifierState, event: object) -> bool:
             # The same meaning of each event as the balances view and the statement.
             state.allowance_remaining += change.allowance
             state.topup_balance += change.topup
+            state.granted += change.granted
             state.held += held_change(event)
     return True
 
@@ -141,6 +146,7 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
             return "credits.spent", {
                 "amount": event.amount,
                 "from_allowance": event.from_allowance,
+                "from_grants": event.from_grants,
                 "from_topup": event.from_topup,
                 "reason": event.reason or None,
                 "hold_id": None,
@@ -149,10 +155,21 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
             return "credits.spent", {
                 "amount": event.captured,
                 "from_allowance": event.from_allowance,
+                "from_grants": dict(event.from_grants),
                 "from_topup": event.from_topup,
                 "reason": None,
                 "hold_id": event.hold_id,
             }
+        case CreditsGranted():
+            return "credits.granted", {
+                "grant_id": event.grant_id,
+                "amount": event.amount,
+                "priority": event.priority,
+                "expires_at": event.expires_at,
+                "reason": event.reason or None,
+            }
+        case GrantExpired():
+            return "grant.expired", {"grant_id": event.grant_id, "lapsed": event.lapsed}
         case HoldExpired():
             return "hold.expired", {
                 "hold_id": event.hold_id,
@@ -292,12 +309,12 @@ class NotificationsProjection:
                     for endpoint_id in chosen
                 )
         await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                 ON CONFLICT (stream_id) DO UPDATE SET
                     monthly_allowance = excluded.monthly_allowance,
                     allowance_remaining = excluded.allowance_remaining,
                     topup_balance = excluded.topup_balance, held = excluded.held,
-                    threshold = excluded.threshold, low_armed = excluded.low_armed,
+                    granted = excluded.granted, threshold = excluded.threshold, low_armed = excluded.low_armed,
                     depleted_armed = excluded.depleted_armed, position = excluded.position""",
             [msgspec.structs.astuple(s) for s in states.values() if s is not None],
         )

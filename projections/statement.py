@@ -28,6 +28,8 @@ _COLUMNS = [
     "balance_after",
     "description",
     "recorded_at",
+    "granted_change",
+    "granted_after",
 ]
 
 
@@ -46,10 +48,13 @@ class StatementProjection:
             return
         streams = list({e.stream_id for e in mine})
         last: dict[UUID, tuple[str, Buckets]] = {
-            r["stream_id"]: (r["account_id"], Buckets(r["allowance_after"], r["topup_after"]))
+            r["stream_id"]: (
+                r["account_id"],
+                Buckets(r["allowance_after"], r["topup_after"], r["granted_after"]),
+            )
             for r in await connection.fetch(
                 f"""SELECT DISTINCT ON (stream_id) stream_id, account_id, allowance_after,
-                           topup_after
+                           topup_after, granted_after
                     FROM {table} WHERE stream_id = any($1)
                     ORDER BY stream_id, version DESC""",
                 streams,
@@ -84,6 +89,8 @@ class StatementProjection:
                     after.balance,
                     change.description,
                     projected.recorded_at,
+                    change.granted,
+                    after.granted,
                 )
             )
         if lines:

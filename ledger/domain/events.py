@@ -208,6 +208,9 @@ STATEMENT_EVENTS: tuple[type[Aggregate.Event], ...] = (
     CreditsRestored,
     HoldPlaced,
     *HOLD_SETTLEMENTS,
+    CreditsGranted,
+    GrantExpired,
+    GrantVoided,
 )
 """The account events that make a line of its statement: each moves credits, or holds them.
 

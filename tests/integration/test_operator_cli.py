@@ -60,6 +60,7 @@ async def test_accounts_show_reads_the_account_and_its_latest_purchases(
     assert lines[0].split() == ["account", "acct_1"]
     assert "balance            190" in lines
     assert "  allowance        190 of 200 left" in lines
+    assert "  grants           0 in 0 active grants" in lines
     assert "held               0 in 0 open holds" in lines
     assert "events             2" in lines
     assert "purchases          none" in lines
@@ -87,6 +88,7 @@ async def test_accounts_list_pages_through_the_balances_view_and_says_when_it_is
         "BALANCE",
         "ALLOWANCE",
         "LEFT",
+        "GRANTS",
         "TOP-UPS",
         "HELD",
         "PERIOD",
@@ -266,7 +268,7 @@ async def test_rebuild_all_shows_whole_numbers_to_100_percent_only_on_a_terminal
     assert unknown.returncode == 2
     assert "'statement_lines' is not one of 'balances', 'purchases', 'statement'" in unknown.stderr
     names = ", ".join(VIEW_NAMES)
-    assert f"NAME is one of: {names}, all." in helped.stdout
+    assert f"NAME is one of: {names}, all." in " ".join(helped.stdout.split())
     assert f"read views: {names}." in " ".join(listed.stdout.split())
 
 

@@ -9,8 +9,10 @@ from eventsourcing.domain import Aggregate
 from ledger.domain.events import (
     AccountOpened,
     CheckoutRequested,
+    CreditsGranted,
     CreditsPurchased,
     CreditsSpent,
+    GrantExpired,
     HoldCaptured,
     HoldPlaced,
     MonthlyAllowanceReset,
@@ -117,3 +119,37 @@ def test_events_of_other_streams_are_ignored() -> None:
     )
     assert state is None
     assert sent == [[], []]
+
+
+def test_grants_notify_and_count_in_available_for_the_alerts() -> None:
+    state, sent = run(
+        made(AccountOpened, account_id="a", monthly_allowance=100, period="2030-01"),
+        made(
+            CreditsGranted,
+            grant_id="g",
+            amount=500,
+            priority=50,
+            expires_at="2030-01-31T00:00:00+00:00",
+            reason="promo",
+        ),
+        made(
+            CreditsSpent,
+            amount=150,
+            from_allowance=100,
+            from_topup=0,
+            reason="x",
+            from_grants={"g": 50},
+        ),
+        made(GrantExpired, grant_id="g", lapsed=450),
+    )
+
+    # 450 of the grant keep available above the threshold (10) after the spend; its
+    # expiry empties the account.
+    assert sent == [
+        [],
+        ["credits.granted"],
+        ["credits.spent"],
+        ["grant.expired", "credits.low_balance", "credits.depleted"],
+    ]
+    assert state is not None
+    assert (state.granted, state.available) == (0, 0)
