@@ -733,6 +733,7 @@ def revoke_token(token_id: str) -> None:
 def _add_commands() -> None:
     """Commands kept in modules of their own (api/cli_*.py)."""
     from api.cli_config import config_check
+    from api.cli_grants import grants_group
     from api.cli_inspect import list_accounts, list_tokens, projections_status, show_account
     from api.cli_stripe import stripe_group
 
@@ -742,6 +743,7 @@ def _add_commands() -> None:
     tokens.add_command(list_tokens)
     projections.add_command(projections_status)
     main.add_command(stripe_group)
+    main.add_command(grants_group)
 
 
 _add_commands()

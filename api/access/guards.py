@@ -79,7 +79,9 @@ def own_account_or(*scopes: Scope) -> Guard:
     return guard
 
 
-async def provide_principal(request: Request[Any, Any, Any], services: Any) -> Principal:
+async def provide_principal(
+    request: Request[Any, Any, Any], services: NamedDependency[Any]
+) -> Principal:
     """The caller a guard authenticated (routes without a guard have none).
 
     It names ``services`` so that Litestar resolves the two one after the other:
