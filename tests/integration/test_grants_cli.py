@@ -54,7 +54,8 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
         ("voided", 0, 500),
     ]
     assert len(active.stdout.splitlines()) == 1
-    assert "active" in active.stdout and "70 of 70" in active.stdout
+    assert "active" in active.stdout
+    assert "70 of 70" in active.stdout
     assert past.returncode == 1
     assert past.stderr.strip() == "Error: A grant's expires_at must be in the future."
     assert (nobody.returncode, nobody.stderr.strip()) == (
