@@ -21,11 +21,14 @@ from ledger_client import (
     ValidationError,
     construct_notification,
 )
+from litestar import Litestar
 
 from api.access.tokens import Scope
 from api.services import Services
+from bench import service as bench
 from ledger.notifications.dispatcher import Dispatcher
 from projections.runner import Projector
+from tests.conftest import unique
 from tests.e2e.conftest import Connect, Customer
 from tests.e2e.test_spending_api import open_account, spent_events
 from tests.support.events import caught_up
@@ -160,3 +163,26 @@ async def test_endpoints_thresholds_and_a_delivery_verified_by_the_client(
     assert (spent.data.amount, spent.data.reason, spent.data.available) == (600, "e2e", 400)
     assert isinstance(low, LowBalanceNotification)
     assert (low.data.available, low.data.low_balance_threshold) == (400, 500)
+
+
+async def test_the_bench_sets_up_accounts_history_and_grants_through_the_client(
+    ledger_app: Litestar, writer: LedgerClient, services: Services
+) -> None:
+    url = ledger_app.state.base_url
+    token = (await services.tokens.issue(Scope.LEDGER_WRITE, name="bench")).secret
+    accounts = [unique("acct_bench") for _ in range(3)]
+    await writer.open_account(accounts[0], monthly_allowance=1000)  # there already
+
+    opened = await bench.open_accounts(url, token, accounts, allowance=100, concurrency=2)
+    await bench.spend_each(url, token, accounts, 2, concurrency=2)
+    await bench.spend_each(url, token, accounts, 2, concurrency=2)  # the same keys: no more
+    await bench.grant_each(url, token, accounts[1:], 3, concurrency=2)
+
+    assert opened == 2
+    await caught_up(services.store)
+    balances = [await writer.get_credits(account_id) for account_id in accounts]
+    assert [(c.allowance_remaining, c.granted) for c in balances] == [
+        (998, 0),
+        (98, 3_000_000),
+        (98, 3_000_000),
+    ]
