@@ -59,7 +59,8 @@ class ApiError(LedgerError):
     @property
     def request_id(self) -> str | None:
         """The service's ``X-Request-Id`` for this answer, to find it in the service's logs."""
-        return self.headers.get("X-Request-Id")
+        found: str | None = self.headers.get("X-Request-Id")
+        return found
 
 
 class Unauthorized(ApiError):

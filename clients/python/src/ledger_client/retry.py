@@ -56,6 +56,7 @@ def delay(
     """
     if retry_after is not None and retry_after > max_backoff:
         return None
-    ceiling = min(max_backoff, backoff * 2**attempt)
-    jittered = ceiling / 2 + (rand or random).uniform(0, ceiling / 2)
+    ceiling = min(max_backoff, backoff * 2.0**attempt)
+    uniform = rand.uniform if rand is not None else random.uniform
+    jittered = ceiling / 2 + uniform(0, ceiling / 2)
     return max(jittered, retry_after or 0.0)
