@@ -27,12 +27,16 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(call INSTALL,the ledger and its dependencies,about 30-60 s,-e .)
 	@touch $@
 
-$(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(call INSTALL,the ledger with its test and lint tools,about 1-3 minutes,-e '$(DEV_EXTRAS)')
+# The Python client (clients/python) is a package of its own, installed editable beside
+# the service: the e2e tests and the bench's setup talk to the service through it.
+CLIENT := clients/python
+
+$(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt $(CLIENT)/pyproject.toml
+	$(call INSTALL,the ledger and its Python client with their test and lint tools,about 1-3 minutes,-e '$(DEV_EXTRAS)' -e ./$(CLIENT))
 	@touch $@ $(VENV)/.run-installed
 
-$(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[test,lint,bench]'
+$(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt $(CLIENT)/pyproject.toml
+	$(PIP) -e '.[test,lint,bench]' -e ./$(CLIENT)
 	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedded PostgreSQL, Stripe stand-in)
@@ -52,7 +56,7 @@ browser: ## install Debian's chromium for the browser test, if missing (never fa
 	fi
 
 lint: $(VENV)/.dev-installed ## ruff and mypy
-	$(BIN)/ruff check ledger api projections audit stripe_standin relay tests bench
+	$(BIN)/ruff check ledger api projections audit stripe_standin relay tests bench clients
 	$(BIN)/mypy
 
 # Both PostgreSQL configurations, py-spy profiles for the CPU budget's stages.
