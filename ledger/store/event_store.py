@@ -93,6 +93,43 @@ async def read_after(connection: Connection, after: int, limit: int) -> list[Rec
     return [_recorded(row) for row in rows]
 
 
+_APPEND_TAIL = 64
+"""Events read past a batch's limit to find where the last append's events end."""
+
+
+def _same_append(event: RecordedEvent, before: RecordedEvent) -> bool:
+    # One append() call takes its time once and its positions one after another under
+    # the ordering lock, so its events are consecutive and share recorded_at.
+    return (
+        event.recorded_at == before.recorded_at
+        and event.notification_id == before.notification_id + 1
+    )
+
+
+async def read_whole_appends_after(
+    connection: Connection, after: int, limit: int
+) -> list[RecordedEvent]:
+    """As ``read_after``, but never ending inside one append's events: a batch that
+    reaches ``limit`` goes on to the last event of the append it is in.
+
+    Readers that apply whole batches (the projector) then never show half a command:
+    a refund that claws back and restores, or a spend with its notification, moves a
+    view from one state a command left to the next, never through what lies between.
+    """
+    events = await read_after(connection, after, limit + _APPEND_TAIL)
+    if len(events) <= limit:
+        return events
+    kept, tail = events[:limit], events[limit:]
+    while True:
+        for event in tail:
+            if not _same_append(event, kept[-1]):
+                return kept
+            kept.append(event)
+        if len(tail) < _APPEND_TAIL:
+            return kept
+        tail = await read_after(connection, kept[-1].notification_id, _APPEND_TAIL)
+
+
 class EventStore:
     """Appends events with optimistic concurrency and reads them back in order."""
 

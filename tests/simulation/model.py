@@ -78,7 +78,8 @@ class Account:
 
     def watch(self) -> None:
         """ "credits.low_balance fires when available falls below the threshold, once per
-        crossing; credits.depleted when it reaches zero or less"."""
+        crossing; credits.depleted when it reaches zero or less", judged on what each
+        command left (called after every step that touched the account)."""
         if self.available < self.threshold:
             if self.low_armed:
                 self.low_armed = False

@@ -309,9 +309,6 @@ class World:
                 if session.status != "paid":  # money for an expired session is still credited
                     session.status = "paid"
                     self.accounts[session.account_id].topup += session.credits
-                    # Its own event: the alerts see the balance between it and a
-                    # clawback of refunds that came before the payment.
-                    self.accounts[session.account_id].watch()
             case RefundEvent():
                 session = self.session_of(event.payment_intent)
                 session.learn_refund(event.amount_refunded)
