@@ -21,6 +21,7 @@ from api.log_context import request_ids
 from api.metrics import MetricsAccess, count_requests, metrics_port_only
 from api.openapi import conform, openapi_config
 from api.routes import (
+    account_page,
     auditors,
     checkout_pages,
     customers,
@@ -135,6 +136,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             stripe_webhook.stripe_webhook,
             *operations.ROUTES,
             *checkout_pages.ROUTES,
+            *account_page.ROUTES,
         ],
         dependencies={
             "services": Provide(provide_services),

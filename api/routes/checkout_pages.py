@@ -19,6 +19,9 @@ from api.services import ServicesDependency
 
 REFRESH_SECONDS = 2
 
+BACK_TO_ACCOUNT = '<p><a id="account-link" href="/account">Back to your account</a></p>'
+"""Every page links back to the customer's page (api/routes/account_page.py)."""
+
 
 def _page(title: str, body: str, *, refresh: bool = False) -> str:
     meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
@@ -27,7 +30,7 @@ def _page(title: str, body: str, *, refresh: bool = False) -> str:
         f'<!doctype html><html lang=en><head><meta charset=utf-8><meta name="referrer" '
         f'content="no-referrer">{meta}'
         f"<title>{html.escape(title)}</title></head>"
-        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
+        f"<body><main><h1>{html.escape(title)}</h1>{body}{BACK_TO_ACCOUNT}</main></body></html>"
     )
 
 
