@@ -238,15 +238,18 @@
   function renderChart(statement, now) {
     const since = now - CHART_DAYS * DAY_MS;
     const points = balancePoints(statement, since, now);
-    const start = statement.truncated && points.length > 0 ? points[0][0] : since;
     const plot = $("chart-plot");
-    $("chart-from").textContent = dates.format(new Date(start));
     if (points.length === 0) {
       plot.replaceChildren();
       $("chart-max").textContent = "";
+      $("chart-from").textContent = dates.format(new Date(since));
       $("chart-summary").textContent = "No ledger lines in the last 90 days.";
       return;
     }
+    // The window's start; for a younger account its first line, so that its history is
+    // drawn across the chart rather than squeezed against today.
+    const start = points[0][0];
+    $("chart-from").textContent = dates.format(new Date(start));
     const balances = points.map((p) => p[1]);
     const top = Math.max(1, ...balances);
     const low = Math.min(...balances);
@@ -265,12 +268,13 @@
       const gy = y(top * fraction).toFixed(1);
       chart.append(svg("line", { class: "grid", x1: 0, x2: CHART_W, y1: gy, y2: gy }));
     }
-    const area = `${line} V${CHART_H} H${x(first[0]).toFixed(1)} Z`;
+    const area = `${line} V${CHART_H} H0 Z`;
     chart.append(svg("path", { class: "area", d: area }));
     chart.append(svg("path", { class: "line", d: line, "data-points": points.length }));
     plot.replaceChildren(chart);
     figure("chart-max", top);
-    const from = `${statement.before !== null ? "On" : "When the account opened on"} ${dates.format(new Date(first[0]))}`;
+    const opened = statement.before === null && !statement.truncated;
+    const from = `${opened ? "When the account opened on" : "On"} ${dates.format(new Date(start))}`;
     $("chart-summary").textContent =
       `${from}: ${numbers.format(first[1])} credits. Now: ${numbers.format(balances[balances.length - 1])} credits. ` +
       `Lowest ${numbers.format(low)}, highest ${numbers.format(Math.max(...balances))}.` +

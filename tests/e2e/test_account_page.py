@@ -32,7 +32,9 @@ class References(HTMLParser):
         for name in ("src", "href", "action", "formaction", "srcset", "poster", "data"):
             if values.get(name) is not None:
                 self.urls.append(str(values[name]))
-        self.inline += [f"{tag} {name}" for name, _ in attrs if name == "style" or name.startswith("on")]
+        self.inline += [
+            f"{tag} {name}" for name, _ in attrs if name == "style" or name.startswith("on")
+        ]
         if tag == "style":
             self.inline.append("<style>")
         if tag == "script" and "src" not in values:
@@ -90,8 +92,12 @@ async def test_the_script_calls_only_the_credits_api_of_its_own_origin(
     script = (await http.get(SCRIPT)).text
 
     called = set(re.findall(r"""(?:api\(token, |fetch\()[`"']([^`"'?$]*)""", script))
-    assert called == {"/v1/credits", "/v1/credits/transactions", "/v1/credits/purchases",
-                      "/v1/credits/purchase"}
+    assert called == {
+        "/v1/credits",
+        "/v1/credits/transactions",
+        "/v1/credits/purchases",
+        "/v1/credits/purchase",
+    }
     assert "localStorage" not in script
     assert "document.cookie" not in script
     assert "innerHTML" not in script  # the policy's Trusted Types would refuse it anyway
