@@ -48,9 +48,9 @@ def _asset(name: str, media_type: str) -> tuple[bytes, str]:
     return (_WEB / name).read_bytes(), media_type
 
 
-PAGE = _asset("account.html", "text/html; charset=utf-8")
-SCRIPT = _asset("account.js", "text/javascript; charset=utf-8")
-STYLESHEET = _asset("account.css", "text/css; charset=utf-8")
+PAGE = _asset("account.html", "text/html")
+SCRIPT = _asset("account.js", "text/javascript")
+STYLESHEET = _asset("account.css", "text/css")
 
 
 def _serve(asset: tuple[bytes, str]) -> Response[bytes]:

@@ -368,8 +368,21 @@
     return loading;
   }
 
+  function outcome(purchase) {
+    switch (purchase.status) {
+      case "paid":
+        return `${numbers.format(purchase.credits)} credits were added.`;
+      case "expired":
+        return "The payment page expired before it was paid: nothing was charged.";
+      case "failed":
+        return "The payment failed: nothing was charged.";
+      default:
+        return `Your purchase is ${(STATUS[purchase.status] || purchase.status).toLowerCase()}.`;
+    }
+  }
+
   /** After Checkout: reload until the purchase is no longer pending, for about a minute. */
-  async function watchCheckout(token) {
+  async function watchCheckout(token, loaded) {
     let sessionId = null;
     try {
       sessionId = sessionStorage.getItem(CHECKOUT_KEY);
@@ -379,12 +392,12 @@
     if (!sessionId) return;
     status("Checking your purchase…");
     for (let round = 0; round < WATCH_ROUNDS; round += 1) {
-      const purchases = await refresh(token);
+      const purchases = round === 0 && loaded ? loaded : await refresh(token);
       if (signedIn !== token) return; // signed out meanwhile
       const purchase = purchases && purchases.find((p) => p.session_id === sessionId);
       if (purchase && purchase.status !== "pending") {
         sessionStorage.removeItem(CHECKOUT_KEY);
-        status(purchase.status === "paid" ? `${numbers.format(purchase.credits)} credits were added.` : `Your purchase ${STATUS[purchase.status] ? STATUS[purchase.status].toLowerCase() : purchase.status}.`);
+        status(outcome(purchase));
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, WATCH_INTERVAL_MS));
@@ -549,6 +562,23 @@
       if (token) loadPurchases(token, true).catch((error) => status(error.message));
     });
     $("balance-title").tabIndex = -1;
+    // Back from Checkout with the browser's Back button: the page comes from the back/forward
+    // cache as it was left, its button still disabled.
+    window.addEventListener("pageshow", (event) => {
+      if (!event.persisted) return;
+      $("buy-button").disabled = false;
+      status("");
+    });
+    if (window.location.hash === "#cancelled") {
+      // The link of /checkout/cancel: that Checkout will not be paid, so no need to watch it.
+      try {
+        sessionStorage.removeItem(CHECKOUT_KEY);
+      } catch {
+        /* nothing was stored */
+      }
+      history.replaceState(null, "", window.location.pathname);
+      status("Purchase cancelled: nothing was charged.");
+    }
 
     signedIn = storedToken();
     if (!signedIn) {
@@ -557,7 +587,7 @@
     }
     showSignedIn();
     const token = signedIn;
-    refresh(token).then(() => watchCheckout(token));
+    refresh(token).then((purchases) => watchCheckout(token, purchases));
   }
 
   start();

@@ -251,3 +251,30 @@ async def test_a_wrong_token_shows_a_clear_error_and_stores_nothing(
     assert page.url == f"{base_url}/account"
     assert watch.purchases == []
     assert watch.problems == []
+
+
+async def test_a_cancelled_checkout_returns_to_the_account_page_with_nothing_charged(
+    context: BrowserContext, http: httpx.AsyncClient, customer: Customer
+) -> None:
+    from playwright.async_api import expect
+
+    base_url = f"{http.base_url}".rstrip("/")
+    watch = await watched(context, base_url)
+    page = watch.page
+    await sign_in(page, base_url, customer.token)
+    await expect(page.locator("#balance")).to_have_attribute("data-value", "1000")
+    await page.get_by_label("Credits to buy").fill("700")
+    async with page.expect_navigation(url=re.compile(r"/c/pay/cs_")):
+        await page.get_by_role("button", name="Buy credits").click()
+
+    async with page.expect_navigation(url=re.compile(re.escape(f"{base_url}/checkout/cancel"))):
+        await page.click("#cancel")
+    async with page.expect_navigation(url=f"{base_url}/account"):
+        await page.get_by_role("link", name="Back to your account").click()
+
+    await expect(page.locator("#page-status")).to_have_text(
+        "Purchase cancelled: nothing was charged."
+    )
+    await expect(page.locator("#balance")).to_have_attribute("data-value", "1000")
+    assert (await stored(page))["session"] == {TOKEN_KEY: customer.token}  # still signed in
+    assert watch.problems == []
