@@ -15,11 +15,12 @@ from litestar.di import Provide
 
 from api.access.guards import provide_principal
 from api.database import create_pool, describe, resolve_database_url, service_url
+from api.edge import answered_requests
 from api.errors import EXCEPTION_HANDLERS
 from api.expiry import ExpirySweeper
-from api.log_context import request_ids
-from api.metrics import MetricsAccess, count_requests, metrics_port_only
+from api.metrics import MetricsAccess, metrics_port_only
 from api.openapi import conform, openapi_config
+from api.reconcile import PeriodicReconciler
 from api.routes import (
     account_page,
     auditors,
@@ -53,7 +54,7 @@ async def open_services(
         database_url = await service_url(given_url, settings.database_admin_url)
         pool = await create_pool(database_url)
         stack.push_async_callback(pool.close)
-        log.info("event store: %s", describe(database_url))
+        log.debug("event store: %s", describe(database_url))
         gateway = StripeGateway(
             settings.stripe_secret_key or "sk_test_standin",
             api_base=stripe_api_base or settings.stripe_api_base,
@@ -110,6 +111,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             sweeper = ExpirySweeper(services.views, services.ledger)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
+            if reconciler := PeriodicReconciler.from_env(services):  # LEDGER_RECONCILE_SECONDS
+                reconciler.start()
+                stack.push_async_callback(reconciler.stop)
             if settings.production:
                 from api.development import revoke_demo_tokens
 
@@ -118,10 +122,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
                 from api.development import ensure_demo_account
 
                 await ensure_demo_account(services, settings)
-            log.info("ledger API ready on %s", settings.public_url)
             yield
 
-    async def provide_services(request: Request[Any, Any, Any]) -> Services:
+    def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
     metrics_access = MetricsAccess(port=settings.metrics_port, token=settings.metrics_token)
@@ -139,7 +142,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             *account_page.ROUTES,
         ],
         dependencies={
-            "services": Provide(provide_services),
+            "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,
@@ -148,7 +151,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[request_ids, count_requests, metrics_port_only(metrics_access)],
+        middleware=[answered_requests, metrics_port_only(metrics_access)],
         # Every body here is a small JSON document; Stripe's events stay far below this.
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=(

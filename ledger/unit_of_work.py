@@ -65,6 +65,10 @@ class Streams:
         """The aggregate of ``stream_id`` (None if it has no events yet)."""
         return await self.repository.get(cls, stream_id, fresh=self.fresh)
 
+    async def get_many(self, *wanted: tuple[type[Any], UUID]) -> list[Any]:
+        """Several aggregates (each None if it has no events yet), in one round trip."""
+        return await self.repository.get_many(wanted, fresh=self.fresh)
+
     async def claim(self, scope: str, key: str) -> StoredAnswer | None:
         """What a claim recorded, if it is made (claims are never undone, so no cache issue)."""
         return await self.claims.find(scope, key)

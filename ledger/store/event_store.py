@@ -266,6 +266,38 @@ class EventStore:
             snapshot, rows = _recorded(rows[0][1:]), rows[1:]
         return snapshot, [_recorded(row[1:]) for row in rows]
 
+    async def load_many_from_snapshots(
+        self, originator_ids: Sequence[UUID]
+    ) -> dict[UUID, tuple[RecordedEvent | None, list[RecordedEvent]]]:
+        """``load_from_snapshot`` of several streams in one round trip (streams with no
+        events are left out)."""
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"""WITH snapshot AS (
+                        SELECT DISTINCT ON (originator_id) originator_id, originator_version,
+                               topic, state, 0::bigint AS notification_id,
+                               event_recorded_at AS recorded_at, ''::bytea AS hash
+                        FROM snapshots WHERE originator_id = any($1::uuid[])
+                        ORDER BY originator_id, originator_version DESC)
+                    SELECT true AS is_snapshot, * FROM snapshot
+                    UNION ALL
+                    SELECT false, {", ".join(f"e.{c}" for c in _COLUMNS.split(", "))}
+                    FROM stored_events e LEFT JOIN snapshot s USING (originator_id)
+                    WHERE e.originator_id = any($1::uuid[])
+                      AND e.originator_version > coalesce(s.originator_version, 0)
+                    ORDER BY 2, 1 DESC, 3""",
+                list(originator_ids),
+            )
+        loaded: dict[UUID, tuple[RecordedEvent | None, list[RecordedEvent]]] = {}
+        for row in rows:
+            recorded = _recorded(row[1:])
+            _, events = loaded.setdefault(recorded.originator_id, (None, []))
+            if row[0]:
+                loaded[recorded.originator_id] = (recorded, events)
+            else:
+                events.append(recorded)
+        return loaded
+
     @staticmethod
     async def save_snapshot(connection: Connection, snapshot: StoredEvent) -> None:
         """Keep a snapshot, in the transaction that appended its aggregate's events.
