@@ -105,7 +105,10 @@ async def test_the_script_calls_only_the_credits_api_of_its_own_origin(
 
 @pytest.mark.parametrize(
     ("path", "link"),
-    [("/checkout/success", "/account"), ("/checkout/cancel", "/account#cancelled")],
+    [
+        ("/checkout/success?session_id=cs_test_nobody", "/account"),
+        ("/checkout/cancel", "/account#cancelled"),
+    ],
 )
 async def test_the_checkout_pages_link_back_to_the_account_page(
     http: httpx.AsyncClient, path: str, link: str
