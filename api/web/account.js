@@ -321,6 +321,7 @@
     const query = new URLSearchParams({ limit: String(PURCHASES_PAGE) });
     if (more && purchasesAfter !== null) query.set("after", String(purchasesAfter));
     const page = await api(token, `/v1/credits/purchases?${query}`);
+    if (signedIn !== token) return [];
     const body = $("purchases").tBodies[0];
     const rows = page.data.map(purchaseRow);
     if (more) body.append(...rows);
@@ -343,6 +344,7 @@
       loadStatement(token, now - CHART_DAYS * DAY_MS),
       loadPurchases(token, false),
     ]);
+    if (signedIn !== token) return null; // signed out while it loaded: show nothing
     renderBalance(credits);
     renderChart(statement, now);
     return purchases;
@@ -489,8 +491,10 @@
   }
 
   /** What the customer typed, as JSON: the service checks it and words any refusal. */
-  function purchaseBody(text) {
-    const trimmed = text.trim();
+  function purchaseBody(field) {
+    // Text that is not a number reads as "" from a number input: "" is still not an integer.
+    if (field.validity.badInput) return { credits: field.value };
+    const trimmed = field.value.trim();
     if (trimmed === "") return {};
     const value = Number(trimmed);
     return { credits: Number.isFinite(value) ? value : trimmed };
@@ -510,7 +514,7 @@
       answer = await api(token, "/v1/credits/purchase", {
         method: "POST",
         headers: { "Content-Type": "application/json", "Idempotency-Key": newIdempotencyKey() },
-        body: JSON.stringify(purchaseBody(field.value)),
+        body: JSON.stringify(purchaseBody(field)),
       });
     } catch (error) {
       button.disabled = false;
