@@ -22,6 +22,7 @@ from api.metrics import MetricsAccess, metrics_port_only
 from api.openapi import conform, openapi_config
 from api.reconcile import PeriodicReconciler
 from api.routes import (
+    account_page,
     auditors,
     checkout_pages,
     customers,
@@ -138,6 +139,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             stripe_webhook.stripe_webhook,
             *operations.ROUTES,
             *checkout_pages.ROUTES,
+            *account_page.ROUTES,
         ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
