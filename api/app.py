@@ -20,6 +20,7 @@ from api.expiry import ExpirySweeper
 from api.log_context import request_ids
 from api.metrics import MetricsAccess, count_requests, metrics_port_only
 from api.openapi import conform, openapi_config
+from api.replays import replayed_answers
 from api.routes import (
     auditors,
     checkout_pages,
@@ -146,7 +147,12 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[request_ids, count_requests, metrics_port_only(metrics_access)],
+        middleware=[
+            request_ids,
+            count_requests,
+            metrics_port_only(metrics_access),
+            replayed_answers,
+        ],
         # Every body here is a small JSON document; Stripe's events stay far below this.
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=(
@@ -156,5 +162,5 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         ),
     )
     app.state.metrics_access = metrics_access
-    conform(app.openapi_schema)
+    conform(app)
     return app
