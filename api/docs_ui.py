@@ -19,6 +19,7 @@ from typing import Any
 from litestar import Request, Router, get
 from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.params import FromPath
 from litestar.response import File, Redirect
 from swagger_ui_bundle import swagger_ui_path
 
@@ -92,7 +93,7 @@ class SwaggerPage(SwaggerRenderPlugin):
         return page.encode()
 
 
-def asset(name: str) -> File:
+def asset(name: FromPath[str]) -> File:
     """One of Swagger UI's files (404 for any other name)."""
     media_type = ASSETS.get(name)
     if media_type is None:
