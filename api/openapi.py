@@ -24,6 +24,7 @@ from litestar.openapi.spec import (
     Operation,
     Parameter,
     Reference,
+    RequestBody,
     Schema,
     SecurityScheme,
 )
@@ -32,7 +33,7 @@ from litestar.routes import HTTPRoute
 from api.docs_ui import SwaggerPage
 from api.replays import IDEMPOTENT_REPLAYED
 from api.schemas import ErrorBody, ValidationErrorBody
-from api.validation import Body, RawBody, field_errors
+from api.validation import Body, OptionalBody, RawBody, field_errors
 from ledger.store.claims import KEY_REUSED
 
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -116,16 +117,29 @@ _VALIDATION_EXAMPLE = {
 }
 
 
-def errors(*codes: int, conflict: str | None = None) -> dict[int, ResponseSpec]:
-    """The error answers ``codes`` for a route decorator's ``responses``."""
+_GENERIC_422 = "a bad field"
+
+
+def errors(
+    *codes: int, conflict: str | None = None, invalid: dict[str, dict[str, str]] | None = None
+) -> dict[int, ResponseSpec]:
+    """The error answers ``codes`` for a route decorator's ``responses``.
+
+    ``conflict`` words the 409; ``invalid`` adds the route's own 422 refusals that no
+    schema shows (``{"a capture above the hold": {"amount": "The amount must ..."}}``).
+    """
     specs: dict[int, ResponseSpec] = {}
     for code in codes:
         if code == 422:
+            own = [
+                Example(summary=summary, value=_refusal(*next(iter(fields.items()))))
+                for summary, fields in (invalid or {}).items()
+            ]
             specs[code] = ResponseSpec(
                 ValidationErrorBody,
                 description="A field is missing or invalid; nothing was recorded.",
                 generate_examples=False,
-                examples=[Example(summary="a bad field", value=_VALIDATION_EXAMPLE)],
+                examples=own or [Example(summary=_GENERIC_422, value=_VALIDATION_EXAMPLE)],
             )
             continue
         description, example = _ERRORS[code]
@@ -209,14 +223,24 @@ def conform(app: Litestar) -> None:
                     replayed = {IDEMPOTENT_REPLAYED: IDEMPOTENT_REPLAYED_HEADER}
                     response.headers = {**(response.headers or {}), **replayed}
                 elif status == "422" and response.content:
-                    examples = _refusals(bodies.get((path, method)), headers)
+                    media = response.content["application/json"]
+                    own = [
+                        example
+                        for example in (media.examples or {}).values()
+                        if isinstance(example, Example) and example.summary != _GENERIC_422
+                    ]
+                    examples = _refusals(bodies.get((path, method)), headers, own)
                     if examples:
-                        response.content["application/json"].examples = examples
+                        media.examples = examples
+            body = bodies.get((path, method))
+            if body is not None and body[1] and isinstance(operation.request_body, RequestBody):
+                operation.request_body.required = False  # OptionalBody: it may be left out
 
 
-def _body_models(app: Litestar) -> dict[tuple[str, str], type[msgspec.Struct]]:
-    """The Struct each operation's JSON body is decoded into, by (path, method)."""
-    models: dict[tuple[str, str], type[msgspec.Struct]] = {}
+def _body_models(app: Litestar) -> dict[tuple[str, str], tuple[type[msgspec.Struct], bool]]:
+    """The Struct each operation's JSON body is decoded into, and whether it may be left
+    out (``OptionalBody``), by (path, method)."""
+    models: dict[tuple[str, str], tuple[type[msgspec.Struct], bool]] = {}
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -225,19 +249,26 @@ def _body_models(app: Litestar) -> dict[tuple[str, str], type[msgspec.Struct]]:
             if dto is None or not issubclass(dto, Body) or issubclass(dto, RawBody):
                 continue
             for method in handler.http_methods:
-                models[(route.path_format, method.lower())] = dto.model_type
+                optional = issubclass(dto, OptionalBody)
+                models[(route.path_format, method.lower())] = (dto.model_type, optional)
     return models
 
 
+def _refusal(field: str, message: str) -> dict[str, Any]:
+    return {"message": message, "errors": {field: [message]}}
+
+
 def _refusals(
-    model: type[msgspec.Struct] | None, headers: set[str]
+    body: tuple[type[msgspec.Struct], bool] | None, headers: set[str], own: list[Example]
 ) -> dict[str, Example | Reference]:
     """Examples of a route's 422, worded by the code that refuses (api/validation.py)."""
     found: dict[str, Example | Reference] = {}
+    model = body[0] if body is not None else None
 
     def add(summary: str, field: str, message: str) -> None:
-        value = {"message": message, "errors": {field: [message]}}
-        found[f"refusal-{len(found) + 1}"] = Example(summary=summary, value=value)
+        found[f"refusal-{len(found) + 1}"] = Example(
+            summary=summary, value=_refusal(field, message)
+        )
 
     fields = msgspec.structs.fields(model) if model is not None else ()
     if missing := next((f.encode_name for f in fields if f.required), None):
@@ -247,6 +278,8 @@ def _refusals(
         add(f"`{whole}` written as 1517.0 (JSON integers only)", whole, message)
     if "Idempotency-Key" in headers:
         add("an Idempotency-Key already used for another request", "Idempotency-Key", KEY_REUSED)
+    for example in own:
+        found[f"refusal-{len(found) + 1}"] = example
     return found
 
 

@@ -100,6 +100,17 @@ class OptionalBody(Body[S], Generic[S]):
     def decode_bytes(self, value: bytes) -> Any:
         return None if value.strip() == b"null" else decode_body(value, self.model_type)
 
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        """The Struct's schema, admitting ``null`` too (the document marks the body optional)."""
+        schema = cast(
+            dict[str, Any],
+            super().create_openapi_schema(field_definition, handler_id, schema_creator),
+        )
+        return cast(Schema, {**schema, "type": ["object", "null"]})
+
 
 class RawBody(Body[S], Generic[S]):
     """The body's bytes as they came, documented as the Struct (the Stripe webhook checks
