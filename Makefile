@@ -11,19 +11,32 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
+# In a variable: a comma written in $(call …)'s arguments would split them.
+DEV_EXTRAS := .[test,lint]
+
+# pip is quiet (its output is pages long): say what it does, how long it takes, and how long it took.
+INSTALL = @started=$$(date +%s); \
+	echo "pip: installing $(1) into $(VENV) (pinned by constraints.txt); the first time takes $(2), later runs skip this"; \
+	$(PIP) $(3) && echo "pip: done in $$(( $$(date +%s) - started )) s"
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@echo "creating the virtualenv $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e .
+	$(call INSTALL,the ledger and its dependencies,about 30-60 s,-e .)
 	@touch $@
 
-$(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[test,lint]'
+# The Python client (clients/python) is a package of its own, installed editable beside
+# the service: the e2e tests and the bench's setup talk to the service through it.
+CLIENT := clients/python
+
+$(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt $(CLIENT)/pyproject.toml
+	$(call INSTALL,the ledger and its Python client with their test and lint tools,about 1-3 minutes,-e '$(DEV_EXTRAS)' -e ./$(CLIENT))
 	@touch $@ $(VENV)/.run-installed
 
-$(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[test,lint,bench]'
+$(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt $(CLIENT)/pyproject.toml
+	$(PIP) -e '.[test,lint,bench]' -e ./$(CLIENT)
 	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedded PostgreSQL, Stripe stand-in)
@@ -43,7 +56,7 @@ browser: ## install Debian's chromium for the browser test, if missing (never fa
 	fi
 
 lint: $(VENV)/.dev-installed ## ruff and mypy
-	$(BIN)/ruff check ledger api projections audit stripe_standin relay tests bench
+	$(BIN)/ruff check ledger api projections audit stripe_standin relay tests bench clients
 	$(BIN)/mypy
 
 # Both PostgreSQL configurations, py-spy profiles for the CPU budget's stages.

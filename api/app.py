@@ -16,13 +16,14 @@ from litestar.routes import HTTPRoute
 
 from api.access.guards import provide_principal
 from api.database import create_pool, describe, resolve_database_url, service_url
+from api.edge import answered_requests
 from api.errors import EXCEPTION_HANDLERS
 from api.expiry import ExpirySweeper
-from api.log_context import request_ids
-from api.metrics import MetricsAccess, count_requests, metrics_port_only
+from api.metrics import MetricsAccess, metrics_port_only
 from api.openapi import conform, openapi_config
-from api.replays import replayed_answers
+from api.reconcile import PeriodicReconciler
 from api.routes import (
+    account_page,
     auditors,
     checkout_pages,
     customers,
@@ -54,7 +55,7 @@ async def open_services(
         database_url = await service_url(given_url, settings.database_admin_url)
         pool = await create_pool(database_url)
         stack.push_async_callback(pool.close)
-        log.info("event store: %s", describe(database_url))
+        log.debug("event store: %s", describe(database_url))
         gateway = StripeGateway(
             settings.stripe_secret_key or "sk_test_standin",
             api_base=stripe_api_base or settings.stripe_api_base,
@@ -111,6 +112,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             sweeper = ExpirySweeper(services.views, services.ledger)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
+            if reconciler := PeriodicReconciler.from_env(services):  # LEDGER_RECONCILE_SECONDS
+                reconciler.start()
+                stack.push_async_callback(reconciler.stop)
             if settings.production:
                 from api.development import revoke_demo_tokens
 
@@ -119,10 +123,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
                 from api.development import ensure_demo_account
 
                 await ensure_demo_account(services, settings)
-            log.info("ledger API ready on %s", settings.public_url)
             yield
 
-    async def provide_services(request: Request[Any, Any, Any]) -> Services:
+    def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
     metrics_access = MetricsAccess(port=settings.metrics_port, token=settings.metrics_token)
@@ -137,9 +140,10 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             stripe_webhook.stripe_webhook,
             *operations.ROUTES,
             *checkout_pages.ROUTES,
+            *account_page.ROUTES,
         ],
         dependencies={
-            "services": Provide(provide_services),
+            "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,
@@ -148,12 +152,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[
-            request_ids,
-            count_requests,
-            metrics_port_only(metrics_access),
-            replayed_answers,
-        ],
+        middleware=[answered_requests, metrics_port_only(metrics_access)],
         # Every body here is a small JSON document; Stripe's events stay far below this.
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=(

@@ -31,7 +31,7 @@ from litestar.openapi.spec import (
 from litestar.routes import HTTPRoute
 
 from api.docs_ui import SwaggerPage
-from api.replays import IDEMPOTENT_REPLAYED
+from api.edge import IDEMPOTENT_REPLAYED
 from api.schemas import ErrorBody, ValidationErrorBody
 from api.validation import Body, OptionalBody, RawBody, field_errors
 from ledger.store.claims import KEY_REUSED

@@ -96,7 +96,6 @@ RULES = (
     Rule("routing and middleware", "litestar/"),
     Rule("routing and middleware", "uvicorn/middleware/"),
     Rule("routing and middleware", "api/app.py"),
-    Rule("routing and middleware", "api/replays.py"),
     Rule("routing and middleware", "api/errors.py"),
     Rule("routing and middleware", "api/services.py"),
 )

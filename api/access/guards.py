@@ -37,8 +37,15 @@ class Forbidden(Exception):
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    """The token from ``Authorization: Bearer <token>``, if the header has that form."""
-    header = connection.headers.get("authorization", "")
+    """The token from ``Authorization: Bearer <token>``, if the header has that form.
+
+    Read from the raw headers: ``connection.headers`` builds a multi-dict of them all.
+    """
+    header = ""
+    for name, value in connection.scope["headers"]:
+        if name == b"authorization":
+            header = value.decode("latin-1")
+            break
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -92,8 +99,14 @@ def own_account_or(*scopes: Scope) -> Guard:
     return guard
 
 
-async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller a guard authenticated (routes without a guard have none)."""
+async def provide_principal(
+    request: Request[Any, Any, Any], services: NamedDependency[Any]
+) -> Principal:
+    """The caller a guard authenticated (routes without a guard have none).
+
+    It names ``services`` so that Litestar resolves the two one after the other:
+    dependencies it may resolve side by side cost a task group (two tasks) per request.
+    """
     return await authenticate(request)
 
 

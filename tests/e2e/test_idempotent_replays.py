@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from api.replays import IDEMPOTENT_REPLAYED
+from api.edge import IDEMPOTENT_REPLAYED
 from tests.e2e.conftest import Customer
 from tests.e2e.test_holds_api import place
 from tests.e2e.test_spending_api import open_account, spend
