@@ -22,11 +22,6 @@ Caller = NamedDependency[Principal]
 
 _PRINCIPAL = "ledger.principal"
 
-_OPTIONS = "OPTIONS"
-"""No route here answers OPTIONS itself: Litestar's own handler does, with 204 and the
-path's methods in ``Allow`` (no secret, and what a CORS preflight must get without a
-token). It inherits the guards of its path's router, so each guard lets it through."""
-
 
 class Unauthenticated(Exception):
     """No token, or one that is unknown or revoked (401)."""
@@ -67,16 +62,10 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     return principal
 
 
-def _is_options(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    return connection.scope.get("method") == _OPTIONS
-
-
 def allow(*scopes: Scope) -> Guard:
-    """A guard admitting tokens of ``scopes`` (and every ``OPTIONS``: see ``_OPTIONS``)."""
+    """A guard admitting tokens of ``scopes``."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if _is_options(connection):
-            return
         if (await authenticate(connection)).scope not in scopes:
             raise Forbidden
 
@@ -87,8 +76,6 @@ def own_account_or(*scopes: Scope) -> Guard:
     """A guard admitting tokens of ``scopes``, and a customer's on its own account."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if _is_options(connection):
-            return
         principal = await authenticate(connection)
         if principal.scope is Scope.CREDITS:
             if principal.account_id != connection.path_params.get("account_id"):
