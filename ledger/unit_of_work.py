@@ -13,9 +13,10 @@
    already made, answers what the first command answered, and says so in
    ``answer_replayed`` (the HTTP edge turns it into ``Idempotent-Replayed: true``).
 
-A refusal is never trusted to the cache: it is decided again on fresh state
-before it is answered, and a failed decision leaves the cache as it was (the
-handler decided on copies). Nothing is written for a refusal.
+A refusal is never trusted to the cache, nor is a decision to write nothing (it
+would meet no version check): each is decided again on fresh state before it is
+answered. A failed decision leaves the cache as it was (the handler decided on
+copies). Nothing is written for a refusal.
 """
 
 from __future__ import annotations
@@ -138,15 +139,15 @@ class UnitOfWork:
                 return replayed
             if fresh:
                 raise
-            try:
-                decision = handler.decide(await self._load(handler, command, True), command)
-            except DomainError:
-                # The claim is looked up again after the fresh load: an earlier attempt of
-                # this command (its answer lost) may have committed in between, and its
-                # events, now loaded, refuse the command its own claim answers.
-                if (replayed := await self._replayed(handler, claim, command)) is not None:
-                    return replayed
-                raise
+            # A refusal is never trusted to the cache. The claim is looked up again after
+            # the fresh load: an earlier attempt of this command (its answer lost) may have
+            # committed in between, and its events, now loaded, refuse the command its own
+            # claim answers.
+            return await self._attempt(handler, command, claim, fresh=True)
+        if not fresh and not any(a.pending_events for a in decision.changed):
+            # Nor is "nothing to do" (a plan or a period already set): writing nothing, it
+            # would meet no version check, so it is decided again on fresh state.
+            return await self._attempt(handler, command, claim, fresh=True)
         await self._commit(decision, claim)
         return decision.answer
 
