@@ -10,7 +10,8 @@
    id or hold settlement) together, through group commit;
 5. on a version conflict, loads fresh state and decides again (bounded, with
    jittered backoff); when the claim is taken, or a refusal meets a claim
-   already made, answers what the first command answered.
+   already made, answers what the first command answered, and says so in
+   ``answer_replayed`` (the HTTP edge turns it into ``Idempotent-Replayed: true``).
 
 A refusal is never trusted to the cache, nor is a decision to write nothing
 without a claim (it would meet no version check): each is decided again on fresh
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -44,6 +46,11 @@ A = TypeVar("A")
 G = TypeVar("G", bound=Aggregate)
 
 MAX_ATTEMPTS = 12
+
+answer_replayed: ContextVar[bool] = ContextVar("answer_replayed", default=False)
+"""True in the task whose command was answered with the answer its claim recorded
+earlier (an idempotent repeat), rather than decided now. Set only then, so a caller
+that wants to know per request sets it False first (the HTTP edge does)."""
 
 
 @dataclass(frozen=True)
@@ -171,5 +178,8 @@ class UnitOfWork:
     @staticmethod
     def _replay(handler: Handler[C, Any, A], claim: Claim, earlier: StoredAnswer, command: C) -> A:
         if handler.replay is not None:
-            return handler.replay(earlier, command)
-        return replay(earlier, claim.fingerprint, handler.answer)
+            answer = handler.replay(earlier, command)
+        else:
+            answer = replay(earlier, claim.fingerprint, handler.answer)
+        answer_replayed.set(True)
+        return answer
