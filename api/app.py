@@ -20,6 +20,7 @@ from api.hold_expiry import HoldExpirySweeper
 from api.log_context import request_ids
 from api.metrics import RequestCounter
 from api.openapi import conform, openapi_config
+from api.read_side import consistency_headers, open_standby_pool
 from api.routes import (
     auditors,
     checkout_pages,
@@ -57,7 +58,10 @@ async def open_services(
             api_base=stripe_api_base or settings.stripe_api_base,
         )
         stack.push_async_callback(gateway.close)
-        services = build_services(pool, settings, gateway, webhook_secrets(settings), database_url)
+        standby = await stack.enter_async_context(open_standby_pool(settings.database_read_url))
+        services = build_services(
+            pool, settings, gateway, webhook_secrets(settings), database_url, standby
+        )
         yield replace(services, admin_url=settings.database_admin_url or given_url)
 
 
@@ -127,7 +131,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[request_ids, request_counter.middleware],
+        middleware=[request_ids, request_counter.middleware, consistency_headers],
         # Every body here is a small JSON document; Stripe's events stay far below this.
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=(

@@ -653,5 +653,18 @@ def revoke_token(token_id: str) -> None:
     click.echo(f"revoked {token_id}")
 
 
+def _add_development_commands() -> None:
+    """``ledger dev`` (cluster/cli.py), where the cluster package is installed."""
+    try:
+        from cluster.cli import dev
+    except ImportError:  # an image without the development tools
+        return
+    main.add_command(dev)
+
+
+_add_development_commands()
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

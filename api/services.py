@@ -8,6 +8,7 @@ import asyncpg
 from litestar.di import NamedDependency
 
 from api.access.tokens import TokenService
+from api.read_side import ReadSide
 from api.settings import Settings
 from ledger.bootstrap import build_ledger
 from ledger.ports import PaymentGateway
@@ -27,6 +28,8 @@ class Services:
     webhook_secrets: list[str]
     database_url: str
     default_monthly_allowance: int
+    reads: ReadSide
+    """The view reads: on the standby when there is one (api/read_side.py)."""
     admin_url: str | None = None
     """What may set the database up and rebuild views (None: the service's role may not)."""
 
@@ -45,8 +48,9 @@ def build_services(
     gateway: PaymentGateway,
     webhook_secrets: list[str],
     database_url: str,
+    standby: asyncpg.Pool | None = None,
 ) -> Services:
-    """Wire the ledger, tokens and views on ``pool``."""
+    """Wire the ledger, tokens and views on ``pool`` (view reads on ``standby`` if given)."""
     return Services(
         pool=pool,
         ledger=build_ledger(
@@ -65,4 +69,5 @@ def build_services(
         webhook_secrets=webhook_secrets,
         database_url=database_url,
         default_monthly_allowance=settings.default_monthly_allowance,
+        reads=ReadSide(pool, standby),
     )

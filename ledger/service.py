@@ -124,6 +124,7 @@ class Ledger:
         )
         claim = purchase_claim(record)
         if claim is not None and (earlier := await self.claims.find(claim.scope, claim.key)):
+            await self.uow.note_head()
             return replay(earlier, claim.fingerprint, CheckoutStarted)
         if not await self.repository.exists(account_stream_id(command.account_id)):
             raise AccountNotFound(command.account_id)
