@@ -123,6 +123,7 @@ class Topology:
     """The running topology and what the tests need to reach it."""
 
     mode: str
+    """How it is laid out, in a sentence for the reports."""
     folder: Path
     network: netns.Network | None
     primary: PostgresServer
@@ -419,7 +420,8 @@ async def assert_nothing_lost(cluster: Topology, load: SpendLoad, name: str) -> 
     lost = [key for key in load.acknowledged if stored[key] == 0]
     twice = [key for key, count in stored.items() if count > 1]
     print(
-        f"\n{name} [{cluster.mode.split(':')[0]}]: {load.sent} requests sent, answers "
+        f"\n{name} [{'network namespaces' if cluster.network else 'loopback'}]: "
+        f"{load.sent} requests sent, answers "
         f"{dict(sorted(load.statuses.items(), key=str))} (spends)"
         + (f", {dict(load.read_statuses)} (reads, from {dict(load.read_from)})" if load.read_statuses else "")
         + f"; {len(load.acknowledged)} spends acknowledged, {len(load.retried)} of them retried; "
