@@ -45,13 +45,29 @@ def _replace_once(text: str, pattern: str, replacement: str) -> str:
     return re.sub(pattern, lambda _: replacement, text, flags=re.MULTILINE)
 
 
-def render(template: str, replicas: list[str], listen: str, folder: Path) -> str:
-    """``template`` (deploy/nginx.conf) for replicas at ``host:port`` and nginx at ``listen``."""
+# Sends each account's requests to one replica (consistent hashing): its aggregate stays
+# in that replica's cache and its commands take turns there, instead of conflicting with
+# another replica's in the database. The account is in the path (internal services) or
+# bound to the customer's token.
+BY_ACCOUNT = """    map $uri $ledger_account {
+        ~^/v1/accounts/(?<account>[^/]+) $account;
+        default $http_authorization;
+    }
+"""
+
+
+def render(
+    template: str, replicas: list[str], listen: str, folder: Path, *, by_account: bool = False
+) -> str:
+    """``template`` (deploy/nginx.conf) for replicas at ``host:port`` and nginx at ``listen``
+    (``by_account``: see BY_ACCOUNT; otherwise round robin, as Docker's DNS does)."""
     servers = "".join(f"        server {replica};\n" for replica in replicas)
     upstream = (
         "    # ledger dev cluster: the replicas, in place of Docker's DNS\n"
-        "    upstream api {\n"
-        f"{servers}"
+        + (BY_ACCOUNT if by_account else "")
+        + "    upstream api {\n"
+        + ("        hash $ledger_account consistent;\n" if by_account else "")
+        + f"{servers}"
         "        keepalive 32;\n"
         "    }\n"
         f"    access_log {folder / 'nginx-access.log'};\n"
@@ -64,7 +80,9 @@ def render(template: str, replicas: list[str], listen: str, folder: Path) -> str
     return text
 
 
-def prepare(replicas: list[str], listen: str, folder: Path) -> list[str]:
+def prepare(
+    replicas: list[str], listen: str, folder: Path, *, by_account: bool = False
+) -> list[str]:
     """Write the configuration into ``folder``; the command that runs nginx on it, in the
     foreground."""
     program = find_nginx()
@@ -78,7 +96,9 @@ def prepare(replicas: list[str], listen: str, folder: Path) -> list[str]:
         # nginx's workers run as nobody when started as root.
         (folder / temporary).chmod(0o777)
     config = folder / "nginx.conf"
-    config.write_text(render(TEMPLATE.read_text(), replicas, listen, folder))
+    config.write_text(
+        render(TEMPLATE.read_text(), replicas, listen, folder, by_account=by_account)
+    )
     return [
         program,
         "-p",
