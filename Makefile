@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help run cluster test test-cluster browser nginx lint bench soak clean
+.PHONY: help run cluster test test-cluster browser nginx lint bench soak simulate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -80,3 +80,6 @@ soak: $(VENV)/.dev-installed ## mixed traffic for a bounded time (3 min; SOAK_AR
 
 clean: ## remove the virtualenv and caches (keeps .data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+simulate: $(VENV)/.dev-installed ## the seeded simulator at scale: SIM_SEEDS (50) seeds of SIM_STEPS (1000) steps, in parallel
+	$(BIN)/python -m tests.simulation.run

@@ -24,12 +24,15 @@ from ledger.domain.errors import (
     AccountAlreadyExists,
     AccountNotFound,
     CaptureExceedsHold,
+    GrantClosed,
+    GrantNotFound,
     HoldAlreadySettled,
     HoldHasExpired,
     HoldNotFound,
     InsufficientCredits,
     InvalidAccountId,
     InvalidAmount,
+    InvalidGrant,
     InvalidPeriod,
     PeriodOutOfOrder,
 )
@@ -93,6 +96,11 @@ def _invalid_amount(_: Request, error: InvalidAmount) -> Response[Any]:
 
 def _invalid_account_id(_: Request, error: InvalidAccountId) -> Response[Any]:
     return _validation({"account_id": [str(error)]})
+
+
+def _invalid_grant(_: Request, error: InvalidGrant) -> Response[Any]:
+    field = "expires_at" if "expires_at" in str(error) else "grant"
+    return _validation({field: [str(error)]})
 
 
 def _invalid_period(_: Request, error: InvalidPeriod) -> Response[Any]:
@@ -163,6 +171,9 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HoldAlreadySettled: _conflict,
     CaptureExceedsHold: _capture_exceeds_hold,
     HoldNotFound: _fixed(404, "Hold not found."),
+    InvalidGrant: _invalid_grant,
+    GrantClosed: _conflict,
+    GrantNotFound: _fixed(404, "Grant not found."),
     InsufficientCredits: _fixed(402, "Insufficient credits."),
     AccountNotFound: _fixed(404, "Account not found."),
     AccountAlreadyExists: _fixed(409, "The account already exists."),

@@ -13,11 +13,18 @@ Integers are JSON integers: ``1000``, never ``1000.0`` or ``"1000"``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal, Protocol
 
 import msgspec
 
-from ledger.domain.account import ACCOUNT_ID_PATTERN, PERIOD_PATTERN, CreditAccount
+from ledger.domain.account import (
+    ACCOUNT_ID_PATTERN,
+    MAX_GRANT,
+    MAX_PRIORITY,
+    PERIOD_PATTERN,
+    CreditAccount,
+)
 from ledger.notifications import EVENT_TYPES
 from ledger.service import MAX_CREDITS, MIN_CREDITS
 
@@ -129,6 +136,35 @@ class ThresholdRequest(msgspec.Struct, frozen=True):
     )
 
 
+class GrantRequest(msgspec.Struct, frozen=True):
+    """Give credits that are not bought: they burn after the allowance and before top-ups."""
+
+    amount: Annotated[int, msgspec.Meta(ge=1, le=MAX_GRANT, examples=[500])]
+    expires_at: (
+        Annotated[
+            datetime,
+            msgspec.Meta(
+                tz=True,
+                description="RFC 3339 with an offset; left out: never.",
+                examples=["2027-01-31T23:59:59Z"],
+                extra={"invalid": "The expires at must be an RFC 3339 time with an offset."},
+            ),
+        ]
+        | None
+    ) = None
+    priority: Annotated[
+        int,
+        msgspec.Meta(ge=0, le=MAX_PRIORITY, description="Lower burns first.", examples=[50]),
+    ] = 50
+    reason: Reason | None = None
+
+
+class VoidGrantRequest(msgspec.Struct, frozen=True):
+    """Withdraw a grant; what remains of it lapses now."""
+
+    reason: Reason | None = None
+
+
 EventType = Literal[
     "credits.purchased", "credits.spent", "credits.low_balance", "credits.depleted", "hold.expired"
 ]
@@ -197,10 +233,12 @@ class HasBalance(Protocol):
     def held(self) -> int: ...
     @property
     def available(self) -> int: ...
+    @property
+    def granted(self) -> int: ...
 
 
 class AccountCredits(msgspec.Struct, frozen=True):
-    """An account's balance: ``balance = allowance_remaining + topup_balance``.
+    """An account's balance: ``balance = allowance_remaining + granted + topup_balance``.
 
     ``held`` is what open holds reserve of it; ``available = balance - held`` is
     what can be spent or held now.
@@ -214,6 +252,7 @@ class AccountCredits(msgspec.Struct, frozen=True):
     period: str
     held: int
     available: int
+    granted: int
 
     @classmethod
     def of(cls, account: HasBalance) -> AccountCredits:
@@ -226,6 +265,7 @@ class AccountCredits(msgspec.Struct, frozen=True):
             period=account.period,
             held=account.held,
             available=account.available,
+            granted=account.granted,
         )
 
 

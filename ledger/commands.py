@@ -30,6 +30,7 @@ class SpendCredits(msgspec.Struct, frozen=True, kw_only=True):
     amount: int
     reason: str
     idempotency_key: str
+    at: datetime | None = None
 
 
 class ResetMonth(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +81,34 @@ class SettleHold(msgspec.Struct, frozen=True, kw_only=True):
     outcome: HoldOutcome
     amount: int = 0
     idempotency_key: str | None = None
+    at: datetime | None = None
+
+
+class GrantCredits(msgspec.Struct, frozen=True, kw_only=True):
+    """Give an account credits that are not bought, once per idempotency key."""
+
+    account_id: str
+    amount: int
+    priority: int
+    expires_at: datetime | None
+    reason: str
+    idempotency_key: str
+    at: datetime | None = None
+
+
+class VoidGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """Withdraw a grant: what remains of it lapses now."""
+
+    account_id: str
+    grant_id: str
+    reason: str
+
+
+class ExpireGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """Record the expiry of a grant that reached it (the sweeper's command)."""
+
+    account_id: str
+    grant_id: str
     at: datetime | None = None
 
 

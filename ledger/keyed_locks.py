@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
 
 
 class KeyedLocks:
@@ -16,19 +15,48 @@ class KeyedLocks:
     """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks: dict[str, list[asyncio.Lock | int]] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold the lock for ``key`` for the block."""
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
+    def hold(self, key: str) -> _Held:
+        """``async with locks.hold(key):`` holds the lock for ``key`` for the block."""
+        return _Held(self._locks, key)
+
+
+class _Held:
+    """The lock of one key, counted so that it is dropped when its last user leaves.
+
+    A class rather than @asynccontextmanager: this runs for every command.
+    """
+
+    __slots__ = ("_key", "_lock", "_locks")
+
+    def __init__(self, locks: dict[str, list[asyncio.Lock | int]], key: str) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._key)
+        if entry is None:
+            entry = self._locks[self._key] = [asyncio.Lock(), 0]
+        entry[1] += 1  # type: ignore[operator]
+        self._lock: asyncio.Lock = entry[0]  # type: ignore[assignment]
         try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            await self._lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        entry = self._locks[self._key]
+        entry[1] -= 1  # type: ignore[operator]
+        if entry[1] == 0:
+            del self._locks[self._key]

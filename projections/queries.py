@@ -20,10 +20,11 @@ class BalanceRow(msgspec.Struct, frozen=True):
     topup_balance: int
     held: int
     period: str
+    granted: int = 0
 
     @property
     def balance(self) -> int:
-        return self.allowance_remaining + self.topup_balance
+        return self.allowance_remaining + self.granted + self.topup_balance
 
     @property
     def available(self) -> int:

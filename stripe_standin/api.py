@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -41,7 +40,7 @@ def _session(state: StandinState, session_id: str) -> SessionRecord:
     record = state.sessions.get(session_id)
     if record is None:
         raise no_such("checkout.session", session_id, "session")
-    state.expire_if_due(record, int(time.time()))
+    state.expire_if_due(record, state.now())
     return record
 
 
@@ -55,7 +54,7 @@ async def create_checkout_session(request: Request[Any, Any, Any]) -> Response[b
     replay = replay_if_known(state, scope, endpoint, params)
     if replay is not None:
         return replay
-    now = int(time.time())
+    now = state.now()
     create = validate_create(params, now, min_expiry_seconds=state.min_expiry_seconds)
     record = build_session(create, now=now, public_base_url=state.public_base_url)
     state.add_session(record)

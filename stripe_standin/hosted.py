@@ -8,7 +8,6 @@ fields pays with the test Visa; ``mode=async`` (``outcome=fail``) pays by delaye
 from __future__ import annotations
 
 import re
-import time
 from html import escape
 from typing import Any
 from urllib.parse import parse_qsl
@@ -46,7 +45,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 def _find(state: StandinState, session_id: str) -> SessionRecord | None:
     record = state.sessions.get(session_id)
     if record is not None:
-        state.expire_if_due(record, int(time.time()))
+        state.expire_if_due(record, state.now())
     return record
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,12 @@ class StandinState:
     # "drop": handle the call, then cut the connection in the middle of the answer.
     fail_mode: str = "error"
     fail_seconds: float = 30.0
+    # What "now" is for creating and expiring sessions; a simulation with a clock of its
+    # own sets it (Stripe refuses an expires_at more than 24 hours after its now).
+    clock: Callable[[], float] = time.time
+
+    def now(self) -> int:
+        return int(self.clock())
     # Stripe's 30 minutes; tests may start a stand-in that accepts sooner expiries.
     min_expiry_seconds: int = MIN_EXPIRY_SECONDS
     # Writes the state somewhere after each change (the state file); None: memory only.

@@ -13,25 +13,32 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from eventsourcing.domain import Aggregate
 
 from ledger.domain.errors import (
     CaptureExceedsHold,
+    GrantClosed,
+    GrantNotFound,
     HoldHasExpired,
     HoldNotFound,
     InsufficientCredits,
     InvalidAccountId,
     InvalidAmount,
+    InvalidGrant,
     InvalidPeriod,
     PeriodOutOfOrder,
 )
 from ledger.domain.events import (
     AccountOpened,
     CreditsClawedBack,
+    CreditsGranted,
     CreditsPurchased,
     CreditsRestored,
     CreditsReversed,
     CreditsSpent,
+    GrantExpired,
+    GrantVoided,
     HoldCaptured,
     HoldExpired,
     HoldPlaced,
@@ -41,11 +48,14 @@ from ledger.domain.events import (
     MonthlyAllowanceReset,
 )
 from ledger.domain.evolution import Evolution
+from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, burn_order
 from ledger.domain.holds import OpenHold, Settlement, settle
 from ledger.domain.ids import account_stream_id
 
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
 PERIOD_PATTERN = r"\d{4}-(0[1-9]|1[0-2])"
+MAX_GRANT = 1_000_000_000
+MAX_PRIORITY = 100
 
 
 def check_account_id(account_id: str) -> None:
@@ -68,8 +78,9 @@ on = Evolution()
 class CreditAccount(Aggregate):
     """What one customer may spend: allowance first, then top-ups."""
 
-    class_version = 2
-    """Of its snapshots: version 2 keeps holds as structs and always has a threshold."""
+    class_version = 3
+    """Of its snapshots: version 2 keeps holds as structs and always has a threshold;
+    version 3 keeps grants."""
 
     if TYPE_CHECKING:  # set by evolve(); annotations at run time would make them __init__ arguments
         account_id: str
@@ -80,6 +91,8 @@ class CreditAccount(Aggregate):
         period: str
         holds: dict[str, OpenHold]
         low_balance_threshold: int | None
+        grants: dict[str, Grant]
+        closed_grants: frozenset[str]
 
     @classmethod
     def open(cls, account_id: str, monthly_allowance: int, period: str) -> CreditAccount:
@@ -101,7 +114,12 @@ class CreditAccount(Aggregate):
     @property
     def balance(self) -> int:
         """Credits the account holds, including those reserved by open holds."""
-        return self.allowance_remaining + self.topup_balance
+        return self.allowance_remaining + self.granted + self.topup_balance
+
+    @property
+    def granted(self) -> int:
+        """What remains of its grants (including what open holds reserve of them)."""
+        return sum(grant.remaining for grant in self.grants.values()) if self.grants else 0
 
     @property
     def held(self) -> int:
@@ -112,6 +130,26 @@ class CreditAccount(Aggregate):
     def available(self) -> int:
         """Credits that can be spent or held now: the balance less what holds reserve."""
         return self.balance - self.held
+
+    def available_at(self, moment: datetime | None) -> int:
+        """What can be spent or held by a command decided at ``moment``: grants past their
+        expiry no longer count, even before their expiry is recorded."""
+        unusable = sum(
+            self.free_of_grant(grant_id)
+            for grant_id, grant in self.grants.items()
+            if not grant.usable_at(moment)
+        )
+        return self.available - unusable
+
+    def free_of_grant(self, grant_id: str) -> int:
+        """What of a grant is neither spent nor reserved by open holds."""
+        reserved = sum(
+            share
+            for hold in self.holds.values()
+            for held_grant, share in hold.from_grants
+            if held_grant == grant_id
+        )
+        return self.grants[grant_id].remaining - reserved
 
     @property
     def free_allowance(self) -> int:
@@ -135,14 +173,28 @@ class CreditAccount(Aggregate):
 
     # --- rules ---------------------------------------------------------------------------
 
-    def _split(self, amount: int) -> tuple[int, int]:
-        """Free allowance first, then top-ups; refuses what is not available."""
+    def _split(self, amount: int, at: datetime | None) -> tuple[int, dict[str, int], int]:
+        """Free allowance first, then grants in burn order, then top-ups; refuses what
+        is not available at ``at``. Returns (from allowance, from each grant, from top-ups)."""
         if amount <= 0:
             raise InvalidAmount("The amount must be at least 1.")
-        if amount > self.available:
-            raise InsufficientCredits(f"{amount} credits asked, {self.available} available.")
+        available = self.available_at(at)
+        if amount > available:
+            raise InsufficientCredits(f"{amount} credits asked, {available} available.")
         from_allowance = min(amount, max(self.free_allowance, 0))
-        return from_allowance, amount - from_allowance
+        rest = amount - from_allowance
+        from_grants: dict[str, int] = {}
+        if self.grants:
+            for grant_id in burn_order(self.grants):
+                if rest == 0:
+                    break
+                if not self.grants[grant_id].usable_at(at):
+                    continue
+                taken = min(rest, self.free_of_grant(grant_id))
+                if taken > 0:
+                    from_grants[grant_id] = taken
+                    rest -= taken
+        return from_allowance, from_grants, rest
 
     def purchase(self, session_id: str, credits: int) -> None:
         """Add a paid top-up; it survives every monthly reset until spent."""
@@ -169,19 +221,23 @@ class CreditAccount(Aggregate):
                 CreditsRestored, session_id=session_id, dispute_id=dispute_id, credits=credits
             )
 
-    def spend(self, amount: int, reason: str) -> tuple[int, int]:
-        """Burn the allowance first, then top-ups; never overdraw.
+    def spend(
+        self, amount: int, reason: str, at: datetime | None = None
+    ) -> tuple[int, int]:
+        """Burn the allowance first, then grants, then top-ups; never overdraw.
 
+        ``at`` is the command's time: grants past their expiry then are not used.
         Returns (from allowance, from top-ups). Raises InsufficientCredits and
         records nothing when the balance is short.
         """
-        from_allowance, from_topup = self._split(amount)
+        from_allowance, from_grants, from_topup = self._split(amount, at)
         self.trigger_event(
             CreditsSpent,
             amount=amount,
             from_allowance=from_allowance,
             from_topup=from_topup,
             reason=reason,
+            from_grants=from_grants,
         )
         return from_allowance, from_topup
 
@@ -223,11 +279,18 @@ class CreditAccount(Aggregate):
         self.trigger_event(LowBalanceThresholdSet, threshold=threshold)
         return True
 
-    def place_hold(self, hold_id: str, amount: int, reason: str, expires_at: datetime) -> OpenHold:
+    def place_hold(
+        self,
+        hold_id: str,
+        amount: int,
+        reason: str,
+        expires_at: datetime,
+        at: datetime | None = None,
+    ) -> OpenHold:
         """Reserve credits from the same buckets, in the same order, as a spend would."""
         if hold_id in self.holds:
             raise InvalidAmount(f"The hold {hold_id} is already open.")
-        from_allowance, from_topup = self._split(amount)
+        from_allowance, from_grants, from_topup = self._split(amount, at)
         self.trigger_event(
             HoldPlaced,
             hold_id=hold_id,
@@ -236,12 +299,16 @@ class CreditAccount(Aggregate):
             from_topup=from_topup,
             reason=reason,
             expires_at=expires_at.isoformat(),
+            from_grants=from_grants,
         )
         return self.hold(hold_id)
 
     def _settlement(self, hold_id: str, captured: int) -> Settlement:
         hold = self.hold(hold_id)
-        return settle(hold, captured, carried=hold.period != self.period)
+        closed = frozenset(
+            grant_id for grant_id, _ in hold.from_grants if self.grants[grant_id].status != ACTIVE
+        )
+        return settle(hold, captured, carried=hold.period != self.period, closed_grants=closed)
 
     def capture_hold(self, hold_id: str, amount: int, now: datetime) -> Settlement:
         """Spend up to the held amount; the rest goes back (or lapses, see holds.py)."""
@@ -261,6 +328,8 @@ class CreditAccount(Aggregate):
             from_topup=settlement.from_topup,
             released=settlement.released,
             lapsed=settlement.lapsed,
+            from_grants=settlement.from_grants,
+            grants_lapsed=settlement.grants_lapsed,
         )
         return settlement
 
@@ -268,7 +337,11 @@ class CreditAccount(Aggregate):
         """Give a hold's credits back without spending any."""
         settlement = self._settlement(hold_id, 0)
         self.trigger_event(
-            HoldReleased, hold_id=hold_id, released=settlement.released, lapsed=settlement.lapsed
+            HoldReleased,
+            hold_id=hold_id,
+            released=settlement.released,
+            lapsed=settlement.lapsed,
+            grants_lapsed=settlement.grants_lapsed,
         )
         return settlement
 
@@ -279,9 +352,62 @@ class CreditAccount(Aggregate):
             return None
         settlement = self._settlement(hold_id, 0)
         self.trigger_event(
-            HoldExpired, hold_id=hold_id, released=settlement.released, lapsed=settlement.lapsed
+            HoldExpired,
+            hold_id=hold_id,
+            released=settlement.released,
+            lapsed=settlement.lapsed,
+            grants_lapsed=settlement.grants_lapsed,
         )
         return settlement
+
+    def grant(
+        self,
+        grant_id: str,
+        amount: int,
+        *,
+        priority: int,
+        expires_at: datetime | None,
+        reason: str,
+        at: datetime,
+    ) -> Grant:
+        """Give credits that are not bought (see ledger/domain/grants.py)."""
+        if not 1 <= amount <= MAX_GRANT:
+            raise InvalidAmount(f"A grant is 1 to {MAX_GRANT} credits.")
+        if not 0 <= priority <= MAX_PRIORITY:
+            raise InvalidGrant(f"A grant's priority is 0 to {MAX_PRIORITY}.")
+        if expires_at is not None and expires_at <= at:
+            raise InvalidGrant("A grant's expires_at must be in the future.")
+        if grant_id in self.grants or grant_id in self.closed_grants:
+            raise InvalidGrant(f"The grant {grant_id} exists already.")
+        self.trigger_event(
+            CreditsGranted,
+            grant_id=grant_id,
+            amount=amount,
+            priority=priority,
+            expires_at=None if expires_at is None else expires_at.isoformat(),
+            reason=reason,
+        )
+        return self.grants[grant_id]
+
+    def expire_grant(self, grant_id: str, at: datetime) -> int | None:
+        """Let what remains of a grant past its expiry lapse; None if it is not due or closed."""
+        grant = self.grants.get(grant_id)
+        if grant is None or grant.status != ACTIVE or not grant.has_expired(at):
+            return None
+        lapsed = self.free_of_grant(grant_id)
+        self.trigger_event(GrantExpired, grant_id=grant_id, lapsed=lapsed)
+        return lapsed
+
+    def void_grant(self, grant_id: str, reason: str) -> int:
+        """Withdraw a grant: what remains lapses now (what holds reserve, when they settle)."""
+        grant = self.grants.get(grant_id)
+        if grant is None or grant.status != ACTIVE:
+            if grant is not None or grant_id in self.closed_grants:
+                raise GrantClosed(f"The grant {grant_id} has already expired or been voided.")
+            raise GrantNotFound(grant_id)
+        lapsed = self.free_of_grant(grant_id)
+        self.trigger_event(GrantVoided, grant_id=grant_id, lapsed=lapsed, reason=reason)
+        return lapsed
 
     # --- how events change it ------------------------------------------------------------
 
@@ -298,6 +424,8 @@ class CreditAccount(Aggregate):
         self.period = event.period
         self.holds = {}
         self.low_balance_threshold = None
+        self.grants = {}
+        self.closed_grants = frozenset()
 
     @on(CreditsPurchased, CreditsRestored)
     def _credited(self, event: CreditsPurchased | CreditsRestored) -> None:
@@ -313,6 +441,8 @@ class CreditAccount(Aggregate):
     def _spent(self, event: CreditsSpent) -> None:
         self.allowance_remaining -= event.from_allowance
         self.topup_balance -= event.from_topup
+        if event.from_grants:
+            self._take_from_grants(event.from_grants)
 
     @on(MonthlyAllowanceReset)
     def _reset(self, event: MonthlyAllowanceReset) -> None:
@@ -339,6 +469,7 @@ class CreditAccount(Aggregate):
             period=self.period,
             expires_at=event.expires_at,
             reason=event.reason,
+            from_grants=tuple(event.from_grants.items()),
         )
         self.holds = {**self.holds, event.hold_id: hold}
 
@@ -347,14 +478,60 @@ class CreditAccount(Aggregate):
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.from_allowance + event.lapsed
         self.topup_balance -= event.from_topup
+        if event.from_grants or event.grants_lapsed:
+            self._take_from_grants(event.from_grants, event.grants_lapsed)
 
     @on(HoldReleased, HoldExpired)
     def _hold_released(self, event: HoldReleased | HoldExpired) -> None:
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.lapsed
+        if event.grants_lapsed:
+            self._take_from_grants(event.grants_lapsed)
 
     def _forget_hold(self, hold_id: str) -> None:
         self.holds = {k: v for k, v in self.holds.items() if k != hold_id}
+
+    @on(CreditsGranted)
+    def _granted(self, event: CreditsGranted) -> None:
+        grant = Grant(
+            amount=event.amount,
+            remaining=event.amount,
+            priority=event.priority,
+            expires_at=event.expires_at,
+            order=event.originator_version,
+            reason=event.reason,
+        )
+        self.grants = {**self.grants, event.grant_id: grant}
+
+    @on(GrantExpired, GrantVoided)
+    def _grant_closed(self, event: GrantExpired | GrantVoided) -> None:
+        status = EXPIRED if isinstance(event, GrantExpired) else VOIDED
+        grant = self.grants[event.grant_id]
+        self.grants = {
+            **self.grants,
+            event.grant_id: msgspec.structs.replace(
+                grant, remaining=grant.remaining - event.lapsed, status=status
+            ),
+        }
+        self._take_from_grants({})  # drops it now if no hold reserves any of it
+
+    def _take_from_grants(self, *amounts: dict[str, int]) -> None:
+        """Lower grants' remaining; a closed grant with nothing left is forgotten."""
+        grants = dict(self.grants)
+        for taken in amounts:
+            for grant_id, credits in taken.items():
+                grant = grants[grant_id]
+                grants[grant_id] = msgspec.structs.replace(grant, remaining=grant.remaining - credits)
+        closed = [
+            grant_id
+            for grant_id, grant in grants.items()
+            if grant.status != ACTIVE and grant.remaining == 0
+        ]
+        for grant_id in closed:
+            del grants[grant_id]
+        self.grants = grants
+        if closed:
+            self.closed_grants = self.closed_grants | frozenset(closed)
 
     # --- snapshots -----------------------------------------------------------------------
 
@@ -365,6 +542,13 @@ class CreditAccount(Aggregate):
         state.setdefault("low_balance_threshold", None)
 
     @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state.setdefault("grants", {})
+        state.setdefault("closed_grants", [])
+
+    @staticmethod
     def restore_state(state: dict[str, Any]) -> None:
-        """A snapshot's JSON leaves holds as plain objects."""
+        """A snapshot's JSON leaves holds and grants as plain objects, sets as lists."""
         state["holds"] = {k: OpenHold.of(v) for k, v in state["holds"].items()}
+        state["grants"] = {k: Grant.of(v) for k, v in state["grants"].items()}
+        state["closed_grants"] = frozenset(state["closed_grants"])

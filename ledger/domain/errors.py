@@ -53,3 +53,19 @@ class CaptureExceedsHold(DomainError):
 
 class HoldNotDue(DomainError):
     """An expiry was asked for a hold that has not reached it."""
+
+
+class InvalidGrant(DomainError):
+    """A grant with a priority, an expiry or an id the rules do not allow."""
+
+
+class GrantNotFound(DomainError):
+    """No grant with this id was given to the account."""
+
+
+class GrantClosed(DomainError):
+    """The grant expired or was voided before this request."""
+
+
+class GrantNotDue(DomainError):
+    """An expiry was asked for a grant that is not past it (or is closed already)."""

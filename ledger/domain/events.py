@@ -15,6 +15,7 @@ bottom maps them to these classes, so both read back the same.
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate
@@ -82,12 +83,16 @@ class CreditsRestored(AccountEvent):
 
 
 class CreditsSpent(AccountEvent):
-    """Credits spent: the free allowance first, then top-ups."""
+    """Credits spent: the free allowance first, then grants, then top-ups.
+
+    ``from_grants``: what it took from each grant (events before grants have none).
+    """
 
     amount: int
     from_allowance: int
     from_topup: int
     reason: str
+    from_grants: dict[str, int] = field(default_factory=dict)
 
 
 class MonthlyAllowanceReset(AccountEvent):
@@ -119,10 +124,15 @@ class HoldPlaced(AccountEvent):
     from_topup: int
     reason: str
     expires_at: str
+    from_grants: dict[str, int] = field(default_factory=dict)
 
 
 class HoldCaptured(AccountEvent):
-    """A hold spent ``captured`` and gave back ``released`` (``lapsed`` of it ended with its period)."""
+    """A hold spent ``captured`` and gave back ``released``.
+
+    ``lapsed`` of what it gave back ended with its period (a carried allowance share);
+    ``grants_lapsed`` ended with its grant (expired or voided while the hold was open).
+    """
 
     hold_id: str
     captured: int
@@ -130,14 +140,17 @@ class HoldCaptured(AccountEvent):
     from_topup: int
     released: int
     lapsed: int
+    from_grants: dict[str, int] = field(default_factory=dict)
+    grants_lapsed: dict[str, int] = field(default_factory=dict)
 
 
 class HoldReleased(AccountEvent):
-    """A hold gave all its credits back (``lapsed`` of them ended with their period)."""
+    """A hold gave all its credits back (``lapsed`` and ``grants_lapsed`` of them ended)."""
 
     hold_id: str
     released: int
     lapsed: int
+    grants_lapsed: dict[str, int] = field(default_factory=dict)
 
 
 class HoldExpired(AccountEvent):
@@ -146,6 +159,36 @@ class HoldExpired(AccountEvent):
     hold_id: str
     released: int
     lapsed: int
+    grants_lapsed: dict[str, int] = field(default_factory=dict)
+
+
+class CreditsGranted(AccountEvent):
+    """Credits given, not bought: they burn after the allowance and before top-ups.
+
+    Lower ``priority`` burns first; ``expires_at`` (ISO 8601, None: never) is when
+    what remains lapses.
+    """
+
+    grant_id: str
+    amount: int
+    priority: int
+    expires_at: str | None
+    reason: str
+
+
+class GrantExpired(AccountEvent):
+    """A grant reached its expiry: ``lapsed`` of it ended (what holds reserve lapses later)."""
+
+    grant_id: str
+    lapsed: int
+
+
+class GrantVoided(AccountEvent):
+    """A grant was withdrawn: ``lapsed`` of it ended now."""
+
+    grant_id: str
+    lapsed: int
+    reason: str
 
 
 HOLD_SETTLEMENTS: tuple[type[AccountEvent], ...] = (HoldCaptured, HoldReleased, HoldExpired)

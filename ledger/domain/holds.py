@@ -31,6 +31,8 @@ class OpenHold(msgspec.Struct, frozen=True):
     period: str
     expires_at: str
     reason: str = ""
+    from_grants: tuple[tuple[str, int], ...] = ()
+    """What it reserves of each grant, in burn order."""
 
     @classmethod
     def of(cls, state: OpenHold | dict[str, Any]) -> OpenHold:
@@ -44,9 +46,11 @@ class OpenHold(msgspec.Struct, frozen=True):
 class Settlement(msgspec.Struct, frozen=True):
     """How a hold's credits part when it is captured, released or expires.
 
-    ``captured`` is spent (``from_allowance`` + ``from_topup``); ``released``
-    goes back to the account, except ``lapsed``: the uncaptured part of an
-    allowance share carried over a reset, which ends with its period.
+    ``captured`` is spent (``from_allowance`` + ``from_grants`` + ``from_topup``);
+    ``released`` goes back to the account, except ``lapsed``, the uncaptured part
+    of an allowance share carried over a reset, which ends with its period, and
+    ``grants_lapsed``, the uncaptured shares of grants that expired or were voided
+    meanwhile.
     """
 
     captured: int
@@ -54,16 +58,36 @@ class Settlement(msgspec.Struct, frozen=True):
     from_topup: int
     released: int
     lapsed: int
+    from_grants: dict[str, int] = {}
+    grants_lapsed: dict[str, int] = {}
 
 
-def settle(hold: OpenHold, captured: int, *, carried: bool) -> Settlement:
-    """Split a hold's credits between what is spent and what goes back."""
+def settle(
+    hold: OpenHold, captured: int, *, carried: bool, closed_grants: frozenset[str] = frozenset()
+) -> Settlement:
+    """Split a hold's credits between what is spent and what goes back.
+
+    A capture spends the hold's allowance share first, then its grant shares in
+    burn order, then its top-up share.
+    """
     from_allowance = min(captured, hold.from_allowance)
+    rest = captured - from_allowance
+    from_grants: dict[str, int] = {}
+    grants_lapsed: dict[str, int] = {}
+    for grant_id, share in hold.from_grants:
+        taken = min(rest, share)
+        rest -= taken
+        if taken:
+            from_grants[grant_id] = taken
+        if grant_id in closed_grants and share > taken:
+            grants_lapsed[grant_id] = share - taken
     unspent_allowance = hold.from_allowance - from_allowance
     return Settlement(
         captured=captured,
         from_allowance=from_allowance,
-        from_topup=captured - from_allowance,
+        from_topup=rest,
         released=hold.amount - captured,
         lapsed=unspent_allowance if carried else 0,
+        from_grants=from_grants,
+        grants_lapsed=grants_lapsed,
     )

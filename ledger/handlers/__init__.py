@@ -7,12 +7,13 @@ of work (ledger/unit_of_work.py) runs them all the same way.
 
 from __future__ import annotations
 
-from ledger.handlers import accounts, holds, payments, purchases
+from ledger.handlers import accounts, grants, holds, payments, purchases
 from ledger.unit_of_work import Handler
 
 HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
     **accounts.HANDLERS,
     **holds.HANDLERS,
+    **grants.HANDLERS,
     **purchases.HANDLERS,
     **payments.HANDLERS,
 }

@@ -81,7 +81,7 @@ def decide_open(account: CreditAccount | None, command: OpenAccount) -> Decision
 
 def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decision[Spent]:
     account = existing(account, command.account_id)
-    from_allowance, from_topup = account.spend(command.amount, command.reason)
+    from_allowance, from_topup = account.spend(command.amount, command.reason, command.at)
     answer = Spent(
         account_id=account.account_id,
         amount=command.amount,

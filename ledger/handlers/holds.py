@@ -69,7 +69,7 @@ def decide_place(account: CreditAccount | None, command: PlaceHold) -> Decision[
     assert command.at is not None
     hold_id = hold_id_for(command.account_id, command.idempotency_key)
     expires_at = command.at + timedelta(seconds=command.expires_in_seconds)
-    hold = account.place_hold(hold_id, command.amount, command.reason, expires_at)
+    hold = account.place_hold(hold_id, command.amount, command.reason, expires_at, command.at)
     return Decision(hold_answer(account, hold_id, hold, "held"), [account])
 
 

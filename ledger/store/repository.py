@@ -24,6 +24,8 @@ CACHE_SIZE = 50_000
 """Aggregates kept in memory, least recently used dropped first."""
 
 _IMMUTABLE = (int, str, bool, float, bytes, type(None), UUID, dt.datetime, tuple, frozenset)
+_EXACTLY_IMMUTABLE = frozenset(_IMMUTABLE)
+"""The same, for the usual case (an exact type) without isinstance's walk of the MRO."""
 
 
 class MutableState(TypeError):
@@ -51,7 +53,7 @@ class Repository:
         self.store = store
         self.mapper = mapper or MsgspecMapper()
         self.cache_size = cache_size
-        self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._cache: OrderedDict[UUID, tuple[type, dict[str, Any]]] = OrderedDict()
 
     async def get(
         self,
@@ -69,7 +71,7 @@ class Repository:
         """
         if as_of is None and not fresh and (cached := self._cache.get(aggregate_id)):
             self._cache.move_to_end(aggregate_id)
-            return _checked(cls, copy_of(cached), aggregate_id)
+            return _checked(cls, _thawed(*cached), aggregate_id)
         snapshot, events = await self.store.load_from_snapshot(aggregate_id, recorded_until=as_of)
         aggregate = self.replay(snapshot, events)
         if aggregate is not None and as_of is None:
@@ -115,8 +117,8 @@ class Repository:
         if self.cache_size <= 0:
             return
         known = self._cache.get(aggregate.id)
-        if known is None or known.version <= aggregate.version:
-            self._cache[aggregate.id] = copy_of(aggregate)
+        if known is None or known[1]["_version"] <= aggregate.version:
+            self._cache[aggregate.id] = (type(aggregate), _frozen(aggregate))
             self._cache.move_to_end(aggregate.id)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -130,23 +132,39 @@ def copy_of(aggregate: Any) -> Any:
     even an in-place change of one harmless; any other mutable value is refused
     (MutableState), so the rule is checked, not remembered.
     """
-    state: dict[str, Any] = {}
+    return _thawed(type(aggregate), _frozen(aggregate))
+
+
+def _frozen(aggregate: Any) -> dict[str, Any]:
+    """The aggregate's state as the cache keeps it: checked once, when it is remembered."""
+    state = {}
     for name, value in aggregate.__dict__.items():
-        if isinstance(value, dict):
+        if name == "_pending_events":
+            continue
+        if type(value) is dict:
             for item in value.values():
                 _check_immutable(type(aggregate), name, item)
             value = dict(value)
-        elif name != "_pending_events":
+        else:
             _check_immutable(type(aggregate), name, value)
         state[name] = value
-    state["_pending_events"] = []
-    copy = object.__new__(type(aggregate))
-    copy.__dict__.update(state)
+    return state
+
+
+def _thawed(cls: type, state: dict[str, Any]) -> Any:
+    """A new aggregate from a cached state: its own dicts, an empty pending list."""
+    copy: Any = object.__new__(cls)
+    fields = copy.__dict__
+    fields.update(state)
+    for name, value in state.items():
+        if type(value) is dict:
+            fields[name] = dict(value)
+    fields["_pending_events"] = []
     return copy
 
 
 def _check_immutable(cls: type, name: str, value: object) -> None:
-    if isinstance(value, _IMMUTABLE):
+    if type(value) in _EXACTLY_IMMUTABLE or isinstance(value, _IMMUTABLE):
         return
     if isinstance(value, msgspec.Struct) and type(value).__struct_config__.frozen:
         return

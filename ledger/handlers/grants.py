@@ -1,0 +1,133 @@
+"""Deciding grant commands: give credits, withdraw a grant, record a grant's expiry."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from ledger.commands import ExpireGrant, GrantCredits, VoidGrant
+from ledger.domain.account import CreditAccount
+from ledger.domain.errors import GrantNotDue
+from ledger.domain.grants import Grant
+from ledger.handlers.accounts import by_account, existing, load_account
+from ledger.store.claims import Claim, request_fingerprint
+from ledger.unit_of_work import Decision, Handler
+
+
+class GrantAnswer(msgspec.Struct, frozen=True):
+    """A grant as the API answers it, with the account's balances after the command."""
+
+    grant_id: str
+    account_id: str
+    amount: int
+    remaining: int
+    priority: int
+    expires_at: str | None
+    reason: str
+    status: str
+    balance: int
+    granted: int
+    available: int
+
+
+def grant_answer(account: CreditAccount, grant_id: str, grant: Grant) -> GrantAnswer:
+    return GrantAnswer(
+        grant_id=grant_id,
+        account_id=account.account_id,
+        amount=grant.amount,
+        remaining=grant.remaining,
+        priority=grant.priority,
+        expires_at=grant.expires_at,
+        reason=grant.reason,
+        status=grant.status,
+        balance=account.balance,
+        granted=account.granted,
+        available=account.available,
+    )
+
+
+def grant_id_for(account_id: str, idempotency_key: str) -> str:
+    """A grant's id follows from its request's key: every retry names the same grant."""
+    digest = hashlib.sha256(f"grant\0{account_id}\0{idempotency_key}".encode()).hexdigest()
+    return f"grant_{digest[:24]}"
+
+
+def decide_grant(account: CreditAccount | None, command: GrantCredits) -> Decision[GrantAnswer]:
+    account = existing(account, command.account_id)
+    assert command.at is not None
+    grant_id = grant_id_for(command.account_id, command.idempotency_key)
+    grant = account.grant(
+        grant_id,
+        command.amount,
+        priority=command.priority,
+        expires_at=command.expires_at,
+        reason=command.reason,
+        at=command.at,
+    )
+    return Decision(grant_answer(account, grant_id, grant), [account])
+
+
+def grant_claim(command: GrantCredits) -> Claim:
+    return Claim(
+        f"grant/{command.account_id}",
+        command.idempotency_key,
+        request_fingerprint(
+            {
+                "amount": command.amount,
+                "priority": command.priority,
+                "expires_at": None
+                if command.expires_at is None
+                else command.expires_at.isoformat(),
+                "reason": command.reason,
+            }
+        ),
+    )
+
+
+class GrantClosedAnswer(msgspec.Struct, frozen=True):
+    """What a grant's closing let lapse, and the account's balances after it."""
+
+    grant_id: str
+    account_id: str
+    status: str
+    lapsed: int
+    balance: int
+    granted: int
+    available: int
+
+
+def decide_void(account: CreditAccount | None, command: VoidGrant) -> Decision[GrantClosedAnswer]:
+    account = existing(account, command.account_id)
+    lapsed = account.void_grant(command.grant_id, command.reason)
+    return Decision(_closed(account, command.grant_id, "voided", lapsed), [account])
+
+
+def decide_expire(
+    account: CreditAccount | None, command: ExpireGrant
+) -> Decision[GrantClosedAnswer]:
+    account = existing(account, command.account_id)
+    assert command.at is not None
+    lapsed = account.expire_grant(command.grant_id, command.at)
+    if lapsed is None:
+        raise GrantNotDue(command.grant_id)
+    return Decision(_closed(account, command.grant_id, "expired", lapsed), [account])
+
+
+def _closed(account: CreditAccount, grant_id: str, status: str, lapsed: int) -> GrantClosedAnswer:
+    return GrantClosedAnswer(
+        grant_id=grant_id,
+        account_id=account.account_id,
+        status=status,
+        lapsed=lapsed,
+        balance=account.balance,
+        granted=account.granted,
+        available=account.available,
+    )
+
+
+HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
+    GrantCredits: Handler(GrantAnswer, by_account, load_account, decide_grant, grant_claim),
+    VoidGrant: Handler(GrantClosedAnswer, by_account, load_account, decide_void),
+    ExpireGrant: Handler(GrantClosedAnswer, by_account, load_account, decide_expire),
+}

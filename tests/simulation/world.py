@@ -1,0 +1,601 @@
+"""A deterministic simulation of the ledger, in the spirit of TigerBeetle's VOPR.
+
+A seeded ``random.Random`` writes the schedule. Two ledger instances (two API
+processes' worth: caches, group committers and locks of their own) share one
+store and take commands in turn; Checkout sessions are created through the real
+Stripe SDK against the stand-in (which fails some calls); Stripe's events are
+delivered duplicated and in any order, to either instance (a refund or a dispute
+before its payment, an ``expired`` after it); spends, holds, resets and plan
+changes come with idempotency keys and are repeated; answers are lost mid-commit
+and retried; the projector is cut off mid-batch; months turn.
+
+After every step the accounts it touched, replayed from the store, must equal a
+plain model of the README's rules (``model.py``, no code shared with the ledger);
+every few steps the views, caught up, must equal the replay; at the end every
+session is credited once or not at all and ``ledger audit verify`` finds nothing.
+A violation names its seed and step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from audit.verify import verify
+from ledger.adapters.stripe_gateway import StripeGateway
+from ledger.bootstrap import build_ledger
+from ledger.commands import (
+    ChangeAllowance,
+    OpenAccount,
+    PlaceHold,
+    ResetMonth,
+    SettleHold,
+    SpendCredits,
+)
+from ledger.domain.account import CreditAccount
+from ledger.domain.errors import (
+    HoldAlreadySettled,
+    HoldHasExpired,
+    HoldNotDue,
+    InsufficientCredits,
+    PeriodOutOfOrder,
+)
+from ledger.domain.ids import account_stream_id
+from ledger.payment_events import (
+    CheckoutChange,
+    CheckoutEvent,
+    DisputeEvent,
+    PaymentEvent,
+    RefundEvent,
+)
+from ledger.ports import PaymentGatewayError
+from ledger.service import CheckoutLinks, Ledger, Pricing, RequestCheckout
+from ledger.store.event_store import EventStore
+from ledger.store.repository import Repository
+from projections.runner import all_projections, apply_batch, catch_up
+from stripe_standin import RunningStandin
+from tests.integration.test_projections import assert_views_match_the_events
+from tests.simulation import model
+from tests.support.events import events_since
+
+VIEW_CHECK_EVERY = 20
+
+UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""What a command meets while PostgreSQL restarts: a client answered 503 retries."""
+
+
+class Violation(AssertionError):
+    """The ledger disagreed with the model or broke an invariant."""
+
+
+class World:
+    """One seed's simulation: two ledger instances on one store, the stand-in, a model."""
+
+    def __init__(
+        self,
+        seed: int,
+        pool: Any,
+        standin: RunningStandin,
+        restart_database: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.seed = seed
+        self.restart_database = restart_database
+        self.random = random.Random(seed)
+        self.pool = pool
+        self.store = EventStore(pool)
+        self.standin = standin
+        self.now = datetime(2030, 1, 10, tzinfo=UTC)
+        standin.state.clock = lambda: self.now.timestamp()
+        # Prices other than a cent a credit exercise the rounding of refunds.
+        self.unit = self.random.choice([1, 3, 7])
+        self.gateway = StripeGateway("sk_test_simulation", api_base=standin.base_url, timeout=0.3)
+        self.instances = [self._instance() for _ in range(2)]
+        self.accounts: dict[str, model.Account] = {}
+        self.sessions: dict[str, model.Session] = {}
+        self.network: list[tuple[str, PaymentEvent]] = []
+        self.seen_event_ids: set[str] = set()
+        self.answers: dict[str, Any] = {}  # idempotency key -> first answer
+        self.spends: dict[str, tuple[str, int]] = {}  # key -> (account, amount)
+        self.placed: dict[str, tuple[str, Any]] = {}  # key -> (account, hold answer)
+        self.touched: set[str] = set()
+        self.counts: Counter[str] = Counter()
+        self.ids = 0
+
+    def _instance(self) -> Ledger:
+        return build_ledger(
+            self.pool,
+            gateway=self.gateway,
+            pricing=Pricing(unit_amount=self.unit, currency="usd"),
+            links=CheckoutLinks(
+                success_url="http://127.0.0.1/ok", cancel_url="http://127.0.0.1/no"
+            ),
+            clock=lambda: self.now,
+        )
+
+    @property
+    def ledger(self) -> Ledger:
+        """Either instance: commands for one account land on both, as behind a balancer."""
+        return self.random.choice(self.instances)
+
+    def new_id(self, prefix: str) -> str:
+        self.ids += 1
+        return f"{prefix}_sim{self.seed}_{self.ids}"
+
+    async def close(self) -> None:
+        for instance in self.instances:
+            await instance.uow.committer.stop()
+        await self.gateway.close()
+
+    # --- faults ----------------------------------------------------------------------------
+
+    async def answered(self, command: Any) -> Any:
+        """Run a command as a client whose connection may drop: an answer lost mid-commit is
+        asked for again with the same key; the first answer must come back, and only once."""
+        if not isinstance(command, OpenAccount) and self.random.random() < 0.1:
+            attempt = asyncio.ensure_future(self.ledger.execute(command))
+            await asyncio.sleep(self.random.choice([0, 0.0005, 0.002]))
+            if not attempt.done():
+                attempt.cancel()
+                self.counts["answers lost mid-commit"] += 1
+            try:
+                await attempt
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: S110 - the retry below gets the real outcome
+                pass
+        for attempt in range(50):
+            try:
+                return await self.ledger.execute(command)
+            except UNAVAILABLE:
+                # The database is away (restarting): the client retries with the same key.
+                self.counts["retries while the database was away"] += 1
+                await asyncio.sleep(0.05 * min(attempt + 1, 10))
+        return await self.ledger.execute(command)
+
+    async def project_with_a_kill(self) -> None:
+        """The projector applies a few batches and is cut off in the middle of one."""
+        for _ in range(self.random.randint(0, 3)):
+            await apply_batch(self.store, all_projections(), batch_size=self.random.randint(1, 40))
+        cut = asyncio.ensure_future(
+            apply_batch(self.store, all_projections(), batch_size=self.random.randint(1, 40))
+        )
+        await asyncio.sleep(self.random.choice([0, 0.001, 0.005]))
+        cut.cancel()
+        try:
+            await cut
+        except asyncio.CancelledError:
+            self.counts["projector cut off mid-batch"] += 1
+
+    # --- steps -----------------------------------------------------------------------------
+
+    async def open_account(self) -> str:
+        account_id = self.new_id("acct")
+        allowance = self.random.choice([0, 100, 1000, 5000])
+        await self.answered(OpenAccount(account_id=account_id, monthly_allowance=allowance))
+        self.accounts[account_id] = model.Account(
+            allowance, allowance, allowance, period=self.now.strftime("%Y-%m")
+        )
+        self.touched.add(account_id)
+        return account_id
+
+    async def purchase(self, account_id: str) -> None:
+        credits = self.random.choice([100, 250, 1000, 3333])
+        failing = self.random.random() < 0.15
+        if failing:
+            mode = self.random.choice(["error", "hang"])
+            self.standin.state.fail_status, self.standin.state.fail_count = 500, 3
+            self.standin.state.fail_mode, self.standin.state.fail_seconds = mode, 1.0
+        try:
+            started = await self.ledger.request_checkout(
+                RequestCheckout(account_id=account_id, credits=credits)
+            )
+        except PaymentGatewayError:
+            if not failing:
+                raise Violation("a purchase failed without a Stripe fault") from None
+            self.counts["purchases refused while Stripe failed"] += 1
+            return
+        finally:
+            self.standin.state.fail_count = 0
+        session = self.standin.state.sessions[started.session_id]
+        intent = self.new_id("pi")
+        self.sessions[started.session_id] = model.Session(
+            account_id, credits, credits * self.unit, intent
+        )
+        self.counts["purchases"] += 1
+        assert session is not None
+        outcome = self.random.random()
+        if outcome < 0.7:
+            change = self.random.choice(
+                [CheckoutChange.COMPLETED, CheckoutChange.PAYMENT_SUCCEEDED]
+            )
+            self.send(f"checkout.session.{change}", self.checkout_event(started.session_id, change))
+        if outcome > 0.55:
+            self.send(
+                "checkout.session.expired",
+                self.checkout_event(started.session_id, CheckoutChange.EXPIRED),
+            )
+
+    def checkout_event(self, session_id: str, change: CheckoutChange) -> CheckoutEvent:
+        session = self.sessions[session_id]
+        return CheckoutEvent(
+            event_id=self.new_id("evt"),
+            change=change,
+            session_id=session_id,
+            paid=change is not CheckoutChange.EXPIRED,
+            payment_intent=session.payment_intent,
+            amount_total=session.amount,
+            currency="usd",
+            account_id=session.account_id,
+            credits=session.credits,
+            checkout_url=None,
+            expires_at=None,
+        )
+
+    def send(self, event_type: str, event: PaymentEvent) -> None:
+        for _ in range(self.random.choice([1, 1, 1, 2, 3])):  # Stripe delivers at least once
+            self.network.append((event_type, event))
+
+    def refund(self, session_id: str) -> None:
+        session = self.sessions[session_id]
+        cumulative = min(
+            session.amount, session.refund_sent + self.random.randint(1, session.amount)
+        )
+        session.refund_sent = cumulative
+        self.send(
+            "charge.refunded",
+            RefundEvent(
+                event_id=self.new_id("evt"),
+                payment_intent=session.payment_intent,
+                amount_refunded=cumulative,
+            ),
+        )
+
+    def dispute(self, session_id: str) -> None:
+        session = self.sessions[session_id]
+        dispute_id = self.new_id("dp")
+        amount = session.amount - session.refund_sent
+        for status in self.random.choice(model.DISPUTE_LIVES):
+            self.send(
+                "charge.dispute.updated",
+                DisputeEvent(
+                    event_id=self.new_id("evt"),
+                    dispute_id=dispute_id,
+                    payment_intent=session.payment_intent,
+                    status=status,
+                    amount=amount,
+                ),
+            )
+        self.counts["disputes"] += 1
+
+    async def deliver(self) -> None:
+        """Deliver one event from the network, picked at random: reordering for free."""
+        event_type, event = self.network.pop(self.random.randrange(len(self.network)))
+        await self.ledger.apply_payment_event(event.event_id, event_type, event)
+        if event.event_id in self.seen_event_ids:
+            self.counts["duplicate deliveries"] += 1
+            return
+        self.seen_event_ids.add(event.event_id)
+        match event:
+            case CheckoutEvent(change=CheckoutChange.EXPIRED):
+                session = self.sessions[event.session_id]
+                if session.status == "pending":
+                    session.status = "expired"
+            case CheckoutEvent():
+                session = self.sessions[event.session_id]
+                if session.status != "paid":  # money for an expired session is still credited
+                    session.status = "paid"
+                    self.accounts[session.account_id].topup += session.credits
+            case RefundEvent():
+                session = self.session_of(event.payment_intent)
+                session.learn_refund(event.amount_refunded)
+                self.counts["refunds delivered"] += 1
+            case DisputeEvent():
+                session = self.session_of(event.payment_intent)
+                session.learn_dispute(event.dispute_id, event.status, event.amount or 0)
+                self.counts["dispute events delivered"] += 1
+        self.touched.add(session.account_id)
+        owed = session.owed()
+        self.accounts[session.account_id].topup -= owed - session.taken_back
+        session.taken_back = owed
+
+    def session_of(self, payment_intent: str) -> model.Session:
+        return next(s for s in self.sessions.values() if s.payment_intent == payment_intent)
+
+    async def spend(self, account_id: str) -> None:
+        account = self.accounts[account_id]
+        mine = [key for key, (acct, _) in self.spends.items() if acct == account_id]
+        if mine and self.random.random() < 0.25:  # a client retrying a spend it made
+            key = self.random.choice(mine)
+            again = await self.answered(spend_command(account_id, self.spends[key][1], key))
+            if again != self.answers[key]:
+                raise Violation(f"a repeated spend key got another answer: {again}")
+            self.counts["repeated spends"] += 1
+            return
+        key = self.new_id("job")
+        amount = self.random.choice([1, 7, 50, 120, 400, 999, 2500])
+        try:
+            answer = await self.answered(spend_command(account_id, amount, key))
+        except InsufficientCredits:
+            if amount <= account.available:
+                raise Violation(f"refused {amount} with {account.available} available") from None
+            self.counts["spends refused"] += 1
+            return
+        if amount > account.available:
+            raise Violation(f"spent {amount} with only {account.available} available")
+        from_allowance, from_topup = account.split(amount)
+        if (answer.from_allowance, answer.from_topup) != (from_allowance, from_topup):
+            raise Violation(
+                f"spend split {answer.from_allowance, answer.from_topup}, "
+                f"the rules say {from_allowance, from_topup}"
+            )
+        account.allowance_remaining -= from_allowance
+        account.topup -= from_topup
+        self.answers[key] = answer
+        self.spends[key] = (account_id, amount)
+        self.touched.add(account_id)
+        self.counts["spends"] += 1
+
+    async def place_hold(self, account_id: str) -> None:
+        account = self.accounts[account_id]
+        mine = [key for key, (acct, _) in self.placed.items() if acct == account_id]
+        if mine and self.random.random() < 0.2:  # a client retrying a hold it placed
+            key = self.random.choice(mine)
+            first = self.placed[key][1]
+            if (
+                await self.answered(hold_command(account_id, first.amount, first.reason, key))
+                != first
+            ):
+                raise Violation("a repeated hold key got another answer")
+            self.counts["repeated holds"] += 1
+            return
+        key = self.new_id("hold-key")
+        amount = self.random.choice([5, 60, 300, 900, 2000])
+        try:
+            answer = await self.answered(hold_command(account_id, amount, key, key))
+        except InsufficientCredits:
+            if amount <= account.available:
+                raise Violation(f"hold of {amount} refused, {account.available} free") from None
+            self.counts["holds refused"] += 1
+            return
+        if amount > account.available:
+            raise Violation(f"held {amount} with only {account.available} available")
+        from_allowance, _ = account.split(amount)
+        account.holds[answer.hold_id] = model.Hold(
+            amount, from_allowance, account.period, self.now + timedelta(days=3)
+        )
+        if (answer.held, answer.available) != (account.held, account.available):
+            raise Violation(
+                f"hold answered held/available {answer.held}/{answer.available}, "
+                f"the rules say {account.held}/{account.available}"
+            )
+        self.placed[key] = (account_id, answer)
+        self.touched.add(account_id)
+        self.counts["holds"] += 1
+
+    async def settle_hold(self, account_id: str) -> None:
+        account = self.accounts[account_id]
+        if not account.holds:
+            return
+        hold_id = self.random.choice(sorted(account.holds))
+        hold = account.holds[hold_id]
+        expired = self.now >= hold.expires_at
+        choice = self.random.random()
+        command = SettleHold(account_id=account_id, hold_id=hold_id, outcome="released")
+        captured = 0
+        if choice < 0.5:
+            captured = self.random.randint(0, hold.amount)
+            command = SettleHold(
+                account_id=account_id, hold_id=hold_id, outcome="captured", amount=captured
+            )
+        elif choice >= 0.8:
+            command = SettleHold(account_id=account_id, hold_id=hold_id, outcome="expired")
+        try:
+            answer = await self.answered(command)
+        except HoldHasExpired:
+            if not expired:
+                raise Violation("a hold not yet due was refused as expired") from None
+            self.counts["late captures refused"] += 1
+            return
+        except HoldNotDue:
+            if expired:
+                raise Violation("a hold past its expiry was refused as not due") from None
+            return
+        if command.outcome == "captured" and expired:
+            raise Violation("an expired hold was captured")
+        account.settle(hold_id, captured)
+        self.touched.add(account_id)
+        self.counts[f"holds {command.outcome}"] += 1
+        if (answer.held, answer.available) != (account.held, account.available):
+            raise Violation("a settled hold answered other balances than the rules")
+        if answer.status == "captured":
+            try:
+                await self.answered(
+                    SettleHold(account_id=account_id, hold_id=hold_id, outcome="released")
+                )
+            except HoldAlreadySettled:
+                return
+            raise Violation("a captured hold was released again")
+
+    async def reset(self, account_id: str) -> None:
+        account = self.accounts[account_id]
+        current = self.now.strftime("%Y-%m")
+        period = self.random.choice([current, current, account.period, "2029-12"])
+        try:
+            await self.answered(ResetMonth(account_id=account_id, period=period))
+        except PeriodOutOfOrder:
+            if period >= account.period:
+                raise Violation(f"reset to {period} refused from {account.period}") from None
+            self.counts["resets refused"] += 1
+            return
+        if period > account.period:
+            account.reset(period)
+            self.counts["resets"] += 1
+        self.touched.add(account_id)
+
+    async def change_plan(self, account_id: str) -> None:
+        allowance = self.random.choice([0, 100, 500, 1000])
+        await self.answered(ChangeAllowance(account_id=account_id, monthly_allowance=allowance))
+        self.accounts[account_id].next_allowance = allowance
+
+    async def step(self) -> str:
+        roll = self.random.random()
+        if not self.accounts or roll < 0.03:
+            await self.open_account()
+            return "open"
+        account_id = self.random.choice(sorted(self.accounts))
+        sessions = sorted(self.sessions)
+        paid = [s for s in sessions if self.sessions[s].status == "paid"]
+
+        # Mostly paid sessions, sometimes one whose payment is still on its way.
+        def target() -> str:
+            return self.random.choice(paid if paid and self.random.random() < 0.7 else sessions)
+
+        steps: list[tuple[float, str, Callable[[], Awaitable[None] | None]]] = [
+            (0.15, "purchase", lambda: self.purchase(account_id)),
+            (0.37, "deliver", self.deliver if self.network else lambda: None),
+            (
+                0.40,
+                "refund",
+                lambda: self.refund(self.random.choice(sessions)) if sessions else None,
+            ),
+            (
+                0.42,
+                "dispute",
+                lambda: self.dispute(self.random.choice(sessions)) if sessions else None,
+            ),
+            (0.62, "spend", lambda: self.spend(account_id)),
+            (0.70, "hold", lambda: self.place_hold(account_id)),
+            (0.78, "settle hold", lambda: self.settle_hold(account_id)),
+            (0.84, "turn time", self.turn_time),
+            (0.90, "reset", lambda: self.reset(account_id)),
+            (0.95, "plan", lambda: self.change_plan(account_id)),
+            (0.997, "project with a kill", self.project_with_a_kill),
+            (1.01, "restart the database", self.restart),
+        ]
+        for bound, name, action in steps:
+            if roll < bound:
+                outcome = action()
+                if outcome is not None:
+                    await outcome
+                return name
+        raise AssertionError("unreachable")
+
+    async def restart(self) -> None:
+        """PostgreSQL stops and starts again, where this run owns the server."""
+        if self.restart_database is not None:
+            await self.restart_database()
+            self.counts["database restarts"] += 1
+
+    async def turn_time(self) -> None:
+        """The clock jumps: across hold expiries, and months."""
+        self.now += timedelta(hours=self.random.choice([1, 30, 80, 24 * 31]))
+
+    # --- checks ----------------------------------------------------------------------------
+
+    async def check(self, step: int) -> None:
+        fresh = Repository(self.store, cache_size=0)
+        for account_id in sorted(self.touched):
+            account = self.accounts[account_id]
+            replayed = await fresh.get(CreditAccount, account_stream_id(account_id))
+            if replayed is None:
+                raise Violation(f"{account_id} was never stored")
+            figures = (replayed.allowance_remaining, replayed.topup_balance, replayed.period)
+            expected = (account.allowance_remaining, account.topup, account.period)
+            if figures != expected:
+                raise Violation(f"{account_id}: stored {figures}, the rules say {expected}")
+            if (replayed.held, sorted(replayed.holds)) != (account.held, sorted(account.holds)):
+                raise Violation(
+                    f"{account_id}: holds {sorted(replayed.holds)} vs {sorted(account.holds)}"
+                )
+            if replayed.allowance_remaining < 0:
+                raise Violation(f"{account_id}: negative allowance")
+        self.touched.clear()
+        if step % VIEW_CHECK_EVERY == 0:
+            await self.check_views()
+
+    async def check_views(self) -> None:
+        # Every append made so far must be past the watermark before the views catch up
+        # (a transaction elsewhere on the server can hold it back for a moment).
+        await self.store.wait_for_appends_before(self.now, seconds=30)
+        await catch_up(self.store, all_projections())
+        try:
+            await assert_views_match_the_events(self.store, sorted(self.accounts))
+        except AssertionError as error:
+            raise Violation(f"a view disagrees with the events: {error}") from None
+
+    async def check_the_whole_history(self) -> int:
+        """Every paid session credited once, no other; the audit finds nothing. Returns events."""
+        await self.check_views()
+        purchased: Counter[str] = Counter()
+        events = await events_since(self.store, 0)
+        for kind, data in events:
+            if kind == "CreditsPurchased":
+                purchased[data["session_id"]] += 1
+        requested = {data["session_id"] for kind, data in events if kind == "CheckoutRequested"}
+        if requested != set(self.sessions):
+            raise Violation("sessions recorded differ from those Stripe made for the ledger")
+        should_be_paid = {s for s, m in self.sessions.items() if m.status == "paid"}
+        if set(purchased) != should_be_paid:
+            raise Violation(f"credited {sorted(purchased)} but paid {sorted(should_be_paid)}")
+        if set(purchased.values()) - {1}:
+            raise Violation("a session was credited twice")
+        report = await verify(self.pool)
+        if report.findings:
+            raise Violation(f"audit verify found {report.findings}")
+        return len(events)
+
+
+def spend_command(account_id: str, amount: int, key: str) -> SpendCredits:
+    return SpendCredits(account_id=account_id, amount=amount, reason=key, idempotency_key=key)
+
+
+def hold_command(account_id: str, amount: int, reason: str, key: str) -> PlaceHold:
+    return PlaceHold(
+        account_id=account_id,
+        amount=amount,
+        expires_in_seconds=3600 * 24 * 3,
+        reason=reason,
+        idempotency_key=key,
+    )
+
+
+async def simulate(
+    seed: int,
+    steps: int,
+    pool: Any,
+    standin: RunningStandin,
+    restart_database: Callable[[], Awaitable[None]] | None = None,
+) -> World:
+    """Run one seed to its end. Raises Violation naming the seed and step."""
+    world = World(seed, pool, standin, restart_database)
+    done: list[str] = []
+    try:
+        for number in range(1, steps + 1):
+            done.append(await world.step())
+            await world.check(number)
+        while world.network:  # deliver what is still in flight
+            await world.deliver()
+            done.append("deliver")
+            await world.check(len(done))
+        world.counts["events"] = await world.check_the_whole_history()
+        world.counts["steps"] = len(done)
+    except Exception as error:
+        raise Violation(
+            f"seed {seed} failed at step {len(done)} ({done[-5:]}): {error}\n"
+            f"replay exactly this schedule: SIM_SEED={seed} SIM_STEPS={len(done)}"
+        ) from error
+    finally:
+        await world.close()
+    return world

@@ -1,0 +1,202 @@
+"""Grants on the account, without I/O: burn order, expiry at the command's time, holds, voids."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.domain.account import CreditAccount
+from ledger.domain.errors import GrantClosed, HoldHasExpired, InsufficientCredits, InvalidGrant
+from ledger.domain.events import CreditsSpent, HoldCaptured
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+LATER = NOW + timedelta(days=7)
+
+
+def account(allowance: int = 100, topup: int = 0) -> CreditAccount:
+    opened = CreditAccount.open("acct_1", allowance, "2026-12")
+    if topup:
+        opened.purchase("cs_1", topup)
+    return opened
+
+
+def grant(
+    credits: CreditAccount,
+    grant_id: str,
+    amount: int,
+    *,
+    priority: int = 50,
+    expires_in: timedelta | None = None,
+) -> None:
+    expires_at = None if expires_in is None else NOW + expires_in
+    credits.grant(grant_id, amount, priority=priority, expires_at=expires_at, reason="", at=NOW)
+
+
+def last_spend(credits: CreditAccount) -> CreditsSpent:
+    spent = [e for e in credits.pending_events if isinstance(e, CreditsSpent)]
+    return spent[-1]
+
+
+def test_spends_burn_the_allowance_then_grants_by_priority_expiry_and_age_then_topups() -> None:
+    credits = account(allowance=100, topup=1000)
+    grant(credits, "g_late", 50, priority=10)  # no expiry: after those that expire
+    grant(credits, "g_soon", 50, priority=10, expires_in=timedelta(days=1))
+    grant(credits, "g_low", 50, priority=90)
+    grant(credits, "g_old", 50, priority=10, expires_in=timedelta(days=1))  # same as g_soon, newer
+
+    credits.spend(330, "job", at=NOW)
+
+    spent = last_spend(credits)
+    assert spent.from_allowance == 100
+    assert spent.from_grants == {"g_soon": 50, "g_old": 50, "g_late": 50, "g_low": 50}
+    assert spent.from_topup == 30
+    assert credits.granted == 0
+    assert credits.balance == 970
+
+
+def test_a_grant_past_its_expiry_is_not_spent_even_before_the_sweeper_records_it() -> None:
+    credits = account(allowance=0)
+    grant(credits, "g_1", 100, expires_in=timedelta(hours=1))
+
+    with pytest.raises(InsufficientCredits):
+        credits.spend(10, "too late", at=NOW + timedelta(hours=1))
+    credits.spend(10, "in time", at=NOW + timedelta(minutes=59))
+
+    assert credits.expire_grant("g_1", NOW + timedelta(hours=1)) == 90
+    assert credits.expire_grant("g_1", NOW + timedelta(hours=2)) is None  # exactly once
+    assert credits.granted == 0
+
+
+def test_a_hold_keeps_its_grant_share_after_the_expiry_and_what_it_does_not_capture_lapses() -> (
+    None
+):
+    credits = account(allowance=0, topup=100)
+    grant(credits, "g_1", 100, expires_in=timedelta(hours=1))
+    credits.place_hold("h_1", 150, "job", LATER, at=NOW)  # 100 from the grant, 50 top-ups
+
+    assert credits.expire_grant("g_1", NOW + timedelta(hours=2)) == 0  # all of it reserved
+    assert credits.granted == 100  # still reserved inside the balance
+    credits.capture_hold("h_1", 120, NOW + timedelta(hours=2))
+
+    captured = [e for e in credits.pending_events if isinstance(e, HoldCaptured)][-1]
+    assert captured.from_grants == {"g_1": 100}
+    assert captured.from_topup == 20
+    assert captured.grants_lapsed == {}
+    assert (credits.granted, credits.topup_balance, credits.grants) == (0, 80, {})
+
+
+def test_a_release_gives_back_to_a_live_grant_and_lets_an_expired_one_lapse() -> None:
+    credits = account(allowance=0)
+    grant(credits, "live", 40, priority=1)
+    grant(credits, "ending", 60, priority=2, expires_in=timedelta(hours=1))
+    credits.place_hold("h_1", 100, "job", LATER, at=NOW)
+    credits.expire_grant("ending", NOW + timedelta(hours=1))
+
+    settlement = credits.release_hold("h_1")
+
+    assert settlement.grants_lapsed == {"ending": 60}
+    assert credits.granted == 40
+    assert credits.available == 40
+
+
+def test_a_void_lapses_what_remains_once_and_a_second_void_is_refused() -> None:
+    credits = account(allowance=0)
+    grant(credits, "g_1", 100)
+    credits.spend(30, "job", at=NOW)
+
+    assert credits.void_grant("g_1", "promotion ended") == 70
+    with pytest.raises(GrantClosed):
+        credits.void_grant("g_1", "again")
+    assert credits.balance == 0
+
+
+def test_monthly_resets_leave_grants_alone() -> None:
+    credits = account(allowance=100)
+    grant(credits, "g_1", 100)
+    credits.spend(150, "job", at=NOW)  # 100 allowance, 50 of the grant
+
+    credits.reset_month("2027-01")
+
+    assert (credits.allowance_remaining, credits.granted) == (100, 50)
+
+
+def test_a_grant_in_the_past_or_with_a_bad_priority_is_refused() -> None:
+    credits = account()
+    with pytest.raises(InvalidGrant):
+        credits.grant("g", 10, priority=50, expires_at=NOW, reason="", at=NOW)
+    with pytest.raises(InvalidGrant):
+        credits.grant("g", 10, priority=101, expires_at=None, reason="", at=NOW)
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("grant"), st.integers(1, 300), st.integers(0, 3), st.integers(0, 3)),
+        st.tuples(st.just("spend"), st.integers(1, 400), st.just(0), st.just(0)),
+        st.tuples(st.just("hold"), st.integers(1, 300), st.just(0), st.just(0)),
+        st.tuples(st.just("capture"), st.integers(0, 300), st.just(0), st.just(0)),
+        st.tuples(st.just("release"), st.just(0), st.just(0), st.just(0)),
+        st.tuples(st.just("tick"), st.integers(1, 3), st.just(0), st.just(0)),
+        st.tuples(st.just("void"), st.integers(0, 10), st.just(0), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPERATIONS)
+def test_grants_are_accounted_for_whatever_happens(
+    operations: list[tuple[str, int, int, int]],
+) -> None:
+    """No bucket or grant below zero, nothing expires twice, the burn order holds, and every
+    credit granted is spent from a grant, lapsed, or still remains."""
+    credits = account(allowance=50, topup=200)
+    clock = NOW
+    granted = spent_from_grants = lapsed = 0
+    grant_ids: list[str] = []
+    holds: list[str] = []
+    placed = 0
+    expired: set[str] = set()
+    for kind, n, priority, days in operations:
+        try:
+            if kind == "grant":
+                grant_id = f"g_{len(grant_ids)}"
+                expires_in = None if days == 0 else timedelta(days=days)
+                grant(credits, grant_id, n, priority=priority, expires_in=expires_in)
+                grant_ids.append(grant_id)
+                granted += n
+            elif kind == "spend":
+                credits.spend(n, "job", at=clock)
+                spent_from_grants += sum(last_spend(credits).from_grants.values())
+            elif kind == "hold":
+                placed += 1
+                hold_id = f"h_{placed}"
+                credits.place_hold(hold_id, n, "job", clock + timedelta(days=30), at=clock)
+                holds.append(hold_id)
+            elif kind in ("capture", "release") and holds:
+                hold_id = holds.pop(0)
+                settlement = (
+                    credits.capture_hold(hold_id, min(n, credits.hold(hold_id).amount), clock)
+                    if kind == "capture"
+                    else credits.release_hold(hold_id)
+                )
+                spent_from_grants += sum(settlement.from_grants.values())
+                lapsed += sum(settlement.grants_lapsed.values())
+            elif kind == "tick":
+                clock += timedelta(days=n)
+                for grant_id in list(credits.grants):
+                    ended = credits.expire_grant(grant_id, clock)
+                    if ended is not None:
+                        assert grant_id not in expired, "a grant expired twice"
+                        expired.add(grant_id)
+                        lapsed += ended
+            elif kind == "void" and grant_ids:
+                lapsed += credits.void_grant(grant_ids[n % len(grant_ids)], "gone")
+        except (InsufficientCredits, GrantClosed, HoldHasExpired):
+            pass
+        assert all(g.remaining >= 0 for g in credits.grants.values())
+        assert credits.allowance_remaining >= 0
+        assert credits.available_at(clock) >= 0
+        assert granted == spent_from_grants + lapsed + credits.granted
