@@ -18,7 +18,7 @@ from api.database import create_pool, describe, resolve_database_url, service_ur
 from api.errors import EXCEPTION_HANDLERS
 from api.hold_expiry import HoldExpirySweeper
 from api.log_context import request_ids
-from api.metrics import RequestCounter
+from api.metrics import MetricsAccess, count_requests, metrics_port_only
 from api.openapi import conform, openapi_config
 from api.read_side import consistency_headers, open_standby_pool
 from api.routes import (
@@ -33,7 +33,7 @@ from api.routes import (
     webhook_endpoints,
 )
 from api.services import Services, build_services
-from api.settings import Settings
+from api.settings import Settings, SettingsError
 from ledger.adapters.stripe_gateway import StripeGateway
 
 log = logging.getLogger("ledger")
@@ -61,7 +61,13 @@ async def open_services(
         stack.push_async_callback(gateway.close)
         standby = await stack.enter_async_context(open_standby_pool(settings.database_read_url))
         services = build_services(
-            pool, settings, gateway, webhook_secrets(settings), database_url, standby
+            pool,
+            settings,
+            gateway,
+            webhook_secrets(settings),
+            database_url,
+            page_key(settings),
+            standby,
         )
         yield replace(services, admin_url=settings.database_admin_url or given_url)
 
@@ -73,6 +79,17 @@ def webhook_secrets(settings: Settings) -> list[str]:
     from api.development import development_webhook_secret
 
     return [development_webhook_secret(settings)]
+
+
+def page_key(settings: Settings) -> str:
+    """``LEDGER_PAGE_KEY``; in development, one generated once under the data folder."""
+    if settings.page_key:
+        return settings.page_key
+    if settings.production:
+        raise SettingsError("LEDGER_ENV=production needs LEDGER_PAGE_KEY")
+    from api.development import development_page_key
+
+    return development_page_key(settings)
 
 
 def create_app(settings: Settings, *, development_extras: bool = False) -> Litestar:
@@ -100,7 +117,11 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             sweeper = HoldExpirySweeper(services.views, services.ledger)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
-            if development_extras:
+            if settings.production:
+                from api.development import revoke_demo_tokens
+
+                await revoke_demo_tokens(services)
+            elif development_extras:
                 from api.development import ensure_demo_account
 
                 await ensure_demo_account(services, settings)
@@ -110,7 +131,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
     async def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
-    request_counter = RequestCounter()
+    metrics_access = MetricsAccess(port=settings.metrics_port, token=settings.metrics_token)
     app = Litestar(
         route_handlers=[
             customers.CUSTOMERS,
@@ -133,7 +154,12 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[request_ids, request_counter.middleware, consistency_headers],
+        middleware=[
+            request_ids,
+            count_requests,
+            metrics_port_only(metrics_access),
+            consistency_headers,
+        ],
         # Every body here is a small JSON document; Stripe's events stay far below this.
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=(
@@ -142,6 +168,6 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             else None
         ),
     )
-    app.state.request_counter = request_counter
+    app.state.metrics_access = metrics_access
     conform(app.openapi_schema)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -79,7 +80,8 @@ def main(verbose: bool) -> None:
     help="Also run the projector, in a process of its own, to keep the views current.",
 )
 def serve(projector: bool) -> None:
-    """Serve the API on 127.0.0.1:$PORT (what `make run` starts)."""
+    """Serve the API on 127.0.0.1:$PORT (what `make run` starts), and /metrics on
+    $METRICS_PORT when set."""
     import signal
 
     import uvicorn
@@ -90,6 +92,15 @@ def serve(projector: bool) -> None:
     logging.getLogger().setLevel(logging.INFO)
     settings = _settings()
     app = create_app(settings, development_extras=not settings.production)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False
+    )
+    sockets = [config.bind_socket()]  # exits 3 if the port is taken
+    if settings.metrics_port is not None:
+        # The same app on a second socket: there it answers /metrics only, and the API's
+        # port answers /metrics with 404 (api/metrics.py).
+        metrics = uvicorn.Config(app, host=settings.host, port=settings.metrics_port, log_config=None)
+        sockets.append(metrics.bind_socket())
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
     child = SupervisedProcess([sys.executable, "-m", "api.cli", "project"], "the projector")
@@ -99,8 +110,11 @@ def serve(projector: bool) -> None:
     # pool closes), then raises SIGTERM again; the default handler would kill this
     # process there, before the projector below is told to stop (it was left running).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+        server.run(sockets=sockets)
+        if not server.started:
+            sys.exit(3)  # uvicorn's start-up failure; the lifespan logged why
     finally:
         # It commits what it has applied, drains what is visible, exits 0.
         if projector and child.stop() != 0:
@@ -146,7 +160,10 @@ def project(batch_size: int, dispatch: bool) -> None:
         projector = Projector(services.store, services.database_url, batch_size=batch_size)
         work = [projector.run(stop)]
         if dispatch:
-            work.append(Dispatcher(services.pool, services.database_url).run(stop))
+            dispatcher = Dispatcher(
+                services.pool, services.database_url, allow_private=services.webhook_allow_private
+            )
+            work.append(dispatcher.run(stop))
         await asyncio.gather(*work)
         # Stopped between batches (each committed with its position): apply what is
         # visible now, so that the writes of an API that stopped just before are in.
@@ -561,6 +578,47 @@ def webhook_retry(delivery_id: str) -> None:
 
 
 @main.group()
+def db() -> None:
+    """Set the database up: roles, functions, migrations, grants."""
+
+
+@db.command("setup")
+@click.option(
+    "--admin-url",
+    envvar=["DATABASE_ADMIN_URL", "DATABASE_URL"],
+    show_envvar=True,
+    help="A role that may create roles (the postgres superuser, or one with CREATEROLE). "
+    "Default: DATABASE_ADMIN_URL, else DATABASE_URL, else the embedded PostgreSQL.",
+)
+@click.option(
+    "--service-password",
+    envvar="LEDGER_SERVICE_PASSWORD",
+    show_envvar=True,
+    help="Set this password on ledger_service, the role the service connects as "
+    "(production: DATABASE_URL=postgresql://ledger_service:PASSWORD@host/db).",
+)
+def db_setup(admin_url: str | None, service_password: str | None) -> None:
+    """Create the roles ledger_owner and ledger_service, apply the stored functions, the
+    migrations and the grants. Safe to run again (what a deploy's migrate step runs).
+
+    Needs no Stripe or other settings: only the database.
+    """
+    from api.database import DatabaseNotReady, describe, resolve_database_url, set_up_database
+
+    data_dir = Path(os.environ.get("LEDGER_DATA_DIR", "").strip() or ".data")
+    url = resolve_database_url(admin_url, data_dir)
+    try:
+        applied = asyncio.run(set_up_database(url, service_password=service_password or None))
+    except DatabaseNotReady as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"database {describe(url)} set up"
+        + (f"; applied {', '.join(applied)}" if applied else "; no migration was pending")
+        + ("; ledger_service's password set" if service_password else "")
+    )
+
+
+@main.group()
 def config() -> None:
     """Check the configuration."""
 
@@ -569,7 +627,14 @@ def config() -> None:
 def config_check() -> None:
     """Validate the environment and print the settings in effect (secrets masked)."""
     settings = _settings()
-    masked = {"stripe_secret_key", "stripe_webhook_secret", "database_url"}
+    masked = {
+        "stripe_secret_key",
+        "stripe_webhook_secret",
+        "database_url",
+        "database_admin_url",
+        "page_key",
+        "metrics_token",
+    }
     for field in settings.__struct_fields__:
         value = getattr(settings, field)
         if field in masked and value:

@@ -1,6 +1,9 @@
-"""Development conveniences: the Stripe stand-in and the demo account with its token.
+"""Development conveniences: the Stripe stand-in, the demo account with its token, and
+generated secrets kept under the data folder.
 
-Never used when ``LEDGER_ENV=production`` (settings refuse to start that way).
+Never used when ``LEDGER_ENV=production`` (settings refuse to start that way), except
+``revoke_demo_tokens``: a production start revokes the demo token a development run
+may have left in the same database.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ def development_webhook_secret(settings: Settings) -> str:
     return secret
 
 
+def development_page_key(settings: Settings) -> str:
+    """``LEDGER_PAGE_KEY``, or one generated once and kept under the data folder."""
+    if settings.page_key:
+        return settings.page_key
+    path = settings.data_dir / "page-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_hex(32)
+    _write_secret_file(path, key)
+    return key
+
+
 @asynccontextmanager
 async def start_stripe_standin(settings: Settings) -> AsyncIterator[str]:
     """Serve the Stripe stand-in in this process; yield its API base address.
@@ -80,6 +95,23 @@ async def ensure_demo_account(services: Services, settings: Settings) -> None:
     _write_secret_file(token_file, issued.secret)
     log.info("wrote a new credits token for %s to %s", DEMO_ACCOUNT, token_file)
     _say_how_to_use(token_file, settings)
+
+
+async def revoke_demo_tokens(services: Services) -> list[str]:
+    """Revoke the ``credits`` tokens named "demo" for ``acct_demo`` (a production start-up).
+
+    A database that served ``make run`` before going to production still holds the demo
+    token whose secret sits in a file under ``.data/``: it must not open an account there.
+    """
+    revoked = await services.tokens.revoke_named(Scope.CREDITS, account_id=DEMO_ACCOUNT, name="demo")
+    if revoked:
+        log.warning(
+            "LEDGER_ENV=production: revoked %d demo token(s) for %s left from development (%s)",
+            len(revoked),
+            DEMO_ACCOUNT,
+            ", ".join(revoked),
+        )
+    return revoked
 
 
 def _say_how_to_use(token_file: Path, settings: Settings) -> None:

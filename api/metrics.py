@@ -1,262 +1,292 @@
-"""Prometheus text exposition (format 0.0.4), written by hand: a few counters and one histogram.
+"""Prometheus metrics through prometheus-client: its counters, histogram, gauges and exposition.
 
-What each metric means is listed in docs/operations-metrics.md. Everything on the
-request path is a dict increment or two; formatting happens only when ``/metrics``
-is scraped.
+What each metric means is listed in docs/operations-metrics.md. On the request path
+a request costs one counter and one histogram observation, on label children bound
+once per label set (``_requests``, ``_latency``); the gauges read from the database
+and the pool are set only when ``/metrics`` is scraped.
+
+Where ``/metrics`` may be read (its own port, a bearer token) is ``MetricsAccess``.
+
+Several processes on one port (``PROMETHEUS_MULTIPROC_DIR``): prometheus-client then
+keeps every counter and histogram in that folder's files, and the page is put
+together from all of them by ``MultiProcessCollector``. The gauges are set by the
+process that answers the scrape, just before it answers (``mostrecent``), so they show
+that process's view; the start time is the earliest of them (``min``).
 """
 
 from __future__ import annotations
 
+import hmac
+import os
 import time
-from bisect import bisect_left
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import asyncpg
 import msgspec
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotFoundException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from ledger.store import stats
-from ledger.store.mapper import event_type_name
+
+# The page keeps the names docs/operations-metrics.md lists: no ``_created`` series.
+disable_created_metrics()
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The text format 0.0.4 (prometheus-client's ``generate_latest``)."""
 
 STARTED = time.time()
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""The HTTP edge's metrics; the page also shows ``ledger.store.stats.REGISTRY``."""
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds (seconds) of the request latency histogram's buckets; +Inf follows."""
 
 _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+"""Methods counted by name; any other is counted as ``other`` (clients choose methods,
+and every new label value would be a new series)."""
+
 WEBHOOK_OUTCOMES = ("applied", "duplicate", "ignored", "bad_signature", "malformed")
 """Stripe deliveries: applied (new, acted on), duplicate (seen before: nothing done),
 ignored (new, a type the ledger does not act on), bad_signature and malformed (400)."""
 
-webhook_outcomes: Counter[str] = Counter()
-"""Stripe deliveries by outcome (one of WEBHOOK_OUTCOMES), counted by the webhook route."""
-
 UNMATCHED_ROUTE = "unmatched"
 """The route label of a request that matched no route (Litestar answers those before us)."""
 
+METRICS_PATH = "/metrics"
 
-class RequestCounter:
-    """Counts and times answered HTTP requests (an ASGI middleware).
+http_requests = Counter(
+    "ledger_http_requests",
+    "HTTP requests answered, by method and exact status.",
+    ["method", "status"],
+    registry=REGISTRY,
+)
+http_request_duration = Histogram(
+    "ledger_http_request_duration_seconds",
+    "Time to answer HTTP requests, by route template, method and status class.",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+_stripe_webhooks = Counter(
+    "ledger_stripe_webhooks",
+    "Stripe webhook deliveries, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+webhook_outcomes = {
+    outcome: _stripe_webhooks.labels(outcome=outcome) for outcome in WEBHOOK_OUTCOMES
+}
+"""Stripe deliveries by outcome (one of WEBHOOK_OUTCOMES): ``webhook_outcomes["applied"].inc()``."""
+
+store_head_position = Gauge(
+    "ledger_store_head_position",
+    "Highest position in the event store.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+projection_position = Gauge(
+    "ledger_projection_position",
+    "Position each view has applied up to.",
+    ["view"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+projection_lag_positions = Gauge(
+    "ledger_projection_lag_positions",
+    "How many positions each view is behind the store's head.",
+    ["view"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+projection_lag_seconds = Gauge(
+    "ledger_projection_lag_seconds",
+    "Age of the oldest event each view has not applied yet (0 when caught up).",
+    ["view"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+db_pool_connections = Gauge(
+    "ledger_db_pool_connections",
+    "Connections of this process's database pool, by state.",
+    ["state"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+db_pool_max_connections = Gauge(
+    "ledger_db_pool_max_connections",
+    "Most connections the pool may open.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+process_start_time = Gauge(
+    "ledger_process_start_time_seconds",
+    "When this process started (Unix time).",
+    registry=REGISTRY,
+    multiprocess_mode="min",
+)
+process_start_time.set(int(STARTED))
+
+_pool_in_use = db_pool_connections.labels(state="in_use")
+_pool_idle = db_pool_connections.labels(state="idle")
+
+# Label children by label values, bound on first use: a dict lookup per request
+# instead of ``labels()``'s checks and lock. Bounded: methods are a fixed set,
+# statuses 100-599, routes the app's path templates.
+_requests: dict[tuple[str, int], Counter] = {}
+_latency: dict[tuple[str, str, str], Histogram] = {}
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Record one answered request."""
+    method = method if method in _METHODS else "other"
+    counted = _requests.get((method, status))
+    if counted is None:
+        counted = _requests[(method, status)] = http_requests.labels(method, str(status))
+    counted.inc()
+    status_class = _STATUS_CLASSES[status // 100] if 0 <= status < 600 else "5xx"
+    timed = _latency.get((route, method, status_class))
+    if timed is None:
+        timed = _latency[(route, method, status_class)] = http_request_duration.labels(
+            route, method, status_class
+        )
+    timed.observe(seconds)
+
+
+def count_requests(app: ASGIApp) -> ASGIApp:
+    """Middleware: counts and times answered HTTP requests.
 
     Requests are labelled by the route's path template (``/v1/accounts/{account_id}/spend``),
     never the raw path, so the number of series stays bounded by the routes.
     """
 
-    def __init__(self) -> None:
-        self.counts: Counter[tuple[str, int]] = Counter()
-        """Answers by (method, exact status)."""
-        self.latency: dict[tuple[str, str, str], list[float]] = {}
-        """(route, method, status class) -> per-bucket counts, the +Inf bucket, then the sum."""
+    async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Record one answered request."""
-        status_class = _STATUS_CLASSES[status // 100] if 0 <= status < 600 else "5xx"
-        key = (route, method, status_class)
-        series = self.latency.get(key)
-        if series is None:
-            series = self.latency[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        series[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        series[-1] += seconds
+        method = str(scope.get("method", ""))
+        status = 500  # if the app fails before it starts an answer
+        started = time.perf_counter()
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
+        async def send_counting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
 
-            method = str(scope.get("method", ""))
-            status = 500  # if the app fails before it starts an answer
-            started = time.perf_counter()
+        try:
+            await app(scope, receive, send_counting)
+        finally:
+            route = scope.get("path_template") or UNMATCHED_ROUTE
+            observe_request(route, method, status, time.perf_counter() - started)
 
-            async def send_counting(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    self.counts[(method, status)] += 1
-                await send(message)
-
-            try:
-                await app(scope, receive, send_counting)
-            finally:
-                route = scope.get("path_template") or UNMATCHED_ROUTE
-                self.observe(route, method, status, time.perf_counter() - started)
-
-        return counted
+    return counted
 
 
-class ViewLag(msgspec.Struct, frozen=True):
-    """How far one projection is behind the event store."""
+class MetricsAccess(msgspec.Struct, frozen=True):
+    """Where ``/metrics`` answers: only on ``port`` when set, only with ``token`` when set."""
 
-    position: int
-    lag_events: int
-    lag_seconds: float
-    """Age of the oldest event the view has not applied yet (0 when caught up)."""
+    port: int | None = None
+    token: str | None = None
 
+    def on_metrics_port(self, connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+        """Whether the request came in on the metrics port (False when there is none)."""
+        server = connection.scope.get("server")
+        return self.port is not None and server is not None and server[1] == self.port
 
-class GroupCommitUse(msgspec.Struct, frozen=True):
-    """What the group committer has written since the process started."""
-
-    batches: int
-    commands: int
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    def may_read(self, connection: ASGIConnection[Any, Any, Any, Any], token: str | None) -> bool:
+        """Whether this request may read the page (its own port, and the token if one is set)."""
+        if self.port is not None and not self.on_metrics_port(connection):
+            return False
+        if self.token is None:
+            return True
+        return token is not None and hmac.compare_digest(token.encode(), self.token.encode())
 
 
-def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
+def metrics_port_only(access: MetricsAccess) -> Callable[[ASGIApp], ASGIApp]:
+    """Middleware: the metrics port answers ``/metrics`` and nothing else; any other
+    route there is 404 (paths that match no route are 404 anyway)."""
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        async def gated(scope: Scope, receive: Receive, send: Send) -> None:
+            server = scope.get("server")
+            if (
+                access.port is not None
+                and scope["type"] == "http"
+                and server is not None
+                and server[1] == access.port
+                and scope.get("path_template") != METRICS_PATH
+            ):
+                raise NotFoundException
+            await app(scope, receive, send)
+
+        return gated
+
+    return wrap
 
 
-def _request_histogram(counter: RequestCounter) -> list[str]:
-    name = "ledger_http_request_duration_seconds"
-    samples: list[str] = []
-    for (route, method, status_class), series in sorted(counter.latency.items()):
-        labels = f'route="{_label(route)}",method="{method}",status="{status_class}"'
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS, series, strict=False):
-            cumulative += int(count)
-            samples.append(f'{name}_bucket{{{labels},le="{bound}"}} {cumulative}')
-        cumulative += int(series[len(LATENCY_BUCKETS)])
-        samples.append(f'{name}_bucket{{{labels},le="+Inf"}} {cumulative}')
-        samples.append(f"{name}_sum{{{labels}}} {_number(series[-1])}")
-        samples.append(f"{name}_count{{{labels}}} {cumulative}")
-    return _family(
-        name,
-        "histogram",
-        "Time to answer HTTP requests, by route template, method and status class.",
-        samples,
-    )
+_VIEW_LAG = """
+    SELECT p.name, p.position,
+           coalesce(extract(epoch FROM clock_timestamp() - (
+               SELECT e.recorded_at FROM stored_events e
+               WHERE e.notification_id > p.position
+               ORDER BY e.notification_id LIMIT 1)), 0)::float8 AS lag_seconds
+    FROM projection_positions p"""
 
 
-def _events_by_type(appended: Mapping[str, int]) -> dict[str, int]:
-    by_type: Counter[str] = Counter()
-    for topic, count in list(appended.items()):
-        by_type[event_type_name(topic)] += count
-    return dict(by_type)
+async def refresh_gauges(pool: asyncpg.Pool) -> None:
+    """Set the gauges from the database (head, views) and from this process's pool."""
+    async with pool.acquire() as connection:
+        rows = await connection.fetch(_VIEW_LAG)
+        head = int(
+            await connection.fetchval("SELECT coalesce(max(notification_id), 0) FROM stored_events")
+        )
+    store_head_position.set(head)
+    for row in rows:
+        view = row["name"]
+        projection_position.labels(view).set(row["position"])
+        projection_lag_positions.labels(view).set(max(head - row["position"], 0))
+        projection_lag_seconds.labels(view).set(round(max(row["lag_seconds"], 0.0), 3))
+    size, idle = pool.get_size(), pool.get_idle_size()
+    _pool_in_use.set(size - idle)
+    _pool_idle.set(idle)
+    db_pool_max_connections.set(pool.get_max_size())
 
 
-def exposition(
-    counter: RequestCounter,
-    *,
-    head: int,
-    views: Mapping[str, ViewLag],
-    pool: asyncpg.Pool,
-    group_commit: GroupCommitUse,
-    webhooks: Mapping[str, int],
-) -> str:
-    """The metrics page."""
-    pool_size, pool_idle = pool.get_size(), pool.get_idle_size()
-    lines = [
-        *_family(
-            "ledger_http_requests_total",
-            "counter",
-            "HTTP requests answered, by method and exact status.",
-            (
-                f'ledger_http_requests_total{{method="{method}",status="{status}"}} {count}'
-                for (method, status), count in sorted(counter.counts.items())
-            ),
-        ),
-        *_request_histogram(counter),
-        *_family(
-            "ledger_events_appended_total",
-            "counter",
-            "Events this process appended to the store, by event type.",
-            (
-                f'ledger_events_appended_total{{type="{_label(kind)}"}} {count}'
-                for kind, count in sorted(_events_by_type(stats.events_appended).items())
-            ),
-        ),
-        *_family(
-            "ledger_concurrency_conflicts_total",
-            "counter",
-            "Optimistic-concurrency conflicts: retried (decided again) or gave_up (answered 503).",
-            (
-                f'ledger_concurrency_conflicts_total{{outcome="{outcome}"}} '
-                f"{stats.conflicts.get(outcome, 0)}"
-                for outcome in ("retried", "gave_up")
-            ),
-        ),
-        *_family(
-            "ledger_stripe_webhooks_total",
-            "counter",
-            "Stripe webhook deliveries, by outcome.",
-            (
-                f'ledger_stripe_webhooks_total{{outcome="{outcome}"}} {webhooks.get(outcome, 0)}'
-                for outcome in WEBHOOK_OUTCOMES
-            ),
-        ),
-        *_family(
-            "ledger_group_commit_batches_total",
-            "counter",
-            "Transactions the group committer wrote (each carries one or more commands).",
-            [f"ledger_group_commit_batches_total {group_commit.batches}"],
-        ),
-        *_family(
-            "ledger_group_commit_commands_total",
-            "counter",
-            "Commands the group committer wrote.",
-            [f"ledger_group_commit_commands_total {group_commit.commands}"],
-        ),
-        *_family(
-            "ledger_store_head_position",
-            "gauge",
-            "Highest position in the event store.",
-            [f"ledger_store_head_position {head}"],
-        ),
-        *_family(
-            "ledger_projection_position",
-            "gauge",
-            "Position each view has applied up to.",
-            (
-                f'ledger_projection_position{{view="{_label(n)}"}} {v.position}'
-                for n, v in sorted(views.items())
-            ),
-        ),
-        *_family(
-            "ledger_projection_lag_positions",
-            "gauge",
-            "How many positions each view is behind the store's head.",
-            (
-                f'ledger_projection_lag_positions{{view="{_label(n)}"}} {v.lag_events}'
-                for n, v in sorted(views.items())
-            ),
-        ),
-        *_family(
-            "ledger_projection_lag_seconds",
-            "gauge",
-            "Age of the oldest event each view has not applied yet (0 when caught up).",
-            (
-                f'ledger_projection_lag_seconds{{view="{_label(n)}"}} {_number(round(v.lag_seconds, 3))}'
-                for n, v in sorted(views.items())
-            ),
-        ),
-        *_family(
-            "ledger_db_pool_connections",
-            "gauge",
-            "Connections of this process's database pool, by state.",
-            [
-                f'ledger_db_pool_connections{{state="in_use"}} {pool_size - pool_idle}',
-                f'ledger_db_pool_connections{{state="idle"}} {pool_idle}',
-            ],
-        ),
-        *_family(
-            "ledger_db_pool_max_connections",
-            "gauge",
-            "Most connections the pool may open.",
-            [f"ledger_db_pool_max_connections {pool.get_max_size()}"],
-        ),
-        *_family(
-            "ledger_process_start_time_seconds",
-            "gauge",
-            "When this process started (Unix time).",
-            [f"ledger_process_start_time_seconds {int(STARTED)}"],
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+class _ThisProcess(Collector):
+    """Every metric of this process: the HTTP edge's and the ledger's."""
+
+    def collect(self) -> Iterable[Metric]:
+        yield from REGISTRY.collect()
+        yield from stats.REGISTRY.collect()
+
+
+def multiprocess_dir() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR``, when several processes share the metrics."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition() -> bytes:
+    """The page: this process's metrics, or every process's in multiprocess mode."""
+    if multiprocess_dir() is None:
+        return generate_latest(_ThisProcess())
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)

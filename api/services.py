@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from litestar.di import NamedDependency
 
+from api.access.page_tokens import PageTokens
 from api.access.tokens import TokenService
 from api.read_side import ReadSide
 from api.settings import Settings
@@ -28,8 +29,12 @@ class Services:
     webhook_secrets: list[str]
     database_url: str
     default_monthly_allowance: int
+    page_tokens: PageTokens
+    """Signs and checks the checkout success links (api/access/page_tokens.py)."""
     reads: ReadSide
     """The view reads: on the standby when there is one (api/read_side.py)."""
+    webhook_allow_private: bool = False
+    """Whether webhook endpoints may be on loopback, private or other non-public addresses."""
     admin_url: str | None = None
     """What may set the database up and rebuild views (None: the service's role may not)."""
 
@@ -48,9 +53,11 @@ def build_services(
     gateway: PaymentGateway,
     webhook_secrets: list[str],
     database_url: str,
+    page_key: str,
     standby: asyncpg.Pool | None = None,
 ) -> Services:
     """Wire the ledger, tokens and views on ``pool`` (view reads on ``standby`` if given)."""
+    page_tokens = PageTokens(page_key)
     return Services(
         pool=pool,
         ledger=build_ledger(
@@ -62,6 +69,7 @@ def build_services(
             links=CheckoutLinks(
                 success_url=f"{settings.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
                 cancel_url=f"{settings.public_url}/checkout/cancel?session_id={{CHECKOUT_SESSION_ID}}",
+                success_token=page_tokens.for_checkout,
             ),
         ),
         tokens=TokenService(pool),
@@ -69,5 +77,7 @@ def build_services(
         webhook_secrets=webhook_secrets,
         database_url=database_url,
         default_monthly_allowance=settings.default_monthly_allowance,
+        page_tokens=page_tokens,
         reads=ReadSide(pool, standby),
+        webhook_allow_private=settings.webhook_allow_private,
     )

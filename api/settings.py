@@ -13,6 +13,15 @@ class SettingsError(ValueError):
     """An environment variable holds something unusable."""
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+MIN_PAGE_KEY_LENGTH = 32
+
+STRIPE_TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
+"""Secret and restricted keys of Stripe's test mode: no real money moves."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the service reads from its environment."""
 
@@ -33,6 +42,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ledger_env: str = "development"
     data_dir: Path = Path(".data")
     cors_origins: tuple[str, ...] = ()
+    stripe_allow_test_keys: bool = False
+    """``STRIPE_ALLOW_TEST_KEYS=1``: production may use an ``sk_test_`` key (a staging copy)."""
+    page_key: str | None = None
+    """``LEDGER_PAGE_KEY``: signs the link Stripe sends a paying customer back with."""
+    metrics_port: int | None = None
+    """``METRICS_PORT``: serve ``/metrics`` there only (the API's port answers 404)."""
+    metrics_token: str | None = None
+    """``METRICS_TOKEN``: ``/metrics`` needs ``Authorization: Bearer <it>``."""
+    webhook_allow_private: bool = False
+    """``LEDGER_WEBHOOK_ALLOW_PRIVATE=1``: webhook endpoints may be on non-public addresses."""
 
     @property
     def production(self) -> bool:
@@ -59,7 +78,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             value = env.get(name, "").strip()
             return value or None
 
-        def integer(name: str, default: int, minimum: int) -> int:
+        def flag(name: str) -> bool:
+            raw = (text(name) or "0").lower()
+            if raw not in _TRUE + _FALSE:
+                problems.append(f"{name} must be 1 or 0, not {raw!r}")
+            return raw in _TRUE
+
+        def integer(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
             raw = text(name)
             if raw is None:
                 return default
@@ -70,6 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 return default
             if value < minimum:
                 problems.append(f"{name} must be at least {minimum}, not {value}")
+            elif maximum is not None and value > maximum:
+                problems.append(f"{name} must be at most {maximum}, not {value}")
             return value
 
         ledger_env = text("LEDGER_ENV") or "development"
@@ -100,13 +127,53 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ledger_env=ledger_env,
             data_dir=Path(text("LEDGER_DATA_DIR") or ".data"),
             cors_origins=tuple(o for o in origins if o),
+            stripe_allow_test_keys=flag("STRIPE_ALLOW_TEST_KEYS"),
+            page_key=text("LEDGER_PAGE_KEY"),
+            metrics_port=integer("METRICS_PORT", 0, 1, 65535) or None,
+            metrics_token=text("METRICS_TOKEN"),
+            webhook_allow_private=flag("LEDGER_WEBHOOK_ALLOW_PRIVATE"),
         )
-        if settings.production and settings.uses_standin:
+        if settings.page_key is not None and len(settings.page_key) < MIN_PAGE_KEY_LENGTH:
             problems.append(
-                "LEDGER_ENV=production needs STRIPE_SECRET_KEY: the Stripe stand-in is for development"
+                f"LEDGER_PAGE_KEY must be at least {MIN_PAGE_KEY_LENGTH} characters "
+                "(for example `openssl rand -hex 32`)"
             )
-        if settings.production and not settings.stripe_webhook_secret:
-            problems.append("LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET")
+        if settings.metrics_port is not None and settings.metrics_port == settings.port:
+            problems.append(f"METRICS_PORT must differ from PORT ({settings.port})")
+        if settings.production:
+            problems.extend(production_problems(settings))
         if problems:
             raise SettingsError("; ".join(problems))
         return settings
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What ``LEDGER_ENV=production`` refuses, one line each (see docs/production.md)."""
+    problems = []
+    key = settings.stripe_secret_key or ""
+    if not key:
+        problems.append(
+            "LEDGER_ENV=production needs STRIPE_SECRET_KEY: the Stripe stand-in is for development"
+        )
+    elif key.startswith(STRIPE_TEST_KEY_PREFIXES) and not settings.stripe_allow_test_keys:
+        problems.append(
+            "LEDGER_ENV=production refuses a Stripe test-mode key in STRIPE_SECRET_KEY: use a "
+            "live key, or set STRIPE_ALLOW_TEST_KEYS=1 for a staging copy that takes no money"
+        )
+    if not settings.stripe_webhook_secret:
+        problems.append("LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET")
+    if settings.stripe_api_base:
+        problems.append(
+            "LEDGER_ENV=production refuses STRIPE_API_BASE: payments go to Stripe's own API only"
+        )
+    if not settings.page_key:
+        problems.append(
+            "LEDGER_ENV=production needs LEDGER_PAGE_KEY (signs the checkout success links; "
+            "for example `openssl rand -hex 32`)"
+        )
+    if settings.metrics_port is None and not settings.metrics_token:
+        problems.append(
+            "LEDGER_ENV=production needs METRICS_PORT (serve /metrics on a port of its own) "
+            "or METRICS_TOKEN (a bearer token for /metrics), or both"
+        )
+    return problems

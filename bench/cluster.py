@@ -36,7 +36,7 @@ from bench.service import free_port, open_accounts
 from cluster import nginx
 from cluster.postgres import PostgresServer, create_database, find_binaries
 from cluster.run import ROOT, resolve
-from cluster.topology import Plan, ledger_processes
+from cluster.topology import Plan, ledger_processes, setup_process
 
 ACCOUNTS = 1000
 READERS = 50
@@ -70,11 +70,11 @@ async def healthy(url: str, seconds: float = 60) -> None:
     raise SystemExit(f"{url} did not answer in {seconds} s")
 
 
-async def conflicts(addresses: list[tuple[str, int]]) -> int:
+async def conflicts(chosen: Plan) -> int:
     """Spends decided again after another writer got to their account first, in all replicas."""
     total = 0
     async with httpx.AsyncClient(timeout=5) as client:
-        for host, port in addresses:
+        for (host, _), port in zip(chosen.api_addresses, chosen.metrics_ports, strict=True):
             text = (await client.get(f"http://{host}:{port}/metrics")).text
             for line in text.splitlines():
                 if line.startswith('ledger_concurrency_conflicts_total{outcome="retried"}'):
@@ -117,11 +117,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             def plan(addresses: list[tuple[str, int]], read: bool, public: str) -> Plan:
                 return Plan(
                     api_addresses=addresses,
-                    database_url=primary.url(),
+                    admin_url=primary.url(),
+                    database_url=primary.url(user="ledger_service"),
                     read_url=standby.url(user="ledger_service") if read else None,
                     public_url=public,
                     data_dir=folder / "data",
                     webhook_secret="whsec_bench",  # noqa: S106  (a test value)
+                    page_key="k" * 64,
+                    metrics_ports=[free_port() for _ in addresses],
                 )
 
             environ = {"STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_API_BASE": "http://127.0.0.1:9"}
@@ -143,6 +146,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             # The baseline: one process, views from the primary, no proxy.
             port = free_port()
             single_plan = plan([("127.0.0.1", port)], False, f"http://127.0.0.1:{port}")
+            migrate = setup_process(single_plan)
+            subprocess.run(  # noqa: ASYNC221
+                resolve(migrate.argv), env={**os.environ, **migrate.env}, cwd=ROOT, check=True
+            )
             single = start(["api1"], single_plan)
             await healthy(single_plan.public_url)
             start(["projector"], single_plan)
@@ -202,9 +209,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 setup = f"nginx + {replicas} replica{'s' if replicas > 1 else ''}" + (
                     ", by account" if by_account else ""
                 )
-                before = await conflicts(chosen.api_addresses)
+                before = await conflicts(chosen)
                 result = measure("spend", public, [writer], args)
-                record(setup, "spend", result, await conflicts(chosen.api_addresses) - before)
+                record(setup, "spend", result, await conflicts(chosen) - before)
                 if replicas in (1, 3) and not by_account:
                     record(setup, "read", measure("read", public, readers, args))
                 proxy.stop()

@@ -25,7 +25,13 @@ import click
 
 from cluster import nginx
 from cluster.postgres import PostgresError, PostgresServer, create_database, find_binaries
-from cluster.topology import Plan, Process, common_environment, ledger_processes
+from cluster.topology import (
+    Plan,
+    Process,
+    common_environment,
+    ledger_processes,
+    setup_process,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,8 +56,13 @@ class Ports:
     def standin(self) -> int:
         return self.base + 50
 
+    @property
+    def metrics(self) -> list[int]:
+        """Each replica's /metrics (METRICS_PORT): its own port + 100."""
+        return [port + 100 for port in self.apis]
+
     def all(self) -> list[int]:
-        return [self.base, *self.apis, self.postgres, self.standby, self.standin]
+        return [self.base, *self.apis, *self.metrics, self.postgres, self.standby, self.standin]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -64,16 +75,32 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def webhook_secret(data_dir: Path) -> str:
-    """``STRIPE_WEBHOOK_SECRET`` if set, else one generated once and kept with the data."""
-    if given := os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip():
+def kept_secret(data_dir: Path, variable: str, file_name: str, prefix: str = "") -> str:
+    """``$variable`` if set, else one generated once and kept with the data: every replica
+    must use the same one (a stand-in's webhook secret, the success links' key)."""
+    if given := os.environ.get(variable, "").strip():
         return given
-    path = data_dir / "stripe-webhook-secret"
+    path = data_dir / file_name
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text("whsec_" + secrets.token_hex(24) + "\n")
+        path.write_text(prefix + secrets.token_hex(32) + "\n")
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def run_once(process: Process) -> None:
+    """A one-shot process (the migrate step): it must succeed before the rest start."""
+    done = subprocess.run(  # noqa: S603
+        resolve(process.argv),
+        env={**os.environ, **process.env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise click.ClickException(f"{process.name} failed:\n{done.stdout}{done.stderr}")
+    click.echo(done.stdout.strip())
 
 
 def procfile_line(process: Process, common: dict[str, str], argv: list[str]) -> str:
@@ -128,16 +155,28 @@ def run_cluster(
         raise click.ClickException(str(error)) from None
 
     public_url = f"http://127.0.0.1:{ports.base}"
+    secrets_dir = data_dir / "data"
     plan = Plan(
         api_addresses=[("127.0.0.1", p) for p in ports.apis],
-        database_url=primary.url(),
+        admin_url=primary.url(),
+        database_url=primary.url(user="ledger_service"),
         read_url=standby.url(user="ledger_service"),
         public_url=public_url,
-        data_dir=data_dir / "data",
-        webhook_secret=webhook_secret(data_dir / "data"),
+        data_dir=secrets_dir,
+        webhook_secret=kept_secret(
+            secrets_dir, "STRIPE_WEBHOOK_SECRET", "stripe-webhook-secret", "whsec_"
+        ),
+        page_key=kept_secret(secrets_dir, "LEDGER_PAGE_KEY", "page-key"),
+        metrics_ports=ports.metrics,
         standin_port=None if os.environ.get("STRIPE_SECRET_KEY") else ports.standin,
         relay_url=relay_url,
     )
+    try:
+        run_once(setup_process(plan))
+    except click.ClickException:
+        standby.stop()
+        primary.stop()
+        raise
     processes = ledger_processes(plan)
     common = common_environment(plan)
     lines = [procfile_line(p, common, resolve(p.argv)) for p in processes]
@@ -162,6 +201,7 @@ def run_cluster(
     rows = [
         ("proxy (nginx)", f"{proxy or '(not running)'}   <- the entry point: deploy/nginx.conf"),
         *((p.name, p.listens) for p in processes),
+        ("migrate", "`ledger db setup`, done"),
         ("postgres primary", f"{primary.url()}   (log {primary.log_file})"),
         ("postgres standby", f"{standby.url()}   (hot standby; DATABASE_READ_URL)"),
     ]

@@ -19,6 +19,8 @@ COMMON_VARIABLES = (
     "STRIPE_SECRET_KEY",
     "STRIPE_WEBHOOK_SECRET",
     "STRIPE_API_BASE",
+    "LEDGER_PAGE_KEY",
+    "METRICS_PORT",
     "CREDIT_UNIT_AMOUNT",
     "CREDIT_CURRENCY",
     "DEFAULT_MONTHLY_ALLOWANCE",
@@ -30,6 +32,7 @@ PASSED_THROUGH = {
     "STRIPE_SECRET_KEY": "",
     "STRIPE_WEBHOOK_SECRET": "",
     "STRIPE_API_BASE": "",
+    "LEDGER_PAGE_KEY": "",
     "CREDIT_UNIT_AMOUNT": "1",
     "CREDIT_CURRENCY": "usd",
     "DEFAULT_MONTHLY_ALLOWANCE": "1000",
@@ -61,14 +64,20 @@ class Plan:
 
     api_addresses: list[tuple[str, int]]
     """(host, port) of each API replica."""
+    admin_url: str
+    """The primary, as a role that may set the database up (the migrate step only)."""
     database_url: str
-    """The primary, as a role that may set the database up (the replicas migrate it)."""
+    """The primary, as ledger_service: what every process connects with."""
     read_url: str | None
-    """The standby, as the service's role; None: no standby."""
+    """The standby, as ledger_service; None: no standby."""
     public_url: str
     """nginx's address: the one base URL clients and Stripe use."""
     data_dir: Path
     webhook_secret: str
+    page_key: str
+    """Signs the checkout success links: the same in every replica."""
+    metrics_ports: list[int] = field(default_factory=list)
+    """Each replica's METRICS_PORT (default: 9100, each replica on a host of its own)."""
     standin_port: int | None = None
     """The Stripe stand-in's port when it runs (no STRIPE_SECRET_KEY); None: real Stripe."""
     relay_url: str | None = None
@@ -86,6 +95,8 @@ def common_environment(plan: Plan, environ: Mapping[str, str] | None = None) -> 
     env.pop("LEDGER_CORS_ORIGINS")
     env["DATABASE_URL"] = plan.database_url
     env["LEDGER_DATA_DIR"] = str(plan.data_dir)
+    env["LEDGER_PAGE_KEY"] = env["LEDGER_PAGE_KEY"] or plan.page_key
+    env["METRICS_PORT"] = "9100"  # read by `ledger serve` only
     if plan.standin_port is not None:
         env["STRIPE_API_BASE"] = f"http://127.0.0.1:{plan.standin_port}"
     if not env["STRIPE_WEBHOOK_SECRET"]:
@@ -94,17 +105,31 @@ def common_environment(plan: Plan, environ: Mapping[str, str] | None = None) -> 
     return env
 
 
+def setup_process(plan: Plan) -> Process:
+    """The one-shot set-up of the database that runs before the rest (compose: migrate)."""
+    return Process(
+        "migrate",
+        "migrate",
+        ["ledger", "db", "setup"],
+        # Trust authentication here: ledger_service needs no password.
+        {"DATABASE_ADMIN_URL": plan.admin_url, "LEDGER_SERVICE_PASSWORD": ""},
+        "(once, before the rest)",
+    )
+
+
 def ledger_processes(plan: Plan, environ: Mapping[str, str] | None = None) -> list[Process]:
     """The ledger's own processes: the API replicas, the projector, the stand-in, the relay."""
     environ = os.environ if environ is None else environ
     common = common_environment(plan, environ)
     processes = []
     hosts = plan.api_hosts or [None] * len(plan.api_addresses)
-    for number, ((host, port), test_host) in enumerate(
-        zip(plan.api_addresses, hosts, strict=True), start=1
+    metrics = plan.metrics_ports or [9100] * len(plan.api_addresses)
+    for number, ((host, port), test_host, metrics_port) in enumerate(
+        zip(plan.api_addresses, hosts, metrics, strict=True), start=1
     ):
         env = {
             **common,
+            "METRICS_PORT": str(metrics_port),
             "HOST": host,
             "PORT": str(port),
             "LEDGER_PUBLIC_URL": plan.public_url,
@@ -118,7 +143,7 @@ def ledger_processes(plan: Plan, environ: Mapping[str, str] | None = None) -> li
                 "api",
                 ["ledger", "serve", "--no-projector"],
                 env,
-                f"http://{host}:{port}",
+                f"http://{host}:{port}  (/metrics on :{metrics_port})",
                 test_host,
             )
         )

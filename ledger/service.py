@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -51,6 +52,16 @@ class CheckoutLinks(msgspec.Struct, frozen=True):
 
     success_url: str
     cancel_url: str
+    success_token: Callable[[str, int], str] | None = None
+    """Made from the account id and the session's ``expires_at``: a token the success
+    link carries as ``t``, so that only the paying customer's page shows the purchase."""
+
+    def success_url_for(self, account_id: str, expires_at: int) -> str:
+        """The success link of one purchase (the same for the same account and expiry)."""
+        if self.success_token is None:
+            return self.success_url
+        separator = "&" if "?" in self.success_url else "?"
+        return f"{self.success_url}{separator}t={self.success_token(account_id, expires_at)}"
 
 
 class RequestCheckout(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,7 +151,7 @@ class Ledger:
                 credits=command.credits,
                 unit_amount=self.pricing.unit_amount,
                 currency=self.pricing.currency,
-                success_url=self.links.success_url,
+                success_url=self.links.success_url_for(command.account_id, expires_at),
                 cancel_url=self.links.cancel_url,
                 expires_at=expires_at,
                 idempotency_key=f"ledger-purchase-{purchase_ref[:40]}-{expires_at}",

@@ -139,9 +139,9 @@ class UnitOfWork:
                     return await self._attempt(handler, command, claim, fresh=attempt > 1)
                 except ConcurrencyConflict:
                     if attempt == MAX_ATTEMPTS:
-                        stats.conflicts["gave_up"] += 1
+                        stats.conflicts["gave_up"].inc()
                         raise
-                    stats.conflicts["retried"] += 1
+                    stats.conflicts["retried"].inc()
                     # Exponential backoff with full jitter spreads out writers that
                     # collided so they do not collide again (about 4 s in all).
                     await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 10)))  # noqa: S311

@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from enum import StrEnum
 
 import asyncpg
@@ -64,13 +66,30 @@ class TokenService:
     PostgreSQL delivers the revocation's NOTIFY, milliseconds after it commits.
     Without it (or while its connection is lost) every check reads the table;
     a lost connection is opened again in the background, with backoff.
+
+    A listening connection can also die without anyone noticing (a firewall or
+    NAT that forgets an idle connection, a pooler in between that does not pass
+    notifications on): it looks alive and hears nothing. So no token stays
+    cached longer than ``cache_seconds``; after that it is read from the table
+    again, and a revocation takes effect everywhere within that time whatever
+    happened to the listener.
     """
 
     RECONNECT_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+    CACHE_SECONDS = 30.0
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.pool = pool
-        self._known: dict[str, tuple[bytes, Principal]] = {}
+        self.cache_seconds = cache_seconds
+        self._clock = clock
+        # token id -> (hash, principal, when the entry stops counting; clock's time)
+        self._known: dict[str, tuple[bytes, Principal, float]] = {}
         self._listener: asyncpg.Connection | None = None
         # Bumped by every revocation heard, so a check that read a row before a
         # revocation arrived does not then keep the revoked token.
@@ -154,9 +173,12 @@ class TokenService:
         if token_id is None:
             return None
         if (known := self._known.get(token_id)) is not None:
-            stored_hash, principal = known
-            return principal if hmac.compare_digest(stored_hash, _hash(token)) else None
+            stored_hash, principal, fresh_until = known
+            if self._clock() < fresh_until:
+                return principal if hmac.compare_digest(stored_hash, _hash(token)) else None
+            self._known.pop(token_id, None)
         heard = self._revocations_heard
+        read_at = self._clock()
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(
                 """SELECT token_hash, scope, account_id, name FROM api_tokens
@@ -171,8 +193,12 @@ class TokenService:
             account_id=row["account_id"],
             name=row["name"],
         )
-        if self._listener is not None and heard == self._revocations_heard:
-            self._known[token_id] = (row["token_hash"], principal)
+        if (
+            self._listener is not None
+            and heard == self._revocations_heard
+            and self.cache_seconds > 0
+        ):
+            self._known[token_id] = (row["token_hash"], principal, read_at + self.cache_seconds)
         return principal
 
     async def revoke(self, token_id: str) -> bool:
@@ -186,3 +212,24 @@ class TokenService:
             await connection.execute("SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id)
         self._known.pop(token_id, None)
         return status.endswith(" 1")
+
+    async def revoke_named(self, scope: Scope, *, account_id: str | None, name: str) -> list[str]:
+        """Revoke every live token of ``scope`` for ``account_id`` called ``name``; their ids."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                """UPDATE api_tokens SET revoked_at = now()
+                   WHERE scope = $1 AND account_id IS NOT DISTINCT FROM $2 AND name = $3
+                     AND revoked_at IS NULL
+                   RETURNING token_id""",
+                scope.value,
+                account_id,
+                name,
+            )
+            revoked = [row["token_id"] for row in rows]
+            for token_id in revoked:
+                await connection.execute(
+                    "SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id
+                )
+        for token_id in revoked:
+            self._known.pop(token_id, None)
+        return revoked

@@ -1,4 +1,12 @@
-"""The plain pages Stripe Checkout sends the customer back to."""
+"""The plain pages Stripe Checkout sends the customer back to.
+
+The success page shows the purchase (its status, the credits, the account and its new
+balance) only to the link Stripe was given for it: ``session_id`` with a valid ``t``
+(api/access/page_tokens.py). Anyone else, with a session id alone, an expired link or
+a ``t`` of another account, gets the same fixed page whatever the session is: it does
+not look the session up, so it tells nothing, not even whether the session exists or
+was paid.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +23,44 @@ REFRESH_SECONDS = 2
 def _page(title: str, body: str, *, refresh: bool = False) -> str:
     meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
     return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}"
+        # no-referrer: the link's ``t`` never leaves in a Referer header
+        f'<!doctype html><html lang=en><head><meta charset=utf-8><meta name="referrer" '
+        f'content="no-referrer">{meta}'
         f"<title>{html.escape(title)}</title></head>"
         f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
     )
 
 
+RECEIVED = _page(
+    "Thank you",
+    '<p id="status" data-status="received">Payment received. '
+    "Your credits appear in your account shortly.</p>",
+)
+"""What the success page says to a link that may not show the purchase."""
+
+
 @get("/checkout/success", media_type=MediaType.HTML, include_in_schema=False)
 async def checkout_success(
-    services: ServicesDependency, session_id: FromQuery[str | None] = None
+    services: ServicesDependency,
+    session_id: FromQuery[str | None] = None,
+    t: FromQuery[str | None] = None,
 ) -> str:
-    """Says the purchase is being confirmed, then shows the new balance once credited."""
-    session = await services.ledger.session(session_id) if session_id else None
-    if session is None or not session.paid:
+    """Says the purchase is being confirmed, then shows the new balance once credited.
+
+    Only with the signed ``t`` of this purchase's link; otherwise "payment received".
+    """
+    if not session_id or not t:
+        return RECEIVED
+    session = await services.ledger.session(session_id)
+    if session is None or not services.page_tokens.shows(t, session.account_id):
+        return RECEIVED
+    if not session.paid:
         return _page(
             "Thank you",
             '<p id="status" data-status="confirming">Your purchase is being confirmed. '
             "This page refreshes by itself; your credits appear as soon as the payment "
             "is confirmed.</p>",
-            refresh=session is not None,
+            refresh=True,
         )
     account = await services.ledger.account(session.account_id)
     return _page(

@@ -6,10 +6,18 @@ import asyncio
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
+from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 
-from api.metrics import GroupCommitUse, ViewLag, exposition, webhook_outcomes
+from api.access.guards import Unauthenticated, bearer_token
+from api.metrics import (
+    CONTENT_TYPE,
+    METRICS_PATH,
+    MetricsAccess,
+    exposition,
+    refresh_gauges,
+)
 from api.openapi import errors
 from api.services import ServicesDependency
 
@@ -50,44 +58,25 @@ async def readyz(services: ServicesDependency) -> Response[dict[str, str]]:
     return Response({"status": "ready"}, status_code=200)
 
 
-_VIEW_LAG = """
-    SELECT p.name, p.position,
-           coalesce(extract(epoch FROM clock_timestamp() - (
-               SELECT e.recorded_at FROM stored_events e
-               WHERE e.notification_id > p.position
-               ORDER BY e.notification_id LIMIT 1)), 0)::float8 AS lag_seconds
-    FROM projection_positions p"""
-
-
 @get(
-    "/metrics",
-    media_type="text/plain; version=0.0.4",
+    METRICS_PATH,
+    media_type=CONTENT_TYPE,
     tags=["operations"],
-    responses=errors(503),
+    responses=errors(401, 404, 503),
 )
-async def metrics(request: Request[Any, Any, Any], services: ServicesDependency) -> str:
-    """Prometheus text format (metrics listed in docs/operations-metrics.md)."""
-    async with services.pool.acquire() as connection:
-        rows = await connection.fetch(_VIEW_LAG)
-        head = int(
-            await connection.fetchval("SELECT coalesce(max(notification_id), 0) FROM stored_events")
-        )
-    committer = services.ledger.uow.committer
-    return exposition(
-        request.app.state.request_counter,
-        head=head,
-        views={
-            r["name"]: ViewLag(
-                position=r["position"],
-                lag_events=max(head - r["position"], 0),
-                lag_seconds=max(r["lag_seconds"], 0.0),
-            )
-            for r in rows
-        },
-        pool=services.pool,
-        group_commit=GroupCommitUse(batches=committer.batches, commands=committer.commands),
-        webhooks=webhook_outcomes,
-    )
+async def metrics(request: Request[Any, Any, Any], services: ServicesDependency) -> Response[bytes]:
+    """Prometheus text format (metrics listed in docs/operations-metrics.md).
+
+    With ``METRICS_PORT`` set it answers only on that port (404 on the API's); with
+    ``METRICS_TOKEN`` set it needs ``Authorization: Bearer <METRICS_TOKEN>`` (401).
+    """
+    access: MetricsAccess = request.app.state.metrics_access
+    if access.port is not None and not access.on_metrics_port(request):
+        raise NotFoundException
+    if not access.may_read(request, bearer_token(request)):
+        raise Unauthenticated
+    await refresh_gauges(services.pool)
+    return Response(exposition(), media_type=CONTENT_TYPE)
 
 
 ROUTES = [healthz, readyz, metrics]

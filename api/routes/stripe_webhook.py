@@ -66,21 +66,21 @@ async def stripe_webhook(
     try:
         verify_signature(payload, stripe_signature, services.webhook_secrets)
     except InvalidWebhook as error:
-        webhook_outcomes["bad_signature"] += 1
+        webhook_outcomes["bad_signature"].inc()
         log.warning("rejected a Stripe webhook delivery: %s", error)
         raise
     try:
         envelope, meaning = parse_event(payload)
     except InvalidWebhook as error:
-        webhook_outcomes["malformed"] += 1
+        webhook_outcomes["malformed"].inc()
         log.warning("rejected a Stripe webhook delivery: %s", error)
         raise
     stripe_event_id.set(envelope.id)  # on every log line of this delivery
     new = await services.ledger.apply_payment_event(envelope.id, envelope.type, meaning)
     if not new:
-        webhook_outcomes["duplicate"] += 1
+        webhook_outcomes["duplicate"].inc()
     else:
-        webhook_outcomes["ignored" if meaning is None else "applied"] += 1
+        webhook_outcomes["ignored" if meaning is None else "applied"].inc()
     return WebhookReceived(received=True)
 
 

@@ -19,8 +19,9 @@ from api.access.tokens import Scope
 from api.openapi import BEARER, errors, example
 from api.schemas import LowBalanceThreshold, ThresholdRequest, WebhookEndpointRequest
 from api.services import ServicesDependency
-from api.validation import Body
+from api.validation import Body, ValidationFailed
 from ledger.commands import SetLowBalanceThreshold
+from ledger.notifications.addresses import NonPublicAddress, UnresolvableHost
 from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry, WebhookEndpoint
 
 
@@ -56,8 +57,21 @@ async def create_webhook_endpoint(
     ],
     services: ServicesDependency,
 ) -> CreatedEndpoint:
-    """Subscribe a URL to notification types; the answer holds its signing secret, shown once."""
-    return await EndpointRegistry(services.pool).create(data.url, list(dict.fromkeys(data.events)))
+    """Subscribe a URL to notification types; the answer holds its signing secret, shown once.
+
+    The URL's host must be a public address (resolved now, and again at each delivery).
+    """
+    registry = EndpointRegistry(services.pool, allow_private=services.webhook_allow_private)
+    try:
+        return await registry.create(data.url, list(dict.fromkeys(data.events)))
+    except NonPublicAddress as refused:
+        raise ValidationFailed.single(
+            "url", f"The url must be on a public address: {refused}."
+        ) from None
+    except UnresolvableHost as refused:
+        raise ValidationFailed.single(
+            "url", f"The url's host must resolve to a public address: {refused}."
+        ) from None
 
 
 @get("/v1/webhook-endpoints", responses=errors(401, 403, 503))

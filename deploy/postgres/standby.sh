@@ -5,7 +5,7 @@
 # (cluster/postgres.py).
 set -e
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-    until pg_basebackup -h postgres -U ledger -D "$PGDATA" -R -X stream -c fast; do
+    until pg_basebackup -h postgres -U postgres -D "$PGDATA" -R -X stream -c fast; do
         echo "waiting for the primary"; sleep 2
     done
     chmod 700 "$PGDATA"

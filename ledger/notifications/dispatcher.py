@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 
 from ledger.notifications import DELIVERIES_CHANNEL
+from ledger.notifications.addresses import NonPublicAddress, WebhookTransport
 from ledger.notifications.outbox import (
     DEFAULT_SCHEDULE,
     LEASE_SECONDS,
@@ -56,6 +57,7 @@ class Dispatcher:
         lease_seconds: float = LEASE_SECONDS,
         concurrency: int = CONCURRENCY,
         clock: Callable[[], float] = time.time,
+        allow_private: bool = False,
     ) -> None:
         self.pool = pool
         self.database_url = database_url
@@ -65,6 +67,8 @@ class Dispatcher:
         self.lease_seconds = max(lease_seconds, timeout + 5)
         self.concurrency = concurrency
         self.clock = clock
+        self.allow_private = allow_private
+        """Whether receivers may be on non-public addresses (see addresses.py)."""
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._listened_at = 0.0
@@ -74,7 +78,12 @@ class Dispatcher:
         listener = await self._listen()
         try:
             async with httpx.AsyncClient(
-                timeout=self.timeout, headers={"User-Agent": USER_AGENT}
+                timeout=self.timeout,
+                headers={"User-Agent": USER_AGENT},
+                # Every connection is checked where it is made (addresses.py); no proxy
+                # from the environment, which would hide the receiver's address.
+                transport=WebhookTransport(allow_private=self.allow_private),
+                trust_env=False,
             ) as client:
                 log.info("webhook dispatcher started")
                 while not stop.is_set():
@@ -141,6 +150,8 @@ class Dispatcher:
             status_code = response.status_code
             if not response.is_success:
                 error = f"HTTP {status_code}: {response.text[:200]}".rstrip(": ")
+        except NonPublicAddress as refused:  # nothing was sent
+            error = f"not sent: {refused}"[:500]
         except (
             Exception
         ) as failure:  # any failure to send (refused, timeout, bad URL) is an attempt

@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from ledger.notifications.addresses import check_url
 from ledger.notifications.signing import new_secret
 
 
@@ -47,13 +48,23 @@ class EndpointRegistry:
     The secret is stored as it is: signing a delivery with HMAC needs the key
     itself, so unlike API tokens it cannot be kept only as a hash. It leaves
     the service once, in the answer to ``create``.
+
+    A URL whose host is or resolves to a non-public address is refused unless
+    ``allow_private`` (see addresses.py).
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, allow_private: bool = False) -> None:
         self.pool = pool
+        self.allow_private = allow_private
 
     async def create(self, url: str, events: list[str]) -> CreatedEndpoint:
-        """Register ``url`` for ``events`` with a freshly generated secret."""
+        """Register ``url`` for ``events`` with a freshly generated secret.
+
+        Raises NonPublicAddress or UnresolvableHost (addresses.py) for a URL the
+        dispatcher would not send to.
+        """
+        if not self.allow_private:
+            await check_url(url)
         endpoint_id = "we_" + secrets.token_hex(12)
         secret = new_secret()
         created = await self.pool.fetchval(

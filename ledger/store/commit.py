@@ -28,6 +28,7 @@ import asyncpg
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
+from ledger.store import stats
 from ledger.store.claims import Claim, ClaimTaken
 from ledger.store.event_store import NOTIFY_CHANNEL, ConcurrencyConflict, Connection
 
@@ -146,6 +147,8 @@ class GroupCommitter:
             else:
                 self.batches += 1
                 self.commands += len(batch)
+                stats.group_commit_batches.inc()
+                stats.group_commit_commands.inc(len(batch))
                 self._committed.set()
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():

@@ -100,7 +100,7 @@ class Repository:
     def committed(self, aggregates: Sequence[Aggregate], writes: Writes) -> None:
         """Remember what was committed."""
         for event in writes.events:
-            stats.events_appended[event.topic] += 1
+            stats.count_appended(event.topic)
         for aggregate in aggregates:
             self._remember(aggregate)
 

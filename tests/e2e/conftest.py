@@ -41,6 +41,8 @@ async def ledger_app(database_url: str, standin: RunningStandin) -> AsyncIterato
             stripe_api_base=standin.base_url,
             stripe_webhook_secret=f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
             data_dir=Path(data_dir),
+            # The suite's webhook receivers listen on 127.0.0.1.
+            webhook_allow_private=True,
         )
         app = create_app(settings)
         async with serving(app, sock) as base_url:

@@ -89,6 +89,7 @@ async def test_customers_read_their_own_credits(
         "topup_balance": 0,
         "period": response.json()["period"],
         "held": 0,
+        "granted": 0,
         "available": 1000,
     }
 

@@ -11,9 +11,8 @@ import httpx
 from api.hold_expiry import HoldExpirySweeper
 from api.services import Services
 from ledger.domain.ids import account_stream_id
-from projections.runner import all_projections, catch_up
 from tests.e2e.test_spending_api import open_account, spend
-from tests.support.events import stream_events
+from tests.support.events import caught_up, stream_events
 
 
 async def place(
@@ -71,7 +70,7 @@ async def test_a_hold_reserves_credits_and_a_capture_spends_part_of_them(
     assert captured.status_code == 200, captured.text
     answer = captured.json()
     assert (answer["status"], answer["captured"], answer["released"]) == ("captured", 250, 150)
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     now = await credits(http, writer_headers, account_id)
     assert (now["balance"], now["held"], now["available"]) == (750, 0, 750)
     types = [t for t, _ in await stream_events(services.store, account_stream_id(account_id))]
@@ -265,11 +264,11 @@ async def test_a_due_hold_is_released_by_the_sweeper_and_cannot_be_captured(
     hold_id = (await place(http, writer_headers, account_id, 700, expires_in_seconds=1)).json()[
         "hold_id"
     ]
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
 
     await asyncio.sleep(1.1)
     # What a freshly started process does: it knows of the hold only from the database.
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     await HoldExpirySweeper(services.views, services.ledger).sweep()
     late_capture = await http.post(
         f"/v1/accounts/{account_id}/holds/{hold_id}/capture",
@@ -283,7 +282,7 @@ async def test_a_due_hold_is_released_by_the_sweeper_and_cannot_be_captured(
     assert [t for t, _ in events].count("HoldExpired") == 1
     shown = await http.get(f"/v1/accounts/{account_id}/holds/{hold_id}", headers=writer_headers)
     assert shown.json()["status"] == "expired"
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     assert (await credits(http, writer_headers, account_id))["available"] == 1000
 
 
@@ -298,7 +297,7 @@ async def test_the_running_service_expires_holds_by_itself(
 
     status = "held"
     for _ in range(100):  # the app's own sweeper, once the projector has seen the hold
-        await catch_up(services.store, all_projections())
+        await caught_up(services.store)
         status = (await http.get(url, headers=writer_headers)).json()["status"]
         if status != "held":
             break
@@ -326,7 +325,7 @@ async def test_a_reset_during_an_open_hold_keeps_the_books_right(
         json={"amount": 250},
         headers=writer_headers,
     )
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     projected = await credits(http, writer_headers, account_id)
 
     # The new period's whole allowance is free; the hold kept its 600 from before.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,26 +20,48 @@ _SAMPLE = re.compile(
     r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\})? '
     r"(?P<value>-?[0-9.e+-]+|\+Inf|NaN)$"
 )
+METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations-metrics.md"
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
 
 
-async def scrape(http: httpx.AsyncClient) -> dict[str, float]:
+def canonical(key: str) -> str:
+    """A sample's name and labels, labels sorted: the text format gives them in any order."""
+    name, _, labels = key.partition("{")
+    if not labels:
+        return name
+    pairs = sorted(_LABEL.findall(labels))
+    return name + "{" + ",".join(f'{label}="{value}"' for label, value in pairs) + "}"
+
+
+class Samples(dict[str, float]):
+    """Samples keyed by ``canonical`` keys; looked up with labels in any order."""
+
+    def __getitem__(self, key: str) -> float:
+        return super().__getitem__(canonical(key))
+
+    def get(self, key: str, default: float | None = None) -> float | None:  # type: ignore[override]
+        return super().get(canonical(key), default)
+
+
+async def scrape(http: httpx.AsyncClient, **kwargs: Any) -> Samples:
     """Every sample of the page, keyed by its line up to the value; the page must parse."""
-    response = await http.get("/metrics")
+    response = await http.get("/metrics", **kwargs)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples: dict[str, float] = {}
+    samples = Samples()
     for line in response.text.splitlines():
         if line.startswith("# HELP ") or line.startswith("# TYPE "):
             continue
         parsed = _SAMPLE.match(line)
         assert parsed, f"not Prometheus text: {line!r}"
-        key = line.rsplit(" ", 1)[0]
+        key = canonical(line.rsplit(" ", 1)[0])
+        assert key not in samples, f"a sample twice: {line!r}"
         samples[key] = float(parsed["value"])
     return samples
 
 
-def moved(before: dict[str, float], after: dict[str, float], key: str) -> float:
-    return after.get(key, 0.0) - before.get(key, 0.0)
+def moved(before: Samples, after: Samples, key: str) -> float:
+    return (after.get(key) or 0.0) - (before.get(key) or 0.0)
 
 
 async def test_metrics_count_requests_by_route_template_and_time_them(
@@ -143,3 +168,16 @@ async def test_metrics_show_each_views_lag_in_events_and_seconds(
             head - position, 0
         )
         assert samples[f'ledger_projection_lag_seconds{{view="{view}"}}'] >= 0
+
+
+async def test_the_page_has_exactly_the_metrics_the_operations_doc_lists(
+    http: httpx.AsyncClient,
+) -> None:
+    doc = await asyncio.to_thread(METRICS_DOC.read_text)
+    listed = dict(re.findall(r"^\| `(ledger_[a-z_]+)` \| (counter|gauge|histogram) \|", doc, re.M))
+
+    page = (await http.get("/metrics")).text
+    declared = dict(re.findall(r"^# TYPE (\S+) (\S+)$", page, re.M))
+
+    assert declared == listed
+    assert not any(line.split("{")[0].endswith("_created") for line in page.splitlines())

@@ -196,7 +196,9 @@ async def test_a_spend_over_the_api_reaches_a_subscriber_signed(
     stop = asyncio.Event()
     running = [
         asyncio.create_task(Projector(services.store, services.database_url).run(stop)),
-        asyncio.create_task(Dispatcher(services.pool, services.database_url).run(stop)),
+        asyncio.create_task(
+            Dispatcher(services.pool, services.database_url, allow_private=True).run(stop)
+        ),
     ]
     try:
         spent = await http.post(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -71,7 +72,11 @@ async def test_stripe_receives_the_purchase_details(
     assert session["amount_total"] == 300
     assert session["client_reference_id"] == customer.account_id
     assert session["metadata"] == {"account_id": customer.account_id, "credits": "300"}
-    assert session["success_url"].endswith("/checkout/success?session_id={CHECKOUT_SESSION_ID}")
+    # The success link carries the page's signed token (api/access/page_tokens.py).
+    assert re.search(
+        r"/checkout/success\?session_id=\{CHECKOUT_SESSION_ID\}&t=\d+\.[\w-]+$",
+        session["success_url"],
+    )
     assert session["expires_at"] > session["created"]
 
 

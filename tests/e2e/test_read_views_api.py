@@ -8,13 +8,13 @@ import httpx
 import pytest
 
 from api.services import Services
-from projections.runner import all_projections, catch_up
 from tests.e2e.conftest import Customer
+from tests.support.events import caught_up
 from tests.support.stripe_events import checkout_session, event_body, signature
 
 
 async def project(services: Services) -> None:
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
 
 
 async def buy_and_pay(http: httpx.AsyncClient, customer: Customer, credits: int) -> str:

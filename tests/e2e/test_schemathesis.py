@@ -120,6 +120,12 @@ def _run_operation(
             if signed:
                 # Stripe sends no NUL; the webhook refuses one with 400 (tested on its own).
                 case.body = _without_nul(case.body)
+            if isinstance(case.body, dict) and case.body.get("expires_at") is not None:
+                # JSON Schema cannot say "in the future": a grant expiring in the past is 422.
+                case.body["expires_at"] = "2999-01-01T00:00:00Z"
+        if mode is GenerationMode.POSITIVE and (case.query or {}).get("as_of"):
+            # Nor "not in the future": a balance as of a moment to come is 422.
+            case.query["as_of"] = "2026-01-01T00:00:00Z"
         if mode is GenerationMode.POSITIVE and "Idempotency-Key" in (case.headers or {}):
             # A key names one request: reusing it for another body is refused (422), rightly.
             case.headers["Idempotency-Key"] = uuid.uuid4().hex

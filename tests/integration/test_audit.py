@@ -15,9 +15,9 @@ from ledger.commands import ResetMonth, SpendCredits
 from ledger.domain.ids import account_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.service import Ledger
-from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
+from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
 
 
@@ -66,7 +66,7 @@ async def build_history(db: IsolatedDatabase) -> Ledger:
         amount=300,
     )
     await books.apply_payment_event(dispute.event_id, "charge.dispute.created", dispute)
-    await catch_up(db.store, all_projections())
+    await caught_up(db.store)
     await books.uow.committer.stop()  # a later write starts it again
     return books
 
@@ -190,7 +190,7 @@ async def test_a_purchase_credited_twice_or_without_a_checkout_is_reported(
     account.purchase(session_id="cs_0_a", credits=700)  # bypassing the session: a bug's footprint
     account.purchase(session_id="cs_made_up", credits=50)
     await save(books, account)
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
 
     report = await verify(isolated_db.pool)
 

@@ -34,10 +34,11 @@ from ledger.domain.ids import account_stream_id
 from ledger.service import Ledger
 from ledger.store.commit import write_batch
 from projections.rebuild import rebuild_all
-from projections.runner import all_projections, catch_up
+from projections.runner import all_projections
 from tests.conftest import IsolatedDatabase
 from tests.integration.test_audit import build_history, tamper
 from tests.support.cli import ledger
+from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
 KEY = Ed25519PrivateKey.generate()
@@ -293,7 +294,7 @@ async def test_events_appended_after_the_checkpoint_are_fine(
             await accounts.execute(
                 SpendCredits(account_id=account_id, amount=10, reason="later", idempotency_key=key)
             )
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
 
     report = await verify_against(isolated_db, checkpoint)
 

@@ -14,14 +14,16 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
+import pytest
 import yaml
 
 from api.cli import main as ledger_cli
-from api.settings import Settings
+from api.settings import Settings, SettingsError
 from cluster import nginx
-from cluster.topology import Plan, Process, ledger_processes
+from cluster.topology import Plan, Process, ledger_processes, setup_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_REPLICAS = next(
@@ -51,23 +53,64 @@ class RecordingEnvironment(Mapping[str, str]):
         return 0
 
 
-def _options_envvars(command: click.Command) -> set[str]:
-    names = {
-        name
-        for param in command.params
-        for name in ([param.envvar] if isinstance(param.envvar, str) else param.envvar or [])
-    }
-    if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            names |= _options_envvars(sub)
+def variables_the_service_reads() -> set[str]:
+    environment = RecordingEnvironment()
+    Settings.from_env(environment)
+    return environment.asked
+
+
+def ledger_command(argv: list[str]) -> click.Command:
+    """The click command ``argv`` runs (checked by ``ledger_command_problem`` first)."""
+    command: click.Command = ledger_cli
+    for word in argv[1:]:
+        if not isinstance(command, click.Group) or word.startswith("-"):
+            break
+        command = command.commands[word]
+    return command
+
+
+def variables_the_command_reads(argv: list[str]) -> set[str]:
+    """The settings' variables and the command's own options' (``envvar=``)."""
+    names = set(variables_the_service_reads())
+    for param in ledger_command(argv).params:
+        if isinstance(param, click.Option) and param.envvar:
+            names.update([param.envvar] if isinstance(param.envvar, str) else param.envvar)
     return names
 
 
-def variables_the_service_reads() -> set[str]:
-    """The settings' variables, and those a ``ledger`` command's options read."""
-    environment = RecordingEnvironment()
-    Settings.from_env(environment)
-    return environment.asked | _options_envvars(ledger_cli)
+_REFERENCE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def resolved(value: str, shell: Mapping[str, str]) -> str:
+    """``value`` with compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` filled in
+    from ``shell`` as compose does (a missing ``:?`` one is an error)."""
+
+    def fill(match: re.Match[str]) -> str:
+        name, kind, rest = match.groups()
+        if shell.get(name):
+            return shell[name]
+        if kind == "?":
+            raise ValueError(f"compose stops: {rest}")
+        return rest if kind == "-" else ""
+
+    return _REFERENCE.sub(fill, value)
+
+
+PASSWORDS_IN_URLS = {"POSTGRES_PASSWORD", "LEDGER_SERVICE_PASSWORD"}
+"""Shell variables compose puts into the database URLs (no service reads them by name)."""
+
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "LEDGER_SERVICE_PASSWORD": "service-secret",
+    "STRIPE_SECRET_KEY": "sk_live_compose",
+    "STRIPE_WEBHOOK_SECRET": "whsec_compose",
+    "LEDGER_PAGE_KEY": "k" * 64,
+}
+"""What an operator sets in the shell (docker-compose.yml's header lists them)."""
+
+
+def environment_of(service: dict[str, Any], shell: Mapping[str, str]) -> dict[str, str]:
+    return {name: resolved(str(value), shell) for name, value in service["environment"].items()}
 
 
 def ledger_command_problem(argv: list[str]) -> str | None:
@@ -148,21 +191,28 @@ def test_every_command_compose_runs_is_a_ledger_command() -> None:
 
 
 def test_compose_sets_only_variables_the_service_reads() -> None:
-    known = variables_the_service_reads()
     document = compose()
 
     problems = []
     for name, service in ledger_services(document).items():
+        known = variables_the_command_reads(service["command"])
         environment = service["environment"]
-        assert "DATABASE_URL" in environment, name
+        assert {"DATABASE_URL", "DATABASE_ADMIN_URL"} & set(environment), name
         problems.extend(f"{name}: {v}" for v in environment if v not in known)
         for value in map(str, environment.values()):
             problems.extend(
-                f"{name}: takes ${{{v}}}" for v in re.findall(r"\$\{(\w+)", value) if v not in known
+                f"{name}: takes ${{{v}}}"
+                for v in re.findall(r"\$\{(\w+)", value)
+                if v not in known | PASSWORDS_IN_URLS
             )
 
     assert problems == []
-    assert {"DATABASE_URL", "PORT", "STRIPE_SECRET_KEY", "LEDGER_ENV"} <= known
+    assert {
+        "DATABASE_URL",
+        "PORT",
+        "STRIPE_SECRET_KEY",
+        "LEDGER_ENV",
+    } <= variables_the_service_reads()
 
 
 def test_the_dockerfile_installs_the_project_and_runs_a_ledger_command() -> None:
@@ -183,6 +233,104 @@ def test_the_dockerfile_installs_the_project_and_runs_a_ledger_command() -> None
     assert set(re.findall(r"(\w+)=", env)) <= variables_the_service_reads()
 
 
+def dockerfile_environment() -> dict[str, str]:
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    env = " ".join(line.split(None, 1)[1] for line in lines if line.startswith("ENV "))
+    return dict(re.findall(r"(\w+)=(\S+)", env))
+
+
+def test_the_image_and_compose_default_to_production() -> None:
+    document = compose()
+
+    assert dockerfile_environment()["LEDGER_ENV"] == "production"
+    for name in ("api", "projector"):
+        # Nothing set in the shell but the secrets: production.
+        assert environment_of(document["services"][name], SECRETS)["LEDGER_ENV"] == "production"
+
+
+def test_compose_with_the_secrets_set_is_a_production_the_service_accepts() -> None:
+    services = compose()["services"]
+
+    for name in ("api", "projector"):
+        settings = Settings.from_env(environment_of(services[name], SECRETS))
+        assert settings.production, name
+        assert settings.stripe_api_base is None
+        assert settings.metrics_port is not None or settings.metrics_token
+    # And without Stripe's keys the service refuses to start (no stand-in in production).
+    bare = {k: v for k, v in SECRETS.items() if not k.startswith("STRIPE_")}
+    with pytest.raises(SettingsError, match="needs STRIPE_SECRET_KEY"):
+        Settings.from_env(environment_of(services["api"], bare))
+
+
+def test_the_service_connects_as_ledger_service_never_as_the_superuser() -> None:
+    services = compose()["services"]
+    superuser = services["postgres"]["environment"]["POSTGRES_USER"]
+
+    for name in ("api", "projector"):
+        environment = environment_of(services[name], SECRETS)
+        url = urlsplit(environment["DATABASE_URL"])
+        assert url.username == "ledger_service", name
+        assert url.username != superuser
+        assert url.password == SECRETS["LEDGER_SERVICE_PASSWORD"]
+        assert "DATABASE_ADMIN_URL" not in environment, f"{name} must not know the superuser"
+        assert SECRETS["POSTGRES_PASSWORD"] not in " ".join(environment.values())
+
+
+def test_a_one_shot_migrate_step_sets_the_database_up_before_the_service_starts() -> None:
+    services = compose()["services"]
+    superuser = services["postgres"]["environment"]["POSTGRES_USER"]
+    [(name, migrate)] = [
+        (n, s)
+        for n, s in ledger_services(compose()).items()
+        if s["command"][1:3] == ["db", "setup"]
+    ]
+
+    assert ledger_command_problem(migrate["command"]) is None
+    environment = environment_of(migrate, SECRETS)
+    admin = urlsplit(environment["DATABASE_ADMIN_URL"])
+    assert admin.username == superuser
+    assert admin.password == SECRETS["POSTGRES_PASSWORD"]
+    # The password it gives ledger_service is the one the service connects with.
+    assert environment["LEDGER_SERVICE_PASSWORD"] == SECRETS["LEDGER_SERVICE_PASSWORD"]
+    assert migrate.get("restart") == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for dependent in ("api", "projector"):
+        condition = services[dependent]["depends_on"][name]["condition"]
+        assert condition == "service_completed_successfully", dependent
+    # Without the passwords compose stops before starting anything.
+    with pytest.raises(ValueError, match="set LEDGER_SERVICE_PASSWORD"):
+        environment_of(services["api"], {})
+
+
+def nginx_configs() -> list[Path]:
+    found = sorted((ROOT / "deploy").glob("nginx*.conf"))
+    assert found, "no nginx configuration in deploy/"
+    return found
+
+
+def test_nginx_never_exposes_metrics() -> None:
+    services = compose()["services"]
+    metrics_port = services["api"]["environment"].get(
+        "METRICS_PORT"
+    ) or dockerfile_environment().get("METRICS_PORT")
+    assert metrics_port
+    assert metrics_port != services["api"]["environment"]["PORT"]
+    assert services["proxy"]["ports"] == ["8000:8000"]
+    assert "ports" not in services["api"]  # the metrics port is never published
+
+    for config in nginx_configs():
+        text = re.sub(r"#[^\n]*", "", config.read_text())  # comments say nothing
+        targets = set(re.findall(r"\bset \$\w+ (\S+);", text)) | {
+            t for t in re.findall(r"proxy_pass (\S+);", text) if not t.startswith("$")
+        }
+        assert targets == {"http://api:8000"}, config.name
+        assert f":{metrics_port}" not in text, config.name
+        # /metrics (and anything under it) is answered by nginx itself, 404.
+        block = re.search(r"location \^~ /metrics \{([^}]*)\}", text)
+        assert block, f"{config.name} has no location ^~ /metrics"
+        assert block.group(1).split() == ["return", "404;"]
+
+
 def _command_path(argv: list[str]) -> list[str]:
     """``ledger dev standin --port 1`` -> ``["ledger", "dev", "standin"]``."""
     return list(itertools.takewhile(lambda word: not word.startswith("-"), argv))
@@ -192,16 +340,18 @@ def test_make_cluster_runs_the_processes_commands_and_variables_of_the_compose_f
     """`make cluster` (cluster/topology.py) and docker-compose.yml: one topology."""
     plan = Plan(
         api_addresses=[("127.0.0.1", 8001 + n) for n in range(CLUSTER_REPLICAS)],
-        database_url="postgresql://postgres@127.0.0.1:54320/ledger",
+        admin_url="postgresql://postgres@127.0.0.1:54320/ledger",
+        database_url="postgresql://ledger_service@127.0.0.1:54320/ledger",
         read_url="postgresql://ledger_service@127.0.0.1:54321/ledger",
         public_url="http://127.0.0.1:8000",
         data_dir=Path(".data/cluster/data"),
         webhook_secret="whsec_test",
+        page_key="k" * 64,
         standin_port=8050,  # no STRIPE_SECRET_KEY (compose: --profile standin)
         relay_url="nats://127.0.0.1:4222",  # --relay (compose: --profile relay)
     )
     ran: dict[str, list[Process]] = {}
-    for process in ledger_processes(plan, environ={}):
+    for process in [setup_process(plan), *ledger_processes(plan, environ={})]:
         ran.setdefault(process.service, []).append(process)
     document = compose()
     built = ledger_services(document)

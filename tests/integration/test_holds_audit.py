@@ -9,8 +9,8 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.service import Ledger
 from projections.queries import Views
-from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
+from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
 
@@ -56,7 +56,7 @@ async def test_views_and_the_audit_agree_with_the_replay_of_holds(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await holds_history(isolated_db)
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
 
     report = await verify(isolated_db.pool)
     row = await Views(isolated_db.pool).balance("acct_holds")
@@ -89,7 +89,7 @@ async def test_views_and_the_audit_agree_with_the_replay_of_holds(
 
 async def test_the_audit_finds_a_holds_view_that_disagrees(isolated_db: IsolatedDatabase) -> None:
     await holds_history(isolated_db)
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
     await isolated_db.pool.execute("UPDATE holds SET status = 'held' WHERE reason = 'job b'")
     await isolated_db.pool.execute("UPDATE balances SET held = 7")
     await isolated_db.pool.execute("UPDATE notifier_accounts SET threshold = 5")

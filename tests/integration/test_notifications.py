@@ -56,7 +56,10 @@ async def notifier(
     tasks = [asyncio.create_task(Projector(db.store, db.url).run(stop))]
     tasks += [
         asyncio.create_task(
-            Dispatcher(db.pool, db.url, schedule=schedule, poll_seconds=0.1).run(stop)
+            # The receivers listen on 127.0.0.1 (LEDGER_WEBHOOK_ALLOW_PRIVATE=1, as it were).
+            Dispatcher(
+                db.pool, db.url, schedule=schedule, poll_seconds=0.1, allow_private=True
+            ).run(stop)
         )
         for _ in range(dispatchers)
     ]
@@ -115,7 +118,7 @@ def verified(received: Any, endpoint: CreatedEndpoint) -> dict[str, Any]:
 async def test_notifications_arrive_signed_and_only_the_subscribed_types(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    registry = EndpointRegistry(isolated_db.pool)
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
     spends = await registry.create(receiver.url("spends"), ["credits.spent"])
     money = await registry.create(
         receiver.url("money"), ["credits.purchased", "credits.low_balance"]
@@ -167,7 +170,7 @@ async def test_notifications_arrive_signed_and_only_the_subscribed_types(
 async def test_a_receiver_failing_its_first_attempts_gets_the_notification_later(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("flaky"), ["credits.spent"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -194,7 +197,7 @@ async def test_a_receiver_failing_its_first_attempts_gets_the_notification_later
 async def test_nothing_is_lost_when_the_service_restarts_in_between(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("later"), ["credits.spent"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -224,7 +227,7 @@ async def test_nothing_is_lost_when_the_service_restarts_in_between(
 async def test_a_delivery_whose_dispatcher_died_mid_request_is_sent_after_its_lease(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("orphan"), ["credits.spent"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -251,7 +254,7 @@ async def test_a_delivery_whose_dispatcher_died_mid_request_is_sent_after_its_le
 async def test_two_dispatchers_send_each_notification_once(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("both"), ["credits.spent"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -270,7 +273,7 @@ async def test_two_dispatchers_send_each_notification_once(
 async def test_low_balance_fires_once_per_crossing_and_depleted_once(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("alerts"), ["credits.low_balance", "credits.depleted"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -303,7 +306,7 @@ async def test_low_balance_fires_once_per_crossing_and_depleted_once(
 async def test_a_threshold_set_above_the_available_balance_alerts_once(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("threshold"), ["credits.low_balance"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -325,7 +328,7 @@ async def test_a_threshold_set_above_the_available_balance_alerts_once(
 async def test_expired_holds_and_captures_are_notified(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("holds"), ["hold.expired", "credits.spent"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -365,7 +368,7 @@ async def test_expired_holds_and_captures_are_notified(
 async def test_a_disabled_endpoint_gets_nothing_more(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    registry = EndpointRegistry(isolated_db.pool)
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
     endpoint = await registry.create(receiver.url("gone"), ["credits.spent"])
     repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
@@ -387,7 +390,7 @@ async def test_a_disabled_endpoint_gets_nothing_more(
 async def test_a_failed_delivery_is_listed_and_retried_by_hand_from_the_command_line(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("manual"), ["credits.spent"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -425,7 +428,7 @@ async def test_a_failed_delivery_is_listed_and_retried_by_hand_from_the_command_
 async def test_rebuilding_the_notifications_view_sends_nothing_twice(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    await EndpointRegistry(isolated_db.pool).create(receiver.url("once"), ["credits.spent"])
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(receiver.url("once"), ["credits.spent"])
     repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     async with notifier(isolated_db):
@@ -446,7 +449,7 @@ async def test_rebuilding_the_notifications_view_sends_nothing_twice(
 async def test_ledger_project_sends_notifications_and_stops_cleanly(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    endpoint = await EndpointRegistry(isolated_db.pool).create(
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("cli"), ["credits.spent"]
     )
     repository = build_ledger(isolated_db.pool)
@@ -456,7 +459,7 @@ async def test_ledger_project_sends_notifications_and_stops_cleanly(
         "-m",
         "api.cli",
         "project",
-        env={**os.environ, "DATABASE_URL": isolated_db.url},
+        env={**os.environ, "DATABASE_URL": isolated_db.url, "LEDGER_WEBHOOK_ALLOW_PRIVATE": "1"},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -478,7 +481,7 @@ async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()  # nothing listens there now
-    await EndpointRegistry(isolated_db.pool).create(
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         f"http://127.0.0.1:{port}/hooks", ["credits.spent"]
     )
     repository = build_ledger(isolated_db.pool)

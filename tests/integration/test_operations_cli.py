@@ -9,9 +9,9 @@ import asyncpg
 from ledger.bootstrap import build_ledger
 from ledger.commands import ResetMonth, SpendCredits
 from projections.queries import Views
-from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
+from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
 
@@ -50,7 +50,7 @@ async def test_a_rebuilt_view_equals_the_live_one_and_reads_go_on_meanwhile(
         await open_account(books, f"acct_{n}", 1000)
         for k in range(10):
             await books.execute(spend(f"acct_{n}", 1 + k, f"{n}-{k}"))
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
     views = Views(isolated_db.pool)
     before = {f"acct_{n}": await views.balance(f"acct_{n}") for n in range(20)}
     statement_before = await views.statement("acct_7", limit=100)

@@ -21,8 +21,9 @@ from ledger.service import Ledger
 from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
 from projections.queries import Views
-from projections.runner import all_projections, catch_up
+from projections.runner import all_projections
 from tests.conftest import IsolatedDatabase, unique
+from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
 
 operations = st.lists(
@@ -95,10 +96,10 @@ async def test_projected_balances_equal_the_replayed_events(
 
     for operation in operations:
         if operation[0] == "project":
-            await catch_up(store, all_projections())  # a projector that stops and starts
+            await caught_up(store)  # a projector that stops and starts
         else:
             await apply_operation(accounts, account_id, operation, month)
-    await catch_up(store, all_projections())
+    await caught_up(store)
 
     await assert_views_match_the_events(store, [account_id])
 
@@ -106,7 +107,7 @@ async def test_projected_balances_equal_the_replayed_events(
 async def test_a_projector_killed_between_batches_applies_every_event_once(
     store: EventStore, database_url: str, pool: asyncpg.Pool
 ) -> None:
-    await catch_up(store, all_projections())
+    await caught_up(store)
     accounts = build_ledger(store.pool)
     account_ids = [unique("acct") for _ in range(20)]
     for account_id in account_ids:
@@ -207,7 +208,7 @@ async def test_a_view_far_behind_catches_up_while_the_others_stay_current(
         await open_account(accounts, account_id, 1000)
         for n in range(40):
             await apply_operation(accounts, account_id, ("spend", 3 + n), [0])
-    await catch_up(store, all_projections(), batch_size=25)
+    await caught_up(store, batch_size=25)
     # The statement starts over, as a newly added view would.
     await isolated_db.pool.execute("TRUNCATE statement_lines")
     await isolated_db.pool.execute(
@@ -216,7 +217,7 @@ async def test_a_view_far_behind_catches_up_while_the_others_stay_current(
     for account_id in account_ids:  # and writes go on meanwhile
         await apply_operation(accounts, account_id, ("purchase", 500), [0])
 
-    applied = await catch_up(store, all_projections(), batch_size=25)
+    applied = await caught_up(store, batch_size=25)
 
     head = await store.head_position()
     positions = dict(

@@ -58,11 +58,11 @@ from ledger.ports import PaymentGatewayError
 from ledger.service import CheckoutLinks, Ledger, Pricing, RequestCheckout
 from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
-from projections.runner import all_projections, apply_batch, catch_up
+from projections.runner import all_projections, apply_batch
 from stripe_standin import RunningStandin
 from tests.integration.test_projections import assert_views_match_the_events
 from tests.simulation import model
-from tests.support.events import events_since
+from tests.support.events import caught_up, events_since
 
 VIEW_CHECK_EVERY = 20
 
@@ -529,7 +529,7 @@ class World:
         # Every append made so far must be past the watermark before the views catch up
         # (a transaction elsewhere on the server can hold it back for a moment).
         await self.store.wait_for_appends_before(self.now, seconds=30)
-        await catch_up(self.store, all_projections())
+        await caught_up(self.store)
         try:
             await assert_views_match_the_events(self.store, sorted(self.accounts))
         except AssertionError as error:

@@ -44,3 +44,13 @@ async def stream_events(store: EventStore, stream_id: UUID) -> list[tuple[str, d
         (event_type_name(e.topic), msgspec.json.decode(e.state))
         for e in await store.load(stream_id)
     ]
+
+
+async def caught_up(store: EventStore, **options: Any) -> int:
+    """Every view caught up with every event committed before now (the projector's
+    ``catch_up`` alone stops at the watermark, which a transaction elsewhere on the
+    server can hold back for a moment)."""
+    from projections.runner import all_projections, catch_up
+
+    await settled(store)
+    return await catch_up(store, all_projections(), **options)

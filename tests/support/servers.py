@@ -22,10 +22,11 @@ def bind_free_port() -> socket.socket:
 
 
 @asynccontextmanager
-async def serving(app: Any, sock: socket.socket) -> AsyncIterator[str]:
-    """Run ``app`` with uvicorn on ``sock`` until the block ends; yield its base URL."""
+async def serving(app: Any, sock: socket.socket, *more: socket.socket) -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn on ``sock`` (and ``more``) until the block ends; yield the
+    base URL of ``sock``."""
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    task = asyncio.create_task(server.serve(sockets=[sock, *more]))
     try:
         while not server.started:
             if task.done():
@@ -36,4 +37,5 @@ async def serving(app: Any, sock: socket.socket) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
-        sock.close()
+        for each in (sock, *more):
+            each.close()

@@ -1,0 +1,134 @@
+"""LEDGER_ENV=production: what the settings refuse, and what a production start-up cleans up."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.access.tokens import Scope, TokenService
+from api.app import create_app
+from api.development import DEMO_ACCOUNT
+from api.settings import Settings, SettingsError
+from ledger.bootstrap import build_ledger
+from tests.conftest import IsolatedDatabase
+from tests.support.ledger import open_account
+
+PRODUCTION = {
+    "LEDGER_ENV": "production",
+    "STRIPE_SECRET_KEY": "sk_live_51abc",
+    "STRIPE_WEBHOOK_SECRET": "whsec_live",
+    "LEDGER_PAGE_KEY": "k" * 32,
+    "METRICS_PORT": "9100",
+}
+
+
+def test_a_complete_production_environment_is_accepted() -> None:
+    settings = Settings.from_env(PRODUCTION)
+
+    assert settings.production
+    assert settings.metrics_port == 9100
+    assert not settings.webhook_allow_private
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"STRIPE_SECRET_KEY": "sk_test_51abc"}, "refuses a Stripe test-mode key"),
+        ({"STRIPE_SECRET_KEY": "rk_test_51abc"}, "refuses a Stripe test-mode key"),
+        ({"STRIPE_API_BASE": "http://127.0.0.1:12111"}, "refuses STRIPE_API_BASE"),
+        ({"LEDGER_PAGE_KEY": ""}, "needs LEDGER_PAGE_KEY"),
+        ({"LEDGER_PAGE_KEY": "short"}, "LEDGER_PAGE_KEY must be at least 32 characters"),
+        ({"METRICS_PORT": ""}, "needs METRICS_PORT .* or METRICS_TOKEN"),
+        ({"METRICS_PORT": "8000"}, "METRICS_PORT must differ from PORT"),
+        ({"METRICS_PORT": "70000"}, "METRICS_PORT must be at most 65535"),
+        ({"STRIPE_ALLOW_TEST_KEYS": "maybe"}, "STRIPE_ALLOW_TEST_KEYS must be 1 or 0"),
+    ],
+)
+def test_production_refuses_what_is_not_for_real_money(
+    change: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(SettingsError, match=complaint) as refused:
+        Settings.from_env({**PRODUCTION, **change})
+
+    assert "\n" not in str(refused.value)
+
+
+def test_a_test_key_passes_only_when_allowed_and_a_token_may_stand_for_the_port() -> None:
+    staging = Settings.from_env(
+        {
+            **PRODUCTION,
+            "STRIPE_SECRET_KEY": "sk_test_51abc",
+            "STRIPE_ALLOW_TEST_KEYS": "1",
+            "METRICS_PORT": "",
+            "METRICS_TOKEN": "scrape-me",
+        }
+    )
+
+    assert staging.stripe_allow_test_keys
+    assert staging.metrics_port is None
+    assert staging.metrics_token == "scrape-me"
+
+
+def test_development_allows_what_production_refuses() -> None:
+    settings = Settings.from_env(
+        {"STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_API_BASE": "http://127.0.0.1:12111"}
+    )
+
+    assert settings.stripe_api_base == "http://127.0.0.1:12111"
+
+
+def production_settings(database_url: str, data_dir: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        ledger_env="production",
+        stripe_secret_key="sk_live_guard",
+        stripe_webhook_secret="whsec_guard",
+        page_key="p" * 32,
+        metrics_token="guard",
+        data_dir=data_dir,
+    )
+
+
+async def test_a_production_start_revokes_the_demo_token_left_from_development(
+    isolated_db: IsolatedDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = TokenService(isolated_db.pool)
+    books = build_ledger(isolated_db.pool)
+    try:
+        await open_account(books, DEMO_ACCOUNT, 1000)  # what `make run` left there
+    finally:
+        await books.uow.committer.stop()
+    demo = await tokens.issue(Scope.CREDITS, account_id=DEMO_ACCOUNT, name="demo")
+    named_otherwise = await tokens.issue(Scope.CREDITS, account_id=DEMO_ACCOUNT, name="support")
+    caplog.set_level(logging.WARNING, logger="ledger")
+
+    async with AsyncTestClient(create_app(production_settings(isolated_db.url, tmp_path))) as c:
+        assert (await c.get("/healthz")).status_code == 200
+    warnings = [r for r in caplog.records if "demo token" in r.getMessage()]
+    async with AsyncTestClient(create_app(production_settings(isolated_db.url, tmp_path))):
+        pass  # a second start finds nothing left to revoke
+
+    assert await tokens.authenticate(demo.secret) is None
+    assert await tokens.authenticate(named_otherwise.secret) is not None
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert demo.token_id in warnings[0].getMessage()
+    assert len([r for r in caplog.records if "demo token" in r.getMessage()]) == 1
+    assert not (tmp_path / "demo-token").exists()
+
+
+async def test_a_production_start_opens_no_demo_account(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    async with AsyncTestClient(create_app(production_settings(isolated_db.url, tmp_path))) as c:
+        assert (await c.get("/healthz")).status_code == 200
+
+    books = build_ledger(isolated_db.pool)
+    try:
+        assert not await books.account_exists(DEMO_ACCOUNT)
+    finally:
+        await books.uow.committer.stop()
+    assert await isolated_db.pool.fetchval("SELECT count(*) FROM api_tokens") == 0

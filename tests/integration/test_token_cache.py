@@ -1,0 +1,61 @@
+"""A revoked token stops working everywhere within the cache's lifetime, listener or not."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from api.access.tokens import REVOCATIONS_CHANNEL, Scope, TokenService
+
+
+async def test_a_revocation_takes_effect_within_the_cache_lifetime_when_the_listener_is_deaf(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    caching = TokenService(pool, cache_seconds=0.5)
+    elsewhere = TokenService(pool)
+    await caching.watch_revocations(database_url)
+    try:
+        issued = await elsewhere.issue(Scope.LEDGER_AUDIT, name="auditor")
+        assert await caching.authenticate(issued.secret) is not None  # now cached
+        # The listener's connection stays open and healthy-looking, and hears nothing:
+        # as behind a pooler that drops notifications, or a NAT that forgot the connection.
+        listener = caching._listener
+        assert listener is not None
+        await listener.execute(f"UNLISTEN {REVOCATIONS_CHANNEL}")
+
+        await elsewhere.revoke(issued.token_id)
+        await asyncio.sleep(0.1)
+        still_cached = await caching.authenticate(issued.secret)
+        await asyncio.sleep(0.5)
+        after_the_lifetime = await caching.authenticate(issued.secret)
+    finally:
+        await caching.stop_watching()
+
+    assert still_cached is not None  # the notification never came: the listener is deaf
+    assert after_the_lifetime is None  # read from the table again, and refused
+
+
+async def test_a_cached_token_is_read_again_after_its_lifetime_without_a_revocation(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    now = [1000.0]
+    caching = TokenService(pool, clock=lambda: now[0])
+    issued = await caching.issue(Scope.LEDGER_WRITE, name="clocked")
+    await caching.watch_revocations(database_url)
+    try:
+        assert caching.cache_seconds == 30  # the default
+        assert await caching.authenticate(issued.secret) is not None
+        # The row goes away behind the cache's back (no NOTIFY): a cached answer until 30 s.
+        await pool.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1", issued.token_id
+        )
+        now[0] += 29.9
+        within = await caching.authenticate(issued.secret)
+        now[0] += 0.2
+        beyond = await caching.authenticate(issued.secret)
+    finally:
+        await caching.stop_watching()
+
+    assert within is not None
+    assert beyond is None

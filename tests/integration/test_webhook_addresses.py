@@ -1,0 +1,293 @@
+"""Webhook receivers must be on public addresses: refused at registration and at every delivery.
+
+Real DNS (the machine's resolver, for ``localhost``), real sockets, a real TLS receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from litestar.testing import AsyncTestClient
+
+from api.access.tokens import Scope, TokenService
+from api.app import create_app
+from api.settings import Settings
+from ledger.bootstrap import build_ledger
+from ledger.notifications.addresses import (
+    NonPublicAddress,
+    UnresolvableHost,
+    WebhookTransport,
+    check_url,
+    why_not_public,
+)
+from ledger.notifications.dispatcher import Dispatcher
+from ledger.notifications.endpoints import EndpointRegistry
+from ledger.notifications.outbox import list_deliveries
+from projections.runner import Projector
+from tests.conftest import IsolatedDatabase
+from tests.integration.test_notifications import act, open_account, spend, until
+from tests.support.webhook_receiver import Receiver, webhook_receiver
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped
+        ("2002:7f00:1::", "loopback"),  # 6to4 around 127.0.0.1
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("fd00::1", "private"),
+        ("169.254.169.254", "link-local"),  # cloud metadata services
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),  # noqa: S104 (an address to refuse, not to bind)
+        ("::", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "private"),  # reserved, and Python counts it private too
+        ("100.64.0.1", "not globally routable"),  # carrier-grade NAT
+    ],
+)
+def test_non_public_addresses_are_named_for_what_they_are(address: str, kind: str) -> None:
+    assert why_not_public(ipaddress.ip_address(address)) == kind
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700::1111"])
+def test_public_addresses_pass(address: str) -> None:
+    assert why_not_public(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hooks",
+        "http://localhost/hooks",  # resolved: 127.0.0.1
+        "https://[::1]/hooks",
+        "http://[::ffff:10.0.0.1]/",
+        "http://10.0.0.7/admin",
+        "http://169.254.169.254/latest/meta-data/",
+    ],
+)
+async def test_registration_refuses_urls_on_non_public_addresses(
+    isolated_db: IsolatedDatabase, url: str
+) -> None:
+    with pytest.raises(NonPublicAddress):
+        await EndpointRegistry(isolated_db.pool).create(url, ["credits.spent"])
+
+    assert await EndpointRegistry(isolated_db.pool).list() == []
+    allowed = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        url, ["credits.spent"]
+    )
+    assert allowed.url == url
+
+
+async def test_a_public_address_passes_and_a_name_that_does_not_resolve_is_refused() -> None:
+    await check_url("https://8.8.8.8/hooks")  # a literal: no DNS asked
+
+    with pytest.raises(UnresolvableHost):
+        await check_url("https://no-such-host.invalid/hooks")
+
+
+async def test_the_api_answers_422_in_the_contracts_shape(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        stripe_secret_key="sk_test_addresses",
+        stripe_api_base="http://127.0.0.1:9",
+        stripe_webhook_secret="whsec_addresses",
+        data_dir=tmp_path,
+    )
+    writer = await TokenService(pool).issue(Scope.LEDGER_WRITE, name="addresses")
+    async with AsyncTestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {writer.secret}"}
+        refused = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "http://169.254.169.254/latest", "events": ["credits.spent"]},
+            headers=headers,
+        )
+        unresolved = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "https://no-such-host.invalid/x", "events": ["credits.spent"]},
+            headers=headers,
+        )
+
+    assert refused.status_code == 422
+    message = (
+        "The url must be on a public address: 169.254.169.254, which is not a public address "
+        "(link-local)."
+    )
+    assert refused.json() == {"message": message, "errors": {"url": [message]}}
+    assert unresolved.status_code == 422
+    assert unresolved.json()["errors"]["url"][0].startswith(
+        "The url's host must resolve to a public address: no-such-host.invalid does not resolve"
+    )
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with webhook_receiver() as running:
+        yield running
+
+
+async def test_a_delivery_to_an_address_no_longer_public_fails_its_attempt_and_sends_nothing(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    # Registered while its name was public, as it were; now it resolves to loopback.
+    url = receiver.url("moved").replace("127.0.0.1", "localhost")
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(url, ["credits.spent"])
+    books = build_ledger(isolated_db.pool)
+    account_id = await open_account(books)
+    stop = asyncio.Event()
+    running = [
+        asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop)),
+        asyncio.create_task(
+            Dispatcher(
+                isolated_db.pool, isolated_db.url, schedule=(0.2, 0.2), poll_seconds=0.1
+            ).run(stop)
+        ),
+    ]
+    try:
+        await act(books, account_id, spend(5))
+        await until(lambda: list_deliveries(isolated_db.pool, status="failed"), seconds=15)
+    finally:
+        stop.set()
+        await asyncio.gather(*running)
+        await books.uow.committer.stop()
+
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert len(delivery.history) == 3  # every attempt of the schedule was made, and refused
+    for attempt in delivery.history:
+        assert attempt.status_code is None
+        assert attempt.error == (
+            "not sent: localhost resolves to 127.0.0.1, which is not a public address (loopback)"
+        )
+    assert receiver.answered == []  # nothing reached it
+
+
+def _certificate_for_localhost(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate it signs for the name ``localhost`` only."""
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("ledger test CA"))
+        .issuer_name(name("ledger test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+async def test_deliveries_connect_to_the_checked_address_and_verify_tls_by_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, certificate, key = _certificate_for_localhost(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    server_names: list[str | None] = []
+    context.sni_callback = lambda _, server_name, __: server_names.append(server_name)
+    requests: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(
+                (
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                b"0",
+            )
+        )
+        requests.append(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # httpx's CA bundle, as operators set it
+    loopback_only = WebhookTransport(allowed=lambda address: address.is_loopback)
+    public_only = WebhookTransport()
+    try:
+        async with httpx.AsyncClient(transport=loopback_only, trust_env=False) as client:
+            sent = await client.post(f"https://localhost:{port}/hooks", content=b'{"a": 1}')
+        async with httpx.AsyncClient(transport=public_only, trust_env=False) as client:
+            with pytest.raises(NonPublicAddress, match=r"localhost resolves to 127\.0\.0\.1"):
+                await client.post(f"https://localhost:{port}/hooks", content=b"{}")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert sent.status_code == 200
+    assert server_names == ["localhost"]  # TLS by the name, the certificate checked for it
+    [request] = requests  # the refused one never connected
+    assert request.startswith(b"POST /hooks HTTP/1.1\r\n")
+    assert f"host: localhost:{port}\r\n".encode() in request.lower()
+    assert request.endswith(b'{"a": 1}')
