@@ -36,7 +36,7 @@ from api.database import create_pool
 from cluster import netns, nginx
 from cluster.postgres import PostgresServer, create_database, find_binaries
 from cluster.run import resolve
-from cluster.topology import Plan, ledger_processes
+from cluster.topology import Plan, ledger_processes, setup_process
 from ledger.store.event_store import EventStore
 from tests.faults.conftest import free_port
 from tests.support.events import events_since
@@ -201,14 +201,29 @@ async def _build(folder: Path, network: netns.Network | None) -> Topology:
     base_url = f"http://{proxy_address}:{proxy_port}"
     plan = Plan(
         api_addresses=api_addresses,
-        database_url=primary.url(),
+        admin_url=primary.url(),
+        database_url=primary.url(user="ledger_service"),
         read_url=standby.url(user="ledger_service"),
         public_url=base_url,
         data_dir=folder / "data",
         webhook_secret=WEBHOOK_SECRET,
+        page_key=secrets.token_hex(32),
+        # Each replica on a host of its own takes 9100; on loopback each its own port.
+        metrics_ports=[9100 if h else free_port() for h in api_hosts],
         api_hosts=[h.name if h else None for h in api_hosts],
         workers_host=workers_host.name if workers_host else None,
     )
+    migrate = setup_process(plan)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        resolve(migrate.argv),
+        env={**os.environ, **migrate.env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
     # Stripe is not called: the tests send webhooks themselves, signed with WEBHOOK_SECRET.
     environ = {"STRIPE_SECRET_KEY": "sk_test_cluster", "STRIPE_API_BASE": "http://127.0.0.1:9"}
     hosts = {h.name: h for h in (*api_hosts, workers_host) if h is not None}
@@ -220,7 +235,11 @@ async def _build(folder: Path, network: netns.Network | None) -> Topology:
             [*prefix, *resolve(process.argv)],
             {**os.environ, **process.env},
             folder,
-            f"{process.listens}/healthz" if process.service == "api" else None,
+            (
+                f"http://{process.env['HOST']}:{process.env['PORT']}/healthz"
+                if process.service == "api"
+                else None
+            ),
         )
     command = nginx.prepare(
         [f"{h}:{p}" for h, p in api_addresses], f"{proxy_address}:{proxy_port}", folder / "nginx"
@@ -265,9 +284,8 @@ async def topology() -> AsyncIterator[Topology]:
         try:
             built = await _build(folder, network)
             print(f"\ncluster topology: {built.mode}")
-            # The first replica migrates the database; then the rest, at once.
-            await built.apis[0].start()
-            await asyncio.gather(*(part.start() for part in built.parts[1:]))
+            # The migrate step has set the database up: everything starts at once.
+            await asyncio.gather(*(part.start() for part in built.parts))
             built.pool = await create_pool(built.primary.url(), min_size=1, max_size=5)
             issued = await TokenService(built.pool).issue(Scope.LEDGER_WRITE, name="cluster")
             audit = await TokenService(built.pool).issue(Scope.LEDGER_AUDIT, name="cluster")
