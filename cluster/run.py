@@ -120,7 +120,14 @@ def resolve(argv: list[str]) -> list[str]:
 
 
 def run_cluster(
-    *, replicas: int, port: int, pg_port: int, data_dir: Path, relay_url: str | None, pg_bin: str | None
+    *,
+    replicas: int,
+    port: int,
+    pg_port: int,
+    data_dir: Path,
+    relay_url: str | None,
+    pg_bin: str | None,
+    by_account: bool = False,
 ) -> int:
     """Start everything, print where each part listens, run until Ctrl-C; honcho's exit code."""
     honcho = shutil.which("honcho", path=str(Path(sys.executable).parent)) or shutil.which("honcho")
@@ -183,7 +190,10 @@ def run_cluster(
     proxy = ""
     try:
         command = nginx.prepare(
-            [f"127.0.0.1:{p}" for p in ports.apis], f"127.0.0.1:{ports.base}", data_dir / "nginx"
+            [f"127.0.0.1:{p}" for p in ports.apis],
+            f"127.0.0.1:{ports.base}",
+            data_dir / "nginx",
+            by_account=by_account,
         )
     except nginx.NginxUnavailable as error:
         click.echo(f"warning: {error}; the replicas answer on their own ports only", err=True)

@@ -393,3 +393,7 @@ def test_the_cluster_nginx_config_is_deploys_with_only_the_upstreams_and_paths_c
     kept = [line for line in template.splitlines() if "resolver" not in line]
     kept = [line for line in kept if "set $api" not in line and "listen 8000" not in line]
     assert all(line in rendered.splitlines() for line in kept)
+    # --route-by-account: one account's requests to one replica.
+    hashed = nginx.render(template, ["10.0.0.2:8000"], "10.0.0.9:8000", Path("/x"), by_account=True)
+    assert "hash $ledger_account consistent;" in hashed
+    assert "~^/v1/accounts/(?<account>[^/]+) $account;" in hashed
