@@ -26,6 +26,10 @@ $(VENV)/.cluster-installed: $(VENV)/.run-installed pyproject.toml constraints.tx
 	$(PIP) -e '.[cluster]'
 	@touch $@
 
+$(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e '.[test,lint,bench,cluster]'
+	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed $(VENV)/.cluster-installed
+
 run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedded PostgreSQL, Stripe stand-in)
 	$(BIN)/ledger serve
 
@@ -62,7 +66,10 @@ lint: $(VENV)/.dev-installed ## ruff and mypy
 	$(BIN)/ruff check ledger api projections audit stripe_standin relay cluster tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.dev-installed ## benchmarks, each with a baseline measured in the same run (about 6 min)
+# Both PostgreSQL configurations, py-spy profiles for the CPU budget's stages.
+BENCH_ARGS ?= --profile .bench/profiles
+
+bench: $(VENV)/.bench-installed ## every benchmark against same-run baselines, embedded and TCP PostgreSQL (under 10 min)
 	@if command -v wrk >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing wrk (Debian package), the HTTP load generator"; \
@@ -71,9 +78,7 @@ bench: $(VENV)/.dev-installed ## benchmarks, each with a baseline measured in th
 	else \
 		echo "no wrk (and no apt-get as root to install it): bench.run_all will stop"; \
 	fi
-	@# run_all runs even if append_rate fails; make still fails at the end then
-	status=0; $(BIN)/python -m bench.append_rate --seconds 2 || status=$$?; \
-		$(BIN)/python -m bench.run_all $(BENCH_ARGS) && exit $$status
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 soak: $(VENV)/.dev-installed ## mixed traffic for a bounded time (3 min; SOAK_ARGS="--seconds 60"), memory curve, then audit verify
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)

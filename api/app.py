@@ -16,7 +16,7 @@ from litestar.di import Provide
 from api.access.guards import provide_principal
 from api.database import create_pool, describe, resolve_database_url, service_url
 from api.errors import EXCEPTION_HANDLERS
-from api.hold_expiry import HoldExpirySweeper
+from api.expiry import ExpirySweeper
 from api.log_context import request_ids
 from api.metrics import MetricsAccess, count_requests, metrics_port_only
 from api.openapi import conform, openapi_config
@@ -114,7 +114,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             stack.push_async_callback(services.tokens.stop_watching)
             services.ledger.uow.committer.start()
             stack.push_async_callback(services.ledger.uow.committer.stop)
-            sweeper = HoldExpirySweeper(services.views, services.ledger)
+            sweeper = ExpirySweeper(services.views, services.ledger)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
             if settings.production:

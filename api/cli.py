@@ -301,7 +301,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 def audit_verify(
     as_json: bool, checkpoint_files: tuple[Path, ...], public_key_files: tuple[Path, ...]
 ) -> None:
-    """Replay every event: check hash chains, balances, invariants and the views.
+    """Replay every event: check hash chains, balances, invariants, snapshots and the views.
 
     Exits 1 when anything is found. See docs/audit-checkpoints.md for --checkpoint.
     """
@@ -334,7 +334,7 @@ def audit_verify(
         click.echo(
             f"replayed {report.events:,} events in {report.seconds:.1f} s "
             f"({report.events_per_second:,.0f} events/s): {report.accounts:,} accounts, "
-            f"{report.checkout_sessions:,} checkout sessions"
+            f"{report.checkout_sessions:,} checkout sessions, {report.snapshots:,} snapshots"
         )
         positions = ", ".join(f"{k} at {v}" for k, v in sorted(report.projection_positions.items()))
         click.echo(f"views checked: {positions or 'none'}")
@@ -343,7 +343,7 @@ def audit_verify(
         for finding in report.findings:
             click.echo(finding.line())
         click.echo(
-            "OK: hash chains, balances, invariants and views agree"
+            "OK: hash chains, balances, invariants, snapshots and views agree"
             + (", and nothing at or before the checkpoints changed" if checkpoints else "")
             if report.ok
             else f"FAILED: {len(report.findings)} finding(s)"

@@ -166,7 +166,13 @@ class VoidGrantRequest(msgspec.Struct, frozen=True):
 
 
 EventType = Literal[
-    "credits.purchased", "credits.spent", "credits.low_balance", "credits.depleted", "hold.expired"
+    "credits.purchased",
+    "credits.spent",
+    "credits.low_balance",
+    "credits.depleted",
+    "hold.expired",
+    "credits.granted",
+    "grant.expired",
 ]
 assert set(EventType.__args__) == set(EVENT_TYPES)  # type: ignore[attr-defined]
 

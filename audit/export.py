@@ -12,7 +12,7 @@ import msgspec
 
 from ledger.domain.ids import account_stream_id
 from ledger.store.event_store import EventStore
-from ledger.store.mapper import event_type_name
+from ledger.store.mapper import MsgspecMapper
 from projections.balance_changes import Buckets, apply_change, change_of
 
 CSV_COLUMNS = [
@@ -51,10 +51,12 @@ class ExportedEvent(msgspec.Struct, frozen=True):
 async def account_history(store: EventStore, account_id: str) -> AsyncIterator[ExportedEvent]:
     """The account's events, oldest first, each with the balance after it."""
     buckets = Buckets(0, 0)
+    decode = MsgspecMapper().to_domain_event
     for recorded in await store.load(account_stream_id(account_id)):
-        kind = event_type_name(recorded.topic)
-        data = msgspec.json.decode(recorded.state)
-        change = change_of(kind, data, buckets)
+        event = decode(recorded)
+        kind = type(event).__name__
+        data = msgspec.json.decode(recorded.state)  # exported as stored
+        change = change_of(event, buckets)
         if change is not None:
             buckets = apply_change(buckets, change)
         yield ExportedEvent(

@@ -5,10 +5,18 @@
   small JSON object. What one durable write per request costs through this stack.
 * ``GET /hello``: a JSON answer that touches no database.
 
-Served by uvicorn in its own process, with the same server settings as ``ledger serve``
-(uvicorn's defaults here: the asyncio loop, the h11 protocol, no access log)::
+Each runs on the best server stack at hand, as a team would deploy it, in a process of
+its own, without an access log:
+
+* uvicorn with uvloop and httptools (what ``uvicorn[standard]`` installs), asked for by
+  name so that a missing one fails instead of falling back to asyncio and h11::
 
     DATABASE_URL=postgresql://... PORT=8001 python -m bench.baseline_app
+
+* granian, the second baseline (``bench.service.baseline_app(..., stack="granian")``)::
+
+    DATABASE_URL=postgresql://... granian --interface asgi --loop uvloop --port 8001 \
+        --factory bench.baseline_app:app_from_env
 """
 
 from __future__ import annotations
@@ -78,11 +86,16 @@ def create_app(database_url: str | None = None) -> Litestar:
     )
 
 
+def app_from_env() -> Litestar:
+    """The app for ``DATABASE_URL`` (granian's ``--factory`` target)."""
+    return create_app(os.environ.get("DATABASE_URL"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.baseline_app",
-        description="Serve the bare baseline endpoints (POST /insert, GET /hello) with uvicorn"
-        " on 127.0.0.1:$PORT; the database is $DATABASE_URL.",
+        description="Serve the bare baseline endpoints (POST /insert, GET /hello) with uvicorn,"
+        " uvloop and httptools on 127.0.0.1:$PORT; the database is $DATABASE_URL.",
     )
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8001")))
     args = parser.parse_args(argv)
@@ -97,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         log_level="warning",
         access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
 
 

@@ -30,14 +30,21 @@ ALLOWANCE = 1_000_000_000
 BATCH = 1000
 
 
-async def make_long_account(url: str, account_id: str, events: int, batch: int = BATCH) -> float:
-    """Append ``account_id``'s ``events`` events (opened, then spends); return the seconds."""
+async def make_long_account(
+    url: str, account_id: str, events: int, batch: int = BATCH, *, set_up_first: bool = True
+) -> float:
+    """Append ``account_id``'s ``events`` events (opened, then spends); return the seconds.
+
+    ``set_up_first=False`` on a database set up already, where the service may be running
+    (set-up replaces the stored functions and grants).
+    """
     if events < 1:
         raise ValueError("an account has at least its AccountOpened event")
     pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
     try:
-        async with pool.acquire() as connection:
-            await set_up(connection)
+        if set_up_first:
+            async with pool.acquire() as connection:
+                await set_up(connection)
         repository = Repository(EventStore(pool))
         committer = GroupCommitter(pool)
 

@@ -18,7 +18,11 @@ from pathlib import Path
 
 _FRAME = re.compile(r"(?P<function>.*) \((?P<file>.*?):\d+\)$")
 ALMOST_ALL = 0.95
-IDLE = ("_worker (futures/thread.py)", "wait (threading.py)")
+IDLE = ("_worker (futures/thread.py)", "wait (threading.py)", "_try_wait (subprocess.py)")
+# The process's entry points: on every stack that starts at the root (with uvloop, a
+# task's stack starts at its coroutine instead, so they fall under ALMOST_ALL).
+ENTRY = ("(click/core.py)", "(uvicorn/main.py)", "(uvicorn/server.py)", "(uvicorn/_compat.py)",
+         "(api/cli.py)", "(asyncio/runners.py)", "(<frozen runpy>)")  # fmt: skip
 
 
 def _frames(stack: str) -> list[str]:
@@ -53,7 +57,7 @@ def summarise(raw: Path, top: int = 30) -> str:
     lines = [f"{samples} samples (busy ones; idle waits are not sampled)", "", "total %  function"]
     shown = 0
     for frame, count in total.most_common():
-        if count / samples >= ALMOST_ALL:
+        if count / samples >= ALMOST_ALL or frame.endswith(ENTRY) or frame.startswith("<module>"):
             continue
         lines.append(f"{100 * count / samples:6.1f}  {frame}")
         shown += 1

@@ -8,7 +8,10 @@
   ``LEDGER_ENV=development`` and ``LEDGER_DATA_DIR`` a temp dir;
 * tokens through the ``ledger tokens create`` command, accounts through
   ``POST /v1/accounts`` (no SQL);
-* the bare baseline app (``bench.baseline_app``) under uvicorn, in its own process.
+* the bare baseline app (``bench.baseline_app``) in its own process, under uvicorn with
+  uvloop and httptools, or under granian (``--interface asgi --loop uvloop``).
+
+Each server's stack is read from its process once it answers (``bench.machine``).
 
 ``python -m bench.service --database-url URL`` starts all of it, prints the URLs and a
 ``ledger:write`` token, and keeps it running until Ctrl-C (for profiling by hand).
@@ -31,6 +34,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from bench.machine import stack_of
 
 WEBHOOK_SECRET = "whsec_bench"  # noqa: S105 (the benchmark's own, as the issue asks)
 STRIPE_KEY = "sk_test_bench"
@@ -97,6 +102,16 @@ class Server:
     log: Path
     ready_after: float = 0.0
     """Seconds from spawning the process to its first good answer."""
+    kind: str = "uvicorn"
+    """``uvicorn`` (the server runs in the process itself) or ``granian`` (in a child)."""
+    stack: str = ""
+    """What the process runs on, read from it once it answers."""
+
+    @property
+    def api_pids_are_children(self) -> bool:
+        """Whether the requests are served by child processes (granian's workers), not by
+        the process itself (uvicorn; ``ledger serve``'s child is the projector)."""
+        return self.kind == "granian"
 
     @property
     def pid(self) -> int:
@@ -142,17 +157,24 @@ async def _stop(server: Server) -> None:
 
 @contextlib.asynccontextmanager
 async def _spawn(
-    name: str, command: list[str], env: dict[str, str], log: Path, url: str, ready_path: str
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    url: str,
+    ready_path: str,
+    kind: str = "uvicorn",
 ) -> AsyncIterator[Server]:
     started = time.monotonic()
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
             *command, env=env, stdout=output, stderr=asyncio.subprocess.STDOUT
         )
-    server = Server(name, process, url, log)
+    server = Server(name, process, url, log, kind=kind)
     try:
         await _wait_until_answers(server, ready_path)
         server.ready_after = time.monotonic() - started
+        server.stack = stack_of(server.pid, kind)
         yield server
     finally:
         await _stop(server)
@@ -211,18 +233,36 @@ async def ledger_service(
         yield server
 
 
+BASELINE_STACKS = ("uvicorn", "granian")
+
+
+def _baseline_command(stack: str, port: int) -> list[str]:
+    if stack == "uvicorn":
+        return [sys.executable, "-m", "bench.baseline_app", "--port", str(port)]
+    granian = Path(sys.executable).with_name("granian")
+    return [
+        str(granian) if granian.exists() else "granian",
+        "--interface", "asgi", "--loop", "uvloop", "--workers", "1", "--no-ws",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--factory", "bench.baseline_app:app_from_env",
+    ]  # fmt: skip
+
+
 @contextlib.asynccontextmanager
-async def baseline_app(database_url: str, logs: Path) -> AsyncIterator[Server]:
-    """``bench.baseline_app`` under uvicorn on a free port."""
+async def baseline_app(
+    database_url: str, logs: Path, stack: str = "uvicorn"
+) -> AsyncIterator[Server]:
+    """``bench.baseline_app`` on a free port, under uvicorn (+ uvloop + httptools) or granian."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=database_url, PORT=str(port))
     async with _spawn(
-        "the baseline app",
-        [sys.executable, "-m", "bench.baseline_app", "--port", str(port)],
+        f"the baseline app on {stack}",
+        _baseline_command(stack, port),
         env,
-        logs / "baseline-app.log",
+        logs / f"baseline-app-{stack}.log",
         f"http://127.0.0.1:{port}",
         "/hello",
+        kind=stack,
     ) as server:
         yield server
 
@@ -304,10 +344,14 @@ async def serve_until_interrupted(database_url: str) -> None:
             stripe_standin(logs) as standin,
             ledger_service(database_url, standin.url, logs / "data", logs) as service,
             baseline_app(database_url, logs) as baseline,
+            baseline_app(database_url, logs, "granian") as on_granian,
         ):
             token = await create_token(database_url, logs / "data", "ledger:write")
-            print(f"ledger serve: {service.url} (pid {service.pid}); logs in {logs}")
-            print(f"baseline app: {baseline.url} (pid {baseline.pid})")
+            print(
+                f"ledger serve: {service.url} (pid {service.pid}, {service.stack}); logs in {logs}"
+            )
+            print(f"baseline app: {baseline.url} (pid {baseline.pid}, {baseline.stack})")
+            print(f"baseline app: {on_granian.url} (pid {on_granian.pid}, {on_granian.stack})")
             print(f"stand-in:     {standin.url}")
             print(f"ledger:write token: {token}", flush=True)
             stop = asyncio.Event()

@@ -33,7 +33,7 @@ import asyncpg
 import httpx
 import psutil
 
-from bench.append_rate import bench_database, postgres_server
+from bench.postgres import bench_database, postgres_server
 from bench.service import (
     WEBHOOK_SECRET,
     Server,

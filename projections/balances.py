@@ -8,13 +8,19 @@ from uuid import UUID
 
 import msgspec
 
+from ledger.domain.events import (
+    AccountEvent,
+    AccountOpened,
+    MonthlyAllowanceChanged,
+    MonthlyAllowanceReset,
+)
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, change_of, held_change
 from projections.events import ProjectedEvent
 
 _COLUMNS = (
     "account_id, stream_id, monthly_allowance, next_monthly_allowance, allowance_remaining, "
-    "topup_balance, held, period, position, updated_at"
+    "topup_balance, held, period, position, updated_at, granted"
 )
 
 
@@ -29,43 +35,47 @@ class BalanceRow(msgspec.Struct):
     period: str
     position: int
     updated_at: datetime
+    granted: int = 0
 
 
-def fold(row: BalanceRow | None, event: ProjectedEvent) -> BalanceRow | None:
+def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None:
     """The row after one event (None while the stream is not an account's)."""
-    data = event.data
-    if event.type == "AccountOpened":
-        allowance = int(data["monthly_allowance"])
+    event = projected.event
+    if isinstance(event, AccountOpened):
+        allowance = event.monthly_allowance
         return BalanceRow(
-            str(data["account_id"]),
-            event.stream_id,
+            event.account_id,
+            projected.stream_id,
             allowance,
             allowance,
             allowance,
             0,
             0,
-            str(data["period"]),
-            event.position,
-            event.recorded_at,
+            event.period,
+            projected.position,
+            projected.recorded_at,
         )
     if row is None:
         return None
-    if event.type == "MonthlyAllowanceReset":
-        row.period = str(data["period"])
-        row.monthly_allowance = int(data["monthly_allowance"])
-        row.allowance_remaining = row.monthly_allowance + int(
-            data.get("held_allowance_carried") or 0
-        )
-    elif event.type == "MonthlyAllowanceChanged":
-        row.next_monthly_allowance = int(data["monthly_allowance"])
-    elif change := change_of(event.type, data, Buckets(0, 0)):
-        row.allowance_remaining += change.allowance
-        row.topup_balance += change.topup
-        row.held += held_change(event.type, data)
-    else:
-        return row
-    row.position, row.updated_at = event.position, event.recorded_at
+    match event:
+        case MonthlyAllowanceReset():
+            row.period = event.period
+            row.monthly_allowance = event.monthly_allowance
+            row.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
+        case MonthlyAllowanceChanged():
+            row.next_monthly_allowance = event.monthly_allowance
+        case _:
+            if (change := change_of(event, Buckets(0, 0))) is None:
+                return row
+            row.allowance_remaining += change.allowance
+            row.topup_balance += change.topup
+            row.granted += change.granted
+            row.held += held_change(event)
+    row.position, row.updated_at = projected.position, projected.recorded_at
     return row
+
+
+_ACCOUNT_EVENTS = (AccountOpened, AccountEvent)
 
 
 class BalancesProjection:
@@ -78,6 +88,9 @@ class BalancesProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch into the rows it touches: one read, one write."""
+        events = [e for e in events if isinstance(e.event, _ACCOUNT_EVENTS)]
+        if not events:
+            return
         streams = list({e.stream_id for e in events})
         rows: dict[UUID, BalanceRow | None] = {
             r["stream_id"]: BalanceRow(**dict(r))
@@ -88,12 +101,14 @@ class BalancesProjection:
         for event in events:
             rows[event.stream_id] = fold(rows.get(event.stream_id), event)
         await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            f"""INSERT INTO {table} ({_COLUMNS})
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                 ON CONFLICT (account_id) DO UPDATE SET
                     monthly_allowance = excluded.monthly_allowance,
                     next_monthly_allowance = excluded.next_monthly_allowance,
                     allowance_remaining = excluded.allowance_remaining,
                     topup_balance = excluded.topup_balance, held = excluded.held,
+                    granted = excluded.granted,
                     period = excluded.period,
                     position = excluded.position, updated_at = excluded.updated_at""",
             [msgspec.structs.astuple(row) for row in rows.values() if row is not None],

@@ -8,6 +8,13 @@ from uuid import UUID
 
 import msgspec
 
+from ledger.domain.events import (
+    HOLD_SETTLEMENTS,
+    HoldCaptured,
+    HoldExpired,
+    HoldPlaced,
+    HoldReleased,
+)
 from ledger.store.event_store import Connection
 from projections.events import ProjectedEvent
 
@@ -15,7 +22,13 @@ _COLUMNS = (
     "hold_id, stream_id, amount, captured, released, status, reason, expires_at, placed_at, "
     "settled_at, position"
 )
-_SETTLED_AS = {"HoldCaptured": "captured", "HoldReleased": "released", "HoldExpired": "expired"}
+_SETTLED_AS: dict[type, str] = {
+    HoldCaptured: "captured",
+    HoldReleased: "released",
+    HoldExpired: "expired",
+}
+"""The status each of ``HOLD_SETTLEMENTS`` leaves a hold in."""
+assert set(_SETTLED_AS) == set(HOLD_SETTLEMENTS)
 
 
 class HoldRow(msgspec.Struct):
@@ -32,30 +45,33 @@ class HoldRow(msgspec.Struct):
     position: int
 
 
-def fold(row: HoldRow | None, event: ProjectedEvent) -> HoldRow | None:
+def fold(row: HoldRow | None, projected: ProjectedEvent) -> HoldRow | None:
     """The hold after one of its events."""
-    data = event.data
-    if event.type == "HoldPlaced":
+    event = projected.event
+    if isinstance(event, HoldPlaced):
         return HoldRow(
-            hold_id=str(data["hold_id"]),
-            stream_id=event.stream_id,
-            amount=int(data["amount"]),
+            hold_id=event.hold_id,
+            stream_id=projected.stream_id,
+            amount=event.amount,
             captured=0,
             released=0,
             status="held",
-            reason=str(data.get("reason") or ""),
-            expires_at=datetime.fromisoformat(str(data["expires_at"])),
-            placed_at=event.recorded_at,
+            reason=event.reason,
+            expires_at=datetime.fromisoformat(event.expires_at),
+            placed_at=projected.recorded_at,
             settled_at=None,
-            position=event.position,
+            position=projected.position,
         )
-    if row is None:
-        return None
-    row.status = _SETTLED_AS[event.type]
-    row.captured = int(data.get("captured") or 0)
-    row.released = int(data["released"])
-    row.settled_at, row.position = event.recorded_at, event.position
+    if row is None or not isinstance(event, HOLD_SETTLEMENTS):
+        return row
+    row.status = _SETTLED_AS[type(event)]
+    row.captured = event.captured if isinstance(event, HoldCaptured) else 0
+    row.released = event.released
+    row.settled_at, row.position = projected.recorded_at, projected.position
     return row
+
+
+_HOLD_EVENTS = (HoldPlaced, *HOLD_SETTLEMENTS)
 
 
 class HoldsProjection:
@@ -68,18 +84,17 @@ class HoldsProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch's hold events into their rows: one read, one write."""
-        mine = [e for e in events if e.type == "HoldPlaced" or e.type in _SETTLED_AS]
+        mine = [(e.event.hold_id, e) for e in events if isinstance(e.event, _HOLD_EVENTS)]
         if not mine:
             return
-        hold_ids = list({str(e.data["hold_id"]) for e in mine})
+        hold_ids = list({hold_id for hold_id, _ in mine})
         rows: dict[str, HoldRow | None] = {
             r["hold_id"]: HoldRow(**dict(r))
             for r in await connection.fetch(
                 f"SELECT {_COLUMNS} FROM {table} WHERE hold_id = any($1)", hold_ids
             )
         }
-        for event in mine:
-            hold_id = str(event.data["hold_id"])
+        for hold_id, event in mine:
             rows[hold_id] = fold(rows.get(hold_id), event)
         await connection.executemany(
             f"""INSERT INTO {table} ({_COLUMNS})

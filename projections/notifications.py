@@ -23,21 +23,33 @@ unique key then makes the rebuild send nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from ledger.notifications import DELIVERIES_CHANNEL
+from ledger.domain.events import (
+    AccountEvent,
+    AccountOpened,
+    CreditsGranted,
+    CreditsPurchased,
+    CreditsSpent,
+    GrantExpired,
+    HoldCaptured,
+    HoldExpired,
+    LowBalanceThresholdSet,
+    MonthlyAllowanceReset,
+)
+from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, change_of, held_change
 from projections.events import ProjectedEvent
 
 _COLUMNS = (
     "stream_id, account_id, monthly_allowance, allowance_remaining, topup_balance, held, "
-    "threshold, low_armed, depleted_armed, position"
+    "threshold, low_armed, depleted_armed, position, granted"
 )
 
 
@@ -54,10 +66,11 @@ class NotifierState(msgspec.Struct):
     low_armed: bool
     depleted_armed: bool
     position: int
+    granted: int = 0
 
     @property
     def balance(self) -> int:
-        return self.allowance_remaining + self.topup_balance
+        return self.allowance_remaining + self.granted + self.topup_balance
 
     @property
     def available(self) -> int:
@@ -84,6 +97,7 @@ class NotifierState(msgspec.Struct):
             "available": self.available,
             "held": self.held,
             "allowance_remaining": self.allowance_remaining,
+            "granted": self.granted,
             "topup_balance": self.topup_balance,
             "monthly_allowance": self.monthly_allowance,
             "low_balance_threshold": self.effective_threshold,
@@ -104,73 +118,84 @@ def notification_id(position: int, event_type: str) -> str:
     return f"evt_{position}_{event_type.replace('.', '_')}"
 
 
-def _move_buckets(state: NotifierState, event_type: str, data: dict[str, Any]) -> bool:
+def _move_buckets(state: NotifierState, event: object) -> bool:
     """Apply an event to the buckets; False if it is not one that moves them or the threshold."""
-    if event_type == "MonthlyAllowanceReset":
-        state.monthly_allowance = int(data["monthly_allowance"])
-        carried = int(data.get("held_allowance_carried") or 0)
-        state.allowance_remaining = state.monthly_allowance + carried
-    elif event_type == "LowBalanceThresholdSet":
-        threshold = data.get("threshold")
-        state.threshold = None if threshold is None else int(threshold)
-    elif change := change_of(event_type, data, Buckets(0, 0)):
-        # The same meaning of each event as the balances view and the statement.
-        state.allowance_remaining += change.allowance
-        state.topup_balance += change.topup
-        state.held += held_change(event_type, data)
-    else:
-        return False
+    match event:
+        case MonthlyAllowanceReset():
+            state.monthly_allowance = event.monthly_allowance
+            state.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
+        case LowBalanceThresholdSet():
+            state.threshold = event.threshold
+        case _:
+            if (change := change_of(event, Buckets(0, 0))) is None:
+                return False
+            # The same meaning of each event as the balances view and the statement.
+            state.allowance_remaining += change.allowance
+            state.topup_balance += change.topup
+            state.granted += change.granted
+            state.held += held_change(event)
     return True
 
 
-def _own_notification(event: ProjectedEvent) -> tuple[str, dict[str, Any]] | None:
+def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
     """The notification an event is by itself (before any alert it sets off)."""
-    data = event.data
-    match event.type:
-        case "CreditsPurchased":
-            return "credits.purchased", {
-                "session_id": data["session_id"],
-                "credits": int(data["credits"]),
-            }
-        case "CreditsSpent":
+    match event:
+        case CreditsPurchased():
+            return "credits.purchased", {"session_id": event.session_id, "credits": event.credits}
+        case CreditsSpent():
             return "credits.spent", {
-                "amount": int(data["amount"]),
-                "from_allowance": int(data["from_allowance"]),
-                "from_topup": int(data["from_topup"]),
-                "reason": data.get("reason") or None,
+                "amount": event.amount,
+                "from_allowance": event.from_allowance,
+                "from_grants": event.from_grants,
+                "from_topup": event.from_topup,
+                "reason": event.reason or None,
                 "hold_id": None,
             }
-        case "HoldCaptured" if int(data["captured"]) > 0:
+        case HoldCaptured() if event.captured > 0:
             return "credits.spent", {
-                "amount": int(data["captured"]),
-                "from_allowance": int(data["from_allowance"]),
-                "from_topup": int(data["from_topup"]),
+                "amount": event.captured,
+                "from_allowance": event.from_allowance,
+                "from_grants": dict(event.from_grants),
+                "from_topup": event.from_topup,
                 "reason": None,
-                "hold_id": data["hold_id"],
+                "hold_id": event.hold_id,
             }
-        case "HoldExpired":
+        case CreditsGranted():
+            return "credits.granted", {
+                "grant_id": event.grant_id,
+                "amount": event.amount,
+                "priority": event.priority,
+                "expires_at": event.expires_at,
+                "reason": event.reason or None,
+            }
+        case GrantExpired():
+            return "grant.expired", {"grant_id": event.grant_id, "lapsed": event.lapsed}
+        case HoldExpired():
             return "hold.expired", {
-                "hold_id": data["hold_id"],
-                "released": int(data["released"]),
-                "lapsed": int(data["lapsed"]),
+                "hold_id": event.hold_id,
+                "released": event.released,
+                "lapsed": event.lapsed,
             }
     return None
 
 
 def fold(
-    state: NotifierState | None, event: ProjectedEvent
+    state: NotifierState | None,
+    projected: ProjectedEvent,
+    wanted: Container[str] = EVENT_TYPES,
 ) -> tuple[NotifierState | None, list[Notification]]:
-    """The account's state after one event and the notifications the event makes.
+    """The account's state after one event and the notifications of ``wanted`` types it makes.
 
     ``state`` is changed in place (and returned); None while the stream is not
-    an account's.
+    an account's. The alerts arm and fire the same whatever is wanted: only the
+    notifications nobody subscribed to are not built.
     """
-    data = event.data
-    if event.type == "AccountOpened":
-        allowance = int(data["monthly_allowance"])
+    event = projected.event
+    if isinstance(event, AccountOpened):
+        allowance = event.monthly_allowance
         opened = NotifierState(
-            stream_id=event.stream_id,
-            account_id=str(data["account_id"]),
+            stream_id=projected.stream_id,
+            account_id=event.account_id,
             monthly_allowance=allowance,
             allowance_remaining=allowance,
             topup_balance=0,
@@ -178,39 +203,44 @@ def fold(
             threshold=None,
             low_armed=False,
             depleted_armed=False,
-            position=event.position,
+            position=projected.position,
         )
         # An account that opens low or empty has not crossed anything yet.
         opened.low_armed, opened.depleted_armed = not opened.is_low, not opened.is_depleted
         return opened, []
-    if state is None or not _move_buckets(state, event.type, data):
+    if state is None or not _move_buckets(state, event):
         return state, []
-    state.position = event.position
+    state.position = projected.position
     notifications = []
 
     def notify(kind: str, details: dict[str, Any] | None = None) -> None:
         # Built only for the few events that notify: most fold without a dict or a clock.
+        if kind not in wanted:
+            return
         balances = state.balances()
         notifications.append(
             Notification(
-                notification_id(event.position, kind),
+                notification_id(projected.position, kind),
                 kind,
-                int(event.recorded_at.timestamp()),
+                int(projected.recorded_at.timestamp()),
                 balances | details if details else balances,
             )
         )
 
     if own := _own_notification(event):
         notify(*own)
-    if state.is_low and state.low_armed:
-        state.low_armed = False
-        notify("credits.low_balance")
-    elif not state.is_low:
+    available = state.available
+    if available < state.effective_threshold:  # low
+        if state.low_armed:
+            state.low_armed = False
+            notify("credits.low_balance")
+    else:
         state.low_armed = True
-    if state.is_depleted and state.depleted_armed:
-        state.depleted_armed = False
-        notify("credits.depleted")
-    elif not state.is_depleted:
+    if available <= 0:  # depleted
+        if state.depleted_armed:
+            state.depleted_armed = False
+            notify("credits.depleted")
+    else:
         state.depleted_armed = True
     return state, notifications
 
@@ -234,6 +264,9 @@ class NotificationsProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch: one read and one write of the state, one insert of deliveries."""
+        events = [e for e in events if isinstance(e.event, (AccountOpened, AccountEvent))]
+        if not events:
+            return
         streams = list({e.stream_id for e in events})
         states: dict[UUID, NotifierState | None] = {
             r["stream_id"]: NotifierState(**dict(r))
@@ -248,9 +281,10 @@ class NotificationsProjection:
                    WHERE disabled_at IS NULL"""
             )
         ]
+        wanted = frozenset().union(*(s.event_types for s in subscribers))
         deliveries: list[tuple[str, str, str, str, int, str]] = []
         for event in events:
-            state, notifications = fold(states.get(event.stream_id), event)
+            state, notifications = fold(states.get(event.stream_id), event, wanted)
             states[event.stream_id] = state
             if state is None:
                 continue
@@ -275,12 +309,12 @@ class NotificationsProjection:
                     for endpoint_id in chosen
                 )
         await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                 ON CONFLICT (stream_id) DO UPDATE SET
                     monthly_allowance = excluded.monthly_allowance,
                     allowance_remaining = excluded.allowance_remaining,
                     topup_balance = excluded.topup_balance, held = excluded.held,
-                    threshold = excluded.threshold, low_armed = excluded.low_armed,
+                    granted = excluded.granted, threshold = excluded.threshold, low_armed = excluded.low_armed,
                     depleted_armed = excluded.depleted_armed, position = excluded.position""",
             [msgspec.structs.astuple(s) for s in states.values() if s is not None],
         )

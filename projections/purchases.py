@@ -1,4 +1,11 @@
-"""The purchases view: every Checkout session of an account, with its status."""
+"""The purchases view: every Checkout session of an account, with its status.
+
+Besides the status, a row keeps what the purchase is still worth: the money
+refunded, the credits refunds took back (``credits_clawed_back``) and the
+credits disputes hold back (``credits_reversed``: reversed by a chargeback,
+restored when it is won or a refund of the same money takes them instead).
+The status follows the session's: a dispute does not change it.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +15,33 @@ from uuid import UUID
 
 import msgspec
 
+from ledger.domain.events import (
+    CheckoutEvent,
+    CheckoutExpired,
+    CheckoutFailed,
+    CheckoutPaid,
+    CheckoutRequested,
+    DisputeClosed,
+    DisputeUpdated,
+    PaymentDisputed,
+    PaymentMismatched,
+    PaymentRefunded,
+)
 from ledger.store.event_store import Connection
 from projections.events import ProjectedEvent
 
-_STATUS_OF = {
-    "CheckoutPaid": "paid",
-    "CheckoutExpired": "expired",
-    "CheckoutFailed": "failed",
+_STATUS_OF: dict[type, str] = {
+    CheckoutPaid: "paid",
+    CheckoutExpired: "expired",
+    CheckoutFailed: "failed",
 }
+_PAID = ("paid", "refunded")
+_SESSION_EVENTS = (CheckoutRequested, CheckoutEvent)
 
 _COLUMNS = (
     "session_id, stream_id, account_id, credits, amount, currency, status, needs_review, "
-    "amount_refunded, credits_clawed_back, position, created_at, updated_at, paid_at"
+    "amount_refunded, credits_clawed_back, credits_reversed, position, created_at, updated_at, "
+    "paid_at"
 )
 
 
@@ -34,49 +56,59 @@ class PurchaseRow(msgspec.Struct):
     needs_review: bool
     amount_refunded: int
     credits_clawed_back: int
+    credits_reversed: int
     position: int
     created_at: datetime
     updated_at: datetime
     paid_at: datetime | None
 
 
-def fold(row: PurchaseRow | None, event: ProjectedEvent) -> PurchaseRow | None:
+def fold(row: PurchaseRow | None, projected: ProjectedEvent) -> PurchaseRow | None:
     """The purchase after one event (None while the stream is not a session's)."""
-    data = event.data
-    if event.type == "CheckoutRequested":
+    event = projected.event
+    if isinstance(event, CheckoutRequested):
         return PurchaseRow(
-            str(data["session_id"]),
-            event.stream_id,
-            str(data["account_id"]),
-            int(data["credits"]),
-            int(data["amount"]),
-            str(data["currency"]),
+            event.session_id,
+            projected.stream_id,
+            event.account_id,
+            event.credits,
+            event.amount,
+            event.currency,
             "pending",
             False,
             0,
             0,
-            event.position,
-            event.recorded_at,
-            event.recorded_at,
+            0,
+            projected.position,
+            projected.recorded_at,
+            projected.recorded_at,
             None,
         )
     if row is None:
         return None
-    if status := _STATUS_OF.get(event.type):
-        row.status = status
-        if status == "paid" and row.paid_at is None:
-            row.paid_at = event.recorded_at
-    elif event.type == "PaymentMismatched":
-        # Money arrived but not what was asked: it stays pending until someone looks.
-        row.needs_review = True
-    elif event.type == "PaymentRefunded":
-        row.amount_refunded = int(data["amount_refunded"])
-        row.credits_clawed_back += int(data["credits_clawed_back"])
-        if row.amount_refunded >= row.amount:
-            row.status = "refunded"
-    else:
-        return row
-    row.updated_at = event.recorded_at
+    match event:
+        case CheckoutPaid() | CheckoutExpired() | CheckoutFailed():
+            row.status = _STATUS_OF[type(event)]
+            if row.status == "paid" and row.paid_at is None:
+                row.paid_at = projected.recorded_at
+        case PaymentMismatched():
+            # Money arrived but not what was asked: it stays pending until someone looks.
+            row.needs_review = True
+        case PaymentRefunded():
+            row.amount_refunded = event.amount_refunded
+            row.credits_clawed_back += event.credits_clawed_back
+            row.credits_reversed -= event.credits_restored
+            if row.status in _PAID and row.amount_refunded >= row.amount:
+                row.status = "refunded"
+        case DisputeUpdated() if event.credits_reversed or event.credits_restored:
+            row.credits_reversed += event.credits_reversed - event.credits_restored
+        case PaymentDisputed() if event.credits_reversed:
+            row.credits_reversed += event.credits_reversed
+        case DisputeClosed() if event.credits_restored:
+            row.credits_reversed -= event.credits_restored
+        case _:
+            return row
+    row.updated_at = projected.recorded_at
     return row
 
 
@@ -90,6 +122,9 @@ class PurchasesProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch into the purchases it touches: one read, one write."""
+        events = [e for e in events if isinstance(e.event, _SESSION_EVENTS)]
+        if not events:
+            return
         streams = list({e.stream_id for e in events})
         rows: dict[UUID, PurchaseRow | None] = {
             r["stream_id"]: PurchaseRow(**dict(r))
@@ -99,13 +134,14 @@ class PurchasesProjection:
         }
         for event in events:
             rows[event.stream_id] = fold(rows.get(event.stream_id), event)
-        placeholders = ", ".join(f"${n}" for n in range(1, 15))
+        placeholders = ", ".join(f"${n}" for n in range(1, len(PurchaseRow.__struct_fields__) + 1))
         await connection.executemany(
             f"""INSERT INTO {table} ({_COLUMNS}) VALUES ({placeholders})
                 ON CONFLICT (session_id) DO UPDATE SET
                     status = excluded.status, needs_review = excluded.needs_review,
                     amount_refunded = excluded.amount_refunded,
                     credits_clawed_back = excluded.credits_clawed_back,
+                    credits_reversed = excluded.credits_reversed,
                     updated_at = excluded.updated_at, paid_at = excluded.paid_at""",
             [msgspec.structs.astuple(row) for row in rows.values() if row is not None],
         )

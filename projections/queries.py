@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 from typing import TypeVar
+from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -20,7 +23,7 @@ class BalanceRow(msgspec.Struct, frozen=True):
     topup_balance: int
     held: int
     period: str
-    granted: int = 0
+    granted: int
 
     @property
     def balance(self) -> int:
@@ -36,6 +39,31 @@ class DueHold(msgspec.Struct, frozen=True):
 
     account_id: str
     hold_id: str
+
+
+class DueGrant(msgspec.Struct, frozen=True):
+    """An active grant past its expiry, as the sweeper needs it."""
+
+    account_id: str
+    grant_id: str
+
+
+class GrantLine(msgspec.Struct, frozen=True):
+    """A grant as the grants view shows it; ``remaining`` includes what open holds reserve."""
+
+    grant_id: str
+    amount: int
+    remaining: int
+    priority: int
+    expires_at: datetime | None
+    reason: str
+    status: str
+    granted_at: datetime
+    closed_at: datetime | None
+    position: int
+
+
+GRANT_STATUSES = ("active", "expired", "voided", "all")
 
 
 class PurchaseRow(msgspec.Struct, frozen=True):
@@ -62,8 +90,10 @@ class StatementLine(msgspec.Struct, frozen=True):
     amount: int
     allowance_change: int
     topup_change: int
+    granted_change: int
     allowance_after: int
     topup_after: int
+    granted_after: int
     balance_after: int
     description: str
     recorded_at: datetime
@@ -79,7 +109,7 @@ class Views:
         """The projected balance, or None if the projector has not seen the account yet."""
         row = await self.pool.fetchrow(
             """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
-                      period
+                      period, granted
                FROM balances WHERE account_id = $1""",
             account_id,
         )
@@ -95,6 +125,52 @@ class Views:
             limit,
         )
         return [DueHold(**dict(row)) for row in rows]
+
+    async def due_grants(self, now: datetime, limit: int) -> list[DueGrant]:
+        """Active grants that reached their expiry, soonest first."""
+        rows = await self.pool.fetch(
+            """SELECT b.account_id, g.grant_id FROM grants g JOIN balances b USING (stream_id)
+               WHERE g.status = 'active' AND g.expires_at <= $1
+               ORDER BY g.expires_at LIMIT $2""",
+            now,
+            limit,
+        )
+        return [DueGrant(**dict(row)) for row in rows]
+
+    async def grants(
+        self, stream_id: UUID, status: str, *, limit: int, before: int | None = None
+    ) -> list[GrantLine]:
+        """The grants of an account's stream of a status (or ``all``), newest first."""
+        rows = await self.pool.fetch(
+            f"""SELECT {", ".join(GrantLine.__struct_fields__)} FROM grants
+                WHERE stream_id = $1 AND ($2 = 'all' OR status = $2)
+                  AND ($3::bigint IS NULL OR position < $3)
+                ORDER BY position DESC LIMIT $4""",
+            stream_id,
+            status,
+            before,
+            limit,
+        )
+        return [GrantLine(**dict(row)) for row in rows]
+
+    async def wait_for_stream(self, view: str, stream_id: UUID, seconds: float = 1.0) -> bool:
+        """Wait until ``view`` has applied the last event of a stream (its own writes, for a
+        caller that just wrote); False if it has not within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            behind = await self.pool.fetchval(
+                """SELECT coalesce(max(e.notification_id), 0) >
+                          coalesce((SELECT position FROM projection_positions WHERE name = $2), 0)
+                   FROM (SELECT notification_id FROM stored_events WHERE originator_id = $1
+                         ORDER BY originator_version DESC LIMIT 1) e""",
+                stream_id,
+                view,
+            )
+            if not behind:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
 
     async def purchases(
         self, account_id: str, *, limit: int, before: int | None = None

@@ -20,6 +20,7 @@ from ledger.store.event_store import NOTIFY_CHANNEL, Connection, EventStore
 from ledger.store.wakeups import listen, wait_for_either
 from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent, projected
+from projections.grants import GrantsProjection
 from projections.holds import HoldsProjection
 from projections.notifications import NotificationsProjection
 from projections.purchases import PurchasesProjection
@@ -52,6 +53,7 @@ def all_projections() -> list[Projection]:
         PurchasesProjection(),
         StatementProjection(),
         HoldsProjection(),
+        GrantsProjection(),
         NotificationsProjection(),
     ]
 

@@ -1,10 +1,15 @@
-"""The statement view: each credit movement as a ledger line with the balance after it."""
+"""The statement view: each credit movement as a ledger line with the balance after it.
+
+One line per event of ``STATEMENT_EVENTS`` (ledger/domain/events.py), which the
+audit counts; its ``type`` column is the event's class name.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from uuid import UUID
 
+from ledger.domain.events import STATEMENT_EVENTS, AccountOpened
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, apply_change, change_of
 from projections.events import ProjectedEvent
@@ -23,6 +28,8 @@ _COLUMNS = [
     "balance_after",
     "description",
     "recorded_at",
+    "granted_change",
+    "granted_after",
 ]
 
 
@@ -36,37 +43,44 @@ class StatementProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Append the lines a batch makes: one read of the streams' last lines, one copy."""
-        streams = list({e.stream_id for e in events})
+        mine = [e for e in events if isinstance(e.event, STATEMENT_EVENTS)]
+        if not mine:
+            return
+        streams = list({e.stream_id for e in mine})
         last: dict[UUID, tuple[str, Buckets]] = {
-            r["stream_id"]: (r["account_id"], Buckets(r["allowance_after"], r["topup_after"]))
+            r["stream_id"]: (
+                r["account_id"],
+                Buckets(r["allowance_after"], r["topup_after"], r["granted_after"]),
+            )
             for r in await connection.fetch(
                 f"""SELECT DISTINCT ON (stream_id) stream_id, account_id, allowance_after,
-                           topup_after
+                           topup_after, granted_after
                     FROM {table} WHERE stream_id = any($1)
                     ORDER BY stream_id, version DESC""",
                 streams,
             )
         }
         lines = []
-        for event in events:
-            if event.stream_id in last:
-                account_id, before = last[event.stream_id]
-            elif event.type == "AccountOpened":
-                account_id, before = str(event.data["account_id"]), Buckets(0, 0)
+        for projected in mine:
+            event = projected.event
+            if projected.stream_id in last:
+                account_id, before = last[projected.stream_id]
+            elif isinstance(event, AccountOpened):
+                account_id, before = event.account_id, Buckets(0, 0)
             else:
                 continue  # not an account's stream
-            change = change_of(event.type, event.data, before)
-            if change is None:
+            change = change_of(event, before)
+            if change is None:  # never for STATEMENT_EVENTS (tests/unit/test_projection_folds.py)
                 continue
             after = apply_change(before, change)
-            last[event.stream_id] = (account_id, after)
+            last[projected.stream_id] = (account_id, after)
             lines.append(
                 (
                     account_id,
-                    event.position,
-                    event.stream_id,
-                    event.version,
-                    event.type,
+                    projected.position,
+                    projected.stream_id,
+                    projected.version,
+                    type(event).__name__,
                     change.amount,
                     change.allowance,
                     change.topup,
@@ -74,7 +88,9 @@ class StatementProjection:
                     after.topup,
                     after.balance,
                     change.description,
-                    event.recorded_at,
+                    projected.recorded_at,
+                    change.granted,
+                    after.granted,
                 )
             )
         if lines:

@@ -4,18 +4,39 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Router, post
+import msgspec
+from litestar import Router, get, post
 from litestar.params import Body as Documented
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.openapi import BEARER, errors, example
+from api.pagination import After, Limit, page
 from api.schemas import GrantRequest, VoidGrantRequest
 from api.services import ServicesDependency
-from api.validation import Body, IdempotencyKey, OptionalBody
+from api.validation import Body, IdempotencyKey, OptionalBody, ValidationFailed
 from ledger.commands import GrantCredits, VoidGrant
+from ledger.domain.ids import account_stream_id
 from ledger.handlers.grants import GrantAnswer, GrantClosedAnswer
+from projections.queries import GRANT_STATUSES, GrantLine
+
+Status = Annotated[
+    str | None,
+    QueryParameter(
+        name="status",
+        description="active, expired, voided or all (the default)",
+        schema_extra={"one_of": None, "type": "string", "enum": list(GRANT_STATUSES)},
+    ),
+]
+
+
+class Grants(msgspec.Struct, frozen=True):
+    """A page of an account's grants, newest first; pass ``next_after`` as ``after`` for more."""
+
+    data: list[GrantLine]
+    has_more: bool
+    next_after: int | None
 
 
 @post(
@@ -89,10 +110,48 @@ async def void_grant(
     return voided
 
 
+@get(
+    "/v1/accounts/{account_id:str}/grants",
+    guards=[allow(Scope.LEDGER_WRITE, Scope.LEDGER_AUDIT)],
+    responses=errors(401, 403, 404, 422, 503),
+)
+async def list_grants(
+    account_id: FromPath[str],
+    services: ServicesDependency,
+    status: Status = None,
+    limit: Limit = None,
+    after: After = None,
+) -> Grants:
+    """The account's grants with what remains of each, newest first (``status`` filters)."""
+    problems: dict[str, list[str]] = {}
+    if status is not None and status not in GRANT_STATUSES:
+        problems["status"] = [
+            f"The selected status is invalid. Choose from {', '.join(GRANT_STATUSES)}."
+        ]
+    try:
+        chosen = page(limit, after)
+    except ValidationFailed as failed:
+        problems |= failed.errors
+    if problems:
+        raise ValidationFailed(problems)
+    await services.ledger.account(account_id)  # 404 for no such account
+    stream_id = account_stream_id(account_id)
+    # The caller sees its own grants and voids: the view waits for the account's last event.
+    await services.views.wait_for_stream("grants", stream_id)
+    rows = await services.views.grants(
+        stream_id, status or "all", limit=chosen.limit + 1, before=chosen.after
+    )
+    shown = rows[: chosen.limit]
+    more = len(rows) > chosen.limit
+    return Grants(data=shown, has_more=more, next_after=shown[-1].position if more else None)
+
+
 GRANTS = Router(
     "/",
-    route_handlers=[grant_credits, void_grant],
-    guards=[allow(Scope.LEDGER_WRITE)],
+    route_handlers=[
+        Router("/", route_handlers=[grant_credits, void_grant], guards=[allow(Scope.LEDGER_WRITE)]),
+        list_grants,
+    ],
     security=BEARER,
     tags=["grants"],
 )

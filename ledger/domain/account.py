@@ -221,25 +221,25 @@ class CreditAccount(Aggregate):
                 CreditsRestored, session_id=session_id, dispute_id=dispute_id, credits=credits
             )
 
-    def spend(
-        self, amount: int, reason: str, at: datetime | None = None
-    ) -> tuple[int, int]:
+    def spend(self, amount: int, reason: str, at: datetime | None = None) -> CreditsSpent:
         """Burn the allowance first, then grants, then top-ups; never overdraw.
 
         ``at`` is the command's time: grants past their expiry then are not used.
-        Returns (from allowance, from top-ups). Raises InsufficientCredits and
-        records nothing when the balance is short.
+        Returns the event recorded (what came from each bucket and grant). Raises
+        InsufficientCredits and records nothing when the balance is short.
         """
         from_allowance, from_grants, from_topup = self._split(amount, at)
         self.trigger_event(
             CreditsSpent,
+            timestamp=at,  # the time the grants' expiry was judged at, for the audit
             amount=amount,
             from_allowance=from_allowance,
             from_topup=from_topup,
             reason=reason,
             from_grants=from_grants,
         )
-        return from_allowance, from_topup
+        spent: CreditsSpent = self.pending_events[-1]  # type: ignore[assignment]
+        return spent
 
     def reset_month(self, period: str) -> bool:
         """Give back the plan's whole allowance for a new period; top-ups are untouched.
@@ -293,6 +293,7 @@ class CreditAccount(Aggregate):
         from_allowance, from_grants, from_topup = self._split(amount, at)
         self.trigger_event(
             HoldPlaced,
+            timestamp=at,
             hold_id=hold_id,
             amount=amount,
             from_allowance=from_allowance,
@@ -395,7 +396,7 @@ class CreditAccount(Aggregate):
         if grant is None or grant.status != ACTIVE or not grant.has_expired(at):
             return None
         lapsed = self.free_of_grant(grant_id)
-        self.trigger_event(GrantExpired, grant_id=grant_id, lapsed=lapsed)
+        self.trigger_event(GrantExpired, timestamp=at, grant_id=grant_id, lapsed=lapsed)
         return lapsed
 
     def void_grant(self, grant_id: str, reason: str) -> int:

@@ -191,8 +191,31 @@ class GrantVoided(AccountEvent):
     reason: str
 
 
-HOLD_SETTLEMENTS: tuple[type[AccountEvent], ...] = (HoldCaptured, HoldReleased, HoldExpired)
+HOLD_SETTLEMENTS: tuple[type[HoldCaptured], type[HoldReleased], type[HoldExpired]] = (
+    HoldCaptured,
+    HoldReleased,
+    HoldExpired,
+)
 """The events that end a hold."""
+
+STATEMENT_EVENTS: tuple[type[Aggregate.Event], ...] = (
+    AccountOpened,
+    CreditsSpent,
+    MonthlyAllowanceReset,
+    CreditsPurchased,
+    CreditsClawedBack,
+    CreditsReversed,
+    CreditsRestored,
+    HoldPlaced,
+    *HOLD_SETTLEMENTS,
+    CreditsGranted,
+    GrantExpired,
+    GrantVoided,
+)
+"""The account events that make a line of its statement: each moves credits, or holds them.
+
+The statement projection writes a line for these and no others; the audit counts them.
+"""
 
 
 # --- the Checkout session -----------------------------------------------------------------

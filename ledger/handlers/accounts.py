@@ -36,6 +36,8 @@ class Spent(msgspec.Struct, frozen=True):
     period: str
     held: int = 0
     available: int = -1
+    from_grants: dict[str, int] = msgspec.field(default_factory=dict)
+    granted: int = 0
 
     def __post_init__(self) -> None:
         if self.available == -1:  # an answer stored before spends told what is available
@@ -81,12 +83,12 @@ def decide_open(account: CreditAccount | None, command: OpenAccount) -> Decision
 
 def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decision[Spent]:
     account = existing(account, command.account_id)
-    from_allowance, from_topup = account.spend(command.amount, command.reason, command.at)
+    spent = account.spend(command.amount, command.reason, command.at)
     answer = Spent(
         account_id=account.account_id,
         amount=command.amount,
-        from_allowance=from_allowance,
-        from_topup=from_topup,
+        from_allowance=spent.from_allowance,
+        from_topup=spent.from_topup,
         reason=command.reason,
         balance=account.balance,
         allowance_remaining=account.allowance_remaining,
@@ -95,6 +97,8 @@ def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decisi
         period=account.period,
         held=account.held,
         available=account.available,
+        from_grants=spent.from_grants,
+        granted=account.granted,
     )
     return Decision(answer, [account])
 

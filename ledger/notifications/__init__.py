@@ -13,6 +13,8 @@ EVENT_TYPES = (
     "credits.low_balance",
     "credits.depleted",
     "hold.expired",
+    "credits.granted",
+    "grant.expired",
 )
 """What an endpoint may subscribe to."""
 

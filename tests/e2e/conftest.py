@@ -83,3 +83,9 @@ async def customer(services: Services) -> Customer:
 async def writer_headers(services: Services) -> dict[str, str]:
     issued = await services.tokens.issue(Scope.LEDGER_WRITE, name="tests")
     return {"Authorization": f"Bearer {issued.secret}"}
+
+
+@pytest.fixture
+async def auditor_headers(services: Services) -> dict[str, str]:
+    issued = await services.tokens.issue(Scope.LEDGER_AUDIT, name="auditor")
+    return {"Authorization": f"Bearer {issued.secret}"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from api.services import Services
+from projections.runner import Projector
 from tests.e2e.test_spending_api import open_account
 
 
@@ -119,3 +122,72 @@ async def test_bad_grants_are_422(
 
     assert refused.status_code == 422, refused.text
     assert refused.json()["errors"] == {field: [message]}
+
+
+async def test_an_account_s_grants_are_listed_by_status_with_what_remains_at_once(
+    http: httpx.AsyncClient,
+    writer_headers: dict[str, str],
+    auditor_headers: dict[str, str],
+    services: Services,
+) -> None:
+    stop = asyncio.Event()
+    projector = asyncio.create_task(Projector(services.store, services.database_url).run(stop))
+    try:
+        await list_grants_while_projecting(http, writer_headers, auditor_headers)
+    finally:
+        stop.set()
+        await projector
+
+
+async def list_grants_while_projecting(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], auditor_headers: dict[str, str]
+) -> None:
+    account_id = await open_account(http, writer_headers, 0)
+    first = (await grant(http, writer_headers, account_id, {"amount": 100, "priority": 1})).json()
+    second = (await grant(http, writer_headers, account_id, {"amount": 40})).json()
+    await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        json={"amount": 30, "reason": "job"},
+        headers={**writer_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    await http.post(
+        f"/v1/accounts/{account_id}/grants/{second['grant_id']}/void", headers=writer_headers
+    )
+    base = f"/v1/accounts/{account_id}/grants"
+
+    # No waiting for the projector: a caller reads its own grants, spends and voids.
+    everything = await http.get(base, headers=writer_headers)
+    active = await http.get(f"{base}?status=active", headers=auditor_headers)
+    voided = await http.get(f"{base}?status=voided&limit=1", headers=writer_headers)
+    page = await http.get(f"{base}?limit=1", headers=writer_headers)
+    credits = await http.get(f"/v1/accounts/{account_id}/credits", headers=writer_headers)
+
+    assert everything.status_code == 200, everything.text
+    shown = [(g["grant_id"], g["status"], g["remaining"]) for g in everything.json()["data"]]
+    assert shown == [(second["grant_id"], "voided", 0), (first["grant_id"], "active", 70)]
+    assert [g["grant_id"] for g in active.json()["data"]] == [first["grant_id"]]
+    assert [g["grant_id"] for g in voided.json()["data"]] == [second["grant_id"]]
+    assert voided.json()["has_more"] is False
+    assert page.json()["has_more"] is True
+    after = page.json()["next_after"]
+    rest = await http.get(f"{base}?limit=1&after={after}", headers=writer_headers)
+    assert [g["grant_id"] for g in rest.json()["data"]] == [first["grant_id"]]
+    assert (credits.json()["granted"], credits.json()["balance"]) == (70, 70)
+
+
+async def test_listing_grants_refuses_an_unknown_status_and_account(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    account_id = await open_account(http, writer_headers, 0)
+
+    bad = await http.get(
+        f"/v1/accounts/{account_id}/grants?status=spent&limit=0", headers=writer_headers
+    )
+    unknown = await http.get("/v1/accounts/acct_nobody_here/grants", headers=writer_headers)
+
+    assert bad.status_code == 422
+    assert bad.json()["errors"] == {
+        "status": ["The selected status is invalid. Choose from active, expired, voided, all."],
+        "limit": ["The limit must be between 1 and 1000."],
+    }
+    assert unknown.status_code == 404

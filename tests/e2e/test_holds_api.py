@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from api.hold_expiry import HoldExpirySweeper
+from api.expiry import ExpirySweeper
 from api.services import Services
 from ledger.domain.ids import account_stream_id
 from tests.e2e.test_spending_api import open_account, spend
@@ -269,7 +269,7 @@ async def test_a_due_hold_is_released_by_the_sweeper_and_cannot_be_captured(
     await asyncio.sleep(1.1)
     # What a freshly started process does: it knows of the hold only from the database.
     await caught_up(services.store)
-    await HoldExpirySweeper(services.views, services.ledger).sweep()
+    await ExpirySweeper(services.views, services.ledger).sweep()
     late_capture = await http.post(
         f"/v1/accounts/{account_id}/holds/{hold_id}/capture",
         json={"amount": 1},

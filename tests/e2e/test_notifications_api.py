@@ -94,11 +94,13 @@ async def test_the_signing_secret_is_shown_once_and_endpoints_can_be_disabled(
             {
                 "events.1": [
                     "The selected events.1 is invalid. Choose from credits.purchased, "
-                    "credits.spent, credits.low_balance, credits.depleted, hold.expired."
+                    "credits.spent, credits.low_balance, credits.depleted, hold.expired, "
+                    "credits.granted, grant.expired."
                 ],
                 "events.2": [
                     "The selected events.2 is invalid. Choose from credits.purchased, "
-                    "credits.spent, credits.low_balance, credits.depleted, hold.expired."
+                    "credits.spent, credits.low_balance, credits.depleted, hold.expired, "
+                    "credits.granted, grant.expired."
                 ],
             },
         ),

@@ -217,7 +217,7 @@ async def test_the_verify_command_reports_and_exits_by_its_findings(
     dirty = await ledger(isolated_db.url, "audit", "verify")
 
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    assert "OK: hash chains, balances, invariants and views agree" in clean.stdout
+    assert "OK: hash chains, balances, invariants, snapshots and views agree" in clean.stdout
     assert "events/s" in clean.stdout
     assert json.loads(as_json.stdout)["findings"] == []
     assert dirty.returncode == 1

@@ -7,7 +7,39 @@ which side is wrong. Everything here is integers and dicts: no import from ledge
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass
+class Grant:
+    """ "Credits given, not bought, with a priority and maybe an expiry"."""
+
+    amount: int
+    priority: int
+    expires_at: datetime | None
+    order: int
+    remaining: int = -1
+    status: str = "active"  # active, expired, voided
+    spent: int = 0
+    lapsed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.remaining == -1:
+            self.remaining = self.amount
+
+    def usable_at(self, now: datetime) -> bool:
+        """ "A spend decided after a grant's expires_at never uses it"."""
+        return self.status == "active" and (self.expires_at is None or now < self.expires_at)
+
+    def take(self, credits: int) -> None:
+        self.remaining -= credits
+        self.spent += credits
+
+    def lapse(self, credits: int) -> None:
+        self.remaining -= credits
+        self.lapsed += credits
 
 
 @dataclass
@@ -16,11 +48,12 @@ class Hold:
     from_allowance: int
     period: str
     expires_at: datetime
+    from_grants: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class Account:
-    """What an account must hold: "balance = allowance remaining + top-ups"."""
+    """What an account must hold: "balance = allowance remaining + granted + top-ups"."""
 
     monthly_allowance: int
     next_allowance: int
@@ -28,10 +61,15 @@ class Account:
     period: str
     topup: int = 0
     holds: dict[str, Hold] = field(default_factory=dict)
+    grants: dict[str, Grant] = field(default_factory=dict)
+
+    @property
+    def granted(self) -> int:
+        return sum(g.remaining for g in self.grants.values())
 
     @property
     def balance(self) -> int:
-        return self.allowance_remaining + self.topup
+        return self.allowance_remaining + self.granted + self.topup
 
     @property
     def held(self) -> int:
@@ -42,11 +80,60 @@ class Account:
         """ "available = balance - held": what can be spent or held now."""
         return self.balance - self.held
 
-    def split(self, amount: int) -> tuple[int, int]:
-        """ "Spending burns the allowance first (what open holds have not reserved), then top-ups"."""
+    def reserved_of(self, grant_id: str) -> int:
+        return sum(h.from_grants.get(grant_id, 0) for h in self.holds.values())
+
+    def available_at(self, now: datetime) -> int:
+        """What a command decided at ``now`` may spend or hold: not the free part of grants
+        past their expiry, recorded or not."""
+        unusable = sum(
+            g.remaining - self.reserved_of(grant_id)
+            for grant_id, g in self.grants.items()
+            if not g.usable_at(now)
+        )
+        return self.available - unusable
+
+    def burn_order(self) -> list[str]:
+        """ "Lowest priority first, then the soonest expiry (never: last), then the oldest"."""
+        return sorted(
+            self.grants,
+            key=lambda g: (
+                self.grants[g].priority,
+                self.grants[g].expires_at or NEVER,
+                self.grants[g].order,
+            ),
+        )
+
+    def split(self, amount: int, now: datetime) -> tuple[int, dict[str, int], int]:
+        """ "Spends burn the free allowance, then grants in burn order, then top-ups"."""
         free = self.allowance_remaining - sum(h.from_allowance for h in self.holds.values())
         from_allowance = min(amount, max(free, 0))
-        return from_allowance, amount - from_allowance
+        rest = amount - from_allowance
+        from_grants = {}
+        for grant_id in self.burn_order():
+            grant = self.grants[grant_id]
+            if rest and grant.usable_at(now):
+                taken = min(rest, grant.remaining - self.reserved_of(grant_id))
+                if taken > 0:
+                    from_grants[grant_id] = taken
+                    rest -= taken
+        return from_allowance, from_grants, rest
+
+    def spend(self, amount: int, now: datetime) -> tuple[int, dict[str, int], int]:
+        from_allowance, from_grants, from_topup = self.split(amount, now)
+        self.allowance_remaining -= from_allowance
+        for grant_id, taken in from_grants.items():
+            self.grants[grant_id].take(taken)
+        self.topup -= from_topup
+        return from_allowance, from_grants, from_topup
+
+    def close_grant(self, grant_id: str, status: str) -> int:
+        """ "What remains lapses, except what open holds reserve: that lapses when they settle"."""
+        grant = self.grants[grant_id]
+        lapsed = grant.remaining - self.reserved_of(grant_id)
+        grant.lapse(lapsed)
+        grant.status = status
+        return lapsed
 
     def reset(self, period: str) -> None:
         """ "The allowance is set back to the plan; what open holds reserve of it is carried"."""
@@ -56,12 +143,21 @@ class Account:
         self.allowance_remaining = self.next_allowance + carried
 
     def settle(self, hold_id: str, captured: int) -> None:
-        """ "A capture spends the carried share first; the rest of a carried share lapses"."""
+        """ "A capture spends the allowance share first, then its grant shares, then top-ups;
+        the rest of a carried allowance share, or of a closed grant's share, lapses"."""
         hold = self.holds.pop(hold_id)
         from_allowance = min(captured, hold.from_allowance)
         lapsed = hold.from_allowance - from_allowance if hold.period != self.period else 0
         self.allowance_remaining -= from_allowance + lapsed
-        self.topup -= captured - from_allowance
+        rest = captured - from_allowance
+        for grant_id, share in hold.from_grants.items():
+            grant = self.grants[grant_id]
+            taken = min(rest, share)
+            rest -= taken
+            grant.take(taken)
+            if grant.status != "active":
+                grant.lapse(share - taken)
+        self.topup -= rest
 
 
 # A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how

@@ -32,14 +32,18 @@ from ledger.adapters.stripe_gateway import StripeGateway
 from ledger.bootstrap import build_ledger
 from ledger.commands import (
     ChangeAllowance,
+    ExpireGrant,
+    GrantCredits,
     OpenAccount,
     PlaceHold,
     ResetMonth,
     SettleHold,
     SpendCredits,
+    VoidGrant,
 )
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import (
+    GrantClosed,
     HoldAlreadySettled,
     HoldHasExpired,
     HoldNotDue,
@@ -109,6 +113,7 @@ class World:
         self.answers: dict[str, Any] = {}  # idempotency key -> first answer
         self.spends: dict[str, tuple[str, int]] = {}  # key -> (account, amount)
         self.placed: dict[str, tuple[str, Any]] = {}  # key -> (account, hold answer)
+        self.granted: dict[str, tuple[str, Any]] = {}  # key -> (account, grant answer)
         self.touched: set[str] = set()
         self.counts: Counter[str] = Counter()
         self.ids = 0
@@ -328,20 +333,22 @@ class World:
         try:
             answer = await self.answered(spend_command(account_id, amount, key))
         except InsufficientCredits:
-            if amount <= account.available:
-                raise Violation(f"refused {amount} with {account.available} available") from None
+            if amount <= account.available_at(self.now):
+                raise Violation(
+                    f"refused {amount} with {account.available_at(self.now)} available"
+                ) from None
             self.counts["spends refused"] += 1
             return
-        if amount > account.available:
-            raise Violation(f"spent {amount} with only {account.available} available")
-        from_allowance, from_topup = account.split(amount)
-        if (answer.from_allowance, answer.from_topup) != (from_allowance, from_topup):
+        if amount > account.available_at(self.now):
+            raise Violation(f"spent {amount} with only {account.available_at(self.now)} available")
+        split = account.spend(amount, self.now)
+        if (answer.from_allowance, answer.from_grants, answer.from_topup) != split:
             raise Violation(
-                f"spend split {answer.from_allowance, answer.from_topup}, "
-                f"the rules say {from_allowance, from_topup}"
+                f"spend split {answer.from_allowance, answer.from_grants, answer.from_topup}, "
+                f"the rules say {split}"
             )
-        account.allowance_remaining -= from_allowance
-        account.topup -= from_topup
+        if split[1]:
+            self.counts["spends from grants"] += 1
         self.answers[key] = answer
         self.spends[key] = (account_id, amount)
         self.touched.add(account_id)
@@ -365,15 +372,16 @@ class World:
         try:
             answer = await self.answered(hold_command(account_id, amount, key, key))
         except InsufficientCredits:
-            if amount <= account.available:
-                raise Violation(f"hold of {amount} refused, {account.available} free") from None
+            free = account.available_at(self.now)
+            if amount <= free:
+                raise Violation(f"hold of {amount} refused, {free} free") from None
             self.counts["holds refused"] += 1
             return
-        if amount > account.available:
-            raise Violation(f"held {amount} with only {account.available} available")
-        from_allowance, _ = account.split(amount)
+        if amount > account.available_at(self.now):
+            raise Violation(f"held {amount} with only {account.available_at(self.now)} available")
+        from_allowance, from_grants, _ = account.split(amount, self.now)
         account.holds[answer.hold_id] = model.Hold(
-            amount, from_allowance, account.period, self.now + timedelta(days=3)
+            amount, from_allowance, account.period, self.now + timedelta(days=3), from_grants
         )
         if (answer.held, answer.available) != (account.held, account.available):
             raise Violation(
@@ -428,6 +436,70 @@ class World:
                 return
             raise Violation("a captured hold was released again")
 
+    async def grant(self, account_id: str) -> None:
+        account = self.accounts[account_id]
+        mine = [key for key, (acct, _) in self.granted.items() if acct == account_id]
+        if mine and self.random.random() < 0.2:  # a client retrying a grant it gave
+            key = self.random.choice(mine)
+            first = self.granted[key][1]
+            again = await self.answered(
+                grant_command(account_id, first.amount, first.priority, first.expires_at, key)
+            )
+            if again.grant_id != first.grant_id or again.amount != first.amount:
+                raise Violation("a repeated grant key gave another grant")
+            self.counts["repeated grants"] += 1
+            return
+        key = self.new_id("grant-key")
+        amount = self.random.choice([20, 100, 500, 1500])
+        priority = self.random.choice([0, 10, 50, 50, 90])
+        lifetime = self.random.choice([None, 2, 40, 24 * 20])
+        expires_at = None if lifetime is None else self.now + timedelta(hours=lifetime)
+        answer = await self.answered(
+            grant_command(account_id, amount, priority, expires_at and expires_at.isoformat(), key)
+        )
+        account.grants[answer.grant_id] = model.Grant(amount, priority, expires_at, self.ids)
+        if answer.granted != account.granted:
+            raise Violation(f"granted {answer.granted}, the rules say {account.granted}")
+        self.granted[key] = (account_id, answer)
+        self.touched.add(account_id)
+        self.counts["grants"] += 1
+
+    async def void_grant(self, account_id: str) -> None:
+        account = self.accounts[account_id]
+        if not account.grants:
+            return
+        grant_id = self.random.choice(sorted(account.grants))
+        grant = account.grants[grant_id]
+        try:
+            answer = await self.answered(
+                VoidGrant(account_id=account_id, grant_id=grant_id, reason="withdrawn")
+            )
+        except GrantClosed:
+            if grant.status == "active":
+                raise Violation("an active grant was refused as closed") from None
+            self.counts["voids of closed grants refused"] += 1
+            return
+        if grant.status != "active":
+            raise Violation(f"a {grant.status} grant was voided")
+        lapsed = account.close_grant(grant_id, "voided")
+        if answer.lapsed != lapsed:
+            raise Violation(f"a void let {answer.lapsed} lapse, the rules say {lapsed}")
+        self.touched.add(account_id)
+        self.counts["grants voided"] += 1
+
+    async def expire_grants(self) -> None:
+        """The sweeper, late: every active grant past its expiry, on any account."""
+        for account_id, account in sorted(self.accounts.items()):
+            for grant_id, grant in sorted(account.grants.items()):
+                if grant.status != "active" or grant.usable_at(self.now):
+                    continue
+                answer = await self.answered(ExpireGrant(account_id=account_id, grant_id=grant_id))
+                lapsed = account.close_grant(grant_id, "expired")
+                if answer.lapsed != lapsed:
+                    raise Violation(f"an expiry let {answer.lapsed} lapse, the rules say {lapsed}")
+                self.touched.add(account_id)
+                self.counts["grants expired"] += 1
+
     async def reset(self, account_id: str) -> None:
         account = self.accounts[account_id]
         current = self.now.strftime("%Y-%m")
@@ -475,11 +547,14 @@ class World:
                 "dispute",
                 lambda: self.dispute(self.random.choice(sessions)) if sessions else None,
             ),
-            (0.62, "spend", lambda: self.spend(account_id)),
-            (0.70, "hold", lambda: self.place_hold(account_id)),
-            (0.78, "settle hold", lambda: self.settle_hold(account_id)),
-            (0.84, "turn time", self.turn_time),
-            (0.90, "reset", lambda: self.reset(account_id)),
+            (0.60, "spend", lambda: self.spend(account_id)),
+            (0.67, "hold", lambda: self.place_hold(account_id)),
+            (0.74, "settle hold", lambda: self.settle_hold(account_id)),
+            (0.79, "grant", lambda: self.grant(account_id)),
+            (0.805, "void grant", lambda: self.void_grant(account_id)),
+            (0.83, "expire grants", self.expire_grants),
+            (0.87, "turn time", self.turn_time),
+            (0.91, "reset", lambda: self.reset(account_id)),
             (0.95, "plan", lambda: self.change_plan(account_id)),
             (0.997, "project with a kill", self.project_with_a_kill),
             (1.01, "restart the database", self.restart),
@@ -521,9 +596,55 @@ class World:
                 )
             if replayed.allowance_remaining < 0:
                 raise Violation(f"{account_id}: negative allowance")
+            self.check_grants(account_id, replayed)
         self.touched.clear()
         if step % VIEW_CHECK_EVERY == 0:
             await self.check_views()
+
+    def check_grants(self, account_id: str, replayed: CreditAccount) -> None:
+        """Each grant as the rules leave it; none below zero; a closed one is kept by the
+        account only while a hold reserves some of it."""
+        account = self.accounts[account_id]
+        for grant_id, grant in account.grants.items():
+            if grant.remaining < 0 or grant.remaining < account.reserved_of(grant_id):
+                raise Violation(f"{account_id}: grant {grant_id} went below zero")
+            stored = replayed.grants.get(grant_id)
+            found = (stored.remaining, stored.status) if stored else (0, "closed")
+            expected = (grant.remaining, grant.status)
+            if stored is None and grant.status != "active" and grant.remaining == 0:
+                continue
+            if found != expected:
+                raise Violation(f"{account_id}: grant {grant_id} is {found}, the rules say {expected}")
+        if replayed.granted != account.granted:
+            raise Violation(f"{account_id}: granted {replayed.granted}, rules {account.granted}")
+
+    def check_grants_accounted_for(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """From the events alone: every grant's credits spent, lapsed or remaining, and
+        closed at most once."""
+        given: Counter[str] = Counter()
+        used: Counter[str] = Counter()
+        closed: Counter[str] = Counter()
+        for kind, data in events:
+            if kind == "CreditsGranted":
+                given[data["grant_id"]] += data["amount"]
+            if kind in ("GrantExpired", "GrantVoided"):
+                closed[data["grant_id"]] += 1
+            spent, lapsed = taken_from_grants(kind, data)
+            used.update(spent)
+            used.update(lapsed)
+        remaining = {
+            grant_id: grant.remaining
+            for account in self.accounts.values()
+            for grant_id, grant in account.grants.items()
+        }
+        for grant_id, amount in given.items():
+            if amount != used[grant_id] + remaining[grant_id]:
+                raise Violation(
+                    f"grant {grant_id}: {amount} given, {used[grant_id]} spent or lapsed, "
+                    f"{remaining[grant_id]} remaining"
+                )
+        if set(closed.values()) - {1}:
+            raise Violation(f"a grant closed twice: {closed.most_common(1)}")
 
     async def check_views(self) -> None:
         # Every append made so far must be past the watermark before the views catch up
@@ -551,10 +672,33 @@ class World:
             raise Violation(f"credited {sorted(purchased)} but paid {sorted(should_be_paid)}")
         if set(purchased.values()) - {1}:
             raise Violation("a session was credited twice")
+        self.check_grants_accounted_for(events)
         report = await verify(self.pool)
         if report.findings:
             raise Violation(f"audit verify found {report.findings}")
         return len(events)
+
+
+def taken_from_grants(kind: str, data: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """What an event's JSON says it spent of each grant, and let lapse of each."""
+    spent = data.get("from_grants", {}) if kind in ("CreditsSpent", "HoldCaptured") else {}
+    lapsed = dict(data.get("grants_lapsed", {}))
+    if kind in ("GrantExpired", "GrantVoided"):
+        lapsed[data["grant_id"]] = lapsed.get(data["grant_id"], 0) + data["lapsed"]
+    return spent, lapsed
+
+
+def grant_command(
+    account_id: str, amount: int, priority: int, expires_at: str | None, key: str
+) -> GrantCredits:
+    return GrantCredits(
+        account_id=account_id,
+        amount=amount,
+        priority=priority,
+        expires_at=None if expires_at is None else datetime.fromisoformat(expires_at),
+        reason=key,
+        idempotency_key=key,
+    )
 
 
 def spend_command(account_id: str, amount: int, key: str) -> SpendCredits:

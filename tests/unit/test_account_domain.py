@@ -6,6 +6,7 @@ import pytest
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import InsufficientCredits, InvalidAmount, InvalidPeriod, PeriodOutOfOrder
+from ledger.domain.events import CreditsSpent
 
 
 def account(allowance: int = 1000, topup: int = 0) -> CreditAccount:
@@ -15,13 +16,18 @@ def account(allowance: int = 1000, topup: int = 0) -> CreditAccount:
     return opened
 
 
+def split(spent: CreditsSpent) -> tuple[int, int]:
+    """Where a spend took its credits from: (the allowance, top-ups)."""
+    return spent.from_allowance, spent.from_topup
+
+
 def test_spending_burns_the_allowance_first_then_topups() -> None:
     credits = account(allowance=1000, topup=500)
 
-    assert credits.spend(800, "a") == (800, 0)
-    assert credits.spend(300, "b") == (200, 100)
+    assert split(credits.spend(800, "a")) == (800, 0)
+    assert split(credits.spend(300, "b")) == (200, 100)
     assert (credits.allowance_remaining, credits.topup_balance) == (0, 400)
-    assert credits.spend(400, "c") == (0, 400)
+    assert split(credits.spend(400, "c")) == (0, 400)
     assert credits.balance == 0
 
 

@@ -3,76 +3,90 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
-from projections.events import ProjectedEvent
+from eventsourcing.domain import Aggregate
+
+from ledger.domain.events import (
+    AccountOpened,
+    CheckoutRequested,
+    CreditsGranted,
+    CreditsPurchased,
+    CreditsSpent,
+    GrantExpired,
+    HoldCaptured,
+    HoldPlaced,
+    MonthlyAllowanceReset,
+    PaymentIntentRecorded,
+)
 from projections.notifications import NotifierState, fold, notification_id
+from tests.support.typed_events import made, projected_in_order
 
 STREAM = uuid.uuid4()
 
 
-def run(*events: tuple[str, dict[str, Any]]) -> tuple[NotifierState | None, list[list[str]]]:
+def run(*events: Aggregate.Event) -> tuple[NotifierState | None, list[list[str]]]:
     state: NotifierState | None = None
-    made = []
-    for position, (kind, data) in enumerate(events, start=1):
-        event = ProjectedEvent(position, STREAM, position, kind, data, datetime.now(UTC))
+    sent = []
+    for event in projected_in_order(STREAM, list(events)):
         state, notifications = fold(state, event)
-        made.append([n.type for n in notifications])
-    return state, made
+        sent.append([n.type for n in notifications])
+    return state, sent
 
 
-OPEN = ("AccountOpened", {"account_id": "acct_1", "monthly_allowance": 1000, "period": "2030-01"})
+OPEN = made(AccountOpened, account_id="acct_1", monthly_allowance=1000, period="2030-01")
 
 
-def spent(amount: int, from_topup: int = 0) -> tuple[str, dict[str, Any]]:
-    data = {"amount": amount, "from_allowance": amount - from_topup, "from_topup": from_topup}
-    return "CreditsSpent", data | {"reason": "x"}
+def spent(amount: int, from_topup: int = 0) -> CreditsSpent:
+    return made(
+        CreditsSpent,
+        amount=amount,
+        from_allowance=amount - from_topup,
+        from_topup=from_topup,
+        reason="x",
+    )
 
 
 def test_an_account_that_opens_empty_sends_no_alert_until_it_has_had_credits() -> None:
-    state, made = run(
-        ("AccountOpened", {"account_id": "a", "monthly_allowance": 0, "period": "2030-01"}),
-        ("CreditsPurchased", {"session_id": "cs_1", "credits": 5}),
+    state, sent = run(
+        made(AccountOpened, account_id="a", monthly_allowance=0, period="2030-01"),
+        made(CreditsPurchased, session_id="cs_1", credits=5),
         spent(5, from_topup=5),
     )
-    assert made == [[], ["credits.purchased"], ["credits.spent", "credits.depleted"]]
+    assert sent == [[], ["credits.purchased"], ["credits.spent", "credits.depleted"]]
     assert state is not None
     assert state.available == 0
 
 
 def test_a_reset_rearms_the_alerts_and_keeps_what_holds_carry() -> None:
-    state, made = run(
+    state, sent = run(
         OPEN,
-        (
-            "HoldPlaced",
-            {
-                "hold_id": "h",
-                "amount": 950,
-                "from_allowance": 950,
-                "from_topup": 0,
-                "reason": "r",
-                "expires_at": "2030-01-02T00:00:00+00:00",
-            },
+        made(
+            HoldPlaced,
+            hold_id="h",
+            amount=950,
+            from_allowance=950,
+            from_topup=0,
+            reason="r",
+            expires_at="2030-01-02T00:00:00+00:00",
         ),
-        (
-            "MonthlyAllowanceReset",
-            {"period": "2030-02", "monthly_allowance": 500, "held_allowance_carried": 950},
+        made(
+            MonthlyAllowanceReset,
+            period="2030-02",
+            monthly_allowance=500,
+            held_allowance_carried=950,
         ),
-        (
-            "HoldCaptured",
-            {
-                "hold_id": "h",
-                "captured": 900,
-                "from_allowance": 900,
-                "from_topup": 0,
-                "released": 50,
-                "lapsed": 50,
-            },
+        made(
+            HoldCaptured,
+            hold_id="h",
+            captured=900,
+            from_allowance=900,
+            from_topup=0,
+            released=50,
+            lapsed=50,
         ),
         spent(460),
     )
-    assert made == [
+    assert sent == [
         [],
         ["credits.low_balance"],
         [],
@@ -89,6 +103,53 @@ def test_notification_ids_are_the_same_for_the_same_event() -> None:
 
 
 def test_events_of_other_streams_are_ignored() -> None:
-    state, made = run(("CheckoutRequested", {"session_id": "cs_1"}))
+    state, sent = run(
+        made(
+            CheckoutRequested,
+            session_id="cs_1",
+            account_id="acct_1",
+            credits=1,
+            amount=1,
+            currency="usd",
+            checkout_url="https://checkout.invalid",
+            expires_at=0,
+            recovered=False,
+        ),
+        made(PaymentIntentRecorded, payment_intent="pi_1", session_id="cs_1"),
+    )
     assert state is None
-    assert made == [[]]
+    assert sent == [[], []]
+
+
+def test_grants_notify_and_count_in_available_for_the_alerts() -> None:
+    state, sent = run(
+        made(AccountOpened, account_id="a", monthly_allowance=100, period="2030-01"),
+        made(
+            CreditsGranted,
+            grant_id="g",
+            amount=500,
+            priority=50,
+            expires_at="2030-01-31T00:00:00+00:00",
+            reason="promo",
+        ),
+        made(
+            CreditsSpent,
+            amount=150,
+            from_allowance=100,
+            from_topup=0,
+            reason="x",
+            from_grants={"g": 50},
+        ),
+        made(GrantExpired, grant_id="g", lapsed=450),
+    )
+
+    # 450 of the grant keep available above the threshold (10) after the spend; its
+    # expiry empties the account.
+    assert sent == [
+        [],
+        ["credits.granted"],
+        ["credits.spent"],
+        ["grant.expired", "credits.low_balance", "credits.depleted"],
+    ]
+    assert state is not None
+    assert (state.granted, state.available) == (0, 0)

@@ -114,7 +114,7 @@ def test_strings_have_their_own_wording() -> None:
         "url": ["The url field must be a valid URL (http or https)."],
         "events.1": [
             "The selected events.1 is invalid. Choose from credits.purchased, credits.spent, "
-            "credits.low_balance, credits.depleted, hold.expired."
+            "credits.low_balance, credits.depleted, hold.expired, credits.granted, grant.expired."
         ],
     }
 

@@ -22,7 +22,8 @@ GRANT EXECUTE ON FUNCTION append(
 
 -- The views: derived from history by the projector, rebuilt at will.
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE
-    ON projection_positions, balances, purchases, statement_lines, holds, notifier_accounts
+    ON projection_positions, balances, purchases, statement_lines, holds, notifier_accounts,
+       grants
     TO ledger_service;
 
 -- Access and outbound notifications: configuration and delivery state, not history.

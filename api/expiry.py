@@ -1,0 +1,107 @@
+"""Records expiries that are due (holds and grants), in the background of every API process.
+
+The views say what is due; the account decides again on its own events, so
+several processes sweeping at once record each expiry once (the loser's append
+conflicts, it reloads and finds the hold settled or the grant closed). Due
+expiries are found from the views, not from memory, so a restart loses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from ledger.commands import ExpireGrant, SettleHold
+from ledger.domain.errors import (
+    GrantClosed,
+    GrantNotDue,
+    GrantNotFound,
+    HoldAlreadySettled,
+    HoldHasExpired,
+    HoldNotDue,
+    HoldNotFound,
+)
+from ledger.service import Ledger
+from projections.queries import Views
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 1.0
+SWEEP_BATCH = 200
+
+_SETTLED_MEANWHILE = (
+    HoldNotFound,
+    HoldAlreadySettled,
+    HoldHasExpired,
+    HoldNotDue,
+    GrantNotFound,
+    GrantClosed,
+    GrantNotDue,
+)
+"""Another request or process got there first."""
+
+
+class ExpirySweeper:
+    """Every ``interval`` seconds, records the expiry of each open hold and grant past it."""
+
+    def __init__(self, views: Views, ledger: Ledger, interval: float = SWEEP_SECONDS) -> None:
+        self.views = views
+        self.ledger = ledger
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep(self) -> dict[str, int]:
+        """Record every expiry due now; how many holds and grants this call expired."""
+        return {
+            "holds": await self._sweep(self._due_holds),
+            "grants": await self._sweep(self._due_grants),
+        }
+
+    async def _due_holds(self, now: datetime) -> list[object]:
+        due = await self.views.due_holds(now, SWEEP_BATCH)
+        return [
+            SettleHold(account_id=h.account_id, hold_id=h.hold_id, outcome="expired") for h in due
+        ]
+
+    async def _due_grants(self, now: datetime) -> list[object]:
+        due = await self.views.due_grants(now, SWEEP_BATCH)
+        return [ExpireGrant(account_id=g.account_id, grant_id=g.grant_id) for g in due]
+
+    async def _sweep(self, due_commands: Callable[[datetime], Awaitable[list[object]]]) -> int:
+        expired = 0
+        while due := await due_commands(datetime.now(UTC)):
+            recorded = 0
+            for command in due:
+                try:
+                    await self.ledger.execute(command)
+                except _SETTLED_MEANWHILE:
+                    continue
+                recorded += 1
+            expired += recorded
+            if len(due) < SWEEP_BATCH or not recorded:
+                break  # the rest waits for the views to see these expiries
+        return expired
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                swept = await self.sweep()
+                if swept["holds"]:
+                    log.info("released %d expired hold(s)", swept["holds"])
+                if swept["grants"]:
+                    log.info("recorded the expiry of %d grant(s)", swept["grants"])
+            except Exception:  # a database outage must not end the sweeping for good
+                log.warning("expiry sweep failed; trying again shortly", exc_info=True)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="expiry-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,141 @@
+"""The grants view: one row per grant with what remains of it and its status.
+
+What the expiry sweeper and ``GET /v1/accounts/{id}/grants`` read. ``remaining``
+counts what open holds reserve of a grant, as the account does; ``position`` is
+the grant's own event's (lists page on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from ledger.domain.events import (
+    CreditsGranted,
+    CreditsSpent,
+    GrantExpired,
+    GrantVoided,
+    HoldCaptured,
+    HoldExpired,
+    HoldReleased,
+)
+from ledger.store.event_store import Connection
+from projections.events import ProjectedEvent
+
+_COLUMNS = (
+    "grant_id, stream_id, amount, remaining, priority, expires_at, reason, status, granted_at, "
+    "closed_at, position"
+)
+_GRANT_EVENTS = (
+    CreditsGranted,
+    CreditsSpent,
+    GrantExpired,
+    GrantVoided,
+    HoldCaptured,
+    HoldReleased,
+    HoldExpired,
+)
+
+
+class GrantRow(msgspec.Struct):
+    grant_id: str
+    stream_id: UUID
+    amount: int
+    remaining: int
+    priority: int
+    expires_at: datetime | None
+    reason: str
+    status: str
+    granted_at: datetime
+    closed_at: datetime | None
+    position: int
+
+
+def taken_from_grants(event: object) -> dict[str, int]:
+    """What an account event took from each grant (spent, or lapsed at settlement)."""
+    match event:
+        case CreditsSpent():
+            return event.from_grants
+        case HoldCaptured():
+            taken = dict(event.from_grants)
+            for grant_id, lapsed in event.grants_lapsed.items():
+                taken[grant_id] = taken.get(grant_id, 0) + lapsed
+            return taken
+        case HoldReleased() | HoldExpired():
+            return event.grants_lapsed
+    return {}
+
+
+class GrantsProjection:
+    """Every grant of every account, active or closed."""
+
+    name = "grants"
+    table = "grants"
+
+    async def apply(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> None:
+        """Fold a batch's grant movements into their rows: one read, one write."""
+        moves = [
+            (projected, ids)
+            for projected in events
+            if isinstance(projected.event, _GRANT_EVENTS)
+            and (ids := self._grants_of(projected.event))
+        ]
+        if not moves:
+            return
+        wanted = list({grant_id for _, ids in moves for grant_id in ids})
+        rows: dict[str, GrantRow] = {
+            r["grant_id"]: GrantRow(**dict(r))
+            for r in await connection.fetch(
+                f"SELECT {_COLUMNS} FROM {table} WHERE grant_id = any($1)", wanted
+            )
+        }
+        for projected, _ in moves:
+            self._fold(rows, projected)
+        await connection.executemany(
+            f"""INSERT INTO {table} ({_COLUMNS})
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                ON CONFLICT (grant_id) DO UPDATE SET
+                    remaining = excluded.remaining, status = excluded.status,
+                    closed_at = excluded.closed_at""",
+            [msgspec.structs.astuple(row) for row in rows.values()],
+        )
+
+    @staticmethod
+    def _grants_of(event: object) -> list[str]:
+        if isinstance(event, CreditsGranted | GrantExpired | GrantVoided):
+            return [event.grant_id]
+        return list(taken_from_grants(event))
+
+    @staticmethod
+    def _fold(rows: dict[str, GrantRow], projected: ProjectedEvent) -> None:
+        event = projected.event
+        if isinstance(event, CreditsGranted):
+            rows[event.grant_id] = GrantRow(
+                grant_id=event.grant_id,
+                stream_id=projected.stream_id,
+                amount=event.amount,
+                remaining=event.amount,
+                priority=event.priority,
+                expires_at=None
+                if event.expires_at is None
+                else datetime.fromisoformat(event.expires_at),
+                reason=event.reason,
+                status="active",
+                granted_at=projected.recorded_at,
+                closed_at=None,
+                position=projected.position,
+            )
+            return
+        if isinstance(event, GrantExpired | GrantVoided):
+            row = rows[event.grant_id]
+            row.remaining -= event.lapsed
+            row.status = "expired" if isinstance(event, GrantExpired) else "voided"
+            row.closed_at = projected.recorded_at
+            return
+        for grant_id, taken in taken_from_grants(event).items():
+            rows[grant_id].remaining -= taken

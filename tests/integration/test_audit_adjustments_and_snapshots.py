@@ -1,0 +1,271 @@
+"""``ledger audit verify`` on what the service trusts: refunds and disputes, and snapshots."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from audit.verify import Report, verify
+from ledger.bootstrap import build_ledger
+from ledger.domain.account import CreditAccount
+from ledger.domain.checkout import CheckoutSession
+from ledger.domain.events import PaymentRefunded
+from ledger.domain.ids import account_stream_id, checkout_stream_id
+from ledger.payment_events import DisputeEvent, RefundEvent
+from ledger.service import Ledger
+from ledger.store.migrate import available_migrations
+from ledger.store.repository import SNAPSHOT_EVERY
+from projections.runner import all_projections, catch_up
+from tests.conftest import IsolatedDatabase
+from tests.integration.test_audit import paid, tamper
+from tests.integration.test_checkpoints import rewrite_stream
+from tests.support.ledger import open_account, save
+
+
+async def refund(books: Ledger, intent: str, amount_refunded: int) -> None:
+    event = RefundEvent(
+        event_id=f"evt_refund_{intent}_{amount_refunded}",
+        payment_intent=intent,
+        amount_refunded=amount_refunded,
+    )
+    await books.apply_payment_event(event.event_id, "charge.refunded", event)
+
+
+async def dispute(books: Ledger, intent: str, dispute_id: str, status: str, amount: int) -> None:
+    event = DisputeEvent(
+        event_id=f"evt_{dispute_id}_{status}",
+        dispute_id=dispute_id,
+        payment_intent=intent,
+        status=status,
+        amount=amount,
+    )
+    await books.apply_payment_event(event.event_id, "charge.dispute.updated", event)
+
+
+async def pay(books: Ledger, session_id: str, account_id: str, credits: int, intent: str) -> None:
+    event = paid(session_id, account_id, credits, intent)
+    await books.apply_payment_event(event.event_id, "checkout.session.completed", event)
+
+
+async def refunds_and_disputes(db: IsolatedDatabase) -> Ledger:
+    """Purchases refunded and disputed in every order the ledger accepts, all faithful."""
+    books = build_ledger(db.pool)
+    await open_account(books, "acct_carol", 100)
+    # A refund that arrives before its payment waits on the payment intent's stream.
+    await refund(books, "pi_early", 250)
+    await pay(books, "cs_early", "acct_carol", 1000, "pi_early")
+    # An inquiry takes nothing; a chargeback won gives everything back.
+    await pay(books, "cs_won", "acct_carol", 600, "pi_won")
+    await dispute(books, "pi_won", "dp_won", "warning_needs_response", 600)
+    await dispute(books, "pi_won", "dp_won", "needs_response", 600)
+    await dispute(books, "pi_won", "dp_won", "won", 600)
+    # A chargeback lost, then a refund of the same money: taken back once.
+    await pay(books, "cs_lost", "acct_carol", 400, "pi_lost")
+    await dispute(books, "pi_lost", "dp_lost", "needs_response", 400)
+    await dispute(books, "pi_lost", "dp_lost", "lost", 400)
+    await refund(books, "pi_lost", 400)
+    # A chargeback still open holds its credits back.
+    await pay(books, "cs_open", "acct_carol", 500, "pi_open")
+    await dispute(books, "pi_open", "dp_open", "needs_response", 500)
+    await catch_up(db.store, all_projections())
+    return books
+
+
+def kinds(report: Report) -> list[str]:
+    return sorted(f.kind for f in report.findings)
+
+
+async def test_refunds_and_disputes_in_any_order_verify_clean_and_show_in_purchases(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = await refunds_and_disputes(isolated_db)
+
+    report = await verify(isolated_db.pool)
+
+    assert report.findings == []
+    rows = {
+        r["session_id"]: (r["status"], r["credits_clawed_back"], r["credits_reversed"])
+        for r in await isolated_db.pool.fetch("SELECT * FROM purchases")
+    }
+    assert rows == {
+        "cs_early": ("paid", 250, 0),
+        "cs_won": ("paid", 0, 0),
+        "cs_lost": ("refunded", 400, 0),
+        "cs_open": ("paid", 0, 500),
+    }
+    # Payment intents have streams of their own, and no rows in any account's views.
+    assert report.streams == report.accounts + report.checkout_sessions + 4
+    assert await isolated_db.pool.fetchval("SELECT count(*) FROM balances") == 1
+    await books.uow.committer.stop()
+
+
+async def test_a_clawback_its_session_never_made_is_an_adjustment_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = await refunds_and_disputes(isolated_db)
+    account = await books.account("acct_carol")
+    account.claw_back("cs_won", 100)  # bypassing the session: a bug's footprint
+    account.reverse_for_dispute("cs_nobody_sold", "dp_x", 5)
+    await save(books, account)
+    await catch_up(isolated_db.store, all_projections())
+
+    report = await verify(isolated_db.pool)
+
+    assert kinds(report) == ["adjustment-mismatch", "adjustment-mismatch"]
+    made_up, won = sorted(report.findings, key=lambda f: f.detail)
+    assert won.detail == (
+        "session cs_won: its account's events took back 100 credits, the session 0"
+    )
+    assert won.account_id == "acct_carol"
+    assert made_up.detail.startswith("credits taken back for session cs_nobody_sold")
+    await books.uow.committer.stop()
+
+
+async def test_a_refund_that_took_more_than_its_facts_allow_is_found_though_both_agree(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = await refunds_and_disputes(isolated_db)
+    session: Any = await books.repository.get(
+        CheckoutSession, checkout_stream_id("cs_won"), fresh=True
+    )
+    account = await books.account("acct_carol")
+    # 100 of 600 money refunded is 100 credits; the session and its account say 300.
+    session.trigger_event(
+        PaymentRefunded, amount_refunded=100, credits_clawed_back=300, credits_restored=0
+    )
+    account.claw_back("cs_won", 300)
+    await save(books, session, account)
+    await catch_up(isolated_db.store, all_projections())
+
+    report = await verify(isolated_db.pool)
+
+    [finding] = report.findings
+    assert finding.kind == "adjustment-mismatch"
+    assert finding.detail == (
+        "session cs_won: its refunds and disputes took back 300 credits (300 refunded, "
+        "0 disputed), its facts 100 (100 refunded, 0 disputed)"
+    )
+    await books.uow.committer.stop()
+
+
+async def test_a_rewritten_refund_is_found_even_with_its_hashes_recomputed(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = await refunds_and_disputes(isolated_db)
+    await books.uow.committer.stop()
+    stream = checkout_stream_id("cs_early")
+    version = await isolated_db.pool.fetchval(
+        """SELECT originator_version FROM stored_events
+           WHERE originator_id = $1 AND topic LIKE '%PaymentRefunded'""",
+        stream,
+    )
+    await rewrite_stream(
+        isolated_db.url,
+        stream,
+        version,
+        '"credits_clawed_back":250',
+        '"credits_clawed_back":50',
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert kinds(report) == ["adjustment-mismatch", "adjustment-mismatch", "purchases-view"]
+    details = sorted(f.detail for f in report.findings if f.kind == "adjustment-mismatch")
+    assert details == [
+        "session cs_early: its account's events took back 250 credits, the session 50",
+        "session cs_early: its refunds and disputes took back 50 credits (50 refunded, "
+        "0 disputed), its facts 250 (250 refunded, 0 disputed)",
+    ]
+
+
+async def test_the_migration_fills_what_disputes_hold_for_purchases_projected_before_it(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = await refunds_and_disputes(isolated_db)
+    await books.uow.committer.stop()
+    await isolated_db.pool.execute("UPDATE purchases SET credits_reversed = 0")  # as before 0013
+    [(_, _, sql)] = [m for m in available_migrations() if m[0] == 13]
+
+    before = await verify(isolated_db.pool)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(sql)
+    finally:
+        await admin.close()
+    after = await verify(isolated_db.pool)
+
+    [finding] = before.findings
+    assert finding.kind == "purchases-view"
+    assert "session cs_open: credits_reversed is 0 in the view, 500 replayed" in finding.detail
+    assert after.findings == []
+
+
+async def long_account(books: Ledger, account_id: str, events: int) -> CreditAccount:
+    """An account with ``events`` events, written one command at a time (snapshots taken)."""
+    account = await open_account(books, account_id, 100_000)
+    # An open hold and a threshold: snapshots keep structs and None as well as numbers.
+    account.place_hold("hold_1", 50, "render", datetime(2999, 1, 1, tzinfo=UTC))
+    account.set_low_balance_threshold(None if events % 2 else 10)
+    await save(books, account)
+    for _ in range(events - 3):
+        account.spend(1, "work")
+        await save(books, account)
+    return account
+
+
+async def test_snapshots_are_checked_against_the_replay_and_a_forged_one_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = build_ledger(isolated_db.pool)
+    account = await long_account(books, "acct_long", SNAPSHOT_EVERY + 30)
+    await long_account(books, "acct_short", 10)
+    await books.uow.committer.stop()
+    await catch_up(isolated_db.store, all_projections())
+    stream = account_stream_id("acct_long")
+
+    clean = await verify(isolated_db.pool)
+
+    assert clean.findings == []
+    assert clean.snapshots == 1
+    # Forged: the real snapshot made richer, and copies of it put where none was taken.
+    await tamper(
+        isolated_db.url,
+        """UPDATE snapshots SET state = convert_to(replace(convert_from(state, 'UTF8'),
+               '"topup_balance":', '"topup_balance":1'), 'UTF8')
+           WHERE originator_id = $1 AND originator_version = $2""",
+        stream,
+        SNAPSHOT_EVERY,
+    )
+    for version in (SNAPSHOT_EVERY - 50, account.version + 1):
+        await tamper(
+            isolated_db.url,
+            """INSERT INTO snapshots (originator_id, originator_version, topic, state,
+                                      event_recorded_at)
+               SELECT originator_id, $2, topic, state, event_recorded_at FROM snapshots
+               WHERE originator_id = $1 AND originator_version = $3""",
+            stream,
+            version,
+            SNAPSHOT_EVERY,
+        )
+
+    report = await verify(isolated_db.pool)
+
+    assert {f.kind for f in report.findings} == {"snapshot-mismatch"}
+    assert {f.account_id for f in report.findings} == {"acct_long"}
+    by_version: dict[int | None, list[str]] = {}
+    for finding in report.findings:
+        by_version.setdefault(finding.version, []).append(finding.detail)
+    assert sorted(by_version, key=lambda v: v or 0) == [
+        SNAPSHOT_EVERY - 50,
+        SNAPSHOT_EVERY,
+        account.version + 1,
+    ]
+    [richer] = by_version[SNAPSHOT_EVERY]
+    assert richer.startswith(f"the snapshot at version {SNAPSHOT_EVERY} has topup_balance 1")
+    early = by_version[SNAPSHOT_EVERY - 50]
+    assert any(" has allowance_remaining 99903, the events make 99953" in d for d in early)
+    assert any(" has _modified_on " in d for d in early)
+    [late] = by_version[account.version + 1]
+    assert "which the stream never reached" in late

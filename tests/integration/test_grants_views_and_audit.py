@@ -1,0 +1,215 @@
+"""Grants in the views, in the expiry sweeper and in ``ledger audit verify``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from api.expiry import ExpirySweeper
+from audit.verify import verify
+from ledger.bootstrap import build_ledger
+from ledger.commands import (
+    ExpireGrant,
+    GrantCredits,
+    PlaceHold,
+    SettleHold,
+    SpendCredits,
+    VoidGrant,
+)
+from ledger.domain.account import CreditAccount
+from ledger.domain.events import CreditsSpent
+from ledger.domain.ids import account_stream_id
+from ledger.service import Ledger
+from projections.queries import Views
+from tests.conftest import IsolatedDatabase
+from tests.support.events import caught_up
+from tests.support.ledger import open_account, save
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+"""The commands' time: an hour after it the first grant has expired, in every test run."""
+ACCOUNT = "acct_grants"
+STREAM = account_stream_id(ACCOUNT)
+
+
+async def grant(
+    books: Ledger, key: str, amount: int, priority: int, expires_in: timedelta | None
+) -> str:
+    given = await books.execute(
+        GrantCredits(
+            account_id=ACCOUNT,
+            amount=amount,
+            priority=priority,
+            expires_at=None if expires_in is None else NOW + expires_in,
+            reason=f"promo {key}",
+            idempotency_key=key,
+            at=NOW,
+        )
+    )
+    return str(given.grant_id)
+
+
+async def grants_history(db: IsolatedDatabase) -> tuple[Ledger, dict[str, str]]:
+    """An allowance of 100; a grant expiring in an hour with a hold across its expiry, a
+    grant spent and voided, one never touched; a spend decided after the first expired."""
+    books = build_ledger(db.pool)
+    await open_account(books, ACCOUNT, 100)
+    ids = {
+        "soon": await grant(books, "soon", 200, 10, timedelta(hours=1)),
+        "voided": await grant(books, "voided", 300, 20, None),
+        "kept": await grant(books, "kept", 50, 90, None),
+    }
+    held = await books.execute(
+        PlaceHold(
+            account_id=ACCOUNT,
+            amount=150,  # 100 of the allowance, 50 of "soon"
+            expires_in_seconds=3 * 3600,
+            reason="job",
+            idempotency_key="hold",
+            at=NOW,
+        )
+    )
+    await books.execute(
+        SpendCredits(
+            account_id=ACCOUNT, amount=120, reason="a", idempotency_key="s1", at=NOW
+        )  # 120 of "soon"
+    )
+    later = NOW + timedelta(hours=2)
+    await books.execute(ExpireGrant(account_id=ACCOUNT, grant_id=ids["soon"], at=later))
+    # "soon" has expired: 30 lapsed, 50 stay reserved by the hold; this spend takes "voided".
+    await books.execute(
+        SpendCredits(account_id=ACCOUNT, amount=40, reason="b", idempotency_key="s2", at=later)
+    )
+    await books.execute(
+        SettleHold(
+            account_id=ACCOUNT, hold_id=str(held.hold_id), outcome="captured", amount=120, at=later
+        )
+    )
+    await books.execute(VoidGrant(account_id=ACCOUNT, grant_id=ids["voided"], reason="ended"))
+    return books, ids
+
+
+async def test_the_views_and_the_audit_agree_with_the_replay_of_grants(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    _, ids = await grants_history(isolated_db)
+    await caught_up(isolated_db.store)
+    views = Views(isolated_db.pool)
+
+    report = await verify(isolated_db.pool)
+    balance = await views.balance(ACCOUNT)
+    grants = {g.grant_id: g for g in await views.grants(STREAM, "all", limit=10)}
+    active = await views.grants(STREAM, "active", limit=10)
+    statement = await views.statement(ACCOUNT, limit=100)
+
+    assert report.findings == []
+    assert balance is not None
+    # The capture of 120 took the allowance's 100 and 20 of the 50 "soon" reserved; the
+    # other 30 lapsed with it, "soon" having expired.
+    assert (balance.allowance_remaining, balance.granted, balance.topup_balance) == (0, 50, 0)
+    assert (balance.held, balance.balance) == (0, 50)
+    assert {k: (grants[g].status, grants[g].remaining) for k, g in ids.items()} == {
+        "soon": ("expired", 0),
+        "voided": ("voided", 0),
+        "kept": ("active", 50),
+    }
+    assert [g.grant_id for g in active] == [ids["kept"]]
+    assert statement[0].description == f"Grant voided: 260 lapsed ({ids['voided']})"
+    assert (statement[0].granted_change, statement[0].granted_after) == (-260, 50)
+    assert statement[1].description.endswith("30 of ended grants lapsed")
+    assert statement[1].granted_change == -50
+    assert sum(line.granted_change for line in statement) == 50
+
+
+async def test_two_sweepers_record_a_due_grant_expiry_once(isolated_db: IsolatedDatabase) -> None:
+    first, second = build_ledger(isolated_db.pool), build_ledger(isolated_db.pool)
+    await open_account(first, ACCOUNT, 0)
+    due = await first.execute(
+        GrantCredits(
+            account_id=ACCOUNT,
+            amount=70,
+            priority=50,
+            expires_at=datetime.now(UTC) + timedelta(seconds=1),
+            reason="",
+            idempotency_key="due",
+        )
+    )
+    await asyncio.sleep(1.05)
+    await caught_up(isolated_db.store)
+    views = Views(isolated_db.pool)
+
+    swept = await asyncio.gather(
+        ExpirySweeper(views, first).sweep(), ExpirySweeper(views, second).sweep()
+    )
+    await caught_up(isolated_db.store)
+    again = await ExpirySweeper(views, first).sweep()
+
+    assert sorted(s["grants"] for s in swept) == [0, 1]
+    assert again == {"holds": 0, "grants": 0}
+    topics = await isolated_db.pool.fetch(
+        "SELECT topic FROM stored_events WHERE originator_id = $1 ORDER BY originator_version",
+        account_stream_id(ACCOUNT),
+    )
+    assert [t["topic"].rsplit(":", 1)[-1] for t in topics] == [
+        "AccountOpened",
+        "CreditsGranted",
+        "GrantExpired",
+    ]
+    [row] = await views.grants(STREAM, "expired", limit=10)
+    assert (row.grant_id, row.remaining) == (due.grant_id, 0)
+    assert (await verify(isolated_db.pool)).findings == []
+
+
+async def test_the_audit_flags_a_spend_of_an_expired_grant_or_of_more_than_a_grant_had(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, ACCOUNT, 0)
+    soon = await grant(books, "soon", 100, 10, timedelta(hours=1))
+    small = await grant(books, "small", 10, 20, None)
+    account: CreditAccount = await books.account(ACCOUNT, fresh=True)
+
+    # What a buggy writer would record: spends the domain refuses to decide.
+    account.trigger_event(
+        CreditsSpent,
+        timestamp=NOW + timedelta(hours=2),
+        amount=5,
+        from_allowance=0,
+        from_topup=0,
+        reason="late",
+        from_grants={soon: 5},
+    )
+    account.trigger_event(
+        CreditsSpent,
+        timestamp=NOW,
+        amount=15,
+        from_allowance=0,
+        from_topup=0,
+        reason="greedy",
+        from_grants={small: 15},
+    )
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    found = {f.kind: f for f in report.findings}
+    assert set(found) == {"expired-grant-used", "grant-overdrawn"}
+    assert found["expired-grant-used"].version == 4
+    assert f"took from grant {soon}" in found["expired-grant-used"].detail
+    assert found["grant-overdrawn"].version == 5
+    assert f"took more than grant {small} had: -5 of it left" in found["grant-overdrawn"].detail
+
+
+async def test_the_audit_finds_a_grants_view_that_disagrees(isolated_db: IsolatedDatabase) -> None:
+    _, ids = await grants_history(isolated_db)
+    await caught_up(isolated_db.store)
+    await isolated_db.pool.execute(
+        "UPDATE grants SET remaining = 49 WHERE grant_id = $1", ids["kept"]
+    )
+    await isolated_db.pool.execute("UPDATE balances SET granted = 0")
+
+    report = await verify(isolated_db.pool)
+
+    assert sorted(f.kind for f in report.findings) == ["balances-view", "grants-view"]
+    details = " ".join(f.detail for f in report.findings)
+    assert f"grant {ids['kept']} is active with 49 left in the view, active with 50" in details
+    assert "granted is 0 in the view, 50 replayed" in details

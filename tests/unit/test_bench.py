@@ -1,0 +1,99 @@
+"""The benchmark's own logic: how profile samples become CPU budget stages, its options,
+and the bare baseline app (no load is generated here; `make bench` does that)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from bench.baseline_app import create_app
+from bench.cpu_budget import DRIVER, OTHER, Budget, stage_of, stage_shares
+from bench.machine import short_stack
+from bench.options import parse_args
+
+ROOT = "<module> (ledger:8);serve (api/cli.py:103);Runner.run (asyncio/runners.py:118)"
+ROUTE = (
+    "RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py:422);"
+    "Litestar.__call__ (litestar/app.py:623);"
+    "RequestCounter.middleware.<locals>.counted (api/metrics.py:81);"
+    "HTTPRoute.handle (litestar/routes/http.py:81);"
+    "spend_credits (api/routes/internal.py:140)"
+)
+
+
+def stack(*frames: str) -> list[tuple[str, str]]:
+    from bench.cpu_budget import frames as parse
+
+    return parse(";".join(frames))
+
+
+def test_a_sample_goes_to_the_innermost_frame_a_rule_names() -> None:
+    loading = stack(ROOT, ROUTE, "Ledger.execute (ledger/service.py:80)",
+                    "Connection.fetch (asyncpg/connection.py:690)")  # fmt: skip
+    assert stage_of(loading) == "load and decide"
+    handing_off = stack(ROOT, "GroupCommitter._write_batches (ledger/store/commit.py:150)",
+                        "Connection.fetch (asyncpg/connection.py:690)")  # fmt: skip
+    assert stage_of(handing_off) == "group-commit hand-off"
+    assert stage_of(stack(ROOT, ROUTE, "checked_idempotency_key (api/validation.py:140)")) == (
+        "body decoding and validation"
+    )
+    assert stage_of(stack(ROOT, ROUTE, "require_scope (api/access/guards.py:42)")) == "auth"
+
+
+def test_the_server_sending_the_answer_is_the_response_not_the_parsing() -> None:
+    sending = stack(ROOT, ROUTE.rsplit(";", 1)[0],
+                    "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:463)")  # fmt: skip
+    assert stage_of(sending) == "response"
+    parsing = stack(
+        ROOT, "HttpToolsProtocol.data_received (uvicorn/protocols/http/httptools_impl.py:180)"
+    )
+    assert stage_of(parsing) == "HTTP parsing"
+
+
+def test_the_loop_alone_and_asyncpg_tasks_are_their_own_stages() -> None:
+    assert stage_of(stack(ROOT)) == OTHER
+    assert stage_of(stack("Connection.execute (asyncpg/connection.py:350)")) == DRIVER
+
+
+def test_blocked_threads_are_left_out_and_shares_scale_the_measured_total(tmp_path: Path) -> None:
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        f"{ROOT};{ROUTE};Ledger.execute (ledger/service.py:80) 30\n"
+        f"{ROOT};{ROUTE} 10\n"
+        "Thread._bootstrap (threading.py:1002);_wait_timed (api/supervision.py:89);"
+        "Popen._try_wait (subprocess.py:1953) 500\n"
+    )
+    shares = stage_shares(raw)
+    assert shares.samples == 40
+    budget = Budget("spend", 400.0, shares, target_us=250.0)
+    assert budget.stage_us("load and decide") == pytest.approx(300.0)
+    assert budget.stage_us("body decoding and validation") == pytest.approx(100.0)
+    assert budget.met is False
+
+
+def test_options_default_to_both_configurations_and_a_given_url_replaces_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    quick = parse_args(["--quick"])
+    assert quick.configurations == ["embedded", "tcp"]
+    assert (quick.events, quick.seconds, quick.rounds) == (100_000, 3, 1)
+    given = parse_args(["--database-url", "postgresql://postgres@db/x"])
+    assert given.configurations == ["given"]
+
+
+def test_stacks_are_shortened_for_table_cells() -> None:
+    assert (
+        short_stack("uvicorn 0.54.0 + uvloop 0.23.0 + httptools 0.9.0")
+        == "uvicorn+uvloop+httptools"
+    )
+    assert short_stack("granian 2.8.9 (asgi, uvloop 0.23.0)") == "granian+uvloop"
+
+
+def test_the_bare_json_endpoint_answers_without_a_database() -> None:
+    with TestClient(create_app(None)) as client:
+        answer = client.get("/hello")
+    assert answer.status_code == 200
+    assert answer.json() == {"hello": "world"}
