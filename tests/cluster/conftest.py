@@ -34,7 +34,7 @@ import pytest
 from api.access.tokens import Scope, TokenService
 from api.database import create_pool
 from cluster import netns, nginx
-from cluster.postgres import PostgresServer, create_database, find_binaries
+from cluster.postgres import PostgresError, PostgresServer, create_database, find_binaries
 from cluster.run import resolve
 from cluster.topology import Plan, ledger_processes, setup_process
 from ledger.store.event_store import EventStore
@@ -276,6 +276,10 @@ async def topology() -> AsyncIterator[Topology]:
     """The running topology (see the module); skipped where nginx is missing."""
     if nginx.find_nginx() is None:
         pytest.skip("no nginx: `make nginx` installs Debian's package (the cluster tests need it)")
+    try:
+        find_binaries()
+    except PostgresError as error:
+        pytest.skip(f"no PostgreSQL programs for a primary and a standby: {error}")
     with tempfile.TemporaryDirectory(prefix="ledger-cluster-") as name:
         folder = Path(name)
         os.chmod(name, 0o755)  # noqa: S103  (the servers' user reaches its data folders through it)

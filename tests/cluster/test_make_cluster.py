@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from cluster import nginx
+from cluster.postgres import PostgresError, find_binaries
 from cluster.run import Ports, port_is_free
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +50,10 @@ def leftovers(folder: Path) -> list[str]:
 async def test_ledger_dev_cluster_serves_through_nginx_and_ctrl_c_stops_everything() -> None:
     if nginx.find_nginx() is None:
         pytest.skip("no nginx: `make nginx` installs Debian's package")
+    try:
+        find_binaries()
+    except PostgresError as error:
+        pytest.skip(f"no PostgreSQL programs for a primary and a standby: {error}")
     ports = free_ports(2)
     with tempfile.TemporaryDirectory(prefix="ledger-make-cluster-") as name:
         folder = Path(name) / "cluster"
