@@ -11,19 +11,28 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
+# In a variable: a comma written in $(call …)'s arguments would split them.
+DEV_EXTRAS := .[test,lint,cluster]
+
+# pip is quiet (its output is pages long): say what it does, how long it takes, and how long it took.
+INSTALL = @started=$$(date +%s); \
+	echo "pip: installing $(1) into $(VENV) (pinned by constraints.txt); the first time takes $(2), later runs skip this"; \
+	$(PIP) $(3) && echo "pip: done in $$(( $$(date +%s) - started )) s"
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@echo "creating the virtualenv $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e .
+	$(call INSTALL,the ledger and its dependencies,about 30-60 s,-e .)
 	@touch $@
 
 $(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[test,lint,cluster]'
+	$(call INSTALL,the ledger with its test and lint tools,about 1-3 minutes,-e '$(DEV_EXTRAS)')
 	@touch $@ $(VENV)/.run-installed
 
 $(VENV)/.cluster-installed: $(VENV)/.run-installed pyproject.toml constraints.txt
-	$(PIP) -e '.[cluster]'
+	$(call INSTALL,honcho for make cluster,a few seconds,-e '.[cluster]')
 	@touch $@
 
 $(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt

@@ -21,6 +21,7 @@ from api.log_context import request_ids
 from api.metrics import MetricsAccess, count_requests, metrics_port_only
 from api.openapi import conform, openapi_config
 from api.read_side import consistency_headers, open_standby_pool
+from api.reconcile import PeriodicReconciler
 from api.routes import (
     auditors,
     checkout_pages,
@@ -53,7 +54,7 @@ async def open_services(
         database_url = await service_url(given_url, settings.database_admin_url)
         pool = await create_pool(database_url)
         stack.push_async_callback(pool.close)
-        log.info("event store: %s", describe(database_url))
+        log.debug("event store: %s", describe(database_url))
         gateway = StripeGateway(
             settings.stripe_secret_key or "sk_test_standin",
             api_base=stripe_api_base or settings.stripe_api_base,
@@ -117,6 +118,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             sweeper = ExpirySweeper(services.views, services.ledger)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
+            if reconciler := PeriodicReconciler.from_env(services):  # LEDGER_RECONCILE_SECONDS
+                reconciler.start()
+                stack.push_async_callback(reconciler.stop)
             if settings.production:
                 from api.development import revoke_demo_tokens
 
@@ -125,10 +129,9 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
                 from api.development import ensure_demo_account
 
                 await ensure_demo_account(services, settings)
-            log.info("ledger API ready on %s", settings.public_url)
             yield
 
-    async def provide_services(request: Request[Any, Any, Any]) -> Services:
+    def provide_services(request: Request[Any, Any, Any]) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
     metrics_access = MetricsAccess(port=settings.metrics_port, token=settings.metrics_token)
@@ -145,7 +148,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             *checkout_pages.ROUTES,
         ],
         dependencies={
-            "services": Provide(provide_services),
+            "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,

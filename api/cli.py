@@ -6,13 +6,14 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from api.settings import Settings, SettingsError
+from api.cli_support import plural, progress, run_with_services, settings_from_env
+from api.settings import Settings
+from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -20,11 +21,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
+_settings = settings_from_env
+_run_with_services = run_with_services
 
 
 # Libraries whose INFO lines are per-request or per-step noise in the service's log.
@@ -37,29 +35,6 @@ def _configure_logging(verbose: bool) -> None:
     configure_logging(logging.INFO if verbose else logging.WARNING)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _progress(total: int, unit: str, *, disable: bool = False) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit=f" {unit}",
-        unit_scale=True,
-        dynamic_ncols=True,
-        file=sys.stderr,
-        disable=disable,
-    )
-
-
-def _run_with_services(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
-    from api.app import open_services
-
-    async def run() -> T:
-        async with open_services(settings) as services:
-            return await work(services)
-
-    return asyncio.run(run())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,45 +55,77 @@ def main(verbose: bool) -> None:
     help="Also run the projector, in a process of its own, to keep the views current.",
 )
 def serve(projector: bool) -> None:
-    """Serve the API on 127.0.0.1:$PORT (what `make run` starts), and /metrics on
+    """Serve the API on $HOST:$PORT (what `make run` starts), and /metrics on
     $METRICS_PORT when set."""
     import signal
 
-    import uvicorn
-
-    from api.app import create_app
-    from api.supervision import SupervisedProcess
+    from api.startup import PortUnavailable, claim_ports, serve_on
 
     logging.getLogger().setLevel(logging.INFO)
     settings = _settings()
+    try:
+        listening = claim_ports(settings)
+    except PortUnavailable as error:
+        for line in str(error).splitlines():
+            click.echo(f"Error: {line}", err=True)
+        sys.exit(1)
+
+    from api.app import create_app
+    from api.reconcile import reconcile_seconds_from_env
+    from api.supervision import SupervisedProcess
+
+    try:
+        reconcile_seconds_from_env()
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     app = create_app(settings, development_extras=not settings.production)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="info", access_log=False
-    )
-    sockets = [config.bind_socket()]  # exits 3 if the port is taken
-    if settings.metrics_port is not None:
-        # The same app on a second socket: there it answers /metrics only, and the API's
-        # port answers /metrics with 404 (api/metrics.py).
-        metrics = uvicorn.Config(app, host=settings.host, port=settings.metrics_port, log_config=None)
-        sockets.append(metrics.bind_socket())
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
-    child = SupervisedProcess([sys.executable, "-m", "api.cli", "project"], "the projector")
-    if projector:
-        child.start()
-    # On SIGTERM uvicorn finishes the requests in flight, runs the app's shutdown (the
-    # pool closes), then raises SIGTERM again; the default handler would kill this
-    # process there, before the projector below is told to stop (it was left running).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = uvicorn.Server(config)
+    child = SupervisedProcess(
+        [sys.executable, "-m", "api.cli", "project", "--supervised"], "the projector"
+    )
+
+    def ready(url: str) -> None:
+        from api.database import describe
+
+        services = app.state.services
+        metrics = (
+            f"; /metrics on port {settings.metrics_port} only"
+            if settings.metrics_port is not None
+            else ""
+        )
+        logging.getLogger("ledger").info(
+            "ledger API ready on %s (event store %s)%s", url, describe(services.database_url), metrics
+        )
+        if projector:
+            # Started once the API is up: it finds the database set up, and (with no
+            # DATABASE_URL) the embedded server this process started.
+            child.start(env=_child_env(settings, services.admin_url))
+
+    # On SIGTERM (or Ctrl-C) uvicorn finishes the requests in flight, runs the app's
+    # shutdown (the pool closes), then raises the signal again; the default handlers
+    # would end this process there, before the projector below is told to stop.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
     try:
-        server.run(sockets=sockets)
-        if not server.started:
-            sys.exit(3)  # uvicorn's start-up failure; the lifespan logged why
+        # The metrics socket (METRICS_PORT), if any, is the same app: there it answers
+        # /metrics only, and the API's port answers /metrics with 404 (api/metrics.py).
+        serve_on(app, listening, ready)
     finally:
         # It commits what it has applied, drains what is visible, exits 0.
-        if projector and child.stop() != 0:
+        code = child.stop() if projector else 0
+        logging.getLogger("ledger").info("stopped")
+        if code != 0:
             sys.exit(1)
+
+
+def _child_env(settings: Settings, resolved_url: str | None) -> dict[str, str] | None:
+    """The projector's environment: DATABASE_URL as this process resolved it."""
+    if settings.database_url or settings.database_admin_url or not resolved_url:
+        return None
+    import os
+
+    return {**os.environ, "DATABASE_URL": resolved_url}
 
 
 @main.command()
@@ -135,15 +142,22 @@ def serve(projector: bool) -> None:
     show_default=True,
     help="Also send the webhook notifications that are due (see docs/notifications.md).",
 )
-def project(batch_size: int, dispatch: bool) -> None:
+# Started by `ledger serve`: its start-up lines (the event store, stopping) are the server's.
+@click.option("--supervised", is_flag=True, hidden=True)
+def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     """Run the projector alone: keep the read views up to date until stopped (Ctrl-C).
 
     It also sends webhook notifications, unless --no-dispatch.
     """
     import signal
 
-    # Asked to stop while still starting: nothing applied yet, so a clean exit.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    def exit_now(*_: object) -> None:
+        # Asked to stop while still starting: nothing applied yet, so a clean exit (and a
+        # second SIGTERM must not turn it into -15 while the interpreter winds down).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, exit_now)
 
     import asyncpg
 
@@ -155,8 +169,22 @@ def project(batch_size: int, dispatch: bool) -> None:
     async def run(services: Services) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(*_: object) -> None:
+            # Stopping from now on: a second SIGTERM (`ledger serve` stopping it after a
+            # Ctrl-C that reached both) must not kill it while it drains and exits. Not
+            # loop.add_signal_handler, nor a handler of ours left in place: closing the
+            # loop, then the interpreter, would put the default one back (exit -15).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(stop.set)
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            signal.signal(signum, on_signal)
+        if not supervised:
+            from api.database import describe
+
+            logging.getLogger("ledger").info("event store: %s", describe(services.database_url))
         projector = Projector(services.store, services.database_url, batch_size=batch_size)
         work = [projector.run(stop)]
         if dispatch:
@@ -173,6 +201,8 @@ def project(batch_size: int, dispatch: bool) -> None:
             logging.getLogger("projections.runner").warning("projector stopped behind: %s", error)
 
     _run_with_services(_settings(), run)
+    if not supervised:
+        logging.getLogger("ledger").info("stopped")
 
 
 @main.command("relay")
@@ -246,7 +276,7 @@ def reset_month(period: str | None) -> None:
         account_ids = await services.ledger.all_account_ids()
         reset = unchanged = 0
         refused = []
-        with _progress(len(account_ids), "accounts") as bar:
+        with progress(len(account_ids), "accounts") as bar:
             for account_id in account_ids:
                 before = (await services.ledger.account(account_id)).version
                 try:
@@ -264,11 +294,13 @@ def reset_month(period: str | None) -> None:
         return reset, unchanged, refused
 
     reset, unchanged, refused = _run_with_services(_settings(), run)
-    click.echo(f"reset {reset} accounts; {unchanged} already reset for this period")
+    click.echo(f"reset {plural(reset, 'account')}; {unchanged:,} already reset for this period")
     if refused:
+        one = len(refused) == 1
         click.echo(
-            f"{len(refused)} accounts were reset for a later period already and were left "
-            f"alone: {', '.join(refused[:10])}{' …' if len(refused) > 10 else ''}",
+            f"{plural(len(refused), 'account')} {'was' if one else 'were'} reset for a later "
+            f"period already and {'was' if one else 'were'} left alone: "
+            f"{', '.join(refused[:10])}{' …' if len(refused) > 10 else ''}",
             err=True,
         )
 
@@ -324,7 +356,7 @@ def audit_verify(
 
     async def run(services: Services) -> Any:
         total = await services.pool.fetchval("SELECT count(*) FROM stored_events")
-        with _progress(total, "events", disable=as_json) as bar:
+        with progress(total, "events", enabled=not as_json) as bar:
             return await verify(services.pool, on_progress=bar.update, checkpoints=checkpoints)
 
     report = _run_with_services(_settings(), run)
@@ -456,25 +488,25 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
     click.echo(f"exported {count} events of {account_id}", err=True)
 
 
-@main.group()
+@main.group(help=f"Inspect and rebuild the read views: {', '.join(VIEW_NAMES)}.")
 def projections() -> None:
-    """Inspect and rebuild the read views."""
+    pass
 
 
-@projections.command("rebuild")
-@click.argument("name", required=False)
-def rebuild_projection(name: str | None) -> None:
-    """Rebuild NAME (or every view) from position zero into a fresh table, then swap it in.
-
-    The API keeps answering from the old table meanwhile.
-    """
+@projections.command(
+    "rebuild",
+    short_help="Rebuild views from the events (every view, or those named).",
+    help="Rebuild the views NAMEd (none, or `all`: every view) from position zero into "
+    "fresh tables in one pass, then swap them in. The API keeps answering from the old "
+    f"tables meanwhile.\n\nNAME is one of: {', '.join(VIEW_NAMES)}, all.",
+)
+@click.argument("names", metavar="[NAME]...", nargs=-1, type=click.Choice([*VIEW_NAMES, "all"]))
+def rebuild_projection(names: tuple[str, ...]) -> None:
     from projections.rebuild import rebuild_all
     from projections.runner import all_projections
 
-    chosen = [p for p in all_projections() if name in (None, p.name)]
-    if not chosen:
-        names = ", ".join(p.name for p in all_projections())
-        raise click.BadParameter(f"no view {name!r}; choose from {names}", param_hint="NAME")
+    wanted = set(names or ["all"])
+    chosen = [p for p in all_projections() if "all" in wanted or p.name in wanted]
 
     from api.database import DatabaseNotReady, owner_connection
 
@@ -482,11 +514,10 @@ def rebuild_projection(name: str | None) -> None:
 
     async def run(services: Services) -> None:
         head = await services.store.head_position()
-        names = ", ".join(p.name for p in chosen)
         database_url = services.admin_url or services.database_url
         async with owner_connection(database_url) as connection:
-            with _progress(head, "events") as bar:
-                bar.set_description(f"rebuilding {names}")
+            described = f"rebuilding {', '.join(p.name for p in chosen)}"
+            with progress(head, "events", description=described) as bar:
                 position = await rebuild_all(
                     connection, chosen, lambda count, _: bar.update(count)
                 )
@@ -505,8 +536,9 @@ def webhooks() -> None:
 
 
 def _delivery_id(value: str) -> int:
-    digits = value.removeprefix("dlv_")
-    if not digits.isdigit():
+    """The id as `webhooks deliveries` prints it (dlv_12), or its number alone."""
+    digits = value.strip().lower().removeprefix("dlv_")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise click.BadParameter(f"{value!r} is not a delivery id (dlv_123 or 123)")
     return int(digits)
 
@@ -623,26 +655,6 @@ def config() -> None:
     """Check the configuration."""
 
 
-@config.command("check")
-def config_check() -> None:
-    """Validate the environment and print the settings in effect (secrets masked)."""
-    settings = _settings()
-    masked = {
-        "stripe_secret_key",
-        "stripe_webhook_secret",
-        "database_url",
-        "database_admin_url",
-        "page_key",
-        "metrics_token",
-    }
-    for field in settings.__struct_fields__:
-        value = getattr(settings, field)
-        if field in masked and value:
-            value = "(set)"
-        click.echo(f"{field} = {value}")
-    click.echo("configuration OK")
-
-
 @main.group()
 def accounts() -> None:
     """Open and inspect accounts."""
@@ -716,6 +728,25 @@ def revoke_token(token_id: str) -> None:
     if not revoked:
         raise click.ClickException(f"no live token {token_id}")
     click.echo(f"revoked {token_id}")
+
+
+def _add_commands() -> None:
+    """Commands kept in modules of their own (api/cli_*.py)."""
+    from api.cli_config import config_check
+    from api.cli_grants import grants_group
+    from api.cli_inspect import list_accounts, list_tokens, projections_status, show_account
+    from api.cli_stripe import stripe_group
+
+    config.add_command(config_check)
+    accounts.add_command(show_account)
+    accounts.add_command(list_accounts)
+    tokens.add_command(list_tokens)
+    projections.add_command(projections_status)
+    main.add_command(stripe_group)
+    main.add_command(grants_group)
+
+
+_add_commands()
 
 
 def _add_development_commands() -> None:

@@ -37,6 +37,19 @@ SERVICE_SETTINGS = {
 }
 
 
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """What the pool runs when a connection comes back, after its own rollback of an open
+    transaction: nothing.
+
+    asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``,
+    a round trip on every checkout (about a fifth of a balance read's CPU). The service
+    leaves none of that behind on pooled connections: it LISTENs on connections of its
+    own, sets nothing per session, opens cursors only inside transactions, and releases
+    its session advisory locks where it takes them (``append()`` on every path, the
+    as-of wait in a ``finally``).
+    """
+
+
 class DatabaseNotReady(Exception):
     """The schema needs a set-up this connection may not do."""
 
@@ -160,7 +173,12 @@ async def create_pool(
     """A pool of ``ledger_service`` connections on a set-up database (see the module)."""
     url = await service_url(database_url, admin_url)
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, connect=_connect, server_settings=SERVICE_SETTINGS
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        connect=_connect,
+        server_settings=SERVICE_SETTINGS,
+        reset=_nothing_to_reset,
     )
     async with pool.acquire() as connection:
         await warn_about_durability(connection)

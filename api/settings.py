@@ -10,7 +10,11 @@ import msgspec
 
 
 class SettingsError(ValueError):
-    """An environment variable holds something unusable."""
+    """An environment variable holds something unusable; ``problems``: each, one line."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 _TRUE = ("1", "true", "yes", "on")
@@ -143,7 +147,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if settings.production:
             problems.extend(production_problems(settings))
         if problems:
-            raise SettingsError("; ".join(problems))
+            raise SettingsError("; ".join(problems), problems)
         return settings
 
 

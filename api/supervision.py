@@ -29,14 +29,17 @@ class SupervisedProcess:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._env: dict[str, str] | None = None
 
     @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start it (with ``env``, or this process's environment); restarts use the same."""
+        self._env = env
         with self._lock:
-            self._process = subprocess.Popen(self.command)  # noqa: S603
+            self._process = subprocess.Popen(self.command, env=env)  # noqa: S603
         self._watcher = threading.Thread(target=self._watch, name=f"{self.name} watcher")
         self._watcher.daemon = True
         self._watcher.start()
@@ -66,7 +69,7 @@ class SupervisedProcess:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self._process = subprocess.Popen(self.command)  # noqa: S603
+                self._process = subprocess.Popen(self.command, env=self._env)  # noqa: S603
                 self.restarts += 1
 
     def stop(self, timeout: float = 30) -> int:

@@ -368,7 +368,7 @@ class Verifier:
             if kind is GrantExpired and grant and not grant.has_expired(domain_event.timestamp):
                 self._find(
                     "grant-expired-early",
-                    f"grant {domain_event.grant_id} expires at {grant.expires_at}, its expiry "
+                    f"grant {domain_event.grant_id} expires at {_when(grant.expires_at)}, its expiry "
                     f"was recorded at {domain_event.timestamp.isoformat()}",
                     stream,
                     event,
@@ -387,7 +387,7 @@ class Verifier:
                     self._find(
                         "expired-grant-used",
                         f"took from grant {grant_id} at {domain_event.timestamp.isoformat()}, "
-                        f"past its expiry ({grant.expires_at})",
+                        f"past its expiry ({_when(grant.expires_at)})",
                         stream,
                         event,
                     )
@@ -776,6 +776,10 @@ def _purchase_at(session: CheckoutSession) -> PurchaseAt:
         credits_clawed_back=session.credits_clawed_back,
         credits_reversed=session.credits_reversed,
     )
+
+
+def _when(moment: datetime | None) -> str:
+    return "never" if moment is None else moment.isoformat()
 
 
 def _grants_touched(event: object) -> list[str]:

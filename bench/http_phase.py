@@ -48,6 +48,9 @@ from bench.sampling import Sampler, head, spends_between, wait_for_projector
 BENCH_ACCOUNT = "acct_bench_{:04d}"
 SHORT_ACCOUNT = "acct_short_{:03d}"
 SHORT_ACCOUNTS = 100
+GRANTS_ACCOUNT = "acct_grants_{:02d}"
+GRANTS_ACCOUNTS = 10
+GRANTS_EACH = 50
 LONG_ACCOUNT = "acct_long"
 CREDITS_TOKENS = 4
 BASELINES = {
@@ -180,16 +183,22 @@ async def set_up_accounts(run: Run) -> None:
     shorts = [SHORT_ACCOUNT.format(n) for n in range(SHORT_ACCOUNTS)]
     await service.open_accounts(run.ledger.url, run.token, shorts, allowance=1_000_000)
     await service.spend_each(run.ledger.url, run.token, shorts, 9)  # 10 events each
+    # No allowance: their spends burn grants, choosing among 50 by the declared order.
+    granted = [GRANTS_ACCOUNT.format(n) for n in range(GRANTS_ACCOUNTS)]
+    await service.open_accounts(run.ledger.url, run.token, granted, allowance=0)
+    await service.grant_each(run.ledger.url, run.token, granted, GRANTS_EACH)
     run.credit_tokens = list(await credit_tokens)
     run.results.setup_seconds["accounts and tokens"] = time.perf_counter() - started
 
 
 async def spend_latency(run: Run) -> None:
-    """The long account against 10-event accounts, one request at a time."""
-    progress("spend latency: long history against 10-event accounts")
+    """The long account and accounts with 50 grants against 10-event accounts, one request
+    at a time."""
+    progress("spend latency: long history and 50 grants against 10-event accounts")
     run.results.latency = await load(
         "latency", "--url", run.ledger.url, "--token", run.token, "--account", LONG_ACCOUNT,
         "--account", SHORT_ACCOUNT.replace("{:03d}", "%03d") + f":{SHORT_ACCOUNTS}",
+        "--account", GRANTS_ACCOUNT.replace("{:02d}", "%02d") + f":{GRANTS_ACCOUNTS}",
         "--requests", str(run.options.latency_requests),
     )  # fmt: skip
     await wait_for_projector(run.pool)

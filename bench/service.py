@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -331,6 +332,34 @@ async def spend_each(
                 )
                 if answer.status_code != 200:
                     raise RuntimeError(f"spend on {account_id}: {answer.status_code} {answer.text}")
+
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+
+
+async def grant_each(
+    url: str, token: str, account_ids: Iterable[str], grants: int, *, concurrency: int = 16
+) -> None:
+    """Give each account ``grants`` active grants of every priority, half of them expiring."""
+    far = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    queue = [(account_id, n) for account_id in account_ids for n in range(grants)]
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while queue:
+            account_id, n = queue.pop()
+            answer = await client.post(
+                f"/v1/accounts/{account_id}/grants",
+                json={
+                    "amount": 1_000_000,
+                    "priority": n * 2 % 101,
+                    "expires_at": far if n % 2 else None,
+                    "reason": "bench",
+                },
+                headers={"Idempotency-Key": f"setup-{account_id}-grant-{n}"},
+            )
+            if answer.status_code != 201:
+                raise RuntimeError(f"grant on {account_id}: {answer.status_code} {answer.text}")
 
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:

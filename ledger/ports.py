@@ -8,6 +8,8 @@ from typing import Protocol
 
 import msgspec
 
+from ledger.payment_events import PaymentEvent
+
 Clock = Callable[[], datetime]
 
 
@@ -48,4 +50,28 @@ class PaymentGateway(Protocol):
 
     async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
         """Create a one-time payment checkout; raise PaymentGatewayError on failure."""
+        ...
+
+
+class FoundCheckout(msgspec.Struct, frozen=True, kw_only=True):
+    """A Checkout session as the payment provider reports it now (reconciliation).
+
+    ``state`` is ``open``, ``processing`` (a delayed payment under way), ``paid``,
+    ``failed``, ``expired`` or ``unknown`` (the provider has no such session).
+    When the state is one the ledger acts on, ``event_type`` and ``meaning`` are
+    the event the provider would have delivered for it, with an event id of its
+    own that is the same every time the same state is found.
+    """
+
+    session_id: str
+    state: str
+    event_type: str | None = None
+    meaning: PaymentEvent | None = None
+
+
+class CheckoutLookup(Protocol):
+    """Asks the payment provider how a Checkout session stands."""
+
+    async def look_up_checkout(self, session_id: str) -> FoundCheckout:
+        """The session's state; raise PaymentGatewayError when the provider cannot say."""
         ...

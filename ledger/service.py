@@ -199,9 +199,12 @@ class Ledger:
         """Every opened account, oldest first (from their AccountOpened events)."""
         return await self.store.creation_field(topics_of(AccountOpened), "account_id")
 
-    async def session(self, session_id: str) -> CheckoutSession | None:
-        """The Checkout session as its events leave it, if the ledger knows it."""
-        return await self.repository.get(CheckoutSession, checkout_stream_id(session_id))
+    async def session(self, session_id: str, *, fresh: bool = False) -> CheckoutSession | None:
+        """The Checkout session as its events leave it, if the ledger knows it
+        (``fresh``: read from the store, not memory)."""
+        return await self.repository.get(
+            CheckoutSession, checkout_stream_id(session_id), fresh=fresh
+        )
 
     async def hold(self, account_id: str, hold_id: str) -> Hold:
         """The hold as it stands: open, or the answer that settled it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
@@ -82,6 +83,25 @@ class PurchaseRow(msgspec.Struct, frozen=True):
     paid_at: datetime | None
 
 
+class PendingPurchase(msgspec.Struct, frozen=True):
+    """A purchase still pending, as reconciliation needs it."""
+
+    session_id: str
+    account_id: str
+    credits: int
+    created_at: datetime
+
+
+class ViewPosition(msgspec.Struct, frozen=True):
+    """How far one view has applied the store."""
+
+    name: str
+    position: int
+    updated_at: datetime | None
+    lag_seconds: float
+    """Age of the oldest event the view has not applied yet (0 when caught up)."""
+
+
 class StatementLine(msgspec.Struct, frozen=True):
     """One ledger line with the balance after it."""
 
@@ -114,6 +134,40 @@ class Views:
             account_id,
         )
         return None if row is None else BalanceRow(**dict(row))
+
+    async def balances_page(self, *, after: str | None, limit: int) -> list[BalanceRow]:
+        """Accounts in the balances view by id, the ``limit`` after ``after``."""
+        rows = await self.pool.fetch(
+            f"""SELECT {", ".join(BalanceRow.__struct_fields__)}
+               FROM balances WHERE $1::text IS NULL OR account_id > $1
+               ORDER BY account_id LIMIT $2""",
+            after,
+            limit,
+        )
+        return [BalanceRow(**dict(row)) for row in rows]
+
+    async def positions(self, names: Sequence[str]) -> list[ViewPosition]:
+        """Each view's position, in ``names`` order (0 for one that never ran)."""
+        rows = await self.pool.fetch(
+            """SELECT n.name, coalesce(p.position, 0) AS position, p.updated_at,
+                      coalesce(extract(epoch FROM clock_timestamp() - (
+                          SELECT e.recorded_at FROM stored_events e
+                          WHERE e.notification_id > coalesce(p.position, 0)
+                          ORDER BY e.notification_id LIMIT 1)), 0)::float8 AS lag_seconds
+               FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i)
+               LEFT JOIN projection_positions p USING (name)
+               ORDER BY n.i""",
+            list(names),
+        )
+        return [
+            ViewPosition(
+                name=row["name"],
+                position=int(row["position"]),
+                updated_at=row["updated_at"],
+                lag_seconds=max(float(row["lag_seconds"]), 0.0),
+            )
+            for row in rows
+        ]
 
     async def due_holds(self, now: datetime, limit: int) -> list[DueHold]:
         """Open holds that reached their expiry, soonest first."""
@@ -177,6 +231,28 @@ class Views:
     ) -> list[PurchaseRow]:
         """Newest first; ``before`` is the position of the last one already seen."""
         return await self._newest_first("purchases", PurchaseRow, account_id, limit, before)
+
+    async def pending_purchases(
+        self,
+        *,
+        created_after: datetime | None,
+        created_before: datetime,
+        account_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[PendingPurchase]:
+        """Pending purchases created in that window (of one account, if given), oldest first."""
+        rows = await self.pool.fetch(
+            """SELECT session_id, account_id, credits, created_at FROM purchases
+               WHERE status = 'pending' AND created_at <= $2
+                 AND ($1::timestamptz IS NULL OR created_at >= $1)
+                 AND ($3::text IS NULL OR account_id = $3)
+               ORDER BY created_at LIMIT $4""",
+            created_after,
+            created_before,
+            account_id,
+            limit,
+        )
+        return [PendingPurchase(**dict(row)) for row in rows]
 
     async def statement(
         self, account_id: str, *, limit: int, before: int | None = None

@@ -79,8 +79,14 @@ def own_account_or(*scopes: Scope) -> Guard:
     return guard
 
 
-async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller a guard authenticated (routes without a guard have none)."""
+async def provide_principal(
+    request: Request[Any, Any, Any], services: NamedDependency[Any]
+) -> Principal:
+    """The caller a guard authenticated (routes without a guard have none).
+
+    It names ``services`` so that Litestar resolves the two one after the other:
+    dependencies it may resolve side by side cost a task group (two tasks) per request.
+    """
     return await authenticate(request)
 
 

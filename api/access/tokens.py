@@ -10,6 +10,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from datetime import datetime
 from enum import StrEnum
 
 import asyncpg
@@ -37,6 +38,18 @@ class Principal(msgspec.Struct, frozen=True):
     name: str | None
 
 
+class TokenRow(msgspec.Struct, frozen=True):
+    """A token as ``ledger tokens list`` shows it: never its secret nor its hash."""
+
+    token_id: str
+    scope: str
+    account_id: str | None
+    name: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
 class IssuedToken(msgspec.Struct, frozen=True):
     """A new token: ``secret`` is shown once and never stored."""
 
@@ -56,6 +69,10 @@ def _token_id_of(token: str) -> str | None:
 
 
 REVOCATIONS_CHANNEL = "ledger_token_revocations"
+
+USE_RECORDED_EVERY_SECONDS = 60.0
+"""``last_used_at`` is written at most this often per token (in each process, and in
+the database across processes): a busy token costs one UPDATE a minute."""
 
 
 class TokenService:
@@ -96,6 +113,8 @@ class TokenService:
         self._revocations_heard = 0
         self._database_url: str | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._use_noted: dict[str, float] = {}
+        self._use_writes: set[asyncio.Task[None]] = set()
 
     async def watch_revocations(self, database_url: str) -> None:
         """Start caching checked tokens, dropping each one its revocation names."""
@@ -133,6 +152,8 @@ class TokenService:
         self._known.clear()
         if listener is not None:
             await listener.close()
+        if self._use_writes:
+            await asyncio.wait(self._use_writes, timeout=5)
 
     def _on_revocation(self, *args: object) -> None:
         self._revocations_heard += 1
@@ -175,7 +196,10 @@ class TokenService:
         if (known := self._known.get(token_id)) is not None:
             stored_hash, principal, fresh_until = known
             if self._clock() < fresh_until:
-                return principal if hmac.compare_digest(stored_hash, _hash(token)) else None
+                if not hmac.compare_digest(stored_hash, _hash(token)):
+                    return None
+                self._note_use(token_id)
+                return principal
             self._known.pop(token_id, None)
         heard = self._revocations_heard
         read_at = self._clock()
@@ -199,7 +223,43 @@ class TokenService:
             and self.cache_seconds > 0
         ):
             self._known[token_id] = (row["token_hash"], principal, read_at + self.cache_seconds)
+        self._note_use(token_id)
         return principal
+
+    def _note_use(self, token_id: str) -> None:
+        """Record the use in the background, at most once a minute per token."""
+        now = time.monotonic()
+        if now - self._use_noted.get(token_id, -USE_RECORDED_EVERY_SECONDS) < (
+            USE_RECORDED_EVERY_SECONDS
+        ):
+            return
+        self._use_noted[token_id] = now
+        task = asyncio.get_running_loop().create_task(self._record_use(token_id))
+        self._use_writes.add(task)
+        task.add_done_callback(self._use_writes.discard)
+
+    async def _record_use(self, token_id: str) -> None:
+        try:
+            await self.pool.execute(
+                """UPDATE api_tokens SET last_used_at = now()
+                   WHERE token_id = $1
+                     AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))""",
+                token_id,
+                USE_RECORDED_EVERY_SECONDS,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            # Only a report's detail: the request it came with is answered regardless.
+            log.debug("could not record the use of token %s: %s", token_id, error)
+
+    async def list_tokens(self, *, include_revoked: bool = False) -> list[TokenRow]:
+        """Every token (live ones unless ``include_revoked``), oldest first."""
+        rows = await self.pool.fetch(
+            """SELECT token_id, scope, account_id, name, created_at, last_used_at, revoked_at
+               FROM api_tokens WHERE $1 OR revoked_at IS NULL
+               ORDER BY created_at, token_id""",
+            include_revoked,
+        )
+        return [TokenRow(**dict(row)) for row in rows]
 
     async def revoke(self, token_id: str) -> bool:
         """Revoke at once; False if no such live token."""

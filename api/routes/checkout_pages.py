@@ -5,14 +5,15 @@ balance) only to the link Stripe was given for it: ``session_id`` with a valid `
 (api/access/page_tokens.py). Anyone else, with a session id alone, an expired link or
 a ``t`` of another account, gets the same fixed page whatever the session is: it does
 not look the session up, so it tells nothing, not even whether the session exists or
-was paid.
+was paid. A link with no session id at all says that it names no purchase; a purchase
+that expired or failed says so to its own link: no page refreshes forever.
 """
 
 from __future__ import annotations
 
 import html
 
-from litestar import MediaType, get
+from litestar import MediaType, Response, get
 from litestar.params import FromQuery
 
 from api.services import ServicesDependency
@@ -38,22 +39,42 @@ RECEIVED = _page(
 )
 """What the success page says to a link that may not show the purchase."""
 
+MISSING = _page(
+    "Purchase not found",
+    '<p id="status" data-status="missing">This link has no <code>session_id</code>, so it '
+    "names no purchase. Check the link you followed; your purchases and balance are in "
+    "your account.</p>",
+)
+"""A link without a session id: nothing to confirm, and nothing told about any purchase."""
+
 
 @get("/checkout/success", media_type=MediaType.HTML, include_in_schema=False)
 async def checkout_success(
     services: ServicesDependency,
     session_id: FromQuery[str | None] = None,
     t: FromQuery[str | None] = None,
-) -> str:
+) -> Response[str] | str:
     """Says the purchase is being confirmed, then shows the new balance once credited.
 
-    Only with the signed ``t`` of this purchase's link; otherwise "payment received".
+    Only with the signed ``t`` of this purchase's link; otherwise "payment received"
+    (whether the session exists included). A link without any ``session_id`` names
+    no purchase, and says so (400); a purchase that expired or failed says that,
+    instead of refreshing forever.
     """
-    if not session_id or not t:
+    if not session_id:
+        return Response(MISSING, status_code=400, media_type=MediaType.HTML)
+    if not t:
         return RECEIVED
     session = await services.ledger.session(session_id)
     if session is None or not services.page_tokens.shows(t, session.account_id):
         return RECEIVED
+    if session.status in ("expired", "failed"):
+        return _page(
+            "Purchase not completed",
+            f'<p id="status" data-status="{session.status}">This purchase '
+            f"{'expired before it was paid' if session.status == 'expired' else 'payment failed'}"
+            "; nothing was charged. You can start a new one any time.</p>",
+        )
     if not session.paid:
         return _page(
             "Thank you",

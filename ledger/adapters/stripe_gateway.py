@@ -10,7 +10,8 @@ from collections.abc import Mapping
 import stripe
 from stripe.params.checkout import SessionCreateParams
 
-from ledger.ports import CheckoutRequest, CreatedCheckout, PaymentGatewayError
+from ledger.adapters.stripe_webhooks import InvalidWebhook, found_checkout
+from ledger.ports import CheckoutRequest, CreatedCheckout, FoundCheckout, PaymentGatewayError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def timeout_from_env(env: Mapping[str, str] | None = None) -> float:
 
 
 class StripeGateway:
-    """Creates Checkout sessions for one-time credit top-ups."""
+    """Creates Checkout sessions for one-time credit top-ups, and looks them up."""
 
     def __init__(
         self,
@@ -109,3 +110,39 @@ class StripeGateway:
             currency=session.currency,
             expires_at=session.expires_at,
         )
+
+    async def look_up_checkout(self, session_id: str) -> FoundCheckout:
+        """How the session stands at Stripe now, as the event it amounts to (reconciliation).
+
+        A session Stripe does not know is ``unknown``; any other failure raises
+        PaymentGatewayError.
+        """
+        try:
+            session = await self.client.v1.checkout.sessions.retrieve_async(session_id)
+            intent_status = None
+            if (
+                session.status == "complete"
+                and session.payment_status == "unpaid"
+                and isinstance(session.payment_intent, str)
+            ):
+                intent = await self.client.v1.payment_intents.retrieve_async(
+                    session.payment_intent
+                )
+                intent_status = intent.status
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404:
+                return FoundCheckout(session_id=session_id, state="unknown")
+            raise self._failed("retrieve a checkout session", error) from error
+        except stripe.StripeError as error:
+            raise self._failed("retrieve a checkout session", error) from error
+        try:
+            return found_checkout(session.to_dict(for_json=True), intent_status)
+        except InvalidWebhook as error:
+            raise PaymentGatewayError(f"Stripe answered with an unreadable session: {error}") from error
+
+    @staticmethod
+    def _failed(what: str, error: stripe.StripeError) -> PaymentGatewayError:
+        log.warning(
+            "Stripe could not %s: %s (request id %s)", what, type(error).__name__, error.request_id
+        )
+        return PaymentGatewayError(str(error.user_message or error))

@@ -17,6 +17,7 @@ from ledger.payment_events import (
     PaymentEvent,
     RefundEvent,
 )
+from ledger.ports import FoundCheckout
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +163,50 @@ def _integer(value: Any) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
+
+
+# A delayed payment that failed leaves its session "complete" and "unpaid", and its
+# payment intent back at one of these (Stripe's docs on delayed notification methods).
+_FAILED_INTENT_STATUSES = ("requires_payment_method", "canceled")
+
+RECONCILE_EVENT_PREFIX = "reconcile"
+"""Event ids of what reconciliation finds: ``reconcile:<session id>:<state>``."""
+
+
+def found_checkout(session: dict[str, Any], intent_status: str | None = None) -> FoundCheckout:
+    """What a Checkout session retrieved from Stripe amounts to.
+
+    The state the session is in becomes the event Stripe would have delivered for
+    it (``checkout.session.completed``, ``…expired``, ``…async_payment_failed``),
+    read by ``parse_event`` exactly as a delivery is, under the event id
+    ``reconcile:<session id>:<state>``: the same state found twice is one event,
+    applied once. ``intent_status`` is the payment intent's, needed only for a
+    session that is complete and unpaid (a delayed payment under way, or failed).
+    """
+    session_id = _text(session.get("id"))
+    if not session_id:
+        raise InvalidWebhook("the checkout session has no id")
+    state, event_type = _state_of(session, intent_status)
+    if event_type is None:
+        return FoundCheckout(session_id=session_id, state=state)
+    event_id = f"{RECONCILE_EVENT_PREFIX}:{session_id}:{state}"
+    payload = msgspec.json.encode(
+        {"id": event_id, "object": "event", "type": event_type, "data": {"object": session}}
+    )
+    envelope, meaning = parse_event(payload)
+    return FoundCheckout(
+        session_id=session_id, state=state, event_type=envelope.type, meaning=meaning
+    )
+
+
+def _state_of(session: dict[str, Any], intent_status: str | None) -> tuple[str, str | None]:
+    status = session.get("status")
+    if status == "expired":
+        return "expired", "checkout.session.expired"
+    if status != "complete":
+        return str(status or "unknown"), None
+    if session.get("payment_status") in _PAID_STATUSES:
+        return "paid", "checkout.session.completed"
+    if intent_status in _FAILED_INTENT_STATUSES:
+        return "failed", "checkout.session.async_payment_failed"
+    return "processing", None

@@ -48,7 +48,7 @@ from ledger.domain.events import (
     MonthlyAllowanceReset,
 )
 from ledger.domain.evolution import Evolution
-from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, burn_order
+from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
 from ledger.domain.holds import OpenHold, Settlement, settle
 from ledger.domain.ids import account_stream_id
 
@@ -92,6 +92,7 @@ class CreditAccount(Aggregate):
         holds: dict[str, OpenHold]
         low_balance_threshold: int | None
         grants: dict[str, Grant]
+        granted: int
         closed_grants: frozenset[str]
 
     @classmethod
@@ -117,11 +118,6 @@ class CreditAccount(Aggregate):
         return self.allowance_remaining + self.granted + self.topup_balance
 
     @property
-    def granted(self) -> int:
-        """What remains of its grants (including what open holds reserve of them)."""
-        return sum(grant.remaining for grant in self.grants.values()) if self.grants else 0
-
-    @property
     def held(self) -> int:
         """Credits reserved by open holds."""
         return sum(hold.amount for hold in self.holds.values()) if self.holds else 0
@@ -134,22 +130,24 @@ class CreditAccount(Aggregate):
     def available_at(self, moment: datetime | None) -> int:
         """What can be spent or held by a command decided at ``moment``: grants past their
         expiry no longer count, even before their expiry is recorded."""
-        unusable = sum(
-            self.free_of_grant(grant_id)
-            for grant_id, grant in self.grants.items()
-            if not grant.usable_at(moment)
-        )
-        return self.available - unusable
+        available = self.available
+        if self.grants and moment is not None:
+            for grant_id, grant in self.grants.items():
+                if grant.expires_at is not None and moment >= grant.expires_at:
+                    available -= self.free_of_grant(grant_id)
+        return available
 
     def free_of_grant(self, grant_id: str) -> int:
         """What of a grant is neither spent nor reserved by open holds."""
-        reserved = sum(
+        remaining = self.grants[grant_id].remaining
+        if not self.holds:
+            return remaining
+        return remaining - sum(
             share
             for hold in self.holds.values()
             for held_grant, share in hold.from_grants
             if held_grant == grant_id
         )
-        return self.grants[grant_id].remaining - reserved
 
     @property
     def free_allowance(self) -> int:
@@ -184,16 +182,15 @@ class CreditAccount(Aggregate):
         from_allowance = min(amount, max(self.free_allowance, 0))
         rest = amount - from_allowance
         from_grants: dict[str, int] = {}
-        if self.grants:
-            for grant_id in burn_order(self.grants):
-                if rest == 0:
-                    break
-                if not self.grants[grant_id].usable_at(at):
-                    continue
-                taken = min(rest, self.free_of_grant(grant_id))
-                if taken > 0:
-                    from_grants[grant_id] = taken
-                    rest -= taken
+        for grant_id, grant in self.grants.items():  # kept in burn order
+            if rest == 0:
+                break
+            if not grant.usable_at(at):
+                continue
+            taken = min(rest, self.free_of_grant(grant_id))
+            if taken > 0:
+                from_grants[grant_id] = taken
+                rest -= taken
         return from_allowance, from_grants, rest
 
     def purchase(self, session_id: str, credits: int) -> None:
@@ -426,6 +423,7 @@ class CreditAccount(Aggregate):
         self.holds = {}
         self.low_balance_threshold = None
         self.grants = {}
+        self.granted = 0  # what remains of its grants, including what open holds reserve
         self.closed_grants = frozenset()
 
     @on(CreditsPurchased, CreditsRestored)
@@ -498,23 +496,21 @@ class CreditAccount(Aggregate):
             amount=event.amount,
             remaining=event.amount,
             priority=event.priority,
-            expires_at=event.expires_at,
+            expires_at=None if event.expires_at is None else datetime.fromisoformat(event.expires_at),
             order=event.originator_version,
             reason=event.reason,
         )
-        self.grants = {**self.grants, event.grant_id: grant}
+        self.grants = in_burn_order({**self.grants, event.grant_id: grant})
+        self.granted += event.amount
 
     @on(GrantExpired, GrantVoided)
     def _grant_closed(self, event: GrantExpired | GrantVoided) -> None:
         status = EXPIRED if isinstance(event, GrantExpired) else VOIDED
-        grant = self.grants[event.grant_id]
-        self.grants = {
-            **self.grants,
-            event.grant_id: msgspec.structs.replace(
-                grant, remaining=grant.remaining - event.lapsed, status=status
-            ),
-        }
-        self._take_from_grants({})  # drops it now if no hold reserves any of it
+        grants = dict(self.grants)
+        grants[event.grant_id] = msgspec.structs.replace(grants[event.grant_id], status=status)
+        self.grants = grants
+        # What remains lapses now; what holds reserve lapses when they settle.
+        self._take_from_grants({event.grant_id: event.lapsed})
 
     def _take_from_grants(self, *amounts: dict[str, int]) -> None:
         """Lower grants' remaining; a closed grant with nothing left is forgotten."""
@@ -523,16 +519,20 @@ class CreditAccount(Aggregate):
             for grant_id, credits in taken.items():
                 grant = grants[grant_id]
                 grants[grant_id] = msgspec.structs.replace(grant, remaining=grant.remaining - credits)
-        closed = [
+                self.granted -= credits
+        closed = frozenset(
             grant_id
-            for grant_id, grant in grants.items()
-            if grant.status != ACTIVE and grant.remaining == 0
-        ]
+            for taken in amounts
+            for grant_id in taken
+            if grant_id in grants
+            and grants[grant_id].status != ACTIVE
+            and grants[grant_id].remaining == 0
+        )
         for grant_id in closed:
             del grants[grant_id]
         self.grants = grants
         if closed:
-            self.closed_grants = self.closed_grants | frozenset(closed)
+            self.closed_grants = self.closed_grants | closed
 
     # --- snapshots -----------------------------------------------------------------------
 
@@ -545,11 +545,12 @@ class CreditAccount(Aggregate):
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         state.setdefault("grants", {})
+        state.setdefault("granted", sum(g["remaining"] for g in state["grants"].values()))
         state.setdefault("closed_grants", [])
 
     @staticmethod
     def restore_state(state: dict[str, Any]) -> None:
         """A snapshot's JSON leaves holds and grants as plain objects, sets as lists."""
         state["holds"] = {k: OpenHold.of(v) for k, v in state["holds"].items()}
-        state["grants"] = {k: Grant.of(v) for k, v in state["grants"].items()}
+        state["grants"] = in_burn_order({k: Grant.of(v) for k, v in state["grants"].items()})
         state["closed_grants"] = frozenset(state["closed_grants"])

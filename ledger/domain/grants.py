@@ -11,7 +11,7 @@ then lapses too.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -20,7 +20,7 @@ ACTIVE = "active"
 EXPIRED = "expired"
 VOIDED = "voided"
 
-_NEVER = "9999-12-31T23:59:59+00:00"
+_NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 class Grant(msgspec.Struct, frozen=True):
@@ -29,7 +29,7 @@ class Grant(msgspec.Struct, frozen=True):
     amount: int
     remaining: int
     priority: int
-    expires_at: str | None
+    expires_at: datetime | None
     order: int
     reason: str = ""
     status: str = ACTIVE
@@ -43,21 +43,21 @@ class Grant(msgspec.Struct, frozen=True):
         """Whether spends and holds decided at ``moment`` may take from it."""
         if self.status != ACTIVE:
             return False
-        if moment is None or self.expires_at is None:
-            return True
-        return moment < datetime.fromisoformat(self.expires_at)
+        return moment is None or self.expires_at is None or moment < self.expires_at
 
     def has_expired(self, moment: datetime) -> bool:
-        return self.expires_at is not None and moment >= datetime.fromisoformat(self.expires_at)
+        return self.expires_at is not None and moment >= self.expires_at
 
 
-def burn_order(grants: dict[str, Grant]) -> list[str]:
-    """Grant ids in the order spends take from them."""
-    return sorted(
-        grants,
-        key=lambda grant_id: (
-            grants[grant_id].priority,
-            datetime.fromisoformat(grants[grant_id].expires_at or _NEVER),
-            grants[grant_id].order,
-        ),
+def in_burn_order(grants: dict[str, Grant]) -> dict[str, Grant]:
+    """The grants keyed in the order spends take from them.
+
+    The account keeps its grants in this order (sorted when one is added), so a
+    spend walks them from the first and stops as soon as it has enough.
+    """
+    return dict(
+        sorted(
+            grants.items(),
+            key=lambda item: (item[1].priority, item[1].expires_at or _NEVER, item[1].order),
+        )
     )

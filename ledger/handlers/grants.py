@@ -38,7 +38,7 @@ def grant_answer(account: CreditAccount, grant_id: str, grant: Grant) -> GrantAn
         amount=grant.amount,
         remaining=grant.remaining,
         priority=grant.priority,
-        expires_at=grant.expires_at,
+        expires_at=None if grant.expires_at is None else grant.expires_at.isoformat(),
         reason=grant.reason,
         status=grant.status,
         balance=account.balance,

@@ -201,11 +201,11 @@ async def retry_now(pool: asyncpg.Pool, delivery_id: int) -> Delivery:
             delivery_id,
         )
         if row is None:
-            raise NotRetryable(f"no delivery {delivery_id}")
+            raise NotRetryable(f"no delivery dlv_{delivery_id}")
         if row["status"] == "delivered":
-            raise NotRetryable(f"delivery {delivery_id} was delivered already")
+            raise NotRetryable(f"dlv_{delivery_id} was delivered already")
         if row["disabled_at"] is not None:
-            raise NotRetryable(f"delivery {delivery_id}'s endpoint is disabled")
+            raise NotRetryable(f"dlv_{delivery_id}'s endpoint is disabled")
         await connection.execute(
             """UPDATE webhook_deliveries SET status = 'pending',
                       next_attempt_at = clock_timestamp()

@@ -143,7 +143,8 @@ def _frozen(aggregate: Any) -> dict[str, Any]:
             continue
         if type(value) is dict:
             for item in value.values():
-                _check_immutable(type(aggregate), name, item)
+                if type(item) not in _SEEN_IMMUTABLE:
+                    _check_immutable(type(aggregate), name, item)
             value = dict(value)
         else:
             _check_immutable(type(aggregate), name, value)
@@ -163,12 +164,20 @@ def _thawed(cls: type, state: dict[str, Any]) -> Any:
     return copy
 
 
+_SEEN_IMMUTABLE: set[type] = set()
+"""Types already found immutable: the check of a value is then one set lookup."""
+
+
 def _check_immutable(cls: type, name: str, value: object) -> None:
-    if type(value) in _EXACTLY_IMMUTABLE or isinstance(value, _IMMUTABLE):
+    kind = type(value)
+    if kind in _EXACTLY_IMMUTABLE or kind in _SEEN_IMMUTABLE:
         return
-    if isinstance(value, msgspec.Struct) and type(value).__struct_config__.frozen:
+    if isinstance(value, _IMMUTABLE) or (
+        isinstance(value, msgspec.Struct) and kind.__struct_config__.frozen  # type: ignore[attr-defined]
+    ):
+        _SEEN_IMMUTABLE.add(kind)
         return
-    raise MutableState(f"{cls.__name__}.{name} holds a {type(value).__name__}, which can change")
+    raise MutableState(f"{cls.__name__}.{name} holds a {kind.__name__}, which can change")
 
 
 def _checked(cls: type[A], aggregate: Any, aggregate_id: UUID) -> A | None:

@@ -58,10 +58,13 @@ async def test_a_session_id_alone_shows_nothing_about_the_purchase(
     unknown = await http.get("/checkout/success", params={"session_id": "cs_test_nobody"})
     bare = await http.get("/checkout/success")
 
-    assert alone.status_code == unknown.status_code == bare.status_code == 200
+    assert alone.status_code == unknown.status_code == 200
     assert RECEIVED in alone.text
     # The same page whatever the session: not its account, balance, credits or status.
-    assert alone.text == unknown.text == bare.text
+    assert alone.text == unknown.text
+    # No session id at all: the link names no purchase, and the page says so.
+    assert bare.status_code == 400
+    assert 'data-status="missing"' in bare.text
     assert customer.account_id not in alone.text
     assert "300" not in alone.text  # neither the credits nor the balance (1300)
     assert "refresh" not in alone.text

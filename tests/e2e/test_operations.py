@@ -36,32 +36,83 @@ def test_every_bad_setting_is_named_in_one_error() -> None:
     assert "LEDGER_CORS_ORIGINS has 'example.com'" in message
 
 
-def test_config_check_prints_the_settings_with_secrets_masked(tmp_path: Path) -> None:
-    env = {**os.environ, "STRIPE_SECRET_KEY": "sk_test_very_secret", "PORT": "9001"}
-    checked = subprocess.run(
+def config_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "LEDGER_"))}
+    clean.pop("DATABASE_URL", None)
+    return subprocess.run(
         [sys.executable, "-m", "api.cli", "config", "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    refused = subprocess.run(
-        [sys.executable, "-m", "api.cli", "config", "check"],
-        env={**os.environ, "PORT": "x", "LEDGER_ENV": "staging"},
+        env={**clean, **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
 
-    assert checked.returncode == 0
-    assert "port = 9001" in checked.stdout
-    assert "stripe_secret_key = (set)" in checked.stdout
-    assert "sk_test_very_secret" not in checked.stdout + checked.stderr
+
+def test_config_check_prints_the_settings_with_secrets_masked() -> None:
+    checked = config_check(
+        {
+            "STRIPE_SECRET_KEY": "sk_test_very_secret",
+            "STRIPE_WEBHOOK_SECRET": "whsec_also_secret",
+            "DATABASE_URL": "postgresql://ledger:hunter2@db.internal:5432/ledger",
+            "PORT": "9001",
+        }
+    )
+    development = config_check({})
+
+    assert checked.returncode == 0, checked.stderr
+    lines = checked.stdout.splitlines()
+    assert "PORT = 9001" in lines
+    assert "STRIPE_SECRET_KEY = sk_test_… (set; test mode)" in lines
+    assert "STRIPE_WEBHOOK_SECRET = whsec_… (set; 1 secret)" in lines
+    assert "DATABASE_URL = postgresql://ledger@db.internal:5432/ledger (password not shown)" in lines
+    assert lines[-1] == "configuration OK"
+    for secret in ("very_secret", "also_secret", "hunter2"):
+        assert secret not in checked.stdout + checked.stderr
+    assert development.returncode == 0, development.stderr
+    assert "DATABASE_URL = (not set) the embedded PostgreSQL under .data/pg" in development.stdout
+    assert "STRIPE_SECRET_KEY = (not set) the Stripe stand-in on 127.0.0.1:12111" in (
+        development.stdout
+    )
+    assert "None" not in development.stdout
+
+
+def test_config_check_lists_every_problem_one_per_line() -> None:
+    refused = config_check({"PORT": "x", "LEDGER_ENV": "staging", "LEDGER_RECONCILE_SECONDS": "-"})
+    production = config_check({"LEDGER_ENV": "production"})
+    wrong_keys = config_check(
+        {"STRIPE_SECRET_KEY": "pk_test_publishable", "STRIPE_WEBHOOK_SECRET": "whsec_a,secret"}
+    )
+
     assert refused.returncode == 1
-    assert "PORT must be a whole number" in refused.stderr
-    assert "LEDGER_ENV must be development or production" in refused.stderr
+    assert refused.stderr.splitlines() == [
+        "problem: LEDGER_ENV must be development or production, not 'staging'",
+        "problem: PORT must be a whole number, not 'x'",
+        "problem: LEDGER_RECONCILE_SECONDS must be a number of seconds, not '-'",
+        "3 problems",
+    ]
+    # Every requirement of production, at once.
+    assert production.returncode == 1
+    assert production.stderr.splitlines() == [
+        "problem: LEDGER_ENV=production needs STRIPE_SECRET_KEY: the Stripe stand-in is for "
+        "development",
+        "problem: LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET",
+        "problem: LEDGER_ENV=production needs LEDGER_PAGE_KEY (signs the checkout success "
+        "links; for example `openssl rand -hex 32`)",
+        "problem: LEDGER_ENV=production needs METRICS_PORT (serve /metrics on a port of its "
+        "own) or METRICS_TOKEN (a bearer token for /metrics), or both",
+        "problem: LEDGER_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for "
+        "development",
+        "problem: LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come "
+        "back to from Stripe Checkout",
+        "6 problems",
+    ]
+    assert wrong_keys.returncode == 1
+    assert wrong_keys.stderr.splitlines() == [
+        "problem: STRIPE_SECRET_KEY is not a Stripe secret key (sk_… or rk_…)",
+        "problem: STRIPE_WEBHOOK_SECRET (number 2 of the list) is not a signing secret (whsec_…)",
+        "2 problems",
+    ]
 
 
 async def test_configured_origins_may_call_the_purchase_endpoint(

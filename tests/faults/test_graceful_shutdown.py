@@ -115,7 +115,8 @@ async def test_sigterm_lets_requests_in_flight_finish_and_the_projector_commit(
             # with every event applied and committed, and nothing was left running.
             log = api.log_text()
             assert exit_code == 0, log[-3000:]
-            assert "Application shutdown complete." in log  # the app's shutdown ran: pool closed
+            # Said after the app's shutdown ran (the pool closed) and the projector exited.
+            assert log.rstrip().splitlines()[-1].endswith('"message":"stopped"}'), log[-3000:]
             assert not projector.is_running()
             head = await database.store.head_position()
             assert set((await projection_positions(database.pool)).values()) == {head}

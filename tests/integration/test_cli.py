@@ -81,6 +81,13 @@ async def test_every_command_has_help(database_url: str) -> None:
         ["accounts", "open"],
         ["tokens", "create"],
         ["tokens", "revoke"],
+        ["tokens", "list"],
+        ["accounts", "show"],
+        ["accounts", "list"],
+        ["projections", "status"],
+        ["projections", "rebuild"],
+        ["stripe", "reconcile"],
+        ["config", "check"],
     ):
         result = await ledger(database_url, *command, "--help")
         assert result.returncode == 0, (command, result.stderr)

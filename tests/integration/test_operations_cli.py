@@ -34,7 +34,7 @@ async def test_reset_month_resets_every_account_once_and_is_safe_to_run_again(
 
     assert first.returncode == 0, first.stderr
     assert "reset 2 accounts; 0 already reset for this period" in first.stdout
-    assert "1 accounts were reset for a later period already" in first.stderr
+    assert "1 account was reset for a later period already and was left alone" in first.stderr
     assert "reset 0 accounts; 2 already reset for this period" in second.stdout
     assert bad.returncode == 2
     for n in range(2):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from ledger.commands import (
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import (
     GrantClosed,
+    GrantNotDue,
     HoldAlreadySettled,
     HoldHasExpired,
     HoldNotDue,
@@ -476,7 +478,14 @@ class World:
             )
         except GrantClosed:
             if grant.status == "active":
-                raise Violation("an active grant was refused as closed") from None
+                # A void carries no idempotency key: its retry after an answer lost
+                # mid-commit is refused, and the first attempt must be on record.
+                if not await self.closed_in_store(account_id, grant_id):
+                    raise Violation("an active grant was refused as closed") from None
+                account.close_grant(grant_id, "voided")
+                self.touched.add(account_id)
+                self.counts["voids retried after a lost answer"] += 1
+                return
             self.counts["voids of closed grants refused"] += 1
             return
         if grant.status != "active":
@@ -493,12 +502,30 @@ class World:
             for grant_id, grant in sorted(account.grants.items()):
                 if grant.status != "active" or grant.usable_at(self.now):
                     continue
-                answer = await self.answered(ExpireGrant(account_id=account_id, grant_id=grant_id))
+                try:
+                    answer = await self.answered(
+                        ExpireGrant(account_id=account_id, grant_id=grant_id)
+                    )
+                except GrantNotDue:
+                    # Recorded by an attempt whose answer was lost (as between two sweepers).
+                    if not await self.closed_in_store(account_id, grant_id):
+                        raise Violation(f"grant {grant_id} is past its expiry, not due") from None
+                    account.close_grant(grant_id, "expired")
+                    self.touched.add(account_id)
+                    continue
                 lapsed = account.close_grant(grant_id, "expired")
                 if answer.lapsed != lapsed:
                     raise Violation(f"an expiry let {answer.lapsed} lapse, the rules say {lapsed}")
                 self.touched.add(account_id)
                 self.counts["grants expired"] += 1
+
+    async def closed_in_store(self, account_id: str, grant_id: str) -> bool:
+        replayed = await Repository(self.store, cache_size=0).get(
+            CreditAccount, account_stream_id(account_id)
+        )
+        assert replayed is not None
+        grant = replayed.grants.get(grant_id)
+        return grant_id in replayed.closed_grants or (grant is not None and grant.status != "active")
 
     async def reset(self, account_id: str) -> None:
         account = self.accounts[account_id]
@@ -715,6 +742,15 @@ def hold_command(account_id: str, amount: int, reason: str, key: str) -> PlaceHo
     )
 
 
+def described(error: BaseException) -> str:
+    """A violation's message; for anything else, what it was and where it was raised."""
+    if isinstance(error, Violation):
+        return str(error)
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{error!r}{where}"
+
+
 async def simulate(
     seed: int,
     steps: int,
@@ -737,7 +773,7 @@ async def simulate(
         world.counts["steps"] = len(done)
     except Exception as error:
         raise Violation(
-            f"seed {seed} failed at step {len(done)} ({done[-5:]}): {error}\n"
+            f"seed {seed} failed at step {len(done)} ({done[-5:]}): {described(error)}\n"
             f"replay exactly this schedule: SIM_SEED={seed} SIM_STEPS={len(done)}"
         ) from error
     finally:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from eventsourcing.domain import Snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantClosed, HoldHasExpired, InsufficientCredits, InvalidGrant
 from ledger.domain.events import CreditsSpent, HoldCaptured
+from ledger.store.mapper import MsgspecMapper
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=7)
@@ -200,3 +202,31 @@ def test_grants_are_accounted_for_whatever_happens(
         assert credits.allowance_remaining >= 0
         assert credits.available_at(clock) >= 0
         assert granted == spent_from_grants + lapsed + credits.granted
+        assert credits.granted == sum(g.remaining for g in credits.grants.values())
+        assert list(credits.grants) == sorted(
+            credits.grants,
+            key=lambda g: (
+                credits.grants[g].priority,
+                credits.grants[g].expires_at or datetime.max.replace(tzinfo=UTC),
+                credits.grants[g].order,
+            ),
+        )
+
+
+def test_a_snapshot_keeps_grants_in_burn_order_with_their_expiry_and_total() -> None:
+    credits = account(allowance=0)
+    grant(credits, "g_late", 30, priority=60)
+    grant(credits, "g_first", 20, priority=5, expires_in=timedelta(days=2))
+    credits.place_hold("h1", 25, "job", NOW + timedelta(days=1), at=NOW)  # 20 of g_first, 5
+    credits.void_grant("g_first", "gone")  # kept: a hold reserves all of it
+    mapper = MsgspecMapper()
+
+    snapshot = Snapshot.take(credits)  # type: ignore[var-annotated]
+    restored = mapper.to_domain_event(mapper.to_stored_event(snapshot)).mutate(None)
+
+    assert list(restored.grants) == ["g_first", "g_late"]
+    assert restored.grants == credits.grants
+    assert restored.grants["g_first"].expires_at == NOW + timedelta(days=2)
+    assert (restored.granted, restored.closed_grants) == (50, frozenset())
+    restored.release_hold("h1")
+    assert (restored.granted, restored.closed_grants) == (30, frozenset({"g_first"}))

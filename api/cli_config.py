@@ -1,0 +1,206 @@
+"""``ledger config check``: every setting in effect, and every problem, one per line.
+
+It checks what ``Settings.from_env`` checks, what production needs besides
+(``DATABASE_URL``, ``LEDGER_PUBLIC_URL``, the Stripe keys), the shape of the
+Stripe keys, and the variables read outside ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+import msgspec
+
+from api.cli_support import plural
+from api.database import describe
+from api.settings import Settings, SettingsError
+
+VARIABLES = {
+    "ledger_env": "LEDGER_ENV",
+    "database_url": "DATABASE_URL",
+    "database_admin_url": "DATABASE_ADMIN_URL",
+    "host": "HOST",
+    "port": "PORT",
+    "public_url": "LEDGER_PUBLIC_URL",
+    "stripe_secret_key": "STRIPE_SECRET_KEY",
+    "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
+    "stripe_api_base": "STRIPE_API_BASE",
+    "stripe_standin_port": "STRIPE_STANDIN_PORT",
+    "credit_unit_amount": "CREDIT_UNIT_AMOUNT",
+    "credit_currency": "CREDIT_CURRENCY",
+    "default_monthly_allowance": "DEFAULT_MONTHLY_ALLOWANCE",
+    "data_dir": "LEDGER_DATA_DIR",
+    "cors_origins": "LEDGER_CORS_ORIGINS",
+    "stripe_allow_test_keys": "STRIPE_ALLOW_TEST_KEYS",
+    "page_key": "LEDGER_PAGE_KEY",
+    "metrics_port": "METRICS_PORT",
+    "metrics_token": "METRICS_TOKEN",
+    "webhook_allow_private": "LEDGER_WEBHOOK_ALLOW_PRIVATE",
+}
+"""Each setting and the variable it comes from, in the order they are shown."""
+
+
+class Report(msgspec.Struct):
+    """What ``config check`` prints: ``lines`` to stdout, the others to stderr."""
+
+    lines: list[str]
+    problems: list[str]
+    warnings: list[str]
+
+
+def _mode(key: str) -> str:
+    return "live mode" if "_live_" in key else "test mode" if "_test_" in key else "mode unknown"
+
+
+def _key(key: str) -> str:
+    """A Stripe key as far as it is no secret: its kind and mode (``sk_test_…``)."""
+    return "_".join(key.split("_")[:2]) + "_…"
+
+
+def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
+    value = getattr(settings, field)
+    variable = VARIABLES[field]
+    given = bool(env.get(variable, "").strip())
+    if field == "database_url":
+        if value is None:
+            return f"(not set) the embedded PostgreSQL under {settings.data_dir / 'pg'}"
+        return describe(value) + " (password not shown)"
+    if field == "database_admin_url":
+        return "(not set)" if value is None else describe(value) + " (password not shown)"
+    if field == "stripe_secret_key":
+        if value is None:
+            return f"(not set) the Stripe stand-in on 127.0.0.1:{settings.stripe_standin_port}"
+        return f"{_key(value)} (set; {_mode(value)})"
+    if field == "stripe_webhook_secret":
+        if value is None:
+            return f"(not set) the stand-in's, kept in {settings.data_dir / 'stripe-webhook-secret'}"
+        return f"whsec_… (set; {plural(len(settings.webhook_secrets), 'secret')})"
+    if field == "stripe_api_base" and value is None:
+        return "(not set) Stripe's own" if settings.stripe_secret_key else "(not set) the stand-in"
+    if field == "public_url" and not given:
+        return f"(not set) {value}"
+    if field == "page_key":
+        if value is None:
+            return f"(not set) one generated into {settings.data_dir / 'page-key'}"
+        return "(set)"
+    if field == "metrics_token":
+        return "(set)" if value else "(not set)"
+    if field == "metrics_port" and value is None:
+        return "(not set) /metrics on the API's port"
+    if field == "cors_origins":
+        return ", ".join(value) if value else "(not set) no cross-origin callers"
+    return str(value)
+
+
+def _extra_variables(env: Mapping[str, str]) -> list[tuple[str, str, Callable[[], Any]]]:
+    """Variables read outside Settings: (name, default shown, check raising ValueError)."""
+    from api.reconcile import reconcile_seconds_from_env
+    from ledger.adapters.stripe_gateway import DEFAULT_TIMEOUT_SECONDS, timeout_from_env
+
+    def log_format() -> None:
+        value = env.get("LEDGER_LOG_FORMAT", "").strip().lower()
+        if value not in ("", "auto", "text", "json"):
+            raise ValueError(f"LEDGER_LOG_FORMAT must be auto, text or json, not {value!r}")
+
+    return [
+        ("STRIPE_TIMEOUT_SECONDS", f"{DEFAULT_TIMEOUT_SECONDS:g}", lambda: timeout_from_env(env)),
+        ("LEDGER_RECONCILE_SECONDS", "off", lambda: reconcile_seconds_from_env(env)),
+        ("LEDGER_LOG_FORMAT", "auto (text on a terminal, JSON otherwise)", log_format),
+    ]
+
+
+def _text(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+def _production_problems(env: Mapping[str, str]) -> list[str]:
+    """What production needs besides what Settings refuses (the Stripe keys)."""
+    problems = []
+    if not _text(env, "DATABASE_URL"):
+        problems.append(
+            "LEDGER_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for development"
+        )
+    if not _text(env, "LEDGER_PUBLIC_URL"):
+        problems.append(
+            "LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come back "
+            "to from Stripe Checkout"
+        )
+    return problems
+
+
+def _shape_problems(env: Mapping[str, str]) -> list[str]:
+    problems = []
+    key = _text(env, "STRIPE_SECRET_KEY")
+    if key and not key.startswith(("sk_", "rk_")):
+        problems.append("STRIPE_SECRET_KEY is not a Stripe secret key (sk_… or rk_…)")
+    secrets = [s.strip() for s in _text(env, "STRIPE_WEBHOOK_SECRET").split(",") if s.strip()]
+    for n, secret in enumerate(secrets, 1):
+        if not secret.startswith("whsec_"):
+            which = f" (number {n} of the list)" if len(secrets) > 1 else ""
+            problems.append(f"STRIPE_WEBHOOK_SECRET{which} is not a signing secret (whsec_…)")
+    public_url = _text(env, "LEDGER_PUBLIC_URL")
+    if public_url and not public_url.startswith(("http://", "https://")):
+        problems.append(f"LEDGER_PUBLIC_URL must be an http(s) address, not {public_url!r}")
+    return problems
+
+
+def check(env: Mapping[str, str] | None = None) -> Report:
+    """Everything ``config check`` says about ``env`` (default: this process's)."""
+    env = os.environ if env is None else env
+    report = Report(lines=[], problems=[], warnings=[])
+    production = _text(env, "LEDGER_ENV") == "production"
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as error:
+        report.problems += error.problems
+        settings = None
+    if production:
+        report.problems += _production_problems(env)
+    report.problems += _shape_problems(env)
+    if settings is not None:
+        for field, variable in VARIABLES.items():
+            if field in settings.__struct_fields__:
+                report.lines.append(f"{variable} = {_shown(settings, field, env)}")
+        for field in settings.__struct_fields__:
+            if field not in VARIABLES:  # a setting this list does not know yet
+                value = getattr(settings, field)
+                secret = any(word in field for word in ("secret", "key", "token", "password"))
+                report.lines.append(f"{field} = {'(set)' if secret and value else value}")
+        if production and "_test_" in (settings.stripe_secret_key or ""):
+            report.warnings.append(
+                "LEDGER_ENV=production with a test-mode STRIPE_SECRET_KEY: no real payments"
+            )
+        if production and settings.public_url.startswith("http://"):
+            report.warnings.append("LEDGER_PUBLIC_URL is not https")
+    for name, default, validate in _extra_variables(env):
+        try:
+            validate()
+        except ValueError as error:
+            report.problems.append(str(error))
+        else:
+            value = env.get(name, "").strip()
+            report.lines.append(f"{name} = {value or f'(not set) {default}'}")
+    return report
+
+
+@click.command("check")
+def config_check() -> None:
+    """Print the settings in effect (secrets never), then every problem, one per line.
+
+    Covers what production needs: DATABASE_URL, LEDGER_PUBLIC_URL, STRIPE_SECRET_KEY
+    and STRIPE_WEBHOOK_SECRET. Exits 1 if there is any problem.
+    """
+    report = check()
+    for line in report.lines:
+        click.echo(line)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if report.problems:
+        click.echo(plural(len(report.problems), "problem"), err=True)
+        raise SystemExit(1)
+    click.echo("configuration OK")

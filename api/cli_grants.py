@@ -1,0 +1,150 @@
+"""``ledger grants create|list|void``: grants from the command line, through the one road."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+import msgspec
+
+from api.cli_support import plural, run_with_services, settings_from_env
+from projections.queries import GRANT_STATUSES
+
+if TYPE_CHECKING:
+    from api.services import Services
+
+
+class _Moment(click.ParamType):
+    """An RFC 3339 time with an offset."""
+
+    name = "RFC 3339 time"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an RFC 3339 time (2027-01-31T00:00:00Z)", param, ctx)
+        if moment.tzinfo is None:
+            self.fail(f"{value!r} needs an offset (Z or +01:00)", param, ctx)
+        return moment
+
+
+def _run(work: Any) -> Any:
+    """Run ``work(services)``; the ledger's refusals end the command with one line."""
+    from ledger.domain.errors import DomainError
+
+    try:
+        return run_with_services(settings_from_env(), work)
+    except DomainError as error:
+        raise click.ClickException(_refusal(error)) from None
+
+
+def _refusal(error: Exception) -> str:
+    from ledger.domain.errors import AccountNotFound, GrantNotFound
+
+    if isinstance(error, AccountNotFound):
+        return f"account {error} does not exist"
+    if isinstance(error, GrantNotFound):
+        return f"no grant {error} on that account"
+    return str(error)
+
+
+@click.group("grants")
+def grants_group() -> None:
+    """Give, list and withdraw grants: credits that are not bought (README "Grants")."""
+
+
+@grants_group.command("create")
+@click.argument("account_id")
+@click.argument("amount", type=click.IntRange(1, 1_000_000_000))
+@click.option("--expires-at", type=_Moment(), help="When what remains lapses (default: never).")
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 100),
+    default=50,
+    show_default=True,
+    help="Lower burns first.",
+)
+@click.option("--reason", default="", help="Why (shown on the statement).")
+@click.option(
+    "--key",
+    help="Idempotency key: the same key gives the same grant once (default: a new one, "
+    "printed so that a retry can reuse it).",
+)
+def create_grant(
+    account_id: str,
+    amount: int,
+    expires_at: datetime | None,
+    priority: int,
+    reason: str,
+    key: str | None,
+) -> None:
+    """Give ACCOUNT_ID a grant of AMOUNT credits."""
+    from ledger.commands import GrantCredits
+
+    chosen_key = key or f"cli-{uuid.uuid4().hex}"
+    command = GrantCredits(
+        account_id=account_id,
+        amount=amount,
+        priority=priority,
+        expires_at=expires_at,
+        reason=reason,
+        idempotency_key=chosen_key,
+    )
+    given = _run(lambda services: services.ledger.execute(command))
+    expiry = f", expires {given.expires_at}" if given.expires_at else ", never expires"
+    click.echo(
+        f"granted {given.grant_id} to {account_id}: {plural(given.amount, 'credit')}, "
+        f"priority {given.priority}{expiry} (key {chosen_key}); the account holds "
+        f"{given.granted} in grants, {given.balance} in all"
+    )
+
+
+@grants_group.command("list")
+@click.argument("account_id")
+@click.option("--status", type=click.Choice(GRANT_STATUSES), default="all", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one grant each.")
+def list_grants(account_id: str, status: str, as_json: bool) -> None:
+    """ACCOUNT_ID's grants, newest first, with what remains of each (the grants view)."""
+    from ledger.domain.ids import account_stream_id
+
+    async def read(services: Services) -> tuple[list[Any], bool]:
+        await services.ledger.account(account_id)  # AccountNotFound
+        stream_id = account_stream_id(account_id)
+        current = await services.views.wait_for_stream("grants", stream_id)
+        return await services.views.grants(stream_id, status, limit=1000), current
+
+    found, current = _run(read)
+    if not current:
+        click.echo("note: the grants view is behind the store (is the projector running?)", err=True)
+    for grant in found:
+        if as_json:
+            click.echo(msgspec.json.encode(grant).decode())
+            continue
+        expiry = f"expires {grant.expires_at:%Y-%m-%d %H:%M:%SZ}" if grant.expires_at else "never"
+        click.echo(
+            f"{grant.grant_id}  {grant.status:<7}  {grant.remaining:>12,} of {grant.amount:<12,}  "
+            f"priority {grant.priority:<3}  {expiry}  {grant.reason}".rstrip()
+        )
+    if not found and not as_json:
+        click.echo(f"no {'' if status == 'all' else status + ' '}grants", err=True)
+
+
+@grants_group.command("void")
+@click.argument("account_id")
+@click.argument("grant_id")
+@click.option("--reason", default="", help="Why (shown on the statement).")
+def void_grant(account_id: str, grant_id: str, reason: str) -> None:
+    """Withdraw GRANT_ID: what remains of it lapses now (what holds reserve, when they settle)."""
+    from ledger.commands import VoidGrant
+
+    command = VoidGrant(account_id=account_id, grant_id=grant_id, reason=reason)
+    voided = _run(lambda services: services.ledger.execute(command))
+    click.echo(
+        f"voided {grant_id}: {plural(voided.lapsed, 'credit')} lapsed; the account holds "
+        f"{voided.granted} in grants, {voided.balance} in all"
+    )

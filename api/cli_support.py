@@ -1,0 +1,105 @@
+"""What the ``ledger`` commands share: settings, services, progress bars, plurals."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from api.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from api.services import Services
+
+T = TypeVar("T")
+
+
+def settings_from_env() -> Settings:
+    """The settings, or the command ends with every bad value named."""
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def run_with_services(
+    settings: Settings,
+    work: Callable[[Services], Awaitable[T]],
+    *,
+    stripe_api_base: str | None = None,
+) -> T:
+    """Run ``work(services)`` in an event loop of its own, the services closed after."""
+    from api.app import open_services
+
+    async def run() -> T:
+        async with open_services(settings, stripe_api_base=stripe_api_base) as services:
+            return await work(services)
+
+    return asyncio.run(run())
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 account``, ``2 accounts``, ``1,000 accounts``."""
+    word = singular if count == 1 else plural_form or f"{singular}s"
+    return f"{count:,} {word}"
+
+
+class Progress:
+    """A progress bar on standard error, drawn only when that is a terminal.
+
+    Counts are whole numbers (no ``1.2k``). The total is an estimate some
+    commands cannot know exactly (positions have gaps, events arrive meanwhile):
+    it grows when passed, and a bar that finishes shows 100 %.
+    """
+
+    def __init__(
+        self, total: int, unit: str, *, description: str = "", enabled: bool = True
+    ) -> None:
+        self.count = 0
+        self._bar: Any = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=max(total, 0),
+                unit=f" {unit}",
+                unit_scale=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                desc=description or None,
+            )
+
+    def update(self, count: int) -> None:
+        self.count += count
+        if self._bar is None:
+            return
+        if self.count > self._bar.total:
+            self._bar.total = self.count
+        self._bar.update(count)
+
+    def finish(self) -> None:
+        """Done: whatever the estimate was, the bar ends at 100 %."""
+        if self._bar is not None:
+            self._bar.total = self.count
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@contextmanager
+def progress(
+    total: int, unit: str, *, description: str = "", enabled: bool = True
+) -> Iterator[Progress]:
+    """``with progress(n, "events") as bar: bar.update(k)``; 100 % when the block ends well."""
+    bar = Progress(total, unit, description=description, enabled=enabled)
+    try:
+        yield bar
+        bar.finish()
+    finally:
+        bar.close()

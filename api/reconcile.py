@@ -1,0 +1,200 @@
+"""Reconciliation with Stripe, as ``ledger stripe reconcile`` and the service run it.
+
+Pending purchases come from the purchases view; each is looked up at Stripe
+through the SDK and what is found is applied as its webhook would have been
+(ledger/reconcile.py). In the service it runs every ``LEDGER_RECONCILE_SECONDS``
+(unset or 0: never), in one process at a time (an advisory lock), over the
+purchases of the last ``RECONCILE_WINDOW``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from api.services import Services
+from ledger.ports import CheckoutLookup
+from ledger.reconcile import PendingCheckout, Reconciled, reconcile
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OLDER_THAN = timedelta(minutes=15)
+"""Sessions younger than this are left to their webhooks, which are normally seconds away.
+Every session past its expiry is older: the ledger's live an hour."""
+
+RECONCILE_WINDOW = timedelta(days=30)
+"""How far back the service's periodic run looks (Stripe keeps events 30 days)."""
+
+DEFAULT_LIMIT = 1000
+"""Sessions per run at most (oldest first): Stripe's rate limits stay far away."""
+
+_RECONCILE_LOCK = 748200117  # advisory lock: one process of the service reconciles at a time
+
+_DURATION = re.compile(r"(\d+)\s*(s|m|min|h|d|w)", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``2h``, ``7d``, ``1w``, or a combination (``1h30m``); ``0`` is none."""
+    cleaned = text.strip()
+    if cleaned == "0":
+        return timedelta(0)
+    matched = list(_DURATION.finditer(cleaned))
+    if not matched or "".join(m.group(0) for m in matched).replace(" ", "") != cleaned.replace(
+        " ", ""
+    ):
+        raise ValueError(f"{text!r} is not a duration like 30m, 12h or 7d")
+    return timedelta(seconds=sum(int(m[1]) * _UNITS[m[2].lower()] for m in matched))
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A moment: a duration back from ``now`` (``7d``), a date (UTC midnight) or an RFC 3339 time."""
+    with contextlib.suppress(ValueError):
+        return now - parse_duration(text)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (7d, 12h) nor a date (2026-11-01) or time "
+            "(2026-11-01T09:00:00Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def reconcile_seconds_from_env(env: Mapping[str, str] | None = None) -> float | None:
+    """``LEDGER_RECONCILE_SECONDS``: how often the service reconciles (None: never)."""
+    raw = (os.environ if env is None else env).get("LEDGER_RECONCILE_SECONDS", "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1
+    if seconds < 0:
+        raise ValueError(f"LEDGER_RECONCILE_SECONDS must be a number of seconds, not {raw!r}")
+    return seconds or None
+
+
+def checkout_lookup(services: Services) -> CheckoutLookup:
+    """The service's payment gateway, which can look sessions up at Stripe."""
+    gateway = services.ledger.gateway
+    if not hasattr(gateway, "look_up_checkout"):
+        raise RuntimeError("this process has no Stripe gateway to reconcile with")
+    return gateway  # type: ignore[return-value]
+
+
+async def reconcile_pending(
+    services: Services,
+    lookup: CheckoutLookup,
+    *,
+    since: datetime | None,
+    older_than: timedelta = DEFAULT_OLDER_THAN,
+    account_id: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    now: datetime | None = None,
+) -> list[Reconciled]:
+    """Reconcile the purchases pending since ``since`` and created at least ``older_than`` ago."""
+    now = now or datetime.now(UTC)
+    pending = await services.views.pending_purchases(
+        created_after=since, created_before=now - older_than, account_id=account_id, limit=limit
+    )
+    return await reconcile(
+        services.ledger,
+        lookup,
+        (
+            PendingCheckout(
+                session_id=p.session_id,
+                account_id=p.account_id,
+                credits=p.credits,
+                created_at=p.created_at,
+            )
+            for p in pending
+        ),
+    )
+
+
+class PeriodicReconciler:
+    """Reconciles every ``interval`` seconds until stopped (``LEDGER_RECONCILE_SECONDS``)."""
+
+    def __init__(
+        self,
+        services: Services,
+        lookup: CheckoutLookup,
+        interval: float,
+        *,
+        older_than: timedelta = DEFAULT_OLDER_THAN,
+        window: timedelta = RECONCILE_WINDOW,
+        account_id: str | None = None,
+    ) -> None:
+        self.services = services
+        self.lookup = lookup
+        self.interval = interval
+        self.older_than = older_than
+        self.window = window
+        self.account_id = account_id
+        self.runs = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_env(cls, services: Services) -> PeriodicReconciler | None:
+        """One running as ``LEDGER_RECONCILE_SECONDS`` asks, or None when it is off."""
+        interval = reconcile_seconds_from_env()
+        if interval is None:
+            return None
+        return cls(services, checkout_lookup(services), interval)
+
+    def start(self) -> None:
+        log.info(
+            "reconciling pending purchases with Stripe every %g s (LEDGER_RECONCILE_SECONDS)",
+            self.interval,
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run_once(self) -> list[Reconciled] | None:
+        """One run, unless another process is running one (then None)."""
+        async with self.services.pool.acquire() as connection:
+            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", _RECONCILE_LOCK):
+                return None
+            try:
+                done = await reconcile_pending(
+                    self.services,
+                    self.lookup,
+                    since=datetime.now(UTC) - self.window,
+                    older_than=self.older_than,
+                    account_id=self.account_id,
+                )
+            finally:
+                await connection.execute("SELECT pg_advisory_unlock($1)", _RECONCILE_LOCK)
+        self.runs += 1
+        changed = [r for r in done if r.changed]
+        if changed:
+            log.warning(
+                "reconcile: %d of %d pending purchases had a missed webhook and were applied",
+                len(changed),
+                len(done),
+            )
+        return done
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.warning("reconcile: run failed (will try again): %s", error)
+            except Exception:
+                # A background loop: one bad run must not end the ones after it.
+                log.exception("reconcile: run failed (will try again)")
+            await asyncio.sleep(self.interval)

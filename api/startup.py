@@ -1,0 +1,133 @@
+"""``ledger serve``'s start and stop: ports checked first, "ready" once listening.
+
+Both ports (the API's and, in development, the Stripe stand-in's) are checked
+before anything starts, so a taken one is a single line naming the variable to
+change rather than a traceback from deep inside start-up. The API's socket is
+bound here and handed to uvicorn, so nothing can take the port in between.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from api.settings import Settings
+
+log = logging.getLogger("ledger")
+
+# uvicorn's own start and stop lines repeat ours; its warnings and errors still show.
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class PortUnavailable(Exception):
+    """A port the service needs cannot be listened on; the message says what to set."""
+
+
+def runs_standin(settings: Settings) -> bool:
+    """Whether ``ledger serve`` starts the Stripe stand-in (as ``create_app`` decides)."""
+    return not settings.production and settings.uses_standin and not settings.stripe_api_base
+
+
+def _why(error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return "is in use by another program"
+    if error.errno == errno.EACCES:
+        return "needs privileges this process lacks"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return "is not an address of this machine"
+    return f"cannot be listened on ({error.strerror or error})"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (not listening yet); OSError if it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets that name it.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        # As uvicorn does: a port left in TIME_WAIT by a previous run is free to use.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def claim_ports(settings: Settings) -> list[socket.socket]:
+    """Bind the API's socket (and the metrics one, with ``METRICS_PORT``) after checking
+    every port ``serve`` needs.
+
+    Raises PortUnavailable with one line per unusable port, each naming the
+    variable to set.
+    """
+    problems: list[str] = []
+    if runs_standin(settings) and settings.stripe_standin_port:
+        try:
+            bind("127.0.0.1", settings.stripe_standin_port).close()
+        except OSError as error:
+            problems.append(
+                f"port {settings.stripe_standin_port} (the Stripe stand-in's) {_why(error)}: "
+                "set STRIPE_STANDIN_PORT to a free port"
+            )
+    wanted = [(settings.port, "the API's", "PORT")]
+    if settings.metrics_port is not None:
+        wanted.append((settings.metrics_port, "the metrics'", "METRICS_PORT"))
+    bound: list[socket.socket] = []
+    for port, whose, variable in wanted:
+        try:
+            bound.append(bind(settings.host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRNOTAVAIL:
+                variable, what = "HOST", "a local address"
+            else:
+                what = "a free port"
+            problems.append(
+                f"{settings.host}:{port} ({whose}) {_why(error)}: set {variable} to {what}"
+            )
+    if problems:
+        for sock in bound:
+            sock.close()
+        raise PortUnavailable("\n".join(dict.fromkeys(problems)))
+    return bound
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, saying "ready" once it listens and "stopping…" when asked to stop."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self._on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            log.info("stopping… (%s): finishing the requests in flight", signal.Signals(sig).name)
+        super().handle_exit(sig, frame)
+
+
+def serve_on(app: Any, sockets: list[socket.socket], on_ready: Callable[[str], None]) -> None:
+    """Serve ``app`` on the bound ``sockets`` until SIGTERM or Ctrl-C.
+
+    ``on_ready(url)`` (the first socket's) is called once they listen and the app has
+    started. A start-up that fails exits 3, as uvicorn does.
+    """
+    for name in _UVICORN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = _Server(config, on_ready)
+    server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(3)  # uvicorn's start-up failure; the lifespan logged why

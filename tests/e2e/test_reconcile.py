@@ -1,0 +1,280 @@
+"""Reconciliation: a missed webhook's work is done by asking Stripe, exactly once.
+
+The stand-in holds the webhook back (as an outage longer than Stripe's retries
+would); ``ledger stripe reconcile`` (a process of its own, the real SDK against
+the stand-in) or the service's periodic run applies what Stripe says; the held
+webhook delivered afterwards changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.reconcile import (
+    PeriodicReconciler,
+    checkout_lookup,
+    parse_duration,
+    parse_since,
+    reconcile_pending,
+    reconcile_seconds_from_env,
+)
+from api.services import Services
+from ledger.domain.ids import account_stream_id, checkout_stream_id
+from projections.runner import all_projections, catch_up
+from stripe_standin import RunningStandin
+from tests.e2e.conftest import Customer
+from tests.e2e.test_checkout_flow import AS_SCRIPT, Purchase, pay, purchase
+from tests.support.cli import ROOT
+from tests.support.events import stream_events
+
+
+@pytest.fixture
+def held(standin: RunningStandin) -> Iterator[None]:
+    """Checkout events are recorded by the stand-in, not delivered, until released."""
+    standin.hold_webhooks(
+        [
+            "checkout.session.completed",
+            "checkout.session.expired",
+            "checkout.session.async_payment_succeeded",
+            "checkout.session.async_payment_failed",
+        ]
+    )
+    yield
+    standin.hold_webhooks([])
+
+
+def held_about(standin: RunningStandin, session_id: str) -> list[str]:
+    return [
+        event.id
+        for event in standin.held_events
+        if json.loads(event.body)["data"]["object"]["id"] == session_id
+    ]
+
+
+async def reconcile_cli(
+    standin: RunningStandin, database_url: str, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "LEDGER_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        STRIPE_SECRET_KEY="sk_test_reconcile",
+        STRIPE_API_BASE=standin.base_url,
+        LEDGER_DATA_DIR=str(tmp_path / "data"),
+    )
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", "stripe", "reconcile", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def session_events(services: Services, session_id: str) -> list[str]:
+    return [t for t, _ in await stream_events(services.store, checkout_stream_id(session_id))]
+
+
+async def purchased_events(services: Services, account_id: str) -> list[str]:
+    return [
+        t
+        for t, _ in await stream_events(services.store, account_stream_id(account_id))
+        if t == "CreditsPurchased"
+    ]
+
+
+async def purchase_status(services: Services, customer: Customer, session_id: str) -> str:
+    await catch_up(services.store, all_projections())
+    [row] = [
+        p
+        for p in await services.views.purchases(customer.account_id, limit=100)
+        if p.session_id == session_id
+    ]
+    return row.status
+
+
+async def test_a_paid_session_whose_webhook_was_dropped_is_credited_by_reconcile_once(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    services: Services,
+    customer: Customer,
+    database_url: str,
+    tmp_path: Path,
+    held: None,
+) -> None:
+    bought = await purchase(http, customer, 1500)
+    await pay(http, bought)
+    [completed] = held_about(standin, bought.session_id)
+    assert await purchase_status(services, customer, bought.session_id) == "pending"
+    before = await services.ledger.account(customer.account_id, fresh=True)
+
+    first = await reconcile_cli(
+        standin, database_url, tmp_path, "--older-than", "0", "--account", customer.account_id
+    )
+    again = await reconcile_cli(
+        standin, database_url, tmp_path, "--older-than", "0", "--account", customer.account_id
+    )
+    credited = await services.ledger.account(customer.account_id, fresh=True)
+    [attempt] = await standin.release_webhooks([completed])
+    after_webhook = await services.ledger.account(customer.account_id, fresh=True)
+
+    assert first.returncode == 0, first.stderr
+    assert (
+        f"{bought.session_id}  {customer.account_id}  1,500 credits  paid at Stripe: credited"
+        in first.stdout
+    )
+    assert "checked 1 pending purchase: 1 credited" in first.stderr
+    assert again.returncode == 0, again.stderr  # the view is behind: the store says paid
+    assert "settled here already" in again.stdout
+    assert credited.topup_balance == before.topup_balance + 1500
+    assert attempt.status == 200  # the late webhook is accepted ...
+    assert after_webhook.topup_balance == credited.topup_balance  # ... and changes nothing
+    assert await purchased_events(services, customer.account_id) == ["CreditsPurchased"]
+    assert await session_events(services, bought.session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]
+    assert await purchase_status(services, customer, bought.session_id) == "paid"
+
+
+async def test_an_expired_session_whose_webhook_was_dropped_is_closed(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    services: Services,
+    customer: Customer,
+    held: None,
+) -> None:
+    bought = await purchase(http, customer, 400)
+    expired = await http.post(f"{bought.checkout_url}/expire", headers=AS_SCRIPT)
+    assert expired.status_code == 200, expired.text
+    [expiry] = held_about(standin, bought.session_id)
+    assert await purchase_status(services, customer, bought.session_id) == "pending"
+
+    results = await reconcile_pending(
+        services,
+        checkout_lookup(services),
+        since=None,
+        older_than=timedelta(0),
+        account_id=customer.account_id,
+    )
+    [attempt] = await standin.release_webhooks([expiry])
+
+    assert [(r.session_id, r.found, r.outcome) for r in results] == [
+        (bought.session_id, "expired", "expired")
+    ]
+    assert attempt.status == 200
+    assert await session_events(services, bought.session_id) == [
+        "CheckoutRequested",
+        "CheckoutExpired",
+    ]
+    assert await purchase_status(services, customer, bought.session_id) == "expired"
+
+
+async def test_a_failed_delayed_payment_is_closed_and_an_open_or_young_one_left_alone(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    services: Services,
+    customer: Customer,
+    held: None,
+) -> None:
+    failed = await purchase(http, customer, 200)
+    await pay(http, failed, mode="async", outcome="fail")
+    still_open = await purchase(http, customer, 300)
+    await catch_up(services.store, all_projections())
+    lookup = checkout_lookup(services)
+
+    young = await reconcile_pending(
+        services, lookup, since=None, account_id=customer.account_id
+    )  # the default: younger than 15 minutes is left to its webhooks
+    results = await reconcile_pending(
+        services, lookup, since=None, older_than=timedelta(0), account_id=customer.account_id
+    )
+    await standin.release_webhooks(held_about(standin, failed.session_id))
+
+    assert young == []
+    assert {r.session_id: (r.found, r.outcome) for r in results} == {
+        failed.session_id: ("failed", "failed"),
+        still_open.session_id: ("open", "unchanged"),
+    }
+    assert await session_events(services, failed.session_id) == [
+        "CheckoutRequested",
+        "CheckoutFailed",
+    ]
+    assert await session_events(services, still_open.session_id) == ["CheckoutRequested"]
+
+
+async def test_a_session_stripe_does_not_know_is_left_pending(
+    services: Services, customer: Customer, standin: RunningStandin
+) -> None:
+    found = await checkout_lookup(services).look_up_checkout("cs_test_nobody_made_this")
+
+    assert (found.state, found.meaning) == ("unknown", None)
+
+
+async def test_the_service_reconciles_by_itself_when_asked_to(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    services: Services,
+    customer: Customer,
+    held: None,
+) -> None:
+    bought: Purchase = await purchase(http, customer, 700)
+    await pay(http, bought)
+    await catch_up(services.store, all_projections())
+    before = await services.ledger.account(customer.account_id, fresh=True)
+
+    reconciler = PeriodicReconciler(
+        services,
+        checkout_lookup(services),
+        0.1,
+        older_than=timedelta(0),
+        account_id=customer.account_id,
+    )
+    reconciler.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (await services.ledger.session(bought.session_id, fresh=True)).status != "paid":  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "not reconciled within 30 s"
+            await asyncio.sleep(0.05)
+    finally:
+        await reconciler.stop()
+    await standin.release_webhooks(held_about(standin, bought.session_id))
+
+    after = await services.ledger.account(customer.account_id, fresh=True)
+    assert after.topup_balance == before.topup_balance + 700
+    assert await purchased_events(services, customer.account_id) == ["CreditsPurchased"]
+
+
+def test_reconcile_is_off_unless_an_interval_is_given() -> None:
+    assert reconcile_seconds_from_env({}) is None
+    assert reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": "0"}) is None
+    assert reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": "300"}) == 300
+    with pytest.raises(ValueError, match="LEDGER_RECONCILE_SECONDS must be a number"):
+        reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": "often"})
+
+
+def test_since_takes_durations_dates_and_times() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("0") == timedelta(0)
+    assert parse_since("7d", now) == datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert parse_since("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_since("2026-11-01T09:00:00Z", now) == datetime(2026, 11, 1, 9, tzinfo=UTC)
+    for bad in ("yesterday", "7 days", "12x", ""):
+        with pytest.raises(ValueError, match="is neither a duration"):
+            parse_since(bad, now)

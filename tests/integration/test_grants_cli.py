@@ -1,0 +1,64 @@
+"""``ledger grants create|list|void`` as an operator runs them, on a database of their own."""
+
+from __future__ import annotations
+
+import json
+
+from ledger.bootstrap import build_ledger
+from projections.runner import all_projections, catch_up
+from tests.conftest import IsolatedDatabase
+from tests.support.cli import ledger
+from tests.support.events import settled
+from tests.support.ledger import open_account
+
+
+async def test_grants_are_given_listed_and_voided_from_the_command_line(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_cli", 0)
+    await books.uow.committer.stop()
+
+    given = await ledger(
+        isolated_db.url, "grants", "create", "acct_cli", "500", "--expires-at",
+        "2099-01-31T00:00:00Z", "--priority", "10", "--reason", "welcome", "--key", "promo-1",
+    )  # fmt: skip
+    again = await ledger(isolated_db.url, "grants", "create", "acct_cli", "500",
+                         "--expires-at", "2099-01-31T00:00:00Z", "--priority", "10",
+                         "--reason", "welcome", "--key", "promo-1")  # fmt: skip
+    other = await ledger(isolated_db.url, "grants", "create", "acct_cli", "70")
+    grant_id = given.stdout.split()[1]
+    voided = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
+    twice = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
+    await settled(isolated_db.store)
+    await catch_up(isolated_db.store, all_projections())
+    listed = await ledger(isolated_db.url, "grants", "list", "acct_cli", "--json")
+    active = await ledger(isolated_db.url, "grants", "list", "acct_cli", "--status", "active")
+    past = await ledger(isolated_db.url, "grants", "create", "acct_cli", "5", "--expires-at",
+                        "2020-01-01T00:00:00Z")  # fmt: skip
+    nobody = await ledger(isolated_db.url, "grants", "list", "acct_nobody")
+
+    assert given.returncode == 0, given.stderr
+    assert given.stdout.startswith(f"granted {grant_id} to acct_cli: 500 credits, priority 10")
+    assert "expires 2099-01-31T00:00:00+00:00 (key promo-1)" in given.stdout
+    assert again.stdout.split()[1] == grant_id  # the same key: the same grant, once
+    assert other.returncode == 0, other.stderr
+    assert voided.stdout.startswith(f"voided {grant_id}: 500 credits lapsed")
+    assert (twice.returncode, twice.stderr.strip()) == (
+        1,
+        f"Error: The grant {grant_id} has already expired or been voided.",
+    )
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["status"], r["remaining"], r["amount"]) for r in rows] == [
+        ("active", 70, 70),
+        ("voided", 0, 500),
+    ]
+    assert len(active.stdout.splitlines()) == 1
+    assert "active" in active.stdout
+    assert "70 of 70" in active.stdout
+    assert past.returncode == 1
+    assert past.stderr.strip() == "Error: A grant's expires_at must be in the future."
+    assert (nobody.returncode, nobody.stderr.strip()) == (
+        1,
+        "Error: account acct_nobody does not exist",
+    )
