@@ -12,7 +12,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 # In a variable: a comma written in $(call …)'s arguments would split them.
-DEV_EXTRAS := .[test,lint,cluster]
+DEV_EXTRAS := .[test,lint]
 
 # pip is quiet (its output is pages long): say what it does, how long it takes, and how long it took.
 INSTALL = @started=$$(date +%s); \
@@ -45,10 +45,10 @@ run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedd
 cluster: $(VENV)/.cluster-installed nginx ## the deployment's topology here: PostgreSQL primary + standby, 3 API replicas, projector, nginx on :$${PORT:-8000} (CLUSTER_ARGS="--replicas 2")
 	$(BIN)/ledger dev cluster $(CLUSTER_ARGS)
 
-test: $(VENV)/.dev-installed browser nginx ## run the whole suite against a real PostgreSQL
+test: $(VENV)/.dev-installed $(VENV)/.cluster-installed browser nginx ## run the whole suite against a real PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-cluster: $(VENV)/.dev-installed nginx ## only the cluster tests (tests/cluster: replicas, standby, faults through nginx)
+test-cluster: $(VENV)/.dev-installed $(VENV)/.cluster-installed nginx ## only the cluster tests (tests/cluster: replicas, standby, faults through nginx)
 	$(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
 
 browser: ## install Debian's chromium for the browser test, if missing (never fails the build)
