@@ -27,16 +27,20 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(call INSTALL,the ledger and its dependencies,about 30-60 s,-e .)
 	@touch $@
 
-$(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(call INSTALL,the ledger with its test and lint tools,about 1-3 minutes,-e '$(DEV_EXTRAS)')
+# The Python client (clients/python) is a package of its own, installed editable beside
+# the service: the e2e tests and the bench's setup talk to the service through it.
+CLIENT := clients/python
+
+$(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt $(CLIENT)/pyproject.toml
+	$(call INSTALL,the ledger and its Python client with their test and lint tools,about 1-3 minutes,-e '$(DEV_EXTRAS)' -e ./$(CLIENT))
 	@touch $@ $(VENV)/.run-installed
 
 $(VENV)/.cluster-installed: $(VENV)/.run-installed pyproject.toml constraints.txt
 	$(call INSTALL,honcho for make cluster,a few seconds,-e '.[cluster]')
 	@touch $@
 
-$(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[test,lint,bench,cluster]'
+$(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt $(CLIENT)/pyproject.toml
+	$(PIP) -e '.[test,lint,bench,cluster]' -e ./$(CLIENT)
 	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed $(VENV)/.cluster-installed
 
 run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedded PostgreSQL, Stripe stand-in)
@@ -72,7 +76,7 @@ nginx: ## install Debian's nginx for `make cluster` and its tests, if missing (n
 	fi
 
 lint: $(VENV)/.dev-installed ## ruff and mypy
-	$(BIN)/ruff check ledger api projections audit stripe_standin relay cluster tests bench
+	$(BIN)/ruff check ledger api projections audit stripe_standin relay cluster tests bench clients
 	$(BIN)/mypy
 
 # Both PostgreSQL configurations, py-spy profiles for the CPU budget's stages.

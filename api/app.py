@@ -15,14 +15,15 @@ from litestar.di import Provide
 
 from api.access.guards import provide_principal
 from api.database import create_pool, describe, resolve_database_url, service_url
+from api.edge import answered_requests
 from api.errors import EXCEPTION_HANDLERS
 from api.expiry import ExpirySweeper
-from api.log_context import request_ids
-from api.metrics import MetricsAccess, count_requests, metrics_port_only
+from api.metrics import MetricsAccess, metrics_port_only
 from api.openapi import conform, openapi_config
 from api.read_side import consistency_headers, open_standby_pool
 from api.reconcile import PeriodicReconciler
 from api.routes import (
+    account_page,
     auditors,
     checkout_pages,
     customers,
@@ -146,6 +147,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
             stripe_webhook.stripe_webhook,
             *operations.ROUTES,
             *checkout_pages.ROUTES,
+            *account_page.ROUTES,
         ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
@@ -157,12 +159,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[
-            request_ids,
-            count_requests,
-            metrics_port_only(metrics_access),
-            consistency_headers,
-        ],
+        middleware=[answered_requests, metrics_port_only(metrics_access), consistency_headers],
         # Every body here is a small JSON document; Stripe's events stay far below this.
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=(

@@ -121,3 +121,8 @@ def _say_how_to_use(token_file: Path, settings: Settings) -> None:
         settings.public_url,
         token_file,
     )
+    log.info(
+        "or in a browser: %s/account, signed in with the token in %s",
+        settings.public_url,
+        token_file,
+    )

@@ -12,16 +12,12 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import re
 import sys
-import time
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 stripe_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -34,10 +30,6 @@ access_log = logging.getLogger("ledger.access")
 LOG_FORMATS = ("auto", "text", "json")
 """``LEDGER_LOG_FORMAT``: auto (text on a terminal, JSON otherwise), text or json."""
 
-UNMATCHED_ROUTE = "unmatched"
-"""The route of a request that matched none (a 404 or a 405 answered by Litestar)."""
-
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 # Fields a line may carry besides its message; JSON gets them as keys.
 _CONTEXT_FIELDS = ("request_id", "stripe_event_id")
@@ -120,47 +112,9 @@ def configure_logging(level: int, env: Mapping[str, str] | None = None) -> None:
     root.setLevel(level)
 
 
-def request_ids(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: take the caller's ``X-Request-Id`` (if sane) or make one; echo it.
-
-    It also writes the request's access line (``ledger.access`` at INFO) once the
-    answer is sent: a clock read, a status kept and one log call per request.
-    """
-
-    async def with_request_id(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        current = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        token = request_id.set(current)
-        status = 500  # if the app fails before it starts an answer
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", current.encode()),
-                ]
-            await send(message)
-
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            if access_log.isEnabledFor(logging.INFO):
-                _log_access(scope, status, started)
-            request_id.reset(token)
-
-    return with_request_id
-
-
-def _log_access(scope: Scope, status: int, started: float) -> None:
-    milliseconds = round((time.perf_counter() - started) * 1000, 1)
-    method = scope.get("method", "")
-    route = scope.get("path_template") or UNMATCHED_ROUTE
+def log_access(method: str, route: str, status: int, seconds: float) -> None:
+    """The request's access line (``ledger.access`` at INFO)."""
+    milliseconds = round(seconds * 1000, 1)
     access_log.info(
         "%s %s %d %.1f ms",
         method,

@@ -26,7 +26,7 @@ import asyncpg
 import msgspec
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotFoundException
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
@@ -65,9 +65,6 @@ and every new label value would be a new series)."""
 WEBHOOK_OUTCOMES = ("applied", "duplicate", "ignored", "bad_signature", "malformed")
 """Stripe deliveries: applied (new, acted on), duplicate (seen before: nothing done),
 ignored (new, a type the ledger does not act on), bad_signature and malformed (400)."""
-
-UNMATCHED_ROUTE = "unmatched"
-"""The route label of a request that matched no route (Litestar answers those before us)."""
 
 METRICS_PATH = "/metrics"
 
@@ -167,37 +164,6 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
             route, method, status_class
         )
     timed.observe(seconds)
-
-
-def count_requests(app: ASGIApp) -> ASGIApp:
-    """Middleware: counts and times answered HTTP requests.
-
-    Requests are labelled by the route's path template (``/v1/accounts/{account_id}/spend``),
-    never the raw path, so the number of series stays bounded by the routes.
-    """
-
-    async def counted(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-
-        method = str(scope.get("method", ""))
-        status = 500  # if the app fails before it starts an answer
-        started = time.perf_counter()
-
-        async def send_counting(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await app(scope, receive, send_counting)
-        finally:
-            route = scope.get("path_template") or UNMATCHED_ROUTE
-            observe_request(route, method, status, time.perf_counter() - started)
-
-    return counted
 
 
 class MetricsAccess(msgspec.Struct, frozen=True):

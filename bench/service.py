@@ -6,8 +6,8 @@
   benchmark's database, ``PORT`` a free port, ``STRIPE_SECRET_KEY=sk_test_bench``,
   ``STRIPE_API_BASE`` the stand-in, ``STRIPE_WEBHOOK_SECRET=whsec_bench``,
   ``LEDGER_ENV=development`` and ``LEDGER_DATA_DIR`` a temp dir;
-* tokens through the ``ledger tokens create`` command, accounts through
-  ``POST /v1/accounts`` (no SQL);
+* tokens through the ``ledger tokens create`` command; accounts, their history and
+  their grants through the Python client (``ledger_client``, clients/python), no SQL;
 * the bare baseline app (``bench.baseline_app``) in its own process, under uvicorn with
   uvloop and httptools, or under granian (``--interface asgi --loop uvloop``).
 
@@ -28,19 +28,23 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psutil
+from ledger_client import Conflict, LedgerClient
 
 from bench.machine import stack_of
 
 WEBHOOK_SECRET = "whsec_bench"  # noqa: S105 (the benchmark's own, as the issue asks)
 STRIPE_KEY = "sk_test_bench"
 START_TIMEOUT = 60.0
+
+T = TypeVar("T")
 
 _STANDIN = """
 import asyncio, signal, sys
@@ -290,28 +294,38 @@ async def create_token(
     return out.decode().strip().splitlines()[-1]
 
 
+def _client(url: str, token: str) -> LedgerClient:
+    """The Python client (clients/python) as an internal service holds it; retries on."""
+    return LedgerClient(url, token, timeout=30)
+
+
+async def _each(items: list[T], work: Callable[[T], Awaitable[None]], concurrency: int) -> None:
+    """``work`` on every item, ``concurrency`` at a time, in the list's order from the end."""
+
+    async def worker() -> None:
+        while items:
+            await work(items.pop())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
 async def open_accounts(
     url: str, token: str, account_ids: Iterable[str], *, allowance: int, concurrency: int = 16
 ) -> int:
     """Open each account through ``POST /v1/accounts``; an existing one is left as it is."""
-    queue = list(account_ids)
     opened = 0
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal opened
-        while queue:
-            account_id = queue.pop()
-            answer = await client.post(
-                "/v1/accounts", json={"account_id": account_id, "monthly_allowance": allowance}
-            )
-            if answer.status_code == 201:
-                opened += 1
-            elif answer.status_code != 409:
-                raise RuntimeError(f"opening {account_id}: {answer.status_code} {answer.text}")
+    async with _client(url, token) as ledger:
 
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        async def open_one(account_id: str) -> None:
+            nonlocal opened
+            try:
+                await ledger.open_account(account_id, monthly_allowance=allowance)
+            except Conflict:
+                return
+            opened += 1
+
+        await _each(list(account_ids), open_one, concurrency)
     return opened
 
 
@@ -319,51 +333,38 @@ async def spend_each(
     url: str, token: str, account_ids: Iterable[str], times: int, *, concurrency: int = 16
 ) -> None:
     """Spend 1 credit ``times`` times on each account (one account's spends in order)."""
-    queue = list(account_ids)
+    async with _client(url, token) as ledger:
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            account_id = queue.pop()
+        async def spend_on(account_id: str) -> None:
             for n in range(times):
-                answer = await client.post(
-                    f"/v1/accounts/{account_id}/spend",
-                    json={"amount": 1, "reason": "history"},
-                    headers={"Idempotency-Key": f"setup-{account_id}-{n}"},
+                await ledger.spend(
+                    account_id, 1, reason="history", idempotency_key=f"setup-{account_id}-{n}"
                 )
-                if answer.status_code != 200:
-                    raise RuntimeError(f"spend on {account_id}: {answer.status_code} {answer.text}")
 
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await _each(list(account_ids), spend_on, concurrency)
 
 
 async def grant_each(
     url: str, token: str, account_ids: Iterable[str], grants: int, *, concurrency: int = 16
 ) -> None:
     """Give each account ``grants`` active grants of every priority, half of them expiring."""
-    far = (datetime.now(UTC) + timedelta(days=365)).isoformat()
-    queue = [(account_id, n) for account_id in account_ids for n in range(grants)]
+    far = datetime.now(UTC) + timedelta(days=365)
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            account_id, n = queue.pop()
-            answer = await client.post(
-                f"/v1/accounts/{account_id}/grants",
-                json={
-                    "amount": 1_000_000,
-                    "priority": n * 2 % 101,
-                    "expires_at": far if n % 2 else None,
-                    "reason": "bench",
-                },
-                headers={"Idempotency-Key": f"setup-{account_id}-grant-{n}"},
+    async with _client(url, token) as ledger:
+
+        async def grant_one(job: tuple[str, int]) -> None:
+            account_id, n = job
+            await ledger.grant(
+                account_id,
+                1_000_000,
+                priority=n * 2 % 101,
+                expires_at=far if n % 2 else None,
+                reason="bench",
+                idempotency_key=f"setup-{account_id}-grant-{n}",
             )
-            if answer.status_code != 201:
-                raise RuntimeError(f"grant on {account_id}: {answer.status_code} {answer.text}")
 
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        jobs = [(account_id, n) for account_id in account_ids for n in range(grants)]
+        await _each(jobs, grant_one, concurrency)
 
 
 async def serve_until_interrupted(database_url: str) -> None:

@@ -100,6 +100,10 @@ class Streams:
         """The aggregate of ``stream_id`` (None if it has no events yet)."""
         return await self.repository.get(cls, stream_id, fresh=self.fresh)
 
+    async def get_many(self, *wanted: tuple[type[Any], UUID]) -> list[Any]:
+        """Several aggregates (each None if it has no events yet), in one round trip."""
+        return await self.repository.get_many(wanted, fresh=self.fresh)
+
     async def claim(self, scope: str, key: str) -> StoredAnswer | None:
         """What a claim recorded, if it is made (claims are never undone, so no cache issue)."""
         return await self.claims.find(scope, key)
@@ -159,16 +163,31 @@ class UnitOfWork:
         try:
             decision = handler.decide(await self._load(handler, command, fresh), command)
         except DomainError:
-            if claim is not None:
-                earlier = await self.claims.find(claim.scope, claim.key)
-                if earlier is not None:
-                    await self.note_head()
-                    return self._replay(handler, claim, earlier, command)
+            if (replayed := await self._replayed(handler, claim, command)) is not None:
+                return replayed
             if fresh:
                 raise
-            decision = handler.decide(await self._load(handler, command, True), command)
+            try:
+                decision = handler.decide(await self._load(handler, command, True), command)
+            except DomainError:
+                # The claim is looked up again after the fresh load: an earlier attempt of
+                # this command (its answer lost) may have committed in between, and its
+                # events, now loaded, refuse the command its own claim answers.
+                if (replayed := await self._replayed(handler, claim, command)) is not None:
+                    return replayed
+                raise
         await self._commit(decision, claim)
         return decision.answer
+
+    async def _replayed(self, handler: Handler[C, Any, A], claim: Claim | None, command: C) -> A | None:
+        """The first answer of a command whose claim is made already; None if it is not."""
+        if claim is None:
+            return None
+        earlier = await self.claims.find(claim.scope, claim.key)
+        if earlier is None:
+            return None
+        await self.note_head()
+        return self._replay(handler, claim, earlier, command)
 
     async def _load(self, handler: Handler[C, S, A], command: C, fresh: bool) -> S:
         return await handler.load(Streams(self.repository, self.claims, fresh=fresh), command)

@@ -183,12 +183,17 @@ def fold(
     state: NotifierState | None,
     projected: ProjectedEvent,
     wanted: Container[str] = EVENT_TYPES,
+    *,
+    ends_command: bool = True,
 ) -> tuple[NotifierState | None, list[Notification]]:
     """The account's state after one event and the notifications of ``wanted`` types it makes.
 
     ``state`` is changed in place (and returned); None while the stream is not
     an account's. The alerts arm and fire the same whatever is wanted: only the
-    notifications nobody subscribed to are not built.
+    notifications nobody subscribed to are not built. They are judged after the
+    last event a command recorded on the account (``ends_command``), on what the
+    command left: a refund that claws back and restores in one command never
+    crossed anything.
     """
     event = projected.event
     if isinstance(event, AccountOpened):
@@ -229,6 +234,8 @@ def fold(
 
     if own := _own_notification(event):
         notify(*own)
+    if not ends_command:
+        return state, notifications
     available = state.available
     if available < state.effective_threshold:  # low
         if state.low_armed:
@@ -283,8 +290,17 @@ class NotificationsProjection:
         ]
         wanted = frozenset().union(*(s.event_types for s in subscribers))
         deliveries: list[tuple[str, str, str, str, int, str]] = []
-        for event in events:
-            state, notifications = fold(states.get(event.stream_id), event, wanted)
+        for index, event in enumerate(events):
+            following = events[index + 1] if index + 1 < len(events) else None
+            # The projector reads whole appends (read_whole_appends_after), and one
+            # append holds one command's events of a stream, one after the other.
+            ends_command = following is None or (following.stream_id, following.recorded_at) != (
+                event.stream_id,
+                event.recorded_at,
+            )
+            state, notifications = fold(
+                states.get(event.stream_id), event, wanted, ends_command=ends_command
+            )
             states[event.stream_id] = state
             if state is None:
                 continue

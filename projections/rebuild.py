@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ledger.store.event_store import Connection, read_after
+from ledger.store.event_store import Connection, read_whole_appends_after
 from ledger.store.migrate import apply_grants
 from projections.events import projected
 from projections.runner import Projection
@@ -33,7 +33,7 @@ async def _apply_next_batch(
     connection: Connection, projections: Sequence[Projection], after: int
 ) -> tuple[int, int]:
     """Apply one batch to every fresh table; return (events applied, new position)."""
-    events = await read_after(connection, after, REBUILD_BATCH)
+    events = await read_whole_appends_after(connection, after, REBUILD_BATCH)
     if events:
         decoded = [projected(e) for e in events]
         for projection in projections:

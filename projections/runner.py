@@ -16,7 +16,12 @@ from typing import Protocol
 
 import asyncpg
 
-from ledger.store.event_store import NOTIFY_CHANNEL, Connection, EventStore
+from ledger.store.event_store import (
+    NOTIFY_CHANNEL,
+    Connection,
+    EventStore,
+    read_whole_appends_after,
+)
 from ledger.store.wakeups import listen, wait_for_either
 from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent, projected
@@ -84,7 +89,7 @@ async def apply_batch(
         applied: dict[str, int] = {}
         moved_to: dict[str, int] = {}
         for position in sorted(set(read_from.values())):
-            events = await store.read_all(after=position, limit=batch_size, connection=connection)
+            events = await read_whole_appends_after(connection, position, batch_size)
             decoded = [projected(e) for e in events]
             for projection in projections:
                 if read_from[projection.name] != position:

@@ -32,8 +32,15 @@ class Forbidden(Exception):
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    """The token from ``Authorization: Bearer <token>``, if the header has that form."""
-    header = connection.headers.get("authorization", "")
+    """The token from ``Authorization: Bearer <token>``, if the header has that form.
+
+    Read from the raw headers: ``connection.headers`` builds a multi-dict of them all.
+    """
+    header = ""
+    for name, value in connection.scope["headers"]:
+        if name == b"authorization":
+            header = value.decode("latin-1")
+            break
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

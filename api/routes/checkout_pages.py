@@ -20,15 +20,20 @@ from api.services import ServicesDependency
 
 REFRESH_SECONDS = 2
 
+ACCOUNT_PAGE = "/account"
+"""The customer's page (api/routes/account_page.py): every page here links back to it."""
 
-def _page(title: str, body: str, *, refresh: bool = False) -> str:
+
+def _page(title: str, body: str, *, refresh: bool = False, back: str = ACCOUNT_PAGE) -> str:
     meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
     return (
         # no-referrer: the link's ``t`` never leaves in a Referer header
         f'<!doctype html><html lang=en><head><meta charset=utf-8><meta name="referrer" '
         f'content="no-referrer">{meta}'
         f"<title>{html.escape(title)}</title></head>"
-        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
+        f"<body><main><h1>{html.escape(title)}</h1>{body}"
+        f'<p><a id="account-link" href="{html.escape(back)}">Back to your account</a></p>'
+        "</main></body></html>"
     )
 
 
@@ -96,7 +101,12 @@ async def checkout_success(
 @get("/checkout/cancel", media_type=MediaType.HTML, include_in_schema=False)
 async def checkout_cancel() -> str:
     """Says that nothing was charged."""
-    return _page("Purchase cancelled", "<p>Nothing was charged. You can start again any time.</p>")
+    return _page(
+        "Purchase cancelled",
+        "<p>Nothing was charged. You can start again any time.</p>",
+        # tells the account page to stop watching for this purchase to be paid
+        back=f"{ACCOUNT_PAGE}#cancelled",
+    )
 
 
 ROUTES = [checkout_success, checkout_cancel]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
@@ -54,6 +56,12 @@ async def load_payment(streams: Streams, command: ApplyPaymentEvent) -> PaymentS
     event = command.meaning
     state = PaymentState()
     if event is None:
+        return state
+    if (
+        isinstance(event, CheckoutEvent)
+        and event.account_id
+        and await _load_checkout_at_once(streams, event, state)
+    ):
         return state
     intent_id = event.payment_intent
     if intent_id:
@@ -208,6 +216,26 @@ def _intent(state: PaymentState, payment_intent: str) -> PaymentIntent:
         state.intent = PaymentIntent.record(payment_intent)
     state.changed.append(state.intent)
     return state.intent
+
+
+async def _load_checkout_at_once(
+    streams: Streams, event: CheckoutEvent, state: PaymentState
+) -> bool:
+    """The intent, the session and the account its metadata names, in one round trip;
+    False if the session turns out to belong to another account (then loaded in turn)."""
+    assert event.account_id is not None
+    wanted: list[tuple[type[Any], UUID]] = [
+        (CheckoutSession, checkout_stream_id(event.session_id)),
+        (CreditAccount, account_stream_id(event.account_id)),
+    ]
+    if event.payment_intent:
+        wanted.append((PaymentIntent, payment_intent_stream_id(event.payment_intent)))
+    session, account, *intent = await streams.get_many(*wanted)
+    if session is not None and session.account_id != event.account_id:
+        return False
+    state.session, state.account = session, account
+    state.intent = intent[0] if intent else None
+    return True
 
 
 def _recovered_session(event: CheckoutEvent, command: ApplyPaymentEvent) -> CheckoutSession | None:

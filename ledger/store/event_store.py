@@ -93,6 +93,43 @@ async def read_after(connection: Connection, after: int, limit: int) -> list[Rec
     return [_recorded(row) for row in rows]
 
 
+_APPEND_TAIL = 64
+"""Events read past a batch's limit to find where the last append's events end."""
+
+
+def _same_append(event: RecordedEvent, before: RecordedEvent) -> bool:
+    # One append() call takes its time once and its positions one after another under
+    # the ordering lock, so its events are consecutive and share recorded_at.
+    return (
+        event.recorded_at == before.recorded_at
+        and event.notification_id == before.notification_id + 1
+    )
+
+
+async def read_whole_appends_after(
+    connection: Connection, after: int, limit: int
+) -> list[RecordedEvent]:
+    """As ``read_after``, but never ending inside one append's events: a batch that
+    reaches ``limit`` goes on to the last event of the append it is in.
+
+    Readers that apply whole batches (the projector) then never show half a command:
+    a refund that claws back and restores, or a spend with its notification, moves a
+    view from one state a command left to the next, never through what lies between.
+    """
+    events = await read_after(connection, after, limit + _APPEND_TAIL)
+    if len(events) <= limit:
+        return events
+    kept, tail = events[:limit], events[limit:]
+    while True:
+        for event in tail:
+            if not _same_append(event, kept[-1]):
+                return kept
+            kept.append(event)
+        if len(tail) < _APPEND_TAIL:
+            return kept
+        tail = await read_after(connection, kept[-1].notification_id, _APPEND_TAIL)
+
+
 class EventStore:
     """Appends events with optimistic concurrency and reads them back in order."""
 
@@ -265,6 +302,38 @@ class EventStore:
         if rows and rows[0][0]:
             snapshot, rows = _recorded(rows[0][1:]), rows[1:]
         return snapshot, [_recorded(row[1:]) for row in rows]
+
+    async def load_many_from_snapshots(
+        self, originator_ids: Sequence[UUID]
+    ) -> dict[UUID, tuple[RecordedEvent | None, list[RecordedEvent]]]:
+        """``load_from_snapshot`` of several streams in one round trip (streams with no
+        events are left out)."""
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"""WITH snapshot AS (
+                        SELECT DISTINCT ON (originator_id) originator_id, originator_version,
+                               topic, state, 0::bigint AS notification_id,
+                               event_recorded_at AS recorded_at, ''::bytea AS hash
+                        FROM snapshots WHERE originator_id = any($1::uuid[])
+                        ORDER BY originator_id, originator_version DESC)
+                    SELECT true AS is_snapshot, * FROM snapshot
+                    UNION ALL
+                    SELECT false, {", ".join(f"e.{c}" for c in _COLUMNS.split(", "))}
+                    FROM stored_events e LEFT JOIN snapshot s USING (originator_id)
+                    WHERE e.originator_id = any($1::uuid[])
+                      AND e.originator_version > coalesce(s.originator_version, 0)
+                    ORDER BY 2, 1 DESC, 3""",
+                list(originator_ids),
+            )
+        loaded: dict[UUID, tuple[RecordedEvent | None, list[RecordedEvent]]] = {}
+        for row in rows:
+            recorded = _recorded(row[1:])
+            _, events = loaded.setdefault(recorded.originator_id, (None, []))
+            if row[0]:
+                loaded[recorded.originator_id] = (recorded, events)
+            else:
+                events.append(recorded)
+        return loaded
 
     @staticmethod
     async def save_snapshot(connection: Connection, snapshot: StoredEvent) -> None:

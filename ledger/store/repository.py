@@ -78,6 +78,27 @@ class Repository:
             self._remember(aggregate)
         return _checked(cls, aggregate, aggregate_id)
 
+    async def get_many(
+        self, wanted: Sequence[tuple[type[Any], UUID]], *, fresh: bool = False
+    ) -> list[Any]:
+        """``get`` of several aggregates, those not in memory read in one round trip."""
+        found: dict[UUID, Any] = {}
+        missing: list[UUID] = []
+        for cls, aggregate_id in wanted:
+            if not fresh and (cached := self._cache.get(aggregate_id)):
+                self._cache.move_to_end(aggregate_id)
+                found[aggregate_id] = _checked(cls, _thawed(*cached), aggregate_id)
+            else:
+                missing.append(aggregate_id)
+        if missing:
+            loaded = await self.store.load_many_from_snapshots(missing)
+            for aggregate_id in missing:
+                aggregate = self.replay(*loaded.get(aggregate_id, (None, ())))
+                if aggregate is not None:
+                    self._remember(aggregate)
+                found[aggregate_id] = aggregate
+        return [_checked(cls, found[aggregate_id], aggregate_id) for cls, aggregate_id in wanted]
+
     def replay(self, snapshot: RecordedEvent | None, events: Iterable[RecordedEvent]) -> Any:
         """An aggregate from its newest snapshot (if any) and the events after it."""
         aggregate: Any = None

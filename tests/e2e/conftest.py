@@ -5,9 +5,11 @@ from __future__ import annotations
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import pytest
+from ledger_client import LedgerClient
 from litestar import Litestar
 
 from api.access.tokens import Scope
@@ -60,6 +62,36 @@ def services(ledger_app: Litestar) -> Services:
 async def http(ledger_app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=ledger_app.state.base_url, timeout=30) as client:
         yield client
+
+
+class Connect(Protocol):
+    def __call__(self, token: str, **options: Any) -> LedgerClient: ...
+
+
+@pytest.fixture
+async def connect(ledger_app: Litestar) -> AsyncIterator[Connect]:
+    """Python clients of the served API (clients/python), one per token, closed afterwards.
+
+    ``retries=0`` unless a test asks: these tests prove the service's own answers, and a
+    retried 503 would hide one (the client's retries have tests of their own).
+    """
+    opened: list[LedgerClient] = []
+
+    def connect(token: str, **options: Any) -> LedgerClient:
+        client = LedgerClient(ledger_app.state.base_url, token, **{"retries": 0, **options})
+        opened.append(client)
+        return client
+
+    yield connect
+    for client in opened:
+        await client.aclose()
+
+
+@pytest.fixture
+async def writer(connect: Connect, services: Services) -> LedgerClient:
+    """The client as an internal service holds it: a ``ledger:write`` token."""
+    issued = await services.tokens.issue(Scope.LEDGER_WRITE, name="tests")
+    return connect(issued.secret)
 
 
 class Customer:

@@ -11,10 +11,15 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.store.claims import Claim
 from ledger.store.commit import ClaimRecord, Writes, write_batch
-from ledger.store.event_store import ConcurrencyConflict, EventStore
+from ledger.store.event_store import (
+    ConcurrencyConflict,
+    EventStore,
+    read_after,
+    read_whole_appends_after,
+)
 from ledger.store.hash_chain import GENESIS, event_hash
-from tests.conftest import unique
-from tests.support.events import tail_position
+from tests.conftest import IsolatedDatabase, unique
+from tests.support.events import settled, tail_position
 
 
 def event(stream: uuid.UUID, version: int, body: bytes = b"{}") -> StoredEvent:
@@ -264,3 +269,25 @@ async def test_each_event_is_chained_to_the_one_before_it_in_its_stream(
         )
         assert recorded.hash == expected
         previous = recorded.hash
+
+
+async def test_a_batch_read_for_the_views_never_ends_inside_one_append(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The projector's batches hold whole commands: a view never shows half of one."""
+    store = isolated_db.store
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await store.append([event(first, 1)])
+    # One append of 70 events (more than the read's look-ahead), then one of two.
+    long = await store.append([event(second, version) for version in range(1, 71)])
+    last = await store.append([event(first, 2), event(first, 3)])
+    await settled(store)
+
+    async with isolated_db.pool.acquire() as connection:
+        batch = await read_whole_appends_after(connection, 0, 2)
+        after_it = await read_whole_appends_after(connection, batch[-1].notification_id, 1)
+        plain = await read_after(connection, 0, 2)
+
+    assert [e.notification_id for e in batch] == [batch[0].notification_id, *long]
+    assert [e.notification_id for e in after_it] == last
+    assert len(plain) == 2  # the audit's and the event feeds' pages keep their limit

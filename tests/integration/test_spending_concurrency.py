@@ -7,9 +7,10 @@ import asyncio
 import asyncpg
 
 from ledger.bootstrap import build_ledger
-from ledger.commands import SpendCredits
+from ledger.commands import GrantCredits, PlaceHold, SpendCredits
 from ledger.domain.errors import InsufficientCredits
 from ledger.service import Ledger
+from ledger.store.claims import StoredAnswer
 from tests.conftest import unique
 from tests.support.ledger import open_account
 
@@ -39,3 +40,46 @@ async def test_writers_without_a_shared_lock_never_overdraw(pool: asyncpg.Pool) 
     account = await first.account(account_id, fresh=True)
     assert account.balance == 100 % 7
     assert account.version == 1 + 100 // 7
+
+
+async def test_a_retry_refused_on_state_its_lost_first_attempt_made_gets_the_first_answer(
+    pool: asyncpg.Pool,
+) -> None:
+    """Found by the simulator (seed 2, step 363): a hold's answer is lost, the client asks
+    the other instance, whose cached balance is too low; while it looks for the claim
+    (none yet) the first attempt commits, so the fresh load that follows finds the hold
+    already open. The claim must be looked up again, and the first answer given."""
+    first, second = build_ledger(pool), build_ledger(pool)
+    account_id = unique("acct")
+    await open_account(first, account_id, 100)
+    await second.account(account_id)  # cached here with 100 credits
+    await first.execute(
+        GrantCredits(
+            account_id=account_id,
+            amount=1000,
+            priority=50,
+            expires_at=None,
+            reason="",
+            idempotency_key="g",
+        )
+    )
+    hold = PlaceHold(
+        account_id=account_id, amount=150, expires_in_seconds=600, reason="job", idempotency_key="h"
+    )
+    find = second.uow.claims.find
+    answers = []
+
+    async def first_attempt_lands_meanwhile(scope: str, key: str) -> StoredAnswer | None:
+        found = await find(scope, key)
+        if not answers:
+            answers.append(await first.execute(hold))
+        return found
+
+    second.uow.claims.find = first_attempt_lands_meanwhile  # type: ignore[method-assign]
+
+    again = await second.execute(hold)
+
+    assert again == answers[0]
+    stored = await first.account(account_id, fresh=True)
+    assert list(stored.holds) == [again.hold_id]
+    assert stored.available == 950

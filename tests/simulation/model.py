@@ -62,6 +62,36 @@ class Account:
     topup: int = 0
     holds: dict[str, Hold] = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)
+    low_armed: bool = False
+    depleted_armed: bool = False
+    alerts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # "An account that opens low or empty has not crossed anything yet."
+        self.low_armed = self.available >= self.threshold
+        self.depleted_armed = self.available > 0
+
+    @property
+    def threshold(self) -> int:
+        """ "default: 10 % of its monthly allowance" (rounded down)."""
+        return self.monthly_allowance // 10
+
+    def watch(self) -> None:
+        """ "credits.low_balance fires when available falls below the threshold, once per
+        crossing; credits.depleted when it reaches zero or less", judged on what each
+        command left (called after every step that touched the account)."""
+        if self.available < self.threshold:
+            if self.low_armed:
+                self.low_armed = False
+                self.alerts["credits.low_balance"] = self.alerts.get("credits.low_balance", 0) + 1
+        else:
+            self.low_armed = True
+        if self.available <= 0:
+            if self.depleted_armed:
+                self.depleted_armed = False
+                self.alerts["credits.depleted"] = self.alerts.get("credits.depleted", 0) + 1
+        else:
+            self.depleted_armed = True
 
     @property
     def granted(self) -> int:

@@ -35,7 +35,8 @@ def _settings() -> tuple[list[int], int, int]:
         return [int(os.environ["SIM_SEED"])], steps, 1
     count = int(os.environ.get("SIM_SEEDS", "50"))
     first = int(os.environ.get("SIM_FIRST_SEED", "1"))
-    workers = int(os.environ.get("SIM_WORKERS", str(os.cpu_count() or 2)))
+    # The schedule waits on PostgreSQL and the stand-in most of the time: twice the cores.
+    workers = int(os.environ.get("SIM_WORKERS", str(2 * (os.cpu_count() or 1))))
     return list(range(first, first + count)), steps, max(1, min(workers, count))
 
 

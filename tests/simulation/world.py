@@ -53,6 +53,7 @@ from ledger.domain.errors import (
     PeriodOutOfOrder,
 )
 from ledger.domain.ids import account_stream_id
+from ledger.notifications.endpoints import EndpointRegistry
 from ledger.payment_events import (
     CheckoutChange,
     CheckoutEvent,
@@ -106,7 +107,11 @@ class World:
         standin.state.clock = lambda: self.now.timestamp()
         # Prices other than a cent a credit exercise the rounding of refunds.
         self.unit = self.random.choice([1, 3, 7])
-        self.gateway = StripeGateway("sk_test_simulation", api_base=standin.base_url, timeout=0.3)
+        # One attempt per call: a failing Stripe costs the schedule 0.3 s, not the SDK's
+        # retries and back-off (its retries are tested in tests/faults/test_stripe_faults.py).
+        self.gateway = StripeGateway(
+            "sk_test_simulation", api_base=standin.base_url, timeout=0.3, max_network_retries=0
+        )
         self.instances = [self._instance() for _ in range(2)]
         self.accounts: dict[str, model.Account] = {}
         self.sessions: dict[str, model.Session] = {}
@@ -202,8 +207,8 @@ class World:
         failing = self.random.random() < 0.15
         if failing:
             mode = self.random.choice(["error", "hang"])
-            self.standin.state.fail_status, self.standin.state.fail_count = 500, 3
-            self.standin.state.fail_mode, self.standin.state.fail_seconds = mode, 1.0
+            self.standin.state.fail_status, self.standin.state.fail_count = 500, 1
+            self.standin.state.fail_mode, self.standin.state.fail_seconds = mode, 0.5
         try:
             started = await self.ledger.request_checkout(
                 RequestCheckout(account_id=account_id, credits=credits)
@@ -610,6 +615,7 @@ class World:
         fresh = Repository(self.store, cache_size=0)
         for account_id in sorted(self.touched):
             account = self.accounts[account_id]
+            account.watch()
             replayed = await fresh.get(CreditAccount, account_stream_id(account_id))
             if replayed is None:
                 raise Violation(f"{account_id} was never stored")
@@ -673,6 +679,33 @@ class World:
         if set(closed.values()) - {1}:
             raise Violation(f"a grant closed twice: {closed.most_common(1)}")
 
+    async def subscribe(self) -> None:
+        """An endpoint for the alerts: their deliveries are what the model's crossings say."""
+        await EndpointRegistry(self.pool, allow_private=True).create(
+            "http://127.0.0.1:9/alerts", ["credits.low_balance", "credits.depleted"]
+        )
+
+    async def check_alerts(self) -> None:
+        """Every crossing the model saw is one delivery, and there are no others."""
+        rows = await self.pool.fetch(
+            """SELECT account_id, event_type, count(*) AS sent FROM webhook_deliveries
+               GROUP BY account_id, event_type"""
+        )
+        sent = {(r["account_id"], r["event_type"]): r["sent"] for r in rows}
+        expected = {
+            (account_id, kind): count
+            for account_id, account in self.accounts.items()
+            for kind, count in account.alerts.items()
+        }
+        if sent != expected:
+            differ = sorted(
+                (key, sent.get(key, 0), expected.get(key, 0))
+                for key in sent.keys() | expected.keys()
+                if sent.get(key, 0) != expected.get(key, 0)
+            )
+            raise Violation(f"alerts (account, type, sent, crossings): {differ[:5]}")
+        self.counts["alerts"] = sum(sent.values())
+
     async def check_views(self) -> None:
         # Every append made so far must be past the watermark before the views catch up
         # (a transaction elsewhere on the server can hold it back for a moment).
@@ -700,6 +733,7 @@ class World:
         if set(purchased.values()) - {1}:
             raise Violation("a session was credited twice")
         self.check_grants_accounted_for(events)
+        await self.check_alerts()
         report = await verify(self.pool)
         if report.findings:
             raise Violation(f"audit verify found {report.findings}")
@@ -762,6 +796,7 @@ async def simulate(
     world = World(seed, pool, standin, restart_database)
     done: list[str] = []
     try:
+        await world.subscribe()
         for number in range(1, steps + 1):
             done.append(await world.step())
             await world.check(number)

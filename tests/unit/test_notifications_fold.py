@@ -9,8 +9,10 @@ from eventsourcing.domain import Aggregate
 from ledger.domain.events import (
     AccountOpened,
     CheckoutRequested,
+    CreditsClawedBack,
     CreditsGranted,
     CreditsPurchased,
+    CreditsRestored,
     CreditsSpent,
     GrantExpired,
     HoldCaptured,
@@ -153,3 +155,22 @@ def test_grants_notify_and_count_in_available_for_the_alerts() -> None:
     ]
     assert state is not None
     assert (state.granted, state.available) == (0, 0)
+
+
+def test_the_alerts_judge_what_a_command_left_not_the_events_inside_it() -> None:
+    """A refund that arrives during a chargeback claws back and restores in one command:
+    the balance never moved, so nothing crossed."""
+    opened = made(AccountOpened, account_id="a", monthly_allowance=100, period="2030-01")
+    bought = made(CreditsPurchased, session_id="cs_1", credits=500)
+    clawed = made(CreditsClawedBack, session_id="cs_1", credits=590)
+    restored = made(CreditsRestored, session_id="cs_1", dispute_id="dp_1", credits=590)
+    state: NotifierState | None = None
+    sent: list[str] = []
+    events = projected_in_order(STREAM, [opened, bought, clawed, restored])
+    for event, ends_command in zip(events, [True, True, False, True], strict=True):
+        state, notifications = fold(state, event, ends_command=ends_command)
+        sent += [n.type for n in notifications]
+
+    assert sent == ["credits.purchased"]
+    assert state is not None
+    assert (state.available, state.low_armed, state.depleted_armed) == (600, True, True)
