@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.routes import HTTPRoute
 
 from api.access.guards import provide_principal
 from api.database import create_pool, describe, resolve_database_url, service_url
@@ -169,5 +170,28 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         ),
     )
     app.state.metrics_access = metrics_access
-    conform(app.openapi_schema)
+    answer_options_with_every_method(app)
+    conform(app)
     return app
+
+
+def answer_options_with_every_method(app: Litestar) -> None:
+    """Give every path an ``OPTIONS`` answer that lists all its methods, without a token.
+
+    Litestar 2 answers ``OPTIONS`` with a handler made for the first route handler
+    registered on a path, which lists that one's methods only (litestar-org/litestar#4169,
+    fixed in 3.0), and owned by its router, whose guards want a token (a CORS preflight
+    has none). Each path gets one made for its route as it ended up, owned by the app.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        made, _ = route.route_handler_map["OPTIONS"]
+        if made.handler_name != "options_handler":  # a route's own OPTIONS: none here yet
+            continue
+        answer = route.create_options_handler(route.path)
+        answer.owner = app
+        answer.on_registration(app)
+        route.route_handlers[route.route_handlers.index(made)] = answer
+        kwargs = answer.create_kwargs_model(path_parameters=route.path_parameters)
+        route.route_handler_map["OPTIONS"] = (answer, kwargs)

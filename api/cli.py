@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 
 from api.cli_support import plural, progress, run_with_services, settings_from_env
 from api.settings import Settings
@@ -54,15 +55,33 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="Also run the projector, in a process of its own, to keep the views current.",
 )
-def serve(projector: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="API processes on the same port (default: WEB_CONCURRENCY, else 1). "
+    "docs/scaling.md says how many for a machine.",
+)
+def serve(projector: bool, workers: int | None) -> None:
     """Serve the API on $HOST:$PORT (what `make run` starts), and /metrics on
     $METRICS_PORT when set."""
     import signal
 
-    from api.startup import PortUnavailable, claim_ports, serve_on
+    from api.startup import PortUnavailable, claim_ports, runs_standin, serve_on
+    from api.workers import serve_workers, share_metrics_between, workers_from
 
     logging.getLogger().setLevel(logging.INFO)
     settings = _settings()
+    try:
+        processes = workers_from(workers)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    if processes > 1 and runs_standin(settings):
+        raise click.ClickException(
+            "several workers need a Stripe they share: run the stand-in on its own "
+            "(python -m stripe_standin) and set STRIPE_API_BASE, or set the Stripe keys"
+        )
+    share_metrics_between(processes)
     try:
         listening = claim_ports(settings)
     except PortUnavailable as error:
@@ -78,6 +97,13 @@ def serve(projector: bool) -> None:
         reconcile_seconds_from_env()
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+    if processes > 1:
+        # The workers share one database: an embedded one is started here, once.
+        from api.database import resolve_database_url
+
+        settings = msgspec.structs.replace(
+            settings, database_url=resolve_database_url(settings.database_url, settings.data_dir)
+        )
     app = create_app(settings, development_extras=not settings.production)
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
@@ -102,6 +128,18 @@ def serve(projector: bool) -> None:
             # DATABASE_URL) the embedded server this process started.
             child.start(env=_child_env(settings, services.admin_url))
 
+    def ready_workers(url: str) -> None:
+        from api.database import describe
+
+        logging.getLogger("ledger").info(
+            "ledger API ready on %s (%d workers, event store %s)",
+            url,
+            processes,
+            describe(settings.database_url or ""),
+        )
+        if projector:
+            child.start(env={**os.environ, "DATABASE_URL": settings.database_url or ""})
+
     # On SIGTERM (or Ctrl-C) uvicorn finishes the requests in flight, runs the app's
     # shutdown (the pool closes), then raises the signal again; the default handlers
     # would end this process there, before the projector below is told to stop.
@@ -110,7 +148,10 @@ def serve(projector: bool) -> None:
     try:
         # The metrics socket (METRICS_PORT), if any, is the same app: there it answers
         # /metrics only, and the API's port answers /metrics with 404 (api/metrics.py).
-        serve_on(app, listening, ready)
+        if processes == 1:
+            serve_on(app, listening, ready)
+        elif serve_workers(app, listening, processes, ready_workers) != 0:
+            raise SystemExit(1)
     finally:
         # It commits what it has applied, drains what is visible, exits 0.
         code = child.stop() if projector else 0

@@ -1,10 +1,16 @@
-"""The one ASGI middleware every HTTP request passes: its id, its metrics, its access line.
+"""The one ASGI middleware every HTTP request passes: its id, its metrics, its access line,
+and whether its answer was replayed.
 
-One wrapper of ``send`` (a middleware each would add three) and one clock read at
+One wrapper of ``send`` (a middleware each would add four) and one clock read at
 each end, for: the request id (the caller's ``X-Request-Id`` if sane, else a new
 one; on every log line of the request and echoed on the answer), the request
 counter and latency histogram (by route template, never the raw path, so the
-series stay bounded), and the access line (``ledger.access`` at INFO).
+series stay bounded), the access line (``ledger.access`` at INFO), and
+``Idempotent-Replayed: true`` on an answer the ledger gave again rather than decided
+now, as Stripe marks its own (a repeated ``Idempotency-Key``, capture or release, a
+Stripe event delivered again; a first answer has no such header). The ledger knows
+that, the edge says it: the unit of work sets ``ledger.unit_of_work.answer_replayed``
+in the request's task when it replays.
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.log_context import access_log, log_access, request_id
 from api.metrics import observe_request
+from ledger.unit_of_work import answer_replayed
 
 UNMATCHED_ROUTE = "unmatched"
 """The route of a request that matched none (a 404 or a 405 answered by Litestar)."""
 
+IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
+
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _REQUEST_ID_HEADER = b"x-request-id"
+_REPLAYED = (IDEMPOTENT_REPLAYED.lower().encode(), b"true")
 
 
 def _given_request_id(scope: Scope) -> str | None:
@@ -45,13 +55,18 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         current = _given_request_id(scope) or os.urandom(16).hex()
         echoed = (_REQUEST_ID_HEADER, current.encode())
         token = request_id.set(current)
+        # A server may run requests one after another in one context: each starts unmarked.
+        replay_token = answer_replayed.set(False)
         status = 500  # if the app fails before it starts an answer
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echoed]
+                if answer_replayed.get():
+                    message["headers"] = [*message.get("headers", ()), echoed, _REPLAYED]
+                else:
+                    message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
         try:
@@ -64,5 +79,6 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             if access_log.isEnabledFor(logging.INFO):
                 log_access(method, route, status, seconds)
             request_id.reset(token)
+            answer_replayed.reset(replay_token)
 
     return edge

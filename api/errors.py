@@ -64,12 +64,19 @@ def _validation_failed(_: Request, error: ValidationFailed) -> Response[Any]:
     return _validation(error.errors)
 
 
-def _litestar_validation(_: Request, error: ValidationException) -> Response[Any]:
+SIGNED_BODY = "signed_body"
+"""``opt`` key of a route whose body is verified against a signature (the Stripe webhook):
+a request Litestar finds incomplete there is not a verifiable delivery (400), not a 422."""
+
+
+def _litestar_validation(request: Request, error: ValidationException) -> Response[Any]:
     """Litestar's own checks of headers and the body's presence, in the contract's words."""
+    if request.route_handler.opt.get(SIGNED_BODY):
+        # The contract: a delivery that cannot be verified is 400 and nothing is recorded.
+        missing = "Stripe-Signature header" if "Stripe-Signature" in str(error.detail) else "body"
+        return _invalid_webhook(request, InvalidWebhook(f"missing {missing}"))
     if "Idempotency-Key" in str(error.detail):  # a required header left out
         return _validation({"Idempotency-Key": [IDEMPOTENCY_KEY_MISSING]})
-    if "Stripe-Signature" in str(error.detail):  # the webhook without a signature: 400
-        return _invalid_webhook(_, InvalidWebhook("missing Stripe-Signature header"))
     errors: dict[str, list[str]] = {}
     for item in error.extra if isinstance(error.extra, list) else []:
         if not isinstance(item, dict):
@@ -142,6 +149,13 @@ def _database_unavailable(_: Request, error: Exception) -> Response[Any]:
     return response
 
 
+def _unauthenticated(_: Request, __: Unauthenticated) -> Response[Any]:
+    response = error_response(401, "Unauthenticated.")
+    # RFC 9110 (11.6.1): a 401 names the scheme that would be accepted.
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 def _http(_: Request, error: HTTPException) -> Response[Any]:
     messages = {
         404: "Not found.",
@@ -149,7 +163,11 @@ def _http(_: Request, error: HTTPException) -> Response[Any]:
         413: "The request body is too large.",
     }
     message = messages.get(error.status_code) or str(error.detail)
-    return error_response(error.status_code, message)
+    response = error_response(error.status_code, message)
+    if error.headers:
+        # Litestar's 405 names the path's methods in ``Allow``, as RFC 9110 (15.5.6) requires.
+        response.headers.update(error.headers)
+    return response
 
 
 def _unexpected(request: Request, error: Exception) -> Response[Any]:
@@ -158,7 +176,7 @@ def _unexpected(request: Request, error: Exception) -> Response[Any]:
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    Unauthenticated: _fixed(401, "Unauthenticated."),
+    Unauthenticated: _unauthenticated,
     Forbidden: _fixed(403, "This action is unauthorized."),
     ValidationFailed: _validation_failed,
     ValidationException: _litestar_validation,

@@ -6,14 +6,35 @@ take and return (api/schemas.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
+import msgspec
+from litestar import Litestar
+from litestar.enums import ParamType
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Components, Example, OpenAPI, OpenAPIResponse, SecurityScheme
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    Example,
+    OpenAPIHeader,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    Reference,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
+from litestar.routes import HTTPRoute
 
+from api.docs_ui import SwaggerPage
+from api.edge import IDEMPOTENT_REPLAYED
 from api.schemas import ErrorBody, ValidationErrorBody
+from api.validation import Body, OptionalBody, RawBody, field_errors
+from ledger.store.claims import KEY_REUSED
 
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 """The ``security`` of every route that takes ``Authorization: Bearer <token>``."""
@@ -28,11 +49,13 @@ def operation_id(handler: HTTPRouteHandler, *_: Any) -> str:
 
 
 def openapi_config() -> OpenAPIConfig:
-    """Served at ``/schema`` (``/schema/openapi.json``, ``/schema/swagger``, ...)."""
+    """The document at ``/schema/openapi.json`` (and ``.yaml``), shown at ``/schema`` by
+    Swagger UI from the service's own files (api/docs_ui.py)."""
     return OpenAPIConfig(
         title="Credit ledger",
         version="1.0.0",
         path="/schema",
+        render_plugins=[SwaggerPage(), JsonRenderPlugin(), YamlRenderPlugin()],
         description=(
             "Customers buy credit top-ups through Stripe Checkout, internal services spend "
             "credits, auditors replay every cent. Every endpoint except the Stripe webhook "
@@ -94,16 +117,29 @@ _VALIDATION_EXAMPLE = {
 }
 
 
-def errors(*codes: int, conflict: str | None = None) -> dict[int, ResponseSpec]:
-    """The error answers ``codes`` for a route decorator's ``responses``."""
+_GENERIC_422 = "a bad field"
+
+
+def errors(
+    *codes: int, conflict: str | None = None, invalid: dict[str, dict[str, str]] | None = None
+) -> dict[int, ResponseSpec]:
+    """The error answers ``codes`` for a route decorator's ``responses``.
+
+    ``conflict`` words the 409; ``invalid`` adds the route's own 422 refusals that no
+    schema shows (``{"a capture above the hold": {"amount": "The amount must ..."}}``).
+    """
     specs: dict[int, ResponseSpec] = {}
     for code in codes:
         if code == 422:
+            own = [
+                Example(summary=summary, value=_refusal(*next(iter(fields.items()))))
+                for summary, fields in (invalid or {}).items()
+            ]
             specs[code] = ResponseSpec(
                 ValidationErrorBody,
                 description="A field is missing or invalid; nothing was recorded.",
                 generate_examples=False,
-                examples=[Example(summary="a bad field", value=_VALIDATION_EXAMPLE)],
+                examples=own or [Example(summary=_GENERIC_422, value=_VALIDATION_EXAMPLE)],
             )
             continue
         description, example = _ERRORS[code]
@@ -118,19 +154,140 @@ def errors(*codes: int, conflict: str | None = None) -> dict[int, ResponseSpec]:
     return specs
 
 
-def conform(document: OpenAPI) -> None:
+_METHODS = ("get", "put", "post", "delete", "patch")
+
+_REPLAYING = frozenset({"Idempotency-Key", "Stripe-Signature"})
+"""Request headers of the operations that can answer a replay: an idempotency key, or a
+Stripe event (deduplicated by its id)."""
+
+_HEADERS = {
+    "401": {
+        "WWW-Authenticate": OpenAPIHeader(
+            schema=Schema(type=OpenAPIType.STRING, enum=["Bearer"]),
+            required=True,
+            description="The scheme to authenticate with (RFC 9110): a bearer token.",
+        )
+    },
+    "503": {
+        "Retry-After": OpenAPIHeader(
+            schema=Schema(type=OpenAPIType.INTEGER, minimum=0),
+            required=True,
+            description="Seconds to wait before retrying.",
+        )
+    },
+}
+
+IDEMPOTENT_REPLAYED_HEADER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.STRING, enum=["true"]),
+    required=False,
+    description=(
+        f"`true` when this is the answer recorded for an earlier request (the same "
+        f"`Idempotency-Key` and request again, or a Stripe event delivered again), given "
+        f"again rather than decided now; absent on a first answer. As Stripe's "
+        f"`{IDEMPOTENT_REPLAYED}`."
+    ),
+)
+
+
+def conform(app: Litestar) -> None:
     """Make the generated document say what this API answers.
 
-    Litestar documents a 400 for every route with parameters (its own parameter
-    errors); this API answers those 422 in the contract's shape, and each route
-    lists its 422 itself. Only the Stripe webhook answers 400.
+    - Litestar documents a 400 for every route with parameters (its own parameter
+      errors); this API answers those 422 in the contract's shape, and each route
+      lists its 422 itself. Only the Stripe webhook answers 400.
+    - 401 answers carry ``WWW-Authenticate``, 503 answers ``Retry-After``, and the
+      answers of operations that replay carry ``Idempotent-Replayed``.
+    - A 422 shows what that route's own body refuses, in the words it answers with.
     """
-    for item in (document.paths or {}).values():
-        for method in ("get", "put", "post", "delete", "patch"):
-            operation = getattr(item, method, None)
-            default = (operation.responses or {}).get("400") if operation else None
+    document = app.openapi_schema
+    bodies = _body_models(app)
+    for path, item in (document.paths or {}).items():
+        for method in _METHODS:
+            operation: Operation | None = getattr(item, method, None)
+            if operation is None or not operation.responses:
+                continue
+            default = operation.responses.get("400")
             if isinstance(default, OpenAPIResponse) and default.description == _LITESTAR_400:
-                del operation.responses["400"]  # type: ignore[union-attr]
+                del operation.responses["400"]
+            headers = {
+                parameter.name
+                for parameter in operation.parameters or ()
+                if isinstance(parameter, Parameter) and parameter.param_in == ParamType.HEADER
+            }
+            for status, response in operation.responses.items():
+                if not isinstance(response, OpenAPIResponse):
+                    continue
+                if status in _HEADERS and response.description == _ERRORS[int(status)][0]:
+                    response.headers = {**(response.headers or {}), **_HEADERS[status]}
+                elif status.startswith("2") and headers & _REPLAYING:
+                    replayed = {IDEMPOTENT_REPLAYED: IDEMPOTENT_REPLAYED_HEADER}
+                    response.headers = {**(response.headers or {}), **replayed}
+                elif status == "422" and response.content:
+                    media = response.content["application/json"]
+                    own = [
+                        example
+                        for example in (media.examples or {}).values()
+                        if isinstance(example, Example) and example.summary != _GENERIC_422
+                    ]
+                    examples = _refusals(bodies.get((path, method)), headers, own)
+                    if examples:
+                        media.examples = examples
+            body = bodies.get((path, method))
+            if body is not None and body[1] and isinstance(operation.request_body, RequestBody):
+                operation.request_body.required = False  # OptionalBody: it may be left out
+
+
+def _body_models(app: Litestar) -> dict[tuple[str, str], tuple[type[msgspec.Struct], bool]]:
+    """The Struct each operation's JSON body is decoded into, and whether it may be left
+    out (``OptionalBody``), by (path, method)."""
+    models: dict[tuple[str, str], tuple[type[msgspec.Struct], bool]] = {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            dto = handler.resolve_data_dto()
+            if dto is None or not issubclass(dto, Body) or issubclass(dto, RawBody):
+                continue
+            for method in handler.http_methods:
+                optional = issubclass(dto, OptionalBody)
+                models[(route.path_format, method.lower())] = (dto.model_type, optional)
+    return models
+
+
+def _refusal(field: str, message: str) -> dict[str, Any]:
+    return {"message": message, "errors": {field: [message]}}
+
+
+def _refusals(
+    body: tuple[type[msgspec.Struct], bool] | None, headers: set[str], own: list[Example]
+) -> dict[str, Example | Reference]:
+    """Examples of a route's 422, worded by the code that refuses (api/validation.py)."""
+    found: dict[str, Example | Reference] = {}
+    model = body[0] if body is not None else None
+
+    def add(summary: str, field: str, message: str) -> None:
+        found[f"refusal-{len(found) + 1}"] = Example(
+            summary=summary, value=_refusal(field, message)
+        )
+
+    fields = msgspec.structs.fields(model) if model is not None else ()
+    if missing := next((f.encode_name for f in fields if f.required), None):
+        add(f"`{missing}` left out", missing, field_errors({}, model)[missing][0])  # type: ignore[arg-type]
+    if whole := next((f.encode_name for f in fields if _integer(f.type)), None):
+        message = field_errors({whole: 1517.0}, model)[whole][0]  # type: ignore[arg-type]
+        add(f"`{whole}` written as 1517.0 (JSON integers only)", whole, message)
+    if "Idempotency-Key" in headers:
+        add("an Idempotency-Key already used for another request", "Idempotency-Key", KEY_REUSED)
+    for example in own:
+        found[f"refusal-{len(found) + 1}"] = example
+    return found
+
+
+def _integer(annotation: Any) -> bool:
+    """Whether a field's type is ``int`` (or ``int | None``), constraints aside."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation is int or int in get_args(annotation)
 
 
 CREDITS_EXAMPLE = {

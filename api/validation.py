@@ -78,7 +78,7 @@ class Body(AbstractDTO[S], Generic[S]):
     ) -> Reference | Schema:
         """The Struct's own JSON Schema, as msgspec writes it (Litestar's drops ``minimum: 0``)."""
         kwargs = field_definition.kwarg_definition
-        schema = json_schema(cls.model_type)
+        schema = noting_integers(json_schema(cls.model_type))
         if isinstance(kwargs, KwargDefinition) and kwargs.examples:
             schema["examples"] = [example.value for example in kwargs.examples]
         if isinstance(kwargs, KwargDefinition) and kwargs.description:
@@ -99,6 +99,17 @@ class OptionalBody(Body[S], Generic[S]):
 
     def decode_bytes(self, value: bytes) -> Any:
         return None if value.strip() == b"null" else decode_body(value, self.model_type)
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        """The Struct's schema, admitting ``null`` too (the document marks the body optional)."""
+        schema = cast(
+            dict[str, Any],
+            super().create_openapi_schema(field_definition, handler_id, schema_creator),
+        )
+        return cast(Schema, {**schema, "type": ["object", "null"]})
 
 
 class RawBody(Body[S], Generic[S]):
@@ -123,6 +134,24 @@ def json_schema(model: type[msgspec.Struct]) -> dict[str, Any]:
         return node
 
     return cast(dict[str, Any], inline(top))
+
+
+INTEGER_NOTE = (
+    "A JSON integer, written without a fraction or an exponent: `1517.0`, `1.517e3` and "
+    '`"1517"` are refused with 422 as not integers, although JSON Schema counts `1517.0` '
+    "as one."
+)
+"""What the document says of every integer in a request body: bodies are decoded strictly."""
+
+
+def noting_integers(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with ``INTEGER_NOTE`` in the description of each integer property."""
+    for prop in schema.get("properties", {}).values():
+        kinds = [prop, *prop.get("anyOf", ())]
+        if any(kind.get("type") == "integer" for kind in kinds):
+            described = prop.get("description")
+            prop["description"] = f"{described} {INTEGER_NOTE}" if described else INTEGER_NOTE
+    return schema
 
 
 def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:

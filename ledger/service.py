@@ -31,7 +31,7 @@ from ledger.ports import CheckoutRequest, Clock, PaymentGateway, system_clock
 from ledger.store.claims import Claims, replay
 from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
-from ledger.unit_of_work import UnitOfWork
+from ledger.unit_of_work import UnitOfWork, answer_replayed
 
 T = TypeVar("T")
 
@@ -136,7 +136,9 @@ class Ledger:
         claim = purchase_claim(record)
         if claim is not None and (earlier := await self.claims.find(claim.scope, claim.key)):
             await self.uow.note_head()
-            return replay(earlier, claim.fingerprint, CheckoutStarted)
+            started = replay(earlier, claim.fingerprint, CheckoutStarted)
+            answer_replayed.set(True)
+            return started
         if not await self.repository.exists(account_stream_id(command.account_id)):
             raise AccountNotFound(command.account_id)
         # Whole minutes make concurrent duplicates send Stripe identical

@@ -10,11 +10,13 @@
    id or hold settlement) together, through group commit;
 5. on a version conflict, loads fresh state and decides again (bounded, with
    jittered backoff); when the claim is taken, or a refusal meets a claim
-   already made, answers what the first command answered.
+   already made, answers what the first command answered, and says so in
+   ``answer_replayed`` (the HTTP edge turns it into ``Idempotent-Replayed: true``).
 
-A refusal is never trusted to the cache: it is decided again on fresh state
-before it is answered, and a failed decision leaves the cache as it was (the
-handler decided on copies). Nothing is written for a refusal.
+A refusal is never trusted to the cache, nor is a decision to write nothing
+without a claim (it would meet no version check): each is decided again on fresh
+state before it is answered. A failed decision leaves the cache as it was (the handler decided on
+copies). Nothing is written for a refusal.
 
 Every answer stands at a position of the store: the position of the last event
 its command committed, or, for an answer replayed or decided without writing,
@@ -52,6 +54,11 @@ A = TypeVar("A")
 G = TypeVar("G", bound=Aggregate)
 
 MAX_ATTEMPTS = 12
+
+answer_replayed: ContextVar[bool] = ContextVar("answer_replayed", default=False)
+"""True in the task whose command was answered with the answer its claim recorded
+earlier (an idempotent repeat), rather than decided now. Set only then, so a caller
+that wants to know per request sets it False first (the HTTP edge does)."""
 
 
 class AnswerPositions:
@@ -167,15 +174,16 @@ class UnitOfWork:
                 return replayed
             if fresh:
                 raise
-            try:
-                decision = handler.decide(await self._load(handler, command, True), command)
-            except DomainError:
-                # The claim is looked up again after the fresh load: an earlier attempt of
-                # this command (its answer lost) may have committed in between, and its
-                # events, now loaded, refuse the command its own claim answers.
-                if (replayed := await self._replayed(handler, claim, command)) is not None:
-                    return replayed
-                raise
+            # A refusal is never trusted to the cache. The claim is looked up again after
+            # the fresh load: an earlier attempt of this command (its answer lost) may have
+            # committed in between, and its events, now loaded, refuse the command its own
+            # claim answers.
+            return await self._attempt(handler, command, claim, fresh=True)
+        if not fresh and claim is None and not any(a.pending_events for a in decision.changed):
+            # Nor is "nothing to do" (a plan or a period already set): writing nothing, it
+            # would meet no version check, so it is decided again on fresh state. (A command
+            # with a claim writes its claim, which answers it once whatever the cache said.)
+            return await self._attempt(handler, command, claim, fresh=True)
         await self._commit(decision, claim)
         return decision.answer
 
@@ -218,5 +226,8 @@ class UnitOfWork:
     @staticmethod
     def _replay(handler: Handler[C, Any, A], claim: Claim, earlier: StoredAnswer, command: C) -> A:
         if handler.replay is not None:
-            return handler.replay(earlier, command)
-        return replay(earlier, claim.fingerprint, handler.answer)
+            answer = handler.replay(earlier, command)
+        else:
+            answer = replay(earlier, claim.fingerprint, handler.answer)
+        answer_replayed.set(True)
+        return answer

@@ -42,6 +42,7 @@ class Grants(msgspec.Struct, frozen=True):
 @post(
     "/v1/accounts/{account_id:str}/grants",
     status_code=201,
+    guards=[allow(Scope.LEDGER_WRITE)],
     dto=Body[GrantRequest],
     return_dto=None,
     responses=errors(401, 403, 404, 413, 422, 503),
@@ -84,6 +85,7 @@ async def grant_credits(
 @post(
     "/v1/accounts/{account_id:str}/grants/{grant_id:str}/void",
     status_code=200,
+    guards=[allow(Scope.LEDGER_WRITE)],
     dto=OptionalBody[VoidGrantRequest],
     return_dto=None,
     responses=errors(
@@ -146,12 +148,11 @@ async def list_grants(
     return Grants(data=shown, has_more=more, next_after=shown[-1].position if more else None)
 
 
+# One router, guards on each route: a path served from two routers would answer OPTIONS
+# with one router's methods only (Litestar keeps one OPTIONS handler, not their union).
 GRANTS = Router(
     "/",
-    route_handlers=[
-        Router("/", route_handlers=[grant_credits, void_grant], guards=[allow(Scope.LEDGER_WRITE)]),
-        list_grants,
-    ],
+    route_handlers=[grant_credits, void_grant, list_grants],
     security=BEARER,
     tags=["grants"],
 )

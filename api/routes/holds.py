@@ -60,7 +60,22 @@ async def place_hold(
     status_code=200,
     dto=Body[CaptureHoldRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 409, 413, 422, 503, conflict=SETTLED_CONFLICT),
+    responses=errors(
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        503,
+        conflict=SETTLED_CONFLICT,
+        invalid={
+            "more than the hold reserves": {
+                "amount": "The amount must not be greater than the held amount. "
+                "The hold reserves 300 credits; 400 asked."
+            }
+        },
+    ),
 )
 async def capture_hold(
     account_id: FromPath[str],

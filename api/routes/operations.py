@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response, get
+from litestar.datastructures import ResponseHeader
 from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
@@ -22,6 +24,34 @@ from api.openapi import errors
 from api.services import ServicesDependency
 
 READY_TIMEOUT_SECONDS = 2.0
+
+DOCS_PATH = "/schema"
+OPENAPI_PATH = "/schema/openapi.json"
+
+
+class ServiceIndex(msgspec.Struct, frozen=True):
+    """Where the API is described: the documentation page and the OpenAPI document."""
+
+    service: str
+    docs: str
+    openapi: str
+
+
+@get(
+    "/",
+    media_type=MediaType.JSON,
+    tags=["operations"],
+    response_headers=[
+        ResponseHeader(
+            name="Link",
+            value=f'<{OPENAPI_PATH}>; rel="service-desc", <{DOCS_PATH}>; rel="service-doc"',
+            description="RFC 8631 links to the OpenAPI document and the documentation page.",
+        )
+    ],
+)
+async def index() -> ServiceIndex:
+    """Where to read about this API: ``docs`` (a page) and ``openapi`` (the document)."""
+    return ServiceIndex(service="credit-ledger", docs=DOCS_PATH, openapi=OPENAPI_PATH)
 
 
 @get(
@@ -79,4 +109,4 @@ async def metrics(request: Request[Any, Any, Any], services: ServicesDependency)
     return Response(exposition(), media_type=CONTENT_TYPE)
 
 
-ROUTES = [healthz, readyz, metrics]
+ROUTES = [index, healthz, readyz, metrics]

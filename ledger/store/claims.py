@@ -40,6 +40,9 @@ class IdempotencyKeyReused(Exception):
     """The same Idempotency-Key came with a different request."""
 
 
+KEY_REUSED = "The Idempotency-Key was already used with a different request."
+
+
 def request_fingerprint(request: dict[str, Any]) -> bytes:
     """What makes two requests under one key "the same": a hash of their fields."""
     return hashlib.sha256(msgspec.json.encode(request, order="sorted")).digest()
@@ -48,7 +51,7 @@ def request_fingerprint(request: dict[str, Any]) -> bytes:
 def replay(earlier: StoredAnswer, fingerprint: bytes, answer_type: type[T]) -> T:
     """The first answer again, if this request is the one that produced it."""
     if earlier.request_hash != fingerprint:
-        raise IdempotencyKeyReused("The Idempotency-Key was already used with a different request.")
+        raise IdempotencyKeyReused(KEY_REUSED)
     return msgspec.json.decode(earlier.response, type=answer_type)
 
 

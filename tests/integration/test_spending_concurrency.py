@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 
 from ledger.bootstrap import build_ledger
-from ledger.commands import GrantCredits, PlaceHold, SpendCredits
+from ledger.commands import ChangeAllowance, GrantCredits, PlaceHold, ResetMonth, SpendCredits
 from ledger.domain.errors import InsufficientCredits
 from ledger.service import Ledger
 from ledger.store.claims import StoredAnswer
@@ -83,3 +83,21 @@ async def test_a_retry_refused_on_state_its_lost_first_attempt_made_gets_the_fir
     stored = await first.account(account_id, fresh=True)
     assert list(stored.holds) == [again.hold_id]
     assert stored.available == 950
+
+
+async def test_nothing_to_do_is_never_decided_on_a_stale_cache(pool: asyncpg.Pool) -> None:
+    """Found by the simulator (seed 30, step 354): one instance changed the plan to 500;
+    the other, its cache still at 0, took "change it to 0" for a plan already set and
+    wrote nothing, so the next reset gave 500. Writing nothing meets no version check:
+    it is decided on fresh state."""
+    first, second = build_ledger(pool), build_ledger(pool)
+    account_id = unique("acct")
+    await open_account(first, account_id, 0)
+    await second.account(account_id)  # cached here with a plan of 0
+    await first.execute(ChangeAllowance(account_id=account_id, monthly_allowance=500))
+
+    await second.execute(ChangeAllowance(account_id=account_id, monthly_allowance=0))
+    await second.execute(ResetMonth(account_id=account_id, period="2999-01"))
+
+    stored = await first.account(account_id, fresh=True)
+    assert (stored.next_monthly_allowance, stored.allowance_remaining) == (0, 0)

@@ -31,6 +31,7 @@ NOT_IN_THE_CLIENT = {
     "listPurchases",
     "listTransactions",
     "stripeWebhook",
+    "index",
     "healthz",
     "readyz",
     "metrics",

@@ -1,0 +1,186 @@
+"""``ledger serve --workers N``: N API processes accepting on the same sockets.
+
+The parent binds the sockets (api/startup.py), builds the app, then forks the
+workers before any event loop, thread or connection exists; each worker runs
+its own uvicorn, lifespan, pool, caches and group committer on the inherited
+sockets, and the kernel hands each connection to one of them. Several writers
+on one account are what the store's optimistic concurrency already serialises
+(a stale cache conflicts, reloads and decides again), so nothing is shared but
+the database. The parent says "ready" once every worker listens, forwards
+SIGTERM/SIGINT, and stops them all if one dies.
+
+Metrics are per process unless ``PROMETHEUS_MULTIPROC_DIR`` names a folder they
+share; ``serve`` sets one up when there is more than one worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from api.startup import serve_on
+
+log = logging.getLogger("ledger")
+
+
+def _run_worker(app: Any, sockets: list[socket.socket], ready_pipe: int) -> None:
+    """In the child: serve until told to stop; never returns."""
+    code = 0
+    try:
+        def say_ready(url: str) -> None:
+            os.write(ready_pipe, f"{url}\n".encode())
+
+        serve_on(app, sockets, say_ready)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:
+        log.exception("an API worker failed")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def serve_workers(
+    app: Any, sockets: list[socket.socket], workers: int, on_ready: Callable[[str], None]
+) -> int:
+    """Fork ``workers`` processes serving ``app`` on ``sockets``; wait for them to end.
+
+    Returns 0 when they all stopped cleanly (after SIGTERM or Ctrl-C), else 1.
+    """
+    read_ready, write_ready = os.pipe()
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_ready)
+            _run_worker(app, sockets, write_ready)
+        children.append(pid)
+    os.close(write_ready)
+    for sock in sockets:
+        sock.close()  # the workers hold them; the parent accepts nothing
+
+    stopping = False
+
+    def stop(signum: int, _: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("stopping… (%s): %d workers finish their requests", signal.Signals(signum).name, workers)
+        stopping = True
+        for pid in children:
+            _signal(pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        announced = _wait_until_ready(read_ready, workers, on_ready)
+        return _wait_for(children, announced, lambda: stopping, stop)
+    finally:
+        os.close(read_ready)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _wait_until_ready(read_ready: int, workers: int, on_ready: Callable[[str], None]) -> bool:
+    """Call ``on_ready`` once every worker listens; False if one ended first."""
+    lines: list[str] = []
+    buffered = b""
+    while len(lines) < workers:
+        try:
+            chunk = os.read(read_ready, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:  # every worker's end of the pipe closed: one ended before listening
+            return False
+        buffered += chunk
+        *complete, buffered = buffered.split(b"\n")
+        lines += [line.decode() for line in complete]
+    on_ready(lines[0])
+    return True
+
+
+def _wait_for(
+    children: list[int],
+    announced: bool,
+    stopping: Callable[[], bool],
+    stop: Callable[[int, object], None],
+) -> int:
+    """Wait for the workers (by pid: the projector is another child, reaped elsewhere)."""
+    code = 0 if announced else 1
+    running = set(children)
+    while running:
+        for pid in list(running):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                running.discard(pid)
+                continue
+            if done == 0:
+                continue
+            running.discard(pid)
+            if os.waitstatus_to_exitcode(status) != 0 or not stopping():
+                if not stopping():
+                    log.error("an API worker (pid %d) ended: stopping the others", pid)
+                    stop(signal.SIGTERM, None)
+                code = 1
+        time.sleep(0.1)
+    return code
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended already
+        os.kill(pid, signum)
+
+
+def workers_from(option: int | None) -> int:
+    """``--workers``, else ``WEB_CONCURRENCY`` (the name uvicorn and gunicorn read), else 1."""
+    if option is not None:
+        return option
+    raw = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"WEB_CONCURRENCY must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
+
+
+_OWNED_METRICS_DIR = "LEDGER_OWNS_PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_metrics_between(workers: int) -> None:
+    """Give several workers one folder for prometheus-client's counters.
+
+    prometheus-client picks its storage when it is imported, which the command line
+    has done already: without ``PROMETHEUS_MULTIPROC_DIR``, ``serve`` sets it to a
+    new folder and starts itself again (exec), then removes the folder at exit.
+    """
+    if os.environ.get(_OWNED_METRICS_DIR):
+        _remove_at_exit(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        return
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="ledger-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder, _OWNED_METRICS_DIR: "1"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "api.cli", *sys.argv[1:]], env)  # noqa: S606
+
+
+def _remove_at_exit(folder: str) -> None:
+    import atexit
+    import shutil
+
+    parent = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == parent:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)

@@ -1,0 +1,223 @@
+"""The API's documentation: a page the service serves whole, a valid OpenAPI document, and
+the HTTP answers the document cannot express (``Allow``, ``WWW-Authenticate``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+import pytest
+import stripe
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+from openapi_spec_validator import validate
+
+from api.docs_ui import ASSETS, SWAGGER_UI
+from api.routes.stripe_webhook import EXAMPLE_EVENT, EXAMPLE_SECRET
+from tests.support.browser import chromium
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Route
+
+TIMEOUT_MS = 20_000
+DOCUMENTED = ("get", "put", "post", "delete", "patch")
+ASSETS_DIR = SWAGGER_UI.name  # swagger-ui-<version>
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+async def document(http: httpx.AsyncClient) -> dict[str, Any]:
+    response = await http.get("/schema/openapi.json")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_the_docs_page_shows_the_spend_operation_with_only_loopback_reachable(
+    browser: Browser, http: httpx.AsyncClient
+) -> None:
+    from playwright.async_api import expect
+
+    refused: list[str] = []
+    loaded: list[str] = []
+
+    async def loopback_only(route: Route) -> None:
+        url = route.request.url
+        if urlsplit(url).hostname == "127.0.0.1":
+            loaded.append(url)
+            await route.continue_()
+        else:  # what a machine without internet access would fail to fetch
+            refused.append(url)
+            await route.abort("internetdisconnected")
+
+    context = await browser.new_context()
+    try:
+        await context.route("**/*", loopback_only)
+        page = await context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+
+        await page.goto(f"{http.base_url}".rstrip("/") + "/schema")
+
+        spend = page.locator("#operations-internal-spendCredits")
+        await expect(spend).to_be_visible()
+        await expect(spend).to_contain_text("spendCredits")
+        await expect(spend).to_contain_text("/v1/accounts/{account_id}/spend")
+        await expect(page.locator("#openapi-json")).to_have_attribute(
+            "href", "/schema/openapi.json"
+        )
+        await spend.locator(".opblock-summary").click()  # Swagger UI's own rendering, not our HTML
+        await expect(spend.locator(".opblock-body")).to_contain_text("Idempotency-Key")
+    finally:
+        await context.close()
+
+    assert refused == []
+    assert any(url.endswith("/schema/openapi.json") for url in loaded)
+    assert any(url.endswith("/swagger-ui-bundle.js") for url in loaded)
+
+
+async def test_the_docs_pages_and_their_files_come_from_the_service(
+    http: httpx.AsyncClient,
+) -> None:
+    page = await http.get("/schema")
+    swagger = await http.get("/schema/swagger")
+
+    assert page.status_code == swagger.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.text == swagger.text
+    assert 'href="/schema/openapi.json"' in page.text
+    referenced = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert referenced, page.text
+    assert all(url.startswith("/schema/") for url in referenced), referenced
+    for url in referenced:
+        fetched = await http.get(url)
+        assert fetched.status_code == 200, url
+        assert fetched.content, url
+    for name, media_type in ASSETS.items():
+        fetched = await http.get(f"/schema/assets/{ASSETS_DIR}/{name}")
+        assert fetched.headers["content-type"].split(";")[0] == media_type, name
+        assert "immutable" in fetched.headers["cache-control"]
+    assert (await http.get(f"/schema/assets/{ASSETS_DIR}/index.html")).status_code == 404
+    for former in ("/schema/redoc", "/schema/elements", "/schema/rapidoc"):
+        moved = await http.get(former)
+        assert (moved.status_code, moved.headers["location"]) == (302, "/schema"), former
+    assert (await http.get("/schema/openapi.yaml")).status_code == 200
+
+
+async def test_the_root_points_to_the_docs_and_the_document(http: httpx.AsyncClient) -> None:
+    response = await http.get("/")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "service": "credit-ledger",
+        "docs": "/schema",
+        "openapi": "/schema/openapi.json",
+    }
+    assert response.headers["link"] == (
+        '</schema/openapi.json>; rel="service-desc", </schema>; rel="service-doc"'
+    )
+    for path in response.json()["docs"], response.json()["openapi"]:
+        assert (await http.get(path)).status_code == 200
+
+
+def test_the_openapi_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.1")
+
+    validate(document)  # raises on any departure from the OpenAPI 3.1 schema and its rules
+
+
+def test_the_stripe_signature_example_verifies_against_the_example_event(
+    document: dict[str, Any],
+) -> None:
+    operation = document["paths"]["/v1/stripe/webhook"]["post"]
+    (parameter,) = [p for p in operation["parameters"] if p["name"] == "Stripe-Signature"]
+    (header,) = [example["value"] for example in parameter["examples"].values()]
+    (body,) = operation["requestBody"]["content"]["application/json"]["schema"]["examples"]
+
+    assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", header), header
+    assert body == EXAMPLE_EVENT
+    # As the description says: the example event as compact JSON, the secret whsec_example.
+    payload = msgspec.json.encode(body).decode()
+    assert payload == json.dumps(body, separators=(",", ":"))
+    assert stripe.WebhookSignature.verify_header(payload, header, EXAMPLE_SECRET, tolerance=None)
+
+
+def test_integers_in_request_bodies_say_that_only_json_integers_are_taken(
+    document: dict[str, Any],
+) -> None:
+    noted = set()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            properties = content.get("application/json", {}).get("schema", {}).get("properties", {})
+            for name, prop in properties.items():
+                if any(kind.get("type") == "integer" for kind in [prop, *prop.get("anyOf", [])]):
+                    assert "`1517.0`" in prop.get("description", ""), (path, method, name)
+                    noted.add(name)
+            if properties.get("amount", {}).get("type") == "integer":
+                refusals = operation["responses"]["422"]["content"]["application/json"]
+                assert {
+                    "message": "The amount field must be an integer.",
+                    "errors": {"amount": ["The amount field must be an integer."]},
+                } in [example["value"] for example in refusals["examples"].values()], path
+    assert {"amount", "credits", "monthly_allowance", "priority", "threshold"} <= noted
+
+
+async def test_an_undeclared_method_is_405_naming_the_methods_of_the_path(
+    http: httpx.AsyncClient, document: dict[str, Any], writer_headers: dict[str, str]
+) -> None:
+    for path, operations in document["paths"].items():
+        declared = {method.upper() for method in operations if method in DOCUMENTED}
+        url = path.replace("{account_id}", "acct_x").replace("{", "").replace("}", "")
+
+        response = await http.request("TRACE", url, headers=writer_headers)
+
+        assert response.status_code == 405, (path, response.text)
+        assert response.json() == {"message": "Method not allowed."}
+        allowed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert allowed - {"OPTIONS", "HEAD"} == declared, (path, allowed)
+
+
+async def test_options_lists_every_method_of_each_path_without_a_token(
+    http: httpx.AsyncClient, document: dict[str, Any], ledger_app: Litestar
+) -> None:
+    for path, operations in document["paths"].items():
+        declared = {method.upper() for method in operations if method in DOCUMENTED}
+        url = path.replace("{account_id}", "acct_x").replace("{", "").replace("}", "")
+
+        response = await http.options(url)
+
+        assert response.status_code == 204, (path, response.text)
+        allowed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert allowed - {"OPTIONS", "HEAD"} == declared, (path, allowed)
+    # The guards let OPTIONS through because only Litestar's own handler answers it.
+    for route in ledger_app.routes:
+        if isinstance(route, HTTPRoute):
+            handler, _ = route.route_handler_map["OPTIONS"]
+            assert handler.handler_name == "options_handler", route.path
+
+
+async def test_a_401_names_the_bearer_scheme_and_keeps_the_contract_body(
+    http: httpx.AsyncClient,
+) -> None:
+    for headers in ({}, {"Authorization": "Bearer ldg_unknown_token"}, {"Authorization": "x"}):
+        response = await http.get("/v1/credits", headers=headers)
+
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json() == {"message": "Unauthenticated."}
+
+
+async def test_a_webhook_delivery_without_a_body_is_400_not_422(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/stripe/webhook", headers={"Stripe-Signature": "t=1,v1=ab"})
+
+    assert response.status_code == 400
+    assert response.json() == {"message": "Invalid Stripe webhook: missing body."}

@@ -1,0 +1,117 @@
+"""``ledger serve --workers N``: several API processes on one port, one database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+
+from api.access.tokens import Scope, TokenService
+from api.database import describe
+from ledger.bootstrap import build_ledger
+from ledger.domain.ids import account_stream_id
+from stripe_standin import RunningStandin
+from tests.conftest import IsolatedDatabase
+from tests.e2e.test_startup_and_logs import Serving, serve_env
+from tests.support.cli import ROOT
+from tests.support.ledger import open_account
+
+
+def children_of(pid: int) -> list[str]:
+    """The command lines of a process's children (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid:
+            found.append(command.replace(b"\0", b" ").decode().strip())
+    return found
+
+
+async def test_two_workers_share_the_port_and_the_books(
+    isolated_db: IsolatedDatabase, standin: RunningStandin, tmp_path: Path
+) -> None:
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_workers", 1000)
+    await books.uow.committer.stop()
+    token = (await TokenService(isolated_db.pool).issue(Scope.LEDGER_WRITE, name="t")).secret
+    env = serve_env(
+        tmp_path,
+        DATABASE_URL=isolated_db.url,
+        STRIPE_SECRET_KEY="sk_test_workers",
+        STRIPE_API_BASE=standin.base_url,
+        WEB_CONCURRENCY="2",
+    )
+    served = Serving(env)
+    try:
+        ready = await asyncio.to_thread(served.wait_for, "ledger API ready on")
+        await asyncio.to_thread(served.wait_for, "projector started")
+        children = children_of(served.process.pid)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{served.port}", headers=headers, timeout=30
+        ) as http:
+            # Many connections at once: both workers take some, on one account.
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/accounts/acct_workers/spend",
+                        json={"amount": 10, "reason": "job"},
+                        headers={"Idempotency-Key": uuid.uuid4().hex},
+                    )
+                    for _ in range(40)
+                )
+            )
+        code = await asyncio.to_thread(served.stop, signal.SIGTERM)
+    finally:
+        served.kill()
+
+    assert json.loads(served.lines[ready])["message"] == (
+        f"ledger API ready on http://127.0.0.1:{served.port} (2 workers, event store "
+        f"{describe(isolated_db.url)})"
+    )
+    workers = [c for c in children if c.endswith("api.cli serve")]
+    projector = [c for c in children if "api.cli project" in c]
+    assert (len(workers), len(projector)) == (2, 1), children
+    assert [a.status_code for a in answers] == [200] * 40
+    # Every spend decided on what the others left (the last answer of them says 600).
+    assert min(a.json()["allowance_remaining"] for a in answers) == 600
+    assert code == 0, "\n".join(served.lines)
+    stored = await isolated_db.pool.fetchval(
+        "SELECT count(*) FROM stored_events WHERE originator_id = $1",
+        account_stream_id("acct_workers"),
+    )
+    assert stored == 41  # opened, and 40 spends: none lost, none twice
+
+
+def test_several_workers_are_refused_where_each_would_start_its_own_stripe(
+    tmp_path: Path,
+) -> None:
+    env = serve_env(tmp_path)
+    refused = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--workers", "2"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "Error: several workers need a Stripe they share: run the stand-in on its own "
+        "(python -m stripe_standin) and set STRIPE_API_BASE, or set the Stripe keys"
+    )
