@@ -151,7 +151,7 @@ def ledger_services(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_the_check_itself_tells_real_commands_from_made_up_ones() -> None:
     assert ledger_command_problem(["ledger", "serve", "--no-projector"]) is None
     assert ledger_command_problem(["ledger", "audit", "verify", "--json"]) is None
-    assert ledger_command_problem(["ledger", "serve", "--workers"]) is not None
+    assert ledger_command_problem(["ledger", "serve", "--threads"]) is not None
     assert ledger_command_problem(["ledger", "migrate"]) is not None
     assert ledger_command_problem(["ledger", "audit"]) is not None
 
