@@ -7,6 +7,7 @@ COPY projections ./projections
 COPY audit ./audit
 COPY stripe_standin ./stripe_standin
 COPY relay ./relay
+COPY cluster ./cluster
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --home /app ledger
 USER ledger

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help run test browser lint bench soak simulate clean
+.PHONY: help run cluster test test-cluster browser nginx lint bench soak simulate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -35,15 +35,25 @@ $(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt $(CLIENT)/p
 	$(call INSTALL,the ledger and its Python client with their test and lint tools,about 1-3 minutes,-e '$(DEV_EXTRAS)' -e ./$(CLIENT))
 	@touch $@ $(VENV)/.run-installed
 
+$(VENV)/.cluster-installed: $(VENV)/.run-installed pyproject.toml constraints.txt
+	$(call INSTALL,honcho for make cluster,a few seconds,-e '.[cluster]')
+	@touch $@
+
 $(VENV)/.bench-installed: $(BIN)/python pyproject.toml constraints.txt $(CLIENT)/pyproject.toml
-	$(PIP) -e '.[test,lint,bench]' -e ./$(CLIENT)
-	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
+	$(PIP) -e '.[test,lint,bench,cluster]' -e ./$(CLIENT)
+	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed $(VENV)/.cluster-installed
 
 run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedded PostgreSQL, Stripe stand-in)
 	$(BIN)/ledger serve
 
-test: $(VENV)/.dev-installed browser ## run the whole suite against a real PostgreSQL
+cluster: $(VENV)/.cluster-installed nginx ## the deployment's topology here: PostgreSQL primary + standby, 3 API replicas, projector, nginx on :$${PORT:-8000} (CLUSTER_ARGS="--replicas 2")
+	$(BIN)/ledger dev cluster $(CLUSTER_ARGS)
+
+test: $(VENV)/.dev-installed $(VENV)/.cluster-installed browser nginx ## run the whole suite against a real PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-cluster: $(VENV)/.dev-installed $(VENV)/.cluster-installed nginx ## only the cluster tests (tests/cluster: replicas, standby, faults through nginx)
+	$(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
 
 browser: ## install Debian's chromium for the browser test, if missing (never fails the build)
 	@if [ -x /usr/bin/chromium ]; then :; \
@@ -55,8 +65,18 @@ browser: ## install Debian's chromium for the browser test, if missing (never fa
 		echo "no /usr/bin/chromium (and no apt-get as root to install it): the browser test will be skipped"; \
 	fi
 
+nginx: ## install Debian's nginx for `make cluster` and its tests, if missing (never fails the build)
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing nginx (Debian package) for the cluster"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; } \
+			|| echo "could not install nginx: the cluster tests will be skipped"; \
+	else \
+		echo "no nginx (and no apt-get as root to install it): the cluster tests will be skipped"; \
+	fi
+
 lint: $(VENV)/.dev-installed ## ruff and mypy
-	$(BIN)/ruff check ledger api projections audit stripe_standin relay tests bench clients
+	$(BIN)/ruff check ledger api projections audit stripe_standin relay cluster tests bench clients
 	$(BIN)/mypy
 
 # Both PostgreSQL configurations, py-spy profiles for the CPU budget's stages.

@@ -21,6 +21,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.expiry import ExpirySweeper
 from api.metrics import MetricsAccess, metrics_port_only
 from api.openapi import conform, openapi_config
+from api.read_side import consistency_headers, open_standby_pool
 from api.reconcile import PeriodicReconciler
 from api.routes import (
     account_page,
@@ -61,8 +62,15 @@ async def open_services(
             api_base=stripe_api_base or settings.stripe_api_base,
         )
         stack.push_async_callback(gateway.close)
+        standby = await stack.enter_async_context(open_standby_pool(settings.database_read_url))
         services = build_services(
-            pool, settings, gateway, webhook_secrets(settings), database_url, page_key(settings)
+            pool,
+            settings,
+            gateway,
+            webhook_secrets(settings),
+            database_url,
+            page_key(settings),
+            standby,
         )
         yield replace(services, admin_url=settings.database_admin_url or given_url)
 
@@ -152,7 +160,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[answered_requests, metrics_port_only(metrics_access)],
+        middleware=[answered_requests, metrics_port_only(metrics_access), consistency_headers],
         # Every body here is a small JSON document; Stripe's events stay far below this.
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=(

@@ -789,5 +789,19 @@ def _add_commands() -> None:
 
 _add_commands()
 
+
+def _add_development_commands() -> None:
+    """``ledger dev`` (cluster/cli.py), where the cluster package is installed."""
+    try:
+        from cluster.cli import dev
+    except ImportError:  # an image without the development tools
+        return
+    main.add_command(dev)
+
+
+_add_development_commands()
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -22,6 +22,7 @@ VARIABLES = {
     "ledger_env": "LEDGER_ENV",
     "database_url": "DATABASE_URL",
     "database_admin_url": "DATABASE_ADMIN_URL",
+    "database_read_url": "DATABASE_READ_URL",
     "host": "HOST",
     "port": "PORT",
     "public_url": "LEDGER_PUBLIC_URL",
@@ -70,6 +71,10 @@ def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
         return describe(value) + " (password not shown)"
     if field == "database_admin_url":
         return "(not set)" if value is None else describe(value) + " (password not shown)"
+    if field == "database_read_url":
+        if value is None:
+            return "(not set) the views are read from DATABASE_URL"
+        return describe(value) + " (password not shown; the views are read there)"
     if field == "stripe_secret_key":
         if value is None:
             return f"(not set) the Stripe stand-in on 127.0.0.1:{settings.stripe_standin_port}"

@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 
 from api.access.page_tokens import PageTokens
 from api.access.tokens import TokenService
+from api.read_side import ReadSide
 from api.settings import Settings
 from ledger.bootstrap import build_ledger
 from ledger.ports import PaymentGateway
@@ -30,6 +31,8 @@ class Services:
     default_monthly_allowance: int
     page_tokens: PageTokens
     """Signs and checks the checkout success links (api/access/page_tokens.py)."""
+    reads: ReadSide
+    """The view reads: on the standby when there is one (api/read_side.py)."""
     webhook_allow_private: bool = False
     """Whether webhook endpoints may be on loopback, private or other non-public addresses."""
     admin_url: str | None = None
@@ -51,8 +54,9 @@ def build_services(
     webhook_secrets: list[str],
     database_url: str,
     page_key: str,
+    standby: asyncpg.Pool | None = None,
 ) -> Services:
-    """Wire the ledger, tokens and views on ``pool``."""
+    """Wire the ledger, tokens and views on ``pool`` (view reads on ``standby`` if given)."""
     page_tokens = PageTokens(page_key)
     return Services(
         pool=pool,
@@ -74,5 +78,6 @@ def build_services(
         database_url=database_url,
         default_monthly_allowance=settings.default_monthly_allowance,
         page_tokens=page_tokens,
+        reads=ReadSide(pool, standby),
         webhook_allow_private=settings.webhook_allow_private,
     )

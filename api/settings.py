@@ -31,6 +31,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     database_url: str | None = None
     database_admin_url: str | None = None
+    database_read_url: str | None = None
+    """A streaming standby for the view reads (api/read_side.py); None: the primary."""
     port: int = 8000
     host: str = "127.0.0.1"
     public_url: str = ""
@@ -115,6 +117,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         settings = cls(
             database_url=text("DATABASE_URL"),
             database_admin_url=text("DATABASE_ADMIN_URL"),
+            database_read_url=text("DATABASE_READ_URL"),
             port=port,
             host=text("HOST") or "127.0.0.1",
             public_url=(text("LEDGER_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),

@@ -135,6 +135,7 @@ class Ledger:
         )
         claim = purchase_claim(record)
         if claim is not None and (earlier := await self.claims.find(claim.scope, claim.key)):
+            await self.uow.note_head()
             started = replay(earlier, claim.fingerprint, CheckoutStarted)
             answer_replayed.set(True)
             return started

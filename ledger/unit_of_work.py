@@ -17,13 +17,21 @@ A refusal is never trusted to the cache, nor is a decision to write nothing
 without a claim (it would meet no version check): each is decided again on fresh
 state before it is answered. A failed decision leaves the cache as it was (the handler decided on
 copies). Nothing is written for a refusal.
+
+Every answer stands at a position of the store: the position of the last event
+its command committed, or, for an answer replayed or decided without writing,
+the store's head when it was given (at or after what the answer reflects).
+``answer_positions()`` collects them for a caller (an HTTP request) that tells
+its client, so that the client can read its own writes from the views
+(``Ledger-Position``, docs/scaling.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -51,6 +59,32 @@ answer_replayed: ContextVar[bool] = ContextVar("answer_replayed", default=False)
 """True in the task whose command was answered with the answer its claim recorded
 earlier (an idempotent repeat), rather than decided now. Set only then, so a caller
 that wants to know per request sets it False first (the HTTP edge does)."""
+
+
+class AnswerPositions:
+    """The highest position the answers given in one context stand at (0: none yet)."""
+
+    def __init__(self) -> None:
+        self.highest = 0
+
+    def note(self, position: int) -> None:
+        self.highest = max(self.highest, position)
+
+
+_answer_positions: ContextVar[AnswerPositions | None] = ContextVar(
+    "ledger_answer_positions", default=None
+)
+
+
+@contextmanager
+def answer_positions() -> Iterator[AnswerPositions]:
+    """Collect the positions of the commands run in this context (and tasks it starts)."""
+    collected = AnswerPositions()
+    token = _answer_positions.set(collected)
+    try:
+        yield collected
+    finally:
+        _answer_positions.reset(token)
 
 
 @dataclass(frozen=True)
@@ -126,6 +160,7 @@ class UnitOfWork:
                     assert claim is not None  # only a command with a claim has one taken
                     earlier = await self.claims.find(claim.scope, claim.key)
                     assert earlier is not None  # claims are committed before they conflict
+                    await self.note_head()
                     return self._replay(handler, claim, earlier, command)
         raise AssertionError("unreachable")
 
@@ -157,7 +192,10 @@ class UnitOfWork:
         if claim is None:
             return None
         earlier = await self.claims.find(claim.scope, claim.key)
-        return None if earlier is None else self._replay(handler, claim, earlier, command)
+        if earlier is None:
+            return None
+        await self.note_head()
+        return self._replay(handler, claim, earlier, command)
 
     async def _load(self, handler: Handler[C, S, A], command: C, fresh: bool) -> S:
         return await handler.load(Streams(self.repository, self.claims, fresh=fresh), command)
@@ -165,15 +203,25 @@ class UnitOfWork:
     async def _commit(self, decision: Decision[Any], claim: Claim | None) -> None:
         changed = [a for a in decision.changed if a.pending_events]
         if not changed and claim is None:
+            await self.note_head()
             return
         claims = [] if claim is None else [ClaimRecord(claim, msgspec.json.encode(decision.answer))]
         writes = self.repository.writes(changed, claims)
         try:
-            await self.committer.commit(writes)
+            positions = await self.committer.commit(writes)
         except BaseException:
             self.repository.forget(changed)
             raise
         self.repository.committed(changed, writes)
+        if positions and (collected := _answer_positions.get()) is not None:
+            collected.note(max(positions))
+        elif not positions:
+            await self.note_head()
+
+    async def note_head(self) -> None:
+        """An answer that wrote nothing stands at the store's head (one query, if collected)."""
+        if (collected := _answer_positions.get()) is not None:
+            collected.note(await self.repository.store.head_position())
 
     @staticmethod
     def _replay(handler: Handler[C, Any, A], claim: Claim, earlier: StoredAnswer, command: C) -> A:

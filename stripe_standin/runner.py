@@ -32,8 +32,12 @@ class RunningStandin:
         state_file: Path | None = None,
         expiry_check_seconds: float = DEFAULT_CHECK_SECONDS,
         min_expiry_seconds: int = MIN_EXPIRY_SECONDS,
+        host: str = "127.0.0.1",
+        public_base_url: str | None = None,
     ) -> None:
         self._port = port
+        self._host = host
+        self._public_base_url = public_base_url
         self._webhook_url = webhook_url
         self._webhook_secret = webhook_secret
         self._retry_delays = tuple(webhook_retry_delays)
@@ -102,7 +106,7 @@ class RunningStandin:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", self._port))
+            sock.bind((self._host, self._port))
         except OSError:
             sock.close()
             raise
@@ -115,7 +119,7 @@ class RunningStandin:
         return self
 
     async def _start(self, sock: socket.socket) -> None:
-        self._base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._base_url = self._public_base_url or f"http://127.0.0.1:{sock.getsockname()[1]}"
         self._app = create_standin_app(
             public_base_url=self._base_url,
             webhook_url=self._webhook_url,
@@ -126,7 +130,7 @@ class RunningStandin:
             min_expiry_seconds=self._min_expiry_seconds,
         )
         config = uvicorn.Config(
-            self._app, host="127.0.0.1", port=self._port, log_level="warning", lifespan="on"
+            self._app, host=self._host, port=self._port, log_level="warning", lifespan="on"
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
@@ -164,6 +168,8 @@ def run_standin(
     state_file: Path | None = None,
     expiry_check_seconds: float = DEFAULT_CHECK_SECONDS,
     min_expiry_seconds: int = MIN_EXPIRY_SECONDS,
+    host: str = "127.0.0.1",
+    public_base_url: str | None = None,
 ) -> RunningStandin:
     """``async with run_standin() as standin:`` serves the stand-in at ``standin.base_url``.
 
@@ -171,6 +177,8 @@ def run_standin(
     ``expiry_check_seconds``: how often open sessions past ``expires_at`` are expired.
     ``min_expiry_seconds``: the shortest ``expires_at`` accepted (Stripe's 30 minutes unless
     a test asks for less).
+    ``host``: the address to listen on; ``public_base_url``: the stand-in's address as
+    browsers and the service reach it (default ``http://127.0.0.1:<port>``).
     """
     return RunningStandin(
         port,
@@ -180,4 +188,6 @@ def run_standin(
         state_file=state_file,
         expiry_check_seconds=expiry_check_seconds,
         min_expiry_seconds=min_expiry_seconds,
+        host=host,
+        public_base_url=public_base_url,
     )

@@ -14,10 +14,11 @@ from api.access.guards import allow, own_account_or
 from api.access.tokens import Scope
 from api.openapi import BEARER, errors
 from api.pagination import After, Limit, page
+from api.read_side import Source
 from api.schemas import AccountCredits
 from api.services import Services, ServicesDependency
 from api.validation import ValidationFailed
-from ledger.store.event_store import RecordedEvent
+from ledger.store.event_store import EventStore, RecordedEvent
 from ledger.store.mapper import event_type_name
 
 
@@ -61,9 +62,9 @@ _STREAM_NAMES = {
 }
 
 
-async def _page_of(services: Services, events: list[RecordedEvent], limit: int) -> EventPage:
+async def _page_of(store: EventStore, events: list[RecordedEvent], limit: int) -> EventPage:
     shown = events[:limit]
-    names = await _stream_names(services, {e.originator_id for e in shown})
+    names = await _stream_names(store, {e.originator_id for e in shown})
     data = [
         AuditedEvent(
             position=e.notification_id,
@@ -81,9 +82,9 @@ async def _page_of(services: Services, events: list[RecordedEvent], limit: int) 
     return EventPage(data=data, has_more=more, next_after=data[-1].position if more else None)
 
 
-async def _stream_names(services: Services, stream_ids: set[UUID]) -> dict[UUID, str]:
+async def _stream_names(store: EventStore, stream_ids: set[UUID]) -> dict[UUID, str]:
     names = {}
-    for created in await services.store.first_events(stream_ids):
+    for created in await store.first_events(stream_ids):
         kind, field = _STREAM_NAMES.get(event_type_name(created.topic), ("stream", ""))
         name = msgspec.json.decode(created.state).get(field) if field else None
         names[created.originator_id] = f"{kind}/{name or created.originator_id}"
@@ -103,10 +104,14 @@ async def account_events(
 ) -> EventPage:
     """The account's events and its Checkout sessions', in commit order, by position."""
     chosen = page(limit, after)
-    events = await services.store.account_page(
-        account_id, after=chosen.after or 0, limit=chosen.limit + 1
-    )
-    return await _page_of(services, events, chosen.limit)
+
+    async def read(source: Source) -> EventPage:
+        events = await source.store.account_page(
+            account_id, after=chosen.after or 0, limit=chosen.limit + 1
+        )
+        return await _page_of(source.store, events, chosen.limit)
+
+    return await services.reads.run(read)
 
 
 @get(
@@ -119,8 +124,12 @@ async def global_events(
 ) -> EventPage:
     """Every event in commit order; gap-free for readers who follow ``next_after``."""
     chosen = page(limit, after)
-    events = await services.store.read_all(after=chosen.after or 0, limit=chosen.limit + 1)
-    return await _page_of(services, events, chosen.limit)
+
+    async def read(source: Source) -> EventPage:
+        events = await source.store.read_all(after=chosen.after or 0, limit=chosen.limit + 1)
+        return await _page_of(source.store, events, chosen.limit)
+
+    return await services.reads.run(read)
 
 
 AsOf = Annotated[

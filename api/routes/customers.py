@@ -12,6 +12,7 @@ from api.access.guards import Caller, allow, customer_account
 from api.access.tokens import Scope
 from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page
+from api.read_side import views_caught_up
 from api.schemas import AccountCredits, PurchaseRequest
 from api.services import Services, ServicesDependency
 from api.validation import Body, OptionalIdempotencyKey
@@ -62,9 +63,12 @@ async def purchase_credits(
 
 
 async def account_credits(services: Services, account_id: str) -> AccountCredits:
-    """The projected balance; the write side while the projector has not seen the account."""
-    row = await services.views.balance(account_id)
-    return AccountCredits.of(row if row is not None else await services.ledger.account(account_id))
+    """The projected balance; the write side while the views have not seen the account,
+    or have not applied the request's ``Ledger-Min-Position`` in time (api/read_side.py)."""
+    row = await services.reads.run(lambda source: source.views.balance(account_id))
+    if row is not None and views_caught_up():
+        return AccountCredits.of(row)
+    return AccountCredits.of(await services.ledger.account(account_id))
 
 
 @get("/v1/credits", responses=errors(401, 403, 404, 503))
@@ -79,8 +83,11 @@ async def list_purchases(
 ) -> Purchases:
     """The caller's purchases, newest first; ``after`` takes the last one's ``position``."""
     chosen = page(limit, after)
-    rows = await services.views.purchases(
-        customer_account(principal), limit=chosen.limit + 1, before=chosen.after
+    account_id = customer_account(principal)
+    rows = await services.reads.run(
+        lambda source: source.views.purchases(
+            account_id, limit=chosen.limit + 1, before=chosen.after
+        )
     )
     shown = rows[: chosen.limit]
     more = len(rows) > chosen.limit
@@ -93,8 +100,11 @@ async def list_transactions(
 ) -> Transactions:
     """The caller's ledger lines, newest first, each with the balance after it."""
     chosen = page(limit, after)
-    lines = await services.views.statement(
-        customer_account(principal), limit=chosen.limit + 1, before=chosen.after
+    account_id = customer_account(principal)
+    lines = await services.reads.run(
+        lambda source: source.views.statement(
+            account_id, limit=chosen.limit + 1, before=chosen.after
+        )
     )
     shown = lines[: chosen.limit]
     more = len(lines) > chosen.limit

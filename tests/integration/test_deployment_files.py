@@ -7,6 +7,8 @@ reads, and the services the deployment needs are there.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -20,8 +22,14 @@ import yaml
 
 from api.cli import main as ledger_cli
 from api.settings import Settings, SettingsError
+from cluster import nginx
+from cluster.topology import Plan, Process, ledger_processes, setup_process
 
 ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_REPLICAS = next(
+    p.default for p in ledger_cli.commands["dev"].commands["cluster"].params  # type: ignore[attr-defined]
+    if p.name == "replicas"
+)
 
 
 class RecordingEnvironment(Mapping[str, str]):
@@ -167,8 +175,9 @@ def test_compose_runs_postgres_api_replicas_behind_one_entry_point_and_one_proje
     assert projector.get("deploy", {}).get("replicas", 1) == 1
     # The API replicas leave the projection to the projector service.
     assert "--no-projector" in api["command"]
-    for name in ("api", "projector"):
+    for name in ("api", "projector", "postgres-standby"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "DATABASE_READ_URL" in api["environment"]
 
 
 def test_every_command_compose_runs_is_a_ledger_command() -> None:
@@ -217,7 +226,7 @@ def test_the_dockerfile_installs_the_project_and_runs_a_ledger_command() -> None
     for command in commands:
         assert ledger_command_problem(command) is None
     copied = {rest.split()[0] for word, rest in instructions if word == "COPY"}
-    for package in ("ledger", "api", "projections", "audit", "stripe_standin", "relay"):
+    for package in ("ledger", "api", "projections", "audit", "stripe_standin", "relay", "cluster"):
         assert package in copied, f"the image lacks {package}/"
     assert any(word == "RUN" and "-c constraints.txt" in rest for word, rest in instructions)
     env = " ".join(rest for word, rest in instructions if word == "ENV")
@@ -320,3 +329,71 @@ def test_nginx_never_exposes_metrics() -> None:
         block = re.search(r"location \^~ /metrics \{([^}]*)\}", text)
         assert block, f"{config.name} has no location ^~ /metrics"
         assert block.group(1).split() == ["return", "404;"]
+
+
+def _command_path(argv: list[str]) -> list[str]:
+    """``ledger dev standin --port 1`` -> ``["ledger", "dev", "standin"]``."""
+    return list(itertools.takewhile(lambda word: not word.startswith("-"), argv))
+
+
+def test_make_cluster_runs_the_processes_commands_and_variables_of_the_compose_file() -> None:
+    """`make cluster` (cluster/topology.py) and docker-compose.yml: one topology."""
+    plan = Plan(
+        api_addresses=[("127.0.0.1", 8001 + n) for n in range(CLUSTER_REPLICAS)],
+        admin_url="postgresql://postgres@127.0.0.1:54320/ledger",
+        database_url="postgresql://ledger_service@127.0.0.1:54320/ledger",
+        read_url="postgresql://ledger_service@127.0.0.1:54321/ledger",
+        public_url="http://127.0.0.1:8000",
+        data_dir=Path(".data/cluster/data"),
+        webhook_secret="whsec_test",
+        page_key="k" * 64,
+        standin_port=8050,  # no STRIPE_SECRET_KEY (compose: --profile standin)
+        relay_url="nats://127.0.0.1:4222",  # --relay (compose: --profile relay)
+    )
+    ran: dict[str, list[Process]] = {}
+    for process in [setup_process(plan), *ledger_processes(plan, environ={})]:
+        ran.setdefault(process.service, []).append(process)
+    document = compose()
+    built = ledger_services(document)
+
+    assert set(built) == set(ran)
+    for name, service in built.items():
+        [command] = {tuple(_command_path(p.argv)) for p in ran[name]}
+        assert _command_path(service["command"]) == list(command), name
+        for process in ran[name]:
+            assert set(process.env) == set(service["environment"]), name
+    # Replicas: as many by default as compose runs.
+    assert len(ran["api"]) == document["services"]["api"]["deploy"]["replicas"]
+    # What only runs on request, in both: the stand-in without a key, the relay.
+    assert document["services"]["stripe-standin"]["profiles"] == ["standin"]
+    assert document["services"]["relay"]["profiles"] == ["relay"]
+    without = dataclasses.replace(plan, standin_port=None, relay_url=None)
+    assert {p.service for p in ledger_processes(without, environ={})} == {"api", "projector"}
+    # The rest are the two PostgreSQL servers (cluster/postgres.py), nginx with the same
+    # file (cluster/nginx.py) and, with the relay, the NATS server (this machine's own).
+    others = set(document["services"]) - set(built)
+    assert others == {"postgres", "postgres-standby", "proxy", "nats"}
+    proxy_config = document["services"]["proxy"]["volumes"][0].split(":")[0]
+    assert (ROOT / proxy_config).resolve() == nginx.TEMPLATE.resolve()
+    assert "pg_basebackup" in (ROOT / "deploy/postgres/standby.sh").read_text()
+    assert "-R" in (ROOT / "deploy/postgres/standby.sh").read_text()
+
+
+def test_the_cluster_nginx_config_is_deploys_with_only_the_upstreams_and_paths_changed() -> None:
+    template = nginx.TEMPLATE.read_text()
+    rendered = nginx.render(
+        template, ["10.0.0.2:8000", "10.0.0.3:8000"], "10.0.0.9:8000", Path("/run/x")
+    )
+    assert "server 10.0.0.2:8000;" in rendered
+    assert "server 10.0.0.3:8000;" in rendered
+    assert "listen 10.0.0.9:8000;" in rendered
+    assert "set $api http://api;" in rendered
+    assert "resolver" not in rendered
+    # Every other line of deploy/nginx.conf is there as it is.
+    kept = [line for line in template.splitlines() if "resolver" not in line]
+    kept = [line for line in kept if "set $api" not in line and "listen 8000" not in line]
+    assert all(line in rendered.splitlines() for line in kept)
+    # --route-by-account: one account's requests to one replica.
+    hashed = nginx.render(template, ["10.0.0.2:8000"], "10.0.0.9:8000", Path("/x"), by_account=True)
+    assert "hash $ledger_account consistent;" in hashed
+    assert "~^/v1/accounts/(?<account>[^/]+) $account;" in hashed

@@ -1,0 +1,291 @@
+"""Where the reads of the views go, and how a client reads its own writes.
+
+Commands, and the answers they give, always use the primary (``DATABASE_URL``).
+The views (balances, purchases, statement lines) and the auditors' event feeds
+are read from the standby when ``DATABASE_READ_URL`` names one, else from the
+primary. The rule, for clients (docs/scaling.md):
+
+* Every answer to a command carries ``Ledger-Position: N``, the position in the
+  store its answer stands at (its last event's, or the head's for an answer that
+  wrote nothing: a replayed idempotency key, a reset already done).
+* A read that sends ``Ledger-Min-Position: N`` is answered from views that have
+  applied position N: the standby's once they have (waiting up to ``READ_WAIT``),
+  else the primary's. If even the primary's are not there by then, the balance is
+  answered from the write side (always current) and lists as the views stand.
+* A read without it takes the standby as it is (usually milliseconds behind).
+* A standby that refuses, times out or is cut off is left alone for
+  ``STANDBY_RETRY`` seconds: reads go to the primary meanwhile, with no error.
+
+Each routed read says where it was answered from in ``Ledger-Read-From``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TypeVar
+
+import asyncpg
+import msgspec
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
+
+from api.database import _connect, describe
+from ledger.store.event_store import EventStore
+from ledger.unit_of_work import answer_positions
+from projections.queries import Views
+from projections.runner import all_projections
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+POSITION_HEADER = "Ledger-Position"
+MIN_POSITION_HEADER = "Ledger-Min-Position"
+READ_FROM_HEADER = "Ledger-Read-From"
+
+READ_WAIT = 1.0
+"""How long a read with Ledger-Min-Position waits for the views to apply it."""
+POLL_SECONDS = 0.005
+"""How often a database's view positions are read while a request waits on them."""
+STANDBY_TIMEOUT = 2.0
+"""Connecting to the standby, and each read there: longer, and the read goes to the primary."""
+STANDBY_RETRY = 2.0
+"""How long reads leave a failed standby alone before trying it again."""
+
+STANDBY_FAILURES = (
+    OSError,  # refused, unreachable, timed out (TimeoutError is one)
+    asyncpg.PostgresError,  # shutting down, starting, a conflict with recovery
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+
+@dataclass
+class ReadRequest:
+    """One HTTP request's read requirement and where its reads went."""
+
+    min_position: int = 0
+    read_from: str | None = None
+    caught_up: bool = True
+    """False when a read's views had not applied ``min_position`` in time."""
+
+
+_request: ContextVar[ReadRequest | None] = ContextVar("ledger_read_request", default=None)
+
+
+class ViewProgress:
+    """How far one database's views are, read by one poller while requests wait on it."""
+
+    def __init__(self, pool: asyncpg.Pool, names: list[str]) -> None:
+        self.pool = pool
+        self.names = names
+        self.applied = 0
+        """The lowest position of the views when last read (only grows)."""
+        self.error: BaseException | None = None
+        """Why the last read of the positions failed (None: it did not)."""
+        self._tick = asyncio.Event()
+        self._waiting = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def reached(self, position: int, deadline: float) -> bool:
+        """Whether the views apply ``position`` before ``deadline`` (monotonic time)."""
+        if self.applied >= position:
+            return True
+        self._waiting += 1
+        if self._task is None:
+            self.error = None
+            self._task = asyncio.create_task(self._poll())
+        try:
+            while self.applied < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.error is not None:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._tick.wait(), remaining)
+            return True
+        finally:
+            self._waiting -= 1
+
+    async def read(self) -> int:
+        """The views' lowest position now (0 while one of them has no row yet)."""
+        found = await self.pool.fetchval(
+            """SELECT CASE WHEN count(*) = $2 THEN min(position) ELSE 0 END
+               FROM projection_positions WHERE name = any($1)""",
+            self.names,
+            len(self.names),
+            timeout=STANDBY_TIMEOUT,
+        )
+        return int(found or 0)
+
+    async def _poll(self) -> None:
+        try:
+            while self._waiting and self.error is None:
+                try:
+                    self.applied = max(self.applied, await self.read())
+                except STANDBY_FAILURES as error:
+                    self.error = error
+                tick, self._tick = self._tick, asyncio.Event()
+                tick.set()
+                await asyncio.sleep(POLL_SECONDS)
+        finally:
+            self._task = None
+
+
+class Source:
+    """A database the views can be read from."""
+
+    def __init__(self, name: str, pool: asyncpg.Pool, names: list[str]) -> None:
+        self.name = name
+        self.pool = pool
+        self.views = Views(pool)
+        self.store = EventStore(pool)
+        self.progress = ViewProgress(pool, names)
+
+
+class ReadSide:
+    """Runs view reads on the standby or the primary (see the module)."""
+
+    def __init__(self, primary: asyncpg.Pool, standby: asyncpg.Pool | None = None) -> None:
+        names = sorted(p.name for p in all_projections())
+        self.primary = Source("primary", primary, names)
+        self.standby = None if standby is None else Source("standby", standby, names)
+        self._standby_down_until = 0.0
+        self.standby_failures = 0
+
+    async def run(self, read: Callable[[Source], Awaitable[T]]) -> T:
+        """``read`` on the database chosen for this request; the primary if the standby fails."""
+        request = _request.get() or ReadRequest()
+        wanted = request.min_position
+        deadline = time.monotonic() + READ_WAIT
+        standby = self.standby if time.monotonic() >= self._standby_down_until else None
+        if standby is not None:
+            if not wanted or await standby.progress.reached(wanted, deadline):
+                try:
+                    result = await asyncio.wait_for(read(standby), STANDBY_TIMEOUT)
+                except STANDBY_FAILURES as error:
+                    await self._standby_failed(error)
+                else:
+                    request.read_from = standby.name
+                    return result
+            elif standby.progress.error is not None:
+                await self._standby_failed(standby.progress.error)
+        if wanted:
+            request.caught_up = await self.primary.progress.reached(wanted, deadline)
+        request.read_from = self.primary.name
+        return await read(self.primary)
+
+    async def _standby_failed(self, error: BaseException) -> None:
+        self.standby_failures += 1
+        if time.monotonic() >= self._standby_down_until:
+            log.warning(
+                "standby failed (%s: %s): reads go to the primary for %.0f s",
+                type(error).__name__,
+                error,
+                STANDBY_RETRY,
+            )
+        self._standby_down_until = time.monotonic() + STANDBY_RETRY
+        if self.standby is not None:
+            # Connections that may hang on a cut network are not reused.
+            await self.standby.pool.expire_connections()
+
+
+def views_caught_up() -> bool:
+    """Whether this request's view reads had applied its Ledger-Min-Position."""
+    request = _request.get()
+    return request is None or request.caught_up
+
+
+@asynccontextmanager
+async def open_standby_pool(read_url: str | None) -> AsyncIterator[asyncpg.Pool | None]:
+    """A pool on the standby at ``read_url`` (None when not given).
+
+    It connects only when a read needs it: the API starts, and answers, while the
+    standby is down.
+    """
+    if read_url is None:
+        yield None
+        return
+    standby = await asyncpg.create_pool(
+        read_url,
+        min_size=0,
+        max_size=10,
+        connect=_connect,
+        timeout=STANDBY_TIMEOUT,
+        command_timeout=STANDBY_TIMEOUT,
+        server_settings={"application_name": "ledger-reads"},
+    )
+    log.info("view reads: the standby at %s (the primary when it lags or fails)", describe(read_url))
+    try:
+        yield standby
+    finally:
+        standby.terminate()
+
+
+def _invalid_min_position() -> bytes:
+    message = f"The {MIN_POSITION_HEADER} header must be a whole number of at least 0."
+    return msgspec.json.encode({"message": message, "errors": {MIN_POSITION_HEADER: [message]}})
+
+
+def consistency_headers(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: ``Ledger-Min-Position`` in, ``Ledger-Position`` and
+    ``Ledger-Read-From`` out (see the module)."""
+
+    async def with_positions(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        raw = dict(scope["headers"]).get(MIN_POSITION_HEADER.lower().encode())
+        wanted = 0
+        if raw is not None:
+            text = raw.decode("latin-1").strip()
+            if not text.isdigit() or len(text) > 19:
+                start: HTTPResponseStartEvent = {
+                    "type": "http.response.start",
+                    "status": 422,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+                body: HTTPResponseBodyEvent = {
+                    "type": "http.response.body",
+                    "body": _invalid_min_position(),
+                    "more_body": False,
+                }
+                await send(start)
+                await send(body)
+                return
+            wanted = int(text)
+        request = ReadRequest(min_position=wanted)
+        token = _request.set(request)
+
+        with answer_positions() as written:
+
+            async def send_with_positions(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    extra = []
+                    if written.highest:
+                        extra.append((POSITION_HEADER.encode(), str(written.highest).encode()))
+                    if request.read_from:
+                        extra.append((READ_FROM_HEADER.encode(), request.read_from.encode()))
+                    if extra:
+                        message["headers"] = [*message.get("headers", ()), *extra]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_with_positions)
+            finally:
+                _request.reset(token)
+
+    return with_positions

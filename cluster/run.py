@@ -1,0 +1,246 @@
+"""``ledger dev cluster``: the whole topology on this machine until Ctrl-C.
+
+1. The PostgreSQL primary (made on first use, kept under the data folder) and a
+   standby made fresh from it with pg_basebackup each time, both started here
+   and waited for, as compose waits for its database's health check.
+2. The rest (API replicas, projector, Stripe stand-in, relay, nginx) under
+   honcho, from a Procfile written next to the data: Ctrl-C stops them all
+   (SIGTERM: requests in flight finish), then the two servers stop.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from cluster import nginx
+from cluster.postgres import PostgresError, PostgresServer, create_database, find_binaries
+from cluster.topology import (
+    Plan,
+    Process,
+    common_environment,
+    ledger_processes,
+    setup_process,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where each part listens: nginx at ``base``, the replicas right after it."""
+
+    base: int
+    replicas: int
+    postgres: int
+
+    @property
+    def apis(self) -> list[int]:
+        return [self.base + n for n in range(1, self.replicas + 1)]
+
+    @property
+    def standby(self) -> int:
+        return self.postgres + 1
+
+    @property
+    def standin(self) -> int:
+        return self.base + 50
+
+    @property
+    def metrics(self) -> list[int]:
+        """Each replica's /metrics (METRICS_PORT): its own port + 100."""
+        return [port + 100 for port in self.apis]
+
+    def all(self) -> list[int]:
+        return [self.base, *self.apis, *self.metrics, self.postgres, self.standby, self.standin]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def kept_secret(data_dir: Path, variable: str, file_name: str, prefix: str = "") -> str:
+    """``$variable`` if set, else one generated once and kept with the data: every replica
+    must use the same one (a stand-in's webhook secret, the success links' key)."""
+    if given := os.environ.get(variable, "").strip():
+        return given
+    path = data_dir / file_name
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(prefix + secrets.token_hex(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def run_once(process: Process) -> None:
+    """A one-shot process (the migrate step): it must succeed before the rest start."""
+    done = subprocess.run(  # noqa: S603
+        resolve(process.argv),
+        env={**os.environ, **process.env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise click.ClickException(f"{process.name} failed:\n{done.stdout}{done.stderr}")
+    click.echo(done.stdout.strip())
+
+
+def procfile_line(process: Process, common: dict[str, str], argv: list[str]) -> str:
+    """``name: exec env VAR=value ... command``: what honcho runs (the env file holds
+    ``common``)."""
+    own = {k: v for k, v in process.env.items() if common.get(k) != v}
+    assignments = [f"{k}={shlex.quote(v)}" for k, v in own.items()]
+    command = " ".join(shlex.quote(word) for word in argv)
+    return f"{process.name}: exec {' '.join(['env', *assignments]) + ' ' if own else ''}{command}"
+
+
+def resolve(argv: list[str]) -> list[str]:
+    """``ledger ...`` as this virtualenv's ``ledger`` program."""
+    if argv and argv[0] == "ledger":
+        return [str(Path(sys.executable).parent / "ledger"), *argv[1:]]
+    return argv
+
+
+def run_cluster(
+    *,
+    replicas: int,
+    port: int,
+    pg_port: int,
+    data_dir: Path,
+    relay_url: str | None,
+    pg_bin: str | None,
+    by_account: bool = False,
+) -> int:
+    """Start everything, print where each part listens, run until Ctrl-C; honcho's exit code."""
+    honcho = shutil.which("honcho", path=str(Path(sys.executable).parent)) or shutil.which("honcho")
+    if honcho is None:
+        raise click.ClickException("no honcho: `make cluster` installs it (pip install honcho)")
+    ports = Ports(port, replicas, pg_port)
+    taken = [p for p in ports.all() if not port_is_free(p)]
+    if taken:
+        raise click.ClickException(
+            f"ports in use: {', '.join(map(str, taken))} (choose others with --port / --pg-port)"
+        )
+    try:
+        binaries = find_binaries(pg_bin)
+    except PostgresError as error:
+        raise click.ClickException(str(error)) from None
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    primary = PostgresServer("primary", binaries, data_dir / "pg-primary", "127.0.0.1", ports.postgres)
+    standby = PostgresServer("standby", binaries, data_dir / "pg-standby", "127.0.0.1", ports.standby)
+    try:
+        if not primary.initialised:
+            click.echo(f"making the primary's data folder {primary.data_dir} (initdb)")
+            primary.initdb()
+        primary.start()
+        create_database(primary)
+        click.echo("copying the primary into a fresh standby (pg_basebackup)")
+        standby.make_standby_of(primary)
+        standby.start()
+    except PostgresError as error:
+        standby.stop()
+        primary.stop()
+        raise click.ClickException(str(error)) from None
+
+    public_url = f"http://127.0.0.1:{ports.base}"
+    secrets_dir = data_dir / "data"
+    plan = Plan(
+        api_addresses=[("127.0.0.1", p) for p in ports.apis],
+        admin_url=primary.url(),
+        database_url=primary.url(user="ledger_service"),
+        read_url=standby.url(user="ledger_service"),
+        public_url=public_url,
+        data_dir=secrets_dir,
+        webhook_secret=kept_secret(
+            secrets_dir, "STRIPE_WEBHOOK_SECRET", "stripe-webhook-secret", "whsec_"
+        ),
+        page_key=kept_secret(secrets_dir, "LEDGER_PAGE_KEY", "page-key"),
+        metrics_ports=ports.metrics,
+        standin_port=None if os.environ.get("STRIPE_SECRET_KEY") else ports.standin,
+        relay_url=relay_url,
+    )
+    try:
+        run_once(setup_process(plan))
+    except click.ClickException:
+        standby.stop()
+        primary.stop()
+        raise
+    processes = ledger_processes(plan)
+    common = common_environment(plan)
+    lines = [procfile_line(p, common, resolve(p.argv)) for p in processes]
+    proxy = ""
+    try:
+        command = nginx.prepare(
+            [f"127.0.0.1:{p}" for p in ports.apis],
+            f"127.0.0.1:{ports.base}",
+            data_dir / "nginx",
+            by_account=by_account,
+        )
+    except nginx.NginxUnavailable as error:
+        click.echo(f"warning: {error}; the replicas answer on their own ports only", err=True)
+    else:
+        lines.append("proxy: exec " + " ".join(shlex.quote(word) for word in command))
+        proxy = public_url
+    procfile = data_dir / "Procfile"
+    procfile.write_text("\n".join(lines) + "\n")
+    env_file = data_dir / "cluster.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in common.items()))
+
+    click.echo(
+        f"\nledger cluster: {replicas} API replicas, data in {data_dir} (Ctrl-C stops all of it)"
+    )
+    rows = [
+        ("proxy (nginx)", f"{proxy or '(not running)'}   <- the entry point: deploy/nginx.conf"),
+        *((p.name, p.listens) for p in processes),
+        ("migrate", "`ledger db setup`, done"),
+        ("postgres primary", f"{primary.url()}   (log {primary.log_file})"),
+        ("postgres standby", f"{standby.url()}   (hot standby; DATABASE_READ_URL)"),
+    ]
+    for name, where in rows:
+        click.echo(f"  {name:<17} {where}")
+    click.echo(f"  processes: {procfile} (run by honcho)\n")
+
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    supervisor = subprocess.Popen(  # noqa: S603
+        [honcho, "start", "-f", str(procfile), "-e", str(env_file), "-d", str(ROOT)],
+        env=environment,
+    )
+    # SIGTERM (from a service manager) stops it as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                code = supervisor.wait()
+                break
+            except KeyboardInterrupt:
+                continue  # honcho got the Ctrl-C too and is stopping its processes
+    finally:
+        if supervisor.poll() is None:
+            supervisor.terminate()
+            supervisor.wait()
+        click.echo("stopping the standby and the primary")
+        standby.stop()
+        primary.stop()
+    return code

@@ -1,0 +1,236 @@
+"""The topology under faults, through nginx: replicas killed, the projector replaced,
+the standby stopped or cut off, the primary restarted. Nothing acknowledged is lost.
+
+Each test prints requests sent, answers by status, events stored and events lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from api.read_side import STANDBY_RETRY
+from projections.queries import Views
+from tests.cluster.conftest import (
+    SpendLoad,
+    Topology,
+    assert_nothing_lost,
+    open_accounts,
+    wait_for_answers,
+)
+from tests.faults.conftest import wait_for_projections
+from tests.integration.test_projections import assert_views_match_the_events
+
+pytestmark = pytest.mark.slow
+
+
+async def read_credits(
+    client: httpx.AsyncClient, cluster: Topology, account_id: str, position: int | None = None
+) -> httpx.Response:
+    headers = dict(cluster.headers)
+    if position is not None:
+        headers["Ledger-Min-Position"] = str(position)
+    return await client.get(f"/v1/accounts/{account_id}/credits", headers=headers)
+
+
+async def until_reads_come_from(
+    client: httpx.AsyncClient, cluster: Topology, account_id: str, source: str, seconds: float = 30
+) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = await read_credits(client, cluster, account_id)
+        if answer.status_code == 200 and answer.headers.get("ledger-read-from") == source:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"reads did not come from the {source} within {seconds} s")
+
+
+async def test_a_spend_is_in_the_balance_read_at_once_through_nginx_with_its_position(
+    cluster: Topology,
+) -> None:
+    [account_id] = await open_accounts(cluster, 1, allowance=10_000)
+    balance = 10_000
+    sources: Counter[str] = Counter()
+    stale_without_position = 0
+    async with httpx.AsyncClient(base_url=cluster.base_url, timeout=30) as client:
+        for n in range(40):
+            spent = await client.post(
+                f"/v1/accounts/{account_id}/spend",
+                json={"amount": 7, "reason": f"read-your-writes {n}"},
+                headers={**cluster.headers, "Idempotency-Key": f"ryw-{account_id}-{n}"},
+            )
+            assert spent.status_code == 200, spent.text
+            balance -= 7
+            assert spent.json()["balance"] == balance
+            position = int(spent.headers["ledger-position"])
+            if n % 2:  # without the position a read may be a moment behind (counted, not failed)
+                unordered = await read_credits(client, cluster, account_id)
+                stale_without_position += unordered.json()["balance"] != balance
+            read = await read_credits(client, cluster, account_id, position)
+            assert read.status_code == 200
+            assert read.json()["balance"] == balance, (n, read.headers)
+            sources[read.headers["ledger-read-from"]] += 1
+        # A replayed key answers at a position too: the one the store had reached.
+        again = await client.post(
+            f"/v1/accounts/{account_id}/spend",
+            json={"amount": 7, "reason": "read-your-writes 0"},
+            headers={**cluster.headers, "Idempotency-Key": f"ryw-{account_id}-0"},
+        )
+        assert again.status_code == 200
+        assert int(again.headers["ledger-position"]) >= position
+        # The auditors' feed from the standby has the spend's event at that position.
+        feed = await client.get(
+            f"/v1/accounts/{account_id}/events",
+            headers={**cluster.audit_headers, "Ledger-Min-Position": str(position)},
+        )
+        assert feed.status_code == 200
+        assert position in [e["position"] for e in feed.json()["data"]]
+    print(
+        f"\nread-your-writes through nginx: 40 spends, each read at once with its position: "
+        f"all 40 balances current, answered from {dict(sources)}; without the position "
+        f"{stale_without_position} of 20 reads were behind"
+    )
+    assert sources["standby"] > 0
+
+
+async def test_reads_fall_back_to_the_primary_when_the_standby_stops(cluster: Topology) -> None:
+    account_ids = await open_accounts(cluster, 4)
+    load = SpendLoad(cluster, account_ids, clients=4, pause=0.02, read_every=1)
+    running = asyncio.create_task(load.run())
+    try:
+        await wait_for_answers(load, 40, after=0)
+        await asyncio.to_thread(cluster.standby.stop)
+        stopped_at = time.monotonic()
+        await wait_for_answers(load, 80, after=stopped_at)
+        during = Counter(load.read_from)
+        await asyncio.to_thread(cluster.standby.start)
+        async with httpx.AsyncClient(base_url=cluster.base_url, timeout=30) as client:
+            await until_reads_come_from(client, cluster, account_ids[0], "standby")
+    finally:
+        load.stop.set()
+        await running
+    assert set(load.read_statuses) == {200}, load.read_statuses
+    assert set(load.statuses) == {200}, load.statuses
+    assert during["primary"] > 0
+    await assert_nothing_lost(cluster, load, "standby stopped and started")
+
+
+async def test_reads_fall_back_when_the_standby_is_cut_off_the_network(cluster: Topology) -> None:
+    if cluster.network is None:
+        pytest.skip(f"no network namespaces here, so no cable to pull: {cluster.mode}")
+    account_ids = await open_accounts(cluster, 4)
+    load = SpendLoad(cluster, account_ids, clients=4, pause=0.02, read_every=1)
+    standby_host = cluster.network.hosts["standby"]
+    running = asyncio.create_task(load.run())
+    try:
+        await wait_for_answers(load, 40, after=0)
+        cluster.network.cut(standby_host)
+        cut_at = time.monotonic()
+        # Longer than a read waits for the standby, and than it is then left alone.
+        await asyncio.sleep(STANDBY_RETRY * 2)
+        await wait_for_answers(load, 80, after=cut_at)
+        cluster.network.restore(standby_host)
+        async with httpx.AsyncClient(base_url=cluster.base_url, timeout=30) as client:
+            await until_reads_come_from(client, cluster, account_ids[0], "standby")
+    finally:
+        cluster.network.restore(standby_host)
+        load.stop.set()
+        await running
+    assert set(load.read_statuses) == {200}, load.read_statuses
+    assert set(load.statuses) == {200}, load.statuses
+    assert load.read_from["primary"] > 0
+    await assert_nothing_lost(cluster, load, "standby cut off the network and back")
+
+
+async def test_nginx_routes_around_a_killed_replica_and_retried_keys_apply_once(
+    cluster: Topology,
+) -> None:
+    account_ids = await open_accounts(cluster, 8)
+    load = SpendLoad(cluster, account_ids, clients=8, pause=0.005)
+    victim = cluster.apis[1]
+    running = asyncio.create_task(load.run())
+    try:
+        await wait_for_answers(load, 150, after=0)
+        victim.send(signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert await victim.wait() == -signal.SIGKILL
+        await wait_for_answers(load, 300, after=killed_at)
+        answered_without_it = load.answered_since(killed_at)
+        await victim.start()
+        await wait_for_answers(load, 100, after=time.monotonic())
+    finally:
+        load.stop.set()
+        await running
+    assert answered_without_it >= 300
+    # Only the requests in flight on the killed replica fail (nginx does not resend a
+    # POST it had passed on); their clients retry with the same key.
+    assert set(load.statuses) <= {200, 502}, load.statuses
+    assert load.statuses[502] <= load.clients, load.statuses
+    await assert_nothing_lost(cluster, load, "one API replica SIGKILLed under load")
+
+
+async def test_a_killed_projector_is_replaced_and_the_views_equal_the_replay(
+    cluster: Topology,
+) -> None:
+    account_ids = await open_accounts(cluster, 6)
+    load = SpendLoad(cluster, account_ids, clients=4, pause=0.01)
+    running = asyncio.create_task(load.run())
+    try:
+        await wait_for_answers(load, 100, after=0)
+        cluster.projector.send(signal.SIGKILL)
+        assert await cluster.projector.wait() == -signal.SIGKILL
+        killed_at = time.monotonic()
+        await wait_for_answers(load, 150, after=killed_at)  # the views fall behind meanwhile
+        await cluster.projector.start()  # another projector takes over
+        await wait_for_answers(load, 100, after=time.monotonic())
+    finally:
+        load.stop.set()
+        await running
+    head = await wait_for_projections(cluster.store)
+    await assert_views_match_the_events(cluster.store, account_ids)
+    # The standby's views are the primary's, once it has replayed that far.
+    async with httpx.AsyncClient(base_url=cluster.base_url, timeout=30) as client:
+        for account_id in account_ids:
+            read = await read_credits(client, cluster, account_id, head)
+            projected = await Views(cluster.store.pool).balance(account_id)
+            assert projected is not None
+            assert read.json()["balance"] == projected.balance
+    assert set(load.statuses) == {200}
+    await assert_nothing_lost(cluster, load, "projector SIGKILLed and another started")
+
+
+async def test_commands_answer_503_while_the_primary_restarts_then_recover(
+    cluster: Topology,
+) -> None:
+    account_ids = await open_accounts(cluster, 6)
+    load = SpendLoad(cluster, account_ids, clients=6, pause=0.01)
+    running = asyncio.create_task(load.run())
+    try:
+        await wait_for_answers(load, 100, after=0)
+        await asyncio.to_thread(cluster.primary.stop)
+        down_at = time.monotonic()
+        await wait_for_answers(load, 60, after=down_at)
+        up_at = time.monotonic()
+        await asyncio.to_thread(cluster.primary.start)
+        assert cluster.pool is not None
+        await cluster.pool.expire_connections()
+        deadline = time.monotonic() + 60
+        while not [s for t, s in load.events if t > up_at and s == 200]:
+            assert time.monotonic() < deadline, "no spend succeeded within 60 s of the restart"
+            await asyncio.sleep(0.05)
+        await wait_for_answers(load, 100, after=time.monotonic())
+    finally:
+        load.stop.set()
+        await running
+    while_down = [status for sent, status in load.events if down_at + 0.5 <= sent <= up_at]
+    assert while_down, "no request was sent while the primary was down"
+    assert set(while_down) <= {503, 502}, Counter(while_down)
+    assert 503 in while_down
+    assert load.retry_after_missing == 0
+    assert set(load.statuses) <= {200, 502, 503}, load.statuses
+    await assert_nothing_lost(cluster, load, "primary stopped and started under load")

@@ -1,0 +1,93 @@
+"""Read-your-writes without a standby: command answers carry Ledger-Position, and a read
+with Ledger-Min-Position answers at least that far (api/read_side.py, docs/scaling.md)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from api.services import Services
+from projections.runner import all_projections, catch_up
+from tests.conftest import unique
+
+
+async def open_account(http: httpx.AsyncClient, headers: dict[str, str], allowance: int) -> str:
+    account_id = unique("acct")
+    opened = await http.post(
+        "/v1/accounts",
+        json={"account_id": account_id, "monthly_allowance": allowance},
+        headers=headers,
+    )
+    assert opened.status_code == 201, opened.text
+    return account_id
+
+
+async def spend(
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    account_id: str,
+    amount: int,
+    key: str | None = None,
+) -> httpx.Response:
+    """Raw HTTP: the headers of the answer are what these tests read."""
+    return await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        json={"amount": amount, "reason": "read positions"},
+        headers={**headers, "Idempotency-Key": key or unique("key")},
+    )
+
+
+async def test_answers_carry_their_position_and_a_read_with_it_is_never_behind(
+    http: httpx.AsyncClient, services: Services, writer_headers: dict[str, str]
+) -> None:
+    account_id = await open_account(http, writer_headers, 1000)
+    await catch_up(services.store, all_projections())
+
+    first = await spend(http, writer_headers, account_id, 100, key=f"{account_id}-1")
+    assert first.status_code == 200
+    position = int(first.headers["ledger-position"])
+    assert position > 0
+
+    # No projector runs here: the views stay behind, so the read waits its second on
+    # them, then answers the balance from the write side.
+    started = time.monotonic()
+    read = await http.get(
+        f"/v1/accounts/{account_id}/credits",
+        headers={**writer_headers, "Ledger-Min-Position": str(position)},
+    )
+    assert read.status_code == 200
+    assert read.json()["balance"] == 900
+    assert read.headers["ledger-read-from"] == "primary"
+    assert 0.9 < time.monotonic() - started < 5
+
+    # Once the views have applied it, the read answers from them at once.
+    await catch_up(services.store, all_projections())
+    started = time.monotonic()
+    read = await http.get(
+        f"/v1/accounts/{account_id}/credits",
+        headers={**writer_headers, "Ledger-Min-Position": str(position)},
+    )
+    assert read.json()["balance"] == 900
+    assert time.monotonic() - started < 0.5
+
+    # A retried key answers at a position at least as far as its first answer.
+    again = await spend(http, writer_headers, account_id, 100, key=f"{account_id}-1")
+    assert again.json() == first.json()
+    assert int(again.headers["ledger-position"]) >= position
+    # A refusal wrote nothing and tells no position.
+    refused = await spend(http, writer_headers, account_id, 5000)
+    assert refused.status_code == 402
+    assert "ledger-position" not in refused.headers
+
+
+async def test_a_min_position_that_is_not_a_number_is_422(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    for value in ("x", "-1", "1.5", "9" * 30):
+        answer = await http.get(
+            "/v1/accounts/acct_nobody/credits",
+            headers={**writer_headers, "Ledger-Min-Position": value},
+        )
+        assert answer.status_code == 422
+        assert list(answer.json()["errors"]) == ["Ledger-Min-Position"]
