@@ -222,16 +222,22 @@ async def _spawn_standin(port: int, logs: Path) -> AsyncIterator[Server]:
 
 @contextlib.asynccontextmanager
 async def ledger_service(
-    database_url: str, stripe_api_base: str, data_dir: Path, logs: Path
+    database_url: str,
+    stripe_api_base: str,
+    data_dir: Path,
+    logs: Path,
+    *options: str,
+    name: str = "ledger serve",
 ) -> AsyncIterator[Server]:
-    """``ledger serve`` (with its projector) on a free port, until the block ends."""
+    """``ledger serve OPTIONS`` (by default with its projector, one worker) on a free port,
+    until the block ends."""
     port = free_port()
     env = service_env(database_url, data_dir, PORT=str(port), STRIPE_API_BASE=stripe_api_base)
     async with _spawn(
-        "ledger serve",
-        [*ledger_command(), "serve"],
+        name,
+        [*ledger_command(), "serve", *options],
         env,
-        logs / "ledger-serve.log",
+        logs / f"{name.replace(' ', '-')}.log",
         f"http://127.0.0.1:{port}",
         "/readyz",
     ) as server:

@@ -11,7 +11,9 @@ from litestar.testing import TestClient
 from bench.baseline_app import create_app
 from bench.cpu_budget import DRIVER, OTHER, Budget, stage_of, stage_shares
 from bench.machine import short_stack
+from bench.measure import Phase
 from bench.options import parse_args
+from bench.workers import report as workers_report
 
 ROOT = "<module> (ledger:8);serve (api/cli.py:103);Runner.run (asyncio/runners.py:118)"
 ROUTE = (
@@ -97,3 +99,25 @@ def test_the_bare_json_endpoint_answers_without_a_database() -> None:
         answer = client.get("/hello")
     assert answer.status_code == 200
     assert answer.json() == {"hello": "world"}
+
+
+def _phase(rate: float, requests: int, tree_cpu_seconds: float) -> Phase:
+    latency = {key: 10_000 for key in ("p50", "p90", "p99", "max", "mean")}
+    result = {"rate": rate, "requests": requests, "latency_us": latency,
+              "non_2xx": 0, "socket_errors": 0}  # fmt: skip
+    return Phase(result, 0.0, tree_cpu_seconds, 1.0, 0.0)
+
+
+def test_the_workers_report_gives_ratios_to_the_bare_baseline_and_to_one_worker() -> None:
+    phases = {
+        ("spend", "bare"): _phase(4000, 4000, 0.8),
+        ("spend", "1 worker"): _phase(2000, 2000, 0.6),
+        ("spend", "2 workers"): _phase(3000, 3000, 0.9),
+        ("credits", "bare"): _phase(20000, 20000, 0.8),
+        ("credits", "1 worker"): _phase(5000, 5000, 1.0),
+        ("credits", "2 workers"): _phase(4000, 4000, 1.0),
+    }
+    rows = workers_report(phases, seconds=5, rounds=3).splitlines()
+    assert "| spend | `ledger serve --workers 2` | 3,000 | 10.0 | 300 | 0.75x | 1.50x |" in rows
+    assert "| credits | `ledger serve --workers 1` | 5,000 | 10.0 | 200 | 0.25x | 1.00x |" in rows
+    assert "| credits | bare JSON | 20,000 | 10.0 | 40 | 1.00x | — |" in rows
