@@ -103,8 +103,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         folder = Path(name)
         os.chmod(name, 0o755)  # noqa: S103  (the servers' user reaches its data folders)
         binaries = find_binaries()
-        primary = PostgresServer("primary", binaries, folder / "pg-primary", "127.0.0.1", free_port())
-        standby = PostgresServer("standby", binaries, folder / "pg-standby", "127.0.0.1", free_port())
+        primary = PostgresServer(
+            "primary", binaries, folder / "pg-primary", "127.0.0.1", free_port()
+        )
+        standby = PostgresServer(
+            "standby", binaries, folder / "pg-standby", "127.0.0.1", free_port()
+        )
         running: list[Running] = []
         try:
             primary.initdb()
@@ -126,7 +130,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     metrics_ports=[free_port() for _ in addresses],
                 )
 
-            environ = {"STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_API_BASE": "http://127.0.0.1:9"}
+            environ = {
+                "STRIPE_SECRET_KEY": "sk_test_bench",
+                "STRIPE_API_BASE": "http://127.0.0.1:9",
+            }
 
             def start(processes: list[str], chosen: Plan) -> list[Running]:
                 started = []

@@ -161,7 +161,7 @@ async def _stop(server: Server) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _spawn(
+async def spawn(
     name: str,
     command: list[str],
     env: dict[str, str],
@@ -233,7 +233,7 @@ async def ledger_service(
     until the block ends."""
     port = free_port()
     env = service_env(database_url, data_dir, PORT=str(port), STRIPE_API_BASE=stripe_api_base)
-    async with _spawn(
+    async with spawn(
         name,
         [*ledger_command(), "serve", *options],
         env,
@@ -266,7 +266,7 @@ async def baseline_app(
     """``bench.baseline_app`` on a free port, under uvicorn (+ uvloop + httptools) or granian."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=database_url, PORT=str(port))
-    async with _spawn(
+    async with spawn(
         f"the baseline app on {stack}",
         _baseline_command(stack, port),
         env,

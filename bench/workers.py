@@ -1,12 +1,15 @@
-"""``ledger serve --workers 1`` against ``--workers 2`` on this machine, in the same run.
+"""``ledger serve --workers 1`` against ``--workers 2``, and against the same app on
+granian, on this machine, in the same run.
 
-On one fresh database: the Stripe stand-in, one projector (``ledger project``), two
-``ledger serve --no-projector`` servers (one API process; two API processes on one port)
-and the bare baseline app (uvicorn + uvloop + httptools), each a process of its own;
-1,000 accounts and 4 ``credits`` tokens. Then rounds of: bare INSERT, spends on one
-worker, spends on two; then rounds of: bare JSON, ``GET /v1/credits`` on one worker, on
-two. The servers take turns (only one is loaded at a time), so each load has the machine
-the others leave; the order within a round turns with every round.
+On one fresh database: the Stripe stand-in, one projector (``ledger project``), three
+servers of the ledger without a projector (``ledger serve --no-projector`` with one API
+process and with two on one port, as users run it on uvicorn + uvloop + httptools; the
+same app on granian with one worker, ``bench.granian_ledger``) and the bare baseline
+app (uvicorn + uvloop + httptools), each a process of its own; 1,000 accounts and 4
+``credits`` tokens. Then rounds of: bare INSERT and spends on each server; then rounds
+of: bare JSON and ``GET /v1/credits`` on each. The servers take turns (only one is
+loaded at a time), so each load has the machine the others leave; the order within a
+round turns with every round.
 
 ``python -m bench.workers [--database-url URL]`` prints a markdown table: requests/s,
 p99 and CPU per request (the server's whole process tree) for each, and the ratios to
@@ -23,7 +26,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -36,7 +39,12 @@ from ledger.store.migrate import set_up
 
 ACCOUNT = "acct_bench_{:04d}"
 CREDITS_TOKENS = 4
-WORKER_COUNTS = (1, 2)
+ONE, TWO, GRANIAN = "1 worker", "2 workers", "granian, 1 worker"
+SERVER_NAMES = {
+    ONE: "`ledger serve --workers 1`",
+    TWO: "`ledger serve --workers 2`",
+    GRANIAN: "the same app on granian (1 worker)",
+}
 
 
 def progress(message: str) -> None:
@@ -62,6 +70,27 @@ async def projector(database_url: str, data_dir: Path, logs: Path) -> AsyncItera
             await process.wait()
 
 
+@contextlib.asynccontextmanager
+async def on_granian(
+    database_url: str, stripe_api_base: str, data_dir: Path, logs: Path
+) -> AsyncIterator[service.Server]:
+    """The ledger's app (no projector) under granian with one worker, until the block ends."""
+    port = service.free_port()
+    env = service.service_env(database_url, data_dir, STRIPE_API_BASE=stripe_api_base)
+    granian = Path(sys.executable).with_name("granian")
+    command = [
+        str(granian) if granian.exists() else "granian",
+        "--interface", "asgi", "--loop", "uvloop", "--workers", "1", "--no-ws",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--factory", "bench.granian_ledger:app_from_env",
+    ]  # fmt: skip
+    async with service.spawn(
+        "ledger on granian", command, env, logs / "ledger-granian.log",
+        f"http://127.0.0.1:{port}", "/readyz", kind="granian",
+    ) as server:  # fmt: skip
+        yield server
+
+
 def loads(url: str, token: str, credit_tokens: list[str], accounts: int) -> dict[str, list[str]]:
     """``bench.load`` arguments (without the duration) of the spend and read loads on ``url``."""
     readers = [arg for t in credit_tokens for arg in ("--token", t)]
@@ -70,6 +99,9 @@ def loads(url: str, token: str, credit_tokens: list[str], accounts: int) -> dict
                   "--accounts", str(accounts), "--token", token],
         "credits": ["get", "--url", url, "--path", "/v1/credits", *readers],
     }  # fmt: skip
+
+
+Starter = Callable[[], contextlib.AbstractAsyncContextManager[service.Server]]
 
 
 async def run(database_url: str, seconds: int, rounds: int, accounts: int) -> str:
@@ -85,20 +117,24 @@ async def run(database_url: str, seconds: int, rounds: int, accounts: int) -> st
             async with (
                 service.stripe_standin(logs) as standin,
                 projector(url, data_dir, logs),
-                service.ledger_service(
-                    url, standin.url, data_dir, logs, "--no-projector", "--workers", "1",
-                    name="ledger serve 1 worker",
-                ) as one,
-                service.ledger_service(
-                    url, standin.url, data_dir, logs, "--no-projector", "--workers", "2",
-                    name="ledger serve 2 workers",
-                ) as two,
                 service.baseline_app(url, logs, "uvicorn") as bare,
-            ):  # fmt: skip
+            ):
+
+                def serve(workers: int) -> Starter:
+                    return lambda: service.ledger_service(
+                        url, standin.url, data_dir, logs, "--no-projector",
+                        "--workers", str(workers), name=f"ledger serve {workers} workers",
+                    )  # fmt: skip
+
+                servers: dict[str, Starter] = {
+                    ONE: serve(1),
+                    TWO: serve(2),
+                    GRANIAN: lambda: on_granian(url, standin.url, data_dir, logs),
+                }
                 pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
                 try:
                     return await measure_all(
-                        pool, url, data_dir, {1: one, 2: two}, bare, seconds, rounds, accounts
+                        pool, url, data_dir, servers, bare, seconds, rounds, accounts
                     )
                 finally:
                     await pool.close()
@@ -108,63 +144,68 @@ async def measure_all(
     pool: asyncpg.Pool,
     url: str,
     data_dir: Path,
-    servers: dict[int, service.Server],
+    servers: dict[str, Starter],
     bare: service.Server,
     seconds: int,
     rounds: int,
     accounts: int,
 ) -> str:
+    """Rounds in which the bare app and each server (started for its turn, warmed up,
+    then stopped: only one holds its pool of connections at a time) take both loads."""
     progress(f"{accounts:,} accounts and {CREDITS_TOKENS} credits tokens")
     token = await service.create_token(url, data_dir, "ledger:write")
     names = [ACCOUNT.format(n) for n in range(accounts)]
-    await service.open_accounts(servers[1].url, token, names, allowance=1_000_000_000)
+    async with servers[ONE]() as server:
+        await service.open_accounts(server.url, token, names, allowance=1_000_000_000)
     credit_tokens = [
         await service.create_token(url, data_dir, "credits", account_id=names[n])
         for n in range(CREDITS_TOKENS)
     ]
     await wait_for_projector(pool)
-    args = {n: loads(s.url, token, credit_tokens, accounts) for n, s in servers.items()}
-    baseline = {
-        "spend": ["post", "--url", bare.url, "--path", "/insert", "--token", token],
-        "credits": ["get", "--url", bare.url, "--path", "/hello", "--token", token],
-    }
     duration = ["--seconds", str(seconds)]
     results: dict[tuple[str, str], list[Phase]] = {}
-    for kind in ("spend", "credits"):
-        contenders: list[tuple[str, service.Server, list[str]]] = [
-            ("bare", bare, baseline[kind]),
-            *((f"{n} worker{'s' if n > 1 else ''}", servers[n], args[n][kind]) for n in servers),
-        ]
-        progress(f"warming up: {kind}")
-        for _, _, load_args in contenders:
-            await load(*load_args, "--seconds", "1")
-        await wait_for_projector(pool)
-        for number in range(rounds):
-            turn = number % len(contenders)
-            for label, server, load_args in contenders[turn:] + contenders[:turn]:
-                phase = await measured(server, pool, *load_args, *duration,
-                                       count_transactions=False)  # fmt: skip
-                results.setdefault((kind, label), []).append(phase)
-                await wait_for_projector(pool)
-            progress(
-                f"{kind} round {number + 1}: "
-                + ", ".join(f"{k[1]} {v[-1].rate:,.0f}/s" for k, v in results.items() if k[0] == kind)
-            )  # fmt: skip
+
+    async def take_turn(label: str, server: service.Server, args: dict[str, list[str]]) -> None:
+        for kind in ("spend", "credits"):
+            await load(*args[kind], "--seconds", "1")  # warm-up: caches, connections
+            await wait_for_projector(pool)
+            phase = await measured(server, pool, *args[kind], *duration, count_transactions=False)
+            results.setdefault((kind, label), []).append(phase)
+            await wait_for_projector(pool)
+
+    contenders = ["bare", *servers]
+    for number in range(rounds):
+        turn = number % len(contenders)
+        for label in contenders[turn:] + contenders[:turn]:
+            if label == "bare":
+                await take_turn(label, bare, {
+                    "spend": ["post", "--url", bare.url, "--path", "/insert", "--token", token],
+                    "credits": ["get", "--url", bare.url, "--path", "/hello", "--token", token],
+                })  # fmt: skip
+                continue
+            async with servers[label]() as server:
+                await take_turn(label, server, loads(server.url, token, credit_tokens, accounts))
+        progress(
+            f"round {number + 1}: "
+            + ", ".join(f"{kind} {label} {v[-1].rate:,.0f}/s" for (kind, label), v in results.items())
+        )  # fmt: skip
     return report({key: combine(phases) for key, phases in results.items()}, seconds, rounds)
 
 
 def report(phases: dict[tuple[str, str], Phase], seconds: int, rounds: int) -> str:
     lines = [
         "| load | server | requests/s | p99 ms | CPU µs per request (process tree) "
-        "| vs bare | vs 1 worker |",
+        "| vs bare | vs `--workers 1` |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for kind, bare_name in (("spend", "bare INSERT"), ("credits", "bare JSON")):
-        bare, one = phases[(kind, "bare")], phases[(kind, "1 worker")]
-        for label in ("bare", "1 worker", "2 workers"):
+        bare, one = phases[(kind, "bare")], phases[(kind, ONE)]
+        for label in ("bare", *SERVER_NAMES):
+            if (kind, label) not in phases:
+                continue
             phase = phases[(kind, label)]
             cpu = 1e6 * phase.tree_cpu_seconds / phase.requests if phase.requests else 0.0
-            name = bare_name if label == "bare" else f"`ledger serve --workers {label[0]}`"
+            name = bare_name if label == "bare" else SERVER_NAMES[label]
             lines.append(
                 f"| {kind} | {name} | {phase.rate:,.0f} | {phase.latency_ms('p99'):.1f} "
                 f"| {cpu:,.0f} | {phase.rate / bare.rate:.2f}x | "
@@ -175,8 +216,9 @@ def report(phases: dict[tuple[str, str], Phase], seconds: int, rounds: int) -> s
     load_average = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines += [
         "",
-        f"wrk, 1 thread, 64 connections, {rounds} rounds of {seconds} s per server, taking "
-        f"turns; one projector (`ledger project`) throughout; load average at the end "
+        f"wrk, 1 thread, 64 connections, {rounds} rounds of {seconds} s per load and server "
+        f"(after 1 s of warm-up), the servers taking turns, each started for its turn; one "
+        f"projector (`ledger project`) throughout; load average at the end "
         f"{load_average}; non-2xx answers or socket errors: {failures}.",
     ]
     return "\n".join(lines)
@@ -185,8 +227,9 @@ def report(phases: dict[tuple[str, str], Phase], seconds: int, rounds: int) -> s
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.workers",
-        description="Spends and balance reads on `ledger serve --workers 1` and `--workers 2`"
-        " against the bare baseline, in the same run; print a markdown table.",
+        description="Spends and balance reads on `ledger serve --workers 1`, `--workers 2` and"
+        " the same app on granian, against the bare baseline, in the same run; print a markdown"
+        " table.",
     )
     parser.add_argument("--database-url", default=TCP_URL,
                         help=f"a PostgreSQL server to create the benchmark's database on "
