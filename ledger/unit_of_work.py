@@ -209,6 +209,8 @@ class UnitOfWork:
         writes = self.repository.writes(changed, claims)
         try:
             positions = await self.committer.commit(writes)
+        except ConcurrencyConflict:
+            raise  # the cached copies are as they were before this decision: still true
         except BaseException:
             self.repository.forget(changed)
             raise

@@ -38,8 +38,8 @@ class Repository:
     Keeps recently used aggregates as they were after their last committed
     write. That is safe across processes because every append names the
     version it expects: an aggregate another process changed meanwhile makes
-    the append conflict, which drops it from the cache, and the command is
-    decided again on a fresh load. Decisions are made on copies (``copy_of``),
+    the append conflict, and the command is decided again on a fresh load, which
+    reads the events the cached copy has not seen. Decisions are made on copies (``copy_of``),
     so a refused or failed decision never touches what is cached.
     """
 
@@ -65,13 +65,16 @@ class Repository:
     ) -> A | None:
         """The aggregate as its events leave it (up to ``as_of``), or None if none yet.
 
-        Comes from memory when it can (not for ``as_of`` or ``fresh``); otherwise
-        starts from the newest snapshot that fits and replays the events after it.
-        The caller gets its own copy to decide on.
+        Comes from memory when it can (not for ``as_of``); ``fresh`` reads every event
+        the cached copy has not seen from the store (after a conflict, usually the one
+        other writer's); without a cached copy it starts from the newest snapshot that
+        fits and replays the events after it. The caller gets its own copy to decide on.
         """
-        if as_of is None and not fresh and (cached := self._cache.get(aggregate_id)):
+        if as_of is None and (cached := self._cache.get(aggregate_id)):
             self._cache.move_to_end(aggregate_id)
-            return _checked(cls, _thawed(*cached), aggregate_id)
+            if not fresh:
+                return _checked(cls, _thawed(*cached), aggregate_id)
+            return _checked(cls, await self._caught_up(*cached), aggregate_id)
         snapshot, events = await self.store.load_from_snapshot(aggregate_id, recorded_until=as_of)
         aggregate = self.replay(snapshot, events)
         if aggregate is not None and as_of is None:
@@ -99,9 +102,22 @@ class Repository:
                 found[aggregate_id] = aggregate
         return [_checked(cls, found[aggregate_id], aggregate_id) for cls, aggregate_id in wanted]
 
-    def replay(self, snapshot: RecordedEvent | None, events: Iterable[RecordedEvent]) -> Any:
-        """An aggregate from its newest snapshot (if any) and the events after it."""
-        aggregate: Any = None
+    async def _caught_up(self, cls: type, state: dict[str, Any]) -> Any:
+        """A cached aggregate brought up to the store's newest version: the cache holds
+        an aggregate exactly as its events up to its version leave it, so applying the
+        later ones gives what a load from the snapshot would, for one short read."""
+        aggregate = _thawed(cls, state)
+        later = await self.store.load(aggregate.id, after_version=aggregate.version)
+        if later:
+            aggregate = self.replay(None, later, aggregate)
+            self._remember(aggregate)
+        return aggregate
+
+    def replay(
+        self, snapshot: RecordedEvent | None, events: Iterable[RecordedEvent], aggregate: Any = None
+    ) -> Any:
+        """An aggregate from its newest snapshot (if any) and the events after it, or
+        ``aggregate`` with ``events`` applied."""
         if snapshot is not None:
             aggregate = self.mapper.to_domain_event(snapshot).mutate(None)
         for recorded in events:

@@ -10,6 +10,7 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import ChangeAllowance, GrantCredits, PlaceHold, ResetMonth, SpendCredits
 from ledger.domain.errors import InsufficientCredits
 from ledger.service import Ledger
+from ledger.store import stats
 from ledger.store.claims import StoredAnswer
 from tests.conftest import unique
 from tests.support.ledger import open_account
@@ -101,3 +102,50 @@ async def test_nothing_to_do_is_never_decided_on_a_stale_cache(pool: asyncpg.Poo
 
     stored = await first.account(account_id, fresh=True)
     assert (stored.next_monthly_allowance, stored.allowance_remaining) == (0, 0)
+
+
+async def test_a_conflict_catches_the_stale_copy_up_with_the_events_it_missed(
+    pool: asyncpg.Pool,
+) -> None:
+    """A command decided on a copy another writer has moved on from conflicts; the copy is
+    then brought up with the events after its version, and must be what a load from the
+    store gives: every field, not only the balance."""
+    first, second = build_ledger(pool), build_ledger(pool)
+    account_id = unique("acct")
+    await open_account(first, account_id, 1_000)
+    await second.account(account_id)  # cached here at version 1
+    for n in range(3):
+        await first.execute(
+            SpendCredits(account_id=account_id, amount=10, reason="a", idempotency_key=f"a{n}")
+        )
+    await first.execute(
+        GrantCredits(account_id=account_id, amount=50, priority=1, expires_at=None,
+                     reason="promo", idempotency_key="g1")
+    )  # fmt: skip
+
+    retried = _conflicts_retried()
+    await second.execute(
+        SpendCredits(account_id=account_id, amount=25, reason="b", idempotency_key="b")
+    )
+
+    try:
+        assert _conflicts_retried() == retried + 1  # decided on the stale copy first
+        caught_up = await second.account(account_id)  # from its cache
+        loaded = await build_ledger(pool).account(account_id)  # no cache: the store
+        assert caught_up.version == loaded.version == 6
+        assert _state(caught_up) == _state(loaded)
+        assert (caught_up.allowance_remaining, caught_up.granted) == (945, 50)
+    finally:
+        await first.uow.committer.stop()
+        await second.uow.committer.stop()
+
+
+def _conflicts_retried() -> float:
+    value = stats.REGISTRY.get_sample_value(
+        "ledger_concurrency_conflicts_total", {"outcome": "retried"}
+    )
+    return value or 0.0
+
+
+def _state(account: object) -> dict[str, object]:
+    return {k: v for k, v in vars(account).items() if k != "_pending_events"}
