@@ -624,7 +624,11 @@ class Verifier:
         )
 
     async def _replay_in_workers(self, on_progress: Callable[[int], None]) -> list[Part]:
-        """Each worker replays the streams whose hash falls to it, in this snapshot."""
+        """Part 0 is replayed here, each other part by a worker process, all in this snapshot.
+
+        This process would only wait otherwise; and its part starts at once, while
+        the workers start Python and import the domain.
+        """
         assert self.database_url is not None
         # This transaction holds the snapshot the workers read: it stays open, idle,
         # until they are done, however long that takes.
@@ -639,24 +643,41 @@ class Verifier:
                 positions=self.positions,
                 checkpoints=[c.replay.empty_copy() for c in self.checkpoints],
             )
-            for index in range(self.jobs)
+            for index in range(1, self.jobs)
         ]
         context = multiprocessing.get_context("spawn")
         progress: multiprocessing.Queue[int] = context.Queue()
         reported = 0
+
+        def report(events: int) -> None:
+            nonlocal reported
+            on_progress(events)
+            reported += _drain(progress, on_progress)
+
         with ProcessPoolExecutor(
-            self.jobs, mp_context=context, initializer=_start_worker, initargs=(progress,)
+            len(jobs), mp_context=context, initializer=_start_worker, initargs=(progress,)
         ) as executor:
             done = asyncio.gather(
                 *(asyncio.wrap_future(executor.submit(_replay_in_worker, job)) for job in jobs)
             )
+            try:
+                here = await replay_part(
+                    self.connection,
+                    self.positions,
+                    [c.replay.empty_copy() for c in self.checkpoints],
+                    report,
+                    (0, self.jobs),
+                )
+            except BaseException:
+                done.cancel()
+                raise
             while not done.done():
                 await asyncio.wait([done], timeout=PROGRESS_SECONDS)
                 reported += _drain(progress, on_progress)
-            parts = done.result()
+            parts = [here, *done.result()]
         progress.close()
         # Counts still on their way through the queue when the results came.
-        if (unreported := sum(p.events for p in parts) - reported) > 0:
+        if (unreported := sum(p.events for p in parts[1:]) - reported) > 0:
             on_progress(unreported)
         return parts
 
