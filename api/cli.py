@@ -371,8 +371,19 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     type=_FILE,
     help="The auditors' trusted copy of the signing key (FILE.pub). Repeatable (rotated keys).",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=lambda: os.cpu_count() or 1,
+    show_default="the number of CPUs",
+    help="Processes to replay with: the streams are split among them by a hash of their id, "
+    "all reading one snapshot. 1 replays in this process.",
+)
 def audit_verify(
-    as_json: bool, checkpoint_files: tuple[Path, ...], public_key_files: tuple[Path, ...]
+    as_json: bool,
+    checkpoint_files: tuple[Path, ...],
+    public_key_files: tuple[Path, ...],
+    jobs: int,
 ) -> None:
     """Replay every event: check hash chains, balances, invariants, snapshots and the views.
 
@@ -398,7 +409,13 @@ def audit_verify(
     async def run(services: Services) -> Any:
         total = await services.pool.fetchval("SELECT count(*) FROM stored_events")
         with progress(total, "events", enabled=not as_json) as bar:
-            return await verify(services.pool, on_progress=bar.update, checkpoints=checkpoints)
+            return await verify(
+                services.pool,
+                on_progress=bar.update,
+                checkpoints=checkpoints,
+                jobs=jobs,
+                database_url=services.database_url,
+            )
 
     report = _run_with_services(_settings(), run)
     if as_json:

@@ -355,6 +355,66 @@ class _Tail:
         self.chained = GENESIS  # the chain recomputed from version 1, from content alone
 
 
+class CheckpointReplay:
+    """What one checkpoint needs to see of the events: where each stream ends at its position.
+
+    Every decision is per stream, but for the count and the last position, so the
+    streams may be split over processes, each replaying its own part in position
+    order, and the parts merged (``merge``) before the findings are made.
+    """
+
+    def __init__(self, position: int, head_versions: dict[UUID, int]) -> None:
+        self.position = position
+        self.head_versions = head_versions
+        self.tails: dict[UUID, _Tail] = {}
+        self.rewritten_later: dict[UUID, int] = {}
+        self.count = 0
+        self.last_position = 0
+
+    def empty_copy(self) -> CheckpointReplay:
+        """A replay of the same checkpoint that has seen nothing yet: one per part."""
+        return CheckpointReplay(self.position, self.head_versions)
+
+    def without_heads(self) -> CheckpointReplay:
+        """What a part sends back: its tails, not the checkpoint's heads again."""
+        self.head_versions = {}
+        return self
+
+    def observe(self, event: RecordedEvent, chained_on_stored: bytes | None = None) -> None:
+        """Take one event; a stream's events in position order (see CheckpointAudit.observe)."""
+        self.last_position = max(self.last_position, event.notification_id)
+        if event.notification_id > self.position:
+            version = self.head_versions.get(event.originator_id)
+            if version is not None and event.originator_version <= version:
+                self.rewritten_later.setdefault(event.originator_id, event.notification_id)
+            return
+        self.count += 1
+        tail = self.tails.get(event.originator_id)
+        if tail is None:
+            tail = self.tails[event.originator_id] = _Tail()
+        if chained_on_stored is not None and tail.chained == tail.stored:
+            tail.chained = chained_on_stored
+        else:
+            tail.chained = event_hash(
+                tail.chained,
+                event.originator_id,
+                event.originator_version,
+                event.recorded_at,
+                event.topic,
+                event.state,
+            )
+        tail.version = event.originator_version
+        tail.stored = event.hash
+
+    def merge(self, other: CheckpointReplay) -> None:
+        """Add a part that replayed other streams of the same checkpoint."""
+        self.tails.update(other.tails)
+        for stream_id, position in other.rewritten_later.items():
+            self.rewritten_later.setdefault(stream_id, position)
+        self.count += other.count
+        self.last_position = max(self.last_position, other.last_position)
+
+
 class CheckpointAudit:
     """One checkpoint, checked against the events as ``audit verify`` replays them.
 
@@ -377,10 +437,9 @@ class CheckpointAudit:
         self.trusted = bool(trusted_keys)
         self.file_findings = check_file(checkpoint, trusted_keys)
         self._heads = {h.stream_id: h for h in checkpoint.heads}
-        self._tails: dict[UUID, _Tail] = {}
-        self._rewritten_later: dict[UUID, int] = {}
-        self._count = 0
-        self._last_position = 0
+        self.replay = CheckpointReplay(
+            checkpoint.position, {h.stream_id: h.version for h in checkpoint.heads}
+        )
 
     def summary(self) -> str:
         """One line saying what this checkpoint covers."""
@@ -399,29 +458,7 @@ class CheckpointAudit:
         it: where this audit's chain still agrees with the stored hashes (almost
         always) it is the same value, so it is used instead of hashing again.
         """
-        self._last_position = event.notification_id
-        if event.notification_id > self.checkpoint.position:
-            head = self._heads.get(event.originator_id)
-            if head is not None and event.originator_version <= head.version:
-                self._rewritten_later.setdefault(event.originator_id, event.notification_id)
-            return
-        self._count += 1
-        tail = self._tails.get(event.originator_id)
-        if tail is None:
-            tail = self._tails[event.originator_id] = _Tail()
-        if chained_on_stored is not None and tail.chained == tail.stored:
-            tail.chained = chained_on_stored
-        else:
-            tail.chained = event_hash(
-                tail.chained,
-                event.originator_id,
-                event.originator_version,
-                event.recorded_at,
-                event.topic,
-                event.state,
-            )
-        tail.version = event.originator_version
-        tail.stored = event.hash
+        self.replay.observe(event, chained_on_stored)
 
     def findings(self, account_of: Callable[[UUID], str | None] = lambda _: None) -> list[Finding]:
         """Everything that disagrees with the checkpoint, after the last ``observe``."""
@@ -439,7 +476,7 @@ class CheckpointAudit:
                         version=head.version,
                     )
                 )
-        for stream_id, tail in self._tails.items():
+        for stream_id, tail in self.replay.tails.items():
             if stream_id not in self._heads:
                 found.append(
                     Finding(
@@ -451,28 +488,28 @@ class CheckpointAudit:
                         version=tail.version,
                     )
                 )
-        if self._count != c.event_count:
+        if self.replay.count != c.event_count:
             ends = (
-                f"; the store now ends at position {self._last_position}: its last events "
+                f"; the store now ends at position {self.replay.last_position}: its last events "
                 "were cut off"
-                if self._last_position < c.position
+                if self.replay.last_position < c.position
                 else ""
             )
             found.append(
                 Finding(
                     kind="checkpoint-count",
-                    detail=f"{self._count:,} events at or before position {c.position}, the "
+                    detail=f"{self.replay.count:,} events at or before position {c.position}, the "
                     f"checkpoint counted {c.event_count:,}: events were "
-                    f"{'removed' if self._count < c.event_count else 'added'}{ends} ({where})",
+                    f"{'removed' if self.replay.count < c.event_count else 'added'}{ends} ({where})",
                 )
             )
         return found
 
     def _head_problem(self, head: Head) -> str | None:
-        tail = self._tails.get(head.stream_id) or _Tail()
+        tail = self.replay.tails.get(head.stream_id) or _Tail()
         signed = bytes.fromhex(head.hash)
         if tail.version < head.version:
-            later = self._rewritten_later.get(head.stream_id)
+            later = self.replay.rewritten_later.get(head.stream_id)
             if later is not None:
                 return (
                     f"the checkpoint signed this stream at version {head.version}; an event at "

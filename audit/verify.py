@@ -18,17 +18,21 @@ its facts, and what its account gave back.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import queue
+import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
-from audit.checkpoint import CheckpointAudit
+from audit.checkpoint import CheckpointAudit, CheckpointReplay
 from audit.findings import Finding
 from ledger.domain.account import CreditAccount
 from ledger.domain.adjustments import Worth, taken_back
@@ -57,6 +61,8 @@ from ledger.store.hash_chain import GENESIS, event_hash
 from ledger.store.mapper import MsgspecMapper, event_type_name
 
 CURSOR_PREFETCH = 5000
+PROGRESS_SECONDS = 0.2
+"""How often the workers' progress is passed on."""
 
 _HOLD_STATUS: dict[type, str] = {
     HoldPlaced: "held",
@@ -76,6 +82,8 @@ _BEFORE_ADJUSTMENTS = (PaymentDisputed, DisputeClosed)
 _GRANT_CLOSED: dict[type, str] = {GrantExpired: EXPIRED, GrantVoided: VOIDED}
 _NOT_COMPARED = frozenset({"_pending_events"})
 """An aggregate's attributes a snapshot does not keep."""
+_ACCOUNT_VIEWS = ("balances", "notifications", "statement")
+"""The views with one row (or one balance) per account: their figures are kept per stream."""
 
 
 class AccountAt(msgspec.Struct):
@@ -149,7 +157,10 @@ class GivenBack(msgspec.Struct):
     account_id: str
     credits: int
     position: int
+    """The last such event's."""
     other_accounts: set[str] = msgspec.field(default_factory=set)
+    first_position: int = 0
+    """The first such event's: it names the account the others are compared with."""
 
 
 class Report(msgspec.Struct):
@@ -170,73 +181,74 @@ class Report(msgspec.Struct):
         return not self.findings
 
 
-class Verifier:
-    """One audit run over one consistent snapshot of the database."""
+class SessionAt(msgspec.Struct, frozen=True):
+    """What the cross-stream checks need of one Checkout session after the replay."""
 
-    def __init__(self, connection: Connection, checkpoints: Sequence[CheckpointAudit] = ()) -> None:
-        self.connection = connection
+    stream_id: UUID
+    session_id: str
+    account_id: str
+    credits: int
+    paid: bool
+    clawed_back: int
+    reversed: int
+    rule: Worth | None
+    """What its refunds and disputes should take back by ledger/domain/adjustments.py;
+    None for sessions disputed under the first releases' rules."""
+
+
+class Part(msgspec.Struct):
+    """What replaying some of the streams leaves for the checks across streams.
+
+    Small by design: with ``--jobs`` it crosses a process boundary. Per-event
+    findings are final; the rest is keyed by session, account, hold or grant so
+    that the parts of several processes merge (``merge_parts``).
+    """
+
+    events: int = 0
+    streams: int = 0
+    accounts: int = 0
+    snapshots: int = 0
+    findings: list[Finding] = msgspec.field(default_factory=list)
+    credited: dict[str, list[tuple[str, int, int]]] = msgspec.field(default_factory=dict)
+    """Each session's CreditsPurchased: (account, credits, position)."""
+    taken_back: dict[str, GivenBack] = msgspec.field(default_factory=dict)
+    sessions: list[SessionAt] = msgspec.field(default_factory=list)
+    figures: dict[str, dict[str, AccountAt]] = msgspec.field(default_factory=dict)
+    """Each view's expected row per account, at the view's position."""
+    purchase_rows: dict[str, tuple[str, PurchaseAt]] = msgspec.field(default_factory=dict)
+    hold_status: dict[str, tuple[str, str, int]] = msgspec.field(default_factory=dict)
+    """Each hold's (account, status, position of the event) at the holds view's position."""
+    grant_rows: dict[str, tuple[str, int, str, int]] = msgspec.field(default_factory=dict)
+    """Each grant's (account, remaining, status, position) at the grants view's position."""
+    stream_accounts: dict[UUID, str] = msgspec.field(default_factory=dict)
+    """The account of each account stream, for the checkpoints' findings."""
+    checkpoints: list[CheckpointReplay] = msgspec.field(default_factory=list)
+
+
+class StreamReplay:
+    """Replays streams through the domain's aggregates and checks each event.
+
+    Every check here needs only the events of one stream, in order: the streams
+    may be split over processes, each with a StreamReplay of its own.
+    """
+
+    def __init__(
+        self,
+        positions: dict[str, int],
+        snapshots: dict[UUID, dict[int, StoredSnapshot]],
+        checkpoints: Sequence[CheckpointReplay] = (),
+    ) -> None:
+        self.positions = positions
+        self.snapshots = snapshots
         self.checkpoints = checkpoints
         self.mapper = MsgspecMapper()
         self.streams: dict[UUID, Stream] = {}
         self.findings: list[Finding] = []
         self.credited: dict[str, list[tuple[str, int, int]]] = {}
-        self.positions: dict[str, int] = {}
-        self.hold_status: dict[str, tuple[str, str]] = {}
-        self.grant_rows: dict[str, tuple[str, int, str]] = {}
-        """Each grant's (account, remaining, status) at the grants view's position."""
+        self.hold_status: dict[str, tuple[str, str, int]] = {}
+        self.grant_rows: dict[str, tuple[str, int, str, int]] = {}
         self.closed_grants: dict[tuple[UUID, str], str] = {}
         self.taken_back: dict[str, GivenBack] = {}
-        self.snapshots: dict[UUID, dict[int, StoredSnapshot]] = {}
-
-    async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
-        """Replay, check, compare; ``on_progress(n)`` after every n events."""
-        started = time.perf_counter()
-        rows = await self.connection.fetch("SELECT name, position FROM projection_positions")
-        self.positions = {r["name"]: r["position"] for r in rows}
-        snapshots = await self._read_snapshots()
-        count = 0
-        cursor = await self.connection.cursor(
-            """SELECT originator_id, originator_version, topic, state, notification_id,
-                      recorded_at, hash
-               FROM stored_events ORDER BY notification_id"""
-        )
-        next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
-        while rows := await next_rows:
-            # Ask for the next batch before replaying this one: the server reads and
-            # sends it while this process is busy replaying.
-            next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
-            await asyncio.sleep(0)
-            for row in rows:
-                self._replay(RecordedEvent(*row))
-            count += len(rows)
-            on_progress(len(rows))
-        for checkpoint in self.checkpoints:
-            self.findings.extend(checkpoint.findings(self._account_of_stream))
-        self._final_figures()
-        self._check_purchases()
-        self._check_adjustments()
-        self._check_snapshots_left()
-        await self._check_balances_view()
-        await self._check_purchases_view()
-        await self._check_statement_view()
-        await self._check_holds_view()
-        await self._check_grants_view()
-        await self._check_notifier_view()
-        seconds = time.perf_counter() - started
-        accounts = [s for s in self.streams.values() if isinstance(s.aggregate, CreditAccount)]
-        return Report(
-            events=count,
-            streams=len(self.streams),
-            accounts=len(accounts),
-            checkout_sessions=sum(
-                isinstance(s.aggregate, CheckoutSession) for s in self.streams.values()
-            ),
-            snapshots=snapshots,
-            seconds=round(seconds, 3),
-            events_per_second=round(count / seconds, 1) if seconds else 0.0,
-            projection_positions=self.positions,
-            findings=self.findings,
-        )
 
     def _find(self, kind: str, detail: str, stream: Stream | None, event: RecordedEvent) -> None:
         self.findings.append(
@@ -250,11 +262,8 @@ class Verifier:
             )
         )
 
-    def _account_of_stream(self, stream_id: UUID) -> str | None:
-        stream = self.streams.get(stream_id)
-        return _account_of(stream.aggregate) if stream else None
-
-    def _replay(self, event: RecordedEvent) -> None:
+    def replay(self, event: RecordedEvent) -> None:
+        """Replay and check one event; each stream's events come in position order."""
         stream = self.streams.get(event.originator_id)
         if stream is None:
             stream = self.streams[event.originator_id] = Stream(event.notification_id)
@@ -330,7 +339,11 @@ class Verifier:
             if touched:
                 self._check_grants(stream, event, domain_event, touched)
             if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
-                self.hold_status[domain_event.hold_id] = (aggregate.account_id, _HOLD_STATUS[kind])
+                self.hold_status[domain_event.hold_id] = (
+                    aggregate.account_id,
+                    _HOLD_STATUS[kind],
+                    event.notification_id,
+                )
             if kind is CreditsPurchased:
                 self.credited.setdefault(domain_event.session_id, []).append(
                     (aggregate.account_id, domain_event.credits, event.notification_id)
@@ -402,21 +415,25 @@ class Verifier:
                     event,
                 )
             if event.notification_id <= self.positions.get("grants", 0):
-                self.grant_rows[grant_id] = (
-                    (account.account_id, grant.remaining, grant.status)
+                remaining, status = (
+                    (grant.remaining, grant.status)
                     if grant is not None
-                    else (
-                        account.account_id,
-                        0,
-                        self.closed_grants.get((event.originator_id, grant_id), "closed"),
-                    )
+                    else (0, self.closed_grants.get((event.originator_id, grant_id), "closed"))
+                )
+                self.grant_rows[grant_id] = (
+                    account.account_id,
+                    remaining,
+                    status,
+                    event.notification_id,
                 )
 
     def _account_took_back(self, account_id: str, domain_event: Any, event: RecordedEvent) -> None:
         credits = _TAKEN_BACK[type(domain_event)] * domain_event.credits
         known = self.taken_back.get(domain_event.session_id)
         if known is None:
-            known = GivenBack(account_id, 0, event.notification_id)
+            known = GivenBack(
+                account_id, 0, event.notification_id, first_position=event.notification_id
+            )
             self.taken_back[domain_event.session_id] = known
         elif known.account_id != account_id:
             known.other_accounts.add(account_id)
@@ -429,7 +446,7 @@ class Verifier:
         Figures are taken only where a view's position falls inside a stream;
         streams a view has read entirely get theirs from the final state, once.
         """
-        for view in ("balances", "notifications", "statement"):
+        for view in _ACCOUNT_VIEWS:
             at = self.positions.get(view, 0)
             attribute = f"at_{view}"
             if stream.first_position <= at < position and getattr(stream, attribute) is None:
@@ -439,114 +456,6 @@ class Verifier:
         for stream in self.streams.values():
             if isinstance(stream.aggregate, CreditAccount):
                 self._freeze_figures_before(stream, position=2**63)
-
-    def _check_purchases(self) -> None:
-        sessions = {
-            s.aggregate.session_id: s.aggregate
-            for s in self.streams.values()
-            if isinstance(s.aggregate, CheckoutSession)
-        }
-        for session_id, credits in self.credited.items():
-            if len(credits) > 1:
-                positions = ", ".join(str(p) for _, _, p in credits)
-                self.findings.append(
-                    Finding(
-                        kind="credited-twice",
-                        account_id=credits[0][0],
-                        detail=f"session {session_id} credited {len(credits)} times "
-                        f"(positions {positions})",
-                    )
-                )
-            account_id, amount, position = credits[0]
-            session = sessions.get(session_id)
-            if session is None or not session.paid:
-                self.findings.append(
-                    Finding(
-                        kind="purchase-without-checkout",
-                        account_id=account_id,
-                        position=position,
-                        detail=f"CreditsPurchased names session {session_id}, which was never paid",
-                    )
-                )
-            elif (session.account_id, session.credits) != (account_id, amount):
-                self.findings.append(
-                    Finding(
-                        kind="purchase-mismatch",
-                        account_id=account_id,
-                        position=position,
-                        detail=f"credited {amount} to {account_id}; session {session_id} sold "
-                        f"{session.credits} to {session.account_id}",
-                    )
-                )
-
-    def _check_adjustments(self) -> None:
-        """What refunds and disputes took back of each purchase: by the rule, and on its account.
-
-        Sessions disputed under the first releases' rules (``PaymentDisputed``,
-        ``DisputeClosed``) kept what those rules decided: only their account is checked.
-        """
-        for stream_id, stream in self.streams.items():
-            session = stream.aggregate
-            if not isinstance(session, CheckoutSession):
-                continue
-            took = session.credits_clawed_back + session.credits_reversed
-            given = self.taken_back.pop(session.session_id, None)
-            problems = []
-            if not stream.older_disputes:
-                rule = (
-                    taken_back(
-                        session.credits, session.amount, session.amount_refunded, session.disputes
-                    )
-                    if session.paid
-                    else Worth(0, 0)
-                )
-                if took != rule.refunded + rule.disputed:
-                    problems.append(
-                        f"its refunds and disputes took back {took} credits "
-                        f"({session.credits_clawed_back} refunded, {session.credits_reversed} "
-                        f"disputed), its facts {rule.refunded + rule.disputed} ({rule.refunded} "
-                        f"refunded, {rule.disputed} disputed)"
-                    )
-            if (given.credits if given else 0) != took:
-                problems.append(
-                    f"its account's events took back {given.credits if given else 0} credits, "
-                    f"the session {took}"
-                )
-            if given and (given.account_id != session.account_id or given.other_accounts):
-                accounts = ", ".join(sorted({given.account_id, *given.other_accounts}))
-                problems.append(f"sold to {session.account_id}, taken back from {accounts}")
-            self.findings.extend(
-                Finding(
-                    kind="adjustment-mismatch",
-                    account_id=session.account_id,
-                    stream_id=str(stream_id),
-                    position=given.position if given else None,
-                    detail=f"session {session.session_id}: {problem}",
-                )
-                for problem in problems
-            )
-        for session_id, given in self.taken_back.items():
-            self.findings.append(
-                Finding(
-                    kind="adjustment-mismatch",
-                    account_id=given.account_id,
-                    position=given.position,
-                    detail=f"credits taken back for session {session_id}, which was never "
-                    "requested",
-                )
-            )
-
-    async def _read_snapshots(self) -> int:
-        """Every snapshot, by stream and version, to compare with the replay as it passes."""
-        rows = await self.connection.fetch(
-            """SELECT originator_id, originator_version, topic, state, event_recorded_at
-               FROM snapshots"""
-        )
-        for row in rows:
-            snapshot = StoredSnapshot(*row)
-            by_version = self.snapshots.setdefault(snapshot.originator_id, {})
-            by_version[snapshot.originator_version] = snapshot
-        return len(rows)
 
     def _check_snapshot(
         self, stream: Stream, event: RecordedEvent, snapshot: StoredSnapshot
@@ -604,30 +513,279 @@ class Verifier:
                     )
                 )
 
-    async def _check_balances_view(self) -> None:
+    def result(self, events: int, snapshots: int) -> Part:
+        """What the checks across streams need, once every event of these streams is replayed."""
+        self._final_figures()
+        self._check_snapshots_left()
+        streams = self.streams.values()
+        accounts = [s for s in streams if isinstance(s.aggregate, CreditAccount)]
+        return Part(
+            events=events,
+            streams=len(self.streams),
+            accounts=len(accounts),
+            snapshots=snapshots,
+            findings=self.findings,
+            credited=self.credited,
+            taken_back=self.taken_back,
+            sessions=[
+                _session_at(stream_id, s)
+                for stream_id, s in self.streams.items()
+                if isinstance(s.aggregate, CheckoutSession)
+            ],
+            figures={
+                view: {
+                    s.aggregate.account_id: at
+                    for s in accounts
+                    if (at := getattr(s, f"at_{view}")) is not None
+                }
+                for view in _ACCOUNT_VIEWS
+            },
+            purchase_rows={
+                s.aggregate.session_id: (s.aggregate.account_id, s.purchase_status)
+                for s in streams
+                if s.purchase_status is not None
+            },
+            hold_status=self.hold_status,
+            grant_rows=self.grant_rows,
+            stream_accounts=(
+                {
+                    i: s.aggregate.account_id
+                    for i, s in self.streams.items()
+                    if isinstance(s.aggregate, CreditAccount)
+                }
+                if self.checkpoints
+                else {}
+            ),
+            checkpoints=list(self.checkpoints),
+        )
+
+
+class Verifier:
+    """One audit run over one consistent snapshot of the database.
+
+    With ``jobs`` > 1 the streams are split over that many worker processes by a
+    hash of their id; each reads this transaction's snapshot through a connection
+    of its own to ``database_url``. Whatever needs more than one stream (purchases
+    against sessions, what accounts took back, checkpoints, the views) is checked
+    here, once the parts are merged.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        checkpoints: Sequence[CheckpointAudit] = (),
+        *,
+        jobs: int = 1,
+        database_url: str | None = None,
+    ) -> None:
+        if jobs > 1 and database_url is None:
+            raise ValueError("replaying with more than one job needs the database's URL")
+        self.connection = connection
+        self.checkpoints = checkpoints
+        self.jobs = jobs
+        self.database_url = database_url
+        self.findings: list[Finding] = []
+        self.positions: dict[str, int] = {}
+
+    async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
+        """Replay, check, compare; ``on_progress(n)`` after every n events."""
+        started = time.perf_counter()
+        rows = await self.connection.fetch("SELECT name, position FROM projection_positions")
+        self.positions = {r["name"]: r["position"] for r in rows}
+        if self.jobs == 1:
+            replays = [c.replay.empty_copy() for c in self.checkpoints]
+            parts = [await replay_part(self.connection, self.positions, replays, on_progress)]
+        else:
+            parts = await self._replay_in_workers(on_progress)
+        part = merge_parts(parts)
+        self.findings.extend(part.findings)
+        for checkpoint, replayed in zip(self.checkpoints, part.checkpoints, strict=True):
+            checkpoint.replay.merge(replayed)
+            self.findings.extend(checkpoint.findings(part.stream_accounts.get))
+        self._check_purchases(part)
+        self._check_adjustments(part)
+        await self._check_balances_view(part)
+        await self._check_purchases_view(part)
+        await self._check_statement_view(part)
+        await self._check_holds_view(part)
+        await self._check_grants_view(part)
+        await self._check_notifier_view(part)
+        seconds = time.perf_counter() - started
+        return Report(
+            events=part.events,
+            streams=part.streams,
+            accounts=part.accounts,
+            checkout_sessions=len(part.sessions),
+            snapshots=part.snapshots,
+            seconds=round(seconds, 3),
+            events_per_second=round(part.events / seconds, 1) if seconds else 0.0,
+            projection_positions=self.positions,
+            findings=sorted(self.findings, key=_finding_order),
+        )
+
+    async def _replay_in_workers(self, on_progress: Callable[[int], None]) -> list[Part]:
+        """Part 0 is replayed here, each other part by a worker process, all in this snapshot.
+
+        This process would only wait otherwise; and its part starts at once, while
+        the workers start Python and import the domain.
+        """
+        assert self.database_url is not None
+        # This transaction holds the snapshot the workers read: it stays open, idle,
+        # until they are done, however long that takes.
+        await self.connection.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        snapshot = await self.connection.fetchval("SELECT pg_export_snapshot()")
+        jobs = [
+            PartJob(
+                database_url=self.database_url,
+                snapshot=snapshot,
+                index=index,
+                count=self.jobs,
+                positions=self.positions,
+                checkpoints=[c.replay.empty_copy() for c in self.checkpoints],
+            )
+            for index in range(1, self.jobs)
+        ]
+        context = multiprocessing.get_context("spawn")
+        progress: multiprocessing.Queue[int] = context.Queue()
+        reported = 0
+
+        def report(events: int) -> None:
+            nonlocal reported
+            on_progress(events)
+            reported += _drain(progress, on_progress)
+
+        with ProcessPoolExecutor(
+            len(jobs), mp_context=context, initializer=_start_worker, initargs=(progress,)
+        ) as executor:
+            done = asyncio.gather(
+                *(asyncio.wrap_future(executor.submit(_replay_in_worker, job)) for job in jobs)
+            )
+            try:
+                here = await replay_part(
+                    self.connection,
+                    self.positions,
+                    [c.replay.empty_copy() for c in self.checkpoints],
+                    report,
+                    (0, self.jobs),
+                )
+            except BaseException:
+                done.cancel()
+                raise
+            while not done.done():
+                await asyncio.wait([done], timeout=PROGRESS_SECONDS)
+                reported += _drain(progress, on_progress)
+            parts = [here, *done.result()]
+        progress.close()
+        # Counts still on their way through the queue when the results came.
+        if (unreported := sum(p.events for p in parts[1:]) - reported) > 0:
+            on_progress(unreported)
+        return parts
+
+    def _check_purchases(self, part: Part) -> None:
+        sessions = {s.session_id: s for s in part.sessions}
+        for session_id, credits in part.credited.items():
+            if len(credits) > 1:
+                positions = ", ".join(str(p) for _, _, p in credits)
+                self.findings.append(
+                    Finding(
+                        kind="credited-twice",
+                        account_id=credits[0][0],
+                        detail=f"session {session_id} credited {len(credits)} times "
+                        f"(positions {positions})",
+                    )
+                )
+            account_id, amount, position = credits[0]
+            session = sessions.get(session_id)
+            if session is None or not session.paid:
+                self.findings.append(
+                    Finding(
+                        kind="purchase-without-checkout",
+                        account_id=account_id,
+                        position=position,
+                        detail=f"CreditsPurchased names session {session_id}, which was never paid",
+                    )
+                )
+            elif (session.account_id, session.credits) != (account_id, amount):
+                self.findings.append(
+                    Finding(
+                        kind="purchase-mismatch",
+                        account_id=account_id,
+                        position=position,
+                        detail=f"credited {amount} to {account_id}; session {session_id} sold "
+                        f"{session.credits} to {session.account_id}",
+                    )
+                )
+
+    def _check_adjustments(self, part: Part) -> None:
+        """What refunds and disputes took back of each purchase: by the rule, and on its account.
+
+        Sessions disputed under the first releases' rules (``PaymentDisputed``,
+        ``DisputeClosed``) kept what those rules decided: only their account is checked.
+        """
+        taken_back = dict(part.taken_back)
+        for session in part.sessions:
+            took = session.clawed_back + session.reversed
+            given = taken_back.pop(session.session_id, None)
+            problems = []
+            rule = session.rule
+            if rule is not None and took != rule.refunded + rule.disputed:
+                problems.append(
+                    f"its refunds and disputes took back {took} credits "
+                    f"({session.clawed_back} refunded, {session.reversed} "
+                    f"disputed), its facts {rule.refunded + rule.disputed} ({rule.refunded} "
+                    f"refunded, {rule.disputed} disputed)"
+                )
+            if (given.credits if given else 0) != took:
+                problems.append(
+                    f"its account's events took back {given.credits if given else 0} credits, "
+                    f"the session {took}"
+                )
+            if given and (given.account_id != session.account_id or given.other_accounts):
+                accounts = ", ".join(sorted({given.account_id, *given.other_accounts}))
+                problems.append(f"sold to {session.account_id}, taken back from {accounts}")
+            self.findings.extend(
+                Finding(
+                    kind="adjustment-mismatch",
+                    account_id=session.account_id,
+                    stream_id=str(session.stream_id),
+                    position=given.position if given else None,
+                    detail=f"session {session.session_id}: {problem}",
+                )
+                for problem in problems
+            )
+        for session_id, given in taken_back.items():
+            self.findings.append(
+                Finding(
+                    kind="adjustment-mismatch",
+                    account_id=given.account_id,
+                    position=given.position,
+                    detail=f"credits taken back for session {session_id}, which was never "
+                    "requested",
+                )
+            )
+
+    async def _check_balances_view(self, part: Part) -> None:
         await self._check_account_rows(
+            part,
             "balances",
             """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
                       period, granted
                FROM balances""",
         )
 
-    async def _check_notifier_view(self) -> None:
+    async def _check_notifier_view(self, part: Part) -> None:
         """The alerts' own copy of each account's buckets and threshold."""
         await self._check_account_rows(
+            part,
             "notifications",
             """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
                       threshold, granted
                FROM notifier_accounts""",
         )
 
-    async def _check_account_rows(self, view: str, query: str) -> None:
+    async def _check_account_rows(self, part: Part, view: str, query: str) -> None:
         """Compare a view's row per account, field by field, with the replay at its position."""
-        expected = {
-            s.aggregate.account_id: at
-            for s in self.streams.values()
-            if (at := getattr(s, f"at_{view}")) is not None
-        }
+        expected = dict(part.figures.get(view, {}))
         for row in await self.connection.fetch(query):
             want = expected.pop(row["account_id"], None)
             if want is None:
@@ -643,12 +801,8 @@ class Verifier:
         for account_id in expected:
             self._view_finding(view, account_id, "the account is missing from the view")
 
-    async def _check_purchases_view(self) -> None:
-        expected = {
-            s.aggregate.session_id: (s.aggregate.account_id, s.purchase_status)
-            for s in self.streams.values()
-            if s.purchase_status is not None
-        }
+    async def _check_purchases_view(self, part: Part) -> None:
+        expected: dict[str, tuple[str, PurchaseAt | None]] = dict(part.purchase_rows)
         fields = PurchaseAt.__struct_fields__
         for row in await self.connection.fetch(
             f"SELECT session_id, account_id, {', '.join(fields)} FROM purchases"
@@ -670,12 +824,8 @@ class Verifier:
         for session_id, (account_id, _) in expected.items():
             self._view_finding("purchases", account_id, f"session {session_id} is missing")
 
-    async def _check_statement_view(self) -> None:
-        expected = {
-            s.aggregate.account_id: s.at_statement
-            for s in self.streams.values()
-            if s.at_statement is not None
-        }
+    async def _check_statement_view(self, part: Part) -> None:
+        expected = dict(part.figures.get("statement", {}))
         rows = await self.connection.fetch(
             """SELECT account_id, count(*) AS lines,
                       (array_agg(balance_after ORDER BY position DESC))[1] AS balance_after
@@ -695,8 +845,8 @@ class Verifier:
         for account_id in expected:
             self._view_finding("statement", account_id, "the account has no lines")
 
-    async def _check_holds_view(self) -> None:
-        expected = dict(self.hold_status)
+    async def _check_holds_view(self, part: Part) -> None:
+        expected = {hold_id: (row[0], row[1]) for hold_id, row in part.hold_status.items()}
         for row in await self.connection.fetch("SELECT hold_id, status FROM holds"):
             account_id, want = expected.pop(row["hold_id"], ("", None))
             if want != row["status"]:
@@ -708,8 +858,8 @@ class Verifier:
         for hold_id, (account_id, _) in expected.items():
             self._view_finding("holds", account_id, f"hold {hold_id} is missing")
 
-    async def _check_grants_view(self) -> None:
-        expected = dict(self.grant_rows)
+    async def _check_grants_view(self, part: Part) -> None:
+        expected = {grant_id: row[:3] for grant_id, row in part.grant_rows.items()}
         for row in await self.connection.fetch("SELECT grant_id, remaining, status FROM grants"):
             account_id, *want = expected.pop(row["grant_id"], ("", None, None))
             if want != [row["remaining"], row["status"]]:
@@ -800,17 +950,228 @@ def _account_of(aggregate: Any) -> str | None:
     return getattr(aggregate, "account_id", None)
 
 
+def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
+    session: CheckoutSession = stream.aggregate
+    rule = None
+    if not stream.older_disputes:
+        rule = (
+            taken_back(session.credits, session.amount, session.amount_refunded, session.disputes)
+            if session.paid
+            else Worth(0, 0)
+        )
+    return SessionAt(
+        stream_id=stream_id,
+        session_id=session.session_id,
+        account_id=session.account_id,
+        credits=session.credits,
+        paid=session.paid,
+        clawed_back=session.credits_clawed_back,
+        reversed=session.credits_reversed,
+        rule=rule,
+    )
+
+
+def merge_parts(parts: Sequence[Part]) -> Part:
+    """One Part from the parts of disjoint sets of streams, as one replay of all would make it."""
+    merged, *others = parts
+    for part in others:
+        _add_part(merged, part)
+    for credits in merged.credited.values():
+        credits.sort(key=lambda credit: credit[2])  # by position, as one replay meets them
+    return merged
+
+
+def _add_part(into: Part, part: Part) -> None:
+    into.events += part.events
+    into.streams += part.streams
+    into.accounts += part.accounts
+    into.snapshots += part.snapshots
+    into.findings.extend(part.findings)
+    for session_id, credits in part.credited.items():
+        into.credited.setdefault(session_id, []).extend(credits)
+    for session_id, given in part.taken_back.items():
+        known = into.taken_back.get(session_id)
+        into.taken_back[session_id] = given if known is None else _given_by_both(known, given)
+    into.sessions.extend(part.sessions)
+    for view, rows in part.figures.items():
+        into.figures.setdefault(view, {}).update(rows)
+    into.purchase_rows.update(part.purchase_rows)
+    _keep_latest(into.hold_status, part.hold_status)
+    _keep_latest(into.grant_rows, part.grant_rows)
+    into.stream_accounts.update(part.stream_accounts)
+    for replayed, more in zip(into.checkpoints, part.checkpoints, strict=True):
+        replayed.merge(more)
+
+
+def _given_by_both(a: GivenBack, b: GivenBack) -> GivenBack:
+    """What accounts in two parts took back of one session: the first account is the seller's."""
+    first, second = sorted((a, b), key=lambda given: given.first_position)
+    return GivenBack(
+        account_id=first.account_id,
+        credits=a.credits + b.credits,
+        position=max(a.position, b.position),
+        other_accounts=(first.other_accounts | second.other_accounts | {second.account_id})
+        - {first.account_id},
+        first_position=first.first_position,
+    )
+
+
+_Row = TypeVar("_Row", bound=tuple[Any, ...])
+
+
+def _keep_latest(into: dict[str, _Row], rows: dict[str, _Row]) -> None:
+    """Merge rows whose last item is a position: a later one wins, as it would in one replay."""
+    for key, row in rows.items():
+        known = into.get(key)
+        if known is None or row[-1] > known[-1]:
+            into[key] = row
+
+
+def _finding_order(finding: Finding) -> tuple[Any, ...]:
+    """By position (findings with none last), then by every field: the same for any --jobs."""
+    return (
+        finding.position is None,
+        finding.position or 0,
+        finding.stream_id or "",
+        finding.version or 0,
+        finding.kind,
+        finding.account_id or "",
+        finding.detail,
+    )
+
+
+def _part_filter(part: tuple[int, int] | None) -> str:
+    """The WHERE clause choosing part ``index`` of ``count`` by a hash of the stream id."""
+    if part is None:
+        return ""
+    index, count = part
+    return f"WHERE (uuid_hash(originator_id) & 2147483647) % {int(count)} = {int(index)}"
+
+
+async def _read_snapshots(
+    connection: Connection, where: str
+) -> tuple[dict[UUID, dict[int, StoredSnapshot]], int]:
+    """Every snapshot, by stream and version, to compare with the replay as it passes."""
+    rows = await connection.fetch(
+        f"""SELECT originator_id, originator_version, topic, state, event_recorded_at
+            FROM snapshots {where}"""
+    )
+    snapshots: dict[UUID, dict[int, StoredSnapshot]] = {}
+    for row in rows:
+        snapshot = StoredSnapshot(*row)
+        snapshots.setdefault(snapshot.originator_id, {})[snapshot.originator_version] = snapshot
+    return snapshots, len(rows)
+
+
+async def replay_part(
+    connection: Connection,
+    positions: dict[str, int],
+    checkpoints: Sequence[CheckpointReplay],
+    on_progress: Callable[[int], None],
+    part: tuple[int, int] | None = None,
+) -> Part:
+    """Replay the streams of ``part`` (index, count), or all of them, in position order."""
+    where = _part_filter(part)
+    snapshots, snapshot_count = await _read_snapshots(connection, where)
+    replay = StreamReplay(positions, snapshots, checkpoints)
+    count = 0
+    cursor = await connection.cursor(
+        f"""SELECT originator_id, originator_version, topic, state, notification_id,
+                   recorded_at, hash
+            FROM stored_events {where} ORDER BY notification_id"""
+    )
+    next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
+    while rows := await next_rows:
+        # Ask for the next batch before replaying this one: the server reads and
+        # sends it while this process is busy replaying.
+        next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
+        await asyncio.sleep(0)
+        for row in rows:
+            replay.replay(RecordedEvent(*row))
+        count += len(rows)
+        on_progress(len(rows))
+    return replay.result(count, snapshot_count)
+
+
+class PartJob(msgspec.Struct, frozen=True):
+    """What a worker process is sent: where to read, which snapshot, which part."""
+
+    database_url: str
+    snapshot: str
+    index: int
+    count: int
+    positions: dict[str, int]
+    checkpoints: list[CheckpointReplay]
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")
+_progress: multiprocessing.Queue[int] | None = None
+"""A worker's way to report how many events it replayed (set as it starts)."""
+
+
+def _start_worker(progress: multiprocessing.Queue[int]) -> None:
+    global _progress
+    _progress = progress
+
+
+def _report_progress(events: int) -> None:
+    if _progress is not None:
+        _progress.put(events)
+
+
+def _replay_in_worker(job: PartJob) -> Part:
+    return asyncio.run(_replay_in_snapshot(job))
+
+
+async def _replay_in_snapshot(job: PartJob) -> Part:
+    """Replay one part in the parent's snapshot, on a connection of this process."""
+    if not _SNAPSHOT_ID.fullmatch(job.snapshot):
+        raise ValueError(f"not a snapshot id: {job.snapshot!r}")
+    connection = await asyncpg.connect(
+        job.database_url, server_settings={"application_name": "ledger audit verify"}
+    )
+    try:
+        async with connection.transaction(isolation="repeatable_read", readonly=True):
+            await connection.execute(f"SET TRANSACTION SNAPSHOT '{job.snapshot}'")
+            part = await replay_part(
+                connection, job.positions, job.checkpoints, _report_progress, (job.index, job.count)
+            )
+    finally:
+        await connection.close()
+    part.checkpoints = [replayed.without_heads() for replayed in part.checkpoints]
+    return part
+
+
+def _drain(progress: multiprocessing.Queue[int], on_progress: Callable[[int], None]) -> int:
+    """Pass on the counts the workers reported so far; how many events they came to."""
+    total = 0
+    while True:
+        try:
+            total += progress.get_nowait()
+        except queue.Empty:
+            break
+    if total:
+        on_progress(total)
+    return total
+
+
 async def verify(
     pool: asyncpg.Pool,
     on_progress: Callable[[int], None] = lambda _: None,
     checkpoints: Sequence[CheckpointAudit] = (),
+    *,
+    jobs: int = 1,
+    database_url: str | None = None,
 ) -> Report:
     """Run the whole audit in one consistent, read-only snapshot.
 
     Each of ``checkpoints`` also sees every event and adds what disagrees with it.
+    With ``jobs`` > 1 the streams are replayed by that many processes, which
+    connect to ``database_url`` (the pool's database, as the service's role).
     """
     async with (
         pool.acquire() as connection,
         connection.transaction(isolation="repeatable_read", readonly=True),
     ):
-        return await Verifier(connection, checkpoints).run(on_progress)
+        verifier = Verifier(connection, checkpoints, jobs=jobs, database_url=database_url)
+        return await verifier.run(on_progress)

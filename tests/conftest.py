@@ -14,7 +14,7 @@ import os
 import secrets
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -22,10 +22,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from api.database import create_pool
+from api.database import as_role, create_pool
+from audit.verify import Report, verify
 from ledger.bootstrap import build_ledger
 from ledger.service import Ledger
 from ledger.store.event_store import EventStore
+from ledger.store.migrate import SERVICE_ROLE
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +161,25 @@ async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
 def unique(prefix: str) -> str:
     """An id no other test uses: the database is shared by the whole run."""
     return f"{prefix}_{secrets.token_hex(6)}"
+
+
+def verify_with_jobs(jobs: int, server_url: str) -> Callable[..., Awaitable[Report]]:
+    """``verify`` replaying in ``jobs`` processes, each connecting as the pool's service does."""
+
+    async def verify_in_jobs(pool: asyncpg.Pool, *args: object, **kwargs: object) -> Report:
+        database = await pool.fetchval("SELECT current_database()")
+        url = as_role(_with_database(server_url, database), SERVICE_ROLE)
+        return await verify(pool, *args, jobs=jobs, database_url=url, **kwargs)  # type: ignore[arg-type]
+
+    return verify_in_jobs
+
+
+@pytest.fixture(params=[1, 2], ids=["jobs=1", "jobs=2"])
+def audit_jobs(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, postgres_server_url: str
+) -> int:
+    """Runs the test module's ``verify`` in one process, then split over two (``--jobs 2``)."""
+    jobs: int = request.param
+    if jobs > 1:
+        monkeypatch.setattr(request.module, "verify", verify_with_jobs(jobs, postgres_server_url))
+    return jobs

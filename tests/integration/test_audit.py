@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from audit.verify import verify
 from ledger.bootstrap import build_ledger
@@ -19,6 +20,9 @@ from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
 from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
+
+# Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
+pytestmark = pytest.mark.usefixtures("audit_jobs")
 
 
 def paid(session_id: str, account_id: str, credits: int, intent: str) -> CheckoutEvent:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 
 from audit.verify import Report, verify
 from ledger.bootstrap import build_ledger
@@ -22,6 +23,9 @@ from tests.conftest import IsolatedDatabase
 from tests.integration.test_audit import paid, tamper
 from tests.integration.test_checkpoints import rewrite_stream
 from tests.support.ledger import open_account, save
+
+# Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
+pytestmark = pytest.mark.usefixtures("audit_jobs")
 
 
 async def refund(books: Ledger, intent: str, amount_refunded: int) -> None:

@@ -41,6 +41,9 @@ from tests.support.cli import ledger
 from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
+# Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
+pytestmark = pytest.mark.usefixtures("audit_jobs")
+
 KEY = Ed25519PrivateKey.generate()
 
 

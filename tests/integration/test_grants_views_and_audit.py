@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from api.expiry import ExpirySweeper
 from audit.verify import verify
 from ledger.bootstrap import build_ledger
@@ -24,6 +26,9 @@ from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
+
+# Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
+pytestmark = pytest.mark.usefixtures("audit_jobs")
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 """The commands' time: an hour after it the first grant has expired, in every test run."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from audit.verify import verify
 from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
@@ -12,6 +14,9 @@ from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
 from tests.support.ledger import open_account
+
+# Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
+pytestmark = pytest.mark.usefixtures("audit_jobs")
 
 
 async def holds_history(db: IsolatedDatabase) -> Ledger:
