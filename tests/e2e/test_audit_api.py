@@ -11,6 +11,7 @@ import httpx
 from api.access.tokens import Scope
 from api.services import Services
 from tests.e2e.conftest import Customer
+from tests.e2e.test_checkout_flow import pay, purchase
 from tests.support.events import tail_position
 from tests.support.ledger import open_account
 
@@ -140,3 +141,22 @@ async def test_balance_as_of_a_moment_matches_a_replay_to_then(
     assert before_opening.status_code == 404
     assert naive.status_code == 422
     assert "as_of" in naive.json()["errors"]
+
+
+async def test_an_account_history_holds_its_purchases_events_in_commit_order_with_their_stream(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    bought = await purchase(http, customer, 300)
+    await pay(http, bought)
+
+    page = (
+        await http.get(f"/v1/accounts/{customer.account_id}/events", headers=customer.headers)
+    ).json()
+
+    seen = [(e["type"], e["stream"]) for e in page["data"]]
+    checkout = f"checkout/{bought.session_id}"
+    assert ("CheckoutRequested", checkout) in seen
+    assert ("CheckoutPaid", checkout) in seen
+    assert ("CreditsPurchased", f"account/{customer.account_id}") in seen
+    assert seen.index(("CheckoutRequested", checkout)) < seen.index(("CheckoutPaid", checkout))
+    assert [e["position"] for e in page["data"]] == sorted(e["position"] for e in page["data"])

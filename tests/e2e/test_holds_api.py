@@ -41,15 +41,18 @@ async def test_a_hold_reserves_credits_and_a_capture_spends_part_of_them(
     with pytest.raises(InsufficientCredits) as refused:
         await writer.spend(account_id, 601)
     assert refused.value.body == {"message": "Insufficient credits."}
+    spent = await writer.spend(account_id, 100)
+    assert (spent.balance, spent.held, spent.available) == (900, 400, 500)
 
     captured = await writer.capture_hold(account_id, hold.hold_id, 250)
 
     assert (captured.status, captured.captured, captured.released) == ("captured", 250, 150)
+    assert (captured.balance, captured.held, captured.available) == (650, 0, 650)
     await caught_up(services.store)
     now = await writer.get_credits(account_id)
-    assert (now.balance, now.held, now.available) == (750, 0, 750)
+    assert (now.balance, now.held, now.available) == (650, 0, 650)
     types = [t for t, _ in await stream_events(services.store, account_stream_id(account_id))]
-    assert types == ["AccountOpened", "HoldPlaced", "HoldCaptured"]
+    assert types == ["AccountOpened", "HoldPlaced", "CreditsSpent", "HoldCaptured"]
 
 
 async def test_placing_more_than_is_available_is_402_and_records_nothing(
