@@ -117,6 +117,8 @@ class World:
         self.sessions: dict[str, model.Session] = {}
         self.network: list[tuple[str, PaymentEvent]] = []
         self.seen_event_ids: set[str] = set()
+        self.awaiting_money: set[str] = set()
+        """Payment intents of sessions completed unpaid whose money has not come yet."""
         self.answers: dict[str, Any] = {}  # idempotency key -> first answer
         self.spends: dict[str, tuple[str, int]] = {}  # key -> (account, amount)
         self.placed: dict[str, tuple[str, Any]] = {}  # key -> (account, hold answer)
@@ -229,9 +231,19 @@ class World:
         assert session is not None
         outcome = self.random.random()
         if outcome < 0.7:
-            change = self.random.choice(
-                [CheckoutChange.COMPLETED, CheckoutChange.PAYMENT_SUCCEEDED]
-            )
+            if self.random.random() < 0.3:
+                # A delayed method (a bank transfer): completed unpaid first, the money
+                # later; refunds and disputes can reach the ledger between the two.
+                self.send(
+                    "checkout.session.completed",
+                    self.checkout_event(started.session_id, CheckoutChange.COMPLETED, paid=False),
+                )
+                change = CheckoutChange.PAYMENT_SUCCEEDED
+                self.counts["delayed payments"] += 1
+            else:
+                change = self.random.choice(
+                    [CheckoutChange.COMPLETED, CheckoutChange.PAYMENT_SUCCEEDED]
+                )
             self.send(f"checkout.session.{change}", self.checkout_event(started.session_id, change))
         if outcome > 0.55:
             self.send(
@@ -239,13 +251,15 @@ class World:
                 self.checkout_event(started.session_id, CheckoutChange.EXPIRED),
             )
 
-    def checkout_event(self, session_id: str, change: CheckoutChange) -> CheckoutEvent:
+    def checkout_event(
+        self, session_id: str, change: CheckoutChange, *, paid: bool | None = None
+    ) -> CheckoutEvent:
         session = self.sessions[session_id]
         return CheckoutEvent(
             event_id=self.new_id("evt"),
             change=change,
             session_id=session_id,
-            paid=change is not CheckoutChange.EXPIRED,
+            paid=change is not CheckoutChange.EXPIRED if paid is None else paid,
             payment_intent=session.payment_intent,
             amount_total=session.amount,
             currency="usd",
@@ -299,13 +313,23 @@ class World:
             self.counts["duplicate deliveries"] += 1
             return
         self.seen_event_ids.add(event.event_id)
+        if isinstance(event, RefundEvent | DisputeEvent) and (
+            event.payment_intent in self.awaiting_money
+        ):
+            self.counts["refunds or disputes between completed and paid"] += 1
         match event:
             case CheckoutEvent(change=CheckoutChange.EXPIRED):
                 session = self.sessions[event.session_id]
                 if session.status == "pending":
                     session.status = "expired"
+            case CheckoutEvent(paid=False):
+                session = self.sessions[event.session_id]  # completed, money not there yet
+                self.counts["unpaid completions delivered"] += 1
+                if session.status != "paid":
+                    self.awaiting_money.add(session.payment_intent)
             case CheckoutEvent():
                 session = self.sessions[event.session_id]
+                self.awaiting_money.discard(session.payment_intent)
                 if session.status != "paid":  # money for an expired session is still credited
                     session.status = "paid"
                     self.accounts[session.account_id].topup += session.credits
