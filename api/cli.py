@@ -202,6 +202,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 
     import asyncpg
 
+    from api.heap import settle_after_start_up
     from ledger.notifications.dispatcher import Dispatcher
     from projections.runner import Projector, catch_up
 
@@ -233,6 +234,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
                 services.pool, services.database_url, allow_private=services.webhook_allow_private
             )
             work.append(dispatcher.run(stop))
+        settle_after_start_up()
         await asyncio.gather(*work)
         # Stopped between batches (each committed with its position): apply what is
         # visible now, so that the writes of an API that stopped just before are in.

@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from api.heap import settle_after_start_up
 from api.settings import Settings
 
 log = logging.getLogger("ledger")
@@ -109,6 +110,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
+            settle_after_start_up()
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             self._on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
 
