@@ -62,6 +62,8 @@ class Account:
     topup: int = 0
     holds: dict[str, Hold] = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)
+    low_threshold: int | None = None
+    """Set for the account; None: the default."""
     low_armed: bool = False
     depleted_armed: bool = False
     alerts: dict[str, int] = field(default_factory=dict)
@@ -73,7 +75,9 @@ class Account:
 
     @property
     def threshold(self) -> int:
-        """ "default: 10 % of its monthly allowance" (rounded down)."""
+        """The account's own, else "10 % of the current monthly allowance (rounded down)"."""
+        if self.low_threshold is not None:
+            return self.low_threshold
         return self.monthly_allowance // 10
 
     def watch(self) -> None:
@@ -218,7 +222,7 @@ class Session:
     credits: int
     amount: int
     payment_intent: str
-    status: str = "pending"  # pending, paid, expired
+    status: str = "pending"  # pending, paid, expired, failed, mismatched
     refund_sent: int = 0  # what Stripe has sent so far (cumulative)
     refunded: int = 0  # the largest amount_refunded delivered
     disputes: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (status, amount)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from audit.verify import verify
 from ledger.adapters.stripe_gateway import StripeGateway
@@ -38,6 +39,7 @@ from ledger.commands import (
     OpenAccount,
     PlaceHold,
     ResetMonth,
+    SetLowBalanceThreshold,
     SettleHold,
     SpendCredits,
     VoidGrant,
@@ -238,13 +240,24 @@ class World:
                     "checkout.session.completed",
                     self.checkout_event(started.session_id, CheckoutChange.COMPLETED, paid=False),
                 )
-                change = CheckoutChange.PAYMENT_SUCCEEDED
                 self.counts["delayed payments"] += 1
+                if self.random.random() < 0.25:
+                    failed = CheckoutChange.PAYMENT_FAILED
+                    self.send(
+                        "checkout.session.async_payment_failed",
+                        self.checkout_event(started.session_id, failed, paid=False),
+                    )
+                    return
+                change = CheckoutChange.PAYMENT_SUCCEEDED
             else:
                 change = self.random.choice(
                     [CheckoutChange.COMPLETED, CheckoutChange.PAYMENT_SUCCEEDED]
                 )
-            self.send(f"checkout.session.{change}", self.checkout_event(started.session_id, change))
+            event = self.checkout_event(started.session_id, change)
+            if self.random.random() < 0.03:  # paid, but not what the session asked for
+                event = msgspec.structs.replace(event, amount_total=event.amount_total + 1)
+                self.counts["payments of another amount"] += 1
+            self.send(f"checkout.session.{change}", event)
         if outcome > 0.55:
             self.send(
                 "checkout.session.expired",
@@ -322,11 +335,20 @@ class World:
                 session = self.sessions[event.session_id]
                 if session.status == "pending":
                     session.status = "expired"
+            case CheckoutEvent(change=CheckoutChange.PAYMENT_FAILED):
+                session = self.sessions[event.session_id]
+                self.awaiting_money.discard(session.payment_intent)
+                if session.status == "pending":
+                    session.status = "failed"
             case CheckoutEvent(paid=False):
                 session = self.sessions[event.session_id]  # completed, money not there yet
                 self.counts["unpaid completions delivered"] += 1
                 if session.status != "paid":
                     self.awaiting_money.add(session.payment_intent)
+            case CheckoutEvent() if event.amount_total != self.sessions[event.session_id].amount:
+                session = self.sessions[event.session_id]  # credits nothing, then or later
+                if session.status != "paid":
+                    session.status = "mismatched"
             case CheckoutEvent():
                 session = self.sessions[event.session_id]
                 self.awaiting_money.discard(session.payment_intent)
@@ -577,6 +599,14 @@ class World:
         await self.answered(ChangeAllowance(account_id=account_id, monthly_allowance=allowance))
         self.accounts[account_id].next_allowance = allowance
 
+    async def set_threshold(self, account_id: str) -> None:
+        """A low-balance threshold of its own, or back to the default (10 % of the plan)."""
+        threshold = self.random.choice([None, 0, 50, 200, 1000, 5000])
+        await self.answered(SetLowBalanceThreshold(account_id=account_id, threshold=threshold))
+        self.accounts[account_id].low_threshold = threshold
+        self.touched.add(account_id)
+        self.counts["thresholds set"] += 1
+
     async def step(self) -> str:
         roll = self.random.random()
         if not self.accounts or roll < 0.03:
@@ -611,7 +641,8 @@ class World:
             (0.83, "expire grants", self.expire_grants),
             (0.87, "turn time", self.turn_time),
             (0.91, "reset", lambda: self.reset(account_id)),
-            (0.95, "plan", lambda: self.change_plan(account_id)),
+            (0.94, "plan", lambda: self.change_plan(account_id)),
+            (0.95, "threshold", lambda: self.set_threshold(account_id)),
             (0.997, "project with a kill", self.project_with_a_kill),
             (1.01, "restart the database", self.restart),
         ]
@@ -745,6 +776,7 @@ class World:
         await self.check_views()
         purchased: Counter[str] = Counter()
         events = await events_since(self.store, 0)
+        self.counts.update(f"{STORED}{kind}" for kind, _ in events)
         for kind, data in events:
             if kind == "CreditsPurchased":
                 purchased[data["session_id"]] += 1
@@ -762,6 +794,10 @@ class World:
         if report.findings:
             raise Violation(f"audit verify found {report.findings}")
         return len(events)
+
+
+STORED = "stored "
+"""The prefix of the counts of each event type in the store at the end."""
 
 
 def taken_from_grants(kind: str, data: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
