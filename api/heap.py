@@ -8,8 +8,10 @@ called as ASGI, PostgreSQL 15, 4,000 requests, 64 in flight), collections were
 about a quarter of the CPU of a spend (208-219 -> 151-161 us) and of a balance
 read (154 -> 115 us). So, once start-up is done: collect, freeze what exists
 (``gc.freeze``: never walked again) and let the young generation grow to
-``YOUNG`` before a pass. Cycles are still collected; ``make soak`` shows the
-memory flat under mixed traffic.
+``YOUNG`` before a pass. Cycles are still collected. ``make soak`` (60 s of mixed
+traffic, one run each way) served 540 requests/s against 453 without this, and
+the API process ended at 87.9 MiB against 84.6 (both growing with the caches as
+accounts and sessions are added).
 """
 
 from __future__ import annotations
