@@ -2,7 +2,7 @@
 
 The events are made by the domain's own aggregates (``CreditAccount``,
 ``CheckoutSession``), encoded by the service's ``MsgspecMapper`` and appended through
-the real ``EventStore.append`` (``append_events()``: hash chain, ordering lock), in
+the real ``EventStore.append`` (the SQL ``append()``: hash chain, ordering lock), in
 large batches over a few connections at once. Each account's story:
 
 * ``AccountOpened`` (allowance 1,000, period 2026-09);
@@ -64,7 +64,7 @@ def account_story(
 ) -> tuple[list[StoredEvent], int]:
     """One account's events (its stream, then each of its sessions' streams, each contiguous).
 
-    Streams must be contiguous and complete within one append: ``append_events()`` chains
+    Streams must be contiguous and complete within one append: ``append()`` chains
     an event to the one before it in the same call, or to a committed row.
     """
     account_id = f"acct_gen_{number:07d}"

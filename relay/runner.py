@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "nats://127.0.0.1:4222"
 POSITION_NAME = "relay:nats"
 BATCH_SIZE = 500
-# The store NOTIFYs this channel on every append (append_events(), migration 0009).
+# The group committer NOTIFYs this channel after its appends commit (ledger/store/commit.py).
 NOTIFY_CHANNEL = "ledger_events"
 # Without a notification (or while an old transaction holds the watermark back)
 # the relay still looks this often.
