@@ -67,6 +67,7 @@ async def fill_in_parts(
                 target=_work,
                 args=(database_url, snapshot, until, part, jobs, names, batch, reports),
                 name=f"rebuild part {part + 1} of {jobs}",
+                daemon=True,
             )
             for part in range(jobs)
         ]
@@ -146,6 +147,8 @@ async def _fill_part(
             events = read_part_until(reader, until, part, parts)
             writing: asyncio.Task[int] | None = None
             async for events_batch in _whole_commands(events, batch):
+                if not _parent_alive():
+                    return  # nobody is left to swap these tables in (the command was killed)
                 # Read and decoded while the batch before is written: PostgreSQL writes
                 # one batch while this process decodes the next.
                 decoded = [projected(e) for e in events_batch]
@@ -193,6 +196,11 @@ async def _whole_commands(
         batch = batch[end:]
     if batch:
         yield batch
+
+
+def _parent_alive() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
 
 
 def _same_command(event: RecordedEvent, before: RecordedEvent) -> bool:
