@@ -145,18 +145,11 @@ async def _fill_part(
         async with reader.transaction(isolation="repeatable_read", readonly=True):
             await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
             events = read_part_until(reader, until, part, parts)
-            writing: asyncio.Task[int] | None = None
             async for events_batch in _whole_commands(events, batch):
                 if not _parent_alive():
                     return  # nobody is left to swap these tables in (the command was killed)
-                # Read and decoded while the batch before is written: PostgreSQL writes
-                # one batch while this process decodes the next.
                 decoded = [projected(e) for e in events_batch]
-                if writing is not None:
-                    reports.put((_PROGRESS, part, await writing))
-                writing = asyncio.create_task(_write(writer, projections, decoded))
-            if writing is not None:
-                reports.put((_PROGRESS, part, await writing))
+                reports.put((_PROGRESS, part, await _write(writer, projections, decoded)))
     finally:
         await reader.close()
         await writer.close()
