@@ -561,7 +561,15 @@ def projections() -> None:
     f"tables meanwhile.\n\nNAME is one of: {', '.join(VIEW_NAMES)}, all.",
 )
 @click.argument("names", metavar="[NAME]...", nargs=-1, type=click.Choice([*VIEW_NAMES, "all"]))
-def rebuild_projection(names: tuple[str, ...]) -> None:
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="one per CPU",
+    help="Fill the fresh tables from this many processes, each folding its share of the "
+    "streams; 1: one pass in this process.",
+)
+def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
     from projections.rebuild import rebuild_all
     from projections.runner import all_projections
 
@@ -579,7 +587,11 @@ def rebuild_projection(names: tuple[str, ...]) -> None:
             described = f"rebuilding {', '.join(p.name for p in chosen)}"
             with progress(head, "events", description=described) as bar:
                 position = await rebuild_all(
-                    connection, chosen, lambda count, _: bar.update(count)
+                    connection,
+                    chosen,
+                    lambda count, _: bar.update(count),
+                    jobs=jobs,
+                    database_url=database_url,
                 )
         for projection in chosen:
             click.echo(f"rebuilt {projection.name} up to position {position}")

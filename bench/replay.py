@@ -8,8 +8,10 @@ against a raw asyncpg read of the same rows.
 * ``ledger audit verify --json`` as a subprocess: its report's ``events_per_second``
   (its own timer: the replay and the checks of the views);
 * ``ledger projections rebuild`` as a subprocess: events in the store divided by the
-  command's wall time. The command rebuilds every view in one pass over the events. ``--rebuild-seconds S``
-  stops it after S seconds and takes its rate from how far its tables got.
+  command's wall time. The command rebuilds every view in one pass over the events, with
+  its default ``--jobs`` (one process per CPU, each folding its share of the streams).
+  ``--rebuild-seconds S`` stops it after S seconds and takes its rate from how far its
+  tables got.
 
     python -m bench.replay --database-url URL [--rebuild-seconds 30]
 """
@@ -101,7 +103,8 @@ async def audit_verify(url: str, data_dir: Path, jobs: int | None = None) -> Tim
 
 
 async def start_rebuild(url: str, data_dir: Path) -> asyncio.subprocess.Process:
-    """``ledger projections rebuild`` (every view, one pass) as a process of its own."""
+    """``ledger projections rebuild`` (every view, one pass, its default ``--jobs``) as a
+    process of its own."""
     return await asyncio.create_subprocess_exec(
         *ledger_command(),
         "projections",
@@ -129,7 +132,8 @@ def _views() -> list[str]:
 
 
 # Every event makes a statement line, so this table's highest position is how far
-# the one-pass rebuild has got.
+# the rebuild has got (its processes, one per share of the streams, go through the
+# positions side by side).
 PROGRESS_TABLE = "statement_lines"
 
 

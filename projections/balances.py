@@ -16,7 +16,7 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, change_of, held_change
-from projections.events import ProjectedEvent
+from projections.events import EventKinds, ProjectedEvent
 
 _COLUMNS = (
     "account_id, stream_id, monthly_allowance, next_monthly_allowance, allowance_remaining, "
@@ -75,7 +75,7 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
     return row
 
 
-_ACCOUNT_EVENTS = (AccountOpened, AccountEvent)
+_ACCOUNT_EVENTS = EventKinds(AccountOpened, AccountEvent)
 
 
 class BalancesProjection:
@@ -88,7 +88,7 @@ class BalancesProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch into the rows it touches: one read, one write."""
-        events = [e for e in events if isinstance(e.event, _ACCOUNT_EVENTS)]
+        events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
             return
         streams = list({e.stream_id for e in events})

@@ -44,6 +44,23 @@ class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
     recorded_at: datetime
 
 
+class EventKinds(dict[type, bool]):
+    """Whether an event's class is one of ``kinds`` (or a subclass of one), by ``kinds[type(event)]``.
+
+    Decided once per class: ``isinstance`` over a tuple calls every class's
+    ``__instancecheck__`` (the events' metaclass has one), and every view asks
+    about every event of a batch.
+    """
+
+    def __init__(self, *kinds: type) -> None:
+        super().__init__()
+        self.kinds = kinds
+
+    def __missing__(self, cls: type) -> bool:
+        self[cls] = found = issubclass(cls, self.kinds)
+        return found
+
+
 def projected(recorded: RecordedEvent) -> ProjectedEvent:
     """Decode a stored event into its declared class, with its place in the store."""
     try:

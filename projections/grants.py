@@ -23,13 +23,13 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import ProjectedEvent
+from projections.events import EventKinds, ProjectedEvent
 
 _COLUMNS = (
     "grant_id, stream_id, amount, remaining, priority, expires_at, reason, status, granted_at, "
     "closed_at, position"
 )
-_GRANT_EVENTS = (
+_GRANT_EVENTS = EventKinds(
     CreditsGranted,
     CreditsSpent,
     GrantExpired,
@@ -82,8 +82,7 @@ class GrantsProjection:
         moves = [
             (projected, ids)
             for projected in events
-            if isinstance(projected.event, _GRANT_EVENTS)
-            and (ids := self._grants_of(projected.event))
+            if _GRANT_EVENTS[type(projected.event)] and (ids := self._grants_of(projected.event))
         ]
         if not moves:
             return

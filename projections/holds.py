@@ -16,7 +16,7 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import ProjectedEvent
+from projections.events import EventKinds, ProjectedEvent
 
 _COLUMNS = (
     "hold_id, stream_id, amount, captured, released, status, reason, expires_at, placed_at, "
@@ -71,7 +71,12 @@ def fold(row: HoldRow | None, projected: ProjectedEvent) -> HoldRow | None:
     return row
 
 
-_HOLD_EVENTS = (HoldPlaced, *HOLD_SETTLEMENTS)
+_HOLD_EVENTS = EventKinds(HoldPlaced, *HOLD_SETTLEMENTS)
+
+
+def _hold_id(event: object) -> str:
+    assert isinstance(event, HoldPlaced | HoldCaptured | HoldReleased | HoldExpired)
+    return event.hold_id
 
 
 class HoldsProjection:
@@ -84,7 +89,7 @@ class HoldsProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch's hold events into their rows: one read, one write."""
-        mine = [(e.event.hold_id, e) for e in events if isinstance(e.event, _HOLD_EVENTS)]
+        mine = [(_hold_id(e.event), e) for e in events if _HOLD_EVENTS[type(e.event)]]
         if not mine:
             return
         hold_ids = list({hold_id for hold_id, _ in mine})

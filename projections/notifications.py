@@ -45,7 +45,7 @@ from ledger.domain.events import (
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, change_of, held_change
-from projections.events import ProjectedEvent
+from projections.events import EventKinds, ProjectedEvent
 
 _COLUMNS = (
     "stream_id, account_id, monthly_allowance, allowance_remaining, topup_balance, held, "
@@ -232,7 +232,7 @@ def fold(
             )
         )
 
-    if own := _own_notification(event):
+    if wanted and (own := _own_notification(event)):  # with no subscriber, build nothing
         notify(*own)
     if not ends_command:
         return state, notifications
@@ -261,6 +261,9 @@ class _Subscriber(msgspec.Struct, frozen=True):
 _encode = msgspec.json.Encoder().encode
 
 
+_ACCOUNT_EVENTS = EventKinds(AccountOpened, AccountEvent)
+
+
 class NotificationsProjection:
     """The outbox of webhook deliveries, and the per-account state the alerts need."""
 
@@ -271,7 +274,7 @@ class NotificationsProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch: one read and one write of the state, one insert of deliveries."""
-        events = [e for e in events if isinstance(e.event, (AccountOpened, AccountEvent))]
+        events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
             return
         streams = list({e.stream_id for e in events})

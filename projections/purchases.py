@@ -28,7 +28,7 @@ from ledger.domain.events import (
     PaymentRefunded,
 )
 from ledger.store.event_store import Connection
-from projections.events import ProjectedEvent
+from projections.events import EventKinds, ProjectedEvent
 
 _STATUS_OF: dict[type, str] = {
     CheckoutPaid: "paid",
@@ -36,7 +36,7 @@ _STATUS_OF: dict[type, str] = {
     CheckoutFailed: "failed",
 }
 _PAID = ("paid", "refunded")
-_SESSION_EVENTS = (CheckoutRequested, CheckoutEvent)
+_SESSION_EVENTS = EventKinds(CheckoutRequested, CheckoutEvent)
 
 _COLUMNS = (
     "session_id, stream_id, account_id, credits, amount, currency, status, needs_review, "
@@ -122,7 +122,7 @@ class PurchasesProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Fold a batch into the purchases it touches: one read, one write."""
-        events = [e for e in events if isinstance(e.event, _SESSION_EVENTS)]
+        events = [e for e in events if _SESSION_EVENTS[type(e.event)]]
         if not events:
             return
         streams = list({e.stream_id for e in events})

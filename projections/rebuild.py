@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from ledger.store.event_store import Connection, read_whole_appends_after
 from ledger.store.migrate import apply_grants
 from projections.events import projected
+from projections.rebuild_parts import fill_in_parts
 from projections.runner import Projection
 
 REBUILD_BATCH = 5000
@@ -45,24 +46,65 @@ async def rebuild_all(
     connection: Connection,
     projections: Sequence[Projection],
     on_progress: Callable[[int, int], None],
+    *,
+    jobs: int = 1,
+    database_url: str | None = None,
 ) -> int:
     """Rebuild every view in ``projections`` in one pass; return the position they are at.
 
     ``connection`` acts as the tables' owner. ``on_progress(events_applied, position)``
-    is called after every batch.
+    is called after every batch. With ``jobs`` above 1 the fresh tables are filled by
+    that many processes, each folding its part of the streams
+    (projections/rebuild_parts.py), which connect to ``database_url``.
     """
-    position = 0
+    await _create_fresh_tables(connection, projections)
+    if jobs > 1:
+        if database_url is None:
+            raise ValueError("a rebuild in parallel needs the database_url to connect its workers")
+        position = await fill_in_parts(
+            connection,
+            projections,
+            _fresh,
+            on_progress,
+            jobs=jobs,
+            database_url=database_url,
+            batch=REBUILD_BATCH,
+        )
+    else:
+        position = await _fill(connection, projections, on_progress)
+    return await _swap_in(connection, projections, on_progress, position)
+
+
+async def _create_fresh_tables(connection: Connection, projections: Sequence[Projection]) -> None:
     for projection in projections:
         await connection.execute(f"DROP TABLE IF EXISTS {_fresh(projection)}")
         await connection.execute(
             f"CREATE TABLE {_fresh(projection)} (LIKE {projection.table} INCLUDING ALL)"
         )
+
+
+async def _fill(
+    connection: Connection,
+    projections: Sequence[Projection],
+    on_progress: Callable[[int, int], None],
+) -> int:
+    """Fill the fresh tables in one pass from position zero; return the position reached."""
+    position = 0
     while True:  # one transaction per batch: constant memory, no long transaction
         async with connection.transaction():
             count, position = await _apply_next_batch(connection, projections, position)
         if not count:
-            break
+            return position
         on_progress(count, position)
+
+
+async def _swap_in(
+    connection: Connection,
+    projections: Sequence[Projection],
+    on_progress: Callable[[int, int], None],
+    position: int,
+) -> int:
+    """Catch the fresh tables up from ``position`` with the live projector paused, swap them in."""
     async with connection.transaction():
         names = sorted(p.name for p in projections)
         await connection.execute(

@@ -40,7 +40,12 @@ POLL_SECONDS = 0.5
 
 
 class Projection(Protocol):
-    """A view: a name for its position, a table, and how each event changes it."""
+    """A view: a name for its position, a table, and how each event changes it.
+
+    Each of its rows is folded from the events of one stream only (an account's, or a
+    Checkout session's): a rebuild deals the streams out to several processes
+    (projections/rebuild_parts.py), each of which sees only its own streams' events.
+    """
 
     name: str
     table: str

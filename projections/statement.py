@@ -12,7 +12,7 @@ from uuid import UUID
 from ledger.domain.events import STATEMENT_EVENTS, AccountOpened
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, apply_change, change_of
-from projections.events import ProjectedEvent
+from projections.events import EventKinds, ProjectedEvent
 
 _COLUMNS = [
     "account_id",
@@ -33,6 +33,9 @@ _COLUMNS = [
 ]
 
 
+_STATEMENT_EVENTS = EventKinds(*STATEMENT_EVENTS)
+
+
 class StatementProjection:
     """What ``GET /v1/credits/transactions`` reads."""
 
@@ -43,7 +46,7 @@ class StatementProjection:
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
         """Append the lines a batch makes: one read of the streams' last lines, one copy."""
-        mine = [e for e in events if isinstance(e.event, STATEMENT_EVENTS)]
+        mine = [e for e in events if _STATEMENT_EVENTS[type(e.event)]]
         if not mine:
             return
         streams = list({e.stream_id for e in mine})

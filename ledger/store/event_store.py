@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -128,6 +128,40 @@ async def read_whole_appends_after(
         if len(tail) < _APPEND_TAIL:
             return kept
         tail = await read_after(connection, kept[-1].notification_id, _APPEND_TAIL)
+
+
+async def visible_head(connection: Connection) -> int:
+    """The last position a reader may pass now: every event up to it has committed or never will.
+
+    In a REPEATABLE READ transaction, the events up to it are exactly those this
+    snapshot sees, and it is the last event of a whole append.
+    """
+    found = await connection.fetchval(
+        f"SELECT max(notification_id) FROM stored_events WHERE {_VISIBLE}"
+    )
+    return int(found or 0)
+
+
+async def read_part_until(
+    connection: Connection, until: int, part: int, parts: int, chunk: int = 5000
+) -> AsyncIterator[list[RecordedEvent]]:
+    """In commit order and in lists of ``chunk``, the events up to ``until`` of the streams in
+    ``part`` of ``parts``.
+
+    Streams are dealt to parts by a hash of their id, so each stream's events are
+    all in one part. Needs a transaction (a cursor), and ``until`` no later than
+    ``visible_head`` in it.
+    """
+    cursor = await connection.cursor(
+        f"""SELECT {_COLUMNS} FROM stored_events
+            WHERE notification_id <= $1 AND abs(hashtext(originator_id::text) % $3) = $2
+            ORDER BY notification_id""",
+        until,
+        part,
+        parts,
+    )
+    while rows := await cursor.fetch(chunk):
+        yield [_recorded(row) for row in rows]
 
 
 class EventStore:
