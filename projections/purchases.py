@@ -92,7 +92,9 @@ def fold(row: PurchaseRow | None, projected: ProjectedEvent) -> PurchaseRow | No
             if row.status == "paid" and row.paid_at is None:
                 row.paid_at = projected.recorded_at
         case PaymentMismatched():
-            # Money arrived but not what was asked: it stays pending until someone looks.
+            # Money arrived but not what was asked: pending until someone looks, even
+            # for a session that had expired or failed (money came after all).
+            row.status = "pending"
             row.needs_review = True
         case PaymentRefunded():
             row.amount_refunded = event.amount_refunded
