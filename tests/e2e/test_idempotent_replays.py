@@ -8,33 +8,11 @@ import uuid
 import httpx
 
 from api.edge import IDEMPOTENT_REPLAYED
-from tests.conftest import unique
 from tests.e2e.conftest import Customer
+from tests.support.raw_http import open_account, spend
 from tests.support.stripe_events import event_body, signature
 
 # Raw HTTP, not the Python client: these tests read the answers' headers.
-
-
-async def open_account(http: httpx.AsyncClient, headers: dict[str, str], allowance: int) -> str:
-    account_id = unique("acct")
-    body = {"account_id": account_id, "monthly_allowance": allowance}
-    response = await http.post("/v1/accounts", json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return account_id
-
-
-async def spend(
-    http: httpx.AsyncClient,
-    headers: dict[str, str],
-    account_id: str,
-    amount: int,
-    key: str | None = None,
-) -> httpx.Response:
-    return await http.post(
-        f"/v1/accounts/{account_id}/spend",
-        json={"amount": amount, "reason": "api call"},
-        headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex},
-    )
 
 
 async def place(

@@ -9,33 +9,7 @@ import httpx
 
 from api.services import Services
 from projections.runner import all_projections, catch_up
-from tests.conftest import unique
-
-
-async def open_account(http: httpx.AsyncClient, headers: dict[str, str], allowance: int) -> str:
-    account_id = unique("acct")
-    opened = await http.post(
-        "/v1/accounts",
-        json={"account_id": account_id, "monthly_allowance": allowance},
-        headers=headers,
-    )
-    assert opened.status_code == 201, opened.text
-    return account_id
-
-
-async def spend(
-    http: httpx.AsyncClient,
-    headers: dict[str, str],
-    account_id: str,
-    amount: int,
-    key: str | None = None,
-) -> httpx.Response:
-    """Raw HTTP: the headers of the answer are what these tests read."""
-    return await http.post(
-        f"/v1/accounts/{account_id}/spend",
-        json={"amount": amount, "reason": "read positions"},
-        headers={**headers, "Idempotency-Key": key or unique("key")},
-    )
+from tests.support.raw_http import open_account, spend
 
 
 async def test_answers_carry_their_position_and_a_read_with_it_is_never_behind(
