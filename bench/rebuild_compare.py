@@ -26,16 +26,10 @@ import asyncpg
 from bench import generate, replay
 from bench.postgres import bench_database
 from ledger.store.migrate import set_up
+from projections.runner import all_projections
 
-VIEW_TABLES = (
-    "balances",
-    "purchases",
-    "statement_lines",
-    "holds",
-    "grants",
-    "notifier_accounts",
-    "webhook_deliveries",
-)
+VIEW_TABLES = (*(p.table for p in all_projections()), "webhook_deliveries")
+"""Every view's table, and the outbox the notifications view fills."""
 
 RUNNER = """
 import asyncio, json, sys, time
