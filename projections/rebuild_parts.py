@@ -20,6 +20,7 @@ import multiprocessing
 import queue
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from typing import Any
@@ -39,6 +40,20 @@ from projections.runner import Projection, all_projections
 _DONE = "done"
 _FAILED = "failed"
 _PROGRESS = "progress"
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """What one worker process folds: its part of the streams, in one snapshot, up to one
+    position, into the fresh tables of the views named."""
+
+    database_url: str
+    snapshot: str
+    until: int
+    part: int
+    parts: int
+    names: list[str]
+    batch: int
 
 
 async def fill_in_parts(
@@ -65,7 +80,7 @@ async def fill_in_parts(
         workers = [
             context.Process(
                 target=_work,
-                args=(database_url, snapshot, until, part, jobs, names, batch, reports),
+                args=(PartJob(database_url, snapshot, until, part, jobs, names, batch), reports),
                 name=f"rebuild part {part + 1} of {jobs}",
                 daemon=True,
             )
@@ -108,48 +123,30 @@ async def _follow(
             on_progress(value, until)
 
 
-def _work(
-    database_url: str,
-    snapshot: str,
-    until: int,
-    part: int,
-    parts: int,
-    names: list[str],
-    batch: int,
-    reports: Queue[tuple[str, int, Any]],
-) -> None:
+def _work(job: PartJob, reports: Queue[tuple[str, int, Any]]) -> None:
     """A worker process: fold its part of the streams, report progress, then done or failed."""
     try:
-        asyncio.run(_fill_part(database_url, snapshot, until, part, parts, names, batch, reports))
+        asyncio.run(_fill_part(job, reports))
     except BaseException:
-        reports.put((_FAILED, part, traceback.format_exc()))
+        reports.put((_FAILED, job.part, traceback.format_exc()))
         raise
-    reports.put((_DONE, part, None))
+    reports.put((_DONE, job.part, None))
 
 
-async def _fill_part(
-    database_url: str,
-    snapshot: str,
-    until: int,
-    part: int,
-    parts: int,
-    names: list[str],
-    batch: int,
-    reports: Queue[tuple[str, int, Any]],
-) -> None:
-    projections = [p for p in all_projections() if p.name in names]
-    reader = await asyncpg.connect(database_url)
-    writer = await asyncpg.connect(database_url)
+async def _fill_part(job: PartJob, reports: Queue[tuple[str, int, Any]]) -> None:
+    projections = [p for p in all_projections() if p.name in job.names]
+    reader = await asyncpg.connect(job.database_url)
+    writer = await asyncpg.connect(job.database_url)
     try:
         await owner_session(writer)
         async with reader.transaction(isolation="repeatable_read", readonly=True):
-            await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            events = read_part_until(reader, until, part, parts)
-            async for events_batch in _whole_commands(events, batch):
+            await reader.execute(f"SET TRANSACTION SNAPSHOT '{job.snapshot}'")
+            events = read_part_until(reader, job.until, job.part, job.parts)
+            async for events_batch in _whole_commands(events, job.batch):
                 if not _parent_alive():
                     return  # nobody is left to swap these tables in (the command was killed)
                 decoded = [projected(e) for e in events_batch]
-                reports.put((_PROGRESS, part, await _write(writer, projections, decoded)))
+                reports.put((_PROGRESS, job.part, await _write(writer, projections, decoded)))
     finally:
         await reader.close()
         await writer.close()
