@@ -9,7 +9,8 @@ Then, with wrk at 64 connections (``bench.load``), after warm-ups:
 * spend latency, one request at a time: the long account against 10-event accounts;
 * rounds of: bare INSERT on uvicorn, bare INSERT on granian, spends (projection lag
   and memory sampled meanwhile);
-* webhook deliveries (new paid sessions), as long as all the spend rounds;
+* webhook deliveries (paid sessions, their ``CheckoutRequested`` recorded first by
+  ``bench.checkouts``), as long as all the spend rounds;
 * rounds of: bare JSON on uvicorn, bare JSON on granian, ``GET /v1/credits``;
 * with ``--profile`` (on the first configuration, or each with ``--profile-each``): one
   more load each of spends, webhooks, credits, bare INSERT and bare JSON with py-spy on
@@ -19,6 +20,7 @@ Then, with wrk at 64 connections (``bench.load``), after warm-ups:
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import history, service
+from bench import checkouts, history, service
 from bench.measure import Phase, combine, load, measured
 from bench.options import Options
 from bench.postgres import bench_database
@@ -97,13 +99,18 @@ class Run:
             return ["post", "--url", target, "--path", "/insert", *clients, "--token", self.token]
         return ["get", "--url", target, "--path", "/hello", *clients, "--token", self.token]
 
-    def webhook_args(self, seconds: int) -> list[str]:
-        """Signed deliveries enough for ``seconds`` at 1.5x the bare insert rate."""
+    async def webhook_args(self, seconds: int) -> list[str]:
+        """Signed deliveries enough for ``seconds`` at 1.5x the bare insert rate, for
+        sessions recorded first, as every real purchase is (``bench.checkouts``)."""
         rate = self.results.phases[INSERT].rate if INSERT in self.results.phases else 0.0
         count = int(max(rate, 1000.0) * 1.5 * seconds) + 100
+        nonce = secrets.token_hex(4)
+        await checkouts.record_requested(
+            self.url, nonce, count, BENCH_ACCOUNT.removesuffix("{:04d}"), self.options.accounts
+        )
         return ["webhook", "--url", self.ledger.url, "--accounts", str(self.options.accounts),
                 "--connections", str(self.options.connections), "--secret", service.WEBHOOK_SECRET,
-                "--count", str(count), *self.seconds(seconds)]  # fmt: skip
+                "--count", str(count), "--nonce", nonce, *self.seconds(seconds)]  # fmt: skip
 
     def server_of(self, name: str) -> service.Server:
         return self.ledger if name in (SPEND, WEBHOOK, CREDITS) else self.baselines[BASELINES[name]]
@@ -267,12 +274,14 @@ async def spend_round(run: Run, sampler: Sampler) -> Phase:
 
 
 async def webhooks(run: Run) -> None:
-    """New paid sessions, credited from their metadata, as long as all spend rounds."""
+    """Paid sessions (each recorded before its delivery), as long as all spend rounds."""
     progress("webhook deliveries")
-    await load(*run.webhook_args(run.options.warmup))
+    await load(*await run.webhook_args(run.options.warmup))
     await wait_for_projector(run.pool)
     total = run.options.seconds * run.options.rounds
-    run.results.phases[WEBHOOK] = await measured(run.ledger, run.pool, *run.webhook_args(total))
+    run.results.phases[WEBHOOK] = await measured(
+        run.ledger, run.pool, *await run.webhook_args(total)
+    )
     progress(f"webhooks {run.results.phases[WEBHOOK].rate:,.0f}/s")
     await wait_for_projector(run.pool)
 
@@ -299,7 +308,7 @@ async def profiles(run: Run, folder: Path) -> None:
     seconds = run.options.profile_seconds
     for name in PROFILED:
         if name == WEBHOOK:
-            args = run.webhook_args(seconds + 1)
+            args = await run.webhook_args(seconds + 1)
         else:
             args = [*run.args(name), *run.seconds(seconds + 1)]
         server = run.server_of(name)

@@ -7,13 +7,15 @@ with the standard library. Each prints one JSON line on stdout::
 
     python -m bench.load post --url http://127.0.0.1:8000 --path '/v1/accounts/acct_bench_%04d/spend' \\
         --accounts 1000 --token TOKEN --connections 64 --seconds 10
-    python -m bench.load webhook --url ... --accounts-prefix acct_bench_ --accounts 1000 --count 60000
+    python -m bench.load webhook --url ... --accounts-prefix acct_bench_ --accounts 1000 --count 60000 \
+        --nonce N
     python -m bench.load get --url ... --path /v1/credits --token T1 --token T2 --seconds 10
     python -m bench.load latency --url ... --token T --account acct_long --account acct_short_%03d:100
 
 ``post`` sends ``{"amount": 1, "reason": "bench"}`` with a fresh ``Idempotency-Key`` to
 a random account of ``--accounts`` (the path's ``%04d``); ``webhook`` sends
-``checkout.session.completed`` events for new sessions, each signed with the SDK's
+``checkout.session.completed`` events for the sessions ``bench.checkouts`` recorded
+under ``--nonce`` (account ``n % --accounts`` for the n-th), each signed with the SDK's
 ``WebhookSignature.generate_signature_header`` (made before the run: wrk's Lua has no
 HMAC); ``get`` cycles through the tokens.
 """
@@ -35,6 +37,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import stripe
+
+from bench import checkouts
 
 RESULT_MARK = "BENCH_RESULT "
 SPEND_BODY = '{"amount": 1, "reason": "bench"}'
@@ -241,13 +245,14 @@ def checkout_completed(session_id: str, account_id: str, credits: int) -> str:
     )
 
 
-def write_deliveries(path: Path, count: int, prefix: str, accounts: int, secret: str) -> None:
-    """``count`` signed deliveries, one ``<Stripe-Signature>\\t<body>`` a line."""
-    nonce = secrets.token_hex(4)
+def write_deliveries(
+    path: Path, count: int, prefix: str, accounts: int, secret: str, nonce: str
+) -> None:
+    """``count`` signed deliveries, one ``<Stripe-Signature>\\t<body>`` a line, for the
+    sessions ``bench.checkouts.record_requested`` recorded under ``nonce``."""
     with path.open("w") as file:
-        for n in range(count):
-            account_id = f"{prefix}{secrets.randbelow(accounts):04d}"
-            body = checkout_completed(f"cs_bench_{nonce}_{n:07d}", account_id, 100)
+        for session_id, account_id in checkouts.sessions(nonce, count, prefix, accounts):
+            body = checkout_completed(session_id, account_id, checkouts.CREDITS)
             signature = stripe.WebhookSignature.generate_signature_header(body, secret)
             file.write(f"{signature}\t{body}\n")
 
@@ -256,7 +261,9 @@ def webhook_scenario(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as folder:
         deliveries = Path(folder) / "deliveries.tsv"
         started = time.perf_counter()
-        write_deliveries(deliveries, args.count, args.accounts_prefix, args.accounts, args.secret)
+        write_deliveries(
+            deliveries, args.count, args.accounts_prefix, args.accounts, args.secret, args.nonce
+        )
         signing = time.perf_counter() - started
         script = _LUA_FILE.format(
             file=lua_string(str(deliveries)), path=lua_string("/v1/stripe/webhook")
@@ -341,11 +348,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     post.add_argument("--path", required=True, help="path; %%04d is a random account number")
     post.add_argument("--accounts", type=int, default=1000, help="accounts numbered from 0")
 
-    hook = sub.add_parser("webhook", help="signed checkout.session.completed, new sessions")
+    hook = sub.add_parser(
+        "webhook", help="signed checkout.session.completed of sessions recorded under --nonce"
+    )
     common(hook)
     hook.add_argument("--accounts-prefix", default="acct_bench_")
     hook.add_argument("--accounts", type=int, default=1000)
     hook.add_argument("--count", type=int, default=50_000, help="deliveries to prepare")
+    hook.add_argument(
+        "--nonce", required=True, help="the sessions' (bench.checkouts.record_requested)"
+    )
     hook.add_argument("--secret", default=os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_bench"))
 
     get = sub.add_parser("get", help="GET a path, cycling through the tokens")

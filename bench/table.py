@@ -75,7 +75,7 @@ def throughput_rows(r: Results, options: Options) -> list[Row]:
     for label, phase, base, base_text, target in (
         (f"spend commands/s ({options.connections} clients, {options.accounts:,} accounts)",
          spend, insert, bare_insert, 1.5),
-        ("verified webhook deliveries/s (new paid sessions)", hook, insert,
+        ("verified webhook deliveries/s (recorded sessions paid)", hook, insert,
          f"the same bare INSERT: {insert.rate:,.0f}/s", 1.0),
         (f"`GET /v1/credits`/s ({CREDITS_TOKENS} credits tokens)", credits, hello,
          f"bare JSON, no database ({_stack(r, 'uvicorn')}): {rate(hello)}", 0.5),
