@@ -12,27 +12,9 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from projections.balance_reads import BalanceReads, BalanceRow
+
 R = TypeVar("R", bound=msgspec.Struct)
-
-
-class BalanceRow(msgspec.Struct, frozen=True):
-    """An account's row in the balances view."""
-
-    account_id: str
-    monthly_allowance: int
-    allowance_remaining: int
-    topup_balance: int
-    held: int
-    period: str
-    granted: int
-
-    @property
-    def balance(self) -> int:
-        return self.allowance_remaining + self.granted + self.topup_balance
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.held
 
 
 class DueHold(msgspec.Struct, frozen=True):
@@ -124,16 +106,12 @@ class Views:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.balance_reads = BalanceReads(pool)
 
     async def balance(self, account_id: str) -> BalanceRow | None:
-        """The projected balance, or None if the projector has not seen the account yet."""
-        row = await self.pool.fetchrow(
-            """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
-                      period, granted
-               FROM balances WHERE account_id = $1""",
-            account_id,
-        )
-        return None if row is None else BalanceRow(**dict(row))
+        """The projected balance, or None if the projector has not seen the account yet
+        (reads at the same moment share one query: projections/balance_reads.py)."""
+        return await self.balance_reads.read(account_id)
 
     async def balances_page(self, *, after: str | None, limit: int) -> list[BalanceRow]:
         """Accounts in the balances view by id, the ``limit`` after ``after``."""

@@ -1,0 +1,94 @@
+"""Balance reads at the same moment share one query and answer as reads of their own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from ledger.bootstrap import build_ledger
+from projections.balance_reads import BalanceReads
+from tests.conftest import IsolatedDatabase
+from tests.support.events import caught_up
+from tests.support.ledger import open_account
+
+ACCOUNTS = [f"acct_batch_{n}" for n in range(5)]
+
+
+async def opened_and_projected(database: IsolatedDatabase) -> None:
+    ledger = build_ledger(database.pool)
+    try:
+        for number, account_id in enumerate(ACCOUNTS):
+            await open_account(ledger, account_id, allowance=100 * (number + 1))
+    finally:
+        await ledger.uow.committer.stop()
+    await caught_up(database.store)
+
+
+async def test_reads_at_once_share_a_query_and_each_gets_its_own_row(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await opened_and_projected(isolated_db)
+    alone = [await BalanceReads(isolated_db.pool).read(a) for a in [*ACCOUNTS, "acct_unknown"]]
+    reads = BalanceReads(isolated_db.pool)
+
+    together = await asyncio.gather(
+        *(reads.read(a) for a in [*ACCOUNTS, "acct_unknown", *ACCOUNTS])
+    )
+
+    assert together == [*alone, *alone[:-1]]
+    assert [row.monthly_allowance for row in alone[:-1] if row] == [100, 200, 300, 400, 500]
+    assert alone[-1] is None
+    assert reads.queries == 1  # the query starts once all eleven, asked at once, are waiting
+
+
+async def test_a_lone_read_queries_at_once_every_time(isolated_db: IsolatedDatabase) -> None:
+    await opened_and_projected(isolated_db)
+    reads = BalanceReads(isolated_db.pool)
+
+    first = await reads.read(ACCOUNTS[0])
+    second = await reads.read(ACCOUNTS[1])
+
+    assert first is not None and first.account_id == ACCOUNTS[0]
+    assert second is not None and second.account_id == ACCOUNTS[1]
+    assert reads.queries == 2
+
+
+async def test_a_failed_query_fails_every_read_in_it_and_the_next_reads_query_again(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await opened_and_projected(isolated_db)
+    reads = BalanceReads(isolated_db.pool)
+    owner = await asyncpg.connect(isolated_db.url)
+    try:
+        await owner.execute("ALTER TABLE balances RENAME TO balances_away")
+        try:
+            failed = await asyncio.gather(
+                *(reads.read(a) for a in ACCOUNTS), return_exceptions=True
+            )
+        finally:
+            await owner.execute("ALTER TABLE balances_away RENAME TO balances")
+    finally:
+        await owner.close()
+
+    assert all(isinstance(error, asyncpg.UndefinedTableError) for error in failed)
+    assert await reads.read(ACCOUNTS[2]) is not None
+
+
+async def test_a_reader_that_gives_up_leaves_the_others_their_answers(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await opened_and_projected(isolated_db)
+    reads = BalanceReads(isolated_db.pool)
+    first = asyncio.ensure_future(reads.read(ACCOUNTS[0]))
+    given_up = asyncio.ensure_future(reads.read(ACCOUNTS[1]))
+    last = asyncio.ensure_future(reads.read(ACCOUNTS[2]))
+    await asyncio.sleep(0)
+    given_up.cancel()
+
+    answers = await asyncio.gather(first, last)
+
+    assert [row.account_id for row in answers if row] == [ACCOUNTS[0], ACCOUNTS[2]]
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
