@@ -105,10 +105,14 @@ def change_of(event: object, before: Buckets) -> Change | None:
         case CreditsGranted():
             expiry = f", expires {event.expires_at}" if event.expires_at else ""
             reason = f": {event.reason}" if event.reason else ""
-            return Change(0, 0, f"Granted {event.amount} ({event.grant_id}{expiry}){reason}", event.amount)
+            return Change(
+                0, 0, f"Granted {event.amount} ({event.grant_id}{expiry}){reason}", event.amount
+            )
         case GrantExpired() | GrantVoided():
             verb = "expired" if isinstance(event, GrantExpired) else "voided"
-            return Change(0, 0, f"Grant {verb}: {event.lapsed} lapsed ({event.grant_id})", -event.lapsed)
+            return Change(
+                0, 0, f"Grant {verb}: {event.lapsed} lapsed ({event.grant_id})", -event.lapsed
+            )
     return None
 
 

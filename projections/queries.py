@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from projections.balance_reads import BalanceReads, BalanceRow
+from projections.balance_reads import BalanceRow, balance_reads
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -106,11 +106,11 @@ class Views:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.balance_reads = BalanceReads(pool)
+        self.balance_reads = balance_reads(pool)
 
     async def balance(self, account_id: str) -> BalanceRow | None:
         """The projected balance, or None if the projector has not seen the account yet
-        (reads at the same moment share one query: projections/balance_reads.py)."""
+        (reads at the same moment share one query: ledger/store/shared_reads.py)."""
         return await self.balance_reads.read(account_id)
 
     async def balances_page(self, *, after: str | None, limit: int) -> list[BalanceRow]:

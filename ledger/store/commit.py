@@ -182,8 +182,7 @@ def _columns(batch: Sequence[Writes]) -> list[list[object]]:
     snapshots: list[tuple[object, ...]] = []
     for number, writes in enumerate(batch, start=1):
         events.extend(
-            (number, e.originator_id, e.originator_version, e.topic, e.state)
-            for e in writes.events
+            (number, e.originator_id, e.originator_version, e.topic, e.state) for e in writes.events
         )
         claims.extend(
             (number, c.claim.scope, c.claim.key, c.claim.fingerprint, c.answer)
@@ -200,4 +199,3 @@ def _transpose(rows: list[tuple[object, ...]], width: int) -> list[list[object]]
     if not rows:
         return [[] for _ in range(width)]
     return [list(column) for column in zip(*rows, strict=True)]
-

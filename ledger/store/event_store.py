@@ -35,6 +35,8 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 from eventsourcing.persistence import StoredEvent
 
+from ledger.store.shared_reads import SharedReads
+
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of our own or one lent by the pool: both take the same calls."""
 
@@ -67,6 +69,10 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     notification_id: int
     recorded_at: datetime
     hash: bytes
+
+
+_Loaded = tuple[RecordedEvent | None, list[RecordedEvent]]
+"""A stream's newest snapshot (if any) and its events after it."""
 
 
 def _recorded(row: asyncpg.Record | tuple[Any, ...]) -> RecordedEvent:
@@ -169,6 +175,7 @@ class EventStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.shared_loads: SharedReads[UUID, _Loaded] = SharedReads(self._load_many_now)
 
     async def append(self, events: Sequence[StoredEvent]) -> list[int]:
         """Append events as one command, at once (tests and data generators; commands
@@ -337,11 +344,18 @@ class EventStore:
             snapshot, rows = _recorded(rows[0][1:]), rows[1:]
         return snapshot, [_recorded(row[1:]) for row in rows]
 
-    async def load_many_from_snapshots(
-        self, originator_ids: Sequence[UUID]
-    ) -> dict[UUID, tuple[RecordedEvent | None, list[RecordedEvent]]]:
+    async def load_many_from_snapshots(self, originator_ids: Sequence[UUID]) -> dict[UUID, _Loaded]:
         """``load_from_snapshot`` of several streams in one round trip (streams with no
-        events are left out)."""
+        events are left out); loads asked for at the same moment share that round trip
+        (ledger/store/shared_reads.py)."""
+        found = await self.shared_loads.read_many(originator_ids)
+        return {
+            stream_id: loaded
+            for stream_id, loaded in zip(originator_ids, found, strict=True)
+            if loaded is not None
+        }
+
+    async def _load_many_now(self, originator_ids: Sequence[UUID]) -> dict[UUID, _Loaded]:
         async with self.pool.acquire() as connection:
             rows = await connection.fetch(
                 f"""WITH snapshot AS (
@@ -359,7 +373,7 @@ class EventStore:
                     ORDER BY 2, 1 DESC, 3""",
                 list(originator_ids),
             )
-        loaded: dict[UUID, tuple[RecordedEvent | None, list[RecordedEvent]]] = {}
+        loaded: dict[UUID, _Loaded] = {}
         for row in rows:
             recorded = _recorded(row[1:])
             _, events = loaded.setdefault(recorded.originator_id, (None, []))

@@ -1,4 +1,5 @@
-"""Balance reads at the same moment share one query and answer as reads of their own."""
+"""Reads at the same moment (balances, streams loaded for commands) share one query and
+answer as reads of their own (ledger/store/shared_reads.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import asyncpg
 import pytest
 
 from ledger.bootstrap import build_ledger
-from projections.balance_reads import BalanceReads
+from ledger.domain.ids import account_stream_id
+from ledger.store.event_store import EventStore
+from projections.balance_reads import balance_reads
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
 from tests.support.ledger import open_account
@@ -30,8 +33,8 @@ async def test_reads_at_once_share_a_query_and_each_gets_its_own_row(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await opened_and_projected(isolated_db)
-    alone = [await BalanceReads(isolated_db.pool).read(a) for a in [*ACCOUNTS, "acct_unknown"]]
-    reads = BalanceReads(isolated_db.pool)
+    alone = [await balance_reads(isolated_db.pool).read(a) for a in [*ACCOUNTS, "acct_unknown"]]
+    reads = balance_reads(isolated_db.pool)
 
     together = await asyncio.gather(
         *(reads.read(a) for a in [*ACCOUNTS, "acct_unknown", *ACCOUNTS])
@@ -45,13 +48,15 @@ async def test_reads_at_once_share_a_query_and_each_gets_its_own_row(
 
 async def test_a_lone_read_queries_at_once_every_time(isolated_db: IsolatedDatabase) -> None:
     await opened_and_projected(isolated_db)
-    reads = BalanceReads(isolated_db.pool)
+    reads = balance_reads(isolated_db.pool)
 
     first = await reads.read(ACCOUNTS[0])
     second = await reads.read(ACCOUNTS[1])
 
-    assert first is not None and first.account_id == ACCOUNTS[0]
-    assert second is not None and second.account_id == ACCOUNTS[1]
+    assert first is not None
+    assert first.account_id == ACCOUNTS[0]
+    assert second is not None
+    assert second.account_id == ACCOUNTS[1]
     assert reads.queries == 2
 
 
@@ -59,7 +64,7 @@ async def test_a_failed_query_fails_every_read_in_it_and_the_next_reads_query_ag
     isolated_db: IsolatedDatabase,
 ) -> None:
     await opened_and_projected(isolated_db)
-    reads = BalanceReads(isolated_db.pool)
+    reads = balance_reads(isolated_db.pool)
     owner = await asyncpg.connect(isolated_db.url)
     try:
         await owner.execute("ALTER TABLE balances RENAME TO balances_away")
@@ -80,7 +85,7 @@ async def test_a_reader_that_gives_up_leaves_the_others_their_answers(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await opened_and_projected(isolated_db)
-    reads = BalanceReads(isolated_db.pool)
+    reads = balance_reads(isolated_db.pool)
     first = asyncio.ensure_future(reads.read(ACCOUNTS[0]))
     given_up = asyncio.ensure_future(reads.read(ACCOUNTS[1]))
     last = asyncio.ensure_future(reads.read(ACCOUNTS[2]))
@@ -92,3 +97,25 @@ async def test_a_reader_that_gives_up_leaves_the_others_their_answers(
     assert [row.account_id for row in answers if row] == [ACCOUNTS[0], ACCOUNTS[2]]
     with pytest.raises(asyncio.CancelledError):
         await given_up
+
+
+async def test_streams_loaded_at_once_share_a_query_and_each_gets_its_own_events(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await opened_and_projected(isolated_db)
+    streams = [account_stream_id(a) for a in ACCOUNTS]
+    unknown = account_stream_id("acct_unknown")
+    alone = [await EventStore(isolated_db.pool).load_many_from_snapshots([s]) for s in streams]
+    store = EventStore(isolated_db.pool)
+
+    together = await asyncio.gather(
+        store.load_many_from_snapshots(streams[:2]),
+        store.load_many_from_snapshots([streams[1], unknown, streams[2]]),
+        *(store.load_many_from_snapshots([s]) for s in streams[3:]),
+    )
+
+    assert together[0] == alone[0] | alone[1]
+    assert together[1] == alone[1] | alone[2]  # nothing for a stream with no events
+    assert together[2:] == alone[3:]
+    assert [event.topic.rsplit(":", 1)[-1] for _, [event] in alone[0].values()] == ["AccountOpened"]
+    assert store.shared_loads.queries == 1
