@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import asyncpg
 from eventsourcing.persistence import StoredEvent
 
 from ledger.domain.checkout import CheckoutSession
@@ -39,30 +38,25 @@ def sessions(nonce: str, count: int, prefix: str, accounts: int) -> Iterator[tup
 
 
 async def record_requested(
-    database_url: str, nonce: str, count: int, prefix: str, accounts: int
+    store: EventStore, nonce: str, count: int, prefix: str, accounts: int
 ) -> None:
     """Append ``CheckoutRequested`` for every session of one load."""
     mapper = MsgspecMapper()
     expires_at = int(time.time()) + 24 * 3600
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        store = EventStore(pool)
-        batch: list[StoredEvent] = []
-        for session, account in sessions(nonce, count, prefix, accounts):
-            requested = CheckoutSession.request(
-                session_id=session,
-                account_id=account,
-                credits=CREDITS,
-                amount=CREDITS,
-                currency=CURRENCY,
-                checkout_url=f"https://checkout.invalid/c/pay/{session}",
-                expires_at=expires_at,
-            )
-            batch.extend(mapper.to_stored_event(e) for e in requested.collect_events())
-            if len(batch) >= BATCH:
-                await store.append(batch)
-                batch = []
-        if batch:
+    batch: list[StoredEvent] = []
+    for session, account in sessions(nonce, count, prefix, accounts):
+        requested = CheckoutSession.request(
+            session_id=session,
+            account_id=account,
+            credits=CREDITS,
+            amount=CREDITS,
+            currency=CURRENCY,
+            checkout_url=f"https://checkout.invalid/c/pay/{session}",
+            expires_at=expires_at,
+        )
+        batch.extend(mapper.to_stored_event(e) for e in requested.collect_events())
+        if len(batch) >= BATCH:
             await store.append(batch)
-    finally:
-        await pool.close()
+            batch = []
+    if batch:
+        await store.append(batch)

@@ -46,6 +46,7 @@ from bench.results import (
     Results,
 )
 from bench.sampling import Sampler, head, spends_between, wait_for_projector
+from ledger.store.event_store import EventStore
 
 BENCH_ACCOUNT = "acct_bench_{:04d}"
 SHORT_ACCOUNT = "acct_short_{:03d}"
@@ -105,11 +106,12 @@ class Run:
         rate = self.results.phases[INSERT].rate if INSERT in self.results.phases else 0.0
         count = int(max(rate, 1000.0) * 1.5 * seconds) + 100
         nonce = secrets.token_hex(4)
+        prefix = BENCH_ACCOUNT.removesuffix("{:04d}")
         await checkouts.record_requested(
-            self.url, nonce, count, BENCH_ACCOUNT.removesuffix("{:04d}"), self.options.accounts
+            EventStore(self.pool), nonce, count, prefix, self.options.accounts
         )
-        return ["webhook", "--url", self.ledger.url, "--accounts", str(self.options.accounts),
-                "--connections", str(self.options.connections), "--secret", service.WEBHOOK_SECRET,
+        return ["webhook", "--url", self.ledger.url, "--accounts-prefix", prefix,
+                "--accounts", str(self.options.accounts), "--connections", str(self.options.connections), "--secret", service.WEBHOOK_SECRET,
                 "--count", str(count), "--nonce", nonce, *self.seconds(seconds)]  # fmt: skip
 
     def server_of(self, name: str) -> service.Server:

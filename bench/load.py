@@ -226,7 +226,7 @@ def checkout_completed(session_id: str, account_id: str, credits: int) -> str:
                     "amount_subtotal": credits,
                     "amount_total": credits,
                     "client_reference_id": account_id,
-                    "currency": "usd",
+                    "currency": checkouts.CURRENCY,
                     "expires_at": int(time.time()) + 3600,
                     "livemode": False,
                     "metadata": {"account_id": account_id, "credits": str(credits)},

@@ -19,7 +19,6 @@ from tests.support.stripe_events import WEBHOOK_SECRET
 
 
 async def test_the_bench_delivers_payments_for_the_sessions_it_recorded_first(
-    database_url: str,
     http: httpx.AsyncClient,
     writer_headers: dict[str, str],
     store: EventStore,
@@ -31,7 +30,7 @@ async def test_the_bench_delivers_payments_for_the_sessions_it_recorded_first(
         opened = await http.post("/v1/accounts", json=body, headers=writer_headers)
         assert opened.status_code == 201, opened.text
     nonce = secrets.token_hex(4)
-    await checkouts.record_requested(database_url, nonce, 3, prefix, 2)
+    await checkouts.record_requested(store, nonce, 3, prefix, 2)
     deliveries = tmp_path / "deliveries.tsv"
     write_deliveries(deliveries, 3, prefix, 2, WEBHOOK_SECRET, nonce)
 
