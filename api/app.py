@@ -95,8 +95,12 @@ def page_key(settings: Settings) -> str:
     return development_page_key(settings)
 
 
-def create_app(settings: Settings, *, development_extras: bool = False) -> Litestar:
-    """The API. ``development_extras`` runs the Stripe stand-in and the demo account.
+def create_app(
+    settings: Settings, *, development_extras: bool = False, express_lane: bool = True
+) -> Litestar:
+    """The API. ``development_extras`` runs the Stripe stand-in and the demo account;
+    ``express_lane=False`` answers every request through Litestar alone (api/express.py;
+    the tests compare the two).
 
     The projector is not part of it: ``ledger serve`` runs it as a process of its own.
     """
@@ -170,6 +174,7 @@ def create_app(settings: Settings, *, development_extras: bool = False) -> Lites
         ),
     )
     app.state.metrics_access = metrics_access
+    app.state.express_lane = express_lane
     answer_options_with_every_method(app)
     conform(app)
     return app

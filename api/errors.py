@@ -10,7 +10,7 @@ import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, Receive, Scope, Send
 
 from api.access.guards import Forbidden, Unauthenticated
 from api.validation import (
@@ -218,3 +218,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http,
     Exception: _unexpected,
 }
+
+
+async def send_error(scope: Scope, receive: Receive, send: Send, error: Exception) -> None:
+    """Answer ``error`` as the app's exception handlers do (the express lane's errors)."""
+    handler = next(EXCEPTION_HANDLERS[k] for k in type(error).__mro__ if k in EXCEPTION_HANDLERS)
+    request: Request[Any, Any, Any] = Request(scope, receive, send)
+    response = handler(request, error)
+    await response.to_asgi_response(app=None, request=request)(scope, receive, send)

@@ -14,6 +14,7 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
+from litestar.types import Scope as ASGIScope
 
 from api.access.tokens import Principal, Scope, TokenService
 
@@ -59,6 +60,12 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     if principal is None:
         raise Unauthenticated
     state[_PRINCIPAL] = principal
+    return principal
+
+
+def authenticated(scope: ASGIScope) -> Principal:
+    """The caller a guard authenticated on this request."""
+    principal: Principal = scope["state"][_PRINCIPAL]  # type: ignore[typeddict-item]
     return principal
 
 

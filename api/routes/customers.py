@@ -10,6 +10,7 @@ from litestar.params import Body as Documented
 
 from api.access.guards import Caller, allow, customer_account
 from api.access.tokens import Scope
+from api.express import Call, express
 from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page
 from api.read_side import views_caught_up
@@ -71,7 +72,16 @@ async def account_credits(services: Services, account_id: str) -> AccountCredits
     return AccountCredits.of(await services.ledger.account(account_id))
 
 
-@get("/v1/credits", responses=errors(401, 403, 404, 503))
+async def get_credits_express(call: Call) -> AccountCredits:
+    """``get_credits`` in the express lane (api/express.py)."""
+    return await account_credits(call.services, customer_account(call.principal))
+
+
+@get(
+    "/v1/credits",
+    responses=errors(401, 403, 404, 503),
+    middleware=[express(get_credits_express, reads_body=False)],
+)
 async def get_credits(principal: Caller, services: ServicesDependency) -> AccountCredits:
     """The caller's balance: allowance remaining plus top-ups."""
     return await account_credits(services, customer_account(principal))

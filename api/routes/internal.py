@@ -10,6 +10,7 @@ from litestar.params import FromPath
 
 from api.access.guards import allow, own_account_or
 from api.access.tokens import Scope
+from api.express import Call, Declined, express
 from api.openapi import BEARER, errors, example
 from api.routes.auditors import AsOf, credits_as_of
 from api.routes.customers import account_credits
@@ -21,7 +22,7 @@ from api.schemas import (
     OpenAccountRequest,
     SpendRequest,
 )
-from api.services import ServicesDependency
+from api.services import Services, ServicesDependency
 from api.validation import Body, IdempotencyKey, OptionalBody
 from ledger.commands import ChangeAllowance, OpenAccount, ResetMonth, SpendCredits
 from ledger.handlers.accounts import Spent
@@ -52,10 +53,18 @@ async def open_account(
     return AccountCredits.of(await services.ledger.execute(command))
 
 
+async def get_account_credits_express(call: Call) -> AccountCredits:
+    """``get_account_credits`` without ``as_of``, in the express lane (api/express.py)."""
+    if call.scope["query_string"]:
+        raise Declined
+    return await account_credits(call.services, call.path_param("account_id"))
+
+
 @get(
     "/v1/accounts/{account_id:str}/credits",
     guards=[own_account_or(Scope.LEDGER_WRITE, Scope.LEDGER_AUDIT)],
     responses=errors(401, 403, 404, 422, 503),
+    middleware=[express(get_account_credits_express, reads_body=False)],
 )
 async def get_account_credits(
     account_id: FromPath[str], services: ServicesDependency, as_of: AsOf = None
@@ -66,12 +75,34 @@ async def get_account_credits(
     return await account_credits(services, account_id)
 
 
+async def spend(
+    services: Services, account_id: str, data: SpendRequest, idempotency_key: str
+) -> Spent:
+    """Spend ``data.amount`` of ``account_id`` once per ``idempotency_key``."""
+    spent: Spent = await services.ledger.execute(
+        SpendCredits(
+            account_id=account_id,
+            amount=data.amount,
+            reason=data.reason or "",
+            idempotency_key=idempotency_key,
+        )
+    )
+    return spent
+
+
+async def spend_credits_express(call: Call) -> Spent:
+    """``spend_credits`` in the express lane (api/express.py)."""
+    data = call.body_as(SpendRequest)
+    return await spend(call.services, call.path_param("account_id"), data, call.idempotency_key())
+
+
 @post(
     "/v1/accounts/{account_id:str}/spend",
     status_code=200,
     dto=Body[SpendRequest],
     return_dto=None,
     responses=errors(401, 402, 403, 404, 413, 422, 503),
+    middleware=[express(spend_credits_express)],
 )
 async def spend_credits(
     account_id: FromPath[str],
@@ -83,15 +114,7 @@ async def spend_credits(
     idempotency_key: IdempotencyKey,
 ) -> Spent:
     """Spend credits: allowance first, then top-ups; 402 and nothing recorded when short."""
-    spent: Spent = await services.ledger.execute(
-        SpendCredits(
-            account_id=account_id,
-            amount=data.amount,
-            reason=data.reason or "",
-            idempotency_key=idempotency_key,
-        )
-    )
-    return spent
+    return await spend(services, account_id, data, idempotency_key)
 
 
 @post(

@@ -14,11 +14,12 @@ from litestar.params import Body as Documented
 from litestar.params import HeaderParameter
 
 from api.errors import SIGNED_BODY
+from api.express import Call, Declined, express
 from api.log_context import stripe_event_id
 from api.metrics import webhook_outcomes
 from api.openapi import errors, example
 from api.schemas import StripeEvent, WebhookReceived
-from api.services import ServicesDependency
+from api.services import Services, ServicesDependency
 from api.validation import RawBody
 from ledger.adapters.stripe_webhooks import InvalidWebhook, parse_event, verify_signature
 
@@ -57,29 +58,10 @@ StripeSignature = Annotated[
 ]
 
 
-@post(
-    "/v1/stripe/webhook",
-    status_code=200,
-    tags=["stripe"],
-    responses=errors(400, 413, 503),
-    dto=RawBody[StripeEvent],
-    return_dto=None,
-    opt={SIGNED_BODY: True},
-)
-async def stripe_webhook(
-    services: ServicesDependency,
-    data: Annotated[
-        bytes,
-        Documented(
-            examples=[example("a paid Checkout", EXAMPLE_EVENT)],
-        ),
-    ],
-    stripe_signature: StripeSignature,
-) -> WebhookReceived:
-    """200 for every verified event, handled or not; 400 and nothing recorded otherwise."""
-    payload = data
+async def receive_delivery(services: Services, payload: bytes, signature: str) -> WebhookReceived:
+    """Verify a delivery on its raw bytes, then apply its event once."""
     try:
-        verify_signature(payload, stripe_signature, services.webhook_secrets)
+        verify_signature(payload, signature, services.webhook_secrets)
     except InvalidWebhook as error:
         webhook_outcomes["bad_signature"].inc()
         log.warning("rejected a Stripe webhook delivery: %s", error)
@@ -97,3 +79,35 @@ async def stripe_webhook(
     else:
         webhook_outcomes["ignored" if meaning is None else "applied"].inc()
     return WebhookReceived(received=True)
+
+
+async def stripe_webhook_express(call: Call) -> WebhookReceived:
+    """``stripe_webhook`` in the express lane (api/express.py)."""
+    signature = call.header(b"stripe-signature")
+    if signature is None or not call.body:
+        raise Declined
+    return await receive_delivery(call.services, call.body, signature)
+
+
+@post(
+    "/v1/stripe/webhook",
+    status_code=200,
+    tags=["stripe"],
+    responses=errors(400, 413, 503),
+    dto=RawBody[StripeEvent],
+    return_dto=None,
+    opt={SIGNED_BODY: True},
+    middleware=[express(stripe_webhook_express)],
+)
+async def stripe_webhook(
+    services: ServicesDependency,
+    data: Annotated[
+        bytes,
+        Documented(
+            examples=[example("a paid Checkout", EXAMPLE_EVENT)],
+        ),
+    ],
+    stripe_signature: StripeSignature,
+) -> WebhookReceived:
+    """200 for every verified event, handled or not; 400 and nothing recorded otherwise."""
+    return await receive_delivery(services, data, stripe_signature)

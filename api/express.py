@@ -1,0 +1,162 @@
+"""The express lane of the busiest routes: their usual answer without Litestar's per-request work.
+
+For each call Litestar builds a Request, resolves the route's dependencies, runs its
+DTO and builds a Response: about half of the CPU of a balance read (bench/README.md).
+A spend, a balance read and a Stripe delivery each carry ``express(...)`` as their
+innermost middleware. Litestar has routed the request and the app's middleware (request
+id, metrics, access line, consistency headers) runs around it as around any request.
+The lane checks the caller with the route's own guards, decodes the body straight into
+the route's Struct, calls the function the route itself calls and writes the JSON.
+
+What it cannot take as it is, it hands to the route unchanged, body and all: a missing
+or malformed body or header, a body over the limit, a client gone. So every refusal of
+input is Litestar's own, in the contract's words. An error from the guards or the
+command (401, 402, 404, 503, ...) is answered by the app's exception handlers, as the
+route's would be, and nothing is run twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.handlers import HTTPRouteHandler
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+
+from api.access.guards import authenticated
+from api.access.tokens import Principal
+from api.errors import send_error
+from api.services import Services
+from api.validation import IDEMPOTENCY_KEY_MAX
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class Declined(Exception):
+    """The lane does not take this request as it is: the route answers it."""
+
+
+class Call:
+    """One request as the lane sees it: its scope, its body and the caller."""
+
+    __slots__ = ("body", "scope", "services")
+
+    def __init__(self, scope: Scope, body: bytes) -> None:
+        self.scope = scope
+        self.body = body
+        self.services: Services = scope["litestar_app"].state.services
+
+    @property
+    def principal(self) -> Principal:
+        """The caller the route's guards admitted."""
+        return authenticated(self.scope)
+
+    def path_param(self, name: str) -> str:
+        return str(self.scope["path_params"][name])
+
+    def header(self, name: bytes) -> str | None:
+        """The first header called ``name`` (lower case), if any."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    def body_as(self, model: type[S]) -> S:
+        """The body as ``model``, decoded strictly as ``api.validation.Body`` decodes it."""
+        try:
+            return msgspec.json.decode(self.body, type=model)
+        except msgspec.MsgspecError:
+            raise Declined from None
+
+    def idempotency_key(self) -> str:
+        """The ``Idempotency-Key`` header, as ``api.validation.IdempotencyKey`` admits it."""
+        key = self.header(b"idempotency-key")
+        if key is None or not 0 < len(key) <= IDEMPOTENCY_KEY_MAX or not _printable(key):
+            raise Declined
+        return key
+
+
+def _printable(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
+Answer = Callable[[Call], Awaitable[msgspec.Struct]]
+
+
+def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], ASGIApp]:
+    """A route's middleware that answers with ``answer`` what it can (see the module)."""
+
+    def wrap(app: ASGIApp) -> ASGIApp:  # Litestar passes the route's own stack as ``app``
+        async def lane(scope: Scope, receive: Receive, send: Send) -> None:
+            if not scope["litestar_app"].state.express_lane:
+                await app(scope, receive, send)
+                return
+            handler = cast(HTTPRouteHandler, scope["route_handler"])
+            messages: list[ReceiveMessage] = []
+            body = b""
+            if reads_body:
+                messages, whole = await _read_body(receive, handler.resolve_request_max_body_size())
+                if not whole:
+                    await app(scope, _replaying(messages, receive), send)
+                    return
+                body = b"".join(cast(bytes, message.get("body", b"")) for message in messages)
+            connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope, receive)
+            try:
+                for guard in handler.resolve_guards():  # made async by Litestar
+                    await cast(Awaitable[None], guard(connection, handler))
+                result = await answer(Call(scope, body))
+            except Declined:
+                await app(scope, _replaying(messages, receive), send)
+                return
+            except Exception as error:  # answered as the app answers it
+                await send_error(scope, receive, send, error)
+                return
+            await _send_json(send, handler.status_code, msgspec.json.encode(result))
+
+        return lane
+
+    return wrap
+
+
+async def _read_body(receive: Receive, limit: int | None) -> tuple[list[ReceiveMessage], bool]:
+    """The messages read, and whether they hold the whole body: not when it is over
+    ``limit`` or the client sent something else (it left)."""
+    messages: list[ReceiveMessage] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, False
+        size += len(cast(bytes, message.get("body", b"")))
+        if limit is not None and size > limit:
+            return messages, False
+        if not message.get("more_body", False):
+            return messages, True
+
+
+def _replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:
+    """``receive`` with the messages the lane read given back first."""
+    pending = iter(messages)
+
+    async def replay() -> ReceiveMessage:
+        return next(pending, None) or await receive()
+
+    return replay
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    """As Litestar's Response sends JSON: ``content-type`` then ``content-length``."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,152 @@
+"""The express lane answers exactly as Litestar alone does (api/express.py).
+
+The suite's API runs with the lane; a second API on the same database runs without it
+(``create_app(..., express_lane=False)``). Each gets the same requests, on accounts of
+its own opened alike, and every answer must match: status, headers and body, but for
+the request id, the positions and the account ids.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from api.access.tokens import Scope
+from api.app import create_app
+from api.services import Services
+from api.settings import Settings
+from stripe_standin import RunningStandin
+from tests.conftest import unique
+from tests.support.ledger import open_account
+from tests.support.servers import bind_free_port, serving
+from tests.support.stripe_events import WEBHOOK_SECRET, event_body, signature
+
+VARYING = {"date", "server", "x-request-id", "ledger-position"}
+"""Headers that differ between any two answers (``ledger-position``: only its presence
+is compared)."""
+
+
+@pytest.fixture(scope="module")
+async def litestar_alone(database_url: str, standin: RunningStandin) -> AsyncIterator[str]:
+    """The API without the express lane, on the suite's database; its base URL."""
+    sock = bind_free_port()
+    port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
+        settings = Settings(
+            database_url=database_url,
+            port=port,
+            public_url=f"http://127.0.0.1:{port}",
+            stripe_secret_key="sk_test_ledger_suite",
+            stripe_api_base=standin.base_url,
+            stripe_webhook_secret=WEBHOOK_SECRET,
+            data_dir=Path(data_dir),
+        )
+        app = create_app(settings, express_lane=False)
+        async with serving(app, sock) as base_url:
+            yield base_url
+
+
+class Side:
+    """One API and an account of its own, with a customer token for it."""
+
+    def __init__(self, http: httpx.AsyncClient, account_id: str, customer_token: str) -> None:
+        self.http = http
+        self.account_id = account_id
+        self.customer = {"Authorization": f"Bearer {customer_token}"}
+
+    def comparable(self, response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
+        headers = {k: v for k, v in response.headers.items() if k not in VARYING}
+        if "ledger-position" in response.headers:
+            headers["ledger-position"] = "present"
+        return (
+            response.status_code,
+            headers,
+            response.content.replace(self.account_id.encode(), b"ACCOUNT"),
+        )
+
+
+async def side(services: Services, http: httpx.AsyncClient) -> Side:
+    account_id = unique("acct")  # the same length on both sides
+    await open_account(services.ledger, account_id, 100)
+    token = await services.tokens.issue(Scope.CREDITS, account_id=account_id)
+    return Side(http, account_id, token.secret)
+
+
+async def exchanges(one: Side, writer: dict[str, str], event_id: str) -> list[httpx.Response]:
+    """The same requests for either side: the happy paths and the refusals around them."""
+    spend = f"/v1/accounts/{one.account_id}/spend"
+    mine = f"/v1/accounts/{one.account_id}/credits"
+    key = {**writer, "Idempotency-Key": "spend-1"}
+    delivery = event_body("customer.created", {"id": "cus_1", "object": "customer"}, event_id)
+    signed = {"Stripe-Signature": signature(delivery), "Content-Type": "application/json"}
+    http = one.http
+    return [
+        await http.post(spend, json={"amount": 30, "reason": "a"}, headers=key),
+        await http.post(spend, json={"amount": 30, "reason": "a"}, headers=key),  # replayed
+        await http.post(spend, json={"amount": 31, "reason": "a"}, headers=key),  # key reused
+        await http.post(spend, json={"amount": 500}, headers={**writer, "Idempotency-Key": "k2"}),
+        await http.post(spend, json={"amount": "5"}, headers={**writer, "Idempotency-Key": "k3"}),
+        await http.post(spend, content=b"{", headers={**writer, "Idempotency-Key": "k3"}),
+        await http.post(spend, json={"amount": 5}, headers=writer),  # no Idempotency-Key
+        await http.post(spend, json={"amount": 5}, headers={**writer, "Idempotency-Key": ""}),
+        await http.post(spend, json={"amount": 5}, headers={"Idempotency-Key": "k4"}),
+        await http.post(
+            spend, json={"amount": 5}, headers={**one.customer, "Idempotency-Key": "k"}
+        ),
+        await http.post(
+            "/v1/accounts/acct_nobodyhome/spend",
+            json={"amount": 5},
+            headers={**writer, "Idempotency-Key": "k5"},
+        ),
+        await http.post(spend, content=b" " * 300_000, headers={**writer, "Idempotency-Key": "k6"}),
+        await http.get(mine, headers=writer),
+        await http.get(mine, params={"as_of": "2020-01-01T00:00:00Z"}, headers=writer),
+        await http.get(mine, headers=one.customer),
+        await http.get("/v1/accounts/acct_nobodyhome/credits", headers=writer),
+        await http.get("/v1/credits", headers=one.customer),
+        await http.get("/v1/credits", headers={**one.customer, "Ledger-Min-Position": "1"}),
+        await http.get("/v1/credits", headers={**one.customer, "Ledger-Min-Position": "x"}),
+        await http.get("/v1/credits", headers=writer),
+        await http.get("/v1/credits", headers={"Authorization": "Bearer ldg_nope_nope"}),
+        await http.get("/v1/credits"),
+        await http.post("/v1/stripe/webhook", content=delivery.encode(), headers=signed),
+        await http.post("/v1/stripe/webhook", content=delivery.encode(), headers=signed),
+        await http.post(
+            "/v1/stripe/webhook",
+            content=delivery.encode(),
+            headers={**signed, "Stripe-Signature": signature(delivery, "whsec_other")},
+        ),
+        await http.post("/v1/stripe/webhook", content=delivery.encode()),
+        await http.post("/v1/stripe/webhook", content=b"", headers=signed),
+    ]
+
+
+async def test_the_express_lane_answers_as_litestar_alone_does(
+    ledger_app: Litestar, litestar_alone: str, services: Services
+) -> None:
+    writer_token = await services.tokens.issue(Scope.LEDGER_WRITE, name="express parity")
+    writer = {"Authorization": f"Bearer {writer_token.secret}"}
+    async with (
+        httpx.AsyncClient(base_url=ledger_app.state.base_url, timeout=30) as laned_http,
+        httpx.AsyncClient(base_url=litestar_alone, timeout=30) as plain_http,
+    ):
+        laned = await side(services, laned_http)
+        plain = await side(services, plain_http)
+        laned_answers = await exchanges(laned, writer, unique("evt_test"))
+        plain_answers = await exchanges(plain, writer, unique("evt_test"))
+
+    statuses = [answer.status_code for answer in laned_answers]
+    assert statuses == [
+        200, 200, 422, 402, 422, 422, 422, 422, 401, 403, 404, 413,
+        200, 404, 200, 404, 200, 200, 422, 403, 401, 401,
+        200, 200, 400, 400, 400,
+    ]  # fmt: skip
+    assert laned_answers[1].headers["idempotent-replayed"] == "true"
+    assert laned_answers[17].headers["ledger-read-from"] == "primary"
+    for number, (mine, theirs) in enumerate(zip(laned_answers, plain_answers, strict=True)):
+        assert laned.comparable(mine) == plain.comparable(theirs), (number, mine.request.url)

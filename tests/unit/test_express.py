@@ -1,0 +1,134 @@
+"""The express lane (api/express.py) on a small Litestar app: what it answers itself,
+what it hands to the route (body and all), and how its errors are answered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from litestar import Litestar, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import RawBody
+from litestar.testing import AsyncTestClient
+
+from api.access.guards import Unauthenticated
+from api.errors import EXCEPTION_HANDLERS
+from api.express import Call, express
+from ledger.domain.errors import InsufficientCredits
+
+
+class Order(msgspec.Struct, frozen=True):
+    amount: int
+
+
+class Taken(msgspec.Struct, frozen=True):
+    amount: int
+    key: str
+    by: str
+
+
+routes_called: list[bytes] = []
+
+
+async def take_express(call: Call) -> Taken:
+    order = call.body_as(Order)
+    key = call.idempotency_key()
+    if order.amount > 100:
+        raise InsufficientCredits("short")
+    return Taken(amount=order.amount, key=key, by="lane")
+
+
+async def needs_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if connection.headers.get("authorization") != "Bearer good":
+        raise Unauthenticated
+
+
+@post("/take", status_code=200, guards=[needs_token], middleware=[express(take_express)])
+async def take(body: RawBody) -> dict[str, Any]:
+    routes_called.append(body)
+    return {"route": True, "body": body.decode()}
+
+
+def small_app(*, express_lane: bool = True) -> Litestar:
+    app = Litestar(
+        route_handlers=[take],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=64,
+        logging_config=None,
+    )
+    app.state.services = object()  # the lane hands it to the answers; these take none
+    app.state.express_lane = express_lane
+    return app
+
+
+GOOD = {"Authorization": "Bearer good", "Idempotency-Key": "k-1"}
+
+
+@pytest.fixture(autouse=True)
+def forget_calls() -> None:
+    routes_called.clear()
+
+
+async def test_the_lane_answers_the_happy_path_without_the_route() -> None:
+    async with AsyncTestClient(small_app()) as client:
+        response = await client.post("/take", content=b'{"amount": 7}', headers=GOOD)
+
+    assert response.status_code == 200
+    assert response.json() == {"amount": 7, "key": "k-1", "by": "lane"}
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
+    assert routes_called == []
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b'{"amount": "7"}', GOOD),  # not strictly an integer
+        (b"not json", GOOD),
+        (b"", GOOD),
+        (b'{"amount": 7}', {"Authorization": "Bearer good"}),  # no Idempotency-Key
+        (b'{"amount": 7}', {**GOOD, "Idempotency-Key": "tab\there"}),
+    ],
+)
+async def test_what_the_lane_cannot_take_reaches_the_route_with_its_body(
+    body: bytes, headers: dict[str, str]
+) -> None:
+    async with AsyncTestClient(small_app()) as client:
+        response = await client.post("/take", content=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.json() == {"route": True, "body": body.decode()}
+    assert routes_called == [body]
+
+
+async def test_a_body_over_the_limit_is_refused_by_the_route_as_it_would_be() -> None:
+    body = b'{"amount": 7, "pad": "' + b"x" * 100 + b'"}'
+    async with AsyncTestClient(small_app()) as client:
+        laned = await client.post("/take", content=body, headers=GOOD)
+    async with AsyncTestClient(small_app(express_lane=False)) as client:
+        plain = await client.post("/take", content=body, headers=GOOD)
+
+    assert laned.status_code == plain.status_code == 413
+    assert laned.json() == plain.json() == {"message": "The request body is too large."}
+    assert routes_called == []
+
+
+async def test_errors_of_the_guards_and_answers_are_the_apps_own() -> None:
+    async with AsyncTestClient(small_app()) as client:
+        short = await client.post("/take", content=b'{"amount": 500}', headers=GOOD)
+        stranger = await client.post("/take", content=b'{"amount": 5}', headers={})
+
+    assert (short.status_code, short.json()) == (402, {"message": "Insufficient credits."})
+    assert (stranger.status_code, stranger.json()) == (401, {"message": "Unauthenticated."})
+    assert stranger.headers["www-authenticate"] == "Bearer"
+    assert routes_called == []
+
+
+async def test_with_the_lane_off_every_request_takes_the_route() -> None:
+    async with AsyncTestClient(small_app(express_lane=False)) as client:
+        response = await client.post("/take", content=b'{"amount": 7}', headers=GOOD)
+
+    assert response.json() == {"route": True, "body": '{"amount": 7}'}
+    assert routes_called == [b'{"amount": 7}']
