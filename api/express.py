@@ -113,7 +113,7 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
             except Exception as error:  # answered as the app answers it
                 await send_error(scope, receive, send, error)
                 return
-            await _send_json(send, handler.status_code, msgspec.json.encode(result))
+            await _answer_json(send, handler.status_code, result)
 
         return lane
 
@@ -147,8 +147,9 @@ def _replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:
     return replay
 
 
-async def _send_json(send: Send, status: int, body: bytes) -> None:
-    """As Litestar's Response sends JSON: ``content-type`` then ``content-length``."""
+async def _answer_json(send: Send, status: int, result: msgspec.Struct) -> None:
+    """``result`` as Litestar's Response sends JSON: ``content-type``, ``content-length``."""
+    body = msgspec.json.encode(result)
     await send(
         {
             "type": "http.response.start",

@@ -79,6 +79,9 @@ RULES = (
     Rule("body decoding and validation", "api/openapi.py"),
     Rule("body decoding and validation", "ledger/commands.py"),
     Rule("body decoding and validation", "api/routes/"),
+    Rule("body decoding and validation", "api/express.py", ("body_as", "idempotency_key")),
+    Rule("body decoding and validation", "api/express.py", ("header", "_read_body")),
+    Rule("response", "api/express.py", ("_answer_json",)),  # msgspec's encoding counts here
     Rule("encoding", "api/schemas.py"),
     Rule("encoding", "litestar/serialization/"),
     Rule("encoding", "litestar/response/", ("render",)),
@@ -98,6 +101,7 @@ RULES = (
     Rule("routing and middleware", "api/app.py"),
     Rule("routing and middleware", "api/errors.py"),
     Rule("routing and middleware", "api/services.py"),
+    Rule("routing and middleware", "api/express.py"),
 )
 
 _FRAME = re.compile(r"(?P<function>.*) \((?P<path>.*?):\d+\)$")

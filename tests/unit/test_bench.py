@@ -44,6 +44,16 @@ def test_a_sample_goes_to_the_innermost_frame_a_rule_names() -> None:
     assert stage_of(stack(ROOT, ROUTE, "require_scope (api/access/guards.py:42)")) == "auth"
 
 
+def test_the_express_lanes_frames_have_their_stages() -> None:
+    lane = "express.<locals>.wrap.<locals>.lane (api/express.py:105)"
+    assert stage_of(stack(ROOT, lane)) == "routing and middleware"
+    assert stage_of(stack(ROOT, lane, "Call.body_as (api/express.py:63)")) == (
+        "body decoding and validation"
+    )
+    assert stage_of(stack(ROOT, lane, "_answer_json (api/express.py:152)")) == "response"
+    assert stage_of(stack(ROOT, lane, "authenticate (api/access/guards.py:60)")) == "auth"
+
+
 def test_the_server_sending_the_answer_is_the_response_not_the_parsing() -> None:
     sending = stack(ROOT, ROUTE.rsplit(";", 1)[0],
                     "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:463)")  # fmt: skip
