@@ -10,8 +10,8 @@ written in the warm-up):
 * append() watermark: ``EventStore.append`` -> ``ledger.store.commit.write_batch`` -> the
   one SQL write function ``append()`` (``ledger/store/sql/functions/20_append.sql``):
   the stream taken with a try-lock, the previous hash read, the transaction id,
-  positions and ``recorded_at`` taken under the ordering lock (released before commit),
-  no NOTIFY inside. One command per call, as a lone request's batch is.
+  positions and ``recorded_at`` taken under the ordering lock (held for that alone: the
+  inserts and the commit come after it), no NOTIFY inside. One command per call, as a lone request's batch is.
 
 All three run in the same process against the same server, on one pool of the
 service's role (``ledger_service``, through ``api.database.create_pool``), interleaved,

@@ -9,9 +9,9 @@ library gets that by taking ``LOCK TABLE ... IN EXCLUSIVE MODE`` until commit,
 so writers commit one at a time. We use a transaction-id watermark instead:
 
 * ``append()`` hands out a transaction id, a block of notification ids and the
-  time recorded under a short advisory lock that is released before commit, so
-  notification order equals transaction-id order (and ``recorded_at`` order)
-  while the expensive part, the commit and its fsync, runs in parallel.
+  time recorded under an advisory lock held for that alone, so notification
+  order equals transaction-id order (and ``recorded_at`` order) while the rest,
+  the inserts with their checks and the commit with its fsync, runs in parallel.
 * Readers only return rows whose writing transaction is older than
   ``pg_snapshot_xmin(pg_current_snapshot())``, the oldest transaction still
   running. A row with a lower notification id than one returned belongs to an

@@ -142,6 +142,44 @@ async def test_reader_never_sees_a_position_before_one_it_already_read(
     assert seen.index(early_position) < seen.index(late_position)
 
 
+async def test_an_append_whose_rows_land_late_holds_no_other_and_is_not_passed_over(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Only the ids, the time and the transaction id are handed out under the ordering
+    lock: an append whose inserts are slow (here, a trigger sleeps on its row) lets a
+    later one through, and readers still see the later one only after the earlier one."""
+    store = isolated_db.store
+    admin = await asyncpg.connect(isolated_db.url)
+    await admin.execute(
+        """CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$;
+           CREATE TRIGGER slow_row BEFORE INSERT ON stored_events
+               FOR EACH ROW WHEN (NEW.topic = 'tests:Slow') EXECUTE FUNCTION slow_row()"""
+    )
+    try:
+        start = await tail_position(store)
+        slow_stream = uuid.uuid4()
+        slow = asyncio.create_task(store.append([StoredEvent(slow_stream, 1, "tests:Slow", b"{}")]))
+        for _ in range(1000):  # until the slow append sleeps in its trigger (at most 10 s)
+            if await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+            ):
+                break
+            await asyncio.sleep(0.01)
+        [late_position] = await store.append([event(uuid.uuid4(), 1)])
+        assert not slow.done()  # the later append did not wait for the slow one's rows
+        seen_meanwhile = [e.notification_id for e in await store.read_all(after=start)]
+        assert late_position not in seen_meanwhile
+        [early_position] = await slow
+    finally:
+        await admin.execute("DROP TRIGGER slow_row ON stored_events; DROP FUNCTION slow_row()")
+        await admin.close()
+
+    assert early_position < late_position
+    seen = [e.notification_id for e in await store.read_all(after=start)]
+    assert seen.index(early_position) < seen.index(late_position)
+
+
 async def test_a_writer_stalled_mid_transaction_holds_up_no_other_writer(
     store: EventStore, pool: asyncpg.Pool
 ) -> None:
@@ -159,7 +197,9 @@ async def test_a_writer_stalled_mid_transaction_holds_up_no_other_writer(
         )
         assert outcome.outcome == "ok"
         async with asyncio.timeout(5):  # the service's lock_timeout is 5 s: far less here
-            others = await asyncio.gather(*(store.append([event(uuid.uuid4(), 1)]) for _ in range(20)))
+            others = await asyncio.gather(
+                *(store.append([event(uuid.uuid4(), 1)]) for _ in range(20))
+            )
             async with pool.acquire() as connection:
                 same_stream, same_claim = await write_batch(
                     connection,

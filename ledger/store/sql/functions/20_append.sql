@@ -3,15 +3,18 @@
 -- of commands per call, each command succeeding or failing on its own.
 --
 -- Ordering. Readers tail stored_events by notification_id and must never pass
--- over an event that commits after a later-numbered one. The rows of a call
--- take their transaction id (first write), their notification ids and their
--- recorded_at together, under one advisory lock released before commit: so
--- notification order = transaction-id order = recorded_at order, while commits
--- and their fsyncs run in parallel. Readers return only rows whose transaction
--- is older than every running one (ledger/store/event_store.py).
+-- over an event that commits after a later-numbered one. A call takes its
+-- transaction id, its recorded_at and a block of notification ids for all its
+-- events together, under one advisory lock held only for that: so notification
+-- order = transaction-id order = recorded_at order. The inserts, their checks
+-- and the commit with its fsync all run after the lock, in parallel with other
+-- calls. Readers return only rows whose transaction is older than every running
+-- one (ledger/store/event_store.py), so a row inserted after the lock, with the
+-- id it was handed under it, is seen only once every older call has ended.
 --
--- No writer can stall the others. Inside the ordering lock nothing may wait
--- for another session. So before taking it, each command takes transaction
+-- No writer can stall the others. Nothing may wait for another session while
+-- holding the ordering lock, nor, since a held stream lock makes others
+-- conflict, while holding the stream locks. So before taking it, each command takes transaction
 -- locks on its streams and claim keys with pg_try_advisory_xact_lock, never
 -- waiting: a command whose stream or key another transaction is writing right
 -- now is answered 'conflict' and decided again by its caller. Holding those
@@ -43,6 +46,11 @@ DECLARE
     previous bytea[] := '{}';
     hashes bytea[] := '{}';
     recorded timestamptz;
+    txid xid8;
+    wanted_ids int := 0;
+    handed bigint[];
+    given int := 0;
+    notification_ids bigint[] := '{}';
     lock record;
     wanted bigint;
     inserted bigint[];
@@ -83,63 +91,83 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- 3. Under the ordering lock: time, hashes, ids and positions, and nothing that waits.
+    -- 3. Under the ordering lock: the transaction id, the time and the notification ids,
+    --    and nothing else (the lock serialises every call in the cluster).
+    FOR i IN 1 .. events LOOP
+        IF NOT busy[event_commands[i]] THEN
+            wanted_ids := wanted_ids + 1;
+        END IF;
+    END LOOP;
     PERFORM pg_advisory_lock(748200101);
     BEGIN
+        txid := pg_current_xact_id();  -- assigned here, in the order of the lock
         recorded := clock_timestamp();
-        FOR i IN 1 .. events LOOP
-            hashes := hashes || CASE WHEN busy[event_commands[i]] THEN NULL ELSE event_hash(
-                coalesce(previous[i], hashes[i - 1]), ids[i], versions[i], recorded, topics[i],
-                states[i]) END;
-        END LOOP;
-        FOR c IN 1 .. commands LOOP
-            command := c;
-            positions := NULL;
-            IF busy[c] THEN
-                outcome := 'conflict';
-                RETURN NEXT;
-                CONTINUE;
-            END IF;
-            BEGIN
-                SELECT count(*) INTO wanted FROM unnest(event_commands) AS u(n) WHERE u.n = c;
-                WITH rows AS (
-                    INSERT INTO stored_events AS e
-                        (originator_id, originator_version, topic, state, recorded_at, hash)
-                    SELECT u.id, u.version, u.topic, u.state, recorded, u.hash
-                    FROM unnest(event_commands, ids, versions, topics, states, hashes)
-                        AS u(n, id, version, topic, state, hash)
-                    WHERE u.n = c
-                    ON CONFLICT ON CONSTRAINT stored_events_pkey DO NOTHING
-                    RETURNING e.notification_id
-                )
-                SELECT coalesce(array_agg(notification_id ORDER BY notification_id), '{}')
-                INTO inserted FROM rows;
-                IF cardinality(inserted) <> wanted THEN
-                    RAISE EXCEPTION 'version conflict in command %', c USING ERRCODE = 'LC001';
-                END IF;
-                INSERT INTO claims (scope, key, request_hash, response)
-                SELECT u.scope, u.name, u.hash, u.answer
-                FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
-                    AS u(n, scope, name, hash, answer)
-                WHERE u.n = c;
-                outcome := 'ok';
-                positions := inserted;
-                succeeded := succeeded || c;
-            EXCEPTION
-                WHEN SQLSTATE 'LC001' THEN
-                    outcome := 'conflict';
-                WHEN unique_violation THEN
-                    outcome := 'claim-taken';
-            END;
-            RETURN NEXT;
-        END LOOP;
+        handed := ARRAY(SELECT nextval('stored_events_notification_id_seq')
+                        FROM generate_series(1, wanted_ids) ORDER BY 1);
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         PERFORM pg_advisory_unlock(748200101);
         RAISE;
     END;
     PERFORM pg_advisory_unlock(748200101);
 
-    -- 4. Snapshots of the commands that committed, after the ordering lock.
+    -- 4. Hashes, the commands' rows with the ids they were handed, and their claims.
+    FOR i IN 1 .. events LOOP
+        IF busy[event_commands[i]] THEN
+            hashes := hashes || NULL::bytea;
+            notification_ids := notification_ids || NULL::bigint;
+        ELSE
+            hashes := hashes || event_hash(
+                coalesce(previous[i], hashes[i - 1]), ids[i], versions[i], recorded, topics[i],
+                states[i]);
+            given := given + 1;
+            notification_ids := notification_ids || handed[given];
+        END IF;
+    END LOOP;
+    FOR c IN 1 .. commands LOOP
+        command := c;
+        positions := NULL;
+        IF busy[c] THEN
+            outcome := 'conflict';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        BEGIN
+            SELECT count(*) INTO wanted FROM unnest(event_commands) AS u(n) WHERE u.n = c;
+            WITH rows AS (
+                INSERT INTO stored_events AS e
+                    (originator_id, originator_version, topic, state, notification_id,
+                     transaction_id, recorded_at, hash)
+                SELECT u.id, u.version, u.topic, u.state, u.position, txid, recorded, u.hash
+                FROM unnest(event_commands, ids, versions, topics, states, hashes,
+                            notification_ids)
+                    AS u(n, id, version, topic, state, hash, position)
+                WHERE u.n = c
+                ON CONFLICT ON CONSTRAINT stored_events_pkey DO NOTHING
+                RETURNING e.notification_id
+            )
+            SELECT coalesce(array_agg(notification_id ORDER BY notification_id), '{}')
+            INTO inserted FROM rows;
+            IF cardinality(inserted) <> wanted THEN
+                RAISE EXCEPTION 'version conflict in command %', c USING ERRCODE = 'LC001';
+            END IF;
+            INSERT INTO claims (scope, key, request_hash, response)
+            SELECT u.scope, u.name, u.hash, u.answer
+            FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
+                AS u(n, scope, name, hash, answer)
+            WHERE u.n = c;
+            outcome := 'ok';
+            positions := inserted;
+            succeeded := succeeded || c;
+        EXCEPTION
+            WHEN SQLSTATE 'LC001' THEN
+                outcome := 'conflict';
+            WHEN unique_violation THEN
+                outcome := 'claim-taken';
+        END;
+        RETURN NEXT;
+    END LOOP;
+
+    -- 5. Snapshots of the commands that committed.
     INSERT INTO snapshots (originator_id, originator_version, topic, state, event_recorded_at)
     SELECT u.id, u.version, u.topic, u.state, clock_timestamp()
     FROM unnest(snapshot_commands, snapshot_ids, snapshot_versions, snapshot_topics,
