@@ -180,6 +180,35 @@ async def test_an_append_whose_rows_land_late_holds_no_other_and_is_not_passed_o
     assert seen.index(early_position) < seen.index(late_position)
 
 
+@pytest.mark.parametrize("one_fails", [False, True], ids=["all at once", "one by one"])
+async def test_each_command_of_a_batch_gets_the_positions_of_its_own_events(
+    store: EventStore, one_fails: bool
+) -> None:
+    """A batch is written in one go, or command by command once a version or a claim
+    turns out taken: either way each command's positions are its own events', ascending."""
+    taken = uuid.uuid4()
+    await store.append([event(taken, 1)])
+    streams = [uuid.uuid4() for _ in range(6)]
+    batch = [
+        Writes(events=[event(stream, v) for v in range(1, 1 + n % 3 + 1)])
+        for n, stream in enumerate(streams)
+    ]
+    if one_fails:
+        batch[2] = Writes(events=[event(taken, 1)])
+    async with store.pool.acquire() as connection:
+        outcomes = await write_batch(connection, batch)
+
+    for n, (writes, outcome) in enumerate(zip(batch, outcomes, strict=True)):
+        if one_fails and n == 2:
+            assert outcome.outcome == "conflict"
+            continue
+        stored = await store.load(writes.events[0].originator_id)
+        assert outcome.outcome == "ok"
+        assert outcome.positions == [e.notification_id for e in stored]
+        assert outcome.positions == sorted(outcome.positions)
+        assert len(stored) == len(writes.events)
+
+
 async def test_a_writer_stalled_mid_transaction_holds_up_no_other_writer(
     store: EventStore, pool: asyncpg.Pool
 ) -> None:

@@ -12,13 +12,12 @@
 -- one (ledger/store/event_store.py), so a row inserted after the lock, with the
 -- id it was handed under it, is seen only once every older call has ended.
 --
--- No writer can stall the others. Nothing may wait for another session while
--- holding the ordering lock, nor, since a held stream lock makes others
--- conflict, while holding the stream locks. So before taking it, each command takes transaction
--- locks on its streams and claim keys with pg_try_advisory_xact_lock, never
--- waiting: a command whose stream or key another transaction is writing right
--- now is answered 'conflict' and decided again by its caller. Holding those
--- locks, the inserts below can only meet committed rows.
+-- No writer can stall the others. First, each command takes transaction locks
+-- on its streams and claim keys with pg_try_advisory_xact_lock, never waiting:
+-- a command whose stream or key another transaction is writing right now is
+-- answered 'conflict' and decided again by its caller. Holding those locks, the
+-- inserts below can only meet committed rows, so nothing here waits for another
+-- session, and the ordering lock is held for no more than handing out ids.
 --
 -- Hash chain. Each event's hash covers the one before it in its stream (the
 -- previous event of the same command, else the stored row, committed since we
@@ -28,6 +27,9 @@
 -- Outcomes per command: 'ok' with its positions, 'conflict' (a version was
 -- taken, the stream is busy, or it does not follow), 'claim-taken' (an
 -- idempotency key, Stripe event id or hold settlement is recorded already).
+-- The rows and claims of all commands go in with one statement each; only when
+-- that meets a taken version or claim is each command written again on its own
+-- (in a subtransaction), so that it alone fails.
 --
 -- No NOTIFY here: NOTIFY inside a transaction serialises every commit in the
 -- cluster. The committer wakes readers after commit (ledger/store/commit.py).
@@ -55,6 +57,9 @@ DECLARE
     wanted bigint;
     inserted bigint[];
     succeeded int[] := '{}';
+    in_order boolean := true;
+    all_at_once boolean;
+    next_event int := 1;
 BEGIN
     IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
         RAISE EXCEPTION 'append() must be the first write of its transaction'
@@ -110,8 +115,9 @@ BEGIN
     END;
     PERFORM pg_advisory_unlock(748200101);
 
-    -- 4. Hashes, the commands' rows with the ids they were handed, and their claims.
+    -- 4. Hashes, and the ids each event was handed.
     FOR i IN 1 .. events LOOP
+        in_order := in_order AND (i = 1 OR event_commands[i] >= event_commands[i - 1]);
         IF busy[event_commands[i]] THEN
             hashes := hashes || NULL::bytea;
             notification_ids := notification_ids || NULL::bigint;
@@ -123,7 +129,51 @@ BEGIN
             notification_ids := notification_ids || handed[given];
         END IF;
     END LOOP;
+
+    -- 5. Every command's rows and claims in one go. Only if a version or a claim turns
+    --    out to be taken (a unique violation; none of it stays) is each command written
+    --    on its own below, so that it alone fails.
+    all_at_once := in_order;
+    IF all_at_once THEN
+        BEGIN
+            INSERT INTO stored_events
+                (originator_id, originator_version, topic, state, notification_id,
+                 transaction_id, recorded_at, hash)
+            SELECT u.id, u.version, u.topic, u.state, u.position, txid, recorded, u.hash
+            FROM unnest(event_commands, ids, versions, topics, states, hashes, notification_ids)
+                AS u(n, id, version, topic, state, hash, position)
+            WHERE NOT busy[u.n];
+            INSERT INTO claims (scope, key, request_hash, response)
+            SELECT u.scope, u.name, u.hash, u.answer
+            FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
+                AS u(n, scope, name, hash, answer)
+            WHERE NOT busy[u.n];
+        EXCEPTION WHEN unique_violation THEN
+            all_at_once := false;
+        END;
+    END IF;
+    IF all_at_once THEN
+        FOR c IN 1 .. commands LOOP
+            command := c;
+            positions := '{}';
+            WHILE next_event <= events AND event_commands[next_event] = c LOOP
+                positions := positions || notification_ids[next_event];
+                next_event := next_event + 1;
+            END LOOP;
+            IF busy[c] THEN
+                outcome := 'conflict';
+                positions := NULL;
+            ELSE
+                outcome := 'ok';
+                succeeded := succeeded || c;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+
+    -- 6. One command at a time, each in a subtransaction of its own.
     FOR c IN 1 .. commands LOOP
+        EXIT WHEN all_at_once;
         command := c;
         positions := NULL;
         IF busy[c] THEN
@@ -167,7 +217,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 
-    -- 5. Snapshots of the commands that committed.
+    -- 7. Snapshots of the commands that committed.
     INSERT INTO snapshots (originator_id, originator_version, topic, state, event_recorded_at)
     SELECT u.id, u.version, u.topic, u.state, clock_timestamp()
     FROM unnest(snapshot_commands, snapshot_ids, snapshot_versions, snapshot_topics,
