@@ -29,24 +29,30 @@ async def standin() -> AsyncIterator[RunningStandin]:
         yield running
 
 
+def suite_settings(
+    database_url: str, standin: RunningStandin, port: int, data_dir: str
+) -> Settings:
+    """The settings the suite's APIs run with: the stand-in as Stripe, loopback receivers."""
+    return Settings(
+        database_url=database_url,
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        stripe_secret_key="sk_test_ledger_suite",
+        stripe_api_base=standin.base_url,
+        stripe_webhook_secret=f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
+        data_dir=Path(data_dir),
+        # The suite's webhook receivers listen on 127.0.0.1.
+        webhook_allow_private=True,
+    )
+
+
 @pytest.fixture(scope="session")
 async def ledger_app(database_url: str, standin: RunningStandin) -> AsyncIterator[Litestar]:
     """The API as users run it, on a free port, with the stand-in as its Stripe."""
     sock = bind_free_port()
     port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
-        settings = Settings(
-            database_url=database_url,
-            port=port,
-            public_url=f"http://127.0.0.1:{port}",
-            stripe_secret_key="sk_test_ledger_suite",
-            stripe_api_base=standin.base_url,
-            stripe_webhook_secret=f"{WEBHOOK_SECRET},{PREVIOUS_WEBHOOK_SECRET}",
-            data_dir=Path(data_dir),
-            # The suite's webhook receivers listen on 127.0.0.1.
-            webhook_allow_private=True,
-        )
-        app = create_app(settings)
+        app = create_app(suite_settings(database_url, standin, port, data_dir))
         async with serving(app, sock) as base_url:
             app.state.base_url = base_url
             standin.configure_webhooks(f"{base_url}/v1/stripe/webhook", WEBHOOK_SECRET)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,12 +18,12 @@ from litestar import Litestar
 from api.access.tokens import Scope
 from api.app import create_app
 from api.services import Services
-from api.settings import Settings
 from stripe_standin import RunningStandin
 from tests.conftest import unique
+from tests.e2e.conftest import suite_settings
 from tests.support.ledger import open_account
 from tests.support.servers import bind_free_port, serving
-from tests.support.stripe_events import WEBHOOK_SECRET, event_body, signature
+from tests.support.stripe_events import event_body, signature
 
 VARYING = {"date", "server", "x-request-id", "ledger-position"}
 """Headers that differ between any two answers (``ledger-position``: only its presence
@@ -37,15 +36,7 @@ async def litestar_alone(database_url: str, standin: RunningStandin) -> AsyncIte
     sock = bind_free_port()
     port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
-        settings = Settings(
-            database_url=database_url,
-            port=port,
-            public_url=f"http://127.0.0.1:{port}",
-            stripe_secret_key="sk_test_ledger_suite",
-            stripe_api_base=standin.base_url,
-            stripe_webhook_secret=WEBHOOK_SECRET,
-            data_dir=Path(data_dir),
-        )
+        settings = suite_settings(database_url, standin, port, data_dir)
         app = create_app(settings, express_lane=False)
         async with serving(app, sock) as base_url:
             yield base_url
