@@ -2,8 +2,8 @@
 
 For each call Litestar builds a Request, resolves the route's dependencies, runs its
 DTO and builds a Response: about half of the CPU of a balance read (bench/README.md).
-A spend, a balance read and a Stripe delivery each carry ``express(...)`` as their
-innermost middleware. Litestar has routed the request and the app's middleware (request
+A spend, a balance read, a hold placed, captured or released and a Stripe delivery each
+carry ``express(...)`` as their innermost middleware. Litestar has routed the request and the app's middleware (request
 id, metrics, access line, consistency headers) runs around it as around any request.
 The lane checks the caller with the route's own guards, decodes the body straight into
 the route's Struct, calls the function the route itself calls and writes the JSON.
@@ -72,8 +72,15 @@ class Call:
 
     def idempotency_key(self) -> str:
         """The ``Idempotency-Key`` header, as ``api.validation.IdempotencyKey`` admits it."""
+        key = self.optional_idempotency_key()
+        if key is None:
+            raise Declined
+        return key
+
+    def optional_idempotency_key(self) -> str | None:
+        """The ``Idempotency-Key`` header if given, as ``OptionalIdempotencyKey`` admits it."""
         key = self.header(b"idempotency-key")
-        if key is None or not 0 < len(key) <= IDEMPOTENCY_KEY_MAX or not _printable(key):
+        if key is not None and (not 0 < len(key) <= IDEMPOTENCY_KEY_MAX or not _printable(key)):
             raise Declined
         return key
 

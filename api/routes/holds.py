@@ -10,14 +10,73 @@ from litestar.params import FromPath
 
 from api.access.guards import allow
 from api.access.tokens import Scope
+from api.express import Call, express
 from api.openapi import BEARER, errors, example
 from api.schemas import DEFAULT_HOLD_SECONDS, CaptureHoldRequest, PlaceHoldRequest
-from api.services import ServicesDependency
+from api.services import Services, ServicesDependency
 from api.validation import Body, IdempotencyKey, OptionalIdempotencyKey
-from ledger.commands import PlaceHold, SettleHold
+from ledger.commands import HoldOutcome, PlaceHold, SettleHold
 from ledger.handlers.holds import Hold
 
 SETTLED_CONFLICT = "The hold expired or was already settled."
+
+
+async def place(
+    services: Services, account_id: str, data: PlaceHoldRequest, idempotency_key: str
+) -> Hold:
+    """Reserve ``data.amount`` of ``account_id`` once per ``idempotency_key``."""
+    hold: Hold = await services.ledger.execute(
+        PlaceHold(
+            account_id=account_id,
+            amount=data.amount,
+            expires_in_seconds=data.expires_in_seconds or DEFAULT_HOLD_SECONDS,
+            reason=data.reason or "",
+            idempotency_key=idempotency_key,
+        )
+    )
+    return hold
+
+
+async def settle(
+    services: Services,
+    account_id: str,
+    hold_id: str,
+    outcome: HoldOutcome,
+    amount: int,
+    idempotency_key: str | None,
+) -> Hold:
+    """Capture ``amount`` of a hold, or release it (``outcome``; the amount is then 0)."""
+    settled: Hold = await services.ledger.execute(
+        SettleHold(
+            account_id=account_id,
+            hold_id=hold_id,
+            outcome=outcome,
+            amount=amount,
+            idempotency_key=idempotency_key,
+        )
+    )
+    return settled
+
+
+async def place_hold_express(call: Call) -> Hold:
+    """``place_hold`` in the express lane (api/express.py)."""
+    data = call.body_as(PlaceHoldRequest)
+    return await place(call.services, call.path_param("account_id"), data, call.idempotency_key())
+
+
+async def capture_hold_express(call: Call) -> Hold:
+    """``capture_hold`` in the express lane (api/express.py)."""
+    data = call.body_as(CaptureHoldRequest)
+    key = call.optional_idempotency_key()
+    account_id, hold_id = call.path_param("account_id"), call.path_param("hold_id")
+    return await settle(call.services, account_id, hold_id, "captured", data.amount, key)
+
+
+async def release_hold_express(call: Call) -> Hold:
+    """``release_hold`` in the express lane (api/express.py)."""
+    key = call.optional_idempotency_key()
+    account_id, hold_id = call.path_param("account_id"), call.path_param("hold_id")
+    return await settle(call.services, account_id, hold_id, "released", 0, key)
 
 
 @post(
@@ -26,6 +85,7 @@ SETTLED_CONFLICT = "The hold expired or was already settled."
     dto=Body[PlaceHoldRequest],
     return_dto=None,
     responses=errors(401, 402, 403, 404, 413, 422, 503),
+    middleware=[express(place_hold_express)],
 )
 async def place_hold(
     account_id: FromPath[str],
@@ -43,16 +103,7 @@ async def place_hold(
     idempotency_key: IdempotencyKey,
 ) -> Hold:
     """Reserve credits until captured, released or expired; 402 when not available."""
-    hold: Hold = await services.ledger.execute(
-        PlaceHold(
-            account_id=account_id,
-            amount=data.amount,
-            expires_in_seconds=data.expires_in_seconds or DEFAULT_HOLD_SECONDS,
-            reason=data.reason or "",
-            idempotency_key=idempotency_key,
-        )
-    )
-    return hold
+    return await place(services, account_id, data, idempotency_key)
 
 
 @post(
@@ -76,6 +127,7 @@ async def place_hold(
             }
         },
     ),
+    middleware=[express(capture_hold_express)],
 )
 async def capture_hold(
     account_id: FromPath[str],
@@ -88,22 +140,14 @@ async def capture_hold(
 ) -> Hold:
     """Spend up to the held amount; the rest goes back. The same request again (and the
     same Idempotency-Key, if one was given) returns the first answer; any other is 409."""
-    captured: Hold = await services.ledger.execute(
-        SettleHold(
-            account_id=account_id,
-            hold_id=hold_id,
-            outcome="captured",
-            amount=data.amount,
-            idempotency_key=idempotency_key,
-        )
-    )
-    return captured
+    return await settle(services, account_id, hold_id, "captured", data.amount, idempotency_key)
 
 
 @post(
     "/v1/accounts/{account_id:str}/holds/{hold_id:str}/release",
     status_code=200,
     responses=errors(401, 403, 404, 409, 422, 503, conflict="The hold was already captured."),
+    middleware=[express(release_hold_express, reads_body=False)],
 )
 async def release_hold(
     account_id: FromPath[str],
@@ -112,15 +156,7 @@ async def release_hold(
     idempotency_key: OptionalIdempotencyKey = None,
 ) -> Hold:
     """Give a hold's credits back. The same request again returns the first answer."""
-    released: Hold = await services.ledger.execute(
-        SettleHold(
-            account_id=account_id,
-            hold_id=hold_id,
-            outcome="released",
-            idempotency_key=idempotency_key,
-        )
-    )
-    return released
+    return await settle(services, account_id, hold_id, "released", 0, idempotency_key)
 
 
 @get(
