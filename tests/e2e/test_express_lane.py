@@ -9,7 +9,7 @@ the request id, the positions and the account ids.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import msgspec
@@ -72,8 +72,9 @@ async def side(services: Services, http: httpx.AsyncClient) -> Side:
     return Side(http, account_id, token.secret)
 
 
-async def exchanges(one: Side, writer: dict[str, str], event_id: str) -> list[httpx.Response]:
+async def exchanges(one: Side, writer: dict[str, str]) -> list[httpx.Response]:
     """The same requests for either side: the happy paths and the refusals around them."""
+    event_id = unique("evt_test")  # each side's delivery is new to the store
     spend = f"/v1/accounts/{one.account_id}/spend"
     mine = f"/v1/accounts/{one.account_id}/credits"
     key = {**writer, "Idempotency-Key": "spend-1"}
@@ -126,9 +127,14 @@ async def exchanges(one: Side, writer: dict[str, str], event_id: str) -> list[ht
     ]
 
 
-async def test_the_express_lane_answers_as_litestar_alone_does(
-    ledger_app: Litestar, litestar_alone: str, services: Services
-) -> None:
+Exchanges = Callable[[Side, dict[str, str]], Awaitable[list[httpx.Response]]]
+
+
+async def both_answer(
+    ledger_app: Litestar, litestar_alone: str, services: Services, exchanges: Exchanges
+) -> list[httpx.Response]:
+    """``exchanges`` sent to both APIs, each on an account of its own; the lane's answers,
+    once each matched the one Litestar alone gave."""
     writer_token = await services.tokens.issue(Scope.LEDGER_WRITE, name="express parity")
     writer = {"Authorization": f"Bearer {writer_token.secret}"}
     async with (
@@ -137,8 +143,17 @@ async def test_the_express_lane_answers_as_litestar_alone_does(
     ):
         laned = await side(services, laned_http)
         plain = await side(services, plain_http)
-        laned_answers = await exchanges(laned, writer, unique("evt_test"))
-        plain_answers = await exchanges(plain, writer, unique("evt_test"))
+        laned_answers = await exchanges(laned, writer)
+        plain_answers = await exchanges(plain, writer)
+    for number, (mine, theirs) in enumerate(zip(laned_answers, plain_answers, strict=True)):
+        assert laned.comparable(mine) == plain.comparable(theirs), (number, mine.request.url)
+    return laned_answers
+
+
+async def test_the_express_lane_answers_as_litestar_alone_does(
+    ledger_app: Litestar, litestar_alone: str, services: Services
+) -> None:
+    laned_answers = await both_answer(ledger_app, litestar_alone, services, exchanges)
 
     statuses = [answer.status_code for answer in laned_answers]
     assert statuses == [
@@ -148,8 +163,6 @@ async def test_the_express_lane_answers_as_litestar_alone_does(
     ]  # fmt: skip
     assert laned_answers[1].headers["idempotent-replayed"] == "true"
     assert laned_answers[18].headers["ledger-read-from"] == "primary"
-    for number, (mine, theirs) in enumerate(zip(laned_answers, plain_answers, strict=True)):
-        assert laned.comparable(mine) == plain.comparable(theirs), (number, mine.request.url)
 
 
 async def hold_exchanges(one: Side, writer: dict[str, str]) -> list[httpx.Response]:
@@ -191,20 +204,9 @@ async def hold_exchanges(one: Side, writer: dict[str, str]) -> list[httpx.Respon
 async def test_holds_in_the_express_lane_answer_as_litestar_alone_does(
     ledger_app: Litestar, litestar_alone: str, services: Services
 ) -> None:
-    writer_token = await services.tokens.issue(Scope.LEDGER_WRITE, name="express parity")
-    writer = {"Authorization": f"Bearer {writer_token.secret}"}
-    async with (
-        httpx.AsyncClient(base_url=ledger_app.state.base_url, timeout=30) as laned_http,
-        httpx.AsyncClient(base_url=litestar_alone, timeout=30) as plain_http,
-    ):
-        laned = await side(services, laned_http)
-        plain = await side(services, plain_http)
-        laned_answers = await hold_exchanges(laned, writer)
-        plain_answers = await hold_exchanges(plain, writer)
+    laned_answers = await both_answer(ledger_app, litestar_alone, services, hold_exchanges)
 
     statuses = [answer.status_code for answer in laned_answers]
     assert statuses == [201, 201, 201, 402, 422, 422, 403, 422, 422, 200, 200, 409, 409,
                         200, 200, 422, 404, 404]  # fmt: skip
     assert laned_answers[1].headers["idempotent-replayed"] == "true"
-    for number, (mine, theirs) in enumerate(zip(laned_answers, plain_answers, strict=True)):
-        assert laned.comparable(mine) == plain.comparable(theirs), (number, mine.request.url)
