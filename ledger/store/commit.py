@@ -34,7 +34,8 @@ from ledger.store.event_store import NOTIFY_CHANNEL, ConcurrencyConflict, Connec
 
 log = logging.getLogger(__name__)
 
-# Each command is a subtransaction: stay under PostgreSQL's 64-entry subxid cache.
+# A batch that falls back to one command at a time makes each a subtransaction: stay
+# under PostgreSQL's 64-entry subxid cache.
 MAX_BATCH = 48
 # Batches in flight at once. 8 against 4: spends +7-12 %, webhooks +5-15 % in three
 # interleaved quick benches on two cores (bench/README.md); the pool has 20 connections.

@@ -169,53 +169,52 @@ BEGIN
             END IF;
             RETURN NEXT;
         END LOOP;
-    END IF;
-
-    -- 6. One command at a time, each in a subtransaction of its own.
-    FOR c IN 1 .. commands LOOP
-        EXIT WHEN all_at_once;
-        command := c;
-        positions := NULL;
-        IF busy[c] THEN
-            outcome := 'conflict';
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        BEGIN
-            SELECT count(*) INTO wanted FROM unnest(event_commands) AS u(n) WHERE u.n = c;
-            WITH rows AS (
-                INSERT INTO stored_events AS e
-                    (originator_id, originator_version, topic, state, notification_id,
-                     transaction_id, recorded_at, hash)
-                SELECT u.id, u.version, u.topic, u.state, u.position, txid, recorded, u.hash
-                FROM unnest(event_commands, ids, versions, topics, states, hashes,
-                            notification_ids)
-                    AS u(n, id, version, topic, state, hash, position)
-                WHERE u.n = c
-                ON CONFLICT ON CONSTRAINT stored_events_pkey DO NOTHING
-                RETURNING e.notification_id
-            )
-            SELECT coalesce(array_agg(notification_id ORDER BY notification_id), '{}')
-            INTO inserted FROM rows;
-            IF cardinality(inserted) <> wanted THEN
-                RAISE EXCEPTION 'version conflict in command %', c USING ERRCODE = 'LC001';
-            END IF;
-            INSERT INTO claims (scope, key, request_hash, response)
-            SELECT u.scope, u.name, u.hash, u.answer
-            FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
-                AS u(n, scope, name, hash, answer)
-            WHERE u.n = c;
-            outcome := 'ok';
-            positions := inserted;
-            succeeded := succeeded || c;
-        EXCEPTION
-            WHEN SQLSTATE 'LC001' THEN
+    ELSE
+        -- 6. One command at a time, each in a subtransaction of its own.
+        FOR c IN 1 .. commands LOOP
+            command := c;
+            positions := NULL;
+            IF busy[c] THEN
                 outcome := 'conflict';
-            WHEN unique_violation THEN
-                outcome := 'claim-taken';
-        END;
-        RETURN NEXT;
-    END LOOP;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            BEGIN
+                SELECT count(*) INTO wanted FROM unnest(event_commands) AS u(n) WHERE u.n = c;
+                WITH rows AS (
+                    INSERT INTO stored_events AS e
+                        (originator_id, originator_version, topic, state, notification_id,
+                         transaction_id, recorded_at, hash)
+                    SELECT u.id, u.version, u.topic, u.state, u.position, txid, recorded, u.hash
+                    FROM unnest(event_commands, ids, versions, topics, states, hashes,
+                                notification_ids)
+                        AS u(n, id, version, topic, state, hash, position)
+                    WHERE u.n = c
+                    ON CONFLICT ON CONSTRAINT stored_events_pkey DO NOTHING
+                    RETURNING e.notification_id
+                )
+                SELECT coalesce(array_agg(notification_id ORDER BY notification_id), '{}')
+                INTO inserted FROM rows;
+                IF cardinality(inserted) <> wanted THEN
+                    RAISE EXCEPTION 'version conflict in command %', c USING ERRCODE = 'LC001';
+                END IF;
+                INSERT INTO claims (scope, key, request_hash, response)
+                SELECT u.scope, u.name, u.hash, u.answer
+                FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
+                    AS u(n, scope, name, hash, answer)
+                WHERE u.n = c;
+                outcome := 'ok';
+                positions := inserted;
+                succeeded := succeeded || c;
+            EXCEPTION
+                WHEN SQLSTATE 'LC001' THEN
+                    outcome := 'conflict';
+                WHEN unique_violation THEN
+                    outcome := 'claim-taken';
+            END;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
 
     -- 7. Snapshots of the commands that committed.
     INSERT INTO snapshots (originator_id, originator_version, topic, state, event_recorded_at)
