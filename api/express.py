@@ -3,10 +3,11 @@
 For each call Litestar builds a Request, resolves the route's dependencies, runs its
 DTO and builds a Response: about half of the CPU of a balance read (bench/README.md).
 A spend, a balance read, a hold placed, captured or released and a Stripe delivery each
-carry ``express(...)`` as their innermost middleware. Litestar has routed the request and the app's middleware (request
-id, metrics, access line, consistency headers) runs around it as around any request.
-The lane checks the caller with the route's own guards, decodes the body straight into
-the route's Struct, calls the function the route itself calls and writes the JSON.
+carry ``express(...)`` as their innermost middleware. Litestar has routed the request
+and the app's middleware (request id, metrics, access line, consistency headers) runs
+around it as around any request. The lane checks the caller with the route's own
+guards, decodes the body straight into the route's Struct, calls the function the route
+itself calls and writes the JSON.
 
 What it cannot take as it is, it hands to the route unchanged, body and all: a missing
 or malformed body or header, a body over the limit, a client gone. So every refusal of
@@ -29,7 +30,7 @@ from api.access.guards import authenticated
 from api.access.tokens import Principal
 from api.errors import send_error
 from api.services import Services
-from api.validation import IDEMPOTENCY_KEY_MAX
+from api.validation import admits_idempotency_key
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -80,13 +81,9 @@ class Call:
     def optional_idempotency_key(self) -> str | None:
         """The ``Idempotency-Key`` header if given, as ``OptionalIdempotencyKey`` admits it."""
         key = self.header(b"idempotency-key")
-        if key is not None and (not 0 < len(key) <= IDEMPOTENCY_KEY_MAX or not _printable(key)):
+        if key is not None and not admits_idempotency_key(key):
             raise Declined
         return key
-
-
-def _printable(text: str) -> bool:
-    return text.isascii() and text.isprintable()
 
 
 Answer = Callable[[Call], Awaitable[msgspec.Struct]]

@@ -22,6 +22,9 @@ from litestar.params import HeaderParameter, KwargDefinition
 from litestar.typing import FieldDefinition
 
 IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_KEY_PATTERN = "^[ -~]+$"
+"""Printable ASCII, as the ``Idempotency-Key`` header parameters below admit it."""
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 class ValidationFailed(Exception):
@@ -279,7 +282,7 @@ IdempotencyKey = Annotated[
         description="Your unique key for this request: a repeat returns the first answer.",
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX,
-        pattern="^[ -~]+$",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
     ),
 ]
 """The ``Idempotency-Key`` request header, required."""
@@ -291,10 +294,17 @@ OptionalIdempotencyKey = Annotated[
         description="Your unique key for this request: a repeat returns the first answer.",
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX,
-        pattern="^[ -~]+$",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
     ),
 ]
 """The ``Idempotency-Key`` request header, where it may be left out."""
+
+
+def admits_idempotency_key(key: str) -> bool:
+    """Whether the header parameters admit ``key`` (their length and pattern, checked as
+    Litestar checks them: msgspec searches the pattern)."""
+    return 0 < len(key) <= IDEMPOTENCY_KEY_MAX and _IDEMPOTENCY_KEY.search(key) is not None
+
 
 IDEMPOTENCY_KEY_INVALID = (
     f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters."
