@@ -44,16 +44,16 @@ CREATE OR REPLACE FUNCTION append(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
     events int := coalesce(cardinality(ids), 0);
+    claims int := coalesce(cardinality(claim_keys), 0);
     busy boolean[] := array_fill(false, ARRAY[commands]);
     previous bytea[] := '{}';
     hashes bytea[] := '{}';
     recorded timestamptz;
     txid xid8;
     wanted_ids int := 0;
-    handed bigint[];
+    handed bigint[] := '{}';
     given int := 0;
     notification_ids bigint[] := '{}';
-    lock record;
     wanted bigint;
     inserted bigint[];
     succeeded int[] := '{}';
@@ -66,16 +66,19 @@ BEGIN
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
 
-    -- 1. Streams and keys, without waiting (see above). The locks hold until commit.
-    FOR lock IN
-        SELECT DISTINCT u.n, 1 AS space, hashtext(u.id::text) AS key
-        FROM unnest(event_commands, ids) AS u(n, id)
-        UNION
-        SELECT DISTINCT u.n, 2, hashtext(u.scope || chr(31) || u.name)
-        FROM unnest(claim_commands, claim_scopes, claim_keys) AS u(n, scope, name)
-    LOOP
-        IF NOT busy[lock.n] AND NOT pg_try_advisory_xact_lock(lock.space, lock.key) THEN
-            busy[lock.n] := true;
+    -- 1. Streams and keys, without waiting (see above). The locks hold until commit;
+    --    a lock this transaction holds already is granted again at once.
+    FOR i IN 1 .. events LOOP
+        IF NOT busy[event_commands[i]]
+           AND (i = 1 OR ids[i] <> ids[i - 1] OR event_commands[i] <> event_commands[i - 1])
+           AND NOT pg_try_advisory_xact_lock(1, hashtext(ids[i]::text)) THEN
+            busy[event_commands[i]] := true;
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. claims LOOP
+        IF NOT busy[claim_commands[i]]
+           AND NOT pg_try_advisory_xact_lock(2, hashtext(claim_scopes[i] || chr(31) || claim_keys[i])) THEN
+            busy[claim_commands[i]] := true;
         END IF;
     END LOOP;
 
@@ -107,8 +110,9 @@ BEGIN
     BEGIN
         txid := pg_current_xact_id();  -- assigned here, in the order of the lock
         recorded := clock_timestamp();
-        handed := ARRAY(SELECT nextval('stored_events_notification_id_seq')
-                        FROM generate_series(1, wanted_ids) ORDER BY 1);
+        FOR i IN 1 .. wanted_ids LOOP
+            handed := handed || nextval('stored_events_notification_id_seq');
+        END LOOP;
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         PERFORM pg_advisory_unlock(748200101);
         RAISE;
@@ -143,11 +147,13 @@ BEGIN
             FROM unnest(event_commands, ids, versions, topics, states, hashes, notification_ids)
                 AS u(n, id, version, topic, state, hash, position)
             WHERE NOT busy[u.n];
-            INSERT INTO claims (scope, key, request_hash, response)
-            SELECT u.scope, u.name, u.hash, u.answer
-            FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
-                AS u(n, scope, name, hash, answer)
-            WHERE NOT busy[u.n];
+            IF claims > 0 THEN
+                INSERT INTO claims (scope, key, request_hash, response)
+                SELECT u.scope, u.name, u.hash, u.answer
+                FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
+                    AS u(n, scope, name, hash, answer)
+                WHERE NOT busy[u.n];
+            END IF;
         EXCEPTION WHEN unique_violation THEN
             all_at_once := false;
         END;
@@ -217,11 +223,13 @@ BEGIN
     END IF;
 
     -- 7. Snapshots of the commands that committed.
-    INSERT INTO snapshots (originator_id, originator_version, topic, state, event_recorded_at)
-    SELECT u.id, u.version, u.topic, u.state, clock_timestamp()
-    FROM unnest(snapshot_commands, snapshot_ids, snapshot_versions, snapshot_topics,
-                snapshot_states) AS u(n, id, version, topic, state)
-    WHERE u.n = ANY (succeeded)
-    ON CONFLICT DO NOTHING;
+    IF cardinality(snapshot_ids) > 0 THEN
+        INSERT INTO snapshots (originator_id, originator_version, topic, state, event_recorded_at)
+        SELECT u.id, u.version, u.topic, u.state, clock_timestamp()
+        FROM unnest(snapshot_commands, snapshot_ids, snapshot_versions, snapshot_topics,
+                    snapshot_states) AS u(n, id, version, topic, state)
+        WHERE u.n = ANY (succeeded)
+        ON CONFLICT DO NOTHING;
+    END IF;
 END;
 $$;
