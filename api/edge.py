@@ -22,6 +22,7 @@ import time
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.headers import first_header
 from api.log_context import access_log, log_access, request_id
 from api.metrics import observe_request
 from ledger.unit_of_work import answer_replayed
@@ -37,11 +38,8 @@ _REPLAYED = (IDEMPOTENT_REPLAYED.lower().encode(), b"true")
 
 
 def _given_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == _REQUEST_ID_HEADER:
-            given = value.decode("latin-1")
-            return given if _SANE_REQUEST_ID.fullmatch(given) else None
-    return None
+    given = first_header(scope, _REQUEST_ID_HEADER)
+    return given if given is not None and _SANE_REQUEST_ID.fullmatch(given) else None
 
 
 def answered_requests(app: ASGIApp) -> ASGIApp:

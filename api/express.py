@@ -29,6 +29,7 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 from api.access.guards import authenticated
 from api.access.tokens import Principal
 from api.errors import send_error
+from api.headers import first_header
 from api.services import Services
 from api.validation import admits_idempotency_key
 
@@ -59,10 +60,7 @@ class Call:
 
     def header(self, name: bytes) -> str | None:
         """The first header called ``name`` (lower case), if any."""
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return value.decode("latin-1")
-        return None
+        return first_header(self.scope, name)
 
     def body_as(self, model: type[S]) -> S:
         """The body as ``model``, decoded strictly as ``api.validation.Body`` decodes it."""

@@ -44,6 +44,7 @@ from litestar.types import (
 )
 
 from api.database import _connect, describe
+from api.headers import first_header
 from ledger.store.event_store import EventStore
 from ledger.unit_of_work import answer_positions
 from projections.queries import Views
@@ -55,6 +56,7 @@ T = TypeVar("T")
 
 POSITION_HEADER = "Ledger-Position"
 MIN_POSITION_HEADER = "Ledger-Min-Position"
+_MIN_POSITION_NAME = MIN_POSITION_HEADER.lower().encode()
 READ_FROM_HEADER = "Ledger-Read-From"
 
 READ_WAIT = 1.0
@@ -248,10 +250,10 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        raw = dict(scope["headers"]).get(MIN_POSITION_HEADER.lower().encode())
+        raw = first_header(scope, _MIN_POSITION_NAME)
         wanted = 0
         if raw is not None:
-            text = raw.decode("latin-1").strip()
+            text = raw.strip()
             if not text.isdigit() or len(text) > 19:
                 start: HTTPResponseStartEvent = {
                     "type": "http.response.start",

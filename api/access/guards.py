@@ -17,6 +17,7 @@ from litestar.types import Guard
 from litestar.types import Scope as ASGIScope
 
 from api.access.tokens import Principal, Scope, TokenService
+from api.headers import first_header
 
 Caller = NamedDependency[Principal]
 """Declares a route's ``principal`` parameter as the authenticated caller."""
@@ -37,11 +38,7 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
     Read from the raw headers: ``connection.headers`` builds a multi-dict of them all.
     """
-    header = ""
-    for name, value in connection.scope["headers"]:
-        if name == b"authorization":
-            header = value.decode("latin-1")
-            break
+    header = first_header(connection.scope, b"authorization") or ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

@@ -1,0 +1,27 @@
+"""api/headers.py: one header out of an ASGI scope's raw list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.headers import first_header
+
+
+def scope_with(*headers: tuple[bytes, bytes]) -> Any:
+    return {"type": "http", "headers": list(headers)}
+
+
+def test_the_first_of_repeated_headers_is_the_one_read() -> None:
+    scope = scope_with((b"x-request-id", b"first"), (b"x-request-id", b"second"))
+    assert first_header(scope, b"x-request-id") == "first"
+
+
+def test_a_missing_header_is_none_and_an_empty_one_is_empty() -> None:
+    scope = scope_with((b"authorization", b""))
+    assert first_header(scope, b"x-request-id") is None
+    assert first_header(scope, b"authorization") == ""
+
+
+def test_values_are_decoded_as_latin_1_as_http_sends_them() -> None:
+    scope = scope_with((b"idempotency-key", "caf\u00e9".encode("latin-1")))
+    assert first_header(scope, b"idempotency-key") == "caf\u00e9"
