@@ -23,7 +23,11 @@ from projections.events import projected
 from projections.rebuild_parts import fill_in_parts
 from projections.runner import Projection
 
-REBUILD_BATCH = 5000
+# Each batch reads and writes every row its events touch once, so the larger the batch,
+# the fewer times a busy account's rows go back and forth. 20,000 against 5,000: 11-12 %
+# faster on 300,000 events of 3,000 accounts, peak 75 MB against 46 MB a process
+# (50,000: 11 % faster again, 135 MB).
+REBUILD_BATCH = 20_000
 
 
 def _fresh(projection: Projection) -> str:
