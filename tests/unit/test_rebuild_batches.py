@@ -1,0 +1,67 @@
+"""How a rebuild worker cuts its part of the streams into batches
+(projections/rebuild_parts._whole_commands): never inside one command's events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from uuid import UUID, uuid4
+
+from ledger.store.event_store import RecordedEvent
+from projections.rebuild_parts import _whole_commands
+
+START = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def commands(sizes: list[int]) -> list[RecordedEvent]:
+    """Events of commands of these sizes, each command on a stream, at a moment, of its own."""
+    events = []
+    for number, size in enumerate(sizes):
+        stream: UUID = uuid4()
+        for version in range(1, size + 1):
+            events.append(
+                RecordedEvent(
+                    stream,
+                    version,
+                    "t",
+                    b"{}",
+                    len(events) + 1,
+                    START + timedelta(seconds=number),
+                    b"",
+                )
+            )
+    return events
+
+
+async def in_chunks(events: list[RecordedEvent], size: int) -> AsyncIterator[list[RecordedEvent]]:
+    for start in range(0, len(events), size):
+        yield events[start : start + size]
+
+
+async def batches_of(events: list[RecordedEvent], chunk: int, batch: int) -> list[list[int]]:
+    return [
+        [e.notification_id for e in found]
+        async for found in _whole_commands(in_chunks(events, chunk), batch)
+    ]
+
+
+async def test_batches_end_only_where_a_command_ends_and_lose_nothing() -> None:
+    events = commands([1, 3, 2, 5, 1, 1, 4, 2])
+    ends = {
+        e.notification_id for e, after in pairwise(events) if after.recorded_at != e.recorded_at
+    }
+
+    for chunk, batch in ((1, 2), (3, 4), (4, 3), (19, 5)):
+        found = await batches_of(events, chunk, batch)
+        assert [n for b in found for n in b] == [e.notification_id for e in events]
+        assert all(b[-1] in ends for b in found[:-1]), (chunk, batch, found)
+        assert len(found) > 1
+
+
+async def test_a_command_longer_than_a_batch_stays_in_one_batch() -> None:
+    events = commands([2, 9, 1])
+    found = await batches_of(events, 2, 3)
+    assert [n for b in found for n in b] == list(range(1, 13))
+    [holding] = [b for b in found if 3 in b]
+    assert set(range(3, 12)) <= set(holding)
