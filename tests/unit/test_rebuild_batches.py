@@ -16,7 +16,7 @@ START = datetime(2026, 12, 1, tzinfo=UTC)
 
 def commands(sizes: list[int]) -> list[RecordedEvent]:
     """Events of commands of these sizes, each command on a stream, at a moment, of its own."""
-    events = []
+    events: list[RecordedEvent] = []
     for number, size in enumerate(sizes):
         stream: UUID = uuid4()
         for version in range(1, size + 1):
