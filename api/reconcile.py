@@ -16,12 +16,15 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import asyncpg
 
-from api.services import Services
 from ledger.ports import CheckoutLookup
 from ledger.reconcile import PendingCheckout, Reconciled, reconcile
+
+if TYPE_CHECKING:
+    from api.services import Services
 
 log = logging.getLogger(__name__)
 
