@@ -37,7 +37,7 @@ SERVICE_SETTINGS = {
 }
 
 
-async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+async def nothing_to_reset(connection: asyncpg.Connection) -> None:
     """What the pool runs when a connection comes back, after its own rollback of an open
     transaction: nothing.
 
@@ -178,7 +178,7 @@ async def create_pool(
         max_size=max_size,
         connect=_connect,
         server_settings=SERVICE_SETTINGS,
-        reset=_nothing_to_reset,
+        reset=nothing_to_reset,
     )
     async with pool.acquire() as connection:
         await warn_about_durability(connection)
