@@ -70,7 +70,6 @@ BEGIN
     --    a lock this transaction holds already is granted again at once.
     FOR i IN 1 .. events LOOP
         IF NOT busy[event_commands[i]]
-           AND (i = 1 OR ids[i] <> ids[i - 1] OR event_commands[i] <> event_commands[i - 1])
            AND NOT pg_try_advisory_xact_lock(1, hashtext(ids[i]::text)) THEN
             busy[event_commands[i]] := true;
         END IF;
