@@ -14,6 +14,7 @@ import contextvars
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -100,7 +101,7 @@ class BatchedLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self._waiting: list[str] = []
         self._flush_on: asyncio.AbstractEventLoop | None = None
-        os.register_at_fork(before=self.flush)
+        _batching.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         # Handler.handle holds self.lock around this.
@@ -136,6 +137,19 @@ class BatchedLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.flush()
         except (OSError, ValueError):  # the stream is gone (a closed pipe, exit)
             pass
+
+
+_batching: weakref.WeakSet[BatchedLineHandler] = weakref.WeakSet()
+"""Every live ``BatchedLineHandler``: a child must not inherit, and write again, what waits."""
+
+
+def _flush_before_fork() -> None:
+    for handler in list(_batching):
+        handler.flush()
+
+
+# One hook for all of them: a hook per handler would keep every handler ever made alive.
+os.register_at_fork(before=_flush_before_fork)
 
 
 def log_format(env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> str:

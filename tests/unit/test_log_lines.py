@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +84,34 @@ def test_outside_a_loop_every_line_goes_out_at_once(
     logger.info("plain")
 
     assert stream.getvalue() == "INFO plain\n"
+
+
+async def test_a_fork_writes_what_waits_first_so_the_child_does_not_write_it_again(
+    tmp_path: Path,
+) -> None:
+    with (tmp_path / "log").open("w") as stream:
+        handler = BatchedLineHandler(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger(f"tests.batched.fork.{id(stream)}")
+        logger.propagate = False
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            logger.info("before the fork")  # waits for the end of this loop turn
+            child = os.fork()
+            if child == 0:  # the child: whatever it inherited waiting would go out now
+                handler.flush()
+                os._exit(0)
+            await asyncio.to_thread(os.waitpid, child, 0)
+            handler.flush()
+        finally:
+            logger.removeHandler(handler)
+
+    assert (tmp_path / "log").read_text() == "before the fork\n"
+
+
+def test_a_handler_no_longer_used_is_not_kept_alive() -> None:
+    handler = weakref.ref(BatchedLineHandler(io.StringIO()))
+    gc.collect()
+
+    assert handler() is None
