@@ -7,7 +7,10 @@ request, so they look it up in the scope's list instead.
 
 from __future__ import annotations
 
-from litestar.types import Scope
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
 
 
 def first_header(scope: Scope, name: bytes) -> str | None:
