@@ -131,3 +131,23 @@ def test_the_workers_report_gives_ratios_to_the_bare_baseline_and_to_one_worker(
     assert "| spend | `ledger serve --workers 2` | 3,000 | 10.0 | 300 | 0.75x | 1.50x |" in rows
     assert "| credits | `ledger serve --workers 1` | 5,000 | 10.0 | 200 | 0.25x | 1.00x |" in rows
     assert "| credits | bare JSON | 20,000 | 10.0 | 40 | 1.00x | — |" in rows
+
+
+def test_the_append_target_is_the_per_call_design_and_the_committer_a_row_beside_it() -> None:
+    from bench.append_rate import DESIGNS, Tally
+    from bench.postgres import Configuration
+    from bench.results import Results
+    from bench.table import append_rows
+
+    rates = {"plain": 1000, "lock": 500, "append": 950, "committer": 3000}
+    tallies = [Tally(rates[d.key], 1.0, [0.001, 0.002]) for d in DESIGNS]
+    results = Results(
+        Configuration("embedded", "postgresql://x@/y?host=/tmp", "embedded"),
+        appends=[(1, tallies), (8, tallies)],
+    )
+
+    target, committer = append_rows(results)
+
+    assert (target.ratio, target.met) == ("0.95x", True)
+    assert (committer.ratio, committer.target, committer.met) == ("3.00x", "—", None)
+    assert "group committer" in committer.benchmark
