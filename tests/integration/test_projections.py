@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.bootstrap import build_ledger
+from ledger.commands import SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import InsufficientCredits, PeriodOutOfOrder
 from ledger.domain.ids import account_stream_id
@@ -22,6 +25,7 @@ from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
 from projections.queries import Views
 from projections.runner import all_projections
+from projections.statement import LAST_LINES
 from tests.conftest import IsolatedDatabase, unique
 from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
@@ -226,3 +230,35 @@ async def test_a_view_far_behind_catches_up_while_the_others_stay_current(
     assert set(positions.values()) == {head}
     assert applied == head + 3 * (len(all_projections()) - 1)  # the statement all; others 3
     await assert_views_match_the_events(store, account_ids)
+
+
+async def test_the_statement_reads_one_line_per_account_however_long_its_history(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Each batch continues every touched account's statement from its last line: that
+    read must not grow with the account's history (it read every line, sorted, before)."""
+    books = build_ledger(isolated_db.pool)
+    account_id = unique("long-statement")
+    await open_account(books, account_id, allowance=1_000)
+    for n in range(200):
+        await books.execute(
+            SpendCredits(account_id=account_id, amount=1, reason="work", idempotency_key=f"k{n}")
+        )
+    await caught_up(isolated_db.store)
+    stream_id = account_stream_id(account_id)
+
+    async with isolated_db.pool.acquire() as connection:
+        [plan] = json.loads(
+            await connection.fetchval(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + LAST_LINES.format(table="statement_lines"),
+                [stream_id],
+            )
+        )
+        [last] = await connection.fetch(LAST_LINES.format(table="statement_lines"), [stream_id])
+
+    def rows_read(node: dict[str, Any]) -> int:
+        own = node["Actual Rows"] * node["Actual Loops"] if "Relation Name" in node else 0
+        return own + sum(rows_read(child) for child in node.get("Plans", []))
+
+    assert rows_read(plan["Plan"]) == 1
+    assert (last["account_id"], last["allowance_after"]) == (account_id, 800)
