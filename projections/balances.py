@@ -77,6 +77,19 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
 
 _ACCOUNT_EVENTS = EventKinds(AccountOpened, AccountEvent)
 
+_UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[],
+                         $6::bigint[], $7::bigint[], $8::text[], $9::bigint[],
+                         $10::timestamptz[], $11::bigint[])
+    ON CONFLICT (account_id) DO UPDATE SET
+        monthly_allowance = excluded.monthly_allowance,
+        next_monthly_allowance = excluded.next_monthly_allowance,
+        allowance_remaining = excluded.allowance_remaining,
+        topup_balance = excluded.topup_balance, held = excluded.held,
+        granted = excluded.granted,
+        period = excluded.period,
+        position = excluded.position, updated_at = excluded.updated_at"""
+
 
 class BalancesProjection:
     """Current balance per account (what ``GET /v1/credits`` reads)."""
@@ -100,16 +113,8 @@ class BalancesProjection:
         }
         for event in events:
             rows[event.stream_id] = fold(rows.get(event.stream_id), event)
-        await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS})
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                ON CONFLICT (account_id) DO UPDATE SET
-                    monthly_allowance = excluded.monthly_allowance,
-                    next_monthly_allowance = excluded.next_monthly_allowance,
-                    allowance_remaining = excluded.allowance_remaining,
-                    topup_balance = excluded.topup_balance, held = excluded.held,
-                    granted = excluded.granted,
-                    period = excluded.period,
-                    position = excluded.position, updated_at = excluded.updated_at""",
-            [msgspec.structs.astuple(row) for row in rows.values() if row is not None],
-        )
+        written = [msgspec.structs.astuple(row) for row in rows.values() if row is not None]
+        if written:
+            # One statement for every row (unnest), not one execution a row: under load a
+            # projector batch holds a few dozen accounts.
+            await connection.execute(_UPSERT.format(table=table), *map(list, zip(*written, strict=True)))

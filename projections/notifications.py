@@ -52,6 +52,17 @@ _COLUMNS = (
     "threshold, low_armed, depleted_armed, position, granted"
 )
 
+_UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                         $6::bigint[], $7::bigint[], $8::boolean[], $9::boolean[], $10::bigint[],
+                         $11::bigint[])
+    ON CONFLICT (stream_id) DO UPDATE SET
+        monthly_allowance = excluded.monthly_allowance,
+        allowance_remaining = excluded.allowance_remaining,
+        topup_balance = excluded.topup_balance, held = excluded.held,
+        granted = excluded.granted, threshold = excluded.threshold, low_armed = excluded.low_armed,
+        depleted_armed = excluded.depleted_armed, position = excluded.position"""
+
 
 class NotifierState(msgspec.Struct):
     """One account as the alerts see it, after its last event."""
@@ -327,16 +338,9 @@ class NotificationsProjection:
                     )
                     for endpoint_id in chosen
                 )
-        await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                ON CONFLICT (stream_id) DO UPDATE SET
-                    monthly_allowance = excluded.monthly_allowance,
-                    allowance_remaining = excluded.allowance_remaining,
-                    topup_balance = excluded.topup_balance, held = excluded.held,
-                    granted = excluded.granted, threshold = excluded.threshold, low_armed = excluded.low_armed,
-                    depleted_armed = excluded.depleted_armed, position = excluded.position""",
-            [msgspec.structs.astuple(s) for s in states.values() if s is not None],
-        )
+        written = [msgspec.structs.astuple(s) for s in states.values() if s is not None]
+        if written:  # one statement for every row, as the balances view
+            await connection.execute(_UPSERT.format(table=table), *map(list, zip(*written, strict=True)))
         if deliveries:
             await connection.executemany(
                 """INSERT INTO webhook_deliveries
