@@ -170,6 +170,30 @@ async def read_part_until(
         yield [_recorded(row) for row in rows]
 
 
+LOAD_MANY = f"""
+    WITH wanted AS (SELECT DISTINCT unnest($1::uuid[]) AS originator_id),
+    snapshot AS (
+        SELECT newest.* FROM wanted CROSS JOIN LATERAL (
+            SELECT originator_id, originator_version, topic, state,
+                   0::bigint AS notification_id, event_recorded_at AS recorded_at,
+                   ''::bytea AS hash
+            FROM snapshots WHERE originator_id = wanted.originator_id
+            ORDER BY originator_version DESC LIMIT 1) AS newest)
+    SELECT true AS is_snapshot, * FROM snapshot
+    UNION ALL
+    SELECT false, after.* FROM wanted LEFT JOIN snapshot USING (originator_id)
+    CROSS JOIN LATERAL (
+        SELECT {_COLUMNS} FROM stored_events
+        WHERE originator_id = wanted.originator_id
+          AND originator_version > coalesce(snapshot.originator_version, 0)
+        OFFSET 0) AS after
+    ORDER BY 2, 1 DESC, 3"""
+"""Each stream's newest snapshot and the events after it, both read down the streams'
+indexes from where they start. (``OFFSET 0`` keeps the events per stream, so the
+snapshot's version bounds the index scan: a join over ``originator_id = any(...)`` read
+every event of every stream, snapshots or not, and dropped those before the snapshot.)"""
+
+
 class EventStore:
     """Appends events with optimistic concurrency and reads them back in order."""
 
@@ -357,22 +381,7 @@ class EventStore:
 
     async def _load_many_now(self, originator_ids: Sequence[UUID]) -> dict[UUID, _Loaded]:
         async with self.pool.acquire() as connection:
-            rows = await connection.fetch(
-                f"""WITH snapshot AS (
-                        SELECT DISTINCT ON (originator_id) originator_id, originator_version,
-                               topic, state, 0::bigint AS notification_id,
-                               event_recorded_at AS recorded_at, ''::bytea AS hash
-                        FROM snapshots WHERE originator_id = any($1::uuid[])
-                        ORDER BY originator_id, originator_version DESC)
-                    SELECT true AS is_snapshot, * FROM snapshot
-                    UNION ALL
-                    SELECT false, {", ".join(f"e.{c}" for c in _COLUMNS.split(", "))}
-                    FROM stored_events e LEFT JOIN snapshot s USING (originator_id)
-                    WHERE e.originator_id = any($1::uuid[])
-                      AND e.originator_version > coalesce(s.originator_version, 0)
-                    ORDER BY 2, 1 DESC, 3""",
-                list(originator_ids),
-            )
+            rows = await connection.fetch(LOAD_MANY, list(originator_ids))
         loaded: dict[UUID, _Loaded] = {}
         for row in rows:
             recorded = _recorded(row[1:])

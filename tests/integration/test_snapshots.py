@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import asyncpg
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.ids import account_stream_id
 from ledger.service import Ledger
-from ledger.store.event_store import EventStore
+from ledger.store.event_store import LOAD_MANY, EventStore
 from ledger.store.repository import SNAPSHOT_EVERY
 from tests.conftest import unique
 from tests.support.ledger import save
@@ -63,3 +66,35 @@ async def test_an_as_of_replay_ignores_snapshots_taken_after_that_moment(
     assert then is not None
     assert then.version == 50
     assert then.topup_balance == 49
+
+
+async def test_loading_streams_together_reads_from_their_newest_snapshot_on(
+    ledger: Ledger, store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """What the cache misses go through (``load_many_from_snapshots``): the snapshot
+    spares reading the events before it, however many there are."""
+    account_id = unique("acct")
+    account = CreditAccount.open(account_id, 10_000, "2026-11")
+    await save(ledger, account)
+    for _ in range(2 * SNAPSHOT_EVERY + 20):
+        account.spend(1, "work")
+        await save(ledger, account)
+    stream, unknown = account_stream_id(account_id), account_stream_id(unique("nobody"))
+
+    [plan] = json.loads(
+        await pool.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + LOAD_MANY, [stream, unknown])
+    )
+    loaded = await store.load_many_from_snapshots([stream, unknown])
+
+    def rows_read(node: dict[str, Any]) -> int:
+        own = node["Actual Rows"] * node["Actual Loops"] if "Relation Name" in node else 0
+        return own + sum(rows_read(child) for child in node.get("Plans", []))
+
+    snapshot, events = loaded[stream]
+    assert unknown not in loaded
+    assert snapshot is not None
+    assert snapshot.originator_version == 2 * SNAPSHOT_EVERY
+    assert [e.originator_version for e in events] == list(
+        range(2 * SNAPSHOT_EVERY + 1, 2 * SNAPSHOT_EVERY + 22)
+    )
+    assert rows_read(plan["Plan"]) == 1 + 21  # the snapshot and the events after it
