@@ -230,25 +230,6 @@ class EventStore:
             )
         return [_recorded(row) for row in rows]
 
-    async def load_page(
-        self, originator_id: UUID, *, after: int, limit: int
-    ) -> list[RecordedEvent]:
-        """A page of one stream's events after position ``after``, oldest first.
-
-        Within a stream, position order is version order and has no late commits:
-        version n+1 can only be appended once version n is committed.
-        """
-        async with self.pool.acquire() as connection:
-            rows = await connection.fetch(
-                f"""SELECT {_COLUMNS} FROM stored_events
-                    WHERE originator_id = $1 AND notification_id > $2
-                    ORDER BY originator_version LIMIT $3""",
-                originator_id,
-                after,
-                limit,
-            )
-        return [_recorded(row) for row in rows]
-
     async def account_page(self, account_id: str, *, after: int, limit: int) -> list[RecordedEvent]:
         """The events of an account's stream and its Checkout sessions', in commit order.
 
