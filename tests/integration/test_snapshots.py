@@ -81,9 +81,9 @@ async def test_loading_streams_together_reads_from_their_newest_snapshot_on(
         await save(ledger, account)
     stream, unknown = account_stream_id(account_id), account_stream_id(unique("nobody"))
 
-    [plan] = json.loads(
-        await pool.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + LOAD_MANY, [stream, unknown])
-    )
+    # One stream, so that every node runs once: PostgreSQL 15 reports a node's rows as a
+    # whole-number average over its loops.
+    [plan] = json.loads(await pool.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + LOAD_MANY, [stream]))
     loaded = await store.load_many_from_snapshots([stream, unknown])
 
     def rows_read(node: dict[str, Any]) -> int:
