@@ -70,7 +70,9 @@ async def checkout_success(
         return Response(MISSING, status_code=400, media_type=MediaType.HTML)
     if not t:
         return RECEIVED
-    session = await services.ledger.session(session_id)
+    # From the store, not this process's memory: Stripe's webhook may have reached another
+    # replica, and this page refreshes until it sees what that one recorded.
+    session = await services.ledger.session(session_id, fresh=True)
     if session is None or not services.page_tokens.shows(t, session.account_id):
         return RECEIVED
     if session.status in ("expired", "failed"):
@@ -88,7 +90,7 @@ async def checkout_success(
             "is confirmed.</p>",
             refresh=True,
         )
-    account = await services.ledger.account(session.account_id)
+    account = await services.ledger.account(session.account_id, fresh=True)
     return _page(
         "Credits added",
         f'<p id="status" data-status="credited">{session.credits:,} credits were added to '

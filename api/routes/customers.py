@@ -69,7 +69,8 @@ async def account_credits(services: Services, account_id: str) -> AccountCredits
     row = await services.reads.run(lambda source: source.views.balance(account_id))
     if row is not None and views_caught_up():
         return AccountCredits.of(row)
-    return AccountCredits.of(await services.ledger.account(account_id))
+    # From the store, not this process's memory: another replica may have written since.
+    return AccountCredits.of(await services.ledger.account(account_id, fresh=True))
 
 
 async def get_credits_express(call: Call) -> AccountCredits:

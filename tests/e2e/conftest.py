@@ -59,6 +59,25 @@ async def ledger_app(database_url: str, standin: RunningStandin) -> AsyncIterato
             yield app
 
 
+@pytest.fixture(scope="session")
+async def replica_app(database_url: str, standin: RunningStandin) -> AsyncIterator[Litestar]:
+    """A second API on the suite's database, as another replica behind a load balancer
+    (Stripe's webhooks still go to the first)."""
+    sock = bind_free_port()
+    port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
+        app = create_app(suite_settings(database_url, standin, port, data_dir))
+        async with serving(app, sock) as base_url:
+            app.state.base_url = base_url
+            yield app
+
+
+@pytest.fixture
+async def replica(replica_app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=replica_app.state.base_url, timeout=30) as client:
+        yield client
+
+
 @pytest.fixture
 def services(ledger_app: Litestar) -> Services:
     return ledger_app.state.services  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ an expired or failed purchase says so to its link.
 from __future__ import annotations
 
 import httpx
+from litestar import Litestar
 
 from api.services import Services
 from tests.e2e.conftest import Customer
@@ -79,3 +80,21 @@ async def test_an_expired_purchase_says_it_was_not_completed_instead_of_refreshi
     assert 'data-status="expired"' in page.text
     assert "expired before it was paid; nothing was charged" in page.text
     assert REFRESH not in page.text
+
+
+async def test_the_page_shows_a_payment_another_replica_recorded(
+    http: httpx.AsyncClient,
+    replica: httpx.AsyncClient,
+    replica_app: Litestar,
+    customer: Customer,
+) -> None:
+    """The replica that took the purchase holds its session in memory; Stripe's webhook
+    reached another replica. The page reads the store, so it does not refresh for ever."""
+    bought = await purchase(replica, customer, 300)
+    link = await signed_link(replica_app.state.services, customer, bought.session_id)
+    await pay(http, bought)  # the webhook goes to the first API
+
+    page = await replica.get("/checkout/success", params=link)
+
+    assert 'data-status="credited"' in page.text
+    assert 'data-balance="1300"' in page.text

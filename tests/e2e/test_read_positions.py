@@ -65,3 +65,26 @@ async def test_a_min_position_that_is_not_a_number_is_422(
         )
         assert answer.status_code == 422
         assert list(answer.json()["errors"]) == ["Ledger-Min-Position"]
+
+
+async def test_a_read_behind_views_answers_what_another_replica_wrote(
+    http: httpx.AsyncClient,
+    replica: httpx.AsyncClient,
+    services: Services,
+    writer_headers: dict[str, str],
+) -> None:
+    """The write side's answer comes from the store: the replica asked has the account in
+    memory from a spend of its own, and another replica has spent since."""
+    account_id = await open_account(http, writer_headers, 1000)
+    await catch_up(services.store, all_projections())
+    assert (await spend(replica, writer_headers, account_id, 100)).status_code == 200
+    other = await spend(http, writer_headers, account_id, 50)
+    assert other.status_code == 200
+
+    read = await replica.get(  # no projector runs: the views stay behind that position
+        f"/v1/accounts/{account_id}/credits",
+        headers={**writer_headers, "Ledger-Min-Position": other.headers["ledger-position"]},
+    )
+
+    assert read.status_code == 200
+    assert read.json()["balance"] == 850
