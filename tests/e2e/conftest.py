@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,30 +47,35 @@ def suite_settings(
     )
 
 
-@pytest.fixture(scope="session")
-async def ledger_app(database_url: str, standin: RunningStandin) -> AsyncIterator[Litestar]:
-    """The API as users run it, on a free port, with the stand-in as its Stripe."""
+@asynccontextmanager
+async def served_api(
+    database_url: str, standin: RunningStandin, **options: Any
+) -> AsyncIterator[Litestar]:
+    """``create_app(..., **options)`` with the suite's settings, served on a free port
+    (its address in ``app.state.base_url``)."""
     sock = bind_free_port()
     port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
-        app = create_app(suite_settings(database_url, standin, port, data_dir))
+        app = create_app(suite_settings(database_url, standin, port, data_dir), **options)
         async with serving(app, sock) as base_url:
             app.state.base_url = base_url
-            standin.configure_webhooks(f"{base_url}/v1/stripe/webhook", WEBHOOK_SECRET)
             yield app
+
+
+@pytest.fixture(scope="session")
+async def ledger_app(database_url: str, standin: RunningStandin) -> AsyncIterator[Litestar]:
+    """The API as users run it, on a free port, with the stand-in as its Stripe."""
+    async with served_api(database_url, standin) as app:
+        standin.configure_webhooks(f"{app.state.base_url}/v1/stripe/webhook", WEBHOOK_SECRET)
+        yield app
 
 
 @pytest.fixture(scope="session")
 async def replica_app(database_url: str, standin: RunningStandin) -> AsyncIterator[Litestar]:
     """A second API on the suite's database, as another replica behind a load balancer
     (Stripe's webhooks still go to the first)."""
-    sock = bind_free_port()
-    port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
-        app = create_app(suite_settings(database_url, standin, port, data_dir))
-        async with serving(app, sock) as base_url:
-            app.state.base_url = base_url
-            yield app
+    async with served_api(database_url, standin) as app:
+        yield app
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ the request id, the positions and the account ids.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -17,13 +16,11 @@ import pytest
 from litestar import Litestar
 
 from api.access.tokens import Scope
-from api.app import create_app
 from api.services import Services
 from stripe_standin import RunningStandin
 from tests.conftest import unique
-from tests.e2e.conftest import suite_settings
+from tests.e2e.conftest import served_api
 from tests.support.ledger import open_account
-from tests.support.servers import bind_free_port, serving
 from tests.support.stripe_events import event_body, signature
 
 VARYING = {"date", "server", "x-request-id", "ledger-position"}
@@ -34,13 +31,8 @@ is compared)."""
 @pytest.fixture(scope="module")
 async def litestar_alone(database_url: str, standin: RunningStandin) -> AsyncIterator[str]:
     """The API without the express lane, on the suite's database; its base URL."""
-    sock = bind_free_port()
-    port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
-        settings = suite_settings(database_url, standin, port, data_dir)
-        app = create_app(settings, express_lane=False)
-        async with serving(app, sock) as base_url:
-            yield base_url
+    async with served_api(database_url, standin, express_lane=False) as app:
+        yield app.state.base_url
 
 
 class Side:
