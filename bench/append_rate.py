@@ -1,8 +1,8 @@
 """Append rate of three ways to append events in a gap-free global order.
 
-One event per command, and, but for the group committer's row, per transaction. Each client appends to a stream of its own, version after
-version, as spends on an account do (no version conflicts; the first version is
-written in the warm-up):
+One event per command, and (but for the group committer's row, below) per transaction.
+Each client appends to a stream of its own, version after version, as spends on an
+account do (no version conflicts; the first version is written in the warm-up):
 
 * plain insert: ``INSERT ... VALUES`` and COMMIT, no ordering protocol (the ceiling);
 * table lock: ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY``, ``INSERT ... SELECT FROM
@@ -93,6 +93,14 @@ class Stream:
     originator_id: UUID = field(default_factory=uuid4)
     version: int = 1
 
+    def next_event(self) -> StoredEvent:
+        return StoredEvent(
+            originator_id=self.originator_id,
+            originator_version=self.version,
+            topic=TOPIC,
+            state=STATE,
+        )
+
 
 Append = Callable[[Stream], Awaitable[None]]
 """One committed append of the stream's next event."""
@@ -147,13 +155,7 @@ def watermark(pool: asyncpg.Pool) -> Append:
     store = EventStore(pool)
 
     async def append(stream: Stream) -> None:
-        event = StoredEvent(
-            originator_id=stream.originator_id,
-            originator_version=stream.version,
-            topic=TOPIC,
-            state=STATE,
-        )
-        await store.append([event])
+        await store.append([stream.next_event()])
         stream.version += 1
 
     return append
@@ -166,13 +168,7 @@ class ThroughCommitter:
         self.committer = GroupCommitter(pool)
 
     async def __call__(self, stream: Stream) -> None:
-        event = StoredEvent(
-            originator_id=stream.originator_id,
-            originator_version=stream.version,
-            topic=TOPIC,
-            state=STATE,
-        )
-        await self.committer.commit(Writes(events=[event]))
+        await self.committer.commit(Writes(events=[stream.next_event()]))
         stream.version += 1
 
     async def stop(self) -> None:
