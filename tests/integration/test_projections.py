@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
 import asyncpg
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +27,7 @@ from projections.statement import LAST_LINES
 from tests.conftest import IsolatedDatabase, unique
 from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
+from tests.support.plans import rows_read
 
 operations = st.lists(
     st.one_of(
@@ -247,18 +246,8 @@ async def test_the_statement_reads_one_line_per_account_however_long_its_history
     await caught_up(isolated_db.store)
     stream_id = account_stream_id(account_id)
 
-    async with isolated_db.pool.acquire() as connection:
-        [plan] = json.loads(
-            await connection.fetchval(
-                "EXPLAIN (ANALYZE, FORMAT JSON) " + LAST_LINES.format(table="statement_lines"),
-                [stream_id],
-            )
-        )
-        [last] = await connection.fetch(LAST_LINES.format(table="statement_lines"), [stream_id])
+    query = LAST_LINES.format(table="statement_lines")
+    [last] = await isolated_db.pool.fetch(query, [stream_id])
 
-    def rows_read(node: dict[str, Any]) -> int:
-        own = node["Actual Rows"] * node["Actual Loops"] if "Relation Name" in node else 0
-        return own + sum(rows_read(child) for child in node.get("Plans", []))
-
-    assert rows_read(plan["Plan"]) == 1
+    assert await rows_read(isolated_db.pool, query, [stream_id]) == 1
     assert (last["account_id"], last["allowance_after"]) == (account_id, 800)
