@@ -392,3 +392,12 @@ async def wait_for_answers(load: Load, count: int, *, after: float, seconds: flo
     while sum(1 for a in load.answers if a.sent_at >= after) < count:
         assert time.monotonic() < deadline, f"fewer than {count} answers in {seconds} s"
         await asyncio.sleep(0.01)
+
+
+async def wait_for_log(process: LedgerProcess, text: str, seconds: float = 30) -> None:
+    """Until the process's latest start has logged ``text``."""
+    latest = process.logs[-1]
+    deadline = time.monotonic() + seconds
+    while not latest.exists() or text not in latest.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"never logged {text!r}:\n{process.log_text()}"
+        await asyncio.sleep(0.02)

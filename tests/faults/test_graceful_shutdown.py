@@ -20,6 +20,7 @@ from tests.faults.conftest import (
     projection_positions,
     recorded,
     wait_for_answers,
+    wait_for_log,
     writer_token,
 )
 
@@ -83,6 +84,9 @@ async def test_sigterm_lets_requests_in_flight_finish_and_the_projector_commit(
                 if "project" in child.cmdline()
             )
 
+            # At work, not starting: stopped while it starts up (imports, connecting), it
+            # exits at once and leaves the views to its next start.
+            await wait_for_log(api, "projector started")
             # A burst of ordinary traffic, so the projector has work when the signal comes.
             load = Load(api.base_url, headers, account_ids)
             clients = [asyncio.create_task(load.client_loop(n)) for n in range(8)]

@@ -24,6 +24,7 @@ from tests.faults.conftest import (
     projection_positions,
     recorded,
     wait_for_answers,
+    wait_for_log,
     wait_for_projections,
     writer_token,
 )
@@ -134,15 +135,6 @@ async def test_an_api_killed_under_load_and_restarted_keeps_every_answer(
         finally:
             api.kill_group()
             projector.kill_group()
-
-
-async def wait_for_log(process: LedgerProcess, text: str, seconds: float = 30) -> None:
-    """Until the process's latest start has logged ``text``."""
-    latest = process.logs[-1]
-    deadline = time.monotonic() + seconds
-    while not latest.exists() or text not in latest.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"never logged {text!r}:\n{process.log_text()}"
-        await asyncio.sleep(0.02)
 
 
 async def wait_until_past(database: IsolatedDatabase, position: int, seconds: float = 30) -> None:
