@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +39,18 @@ async def stripe() -> AsyncIterator[RunningStandin]:
         yield running
 
 
+async def within_one_minute(seconds: float) -> None:
+    """Wait, if need be, until the next ``seconds`` lie within one minute of the clock.
+
+    The gateway's key for Stripe carries the session's expiry, made of the whole
+    minute (ledger/service.py): a retry in the next minute asks for a session of
+    its own, and the one the dropped attempt made expires unpaid.
+    """
+    left = 60 - time.time() % 60
+    if left < seconds:
+        await asyncio.sleep(left + 0.05)
+
+
 async def checkout_requests(database: IsolatedDatabase, after: int, account_id: str) -> list[str]:
     return [
         data["session_id"]
@@ -67,6 +81,8 @@ async def test_purchases_get_502_and_record_nothing_while_stripe_fails_then_retr
             async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
                 for number, fault in enumerate(FAULTS):
                     key = {**customer, "Idempotency-Key": f"order-{number}"}
+                    if fault["mode"] == "drop":
+                        await within_one_minute(seconds=20)
                     start = await tail_position(database.store)
                     sessions_before = len(stripe.state.sessions)
                     armed = await client.post(f"{stripe.base_url}/_standin/fail-next", json=fault)
