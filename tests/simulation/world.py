@@ -74,6 +74,8 @@ from tests.simulation import model
 from tests.support.events import caught_up, events_since
 
 VIEW_CHECK_EVERY = 20
+STRIPE_TIMEOUT = 1.0
+"""Seconds the simulation's gateway waits for the stand-in (a hang fault waits twice that)."""
 
 UNAVAILABLE = (
     OSError,
@@ -109,10 +111,14 @@ class World:
         standin.state.clock = lambda: self.now.timestamp()
         # Prices other than a cent a credit exercise the rounding of refunds.
         self.unit = self.random.choice([1, 3, 7])
-        # One attempt per call: a failing Stripe costs the schedule 0.3 s, not the SDK's
-        # retries and back-off (its retries are tested in tests/faults/test_stripe_faults.py).
+        # One attempt per call: a hanging Stripe costs the schedule STRIPE_TIMEOUT, not the
+        # SDK's retries and back-off (its retries are tested in tests/faults/test_stripe_faults.py).
+        # At 0.3 s an answered call on a busy CI machine timed out now and then.
         self.gateway = StripeGateway(
-            "sk_test_simulation", api_base=standin.base_url, timeout=0.3, max_network_retries=0
+            "sk_test_simulation",
+            api_base=standin.base_url,
+            timeout=STRIPE_TIMEOUT,
+            max_network_retries=0,
         )
         self.instances = [self._instance() for _ in range(2)]
         self.accounts: dict[str, model.Account] = {}
@@ -212,7 +218,7 @@ class World:
         if failing:
             mode = self.random.choice(["error", "hang"])
             self.standin.state.fail_status, self.standin.state.fail_count = 500, 1
-            self.standin.state.fail_mode, self.standin.state.fail_seconds = mode, 0.5
+            self.standin.state.fail_mode, self.standin.state.fail_seconds = mode, 2 * STRIPE_TIMEOUT
         try:
             started = await self.ledger.request_checkout(
                 RequestCheckout(account_id=account_id, credits=credits)
