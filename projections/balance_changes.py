@@ -60,60 +60,128 @@ def change_of(event: object, before: Buckets) -> Change | None:
     Every event of ``STATEMENT_EVENTS`` makes one (a hold moves no credit but
     is a line of the statement); no other event does.
     """
-    match event:
-        case AccountOpened(monthly_allowance=allowance):
-            return Change(allowance, 0, f"Account opened, monthly allowance {allowance}")
-        case CreditsSpent():
-            return Change(
-                -event.from_allowance,
-                -event.from_topup,
-                event.reason or "Spent",
-                -sum(event.from_grants.values()),
-            )
-        case MonthlyAllowanceReset(held_allowance_carried=carried):
-            described = f"Monthly allowance reset for {event.period}"
-            if carried:
-                described += f" ({carried} held by open holds carried over)"
-            return Change(event.monthly_allowance + carried - before.allowance, 0, described)
-        case CreditsPurchased():
-            return Change(0, event.credits, f"Top-up purchased ({event.session_id})")
-        case CreditsClawedBack():
-            return Change(0, -event.credits, f"Refunded top-up ({event.session_id})")
-        case CreditsReversed():
-            return Change(0, -event.credits, f"Disputed top-up ({event.session_id})")
-        case CreditsRestored():
-            return Change(0, event.credits, f"Dispute won ({event.session_id})")
-        case HoldPlaced():
-            return Change(0, 0, f"{event.amount} credits held ({event.hold_id})")
-        case HoldCaptured(lapsed=lapsed):
-            grants_lapsed = sum(event.grants_lapsed.values())
-            described = f"Hold captured: {event.captured} spent ({event.hold_id})"
-            described += _lapsed(lapsed, grants_lapsed)
-            return Change(
-                -event.from_allowance - lapsed,
-                -event.from_topup,
-                described,
-                -sum(event.from_grants.values()) - grants_lapsed,
-            )
-        case HoldReleased(lapsed=lapsed) | HoldExpired(lapsed=lapsed):
-            grants_lapsed = sum(event.grants_lapsed.values())
-            verb = "released" if isinstance(event, HoldReleased) else "expired"
-            back = event.released - lapsed - grants_lapsed
-            described = f"Hold {verb}: {back} credits back ({event.hold_id})"
-            described += _lapsed(lapsed, grants_lapsed)
-            return Change(-lapsed, 0, described, -grants_lapsed)
-        case CreditsGranted():
-            expiry = f", expires {event.expires_at}" if event.expires_at else ""
-            reason = f": {event.reason}" if event.reason else ""
-            return Change(
-                0, 0, f"Granted {event.amount} ({event.grant_id}{expiry}){reason}", event.amount
-            )
-        case GrantExpired() | GrantVoided():
-            verb = "expired" if isinstance(event, GrantExpired) else "voided"
-            return Change(
-                0, 0, f"Grant {verb}: {event.lapsed} lapsed ({event.grant_id})", -event.lapsed
-            )
-    return None
+    moved = moved_by(event, before.allowance)
+    if moved is None:
+        return None
+    allowance, topup, granted = moved
+    return Change(allowance, topup, _DESCRIPTIONS[type(event)](event), granted)
+
+
+Moved = tuple[int, int, int]
+"""What an event adds to each bucket: (allowance, top-up, granted)."""
+
+
+def moved_by(event: object, allowance_before: int) -> Moved | None:
+    """``change_of``'s amounts without its description (the views that keep balances need
+    only these, for every event); None for events that move no credits.
+
+    ``allowance_before`` is the allowance left before the event: a reset sets a new one.
+    """
+    move = _MOVES[type(event)]
+    return None if move is None else move(event, allowance_before)
+
+
+def _spent(event: CreditsSpent, _: int) -> Moved:
+    return (-event.from_allowance, -event.from_topup, -sum(event.from_grants.values()))
+
+
+def _reset(event: MonthlyAllowanceReset, allowance_before: int) -> Moved:
+    return (event.monthly_allowance + event.held_allowance_carried - allowance_before, 0, 0)
+
+
+def _captured(event: HoldCaptured, _: int) -> Moved:
+    return (
+        -event.from_allowance - event.lapsed,
+        -event.from_topup,
+        -sum(event.from_grants.values()) - sum(event.grants_lapsed.values()),
+    )
+
+
+def _ended_hold(event: HoldReleased | HoldExpired, _: int) -> Moved:
+    return (-event.lapsed, 0, -sum(event.grants_lapsed.values()))
+
+
+class _ByClass(dict[type, Any]):
+    """A function per event class, found for a subclass through its bases; None for others."""
+
+    def __missing__(self, cls: type) -> Any:
+        found = next((self[base] for base in cls.__mro__[1:] if base in self), None)
+        self[cls] = found
+        return found
+
+
+_MOVES = _ByClass(
+    {
+        AccountOpened: lambda opened, _: (opened.monthly_allowance, 0, 0),
+        CreditsSpent: _spent,
+        MonthlyAllowanceReset: _reset,
+        CreditsPurchased: lambda purchased, _: (0, purchased.credits, 0),
+        CreditsClawedBack: lambda clawed_back, _: (0, -clawed_back.credits, 0),
+        CreditsReversed: lambda reversed_, _: (0, -reversed_.credits, 0),
+        CreditsRestored: lambda restored, _: (0, restored.credits, 0),
+        HoldPlaced: lambda *_: (0, 0, 0),
+        HoldCaptured: _captured,
+        HoldReleased: _ended_hold,
+        HoldExpired: _ended_hold,
+        CreditsGranted: lambda granted, _: (0, 0, granted.amount),
+        GrantExpired: lambda ended, _: (0, 0, -ended.lapsed),
+        GrantVoided: lambda ended, _: (0, 0, -ended.lapsed),
+    }
+)
+"""A dict, not a ``match``: every view that keeps balances asks about every event."""
+
+
+def _reset_described(event: MonthlyAllowanceReset) -> str:
+    carried = event.held_allowance_carried
+    described = f"Monthly allowance reset for {event.period}"
+    return described + f" ({carried} held by open holds carried over)" if carried else described
+
+
+def _captured_described(event: HoldCaptured) -> str:
+    described = f"Hold captured: {event.captured} spent ({event.hold_id})"
+    return described + _lapsed(event.lapsed, sum(event.grants_lapsed.values()))
+
+
+def _ended_hold_described(event: HoldReleased | HoldExpired) -> str:
+    grants_lapsed = sum(event.grants_lapsed.values())
+    verb = "released" if isinstance(event, HoldReleased) else "expired"
+    back = event.released - event.lapsed - grants_lapsed
+    described = f"Hold {verb}: {back} credits back ({event.hold_id})"
+    return described + _lapsed(event.lapsed, grants_lapsed)
+
+
+def _granted_described(event: CreditsGranted) -> str:
+    expiry = f", expires {event.expires_at}" if event.expires_at else ""
+    reason = f": {event.reason}" if event.reason else ""
+    return f"Granted {event.amount} ({event.grant_id}{expiry}){reason}"
+
+
+def _ended_grant_described(event: GrantExpired | GrantVoided) -> str:
+    verb = "expired" if isinstance(event, GrantExpired) else "voided"
+    return f"Grant {verb}: {event.lapsed} lapsed ({event.grant_id})"
+
+
+_DESCRIPTIONS = _ByClass(
+    {
+        AccountOpened: lambda opened: (
+            f"Account opened, monthly allowance {opened.monthly_allowance}"
+        ),
+        CreditsSpent: lambda spent: spent.reason or "Spent",
+        MonthlyAllowanceReset: _reset_described,
+        CreditsPurchased: lambda purchased: f"Top-up purchased ({purchased.session_id})",
+        CreditsClawedBack: lambda clawed_back: f"Refunded top-up ({clawed_back.session_id})",
+        CreditsReversed: lambda reversed_: f"Disputed top-up ({reversed_.session_id})",
+        CreditsRestored: lambda restored: f"Dispute won ({restored.session_id})",
+        HoldPlaced: lambda placed: f"{placed.amount} credits held ({placed.hold_id})",
+        HoldCaptured: _captured_described,
+        HoldReleased: _ended_hold_described,
+        HoldExpired: _ended_hold_described,
+        CreditsGranted: _granted_described,
+        GrantExpired: _ended_grant_described,
+        GrantVoided: _ended_grant_described,
+    }
+)
+"""How a statement describes each event that moves credits (the classes of ``_MOVES``)."""
 
 
 def _lapsed(allowance: int, grants: int) -> str:

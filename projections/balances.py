@@ -15,7 +15,7 @@ from ledger.domain.events import (
     MonthlyAllowanceReset,
 )
 from ledger.store.event_store import Connection
-from projections.balance_changes import Buckets, change_of, held_change
+from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
 
 _COLUMNS = (
@@ -65,11 +65,12 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
         case MonthlyAllowanceChanged():
             row.next_monthly_allowance = event.monthly_allowance
         case _:
-            if (change := change_of(event, Buckets(0, 0))) is None:
+            if (moved := moved_by(event, row.allowance_remaining)) is None:
                 return row
-            row.allowance_remaining += change.allowance
-            row.topup_balance += change.topup
-            row.granted += change.granted
+            allowance, topup, granted = moved
+            row.allowance_remaining += allowance
+            row.topup_balance += topup
+            row.granted += granted
             row.held += held_change(event)
     row.position, row.updated_at = projected.position, projected.recorded_at
     return row
@@ -117,4 +118,6 @@ class BalancesProjection:
         if written:
             # One statement for every row (unnest), not one execution a row: under load a
             # projector batch holds a few dozen accounts.
-            await connection.execute(_UPSERT.format(table=table), *map(list, zip(*written, strict=True)))
+            await connection.execute(
+                _UPSERT.format(table=table), *map(list, zip(*written, strict=True))
+            )

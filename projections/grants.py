@@ -39,6 +39,9 @@ _GRANT_EVENTS = EventKinds(
     HoldExpired,
 )
 
+_GRANT_LIVES = EventKinds(CreditsGranted, GrantExpired, GrantVoided)
+"""The events of a grant's own life (the others take from grants)."""
+
 
 class GrantRow(msgspec.Struct):
     grant_id: str
@@ -106,8 +109,8 @@ class GrantsProjection:
 
     @staticmethod
     def _grants_of(event: object) -> list[str]:
-        if isinstance(event, CreditsGranted | GrantExpired | GrantVoided):
-            return [event.grant_id]
+        if _GRANT_LIVES[type(event)]:
+            return [event.grant_id]  # type: ignore[attr-defined]
         return list(taken_from_grants(event))
 
     @staticmethod

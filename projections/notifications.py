@@ -44,7 +44,7 @@ from ledger.domain.events import (
 )
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
-from projections.balance_changes import Buckets, change_of, held_change
+from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
 
 _COLUMNS = (
@@ -138,12 +138,13 @@ def _move_buckets(state: NotifierState, event: object) -> bool:
         case LowBalanceThresholdSet():
             state.threshold = event.threshold
         case _:
-            if (change := change_of(event, Buckets(0, 0))) is None:
+            if (moved := moved_by(event, state.allowance_remaining)) is None:
                 return False
             # The same meaning of each event as the balances view and the statement.
-            state.allowance_remaining += change.allowance
-            state.topup_balance += change.topup
-            state.granted += change.granted
+            allowance, topup, granted = moved
+            state.allowance_remaining += allowance
+            state.topup_balance += topup
+            state.granted += granted
             state.held += held_change(event)
     return True
 
@@ -340,7 +341,9 @@ class NotificationsProjection:
                 )
         written = [msgspec.structs.astuple(s) for s in states.values() if s is not None]
         if written:  # one statement for every row, as the balances view
-            await connection.execute(_UPSERT.format(table=table), *map(list, zip(*written, strict=True)))
+            await connection.execute(
+                _UPSERT.format(table=table), *map(list, zip(*written, strict=True))
+            )
         if deliveries:
             await connection.executemany(
                 """INSERT INTO webhook_deliveries

@@ -23,6 +23,7 @@ from ledger.domain.checkout import CheckoutSession
 from ledger.domain.events import (
     STATEMENT_EVENTS,
     CreditsSpent,
+    MonthlyAllowanceReset,
     PaymentIntentLinked,
     PaymentIntentRecorded,
     topics_of,
@@ -30,7 +31,7 @@ from ledger.domain.events import (
 from ledger.store.event_store import RecordedEvent
 from ledger.store.mapper import MsgspecMapper
 from projections import balances, holds, purchases
-from projections.balance_changes import Buckets, change_of
+from projections.balance_changes import Buckets, Change, change_of, moved_by
 from projections.events import Unrecognised, projected
 from tests.support.typed_events import made, projected_in_order
 
@@ -114,9 +115,32 @@ def test_a_field_of_the_wrong_type_is_refused_as_before() -> None:
 
 @pytest.mark.parametrize("cls", EVENT_CLASSES, ids=lambda cls: cls.__name__)
 def test_statement_events_and_only_they_move_the_buckets(cls: type) -> None:
-    change = change_of(sample(cls), Buckets(0, 0))
+    event = sample(cls)
+    change = change_of(event, Buckets(0, 0))
 
     assert (change is not None) == (cls in STATEMENT_EVENTS)
+    assert (moved_by(event, 0) is not None) == (cls in STATEMENT_EVENTS)
+    assert change is None or change.description
+
+
+def test_the_amounts_the_balance_views_fold_are_the_statements() -> None:
+    # sample(): every int field 7, from_grants and grants_lapsed {"grant_1": 2}.
+    assert moved_by(sample(CreditsSpent), 0) == (-7, -7, -2)
+    # A reset sets the allowance (7, and 7 carried by open holds) whatever was left.
+    reset = sample(MonthlyAllowanceReset)
+    assert moved_by(reset, 3) == (11, 0, 0)
+    assert change_of(reset, Buckets(3, 5)) == Change(
+        11, 0, "Monthly allowance reset for x (7 held by open holds carried over)"
+    )
+
+
+def test_an_event_of_a_subclass_moves_the_buckets_as_its_class_does() -> None:
+    class LaterSpent(CreditsSpent):
+        pass
+
+    later = sample(LaterSpent)
+    assert moved_by(later, 0) == moved_by(sample(CreditsSpent), 0) == (-7, -7, -2)
+    assert change_of(later, Buckets(0, 0)) == Change(-7, -7, "x", -2)
 
 
 def test_payment_intent_events_make_no_row_in_any_view() -> None:
