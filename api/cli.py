@@ -14,6 +14,7 @@ import msgspec
 
 from api.cli_support import plural, progress, run_with_services, settings_from_env
 from api.settings import Settings
+from ledger.heap import settle_after_start_up
 from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
@@ -202,7 +203,6 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 
     import asyncpg
 
-    from api.heap import settle_after_start_up
     from ledger.notifications.dispatcher import Dispatcher
     from projections.runner import Projector, catch_up
 
@@ -409,6 +409,7 @@ def audit_verify(
         )
 
     async def run(services: Services) -> Any:
+        settle_after_start_up()  # a replay in this process holds every aggregate (--jobs 1)
         total = await services.pool.fetchval("SELECT count(*) FROM stored_events")
         with progress(total, "events", enabled=not as_json) as bar:
             return await verify(
@@ -581,6 +582,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
     settings = _settings()
 
     async def run(services: Services) -> None:
+        settle_after_start_up()  # as in the parts' processes (projections/rebuild_parts.py)
         head = await services.store.head_position()
         database_url = services.admin_url or services.database_url
         async with owner_connection(database_url) as connection:

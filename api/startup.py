@@ -19,8 +19,8 @@ from typing import Any
 
 import uvicorn
 
-from api.heap import settle_after_start_up
 from api.settings import Settings
+from ledger.heap import settle_after_start_up
 
 log = logging.getLogger("ledger")
 
