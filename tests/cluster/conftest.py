@@ -193,9 +193,7 @@ async def _build(folder: Path, network: netns.Network | None) -> Topology:
     await asyncio.to_thread(standby.make_standby_of, primary)
     await asyncio.to_thread(standby.start)
 
-    api_addresses = [
-        (where(h)[0], API_PORT if h else free_port()) for h in api_hosts
-    ]
+    api_addresses = [(where(h)[0], API_PORT if h else free_port()) for h in api_hosts]
     proxy_address, proxy_prefix = where(proxy_host)
     proxy_port = API_PORT if proxy_host else free_port()
     base_url = f"http://{proxy_address}:{proxy_port}"
@@ -244,7 +242,9 @@ async def _build(folder: Path, network: netns.Network | None) -> Topology:
     command = nginx.prepare(
         [f"{h}:{p}" for h, p in api_addresses], f"{proxy_address}:{proxy_port}", folder / "nginx"
     )
-    proxy = Part("proxy", [*proxy_prefix, *command], dict(os.environ), folder, f"{base_url}/healthz")
+    proxy = Part(
+        "proxy", [*proxy_prefix, *command], dict(os.environ), folder, f"{base_url}/healthz"
+    )
     mode = (
         f"network namespaces on {network.cidr}: primary, standby, {REPLICAS} replicas, nginx "
         "and the projector each on a host of its own"
@@ -376,7 +376,9 @@ class SpendLoad:
                     await self._read(client, account_id, position)
                 await asyncio.sleep(self.pause)
 
-    async def _spend(self, client: httpx.AsyncClient, account_id: str, key: str, amount: int) -> int:
+    async def _spend(
+        self, client: httpx.AsyncClient, account_id: str, key: str, amount: int
+    ) -> int:
         attempts = 0
         while True:
             attempts += 1
@@ -420,7 +422,9 @@ class SpendLoad:
         return sum(1 for sent, status in self.events if sent >= moment and status is not None)
 
 
-async def wait_for_answers(load: SpendLoad, count: int, *, after: float, seconds: float = 60) -> None:
+async def wait_for_answers(
+    load: SpendLoad, count: int, *, after: float, seconds: float = 60
+) -> None:
     deadline = time.monotonic() + seconds
     while load.answered_since(after) < count:
         assert time.monotonic() < deadline, f"fewer than {count} answers in {seconds} s"
@@ -445,7 +449,11 @@ async def assert_nothing_lost(cluster: Topology, load: SpendLoad, name: str) -> 
         f"\n{name} [{'network namespaces' if cluster.network else 'loopback'}]: "
         f"{load.sent} requests sent, answers "
         f"{dict(sorted(load.statuses.items(), key=str))} (spends)"
-        + (f", {dict(load.read_statuses)} (reads, from {dict(load.read_from)})" if load.read_statuses else "")
+        + (
+            f", {dict(load.read_statuses)} (reads, from {dict(load.read_from)})"
+            if load.read_statuses
+            else ""
+        )
         + f"; {len(load.acknowledged)} spends acknowledged, {len(load.retried)} of them retried; "
         f"events stored {sum(stored.values())}, events lost {len(lost)}"
     )
