@@ -6,9 +6,6 @@ three cannot disagree about what an event means.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import msgspec
 
 from ledger.domain.events import (
@@ -27,6 +24,7 @@ from ledger.domain.events import (
     HoldReleased,
     MonthlyAllowanceReset,
 )
+from projections.events import ByEventClass
 
 
 class Buckets(msgspec.Struct, frozen=True):
@@ -101,16 +99,7 @@ def _ended_hold(event: HoldReleased | HoldExpired, _: int) -> Moved:
     return (-event.lapsed, 0, -sum(event.grants_lapsed.values()))
 
 
-class _ByClass(dict[type, Any]):
-    """A function per event class, found for a subclass through its bases; None for others."""
-
-    def __missing__(self, cls: type) -> Any:
-        found = next((self[base] for base in cls.__mro__[1:] if base in self), None)
-        self[cls] = found
-        return found
-
-
-_MOVES = _ByClass(
+_MOVES = ByEventClass(
     {
         AccountOpened: lambda opened, _: (opened.monthly_allowance, 0, 0),
         CreditsSpent: _spent,
@@ -161,7 +150,7 @@ def _ended_grant_described(event: GrantExpired | GrantVoided) -> str:
     return f"Grant {verb}: {event.lapsed} lapsed ({event.grant_id})"
 
 
-_DESCRIPTIONS = _ByClass(
+_DESCRIPTIONS = ByEventClass(
     {
         AccountOpened: lambda opened: (
             f"Account opened, monthly allowance {opened.monthly_allowance}"
@@ -195,17 +184,19 @@ def _lapsed(allowance: int, grants: int) -> str:
 
 def held_change(event: object) -> int:
     """How an account event moves the credits reserved by open holds."""
-    held = _HELD.get(type(event))
+    held = _HELD[type(event)]
     return held(event) if held is not None else 0
 
 
-_HELD: dict[type, Callable[[Any], int]] = {
-    HoldPlaced: lambda placed: placed.amount,
-    HoldCaptured: lambda captured: -captured.captured - captured.released,
-    HoldReleased: lambda released: -released.released,
-    HoldExpired: lambda expired: -expired.released,
-}
-"""What each hold event does to the held credits (a dict: most events are not holds')."""
+_HELD = ByEventClass(
+    {
+        HoldPlaced: lambda placed: placed.amount,
+        HoldCaptured: lambda captured: -captured.captured - captured.released,
+        HoldReleased: lambda released: -released.released,
+        HoldExpired: lambda expired: -expired.released,
+    }
+)
+"""What each hold event does to the held credits (by class, as ``_MOVES``)."""
 
 
 def apply_change(before: Buckets, change: Change) -> Buckets:

@@ -8,6 +8,7 @@ store's mapper, once per batch, and shared by every view.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -44,21 +45,30 @@ class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
     recorded_at: datetime
 
 
-class EventKinds(dict[type, bool]):
-    """Whether an event's class is one of ``kinds`` (or a subclass of one), by ``kinds[type(event)]``.
+class ByEventClass(dict[type, Any]):
+    """A value per event class, read as ``table[type(event)]``: the value given for the
+    class, else for its nearest base that has one, else ``default``.
 
-    Decided once per class: ``isinstance`` over a tuple calls every class's
-    ``__instancecheck__`` (the events' metaclass has one), and every view asks
-    about every event of a batch.
+    Decided once per class: ``isinstance`` calls every class's ``__instancecheck__``
+    (the events' metaclass has one), and the views ask about every event of a batch.
     """
 
-    def __init__(self, *kinds: type) -> None:
-        super().__init__()
-        self.kinds = kinds
+    def __init__(self, values: dict[type, Any], default: Any = None) -> None:
+        super().__init__(values)
+        self.default = default
 
-    def __missing__(self, cls: type) -> bool:
-        self[cls] = found = issubclass(cls, self.kinds)
+    def __missing__(self, cls: type) -> Any:
+        found = next((self[base] for base in cls.__mro__[1:] if base in self), self.default)
+        self[cls] = found
         return found
+
+
+class EventKinds(ByEventClass):
+    """Whether an event's class is one of ``kinds`` (or a subclass of one), by
+    ``kinds[type(event)]``."""
+
+    def __init__(self, *kinds: type) -> None:
+        super().__init__(dict.fromkeys(kinds, True), default=False)
 
 
 def projected(recorded: RecordedEvent) -> ProjectedEvent:
