@@ -14,6 +14,7 @@ import contextvars
 import logging
 import os
 import sys
+import time
 import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -47,8 +48,40 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class _AccessLine(msgspec.Struct, omit_defaults=True):
+    """An access line as ``JsonFormatter`` writes it: the same keys in the same order."""
+
+    time: str
+    level: str
+    logger: str
+    message: str
+    request_id: str | None = None
+    stripe_event_id: str | None = None
+    method: str | None = None
+    route: str | None = None
+    status: int | None = None
+    duration_ms: float | None = None
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line."""
+
+    def access_line(self, created: float, method: str, route: str, status: int, ms: float) -> str:
+        """The line ``format`` makes of an access record, made without the record."""
+        return msgspec.json.encode(
+            _AccessLine(
+                time=datetime.fromtimestamp(created, UTC).isoformat(),
+                level="info",
+                logger=access_log.name,
+                message=f"{method} {route} {status} {ms:.1f} ms",
+                request_id=request_id.get(),
+                stripe_event_id=stripe_event_id.get(),
+                method=method,
+                route=route,
+                status=status,
+                duration_ms=ms,
+            )
+        ).decode()
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -69,22 +102,35 @@ class TextFormatter(logging.Formatter):
     """A line for a person: time, level, logger, message, then the ids it belongs to."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", _CLOCK)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        ids = [
-            f"{label} {value}"
-            for label, value in (
-                ("request", getattr(record, "request_id", None)),
-                ("event", getattr(record, "stripe_event_id", None)),
-            )
-            if value
-        ]
+        ids = _ids(getattr(record, "request_id", None), getattr(record, "stripe_event_id", None))
         if not ids:
             return line
         first, newline, rest = line.partition("\n")  # after the message, before a traceback
-        return f"{first}  [{', '.join(ids)}]{newline}{rest}"
+        return f"{first}{ids}{newline}{rest}"
+
+    def access_line(self, created: float, method: str, route: str, status: int, ms: float) -> str:
+        """The line ``format`` makes of an access record, made without the record."""
+        clock = time.strftime(_CLOCK, self.converter(created))
+        ids = _ids(request_id.get(), stripe_event_id.get())
+        return f"{clock} INFO    {access_log.name}: {method} {route} {status} {ms:.1f} ms{ids}"
+
+
+_CLOCK = "%H:%M:%S"
+
+
+def _ids(request: str | None, event: str | None) -> str:
+    """The ids a text line ends with (``  [request …, event …]``), or nothing."""
+    if request and event:
+        return f"  [request {request}, event {event}]"
+    if request:
+        return f"  [request {request}]"
+    if event:
+        return f"  [event {event}]"
+    return ""
 
 
 class BatchedLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -106,11 +152,20 @@ class BatchedLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         # Handler.handle holds self.lock around this.
         try:
-            self._waiting.append(self.format(record) + self.terminator)
+            line = self.format(record)
         except Exception:  # logging's own contract: report, never raise
             self.handleError(record)
             return
-        if record.levelno < logging.WARNING:
+        self._take(line, record.levelno)
+
+    def emit_line(self, line: str) -> None:
+        """Write a line made already (at INFO), as ``emit`` writes a record's."""
+        with self.lock:  # type: ignore[union-attr]
+            self._take(line, logging.INFO)
+
+    def _take(self, line: str, level: int) -> None:
+        self._waiting.append(line + self.terminator)
+        if level < logging.WARNING:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -180,8 +235,18 @@ def configure_logging(level: int, env: Mapping[str, str] | None = None) -> None:
 
 
 def log_access(method: str, route: str, status: int, seconds: float) -> None:
-    """The request's access line (``ledger.access`` at INFO)."""
+    """The request's access line (``ledger.access`` at INFO).
+
+    A record, its filter and its formatter cost a balance read about a sixth of its
+    CPU; where ``configure_logging``'s handler is the only one the line reaches, the
+    line is made straight from the fields, the same text the formatter would make.
+    """
     milliseconds = round(seconds * 1000, 1)
+    handler = _sole_access_handler()
+    if handler is not None:
+        formatter: JsonFormatter | TextFormatter = handler.formatter  # type: ignore[assignment]
+        handler.emit_line(formatter.access_line(time.time(), method, route, status, milliseconds))
+        return
     access_log.info(
         "%s %s %d %.1f ms",
         method,
@@ -190,3 +255,29 @@ def log_access(method: str, route: str, status: int, seconds: float) -> None:
         milliseconds,
         extra={"method": method, "route": route, "status": status, "duration_ms": milliseconds},
     )
+
+
+_DIRECT_FORMATTERS = (JsonFormatter, TextFormatter)
+
+
+def _sole_access_handler() -> BatchedLineHandler | None:
+    """``configure_logging``'s handler when an access line reaches it and nothing else:
+    no handler, filter or stop on the way (a test's capturing handler is one more)."""
+    root = logging.root
+    logger = access_log
+    while logger is not root:
+        if logger.handlers or logger.filters or not logger.propagate:
+            return None
+        logger = logger.parent  # type: ignore[assignment]
+    if root.filters or len(root.handlers) != 1:
+        return None
+    handler = root.handlers[0]
+    if (
+        type(handler) is not BatchedLineHandler
+        or handler.level > logging.INFO
+        or type(handler.formatter) not in _DIRECT_FORMATTERS
+        or len(handler.filters) != 1
+        or type(handler.filters[0]) is not ContextFilter
+    ):
+        return None
+    return handler

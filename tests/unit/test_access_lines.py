@@ -1,0 +1,144 @@
+"""The access line made straight from its fields (api/log_context.py) is the line its record makes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from api.log_context import (
+    ContextFilter,
+    JsonFormatter,
+    TextFormatter,
+    access_log,
+    configure_logging,
+    log_access,
+    request_id,
+    stripe_event_id,
+)
+
+CREATED = 1764072000.25  # 2025-11-25T12:00:00.250000+00:00
+
+
+def record_line(
+    formatter: logging.Formatter, method: str, route: str, status: int, ms: float
+) -> str:
+    """What the record road writes: a record, the handler's filter, the formatter."""
+    record = access_log.makeRecord(
+        access_log.name,
+        logging.INFO,
+        __file__,
+        0,
+        "%s %s %d %.1f ms",
+        (method, route, status, ms),
+        None,
+        extra={"method": method, "route": route, "status": status, "duration_ms": ms},
+    )
+    record.created = CREATED
+    ContextFilter().filter(record)
+    return formatter.format(record)
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
+@pytest.mark.parametrize(
+    ("request_value", "event_value"),
+    [("req-1", None), ("req-2", "evt_1"), (None, "evt_2"), (None, None)],
+)
+def test_the_direct_line_is_the_line_the_record_makes(
+    formatter: JsonFormatter | TextFormatter, request_value: str | None, event_value: str | None
+) -> None:
+    request_token = request_id.set(request_value)
+    event_token = stripe_event_id.set(event_value)
+    try:
+        for method, route, status, ms in [
+            ("GET", "/v1/accounts/{account_id}/credits", 200, 0.4),
+            ("POST", "/v1/stripe/webhook", 400, 12.0),
+            ("DELETE", "unmatched", 405, 1234.5),
+        ]:
+            direct = formatter.access_line(CREATED, method, route, status, ms)
+            assert direct == record_line(formatter, method, route, status, ms)
+    finally:
+        request_id.reset(request_token)
+        stripe_event_id.reset(event_token)
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], io.StringIO]]:
+    """Configures logging as the server does, in the test itself (pytest sets its own
+    handlers on the root logger, and its own ``sys.stderr``, after fixtures)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+
+    def configure() -> io.StringIO:
+        monkeypatch.setattr("sys.stderr", stream)
+        configure_logging(logging.INFO, {"LEDGER_LOG_FORMAT": "json"})
+        return stream
+
+    yield configure
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_with_the_service_handler_alone_the_line_skips_the_record(
+    configured: Callable[[], io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = configured()
+    made: list[object] = []
+    monkeypatch.setattr(access_log, "makeRecord", lambda *a, **k: made.append(a))
+    token = request_id.set("req-direct")
+    try:
+        log_access("GET", "/healthz", 200, 0.0012)
+    finally:
+        request_id.reset(token)
+    await asyncio.sleep(0)  # the end of the loop's turn writes the lines
+
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert made == []
+    assert line["message"] == "GET /healthz 200 1.2 ms"
+    assert (line["logger"], line["request_id"], line["duration_ms"]) == (
+        "ledger.access",
+        "req-direct",
+        1.2,
+    )
+
+
+async def test_a_second_handler_gets_the_record_and_the_service_handler_the_same_line(
+    configured: Callable[[], io.StringIO], caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = configured()
+    logging.getLogger().addHandler(caplog.handler)
+    with caplog.at_level(logging.INFO, logger=access_log.name):
+        log_access("POST", "/v1/accounts/{account_id}/spend", 201, 0.0031)
+        await asyncio.sleep(0)
+
+    [record] = [r for r in caplog.records if r.name == access_log.name]
+    assert (record.method, record.status, record.duration_ms) == (  # type: ignore[attr-defined]
+        "POST",
+        201,
+        3.1,
+    )
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["message"] == "POST /v1/accounts/{account_id}/spend 201 3.1 ms"
+
+
+async def test_a_handler_on_the_way_gets_the_line_too(
+    configured: Callable[[], io.StringIO],
+) -> None:
+    stream = configured()
+    seen = io.StringIO()
+    on_the_way = logging.StreamHandler(seen)
+    ledger_logger = logging.getLogger("ledger")
+    ledger_logger.addHandler(on_the_way)
+    try:
+        log_access("GET", "/readyz", 503, 0.002)
+        await asyncio.sleep(0)
+    finally:
+        ledger_logger.removeHandler(on_the_way)
+
+    assert seen.getvalue() == "GET /readyz 503 2.0 ms\n"
+    assert json.loads(stream.getvalue())["status"] == 503
