@@ -174,18 +174,17 @@ def copy_of(aggregate: Any) -> Any:
 
 def _frozen(aggregate: Any) -> dict[str, Any]:
     """The aggregate's state as the cache keeps it: checked once, when it is remembered."""
-    state = {}
-    for name, value in aggregate.__dict__.items():
-        if name == "_pending_events":
-            continue
-        if type(value) is dict:
-            for item in value.values():
-                if type(item) not in _SEEN_IMMUTABLE:
+    state = aggregate.__dict__.copy()
+    state.pop("_pending_events", None)
+    for name, value in state.items():
+        kind = type(value)
+        if kind is dict:
+            if not _SEEN_IMMUTABLE.issuperset(map(type, value.values())):
+                for item in value.values():
                     _check_immutable(type(aggregate), name, item)
-            value = dict(value)
-        else:
+            state[name] = dict(value)
+        elif kind not in _SEEN_IMMUTABLE:
             _check_immutable(type(aggregate), name, value)
-        state[name] = value
     return state
 
 
@@ -201,8 +200,9 @@ def _thawed(cls: type, state: dict[str, Any]) -> Any:
     return copy
 
 
-_SEEN_IMMUTABLE: set[type] = set()
-"""Types already found immutable: the check of a value is then one set lookup."""
+_SEEN_IMMUTABLE: set[type] = set(_EXACTLY_IMMUTABLE)
+"""Types found immutable (the exact ones to start with): the check of a value is then one
+set lookup."""
 
 
 def _check_immutable(cls: type, name: str, value: object) -> None:

@@ -1,0 +1,58 @@
+"""``copy_of`` (ledger/store/repository.py): a copy that shares no dict, of an aggregate
+whose values cannot change in place; any other value is refused."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from ledger.domain.account import CreditAccount
+from ledger.store.repository import MutableState, copy_of
+
+
+class Frozen(msgspec.Struct, frozen=True):
+    amount: int
+
+
+class Thawed(msgspec.Struct):
+    amount: int
+
+
+def account() -> CreditAccount:
+    opened = CreditAccount.open("acct_copies", 100, "2026-12")
+    opened.collect_events()
+    return opened
+
+
+def test_the_copy_has_the_same_state_and_dicts_of_its_own() -> None:
+    original = account()
+    original.__dict__["extra"] = {"a": Frozen(1), "b": (1, 2), "c": None}
+
+    copy = copy_of(original)
+
+    assert copy is not original
+    assert {k: v for k, v in copy.__dict__.items() if k != "_pending_events"} == {
+        k: v for k, v in original.__dict__.items() if k != "_pending_events"
+    }
+    for name, value in original.__dict__.items():
+        if type(value) is dict:
+            assert copy.__dict__[name] is not value
+    assert copy.pending_events == []
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ({"x": [1]}, "list"),
+        ({"x": Frozen(1), "y": {"nested": 1}}, "dict"),
+        ({"x": Thawed(1)}, "Thawed"),
+        (Thawed(1), "Thawed"),
+        (bytearray(b"x"), "bytearray"),
+    ],
+)
+def test_a_value_that_could_change_in_place_is_refused(value: object, kind: str) -> None:
+    original = account()
+    original.__dict__["extra"] = value
+
+    with pytest.raises(MutableState, match=f"CreditAccount.extra holds a {kind}, which can change"):
+        copy_of(original)
