@@ -24,7 +24,7 @@ CACHE_SIZE = 50_000
 """Aggregates kept in memory, least recently used dropped first."""
 
 _IMMUTABLE = (int, str, bool, float, bytes, type(None), UUID, dt.datetime, tuple, frozenset)
-_EXACTLY_IMMUTABLE = frozenset(_IMMUTABLE)
+_EXACTLY_IMMUTABLE: frozenset[type] = frozenset(_IMMUTABLE)
 """The same, for the usual case (an exact type) without isinstance's walk of the MRO."""
 
 
