@@ -14,6 +14,7 @@ import msgspec
 
 from api.cli_support import plural, progress, run_with_services, settings_from_env
 from api.settings import Settings
+from ledger import event_loop
 from ledger.heap import settle_after_start_up
 from projections.names import VIEW_NAMES
 
@@ -714,7 +715,7 @@ def db_setup(admin_url: str | None, service_password: str | None) -> None:
     data_dir = Path(os.environ.get("LEDGER_DATA_DIR", "").strip() or ".data")
     url = resolve_database_url(admin_url, data_dir)
     try:
-        applied = asyncio.run(set_up_database(url, service_password=service_password or None))
+        applied = event_loop.run(set_up_database(url, service_password=service_password or None))
     except DatabaseNotReady as error:
         raise click.ClickException(str(error)) from None
     click.echo(

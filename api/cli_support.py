@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from api.settings import Settings, SettingsError
+from ledger import event_loop
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -39,7 +39,7 @@ def run_with_services(
         async with open_services(settings, stripe_api_base=stripe_api_base) as services:
             return await work(services)
 
-    return asyncio.run(run())
+    return event_loop.run(run())
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:

@@ -34,6 +34,7 @@ from eventsourcing.persistence import StoredEvent
 
 from audit.checkpoint import CheckpointAudit, CheckpointReplay
 from audit.findings import Finding
+from ledger import event_loop
 from ledger.domain.account import CreditAccount
 from ledger.domain.adjustments import Worth, taken_back
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
@@ -1124,7 +1125,7 @@ def _report_progress(events: int) -> None:
 
 
 def _replay_in_worker(job: PartJob) -> Part:
-    return asyncio.run(_replay_in_snapshot(job))
+    return event_loop.run(_replay_in_snapshot(job))
 
 
 async def _replay_in_snapshot(job: PartJob) -> Part:

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger import event_loop
 from ledger.heap import settle_after_start_up
 from ledger.store.event_store import (
     Connection,
@@ -128,7 +129,7 @@ def _work(job: PartJob, reports: Queue[tuple[str, int, Any]]) -> None:
     """A worker process: fold its part of the streams, report progress, then done or failed."""
     settle_after_start_up()  # each batch makes ~100,000 objects: rarer collections, 10 % faster
     try:
-        asyncio.run(_fill_part(job, reports))
+        event_loop.run(_fill_part(job, reports))
     except BaseException:
         reports.put((_FAILED, job.part, traceback.format_exc()))
         raise
