@@ -123,21 +123,13 @@ async def apply_batch(
 async def catch_up(
     store: EventStore, projections: Sequence[Projection], batch_size: int = BATCH_SIZE
 ) -> int:
-    """Apply everything visible now to every projection; return how many events were applied.
-
-    A view is caught up once a batch of it comes back short of ``batch_size``: that
-    batch read to the last event its snapshot could see. Later commits wake the
-    projector (the group committer's NOTIFY follows every commit), so it does not
-    look again at once only to find nothing: under a steady load those empty looks
-    (one here, one more from the projector's loop) were two of every three of its
-    transactions.
-    """
+    """Apply everything visible now to every projection; return how many events were applied."""
     total = 0
     behind = list(projections)
     while behind:
         applied = await apply_batch(store, behind, batch_size)
         total += sum(applied.values())
-        behind = [p for p in behind if applied.get(p.name, 0) >= batch_size]
+        behind = [p for p in behind if applied.get(p.name)]
     return total
 
 
@@ -178,9 +170,7 @@ class Projector:
                     applied = 0
                 if applied:
                     log.debug("projected %d events", applied)
-                    if listener is None or listener.is_closed():
-                        continue  # no NOTIFY will say whether more came meanwhile: look
-                # Set already if anything committed since the clear above.
+                    continue
                 await wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
         finally:
             if listener is not None:

@@ -25,8 +25,6 @@ async def listen(
 
 async def wait_for_either(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
     """Return when either event is set, or after ``seconds``."""
-    if first.is_set() or second.is_set():
-        return
     waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
     try:
         await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
