@@ -245,8 +245,13 @@ def log_access(method: str, route: str, status: int, seconds: float) -> None:
     handler = _sole_access_handler()
     if handler is not None:
         formatter: JsonFormatter | TextFormatter = handler.formatter  # type: ignore[assignment]
-        handler.emit_line(formatter.access_line(time.time(), method, route, status, milliseconds))
-        return
+        try:
+            line = formatter.access_line(time.time(), method, route, status, milliseconds)
+        except Exception:  # logging never raises: the record's road below reports it
+            line = None
+        if line is not None:
+            handler.emit_line(line)
+            return
     access_log.info(
         "%s %s %d %.1f ms",
         method,

@@ -142,3 +142,18 @@ async def test_a_handler_on_the_way_gets_the_line_too(
 
     assert seen.getvalue() == "GET /readyz 503 2.0 ms\n"
     assert json.loads(stream.getvalue())["status"] == 503
+
+
+async def test_a_direct_line_that_fails_to_be_made_takes_the_record_road(
+    configured: Callable[[], io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = configured()
+
+    def broken(*_: object) -> str:
+        raise ValueError("cannot make the line")
+
+    monkeypatch.setattr(JsonFormatter, "access_line", broken)
+    log_access("GET", "/healthz", 200, 0.001)  # raises nothing
+    await asyncio.sleep(0)
+
+    assert json.loads(stream.getvalue())["message"] == "GET /healthz 200 1.0 ms"
