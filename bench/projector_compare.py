@@ -1,0 +1,195 @@
+"""The projector of two checkouts of the code under the same steady spend load.
+
+Makes a fresh database with 500 accounts, then, for each round and each variant in
+turn: starts that variant's ``Projector`` in a process of its own (the variant's code
+first on its ``PYTHONPATH``, uvloop, a pool as the service's), lets it catch up, spends
+through the ``Ledger`` at a fixed rate from this process (32 tasks, the group
+committer, NOTIFY after each commit as in the service), and stops it. It prints the
+projector's CPU seconds and CPU per event over the load, its batches and how many of
+them applied nothing, and the whole machine's busy CPU seconds meanwhile (from
+``/proc/stat``: the load, PostgreSQL and the projector together).
+
+    python -m bench.projector_compare --variant before=/tmp/base --variant after=. \\
+        --rate 2000 --seconds 4 --rounds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from bench.postgres import bench_database
+from ledger.store.migrate import set_up
+
+ACCOUNTS = 500
+WORKERS = 32
+
+PROJECTOR = """
+import asyncio, json, signal, sys, time
+from api.database import create_pool
+from ledger import event_loop
+from ledger.store.event_store import EventStore
+from projections import runner
+
+counts = {"batches": 0, "empty": 0}
+apply_batch = runner.apply_batch
+
+async def counted(*args, **kwargs):
+    applied = await apply_batch(*args, **kwargs)
+    counts["batches"] += 1
+    counts["empty"] += not any(applied.values())
+    return applied
+
+runner.apply_batch = counted
+
+async def main(url):
+    pool = await create_pool(url)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    task = asyncio.create_task(runner.Projector(EventStore(pool), url).run(stop))
+    await asyncio.sleep(1.0)  # caught up with what is there
+    counts.update(batches=0, empty=0)
+    cpu = time.process_time()
+    print("ready", flush=True)
+    await task
+    print(json.dumps({"cpu": time.process_time() - cpu, **counts}), flush=True)
+    await pool.close()
+
+event_loop.run(main(sys.argv[1]))
+"""
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core has spent not idle since boot (``/proc/stat``)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def open_accounts(url: str) -> None:
+    from ledger.bootstrap import build_ledger
+    from ledger.commands import OpenAccount
+
+    pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
+    try:
+        ledger = build_ledger(pool)
+        for n in range(ACCOUNTS):
+            await ledger.execute(OpenAccount(account_id=f"acct_{n}", monthly_allowance=10_000_000))
+    finally:
+        await pool.close()
+
+
+async def spend_steadily(url: str, seconds: float, rate: int) -> int:
+    """Spends of 1 credit on random accounts at ``rate`` a second; how many were made."""
+    from ledger.bootstrap import build_ledger
+    from ledger.commands import SpendCredits
+
+    pool = await asyncpg.create_pool(url, min_size=4, max_size=20)
+    ledger = build_ledger(pool)
+    made = 0
+    started = time.perf_counter()
+
+    async def worker() -> None:
+        nonlocal made
+        while (elapsed := time.perf_counter() - started) < seconds:
+            if (due := made / rate) > elapsed:
+                await asyncio.sleep(due - elapsed)
+            made += 1
+            await ledger.execute(
+                SpendCredits(
+                    account_id=f"acct_{made % ACCOUNTS}",
+                    amount=1,
+                    reason="projector_compare",
+                    idempotency_key=uuid.uuid4().hex,
+                )
+            )
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(WORKERS)))
+        await ledger.uow.committer.stop()
+    finally:
+        await pool.close()
+    return made
+
+
+async def head(url: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        return int(
+            await connection.fetchval("SELECT coalesce(max(notification_id), 0) FROM stored_events")
+        )
+    finally:
+        await connection.close()
+
+
+async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) -> str:
+    projector = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        PROJECTOR,
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(code)},
+    )
+    assert projector.stdout is not None
+    await projector.stdout.readline()  # "ready"
+    first = await head(url)
+    busy = machine_busy_seconds()
+    spends = await spend_steadily(url, seconds, rate)
+    busy = machine_busy_seconds() - busy
+    await asyncio.sleep(1.0)  # the projector applies the last ones
+    projector.send_signal(signal.SIGTERM)
+    report = json.loads((await projector.stdout.read()).decode().splitlines()[-1])
+    await projector.wait()
+    events = await head(url) - first
+    return (
+        f"{name:>10}: {spends:,} spends, {events:,} events; projector {report['cpu']:.2f} CPU s"
+        f" ({report['cpu'] / max(events, 1) * 1e6:.0f} µs an event), {report['batches']:,}"
+        f" batches ({report['empty']:,} empty); machine busy {busy:.2f} CPU s"
+    )
+
+
+async def compare(args: argparse.Namespace, variants: list[tuple[str, Path]]) -> None:
+    async with bench_database(args.server_url) as url:
+        connection = await asyncpg.connect(url)
+        try:
+            await set_up(connection)
+        finally:
+            await connection.close()
+        await open_accounts(url)
+        for round_number in range(1, args.rounds + 1):
+            for name, code in variants:
+                line = await one_round(url, name, code, args.seconds, args.rate)
+                print(f"round {round_number}: {line}", flush=True)
+
+
+def parse_variant(text: str) -> tuple[str, Path]:
+    """``name=path``: a name for the report and the checkout to run."""
+    name, _, path = text.partition("=")
+    return name, Path(path).resolve()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.projector_compare", description=__doc__)
+    parser.add_argument("--server-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rate", type=int, default=2000, help="spends a second (default 2,000)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="load per round (default 4)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--variant", action="append", required=True, help="name=code_path, repeatable"
+    )
+    args = parser.parse_args(argv)
+    asyncio.run(compare(args, [parse_variant(text) for text in args.variant]))
+
+
+if __name__ == "__main__":
+    main()
