@@ -151,3 +151,13 @@ def test_the_append_target_is_the_per_call_design_and_the_committer_a_row_beside
     assert (target.ratio, target.met) == ("0.95x", True)
     assert (committer.ratio, committer.target, committer.met) == ("3.00x", "—", None)
     assert "group committer" in committer.benchmark
+
+
+def test_the_projector_comparison_reads_its_variants_and_the_machine_s_busy_time() -> None:
+    from bench.projector_compare import machine_busy_seconds, parse_variant
+
+    name, code = parse_variant("before=/tmp/base")
+    assert (name, code.is_absolute(), code.name) == ("before", True, "base")
+    before = machine_busy_seconds()
+    sum(i * i for i in range(2_000_000))  # some CPU of this process
+    assert machine_busy_seconds() > before > 0
