@@ -5,8 +5,10 @@ turn: starts that variant's ``Projector`` in a process of its own (the variant's
 first on its ``PYTHONPATH``, uvloop, a pool as the service's), lets it catch up, spends
 through the ``Ledger`` at a fixed rate from this process (32 tasks, the group
 committer, NOTIFY after each commit as in the service), and stops it. It prints the
-projector's CPU seconds and CPU per event over the load, its batches and how many of
-them applied nothing, and the whole machine's busy CPU seconds meanwhile (from
+projector's CPU seconds and CPU per event over the load, the CPU of the PostgreSQL
+backends serving it (its connections are the only ones of the service's role here; the
+server must be on this machine, as the default is), its batches and how many of them
+applied nothing, and the whole machine's busy CPU seconds meanwhile (from
 ``/proc/stat``: the load, PostgreSQL and the projector together).
 
     python -m bench.projector_compare --variant before=/tmp/base --variant after=. \\
@@ -121,6 +123,28 @@ async def spend_steadily(url: str, seconds: float, rate: int) -> int:
     return made
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def projector_backends(url: str) -> dict[int, float]:
+    """The backends of the projector's connections (the service's role), by pid: CPU so far."""
+    connection = await asyncpg.connect(url)
+    try:
+        pids = await connection.fetch(
+            """SELECT pid FROM pg_stat_activity
+               WHERE usename = 'ledger_service' AND datname = current_database()"""
+        )
+    finally:
+        await connection.close()
+    return {row["pid"]: process_cpu_seconds(row["pid"]) for row in pids}
+
+
 async def head(url: str) -> int:
     connection = await asyncpg.connect(url)
     try:
@@ -143,9 +167,12 @@ async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) 
     assert projector.stdout is not None
     await projector.stdout.readline()  # "ready"
     first = await head(url)
+    backends = await projector_backends(url)
     busy = machine_busy_seconds()
     spends = await spend_steadily(url, seconds, rate)
     busy = machine_busy_seconds() - busy
+    after = await projector_backends(url)
+    postgres = sum(cpu - backends.get(pid, 0.0) for pid, cpu in after.items())
     await asyncio.sleep(1.0)  # the projector applies the last ones
     projector.send_signal(signal.SIGTERM)
     report = json.loads((await projector.stdout.read()).decode().splitlines()[-1])
@@ -153,7 +180,8 @@ async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) 
     events = await head(url) - first
     return (
         f"{name:>10}: {spends:,} spends, {events:,} events; projector {report['cpu']:.2f} CPU s"
-        f" ({report['cpu'] / max(events, 1) * 1e6:.0f} µs an event), {report['batches']:,}"
+        f" ({report['cpu'] / max(events, 1) * 1e6:.0f} µs an event), its PostgreSQL backends"
+        f" {postgres:.2f} CPU s ({postgres / max(events, 1) * 1e6:.0f} µs), {report['batches']:,}"
         f" batches ({report['empty']:,} empty); machine busy {busy:.2f} CPU s"
     )
 
