@@ -30,6 +30,7 @@ from pathlib import Path
 import asyncpg
 
 from bench.postgres import bench_database
+from bench.variants import runs_in
 from ledger.store.migrate import set_up
 
 ACCOUNTS = 500
@@ -162,7 +163,7 @@ async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) 
         PROJECTOR,
         url,
         stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(code)},
+        **runs_in(code),
     )
     assert projector.stdout is not None
     await projector.stdout.readline()  # "ready"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import asyncpg
 
 from bench import generate, replay
 from bench.postgres import bench_database
+from bench.variants import runs_in
 from ledger.store.migrate import set_up
 from projections.runner import all_projections
 
@@ -57,16 +57,15 @@ async def run_variant(url: str, code: Path, jobs: int | None) -> tuple[float, fl
     """Seconds the variant's ``rebuild_all`` took, in a process of its own, and the CPU
     seconds of that process and its workers (start-up included)."""
     cpu_before = children_cpu()
-    env = {**os.environ, "PYTHONPATH": str(code)}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         RUNNER,
         url,
         "-" if jobs is None else str(jobs),
-        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        **runs_in(code),
     )
     out, err = await process.communicate()
     if process.returncode:

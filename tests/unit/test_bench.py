@@ -161,3 +161,27 @@ def test_the_projector_comparison_reads_its_variants_and_the_machine_s_busy_time
     before = machine_busy_seconds()
     sum(i * i for i in range(2_000_000))  # some CPU of this process
     assert machine_busy_seconds() > before > 0
+
+
+async def test_a_variant_process_imports_the_variant_s_code_not_the_project_s(
+    tmp_path: Path,
+) -> None:
+    """``python -c`` puts its working directory first on ``sys.path``: from the project,
+    every variant imported the project's own ``projections`` (fixed in ``runs_in``)."""
+    import asyncio
+    import sys
+
+    from bench.variants import runs_in
+
+    (tmp_path / "projections").mkdir()
+    (tmp_path / "projections" / "__init__.py").write_text("")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import projections; print(projections.__file__)",
+        stdout=asyncio.subprocess.PIPE,
+        **runs_in(tmp_path),
+    )
+    out, _ = await process.communicate()
+
+    assert Path(out.decode().strip()).parent == tmp_path / "projections"
