@@ -42,7 +42,9 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 
 NOTIFY_CHANNEL = "ledger_events"
 
-_VISIBLE = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+VISIBLE = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+"""The condition on ``stored_events`` rows a reader in commit order may pass: every
+transaction that began before theirs has ended (the ordering watermark)."""
 
 _COLUMNS = "originator_id, originator_version, topic, state, notification_id, recorded_at, hash"
 
@@ -91,7 +93,7 @@ async def read_after(connection: Connection, after: int, limit: int) -> list[Rec
     """Events in commit order after position ``after``, never skipping a late commit."""
     rows = await connection.fetch(
         f"""SELECT {_COLUMNS} FROM stored_events
-            WHERE notification_id > $1 AND {_VISIBLE}
+            WHERE notification_id > $1 AND {VISIBLE}
             ORDER BY notification_id LIMIT $2""",
         after,
         limit,
@@ -143,7 +145,7 @@ async def visible_head(connection: Connection) -> int:
     snapshot sees, and it is the last event of a whole append.
     """
     found = await connection.fetchval(
-        f"SELECT max(notification_id) FROM stored_events WHERE {_VISIBLE}"
+        f"SELECT max(notification_id) FROM stored_events WHERE {VISIBLE}"
     )
     return int(found or 0)
 
@@ -241,7 +243,7 @@ class EventStore:
                     WHERE originator_id IN (
                         SELECT originator_id FROM stored_events
                         WHERE event_account_id(state) = $1 AND originator_version = 1)
-                      AND notification_id > $2 AND {_VISIBLE}
+                      AND notification_id > $2 AND {VISIBLE}
                     ORDER BY notification_id LIMIT $3""",
                 account_id,
                 after,
