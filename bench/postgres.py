@@ -152,6 +152,17 @@ async def bench_database(server_url: str) -> AsyncIterator[str]:
         progress(f"dropped database {name}")
 
 
+async def set_up_ledger(url: str) -> None:
+    """The ledger's roles, functions, migrations and grants on the database at ``url``."""
+    from ledger.store.migrate import set_up
+
+    connection = await asyncpg.connect(url)
+    try:
+        await set_up(connection)
+    finally:
+        await connection.close()
+
+
 @dataclass(frozen=True)
 class ServerFacts:
     """What the report says about a server."""

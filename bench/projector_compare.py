@@ -29,9 +29,8 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.postgres import bench_database
+from bench.postgres import bench_database, set_up_ledger
 from bench.variants import runs_in
-from ledger.store.migrate import set_up
 
 ACCOUNTS = 500
 WORKERS = 32
@@ -189,11 +188,7 @@ async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) 
 
 async def compare(args: argparse.Namespace, variants: list[tuple[str, Path]]) -> None:
     async with bench_database(args.server_url) as url:
-        connection = await asyncpg.connect(url)
-        try:
-            await set_up(connection)
-        finally:
-            await connection.close()
+        await set_up_ledger(url)
         await open_accounts(url)
         for round_number in range(1, args.rounds + 1):
             for name, code in variants:

@@ -23,9 +23,8 @@ from pathlib import Path
 import asyncpg
 
 from bench import generate, replay
-from bench.postgres import bench_database
+from bench.postgres import bench_database, set_up_ledger
 from bench.variants import runs_in
-from ledger.store.migrate import set_up
 from projections.runner import all_projections
 
 VIEW_TABLES = (*(p.table for p in all_projections()), "webhook_deliveries")
@@ -127,11 +126,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await compare(args.database_url, variants, args.rounds)
         return
     async with bench_database(args.server_url) as url:
-        connection = await asyncpg.connect(url)
-        try:
-            await set_up(connection)
-        finally:
-            await connection.close()
+        await set_up_ledger(url)
         made = await generate.generate(url, args.events)
         print(f"generated {made.events:,} events in {made.seconds:.1f} s", flush=True)
         await replay.vacuum_analyze(url)
