@@ -55,10 +55,13 @@ class ByEventClass(dict[type, Any]):
 
     def __init__(self, values: dict[type, Any], default: Any = None) -> None:
         super().__init__(values)
+        self.given = dict(values)
         self.default = default
 
     def __missing__(self, cls: type) -> Any:
-        found = next((self[base] for base in cls.__mro__[1:] if base in self), self.default)
+        # Only the classes given are searched: a base already looked up holds the
+        # default, which must not hide a value given for a later base.
+        found = next((self.given[b] for b in cls.__mro__[1:] if b in self.given), self.default)
         self[cls] = found
         return found
 

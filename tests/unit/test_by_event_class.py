@@ -1,0 +1,41 @@
+"""``ByEventClass`` and ``EventKinds`` (projections/events.py): a class's value is the one
+given for it or for its nearest base given one, whatever was looked up before."""
+
+from __future__ import annotations
+
+from projections.events import ByEventClass, EventKinds
+
+
+class Given:
+    pass
+
+
+class Other:
+    pass
+
+
+class Child(Given):
+    pass
+
+
+class OtherChild(Other):
+    pass
+
+
+class Both(OtherChild, Given):
+    """Its first base has no value; a later one has."""
+
+
+def test_a_class_gets_its_own_value_else_its_nearest_given_base_s_else_the_default() -> None:
+    table = ByEventClass({Given: "given"}, default="none")
+
+    assert (table[Given], table[Child], table[Other]) == ("given", "given", "none")
+
+
+def test_a_base_looked_up_before_does_not_hide_a_later_base_s_value() -> None:
+    table = ByEventClass({Given: "given"}, default="none")
+    kinds = EventKinds(Given)
+
+    assert (table[OtherChild], kinds[OtherChild]) == ("none", False)  # now remembered
+
+    assert (table[Both], kinds[Both]) == ("given", True)
