@@ -73,7 +73,7 @@ class JsonFormatter(logging.Formatter):
                 time=datetime.fromtimestamp(created, UTC).isoformat(),
                 level="info",
                 logger=access_log.name,
-                message=f"{method} {route} {status} {ms:.1f} ms",
+                message=_access_message(method, route, status, ms),
                 request_id=request_id.get(),
                 stripe_event_id=stripe_event_id.get(),
                 method=method,
@@ -116,10 +116,16 @@ class TextFormatter(logging.Formatter):
         """The line ``format`` makes of an access record, made without the record."""
         clock = time.strftime(_CLOCK, self.converter(created))
         ids = _ids(request_id.get(), stripe_event_id.get())
-        return f"{clock} INFO    {access_log.name}: {method} {route} {status} {ms:.1f} ms{ids}"
+        message = _access_message(method, route, status, ms)
+        return f"{clock} INFO    {access_log.name}: {message}{ids}"
 
 
 _CLOCK = "%H:%M:%S"
+
+
+def _access_message(method: str, route: str, status: int, ms: float) -> str:
+    """An access line's message, as ``log_access``'s record formats it."""
+    return f"{method} {route} {status} {ms:.1f} ms"
 
 
 def _ids(request: str | None, event: str | None) -> str:
