@@ -47,7 +47,8 @@ async def load(*args: str) -> dict[str, Any]:
     return result
 
 
-def _cpu_seconds(processes: list[psutil.Process]) -> float:
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User and system CPU seconds of the processes so far (those gone count nothing)."""
     total = 0.0
     for process in processes:
         try:
@@ -60,6 +61,11 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
 
 def _busy(times: Any) -> float:
     return float(sum(times) - times.idle - times.iowait)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core has spent not idle (nor waiting on I/O) since boot."""
+    return _busy(psutil.cpu_times())
 
 
 @dataclass
@@ -86,15 +92,15 @@ class CpuWindow:
     def __enter__(self) -> CpuWindow:
         self._api, self._tree = self._processes()
         self._started = time.perf_counter()
-        self._api_start = _cpu_seconds(self._api)
-        self._tree_start = _cpu_seconds(self._tree)
+        self._api_start = cpu_seconds(self._api)
+        self._tree_start = cpu_seconds(self._tree)
         self._machine_start = psutil.cpu_times()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.wall = time.perf_counter() - self._started
-        self.api_seconds = _cpu_seconds(self._api) - self._api_start
-        self.tree_seconds = _cpu_seconds(self._tree) - self._tree_start
+        self.api_seconds = cpu_seconds(self._api) - self._api_start
+        self.tree_seconds = cpu_seconds(self._tree) - self._tree_start
         end = psutil.cpu_times()
         total = sum(end) - sum(self._machine_start)
         busy = _busy(end) - _busy(self._machine_start)

@@ -1,15 +1,15 @@
 """The projector of two checkouts of the code under the same steady spend load.
 
 Makes a fresh database with 500 accounts, then, for each round and each variant in
-turn: starts that variant's ``Projector`` in a process of its own (the variant's code
-first on its ``PYTHONPATH``, uvloop, a pool as the service's), lets it catch up, spends
+turn: starts that variant's ``Projector`` in a process of its own (in the variant's
+checkout, ``bench.variants``; uvloop, a pool as the service's), lets it catch up, spends
 through the ``Ledger`` at a fixed rate from this process (32 tasks, the group
 committer, NOTIFY after each commit as in the service), and stops it. It prints the
 projector's CPU seconds and CPU per event over the load, the CPU of the PostgreSQL
 backends serving it (its connections are the only ones of the service's role here; the
 server must be on this machine, as the default is), its batches and how many of them
-applied nothing, and the whole machine's busy CPU seconds meanwhile (from
-``/proc/stat``: the load, PostgreSQL and the projector together).
+applied nothing, and the whole machine's busy CPU seconds meanwhile (the load, PostgreSQL and the
+projector together).
 
     python -m bench.projector_compare --variant before=/tmp/base --variant after=. \\
         --rate 2000 --seconds 4 --rounds 4
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -28,9 +27,11 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import psutil
 
+from bench.measure import cpu_seconds, machine_busy_seconds
 from bench.postgres import bench_database, set_up_ledger
-from bench.variants import runs_in
+from bench.variants import named_checkout, runs_in
 
 ACCOUNTS = 500
 WORKERS = 32
@@ -70,13 +71,6 @@ event_loop.run(main(sys.argv[1]))
 """
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds every core has spent not idle since boot (``/proc/stat``)."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 async def open_accounts(url: str) -> None:
     from ledger.bootstrap import build_ledger
     from ledger.commands import OpenAccount
@@ -91,7 +85,7 @@ async def open_accounts(url: str) -> None:
 
 
 async def spend_steadily(url: str, seconds: float, rate: int) -> int:
-    """Spends of 1 credit on random accounts at ``rate`` a second; how many were made."""
+    """Spends of 1 credit on the accounts in turn, ``rate`` a second; how many were made."""
     from ledger.bootstrap import build_ledger
     from ledger.commands import SpendCredits
 
@@ -124,12 +118,11 @@ async def spend_steadily(url: str, seconds: float, rate: int) -> int:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of a process so far (0 once it is gone)."""
+    """CPU seconds of a process so far (0 once it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        return cpu_seconds([psutil.Process(pid)])
+    except psutil.NoSuchProcess:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def projector_backends(url: str) -> dict[int, float]:
@@ -196,12 +189,6 @@ async def compare(args: argparse.Namespace, variants: list[tuple[str, Path]]) ->
                 print(f"round {round_number}: {line}", flush=True)
 
 
-def parse_variant(text: str) -> tuple[str, Path]:
-    """``name=path``: a name for the report and the checkout to run."""
-    name, _, path = text.partition("=")
-    return name, Path(path).resolve()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.projector_compare", description=__doc__)
     parser.add_argument("--server-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -212,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         "--variant", action="append", required=True, help="name=code_path, repeatable"
     )
     args = parser.parse_args(argv)
-    asyncio.run(compare(args, [parse_variant(text) for text in args.variant]))
+    asyncio.run(compare(args, [named_checkout(text) for text in args.variant]))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import asyncpg
 
 from bench import generate, replay
 from bench.postgres import bench_database, set_up_ledger
-from bench.variants import runs_in
+from bench.variants import named_checkout, runs_in
 from projections.runner import all_projections
 
 VIEW_TABLES = (*(p.table for p in all_projections()), "webhook_deliveries")
@@ -91,10 +91,10 @@ async def digest(url: str) -> str:
 
 def parse_variant(text: str) -> tuple[str, Path, int | None]:
     """``name=path`` or ``name=path:jobs=N``."""
-    name, _, rest = text.partition("=")
-    path, _, option = rest.partition(":")
+    checkout, _, option = text.partition(":")
+    name, code = named_checkout(checkout)
     jobs = int(option.removeprefix("jobs=")) if option else None
-    return name, Path(path).resolve(), jobs
+    return name, code, jobs
 
 
 async def compare(url: str, variants: list[tuple[str, Path, int | None]], rounds: int) -> None:

@@ -16,3 +16,9 @@ def runs_in(code: Path) -> dict[str, Any]:
     code. So the process runs in ``code``, with ``code`` on its ``PYTHONPATH`` too.
     """
     return {"cwd": str(code), "env": {**os.environ, "PYTHONPATH": str(code)}}
+
+
+def named_checkout(text: str) -> tuple[str, Path]:
+    """``name=path``: a name for the report and the checkout to run."""
+    name, _, path = text.partition("=")
+    return name, Path(path).resolve()

@@ -154,10 +154,13 @@ def test_the_append_target_is_the_per_call_design_and_the_committer_a_row_beside
 
 
 def test_the_projector_comparison_reads_its_variants_and_the_machine_s_busy_time() -> None:
-    from bench.projector_compare import machine_busy_seconds, parse_variant
+    from bench.measure import machine_busy_seconds
+    from bench.rebuild_compare import parse_variant
+    from bench.variants import named_checkout
 
-    name, code = parse_variant("before=/tmp/base")
+    name, code = named_checkout("before=/tmp/base")
     assert (name, code.is_absolute(), code.name) == ("before", True, "base")
+    assert parse_variant("after=.:jobs=2") == ("after", Path.cwd(), 2)
     before = machine_busy_seconds()
     sum(i * i for i in range(2_000_000))  # some CPU of this process
     assert machine_busy_seconds() > before > 0
