@@ -17,6 +17,7 @@ from ledger.domain.events import (
 from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
+from projections.memory import ViewMemory
 
 _COLUMNS = (
     "account_id, stream_id, monthly_allowance, next_monthly_allowance, allowance_remaining, "
@@ -98,22 +99,30 @@ class BalancesProjection:
     name = "balances"
     table = "balances"
 
+    def __init__(self, memory: ViewMemory[BalanceRow] | None = None) -> None:
+        self.memory = memory if memory is not None else ViewMemory(limit=0)
+
     async def apply(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
-        """Fold a batch into the rows it touches: one read, one write."""
+        """Fold a batch into the rows it touches: one read (of those not remembered), one
+        write."""
         events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
             return
-        streams = list({e.stream_id for e in events})
-        rows: dict[UUID, BalanceRow | None] = {
-            r["stream_id"]: BalanceRow(**dict(r))
-            for r in await connection.fetch(
-                f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", streams
-            )
-        }
+        streams = {e.stream_id for e in events}
+        rows, unknown = self.memory.recall(streams)
+        if unknown:
+            rows |= dict.fromkeys(unknown)
+            rows |= {
+                r["stream_id"]: BalanceRow(**dict(r))
+                for r in await connection.fetch(
+                    f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", unknown
+                )
+            }
         for event in events:
-            rows[event.stream_id] = fold(rows.get(event.stream_id), event)
+            rows[event.stream_id] = fold(rows[event.stream_id], event)
+        self.memory.keep(rows)
         written = [msgspec.structs.astuple(row) for row in rows.values() if row is not None]
         if written:
             # One statement for every row (unnest), not one execution a row: under load a

@@ -46,6 +46,7 @@ from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
+from projections.memory import ViewMemory
 
 _COLUMNS = (
     "stream_id, account_id, monthly_allowance, allowance_remaining, topup_balance, held, "
@@ -282,20 +283,26 @@ class NotificationsProjection:
     name = "notifications"
     table = "notifier_accounts"
 
+    def __init__(self, memory: ViewMemory[NotifierState] | None = None) -> None:
+        self.memory = memory if memory is not None else ViewMemory(limit=0)
+
     async def apply(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
-        """Fold a batch: one read and one write of the state, one insert of deliveries."""
+        """Fold a batch: one read (of the states not remembered) and one write of the
+        state, one insert of deliveries."""
         events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
             return
-        streams = list({e.stream_id for e in events})
-        states: dict[UUID, NotifierState | None] = {
-            r["stream_id"]: NotifierState(**dict(r))
-            for r in await connection.fetch(
-                f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", streams
-            )
-        }
+        states, unknown = self.memory.recall({e.stream_id for e in events})
+        if unknown:
+            states |= dict.fromkeys(unknown)
+            states |= {
+                r["stream_id"]: NotifierState(**dict(r))
+                for r in await connection.fetch(
+                    f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", unknown
+                )
+            }
         subscribers = [
             _Subscriber(r["endpoint_id"], frozenset(r["event_types"]), r["created_at"])
             for r in await connection.fetch(
@@ -314,7 +321,7 @@ class NotificationsProjection:
                 event.recorded_at,
             )
             state, notifications = fold(
-                states.get(event.stream_id), event, wanted, ends_command=ends_command
+                states[event.stream_id], event, wanted, ends_command=ends_command
             )
             states[event.stream_id] = state
             if state is None:
@@ -339,6 +346,7 @@ class NotificationsProjection:
                     )
                     for endpoint_id in chosen
                 )
+        self.memory.keep(states)
         written = [msgspec.structs.astuple(s) for s in states.values() if s is not None]
         if written:  # one statement for every row, as the balances view
             await connection.execute(

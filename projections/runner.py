@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -28,6 +28,7 @@ from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent, projected
 from projections.grants import GrantsProjection
 from projections.holds import HoldsProjection
+from projections.memory import ViewMemory
 from projections.notifications import NotificationsProjection
 from projections.purchases import PurchasesProjection
 from projections.statement import StatementProjection
@@ -46,6 +47,10 @@ class Projection(Protocol):
     Each of its rows is folded from the events of one stream only (an account's, or a
     Checkout session's): a rebuild deals the streams out to several processes
     (projections/rebuild_parts.py), each of which sees only its own streams' events.
+
+    A view that reads its rows back before writing them may also have a ``memory``
+    (``projections/memory.py``), which ``apply_batch`` forgets whenever it cannot vouch
+    for it.
     """
 
     name: str
@@ -57,16 +62,28 @@ class Projection(Protocol):
         """Fold a batch of events, in commit order, into ``table``."""
 
 
-def all_projections() -> list[Projection]:
-    """Every view the service serves, in the order they are applied."""
+def all_projections(*, remembering: bool = False) -> list[Projection]:
+    """Every view the service serves, in the order they are applied.
+
+    ``remembering``: the views that read their rows back before they write them keep them
+    in memory between batches (``projections/memory.py``), for the live projector.
+    """
+
+    def memory() -> ViewMemory[Any]:
+        return ViewMemory() if remembering else ViewMemory(limit=0)
+
     return [
-        BalancesProjection(),
+        BalancesProjection(memory()),
         PurchasesProjection(),
-        StatementProjection(),
+        StatementProjection(memory()),
         HoldsProjection(),
         GrantsProjection(),
-        NotificationsProjection(),
+        NotificationsProjection(memory()),
     ]
+
+
+def _memory_of(projection: Projection) -> ViewMemory[Any] | None:
+    return getattr(projection, "memory", None)
 
 
 # Whether any view has an event to apply, in one round trip: finding out inside
@@ -104,13 +121,27 @@ async def apply_batch(
     async with store.pool.acquire() as connection:
         if not await connection.fetchval(_ANYTHING_TO_APPLY, names):
             return dict.fromkeys(names, 0)
-        async with connection.transaction():
-            return await _apply_locked(connection, projections, names, batch_size)
+        try:
+            async with connection.transaction():
+                applied, written_at = await _apply_locked(
+                    connection, projections, names, batch_size
+                )
+        except BaseException:
+            # The rows in memory may have been folded past what committed.
+            for projection in projections:
+                if memory := _memory_of(projection):
+                    memory.forget()
+            raise
+    for projection in projections:
+        if (memory := _memory_of(projection)) and projection.name in written_at:
+            memory.written_at = written_at[projection.name]
+    return applied
 
 
 async def _apply_locked(
     connection: Connection, projections: Sequence[Projection], names: list[str], batch_size: int
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """The events applied per view, and each moved view's position and its row's ``xmin``."""
     await connection.execute("SET LOCAL synchronous_commit = off")
     await connection.execute(
         """INSERT INTO projection_positions (name) SELECT unnest($1::text[])
@@ -118,11 +149,16 @@ async def _apply_locked(
         names,
     )
     rows = await connection.fetch(
-        """SELECT name, position FROM projection_positions WHERE name = any($1)
+        """SELECT name, position, xmin FROM projection_positions WHERE name = any($1)
            ORDER BY name FOR UPDATE""",
         names,
     )
     read_from = {row["name"]: int(row["position"]) for row in rows}
+    as_left = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in rows}
+    for projection in projections:
+        # Someone else wrote the view since this projector last did: read it afresh.
+        if (memory := _memory_of(projection)) and memory.written_at != as_left[projection.name]:
+            memory.forget()
     applied: dict[str, int] = {}
     moved_to: dict[str, int] = {}
     for position in sorted(set(read_from.values())):
@@ -135,15 +171,17 @@ async def _apply_locked(
             if decoded:
                 await projection.apply(connection, projection.table, decoded)
                 moved_to[projection.name] = decoded[-1].position
+    written_at: dict[str, tuple[int, int]] = {}
     if moved_to:
-        await connection.execute(
+        moved = await connection.fetch(
             """UPDATE projection_positions AS p SET position = m.position, updated_at = now()
                FROM unnest($1::text[], $2::bigint[]) AS m(name, position)
-               WHERE p.name = m.name""",
+               WHERE p.name = m.name RETURNING p.name, p.position, p.xmin""",
             list(moved_to),
             list(moved_to.values()),
         )
-    return applied
+        written_at = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in moved}
+    return applied, written_at
 
 
 async def catch_up(
@@ -172,7 +210,7 @@ class Projector:
         self.store = store
         self.batch_size = batch_size
         self.database_url = database_url
-        self.projections = list(projections or all_projections())
+        self.projections = list(projections or all_projections(remembering=True))
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -7,12 +7,12 @@ audit counts; its ``type`` column is the event's class name.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from uuid import UUID
 
 from ledger.domain.events import STATEMENT_EVENTS, AccountOpened
 from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, apply_change, change_of
 from projections.events import EventKinds, ProjectedEvent
+from projections.memory import ViewMemory
 
 _COLUMNS = [
     "account_id",
@@ -35,6 +35,9 @@ _COLUMNS = [
 
 _STATEMENT_EVENTS = EventKinds(*STATEMENT_EVENTS)
 
+LastLine = tuple[str, Buckets]
+"""A stream's last line as the next one needs it: the account and its buckets after it."""
+
 
 LAST_LINES = """SELECT line.* FROM unnest($1::uuid[]) AS wanted(stream_id)
     CROSS JOIN LATERAL (
@@ -53,26 +56,32 @@ class StatementProjection:
     name = "statement"
     table = "statement_lines"
 
+    def __init__(self, memory: ViewMemory[LastLine] | None = None) -> None:
+        self.memory = memory if memory is not None else ViewMemory(limit=0)
+
     async def apply(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
-        """Append the lines a batch makes: one read of the streams' last lines, one copy."""
+        """Append the lines a batch makes: one read of the last lines of the streams not
+        remembered, one copy."""
         mine = [e for e in events if _STATEMENT_EVENTS[type(e.event)]]
         if not mine:
             return
-        streams = list({e.stream_id for e in mine})
-        last: dict[UUID, tuple[str, Buckets]] = {
-            r["stream_id"]: (
-                r["account_id"],
-                Buckets(r["allowance_after"], r["topup_after"], r["granted_after"]),
-            )
-            for r in await connection.fetch(LAST_LINES.format(table=table), streams)
-        }
+        last, unknown = self.memory.recall({e.stream_id for e in mine})
+        if unknown:
+            last |= dict.fromkeys(unknown)
+            last |= {
+                r["stream_id"]: (
+                    r["account_id"],
+                    Buckets(r["allowance_after"], r["topup_after"], r["granted_after"]),
+                )
+                for r in await connection.fetch(LAST_LINES.format(table=table), unknown)
+            }
         lines = []
         for projected in mine:
             event = projected.event
-            if projected.stream_id in last:
-                account_id, before = last[projected.stream_id]
+            if (known := last[projected.stream_id]) is not None:
+                account_id, before = known
             elif isinstance(event, AccountOpened):
                 account_id, before = event.account_id, Buckets(0, 0)
             else:
@@ -101,5 +110,6 @@ class StatementProjection:
                     after.granted,
                 )
             )
+        self.memory.keep(last)
         if lines:
             await connection.copy_records_to_table(table, records=lines, columns=_COLUMNS)

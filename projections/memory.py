@@ -1,0 +1,63 @@
+"""A view's rows as the live projector last committed them, so its next batch need not
+read them back.
+
+Under a steady load nearly every batch touches accounts the batches before it touched:
+reading their rows (balances, the alerts' state, each statement's last line) cost the
+projector a round trip per view, and its PostgreSQL as much again as the writes.
+
+The memory is right only while this projector is the view's only writer. The runner
+(``projections/runner.py``) keeps it honest: it remembers the ``xmin`` of the view's
+position row after each batch it commits, and forgets everything when the row is not
+as it left it (another projector applied a batch, a rebuild swapped the table in) or
+when a batch fails (the rows in memory may have been folded past what committed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from itertools import islice
+from typing import Generic, TypeVar
+from uuid import UUID
+
+Row = TypeVar("Row")
+
+LIMIT = 100_000
+"""Streams remembered per view; beyond it the least recently written are dropped (and
+read again when they come back)."""
+
+
+class ViewMemory(Generic[Row]):
+    """Rows by stream, ``None`` for a stream known to have none. With ``limit=0`` it keeps
+    nothing: a view's memory when it is not the live projector's (tests, a rebuild)."""
+
+    def __init__(self, limit: int = LIMIT) -> None:
+        self.limit = limit
+        self.written_at: tuple[int, int] | None = None
+        """The view's position and its position row's ``xmin`` when the rows were kept."""
+        self._rows: dict[UUID, Row | None] = {}
+
+    def recall(self, streams: Iterable[UUID]) -> tuple[dict[UUID, Row | None], list[UUID]]:
+        """The rows remembered of ``streams``, and the streams to read."""
+        known: dict[UUID, Row | None] = {}
+        unknown: list[UUID] = []
+        for stream in streams:
+            if stream in self._rows:
+                known[stream] = self._rows[stream]
+            else:
+                unknown.append(stream)
+        return known, unknown
+
+    def keep(self, rows: Mapping[UUID, Row | None]) -> None:
+        """Remember the rows a batch wrote (or found missing), newest last."""
+        if not self.limit:
+            return
+        for stream, row in rows.items():
+            self._rows.pop(stream, None)
+            self._rows[stream] = row
+        if (excess := len(self._rows) - self.limit) > 0:
+            for stream in list(islice(self._rows, excess)):
+                del self._rows[stream]
+
+    def forget(self) -> None:
+        self._rows.clear()
+        self.written_at = None
