@@ -8,8 +8,10 @@ committer, NOTIFY after each commit as in the service), and stops it. It prints 
 projector's CPU seconds and CPU per event over the load, the CPU of the PostgreSQL
 backends serving it (its connections are the only ones of the service's role here; the
 server must be on this machine, as the default is), its batches and how many of them
-applied nothing, and the whole machine's busy CPU seconds meanwhile (the load, PostgreSQL and the
-projector together).
+applied nothing, the whole machine's busy CPU seconds meanwhile (the load, PostgreSQL and the
+projector together), and the spends' projection lag (``bench.sampling``: from each
+spend's ``recorded_at`` to the first 5 ms poll where ``balances`` and ``statement`` have
+passed it).
 
     python -m bench.projector_compare --variant before=/tmp/base --variant after=. \\
         --rate 2000 --seconds 4 --rounds 4
@@ -31,6 +33,7 @@ import psutil
 
 from bench.measure import cpu_seconds, machine_busy_seconds
 from bench.postgres import bench_database, set_up_ledger
+from bench.sampling import Sampler, percentile, spends_between
 from bench.variants import named_checkout, runs_in
 
 ACCOUNTS = 500
@@ -149,6 +152,16 @@ async def head(url: str) -> int:
 
 
 async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) -> str:
+    pool = await asyncpg.create_pool(url, min_size=2, max_size=2)
+    try:
+        return await _one_round(pool, url, name, code, seconds, rate)
+    finally:
+        await pool.close()
+
+
+async def _one_round(
+    pool: asyncpg.Pool, url: str, name: str, code: Path, seconds: float, rate: int
+) -> str:
     projector = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -162,11 +175,14 @@ async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) 
     first = await head(url)
     backends = await projector_backends(url)
     busy = machine_busy_seconds()
-    spends = await spend_steadily(url, seconds, rate)
-    busy = machine_busy_seconds() - busy
-    after = await projector_backends(url)
+    async with Sampler(pool, server=None).running() as sampler:
+        spends = await spend_steadily(url, seconds, rate)
+        busy = machine_busy_seconds() - busy
+        after = await projector_backends(url)
+        last = await head(url)
+        await sampler.until_caught_up(last, limit=60.0)
+    lags = sampler.lags(await spends_between(pool, first, last))
     postgres = sum(cpu - backends.get(pid, 0.0) for pid, cpu in after.items())
-    await asyncio.sleep(1.0)  # the projector applies the last ones
     projector.send_signal(signal.SIGTERM)
     report = json.loads((await projector.stdout.read()).decode().splitlines()[-1])
     await projector.wait()
@@ -175,7 +191,8 @@ async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) 
         f"{name:>10}: {spends:,} spends, {events:,} events; projector {report['cpu']:.2f} CPU s"
         f" ({report['cpu'] / max(events, 1) * 1e6:.0f} µs an event), its PostgreSQL backends"
         f" {postgres:.2f} CPU s ({postgres / max(events, 1) * 1e6:.0f} µs), {report['batches']:,}"
-        f" batches ({report['empty']:,} empty); machine busy {busy:.2f} CPU s"
+        f" batches ({report['empty']:,} empty); machine busy {busy:.2f} CPU s; lag p50"
+        f" {percentile(lags, 50) * 1000:.0f} ms, p99 {percentile(lags, 99) * 1000:.0f} ms"
     )
 
 

@@ -34,7 +34,8 @@ class Sampler:
     """Polls the views' positions (with the server's clock) and the service's memory."""
 
     pool: asyncpg.Pool
-    server: Server
+    server: Server | None
+    """The service whose memory is sampled (None: only the positions)."""
     times: list[datetime] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     rss_peak: int = 0
@@ -73,7 +74,7 @@ class Sampler:
                 await asyncio.sleep(LAG_POLL_SECONDS)
 
     async def _memory(self) -> None:
-        while True:
+        while self.server is not None:
             rss = await asyncio.to_thread(self.server.rss_bytes)
             self.rss_samples.append(rss)
             self.rss_peak = max(self.rss_peak, rss)
