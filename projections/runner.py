@@ -202,18 +202,13 @@ async def catch_up(
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
 ) -> int:
-    """Apply everything visible now to every projection; return how many events were applied.
-
-    A view whose batch came short has applied all there was to see when it was read
-    (``read_whole_appends_after`` ends a batch early only at the end of what is visible):
-    it is not asked again to find nothing.
-    """
+    """Apply everything visible now to every projection; return how many events were applied."""
     total = 0
     behind = list(projections)
     while behind:
         applied = await apply_batch(store, behind, batch_size, progress)
         total += sum(applied.values())
-        behind = [p for p in behind if applied.get(p.name, 0) >= batch_size]
+        behind = [p for p in behind if applied.get(p.name)]
     return total
 
 
@@ -221,9 +216,8 @@ class Projector:
     """Runs the projections until stopped: wakes on NOTIFY, polls as a fallback.
 
     A NOTIFY whose payload is a position the projector has applied already (the
-    committer's, ``ledger/store/commit.py``) does not wake it, nor do those heard while
-    it applied a batch that took in what they announce: under load most of them announce
-    events a batch has just applied. Any other NOTIFY does.
+    committer's, ``ledger/store/commit.py``) does not wake it: under load most of them
+    announce events a batch has just applied. Any other NOTIFY does.
     """
 
     def __init__(
@@ -239,10 +233,6 @@ class Projector:
         self.projections = list(projections or all_projections(remembering=True))
         self._wake = asyncio.Event()
         self.progress = Progress()
-        self._announced = 0
-        """The highest position a NOTIFY has announced."""
-        self._unannounced = False
-        """Whether a NOTIFY without a position was heard since the last look."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up, then follow new events until ``stop`` is set."""
@@ -251,12 +241,10 @@ class Projector:
             log.info("projector started: %s", ", ".join(p.name for p in self.projections))
             while not stop.is_set():
                 self._wake.clear()
-                self._unannounced = False
                 try:
                     applied = await catch_up(
                         self.store, self.projections, self.batch_size, self.progress
                     )
-                    log.debug("projected %d events", applied)
                 # InternalClientError: a connection PostgreSQL cut off mid-operation,
                 # seen on its way back to the pool when the server restarts.
                 except (
@@ -266,8 +254,10 @@ class Projector:
                     asyncpg.InternalClientError,
                 ) as error:
                     log.warning("projector could not apply a batch (will retry): %s", error)
-                if not self._unannounced and self._announced <= self.progress.reached:
-                    self._wake.clear()  # what woke it meanwhile, it has applied
+                    applied = 0
+                if applied:
+                    log.debug("projected %d events", applied)
+                    continue
                 await wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
         finally:
             if listener is not None:
@@ -286,8 +276,4 @@ class Projector:
 
     def may_be_news(self, payload: str) -> bool:
         """Whether a NOTIFY with this payload may announce events not applied yet."""
-        if not payload.isdigit():
-            self._unannounced = True
-            return True
-        self._announced = max(self._announced, int(payload))
-        return self._announced > self.progress.reached
+        return not payload.isdigit() or int(payload) > self.progress.reached
