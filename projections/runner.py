@@ -101,18 +101,8 @@ _ANYTHING_TO_APPLY = f"""
             ORDER BY notification_id LIMIT 1) IS NOT NULL"""
 
 
-class Progress:
-    """The highest position the batches given it (``apply_batch``) have applied."""
-
-    def __init__(self) -> None:
-        self.reached = 0
-
-
 async def apply_batch(
-    store: EventStore,
-    projections: Sequence[Projection],
-    batch_size: int = BATCH_SIZE,
-    progress: Progress | None = None,
+    store: EventStore, projections: Sequence[Projection], batch_size: int = BATCH_SIZE
 ) -> dict[str, int]:
     """Apply the next batch to each view, all in one transaction with their new positions.
 
@@ -145,8 +135,6 @@ async def apply_batch(
     for projection in projections:
         if (memory := _memory_of(projection)) and projection.name in written_at:
             memory.written_at = written_at[projection.name]
-    if progress is not None:
-        progress.reached = max([progress.reached, *(at for at, _ in written_at.values())])
     return applied
 
 
@@ -197,28 +185,20 @@ async def _apply_locked(
 
 
 async def catch_up(
-    store: EventStore,
-    projections: Sequence[Projection],
-    batch_size: int = BATCH_SIZE,
-    progress: Progress | None = None,
+    store: EventStore, projections: Sequence[Projection], batch_size: int = BATCH_SIZE
 ) -> int:
     """Apply everything visible now to every projection; return how many events were applied."""
     total = 0
     behind = list(projections)
     while behind:
-        applied = await apply_batch(store, behind, batch_size, progress)
+        applied = await apply_batch(store, behind, batch_size)
         total += sum(applied.values())
         behind = [p for p in behind if applied.get(p.name)]
     return total
 
 
 class Projector:
-    """Runs the projections until stopped: wakes on NOTIFY, polls as a fallback.
-
-    A NOTIFY whose payload is a position the projector has applied already (the
-    committer's, ``ledger/store/commit.py``) does not wake it: under load most of them
-    announce events a batch has just applied. Any other NOTIFY does.
-    """
+    """Runs the projections until stopped: wakes on NOTIFY, polls as a fallback."""
 
     def __init__(
         self,
@@ -232,7 +212,6 @@ class Projector:
         self.database_url = database_url
         self.projections = list(projections or all_projections(remembering=True))
         self._wake = asyncio.Event()
-        self.progress = Progress()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up, then follow new events until ``stop`` is set."""
@@ -242,9 +221,7 @@ class Projector:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    applied = await catch_up(
-                        self.store, self.projections, self.batch_size, self.progress
-                    )
+                    applied = await catch_up(self.store, self.projections, self.batch_size)
                 # InternalClientError: a connection PostgreSQL cut off mid-operation,
                 # seen on its way back to the pool when the server restarts.
                 except (
@@ -271,9 +248,4 @@ class Projector:
             self._wake,
             who="projector",
             poll_seconds=POLL_SECONDS,
-            wakes=self.may_be_news,
         )
-
-    def may_be_news(self, payload: str) -> bool:
-        """Whether a NOTIFY with this payload may announce events not applied yet."""
-        return not payload.isdigit() or int(payload) > self.progress.reached

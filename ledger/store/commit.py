@@ -14,9 +14,7 @@ on its own.
 After a batch commits, readers (projector, relay, dispatcher) are woken by one
 ``NOTIFY``, sent outside the appending transaction and at most once per
 ``WAKE_EVERY`` seconds: a NOTIFY inside it would make every commit in the
-cluster wait for the one before (see ../shared/FACTS.md). Its payload is the highest
-position this process has committed, so that a reader that has applied that far
-already need not look.
+cluster wait for the one before (see ../shared/FACTS.md).
 """
 
 from __future__ import annotations
@@ -103,7 +101,6 @@ class GroupCommitter:
         self._queue: asyncio.Queue[tuple[Writes, asyncio.Future[list[int]]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._committed = asyncio.Event()
-        self._committed_up_to = 0
         self.batches = 0
         self.commands = 0
 
@@ -155,9 +152,6 @@ class GroupCommitter:
                 self.commands += len(batch)
                 stats.group_commit_batches.inc()
                 stats.group_commit_commands.inc(len(batch))
-                self._committed_up_to = max(
-                    [self._committed_up_to, *(o.positions[-1] for o in outcomes if o.positions)]
-                )
                 self._committed.set()
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
@@ -181,9 +175,7 @@ class GroupCommitter:
             await asyncio.sleep(WAKE_EVERY)
 
     async def _notify(self) -> None:
-        await self.pool.execute(
-            "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(self._committed_up_to)
-        )
+        await self.pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 def _columns(batch: Sequence[Writes]) -> list[list[object]]:

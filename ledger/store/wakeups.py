@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import asyncpg
 
@@ -12,24 +11,12 @@ log = logging.getLogger(__name__)
 
 
 async def listen(
-    database_url: str,
-    channel: str,
-    wake: asyncio.Event,
-    *,
-    who: str,
-    poll_seconds: float,
-    wakes: Callable[[str], bool] = lambda payload: True,
+    database_url: str, channel: str, wake: asyncio.Event, *, who: str, poll_seconds: float
 ) -> asyncpg.Connection | None:
-    """A connection that sets ``wake`` on every NOTIFY on ``channel`` whose payload
-    ``wakes`` accepts; None if it cannot."""
-
-    def heard(connection: object, pid: int, channel: str, payload: object) -> None:
-        if wakes(str(payload)):
-            wake.set()
-
+    """A connection that sets ``wake`` on every NOTIFY on ``channel``; None if it cannot."""
     try:
         connection: asyncpg.Connection = await asyncpg.connect(database_url, timeout=5)
-        await connection.add_listener(channel, heard)
+        await connection.add_listener(channel, lambda *_: wake.set())
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         log.warning("%s cannot LISTEN (%s): polling every %.1fs", who, error, poll_seconds)
         return None
