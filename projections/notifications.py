@@ -53,10 +53,9 @@ _COLUMNS = (
     "threshold, low_armed, depleted_armed, position, granted"
 )
 
+# One array of records (migration 0016's notifier_row), as the balances view writes its rows.
 _UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
-                         $6::bigint[], $7::bigint[], $8::boolean[], $9::boolean[], $10::bigint[],
-                         $11::bigint[])
+    SELECT {_COLUMNS} FROM unnest($1::notifier_row[])
     ON CONFLICT (stream_id) DO UPDATE SET
         monthly_allowance = excluded.monthly_allowance,
         allowance_remaining = excluded.allowance_remaining,
@@ -348,10 +347,8 @@ class NotificationsProjection:
                 )
         self.memory.keep(states)
         written = [msgspec.structs.astuple(s) for s in states.values() if s is not None]
-        if written:  # one statement for every row, as the balances view
-            await connection.execute(
-                _UPSERT.format(table=table), *map(list, zip(*written, strict=True))
-            )
+        if written:
+            await connection.execute(_UPSERT.format(table=table), written)
         if deliveries:
             await connection.executemany(
                 """INSERT INTO webhook_deliveries
