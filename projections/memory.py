@@ -21,9 +21,9 @@ from uuid import UUID
 
 Row = TypeVar("Row")
 
-LIMIT = 100_000
-"""Streams remembered per view; beyond it the least recently written are dropped (and
-read again when they come back)."""
+LIMIT = 20_000
+"""Streams remembered per view (a balances row costs about 450 bytes: some 9 MB); beyond
+it the least recently written are dropped, and read again when they come back."""
 
 
 class ViewMemory(Generic[Row]):
