@@ -17,7 +17,7 @@ from ledger.domain.events import (
 from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
-from projections.memory import ViewMemory
+from projections.memory import ViewMemory, rows_of
 
 _COLUMNS = (
     "account_id, stream_id, monthly_allowance, next_monthly_allowance, allowance_remaining, "
@@ -111,16 +111,9 @@ class BalancesProjection:
         events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
             return
-        streams = {e.stream_id for e in events}
-        rows, unknown = self.memory.recall(streams)
-        if unknown:
-            rows |= dict.fromkeys(unknown)
-            rows |= {
-                r["stream_id"]: BalanceRow(**dict(r))
-                for r in await connection.fetch(
-                    f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", unknown
-                )
-            }
+        rows = await self.memory.rows(
+            {e.stream_id for e in events}, rows_of(connection, table, BalanceRow)
+        )
         for event in events:
             rows[event.stream_id] = fold(rows[event.stream_id], event)
         self.memory.keep(rows)

@@ -14,12 +14,17 @@ when a batch fails (the rows in memory may have been folded past what committed)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from itertools import islice
 from typing import Generic, TypeVar
 from uuid import UUID
 
+import msgspec
+
+from ledger.store.event_store import Connection
+
 Row = TypeVar("Row")
+StructRow = TypeVar("StructRow", bound=msgspec.Struct)
 
 LIMIT = 20_000
 """Streams remembered per view (a balances row costs about 450 bytes: some 9 MB); beyond
@@ -47,6 +52,19 @@ class ViewMemory(Generic[Row]):
                 unknown.append(stream)
         return known, unknown
 
+    async def rows(
+        self,
+        streams: Iterable[UUID],
+        read: Callable[[list[UUID]], Awaitable[Mapping[UUID, Row]]],
+    ) -> dict[UUID, Row | None]:
+        """The rows of ``streams``: those remembered, the others as ``read`` finds them
+        (``None`` for a stream it finds no row of)."""
+        rows, unknown = self.recall(streams)
+        if unknown:
+            rows |= dict.fromkeys(unknown)
+            rows |= await read(unknown)
+        return rows
+
     def keep(self, rows: Mapping[UUID, Row | None]) -> None:
         """Remember the rows a batch wrote (or found missing), newest last."""
         if not self.limit:
@@ -61,3 +79,16 @@ class ViewMemory(Generic[Row]):
     def forget(self) -> None:
         self._rows.clear()
         self.written_at = None
+
+
+def rows_of(
+    connection: Connection, table: str, row: type[StructRow]
+) -> Callable[[list[UUID]], Awaitable[dict[UUID, StructRow]]]:
+    """A read of ``table``'s rows of some streams as ``row`` Structs (its fields are
+    columns), for ``ViewMemory.rows``."""
+    query = f"SELECT {', '.join(row.__struct_fields__)} FROM {table} WHERE stream_id = any($1)"
+
+    async def read(streams: list[UUID]) -> dict[UUID, StructRow]:
+        return {r["stream_id"]: row(**dict(r)) for r in await connection.fetch(query, streams)}
+
+    return read

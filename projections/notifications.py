@@ -46,7 +46,7 @@ from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
-from projections.memory import ViewMemory
+from projections.memory import ViewMemory, rows_of
 
 _COLUMNS = (
     "stream_id, account_id, monthly_allowance, allowance_remaining, topup_balance, held, "
@@ -293,15 +293,9 @@ class NotificationsProjection:
         events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
             return
-        states, unknown = self.memory.recall({e.stream_id for e in events})
-        if unknown:
-            states |= dict.fromkeys(unknown)
-            states |= {
-                r["stream_id"]: NotifierState(**dict(r))
-                for r in await connection.fetch(
-                    f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", unknown
-                )
-            }
+        states = await self.memory.rows(
+            {e.stream_id for e in events}, rows_of(connection, table, NotifierState)
+        )
         subscribers = [
             _Subscriber(r["endpoint_id"], frozenset(r["event_types"]), r["created_at"])
             for r in await connection.fetch(

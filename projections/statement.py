@@ -7,6 +7,7 @@ audit counts; its ``type`` column is the event's class name.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from uuid import UUID
 
 from ledger.domain.events import STATEMENT_EVENTS, AccountOpened
 from ledger.store.event_store import Connection
@@ -67,16 +68,17 @@ class StatementProjection:
         mine = [e for e in events if _STATEMENT_EVENTS[type(e.event)]]
         if not mine:
             return
-        last, unknown = self.memory.recall({e.stream_id for e in mine})
-        if unknown:
-            last |= dict.fromkeys(unknown)
-            last |= {
+
+        async def read(streams: list[UUID]) -> dict[UUID, LastLine]:
+            return {
                 r["stream_id"]: (
                     r["account_id"],
                     Buckets(r["allowance_after"], r["topup_after"], r["granted_after"]),
                 )
-                for r in await connection.fetch(LAST_LINES.format(table=table), unknown)
+                for r in await connection.fetch(LAST_LINES.format(table=table), streams)
             }
+
+        last = await self.memory.rows({e.stream_id for e in mine}, read)
         lines = []
         for projected in mine:
             event = projected.event
