@@ -19,11 +19,6 @@ from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory, rows_of
 
-_COLUMNS = (
-    "account_id, stream_id, monthly_allowance, next_monthly_allowance, allowance_remaining, "
-    "topup_balance, held, period, position, updated_at, granted"
-)
-
 
 class BalanceRow(msgspec.Struct):
     account_id: str
@@ -37,6 +32,10 @@ class BalanceRow(msgspec.Struct):
     position: int
     updated_at: datetime
     granted: int = 0
+
+
+# The row's fields are the table's columns (and migration 0016's balance_row, in order).
+_COLUMNS = ", ".join(BalanceRow.__struct_fields__)
 
 
 def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None:

@@ -48,21 +48,6 @@ from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory, rows_of
 
-_COLUMNS = (
-    "stream_id, account_id, monthly_allowance, allowance_remaining, topup_balance, held, "
-    "threshold, low_armed, depleted_armed, position, granted"
-)
-
-# One array of records (migration 0016's notifier_row), as the balances view writes its rows.
-_UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
-    SELECT {_COLUMNS} FROM unnest($1::notifier_row[])
-    ON CONFLICT (stream_id) DO UPDATE SET
-        monthly_allowance = excluded.monthly_allowance,
-        allowance_remaining = excluded.allowance_remaining,
-        topup_balance = excluded.topup_balance, held = excluded.held,
-        granted = excluded.granted, threshold = excluded.threshold, low_armed = excluded.low_armed,
-        depleted_armed = excluded.depleted_armed, position = excluded.position"""
-
 
 class NotifierState(msgspec.Struct):
     """One account as the alerts see it, after its last event."""
@@ -113,6 +98,20 @@ class NotifierState(msgspec.Struct):
             "monthly_allowance": self.monthly_allowance,
             "low_balance_threshold": self.effective_threshold,
         }
+
+
+# The state's fields are the table's columns (and migration 0016's notifier_row, in order).
+_COLUMNS = ", ".join(NotifierState.__struct_fields__)
+
+# One array of records (migration 0016's notifier_row), as the balances view writes its rows.
+_UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
+    SELECT {_COLUMNS} FROM unnest($1::notifier_row[])
+    ON CONFLICT (stream_id) DO UPDATE SET
+        monthly_allowance = excluded.monthly_allowance,
+        allowance_remaining = excluded.allowance_remaining,
+        topup_balance = excluded.topup_balance, held = excluded.held,
+        granted = excluded.granted, threshold = excluded.threshold, low_armed = excluded.low_armed,
+        depleted_armed = excluded.depleted_armed, position = excluded.position"""
 
 
 class Notification(msgspec.Struct, frozen=True):
