@@ -33,7 +33,7 @@ import psutil
 
 from bench.measure import cpu_seconds, machine_busy_seconds
 from bench.postgres import bench_database, set_up_ledger
-from bench.sampling import Sampler, percentile, spends_between
+from bench.sampling import Sampler, head, percentile, spends_between
 from bench.variants import named_checkout, runs_in
 
 ACCOUNTS = 500
@@ -128,27 +128,13 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-async def projector_backends(url: str) -> dict[int, float]:
+async def projector_backends(pool: asyncpg.Pool) -> dict[int, float]:
     """The backends of the projector's connections (the service's role), by pid: CPU so far."""
-    connection = await asyncpg.connect(url)
-    try:
-        pids = await connection.fetch(
-            """SELECT pid FROM pg_stat_activity
-               WHERE usename = 'ledger_service' AND datname = current_database()"""
-        )
-    finally:
-        await connection.close()
+    pids = await pool.fetch(
+        """SELECT pid FROM pg_stat_activity
+           WHERE usename = 'ledger_service' AND datname = current_database()"""
+    )
     return {row["pid"]: process_cpu_seconds(row["pid"]) for row in pids}
-
-
-async def head(url: str) -> int:
-    connection = await asyncpg.connect(url)
-    try:
-        return int(
-            await connection.fetchval("SELECT coalesce(max(notification_id), 0) FROM stored_events")
-        )
-    finally:
-        await connection.close()
 
 
 async def one_round(url: str, name: str, code: Path, seconds: float, rate: int) -> str:
@@ -172,21 +158,21 @@ async def _one_round(
     )
     assert projector.stdout is not None
     await projector.stdout.readline()  # "ready"
-    first = await head(url)
-    backends = await projector_backends(url)
+    first = await head(pool)
+    backends = await projector_backends(pool)
     busy = machine_busy_seconds()
     async with Sampler(pool, server=None).running() as sampler:
         spends = await spend_steadily(url, seconds, rate)
         busy = machine_busy_seconds() - busy
-        after = await projector_backends(url)
-        last = await head(url)
+        after = await projector_backends(pool)
+        last = await head(pool)
         await sampler.until_caught_up(last, limit=60.0)
     lags = sampler.lags(await spends_between(pool, first, last))
     postgres = sum(cpu - backends.get(pid, 0.0) for pid, cpu in after.items())
     projector.send_signal(signal.SIGTERM)
     report = json.loads((await projector.stdout.read()).decode().splitlines()[-1])
     await projector.wait()
-    events = await head(url) - first
+    events = await head(pool) - first
     return (
         f"{name:>10}: {spends:,} spends, {events:,} events; projector {report['cpu']:.2f} CPU s"
         f" ({report['cpu'] / max(events, 1) * 1e6:.0f} µs an event), its PostgreSQL backends"
