@@ -47,7 +47,10 @@ from ledger.store.event_store import EventStore
 from projections import runner
 
 counts = {"batches": 0, "empty": 0}
-apply_batch = runner.apply_batch
+# What catch_up calls a batch at: apply_batch, or (since it holds one connection for a
+# whole catch-up) _apply_batch_on.
+CALLED = "_apply_batch_on" if hasattr(runner, "_apply_batch_on") else "apply_batch"
+apply_batch = getattr(runner, CALLED)
 
 async def counted(*args, **kwargs):
     applied = await apply_batch(*args, **kwargs)
@@ -55,7 +58,7 @@ async def counted(*args, **kwargs):
     counts["empty"] += not any(applied.values())
     return applied
 
-runner.apply_batch = counted
+setattr(runner, CALLED, counted)
 
 async def main(url):
     pool = await create_pool(url)

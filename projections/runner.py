@@ -88,17 +88,19 @@ def _memory_of(projection: Projection) -> ViewMemory[Any] | None:
 
 # Whether any view has an event to apply, in one round trip: finding out inside
 # apply_batch's transaction took six, and under load half the projector's looks find
-# nothing (a NOTIFY wakes it for events its last batch already applied). Not EXISTS:
+# nothing (a NOTIFY wakes it for events its last batch already applied). The positions
+# are read once and the store probed from their lowest (LATERAL): as three subqueries,
+# two of them over the positions, a look cost its backend 33-63 µs, against 30-37. Not EXISTS:
 # PostgreSQL drops an EXISTS subquery's ORDER BY and LIMIT, then reads the whole table
 # for a position it cannot estimate.
 _ANYTHING_TO_APPLY = f"""
-    SELECT (SELECT count(*) FROM projection_positions WHERE name = any($1::text[]))
-               < cardinality($1::text[])
-        OR (SELECT notification_id FROM stored_events
-            WHERE notification_id > (
-                SELECT min(position) FROM projection_positions WHERE name = any($1::text[])
-            ) AND {VISIBLE}
-            ORDER BY notification_id LIMIT 1) IS NOT NULL"""
+    SELECT p.views < cardinality($1::text[]) OR e.notification_id IS NOT NULL
+    FROM (SELECT count(*) AS views, min(position) AS lowest FROM projection_positions
+          WHERE name = any($1::text[])) AS p
+    LEFT JOIN LATERAL (
+        SELECT notification_id FROM stored_events
+        WHERE notification_id > p.lowest AND {VISIBLE}
+        ORDER BY notification_id LIMIT 1) AS e ON true"""
 
 
 async def apply_batch(
@@ -117,21 +119,25 @@ async def apply_batch(
     the last batches whole, their positions with them, which are then applied
     again. Every answer to a command still waits for its flush.
     """
-    names = sorted(p.name for p in projections)
     async with store.pool.acquire() as connection:
-        if not await connection.fetchval(_ANYTHING_TO_APPLY, names):
-            return dict.fromkeys(names, 0)
-        try:
-            async with connection.transaction():
-                applied, written_at = await _apply_locked(
-                    connection, projections, names, batch_size
-                )
-        except BaseException:
-            # The rows in memory may have been folded past what committed.
-            for projection in projections:
-                if memory := _memory_of(projection):
-                    memory.forget()
-            raise
+        return await _apply_batch_on(connection, projections, batch_size)
+
+
+async def _apply_batch_on(
+    connection: Connection, projections: Sequence[Projection], batch_size: int
+) -> dict[str, int]:
+    names = sorted(p.name for p in projections)
+    if not await connection.fetchval(_ANYTHING_TO_APPLY, names):
+        return dict.fromkeys(names, 0)
+    try:
+        async with connection.transaction():
+            applied, written_at = await _apply_locked(connection, projections, names, batch_size)
+    except BaseException:
+        # The rows in memory may have been folded past what committed.
+        for projection in projections:
+            if memory := _memory_of(projection):
+                memory.forget()
+        raise
     for projection in projections:
         if (memory := _memory_of(projection)) and projection.name in written_at:
             memory.written_at = written_at[projection.name]
@@ -190,10 +196,13 @@ async def catch_up(
     """Apply everything visible now to every projection; return how many events were applied."""
     total = 0
     behind = list(projections)
-    while behind:
-        applied = await apply_batch(store, behind, batch_size)
-        total += sum(applied.values())
-        behind = [p for p in behind if applied.get(p.name)]
+    # One connection for the whole catch-up: under load most looks find nothing, and a
+    # pool checkout and return cost the projector about as much as the look itself.
+    async with store.pool.acquire() as connection:
+        while behind:
+            applied = await _apply_batch_on(connection, behind, batch_size)
+            total += sum(applied.values())
+            behind = [p for p in behind if applied.get(p.name)]
     return total
 
 
