@@ -25,10 +25,6 @@ from ledger.domain.events import (
 from ledger.store.event_store import Connection
 from projections.events import EventKinds, ProjectedEvent
 
-_COLUMNS = (
-    "grant_id, stream_id, amount, remaining, priority, expires_at, reason, status, granted_at, "
-    "closed_at, position"
-)
 _GRANT_EVENTS = EventKinds(
     CreditsGranted,
     CreditsSpent,
@@ -55,6 +51,17 @@ class GrantRow(msgspec.Struct):
     granted_at: datetime
     closed_at: datetime | None
     position: int
+
+
+# The row's fields are the table's columns (and migration 0017's grant_row, in order).
+_COLUMNS = ", ".join(GrantRow.__struct_fields__)
+
+# One array of records (migration 0017's grant_row), as the balances view writes its rows.
+_UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
+    SELECT {_COLUMNS} FROM unnest($1::grant_row[])
+    ON CONFLICT (grant_id) DO UPDATE SET
+        remaining = excluded.remaining, status = excluded.status,
+        closed_at = excluded.closed_at"""
 
 
 def taken_from_grants(event: object) -> dict[str, int]:
@@ -98,13 +105,8 @@ class GrantsProjection:
         }
         for projected, _ in moves:
             self._fold(rows, projected)
-        await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS})
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                ON CONFLICT (grant_id) DO UPDATE SET
-                    remaining = excluded.remaining, status = excluded.status,
-                    closed_at = excluded.closed_at""",
-            [msgspec.structs.astuple(row) for row in rows.values()],
+        await connection.execute(
+            _UPSERT.format(table=table), [msgspec.structs.astuple(row) for row in rows.values()]
         )
 
     @staticmethod

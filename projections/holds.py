@@ -18,10 +18,6 @@ from ledger.domain.events import (
 from ledger.store.event_store import Connection
 from projections.events import EventKinds, ProjectedEvent
 
-_COLUMNS = (
-    "hold_id, stream_id, amount, captured, released, status, reason, expires_at, placed_at, "
-    "settled_at, position"
-)
 _SETTLED_AS: dict[type, str] = {
     HoldCaptured: "captured",
     HoldReleased: "released",
@@ -43,6 +39,18 @@ class HoldRow(msgspec.Struct):
     placed_at: datetime
     settled_at: datetime | None
     position: int
+
+
+# The row's fields are the table's columns (and migration 0017's hold_row, in order).
+_COLUMNS = ", ".join(HoldRow.__struct_fields__)
+
+# One array of records (migration 0017's hold_row), as the balances view writes its rows.
+_UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
+    SELECT {_COLUMNS} FROM unnest($1::hold_row[])
+    ON CONFLICT (hold_id) DO UPDATE SET
+        captured = excluded.captured, released = excluded.released,
+        status = excluded.status, settled_at = excluded.settled_at,
+        position = excluded.position"""
 
 
 def fold(row: HoldRow | None, projected: ProjectedEvent) -> HoldRow | None:
@@ -101,12 +109,6 @@ class HoldsProjection:
         }
         for hold_id, event in mine:
             rows[hold_id] = fold(rows.get(hold_id), event)
-        await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS})
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                ON CONFLICT (hold_id) DO UPDATE SET
-                    captured = excluded.captured, released = excluded.released,
-                    status = excluded.status, settled_at = excluded.settled_at,
-                    position = excluded.position""",
-            [msgspec.structs.astuple(row) for row in rows.values() if row is not None],
-        )
+        written = [msgspec.structs.astuple(row) for row in rows.values() if row is not None]
+        if written:
+            await connection.execute(_UPSERT.format(table=table), written)

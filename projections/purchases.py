@@ -38,12 +38,6 @@ _STATUS_OF: dict[type, str] = {
 _PAID = ("paid", "refunded")
 _SESSION_EVENTS = EventKinds(CheckoutRequested, CheckoutEvent)
 
-_COLUMNS = (
-    "session_id, stream_id, account_id, credits, amount, currency, status, needs_review, "
-    "amount_refunded, credits_clawed_back, credits_reversed, position, created_at, updated_at, "
-    "paid_at"
-)
-
 
 class PurchaseRow(msgspec.Struct):
     session_id: str
@@ -61,6 +55,20 @@ class PurchaseRow(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     paid_at: datetime | None
+
+
+# The row's fields are the table's columns (and migration 0017's purchase_row, in order).
+_COLUMNS = ", ".join(PurchaseRow.__struct_fields__)
+
+# One array of records (migration 0017's purchase_row), as the balances view writes its rows.
+_UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
+    SELECT {_COLUMNS} FROM unnest($1::purchase_row[])
+    ON CONFLICT (session_id) DO UPDATE SET
+        status = excluded.status, needs_review = excluded.needs_review,
+        amount_refunded = excluded.amount_refunded,
+        credits_clawed_back = excluded.credits_clawed_back,
+        credits_reversed = excluded.credits_reversed,
+        updated_at = excluded.updated_at, paid_at = excluded.paid_at"""
 
 
 def fold(row: PurchaseRow | None, projected: ProjectedEvent) -> PurchaseRow | None:
@@ -136,14 +144,6 @@ class PurchasesProjection:
         }
         for event in events:
             rows[event.stream_id] = fold(rows.get(event.stream_id), event)
-        placeholders = ", ".join(f"${n}" for n in range(1, len(PurchaseRow.__struct_fields__) + 1))
-        await connection.executemany(
-            f"""INSERT INTO {table} ({_COLUMNS}) VALUES ({placeholders})
-                ON CONFLICT (session_id) DO UPDATE SET
-                    status = excluded.status, needs_review = excluded.needs_review,
-                    amount_refunded = excluded.amount_refunded,
-                    credits_clawed_back = excluded.credits_clawed_back,
-                    credits_reversed = excluded.credits_reversed,
-                    updated_at = excluded.updated_at, paid_at = excluded.paid_at""",
-            [msgspec.structs.astuple(row) for row in rows.values() if row is not None],
-        )
+        written = [msgspec.structs.astuple(row) for row in rows.values() if row is not None]
+        if written:
+            await connection.execute(_UPSERT.format(table=table), written)

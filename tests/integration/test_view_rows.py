@@ -1,5 +1,5 @@
-"""The record types the balances and notifications views write their rows as (migration
-0016) are the views' rows: the Structs' fields in order, each of its table column's type."""
+"""The record types the views write their rows as (migrations 0016 and 0017) are the views'
+rows: the Structs' fields in order, each of its table column's type."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import msgspec
 import pytest
 
 from projections.balances import BalanceRow
+from projections.grants import GrantRow
+from projections.holds import HoldRow
 from projections.notifications import NotifierState
+from projections.purchases import PurchaseRow
 from tests.conftest import IsolatedDatabase
 
 _ATTRIBUTES = """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
@@ -16,7 +19,13 @@ _ATTRIBUTES = """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attrib
 
 @pytest.mark.parametrize(
     ("record", "table", "row"),
-    [("balance_row", "balances", BalanceRow), ("notifier_row", "notifier_accounts", NotifierState)],
+    [
+        ("balance_row", "balances", BalanceRow),
+        ("notifier_row", "notifier_accounts", NotifierState),
+        ("purchase_row", "purchases", PurchaseRow),
+        ("hold_row", "holds", HoldRow),
+        ("grant_row", "grants", GrantRow),
+    ],
 )
 async def test_a_views_record_type_is_its_row_and_its_tables_columns(
     isolated_db: IsolatedDatabase, record: str, table: str, row: type[msgspec.Struct]
