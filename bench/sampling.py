@@ -14,7 +14,7 @@ import bisect
 import contextlib
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -137,12 +137,19 @@ async def wait_for_projector(pool: asyncpg.Pool, limit: float = 600.0) -> float:
 
 
 async def spends_between(pool: asyncpg.Pool, after: int, until: int) -> list[tuple[int, datetime]]:
+    return await recorded_between(pool, after, until, SPEND_TOPICS)
+
+
+async def recorded_between(
+    pool: asyncpg.Pool, after: int, until: int, topics: Sequence[str]
+) -> list[tuple[int, datetime]]:
+    """The position and time of each event of ``topics`` after ``after``, up to ``until``."""
     rows = await pool.fetch(
         """SELECT notification_id, recorded_at FROM stored_events
            WHERE notification_id > $1 AND notification_id <= $2 AND topic = ANY($3::text[])""",
         after,
         until,
-        SPEND_TOPICS,
+        list(topics),
     )
     return [(row[0], row[1]) for row in rows]
 
