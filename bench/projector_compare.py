@@ -30,7 +30,9 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import psutil
@@ -42,6 +44,9 @@ from bench.postgres import bench_database, set_up_ledger
 from bench.sampling import SPEND_TOPICS, Sampler, head, percentile, recorded_between
 from bench.variants import named_checkout, runs_in
 from ledger.domain.events import CreditsPurchased, topics_of
+
+if TYPE_CHECKING:
+    from ledger.service import Ledger
 
 ACCOUNTS = 500
 ACCOUNT_PREFIX = "acct_"
@@ -114,10 +119,12 @@ async def open_accounts(url: str) -> None:
         await pool.close()
 
 
-async def spend_steadily(url: str, seconds: float, rate: int) -> int:
-    """Spends of 1 credit on the accounts in turn, ``rate`` a second; how many were made."""
+async def steadily(
+    url: str, seconds: float, rate: int, send: Callable[[Ledger], Awaitable[bool]]
+) -> int:
+    """``send`` one command through a ``Ledger`` of its own, ``rate`` a second from 32 tasks,
+    for ``seconds`` or until it says there is nothing more to send; how many it sent."""
     from ledger.bootstrap import build_ledger
-    from ledger.commands import SpendCredits
 
     pool = await asyncpg.create_pool(url, min_size=4, max_size=20)
     ledger = build_ledger(pool)
@@ -130,14 +137,9 @@ async def spend_steadily(url: str, seconds: float, rate: int) -> int:
             if (due := made / rate) > elapsed:
                 await asyncio.sleep(due - elapsed)
             made += 1
-            await ledger.execute(
-                SpendCredits(
-                    account_id=account(made % ACCOUNTS),
-                    amount=1,
-                    reason="projector_compare",
-                    idempotency_key=uuid.uuid4().hex,
-                )
-            )
+            if not await send(ledger):
+                made -= 1
+                return
 
     try:
         await asyncio.gather(*(worker() for _ in range(WORKERS)))
@@ -145,6 +147,28 @@ async def spend_steadily(url: str, seconds: float, rate: int) -> int:
     finally:
         await pool.close()
     return made
+
+
+async def spend_steadily(url: str, seconds: float, rate: int) -> int:
+    """Spends of 1 credit on the accounts in turn, ``rate`` a second; how many were made."""
+    from ledger.commands import SpendCredits
+
+    spent = 0
+
+    async def spend(ledger: Ledger) -> bool:
+        nonlocal spent
+        spent += 1
+        await ledger.execute(
+            SpendCredits(
+                account_id=account(spent % ACCOUNTS),
+                amount=1,
+                reason="projector_compare",
+                idempotency_key=uuid.uuid4().hex,
+            )
+        )
+        return True
+
+    return await steadily(url, seconds, rate, spend)
 
 
 def sessions_for(seconds: float, rate: int) -> int:
@@ -171,7 +195,6 @@ async def pay_steadily(url: str, seconds: float, rate: int, nonce: str) -> int:
     """Stripe's ``checkout.session.completed`` of the sessions recorded under ``nonce``,
     verified bodies decoded as the webhook route does, ``rate`` a second; how many."""
     from ledger.adapters.stripe_webhooks import parse_event
-    from ledger.bootstrap import build_ledger
 
     deliveries = iter(
         checkout_completed(session_id, account_id, checkouts.CREDITS).encode()
@@ -179,28 +202,15 @@ async def pay_steadily(url: str, seconds: float, rate: int, nonce: str) -> int:
             nonce, sessions_for(seconds, rate), ACCOUNT_PREFIX, ACCOUNTS
         )
     )
-    pool = await asyncpg.create_pool(url, min_size=4, max_size=20)
-    ledger = build_ledger(pool)
-    made = 0
-    started = time.perf_counter()
 
-    async def worker() -> None:
-        nonlocal made
-        while (elapsed := time.perf_counter() - started) < seconds:
-            if (due := made / rate) > elapsed:
-                await asyncio.sleep(due - elapsed)
-            if (body := next(deliveries, None)) is None:
-                return
-            made += 1
-            envelope, meaning = parse_event(body)
-            await ledger.apply_payment_event(envelope.id, envelope.type, meaning)
+    async def pay(ledger: Ledger) -> bool:
+        if (body := next(deliveries, None)) is None:
+            return False
+        envelope, meaning = parse_event(body)
+        await ledger.apply_payment_event(envelope.id, envelope.type, meaning)
+        return True
 
-    try:
-        await asyncio.gather(*(worker() for _ in range(WORKERS)))
-        await ledger.uow.committer.stop()
-    finally:
-        await pool.close()
-    return made
+    return await steadily(url, seconds, rate, pay)
 
 
 def process_cpu_seconds(pid: int) -> float:
