@@ -126,6 +126,7 @@ async def apply_batch(
 async def _apply_batch_on(
     connection: Connection, projections: Sequence[Projection], batch_size: int
 ) -> dict[str, int]:
+    """``apply_batch`` on a connection the caller holds."""
     names = sorted(p.name for p in projections)
     if not await connection.fetchval(_ANYTHING_TO_APPLY, names):
         return dict.fromkeys(names, 0)
@@ -197,7 +198,8 @@ async def catch_up(
     total = 0
     behind = list(projections)
     # One connection for the whole catch-up: under load most looks find nothing, and a
-    # pool checkout and return cost the projector about as much as the look itself.
+    # pool checkout and return cost the projector about half what a look does (~19 µs
+    # against ~35, each measured alone).
     async with store.pool.acquire() as connection:
         while behind:
             applied = await _apply_batch_on(connection, behind, batch_size)
