@@ -33,9 +33,8 @@ import asyncpg
 
 from bench import service
 from bench.measure import Phase, combine, load, measured
-from bench.postgres import TCP_URL, bench_database
+from bench.postgres import TCP_URL, bench_database, set_up_ledger
 from bench.sampling import wait_for_projector
-from ledger.store.migrate import set_up
 
 ACCOUNT = "acct_bench_{:04d}"
 CREDITS_TOKENS = 4
@@ -109,11 +108,7 @@ async def run(database_url: str, seconds: int, rounds: int, accounts: int) -> st
     with tempfile.TemporaryDirectory(prefix="ledger-bench-workers-") as folder:
         data_dir, logs = Path(folder) / "data", Path(folder)
         async with bench_database(database_url) as url:
-            connection = await asyncpg.connect(url)
-            try:
-                await set_up(connection)  # roles, functions, migrations, as `ledger db setup`
-            finally:
-                await connection.close()
+            await set_up_ledger(url)  # roles, functions, migrations, as `ledger db setup`
             async with (
                 service.stripe_standin(logs) as standin,
                 projector(url, data_dir, logs),
