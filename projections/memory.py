@@ -3,7 +3,9 @@ read them back.
 
 Under a steady load nearly every batch touches accounts the batches before it touched:
 reading their rows (balances, the alerts' state, each statement's last line) cost the
-projector a round trip per view, and its PostgreSQL as much again as the writes.
+projector a round trip per view, and its PostgreSQL as much again as the writes. A
+purchase's row is written when the customer asks to buy and again, minutes later, when
+Stripe says it is paid: the purchases remember theirs too.
 
 The memory is right only while this projector is the view's only writer. The runner
 (``projections/runner.py``) keeps it honest: it remembers the ``xmin`` of the view's
@@ -27,8 +29,9 @@ Row = TypeVar("Row")
 StructRow = TypeVar("StructRow", bound=msgspec.Struct)
 
 LIMIT = 20_000
-"""Streams remembered per view (a balances row costs about 450 bytes: some 9 MB); beyond
-it the least recently written are dropped, and read again when they come back."""
+"""Streams remembered per view (a balances row costs about 450 bytes: some 9 MB; a
+purchase about 640: some 13 MB); beyond it the least recently written are dropped, and
+read again when they come back."""
 
 
 class ViewMemory(Generic[Row]):

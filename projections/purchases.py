@@ -29,6 +29,7 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import Connection
 from projections.events import EventKinds, ProjectedEvent
+from projections.memory import ViewMemory, rows_of
 
 _STATUS_OF: dict[type, str] = {
     CheckoutPaid: "paid",
@@ -128,22 +129,23 @@ class PurchasesProjection:
     name = "purchases"
     table = "purchases"
 
+    def __init__(self, memory: ViewMemory[PurchaseRow] | None = None) -> None:
+        self.memory = memory if memory is not None else ViewMemory(limit=0)
+
     async def apply(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
-        """Fold a batch into the purchases it touches: one read, one write."""
+        """Fold a batch into the purchases it touches: one read (of those not remembered),
+        one write."""
         events = [e for e in events if _SESSION_EVENTS[type(e.event)]]
         if not events:
             return
-        streams = list({e.stream_id for e in events})
-        rows: dict[UUID, PurchaseRow | None] = {
-            r["stream_id"]: PurchaseRow(**dict(r))
-            for r in await connection.fetch(
-                f"SELECT {_COLUMNS} FROM {table} WHERE stream_id = any($1)", streams
-            )
-        }
+        rows = await self.memory.rows(
+            {e.stream_id for e in events}, rows_of(connection, table, PurchaseRow)
+        )
         for event in events:
-            rows[event.stream_id] = fold(rows.get(event.stream_id), event)
+            rows[event.stream_id] = fold(rows[event.stream_id], event)
+        self.memory.keep(rows)
         written = [msgspec.structs.astuple(row) for row in rows.values() if row is not None]
         if written:
             await connection.execute(_UPSERT.format(table=table), written)

@@ -74,7 +74,7 @@ def all_projections(*, remembering: bool = False) -> list[Projection]:
 
     return [
         BalancesProjection(memory()),
-        PurchasesProjection(),
+        PurchasesProjection(memory()),
         StatementProjection(memory()),
         HoldsProjection(),
         GrantsProjection(),

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ledger.adapters.stripe_webhooks import parse_event
 from ledger.bootstrap import build_ledger
 from ledger.commands import ResetMonth, SetLowBalanceThreshold, SpendCredits
 from ledger.service import Ledger
@@ -19,12 +20,14 @@ from projections.runner import all_projections, apply_batch, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.support.events import settled
 from tests.support.ledger import open_account
+from tests.support.stripe_events import charge, checkout_session, event_body
 
 # What each remembering view wrote, in an order that does not depend on the batches.
 VIEWS = {
     "balances": "SELECT * FROM balances ORDER BY account_id",
     "statement": "SELECT * FROM statement_lines ORDER BY position",
     "notifications": "SELECT * FROM notifier_accounts ORDER BY account_id",
+    "purchases": "SELECT * FROM purchases ORDER BY session_id",
 }
 
 
@@ -32,6 +35,12 @@ async def spend(ledger: Ledger, account_id: str, amount: int, key: str) -> None:
     await ledger.execute(
         SpendCredits(account_id=account_id, amount=amount, reason="test", idempotency_key=key)
     )
+
+
+async def deliver(ledger: Ledger, event_type: str, obj: dict[str, Any]) -> None:
+    """A Stripe event, as the webhook route hands it to the ledger once verified."""
+    envelope, meaning = parse_event(event_body(event_type, obj).encode())
+    await ledger.apply_payment_event(envelope.id, envelope.type, meaning)
 
 
 async def views(isolated_db: IsolatedDatabase) -> dict[str, list[dict[str, Any]]]:
@@ -68,6 +77,19 @@ async def test_remembering_views_write_what_views_that_read_their_rows_back_writ
         for n in range(3):
             await spend(ledger, f"acct_mem_{n}", 7 + n, f"k{round_number}_{n}")
         await ledger.execute(SetLowBalanceThreshold(account_id="acct_mem_0", threshold=990))
+        # A session paid (never recorded here: the ledger recovers it from its metadata),
+        # then, a round later, part of the one before refunded: its row comes back.
+        session = f"cs_mem_{round_number}"
+        await deliver(
+            ledger,
+            "checkout.session.completed",
+            checkout_session(
+                session, account_id="acct_mem_2", credits=100, payment_intent=f"pi_{session}"
+            ),
+        )
+        if round_number:
+            paid = f"pi_cs_mem_{round_number - 1}"
+            await deliver(ledger, "charge.refunded", charge(paid, amount=100, amount_refunded=40))
         await settled(isolated_db.store)
         await catch_up(isolated_db.store, remembering, batch_size=2)
     await ledger.execute(ResetMonth(account_id="acct_mem_1", period="2099-01"))
@@ -77,12 +99,20 @@ async def test_remembering_views_write_what_views_that_read_their_rows_back_writ
     remembered = await views(isolated_db)
 
     await isolated_db.pool.execute(
-        "TRUNCATE balances, statement_lines, notifier_accounts, projection_positions"
+        "TRUNCATE balances, statement_lines, notifier_accounts, purchases, projection_positions"
     )
     await catch_up(isolated_db.store, all_projections(), batch_size=2)
 
     assert remembered == await views(isolated_db)
-    assert len(remembered["statement"]) == 3 + 3 * 4 + 2
+    assert [(row["status"], row["amount_refunded"]) for row in remembered["purchases"]] == [
+        ("paid", 40),
+        ("paid", 40),
+        ("paid", 40),
+        ("paid", 0),
+    ]
+    # Opened, four rounds of three spends, four purchases and three refunds' claw-backs,
+    # the reset and a spend after it.
+    assert len(remembered["statement"]) == 3 + 3 * 4 + 4 + 3 + 2
 
 
 async def test_a_view_another_projector_wrote_meanwhile_is_read_afresh(
