@@ -17,7 +17,7 @@ from ledger.domain.events import (
 from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
-from projections.memory import ViewMemory, rows_of
+from projections.memory import ViewMemory, fold_remembered
 
 
 class BalanceRow(msgspec.Struct):
@@ -110,13 +110,7 @@ class BalancesProjection:
         events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
             return
-        rows = await self.memory.rows(
-            {e.stream_id for e in events}, rows_of(connection, table, BalanceRow)
-        )
-        for event in events:
-            rows[event.stream_id] = fold(rows[event.stream_id], event)
-        self.memory.keep(rows)
-        written = [msgspec.structs.astuple(row) for row in rows.values() if row is not None]
+        written = await fold_remembered(self.memory, connection, table, BalanceRow, events, fold)
         if written:
             # One statement for every row, not one execution a row: under load a projector
             # batch holds a few dozen accounts.

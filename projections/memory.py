@@ -16,14 +16,15 @@ when a batch fails (the rows in memory may have been folded past what committed)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from itertools import islice
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import msgspec
 
 from ledger.store.event_store import Connection
+from projections.events import ProjectedEvent
 
 Row = TypeVar("Row")
 StructRow = TypeVar("StructRow", bound=msgspec.Struct)
@@ -95,3 +96,20 @@ def rows_of(
         return {r["stream_id"]: row(**dict(r)) for r in await connection.fetch(query, streams)}
 
     return read
+
+
+async def fold_remembered(
+    memory: ViewMemory[StructRow],
+    connection: Connection,
+    table: str,
+    row: type[StructRow],
+    events: Sequence[ProjectedEvent],
+    fold: Callable[[StructRow | None, ProjectedEvent], StructRow | None],
+) -> list[tuple[Any, ...]]:
+    """A batch folded into its streams' rows (read from ``table`` only where ``memory``
+    holds none), remembered; the rows to write, as tuples of the Struct's fields."""
+    rows = await memory.rows({e.stream_id for e in events}, rows_of(connection, table, row))
+    for event in events:
+        rows[event.stream_id] = fold(rows[event.stream_id], event)
+    memory.keep(rows)
+    return [msgspec.structs.astuple(folded) for folded in rows.values() if folded is not None]

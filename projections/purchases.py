@@ -29,7 +29,7 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import Connection
 from projections.events import EventKinds, ProjectedEvent
-from projections.memory import ViewMemory, rows_of
+from projections.memory import ViewMemory, fold_remembered
 
 _STATUS_OF: dict[type, str] = {
     CheckoutPaid: "paid",
@@ -140,12 +140,6 @@ class PurchasesProjection:
         events = [e for e in events if _SESSION_EVENTS[type(e.event)]]
         if not events:
             return
-        rows = await self.memory.rows(
-            {e.stream_id for e in events}, rows_of(connection, table, PurchaseRow)
-        )
-        for event in events:
-            rows[event.stream_id] = fold(rows[event.stream_id], event)
-        self.memory.keep(rows)
-        written = [msgspec.structs.astuple(row) for row in rows.values() if row is not None]
+        written = await fold_remembered(self.memory, connection, table, PurchaseRow, events, fold)
         if written:
             await connection.execute(_UPSERT.format(table=table), written)
