@@ -160,8 +160,8 @@ async def _apply_locked(
            ORDER BY name FOR UPDATE""",
         names,
     )
-    read_from = {row["name"]: int(row["position"]) for row in rows}
     as_left = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in rows}
+    read_from = {name: position for name, (position, _) in as_left.items()}
     for projection in projections:
         # Someone else wrote the view since this projector last did: read it afresh.
         if (memory := _memory_of(projection)) and memory.written_at != as_left[projection.name]:
