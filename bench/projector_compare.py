@@ -120,10 +120,11 @@ async def open_accounts(url: str) -> None:
 
 
 async def steadily(
-    url: str, seconds: float, rate: int, send: Callable[[Ledger], Awaitable[bool]]
+    url: str, seconds: float, rate: int, send: Callable[[Ledger, int], Awaitable[bool]]
 ) -> int:
-    """``send`` one command through a ``Ledger`` of its own, ``rate`` a second from 32 tasks,
-    for ``seconds`` or until it says there is nothing more to send; how many it sent."""
+    """``send`` one command (the how-manyth, from 0) through a ``Ledger`` of its own,
+    ``rate`` a second from 32 tasks, for ``seconds`` or until it says there is nothing
+    more to send; how many it sent."""
     from ledger.bootstrap import build_ledger
 
     pool = await asyncpg.create_pool(url, min_size=4, max_size=20)
@@ -137,7 +138,7 @@ async def steadily(
             if (due := made / rate) > elapsed:
                 await asyncio.sleep(due - elapsed)
             made += 1
-            if not await send(ledger):
+            if not await send(ledger, made - 1):
                 made -= 1
                 return
 
@@ -153,14 +154,10 @@ async def spend_steadily(url: str, seconds: float, rate: int) -> int:
     """Spends of 1 credit on the accounts in turn, ``rate`` a second; how many were made."""
     from ledger.commands import SpendCredits
 
-    spent = 0
-
-    async def spend(ledger: Ledger) -> bool:
-        nonlocal spent
-        spent += 1
+    async def spend(ledger: Ledger, number: int) -> bool:
         await ledger.execute(
             SpendCredits(
-                account_id=account(spent % ACCOUNTS),
+                account_id=account(number % ACCOUNTS),
                 amount=1,
                 reason="projector_compare",
                 idempotency_key=uuid.uuid4().hex,
@@ -203,7 +200,7 @@ async def pay_steadily(url: str, seconds: float, rate: int, nonce: str) -> int:
         )
     )
 
-    async def pay(ledger: Ledger) -> bool:
+    async def pay(ledger: Ledger, _: int) -> bool:
         if (body := next(deliveries, None)) is None:
             return False
         envelope, meaning = parse_event(body)
