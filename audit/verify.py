@@ -251,6 +251,12 @@ class StreamReplay:
         self.grant_rows: dict[str, tuple[str, int, str, int]] = {}
         self.closed_grants: dict[tuple[UUID, str], str] = {}
         self.taken_back: dict[str, GivenBack] = {}
+        # Where each account view stands, and the Stream attribute keeping the figures it saw
+        # (a view at 0 saw no stream). An event at or before the lowest of them is past none.
+        self._account_views = [
+            (at, f"at_{view}") for view in _ACCOUNT_VIEWS if (at := positions.get(view, 0)) > 0
+        ]
+        self._lowest_view_position = min((at for at, _ in self._account_views), default=2**63)
 
     def _find(self, kind: str, detail: str, stream: Stream | None, event: RecordedEvent) -> None:
         self.findings.append(
@@ -270,7 +276,9 @@ class StreamReplay:
         if stream is None:
             stream = self.streams[event.originator_id] = Stream(event.notification_id)
             stream.snapshots = self.snapshots.pop(event.originator_id, None)
-        elif isinstance(stream.aggregate, CreditAccount):
+        elif event.notification_id > self._lowest_view_position and isinstance(
+            stream.aggregate, CreditAccount
+        ):
             self._freeze_figures_before(stream, event.notification_id)
         previous_hash, previous_version = stream.hash, stream.version
         in_sequence = event.originator_version == previous_version + 1
@@ -448,9 +456,7 @@ class StreamReplay:
         Figures are taken only where a view's position falls inside a stream;
         streams a view has read entirely get theirs from the final state, once.
         """
-        for view in _ACCOUNT_VIEWS:
-            at = self.positions.get(view, 0)
-            attribute = f"at_{view}"
+        for at, attribute in self._account_views:
             if stream.first_position <= at < position and getattr(stream, attribute) is None:
                 setattr(stream, attribute, _figures(stream.aggregate, stream.statement_lines))
 

@@ -97,6 +97,30 @@ async def test_a_faithful_ledger_verifies_clean(isolated_db: IsolatedDatabase) -
     assert report.events == await isolated_db.pool.fetchval("SELECT count(*) FROM stored_events")
 
 
+async def test_views_behind_the_events_are_checked_as_they_stood(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Events the views have not read yet change the replayed balances, not the views: each
+    account is compared with the views at the view's own position, inside its stream."""
+    books = await build_history(isolated_db)
+    for account_id in ("acct_alice", "acct_bob"):
+        await books.execute(
+            SpendCredits(
+                account_id=account_id,
+                amount=7,
+                reason="after",
+                idempotency_key=f"late-{account_id}",
+            )
+        )
+    await books.uow.committer.stop()
+    behind = await isolated_db.pool.fetchval("SELECT max(notification_id) FROM stored_events")
+
+    report = await verify(isolated_db.pool)
+
+    assert report.findings == []
+    assert all(0 < position < behind for position in report.projection_positions.values())
+
+
 async def test_one_changed_byte_is_reported_with_its_account_and_version(
     isolated_db: IsolatedDatabase,
 ) -> None:
