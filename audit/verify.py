@@ -568,6 +568,28 @@ class StreamReplay:
         )
 
 
+# What each view holds that the replay is compared with, read once per run.
+_VIEW_QUERIES = {
+    "balances": """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance,
+                          held, period, granted
+                   FROM balances""",
+    "notifications": """SELECT account_id, monthly_allowance, allowance_remaining,
+                               topup_balance, held, threshold, granted
+                        FROM notifier_accounts""",
+    "purchases": f"""SELECT session_id, account_id, {", ".join(PurchaseAt.__struct_fields__)}
+                     FROM purchases""",
+    # Each account's line count, and its last line's balance found through the primary
+    # key (account_id, position): 0.3 s for 1,000,000 lines, against 0.7 s for
+    # array_agg(... ORDER BY position DESC), which sorts every account's lines.
+    "statement": """SELECT counted.account_id, counted.lines, last.balance_after
+                    FROM (SELECT account_id, count(*) AS lines, max(position) AS position
+                          FROM statement_lines GROUP BY account_id) AS counted
+                    JOIN statement_lines AS last USING (account_id, position)""",
+    "holds": "SELECT hold_id, status FROM holds",
+    "grants": "SELECT grant_id, remaining, status FROM grants",
+}
+
+
 class Verifier:
     """One audit run over one consistent snapshot of the database.
 
@@ -594,6 +616,7 @@ class Verifier:
         self.database_url = database_url
         self.findings: list[Finding] = []
         self.positions: dict[str, int] = {}
+        self.views: dict[str, list[asyncpg.Record]] = {}
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
         """Replay, check, compare; ``on_progress(n)`` after every n events."""
@@ -603,6 +626,7 @@ class Verifier:
         if self.jobs == 1:
             replays = [c.replay.empty_copy() for c in self.checkpoints]
             parts = [await replay_part(self.connection, self.positions, replays, on_progress)]
+            await self._read_views()
         else:
             parts = await self._replay_in_workers(on_progress)
         part = merge_parts(parts)
@@ -612,12 +636,12 @@ class Verifier:
             self.findings.extend(checkpoint.findings(part.stream_accounts.get))
         self._check_purchases(part)
         self._check_adjustments(part)
-        await self._check_balances_view(part)
-        await self._check_purchases_view(part)
-        await self._check_statement_view(part)
-        await self._check_holds_view(part)
-        await self._check_grants_view(part)
-        await self._check_notifier_view(part)
+        self._check_account_rows(part, "balances")
+        self._check_purchases_view(part)
+        self._check_statement_view(part)
+        self._check_holds_view(part)
+        self._check_grants_view(part)
+        self._check_account_rows(part, "notifications")  # the alerts' own copy of the buckets
         seconds = time.perf_counter() - started
         return Report(
             events=part.events,
@@ -679,6 +703,9 @@ class Verifier:
             except BaseException:
                 done.cancel()
                 raise
+            # This connection is free while the workers finish their parts (they started
+            # later): it reads the views then.
+            await self._read_views()
             while not done.done():
                 await asyncio.wait([done], timeout=PROGRESS_SECONDS)
                 reported += _drain(progress, on_progress)
@@ -772,29 +799,15 @@ class Verifier:
                 )
             )
 
-    async def _check_balances_view(self, part: Part) -> None:
-        await self._check_account_rows(
-            part,
-            "balances",
-            """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
-                      period, granted
-               FROM balances""",
-        )
+    async def _read_views(self) -> None:
+        """Every view's rows the replay is compared with, in this transaction's snapshot."""
+        for view, query in _VIEW_QUERIES.items():
+            self.views[view] = await self.connection.fetch(query)
 
-    async def _check_notifier_view(self, part: Part) -> None:
-        """The alerts' own copy of each account's buckets and threshold."""
-        await self._check_account_rows(
-            part,
-            "notifications",
-            """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance, held,
-                      threshold, granted
-               FROM notifier_accounts""",
-        )
-
-    async def _check_account_rows(self, part: Part, view: str, query: str) -> None:
+    def _check_account_rows(self, part: Part, view: str) -> None:
         """Compare a view's row per account, field by field, with the replay at its position."""
         expected = dict(part.figures.get(view, {}))
-        for row in await self.connection.fetch(query):
+        for row in self.views[view]:
             want = expected.pop(row["account_id"], None)
             if want is None:
                 self._view_finding(view, row["account_id"], "a row for no account")
@@ -809,12 +822,10 @@ class Verifier:
         for account_id in expected:
             self._view_finding(view, account_id, "the account is missing from the view")
 
-    async def _check_purchases_view(self, part: Part) -> None:
+    def _check_purchases_view(self, part: Part) -> None:
         expected: dict[str, tuple[str, PurchaseAt | None]] = dict(part.purchase_rows)
         fields = PurchaseAt.__struct_fields__
-        for row in await self.connection.fetch(
-            f"SELECT session_id, account_id, {', '.join(fields)} FROM purchases"
-        ):
+        for row in self.views["purchases"]:
             account_id, want = expected.pop(row["session_id"], (row["account_id"], None))
             if want is None:
                 self._view_finding(
@@ -832,14 +843,9 @@ class Verifier:
         for session_id, (account_id, _) in expected.items():
             self._view_finding("purchases", account_id, f"session {session_id} is missing")
 
-    async def _check_statement_view(self, part: Part) -> None:
+    def _check_statement_view(self, part: Part) -> None:
         expected = dict(part.figures.get("statement", {}))
-        rows = await self.connection.fetch(
-            """SELECT account_id, count(*) AS lines,
-                      (array_agg(balance_after ORDER BY position DESC))[1] AS balance_after
-               FROM statement_lines GROUP BY account_id"""
-        )
-        for row in rows:
+        for row in self.views["statement"]:
             want = expected.pop(row["account_id"], None)
             if want is None:
                 self._view_finding("statement", row["account_id"], "lines for no account")
@@ -853,9 +859,9 @@ class Verifier:
         for account_id in expected:
             self._view_finding("statement", account_id, "the account has no lines")
 
-    async def _check_holds_view(self, part: Part) -> None:
+    def _check_holds_view(self, part: Part) -> None:
         expected = {hold_id: (row[0], row[1]) for hold_id, row in part.hold_status.items()}
-        for row in await self.connection.fetch("SELECT hold_id, status FROM holds"):
+        for row in self.views["holds"]:
             account_id, want = expected.pop(row["hold_id"], ("", None))
             if want != row["status"]:
                 self._view_finding(
@@ -866,9 +872,9 @@ class Verifier:
         for hold_id, (account_id, _) in expected.items():
             self._view_finding("holds", account_id, f"hold {hold_id} is missing")
 
-    async def _check_grants_view(self, part: Part) -> None:
+    def _check_grants_view(self, part: Part) -> None:
         expected = {grant_id: row[:3] for grant_id, row in part.grant_rows.items()}
-        for row in await self.connection.fetch("SELECT grant_id, remaining, status FROM grants"):
+        for row in self.views["grants"]:
             account_id, *want = expected.pop(row["grant_id"], ("", None, None))
             if want != [row["remaining"], row["status"]]:
                 replayed = "missing" if want[1] is None else f"{want[1]} with {want[0]} left"
