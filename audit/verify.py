@@ -700,12 +700,12 @@ class Verifier:
                     report,
                     (0, self.jobs),
                 )
+                # This connection is free while the workers finish their parts (they
+                # started later): it reads the views then.
+                await self._read_views()
             except BaseException:
                 done.cancel()
                 raise
-            # This connection is free while the workers finish their parts (they started
-            # later): it reads the views then.
-            await self._read_views()
             while not done.done():
                 await asyncio.wait([done], timeout=PROGRESS_SECONDS)
                 reported += _drain(progress, on_progress)
