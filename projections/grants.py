@@ -105,9 +105,9 @@ class GrantsProjection:
         }
         for projected, _ in moves:
             self._fold(rows, projected)
-        await connection.execute(
-            _UPSERT.format(table=table), [msgspec.structs.astuple(row) for row in rows.values()]
-        )
+        written = [msgspec.structs.astuple(row) for row in rows.values()]
+        if written:  # as executemany did: no statement for no rows
+            await connection.execute(_UPSERT.format(table=table), written)
 
     @staticmethod
     def _grants_of(event: object) -> list[str]:
