@@ -51,11 +51,9 @@ if TYPE_CHECKING:
 ACCOUNTS = 500
 ACCOUNT_PREFIX = "acct_"
 WORKERS = 32
-LOADS = ("spends", "webhooks")
-
 
 LAGGED = {"spends": SPEND_TOPICS, "webhooks": topics_of(CreditsPurchased)}
-"""The events whose projection lag each load reports."""
+"""The loads, and the events whose projection lag each reports."""
 
 
 def account(number: int) -> str:
@@ -313,7 +311,7 @@ async def compare(args: argparse.Namespace, variants: list[tuple[str, Path]]) ->
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.projector_compare", description=__doc__)
     parser.add_argument("--server-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--load", choices=LOADS, default="spends", help="default spends")
+    parser.add_argument("--load", choices=tuple(LAGGED), default="spends", help="default spends")
     parser.add_argument("--rate", type=int, default=2000, help="commands a second (default 2,000)")
     parser.add_argument("--seconds", type=float, default=4.0, help="load per round (default 4)")
     parser.add_argument("--rounds", type=int, default=3)
