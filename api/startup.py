@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from api.http_writes import ReadsAnsweredPerTurn
 from api.settings import Settings
 from ledger.heap import settle_after_start_up
 
@@ -120,6 +121,14 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def uvicorn_config(app: Any) -> uvicorn.Config:
+    """uvicorn as ``ledger serve`` runs it: our lines rather than its own, the answers
+    to reads sent at the end of the loop's turn (api/http_writes.py)."""
+    return uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", http=ReadsAnsweredPerTurn
+    )
+
+
 def serve_on(app: Any, sockets: list[socket.socket], on_ready: Callable[[str], None]) -> None:
     """Serve ``app`` on the bound ``sockets`` until SIGTERM or Ctrl-C.
 
@@ -128,8 +137,7 @@ def serve_on(app: Any, sockets: list[socket.socket], on_ready: Callable[[str], N
     """
     for name in _UVICORN_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    server = _Server(config, on_ready)
+    server = _Server(uvicorn_config(app), on_ready)
     server.run(sockets=sockets)
     if not server.started:
         sys.exit(3)  # uvicorn's start-up failure; the lifespan logged why

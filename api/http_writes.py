@@ -1,0 +1,92 @@
+"""uvicorn's HTTP protocol, sending the answers to reads at the end of the loop's turn.
+
+uvicorn (httptools) writes an answer's head and its body with a ``transport.write``
+each, and uvloop sends every write at once. Under load a turn of the event loop
+answers many reads, and sending each as it is made wakes its client (here, a process
+on the same machine) once per answer. The answers to ``GET`` and ``HEAD`` are held
+instead and sent, one ``send`` per connection, when the turn ends: a read's answer
+waits at most for the rest of that turn, and the reads cost about 15 % less CPU and
+go about as much faster (bench/README.md). Answers to writes go out at once: they
+come in bursts already (a group commit answers its commands together), and holding
+them measured no faster and a higher p99.
+
+A streamed body still goes out as it comes, a turn's worth at a time, and closing
+the connection sends what is held first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_READS = (b"GET", b"HEAD")
+
+
+class _TurnWrites:
+    """A transport that, while ``holding``, sends a turn's writes as one at its end."""
+
+    __slots__ = ("_held", "_loop", "_transport", "holding")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+        self.holding = False
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            if not self.holding:
+                self._transport.write(data)
+                return
+            self._loop.call_soon(self._send_held)
+        self._held.append(data)  # after what is held already, even when no longer holding
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _send_held(self) -> None:
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        if not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self._send_held()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._send_held()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        # An upgraded connection (a WebSocket) writes as its new protocol writes.
+        self._send_held()
+        self.holding = False
+        self._transport.set_protocol(protocol)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class ReadsAnsweredPerTurn(HttpToolsProtocol):
+    """uvicorn's httptools protocol, holding the answers to reads until the turn ends."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._writes = _TurnWrites(transport, self.loop)
+        super().connection_made(self._writes)  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        self._writes.holding = self.parser.get_method() in _READS
+        super().on_headers_complete()

@@ -1,0 +1,175 @@
+"""uvicorn with ``ReadsAnsweredPerTurn`` (api/http_writes.py), served on a real socket.
+
+Every write the protocol sends to the connection's transport is recorded, so each
+test can say which answers went out in one ``send`` and that the bytes the client
+reads are the answer, whole, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from api.http_writes import ReadsAnsweredPerTurn
+from api.startup import bind, uvicorn_config
+
+JSON = b'{"balance":2000}'
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    """GET/HEAD /json, GET /stream (two parts a while apart), POST /echo."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first,", "more_body": True})
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"second"})
+        return
+    answer = body if scope["method"] == "POST" else JSON
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+class _Recorded:
+    """The real transport, with every write kept."""
+
+    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[int, list[bytes]]]:
+    """uvicorn with the protocol on a free port; the writes its connections sent."""
+    writes: list[bytes] = []
+
+    class Recording(ReadsAnsweredPerTurn):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(_Recorded(transport, writes))  # type: ignore[arg-type]
+
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(app, http=Recording, lifespan="off", log_config=None, loop="none")
+    listening = asyncio.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            listening.set()
+
+    server = Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.wait_for(listening.wait(), 10)
+    try:
+        yield sock.getsockname()[1], writes
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def ask(port: int, *requests: bytes) -> bytes:
+    """Send the requests on one connection, one after another; everything read back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for request in requests:
+            writer.write(request)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.write_eof()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def get(path: str, *headers: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: t", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+async def test_a_read_goes_out_in_one_write(served: tuple[int, list[bytes]]) -> None:
+    port, writes = served
+    answer = await ask(port, get("/json"))
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b"\r\n\r\n" + JSON)
+    assert writes == [answer]
+
+
+async def test_answers_to_writes_go_out_as_they_come(served: tuple[int, list[bytes]]) -> None:
+    port, writes = served
+    request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+    answer = await ask(port, request)
+    assert answer.endswith(b"\r\n\r\nhello")
+    assert len(writes) == 2
+    assert writes[1] == b"hello"
+    assert b"".join(writes) == answer
+
+
+async def test_reads_and_writes_on_one_connection_keep_their_order(
+    served: tuple[int, list[bytes]],
+) -> None:
+    port, writes = served
+    post = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok"
+    answer = await ask(port, get("/json"), post, get("/json"))
+    assert answer.count(b"HTTP/1.1 200 OK") == 3
+    assert answer.index(JSON) < answer.index(b"\r\n\r\nok") < answer.rindex(JSON)
+    assert b"".join(writes) == answer
+    assert len(writes) == 4  # a read, the write's head and body, a read
+
+
+async def test_a_streamed_read_goes_out_as_it_comes(served: tuple[int, list[bytes]]) -> None:
+    port, writes = served
+    answer = await ask(port, get("/stream"))
+    assert b"first," in answer
+    assert answer.index(b"first,") < answer.index(b"second")
+    assert len(writes) >= 2  # the head and the first part, then the second part later
+    assert b"first," in writes[0]
+    assert b"second" not in writes[0]
+    assert b"".join(writes) == answer
+
+
+async def test_a_read_that_closes_the_connection_is_sent_whole(
+    served: tuple[int, list[bytes]],
+) -> None:
+    port, writes = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/json", "Connection: close"))
+    answer = await asyncio.wait_for(reader.read(), 5)  # the server closes after answering
+    writer.close()
+    assert answer.endswith(JSON)
+    assert b"connection: close" in answer.lower()
+    assert writes == [answer]
+
+
+async def test_a_head_request_has_its_head_alone(served: tuple[int, list[bytes]]) -> None:
+    port, writes = served
+    answer = await ask(port, b"HEAD /json HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b"\r\n\r\n")
+    assert writes == [answer]
+
+
+def test_the_service_serves_with_it() -> None:
+    assert uvicorn_config(app).http is ReadsAnsweredPerTurn
