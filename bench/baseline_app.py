@@ -98,11 +98,19 @@ def main(argv: list[str] | None = None) -> None:
         " uvloop and httptools on 127.0.0.1:$PORT; the database is $DATABASE_URL.",
     )
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8001")))
+    parser.add_argument(
+        "--reads-per-turn",
+        action="store_true",
+        help="uvicorn's protocol as `ledger serve` runs it: answers to reads sent at the end"
+        " of the loop's turn (api/http_writes.py)",
+    )
     args = parser.parse_args(argv)
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
         print("DATABASE_URL is not set: only GET /hello will work", file=sys.stderr)
     import uvicorn
+
+    from api.http_writes import ReadsAnsweredPerTurn
 
     uvicorn.run(
         create_app(database_url),
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=ReadsAnsweredPerTurn if args.reads_per_turn else "httptools",
     )
 
 

@@ -2,8 +2,8 @@
 
 On a fresh database: ``acct_long`` with N events (``bench.history``); then, each in a
 process of its own, the Stripe stand-in, ``ledger serve`` (API and projector) and the
-bare baseline app twice, under uvicorn + uvloop + httptools and under granian
-(``bench.baseline_app``); 1,000 accounts and 100 ten-event accounts opened over HTTP.
+bare baseline app three times, under uvicorn + uvloop + httptools, under granian and
+under uvicorn with ``ledger serve``'s own protocol (``bench.baseline_app``); 1,000 accounts and 100 ten-event accounts opened over HTTP.
 Then, with wrk at 64 connections (``bench.load``), after warm-ups:
 
 * spend latency, one request at a time: the long account against 10-event accounts;
@@ -11,7 +11,9 @@ Then, with wrk at 64 connections (``bench.load``), after warm-ups:
   and memory sampled meanwhile);
 * webhook deliveries (paid sessions, their ``CheckoutRequested`` recorded first by
   ``bench.checkouts``), as long as all the spend rounds;
-* rounds of: bare JSON on uvicorn, bare JSON on granian, ``GET /v1/credits``;
+* rounds of: bare JSON on uvicorn, on granian and on uvicorn with the protocol ``ledger
+  serve`` runs (api/http_writes.py: answers to reads sent at the end of the loop's turn),
+  then ``GET /v1/credits``;
 * with ``--profile`` (on the first configuration, or each with ``--profile-each``): one
   more load each of spends, webhooks, credits, bare INSERT and bare JSON with py-spy on
   the serving process (never a measured load).
@@ -38,6 +40,7 @@ from bench.results import (
     CREDITS,
     HELLO,
     HELLO_GRANIAN,
+    HELLO_PER_TURN,
     INSERT,
     INSERT_GRANIAN,
     SERVICE,
@@ -61,6 +64,7 @@ BASELINES = {
     INSERT_GRANIAN: "granian",
     HELLO: "uvicorn",
     HELLO_GRANIAN: "granian",
+    HELLO_PER_TURN: service.READS_PER_TURN,
 }
 
 
@@ -75,7 +79,7 @@ class Run:
     pool: asyncpg.Pool
     ledger: service.Server
     baselines: dict[str, service.Server]
-    """By stack: ``uvicorn``, ``granian``."""
+    """By stack: ``uvicorn``, ``granian``, ``service.READS_PER_TURN``."""
     url: str
     data_dir: Path
     options: Options
@@ -129,8 +133,13 @@ async def http_phase(data_dir: Path, logs: Path, options: Options, results: Resu
                 service.ledger_service(url, standin.url, data_dir, logs) as ledger,
                 service.baseline_app(url, logs, "uvicorn") as on_uvicorn,
                 service.baseline_app(url, logs, "granian") as on_granian,
+                service.baseline_app(url, logs, service.READS_PER_TURN) as per_turn,
             ):
-                baselines = {"uvicorn": on_uvicorn, "granian": on_granian}
+                baselines = {
+                    "uvicorn": on_uvicorn,
+                    "granian": on_granian,
+                    service.READS_PER_TURN: per_turn,
+                }
                 await scenarios(Run(pool, ledger, baselines, url, data_dir, options, results))
         finally:
             await pool.close()
@@ -291,8 +300,8 @@ async def webhooks(run: Run) -> None:
 async def credit_rounds(run: Run) -> None:
     """Bare JSON on each stack, then ``GET /v1/credits``, per round."""
     progress("GET /v1/credits and the bare JSON endpoints")
-    await warm_up(run, HELLO, HELLO_GRANIAN, CREDITS)
-    rounds: dict[str, list[Phase]] = {HELLO: [], HELLO_GRANIAN: [], CREDITS: []}
+    await warm_up(run, HELLO, HELLO_GRANIAN, HELLO_PER_TURN, CREDITS)
+    rounds: dict[str, list[Phase]] = {HELLO: [], HELLO_GRANIAN: [], HELLO_PER_TURN: [], CREDITS: []}
     for number in range(1, run.options.rounds + 1):
         for name in rounds:
             rounds[name].append(await measure(run, name))

@@ -11,6 +11,7 @@ from bench.results import (
     CREDITS,
     HELLO,
     HELLO_GRANIAN,
+    HELLO_PER_TURN,
     INSERT,
     INSERT_GRANIAN,
     SERVICE,
@@ -23,7 +24,8 @@ from bench.table import budget_table, main_table, unnamed_note
 
 LOADS = {SPEND: "spend", INSERT: "bare insert (uvicorn)", INSERT_GRANIAN: "bare insert (granian)",
          WEBHOOK: "webhooks", CREDITS: "credits", HELLO: "bare JSON (uvicorn)",
-         HELLO_GRANIAN: "bare JSON (granian)"}  # fmt: skip
+         HELLO_GRANIAN: "bare JSON (granian)",
+         HELLO_PER_TURN: "bare JSON (uvicorn, reads per turn)"}  # fmt: skip
 
 
 def server_note(r: Results) -> str:
@@ -33,7 +35,9 @@ def server_note(r: Results) -> str:
         f"**{r.configuration.label}**: PostgreSQL {server.version} from {r.configuration.source}"
         f" ({r.configuration.transport}); synchronous_commit={server.synchronous_commit},"
         f" fsync={server.fsync}. Stacks, read from the processes: `ledger serve` on"
-        f" {r.stacks[SERVICE]}; bare app on {r.stacks['uvicorn']} and on {r.stacks['granian']}."
+        f" {r.stacks[SERVICE]} with its protocol (api/http_writes.py); bare app on"
+        f" {r.stacks['uvicorn']}, on {r.stacks['granian']} and on uvicorn with `ledger serve`'s"
+        " protocol."
         f" Load average (1/5/15 min) at the start: {r.load_average}; whole run"
         f" {r.wall / 60:.1f} min."
     )
@@ -53,7 +57,9 @@ def cpu_note(r: Results) -> str:
             for name in (SPEND, INSERT, WEBHOOK, CREDITS)
         )
         + f". Spends against the bare INSERT on granian:"
-        f" {r.phase(SPEND).rate / r.phase(INSERT_GRANIAN).rate:.2f}x."
+        f" {r.phase(SPEND).rate / r.phase(INSERT_GRANIAN).rate:.2f}x; credits against the bare"
+        " JSON on uvicorn with `ledger serve`'s protocol (reads answered per turn):"
+        f" {r.phase(CREDITS).rate / r.phase(HELLO_PER_TURN).rate:.2f}x."
     )
 
 
@@ -93,7 +99,8 @@ def load_note(options: Options) -> str:
     return (
         f"Load: wrk, 1 thread, {options.connections} connections, {options.rounds} rounds of"
         f" {options.seconds} s per load, interleaved with the baselines (bare INSERT on uvicorn,"
-        f" on granian, then spends; bare JSON on uvicorn, on granian, then credits), after"
+        f" on granian, then spends; bare JSON on uvicorn, on granian, on uvicorn with `ledger"
+        " serve`'s protocol, then credits), after"
         f" {options.warmup} s of warm-up each; webhooks for {options.rounds * options.seconds} s"
         " after the spend rounds; latency percentiles are wrk's, the median over rounds."
         f" Appends: {options.append_seconds:g} s per design and client count in 2 interleaved"

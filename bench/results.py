@@ -19,9 +19,11 @@ INSERT = "insert/uvicorn"
 INSERT_GRANIAN = "insert/granian"
 HELLO = "hello/uvicorn"
 HELLO_GRANIAN = "hello/granian"
+HELLO_PER_TURN = "hello/uvicorn-reads-per-turn"
 
 SERVICE = "ledger serve"
-"""The key of the service's stack in ``Results.stacks`` (the others: uvicorn, granian)."""
+"""The key of the service's stack in ``Results.stacks`` (the others: the baselines' stacks,
+``bench.service.BASELINE_STACKS``)."""
 
 
 @dataclass

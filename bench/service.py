@@ -244,12 +244,16 @@ async def ledger_service(
         yield server
 
 
-BASELINE_STACKS = ("uvicorn", "granian")
+READS_PER_TURN = "uvicorn-reads-per-turn"
+"""The bare app on uvicorn with the protocol ``ledger serve`` runs (api/http_writes.py)."""
+BASELINE_STACKS = ("uvicorn", "granian", READS_PER_TURN)
 
 
 def _baseline_command(stack: str, port: int) -> list[str]:
     if stack == "uvicorn":
         return [sys.executable, "-m", "bench.baseline_app", "--port", str(port)]
+    if stack == READS_PER_TURN:
+        return [sys.executable, "-m", "bench.baseline_app", "--port", str(port), "--reads-per-turn"]
     granian = Path(sys.executable).with_name("granian")
     return [
         str(granian) if granian.exists() else "granian",
@@ -263,7 +267,8 @@ def _baseline_command(stack: str, port: int) -> list[str]:
 async def baseline_app(
     database_url: str, logs: Path, stack: str = "uvicorn"
 ) -> AsyncIterator[Server]:
-    """``bench.baseline_app`` on a free port, under uvicorn (+ uvloop + httptools) or granian."""
+    """``bench.baseline_app`` on a free port, under uvicorn (+ uvloop + httptools), granian,
+    or uvicorn with ``ledger serve``'s protocol (``READS_PER_TURN``)."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=database_url, PORT=str(port))
     async with spawn(
@@ -273,7 +278,7 @@ async def baseline_app(
         logs / f"baseline-app-{stack}.log",
         f"http://127.0.0.1:{port}",
         "/hello",
-        kind=stack,
+        kind="granian" if stack == "granian" else "uvicorn",
     ) as server:
         yield server
 

@@ -20,6 +20,7 @@ from bench.results import (
     CREDITS,
     HELLO,
     HELLO_GRANIAN,
+    HELLO_PER_TURN,
     INSERT,
     INSERT_GRANIAN,
     SERVICE,
@@ -160,7 +161,9 @@ def latency_rows(r: Results, options: Options) -> list[Row]:
 
 
 def stack_rows(r: Results) -> list[Row]:
-    """Granian against uvicorn on the same bare endpoints: the choice of the server."""
+    """Granian against uvicorn on the same bare endpoints (the choice of the server), and the
+    bare JSON endpoint on the protocol ``ledger serve`` runs (what of a read's gain is the
+    protocol's)."""
     rows = []
     for label, name, base in (("bare INSERT+COMMIT/s", INSERT_GRANIAN, INSERT),
                               ("bare JSON/s", HELLO_GRANIAN, HELLO)):  # fmt: skip
@@ -170,6 +173,13 @@ def stack_rows(r: Results) -> list[Row]:
                 rate(phase), f"on {_stack(r, 'uvicorn')}: {rate(baseline)}",
                 f"{ratio(phase.rate, baseline.rate):.2f}x", "report", None)
         )  # fmt: skip
+    phase, baseline = r.phase(HELLO_PER_TURN), r.phase(HELLO)
+    rows.append(
+        Row("bare JSON/s on uvicorn with `ledger serve`'s protocol (api/http_writes.py: answers"
+            " to reads sent at the end of the loop's turn)", r.configuration.label,
+            rate(phase), f"on {_stack(r, 'uvicorn')}: {rate(baseline)}",
+            f"{ratio(phase.rate, baseline.rate):.2f}x", "report", None)
+    )  # fmt: skip
     return rows
 
 
@@ -205,7 +215,8 @@ def main_table(runs: list[Results], options: Options) -> list[str]:
 
 BUDGETED = ((SPEND, "spend"), (WEBHOOK, "webhook"), (CREDITS, "`GET /v1/credits`"),
             (INSERT, "bare INSERT, uvicorn"), (INSERT_GRANIAN, "bare INSERT, granian"),
-            (HELLO, "bare JSON, uvicorn"), (HELLO_GRANIAN, "bare JSON, granian"))  # fmt: skip
+            (HELLO, "bare JSON, uvicorn"), (HELLO_GRANIAN, "bare JSON, granian"),
+            (HELLO_PER_TURN, "bare JSON, uvicorn, reads per turn"))  # fmt: skip
 
 
 def budgets(r: Results) -> list[Budget]:
