@@ -91,6 +91,8 @@ RULES = (
     Rule("load and decide", "bench/baseline_app.py", ("insert",)),  # the bare app's one write
     Rule("response", "litestar/response/"),
     Rule("response", "uvicorn/protocols/http/", ("send",)),
+    Rule("response", "api/http_writes.py", ("write", "_send_held")),  # the turn's held answers
+    Rule("HTTP parsing", "api/http_writes.py"),
     Rule("response", "asyncio/selector_events.py", ("write",)),
     Rule("response", "h11/", ("send", "send_with_data_passthrough")),
     Rule("HTTP parsing", "uvicorn/protocols/"),
