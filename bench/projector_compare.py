@@ -113,6 +113,7 @@ async def open_accounts(url: str) -> None:
         ledger = build_ledger(pool)
         for n in range(ACCOUNTS):
             await ledger.execute(OpenAccount(account_id=account(n), monthly_allowance=10_000_000))
+        await ledger.uow.committer.stop()
     finally:
         await pool.close()
 
