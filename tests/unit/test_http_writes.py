@@ -23,7 +23,7 @@ JSON = b'{"balance":2000}'
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
-    """GET/HEAD /json, GET /stream (two parts a while apart), POST /echo."""
+    """GET/HEAD /json, GET /stream (two parts a while apart), POST /echo, GET /boom (fails)."""
     if scope["type"] != "http":
         return
     body = b""
@@ -32,6 +32,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
+    if scope["path"] == "/boom":
+        raise RuntimeError("the app failed before answering")
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"first,", "more_body": True})
@@ -169,6 +171,20 @@ async def test_a_head_request_has_its_head_alone(served: tuple[int, list[bytes]]
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert answer.endswith(b"\r\n\r\n")
     assert writes == [answer]
+
+
+async def test_a_read_that_fails_gets_uvicorns_500_whole(
+    served: tuple[int, list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    port, writes = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/boom"))
+    answer = await asyncio.wait_for(reader.read(), 5)  # uvicorn closes after a 500
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert answer.endswith(b"Internal Server Error")
+    assert writes == [answer]
+    assert "the app failed before answering" in caplog.text
 
 
 def test_the_service_serves_with_it() -> None:
