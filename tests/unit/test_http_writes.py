@@ -2,7 +2,8 @@
 
 Every write the protocol sends to the connection's transport is recorded, so each
 test can say which answers went out in one ``send`` and that the bytes the client
-reads are the answer, whole, in order.
+reads are the answer, whole, in order. Answers are held only while another request
+is in flight: the ``busy`` fixture keeps one waiting on a connection of its own.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from api.http_writes import ReadsAnsweredPerTurn
 from api.startup import bind, uvicorn_config
 
 JSON = b'{"balance":2000}'
+RELEASE = {"busy": asyncio.Event()}
+"""What ``GET /busy`` waits for (a new event for each test that uses it)."""
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
-    """GET/HEAD /json, GET /stream (two parts a while apart), POST /echo, GET /boom (fails)."""
+    """GET/HEAD /json, GET /stream (two parts a while apart), POST /echo, GET /boom (fails),
+    GET /busy (answers when released)."""
     if scope["type"] != "http":
         return
     body = b""
@@ -32,6 +36,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
+    if scope["path"] == "/busy":
+        await RELEASE["busy"].wait()
     if scope["path"] == "/boom":
         raise RuntimeError("the app failed before answering")
     if scope["path"] == "/stream":
@@ -90,6 +96,22 @@ async def served() -> AsyncIterator[tuple[int, list[bytes]]]:
         sock.close()
 
 
+@pytest.fixture
+async def busy(served: tuple[int, list[bytes]]) -> AsyncIterator[None]:
+    """A read in flight on a connection of its own until the test ends."""
+    RELEASE["busy"] = asyncio.Event()
+    reader, writer = await asyncio.open_connection("127.0.0.1", served[0])
+    writer.write(get("/busy", "Connection: close"))
+    await writer.drain()
+    await asyncio.sleep(0.1)  # its request is being answered: a task in flight
+    try:
+        yield
+    finally:
+        RELEASE["busy"].set()
+        assert (await asyncio.wait_for(reader.read(), 5)).endswith(JSON)
+        writer.close()
+
+
 async def ask(port: int, *requests: bytes) -> bytes:
     """Send the requests on one connection, one after another; everything read back."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -111,7 +133,7 @@ def get(path: str, *headers: str) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-async def test_a_read_goes_out_in_one_write(served: tuple[int, list[bytes]]) -> None:
+async def test_a_read_goes_out_in_one_write(served: tuple[int, list[bytes]], busy: None) -> None:
     port, writes = served
     answer = await ask(port, get("/json"))
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -119,7 +141,9 @@ async def test_a_read_goes_out_in_one_write(served: tuple[int, list[bytes]]) -> 
     assert writes == [answer]
 
 
-async def test_answers_to_writes_go_out_as_they_come(served: tuple[int, list[bytes]]) -> None:
+async def test_answers_to_writes_go_out_as_they_come(
+    served: tuple[int, list[bytes]], busy: None
+) -> None:
     port, writes = served
     request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
     answer = await ask(port, request)
@@ -131,6 +155,7 @@ async def test_answers_to_writes_go_out_as_they_come(served: tuple[int, list[byt
 
 async def test_reads_and_writes_on_one_connection_keep_their_order(
     served: tuple[int, list[bytes]],
+    busy: None,
 ) -> None:
     port, writes = served
     post = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok"
@@ -141,7 +166,9 @@ async def test_reads_and_writes_on_one_connection_keep_their_order(
     assert len(writes) == 4  # a read, the write's head and body, a read
 
 
-async def test_a_streamed_read_goes_out_as_it_comes(served: tuple[int, list[bytes]]) -> None:
+async def test_a_streamed_read_goes_out_as_it_comes(
+    served: tuple[int, list[bytes]], busy: None
+) -> None:
     port, writes = served
     answer = await ask(port, get("/stream"))
     assert b"first," in answer
@@ -154,6 +181,7 @@ async def test_a_streamed_read_goes_out_as_it_comes(served: tuple[int, list[byte
 
 async def test_a_read_that_closes_the_connection_is_sent_whole(
     served: tuple[int, list[bytes]],
+    busy: None,
 ) -> None:
     port, writes = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -165,7 +193,9 @@ async def test_a_read_that_closes_the_connection_is_sent_whole(
     assert writes == [answer]
 
 
-async def test_a_head_request_has_its_head_alone(served: tuple[int, list[bytes]]) -> None:
+async def test_a_head_request_has_its_head_alone(
+    served: tuple[int, list[bytes]], busy: None
+) -> None:
     port, writes = served
     answer = await ask(port, b"HEAD /json HTTP/1.1\r\nHost: t\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -174,7 +204,7 @@ async def test_a_head_request_has_its_head_alone(served: tuple[int, list[bytes]]
 
 
 async def test_a_read_that_fails_gets_uvicorns_500_whole(
-    served: tuple[int, list[bytes]], caplog: pytest.LogCaptureFixture
+    served: tuple[int, list[bytes]], busy: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     port, writes = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -185,6 +215,14 @@ async def test_a_read_that_fails_gets_uvicorns_500_whole(
     assert answer.endswith(b"Internal Server Error")
     assert writes == [answer]
     assert "the app failed before answering" in caplog.text
+
+
+async def test_a_lone_read_is_not_held(served: tuple[int, list[bytes]]) -> None:
+    port, writes = served
+    answer = await ask(port, get("/json"))
+    assert answer.endswith(b"\r\n\r\n" + JSON)
+    assert len(writes) == 2  # the head and the body, as uvicorn writes them: nothing to wait for
+    assert b"".join(writes) == answer
 
 
 def test_the_service_serves_with_it() -> None:
