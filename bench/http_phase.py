@@ -3,7 +3,8 @@
 On a fresh database: ``acct_long`` with N events (``bench.history``); then, each in a
 process of its own, the Stripe stand-in, ``ledger serve`` (API and projector) and the
 bare baseline app three times, under uvicorn + uvloop + httptools, under granian and
-under uvicorn with ``ledger serve``'s own protocol (``bench.baseline_app``); 1,000 accounts and 100 ten-event accounts opened over HTTP.
+under uvicorn with ``ledger serve``'s own protocol (``bench.baseline_app``); 1,000
+accounts and 100 ten-event accounts opened over HTTP.
 Then, with wrk at 64 connections (``bench.load``), after warm-ups:
 
 * spend latency, one request at a time: the long account against 10-event accounts;

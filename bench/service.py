@@ -250,10 +250,9 @@ BASELINE_STACKS = ("uvicorn", "granian", READS_PER_TURN)
 
 
 def _baseline_command(stack: str, port: int) -> list[str]:
-    if stack == "uvicorn":
-        return [sys.executable, "-m", "bench.baseline_app", "--port", str(port)]
-    if stack == READS_PER_TURN:
-        return [sys.executable, "-m", "bench.baseline_app", "--port", str(port), "--reads-per-turn"]
+    if stack in ("uvicorn", READS_PER_TURN):
+        protocol = ["--reads-per-turn"] if stack == READS_PER_TURN else []
+        return [sys.executable, "-m", "bench.baseline_app", "--port", str(port), *protocol]
     granian = Path(sys.executable).with_name("granian")
     return [
         str(granian) if granian.exists() else "granian",

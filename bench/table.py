@@ -164,22 +164,19 @@ def stack_rows(r: Results) -> list[Row]:
     """Granian against uvicorn on the same bare endpoints (the choice of the server), and the
     bare JSON endpoint on the protocol ``ledger serve`` runs (what of a read's gain is the
     protocol's)."""
+    granian = f"{_stack(r, 'granian')} (second baseline)"
+    per_turn = ("uvicorn with `ledger serve`'s protocol (api/http_writes.py: answers to reads"
+                " sent at the end of the loop's turn)")  # fmt: skip
     rows = []
-    for label, name, base in (("bare INSERT+COMMIT/s", INSERT_GRANIAN, INSERT),
-                              ("bare JSON/s", HELLO_GRANIAN, HELLO)):  # fmt: skip
+    for label, name, base in ((f"bare INSERT+COMMIT/s on {granian}", INSERT_GRANIAN, INSERT),
+                              (f"bare JSON/s on {granian}", HELLO_GRANIAN, HELLO),
+                              (f"bare JSON/s on {per_turn}", HELLO_PER_TURN, HELLO)):  # fmt: skip
         phase, baseline = r.phase(name), r.phase(base)
         rows.append(
-            Row(f"{label} on {_stack(r, 'granian')} (second baseline)", r.configuration.label,
+            Row(label, r.configuration.label,
                 rate(phase), f"on {_stack(r, 'uvicorn')}: {rate(baseline)}",
                 f"{ratio(phase.rate, baseline.rate):.2f}x", "report", None)
         )  # fmt: skip
-    phase, baseline = r.phase(HELLO_PER_TURN), r.phase(HELLO)
-    rows.append(
-        Row("bare JSON/s on uvicorn with `ledger serve`'s protocol (api/http_writes.py: answers"
-            " to reads sent at the end of the loop's turn)", r.configuration.label,
-            rate(phase), f"on {_stack(r, 'uvicorn')}: {rate(baseline)}",
-            f"{ratio(phase.rate, baseline.rate):.2f}x", "report", None)
-    )  # fmt: skip
     return rows
 
 
