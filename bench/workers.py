@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -103,8 +104,25 @@ def loads(url: str, token: str, credit_tokens: list[str], accounts: int) -> dict
 Starter = Callable[[], contextlib.AbstractAsyncContextManager[service.Server]]
 
 
-async def run(database_url: str, seconds: int, rounds: int, accounts: int) -> str:
-    """Set up, measure, and return the markdown report."""
+@dataclass(frozen=True)
+class Stage:
+    """What the servers compared run against: the database, the stand-in, where to write."""
+
+    url: str
+    stripe_api_base: str
+    data_dir: Path
+    logs: Path
+
+
+async def take_turns(
+    database_url: str,
+    seconds: int,
+    rounds: int,
+    accounts: int,
+    servers_on: Callable[[Stage], dict[str, Starter]],
+) -> dict[tuple[str, str], list[Phase]]:
+    """Set up (a fresh database, the stand-in, one projector, the bare app), then
+    ``measure_all`` the servers ``servers_on`` gives for that stage."""
     with tempfile.TemporaryDirectory(prefix="ledger-bench-workers-") as folder:
         data_dir, logs = Path(folder) / "data", Path(folder)
         async with bench_database(database_url) as url:
@@ -114,18 +132,7 @@ async def run(database_url: str, seconds: int, rounds: int, accounts: int) -> st
                 projector(url, data_dir, logs),
                 service.baseline_app(url, logs, "uvicorn") as bare,
             ):
-
-                def serve(workers: int) -> Starter:
-                    return lambda: service.ledger_service(
-                        url, standin.url, data_dir, logs, "--no-projector",
-                        "--workers", str(workers), name=f"ledger serve {workers} workers",
-                    )  # fmt: skip
-
-                servers: dict[str, Starter] = {
-                    ONE: serve(1),
-                    TWO: serve(2),
-                    GRANIAN: lambda: on_granian(url, standin.url, data_dir, logs),
-                }
+                servers = servers_on(Stage(url, standin.url, data_dir, logs))
                 pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
                 try:
                     return await measure_all(
@@ -133,6 +140,28 @@ async def run(database_url: str, seconds: int, rounds: int, accounts: int) -> st
                     )
                 finally:
                     await pool.close()
+
+
+async def run(database_url: str, seconds: int, rounds: int, accounts: int) -> str:
+    """Set up, measure, and return the markdown report."""
+
+    def servers_on(stage: Stage) -> dict[str, Starter]:
+        def serve(workers: int) -> Starter:
+            return lambda: service.ledger_service(
+                stage.url, stage.stripe_api_base, stage.data_dir, stage.logs, "--no-projector",
+                "--workers", str(workers), name=f"ledger serve {workers} workers",
+            )  # fmt: skip
+
+        return {
+            ONE: serve(1),
+            TWO: serve(2),
+            GRANIAN: lambda: on_granian(
+                stage.url, stage.stripe_api_base, stage.data_dir, stage.logs
+            ),
+        }
+
+    results = await take_turns(database_url, seconds, rounds, accounts, servers_on)
+    return report({key: combine(phases) for key, phases in results.items()}, seconds, rounds)
 
 
 async def measure_all(
@@ -144,13 +173,14 @@ async def measure_all(
     seconds: int,
     rounds: int,
     accounts: int,
-) -> str:
+) -> dict[tuple[str, str], list[Phase]]:
     """Rounds in which the bare app and each server (started for its turn, warmed up,
-    then stopped: only one holds its pool of connections at a time) take both loads."""
+    then stopped: only one holds its pool of connections at a time) take both loads;
+    each (load, server)'s phases, a round each. The first server opens the accounts."""
     progress(f"{accounts:,} accounts and {CREDITS_TOKENS} credits tokens")
     token = await service.create_token(url, data_dir, "ledger:write")
     names = [ACCOUNT.format(n) for n in range(accounts)]
-    async with servers[ONE]() as server:
+    async with next(iter(servers.values()))() as server:
         await service.open_accounts(server.url, token, names, allowance=1_000_000_000)
     credit_tokens = [
         await service.create_token(url, data_dir, "credits", account_id=names[n])
@@ -184,23 +214,31 @@ async def measure_all(
             f"round {number + 1}: "
             + ", ".join(f"{kind} {label} {v[-1].rate:,.0f}/s" for (kind, label), v in results.items())
         )  # fmt: skip
-    return report({key: combine(phases) for key, phases in results.items()}, seconds, rounds)
+    return results
 
 
-def report(phases: dict[tuple[str, str], Phase], seconds: int, rounds: int) -> str:
+def report(
+    phases: dict[tuple[str, str], Phase],
+    seconds: int,
+    rounds: int,
+    names: dict[str, str] = SERVER_NAMES,
+    first: str = ONE,
+) -> str:
+    """The table: each server (``names``: label to what the table calls it) against the
+    bare app and against the ``first``."""
     lines = [
         "| load | server | requests/s | p99 ms | CPU µs per request (process tree) "
-        "| vs bare | vs `--workers 1` |",
+        f"| vs bare | vs {names[first]} |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for kind, bare_name in (("spend", "bare INSERT"), ("credits", "bare JSON")):
-        bare, one = phases[(kind, "bare")], phases[(kind, ONE)]
-        for label in ("bare", *SERVER_NAMES):
+        bare, one = phases[(kind, "bare")], phases[(kind, first)]
+        for label in ("bare", *names):
             if (kind, label) not in phases:
                 continue
             phase = phases[(kind, label)]
             cpu = 1e6 * phase.tree_cpu_seconds / phase.requests if phase.requests else 0.0
-            name = bare_name if label == "bare" else SERVER_NAMES[label]
+            name = bare_name if label == "bare" else names[label]
             lines.append(
                 f"| {kind} | {name} | {phase.rate:,.0f} | {phase.latency_ms('p99'):.1f} "
                 f"| {cpu:,.0f} | {phase.rate / bare.rate:.2f}x | "

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from bench.baseline_app import create_app
 from bench.cpu_budget import DRIVER, OTHER, Budget, stage_of, stage_shares
 from bench.machine import short_stack
-from bench.measure import Phase
+from bench.measure import Phase, combine
 from bench.options import parse_args
 from bench.workers import report as workers_report
 
@@ -113,8 +113,8 @@ def test_the_bare_json_endpoint_answers_without_a_database() -> None:
 
 def _phase(rate: float, requests: int, tree_cpu_seconds: float) -> Phase:
     latency = {key: 10_000 for key in ("p50", "p90", "p99", "max", "mean")}
-    result = {"rate": rate, "requests": requests, "latency_us": latency,
-              "non_2xx": 0, "socket_errors": 0}  # fmt: skip
+    result = {"rate": rate, "requests": requests, "latency_us": latency, "duration_us": 1e6,
+              "statuses": {}, "non_2xx": 0, "socket_errors": 0}  # fmt: skip
     return Phase(result, 0.0, tree_cpu_seconds, 1.0, 0.0)
 
 
@@ -131,6 +131,26 @@ def test_the_workers_report_gives_ratios_to_the_bare_baseline_and_to_one_worker(
     assert "| spend | `ledger serve --workers 2` | 3,000 | 10.0 | 300 | 0.75x | 1.50x |" in rows
     assert "| credits | `ledger serve --workers 1` | 5,000 | 10.0 | 200 | 0.25x | 1.00x |" in rows
     assert "| credits | bare JSON | 20,000 | 10.0 | 40 | 1.00x | — |" in rows
+
+
+def test_a_comparison_of_checkouts_is_against_its_first_variant_round_by_round() -> None:
+    from bench.serve_compare import rounds_table
+
+    rates = {"bare": (4000, 4000), "before": (2000, 3000), "after": (2500, 2900)}
+    rounds = {
+        (kind, label): [_phase(rate, rate, 1.0) for rate in by_round]
+        for kind in ("spend", "credits")
+        for label, by_round in rates.items()
+    }
+    combined = {key: combine(phases) for key, phases in rounds.items()}
+
+    table = workers_report(combined, 4, 2, {"before": "`before`", "after": "`after`"}, "before")
+    by_round = rounds_table(rounds, ["before", "after"]).splitlines()
+
+    assert "| vs bare | vs `before` |" in table.splitlines()[0]
+    assert "| spend | `after` | 2,700 | 10.0 | 370 | 0.68x | 1.08x |" in table.splitlines()
+    assert "| spend | after | 2,500, 2,900 | 1 of 2 |" in by_round
+    assert "| spend | before | 2,000, 3,000 | — |" in by_round
 
 
 def test_the_append_target_is_the_per_call_design_and_the_committer_a_row_beside_it() -> None:

@@ -1,0 +1,122 @@
+"""``ledger serve`` of two or more checkouts of the code, taking turns with the bare app.
+
+For measuring a change to the API process on a noisy machine, where only interleaved
+rounds say anything: ``bench.workers``' stage and loads (a fresh database, the Stripe
+stand-in, one projector, the bare baseline app on uvicorn + uvloop + httptools; rounds
+of bare INSERT and spends, then bare JSON and ``GET /v1/credits``, at 64 connections),
+with one server per variant: ``ledger serve --no-projector`` running the variant's code
+(its checkout first on ``PYTHONPATH``, ``bench.variants``), started for its turn. The
+order within a round turns with every round. The projector is this checkout's: the
+views are not what is compared (``bench.projector_compare`` compares projectors).
+
+It prints ``bench.workers``' table (ratios to the bare app and to the first variant),
+then each round's requests/s, and in how many rounds each variant beat the first:
+
+    python -m bench.serve_compare --variant before=/tmp/base --variant after=. --rounds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bench import service
+from bench.measure import Phase, combine
+from bench.postgres import TCP_URL
+from bench.variants import named_checkout
+from bench.workers import Stage, Starter, report, take_turns
+
+
+def variant_server(stage: Stage, name: str, code: Path) -> Starter:
+    """``ledger serve --no-projector`` with ``code`` first on its ``PYTHONPATH``.
+
+    The ``ledger`` script's own folder comes first on ``sys.path``, then ``PYTHONPATH``,
+    then the installed packages (the project's editable install among them).
+    """
+
+    @contextlib.asynccontextmanager
+    async def start() -> AsyncIterator[service.Server]:
+        port = service.free_port()
+        env = service.service_env(
+            stage.url,
+            stage.data_dir,
+            PORT=str(port),
+            STRIPE_API_BASE=stage.stripe_api_base,
+            PYTHONPATH=str(code),
+        )
+        async with service.spawn(
+            f"ledger serve ({name})",
+            [*service.ledger_command(), "serve", "--no-projector"],
+            env,
+            stage.logs / f"ledger-serve-{name}.log",
+            f"http://127.0.0.1:{port}",
+            "/readyz",
+        ) as server:
+            yield server
+
+    return start
+
+
+def rounds_table(rounds: dict[tuple[str, str], list[Phase]], names: list[str]) -> str:
+    """Each round's requests/s of every server, and how many rounds each beat the first."""
+    lines = ["| load | server | requests/s, round by round | rounds above the first |"]
+    lines.append("|---|---|---|---:|")
+    for kind in ("spend", "credits"):
+        first = rounds[(kind, names[0])]
+        for label in ("bare", *names):
+            phases = rounds[(kind, label)]
+            rates = ", ".join(f"{p.rate:,.0f}" for p in phases)
+            above = (
+                "—"
+                if label in ("bare", names[0])
+                else f"{sum(p.rate > f.rate for p, f in zip(phases, first, strict=True))} "
+                f"of {len(phases)}"
+            )
+            lines.append(f"| {kind} | {label} | {rates} | {above} |")
+    return "\n".join(lines)
+
+
+async def compare(
+    variants: list[tuple[str, Path]], database_url: str, seconds: int, rounds: int, accounts: int
+) -> str:
+    """Measure the variants' servers against the bare app; the two tables."""
+    names = [name for name, _ in variants]
+
+    def servers_on(stage: Stage) -> dict[str, Starter]:
+        return {name: variant_server(stage, name, code) for name, code in variants}
+
+    results = await take_turns(database_url, seconds, rounds, accounts, servers_on)
+    combined = {key: combine(phases) for key, phases in results.items()}
+    table = report(combined, seconds, rounds, {n: f"`{n}`" for n in names}, names[0])
+    return f"{table}\n\n{rounds_table(results, names)}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serve_compare",
+        description="`ledger serve` of two or more checkouts of the code, taking turns with the"
+        " bare app under spends and balance reads; print the table and each round.",
+    )
+    parser.add_argument("--variant", action="append", required=True, type=named_checkout,
+                        help="name=checkout (repeatable; the first is the reference)")  # fmt: skip
+    parser.add_argument("--database-url", default=TCP_URL,
+                        help=f"a PostgreSQL server to create the benchmark's database on "
+                             f"(default {TCP_URL})")  # fmt: skip
+    parser.add_argument("--seconds", type=int, default=4, help="per round and server (4)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per load (6)")
+    parser.add_argument("--accounts", type=int, default=1000, help="accounts spent on (1,000)")
+    args = parser.parse_args(argv)
+    if len({name for name, _ in args.variant}) != len(args.variant):
+        parser.error("each --variant needs a name of its own")
+    print(
+        asyncio.run(
+            compare(args.variant, args.database_url, args.seconds, args.rounds, args.accounts)
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
