@@ -3,8 +3,9 @@
 For measuring a change to the API process on a noisy machine, where only interleaved
 rounds say anything: ``bench.workers``' stage and loads (a fresh database, the Stripe
 stand-in, one projector, the bare baseline app on uvicorn + uvloop + httptools; rounds
-of bare INSERT and spends, then bare JSON and ``GET /v1/credits``, at 64 connections),
-with one server per variant: ``ledger serve --no-projector`` running the variant's code
+of bare INSERT and spends, then bare JSON and ``GET /v1/credits``, at 64 connections;
+with ``--webhooks`` also Stripe's deliveries of sessions recorded just before each, against
+the bare INSERT), with one server per variant: ``ledger serve --no-projector`` running the variant's code
 (its checkout first on ``PYTHONPATH``, ``bench.variants``), started for its turn. The
 order within a round turns with every round. The projector is this checkout's: the
 views are not what is compared (``bench.projector_compare`` compares projectors).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -61,12 +63,21 @@ def variant_server(stage: Stage, name: str, code: Path) -> Starter:
 
 
 def rounds_table(rounds: dict[tuple[str, str], list[Phase]], names: list[str]) -> str:
-    """Each round's requests/s of every server, and how many rounds each beat the first."""
-    lines = ["| load | server | requests/s, round by round | rounds above the first |"]
-    lines.append("|---|---|---|---:|")
-    for kind in ("spend", "credits"):
+    """Each round's requests/s of every server, how many rounds each beat the first, and
+    the whole machine's busy CPU a request (the server, PostgreSQL, the projector and the
+    load generator, the median of the rounds)."""
+    lines = [
+        "| load | server | requests/s, round by round | rounds above the first "
+        "| machine CPU µs a request |",
+        "|---|---|---|---:|---:|",
+    ]
+    for kind in ("spend", "credits", "webhook"):
+        if (kind, names[0]) not in rounds:
+            continue
         first = rounds[(kind, names[0])]
         for label in ("bare", *names):
+            if (kind, label) not in rounds:
+                continue  # the deliveries' baseline is the bare INSERT's, above
             phases = rounds[(kind, label)]
             rates = ", ".join(f"{p.rate:,.0f}" for p in phases)
             above = (
@@ -75,12 +86,24 @@ def rounds_table(rounds: dict[tuple[str, str], list[Phase]], names: list[str]) -
                 else f"{sum(p.rate > f.rate for p, f in zip(phases, first, strict=True))} "
                 f"of {len(phases)}"
             )
-            lines.append(f"| {kind} | {label} | {rates} | {above} |")
+            machine = statistics.median(_machine_us(p) for p in phases)
+            lines.append(f"| {kind} | {label} | {rates} | {above} | {machine:,.0f} |")
     return "\n".join(lines)
 
 
+def _machine_us(phase: Phase) -> float:
+    busy_seconds = phase.machine_cpu / 100 * phase.wall
+    return 1e6 * busy_seconds / phase.requests if phase.requests else float("nan")
+
+
 async def compare(
-    variants: list[tuple[str, Path]], database_url: str, seconds: int, rounds: int, accounts: int
+    variants: list[tuple[str, Path]],
+    database_url: str,
+    seconds: int,
+    rounds: int,
+    accounts: int,
+    *,
+    webhooks: bool = False,
 ) -> str:
     """Measure the variants' servers against the bare app; the two tables."""
     names = [name for name, _ in variants]
@@ -88,7 +111,9 @@ async def compare(
     def servers_on(stage: Stage) -> dict[str, Starter]:
         return {name: variant_server(stage, name, code) for name, code in variants}
 
-    results = await take_turns(database_url, seconds, rounds, accounts, servers_on)
+    results = await take_turns(
+        database_url, seconds, rounds, accounts, servers_on, webhooks=webhooks
+    )
     combined = {key: combine(phases) for key, phases in results.items()}
     table = report(combined, seconds, rounds, {n: f"`{n}`" for n in names}, names[0])
     return f"{table}\n\n{rounds_table(results, names)}"
@@ -108,12 +133,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=int, default=4, help="per round and server (4)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds per load (6)")
     parser.add_argument("--accounts", type=int, default=1000, help="accounts spent on (1,000)")
+    parser.add_argument("--webhooks", action="store_true",
+                        help="also Stripe's deliveries of paid sessions, against the bare INSERT")  # fmt: skip
     args = parser.parse_args(argv)
     if len({name for name, _ in args.variant}) != len(args.variant):
         parser.error("each --variant needs a name of its own")
     print(
         asyncio.run(
-            compare(args.variant, args.database_url, args.seconds, args.rounds, args.accounts)
+            compare(
+                args.variant,
+                args.database_url,
+                args.seconds,
+                args.rounds,
+                args.accounts,
+                webhooks=args.webhooks,
+            )
         )
     )
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -32,13 +34,16 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import service
+from bench import checkouts, service
 from bench.measure import Phase, combine, load, measured
 from bench.postgres import TCP_URL, bench_database, set_up_ledger
 from bench.sampling import wait_for_projector
+from ledger.store.event_store import EventStore
 
 ACCOUNT = "acct_bench_{:04d}"
 CREDITS_TOKENS = 4
+DELIVERIES_PER_SECOND = 6_000
+"""More Stripe deliveries a second than a server answers here: a load never runs out."""
 ONE, TWO, GRANIAN = "1 worker", "2 workers", "granian, 1 worker"
 SERVER_NAMES = {
     ONE: "`ledger serve --workers 1`",
@@ -120,6 +125,8 @@ async def take_turns(
     rounds: int,
     accounts: int,
     servers_on: Callable[[Stage], dict[str, Starter]],
+    *,
+    webhooks: bool = False,
 ) -> dict[tuple[str, str], list[Phase]]:
     """Set up (a fresh database, the stand-in, one projector, the bare app), then
     ``measure_all`` the servers ``servers_on`` gives for that stage."""
@@ -136,8 +143,9 @@ async def take_turns(
                 pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
                 try:
                     return await measure_all(
-                        pool, url, data_dir, servers, bare, seconds, rounds, accounts
-                    )
+                        pool, url, data_dir, servers, bare, seconds, rounds, accounts,
+                        webhooks=webhooks,
+                    )  # fmt: skip
                 finally:
                     await pool.close()
 
@@ -173,10 +181,14 @@ async def measure_all(
     seconds: int,
     rounds: int,
     accounts: int,
+    *,
+    webhooks: bool = False,
 ) -> dict[tuple[str, str], list[Phase]]:
     """Rounds in which the bare app and each server (started for its turn, warmed up,
-    then stopped: only one holds its pool of connections at a time) take both loads;
-    each (load, server)'s phases, a round each. The first server opens the accounts."""
+    then stopped: only one holds its pool of connections at a time) take both loads; then,
+    with ``webhooks``, rounds of the servers' Stripe deliveries of paid sessions (their
+    baseline is the bare INSERT); each (load, server)'s phases, a round each. The first
+    server opens the accounts."""
     progress(f"{accounts:,} accounts and {CREDITS_TOKENS} credits tokens")
     token = await service.create_token(url, data_dir, "ledger:write")
     names = [ACCOUNT.format(n) for n in range(accounts)]
@@ -190,6 +202,16 @@ async def measure_all(
     duration = ["--seconds", str(seconds)]
     results: dict[tuple[str, str], list[Phase]] = {}
 
+    async def deliveries(server: service.Server, seconds: int) -> list[str]:
+        """Signed deliveries enough for ``seconds``, of sessions recorded just now as a
+        purchase records them (``bench.checkouts``)."""
+        count, nonce = DELIVERIES_PER_SECOND * seconds + 100, secrets.token_hex(4)
+        prefix = ACCOUNT.removesuffix("{:04d}")
+        await checkouts.record_requested(EventStore(pool), nonce, count, prefix, accounts)
+        return ["webhook", "--url", server.url, "--accounts-prefix", prefix,
+                "--accounts", str(accounts), "--secret", service.WEBHOOK_SECRET,
+                "--count", str(count), "--nonce", nonce, "--seconds", str(seconds)]  # fmt: skip
+
     async def take_turn(label: str, server: service.Server, args: dict[str, list[str]]) -> None:
         for kind in ("spend", "credits"):
             await load(*args[kind], "--seconds", "1")  # warm-up: caches, connections
@@ -198,10 +220,18 @@ async def measure_all(
             results.setdefault((kind, label), []).append(phase)
             await wait_for_projector(pool)
 
-    contenders = ["bare", *servers]
+    async def deliver(label: str, server: service.Server) -> None:
+        await load(*await deliveries(server, 1))  # warm-up
+        await wait_for_projector(pool)
+        phase = await measured(
+            server, pool, *await deliveries(server, seconds), count_transactions=False
+        )
+        results.setdefault(("webhook", label), []).append(phase)
+        await wait_for_projector(pool)
+
+    orders = turns(["bare", *servers])
     for number in range(rounds):
-        turn = number % len(contenders)
-        for label in contenders[turn:] + contenders[:turn]:
+        for label in orders[number % len(orders)]:
             if label == "bare":
                 await take_turn(label, bare, {
                     "spend": ["post", "--url", bare.url, "--path", "/insert", "--token", token],
@@ -214,7 +244,34 @@ async def measure_all(
             f"round {number + 1}: "
             + ", ".join(f"{kind} {label} {v[-1].rate:,.0f}/s" for (kind, label), v in results.items())
         )  # fmt: skip
+    # Deliveries after every other round, as `make bench` runs them: each phase leaves tens
+    # of thousands of new rows (sessions recorded, then paid), and the vacuum that follows
+    # would slow whichever server came next.
+    for number in range(rounds if webhooks else 0):
+        for label in turns([*servers])[number % len(servers)]:
+            async with servers[label]() as server:
+                await deliver(label, server)
+        progress(f"webhook round {number + 1}: " + ", ".join(
+            f"{label} {v[-1].rate:,.0f}/s" for (kind, label), v in results.items() if kind == "webhook"
+        ))  # fmt: skip
     return results
+
+
+def turns(labels: list[str]) -> list[list[str]]:
+    """The order of each round: every order of three or fewer, else each rotation.
+
+    What ran just before a load leaves work behind (its views to catch up, its rows to
+    vacuum). Rotating ``bare, A, B`` put B after A, and A after the bare app, in two
+    rounds of three; in three runs so B's reads measured 0.88-0.93x of A's whatever the
+    change. Over every order each follows each as often.
+    """
+    if len(labels) <= 3:
+        return [list(order) for order in itertools.permutations(labels)]
+    return [labels[turn:] + labels[:turn] for turn in range(len(labels))]
+
+
+WEBHOOK_ROWS = ("webhook", "bare INSERT")
+"""The deliveries' rows: against the bare INSERT, as `make bench` compares them."""
 
 
 def report(
@@ -231,8 +288,10 @@ def report(
         f"| vs bare | vs {names[first]} |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for kind, bare_name in (("spend", "bare INSERT"), ("credits", "bare JSON")):
-        bare, one = phases[(kind, "bare")], phases[(kind, first)]
+    for kind, bare_name in (("spend", "bare INSERT"), ("credits", "bare JSON"), WEBHOOK_ROWS):
+        if (kind, first) not in phases:
+            continue
+        bare, one = phases.get((kind, "bare"), phases[("spend", "bare")]), phases[(kind, first)]
         for label in ("bare", *names):
             if (kind, label) not in phases:
                 continue
