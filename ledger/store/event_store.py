@@ -172,28 +172,10 @@ async def read_part_until(
         yield [_recorded(row) for row in rows]
 
 
-LOAD_MANY = f"""
-    SELECT true AS is_snapshot, newest.* FROM unnest($1::uuid[]) AS wanted(originator_id)
-    CROSS JOIN LATERAL (
-        SELECT originator_id, originator_version, topic, state,
-               0::bigint AS notification_id, event_recorded_at AS recorded_at, ''::bytea AS hash
-        FROM snapshots WHERE originator_id = wanted.originator_id
-        ORDER BY originator_version DESC LIMIT 1) AS newest
-    UNION ALL
-    SELECT false, after.* FROM unnest($1::uuid[]) AS wanted(originator_id)
-    CROSS JOIN LATERAL (
-        SELECT {_COLUMNS} FROM stored_events
-        WHERE originator_id = wanted.originator_id
-          AND originator_version > coalesce(
-              (SELECT max(originator_version) FROM snapshots
-               WHERE originator_id = wanted.originator_id), 0)
-        OFFSET 0) AS after
-    ORDER BY 2, 1 DESC, 3"""
-"""Each stream's newest snapshot and the events after it, both read down the streams'
-indexes from where they start. (``OFFSET 0`` keeps the events' scan per stream, bounded
-by the snapshot's version; the join over ``originator_id = any(...)`` this replaced read
-every event of every stream, snapshots or not, and dropped those before the snapshot.
-No CTE: PostgreSQL plans this statement on every call, and CTEs made that dearer.)"""
+LOAD_MANY = "SELECT * FROM load_streams($1::uuid[])"
+"""Each stream's newest snapshot and the events after it, read down the streams' indexes
+from where they start, on one plan kept per session (``sql/functions/20_load_streams.sql``:
+planned as a statement it was planned again on every call, dearer than running it)."""
 
 
 class EventStore:

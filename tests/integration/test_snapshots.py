@@ -11,7 +11,7 @@ from ledger.store.event_store import LOAD_MANY, EventStore
 from ledger.store.repository import SNAPSHOT_EVERY
 from tests.conftest import unique
 from tests.support.ledger import save
-from tests.support.plans import rows_read
+from tests.support.plans import rows_read_inside
 
 
 async def test_a_snapshot_is_taken_every_hundred_events_and_loads_the_same_state(
@@ -69,7 +69,7 @@ async def test_an_as_of_replay_ignores_snapshots_taken_after_that_moment(
 
 
 async def test_loading_streams_together_reads_from_their_newest_snapshot_on(
-    ledger: Ledger, store: EventStore, pool: asyncpg.Pool
+    ledger: Ledger, store: EventStore, database_url: str
 ) -> None:
     """What the cache misses go through (``load_many_from_snapshots``): the snapshot
     spares reading the events before it, however many there are."""
@@ -93,4 +93,4 @@ async def test_loading_streams_together_reads_from_their_newest_snapshot_on(
     # The newest snapshot (read, and its version looked up to bound the events) and the
     # 21 events after it; the query this replaced read all 221 events and both snapshots.
     # (One stream: see rows_read.)
-    assert await rows_read(pool, LOAD_MANY, [stream]) == 2 + 21
+    assert await rows_read_inside(database_url, LOAD_MANY, [stream]) == 2 + 21
