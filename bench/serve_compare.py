@@ -27,9 +27,8 @@ from pathlib import Path
 
 from bench import service
 from bench.measure import Phase, combine
-from bench.postgres import TCP_URL
 from bench.variants import named_checkout
-from bench.workers import Stage, Starter, report, take_turns
+from bench.workers import Stage, Starter, add_stage_options, report, take_turns
 
 
 def variant_server(stage: Stage, name: str, code: Path) -> Starter:
@@ -127,12 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--variant", action="append", required=True, type=named_checkout,
                         help="name=checkout (repeatable; the first is the reference)")  # fmt: skip
-    parser.add_argument("--database-url", default=TCP_URL,
-                        help=f"a PostgreSQL server to create the benchmark's database on "
-                             f"(default {TCP_URL})")  # fmt: skip
-    parser.add_argument("--seconds", type=int, default=4, help="per round and server (4)")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds per load (6)")
-    parser.add_argument("--accounts", type=int, default=1000, help="accounts spent on (1,000)")
+    add_stage_options(parser, seconds=4, rounds=6)  # six rounds: every order of three
     parser.add_argument("--webhooks", action="store_true",
                         help="also Stripe's deliveries of paid sessions, against the bare INSERT")  # fmt: skip
     args = parser.parse_args(argv)

@@ -316,6 +316,17 @@ def report(
     return "\n".join(lines)
 
 
+def add_stage_options(parser: argparse.ArgumentParser, *, seconds: int, rounds: int) -> None:
+    """The options of ``take_turns``: the database server, the rounds and the accounts."""
+    parser.add_argument("--database-url", default=TCP_URL,
+                        help=f"a PostgreSQL server to create the benchmark's database on "
+                             f"(default {TCP_URL})")  # fmt: skip
+    parser.add_argument("--seconds", type=int, default=seconds,
+                        help=f"per round and server ({seconds})")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds per load ({rounds})")
+    parser.add_argument("--accounts", type=int, default=1000, help="accounts spent on (1,000)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.workers",
@@ -323,12 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         " the same app on granian, against the bare baseline, in the same run; print a markdown"
         " table.",
     )
-    parser.add_argument("--database-url", default=TCP_URL,
-                        help=f"a PostgreSQL server to create the benchmark's database on "
-                             f"(default {TCP_URL})")  # fmt: skip
-    parser.add_argument("--seconds", type=int, default=5, help="per round and server (5)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per load (3)")
-    parser.add_argument("--accounts", type=int, default=1000, help="accounts spent on (1,000)")
+    add_stage_options(parser, seconds=5, rounds=3)
     args = parser.parse_args(argv)
     print(asyncio.run(run(args.database_url, args.seconds, args.rounds, args.accounts)))
 
