@@ -9,10 +9,11 @@
 --
 -- Why a function: sent as a statement, PostgreSQL planned it again on every call, as
 -- the array's length changed its estimates and so kept its custom plans, at about
--- 180 us of the server's CPU a call, more than running it (a load of one or two fresh
--- Checkout sessions cost 260-350 us of server CPU a call, 90-150 us on one plan). The
--- plan does not depend on how many streams are asked for, so the function keeps one
--- generic plan per session (plan_cache_mode, set for its own statements only).
+-- 200 us of the server's CPU a call, more than running it (a load of one or two fresh
+-- Checkout sessions: 307-470 us a call, 127-223 us here; bench/README.md, tenth
+-- session). The plan does not depend on how many streams are asked for, so the
+-- function keeps one generic plan per session (plan_cache_mode, set for its own
+-- statements only: the service's other statements keep PostgreSQL's choice).
 CREATE OR REPLACE FUNCTION load_streams(streams uuid[])
 RETURNS TABLE (
     is_snapshot boolean, originator_id uuid, originator_version bigint, topic text,
