@@ -12,6 +12,7 @@ logged per delivery), which no healthy payment takes.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 
@@ -60,3 +61,14 @@ async def record_requested(
             batch = []
     if batch:
         await store.append(batch)
+
+
+async def new_deliveries(
+    store: EventStore, url: str, count: int, prefix: str, accounts: int, secret: str
+) -> list[str]:
+    """``bench.load webhook`` arguments (without connections or duration) of ``count``
+    deliveries to ``url`` signed with ``secret``, for sessions recorded just now."""
+    nonce = secrets.token_hex(4)
+    await record_requested(store, nonce, count, prefix, accounts)
+    return ["webhook", "--url", url, "--accounts-prefix", prefix, "--accounts", str(accounts),
+            "--secret", secret, "--count", str(count), "--nonce", nonce]  # fmt: skip

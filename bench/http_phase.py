@@ -23,7 +23,6 @@ Then, with wrk at 64 connections (``bench.load``), after warm-ups:
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -110,14 +109,11 @@ class Run:
         sessions recorded first, as every real purchase is (``bench.checkouts``)."""
         rate = self.results.phases[INSERT].rate if INSERT in self.results.phases else 0.0
         count = int(max(rate, 1000.0) * 1.5 * seconds) + 100
-        nonce = secrets.token_hex(4)
-        prefix = BENCH_ACCOUNT.removesuffix("{:04d}")
-        await checkouts.record_requested(
-            EventStore(self.pool), nonce, count, prefix, self.options.accounts
-        )
-        return ["webhook", "--url", self.ledger.url, "--accounts-prefix", prefix,
-                "--accounts", str(self.options.accounts), "--connections", str(self.options.connections), "--secret", service.WEBHOOK_SECRET,
-                "--count", str(count), "--nonce", nonce, *self.seconds(seconds)]  # fmt: skip
+        deliveries = await checkouts.new_deliveries(
+            EventStore(self.pool), self.ledger.url, count, BENCH_ACCOUNT.removesuffix("{:04d}"),
+            self.options.accounts, service.WEBHOOK_SECRET,
+        )  # fmt: skip
+        return [*deliveries, "--connections", str(self.options.connections), *self.seconds(seconds)]
 
     def server_of(self, name: str) -> service.Server:
         return self.ledger if name in (SPEND, WEBHOOK, CREDITS) else self.baselines[BASELINES[name]]

@@ -4,16 +4,18 @@ For measuring a change to the API process on a noisy machine, where only interle
 rounds say anything: ``bench.workers``' stage and loads (a fresh database, the Stripe
 stand-in, one projector, the bare baseline app on uvicorn + uvloop + httptools; rounds
 of bare INSERT and spends, then bare JSON and ``GET /v1/credits``, at 64 connections;
-with ``--webhooks`` also Stripe's deliveries of sessions recorded just before each, against
-the bare INSERT), with one server per variant: ``ledger serve --no-projector`` running the variant's code
-(its checkout first on ``PYTHONPATH``, ``bench.variants``), started for its turn. The
-order within a round turns with every round. The projector is this checkout's: the
-views are not what is compared (``bench.projector_compare`` compares projectors).
+with ``--webhooks``, then rounds of Stripe's deliveries of sessions recorded just before
+each, against the bare INSERT), with one server per variant: ``ledger serve
+--no-projector`` running the variant's code (its checkout first on ``PYTHONPATH``,
+``bench.variants``), started for its turn. Each round takes the next order of the
+servers (``bench.workers.turns``). The projector is this checkout's: the views are not
+what is compared (``bench.projector_compare`` compares projectors).
 
 It prints ``bench.workers``' table (ratios to the bare app and to the first variant),
-then each round's requests/s, and in how many rounds each variant beat the first:
+then each round's requests/s, in how many rounds each variant beat the first, and the
+whole machine's CPU a request:
 
-    python -m bench.serve_compare --variant before=/tmp/base --variant after=. --rounds 8
+    python -m bench.serve_compare --variant before=/tmp/base --variant after=. --webhooks
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -205,12 +204,12 @@ async def measure_all(
     async def deliveries(server: service.Server, seconds: int) -> list[str]:
         """Signed deliveries enough for ``seconds``, of sessions recorded just now as a
         purchase records them (``bench.checkouts``)."""
-        count, nonce = DELIVERIES_PER_SECOND * seconds + 100, secrets.token_hex(4)
+        count = DELIVERIES_PER_SECOND * seconds + 100
         prefix = ACCOUNT.removesuffix("{:04d}")
-        await checkouts.record_requested(EventStore(pool), nonce, count, prefix, accounts)
-        return ["webhook", "--url", server.url, "--accounts-prefix", prefix,
-                "--accounts", str(accounts), "--secret", service.WEBHOOK_SECRET,
-                "--count", str(count), "--nonce", nonce, "--seconds", str(seconds)]  # fmt: skip
+        args = await checkouts.new_deliveries(
+            EventStore(pool), server.url, count, prefix, accounts, service.WEBHOOK_SECRET
+        )
+        return [*args, "--seconds", str(seconds)]
 
     async def take_turn(label: str, server: service.Server, args: dict[str, list[str]]) -> None:
         for kind in ("spend", "credits"):
@@ -247,8 +246,9 @@ async def measure_all(
     # Deliveries after every other round, as `make bench` runs them: each phase leaves tens
     # of thousands of new rows (sessions recorded, then paid), and the vacuum that follows
     # would slow whichever server came next.
+    delivery_orders = turns([*servers])
     for number in range(rounds if webhooks else 0):
-        for label in turns([*servers])[number % len(servers)]:
+        for label in delivery_orders[number % len(delivery_orders)]:
             async with servers[label]() as server:
                 await deliver(label, server)
         progress(f"webhook round {number + 1}: " + ", ".join(
