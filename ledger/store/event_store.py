@@ -177,6 +177,14 @@ LOAD_MANY = "SELECT * FROM load_streams($1::uuid[])"
 from where they start, on one plan kept per session (``sql/functions/20_load_streams.sql``:
 planned as a statement it was planned again on every call, dearer than running it)."""
 
+# An account's streams are those whose first event names it (stored_events_account_streams_idx).
+ACCOUNT_PAGE = f"""SELECT {_COLUMNS} FROM stored_events
+    WHERE originator_id IN (
+        SELECT originator_id FROM stored_events
+        WHERE event_account_id(state) = $1 AND originator_version = 1)
+      AND notification_id > $2 AND {VISIBLE}
+    ORDER BY notification_id LIMIT $3"""
+
 
 class EventStore:
     """Appends events with optimistic concurrency and reads them back in order."""
@@ -220,17 +228,7 @@ class EventStore:
         Several streams interleave, so this reads behind the watermark as read_all does.
         """
         async with self.pool.acquire() as connection:
-            rows = await connection.fetch(
-                f"""SELECT {_COLUMNS} FROM stored_events
-                    WHERE originator_id IN (
-                        SELECT originator_id FROM stored_events
-                        WHERE event_account_id(state) = $1 AND originator_version = 1)
-                      AND notification_id > $2 AND {VISIBLE}
-                    ORDER BY notification_id LIMIT $3""",
-                account_id,
-                after,
-                limit,
-            )
+            rows = await connection.fetch(ACCOUNT_PAGE, account_id, after, limit)
         return [_recorded(row) for row in rows]
 
     async def wait_for_appends_before(self, moment: datetime, seconds: float = 2.0) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,6 +14,7 @@ from eventsourcing.persistence import StoredEvent
 from ledger.store.claims import Claim
 from ledger.store.commit import ClaimRecord, Writes, write_batch
 from ledger.store.event_store import (
+    ACCOUNT_PAGE,
     ConcurrencyConflict,
     EventStore,
     read_after,
@@ -111,6 +114,37 @@ async def test_append_must_be_the_first_write_of_its_transaction(pool: asyncpg.P
         await connection.execute("INSERT INTO scratch VALUES (1)")
         with pytest.raises(asyncpg.InvalidTransactionStateError, match="first write"):
             await write_batch(connection, [Writes(events=[event(uuid.uuid4(), 1)])])
+
+
+async def test_an_accounts_streams_are_found_through_the_index_of_first_events(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    account, session = uuid.uuid4(), uuid.uuid4()
+    name = unique("acct")
+    opened = f'{{"account_id":"{name}"}}'.encode()
+    await store.append([event(account, 1, opened), event(session, 1, opened)])
+    await store.append([event(account, 2), event(uuid.uuid4(), 1, b'{"account_id":"other"}')])
+    await settled(store)
+
+    page = await store.account_page(name, after=0, limit=10)
+
+    assert [(e.originator_id, e.originator_version) for e in page] == [
+        (account, 1),
+        (session, 1),
+        (account, 2),
+    ]
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SET LOCAL enable_seqscan = off")
+        [plan] = json.loads(
+            await connection.fetchval(f"EXPLAIN (FORMAT JSON) {ACCOUNT_PAGE}", name, 0, 10)
+        )
+    assert "stored_events_account_streams_idx" in indexes_searched(plan["Plan"])
+
+
+def indexes_searched(node: dict[str, Any]) -> set[str]:
+    """The indexes the plan looks keys up in (not those it only walks from end to end)."""
+    own = {node["Index Name"]} if "Index Cond" in node else set()
+    return own.union(*(indexes_searched(child) for child in node.get("Plans", [])))
 
 
 async def test_reader_never_sees_a_position_before_one_it_already_read(
