@@ -379,6 +379,37 @@ async def test_each_event_is_chained_to_the_one_before_it_in_its_stream(
         previous = recorded.hash
 
 
+async def test_a_command_whose_events_do_not_follow_its_stream_fails_alone_in_its_batch(
+    store: EventStore,
+) -> None:
+    gapped, growing, fresh = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await store.append([event(gapped, 1), event(growing, 1)])
+    batch = [
+        Writes(events=[event(growing, 2), event(growing, 3), event(fresh, 1)]),
+        Writes(events=[event(gapped, 3)]),  # version 2 was never stored
+        Writes(events=[event(gapped, 2), event(fresh, 2)]),  # fresh/1 is the batch's own
+    ]
+    async with store.pool.acquire() as connection:
+        outcomes = await write_batch(connection, batch)
+
+    assert [o.outcome for o in outcomes] == ["ok", "conflict", "conflict"]
+    assert [e.originator_version for e in await store.load(gapped)] == [1]
+    assert [e.originator_version for e in await store.load(fresh)] == [1]
+    grown = await store.load(growing)
+    assert [e.originator_version for e in grown] == [1, 2, 3]
+    previous = GENESIS
+    for recorded in grown:
+        assert recorded.hash == event_hash(
+            previous,
+            recorded.originator_id,
+            recorded.originator_version,
+            recorded.recorded_at,
+            recorded.topic,
+            recorded.state,
+        )
+        previous = recorded.hash
+
+
 async def test_a_batch_read_for_the_views_never_ends_inside_one_append(
     isolated_db: IsolatedDatabase,
 ) -> None:

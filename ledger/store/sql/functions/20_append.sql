@@ -41,7 +41,10 @@ CREATE OR REPLACE FUNCTION append(
     snapshot_commands int[], snapshot_ids uuid[], snapshot_versions bigint[],
     snapshot_topics text[], snapshot_states bytea[]
 ) RETURNS TABLE (command int, outcome text, positions bigint[])
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
+-- Its statements take arrays, whose lengths move PostgreSQL's estimates: left to choose,
+-- it planned step 2's again on every call, dearer than running it.
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     events int := coalesce(cardinality(ids), 0);
     claims int := coalesce(cardinality(claim_keys), 0);
@@ -81,20 +84,24 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- 2. Each event's predecessor in its stream.
+    -- 2. Each event's predecessor in its stream: NULL where it follows the event before
+    --    it in the same command (chained to element i - 1 below), else the genesis or the
+    --    stored row's hash. One statement for all of them: a statement per event started
+    --    an executor per event.
+    SELECT coalesce(array_agg(
+               CASE WHEN u.i > 1 AND u.n = event_commands[u.i - 1] AND u.id = ids[u.i - 1]
+                         AND u.version = versions[u.i - 1] + 1 THEN NULL
+                    WHEN u.version = 1 THEN decode(repeat('00', 32), 'hex')
+                    ELSE (SELECT e.hash FROM stored_events e
+                          WHERE e.originator_id = u.id AND e.originator_version = u.version - 1)
+               END ORDER BY u.i), '{}')
+    INTO previous
+    FROM unnest(event_commands, ids, versions) WITH ORDINALITY AS u(n, id, version, i);
     FOR i IN 1 .. events LOOP
-        IF i > 1 AND event_commands[i] = event_commands[i - 1] AND ids[i] = ids[i - 1]
-           AND versions[i] = versions[i - 1] + 1 THEN
-            previous := previous || NULL::bytea;  -- chained to element i - 1 below
-        ELSIF versions[i] = 1 THEN
-            previous := previous || decode(repeat('00', 32), 'hex');
-        ELSE
-            previous := previous || (
-                SELECT e.hash FROM stored_events e
-                WHERE e.originator_id = ids[i] AND e.originator_version = versions[i] - 1);
-            IF previous[i] IS NULL THEN
-                busy[event_commands[i]] := true;  -- does not follow a stored event
-            END IF;
+        IF previous[i] IS NULL AND NOT (
+               i > 1 AND event_commands[i] = event_commands[i - 1] AND ids[i] = ids[i - 1]
+               AND versions[i] = versions[i - 1] + 1) THEN
+            busy[event_commands[i]] := true;  -- does not follow a stored event
         END IF;
     END LOOP;
 
