@@ -58,7 +58,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED
 from ledger.heap import settle_after_start_up
-from ledger.store.event_store import Connection, RecordedEvent
+from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
 from ledger.store.hash_chain import GENESIS, event_hash
 from ledger.store.mapper import MsgspecMapper, event_type_name
 
@@ -1061,7 +1061,7 @@ def _part_filter(part: tuple[int, int] | None) -> str:
     if part is None:
         return ""
     index, count = part
-    return f"WHERE (uuid_hash(originator_id) & 2147483647) % {int(count)} = {int(index)}"
+    return f"WHERE {stream_part(index, count)}"
 
 
 async def _read_snapshots(
@@ -1092,9 +1092,11 @@ async def replay_part(
     replay = StreamReplay(positions, snapshots, checkpoints)
     count = 0
     cursor = await connection.cursor(
-        f"""SELECT originator_id, originator_version, topic, state, notification_id,
-                   recorded_at, hash
-            FROM stored_events {where} ORDER BY notification_id"""
+        events_of_part(*part)
+        if part is not None
+        else """SELECT originator_id, originator_version, topic, state, notification_id,
+                       recorded_at, hash
+                FROM stored_events ORDER BY notification_id"""
     )
     next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
     while rows := await next_rows:
