@@ -17,6 +17,7 @@ from ledger.store.event_store import (
     ACCOUNT_PAGE,
     ConcurrencyConflict,
     EventStore,
+    RecordedEvent,
     read_after,
     read_whole_appends_after,
 )
@@ -365,8 +366,13 @@ async def test_each_event_is_chained_to_the_one_before_it_in_its_stream(
 
     loaded = await store.load(stream)
 
+    assert_chained(loaded)
+
+
+def assert_chained(stream: list[RecordedEvent]) -> None:
+    """Each event's hash covers it and the hash of the one before it (genesis first)."""
     previous = GENESIS
-    for recorded in loaded:
+    for recorded in stream:
         expected = event_hash(
             previous,
             recorded.originator_id,
@@ -397,17 +403,7 @@ async def test_a_command_whose_events_do_not_follow_its_stream_fails_alone_in_it
     assert [e.originator_version for e in await store.load(fresh)] == [1]
     grown = await store.load(growing)
     assert [e.originator_version for e in grown] == [1, 2, 3]
-    previous = GENESIS
-    for recorded in grown:
-        assert recorded.hash == event_hash(
-            previous,
-            recorded.originator_id,
-            recorded.originator_version,
-            recorded.recorded_at,
-            recorded.topic,
-            recorded.state,
-        )
-        previous = recorded.hash
+    assert_chained(grown)
 
 
 async def test_a_batch_read_for_the_views_never_ends_inside_one_append(
