@@ -85,22 +85,22 @@ BEGIN
     END LOOP;
 
     -- 2. Each event's predecessor in its stream: NULL where it follows the event before
-    --    it in the same command (chained to element i - 1 below), else the genesis or the
-    --    stored row's hash. One statement for all of them: a statement per event started
-    --    an executor per event.
+    --    it in the same command (chained to element i - 1 below), the genesis for a
+    --    first event, else the stored row's hash, or an empty one where there is none (a
+    --    gap: no hash is empty). One statement for all of them: a statement per event
+    --    started an executor per event.
     SELECT coalesce(array_agg(
                CASE WHEN u.i > 1 AND u.n = event_commands[u.i - 1] AND u.id = ids[u.i - 1]
                          AND u.version = versions[u.i - 1] + 1 THEN NULL
                     WHEN u.version = 1 THEN decode(repeat('00', 32), 'hex')
-                    ELSE (SELECT e.hash FROM stored_events e
-                          WHERE e.originator_id = u.id AND e.originator_version = u.version - 1)
+                    ELSE coalesce((SELECT e.hash FROM stored_events e
+                                   WHERE e.originator_id = u.id
+                                     AND e.originator_version = u.version - 1), '')
                END ORDER BY u.i), '{}')
     INTO previous
     FROM unnest(event_commands, ids, versions) WITH ORDINALITY AS u(n, id, version, i);
     FOR i IN 1 .. events LOOP
-        IF previous[i] IS NULL AND NOT (
-               i > 1 AND event_commands[i] = event_commands[i - 1] AND ids[i] = ids[i - 1]
-               AND versions[i] = versions[i - 1] + 1) THEN
+        IF previous[i] = '' THEN
             busy[event_commands[i]] := true;  -- does not follow a stored event
         END IF;
     END LOOP;
