@@ -19,7 +19,9 @@ from ledger.store.event_store import (
     EventStore,
     RecordedEvent,
     read_after,
+    read_part_until,
     read_whole_appends_after,
+    visible_head,
 )
 from ledger.store.hash_chain import GENESIS, event_hash
 from tests.conftest import IsolatedDatabase, unique
@@ -404,6 +406,41 @@ async def test_a_command_whose_events_do_not_follow_its_stream_fails_alone_in_it
     grown = await store.load(growing)
     assert [e.originator_version for e in grown] == [1, 2, 3]
     assert_chained(grown)
+
+
+async def test_the_parts_of_the_streams_hold_every_event_once_each_in_commit_order(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """What the rebuild's worker processes read: whole streams, dealt out by their id."""
+    store = isolated_db.store
+    streams = [uuid.UUID(int=n) for n in range(1, 25)]  # its own database: no one else's ids
+    for version in (1, 2, 3):
+        await store.append([event(stream, version) for stream in streams[version:]])
+    await settled(store)
+
+    async with (
+        isolated_db.pool.acquire() as connection,
+        connection.transaction(isolation="repeatable_read"),
+    ):
+        until = await visible_head(connection)
+        parts = [
+            [
+                e
+                async for chunk in read_part_until(connection, until, part, 3, chunk=5)
+                for e in chunk
+            ]
+            for part in range(3)
+        ]
+        everything = await read_after(connection, 0, 1000)
+
+    assert sorted(e.notification_id for part in parts for e in part) == [
+        e.notification_id for e in everything
+    ]
+    for part in parts:
+        assert [e.notification_id for e in part] == sorted(e.notification_id for e in part)
+    owners = {e.originator_id: n for n, part in enumerate(parts) for e in part}
+    assert all(owners[e.originator_id] == n for n, part in enumerate(parts) for e in part)
+    assert all(parts), "24 streams dealt to 3 parts left one empty"
 
 
 async def test_a_batch_read_for_the_views_never_ends_inside_one_append(
