@@ -9,7 +9,9 @@ each, against the bare INSERT), with one server per variant: ``ledger serve
 --no-projector`` running the variant's code (its checkout first on ``PYTHONPATH``,
 ``bench.variants``), started for its turn. Each round takes the next order of the
 servers (``bench.workers.turns``). The projector is this checkout's: the views are not
-what is compared (``bench.projector_compare`` compares projectors).
+what is compared (``bench.projector_compare`` compares projectors). Each server sets the
+database up as it starts, so its own stored functions (``append()``, ``load_streams()``)
+replace the other's for its turn: a change to them is compared too.
 
 It prints ``bench.workers``' table (ratios to the bare app and to the first variant),
 then each round's requests/s, in how many rounds each variant beat the first, and the
