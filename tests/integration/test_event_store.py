@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from typing import Any
 
 import asyncpg
 import pytest
@@ -26,6 +24,7 @@ from ledger.store.event_store import (
 from ledger.store.hash_chain import GENESIS, event_hash
 from tests.conftest import IsolatedDatabase, unique
 from tests.support.events import settled, tail_position
+from tests.support.plans import indexes_searched
 
 
 def event(stream: uuid.UUID, version: int, body: bytes = b"{}") -> StoredEvent:
@@ -138,16 +137,8 @@ async def test_an_accounts_streams_are_found_through_the_index_of_first_events(
     ]
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SET LOCAL enable_seqscan = off")
-        [plan] = json.loads(
-            await connection.fetchval(f"EXPLAIN (FORMAT JSON) {ACCOUNT_PAGE}", name, 0, 10)
-        )
-    assert "stored_events_account_streams_idx" in indexes_searched(plan["Plan"])
-
-
-def indexes_searched(node: dict[str, Any]) -> set[str]:
-    """The indexes the plan looks keys up in (not those it only walks from end to end)."""
-    own = {node["Index Name"]} if "Index Cond" in node else set()
-    return own.union(*(indexes_searched(child) for child in node.get("Plans", [])))
+        searched = await indexes_searched(connection, ACCOUNT_PAGE, name, 0, 10)
+    assert "stored_events_account_streams_idx" in searched
 
 
 async def test_reader_never_sees_a_position_before_one_it_already_read(

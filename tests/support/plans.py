@@ -1,4 +1,4 @@
-"""How many table rows a query reads, from PostgreSQL's own EXPLAIN ANALYZE."""
+"""What a query's plan reads, from PostgreSQL's own EXPLAIN: table rows, indexes searched."""
 
 from __future__ import annotations
 
@@ -16,6 +16,18 @@ async def rows_read(connection: asyncpg.Connection | asyncpg.Pool, query: str, *
     """
     [plan] = json.loads(await connection.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + query, *args))
     return _rows_read(plan["Plan"])
+
+
+async def indexes_searched(connection: asyncpg.Connection, query: str, *args: Any) -> set[str]:
+    """The indexes the query's plan looks keys up in (an ``Index Cond``; not those it only
+    walks from end to end)."""
+    [plan] = json.loads(await connection.fetchval("EXPLAIN (FORMAT JSON) " + query, *args))
+    return _searched(plan["Plan"])
+
+
+def _searched(node: dict[str, Any]) -> set[str]:
+    own = {node["Index Name"]} if "Index Cond" in node else set()
+    return own.union(*(_searched(child) for child in node.get("Plans", [])))
 
 
 def _rows_read(node: dict[str, Any]) -> int:
