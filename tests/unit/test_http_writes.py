@@ -26,8 +26,8 @@ RELEASE = {"busy": asyncio.Event()}
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
-    """GET/HEAD /json, GET /stream (two parts a while apart), POST /echo, GET /boom (fails),
-    GET /busy (answers when released)."""
+    """GET/HEAD /json, GET /stream (two parts a while apart), GET /late (the body a while
+    after the head), POST /echo, GET /boom (fails), GET /busy (answers when released)."""
     if scope["type"] != "http":
         return
     body = b""
@@ -45,6 +45,11 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"first,", "more_body": True})
         await asyncio.sleep(0.05)
         await send({"type": "http.response.body", "body": b"second"})
+        return
+    if scope["path"] == "/late":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"late"})
         return
     answer = body if scope["method"] == "POST" else JSON
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
@@ -141,15 +146,25 @@ async def test_a_read_goes_out_in_one_write(served: tuple[int, list[bytes]], bus
     assert writes == [answer]
 
 
-async def test_answers_to_writes_go_out_as_they_come(
+async def test_an_answer_to_a_write_goes_out_at_once_head_and_body_together(
     served: tuple[int, list[bytes]], busy: None
 ) -> None:
     port, writes = served
     request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
     answer = await ask(port, request)
     assert answer.endswith(b"\r\n\r\nhello")
+    assert writes == [answer]
+
+
+async def test_a_head_whose_body_comes_later_goes_out_at_the_end_of_its_turn(
+    served: tuple[int, list[bytes]],
+) -> None:
+    port, writes = served
+    answer = await ask(port, get("/late"))
+    assert answer.endswith(b"\r\n\r\n4\r\nlate\r\n0\r\n\r\n")  # chunked: no length given
     assert len(writes) == 2
-    assert writes[1] == b"hello"
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert writes[0].endswith(b"\r\n\r\n")
     assert b"".join(writes) == answer
 
 
@@ -163,7 +178,7 @@ async def test_reads_and_writes_on_one_connection_keep_their_order(
     assert answer.count(b"HTTP/1.1 200 OK") == 3
     assert answer.index(JSON) < answer.index(b"\r\n\r\nok") < answer.rindex(JSON)
     assert b"".join(writes) == answer
-    assert len(writes) == 4  # a read, the write's head and body, a read
+    assert len(writes) == 3  # a read, the write's answer, a read
 
 
 async def test_a_streamed_read_goes_out_as_it_comes(
@@ -217,12 +232,13 @@ async def test_a_read_that_fails_gets_uvicorns_500_whole(
     assert "the app failed before answering" in caplog.text
 
 
-async def test_a_lone_read_is_not_held(served: tuple[int, list[bytes]]) -> None:
+async def test_a_lone_read_goes_out_at_once_head_and_body_together(
+    served: tuple[int, list[bytes]],
+) -> None:
     port, writes = served
     answer = await ask(port, get("/json"))
     assert answer.endswith(b"\r\n\r\n" + JSON)
-    assert len(writes) == 2  # the head and the body, as uvicorn writes them: nothing to wait for
-    assert b"".join(writes) == answer
+    assert writes == [answer]
 
 
 def test_the_service_serves_with_it() -> None:
