@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -64,6 +63,8 @@ that wants to know per request sets it False first (the HTTP edge does)."""
 class AnswerPositions:
     """The highest position the answers given in one context stand at (0: none yet)."""
 
+    __slots__ = ("highest",)
+
     def __init__(self) -> None:
         self.highest = 0
 
@@ -76,15 +77,25 @@ _answer_positions: ContextVar[AnswerPositions | None] = ContextVar(
 )
 
 
-@contextmanager
-def answer_positions() -> Iterator[AnswerPositions]:
-    """Collect the positions of the commands run in this context (and tasks it starts)."""
-    collected = AnswerPositions()
-    token = _answer_positions.set(collected)
-    try:
-        yield collected
-    finally:
-        _answer_positions.reset(token)
+def answer_positions() -> _Collecting:
+    """Collect the positions of the commands run in this context (and tasks it starts):
+    ``with answer_positions() as collected:``."""
+    return _Collecting()
+
+
+class _Collecting:
+    """A class rather than @contextmanager: every HTTP request enters one (a generator's
+    context manager cost 2.5 µs more a request, of a balance read's ~120)."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> AnswerPositions:
+        collected = AnswerPositions()
+        self._token = _answer_positions.set(collected)
+        return collected
+
+    def __exit__(self, *_: object) -> None:
+        _answer_positions.reset(self._token)
 
 
 @dataclass(frozen=True)
@@ -133,9 +144,7 @@ class Handler(Generic[C, S, A]):
 class UnitOfWork:
     """Runs commands: lock, load, decide, commit, retry, replay (see the module)."""
 
-    def __init__(
-        self, repository: Repository, committer: GroupCommitter, claims: Claims
-    ) -> None:
+    def __init__(self, repository: Repository, committer: GroupCommitter, claims: Claims) -> None:
         self.repository = repository
         self.committer = committer
         self.claims = claims
@@ -187,7 +196,9 @@ class UnitOfWork:
         await self._commit(decision, claim)
         return decision.answer
 
-    async def _replayed(self, handler: Handler[C, Any, A], claim: Claim | None, command: C) -> A | None:
+    async def _replayed(
+        self, handler: Handler[C, Any, A], claim: Claim | None, command: C
+    ) -> A | None:
         """The first answer of a command whose claim is made already; None if it is not."""
         if claim is None:
             return None
