@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import os
 import sys
 import time
@@ -48,6 +49,24 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def utc_time(created: float) -> str:
+    """``datetime.fromtimestamp(created, UTC).isoformat()``, with the part down to the second
+    made once a second: a JSON line's time took ~2.8 µs of its ~10 (one a request)."""
+    global _second  # a one-entry cache
+    whole = math.floor(created)
+    micro = round((created - whole) * 1_000_000)  # half to even, as datetime rounds
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    second = _second  # one read: another thread may set it meanwhile
+    if second[0] != whole:
+        second = _second = (whole, datetime.fromtimestamp(whole, UTC).isoformat()[:-6])
+    return f"{second[1]}.{micro:06d}+00:00" if micro else f"{second[1]}+00:00"
+
+
+_second: tuple[int, str] = (-1, "")
+"""The last whole second ``utc_time`` wrote, and its text without the offset."""
+
+
 class _AccessLine(msgspec.Struct, omit_defaults=True):
     """An access line as ``JsonFormatter`` writes it: the same keys in the same order."""
 
@@ -70,7 +89,7 @@ class JsonFormatter(logging.Formatter):
         """The line ``format`` makes of an access record, made without the record."""
         return msgspec.json.encode(
             _AccessLine(
-                time=datetime.fromtimestamp(created, UTC).isoformat(),
+                time=utc_time(created),
                 level="info",
                 logger=access_log.name,
                 message=_access_message(method, route, status, ms),
@@ -85,7 +104,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "time": utc_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -6,7 +6,9 @@ import asyncio
 import io
 import json
 import logging
+import random
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,6 +21,7 @@ from api.log_context import (
     log_access,
     request_id,
     stripe_event_id,
+    utc_time,
 )
 
 CREATED = 1764072000.25  # 2025-11-25T12:00:00.250000+00:00
@@ -64,6 +67,19 @@ def test_the_direct_line_is_the_line_the_record_makes(
     finally:
         request_id.reset(request_token)
         stripe_event_id.reset(event_token)
+
+
+def test_a_lines_time_is_what_datetime_writes_to_the_microsecond() -> None:
+    # Whole seconds (no fraction written), the halves datetime rounds to even, the last
+    # microsecond of a second that rounds up into the next, then moments at random.
+    moments = [CREATED, 1764072000.0, 1764072000.9999995, 1764072000.9999994, 1.5e9 + 5e-7, 0.0]
+    rng = random.Random(15)
+    moments += [rng.uniform(0, 4e9) for _ in range(20_000)]
+    moments += [
+        rng.randrange(4 * 10**9) + (rng.randrange(10**6) + 0.5) / 1e6 for _ in range(20_000)
+    ]
+    for moment in moments:
+        assert utc_time(moment) == datetime.fromtimestamp(moment, UTC).isoformat(), moment
 
 
 @pytest.fixture
