@@ -33,7 +33,7 @@ _READS = (b"GET", b"HEAD")
 
 class _TurnWrites:
     """A transport that, while ``holding`` and other requests are in flight, sends a
-    turn's writes as one at its end."""
+    turn's writes as one at its end; otherwise an answer's head waits for its body."""
 
     __slots__ = ("_held", "_in_flight", "_joining", "_loop", "_transport", "holding")
 
@@ -53,12 +53,9 @@ class _TurnWrites:
     def write(self, data: bytes) -> None:
         held = self._held
         if held:
+            held.append(data)  # after what is held already, even when no longer holding
             if self._joining:  # a head waited for its body: both go now
-                self._joining = False
-                self._held = []
-                self._transport.write(b"".join((*held, data)))
-            else:
-                held.append(data)  # after what is held already, even when no longer holding
+                self._send_held()
             return
         if self.holding and len(self._in_flight) >= 2:
             self._loop.call_soon(self._send_held)
