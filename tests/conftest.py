@@ -32,6 +32,29 @@ from ledger.store.migrate import SERVICE_ROLE
 log = logging.getLogger(__name__)
 
 
+SERVER_FIXTURE = "postgres_server_url"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--only-server-bound",
+        action="store_true",
+        help=f"run only the tests that use the suite's PostgreSQL server ({SERVER_FIXTURE}):"
+        " a second pass against another server need not repeat the rest",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("only_server_bound"):
+        return
+    bound, unbound = [], []
+    for item in items:
+        (bound if SERVER_FIXTURE in getattr(item, "fixturenames", ()) else unbound).append(item)
+    if unbound:
+        config.hook.pytest_deselected(items=unbound)
+        items[:] = bound
+
+
 def _docker_engine_answers() -> bool:
     if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
         return False
