@@ -9,8 +9,8 @@ The live views keep answering while the new ones fill. Several views are
 rebuilt in one pass over the events: each batch is read and decoded once and
 applied to every fresh table. The swap happens in one transaction that first
 locks the views' live position rows, which pauses the live projector for
-them, applies what arrived meanwhile, renames the tables and moves the
-positions.
+them, applies what arrived meanwhile, renames the tables (the new ones' indexes
+take the names the old ones' had) and moves the positions.
 """
 
 from __future__ import annotations
@@ -128,11 +128,13 @@ async def _swap_in(
             on_progress(count, position)
         for projection in projections:
             old = f"{projection.table}__old"
+            index_names = await _index_names(connection, projection.table)
             await connection.execute(f"ALTER TABLE {projection.table} RENAME TO {old}")
             await connection.execute(
                 f"ALTER TABLE {_fresh(projection)} RENAME TO {projection.table}"
             )
             await connection.execute(f"DROP TABLE {old}")
+            await _rename_indexes(connection, projection.table, index_names)
         await apply_grants(connection)
         await connection.execute(
             """UPDATE projection_positions SET position = $2, updated_at = now()
@@ -141,6 +143,35 @@ async def _swap_in(
             position,
         )
     return position
+
+
+# Each index of a table by its definition without its own name and its table's, in order.
+_INDEXES = r"""SELECT regexp_replace(pg_get_indexdef(i.indexrelid),
+                                     '^CREATE (UNIQUE )?INDEX \S+ ON \S+ ', '\1') AS shape,
+                      c.relname AS name
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               WHERE i.indrelid = $1::regclass ORDER BY shape, name"""
+
+
+async def _index_names(connection: Connection, table: str) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    for row in await connection.fetch(_INDEXES, table):
+        names.setdefault(row["shape"], []).append(row["name"])
+    return names
+
+
+async def _rename_indexes(connection: Connection, table: str, names: dict[str, list[str]]) -> None:
+    """Give the swapped-in table's indexes (and so their constraints) the names the table's
+    indexes had: ``LIKE ... INCLUDING ALL`` names them after the fresh table, and the
+    migrations name them (a later migration may drop or replace one by its name)."""
+    for shape, current in (await _index_names(connection, table)).items():
+        for now, before in zip(current, names.get(shape, []), strict=False):
+            if now != before:
+                await connection.execute(f"ALTER INDEX {_quoted(now)} RENAME TO {_quoted(before)}")
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 async def rebuild(

@@ -12,6 +12,7 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import SetLowBalanceThreshold, SpendCredits
 from ledger.notifications import EVENT_TYPES
 from ledger.notifications.endpoints import EndpointRegistry
+from ledger.store.migrate import available_migrations
 from projections.rebuild import rebuild_all
 from projections.runner import all_projections
 from tests.conftest import IsolatedDatabase
@@ -109,3 +110,49 @@ async def test_a_rebuild_in_two_processes_leaves_the_same_rows_as_one_pass(
     ):
         assert in_parts[table] == live[table], table
     assert len(in_parts["statement_lines"]) > 12 * 4
+
+
+async def index_names(database: IsolatedDatabase) -> list[tuple[str, ...]]:
+    found = await database.pool.fetch(
+        """SELECT t.relname, c.relname, pg_get_indexdef(i.indexrelid),
+                  coalesce(k.conname, '')
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           JOIN pg_class t ON t.oid = i.indrelid
+           LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+           WHERE t.relname = any($1) ORDER BY 1, 2""",
+        list(VIEW_TABLES),
+    )
+    return [tuple(row) for row in found]
+
+
+async def test_a_rebuild_keeps_the_views_indexes_under_the_names_the_migrations_gave(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await many_accounts(isolated_db, 2)
+    await caught_up(isolated_db.store)
+    before = await index_names(isolated_db)
+    named = {name for _, name, _, _ in before}
+    assert {"purchases_pending_by_creation", "grants_active_by_expiry"} <= named
+
+    for jobs in (1, 2, 1):  # the names once drifted from rebuild to rebuild
+        await rebuilt(isolated_db, jobs=jobs)
+        assert await index_names(isolated_db) == before
+
+
+async def test_a_migration_gives_the_names_earlier_rebuilds_changed_back(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    before = await index_names(isolated_db)
+    drift = {
+        "balances_pkey": "balances__rebuild_pkey1",
+        "purchases_pending_by_creation": "purchases__rebuild_created_at_idx1",
+        "statement_lines_stream_id_version_key": "statement_lines__rebuild_stream_id_version_key",
+        "holds_by_stream": "holds__rebuild_stream_id_position_idx1",
+    }
+    migration = next(sql for version, _, sql in available_migrations() if version == 18)
+    async with owner_connection(isolated_db.url) as connection:
+        for name, drifted in drift.items():
+            await connection.execute(f"ALTER INDEX {name} RENAME TO {drifted}")
+        assert await index_names(isolated_db) != before
+        await connection.execute(migration)
+    assert await index_names(isolated_db) == before
