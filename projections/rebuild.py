@@ -145,11 +145,15 @@ async def _swap_in(
     return position
 
 
-# Each index of a table by its definition without its own name and its table's, in order.
-_INDEXES = r"""SELECT regexp_replace(pg_get_indexdef(i.indexrelid),
-                                     '^CREATE (UNIQUE )?INDEX \S+ ON \S+ ', '\1') AS shape,
+# Each index of a table by what it is: the constraint it backs (primary key, unique, if
+# any) and its definition without its own name and its table's.
+_INDEXES = r"""SELECT coalesce(k.contype::text, '') || ' '
+                      || regexp_replace(pg_get_indexdef(i.indexrelid),
+                                        '^CREATE (UNIQUE )?INDEX \S+ ON \S+ ', '\1') AS shape,
                       c.relname AS name
                FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+                    AND k.contype IN ('p', 'u', 'x')
                WHERE i.indrelid = $1::regclass ORDER BY shape, name"""
 
 

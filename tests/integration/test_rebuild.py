@@ -138,6 +138,16 @@ async def test_a_rebuild_keeps_the_views_indexes_under_the_names_the_migrations_
         await rebuilt(isolated_db, jobs=jobs)
         assert await index_names(isolated_db) == before
 
+    # An index of the same definition as a constraint's keeps its name, and the
+    # constraint its own.
+    async with owner_connection(isolated_db.url) as connection:
+        await connection.execute(
+            "CREATE UNIQUE INDEX balances_stream_id_too ON balances (stream_id)"
+        )
+    before = await index_names(isolated_db)
+    await rebuilt(isolated_db, jobs=1)
+    assert await index_names(isolated_db) == before
+
 
 async def test_a_migration_gives_the_names_earlier_rebuilds_changed_back(
     isolated_db: IsolatedDatabase,

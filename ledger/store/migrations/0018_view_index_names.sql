@@ -5,7 +5,7 @@
 DO $$
 DECLARE
     wanted record;
-    found text;
+    drifted text;
 BEGIN
     FOR wanted IN SELECT * FROM (VALUES
         ('balances', 'balances_pkey', 'UNIQUE USING btree (account_id)'),
@@ -28,14 +28,14 @@ BEGIN
          'UNIQUE USING btree (stream_id, version)')
     ) AS w(view_table, index_name, shape) LOOP
         CONTINUE WHEN to_regclass(format('public.%I', wanted.index_name)) IS NOT NULL;
-        SELECT c.relname INTO found
+        SELECT c.relname INTO drifted
         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
         WHERE i.indrelid = to_regclass(format('public.%I', wanted.view_table))
           AND regexp_replace(pg_get_indexdef(i.indexrelid),
                              '^CREATE (UNIQUE )?INDEX \S+ ON \S+ ', '\1') = wanted.shape
         ORDER BY c.relname LIMIT 1;
-        IF found IS NOT NULL THEN
-            EXECUTE format('ALTER INDEX public.%I RENAME TO %I', found, wanted.index_name);
+        IF drifted IS NOT NULL THEN
+            EXECUTE format('ALTER INDEX public.%I RENAME TO %I', drifted, wanted.index_name);
         END IF;
     END LOOP;
 END $$;
