@@ -15,7 +15,7 @@ import msgspec
 from api.cli_support import plural, progress, run_with_services, settings_from_env
 from api.settings import Settings
 from ledger import event_loop
-from ledger.heap import settle_after_start_up
+from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
@@ -583,7 +583,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
     settings = _settings()
 
     async def run(services: Services) -> None:
-        settle_after_start_up()  # as in the parts' processes (projections/rebuild_parts.py)
+        settle_after_start_up(young=BATCHES_YOUNG)  # as in the parts' processes
         head = await services.store.head_position()
         database_url = services.admin_url or services.database_url
         async with owner_connection(database_url) as connection:
