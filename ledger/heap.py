@@ -20,8 +20,8 @@ A rebuild's batches are freed whole before the next (some 100,000 objects each; 
 whole part of 500,000 events left 24 objects in cycles), so its processes take
 ``BATCHES_YOUNG``: a pass only once that much more is alive than after the last one,
 which for a rebuild means cycles piling up, not a batch being built (1,000,000 events
-at two processes, 8 rounds against ``YOUNG``: faster in 7, less Python CPU in all 8;
-bench/README.md).
+at two processes, 15 rounds against ``YOUNG`` in both orders: faster in 12, median 6 %,
+less Python CPU in 14; bench/README.md, fourteenth session).
 """
 
 from __future__ import annotations
