@@ -9,13 +9,24 @@ The live views keep answering while the new ones fill. Several views are
 rebuilt in one pass over the events: each batch is read and decoded once and
 applied to every fresh table. The swap happens in one transaction that first
 locks the views' live position rows, which pauses the live projector for
-them, applies what arrived meanwhile, renames the tables (the new ones' indexes
-take the names the old ones' had) and moves the positions.
+them, applies what arrived meanwhile, takes every live table at once, renames the
+tables (the new ones' indexes take the names the old ones' had) and moves the positions.
+
+Taking the live tables can meet a reader that holds one of them and waits for
+another (the expiry sweep's query reads ``holds``, then ``balances``): whoever waits
+longest would be ended by PostgreSQL's deadlock check. The swap never waits that
+long: it waits for each table at most ``SWAP_LOCK_WAIT``, lets go of all of them and
+tries again, so the reader finishes and the swap follows.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import random
 from collections.abc import Callable, Sequence
+
+import asyncpg
 
 from ledger.store.event_store import Connection, read_whole_appends_after
 from ledger.store.migrate import apply_grants
@@ -28,6 +39,10 @@ from projections.runner import Projection
 # faster on 300,000 events of 3,000 accounts, peak 75 MB against 46 MB a process
 # (50,000: 11 % faster again, 135 MB).
 REBUILD_BATCH = 20_000
+
+SWAP_LOCK_WAIT = "200ms"
+"""How long the swap waits for a live table before letting go and trying again: well
+under ``deadlock_timeout`` (1 s by default), so the deadlock check never ends a reader."""
 
 
 def _fresh(projection: Projection) -> str:
@@ -126,6 +141,7 @@ async def _swap_in(
             if not count:
                 break
             on_progress(count, position)
+        await _take_live_tables(connection, [p.table for p in projections])
         for projection in projections:
             old = f"{projection.table}__old"
             index_names = await _index_names(connection, projection.table)
@@ -143,6 +159,21 @@ async def _swap_in(
             position,
         )
     return position
+
+
+async def _take_live_tables(connection: Connection, tables: list[str]) -> None:
+    """Every live table in ``ACCESS EXCLUSIVE`` mode, all or none: a wait past
+    ``SWAP_LOCK_WAIT`` lets go of those taken (a savepoint) and tries again, after a
+    jittered pause that grows."""
+    for attempt in itertools.count():
+        try:
+            async with connection.transaction():
+                await connection.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'")
+                await connection.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+                await connection.execute("SET LOCAL lock_timeout TO DEFAULT")
+            return
+        except asyncpg.LockNotAvailableError:
+            await asyncio.sleep(random.uniform(0, min(0.05 * 2**attempt, 1.0)))  # noqa: S311
 
 
 # Each index of a table by what it is: the constraint it backs (primary key, unique, if
