@@ -410,7 +410,7 @@ def audit_verify(
         )
 
     async def run(services: Services) -> Any:
-        settle_after_start_up()  # a replay in this process holds every aggregate (--jobs 1)
+        settle_after_start_up(young=BATCHES_YOUNG)  # as in its workers (audit/verify.py)
         total = await services.pool.fetchval("SELECT count(*) FROM stored_events")
         with progress(total, "events", enabled=not as_json) as bar:
             return await verify(

@@ -57,7 +57,7 @@ from ledger.domain.events import (
     PaymentDisputed,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED
-from ledger.heap import settle_after_start_up
+from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
 from ledger.store.hash_chain import GENESIS, event_hash
 from ledger.store.mapper import MsgspecMapper, event_type_name
@@ -1130,7 +1130,7 @@ _progress: multiprocessing.Queue[int] | None = None
 def _start_worker(progress: multiprocessing.Queue[int]) -> None:
     global _progress
     _progress = progress
-    settle_after_start_up()
+    settle_after_start_up(young=BATCHES_YOUNG)
 
 
 def _report_progress(events: int) -> None:

@@ -13,15 +13,17 @@ traffic, one run each way) served 540 requests/s against 453 without this, and
 the API process ended at 87.9 MiB against 84.6 (both growing with the caches as
 accounts and sessions are added).
 
-The replays settle the same way, in each of their processes: ``ledger audit verify``
-(its processes hold every aggregate they replay) and ``ledger projections rebuild``
-(1,000,000 events at two processes: 94,000-102,000 events/s -> 105,000-112,000).
-A rebuild's batches are freed whole before the next (some 100,000 objects each; a
-whole part of 500,000 events left 24 objects in cycles), so its processes take
-``BATCHES_YOUNG``: a pass only once that much more is alive than after the last one,
-which for a rebuild means cycles piling up, not a batch being built (1,000,000 events
-at two processes, 15 rounds against ``YOUNG`` in both orders: faster in 12, median 6 %,
-less Python CPU in 14; bench/README.md, fourteenth session).
+The replays settle too, in each of their processes, with ``BATCHES_YOUNG``: what a
+batch of events makes is freed before the next (a rebuild's 20,000 events make some
+100,000 objects; a whole 500,000-event part left 24 in cycles), so a pass comes only
+once that much more is alive than after the last one: cycles piling up, or what a
+replay keeps (``ledger audit verify`` keeps every aggregate it replays: ~20,000 for
+1,000,000 events), not a batch being built. Measured on 1,000,000 events at two
+processes, in turns with ``YOUNG``, both orders (bench/README.md, fourteenth session):
+``ledger projections rebuild`` faster in 12 of 15 rounds (median 6 %, the workers'
+Python CPU lower in 14); ``ledger audit verify`` faster in 13 of 15 (median 4 %).
+(Before, ``YOUNG`` against CPython's 700 took a rebuild from 94,000-102,000 events/s to
+105,000-112,000.)
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import gc
 YOUNG = 10_000
 """Net container allocations between passes over the young generation (CPython: 700)."""
 BATCHES_YOUNG = 1_000_000
-"""``YOUNG`` for a process that works through batches, each freed before the next:
-above any batch's live objects (a rebuild's 20,000 events make some 100,000)."""
+"""``YOUNG`` for a replay's processes, which work through batches, each freed before the
+next: above any batch's live objects (a rebuild's 20,000 events make some 100,000)."""
 OLDER = (50, 100)
 """Passes of each younger generation between passes over the next (CPython: 10, 10)."""
 
