@@ -50,3 +50,15 @@ def test_a_batch_process_still_collects_cycles_once_they_pile_up() -> None:
     ).stdout.split()  # fmt: skip
 
     assert shown == ["True", "True"]
+
+
+def test_audit_verify_workers_take_the_batch_setting() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-c",
+         "import gc, multiprocessing; from audit.verify import _start_worker;"
+         " _start_worker(multiprocessing.get_context('spawn').Queue());"
+         " print(*gc.get_threshold())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+
+    assert shown == [str(BATCHES_YOUNG), *map(str, OLDER)]
