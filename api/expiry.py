@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import asyncpg
+
 from ledger.commands import ExpireGrant, SettleHold
 from ledger.domain.errors import (
     GrantClosed,
@@ -93,8 +95,11 @@ class ExpirySweeper:
                     log.info("released %d expired hold(s)", swept["holds"])
                 if swept["grants"]:
                     log.info("recorded the expiry of %d grant(s)", swept["grants"])
-            except Exception:  # a database outage must not end the sweeping for good
-                log.warning("expiry sweep failed; trying again shortly", exc_info=True)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                # The database away or restarting: a line a second, not a traceback a second.
+                log.warning("expiry sweep could not reach the database (will retry): %s", error)
+            except Exception:  # a surprise must not end the sweeping for good either
+                log.exception("expiry sweep failed (will retry)")
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from api.expiry import ExpirySweeper
@@ -218,3 +220,27 @@ async def test_the_audit_finds_a_grants_view_that_disagrees(isolated_db: Isolate
     details = " ".join(f.detail for f in report.findings)
     assert f"grant {ids['kept']} is active with 49 left in the view, active with 50" in details
     assert "granted is 0 in the view, 50 replayed" in details
+
+
+async def test_a_sweeper_that_cannot_reach_the_database_says_so_in_one_line(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the projector and the dispatcher do: a database error is a warning line with the
+    error, not a traceback each second; the sweeper keeps trying."""
+    pool = await asyncpg.create_pool(isolated_db.url, min_size=1, max_size=1)
+    await pool.close()  # every query now fails as it would with the database away
+    sweeper = ExpirySweeper(Views(pool), build_ledger(isolated_db.pool), interval=0.01)
+    with caplog.at_level(logging.WARNING, logger="api.expiry"):
+        sweeper.start()
+        try:
+            async with asyncio.timeout(10):
+                while len(caplog.records) < 2:  # noqa: ASYNC110 (caplog's list, no event)
+                    await asyncio.sleep(0.01)
+        finally:
+            await sweeper.stop()
+
+    first = caplog.records[0]
+    assert first.levelno == logging.WARNING
+    assert first.getMessage().startswith("expiry sweep could not reach the database (will retry):")
+    assert "pool is closed" in first.getMessage()
+    assert first.exc_info is None
