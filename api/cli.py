@@ -202,9 +202,8 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 
     signal.signal(signal.SIGTERM, exit_now)
 
-    import asyncpg
-
     from ledger.notifications.dispatcher import Dispatcher
+    from ledger.store.event_store import DATABASE_ERRORS
     from projections.runner import Projector, catch_up
 
     logging.getLogger().setLevel(logging.INFO)
@@ -241,7 +240,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
         # visible now, so that the writes of an API that stopped just before are in.
         try:
             await catch_up(services.store, projector.projections, batch_size)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             logging.getLogger("projections.runner").warning("projector stopped behind: %s", error)
 
     _run_with_services(_settings(), run)

@@ -14,8 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import asyncpg
-
 from ledger.commands import ExpireGrant, SettleHold
 from ledger.domain.errors import (
     GrantClosed,
@@ -27,6 +25,7 @@ from ledger.domain.errors import (
     HoldNotFound,
 )
 from ledger.service import Ledger
+from ledger.store.event_store import DATABASE_ERRORS
 from projections.queries import Views
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ class ExpirySweeper:
                     log.info("released %d expired hold(s)", swept["holds"])
                 if swept["grants"]:
                     log.info("recorded the expiry of %d grant(s)", swept["grants"])
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 # The database away or restarting: a line a second, not a traceback a second.
                 log.warning("expiry sweep could not reach the database (will retry): %s", error)
             except Exception:  # a surprise must not end the sweeping for good either

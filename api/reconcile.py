@@ -18,10 +18,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import asyncpg
-
 from ledger.ports import CheckoutLookup
 from ledger.reconcile import PendingCheckout, Reconciled, reconcile
+from ledger.store.event_store import DATABASE_ERRORS
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -195,7 +194,7 @@ class PeriodicReconciler:
         while True:
             try:
                 await self.run_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 log.warning("reconcile: run failed (will try again): %s", error)
             except Exception:
                 # A background loop: one bad run must not end the ones after it.

@@ -16,6 +16,8 @@ from enum import StrEnum
 import asyncpg
 import msgspec
 
+from ledger.store.event_store import DATABASE_ERRORS
+
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "ldg"  # noqa: S105 (a label, not a secret)
@@ -136,7 +138,7 @@ class TokenService:
             attempt += 1
             try:
                 await self._listen(self._database_url)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 log.warning("token revocations: cannot listen yet (%s); retrying", error)
             else:
                 log.info("token revocations: listening again; tokens are cached again")
@@ -247,7 +249,7 @@ class TokenService:
                 token_id,
                 USE_RECORDED_EVERY_SECONDS,
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             # Only a report's detail: the request it came with is answered regardless.
             log.debug("could not record the use of token %s: %s", token_id, error)
 

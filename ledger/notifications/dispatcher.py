@@ -29,6 +29,7 @@ from ledger.notifications.outbox import (
     seconds_until_due,
 )
 from ledger.notifications.signing import SIGNATURE_HEADER, signature_header
+from ledger.store.event_store import DATABASE_ERRORS
 from ledger.store.wakeups import listen, wait_for_either
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Dispatcher:
                     try:
                         started = await self._start_due(client)
                         wait = await self._seconds_to_wait() if not started else 0.0
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    except DATABASE_ERRORS as error:
                         log.warning("dispatcher could not reach the outbox (will retry): %s", error)
                         started, wait = 0, self.poll_seconds
                     except Exception:  # never let a surprise end deliveries (or the projector)

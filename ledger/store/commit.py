@@ -30,7 +30,12 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.store import stats
 from ledger.store.claims import Claim, ClaimTaken
-from ledger.store.event_store import NOTIFY_CHANNEL, ConcurrencyConflict, Connection
+from ledger.store.event_store import (
+    DATABASE_ERRORS,
+    NOTIFY_CHANNEL,
+    ConcurrencyConflict,
+    Connection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +175,7 @@ class GroupCommitter:
             self._committed.clear()
             try:
                 await self._notify()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 log.debug("could not wake readers (they poll): %s", error)
             await asyncio.sleep(WAKE_EVERY)
 

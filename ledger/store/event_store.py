@@ -40,6 +40,10 @@ from ledger.store.shared_reads import SharedReads
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of our own or one lent by the pool: both take the same calls."""
 
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What asyncpg raises while PostgreSQL is away, restarting or refusing a statement: a loop
+in the background says so in one line and tries again."""
+
 NOTIFY_CHANNEL = "ledger_events"
 
 VISIBLE = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"

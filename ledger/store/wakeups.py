@@ -7,6 +7,8 @@ import logging
 
 import asyncpg
 
+from ledger.store.event_store import DATABASE_ERRORS
+
 log = logging.getLogger(__name__)
 
 
@@ -17,7 +19,7 @@ async def listen(
     try:
         connection: asyncpg.Connection = await asyncpg.connect(database_url, timeout=5)
         await connection.add_listener(channel, lambda *_: wake.set())
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except DATABASE_ERRORS as error:
         log.warning("%s cannot LISTEN (%s): polling every %.1fs", who, error, poll_seconds)
         return None
     return connection
