@@ -7,11 +7,13 @@
 3. lets the handler decide (``handler.decide``: a plain function of that state and
    the command, which records events on the aggregates or raises a refusal);
 4. commits the events and the command's claim (its idempotency key, Stripe event
-   id or hold settlement) together, through group commit;
-5. on a version conflict, loads fresh state and decides again (bounded, with
-   jittered backoff); when the claim is taken, or a refusal meets a claim
-   already made, answers what the first command answered, and says so in
-   ``answer_replayed`` (the HTTP edge turns it into ``Idempotent-Replayed: true``).
+   id or hold settlement) together, through group commit, with any other keys the
+   decision takes (a payment intent's link, ledger/handlers/payments.py);
+5. on a version conflict, or one of those other keys taken, loads fresh state and
+   decides again (bounded, with jittered backoff); when the claim is taken, or a
+   refusal meets a claim already made, answers what the first command answered,
+   and says so in ``answer_replayed`` (the HTTP edge turns it into
+   ``Idempotent-Replayed: true``).
 
 A refusal is never trusted to the cache, nor is a decision to write nothing
 without a claim (it would meet no version check): each is decided again on fresh
@@ -100,10 +102,13 @@ class _Collecting:
 
 @dataclass(frozen=True)
 class Decision(Generic[A]):
-    """What a handler decided: the answer, and the aggregates whose new events to commit."""
+    """What a handler decided: the answer, the aggregates whose new events to commit, and
+    any keys it takes besides its command's claim (one taken already means another command
+    got there first: the command is decided again, as on a version conflict)."""
 
     answer: A
     changed: Sequence[Aggregate] = ()
+    keys: Sequence[ClaimRecord] = ()
 
 
 class Streams:
@@ -217,11 +222,16 @@ class UnitOfWork:
             await self.note_head()
             return
         claims = [] if claim is None else [ClaimRecord(claim, msgspec.json.encode(decision.answer))]
-        writes = self.repository.writes(changed, claims)
+        writes = self.repository.writes(changed, [*claims, *decision.keys])
         try:
             positions = await self.committer.commit(writes)
         except ConcurrencyConflict:
             raise  # the cached copies are as they were before this decision: still true
+        except ClaimTaken:
+            self.repository.forget(changed)
+            if decision.keys and not await self._claim_made(claim):
+                raise ConcurrencyConflict("another command took a key this one takes") from None
+            raise
         except BaseException:
             self.repository.forget(changed)
             raise
@@ -230,6 +240,9 @@ class UnitOfWork:
             collected.note(max(positions))
         elif not positions:
             await self.note_head()
+
+    async def _claim_made(self, claim: Claim | None) -> bool:
+        return claim is not None and await self.claims.find(claim.scope, claim.key) is not None
 
     async def note_head(self) -> None:
         """An answer that wrote nothing stands at the store's head (one query, if collected)."""

@@ -4,9 +4,14 @@ Stripe does not deliver in order, and a ``checkout.session.completed`` whose
 first delivery failed is retried for days: a refund or a dispute, which name
 only the payment intent, can arrive before the payment that links that intent
 to one of our sessions. They are recorded here as they arrive and applied to
-the session and its account when the payment lands, in the same commit. The
-payment writes this stream too, so a refund that looked for the link just
-before it was made conflicts with the payment and is decided again.
+the session and its account when the payment lands, in the same commit.
+
+Only such an early event opens the stream; a payment that finds none claims the
+intent's link instead (a claim costs less than a stream: ``LINK_SCOPE`` in
+ledger/handlers/payments.py). The refund that opens the stream claims the same
+key, so a refund that looked for the link just before the payment made it (or a
+payment that looked for this stream just before the refund opened it) meets the
+other's claim and is decided again.
 """
 
 from __future__ import annotations

@@ -26,13 +26,17 @@ from ledger.domain.ids import account_stream_id, checkout_stream_id, payment_int
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.store.claims import Claim, StoredAnswer
+from ledger.store.commit import ClaimRecord
 from ledger.unit_of_work import Decision, Handler, Streams
 
 log = logging.getLogger(__name__)
 
 STRIPE_EVENT_SCOPE = "stripe-event"
-LEGACY_LINK_SCOPE = "payment-intent"
-"""Before payment intents had streams, their link to a session was a claim in this scope."""
+LINK_SCOPE = "payment-intent"
+"""A payment intent's first sighting, claimed once: the session whose payment links it, or
+"" when a refund or dispute that came first opened the intent's stream. A payment and a
+refund that race both claim it, so the second is decided again (ledger/domain/payment_intent.py).
+Before payment intents had streams, every link was such a claim."""
 
 
 class Received(msgspec.Struct, frozen=True):
@@ -49,6 +53,7 @@ class PaymentState:
     account: CreditAccount | None = None
     intent: PaymentIntent | None = None
     changed: list[Aggregate] = field(default_factory=list)
+    keys: list[ClaimRecord] = field(default_factory=list)
 
 
 async def load_payment(streams: Streams, command: ApplyPaymentEvent) -> PaymentState:
@@ -72,8 +77,8 @@ async def load_payment(streams: Streams, command: ApplyPaymentEvent) -> PaymentS
     elif state.intent is not None:
         session_id = state.intent.session_id
     else:
-        legacy = await streams.claim(LEGACY_LINK_SCOPE, intent_id) if intent_id else None
-        session_id = legacy.response.decode() if legacy is not None else None
+        link = await streams.claim(LINK_SCOPE, intent_id) if intent_id else None
+        session_id = link.response.decode() if link is not None else None
     if session_id:
         state.session = await streams.get(CheckoutSession, checkout_stream_id(session_id))
     account_id = (
@@ -105,7 +110,7 @@ def decide_payment(state: PaymentState, command: ApplyPaymentEvent) -> Decision[
             else:
                 intent = _intent(state, event.payment_intent)
                 intent.hold_dispute(event.dispute_id, event.status, event.amount)
-    return Decision(Received(applied=True), state.changed)
+    return Decision(Received(applied=True), state.changed, state.keys)
 
 
 def _checkout(state: PaymentState, event: CheckoutEvent, command: ApplyPaymentEvent) -> None:
@@ -141,6 +146,7 @@ def _fulfil(state: PaymentState, session: CheckoutSession, event: CheckoutEvent)
             session.account_id,
         )
         return
+    settled_before = session.paid or session.status == MISMATCHED
     credits = session.pay(
         payment_intent=event.payment_intent,
         amount_paid=event.amount_total if event.amount_total is not None else -1,
@@ -160,15 +166,19 @@ def _fulfil(state: PaymentState, session: CheckoutSession, event: CheckoutEvent)
         )
     state.changed += [session, account]
     if event.payment_intent and session.status in (PAID, REFUNDED, MISMATCHED):
-        _link(state, session, event.payment_intent)
+        _link(state, session, event.payment_intent, settled_now=not settled_before)
 
 
-def _link(state: PaymentState, session: CheckoutSession, payment_intent: str) -> None:
-    """Name the session on its payment intent's stream; apply what arrived there first."""
+def _link(
+    state: PaymentState, session: CheckoutSession, payment_intent: str, *, settled_now: bool
+) -> None:
+    """Name the session on its payment intent's stream, if a refund or dispute opened one
+    (and apply what they left there); else claim the intent's link for the session, once,
+    when the payment settles it."""
     intent = state.intent
     if intent is None:
-        state.intent = PaymentIntent.record(payment_intent, session.session_id)
-        state.changed.append(state.intent)
+        if settled_now:
+            state.keys.append(_link_key(payment_intent, session.session_id))
         return
     if not intent.link(session.session_id):
         return
@@ -214,8 +224,13 @@ def _intent(state: PaymentState, payment_intent: str) -> PaymentIntent:
     if state.intent is None:
         log.info("payment intent %s paid no session the ledger knows yet: kept", payment_intent)
         state.intent = PaymentIntent.record(payment_intent)
+        state.keys.append(_link_key(payment_intent, ""))
     state.changed.append(state.intent)
     return state.intent
+
+
+def _link_key(payment_intent: str, session_id: str) -> ClaimRecord:
+    return ClaimRecord(Claim(LINK_SCOPE, payment_intent, b""), session_id.encode())
 
 
 async def _load_checkout_at_once(

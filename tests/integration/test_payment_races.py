@@ -1,0 +1,161 @@
+"""A payment and a refund of it decided at once, by two processes: neither is lost.
+
+The payment links its payment intent to its session with a claim; a refund that finds
+no link keeps itself on the intent's stream and claims the same key. Whichever of the
+two commits second meets the other's claim and is decided again, on what the first wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from ledger.bootstrap import build_ledger
+from ledger.domain.checkout import CheckoutSession
+from ledger.domain.ids import payment_intent_stream_id
+from ledger.domain.payment_intent import PaymentIntent
+from ledger.handlers.payments import LINK_SCOPE
+from ledger.payment_events import CheckoutChange, CheckoutEvent, RefundEvent
+from ledger.service import Ledger
+from ledger.store.claims import StoredAnswer
+from tests.conftest import unique
+from tests.support.ledger import open_account, save
+
+
+class Purchase:
+    """A requested session of 1,000 credits for 1,000 cents, its payment and a refund of 400."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.session_id = unique("cs")
+        self.intent = unique("pi")
+
+    def paid(self, change: CheckoutChange = CheckoutChange.COMPLETED) -> CheckoutEvent:
+        return CheckoutEvent(
+            event_id=unique("evt"),
+            change=change,
+            session_id=self.session_id,
+            paid=True,
+            payment_intent=self.intent,
+            amount_total=1000,
+            currency="usd",
+            account_id=self.account_id,
+            credits=1000,
+            checkout_url=None,
+            expires_at=None,
+        )
+
+    def refunded(self) -> RefundEvent:
+        return RefundEvent(event_id=unique("evt"), payment_intent=self.intent, amount_refunded=400)
+
+
+async def requested(books: Ledger) -> Purchase:
+    purchase = Purchase(unique("acct"))
+    await open_account(books, purchase.account_id, 0)
+    session = CheckoutSession.request(
+        session_id=purchase.session_id,
+        account_id=purchase.account_id,
+        credits=1000,
+        amount=1000,
+        currency="usd",
+        checkout_url="",
+        expires_at=0,
+    )
+    await save(books, session)
+    return purchase
+
+
+async def deliver(books: Ledger, event: CheckoutEvent | RefundEvent) -> bool:
+    event_type = "charge.refunded" if isinstance(event, RefundEvent) else "checkout.session"
+    return await books.apply_payment_event(event.event_id, event_type, event)
+
+
+async def assert_refunded_once(books: Ledger, purchase: Purchase) -> None:
+    session = await books.session(purchase.session_id, fresh=True)
+    assert session is not None
+    assert (session.status, session.amount_refunded, session.credits_clawed_back) == (
+        "paid",
+        400,
+        400,
+    )
+    account = await books.account(purchase.account_id, fresh=True)
+    assert account.balance == 600
+
+
+async def test_a_refund_that_missed_the_link_by_a_moment_is_decided_again(
+    pool: asyncpg.Pool,
+) -> None:
+    """The refund finds no link; the payment commits; the refund's hold would strand it."""
+    first, second = build_ledger(pool), build_ledger(pool)
+    try:
+        purchase = await requested(first)
+        find = second.uow.claims.find
+        payments: list[bool] = []
+
+        async def payment_lands_meanwhile(scope: str, key: str) -> StoredAnswer | None:
+            found = await find(scope, key)
+            if scope == LINK_SCOPE and not payments:
+                payments.append(await deliver(first, purchase.paid()))
+            return found
+
+        second.uow.claims.find = payment_lands_meanwhile  # type: ignore[method-assign]
+        assert await deliver(second, purchase.refunded())
+
+        assert payments == [True]
+        await assert_refunded_once(first, purchase)
+        # The hold that met the payment's claim was never written.
+        assert not await first.store.exists(payment_intent_stream_id(purchase.intent))
+    finally:
+        await first.uow.committer.stop()
+        await second.uow.committer.stop()
+
+
+async def test_a_payment_that_missed_an_early_refund_by_a_moment_is_decided_again(
+    pool: asyncpg.Pool,
+) -> None:
+    """The payment finds no intent stream; the refund opens it; the payment, committing a
+    link of its own, would leave the refund on that stream for ever."""
+    first, second = build_ledger(pool), build_ledger(pool)
+    try:
+        purchase = await requested(first)
+        get_many = second.repository.get_many
+        refunds: list[bool] = []
+
+        async def refund_lands_meanwhile(*args: Any, **kwargs: Any) -> list[Any]:
+            found = await get_many(*args, **kwargs)
+            if not refunds:
+                refunds.append(await deliver(first, purchase.refunded()))
+            return found
+
+        second.repository.get_many = refund_lands_meanwhile  # type: ignore[method-assign]
+        assert await deliver(second, purchase.paid())
+
+        assert refunds == [True]
+        await assert_refunded_once(first, purchase)
+        intent = await first.repository.get(
+            PaymentIntent, payment_intent_stream_id(purchase.intent), fresh=True
+        )
+        assert intent is not None
+        assert (intent.session_id, intent.amount_refunded) == (purchase.session_id, 400)
+    finally:
+        await first.uow.committer.stop()
+        await second.uow.committer.stop()
+
+
+async def test_a_second_paid_event_of_a_session_links_nothing_again(pool: asyncpg.Pool) -> None:
+    """``completed`` then ``async_payment_succeeded``: the first links the intent; the second,
+    settling nothing, must not claim the link again (it would be decided again for ever)."""
+    books = build_ledger(pool)
+    try:
+        purchase = await requested(books)
+        assert await deliver(books, purchase.paid())
+        assert await deliver(books, purchase.paid(CheckoutChange.PAYMENT_SUCCEEDED))
+        link = await books.claims.find(LINK_SCOPE, purchase.intent)
+        assert link is not None
+        assert link.response == purchase.session_id.encode()
+
+        assert await deliver(books, purchase.refunded())
+        await assert_refunded_once(books, purchase)
+    finally:
+        await books.uow.committer.stop()
