@@ -7,8 +7,8 @@ commands through the ``Ledger`` at a fixed rate from this process (32 tasks, the
 committer, NOTIFY after each commit as in the service), and stops it. The load is
 spends of 1 credit (``--load spends``, one event each), or Stripe deliveries of
 ``checkout.session.completed`` for sessions recorded just before the round
-(``--load webhooks``: three events each, the session paid, the account credited, the
-payment intent linked; ``bench.checkouts``). It prints the projector's CPU seconds and
+(``--load webhooks``: two events each, the session paid and the account credited, the
+payment intent's link a claim; ``bench.checkouts``). It prints the projector's CPU seconds and
 CPU per event over the load, the CPU of the PostgreSQL backends serving it (its
 connections are the only ones of the service's role here; the server must be on this
 machine, as the default is), its batches and how many of them applied nothing, the
