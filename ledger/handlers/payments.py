@@ -24,7 +24,13 @@ from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import MISMATCHED, PAID, REFUNDED, Adjustment, CheckoutSession
 from ledger.domain.ids import account_stream_id, checkout_stream_id, payment_intent_stream_id
 from ledger.domain.payment_intent import PaymentIntent
-from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
+from ledger.payment_events import (
+    CheckoutChange,
+    CheckoutEvent,
+    DisputeEvent,
+    PaymentEvent,
+    RefundEvent,
+)
 from ledger.store.claims import Claim, StoredAnswer
 from ledger.store.commit import ClaimRecord
 from ledger.unit_of_work import Decision, Handler, Streams
@@ -52,6 +58,9 @@ class PaymentState:
     session: CheckoutSession | None = None
     account: CreditAccount | None = None
     intent: PaymentIntent | None = None
+    linked_to: str | None = None
+    """The session a payment intent with no stream is linked to, as its claim says: looked up
+    for a payment only when it is decided again (the first attempt leaves it to the commit)."""
     changed: list[Aggregate] = field(default_factory=list)
     keys: list[ClaimRecord] = field(default_factory=list)
 
@@ -62,12 +71,24 @@ async def load_payment(streams: Streams, command: ApplyPaymentEvent) -> PaymentS
     state = PaymentState()
     if event is None:
         return state
-    if (
+    if not (
         isinstance(event, CheckoutEvent)
         and event.account_id
         and await _load_checkout_at_once(streams, event, state)
     ):
-        return state
+        await _load_in_turn(streams, event, state)
+    if (
+        isinstance(event, CheckoutEvent)
+        and event.payment_intent
+        and state.intent is None
+        and streams.fresh
+    ):
+        state.linked_to = await _linked_session(streams, event.payment_intent)
+    return state
+
+
+async def _load_in_turn(streams: Streams, event: PaymentEvent, state: PaymentState) -> None:
+    """The intent, then the session it or the event names, then that session's account."""
     intent_id = event.payment_intent
     if intent_id:
         state.intent = await streams.get(PaymentIntent, payment_intent_stream_id(intent_id))
@@ -77,8 +98,7 @@ async def load_payment(streams: Streams, command: ApplyPaymentEvent) -> PaymentS
     elif state.intent is not None:
         session_id = state.intent.session_id
     else:
-        link = await streams.claim(LINK_SCOPE, intent_id) if intent_id else None
-        session_id = link.response.decode() if link is not None else None
+        session_id = await _linked_session(streams, intent_id) if intent_id else None
     if session_id:
         state.session = await streams.get(CheckoutSession, checkout_stream_id(session_id))
     account_id = (
@@ -88,7 +108,14 @@ async def load_payment(streams: Streams, command: ApplyPaymentEvent) -> PaymentS
     )
     if account_id:
         state.account = await streams.get(CreditAccount, account_stream_id(account_id))
-    return state
+
+
+async def _linked_session(streams: Streams, payment_intent: str) -> str | None:
+    """The session the intent's link claim names (None for none, or a refund's empty one)."""
+    link = await streams.claim(LINK_SCOPE, payment_intent)
+    if link is None:
+        return None
+    return link.response.decode() or None
 
 
 def decide_payment(state: PaymentState, command: ApplyPaymentEvent) -> Decision[Received]:
@@ -177,8 +204,15 @@ def _link(
     when the payment settles it."""
     intent = state.intent
     if intent is None:
-        if settled_now:
+        if settled_now and state.linked_to is None:
             state.keys.append(_link_key(payment_intent, session.session_id))
+        elif settled_now:
+            log.warning(
+                "payment intent %s paid session %s already: session %s is credited, not linked",
+                payment_intent,
+                state.linked_to,
+                session.session_id,
+            )
         return
     if not intent.link(session.session_id):
         return

@@ -130,8 +130,8 @@ async def test_a_checkpoint_of_a_faithful_ledger_verifies_clean(
         "SELECT max(notification_id) FROM stored_events"
     )
     assert checkpoint.event_count == report.events
-    # two accounts, four Checkout sessions and their four payment intents
-    assert checkpoint.stream_count == report.streams == 10
+    # two accounts and four Checkout sessions (a payment links its intent with a claim)
+    assert checkpoint.stream_count == report.streams == 6
     bob = next(h for h in checkpoint.heads if h.stream_id == account_stream_id("acct_bob"))
     assert (bob.version, bytes.fromhex(bob.hash)) == tuple(
         await pool.fetchrow(
@@ -421,7 +421,7 @@ async def test_the_cli_makes_a_key_signs_a_checkpoint_and_verifies_against_it(
     written = json.loads(await asyncio.to_thread(saved.read_text))
     assert written["format"] == "credit-ledger-checkpoint"
     assert written["public_key"] in keygen.stdout
-    assert len(written["heads"]) == written["stream_count"] == 10
+    assert len(written["heads"]) == written["stream_count"] == 6
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "nothing at or before the checkpoints changed" in clean.stdout
     assert f"position {written['position']}" in clean.stdout

@@ -159,3 +159,40 @@ async def test_a_second_paid_event_of_a_session_links_nothing_again(pool: asyncp
         await assert_refunded_once(books, purchase)
     finally:
         await books.uow.committer.stop()
+
+
+async def test_a_payment_intent_that_pays_a_second_session_does_not_link_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """Stripe never pays two sessions with one intent; if it did, the second payment would
+    meet the first's link claim. Decided again, it sees whose the link is and credits the
+    second session without it, instead of being decided again until it gives up."""
+    books = build_ledger(pool)
+    try:
+        first = await requested(books)
+        second = Purchase(first.account_id)
+        second.intent = first.intent
+        await save(
+            books,
+            CheckoutSession.request(
+                session_id=second.session_id,
+                account_id=second.account_id,
+                credits=1000,
+                amount=1000,
+                currency="usd",
+                checkout_url="",
+                expires_at=0,
+            ),
+        )
+        assert await deliver(books, first.paid())
+        assert await deliver(books, second.paid())
+
+        session = await books.session(second.session_id, fresh=True)
+        assert session is not None
+        assert session.status == "paid"
+        assert (await books.account(first.account_id, fresh=True)).balance == 2000
+        link = await books.claims.find(LINK_SCOPE, first.intent)
+        assert link is not None
+        assert link.response == first.session_id.encode()
+    finally:
+        await books.uow.committer.stop()
