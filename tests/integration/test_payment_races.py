@@ -53,6 +53,11 @@ class Purchase:
 async def requested(books: Ledger) -> Purchase:
     purchase = Purchase(unique("acct"))
     await open_account(books, purchase.account_id, 0)
+    await record_session(books, purchase)
+    return purchase
+
+
+async def record_session(books: Ledger, purchase: Purchase) -> None:
     session = CheckoutSession.request(
         session_id=purchase.session_id,
         account_id=purchase.account_id,
@@ -63,7 +68,6 @@ async def requested(books: Ledger) -> Purchase:
         expires_at=0,
     )
     await save(books, session)
-    return purchase
 
 
 async def deliver(books: Ledger, event: CheckoutEvent | RefundEvent) -> bool:
@@ -172,18 +176,7 @@ async def test_a_payment_intent_that_pays_a_second_session_does_not_link_it(
         first = await requested(books)
         second = Purchase(first.account_id)
         second.intent = first.intent
-        await save(
-            books,
-            CheckoutSession.request(
-                session_id=second.session_id,
-                account_id=second.account_id,
-                credits=1000,
-                amount=1000,
-                currency="usd",
-                checkout_url="",
-                expires_at=0,
-            ),
-        )
+        await record_session(books, second)
         assert await deliver(books, first.paid())
         assert await deliver(books, second.paid())
 
