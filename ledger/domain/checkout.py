@@ -106,6 +106,11 @@ class CheckoutSession(Aggregate):
         return self.status in _SETTLED
 
     @property
+    def settled(self) -> bool:
+        """Whether ``pay`` has settled the session: paid, or a mismatch recorded."""
+        return self.paid or self.status == MISMATCHED
+
+    @property
     def credits_outstanding(self) -> int:
         """Credits of this purchase still on the account: not clawed back nor reversed."""
         return self.credits - self.credits_clawed_back - self.credits_reversed
@@ -116,7 +121,7 @@ class CheckoutSession(Aggregate):
         A mismatch between what was paid and what was asked credits nothing and is
         recorded for someone to look at.
         """
-        if self.paid or self.status == MISMATCHED:
+        if self.settled:
             return 0
         if amount_paid != self.amount or currency.lower() != self.currency.lower():
             self.trigger_event(PaymentMismatched, amount_paid=amount_paid, currency=currency.lower())

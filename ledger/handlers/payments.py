@@ -21,7 +21,7 @@ from eventsourcing.domain import Aggregate
 
 from ledger.commands import ApplyPaymentEvent
 from ledger.domain.account import CreditAccount
-from ledger.domain.checkout import MISMATCHED, PAID, REFUNDED, Adjustment, CheckoutSession
+from ledger.domain.checkout import MISMATCHED, Adjustment, CheckoutSession
 from ledger.domain.ids import account_stream_id, checkout_stream_id, payment_intent_stream_id
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.payment_events import (
@@ -173,7 +173,7 @@ def _fulfil(state: PaymentState, session: CheckoutSession, event: CheckoutEvent)
             session.account_id,
         )
         return
-    settled_before = session.paid or session.status == MISMATCHED
+    settled_before = session.settled
     credits = session.pay(
         payment_intent=event.payment_intent,
         amount_paid=event.amount_total if event.amount_total is not None else -1,
@@ -192,7 +192,7 @@ def _fulfil(state: PaymentState, session: CheckoutSession, event: CheckoutEvent)
             session.currency,
         )
     state.changed += [session, account]
-    if event.payment_intent and session.status in (PAID, REFUNDED, MISMATCHED):
+    if event.payment_intent and session.settled:
         _link(state, session, event.payment_intent, settled_now=not settled_before)
 
 
