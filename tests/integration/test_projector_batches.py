@@ -1,12 +1,22 @@
 """The projector asks first whether any view has an event to apply (projections/runner.py):
-one round trip, where the batch's transaction took six to find nothing."""
+one round trip, where the batch's transaction took six to find nothing. Once it knows
+where it left the views, the read of the events after them is that question."""
 
 from __future__ import annotations
 
+import asyncio
+
 from ledger.bootstrap import build_ledger
-from projections.runner import all_projections, apply_batch
+from ledger.commands import SpendCredits
+from projections.runner import (
+    _ANYTHING_TO_APPLY,
+    _apply_batch_on,
+    all_projections,
+    apply_batch,
+    catch_up,
+)
 from tests.conftest import IsolatedDatabase
-from tests.support.events import caught_up
+from tests.support.events import caught_up, settled
 from tests.support.ledger import open_account
 
 
@@ -76,3 +86,58 @@ async def test_a_view_behind_the_others_is_applied_from_its_own_position(
 
 async def opened_more(isolated_db: IsolatedDatabase) -> None:
     await open_account(build_ledger(isolated_db.pool), "acct_peek_late", 100)
+
+
+async def test_a_projector_that_knows_where_it_left_the_views_reads_without_a_look(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await opened(isolated_db, 2)
+    await settled(isolated_db.store)
+    left_at: dict[str, int] = {}
+    queries: list[str] = []
+    projections = all_projections(remembering=True)
+    async with isolated_db.pool.acquire() as connection:
+        connection.add_query_logger(lambda record: queries.append(record.query))
+        # Not known yet: it looks, and learns where it left the views as it applies.
+        assert set((await _apply_batch_on(connection, projections, 500, left_at)).values()) == {2}
+        await asyncio.sleep(0)  # the logger is called soon after each query
+        assert queries[0] == _ANYTHING_TO_APPLY
+        await opened_more(isolated_db)
+        await settled(isolated_db.store)
+        head = await isolated_db.store.head_position()
+        queries.clear()
+
+        applied = await _apply_batch_on(connection, projections, 500, left_at)
+        await asyncio.sleep(0)
+
+    assert set(applied.values()) == {1}
+    assert queries  # the batch's own, logged
+    assert _ANYTHING_TO_APPLY not in queries
+    assert left_at == dict.fromkeys(applied, head)
+    assert await positions(isolated_db) == dict.fromkeys(applied, head)
+
+
+async def test_a_projector_whose_views_another_moved_applies_only_what_is_new_to_them(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    ledger = build_ledger(isolated_db.pool)
+    (account_id,) = await opened(isolated_db, 1)
+    left_at: dict[str, int] = {}
+    this_one = all_projections(remembering=True)
+    await settled(isolated_db.store)
+    await catch_up(isolated_db.store, this_one, left_at=left_at)
+    for key, store_next in (("first", "another"), ("second", "this")):
+        await ledger.execute(
+            SpendCredits(account_id=account_id, amount=10, reason="test", idempotency_key=key)
+        )
+        await settled(isolated_db.store)
+        if store_next == "another":  # it applies the first spend; this one still reads from before
+            await catch_up(isolated_db.store, all_projections())
+
+    applied = await catch_up(isolated_db.store, this_one, left_at=left_at)
+
+    assert applied == len(this_one)  # the second spend, once for each view
+    remaining = "SELECT allowance_remaining FROM balances WHERE account_id = $1"
+    assert await isolated_db.pool.fetchval(remaining, account_id) == 80
+    lines = "SELECT count(*) FROM statement_lines WHERE account_id = $1"
+    assert await isolated_db.pool.fetchval(lines, account_id) == 3
