@@ -23,6 +23,8 @@ from typing import Any, TextIO
 
 import msgspec
 
+from ledger.store.event_store import DATABASE_ERRORS
+
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 stripe_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "stripe_event_id", default=None
@@ -46,6 +48,28 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         record.stripe_event_id = stripe_event_id.get()
+        return True
+
+
+ASYNCPG_POOL_LOG = "asyncpg.pool"
+"""The one asyncpg logger that logs a traceback."""
+
+
+class OneLineDatabaseErrors(logging.Filter):
+    """asyncpg's pool's lines about a database error, one line each, with the error.
+
+    While PostgreSQL restarts or is away, asyncpg's pool logs a WARNING with a traceback
+    each time it fails to reconnect its floor of connections (after 1, 2, 4 ... s): some
+    twenty lines a try, of asyncpg's frames. The ledger's own loops say the same in one
+    line (``DATABASE_ERRORS``), and so does the pool now (a filter on its logger, which
+    ``configure_logging`` adds). Any other exception keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(error := record.exc_info[1], DATABASE_ERRORS):
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = None
+            record.exc_info = record.exc_text = None
         return True
 
 
@@ -257,6 +281,9 @@ def configure_logging(level: int, env: Mapping[str, str] | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    pool_log = logging.getLogger(ASYNCPG_POOL_LOG)
+    if not any(isinstance(f, OneLineDatabaseErrors) for f in pool_log.filters):
+        pool_log.addFilter(OneLineDatabaseErrors())
 
 
 def log_access(method: str, route: str, status: int, seconds: float) -> None:

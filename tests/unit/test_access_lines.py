@@ -10,9 +10,11 @@ import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 
 from api.log_context import (
+    ASYNCPG_POOL_LOG,
     ContextFilter,
     JsonFormatter,
     TextFormatter,
@@ -173,3 +175,47 @@ async def test_a_direct_line_that_fails_to_be_made_takes_the_record_road(
     await asyncio.sleep(0)
 
     assert json.loads(stream.getvalue())["message"] == "GET /healthz 200 1.0 ms"
+
+
+def logged_with(error: BaseException, logger: str) -> list[str]:
+    """The lines of a WARNING that ``logger`` logs with ``error``, logging configured as the
+    server configures it (in text)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("sys.stderr", stream)
+            configure_logging(logging.INFO, {"LEDGER_LOG_FORMAT": "text"})
+        try:
+            raise error
+        except BaseException:
+            logging.getLogger(logger).warning(
+                "Failed to restore the pool connection floor; retrying", exc_info=True
+            )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return stream.getvalue().splitlines()
+
+
+def test_asyncpg_reconnecting_to_a_restarting_database_says_so_in_one_line() -> None:
+    lines = logged_with(
+        asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"),
+        ASYNCPG_POOL_LOG,
+    )
+
+    [line] = lines
+    assert line.endswith(
+        "WARNING asyncpg.pool: Failed to restore the pool connection floor; retrying: "
+        "CannotConnectNowError: the database system is shutting down"
+    )
+
+
+def test_other_errors_and_the_ledgers_own_lines_keep_their_traceback() -> None:
+    surprise = logged_with(ValueError("a bug"), ASYNCPG_POOL_LOG)
+    own = logged_with(ConnectionRefusedError("refused"), "projections.runner")
+
+    for lines in (surprise, own):
+        assert len(lines) > 1
+        assert lines[1] == "Traceback (most recent call last):"
