@@ -45,7 +45,7 @@ from litestar.types import (
 
 from api.database import _connect, describe, nothing_to_reset
 from api.headers import first_header
-from ledger.store.event_store import EventStore
+from ledger.store.event_store import DATABASE_ERRORS, EventStore
 from ledger.unit_of_work import answer_positions
 from projections.queries import Views
 from projections.runner import all_projections
@@ -68,12 +68,9 @@ STANDBY_TIMEOUT = 2.0
 STANDBY_RETRY = 2.0
 """How long reads leave a failed standby alone before trying it again."""
 
-STANDBY_FAILURES = (
-    OSError,  # refused, unreachable, timed out (TimeoutError is one)
-    asyncpg.PostgresError,  # shutting down, starting, a conflict with recovery
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
+# Refused, unreachable, timed out (TimeoutError is an OSError), shutting down, starting,
+# a conflict with recovery, a connection cut off mid-operation.
+STANDBY_FAILURES = DATABASE_ERRORS
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from ledger.store.event_store import (
+    DATABASE_ERRORS,
     NOTIFY_CHANNEL,
     VISIBLE,
     Connection,
@@ -282,14 +283,7 @@ class Projector:
                     applied = await catch_up(
                         self.store, self.projections, self.batch_size, self._left_at
                     )
-                # InternalClientError: a connection PostgreSQL cut off mid-operation,
-                # seen on its way back to the pool when the server restarts.
-                except (
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                    asyncpg.InternalClientError,
-                ) as error:
+                except DATABASE_ERRORS as error:
                     log.warning("projector could not apply a batch (will retry): %s", error)
                     applied = 0
                 if applied:

@@ -20,7 +20,7 @@ import signal
 import asyncpg
 import msgspec
 
-from ledger.store.event_store import EventStore
+from ledger.store.event_store import DATABASE_ERRORS, EventStore
 from ledger.store.wakeups import listen, wait_for_either
 from relay.messages import outgoing
 from relay.positions import Connection, claim, commit, read_position
@@ -39,13 +39,6 @@ POLL_SECONDS = 0.5
 FIRST_RETRY_SECONDS = 0.5
 LAST_RETRY_SECONDS = 5.0
 
-# What asyncpg raises while PostgreSQL is away (see projections/runner.py).
-_DATABASE_ERRORS = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
 
 _SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -147,7 +140,7 @@ class Relay:
             who="relay",
             poll_seconds=POLL_SECONDS,
         )
-        with contextlib.suppress(*_DATABASE_ERRORS):
+        with contextlib.suppress(*DATABASE_ERRORS):
             self.position = await read_position(self.pool, self.settings.position_name)
         log.info(
             "relay started at position %d: publishing to %s, stream %s, subjects %s",
@@ -166,7 +159,7 @@ class Relay:
                     await self.publisher.close()
                     await self._retry_later(f"NATS at {self.settings.url} unavailable", error, stop)
                     continue
-                except _DATABASE_ERRORS as error:
+                except DATABASE_ERRORS as error:
                     await self._retry_later("the event store is unavailable", error, stop)
                     continue
                 self._recovered()

@@ -40,9 +40,16 @@ from ledger.store.shared_reads import SharedReads
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of our own or one lent by the pool: both take the same calls."""
 
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 """What asyncpg raises while PostgreSQL is away, restarting or refusing a statement: a loop
-in the background says so in one line and tries again."""
+in the background says so in one line and tries again. ``InternalClientError`` ("cannot
+switch to state …") is a pooled connection the server cut off mid-operation, failing its
+next use: seen while PostgreSQL restarted."""
 
 NOTIFY_CHANNEL = "ledger_events"
 

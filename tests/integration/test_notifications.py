@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import os
 import socket
 import sys
@@ -18,6 +19,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 import stripe
 
@@ -428,7 +430,9 @@ async def test_a_failed_delivery_is_listed_and_retried_by_hand_from_the_command_
 async def test_rebuilding_the_notifications_view_sends_nothing_twice(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
-    await EndpointRegistry(isolated_db.pool, allow_private=True).create(receiver.url("once"), ["credits.spent"])
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        receiver.url("once"), ["credits.spent"]
+    )
     repository = build_ledger(isolated_db.pool)
     account_id = await open_account(repository)
     async with notifier(isolated_db):
@@ -499,3 +503,42 @@ async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
 
 def test_the_default_retry_schedule_lasts_more_than_a_day() -> None:
     assert sum(DEFAULT_SCHEDULE) * (1 - JITTER) >= 24 * 3600
+
+
+class CutOffOnce(Dispatcher):
+    """A dispatcher whose first look at the outbox meets a connection PostgreSQL cut off
+    mid-operation, as asyncpg reports it on the connection's next use after a restart."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.looks = 0
+
+    async def _start_due(self, client: Any) -> int:
+        self.looks += 1
+        if self.looks == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
+        return await super()._start_due(client)
+
+
+async def test_a_dispatcher_whose_connection_was_cut_off_says_so_in_one_line_and_goes_on(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = CutOffOnce(isolated_db.pool, isolated_db.url, poll_seconds=0.01)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="ledger.notifications.dispatcher"):
+        running = asyncio.create_task(dispatcher.run(stop))
+        try:
+            async with asyncio.timeout(10):
+                while dispatcher.looks < 3:  # noqa: ASYNC110 (a counter, no event)
+                    await asyncio.sleep(0.01)
+        finally:
+            stop.set()
+            await running
+
+    [line] = caplog.records
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == (
+        "dispatcher could not reach the outbox (will retry): "
+        "cannot switch to state 12; another operation (2)"
+    )
+    assert line.exc_info is None
