@@ -75,6 +75,16 @@ async def test_a_connection_goes_back_to_either_pool_without_a_reset_round_trip(
         await observer.close()
 
 
+def said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings ``warn_about_durability`` logged (asyncio's about tasks of earlier tests
+    that the collector finds meanwhile are not this test's)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "api.database" and r.levelno >= logging.WARNING
+    ]
+
+
 async def test_a_server_without_fsync_or_full_page_writes_is_named_at_start_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -84,7 +94,7 @@ async def test_a_server_without_fsync_or_full_page_writes_is_named_at_start_up(
         connection = await asyncpg.connect(server.get_uri())
         try:
             await warn_about_durability(connection)
-            assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert not said(caplog)
 
             await connection.execute("ALTER SYSTEM SET fsync = off")
             await connection.execute("ALTER SYSTEM SET full_page_writes = off")
@@ -97,7 +107,7 @@ async def test_a_server_without_fsync_or_full_page_writes_is_named_at_start_up(
         finally:
             await connection.close()
 
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = said(caplog)
     assert len(warnings) == 2
     assert "fsync off" in warnings[0]
     assert "may be lost" in warnings[0]
