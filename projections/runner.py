@@ -131,14 +131,14 @@ async def apply_batch(
     again. Every answer to a command still waits for its flush.
     """
     async with store.pool.acquire() as connection:
-        return await _apply_batch_on(connection, projections, batch_size)
+        return await _apply_batch_on(connection, projections, batch_size, {})
 
 
 async def _apply_batch_on(
     connection: Connection,
     projections: Sequence[Projection],
     batch_size: int,
-    left_at: dict[str, int] | None = None,
+    left_at: dict[str, int],
 ) -> dict[str, int]:
     """``apply_batch`` on a connection the caller holds.
 
@@ -149,7 +149,7 @@ async def _apply_batch_on(
     would. The read is used only if the views are still there once locked.
     """
     names = sorted(p.name for p in projections)
-    starts = {(left_at or {}).get(name) for name in names}
+    starts = {left_at.get(name) for name in names}
     read_ahead: tuple[int, list[RecordedEvent]] | None = None
     if len(starts) == 1 and (start := starts.pop()) is not None:
         events = await read_whole_appends_after(connection, start, batch_size)
@@ -168,14 +168,12 @@ async def _apply_batch_on(
         for projection in projections:
             if memory := _memory_of(projection):
                 memory.forget()
-        if left_at is not None:
-            left_at.clear()
+        left_at.clear()
         raise
     for projection in projections:
         if (memory := _memory_of(projection)) and projection.name in written_at:
             memory.written_at = written_at[projection.name]
-    if left_at is not None:
-        left_at.update((name, position) for name, (position, _) in (as_left | written_at).items())
+    left_at.update((name, position) for name, (position, _) in (as_left | written_at).items())
     return applied
 
 
