@@ -61,8 +61,9 @@ class OneLineDatabaseErrors(logging.Filter):
     While PostgreSQL restarts or is away, asyncpg's pool logs a WARNING with a traceback
     each time it fails to reconnect its floor of connections (after 1, 2, 4 ... s): some
     twenty lines a try, of asyncpg's frames. The ledger's own loops say the same in one
-    line (``DATABASE_ERRORS``), and so does the pool now (a filter on its logger, which
-    ``configure_logging`` adds). Any other exception keeps its traceback.
+    line (``DATABASE_ERRORS``), and so does the pool now (a filter on its logger:
+    ``one_line_pool_errors``, which ``configure_logging`` calls). Any other exception
+    keeps its traceback.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -281,6 +282,11 @@ def configure_logging(level: int, env: Mapping[str, str] | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    one_line_pool_errors()
+
+
+def one_line_pool_errors() -> None:
+    """``OneLineDatabaseErrors`` on asyncpg's pool's logger, once however often it is asked."""
     pool_log = logging.getLogger(ASYNCPG_POOL_LOG)
     if not any(isinstance(f, OneLineDatabaseErrors) for f in pool_log.filters):
         pool_log.addFilter(OneLineDatabaseErrors())

@@ -15,7 +15,6 @@ its step and the command line that replays it.
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing
 import os
 import secrets
@@ -88,11 +87,11 @@ async def _run_seeds(seeds: list[int], steps: int, results: Any) -> None:
 
 
 def _worker(seeds: list[int], steps: int, results: Any) -> None:
-    from api.log_context import ASYNCPG_POOL_LOG, OneLineDatabaseErrors
+    from api.log_context import one_line_pool_errors
 
     # Restarts are among the faults: the pool's failed reconnects in one line each, as the
     # server logs them, not a traceback each.
-    logging.getLogger(ASYNCPG_POOL_LOG).addFilter(OneLineDatabaseErrors())
+    one_line_pool_errors()
     asyncio.run(_run_seeds(seeds, steps, results))
 
 

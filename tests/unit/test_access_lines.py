@@ -85,16 +85,17 @@ def test_a_lines_time_is_what_datetime_writes_to_the_microsecond() -> None:
 
 
 @pytest.fixture
-def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], io.StringIO]]:
+def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., io.StringIO]]:
     """Configures logging as the server does, in the test itself (pytest sets its own
-    handlers on the root logger, and its own ``sys.stderr``, after fixtures)."""
+    handlers on the root logger, and its own ``sys.stderr``, after fixtures); JSON lines
+    unless asked for text."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     stream = io.StringIO()
 
-    def configure() -> io.StringIO:
+    def configure(log_format: str = "json") -> io.StringIO:
         monkeypatch.setattr("sys.stderr", stream)
-        configure_logging(logging.INFO, {"LEDGER_LOG_FORMAT": "json"})
+        configure_logging(logging.INFO, {"LEDGER_LOG_FORMAT": log_format})
         return stream
 
     yield configure
@@ -177,30 +178,27 @@ async def test_a_direct_line_that_fails_to_be_made_takes_the_record_road(
     assert json.loads(stream.getvalue())["message"] == "GET /healthz 200 1.0 ms"
 
 
-def logged_with(error: BaseException, logger: str) -> list[str]:
+def logged_with(
+    configured: Callable[..., io.StringIO], error: BaseException, logger: str
+) -> list[str]:
     """The lines of a WARNING that ``logger`` logs with ``error``, logging configured as the
     server configures it (in text)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
+    stream = configured("text")
+    before = len(stream.getvalue())  # the lines of an earlier call stay in the stream
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("sys.stderr", stream)
-            configure_logging(logging.INFO, {"LEDGER_LOG_FORMAT": "text"})
-        try:
-            raise error
-        except BaseException:
-            logging.getLogger(logger).warning(
-                "Failed to restore the pool connection floor; retrying", exc_info=True
-            )
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    return stream.getvalue().splitlines()
+        raise error
+    except BaseException:
+        logging.getLogger(logger).warning(
+            "Failed to restore the pool connection floor; retrying", exc_info=True
+        )
+    return stream.getvalue()[before:].splitlines()
 
 
-def test_asyncpg_reconnecting_to_a_restarting_database_says_so_in_one_line() -> None:
+def test_asyncpg_reconnecting_to_a_restarting_database_says_so_in_one_line(
+    configured: Callable[..., io.StringIO],
+) -> None:
     lines = logged_with(
+        configured,
         asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"),
         ASYNCPG_POOL_LOG,
     )
@@ -212,9 +210,11 @@ def test_asyncpg_reconnecting_to_a_restarting_database_says_so_in_one_line() -> 
     )
 
 
-def test_other_errors_and_the_ledgers_own_lines_keep_their_traceback() -> None:
-    surprise = logged_with(ValueError("a bug"), ASYNCPG_POOL_LOG)
-    own = logged_with(ConnectionRefusedError("refused"), "projections.runner")
+def test_other_errors_and_the_ledgers_own_lines_keep_their_traceback(
+    configured: Callable[..., io.StringIO],
+) -> None:
+    surprise = logged_with(configured, ValueError("a bug"), ASYNCPG_POOL_LOG)
+    own = logged_with(configured, ConnectionRefusedError("refused"), "projections.runner")
 
     for lines in (surprise, own):
         assert len(lines) > 1
