@@ -15,11 +15,13 @@ in the request's task when it replays.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
 
+import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.headers import first_header
@@ -35,6 +37,25 @@ IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _REQUEST_ID_HEADER = b"x-request-id"
 _REPLAYED = (IDEMPOTENT_REPLAYED.lower().encode(), b"true")
+
+
+_STOPPING_BODY: Message = {
+    "type": "http.response.body",
+    "body": msgspec.json.encode({"message": "The server is stopping; please retry."}),
+}
+
+
+def _stopping() -> Message:
+    return {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(_STOPPING_BODY["body"])).encode()),
+            (b"retry-after", b"1"),
+            (b"connection", b"close"),
+        ],
+    }
 
 
 def _given_request_id(scope: Scope) -> str | None:
@@ -55,7 +76,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         token = request_id.set(current)
         # A server may run requests one after another in one context: each starts unmarked.
         replay_token = answer_replayed.set(False)
-        status = 500  # if the app fails before it starts an answer
+        status = 0  # no answer started yet
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -69,10 +90,19 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
 
         try:
             await app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Only a forced stop cancels a request (a second Ctrl-C, api/startup.py): it is
+            # answered as a database outage is, and a command it cut off is retried safely
+            # with its idempotency key.
+            if status:
+                raise
+            await send_with_id(_stopping())
+            await send(_STOPPING_BODY)
         finally:
             seconds = time.perf_counter() - started
             method = scope["method"]  # type: ignore[typeddict-item]  # an HTTP scope
             route = scope.get("path_template") or UNMATCHED_ROUTE
+            status = status or 500  # the app failed before it started an answer
             observe_request(route, method, status, seconds)
             if access_log.isEnabledFor(logging.INFO):
                 log_access(method, route, status, seconds)

@@ -8,6 +8,7 @@ bound here and handed to uvicorn, so nothing can take the port in between.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import signal
@@ -118,7 +119,41 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
             log.info("stopping… (%s): finishing the requests in flight", signal.Signals(sig).name)
+        elif sig == signal.SIGINT and not self.force_exit:
+            log.info(
+                "stopping now (SIGINT again): %d requests in flight cut off",
+                len(self.server_state.tasks),
+            )
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        if self.force_exit and not self.lifespan.shutdown_event.is_set():
+            # A second Ctrl-C: uvicorn stops waiting for the requests in flight and skips
+            # the app's shutdown, leaving the app's lifespan and those requests to be
+            # cancelled as the event loop closes, each with a traceback. Cut the requests
+            # off here instead, then shut the app down as on one Ctrl-C (it is quick
+            # once no request holds a pooled connection).
+            await _cut_off(self.server_state.tasks)
+            await self.lifespan.shutdown()
+
+
+async def _cut_off(requests: set[asyncio.Task[None]]) -> None:
+    """Cancel the requests in flight and wait for them to end, without a traceback each."""
+    if not requests:
+        return
+    logging.getLogger("uvicorn.error").addFilter(_CutOffRequests())
+    for request in requests:
+        request.cancel()
+    await asyncio.wait(set(requests))
+
+
+class _CutOffRequests(logging.Filter):
+    """uvicorn's "Exception in ASGI application" for a request cancelled at a forced stop
+    (``stopping now`` said how many)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
 def uvicorn_config(app: Any) -> uvicorn.Config:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -129,10 +130,17 @@ class RunningStandin:
             expiry_check_seconds=self._expiry_check_seconds,
             min_expiry_seconds=self._min_expiry_seconds,
         )
+        # log_config=None: uvicorn's own would take its loggers, the API's in the same
+        # process (`ledger serve` in development) included, away from the process's handler.
         config = uvicorn.Config(
-            self._app, host=self._host, port=self._port, log_level="warning", lifespan="on"
+            self._app,
+            host=self._host,
+            port=self._port,
+            log_level="warning",
+            log_config=None,
+            lifespan="on",
         )
-        self._server = uvicorn.Server(config)
+        self._server = _InProcessServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
@@ -157,6 +165,16 @@ class RunningStandin:
             if self._sock is not None:
                 self._sock.close()
             self._server = self._task = self._sock = None
+
+
+class _InProcessServer(uvicorn.Server):
+    """uvicorn leaving the process's signals alone: whoever runs the stand-in stops it by
+    leaving ``run_standin``'s block. (uvicorn's own would take SIGINT and SIGTERM from
+    the program it runs in, `ledger serve` or pytest, until it stopped.)"""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def run_standin(

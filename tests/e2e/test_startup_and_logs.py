@@ -294,6 +294,52 @@ async def test_on_a_terminal_lines_are_for_people_and_ctrl_c_stops_cleanly(
     assert not any("Aborted" in line or "Traceback" in line for line in lines)
 
 
+async def test_a_second_ctrl_c_cuts_off_the_requests_in_flight_in_one_line(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    # No Stripe key: the stand-in runs inside the server, as with `make run`.
+    env = serve_env(tmp_path, DATABASE_URL=isolated_db.url)
+    served = Serving(env, terminal=True)
+    try:
+        await asyncio.to_thread(served.wait_for, "projector started")
+        # A webhook whose body never comes: in flight until the server cuts it off.
+        stuck = socket.create_connection(("127.0.0.1", served.port), timeout=30)
+        stuck.sendall(
+            b"POST /v1/stripe/webhook HTTP/1.1\r\nHost: ledger\r\nContent-Length: 100\r\n"
+            b"Stripe-Signature: t=1,v1=00\r\n\r\n{"
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http:
+            await http.get("/healthz")  # answered after the webhook's head was read
+        garbled = socket.create_connection(("127.0.0.1", served.port), timeout=30)
+        garbled.sendall(b"NOT HTTP\r\n\r\n")  # uvicorn's own warning, in our format
+        garbled.recv(1024)
+        garbled.close()
+        os.killpg(served.process.pid, signal.SIGINT)  # Ctrl-C
+        await asyncio.to_thread(served.wait_for, "stopping… (SIGINT)")
+        code = await asyncio.to_thread(served.stop, signal.SIGINT)  # and again
+        answer = stuck.recv(4096)
+        stuck.close()
+    finally:
+        served.kill()
+
+    assert code == 0, "\n".join(served.lines)
+    lines = [line for line in served.lines if line]
+    assert any(" WARNING uvicorn.error: Invalid HTTP request received." in line for line in lines)
+    assert any(
+        "ledger: stopping now (SIGINT again): 1 requests in flight cut off" in line
+        for line in lines
+    )
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert b"retry-after: 1" in head.lower()
+    assert json.loads(body) == {"message": "The server is stopping; please retry."}
+    [cut_off] = [line for line in lines if "ledger.access: POST /v1/stripe/webhook" in line]
+    assert " 503 " in cut_off
+    assert lines[-1].endswith(" INFO    ledger: stopped")
+    assert not any("exited with" in line for line in lines)
+    assert not any("Traceback" in line or "ERROR" in line for line in lines), lines
+
+
 class FakeTerminal:
     def __init__(self, tty: bool) -> None:
         self.tty = tty
