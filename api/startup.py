@@ -159,8 +159,15 @@ class _CutOffRequests(logging.Filter):
 def uvicorn_config(app: Any) -> uvicorn.Config:
     """uvicorn as ``ledger serve`` runs it: our lines rather than its own, the answers
     to reads sent at the end of the loop's turn (api/http_writes.py)."""
+    # proxy_headers=False: uvicorn's X-Forwarded-* middleware would wrap every request
+    # to rewrite the client's address and scheme, which nothing here reads.
     return uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", http=ReadsAnsweredPerTurn
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        http=ReadsAnsweredPerTurn,
+        proxy_headers=False,
     )
 
 
