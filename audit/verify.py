@@ -35,6 +35,7 @@ from eventsourcing.persistence import StoredEvent
 from audit.checkpoint import CheckpointAudit, CheckpointReplay
 from audit.findings import Finding
 from ledger import event_loop
+from ledger.child_processes import started_deaf_to_ctrl_c, stop_pool_now
 from ledger.domain.account import CreditAccount
 from ledger.domain.adjustments import Worth, taken_back
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
@@ -689,9 +690,9 @@ class Verifier:
         with ProcessPoolExecutor(
             len(jobs), mp_context=context, initializer=_start_worker, initargs=(progress,)
         ) as executor:
-            done = asyncio.gather(
-                *(asyncio.wrap_future(executor.submit(_replay_in_worker, job)) for job in jobs)
-            )
+            with started_deaf_to_ctrl_c():
+                futures = [executor.submit(_replay_in_worker, job) for job in jobs]
+            done = asyncio.gather(*map(asyncio.wrap_future, futures))
             try:
                 here = await replay_part(
                     self.connection,
@@ -703,12 +704,14 @@ class Verifier:
                 # This connection is free while the workers finish their parts (they
                 # started later): it reads the views then.
                 await self._read_views()
-            except BaseException:
+                while not done.done():
+                    await asyncio.wait([done], timeout=PROGRESS_SECONDS)
+                    reported += _drain(progress, on_progress)
+            except BaseException:  # Ctrl-C among them: the workers ignore it
+                stop_pool_now(executor)
                 done.cancel()
+                done.add_done_callback(_outcome_seen)
                 raise
-            while not done.done():
-                await asyncio.wait([done], timeout=PROGRESS_SECONDS)
-                reported += _drain(progress, on_progress)
             parts = [here, *done.result()]
         progress.close()
         # Counts still on their way through the queue when the results came.
@@ -1159,6 +1162,13 @@ async def _replay_in_snapshot(job: PartJob) -> Part:
         await connection.close()
     part.checkpoints = [replayed.without_heads() for replayed in part.checkpoints]
     return part
+
+
+def _outcome_seen(future: asyncio.Future[Any]) -> None:
+    """Take an abandoned future's failure, which asyncio would log: what interrupted
+    the wait for it is what is raised."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _drain(progress: multiprocessing.Queue[int], on_progress: Callable[[int], None]) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from ledger import event_loop
+from ledger.child_processes import started_deaf_to_ctrl_c
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import (
     Connection,
@@ -88,8 +89,9 @@ async def fill_in_parts(
             )
             for part in range(jobs)
         ]
-        for worker in workers:
-            worker.start()
+        with started_deaf_to_ctrl_c():  # the finally below stops them on Ctrl-C
+            for worker in workers:
+                worker.start()
         try:
             await _follow(reports, workers, until, on_progress)
         finally:

@@ -1,0 +1,94 @@
+"""Ctrl-C in the middle of a command that works with processes of its own: one line,
+and none of them left running (ledger/child_processes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.generate import generate
+from tests.conftest import IsolatedDatabase
+from tests.support.cli import ROOT
+
+
+def spawned_workers(parent: int) -> list[int]:
+    """The processes ``parent`` started with multiprocessing's spawn (not its helpers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == parent and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def started(command: tuple[str, ...], database_url: str) -> subprocess.Popen[str]:
+    """``ledger COMMAND`` in a process group of its own, as a terminal runs it."""
+    return subprocess.Popen(  # noqa: S603 (the test's own command)
+        [sys.executable, "-m", "api.cli", *command],
+        env={**os.environ, "DATABASE_URL": database_url},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def first_workers(parent: int, process: subprocess.Popen[str]) -> list[int]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if workers := spawned_workers(parent):
+            return workers
+        time.sleep(0.005)
+    raise AssertionError("the command started no worker process")
+
+
+def gone(pids: list[int], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("after", [0.0, 0.3], ids=["spawned", "importing"])
+@pytest.mark.parametrize(
+    "command",
+    [("audit", "verify", "--jobs", "2"), ("projections", "rebuild", "--jobs", "2")],
+    ids=["audit verify", "projections rebuild"],
+)
+async def test_ctrl_c_as_its_workers_start_is_one_line_and_leaves_none_running(
+    isolated_db: IsolatedDatabase, command: tuple[str, ...], after: float
+) -> None:
+    await generate(isolated_db.url, 20_000)
+    process = started(command, isolated_db.url)
+    try:
+        # A worker just spawned, or importing: where a Ctrl-C printed a traceback.
+        workers = await asyncio.to_thread(first_workers, process.pid, process)
+        await asyncio.sleep(after)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        output, _ = await asyncio.to_thread(process.communicate, timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 1, output
+    assert output.strip().splitlines()[-1] == "Aborted!", output
+    assert "Traceback" not in output, output
+    assert "never retrieved" not in output, output
+    assert await asyncio.to_thread(gone, workers), "a worker outlived the command"
