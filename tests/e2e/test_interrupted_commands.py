@@ -16,22 +16,12 @@ import pytest
 from bench.generate import generate
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ROOT
+from tests.support.processes import children_of
 
 
 def spawned_workers(parent: int) -> list[int]:
     """The processes ``parent`` started with multiprocessing's spawn (not its helpers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if ppid == parent and b"spawn_main" in command:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, command in children_of(parent).items() if "spawn_main" in command]
 
 
 def started(command: tuple[str, ...], database_url: str) -> subprocess.Popen[str]:

@@ -21,23 +21,7 @@ from tests.conftest import IsolatedDatabase
 from tests.e2e.test_startup_and_logs import Serving, serve_env
 from tests.support.cli import ROOT
 from tests.support.ledger import open_account
-
-
-def children_of(pid: int) -> list[str]:
-    """The command lines of a process's children (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:  # it ended meanwhile
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid:
-            found.append(command.replace(b"\0", b" ").decode().strip())
-    return found
+from tests.support.processes import children_of
 
 
 async def test_two_workers_share_the_port_and_the_books(
@@ -58,7 +42,7 @@ async def test_two_workers_share_the_port_and_the_books(
     try:
         ready = await asyncio.to_thread(served.wait_for, "ledger API ready on")
         await asyncio.to_thread(served.wait_for, "projector started")
-        children = children_of(served.process.pid)
+        children = list(children_of(served.process.pid).values())
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{served.port}", headers=headers, timeout=30
