@@ -22,7 +22,15 @@ import re
 import time
 
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from api.headers import first_header
 from api.log_context import access_log, log_access, request_id
@@ -39,19 +47,23 @@ _REQUEST_ID_HEADER = b"x-request-id"
 _REPLAYED = (IDEMPOTENT_REPLAYED.lower().encode(), b"true")
 
 
-_STOPPING_BODY: Message = {
+_STOPPING = msgspec.json.encode({"message": "The server is stopping; please retry."})
+_STOPPING_BODY: HTTPResponseBodyEvent = {
     "type": "http.response.body",
-    "body": msgspec.json.encode({"message": "The server is stopping; please retry."}),
+    "body": _STOPPING,
+    "more_body": False,
 }
 
 
-def _stopping() -> Message:
+def _stopping() -> HTTPResponseStartEvent:
+    """The head of a 503 for a request a forced stop cut off (a new one each time: the
+    edge adds its headers to it)."""
     return {
         "type": "http.response.start",
         "status": 503,
         "headers": [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(_STOPPING_BODY["body"])).encode()),
+            (b"content-length", str(len(_STOPPING)).encode()),
             (b"retry-after", b"1"),
             (b"connection", b"close"),
         ],

@@ -690,10 +690,11 @@ class Verifier:
         with ProcessPoolExecutor(
             len(jobs), mp_context=context, initializer=_start_worker, initargs=(progress,)
         ) as executor:
-            with started_deaf_to_ctrl_c():
-                futures = [executor.submit(_replay_in_worker, job) for job in jobs]
-            done = asyncio.gather(*map(asyncio.wrap_future, futures))
+            done: asyncio.Future[list[Part]] | None = None
             try:
+                with started_deaf_to_ctrl_c():
+                    futures = [executor.submit(_replay_in_worker, job) for job in jobs]
+                done = asyncio.gather(*map(asyncio.wrap_future, futures))
                 here = await replay_part(
                     self.connection,
                     self.positions,
@@ -709,8 +710,9 @@ class Verifier:
                     reported += _drain(progress, on_progress)
             except BaseException:  # Ctrl-C among them: the workers ignore it
                 stop_pool_now(executor)
-                done.cancel()
-                done.add_done_callback(_outcome_seen)
+                if done is not None:
+                    done.cancel()
+                    done.add_done_callback(_outcome_seen)
                 raise
             parts = [here, *done.result()]
         progress.close()

@@ -89,13 +89,15 @@ async def fill_in_parts(
             )
             for part in range(jobs)
         ]
-        with started_deaf_to_ctrl_c():  # the finally below stops them on Ctrl-C
-            for worker in workers:
-                worker.start()
         try:
+            with started_deaf_to_ctrl_c():  # the finally below stops them on Ctrl-C
+                for worker in workers:
+                    worker.start()
             await _follow(reports, workers, until, on_progress)
         finally:
             for worker in workers:
+                if worker.pid is None:
+                    continue  # never started
                 if worker.is_alive():
                     worker.terminate()
                 worker.join()
