@@ -22,6 +22,7 @@ tries again, so the reader finishes and the swap follows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 from collections.abc import Callable, Sequence
@@ -77,21 +78,27 @@ async def rebuild_all(
     (projections/rebuild_parts.py), which connect to ``database_url``.
     """
     await _create_fresh_tables(connection, projections)
-    if jobs > 1:
-        if database_url is None:
-            raise ValueError("a rebuild in parallel needs the database_url to connect its workers")
-        position = await fill_in_parts(
-            connection,
-            projections,
-            _fresh,
-            on_progress,
-            jobs=jobs,
-            database_url=database_url,
-            batch=REBUILD_BATCH,
-        )
-    else:
-        position = await _fill(connection, projections, on_progress)
-    return await _swap_in(connection, projections, on_progress, position)
+    try:
+        if jobs > 1:
+            if database_url is None:
+                raise ValueError(
+                    "a rebuild in parallel needs the database_url to connect its workers"
+                )
+            position = await fill_in_parts(
+                connection,
+                projections,
+                _fresh,
+                on_progress,
+                jobs=jobs,
+                database_url=database_url,
+                batch=REBUILD_BATCH,
+            )
+        else:
+            position = await _fill(connection, projections, on_progress)
+        return await _swap_in(connection, projections, on_progress, position)
+    except BaseException:  # a failure, or Ctrl-C: the live views are as they were
+        await _drop_fresh_tables(connection, projections)
+        raise
 
 
 async def _create_fresh_tables(connection: Connection, projections: Sequence[Projection]) -> None:
@@ -100,6 +107,17 @@ async def _create_fresh_tables(connection: Connection, projections: Sequence[Pro
         await connection.execute(
             f"CREATE TABLE {_fresh(projection)} (LIKE {projection.table} INCLUDING ALL)"
         )
+
+
+async def _drop_fresh_tables(connection: Connection, projections: Sequence[Projection]) -> None:
+    """Drop what a rebuild that did not finish had filled (a swap renamed them away).
+
+    As well as the connection allows: when it cannot (the database went away), the next
+    rebuild drops them first, and the error that ended this one is the one to report.
+    """
+    with contextlib.suppress(Exception):
+        for projection in projections:
+            await connection.execute(f"DROP TABLE IF EXISTS {_fresh(projection)}")
 
 
 async def _fill(

@@ -1,5 +1,5 @@
 """Ctrl-C in the middle of a command that works with processes of its own: one line,
-and none of them left running (ledger/child_processes.py)."""
+none of them left running (ledger/child_processes.py), no half-filled table left."""
 
 from __future__ import annotations
 
@@ -82,3 +82,8 @@ async def test_ctrl_c_as_its_workers_start_is_one_line_and_leaves_none_running(
     assert "Traceback" not in output, output
     assert "never retrieved" not in output, output
     assert await asyncio.to_thread(gone, workers), "a worker outlived the command"
+    # A rebuild cut off drops the tables it was filling.
+    half_filled = await isolated_db.pool.fetch(
+        "SELECT tablename FROM pg_tables WHERE tablename LIKE '%\\_\\_rebuild'"
+    )
+    assert half_filled == []
