@@ -131,7 +131,7 @@ def create_app(
                 from api.development import revoke_demo_tokens
 
                 await revoke_demo_tokens(services)
-            elif development_extras:
+            elif development_extras and app.state.get("demo_account_here", True):
                 from api.development import ensure_demo_account
 
                 await ensure_demo_account(services, settings)

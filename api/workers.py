@@ -30,13 +30,17 @@ from api.startup import serve_on
 log = logging.getLogger("ledger")
 
 
-def _run_worker(app: Any, sockets: list[socket.socket], ready_pipe: int) -> None:
+def _run_worker(app: Any, sockets: list[socket.socket], ready_pipe: int, first: bool) -> None:
     """In the child: serve until told to stop; never returns."""
     code = 0
-    try:
-        def say_ready(url: str) -> None:
-            os.write(ready_pipe, f"{url}\n".encode())
+    # In development the demo account is the first worker's to open and to tell about
+    # (each would say its "try it" lines again).
+    app.state.demo_account_here = first
 
+    def say_ready(url: str) -> None:
+        os.write(ready_pipe, f"{url}\n".encode())
+
+    try:
         serve_on(app, sockets, say_ready)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
@@ -56,11 +60,11 @@ def serve_workers(
     """
     read_ready, write_ready = os.pipe()
     children: list[int] = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:
             os.close(read_ready)
-            _run_worker(app, sockets, write_ready)
+            _run_worker(app, sockets, write_ready, first=index == 0)
         children.append(pid)
     os.close(write_ready)
     for sock in sockets:
@@ -71,7 +75,11 @@ def serve_workers(
     def stop(signum: int, _: object) -> None:
         nonlocal stopping
         if not stopping:
-            log.info("stopping… (%s): %d workers finish their requests", signal.Signals(signum).name, workers)
+            log.info(
+                "stopping… (%s): %d workers finish their requests",
+                signal.Signals(signum).name,
+                workers,
+            )
         stopping = True
         for pid in children:
             _signal(pid, signal.SIGTERM)

@@ -73,6 +73,10 @@ async def test_two_workers_share_the_port_and_the_books(
     # Every spend decided on what the others left (the last answer of them says 600).
     assert min(a.json()["allowance_remaining"] for a in answers) == 600
     assert code == 0, "\n".join(served.lines)
+    messages = [json.loads(line)["message"] for line in served.lines if line]
+    # The development demo account: opened, and told about, once (by the first worker).
+    assert sum(m == "opened the demo account acct_demo" for m in messages) == 1, messages
+    assert sum(m.startswith("try it: curl") for m in messages) == 1, messages
     stored = await isolated_db.pool.fetchval(
         "SELECT count(*) FROM stored_events WHERE originator_id = $1",
         account_stream_id("acct_workers"),
