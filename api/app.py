@@ -15,7 +15,14 @@ from litestar.di import Provide
 from litestar.routes import HTTPRoute
 
 from api.access.guards import provide_principal
-from api.database import create_pool, describe, resolve_database_url, service_url
+from api.database import (
+    DatabaseNotReady,
+    DatabaseUnreachable,
+    create_pool,
+    describe,
+    resolve_database_url,
+    service_url,
+)
 from api.edge import answered_requests
 from api.errors import EXCEPTION_HANDLERS
 from api.expiry import ExpirySweeper
@@ -113,9 +120,17 @@ def create_app(
                 from api.development import start_stripe_standin
 
                 stripe_api_base = await stack.enter_async_context(start_stripe_standin(settings))
-            services = await stack.enter_async_context(
-                open_services(settings, stripe_api_base=stripe_api_base)
-            )
+            try:
+                services = await stack.enter_async_context(
+                    open_services(settings, stripe_api_base=stripe_api_base)
+                )
+            except (DatabaseUnreachable, DatabaseNotReady) as error:
+                # Said in one line, and the server stops (api/startup.py): raised, it
+                # would be Litestar's traceback of the failed start-up.
+                log.error("cannot start: %s", error)
+                app.state.start_refused = True
+                yield
+                return
             app.state.services = services
             await services.tokens.watch_revocations(services.database_url)
             stack.push_async_callback(services.tokens.stop_watching)

@@ -40,7 +40,22 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command: a database it cannot reach, or not set up, is one line, not a
+    traceback (``ledger serve`` says it from its start-up: api/app.py)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            from api.database import DatabaseNotReady, DatabaseUnreachable
+
+            if isinstance(error, DatabaseUnreachable | DatabaseNotReady):
+                raise click.ClickException(str(error)) from None
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level).")
 def main(verbose: bool) -> None:
     """The credit ledger: serve the API and manage accounts and tokens.
@@ -123,7 +138,10 @@ def serve(projector: bool, workers: int | None) -> None:
             else ""
         )
         logging.getLogger("ledger").info(
-            "ledger API ready on %s (event store %s)%s", url, describe(services.database_url), metrics
+            "ledger API ready on %s (event store %s)%s",
+            url,
+            describe(services.database_url),
+            metrics,
         )
         if projector:
             # Started once the API is up: it finds the database set up, and (with no
@@ -837,4 +855,3 @@ _add_development_commands()
 
 if __name__ == "__main__":
     sys.exit(main())
-

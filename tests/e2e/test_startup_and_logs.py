@@ -118,6 +118,21 @@ def test_a_taken_port_is_one_line_naming_the_variable_to_set(tmp_path: Path) -> 
         assert result.stdout == ""
 
 
+def test_a_database_it_cannot_reach_is_one_line_and_no_server(tmp_path: Path) -> None:
+    # serve_env's DATABASE_URL: nothing listens on its port.
+    url = serve_env(tmp_path)["DATABASE_URL"]
+    served = run_serve(serve_env(tmp_path))
+
+    assert served.returncode == 3
+    lines = [json.loads(line) for line in served.stderr.splitlines()]  # JSON, every one
+    [error] = [line for line in lines if line["level"] == "error"]
+    assert error["message"].startswith(f"cannot start: cannot connect to {url} (")
+    assert error["message"].endswith("): is PostgreSQL running there? (DATABASE_URL)")
+    assert "exception" not in error
+    assert lines[-1]["message"] == "stopped"
+    assert not any("ready on" in line["message"] for line in lines)
+
+
 def real_stripe_port(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr.split("127.0.0.1:", 1)[1].split(" ", 1)[0]
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
 from api.access.tokens import TokenService
 from tests.conftest import unique
@@ -92,3 +94,28 @@ async def test_every_command_has_help(database_url: str) -> None:
         result = await ledger(database_url, *command, "--help")
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage:" in result.stdout
+
+
+NOTHING_LISTENS = "postgresql://nobody@127.0.0.1:1/nothing"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("accounts", "list"), ("audit", "verify"), ("projections", "rebuild"), ("db", "setup")],
+    ids=lambda command: " ".join(command),
+)
+async def test_a_database_it_cannot_reach_is_one_line_naming_it(
+    command: tuple[str, ...], postgres_server_url: str
+) -> None:
+    unreachable = await ledger(NOTHING_LISTENS, *command)
+    missing_url = urlunsplit(urlsplit(postgres_server_url)._replace(path="/ledger_no_such_db"))
+    missing = await ledger(missing_url, *command)
+
+    assert unreachable.returncode == 1
+    [line] = unreachable.stderr.splitlines()
+    assert line.startswith(f"Error: cannot connect to {NOTHING_LISTENS} (")
+    assert line.endswith("): is PostgreSQL running there? (DATABASE_URL)")
+    assert missing.returncode == 1
+    [line] = missing.stderr.splitlines()
+    assert line.startswith("Error: cannot connect to postgresql://")
+    assert line.endswith('(database "ledger_no_such_db" does not exist)')
