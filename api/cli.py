@@ -595,7 +595,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
     wanted = set(names or ["all"])
     chosen = [p for p in all_projections() if "all" in wanted or p.name in wanted]
 
-    from api.database import DatabaseNotReady, owner_connection
+    from api.database import owner_connection
 
     settings = _settings()
 
@@ -616,10 +616,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
         for projection in chosen:
             click.echo(f"rebuilt {projection.name} up to position {position}")
 
-    try:
-        _run_with_services(settings, run)
-    except DatabaseNotReady as error:
-        raise click.ClickException(str(error)) from None
+    _run_with_services(settings, run)
 
 
 @main.group()
@@ -727,14 +724,11 @@ def db_setup(admin_url: str | None, service_password: str | None) -> None:
 
     Needs no Stripe or other settings: only the database.
     """
-    from api.database import DatabaseNotReady, describe, resolve_database_url, set_up_database
+    from api.database import describe, resolve_database_url, set_up_database
 
     data_dir = Path(os.environ.get("LEDGER_DATA_DIR", "").strip() or ".data")
     url = resolve_database_url(admin_url, data_dir)
-    try:
-        applied = event_loop.run(set_up_database(url, service_password=service_password or None))
-    except DatabaseNotReady as error:
-        raise click.ClickException(str(error)) from None
+    applied = event_loop.run(set_up_database(url, service_password=service_password or None))
     click.echo(
         f"database {describe(url)} set up"
         + (f"; applied {', '.join(applied)}" if applied else "; no migration was pending")

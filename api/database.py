@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from ledger.store.event_store import Connection
+from ledger.store.event_store import DATABASE_ERRORS, Connection
 from ledger.store.migrate import SERVICE_ROLE, owner_session, pending_migrations, set_up
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ async def _first_connection(database_url: str) -> asyncpg.Connection:
     or role, a password refused) a ``DatabaseUnreachable`` saying so in one line."""
     try:
         return await _connect(database_url)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except DATABASE_ERRORS as error:
         hint = ": is PostgreSQL running there? (DATABASE_URL)" if isinstance(error, OSError) else ""
         raise DatabaseUnreachable(
             f"cannot connect to {describe(database_url)} ({error}){hint}"
