@@ -1,13 +1,13 @@
-"""Processes as /proc shows them: a process's children, while the test watches."""
+"""Processes as /proc shows them, while the test watches."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def children_of(pid: int) -> dict[int, str]:
-    """The children of ``pid``: their pids and command lines."""
-    found = {}
+def _processes() -> Iterator[tuple[int, int, str]]:
+    """Every process: its pid, its parent's and its command line."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -17,6 +17,14 @@ def children_of(pid: int) -> dict[int, str]:
         except OSError:  # it ended meanwhile
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid:
-            found[int(entry.name)] = command.replace(b"\0", b" ").decode().strip()
-    return found
+        yield int(entry.name), parent, command.replace(b"\0", b" ").decode().strip()
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The children of ``pid``: their pids and command lines."""
+    return {child: command for child, parent, command in _processes() if parent == pid}
+
+
+def every_process() -> dict[int, str]:
+    """Every process: its pid and command line."""
+    return {pid: command for pid, _, command in _processes() if command}
