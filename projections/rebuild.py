@@ -102,8 +102,8 @@ async def rebuild_all(
 
 
 async def _create_fresh_tables(connection: Connection, projections: Sequence[Projection]) -> None:
+    await connection.execute(_dropping_fresh_tables(projections))
     for projection in projections:
-        await connection.execute(f"DROP TABLE IF EXISTS {_fresh(projection)}")
         await connection.execute(
             f"CREATE TABLE {_fresh(projection)} (LIKE {projection.table} INCLUDING ALL)"
         )
@@ -116,8 +116,11 @@ async def _drop_fresh_tables(connection: Connection, projections: Sequence[Proje
     rebuild drops them first, and the error that ended this one is the one to report.
     """
     with contextlib.suppress(Exception):
-        for projection in projections:
-            await connection.execute(f"DROP TABLE IF EXISTS {_fresh(projection)}")
+        await connection.execute(_dropping_fresh_tables(projections))
+
+
+def _dropping_fresh_tables(projections: Sequence[Projection]) -> str:
+    return f"DROP TABLE IF EXISTS {', '.join(_fresh(p) for p in projections)}"
 
 
 async def _fill(
