@@ -18,6 +18,7 @@ from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory, fold_remembered
+from projections.writes import Write, WritesView
 
 
 class BalanceRow(msgspec.Struct):
@@ -93,7 +94,7 @@ _UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
         position = excluded.position, updated_at = excluded.updated_at"""
 
 
-class BalancesProjection:
+class BalancesProjection(WritesView):
     """Current balance per account (what ``GET /v1/credits`` reads)."""
 
     name = "balances"
@@ -102,16 +103,15 @@ class BalancesProjection:
     def __init__(self, memory: ViewMemory[BalanceRow] | None = None) -> None:
         self.memory = memory if memory is not None else ViewMemory(limit=0)
 
-    async def apply(
+    async def fold(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
-    ) -> None:
-        """Fold a batch into the rows it touches: one read (of those not remembered), one
-        write."""
+    ) -> list[Write]:
+        """A batch folded into the rows it touches: one read (of those not remembered),
+        one write."""
         events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
-            return
+            return []
         written = await fold_remembered(self.memory, connection, table, BalanceRow, events, fold)
-        if written:
-            # One statement for every row, not one execution a row: under load a projector
-            # batch holds a few dozen accounts.
-            await connection.execute(_UPSERT.format(table=table), written)
+        # One statement for every row, not one execution a row: under load a projector
+        # batch holds a few dozen accounts.
+        return [Write(_UPSERT.format(table=table), (written,))] if written else []

@@ -24,6 +24,7 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import Connection
 from projections.events import EventKinds, ProjectedEvent
+from projections.writes import Write, WritesView
 
 _GRANT_EVENTS = EventKinds(
     CreditsGranted,
@@ -79,23 +80,23 @@ def taken_from_grants(event: object) -> dict[str, int]:
     return {}
 
 
-class GrantsProjection:
+class GrantsProjection(WritesView):
     """Every grant of every account, active or closed."""
 
     name = "grants"
     table = "grants"
 
-    async def apply(
+    async def fold(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
-    ) -> None:
-        """Fold a batch's grant movements into their rows: one read, one write."""
+    ) -> list[Write]:
+        """A batch's grant movements folded into their rows: one read, one write."""
         moves = [
             (projected, ids)
             for projected in events
             if _GRANT_EVENTS[type(projected.event)] and (ids := self._grants_of(projected.event))
         ]
         if not moves:
-            return
+            return []
         wanted = list({grant_id for _, ids in moves for grant_id in ids})
         rows: dict[str, GrantRow] = {
             r["grant_id"]: GrantRow(**dict(r))
@@ -106,8 +107,7 @@ class GrantsProjection:
         for projected, _ in moves:
             self._fold(rows, projected)
         written = [msgspec.structs.astuple(row) for row in rows.values()]
-        if written:  # as executemany did: no statement for no rows
-            await connection.execute(_UPSERT.format(table=table), written)
+        return [Write(_UPSERT.format(table=table), (written,))] if written else []
 
     @staticmethod
     def _grants_of(event: object) -> list[str]:

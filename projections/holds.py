@@ -17,6 +17,7 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import Connection
 from projections.events import EventKinds, ProjectedEvent
+from projections.writes import Write, WritesView
 
 _SETTLED_AS: dict[type, str] = {
     HoldCaptured: "captured",
@@ -87,19 +88,19 @@ def _hold_id(event: object) -> str:
     return event.hold_id
 
 
-class HoldsProjection:
+class HoldsProjection(WritesView):
     """Every hold of every account, open or settled."""
 
     name = "holds"
     table = "holds"
 
-    async def apply(
+    async def fold(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
-    ) -> None:
-        """Fold a batch's hold events into their rows: one read, one write."""
+    ) -> list[Write]:
+        """A batch's hold events folded into their rows: one read, one write."""
         mine = [(_hold_id(e.event), e) for e in events if _HOLD_EVENTS[type(e.event)]]
         if not mine:
-            return
+            return []
         hold_ids = list({hold_id for hold_id, _ in mine})
         rows: dict[str, HoldRow | None] = {
             r["hold_id"]: HoldRow(**dict(r))
@@ -110,5 +111,4 @@ class HoldsProjection:
         for hold_id, event in mine:
             rows[hold_id] = fold(rows.get(hold_id), event)
         written = [msgspec.structs.astuple(row) for row in rows.values() if row is not None]
-        if written:
-            await connection.execute(_UPSERT.format(table=table), written)
+        return [Write(_UPSERT.format(table=table), (written,))] if written else []

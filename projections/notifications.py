@@ -47,6 +47,7 @@ from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory, rows_of
+from projections.writes import Write, WritesView
 
 
 class NotifierState(msgspec.Struct):
@@ -112,6 +113,12 @@ _UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
         topup_balance = excluded.topup_balance, held = excluded.held,
         granted = excluded.granted, threshold = excluded.threshold, low_armed = excluded.low_armed,
         depleted_armed = excluded.depleted_armed, position = excluded.position"""
+
+# A column an array: a notification rarely goes to more than a few endpoints.
+_DELIVERIES = """INSERT INTO webhook_deliveries
+        (notification_id, event_type, endpoint_id, account_id, position, payload)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+    ON CONFLICT (notification_id, endpoint_id) DO NOTHING"""
 
 
 class Notification(msgspec.Struct, frozen=True):
@@ -275,7 +282,7 @@ _encode = msgspec.json.Encoder().encode
 _ACCOUNT_EVENTS = EventKinds(AccountOpened, AccountEvent)
 
 
-class NotificationsProjection:
+class NotificationsProjection(WritesView):
     """The outbox of webhook deliveries, and the per-account state the alerts need."""
 
     name = "notifications"
@@ -284,14 +291,14 @@ class NotificationsProjection:
     def __init__(self, memory: ViewMemory[NotifierState] | None = None) -> None:
         self.memory = memory if memory is not None else ViewMemory(limit=0)
 
-    async def apply(
+    async def fold(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
-    ) -> None:
-        """Fold a batch: one read (of the states not remembered) and one write of the
-        state, one insert of deliveries."""
+    ) -> list[Write]:
+        """A batch folded: one read (of the states not remembered) and one write of the
+        states, one insert of deliveries."""
         events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
         if not events:
-            return
+            return []
         states = await self.memory.rows(
             {e.stream_id for e in events}, rows_of(connection, table, NotifierState)
         )
@@ -340,15 +347,11 @@ class NotificationsProjection:
                 )
         self.memory.keep(states)
         written = [msgspec.structs.astuple(s) for s in states.values() if s is not None]
-        if written:
-            await connection.execute(_UPSERT.format(table=table), written)
+        writes = [Write(_UPSERT.format(table=table), (written,))] if written else []
         if deliveries:
-            await connection.executemany(
-                """INSERT INTO webhook_deliveries
-                       (notification_id, event_type, endpoint_id, account_id, position, payload)
-                   VALUES ($1, $2, $3, $4, $5, $6)
-                   ON CONFLICT (notification_id, endpoint_id) DO NOTHING""",
-                deliveries,
-            )
-            # Delivered at commit: the dispatcher wakes as soon as the rows are visible.
-            await connection.execute("SELECT pg_notify($1, '')", DELIVERIES_CHANNEL)
+            writes += [
+                Write(_DELIVERIES, tuple(map(list, zip(*deliveries, strict=True)))),
+                # Delivered at commit: the dispatcher wakes as soon as the rows are visible.
+                Write("SELECT pg_notify($1, '')", (DELIVERIES_CHANNEL,), alone=True),
+            ]
+        return writes

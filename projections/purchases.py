@@ -30,6 +30,7 @@ from ledger.domain.events import (
 from ledger.store.event_store import Connection
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory, fold_remembered
+from projections.writes import Write, WritesView
 
 _STATUS_OF: dict[type, str] = {
     CheckoutPaid: "paid",
@@ -123,7 +124,7 @@ def fold(row: PurchaseRow | None, projected: ProjectedEvent) -> PurchaseRow | No
     return row
 
 
-class PurchasesProjection:
+class PurchasesProjection(WritesView):
     """What ``GET /v1/credits/purchases`` reads."""
 
     name = "purchases"
@@ -132,14 +133,13 @@ class PurchasesProjection:
     def __init__(self, memory: ViewMemory[PurchaseRow] | None = None) -> None:
         self.memory = memory if memory is not None else ViewMemory(limit=0)
 
-    async def apply(
+    async def fold(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
-    ) -> None:
-        """Fold a batch into the purchases it touches: one read (of those not remembered),
-        one write."""
+    ) -> list[Write]:
+        """A batch folded into the purchases it touches: one read (of those not
+        remembered), one write."""
         events = [e for e in events if _SESSION_EVENTS[type(e.event)]]
         if not events:
-            return
+            return []
         written = await fold_remembered(self.memory, connection, table, PurchaseRow, events, fold)
-        if written:
-            await connection.execute(_UPSERT.format(table=table), written)
+        return [Write(_UPSERT.format(table=table), (written,))] if written else []

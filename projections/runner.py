@@ -34,6 +34,7 @@ from projections.memory import ViewMemory
 from projections.notifications import NotificationsProjection
 from projections.purchases import PurchasesProjection
 from projections.statement import StatementProjection
+from projections.writes import Write, together, write_each
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,16 @@ class Projection(Protocol):
     name: str
     table: str
 
+    async def fold(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> list[Write]:
+        """The writes that fold a batch of events, in commit order, into ``table``: the
+        live projector sends them with the other views' (``projections/writes.py``)."""
+
     async def apply(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
-        """Fold a batch of events, in commit order, into ``table``."""
+        """Fold a batch of events, in commit order, into ``table`` (a rebuild's)."""
 
 
 def all_projections(*, remembering: bool = False) -> list[Projection]:
@@ -203,6 +210,7 @@ async def _apply_locked(
             memory.forget()
     applied: dict[str, int] = {}
     moved_to: dict[str, int] = {}
+    writes: list[Write] = []
     for position in sorted(set(read_from.values())):
         if read_ahead is not None and read_ahead[0] == position:
             events = read_ahead[1]
@@ -214,19 +222,23 @@ async def _apply_locked(
                 continue
             applied[projection.name] = len(decoded)
             if decoded:
-                await projection.apply(connection, projection.table, decoded)
+                writes += await projection.fold(connection, projection.table, decoded)
                 moved_to[projection.name] = decoded[-1].position
     written_at: dict[str, tuple[int, int]] = {}
     if moved_to:
-        moved = await connection.fetch(
-            """UPDATE projection_positions AS p SET position = m.position, updated_at = now()
-               FROM unnest($1::text[], $2::bigint[]) AS m(name, position)
-               WHERE p.name = m.name RETURNING p.name, p.position, p.xmin""",
-            list(moved_to),
-            list(moved_to.values()),
+        # Every view's writes and their new positions: one statement.
+        statement, after = together(
+            writes, Write(_MOVE_POSITIONS, (list(moved_to), list(moved_to.values())))
         )
+        moved = await connection.fetch(statement.sql, *statement.args)
+        await write_each(connection, after)
         written_at = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in moved}
     return applied, as_left, written_at
+
+
+_MOVE_POSITIONS = """UPDATE projection_positions AS p SET position = m.position, updated_at = now()
+    FROM unnest($1::text[], $2::bigint[]) AS m(name, position)
+    WHERE p.name = m.name RETURNING p.name, p.position, p.xmin"""
 
 
 async def catch_up(

@@ -7,6 +7,7 @@ audit counts; its ``type`` column is the event's class name.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 from ledger.domain.events import STATEMENT_EVENTS, AccountOpened
@@ -14,6 +15,7 @@ from ledger.store.event_store import Connection
 from projections.balance_changes import Buckets, apply_change, change_of
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory
+from projections.writes import Write
 
 _COLUMNS = [
     "account_id",
@@ -35,6 +37,11 @@ _COLUMNS = [
 
 
 _STATEMENT_EVENTS = EventKinds(*STATEMENT_EVENTS)
+
+# The lines as one array of records (migration 0019's statement_line: the columns above,
+# in order), as the balances view writes its rows.
+_INSERT = f"""INSERT INTO {{table}} ({", ".join(_COLUMNS)})
+    SELECT * FROM unnest($1::statement_line[])"""
 
 LastLine = tuple[str, Buckets]
 """A stream's last line as the next one needs it: the account and its buckets after it."""
@@ -60,14 +67,27 @@ class StatementProjection:
     def __init__(self, memory: ViewMemory[LastLine] | None = None) -> None:
         self.memory = memory if memory is not None else ViewMemory(limit=0)
 
+    async def fold(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> list[Write]:
+        """The lines a batch makes, as one insert (one read first, of the last lines of
+        the streams not remembered)."""
+        lines = await self._lines(connection, table, events)
+        return [Write(_INSERT.format(table=table), (lines,))] if lines else []
+
     async def apply(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
-        """Append the lines a batch makes: one read of the last lines of the streams not
-        remembered, one copy."""
+        """Append the lines a batch makes with ``COPY``: a rebuild's batches are large."""
+        if lines := await self._lines(connection, table, events):
+            await connection.copy_records_to_table(table, records=lines, columns=_COLUMNS)
+
+    async def _lines(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> list[tuple[Any, ...]]:
         mine = [e for e in events if _STATEMENT_EVENTS[type(e.event)]]
         if not mine:
-            return
+            return []
 
         async def read(streams: list[UUID]) -> dict[UUID, LastLine]:
             return {
@@ -113,5 +133,4 @@ class StatementProjection:
                 )
             )
         self.memory.keep(last)
-        if lines:
-            await connection.copy_records_to_table(table, records=lines, columns=_COLUMNS)
+        return lines

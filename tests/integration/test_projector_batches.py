@@ -1,13 +1,18 @@
 """The projector asks first whether any view has an event to apply (projections/runner.py):
 one round trip, where the batch's transaction took six to find nothing. Once it knows
-where it left the views, the read of the events after them is that question."""
+where it left the views, the read of the events after them is that question. A batch
+writes every view and their positions in one statement (projections/writes.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
+from api.database import owner_connection
 from ledger.bootstrap import build_ledger
-from ledger.commands import SpendCredits
+from ledger.commands import GrantCredits, PlaceHold, SpendCredits
+from ledger.notifications.endpoints import EndpointRegistry
+from projections.rebuild import rebuild_all
 from projections.runner import (
     _ANYTHING_TO_APPLY,
     _apply_batch_on,
@@ -141,3 +146,63 @@ async def test_a_projector_whose_views_another_moved_applies_only_what_is_new_to
     assert await isolated_db.pool.fetchval(remaining, account_id) == 80
     lines = "SELECT count(*) FROM statement_lines WHERE account_id = $1"
     assert await isolated_db.pool.fetchval(lines, account_id) == 3
+
+
+_VIEWS = {
+    "balances": "account_id",
+    "statement_lines": "account_id, position",
+    "holds": "hold_id",
+    "grants": "grant_id",
+    "notifier_accounts": "stream_id",
+}
+
+
+async def view_rows(isolated_db: IsolatedDatabase) -> dict[str, list[dict[str, object]]]:
+    return {
+        table: [
+            dict(r) for r in await isolated_db.pool.fetch(f"SELECT * FROM {table} ORDER BY {key}")
+        ]
+        for table, key in _VIEWS.items()
+    }
+
+
+async def test_a_batch_writes_every_view_and_the_positions_in_one_statement(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    ledger = build_ledger(isolated_db.pool)
+    (account_id,) = await opened(isolated_db, 1)
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        "http://127.0.0.1:9/hook", ["credits.spent"]
+    )
+    left_at: dict[str, int] = {}
+    projections = all_projections(remembering=True)
+    await settled(isolated_db.store)
+    await catch_up(isolated_db.store, projections, left_at=left_at)
+    for command in (
+        GrantCredits(account_id=account_id, amount=50, priority=10, expires_at=None,
+                     reason="promo", idempotency_key="grant"),
+        SpendCredits(account_id=account_id, amount=120, reason="work", idempotency_key="spend"),
+        PlaceHold(account_id=account_id, amount=5, expires_in_seconds=60, reason="job",
+                  idempotency_key="hold"),
+    ):  # fmt: skip
+        await ledger.execute(command)
+    await settled(isolated_db.store)
+    queries: list[str] = []
+    async with isolated_db.pool.acquire() as connection:
+        connection.add_query_logger(lambda record: queries.append(record.query))
+        applied = await _apply_batch_on(connection, projections, 500, left_at)
+        await asyncio.sleep(0)  # the logger is called soon after each query
+
+    writes = [q for q in queries if "INSERT INTO" in q or q.lstrip().startswith("UPDATE")]
+    assert len(writes) == 1, writes
+    assert writes[0].startswith("WITH ")
+    for table in [*_VIEWS, "webhook_deliveries", "projection_positions"]:
+        assert re.search(rf"(INSERT INTO|UPDATE) {table}\b", writes[0]), table
+    assert "SELECT pg_notify($1, '')" in queries  # the deliveries' wake-up, at commit
+    assert set(applied.values()) == {3}
+    assert await isolated_db.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+    # What the one statement wrote is what a rebuild writes view by view.
+    live = await view_rows(isolated_db)
+    async with owner_connection(isolated_db.url) as connection:
+        await rebuild_all(connection, all_projections(), lambda *_: None)
+    assert await view_rows(isolated_db) == live

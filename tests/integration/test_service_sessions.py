@@ -20,6 +20,7 @@ from ledger.bootstrap import build_ledger
 from ledger.store.event_store import Connection, EventStore
 from projections.balances import BalancesProjection
 from projections.runner import catch_up
+from projections.writes import Write
 from tests.conftest import unique
 from tests.support.ledger import open_account
 
@@ -125,9 +126,9 @@ async def test_a_projector_batch_skips_the_flush_wait_for_itself_only(database_u
         settings_seen: list[str] = []
 
         class Watching(BalancesProjection):
-            async def apply(self, connection: Connection, table: str, events: Any) -> None:
+            async def fold(self, connection: Connection, table: str, events: Any) -> list[Write]:
                 settings_seen.append(await connection.fetchval("SHOW synchronous_commit"))
-                await super().apply(connection, table, events)
+                return await super().fold(connection, table, events)
 
         await catch_up(EventStore(pool), [Watching()])
 

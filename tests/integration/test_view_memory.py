@@ -17,6 +17,7 @@ from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent
 from projections.memory import ViewMemory
 from projections.runner import all_projections, apply_batch, catch_up
+from projections.writes import Write
 from tests.conftest import IsolatedDatabase
 from tests.support.events import settled
 from tests.support.ledger import open_account
@@ -145,11 +146,17 @@ class FailsWhenArmed:
     def __init__(self) -> None:
         self.armed = False
 
+    async def fold(
+        self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
+    ) -> list[Write]:
+        if self.armed:
+            raise RuntimeError("this batch fails")
+        return []
+
     async def apply(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> None:
-        if self.armed:
-            raise RuntimeError("this batch fails")
+        await self.fold(connection, table, events)
 
 
 async def test_a_failed_batch_leaves_nothing_remembered_that_did_not_commit(

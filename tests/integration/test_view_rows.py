@@ -1,4 +1,4 @@
-"""The record types the views write their rows as (migrations 0016 and 0017) are the views'
+"""The record types the views write their rows as (migrations 0016, 0017 and 0019) are the views'
 rows: the Structs' fields in order, each of its table column's type."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from projections.grants import GrantRow
 from projections.holds import HoldRow
 from projections.notifications import NotifierState
 from projections.purchases import PurchaseRow
+from projections.statement import _COLUMNS as statement_columns
 from tests.conftest import IsolatedDatabase
 
 _ATTRIBUTES = """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
@@ -35,3 +36,13 @@ async def test_a_views_record_type_is_its_row_and_its_tables_columns(
 
     assert [name for name, _ in attributes] == list(row.__struct_fields__)
     assert {name: kind for name, kind in attributes} == columns
+
+
+async def test_the_statement_line_record_is_the_statement_views_columns(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    attributes = await isolated_db.pool.fetch(_ATTRIBUTES, "statement_line")
+    columns = await isolated_db.pool.fetch(_ATTRIBUTES, "statement_lines")
+
+    assert [name for name, _ in attributes] == statement_columns
+    assert [tuple(a) for a in attributes] == [tuple(c) for c in columns]
