@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,12 @@ def scratch() -> Iterator[Path]:
         yield Path(folder)
 
 
-def simulate(scratch: Path, seeds: int, steps: int) -> subprocess.Popen[str]:
+@contextmanager
+def simulation(scratch: Path, seeds: int, steps: int) -> Iterator[subprocess.Popen[str]]:
     """``python -m tests.simulation.run`` in a process group of its own, as a terminal runs
-    ``make simulate``, one worker a seed, its temporary files in ``scratch``."""
-    return subprocess.Popen(
+    ``make simulate``, one worker a seed, its temporary files in ``scratch``; ended
+    (SIGKILL) if it is still running when the block ends."""
+    process = subprocess.Popen(
         [sys.executable, "-m", "tests.simulation.run"],
         env={
             **os.environ,
@@ -48,6 +51,12 @@ def simulate(scratch: Path, seeds: int, steps: int) -> subprocess.Popen[str]:
         text=True,
         start_new_session=True,
     )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def servers(scratch: Path) -> dict[int, Path]:
@@ -73,16 +82,11 @@ def up(process: subprocess.Popen[str], scratch: Path, workers: int) -> dict[int,
 
 
 def test_ctrl_c_stops_every_worker_and_its_server_in_one_line(scratch: Path) -> None:
-    process = simulate(scratch, seeds=2, steps=100_000)
-    try:
+    with simulation(scratch, seeds=2, steps=100_000) as process:
         running = up(process, scratch, workers=2)
         workers = spawned_workers(process.pid)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's process group
         output, _ = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
     assert process.returncode == 130, output
     assert output.strip().splitlines() == [
@@ -94,16 +98,10 @@ def test_ctrl_c_stops_every_worker_and_its_server_in_one_line(scratch: Path) -> 
 
 
 def test_a_worker_that_dies_is_reported_and_the_others_play_on(scratch: Path) -> None:
-    process = simulate(scratch, seeds=2, steps=60)
-    try:
+    with simulation(scratch, seeds=2, steps=60) as process:
         running = up(process, scratch, workers=2)
-        killed = min(spawned_workers(process.pid))
-        os.kill(killed, signal.SIGKILL)
+        os.kill(min(spawned_workers(process.pid)), signal.SIGKILL)
         output, _ = process.communicate(timeout=180)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
     assert process.returncode == 1, output
     assert "Traceback" not in output, output
