@@ -20,8 +20,9 @@ class Write(NamedTuple):
     """One statement of a view's batch and its arguments."""
 
     sql: str
-    """An ``INSERT`` (``ON CONFLICT …`` allowed) with parameters ``$1``, ``$2``, …; or, if
-    ``alone``, any statement."""
+    """An ``INSERT`` (``ON CONFLICT …`` allowed) with parameters ``$1`` to ``$n`` for its
+    ``n`` arguments and no other ``$`` (``together`` renumbers every ``$<digits>``); or,
+    if ``alone``, any statement."""
     args: tuple[Any, ...]
     alone: bool = False
     """Sent as a statement of its own after the others: a ``SELECT`` that must run (an
