@@ -16,8 +16,7 @@ from litestar.routes import HTTPRoute
 
 from api.access.guards import provide_principal
 from api.database import (
-    DatabaseNotReady,
-    DatabaseUnreachable,
+    DatabaseUnusable,
     create_pool,
     describe,
     resolve_database_url,
@@ -124,7 +123,7 @@ def create_app(
                 services = await stack.enter_async_context(
                     open_services(settings, stripe_api_base=stripe_api_base)
                 )
-            except (DatabaseUnreachable, DatabaseNotReady) as error:
+            except DatabaseUnusable as error:
                 # Said in one line, and the server stops (api/startup.py): raised, it
                 # would be Litestar's traceback of the failed start-up.
                 log.error("cannot start: %s", error)

@@ -48,9 +48,9 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except Exception as error:
-            from api.database import DatabaseNotReady, DatabaseUnreachable
+            from api.database import DatabaseUnusable
 
-            if isinstance(error, DatabaseUnreachable | DatabaseNotReady):
+            if isinstance(error, DatabaseUnusable):
                 raise click.ClickException(str(error)) from None
             raise
 

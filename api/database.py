@@ -51,12 +51,17 @@ async def nothing_to_reset(connection: asyncpg.Connection) -> None:
     """
 
 
-class DatabaseNotReady(Exception):
+class DatabaseUnusable(Exception):
+    """The database a start-up or a command was given cannot be used; the message says
+    why in one line (``ledger serve`` logs it and exits, other commands print it)."""
+
+
+class DatabaseNotReady(DatabaseUnusable):
     """The schema needs a set-up this connection may not do."""
 
 
-class DatabaseUnreachable(Exception):
-    """The first connection of a start-up or a command failed; the message says why."""
+class DatabaseUnreachable(DatabaseUnusable):
+    """The first connection of a start-up or a command failed."""
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
