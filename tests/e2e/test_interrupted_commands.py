@@ -9,19 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from bench.generate import generate
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ROOT
-from tests.support.processes import children_of
-
-
-def spawned_workers(parent: int) -> list[int]:
-    """The processes ``parent`` started with multiprocessing's spawn (not its helpers)."""
-    return [pid for pid, command in children_of(parent).items() if "spawn_main" in command]
+from tests.support.processes import gone, spawned_workers
 
 
 def started(command: tuple[str, ...], database_url: str) -> subprocess.Popen[str]:
@@ -44,15 +38,6 @@ def first_workers(parent: int, process: subprocess.Popen[str]) -> list[int]:
             return workers
         time.sleep(0.005)
     raise AssertionError("the command started no worker process")
-
-
-def gone(pids: list[int], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("after", [0.0, 0.3], ids=["spawned", "importing"])

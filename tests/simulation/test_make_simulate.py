@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_interrupted_commands import gone, spawned_workers
 from tests.support.cli import ROOT
-from tests.support.processes import every_process
+from tests.support.processes import every_process, gone, spawned_workers
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,3 +29,18 @@ def children_of(pid: int) -> dict[int, str]:
 def every_process() -> dict[int, str]:
     """Every process: its pid and command line."""
     return {pid: command for pid, _, command in _processes() if command}
+
+
+def spawned_workers(parent: int) -> list[int]:
+    """The processes ``parent`` started with multiprocessing's spawn (not its helpers)."""
+    return [pid for pid, command in children_of(parent).items() if "spawn_main" in command]
+
+
+def gone(pids: list[int], seconds: float = 10) -> bool:
+    """Whether every one of ``pids`` has ended within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
