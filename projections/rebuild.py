@@ -9,7 +9,8 @@ The live views keep answering while the new ones fill. Several views are
 rebuilt in one pass over the events: each batch is read and decoded once and
 applied to every fresh table. The swap happens in one transaction that first
 locks the views' live position rows, which pauses the live projector for
-them, applies what arrived meanwhile, takes every live table at once, renames the
+them (its batch then waits in its locked road, holding no view's table,
+``projections/runner.py``), applies what arrived meanwhile, takes every live table at once, renames the
 tables (the new ones' indexes take the names the old ones' had) and moves the positions.
 
 Taking the live tables can meet a reader that holds one of them and waits for

@@ -1,9 +1,11 @@
 """The projector: tails the store in commit order and keeps every view up to date.
 
-Each batch is one transaction holding the view's rows and its new position,
-with the position row locked first (``FOR UPDATE``): a projector killed
-mid-batch leaves nothing half-applied, and two projectors never apply the
-same batch twice.
+Each batch is one transaction holding the views' rows and their new positions: a
+projector killed mid-batch leaves nothing half-applied, and two projectors never apply
+the same batch twice. Once a projector knows where it left the views, a batch is one
+statement that moves their positions only if their rows are still as it left them
+(``_apply_as_left``); when it does not know, or they are not, it locks the position rows
+(``FOR UPDATE``) in a transaction and learns (``_apply_locked``).
 """
 
 from __future__ import annotations
@@ -145,43 +147,119 @@ async def _apply_batch_on(
     connection: Connection,
     projections: Sequence[Projection],
     batch_size: int,
-    left_at: dict[str, int],
+    left_at: dict[str, tuple[int, int]],
 ) -> dict[str, int]:
     """``apply_batch`` on a connection the caller holds.
 
-    ``left_at``: the positions this projector last left the views at, kept up to date
-    here. When every view was left at one position, the batch's read of the events
-    after it is also its look, before any lock: a batch that finds events needs no
-    look of its own (under load most do), one that finds none has cost what a look
-    would. The read is used only if the views are still there once locked.
+    ``left_at``: each view's position and its position row's ``xmin`` as this projector
+    last wrote them, kept up to date here. When it left every view at one position, the
+    batch takes the short road (``_apply_as_left``): the read of the events after that
+    position is also its look, and the batch is one statement, with no transaction of
+    its own and no lock waited for. Otherwise, or when a view is no longer as it was left,
+    it looks (``_ANYTHING_TO_APPLY``), then applies the batch in a transaction with the
+    position rows locked, and learns where the views are.
     """
     names = sorted(p.name for p in projections)
-    starts = {left_at.get(name) for name in names}
-    read_ahead: tuple[int, list[RecordedEvent]] | None = None
-    if len(starts) == 1 and (start := starts.pop()) is not None:
+    if (start := _one_position(left_at, names)) is not None:
         events = await read_whole_appends_after(connection, start, batch_size)
         if not events:
             return dict.fromkeys(names, 0)
-        read_ahead = (start, events)
-    elif not await connection.fetchval(_ANYTHING_TO_APPLY, names):
+        try:
+            return await _apply_as_left(connection, projections, names, events, left_at)
+        except PositionsMoved:
+            pass  # another writer moved a view: the locked road finds where it is now
+    if not await connection.fetchval(_ANYTHING_TO_APPLY, names):
         return dict.fromkeys(names, 0)
     try:
         async with connection.transaction():
-            applied, as_left, written_at = await _apply_locked(
-                connection, projections, names, batch_size, read_ahead
+            applied, as_found, written_at = await _apply_locked(
+                connection, projections, names, batch_size
             )
     except BaseException:
-        # The rows in memory may have been folded past what committed.
-        for projection in projections:
-            if memory := _memory_of(projection):
-                memory.forget()
-        left_at.clear()
+        _forget(projections, left_at)
         raise
+    _remember(projections, left_at, as_found | written_at, written_at)
+    return applied
+
+
+def _one_position(left_at: dict[str, tuple[int, int]], names: list[str]) -> int | None:
+    """The position every view was left at, if this projector left them all at one."""
+    if not all(name in left_at for name in names):
+        return None
+    positions = {left_at[name][0] for name in names}
+    return positions.pop() if len(positions) == 1 else None
+
+
+def _forget(projections: Sequence[Projection], left_at: dict[str, tuple[int, int]]) -> None:
+    """After a batch that failed: the rows in memory may have been folded past what
+    committed, and where the views are is not known."""
+    for projection in projections:
+        if memory := _memory_of(projection):
+            memory.forget()
+    left_at.clear()
+
+
+def _remember(
+    projections: Sequence[Projection],
+    left_at: dict[str, tuple[int, int]],
+    now_at: dict[str, tuple[int, int]],
+    written_at: dict[str, tuple[int, int]],
+) -> None:
     for projection in projections:
         if (memory := _memory_of(projection)) and projection.name in written_at:
             memory.written_at = written_at[projection.name]
-    left_at.update((name, position) for name, (position, _) in (as_left | written_at).items())
-    return applied
+    left_at.update(now_at)
+
+
+class PositionsMoved(Exception):
+    """A view's position row was not as this projector left it (``LP001``)."""
+
+
+async def _apply_as_left(
+    connection: Connection,
+    projections: Sequence[Projection],
+    names: list[str],
+    events: list[RecordedEvent],
+    left_at: dict[str, tuple[int, int]],
+) -> dict[str, int]:
+    """Apply ``events`` to every view, all left at the position they follow, in one
+    statement that moves the positions only if their rows are as left
+    (``move_projection_positions``); PositionsMoved, and nothing written, if one is not.
+
+    The statement is a transaction of its own: the views' rows and their positions
+    commit together or not at all, and no other statement of the batch is inside it (a
+    view's fold reads only rows of its own, as the positions say they are). Its commit
+    does not wait for its WAL flush, as the locked road's does not (``apply_batch``). What
+    must run alone (a NOTIFY) runs once it has committed.
+    """
+    decoded = [projected(e) for e in events]
+    writes: list[Write] = []
+    try:
+        for projection in projections:
+            writes += await projection.fold(connection, projection.table, decoded)
+        moving = Write(
+            _MOVE_POSITIONS_AS_LEFT,
+            (
+                names,
+                [left_at[name][0] for name in names],
+                [left_at[name][1] for name in names],
+                [decoded[-1].position] * len(names),
+            ),
+        )
+        statement, after = together(writes, moving)
+        try:
+            moved = await connection.fetch(statement.sql, *statement.args)
+        except asyncpg.PostgresError as error:
+            if error.sqlstate == _POSITIONS_MOVED:
+                raise PositionsMoved(str(error)) from None
+            raise
+    except BaseException:
+        _forget(projections, left_at)
+        raise
+    written_at = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in moved}
+    _remember(projections, left_at, written_at, written_at)
+    await write_each(connection, after)
+    return dict.fromkeys(names, len(decoded))
 
 
 async def _apply_locked(
@@ -189,11 +267,9 @@ async def _apply_locked(
     projections: Sequence[Projection],
     names: list[str],
     batch_size: int,
-    read_ahead: tuple[int, list[RecordedEvent]] | None,
 ) -> tuple[dict[str, int], dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
     """The events applied per view, each view's position and its row's ``xmin`` as found,
-    and as written by the views that moved. ``read_ahead``: a position and the events
-    read after it before the lock."""
+    and as written by the views that moved."""
     rows = await connection.fetch(_LOCK_POSITIONS, names)
     if len(rows) < len(names):  # a view's first batch ever: its position row is made first
         await connection.execute(
@@ -202,20 +278,17 @@ async def _apply_locked(
             names,
         )
         rows = await connection.fetch(_LOCK_POSITIONS, names)
-    as_left = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in rows}
-    read_from = {name: position for name, (position, _) in as_left.items()}
+    as_found = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in rows}
+    read_from = {name: position for name, (position, _) in as_found.items()}
     for projection in projections:
         # Someone else wrote the view since this projector last did: read it afresh.
-        if (memory := _memory_of(projection)) and memory.written_at != as_left[projection.name]:
+        if (memory := _memory_of(projection)) and memory.written_at != as_found[projection.name]:
             memory.forget()
     applied: dict[str, int] = {}
     moved_to: dict[str, int] = {}
     writes: list[Write] = []
     for position in sorted(set(read_from.values())):
-        if read_ahead is not None and read_ahead[0] == position:
-            events = read_ahead[1]
-        else:
-            events = await read_whole_appends_after(connection, position, batch_size)
+        events = await read_whole_appends_after(connection, position, batch_size)
         decoded = [projected(e) for e in events]
         for projection in projections:
             if read_from[projection.name] != position:
@@ -233,19 +306,26 @@ async def _apply_locked(
         moved = await connection.fetch(statement.sql, *statement.args)
         await write_each(connection, after)
         written_at = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in moved}
-    return applied, as_left, written_at
+    return applied, as_found, written_at
 
 
 _MOVE_POSITIONS = """UPDATE projection_positions AS p SET position = m.position, updated_at = now()
     FROM unnest($1::text[], $2::bigint[]) AS m(name, position)
     WHERE p.name = m.name RETURNING p.name, p.position, p.xmin"""
 
+_POSITIONS_MOVED = "LP001"
+# The short road's positions; its commit not told to wait for the WAL flush (a
+# set_config in the statement holds for the statement's own transaction).
+_MOVE_POSITIONS_AS_LEFT = """SELECT view_name AS name, view_position AS position, row_xmin AS xmin
+    FROM move_projection_positions($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]),
+        set_config('synchronous_commit', 'off', true)"""
+
 
 async def catch_up(
     store: EventStore,
     projections: Sequence[Projection],
     batch_size: int = BATCH_SIZE,
-    left_at: dict[str, int] | None = None,
+    left_at: dict[str, tuple[int, int]] | None = None,
 ) -> int:
     """Apply everything visible now to every projection; return how many events were applied.
 
@@ -280,7 +360,7 @@ class Projector:
         self.database_url = database_url
         self.projections = list(projections or all_projections(remembering=True))
         self._wake = asyncio.Event()
-        self._left_at: dict[str, int] = {}
+        self._left_at: dict[str, tuple[int, int]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up, then follow new events until ``stop`` is set."""

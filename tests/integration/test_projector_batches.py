@@ -1,7 +1,9 @@
 """The projector asks first whether any view has an event to apply (projections/runner.py):
 one round trip, where the batch's transaction took six to find nothing. Once it knows
-where it left the views, the read of the events after them is that question. A batch
-writes every view and their positions in one statement (projections/writes.py)."""
+where it left the views, the read of the events after them is that question, and the
+batch is one statement with no transaction of its own, which moves the positions only
+if their rows are as it left them. A batch writes every view and their positions in one
+statement (projections/writes.py)."""
 
 from __future__ import annotations
 
@@ -93,12 +95,16 @@ async def opened_more(isolated_db: IsolatedDatabase) -> None:
     await open_account(build_ledger(isolated_db.pool), "acct_peek_late", 100)
 
 
+def in_a_transaction_of_its_own(query: str) -> bool:
+    return query.strip().upper().startswith(("BEGIN", "COMMIT")) or "FOR UPDATE" in query
+
+
 async def test_a_projector_that_knows_where_it_left_the_views_reads_without_a_look(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await opened(isolated_db, 2)
     await settled(isolated_db.store)
-    left_at: dict[str, int] = {}
+    left_at: dict[str, tuple[int, int]] = {}
     queries: list[str] = []
     projections = all_projections(remembering=True)
     async with isolated_db.pool.acquire() as connection:
@@ -107,6 +113,7 @@ async def test_a_projector_that_knows_where_it_left_the_views_reads_without_a_lo
         assert set((await _apply_batch_on(connection, projections, 500, left_at)).values()) == {2}
         await asyncio.sleep(0)  # the logger is called soon after each query
         assert queries[0] == _ANYTHING_TO_APPLY
+        assert any(in_a_transaction_of_its_own(q) for q in queries)  # the locked road
         await opened_more(isolated_db)
         await settled(isolated_db.store)
         head = await isolated_db.store.head_position()
@@ -116,10 +123,15 @@ async def test_a_projector_that_knows_where_it_left_the_views_reads_without_a_lo
         await asyncio.sleep(0)
 
     assert set(applied.values()) == {1}
-    assert queries  # the batch's own, logged
-    assert _ANYTHING_TO_APPLY not in queries
-    assert left_at == dict.fromkeys(applied, head)
+    # The read of the events after where it left them (then the new account's rows, which
+    # the views' memories do not hold), and the batch: one statement, its own transaction.
+    assert queries[0].lstrip().startswith("SELECT originator_id")
+    assert queries[-1].startswith("WITH ")
+    assert "move_projection_positions(" in queries[-1]
+    assert not any(in_a_transaction_of_its_own(q) for q in queries), queries
     assert await positions(isolated_db) == dict.fromkeys(applied, head)
+    rows = await isolated_db.pool.fetch("SELECT name, position, xmin FROM projection_positions")
+    assert left_at == {row["name"]: (row["position"], int(row["xmin"])) for row in rows}
 
 
 async def test_a_projector_whose_views_another_moved_applies_only_what_is_new_to_them(
@@ -127,7 +139,7 @@ async def test_a_projector_whose_views_another_moved_applies_only_what_is_new_to
 ) -> None:
     ledger = build_ledger(isolated_db.pool)
     (account_id,) = await opened(isolated_db, 1)
-    left_at: dict[str, int] = {}
+    left_at: dict[str, tuple[int, int]] = {}
     this_one = all_projections(remembering=True)
     await settled(isolated_db.store)
     await catch_up(isolated_db.store, this_one, left_at=left_at)
@@ -174,7 +186,7 @@ async def test_a_batch_writes_every_view_and_the_positions_in_one_statement(
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         "http://127.0.0.1:9/hook", ["credits.spent"]
     )
-    left_at: dict[str, int] = {}
+    left_at: dict[str, tuple[int, int]] = {}
     projections = all_projections(remembering=True)
     await settled(isolated_db.store)
     await catch_up(isolated_db.store, projections, left_at=left_at)
@@ -196,9 +208,10 @@ async def test_a_batch_writes_every_view_and_the_positions_in_one_statement(
     writes = [q for q in queries if "INSERT INTO" in q or q.lstrip().startswith("UPDATE")]
     assert len(writes) == 1, writes
     assert writes[0].startswith("WITH ")
-    for table in [*_VIEWS, "webhook_deliveries", "projection_positions"]:
+    for table in [*_VIEWS, "webhook_deliveries"]:
         assert re.search(rf"(INSERT INTO|UPDATE) {table}\b", writes[0]), table
-    assert "SELECT pg_notify($1, '')" in queries  # the deliveries' wake-up, at commit
+    assert "move_projection_positions(" in writes[0]
+    assert "SELECT pg_notify($1, '')" in queries  # the deliveries' wake-up, once committed
     assert set(applied.values()) == {3}
     assert await isolated_db.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
     # What the one statement wrote is what a rebuild writes view by view.
@@ -206,3 +219,48 @@ async def test_a_batch_writes_every_view_and_the_positions_in_one_statement(
     async with owner_connection(isolated_db.url) as connection:
         await rebuild_all(connection, all_projections(), lambda *_: None)
     assert await view_rows(isolated_db) == live
+
+
+async def test_a_projector_never_holds_a_view_a_rebuild_waits_to_swap_in(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A rebuild's swap holds the position rows, then takes the live tables. A projector
+    that finds its rows held must not be holding those tables while it waits: it waits
+    in its locked road, and the swap takes the tables at once."""
+    (account_id,) = await opened(isolated_db, 1)
+    await settled(isolated_db.store)
+    left_at: dict[str, tuple[int, int]] = {}
+    projections = all_projections(remembering=True)
+    await catch_up(isolated_db.store, projections, left_at=left_at)
+    await opened_more(isolated_db)
+    await settled(isolated_db.store)
+    names = sorted(p.name for p in projections)
+    async with isolated_db.pool.acquire() as swap:
+        async with swap.transaction():
+            await swap.execute(
+                "SELECT 1 FROM projection_positions WHERE name = any($1) FOR UPDATE", names
+            )
+            projecting = asyncio.create_task(
+                catch_up(isolated_db.store, projections, left_at=left_at)
+            )
+            async with asyncio.timeout(30):
+                while not await isolated_db.pool.fetchval(
+                    """SELECT count(*) FROM pg_stat_activity
+                       WHERE wait_event_type = 'Lock' AND datname = current_database()"""
+                ):
+                    assert not projecting.done(), projecting
+                    await asyncio.sleep(0.01)
+            await swap.execute("SET LOCAL lock_timeout = '5s'")
+            await swap.execute(
+                f"LOCK TABLE {', '.join(p.table for p in projections)} IN ACCESS EXCLUSIVE MODE"
+            )
+        applied = await asyncio.wait_for(projecting, 30)
+
+    assert applied == len(projections)  # the new account's opening, once for each view
+    balances = "SELECT account_id FROM balances ORDER BY account_id"
+    assert [r["account_id"] for r in await isolated_db.pool.fetch(balances)] == [
+        account_id,
+        "acct_peek_late",
+    ]
+    assert set(await positions(isolated_db)) == set(names)
+    assert set(left_at) == set(names)
