@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import re
 
-from api.database import owner_connection
+from api.database import create_pool, owner_connection
 from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SpendCredits
 from ledger.notifications.endpoints import EndpointRegistry
+from ledger.store.event_store import EventStore
 from projections.rebuild import rebuild_all
 from projections.runner import (
     _ANYTHING_TO_APPLY,
@@ -264,3 +265,35 @@ async def test_a_projector_never_holds_a_view_a_rebuild_waits_to_swap_in(
     ]
     assert set(await positions(isolated_db)) == set(names)
     assert set(left_at) == set(names)
+
+
+async def test_a_catch_up_stops_at_a_batch_short_of_its_size(isolated_db: IsolatedDatabase) -> None:
+    """Such a batch read everything visible then: a read after it would find nothing (what
+    commits later is announced, and wakes the projector)."""
+    ledger = build_ledger(isolated_db.pool)
+    await opened(isolated_db, 1)
+    await settled(isolated_db.store)
+    left_at: dict[str, tuple[int, int]] = {}
+    projections = all_projections(remembering=True)
+    await catch_up(isolated_db.store, projections, left_at=left_at)
+    for n in range(3):  # an event each, each its own append
+        await open_account(ledger, f"acct_short_{n}", 100)
+    await settled(isolated_db.store)
+    reads: list[str] = []
+    pool = await create_pool(isolated_db.url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:  # the pool's only connection
+            connection.add_query_logger(
+                lambda record: (
+                    reads.append(record.query) if "FROM stored_events" in record.query else None
+                )
+            )
+        applied = await catch_up(EventStore(pool), projections, batch_size=2, left_at=left_at)
+        await asyncio.sleep(0)  # the logger is called soon after each query
+    finally:
+        await pool.close()
+
+    assert applied == 3 * len(projections)
+    assert len(reads) == 2, reads  # two events, then one: none to find nothing
+    head = await isolated_db.store.head_position()
+    assert await positions(isolated_db) == dict.fromkeys(left_at, head)
