@@ -154,10 +154,10 @@ async def _apply_batch_on(
     ``left_at``: each view's position and its position row's ``xmin`` as this projector
     last wrote them, kept up to date here. When it left every view at one position, the
     batch takes the short road (``_apply_as_left``): the read of the events after that
-    position is also its look, and the batch is one statement, with no transaction of
-    its own and no lock waited for. Otherwise, or when a view is no longer as it was left,
-    it looks (``_ANYTHING_TO_APPLY``), then applies the batch in a transaction with the
-    position rows locked, and learns where the views are.
+    position is also its look, and the batch writes in one statement, its own
+    transaction, which waits for no position row. Otherwise, or when a view is no longer
+    as it was left, it looks (``_ANYTHING_TO_APPLY``), then applies the batch in a
+    transaction with the position rows locked, and learns where the views are.
     """
     names = sorted(p.name for p in projections)
     if (start := _one_position(left_at, names)) is not None:

@@ -26,7 +26,9 @@ class Write(NamedTuple):
     args: tuple[Any, ...]
     alone: bool = False
     """Sent as a statement of its own after the others: a ``SELECT`` that must run (an
-    unreferenced ``WITH`` query that modifies nothing is never run)."""
+    unreferenced ``WITH`` query that modifies nothing is never run). On the live
+    projector's short road it runs once the batch has committed: it must be one whose
+    loss a reader recovers from (a wake-up, after which readers still poll)."""
 
 
 async def write_each(connection: Connection, writes: Sequence[Write]) -> None:

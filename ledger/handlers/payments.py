@@ -104,7 +104,9 @@ async def _load_in_turn(streams: Streams, event: PaymentEvent, state: PaymentSta
     account_id = (
         state.session.account_id
         if state.session is not None
-        else event.account_id if isinstance(event, CheckoutEvent) else None
+        else event.account_id
+        if isinstance(event, CheckoutEvent)
+        else None
     )
     if account_id:
         state.account = await streams.get(CreditAccount, account_stream_id(account_id))
@@ -271,14 +273,25 @@ async def _load_checkout_at_once(
     streams: Streams, event: CheckoutEvent, state: PaymentState
 ) -> bool:
     """The intent, the session and the account its metadata names, in one round trip;
-    False if the session turns out to belong to another account (then loaded in turn)."""
+    False if the session turns out to belong to another account (then loaded in turn).
+
+    An intent this process does not hold is presumed to have no stream, and not read
+    (on the first attempt): almost every payment comes before any refund or dispute of
+    it, and its intent has none. The link claim guards the presumption. A refund or
+    dispute that opens an intent's stream claims its link in the same commit, and a
+    payment that settles its session with no intent stream claims the link too
+    (``_link``): the claim taken, the payment is decided again on a fresh load, as when
+    the refund lands a moment after the read. A payment that settles nothing does nothing
+    with the intent, stream or not (the payment that settled it linked it).
+    """
     assert event.account_id is not None
     wanted: list[tuple[type[Any], UUID]] = [
         (CheckoutSession, checkout_stream_id(event.session_id)),
         (CreditAccount, account_stream_id(event.account_id)),
     ]
-    if event.payment_intent:
-        wanted.append((PaymentIntent, payment_intent_stream_id(event.payment_intent)))
+    intent_id = payment_intent_stream_id(event.payment_intent) if event.payment_intent else None
+    if intent_id is not None and (streams.fresh or streams.holds(intent_id)):
+        wanted.append((PaymentIntent, intent_id))
     session, account, *intent = await streams.get_many(*wanted)
     if session is not None and session.account_id != event.account_id:
         return False

@@ -124,6 +124,10 @@ class Repository:
             aggregate = self.mapper.to_domain_event(recorded).mutate(aggregate)
         return aggregate
 
+    def holds(self, aggregate_id: UUID) -> bool:
+        """Whether the aggregate is in memory (as its last write here, or a load, left it)."""
+        return aggregate_id in self._cache
+
     async def exists(self, aggregate_id: UUID) -> bool:
         """Whether the aggregate has been created."""
         return aggregate_id in self._cache or await self.store.exists(aggregate_id)

@@ -18,6 +18,7 @@ from ledger.domain.payment_intent import PaymentIntent
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.payment_events import CheckoutChange, CheckoutEvent, RefundEvent
 from ledger.service import Ledger
+from ledger.store import stats
 from ledger.store.claims import StoredAnswer
 from tests.conftest import unique
 from tests.support.ledger import open_account, save
@@ -189,3 +190,63 @@ async def test_a_payment_intent_that_pays_a_second_session_does_not_link_it(
         assert link.response == first.session_id.encode()
     finally:
         await books.uow.committer.stop()
+
+
+async def test_a_payment_reads_no_intent_stream_it_does_not_hold(pool: asyncpg.Pool) -> None:
+    """Its session and account in memory, a payment reads nothing: its intent, which almost
+    never has a stream, is presumed to have none (its link claim guards that)."""
+    books = build_ledger(pool)
+    try:
+        purchase = await requested(books)
+        loaded: list[list[Any]] = []
+        load_many = books.store.load_many_from_snapshots
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            loaded.append(list(args[0]))
+            return await load_many(*args, **kwargs)
+
+        books.store.load_many_from_snapshots = counted  # type: ignore[method-assign]
+        assert await deliver(books, purchase.paid())
+
+        assert loaded == []
+        account = await books.account(purchase.account_id, fresh=True)
+        assert account.balance == 1000
+        link = await books.claims.find(LINK_SCOPE, purchase.intent)
+        assert link is not None
+        assert link.response == purchase.session_id.encode()
+    finally:
+        await books.uow.committer.stop()
+
+
+async def test_a_payment_whose_intent_another_process_opened_is_decided_on_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """A refund that came first opened the intent's stream in another process: this one,
+    not holding it, presumes none, meets the refund's link claim and is decided again on
+    the stream, so the refund kept there is applied."""
+    first, second = build_ledger(pool), build_ledger(pool)
+    try:
+        purchase = await requested(first)
+        assert await deliver(first, purchase.refunded())
+        assert not second.repository.holds(payment_intent_stream_id(purchase.intent))
+        conflicts_before = decided_again()
+
+        assert await deliver(second, purchase.paid())
+
+        assert decided_again() == conflicts_before + 1
+        await assert_refunded_once(first, purchase)
+        intent = await first.repository.get(
+            PaymentIntent, payment_intent_stream_id(purchase.intent), fresh=True
+        )
+        assert intent is not None
+        assert (intent.session_id, intent.amount_refunded) == (purchase.session_id, 400)
+    finally:
+        await first.uow.committer.stop()
+        await second.uow.committer.stop()
+
+
+def decided_again() -> float:
+    found = stats.REGISTRY.get_sample_value(
+        "ledger_concurrency_conflicts_total", {"outcome": "retried"}
+    )
+    return found or 0.0

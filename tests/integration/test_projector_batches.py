@@ -1,8 +1,8 @@
 """The projector asks first whether any view has an event to apply (projections/runner.py):
 one round trip, where the batch's transaction took six to find nothing. Once it knows
 where it left the views, the read of the events after them is that question, and the
-batch is one statement with no transaction of its own, which moves the positions only
-if their rows are as it left them. A batch writes every view and their positions in one
+batch writes in one statement, its own transaction, which moves the positions only if
+their rows are as it left them. A batch writes every view and their positions in one
 statement (projections/writes.py)."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ async def opened_more(isolated_db: IsolatedDatabase) -> None:
     await open_account(build_ledger(isolated_db.pool), "acct_peek_late", 100)
 
 
-def in_a_transaction_of_its_own(query: str) -> bool:
+def opens_a_transaction_or_locks(query: str) -> bool:
     return query.strip().upper().startswith(("BEGIN", "COMMIT")) or "FOR UPDATE" in query
 
 
@@ -114,7 +114,7 @@ async def test_a_projector_that_knows_where_it_left_the_views_reads_without_a_lo
         assert set((await _apply_batch_on(connection, projections, 500, left_at)).values()) == {2}
         await asyncio.sleep(0)  # the logger is called soon after each query
         assert queries[0] == _ANYTHING_TO_APPLY
-        assert any(in_a_transaction_of_its_own(q) for q in queries)  # the locked road
+        assert any(opens_a_transaction_or_locks(q) for q in queries)  # the locked road
         await opened_more(isolated_db)
         await settled(isolated_db.store)
         head = await isolated_db.store.head_position()
@@ -129,7 +129,7 @@ async def test_a_projector_that_knows_where_it_left_the_views_reads_without_a_lo
     assert queries[0].lstrip().startswith("SELECT originator_id")
     assert queries[-1].startswith("WITH ")
     assert "move_projection_positions(" in queries[-1]
-    assert not any(in_a_transaction_of_its_own(q) for q in queries), queries
+    assert not any(opens_a_transaction_or_locks(q) for q in queries), queries
     assert await positions(isolated_db) == dict.fromkeys(applied, head)
     rows = await isolated_db.pool.fetch("SELECT name, position, xmin FROM projection_positions")
     assert left_at == {row["name"]: (row["position"], int(row["xmin"])) for row in rows}
@@ -297,3 +297,34 @@ async def test_a_catch_up_stops_at_a_batch_short_of_its_size(isolated_db: Isolat
     assert len(reads) == 2, reads  # two events, then one: none to find nothing
     head = await isolated_db.store.head_position()
     assert await positions(isolated_db) == dict.fromkeys(left_at, head)
+
+
+async def test_a_view_rewritten_at_the_same_position_is_read_again_not_remembered(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Another writer (a rebuild's swap) may rewrite a view and leave its position where it
+    was: the position row's xmin tells, and the next batch builds on the rows as that
+    writer left them, not on what this projector remembers."""
+    ledger = build_ledger(isolated_db.pool)
+    (account_id,) = await opened(isolated_db, 1)
+    await settled(isolated_db.store)
+    left_at: dict[str, tuple[int, int]] = {}
+    projections = all_projections(remembering=True)
+    await catch_up(isolated_db.store, projections, left_at=left_at)
+    before = await positions(isolated_db)
+    remaining = "SELECT allowance_remaining FROM balances WHERE account_id = $1"
+    assert await isolated_db.pool.fetchval(remaining, account_id) == 100
+    async with isolated_db.pool.acquire() as other, other.transaction():
+        await other.execute(
+            "UPDATE balances SET allowance_remaining = 70 WHERE account_id = $1", account_id
+        )
+        await other.execute("UPDATE projection_positions SET position = position")
+    assert await positions(isolated_db) == before
+    await ledger.execute(
+        SpendCredits(account_id=account_id, amount=10, reason="test", idempotency_key="k")
+    )
+    await settled(isolated_db.store)
+
+    assert await catch_up(isolated_db.store, projections, left_at=left_at) == len(projections)
+
+    assert await isolated_db.pool.fetchval(remaining, account_id) == 60  # 70, not 100, less 10
