@@ -36,7 +36,10 @@ class SharedReads(Generic[K, V]):
 
     async def read_many(self, keys: Sequence[K]) -> list[V | None]:
         """``read`` of each key, in one query with whatever else is asked meanwhile."""
-        return await asyncio.gather(*(self._ask(key) for key in keys))
+        answers = [self._ask(key) for key in keys]
+        if len(answers) == 1:  # the usual case; gather's own futures cost ~8 µs more
+            return [await answers[0]]
+        return await asyncio.gather(*answers)
 
     def _ask(self, key: K) -> asyncio.Future[V | None]:
         answer: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
