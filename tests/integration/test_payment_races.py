@@ -18,10 +18,9 @@ from ledger.domain.payment_intent import PaymentIntent
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.payment_events import CheckoutChange, CheckoutEvent, RefundEvent
 from ledger.service import Ledger
-from ledger.store import stats
 from ledger.store.claims import StoredAnswer
 from tests.conftest import unique
-from tests.support.ledger import open_account, save
+from tests.support.ledger import conflicts_retried, open_account, save
 
 
 class Purchase:
@@ -88,6 +87,16 @@ async def assert_refunded_once(books: Ledger, purchase: Purchase) -> None:
     assert account.balance == 600
 
 
+async def assert_refund_kept_and_applied(books: Ledger, purchase: Purchase) -> None:
+    """The refund that came first was kept on the intent's stream, which the payment linked."""
+    await assert_refunded_once(books, purchase)
+    intent = await books.repository.get(
+        PaymentIntent, payment_intent_stream_id(purchase.intent), fresh=True
+    )
+    assert intent is not None
+    assert (intent.session_id, intent.amount_refunded) == (purchase.session_id, 400)
+
+
 async def test_a_refund_that_missed_the_link_by_a_moment_is_decided_again(
     pool: asyncpg.Pool,
 ) -> None:
@@ -137,12 +146,7 @@ async def test_a_payment_that_missed_an_early_refund_by_a_moment_is_decided_agai
         assert await deliver(second, purchase.paid())
 
         assert refunds == [True]
-        await assert_refunded_once(first, purchase)
-        intent = await first.repository.get(
-            PaymentIntent, payment_intent_stream_id(purchase.intent), fresh=True
-        )
-        assert intent is not None
-        assert (intent.session_id, intent.amount_refunded) == (purchase.session_id, 400)
+        await assert_refund_kept_and_applied(first, purchase)
     finally:
         await first.uow.committer.stop()
         await second.uow.committer.stop()
@@ -229,24 +233,12 @@ async def test_a_payment_whose_intent_another_process_opened_is_decided_on_it(
         purchase = await requested(first)
         assert await deliver(first, purchase.refunded())
         assert not second.repository.holds(payment_intent_stream_id(purchase.intent))
-        conflicts_before = decided_again()
+        conflicts_before = conflicts_retried()
 
         assert await deliver(second, purchase.paid())
 
-        assert decided_again() == conflicts_before + 1
-        await assert_refunded_once(first, purchase)
-        intent = await first.repository.get(
-            PaymentIntent, payment_intent_stream_id(purchase.intent), fresh=True
-        )
-        assert intent is not None
-        assert (intent.session_id, intent.amount_refunded) == (purchase.session_id, 400)
+        assert conflicts_retried() == conflicts_before + 1
+        await assert_refund_kept_and_applied(first, purchase)
     finally:
         await first.uow.committer.stop()
         await second.uow.committer.stop()
-
-
-def decided_again() -> float:
-    found = stats.REGISTRY.get_sample_value(
-        "ledger_concurrency_conflicts_total", {"outcome": "retried"}
-    )
-    return found or 0.0

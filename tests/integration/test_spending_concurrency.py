@@ -10,10 +10,9 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import ChangeAllowance, GrantCredits, PlaceHold, ResetMonth, SpendCredits
 from ledger.domain.errors import InsufficientCredits
 from ledger.service import Ledger
-from ledger.store import stats
 from ledger.store.claims import StoredAnswer
 from tests.conftest import unique
-from tests.support.ledger import open_account
+from tests.support.ledger import conflicts_retried, open_account
 
 
 async def test_writers_without_a_shared_lock_never_overdraw(pool: asyncpg.Pool) -> None:
@@ -25,7 +24,9 @@ async def test_writers_without_a_shared_lock_never_overdraw(pool: asyncpg.Pool) 
     async def spend(books: Ledger, n: int) -> bool:
         try:
             await books.execute(
-                SpendCredits(account_id=account_id, amount=7, reason="work", idempotency_key=f"key-{n}")
+                SpendCredits(
+                    account_id=account_id, amount=7, reason="work", idempotency_key=f"key-{n}"
+                )
             )
         except InsufficientCredits:
             return False
@@ -123,13 +124,13 @@ async def test_a_conflict_catches_the_stale_copy_up_with_the_events_it_missed(
                      reason="promo", idempotency_key="g1")
     )  # fmt: skip
 
-    retried = _conflicts_retried()
+    retried = conflicts_retried()
     await second.execute(
         SpendCredits(account_id=account_id, amount=25, reason="b", idempotency_key="b")
     )
 
     try:
-        assert _conflicts_retried() == retried + 1  # decided on the stale copy first
+        assert conflicts_retried() == retried + 1  # decided on the stale copy first
         caught_up = await second.account(account_id)  # from its cache
         loaded = await build_ledger(pool).account(account_id)  # no cache: the store
         assert caught_up.version == loaded.version == 6
@@ -138,13 +139,6 @@ async def test_a_conflict_catches_the_stale_copy_up_with_the_events_it_missed(
     finally:
         await first.uow.committer.stop()
         await second.uow.committer.stop()
-
-
-def _conflicts_retried() -> float:
-    value = stats.REGISTRY.get_sample_value(
-        "ledger_concurrency_conflicts_total", {"outcome": "retried"}
-    )
-    return value or 0.0
 
 
 def _state(account: object) -> dict[str, object]:

@@ -7,6 +7,7 @@ from eventsourcing.domain import Aggregate
 from ledger.commands import OpenAccount
 from ledger.domain.account import CreditAccount
 from ledger.service import Ledger
+from ledger.store import stats
 
 
 async def open_account(ledger: Ledger, account_id: str, allowance: int = 1000) -> CreditAccount:
@@ -23,3 +24,11 @@ async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
     writes = repository.writes(aggregates, [])
     await ledger.uow.committer.commit(writes)
     repository.committed(aggregates, writes)
+
+
+def conflicts_retried() -> float:
+    """Commands decided again after a conflict so far, in this process (the metric's count)."""
+    value = stats.REGISTRY.get_sample_value(
+        "ledger_concurrency_conflicts_total", {"outcome": "retried"}
+    )
+    return value or 0.0
