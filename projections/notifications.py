@@ -351,7 +351,8 @@ class NotificationsProjection(WritesView):
         if deliveries:
             writes += [
                 Write(_DELIVERIES, tuple(map(list, zip(*deliveries, strict=True)))),
-                # Delivered at commit: the dispatcher wakes as soon as the rows are visible.
+                # At commit (just after, on the projector's short road): the dispatcher
+                # wakes once the rows are visible.
                 Write("SELECT pg_notify($1, '')", (DELIVERIES_CHANNEL,), alone=True),
             ]
         return writes

@@ -256,7 +256,7 @@ async def _apply_as_left(
     except BaseException:
         _forget(projections, left_at)
         raise
-    written_at = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in moved}
+    written_at = _positions_of(moved)
     _remember(projections, left_at, written_at, written_at)
     await write_each(connection, after)
     return dict.fromkeys(names, len(decoded))
@@ -278,7 +278,7 @@ async def _apply_locked(
             names,
         )
         rows = await connection.fetch(_LOCK_POSITIONS, names)
-    as_found = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in rows}
+    as_found = _positions_of(rows)
     read_from = {name: position for name, (position, _) in as_found.items()}
     for projection in projections:
         # Someone else wrote the view since this projector last did: read it afresh.
@@ -305,8 +305,13 @@ async def _apply_locked(
         )
         moved = await connection.fetch(statement.sql, *statement.args)
         await write_each(connection, after)
-        written_at = {row["name"]: (int(row["position"]), int(row["xmin"])) for row in moved}
+        written_at = _positions_of(moved)
     return applied, as_found, written_at
+
+
+def _positions_of(rows: Sequence[asyncpg.Record]) -> dict[str, tuple[int, int]]:
+    """Each view's position and its position row's ``xmin``, from rows that name them."""
+    return {row["name"]: (int(row["position"]), int(row["xmin"])) for row in rows}
 
 
 _MOVE_POSITIONS = """UPDATE projection_positions AS p SET position = m.position, updated_at = now()
