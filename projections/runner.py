@@ -389,6 +389,10 @@ class Projector:
                     log.debug("projected %d events", applied)
                     continue
                 await wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
+                if not self._wake.is_set():
+                    # A quiet store: the next look reads the positions too (the short road
+                    # sees a view moved by hand only once an event comes).
+                    self._left_at.clear()
         finally:
             if listener is not None:
                 with contextlib.suppress(Exception):

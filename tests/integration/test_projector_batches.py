@@ -18,6 +18,8 @@ from ledger.store.event_store import EventStore
 from projections.rebuild import rebuild_all
 from projections.runner import (
     _ANYTHING_TO_APPLY,
+    POLL_SECONDS,
+    Projector,
     _apply_batch_on,
     all_projections,
     apply_batch,
@@ -328,3 +330,33 @@ async def test_a_view_rewritten_at_the_same_position_is_read_again_not_remembere
     assert await catch_up(isolated_db.store, projections, left_at=left_at) == len(projections)
 
     assert await isolated_db.pool.fetchval(remaining, account_id) == 60  # 70, not 100, less 10
+
+
+async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """No event comes to show the running projector that a view moved (its short road
+    reads the events after where it left them, and finds none): its poll looks at the
+    positions."""
+    await opened(isolated_db, 3)
+    await settled(isolated_db.store)
+    head = await isolated_db.store.head_position()
+    stop = asyncio.Event()
+    projector = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while set((await positions(isolated_db)).values()) != {head}:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # and it waits for the next event
+        async with isolated_db.pool.acquire() as connection, connection.transaction():
+            await connection.execute("TRUNCATE statement_lines")
+            await connection.execute(
+                "UPDATE projection_positions SET position = 0 WHERE name = 'statement'"
+            )
+        async with asyncio.timeout(10 * POLL_SECONDS):
+            while (await positions(isolated_db))["statement"] != head:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await projector
+    assert await isolated_db.pool.fetchval("SELECT count(*) FROM statement_lines") == 3
