@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 
 from api.database import create_pool, owner_connection
 from ledger.bootstrap import build_ledger
@@ -332,6 +333,16 @@ async def test_a_view_rewritten_at_the_same_position_is_read_again_not_remembere
     assert await isolated_db.pool.fetchval(remaining, account_id) == 60  # 70, not 100, less 10
 
 
+async def until_positions(
+    isolated_db: IsolatedDatabase, check: Callable[[dict[str, int]], bool], seconds: float
+) -> None:
+    async with asyncio.timeout(seconds):
+        while True:
+            if check(await positions(isolated_db)):
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
     isolated_db: IsolatedDatabase,
 ) -> None:
@@ -344,18 +355,14 @@ async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
     stop = asyncio.Event()
     projector = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
     try:
-        async with asyncio.timeout(30):
-            while set((await positions(isolated_db)).values()) != {head}:
-                await asyncio.sleep(0.02)
+        await until_positions(isolated_db, lambda at: set(at.values()) == {head}, 30)
         await asyncio.sleep(0.1)  # and it waits for the next event
         async with isolated_db.pool.acquire() as connection, connection.transaction():
             await connection.execute("TRUNCATE statement_lines")
             await connection.execute(
                 "UPDATE projection_positions SET position = 0 WHERE name = 'statement'"
             )
-        async with asyncio.timeout(10 * POLL_SECONDS):
-            while (await positions(isolated_db))["statement"] != head:
-                await asyncio.sleep(0.02)
+        await until_positions(isolated_db, lambda at: at["statement"] == head, 10 * POLL_SECONDS)
     finally:
         stop.set()
         await projector
