@@ -318,6 +318,8 @@ _MOVE_POSITIONS = """UPDATE projection_positions AS p SET position = m.position,
     FROM unnest($1::text[], $2::bigint[]) AS m(name, position)
     WHERE p.name = m.name RETURNING p.name, p.position, p.xmin"""
 
+_POSITIONS = "SELECT name, position, xmin FROM projection_positions WHERE name = any($1::text[])"
+
 _POSITIONS_MOVED = "LP001"
 # The short road's positions; its commit not told to wait for the WAL flush (a
 # set_config in the statement holds for the statement's own transaction).
@@ -389,14 +391,25 @@ class Projector:
                     log.debug("projected %d events", applied)
                     continue
                 await wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
-                if not self._wake.is_set():
-                    # A quiet store: the next look reads the positions too (the short road
-                    # sees a view moved by hand only once an event comes).
-                    self._left_at.clear()
+                if not self._wake.is_set() and not stop.is_set():
+                    await self._look_at_positions()
         finally:
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
+
+    async def _look_at_positions(self) -> None:
+        """On a quiet store's poll: forget where the views were left if one is not as left
+        (reset by hand), so the next batch finds where it is. The short road would see it
+        only once an event came, and it reads no position until then."""
+        if not self._left_at:
+            return
+        try:
+            rows = await self.store.pool.fetch(_POSITIONS, list(self._left_at))
+        except DATABASE_ERRORS:
+            return  # the next catch-up says so
+        if _positions_of(rows) != self._left_at:
+            self._left_at.clear()
 
     async def _listen(self) -> asyncpg.Connection | None:
         return await listen(

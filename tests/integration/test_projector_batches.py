@@ -353,10 +353,12 @@ async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
     await settled(isolated_db.store)
     head = await isolated_db.store.head_position()
     stop = asyncio.Event()
-    projector = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
+    projector = Projector(isolated_db.store, isolated_db.url)
+    running = asyncio.create_task(projector.run(stop))
     try:
         await until_positions(isolated_db, lambda at: set(at.values()) == {head}, 30)
-        await asyncio.sleep(0.1)  # and it waits for the next event
+        await asyncio.sleep(3 * POLL_SECONDS)  # polls that find the views as it left them
+        assert {position for position, _ in projector._left_at.values()} == {head}  # kept
         async with isolated_db.pool.acquire() as connection, connection.transaction():
             await connection.execute("TRUNCATE statement_lines")
             await connection.execute(
@@ -365,5 +367,5 @@ async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
         await until_positions(isolated_db, lambda at: at["statement"] == head, 10 * POLL_SECONDS)
     finally:
         stop.set()
-        await projector
+        await running
     assert await isolated_db.pool.fetchval("SELECT count(*) FROM statement_lines") == 3
