@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import os
 import socket
@@ -36,6 +35,7 @@ from projections.runner import Projector
 from tests.conftest import IsolatedDatabase, unique
 from tests.support import cli
 from tests.support.ledger import save
+from tests.support.waiting import until
 from tests.support.webhook_receiver import Receiver, webhook_receiver
 
 ledger = functools.partial(cli.ledger, seconds=60)
@@ -95,20 +95,6 @@ def spend(amount: int) -> Callable[[CreditAccount], Any]:
 
 def purchase(credits: int) -> Callable[[CreditAccount], Any]:
     return lambda account: account.purchase(session_id=unique("cs"), credits=credits)
-
-
-async def until(check: Callable[[], Any], seconds: float = 15) -> None:
-    """Wait until ``check()`` (or what it returns, when awaitable) is true."""
-    deadline = time.monotonic() + seconds
-    while True:
-        outcome = check()
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not so within {seconds} s")
-        await asyncio.sleep(0.02)
 
 
 def verified(received: Any, endpoint: CreatedEndpoint) -> dict[str, Any]:

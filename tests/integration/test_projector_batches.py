@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
 
 from api.database import create_pool, owner_connection
 from ledger.bootstrap import build_ledger
@@ -29,6 +28,7 @@ from projections.runner import (
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up, settled
 from tests.support.ledger import open_account
+from tests.support.waiting import until
 
 
 async def opened(isolated_db: IsolatedDatabase, count: int) -> list[str]:
@@ -333,14 +333,10 @@ async def test_a_view_rewritten_at_the_same_position_is_read_again_not_remembere
     assert await isolated_db.pool.fetchval(remaining, account_id) == 60  # 70, not 100, less 10
 
 
-async def until_positions(
-    isolated_db: IsolatedDatabase, check: Callable[[dict[str, int]], bool], seconds: float
-) -> None:
-    async with asyncio.timeout(seconds):
-        while True:
-            if check(await positions(isolated_db)):
-                return
-            await asyncio.sleep(0.02)
+async def views_at(isolated_db: IsolatedDatabase, position: int, view: str | None = None) -> bool:
+    """Whether every view (or ``view``) is at ``position``."""
+    found = await positions(isolated_db)
+    return (found[view] == position) if view else set(found.values()) == {position}
 
 
 async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
@@ -356,7 +352,7 @@ async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
     projector = Projector(isolated_db.store, isolated_db.url)
     running = asyncio.create_task(projector.run(stop))
     try:
-        await until_positions(isolated_db, lambda at: set(at.values()) == {head}, 30)
+        await until(lambda: views_at(isolated_db, head), 30)
         await asyncio.sleep(3 * POLL_SECONDS)  # polls that find the views as it left them
         assert {position for position, _ in projector._left_at.values()} == {head}  # kept
         async with isolated_db.pool.acquire() as connection, connection.transaction():
@@ -364,7 +360,7 @@ async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
             await connection.execute(
                 "UPDATE projection_positions SET position = 0 WHERE name = 'statement'"
             )
-        await until_positions(isolated_db, lambda at: at["statement"] == head, 10 * POLL_SECONDS)
+        await until(lambda: views_at(isolated_db, head, "statement"), 10 * POLL_SECONDS)
     finally:
         stop.set()
         await running
