@@ -29,6 +29,7 @@ from tests.faults.conftest import (
     writer_token,
 )
 from tests.integration.test_projections import assert_views_match_the_events
+from tests.support.waiting import until
 
 API_KILLS = 3
 PROJECTOR_KILLS = 8
@@ -138,10 +139,10 @@ async def test_an_api_killed_under_load_and_restarted_keeps_every_answer(
 
 
 async def wait_until_past(database: IsolatedDatabase, position: int, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while min((await projection_positions(database.pool)).values()) <= position:
-        assert time.monotonic() < deadline, f"the views did not pass {position} in {seconds} s"
-        await asyncio.sleep(0.01)
+    async def past() -> bool:
+        return min((await projection_positions(database.pool)).values()) > position
+
+    await until(past, seconds, what=f"the views passing {position}")
 
 
 @pytest.mark.slow

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import asyncpg
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +28,7 @@ from tests.conftest import IsolatedDatabase, unique
 from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
 from tests.support.plans import rows_read
+from tests.support.waiting import until
 
 operations = st.lists(
     st.one_of(
@@ -128,14 +129,14 @@ async def test_a_projector_killed_between_batches_applies_every_event_once(
     for _ in range(3):  # start, let it get part of the way, kill it without warning
         before = await min_position(pool)
         projector = start_projector(database_url)
-        await wait_until(lambda: min_position(pool), lambda p, b=before: p > b, seconds=30)
+        await until(functools.partial(views_reached, pool, before + 1), seconds=30)
         projector.send_signal(signal.SIGKILL)
         projector.wait(timeout=10)
         killed_at.append(await min_position(pool))
     assert killed_at[-1] < target, "the projector finished before it could be killed"
     projector = start_projector(database_url)
     try:
-        await wait_until(lambda: min_position(pool), lambda p: p >= target, seconds=60)
+        await until(lambda: views_reached(pool, target), seconds=60)
     finally:
         projector.send_signal(signal.SIGTERM)
         projector.wait(timeout=10)
@@ -162,13 +163,9 @@ async def min_position(pool: asyncpg.Pool) -> int:
     return min((r[0] for r in rows), default=0) if len(rows) == len(names) else 0
 
 
-async def wait_until(read, done, seconds: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if done(await read()):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not reached within {seconds} s")
+async def views_reached(pool: asyncpg.Pool, position: int) -> bool:
+    """Whether every view has applied the store up to ``position``."""
+    return await min_position(pool) >= position
 
 
 async def test_two_projectors_at_once_apply_every_event_once(
@@ -190,7 +187,7 @@ async def test_two_projectors_at_once_apply_every_event_once(
             *(apply_operation(accounts, a, ("spend", 1 + n), [0]) for a in account_ids)
         )
     target = await store.head_position()
-    await wait_until(lambda: min_position(pool), lambda p: p >= target, seconds=30)
+    await until(lambda: views_reached(pool, target), seconds=30)
     stop.set()
     await asyncio.gather(*projectors)
 

@@ -14,9 +14,8 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -33,6 +32,7 @@ from relay.runner import Relay, RelayRefused, relay_settings
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ROOT
 from tests.support.nats_server import NatsServer, connected, nats_server_binary
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -120,17 +120,6 @@ def relay_process(
     finally:
         if relay.running():
             relay.kill()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, explain: Callable[[], str] = str
-) -> None:
-    """Wait until ``check()`` holds; fail with ``explain()`` after WAIT_SECONDS."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {WAIT_SECONDS} s\n{explain()}")
-        await asyncio.sleep(0.05)
 
 
 class Writer:
@@ -271,7 +260,12 @@ async def test_every_event_reaches_the_stream_once_in_order_across_two_kills(
                 async def reached(point: int = point) -> bool:
                     return (await stream_state(nats_server))[0] >= point
 
-                await eventually(reached, f"the stream reaching {point} messages", relay.log_text)
+                await until(
+                    reached,
+                    WAIT_SECONDS,
+                    what=f"the stream reaching {point} messages",
+                    explain=relay.log_text,
+                )
                 relay.kill()  # SIGKILL: no clean-up, maybe between the acks and the commit
                 relay.start()
             await appending
@@ -284,7 +278,12 @@ async def test_every_event_reaches_the_stream_once_in_order_across_two_kills(
                 await committed_position(isolated_db)
             ) == head
 
-        await eventually(caught_up, f"the relay publishing up to {head}", relay.log_text)
+        await until(
+            caught_up,
+            WAIT_SECONDS,
+            what=f"the relay publishing up to {head}",
+            explain=relay.log_text,
+        )
         assert await relay.stop() == 0, relay.log_text()
 
     events = await every_event(isolated_db.store)
@@ -306,7 +305,9 @@ async def test_a_broker_outage_holds_the_relay_back_and_loses_nothing(
             async def published_some() -> bool:
                 return (await stream_state(nats_server))[0] >= 500
 
-            await eventually(published_some, "the relay publishing", relay.log_text)
+            await until(
+                published_some, WAIT_SECONDS, what="the relay publishing", explain=relay.log_text
+            )
 
             await nats_server.stop()
             written_at_stop = len(writer.positions)
@@ -318,7 +319,12 @@ async def test_a_broker_outage_holds_the_relay_back_and_loses_nothing(
                     and "unavailable" in relay.log_text()
                 )
 
-            await eventually(held_back, "events appended during the outage", relay.log_text)
+            await until(
+                held_back,
+                WAIT_SECONDS,
+                what="events appended during the outage",
+                explain=relay.log_text,
+            )
             assert relay.running(), relay.log_text()
 
             await nats_server.start()
@@ -327,7 +333,7 @@ async def test_a_broker_outage_holds_the_relay_back_and_loses_nothing(
             async def written_more() -> bool:
                 return len(writer.positions) >= written_at_start + 500
 
-            await eventually(written_more, "events appended after the outage")
+            await until(written_more, WAIT_SECONDS, what="events appended after the outage")
             done_writing.set()
             await appending
 
@@ -338,7 +344,12 @@ async def test_a_broker_outage_holds_the_relay_back_and_loses_nothing(
                 await committed_position(isolated_db)
             ) == head
 
-        await eventually(caught_up, f"the relay publishing up to {head}", relay.log_text)
+        await until(
+            caught_up,
+            WAIT_SECONDS,
+            what=f"the relay publishing up to {head}",
+            explain=relay.log_text,
+        )
         assert relay.running(), "the relay recovered by itself, without a restart"
         assert "recovered" in relay.log_text()
         assert await relay.stop() == 0, relay.log_text()
@@ -362,7 +373,9 @@ async def test_sigterm_stops_the_relay_after_the_batch_in_flight(
             async def publishing() -> bool:
                 return (await stream_state(nats_server))[0] >= 1_000
 
-            await eventually(publishing, "the relay publishing", relay.log_text)
+            await until(
+                publishing, WAIT_SECONDS, what="the relay publishing", explain=relay.log_text
+            )
             assert await relay.stop() == 0, relay.log_text()
             done_writing.set()
 
@@ -444,7 +457,7 @@ async def test_two_relays_on_one_database_take_turns_without_duplicates(
         async def caught_up() -> bool:
             return (await stream_state(nats_server))[1] == head
 
-        await eventually(caught_up, f"the relays publishing up to {head}")
+        await until(caught_up, WAIT_SECONDS, what=f"the relays publishing up to {head}")
         stop.set()
         await both
 

@@ -6,8 +6,7 @@ here, and refunds go through the real stripe SDK.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,6 +24,7 @@ from tests.support.standin import (
     top_up,
     verify,
 )
+from tests.support.waiting import until
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +57,6 @@ async def client(standin: RunningStandin) -> AsyncIterator[stripe.StripeClient]:
 async def http(standin: RunningStandin) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=standin.base_url) as http_client:
         yield http_client
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll ``check`` (it asks the stand-in over HTTP) for up to 3 s."""
-    for _ in range(150):
-        if await check():
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail("condition not met within 3 s")
 
 
 async def paid_session(
@@ -344,7 +335,7 @@ async def test_a_failed_delivery_is_retried_in_the_background(
         mine = [(d["attempt"], d["status"]) for d in deliveries if d["event_id"] == event_id]
         return mine == [(1, 500), (2, 200)]
 
-    await eventually(retried)
+    await until(retried, seconds=3)
     assert len(receiver.bodies_for(event_id)) == 2
 
 
@@ -389,7 +380,7 @@ async def test_an_unreachable_target_is_recorded_and_retried() -> None:
             async def three_attempts() -> bool:
                 return len((await http.get("/_standin/deliveries")).json()["data"]) == 3
 
-            await eventually(three_attempts)
+            await until(three_attempts, seconds=3)
             deliveries = (await http.get("/_standin/deliveries")).json()["data"]
     finally:
         closed.close()

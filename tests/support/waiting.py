@@ -9,8 +9,17 @@ from collections.abc import Callable
 from typing import Any
 
 
-async def until(check: Callable[[], Any], seconds: float = 15) -> None:
-    """Wait until ``check()`` (or what it returns, when awaitable) is true."""
+async def until(
+    check: Callable[[], Any],
+    seconds: float = 15,
+    *,
+    what: str = "",
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Wait until ``check()`` (or what it returns, when awaitable) is true.
+
+    Fails naming ``what`` is awaited, with ``explain()`` (a process's log, say) below.
+    """
     deadline = time.monotonic() + seconds
     while True:
         outcome = check()
@@ -19,5 +28,6 @@ async def until(check: Callable[[], Any], seconds: float = 15) -> None:
         if outcome:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"not so within {seconds} s")
+            message = f"{what}: not within {seconds} s" if what else f"not so within {seconds} s"
+            raise AssertionError(message if explain is None else f"{message}\n{explain()}")
         await asyncio.sleep(0.02)
