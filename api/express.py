@@ -1,7 +1,7 @@
 """The express lane of the busiest routes: their usual answer without Litestar's per-request work.
 
 For each call Litestar builds a Request, resolves the route's dependencies, runs its
-DTO and builds a Response: about half of the CPU of a balance read (bench/README.md).
+DTO and builds a Response: about half of the CPU of a balance read (bench/HISTORY.md).
 A spend, a balance read, a hold placed, captured or released and a Stripe delivery each
 carry ``express(...)`` as their innermost middleware. Litestar has routed the request
 and the app's middleware (request id, metrics, access line, consistency headers) runs

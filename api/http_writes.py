@@ -6,7 +6,7 @@ answers many reads, and sending each as it is made wakes its client (here, a pro
 on the same machine) once per answer. The answers to ``GET`` and ``HEAD`` are held
 instead, while any other request is in flight, and sent, one ``send`` per connection,
 when the turn ends: a read's answer waits at most for the rest of that turn, and the
-reads cost about 15 % less CPU and go about as much faster (bench/README.md). A lone
+reads cost about 15 % less CPU and go about as much faster (bench/HISTORY.md). A lone
 read, with nothing to share its turn, goes out at once (held, it took 3-4 µs longer).
 Answers to writes go out at once: they come in bursts already (a group commit answers
 its commands together), and holding them measured no faster and a higher p99.

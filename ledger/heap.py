@@ -19,7 +19,7 @@ batch of events makes is freed before the next (a rebuild's 20,000 events make s
 once that much more is alive than after the last one: cycles piling up, or what a
 replay keeps (``ledger audit verify`` keeps every aggregate it replays: ~20,000 for
 1,000,000 events), not a batch being built. Measured on 1,000,000 events at two
-processes, in turns with ``YOUNG``, both orders (bench/README.md, fourteenth session):
+processes, in turns with ``YOUNG``, both orders (bench/HISTORY.md, fourteenth session):
 ``ledger projections rebuild`` faster in 12 of 15 rounds (median 6 %, the workers'
 Python CPU lower in 14); ``ledger audit verify`` faster in 13 of 15 (median 4 %).
 (Before, ``YOUNG`` against CPython's 700 took a rebuild from 94,000-102,000 events/s to

@@ -1,7 +1,7 @@
 """A view's writes for one batch: statements that the live projector sends together.
 
 Under load the projector's batch spent most of its time waiting on PostgreSQL, a round
-trip per statement (bench/README.md): the live projector sends every view's writes of a
+trip per statement (bench/HISTORY.md): the live projector sends every view's writes of a
 batch and the views' new positions as one statement, each write one of its ``WITH``
 queries. A rebuild sends them one after another, into its fresh tables.
 """

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # under PostgreSQL's 64-entry subxid cache.
 MAX_BATCH = 48
 # Batches in flight at once. 8 against 4: spends +7-12 %, webhooks +5-15 % in three
-# interleaved quick benches on two cores (bench/README.md); the pool has 20 connections.
+# interleaved quick benches on two cores (bench/HISTORY.md); the pool has 20 connections.
 WRITERS = 8
 WAKE_EVERY = 0.002
 
