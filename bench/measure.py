@@ -7,6 +7,9 @@ over the same window, the server's CPU time (psutil ``cpu_times()``, user + syst
   projector) and the uvicorn baseline; granian's worker processes for the granian
   baseline (its parent only supervises);
 * of the whole process tree, and of the whole machine (for the notes);
+* the time the API process's threads were ready to run and waited for a core (the
+  kernel's ``/proc/<pid>/task/<tid>/schedstat``, Linux only): whether a server that is
+  not at 100 % of a core is short of work or of a core;
 
 and PostgreSQL's committed transactions in the benchmark's database
 (``pg_stat_database.xact_commit``), per request.
@@ -22,6 +25,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -59,6 +63,19 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
+def run_queue_seconds(processes: list[psutil.Process], proc: Path = Path("/proc")) -> float:
+    """Seconds the processes' threads have waited, ready to run, for a core so far (the
+    second field of each thread's ``schedstat``; 0 where the kernel does not give it)."""
+    total_ns = 0
+    for process in processes:
+        for task in proc.glob(f"{process.pid}/task/*/schedstat"):
+            try:
+                total_ns += int(task.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+    return total_ns / 1e9
+
+
 def _busy(times: Any) -> float:
     return float(sum(times) - times.idle - times.iowait)
 
@@ -76,6 +93,7 @@ class CpuWindow:
 
     server: Server
     api_seconds: float = 0.0
+    api_wait_seconds: float = 0.0
     tree_seconds: float = 0.0
     wall: float = 0.0
     machine_percent: float = 0.0
@@ -93,6 +111,7 @@ class CpuWindow:
         self._api, self._tree = self._processes()
         self._started = time.perf_counter()
         self._api_start = cpu_seconds(self._api)
+        self._api_wait_start = run_queue_seconds(self._api)
         self._tree_start = cpu_seconds(self._tree)
         self._machine_start = psutil.cpu_times()
         return self
@@ -100,6 +119,7 @@ class CpuWindow:
     def __exit__(self, *_: object) -> None:
         self.wall = time.perf_counter() - self._started
         self.api_seconds = cpu_seconds(self._api) - self._api_start
+        self.api_wait_seconds = run_queue_seconds(self._api) - self._api_wait_start
         self.tree_seconds = cpu_seconds(self._tree) - self._tree_start
         end = psutil.cpu_times()
         total = sum(end) - sum(self._machine_start)
@@ -127,6 +147,8 @@ class Phase:
     wall: float
     machine_cpu: float
     transactions_per_request: float = 0.0
+    api_wait_seconds: float = 0.0
+    """How long the API process's threads waited for a core (``run_queue_seconds``)."""
 
     @property
     def rate(self) -> float:
@@ -143,6 +165,11 @@ class Phase:
     def server_cpu(self) -> float:
         """The API process's CPU, in % of one core, over the window."""
         return 100 * self.api_cpu_seconds / self.wall if self.wall else 0.0
+
+    @property
+    def server_wait(self) -> float:
+        """The API process's wait for a core, in % of the window."""
+        return 100 * self.api_wait_seconds / self.wall if self.wall else 0.0
 
     @property
     def tree_cpu(self) -> float:
@@ -189,6 +216,7 @@ def combine(phases: list[Phase]) -> Phase:
         sum(p.wall for p in phases),
         statistics.fmean(p.machine_cpu for p in phases),
         statistics.fmean(p.transactions_per_request for p in phases),
+        sum(p.api_wait_seconds for p in phases),
     )
 
 
@@ -220,4 +248,5 @@ async def measured(
         cpu.wall,
         cpu.machine_percent,
         (after - before) / result["requests"] if result["requests"] else 0.0,
+        cpu.api_wait_seconds,
     )

@@ -49,6 +49,8 @@ def cpu_note(r: Results) -> str:
     return (
         "Serving process CPU (one Python process = at most 100 %): "
         + ", ".join(f"{label} {r.phase(name).server_cpu:.0f} %" for name, label in LOADS.items())
+        + "; waiting, ready, for a core (its threads' run queue, /proc schedstat): "
+        + ", ".join(f"{label} {r.phase(name).server_wait:.0f} %" for name, label in LOADS.items())
         + f"; `ledger serve` with its projector during spends {spend.tree_cpu:.0f} %; whole"
         f" machine during spends {spend.machine_cpu:.0f} % of {cpus} %. PostgreSQL transactions"
         " per request: "

@@ -4,15 +4,17 @@ and the bare baseline app (no load is generated here; `make bench` does that).""
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
+import psutil
 import pytest
 from litestar.testing import TestClient
 
 from bench.baseline_app import create_app
 from bench.cpu_budget import DRIVER, OTHER, Budget, stage_of, stage_shares
 from bench.machine import short_stack
-from bench.measure import Phase, combine
+from bench.measure import Phase, combine, run_queue_seconds
 from bench.options import parse_args
 from bench.workers import report as workers_report
 
@@ -119,6 +121,22 @@ def _phase(
     result = {"rate": rate, "requests": requests, "latency_us": latency, "duration_us": 1e6,
               "statuses": {}, "non_2xx": 0, "socket_errors": 0}  # fmt: skip
     return Phase(result, 0.0, tree_cpu_seconds, 1.0, machine_percent)
+
+
+def test_the_wait_for_a_core_adds_up_every_thread_s_run_queue_time(tmp_path: Path) -> None:
+    process = psutil.Process(os.getpid())
+    tasks = tmp_path / str(process.pid) / "task"
+    for tid, schedstat in (("1", "9000 2000000000 40\n"), ("2", "10 500000000 3\n"), ("3", "")):
+        (tasks / tid).mkdir(parents=True)
+        (tasks / tid / "schedstat").write_text(schedstat)  # thread 3: ended while read
+    assert run_queue_seconds([process], proc=tmp_path) == 2.5
+    assert run_queue_seconds([process], proc=tmp_path / "elsewhere") == 0.0
+
+    rounds = [_phase(100, 100, 1.0), _phase(100, 100, 1.0)]
+    rounds[0].api_wait_seconds, rounds[1].api_wait_seconds = 0.1, 0.3
+    both = combine(rounds)
+    assert both.api_wait_seconds == pytest.approx(0.4)
+    assert both.server_wait == pytest.approx(20.0)  # of the two rounds' 2 s
 
 
 def test_the_workers_report_gives_ratios_to_the_bare_baseline_and_to_one_worker() -> None:
