@@ -34,6 +34,7 @@ from ledger.domain.errors import (
     InvalidAmount,
     InvalidGrant,
     InvalidPeriod,
+    InvalidReason,
     PeriodOutOfOrder,
 )
 from ledger.ports import PaymentGatewayError
@@ -110,6 +111,10 @@ def _invalid_grant(_: Request, error: InvalidGrant) -> Response[Any]:
     return _validation({field: [str(error)]})
 
 
+def _invalid_reason(_: Request, error: InvalidReason) -> Response[Any]:
+    return _validation({"reason": [str(error)]})
+
+
 def _invalid_period(_: Request, error: InvalidPeriod) -> Response[Any]:
     return _validation({"period": [str(error)]})
 
@@ -184,6 +189,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     InvalidAmount: _invalid_amount,
     InvalidAccountId: _invalid_account_id,
     InvalidPeriod: _invalid_period,
+    InvalidReason: _invalid_reason,
     PeriodOutOfOrder: _conflict,
     HoldHasExpired: _conflict,
     HoldAlreadySettled: _conflict,

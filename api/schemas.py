@@ -23,6 +23,7 @@ from ledger.domain.account import (
     MAX_GRANT,
     MAX_PRIORITY,
     PERIOD_PATTERN,
+    REASON_PATTERN,
     CreditAccount,
 )
 from ledger.notifications import EVENT_TYPES
@@ -38,7 +39,16 @@ MAX_URL_LENGTH = 2048
 URL_PATTERN = r"https?://[A-Za-z0-9._~-]+(:[0-9]{1,5})?([/?#][\x21-\x7e]*)?"
 """http or https, a host name or address, an optional port, then printable ASCII."""
 
-Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON_LENGTH, examples=["image generation"])]
+Reason = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=MAX_REASON_LENGTH,
+        pattern=REASON_PATTERN,
+        description="Any text but a NUL character.",
+        examples=["image generation"],
+        extra={"invalid": "The reason must not contain a NUL character."},
+    ),
+]
 
 
 # --- requests ------------------------------------------------------------------------------

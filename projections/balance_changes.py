@@ -24,7 +24,7 @@ from ledger.domain.events import (
     HoldReleased,
     MonthlyAllowanceReset,
 )
-from projections.events import ByEventClass
+from projections.events import ByEventClass, as_text
 
 
 class Buckets(msgspec.Struct, frozen=True):
@@ -62,7 +62,7 @@ def change_of(event: object, before: Buckets) -> Change | None:
     if moved is None:
         return None
     allowance, topup, granted = moved
-    return Change(allowance, topup, _DESCRIPTIONS[type(event)](event), granted)
+    return Change(allowance, topup, as_text(_DESCRIPTIONS[type(event)](event)), granted)
 
 
 Moved = tuple[int, int, int]

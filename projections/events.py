@@ -74,6 +74,12 @@ class EventKinds(ByEventClass):
         super().__init__(dict.fromkeys(kinds, True), default=False)
 
 
+def as_text(value: str) -> str:
+    """``value`` as a view's text can keep it: PostgreSQL's text holds no NUL character, which
+    a reason recorded before reasons were checked for one may hold (U+FFFD stands for it)."""
+    return value.replace("\x00", "\ufffd")
+
+
 def projected(recorded: RecordedEvent) -> ProjectedEvent:
     """Decode a stored event into its declared class, with its place in the store."""
     try:

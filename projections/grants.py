@@ -23,7 +23,7 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, ProjectedEvent
+from projections.events import EventKinds, ProjectedEvent, as_text
 from projections.writes import Write, WritesView
 
 _GRANT_EVENTS = EventKinds(
@@ -128,7 +128,7 @@ class GrantsProjection(WritesView):
                 expires_at=None
                 if event.expires_at is None
                 else datetime.fromisoformat(event.expires_at),
-                reason=event.reason,
+                reason=as_text(event.reason),
                 status="active",
                 granted_at=projected.recorded_at,
                 closed_at=None,

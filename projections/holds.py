@@ -16,7 +16,7 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, ProjectedEvent
+from projections.events import EventKinds, ProjectedEvent, as_text
 from projections.writes import Write, WritesView
 
 _SETTLED_AS: dict[type, str] = {
@@ -65,7 +65,7 @@ def fold(row: HoldRow | None, projected: ProjectedEvent) -> HoldRow | None:
             captured=0,
             released=0,
             status="held",
-            reason=event.reason,
+            reason=as_text(event.reason),
             expires_at=datetime.fromisoformat(event.expires_at),
             placed_at=projected.recorded_at,
             settled_at=None,

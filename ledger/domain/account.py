@@ -27,6 +27,7 @@ from ledger.domain.errors import (
     InvalidAmount,
     InvalidGrant,
     InvalidPeriod,
+    InvalidReason,
     PeriodOutOfOrder,
 )
 from ledger.domain.events import (
@@ -70,6 +71,16 @@ def check_period(period: str) -> None:
     """A billing period is a month, written ``YYYY-MM``."""
     if not re.fullmatch(PERIOD_PATTERN, period):
         raise InvalidPeriod("A period is a month written YYYY-MM, for example 2026-12.")
+
+
+REASON_PATTERN = r"^[^\x00]*$"
+"""Any text but a NUL character: PostgreSQL's text cannot hold one, so no view could show it."""
+
+
+def check_reason(reason: str) -> None:
+    """Refuse a reason the views could not keep (a NUL character)."""
+    if "\x00" in reason:
+        raise InvalidReason("The reason must not contain a NUL character.")
 
 
 on = Evolution()
@@ -225,6 +236,7 @@ class CreditAccount(Aggregate):
         Returns the event recorded (what came from each bucket and grant). Raises
         InsufficientCredits and records nothing when the balance is short.
         """
+        check_reason(reason)
         from_allowance, from_grants, from_topup = self._split(amount, at)
         self.trigger_event(
             CreditsSpent,
@@ -287,6 +299,7 @@ class CreditAccount(Aggregate):
         """Reserve credits from the same buckets, in the same order, as a spend would."""
         if hold_id in self.holds:
             raise InvalidAmount(f"The hold {hold_id} is already open.")
+        check_reason(reason)
         from_allowance, from_grants, from_topup = self._split(amount, at)
         self.trigger_event(
             HoldPlaced,
@@ -377,6 +390,7 @@ class CreditAccount(Aggregate):
             raise InvalidGrant("A grant's expires_at must be in the future.")
         if grant_id in self.grants or grant_id in self.closed_grants:
             raise InvalidGrant(f"The grant {grant_id} exists already.")
+        check_reason(reason)
         self.trigger_event(
             CreditsGranted,
             grant_id=grant_id,
@@ -403,6 +417,7 @@ class CreditAccount(Aggregate):
             if grant is not None or grant_id in self.closed_grants:
                 raise GrantClosed(f"The grant {grant_id} has already expired or been voided.")
             raise GrantNotFound(grant_id)
+        check_reason(reason)
         lapsed = self.free_of_grant(grant_id)
         self.trigger_event(GrantVoided, grant_id=grant_id, lapsed=lapsed, reason=reason)
         return lapsed

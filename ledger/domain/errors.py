@@ -19,6 +19,10 @@ class InvalidAmount(DomainError):
     """An amount of credits or money outside what the rules allow."""
 
 
+class InvalidReason(DomainError):
+    """A reason holding a NUL character, which no view's text could keep."""
+
+
 class InvalidAccountId(DomainError):
     """An account id outside the allowed characters or length."""
 
