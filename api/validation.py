@@ -157,17 +157,22 @@ def noting_integers(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+"""What msgspec raises for a body that is not JSON: a string that is not UTF-8 inside one
+is a UnicodeDecodeError, not a DecodeError."""
+
+
 def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
     """The body as ``model``, or ValidationFailed with every bad field's message."""
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError:
         pass
-    except msgspec.DecodeError:
+    except _DECODE_ERRORS:
         raise ValidationFailed.single("body", NOT_JSON) from None
     try:
         data = msgspec.json.decode(raw)
-    except msgspec.DecodeError:  # a well-formed start the typed decoder refused first
+    except _DECODE_ERRORS:  # a well-formed start the typed decoder refused first
         raise ValidationFailed.single("body", NOT_JSON) from None
     if not isinstance(data, dict):
         raise ValidationFailed.single("body", NOT_AN_OBJECT)

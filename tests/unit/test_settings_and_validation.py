@@ -94,6 +94,8 @@ def test_strings_have_their_own_wording() -> None:
     too_long = b'{"amount": 1, "reason": "' + b"x" * 501 + b'"}'
     with pytest.raises(ValidationFailed) as long_reason:
         decode_body(too_long, SpendRequest)
+    with pytest.raises(ValidationFailed) as not_utf8:
+        decode_body(b'{"amount": 1, "reason": "\xff"}', SpendRequest)
     with pytest.raises(ValidationFailed) as nul_reason:
         decode_body(b'{"amount": 1, "reason": "a\\u0000b"}', SpendRequest)
     with pytest.raises(ValidationFailed) as bad_id:
@@ -107,6 +109,7 @@ def test_strings_have_their_own_wording() -> None:
         "reason": ["The reason must not be greater than 500 characters."]
     }
     assert nul_reason.value.errors == {"reason": ["The reason must not contain a NUL character."]}
+    assert not_utf8.value.errors == {"body": ["The request body must be valid JSON."]}
     assert bad_id.value.errors == {
         "account_id": [
             "The account id format is invalid. Use letters, digits and _ . : - (for example acct_123)."
