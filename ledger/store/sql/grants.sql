@@ -4,14 +4,15 @@
 -- migration step takes it with SET ROLE). ledger_service, the role the API,
 -- the projector and the CLI connect as, owns nothing, so it can neither ALTER
 -- a table nor disable a trigger; it may not UPDATE, DELETE or TRUNCATE history
--- (stored_events, snapshots, claims) and writes it only through append(), which
--- runs as the owner and follows the ordering and hash-chain protocol.
+-- (stored_events, snapshots, claims) and writes it only through append() and its
+-- one-command form append_one(), which run as the owner and follow the ordering and
+-- hash-chain protocol.
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ledger_service;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM ledger_service;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO ledger_service;
 
--- History: read only; written through append().
+-- History: read only; written through append() and append_one().
 GRANT SELECT ON stored_events, snapshots, claims, schema_migrations TO ledger_service;
 REVOKE ALL ON FUNCTION append(
     int, int[], uuid[], bigint[], text[], bytea[], int[], text[], text[], bytea[], bytea[],
@@ -19,6 +20,10 @@ REVOKE ALL ON FUNCTION append(
 GRANT EXECUTE ON FUNCTION append(
     int, int[], uuid[], bigint[], text[], bytea[], int[], text[], text[], bytea[], bytea[],
     int[], uuid[], bigint[], text[], bytea[]) TO ledger_service;
+REVOKE ALL ON FUNCTION append_one(uuid, bigint, text, bytea, text, text, bytea, bytea)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION append_one(uuid, bigint, text, bytea, text, text, bytea, bytea)
+    TO ledger_service;
 
 -- The views: derived from history by the projector, rebuilt at will.
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE

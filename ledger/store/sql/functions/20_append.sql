@@ -33,6 +33,10 @@
 --
 -- No NOTIFY here: NOTIFY inside a transaction serialises every commit in the
 -- cluster. The committer wakes readers after commit (ledger/store/commit.py).
+--
+-- A batch of one command of one event, at most one claim and no snapshot goes to
+-- append_one() (21_append_one.sql) instead: the same protocol, cheaper to call.
+-- A change to the protocol here is a change there too.
 CREATE OR REPLACE FUNCTION append(
     commands int,
     event_commands int[], ids uuid[], versions bigint[], topics text[], states bytea[],
