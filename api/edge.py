@@ -22,6 +22,7 @@ import re
 import time
 
 import msgspec
+from litestar.exceptions import NotFoundException
 from litestar.types import (
     ASGIApp,
     HTTPResponseBodyEvent,
@@ -32,6 +33,7 @@ from litestar.types import (
     Send,
 )
 
+from api.errors import send_error
 from api.headers import first_header
 from api.log_context import access_log, log_access, request_id
 from api.metrics import observe_request
@@ -101,7 +103,10 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            await app(scope, receive, send_with_id)
+            if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
+                await send_error(scope, receive, send_with_id, NotFoundException())
+            else:
+                await app(scope, receive, send_with_id)
         except asyncio.CancelledError:
             # Only a forced stop cancels a request (a second Ctrl-C, api/startup.py): it is
             # answered as a database outage is, and a command it cut off is retried safely

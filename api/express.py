@@ -66,7 +66,7 @@ class Call:
         """The body as ``model``, decoded strictly as ``api.validation.Body`` decodes it."""
         try:
             return msgspec.json.decode(self.body, type=model)
-        except (msgspec.MsgspecError, UnicodeDecodeError):  # the route words the refusal
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):  # the route words it
             raise Declined from None
 
     def idempotency_key(self) -> str:

@@ -252,7 +252,7 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
         wanted = 0
         if raw is not None:
             text = raw.strip()
-            if not text.isdigit() or len(text) > 19:
+            if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
                 start: HTTPResponseStartEvent = {
                     "type": "http.response.start",
                     "status": 422,

@@ -157,9 +157,9 @@ def noting_integers(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 """What msgspec raises for a body that is not JSON: a string that is not UTF-8 inside one
-is a UnicodeDecodeError, not a DecodeError."""
+is a UnicodeDecodeError, and arrays or objects nested too deep a RecursionError."""
 
 
 def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:

@@ -152,7 +152,8 @@ def parse_as_of(value: str) -> datetime:
     """An RFC 3339 time with its offset, or a 422."""
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        moment.astimezone(UTC)  # a time before year 1 or after 9999 in UTC is none
+    except (ValueError, OverflowError):
         moment = None
     if moment is None or moment.tzinfo is None:
         raise ValidationFailed.single(

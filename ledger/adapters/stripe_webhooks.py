@@ -103,7 +103,7 @@ def parse_event(payload: bytes) -> tuple[StripeEventEnvelope, PaymentEvent | Non
         if not isinstance(obj, dict):
             raise InvalidWebhook("the event has no data.object")
         return envelope, _meaning(envelope, obj)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
         raise InvalidWebhook(f"not a Stripe event: {error}") from None
 
 
@@ -166,7 +166,7 @@ def _integer(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # not '²'
         return int(value)
     return None
 

@@ -10,7 +10,7 @@ repository's cache relies on (and checks, see ``ledger/store/repository.py``).
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -54,7 +54,7 @@ from ledger.domain.holds import OpenHold, Settlement, settle
 from ledger.domain.ids import account_stream_id
 
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
-PERIOD_PATTERN = r"\d{4}-(0[1-9]|1[0-2])"
+PERIOD_PATTERN = r"[0-9]{4}-(0[1-9]|1[0-2])"  # not \d: it takes any script's digits
 MAX_GRANT = 1_000_000_000
 MAX_PRIORITY = 100
 
@@ -71,6 +71,15 @@ def check_period(period: str) -> None:
     """A billing period is a month, written ``YYYY-MM``."""
     if not re.fullmatch(PERIOD_PATTERN, period):
         raise InvalidPeriod("A period is a month written YYYY-MM, for example 2026-12.")
+
+
+def _in_utc_years(moment: datetime) -> bool:
+    """Whether ``moment`` is a time PostgreSQL and Python can both hold (years 1-9999 in UTC)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 REASON_PATTERN = r"^[^\x00]*$"
@@ -386,6 +395,8 @@ class CreditAccount(Aggregate):
             raise InvalidAmount(f"A grant is 1 to {MAX_GRANT} credits.")
         if not 0 <= priority <= MAX_PRIORITY:
             raise InvalidGrant(f"A grant's priority is 0 to {MAX_PRIORITY}.")
+        if expires_at is not None and not _in_utc_years(expires_at):
+            raise InvalidGrant("A grant's expires_at must fall within the years 1 to 9999 in UTC.")
         if expires_at is not None and expires_at <= at:
             raise InvalidGrant("A grant's expires_at must be in the future.")
         if grant_id in self.grants or grant_id in self.closed_grants:

@@ -45,6 +45,11 @@ refund that race both claim it, so the second is decided again (ledger/domain/pa
 Before payment intents had streams, every link was such a claim."""
 
 
+RECOVERED_CREDITS_LIMIT = 1_000_000_000
+"""The most a session rebuilt from its metadata may credit: far above any purchase (the
+ledger's limit, now and before), and far below what the views' integers hold."""
+
+
 class Received(msgspec.Struct, frozen=True):
     """What became of a Stripe event: ``applied`` False for a repeat of one handled before."""
 
@@ -302,10 +307,15 @@ async def _load_checkout_at_once(
 
 def _recovered_session(event: CheckoutEvent, command: ApplyPaymentEvent) -> CheckoutSession | None:
     """A paid session the store never saw (its append failed): rebuilt from its metadata."""
-    if not event.account_id or not event.credits or event.credits <= 0:
+    if (
+        not event.account_id
+        or not event.credits
+        or not 0 < event.credits <= RECOVERED_CREDITS_LIMIT
+    ):
         log.error(
-            "paid session %s is unknown and its metadata names no account and credits",
+            "paid session %s is unknown and its metadata names no account and credits (of 1 to %s)",
             event.session_id,
+            RECOVERED_CREDITS_LIMIT,
         )
         return None
     log.warning(

@@ -110,7 +110,10 @@ async def public_addresses(host: str, port: int) -> list[IPAddress]:
 
 async def check_url(url: str) -> None:
     """Raise NonPublicAddress or UnresolvableHost unless ``url``'s host is public."""
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise UnresolvableHost(f"not a URL httpx can send to: {error}") from None
     host = parsed.raw_host.decode("ascii")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:

@@ -1,0 +1,331 @@
+"""Odd inputs a fuzzing review found answered with a 500, or accepted and then fatal to the
+views: each is a 4xx in the contract's JSON shape (``{"message": ..., "errors"?: {...}}``)
+with nothing recorded, and the views still apply every event after it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from api.services import Services
+from ledger.domain.ids import account_stream_id, checkout_stream_id
+from projections.runner import all_projections, catch_up
+from tests.conftest import unique
+from tests.e2e.conftest import Customer
+from tests.support.events import stream_events
+from tests.support.ledger import open_account
+from tests.support.stripe_events import checkout_session, event_body, signature
+
+WEBHOOK = "/v1/stripe/webhook"
+
+
+def assert_contract_error(answer: httpx.Response, *statuses: int) -> dict[str, Any]:
+    """A 4xx of ``statuses`` whose body is the contract's error shape."""
+    assert answer.status_code in statuses, (answer.status_code, answer.text[:300])
+    body = answer.json()
+    assert isinstance(body, dict), body
+    assert isinstance(body.get("message"), str), body
+    assert set(body) <= {"message", "errors"}, body
+    if "errors" in body:
+        assert isinstance(body["errors"], dict), body
+    return body
+
+
+async def event_types(services: Services, account_id: str) -> list[str]:
+    return [t for t, _ in await stream_events(services.store, account_stream_id(account_id))]
+
+
+# --- 1. Ledger-Min-Position with a Latin-1 superscript digit: 500 ---------------------------
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xb3", b"\xb9", b"1\xb2"])
+async def test_a_superscript_digit_in_ledger_min_position_is_422(
+    http: httpx.AsyncClient, customer: Customer, value: bytes
+) -> None:
+    # "\xb2" is Latin-1 "²": str.isdigit() says yes, int() refuses (api/read_side.py).
+    answer = await http.get(
+        "/v1/credits", headers={**customer.headers, "Ledger-Min-Position": value}
+    )
+
+    body = assert_contract_error(answer, 422)
+    assert "Ledger-Min-Position" in body["errors"]
+
+
+# --- 2. as_of whose UTC instant is before year 1: 500 -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    ["0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00+23:59", "0001-01-01T05:00:00+05:00:01"],
+)
+async def test_an_as_of_before_year_one_in_utc_is_not_a_500(
+    http: httpx.AsyncClient,
+    services: Services,
+    auditor_headers: dict[str, str],
+    as_of: str,
+) -> None:
+    account_id = unique("acct")
+    await open_account(services.ledger, account_id, 100)
+
+    answer = await http.get(
+        f"/v1/accounts/{account_id}/credits", params={"as_of": as_of}, headers=auditor_headers
+    )
+
+    # As "0001-01-01T00:00:00Z" is answered: the account did not exist then (404), or a
+    # 422 for an as_of PostgreSQL cannot hold.
+    assert_contract_error(answer, 404, 422)
+
+
+# --- 3. A NUL character in a path parameter: 500 -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "needs_key"),
+    [
+        ("GET", "/v1/accounts/{nul}/credits", False),
+        ("POST", "/v1/accounts/{nul}/spend", True),
+        ("POST", "/v1/accounts/{nul}/holds", True),
+        ("POST", "/v1/accounts/{nul}/grants", True),
+        ("GET", "/v1/accounts/{acct}/holds/{nul}", False),
+        ("POST", "/v1/accounts/{acct}/holds/{nul}/capture", False),
+        ("POST", "/v1/accounts/{acct}/holds/{nul}/release", False),
+        ("DELETE", "/v1/webhook-endpoints/{nul}", False),
+    ],
+)
+async def test_a_nul_in_a_path_parameter_is_not_a_500(
+    http: httpx.AsyncClient,
+    services: Services,
+    writer_headers: dict[str, str],
+    method: str,
+    template: str,
+    needs_key: bool,
+) -> None:
+    account_id = unique("acct")
+    await open_account(services.ledger, account_id, 100)
+    path = template.format(nul="acct%00x", acct=account_id)
+    headers = {**writer_headers, **({"Idempotency-Key": uuid.uuid4().hex} if needs_key else {})}
+    body = {"amount": 1} if method == "POST" and "release" not in path else None
+
+    answer = await http.request(method, path, json=body, headers=headers)
+
+    assert_contract_error(answer, 404, 422)  # no such account, hold or endpoint
+    assert await event_types(services, account_id) == ["AccountOpened"]
+
+
+async def test_a_nul_in_an_account_id_is_not_a_500_on_the_event_feed(
+    http: httpx.AsyncClient, auditor_headers: dict[str, str]
+) -> None:
+    answer = await http.get("/v1/accounts/acct%00x/events", headers=auditor_headers)
+
+    assert_contract_error(answer, 404)  # no id holds a NUL
+
+
+# --- 4. Deeply nested JSON bodies: 500 (RecursionError) ------------------------------------
+
+DEEP = b"[" * 50_000 + b"]" * 50_000
+NESTED = b'{"amount": 1, "credits": 100, "x": ' + DEEP + b"}"
+
+
+@pytest.mark.parametrize("body", [DEEP, NESTED], ids=["deep-array", "deep-field"])
+@pytest.mark.parametrize(
+    ("method", "template", "who"),
+    [
+        ("POST", "/v1/accounts/{acct}/spend", "writer"),
+        ("POST", "/v1/accounts/{acct}/holds", "writer"),
+        ("POST", "/v1/accounts/{acct}/grants", "writer"),
+        ("POST", "/v1/accounts", "writer"),
+        ("POST", "/v1/accounts/{acct}/monthly-reset", "writer"),
+        ("PATCH", "/v1/accounts/{acct}", "writer"),
+        ("PUT", "/v1/accounts/{acct}/low-balance-threshold", "writer"),
+        ("POST", "/v1/webhook-endpoints", "writer"),
+        ("POST", "/v1/credits/purchase", "customer"),
+    ],
+)
+async def test_a_deeply_nested_body_is_422(
+    http: httpx.AsyncClient,
+    services: Services,
+    writer_headers: dict[str, str],
+    customer: Customer,
+    method: str,
+    template: str,
+    who: str,
+    body: bytes,
+) -> None:
+    headers = writer_headers if who == "writer" else customer.headers
+    answer = await http.request(
+        method,
+        template.format(acct=customer.account_id),
+        content=body,
+        headers={
+            **headers,
+            "Content-Type": "application/json",
+            "Idempotency-Key": uuid.uuid4().hex,
+        },
+    )
+
+    assert_contract_error(answer, 422)
+    assert await event_types(services, customer.account_id) == ["AccountOpened"]
+
+
+async def test_a_signed_stripe_event_with_a_deeply_nested_field_is_not_a_500(
+    http: httpx.AsyncClient,
+) -> None:
+    body = (
+        b'{"id": "evt_deep_' + uuid.uuid4().hex.encode() + b'", "type": "customer.created", '
+        b'"data": {"object": {"id": "cus_1"}}, "extra": ' + DEEP + b"}"
+    )
+    answer = await http.post(
+        WEBHOOK,
+        content=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature(body.decode())},
+    )
+
+    # The contract: 200 for every verified event (handled or not); 400 if not an event.
+    assert answer.status_code in (200, 400), answer.text
+    answer.json()
+
+
+# --- 5. A period written with non-ASCII digits is accepted, then blocks every reset ------
+
+
+async def test_a_period_with_non_ascii_digits_is_422_and_resets_stay_possible(
+    http: httpx.AsyncClient, services: Services, writer_headers: dict[str, str]
+) -> None:
+    account_id = unique("acct")
+    await open_account(services.ledger, account_id, 100)
+
+    # "٢٠٢٦-12": Arabic-Indic digits, matched by \d in PERIOD_PATTERN.
+    answer = await http.post(
+        f"/v1/accounts/{account_id}/monthly-reset",
+        json={"period": "\u0662\u0660\u0662\u0666-12"},
+        headers=writer_headers,
+    )
+
+    assert_contract_error(answer, 422)
+    assert await event_types(services, account_id) == ["AccountOpened"]
+    later = await http.post(
+        f"/v1/accounts/{account_id}/monthly-reset",
+        json={"period": "9999-12"},
+        headers=writer_headers,
+    )
+    assert later.status_code == 200, later.text
+
+
+# --- 6. A webhook endpoint URL ending in a newline ----------------------------------------
+
+
+async def test_a_webhook_url_ending_in_a_newline_is_422(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    # URL_PATTERN ends in "$", which re.search matches before a final "\n".
+    answer = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://hooks.example.com/ledger\n", "events": ["credits.spent"]},
+        headers=writer_headers,
+    )
+
+    assert_contract_error(answer, 422)
+
+
+async def test_a_webhook_url_ending_in_a_newline_is_422_where_addresses_are_checked(
+    http: httpx.AsyncClient, services: Services, writer_headers: dict[str, str]
+) -> None:
+    # As in production (LEDGER_WEBHOOK_ALLOW_PRIVATE unset): check_url() parses the URL.
+    object.__setattr__(services, "webhook_allow_private", False)
+    try:
+        answer = await http.post(
+            "/v1/webhook-endpoints",
+            json={"url": "http://1.1.1.1/ledger\n", "events": ["credits.spent"]},
+            headers=writer_headers,
+        )
+    finally:
+        object.__setattr__(services, "webhook_allow_private", True)
+
+    assert_contract_error(answer, 422)
+
+
+# --- 7. Signed Stripe events with a superscript digit where an integer goes: 500 ----------
+
+
+@pytest.mark.parametrize(
+    ("change", "credited"),
+    [
+        ({"metadata": "credits"}, 0),
+        ({"amount_total": "\u00b2"}, 0),
+        ({"expires_at": "\u00b3"}, 1000),  # paid all the same: its expiry does not matter
+    ],
+    ids=["metadata.credits", "amount_total", "expires_at"],
+)
+async def test_a_signed_checkout_event_with_a_superscript_digit_is_not_a_500(
+    http: httpx.AsyncClient,
+    customer: Customer,
+    services: Services,
+    change: dict[str, str],
+    credited: int,
+) -> None:
+    session_id = "cs_test_fuzz_" + uuid.uuid4().hex
+    session = checkout_session(session_id, account_id=customer.account_id, credits=1000)
+    if "metadata" in change:
+        session["metadata"] = {"account_id": customer.account_id, "credits": "\u00b2"}
+    else:
+        session.update(change)
+    body = event_body("checkout.session.completed", session)
+
+    answer = await http.post(
+        WEBHOOK,
+        content=body.encode(),
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature(body)},
+    )
+
+    assert answer.status_code in (200, 400), answer.text
+    answer.json()
+    assert (await services.ledger.account(customer.account_id)).topup_balance == credited
+
+
+# --- 8. Accepted, then the projector could not apply it -----------------------------------
+
+
+async def test_a_grant_expiring_after_year_9999_in_utc_is_refused_not_left_to_the_views(
+    http: httpx.AsyncClient, services: Services, writer_headers: dict[str, str]
+) -> None:
+    account_id = unique("acct")
+    await open_account(services.ledger, account_id, 100)
+
+    # 9999-12-31T23:59:59-23:59 is 10000-01-01T23:58:59Z: Python holds it with its offset,
+    # PostgreSQL's timestamptz (and asyncpg's encoder) cannot.
+    answer = await http.post(
+        f"/v1/accounts/{account_id}/grants",
+        json={"amount": 10, "expires_at": "9999-12-31T23:59:59-23:59"},
+        headers={**writer_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+
+    assert_contract_error(answer, 422)
+    assert await event_types(services, account_id) == ["AccountOpened"]
+    await catch_up(services.store, all_projections())  # recorded, it had stopped the views
+
+
+async def test_a_signed_checkout_for_more_credits_than_a_bigint_does_not_stop_the_views(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    # A paid session the store never saw is credited from its metadata (as the suite's
+    # test_a_paid_session_the_store_never_saw_is_credited_from_its_metadata does).
+    session_id = "cs_test_fuzz_" + uuid.uuid4().hex
+    credits = 2**63
+    session = checkout_session(session_id, account_id=customer.account_id, credits=credits)
+    body = event_body("checkout.session.completed", session)
+
+    answer = await http.post(
+        WEBHOOK,
+        content=body.encode(),
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature(body)},
+    )
+
+    assert answer.status_code in (200, 400), answer.text
+    # Nothing the views cannot hold is credited (the contract's purchases are 100-10,000).
+    assert (await services.ledger.account(customer.account_id)).topup_balance == 0
+    assert await stream_events(services.store, checkout_stream_id(session_id)) == []
+    await catch_up(services.store, all_projections())  # recorded, it had stopped the views
