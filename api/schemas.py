@@ -195,7 +195,7 @@ class WebhookEndpointRequest(msgspec.Struct, frozen=True):
         msgspec.Meta(
             min_length=1,
             max_length=MAX_URL_LENGTH,
-            pattern=f"^{URL_PATTERN}$(?!\n)",  # $ alone admits a last newline
+            pattern=f"^{URL_PATTERN}$(?!\\n)",  # $ alone admits a last newline
             examples=["https://billing.internal.example/ledger-hooks"],
             extra={"invalid": "The url field must be a valid URL (http or https)."},
         ),

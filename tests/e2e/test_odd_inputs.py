@@ -329,3 +329,29 @@ async def test_a_signed_checkout_for_more_credits_than_a_bigint_does_not_stop_th
     assert (await services.ledger.account(customer.account_id)).topup_balance == 0
     assert await stream_events(services.store, checkout_stream_id(session_id)) == []
     await catch_up(services.store, all_projections())  # recorded, it had stopped the views
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "00000"])
+async def test_a_webhook_url_on_a_port_no_address_has_is_422(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], port: str
+) -> None:
+    answer = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": f"https://hooks.example.com:{port}/ledger", "events": ["credits.spent"]},
+        headers=writer_headers,
+    )
+
+    body = assert_contract_error(answer, 422)
+    assert body["errors"] == {"url": ["The url's port must be 1 to 65535."]}
+
+
+async def test_a_webhook_url_on_the_last_port_is_taken(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    answer = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://hooks.example.com:65535/ledger", "events": ["credits.spent"]},
+        headers=writer_headers,
+    )
+
+    assert answer.status_code == 201, answer.text
