@@ -36,7 +36,9 @@ DEFAULT_HOLD_SECONDS = 900
 MAX_HOLD_SECONDS = 7 * 24 * 3600
 MAX_THRESHOLD = 1_000_000_000_000
 MAX_URL_LENGTH = 2048
-URL_PATTERN = r"https?://[A-Za-z0-9._~-]+(:[0-9]{1,5})?([/?#][\x21-\x7e]*)?"
+PORT_PATTERN = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+"""1 to 65535, written without leading zeros."""
+URL_PATTERN = rf"https?://[A-Za-z0-9._~-]+(:{PORT_PATTERN})?([/?#][\x21-\x7e]*)?"
 """http or https, a host name or address, an optional port, then printable ASCII."""
 
 Reason = Annotated[

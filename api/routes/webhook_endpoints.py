@@ -7,7 +7,6 @@ threshold, which decides when ``credits.low_balance`` fires.
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Router, delete, get, post, put
@@ -62,8 +61,6 @@ async def create_webhook_endpoint(
 
     The URL's host must be a public address (resolved now, and again at each delivery).
     """
-    if (port := _port(data.url)) is not None and not 0 < port <= 65535:
-        raise ValidationFailed.single("url", "The url's port must be 1 to 65535.")
     registry = EndpointRegistry(services.pool, allow_private=services.webhook_allow_private)
     try:
         return await registry.create(data.url, list(dict.fromkeys(data.events)))
@@ -75,14 +72,6 @@ async def create_webhook_endpoint(
         raise ValidationFailed.single(
             "url", f"The url's host must resolve to a public address: {refused}."
         ) from None
-
-
-def _port(url: str) -> int | None:
-    """The URL's port as written (None: the scheme's), or -1 for one past 65535."""
-    try:
-        return urlsplit(url).port
-    except ValueError:  # "Port out of range 0-65535"
-        return -1
 
 
 @get("/v1/webhook-endpoints", responses=errors(401, 403, 503))
@@ -119,7 +108,7 @@ async def set_low_balance_threshold(
     data: Annotated[
         ThresholdRequest,
         Documented(
-            description='`{"threshold": null}` goes back to the default.',
+            description="`{\"threshold\": null}` goes back to the default.",
             examples=[example("its own", {"threshold": 500})],
         ),
     ],

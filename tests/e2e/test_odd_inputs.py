@@ -342,7 +342,7 @@ async def test_a_webhook_url_on_a_port_no_address_has_is_422(
     )
 
     body = assert_contract_error(answer, 422)
-    assert body["errors"] == {"url": ["The url's port must be 1 to 65535."]}
+    assert body["errors"] == {"url": ["The url field must be a valid URL (http or https)."]}
 
 
 async def test_a_webhook_url_on_the_last_port_is_taken(
