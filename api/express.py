@@ -31,7 +31,7 @@ from api.access.tokens import Principal
 from api.errors import send_error
 from api.headers import first_header
 from api.services import Services
-from api.validation import admits_idempotency_key
+from api.validation import NOT_JSON_ERRORS, admits_idempotency_key
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -66,7 +66,7 @@ class Call:
         """The body as ``model``, decoded strictly as ``api.validation.Body`` decodes it."""
         try:
             return msgspec.json.decode(self.body, type=model)
-        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):  # the route words it
+        except (msgspec.ValidationError, *NOT_JSON_ERRORS):  # the route words the refusal
             raise Declined from None
 
     def idempotency_key(self) -> str:

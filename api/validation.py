@@ -157,7 +157,7 @@ def noting_integers(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+NOT_JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 """What msgspec raises for a body that is not JSON: a string that is not UTF-8 inside one
 is a UnicodeDecodeError, and arrays or objects nested too deep a RecursionError."""
 
@@ -168,11 +168,11 @@ def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError:
         pass
-    except _DECODE_ERRORS:
+    except NOT_JSON_ERRORS:
         raise ValidationFailed.single("body", NOT_JSON) from None
     try:
         data = msgspec.json.decode(raw)
-    except _DECODE_ERRORS:  # a well-formed start the typed decoder refused first
+    except NOT_JSON_ERRORS:  # a well-formed start the typed decoder refused first
         raise ValidationFailed.single("body", NOT_JSON) from None
     if not isinstance(data, dict):
         raise ValidationFailed.single("body", NOT_AN_OBJECT)

@@ -18,6 +18,7 @@ from api.read_side import Source
 from api.schemas import AccountCredits
 from api.services import Services, ServicesDependency
 from api.validation import ValidationFailed
+from ledger.domain.account import in_utc_years
 from ledger.store.event_store import EventStore, RecordedEvent
 from ledger.store.mapper import event_type_name
 
@@ -152,10 +153,9 @@ def parse_as_of(value: str) -> datetime:
     """An RFC 3339 time with its offset, or a 422."""
     try:
         moment = datetime.fromisoformat(value)
-        moment.astimezone(UTC)  # a time before year 1 or after 9999 in UTC is none
-    except (ValueError, OverflowError):
+    except ValueError:
         moment = None
-    if moment is None or moment.tzinfo is None:
+    if moment is None or moment.tzinfo is None or not in_utc_years(moment):
         raise ValidationFailed.single(
             "as_of", "The as of must be an RFC 3339 time with an offset, e.g. 2026-11-25T12:00:00Z."
         )

@@ -73,7 +73,7 @@ def check_period(period: str) -> None:
         raise InvalidPeriod("A period is a month written YYYY-MM, for example 2026-12.")
 
 
-def _in_utc_years(moment: datetime) -> bool:
+def in_utc_years(moment: datetime) -> bool:
     """Whether ``moment`` is a time PostgreSQL and Python can both hold (years 1-9999 in UTC)."""
     try:
         moment.astimezone(UTC)
@@ -395,7 +395,7 @@ class CreditAccount(Aggregate):
             raise InvalidAmount(f"A grant is 1 to {MAX_GRANT} credits.")
         if not 0 <= priority <= MAX_PRIORITY:
             raise InvalidGrant(f"A grant's priority is 0 to {MAX_PRIORITY}.")
-        if expires_at is not None and not _in_utc_years(expires_at):
+        if expires_at is not None and not in_utc_years(expires_at):
             raise InvalidGrant("A grant's expires_at must fall within the years 1 to 9999 in UTC.")
         if expires_at is not None and expires_at <= at:
             raise InvalidGrant("A grant's expires_at must be in the future.")
