@@ -18,6 +18,10 @@ whose body does not come in its turn (a streamed answer) goes out alone at the t
 
 A streamed body still goes out as it comes, a turn's worth at a time, and closing
 the connection sends what is held first.
+
+A request that is not HTTP (an unknown method, a broken request line or header) is
+answered 400 with a JSON body in the contract's shape, ``{"message": ...}``, where
+uvicorn answers it in plain text.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import asyncio
 from collections.abc import Sized
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import msgspec
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 _READS = (b"GET", b"HEAD")
 
@@ -116,3 +121,19 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._writes.holding = self.parser.get_method() in _READS
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        body = msgspec.json.encode({"message": msg})
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body),
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(head))
+        self.transport.close()

@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 import uvicorn
 
@@ -243,3 +244,20 @@ async def test_a_lone_read_goes_out_at_once_head_and_body_together(
 
 def test_the_service_serves_with_it() -> None:
     assert uvicorn_config(app).http is ReadsAnsweredPerTurn
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"BREW /json HTTP/1.1\r\nHost: t\r\n\r\n", b"GET /json HTTP/1.1\r\nHo st: t\r\n\r\n"],
+    ids=["an unknown method", "a space in a header's name"],
+)
+async def test_a_request_that_is_not_http_is_400_in_the_contracts_shape(
+    served: tuple[int, list[bytes]], request_bytes: bytes
+) -> None:
+    port, _ = served
+    answer = await ask(port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"content-type: application/json" in head.lower()
+    assert b"connection: close" in head.lower()
+    assert msgspec.json.decode(body) == {"message": "Invalid HTTP request received."}
