@@ -92,8 +92,11 @@ async def set_up(connection: Connection, *, service_password: str | None = None)
                 f"ALTER ROLE {SERVICE_ROLE} PASSWORD {_literal(service_password)}"
             )
         database = await connection.fetchval("SELECT current_database()")
+        await connection.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {SERVICE_ROLE}')
+        # No temporary objects: nothing needs them, and a caller's own could stand in for
+        # the owner's tables in a function that does not name its schema.
         await connection.execute(
-            f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO {SERVICE_ROLE}'
+            f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC, {SERVICE_ROLE}'
         )
         await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
         await connection.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}")

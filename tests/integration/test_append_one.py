@@ -123,8 +123,7 @@ async def test_a_lone_event_is_the_first_write_of_its_transaction_or_refused(
     pool: asyncpg.Pool,
 ) -> None:
     async with pool.acquire() as connection, connection.transaction():
-        await connection.execute("CREATE TEMP TABLE scratch (n int) ON COMMIT DROP")
-        await connection.execute("INSERT INTO scratch VALUES (1)")
+        await connection.execute("INSERT INTO projection_positions (name) VALUES ('scratch')")
         with pytest.raises(asyncpg.InvalidTransactionStateError, match="first write"):
             await write_batch(connection, [Writes(events=[event(uuid.uuid4(), 1)])])
 
@@ -136,3 +135,31 @@ def test_only_a_lone_command_of_one_event_and_one_claim_at_most_takes_append_one
     assert not _is_one(Writes([one], claims=[claimed("a"), claimed("b")]))
     assert not _is_one(Writes([one], snapshots=[StoredEvent(one.originator_id, 1, "t", b"{}")]))
     assert not _is_one(Writes([]))
+
+
+@pytest.mark.parametrize("function", ["append_one", "append"])
+async def test_a_callers_temporary_sequence_does_not_stand_in_for_the_owners(
+    database_url: str, store: EventStore, function: str
+) -> None:
+    """The write functions run as the owner with pg_temp last in their search_path: a
+    temporary sequence of the caller's with the sequence's name hands out no position.
+    (The service's role may not make one at all; a superuser's session stands in here.)"""
+    stream = uuid.uuid4()
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(
+            "CREATE TEMP SEQUENCE stored_events_notification_id_seq START 1000000000"
+        )
+        await admin.execute(
+            "GRANT USAGE ON SEQUENCE pg_temp.stored_events_notification_id_seq TO ledger_owner"
+        )
+        await admin.execute("SET ROLE ledger_service")
+        if function == "append_one":
+            [outcome] = await write_batch(admin, [Writes([event(stream, 1)])])
+        else:
+            [outcome] = await write_batch(admin, [Writes([event(stream, 1), event(stream, 2)])])
+    finally:
+        await admin.close()
+    positions = outcome.result()
+    assert max(positions) < 1_000_000_000
+    assert [e.notification_id for e in await store.load(stream)] == positions

@@ -85,26 +85,33 @@ async def test_a_failed_append_releases_the_ordering_lock(store: EventStore) -> 
 async def test_not_even_a_superuser_updates_deletes_or_truncates_events_by_accident(
     store: EventStore, database_url: str
 ) -> None:
-    stream = uuid.uuid4()
+    stream, key = uuid.uuid4(), unique("key")
+    claim = ClaimRecord(Claim("tests", key, b"fingerprint"), b'{"answer":1}')
     async with store.pool.acquire() as connection:
         [outcome] = await write_batch(
-            connection, [Writes(events=[event(stream, 1)], snapshots=[event(stream, 1)])]
+            connection,
+            [Writes(events=[event(stream, 1)], claims=[claim], snapshots=[event(stream, 1)])],
         )
     outcome.result()
     statements = [
-        "UPDATE stored_events SET state = '\\x7b7d' WHERE originator_id = $1",
-        "DELETE FROM stored_events WHERE originator_id = $1",
-        "UPDATE snapshots SET state = '\\x7b7d' WHERE originator_id = $1",
-        "DELETE FROM snapshots WHERE originator_id = $1",
+        ("UPDATE stored_events SET state = '\\x7b7d' WHERE originator_id = $1", stream),
+        ("DELETE FROM stored_events WHERE originator_id = $1", stream),
+        ("UPDATE snapshots SET state = '\\x7b7d' WHERE originator_id = $1", stream),
+        ("DELETE FROM snapshots WHERE originator_id = $1", stream),
+        ("UPDATE claims SET response = '\\x7b7d' WHERE key = $1", key),
+        ("DELETE FROM claims WHERE key = $1", key),
     ]
     admin = await asyncpg.connect(database_url)
     try:
-        for statement in statements:
+        for statement, argument in statements:
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-                await admin.execute(statement, stream)
-        for table in ("stored_events", "snapshots"):
+                await admin.execute(statement, argument)
+        for table in ("stored_events", "snapshots", "claims"):
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
                 await admin.execute(f"TRUNCATE {table}")
+        assert await admin.fetchval("SELECT response FROM claims WHERE key = $1", key) == (
+            b'{"answer":1}'
+        )
     finally:
         await admin.close()
     assert len(await store.load(stream)) == 1
@@ -112,8 +119,7 @@ async def test_not_even_a_superuser_updates_deletes_or_truncates_events_by_accid
 
 async def test_append_must_be_the_first_write_of_its_transaction(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as connection, connection.transaction():
-        await connection.execute("CREATE TEMP TABLE scratch (n int) ON COMMIT DROP")
-        await connection.execute("INSERT INTO scratch VALUES (1)")
+        await connection.execute("INSERT INTO projection_positions (name) VALUES ('scratch')")
         with pytest.raises(asyncpg.InvalidTransactionStateError, match="first write"):
             await write_batch(connection, [Writes(events=[event(uuid.uuid4(), 1)])])
 
@@ -294,6 +300,10 @@ async def test_the_service_role_can_neither_rewrite_history_nor_change_the_rules
         "RETURNS bytea LANGUAGE sql AS 'SELECT $1'",
         "CREATE TABLE shadow (n int)",
         "SET session_replication_role = replica",
+        "TRUNCATE claims",
+        # A temporary sequence of this name would stand in for the owner's in append().
+        "CREATE TEMP SEQUENCE stored_events_notification_id_seq",
+        "CREATE TEMP TABLE stored_events (n int)",
     ]
     async with pool.acquire() as connection:
         assert await connection.fetchval("SELECT current_user") == "ledger_service"

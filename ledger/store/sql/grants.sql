@@ -6,7 +6,7 @@
 -- a table nor disable a trigger; it may not UPDATE, DELETE or TRUNCATE history
 -- (stored_events, snapshots, claims) and writes it only through append() and its
 -- one-command form append_one(), which run as the owner and follow the ordering and
--- hash-chain protocol.
+-- hash-chain protocol. Nor may it make temporary objects (ledger/store/migrate.py).
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ledger_service;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM ledger_service;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;

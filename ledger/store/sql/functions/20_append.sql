@@ -37,6 +37,9 @@
 -- A batch of one command of one event, at most one claim and no snapshot goes to
 -- append_one() (21_append_one.sql) instead: the same protocol, cheaper to call.
 -- A change to the protocol here is a change there too.
+-- pg_temp last in its search_path: where it is not named, PostgreSQL searches a
+-- session's temporary schema first, and a temporary table or sequence of the caller's
+-- (stored_events_notification_id_seq, say) would stand in for the owner's.
 CREATE OR REPLACE FUNCTION append(
     commands int,
     event_commands int[], ids uuid[], versions bigint[], topics text[], states bytea[],
@@ -45,7 +48,7 @@ CREATE OR REPLACE FUNCTION append(
     snapshot_commands int[], snapshot_ids uuid[], snapshot_versions bigint[],
     snapshot_topics text[], snapshot_states bytea[]
 ) RETURNS TABLE (command int, outcome text, positions bigint[])
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
 -- Its statements take arrays, whose lengths move PostgreSQL's estimates: left to choose,
 -- it planned step 2's again on every call, dearer than running it.
 SET plan_cache_mode = force_generic_plan AS $$
