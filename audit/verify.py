@@ -115,6 +115,8 @@ class Stream:
         "hash",
         "older_disputes",
         "purchase_status",
+        "recorded_at",
+        "replayable",
         "snapshots",
         "statement_lines",
         "version",
@@ -123,6 +125,9 @@ class Stream:
     def __init__(self, first_position: int) -> None:
         self.version = 0
         self.hash = GENESIS
+        self.recorded_at: datetime | None = None
+        self.replayable = True
+        """False after a version gap: the aggregate cannot take the later events."""
         self.first_position = first_position
         self.statement_lines = 0
         self.aggregate: Any = None
@@ -283,6 +288,7 @@ class StreamReplay:
             self._freeze_figures_before(stream, event.notification_id)
         previous_hash, previous_version = stream.hash, stream.version
         in_sequence = event.originator_version == previous_version + 1
+        previous_time, stream.recorded_at = stream.recorded_at, event.recorded_at
         stream.version, stream.hash = event.originator_version, event.hash
         expected = event_hash(
             previous_hash,
@@ -294,23 +300,36 @@ class StreamReplay:
         )
         for checkpoint in self.checkpoints:
             checkpoint.observe(event, expected)
-        try:
-            domain_event = self.mapper.to_domain_event(event)
-            replayed = domain_event.mutate(stream.aggregate)
-        except Exception as error:  # a tampered row may not even decode
-            self._find("unreadable", f"cannot replay the event: {error}", stream, event)
-            replayed = None
-        else:
-            stream.aggregate = replayed
         if not in_sequence:
             self._find(
                 "version-gap",
                 f"version {event.originator_version} follows version {previous_version}: "
-                "events are missing or repeated",
+                "events are missing or repeated"
+                + ("; the stream's later events are not replayed" if stream.replayable else ""),
                 stream,
                 event,
             )
-        elif event.hash != expected:
+            stream.replayable = False
+        replayed = None
+        if stream.replayable:
+            try:
+                domain_event = self.mapper.to_domain_event(event)
+                replayed = domain_event.mutate(stream.aggregate)
+            except Exception as error:  # a tampered row may not even decode
+                self._find("unreadable", f"cannot replay the event: {error}", stream, event)
+                replayed = None
+            else:
+                stream.aggregate = replayed
+        if previous_time is not None and event.recorded_at < previous_time:
+            self._find(
+                "recorded-out-of-order",
+                f"recorded at {_when(event.recorded_at)}, before version {previous_version} "
+                f"of its stream ({_when(previous_time)}): appends record their time in "
+                "order, so it was written into the stream's past",
+                stream,
+                event,
+            )
+        if in_sequence and event.hash != expected:
             self._find(
                 "hash-mismatch",
                 f"{event_type_name(event.topic)} was changed after it was written: its "
@@ -624,6 +643,7 @@ class Verifier:
         started = time.perf_counter()
         rows = await self.connection.fetch("SELECT name, position FROM projection_positions")
         self.positions = {r["name"]: r["position"] for r in rows}
+        await self._check_positions()
         if self.jobs == 1:
             replays = [c.replay.empty_copy() for c in self.checkpoints]
             parts = [await replay_part(self.connection, self.positions, replays, on_progress)]
@@ -655,6 +675,20 @@ class Verifier:
             projection_positions=self.positions,
             findings=sorted(self.findings, key=_finding_order),
         )
+
+    async def _check_positions(self) -> None:
+        """A view's position is the last event it folded: never past the store's last
+        event (where it would skip the events written there when they come)."""
+        last = await self.connection.fetchval("SELECT max(notification_id) FROM stored_events")
+        for view, position in sorted(self.positions.items()):
+            if position > (last or 0):
+                self.findings.append(
+                    Finding(
+                        kind="projection-position",
+                        detail=f"the {view} view is at position {position}, past the store's "
+                        f"last event ({last or 0}): it would skip the events written up to it",
+                    )
+                )
 
     async def _replay_in_workers(self, on_progress: Callable[[int], None]) -> list[Part]:
         """Part 0 is replayed here, each other part by a worker process, all in this snapshot.

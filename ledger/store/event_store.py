@@ -149,6 +149,16 @@ async def read_whole_appends_after(
         tail = await read_after(connection, kept[-1].notification_id, _APPEND_TAIL)
 
 
+def _up_to_first_gap(version: int, events: list[RecordedEvent]) -> list[RecordedEvent]:
+    """The events that follow ``version`` one by one. Appends record their time in order,
+    so the events recorded up to a moment are a stream's first ones; an event recorded
+    into the past (a store changed by hand, which the audit reports) ends them there."""
+    for index, event in enumerate(events):
+        if event.originator_version != version + index + 1:
+            return events[:index]
+    return events
+
+
 async def visible_head(connection: Connection) -> int:
     """The last position a reader may pass now: every event up to it has committed or never will.
 
@@ -354,7 +364,10 @@ class EventStore:
         snapshot = None
         if rows and rows[0][0]:
             snapshot, rows = _recorded(rows[0][1:]), rows[1:]
-        return snapshot, [_recorded(row[1:]) for row in rows]
+        events = [_recorded(row[1:]) for row in rows]
+        if recorded_until is not None:
+            events = _up_to_first_gap(snapshot.originator_version if snapshot else 0, events)
+        return snapshot, events
 
     async def load_many_from_snapshots(self, originator_ids: Sequence[UUID]) -> dict[UUID, _Loaded]:
         """``load_from_snapshot`` of several streams in one round trip (streams with no

@@ -191,7 +191,59 @@ async def test_a_removed_event_and_a_retimed_event_are_reported(
     gaps = [f for f in report.findings if f.kind == "version-gap"]
     retimed = [f for f in report.findings if f.kind == "hash-mismatch"]
     assert [(f.account_id, f.version) for f in gaps] == [("acct_alice", 6)]
+    assert "later events are not replayed" in gaps[0].detail
     assert [(f.account_id, f.version) for f in retimed] == [("acct_alice", 2)]
+    # One finding for the gap, not one for every event after it that could not be replayed.
+    assert [f for f in report.findings if f.kind == "unreadable"] == []
+    [earlier] = [f for f in report.findings if f.kind == "recorded-out-of-order"]
+    assert (earlier.account_id, earlier.version) == ("acct_alice", 2)
+
+
+async def test_an_event_recorded_into_its_streams_past_is_reported_and_as_of_stops_before_it(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = await build_history(isolated_db)
+    bob = account_stream_id("acct_bob")
+    last, third = await isolated_db.pool.fetchrow(
+        """SELECT max(originator_version),
+                  min(recorded_at) FILTER (WHERE originator_version = 3)
+           FROM stored_events WHERE originator_id = $1""",
+        bob,
+    )
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events SET recorded_at = $3
+           WHERE originator_id = $1 AND originator_version = $2""",
+        bob,
+        last,
+        third,
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [moved] = [f for f in report.findings if f.kind == "recorded-out-of-order"]
+    assert (moved.account_id, moved.version) == ("acct_bob", last)
+    assert "written into the stream's past" in moved.detail
+    # The events recorded up to that moment are versions 1-3 and the moved one: the
+    # balance as of then is the first three's (it was an error, a 500 over HTTP).
+    assert (await books.account_as_of("acct_bob", third)).version == 3
+
+
+async def test_a_view_position_past_the_stores_last_event_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await build_history(isolated_db)
+    last = await isolated_db.pool.fetchval("SELECT max(notification_id) FROM stored_events")
+    await tamper(
+        isolated_db.url,
+        "UPDATE projection_positions SET position = $1 WHERE name = 'balances'",
+        last + 1000,
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [past] = [f for f in report.findings if f.kind == "projection-position"]
+    assert f"the balances view is at position {last + 1000}" in past.detail
 
 
 async def test_a_view_edited_by_hand_is_reported_field_by_field(
