@@ -147,6 +147,9 @@ class PurchaseAt(msgspec.Struct, frozen=True):
     amount_refunded: int
     credits_clawed_back: int
     credits_reversed: int
+    credits: int
+    amount: int
+    currency: str
 
 
 class StoredSnapshot(msgspec.Struct, frozen=True):
@@ -871,6 +874,12 @@ class Verifier:
                     "purchases", account_id, f"session {row['session_id']} was never requested"
                 )
                 continue
+            if row["account_id"] != account_id:
+                self._view_finding(
+                    "purchases",
+                    account_id,
+                    f"session {row['session_id']} is account {row['account_id']}'s in the view",
+                )
             for field in fields:
                 if row[field] != getattr(want, field):
                     self._view_finding(
@@ -978,6 +987,9 @@ def _purchase_at(session: CheckoutSession) -> PurchaseAt:
         amount_refunded=session.amount_refunded,
         credits_clawed_back=session.credits_clawed_back,
         credits_reversed=session.credits_reversed,
+        credits=session.credits,
+        amount=session.amount,
+        currency=session.currency,
     )
 
 

@@ -324,3 +324,25 @@ async def test_export_writes_the_history_as_json_lines_and_csv(
     assert int(rows[-1]["balance_after"]) == account.balance
     assert json.loads(rows[0]["data"])["account_id"] == "acct_bob"
     assert missing.returncode == 1
+
+
+async def test_a_purchase_row_moved_to_another_account_or_repriced_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        """UPDATE purchases SET credits = 10, amount = 10, currency = 'eur',
+                  account_id = 'acct_bob'
+           WHERE session_id = 'cs_0_b'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    details = sorted(f.detail for f in report.findings if f.kind == "purchases-view")
+    assert [d.split(" (view at")[0] for d in details] == [
+        "session cs_0_b is account acct_bob's in the view",
+        "session cs_0_b: amount is 10 in the view, 300 replayed",
+        "session cs_0_b: credits is 10 in the view, 300 replayed",
+        "session cs_0_b: currency is eur in the view, usd replayed",
+    ]
