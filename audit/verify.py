@@ -58,6 +58,7 @@ from ledger.domain.events import (
     PaymentDisputed,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED
+from ledger.handlers.payments import LINK_SCOPE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
 from ledger.store.hash_chain import GENESIS, event_hash
@@ -205,6 +206,7 @@ class SessionAt(msgspec.Struct, frozen=True):
     rule: Worth | None
     """What its refunds and disputes should take back by ledger/domain/adjustments.py;
     None for sessions disputed under the first releases' rules."""
+    payment_intent: str | None = None
 
 
 class Part(msgspec.Struct):
@@ -640,6 +642,7 @@ class Verifier:
         self.findings: list[Finding] = []
         self.positions: dict[str, int] = {}
         self.views: dict[str, list[asyncpg.Record]] = {}
+        self.links: list[asyncpg.Record] = []
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
         """Replay, check, compare; ``on_progress(n)`` after every n events."""
@@ -660,6 +663,7 @@ class Verifier:
             self.findings.extend(checkpoint.findings(part.stream_accounts.get))
         self._check_purchases(part)
         self._check_adjustments(part)
+        self._check_payment_links(part)
         self._check_account_rows(part, "balances")
         self._check_purchases_view(part)
         self._check_statement_view(part)
@@ -845,6 +849,33 @@ class Verifier:
         """Every view's rows the replay is compared with, in this transaction's snapshot."""
         for view, query in _VIEW_QUERIES.items():
             self.views[view] = await self.connection.fetch(query)
+        self.links = await self.connection.fetch(
+            "SELECT key, response FROM claims WHERE scope = $1", LINK_SCOPE
+        )
+
+    def _check_payment_links(self, part: Part) -> None:
+        """Each payment intent's link names the session that intent paid: refunds and
+        disputes, which name only the intent, are applied to the session it names."""
+        sessions = {s.session_id: s for s in part.sessions}
+        for link in self.links:
+            intent, session_id = link["key"], link["response"].decode(errors="replace")
+            if not session_id:
+                continue  # claimed by a refund or dispute that came first: the intent's stream links
+            session = sessions.get(session_id)
+            if session is None:
+                problem = "the store has no such session"
+            elif session.payment_intent not in (None, intent):
+                problem = f"which {session.payment_intent} paid"
+            else:
+                continue  # paid by it, or a payment of another amount, which names none
+            self.findings.append(
+                Finding(
+                    kind="payment-link",
+                    account_id=session.account_id if session else None,
+                    detail=f"payment intent {intent} is linked to session {session_id}, "
+                    f"{problem}: its refunds and disputes would be applied there",
+                )
+            )
 
     def _check_account_rows(self, part: Part, view: str) -> None:
         """Compare a view's row per account, field by field, with the replay at its position."""
@@ -1035,6 +1066,7 @@ def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
         clawed_back=session.credits_clawed_back,
         reversed=session.credits_reversed,
         rule=rule,
+        payment_intent=session.payment_intent,
     )
 
 

@@ -346,3 +346,24 @@ async def test_a_purchase_row_moved_to_another_account_or_repriced_is_reported(
         "session cs_0_b: credits is 10 in the view, 300 replayed",
         "session cs_0_b: currency is eur in the view, usd replayed",
     ]
+
+
+async def test_a_payment_intent_linked_to_another_session_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The link decides where a refund that names only the intent is applied: a link
+    changed by hand would take Alice's refund from Bob."""
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        """UPDATE claims SET response = convert_to('cs_1_a', 'UTF8')
+           WHERE scope = 'payment-intent' AND key = 'pi_0_b'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [link] = report.findings
+    assert (link.kind, link.account_id) == ("payment-link", "acct_bob")
+    assert link.detail.startswith(
+        "payment intent pi_0_b is linked to session cs_1_a, which pi_1_a paid"
+    )
