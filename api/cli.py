@@ -15,6 +15,7 @@ import msgspec
 from api.cli_support import plural, progress, run_with_services, settings_from_env
 from api.settings import Settings
 from ledger import event_loop
+from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from projections.names import VIEW_NAMES
 
@@ -750,7 +751,7 @@ def accounts() -> None:
 @click.argument("account_id")
 @click.option(
     "--allowance",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_MONTHLY_ALLOWANCE),
     default=None,
     help="Monthly allowance in credits (default: DEFAULT_MONTHLY_ALLOWANCE).",
 )

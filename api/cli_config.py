@@ -121,37 +121,6 @@ def _text(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip()
 
 
-def _production_problems(env: Mapping[str, str]) -> list[str]:
-    """What production needs besides what Settings refuses (the Stripe keys)."""
-    problems = []
-    if not _text(env, "DATABASE_URL"):
-        problems.append(
-            "LEDGER_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for development"
-        )
-    if not _text(env, "LEDGER_PUBLIC_URL"):
-        problems.append(
-            "LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come back "
-            "to from Stripe Checkout"
-        )
-    return problems
-
-
-def _shape_problems(env: Mapping[str, str]) -> list[str]:
-    problems = []
-    key = _text(env, "STRIPE_SECRET_KEY")
-    if key and not key.startswith(("sk_", "rk_")):
-        problems.append("STRIPE_SECRET_KEY is not a Stripe secret key (sk_… or rk_…)")
-    secrets = [s.strip() for s in _text(env, "STRIPE_WEBHOOK_SECRET").split(",") if s.strip()]
-    for n, secret in enumerate(secrets, 1):
-        if not secret.startswith("whsec_"):
-            which = f" (number {n} of the list)" if len(secrets) > 1 else ""
-            problems.append(f"STRIPE_WEBHOOK_SECRET{which} is not a signing secret (whsec_…)")
-    public_url = _text(env, "LEDGER_PUBLIC_URL")
-    if public_url and not public_url.startswith(("http://", "https://")):
-        problems.append(f"LEDGER_PUBLIC_URL must be an http(s) address, not {public_url!r}")
-    return problems
-
-
 def check(env: Mapping[str, str] | None = None) -> Report:
     """Everything ``config check`` says about ``env`` (default: this process's)."""
     env = os.environ if env is None else env
@@ -162,9 +131,6 @@ def check(env: Mapping[str, str] | None = None) -> Report:
     except SettingsError as error:
         report.problems += error.problems
         settings = None
-    if production:
-        report.problems += _production_problems(env)
-    report.problems += _shape_problems(env)
     if settings is not None:
         for field, variable in VARIABLES.items():
             if field in settings.__struct_fields__:

@@ -26,10 +26,10 @@ from ledger.domain.account import (
     REASON_PATTERN,
     CreditAccount,
 )
+from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
 from ledger.notifications import EVENT_TYPES
 from ledger.service import MAX_CREDITS, MIN_CREDITS
 
-MAX_MONTHLY_ALLOWANCE = 1_000_000_000
 MAX_AMOUNT = 1_000_000_000_000
 MAX_REASON_LENGTH = 500
 DEFAULT_HOLD_SECONDS = 900

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
+
+from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
 
 
 class SettingsError(ValueError):
@@ -21,6 +24,9 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 MIN_PAGE_KEY_LENGTH = 32
+MAX_UNIT_AMOUNT = 9_999
+"""So that the largest purchase (10,000 credits) stays under Stripe's largest amount,
+99,999,999 in the minor unit (for USD, $999,999.99): Stripe refuses anything over it."""
 
 STRIPE_TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
 """Secret and restricted keys of Stripe's test mode: no real money moves."""
@@ -92,11 +98,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raw = text(name)
             if raw is None:
                 return default
-            try:
-                value = int(raw)
-            except ValueError:
+            if not re.fullmatch(r"-?[0-9]+", raw):  # int() takes '1_000' and other scripts' digits
                 problems.append(f"{name} must be a whole number, not {raw!r}")
                 return default
+            value = int(raw)
             if value < minimum:
                 problems.append(f"{name} must be at least {minimum}, not {value}")
             elif maximum is not None and value > maximum:
@@ -106,9 +111,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ledger_env = text("LEDGER_ENV") or "development"
         if ledger_env not in ("development", "production"):
             problems.append(f"LEDGER_ENV must be development or production, not {ledger_env!r}")
-        port = integer("PORT", 8000, 1)
+        port = integer("PORT", 8000, 1, 65535)
         currency = (text("CREDIT_CURRENCY") or "usd").lower()
-        if len(currency) != 3 or not currency.isalpha():
+        if len(currency) != 3 or not (currency.isascii() and currency.isalpha()):
             problems.append(f"CREDIT_CURRENCY must be an ISO 4217 code, not {currency!r}")
         origins = [o.strip().rstrip("/") for o in (text("LEDGER_CORS_ORIGINS") or "").split(",")]
         for origin in origins:
@@ -124,10 +129,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             stripe_secret_key=text("STRIPE_SECRET_KEY"),
             stripe_webhook_secret=text("STRIPE_WEBHOOK_SECRET"),
             stripe_api_base=text("STRIPE_API_BASE"),
-            stripe_standin_port=integer("STRIPE_STANDIN_PORT", 12111, 0),
-            credit_unit_amount=integer("CREDIT_UNIT_AMOUNT", 1, 1),
+            stripe_standin_port=integer("STRIPE_STANDIN_PORT", 12111, 0, 65535),
+            credit_unit_amount=integer("CREDIT_UNIT_AMOUNT", 1, 1, MAX_UNIT_AMOUNT),
             credit_currency=currency,
-            default_monthly_allowance=integer("DEFAULT_MONTHLY_ALLOWANCE", 1000, 0),
+            default_monthly_allowance=integer(
+                "DEFAULT_MONTHLY_ALLOWANCE", 1000, 0, MAX_MONTHLY_ALLOWANCE
+            ),
             ledger_env=ledger_env,
             data_dir=Path(text("LEDGER_DATA_DIR") or ".data"),
             cors_origins=tuple(o for o in origins if o),
@@ -144,8 +151,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if settings.metrics_port is not None and settings.metrics_port == settings.port:
             problems.append(f"METRICS_PORT must differ from PORT ({settings.port})")
+        problems.extend(shape_problems(settings))
+        if settings.stripe_secret_key is None and settings.stripe_standin_port in (
+            settings.port,
+            settings.metrics_port,
+        ):
+            problems.append(
+                f"STRIPE_STANDIN_PORT must differ from PORT and METRICS_PORT "
+                f"({settings.stripe_standin_port})"
+            )
         if settings.production:
             problems.extend(production_problems(settings))
+            if not text("LEDGER_PUBLIC_URL"):
+                problems.append(
+                    "LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come "
+                    "back to from Stripe Checkout"
+                )
         if problems:
             raise SettingsError("; ".join(problems), problems)
         return settings
@@ -179,5 +200,27 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append(
             "LEDGER_ENV=production needs METRICS_PORT (serve /metrics on a port of its own) "
             "or METRICS_TOKEN (a bearer token for /metrics), or both"
+        )
+    if not settings.database_url:
+        problems.append(
+            "LEDGER_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for development"
+        )
+    return problems
+
+
+def shape_problems(settings: Settings) -> list[str]:
+    """Values that cannot be what their variable names, in any environment."""
+    problems = []
+    key = settings.stripe_secret_key
+    if key and not key.startswith(("sk_", "rk_")):
+        problems.append("STRIPE_SECRET_KEY is not a Stripe secret key (sk_… or rk_…)")
+    secrets = [s.strip() for s in (settings.stripe_webhook_secret or "").split(",") if s.strip()]
+    for n, secret in enumerate(secrets, 1):
+        if not secret.startswith("whsec_"):
+            which = f" (number {n} of the list)" if len(secrets) > 1 else ""
+            problems.append(f"STRIPE_WEBHOOK_SECRET{which} is not a signing secret (whsec_…)")
+    if not settings.public_url.startswith(("http://", "https://")):
+        problems.append(
+            f"LEDGER_PUBLIC_URL must be an http(s) address, not {settings.public_url!r}"
         )
     return problems

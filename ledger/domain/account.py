@@ -52,11 +52,18 @@ from ledger.domain.evolution import Evolution
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
 from ledger.domain.holds import OpenHold, Settlement, settle
 from ledger.domain.ids import account_stream_id
+from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
 
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
 PERIOD_PATTERN = r"[0-9]{4}-(0[1-9]|1[0-2])"  # not \d: it takes any script's digits
 MAX_GRANT = 1_000_000_000
 MAX_PRIORITY = 100
+
+
+def check_allowance(monthly_allowance: int) -> None:
+    """InvalidAmount unless the allowance is 0 to ``MAX_MONTHLY_ALLOWANCE`` credits."""
+    if not 0 <= monthly_allowance <= MAX_MONTHLY_ALLOWANCE:
+        raise InvalidAmount(f"The monthly allowance must be 0 to {MAX_MONTHLY_ALLOWANCE} credits.")
 
 
 def check_account_id(account_id: str) -> None:
@@ -120,8 +127,7 @@ class CreditAccount(Aggregate):
         """A new account with its full allowance available for ``period``."""
         check_account_id(account_id)
         check_period(period)
-        if monthly_allowance < 0:
-            raise InvalidAmount("The monthly allowance must not be negative.")
+        check_allowance(monthly_allowance)
         return cls._create(
             AccountOpened,
             id=account_stream_id(account_id),
@@ -281,8 +287,7 @@ class CreditAccount(Aggregate):
 
     def change_allowance(self, monthly_allowance: int) -> bool:
         """Change the plan's allowance from the next reset on; False if it is unchanged."""
-        if monthly_allowance < 0:
-            raise InvalidAmount("The monthly allowance must not be negative.")
+        check_allowance(monthly_allowance)
         if monthly_allowance == self.next_monthly_allowance:
             return False
         self.trigger_event(MonthlyAllowanceChanged, monthly_allowance=monthly_allowance)
@@ -522,7 +527,9 @@ class CreditAccount(Aggregate):
             amount=event.amount,
             remaining=event.amount,
             priority=event.priority,
-            expires_at=None if event.expires_at is None else datetime.fromisoformat(event.expires_at),
+            expires_at=None
+            if event.expires_at is None
+            else datetime.fromisoformat(event.expires_at),
             order=event.originator_version,
             reason=event.reason,
         )
@@ -544,7 +551,9 @@ class CreditAccount(Aggregate):
         for taken in amounts:
             for grant_id, credits in taken.items():
                 grant = grants[grant_id]
-                grants[grant_id] = msgspec.structs.replace(grant, remaining=grant.remaining - credits)
+                grants[grant_id] = msgspec.structs.replace(
+                    grant, remaining=grant.remaining - credits
+                )
                 self.granted -= credits
         closed = frozenset(
             grant_id

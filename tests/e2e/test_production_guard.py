@@ -22,6 +22,8 @@ PRODUCTION = {
     "STRIPE_WEBHOOK_SECRET": "whsec_live",
     "LEDGER_PAGE_KEY": "k" * 32,
     "METRICS_PORT": "9100",
+    "DATABASE_URL": "postgresql://ledger_service@db.internal/ledger",
+    "LEDGER_PUBLIC_URL": "https://credits.example.com",
 }
 
 
@@ -45,6 +47,11 @@ def test_a_complete_production_environment_is_accepted() -> None:
         ({"METRICS_PORT": "8000"}, "METRICS_PORT must differ from PORT"),
         ({"METRICS_PORT": "70000"}, "METRICS_PORT must be at most 65535"),
         ({"STRIPE_ALLOW_TEST_KEYS": "maybe"}, "STRIPE_ALLOW_TEST_KEYS must be 1 or 0"),
+        # What `config check` refused while `ledger serve` started (a CLI review).
+        ({"DATABASE_URL": ""}, "needs DATABASE_URL: the embedded PostgreSQL is for development"),
+        ({"LEDGER_PUBLIC_URL": ""}, "needs LEDGER_PUBLIC_URL"),
+        ({"STRIPE_SECRET_KEY": "notakey"}, "STRIPE_SECRET_KEY is not a Stripe secret key"),
+        ({"STRIPE_WEBHOOK_SECRET": "notasecret"}, "STRIPE_WEBHOOK_SECRET is not a signing secret"),
     ],
 )
 def test_production_refuses_what_is_not_for_real_money(

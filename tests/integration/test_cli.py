@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from api.access.tokens import TokenService
+from ledger.domain.ids import account_stream_id
 from tests.conftest import unique
 from tests.support import cli
 
@@ -46,6 +47,25 @@ async def test_opening_an_account_twice_fails_clearly(database_url: str) -> None
 
     assert again.returncode == 1
     assert f"account {account_id} already exists" in again.stderr
+
+
+async def test_an_allowance_the_views_cannot_hold_is_refused_before_anything_is_recorded(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    account_id = unique("acct")
+
+    refused = await ledger(
+        database_url, "accounts", "open", account_id, "--allowance", "99999999999999999999"
+    )
+
+    assert refused.returncode == 2
+    assert "Invalid value for '--allowance'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    stream = account_stream_id(account_id)
+    assert (
+        await pool.fetchval("SELECT count(*) FROM stored_events WHERE originator_id = $1", stream)
+        == 0
+    )
 
 
 async def test_a_credits_token_needs_an_existing_account(database_url: str) -> None:

@@ -123,3 +123,15 @@ def test_a_clawback_can_take_the_topup_balance_below_zero_and_a_purchase_repays_
     assert credits.balance == -300
     credits.purchase(session_id="cs_2", credits=1000)  # repays the debt first
     assert credits.topup_balance == 600
+
+
+@pytest.mark.parametrize("allowance", [-1, 1_000_000_001, 99_999_999_999_999_999_999])
+def test_an_allowance_past_what_the_views_hold_is_refused_where_it_is_set(allowance: int) -> None:
+    """The CLI and DEFAULT_MONTHLY_ALLOWANCE took any integer: one past a bigint, recorded,
+    stopped every view for good (a CLI review)."""
+    with pytest.raises(InvalidAmount, match="0 to 1000000000 credits"):
+        CreditAccount.open("acct_big", allowance, "2026-12")
+    account = CreditAccount.open("acct_big", 1_000_000_000, "2026-12")
+    with pytest.raises(InvalidAmount, match="0 to 1000000000 credits"):
+        account.change_allowance(allowance)
+    assert account.change_allowance(0)

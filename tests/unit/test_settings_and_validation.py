@@ -39,6 +39,16 @@ def test_public_url_follows_the_port() -> None:
         ({"CREDIT_UNIT_AMOUNT": "0"}, "CREDIT_UNIT_AMOUNT must be at least 1"),
         ({"CREDIT_CURRENCY": "dollars"}, "CREDIT_CURRENCY must be an ISO 4217 code"),
         ({"LEDGER_ENV": "staging"}, "LEDGER_ENV must be development or production"),
+        # Each of these started `ledger serve` or every command, and failed later (a CLI review).
+        ({"DEFAULT_MONTHLY_ALLOWANCE": "99999999999999999999"}, "must be at most 1000000000"),
+        ({"PORT": "70000"}, "PORT must be at most 65535"),
+        ({"STRIPE_STANDIN_PORT": "99999"}, "STRIPE_STANDIN_PORT must be at most 65535"),
+        ({"PORT": "18751", "STRIPE_STANDIN_PORT": "18751"}, "STRIPE_STANDIN_PORT must differ"),
+        ({"METRICS_PORT": "18752", "STRIPE_STANDIN_PORT": "18752"}, "must differ from PORT and"),
+        ({"PORT": "١٢٣"}, "PORT must be a whole number"),
+        ({"DEFAULT_MONTHLY_ALLOWANCE": "1_000"}, "must be a whole number"),
+        ({"CREDIT_UNIT_AMOUNT": "100000000"}, "CREDIT_UNIT_AMOUNT must be at most 9999"),
+        ({"CREDIT_CURRENCY": "éur"}, "CREDIT_CURRENCY must be an ISO 4217 code"),
         ({"LEDGER_ENV": "production"}, "needs STRIPE_SECRET_KEY"),
         (
             {"LEDGER_ENV": "production", "STRIPE_SECRET_KEY": "sk_live_x"},
