@@ -8,6 +8,7 @@ Stripe keys, and the variables read outside ``Settings``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,8 +58,10 @@ def _mode(key: str) -> str:
 
 
 def _key(key: str) -> str:
-    """A Stripe key as far as it is no secret: its kind and mode (``sk_test_…``)."""
-    return "_".join(key.split("_")[:2]) + "_…"
+    """A Stripe key as far as it is no secret: its kind and mode (``sk_test_…``); of a
+    key in no shape Stripe gives, nothing."""
+    shape = re.match(r"(sk|rk)_(live|test)_", key)
+    return f"{shape.group(0)}…" if shape else "…"
 
 
 def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:

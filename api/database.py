@@ -23,6 +23,7 @@ import asyncpg
 
 from ledger.store.event_store import DATABASE_ERRORS, Connection
 from ledger.store.migrate import SERVICE_ROLE, owner_session, pending_migrations, set_up
+from ledger.urls import UNREADABLE, without_password
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,8 @@ def resolve_database_url(database_url: str | None, data_dir: Path) -> str:
 
 
 def describe(database_url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" not in database_url:
-        return database_url
-    scheme, rest = database_url.split("://", 1)
-    credentials, location = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}@{location}"
+    """The URL without its password, for logs (ledger/urls.py)."""
+    return without_password(database_url)
 
 
 def as_role(database_url: str, role: str) -> str:
@@ -127,8 +123,14 @@ async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
 async def _first_connection(database_url: str) -> asyncpg.Connection:
     """``_connect``, with a database it cannot reach (not running there, no such database
     or role, a password refused) a ``DatabaseUnreachable`` saying so in one line."""
+    if without_password(database_url) == UNREADABLE:
+        raise DatabaseUnreachable(f"cannot connect to {UNREADABLE}: check DATABASE_URL")
     try:
         return await _connect(database_url)
+    except ValueError as error:  # asyncpg's reading of the URL (a port that is no number)
+        raise DatabaseUnreachable(
+            f"cannot connect to {describe(database_url)}: {error} (DATABASE_URL)"
+        ) from None
     except DATABASE_ERRORS as error:
         hint = ": is PostgreSQL running there? (DATABASE_URL)" if isinstance(error, OSError) else ""
         raise DatabaseUnreachable(

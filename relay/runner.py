@@ -22,6 +22,7 @@ import msgspec
 
 from ledger.store.event_store import DATABASE_ERRORS, EventStore
 from ledger.store.wakeups import listen, wait_for_either
+from ledger.urls import without_password
 from relay.messages import outgoing
 from relay.positions import Connection, claim, commit, read_position
 from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings, StreamTail
@@ -145,7 +146,7 @@ class Relay:
         log.info(
             "relay started at position %d: publishing to %s, stream %s, subjects %s",
             self.position,
-            self.settings.url,
+            without_password(self.settings.url),
             self.settings.stream.name,
             self.settings.stream.subjects,
         )
@@ -157,7 +158,9 @@ class Relay:
                 except BrokerUnavailable as error:
                     # Start afresh: a new connection, the stream made sure of, its tail read.
                     await self.publisher.close()
-                    await self._retry_later(f"NATS at {self.settings.url} unavailable", error, stop)
+                    await self._retry_later(
+                        f"NATS at {without_password(self.settings.url)} unavailable", error, stop
+                    )
                     continue
                 except DATABASE_ERRORS as error:
                     await self._retry_later("the event store is unavailable", error, stop)

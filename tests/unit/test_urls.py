@@ -1,0 +1,74 @@
+"""URLs as logs and errors show them (ledger/urls.py): never a password."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from api.cli_config import _key
+from ledger.urls import UNREADABLE, without_password
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5432/ledger", "postgresql://app@db:5432/ledger"),
+        ("postgresql://app@db/ledger", "postgresql://app@db/ledger"),
+        ("postgresql://db/ledger", "postgresql://db/ledger"),
+        # Found by a review: libpq's query form, and a URL with no scheme.
+        (
+            "postgresql://127.0.0.1:1/x?user=postgres&password=s3cret&sslmode=require",
+            "postgresql://127.0.0.1:1/x?user=postgres&sslmode=require",
+        ),
+        ("postgres:s3cret@127.0.0.1/ledger", UNREADABLE),
+        ("postgresql://postgres@127.0.0.1:abc/x", UNREADABLE),
+        ("postgresql://postgres@[::1/x", UNREADABLE),
+        ("nats://user:s3cret@127.0.0.1:4222", "nats://user@127.0.0.1:4222"),
+        ("s3cret", UNREADABLE),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert without_password(url) == shown
+    assert "s3cret" not in without_password(url)
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("sk_live_51abcdef", "sk_live_…"),
+        ("rk_test_51abcdef", "rk_test_…"),
+        ("sk_4eC39HqLyjWDarjtT1zdp7dc", "…"),
+        ("MYSECRETKEY123", "…"),
+    ],
+)
+def test_a_stripe_key_is_shown_as_its_kind_and_mode_only(key: str, shown: str) -> None:
+    assert _key(key) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://127.0.0.1:1/x?user=postgres&password=s3cret",
+        "postgres:s3cret@127.0.0.1/x",
+        "postgresql://postgres:s3cret@127.0.0.1:abc/x",
+    ],
+)
+def test_a_command_that_cannot_connect_says_so_in_one_line_without_the_password(
+    url: str,
+) -> None:
+    failed = subprocess.run(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("Error: cannot connect to ")
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert "s3cret" not in failed.stdout + failed.stderr
