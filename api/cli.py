@@ -108,13 +108,8 @@ def serve(projector: bool, workers: int | None) -> None:
         sys.exit(1)
 
     from api.app import create_app
-    from api.reconcile import reconcile_seconds_from_env
     from api.supervision import SupervisedProcess
 
-    try:
-        reconcile_seconds_from_env()
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
     if processes > 1:
         # The workers share one database: an embedded one is started here, once.
         from api.database import resolve_database_url

@@ -120,6 +120,17 @@ def _extra_variables(env: Mapping[str, str]) -> list[tuple[str, str, Callable[[]
     ]
 
 
+def extra_variable_problems(env: Mapping[str, str]) -> list[str]:
+    """What is wrong with the variables read outside Settings, one line each."""
+    problems = []
+    for _, _, validate in _extra_variables(env):
+        try:
+            validate()
+        except ValueError as error:
+            problems.append(str(error))
+    return problems
+
+
 def _text(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +20,18 @@ T = TypeVar("T")
 
 
 def settings_from_env() -> Settings:
-    """The settings, or the command ends with every bad value named."""
+    """The settings, or the command ends with every bad value named (also of the variables
+    read outside Settings, which would otherwise fail later, as a traceback)."""
+    from api.cli_config import extra_variable_problems
+
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
     except SettingsError as error:
-        raise click.ClickException(str(error)) from None
+        problems = [*error.problems, *extra_variable_problems(os.environ)]
+        raise click.ClickException("; ".join(problems)) from None
+    if problems := extra_variable_problems(os.environ):
+        raise click.ClickException("; ".join(problems))
+    return settings
 
 
 def run_with_services(

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ledger.domain.account import in_utc_years
 from ledger.ports import CheckoutLookup
 from ledger.reconcile import PendingCheckout, Reconciled, reconcile
 from ledger.store.event_store import DATABASE_ERRORS
@@ -37,6 +38,12 @@ RECONCILE_WINDOW = timedelta(days=30)
 DEFAULT_LIMIT = 1000
 """Sessions per run at most (oldest first): Stripe's rate limits stay far away."""
 
+MAX_DURATION = timedelta(days=100 * 366)
+"""The longest ``--since`` or ``--older-than``: further back is before any purchase."""
+
+MAX_RECONCILE_SECONDS = 7 * 24 * 3600
+"""A week: Stripe keeps events for 30 days, and a longer sleep overflows the event loop's."""
+
 _RECONCILE_LOCK = 748200117  # advisory lock: one process of the service reconciles at a time
 
 _DURATION = re.compile(r"(\d+)\s*(s|m|min|h|d|w)", re.IGNORECASE)
@@ -53,7 +60,10 @@ def parse_duration(text: str) -> timedelta:
         " ", ""
     ):
         raise ValueError(f"{text!r} is not a duration like 30m, 12h or 7d")
-    return timedelta(seconds=sum(int(m[1]) * _UNITS[m[2].lower()] for m in matched))
+    seconds = sum(int(m[1]) * _UNITS[m[2].lower()] for m in matched)
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION.days:,} days")
+    return timedelta(seconds=seconds)
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -67,7 +77,10 @@ def parse_since(text: str, now: datetime) -> datetime:
             f"{text!r} is neither a duration (7d, 12h) nor a date (2026-11-01) or time "
             "(2026-11-01T09:00:00Z)"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not in_utc_years(moment):
+        raise ValueError(f"{text!r} is not between the years 1 and 9999 in UTC")
+    return moment
 
 
 def reconcile_seconds_from_env(env: Mapping[str, str] | None = None) -> float | None:
@@ -79,8 +92,11 @@ def reconcile_seconds_from_env(env: Mapping[str, str] | None = None) -> float | 
         seconds = float(raw)
     except ValueError:
         seconds = -1
-    if seconds < 0:
-        raise ValueError(f"LEDGER_RECONCILE_SECONDS must be a number of seconds, not {raw!r}")
+    if not (seconds == 0 or 1 <= seconds <= MAX_RECONCILE_SECONDS):  # nan is neither
+        raise ValueError(
+            f"LEDGER_RECONCILE_SECONDS must be a number of seconds, 1 to "
+            f"{MAX_RECONCILE_SECONDS:,} (0: never), not {raw!r}"
+        )
     return seconds or None
 
 

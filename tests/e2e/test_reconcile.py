@@ -262,8 +262,10 @@ def test_reconcile_is_off_unless_an_interval_is_given() -> None:
     assert reconcile_seconds_from_env({}) is None
     assert reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": "0"}) is None
     assert reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": "300"}) == 300
-    with pytest.raises(ValueError, match="LEDGER_RECONCILE_SECONDS must be a number"):
-        reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": "often"})
+    # nan stopped the reconciler after its first run; 1e-7 ran it back to back (a review).
+    for odd in ("often", "nan", "inf", "1e-7", "-1", "1e12"):
+        with pytest.raises(ValueError, match="LEDGER_RECONCILE_SECONDS must be a number"):
+            reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": odd})
 
 
 def test_since_takes_durations_dates_and_times() -> None:
@@ -278,3 +280,12 @@ def test_since_takes_durations_dates_and_times() -> None:
     for bad in ("yesterday", "7 days", "12x", ""):
         with pytest.raises(ValueError, match="is neither a duration"):
             parse_since(bad, now)
+    # Each was an OverflowError or a database error, as a traceback (a CLI review).
+    for far in ("99999999999d", "1000000d", "10000000w"):
+        with pytest.raises(ValueError, match="is longer than 36,600 days"):
+            parse_duration(far)
+        with pytest.raises(ValueError, match="is neither a duration"):
+            parse_since(far, now)
+    for edge in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        with pytest.raises(ValueError, match="between the years 1 and 9999 in UTC"):
+            parse_since(edge, now)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from api.schemas import (
@@ -149,3 +153,30 @@ def test_only_a_json_object_is_a_body(body: bytes) -> None:
         decode_body(body, PurchaseRequest)
 
     assert list(failed.value.errors) == ["body"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STRIPE_TIMEOUT_SECONDS", "abc"),
+        ("STRIPE_TIMEOUT_SECONDS", "nan"),
+        ("LEDGER_RECONCILE_SECONDS", "nan"),
+    ],
+)
+def test_every_command_refuses_a_bad_variable_read_outside_the_settings_in_one_line(
+    variable: str, value: str
+) -> None:
+    """A traceback from every command (the Stripe client is made for each), or a
+    reconciler that died after its first run (a CLI review)."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env={**os.environ, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"Error: {variable} must be")
+    assert len(refused.stderr.strip().splitlines()) == 1
