@@ -36,10 +36,11 @@ class _Moment(click.ParamType):
 def _run(work: Any) -> Any:
     """Run ``work(services)``; the ledger's refusals end the command with one line."""
     from ledger.domain.errors import DomainError
+    from ledger.store.claims import IdempotencyKeyReused
 
     try:
         return run_with_services(settings_from_env(), work)
-    except DomainError as error:
+    except (DomainError, IdempotencyKeyReused) as error:
         raise click.ClickException(_refusal(error)) from None
 
 

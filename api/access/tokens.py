@@ -271,9 +271,13 @@ class TokenService:
                    WHERE token_id = $1 AND revoked_at IS NULL""",
                 token_id,
             )
-            await connection.execute("SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id)
+            revoked = status.endswith(" 1")
+            if revoked:  # an id no token has may be anything, even too long for a notification
+                await connection.execute(
+                    "SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id
+                )
         self._known.pop(token_id, None)
-        return status.endswith(" 1")
+        return revoked
 
     async def revoke_named(self, scope: Scope, *, account_id: str | None, name: str) -> list[str]:
         """Revoke every live token of ``scope`` for ``account_id`` called ``name``; their ids."""

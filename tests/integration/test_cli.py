@@ -90,10 +90,14 @@ async def test_revoked_tokens_stop_working(database_url: str, pool: asyncpg.Pool
 
     revoked = await ledger(database_url, "tokens", "revoke", principal.token_id)
     again = await ledger(database_url, "tokens", "revoke", principal.token_id)
+    # Longer than a notification's payload: it was a traceback (a CLI review).
+    unknown = await ledger(database_url, "tokens", "revoke", "t" * 8000)
 
     assert revoked.returncode == 0
     assert await TokenService(pool).authenticate(token) is None
     assert again.returncode == 1
+    assert unknown.returncode == 1
+    assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
 
 
 async def test_every_command_has_help(database_url: str) -> None:

@@ -27,6 +27,7 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
                          "--expires-at", "2099-01-31T00:00:00Z", "--priority", "10",
                          "--reason", "welcome", "--key", "promo-1")  # fmt: skip
     other = await ledger(isolated_db.url, "grants", "create", "acct_cli", "70")
+    reused = await ledger(isolated_db.url, "grants", "create", "acct_cli", "6", "--key", "promo-1")
     grant_id = given.stdout.split()[1]
     voided = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
     twice = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
@@ -43,6 +44,10 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
     assert "expires 2099-01-31T00:00:00+00:00 (key promo-1)" in given.stdout
     assert again.stdout.split()[1] == grant_id  # the same key: the same grant, once
     assert other.returncode == 0, other.stderr
+    assert (reused.returncode, reused.stderr.strip()) == (  # it was a traceback (a CLI review)
+        1,
+        "Error: The Idempotency-Key was already used with a different request.",
+    )
     assert voided.stdout.startswith(f"voided {grant_id}: 500 credits lapsed")
     assert (twice.returncode, twice.stderr.strip()) == (
         1,
