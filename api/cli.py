@@ -48,6 +48,9 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except OSError as error:  # a file or folder it cannot write (a full disk, /dev/full)
+            where = f": {error.filename}" if error.filename else ""
+            raise click.ClickException(f"{error.strerror or error}{where}") from None
         except Exception as error:
             from api.database import DatabaseUnusable
 
@@ -798,8 +801,15 @@ def create_token(scope: str, account_id: str | None, name: str | None) -> None:
 
     issued = _run_with_services(_settings(), issue)
     who = f"account {account_id}" if account_id else (name or "unnamed")
-    click.echo(f"token {issued.token_id} ({scope}, {who}); keep it secret, it is not shown again:")
-    click.echo(issued.secret)
+    try:
+        click.echo(
+            f"token {issued.token_id} ({scope}, {who}); keep it secret, it is not shown again:"
+        )
+        click.echo(issued.secret)
+        sys.stdout.flush()
+    except OSError:  # nobody saw the secret: nobody may use the token
+        _run_with_services(_settings(), lambda s: s.tokens.revoke(issued.token_id))
+        raise
 
 
 @tokens.command("revoke")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
+import os
+import subprocess
+import sys
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -143,3 +147,37 @@ async def test_a_database_it_cannot_reach_is_one_line_naming_it(
     [line] = missing.stderr.splitlines()
     assert line.startswith("Error: cannot connect to postgresql://")
     assert line.endswith('(database "ledger_no_such_db" does not exist)')
+
+
+async def test_output_that_cannot_be_written_is_one_line_and_leaves_no_unseen_token(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """Standard output on a full disk: a traceback, and a live token whose secret nobody
+    saw (a CLI review)."""
+    name = unique("unseen")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        with open("/dev/full", "w") as full:
+            return subprocess.run(  # noqa: S603 (the arguments are this test's own)
+                [sys.executable, "-m", "api.cli", *args],
+                env={**os.environ, "DATABASE_URL": database_url},
+                cwd=cli.ROOT,
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+    listed = await asyncio.to_thread(run, "config", "check")
+    created = await asyncio.to_thread(
+        run, "tokens", "create", "--scope", "ledger:write", "--name", name
+    )
+
+    for failed in (listed, created):
+        assert failed.returncode == 1
+        assert failed.stderr.strip() == "Error: No space left on device"
+    revoked = await pool.fetchval(
+        "SELECT bool_and(revoked_at IS NOT NULL) FROM api_tokens WHERE name = $1", name
+    )
+    assert revoked is True
