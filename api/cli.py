@@ -278,14 +278,14 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 @click.option("--stream", default="LEDGER_EVENTS", show_default=True, help="Created if missing.")
 @click.option(
     "--duplicate-window",
-    type=click.FloatRange(min=1),
+    type=click.IntRange(min=1, max=7 * 24 * 3600),  # a week
     default=120,
     show_default=True,
     help="Seconds, for a stream it creates.",
 )
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
 def relay_command(
-    url: str, subject_prefix: str, stream: str, duplicate_window: float, batch_size: int
+    url: str, subject_prefix: str, stream: str, duplicate_window: int, batch_size: int
 ) -> None:
     """Publish every stored event, in commit order, to NATS JetStream until stopped (Ctrl-C).
 
@@ -477,6 +477,8 @@ def audit_keygen(out: Path) -> None:
     """
     from audit.checkpoint import CheckpointError, generate_key, public_key_hex, public_key_pem
 
+    if not out.name:
+        raise click.BadParameter("needs a file name", param_hint="'--out'")
     try:
         public = generate_key(out)
     except CheckpointError as error:

@@ -16,13 +16,14 @@ import contextlib
 import logging
 import re
 import signal
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
 
 from ledger.store.event_store import DATABASE_ERRORS, EventStore
 from ledger.store.wakeups import listen, wait_for_either
-from ledger.urls import without_password
+from ledger.urls import UNREADABLE, without_password
 from relay.messages import outgoing
 from relay.positions import Connection, claim, commit, read_position
 from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings, StreamTail
@@ -68,8 +69,16 @@ def relay_settings(
     batch_size: int = BATCH_SIZE,
 ) -> RelaySettings:
     """Checked settings; ``ValueError`` says what is wrong."""
-    if not re.match(r"^(nats|tls)://[^\s]+$", url):
-        raise ValueError(f"{url!r} is not a NATS URL (nats://host:port or tls://host:port)")
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = 0
+    if not re.match(r"^(nats|tls)://[^\s]+$", url) or port == 0:
+        shown = without_password(url)
+        raise ValueError(
+            f"{'the URL given' if shown == UNREADABLE else shown} is not a NATS URL "
+            "(nats://host:port or tls://host:port, a port of 1 to 65535)"
+        )
     if not all(_SUBJECT_TOKEN.fullmatch(token) for token in subject_prefix.split(".")):
         raise ValueError(
             f"{subject_prefix!r} is not a subject prefix: dot-separated tokens of letters, "

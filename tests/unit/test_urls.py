@@ -72,3 +72,30 @@ def test_a_command_that_cannot_connect_says_so_in_one_line_without_the_password(
     assert failed.stderr.startswith("Error: cannot connect to ")
     assert len(failed.stderr.strip().splitlines()) == 1
     assert "s3cret" not in failed.stdout + failed.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["nats://127.0.0.1:99999", "nats://user:s3cret@127.0.0.1:0", "nats://[::1", "bogus"]
+)
+def test_the_relay_refuses_a_url_with_no_port_nats_listens_on(url: str) -> None:
+    """Such URLs had the relay retry for ever; a refused one now names no password."""
+    from relay.runner import relay_settings
+
+    with pytest.raises(ValueError, match="is not a NATS URL") as refused:
+        relay_settings(url=url)
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("window", ["nan", "inf", "1e12", "0"])
+def test_the_relays_duplicate_window_is_whole_seconds_up_to_a_week(window: str) -> None:
+    refused = subprocess.run(  # noqa: S603 (the arguments are this test's own)
+        [sys.executable, "-m", "api.cli", "relay", "--duplicate-window", window],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode == 2
+    assert "Invalid value for '--duplicate-window'" in refused.stderr
+    assert "Traceback" not in refused.stderr
