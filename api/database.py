@@ -120,21 +120,27 @@ async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         raise ConnectionRefusedError(f"PostgreSQL is not listening: {error}") from error
 
 
+CONNECT_TIMEOUT = 15.0
+"""Seconds a command waits for a server that accepts the connection but never answers
+(asyncpg's default is 60)."""
+
+
 async def _first_connection(database_url: str) -> asyncpg.Connection:
     """``_connect``, with a database it cannot reach (not running there, no such database
     or role, a password refused) a ``DatabaseUnreachable`` saying so in one line."""
     if without_password(database_url) == UNREADABLE:
         raise DatabaseUnreachable(f"cannot connect to {UNREADABLE}: check DATABASE_URL")
     try:
-        return await _connect(database_url)
+        return await _connect(database_url, timeout=CONNECT_TIMEOUT)
     except ValueError as error:  # asyncpg's reading of the URL (a port that is no number)
         raise DatabaseUnreachable(
             f"cannot connect to {describe(database_url)}: {error} (DATABASE_URL)"
         ) from None
     except DATABASE_ERRORS as error:
         hint = ": is PostgreSQL running there? (DATABASE_URL)" if isinstance(error, OSError) else ""
+        reason = str(error) or f"no answer in {CONNECT_TIMEOUT:g} s"  # a TimeoutError says nothing
         raise DatabaseUnreachable(
-            f"cannot connect to {describe(database_url)} ({error}){hint}"
+            f"cannot connect to {describe(database_url)} ({reason}){hint}"
         ) from None
 
 

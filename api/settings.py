@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
+from ledger.urls import UNREADABLE, without_password
 
 
 class SettingsError(ValueError):
@@ -219,6 +220,13 @@ def shape_problems(settings: Settings) -> list[str]:
         if not secret.startswith("whsec_"):
             which = f" (number {n} of the list)" if len(secrets) > 1 else ""
             problems.append(f"STRIPE_WEBHOOK_SECRET{which} is not a signing secret (whsec_…)")
+    for variable, url in (
+        ("DATABASE_URL", settings.database_url),
+        ("DATABASE_ADMIN_URL", settings.database_admin_url),
+        ("DATABASE_READ_URL", settings.database_read_url),
+    ):
+        if url and without_password(url) == UNREADABLE:
+            problems.append(f"{variable} is not a URL (postgresql://user@host:port/database)")
     if not settings.public_url.startswith(("http://", "https://")):
         problems.append(
             f"LEDGER_PUBLIC_URL must be an http(s) address, not {settings.public_url!r}"

@@ -53,6 +53,8 @@ def test_public_url_follows_the_port() -> None:
         ({"DEFAULT_MONTHLY_ALLOWANCE": "1_000"}, "must be a whole number"),
         ({"CREDIT_UNIT_AMOUNT": "100000000"}, "CREDIT_UNIT_AMOUNT must be at most 9999"),
         ({"CREDIT_CURRENCY": "éur"}, "CREDIT_CURRENCY must be an ISO 4217 code"),
+        ({"DATABASE_READ_URL": "postgresql://p@127.0.0.1:abc/x"}, "DATABASE_READ_URL is not a"),
+        ({"DATABASE_URL": "postgres:pw@127.0.0.1/x"}, "DATABASE_URL is not a URL"),
         ({"LEDGER_ENV": "production"}, "needs STRIPE_SECRET_KEY"),
         (
             {"LEDGER_ENV": "production", "STRIPE_SECRET_KEY": "sk_live_x"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -69,7 +70,9 @@ def test_a_command_that_cannot_connect_says_so_in_one_line_without_the_password(
     )
 
     assert failed.returncode == 1
-    assert failed.stderr.startswith("Error: cannot connect to ")
+    assert failed.stderr.startswith(
+        ("Error: cannot connect to ", "Error: DATABASE_URL is not a URL (postgresql://")
+    )
     assert len(failed.stderr.strip().splitlines()) == 1
     assert "s3cret" not in failed.stdout + failed.stderr
 
@@ -99,3 +102,22 @@ def test_the_relays_duplicate_window_is_whole_seconds_up_to_a_week(window: str) 
     assert refused.returncode == 2
     assert "Invalid value for '--duplicate-window'" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+async def test_a_server_that_never_answers_is_given_up_on_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It waited asyncpg's 60 s, then said nothing of why (a CLI review)."""
+    from api import database
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    monkeypatch.setattr(database, "CONNECT_TIMEOUT", 0.5)
+    try:
+        with pytest.raises(database.DatabaseUnreachable, match=r"\(no answer in 0.5 s\)"):
+            await database._first_connection(
+                f"postgresql://nobody@127.0.0.1:{silent.getsockname()[1]}/x"
+            )
+    finally:
+        silent.close()
