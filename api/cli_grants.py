@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ import click
 import msgspec
 
 from api.cli_support import plural, run_with_services, settings_from_env
+from ledger.domain.limits import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
 from projections.queries import GRANT_STATUSES
 
 if TYPE_CHECKING:
@@ -54,6 +56,15 @@ def _refusal(error: Exception) -> str:
     return str(error)
 
 
+def _idempotency_key(ctx: click.Context, param: click.Parameter, key: str | None) -> str | None:
+    """As the ``Idempotency-Key`` header admits it."""
+    if key is not None and not (
+        len(key) <= IDEMPOTENCY_KEY_MAX and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key)
+    ):
+        raise click.BadParameter(f"must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters")
+    return key
+
+
 @click.group("grants")
 def grants_group() -> None:
     """Give, list and withdraw grants: credits that are not bought (README "Grants")."""
@@ -73,6 +84,7 @@ def grants_group() -> None:
 @click.option("--reason", default="", help="Why (shown on the statement).")
 @click.option(
     "--key",
+    callback=_idempotency_key,
     help="Idempotency key: the same key gives the same grant once (default: a new one, "
     "printed so that a retry can reuse it).",
 )

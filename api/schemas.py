@@ -26,12 +26,11 @@ from ledger.domain.account import (
     REASON_PATTERN,
     CreditAccount,
 )
-from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
+from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
 from ledger.notifications import EVENT_TYPES
 from ledger.service import MAX_CREDITS, MIN_CREDITS
 
 MAX_AMOUNT = 1_000_000_000_000
-MAX_REASON_LENGTH = 500
 DEFAULT_HOLD_SECONDS = 900
 MAX_HOLD_SECONDS = 7 * 24 * 3600
 MAX_THRESHOLD = 1_000_000_000_000

@@ -21,9 +21,8 @@ from litestar.openapi.spec import Reference, Schema
 from litestar.params import HeaderParameter, KwargDefinition
 from litestar.typing import FieldDefinition
 
-IDEMPOTENCY_KEY_MAX = 255
-IDEMPOTENCY_KEY_PATTERN = "^[ -~]+$"
-"""Printable ASCII, as the ``Idempotency-Key`` header parameters below admit it."""
+from ledger.domain.limits import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
+
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 

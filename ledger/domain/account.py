@@ -52,7 +52,7 @@ from ledger.domain.evolution import Evolution
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
 from ledger.domain.holds import OpenHold, Settlement, settle
 from ledger.domain.ids import account_stream_id
-from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
+from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
 
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
 PERIOD_PATTERN = r"[0-9]{4}-(0[1-9]|1[0-2])"  # not \d: it takes any script's digits
@@ -94,9 +94,11 @@ REASON_PATTERN = r"^[^\x00]*$"
 
 
 def check_reason(reason: str) -> None:
-    """Refuse a reason the views could not keep (a NUL character)."""
+    """Refuse a reason the views could not keep (a NUL character), or one too long to show."""
     if "\x00" in reason:
         raise InvalidReason("The reason must not contain a NUL character.")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise InvalidReason(f"The reason must be at most {MAX_REASON_LENGTH} characters.")
 
 
 on = Evolution()

@@ -28,6 +28,7 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
                          "--reason", "welcome", "--key", "promo-1")  # fmt: skip
     other = await ledger(isolated_db.url, "grants", "create", "acct_cli", "70")
     reused = await ledger(isolated_db.url, "grants", "create", "acct_cli", "6", "--key", "promo-1")
+    long_key = await ledger(isolated_db.url, "grants", "create", "acct_cli", "6", "--key", "k" * 256)
     grant_id = given.stdout.split()[1]
     voided = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
     twice = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
@@ -44,6 +45,8 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
     assert "expires 2099-01-31T00:00:00+00:00 (key promo-1)" in given.stdout
     assert again.stdout.split()[1] == grant_id  # the same key: the same grant, once
     assert other.returncode == 0, other.stderr
+    assert long_key.returncode == 2
+    assert "must be 1 to 255 printable ASCII characters" in long_key.stderr
     assert (reused.returncode, reused.stderr.strip()) == (  # it was a traceback (a CLI review)
         1,
         "Error: The Idempotency-Key was already used with a different request.",

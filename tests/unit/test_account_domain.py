@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from ledger.domain.account import CreditAccount
-from ledger.domain.errors import InsufficientCredits, InvalidAmount, InvalidPeriod, PeriodOutOfOrder
+from ledger.domain.errors import (
+    InsufficientCredits,
+    InvalidAmount,
+    InvalidPeriod,
+    InvalidReason,
+    PeriodOutOfOrder,
+)
 from ledger.domain.events import CreditsSpent
 
 
@@ -135,3 +141,11 @@ def test_an_allowance_past_what_the_views_hold_is_refused_where_it_is_set(allowa
     with pytest.raises(InvalidAmount, match="0 to 1000000000 credits"):
         account.change_allowance(allowance)
     assert account.change_allowance(0)
+
+
+def test_a_reason_longer_than_the_api_takes_is_refused_on_every_road() -> None:
+    """The CLI recorded 40,000 characters where the API takes 500 (a CLI review)."""
+    account = CreditAccount.open("acct_reason", 1000, "2026-12")
+    with pytest.raises(InvalidReason, match="at most 500 characters"):
+        account.spend(1, "r" * 501)
+    assert account.spend(1, "r" * 500).reason == "r" * 500
