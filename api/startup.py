@@ -88,7 +88,7 @@ def claim_ports(settings: Settings) -> list[socket.socket]:
         try:
             bound.append(bind(settings.host, port))
         except OSError as error:
-            if error.errno == errno.EADDRNOTAVAIL:
+            if error.errno == errno.EADDRNOTAVAIL or isinstance(error, socket.gaierror):
                 variable, what = "HOST", "a local address"
             else:
                 what = "a free port"

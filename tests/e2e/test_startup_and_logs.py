@@ -118,6 +118,16 @@ def test_a_taken_port_is_one_line_naming_the_variable_to_set(tmp_path: Path) -> 
         assert result.stdout == ""
 
 
+def test_a_host_name_that_does_not_resolve_names_host(tmp_path: Path) -> None:
+    """It said to set PORT (a CLI review)."""
+    served = run_serve(serve_env(tmp_path, HOST="a..b"))
+
+    assert served.returncode == 1
+    [line] = served.stderr.splitlines()
+    assert line.startswith("Error: a..b:")
+    assert line.endswith("set HOST to a local address")
+
+
 def test_a_database_it_cannot_reach_is_one_line_and_no_server(tmp_path: Path) -> None:
     # serve_env's DATABASE_URL: nothing listens on its port.
     url = serve_env(tmp_path)["DATABASE_URL"]
