@@ -52,14 +52,18 @@ MAX_BODY_BYTES = 256 * 1024
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, *, stripe_api_base: str | None = None
+    settings: Settings, *, stripe_api_base: str | None = None, set_up_first: bool = True
 ) -> AsyncIterator[Services]:
-    """Database pool, migrations, Stripe gateway and services; closed on exit."""
+    """Database pool, migrations, Stripe gateway and services; closed on exit.
+
+    ``set_up_first=False``: no migrations nor grants applied (``service_url``)."""
     given_url = await asyncio.to_thread(
         resolve_database_url, settings.database_url, settings.data_dir
     )
     async with AsyncExitStack() as stack:
-        database_url = await service_url(given_url, settings.database_admin_url)
+        database_url = await service_url(
+            given_url, settings.database_admin_url, set_up_first=set_up_first
+        )
         pool = await create_pool(database_url)
         stack.push_async_callback(pool.close)
         log.debug("event store: %s", describe(database_url))

@@ -437,7 +437,8 @@ def audit_verify(
                 database_url=services.database_url,
             )
 
-    report = _run_with_services(_settings(), run)
+    # The audit changes nothing: no migrations or grants applied to the database it audits.
+    report = _run_with_services(_settings(), run, set_up_first=False)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
     else:

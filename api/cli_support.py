@@ -39,12 +39,16 @@ def run_with_services(
     work: Callable[[Services], Awaitable[T]],
     *,
     stripe_api_base: str | None = None,
+    set_up_first: bool = True,
 ) -> T:
-    """Run ``work(services)`` in an event loop of its own, the services closed after."""
+    """Run ``work(services)`` in an event loop of its own, the services closed after
+    (``set_up_first``: see ``api.app.open_services``)."""
     from api.app import open_services
 
     async def run() -> T:
-        async with open_services(settings, stripe_api_base=stripe_api_base) as services:
+        async with open_services(
+            settings, stripe_api_base=stripe_api_base, set_up_first=set_up_first
+        ) as services:
             return await work(services)
 
     return event_loop.run(run())

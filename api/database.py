@@ -165,12 +165,17 @@ async def set_up_database(admin_url: str, *, service_password: str | None = None
         await connection.close()
 
 
-async def service_url(database_url: str, admin_url: str | None = None) -> str:
-    """Set the database up if a connection at hand may, and the URL the service connects with."""
+async def service_url(
+    database_url: str, admin_url: str | None = None, *, set_up_first: bool = True
+) -> str:
+    """Set the database up if a connection at hand may, and the URL the service connects with.
+
+    ``set_up_first=False`` (the audit) changes nothing: a database that lacks migrations
+    is refused as for a role that may not set it up."""
     connection = await _first_connection(admin_url or database_url)
     try:
         administer = await may_administer(connection)
-        if administer:
+        if administer and set_up_first:
             applied = await set_up(connection)
             if applied:
                 log.info("database schema migrated: %s", ", ".join(applied))

@@ -63,6 +63,7 @@ from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
 from ledger.store.hash_chain import GENESIS, event_hash
 from ledger.store.mapper import MsgspecMapper, event_type_name
+from ledger.store.migrate import SERVICE_ROLE
 
 CURSOR_PREFETCH = 5000
 PROGRESS_SECONDS = 0.2
@@ -594,6 +595,28 @@ class StreamReplay:
 
 
 # What each view holds that the replay is compared with, read once per run.
+_APPEND_ONLY = ("stored_events", "snapshots", "claims")
+"""History: each with its two triggers, ``<table>_no_update_or_delete`` and ``_no_truncate``
+(ledger/store/migrations: 0001, 0012, 0021)."""
+
+# Each trigger missing or disabled, each write the service's role may make on history.
+_PROTECTIONS = """
+    SELECT table_name || '.' || suffix AS name,
+           CASE WHEN t.tgenabled IS NULL THEN 'the append-only trigger is missing'
+                ELSE 'the append-only trigger is disabled' END AS problem
+    FROM unnest($1::text[]) AS table_name
+    CROSS JOIN unnest(ARRAY['no_update_or_delete', 'no_truncate']) AS suffix
+    LEFT JOIN pg_trigger t ON t.tgname = table_name || '_' || suffix
+        AND t.tgrelid = to_regclass('public.' || table_name)
+    WHERE t.tgenabled IS NULL OR t.tgenabled = 'D'
+    UNION ALL
+    SELECT table_name, format('the role %s may %s', $2::text, privilege)
+    FROM unnest($1::text[]) AS table_name
+    CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS privilege
+    WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
+      AND has_table_privilege($2::text, 'public.' || table_name, privilege)
+    ORDER BY 1, 2"""
+
 _VIEW_QUERIES = {
     "balances": """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance,
                           held, period, granted
@@ -650,6 +673,7 @@ class Verifier:
         rows = await self.connection.fetch("SELECT name, position FROM projection_positions")
         self.positions = {r["name"]: r["position"] for r in rows}
         await self._check_positions()
+        await self._check_protections()
         if self.jobs == 1:
             replays = [c.replay.empty_copy() for c in self.checkpoints]
             parts = [await replay_part(self.connection, self.positions, replays, on_progress)]
@@ -696,6 +720,16 @@ class Verifier:
                         f"last event ({last or 0}): it would skip the events written up to it",
                     )
                 )
+
+    async def _check_protections(self) -> None:
+        """History is append-only by trigger, and the service's role may only read it: a
+        trigger dropped or disabled, or a privilege granted, would let history change
+        without a trace of how (the hash chains show what, not who)."""
+        rows = await self.connection.fetch(_PROTECTIONS, list(_APPEND_ONLY), SERVICE_ROLE)
+        for row in rows:
+            self.findings.append(
+                Finding(kind="store-protection", detail=f"{row['problem']} on {row['name']}")
+            )
 
     async def _replay_in_workers(self, on_progress: Callable[[int], None]) -> list[Part]:
         """Part 0 is replayed here, each other part by a worker process, all in this snapshot.

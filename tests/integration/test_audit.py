@@ -367,3 +367,33 @@ async def test_a_payment_intent_linked_to_another_session_is_reported(
     assert link.detail.startswith(
         "payment intent pi_0_b is linked to session cs_1_a, which pi_1_a paid"
     )
+
+
+async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_back(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A dropped or disabled trigger, or a grant to the service's role, let history change;
+    and `audit verify` with an administrator's URL applied the grants again, revoking the
+    evidence before it read anything (an audit review)."""
+    await build_history(isolated_db)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute("DROP TRIGGER stored_events_no_truncate ON stored_events")
+        await admin.execute("ALTER TABLE snapshots DISABLE TRIGGER snapshots_no_update_or_delete")
+        await admin.execute("GRANT UPDATE ON claims TO ledger_service")
+    finally:
+        await admin.close()
+
+    audited = await ledger(isolated_db.url, "audit", "verify", "--jobs", "1")
+
+    assert audited.returncode == 1
+    found = [line for line in audited.stdout.splitlines() if "[store-protection]" in line]
+    assert sorted(found) == [
+        "[store-protection] the append-only trigger is disabled on snapshots.no_update_or_delete",
+        "[store-protection] the append-only trigger is missing on stored_events.no_truncate",
+        "[store-protection] the role ledger_service may UPDATE on claims",
+    ]
+    granted = await isolated_db.pool.fetchval(
+        "SELECT has_table_privilege('ledger_service', 'claims', 'UPDATE')"
+    )
+    assert granted  # still there: the audit changed nothing
