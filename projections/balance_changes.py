@@ -62,7 +62,12 @@ def change_of(event: object, before: Buckets) -> Change | None:
     if moved is None:
         return None
     allowance, topup, granted = moved
-    return Change(allowance, topup, as_text(_DESCRIPTIONS[type(event)](event)), granted)
+    return Change(allowance, topup, description_of(event), granted)
+
+
+def description_of(event: object) -> str:
+    """How the statement describes an event that moves credits (one of ``STATEMENT_EVENTS``)."""
+    return as_text(_DESCRIPTIONS[type(event)](event))
 
 
 Moved = tuple[int, int, int]

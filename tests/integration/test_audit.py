@@ -397,3 +397,34 @@ async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_ba
         "SELECT has_table_privilege('ledger_service', 'claims', 'UPDATE')"
     )
     assert granted  # still there: the audit changed nothing
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "amount = -9000, description = 'Fee'",
+        "description = 'Fee'",
+        "allowance_change = allowance_change - 1, topup_change = topup_change + 1",
+        "recorded_at = recorded_at + interval '1 microsecond'",
+        "type = 'CreditsGranted'",
+    ],
+)
+async def test_a_statement_line_changed_in_any_column_customers_see_is_reported(
+    isolated_db: IsolatedDatabase, change: str
+) -> None:
+    """Only each account's line count and last balance were compared: a line in the
+    middle could say anything (an audit review)."""
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        f"""UPDATE statement_lines SET {change}
+            WHERE account_id = 'acct_alice'
+              AND position = (SELECT min(position) FROM statement_lines
+                              WHERE account_id = 'acct_alice' AND type = 'CreditsSpent')""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [changed] = report.findings
+    assert (changed.kind, changed.account_id) == ("statement-view", "acct_alice")
+    assert "lines are not the replay's" in changed.detail
