@@ -58,7 +58,7 @@ from ledger.domain.events import (
     HoldReleased,
     PaymentDisputed,
 )
-from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED
+from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
@@ -66,6 +66,7 @@ from ledger.store.hash_chain import GENESIS, event_hash
 from ledger.store.mapper import MsgspecMapper, event_type_name
 from ledger.store.migrate import SERVICE_ROLE
 from projections.balance_changes import description_of
+from projections.events import as_text
 
 CURSOR_PREFETCH = 5000
 PROGRESS_SECONDS = 0.2
@@ -80,6 +81,11 @@ _HOLD_STATUS: dict[type, str] = {
 """The holds view's status of a hold after each of its events."""
 assert set(_HOLD_STATUS) == {HoldPlaced, *HOLD_SETTLEMENTS}
 _STATEMENT_EVENTS = frozenset(STATEMENT_EVENTS)
+
+_HOLD_COLUMNS = ("stream_id", "amount", "captured", "released", "status", "reason", "expires_at")
+_GRANT_COLUMNS = ("stream_id", "amount", "remaining", "priority", "expires_at", "reason", "status")
+_ViewRow = tuple[str, tuple[Any, ...], int]
+"""A hold's or grant's row as the replay makes it: (account, the view's columns, position)."""
 _MAY_OVERDRAW = (CreditsSpent, HoldPlaced)
 """Events refused by the domain when they would leave less than nothing available."""
 _TAKEN_BACK: dict[type, int] = {CreditsClawedBack: 1, CreditsReversed: 1, CreditsRestored: -1}
@@ -242,10 +248,12 @@ class Part(msgspec.Struct):
     figures: dict[str, dict[str, AccountAt]] = msgspec.field(default_factory=dict)
     """Each view's expected row per account, at the view's position."""
     purchase_rows: dict[str, tuple[str, PurchaseAt]] = msgspec.field(default_factory=dict)
-    hold_status: dict[str, tuple[str, str, int]] = msgspec.field(default_factory=dict)
-    """Each hold's (account, status, position of the event) at the holds view's position."""
-    grant_rows: dict[str, tuple[str, int, str, int]] = msgspec.field(default_factory=dict)
-    """Each grant's (account, remaining, status, position) at the grants view's position."""
+    hold_status: dict[str, _ViewRow] = msgspec.field(default_factory=dict)
+    """Each hold's (account, ``_HOLD_COLUMNS``, position of the event) at the holds view's
+    position."""
+    grant_rows: dict[str, _ViewRow] = msgspec.field(default_factory=dict)
+    """Each grant's (account, ``_GRANT_COLUMNS``, position of the event) at the grants
+    view's position."""
     stream_accounts: dict[UUID, str] = msgspec.field(default_factory=dict)
     """The account of each account stream, for the checkpoints' findings."""
     checkpoints: list[CheckpointReplay] = msgspec.field(default_factory=list)
@@ -271,8 +279,8 @@ class StreamReplay:
         self.streams: dict[UUID, Stream] = {}
         self.findings: list[Finding] = []
         self.credited: dict[str, list[tuple[str, int, int]]] = {}
-        self.hold_status: dict[str, tuple[str, str, int]] = {}
-        self.grant_rows: dict[str, tuple[str, int, str, int]] = {}
+        self.hold_status: dict[str, _ViewRow] = {}
+        self.grant_rows: dict[str, _ViewRow] = {}
         self.closed_grants: dict[tuple[UUID, str], str] = {}
         self.taken_back: dict[str, GivenBack] = {}
         # Where each account view stands, and the Stream attribute keeping the figures it saw
@@ -387,11 +395,7 @@ class StreamReplay:
             if grants_of is not None and (touched := grants_of(domain_event)):
                 self._check_grants(stream, event, domain_event, touched)
             if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
-                self.hold_status[domain_event.hold_id] = (
-                    aggregate.account_id,
-                    _HOLD_STATUS[kind],
-                    event.notification_id,
-                )
+                self._hold_row(aggregate.account_id, event, domain_event)
             if kind is CreditsPurchased:
                 self.credited.setdefault(domain_event.session_id, []).append(
                     (aggregate.account_id, domain_event.credits, event.notification_id)
@@ -468,17 +472,61 @@ class StreamReplay:
                     event,
                 )
             if event.notification_id <= self.positions.get("grants", 0):
-                remaining, status = (
-                    (grant.remaining, grant.status)
-                    if grant is not None
-                    else (0, self.closed_grants.get((event.originator_id, grant_id), "closed"))
-                )
-                self.grant_rows[grant_id] = (
-                    account.account_id,
-                    remaining,
-                    status,
-                    event.notification_id,
-                )
+                self._grant_row(account.account_id, event, grant_id, grant)
+
+    def _hold_row(self, account_id: str, event: RecordedEvent, domain_event: Any) -> None:
+        """The hold's row after one of its events, as the holds view should show it."""
+        hold_id, status = domain_event.hold_id, _HOLD_STATUS[type(domain_event)]
+        if isinstance(domain_event, HoldPlaced):
+            values: tuple[Any, ...] = (
+                event.originator_id,
+                domain_event.amount,
+                0,
+                0,
+                status,
+                as_text(domain_event.reason),
+                datetime.fromisoformat(domain_event.expires_at),
+            )
+        else:
+            placed = self.hold_status.get(hold_id)
+            stream_id, amount, _, _, _, reason, expires_at = (
+                placed[1] if placed else (event.originator_id, None, 0, 0, "", None, None)
+            )
+            captured = domain_event.captured if isinstance(domain_event, HoldCaptured) else 0
+            values = (
+                stream_id,
+                amount,
+                captured,
+                domain_event.released,
+                status,
+                reason,
+                expires_at,
+            )
+        self.hold_status[hold_id] = (account_id, values, event.notification_id)
+
+    def _grant_row(
+        self, account_id: str, event: RecordedEvent, grant_id: str, grant: Grant | None
+    ) -> None:
+        """The grant's row after an event that moved or closed it, as the grants view
+        should show it."""
+        if grant is not None:
+            values: tuple[Any, ...] = (
+                event.originator_id,
+                grant.amount,
+                grant.remaining,
+                grant.priority,
+                grant.expires_at,
+                as_text(grant.reason),
+                grant.status,
+            )
+        else:  # closed, and no longer on the account
+            known = self.grant_rows.get(grant_id)
+            stream_id, amount, _, priority, expires_at, reason, _ = (
+                known[1] if known else (event.originator_id, None, 0, None, None, None, None)
+            )
+            status = self.closed_grants.get((event.originator_id, grant_id), "closed")
+            values = (stream_id, amount, 0, priority, expires_at, reason, status)
+        self.grant_rows[grant_id] = (account_id, values, event.notification_id)
 
     def _account_took_back(self, account_id: str, domain_event: Any, event: RecordedEvent) -> None:
         credits = _TAKEN_BACK[type(domain_event)] * domain_event.credits
@@ -658,8 +706,8 @@ _VIEW_QUERIES = {
     "purchases": f"""SELECT session_id, account_id, {", ".join(PurchaseAt.__struct_fields__)}
                      FROM purchases""",
     "statement": _STATEMENT_DIGESTS,
-    "holds": "SELECT hold_id, status FROM holds",
-    "grants": "SELECT grant_id, remaining, status FROM grants",
+    "holds": f"SELECT hold_id, {', '.join(_HOLD_COLUMNS)} FROM holds",
+    "grants": f"SELECT grant_id, {', '.join(_GRANT_COLUMNS)} FROM grants",
 }
 
 
@@ -1019,32 +1067,37 @@ class Verifier:
             self._view_finding("statement", account_id, "the account has no lines")
 
     def _check_holds_view(self, part: Part) -> None:
-        expected = {hold_id: (row[0], row[1]) for hold_id, row in part.hold_status.items()}
-        for row in self.views["holds"]:
-            account_id, want = expected.pop(row["hold_id"], ("", None))
-            if want != row["status"]:
-                self._view_finding(
-                    "holds",
-                    account_id,
-                    f"hold {row['hold_id']} is {row['status']} in the view, {want} replayed",
-                )
-        for hold_id, (account_id, _) in expected.items():
-            self._view_finding("holds", account_id, f"hold {hold_id} is missing")
+        self._check_rows("holds", "hold", "hold_id", _HOLD_COLUMNS, part.hold_status)
 
     def _check_grants_view(self, part: Part) -> None:
-        expected = {grant_id: row[:3] for grant_id, row in part.grant_rows.items()}
-        for row in self.views["grants"]:
-            account_id, *want = expected.pop(row["grant_id"], ("", None, None))
-            if want != [row["remaining"], row["status"]]:
-                replayed = "missing" if want[1] is None else f"{want[1]} with {want[0]} left"
-                self._view_finding(
-                    "grants",
-                    account_id,
-                    f"grant {row['grant_id']} is {row['status']} with {row['remaining']} left "
-                    f"in the view, {replayed} replayed",
-                )
-        for grant_id, (account_id, _, _) in expected.items():
-            self._view_finding("grants", account_id, f"grant {grant_id} is missing")
+        self._check_rows("grants", "grant", "grant_id", _GRANT_COLUMNS, part.grant_rows)
+
+    def _check_rows(
+        self,
+        view: str,
+        what: str,
+        key: str,
+        columns: tuple[str, ...],
+        replayed: dict[str, _ViewRow],
+    ) -> None:
+        """Compare a view's row per hold or grant, column by column, with the replay."""
+        expected = dict(replayed)
+        for row in self.views[view]:
+            found = expected.pop(row[key], None)
+            if found is None:
+                self._view_finding(view, "", f"{what} {row[key]} was never made")
+                continue
+            account_id, values, _ = found
+            for column, value in zip(columns, values, strict=True):
+                if row[column] != value:
+                    self._view_finding(
+                        view,
+                        account_id,
+                        f"{what} {row[key]}: {column} is {_plain(row[column])} in the view, "
+                        f"{_plain(value)} replayed",
+                    )
+        for missing, (account_id, _, _) in expected.items():
+            self._view_finding(view, account_id, f"{what} {missing} is missing")
 
     def _view_finding(self, view: str, account_id: str, detail: str) -> None:
         self.findings.append(
@@ -1116,6 +1169,10 @@ def _differences(snapshot: Any, replayed: Any) -> list[str]:
 
 def _shown(value: object) -> str:
     return "nothing" if value is _ABSENT else repr(value)
+
+
+def _plain(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _purchase_at(session: CheckoutSession) -> PurchaseAt:

@@ -218,8 +218,35 @@ async def test_the_audit_finds_a_grants_view_that_disagrees(isolated_db: Isolate
 
     assert sorted(f.kind for f in report.findings) == ["balances-view", "grants-view"]
     details = " ".join(f.detail for f in report.findings)
-    assert f"grant {ids['kept']} is active with 49 left in the view, active with 50" in details
+    assert f"grant {ids['kept']}: remaining is 49 in the view, 50 replayed" in details
     assert "granted is 0 in the view, 50 replayed" in details
+
+
+async def test_the_audit_compares_every_column_of_a_grant_the_expiry_worker_reads(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Amount, priority, expiry, account and reason were not compared: a grant moved to
+    another account or never to expire passed (an audit review)."""
+    _, ids = await grants_history(isolated_db)
+    await caught_up(isolated_db.store)
+    await isolated_db.pool.execute(
+        """UPDATE grants SET amount = 1, priority = 99, expires_at = '2000-01-01Z', reason = 'x',
+                  stream_id = gen_random_uuid()
+           WHERE grant_id = $1""",
+        ids["kept"],
+    )
+
+    report = await verify(isolated_db.pool)
+
+    changed = sorted(f.detail.split(" (view at")[0] for f in report.findings)
+    assert [d.split(": ", 1)[1].split(" is ")[0] for d in changed] == [
+        "amount",
+        "expires_at",
+        "priority",
+        "reason",
+        "stream_id",
+    ]
+    assert {f.kind for f in report.findings} == {"grants-view"}
 
 
 async def test_a_sweeper_that_cannot_reach_the_database_says_so_in_one_line(

@@ -106,4 +106,24 @@ async def test_the_audit_finds_a_holds_view_that_disagrees(isolated_db: Isolated
     assert "threshold is 5 in the view, None replayed" in " ".join(
         f.detail for f in report.findings
     )
-    assert "is held in the view, released replayed" in " ".join(f.detail for f in report.findings)
+    assert "status is held in the view, released replayed" in " ".join(
+        f.detail for f in report.findings
+    )
+
+
+async def test_the_audit_compares_every_column_of_a_hold(isolated_db: IsolatedDatabase) -> None:
+    """Only the status was compared: a captured hold's amounts, its reason or its account
+    could say anything (an audit review)."""
+    await holds_history(isolated_db)
+    await caught_up(isolated_db.store)
+    await isolated_db.pool.execute(
+        """UPDATE holds SET amount = 5000, captured = 5000, released = 1, reason = 'x',
+                  expires_at = '2000-01-01Z', stream_id = gen_random_uuid()
+           WHERE reason = 'job a'"""
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert {f.kind for f in report.findings} == {"holds-view"}
+    changed = sorted(f.detail.split(": ", 1)[1].split(" is ")[0] for f in report.findings)
+    assert changed == ["amount", "captured", "expires_at", "reason", "released", "stream_id"]
