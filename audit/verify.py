@@ -115,6 +115,8 @@ class AccountAt(msgspec.Struct):
     statement_lines: int = 0
     balance: int = 0
     statement_digest: str = _NO_LINES
+    next_monthly_allowance: int = 0
+    stream_id: UUID | None = None
 
 
 class Stream:
@@ -698,7 +700,7 @@ _STATEMENT_DIGESTS = """
 
 _VIEW_QUERIES = {
     "balances": """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance,
-                          held, period, granted
+                          held, period, granted, next_monthly_allowance, stream_id
                    FROM balances""",
     "notifications": """SELECT account_id, monthly_allowance, allowance_remaining,
                                topup_balance, held, threshold, granted
@@ -1124,6 +1126,8 @@ def _figures(stream: Stream) -> AccountAt:
         statement_digest=(
             _NO_LINES if stream.statement_digest is None else stream.statement_digest.hexdigest()
         ),
+        next_monthly_allowance=account.next_monthly_allowance,
+        stream_id=account.id,
     )
 
 

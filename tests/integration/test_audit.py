@@ -428,3 +428,21 @@ async def test_a_statement_line_changed_in_any_column_customers_see_is_reported(
     [changed] = report.findings
     assert (changed.kind, changed.account_id) == ("statement-view", "acct_alice")
     assert "lines are not the replay's" in changed.detail
+
+
+async def test_a_balance_rows_next_allowance_and_stream_are_compared(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The allowance the next reset gives was not compared (an audit review)."""
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        """UPDATE balances SET next_monthly_allowance = 1000000, stream_id = gen_random_uuid()
+           WHERE account_id = 'acct_bob'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert {(f.kind, f.account_id) for f in report.findings} == {("balances-view", "acct_bob")}
+    changed = sorted(f.detail.split(" is ")[0] for f in report.findings)
+    assert changed == ["next_monthly_allowance", "stream_id"]
