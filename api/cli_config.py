@@ -17,7 +17,7 @@ import msgspec
 
 from api.cli_support import plural
 from api.database import describe
-from api.settings import Settings, SettingsError
+from api.settings import Settings, SettingsError, serving_problems
 
 VARIABLES = {
     "ledger_env": "LEDGER_ENV",
@@ -145,6 +145,7 @@ def check(env: Mapping[str, str] | None = None) -> Report:
     except SettingsError as error:
         report.problems += error.problems
         settings = None
+    report.problems += serving_problems(env)
     if settings is not None:
         for field, variable in VARIABLES.items():
             if field in settings.__struct_fields__:

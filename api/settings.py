@@ -163,11 +163,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if settings.production:
             problems.extend(production_problems(settings))
-            if not text("LEDGER_PUBLIC_URL"):
-                problems.append(
-                    "LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come "
-                    "back to from Stripe Checkout"
-                )
         if problems:
             raise SettingsError("; ".join(problems), problems)
         return settings
@@ -207,6 +202,19 @@ def production_problems(settings: Settings) -> list[str]:
             "LEDGER_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for development"
         )
     return problems
+
+
+def serving_problems(env: Mapping[str, str] | None = None) -> list[str]:
+    """What ``ledger serve`` needs besides what every command does: in production, the
+    address customers come back to (the projector and the CLI make no links)."""
+    env = os.environ if env is None else env
+    production = env.get("LEDGER_ENV", "").strip() == "production"
+    if production and not env.get("LEDGER_PUBLIC_URL", "").strip():
+        return [
+            "LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come back "
+            "to from Stripe Checkout"
+        ]
+    return []
 
 
 def shape_problems(settings: Settings) -> list[str]:

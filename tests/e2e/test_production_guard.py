@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from api.access.tokens import Scope, TokenService
 from api.app import create_app
 from api.development import DEMO_ACCOUNT
-from api.settings import Settings, SettingsError
+from api.settings import Settings, SettingsError, serving_problems
 from ledger.bootstrap import build_ledger
 from tests.conftest import IsolatedDatabase
 from tests.support.ledger import open_account
@@ -49,7 +52,6 @@ def test_a_complete_production_environment_is_accepted() -> None:
         ({"STRIPE_ALLOW_TEST_KEYS": "maybe"}, "STRIPE_ALLOW_TEST_KEYS must be 1 or 0"),
         # What `config check` refused while `ledger serve` started (a CLI review).
         ({"DATABASE_URL": ""}, "needs DATABASE_URL: the embedded PostgreSQL is for development"),
-        ({"LEDGER_PUBLIC_URL": ""}, "needs LEDGER_PUBLIC_URL"),
         ({"STRIPE_SECRET_KEY": "notakey"}, "STRIPE_SECRET_KEY is not a Stripe secret key"),
         ({"STRIPE_WEBHOOK_SECRET": "notasecret"}, "STRIPE_WEBHOOK_SECRET is not a signing secret"),
     ],
@@ -139,3 +141,29 @@ async def test_a_production_start_opens_no_demo_account(
     finally:
         await books.uow.committer.stop()
     assert await isolated_db.pool.fetchval("SELECT count(*) FROM api_tokens") == 0
+
+
+def test_serving_in_production_needs_the_public_url_and_the_projector_does_not() -> None:
+    """`ledger serve` started without it, which `config check` refused (a CLI review);
+    the projector makes no links (docker-compose.yml gives it none)."""
+    assert serving_problems({**PRODUCTION, "LEDGER_PUBLIC_URL": ""}) == [
+        "LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come back "
+        "to from Stripe Checkout"
+    ]
+    assert serving_problems(PRODUCTION) == []
+    assert Settings.from_env({**PRODUCTION, "LEDGER_PUBLIC_URL": ""}).production
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve"],
+        env={**os.environ, **PRODUCTION, "LEDGER_PUBLIC_URL": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "Error: LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come "
+        "back to from Stripe Checkout"
+    )
