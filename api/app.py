@@ -64,7 +64,7 @@ async def open_services(
         database_url = await service_url(
             given_url, settings.database_admin_url, set_up_first=set_up_first
         )
-        pool = await create_pool(database_url)
+        pool = await create_pool(database_url, set_up_first=set_up_first)
         stack.push_async_callback(pool.close)
         log.debug("event store: %s", describe(database_url))
         gateway = StripeGateway(

@@ -23,7 +23,7 @@ import asyncpg
 
 from ledger.store.event_store import DATABASE_ERRORS, Connection
 from ledger.store.migrate import SERVICE_ROLE, owner_session, pending_migrations, set_up
-from ledger.urls import UNREADABLE, without_password
+from ledger.urls import UNREADABLE, readable, without_password
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ CONNECT_TIMEOUT = 15.0
 async def _first_connection(database_url: str) -> asyncpg.Connection:
     """``_connect``, with a database it cannot reach (not running there, no such database
     or role, a password refused) a ``DatabaseUnreachable`` saying so in one line."""
-    if without_password(database_url) == UNREADABLE:
+    if not readable(database_url):
         raise DatabaseUnreachable(f"cannot connect to {UNREADABLE}: check DATABASE_URL")
     try:
         return await _connect(database_url, timeout=CONNECT_TIMEOUT)
@@ -211,14 +211,17 @@ async def create_pool(
     admin_url: str | None = None,
     min_size: int = 2,
     max_size: int = 20,
+    set_up_first: bool = True,
 ) -> asyncpg.Pool:
-    """A pool of ``ledger_service`` connections on a set-up database (see the module)."""
-    url = await service_url(database_url, admin_url)
+    """A pool of ``ledger_service`` connections on a set-up database (see the module;
+    ``set_up_first``: see ``service_url``)."""
+    url = await service_url(database_url, admin_url, set_up_first=set_up_first)
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         connect=_connect,
+        timeout=CONNECT_TIMEOUT,
         server_settings=SERVICE_SETTINGS,
         reset=nothing_to_reset,
     )

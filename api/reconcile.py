@@ -41,8 +41,8 @@ DEFAULT_LIMIT = 1000
 MAX_DURATION = timedelta(days=100 * 366)
 """The longest ``--since`` or ``--older-than``: further back is before any purchase."""
 
-MAX_RECONCILE_SECONDS = 7 * 24 * 3600
-"""A week: Stripe keeps events for 30 days, and a longer sleep overflows the event loop's."""
+MAX_RECONCILE_SECONDS = 366 * 24 * 3600
+"""A year (a sleep of 1e300 s overflows the event loop's clock)."""
 
 _RECONCILE_LOCK = 748200117  # advisory lock: one process of the service reconciles at a time
 

@@ -353,7 +353,8 @@ class StreamReplay:
                 "recorded-out-of-order",
                 f"recorded at {_when(event.recorded_at)}, before version {previous_version} "
                 f"of its stream ({_when(previous_time)}): appends record their time in "
-                "order, so it was written into the stream's past",
+                "order, so it was written into the stream's past (or the database server's "
+                "clock stepped back)",
                 stream,
                 event,
             )
@@ -666,16 +667,22 @@ _APPEND_ONLY = ("stored_events", "snapshots", "claims")
 """History: each with its two triggers, ``<table>_no_update_or_delete`` and ``_no_truncate``
 (ledger/store/migrations: 0001, 0012, 0021)."""
 
-# Each trigger missing or disabled, each write the service's role may make on history.
+# Each trigger missing, not firing in every ordinary session ('O': origin and local, 'A':
+# always; 'D' is disabled, 'R' fires only in replica mode), calling another function or on
+# other operations; each write the service's role may make on history. The trigger types'
+# bits: 1 row, 2 before, 8 delete, 16 update, 32 truncate.
 _PROTECTIONS = """
     SELECT table_name || '.' || suffix AS name,
            CASE WHEN t.tgenabled IS NULL THEN 'the append-only trigger is missing'
-                ELSE 'the append-only trigger is disabled' END AS problem
+                WHEN t.tgenabled NOT IN ('O', 'A') THEN 'the append-only trigger does not fire'
+                ELSE 'the append-only trigger is not what the migrations made' END AS problem
     FROM unnest($1::text[]) AS table_name
-    CROSS JOIN unnest(ARRAY['no_update_or_delete', 'no_truncate']) AS suffix
+    CROSS JOIN (VALUES ('no_update_or_delete', 27), ('no_truncate', 34)) AS kind(suffix, bits)
     LEFT JOIN pg_trigger t ON t.tgname = table_name || '_' || suffix
         AND t.tgrelid = to_regclass('public.' || table_name)
-    WHERE t.tgenabled IS NULL OR t.tgenabled = 'D'
+    WHERE t.tgenabled IS NULL OR t.tgenabled NOT IN ('O', 'A')
+       OR t.tgfoid IS DISTINCT FROM to_regproc('public.stored_events_are_append_only')
+       OR t.tgtype::int & 59 <> bits
     UNION ALL
     SELECT table_name, format('the role %s may %s', $2::text, privilege)
     FROM unnest($1::text[]) AS table_name
@@ -684,18 +691,20 @@ _PROTECTIONS = """
       AND has_table_privilege($2::text, 'public.' || table_name, privilege)
     ORDER BY 1, 2"""
 
-# Each account's line count, and the MD5 of its lines in order: every column a line shows,
-# joined with '|' (the time in microseconds), a line feed after each (``_statement_line``
-# writes the replay's so). About 1.3 s of PostgreSQL's CPU for 1,000,000 lines, where the
+# Each account's line count, and the MD5 of its lines in order, as UTF-8: every column a
+# line shows, joined with '|' (the time in microseconds, the description after its length,
+# so that no description can pass for the end of its line), a line feed after each
+# (``_statement_line`` writes the replay's so). About 1.3 s of PostgreSQL's CPU for 1,000,000 lines, where the
 # line count and last balance it replaces took 0.25 s; the MD5 of each line, summed, took
 # 2.2 s (its text costs most).
 _STATEMENT_DIGESTS = """
     SELECT account_id, count(*) AS lines,
-           md5(string_agg(concat_ws('|', position, version, type, amount,
+           md5(convert_to(string_agg(concat_ws('|', position, version, type, amount,
                    allowance_change, topup_change, granted_change,
                    allowance_after, topup_after, granted_after, balance_after,
-                   (extract(epoch FROM recorded_at) * 1000000)::bigint, description) || E'\n',
-               '' ORDER BY position)) AS digest
+                   (extract(epoch FROM recorded_at) * 1000000)::bigint,
+                   length(description), description) || E'\n',
+               '' ORDER BY position), 'UTF8')) AS digest
     FROM statement_lines GROUP BY account_id"""
 
 _VIEW_QUERIES = {
@@ -1148,10 +1157,11 @@ def _statement_line(
     )
     da, dt, dg = a1 - a0, t1 - t0, g1 - g0
     at = (event.recorded_at - _EPOCH) // _MICROSECOND
+    description = description_of(domain_event)
     return (
         f"{event.notification_id}|{event.originator_version}|{type(domain_event).__name__}|"
         f"{da + dt + dg}|{da}|{dt}|{dg}|{a1}|{t1}|{g1}|{a1 + t1 + g1}|{at}|"
-        f"{description_of(domain_event)}\n"
+        f"{len(description)}|{description}\n"
     )
 
 

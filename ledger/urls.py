@@ -2,25 +2,53 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qsl, urlencode
 
 UNREADABLE = "(a URL that cannot be read: scheme://user@host:port/path)"
 
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+"""Query parameters that hold a secret (libpq's and asyncpg's names)."""
 
-def without_password(url: str) -> str:
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(:[0-9]{1,5})?")
+"""One host of a URL's host list: a name or address (IPv6 in brackets), an optional port."""
+
+
+def readable(url: str) -> bool:
+    """Whether ``url`` is ``scheme://[user[:password]@]host[:port][,host[:port]…][/…]``,
+    each port a number of 1 to 65535 (PostgreSQL takes a list of hosts)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return False
+    hosts = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+    for host in hosts.split(","):
+        matched = _HOST.fullmatch(host)
+        if matched is None:
+            return False
+        if matched[2] is not None and not 1 <= int(matched[2][1:]) <= 65535:
+            return False
+    return True
+
+
+def without_password(url: str, *, hide_user: bool = False) -> str:
     """``url`` without the password of its address or of its query (``?password=``); a
-    value that is no URL is not shown at all (whatever it holds may be a secret)."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (a port that is no number raises ValueError here)
-    except ValueError:
+    value that is no URL is not shown at all (whatever it holds may be a secret).
+    ``hide_user``: the user too (NATS takes a token there)."""
+    if not readable(url):
         return UNREADABLE
-    if "://" not in url or not parts.scheme:
-        return UNREADABLE
-    location = parts.netloc.rsplit("@", 1)[-1]
-    if parts.username is not None:
-        location = f"{parts.username}@{location}"
-    query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
-    )
-    return urlunsplit(parts._replace(netloc=location, query=query))
+    scheme, _, rest = url.partition("://")
+    end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
+    address, tail = rest[:end], rest[end:]
+    user, at, hosts = address.rpartition("@")
+    if at:
+        address = f"…@{hosts}" if hide_user else f"{user.partition(':')[0]}@{hosts}"
+    path, question, query = tail.partition("?")
+    if question:
+        query, hash_mark, fragment = query.partition("#")
+        kept = [
+            (k, v)
+            for k, v in parse_qsl(query, keep_blank_values=True)
+            if k not in _SECRET_PARAMETERS
+        ]
+        tail = path + (f"?{urlencode(kept, safe='/')}" if kept else "") + hash_mark + fragment
+    return f"{scheme}://{address}{tail}"

@@ -74,7 +74,7 @@ def relay_settings(
     except ValueError:
         port = 0
     if not re.match(r"^(nats|tls)://[^\s]+$", url) or port == 0:
-        shown = without_password(url)
+        shown = without_password(url, hide_user=True)
         raise ValueError(
             f"{'the URL given' if shown == UNREADABLE else shown} is not a NATS URL "
             "(nats://host:port or tls://host:port, a port of 1 to 65535)"
@@ -155,7 +155,7 @@ class Relay:
         log.info(
             "relay started at position %d: publishing to %s, stream %s, subjects %s",
             self.position,
-            without_password(self.settings.url),
+            without_password(self.settings.url, hide_user=True),
             self.settings.stream.name,
             self.settings.stream.subjects,
         )
@@ -168,7 +168,7 @@ class Relay:
                     # Start afresh: a new connection, the stream made sure of, its tail read.
                     await self.publisher.close()
                     await self._retry_later(
-                        f"NATS at {without_password(self.settings.url)} unavailable", error, stop
+                        f"NATS at {without_password(self.settings.url, hide_user=True)} unavailable", error, stop
                     )
                     continue
                 except DATABASE_ERRORS as error:

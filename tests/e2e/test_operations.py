@@ -88,7 +88,7 @@ def test_config_check_lists_every_problem_one_per_line() -> None:
     assert refused.stderr.splitlines() == [
         "problem: LEDGER_ENV must be development or production, not 'staging'",
         "problem: PORT must be a whole number, not 'x'",
-        "problem: LEDGER_RECONCILE_SECONDS must be a number of seconds, 1 to 604,800 "
+        "problem: LEDGER_RECONCILE_SECONDS must be a number of seconds, 1 to 31,622,400 "
         "(0: never), not '-'",
         "3 problems",
     ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import asyncpg
@@ -17,7 +21,7 @@ from ledger.domain.ids import account_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.service import Ledger
 from tests.conftest import IsolatedDatabase
-from tests.support.cli import ledger
+from tests.support.cli import ROOT, ledger
 from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
 
@@ -381,15 +385,34 @@ async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_ba
         await admin.execute("DROP TRIGGER stored_events_no_truncate ON stored_events")
         await admin.execute("ALTER TABLE snapshots DISABLE TRIGGER snapshots_no_update_or_delete")
         await admin.execute("GRANT UPDATE ON claims TO ledger_service")
+        # Fires only in replica mode: in every ordinary session, as good as gone (a review).
+        await admin.execute("ALTER TABLE claims ENABLE REPLICA TRIGGER claims_no_truncate")
     finally:
         await admin.close()
 
-    audited = await ledger(isolated_db.url, "audit", "verify", "--jobs", "1")
+    # DATABASE_ADMIN_URL too: the pool set the database up a second time (a review).
+    with_admin = {
+        **os.environ,
+        "DATABASE_URL": isolated_db.url,
+        "DATABASE_ADMIN_URL": isolated_db.url,
+    }
+    audited = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", "audit", "verify", "--jobs", "1"],
+        env=with_admin,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
     assert audited.returncode == 1
     found = [line for line in audited.stdout.splitlines() if "[store-protection]" in line]
     assert sorted(found) == [
-        "[store-protection] the append-only trigger is disabled on snapshots.no_update_or_delete",
+        "[store-protection] the append-only trigger does not fire on claims.no_truncate",
+        "[store-protection] the append-only trigger does not fire on "
+        "snapshots.no_update_or_delete",
         "[store-protection] the append-only trigger is missing on stored_events.no_truncate",
         "[store-protection] the role ledger_service may UPDATE on claims",
     ]
@@ -446,3 +469,22 @@ async def test_a_balance_rows_next_allowance_and_stream_are_compared(
     assert {(f.kind, f.account_id) for f in report.findings} == {("balances-view", "acct_bob")}
     changed = sorted(f.detail.split(" is ")[0] for f in report.findings)
     assert changed == ["next_monthly_allowance", "stream_id"]
+
+
+async def test_statement_lines_with_any_text_digest_alike_in_postgresql_and_the_replay(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Descriptions with '|', line feeds, accents, CJK and emoji: the same lines either side."""
+    books = await build_history(isolated_db)
+    for n, reason in enumerate(["é|ü\n-5|6", "払い戻し 🚀", "\r\n", "|", "a" * 500]):
+        await books.execute(
+            SpendCredits(
+                account_id="acct_alice", amount=1, reason=reason, idempotency_key=f"odd-{n}"
+            )
+        )
+    await caught_up(isolated_db.store)
+    await books.uow.committer.stop()
+
+    report = await verify(isolated_db.pool)
+
+    assert report.findings == []

@@ -28,12 +28,22 @@ from ledger.urls import UNREADABLE, without_password
         ("postgresql://postgres@127.0.0.1:abc/x", UNREADABLE),
         ("postgresql://postgres@[::1/x", UNREADABLE),
         ("nats://user:s3cret@127.0.0.1:4222", "nats://user@127.0.0.1:4222"),
+        # A review: a list of hosts is a URL PostgreSQL takes; the client key's passphrase.
+        ("postgresql://app:s3cret@h1:5432,h2:5433/db", "postgresql://app@h1:5432,h2:5433/db"),
+        ("postgresql:///db?host=/tmp&sslpassword=s3cret", "postgresql:///db?host=/tmp"),
+        ("postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db"),
+        ("postgresql://h:70000/db", UNREADABLE),
         ("s3cret", UNREADABLE),
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert without_password(url) == shown
     assert "s3cret" not in without_password(url)
+
+
+def test_a_nats_token_in_the_user_part_is_hidden_where_asked() -> None:
+    """NATS takes a token as the URL's user (a review)."""
+    assert without_password("nats://s3cret@nats:4222", hide_user=True) == "nats://…@nats:4222"
 
 
 @pytest.mark.parametrize(
@@ -78,7 +88,8 @@ def test_a_command_that_cannot_connect_says_so_in_one_line_without_the_password(
 
 
 @pytest.mark.parametrize(
-    "url", ["nats://127.0.0.1:99999", "nats://user:s3cret@127.0.0.1:0", "nats://[::1", "bogus"]
+    "url",
+    ["nats://127.0.0.1:99999", "nats://s3cret@127.0.0.1:0", "nats://[::1", "bogus"],
 )
 def test_the_relay_refuses_a_url_with_no_port_nats_listens_on(url: str) -> None:
     """Such URLs had the relay retry for ever; a refused one now names no password."""
