@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import asyncpg
@@ -21,7 +17,7 @@ from ledger.domain.ids import account_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.service import Ledger
 from tests.conftest import IsolatedDatabase
-from tests.support.cli import ROOT, ledger
+from tests.support.cli import ledger
 from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
 
@@ -391,20 +387,10 @@ async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_ba
         await admin.close()
 
     # DATABASE_ADMIN_URL too: the pool set the database up a second time (a review).
-    with_admin = {
-        **os.environ,
-        "DATABASE_URL": isolated_db.url,
-        "DATABASE_ADMIN_URL": isolated_db.url,
-    }
-    audited = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "api.cli", "audit", "verify", "--jobs", "1"],
-        env=with_admin,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    audited = await ledger(
+        isolated_db.url,
+        *("audit", "verify", "--jobs", "1"),
+        env={"DATABASE_ADMIN_URL": isolated_db.url},
     )
 
     assert audited.returncode == 1
