@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from api.development import DEMO_ACCOUNT
 from api.settings import Settings, SettingsError, serving_problems
 from ledger.bootstrap import build_ledger
 from tests.conftest import IsolatedDatabase
+from tests.e2e.test_startup_and_logs import run_serve, serve_env
 from tests.support.ledger import open_account
 
 PRODUCTION = {
@@ -143,7 +141,9 @@ async def test_a_production_start_opens_no_demo_account(
     assert await isolated_db.pool.fetchval("SELECT count(*) FROM api_tokens") == 0
 
 
-def test_serving_in_production_needs_the_public_url_and_the_projector_does_not() -> None:
+def test_serving_in_production_needs_the_public_url_and_the_projector_does_not(
+    tmp_path: Path,
+) -> None:
     """`ledger serve` started without it, which `config check` refused (a CLI review);
     the projector makes no links (docker-compose.yml gives it none)."""
     assert serving_problems({**PRODUCTION, "LEDGER_PUBLIC_URL": ""}) == [
@@ -153,14 +153,7 @@ def test_serving_in_production_needs_the_public_url_and_the_projector_does_not()
     assert serving_problems(PRODUCTION) == []
     assert Settings.from_env({**PRODUCTION, "LEDGER_PUBLIC_URL": ""}).production
 
-    refused = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve"],
-        env={**os.environ, **PRODUCTION, "LEDGER_PUBLIC_URL": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = run_serve(serve_env(tmp_path, **PRODUCTION, LEDGER_PUBLIC_URL=""))
 
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
