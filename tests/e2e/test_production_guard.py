@@ -153,7 +153,7 @@ def test_serving_in_production_needs_the_public_url_and_the_projector_does_not(
     assert serving_problems(PRODUCTION) == []
     assert Settings.from_env({**PRODUCTION, "LEDGER_PUBLIC_URL": ""}).production
 
-    refused = run_serve(serve_env(tmp_path, **PRODUCTION, LEDGER_PUBLIC_URL=""))
+    refused = run_serve(serve_env(tmp_path, **{**PRODUCTION, "LEDGER_PUBLIC_URL": ""}))
 
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
