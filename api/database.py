@@ -170,12 +170,13 @@ async def service_url(
 ) -> str:
     """Set the database up if a connection at hand may, and the URL the service connects with.
 
-    ``set_up_first=False`` (the audit) changes nothing: a database that lacks migrations
-    is refused as for a role that may not set it up."""
+    ``set_up_first=False`` (the audit) changes nothing in a database that is set up: no
+    grants applied again (they would revoke one the audit is there to find); one that
+    lacks migrations (a fresh one) is set up as ever, or refused for a role that may not."""
     connection = await _first_connection(admin_url or database_url)
     try:
         administer = await may_administer(connection)
-        if administer and set_up_first:
+        if administer and (set_up_first or await pending_migrations(connection)):
             applied = await set_up(connection)
             if applied:
                 log.info("database schema migrated: %s", ", ".join(applied))

@@ -15,7 +15,7 @@ import pytest
 
 from api.access.tokens import TokenService
 from ledger.domain.ids import account_stream_id
-from tests.conftest import unique
+from tests.conftest import fresh_database, unique
 from tests.support import cli
 
 ledger = functools.partial(cli.ledger, seconds=60)
@@ -181,3 +181,15 @@ async def test_output_that_cannot_be_written_is_one_line_and_leaves_no_unseen_to
         "SELECT bool_and(revoked_at IS NOT NULL) FROM api_tokens WHERE name = $1", name
     )
     assert revoked is True
+
+
+async def test_audit_verify_on_a_database_never_set_up_sets_it_up_and_finds_nothing(
+    postgres_server_url: str,
+) -> None:
+    """The audit changes nothing in a database that is set up; a fresh one it sets up as
+    every command does (refusing it broke `ledger audit verify` on a new install)."""
+    async with fresh_database(postgres_server_url) as url:
+        audited = await ledger(url, "audit", "verify", "--jobs", "1")
+
+    assert audited.returncode == 0, audited.stderr
+    assert audited.stdout.splitlines()[-1].startswith("OK:")
