@@ -662,7 +662,6 @@ class StreamReplay:
         )
 
 
-# What each view holds that the replay is compared with, read once per run.
 _APPEND_ONLY = ("stored_events", "snapshots", "claims")
 """History: each with its two triggers, ``<table>_no_update_or_delete`` and ``_no_truncate``
 (ledger/store/migrations: 0001, 0012, 0021)."""
@@ -694,9 +693,9 @@ _PROTECTIONS = """
 # Each account's line count, and the MD5 of its lines in order, as UTF-8: every column a
 # line shows, joined with '|' (the time in microseconds, the description after its length,
 # so that no description can pass for the end of its line), a line feed after each
-# (``_statement_line`` writes the replay's so). About 1.3 s of PostgreSQL's CPU for 1,000,000 lines, where the
-# line count and last balance it replaces took 0.25 s; the MD5 of each line, summed, took
-# 2.2 s (its text costs most).
+# (``_statement_line`` writes the replay's so). About 1.3 s of PostgreSQL's CPU for
+# 1,000,000 lines, where the line count and last balance it replaces took 0.25 s; the MD5
+# of each line, summed, took 2.2 s (its text costs most).
 _STATEMENT_DIGESTS = """
     SELECT account_id, count(*) AS lines,
            md5(convert_to(string_agg(concat_ws('|', position, version, type, amount,
@@ -707,6 +706,7 @@ _STATEMENT_DIGESTS = """
                '' ORDER BY position), 'UTF8')) AS digest
     FROM statement_lines GROUP BY account_id"""
 
+# What each view holds that the replay is compared with, read once per run.
 _VIEW_QUERIES = {
     "balances": """SELECT account_id, monthly_allowance, allowance_remaining, topup_balance,
                           held, period, granted, next_monthly_allowance, stream_id

@@ -16,14 +16,13 @@ import contextlib
 import logging
 import re
 import signal
-from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
 
 from ledger.store.event_store import DATABASE_ERRORS, EventStore
 from ledger.store.wakeups import listen, wait_for_either
-from ledger.urls import UNREADABLE, without_password
+from ledger.urls import UNREADABLE, readable, without_password
 from relay.messages import outgoing
 from relay.positions import Connection, claim, commit, read_position
 from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings, StreamTail
@@ -69,11 +68,7 @@ def relay_settings(
     batch_size: int = BATCH_SIZE,
 ) -> RelaySettings:
     """Checked settings; ``ValueError`` says what is wrong."""
-    try:
-        port = urlsplit(url).port
-    except ValueError:
-        port = 0
-    if not re.match(r"^(nats|tls)://[^\s]+$", url) or port == 0:
+    if not re.match(r"^(nats|tls)://[^\s]+$", url) or not readable(url):
         shown = without_password(url, hide_user=True)
         raise ValueError(
             f"{'the URL given' if shown == UNREADABLE else shown} is not a NATS URL "

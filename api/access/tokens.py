@@ -273,9 +273,7 @@ class TokenService:
             )
             revoked = status.endswith(" 1")
             if revoked:  # an id no token has may be anything, even too long for a notification
-                await connection.execute(
-                    "SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id
-                )
+                await connection.execute("SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id)
         self._known.pop(token_id, None)
         return revoked
 

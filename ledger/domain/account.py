@@ -529,9 +529,7 @@ class CreditAccount(Aggregate):
             amount=event.amount,
             remaining=event.amount,
             priority=event.priority,
-            expires_at=None
-            if event.expires_at is None
-            else datetime.fromisoformat(event.expires_at),
+            expires_at=None if event.expires_at is None else datetime.fromisoformat(event.expires_at),
             order=event.originator_version,
             reason=event.reason,
         )
@@ -553,9 +551,7 @@ class CreditAccount(Aggregate):
         for taken in amounts:
             for grant_id, credits in taken.items():
                 grant = grants[grant_id]
-                grants[grant_id] = msgspec.structs.replace(
-                    grant, remaining=grant.remaining - credits
-                )
+                grants[grant_id] = msgspec.structs.replace(grant, remaining=grant.remaining - credits)
                 self.granted -= credits
         closed = frozenset(
             grant_id
