@@ -22,10 +22,12 @@ import hashlib
 import multiprocessing
 import queue
 import re
+import struct
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from functools import cache
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -62,7 +64,7 @@ from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
-from ledger.store.hash_chain import GENESIS, event_hash
+from ledger.store.hash_chain import GENESIS, event_hash_at, postgres_microseconds
 from ledger.store.mapper import MsgspecMapper, event_type_name
 from ledger.store.migrate import SERVICE_ROLE
 from projections.balance_changes import description_of
@@ -318,11 +320,12 @@ class StreamReplay:
         in_sequence = event.originator_version == previous_version + 1
         previous_time, stream.recorded_at = stream.recorded_at, event.recorded_at
         stream.version, stream.hash = event.originator_version, event.hash
-        expected = event_hash(
+        microseconds = postgres_microseconds(event.recorded_at)
+        expected = event_hash_at(
             previous_hash,
             event.originator_id,
             event.originator_version,
-            event.recorded_at,
+            microseconds,
             event.topic,
             event.state,
         )
@@ -368,14 +371,16 @@ class StreamReplay:
                 event,
             )
         if replayed is not None:
-            self._check_event(stream, event, domain_event)
+            self._check_event(stream, event, domain_event, microseconds)
         snapshot = (
             stream.snapshots.pop(event.originator_version, None) if stream.snapshots else None
         )
         if snapshot is not None and replayed is not None:  # else reported as unreadable
             self._check_snapshot(stream, event, snapshot)
 
-    def _check_event(self, stream: Stream, event: RecordedEvent, domain_event: Any) -> None:
+    def _check_event(
+        self, stream: Stream, event: RecordedEvent, domain_event: Any, microseconds: int
+    ) -> None:
         aggregate = stream.aggregate
         kind = type(domain_event)
         if isinstance(aggregate, CreditAccount):
@@ -409,7 +414,7 @@ class StreamReplay:
                 "statement", 0
             ):
                 stream.statement_lines += 1
-                line = _statement_line(stream, event, domain_event, aggregate).encode()
+                line = _statement_line(stream, event, domain_event, aggregate, microseconds)
                 if stream.statement_digest is None:
                     stream.statement_digest = hashlib.md5(line)  # noqa: S324 (a digest, not a seal)
                 else:
@@ -690,20 +695,22 @@ _PROTECTIONS = """
       AND has_table_privilege($2::text, 'public.' || table_name, privilege)
     ORDER BY 1, 2"""
 
-# Each account's line count, and the MD5 of its lines in order, as UTF-8: every column a
-# line shows, joined with '|' (the time in microseconds, the description after its length,
-# so that no description can pass for the end of its line), a line feed after each
-# (``_statement_line`` writes the replay's so). About 1.3 s of PostgreSQL's CPU for
-# 1,000,000 lines, where the line count and last balance it replaces took 0.25 s; the MD5
-# of each line, summed, took 2.2 s (its text costs most).
+# Each account's line count, and the MD5 of its lines in order: each line's numbers as
+# 8-byte big-endian integers (the time as PostgreSQL keeps it, microseconds since 2000),
+# then its type and description, each after its length in characters, in UTF-8
+# (``_statement_line`` packs the replay's so). Bytes, not text: PostgreSQL's cost is the
+# same (~1 s of CPU for 1,000,000 lines; the line count and last balance this replaced took
+# 0.25 s), and the replay packs a line in half the time it formatted one.
 _STATEMENT_DIGESTS = """
     SELECT account_id, count(*) AS lines,
-           md5(convert_to(string_agg(concat_ws('|', position, version, type, amount,
-                   allowance_change, topup_change, granted_change,
-                   allowance_after, topup_after, granted_after, balance_after,
-                   (extract(epoch FROM recorded_at) * 1000000)::bigint,
-                   length(description), description) || E'\n',
-               '' ORDER BY position), 'UTF8')) AS digest
+           md5(string_agg(int8send(position) || int8send(version) || int8send(amount)
+                   || int8send(allowance_change) || int8send(topup_change)
+                   || int8send(granted_change) || int8send(allowance_after)
+                   || int8send(topup_after) || int8send(granted_after)
+                   || int8send(balance_after) || timestamptz_send(recorded_at)
+                   || int4send(length(type)) || convert_to(type, 'UTF8')
+                   || int4send(length(description)) || convert_to(description, 'UTF8'),
+               ''::bytea ORDER BY position)) AS digest
     FROM statement_lines GROUP BY account_id"""
 
 # What each view holds that the replay is compared with, read once per run.
@@ -1140,15 +1147,24 @@ def _figures(stream: Stream) -> AccountAt:
     )
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+_LINE_NUMBERS = struct.Struct(">11q")
+
+
+@cache
+def _length_prefixed(text: str) -> bytes:
+    """An event type's name as a line holds it; a store has a few dozen."""
+    return len(text).to_bytes(4, "big") + text.encode()
 
 
 def _statement_line(
-    stream: Stream, event: RecordedEvent, domain_event: Any, account: CreditAccount
-) -> str:
+    stream: Stream,
+    event: RecordedEvent,
+    domain_event: Any,
+    account: CreditAccount,
+    microseconds: int,
+) -> bytes:
     """The statement line an event makes, as the replay makes it (its buckets are the
-    account's after the event), as text as ``_STATEMENT_DIGESTS`` writes the view's."""
+    account's after the event), in bytes as ``_STATEMENT_DIGESTS`` packs the view's."""
     a0, t0, g0 = stream.statement_after
     a1, t1, g1 = stream.statement_after = (
         account.allowance_remaining,
@@ -1156,12 +1172,26 @@ def _statement_line(
         account.granted,
     )
     da, dt, dg = a1 - a0, t1 - t0, g1 - g0
-    at = (event.recorded_at - _EPOCH) // _MICROSECOND
     description = description_of(domain_event)
-    return (
-        f"{event.notification_id}|{event.originator_version}|{type(domain_event).__name__}|"
-        f"{da + dt + dg}|{da}|{dt}|{dg}|{a1}|{t1}|{g1}|{a1 + t1 + g1}|{at}|"
-        f"{len(description)}|{description}\n"
+    return b"".join(
+        (
+            _LINE_NUMBERS.pack(
+                event.notification_id,
+                event.originator_version,
+                da + dt + dg,
+                da,
+                dt,
+                dg,
+                a1,
+                t1,
+                g1,
+                a1 + t1 + g1,
+                microseconds,
+            ),
+            _length_prefixed(type(domain_event).__name__),
+            len(description).to_bytes(4, "big"),
+            description.encode(),
+        )
     )
 
 

@@ -16,7 +16,8 @@ _FIXED_FIELDS = struct.Struct(">16sqq")
 """The stream id, the version and the microseconds since 2000."""
 
 
-def _postgres_microseconds(moment: datetime) -> int:
+def postgres_microseconds(moment: datetime) -> int:
+    """A moment as PostgreSQL stores a ``timestamptz``: microseconds since 2000 (UTC)."""
     delta = moment - _POSTGRES_EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -37,7 +38,24 @@ def event_hash(
     state: bytes,
 ) -> bytes:
     """sha256 over the previous hash and the event's fixed-width, length-prefixed fields."""
-    fixed = _FIXED_FIELDS.pack(
-        originator_id.bytes, originator_version, _postgres_microseconds(recorded_at)
+    return event_hash_at(
+        previous,
+        originator_id,
+        originator_version,
+        postgres_microseconds(recorded_at),
+        topic,
+        state,
     )
+
+
+def event_hash_at(
+    previous: bytes,
+    originator_id: UUID,
+    originator_version: int,
+    microseconds: int,
+    topic: str,
+    state: bytes,
+) -> bytes:
+    """``event_hash`` of an event recorded ``microseconds`` after 2000 (``postgres_microseconds``)."""
+    fixed = _FIXED_FIELDS.pack(originator_id.bytes, originator_version, microseconds)
     return hashlib.sha256(b"".join((previous, fixed, _length_prefixed(topic), state))).digest()

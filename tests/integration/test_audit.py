@@ -416,6 +416,8 @@ async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_ba
         "allowance_change = allowance_change - 1, topup_change = topup_change + 1",
         "recorded_at = recorded_at + interval '1 microsecond'",
         "type = 'CreditsGranted'",
+        "topup_after = topup_after + 5, balance_after = balance_after + 5",
+        "type = type || left(description, 1), description = substr(description, 2)",
     ],
 )
 async def test_a_statement_line_changed_in_any_column_customers_see_is_reported(
