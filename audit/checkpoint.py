@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from audit.findings import Finding
-from ledger.store.event_store import RecordedEvent
+from ledger.store.event_store import VISIBLE, RecordedEvent
 from ledger.store.hash_chain import GENESIS, event_hash
 
 FORMAT: Literal["credit-ledger-checkpoint"] = "credit-ledger-checkpoint"
@@ -219,8 +219,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 # The watermark of EventStore.read_all: a row whose transaction is older than every
 # transaction still running can no longer be preceded by a late commit, so no event
 # at or below this position can appear after the checkpoint is signed.
-_POSITION = """SELECT coalesce(max(notification_id), 0) FROM stored_events
-               WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"""
+_POSITION = f"SELECT coalesce(max(notification_id), 0) FROM stored_events WHERE {VISIBLE}"
 _COUNT = "SELECT count(*) FROM stored_events WHERE notification_id <= $1"
 # Descending, so the primary key's index serves the order; sorted ascending below.
 _HEADS = """SELECT DISTINCT ON (originator_id) originator_id, originator_version, hash

@@ -12,11 +12,10 @@ so writers commit one at a time. We use a transaction-id watermark instead:
   time recorded under an advisory lock held for that alone, so notification
   order equals transaction-id order (and ``recorded_at`` order) while the rest,
   the inserts with their checks and the commit with its fsync, runs in parallel.
-* Readers only return rows whose writing transaction is older than
-  ``pg_snapshot_xmin(pg_current_snapshot())``, the oldest transaction still
-  running. A row with a lower notification id than one returned belongs to an
-  older transaction, which has therefore ended: it is visible already or it
-  never will be.
+* Readers only return rows whose writing transaction is older than the oldest
+  transaction still running in this database (``WATERMARK``). A row with a lower
+  notification id than one returned belongs to an older transaction, which has
+  therefore ended: it is visible already or it never will be.
 
 ``bench/append_rate.py`` measures both designs against plain inserts.
 """
@@ -53,9 +52,24 @@ next use: seen while PostgreSQL restarted."""
 
 NOTIFY_CHANNEL = "ledger_events"
 
-VISIBLE = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+WATERMARK = """(SELECT coalesce(
+        (SELECT min(running) FROM pg_snapshot_xip(snapshot) AS running
+         WHERE xid(running) NOT IN (
+             SELECT backend_xid FROM pg_stat_get_activity(NULL)
+             WHERE backend_xid IS NOT NULL
+               AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database()))),
+        pg_snapshot_xmax(snapshot))
+    FROM pg_current_snapshot() AS snapshot)"""
+"""The ordering watermark: the oldest transaction running in this database as this
+statement's snapshot saw it (or, with none, the first the snapshot does not see). Not
+``pg_snapshot_xmin``, the oldest in the whole cluster: a write transaction left open in
+another database held every view and every as-of answer for as long as it ran. A running
+transaction only leaves the count once it is seen in another database; one that ended
+since the snapshot still counts (its rows are not in the snapshot), until the next look."""
+
+VISIBLE = f"transaction_id < {WATERMARK}"
 """The condition on ``stored_events`` rows a reader in commit order may pass: every
-transaction that began before theirs has ended (the ordering watermark)."""
+transaction of this database that began before theirs has ended."""
 
 _COLUMNS = "originator_id, originator_version, topic, state, notification_id, recorded_at, hash"
 
@@ -271,10 +285,9 @@ class EventStore:
 
         An append takes its time and its transaction id under the ordering lock. With
         that lock held here, a transaction id taken now is newer than every append
-        that took its time before now; once the oldest running transaction is no
-        older than it, all those appends have ended, and an as-of answer is final.
-        (A snapshot's list of running transactions would not do: it leaves out the
-        newest ones.) Raises StoreBusy after ``seconds``.
+        that took its time before now; once the watermark (``WATERMARK``, the oldest
+        transaction running in this database) has passed it, all those appends have
+        ended, and an as-of answer is final. Raises StoreBusy after ``seconds``.
         """
         async with self.pool.acquire() as connection:
             await connection.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
@@ -283,9 +296,7 @@ class EventStore:
             finally:
                 await connection.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
             deadline = time.monotonic() + seconds
-            while await connection.fetchval(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot()) < $1::xid8", newer_than_all
-            ):
+            while await connection.fetchval(f"SELECT {WATERMARK} < $1::xid8", newer_than_all):
                 if time.monotonic() > deadline:
                     raise StoreBusy("appends recorded before that moment are still committing")
                 await asyncio.sleep(0.002)

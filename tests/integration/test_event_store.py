@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -174,6 +175,33 @@ async def test_reader_never_sees_a_position_before_one_it_already_read(
     assert early_position in seen
     assert late_position in seen
     assert seen.index(early_position) < seen.index(late_position)
+
+
+async def test_a_transaction_open_in_another_database_holds_no_reader_back(
+    isolated_db: IsolatedDatabase, pool: asyncpg.Pool
+) -> None:
+    """The watermark was the oldest transaction of the whole server: one left open in
+    another database (here the suite's own) held every view and every as-of answer (a
+    503 after 2 s) for as long as it ran (an HTTP review)."""
+    store = isolated_db.store
+    start = await tail_position(store)
+    elsewhere = await pool.acquire()
+    transaction = elsewhere.transaction()
+    await transaction.start()
+    try:
+        await elsewhere.fetchval("SELECT pg_current_xact_id()")  # a writer: it has an id
+        [position] = await store.append([event(uuid.uuid4(), 1)])
+
+        seen = [e.notification_id for e in await store.read_all(after=start)]
+        await store.wait_for_appends_before(datetime.now(UTC), seconds=1)
+        async with isolated_db.pool.acquire() as connection:
+            head = await visible_head(connection)
+    finally:
+        await transaction.rollback()
+        await pool.release(elsewhere)
+
+    assert seen == [position]
+    assert head == position
 
 
 async def test_an_append_whose_rows_land_late_holds_no_other_and_is_not_passed_over(
