@@ -594,7 +594,7 @@ def projections() -> None:
     "streams; 1: one pass in this process.",
 )
 def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
-    from projections.rebuild import rebuild_all
+    from projections.rebuild import RebuildRunning, rebuild_all
     from projections.runner import all_projections
 
     wanted = set(names or ["all"])
@@ -610,14 +610,17 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
         database_url = services.admin_url or services.database_url
         async with owner_connection(database_url) as connection:
             described = f"rebuilding {', '.join(p.name for p in chosen)}"
-            with progress(head, "events", description=described) as bar:
-                position = await rebuild_all(
-                    connection,
-                    chosen,
-                    lambda count, _: bar.update(count),
-                    jobs=jobs,
-                    database_url=database_url,
-                )
+            try:
+                with progress(head, "events", description=described) as bar:
+                    position = await rebuild_all(
+                        connection,
+                        chosen,
+                        lambda count, _: bar.update(count),
+                        jobs=jobs,
+                        database_url=database_url,
+                    )
+            except RebuildRunning as error:
+                raise click.ClickException(str(error)) from None
         for projection in chosen:
             click.echo(f"rebuilt {projection.name} up to position {position}")
 

@@ -47,6 +47,15 @@ SWAP_LOCK_WAIT = "200ms"
 under ``deadlock_timeout`` (1 s by default), so the deadlock check never ends a reader."""
 
 
+REBUILD_LOCK = 748200103
+"""The advisory lock a rebuild holds from start to end: every rebuild fills tables of the
+same names (``_fresh``), so a second one would drop and re-create them under the first."""
+
+
+class RebuildRunning(Exception):
+    """Another rebuild holds ``REBUILD_LOCK`` on this database."""
+
+
 def _fresh(projection: Projection) -> str:
     return f"{projection.table}__rebuild"
 
@@ -76,8 +85,28 @@ async def rebuild_all(
     ``connection`` acts as the tables' owner. ``on_progress(events_applied, position)``
     is called after every batch. With ``jobs`` above 1 the fresh tables are filled by
     that many processes, each folding its part of the streams
-    (projections/rebuild_parts.py), which connect to ``database_url``.
+    (projections/rebuild_parts.py), which connect to ``database_url``. Raises
+    RebuildRunning while another rebuild runs on the database.
     """
+    if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK):
+        raise RebuildRunning(
+            "another `ledger projections rebuild` is running on this database: "
+            "run this one when it has finished"
+        )
+    try:
+        return await _rebuild_all(connection, projections, on_progress, jobs, database_url)
+    finally:
+        with contextlib.suppress(Exception):  # else the session's end lets it go
+            await connection.execute("SELECT pg_advisory_unlock($1)", REBUILD_LOCK)
+
+
+async def _rebuild_all(
+    connection: Connection,
+    projections: Sequence[Projection],
+    on_progress: Callable[[int, int], None],
+    jobs: int,
+    database_url: str | None,
+) -> int:
     await _create_fresh_tables(connection, projections)
     try:
         if jobs > 1:

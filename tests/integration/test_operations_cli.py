@@ -9,6 +9,7 @@ import asyncpg
 from ledger.bootstrap import build_ledger
 from ledger.commands import ResetMonth, SpendCredits
 from projections.queries import Views
+from projections.rebuild import REBUILD_LOCK
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
 from tests.support.events import caught_up
@@ -77,3 +78,20 @@ async def test_a_rebuilt_view_equals_the_live_one_and_reads_go_on_meanwhile(
         "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%\\_\\_rebuild' OR tablename LIKE '%\\_\\_old'"
     )
     assert tables == 0
+
+
+async def test_a_rebuild_while_another_runs_says_so_in_one_line(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    running = await asyncpg.connect(isolated_db.url)
+    try:
+        await running.execute("SELECT pg_advisory_lock($1)", REBUILD_LOCK)
+        refused = await ledger(isolated_db.url, "projections", "rebuild")
+    finally:
+        await running.close()
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "Error: another `ledger projections rebuild` is running on this database: "
+        "run this one when it has finished"
+    ]

@@ -194,3 +194,24 @@ async def test_a_reader_of_two_views_is_never_the_deadlock_victim_of_a_swap(
 
     assert (holds, balances) == (0, 3)
     assert await rebuilding == live
+
+
+async def test_a_second_rebuild_at_once_is_refused_and_leaves_the_first_ones_tables(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Every rebuild fills tables of the same names: a second one dropped and re-created them
+    under the first, which swapped in what it filled after that and said it had rebuilt
+    everything (a projector review)."""
+    await many_accounts(isolated_db, 2)
+    async with owner_connection(isolated_db.url) as first:
+        await first.execute("SELECT pg_advisory_lock($1)", projections.rebuild.REBUILD_LOCK)
+        await first.execute("CREATE TABLE balances__rebuild (LIKE balances INCLUDING ALL)")
+        async with owner_connection(isolated_db.url) as second:
+            with pytest.raises(projections.rebuild.RebuildRunning, match="another"):
+                await rebuild_all(second, all_projections(), lambda *_: None)
+        filling = await first.fetchval("SELECT to_regclass('balances__rebuild') IS NOT NULL")
+        await first.execute("DROP TABLE balances__rebuild")
+        await first.execute("SELECT pg_advisory_unlock($1)", projections.rebuild.REBUILD_LOCK)
+
+    assert filling
+    await rebuilt(isolated_db, jobs=1)  # and once the first has ended, a rebuild runs
