@@ -289,17 +289,20 @@ class EventStore:
         transaction running in this database) has passed it, all those appends have
         ended, and an as-of answer is final. Raises StoreBusy after ``seconds``.
         """
+        # Shielded, and the lock a transaction's: a question given up on (a client gone, a
+        # timeout) left the session's lock on a pooled connection, and every append waited.
+        newer_than_all = await asyncio.shield(self._transaction_id_newer_than_every_append())
         async with self.pool.acquire() as connection:
-            await connection.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
-            try:
-                newer_than_all = await connection.fetchval("SELECT pg_current_xact_id()")
-            finally:
-                await connection.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
             deadline = time.monotonic() + seconds
             while await connection.fetchval(f"SELECT {WATERMARK} < $1::xid8", newer_than_all):
                 if time.monotonic() > deadline:
                     raise StoreBusy("appends recorded before that moment are still committing")
                 await asyncio.sleep(0.002)
+
+    async def _transaction_id_newer_than_every_append(self) -> int:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", ORDERING_LOCK)
+            return await connection.fetchval("SELECT pg_current_xact_id()")
 
     async def first_events(self, originator_ids: Iterable[UUID]) -> list[RecordedEvent]:
         """The first event of each of these streams (what created it)."""

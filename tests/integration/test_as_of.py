@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime
 
 import asyncpg
 
 from ledger.service import Ledger
 from ledger.store.commit import write_batch
-from tests.conftest import unique
+from ledger.store.event_store import ORDERING_LOCK
+from tests.conftest import IsolatedDatabase, unique
 from tests.support.ledger import open_account
 
 
@@ -59,3 +61,43 @@ async def test_an_as_of_answer_leaves_out_an_append_that_never_commits(
         await pool.release(slow)
 
     assert (await asked).topup_balance == 0
+
+
+async def test_an_as_of_question_given_up_on_never_leaves_the_ordering_lock_held(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The lock was the session's, taken and let go around the question on a pooled
+    connection: cancelled between the two, the connection went back to the pool holding
+    it, and every append waited on it (a projector review: within a few tries)."""
+    appender = await asyncpg.connect(isolated_db.url)  # takes the lock as appends do, often
+    await appender.execute("SET lock_timeout = '3s'")  # a lock left held fails it, not hangs
+    stop = asyncio.Event()
+
+    async def append_often() -> None:
+        while not stop.is_set():
+            await appender.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
+            await asyncio.sleep(random.uniform(0, 0.003))
+            await appender.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
+            await asyncio.sleep(random.uniform(0, 0.001))
+
+    appending = asyncio.ensure_future(append_often())
+    try:
+        for _ in range(150):
+            asked = asyncio.ensure_future(
+                isolated_db.store.wait_for_appends_before(datetime.now(UTC))
+            )
+            await asyncio.sleep(random.uniform(0, 0.004))
+            asked.cancel()
+            await asyncio.gather(asked, return_exceptions=True)
+        stop.set()
+        await appending
+    finally:
+        await appender.close()
+    await asyncio.sleep(0.2)  # any shielded question finishes
+
+    held = await isolated_db.pool.fetchval(
+        """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1
+           AND classid = 0 AND granted""",
+        ORDERING_LOCK,
+    )
+    assert held == 0
