@@ -103,7 +103,8 @@ def serve(projector: bool, workers: int | None) -> None:
     if processes > 1 and runs_standin(settings):
         raise click.ClickException(
             "several workers need a Stripe they share: run the stand-in on its own "
-            "(python -m stripe_standin) and set STRIPE_API_BASE, or set the Stripe keys"
+            "(ledger dev standin --webhook-url URL/v1/stripe/webhook) and set "
+            "STRIPE_API_BASE, or set the Stripe keys"
         )
     share_metrics_between(processes)
     try:

@@ -62,8 +62,8 @@ class PageTokens:
 
     def shows(self, token: str | None, account_id: str) -> bool:
         """Whether ``token`` lets the page show a session of ``account_id`` now."""
-        if not token:
-            return False
+        if not token or not token.isascii():  # '²' passes isdigit(), and compare_digest
+            return False  # raises on text that is not ASCII: a 500 told a session existed
         valid_until, _, mac = token.partition(".")
         if not valid_until.isdigit() or len(valid_until) > 12 or not mac:
             return False

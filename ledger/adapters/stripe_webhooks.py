@@ -68,6 +68,8 @@ def verify_signature(payload: bytes, signature_header: str | None, secrets: Sequ
     """
     if not signature_header:
         raise InvalidWebhook("missing Stripe-Signature header")
+    if not signature_header.isascii():  # the SDK's comparison raises TypeError on one
+        raise InvalidWebhook("the Stripe-Signature header is not ASCII")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -112,8 +114,8 @@ def _meaning(envelope: StripeEventEnvelope, obj: dict[str, Any]) -> PaymentEvent
         return _checkout_event(envelope.id, change, obj)
     if envelope.type == "charge.refunded":
         intent = _text(obj.get("payment_intent"))
-        refunded = obj.get("amount_refunded")
-        if intent and isinstance(refunded, int) and not isinstance(refunded, bool):
+        refunded = _integer(obj.get("amount_refunded"))
+        if intent and refunded is not None:
             return RefundEvent(
                 event_id=envelope.id, payment_intent=intent, amount_refunded=refunded
             )
@@ -162,10 +164,12 @@ def _text(value: Any) -> str | None:
 
 
 def _integer(value: Any) -> int | None:
+    """An amount, a count or a time: Stripe sends none below zero, and one would be read as
+    money flowing back (a dispute of -500 restored 500 credits never taken)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if value >= 0 else None
     if isinstance(value, str) and value.isascii() and value.isdigit():  # not '²'
         return int(value)
     return None

@@ -341,7 +341,7 @@ class CreditAccount(Aggregate):
         """Spend up to the held amount; the rest goes back (or lapses, see holds.py)."""
         hold = self.hold(hold_id)
         if hold.has_expired(now):
-            raise HoldHasExpired(hold_id)
+            raise HoldHasExpired(f"The hold {hold_id} expired at {hold.expires_at}.")
         if amount < 0:
             raise InvalidAmount("The amount must be at least 0.")
         if amount > hold.amount:

@@ -59,7 +59,8 @@ class Dispute(msgspec.Struct, frozen=True):
 
     @property
     def withdrawn(self) -> int:
-        return self.amount or 0 if self.status in MONEY_WITHDRAWN else 0
+        """What it took, never below nothing: no dispute gives back more than disputes took."""
+        return max(self.amount or 0, 0) if self.status in MONEY_WITHDRAWN else 0
 
 
 def newer(known: Dispute | None, status: str) -> bool:

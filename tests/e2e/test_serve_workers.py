@@ -101,5 +101,6 @@ def test_several_workers_are_refused_where_each_would_start_its_own_stripe(
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
         "Error: several workers need a Stripe they share: run the stand-in on its own "
-        "(python -m stripe_standin) and set STRIPE_API_BASE, or set the Stripe keys"
+        "(ledger dev standin --webhook-url URL/v1/stripe/webhook) and set "
+        "STRIPE_API_BASE, or set the Stripe keys"
     )

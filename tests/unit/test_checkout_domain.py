@@ -111,6 +111,20 @@ def test_an_old_dispute_status_after_a_newer_one_changes_nothing() -> None:
     assert checkout.dispute("dp_1", "warning_needs_response", 1000) == Adjustment()
 
 
+def test_a_dispute_of_a_negative_amount_gives_back_nothing_it_never_took() -> None:
+    """A signed dispute of -500 restored 500 credits on a purchase nothing was taken from,
+    and 500 more for each dispute id (an HTTP review)."""
+    checkout = paid(credits=100, amount=100)
+
+    for n in range(2):
+        assert checkout.dispute(f"dp_{n}", "needs_response", -500) == Adjustment(
+            dispute_id=f"dp_{n}"
+        )
+
+    assert checkout.credits_outstanding == 100
+    assert taken_back(100, 100, 0, checkout.disputes).disputed == 0
+
+
 # One dispute's statuses, as Stripe reports them along one life: an inquiry that
 # closes or escalates, a chargeback won or lost. Any subset of them may arrive.
 LIVES = [

@@ -88,8 +88,8 @@ def test_an_expired_hold_cannot_be_captured_and_expires_once() -> None:
     credits.place_hold("h1", 300, "job", LATER)
 
     assert credits.expire_hold("h1", NOW) is None  # not due yet
-    with pytest.raises(HoldHasExpired):
-        credits.capture_hold("h1", 100, LATER)
+    with pytest.raises(HoldHasExpired, match=r"^The hold h1 expired at 20\d\d-"):
+        credits.capture_hold("h1", 100, LATER)  # its message was the hold's id alone
     expired = credits.expire_hold("h1", LATER)
 
     assert expired is not None
