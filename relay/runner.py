@@ -30,7 +30,10 @@ from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSetting
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+DEFAULT_STREAM = "LEDGER_EVENTS"
 POSITION_NAME = "relay:nats"
+"""The position row of the relay to the default stream; another stream's is
+``relay:nats:<stream>`` (``position_name``)."""
 BATCH_SIZE = 500
 # The group committer NOTIFYs this channel after its appends commit (ledger/store/commit.py).
 NOTIFY_CHANNEL = "ledger_events"
@@ -63,7 +66,7 @@ def relay_settings(
     *,
     url: str = DEFAULT_URL,
     subject_prefix: str = "ledger.events",
-    stream: str = "LEDGER_EVENTS",
+    stream: str = DEFAULT_STREAM,
     duplicate_window_seconds: float = 120.0,
     batch_size: int = BATCH_SIZE,
 ) -> RelaySettings:
@@ -93,7 +96,15 @@ def relay_settings(
             duplicate_window_seconds=duplicate_window_seconds,
         ),
         batch_size=batch_size,
+        position_name=position_name(stream),
     )
+
+
+def position_name(stream: str) -> str:
+    """The row of ``projection_positions`` a relay to ``stream`` keeps its position in: one
+    each, since a relay that finds its stream behind its position goes on from the position
+    (a purged stream); two streams sharing one row each skipped what the other published."""
+    return POSITION_NAME if stream == DEFAULT_STREAM else f"{POSITION_NAME}:{stream}"
 
 
 class _InStream(msgspec.Struct, frozen=True):
@@ -163,7 +174,9 @@ class Relay:
                     # Start afresh: a new connection, the stream made sure of, its tail read.
                     await self.publisher.close()
                     await self._retry_later(
-                        f"NATS at {without_password(self.settings.url, hide_user=True)} unavailable", error, stop
+                        f"NATS at {without_password(self.settings.url, hide_user=True)} unavailable",
+                        error,
+                        stop,
                     )
                     continue
                 except DATABASE_ERRORS as error:

@@ -175,28 +175,30 @@ async def running(work: Awaitable[None]) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def stream_state(nats_server: NatsServer) -> tuple[int, int]:
+async def stream_state(nats_server: NatsServer, stream: str = STREAM) -> tuple[int, int]:
     """(messages, last relayed position) of the stream; (0, 0) while it is missing or away."""
     try:
         async with connected(nats_server.url) as nc:
             js = nc.jetstream()
-            info = await js.stream_info(STREAM)
+            info = await js.stream_info(stream)
             if not info.state.messages:
                 return 0, 0
-            last = await js.get_msg(STREAM, info.state.last_seq)
+            last = await js.get_msg(stream, info.state.last_seq)
             return info.state.messages, int((last.headers or {})[MSG_ID_HEADER])
     except (TimeoutError, nats.errors.Error, OSError):
         return 0, 0
 
 
-async def read_stream(nats_server: NatsServer) -> list[tuple[str, dict[str, str], bytes]]:
+async def read_stream(
+    nats_server: NatsServer, stream: str = STREAM, prefix: str = PREFIX
+) -> list[tuple[str, dict[str, str], bytes]]:
     """Every message of the stream as a consumer gets it: (subject, headers, body), in order."""
     async with connected(nats_server.url) as nc:
         js = nc.jetstream()
-        total = (await js.stream_info(STREAM)).state.messages
+        total = (await js.stream_info(stream)).state.messages
         consumer = await js.pull_subscribe(
-            f"{PREFIX}.>",
-            stream=STREAM,
+            f"{prefix}.>",
+            stream=stream,
             config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
         )
         found: list[tuple[str, dict[str, str], bytes]] = []
@@ -224,7 +226,9 @@ async def every_event(store: EventStore) -> list[RecordedEvent]:
 
 
 def assert_each_event_once_in_order(
-    messages: list[tuple[str, dict[str, str], bytes]], events: list[RecordedEvent]
+    messages: list[tuple[str, dict[str, str], bytes]],
+    events: list[RecordedEvent],
+    prefix: str = PREFIX,
 ) -> None:
     """The stream is the store: same events, same order, nothing missing, nothing twice."""
     positions = [int(headers[MSG_ID_HEADER]) for _, headers, _ in messages]
@@ -238,7 +242,7 @@ def assert_each_event_once_in_order(
         assert relayed.stream_id == event.originator_id
         assert relayed.version == event.originator_version
         assert relayed.type == event.topic.rsplit(":", 1)[1]
-        assert subject == f"{PREFIX}.{relayed.type}"
+        assert subject == f"{prefix}.{relayed.type}"
         assert relayed.recorded_at == event.recorded_at
         assert msgspec.json.decode(relayed.data) == msgspec.json.decode(event.state)
         assert relayed.hash == event.hash.hex()
@@ -466,3 +470,45 @@ async def test_two_relays_on_one_database_take_turns_without_duplicates(
     # Each batch was published by one of them only, not left to JetStream to drop.
     assert sum(relay.published for relay in relays) == len(events)
     assert_each_event_once_in_order(await read_stream(nats_server), events)
+
+
+async def test_relays_to_two_streams_each_publish_every_event_once(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    """They kept their positions in one row: each found the other's position past its
+    stream's end, took its stream for purged and skipped ahead (a projector review: 983
+    and 24,935 positions missing)."""
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    stop = asyncio.Event()
+    settings = [
+        relay_settings(url=nats_server.url, batch_size=50),
+        relay_settings(
+            url=nats_server.url, stream="LEDGER_COPY", subject_prefix="copy", batch_size=50
+        ),
+    ]
+    relays = [Relay(isolated_db.store, isolated_db.pool, isolated_db.url, s) for s in settings]
+    await writer.append(10, writers=2)
+    async with running(relays[0].run(stop)) as first:
+        await writer.append(5, writers=2, pause=0.01)
+        async with running(relays[1].run(stop)) as second:  # starts from its stream's start
+            await writer.append(10, writers=2, pause=0.01)
+            head = max(writer.positions)
+
+            async def both_caught_up() -> bool:
+                tails = [(await stream_state(nats_server, s.stream.name))[1] for s in settings]
+                return tails == [head, head]
+
+            await until(both_caught_up, WAIT_SECONDS, what=f"both streams up to {head}")
+            stop.set()
+            await asyncio.gather(first, second)
+
+    events = await every_event(isolated_db.store)
+    assert_each_event_once_in_order(await read_stream(nats_server), events)
+    assert_each_event_once_in_order(
+        await read_stream(nats_server, "LEDGER_COPY", "copy"), events, "copy"
+    )
+    positions = await isolated_db.pool.fetch(
+        "SELECT name, position FROM projection_positions WHERE name LIKE 'relay:%' ORDER BY name"
+    )
+    assert [tuple(r) for r in positions] == [("relay:nats", head), ("relay:nats:LEDGER_COPY", head)]
