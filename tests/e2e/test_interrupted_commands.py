@@ -49,7 +49,9 @@ def first_workers(parent: int, process: subprocess.Popen[str]) -> list[int]:
 async def test_ctrl_c_as_its_workers_start_is_one_line_and_leaves_none_running(
     isolated_db: IsolatedDatabase, command: tuple[str, ...], after: float
 ) -> None:
-    await generate(isolated_db.url, 20_000)
+    # Enough that the command is still at work 0.3 s after its first worker starts: a
+    # verify of 20,000 events had ended by then on a quick machine.
+    await generate(isolated_db.url, 100_000)
     process = started(command, isolated_db.url)
     try:
         # A worker just spawned, or importing: where a Ctrl-C printed a traceback.
