@@ -147,6 +147,14 @@ def _busy(_: Request, __: ConcurrencyConflict) -> Response[Any]:
     return response
 
 
+def _still_writing(_: Request, __: StoreBusy) -> Response[Any]:
+    response = error_response(
+        503, "Events recorded before that moment are still being written; please retry."
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def _database_unavailable(_: Request, error: Exception) -> Response[Any]:
     log.warning("database unavailable: %s", type(error).__name__)
     response = error_response(503, "The ledger's database is unavailable; please retry.")
@@ -204,7 +212,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     PaymentGatewayError: _payment_gateway,
     InvalidWebhook: _invalid_webhook,
     ConcurrencyConflict: _busy,
-    StoreBusy: _busy,
+    StoreBusy: _still_writing,
     # A lost connection, a server that is starting or stopping, a pool that cannot connect.
     # A command whose commit was cut off is answered 503 too: retried with the same
     # idempotency key, it gets its first answer or is applied once.

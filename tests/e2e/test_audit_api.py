@@ -10,6 +10,7 @@ import httpx
 
 from api.access.tokens import Scope
 from api.services import Services
+from ledger.store.commit import write_batch
 from tests.e2e.conftest import Customer
 from tests.e2e.test_checkout_flow import pay, purchase
 from tests.support.events import tail_position
@@ -141,6 +142,35 @@ async def test_balance_as_of_a_moment_matches_a_replay_to_then(
     assert before_opening.status_code == 404
     assert naive.status_code == 422
     assert "as_of" in naive.json()["errors"]
+
+
+async def test_an_as_of_answer_that_an_open_append_holds_back_is_a_503_saying_why(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """It said the account was busy with other writes, whatever account held it up."""
+    headers = await auditor(services)
+    other = await services.ledger.account(customer.account_id)
+    other.purchase(session_id="cs_open", credits=100)
+    slow = await services.pool.acquire()
+    transaction = slow.transaction()
+    await transaction.start()
+    try:
+        [outcome] = await write_batch(slow, [services.ledger.repository.writes([other], [])])
+        outcome.result()  # recorded, left uncommitted past the answer's 2 s
+        response = await http.get(
+            f"/v1/accounts/{customer.account_id}/credits",
+            params={"as_of": datetime.now(UTC).isoformat()},
+            headers=headers,
+        )
+    finally:
+        await transaction.rollback()
+        await services.pool.release(slow)
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "message": "Events recorded before that moment are still being written; please retry."
+    }
+    assert response.headers["Retry-After"] == "1"
 
 
 async def test_an_account_history_holds_its_purchases_events_in_commit_order_with_their_stream(
