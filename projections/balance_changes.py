@@ -89,7 +89,8 @@ def _spent(event: CreditsSpent, _: int) -> Moved:
 
 
 def _reset(event: MonthlyAllowanceReset, allowance_before: int) -> Moved:
-    return (event.monthly_allowance + event.held_allowance_carried - allowance_before, 0, 0)
+    allowance = event.monthly_allowance + event.held_allowance_carried
+    return (allowance - allowance_before, event.debt_repaid, 0)
 
 
 def _captured(event: HoldCaptured, _: int) -> Moved:
@@ -128,7 +129,11 @@ _MOVES = ByEventClass(
 def _reset_described(event: MonthlyAllowanceReset) -> str:
     carried = event.held_allowance_carried
     described = f"Monthly allowance reset for {event.period}"
-    return described + f" ({carried} held by open holds carried over)" if carried else described
+    if carried:
+        described += f" ({carried} held by open holds carried over)"
+    if event.debt_repaid:
+        described += f"; {event.debt_repaid} of the allowance that lapsed repaid the top-up debt"
+    return described
 
 
 def _captured_described(event: HoldCaptured) -> str:

@@ -63,6 +63,7 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
             row.period = event.period
             row.monthly_allowance = event.monthly_allowance
             row.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
+            row.topup_balance += event.debt_repaid
         case MonthlyAllowanceChanged():
             row.next_monthly_allowance = event.monthly_allowance
         case _:

@@ -141,6 +141,7 @@ def _move_buckets(state: NotifierState, event: object) -> bool:
         case MonthlyAllowanceReset():
             state.monthly_allowance = event.monthly_allowance
             state.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
+            state.topup_balance += event.debt_repaid
         case LowBalanceThresholdSet():
             state.threshold = event.threshold
         case _:

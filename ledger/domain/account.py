@@ -279,11 +279,17 @@ class CreditAccount(Aggregate):
             )
         if period == self.period:
             return False
+        carried = sum(h.from_allowance for h in self.holds.values())
+        # A clawback's debt (top-ups below zero) keeps as much of the balance from being
+        # spent; the allowance is spent first, so what it kept is in what now lapses. That
+        # pays the debt: left alone, the debt kept as much of every month's allowance.
+        lapsing = self.allowance_remaining - carried
         self.trigger_event(
             MonthlyAllowanceReset,
             period=period,
             monthly_allowance=self.next_monthly_allowance,
-            held_allowance_carried=sum(h.from_allowance for h in self.holds.values()),
+            held_allowance_carried=carried,
+            debt_repaid=max(min(lapsing, -self.topup_balance), 0),
         )
         return True
 
@@ -483,6 +489,7 @@ class CreditAccount(Aggregate):
         self.period = event.period
         self.monthly_allowance = event.monthly_allowance
         self.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
+        self.topup_balance += event.debt_repaid
 
     @on(MonthlyAllowanceChanged)
     def _plan_changed(self, event: MonthlyAllowanceChanged) -> None:

@@ -101,6 +101,9 @@ class MonthlyAllowanceReset(AccountEvent):
     period: str
     monthly_allowance: int
     held_allowance_carried: int = 0
+    debt_repaid: int = 0
+    """Of the allowance that lapsed, what went to a negative top-up balance (a clawback's
+    debt): the debt kept that much of it from being spent."""
 
 
 class MonthlyAllowanceChanged(AccountEvent):

@@ -10,6 +10,7 @@ import pytest
 
 from audit.verify import Report, verify
 from ledger.bootstrap import build_ledger
+from ledger.commands import ResetMonth, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.events import PaymentRefunded
@@ -103,6 +104,40 @@ async def test_refunds_and_disputes_in_any_order_verify_clean_and_show_in_purcha
     # its payment (pi_early; the others' links are claims), and no rows in any account's views.
     assert report.streams == report.accounts + report.checkout_sessions + 1
     assert await isolated_db.pool.fetchval("SELECT count(*) FROM balances") == 1
+    await books.uow.committer.stop()
+
+
+async def test_a_debt_repaid_at_a_reset_is_in_every_view_and_the_audit_agrees(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_dan", 1000)
+    await pay(books, "cs_dan", "acct_dan", 500, "pi_dan")
+    await books.execute(
+        SpendCredits(account_id="acct_dan", amount=1500, reason="work", idempotency_key="k1")
+    )
+    await refund(books, "pi_dan", 500)  # spent already: the top-up goes to -500
+    await books.execute(ResetMonth(account_id="acct_dan", period="2999-01"))
+    await books.execute(ResetMonth(account_id="acct_dan", period="2999-02"))  # 500 repaid
+    await catch_up(isolated_db.store, all_projections())
+
+    report = await verify(isolated_db.pool)
+
+    assert report.findings == []
+    row = await isolated_db.pool.fetchrow(
+        "SELECT allowance_remaining, topup_balance FROM balances WHERE account_id = 'acct_dan'"
+    )
+    assert tuple(row) == (1000, 0)
+    line = await isolated_db.pool.fetchrow(
+        """SELECT topup_change, balance_after, description FROM statement_lines
+           WHERE account_id = 'acct_dan' ORDER BY position DESC LIMIT 1"""
+    )
+    assert tuple(line) == (
+        500,
+        1000,
+        "Monthly allowance reset for 2999-02; 500 of the allowance that lapsed repaid the "
+        "top-up debt",
+    )
     await books.uow.committer.stop()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from ledger.domain.account import CreditAccount
@@ -129,6 +131,42 @@ def test_a_clawback_can_take_the_topup_balance_below_zero_and_a_purchase_repays_
     assert credits.balance == -300
     credits.purchase(session_id="cs_2", credits=1000)  # repays the debt first
     assert credits.topup_balance == 600
+
+
+def test_a_clawbacks_debt_is_repaid_once_by_the_allowance_it_kept_from_use() -> None:
+    """The debt kept as much of every month's allowance from being spent, and the reset let
+    that lapse: a 500-credit debt cost 500 credits a month for good (a money review)."""
+    credits = account(allowance=1000, topup=500)
+    credits.spend(1500, "work")
+    credits.claw_back(session_id="cs_1", credits=500)  # refunded after it was spent
+    assert credits.topup_balance == -500
+
+    spendable = []
+    for period in ("2026-12", "2027-01", "2027-02"):
+        credits.reset_month(period)
+        spendable.append(credits.available)
+        credits.spend(credits.available, "all there is")
+
+    assert spendable == [500, 1000, 1000]  # the debt cost 500 once
+    assert credits.topup_balance == 0
+    [*_, reset, _] = credits.collect_events()
+    assert reset.debt_repaid == 0
+
+
+def test_a_reset_repays_a_debt_only_from_the_allowance_that_lapses() -> None:
+    credits = account(allowance=1000, topup=500)
+    credits.spend(1500, "work")
+    credits.claw_back(session_id="cs_1", credits=500)
+    credits.reset_month("2026-12")  # 1,000 back, 500 of it kept by the debt
+    credits.place_hold("h1", 300, "job", datetime(2027, 6, 1, tzinfo=UTC))  # carried
+    credits.spend(100, "work")
+    credits.collect_events()
+
+    credits.reset_month("2027-01")
+
+    [reset] = credits.collect_events()
+    assert (reset.held_allowance_carried, reset.debt_repaid) == (300, 500)  # 600 lapsed
+    assert (credits.allowance_remaining, credits.topup_balance) == (1300, 0)
 
 
 @pytest.mark.parametrize("allowance", [-1, 1_000_000_001, 99_999_999_999_999_999_999])
