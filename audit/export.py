@@ -22,8 +22,10 @@ CSV_COLUMNS = [
     "recorded_at",
     "allowance_change",
     "topup_change",
+    "granted_change",
     "allowance_after",
     "topup_after",
+    "granted_after",
     "balance_after",
     "description",
     "hash",
@@ -42,8 +44,10 @@ class ExportedEvent(msgspec.Struct, frozen=True):
     data: dict[str, Any]
     allowance_change: int
     topup_change: int
+    granted_change: int
     allowance_after: int
     topup_after: int
+    granted_after: int
     balance_after: int
     description: str
 
@@ -68,8 +72,10 @@ async def account_history(store: EventStore, account_id: str) -> AsyncIterator[E
             data=data,
             allowance_change=change.allowance if change else 0,
             topup_change=change.topup if change else 0,
+            granted_change=change.granted if change else 0,
             allowance_after=buckets.allowance,
             topup_after=buckets.topup,
+            granted_after=buckets.granted,
             balance_after=buckets.balance,
             description=change.description if change else kind,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ import pytest
 
 from audit.verify import verify
 from ledger.bootstrap import build_ledger
-from ledger.commands import ResetMonth, SpendCredits
+from ledger.commands import GrantCredits, ResetMonth, SpendCredits
 from ledger.domain.ids import account_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.service import Ledger
@@ -310,6 +311,19 @@ async def test_export_writes_the_history_as_json_lines_and_csv(
     isolated_db: IsolatedDatabase,
 ) -> None:
     books = await build_history(isolated_db)
+    await books.execute(
+        GrantCredits(
+            account_id="acct_bob",
+            amount=250,
+            priority=0,
+            expires_at=None,
+            reason="promo",
+            idempotency_key="g1",
+        )
+    )
+    await books.execute(
+        SpendCredits(account_id="acct_bob", amount=1100, reason="work", idempotency_key="b-g")
+    )
 
     jsonl = await ledger(isolated_db.url, "audit", "export", "acct_bob")
     as_csv = await ledger(isolated_db.url, "audit", "export", "acct_bob", "--format", "csv")
@@ -324,6 +338,12 @@ async def test_export_writes_the_history_as_json_lines_and_csv(
     assert int(rows[-1]["balance_after"]) == account.balance
     assert json.loads(rows[0]["data"])["account_id"] == "acct_bob"
     assert missing.returncode == 1
+    # Every line adds up, grants too (their columns were missing: a money review).
+    for before, line in itertools.pairwise(lines):
+        for bucket in ("allowance", "topup", "granted"):
+            assert line[f"{bucket}_after"] == before[f"{bucket}_after"] + line[f"{bucket}_change"]
+    assert [line["granted_after"] for line in lines[-2:]] == [250, account.granted]
+    assert int(rows[-1]["granted_after"]) == account.granted
 
 
 async def test_a_purchase_row_moved_to_another_account_or_repriced_is_reported(
