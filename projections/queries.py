@@ -59,6 +59,8 @@ class PurchaseRow(msgspec.Struct, frozen=True):
     status: str
     needs_review: bool
     credits_clawed_back: int
+    credits_reversed: int
+    """Held back by a chargeback still open or lost (a refund's are ``credits_clawed_back``)."""
     position: int
     created_at: datetime
     updated_at: datetime

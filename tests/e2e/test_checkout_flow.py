@@ -18,7 +18,7 @@ from api.services import Services
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from stripe_standin import RunningStandin
 from tests.e2e.conftest import Customer
-from tests.support.events import stream_events
+from tests.support.events import caught_up, stream_events
 
 STRIPE_KEY = "sk_test_x"
 AS_SCRIPT = {"Accept": "application/json"}  # not text/html: the stand-in answers JSON
@@ -329,3 +329,9 @@ async def test_a_lost_dispute_keeps_the_credits_reversed(
     assert (types.count("CreditsReversed"), types.count("CreditsRestored")) == (1, 0)
     credits_now = (await http.get("/v1/credits", headers=customer.headers)).json()
     assert (credits_now["topup_balance"], credits_now["balance"]) == (0, 1000)
+    # The purchase says what the chargeback took (it showed "paid" and nothing taken back).
+    await caught_up(services.store)
+    listed = (await http.get("/v1/credits/purchases", headers=customer.headers)).json()
+    [purchase] = listed["data"]
+    assert (purchase["status"], purchase["credits_clawed_back"]) == ("paid", 0)
+    assert purchase["credits_reversed"] == 600
