@@ -29,6 +29,7 @@ from litestar.types import (
     HTTPResponseStartEvent,
     Message,
     Receive,
+    ReceiveMessage,
     Scope,
     Send,
 )
@@ -43,6 +44,10 @@ UNMATCHED_ROUTE = "unmatched"
 """The route of a request that matched none (a 404 or a 405 answered by Litestar)."""
 
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
+
+CLIENT_CLOSED = 499
+"""The status counted and logged for a request whose client went away before its answer
+(nginx's): the server error Litestar answers a body cut short with is no one's answer."""
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _REQUEST_ID_HEADER = b"x-request-id"
@@ -91,6 +96,14 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         # A server may run requests one after another in one context: each starts unmarked.
         replay_token = answer_replayed.set(False)
         status = 0  # no answer started yet
+        client_gone = False
+
+        async def receive_noting_disconnect() -> ReceiveMessage:
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                client_gone = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -106,7 +119,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
                 await send_error(scope, receive, send_with_id, NotFoundException())
             else:
-                await app(scope, receive, send_with_id)
+                await app(scope, receive_noting_disconnect, send_with_id)
         except asyncio.CancelledError:
             # Only a forced stop cancels a request (a second Ctrl-C, api/startup.py): it is
             # answered as a database outage is, and a command it cut off is retried safely
@@ -119,6 +132,8 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             seconds = time.perf_counter() - started
             method = scope["method"]  # type: ignore[typeddict-item]  # an HTTP scope
             route = scope.get("path_template") or UNMATCHED_ROUTE
+            if client_gone and (not status or status >= 500):
+                status = CLIENT_CLOSED
             status = status or 500  # the app failed before it started an answer
             observe_request(route, method, status, seconds)
             if access_log.isEnabledFor(logging.INFO):

@@ -250,6 +250,14 @@ async def test_serve_logs_json_lines_each_once_one_per_request_and_its_stop(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http:
             health = await http.get("/healthz", headers={"X-Request-Id": "probe-1"})
             missing = await http.get("/v1/accounts/acct_x/credits")
+        # A client that goes away in the middle of its body: not a server error (it was
+        # counted and logged as a 500, hiding real ones: a crash review).
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as cut:
+            cut.sendall(
+                b"POST /v1/stripe/webhook HTTP/1.1\r\nHost: x\r\nX-Request-Id: cut-1\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 29\r\n\r\n{"id"'
+            )
+        await asyncio.to_thread(served.wait_for, "cut-1")
         await asyncio.to_thread(served.wait_for, "projector started")
         code = await asyncio.to_thread(served.stop, signal.SIGTERM)
     finally:
@@ -272,6 +280,8 @@ async def test_serve_logs_json_lines_each_once_one_per_request_and_its_stop(
     assert (probe["method"], probe["route"], probe["status"]) == ("GET", "/healthz", 200)
     assert isinstance(probe["duration_ms"], float)
     assert probe["message"] == f"GET /healthz 200 {probe['duration_ms']:.1f} ms"
+    [cut_off] = [line for line in lines if line.get("request_id") == "cut-1"]
+    assert (cut_off["route"], cut_off["status"]) == ("/v1/stripe/webhook", 499)
     [unauthenticated] = [line for line in lines if line.get("status") == 401]
     assert unauthenticated["route"] == "/v1/accounts/{account_id}/credits"  # the template
     assert len(unauthenticated["request_id"]) == 32
