@@ -52,20 +52,29 @@ next use: seen while PostgreSQL restarted."""
 
 NOTIFY_CHANNEL = "ledger_events"
 
-WATERMARK = """(SELECT coalesce(
+WATERMARK = """(SELECT CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(snapshot) ELSE coalesce(
         (SELECT min(running) FROM pg_snapshot_xip(snapshot) AS running
          WHERE xid(running) NOT IN (
-             SELECT backend_xid FROM pg_stat_get_activity(NULL)
+             SELECT backend_xid
+             FROM pg_stat_get_activity(nullif(pg_stat_clear_snapshot()::text, '')::int)
              WHERE backend_xid IS NOT NULL
                AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database()))),
-        pg_snapshot_xmax(snapshot))
+        pg_snapshot_xmax(snapshot)) END
     FROM pg_current_snapshot() AS snapshot)"""
 """The ordering watermark: the oldest transaction running in this database as this
 statement's snapshot saw it (or, with none, the first the snapshot does not see). Not
 ``pg_snapshot_xmin``, the oldest in the whole cluster: a write transaction left open in
 another database held every view and every as-of answer for as long as it ran. A running
 transaction only leaves the count once it is seen in another database; one that ended
-since the snapshot still counts (its rows are not in the snapshot), until the next look."""
+since the snapshot still counts (its rows are not in the snapshot), until the next look.
+
+The sessions are read after the snapshot, afresh (``pg_stat_clear_snapshot()``, as the
+argument is evaluated first): PostgreSQL keeps the first read for the rest of the
+transaction, and a session of this database that began since (in a slot another
+database's session had left) could pass for the other database's in a later statement.
+A standby's snapshot lists no running transaction (they are all in its sub-transaction
+list, which ``pg_current_snapshot()`` leaves out) and shows only its own sessions: there,
+``pg_snapshot_xmin`` as before."""
 
 VISIBLE = f"transaction_id < {WATERMARK}"
 """The condition on ``stored_events`` rows a reader in commit order may pass: every

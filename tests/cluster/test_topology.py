@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from collections import Counter
 
+import asyncpg
 import httpx
 import pytest
 
 from api.read_side import STANDBY_RETRY
+from ledger.store.commit import Writes, write_batch
+from ledger.store.event_store import read_after
 from projections.queries import Views
 from tests.cluster.conftest import (
     SpendLoad,
@@ -24,7 +28,9 @@ from tests.cluster.conftest import (
     wait_for_answers,
 )
 from tests.faults.conftest import wait_for_projections
+from tests.integration.test_event_store import event
 from tests.integration.test_projections import assert_views_match_the_events
+from tests.support.events import tail_position
 
 pytestmark = pytest.mark.slow
 
@@ -238,3 +244,36 @@ async def test_commands_answer_503_while_the_primary_restarts_then_recover(
     assert load.retry_after_missing == 0
     assert set(load.statuses) <= {200, 502, 503}, load.statuses
     await assert_nothing_lost(cluster, load, "primary stopped and started under load")
+
+
+async def test_a_reader_of_the_standby_never_passes_an_append_still_open_on_the_primary(
+    cluster: Topology,
+) -> None:
+    """A standby's snapshot lists no running transaction: the watermark of the primary's
+    sessions let a later append through there while an earlier one was still open, and a
+    reader of the feed from the standby would never have seen the earlier (a diff review)."""
+    assert cluster.pool is not None
+    start = await tail_position(cluster.store)
+    standby = await asyncpg.connect(cluster.standby.url(user="ledger_service"))
+    slow = await cluster.pool.acquire()
+    transaction = slow.transaction()
+    await transaction.start()
+    try:
+        [outcome] = await write_batch(slow, [Writes(events=[event(uuid.uuid4(), 1)])])
+        [early] = outcome.result()
+        [late] = await cluster.store.append([event(uuid.uuid4(), 1)])
+        for _ in range(3000):  # until the standby has replayed the later append
+            if await standby.fetchval(
+                "SELECT count(*) FROM stored_events WHERE notification_id = $1", late
+            ):
+                break
+            await asyncio.sleep(0.01)
+        seen_while_open = [e.notification_id for e in await read_after(standby, start, 100)]
+        await transaction.commit()
+    finally:
+        await cluster.pool.release(slow)
+        await standby.close()
+
+    assert early < late
+    assert late not in seen_while_open
+    assert early not in seen_while_open
