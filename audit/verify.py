@@ -58,6 +58,7 @@ from ledger.domain.events import (
     HoldExpired,
     HoldPlaced,
     HoldReleased,
+    MonthlyAllowanceReset,
     PaymentDisputed,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
@@ -345,6 +346,8 @@ class StreamReplay:
         if stream.replayable:
             try:
                 domain_event = self.mapper.to_domain_event(event)
+                if type(domain_event) is MonthlyAllowanceReset:
+                    self._check_reset(stream, event, domain_event)
                 replayed = domain_event.mutate(stream.aggregate)
             except Exception as error:  # a tampered row may not even decode
                 self._find("unreadable", f"cannot replay the event: {error}", stream, event)
@@ -377,6 +380,26 @@ class StreamReplay:
         )
         if snapshot is not None and replayed is not None:  # else reported as unreadable
             self._check_snapshot(stream, event, snapshot)
+
+    def _check_reset(
+        self, stream: Stream, event: RecordedEvent, reset: MonthlyAllowanceReset
+    ) -> None:
+        """A reset carries what open holds reserve of the allowance, and repays no more of a
+        debt than the rule gives (an event recorded before the rule repaid nothing, which is
+        less): more would be credits made from nothing. Judged on the account before it."""
+        account = stream.aggregate
+        if not isinstance(account, CreditAccount):
+            return  # reported as unreadable, or a reset on another stream
+        carried, debt_repaid = account.reset_figures()
+        if reset.held_allowance_carried != carried or reset.debt_repaid > debt_repaid:
+            self._find(
+                "reset-mismatch",
+                f"the reset carried {reset.held_allowance_carried} and repaid "
+                f"{reset.debt_repaid} of a debt; the account before it gives {carried} carried "
+                f"and at most {debt_repaid} repaid",
+                stream,
+                event,
+            )
 
     def _check_event(
         self, stream: Stream, event: RecordedEvent, domain_event: Any, microseconds: int

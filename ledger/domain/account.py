@@ -279,19 +279,27 @@ class CreditAccount(Aggregate):
             )
         if period == self.period:
             return False
-        carried = sum(h.from_allowance for h in self.holds.values())
-        # A clawback's debt (top-ups below zero) keeps as much of the balance from being
-        # spent; the allowance is spent first, so what it kept is in what now lapses. That
-        # pays the debt: left alone, the debt kept as much of every month's allowance.
-        lapsing = self.allowance_remaining - carried
+        carried, debt_repaid = self.reset_figures()
         self.trigger_event(
             MonthlyAllowanceReset,
             period=period,
             monthly_allowance=self.next_monthly_allowance,
             held_allowance_carried=carried,
-            debt_repaid=max(min(lapsing, -self.topup_balance), 0),
+            debt_repaid=debt_repaid,
         )
         return True
+
+    def reset_figures(self) -> tuple[int, int]:
+        """What a reset now carries over of the allowance (what open holds reserve of it)
+        and repays of a clawback's debt.
+
+        A debt (top-ups below what open holds reserve of them) keeps as much of the balance
+        from being spent; the allowance is spent first, so what it kept is in what lapses
+        now, and that pays the debt: left alone, it kept as much of every month's allowance.
+        """
+        carried = sum(h.from_allowance for h in self.holds.values())
+        debt = sum(h.from_topup for h in self.holds.values()) - self.topup_balance
+        return carried, max(min(self.allowance_remaining - carried, debt), 0)
 
     def change_allowance(self, monthly_allowance: int) -> bool:
         """Change the plan's allowance from the next reset on; False if it is unchanged."""

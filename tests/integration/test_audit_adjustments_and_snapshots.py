@@ -141,6 +141,39 @@ async def test_a_debt_repaid_at_a_reset_is_in_every_view_and_the_audit_agrees(
     await books.uow.committer.stop()
 
 
+async def test_a_reset_that_repaid_more_than_the_debt_is_a_reset_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The replay applied a reset's figures as recorded: one rewritten to repay 900 more
+    made top-up credits from nothing, and the chain recomputed hid it (a diff review)."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_eve", 1000)
+    await pay(books, "cs_eve", "acct_eve", 500, "pi_eve")
+    await books.execute(
+        SpendCredits(account_id="acct_eve", amount=1500, reason="work", idempotency_key="k1")
+    )
+    await refund(books, "pi_eve", 500)
+    await books.execute(ResetMonth(account_id="acct_eve", period="2999-01"))
+    await books.execute(ResetMonth(account_id="acct_eve", period="2999-02"))  # repays 500
+    await books.uow.committer.stop()
+    stream = account_stream_id("acct_eve")
+    version = await isolated_db.pool.fetchval(
+        """SELECT max(originator_version) FROM stored_events WHERE originator_id = $1""",
+        stream,
+    )
+    await rewrite_stream(
+        isolated_db.url, stream, version, '"debt_repaid":500', '"debt_repaid":1400'
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [mismatch] = [f for f in report.findings if f.kind == "reset-mismatch"]
+    assert mismatch.detail == (
+        "the reset carried 0 and repaid 1400 of a debt; the account before it gives 0 "
+        "carried and at most 500 repaid"
+    )
+
+
 async def test_a_clawback_its_session_never_made_is_an_adjustment_mismatch(
     isolated_db: IsolatedDatabase,
 ) -> None:

@@ -172,8 +172,12 @@ class Account:
     def reset(self, period: str) -> None:
         """ "The allowance is set back to the plan; what open holds reserve of it is carried"."""
         carried = sum(h.from_allowance for h in self.holds.values())
-        # "What a clawback's debt kept from being spent, the allowance that lapses, repays it".
-        self.topup += max(min(self.allowance_remaining - carried, -self.topup), 0)
+        # "What a clawback's debt (top-ups below what holds reserve of them) kept from being
+        # spent, the allowance that lapses, repays it".
+        held_topup = sum(
+            h.amount - h.from_allowance - sum(h.from_grants.values()) for h in self.holds.values()
+        )
+        self.topup += max(min(self.allowance_remaining - carried, held_topup - self.topup), 0)
         self.period = period
         self.monthly_allowance = self.next_allowance
         self.allowance_remaining = self.next_allowance + carried

@@ -169,6 +169,24 @@ def test_a_reset_repays_a_debt_only_from_the_allowance_that_lapses() -> None:
     assert (credits.allowance_remaining, credits.topup_balance) == (1300, 0)
 
 
+def test_a_debt_counts_what_open_holds_reserve_of_the_topups() -> None:
+    """Top-ups 300 all held, then a clawback of 500: -200 on the books, but 500 kept from
+    use (a diff review: the reset repaid 200)."""
+    credits = account(allowance=100, topup=300)
+    credits.spend(100, "work")
+    credits.place_hold("h1", 300, "job", datetime(2027, 6, 1, tzinfo=UTC))  # all top-ups
+    credits.claw_back(session_id="cs_1", credits=500)
+    credits.reset_month("2026-12")  # nothing lapses yet: the allowance was spent
+    assert (credits.topup_balance, credits.available) == (-200, 100 - 500)
+    credits.collect_events()
+
+    credits.reset_month("2027-01")  # the 100 that could not be spent lapse
+
+    [reset] = credits.collect_events()
+    assert reset.debt_repaid == 100
+    assert credits.reset_figures() == (0, 100)  # 400 still owed; 100 of this month's kept
+
+
 @pytest.mark.parametrize("allowance", [-1, 1_000_000_001, 99_999_999_999_999_999_999])
 def test_an_allowance_past_what_the_views_hold_is_refused_where_it_is_set(allowance: int) -> None:
     """The CLI and DEFAULT_MONTHLY_ALLOWANCE took any integer: one past a bigint, recorded,
