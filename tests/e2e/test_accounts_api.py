@@ -117,6 +117,10 @@ async def test_an_unknown_account_is_404(
 async def test_health_and_readiness(http: httpx.AsyncClient) -> None:
     assert (await http.get("/healthz")).status_code == 200
     assert (await http.get("/readyz")).json() == {"status": "ready"}
+    # Some load balancers probe with HEAD: it was a 405 (a review).
+    for path in ("/healthz", "/readyz"):
+        probed = await http.head(path)
+        assert (probed.status_code, probed.content) == (200, b"")
 
 
 async def test_metrics_are_prometheus_text(http: httpx.AsyncClient) -> None:
