@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
-from functools import cache
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -65,7 +64,12 @@ from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
-from ledger.store.hash_chain import GENESIS, event_hash_at, postgres_microseconds
+from ledger.store.hash_chain import (
+    GENESIS,
+    event_hash_at,
+    length_prefixed,
+    postgres_microseconds,
+)
 from ledger.store.mapper import MsgspecMapper, event_type_name
 from ledger.store.migrate import SERVICE_ROLE
 from projections.balance_changes import description_of
@@ -720,7 +724,8 @@ _PROTECTIONS = """
 
 # Each account's line count, and the MD5 of its lines in order: each line's numbers as
 # 8-byte big-endian integers (the time as PostgreSQL keeps it, microseconds since 2000),
-# then its type and description, each after its length in characters, in UTF-8
+# then its type (an ASCII class name, as the hash chain prefixes a topic) and description,
+# each after its length in characters, in UTF-8
 # (``_statement_line`` packs the replay's so). Bytes, not text: PostgreSQL's cost is the
 # same (~1 s of CPU for 1,000,000 lines; the line count and last balance this replaced took
 # 0.25 s), and the replay packs a line in half the time it formatted one.
@@ -1173,12 +1178,6 @@ def _figures(stream: Stream) -> AccountAt:
 _LINE_NUMBERS = struct.Struct(">11q")
 
 
-@cache
-def _length_prefixed(text: str) -> bytes:
-    """An event type's name as a line holds it; a store has a few dozen."""
-    return len(text).to_bytes(4, "big") + text.encode()
-
-
 def _statement_line(
     stream: Stream,
     event: RecordedEvent,
@@ -1211,7 +1210,7 @@ def _statement_line(
                 a1 + t1 + g1,
                 microseconds,
             ),
-            _length_prefixed(type(domain_event).__name__),
+            length_prefixed(type(domain_event).__name__),  # an ASCII class name
             len(description).to_bytes(4, "big"),
             description.encode(),
         )

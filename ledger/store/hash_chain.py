@@ -23,8 +23,9 @@ def postgres_microseconds(moment: datetime) -> int:
 
 
 @cache
-def _length_prefixed(topic: str) -> bytes:
-    """A topic as it is hashed; a store has a few dozen, and a replay hashes each often."""
+def length_prefixed(topic: str) -> bytes:
+    """A topic (or an event type's name) as it is hashed: its UTF-8 after its length; a
+    store has a few dozen, and a replay hashes each often."""
     encoded = topic.encode()
     return len(encoded).to_bytes(4, "big", signed=True) + encoded
 
@@ -56,6 +57,7 @@ def event_hash_at(
     topic: str,
     state: bytes,
 ) -> bytes:
-    """``event_hash`` of an event recorded ``microseconds`` after 2000 (``postgres_microseconds``)."""
+    """``event_hash`` of an event recorded ``microseconds`` after 2000
+    (``postgres_microseconds``)."""
     fixed = _FIXED_FIELDS.pack(originator_id.bytes, originator_version, microseconds)
-    return hashlib.sha256(b"".join((previous, fixed, _length_prefixed(topic), state))).digest()
+    return hashlib.sha256(b"".join((previous, fixed, length_prefixed(topic), state))).digest()
