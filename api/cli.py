@@ -50,7 +50,8 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except OSError as error:  # a file or folder it cannot write (a full disk, /dev/full)
             where = f": {error.filename}" if error.filename else ""
-            said = error.strerror or str(error) or type(error).__name__  # a TimeoutError says nothing
+            # A TimeoutError says nothing: then its type does.
+            said = error.strerror or str(error) or type(error).__name__
             raise click.ClickException(f"{said}{where}") from None
         except Exception as error:
             from api.database import DatabaseUnusable

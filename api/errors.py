@@ -141,25 +141,24 @@ def _invalid_webhook(_: Request, error: InvalidWebhook) -> Response[Any]:
     return error_response(400, f"Invalid Stripe webhook: {error}.")
 
 
-def _busy(_: Request, __: ConcurrencyConflict) -> Response[Any]:
-    response = error_response(503, "The account is busy with other writes; please retry.")
+def _retry_soon(message: str) -> Response[Any]:
+    """A 503 with ``Retry-After: 1``: nothing was recorded, or a retry gets the first answer."""
+    response = error_response(503, message)
     response.headers["Retry-After"] = "1"
     return response
+
+
+def _busy(_: Request, __: ConcurrencyConflict) -> Response[Any]:
+    return _retry_soon("The account is busy with other writes; please retry.")
 
 
 def _still_writing(_: Request, __: StoreBusy) -> Response[Any]:
-    response = error_response(
-        503, "Events recorded before that moment are still being written; please retry."
-    )
-    response.headers["Retry-After"] = "1"
-    return response
+    return _retry_soon("Events recorded before that moment are still being written; please retry.")
 
 
 def _database_unavailable(_: Request, error: Exception) -> Response[Any]:
     log.warning("database unavailable: %s", type(error).__name__)
-    response = error_response(503, "The ledger's database is unavailable; please retry.")
-    response.headers["Retry-After"] = "1"
-    return response
+    return _retry_soon("The ledger's database is unavailable; please retry.")
 
 
 def _unauthenticated(_: Request, __: Unauthenticated) -> Response[Any]:

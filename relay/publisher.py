@@ -59,10 +59,13 @@ class BrokerUnavailable(Exception):
     """The broker did not take a batch (down, unreachable, refusing): nothing is lost, retry."""
 
 
+DEFAULT_STREAM = "LEDGER_EVENTS"
+
+
 class StreamSettings(msgspec.Struct, frozen=True):
     """The JetStream stream the relay publishes to (created if missing)."""
 
-    name: str = "LEDGER_EVENTS"
+    name: str = DEFAULT_STREAM
     subject_prefix: str = "ledger.events"
     duplicate_window_seconds: float = 120.0
 

@@ -25,12 +25,17 @@ from ledger.store.wakeups import listen, wait_for_either
 from ledger.urls import UNREADABLE, readable, without_password
 from relay.messages import outgoing
 from relay.positions import Connection, claim, commit, read_position
-from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings, StreamTail
+from relay.publisher import (
+    DEFAULT_STREAM,
+    BrokerUnavailable,
+    JetStreamPublisher,
+    StreamSettings,
+    StreamTail,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
-DEFAULT_STREAM = "LEDGER_EVENTS"
 POSITION_NAME = "relay:nats"
 """The position row of the relay to the default stream; another stream's is
 ``relay:nats:<stream>`` (``position_name``)."""
@@ -173,11 +178,8 @@ class Relay:
                 except BrokerUnavailable as error:
                     # Start afresh: a new connection, the stream made sure of, its tail read.
                     await self.publisher.close()
-                    await self._retry_later(
-                        f"NATS at {without_password(self.settings.url, hide_user=True)} unavailable",
-                        error,
-                        stop,
-                    )
+                    shown = without_password(self.settings.url, hide_user=True)
+                    await self._retry_later(f"NATS at {shown} unavailable", error, stop)
                     continue
                 except DATABASE_ERRORS as error:
                     await self._retry_later("the event store is unavailable", error, stop)
