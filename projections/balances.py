@@ -59,16 +59,13 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
     if row is None:
         return None
     match event:
-        case MonthlyAllowanceReset():
-            row.period = event.period
-            row.monthly_allowance = event.monthly_allowance
-            row.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
-            row.topup_balance += event.debt_repaid
         case MonthlyAllowanceChanged():
             row.next_monthly_allowance = event.monthly_allowance
         case _:
             if (moved := moved_by(event, row.allowance_remaining)) is None:
                 return row
+            if type(event) is MonthlyAllowanceReset:  # its buckets move as moved_by() says
+                row.period, row.monthly_allowance = event.period, event.monthly_allowance
             allowance, topup, granted = moved
             row.allowance_remaining += allowance
             row.topup_balance += topup

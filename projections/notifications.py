@@ -138,15 +138,13 @@ def notification_id(position: int, event_type: str) -> str:
 def _move_buckets(state: NotifierState, event: object) -> bool:
     """Apply an event to the buckets; False if it is not one that moves them or the threshold."""
     match event:
-        case MonthlyAllowanceReset():
-            state.monthly_allowance = event.monthly_allowance
-            state.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
-            state.topup_balance += event.debt_repaid
         case LowBalanceThresholdSet():
             state.threshold = event.threshold
         case _:
             if (moved := moved_by(event, state.allowance_remaining)) is None:
                 return False
+            if type(event) is MonthlyAllowanceReset:  # its buckets move as moved_by() says
+                state.monthly_allowance = event.monthly_allowance
             # The same meaning of each event as the balances view and the statement.
             allowance, topup, granted = moved
             state.allowance_remaining += allowance
