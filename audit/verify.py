@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
+from importlib import resources
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -699,13 +700,17 @@ _APPEND_ONLY = ("stored_events", "snapshots", "claims")
 (ledger/store/migrations: 0001, 0012, 0021)."""
 
 # Each trigger missing, not firing in every ordinary session ('O': origin and local, 'A':
-# always; 'D' is disabled, 'R' fires only in replica mode), calling another function or on
-# other operations; each write the service's role may make on history. The trigger types'
-# bits: 1 row, 2 before, 8 delete, 16 update, 32 truncate.
+# always; 'D' is disabled, 'R' fires only in replica mode), calling another function, on
+# other operations, or only on some rows (a WHEN condition) or columns (UPDATE OF); the
+# function itself changed, so that it lets every change through under the same name; each
+# write the service's role may make on history, also on some columns only, or by acting as
+# the tables' owner. The trigger types' bits: 1 row, 2 before, 8 delete, 16 update, 32 truncate.
 _PROTECTIONS = """
     SELECT table_name || '.' || suffix AS name,
            CASE WHEN t.tgenabled IS NULL THEN 'the append-only trigger is missing'
                 WHEN t.tgenabled NOT IN ('O', 'A') THEN 'the append-only trigger does not fire'
+                WHEN t.tgqual IS NOT NULL OR cardinality(t.tgattr::int2[]) > 0
+                    THEN 'the append-only trigger fires only on some rows or columns'
                 ELSE 'the append-only trigger is not what the migrations made' END AS problem
     FROM unnest($1::text[]) AS table_name
     CROSS JOIN (VALUES ('no_update_or_delete', 27), ('no_truncate', 34)) AS kind(suffix, bits)
@@ -714,13 +719,35 @@ _PROTECTIONS = """
     WHERE t.tgenabled IS NULL OR t.tgenabled NOT IN ('O', 'A')
        OR t.tgfoid IS DISTINCT FROM to_regproc('public.stored_events_are_append_only')
        OR t.tgtype::int & 59 <> bits
+       OR t.tgqual IS NOT NULL OR cardinality(t.tgattr::int2[]) > 0
+    UNION ALL
+    SELECT 'stored_events_are_append_only()',
+           'the function of the append-only triggers is not what the migrations made'
+    WHERE (SELECT prosrc FROM pg_proc
+           WHERE oid = to_regproc('public.stored_events_are_append_only')) IS DISTINCT FROM $3
     UNION ALL
     SELECT table_name, format('the role %s may %s', $2::text, privilege)
     FROM unnest($1::text[]) AS table_name
     CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS privilege
     WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
-      AND has_table_privilege($2::text, 'public.' || table_name, privilege)
+      AND CASE WHEN privilege IN ('INSERT', 'UPDATE')
+               THEN has_any_column_privilege($2::text, 'public.' || table_name, privilege)
+               ELSE has_table_privilege($2::text, 'public.' || table_name, privilege) END
+    UNION ALL
+    SELECT table_name, format('the role %s may act as its owner, %s', $2::text,
+                              pg_get_userbyid(c.relowner))
+    FROM unnest($1::text[]) AS table_name
+    JOIN pg_class c ON c.oid = to_regclass('public.' || table_name)
+    WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
+      AND pg_has_role($2::text, c.relowner, 'MEMBER')
     ORDER BY 1, 2"""
+_APPEND_ONLY_BODY = (
+    resources.files("ledger.store")
+    .joinpath("sql/functions/10_append_only.sql")
+    .read_text(encoding="utf-8")
+    .split("$$")[1]
+)
+"""The append-only triggers' function body as the migrations make it (``prosrc``)."""
 
 # Each account's line count, and the MD5 of its lines in order: each line's numbers as
 # 8-byte big-endian integers (the time as PostgreSQL keeps it, microseconds since 2000),
@@ -844,7 +871,9 @@ class Verifier:
         """History is append-only by trigger, and the service's role may only read it: a
         trigger dropped or disabled, or a privilege granted, would let history change
         without a trace of how (the hash chains show what, not who)."""
-        rows = await self.connection.fetch(_PROTECTIONS, list(_APPEND_ONLY), SERVICE_ROLE)
+        rows = await self.connection.fetch(
+            _PROTECTIONS, list(_APPEND_ONLY), SERVICE_ROLE, _APPEND_ONLY_BODY
+        )
         for row in rows:
             self.findings.append(
                 Finding(kind="store-protection", detail=f"{row['problem']} on {row['name']}")

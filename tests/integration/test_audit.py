@@ -11,7 +11,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from audit.verify import verify
+from audit.verify import Verifier, verify
 from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, ResetMonth, SpendCredits
 from ledger.domain.ids import account_stream_id
@@ -426,6 +426,68 @@ async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_ba
         "SELECT has_table_privilege('ledger_service', 'claims', 'UPDATE')"
     )
     assert granted  # still there: the audit changed nothing
+
+
+async def test_protections_weakened_but_in_place_are_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The triggers there and enabled, but firing on no row that matters, or their function
+    letting everything through; a write granted on some columns only: each let history change
+    as a dropped trigger or a table grant does, and the audit said OK (an audit review)."""
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """CREATE OR REPLACE FUNCTION stored_events_are_append_only() RETURNS trigger
+               LANGUAGE plpgsql AS $$ BEGIN RETURN coalesce(NEW, OLD); END; $$"""
+        )
+        await admin.execute(
+            """DROP TRIGGER claims_no_update_or_delete ON claims;
+               CREATE TRIGGER claims_no_update_or_delete BEFORE DELETE OR UPDATE ON claims
+                   FOR EACH ROW WHEN (OLD.scope = 'none')
+                   EXECUTE FUNCTION stored_events_are_append_only();
+               DROP TRIGGER snapshots_no_update_or_delete ON snapshots;
+               CREATE TRIGGER snapshots_no_update_or_delete
+                   BEFORE DELETE OR UPDATE OF topic ON snapshots
+                   FOR EACH ROW EXECUTE FUNCTION stored_events_are_append_only()"""
+        )
+        await admin.execute("GRANT INSERT (state) ON stored_events TO ledger_service")
+    finally:
+        await admin.close()
+
+    report = await verify(isolated_db.pool)
+
+    assert sorted(f.detail for f in report.findings if f.kind == "store-protection") == [
+        "the append-only trigger fires only on some rows or columns on "
+        "claims.no_update_or_delete",
+        "the append-only trigger fires only on some rows or columns on "
+        "snapshots.no_update_or_delete",
+        "the function of the append-only triggers is not what the migrations made on "
+        "stored_events_are_append_only()",
+        "the role ledger_service may INSERT on stored_events",
+    ]
+
+
+async def test_a_service_role_that_may_act_as_the_owner_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A member of ledger_owner may SET ROLE to it and disable the triggers, with or without
+    inheriting its privileges (an audit review). Roles are the server's: granted in a
+    transaction that is rolled back, so no other database ever sees it."""
+    admin = await asyncpg.connect(isolated_db.url)
+    granted = admin.transaction()
+    await granted.start()
+    try:
+        await admin.execute("GRANT ledger_owner TO ledger_service")
+        verifier = Verifier(admin)
+        await verifier._check_protections()
+    finally:
+        await granted.rollback()
+        await admin.close()
+
+    assert sorted(f.detail for f in verifier.findings if "owner" in f.detail) == [
+        f"the role ledger_service may act as its owner, ledger_owner on {table}"
+        for table in ("claims", "snapshots", "stored_events")
+    ]
 
 
 @pytest.mark.parametrize(
