@@ -297,21 +297,38 @@ class EventStore:
         that took its time before now; once the watermark (``WATERMARK``, the oldest
         transaction running in this database) has passed it, all those appends have
         ended, and an as-of answer is final. Raises StoreBusy after ``seconds``.
+
+        "Now" is the database's clock, which records the appends: a moment the caller's
+        clock has passed may be still to come on it (clocks apart), and is waited for.
         """
-        # Shielded, and the lock a transaction's: a question given up on (a client gone, a
-        # timeout) left the session's lock on a pooled connection, and every append waited.
-        newer_than_all = await asyncio.shield(self._transaction_id_newer_than_every_append())
+        deadline = time.monotonic() + seconds
+        while True:
+            # Shielded, and the lock a transaction's: a question given up on (a client gone,
+            # a timeout) left the session's lock on a pooled connection, and every append
+            # waited.
+            newer_than_all, now = await asyncio.shield(
+                self._transaction_id_newer_than_every_append()
+            )
+            if now > moment:
+                break
+            ahead = (moment - now).total_seconds()
+            if time.monotonic() + ahead > deadline:
+                raise StoreBusy("that moment has not come yet on the database's clock")
+            await asyncio.sleep(ahead + 0.000_001)
         async with self.pool.acquire() as connection:
-            deadline = time.monotonic() + seconds
             while await connection.fetchval(f"SELECT {WATERMARK} < $1::xid8", newer_than_all):
                 if time.monotonic() > deadline:
                     raise StoreBusy("appends recorded before that moment are still committing")
                 await asyncio.sleep(0.002)
 
-    async def _transaction_id_newer_than_every_append(self) -> int:
+    async def _transaction_id_newer_than_every_append(self) -> tuple[int, datetime]:
+        """A transaction id newer than every append that took its time, and the database's
+        time then: every append after it records a later time."""
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", ORDERING_LOCK)
-            return await connection.fetchval("SELECT pg_current_xact_id()")
+            row = await connection.fetchrow("SELECT pg_current_xact_id(), clock_timestamp()")
+            assert row is not None  # a SELECT without FROM: one row
+            return row[0], row[1]
 
     async def first_events(self, originator_ids: Iterable[UUID]) -> list[RecordedEvent]:
         """The first event of each of these streams (what created it)."""

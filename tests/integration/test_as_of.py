@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from ledger.commands import SpendCredits
 from ledger.service import Ledger
 from ledger.store.commit import write_batch
 from ledger.store.event_store import ORDERING_LOCK
@@ -101,3 +102,25 @@ async def test_an_as_of_question_given_up_on_never_leaves_the_ordering_lock_held
         ORDERING_LOCK,
     )
     assert held == 0
+
+
+async def test_an_as_of_moment_still_to_come_on_the_databases_clock_is_waited_for(
+    ledger: Ledger, pool: asyncpg.Pool
+) -> None:
+    """The API's clock and the database's are apart (another host): a moment the API has
+    passed, still ahead on the database, was answered at once, and a spend recorded before
+    it afterwards changed the answer (an audit review). The database's clock decides."""
+    account_id = unique("acct")
+    await open_account(ledger, account_id, 1000)
+    moment = await pool.fetchval("SELECT clock_timestamp() + interval '400 milliseconds'")
+
+    first = asyncio.ensure_future(ledger.account_as_of(account_id, moment))
+    await asyncio.sleep(0.05)
+    await ledger.execute(
+        SpendCredits(account_id=account_id, amount=25, reason="r", idempotency_key=unique("k"))
+    )
+    assert await pool.fetchval("SELECT clock_timestamp() < $1", moment)  # spent before it
+    answered = (await first).allowance_remaining
+
+    assert answered == (await ledger.account_as_of(account_id, moment)).allowance_remaining
+    assert answered == 975

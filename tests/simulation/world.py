@@ -770,7 +770,7 @@ class World:
     async def check_views(self) -> None:
         # Every append made so far must be past the watermark before the views catch up
         # (a transaction elsewhere on the server can hold it back for a moment).
-        await self.store.wait_for_appends_before(self.now, seconds=30)
+        await self.store.wait_for_appends_before(datetime.now(UTC), seconds=30)
         await caught_up(self.store)
         try:
             await assert_views_match_the_events(self.store, sorted(self.accounts))
