@@ -45,6 +45,8 @@ from ledger.domain.checkout import MISMATCHED, CheckoutSession
 from ledger.domain.events import (
     HOLD_SETTLEMENTS,
     STATEMENT_EVENTS,
+    CheckoutPaid,
+    CheckoutRequested,
     CreditsClawedBack,
     CreditsGranted,
     CreditsPurchased,
@@ -138,9 +140,11 @@ class Stream:
         "first_position",
         "hash",
         "older_disputes",
+        "paid_at",
         "purchase_status",
         "recorded_at",
         "replayable",
+        "requested_at",
         "snapshots",
         "statement_after",
         "statement_digest",
@@ -165,6 +169,10 @@ class Stream:
         self.at_notifications: AccountAt | None = None
         self.at_statement: AccountAt | None = None
         self.purchase_status: PurchaseAt | None = None
+        self.paid_at: datetime | None = None
+        """When a Checkout session's first CheckoutPaid was recorded."""
+        self.requested_at: datetime | None = None
+        """When its CheckoutRequested was (a purchase row's created_at)."""
         self.snapshots: dict[int, StoredSnapshot] | None = None
         self.older_disputes = False
 
@@ -180,6 +188,10 @@ class PurchaseAt(msgspec.Struct, frozen=True):
     credits: int
     amount: int
     currency: str
+    position: int
+    """Its CheckoutRequested's, as created_at is that event's time."""
+    created_at: datetime | None
+    paid_at: datetime | None
 
 
 class StoredSnapshot(msgspec.Struct, frozen=True):
@@ -450,8 +462,12 @@ class StreamReplay:
         elif isinstance(aggregate, CheckoutSession):
             if kind in _BEFORE_ADJUSTMENTS:
                 stream.older_disputes = True
+            if kind is CheckoutRequested:
+                stream.requested_at = event.recorded_at
+            elif kind is CheckoutPaid and stream.paid_at is None:
+                stream.paid_at = event.recorded_at
             if event.notification_id <= self.positions.get("purchases", 0):
-                stream.purchase_status = _purchase_at(aggregate)
+                stream.purchase_status = _purchase_at(aggregate, stream)
 
     def _check_grants(
         self, stream: Stream, event: RecordedEvent, domain_event: Any, touched: list[str]
@@ -1270,7 +1286,7 @@ def _plain(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _purchase_at(session: CheckoutSession) -> PurchaseAt:
+def _purchase_at(session: CheckoutSession, stream: Stream) -> PurchaseAt:
     mismatched = session.status == MISMATCHED
     return PurchaseAt(
         status="pending" if mismatched else session.status,
@@ -1281,6 +1297,9 @@ def _purchase_at(session: CheckoutSession) -> PurchaseAt:
         credits=session.credits,
         amount=session.amount,
         currency=session.currency,
+        position=stream.first_position,
+        created_at=stream.requested_at,
+        paid_at=stream.paid_at,
     )
 
 

@@ -368,6 +368,30 @@ async def test_a_purchase_row_moved_to_another_account_or_repriced_is_reported(
     ]
 
 
+async def test_a_purchase_rows_dates_and_order_customers_see_are_compared(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """``GET /v1/credits/purchases`` shows when a purchase was made and paid, newest first
+    by position, and reconciliation picks pending ones by created_at: those columns could
+    say anything (an audit review)."""
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        """UPDATE purchases SET created_at = '2020-01-01Z', paid_at = '2020-01-02Z',
+                  position = position + 1000
+           WHERE session_id = 'cs_0_b'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    details = sorted(f.detail for f in report.findings if f.kind == "purchases-view")
+    assert [d.split(" is ")[0] for d in details] == [
+        "session cs_0_b: created_at",
+        "session cs_0_b: paid_at",
+        "session cs_0_b: position",
+    ]
+
+
 async def test_a_payment_intent_linked_to_another_session_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:
