@@ -48,6 +48,9 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # `ledger audit export | head`: the reader had enough
+            _stop_writing_stdout()
+            ctx.exit(1)
         except OSError as error:  # a file or folder it cannot write (a full disk, /dev/full)
             where = f": {error.filename}" if error.filename else ""
             # A TimeoutError says nothing: then its type does.
@@ -59,6 +62,13 @@ class _Commands(click.Group):
             if isinstance(error, DatabaseUnusable):
                 raise click.ClickException(str(error)) from None
             raise
+
+
+def _stop_writing_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush finds no closed pipe
+    (Python's documented way to end quietly on SIGPIPE's error)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

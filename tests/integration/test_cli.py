@@ -193,3 +193,40 @@ async def test_audit_verify_on_a_database_never_set_up_sets_it_up_and_finds_noth
 
     assert audited.returncode == 0, audited.stderr
     assert audited.stdout.splitlines()[-1].startswith("OK:")
+
+
+async def test_a_reader_that_went_away_ends_the_output_quietly(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """`ledger audit export | head`: "Error: Broken pipe" once the reader had enough (an
+    audit review); a token whose secret went nowhere is still revoked."""
+    name = unique("piped")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before anything is written
+        try:
+            return subprocess.run(  # noqa: S603 (the arguments are this test's own)
+                [sys.executable, "-m", "api.cli", *args],
+                env={**os.environ, "DATABASE_URL": database_url},
+                cwd=cli.ROOT,
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            os.close(write_end)
+
+    listed = await asyncio.to_thread(run, "config", "check")
+    created = await asyncio.to_thread(
+        run, "tokens", "create", "--scope", "ledger:write", "--name", name
+    )
+
+    for ended in (listed, created):
+        assert (ended.returncode, ended.stderr) == (1, "")
+    revoked = await pool.fetchval(
+        "SELECT bool_and(revoked_at IS NOT NULL) FROM api_tokens WHERE name = $1", name
+    )
+    assert revoked is True
