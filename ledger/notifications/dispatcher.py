@@ -42,6 +42,8 @@ RELISTEN_SECONDS = 5.0
 CONCURRENCY = 16
 """Requests in flight at once, per dispatcher."""
 USER_AGENT = "credit-ledger-webhooks/1"
+ERROR_TEXT_BYTES = 200
+"""Of a refusal's body, what an attempt's error keeps (the rest is not read)."""
 
 
 class Dispatcher:
@@ -147,12 +149,13 @@ class Dispatcher:
         status_code: int | None = None
         error: str | None = None
         try:
-            response = await client.post(due.url, content=due.payload.encode(), headers=headers)
-            status_code = response.status_code
-            if not response.is_success:
-                error = f"HTTP {status_code}: {response.text[:200]}".rstrip(": ")
+            status_code, text = await self._post(client, due, headers)
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}: {text}".rstrip(": ")
         except NonPublicAddress as refused:  # nothing was sent
             error = f"not sent: {refused}"[:500]
+        except TimeoutError:
+            error = f"TimeoutError: no whole answer within {self.timeout:g} s"
         except (
             Exception
         ) as failure:  # any failure to send (refused, timeout, bad URL) is an attempt
@@ -175,6 +178,26 @@ class Dispatcher:
             due.endpoint_id,
             outcome if error is None else f"{outcome} ({error})",
         )
+
+    async def _post(
+        self, client: httpx.AsyncClient, due: DueDelivery, headers: dict[str, str]
+    ) -> tuple[int, str]:
+        """POST; (the status, the start of the body of a refusal). httpx's timeout bounds each
+        read, not the whole answer: a receiver sending a byte now and then would hold the
+        attempt (and a slot) forever and be sent it again at every lease. So the whole
+        attempt has the timeout, and no more of the body than an error shows is read."""
+        async with (
+            asyncio.timeout(self.timeout),
+            client.stream("POST", due.url, content=due.payload.encode(), headers=headers) as answer,
+        ):
+            if answer.is_success:
+                return answer.status_code, ""
+            head = b""
+            async for chunk in answer.aiter_bytes():
+                head += chunk
+                if len(head) >= ERROR_TEXT_BYTES:
+                    break
+            return answer.status_code, head[:ERROR_TEXT_BYTES].decode(errors="replace")
 
     def _may_listen_again(self) -> bool:
         since = time.monotonic() - self._listened_at

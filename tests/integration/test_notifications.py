@@ -7,6 +7,7 @@ real projector and dispatcher; the backoff schedule is in tenths of seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -51,7 +52,11 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @asynccontextmanager
 async def notifier(
-    db: IsolatedDatabase, *, dispatchers: int = 1, schedule: tuple[float, ...] = FAST_SCHEDULE
+    db: IsolatedDatabase,
+    *,
+    dispatchers: int = 1,
+    schedule: tuple[float, ...] = FAST_SCHEDULE,
+    request_seconds: float = 10.0,
 ) -> AsyncIterator[None]:
     """The projector and dispatcher(s) as ``ledger project`` runs them, until the block ends."""
     stop = asyncio.Event()
@@ -60,7 +65,12 @@ async def notifier(
         asyncio.create_task(
             # The receivers listen on 127.0.0.1 (LEDGER_WEBHOOK_ALLOW_PRIVATE=1, as it were).
             Dispatcher(
-                db.pool, db.url, schedule=schedule, poll_seconds=0.1, allow_private=True
+                db.pool,
+                db.url,
+                schedule=schedule,
+                timeout=request_seconds,
+                poll_seconds=0.1,
+                allow_private=True,
             ).run(stop)
         )
         for _ in range(dispatchers)
@@ -485,6 +495,49 @@ async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
     assert [a.status_code for a in delivery.history] == [None, None]
     assert all("ConnectError" in (a.error or "") for a in delivery.history)
     assert delivery.last_error == delivery.history[-1].error
+
+
+@asynccontextmanager
+async def trickling_receiver() -> AsyncIterator[str]:
+    """A receiver that answers ``/<status>`` with that status at once, then sends its body a
+    byte every 0.2 s (no gap as long as a read's timeout) and hangs up after 8 s: its URL."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        status = (await reader.readuntil(b"\r\n\r\n")).split(b" ")[1].lstrip(b"/")
+        writer.write(b"HTTP/1.1 %s Nope\r\nContent-Length: 1000\r\n\r\n" % status)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(40):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+    repository = build_ledger(isolated_db.pool)
+    account_id = await open_account(repository)
+
+    async with trickling_receiver() as base_url:
+        await registry.create(f"{base_url}/200", ["credits.spent"])
+        await registry.create(f"{base_url}/503", ["credits.spent"])
+        async with notifier(isolated_db, schedule=(0.1,), request_seconds=0.5):
+            await act(repository, account_id, spend(3))
+            await until(lambda: list_deliveries(isolated_db.pool, status="failed"), seconds=5)
+
+    accepted, refused = sorted(await list_deliveries(isolated_db.pool), key=lambda d: d.url)
+    assert (accepted.status, [a.status_code for a in accepted.history]) == ("delivered", [200])
+    assert refused.status == "failed"
+    assert [a.error for a in refused.history] == ["TimeoutError: no whole answer within 0.5 s"] * 2
+    assert all(a.duration_ms < 1500 for a in refused.history)
 
 
 def test_the_default_retry_schedule_lasts_more_than_a_day() -> None:
