@@ -43,7 +43,10 @@ CONCURRENCY = 16
 """Requests in flight at once, per dispatcher."""
 USER_AGENT = "credit-ledger-webhooks/1"
 ERROR_TEXT_BYTES = 200
-"""Of a refusal's body, what an attempt's error keeps (the rest is not read)."""
+"""Of a refusal's body, what an attempt's error keeps."""
+BODY_READ_LIMIT = 64 * 1024
+"""An answer's body is read up to this much, so that its connection can carry the next
+delivery; past it, the connection is closed instead."""
 
 
 class Dispatcher:
@@ -182,22 +185,30 @@ class Dispatcher:
     async def _post(
         self, client: httpx.AsyncClient, due: DueDelivery, headers: dict[str, str]
     ) -> tuple[int, str]:
-        """POST; (the status, the start of the body of a refusal). httpx's timeout bounds each
-        read, not the whole answer: a receiver sending a byte now and then would hold the
-        attempt (and a slot) forever and be sent it again at every lease. So the whole
-        attempt has the timeout, and no more of the body than an error shows is read."""
-        async with (
-            asyncio.timeout(self.timeout),
-            client.stream("POST", due.url, content=due.payload.encode(), headers=headers) as answer,
-        ):
-            if answer.is_success:
-                return answer.status_code, ""
+        """POST; (the status, the start of the body of a refusal).
+
+        httpx's timeout bounds each read, not the whole answer: a receiver sending a byte now
+        and then would hold the attempt (and a slot) forever and be sent it again at every
+        lease. So the whole attempt has the timeout. A 2xx is the acknowledgement: its body
+        is read (up to ``BODY_READ_LIMIT``) only so that the connection can carry the next
+        delivery, and one still coming at the deadline is let go, the delivery done.
+        """
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        request = client.build_request(
+            "POST", due.url, content=due.payload.encode(), headers=headers
+        )
+        async with asyncio.timeout_at(deadline):
+            answer = await client.send(request, stream=True)
+        try:
+            async with asyncio.timeout_at(deadline):
+                head = await _start_of_body(answer)
+        except TimeoutError:
+            if not answer.is_success:
+                raise
             head = b""
-            async for chunk in answer.aiter_bytes():
-                head += chunk
-                if len(head) >= ERROR_TEXT_BYTES:
-                    break
-            return answer.status_code, head[:ERROR_TEXT_BYTES].decode(errors="replace")
+        finally:
+            await answer.aclose()
+        return answer.status_code, "" if answer.is_success else head.decode(errors="replace")
 
     def _may_listen_again(self) -> bool:
         since = time.monotonic() - self._listened_at
@@ -214,3 +225,14 @@ class Dispatcher:
             who="dispatcher",
             poll_seconds=POLL_SECONDS,
         )
+
+
+async def _start_of_body(answer: httpx.Response) -> bytes:
+    """The first ``ERROR_TEXT_BYTES`` of the body, read to its end or ``BODY_READ_LIMIT``."""
+    head, read = b"", 0
+    async for chunk in answer.aiter_bytes():
+        head += chunk[: ERROR_TEXT_BYTES - len(head)]
+        read += len(chunk)
+        if read > BODY_READ_LIMIT:
+            break
+    return head

@@ -540,6 +540,53 @@ async def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(
     assert all(a.duration_ms < 1500 for a in refused.history)
 
 
+async def test_deliveries_to_one_receiver_share_its_connection(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A 2xx's body is read so the connection carries the next delivery: the first form of
+    the timeout's fix left it unread, and every delivery opened a connection (and, to an
+    https receiver, a TLS handshake) of its own."""
+    connections: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nthank you!\r\n")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+    repository = build_ledger(isolated_db.pool)
+    account_id = await open_account(repository)
+    port = server.sockets[0].getsockname()[1]
+    await registry.create(f"http://127.0.0.1:{port}/hooks", ["credits.spent"])
+    try:
+        async with notifier(isolated_db):
+            for n in range(3):
+                await act(repository, account_id, spend(3))
+                await until(
+                    lambda n=n: _delivered(isolated_db, n + 1),  # type: ignore[misc]
+                    seconds=10,
+                )
+    finally:
+        server.close()
+
+    assert len(connections) == 1
+
+
+async def _delivered(db: IsolatedDatabase, count: int) -> bool:
+    return len(await list_deliveries(db.pool, status="delivered")) >= count
+
+
 def test_the_default_retry_schedule_lasts_more_than_a_day() -> None:
     assert sum(DEFAULT_SCHEDULE) * (1 - JITTER) >= 24 * 3600
 
