@@ -21,7 +21,9 @@ the connection sends what is held first.
 
 A request that is not HTTP (an unknown method, a broken request line or header) is
 answered 400 with a JSON body in the contract's shape, ``{"message": ...}``, where
-uvicorn answers it in plain text.
+uvicorn answers it in plain text. A request whose line and headers run past
+``MAX_HEAD_BYTES`` is answered 431 the same way, before its head ends: httptools keeps
+an unfinished head in memory whole, however long, so one client could fill the memory.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 _READS = (b"GET", b"HEAD")
+
+MAX_HEAD_BYTES = 64 * 1024
+"""A request line and headers at most this long (nginx admits 4 x 8 KiB, h11 16 KiB)."""
 
 
 class _TurnWrites:
@@ -116,15 +121,37 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._writes = _TurnWrites(transport, self.loop, self.tasks)
+        self._in_head = self._began = False
+        self._head_bytes = 0
         super().connection_made(self._writes)  # type: ignore[arg-type]
 
+    def data_received(self, data: bytes) -> None:
+        counted, self._began = self._in_head, False
+        super().data_received(data)
+        # Only what went whole to one unfinished head counts: a chunk that also begins a
+        # message may carry the body of the one before, which has its own limit.
+        if counted and self._in_head and not self._began and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(431, "The request's headers are too large.")
+
+    def on_message_begin(self) -> None:
+        self._in_head = self._began = True
+        self._head_bytes = 0
+        super().on_message_begin()
+
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._writes.holding = self.parser.get_method() in _READS
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
+        self._refuse(400, msg)
+
+    def _refuse(self, status: int, msg: str) -> None:
+        """Answer ``status`` with ``{"message": msg}`` and close the connection."""
         body = msgspec.json.encode({"message": msg})
-        head = [STATUS_LINE[400]]
+        head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head.extend([name, b": ", value, b"\r\n"])
         head.extend(

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 import uvicorn
 
-from api.http_writes import ReadsAnsweredPerTurn
+from api.http_writes import MAX_HEAD_BYTES, ReadsAnsweredPerTurn
 from api.startup import bind, uvicorn_config
 
 JSON = b'{"balance":2000}'
@@ -261,3 +261,54 @@ async def test_a_request_that_is_not_http_is_400_in_the_contracts_shape(
     assert b"content-type: application/json" in head.lower()
     assert b"connection: close" in head.lower()
     assert msgspec.json.decode(body) == {"message": "Invalid HTTP request received."}
+
+
+async def test_a_head_past_the_limit_is_431_in_the_contracts_shape_before_it_ends(
+    served: tuple[int, list[bytes]],
+) -> None:
+    port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = bytearray()
+
+    async def read_all() -> None:
+        with contextlib.suppress(ConnectionError):  # reset: it closed on what we still sent
+            while chunk := await reader.read(65536):
+                received.extend(chunk)
+
+    reading = asyncio.create_task(read_all())
+    try:
+        writer.write(b"GET /json HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        with contextlib.suppress(ConnectionError):  # refused while still sending
+            for _ in range(64):  # four times the limit in one header, never ended
+                writer.write(b"a" * (MAX_HEAD_BYTES // 16))
+                await writer.drain()
+                await asyncio.sleep(0)
+        await asyncio.wait_for(reading, 5)
+    finally:
+        writer.close()
+    answer = bytes(received)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert b"connection: close" in head.lower()
+    assert msgspec.json.decode(body) == {"message": "The request's headers are too large."}
+
+
+async def test_heads_under_the_limit_are_answered_whatever_bodies_share_their_chunks(
+    served: tuple[int, list[bytes]],
+) -> None:
+    port, _ = served
+    first = get("/json", f"X-Long: {'b' * (MAX_HEAD_BYTES // 2)}")
+    echoed = b"c" * (MAX_HEAD_BYTES * 5 // 8)
+    posted = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(echoed)
+    third = first
+    # The end of a head, a whole request with its body and the next head begun, in one
+    # chunk: the body is not the next head's, which stays under the limit.
+    answer = await ask(
+        port,
+        first[:-9],
+        first[-9:] + posted + echoed + third[:30],
+        third[30:-9],
+        third[-9:],
+    )
+    assert answer.count(b"HTTP/1.1 200 OK") == 3
+    assert echoed in answer
