@@ -178,7 +178,7 @@ def production_problems(settings: Settings) -> list[str]:
             "LEDGER_ENV=production refuses a Stripe test-mode key in STRIPE_SECRET_KEY: use a "
             "live key, or set STRIPE_ALLOW_TEST_KEYS=1 for a staging copy that takes no money"
         )
-    if not settings.stripe_webhook_secret:
+    if not settings.webhook_secrets:  # "," is set, and names none
         problems.append("LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET")
     if settings.stripe_api_base:
         problems.append(
@@ -222,7 +222,8 @@ def shape_problems(settings: Settings) -> list[str]:
         problems.append("STRIPE_SECRET_KEY is not a Stripe secret key (sk_… or rk_…)")
     secrets = [s.strip() for s in (settings.stripe_webhook_secret or "").split(",") if s.strip()]
     for n, secret in enumerate(secrets, 1):
-        if not secret.startswith("whsec_"):
+        # "whsec_" alone is a key everyone knows: anyone could sign a payment.
+        if not secret.startswith("whsec_") or len(secret) == len("whsec_"):
             which = f" (number {n} of the list)" if len(secrets) > 1 else ""
             problems.append(f"STRIPE_WEBHOOK_SECRET{which} is not a signing secret (whsec_…)")
     for variable, url in (

@@ -52,6 +52,13 @@ def test_a_complete_production_environment_is_accepted() -> None:
         ({"DATABASE_URL": ""}, "needs DATABASE_URL: the embedded PostgreSQL is for development"),
         ({"STRIPE_SECRET_KEY": "notakey"}, "STRIPE_SECRET_KEY is not a Stripe secret key"),
         ({"STRIPE_WEBHOOK_SECRET": "notasecret"}, "STRIPE_WEBHOOK_SECRET is not a signing secret"),
+        # A list of no secrets passed as set; "whsec_" alone is a key anyone can sign with.
+        ({"STRIPE_WEBHOOK_SECRET": " , "}, "needs STRIPE_WEBHOOK_SECRET"),
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_"}, "STRIPE_WEBHOOK_SECRET is not a signing secret"),
+        (
+            {"STRIPE_WEBHOOK_SECRET": "whsec_live,whsec_"},
+            r"STRIPE_WEBHOOK_SECRET \(number 2 of the list\) is not a signing secret",
+        ),
     ],
 )
 def test_production_refuses_what_is_not_for_real_money(
