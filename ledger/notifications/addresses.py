@@ -45,6 +45,7 @@ _KINDS = (
     ("is_multicast", "multicast"),
     ("is_private", "private"),
     ("is_reserved", "reserved"),
+    ("is_site_local", "site-local"),  # IPv6's fec0::/10: deprecated, private, and not is_private
 )
 
 
@@ -64,7 +65,7 @@ def why_not_public(address: IPAddress) -> str | None:
         if embedded is not None:
             return why_not_public(embedded)
     for attribute, kind in _KINDS:
-        if getattr(address, attribute):
+        if getattr(address, attribute, False):  # IPv4 has no is_site_local
             return kind
     if not address.is_global:
         return "not globally routable"

@@ -54,6 +54,7 @@ from tests.support.webhook_receiver import Receiver, webhook_receiver
         ("fd00::1", "private"),
         ("169.254.169.254", "link-local"),  # cloud metadata services
         ("fe80::1", "link-local"),
+        ("fec0::1", "site-local"),  # deprecated, still routed where it is configured
         ("0.0.0.0", "unspecified"),  # noqa: S104 (an address to refuse, not to bind)
         ("::", "unspecified"),
         ("224.0.0.1", "multicast"),
