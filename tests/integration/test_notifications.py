@@ -540,6 +540,68 @@ async def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(
     assert all(a.duration_ms < 1500 for a in refused.history)
 
 
+async def _endless_body(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n")
+    while True:  # 64 KiB every 50 ms, never the last chunk
+        writer.write(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+
+async def _endless_head(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    while True:  # a byte every 100 ms: each read is well within the timeout
+        writer.write(b"x")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "error"),
+    [
+        (_endless_body, 500, "HTTP 500: " + "x" * 200),
+        (_endless_head, None, "TimeoutError: no whole answer within 1 s"),
+    ],
+    ids=["a refusal whose body never ends", "a head that never ends"],
+)
+async def test_a_receiver_that_never_finishes_its_answer_fails_the_attempt_in_the_timeout(
+    isolated_db: IsolatedDatabase,
+    answer: Callable[[asyncio.StreamWriter], Any],
+    status: int | None,
+    error: str,
+) -> None:
+    """The dispatcher read a refusal's body whole, and httpx's timeout counts each read
+    alone: such a receiver held the attempt, and a slot of the dispatcher's, for ever (a
+    security review)."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            await answer(writer)
+
+    server = await asyncio.start_server(receive, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        f"http://127.0.0.1:{port}/hooks", ["credits.spent"]
+    )
+    repository = build_ledger(isolated_db.pool)
+    account_id = await open_account(repository)
+
+    async with server, notifier(isolated_db, schedule=(0.1,), request_seconds=1.0):
+        try:
+            await act(repository, account_id, spend(3))
+            await until(lambda: list_deliveries(isolated_db.pool, status="failed"), seconds=10)
+        finally:
+            for writer in connections:  # what the test left hanging, if it failed
+                writer.close()
+
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert [(a.status_code, a.error) for a in delivery.history] == [(status, error)] * 2
+    assert all(a.duration_ms < 3000 for a in delivery.history)
+
+
 async def test_deliveries_to_one_receiver_share_its_connection(
     isolated_db: IsolatedDatabase,
 ) -> None:
