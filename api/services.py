@@ -35,6 +35,8 @@ class Services:
     """The view reads: on the standby when there is one (api/read_side.py)."""
     webhook_allow_private: bool = False
     """Whether webhook endpoints may be on loopback, private or other non-public addresses."""
+    stripe_livemode: bool = False
+    """The mode of the Stripe key: webhooks of the other mode are not applied."""
     admin_url: str | None = None
     """What may set the database up and rebuild views (None: the service's role may not)."""
 
@@ -80,4 +82,5 @@ def build_services(
         page_tokens=page_tokens,
         reads=ReadSide(pool, standby),
         webhook_allow_private=settings.webhook_allow_private,
+        stripe_livemode=settings.stripe_livemode,
     )

@@ -28,6 +28,7 @@ MIN_PAGE_KEY_LENGTH = 32
 
 STRIPE_TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
 """Secret and restricted keys of Stripe's test mode: no real money moves."""
+STRIPE_LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def uses_standin(self) -> bool:
         """No Stripe key: development runs the Stripe stand-in."""
         return not self.stripe_secret_key
+
+    @property
+    def stripe_livemode(self) -> bool:
+        """Whether the Stripe key is a live-mode one (the stand-in is test mode)."""
+        return (self.stripe_secret_key or "").startswith(STRIPE_LIVE_KEY_PREFIXES)
 
     @property
     def webhook_secrets(self) -> list[str]:

@@ -67,7 +67,7 @@ async def receive_delivery(services: Services, payload: bytes, signature: str) -
         log.warning("rejected a Stripe webhook delivery: %s", error)
         raise
     try:
-        envelope, meaning = parse_event(payload)
+        envelope, meaning = parse_event(payload, livemode=services.stripe_livemode)
     except InvalidWebhook as error:
         webhook_outcomes["malformed"].inc()
         log.warning("rejected a Stripe webhook delivery: %s", error)

@@ -58,6 +58,10 @@ class StripeEventEnvelope(msgspec.Struct):
     id: str
     type: str
     data: dict[str, Any]
+    livemode: Any = None
+    """True for live mode, False for test mode (None: not said, as in reconciliation's)."""
+    account: Any = None
+    """The connected account whose object it is (Stripe Connect); None for the platform's."""
 
 
 def verify_signature(payload: bytes, signature_header: str | None, secrets: Sequence[str]) -> None:
@@ -95,8 +99,17 @@ def _holds_escaped_nul(payload: bytes) -> bool:
     return b"\\u0000" in payload and _ESCAPED_NUL.search(payload) is not None
 
 
-def parse_event(payload: bytes) -> tuple[StripeEventEnvelope, PaymentEvent | None]:
-    """The event's envelope and what it means to the ledger (None: not ours to act on)."""
+def parse_event(
+    payload: bytes, livemode: bool | None = None
+) -> tuple[StripeEventEnvelope, PaymentEvent | None]:
+    """The event's envelope and what it means to the ledger (None: not ours to act on).
+
+    With ``livemode`` (the mode of the service's Stripe key), an event of the other mode
+    means nothing, nor does a connected account's: a test payment costs nothing, and a
+    paid session the ledger never recorded is credited from its metadata, so a test-mode
+    or Connect event reaching this endpoint (a test secret listed beside the live one, a
+    Connect endpoint) must not credit an account.
+    """
     if _holds_escaped_nul(payload):
         raise InvalidWebhook("the event contains a NUL character")
     try:
@@ -104,9 +117,23 @@ def parse_event(payload: bytes) -> tuple[StripeEventEnvelope, PaymentEvent | Non
         obj = envelope.data.get("object")
         if not isinstance(obj, dict):
             raise InvalidWebhook("the event has no data.object")
-        return envelope, _meaning(envelope, obj)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
         raise InvalidWebhook(f"not a Stripe event: {error}") from None
+    if (elsewhere := _elsewhere(envelope, livemode)) is not None:
+        log.warning("ignoring Stripe event %s (%s): %s", envelope.id, envelope.type, elsewhere)
+        return envelope, None
+    return envelope, _meaning(envelope, obj)
+
+
+def _elsewhere(envelope: StripeEventEnvelope, livemode: bool | None) -> str | None:
+    """Why the event is not about this ledger's payments (None: it is)."""
+    if envelope.account is not None:
+        return f"an event of the connected account {envelope.account!r}"
+    said = envelope.livemode
+    if livemode is not None and isinstance(said, bool) and said != livemode:
+        mode = {True: "live", False: "test"}
+        return f"a {mode[said]}-mode event, and the service's Stripe key is {mode[livemode]}-mode"
+    return None
 
 
 def _meaning(envelope: StripeEventEnvelope, obj: dict[str, Any]) -> PaymentEvent | None:

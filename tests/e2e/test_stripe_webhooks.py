@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -365,3 +366,30 @@ async def test_a_refund_of_a_payment_not_linked_yet_is_kept_and_credits_nothing(
         "PaymentIntentRecorded",
         "RefundRecordedBeforePayment",
     ]
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [{"livemode": True}, {"account": "acct_1ConnectedElsewhere"}],
+    ids=["a live-mode event to a test-mode service", "a connected account's event"],
+)
+async def test_an_event_of_another_mode_or_account_credits_nothing(
+    http: httpx.AsyncClient, customer: Customer, services: Services, elsewhere: dict[str, object]
+) -> None:
+    """A paid session the ledger never saw is credited from its metadata: a test-mode event
+    on a live service (a test secret listed beside the live one) or a Connect endpoint's
+    event credited an account with money nobody paid (a Stripe review)."""
+    session_id = "cs_test_elsewhere_" + customer.account_id
+    body = json.loads(
+        event_body(
+            "checkout.session.completed",
+            checkout_session(session_id, account_id=customer.account_id, credits=700),
+        )
+    )
+    body.update(elsewhere)
+
+    response = await deliver(http, json.dumps(body))
+
+    assert response.status_code == 200
+    assert await topup_balance(services, customer.account_id) == 0
+    assert await session_event_types(services, session_id) == []
