@@ -56,12 +56,20 @@ BY_ACCOUNT = """    map $uri $ledger_account {
 """
 
 
+# nginx's default (max_fails=1 fail_timeout=10s) takes a replica out for 10 s after one
+# refused connection, as every graceful stop gives: a rolling restart, one replica at a
+# time, each answering before the next stops, had every replica out at once and answered
+# 502 "no live upstreams" to every request for seconds. Out for 1 s, a replica that is
+# back is tried again at once; one still down costs a request a refused connection.
+SERVER_PARAMETERS = "max_fails=1 fail_timeout=1s"
+
+
 def render(
     template: str, replicas: list[str], listen: str, folder: Path, *, by_account: bool = False
 ) -> str:
     """``template`` (deploy/nginx.conf) for replicas at ``host:port`` and nginx at ``listen``
     (``by_account``: see BY_ACCOUNT; otherwise round robin, as Docker's DNS does)."""
-    servers = "".join(f"        server {replica};\n" for replica in replicas)
+    servers = "".join(f"        server {replica} {SERVER_PARAMETERS};\n" for replica in replicas)
     upstream = (
         "    # ledger dev cluster: the replicas, in place of Docker's DNS\n"
         + (BY_ACCOUNT if by_account else "")

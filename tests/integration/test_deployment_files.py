@@ -384,8 +384,8 @@ def test_the_cluster_nginx_config_is_deploys_with_only_the_upstreams_and_paths_c
     rendered = nginx.render(
         template, ["10.0.0.2:8000", "10.0.0.3:8000"], "10.0.0.9:8000", Path("/run/x")
     )
-    assert "server 10.0.0.2:8000;" in rendered
-    assert "server 10.0.0.3:8000;" in rendered
+    assert "server 10.0.0.2:8000 max_fails=1 fail_timeout=1s;" in rendered
+    assert "server 10.0.0.3:8000 max_fails=1 fail_timeout=1s;" in rendered
     assert "listen 10.0.0.9:8000;" in rendered
     assert "set $api http://api;" in rendered
     assert "resolver" not in rendered
