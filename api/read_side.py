@@ -15,6 +15,8 @@ primary. The rule, for clients (docs/scaling.md):
 * A read without it takes the standby as it is (usually milliseconds behind).
 * A standby that refuses, times out or is cut off is left alone for
   ``STANDBY_RETRY`` seconds: reads go to the primary meanwhile, with no error.
+* So is a standby whose views have not reached where the primary's were
+  ``MAX_STANDBY_LAG`` seconds ago (its replay stopped or slow), until they have.
 
 Each routed read says where it was answered from in ``Ledger-Read-From``.
 """
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -67,6 +70,13 @@ STANDBY_TIMEOUT = 2.0
 """Connecting to the standby, and each read there: longer, and the read goes to the primary."""
 STANDBY_RETRY = 2.0
 """How long reads leave a failed standby alone before trying it again."""
+MAX_STANDBY_LAG = 5.0
+"""A standby whose views have not reached where the primary's were this long ago is left
+alone until they have: a standby answers while its replay stands still (paused, or cut
+from a primary that no longer keeps the WAL it needs), and reads without a position
+showed its balances, however old, for as long as it did."""
+LAG_CHECK_SECONDS = 1.0
+"""How often reads compare the standby's view positions with the primary's."""
 
 # Refused, unreachable, timed out (TimeoutError is an OSError), shutting down, starting,
 # a conflict with recovery, a connection cut off mid-operation.
@@ -164,13 +174,19 @@ class ReadSide:
         self.standby = None if standby is None else Source("standby", standby, names)
         self._standby_down_until = 0.0
         self.standby_failures = 0
+        self.standby_lagging = False
+        self._primary_marks: deque[tuple[float, int]] = deque()
+        self._lag_checked_at = -LAG_CHECK_SECONDS
+        self._lag_check: asyncio.Task[None] | None = None
 
     async def run(self, read: Callable[[Source], Awaitable[T]]) -> T:
         """``read`` on the database chosen for this request; the primary if the standby fails."""
         request = _request.get() or ReadRequest()
         wanted = request.min_position
         deadline = time.monotonic() + READ_WAIT
-        standby = self.standby if time.monotonic() >= self._standby_down_until else None
+        self._check_lag_soon()
+        usable = time.monotonic() >= self._standby_down_until and not self.standby_lagging
+        standby = self.standby if usable else None
         if standby is not None:
             if not wanted or await standby.progress.reached(wanted, deadline):
                 try:
@@ -186,6 +202,47 @@ class ReadSide:
             request.caught_up = await self.primary.progress.reached(wanted, deadline)
         request.read_from = self.primary.name
         return await read(self.primary)
+
+    def _check_lag_soon(self) -> None:
+        """Compare the standby's views with the primary's in the background, at most once
+        every ``LAG_CHECK_SECONDS``."""
+        now = time.monotonic()
+        if self.standby is None or self._lag_check is not None:
+            return
+        if now - self._lag_checked_at < LAG_CHECK_SECONDS:
+            return
+        self._lag_checked_at = now
+        self._lag_check = asyncio.create_task(self._check_lag(self.standby))
+
+    async def _check_lag(self, standby: Source) -> None:
+        try:
+            primary_at = await self.primary.progress.read()
+            now = time.monotonic()
+            marks = self._primary_marks
+            marks.append((now, primary_at))
+            # Kept: the newest mark at least MAX_STANDBY_LAG old, and those after it.
+            while len(marks) > 1 and marks[1][0] <= now - MAX_STANDBY_LAG:
+                marks.popleft()
+            standby_at = await standby.progress.read()
+        except STANDBY_FAILURES:
+            return  # the reads find out (a failing standby is left alone as before)
+        finally:
+            self._lag_check = None
+        since, then = marks[0]
+        lagging = since <= now - MAX_STANDBY_LAG and standby_at < then
+        if lagging and not self.standby_lagging:
+            log.warning(
+                "standby lagging: its views are at position %d, the primary's were at %d "
+                "%.0f s ago: reads go to the primary until it catches up",
+                standby_at,
+                then,
+                now - since,
+            )
+        elif self.standby_lagging and not lagging:
+            log.info(
+                "standby caught up (its views at position %d): reads go to it again", standby_at
+            )
+        self.standby_lagging = lagging
 
     async def _standby_failed(self, error: BaseException) -> None:
         self.standby_failures += 1

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from api.read_side import STANDBY_RETRY
+from api.read_side import MAX_STANDBY_LAG, READ_WAIT, STANDBY_RETRY
 from ledger.store.commit import Writes, write_batch
 from ledger.store.event_store import read_after
 from projections.queries import Views
@@ -301,3 +301,53 @@ async def test_a_rolling_restart_behind_nginx_answers_every_request(cluster: Top
     await assert_nothing_lost(cluster, load, "every replica restarted in turn under load")
     assert set(load.statuses) == {200}, load.statuses
     assert set(load.read_statuses) == {200}, load.read_statuses
+
+
+async def test_reads_leave_a_standby_whose_replay_stands_still(cluster: Topology) -> None:
+    """A standby answers while its replay stands still (paused here; in production, cut from
+    a primary that no longer keeps the WAL it needs): reads without a position showed its
+    old balance for as long as it did, and every read with one waited its full second
+    before going to the primary (a review: 8 of 8 reads over 8 s)."""
+    [account_id] = await open_accounts(cluster, 1, allowance=10_000)
+    standby = await asyncpg.connect(cluster.standby.url())
+    async with httpx.AsyncClient(base_url=cluster.base_url, timeout=30) as client:
+        first = await client.post(
+            f"/v1/accounts/{account_id}/spend",
+            json={"amount": 1, "reason": "before the pause"},
+            headers={**cluster.headers, "Idempotency-Key": f"paused-{account_id}-0"},
+        )
+        position = int(first.headers["ledger-position"])
+        assert (await read_credits(client, cluster, account_id, position)).json()[
+            "balance"
+        ] == 9_999
+        await until_reads_come_from(client, cluster, account_id, "standby")
+        await standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            spent = await client.post(
+                f"/v1/accounts/{account_id}/spend",
+                json={"amount": 7, "reason": "while paused"},
+                headers={**cluster.headers, "Idempotency-Key": f"paused-{account_id}-1"},
+            )
+            assert spent.json()["balance"] == 9_992
+            paused_at = time.monotonic()
+            current = 0  # in a row: through round robin, every replica's reads
+            while current < 2 * len(cluster.apis):
+                assert time.monotonic() - paused_at < MAX_STANDBY_LAG + 5, "still the old one"
+                read = await read_credits(client, cluster, account_id)
+                current = current + 1 if read.json()["balance"] == 9_992 else 0
+                await asyncio.sleep(0.1)
+            # Every replica leaves it alone now; a read with its position answers at once.
+            for _ in range(6):
+                started = time.monotonic()
+                read = await read_credits(
+                    client, cluster, account_id, int(spent.headers["ledger-position"])
+                )
+                assert read.json()["balance"] == 9_992
+                assert read.headers["ledger-read-from"] == "primary"
+                assert time.monotonic() - started < READ_WAIT / 2
+                unordered = await read_credits(client, cluster, account_id)
+                assert unordered.json()["balance"] == 9_992
+        finally:
+            await standby.execute("SELECT pg_wal_replay_resume()")
+            await standby.close()
+        await until_reads_come_from(client, cluster, account_id, "standby")
