@@ -206,9 +206,9 @@ class ReadSide:
     def _check_lag_soon(self) -> None:
         """Compare the standby's views with the primary's in the background, at most once
         every ``LAG_CHECK_SECONDS``."""
-        now = time.monotonic()
         if self.standby is None or self._lag_check is not None:
             return
+        now = time.monotonic()
         if now - self._lag_checked_at < LAG_CHECK_SECONDS:
             return
         self._lag_checked_at = now
