@@ -28,7 +28,6 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotFoundException
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import (
-    CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -45,8 +44,10 @@ from ledger.store import stats
 # The page keeps the names docs/operations-metrics.md lists: no ``_created`` series.
 disable_created_metrics()
 
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-"""The text format 0.0.4 (prometheus-client's ``generate_latest``)."""
+CONTENT_TYPE = "text/plain; version=0.0.4"
+"""The text format 0.0.4 (prometheus-client's ``generate_latest``), without its
+``; charset=utf-8``: Litestar adds that to every ``text/`` type, and a header naming it
+twice is no media type to Go's parser (Prometheus 3 refuses such a scrape)."""
 
 STARTED = time.time()
 
