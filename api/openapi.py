@@ -64,6 +64,8 @@ def openapi_config() -> OpenAPIConfig:
             'answer `{"message": ...}`; validation errors add `errors`, one entry per field.'
         ),
         operation_id_creator=operation_id,
+        # Each route's docstring is written for the API's readers: the page shows it.
+        use_handler_docstrings=True,
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(

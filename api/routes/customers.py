@@ -84,7 +84,7 @@ async def get_credits_express(call: Call) -> AccountCredits:
     middleware=[express(get_credits_express, reads_body=False)],
 )
 async def get_credits(principal: Caller, services: ServicesDependency) -> AccountCredits:
-    """The caller's balance: allowance remaining plus top-ups."""
+    """The caller's balance: allowance remaining plus grants plus top-ups."""
     return await account_credits(services, customer_account(principal))
 
 

@@ -113,7 +113,7 @@ async def spend_credits(
     services: ServicesDependency,
     idempotency_key: IdempotencyKey,
 ) -> Spent:
-    """Spend credits: allowance first, then top-ups; 402 and nothing recorded when short."""
+    """Spend credits: allowance, then grants, then top-ups; 402 and nothing recorded when short."""
     return await spend(services, account_id, data, idempotency_key)
 
 

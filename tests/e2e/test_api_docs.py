@@ -134,6 +134,16 @@ def test_the_openapi_document_is_valid_openapi(document: dict[str, Any]) -> None
     validate(document)  # raises on any departure from the OpenAPI 3.1 schema and its rules
 
 
+def test_every_operation_says_what_it_does(document: dict[str, Any]) -> None:
+    # Its summary is its name (SpendCredits); the page shows the route's docstring beside it.
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if method in (*DOCUMENTED, "head"):
+                assert operation.get("description", "").strip(), (method, path)
+    spend = document["paths"]["/v1/accounts/{account_id}/spend"]["post"]
+    assert spend["description"].startswith("Spend credits: allowance, then grants, then top-ups")
+
+
 def test_the_stripe_signature_example_verifies_against_the_example_event(
     document: dict[str, Any],
 ) -> None:
