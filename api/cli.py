@@ -589,6 +589,12 @@ def projections() -> None:
     pass
 
 
+def rebuilding(names: list[str]) -> str:
+    """The rebuild's bar's label, short enough to leave an 80-column terminal its count and
+    rate (the six views' names took 73 columns of it); the lines after it name the views."""
+    return f"rebuilding {plural(len(names), 'view')}"
+
+
 @projections.command(
     "rebuild",
     short_help="Rebuild views from the events (every view, or those named).",
@@ -621,7 +627,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
         head = await services.store.head_position()
         database_url = services.admin_url or services.database_url
         async with owner_connection(database_url) as connection:
-            described = f"rebuilding {', '.join(p.name for p in chosen)}"
+            described = rebuilding([p.name for p in chosen])
             try:
                 with progress(head, "events", description=described) as bar:
                     position = await rebuild_all(
