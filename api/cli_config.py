@@ -176,8 +176,9 @@ def check(env: Mapping[str, str] | None = None) -> Report:
 def config_check() -> None:
     """Print the settings in effect (secrets never), then every problem, one per line.
 
-    Covers what production needs: DATABASE_URL, LEDGER_PUBLIC_URL, STRIPE_SECRET_KEY
-    and STRIPE_WEBHOOK_SECRET. Exits 1 if there is any problem.
+    Covers what production needs: DATABASE_URL, LEDGER_PUBLIC_URL, STRIPE_SECRET_KEY,
+    STRIPE_WEBHOOK_SECRET, LEDGER_PAGE_KEY, and METRICS_PORT or METRICS_TOKEN
+    (docs/production.md). Exits 1 if there is any problem.
     """
     report = check()
     for line in report.lines:

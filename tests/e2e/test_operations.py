@@ -116,6 +116,23 @@ def test_config_check_lists_every_problem_one_per_line() -> None:
     ]
 
 
+def test_config_check_help_names_every_variable_production_needs() -> None:
+    production = config_check({"LEDGER_ENV": "production"})
+    helped = subprocess.run(
+        [sys.executable, "-m", "api.cli", "config", "check", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    needed = re.findall(r"needs (\w+)|or (\w+) \(", production.stderr)
+    named = {name for pair in needed for name in pair if name}
+    assert {"LEDGER_PAGE_KEY", "METRICS_PORT", "METRICS_TOKEN", "DATABASE_URL"} <= named
+    for name in named:
+        assert name in " ".join(helped.stdout.split()), name
+
+
 async def test_configured_origins_may_call_the_purchase_endpoint(
     database_url: str, tmp_path: Path
 ) -> None:
