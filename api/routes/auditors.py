@@ -19,6 +19,7 @@ from api.schemas import AccountCredits
 from api.services import Services, ServicesDependency
 from api.validation import ValidationFailed
 from ledger.domain.account import in_utc_years
+from ledger.domain.errors import AccountNotFound
 from ledger.store.event_store import EventStore, RecordedEvent
 from ledger.store.mapper import event_type_name
 
@@ -95,7 +96,7 @@ async def _stream_names(store: EventStore, stream_ids: set[UUID]) -> dict[UUID, 
 @get(
     "/v1/accounts/{account_id:str}/events",
     guards=[own_account_or(Scope.LEDGER_AUDIT)],
-    responses=errors(401, 403, 422, 503),
+    responses=errors(401, 403, 404, 422, 503),
 )
 async def account_events(
     account_id: FromPath[str],
@@ -112,7 +113,16 @@ async def account_events(
         )
         return await _page_of(source.store, events, chosen.limit)
 
-    return await services.reads.run(read)
+    answer = await services.reads.run(read)
+    # An account's first page holds at least its opening, unless the account is not there
+    # (a mistyped id): 404, as its credits answer, not an empty history.
+    if (
+        not answer.data
+        and not chosen.after
+        and not await services.ledger.account_exists(account_id)
+    ):
+        raise AccountNotFound
+    return answer
 
 
 @get(

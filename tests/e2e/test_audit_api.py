@@ -70,6 +70,27 @@ async def test_customers_read_only_their_own_history(
     assert other.status_code == other_credits.status_code == feed.status_code == 403
 
 
+async def test_an_unknown_account_history_is_404_as_its_balance_is(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    headers = await auditor(services)
+    missing = f"{customer.account_id}_mistyped"
+
+    history = await http.get(f"/v1/accounts/{missing}/events", headers=headers)
+    credits = await http.get(f"/v1/accounts/{missing}/credits", headers=headers)
+    past_the_end = await http.get(
+        f"/v1/accounts/{customer.account_id}/events",
+        params={"after": await tail_position(services.store)},
+        headers=headers,
+    )
+
+    assert history.status_code == credits.status_code == 404
+    assert history.json() == {"message": "Account not found."}
+    # A known account's page past its last event is empty, not missing.
+    assert past_the_end.status_code == 200, past_the_end.text
+    assert past_the_end.json() == {"data": [], "has_more": False, "next_after": None}
+
+
 async def test_the_global_feed_is_for_auditors_only(
     http: httpx.AsyncClient, writer_headers: dict[str, str], services: Services
 ) -> None:
