@@ -179,7 +179,13 @@ async def service_url(
         if administer and (set_up_first or await pending_migrations(connection)):
             applied = await set_up(connection)
             if applied:
-                log.info("database schema migrated: %s", ", ".join(applied))
+                # Each migration had its line (ledger.store.migrate): the sum, not the list again.
+                log.info(
+                    "database schema migrated: %d migration%s applied, up to %s",
+                    len(applied),
+                    "" if len(applied) == 1 else "s",
+                    applied[-1],
+                )
         else:
             pending = await pending_migrations(connection)
             if pending:
