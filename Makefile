@@ -8,8 +8,10 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 .DEFAULT_GOAL := help
 .PHONY: help run cluster test test-cluster browser nginx lint bench soak simulate clean
 
+# A comment's $$ (written so for make) is shown as the shell's $.
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/\$$\$$/$$/g' \
+		| awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # In a variable: a comma written in $(call …)'s arguments would split them.
 DEV_EXTRAS := .[test,lint]
