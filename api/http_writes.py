@@ -24,6 +24,7 @@ answered 400 with a JSON body in the contract's shape, ``{"message": ...}``, whe
 uvicorn answers it in plain text. A request whose line and headers run past
 ``MAX_HEAD_BYTES`` is answered 431 the same way, before its head ends: httptools keeps
 an unfinished head in memory whole, however long, so one client could fill the memory.
+A chunked body's trailers are headers kept the same way, and have the same limit.
 """
 
 from __future__ import annotations
@@ -144,6 +145,18 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
         self._in_head = False
         self._writes.holding = self.parser.get_method() in _READS
         super().on_headers_complete()
+
+    def on_chunk_header(self) -> None:
+        # Until its data: the last chunk (size 0) has none, and its trailers follow.
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._in_head = False
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self._in_head = False
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, msg)

@@ -312,3 +312,48 @@ async def test_heads_under_the_limit_are_answered_whatever_bodies_share_their_ch
     )
     assert answer.count(b"HTTP/1.1 200 OK") == 3
     assert echoed in answer
+
+
+async def test_trailers_past_the_limit_are_431_before_they_end(
+    served: tuple[int, list[bytes]],
+) -> None:
+    # A chunked body's trailers are headers too, and kept whole as the head's were.
+    port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = bytearray()
+
+    async def read_all() -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                received.extend(chunk)
+
+    reading = asyncio.create_task(read_all())
+    try:
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Big: "
+        )
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):  # four times the limit in one trailer, never ended
+                writer.write(b"a" * (MAX_HEAD_BYTES // 16))
+                await writer.drain()
+                await asyncio.sleep(0)
+        await asyncio.wait_for(reading, 5)
+    finally:
+        writer.close()
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert msgspec.json.decode(body) == {"message": "The request's headers are too large."}
+
+
+async def test_a_chunked_body_is_not_counted_as_head_however_it_is_cut(
+    served: tuple[int, list[bytes]],
+) -> None:
+    port, _ = served
+    data = b"d" * (MAX_HEAD_BYTES * 2)
+    parts = [data[n : n + MAX_HEAD_BYTES // 2] for n in range(0, len(data), MAX_HEAD_BYTES // 2)]
+    request = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    # Each chunk's size line alone, its data after it: the data is the body's, not a trailer.
+    answer = await ask(port, request, b"%x\r\n" % len(data), *parts, b"\r\n0\r\nX-T: 1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert answer.endswith(data)
