@@ -85,7 +85,8 @@ class Dispatcher:
         try:
             async with httpx.AsyncClient(
                 timeout=self.timeout,
-                headers={"User-Agent": USER_AGENT},
+                # The answer's body is only drained, not read: no inflating a compressed one.
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
                 # Every connection is checked where it is made (addresses.py); no proxy
                 # from the environment, which would hide the receiver's address.
                 transport=WebhookTransport(allow_private=self.allow_private),
@@ -228,9 +229,11 @@ class Dispatcher:
 
 
 async def _start_of_body(answer: httpx.Response) -> bytes:
-    """The first ``ERROR_TEXT_BYTES`` of the body, read to its end or ``BODY_READ_LIMIT``."""
+    """The first ``ERROR_TEXT_BYTES`` of the body, read to its end or ``BODY_READ_LIMIT``.
+
+    As sent, not decoded: 64 KiB of gzip inflate to 64 MiB in one chunk."""
     head, read = b"", 0
-    async for chunk in answer.aiter_bytes():
+    async for chunk in answer.aiter_raw():
         head += chunk[: ERROR_TEXT_BYTES - len(head)]
         read += len(chunk)
         if read > BODY_READ_LIMIT:
