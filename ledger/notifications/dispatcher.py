@@ -192,7 +192,8 @@ class Dispatcher:
         and then would hold the attempt (and a slot) forever and be sent it again at every
         lease. So the whole attempt has the timeout. A 2xx is the acknowledgement: its body
         is read (up to ``BODY_READ_LIMIT``) only so that the connection can carry the next
-        delivery, and one still coming at the deadline is let go, the delivery done.
+        delivery, and one still coming at the deadline, or cut off, is let go, the delivery
+        done.
         """
         deadline = asyncio.get_running_loop().time() + self.timeout
         request = client.build_request(
@@ -203,7 +204,7 @@ class Dispatcher:
         try:
             async with asyncio.timeout_at(deadline):
                 head = await _start_of_body(answer)
-        except TimeoutError:
+        except (TimeoutError, httpx.TransportError):
             if not answer.is_success:
                 raise
             head = b""

@@ -55,3 +55,26 @@ async def test_a_compressed_answer_is_read_no_further_than_the_limit_on_the_wire
     assert answered == status
     assert len(text) <= 200
     assert peak < 8 * 1024 * 1024
+
+
+class _CutOff(httpx.AsyncByteStream):
+    """The start of a body, then the connection lost."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"thank"
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+
+async def test_a_body_cut_off_after_a_2xx_is_the_delivery_done() -> None:
+    """The 2xx is the acknowledgement, as when its body is still coming at the deadline: a
+    cut body had the attempt failed with no status, and the notification sent again."""
+    answers = iter([200, 503])
+
+    def receiver(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(answers), headers={"Content-Length": "100"}, stream=_CutOff())
+
+    dispatcher = Dispatcher(None, timeout=5)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
+        assert await dispatcher._post(client, DUE, {}) == (200, "")
+        with pytest.raises(httpx.RemoteProtocolError):  # a refusal's is an error, as before
+            await dispatcher._post(client, DUE, {})
