@@ -39,7 +39,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 _READS = (b"GET", b"HEAD")
 
 MAX_HEAD_BYTES = 64 * 1024
-"""A request line and headers at most this long (nginx admits 4 x 8 KiB, h11 16 KiB)."""
+"""A request line and headers at most this long (nginx admits 4 x 8 KiB, h11 16 KiB),
+counted from the read after the one the request began in: httptools does not say where in
+a read a message begins, and counting the whole read would charge a pipelined request with
+the end of the one before (a read is at most 256 KiB, so a head stays bounded)."""
 
 
 class _TurnWrites:
