@@ -66,12 +66,16 @@ async def create_webhook_endpoint(
         return await registry.create(data.url, list(dict.fromkeys(data.events)))
     except NonPublicAddress as refused:
         raise ValidationFailed.single(
-            "url", f"The url must be on a public address: {refused}."
+            "url", f"The url must be on a public address: {refused}{PRIVATE_HINT}"
         ) from None
     except UnresolvableHost as refused:
         raise ValidationFailed.single(
             "url", f"The url's host must resolve to a public address: {refused}."
         ) from None
+
+
+PRIVATE_HINT = "; receivers on private networks need LEDGER_WEBHOOK_ALLOW_PRIVATE=1."
+"""Said with a refused address: a developer's first receiver is on 127.0.0.1."""
 
 
 @get("/v1/webhook-endpoints", responses=errors(401, 403, 503))

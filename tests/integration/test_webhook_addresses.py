@@ -129,7 +129,7 @@ async def test_the_api_answers_422_in_the_contracts_shape(
     assert refused.status_code == 422
     message = (
         "The url must be on a public address: 169.254.169.254, which is not a public address "
-        "(link-local)."
+        "(link-local); receivers on private networks need LEDGER_WEBHOOK_ALLOW_PRIVATE=1."
     )
     assert refused.json() == {"message": message, "errors": {"url": [message]}}
     assert unresolved.status_code == 422
