@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import stripe
+from stripe import SignatureVerificationError, Webhook, WebhookSignature
 
 from ledger.payment_events import (
     CheckoutChange,
@@ -45,7 +45,7 @@ _PAID_STATUSES = ("paid", "no_payment_required")
 
 
 # What construct_event() uses; verify_header() alone checks no age unless told.
-SIGNATURE_TOLERANCE_SECONDS = stripe.Webhook.DEFAULT_TOLERANCE
+SIGNATURE_TOLERANCE_SECONDS = Webhook.DEFAULT_TOLERANCE
 
 
 class InvalidWebhook(Exception):
@@ -80,10 +80,10 @@ def verify_signature(payload: bytes, signature_header: str | None, secrets: Sequ
         raise InvalidWebhook("the body is not UTF-8") from None
     for secret in secrets:
         try:
-            stripe.WebhookSignature.verify_header(
+            WebhookSignature.verify_header(
                 text, signature_header, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
             )
-        except stripe.SignatureVerificationError:
+        except SignatureVerificationError:
             continue
         return
     raise InvalidWebhook("no signature matches a configured secret, or it is too old")
