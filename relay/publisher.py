@@ -107,13 +107,17 @@ class _Batch:
         self.number = number
         self.positions = positions
         self.seqs: list[int] = [0] * len(positions)
+        self.duplicates: list[int] = []
+        """Indexes JetStream dropped as duplicates: ``seqs`` holds the earlier message's."""
         self.missing = len(positions)
         self.refusal: str | None = None
         self.done = asyncio.Event()
 
-    def acked(self, index: int, seq: int) -> None:
+    def acked(self, index: int, seq: int, *, duplicate: bool = False) -> None:
         if not self.seqs[index]:
             self.seqs[index] = seq
+            if duplicate:
+                self.duplicates.append(index)
             self.missing -= 1
             if not self.missing:
                 self.done.set()
@@ -268,6 +272,8 @@ class JetStreamPublisher:
                     headers=headers,
                 )
             await self._acknowledged(batch)
+            if batch.refusal is None and batch.duplicates:
+                batch.refusal = await self._dropped_for_good(batch)
         except _BROKER_ERRORS as error:
             raise BrokerUnavailable(self._reason(error)) from error
         finally:
@@ -313,7 +319,29 @@ class JetStreamPublisher:
                 f"(error {ack.error.err_code})"
             )
             return
-        batch.acked(int(index), ack.seq)
+        batch.acked(int(index), ack.seq, duplicate=ack.duplicate)
+
+    async def _dropped_for_good(self, batch: _Batch) -> str | None:
+        """Why a message dropped as a duplicate is not in the stream, if one is not.
+
+        JetStream remembers ids for its duplicate window also after their messages are
+        purged or deleted, and acknowledges the id again as a duplicate of a sequence
+        the stream no longer holds: taken as stored, the event would be lost.
+        """
+        js = self._manager()
+        for index in batch.duplicates:
+            position, seq = batch.positions[index], batch.seqs[index]
+            try:
+                earlier = await js.get_msg(self.stream.name, seq)
+            except nats.js.errors.NotFoundError:
+                earlier = None
+            if earlier is None or (earlier.headers or {}).get(MSG_ID_HEADER) != str(position):
+                return (
+                    f"JetStream dropped position {position} as a duplicate of sequence {seq}, "
+                    "which the stream no longer holds (purged or deleted within its duplicate "
+                    "window): publishing it again once the window has passed"
+                )
+        return None
 
     async def close(self) -> None:
         """Close the connection, if any (never raises)."""

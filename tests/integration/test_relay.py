@@ -512,3 +512,37 @@ async def test_relays_to_two_streams_each_publish_every_event_once(
         "SELECT name, position FROM projection_positions WHERE name LIKE 'relay:%' ORDER BY name"
     )
     assert [tuple(r) for r in positions] == [("relay:nats", head), ("relay:nats:LEDGER_COPY", head)]
+
+
+async def test_events_published_again_into_a_purged_stream_are_stored_not_taken_as_duplicates(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    """docs/relay.md's way to publish again after a purge: JetStream kept the purged ids in
+    its duplicate window and acknowledged them as duplicates; the relay committed them and
+    the stream stayed empty (a relay review)."""
+    await nats_server.start()
+    await Writer(isolated_db.store).append_chunk(streams=3)
+    events = await every_event(isolated_db.store)
+    settings = relay_settings(url=nats_server.url, batch_size=50, duplicate_window_seconds=2)
+
+    async def relay_until(head: int) -> None:
+        relay = Relay(isolated_db.store, isolated_db.pool, isolated_db.url, settings)
+        stop = asyncio.Event()
+        async with running(relay.run(stop)) as task:
+
+            async def committed() -> bool:
+                return await committed_position(isolated_db) == head
+
+            await until(committed, WAIT_SECONDS, what=f"the relay committing {head}")
+            stop.set()
+            await task
+
+    head = events[-1].notification_id
+    await relay_until(head)
+    async with connected(nats_server.url) as nc:
+        await nc.jetstream().purge_stream(STREAM)
+    await isolated_db.pool.execute(
+        "UPDATE projection_positions SET position = 0 WHERE name = 'relay:nats'"
+    )
+    await relay_until(head)
+    assert_each_event_once_in_order(await read_stream(nats_server), events)
