@@ -20,7 +20,7 @@ import signal
 import asyncpg
 import msgspec
 
-from ledger.store.event_store import DATABASE_ERRORS, EventStore
+from ledger.store.event_store import DATABASE_ERRORS, EventStore, RecordedEvent
 from ledger.store.wakeups import listen, wait_for_either
 from ledger.urls import UNREADABLE, readable, without_password
 from relay.messages import outgoing
@@ -47,6 +47,9 @@ NOTIFY_CHANNEL = "ledger_events"
 POLL_SECONDS = 0.5
 FIRST_RETRY_SECONDS = 0.5
 LAST_RETRY_SECONDS = 5.0
+STALL_SECONDS = 30.0
+"""A batch not done this long after its ack timeout waits on a database that does not answer
+(a network partition: no error comes, PostgreSQL's own timeouts never see the statement)."""
 
 
 _SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
@@ -199,36 +202,29 @@ class Relay:
         if not self.publisher.connected:
             self._in_stream = None
             await self.publisher.connect()
-        in_stream: _InStream | None = None
-        async with self.pool.acquire() as connection, connection.transaction():
-            committed = await claim(connection, self.settings.position_name)
-            if committed is None:
-                if not self._told_of_another:
-                    log.info(
-                        "relay: another relay is publishing %s too; taking turns, batch by batch",
-                        self.settings.position_name,
-                    )
-                    self._told_of_another = True
-                return 0
-            self.position = committed
-            known = self._in_stream
-            if known is None or known.position != committed:
-                # Just connected, after a failure, or another relay moved on: look again.
-                self._in_stream = None
-                known = await self._reconcile(connection, committed)
-            events = await self.store.read_all(
-                after=known.position, limit=self.settings.batch_size, connection=connection
-            )
-            if events:
-                prefix = self.settings.stream.subject_prefix
-                last_seq = await self.publisher.publish(
-                    [outgoing(event, prefix) for event in events], after_seq=known.last_seq
-                )
-                in_stream = _InStream(events[-1].notification_id, last_seq)
-            else:
-                in_stream = known
-            if in_stream.position != committed:
-                await commit(connection, self.settings.position_name, in_stream.position)
+        async with self.pool.acquire() as connection:
+            # A database behind a partition answers nothing and raises nothing, and a
+            # cancelled statement waits for its server too: the connection is cut instead.
+            seconds = self.settings.ack_timeout + STALL_SECONDS
+            stalled: list[bool] = []
+
+            def cut() -> None:
+                stalled.append(True)
+                connection.terminate()
+
+            watchdog = asyncio.get_running_loop().call_later(seconds, cut)
+            try:
+                async with connection.transaction():
+                    done = await self._publish_next(connection)
+            except DATABASE_ERRORS as error:
+                if stalled:
+                    raise TimeoutError(f"no answer within {seconds:.0f}s") from error
+                raise
+            finally:
+                watchdog.cancel()
+        if done is None:
+            return 0
+        in_stream, events = done
         # Committed: only now is the position the stream's and the database's alike.
         self._in_stream = in_stream
         if events:
@@ -236,6 +232,41 @@ class Relay:
             log.debug("relay: published up to position %d", in_stream.position)
         self.position = in_stream.position
         return len(events)
+
+    async def _publish_next(
+        self, connection: Connection
+    ) -> tuple[_InStream, list[RecordedEvent]] | None:
+        """In the turn's transaction: the next batch published, its position committed;
+        None while another relay has the turn."""
+        committed = await claim(connection, self.settings.position_name)
+        if committed is None:
+            if not self._told_of_another:
+                log.info(
+                    "relay: another relay is publishing %s too; taking turns, batch by batch",
+                    self.settings.position_name,
+                )
+                self._told_of_another = True
+            return None
+        self.position = committed
+        known = self._in_stream
+        if known is None or known.position != committed:
+            # Just connected, after a failure, or another relay moved on: look again.
+            self._in_stream = None
+            known = await self._reconcile(connection, committed)
+        events = await self.store.read_all(
+            after=known.position, limit=self.settings.batch_size, connection=connection
+        )
+        if events:
+            prefix = self.settings.stream.subject_prefix
+            last_seq = await self.publisher.publish(
+                [outgoing(event, prefix) for event in events], after_seq=known.last_seq
+            )
+            in_stream = _InStream(events[-1].notification_id, last_seq)
+        else:
+            in_stream = known
+        if in_stream.position != committed:
+            await commit(connection, self.settings.position_name, in_stream.position)
+        return in_stream, events
 
     async def _reconcile(self, connection: Connection, committed: int) -> _InStream:
         """Where to publish from, given what the stream holds and the committed position."""

@@ -27,6 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ledger.store.event_store import EventStore, RecordedEvent
 from relay.messages import MSG_ID_HEADER, decode, outgoing
+from relay.positions import Connection
 from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings
 from relay.runner import Relay, RelayRefused, relay_settings
 from tests.conftest import IsolatedDatabase
@@ -546,3 +547,37 @@ async def test_events_published_again_into_a_purged_stream_are_stored_not_taken_
     )
     await relay_until(head)
     assert_each_event_once_in_order(await read_stream(nats_server), events)
+
+
+class _StalledStore(EventStore):
+    """A database that stops answering without an error, as behind a network partition."""
+
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, connection: Connection | None = None
+    ) -> list[RecordedEvent]:
+        assert connection is not None
+        await connection.execute("SELECT pg_sleep(3600)")
+        raise AssertionError("unreachable")
+
+
+async def test_a_database_that_stops_answering_is_one_line_and_sigterm_still_stops_the_relay(
+    isolated_db: IsolatedDatabase,
+    nats_server: NatsServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A paused database connection held the relay in its batch for good: no log line, and
+    SIGTERM waited for a batch that never ended (a relay review)."""
+    await nats_server.start()
+    monkeypatch.setattr("relay.runner.STALL_SECONDS", 0.5, raising=False)
+    settings = msgspec.structs.replace(relay_settings(url=nats_server.url), ack_timeout=0.5)
+    relay = Relay(_StalledStore(isolated_db.pool), isolated_db.pool, isolated_db.url, settings)
+    stop = asyncio.Event()
+    async with running(relay.run(stop)) as task:
+
+        async def said_so() -> bool:
+            return "the event store is unavailable (TimeoutError: no answer" in caplog.text
+
+        await until(said_so, 20, what="the relay saying the store does not answer")
+        stop.set()
+        await asyncio.wait_for(task, 10)
