@@ -226,7 +226,7 @@ def shape_problems(settings: Settings) -> list[str]:
     key = settings.stripe_secret_key
     if key and not key.startswith(("sk_", "rk_")):
         problems.append("STRIPE_SECRET_KEY is not a Stripe secret key (sk_… or rk_…)")
-    secrets = [s.strip() for s in (settings.stripe_webhook_secret or "").split(",") if s.strip()]
+    secrets = settings.webhook_secrets
     for n, secret in enumerate(secrets, 1):
         # "whsec_" alone is a key everyone knows: anyone could sign a payment.
         if not secret.startswith("whsec_") or len(secret) == len("whsec_"):
