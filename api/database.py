@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
+from api.cli_support import plural
 from ledger.store.event_store import DATABASE_ERRORS, Connection
 from ledger.store.migrate import SERVICE_ROLE, owner_session, pending_migrations, set_up
 from ledger.urls import UNREADABLE, readable, without_password
@@ -181,9 +182,8 @@ async def service_url(
             if applied:
                 # Each migration had its line (ledger.store.migrate): the sum, not the list again.
                 log.info(
-                    "database schema migrated: %d migration%s applied, up to %s",
-                    len(applied),
-                    "" if len(applied) == 1 else "s",
+                    "database schema migrated: %s applied, up to %s",
+                    plural(len(applied), "migration"),
                     applied[-1],
                 )
         else:

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
-from importlib import resources
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -74,7 +73,7 @@ from ledger.store.hash_chain import (
     postgres_microseconds,
 )
 from ledger.store.mapper import MsgspecMapper, event_type_name
-from ledger.store.migrate import SERVICE_ROLE
+from ledger.store.migrate import SERVICE_ROLE, packaged
 from projections.balance_changes import description_of
 from projections.events import as_text
 
@@ -757,12 +756,7 @@ _PROTECTIONS = """
     WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
       AND pg_has_role($2::text, c.relowner, 'MEMBER')
     ORDER BY 1, 2"""
-_APPEND_ONLY_BODY = (
-    resources.files("ledger.store")
-    .joinpath("sql/functions/10_append_only.sql")
-    .read_text(encoding="utf-8")
-    .split("$$")[1]
-)
+_APPEND_ONLY_BODY = packaged("sql/functions/10_append_only.sql").split("$$")[1]
 """The append-only triggers' function body as the migrations make it (``prosrc``)."""
 
 # Each account's line count, and the MD5 of its lines in order: each line's numbers as

@@ -42,7 +42,8 @@ def _sql_files(folder: str) -> list[tuple[str, str]]:
     )
 
 
-def _packaged(path: str) -> str:
+def packaged(path: str) -> str:
+    """A packaged file's text (``path`` under ``ledger/store``)."""
     return resources.files("ledger.store").joinpath(path).read_text(encoding="utf-8")
 
 
@@ -138,7 +139,7 @@ async def _apply_migrations(connection: Connection) -> list[str]:
 
 async def apply_grants(connection: Connection) -> None:
     """What ``ledger_service`` may do (``sql/grants.sql``), as the tables' owner."""
-    await connection.execute(_packaged("sql/grants.sql"))
+    await connection.execute(packaged("sql/grants.sql"))
 
 
 async def owner_session(connection: Connection) -> None:
