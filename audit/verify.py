@@ -53,6 +53,7 @@ from ledger.domain.events import (
     CreditsReversed,
     CreditsSpent,
     DisputeClosed,
+    DisputeUpdated,
     GrantExpired,
     GrantVoided,
     HoldCaptured,
@@ -91,8 +92,28 @@ _HOLD_STATUS: dict[type, str] = {
 assert set(_HOLD_STATUS) == {HoldPlaced, *HOLD_SETTLEMENTS}
 _STATEMENT_EVENTS = frozenset(STATEMENT_EVENTS)
 
-_HOLD_COLUMNS = ("stream_id", "amount", "captured", "released", "status", "reason", "expires_at")
-_GRANT_COLUMNS = ("stream_id", "amount", "remaining", "priority", "expires_at", "reason", "status")
+_HOLD_COLUMNS = (
+    "stream_id",
+    "amount",
+    "captured",
+    "released",
+    "status",
+    "reason",
+    "expires_at",
+    "placed_at",
+    "settled_at",
+)
+_GRANT_COLUMNS = (
+    "stream_id",
+    "amount",
+    "remaining",
+    "priority",
+    "expires_at",
+    "reason",
+    "status",
+    "granted_at",
+    "closed_at",
+)
 _ViewRow = tuple[str, tuple[Any, ...], int]
 """A hold's or grant's row as the replay makes it: (account, the view's columns, position)."""
 _MAY_OVERDRAW = (CreditsSpent, HoldPlaced)
@@ -148,6 +169,7 @@ class Stream:
         "statement_after",
         "statement_digest",
         "statement_lines",
+        "updated_at",
         "version",
     )
 
@@ -172,6 +194,8 @@ class Stream:
         """When a Checkout session's first CheckoutPaid was recorded."""
         self.requested_at: datetime | None = None
         """When its CheckoutRequested was (a purchase row's created_at)."""
+        self.updated_at: datetime | None = None
+        """When its last event that changed its purchase row was (``_changes_purchase``)."""
         self.snapshots: dict[int, StoredSnapshot] | None = None
         self.older_disputes = False
 
@@ -191,6 +215,7 @@ class PurchaseAt(msgspec.Struct, frozen=True):
     """Its CheckoutRequested's, as created_at is that event's time."""
     created_at: datetime | None
     paid_at: datetime | None
+    updated_at: datetime | None
 
 
 class StoredSnapshot(msgspec.Struct, frozen=True):
@@ -465,6 +490,8 @@ class StreamReplay:
                 stream.requested_at = event.recorded_at
             elif kind is CheckoutPaid and stream.paid_at is None:
                 stream.paid_at = event.recorded_at
+            if _changes_purchase(domain_event):
+                stream.updated_at = event.recorded_at
             if event.notification_id <= self.positions.get("purchases", 0):
                 stream.purchase_status = _purchase_at(aggregate, stream)
 
@@ -523,7 +550,7 @@ class StreamReplay:
                     event,
                 )
             if event.notification_id <= self.positions.get("grants", 0):
-                self._grant_row(account.account_id, event, grant_id, grant)
+                self._grant_row(account.account_id, event, kind, grant_id, grant)
 
     def _hold_row(self, account_id: str, event: RecordedEvent, domain_event: Any) -> None:
         """The hold's row after one of its events, as the holds view should show it."""
@@ -537,11 +564,15 @@ class StreamReplay:
                 status,
                 as_text(domain_event.reason),
                 datetime.fromisoformat(domain_event.expires_at),
+                event.recorded_at,
+                None,
             )
         else:
             placed = self.hold_status.get(hold_id)
-            stream_id, amount, _, _, _, reason, expires_at = (
-                placed[1] if placed else (event.originator_id, None, 0, 0, "", None, None)
+            stream_id, amount, _, _, _, reason, expires_at, placed_at, _ = (
+                placed[1]
+                if placed
+                else (event.originator_id, None, 0, 0, "", None, None, None, None)
             )
             captured = domain_event.captured if isinstance(domain_event, HoldCaptured) else 0
             values = (
@@ -552,14 +583,21 @@ class StreamReplay:
                 status,
                 reason,
                 expires_at,
+                placed_at,
+                event.recorded_at,
             )
         self.hold_status[hold_id] = (account_id, values, event.notification_id)
 
     def _grant_row(
-        self, account_id: str, event: RecordedEvent, grant_id: str, grant: Grant | None
+        self, account_id: str, event: RecordedEvent, kind: type, grant_id: str, grant: Grant | None
     ) -> None:
         """The grant's row after an event that moved or closed it, as the grants view
-        should show it."""
+        should show it: granted at its CreditsGranted's time, closed at its GrantExpired's
+        or GrantVoided's."""
+        known = self.grant_rows.get(grant_id)
+        granted_at, closed_at = (known[1][7], known[1][8]) if known else (event.recorded_at, None)
+        if kind in _GRANT_CLOSED:
+            closed_at = event.recorded_at
         if grant is not None:
             values: tuple[Any, ...] = (
                 event.originator_id,
@@ -569,14 +607,25 @@ class StreamReplay:
                 grant.expires_at,
                 as_text(grant.reason),
                 grant.status,
+                granted_at,
+                closed_at,
             )
         else:  # closed, and no longer on the account
-            known = self.grant_rows.get(grant_id)
-            stream_id, amount, _, priority, expires_at, reason, _ = (
+            stream_id, amount, _, priority, expires_at, reason, *_ = (
                 known[1] if known else (event.originator_id, None, 0, None, None, None, None)
             )
             status = self.closed_grants.get((event.originator_id, grant_id), "closed")
-            values = (stream_id, amount, 0, priority, expires_at, reason, status)
+            values = (
+                stream_id,
+                amount,
+                0,
+                priority,
+                expires_at,
+                reason,
+                status,
+                granted_at,
+                closed_at,
+            )
         self.grant_rows[grant_id] = (account_id, values, event.notification_id)
 
     def _account_took_back(self, account_id: str, domain_event: Any, event: RecordedEvent) -> None:
@@ -1294,7 +1343,16 @@ def _purchase_at(session: CheckoutSession, stream: Stream) -> PurchaseAt:
         position=stream.first_position,
         created_at=stream.requested_at,
         paid_at=stream.paid_at,
+        updated_at=stream.updated_at,
     )
+
+
+def _changes_purchase(event: Any) -> bool:
+    """Whether a session's event changes its purchase row: every one does but a dispute's
+    that moved no credits (the row shows what the purchase is worth, not the dispute)."""
+    if isinstance(event, DisputeUpdated | PaymentDisputed | DisputeClosed):
+        return bool(getattr(event, "credits_reversed", 0) or getattr(event, "credits_restored", 0))
+    return True
 
 
 def _when(moment: datetime | None) -> str:

@@ -373,12 +373,12 @@ async def test_a_purchase_rows_dates_and_order_customers_see_are_compared(
 ) -> None:
     """``GET /v1/credits/purchases`` shows when a purchase was made and paid, newest first
     by position, and reconciliation picks pending ones by created_at: those columns could
-    say anything (an audit review)."""
+    say anything (an audit review). updated_at too (the next review)."""
     await build_history(isolated_db)
     await tamper(
         isolated_db.url,
         """UPDATE purchases SET created_at = '2020-01-01Z', paid_at = '2020-01-02Z',
-                  position = position + 1000
+                  updated_at = '2020-01-03Z', position = position + 1000
            WHERE session_id = 'cs_0_b'""",
     )
 
@@ -389,6 +389,7 @@ async def test_a_purchase_rows_dates_and_order_customers_see_are_compared(
         "session cs_0_b: created_at",
         "session cs_0_b: paid_at",
         "session cs_0_b: position",
+        "session cs_0_b: updated_at",
     ]
 
 

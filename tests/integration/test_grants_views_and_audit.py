@@ -226,12 +226,13 @@ async def test_the_audit_compares_every_column_of_a_grant_the_expiry_worker_read
     isolated_db: IsolatedDatabase,
 ) -> None:
     """Amount, priority, expiry, account and reason were not compared: a grant moved to
-    another account or never to expire passed (an audit review)."""
+    another account or never to expire passed (an audit review); nor when it was granted and
+    closed (the next)."""
     _, ids = await grants_history(isolated_db)
     await caught_up(isolated_db.store)
     await isolated_db.pool.execute(
         """UPDATE grants SET amount = 1, priority = 99, expires_at = '2000-01-01Z', reason = 'x',
-                  stream_id = gen_random_uuid()
+                  stream_id = gen_random_uuid(), granted_at = '2000-01-01Z', closed_at = now()
            WHERE grant_id = $1""",
         ids["kept"],
     )
@@ -241,7 +242,9 @@ async def test_the_audit_compares_every_column_of_a_grant_the_expiry_worker_read
     changed = sorted(f.detail.split(" (view at")[0] for f in report.findings)
     assert [d.split(": ", 1)[1].split(" is ")[0] for d in changed] == [
         "amount",
+        "closed_at",
         "expires_at",
+        "granted_at",
         "priority",
         "reason",
         "stream_id",

@@ -113,12 +113,13 @@ async def test_the_audit_finds_a_holds_view_that_disagrees(isolated_db: Isolated
 
 async def test_the_audit_compares_every_column_of_a_hold(isolated_db: IsolatedDatabase) -> None:
     """Only the status was compared: a captured hold's amounts, its reason or its account
-    could say anything (an audit review)."""
+    could say anything (an audit review); nor when it was placed and settled (the next)."""
     await holds_history(isolated_db)
     await caught_up(isolated_db.store)
     await isolated_db.pool.execute(
         """UPDATE holds SET amount = 5000, captured = 5000, released = 1, reason = 'x',
-                  expires_at = '2000-01-01Z', stream_id = gen_random_uuid()
+                  expires_at = '2000-01-01Z', stream_id = gen_random_uuid(),
+                  placed_at = '2000-01-01Z', settled_at = '2000-01-02Z'
            WHERE reason = 'job a'"""
     )
 
@@ -126,4 +127,13 @@ async def test_the_audit_compares_every_column_of_a_hold(isolated_db: IsolatedDa
 
     assert {f.kind for f in report.findings} == {"holds-view"}
     changed = sorted(f.detail.split(": ", 1)[1].split(" is ")[0] for f in report.findings)
-    assert changed == ["amount", "captured", "expires_at", "reason", "released", "stream_id"]
+    assert changed == [
+        "amount",
+        "captured",
+        "expires_at",
+        "placed_at",
+        "reason",
+        "released",
+        "settled_at",
+        "stream_id",
+    ]
