@@ -203,7 +203,9 @@ class TokenService:
                 self._note_use(token_id)
                 return principal
             self._known.pop(token_id, None)
-        heard = self._revocations_heard
+        # Kept only if one listener heard everything from before the read to after it: a
+        # read begun while none listened may predate a revocation no one heard.
+        heard, listening = self._revocations_heard, self._listener
         read_at = self._clock()
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(
@@ -220,7 +222,8 @@ class TokenService:
             name=row["name"],
         )
         if (
-            self._listener is not None
+            listening is not None
+            and self._listener is listening
             and heard == self._revocations_heard
             and self.cache_seconds > 0
         ):
@@ -291,9 +294,7 @@ class TokenService:
             )
             revoked = [row["token_id"] for row in rows]
             for token_id in revoked:
-                await connection.execute(
-                    "SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id
-                )
+                await connection.execute("SELECT pg_notify($1, $2)", REVOCATIONS_CHANNEL, token_id)
         for token_id in revoked:
             self._known.pop(token_id, None)
         return revoked

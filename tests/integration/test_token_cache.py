@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 
@@ -60,3 +61,44 @@ async def test_a_cached_token_is_read_again_after_its_lifetime_without_a_revocat
 
     assert within is not None
     assert beyond is None
+
+
+async def test_a_token_read_while_no_one_listened_is_not_cached_once_the_listener_is_back(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """A check that began while the listener was lost could read the row before a
+    revocation no one heard, end after the listener came back, and keep the revoked token
+    for the cache's 30 s (a security review)."""
+    one_connection = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    caching = TokenService(one_connection)
+    issued = await caching.issue(Scope.LEDGER_WRITE, name="while deaf")
+    await caching.watch_revocations(database_url)
+    try:
+        lost = caching._listener
+        assert lost is not None
+        admin = await asyncpg.connect(database_url)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", lost.get_server_pid())
+        finally:
+            await admin.close()
+        deadline = time.monotonic() + 10
+        while caching._listener is lost:
+            assert time.monotonic() < deadline, "the lost listener was never noticed"
+            await asyncio.sleep(0.01)
+        async with one_connection.acquire():  # the check begins, and waits for its read
+            checking = asyncio.create_task(caching.authenticate(issued.secret))
+            await asyncio.sleep(0.05)
+            while caching._listener is None:  # listening again, the read not yet made
+                assert time.monotonic() < deadline, "the listener never came back"
+                await asyncio.sleep(0.01)
+        assert await checking is not None
+        # What the lost listener would have missed: the revocation's notification.
+        await pool.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1", issued.token_id
+        )
+        after = await caching.authenticate(issued.secret)
+    finally:
+        await caching.stop_watching()
+        await one_connection.close()
+
+    assert after is None
