@@ -86,14 +86,26 @@ def as_json_line(event: ExportedEvent) -> str:
     return msgspec.json.encode(event).decode()
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection)."""
+
+
 def as_csv_row(event: ExportedEvent) -> str:
-    """One CSV row, ``data`` as a JSON string, in CSV_COLUMNS order."""
+    """One CSV row, ``data`` as a JSON string, in CSV_COLUMNS order.
+
+    A description that a spreadsheet would run as a formula (a spend's reason is its
+    description, and a reason is any text) starts with ``'``; ``data`` keeps it as stored.
+    """
     values = msgspec.structs.asdict(event)
+    if event.description.startswith(_FORMULA_STARTS):
+        values["description"] = "'" + event.description
     values["data"] = msgspec.json.encode(event.data).decode()
     values["recorded_at"] = event.recorded_at.isoformat()
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([values[c] for c in CSV_COLUMNS])
-    return buffer.getvalue().rstrip("\n")
+    # "\r\n" so that a cell holding either is quoted (the writer quotes what its line
+    # terminator holds); the command ends each row itself.
+    csv.writer(buffer, lineterminator="\r\n").writerow([values[c] for c in CSV_COLUMNS])
+    return buffer.getvalue().removesuffix("\r\n")
 
 
 def csv_header() -> str:
