@@ -55,6 +55,10 @@ EXPECTED_LAST_MSG_ID_HEADER = "Nats-Expected-Last-Msg-Id"
 _BROKER_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 
 
+class RelayRefused(Exception):
+    """The relay will not publish: its settings or the stream it found are wrong."""
+
+
 class BrokerUnavailable(Exception):
     """The broker did not take a batch (down, unreachable, refusing): nothing is lost, retry."""
 
@@ -192,14 +196,22 @@ class JetStreamPublisher:
         try:
             info = await js.stream_info(self.stream.name)
         except nats.js.errors.NotFoundError:
-            await js.add_stream(
-                StreamConfig(
-                    name=self.stream.name,
-                    subjects=[self.stream.subjects],
-                    storage=StorageType.FILE,
-                    duplicate_window=self.stream.duplicate_window_seconds,
+            try:
+                await js.add_stream(
+                    StreamConfig(
+                        name=self.stream.name,
+                        subjects=[self.stream.subjects],
+                        storage=StorageType.FILE,
+                        duplicate_window=self.stream.duplicate_window_seconds,
+                    )
                 )
-            )
+            except nats.js.errors.BadRequestError as error:  # asking again cannot help
+                await self.close()
+                raise RelayRefused(
+                    f"cannot create stream {self.stream.name} for subjects "
+                    f"{self.stream.subjects}: {self._reason(error)}. Choose other subjects "
+                    "(--subject-prefix) or publish to the stream that holds them (--stream)."
+                ) from None
             log.info(
                 "relay created stream %s (subjects %s, duplicate window %.0fs)",
                 self.stream.name,

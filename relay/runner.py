@@ -29,6 +29,7 @@ from relay.publisher import (
     DEFAULT_STREAM,
     BrokerUnavailable,
     JetStreamPublisher,
+    RelayRefused,
     StreamSettings,
     StreamTail,
 )
@@ -54,10 +55,6 @@ STALL_SECONDS = 30.0
 
 _SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class RelayRefused(Exception):
-    """The relay will not publish: its settings or the stream it found are wrong."""
 
 
 class RelaySettings(msgspec.Struct, frozen=True):

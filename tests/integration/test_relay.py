@@ -440,6 +440,26 @@ async def test_the_relay_refuses_a_stream_that_holds_another_ledgers_events(
     assert await committed_position(isolated_db) == 0
 
 
+async def test_the_relay_refuses_subjects_another_stream_holds_instead_of_retrying(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    """JetStream will not make a stream whose subjects overlap another's (error 10065):
+    the relay said so once a retry, for ever (a relay review)."""
+    await nats_server.start()
+    async with connected(nats_server.url) as nc:
+        await nc.jetstream().add_stream(name="SOMEONE_ELSES", subjects=[f"{PREFIX}.>"])
+
+    relay = Relay(
+        isolated_db.store,
+        isolated_db.pool,
+        isolated_db.url,
+        relay_settings(url=nats_server.url, stream="SECOND"),
+    )
+    with pytest.raises(RelayRefused, match="cannot create stream SECOND .*10065"):
+        await asyncio.wait_for(relay.run(asyncio.Event()), WAIT_SECONDS)
+    assert await committed_position(isolated_db) == 0
+
+
 async def test_two_relays_on_one_database_take_turns_without_duplicates(
     isolated_db: IsolatedDatabase, nats_server: NatsServer
 ) -> None:
