@@ -455,7 +455,7 @@ async def test_the_relay_refuses_subjects_another_stream_holds_instead_of_retryi
         isolated_db.url,
         relay_settings(url=nats_server.url, stream="SECOND"),
     )
-    with pytest.raises(RelayRefused, match="cannot create stream SECOND .*10065"):
+    with pytest.raises(RelayRefused, match=r"cannot create stream SECOND .*10065"):
         await asyncio.wait_for(relay.run(asyncio.Event()), WAIT_SECONDS)
     assert await committed_position(isolated_db) == 0
 
