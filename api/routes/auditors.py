@@ -162,7 +162,8 @@ AsOf = Annotated[
 def parse_as_of(value: str) -> datetime:
     """An RFC 3339 time with its offset, or a 422."""
     try:
-        moment = datetime.fromisoformat(value)
+        # RFC 3339 (5.6) lets "T" and "Z" be lower case; fromisoformat() refuses a "z".
+        moment = datetime.fromisoformat(value.upper())
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None or not in_utc_years(moment):
@@ -184,4 +185,6 @@ async def credits_as_of(services: Services, account_id: str, as_of: str) -> Cred
     return CreditsAsOf(**base, as_of=moment, version=account.version)
 
 
-AUDITORS = Router("/", route_handlers=[account_events, global_events], security=BEARER, tags=["auditors"])
+AUDITORS = Router(
+    "/", route_handlers=[account_events, global_events], security=BEARER, tags=["auditors"]
+)

@@ -165,6 +165,22 @@ async def test_balance_as_of_a_moment_matches_a_replay_to_then(
     assert "as_of" in naive.json()["errors"]
 
 
+async def test_as_of_takes_rfc_3339_times_with_a_lower_case_t_and_z(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """RFC 3339 (5.6) lets "T" and "Z" be lower case: "2026-12-04t17:55:00z" was a 422."""
+    headers = await auditor(services)
+    path = f"/v1/accounts/{customer.account_id}/credits"
+    moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    upper = await http.get(path, params={"as_of": moment}, headers=headers)
+    lower = await http.get(path, params={"as_of": moment.lower()}, headers=headers)
+
+    assert upper.status_code == 200, upper.text
+    assert lower.status_code == 200, lower.text
+    assert lower.json() == upper.json()
+
+
 async def test_an_as_of_answer_that_an_open_append_holds_back_is_a_503_saying_why(
     http: httpx.AsyncClient, customer: Customer, services: Services
 ) -> None:
