@@ -222,6 +222,10 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     # A pooled connection the server cut off in the middle of an operation can fail its
     # next use this way ("cannot switch to state ..."); seen while PostgreSQL restarted.
     asyncpg.InternalClientError: _database_unavailable,
+    # A new connection the server refuses: its database was dropped or renamed, or its role
+    # may no longer log in (a password rotated): unavailable until an operator sets it right.
+    asyncpg.InvalidCatalogNameError: _database_unavailable,
+    asyncpg.InvalidAuthorizationSpecificationError: _database_unavailable,
     # The server is out of connections or memory, or one of the service's timeouts ended
     # a wait (lock_timeout, statement_timeout): nothing was committed, a retry may pass.
     asyncpg.InsufficientResourcesError: _database_unavailable,

@@ -11,16 +11,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import jsonschema_rs
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from api.access.tokens import Scope
 from api.app import create_app
 from api.log_context import ContextFilter, JsonFormatter
+from api.services import Services
 from api.settings import Settings, SettingsError
-from tests.e2e.conftest import Customer
+from stripe_standin import RunningStandin
+from tests.conftest import fresh_database
+from tests.e2e.conftest import Customer, served_api
 from tests.support.stripe_events import checkout_session, event_body, signature
 
 
@@ -65,7 +70,9 @@ def test_config_check_prints_the_settings_with_secrets_masked() -> None:
     assert "PORT = 9001" in lines
     assert "STRIPE_SECRET_KEY = sk_test_… (set; test mode)" in lines
     assert "STRIPE_WEBHOOK_SECRET = whsec_… (set; 1 secret)" in lines
-    assert "DATABASE_URL = postgresql://ledger@db.internal:5432/ledger (password not shown)" in lines
+    assert (
+        "DATABASE_URL = postgresql://ledger@db.internal:5432/ledger (password not shown)" in lines
+    )
     assert lines[-1] == "configuration OK"
     for secret in ("very_secret", "also_secret", "hunter2"):
         assert secret not in checked.stdout + checked.stderr
@@ -291,3 +298,29 @@ async def test_a_handled_webhook_logs_with_its_stripe_event_id(
     assert response.status_code == 200
     [record] = [r for r in caplog.records if "cs_test_never_seen_log" in r.getMessage()]
     assert record.stripe_event_id == "evt_log_test_2"  # type: ignore[attr-defined]
+
+
+async def test_a_database_that_refuses_the_connection_is_a_503_not_a_500(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    """A pool that cannot connect because the database is gone (or its role may no longer
+    log in) is the database being unavailable, as a server that is down is: it answered
+    500 "Server Error." with a traceback per request."""
+    async with fresh_database(postgres_server_url) as url, served_api(url, standin) as app:
+        services: Services = app.state.services
+        writer = await services.tokens.issue(Scope.LEDGER_WRITE, name="ops")
+        headers = {"Authorization": f"Bearer {writer.secret}"}
+        admin = await asyncpg.connect(postgres_server_url)
+        try:
+            await admin.execute(f'DROP DATABASE "{url.rsplit("/", 1)[-1]}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+        async with httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http:
+            read = await http.get("/v1/accounts/acct_gone/credits", headers=headers)
+            ready = await http.get("/readyz")
+
+    assert ready.status_code == 503
+    assert read.status_code == 503, read.text
+    assert read.json() == {"message": "The ledger's database is unavailable; please retry."}
+    assert read.headers["Retry-After"] == "1"
