@@ -40,6 +40,10 @@ _DISPUTE_EVENTS = frozenset(
     }
 )
 
+STRIPE_ID_MAX = 255
+"""Stripe's ids are at most 255 characters (its API upgrades guide). The ledger keys claims
+and views on them, and PostgreSQL's btree indexes refuse a key of a few kilobytes."""
+
 # "no_payment_required" happens with 100 % discounts: nothing to collect, still fulfilled.
 _PAID_STATUSES = ("paid", "no_payment_required")
 
@@ -119,6 +123,7 @@ def parse_event(
             raise InvalidWebhook("the event has no data.object")
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
         raise InvalidWebhook(f"not a Stripe event: {error}") from None
+    _check_id(envelope.id)
     if (elsewhere := _elsewhere(envelope, livemode)) is not None:
         log.warning("ignoring Stripe event %s (%s): %s", envelope.id, envelope.type, elsewhere)
         return envelope, None
@@ -140,7 +145,7 @@ def _meaning(envelope: StripeEventEnvelope, obj: dict[str, Any]) -> PaymentEvent
     if change := _CHECKOUT_CHANGES.get(envelope.type):
         return _checkout_event(envelope.id, change, obj)
     if envelope.type == "charge.refunded":
-        intent = _text(obj.get("payment_intent"))
+        intent = _id(obj.get("payment_intent"))
         refunded = _integer(obj.get("amount_refunded"))
         if intent and refunded is not None:
             return RefundEvent(
@@ -148,8 +153,8 @@ def _meaning(envelope: StripeEventEnvelope, obj: dict[str, Any]) -> PaymentEvent
             )
         return None
     if envelope.type in _DISPUTE_EVENTS:
-        intent = _text(obj.get("payment_intent"))
-        dispute_id = _text(obj.get("id"))
+        intent = _id(obj.get("payment_intent"))
+        dispute_id = _id(obj.get("id"))
         status = _text(obj.get("status"))
         if not intent or not dispute_id or not status:
             return None
@@ -164,7 +169,7 @@ def _meaning(envelope: StripeEventEnvelope, obj: dict[str, Any]) -> PaymentEvent
 
 
 def _checkout_event(event_id: str, change: CheckoutChange, obj: dict[str, Any]) -> CheckoutEvent:
-    session_id = _text(obj.get("id"))
+    session_id = _id(obj.get("id"))
     if not session_id:
         raise InvalidWebhook("the checkout session has no id")
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
@@ -174,7 +179,7 @@ def _checkout_event(event_id: str, change: CheckoutChange, obj: dict[str, Any]) 
         change=change,
         session_id=session_id,
         paid=obj.get("payment_status") in _PAID_STATUSES,
-        payment_intent=_text(obj.get("payment_intent")),
+        payment_intent=_id(obj.get("payment_intent")),
         amount_total=_integer(obj.get("amount_total")),
         currency=_text(obj.get("currency")),
         account_id=_text(metadata.get("account_id")),
@@ -188,6 +193,19 @@ def _text(value: Any) -> str | None:
     if isinstance(value, dict):  # an expanded object
         value = value.get("id")
     return value if isinstance(value, str) and value else None
+
+
+def _id(value: Any) -> str | None:
+    """An object's id, read as ``_text`` reads it."""
+    found = _text(value)
+    if found is not None:
+        _check_id(found)
+    return found
+
+
+def _check_id(value: str) -> None:
+    if len(value) > STRIPE_ID_MAX:
+        raise InvalidWebhook(f"an id is longer than Stripe's {STRIPE_ID_MAX} characters")
 
 
 def _integer(value: Any) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 
 import httpx
@@ -238,6 +239,45 @@ async def test_event_types_the_ledger_ignores_still_get_200(
 async def test_a_verified_body_that_is_not_an_event_is_400(http: httpx.AsyncClient) -> None:
     for body in ["[]", '{"id": "evt_1"}', "not json"]:
         assert (await deliver(http, body)).status_code == 400
+
+
+def _too_long(prefix: str) -> str:
+    """An id past Stripe's 255 characters that PostgreSQL cannot compress into an index."""
+    return prefix + secrets.token_hex(2000)
+
+
+@pytest.mark.parametrize(
+    "where", ["event id", "session id", "payment intent of a refund", "dispute id"]
+)
+async def test_a_verified_event_with_an_id_longer_than_stripes_is_400_and_records_nothing(
+    http: httpx.AsyncClient, customer: Customer, services: Services, where: str
+) -> None:
+    paid = checkout_session("cs_test_short", account_id=customer.account_id, credits=100)
+    body = {
+        "event id": lambda: event_body("customer.created", {"id": "cus_1"}, _too_long("evt_")),
+        "session id": lambda: event_body(
+            "checkout.session.completed", {**paid, "id": _too_long("cs_")}
+        ),
+        "payment intent of a refund": lambda: event_body(
+            "charge.refunded", charge(_too_long("pi_"), amount=100, amount_refunded=100)
+        ),
+        "dispute id": lambda: event_body(
+            "charge.dispute.created",
+            dispute(_too_long("dp_"), "pi_test_short", amount=100, status="needs_response"),
+        ),
+    }[where]()
+    start = await tail_position(services.store)
+
+    response = await deliver(http, body)
+
+    # Before: the event id and the payment intent's link overflowed the claims' index (500);
+    # the session was recorded and the purchases view could not take it (the projector stuck).
+    assert response.status_code == 400
+    assert response.json() == {
+        "message": "Invalid Stripe webhook: an id is longer than Stripe's 255 characters."
+    }
+    assert await events_since(services.store, start) == []
+    assert await topup_balance(services, customer.account_id) == 0
 
 
 async def test_a_paid_session_the_store_never_saw_is_credited_from_its_metadata(
