@@ -81,12 +81,20 @@ def check_period(period: str) -> None:
 
 
 def in_utc_years(moment: datetime) -> bool:
-    """Whether ``moment`` is a time PostgreSQL and Python can both hold (years 1-9999 in UTC)."""
+    """Whether ``moment`` is a time PostgreSQL and Python can both hold (years 1-9999 in UTC).
+
+    Not the first microsecond of year 1 nor the last of 9999: asyncpg writes those as
+    PostgreSQL's -infinity and infinity, and reads them back without their offset.
+    """
     try:
-        moment.astimezone(UTC)
+        utc = moment.astimezone(UTC)
     except OverflowError:
         return False
-    return True
+    return _FIRST_MOMENT < utc < _LAST_MOMENT
+
+
+_FIRST_MOMENT = datetime.min.replace(tzinfo=UTC)
+_LAST_MOMENT = datetime.max.replace(tzinfo=UTC)
 
 
 REASON_PATTERN = r"^[^\x00]*$"

@@ -20,6 +20,7 @@ from api.services import Services
 from projections.runner import Projector
 from tests.e2e.conftest import Connect
 from tests.e2e.test_spending_api import open_account
+from tests.support.events import caught_up
 
 
 async def grant(
@@ -114,6 +115,36 @@ async def test_bad_grants_are_422(
 
     assert refused.status_code == 422, refused.text
     assert refused.json()["errors"] == {field: [message]}
+
+
+async def test_a_grant_expiring_at_the_last_microsecond_of_9999_is_422(
+    http: httpx.AsyncClient,
+    writer: LedgerClient,
+    writer_headers: dict[str, str],
+    services: Services,
+) -> None:
+    account_id = await open_account(writer, 0)
+
+    last = await grant(
+        http, writer_headers, account_id, {"amount": 5, "expires_at": "9999-12-31T23:59:59.999999Z"}
+    )
+    before = await grant(
+        http, writer_headers, account_id, {"amount": 5, "expires_at": "9999-12-31T23:59:59.999998Z"}
+    )
+    await caught_up(services.store)
+    listed = await writer.list_grants(account_id)
+
+    # Before: 201, and asyncpg wrote that instant into the grants view as PostgreSQL's infinity,
+    # read back with no offset: the list showed "9999-12-31T23:59:59.999999" and audit verify
+    # reported the view against the events.
+    assert last.status_code == 422, last.text
+    assert last.json()["errors"] == {
+        "expires_at": ["A grant's expires_at must fall within the years 1 to 9999 in UTC."]
+    }
+    assert before.status_code == 201, before.text
+    assert [g.expires_at for g in listed.data] == [
+        datetime(9999, 12, 31, 23, 59, 59, 999998, tzinfo=UTC)
+    ]
 
 
 async def test_an_account_s_grants_are_listed_by_status_with_what_remains_at_once(
