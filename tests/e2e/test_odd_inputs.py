@@ -80,6 +80,34 @@ async def test_an_as_of_before_year_one_in_utc_is_not_a_500(
     assert_contract_error(answer, 404, 422)
 
 
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        "2026-01-01T00:59:59.5+00:59:59.5",  # an offset with seconds
+        "2026-01-01T00:00:00+00:60",
+        "2026-W01-4T00:00:00Z",  # ISO 8601's week date
+        "20260101T000000Z",
+        "2026-01-01T00:00Z",
+    ],
+)
+async def test_an_as_of_that_is_not_rfc_3339_is_422(
+    http: httpx.AsyncClient, customer: Customer, auditor_headers: dict[str, str], as_of: str
+) -> None:
+    answer = await http.get(
+        f"/v1/accounts/{customer.account_id}/credits",
+        params={"as_of": as_of},
+        headers=auditor_headers,
+    )
+
+    # Before: each was read by datetime.fromisoformat and answered (here 404, the account
+    # opened later); an offset with seconds was replayed at its instant and echoed in
+    # "as_of" rounded to minutes, which is another instant.
+    body = assert_contract_error(answer, 422)
+    assert body["errors"] == {
+        "as_of": ["The as of must be an RFC 3339 time with an offset, e.g. 2026-11-25T12:00:00Z."]
+    }
+
+
 # --- 3. A NUL character in a path parameter: 500 -----------------------------------------
 
 
