@@ -99,7 +99,11 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
             messages: list[ReceiveMessage] = []
             body = b""
             if reads_body:
-                messages, whole = await _read_body(receive, handler.resolve_request_max_body_size())
+                limit = handler.resolve_request_max_body_size()
+                if _declared_over(scope, limit):  # the route answers 413 before reading
+                    await app(scope, receive, send)
+                    return
+                messages, whole = await _read_body(receive, limit)
                 if not whole:
                     await app(scope, _replaying(messages, receive), send)
                     return
@@ -120,6 +124,15 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
         return lane
 
     return wrap
+
+
+def _declared_over(scope: Scope, limit: int | None) -> bool:
+    """Whether the ``Content-Length`` header says the body is over ``limit`` (Litestar's
+    route answers 413 then, before reading; the lane would wait for the body)."""
+    declared = first_header(scope, b"content-length")
+    if limit is None or declared is None or not (declared.isascii() and declared.isdigit()):
+        return False
+    return int(declared) > limit
 
 
 async def _read_body(receive: Receive, limit: int | None) -> tuple[list[ReceiveMessage], bool]:

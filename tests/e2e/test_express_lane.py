@@ -8,6 +8,7 @@ the request id, the positions and the account ids.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -202,3 +203,29 @@ async def test_holds_in_the_express_lane_answer_as_litestar_alone_does(
     assert statuses == [201, 201, 201, 402, 422, 422, 403, 422, 422, 200, 200, 409, 409,
                         200, 200, 422, 404, 404]  # fmt: skip
     assert laned_answers[1].headers["idempotent-replayed"] == "true"
+
+
+@pytest.mark.parametrize("path", ["/v1/accounts/{account_id}/spend", "/v1/stripe/webhook"])
+async def test_a_body_declared_over_the_limit_is_413_at_once_in_the_express_lane(
+    ledger_app: Litestar, litestar_alone: str, services: Services, path: str
+) -> None:
+    """Litestar answers from ``Content-Length`` before reading; the lane waited for the
+    body itself, so a client that declared 100 MB and sent 2 bytes got no answer."""
+    token = (await services.tokens.issue(Scope.LEDGER_WRITE, name="declared")).secret
+    account_id = unique("acct")
+    await open_account(services.ledger, account_id, 100)
+    path = path.format(account_id=account_id)
+    for base_url in (ledger_app.state.base_url, litestar_alone):
+        host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {token}\r\nIdempotency-Key: k\r\n"
+            "Content-Length: 100000000\r\n\r\n{}".encode()
+        )
+        try:
+            status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+        finally:
+            writer.close()
+
+        assert status_line.startswith(b"HTTP/1.1 413"), (base_url, status_line)
