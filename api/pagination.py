@@ -55,7 +55,7 @@ def page(limit: str | None, after: str | None) -> Page:
     errors: dict[str, list[str]] = {}
     chosen = DEFAULT_LIMIT
     if limit is not None:
-        if not _whole_number(limit):
+        if not _whole_number(limit.removeprefix("-")):  # -1 is an integer, out of range
             errors["limit"] = ["The limit field must be an integer."]
         elif len(limit) > 9 or not 1 <= int(limit) <= MAX_LIMIT:
             errors["limit"] = [f"The limit must be between 1 and {MAX_LIMIT}."]
