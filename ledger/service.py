@@ -119,7 +119,8 @@ class Ledger:
         Nothing is recorded when Stripe fails. With an idempotency key the same
         key returns the same session without asking Stripe again; concurrent
         duplicates get one session from Stripe (same parameters, same Stripe
-        idempotency key) and one of them records it.
+        idempotency key) and one of them records it; one asking for other credits under
+        the same key is refused as a reused key, as it is once the key is recorded.
         """
         if not MIN_CREDITS <= command.credits <= MAX_CREDITS:
             raise InvalidAmount(f"A purchase is {MIN_CREDITS} to {MAX_CREDITS} credits.")
@@ -146,7 +147,12 @@ class Ledger:
         expires = self.clock().replace(second=0, microsecond=0) + CHECKOUT_LIFETIME
         expires_at = int(expires.timestamp())
         request_key = command.idempotency_key or uuid.uuid4().hex
-        purchase_ref = hashlib.sha256(f"{command.account_id}\0{request_key}".encode()).hexdigest()
+        # The credits too: under one Stripe key, Stripe refuses other parameters, and a
+        # request racing the first with other credits was answered 502 instead of 422.
+        # Its session of its own is never shown: the recorded key refuses it.
+        purchase_ref = hashlib.sha256(
+            f"{command.account_id}\0{request_key}\0{command.credits}".encode()
+        ).hexdigest()
         created = await self.gateway.create_checkout(
             CheckoutRequest(
                 account_id=command.account_id,

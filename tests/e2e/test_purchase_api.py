@@ -226,6 +226,26 @@ async def test_concurrent_requests_with_one_key_make_one_session(
     assert len(await checkout_requests(services.store, start, customer.account_id)) == 1
 
 
+async def test_concurrent_requests_reusing_one_key_for_other_credits_are_422_not_502(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    start = await tail_position(services.store)
+    headers = {**customer.headers, "Idempotency-Key": "burst-2"}
+
+    # Each asks Stripe before any has recorded the key: under one Stripe idempotency key,
+    # Stripe refused every body but the first, and they were answered 502 "try again".
+    responses = await asyncio.gather(
+        *(http.post(PURCHASE, json={"credits": 500 + n}, headers=headers) for n in range(4))
+    )
+
+    assert sorted(r.status_code for r in responses) == [200, 422, 422, 422], [
+        r.text for r in responses
+    ]
+    refused = [r.json() for r in responses if r.status_code == 422]
+    assert all("Idempotency-Key" in body["errors"] for body in refused)
+    assert len(await checkout_requests(services.store, start, customer.account_id)) == 1
+
+
 async def test_a_reused_key_with_a_different_body_is_422(
     http: httpx.AsyncClient, customer: Customer
 ) -> None:
