@@ -87,6 +87,12 @@ ORDERING_LOCK = 748200101
 """The advisory lock under which append() hands out positions (see sql/functions/20_append.sql)."""
 
 
+_NEWER_THAN_EVERY_APPEND = """SELECT pg_current_xact_id(), clock_timestamp()
+    FROM (SELECT pg_advisory_xact_lock($1)) AS locked"""
+"""The lock is taken first: a subquery calling a volatile function is run as it is, before
+the row it gives is read (PostgreSQL never merges it into the query around it)."""
+
+
 class StoreBusy(Exception):
     """The store could not answer in time (an as-of moment still being written): retry."""
 
@@ -324,10 +330,12 @@ class EventStore:
     async def _transaction_id_newer_than_every_append(self) -> tuple[int, datetime]:
         """A transaction id newer than every append that took its time, and the database's
         time then: every append after it records a later time."""
-        async with self.pool.acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", ORDERING_LOCK)
-            row = await connection.fetchrow("SELECT pg_current_xact_id(), clock_timestamp()")
-            assert row is not None  # a SELECT without FROM: one row
+        # One statement, its own transaction: the server takes the lock, asks and lets it go.
+        # In a transaction of three, the lock was held over two round trips to this process,
+        # and every append in the cluster waited for them.
+        async with self.pool.acquire() as connection:
+            row = await connection.fetchrow(_NEWER_THAN_EVERY_APPEND, ORDERING_LOCK)
+            assert row is not None  # one row: the subquery's
             return row[0], row[1]
 
     async def first_events(self, originator_ids: Iterable[UUID]) -> list[RecordedEvent]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import UTC, datetime
 
 import asyncpg
@@ -11,8 +12,9 @@ import asyncpg
 from ledger.commands import SpendCredits
 from ledger.service import Ledger
 from ledger.store.commit import write_batch
-from ledger.store.event_store import ORDERING_LOCK
+from ledger.store.event_store import ORDERING_LOCK, EventStore
 from tests.conftest import IsolatedDatabase, unique
+from tests.support.far_database import far_database
 from tests.support.ledger import open_account
 
 
@@ -102,6 +104,39 @@ async def test_an_as_of_question_given_up_on_never_leaves_the_ordering_lock_held
         ORDERING_LOCK,
     )
     assert held == 0
+
+
+async def test_an_as_of_question_holds_no_append_up_for_its_round_trips(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The ordering lock was taken in a transaction of three statements, and held from the
+    first one's answer until the last one reached the server: over the round trips to the
+    asking process, every append in the cluster waited (0.3 s a question, here, with
+    answers 0.1 s late). Now one statement takes it and lets it go on the server."""
+    appender = await asyncpg.connect(isolated_db.url)  # takes the lock as appends do
+    waits: list[float] = []
+    stop = asyncio.Event()
+
+    async def append_often() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            await appender.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
+            waits.append(time.perf_counter() - started)
+            await appender.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
+            await asyncio.sleep(0.001)
+
+    async with far_database(isolated_db.url, answers_after=0.1) as far_url:
+        far = await asyncpg.create_pool(far_url, min_size=1, max_size=1)
+        appending = asyncio.ensure_future(append_often())
+        try:
+            await EventStore(far).wait_for_appends_before(datetime.now(UTC))
+        finally:
+            stop.set()
+            await appending
+            await appender.close()
+            await far.close()
+
+    assert max(waits) < 0.15, max(waits)
 
 
 async def test_an_as_of_moment_still_to_come_on_the_databases_clock_is_waited_for(
