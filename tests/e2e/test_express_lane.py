@@ -229,3 +229,62 @@ async def test_a_body_declared_over_the_limit_is_413_at_once_in_the_express_lane
             writer.close()
 
         assert status_line.startswith(b"HTTP/1.1 413"), (base_url, status_line)
+
+
+async def test_an_answer_of_either_is_replayed_by_the_other_byte_for_byte(
+    ledger_app: Litestar, litestar_alone: str, services: Services
+) -> None:
+    """A command answered by the lane and repeated where it does not run (another replica,
+    the lane off), and the reverse: the same status and body, the repeat marked replayed.
+    Repeats sent to both at once apply once."""
+    writer_token = await services.tokens.issue(Scope.LEDGER_WRITE, name="express replays")
+    writer = {"Authorization": f"Bearer {writer_token.secret}"}
+    account_id = unique("acct")
+    await open_account(services.ledger, account_id, 1000)
+    base = f"/v1/accounts/{account_id}"
+    async with (
+        httpx.AsyncClient(base_url=ledger_app.state.base_url, timeout=30) as laned,
+        httpx.AsyncClient(base_url=litestar_alone, timeout=30) as plain,
+    ):
+
+        async def twice(
+            first: httpx.AsyncClient, then: httpx.AsyncClient, path: str, body: object, key: str
+        ) -> list[httpx.Response]:
+            headers = {**writer, "Idempotency-Key": key}
+            return [await client.post(path, json=body, headers=headers) for client in (first, then)]
+
+        held, other = (
+            await twice(laned, plain, f"{base}/holds", {"amount": 30}, "hold-1"),
+            await twice(plain, laned, f"{base}/holds", {"amount": 20}, "hold-2"),
+        )
+        hold, other_hold = held[0].json()["hold_id"], other[0].json()["hold_id"]
+        pairs = [
+            await twice(laned, plain, f"{base}/spend", {"amount": 5, "reason": "a"}, "spend-1"),
+            await twice(plain, laned, f"{base}/spend", {"amount": 6}, "spend-2"),
+            held,
+            other,
+            await twice(laned, plain, f"{base}/holds/{hold}/capture", {"amount": 25}, "c-1"),
+            await twice(plain, laned, f"{base}/holds/{other_hold}/release", None, "r-1"),
+        ]
+        raced = await asyncio.gather(
+            *(
+                client.post(
+                    f"{base}/spend",
+                    json={"amount": 7},
+                    headers={**writer, "Idempotency-Key": "spend-raced"},
+                )
+                for client in (laned, plain) * 5
+            )
+        )
+
+    for first, again in pairs:
+        assert first.status_code in (200, 201), first.text
+        assert (again.status_code, again.content) == (first.status_code, first.content)
+        assert (first.headers.get("idempotent-replayed"), again.headers["idempotent-replayed"]) == (
+            None,
+            "true",
+        )
+    assert {(r.status_code, r.content) for r in raced} == {(200, raced[0].content)}
+    assert [r.headers.get("idempotent-replayed") for r in raced].count("true") == 9
+    balance = await services.ledger.account(account_id, fresh=True)
+    assert balance.balance == 1000 - 5 - 6 - 25 - 7

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -136,3 +137,47 @@ async def test_a_stripe_event_delivered_again_is_marked_replayed(
 
     assert [d.status_code for d in deliveries] == [200, 200]
     assert [replayed(d) for d in deliveries] == [None, "true"]
+
+
+async def test_a_spend_and_a_hold_refused_402_are_decided_anew_after_a_top_up(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    """A 402 records nothing, its key neither: the same request after a grant is decided
+    now (not a replay of the 402), and only then is its answer kept."""
+    account_id = await open_account(http, writer_headers, 100)
+    short = [
+        await spend(http, writer_headers, account_id, 150, key="after-top-up"),
+        await place(http, writer_headers, account_id, 150, key="hold-after-top-up"),
+    ]
+    granted = await http.post(
+        f"/v1/accounts/{account_id}/grants",
+        json={"amount": 400},
+        headers={**writer_headers, "Idempotency-Key": f"top-up-{uuid.uuid4().hex}"},
+    )
+    spent = await spend(http, writer_headers, account_id, 150, key="after-top-up")
+    held = await place(http, writer_headers, account_id, 150, key="hold-after-top-up")
+    again = await spend(http, writer_headers, account_id, 150, key="after-top-up")
+
+    assert [r.status_code for r in short] == [402, 402]
+    assert granted.status_code == 201, granted.text
+    assert (spent.status_code, held.status_code) == (200, 201), (spent.text, held.text)
+    assert (replayed(spent), replayed(held)) == (None, None)
+    assert spent.json()["balance"] == 500 - 150
+    assert (again.content, replayed(again)) == (spent.content, "true")
+
+
+async def test_a_grant_is_replayed_after_its_expiry_has_passed(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    """Sent again once its expires_at is past, a grant is not refused as expiring in the past
+    (422): its key answers what it answered."""
+    account_id = await open_account(http, writer_headers, 100)
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    keyed = {**writer_headers, "Idempotency-Key": "short-lived"}
+    body = {"amount": 50, "expires_at": soon}
+    first = await http.post(f"/v1/accounts/{account_id}/grants", json=body, headers=keyed)
+    await asyncio.sleep(1.2)
+    again = await http.post(f"/v1/accounts/{account_id}/grants", json=body, headers=keyed)
+
+    assert first.status_code == 201, first.text
+    assert (again.status_code, again.content, replayed(again)) == (201, first.content, "true")
