@@ -169,34 +169,42 @@ class GroupCommitter:
 
     async def _write_batches(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            taken = [await self._queue.get()]
+            while len(taken) < MAX_BATCH and not self._queue.empty():
+                taken.append(self._queue.get_nowait())
+            # Not written: a command given up on before its batch began (a request cut off
+            # by a forced stop, answered 503 "please retry": nothing was recorded).
+            batch = [(writes, future) for writes, future in taken if not future.cancelled()]
             try:
-                async with self.pool.acquire() as connection:
-                    outcomes = await write_batch(connection, [writes for writes, _ in batch])
-            except BaseException as error:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                if isinstance(error, asyncio.CancelledError):
-                    raise
-            else:
-                self.batches += 1
-                self.commands += len(batch)
-                stats.group_commit_batches.inc()
-                stats.group_commit_commands.inc(len(batch))
-                self._committed.set()
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    try:
-                        future.set_result(outcome.result())
-                    except (ConcurrencyConflict, ClaimTaken) as refused:
-                        future.set_exception(refused)
+                if batch:
+                    await self._write(batch)
             finally:
-                for _ in batch:
+                for _ in taken:
                     self._queue.task_done()
+
+    async def _write(self, batch: list[tuple[Writes, asyncio.Future[list[int]]]]) -> None:
+        try:
+            async with self.pool.acquire() as connection:
+                outcomes = await write_batch(connection, [writes for writes, _ in batch])
+        except BaseException as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+        else:
+            self.batches += 1
+            self.commands += len(batch)
+            stats.group_commit_batches.inc()
+            stats.group_commit_commands.inc(len(batch))
+            self._committed.set()
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                try:
+                    future.set_result(outcome.result())
+                except (ConcurrencyConflict, ClaimTaken) as refused:
+                    future.set_exception(refused)
 
     async def _wake_readers(self) -> None:
         while True:

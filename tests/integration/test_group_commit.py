@@ -15,7 +15,7 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.store.claims import Claim, ClaimTaken
 from ledger.store.commit import ClaimRecord, GroupCommitter, Writes
-from ledger.store.event_store import ConcurrencyConflict, EventStore
+from ledger.store.event_store import ORDERING_LOCK, ConcurrencyConflict, EventStore
 from tests.conftest import unique
 from tests.support.ledger import open_account, save
 
@@ -59,6 +59,34 @@ async def test_concurrent_commands_share_batches_and_fail_alone(store: EventStor
             assert stored == []  # nothing of a command that failed
         else:
             assert len(stored) == 1
+
+
+async def test_a_command_given_up_on_before_its_batch_began_is_not_written(
+    store: EventStore,
+) -> None:
+    """A forced stop cuts the requests in flight off, answering 503 "please retry": nothing
+    was recorded. One whose writes still waited for a writer was written all the same, as
+    the committer finished its queue, after that answer (an account opened that a retry
+    then found taken, 409)."""
+    committer = GroupCommitter(store.pool, writers=1)
+    holder = await store.pool.acquire()
+    try:
+        # The one writer's batch waits for the ordering lock, so the next command queues.
+        await holder.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
+        writing = asyncio.ensure_future(committer.commit(unit(uuid.uuid4(), 1)))
+        await asyncio.sleep(0.2)
+        given_up_on = uuid.uuid4()
+        queued = asyncio.ensure_future(committer.commit(unit(given_up_on, 1)))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        await holder.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
+        assert len(await writing) == 1
+    finally:
+        await store.pool.release(holder)
+    await committer.stop()
+
+    assert queued.cancelled()
+    assert await store.load(given_up_on) == []
 
 
 async def test_a_stale_cached_balance_never_refuses_a_spend_the_store_allows(
