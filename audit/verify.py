@@ -118,6 +118,20 @@ _ViewRow = tuple[str, tuple[Any, ...], int]
 """A hold's or grant's row as the replay makes it: (account, the view's columns, position)."""
 _MAY_OVERDRAW = (CreditsSpent, HoldPlaced)
 """Events refused by the domain when they would leave less than nothing available."""
+_SETTLEMENT_FIGURES: dict[type, tuple[str, ...]] = {
+    HoldCaptured: (
+        "from_allowance",
+        "from_grants",
+        "from_topup",
+        "released",
+        "lapsed",
+        "grants_lapsed",
+    ),
+    HoldReleased: ("released", "lapsed", "grants_lapsed"),
+    HoldExpired: ("released", "lapsed", "grants_lapsed"),
+}
+"""What a hold's settlement records of where its credits went, as ``Settlement`` names it."""
+assert set(_SETTLEMENT_FIGURES) == set(HOLD_SETTLEMENTS)
 _TAKEN_BACK: dict[type, int] = {CreditsClawedBack: 1, CreditsReversed: 1, CreditsRestored: -1}
 """Account events that take a purchase's credits back (1) or give them back (-1)."""
 _BEFORE_ADJUSTMENTS = (PaymentDisputed, DisputeClosed)
@@ -389,6 +403,10 @@ class StreamReplay:
                 domain_event = self.mapper.to_domain_event(event)
                 if type(domain_event) is MonthlyAllowanceReset:
                     self._check_reset(stream, event, domain_event)
+                elif type(domain_event) in _SETTLEMENT_FIGURES:
+                    self._check_settlement(stream, event, domain_event)
+                elif type(domain_event) in _MAY_OVERDRAW:
+                    self._check_split(stream, event, domain_event)
                 replayed = domain_event.mutate(stream.aggregate)
             except Exception as error:  # a tampered row may not even decode
                 self._find("unreadable", f"cannot replay the event: {error}", stream, event)
@@ -438,6 +456,45 @@ class StreamReplay:
                 f"the reset carried {reset.held_allowance_carried} and repaid "
                 f"{reset.debt_repaid} of a debt; the account before it gives {carried} carried "
                 f"and at most {debt_repaid} repaid",
+                stream,
+                event,
+            )
+
+    def _check_settlement(self, stream: Stream, event: RecordedEvent, settled: Any) -> None:
+        """A settlement parts its hold's credits as the rule does (``CreditAccount.settlement``):
+        it spends no more than the hold kept and lets lapse only a carried allowance share and
+        the shares of closed grants. Other figures are credits spent, given back or lapsed
+        that the hold never kept. Judged on the account before it."""
+        account = stream.aggregate
+        if not isinstance(account, CreditAccount):
+            return  # reported as unreadable, or a settlement on another stream
+        hold = account.holds.get(settled.hold_id)
+        captured = settled.captured if isinstance(settled, HoldCaptured) else 0
+        if hold is None or not 0 <= captured <= hold.amount:
+            kept = "is not open" if hold is None else f"keeps {hold.amount} credits"
+            detail = f"captured {captured} of hold {settled.hold_id}, which {kept}"
+        else:
+            rule = account.settlement(settled.hold_id, captured)
+            wrong = [
+                f"{name} {getattr(settled, name)!r} (the rule gives {getattr(rule, name)!r})"
+                for name in _SETTLEMENT_FIGURES[type(settled)]
+                if getattr(settled, name) != getattr(rule, name)
+            ]
+            if not wrong:
+                return
+            status = _HOLD_STATUS[type(settled)]
+            detail = f"hold {settled.hold_id} {status} with {', '.join(wrong)}"
+        self._find("settlement-mismatch", detail, stream, event)
+
+    def _check_split(self, stream: Stream, event: RecordedEvent, taken: Any) -> None:
+        """A spend or a hold takes its amount from the buckets: no more, no less, none below 0."""
+        parts = [taken.from_allowance, taken.from_topup, *taken.from_grants.values()]
+        if sum(parts) != taken.amount or min(parts) < 0:
+            what = "hold" if isinstance(taken, HoldPlaced) else "spend"
+            self._find(
+                "split-mismatch",
+                f"a {what} of {taken.amount} took {taken.from_allowance} from the allowance, "
+                f"{taken.from_grants!r} from grants and {taken.from_topup} from top-ups",
                 stream,
                 event,
             )

@@ -352,7 +352,9 @@ class CreditAccount(Aggregate):
         )
         return self.hold(hold_id)
 
-    def _settlement(self, hold_id: str, captured: int) -> Settlement:
+    def settlement(self, hold_id: str, captured: int) -> Settlement:
+        """How an open hold's credits part if ``captured`` of them are spent now (the rule of
+        ledger/domain/holds.py; the audit judges recorded settlements by it)."""
         hold = self.hold(hold_id)
         closed = frozenset(
             grant_id for grant_id, _ in hold.from_grants if self.grants[grant_id].status != ACTIVE
@@ -368,7 +370,7 @@ class CreditAccount(Aggregate):
             raise InvalidAmount("The amount must be at least 0.")
         if amount > hold.amount:
             raise CaptureExceedsHold(f"The hold reserves {hold.amount} credits; {amount} asked.")
-        settlement = self._settlement(hold_id, amount)
+        settlement = self.settlement(hold_id, amount)
         self.trigger_event(
             HoldCaptured,
             hold_id=hold_id,
@@ -384,7 +386,7 @@ class CreditAccount(Aggregate):
 
     def release_hold(self, hold_id: str) -> Settlement:
         """Give a hold's credits back without spending any."""
-        settlement = self._settlement(hold_id, 0)
+        settlement = self.settlement(hold_id, 0)
         self.trigger_event(
             HoldReleased,
             hold_id=hold_id,
@@ -399,7 +401,7 @@ class CreditAccount(Aggregate):
         hold = self.holds.get(hold_id)
         if hold is None or not hold.has_expired(now):
             return None
-        settlement = self._settlement(hold_id, 0)
+        settlement = self.settlement(hold_id, 0)
         self.trigger_event(
             HoldExpired,
             hold_id=hold_id,

@@ -160,6 +160,7 @@ async def test_a_changed_amount_also_shows_what_differs_from_the_views(
 
     assert {f.kind for f in report.findings} == {
         "hash-mismatch",
+        "split-mismatch",  # the spend's parts no longer add up to its amount
         "balances-view",
         "statement-view",
         "notifications-view",  # the alerts keep their own copy of the buckets

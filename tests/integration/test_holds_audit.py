@@ -9,11 +9,13 @@ import pytest
 from audit.verify import verify
 from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
+from ledger.domain.account import CreditAccount
+from ledger.domain.events import CreditsSpent, HoldCaptured, HoldReleased
 from ledger.service import Ledger
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
-from tests.support.ledger import open_account
+from tests.support.ledger import open_account, save
 
 # Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
 pytestmark = pytest.mark.usefixtures("audit_jobs")
@@ -137,3 +139,53 @@ async def test_the_audit_compares_every_column_of_a_hold(isolated_db: IsolatedDa
         "settled_at",
         "stream_id",
     ]
+
+
+async def test_the_audit_flags_spends_and_settlements_that_move_credits_their_holds_never_kept(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Each of these leaves the account with credits to spare, so no other check sees that
+    credits were spent, given back or lapsed from nothing."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_parts", 1000)
+    holds = [
+        await books.execute(
+            PlaceHold(
+                account_id="acct_parts",
+                amount=100,
+                expires_in_seconds=600,
+                reason="",
+                idempotency_key=key,
+            )
+        )
+        for key in ("a", "b", "c")
+    ]
+    account: CreditAccount = await books.account("acct_parts", fresh=True)
+
+    # What a buggy writer would record: figures the rules do not give.
+    common = {"from_topup": 0, "released": 0, "lapsed": 0}
+    account.trigger_event(
+        CreditsSpent, amount=50, from_allowance=20, from_topup=0, reason="took 20 of 50"
+    )
+    account.trigger_event(
+        HoldCaptured, hold_id=holds[0].hold_id, captured=100, from_allowance=50, **common
+    )  # spent 100 of the allowance, recorded 50
+    account.trigger_event(
+        HoldCaptured, hold_id=holds[1].hold_id, captured=300, from_allowance=300, **common
+    )  # more than the hold kept
+    account.trigger_event(HoldReleased, hold_id=holds[2].hold_id, released=100, lapsed=60)
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    found = [(f.kind, f.version, f.detail) for f in report.findings]
+    assert found == [
+        ("split-mismatch", 5, "a spend of 50 took 20 from the allowance, {} from grants and 0 "
+         "from top-ups"),
+        ("settlement-mismatch", 6, f"hold {holds[0].hold_id} captured with from_allowance 50 "
+         "(the rule gives 100)"),
+        ("settlement-mismatch", 7, f"captured 300 of hold {holds[1].hold_id}, which keeps 100 "
+         "credits"),
+        ("settlement-mismatch", 8, f"hold {holds[2].hold_id} released with lapsed 60 (the rule "
+         "gives 0)"),
+    ]  # fmt: skip
