@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +22,7 @@ from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
     from api.services import Services
+    from ledger.service import Ledger
 
 T = TypeVar("T")
 
@@ -332,12 +334,42 @@ def relay_command(
         raise click.ClickException(str(error)) from None
 
 
+async def reset_accounts(
+    ledger: Ledger, account_ids: list[str], period: str | None, done: Callable[[int], object]
+) -> tuple[int, int, list[str]]:
+    """Reset each account for ``period``; (reset, already reset, reset for a later period).
+
+    No period: the month (UTC) the run began in, for every account, also when the run
+    crosses the end of a month (each account's own moment would split it across two).
+    """
+    from ledger.commands import ResetMonth
+    from ledger.domain.errors import PeriodOutOfOrder
+    from ledger.handlers.accounts import billing_period
+
+    period = period or billing_period(ledger.clock())
+    reset = unchanged = 0
+    refused = []
+    for account_id in account_ids:
+        before = (await ledger.account(account_id)).version
+        try:
+            after = await ledger.execute(ResetMonth(account_id=account_id, period=period))
+        except PeriodOutOfOrder:
+            refused.append(account_id)
+        else:
+            if after.version == before:
+                unchanged += 1
+            else:
+                reset += 1
+        done(1)
+    return reset, unchanged, refused
+
+
 @main.command("reset-month")
 @click.option("--period", help="The period YYYY-MM (default: the current month, UTC).")
 def reset_month(period: str | None) -> None:
     """Reset every account's monthly allowance for a period; safe to run twice or from cron."""
     from ledger.domain.account import check_period
-    from ledger.domain.errors import InvalidPeriod, PeriodOutOfOrder
+    from ledger.domain.errors import InvalidPeriod
 
     if period is not None:
         try:
@@ -345,28 +377,10 @@ def reset_month(period: str | None) -> None:
         except InvalidPeriod as error:
             raise click.BadParameter(str(error), param_hint="--period") from None
 
-    from ledger.commands import ResetMonth
-
     async def run(services: Services) -> tuple[int, int, list[str]]:
         account_ids = await services.ledger.all_account_ids()
-        reset = unchanged = 0
-        refused = []
         with progress(len(account_ids), "accounts") as bar:
-            for account_id in account_ids:
-                before = (await services.ledger.account(account_id)).version
-                try:
-                    after = await services.ledger.execute(
-                        ResetMonth(account_id=account_id, period=period)
-                    )
-                except PeriodOutOfOrder:
-                    refused.append(account_id)
-                else:
-                    if after.version == before:
-                        unchanged += 1
-                    else:
-                        reset += 1
-                bar.update(1)
-        return reset, unchanged, refused
+            return await reset_accounts(services.ledger, account_ids, period, bar.update)
 
     reset, unchanged, refused = _run_with_services(_settings(), run)
     click.echo(f"reset {plural(reset, 'account')}; {unchanged:,} already reset for this period")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from api.cli import reset_accounts
 from ledger.bootstrap import build_ledger
-from ledger.commands import ResetMonth, SpendCredits
+from ledger.commands import OpenAccount, ResetMonth, SpendCredits
 from projections.queries import Views
 from projections.rebuild import REBUILD_LOCK
 from tests.conftest import IsolatedDatabase
@@ -41,6 +43,31 @@ async def test_reset_month_resets_every_account_once_and_is_safe_to_run_again(
     for n in range(2):
         account = await books.account(f"acct_{n}", fresh=True)
         assert (account.period, account.allowance_remaining) == ("2999-06", 100 * (n + 1))
+
+
+async def test_a_reset_month_run_that_crosses_a_months_end_resets_every_account_for_one_period(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Without --period the run's month counts, not each account's moment: those reset after
+    midnight got the next month's allowance, those before it not, and the run's summary
+    counted both as one period."""
+    end = datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    moments = [end - timedelta(days=1)]  # each read takes the first; the last one stays
+    books = build_ledger(
+        isolated_db.pool, clock=lambda: moments.pop(0) if moments[1:] else moments[0]
+    )
+    for n in range(3):
+        await books.execute(OpenAccount(account_id=f"acct_{n}", monthly_allowance=100))
+        await books.execute(spend(f"acct_{n}", 40, f"k{n}"))
+    moments[:] = [end, end + timedelta(microseconds=1)]  # the run begins at the last moment
+
+    counts = await reset_accounts(books, ["acct_0", "acct_1", "acct_2"], None, lambda _: None)
+
+    assert counts == (0, 3, [])
+    for n in range(3):
+        account = await books.account(f"acct_{n}", fresh=True)
+        assert (account.period, account.allowance_remaining) == ("2026-12", 60)
+    await books.uow.committer.stop()
 
 
 async def test_a_rebuilt_view_equals_the_live_one_and_reads_go_on_meanwhile(
