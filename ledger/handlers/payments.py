@@ -213,7 +213,9 @@ def _link(
     if intent is None:
         if settled_now and state.linked_to is None:
             state.keys.append(_link_key(payment_intent, session.session_id))
-        elif settled_now:
+        # A link to this very session: another process paid it meanwhile, and this decision
+        # (on a copy not paid yet) conflicts. Only a link to another session is news.
+        elif settled_now and state.linked_to != session.session_id:
             log.warning(
                 "payment intent %s paid session %s already: session %s is credited, not linked",
                 payment_intent,

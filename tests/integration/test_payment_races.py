@@ -7,11 +7,14 @@ two commits second meets the other's claim and is decided again, on what the fir
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
+import pytest
 
 from ledger.bootstrap import build_ledger
+from ledger.commands import ChangeAllowance
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.ids import payment_intent_stream_id
 from ledger.domain.payment_intent import PaymentIntent
@@ -194,6 +197,39 @@ async def test_a_payment_intent_that_pays_a_second_session_does_not_link_it(
         assert link.response == first.session_id.encode()
     finally:
         await books.uow.committer.stop()
+
+
+async def test_a_payment_that_meets_its_own_sessions_link_warns_of_no_second_session(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two deliveries of one payment (a redelivery, or the reconciler's) in two processes: the
+    second, decided again, loads the session unpaid, then the first commits, then the second
+    reads the intent's link: to this very session. Its decision conflicts and is decided
+    again on the paid session; it must not first warn that the intent paid another session
+    (naming this one twice), which only an intent paying two sessions deserves."""
+    first, second = build_ledger(pool), build_ledger(pool)
+    try:
+        purchase = await requested(first)
+        await second.account(purchase.account_id)  # cached here, soon stale: decided again
+        await first.execute(ChangeAllowance(account_id=purchase.account_id, monthly_allowance=5))
+        find = second.uow.claims.find
+        payments: list[bool] = []
+
+        async def payment_lands_meanwhile(scope: str, key: str) -> StoredAnswer | None:
+            if scope == LINK_SCOPE and not payments:
+                payments.append(await deliver(first, purchase.paid()))
+            return await find(scope, key)
+
+        second.uow.claims.find = payment_lands_meanwhile  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="ledger.handlers.payments"):
+            assert await deliver(second, purchase.paid(CheckoutChange.PAYMENT_SUCCEEDED))
+
+        assert payments == [True]
+        assert [r.getMessage() for r in caplog.records] == []
+        assert (await first.account(purchase.account_id, fresh=True)).balance == 1000
+    finally:
+        await first.uow.committer.stop()
+        await second.uow.committer.stop()
 
 
 async def test_a_payment_reads_no_intent_stream_it_does_not_hold(pool: asyncpg.Pool) -> None:
