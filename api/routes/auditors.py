@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -159,12 +160,17 @@ AsOf = Annotated[
 ]
 
 
+_PAST_THE_MICROSECOND = re.compile(r"(?<=\.\d{6})\d+")
+
+
 def parse_as_of(value: str) -> datetime:
     """An RFC 3339 time with its offset, or a 422."""
     # RFC 3339 as bodies read it: datetime.fromisoformat also took ISO 8601's week dates,
     # "+00:60" and offsets with seconds (replayed at one instant, echoed as another).
+    # Digits past the microsecond are cut: msgspec rounds them, and a moment rounded up
+    # counts an event recorded after it.
     try:
-        moment = msgspec.convert(value, datetime)
+        moment = msgspec.convert(_PAST_THE_MICROSECOND.sub("", value, count=1), datetime)
     except msgspec.ValidationError:
         moment = None
     if moment is None or moment.tzinfo is None or not in_utc_years(moment):

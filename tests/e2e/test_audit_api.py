@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from api.access.tokens import Scope
 from api.services import Services
+from ledger.domain.ids import account_stream_id
 from ledger.store.commit import write_batch
 from tests.e2e.conftest import Customer
 from tests.e2e.test_checkout_flow import pay, purchase
@@ -179,6 +180,29 @@ async def test_as_of_takes_rfc_3339_times_with_a_lower_case_t_and_z(
     assert upper.status_code == 200, upper.text
     assert lower.status_code == 200, lower.text
     assert lower.json() == upper.json()
+
+
+async def test_an_as_of_with_digits_past_the_microsecond_leaves_out_a_later_event(
+    http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
+) -> None:
+    """RFC 3339 allows any number of fraction digits. Rounded to the nearest microsecond (as
+    msgspec reads them), a moment a tenth of a microsecond before a spend was its instant,
+    and the answer counted that spend and echoed the later instant as its as_of."""
+    headers = await auditor(services)
+    before = (await services.ledger.account(customer.account_id)).balance
+    await spend(http, writer_headers, customer.account_id, 10)
+    spent_at = (await services.store.load(account_stream_id(customer.account_id)))[-1].recorded_at
+    just_before = (spent_at - timedelta(microseconds=1)).isoformat(timespec="microseconds")
+
+    answer = await http.get(
+        f"/v1/accounts/{customer.account_id}/credits",
+        params={"as_of": just_before.replace("+00:00", "9Z")},
+        headers=headers,
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["balance"] == before
+    assert datetime.fromisoformat(answer.json()["as_of"]) == spent_at - timedelta(microseconds=1)
 
 
 async def test_an_as_of_answer_that_an_open_append_holds_back_is_a_503_saying_why(
