@@ -19,7 +19,7 @@ from api.read_side import Source
 from api.schemas import AccountCredits
 from api.services import Services, ServicesDependency
 from api.validation import ValidationFailed
-from ledger.domain.account import in_utc_years
+from ledger.domain.account import kept_as_written
 from ledger.domain.errors import AccountNotFound
 from ledger.store.event_store import EventStore, RecordedEvent
 from ledger.store.mapper import event_type_name
@@ -173,7 +173,7 @@ def parse_as_of(value: str) -> datetime:
         moment = msgspec.convert(_PAST_THE_MICROSECOND.sub("", value, count=1), datetime)
     except msgspec.ValidationError:
         moment = None
-    if moment is None or moment.tzinfo is None or not in_utc_years(moment):
+    if moment is None or moment.tzinfo is None or not kept_as_written(moment):
         raise ValidationFailed.single(
             "as_of", "The as of must be an RFC 3339 time with an offset, e.g. 2026-11-25T12:00:00Z."
         )

@@ -81,16 +81,19 @@ def check_period(period: str) -> None:
 
 
 def in_utc_years(moment: datetime) -> bool:
-    """Whether ``moment`` is a time PostgreSQL and Python can both hold (years 1-9999 in UTC).
-
-    Not the first microsecond of year 1 nor the last of 9999: asyncpg writes those as
-    PostgreSQL's -infinity and infinity, and reads them back without their offset.
-    """
+    """Whether ``moment`` is a time PostgreSQL and Python can both hold (years 1-9999 in UTC)."""
     try:
-        utc = moment.astimezone(UTC)
+        moment.astimezone(UTC)
     except OverflowError:
         return False
-    return _FIRST_MOMENT < utc < _LAST_MOMENT
+    return True
+
+
+def kept_as_written(moment: datetime) -> bool:
+    """Whether ``moment`` is in the years 1-9999 in UTC and read back as written: not the
+    first microsecond of year 1 nor the last of 9999, which asyncpg writes as PostgreSQL's
+    -infinity and infinity and reads back without their offset."""
+    return in_utc_years(moment) and _FIRST_MOMENT < moment.astimezone(UTC) < _LAST_MOMENT
 
 
 _FIRST_MOMENT = datetime.min.replace(tzinfo=UTC)
@@ -426,7 +429,7 @@ class CreditAccount(Aggregate):
             raise InvalidAmount(f"A grant is 1 to {MAX_GRANT} credits.")
         if not 0 <= priority <= MAX_PRIORITY:
             raise InvalidGrant(f"A grant's priority is 0 to {MAX_PRIORITY}.")
-        if expires_at is not None and not in_utc_years(expires_at):
+        if expires_at is not None and not kept_as_written(expires_at):
             raise InvalidGrant("A grant's expires_at must fall within the years 1 to 9999 in UTC.")
         if expires_at is not None and expires_at <= at:
             raise InvalidGrant("A grant's expires_at must be in the future.")
@@ -554,7 +557,9 @@ class CreditAccount(Aggregate):
             amount=event.amount,
             remaining=event.amount,
             priority=event.priority,
-            expires_at=None if event.expires_at is None else datetime.fromisoformat(event.expires_at),
+            expires_at=None
+            if event.expires_at is None
+            else datetime.fromisoformat(event.expires_at),
             order=event.originator_version,
             reason=event.reason,
         )
@@ -576,7 +581,9 @@ class CreditAccount(Aggregate):
         for taken in amounts:
             for grant_id, credits in taken.items():
                 grant = grants[grant_id]
-                grants[grant_id] = msgspec.structs.replace(grant, remaining=grant.remaining - credits)
+                grants[grant_id] = msgspec.structs.replace(
+                    grant, remaining=grant.remaining - credits
+                )
                 self.granted -= credits
         closed = frozenset(
             grant_id

@@ -289,3 +289,13 @@ def test_since_takes_durations_dates_and_times() -> None:
     for edge in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
         with pytest.raises(ValueError, match="between the years 1 and 9999 in UTC"):
             parse_since(edge, now)
+
+
+def test_since_takes_the_first_day_of_year_one() -> None:
+    """ "Everything": it only bounds a query (as PostgreSQL's -infinity, which compares
+    right). It was refused as "not between the years 1 and 9999 in UTC" once that check
+    left out the two instants asyncpg cannot read back as written."""
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert parse_since("0001-01-01", now) == datetime(1, 1, 1, tzinfo=UTC)
