@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -312,7 +313,8 @@ async def test_a_database_that_refuses_the_connection_is_a_503_not_a_500(
         headers = {"Authorization": f"Bearer {writer.secret}"}
         admin = await asyncpg.connect(postgres_server_url)
         try:
-            await admin.execute(f'DROP DATABASE "{url.rsplit("/", 1)[-1]}" WITH (FORCE)')
+            # The path names the database (an embedded server's URL ends with ?host=/…/pg).
+            await admin.execute(f'DROP DATABASE "{urlsplit(url).path[1:]}" WITH (FORCE)')
         finally:
             await admin.close()
 
