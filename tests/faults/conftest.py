@@ -29,6 +29,7 @@ from api.access.tokens import Scope, TokenService
 from ledger.store.event_store import EventStore
 from projections.runner import all_projections
 from stripe_standin import RunningStandin, run_standin
+from tests.conftest import IsolatedDatabase, migrated_database
 from tests.support.cli import ROOT, ledger
 from tests.support.servers import bind_free_port
 from tests.support.stripe_events import WEBHOOK_SECRET, checkout_session, event_body, signature
@@ -182,6 +183,20 @@ class LedgerProcess:
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    server_url: str, folder: Path, standin: RunningStandin
+) -> AsyncIterator[tuple[IsolatedDatabase, LedgerProcess]]:
+    """``ledger serve`` started on a migrated database of its own; its group killed after."""
+    async with migrated_database(server_url) as database:
+        api = LedgerProcess(database.url, folder, stripe_api_base=standin.base_url)
+        try:
+            await api.start()
+            yield database, api
+        finally:
+            api.kill_group()
 
 
 @pytest.fixture

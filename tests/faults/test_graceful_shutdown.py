@@ -10,15 +10,14 @@ import psutil
 import pytest
 
 from stripe_standin import RunningStandin
-from tests.conftest import migrated_database
 from tests.faults.conftest import (
-    LedgerProcess,
     Load,
     OwnPostgres,
     assert_audit_verify_passes,
     open_accounts,
     projection_positions,
     recorded,
+    serving,
     wait_for_answers,
     wait_for_log,
     writer_token,
@@ -72,62 +71,57 @@ class HalfSentSpend:
 async def test_sigterm_lets_requests_in_flight_finish_and_the_projector_commit(
     own_postgres: OwnPostgres, faults_standin: RunningStandin, process_folder
 ) -> None:
-    async with migrated_database(own_postgres.url) as database:
-        api = LedgerProcess(database.url, process_folder, stripe_api_base=faults_standin.base_url)
-        try:
-            await api.start()
-            headers = await writer_token(database.pool)
-            account_ids = await open_accounts(api.base_url, headers, 8, allowance=1_000_000)
-            projector = next(
-                child
-                for child in psutil.Process(api.pid).children()
-                if "project" in child.cmdline()
-            )
+    async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
+        headers = await writer_token(database.pool)
+        account_ids = await open_accounts(api.base_url, headers, 8, allowance=1_000_000)
+        projector = next(
+            child
+            for child in psutil.Process(api.pid).children()
+            if "project" in child.cmdline()
+        )
 
-            # At work, not starting: stopped while it starts up (imports, connecting), it
-            # exits at once and leaves the views to its next start.
-            await wait_for_log(api, "projector started")
-            # A burst of ordinary traffic, so the projector has work when the signal comes.
-            load = Load(api.base_url, headers, account_ids)
-            clients = [asyncio.create_task(load.client_loop(n)) for n in range(8)]
-            await wait_for_answers(load, 200, after=0)
-            held = [
-                HalfSentSpend(api.port, headers, account_ids[n % 8], f"inflight-{n}")
-                for n in range(IN_FLIGHT)
-            ]
-            await asyncio.gather(*(request.start() for request in held))
+        # At work, not starting: stopped while it starts up (imports, connecting), it
+        # exits at once and leaves the views to its next start.
+        await wait_for_log(api, "projector started")
+        # A burst of ordinary traffic, so the projector has work when the signal comes.
+        load = Load(api.base_url, headers, account_ids)
+        clients = [asyncio.create_task(load.client_loop(n)) for n in range(8)]
+        await wait_for_answers(load, 200, after=0)
+        held = [
+            HalfSentSpend(api.port, headers, account_ids[n % 8], f"inflight-{n}")
+            for n in range(IN_FLIGHT)
+        ]
+        await asyncio.gather(*(request.start() for request in held))
 
-            api.send(signal.SIGTERM)
-            answers = await asyncio.gather(*(request.finish() for request in held))
-            load.stop.set()
-            await asyncio.gather(*clients)
-            exit_code = await api.wait(60)
+        api.send(signal.SIGTERM)
+        answers = await asyncio.gather(*(request.finish() for request in held))
+        load.stop.set()
+        await asyncio.gather(*clients)
+        exit_code = await api.wait(60)
 
-            # Every request the server had started got its whole answer, and its event.
-            assert [status for status, _ in answers] == [200] * IN_FLIGHT, answers
-            assert all(body["amount"] == 1 for _, body in answers)
-            spent, purchased = await recorded(database.store)
-            assert {request.key for request in held} <= set(spent)
-            assert {a.key for a in load.ok("spend")} <= set(spent)
-            assert {a.key for a in load.ok("webhook")} <= set(purchased)
-            # The background clients' requests either completed or were refused before
-            # the server took them (it stopped accepting): never a broken answer.
-            assert all(a.status in (200, None) for a in load.answers)
-            assert {a.key for a in load.failed("spend")}.isdisjoint(spent)
+        # Every request the server had started got its whole answer, and its event.
+        assert [status for status, _ in answers] == [200] * IN_FLIGHT, answers
+        assert all(body["amount"] == 1 for _, body in answers)
+        spent, purchased = await recorded(database.store)
+        assert {request.key for request in held} <= set(spent)
+        assert {a.key for a in load.ok("spend")} <= set(spent)
+        assert {a.key for a in load.ok("webhook")} <= set(purchased)
+        # The background clients' requests either completed or were refused before
+        # the server took them (it stopped accepting): never a broken answer.
+        assert all(a.status in (200, None) for a in load.answers)
+        assert {a.key for a in load.failed("spend")}.isdisjoint(spent)
 
-            # `ledger serve` exits 0 only when its projector did; the projector stopped
-            # with every event applied and committed, and nothing was left running.
-            log = api.log_text()
-            assert exit_code == 0, log[-3000:]
-            # Said after the app's shutdown ran (the pool closed) and the projector exited.
-            assert log.rstrip().splitlines()[-1].endswith('"message":"stopped"}'), log[-3000:]
-            assert not projector.is_running()
-            head = await database.store.head_position()
-            assert set((await projection_positions(database.pool)).values()) == {head}
-            await assert_audit_verify_passes(database.url)
-            print(
-                f"\nSIGTERM: {IN_FLIGHT} requests in flight all answered 200, "
-                f"{len(load.answers)} background requests, views at {head} of {head}"
-            )
-        finally:
-            api.kill_group()
+        # `ledger serve` exits 0 only when its projector did; the projector stopped
+        # with every event applied and committed, and nothing was left running.
+        log = api.log_text()
+        assert exit_code == 0, log[-3000:]
+        # Said after the app's shutdown ran (the pool closed) and the projector exited.
+        assert log.rstrip().splitlines()[-1].endswith('"message":"stopped"}'), log[-3000:]
+        assert not projector.is_running()
+        head = await database.store.head_position()
+        assert set((await projection_positions(database.pool)).values()) == {head}
+        await assert_audit_verify_passes(database.url)
+        print(
+            f"\nSIGTERM: {IN_FLIGHT} requests in flight all answered 200, "
+            f"{len(load.answers)} background requests, views at {head} of {head}"
+        )

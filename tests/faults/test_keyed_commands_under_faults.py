@@ -14,8 +14,7 @@ import pytest
 
 from api.access.tokens import Scope, TokenService
 from stripe_standin import RunningStandin
-from tests.conftest import migrated_database
-from tests.faults.conftest import LedgerProcess, OwnPostgres, open_accounts, writer_token
+from tests.faults.conftest import OwnPostgres, open_accounts, serving, writer_token
 from tests.support.events import events_since
 
 Sent = tuple[str, str, Any, dict[str, str]]
@@ -94,57 +93,50 @@ class KeyedClients:
 async def test_keyed_commands_apply_once_through_a_postgres_restart_and_an_api_sigkill(
     own_postgres: OwnPostgres, faults_standin: RunningStandin, process_folder
 ) -> None:
-    async with migrated_database(own_postgres.url) as database:
-        api = LedgerProcess(database.url, process_folder, stripe_api_base=faults_standin.base_url)
+    async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
+        writer = await writer_token(database.pool)
+        customers = {}
+        for account_id in await open_accounts(api.base_url, writer, 6, allowance=1_000_000):
+            issued = await TokenService(database.pool).issue(Scope.CREDITS, account_id=account_id)
+            customers[account_id] = {"Authorization": f"Bearer {issued.secret}"}
+        clients = KeyedClients(api.base_url, writer, customers)
+        tasks = [asyncio.create_task(clients.run(n)) for n in range(6)]
         try:
+            await asyncio.sleep(2)
+            await own_postgres.stop()
+            await asyncio.sleep(1)
+            await own_postgres.start()
+            await database.pool.expire_connections()
+            await asyncio.sleep(2)
+            api.send(signal.SIGKILL)
+            assert await api.wait(30) == -signal.SIGKILL
             await api.start()
-            writer = await writer_token(database.pool)
-            customers = {}
-            for account_id in await open_accounts(api.base_url, writer, 6, allowance=1_000_000):
-                issued = await TokenService(database.pool).issue(
-                    Scope.CREDITS, account_id=account_id
-                )
-                customers[account_id] = {"Authorization": f"Bearer {issued.secret}"}
-            clients = KeyedClients(api.base_url, writer, customers)
-            tasks = [asyncio.create_task(clients.run(n)) for n in range(6)]
-            try:
-                await asyncio.sleep(2)
-                await own_postgres.stop()
-                await asyncio.sleep(1)
-                await own_postgres.start()
-                await database.pool.expire_connections()
-                await asyncio.sleep(2)
-                api.send(signal.SIGKILL)
-                assert await api.wait(30) == -signal.SIGKILL
-                await api.start()
-                await asyncio.sleep(2)
-            finally:
-                clients.stop.set()
-                await asyncio.gather(*tasks)
-
-            # Every key again, now, on the restarted API: its first answer, byte for byte.
-            async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
-                for (path, key, body, headers), status, content in clients.first.values():
-                    again = await client.post(
-                        path, json=body, headers={**headers, "Idempotency-Key": key}
-                    )
-                    assert (again.status_code, again.content) == (status, content), path
-                    assert again.headers["Idempotent-Replayed"] == "true"
-
-            # Each key's command is in the store exactly once.
-            events = await events_since(database.store, 0)
-            recorded = Counter(kind for kind, _ in events)
-            sent = Counter(key.split("-")[0] for key in clients.first)
-            assert (
-                recorded["HoldPlaced"],
-                recorded["HoldCaptured"],
-                recorded["CreditsGranted"],
-                recorded["CheckoutRequested"],
-            ) == (sent["h"], sent["c"], sent["g"], sent["p"])
-            assert sum(clients.retried.values()) > 0, "no request met the faults"
-            print(
-                f"\nkeyed commands under faults: {len(clients.first)} keys, "
-                f"{dict(clients.retried)} attempts retried; each applied once"
-            )
+            await asyncio.sleep(2)
         finally:
-            api.kill_group()
+            clients.stop.set()
+            await asyncio.gather(*tasks)
+
+        # Every key again, now, on the restarted API: its first answer, byte for byte.
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
+            for (path, key, body, headers), status, content in clients.first.values():
+                again = await client.post(
+                    path, json=body, headers={**headers, "Idempotency-Key": key}
+                )
+                assert (again.status_code, again.content) == (status, content), path
+                assert again.headers["Idempotent-Replayed"] == "true"
+
+        # Each key's command is in the store exactly once.
+        events = await events_since(database.store, 0)
+        recorded = Counter(kind for kind, _ in events)
+        sent = Counter(key.split("-")[0] for key in clients.first)
+        assert (
+            recorded["HoldPlaced"],
+            recorded["HoldCaptured"],
+            recorded["CreditsGranted"],
+            recorded["CheckoutRequested"],
+        ) == (sent["h"], sent["c"], sent["g"], sent["p"])
+        assert sum(clients.retried.values()) > 0, "no request met the faults"
+        print(
+            f"\nkeyed commands under faults: {len(clients.first)} keys, "
+            f"{dict(clients.retried)} attempts retried; each applied once"
+        )

@@ -9,15 +9,14 @@ import httpx
 import pytest
 
 from stripe_standin import RunningStandin
-from tests.conftest import migrated_database
 from tests.faults.conftest import (
-    LedgerProcess,
     Load,
     OwnPostgres,
     assert_audit_verify_passes,
     describe_answers,
     open_accounts,
     recorded,
+    serving,
     wait_for_answers,
     wait_for_projections,
     writer_token,
@@ -55,84 +54,79 @@ async def wait_for_success(load: Load, *, after: float, seconds: float = 60) -> 
 async def test_the_service_answers_503_while_postgres_is_away_and_loses_nothing(
     own_postgres: OwnPostgres, faults_standin: RunningStandin, process_folder
 ) -> None:
-    async with migrated_database(own_postgres.url) as database:
-        api = LedgerProcess(database.url, process_folder, stripe_api_base=faults_standin.base_url)
+    async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
+        headers = await writer_token(database.pool)
+        account_ids = await open_accounts(api.base_url, headers, 16, allowance=1_000_000)
+        load = Load(api.base_url, headers, account_ids)
+        clients = [asyncio.create_task(load.client_loop(n)) for n in range(CLIENTS)]
         try:
-            await api.start()
-            headers = await writer_token(database.pool)
-            account_ids = await open_accounts(api.base_url, headers, 16, allowance=1_000_000)
-            load = Load(api.base_url, headers, account_ids)
-            clients = [asyncio.create_task(load.client_loop(n)) for n in range(CLIENTS)]
-            try:
-                await wait_for_answers(load, 150, after=0)
-                await own_postgres.stop()
-                down_from = time.monotonic()
-                await wait_for_answers(load, 100, after=down_from)
-                down_until = time.monotonic()
-                await own_postgres.start()
-                await database.pool.expire_connections()  # the test's own pool: cut off too
-                back_at = await wait_for_success(load, after=down_until)
-                await wait_for_answers(load, 150, after=back_at)
-            finally:
-                load.stop.set()
-                await asyncio.gather(*clients)
-
-            # While it was away, every answer was a 503 with Retry-After; never a 500.
-            while_down = [
-                a for a in load.answers if down_from <= a.sent_at and a.answered_at <= down_until
-            ]
-            assert len(while_down) >= 100
-            assert {a.status for a in while_down} == {503}, describe_answers(while_down)
-            assert all(a.retry_after for a in while_down)
-            assert {a.status for a in load.answers} <= {200, 503}, (
-                describe_answers(load.answers),
-                unhandled_errors(api.log_text()),
-            )
-            assert all(a.retry_after for a in load.answers if a.status == 503)
-
-            # Every 2xx has its event, exactly once.
-            spent, purchased = await recorded(database.store)
-            assert len(spent) == len(set(spent))
-            assert len(purchased) == len(set(purchased))
-            assert {a.key for a in load.ok("spend")} <= set(spent)
-            assert {a.key for a in load.ok("webhook")} <= set(purchased)
-            # No failed request has one, except those whose commit was under way when the
-            # server stopped: their answer was lost with the connection, not their commit.
-            failed = load.failed("spend") + load.failed("webhook")
-            committed = [a for a in failed if a.key in set(spent) | set(purchased)]
-            assert all(a.sent_at < down_from for a in committed), describe_answers(committed)
-            assert len(spent) + len(purchased) == len(load.ok("spend")) + len(
-                load.ok("webhook")
-            ) + len(committed)
-
-            # Retried now (a client with its idempotency key, Stripe with its event), each
-            # failed request is applied once: the cut-off commits are not applied again.
-            async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
-                for answer in failed:
-                    send = load.send_spend if answer.kind == "spend" else load.send_webhook
-                    retried = await send(client, answer.account_id, answer.key, answer.amount)
-                    assert retried.status == 200, retried.body
-            spent, purchased = await recorded(database.store)
-            assert (
-                len(spent) == len(set(spent)) == len(load.ok("spend")) + len(load.failed("spend"))
-            )
-            assert len(purchased) == len(set(purchased))
-            assert len(purchased) == len(load.ok("webhook")) + len(load.failed("webhook"))
-
-            # The projector (a child of `ledger serve`) recovered by itself too.
-            try:
-                await wait_for_projections(database.store)
-            except AssertionError:
-                (process_folder.parent / "faults-last-api.log").write_text(api.log_text())
-                raise
-            await assert_audit_verify_passes(database.url)
-            assert api.process is not None
-            assert api.process.poll() is None, "the API process did not survive the restart"
-            print(
-                f"\nPostgreSQL restart: {len(load.answers)} requests "
-                f"({describe_answers(load.answers)}), {len(while_down)} answered while it was "
-                f"away, {len(failed)} failed requests retried ({len(committed)} of them had committed "
-                f"as the server stopped); events lost: 0"
-            )
+            await wait_for_answers(load, 150, after=0)
+            await own_postgres.stop()
+            down_from = time.monotonic()
+            await wait_for_answers(load, 100, after=down_from)
+            down_until = time.monotonic()
+            await own_postgres.start()
+            await database.pool.expire_connections()  # the test's own pool: cut off too
+            back_at = await wait_for_success(load, after=down_until)
+            await wait_for_answers(load, 150, after=back_at)
         finally:
-            api.kill_group()
+            load.stop.set()
+            await asyncio.gather(*clients)
+
+        # While it was away, every answer was a 503 with Retry-After; never a 500.
+        while_down = [
+            a for a in load.answers if down_from <= a.sent_at and a.answered_at <= down_until
+        ]
+        assert len(while_down) >= 100
+        assert {a.status for a in while_down} == {503}, describe_answers(while_down)
+        assert all(a.retry_after for a in while_down)
+        assert {a.status for a in load.answers} <= {200, 503}, (
+            describe_answers(load.answers),
+            unhandled_errors(api.log_text()),
+        )
+        assert all(a.retry_after for a in load.answers if a.status == 503)
+
+        # Every 2xx has its event, exactly once.
+        spent, purchased = await recorded(database.store)
+        assert len(spent) == len(set(spent))
+        assert len(purchased) == len(set(purchased))
+        assert {a.key for a in load.ok("spend")} <= set(spent)
+        assert {a.key for a in load.ok("webhook")} <= set(purchased)
+        # No failed request has one, except those whose commit was under way when the
+        # server stopped: their answer was lost with the connection, not their commit.
+        failed = load.failed("spend") + load.failed("webhook")
+        committed = [a for a in failed if a.key in set(spent) | set(purchased)]
+        assert all(a.sent_at < down_from for a in committed), describe_answers(committed)
+        assert len(spent) + len(purchased) == len(load.ok("spend")) + len(
+            load.ok("webhook")
+        ) + len(committed)
+
+        # Retried now (a client with its idempotency key, Stripe with its event), each
+        # failed request is applied once: the cut-off commits are not applied again.
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
+            for answer in failed:
+                send = load.send_spend if answer.kind == "spend" else load.send_webhook
+                retried = await send(client, answer.account_id, answer.key, answer.amount)
+                assert retried.status == 200, retried.body
+        spent, purchased = await recorded(database.store)
+        assert (
+            len(spent) == len(set(spent)) == len(load.ok("spend")) + len(load.failed("spend"))
+        )
+        assert len(purchased) == len(set(purchased))
+        assert len(purchased) == len(load.ok("webhook")) + len(load.failed("webhook"))
+
+        # The projector (a child of `ledger serve`) recovered by itself too.
+        try:
+            await wait_for_projections(database.store)
+        except AssertionError:
+            (process_folder.parent / "faults-last-api.log").write_text(api.log_text())
+            raise
+        await assert_audit_verify_passes(database.url)
+        assert api.process is not None
+        assert api.process.poll() is None, "the API process did not survive the restart"
+        print(
+            f"\nPostgreSQL restart: {len(load.answers)} requests "
+            f"({describe_answers(load.answers)}), {len(while_down)} answered while it was "
+            f"away, {len(failed)} failed requests retried ({len(committed)} of them had committed "
+            f"as the server stopped); events lost: 0"
+        )

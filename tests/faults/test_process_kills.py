@@ -23,6 +23,7 @@ from tests.faults.conftest import (
     open_accounts,
     projection_positions,
     recorded,
+    serving,
     wait_for_answers,
     wait_for_log,
     wait_for_projections,
@@ -207,31 +208,26 @@ async def test_a_projector_killed_at_random_points_under_load_leaves_views_equal
 async def test_ledger_serve_starts_its_projector_again_when_it_dies(
     postgres_server_url: str, faults_standin: RunningStandin, process_folder
 ) -> None:
-    async with migrated_database(postgres_server_url) as database:
-        api = LedgerProcess(database.url, process_folder, stripe_api_base=faults_standin.base_url)
-        try:
-            await api.start()
-            headers = await writer_token(database.pool)
-            account_ids = await open_accounts(api.base_url, headers, 2, allowance=1000)
-            await wait_for_projections(database.store)
-            serve = psutil.Process(api.pid)
-            (first,) = serve.children()
+    async with serving(postgres_server_url, process_folder, faults_standin) as (database, api):
+        headers = await writer_token(database.pool)
+        account_ids = await open_accounts(api.base_url, headers, 2, allowance=1000)
+        await wait_for_projections(database.store)
+        serve = psutil.Process(api.pid)
+        (first,) = serve.children()
 
-            first.send_signal(signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while not [c for c in serve.children() if c.pid != first.pid]:
-                assert time.monotonic() < deadline, "the projector was not started again"
-                await asyncio.sleep(0.1)
-            load = Load(api.base_url, headers, account_ids)
-            async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
-                for n in range(5):
-                    answer = await load.send_spend(client, account_ids[n % 2], f"after-{n}", 1)
-                    assert answer.status == 200
-            await wait_for_projections(database.store)
-            await assert_views_match_the_events(database.store, account_ids)
+        first.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not [c for c in serve.children() if c.pid != first.pid]:
+            assert time.monotonic() < deadline, "the projector was not started again"
+            await asyncio.sleep(0.1)
+        load = Load(api.base_url, headers, account_ids)
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
+            for n in range(5):
+                answer = await load.send_spend(client, account_ids[n % 2], f"after-{n}", 1)
+                assert answer.status == 200
+        await wait_for_projections(database.store)
+        await assert_views_match_the_events(database.store, account_ids)
 
-            api.send(signal.SIGTERM)
-            assert await api.wait(30) == 0
-            assert "the projector exited with -9; starting it again" in api.log_text()
-        finally:
-            api.kill_group()
+        api.send(signal.SIGTERM)
+        assert await api.wait(30) == 0
+        assert "the projector exited with -9; starting it again" in api.log_text()
