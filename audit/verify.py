@@ -405,11 +405,12 @@ class StreamReplay:
         if stream.replayable:
             try:
                 domain_event = self.mapper.to_domain_event(event)
-                if type(domain_event) is MonthlyAllowanceReset:
+                kind = type(domain_event)
+                if kind is MonthlyAllowanceReset:
                     self._check_reset(stream, event, domain_event)
-                elif type(domain_event) in _SETTLEMENT_FIGURES:
+                elif kind in _SETTLEMENT_FIGURES:
                     self._check_settlement(stream, event, domain_event)
-                elif type(domain_event) in _MAY_OVERDRAW:
+                elif kind in _MAY_OVERDRAW:
                     self._check_split(stream, event, domain_event)
                 replayed = domain_event.mutate(stream.aggregate)
             except Exception as error:  # a tampered row may not even decode
