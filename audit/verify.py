@@ -1585,16 +1585,31 @@ async def replay_part(
                 FROM stored_events ORDER BY notification_id"""
     )
     next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
-    while rows := await next_rows:
-        # Ask for the next batch before replaying this one: the server reads and
-        # sends it while this process is busy replaying.
-        next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
-        await asyncio.sleep(0)
-        for row in rows:
-            replay.replay(RecordedEvent(*row))
-        count += len(rows)
-        on_progress(len(rows))
+    try:
+        while rows := await next_rows:
+            # Ask for the next batch before replaying this one: the server reads and
+            # sends it while this process is busy replaying.
+            next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
+            await asyncio.sleep(0)
+            for row in rows:
+                replay.replay(RecordedEvent(*row))
+            count += len(rows)
+            on_progress(len(rows))
+    finally:
+        # Cancelled (a Ctrl-C) while the next batch was on its way: that fetch would hold
+        # the connection, and the transaction's ROLLBACK fail "another operation is in
+        # progress", with a traceback where the command says "Aborted!".
+        await _stopped(next_rows)
     return replay.result(count, snapshot_count)
+
+
+async def _stopped(fetch: asyncio.Future[Any]) -> None:
+    """Cancel ``fetch`` if it is still running and wait until it has ended."""
+    if not fetch.done():
+        fetch.cancel()
+        await asyncio.wait([fetch])
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved, or asyncio logs it: what ended the replay is raised
 
 
 class PartJob(msgspec.Struct, frozen=True):
