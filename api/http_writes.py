@@ -25,6 +25,14 @@ uvicorn answers it in plain text. A request whose line and headers run past
 ``MAX_HEAD_BYTES`` is answered 431 the same way, before its head ends: httptools keeps
 an unfinished head in memory whole, however long, so one client could fill the memory.
 A chunked body's trailers are headers kept the same way, and have the same limit.
+
+A SIGTERM (a supervisor, a rolling restart) leaves an idle keep-alive connection open
+until its peer closes it or its keep-alive time ends, and answers a request on it with
+``Connection: close``. uvicorn closed it at once, racing a proxy that had just sent a
+request on it: nginx answers such a POST 502 and does not pass it to another replica. A
+proxy whose idle time is shorter than the server's (nginx's ``keepalive_timeout`` in the
+``upstream``, below uvicorn's 5 s) closes every one of them itself, so none is lost. A
+Ctrl-C still closes idle connections at once: a browser's would hold the stop up.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any
 
 import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 _READS = (b"GET", b"HEAD")
 
@@ -120,6 +129,14 @@ class _TurnWrites:
         return getattr(self._transport, name)
 
 
+class StoppingState(ServerState):
+    """uvicorn's server state, and whether a stop keeps idle connections (a SIGTERM's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idle_connections_kept = False
+
+
 class ReadsAnsweredPerTurn(HttpToolsProtocol):
     """uvicorn's httptools protocol, holding the answers to reads until the turn ends."""
 
@@ -127,7 +144,20 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
         self._writes = _TurnWrites(transport, self.loop, self.tasks)
         self._in_head = self._began = False
         self._head_bytes = 0
+        self._last_answer = False
         super().connection_made(self._writes)  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        state = self.server_state
+        idle = self.cycle is None or self.cycle.response_complete
+        if not (idle and isinstance(state, StoppingState) and state.idle_connections_kept):
+            super().shutdown()
+            return
+        self._last_answer = True
+        if self.timeout_keep_alive_task is None:  # none armed before a first request
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def data_received(self, data: bytes) -> None:
         counted, self._began = self._in_head, False
@@ -148,6 +178,8 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
         self._in_head = False
         self._writes.holding = self.parser.get_method() in _READS
         super().on_headers_complete()
+        if self._last_answer and self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def on_chunk_header(self) -> None:
         # Until its data: the last chunk (size 0) has none, and its trailers follow.

@@ -20,13 +20,16 @@ from typing import Any
 
 import uvicorn
 
-from api.http_writes import ReadsAnsweredPerTurn
+from api.http_writes import ReadsAnsweredPerTurn, StoppingState
 from api.settings import Settings
 from ledger.heap import settle_after_start_up
 
 log = logging.getLogger("ledger")
 
 # uvicorn's own start and stop lines repeat ours; its warnings and errors still show.
+KEEP_ALIVE_SECONDS = 5
+"""How long a connection may sit idle between requests before the server closes it."""
+
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
@@ -105,9 +108,12 @@ def claim_ports(settings: Settings) -> list[socket.socket]:
 class _Server(uvicorn.Server):
     """uvicorn, saying "ready" once it listens and "stopping…" when asked to stop."""
 
+    server_state: StoppingState
+
     def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None]) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self.server_state = StoppingState()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -121,6 +127,8 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
             log.info("stopping… (%s): finishing the requests in flight", signal.Signals(sig).name)
+            # api/http_writes.py: a supervisor's stop lets a proxy close idle connections.
+            self.server_state.idle_connections_kept = sig == signal.SIGTERM
         elif sig == signal.SIGINT and not self.force_exit:
             log.info(
                 "stopping now (SIGINT again): %d requests in flight cut off",
@@ -169,6 +177,9 @@ def uvicorn_config(app: Any) -> uvicorn.Config:
         access_log=False,
         lifespan="on",
         http=ReadsAnsweredPerTurn,
+        # uvicorn's default, written out: a proxy's idle time must stay below it
+        # (cluster/nginx.py, docs/scaling.md).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         proxy_headers=False,
     )
 

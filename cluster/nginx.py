@@ -63,6 +63,11 @@ BY_ACCOUNT = """    map $uri $ledger_account {
 # back is tried again at once; one still down costs a request a refused connection.
 SERVER_PARAMETERS = "max_fails=1 fail_timeout=1s"
 
+# Idle connections to a replica are closed by nginx, before the replica's own keep-alive
+# time (uvicorn's 5 s) ends: a connection the replica closes may be the one nginx has just
+# sent a request on, and nginx answers that POST 502 rather than send it on.
+UPSTREAM_IDLE = "2s"
+
 
 def render(
     template: str, replicas: list[str], listen: str, folder: Path, *, by_account: bool = False
@@ -77,6 +82,7 @@ def render(
         + ("        hash $ledger_account consistent;\n" if by_account else "")
         + f"{servers}"
         "        keepalive 32;\n"
+        f"        keepalive_timeout {UPSTREAM_IDLE};\n"
         "    }\n"
         f"    access_log {folder / 'nginx-access.log'};\n"
         f"    client_body_temp_path {folder / 'nginx-body'};\n"
@@ -104,9 +110,7 @@ def prepare(
         # nginx's workers run as nobody when started as root.
         (folder / temporary).chmod(0o777)
     config = folder / "nginx.conf"
-    config.write_text(
-        render(TEMPLATE.read_text(), replicas, listen, folder, by_account=by_account)
-    )
+    config.write_text(render(TEMPLATE.read_text(), replicas, listen, folder, by_account=by_account))
     return [
         program,
         "-p",

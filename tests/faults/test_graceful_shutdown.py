@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import re
 import signal
 
 import psutil
@@ -75,9 +78,7 @@ async def test_sigterm_lets_requests_in_flight_finish_and_the_projector_commit(
         headers = await writer_token(database.pool)
         account_ids = await open_accounts(api.base_url, headers, 8, allowance=1_000_000)
         projector = next(
-            child
-            for child in psutil.Process(api.pid).children()
-            if "project" in child.cmdline()
+            child for child in psutil.Process(api.pid).children() if "project" in child.cmdline()
         )
 
         # At work, not starting: stopped while it starts up (imports, connecting), it
@@ -125,3 +126,118 @@ async def test_sigterm_lets_requests_in_flight_finish_and_the_projector_commit(
             f"\nSIGTERM: {IN_FLIGHT} requests in flight all answered 200, "
             f"{len(load.answers)} background requests, views at {head} of {head}"
         )
+
+
+class KeptConnection:
+    """One keep-alive connection to the server, sending requests on it one at a time."""
+
+    def __init__(self, port: int, headers: dict[str, str]) -> None:
+        self.port = port
+        self.headers = headers
+
+    async def __aenter__(self) -> KeptConnection:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+    async def spend(self, account_id: str, key: str) -> tuple[bytes, dict[str, object]] | None:
+        """The answer's head and body, or None if the server closed the connection first."""
+        body = json.dumps({"amount": 1, "reason": key}).encode()
+        self.writer.write(
+            f"POST /v1/accounts/{account_id}/spend HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{self.port}\r\n"
+            f"Authorization: {self.headers['Authorization']}\r\n"
+            f"Idempotency-Key: {key}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        try:
+            await self.writer.drain()
+            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 30)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        length = re.search(rb"\r\ncontent-length: (\d+)\r\n", head, re.IGNORECASE)
+        assert length is not None, head
+        return head.lower(), json.loads(await self.reader.readexactly(int(length[1])))
+
+    async def closed_by_server(self) -> bool:
+        """Whether the server ends the connection (within 30 s) without sending anything."""
+        return await asyncio.wait_for(self.reader.read(), 30) == b""
+
+
+async def stopped_listening(port: int) -> None:
+    """Until a connection to ``port`` is refused: uvicorn closes its listening socket and
+    asks every open connection to shut down in one step, so that has happened too."""
+    for _ in range(600):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return
+        writer.close()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"port {port} still accepted connections after 30 s")
+
+
+@pytest.mark.slow
+async def test_sigterm_answers_a_request_on_an_idle_keep_alive_connection_and_closes_it(
+    own_postgres: OwnPostgres, faults_standin: RunningStandin, process_folder
+) -> None:
+    """uvicorn closed idle keep-alive connections the moment it was told to stop. A proxy
+    that had just sent a request on one (nginx, in a rolling restart) got no answer, and
+    nginx answers such a POST 502 rather than send it to another replica (CI: 1 spend of
+    569). After a SIGTERM an idle connection stays until its peer closes it or its
+    keep-alive time ends; a request on it is answered, with `Connection: close`."""
+    async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
+        headers = await writer_token(database.pool)
+        (account_id,) = await open_accounts(api.base_url, headers, 1, allowance=100)
+        await wait_for_log(api, "projector started")  # stopped as it starts, it exits -15
+        async with (
+            KeptConnection(api.port, headers) as used,
+            KeptConnection(api.port, headers) as left_idle,
+        ):
+            before = await used.spend(account_id, "before-the-stop")
+            assert before is not None
+            assert b"connection: close" not in before[0], before
+
+            api.send(signal.SIGTERM)
+            await stopped_listening(api.port)
+            after = await used.spend(account_id, "on-a-kept-connection")
+
+            assert after is not None, "the idle connection was closed with the request on it"
+            head, body = after
+            assert head.startswith(b"http/1.1 200 "), after
+            assert b"\r\nconnection: close\r\n" in head, head
+            assert body["amount"] == 1, body
+            assert await used.closed_by_server()
+            assert await left_idle.closed_by_server()  # at its keep-alive time
+        assert await api.wait(60) == 0, api.log_text()[-3000:]
+        spent, _ = await recorded(database.store)
+        assert spent == ["before-the-stop", "on-a-kept-connection"]
+
+
+@pytest.mark.slow
+async def test_ctrl_c_closes_idle_keep_alive_connections_at_once(
+    own_postgres: OwnPostgres, faults_standin: RunningStandin, process_folder
+) -> None:
+    """At a terminal a browser's idle connections would hold a Ctrl-C's stop up for their
+    keep-alive time: SIGINT closes them as uvicorn does, and a request sent on one after
+    is not answered (nor recorded)."""
+    async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
+        headers = await writer_token(database.pool)
+        (account_id,) = await open_accounts(api.base_url, headers, 1, allowance=100)
+        await wait_for_log(api, "projector started")  # stopped as it starts, it exits -15
+        async with KeptConnection(api.port, headers) as connection:
+            assert await connection.spend(account_id, "before-the-stop") is not None
+
+            os.killpg(api.pid, signal.SIGINT)  # a Ctrl-C reaches the whole process group
+            await stopped_listening(api.port)
+
+            assert await connection.spend(account_id, "after-the-stop") is None
+        assert await api.wait(60) == 0, api.log_text()[-3000:]
+        spent, _ = await recorded(database.store)
+        assert spent == ["before-the-stop"]

@@ -22,12 +22,14 @@ import yaml
 
 from api.cli import main as ledger_cli
 from api.settings import Settings, SettingsError
+from api.startup import KEEP_ALIVE_SECONDS
 from cluster import nginx
 from cluster.topology import Plan, Process, ledger_processes, setup_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_REPLICAS = next(
-    p.default for p in ledger_cli.commands["dev"].commands["cluster"].params  # type: ignore[attr-defined]
+    p.default
+    for p in ledger_cli.commands["dev"].commands["cluster"].params  # type: ignore[attr-defined]
     if p.name == "replicas"
 )
 
@@ -397,3 +399,14 @@ def test_the_cluster_nginx_config_is_deploys_with_only_the_upstreams_and_paths_c
     hashed = nginx.render(template, ["10.0.0.2:8000"], "10.0.0.9:8000", Path("/x"), by_account=True)
     assert "hash $ledger_account consistent;" in hashed
     assert "~^/v1/accounts/(?<account>[^/]+) $account;" in hashed
+
+
+def test_the_cluster_nginx_closes_idle_connections_before_a_replica_would() -> None:
+    """A replica closing an idle connection races nginx sending a request on it, and nginx
+    answers that POST 502 without trying another replica: nginx must close them first."""
+    rendered = nginx.render(
+        nginx.TEMPLATE.read_text(), ["10.0.0.2:8000"], "10.0.0.9:8000", Path("/x")
+    )
+    idle = re.search(r"^\s*keepalive_timeout (\d+)s;$", rendered, re.MULTILINE)
+    assert idle is not None, rendered
+    assert int(idle[1]) < KEEP_ALIVE_SECONDS
