@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import threading
 import time
@@ -79,9 +80,16 @@ class SupervisedProcess:
             process = self._process
         if process is None:
             return 0
-        if process.poll() is None:
+        terminated = process.poll() is None
+        if terminated:
             process.terminate()
         code = process.wait(timeout=timeout)
+        if terminated and code == -signal.SIGTERM:
+            # Ended by that SIGTERM before it could handle one (the interpreter starting,
+            # its imports): it had applied nothing, so this is a clean stop, not a failure
+            # that makes `ledger serve` exit 1 (a supervisor stopping a service just started).
+            log.info("%s stopped while it started", self.name)
+            return 0
         if code != 0:
             log.error("%s exited with %s", self.name, code)
         return code

@@ -195,7 +195,7 @@ async def test_sigterm_answers_a_request_on_an_idle_keep_alive_connection_and_cl
     async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
         headers = await writer_token(database.pool)
         (account_id,) = await open_accounts(api.base_url, headers, 1, allowance=100)
-        await wait_for_log(api, "projector started")  # stopped as it starts, it exits -15
+        await wait_for_log(api, "projector started")  # an ordinary stop, not one at start-up
         async with (
             KeptConnection(api.port, headers) as used,
             KeptConnection(api.port, headers) as left_idle,
@@ -230,7 +230,7 @@ async def test_ctrl_c_closes_idle_keep_alive_connections_at_once(
     async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
         headers = await writer_token(database.pool)
         (account_id,) = await open_accounts(api.base_url, headers, 1, allowance=100)
-        await wait_for_log(api, "projector started")  # stopped as it starts, it exits -15
+        await wait_for_log(api, "projector started")  # an ordinary stop, not one at start-up
         async with KeptConnection(api.port, headers) as connection:
             assert await connection.spend(account_id, "before-the-stop") is not None
 

@@ -1,0 +1,44 @@
+"""``ledger serve``'s supervised child: how its stop is told from its failure."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from api.supervision import SupervisedProcess
+
+# The child says it is running (and, for the second, that its handler is in place) by
+# writing a file; a SIGTERM before its handler is its default action, death.
+STARTING = "import sys, time; open(sys.argv[1], 'w').close(); time.sleep(60)"
+HANDLING = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(int(sys.argv[2])))\n"
+    "open(sys.argv[1], 'w').close()\n"
+    "time.sleep(60)\n"
+)
+
+
+def started(script: str, folder: Path, *args: str) -> SupervisedProcess:
+    ready = folder / "ready"
+    child = SupervisedProcess([sys.executable, "-c", script, str(ready), *args], "the child")
+    child.start()
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.01)
+    return child
+
+
+def test_a_child_ended_by_the_stops_sigterm_before_it_handles_one_stopped_cleanly(
+    tmp_path: Path,
+) -> None:
+    """Stopped while still starting (before its handler is in place) the projector died of
+    the SIGTERM, -15, and `ledger serve` exited 1 for a stop a supervisor asked for."""
+    assert started(STARTING, tmp_path).stop() == 0
+
+
+def test_a_child_that_handles_the_sigterm_is_judged_by_its_exit_code(tmp_path: Path) -> None:
+    assert started(HANDLING, tmp_path, "0").stop() == 0
+    (tmp_path / "ready").unlink()
+    assert started(HANDLING, tmp_path, "1").stop() == 1
