@@ -28,9 +28,10 @@ A chunked body's trailers are headers kept the same way, and have the same limit
 
 A SIGTERM (a supervisor, a rolling restart) leaves an idle keep-alive connection open
 until its peer closes it or its keep-alive time ends, and answers a request on it with
-``Connection: close``. uvicorn closed it at once, racing a proxy that had just sent a
-request on it: nginx answers such a POST 502 and does not pass it to another replica. A
-proxy whose idle time is shorter than the server's (nginx's ``keepalive_timeout`` in the
+``Connection: close``; one whose next request has not finished its head by the end of
+that time is closed then all the same. uvicorn closed it at once, racing a proxy that had
+just sent a request on it: nginx answers such a POST 502 and does not pass it to another
+replica. A proxy whose idle time is shorter than the server's (nginx's ``keepalive_timeout`` in the
 ``upstream``, below uvicorn's 5 s) closes every one of them itself, so none is lost. A
 Ctrl-C still closes idle connections at once: a browser's would hold the stop up.
 """
@@ -145,6 +146,7 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
         self._in_head = self._began = False
         self._head_bytes = 0
         self._last_answer = False
+        self._kept_until = 0.0
         super().connection_made(self._writes)  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
@@ -154,10 +156,15 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
             super().shutdown()
             return
         self._last_answer = True
+        self._kept_until = self.loop.time() + self.timeout_keep_alive
         if self.timeout_keep_alive_task is None:  # none armed before a first request
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
+            self._end_when_kept()
+
+    def _end_when_kept(self) -> None:
+        """Close the connection at the end of the time a stop keeps it."""
+        self.timeout_keep_alive_task = self.loop.call_at(
+            self._kept_until, self.timeout_keep_alive_handler
+        )
 
     def data_received(self, data: bytes) -> None:
         counted, self._began = self._in_head, False
@@ -168,6 +175,16 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(431, "The request's headers are too large.")
+        # uvicorn stopped the keep-alive timer as the bytes came: kept by a stop and with
+        # no request begun (half a head, or none), the connection still ends at its time,
+        # where it would keep the stop waiting until its peer sent the rest.
+        if (
+            self._last_answer
+            and self.timeout_keep_alive_task is None
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.transport.is_closing()
+        ):
+            self._end_when_kept()
 
     def on_message_begin(self) -> None:
         self._in_head = self._began = True

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 import uvicorn
 
-from api.http_writes import MAX_HEAD_BYTES, ReadsAnsweredPerTurn
+from api.http_writes import MAX_HEAD_BYTES, ReadsAnsweredPerTurn, StoppingState
 from api.startup import bind, uvicorn_config
 
 JSON = b'{"balance":2000}'
@@ -335,3 +335,64 @@ async def test_a_chunked_body_is_not_counted_as_head_however_it_is_cut(
     answer = await ask(port, request, b"%x\r\n" % len(data), *parts, b"\r\n0\r\nX-T: 1\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert answer.endswith(data)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        # After the stop, half a head: uvicorn's data_received stopped the keep-alive
+        # timer, and no request began to close the connection after its answer.
+        [b"", b"GET /json HTTP/1.1\r\n"],
+        # Half a head before the stop, a byte of it after.
+        [b"GET /json HTTP/1.1\r\n", b"H"],
+        # A head trickled in, a byte at a time, past the keep-alive time.
+        [b"", *[bytes([byte]) for byte in b"GET /json HTTP/1.1\r\nHost: t\r\nX-Slow: "]],
+    ],
+    ids=["half a head after", "half a head across", "a trickled head"],
+)
+async def test_a_sigterms_stop_ends_a_kept_connection_with_half_a_request_at_its_time(
+    sent: list[bytes],
+) -> None:
+    """A SIGTERM keeps an idle connection for its keep-alive time (a proxy's request on it
+    answered): a connection whose request never finishes its head must not keep the stop
+    waiting past that, where uvicorn closed it at once."""
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(
+        app,
+        http=ReadsAnsweredPerTurn,
+        lifespan="off",
+        log_config=None,
+        loop="none",
+        timeout_keep_alive=0.5,
+    )
+    listening = asyncio.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            listening.set()
+
+    server = Server(config)
+    server.server_state = StoppingState()
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.wait_for(listening.wait(), 10)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+    try:
+        writer.write(sent[0])
+        await asyncio.sleep(0.1)
+        server.server_state.idle_connections_kept = True  # as _Server.handle_exit on SIGTERM
+        server.should_exit = True
+        await asyncio.sleep(0.2)  # the stop has begun: the connections were asked to shut down
+        for part in sent[1:]:
+            if reader.at_eof():  # closed: what is left of the head is not sent
+                break
+            writer.write(part)
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(asyncio.shield(serving), 3)
+        assert reader.at_eof()  # closed, with nothing said
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        await serving
+        sock.close()
