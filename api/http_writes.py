@@ -31,9 +31,10 @@ until its peer closes it or its keep-alive time ends, and answers a request on i
 ``Connection: close``; one whose next request has not finished its head by the end of
 that time is closed then all the same. uvicorn closed it at once, racing a proxy that had
 just sent a request on it: nginx answers such a POST 502 and does not pass it to another
-replica. A proxy whose idle time is shorter than the server's (nginx's ``keepalive_timeout`` in the
-``upstream``, below uvicorn's 5 s) closes every one of them itself, so none is lost. A
-Ctrl-C still closes idle connections at once: a browser's would hold the stop up.
+replica. A proxy whose idle time is shorter than the server's (nginx's
+``keepalive_timeout`` in the ``upstream``, below uvicorn's 5 s) closes every one of them
+itself, so none is lost. A Ctrl-C still closes idle connections at once: a browser's
+would hold the stop up.
 """
 
 from __future__ import annotations

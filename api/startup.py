@@ -26,10 +26,10 @@ from ledger.heap import settle_after_start_up
 
 log = logging.getLogger("ledger")
 
-# uvicorn's own start and stop lines repeat ours; its warnings and errors still show.
 KEEP_ALIVE_SECONDS = 5
 """How long a connection may sit idle between requests before the server closes it."""
 
+# uvicorn's own start and stop lines repeat ours; its warnings and errors still show.
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 

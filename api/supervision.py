@@ -18,8 +18,8 @@ STABLE_SECONDS = 60.0
 class SupervisedProcess:
     """Runs ``command``; while not stopped, starts it again (with backoff) when it fails.
 
-    An exit status of 0 means it was asked to stop (a signal it handles): it is not
-    started again then.
+    An exit status of 0 (a signal it handles) or -SIGTERM (one that came before it could)
+    means it was asked to stop: it is not started again then.
     """
 
     def __init__(self, command: list[str], name: str) -> None:
@@ -53,8 +53,9 @@ class SupervisedProcess:
             ran = _wait_timed(process)
             if self._stopping.is_set():
                 return
-            if process.returncode == 0:
-                # It was asked to stop (Ctrl-C reaches the whole process group): not a crash.
+            if _asked_to_stop(process.returncode):
+                # Ctrl-C, or a supervisor's SIGTERM, reaches the whole process group: not a
+                # crash, and not to be started again while `ledger serve` itself stops.
                 log.info("%s stopped", self.name)
                 return
             failures = 0 if ran >= STABLE_SECONDS else failures + 1
@@ -80,19 +81,23 @@ class SupervisedProcess:
             process = self._process
         if process is None:
             return 0
-        terminated = process.poll() is None
-        if terminated:
+        if process.poll() is None:
             process.terminate()
         code = process.wait(timeout=timeout)
-        if terminated and code == -signal.SIGTERM:
-            # Ended by that SIGTERM before it could handle one (the interpreter starting,
-            # its imports): it had applied nothing, so this is a clean stop, not a failure
-            # that makes `ledger serve` exit 1 (a supervisor stopping a service just started).
-            log.info("%s stopped while it started", self.name)
+        if _asked_to_stop(code):
             return 0
-        if code != 0:
-            log.error("%s exited with %s", self.name, code)
+        log.error("%s exited with %s", self.name, code)
         return code
+
+
+def _asked_to_stop(code: int) -> bool:
+    """Whether a child's exit status says it stopped because it was asked to.
+
+    0 is a stop it handled. -SIGTERM is a SIGTERM that came before it could handle one
+    (the interpreter starting, its imports), when it had applied nothing: `ledger serve`
+    stopped by a supervisor just after it started exited 1 for it.
+    """
+    return code in (0, -signal.SIGTERM)
 
 
 def _wait_timed(process: subprocess.Popen[bytes]) -> float:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from api.supervision import SupervisedProcess
 
@@ -42,3 +47,22 @@ def test_a_child_that_handles_the_sigterm_is_judged_by_its_exit_code(tmp_path: P
     assert started(HANDLING, tmp_path, "0").stop() == 0
     (tmp_path / "ready").unlink()
     assert started(HANDLING, tmp_path, "1").stop() == 1
+
+
+def test_a_child_ended_by_a_sigterm_to_the_group_is_not_started_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A supervisor's SIGTERM to the whole process group (systemd's default) reached the
+    starting projector before `ledger serve` stopped it: it was started again in 1 s, in
+    the middle of the stop, and serve exited 1."""
+    child = started(STARTING, tmp_path)
+    assert child.pid is not None
+    with caplog.at_level(logging.INFO, logger="ledger"):
+        os.kill(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while not any("the child" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the watcher said nothing"
+            time.sleep(0.01)
+    assert [r.getMessage() for r in caplog.records] == ["the child stopped"]
+    assert child.stop() == 0
+    assert child.restarts == 0
