@@ -73,6 +73,24 @@ class _Recorded:
         return getattr(self._transport, name)
 
 
+class ListeningServer(uvicorn.Server):
+    """uvicorn, saying when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.listening.set()
+
+    async def serving_on(self, sock: socket.socket) -> asyncio.Task[None]:
+        """Serve on ``sock`` in a task; return it once the server listens."""
+        task = asyncio.create_task(self.serve(sockets=[sock]))
+        await asyncio.wait_for(self.listening.wait(), 10)
+        return task
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[int, list[bytes]]]:
     """uvicorn with the protocol on a free port; the writes its connections sent."""
@@ -84,16 +102,8 @@ async def served() -> AsyncIterator[tuple[int, list[bytes]]]:
 
     sock = bind("127.0.0.1", 0)
     config = uvicorn.Config(app, http=Recording, lifespan="off", log_config=None, loop="none")
-    listening = asyncio.Event()
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            listening.set()
-
-    server = Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await asyncio.wait_for(listening.wait(), 10)
+    server = ListeningServer(config)
+    task = await server.serving_on(sock)
     try:
         yield sock.getsockname()[1], writes
     finally:
@@ -365,17 +375,9 @@ async def test_a_sigterms_stop_ends_a_kept_connection_with_half_a_request_at_its
         loop="none",
         timeout_keep_alive=0.5,
     )
-    listening = asyncio.Event()
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            listening.set()
-
-    server = Server(config)
+    server = ListeningServer(config)
     server.server_state = StoppingState()
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    await asyncio.wait_for(listening.wait(), 10)
+    serving = await server.serving_on(sock)
     reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
     try:
         writer.write(sent[0])
