@@ -24,6 +24,8 @@ class _Moment(click.ParamType):
     name = "RFC 3339 time"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        from ledger.domain.account import offset_in_whole_minutes
+
         if isinstance(value, datetime):
             return value
         try:
@@ -32,6 +34,10 @@ class _Moment(click.ParamType):
             self.fail(f"{value!r} is not an RFC 3339 time (2027-01-31T00:00:00Z)", param, ctx)
         if moment.tzinfo is None:
             self.fail(f"{value!r} needs an offset (Z or +01:00)", param, ctx)
+        if not offset_in_whole_minutes(moment):
+            self.fail(
+                f"{value!r} has an offset with seconds; use whole minutes (+05:30)", param, ctx
+            )
         return moment
 
 

@@ -10,7 +10,7 @@ repository's cache relies on (and checks, see ``ledger/store/repository.py``).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -94,6 +94,16 @@ def kept_as_written(moment: datetime) -> bool:
     first microsecond of year 1 nor the last of 9999, which asyncpg writes as PostgreSQL's
     -infinity and infinity and reads back without their offset."""
     return in_utc_years(moment) and _FIRST_MOMENT < moment.astimezone(UTC) < _LAST_MOMENT
+
+
+def offset_in_whole_minutes(moment: datetime) -> bool:
+    """Whether ``moment``'s UTC offset is whole minutes, as RFC 3339 writes offsets.
+
+    Python takes an offset with seconds (``+05:30:15``, from ``datetime.fromisoformat``),
+    but msgspec writes it without them (another instant: a snapshot of a grant expiring
+    then moved its expiry 15 s) and refuses to read it back."""
+    offset = moment.utcoffset()
+    return offset is None or offset % timedelta(minutes=1) == timedelta(0)
 
 
 _FIRST_MOMENT = datetime.min.replace(tzinfo=UTC)
@@ -431,6 +441,8 @@ class CreditAccount(Aggregate):
             raise InvalidGrant(f"A grant's priority is 0 to {MAX_PRIORITY}.")
         if expires_at is not None and not kept_as_written(expires_at):
             raise InvalidGrant("A grant's expires_at must fall within the years 1 to 9999 in UTC.")
+        if expires_at is not None and not offset_in_whole_minutes(expires_at):
+            raise InvalidGrant("A grant's expires_at must have an offset in whole minutes.")
         if expires_at is not None and expires_at <= at:
             raise InvalidGrant("A grant's expires_at must be in the future.")
         if grant_id in self.grants or grant_id in self.closed_grants:
@@ -553,13 +565,16 @@ class CreditAccount(Aggregate):
 
     @on(CreditsGranted)
     def _granted(self, event: CreditsGranted) -> None:
+        expires_at = None if event.expires_at is None else datetime.fromisoformat(event.expires_at)
+        if expires_at is not None and not offset_in_whole_minutes(expires_at):
+            # Granted before such offsets were refused: kept in UTC, which snapshots write
+            # as the same instant (they would drop the offset's seconds).
+            expires_at = expires_at.astimezone(UTC)
         grant = Grant(
             amount=event.amount,
             remaining=event.amount,
             priority=event.priority,
-            expires_at=None
-            if event.expires_at is None
-            else datetime.fromisoformat(event.expires_at),
+            expires_at=expires_at,
             order=event.originator_version,
             reason=event.reason,
         )

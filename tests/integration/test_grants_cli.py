@@ -70,3 +70,22 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
         1,
         "Error: account acct_nobody does not exist",
     )
+
+
+async def test_an_expiry_whose_offset_has_seconds_is_refused_by_the_command_line(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    # fromisoformat takes "+05:30:15"; such a grant's snapshot moved its expiry 15 s later.
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_cli", 0)
+    await books.uow.committer.stop()
+
+    odd = await ledger(isolated_db.url, "grants", "create", "acct_cli", "10", "--expires-at",
+                       "2099-01-31T00:00:00+05:30:15")  # fmt: skip
+    fine = await ledger(isolated_db.url, "grants", "create", "acct_cli", "10", "--expires-at",
+                        "2099-01-31T00:00:00+05:30")  # fmt: skip
+
+    assert odd.returncode == 2
+    assert "has an offset with seconds; use whole minutes (+05:30)" in odd.stderr
+    assert fine.returncode == 0, fine.stderr
+    assert "expires 2099-01-31T00:00:00+05:30 " in fine.stdout

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from eventsourcing.domain import Snapshot
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantClosed, HoldHasExpired, InsufficientCredits, InvalidGrant
-from ledger.domain.events import CreditsSpent, HoldCaptured
+from ledger.domain.events import CreditsGranted, CreditsSpent, HoldCaptured
 from ledger.store.mapper import MsgspecMapper
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -230,3 +230,29 @@ def test_a_snapshot_keeps_grants_in_burn_order_with_their_expiry_and_total() -> 
     assert (restored.granted, restored.closed_grants) == (50, frozenset())
     restored.release_hold("h1")
     assert (restored.granted, restored.closed_grants) == (30, frozenset({"g_first"}))
+
+
+def test_an_offset_with_seconds_is_refused_and_one_granted_before_keeps_its_instant() -> None:
+    # datetime.fromisoformat (the CLI's --expires-at) takes "+05:30:15"; msgspec writes such
+    # an offset without its seconds, so a snapshot moved the grant's expiry 15 s later
+    # (audit: snapshot-mismatch), and cannot read it back.
+    odd = timezone(timedelta(hours=5, minutes=30, seconds=15))
+    expires_at = datetime(2027, 1, 1, tzinfo=odd)
+    credits = account(allowance=0)
+    with pytest.raises(InvalidGrant, match="whole minutes"):
+        credits.grant("g", 10, priority=50, expires_at=expires_at, reason="", at=NOW)
+
+    credits.trigger_event(  # as the CLI recorded it before
+        CreditsGranted,
+        grant_id="g_old",
+        amount=10,
+        priority=50,
+        expires_at=expires_at.isoformat(),
+        reason="",
+    )
+    mapper = MsgspecMapper()
+    snapshot = Snapshot.take(credits)  # type: ignore[var-annotated]
+    restored = mapper.to_domain_event(mapper.to_stored_event(snapshot)).mutate(None)
+
+    assert credits.grants["g_old"].expires_at == expires_at
+    assert restored.grants == credits.grants
