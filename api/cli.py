@@ -364,6 +364,36 @@ async def reset_accounts(
     return reset, unchanged, refused
 
 
+async def reset_every_account(
+    ledger: Ledger,
+    period: str | None,
+    done: Callable[[int], object],
+    account_ids: list[str] | None = None,
+) -> tuple[int, int, list[str]]:
+    """``reset_accounts`` of every opened account (``account_ids``: the list just read), also
+    those whose opening commits while the run goes on: the accounts are listed again after
+    each pass until none is new.
+
+    An account opened in the month before (stamped before midnight) whose commit came
+    after the list was read kept that month's period, and its allowance was not reset for
+    the month the run was for: a cron run once a month left it so until the next one.
+    """
+    from ledger.handlers.accounts import billing_period
+
+    period = period or billing_period(ledger.clock())
+    reset = unchanged = 0
+    refused: list[str] = []
+    seen: set[str] = set()
+    listed = await ledger.all_account_ids() if account_ids is None else account_ids
+    while new := [a for a in listed if a not in seen]:
+        seen.update(new)
+        more_reset, more_unchanged, more_refused = await reset_accounts(ledger, new, period, done)
+        reset, unchanged = reset + more_reset, unchanged + more_unchanged
+        refused += more_refused
+        listed = await ledger.all_account_ids()
+    return reset, unchanged, refused
+
+
 @main.command("reset-month")
 @click.option("--period", help="The period YYYY-MM (default: the current month, UTC).")
 def reset_month(period: str | None) -> None:
@@ -380,7 +410,7 @@ def reset_month(period: str | None) -> None:
     async def run(services: Services) -> tuple[int, int, list[str]]:
         account_ids = await services.ledger.all_account_ids()
         with progress(len(account_ids), "accounts") as bar:
-            return await reset_accounts(services.ledger, account_ids, period, bar.update)
+            return await reset_every_account(services.ledger, period, bar.update, account_ids)
 
     reset, unchanged, refused = _run_with_services(_settings(), run)
     click.echo(f"reset {plural(reset, 'account')}; {unchanged:,} already reset for this period")

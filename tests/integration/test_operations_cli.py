@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from api.cli import reset_accounts
+from api.cli import reset_accounts, reset_every_account
 from ledger.bootstrap import build_ledger
 from ledger.commands import OpenAccount, ResetMonth, SpendCredits
 from projections.queries import Views
@@ -67,6 +67,37 @@ async def test_a_reset_month_run_that_crosses_a_months_end_resets_every_account_
     for n in range(3):
         account = await books.account(f"acct_{n}", fresh=True)
         assert (account.period, account.allowance_remaining) == ("2026-12", 60)
+    await books.uow.committer.stop()
+
+
+async def test_an_account_whose_opening_commits_after_the_run_listed_the_accounts_is_reset_too(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """An account opened just before midnight, committed just after the run read the list of
+    accounts (a command in flight over it), kept last month's period and allowance until the
+    next monthly run."""
+    end = datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    books = build_ledger(isolated_db.pool)
+    for n in range(2):
+        await books.execute(OpenAccount(account_id=f"acct_{n}", monthly_allowance=100, at=end))
+        await books.execute(spend(f"acct_{n}", 40, f"k{n}"))
+    listing = books.all_account_ids
+
+    async def listed_as_an_opening_commits() -> list[str]:
+        found = await listing()
+        if "acct_late" not in found:  # stamped before midnight, committed after the read
+            await books.execute(OpenAccount(account_id="acct_late", monthly_allowance=100, at=end))
+            await books.execute(spend("acct_late", 40, "late"))
+        return found
+
+    books.all_account_ids = listed_as_an_opening_commits  # type: ignore[method-assign]
+
+    counts = await reset_every_account(books, "2027-01", lambda _: None)
+
+    assert counts == (3, 0, [])
+    for account_id in ("acct_0", "acct_1", "acct_late"):
+        account = await books.account(account_id, fresh=True)
+        assert (account.period, account.allowance_remaining) == ("2027-01", 100)
     await books.uow.committer.stop()
 
 
