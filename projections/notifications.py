@@ -87,7 +87,7 @@ class NotifierState(msgspec.Struct):
         return self.available <= 0
 
     def balances(self) -> dict[str, Any]:
-        """The balances every notification carries, as they are after its event."""
+        """The balances every notification carries: as they are after its event's command."""
         return {
             "account_id": self.account_id,
             "balance": self.balance,
@@ -310,6 +310,7 @@ class NotificationsProjection(WritesView):
         ]
         wanted = frozenset().union(*(s.event_types for s in subscribers))
         deliveries: list[tuple[str, str, str, str, int, str]] = []
+        made: list[tuple[Notification, int]] = []  # the command's so far, with their positions
         for index, event in enumerate(events):
             following = events[index + 1] if index + 1 < len(events) else None
             # The projector reads whole appends (read_whole_appends_after), and one
@@ -324,7 +325,17 @@ class NotificationsProjection(WritesView):
             states[event.stream_id] = state
             if state is None:
                 continue
-            for notification in notifications:
+            made += [(notification, event.position) for notification in notifications]
+            if not ends_command:
+                continue
+            for notification, position in made:
+                if position != event.position:
+                    # Made by an event inside the command: it carries the balances the
+                    # command left, as the alerts judge them. A payment that lands after its
+                    # refund credits and claws back in one command, and its credits.purchased
+                    # told of a balance the account never had.
+                    left = notification.data | state.balances()
+                    notification = msgspec.structs.replace(notification, data=left)
                 chosen = [
                     s.endpoint_id
                     for s in subscribers
@@ -339,11 +350,12 @@ class NotificationsProjection(WritesView):
                         notification.type,
                         endpoint_id,
                         state.account_id,
-                        event.position,
+                        position,
                         payload,
                     )
                     for endpoint_id in chosen
                 )
+            made = []
         self.memory.keep(states)
         written = [msgspec.structs.astuple(s) for s in states.values() if s is not None]
         writes = [Write(_UPSERT.format(table=table), (written,))] if written else []

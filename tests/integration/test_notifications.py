@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 import stripe
 
@@ -35,6 +36,7 @@ from projections.rebuild import rebuild
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase, unique
 from tests.support import cli
+from tests.support.events import caught_up
 from tests.support.ledger import save
 from tests.support.waiting import until
 from tests.support.webhook_receiver import Receiver, webhook_receiver
@@ -690,3 +692,32 @@ async def test_a_dispatcher_whose_connection_was_cut_off_says_so_in_one_line_and
         "cannot switch to state 12; another operation (2)"
     )
     assert line.exc_info is None
+
+
+async def test_a_notification_carries_the_balances_its_command_left_not_a_step_inside_it(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A payment that lands after its refund credits and claws back in one command: the
+    account never held the credits, so ``credits.purchased`` does not say it did."""
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        "http://127.0.0.1:9/hooks", ["credits.purchased"]
+    )
+    repository = build_ledger(isolated_db.pool)
+    try:
+        account_id = await open_account(repository, 100)
+        await act(
+            repository,
+            account_id,
+            lambda a: a.purchase(session_id="cs_refunded_first", credits=1000),
+            lambda a: a.claw_back("cs_refunded_first", 1000),
+        )
+    finally:
+        await repository.uow.committer.stop()
+    await caught_up(isolated_db.store)
+
+    payloads = await isolated_db.pool.fetch(
+        "SELECT payload FROM webhook_deliveries WHERE account_id = $1", account_id
+    )
+    [data] = [msgspec.json.decode(row["payload"])["data"] for row in payloads]
+    assert (data["credits"], data["session_id"]) == (1000, "cs_refunded_first")
+    assert (data["balance"], data["available"], data["topup_balance"]) == (100, 100, 0)
