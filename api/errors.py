@@ -232,6 +232,9 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     asyncpg.LockNotAvailableError: _database_unavailable,
     asyncpg.QueryCanceledError: _database_unavailable,
     ConnectionError: _database_unavailable,
+    # A server that takes the connection and never answers (frozen, or a network that
+    # drops its packets): the pool's connect ends after CONNECT_TIMEOUT (api/database.py).
+    TimeoutError: _database_unavailable,
     HTTPException: _http,
     Exception: _unexpected,
 }

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -97,9 +100,9 @@ async def test_the_service_answers_503_while_postgres_is_away_and_loses_nothing(
         failed = load.failed("spend") + load.failed("webhook")
         committed = [a for a in failed if a.key in set(spent) | set(purchased)]
         assert all(a.sent_at < down_from for a in committed), describe_answers(committed)
-        assert len(spent) + len(purchased) == len(load.ok("spend")) + len(
-            load.ok("webhook")
-        ) + len(committed)
+        assert len(spent) + len(purchased) == len(load.ok("spend")) + len(load.ok("webhook")) + len(
+            committed
+        )
 
         # Retried now (a client with its idempotency key, Stripe with its event), each
         # failed request is applied once: the cut-off commits are not applied again.
@@ -109,9 +112,7 @@ async def test_the_service_answers_503_while_postgres_is_away_and_loses_nothing(
                 retried = await send(client, answer.account_id, answer.key, answer.amount)
                 assert retried.status == 200, retried.body
         spent, purchased = await recorded(database.store)
-        assert (
-            len(spent) == len(set(spent)) == len(load.ok("spend")) + len(load.failed("spend"))
-        )
+        assert len(spent) == len(set(spent)) == len(load.ok("spend")) + len(load.failed("spend"))
         assert len(purchased) == len(set(purchased))
         assert len(purchased) == len(load.ok("webhook")) + len(load.failed("webhook"))
 
@@ -130,3 +131,39 @@ async def test_the_service_answers_503_while_postgres_is_away_and_loses_nothing(
             f"away, {len(failed)} failed requests retried ({len(committed)} of them had committed "
             f"as the server stopped); events lost: 0"
         )
+
+
+@pytest.mark.slow
+async def test_a_postgres_that_takes_connections_but_never_answers_is_503_not_500(
+    own_postgres: OwnPostgres, faults_standin: RunningStandin, process_folder
+) -> None:
+    """A frozen server (its postmaster stopped: the kernel still takes each connection, no
+    one answers it) failed the pool's connect with a TimeoutError after CONNECT_TIMEOUT,
+    which no handler knew: a 500 with a traceback, where a database away is a 503."""
+    async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
+        headers = await writer_token(database.pool)
+        (account_id,) = await open_accounts(api.base_url, headers, 1, allowance=100)
+        postmaster = int(
+            (Path(own_postgres.server.pgdata) / "postmaster.pid").read_text().split()[0]
+        )
+        os.kill(postmaster, signal.SIGSTOP)
+        try:
+            # The service's connections cut (their backends run on), so it must connect anew.
+            await database.pool.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE usename = $1 AND pid <> pg_backend_pid()",
+                "ledger_service",
+            )
+            await asyncio.sleep(0.5)
+            async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+                answer = await client.post(
+                    f"/v1/accounts/{account_id}/spend",
+                    json={"amount": 1, "reason": "frozen"},
+                    headers={**headers, "Idempotency-Key": "frozen"},
+                )
+        finally:
+            os.kill(postmaster, signal.SIGCONT)
+        assert answer.status_code == 503, (answer.text, unhandled_errors(api.log_text()))
+        assert answer.headers["Retry-After"] == "1"
+        assert answer.json() == {"message": "The ledger's database is unavailable; please retry."}
+        assert unhandled_errors(api.log_text()) == []
