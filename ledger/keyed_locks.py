@@ -6,20 +6,30 @@ import asyncio
 from types import TracebackType
 
 
+class TurnNotCome(TimeoutError):
+    """The key's lock was not free within the time a command may wait for its turn."""
+
+
 class KeyedLocks:
     """Commands on one aggregate take turns inside this process.
 
     Correctness does not rest on this: optimistic concurrency in the store still
     decides between processes. It only spares same-process writers from losing
     races to each other and retrying, which costs O(n^2) under contention.
+
+    A command waits at most ``wait`` seconds for its turn (``TurnNotCome`` then):
+    turns are taken one at a time, so without a bound the n-th of n commands on one
+    key waited for the n - 1 before it, each as long as its own database waits (a
+    lock held elsewhere: 5 s apiece), long after its client had given up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wait: float | None = None) -> None:
         self._locks: dict[str, list[asyncio.Lock | int]] = {}
+        self.wait = wait
 
     def hold(self, key: str) -> _Held:
         """``async with locks.hold(key):`` holds the lock for ``key`` for the block."""
-        return _Held(self._locks, key)
+        return _Held(self._locks, key, self.wait)
 
 
 class _Held:
@@ -28,11 +38,14 @@ class _Held:
     A class rather than @asynccontextmanager: this runs for every command.
     """
 
-    __slots__ = ("_key", "_lock", "_locks")
+    __slots__ = ("_key", "_lock", "_locks", "_wait")
 
-    def __init__(self, locks: dict[str, list[asyncio.Lock | int]], key: str) -> None:
+    def __init__(
+        self, locks: dict[str, list[asyncio.Lock | int]], key: str, wait: float | None
+    ) -> None:
         self._locks = locks
         self._key = key
+        self._wait = wait
 
     async def __aenter__(self) -> None:
         entry = self._locks.get(self._key)
@@ -41,7 +54,16 @@ class _Held:
         entry[1] += 1  # type: ignore[operator]
         self._lock: asyncio.Lock = entry[0]  # type: ignore[assignment]
         try:
-            await self._lock.acquire()
+            if self._wait is None or entry[1] == 1:
+                await self._lock.acquire()  # no one else holds it or waits: at once, no timer
+            else:
+                try:
+                    async with asyncio.timeout(self._wait):
+                        await self._lock.acquire()
+                except TimeoutError:
+                    raise TurnNotCome(
+                        f"waited {self._wait:g} s for the commands before it on the same key"
+                    ) from None
         except BaseException:
             self._leave()
             raise

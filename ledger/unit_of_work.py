@@ -2,7 +2,9 @@
 
 ``UnitOfWork.run(handler, command)``:
 
-1. takes the command's lock in this process (commands on one account take turns);
+1. takes the command's lock in this process (commands on one account take turns; one
+   that waits ``TURN_WAIT_SECONDS`` for its turn gives up as a conflict that stayed
+   does: ``ConcurrencyConflict``, answered 503 with ``Retry-After``, nothing written);
 2. loads what the handler asks for (``handler.load``: the cache, else snapshot + events);
 3. lets the handler decide (``handler.decide``: a plain function of that state and
    the command, which records events on the aggregates or raises a refusal);
@@ -42,7 +44,7 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from ledger.domain.errors import DomainError
-from ledger.keyed_locks import KeyedLocks
+from ledger.keyed_locks import KeyedLocks, TurnNotCome
 from ledger.store import stats
 from ledger.store.claims import Claim, Claims, ClaimTaken, StoredAnswer, replay
 from ledger.store.commit import ClaimRecord, GroupCommitter
@@ -55,6 +57,13 @@ A = TypeVar("A")
 G = TypeVar("G", bound=Aggregate)
 
 MAX_ATTEMPTS = 12
+
+TURN_WAIT_SECONDS = 5.0
+"""How long a command waits for the commands before it on its account (its lock in this
+process) before it is answered as busy: as long as the service's sessions wait for a lock
+in PostgreSQL (``lock_timeout``). Turns are taken one at a time, so unbounded, the n-th of
+n concurrent commands on one account waited for all the others: behind a lock held in the
+database, 5 s each (the 20th answered after 100 s), then ran with its client long gone."""
 
 answer_replayed: ContextVar[bool] = ContextVar("answer_replayed", default=False)
 """True in the task whose command was answered with the answer its claim recorded
@@ -159,29 +168,36 @@ class UnitOfWork:
         self.repository = repository
         self.committer = committer
         self.claims = claims
-        self.locks = KeyedLocks()
+        self.locks = KeyedLocks(TURN_WAIT_SECONDS)
 
     async def run(self, handler: Handler[C, Any, A], command: C) -> A:
         """Decide ``command`` once and commit what it decided; see the module."""
         claim = handler.claim(command)
-        async with self.locks.hold(handler.lock(command)):
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                try:
-                    return await self._attempt(handler, command, claim, fresh=attempt > 1)
-                except ConcurrencyConflict:
-                    if attempt == MAX_ATTEMPTS:
-                        stats.conflicts["gave_up"].inc()
-                        raise
-                    stats.conflicts["retried"].inc()
-                    # Exponential backoff with full jitter spreads out writers that
-                    # collided so they do not collide again (about 4 s in all).
-                    await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 10)))  # noqa: S311
-                except ClaimTaken:
-                    assert claim is not None  # only a command with a claim has one taken
-                    earlier = await self.claims.find(claim.scope, claim.key)
-                    assert earlier is not None  # claims are committed before they conflict
-                    await self.note_head()
-                    return self._replay(handler, claim, earlier, command)
+        try:
+            async with self.locks.hold(handler.lock(command)):
+                return await self._decided(handler, command, claim)
+        except TurnNotCome as waited:  # only the lock raises it: nothing was tried
+            stats.conflicts["gave_up"].inc()
+            raise ConcurrencyConflict(f"the account stayed busy: {waited}") from None
+
+    async def _decided(self, handler: Handler[C, Any, A], command: C, claim: Claim | None) -> A:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return await self._attempt(handler, command, claim, fresh=attempt > 1)
+            except ConcurrencyConflict:
+                if attempt == MAX_ATTEMPTS:
+                    stats.conflicts["gave_up"].inc()
+                    raise
+                stats.conflicts["retried"].inc()
+                # Exponential backoff with full jitter spreads out writers that
+                # collided so they do not collide again (about 4 s in all).
+                await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 10)))  # noqa: S311
+            except ClaimTaken:
+                assert claim is not None  # only a command with a claim has one taken
+                earlier = await self.claims.find(claim.scope, claim.key)
+                assert earlier is not None  # claims are committed before they conflict
+                await self.note_head()
+                return self._replay(handler, claim, earlier, command)
         raise AssertionError("unreachable")
 
     async def _attempt(

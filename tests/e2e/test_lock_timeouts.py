@@ -4,10 +4,16 @@ a wait without end; once the lock is gone the same request answers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import asyncpg
 import httpx
 
+from api.services import Services
+from tests.conftest import unique
 from tests.e2e.conftest import Customer
+from tests.support.ledger import open_account
 
 
 async def test_a_read_stuck_behind_a_lock_answers_503_after_the_lock_timeout(
@@ -29,3 +35,49 @@ async def test_a_read_stuck_behind_a_lock_answers_503_after_the_lock_timeout(
     assert set(answer.json()) >= {"message"}
     after = await http.get("/v1/credits", headers=customer.headers)
     assert after.status_code == 200
+
+
+async def test_spends_queued_on_one_account_behind_a_lock_are_all_answered_within_its_timeout(
+    http: httpx.AsyncClient, services: Services, writer_headers: dict[str, str], database_url: str
+) -> None:
+    """Commands on one account take turns in the process. Each used to wait for its turn
+    without end, so behind a lock held elsewhere the n-th of n spends waited for the n - 1
+    before it to meet the lock timeout, 5 s apiece: 30 s for the sixth. A command now waits
+    for its turn as long as for a lock (503 with ``Retry-After``, nothing recorded)."""
+    account_id = unique("acct")
+    await open_account(services.ledger, account_id, 1000)
+
+    async def spend(n: int) -> tuple[httpx.Response, float]:
+        began = time.monotonic()
+        answer = await http.post(
+            f"/v1/accounts/{account_id}/spend",
+            json={"amount": 1, "reason": f"queued {n}"},
+            headers={**writer_headers, "Idempotency-Key": unique("queued")},
+            timeout=60,
+        )
+        return answer, time.monotonic() - began
+
+    stalled = await asyncpg.connect(database_url)  # as an operator's forgotten session
+    try:
+        transaction = stalled.transaction()
+        await transaction.start()
+        await stalled.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+        answered = await asyncio.gather(*(spend(n) for n in range(6)))
+        await transaction.rollback()
+    finally:
+        await stalled.close()
+
+    for answer, _ in answered:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"]
+    # The first meets the lock timeout (5 s); any other waits at most that long for its
+    # turn, and one turn more if the turn came just then.
+    assert max(seconds for _, seconds in answered) < 14, [round(s, 1) for _, s in answered]
+    after = await services.ledger.account(account_id, fresh=True)
+    assert after.version == 1  # nothing recorded
+    again = await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        json={"amount": 1, "reason": "after"},
+        headers={**writer_headers, "Idempotency-Key": unique("after")},
+    )
+    assert again.status_code == 200, again.text
