@@ -16,6 +16,7 @@ from litestar.routes import HTTPRoute
 
 from api.access.guards import provide_principal
 from api.database import (
+    POOL_WAIT_SECONDS,
     DatabaseUnusable,
     create_pool,
     describe,
@@ -52,11 +53,16 @@ MAX_BODY_BYTES = 256 * 1024
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, *, stripe_api_base: str | None = None, set_up_first: bool = True
+    settings: Settings,
+    *,
+    stripe_api_base: str | None = None,
+    set_up_first: bool = True,
+    pool_wait: float | None = None,
 ) -> AsyncIterator[Services]:
     """Database pool, migrations, Stripe gateway and services; closed on exit.
 
-    ``set_up_first=False``: no migrations nor grants applied (``service_url``)."""
+    ``set_up_first=False``: no migrations nor grants applied (``service_url``).
+    ``pool_wait``: how long a connection is waited for (``create_pool``; the API's)."""
     given_url = await asyncio.to_thread(
         resolve_database_url, settings.database_url, settings.data_dir
     )
@@ -64,7 +70,7 @@ async def open_services(
         database_url = await service_url(
             given_url, settings.database_admin_url, set_up_first=set_up_first
         )
-        pool = await create_pool(database_url, set_up_first=set_up_first)
+        pool = await create_pool(database_url, set_up_first=set_up_first, wait_seconds=pool_wait)
         stack.push_async_callback(pool.close)
         log.debug("event store: %s", describe(database_url))
         gateway = StripeGateway(
@@ -125,7 +131,9 @@ def create_app(
                 stripe_api_base = await stack.enter_async_context(start_stripe_standin(settings))
             try:
                 services = await stack.enter_async_context(
-                    open_services(settings, stripe_api_base=stripe_api_base)
+                    open_services(
+                        settings, stripe_api_base=stripe_api_base, pool_wait=POOL_WAIT_SECONDS
+                    )
                 )
             except DatabaseUnusable as error:
                 # Said in one line, and the server stops (api/startup.py): raised, it

@@ -13,6 +13,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap, Receive, Scope, Send
 
 from api.access.guards import Forbidden, Unauthenticated
+from api.database import PoolBusy
 from api.validation import (
     IDEMPOTENCY_KEY_INVALID,
     IDEMPOTENCY_KEY_MISSING,
@@ -161,6 +162,11 @@ def _database_unavailable(_: Request, error: Exception) -> Response[Any]:
     return _retry_soon("The ledger's database is unavailable; please retry.")
 
 
+def _pool_busy(_: Request, error: PoolBusy) -> Response[Any]:
+    log.warning("database busy: %s", error)
+    return _retry_soon("The ledger is busy; please retry.")
+
+
 def _unauthenticated(_: Request, __: Unauthenticated) -> Response[Any]:
     response = error_response(401, "Unauthenticated.")
     # RFC 9110 (11.6.1): a 401 names the scheme that would be accepted.
@@ -231,6 +237,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     asyncpg.InsufficientResourcesError: _database_unavailable,
     asyncpg.LockNotAvailableError: _database_unavailable,
     asyncpg.QueryCanceledError: _database_unavailable,
+    # Every pooled connection taken for longer than the API waits for one (api/database.py).
+    PoolBusy: _pool_busy,
     ConnectionError: _database_unavailable,
     # A server that takes the connection and never answers (frozen, or a network that
     # drops its packets): the pool's connect ends after CONNECT_TIMEOUT (api/database.py).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 import asyncpg
 import httpx
@@ -81,3 +82,60 @@ async def test_spends_queued_on_one_account_behind_a_lock_are_all_answered_withi
         headers={**writer_headers, "Idempotency-Key": unique("after")},
     )
     assert again.status_code == 200, again.text
+
+
+async def test_reads_stuck_behind_a_lock_on_a_view_hold_up_a_spend_no_longer_than_the_wait(
+    http: httpx.AsyncClient,
+    services: Services,
+    customer: Customer,
+    writer_headers: dict[str, str],
+    database_url: str,
+) -> None:
+    """Reads of a locked view each hold a pooled connection until the lock timeout; the
+    rest queued for one, and a spend, which touches no such table, queued behind them all:
+    three pools' worth of reads made it wait 15 s. A request now waits for a connection at
+    most ``POOL_WAIT_SECONDS`` (503 with ``Retry-After``)."""
+    spender = unique("acct")
+    await open_account(services.ledger, spender, 1000)
+    lines = "/v1/credits/transactions"
+    assert (await http.get(lines, headers=customer.headers)).status_code == 200  # token known
+
+    async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+        began = time.monotonic()
+        answer = await request
+        return answer, time.monotonic() - began
+
+    stalled = await asyncpg.connect(database_url)  # as an operator's forgotten session
+    try:
+        transaction = stalled.transaction()
+        await transaction.start()
+        await stalled.execute("LOCK TABLE statement_lines IN ACCESS EXCLUSIVE MODE")
+        pool_size = services.pool.get_max_size()
+        async with httpx.AsyncClient(base_url=http.base_url, timeout=60) as readers:
+            reads = [
+                asyncio.ensure_future(timed(readers.get(lines, headers=customer.headers)))
+                for _ in range(3 * pool_size)
+            ]
+            await asyncio.sleep(0.5)  # every read asked for its connection
+            spend, seconds = await timed(
+                http.post(
+                    f"/v1/accounts/{spender}/spend",
+                    json={"amount": 1, "reason": "behind the reads"},
+                    headers={**writer_headers, "Idempotency-Key": unique("spend")},
+                    timeout=60,
+                )
+            )
+            answered = await asyncio.gather(*reads)
+        await transaction.rollback()
+    finally:
+        await stalled.close()
+
+    assert seconds < 9, (spend.status_code, round(seconds, 1))
+    assert spend.status_code in (200, 503), spend.text
+    for answer in [spend, *(read for read, _ in answered)]:
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"]
+        else:
+            assert answer.status_code == 200, answer.text
+    # A read waits for its connection at most that long, then for the lock.
+    assert max(s for _, s in answered) < 14
