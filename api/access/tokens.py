@@ -9,6 +9,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
@@ -92,6 +93,11 @@ class TokenService:
     cached longer than ``cache_seconds``; after that it is read from the table
     again, and a revocation takes effect everywhere within that time whatever
     happened to the listener.
+
+    Both memories (the cached tokens, and when each token's use was last written) keep
+    their entries in the order they were made, and each new entry drops the ones at the
+    front whose time is up: they hold the tokens used lately, not every token used since
+    the process started (about 450 bytes each, 45 MB per 100,000 customers' tokens).
     """
 
     RECONNECT_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -108,14 +114,15 @@ class TokenService:
         self.cache_seconds = cache_seconds
         self._clock = clock
         # token id -> (hash, principal, when the entry stops counting; clock's time)
-        self._known: dict[str, tuple[bytes, Principal, float]] = {}
+        self._known: OrderedDict[str, tuple[bytes, Principal, float]] = OrderedDict()
         self._listener: asyncpg.Connection | None = None
         # Bumped by every revocation heard, so a check that read a row before a
         # revocation arrived does not then keep the revoked token.
         self._revocations_heard = 0
         self._database_url: str | None = None
         self._reconnecting: asyncio.Task[None] | None = None
-        self._use_noted: dict[str, float] = {}
+        # token id -> when its use was last written (clock's time), oldest first
+        self._use_noted: OrderedDict[str, float] = OrderedDict()
         self._use_writes: set[asyncio.Task[None]] = set()
 
     async def watch_revocations(self, database_url: str) -> None:
@@ -228,17 +235,30 @@ class TokenService:
             and self.cache_seconds > 0
         ):
             self._known[token_id] = (row["token_hash"], principal, read_at + self.cache_seconds)
+            self._forget_stale(read_at)
         self._note_use(token_id)
         return principal
 
+    def _forget_stale(self, now: float) -> None:
+        """Drop the cached tokens whose time is up, from the front (the oldest reads; one
+        that ended after a later read's goes with the entries after it)."""
+        known = self._known
+        while known:
+            _, _, fresh_until = next(iter(known.values()))
+            if fresh_until > now:
+                return
+            known.popitem(last=False)
+
     def _note_use(self, token_id: str) -> None:
         """Record the use in the background, at most once a minute per token."""
-        now = time.monotonic()
-        if now - self._use_noted.get(token_id, -USE_RECORDED_EVERY_SECONDS) < (
-            USE_RECORDED_EVERY_SECONDS
-        ):
+        now = self._clock()
+        noted = self._use_noted
+        if now - noted.get(token_id, -USE_RECORDED_EVERY_SECONDS) < USE_RECORDED_EVERY_SECONDS:
             return
-        self._use_noted[token_id] = now
+        noted[token_id] = now
+        noted.move_to_end(token_id)
+        while next(iter(noted.values())) <= now - USE_RECORDED_EVERY_SECONDS:
+            noted.popitem(last=False)
         task = asyncio.get_running_loop().create_task(self._record_use(token_id))
         self._use_writes.add(task)
         task.add_done_callback(self._use_writes.discard)

@@ -8,6 +8,7 @@ import time
 import asyncpg
 
 from api.access.tokens import REVOCATIONS_CHANNEL, Scope, TokenService
+from tests.conftest import unique
 
 
 async def test_a_revocation_takes_effect_within_the_cache_lifetime_when_the_listener_is_deaf(
@@ -102,3 +103,29 @@ async def test_a_token_read_while_no_one_listened_is_not_cached_once_the_listene
         await one_connection.close()
 
     assert after is None
+
+
+async def test_the_memories_of_tokens_keep_those_used_lately_not_every_one_ever_used(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Each token checked stayed cached, and its last written use remembered, until the
+    process ended: the entry of a customer's token used once was kept for good (45 MB a
+    hundred thousand customers). A new entry now drops those whose time is up."""
+    now = [1000.0]
+    caching = TokenService(pool, clock=lambda: now[0])
+    once = [await caching.issue(Scope.CREDITS, account_id=unique("acct")) for _ in range(30)]
+    later = await caching.issue(Scope.LEDGER_WRITE, name="later")
+    await caching.watch_revocations(database_url)
+    try:
+        for issued in once:
+            assert await caching.authenticate(issued.secret) is not None
+        assert len(caching._known) == len(caching._use_noted) == 30
+        now[0] += 61  # past the cache's 30 s and the minute between writes of a use
+        assert await caching.authenticate(later.secret) is not None
+        known, noted = set(caching._known), set(caching._use_noted)
+        again = await caching.authenticate(once[0].secret)  # read again, cached again
+    finally:
+        await caching.stop_watching()
+
+    assert known == noted == {later.token_id}
+    assert again is not None
