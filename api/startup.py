@@ -29,6 +29,15 @@ log = logging.getLogger("ledger")
 KEEP_ALIVE_SECONDS = 5
 """How long a connection may sit idle between requests before the server closes it."""
 
+STOP_GRACE_SECONDS = 20
+"""How long a stop (SIGTERM, a first Ctrl-C) waits for the requests in flight; those still
+running then are cut off, answered 503 with ``Retry-After`` (api/edge.py) if their answer
+had not begun, and the app shuts down as ever. Without it one client stalled the stop for
+good: a spend whose body never came (the server had asked for it), or an answer its
+client never read. It outlasts any request (a purchase's three Stripe attempts take at
+most 15 s) and leaves the app's shutdown time within a supervisor's usual 30 s
+(``stop_grace_period`` in docker-compose.yml)."""
+
 # uvicorn's own start and stop lines repeat ours; its warnings and errors still show.
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
@@ -137,6 +146,9 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # A request cut off at the end of STOP_GRACE_SECONDS is answered (api/edge.py) or,
+        # its answer begun, closed: no traceback each.
+        _quiet_about_cut_off_requests()
         await super().shutdown(sockets=sockets)
         if self.force_exit and not self.lifespan.shutdown_event.is_set():
             # A second Ctrl-C: uvicorn stops waiting for the requests in flight and skips
@@ -152,10 +164,16 @@ async def _cut_off(requests: set[asyncio.Task[None]]) -> None:
     """Cancel the requests in flight and wait for them to end, without a traceback each."""
     if not requests:
         return
-    logging.getLogger("uvicorn.error").addFilter(_CutOffRequests())
+    _quiet_about_cut_off_requests()
     for request in requests:
         request.cancel()
     await asyncio.wait(set(requests))
+
+
+def _quiet_about_cut_off_requests() -> None:
+    errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _CutOffRequests) for f in errors.filters):
+        errors.addFilter(_CutOffRequests())
 
 
 class _CutOffRequests(logging.Filter):
@@ -180,6 +198,7 @@ def uvicorn_config(app: Any) -> uvicorn.Config:
         # uvicorn's default, written out: a proxy's idle time must stay below it
         # (cluster/nginx.py, docs/scaling.md).
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         proxy_headers=False,
     )
 

@@ -8,10 +8,12 @@ import json
 import os
 import re
 import signal
+import time
 
 import psutil
 import pytest
 
+from api.startup import STOP_GRACE_SECONDS
 from stripe_standin import RunningStandin
 from tests.faults.conftest import (
     Load,
@@ -241,3 +243,39 @@ async def test_ctrl_c_closes_idle_keep_alive_connections_at_once(
         assert await api.wait(60) == 0, api.log_text()[-3000:]
         spent, _ = await recorded(database.store)
         assert spent == ["before-the-stop"]
+
+
+@pytest.mark.slow
+async def test_a_spend_whose_body_never_comes_holds_a_sigterm_up_for_the_grace_time_only(
+    own_postgres: OwnPostgres, faults_standin: RunningStandin, process_folder
+) -> None:
+    """The stop waited for every request in flight however long it took, so one client
+    that sent a spend's head and never its body (or never read an answer) held the stop
+    up for good: a supervisor killed the service at its own time, projector and all. A
+    request still running ``STOP_GRACE_SECONDS`` after the SIGTERM is cut off: answered
+    503 with ``Retry-After`` and nothing recorded, and the service stops as ever."""
+    async with serving(own_postgres.url, process_folder, faults_standin) as (database, api):
+        headers = await writer_token(database.pool)
+        (account_id,) = await open_accounts(api.base_url, headers, 1, allowance=100)
+        await wait_for_log(api, "projector started")  # an ordinary stop, not one at start-up
+        stalled = HalfSentSpend(api.port, headers, account_id, "body-never-sent")
+        await stalled.start()  # the server asked for the body: the request is in flight
+
+        began = time.monotonic()
+        api.send(signal.SIGTERM)
+        answer = await asyncio.wait_for(stalled.reader.read(), STOP_GRACE_SECONDS + 30)
+        answered_after = time.monotonic() - began
+        stalled.writer.close()
+        exit_code = await api.wait(60)
+        spent, _ = await recorded(database.store)
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), answer
+    assert b"\r\nretry-after: 1" in head.lower(), head
+    assert json.loads(body) == {"message": "The server is stopping; please retry."}
+    assert STOP_GRACE_SECONDS - 1 < answered_after < STOP_GRACE_SECONDS + 10, answered_after
+    log = api.log_text()
+    assert exit_code == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert log.rstrip().splitlines()[-1].endswith('"message":"stopped"}'), log[-3000:]
+    assert "body-never-sent" not in spent

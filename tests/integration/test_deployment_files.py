@@ -22,7 +22,7 @@ import yaml
 
 from api.cli import main as ledger_cli
 from api.settings import Settings, SettingsError
-from api.startup import KEEP_ALIVE_SECONDS
+from api.startup import KEEP_ALIVE_SECONDS, STOP_GRACE_SECONDS
 from cluster import nginx
 from cluster.topology import Plan, Process, ledger_processes, setup_process
 
@@ -180,6 +180,14 @@ def test_compose_runs_postgres_api_replicas_behind_one_entry_point_and_one_proje
     for name in ("api", "projector", "postgres-standby"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "DATABASE_READ_URL" in api["environment"]
+
+
+def test_compose_waits_for_a_replica_to_cut_off_its_stragglers_and_shut_down() -> None:
+    """A SIGTERM gives requests in flight STOP_GRACE_SECONDS, then cuts off the rest and
+    shuts the app down: the supervisor must wait longer than that before its SIGKILL."""
+    grace = compose()["services"]["api"]["stop_grace_period"]
+    assert grace.endswith("s"), grace
+    assert int(grace[:-1]) >= STOP_GRACE_SECONDS + 5
 
 
 def test_every_command_compose_runs_is_a_ledger_command() -> None:
