@@ -321,11 +321,20 @@ class EventStore:
             if time.monotonic() + ahead > deadline:
                 raise StoreBusy("that moment has not come yet on the database's clock")
             await asyncio.sleep(ahead + 0.000_001)
-        async with self.pool.acquire() as connection:
-            while await connection.fetchval(f"SELECT {WATERMARK} < $1::xid8", newer_than_all):
-                if time.monotonic() > deadline:
-                    raise StoreBusy("appends recorded before that moment are still committing")
-                await asyncio.sleep(0.002)
+        # Each look takes a connection for itself, less and less often: a wait held one
+        # for its 2 s and looked every 2 ms, so a long transaction in the database (which
+        # holds the watermark back) made every as-of question hold a connection and query
+        # it some 300 times a second, and twenty of them took the whole pool.
+        pause = 0.002
+        while True:
+            async with self.pool.acquire() as connection:
+                behind = await connection.fetchval(f"SELECT {WATERMARK} < $1::xid8", newer_than_all)
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise StoreBusy("appends recorded before that moment are still committing")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     async def _transaction_id_newer_than_every_append(self) -> tuple[int, datetime]:
         """A transaction id newer than every append that took its time, and the database's

@@ -8,11 +8,13 @@ import time
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
+from api.database import create_pool
 from ledger.commands import SpendCredits
 from ledger.service import Ledger
 from ledger.store.commit import write_batch
-from ledger.store.event_store import ORDERING_LOCK, EventStore
+from ledger.store.event_store import ORDERING_LOCK, EventStore, StoreBusy
 from tests.conftest import IsolatedDatabase, unique
 from tests.support.far_database import far_database
 from tests.support.ledger import open_account
@@ -159,3 +161,32 @@ async def test_an_as_of_moment_still_to_come_on_the_databases_clock_is_waited_fo
 
     assert answered == (await ledger.account_as_of(account_id, moment)).allowance_remaining
     assert answered == 975
+
+
+async def test_an_as_of_question_behind_a_long_transaction_holds_no_connection_between_looks(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A transaction left open in the database holds the watermark back, and a question
+    waits (2 s, then StoreBusy). It held one pooled connection all that time, looking every
+    2 ms: twenty questions took a whole pool. Each look now takes a connection
+    for itself, less and less often."""
+    forgotten = await asyncpg.connect(isolated_db.url)  # as an operator's open session
+    transaction = forgotten.transaction()
+    await transaction.start()
+    await forgotten.fetchval("SELECT pg_current_xact_id()")  # a writing transaction's id
+    one = await create_pool(isolated_db.url, min_size=1, max_size=1)
+    try:
+        asked = asyncio.ensure_future(EventStore(one).wait_for_appends_before(datetime.now(UTC)))
+        await asyncio.sleep(0.3)  # waiting behind the open transaction
+        assert not asked.done()
+        started = time.monotonic()
+        assert await one.fetchval("SELECT 1") == 1  # the pool's only connection
+        took = time.monotonic() - started
+        with pytest.raises(StoreBusy):
+            await asked
+    finally:
+        await transaction.rollback()
+        await forgotten.close()
+        await one.close()
+
+    assert took < 0.3, took
