@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -274,3 +275,35 @@ async def test_a_sweeper_that_cannot_reach_the_database_says_so_in_one_line(
     assert first.getMessage().startswith("expiry sweep could not reach the database (will retry):")
     assert "pool is closed" in first.getMessage()
     assert first.exc_info is None
+
+
+class CountedPool:
+    """A pool's ``fetchval``, counted."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.asked = 0
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked += 1
+        return await self.pool.fetchval(*args, **kwargs)
+
+
+async def test_a_grants_view_held_back_is_waited_for_without_asking_every_5_ms(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Listing an account's grants waits (1 s at most) for the view to apply the account's
+    last event. With the projector stopped or behind, each request asked 200 times in that
+    second; now the pause between looks grows."""
+    books = build_ledger(isolated_db.pool)
+    try:
+        await open_account(books, "acct_view_behind", 100)  # no projector: the view is behind
+    finally:
+        await books.uow.committer.stop()
+    counted = CountedPool(isolated_db.pool)
+    views = Views(counted)  # type: ignore[arg-type]
+
+    caught_up_in_time = await views.wait_for_stream("grants", account_stream_id("acct_view_behind"))
+
+    assert not caught_up_in_time
+    assert counted.asked <= 40, counted.asked
