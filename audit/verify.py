@@ -38,7 +38,7 @@ from eventsourcing.persistence import StoredEvent
 from audit.checkpoint import CheckpointAudit, CheckpointReplay
 from audit.findings import Finding
 from ledger import event_loop
-from ledger.child_processes import started_deaf_to_ctrl_c, stop_pool_now
+from ledger.child_processes import end_with_parent, started_deaf_to_ctrl_c, stop_pool_now
 from ledger.domain.account import CreditAccount
 from ledger.domain.adjustments import Worth, taken_back
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
@@ -1630,6 +1630,7 @@ _progress: multiprocessing.Queue[int] | None = None
 
 def _start_worker(progress: multiprocessing.Queue[int]) -> None:
     global _progress
+    end_with_parent()
     _progress = progress
     settle_after_start_up(young=BATCHES_YOUNG)
 

@@ -10,7 +10,11 @@ Python leaves it alone): the parent alone is interrupted, and stops its workers 
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -40,3 +44,24 @@ def stop_pool_now(executor: ProcessPoolExecutor) -> None:
     for process in processes:
         if process.is_alive():
             process.terminate()
+
+
+def end_with_parent() -> None:
+    """End this worker process at once when the process that started it ends.
+
+    A parent ended without stopping its workers (``kill PID``, which reaches it alone,
+    or the OOM killer's SIGKILL) left a ``ProcessPoolExecutor``'s workers waiting for
+    good: they hold both ends of the pool's queues, so none of them ever reads an end of
+    file. Run in the worker (a pool's ``initializer``).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch(sentinel: int) -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(
+        target=watch, args=(parent.sentinel,), name="end-with-parent", daemon=True
+    ).start()

@@ -4,6 +4,7 @@ none of them left running (ledger/child_processes.py), no half-filled table left
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,3 +75,31 @@ async def test_ctrl_c_as_its_workers_start_is_one_line_and_leaves_none_running(
         "SELECT tablename FROM pg_tables WHERE tablename LIKE '%\\_\\_rebuild'"
     )
     assert half_filled == []
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+async def test_a_verify_whose_process_alone_is_ended_leaves_no_worker_running(
+    isolated_db: IsolatedDatabase, how: signal.Signals
+) -> None:
+    """`kill PID` (or the OOM killer) reaches the parent alone: its pool's workers, left
+    waiting on queues they hold both ends of, ran on for good."""
+    await generate(isolated_db.url, 100_000)
+    process = started(("audit", "verify", "--jobs", "2"), isolated_db.url)
+    workers: list[int] = []
+    try:
+        workers = await asyncio.to_thread(first_workers, process.pid, process)
+        await asyncio.sleep(0.3)
+        process.send_signal(how)
+        await asyncio.to_thread(process.wait, timeout=60)
+        outlived = not await asyncio.to_thread(gone, workers)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for worker in workers:  # a failing run leaves none behind either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+        if process.stdout is not None:  # not read: the workers of a failing run hold it
+            process.stdout.close()
+
+    assert not outlived, "a worker outlived the command"
