@@ -45,6 +45,7 @@ from api.routes import (
 from api.services import Services, build_services
 from api.settings import Settings, SettingsError
 from ledger.adapters.stripe_gateway import StripeGateway
+from ledger.store.failures import database_failure
 
 log = logging.getLogger("ledger")
 
@@ -135,10 +136,16 @@ def create_app(
                         settings, stripe_api_base=stripe_api_base, pool_wait=POOL_WAIT_SECONDS
                     )
                 )
-            except DatabaseUnusable as error:
+            except Exception as error:
                 # Said in one line, and the server stops (api/startup.py): raised, it
-                # would be Litestar's traceback of the failed start-up.
-                log.error("cannot start: %s", error)
+                # would be Litestar's traceback of the failed start-up. Also a statement
+                # refused (a role without rights on the tables) or the server gone meanwhile.
+                said = (
+                    str(error) if isinstance(error, DatabaseUnusable) else database_failure(error)
+                )
+                if said is None:
+                    raise
+                log.error("cannot start: %s", said)
                 app.state.start_refused = True
                 yield
                 return

@@ -44,8 +44,9 @@ def _configure_logging(verbose: bool) -> None:
 
 
 class _Commands(click.Group):
-    """Every command: a database it cannot reach, or not set up, is one line, not a
-    traceback (``ledger serve`` says it from its start-up: api/app.py)."""
+    """Every command: a database it cannot reach, not set up, refusing a statement or lost
+    mid-command is one line, not a traceback (``ledger serve`` says it from its start-up:
+    api/app.py)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -60,9 +61,12 @@ class _Commands(click.Group):
             raise click.ClickException(f"{said}{where}") from None
         except Exception as error:
             from api.database import DatabaseUnusable
+            from ledger.store.failures import database_failure
 
             if isinstance(error, DatabaseUnusable):
                 raise click.ClickException(str(error)) from None
+            if (line := database_failure(error)) is not None:
+                raise click.ClickException(line) from None
             raise
 
 
@@ -657,6 +661,7 @@ def rebuilding(names: list[str]) -> str:
 )
 def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
     from projections.rebuild import RebuildRunning, rebuild_all
+    from projections.rebuild_parts import PartFailed
     from projections.runner import all_projections
 
     wanted = set(names or ["all"])
@@ -681,7 +686,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
                         jobs=jobs,
                         database_url=database_url,
                     )
-            except RebuildRunning as error:
+            except (RebuildRunning, PartFailed) as error:
                 raise click.ClickException(str(error)) from None
         for projection in chosen:
             click.echo(f"rebuilt {projection.name} up to position {position}")

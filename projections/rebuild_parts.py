@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import queue
+import sys
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -36,9 +37,16 @@ from ledger.store.event_store import (
     read_part_until,
     visible_head,
 )
+from ledger.store.failures import database_failure
 from ledger.store.migrate import owner_session
 from projections.events import ProjectedEvent, projected
 from projections.runner import Projection, all_projections
+
+
+class PartFailed(Exception):
+    """A worker failed or died; the message says which and why (a database's error in one
+    line, another error with the worker's traceback)."""
+
 
 _DONE = "done"
 _FAILED = "failed"
@@ -119,10 +127,10 @@ async def _follow(
         except queue.Empty:
             if dead := [p for p in running if workers[p].exitcode not in (None, 0)]:
                 exit_code = workers[dead[0]].exitcode
-                raise RuntimeError(f"rebuild part {dead[0] + 1} died ({exit_code})") from None
+                raise PartFailed(f"rebuild part {dead[0] + 1} died ({exit_code})") from None
             continue
         if kind == _FAILED:
-            raise RuntimeError(f"rebuild part {part + 1} of {len(workers)} failed:\n{value}")
+            raise PartFailed(f"rebuild part {part + 1} of {len(workers)} failed: {value}")
         if kind == _DONE:
             running.discard(part)
         elif kind == _PROGRESS:
@@ -134,9 +142,13 @@ def _work(job: PartJob, reports: Queue[tuple[str, int, Any]]) -> None:
     settle_after_start_up(young=BATCHES_YOUNG)
     try:
         event_loop.run(_fill_part(job, reports))
-    except BaseException:
-        reports.put((_FAILED, job.part, traceback.format_exc()))
-        raise
+    except BaseException as error:
+        # The database's error is one line, said by the parent; any other keeps its traceback.
+        said = database_failure(error)
+        reports.put((_FAILED, job.part, said or f"\n{traceback.format_exc()}"))
+        if said is None:
+            raise
+        sys.exit(1)
     reports.put((_DONE, job.part, None))
 
 

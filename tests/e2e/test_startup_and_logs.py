@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from api.database import as_role
 from api.log_context import JsonFormatter, TextFormatter, log_format
 from stripe_standin import RunningStandin
 from tests.conftest import IsolatedDatabase
@@ -140,6 +142,29 @@ def test_a_database_it_cannot_reach_is_one_line_and_no_server(tmp_path: Path) ->
     assert error["message"].endswith("): is PostgreSQL running there? (DATABASE_URL)")
     assert "exception" not in error
     assert lines[-1]["message"] == "stopped"
+    assert not any("ready on" in line["message"] for line in lines)
+
+
+async def test_a_role_without_rights_on_the_tables_is_one_line_and_no_server(
+    isolated_db: IsolatedDatabase, postgres_server_url: str, tmp_path: Path
+) -> None:
+    """A role the database refuses the first statement to: Litestar's traceback of a failed
+    start-up, where it is one line as for a database it cannot reach."""
+    name = f"ledger_test_role_{os.urandom(4).hex()}"
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f"CREATE ROLE {name} LOGIN")
+        env = serve_env(tmp_path, DATABASE_URL=as_role(isolated_db.url, name))
+        served = await asyncio.to_thread(run_serve, env)
+    finally:
+        await admin.execute(f"DROP ROLE {name}")
+        await admin.close()
+
+    assert served.returncode == 3
+    lines = [json.loads(line) for line in served.stderr.splitlines()]
+    [error] = [line for line in lines if line["level"] == "error"]
+    assert error["message"].startswith("cannot start: database error: permission denied for ")
+    assert "exception" not in error
     assert not any("ready on" in line["message"] for line in lines)
 
 

@@ -9,14 +9,16 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from api.access.tokens import TokenService
+from api.database import as_role
 from ledger.domain.ids import account_stream_id
+from ledger.store.migrate import _MIGRATION_LOCK as MIGRATION_LOCK
 from tests.conftest import fresh_database, unique
 from tests.support import cli
 
@@ -219,3 +221,77 @@ async def test_audit_verify_on_a_database_never_set_up_sets_it_up_and_finds_noth
 
     assert audited.returncode == 0, audited.stderr
     assert audited.stdout.splitlines()[-1].startswith("OK:")
+
+
+@contextlib.asynccontextmanager
+async def _role(server_url: str, options: str) -> AsyncIterator[str]:
+    """A login role of the test's own (``options``: CREATEROLE…), on no table of the
+    ledger's; dropped afterwards."""
+    name = f"ledger_test_role_{os.urandom(4).hex()}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"CREATE ROLE {name} LOGIN {options}")
+        yield name
+    finally:
+        with contextlib.suppress(asyncpg.PostgresError):
+            await admin.execute(f"DROP OWNED BY {name}")
+        await admin.execute(f"DROP ROLE IF EXISTS {name}")
+        await admin.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "command"),
+    [("", ("accounts", "list")), ("", ("audit", "verify")), ("CREATEROLE", ("db", "setup"))],
+    ids=["accounts list", "audit verify", "db setup by a role that owns no schema"],
+)
+async def test_a_role_without_rights_on_the_tables_is_one_line(
+    database_url: str,
+    pool: asyncpg.Pool,  # the database set up
+    postgres_server_url: str,
+    options: str,
+    command: tuple[str, ...],
+) -> None:
+    """A role the database refuses a statement (permission denied) was a traceback."""
+    async with (
+        fresh_database(postgres_server_url) as fresh,
+        _role(postgres_server_url, options) as role,
+    ):
+        # A set-up database, its tables the ledger's roles' (db setup: a fresh database
+        # whose schema this role may not create in).
+        target = fresh if command == ("db", "setup") else database_url
+        url = as_role(target, role)
+        refused = await ledger(url, *command)
+
+    assert refused.returncode == 1, refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("Error: database error: permission denied for "), line
+
+
+async def test_a_connection_ended_mid_command_is_one_line(database_url: str) -> None:
+    """PostgreSQL ending the command's session (stopped, restarted, pg_terminate_backend)
+    was asyncpg's traceback, two of them chained."""
+    holder = await asyncpg.connect(database_url)
+    try:
+        # `db setup` waits for this lock (a set-up in progress elsewhere): a moment that
+        # is surely mid-command, where its session is ended.
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        command = asyncio.ensure_future(ledger(database_url, "db", "setup"))
+        waiting = None
+        for _ in range(600):
+            waiting = await holder.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event = 'advisory' AND pid <> pg_backend_pid()"
+            )
+            if waiting or command.done():
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "db setup never waited for the lock"
+        await holder.execute("SELECT pg_terminate_backend($1)", waiting)
+        ended = await command
+    finally:
+        await holder.close()
+
+    assert ended.returncode == 1, ended.stderr
+    [line] = ended.stderr.splitlines()
+    assert line.startswith("Error: lost the connection to the database mid-command ("), line
+    assert line.endswith("terminating connection due to administrator command)"), line

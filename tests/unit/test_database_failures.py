@@ -1,0 +1,63 @@
+"""``database_failure``: the one line a command ends with on an error of the database's."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ledger.store.failures import database_failure
+
+
+def raised_during(outer: BaseException, inner: BaseException) -> BaseException:
+    """``outer`` as raised while ``inner`` was being handled."""
+    try:
+        try:
+            raise inner
+        except BaseException:
+            raise outer  # noqa: B904 (the chain is the point)
+    except BaseException as error:
+        return error
+
+
+def test_the_servers_words_come_before_the_drivers_about_the_connection_it_lost() -> None:
+    ended = raised_during(
+        asyncpg.InterfaceError(
+            "cannot call Transaction.__aexit__(): the underlying connection is closed"
+        ),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+    )
+
+    assert database_failure(ended) == (
+        "lost the connection to the database mid-command (terminating connection due to "
+        "administrator command)"
+    )
+
+
+def test_without_the_servers_words_the_first_of_the_drivers_errors_is_said() -> None:
+    ended = raised_during(
+        asyncpg.InterfaceError(
+            "cannot call Transaction.__aexit__(): the underlying connection is closed"
+        ),
+        asyncpg.InterfaceError("cursor: the prepared statement is closed"),
+    )
+
+    assert database_failure(ended) == (
+        "lost the connection to the database mid-command (cursor: the prepared statement is closed)"
+    )
+
+
+def test_a_statement_refused_or_timed_out_is_a_database_error_on_one_line() -> None:
+    timed_out = asyncpg.QueryCanceledError("canceling statement due to statement timeout")
+    refused = asyncpg.InsufficientPrivilegeError("permission denied\nfor table stored_events")
+
+    assert database_failure(timed_out) == (
+        "database error: canceling statement due to statement timeout"
+    )
+    said = database_failure(refused)
+    assert said is not None
+    assert said.startswith("database error: permission denied for table stored_events (")
+    assert "\n" not in said
+
+
+def test_any_other_error_is_not_the_databases() -> None:
+    assert database_failure(ValueError("no")) is None
+    assert database_failure(raised_during(KeyError("k"), asyncpg.AdminShutdownError("x"))) is None
