@@ -25,6 +25,15 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 MIN_PAGE_KEY_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 32
+"""In production: a bearer token anyone may try against ``/metrics`` as often as they like."""
+
+PUBLISHED_WEBHOOK_SECRETS = {
+    "whsec_dev": "docker-compose.yml's, for the stand-in",
+    "whsec_example": "the API documentation's example event's",
+}
+"""Webhook secrets this project prints for development and its documentation: in production
+anyone who read them could sign a payment."""
 
 STRIPE_TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
 """Secret and restricted keys of Stripe's test mode: no real money moves."""
@@ -186,6 +195,13 @@ def production_problems(settings: Settings) -> list[str]:
         )
     if not settings.webhook_secrets:  # "," is set, and names none
         problems.append("LEDGER_ENV=production needs STRIPE_WEBHOOK_SECRET")
+    for secret in settings.webhook_secrets:
+        if secret in PUBLISHED_WEBHOOK_SECRETS:
+            problems.append(
+                f"LEDGER_ENV=production refuses STRIPE_WEBHOOK_SECRET {secret}, "
+                f"{PUBLISHED_WEBHOOK_SECRETS[secret]}: anyone could sign a payment with it; "
+                "use the endpoint's own from Stripe"
+            )
     if settings.stripe_api_base:
         problems.append(
             "LEDGER_ENV=production refuses STRIPE_API_BASE: payments go to Stripe's own API only"
@@ -194,6 +210,11 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append(
             "LEDGER_ENV=production needs LEDGER_PAGE_KEY (signs the checkout success links; "
             "for example `openssl rand -hex 32`)"
+        )
+    if settings.metrics_token and len(settings.metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+        problems.append(
+            f"LEDGER_ENV=production needs a METRICS_TOKEN of at least {MIN_METRICS_TOKEN_LENGTH} "
+            "characters (for example `openssl rand -hex 32`)"
         )
     if settings.metrics_port is None and not settings.metrics_token:
         problems.append(

@@ -55,6 +55,14 @@ def test_a_complete_production_environment_is_accepted() -> None:
         # A list of no secrets passed as set; "whsec_" alone is a key anyone can sign with.
         ({"STRIPE_WEBHOOK_SECRET": " , "}, "needs STRIPE_WEBHOOK_SECRET"),
         ({"STRIPE_WEBHOOK_SECRET": "whsec_"}, "STRIPE_WEBHOOK_SECRET is not a signing secret"),
+        # The secrets this project publishes (docker-compose.yml, the API documentation),
+        # and a metrics token one could guess: production took them (an operations review).
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_dev"}, "refuses STRIPE_WEBHOOK_SECRET whsec_dev"),
+        (
+            {"STRIPE_WEBHOOK_SECRET": "whsec_live, whsec_example"},
+            "refuses STRIPE_WEBHOOK_SECRET whsec_example",
+        ),
+        ({"METRICS_TOKEN": "x"}, "needs a METRICS_TOKEN of at least 32 characters"),
         (
             {"STRIPE_WEBHOOK_SECRET": "whsec_live,whsec_"},
             r"STRIPE_WEBHOOK_SECRET \(number 2 of the list\) is not a signing secret",
@@ -77,13 +85,13 @@ def test_a_test_key_passes_only_when_allowed_and_a_token_may_stand_for_the_port(
             "STRIPE_SECRET_KEY": "sk_test_51abc",
             "STRIPE_ALLOW_TEST_KEYS": "1",
             "METRICS_PORT": "",
-            "METRICS_TOKEN": "scrape-me",
+            "METRICS_TOKEN": "scrape-me" * 4,
         }
     )
 
     assert staging.stripe_allow_test_keys
     assert staging.metrics_port is None
-    assert staging.metrics_token == "scrape-me"
+    assert staging.metrics_token == "scrape-me" * 4
 
 
 def test_development_allows_what_production_refuses() -> None:
