@@ -100,7 +100,9 @@ class StripeGateway:
                 type(error).__name__,
                 error.request_id,
             )
-            raise PaymentGatewayError(str(error.user_message or type(error).__name__)) from error
+            raise PaymentGatewayError(
+                _one_line(error.user_message or type(error).__name__)
+            ) from error
         if session.url is None or session.amount_total is None or session.currency is None:
             raise PaymentGatewayError("Stripe answered with an incomplete checkout session.")
         return CreatedCheckout(
@@ -125,9 +127,7 @@ class StripeGateway:
                 and session.payment_status == "unpaid"
                 and isinstance(session.payment_intent, str)
             ):
-                intent = await self.client.v1.payment_intents.retrieve_async(
-                    session.payment_intent
-                )
+                intent = await self.client.v1.payment_intents.retrieve_async(session.payment_intent)
                 intent_status = intent.status
         except stripe.InvalidRequestError as error:
             if error.http_status == 404:
@@ -138,11 +138,20 @@ class StripeGateway:
         try:
             return found_checkout(session.to_dict(for_json=True), intent_status)
         except InvalidWebhook as error:
-            raise PaymentGatewayError(f"Stripe answered with an unreadable session: {error}") from error
+            raise PaymentGatewayError(
+                f"Stripe answered with an unreadable session: {error}"
+            ) from error
 
     @staticmethod
     def _failed(what: str, error: stripe.StripeError) -> PaymentGatewayError:
         log.warning(
             "Stripe could not %s: %s (request id %s)", what, type(error).__name__, error.request_id
         )
-        return PaymentGatewayError(str(error.user_message or error))
+        return PaymentGatewayError(_one_line(error.user_message or error))
+
+
+def _one_line(said: object) -> str:
+    """Stripe's message on one line: its network errors' run over four ("If this problem
+    persists,\nlet us know at support@stripe.com.\n\n(Network error: …)"), which split
+    `ledger stripe reconcile`'s line of the session and the log's."""
+    return " ".join(str(said).split())
