@@ -436,6 +436,20 @@ def audit() -> None:
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
+class _WholeFile(click.File):
+    """``click.File(mode, atomic=True)`` that refuses a directory before the command runs:
+    it wrote its temporary file beside the directory, did the command's work and said it
+    was done, then failed to rename the file over the directory and left it there."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(mode, atomic=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str | os.PathLike) and os.path.isdir(value):
+            self.fail(f"{os.fsdecode(value)!r} is a directory", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 @audit.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
@@ -566,7 +580,7 @@ def audit_keygen(out: Path) -> None:
 @click.option(
     "--output",
     "-o",
-    type=click.File("wb", atomic=True),
+    type=_WholeFile("wb"),
     default="-",
     help="File to write (default: standard output); written whole or not at all.",
 )

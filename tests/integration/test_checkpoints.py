@@ -74,9 +74,7 @@ SPEND_OF_60_FOR_100 = (
 in it, only a checkpoint taken before it does."""
 
 
-async def rewrite_stream(
-    admin_url: str, stream: UUID, version: int, old: str, new: str
-) -> None:
+async def rewrite_stream(admin_url: str, stream: UUID, version: int, old: str, new: str) -> None:
     """Change one event and recompute the hashes after it: a chain that is consistent again."""
     connection = await asyncpg.connect(admin_url)
     try:
@@ -439,6 +437,31 @@ async def test_the_cli_makes_a_key_signs_a_checkpoint_and_verifies_against_it(
     assert "[checkpoint-head] account acct_bob" in dirty.stdout
     assert "FAILED: 1 finding(s)" in dirty.stdout
     assert [f["kind"] for f in json.loads(dirty_json.stdout)["findings"]] == ["checkpoint-head"]
+
+
+async def test_a_checkpoint_written_over_a_directory_is_refused_before_it_is_taken(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    """It said "checkpoint at position …", then "Error: Is a directory", and left its
+    temporary file beside the directory (an operations review)."""
+    key_file = tmp_path / "key" / "checkpoint-key.pem"
+    key_file.parent.mkdir()
+    made = await ledger(isolated_db.url, "audit", "keygen", "--out", str(key_file))
+    into = tmp_path / "checkpoints"
+    into.mkdir()
+
+    refused = await ledger(
+        isolated_db.url, "audit", "checkpoint", "--key", str(key_file), "-o", str(into)
+    )
+
+    assert made.returncode == 0, made.stderr
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for '--output' / '-o': '{into}' is a directory"
+    )
+    assert "checkpoint at position" not in refused.stderr
+    left = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.rglob("*")))
+    assert left == ["checkpoint-key.pem", "checkpoint-key.pem.pub", "checkpoints", "key"]
 
 
 async def test_the_cli_refuses_a_file_that_is_not_a_checkpoint(
