@@ -23,6 +23,7 @@ from importlib import resources
 import asyncpg
 
 from ledger.store.event_store import Connection
+from ledger.store.scram import scram_sha_256
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,10 @@ async def set_up(connection: Connection, *, service_password: str | None = None)
         await _create_role(connection, OWNER_ROLE, login=False)
         await _create_role(connection, SERVICE_ROLE, login=True)
         if service_password is not None:
-            await connection.execute(
-                f"ALTER ROLE {SERVICE_ROLE} PASSWORD {_literal(service_password)}"
-            )
+            # Its SCRAM verifier, never the password: the server logs DDL where
+            # log_statement says so (ledger/store/scram.py).
+            verifier = scram_sha_256(service_password)
+            await connection.execute(f"ALTER ROLE {SERVICE_ROLE} PASSWORD {_literal(verifier)}")
         database = await connection.fetchval("SELECT current_database()")
         await connection.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {SERVICE_ROLE}')
         # No temporary objects: nothing needs them, and a caller's own could stand in for

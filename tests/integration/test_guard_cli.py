@@ -4,17 +4,21 @@ each run as an operator runs it: a process of its own."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from api.database import as_role
-from ledger.store.migrate import SERVICE_ROLE, available_migrations
+from ledger.store.migrate import SERVICE_ROLE, available_migrations, set_up
+from ledger.store.scram import scram_sha_256
 from tests.conftest import fresh_database
 from tests.support.cli import ROOT
 from tests.support.servers import bind_free_port
@@ -65,6 +69,82 @@ async def test_db_setup_makes_the_roles_applies_everything_and_sets_the_service_
     assert "no migration was pending" in again.stdout
     assert as_service.returncode == 1
     assert "may not create roles" in as_service.stderr
+
+
+class Recording:
+    """A connection that keeps the text and arguments of every statement sent through it."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.connection = connection
+        self.sent: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.connection, name)
+        if name not in ("execute", "fetch", "fetchrow", "fetchval"):
+            return attribute
+
+        async def sent(query: str, *args: Any, **kwargs: Any) -> Any:
+            self.sent.append(" ".join([query, *map(str, args)]))
+            return await attribute(query, *args, **kwargs)
+
+        return sent
+
+
+async def test_the_service_password_never_reaches_the_server(postgres_server_url: str) -> None:
+    """`ALTER ROLE … PASSWORD 'it'` went in the clear: the server's log has it wherever
+    log_statement takes DDL (an operations review). Now only its SCRAM verifier goes."""
+    password = "never-in-a-server-log"
+    async with fresh_database(postgres_server_url) as url:
+        connection = await asyncpg.connect(url)
+        recording = Recording(connection)
+        try:
+            await set_up(recording, service_password=password)  # type: ignore[arg-type]
+            stored = await connection.fetchval(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1", SERVICE_ROLE
+            )
+        finally:
+            # ledger_service is a role of the whole server: leave it as the suite found it.
+            await connection.execute(f"ALTER ROLE {SERVICE_ROLE} PASSWORD NULL")
+            await connection.close()
+
+    assert not [statement for statement in recording.sent if password in statement]
+    assert any(stored in statement for statement in recording.sent)
+    assert stored.startswith("SCRAM-SHA-256$4096:")
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "service-secret",
+        "it's",
+        "pässwörd",  # SASLprep: already NFKC
+        "\ufb01 \u2168",  # NFKC makes "fi IX" of them
+        "\u00a0a\u200bé\u00ad",  # spaces, and what maps to nothing
+        "\u00ad\u034f",  # nothing left after mapping: the password as it is
+        "\U000e0001xé",  # a prohibited code point: the password as it is
+        "a\u0627",  # mixed directions: the password as it is
+    ],
+)
+async def test_the_verifier_is_the_one_postgresql_makes_of_the_password(
+    postgres_server_url: str, password: str
+) -> None:
+    """The keys made here must be the server's own, or ledger_service could not log in."""
+    role = f"ledger_test_scram_{os.urandom(4).hex()}"
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f"CREATE ROLE {role}")
+        await admin.execute("SET password_encryption = 'scram-sha-256'")
+        literal = "'" + password.replace("'", "''") + "'"
+        await admin.execute(f"ALTER ROLE {role} PASSWORD {literal}")
+        stored = await admin.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1", role)
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+    iterations, salt = stored.split("$")[1].split(":")
+
+    made = scram_sha_256(password, salt=base64.b64decode(salt), iterations=int(iterations))
+
+    assert made == stored
 
 
 async def test_serve_answers_metrics_on_its_own_port_and_not_on_the_apis(
