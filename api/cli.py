@@ -816,6 +816,9 @@ def db_setup(admin_url: str | None, service_password: str | None) -> None:
     from api.database import describe, resolve_database_url, set_up_database
 
     data_dir = Path(os.environ.get("LEDGER_DATA_DIR", "").strip() or ".data")
+    # As every other command reads them (api/settings.py): a value of blanks is none, and
+    # the blanks or newline around a URL (a secrets file's) are not part of it.
+    admin_url = (admin_url or "").strip() or os.environ.get("DATABASE_URL", "").strip() or None
     url = resolve_database_url(admin_url, data_dir)
     applied = event_loop.run(set_up_database(url, service_password=service_password or None))
     click.echo(

@@ -71,6 +71,19 @@ async def test_db_setup_makes_the_roles_applies_everything_and_sets_the_service_
     assert "may not create roles" in as_service.stderr
 
 
+async def test_db_setup_reads_the_urls_as_every_other_command_does(
+    postgres_server_url: str,
+) -> None:
+    """Blanks around DATABASE_URL (a secrets file's newline), or a DATABASE_ADMIN_URL of
+    blanks: `ledger serve` took them, the migrate step failed or split its line."""
+    async with fresh_database(postgres_server_url) as url:
+        padded = await db_setup({"DATABASE_ADMIN_URL": " ", "DATABASE_URL": f" {url}\n"})
+
+    assert padded.returncode == 0, padded.stderr
+    [line] = padded.stdout.splitlines()
+    assert line.startswith(f"database {url} set up; applied 0001_event_store.sql"), line
+
+
 class Recording:
     """A connection that keeps the text and arguments of every statement sent through it."""
 
