@@ -5,8 +5,6 @@ a wait without end; once the lock is gone the same request answers."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable
 
 import asyncpg
 import httpx
@@ -14,7 +12,7 @@ import httpx
 from api.services import Services
 from tests.conftest import unique
 from tests.e2e.conftest import Customer
-from tests.support.ledger import open_account
+from tests.support.ledger import conflicts_given_up, open_account
 
 
 async def test_a_read_stuck_behind_a_lock_answers_503_after_the_lock_timeout(
@@ -38,26 +36,26 @@ async def test_a_read_stuck_behind_a_lock_answers_503_after_the_lock_timeout(
     assert after.status_code == 200
 
 
-async def test_spends_queued_on_one_account_behind_a_lock_are_all_answered_within_its_timeout(
+async def test_spends_queued_on_one_account_behind_a_lock_give_up_their_turn_not_queue_on(
     http: httpx.AsyncClient, services: Services, writer_headers: dict[str, str], database_url: str
 ) -> None:
     """Commands on one account take turns in the process. Each used to wait for its turn
     without end, so behind a lock held elsewhere the n-th of n spends waited for the n - 1
     before it to meet the lock timeout, 5 s apiece: 30 s for the sixth. A command now waits
-    for its turn as long as for a lock (503 with ``Retry-After``, nothing recorded)."""
+    for its turn as long as for a lock, then gives up (503 with ``Retry-After``, nothing
+    recorded; counted as a conflict given up)."""
     account_id = unique("acct")
     await open_account(services.ledger, account_id, 1000)
 
-    async def spend(n: int) -> tuple[httpx.Response, float]:
-        began = time.monotonic()
-        answer = await http.post(
+    async def spend(n: int) -> httpx.Response:
+        return await http.post(
             f"/v1/accounts/{account_id}/spend",
             json={"amount": 1, "reason": f"queued {n}"},
             headers={**writer_headers, "Idempotency-Key": unique("queued")},
             timeout=60,
         )
-        return answer, time.monotonic() - began
 
+    given_up = conflicts_given_up()
     stalled = await asyncpg.connect(database_url)  # as an operator's forgotten session
     try:
         transaction = stalled.transaction()
@@ -68,12 +66,12 @@ async def test_spends_queued_on_one_account_behind_a_lock_are_all_answered_withi
     finally:
         await stalled.close()
 
-    for answer, _ in answered:
+    for answer in answered:
         assert answer.status_code == 503, answer.text
         assert answer.headers["Retry-After"]
-    # The first meets the lock timeout (5 s); any other waits at most that long for its
-    # turn, and one turn more if the turn came just then.
-    assert max(seconds for _, seconds in answered) < 14, [round(s, 1) for _, s in answered]
+    # The first met the lock timeout in PostgreSQL, and at most one other had its turn as
+    # it let go: the rest gave up waiting for theirs, where each queued for all before it.
+    assert conflicts_given_up() - given_up >= 4
     after = await services.ledger.account(account_id, fresh=True)
     assert after.version == 1  # nothing recorded
     again = await http.post(
@@ -84,7 +82,7 @@ async def test_spends_queued_on_one_account_behind_a_lock_are_all_answered_withi
     assert again.status_code == 200, again.text
 
 
-async def test_reads_stuck_behind_a_lock_on_a_view_hold_up_a_spend_no_longer_than_the_wait(
+async def test_reads_stuck_behind_a_lock_on_a_view_give_up_waiting_for_a_connection(
     http: httpx.AsyncClient,
     services: Services,
     customer: Customer,
@@ -94,16 +92,12 @@ async def test_reads_stuck_behind_a_lock_on_a_view_hold_up_a_spend_no_longer_tha
     """Reads of a locked view each hold a pooled connection until the lock timeout; the
     rest queued for one, and a spend, which touches no such table, queued behind them all:
     three pools' worth of reads made it wait 15 s. A request now waits for a connection at
-    most ``POOL_WAIT_SECONDS`` (503 with ``Retry-After``)."""
+    most ``POOL_WAIT_SECONDS`` and is answered busy (503 with ``Retry-After``): the third
+    pool's worth of reads cannot have one before the second lets go, so they give up."""
     spender = unique("acct")
     await open_account(services.ledger, spender, 1000)
     lines = "/v1/credits/transactions"
     assert (await http.get(lines, headers=customer.headers)).status_code == 200  # token known
-
-    async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
-        began = time.monotonic()
-        answer = await request
-        return answer, time.monotonic() - began
 
     stalled = await asyncpg.connect(database_url)  # as an operator's forgotten session
     try:
@@ -113,29 +107,26 @@ async def test_reads_stuck_behind_a_lock_on_a_view_hold_up_a_spend_no_longer_tha
         pool_size = services.pool.get_max_size()
         async with httpx.AsyncClient(base_url=http.base_url, timeout=60) as readers:
             reads = [
-                asyncio.ensure_future(timed(readers.get(lines, headers=customer.headers)))
+                asyncio.ensure_future(readers.get(lines, headers=customer.headers))
                 for _ in range(3 * pool_size)
             ]
             await asyncio.sleep(0.5)  # every read asked for its connection
-            spend, seconds = await timed(
-                http.post(
-                    f"/v1/accounts/{spender}/spend",
-                    json={"amount": 1, "reason": "behind the reads"},
-                    headers={**writer_headers, "Idempotency-Key": unique("spend")},
-                    timeout=60,
-                )
+            spend = await http.post(
+                f"/v1/accounts/{spender}/spend",
+                json={"amount": 1, "reason": "behind the reads"},
+                headers={**writer_headers, "Idempotency-Key": unique("spend")},
+                timeout=60,
             )
             answered = await asyncio.gather(*reads)
         await transaction.rollback()
     finally:
         await stalled.close()
 
-    assert seconds < 9, (spend.status_code, round(seconds, 1))
     assert spend.status_code in (200, 503), spend.text
-    for answer in [spend, *(read for read, _ in answered)]:
+    for answer in [spend, *answered]:
         if answer.status_code == 503:
             assert answer.headers["Retry-After"]
         else:
             assert answer.status_code == 200, answer.text
-    # A read waits for its connection at most that long, then for the lock.
-    assert max(s for _, s in answered) < 14
+    busy = [a for a in answered if a.json() == {"message": "The ledger is busy; please retry."}]
+    assert len(busy) >= pool_size, [a.json() for a in answered]

@@ -179,9 +179,8 @@ async def test_an_as_of_question_behind_a_long_transaction_holds_no_connection_b
         asked = asyncio.ensure_future(EventStore(one).wait_for_appends_before(datetime.now(UTC)))
         await asyncio.sleep(0.3)  # waiting behind the open transaction
         assert not asked.done()
-        started = time.monotonic()
         assert await one.fetchval("SELECT 1") == 1  # the pool's only connection
-        took = time.monotonic() - started
+        served_while_it_waited = not asked.done()  # held, it came free only as the wait ended
         with pytest.raises(StoreBusy):
             await asked
     finally:
@@ -189,4 +188,4 @@ async def test_an_as_of_question_behind_a_long_transaction_holds_no_connection_b
         await forgotten.close()
         await one.close()
 
-    assert took < 0.3, took
+    assert served_while_it_waited

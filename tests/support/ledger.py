@@ -28,7 +28,16 @@ async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
 
 def conflicts_retried() -> float:
     """Commands decided again after a conflict so far, in this process (the metric's count)."""
+    return _conflicts("retried")
+
+
+def conflicts_given_up() -> float:
+    """Commands answered busy (503) after conflicts or a wait for their turn, so far."""
+    return _conflicts("gave_up")
+
+
+def _conflicts(outcome: str) -> float:
     value = stats.REGISTRY.get_sample_value(
-        "ledger_concurrency_conflicts_total", {"outcome": "retried"}
+        "ledger_concurrency_conflicts_total", {"outcome": outcome}
     )
     return value or 0.0
