@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import time
 
 import psutil
 import pytest
@@ -261,10 +260,8 @@ async def test_a_spend_whose_body_never_comes_holds_a_sigterm_up_for_the_grace_t
         stalled = HalfSentSpend(api.port, headers, account_id, "body-never-sent")
         await stalled.start()  # the server asked for the body: the request is in flight
 
-        began = time.monotonic()
         api.send(signal.SIGTERM)
         answer = await asyncio.wait_for(stalled.reader.read(), STOP_GRACE_SECONDS + 30)
-        answered_after = time.monotonic() - began
         stalled.writer.close()
         exit_code = await api.wait(60)
         spent, _ = await recorded(database.store)
@@ -273,8 +270,9 @@ async def test_a_spend_whose_body_never_comes_holds_a_sigterm_up_for_the_grace_t
     assert head.startswith(b"HTTP/1.1 503 "), answer
     assert b"\r\nretry-after: 1" in head.lower(), head
     assert json.loads(body) == {"message": "The server is stopping; please retry."}
-    assert STOP_GRACE_SECONDS - 1 < answered_after < STOP_GRACE_SECONDS + 10, answered_after
     log = api.log_text()
+    # Cut off by the grace's end (uvicorn says so), not before it.
+    assert "timeout graceful shutdown exceeded" in log, log[-3000:]
     assert exit_code == 0, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert log.rstrip().splitlines()[-1].endswith('"message":"stopped"}'), log[-3000:]

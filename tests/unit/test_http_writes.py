@@ -390,7 +390,7 @@ async def test_a_sigterms_stop_ends_a_kept_connection_with_half_a_request_at_its
                 break
             writer.write(part)
             await asyncio.sleep(0.05)
-        await asyncio.wait_for(asyncio.shield(serving), 3)
+        await asyncio.wait_for(asyncio.shield(serving), 30)  # hung for good without the fix
         assert reader.at_eof()  # closed, with nothing said
     finally:
         writer.close()
