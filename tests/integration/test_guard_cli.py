@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from api.database import as_role
+from api.database import as_role, describe
 from ledger.store.migrate import SERVICE_ROLE, available_migrations, set_up
 from ledger.store.scram import scram_sha_256
 from tests.conftest import fresh_database
@@ -81,7 +81,7 @@ async def test_db_setup_reads_the_urls_as_every_other_command_does(
 
     assert padded.returncode == 0, padded.stderr
     [line] = padded.stdout.splitlines()
-    assert line.startswith(f"database {url} set up; applied 0001_event_store.sql"), line
+    assert line.startswith(f"database {describe(url)} set up; applied 0001_event_store.sql"), line
 
 
 class Recording:
