@@ -23,7 +23,7 @@ class KeyedLocks:
     lock held elsewhere: 5 s apiece), long after its client had given up.
     """
 
-    def __init__(self, wait: float | None = None) -> None:
+    def __init__(self, wait: float) -> None:
         self._locks: dict[str, list[asyncio.Lock | int]] = {}
         self.wait = wait
 
@@ -40,9 +40,7 @@ class _Held:
 
     __slots__ = ("_key", "_lock", "_locks", "_wait")
 
-    def __init__(
-        self, locks: dict[str, list[asyncio.Lock | int]], key: str, wait: float | None
-    ) -> None:
+    def __init__(self, locks: dict[str, list[asyncio.Lock | int]], key: str, wait: float) -> None:
         self._locks = locks
         self._key = key
         self._wait = wait
@@ -54,7 +52,7 @@ class _Held:
         entry[1] += 1  # type: ignore[operator]
         self._lock: asyncio.Lock = entry[0]  # type: ignore[assignment]
         try:
-            if self._wait is None or entry[1] == 1:
+            if entry[1] == 1:
                 await self._lock.acquire()  # no one else holds it or waits: at once, no timer
             else:
                 try:
