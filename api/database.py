@@ -75,20 +75,21 @@ else:
 
 
 class ServicePool(_Pool):
-    """asyncpg's pool, whose ``acquire`` waits at most ``wait_seconds`` for a connection
-    when none is free (``PoolBusy``). The timer is set only then: one for every acquire
-    cost about 9 µs, a tenth of a balance read's CPU."""
+    """asyncpg's pool, whose ``acquire`` waits at most ``wait_seconds`` (if any) for a
+    connection when none is free (``PoolBusy``). The timer is set only then: one for every
+    acquire cost about 9 µs, a tenth of a balance read's CPU."""
 
     __slots__ = ("wait_seconds",)
 
-    def __init__(self, *args: Any, wait_seconds: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wait_seconds: float | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wait_seconds = wait_seconds
 
     def acquire(self, *, timeout: float | None = None) -> _Acquire:
         queue = self._queue  # type: ignore[attr-defined]  # the free connections' holders
-        if timeout is None and queue is not None and queue.empty():
-            return _AcquireInTime(self, self.wait_seconds)
+        wait = self.wait_seconds
+        if wait is not None and timeout is None and queue is not None and queue.empty():
+            return _AcquireInTime(self, wait)
         return super().acquire(timeout=timeout)
 
 
@@ -276,28 +277,22 @@ async def create_pool(
     ``set_up_first``: see ``service_url``). With ``wait_seconds`` (the API's), a
     connection not free within that time is ``PoolBusy``; the commands' pools wait."""
     url = await service_url(database_url, admin_url, set_up_first=set_up_first)
-    options: dict[str, Any] = {
-        "min_size": min_size,
-        "max_size": max_size,
-        "connect": _connect,
-        "timeout": CONNECT_TIMEOUT,
-        "server_settings": SERVICE_SETTINGS,
-        "reset": nothing_to_reset,
-    }
-    if wait_seconds is None:
-        pool = await asyncpg.create_pool(url, **options)
-    else:
-        # What asyncpg.create_pool passes a Pool, which takes no other class.
-        pool = await ServicePool(
-            url,
-            wait_seconds=wait_seconds,
-            max_queries=50_000,
-            max_inactive_connection_lifetime=300.0,
-            loop=None,
-            connection_class=asyncpg.Connection,
-            record_class=asyncpg.Record,
-            **options,
-        )
+    pool = await ServicePool(
+        url,
+        wait_seconds=wait_seconds,
+        min_size=min_size,
+        max_size=max_size,
+        connect=_connect,
+        timeout=CONNECT_TIMEOUT,
+        server_settings=SERVICE_SETTINGS,
+        reset=nothing_to_reset,
+        # The rest as asyncpg.create_pool passes them (it takes no other pool class).
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+    )
     async with pool.acquire() as connection:
         await warn_about_durability(connection)
     return pool
