@@ -327,9 +327,7 @@ class EventStore:
         # it some 300 times a second, and twenty of them took the whole pool.
         pause = 0.002
         while True:
-            async with self.pool.acquire() as connection:
-                behind = await connection.fetchval(f"SELECT {WATERMARK} < $1::xid8", newer_than_all)
-            if not behind:
+            if not await self.pool.fetchval(f"SELECT {WATERMARK} < $1::xid8", newer_than_all):
                 return
             if time.monotonic() > deadline:
                 raise StoreBusy("appends recorded before that moment are still committing")
