@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -69,6 +70,15 @@ def _token_id_of(token: str) -> str | None:
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1]
+
+
+V = TypeVar("V")
+
+
+def _forget_front(memory: OrderedDict[str, V], stale: Callable[[V], bool]) -> None:
+    """Drop ``memory``'s entries from the front (the oldest) while they are ``stale``."""
+    while memory and stale(next(iter(memory.values()))):
+        memory.popitem(last=False)
 
 
 REVOCATIONS_CHANNEL = "ledger_token_revocations"
@@ -235,19 +245,9 @@ class TokenService:
             and self.cache_seconds > 0
         ):
             self._known[token_id] = (row["token_hash"], principal, read_at + self.cache_seconds)
-            self._forget_stale(read_at)
+            _forget_front(self._known, lambda entry: entry[2] <= read_at)
         self._note_use(token_id)
         return principal
-
-    def _forget_stale(self, now: float) -> None:
-        """Drop the cached tokens whose time is up, from the front (the oldest reads; one
-        that ended after a later read's goes with the entries after it)."""
-        known = self._known
-        while known:
-            _, _, fresh_until = next(iter(known.values()))
-            if fresh_until > now:
-                return
-            known.popitem(last=False)
 
     def _note_use(self, token_id: str) -> None:
         """Record the use in the background, at most once a minute per token."""
@@ -257,8 +257,7 @@ class TokenService:
             return
         noted[token_id] = now
         noted.move_to_end(token_id)
-        while next(iter(noted.values())) <= now - USE_RECORDED_EVERY_SECONDS:
-            noted.popitem(last=False)
+        _forget_front(noted, lambda at: at <= now - USE_RECORDED_EVERY_SECONDS)
         task = asyncio.get_running_loop().create_task(self._record_use(token_id))
         self._use_writes.add(task)
         task.add_done_callback(self._use_writes.discard)
