@@ -325,8 +325,9 @@ class NotificationsProjection(WritesView):
             states[event.stream_id] = state
             if state is None:
                 continue
-            made += [(notification, event.position) for notification in notifications]
-            if not ends_command:
+            if notifications:
+                made += [(notification, event.position) for notification in notifications]
+            if not ends_command or not made:
                 continue
             for notification, position in made:
                 if position != event.position:
