@@ -12,12 +12,18 @@ from tests.support.events import settled
 from tests.support.ledger import open_account
 
 
+async def open_account_for_the_commands(db: IsolatedDatabase) -> None:
+    """``acct_cli``, with no allowance, opened by a ledger of the test's own that then
+    stops writing (the commands run in processes of their own)."""
+    books = build_ledger(db.pool)
+    await open_account(books, "acct_cli", 0)
+    await books.uow.committer.stop()
+
+
 async def test_grants_are_given_listed_and_voided_from_the_command_line(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
-    await open_account(books, "acct_cli", 0)
-    await books.uow.committer.stop()
+    await open_account_for_the_commands(isolated_db)
 
     given = await ledger(
         isolated_db.url, "grants", "create", "acct_cli", "500", "--expires-at",
@@ -28,7 +34,9 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
                          "--reason", "welcome", "--key", "promo-1")  # fmt: skip
     other = await ledger(isolated_db.url, "grants", "create", "acct_cli", "70")
     reused = await ledger(isolated_db.url, "grants", "create", "acct_cli", "6", "--key", "promo-1")
-    long_key = await ledger(isolated_db.url, "grants", "create", "acct_cli", "6", "--key", "k" * 256)
+    long_key = await ledger(
+        isolated_db.url, "grants", "create", "acct_cli", "6", "--key", "k" * 256
+    )
     grant_id = given.stdout.split()[1]
     voided = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
     twice = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
@@ -76,9 +84,7 @@ async def test_an_expiry_whose_offset_has_seconds_is_refused_by_the_command_line
     isolated_db: IsolatedDatabase,
 ) -> None:
     # fromisoformat takes "+05:30:15"; such a grant's snapshot moved its expiry 15 s later.
-    books = build_ledger(isolated_db.pool)
-    await open_account(books, "acct_cli", 0)
-    await books.uow.committer.stop()
+    await open_account_for_the_commands(isolated_db)
 
     odd = await ledger(isolated_db.url, "grants", "create", "acct_cli", "10", "--expires-at",
                        "2099-01-31T00:00:00+05:30:15")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from ledger.store.failures import database_failure
 
@@ -18,31 +19,31 @@ def raised_during(outer: BaseException, inner: BaseException) -> BaseException:
         return error
 
 
-def test_the_servers_words_come_before_the_drivers_about_the_connection_it_lost() -> None:
-    ended = raised_during(
-        asyncpg.InterfaceError(
-            "cannot call Transaction.__aexit__(): the underlying connection is closed"
+CLOSED = "cannot call Transaction.__aexit__(): the underlying connection is closed"
+
+
+@pytest.mark.parametrize(
+    ("inner", "said"),
+    [
+        (
+            asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+            "terminating connection due to administrator command",
         ),
-        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
-    )
-
-    assert database_failure(ended) == (
-        "lost the connection to the database mid-command (terminating connection due to "
-        "administrator command)"
-    )
-
-
-def test_without_the_servers_words_the_first_of_the_drivers_errors_is_said() -> None:
-    ended = raised_during(
-        asyncpg.InterfaceError(
-            "cannot call Transaction.__aexit__(): the underlying connection is closed"
+        (
+            asyncpg.InterfaceError("cursor: the prepared statement is closed"),
+            "cursor: the prepared statement is closed",
         ),
-        asyncpg.InterfaceError("cursor: the prepared statement is closed"),
-    )
+    ],
+    ids=["the server's words first", "else the first of the driver's"],
+)
+def test_a_connection_lost_mid_command_is_said_by_its_first_words(
+    inner: BaseException, said: str
+) -> None:
+    """The server's words come before the driver's about the connection it lost; without
+    them, the first of the driver's errors is said."""
+    ended = raised_during(asyncpg.InterfaceError(CLOSED), inner)
 
-    assert database_failure(ended) == (
-        "lost the connection to the database mid-command (cursor: the prepared statement is closed)"
-    )
+    assert database_failure(ended) == f"lost the connection to the database mid-command ({said})"
 
 
 def test_a_statement_refused_or_timed_out_is_a_database_error_on_one_line() -> None:
