@@ -30,6 +30,24 @@ from tests.faults.conftest import (
 IN_FLIGHT = 40
 
 
+def spend_request(
+    port: int, headers: dict[str, str], account_id: str, key: str, *more_headers: str
+) -> tuple[bytes, bytes]:
+    """A spend of 1 credit, its reason its key, as raw HTTP/1.1: its head and its body."""
+    body = json.dumps({"amount": 1, "reason": key}).encode()
+    head = (
+        f"POST /v1/accounts/{account_id}/spend HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\n"
+        f"Authorization: {headers['Authorization']}\r\n"
+        f"Idempotency-Key: {key}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        + "".join(f"{header}\r\n" for header in more_headers)
+        + "\r\n"
+    )
+    return head.encode(), body
+
+
 class HalfSentSpend:
     """A spend whose body is held back until the server has started handling it.
 
@@ -39,17 +57,9 @@ class HalfSentSpend:
 
     def __init__(self, port: int, headers: dict[str, str], account_id: str, key: str) -> None:
         self.port = port
-        self.body = json.dumps({"amount": 1, "reason": key}).encode()
-        self.head = (
-            f"POST /v1/accounts/{account_id}/spend HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{port}\r\n"
-            f"Authorization: {headers['Authorization']}\r\n"
-            f"Idempotency-Key: {key}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(self.body)}\r\n"
-            "Expect: 100-continue\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
+        self.head, self.body = spend_request(
+            port, headers, account_id, key, "Expect: 100-continue", "Connection: close"
+        )
         self.key = key
 
     async def start(self) -> None:
@@ -147,16 +157,7 @@ class KeptConnection:
 
     async def spend(self, account_id: str, key: str) -> tuple[bytes, dict[str, object]] | None:
         """The answer's head and body, or None if the server closed the connection first."""
-        body = json.dumps({"amount": 1, "reason": key}).encode()
-        self.writer.write(
-            f"POST /v1/accounts/{account_id}/spend HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{self.port}\r\n"
-            f"Authorization: {self.headers['Authorization']}\r\n"
-            f"Idempotency-Key: {key}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        self.writer.write(b"".join(spend_request(self.port, self.headers, account_id, key)))
         try:
             await self.writer.drain()
             head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 30)
