@@ -206,6 +206,13 @@ class JetStreamPublisher:
                     )
                 )
             except nats.js.errors.BadRequestError as error:  # asking again cannot help
+                # ...unless another relay made the stream between our look and our ask
+                # (JetStream says its subjects overlap): then it is ours to publish to.
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    if (await js.stream_info(self.stream.name)).config.subjects == [
+                        self.stream.subjects
+                    ]:
+                        return
                 await self.close()
                 raise RelayRefused(
                     f"cannot create stream {self.stream.name} for subjects "
