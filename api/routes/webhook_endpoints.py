@@ -17,6 +17,7 @@ from litestar.params import FromPath
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.openapi import BEARER, errors, example
+from api.pagination import After, Limit, page
 from api.schemas import LowBalanceThreshold, ThresholdRequest, WebhookEndpointRequest
 from api.services import ServicesDependency
 from api.validation import Body, ValidationFailed
@@ -26,7 +27,7 @@ from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry, We
 
 
 class WebhookEndpoints(msgspec.Struct, frozen=True):
-    """The live endpoints, oldest first (all of them: there is no next page)."""
+    """A page of the live endpoints, oldest first."""
 
     data: list[WebhookEndpoint]
     has_more: bool
@@ -78,11 +79,19 @@ PRIVATE_HINT = "; receivers on private networks need LEDGER_WEBHOOK_ALLOW_PRIVAT
 """Said with a refused address: a developer's first receiver is on 127.0.0.1."""
 
 
-@get("/v1/webhook-endpoints", responses=errors(401, 403, 503))
-async def list_webhook_endpoints(services: ServicesDependency) -> WebhookEndpoints:
-    """The live endpoints, oldest first, without their secrets."""
-    found = await EndpointRegistry(services.pool).list()
-    return WebhookEndpoints(data=found, has_more=False, next_after=None)
+@get("/v1/webhook-endpoints", responses=errors(401, 403, 422, 503))
+async def list_webhook_endpoints(
+    services: ServicesDependency, limit: Limit = None, after: After = None
+) -> WebhookEndpoints:
+    """The live endpoints, oldest first, without their secrets; ``after`` takes the last
+    one's ``position``."""
+    chosen = page(limit, after)
+    found = await EndpointRegistry(services.pool).list(after=chosen.after, limit=chosen.limit + 1)
+    shown = found[: chosen.limit]
+    more = len(found) > chosen.limit
+    return WebhookEndpoints(
+        data=shown, has_more=more, next_after=shown[-1].position if more else None
+    )
 
 
 @delete(
@@ -112,7 +121,7 @@ async def set_low_balance_threshold(
     data: Annotated[
         ThresholdRequest,
         Documented(
-            description="`{\"threshold\": null}` goes back to the default.",
+            description='`{"threshold": null}` goes back to the default.',
             examples=[example("its own", {"threshold": 500})],
         ),
     ],

@@ -19,6 +19,8 @@ class WebhookEndpoint(msgspec.Struct, frozen=True):
     url: str
     events: list[str]
     created: datetime
+    position: int
+    """Its place in the order endpoints were made: the list's cursor."""
     disabled: datetime | None = None
 
 
@@ -39,6 +41,7 @@ def _endpoint(row: asyncpg.Record) -> WebhookEndpoint:
         events=list(row["event_types"]),
         created=row["created_at"],
         disabled=row["disabled_at"],
+        position=row["position"],
     )
 
 
@@ -79,20 +82,26 @@ class EndpointRegistry:
             id=endpoint_id, url=url, events=events, secret=secret, created=created
         )
 
-    async def list(self, *, include_disabled: bool = False) -> list[WebhookEndpoint]:
-        """The endpoints, oldest first (live ones only unless asked)."""
+    async def list(
+        self, *, include_disabled: bool = False, after: int | None = None, limit: int | None = None
+    ) -> list[WebhookEndpoint]:
+        """The endpoints, oldest first (live ones only unless asked), from past ``after``'s
+        position, at most ``limit`` of them."""
         rows = await self.pool.fetch(
-            """SELECT endpoint_id, url, event_types, created_at, disabled_at
-               FROM webhook_endpoints WHERE $1 OR disabled_at IS NULL
-               ORDER BY created_at, endpoint_id""",
+            """SELECT endpoint_id, url, event_types, created_at, disabled_at, position
+               FROM webhook_endpoints
+               WHERE ($1 OR disabled_at IS NULL) AND position > $2
+               ORDER BY position LIMIT $3""",
             include_disabled,
+            after or 0,
+            limit,
         )
         return [_endpoint(r) for r in rows]
 
     async def get(self, endpoint_id: str) -> WebhookEndpoint | None:
         """One endpoint, live or disabled."""
         row = await self.pool.fetchrow(
-            """SELECT endpoint_id, url, event_types, created_at, disabled_at
+            """SELECT endpoint_id, url, event_types, created_at, disabled_at, position
                FROM webhook_endpoints WHERE endpoint_id = $1""",
             endpoint_id,
         )
@@ -109,7 +118,7 @@ class EndpointRegistry:
                 """UPDATE webhook_endpoints
                    SET disabled_at = coalesce(disabled_at, clock_timestamp())
                    WHERE endpoint_id = $1
-                   RETURNING endpoint_id, url, event_types, created_at, disabled_at""",
+                   RETURNING endpoint_id, url, event_types, created_at, disabled_at, position""",
                 endpoint_id,
             )
             if row is None:

@@ -68,6 +68,40 @@ async def test_the_signing_secret_is_shown_once_and_endpoints_can_be_disabled(
     assert missing.status_code == 404
 
 
+async def test_endpoints_are_listed_a_page_at_a_time(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], endpoints: list[str]
+) -> None:
+    for n in range(3):
+        await create_endpoint(
+            http, writer_headers, f"https://hooks.example.com/{n}", ["credits.spent"], endpoints
+        )
+    pages = []
+    params: dict[str, int] = {"limit": 1}
+    while True:  # from the first endpoint of the shared database to the last
+        answer = await http.get("/v1/webhook-endpoints", params=params, headers=writer_headers)
+        assert answer.status_code == 200, answer.text
+        pages.append(answer.json())
+        if not answer.json()["has_more"]:
+            break
+        params = {"limit": 1, "after": answer.json()["next_after"]}
+    listed = [e["id"] for p in pages for e in p["data"]]
+    too_many = await http.get(
+        "/v1/webhook-endpoints", params={"limit": 1001}, headers=writer_headers
+    )
+    wrong_cursor = await http.get(
+        "/v1/webhook-endpoints", params={"after": "x"}, headers=writer_headers
+    )
+
+    assert {len(p["data"]) for p in pages} == {1}
+    assert len(listed) == len(set(listed))
+    assert [e for e in listed if e in endpoints] == endpoints
+    assert pages[-1]["next_after"] is None
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"] == {"limit": ["The limit must be between 1 and 1000."]}
+    assert wrong_cursor.status_code == 422
+    assert list(wrong_cursor.json()["errors"]) == ["after"]
+
+
 @pytest.mark.parametrize(
     ("body", "errors"),
     [

@@ -182,7 +182,14 @@ OPERATIONS: dict[str, Operation] = {
             WebhookEndpointRequest,
             repeatable=False,  # a second attempt after a lost answer would make a second one
         ),
-        Operation("listWebhookEndpoints", "GET", "/v1/webhook-endpoints", 200, WebhookEndpoints),
+        Operation(
+            "listWebhookEndpoints",
+            "GET",
+            "/v1/webhook-endpoints",
+            200,
+            WebhookEndpoints,
+            query=("limit", "after"),
+        ),
         Operation(
             "disableWebhookEndpoint",
             "DELETE",
@@ -436,11 +443,7 @@ class LedgerClient:
         after: int | None = None,
     ) -> Grants:
         """One page of the account's grants, newest first (``next_after`` for the next)."""
-        params = {
-            name: str(value)
-            for name, value in (("status", status), ("limit", limit), ("after", after))
-            if value is not None
-        }
+        params = _query(status=status, limit=limit, after=after)
         return await self._call(
             "listGrants", Grants, path={"account_id": account_id}, params=params
         )
@@ -466,9 +469,13 @@ class LedgerClient:
             body=WebhookEndpointRequest(url=url, events=events),
         )
 
-    async def list_webhook_endpoints(self) -> WebhookEndpoints:
-        """The live endpoints, oldest first, without their secrets."""
-        return await self._call("listWebhookEndpoints", WebhookEndpoints)
+    async def list_webhook_endpoints(
+        self, *, limit: int | None = None, after: int | None = None
+    ) -> WebhookEndpoints:
+        """One page of the live endpoints, oldest first, without their secrets
+        (``next_after`` for the next)."""
+        params = _query(limit=limit, after=after)
+        return await self._call("listWebhookEndpoints", WebhookEndpoints, params=params)
 
     async def delete_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
         """Stop delivering to an endpoint (the service keeps it on record as disabled)."""
@@ -565,3 +572,8 @@ def _decode(response: httpx.Response, answer: type[A], op: Operation) -> A:
             f"{op.method} {op.path} answered {response.status_code} with a body that is not"
             f" {answer.__name__}: {wrong}"
         ) from wrong
+
+
+def _query(**values: object) -> dict[str, str]:
+    """The query parameters given (None: left out), as text."""
+    return {name: str(value) for name, value in values.items() if value is not None}

@@ -212,6 +212,7 @@ class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     events: list[str]
     created: datetime
+    position: int
     disabled: datetime | None = None
 
 
