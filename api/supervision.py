@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+from ledger.child_processes import started_deaf_to_ctrl_c
+
 log = logging.getLogger("ledger")
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -40,7 +42,7 @@ class SupervisedProcess:
         """Start it (with ``env``, or this process's environment); restarts use the same."""
         self._env = env
         with self._lock:
-            self._process = subprocess.Popen(self.command, env=env)  # noqa: S603
+            self._process = self._popen()
         self._watcher = threading.Thread(target=self._watch, name=f"{self.name} watcher")
         self._watcher.daemon = True
         self._watcher.start()
@@ -71,8 +73,15 @@ class SupervisedProcess:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self._process = subprocess.Popen(self.command, env=self._env)  # noqa: S603
+                self._process = self._popen()
                 self.restarts += 1
+
+    def _popen(self) -> subprocess.Popen[bytes]:
+        # Ctrl-C reaches the whole process group: the child leaves it to this process,
+        # which stops it (a child still importing printed a KeyboardInterrupt traceback
+        # and died of it).
+        with started_deaf_to_ctrl_c():
+            return subprocess.Popen(self.command, env=self._env)  # noqa: S603
 
     def stop(self, timeout: float = 30) -> int:
         """Ask it to stop (SIGTERM), wait for it, and return its exit code."""

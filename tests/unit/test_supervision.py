@@ -66,3 +66,25 @@ def test_a_child_ended_by_a_sigterm_to_the_group_is_not_started_again(
     assert [r.getMessage() for r in caplog.records] == ["the child stopped"]
     assert child.stop() == 0
     assert child.restarts == 0
+
+
+def blocked_signals(pid: int) -> int:
+    """The process's blocked signals, as the kernel shows them (a bit a signal)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(
+        next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk")), 16
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_ctrl_c_to_the_group_is_left_to_the_supervisor(tmp_path: Path) -> None:
+    """Ctrl-C reached the projector still importing: a KeyboardInterrupt traceback, -2,
+    and `ledger serve` exited 1 (or started it again in the middle of its stop)."""
+    child = started(STARTING, tmp_path)
+    assert child.pid is not None
+
+    os.kill(child.pid, signal.SIGINT)  # as a Ctrl-C on the terminal sends it
+
+    assert blocked_signals(child.pid) & 1 << (signal.SIGINT - 1)
+    assert child.stop() == 0
+    assert child.restarts == 0
