@@ -141,6 +141,13 @@ process_start_time = Gauge(
 )
 process_start_time.set(int(STARTED))
 
+
+def mark_process_started() -> None:
+    """Set this process's start time to now: in a forked worker every value, this one
+    too, starts again from 0 (prometheus-client's multiprocess files are per process)."""
+    process_start_time.set(int(time.time()))
+
+
 _pool_in_use = db_pool_connections.labels(state="in_use")
 _pool_idle = db_pool_connections.labels(state="idle")
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from api.metrics import mark_process_started
 from api.startup import serve_on
 
 log = logging.getLogger("ledger")
@@ -36,6 +37,7 @@ def _run_worker(app: Any, sockets: list[socket.socket], ready_pipe: int, first: 
     # In development the demo account is the first worker's to open and to tell about
     # (each would say its "try it" lines again).
     app.state.demo_account_here = first
+    mark_process_started()
 
     def say_ready(url: str) -> None:
         os.write(ready_pipe, f"{url}\n".encode())

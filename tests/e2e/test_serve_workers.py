@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ledger.bootstrap import build_ledger
 from ledger.domain.ids import account_stream_id
 from stripe_standin import RunningStandin
 from tests.conftest import IsolatedDatabase
+from tests.e2e.test_metrics import scrape
 from tests.e2e.test_startup_and_logs import Serving, serve_env
 from tests.support.cli import ROOT
 from tests.support.ledger import open_account
@@ -38,6 +40,7 @@ async def test_two_workers_share_the_port_and_the_books(
         STRIPE_API_BASE=standin.base_url,
         WEB_CONCURRENCY="2",
     )
+    before = int(time.time())
     served = Serving(env)
     try:
         ready = await asyncio.to_thread(served.wait_for, "ledger API ready on")
@@ -58,6 +61,7 @@ async def test_two_workers_share_the_port_and_the_books(
                     for _ in range(40)
                 )
             )
+            samples = await scrape(http)
         code = await asyncio.to_thread(served.stop, signal.SIGTERM)
     finally:
         served.kill()
@@ -72,6 +76,10 @@ async def test_two_workers_share_the_port_and_the_books(
     assert [a.status_code for a in answers] == [200] * 40
     # Every spend decided on what the others left (the last answer of them says 600).
     assert min(a.json()["allowance_remaining"] for a in answers) == 600
+    # One page for both workers: their counts added up, the start time a worker's (a forked
+    # worker's values begin at 0, which was the page's start time).
+    assert samples['ledger_http_requests_total{method="POST",status="200"}'] == 40
+    assert before <= samples["ledger_process_start_time_seconds"] <= time.time()
     assert code == 0, "\n".join(served.lines)
     messages = [json.loads(line)["message"] for line in served.lines if line]
     # The development demo account: opened, and told about, once (by the first worker).
