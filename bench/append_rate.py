@@ -8,7 +8,8 @@ account do (no version conflicts; the first version is written in the warm-up):
 * table lock: ``LOCK TABLE ... IN EXCLUSIVE MODE``, ``NOTIFY``, ``INSERT ... SELECT FROM
   unnest(...)``, COMMIT, as the eventsourcing library's PostgreSQL recorder does;
 * append() watermark: ``EventStore.append`` -> ``ledger.store.commit.write_batch`` -> the
-  one SQL write function ``append()`` (``ledger/store/sql/functions/20_append.sql``):
+  SQL write function ``append_one()`` (``ledger/store/sql/functions/21_append_one.sql``,
+  ``append()``'s protocol in the shape of the lone one-event command each call is):
   the stream taken with a try-lock, the previous hash read, the transaction id,
   positions and ``recorded_at`` taken under the ordering lock (held for that alone: the
   inserts and the commit come after it), no NOTIFY inside. One command per call, as a lone request's batch is.
@@ -151,7 +152,7 @@ def table_lock(pool: asyncpg.Pool) -> Append:
 
 
 def watermark(pool: asyncpg.Pool) -> Append:
-    """One command through ``append()``, the way every write of the service goes."""
+    """One command through ``EventStore.append``: a lone one-event command, ``append_one()``."""
     store = EventStore(pool)
 
     async def append(stream: Stream) -> None:
