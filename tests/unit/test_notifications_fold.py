@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from pathlib import Path
 
 from eventsourcing.domain import Aggregate
 
@@ -174,3 +177,14 @@ def test_the_alerts_judge_what_a_command_left_not_the_events_inside_it() -> None
     assert sent == ["credits.purchased"]
     assert state is not None
     assert (state.available, state.low_armed, state.depleted_armed) == (600, True, True)
+
+
+def test_the_documented_delivery_carries_every_balance_a_notification_does() -> None:
+    """docs/notifications.md's example delivery, field for field."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    example = re.search(r"^(\{\"id\":\"evt_.*?\}\})$", doc, re.M | re.S)
+    assert example, "docs/notifications.md no longer shows a delivery's body"
+    state, _ = run(OPEN, spent(910))
+    assert state is not None
+
+    assert list(json.loads(example[1])["data"]) == list(state.balances())
