@@ -253,13 +253,55 @@ async def test_a_rewritten_refund_is_found_even_with_its_hashes_recomputed(
     ]
 
 
-async def test_the_migration_fills_what_disputes_hold_for_purchases_projected_before_it(
+# The purchases view as the first release's projector left it: no credits_reversed
+# (0013), and a dispute did not move a row's updated_at (0023).
+_AS_FIRST_PROJECTED = """UPDATE purchases p SET credits_reversed = 0, updated_at = (
+    SELECT max(e.recorded_at) FROM stored_events e
+    WHERE e.originator_id = p.stream_id
+      AND e.topic !~ '[.:](PaymentDisputed|DisputeClosed|DisputeUpdated)$')"""
+
+
+async def test_the_migrations_fill_what_disputes_changed_of_purchases_projected_before_them(
     isolated_db: IsolatedDatabase,
 ) -> None:
     books = await refunds_and_disputes(isolated_db)
     await books.uow.committer.stop()
-    await isolated_db.pool.execute("UPDATE purchases SET credits_reversed = 0")  # as before 0013
-    [(_, _, sql)] = [m for m in available_migrations() if m[0] == 13]
+    await isolated_db.pool.execute(_AS_FIRST_PROJECTED)
+    migrations = [sql for version, _, sql in available_migrations() if version in (13, 23)]
+
+    before = await verify(isolated_db.pool)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        for sql in migrations:
+            await admin.execute(sql)
+    finally:
+        await admin.close()
+    after = await verify(isolated_db.pool)
+
+    details = " ".join(f.detail for f in before.findings)
+    assert {f.kind for f in before.findings} == {"purchases-view"}
+    assert "session cs_open: credits_reversed is 0 in the view, 500 replayed" in details
+    assert "session cs_won: updated_at is" in details
+    assert after.findings == []
+
+
+async def test_the_migration_shows_pending_a_mismatch_the_first_release_left_expired(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_dave", 100)
+    session = CheckoutSession.request(
+        session_id="cs_late", account_id="acct_dave", credits=100, amount=100, currency="usd",
+        checkout_url="u", expires_at=0,
+    )  # fmt: skip
+    session.expire()
+    session.pay(payment_intent="pi_late", amount_paid=99, currency="usd")
+    await save(books, session)
+    await books.uow.committer.stop()
+    await catch_up(isolated_db.store, all_projections())
+    # As the first release projected it: the mismatch kept the row's status.
+    await isolated_db.pool.execute("UPDATE purchases SET status = 'expired'")
+    [sql] = [sql for version, _, sql in available_migrations() if version == 24]
 
     before = await verify(isolated_db.pool)
     admin = await asyncpg.connect(isolated_db.url)
@@ -270,8 +312,7 @@ async def test_the_migration_fills_what_disputes_hold_for_purchases_projected_be
     after = await verify(isolated_db.pool)
 
     [finding] = before.findings
-    assert finding.kind == "purchases-view"
-    assert "session cs_open: credits_reversed is 0 in the view, 500 replayed" in finding.detail
+    assert "status is expired in the view, pending replayed" in finding.detail
     assert after.findings == []
 
 
