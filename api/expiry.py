@@ -25,7 +25,7 @@ from ledger.domain.errors import (
     HoldNotFound,
 )
 from ledger.service import Ledger
-from ledger.store.event_store import DATABASE_ERRORS
+from ledger.store.event_store import DATABASE_ERRORS, ConcurrencyConflict
 from ledger.unit_of_work import answer_replayed
 from projections.queries import Views
 
@@ -81,6 +81,10 @@ class ExpirySweeper:
                 try:
                     await self.ledger.execute(command)
                 except _SETTLED_MEANWHILE:
+                    continue
+                except ConcurrencyConflict:
+                    # The account stayed busy past its turn (or its conflicts): the next
+                    # sweep tries again, and the other accounts' expiries do not wait for it.
                     continue
                 if not answer_replayed.get():  # a hold's expiry recorded already (a view behind)
                     recorded += 1

@@ -10,7 +10,8 @@ import pytest
 from api import expiry
 from api.expiry import ExpirySweeper
 from ledger.bootstrap import build_ledger
-from ledger.commands import GrantCredits, PlaceHold
+from ledger.commands import GrantCredits, PlaceHold, SettleHold
+from ledger.handlers.accounts import by_account
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
@@ -59,3 +60,47 @@ async def test_a_full_batch_of_expiries_the_views_still_show_due_ends_the_sweep(
     assert swept == {"holds": 3, "grants": 1}
     account = await books.account("acct_sweeps", fresh=True)
     assert (len(account.holds), account.granted) == (1, 0)
+
+
+async def test_an_account_that_stays_busy_leaves_the_other_accounts_expiries_swept(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The sweeper's commands take their turns on an account as requests do, and give one up
+    after the wait for it (busy: ConcurrencyConflict). That ended the whole sweep, holds and
+    grants of every account, with a traceback, each second the one account stayed busy."""
+    books = build_ledger(isolated_db.pool)
+    books.uow.locks.wait = 0.05  # the turn given up soon
+    for account_id in ("acct_busy", "acct_other"):
+        await open_account(books, account_id, 1000)
+        await books.execute(
+            PlaceHold(
+                account_id=account_id,
+                amount=10,
+                expires_in_seconds=1,
+                reason="",
+                idempotency_key=f"h_{account_id}",
+            )
+        )
+        await books.execute(
+            GrantCredits(
+                account_id=account_id,
+                amount=50,
+                priority=50,
+                expires_at=datetime.now(UTC) + timedelta(seconds=1),
+                reason="",
+                idempotency_key=f"g_{account_id}",
+            )
+        )
+    await caught_up(isolated_db.store)
+    await asyncio.sleep(1.05)
+
+    busy = by_account(SettleHold(account_id="acct_busy", hold_id="any", outcome="expired"))
+    try:
+        async with books.uow.locks.hold(busy):  # a command in flight on it, for long
+            swept = await ExpirySweeper(Views(isolated_db.pool), books).sweep()
+    finally:
+        await books.uow.committer.stop()
+
+    assert swept == {"holds": 1, "grants": 1}
+    other = await books.account("acct_other", fresh=True)
+    assert (len(other.holds), other.granted) == (0, 0)
