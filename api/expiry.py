@@ -45,6 +45,8 @@ _SETTLED_MEANWHILE = (
 )
 """Another request or process got there first."""
 
+_Expiry = SettleHold | ExpireGrant
+
 
 class ExpirySweeper:
     """Every ``interval`` seconds, records the expiry of each open hold and grant past it."""
@@ -62,29 +64,33 @@ class ExpirySweeper:
             "grants": await self._sweep(self._due_grants),
         }
 
-    async def _due_holds(self, now: datetime) -> list[object]:
+    async def _due_holds(self, now: datetime) -> list[_Expiry]:
         due = await self.views.due_holds(now, SWEEP_BATCH)
         return [
             SettleHold(account_id=h.account_id, hold_id=h.hold_id, outcome="expired") for h in due
         ]
 
-    async def _due_grants(self, now: datetime) -> list[object]:
+    async def _due_grants(self, now: datetime) -> list[_Expiry]:
         due = await self.views.due_grants(now, SWEEP_BATCH)
         return [ExpireGrant(account_id=g.account_id, grant_id=g.grant_id) for g in due]
 
-    async def _sweep(self, due_commands: Callable[[datetime], Awaitable[list[object]]]) -> int:
+    async def _sweep(self, due_commands: Callable[[datetime], Awaitable[list[_Expiry]]]) -> int:
         expired = 0
+        busy: set[str] = set()  # accounts whose turn did not come: left for the next sweep
         while due := await due_commands(datetime.now(UTC)):
             recorded = 0
             for command in due:
+                if command.account_id in busy:
+                    continue
                 answer_replayed.set(False)
                 try:
                     await self.ledger.execute(command)
                 except _SETTLED_MEANWHILE:
                     continue
                 except ConcurrencyConflict:
-                    # The account stayed busy past its turn (or its conflicts): the next
-                    # sweep tries again, and the other accounts' expiries do not wait for it.
+                    # The account stayed busy past its turn (or its conflicts): its expiries
+                    # wait for the next sweep, and the other accounts' do not wait for them.
+                    busy.add(command.account_id)
                     continue
                 if not answer_replayed.get():  # a hold's expiry recorded already (a view behind)
                     recorded += 1

@@ -15,7 +15,7 @@ from ledger.handlers.accounts import by_account
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
-from tests.support.ledger import open_account
+from tests.support.ledger import conflicts_given_up, open_account
 
 
 async def test_a_full_batch_of_expiries_the_views_still_show_due_ends_the_sweep(
@@ -67,20 +67,22 @@ async def test_an_account_that_stays_busy_leaves_the_other_accounts_expiries_swe
 ) -> None:
     """The sweeper's commands take their turns on an account as requests do, and give one up
     after the wait for it (busy: ConcurrencyConflict). That ended the whole sweep, holds and
-    grants of every account, with a traceback, each second the one account stayed busy."""
+    grants of every account, with a traceback, each second the one account stayed busy; and
+    each of that account's expiries due would wait for its turn again."""
     books = build_ledger(isolated_db.pool)
     books.uow.locks.wait = 0.05  # the turn given up soon
-    for account_id in ("acct_busy", "acct_other"):
+    for account_id, holds in (("acct_busy", 3), ("acct_other", 1)):
         await open_account(books, account_id, 1000)
-        await books.execute(
-            PlaceHold(
-                account_id=account_id,
-                amount=10,
-                expires_in_seconds=1,
-                reason="",
-                idempotency_key=f"h_{account_id}",
+        for n in range(holds):
+            await books.execute(
+                PlaceHold(
+                    account_id=account_id,
+                    amount=10,
+                    expires_in_seconds=1,
+                    reason="",
+                    idempotency_key=f"h_{account_id}_{n}",
+                )
             )
-        )
         await books.execute(
             GrantCredits(
                 account_id=account_id,
@@ -95,6 +97,7 @@ async def test_an_account_that_stays_busy_leaves_the_other_accounts_expiries_swe
     await asyncio.sleep(1.05)
 
     busy = by_account(SettleHold(account_id="acct_busy", hold_id="any", outcome="expired"))
+    given_up = conflicts_given_up()
     try:
         async with books.uow.locks.hold(busy):  # a command in flight on it, for long
             swept = await ExpirySweeper(Views(isolated_db.pool), books).sweep()
@@ -102,5 +105,7 @@ async def test_an_account_that_stays_busy_leaves_the_other_accounts_expiries_swe
         await books.uow.committer.stop()
 
     assert swept == {"holds": 1, "grants": 1}
+    # Its turn waited for once in each sweep (holds, then grants), not once per expiry due.
+    assert conflicts_given_up() - given_up == 2
     other = await books.account("acct_other", fresh=True)
     assert (len(other.holds), other.granted) == (0, 0)
