@@ -31,6 +31,7 @@ MIN_METRICS_TOKEN_LENGTH = 32
 PUBLISHED_WEBHOOK_SECRETS = {
     "whsec_dev": "docker-compose.yml's, for the stand-in",
     "whsec_example": "the API documentation's example event's",
+    "whsec_bench": "the benchmarks' (bench/service.py)",
 }
 """Webhook secrets this project prints for development and its documentation: in production
 anyone who read them could sign a payment."""

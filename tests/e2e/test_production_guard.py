@@ -58,6 +58,7 @@ def test_a_complete_production_environment_is_accepted() -> None:
         # The secrets this project publishes (docker-compose.yml, the API documentation),
         # and a metrics token one could guess: production took them (an operations review).
         ({"STRIPE_WEBHOOK_SECRET": "whsec_dev"}, "refuses STRIPE_WEBHOOK_SECRET whsec_dev"),
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_bench"}, "refuses STRIPE_WEBHOOK_SECRET whsec_bench"),
         (
             {"STRIPE_WEBHOOK_SECRET": "whsec_live, whsec_example"},
             "refuses STRIPE_WEBHOOK_SECRET whsec_example",
