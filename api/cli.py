@@ -376,7 +376,9 @@ async def reset_every_account(
 ) -> tuple[int, int, list[str]]:
     """``reset_accounts`` of every opened account (``account_ids``: the list just read), also
     those whose opening commits while the run goes on: the accounts are listed again after
-    each pass until none is new.
+    each pass until none is new, or none of the new ones needed a reset (opened in the
+    period, as those opening from then on are: with sign-ups all the while, a list with
+    none new seldom came).
 
     An account opened in the month before (stamped before midnight) whose commit came
     after the list was read kept that month's period, and its allowance was not reset for
@@ -389,11 +391,15 @@ async def reset_every_account(
     refused: list[str] = []
     seen: set[str] = set()
     listed = await ledger.all_account_ids() if account_ids is None else account_ids
+    first = True
     while new := [a for a in listed if a not in seen]:
         seen.update(new)
         more_reset, more_unchanged, more_refused = await reset_accounts(ledger, new, period, done)
         reset, unchanged = reset + more_reset, unchanged + more_unchanged
         refused += more_refused
+        if not (first or more_reset):
+            break
+        first = False
         listed = await ledger.all_account_ids()
     return reset, unchanged, refused
 

@@ -101,6 +101,42 @@ async def test_an_account_whose_opening_commits_after_the_run_listed_the_account
     await books.uow.committer.stop()
 
 
+async def test_a_reset_month_run_ends_while_accounts_go_on_opening_in_the_new_month(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The run lists the accounts again after each pass until none is new: with accounts
+    opening all the while (sign-ups, a few a second), a list with none new seldom came,
+    and the run went on passing over the newest and reading every account's id again.
+    Those opened in the month the run is for have its period already."""
+    books = build_ledger(isolated_db.pool)
+    await books.execute(
+        OpenAccount(
+            account_id="acct_old", monthly_allowance=100, at=datetime(2026, 12, 31, tzinfo=UTC)
+        )
+    )
+    listing = books.all_account_ids
+    listed = 0
+
+    async def listed_as_accounts_go_on_opening() -> list[str]:
+        nonlocal listed
+        listed += 1
+        found = await listing()
+        if listed < 50:  # enough: the run would not end while they go on
+            at = datetime(2027, 1, 1, 0, 0, listed, tzinfo=UTC)
+            await books.execute(
+                OpenAccount(account_id=f"acct_new_{listed}", monthly_allowance=100, at=at)
+            )
+        return found
+
+    books.all_account_ids = listed_as_accounts_go_on_opening  # type: ignore[method-assign]
+
+    reset, _, refused = await reset_every_account(books, "2027-01", lambda _: None)
+
+    assert (reset, refused) == (1, [])
+    assert listed <= 3, listed
+    await books.uow.committer.stop()
+
+
 async def test_a_rebuilt_view_equals_the_live_one_and_reads_go_on_meanwhile(
     isolated_db: IsolatedDatabase,
 ) -> None:
