@@ -21,6 +21,7 @@ import msgspec
 from ledger.domain.checkout import PENDING
 from ledger.ports import CheckoutLookup, PaymentGatewayError
 from ledger.service import Ledger
+from ledger.store.event_store import ConcurrencyConflict
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class Reconciled(msgspec.Struct, frozen=True, kw_only=True):
     - ``unchanged``: nothing to apply (the session is open or a delayed payment is
       under way at the provider, or the provider does not know it);
     - ``settled``: the ledger had settled it already (the read side was behind);
-    - ``error``: the provider could not be asked; ``detail`` says why.
+    - ``error``: the provider could not be asked, or the session was busy (its turn did
+      not come); ``detail`` says which.
     """
 
     session_id: str
@@ -96,7 +98,11 @@ async def reconcile_one(
         return result("", "error", str(error))
     if found.meaning is None or found.event_type is None:
         return result(found.state, "unchanged")
-    await ledger.apply_payment_event(found.meaning.event_id, found.event_type, found.meaning)
+    try:
+        await ledger.apply_payment_event(found.meaning.event_id, found.event_type, found.meaning)
+    except ConcurrencyConflict:  # its turn did not come: the others need not wait for it
+        log.warning("reconcile: %s was busy; the next run tries again", checkout.session_id)
+        return result(found.state, "error", "busy: the next run tries again")
     after = await ledger.session(checkout.session_id, fresh=True)
     status = after.status if after is not None else PENDING
     if status == PENDING:

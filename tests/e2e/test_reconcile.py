@@ -216,6 +216,42 @@ async def test_a_failed_delayed_payment_is_closed_and_an_open_or_young_one_left_
     assert await session_events(services, still_open.session_id) == ["CheckoutRequested"]
 
 
+async def test_a_busy_session_is_left_for_the_next_run_and_the_others_reconciled(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    services: Services,
+    customer: Customer,
+    held: None,
+) -> None:
+    """A session whose turn did not come (ConcurrencyConflict) ended the whole run: the
+    sessions after it waited for the next, and the run logged a traceback."""
+    busy, other = await purchase(http, customer, 200), await purchase(http, customer, 300)
+    for bought in (busy, other):
+        await pay(http, bought)
+    await catch_up(services.store, all_projections())
+    locks = services.ledger.uow.locks
+    locks.wait, before = 0.05, locks.wait  # the turn given up soon
+
+    try:
+        async with locks.hold(f"checkout/{busy.session_id}"):  # a delivery in flight, for long
+            results = await reconcile_pending(
+                services,
+                checkout_lookup(services),
+                since=None,
+                older_than=timedelta(0),
+                account_id=customer.account_id,
+            )
+    finally:
+        locks.wait = before
+    await standin.release_webhooks(held_about(standin, busy.session_id))
+    await standin.release_webhooks(held_about(standin, other.session_id))
+
+    assert {r.session_id: (r.found, r.outcome) for r in results} == {
+        busy.session_id: ("paid", "error"),
+        other.session_id: ("paid", "credited"),
+    }
+
+
 async def test_a_session_stripe_does_not_know_is_left_pending(
     services: Services, customer: Customer, standin: RunningStandin
 ) -> None:
