@@ -33,9 +33,6 @@ stripe_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 access_log = logging.getLogger("ledger.access")
 """One line per answered request, at INFO."""
 
-LOG_FORMATS = ("auto", "text", "json")
-"""``LEDGER_LOG_FORMAT``: auto (text on a terminal, JSON otherwise), text or json."""
-
 
 # Fields a line may carry besides its message; JSON gets them as keys.
 _CONTEXT_FIELDS = ("request_id", "stripe_event_id")

@@ -292,19 +292,6 @@ def _integer(annotation: Any) -> bool:
     return annotation is int or int in get_args(annotation)
 
 
-CREDITS_EXAMPLE = {
-    "account_id": "acct_42",
-    "balance": 1500,
-    "monthly_allowance": 1000,
-    "allowance_remaining": 500,
-    "topup_balance": 1000,
-    "period": "2026-12",
-    "held": 200,
-    "available": 1300,
-}
-"""An account's credits, as ``GET /v1/credits`` answers them."""
-
-
 def example(summary: str, value: Any) -> Example:
     """One named example of a body, for ``Body(examples=[...])``."""
     return Example(summary=summary, value=value)

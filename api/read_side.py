@@ -173,7 +173,6 @@ class ReadSide:
         self.primary = Source("primary", primary, names)
         self.standby = None if standby is None else Source("standby", standby, names)
         self._standby_down_until = 0.0
-        self.standby_failures = 0
         self.standby_lagging = False
         self._primary_marks: deque[tuple[float, int]] = deque()
         self._lag_checked_at = -LAG_CHECK_SECONDS
@@ -245,7 +244,6 @@ class ReadSide:
         self.standby_lagging = lagging
 
     async def _standby_failed(self, error: BaseException) -> None:
-        self.standby_failures += 1
         if time.monotonic() >= self._standby_down_until:
             log.warning(
                 "standby failed (%s: %s): reads go to the primary for %.0f s",

@@ -41,8 +41,6 @@ from ledger.store.hash_chain import GENESIS, event_hash
 
 FORMAT: Literal["credit-ledger-checkpoint"] = "credit-ledger-checkpoint"
 FORMAT_VERSION = 1
-KEY_ENV = "LEDGER_CHECKPOINT_KEY"
-"""Where ``ledger audit checkpoint`` finds the private key file when ``--key`` is not given."""
 
 SIGNATURE_CONTEXT = b"credit-ledger-checkpoint\x00"
 """Prefixed to every signed message, so no other message signed with the key can pass for one."""

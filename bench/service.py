@@ -105,8 +105,6 @@ class Server:
     process: asyncio.subprocess.Process
     url: str
     log: Path
-    ready_after: float = 0.0
-    """Seconds from spawning the process to its first good answer."""
     kind: str = "uvicorn"
     """``uvicorn`` (the server runs in the process itself) or ``granian`` (in a child)."""
     stack: str = ""
@@ -170,7 +168,6 @@ async def spawn(
     ready_path: str,
     kind: str = "uvicorn",
 ) -> AsyncIterator[Server]:
-    started = time.monotonic()
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
             *command, env=env, stdout=output, stderr=asyncio.subprocess.STDOUT
@@ -178,7 +175,6 @@ async def spawn(
     server = Server(name, process, url, log, kind=kind)
     try:
         await _wait_until_answers(server, ready_path)
-        server.ready_after = time.monotonic() - started
         server.stack = stack_of(server.pid, kind)
         yield server
     finally:

@@ -112,7 +112,6 @@ def _no_billing_details() -> dict[str, Any]:
 # --- Disputes ---------------------------------------------------------------------------------
 
 INQUIRY_OPEN = ("warning_needs_response", "warning_under_review")
-CHARGEBACK_OPEN = ("needs_response", "under_review")
 CLOSED = ("won", "lost", "warning_closed")
 DISPUTE_FEE = 1500  # Stripe's US dispute fee, in cents; charged on every chargeback
 EVIDENCE_DAYS = 7

@@ -447,21 +447,3 @@ class EventStore:
             else:
                 events.append(recorded)
         return loaded
-
-    @staticmethod
-    async def save_snapshot(connection: Connection, snapshot: StoredEvent) -> None:
-        """Keep a snapshot, in the transaction that appended its aggregate's events.
-
-        Its time is taken after those events', so an as-of replay never starts from
-        a snapshot that includes an event recorded after the moment asked for.
-        """
-        await connection.execute(
-            """INSERT INTO snapshots (originator_id, originator_version, topic, state,
-                                      event_recorded_at)
-               VALUES ($1, $2, $3, $4, clock_timestamp())
-               ON CONFLICT DO NOTHING""",
-            snapshot.originator_id,
-            snapshot.originator_version,
-            snapshot.topic,
-            snapshot.state,
-        )
