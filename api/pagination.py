@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Protocol, TypeVar
 
 import msgspec
 from litestar.params import QueryParameter
@@ -70,3 +71,20 @@ def page(limit: str | None, after: str | None) -> Page:
     if errors:
         raise ValidationFailed(errors)
     return Page(limit=chosen, after=cursor)
+
+
+class _Positioned(Protocol):
+    @property
+    def position(self) -> int: ...
+
+
+Row = TypeVar("Row", bound=_Positioned)
+Answer = TypeVar("Answer")
+
+
+def page_of_rows(kind: Callable[..., Answer], rows: list[Row], limit: int) -> Answer:
+    """``kind``'s page (``data``, ``has_more``, ``next_after``) of the first ``limit`` of
+    ``rows``, which were read one longer to tell whether another page follows."""
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return kind(data=shown, has_more=more, next_after=shown[-1].position if more else None)

@@ -12,7 +12,7 @@ from api.access.guards import Caller, allow, customer_account
 from api.access.tokens import Scope
 from api.express import Call, express
 from api.openapi import BEARER, errors, example
-from api.pagination import After, Limit, page
+from api.pagination import After, Limit, page, page_of_rows
 from api.read_side import views_caught_up
 from api.schemas import AccountCredits, PurchaseRequest
 from api.services import Services, ServicesDependency
@@ -100,9 +100,7 @@ async def list_purchases(
             account_id, limit=chosen.limit + 1, before=chosen.after
         )
     )
-    shown = rows[: chosen.limit]
-    more = len(rows) > chosen.limit
-    return Purchases(data=shown, has_more=more, next_after=shown[-1].position if more else None)
+    return page_of_rows(Purchases, rows, chosen.limit)
 
 
 @get("/v1/credits/transactions", responses=errors(401, 403, 422, 503))
@@ -117,9 +115,7 @@ async def list_transactions(
             account_id, limit=chosen.limit + 1, before=chosen.after
         )
     )
-    shown = lines[: chosen.limit]
-    more = len(lines) > chosen.limit
-    return Transactions(data=shown, has_more=more, next_after=shown[-1].position if more else None)
+    return page_of_rows(Transactions, lines, chosen.limit)
 
 
 CUSTOMERS = Router(

@@ -12,7 +12,7 @@ from litestar.params import FromPath, QueryParameter
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.openapi import BEARER, errors, example
-from api.pagination import After, Limit, page
+from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import GrantRequest, VoidGrantRequest
 from api.services import ServicesDependency
 from api.validation import Body, IdempotencyKey, OptionalBody, ValidationFailed
@@ -143,9 +143,7 @@ async def list_grants(
     rows = await services.views.grants(
         stream_id, status or "all", limit=chosen.limit + 1, before=chosen.after
     )
-    shown = rows[: chosen.limit]
-    more = len(rows) > chosen.limit
-    return Grants(data=shown, has_more=more, next_after=shown[-1].position if more else None)
+    return page_of_rows(Grants, rows, chosen.limit)
 
 
 # One router, guards on each route: a path served from two routers would answer OPTIONS

@@ -17,7 +17,7 @@ from litestar.params import FromPath
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.openapi import BEARER, errors, example
-from api.pagination import After, Limit, page
+from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import LowBalanceThreshold, ThresholdRequest, WebhookEndpointRequest
 from api.services import ServicesDependency
 from api.validation import Body, ValidationFailed
@@ -87,11 +87,7 @@ async def list_webhook_endpoints(
     one's ``position``."""
     chosen = page(limit, after)
     found = await EndpointRegistry(services.pool).list(after=chosen.after, limit=chosen.limit + 1)
-    shown = found[: chosen.limit]
-    more = len(found) > chosen.limit
-    return WebhookEndpoints(
-        data=shown, has_more=more, next_after=shown[-1].position if more else None
-    )
+    return page_of_rows(WebhookEndpoints, found, chosen.limit)
 
 
 @delete(
