@@ -399,24 +399,20 @@ class CreditAccount(Aggregate):
 
     def release_hold(self, hold_id: str) -> Settlement:
         """Give a hold's credits back without spending any."""
-        settlement = self.settlement(hold_id, 0)
-        self.trigger_event(
-            HoldReleased,
-            hold_id=hold_id,
-            released=settlement.released,
-            lapsed=settlement.lapsed,
-            grants_lapsed=settlement.grants_lapsed,
-        )
-        return settlement
+        return self._give_back(HoldReleased, hold_id)
 
     def expire_hold(self, hold_id: str, now: datetime) -> Settlement | None:
         """Release a hold that reached its expiry; None if it is settled or not due."""
         hold = self.holds.get(hold_id)
         if hold is None or not hold.has_expired(now):
             return None
+        return self._give_back(HoldExpired, hold_id)
+
+    def _give_back(self, kind: type[HoldReleased | HoldExpired], hold_id: str) -> Settlement:
+        """Settle a hold spending none of it, recorded as ``kind``."""
         settlement = self.settlement(hold_id, 0)
         self.trigger_event(
-            HoldExpired,
+            kind,
             hold_id=hold_id,
             released=settlement.released,
             lapsed=settlement.lapsed,
