@@ -148,14 +148,12 @@ class PeriodicReconciler:
         interval: float,
         *,
         older_than: timedelta = DEFAULT_OLDER_THAN,
-        window: timedelta = RECONCILE_WINDOW,
         account_id: str | None = None,
     ) -> None:
         self.services = services
         self.lookup = lookup
         self.interval = interval
         self.older_than = older_than
-        self.window = window
         self.account_id = account_id
         self.runs = 0
         self._task: asyncio.Task[None] | None = None
@@ -190,7 +188,7 @@ class PeriodicReconciler:
                 done = await reconcile_pending(
                     self.services,
                     self.lookup,
-                    since=datetime.now(UTC) - self.window,
+                    since=datetime.now(UTC) - RECONCILE_WINDOW,
                     older_than=self.older_than,
                     account_id=self.account_id,
                 )

@@ -23,7 +23,7 @@ HELLO_PER_TURN = "hello/uvicorn-reads-per-turn"
 
 SERVICE = "ledger serve"
 """The key of the service's stack in ``Results.stacks`` (the others: the baselines' stacks,
-``bench.service.BASELINE_STACKS``)."""
+``uvicorn``, ``granian`` and ``bench.service.READS_PER_TURN``)."""
 
 
 @dataclass

@@ -242,7 +242,6 @@ async def ledger_service(
 
 READS_PER_TURN = "uvicorn-reads-per-turn"
 """The bare app on uvicorn with the protocol ``ledger serve`` runs (api/http_writes.py)."""
-BASELINE_STACKS = ("uvicorn", "granian", READS_PER_TURN)
 
 
 def _baseline_command(stack: str, port: int) -> list[str]:

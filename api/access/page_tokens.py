@@ -43,11 +43,9 @@ class PageTokens:
         self,
         key: str | bytes,
         *,
-        grace_seconds: int = GRACE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = key.encode() if isinstance(key, str) else key
-        self.grace_seconds = grace_seconds
         self._clock = clock
 
     def _mac(self, account_id: str, valid_until: int) -> str:
@@ -57,7 +55,7 @@ class PageTokens:
 
     def for_checkout(self, account_id: str, expires_at: int) -> str:
         """``t`` for a session of ``account_id`` that can be paid until ``expires_at``."""
-        valid_until = expires_at + self.grace_seconds
+        valid_until = expires_at + GRACE_SECONDS
         return f"{valid_until}.{self._mac(account_id, valid_until)}"
 
     def shows(self, token: str | None, account_id: str) -> bool:
