@@ -267,7 +267,6 @@ async def warn_about_durability(connection: Connection) -> None:
 async def create_pool(
     database_url: str,
     *,
-    admin_url: str | None = None,
     min_size: int = 2,
     max_size: int = 20,
     set_up_first: bool = True,
@@ -276,7 +275,7 @@ async def create_pool(
     """A pool of ``ledger_service`` connections on a set-up database (see the module;
     ``set_up_first``: see ``service_url``). With ``wait_seconds`` (the API's), a
     connection not free within that time is ``PoolBusy``; the commands' pools wait."""
-    url = await service_url(database_url, admin_url, set_up_first=set_up_first)
+    url = await service_url(database_url, set_up_first=set_up_first)
     pool = await ServicePool(
         url,
         wait_seconds=wait_seconds,

@@ -116,10 +116,9 @@ async def reconcile_pending(
     older_than: timedelta = DEFAULT_OLDER_THAN,
     account_id: str | None = None,
     limit: int = DEFAULT_LIMIT,
-    now: datetime | None = None,
 ) -> list[Reconciled]:
     """Reconcile the purchases pending since ``since`` and created at least ``older_than`` ago."""
-    now = now or datetime.now(UTC)
+    now = datetime.now(UTC)
     pending = await services.views.pending_purchases(
         created_after=since, created_before=now - older_than, account_id=account_id, limit=limit
     )

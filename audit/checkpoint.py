@@ -225,9 +225,7 @@ _HEADS = """SELECT DISTINCT ON (originator_id) originator_id, originator_version
             ORDER BY originator_id DESC, originator_version DESC"""
 
 
-async def take_checkpoint(
-    pool: asyncpg.Pool, key: Ed25519PrivateKey, *, now: datetime | None = None
-) -> Checkpoint:
+async def take_checkpoint(pool: asyncpg.Pool, key: Ed25519PrivateKey) -> Checkpoint:
     """Sign the store as it stands: position, event count and every stream's head.
 
     Read in one REPEATABLE READ snapshot, so the three agree with each other.
@@ -244,7 +242,7 @@ async def take_checkpoint(
         key=lambda h: h.stream_id,
     )
     unsigned = Checkpoint(
-        created_at=now or datetime.now(UTC),
+        created_at=datetime.now(UTC),
         position=position,
         event_count=event_count,
         stream_count=len(heads),

@@ -16,7 +16,7 @@ from ledger.service import CheckoutLinks, Ledger, Pricing
 from ledger.store.claims import Claims
 from ledger.store.commit import GroupCommitter
 from ledger.store.event_store import EventStore
-from ledger.store.repository import CACHE_SIZE, Repository
+from ledger.store.repository import Repository
 from ledger.unit_of_work import UnitOfWork
 
 
@@ -34,10 +34,9 @@ def build_ledger(
     pricing: Pricing | None = None,
     links: CheckoutLinks | None = None,
     clock: Clock = system_clock,
-    cache_size: int = CACHE_SIZE,
 ) -> Ledger:
     """The ledger on ``pool``: store, repository, group committer, unit of work."""
-    repository = Repository(EventStore(pool), cache_size=cache_size)
+    repository = Repository(EventStore(pool))
     uow = UnitOfWork(repository, GroupCommitter(pool), Claims(pool))
     return Ledger(
         uow,

@@ -187,10 +187,10 @@ class Views:
         )
         return [GrantLine(**dict(row)) for row in rows]
 
-    async def wait_for_stream(self, view: str, stream_id: UUID, seconds: float = 1.0) -> bool:
+    async def wait_for_stream(self, view: str, stream_id: UUID) -> bool:
         """Wait until ``view`` has applied the last event of a stream (its own writes, for a
-        caller that just wrote); False if it has not within ``seconds``."""
-        deadline = time.monotonic() + seconds
+        caller that just wrote); False if it has not within a second."""
+        deadline = time.monotonic() + 1.0
         # Looked every 5 ms, a view held back (a projector stopped, or waiting behind a long
         # transaction) made each request ask 200 times in its second; the pause grows to
         # 50 ms, some 25 looks.

@@ -361,13 +361,12 @@ class Projector:
         self,
         store: EventStore,
         database_url: str,
-        projections: Sequence[Projection] | None = None,
         batch_size: int = BATCH_SIZE,
     ) -> None:
         self.store = store
         self.batch_size = batch_size
         self.database_url = database_url
-        self.projections = list(projections or all_projections(remembering=True))
+        self.projections = list(all_projections(remembering=True))
         self._wake = asyncio.Event()
         self._left_at: dict[str, tuple[int, int]] = {}
 

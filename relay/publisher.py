@@ -142,12 +142,10 @@ class JetStreamPublisher:
         stream: StreamSettings,
         *,
         ack_timeout: float = 10.0,
-        connect_timeout: float = 2.0,
     ) -> None:
         self.url = url
         self.stream = stream
         self.ack_timeout = ack_timeout
-        self.connect_timeout = connect_timeout
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._lost = asyncio.Event()
@@ -179,7 +177,7 @@ class JetStreamPublisher:
                 allow_reconnect=False,
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0,
-                connect_timeout=max(1, round(self.connect_timeout)),
+                connect_timeout=2,
                 error_cb=self._on_error,
                 disconnected_cb=on_disconnected,
                 closed_cb=on_disconnected,

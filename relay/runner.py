@@ -129,13 +129,12 @@ class Relay:
         pool: asyncpg.Pool,
         database_url: str,
         settings: RelaySettings,
-        publisher: JetStreamPublisher | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
         self.database_url = database_url
         self.settings = settings
-        self.publisher = publisher or JetStreamPublisher(
+        self.publisher = JetStreamPublisher(
             settings.url, settings.stream, ack_timeout=settings.ack_timeout
         )
         self.position = 0

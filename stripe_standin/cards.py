@@ -143,15 +143,13 @@ def _expiry(value: str, now: datetime) -> tuple[int, int]:
     return month, year
 
 
-def check_card(
-    number: str, expiry: str, cvc: str, name: str | None, *, now: datetime | None = None
-) -> Card:
+def check_card(number: str, expiry: str, cvc: str, name: str | None) -> Card:
     """The card if Stripe would charge it; else a ``card_error`` with Stripe's message.
 
     ``name=None``: not asked for (a script); an empty name is refused.
     """
     clean = _number(number)
-    month, year = _expiry(expiry, now or datetime.now(UTC))
+    month, year = _expiry(expiry, datetime.now(UTC))
     brand = _brand(clean)
     cvc = cvc.strip()
     wanted = 4 if brand == "amex" else 3

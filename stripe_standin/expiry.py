@@ -25,9 +25,9 @@ class ExpirySweeper:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
-    def sweep(self, now: int | None = None) -> list[Event]:
+    def sweep(self) -> list[Event]:
         """One pass: expire what is due and start delivering its events."""
-        events = self.state.expire_due(int(time.time()) if now is None else now)
+        events = self.state.expire_due(int(time.time()))
         for event in events:
             self.state.webhooks.deliver_later(event)
         return events

@@ -36,10 +36,10 @@ EXAMPLE_SECRET = "whsec_example"  # noqa: S105 (the documentation's, signs nothi
 EXAMPLE_TIMESTAMP = 1764072000
 
 
-def example_signature(body: bytes, secret: str = EXAMPLE_SECRET) -> str:
+def example_signature(body: bytes) -> str:
     """A ``Stripe-Signature`` as Stripe makes it: ``t=<time>,v1=<hex HMAC-SHA256 of "<t>.<body>">``."""
     signed = f"{EXAMPLE_TIMESTAMP}.".encode() + body
-    v1 = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    v1 = hmac.new(EXAMPLE_SECRET.encode(), signed, hashlib.sha256).hexdigest()
     return f"t={EXAMPLE_TIMESTAMP},v1={v1}"
 
 

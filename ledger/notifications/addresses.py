@@ -137,10 +137,9 @@ class PublicAddressesOnly(httpcore.AsyncNetworkBackend):
         self,
         *,
         allowed: Callable[[IPAddress], bool] | None = None,
-        inner: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self._allowed = allowed
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._inner = httpcore.AnyIOBackend()
 
     async def _addresses(self, host: str, port: int) -> list[IPAddress]:
         if self._allowed is None:
@@ -209,9 +208,8 @@ class WebhookTransport(httpx.AsyncHTTPTransport):
         *,
         allow_private: bool = False,
         allowed: Callable[[IPAddress], bool] | None = None,
-        limits: httpx.Limits | None = None,
     ) -> None:
-        limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         super().__init__(limits=limits)
         # httpx 0.28 takes no network backend, so its connection pool is replaced by
         # one with ours (httpcore's public API); httpx's request and error handling stay.

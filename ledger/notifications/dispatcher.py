@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -60,9 +60,6 @@ class Dispatcher:
         schedule: Sequence[float] = DEFAULT_SCHEDULE,
         timeout: float = TIMEOUT_SECONDS,
         poll_seconds: float = POLL_SECONDS,
-        lease_seconds: float = LEASE_SECONDS,
-        concurrency: int = CONCURRENCY,
-        clock: Callable[[], float] = time.time,
         allow_private: bool = False,
     ) -> None:
         self.pool = pool
@@ -70,9 +67,7 @@ class Dispatcher:
         self.schedule = tuple(schedule)
         self.timeout = timeout
         self.poll_seconds = poll_seconds
-        self.lease_seconds = max(lease_seconds, timeout + 5)
-        self.concurrency = concurrency
-        self.clock = clock
+        self.lease_seconds = max(LEASE_SECONDS, timeout + 5)
         self.allow_private = allow_private
         """Whether receivers may be on non-public addresses (see addresses.py)."""
         self._wake = asyncio.Event()
@@ -119,7 +114,7 @@ class Dispatcher:
                     await listener.close()
 
     async def _start_due(self, client: httpx.AsyncClient) -> int:
-        free = self.concurrency - len(self._in_flight)
+        free = CONCURRENCY - len(self._in_flight)
         if free <= 0:
             return 0
         claimed = await claim_due(self.pool, free, self.lease_seconds)
@@ -136,14 +131,14 @@ class Dispatcher:
         self._wake.set()
 
     async def _seconds_to_wait(self) -> float:
-        if len(self._in_flight) >= self.concurrency:
+        if len(self._in_flight) >= CONCURRENCY:
             return self.poll_seconds
         due_in = await seconds_until_due(self.pool)
         return self.poll_seconds if due_in is None else min(due_in, self.poll_seconds)
 
     async def _deliver(self, client: httpx.AsyncClient, due: DueDelivery) -> None:
         """One attempt: sign with the time of sending, POST, record the outcome."""
-        timestamp = int(self.clock())
+        timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signature_header(due.payload, due.secret, timestamp),

@@ -74,11 +74,11 @@ class Delivery(msgspec.Struct, frozen=True):
     history: list[Attempt] = []
 
 
-def backoff(step: int, schedule: Sequence[float], jitter: float = JITTER) -> float | None:
+def backoff(step: int, schedule: Sequence[float]) -> float | None:
     """Seconds until the next attempt after ``step`` earlier waits; None when none is left."""
     if step >= len(schedule):
         return None
-    return schedule[step] * random.uniform(1 - jitter, 1 + jitter)  # noqa: S311
+    return schedule[step] * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311
 
 
 async def claim_due(

@@ -46,12 +46,11 @@ class Repository:
     def __init__(
         self,
         store: EventStore,
-        mapper: MsgspecMapper | None = None,
         *,
         cache_size: int = CACHE_SIZE,
     ) -> None:
         self.store = store
-        self.mapper = mapper or MsgspecMapper()
+        self.mapper = MsgspecMapper()
         self.cache_size = cache_size
         self._cache: OrderedDict[UUID, tuple[type, dict[str, Any]]] = OrderedDict()
 
