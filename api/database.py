@@ -48,7 +48,7 @@ async def nothing_to_reset(connection: asyncpg.Connection) -> None:
     a round trip on every checkout (about a fifth of a balance read's CPU). The service
     leaves none of that behind on pooled connections: it LISTENs on connections of its
     own, sets nothing per session, opens cursors only inside transactions, and releases
-    its session advisory locks where it takes them (``append()`` on every path, the
+    its session advisory locks where it takes them (``append()`` and ``append_one()`` on every path, the
     as-of wait in a ``finally``).
     """
 

@@ -2,7 +2,7 @@
 
 Idempotency keys of spends, holds and purchases, Stripe event ids and hold
 settlements are all claims. A claim is written with the command's events, in
-the same commit (``append()``): a command whose claim is taken already has
+the same commit (``append()`` or ``append_one()``): a command whose claim is taken already has
 happened, and its first answer is here to give again.
 """
 
@@ -56,7 +56,8 @@ def replay(earlier: StoredAnswer, fingerprint: bytes, answer_type: type[T]) -> T
 
 
 class Claims:
-    """Reads claims (they are written only by ``append()``, with a command's events)."""
+    """Reads claims (written only by ``append()`` and ``append_one()``, with a command's
+    events)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool

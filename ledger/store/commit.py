@@ -1,7 +1,7 @@
 """Group commit: concurrent commands share one transaction, one round trip, one fsync.
 
 Every write the ledger makes ends here: ``write_batch`` sends a batch of
-commands to the one SQL write function, ``append()``
+commands to the SQL write function ``append()``
 (``ledger/store/sql/functions/20_append.sql``), in an implicit transaction; a batch of
 one command of one event (and at most one claim, no snapshot) goes to ``append_one()``,
 the same protocol in the shape of one command (``21_append_one.sql``: cheaper to call).
@@ -92,8 +92,8 @@ async def write_batch(connection: Connection, batch: Sequence[Writes]) -> list[O
             return [await _write_one(connection, batch[0])]
         rows = await connection.fetch(_APPEND, len(batch), *_columns(batch))
     except BaseException:
-        # append() holds a session-level lock while it hands out positions; it
-        # releases it on its own errors, but not if the connection was cut.
+        # append() and append_one() hold a session-level lock while they hand out
+        # positions; they release it on their own errors, but not if the connection was cut.
         with contextlib.suppress(Exception):
             await connection.execute("SELECT pg_advisory_unlock_all()")
         raise

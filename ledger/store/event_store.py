@@ -1,14 +1,15 @@
 """The append-only event store on PostgreSQL, through asyncpg: reading it.
 
-Writes go through one SQL function, ``append()``
-(``sql/functions/20_append.sql``, called by ``ledger/store/commit.py``).
+Writes go through the SQL function ``append()`` (``sql/functions/20_append.sql``), or for
+a lone command of one event ``append_one()`` (``21_append_one.sql``), both called by
+``ledger/store/commit.py``.
 
 Ordering: readers tail the table by ``notification_id`` and must never pass
 over an event that commits after a later-numbered one. The eventsourcing
 library gets that by taking ``LOCK TABLE ... IN EXCLUSIVE MODE`` until commit,
 so writers commit one at a time. We use a transaction-id watermark instead:
 
-* ``append()`` hands out a transaction id, a block of notification ids and the
+* ``append()`` (and ``append_one()``) hands out a transaction id, a block of notification ids and the
   time recorded under an advisory lock held for that alone, so notification
   order equals transaction-id order (and ``recorded_at`` order) while the rest,
   the inserts with their checks and the commit with its fsync, runs in parallel.
@@ -84,7 +85,8 @@ _COLUMNS = "originator_id, originator_version, topic, state, notification_id, re
 
 
 ORDERING_LOCK = 748200101
-"""The advisory lock under which append() hands out positions (see sql/functions/20_append.sql)."""
+"""The advisory lock under which append() and append_one() hand out positions (see
+sql/functions/20_append.sql)."""
 
 
 _NEWER_THAN_EVERY_APPEND = """SELECT pg_current_xact_id(), clock_timestamp()

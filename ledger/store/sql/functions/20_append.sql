@@ -1,6 +1,7 @@
--- The one write function: every event, idempotency claim and snapshot the
--- ledger records goes through here (ledger/store/commit.py calls it), a batch
--- of commands per call, each command succeeding or failing on its own.
+-- The write function: every event, idempotency claim and snapshot the ledger
+-- records goes through here (ledger/store/commit.py calls it), a batch of commands
+-- per call, each command succeeding or failing on its own; a lone command of one
+-- event goes through append_one() instead (see the end of this header).
 --
 -- Ordering. Readers tail stored_events by notification_id and must never pass
 -- over an event that commits after a later-numbered one. A call takes its
