@@ -31,7 +31,7 @@ BATCH = 1000
 
 
 async def make_long_account(
-    url: str, account_id: str, events: int, batch: int = BATCH, *, set_up_first: bool = True
+    url: str, account_id: str, events: int, *, set_up_first: bool = True
 ) -> float:
     """Append ``account_id``'s ``events`` events (opened, then spends); return the seconds.
 
@@ -57,7 +57,7 @@ async def make_long_account(
         for _ in range(events - 1):
             account.spend(1, "long history")
             pending += 1
-            if pending == batch:
+            if pending == BATCH:
                 await save(account)
                 pending = 0
         if pending:

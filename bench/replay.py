@@ -63,18 +63,15 @@ async def raw_fetch(url: str) -> Timed:
         await connection.close()
 
 
-async def audit_verify(url: str, data_dir: Path, jobs: int | None = None) -> Timed:
-    """``ledger audit verify --json``; its own events/s, the wall time and the findings.
-
-    ``jobs``: its ``--jobs``; None leaves the command's default (one process per CPU).
-    """
+async def audit_verify(url: str, data_dir: Path) -> Timed:
+    """``ledger audit verify --json`` (one process per CPU, its default); its own events/s,
+    the wall time and the findings."""
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *ledger_command(),
         "audit",
         "verify",
         "--json",
-        *([f"--jobs={jobs}"] if jobs is not None else []),
         env=service_env(url, data_dir),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
