@@ -81,7 +81,7 @@ class OpenAccountRequest(msgspec.Struct, frozen=True):
 
 
 class SpendRequest(msgspec.Struct, frozen=True):
-    """Spend ``amount`` credits: the allowance first, then top-ups."""
+    """Spend ``amount`` credits: the allowance first, then grants, then top-ups."""
 
     amount: Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT, examples=[25])]
     reason: Reason | None = None

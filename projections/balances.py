@@ -1,4 +1,5 @@
-"""The balances view: one row per account with both buckets and the period."""
+"""The balances view: one row per account with its three buckets (allowance, grants, top-ups),
+what is held and the period."""
 
 from __future__ import annotations
 

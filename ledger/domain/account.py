@@ -1,4 +1,4 @@
-"""The credit account: a monthly allowance plus purchased top-ups.
+"""The credit account: a monthly allowance, grants and purchased top-ups.
 
 Rules are the public methods (guard clauses first, then the event); what each
 event does to the state is ``evolve``. Every attribute holds an immutable value
@@ -126,7 +126,7 @@ on = Evolution()
 
 
 class CreditAccount(Aggregate):
-    """What one customer may spend: allowance first, then top-ups."""
+    """What one customer may spend: allowance first, then grants, then top-ups."""
 
     class_version = 3
     """Of its snapshots: version 2 keeps holds as structs and always has a threshold;

@@ -3,7 +3,7 @@
 A hold keeps its credits inside the account's buckets (``balance`` still
 counts them) but takes them out of what can be spent or held again
 (``available``). It takes from the same buckets as a spend, in the same
-order: free allowance first, then top-ups.
+order: free allowance first, then grants, then top-ups.
 
 Across a monthly reset an open hold keeps its reservation whole. Its
 allowance share belongs to the period it was placed in: the reset carries
