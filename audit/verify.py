@@ -128,9 +128,11 @@ _SETTLEMENT_NAMES: dict[type, tuple[str, ...]] = {
         "released",
         "lapsed",
         "grants_lapsed",
+        "kept_spent",
+        "kept_lapsed",
     ),
-    HoldReleased: ("released", "lapsed", "grants_lapsed"),
-    HoldExpired: ("released", "lapsed", "grants_lapsed"),
+    HoldReleased: ("released", "lapsed", "grants_lapsed", "kept_lapsed"),
+    HoldExpired: ("released", "lapsed", "grants_lapsed", "kept_lapsed"),
 }
 """What a hold's settlement records of where its credits went, as ``Settlement`` names it."""
 assert set(_SETTLEMENT_NAMES) == set(HOLD_SETTLEMENTS)
@@ -454,13 +456,22 @@ class StreamReplay:
         account = stream.aggregate
         if not isinstance(account, CreditAccount):
             return  # reported as unreadable, or a reset on another stream
-        carried, debt_repaid = account.reset_figures()
-        if reset.held_allowance_carried != carried or reset.debt_repaid > debt_repaid:
+        carried, debt_repaid, kept = account.reset_figures()
+        if not reset.held_topup_kept:
+            # Recorded before anything was kept for held top-ups, it repaid that instead.
+            debt_repaid += kept
+            kept = 0
+        if (
+            reset.held_allowance_carried != carried
+            or reset.debt_repaid > debt_repaid
+            or reset.held_topup_kept != kept
+        ):
             self._find(
                 "reset-mismatch",
-                f"the reset carried {reset.held_allowance_carried} and repaid "
-                f"{reset.debt_repaid} of a debt; the account before it gives {carried} carried "
-                f"and at most {debt_repaid} repaid",
+                f"the reset carried {reset.held_allowance_carried}, repaid "
+                f"{reset.debt_repaid} of a debt and kept {reset.held_topup_kept} for held "
+                f"top-ups; the account before it gives {carried} carried, at most "
+                f"{debt_repaid} repaid and {kept} kept",
                 stream,
                 event,
             )

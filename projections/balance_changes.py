@@ -89,20 +89,20 @@ def _spent(event: CreditsSpent, _: int) -> Moved:
 
 
 def _reset(event: MonthlyAllowanceReset, allowance_before: int) -> Moved:
-    allowance = event.monthly_allowance + event.held_allowance_carried
+    allowance = event.monthly_allowance + event.held_allowance_carried + event.held_topup_kept
     return (allowance - allowance_before, event.debt_repaid, 0)
 
 
 def _captured(event: HoldCaptured, _: int) -> Moved:
     return (
-        -event.from_allowance - event.lapsed,
+        -event.from_allowance - event.lapsed - event.kept_spent - event.kept_lapsed,
         -event.from_topup,
         -sum(event.from_grants.values()) - sum(event.grants_lapsed.values()),
     )
 
 
 def _ended_hold(event: HoldReleased | HoldExpired, _: int) -> Moved:
-    return (-event.lapsed, 0, -sum(event.grants_lapsed.values()))
+    return (-event.lapsed - event.kept_lapsed, 0, -sum(event.grants_lapsed.values()))
 
 
 _MOVES = ByEventClass(
@@ -133,12 +133,18 @@ def _reset_described(event: MonthlyAllowanceReset) -> str:
         described += f" ({carried} held by open holds carried over)"
     if event.debt_repaid:
         described += f"; {event.debt_repaid} of the allowance that lapsed repaid the top-up debt"
+    if event.held_topup_kept:
+        described += (
+            f"; {event.held_topup_kept} of the allowance that lapsed kept for held top-ups "
+            "that were taken back"
+        )
     return described
 
 
 def _captured_described(event: HoldCaptured) -> str:
     described = f"Hold captured: {event.captured} spent ({event.hold_id})"
-    return described + _lapsed(event.lapsed, sum(event.grants_lapsed.values()))
+    lapsed = event.lapsed + event.kept_lapsed
+    return described + _lapsed(lapsed, sum(event.grants_lapsed.values()))
 
 
 def _ended_hold_described(event: HoldReleased | HoldExpired) -> str:
@@ -146,7 +152,7 @@ def _ended_hold_described(event: HoldReleased | HoldExpired) -> str:
     verb = "released" if isinstance(event, HoldReleased) else "expired"
     back = event.released - event.lapsed - grants_lapsed
     described = f"Hold {verb}: {back} credits back ({event.hold_id})"
-    return described + _lapsed(event.lapsed, grants_lapsed)
+    return described + _lapsed(event.lapsed + event.kept_lapsed, grants_lapsed)
 
 
 def _granted_described(event: CreditsGranted) -> str:

@@ -50,7 +50,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.evolution import Evolution
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
-from ledger.domain.holds import OpenHold, Settlement, settle
+from ledger.domain.holds import OpenHold, Settlement, backed, settle
 from ledger.domain.ids import account_stream_id
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
 
@@ -128,9 +128,9 @@ on = Evolution()
 class CreditAccount(Aggregate):
     """What one customer may spend: allowance first, then grants, then top-ups."""
 
-    class_version = 3
+    class_version = 4
     """Of its snapshots: version 2 keeps holds as structs and always has a threshold;
-    version 3 keeps grants."""
+    version 3 keeps grants; version 4 what backs the holds' top-up shares."""
 
     if TYPE_CHECKING:  # set by evolve(); annotations at run time would make them __init__ arguments
         account_id: str
@@ -144,6 +144,8 @@ class CreditAccount(Aggregate):
         grants: dict[str, Grant]
         granted: int
         closed_grants: frozenset[str]
+        topup_reserved: int
+        kept_for_holds: int
 
     @classmethod
     def open(cls, account_id: str, monthly_allowance: int, period: str) -> CreditAccount:
@@ -200,10 +202,16 @@ class CreditAccount(Aggregate):
 
     @property
     def free_allowance(self) -> int:
-        """This period's allowance that is neither spent nor held."""
+        """This period's allowance that is neither spent nor held (nor kept for holds)."""
         if not self.holds:
-            return self.allowance_remaining
-        return self.allowance_remaining - sum(h.from_allowance for h in self.holds.values())
+            return self.allowance_remaining - self.kept_for_holds
+        held = sum(h.from_allowance for h in self.holds.values())
+        return self.allowance_remaining - held - self.kept_for_holds
+
+    @property
+    def held_topup(self) -> int:
+        """What open holds reserve of the top-ups."""
+        return sum(h.from_topup for h in self.holds.values()) if self.holds else 0
 
     @property
     def effective_low_balance_threshold(self) -> int:
@@ -300,27 +308,36 @@ class CreditAccount(Aggregate):
             )
         if period == self.period:
             return False
-        carried, debt_repaid = self.reset_figures()
+        carried, debt_repaid, kept = self.reset_figures()
         self.trigger_event(
             MonthlyAllowanceReset,
             period=period,
             monthly_allowance=self.next_monthly_allowance,
             held_allowance_carried=carried,
             debt_repaid=debt_repaid,
+            held_topup_kept=kept,
         )
         return True
 
-    def reset_figures(self) -> tuple[int, int]:
-        """What a reset now carries over of the allowance (what open holds reserve of it)
-        and repays of a clawback's debt.
+    def reset_figures(self) -> tuple[int, int, int]:
+        """What a reset now carries over of the allowance (what open holds reserve of it, and
+        what earlier resets kept for them), repays of a clawback's debt, and keeps for open
+        holds' top-up shares that a clawback took.
 
-        A debt (top-ups below what open holds reserve of them) keeps as much of the balance
-        from being spent; the allowance is spent first, so what it kept is in what lapses
-        now, and that pays the debt: left alone, it kept as much of every month's allowance.
+        A debt keeps as much of the balance from being spent; the allowance is spent first,
+        so what it kept is in what lapses now, and that pays the debt: left alone, it kept as
+        much of every month's allowance. Top-ups below zero are owed: they are repaid. Top-ups
+        open holds reserve but a clawback took are owed only if the holds capture them: what
+        lapses is kept for that (see ledger/domain/holds.py), not repaid into the top-ups,
+        where a release would have made it credits for good.
         """
-        carried = sum(h.from_allowance for h in self.holds.values())
-        debt = sum(h.from_topup for h in self.holds.values()) - self.topup_balance
-        return carried, max(min(self.allowance_remaining - carried, debt), 0)
+        carried = sum(h.from_allowance for h in self.holds.values()) + self.kept_for_holds
+        lapsing = self.allowance_remaining - carried
+        debt_repaid = max(min(lapsing, -self.topup_balance), 0)
+        unbacked = self.held_topup - self.topup_reserved - self.kept_for_holds
+        # Spends burn the allowance first: free top-ups are what the unbacked kept from use first.
+        kept_from_use = unbacked - max(self.topup_balance - self.topup_reserved, 0)
+        return carried, debt_repaid, max(min(lapsing - debt_repaid, kept_from_use), 0)
 
     def change_allowance(self, monthly_allowance: int) -> bool:
         """Change the plan's allowance from the next reset on; False if it is unchanged."""
@@ -372,7 +389,15 @@ class CreditAccount(Aggregate):
         closed = frozenset(
             grant_id for grant_id, _ in hold.from_grants if self.grants[grant_id].status != ACTIVE
         )
-        return settle(hold, captured, carried=hold.period != self.period, closed_grants=closed)
+        settlement = settle(
+            hold, captured, carried=hold.period != self.period, closed_grants=closed
+        )
+        return backed(
+            settlement,
+            reserved=self.topup_reserved,
+            kept=self.kept_for_holds,
+            held_after=self.held_topup - hold.from_topup,
+        )
 
     def capture_hold(self, hold_id: str, amount: int, now: datetime) -> Settlement:
         """Spend up to the held amount; the rest goes back (or lapses, see holds.py)."""
@@ -394,6 +419,8 @@ class CreditAccount(Aggregate):
             lapsed=settlement.lapsed,
             from_grants=settlement.from_grants,
             grants_lapsed=settlement.grants_lapsed,
+            kept_spent=settlement.kept_spent,
+            kept_lapsed=settlement.kept_lapsed,
         )
         return settlement
 
@@ -417,6 +444,7 @@ class CreditAccount(Aggregate):
             released=settlement.released,
             lapsed=settlement.lapsed,
             grants_lapsed=settlement.grants_lapsed,
+            kept_lapsed=settlement.kept_lapsed,
         )
         return settlement
 
@@ -493,6 +521,8 @@ class CreditAccount(Aggregate):
         self.grants = {}
         self.granted = 0  # what remains of its grants, including what open holds reserve
         self.closed_grants = frozenset()
+        self.topup_reserved = 0  # of the held top-ups, what top-ups back (see holds.py)
+        self.kept_for_holds = 0  # of the allowance, what resets kept for the rest of them
 
     @on(CreditsPurchased, CreditsRestored)
     def _credited(self, event: CreditsPurchased | CreditsRestored) -> None:
@@ -503,6 +533,8 @@ class CreditAccount(Aggregate):
     @on(CreditsClawedBack, CreditsReversed)
     def _debited(self, event: CreditsClawedBack | CreditsReversed) -> None:
         self.topup_balance -= event.credits
+        # What is taken back is taken from the free top-ups first.
+        self.topup_reserved = min(self.topup_reserved, max(self.topup_balance, 0))
 
     @on(CreditsSpent)
     def _spent(self, event: CreditsSpent) -> None:
@@ -518,7 +550,14 @@ class CreditAccount(Aggregate):
         self.period = event.period
         self.monthly_allowance = event.monthly_allowance
         self.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
+        owed = max(-self.topup_balance, 0)
         self.topup_balance += event.debt_repaid
+        if event.debt_repaid > owed:  # recorded before resets kept for held top-ups
+            self.topup_reserved = min(
+                self.topup_reserved + event.debt_repaid - owed, self.held_topup
+            )
+        self.allowance_remaining += event.held_topup_kept
+        self.kept_for_holds += event.held_topup_kept
 
     @on(MonthlyAllowanceChanged)
     def _plan_changed(self, event: MonthlyAllowanceChanged) -> None:
@@ -540,6 +579,7 @@ class CreditAccount(Aggregate):
             from_grants=tuple(event.from_grants.items()),
         )
         self.holds = {**self.holds, event.hold_id: hold}
+        self.topup_reserved += event.from_topup  # placed from free top-ups only
 
     @on(HoldCaptured)
     def _hold_captured(self, event: HoldCaptured) -> None:
@@ -548,6 +588,7 @@ class CreditAccount(Aggregate):
         self.topup_balance -= event.from_topup
         if event.from_grants or event.grants_lapsed:
             self._take_from_grants(event.from_grants, event.grants_lapsed)
+        self._rebacked(event.from_topup, event.kept_spent + event.kept_lapsed)
 
     @on(HoldReleased, HoldExpired)
     def _hold_released(self, event: HoldReleased | HoldExpired) -> None:
@@ -555,6 +596,15 @@ class CreditAccount(Aggregate):
         self.allowance_remaining -= event.lapsed
         if event.grants_lapsed:
             self._take_from_grants(event.grants_lapsed)
+        self._rebacked(0, event.kept_lapsed)
+
+    def _rebacked(self, from_topup: int, kept_ended: int) -> None:
+        """After a settlement: top-ups back no more than the holds left reserve, and what
+        was kept for holds and is spent or lapses leaves the allowance."""
+        reserved = self.topup_reserved - min(from_topup, self.topup_reserved)
+        self.topup_reserved = min(reserved, self.held_topup)
+        self.allowance_remaining -= kept_ended
+        self.kept_for_holds -= kept_ended
 
     def _forget_hold(self, hold_id: str) -> None:
         self.holds = {k: v for k, v in self.holds.items() if k != hold_id}
@@ -623,6 +673,12 @@ class CreditAccount(Aggregate):
         state.setdefault("grants", {})
         state.setdefault("granted", sum(g["remaining"] for g in state["grants"].values()))
         state.setdefault("closed_grants", [])
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        held_topup = sum(h["from_topup"] for h in state["holds"].values())
+        state.setdefault("topup_reserved", min(held_topup, max(state["topup_balance"], 0)))
+        state.setdefault("kept_for_holds", 0)
 
     @staticmethod
     def restore_state(state: dict[str, Any]) -> None:

@@ -104,6 +104,10 @@ class MonthlyAllowanceReset(AccountEvent):
     debt_repaid: int = 0
     """Of the allowance that lapsed, what went to a negative top-up balance (a clawback's
     debt): the debt kept that much of it from being spent."""
+    held_topup_kept: int = 0
+    """Of the allowance that lapsed, what is kept for top-ups open holds reserve that a
+    clawback took (resets before this field repaid it into the top-ups): spent if the holds
+    capture them, lapsing if not (``kept_spent`` and ``kept_lapsed`` on settlements)."""
 
 
 class MonthlyAllowanceChanged(AccountEvent):
@@ -145,6 +149,10 @@ class HoldCaptured(AccountEvent):
     lapsed: int
     from_grants: dict[str, int] = field(default_factory=dict)
     grants_lapsed: dict[str, int] = field(default_factory=dict)
+    kept_spent: int = 0
+    """Of its top-ups captured, what a reset kept for them (taken from the allowance)."""
+    kept_lapsed: int = 0
+    """Of what resets kept for held top-ups, what the holds left open no longer need."""
 
 
 class HoldReleased(AccountEvent):
@@ -154,6 +162,7 @@ class HoldReleased(AccountEvent):
     released: int
     lapsed: int
     grants_lapsed: dict[str, int] = field(default_factory=dict)
+    kept_lapsed: int = 0
 
 
 class HoldExpired(AccountEvent):
@@ -163,6 +172,7 @@ class HoldExpired(AccountEvent):
     released: int
     lapsed: int
     grants_lapsed: dict[str, int] = field(default_factory=dict)
+    kept_lapsed: int = 0
 
 
 class CreditsGranted(AccountEvent):

@@ -60,6 +60,10 @@ class Settlement(msgspec.Struct, frozen=True):
     lapsed: int
     from_grants: dict[str, int] = {}
     grants_lapsed: dict[str, int] = {}
+    kept_spent: int = 0
+    """Of the top-ups captured, what a reset kept for them (spent from the allowance)."""
+    kept_lapsed: int = 0
+    """What a reset kept for holds that the holds left open no longer need: it lapses."""
 
 
 def settle(
@@ -90,4 +94,28 @@ def settle(
         lapsed=unspent_allowance if carried else 0,
         from_grants=from_grants,
         grants_lapsed=grants_lapsed,
+    )
+
+
+def backed(settlement: Settlement, *, reserved: int, kept: int, held_after: int) -> Settlement:
+    """Where a settlement's top-ups come from, when a refund took top-ups that holds reserve.
+
+    ``reserved`` of the account's held top-ups are backed by top-ups, ``kept`` by what
+    resets kept of the allowance that lapsed (the refund's debt kept that much from use,
+    see ``CreditAccount.reset_figures``), the rest by nothing. A capture spends backed
+    top-ups first, then what was kept (from the allowance), then top-ups it leaves below
+    what remains backed (a debt). Afterwards what was kept is no more than the top-ups the
+    holds left open reserve beyond those backed; the rest of it lapses, as the allowance it
+    came from would have.
+    """
+    from_topup = settlement.from_topup
+    from_reserved = min(from_topup, reserved)
+    kept_spent = min(from_topup - from_reserved, kept)
+    reserved_after = min(reserved - from_reserved, held_after)
+    kept_after = min(kept - kept_spent, max(held_after - reserved_after, 0))
+    return msgspec.structs.replace(
+        settlement,
+        from_topup=from_topup - kept_spent,
+        kept_spent=kept_spent,
+        kept_lapsed=kept - kept_spent - kept_after,
     )

@@ -10,7 +10,7 @@ import pytest
 
 from audit.verify import Report, verify
 from ledger.bootstrap import build_ledger
-from ledger.commands import ResetMonth, SpendCredits
+from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.events import PaymentRefunded
@@ -169,8 +169,49 @@ async def test_a_reset_that_repaid_more_than_the_debt_is_a_reset_mismatch(
 
     [mismatch] = [f for f in report.findings if f.kind == "reset-mismatch"]
     assert mismatch.detail == (
-        "the reset carried 0 and repaid 1400 of a debt; the account before it gives 0 "
-        "carried and at most 500 repaid"
+        "the reset carried 0, repaid 1400 of a debt and kept 0 for held top-ups; the account "
+        "before it gives 0 carried, at most 500 repaid and 0 kept"
+    )
+
+
+async def test_a_reset_that_kept_more_for_held_top_ups_than_a_refund_took_is_a_reset_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_fay", 1000)
+
+    async def place(key: str, amount: int) -> str:
+        command = PlaceHold(
+            account_id="acct_fay",
+            amount=amount,
+            expires_in_seconds=3600,
+            reason="job",
+            idempotency_key=key,
+        )
+        return str((await books.execute(command)).hold_id)
+
+    on_allowance = await place("k_allowance", 1000)
+    await pay(books, "cs_fay", "acct_fay", 500, "pi_fay")
+    await place("k_topups", 500)
+    await books.execute(SettleHold(account_id="acct_fay", hold_id=on_allowance, outcome="released"))
+    await refund(books, "pi_fay", 500)
+    await books.execute(ResetMonth(account_id="acct_fay", period="2999-01"))  # keeps 500
+    await books.uow.committer.stop()
+    stream = account_stream_id("acct_fay")
+    version = await isolated_db.pool.fetchval(
+        """SELECT max(originator_version) FROM stored_events WHERE originator_id = $1""",
+        stream,
+    )
+    await rewrite_stream(
+        isolated_db.url, stream, version, '"held_topup_kept":500', '"held_topup_kept":900'
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [mismatch] = [f for f in report.findings if f.kind == "reset-mismatch"]
+    assert mismatch.detail == (
+        "the reset carried 0, repaid 0 of a debt and kept 900 for held top-ups; the account "
+        "before it gives 0 carried, at most 0 repaid and 500 kept"
     )
 
 

@@ -61,6 +61,10 @@ class Account:
     period: str
     topup: int = 0
     holds: dict[str, Hold] = field(default_factory=dict)
+    reserved: int = 0
+    """Of the top-ups holds reserve, what top-ups back ("a refund takes free top-ups first")."""
+    kept: int = 0
+    """What resets kept of the allowance for the rest of them."""
     grants: dict[str, Grant] = field(default_factory=dict)
     low_threshold: int | None = None
     """Set for the account; None: the default."""
@@ -140,7 +144,11 @@ class Account:
 
     def split(self, amount: int, now: datetime) -> tuple[int, dict[str, int], int]:
         """ "Spends burn the free allowance, then grants in burn order, then top-ups"."""
-        free = self.allowance_remaining - sum(h.from_allowance for h in self.holds.values())
+        free = (
+            self.allowance_remaining
+            - sum(h.from_allowance for h in self.holds.values())
+            - self.kept
+        )
         from_allowance = min(amount, max(free, 0))
         rest = amount - from_allowance
         from_grants = {}
@@ -172,15 +180,38 @@ class Account:
     def reset(self, period: str) -> None:
         """ "The allowance is set back to the plan; what open holds reserve of it is carried"."""
         carried = sum(h.from_allowance for h in self.holds.values())
-        # "What a clawback's debt (top-ups below what holds reserve of them) kept from being
-        # spent, the allowance that lapses, repays it".
-        held_topup = sum(
-            h.amount - h.from_allowance - sum(h.from_grants.values()) for h in self.holds.values()
-        )
-        self.topup += max(min(self.allowance_remaining - carried, held_topup - self.topup), 0)
+        # "What a clawback's debt kept from being spent, the allowance that lapses, repays
+        # it": top-ups below zero; what open holds reserve of top-ups a clawback took is
+        # kept for them (first kept from use are free top-ups: the allowance burns first).
+        carried += self.kept
+        lapsing = self.allowance_remaining - carried
+        repaid = max(min(lapsing, -self.topup), 0)
+        self.topup += repaid
+        unbacked = self.held_topup - self.reserved - self.kept
+        kept_from_use = unbacked - max(self.topup - self.reserved, 0)
+        kept = max(min(lapsing - repaid, kept_from_use), 0)
+        self.kept += kept
         self.period = period
         self.monthly_allowance = self.next_allowance
-        self.allowance_remaining = self.next_allowance + carried
+        self.allowance_remaining = self.next_allowance + carried + kept
+
+    @property
+    def held_topup(self) -> int:
+        return sum(self.topup_share(h) for h in self.holds.values())
+
+    def place(self, hold_id: str, hold: Hold) -> None:
+        self.holds[hold_id] = hold
+        self.reserved += self.topup_share(hold)
+
+    def take_back(self, credits: int) -> None:
+        """A refund or dispute takes top-ups back (or gives them back: negative)."""
+        self.topup -= credits
+        if credits > 0:
+            self.reserved = min(self.reserved, max(self.topup, 0))
+
+    @staticmethod
+    def topup_share(hold: Hold) -> int:
+        return hold.amount - hold.from_allowance - sum(hold.from_grants.values())
 
     def settle(self, hold_id: str, captured: int) -> None:
         """ "A capture spends the allowance share first, then its grant shares, then top-ups;
@@ -197,7 +228,15 @@ class Account:
             grant.take(taken)
             if grant.status != "active":
                 grant.lapse(share - taken)
-        self.topup -= rest
+        # "A capture spends backed top-ups first, then what was kept, then top-ups below zero";
+        # what was kept beyond what the holds left reserve lapses.
+        from_reserved = min(rest, self.reserved)
+        kept_spent = min(rest - from_reserved, self.kept)
+        self.topup -= rest - kept_spent
+        self.reserved = min(self.reserved - from_reserved, self.held_topup)
+        kept_after = min(self.kept - kept_spent, max(self.held_topup - self.reserved, 0))
+        self.allowance_remaining -= self.kept - kept_after
+        self.kept = kept_after
 
 
 # A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how

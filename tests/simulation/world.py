@@ -371,7 +371,7 @@ class World:
                 self.counts["dispute events delivered"] += 1
         self.touched.add(session.account_id)
         owed = session.owed()
-        self.accounts[session.account_id].topup -= owed - session.taken_back
+        self.accounts[session.account_id].take_back(owed - session.taken_back)
         session.taken_back = owed
 
     def session_of(self, payment_intent: str) -> model.Session:
@@ -439,8 +439,11 @@ class World:
         if amount > account.available_at(self.now):
             raise Violation(f"held {amount} with only {account.available_at(self.now)} available")
         from_allowance, from_grants, _ = account.split(amount, self.now)
-        account.holds[answer.hold_id] = model.Hold(
-            amount, from_allowance, account.period, self.now + timedelta(days=3), from_grants
+        account.place(
+            answer.hold_id,
+            model.Hold(
+                amount, from_allowance, account.period, self.now + timedelta(days=3), from_grants
+            ),
         )
         if (answer.held, answer.available) != (account.held, account.available):
             raise Violation(

@@ -184,7 +184,47 @@ def test_a_debt_counts_what_open_holds_reserve_of_the_topups() -> None:
 
     [reset] = credits.collect_events()
     assert reset.debt_repaid == 100
-    assert credits.reset_figures() == (0, 100)  # 400 still owed; 100 of this month's kept
+    assert credits.reset_figures() == (0, 100, 0)  # 100 owed, 400 more if h1 is captured
+
+
+@pytest.mark.parametrize("settle", ["release", "capture"])
+def test_a_debt_an_open_hold_might_incur_repaid_at_a_reset_lapses_when_the_hold_does_not(
+    settle: str,
+) -> None:
+    """Top-ups refunded while a hold reserved them, then a reset repaid that debt with the
+    allowance that lapsed: releasing the hold then turned the old allowance into top-ups that
+    survive every reset (a holds review: 100 credits made from nothing)."""
+    credits = account(allowance=100)
+    credits.place_hold("h_allowance", 100, "job", datetime(2027, 6, 1, tzinfo=UTC))
+    credits.purchase(session_id="cs_1", credits=100)
+    credits.place_hold("h_topup", 100, "job", datetime(2027, 6, 1, tzinfo=UTC))  # the top-ups
+    credits.release_hold("h_allowance")
+    credits.claw_back(session_id="cs_1", credits=100)  # refunded while held
+    credits.reset_month("2026-12")  # the 100 that could not be spent repay what it may owe
+
+    if settle == "release":
+        credits.release_hold("h_topup")  # it owed nothing after all
+    else:
+        credits.capture_hold("h_topup", 100, datetime(2026, 12, 2, tzinfo=UTC))  # repaid
+
+    assert (credits.allowance_remaining, credits.topup_balance) == (100, 0)
+    credits.reset_month("2027-01")
+    assert (credits.allowance_remaining, credits.topup_balance) == (100, 0)
+
+
+def test_a_partial_capture_spends_what_a_reset_kept_for_its_hold_first() -> None:
+    credits = account(allowance=200, topup=300)
+    credits.spend(200, "work")
+    credits.place_hold("h1", 300, "job", datetime(2027, 6, 1, tzinfo=UTC))  # the top-ups
+    credits.claw_back(session_id="cs_1", credits=300)
+    credits.reset_month("2026-12")  # nothing lapses: the allowance was spent
+    credits.reset_month("2027-01")  # the 200 h1 kept from use pay for 200 of it
+
+    settlement = credits.capture_hold("h1", 250, datetime(2027, 1, 2, tzinfo=UTC))
+
+    assert (settlement.kept_spent, settlement.from_topup) == (200, 50)
+    assert credits.topup_balance == -50  # 250 spent of top-ups refunded, 200 paid for
+    assert (credits.allowance_remaining, credits.available) == (200, 150)
 
 
 @pytest.mark.parametrize("allowance", [-1, 1_000_000_001, 99_999_999_999_999_999_999])

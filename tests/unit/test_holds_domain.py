@@ -203,3 +203,143 @@ def test_no_sequence_of_commands_overdraws_or_loses_credits(ops: list[tuple[str,
     # Every credit is accounted for: opened with 600, plus purchases, minus spends,
     # plus what resets added, minus what lapsed when carried holds settled.
     assert credits.balance == 600 + bought - spent + lapsed_or_reset
+
+
+refund_operations = st.lists(
+    st.tuples(
+        st.sampled_from(["spend", "hold", "capture", "release", "reset", "buy", "refund"]),
+        st.integers(min_value=0, max_value=150),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(refund_operations)
+def test_refunds_during_open_holds_and_resets_never_make_top_ups(
+    ops: list[tuple[str, int]],
+) -> None:
+    """Top-ups come only from purchases and from a reset repaying a refund's debt up to zero;
+    what it keeps for holds whose top-ups were refunded lapses if they are not captured."""
+    credits = account(allowance=100)
+    periods = iter(f"{2027 + i // 12}-{i % 12 + 1:02d}" for i in range(100))
+    next_hold = paid = 0
+    for op, n in ops:
+        holds = list(credits.holds)
+        try:
+            if op == "spend" and n:
+                credits.spend(n, "x")
+            elif op == "hold" and n:
+                next_hold += 1
+                credits.place_hold(f"h{next_hold}", n, "x", LATER)
+            elif op == "capture" and holds:
+                credits.capture_hold(holds[0], min(n, credits.hold(holds[0]).amount), NOW)
+            elif op == "release" and holds:
+                credits.release_hold(holds[0])
+            elif op == "reset":
+                before = credits.topup_balance
+                credits.reset_month(next(periods))
+                assert credits.topup_balance <= max(before, 0), "repaid more than was owed"
+                paid += credits.topup_balance - before  # the allowance that lapsed paid it
+            elif op == "buy" and n:
+                credits.purchase(f"cs_{n}", n)
+                paid += n
+            elif op == "refund" and n:
+                credits.claw_back(f"cs_{n}", n)
+                paid -= n
+        except InsufficientCredits:
+            pass
+        assert credits.topup_balance <= max(paid, 0)
+        assert all(h.from_topup >= 0 and h.from_allowance >= 0 for h in credits.holds.values())
+        assert credits.free_allowance >= 0
+
+
+def settled_around_a_reset(
+    setup: list[tuple[str, int]], settlements: list[int], *, settle_first: bool
+) -> tuple[int, int]:
+    """(top-ups, allowance) after ``setup``, then the reset and the settlement of every open
+    hold (capture that many, or release when negative) in the order asked, then a reset."""
+    credits = account(allowance=100)
+    periods = iter(f"{2027 + i // 12}-{i % 12 + 1:02d}" for i in range(12))
+    for step, (op, n) in enumerate(setup):
+        try:
+            if op == "reset":
+                credits.reset_month(next(periods))
+            elif op == "hold":
+                credits.place_hold(f"h{step}", n, "x", LATER)
+            elif op == "spend":
+                credits.spend(n, "x")
+            elif op == "buy":
+                credits.purchase(f"cs_{step}", n)
+            elif credits.topup_balance > 0:  # refunds of credits not yet spent: no debt
+                credits.claw_back(f"cs_{step}", min(n, credits.topup_balance))
+        except InsufficientCredits:
+            pass
+
+    def settle_all() -> None:
+        for hold_id, captured in zip(list(credits.holds), settlements, strict=False):
+            if captured < 0:
+                credits.release_hold(hold_id)
+            else:
+                credits.capture_hold(hold_id, min(captured, credits.hold(hold_id).amount), NOW)
+
+    if settle_first:
+        settle_all()
+    credits.reset_month("2030-01")
+    if not settle_first:
+        settle_all()
+    credits.reset_month("2030-02")
+    return credits.topup_balance, credits.allowance_remaining
+
+
+SETUPS = st.lists(
+    st.tuples(st.sampled_from(["hold", "spend", "buy", "refund", "reset"]), st.integers(1, 150)),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SETUPS)
+def test_holds_released_after_a_reset_end_as_if_released_before(
+    setup: list[tuple[str, int]],
+) -> None:
+    """What a reset keeps for held top-ups a refund took lapses when the holds are released
+    (repaid into the top-ups, it was credits made from nothing)."""
+    releases = [-1] * len(setup)
+    before = settled_around_a_reset(setup, releases, settle_first=True)
+    assert settled_around_a_reset(setup, releases, settle_first=False) == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(SETUPS, st.lists(st.integers(-1, 150), min_size=12, max_size=12))
+def test_holds_settled_after_a_reset_cost_no_more_than_settled_before(
+    setup: list[tuple[str, int]], settlements: list[int]
+) -> None:
+    """A capture after the reset may spend what the reset kept for it (allowance the refund
+    kept from use), never more top-ups than the same capture before the reset."""
+    topups_before, allowance_before = settled_around_a_reset(setup, settlements, settle_first=True)
+    topups_after, allowance_after = settled_around_a_reset(setup, settlements, settle_first=False)
+    assert allowance_after == allowance_before
+    assert topups_after >= topups_before
+
+
+TWO_HELD = [("spend", 100), ("buy", 200), ("hold", 100), ("hold", 100)]
+"""Two holds of top-ups, then a refund and a reset: the allowance is new when settling."""
+
+
+@pytest.mark.parametrize(
+    ("refunded", "settlements"),
+    [
+        (100, [100, -1]),  # the top-ups left back the capture: nothing was owed
+        (100, [-1, 100]),
+        (100, [100, 100]),  # 100 owed, paid by the 100 kept
+        (200, [-1, 100]),  # 100 owed of the 200 kept from use
+        (200, [100, 100]),
+    ],
+)
+def test_what_a_reset_keeps_for_held_top_ups_pays_only_what_captures_owe(
+    refunded: int, settlements: list[int]
+) -> None:
+    setup = [*TWO_HELD, ("refund", refunded), ("reset", 0)]
+    for settle_first in (True, False):
+        assert settled_around_a_reset(setup, settlements, settle_first=settle_first) == (0, 100)

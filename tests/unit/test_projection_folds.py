@@ -126,15 +126,16 @@ def test_statement_events_and_only_they_move_the_buckets(cls: type) -> None:
 def test_the_amounts_the_balance_views_fold_are_the_statements() -> None:
     # sample(): every int field 7, from_grants and grants_lapsed {"grant_1": 2}.
     assert moved_by(sample(CreditsSpent), 0) == (-7, -7, -2)
-    # A reset sets the allowance (7, and 7 carried by open holds) whatever was left, and
-    # gives the top-ups what it repaid of their debt (7).
+    # A reset sets the allowance (7, 7 carried by open holds and 7 kept for held top-ups)
+    # whatever was left, and gives the top-ups what it repaid of their debt (7).
     reset = sample(MonthlyAllowanceReset)
-    assert moved_by(reset, 3) == (11, 7, 0)
+    assert moved_by(reset, 3) == (18, 7, 0)
     assert change_of(reset, Buckets(3, 5)) == Change(
-        11,
+        18,
         7,
         "Monthly allowance reset for x (7 held by open holds carried over); 7 of the "
-        "allowance that lapsed repaid the top-up debt",
+        "allowance that lapsed repaid the top-up debt; 7 of the allowance that lapsed kept "
+        "for held top-ups that were taken back",
     )
 
 
