@@ -585,7 +585,9 @@ class World:
         )
         assert replayed is not None
         grant = replayed.grants.get(grant_id)
-        return grant_id in replayed.closed_grants or (grant is not None and grant.status != "active")
+        return grant_id in replayed.closed_grants or (
+            grant is not None and grant.status != "active"
+        )
 
     async def reset(self, account_id: str) -> None:
         account = self.accounts[account_id]
@@ -711,7 +713,9 @@ class World:
             if stored is None and grant.status != "active" and grant.remaining == 0:
                 continue
             if found != expected:
-                raise Violation(f"{account_id}: grant {grant_id} is {found}, the rules say {expected}")
+                raise Violation(
+                    f"{account_id}: grant {grant_id} is {found}, the rules say {expected}"
+                )
         if replayed.granted != account.granted:
             raise Violation(f"{account_id}: granted {replayed.granted}, rules {account.granted}")
 
