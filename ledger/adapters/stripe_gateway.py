@@ -7,6 +7,7 @@ import os
 import warnings
 from collections.abc import Mapping
 
+import msgspec
 import stripe
 from stripe.params.checkout import SessionCreateParams
 
@@ -103,15 +104,7 @@ class StripeGateway:
             raise PaymentGatewayError(
                 _one_line(error.user_message or type(error).__name__)
             ) from error
-        if session.url is None or session.amount_total is None or session.currency is None:
-            raise PaymentGatewayError("Stripe answered with an incomplete checkout session.")
-        return CreatedCheckout(
-            session_id=session.id,
-            url=session.url,
-            amount_total=session.amount_total,
-            currency=session.currency,
-            expires_at=session.expires_at,
-        )
+        return _created(session)
 
     async def look_up_checkout(self, session_id: str) -> FoundCheckout:
         """How the session stands at Stripe now, as the event it amounts to (reconciliation).
@@ -148,6 +141,27 @@ class StripeGateway:
             "Stripe could not %s: %s (request id %s)", what, type(error).__name__, error.request_id
         )
         return PaymentGatewayError(_one_line(error.user_message or error))
+
+
+def _created(session: object) -> CreatedCheckout:
+    """The session Stripe made, as the ledger records it; PaymentGatewayError if a field is
+    missing or of another type (a 200 of ``{}`` or ``[]`` from a proxy was a 500)."""
+    fields = {
+        name: getattr(session, attribute, None)
+        for name, attribute in (
+            ("session_id", "id"),
+            ("url", "url"),
+            ("amount_total", "amount_total"),
+            ("currency", "currency"),
+            ("expires_at", "expires_at"),
+        )
+    }
+    try:
+        return msgspec.convert(fields, type=CreatedCheckout, strict=True)
+    except msgspec.ValidationError as error:
+        raise PaymentGatewayError(
+            f"Stripe answered with an incomplete checkout session: {error}"
+        ) from error
 
 
 def _one_line(said: object) -> str:
