@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -261,8 +262,26 @@ def shape_problems(settings: Settings) -> list[str]:
     ):
         if url and not readable(url):
             problems.append(f"{variable} is not a URL (postgresql://user@host:port/database)")
-    if not settings.public_url.startswith(("http://", "https://")):
+    if not _link_base(settings.public_url):
         problems.append(
-            f"LEDGER_PUBLIC_URL must be an http(s) address, not {settings.public_url!r}"
+            "LEDGER_PUBLIC_URL must be an http(s) address with a host and no query or "
+            f"fragment (https://host[:port][/path]), not {settings.public_url!r}"
         )
     return problems
+
+
+def _link_base(url: str) -> bool:
+    """Whether Checkout's success and cancel links can be ``url`` and a path: a query or a
+    fragment would swallow the path, and Stripe refuses a link with no host or a space."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  # raises for a port that is no number of 0-65535
+    except ValueError:
+        return False
+    return (
+        url.startswith(("http://", "https://"))
+        and bool(parts.hostname)
+        and "?" not in url
+        and "#" not in url
+        and not any(c.isspace() or not c.isprintable() for c in url)
+    )

@@ -67,6 +67,33 @@ def test_bad_settings_are_refused_with_a_clear_message(env: dict[str, str], comp
 
 
 @pytest.mark.parametrize(
+    "public_url",
+    [
+        "https://",  # Stripe refuses "https:///checkout/success": every purchase was a 502
+        "https://credits.example.com?ref=ads",  # "…?ref=ads/checkout/success?…": the home page
+        "https://credits.example.com/#top",
+        "https://credits example.com",
+        "https://credits.example.com:99999",
+        "https://credits.example.com:443x",
+        "HTTP://credits.example.com",  # lowercase, as the production check's "not https"
+    ],
+)
+def test_a_public_url_the_checkout_links_cannot_be_built_on_is_refused(public_url: str) -> None:
+    """The success and cancel links are the public URL and a path: each of these started the
+    service, and its checkouts failed or sent the customer back elsewhere."""
+    with pytest.raises(SettingsError, match="LEDGER_PUBLIC_URL must be"):
+        Settings.from_env({"LEDGER_PUBLIC_URL": public_url})
+
+
+@pytest.mark.parametrize(
+    "public_url",
+    ["https://credits.example.com/ledger/", "http://127.0.0.1:8000", "https://[::1]:8443"],
+)
+def test_a_public_url_with_a_path_a_port_or_an_ipv6_address_is_taken(public_url: str) -> None:
+    assert Settings.from_env({"LEDGER_PUBLIC_URL": public_url}).public_url == public_url.rstrip("/")
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         # Every 422 wording the contract gives for ``credits``.
@@ -118,7 +145,9 @@ def test_strings_have_their_own_wording() -> None:
     with pytest.raises(ValidationFailed) as empty_id:
         decode_body(b'{"account_id": ""}', OpenAccountRequest)
     with pytest.raises(ValidationFailed) as bad_events:
-        decode_body(b'{"url": "ftp://x", "events": ["credits.spent", "nope"]}', WebhookEndpointRequest)
+        decode_body(
+            b'{"url": "ftp://x", "events": ["credits.spent", "nope"]}', WebhookEndpointRequest
+        )
 
     assert long_reason.value.errors == {
         "reason": ["The reason must not be greater than 500 characters."]
