@@ -26,16 +26,17 @@ from ledger.domain.account import (
     REASON_PATTERN,
     CreditAccount,
 )
-from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
+from ledger.domain.limits import MAX_CREDITS, MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH, MIN_CREDITS
 from ledger.notifications import EVENT_TYPES
-from ledger.service import MAX_CREDITS, MIN_CREDITS
 
 MAX_AMOUNT = 1_000_000_000_000
 DEFAULT_HOLD_SECONDS = 900
 MAX_HOLD_SECONDS = 7 * 24 * 3600
 MAX_THRESHOLD = 1_000_000_000_000
 MAX_URL_LENGTH = 2048
-PORT_PATTERN = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+PORT_PATTERN = (
+    r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+)
 """1 to 65535, written without leading zeros."""
 URL_PATTERN = rf"https?://[A-Za-z0-9._~-]+(:{PORT_PATTERN})?([/?#][\x21-\x7e]*)?"
 """http or https, a host name or address, an optional port, then printable ASCII."""
@@ -125,9 +126,7 @@ class MonthlyResetRequest(msgspec.Struct, frozen=True):
 class ChangePlanRequest(msgspec.Struct, frozen=True):
     """The monthly allowance from the next reset on."""
 
-    monthly_allowance: Annotated[
-        int, msgspec.Meta(ge=0, le=MAX_MONTHLY_ALLOWANCE, examples=[8000])
-    ]
+    monthly_allowance: Annotated[int, msgspec.Meta(ge=0, le=MAX_MONTHLY_ALLOWANCE, examples=[8000])]
 
 
 class ThresholdRequest(msgspec.Struct, frozen=True):

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
+from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
 from ledger.urls import readable
 
 
@@ -145,7 +145,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             stripe_webhook_secret=text("STRIPE_WEBHOOK_SECRET"),
             stripe_api_base=text("STRIPE_API_BASE"),
             stripe_standin_port=integer("STRIPE_STANDIN_PORT", 12111, 0, 65535),
-            credit_unit_amount=integer("CREDIT_UNIT_AMOUNT", 1, 1),
+            credit_unit_amount=integer("CREDIT_UNIT_AMOUNT", 1, 1, MAX_CREDIT_UNIT_AMOUNT),
             credit_currency=currency,
             default_monthly_allowance=integer(
                 "DEFAULT_MONTHLY_ALLOWANCE", 1000, 0, MAX_MONTHLY_ALLOWANCE

@@ -22,6 +22,7 @@ from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import AccountNotFound, HoldNotFound, InvalidAmount
 from ledger.domain.events import AccountOpened, topics_of
 from ledger.domain.ids import account_stream_id, checkout_stream_id
+from ledger.domain.limits import MAX_CREDITS, MIN_CREDITS
 from ledger.handlers import HANDLERS
 from ledger.handlers.holds import Hold, hold_answer
 from ledger.handlers.payments import Received
@@ -35,8 +36,6 @@ from ledger.unit_of_work import UnitOfWork, answer_replayed
 
 T = TypeVar("T")
 
-MIN_CREDITS = 100
-MAX_CREDITS = 10_000
 CHECKOUT_LIFETIME = timedelta(hours=1)
 
 

@@ -4,6 +4,16 @@ HTTP schemas check them before loading the domain, which checks them again."""
 MAX_MONTHLY_ALLOWANCE = 1_000_000_000
 """The views hold credits as PostgreSQL bigints: every bucket is bounded where it is filled."""
 
+MIN_CREDITS = 100
+MAX_CREDITS = 10_000
+"""What one purchase buys."""
+
+MAX_CHECKOUT_AMOUNT = 99_999_999
+"""The most Stripe takes in one payment, in the currency's minor unit (eight digits)."""
+
+MAX_CREDIT_UNIT_AMOUNT = MAX_CHECKOUT_AMOUNT // MAX_CREDITS
+"""The highest price of a credit at which the largest purchase can still be paid."""
+
 MAX_REASON_LENGTH = 500
 """Characters of a reason (a spend's, a grant's): shown on statements and notifications."""
 

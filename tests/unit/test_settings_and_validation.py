@@ -41,6 +41,9 @@ def test_public_url_follows_the_port() -> None:
         ({"PORT": "eighty"}, "PORT must be a whole number"),
         ({"CREDIT_UNIT_AMOUNT": "0.5"}, "CREDIT_UNIT_AMOUNT must be a whole number"),
         ({"CREDIT_UNIT_AMOUNT": "0"}, "CREDIT_UNIT_AMOUNT must be at least 1"),
+        # 10,000 credits would cost more than Stripe takes in one payment (99,999,999): such
+        # purchases were 502 "please try again", every time.
+        ({"CREDIT_UNIT_AMOUNT": "10000"}, "CREDIT_UNIT_AMOUNT must be at most 9999"),
         ({"CREDIT_CURRENCY": "dollars"}, "CREDIT_CURRENCY must be an ISO 4217 code"),
         ({"LEDGER_ENV": "staging"}, "LEDGER_ENV must be development or production"),
         # Each of these started `ledger serve` or every command, and failed later (a CLI review).
