@@ -104,6 +104,8 @@ class StripeGateway:
             raise PaymentGatewayError(
                 _one_line(error.user_message or type(error).__name__)
             ) from error
+        except UnicodeDecodeError as error:
+            raise _not_utf8("create a checkout session", error) from error
         return _created(session)
 
     async def look_up_checkout(self, session_id: str) -> FoundCheckout:
@@ -128,6 +130,8 @@ class StripeGateway:
             raise self._failed("retrieve a checkout session", error) from error
         except stripe.StripeError as error:
             raise self._failed("retrieve a checkout session", error) from error
+        except UnicodeDecodeError as error:
+            raise _not_utf8("retrieve a checkout session", error) from error
         try:
             return found_checkout(session.to_dict(for_json=True), intent_status)
         except InvalidWebhook as error:
@@ -141,6 +145,14 @@ class StripeGateway:
             "Stripe could not %s: %s (request id %s)", what, type(error).__name__, error.request_id
         )
         return PaymentGatewayError(_one_line(error.user_message or error))
+
+
+def _not_utf8(what: str, error: UnicodeDecodeError) -> PaymentGatewayError:
+    """Stripe's answer in another encoding than UTF-8 (a proxy's error page may be): the
+    SDK's debug log line decodes every body, at any log level, before it checks any (stripe
+    16.1, ``_util.logfmt``), and raises this where it would raise an APIError."""
+    log.warning("Stripe could not %s: its answer is not UTF-8 (%s)", what, error)
+    return PaymentGatewayError("Stripe answered with a body that is not UTF-8.")
 
 
 def _created(session: object) -> CreatedCheckout:

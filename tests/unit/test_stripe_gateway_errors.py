@@ -39,12 +39,12 @@ async def test_stripe_out_of_reach_is_one_line() -> None:
     assert "(Network error: " in said
 
 
-def answering(body: bytes) -> Litestar:
-    """A "Stripe" that answers every call 200 with ``body`` (a proxy gone wrong)."""
+def answering(body: bytes, status: int = 200) -> Litestar:
+    """A "Stripe" that answers every call ``status`` with ``body`` (a proxy gone wrong)."""
 
     @route("/{path:path}", http_method=["GET", "POST"])
     async def answer(path: FromPath[str]) -> Response[bytes]:
-        return Response(body, media_type=MediaType.JSON)
+        return Response(body, status_code=status, media_type=MediaType.JSON)
 
     return Litestar([answer])
 
@@ -64,5 +64,22 @@ async def test_a_session_answer_without_its_fields_is_a_gateway_error_not_a_cras
         try:
             with pytest.raises(PaymentGatewayError, match="incomplete"):
                 await gateway.create_checkout(CHECKOUT)
+        finally:
+            await gateway.close()
+
+
+@pytest.mark.parametrize("status", [200, 502])
+async def test_an_answer_that_is_not_utf_8_is_a_gateway_error_not_a_crash(status: int) -> None:
+    """A proxy's error page in Latin-1 raised UnicodeDecodeError from the SDK's debug log
+    line, at any log level: the purchase was a 500, the reconciliation run ended."""
+    async with serving(
+        answering(b"<p>Passerelle \xe9chou\xe9e</p>", status), bind_free_port()
+    ) as base:
+        gateway = StripeGateway("sk_test_x", api_base=base, max_network_retries=0)
+        try:
+            with pytest.raises(PaymentGatewayError, match="UTF-8"):
+                await gateway.create_checkout(CHECKOUT)
+            with pytest.raises(PaymentGatewayError, match="UTF-8"):
+                await gateway.look_up_checkout("cs_test_x")
         finally:
             await gateway.close()
