@@ -63,6 +63,19 @@ class CheckoutLinks(msgspec.Struct, frozen=True):
         return f"{self.success_url}{separator}t={self.success_token(account_id, expires_at)}"
 
 
+def stripe_key(request: CheckoutRequest, request_key: str) -> str:
+    """Stripe's idempotency key for ``request`` under the caller's key: of everything sent.
+
+    Under one Stripe key, Stripe refuses other parameters: a request racing the first with
+    other credits was answered 502 instead of 422, and a retry after a lost answer that
+    reached a replica at another price (or with other links) was 502 until the minute
+    turned. Such a request gets a session of its own, never shown if the caller's key is
+    recorded already: the recorded key answers (or refuses) it.
+    """
+    sent = msgspec.json.encode([request, request_key])
+    return f"ledger-purchase-{hashlib.sha256(sent).hexdigest()[:40]}-{request.expires_at}"
+
+
 class RequestCheckout(msgspec.Struct, frozen=True, kw_only=True):
     """Start buying ``credits`` for ``account_id`` (with an optional Idempotency-Key)."""
 
@@ -145,24 +158,19 @@ class Ledger:
         # parameters, so Stripe's idempotency returns one session to both.
         expires = self.clock().replace(second=0, microsecond=0) + CHECKOUT_LIFETIME
         expires_at = int(expires.timestamp())
+        request = CheckoutRequest(
+            account_id=command.account_id,
+            credits=command.credits,
+            unit_amount=self.pricing.unit_amount,
+            currency=self.pricing.currency,
+            success_url=self.links.success_url_for(command.account_id, expires_at),
+            cancel_url=self.links.cancel_url,
+            expires_at=expires_at,
+            idempotency_key="",
+        )
         request_key = command.idempotency_key or uuid.uuid4().hex
-        # The credits too: under one Stripe key, Stripe refuses other parameters, and a
-        # request racing the first with other credits was answered 502 instead of 422.
-        # Its session of its own is never shown: the recorded key refuses it.
-        purchase_ref = hashlib.sha256(
-            f"{command.account_id}\0{request_key}\0{command.credits}".encode()
-        ).hexdigest()
         created = await self.gateway.create_checkout(
-            CheckoutRequest(
-                account_id=command.account_id,
-                credits=command.credits,
-                unit_amount=self.pricing.unit_amount,
-                currency=self.pricing.currency,
-                success_url=self.links.success_url_for(command.account_id, expires_at),
-                cancel_url=self.links.cancel_url,
-                expires_at=expires_at,
-                idempotency_key=f"ledger-purchase-{purchase_ref[:40]}-{expires_at}",
-            )
+            msgspec.structs.replace(request, idempotency_key=stripe_key(request, request_key))
         )
         answer: CheckoutStarted = await self.execute(
             msgspec.structs.replace(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import msgspec
 import pytest
 from ledger_client import LedgerClient
 from litestar import Litestar
@@ -49,14 +50,19 @@ def suite_settings(
 
 @asynccontextmanager
 async def served_api(
-    database_url: str, standin: RunningStandin, **options: Any
+    database_url: str,
+    standin: RunningStandin,
+    *,
+    changes: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Litestar]:
-    """``create_app(..., **options)`` with the suite's settings, served on a free port
-    (its address in ``app.state.base_url``)."""
+    """``create_app(..., **options)`` with the suite's settings (and ``changes`` to them),
+    served on a free port (its address in ``app.state.base_url``)."""
     sock = bind_free_port()
     port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="ledger-test-data-") as data_dir:
-        app = create_app(suite_settings(database_url, standin, port, data_dir), **options)
+        settings = suite_settings(database_url, standin, port, data_dir)
+        app = create_app(msgspec.structs.replace(settings, **(changes or {})), **options)
         async with serving(app, sock) as base_url:
             app.state.base_url = base_url
             yield app

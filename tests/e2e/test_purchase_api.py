@@ -13,9 +13,10 @@ from api.access.tokens import Scope
 from api.services import Services
 from ledger.store.event_store import EventStore
 from stripe_standin import RunningStandin
-from tests.e2e.conftest import Customer
+from tests.e2e.conftest import Customer, served_api
 from tests.support.events import events_since, tail_position
 from tests.support.ledger import open_account
+from tests.support.waiting import within_one_minute
 
 PURCHASE = "/v1/credits/purchase"
 
@@ -195,6 +196,39 @@ async def test_when_stripe_fails_the_answer_is_502_and_nothing_is_recorded(
     assert response.status_code == 502
     assert "payment provider" in response.json()["message"]
     assert await checkout_requests(services.store, start, customer.account_id) == []
+
+
+async def test_a_purchase_retried_after_the_price_changed_is_made_at_the_new_price(
+    http: httpx.AsyncClient,
+    customer: Customer,
+    services: Services,
+    standin: RunningStandin,
+    database_url: str,
+) -> None:
+    """The first attempt's answer is lost after Stripe made its session; the retry, with
+    the same key, reaches a replica already at the new price. Under one Stripe key,
+    Stripe refused the other amount, and the retry was 502 "please try again" (as each
+    one after it until the minute turned)."""
+    start = await tail_position(services.store)
+    headers = {**customer.headers, "Idempotency-Key": "repriced-1"}
+    await within_one_minute(seconds=20)
+    await http.post(f"{standin.base_url}/_standin/fail-next", json={"mode": "drop", "count": 3})
+    try:
+        failed = await http.post(PURCHASE, json={"credits": 500}, headers=headers)
+    finally:
+        await http.post(f"{standin.base_url}/_standin/fail-next", json={"count": 0})
+    assert failed.status_code == 502, failed.text
+
+    async with (
+        served_api(database_url, standin, changes={"credit_unit_amount": 2}) as repriced,
+        httpx.AsyncClient(base_url=repriced.state.base_url, timeout=30) as client,
+    ):
+        retried = await client.post(PURCHASE, json={"credits": 500}, headers=headers)
+
+    assert retried.status_code == 200, retried.text
+    [recorded] = await checkout_requests(services.store, start, customer.account_id)
+    assert recorded["session_id"] == retried.json()["session_id"]
+    assert recorded["amount"] == 1000
 
 
 async def test_the_same_idempotency_key_returns_the_same_session(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +17,7 @@ from tests.faults.conftest import (
     writer_token,
 )
 from tests.support.events import events_since, tail_position
+from tests.support.waiting import within_one_minute
 
 ATTEMPTS = 3  # the gateway's one try and its two network retries (max_network_retries=2)
 TIMEOUT_SECONDS = 1  # STRIPE_TIMEOUT_SECONDS for the process under test: a hang costs 3 of them
@@ -37,18 +36,6 @@ async def stripe() -> AsyncIterator[RunningStandin]:
     """A stand-in of this module's own: its failures are switched on and off here."""
     async with run_standin() as running:
         yield running
-
-
-async def within_one_minute(seconds: float) -> None:
-    """Wait, if need be, until the next ``seconds`` lie within one minute of the clock.
-
-    The gateway's key for Stripe carries the session's expiry, made of the whole
-    minute (ledger/service.py): a retry in the next minute asks for a session of
-    its own, and the one the dropped attempt made expires unpaid.
-    """
-    left = 60 - time.time() % 60
-    if left < seconds:
-        await asyncio.sleep(left + 0.05)
 
 
 async def checkout_requests(database: IsolatedDatabase, after: int, account_id: str) -> list[str]:
