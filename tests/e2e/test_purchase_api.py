@@ -260,6 +260,23 @@ async def test_concurrent_requests_with_one_key_make_one_session(
     assert len(await checkout_requests(services.store, start, customer.account_id)) == 1
 
 
+async def test_one_key_sent_at_once_to_two_replicas_makes_one_purchase(
+    http: httpx.AsyncClient, replica: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """Replicas whose links differ (each its own page key, as here, or a deploy under way)
+    asked Stripe other parameters under one Stripe key: one of them was 502."""
+    start = await tail_position(services.store)
+    headers = {**customer.headers, "Idempotency-Key": "two-replicas"}
+
+    responses = await asyncio.gather(
+        *(api.post(PURCHASE, json={"credits": 800}, headers=headers) for api in [http, replica] * 2)
+    )
+
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    assert len({r.json()["session_id"] for r in responses}) == 1
+    assert len(await checkout_requests(services.store, start, customer.account_id)) == 1
+
+
 async def test_concurrent_requests_reusing_one_key_for_other_credits_are_422_not_502(
     http: httpx.AsyncClient, customer: Customer, services: Services
 ) -> None:
