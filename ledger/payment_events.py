@@ -30,6 +30,10 @@ class CheckoutEvent(msgspec.Struct, frozen=True, kw_only=True, tag="checkout"):
     credits: int | None
     checkout_url: str | None
     expires_at: int | None
+    unit_amount: int | None = None
+    """The price of a credit the session was made at, from its metadata (None before it had)."""
+    price_currency: str | None = None
+    """The currency it was made in, likewise."""
 
 
 class RefundEvent(msgspec.Struct, frozen=True, kw_only=True, tag="refund"):

@@ -70,6 +70,14 @@ class StripeGateway:
 
     async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
         """Create the session; Stripe's own idempotency makes a retry return the same one."""
+        # The price too: a paid session whose CheckoutRequested is missing is rebuilt from
+        # its metadata, at the price it was made at (ledger/handlers/payments.py).
+        metadata = {
+            "account_id": request.account_id,
+            "credits": str(request.credits),
+            "unit_amount": str(request.unit_amount),
+            "currency": request.currency,
+        }
         params: SessionCreateParams = {
             "mode": "payment",
             "line_items": [
@@ -83,10 +91,8 @@ class StripeGateway:
                 }
             ],
             "client_reference_id": request.account_id,
-            "metadata": {"account_id": request.account_id, "credits": str(request.credits)},
-            "payment_intent_data": {
-                "metadata": {"account_id": request.account_id, "credits": str(request.credits)}
-            },
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata},
             "expires_at": request.expires_at,
             "success_url": request.success_url,
             "cancel_url": request.cancel_url,

@@ -186,6 +186,8 @@ def _checkout_event(event_id: str, change: CheckoutChange, obj: dict[str, Any]) 
         credits=_integer(metadata.get("credits")),
         checkout_url=_text(obj.get("url")),
         expires_at=_integer(obj.get("expires_at")),
+        unit_amount=_integer(metadata.get("unit_amount")),
+        price_currency=_text(metadata.get("currency")),
     )
 
 

@@ -23,6 +23,7 @@ from ledger.commands import ApplyPaymentEvent
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import MISMATCHED, Adjustment, CheckoutSession
 from ledger.domain.ids import account_stream_id, checkout_stream_id, payment_intent_stream_id
+from ledger.domain.limits import MAX_CHECKOUT_AMOUNT
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.payment_events import (
     CheckoutChange,
@@ -327,16 +328,27 @@ def _recovered_session(event: CheckoutEvent, command: ApplyPaymentEvent) -> Chec
         event.account_id,
         event.credits,
     )
+    unit_amount, currency = _price_made_at(event, command)
     return CheckoutSession.request(
         session_id=event.session_id,
         account_id=event.account_id,
         credits=event.credits,
-        amount=event.credits * command.unit_amount,
-        currency=command.currency,
+        amount=event.credits * unit_amount,
+        currency=currency,
         checkout_url=event.checkout_url or "",
         expires_at=event.expires_at or 0,
         recovered=True,
     )
+
+
+def _price_made_at(event: CheckoutEvent, command: ApplyPaymentEvent) -> tuple[int, str]:
+    """The price and currency the session's metadata names, else the service's now (a
+    session made before its metadata named them): a price changed since it was made
+    recorded its payment as a mismatch, credited nothing."""
+    unit_amount = event.unit_amount
+    if unit_amount is None or not 0 < unit_amount <= MAX_CHECKOUT_AMOUNT:
+        unit_amount = command.unit_amount
+    return unit_amount, event.price_currency or command.currency
 
 
 def event_claim(command: ApplyPaymentEvent) -> Claim:

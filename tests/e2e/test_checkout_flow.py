@@ -13,12 +13,14 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+from litestar import Litestar
 
 from api.services import Services
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from stripe_standin import RunningStandin
-from tests.e2e.conftest import Customer
+from tests.e2e.conftest import Customer, served_api
 from tests.support.events import caught_up, stream_events
+from tests.support.stripe_events import WEBHOOK_SECRET
 
 STRIPE_KEY = "sk_test_x"
 AS_SCRIPT = {"Accept": "application/json"}  # not text/html: the stand-in answers JSON
@@ -335,3 +337,48 @@ async def test_a_lost_dispute_keeps_the_credits_reversed(
     [purchase] = listed["data"]
     assert (purchase["status"], purchase["credits_clawed_back"]) == ("paid", 0)
     assert purchase["credits_reversed"] == 600
+
+
+async def test_a_paid_session_never_recorded_is_credited_at_the_price_it_was_made_at(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    customer: Customer,
+    services: Services,
+    ledger_app: Litestar,
+    database_url: str,
+) -> None:
+    """Stripe made the session, its answer was lost (502, nothing recorded), and it was paid
+    after CREDIT_UNIT_AMOUNT changed. Rebuilt from its metadata at the new price, the
+    payment was recorded as a mismatch and credited nothing."""
+    made_before = set(standin.state.sessions)
+    await http.post(f"{standin.base_url}/_standin/fail-next", json={"mode": "drop", "count": 3})
+    try:
+        lost = await http.post(
+            "/v1/credits/purchase", json={"credits": 600}, headers=customer.headers
+        )
+    finally:
+        await http.post(f"{standin.base_url}/_standin/fail-next", json={"count": 0})
+    assert lost.status_code == 502, lost.text
+    [session_id] = set(standin.state.sessions) - made_before
+    made = standin.state.sessions[session_id].data
+
+    async with served_api(database_url, standin, changes={"credit_unit_amount": 3}) as repriced:
+        standin.configure_webhooks(f"{repriced.state.base_url}/v1/stripe/webhook", WEBHOOK_SECRET)
+        try:
+            answer = await pay(
+                http,
+                Purchase(customer, 600, {"session_id": session_id, "checkout_url": made["url"]}),
+            )
+        finally:
+            standin.configure_webhooks(
+                f"{ledger_app.state.base_url}/v1/stripe/webhook", WEBHOOK_SECRET
+            )
+
+    assert_accepted(standin, answer["delivered"])
+    assert answer["session"]["amount_total"] == 600
+    account = await services.ledger.account(customer.account_id, fresh=True)
+    assert account.topup_balance == 600
+    assert await session_event_types(services, session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]

@@ -72,7 +72,12 @@ async def test_stripe_receives_the_purchase_details(
     assert session["mode"] == "payment"
     assert session["amount_total"] == 300
     assert session["client_reference_id"] == customer.account_id
-    assert session["metadata"] == {"account_id": customer.account_id, "credits": "300"}
+    assert session["metadata"] == {
+        "account_id": customer.account_id,
+        "credits": "300",
+        "unit_amount": "1",
+        "currency": "usd",
+    }
     # The success link carries the page's signed token (api/access/page_tokens.py).
     assert re.search(
         r"/checkout/success\?session_id=\{CHECKOUT_SESSION_ID\}&t=\d+\.[\w-]+$",
