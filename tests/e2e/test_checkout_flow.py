@@ -60,6 +60,26 @@ async def pay(http: httpx.AsyncClient, bought: Purchase, **options: str) -> dict
     return answer
 
 
+async def pay_at_another_price(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    ledger_app: Litestar,
+    database_url: str,
+    bought: Purchase,
+    changes: dict[str, Any],
+) -> dict[str, Any]:
+    """Pay with Stripe's webhooks going to a replica of these settings ``changes`` (a price
+    changed since the purchase); as ``pay``."""
+    async with served_api(database_url, standin, changes=changes) as repriced:
+        standin.configure_webhooks(f"{repriced.state.base_url}/v1/stripe/webhook", WEBHOOK_SECRET)
+        try:
+            return await pay(http, bought)
+        finally:
+            standin.configure_webhooks(
+                f"{ledger_app.state.base_url}/v1/stripe/webhook", WEBHOOK_SECRET
+            )
+
+
 def event_types(standin: RunningStandin, event_ids: list[str]) -> list[str]:
     return [standin.state.webhooks.events[event_id].type for event_id in event_ids]
 
@@ -362,23 +382,44 @@ async def test_a_paid_session_never_recorded_is_credited_at_the_price_it_was_mad
     [session_id] = set(standin.state.sessions) - made_before
     made = standin.state.sessions[session_id].data
 
-    async with served_api(database_url, standin, changes={"credit_unit_amount": 3}) as repriced:
-        standin.configure_webhooks(f"{repriced.state.base_url}/v1/stripe/webhook", WEBHOOK_SECRET)
-        try:
-            answer = await pay(
-                http,
-                Purchase(customer, 600, {"session_id": session_id, "checkout_url": made["url"]}),
-            )
-        finally:
-            standin.configure_webhooks(
-                f"{ledger_app.state.base_url}/v1/stripe/webhook", WEBHOOK_SECRET
-            )
+    never_recorded = Purchase(
+        customer, 600, {"session_id": session_id, "checkout_url": made["url"]}
+    )
+
+    answer = await pay_at_another_price(
+        http, standin, ledger_app, database_url, never_recorded, {"credit_unit_amount": 3}
+    )
 
     assert_accepted(standin, answer["delivered"])
     assert answer["session"]["amount_total"] == 600
     account = await services.ledger.account(customer.account_id, fresh=True)
     assert account.topup_balance == 600
     assert await session_event_types(services, session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]
+
+
+async def test_a_purchase_paid_after_the_price_changed_is_credited_as_recorded(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    customer: Customer,
+    services: Services,
+    ledger_app: Litestar,
+    database_url: str,
+) -> None:
+    """The credits and the amount checked are those recorded at purchase, not the price
+    and currency of the replica the webhook reaches."""
+    bought = await purchase(http, customer, 900)
+    changes = {"credit_unit_amount": 5, "credit_currency": "eur"}
+
+    answer = await pay_at_another_price(http, standin, ledger_app, database_url, bought, changes)
+
+    assert_accepted(standin, answer["delivered"])
+    assert (answer["session"]["amount_total"], answer["session"]["currency"]) == (900, "usd")
+    account = await services.ledger.account(customer.account_id, fresh=True)
+    assert account.topup_balance == 900
+    assert await session_event_types(services, bought.session_id) == [
         "CheckoutRequested",
         "CheckoutPaid",
     ]
