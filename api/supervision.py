@@ -90,10 +90,13 @@ class SupervisedProcess:
             process = self._process
         if process is None:
             return 0
-        if process.poll() is None:
+        running = process.poll() is None
+        if running:
             process.terminate()
         code = process.wait(timeout=timeout)
         if _asked_to_stop(code):
+            if running:  # else its watcher said so
+                log.info("%s stopped", self.name)
             return 0
         log.error("%s exited with %s", self.name, code)
         return code

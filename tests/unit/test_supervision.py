@@ -77,7 +77,9 @@ def blocked_signals(pid: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
-def test_a_ctrl_c_to_the_group_is_left_to_the_supervisor(tmp_path: Path) -> None:
+def test_a_ctrl_c_to_the_group_is_left_to_the_supervisor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Ctrl-C reached the projector still importing: a KeyboardInterrupt traceback, -2,
     and `ledger serve` exited 1 (or started it again in the middle of its stop)."""
     child = started(STARTING, tmp_path)
@@ -86,5 +88,7 @@ def test_a_ctrl_c_to_the_group_is_left_to_the_supervisor(tmp_path: Path) -> None
     os.kill(child.pid, signal.SIGINT)  # as a Ctrl-C on the terminal sends it
 
     assert blocked_signals(child.pid) & 1 << (signal.SIGINT - 1)
-    assert child.stop() == 0
+    with caplog.at_level(logging.INFO, logger="ledger"):
+        assert child.stop() == 0
     assert child.restarts == 0
+    assert [r.getMessage() for r in caplog.records] == ["the child stopped"]
