@@ -528,7 +528,12 @@ class CreditAccount(Aggregate):
     def _credited(self, event: CreditsPurchased | CreditsRestored) -> None:
         # A negative top-up balance (credits clawed back after they were spent)
         # is repaid first by the next purchase, simply by adding.
+        above_zero = max(self.topup_balance + event.credits, 0) - max(self.topup_balance, 0)
         self.topup_balance += event.credits
+        # What comes above zero backs held top-ups a refund took before it is free, as
+        # ``available`` counts it (and as a snapshot from before topup_reserved is read).
+        unbacked = self.held_topup - self.kept_for_holds - self.topup_reserved
+        self.topup_reserved += min(above_zero, max(unbacked, 0))
 
     @on(CreditsClawedBack, CreditsReversed)
     def _debited(self, event: CreditsClawedBack | CreditsReversed) -> None:

@@ -205,9 +205,18 @@ class Account:
 
     def take_back(self, credits: int) -> None:
         """A refund or dispute takes top-ups back (or gives them back: negative)."""
+        if credits < 0:
+            self.credit(-credits)
+            return
         self.topup -= credits
-        if credits > 0:
-            self.reserved = min(self.reserved, max(self.topup, 0))
+        self.reserved = min(self.reserved, max(self.topup, 0))
+
+    def credit(self, credits: int) -> None:
+        """A purchase or a dispute's restore: what comes above zero backs held top-ups a
+        refund took before it is free."""
+        above_zero = max(self.topup + credits, 0) - max(self.topup, 0)
+        self.topup += credits
+        self.reserved += min(above_zero, max(self.held_topup - self.kept - self.reserved, 0))
 
     @staticmethod
     def topup_share(hold: Hold) -> int:

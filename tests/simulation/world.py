@@ -360,7 +360,7 @@ class World:
                 self.awaiting_money.discard(session.payment_intent)
                 if session.status != "paid":  # money for an expired session is still credited
                     session.status = "paid"
-                    self.accounts[session.account_id].topup += session.credits
+                    self.accounts[session.account_id].credit(session.credits)
             case RefundEvent():
                 session = self.session_of(event.payment_intent)
                 session.learn_refund(event.amount_refunded)
