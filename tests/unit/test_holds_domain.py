@@ -257,10 +257,15 @@ def test_refunds_during_open_holds_and_resets_never_make_top_ups(
 
 
 def settled_around_a_reset(
-    setup: list[tuple[str, int]], settlements: list[int], *, settle_first: bool
+    setup: list[tuple[str, int]],
+    settlements: list[int],
+    *,
+    settle_first: bool,
+    lapsed: list[int] | None = None,
 ) -> tuple[int, int]:
     """(top-ups, allowance) after ``setup``, then the reset and the settlement of every open
-    hold (capture that many, or release when negative) in the order asked, then a reset."""
+    hold (capture that many, or release when negative) in the order asked, then a reset;
+    what each settlement let lapse of a carried allowance share into ``lapsed``."""
     credits = account(allowance=100)
     periods = iter(f"{2027 + i // 12}-{i % 12 + 1:02d}" for i in range(12))
     for step, (op, n) in enumerate(setup):
@@ -281,9 +286,12 @@ def settled_around_a_reset(
     def settle_all() -> None:
         for hold_id, captured in zip(list(credits.holds), settlements, strict=False):
             if captured < 0:
-                credits.release_hold(hold_id)
+                settlement = credits.release_hold(hold_id)
             else:
-                credits.capture_hold(hold_id, min(captured, credits.hold(hold_id).amount), NOW)
+                amount = min(captured, credits.hold(hold_id).amount)
+                settlement = credits.capture_hold(hold_id, amount, NOW)
+            if lapsed is not None:
+                lapsed.append(settlement.lapsed)
 
     if settle_first:
         settle_all()
@@ -314,15 +322,27 @@ def test_holds_released_after_a_reset_end_as_if_released_before(
 
 @settings(max_examples=300, deadline=None)
 @given(SETUPS, st.lists(st.integers(-1, 150), min_size=12, max_size=12))
+@example(  # two allowance holds carried over the reset lapse, and repay no debt
+    [
+        *[("hold", 1), ("hold", 1), ("reset", 1), ("hold", 1), ("hold", 1), ("spend", 98)],
+        *[("buy", 101), ("hold", 101), ("refund", 1), ("refund", 100)],
+    ],
+    [0, 0, 0, 0, 101, *[0] * 7],
+)
 def test_holds_settled_after_a_reset_cost_no_more_than_settled_before(
     setup: list[tuple[str, int]], settlements: list[int]
 ) -> None:
     """A capture after the reset may spend what the reset kept for it (allowance the refund
-    kept from use), never more top-ups than the same capture before the reset."""
+    kept from use), never more top-ups than the same capture before the reset, but for the
+    allowance shares the reset carried that lapse when their holds settle: such a share
+    repays no debt, where the reset would have had the hold settled before it (README)."""
     topups_before, allowance_before = settled_around_a_reset(setup, settlements, settle_first=True)
-    topups_after, allowance_after = settled_around_a_reset(setup, settlements, settle_first=False)
+    lapsed: list[int] = []
+    topups_after, allowance_after = settled_around_a_reset(
+        setup, settlements, settle_first=False, lapsed=lapsed
+    )
     assert allowance_after == allowance_before
-    assert topups_after >= topups_before
+    assert topups_after + sum(lapsed) >= topups_before
 
 
 TWO_HELD = [("spend", 100), ("buy", 200), ("hold", 100), ("hold", 100)]
