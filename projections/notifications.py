@@ -17,8 +17,10 @@ or below.
 An endpoint gets the notifications of events recorded after it was created
 and projected while it is live: a new subscriber is not sent the history.
 A notification's id is made from the event's position and the type, so it is
-the same on every attempt, and also when this view is rebuilt: the deliveries'
-unique key then makes the rebuild send nothing twice.
+the same on every attempt, and also when this view is rebuilt: a rebuild makes
+deliveries only of events past the live view's position (retention may have pruned
+the earlier ones' rows, docs/notifications.md), and the deliveries' unique key keeps
+it from making twice those the live view makes meanwhile.
 """
 
 from __future__ import annotations
@@ -114,10 +116,16 @@ _UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
         granted = excluded.granted, threshold = excluded.threshold, low_armed = excluded.low_armed,
         depleted_armed = excluded.depleted_armed, position = excluded.position"""
 
-# A column an array: a notification rarely goes to more than a few endpoints.
+# A column an array: a notification rarely goes to more than a few endpoints. Only events
+# past the live view's position: those before it had their deliveries made when the live
+# view applied them, and a rebuild must not make again those that retention pruned
+# (docs/notifications.md). The live projector's statement reads the position it moves.
 _DELIVERIES = """INSERT INTO webhook_deliveries
         (notification_id, event_type, endpoint_id, account_id, position, payload)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+        AS d(notification_id, event_type, endpoint_id, account_id, position, payload)
+    WHERE d.position > coalesce(
+        (SELECT p.position FROM projection_positions p WHERE p.name = 'notifications'), 0)
     ON CONFLICT (notification_id, endpoint_id) DO NOTHING"""
 
 

@@ -113,6 +113,34 @@ async def test_a_rebuild_in_two_processes_leaves_the_same_rows_as_one_pass(
     assert len(in_parts["statement_lines"]) > 12 * 4
 
 
+async def test_a_rebuild_sends_nothing_again_of_deliveries_pruned_by_retention(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    # Operators prune old deliveries (docs/notifications.md, "Retention"): what the live
+    # view made of an event is never made again, whether or not its row is kept.
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        "http://127.0.0.1:9/hook", sorted(EVENT_TYPES)
+    )
+    await many_accounts(isolated_db, 3)
+    await caught_up(isolated_db.store)
+    assert await isolated_db.pool.fetchval("SELECT count(*) FROM webhook_deliveries") > 0
+    async with owner_connection(isolated_db.url) as connection:
+        await connection.execute("DELETE FROM webhook_deliveries")
+
+    for jobs in (1, 2):
+        after = await rebuilt(isolated_db, jobs=jobs)
+        assert after["webhook_deliveries"] == [], jobs
+
+    books = build_ledger(isolated_db.pool)  # the live view still delivers what comes next
+    await open_account(books, "acct_after_pruning", 100)
+    await books.execute(
+        SpendCredits(account_id="acct_after_pruning", amount=10, reason="job", idempotency_key="k")
+    )
+    await books.uow.committer.stop()
+    await caught_up(isolated_db.store)
+    assert await isolated_db.pool.fetchval("SELECT count(*) FROM webhook_deliveries") > 0
+
+
 async def index_names(database: IsolatedDatabase) -> list[tuple[str, ...]]:
     found = await database.pool.fetch(
         """SELECT t.relname, c.relname, pg_get_indexdef(i.indexrelid),
