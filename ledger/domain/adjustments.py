@@ -7,9 +7,15 @@ money still pays for. The facts are Stripe's cumulative ``amount_refunded``
 
 * ``refunded_credits = credits * min(amount, amount_refunded) // amount``
   (rounded down: the customer keeps a part-credit);
-* ``disputed_credits = min(credits - refunded_credits, credits * withdrawn // amount)``,
+* ``disputed_credits = min(credits - refunded_credits, ceil(credits * withdrawn / amount))``,
   where ``withdrawn`` is the money chargebacks hold (status ``needs_response``,
   ``under_review`` or ``lost``).
+
+A chargeback's share is rounded up: Stripe disputes what a refund left, so a refund
+of 405 of 1,000 (at 10 a credit, 40 credits) and a chargeback of the other 595 take
+back all 100 credits, in either order. Rounded down, the chargeback took 59 and left
+one credit for no money; and since the chargeback may be told first, before anything
+says a refund came before it, no rule that looks at both can round it down alone.
 
 Because these are functions of the facts and not of their order, a refund or a
 dispute that arrives before its payment, twice, or after the one that follows
@@ -87,5 +93,5 @@ def taken_back(
         return Worth(0, 0)
     refunded = credits * min(amount, amount_refunded) // amount
     withdrawn = sum(dispute.withdrawn for dispute in disputes.values())
-    disputed = min(credits - refunded, credits * min(amount, withdrawn) // amount)
+    disputed = min(credits - refunded, -(-credits * min(amount, withdrawn) // amount))
     return Worth(refunded, disputed)

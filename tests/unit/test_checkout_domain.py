@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.domain.adjustments import taken_back
+from ledger.domain.adjustments import Dispute, taken_back
 from ledger.domain.checkout import Adjustment, CheckoutSession
 
 
@@ -103,6 +103,21 @@ def test_a_lost_dispute_then_a_refund_of_the_same_money_never_takes_twice() -> N
     assert checkout.credits_outstanding == 0
 
 
+def test_a_refund_and_a_lost_chargeback_of_all_the_money_take_back_every_credit() -> None:
+    """At 10 cents a credit, 405 refunded and the other 595 lost to a chargeback left the
+    customer a credit for no money: each share was rounded down (a refunds review). Stripe
+    may tell the chargeback first, before the refund it came after."""
+    for refund_first in (True, False):
+        checkout = paid(credits=100, amount=1000)
+        if refund_first:
+            checkout.refund(405)
+        checkout.dispute("dp_1", "lost", 595)
+        if not refund_first:
+            checkout.refund(405)
+
+        assert checkout.credits_outstanding == 0
+
+
 def test_an_old_dispute_status_after_a_newer_one_changes_nothing() -> None:
     checkout = paid()
 
@@ -133,33 +148,41 @@ LIVES = [
     ["needs_response", "under_review", "lost"],
 ]
 FACTS = st.tuples(
-    st.lists(st.integers(0, 3000), max_size=3),
+    st.lists(st.integers(0, 8000), max_size=3),
     st.sampled_from(LIVES).flatmap(lambda life: st.lists(st.sampled_from(life), max_size=3)),
 ).map(
-    lambda refunds_and_statuses: [("refund", r) for r in refunds_and_statuses[0]]
-    + [("dispute", s) for s in refunds_and_statuses[1]]
+    lambda refunds_and_statuses: (
+        [("refund", r) for r in refunds_and_statuses[0]]
+        + [("dispute", s) for s in refunds_and_statuses[1]]
+    )
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(FACTS, st.sampled_from([1, 3, 7]))
+@given(FACTS, st.sampled_from([1, 3, 7]), st.none() | st.integers(0, 8000))
 def test_what_is_taken_back_does_not_depend_on_the_order_of_the_facts(
-    facts: list[tuple[str, object]], unit: int
+    facts: list[tuple[str, object]], unit: int, dispute_amount: int | None
 ) -> None:
+    """Refunds and disputes of any minor units, not only whole credits' worth; a dispute
+    (None) of what the refunds left, as Stripe disputes."""
     credits = 1000
     amount = credits * unit
+    refunded = max((int(value) for kind, value in facts if kind == "refund"), default=0)  # type: ignore[call-overload]
+    disputed = max(amount - refunded, 0) if dispute_amount is None else dispute_amount
     outcomes = set()
     for order in itertools.islice(itertools.permutations(facts), 24):
         checkout = paid(credits, amount)
         for kind, value in order:
             if kind == "refund":
-                checkout.refund(int(value) * unit)  # type: ignore[call-overload]
+                checkout.refund(int(value))  # type: ignore[call-overload]
             else:
-                checkout.dispute("dp_1", str(value), amount)
+                checkout.dispute("dp_1", str(value), disputed)
         outcomes.add((checkout.credits_clawed_back, checkout.credits_reversed))
     assert len(outcomes) == 1
     (clawed, reversed_), *_ = outcomes
     assert 0 <= clawed + reversed_ <= credits
+    if refunded + checkout.disputes.get("dp_1", Dispute("", 0)).withdrawn >= amount:
+        assert clawed + reversed_ == credits  # all the money went back
 
 
 def test_the_rule_for_what_is_taken_back() -> None:
