@@ -291,13 +291,14 @@ class Session:
             self.disputes[dispute_id] = (status, amount)
 
     def owed(self) -> int:
-        """The README's rule: refunded credits round down; disputes take what the bank holds,
-        never more than the refunds left."""
+        """The README's rule: refunded credits round down, disputed ones up; disputes take
+        what the bank holds, never more than the refunds left."""
         if self.status != "paid":
             return 0
         refunded = self.credits * min(self.amount, self.refunded) // self.amount
         held_by_bank = sum(a for s, a in self.disputes.values() if s in BANK_HOLDS_THE_MONEY)
         disputed = min(
-            self.credits - refunded, self.credits * min(self.amount, held_by_bank) // self.amount
+            self.credits - refunded,
+            -(-self.credits * min(self.amount, held_by_bank) // self.amount),
         )
         return refunded + disputed
