@@ -291,6 +291,9 @@ class SessionAt(msgspec.Struct, frozen=True):
     rule: Worth | None
     """What its refunds and disputes should take back by ledger/domain/adjustments.py;
     None for sessions disputed under the first releases' rules."""
+    rounded_down: Worth | None = None
+    """The same with the chargeback's share rounded down, as purchases disputed before it
+    was rounded up were decided (None where the two agree)."""
     payment_intent: str | None = None
 
 
@@ -1125,7 +1128,8 @@ class Verifier:
         """What refunds and disputes took back of each purchase: by the rule, and on its account.
 
         Sessions disputed under the first releases' rules (``PaymentDisputed``,
-        ``DisputeClosed``) kept what those rules decided: only their account is checked.
+        ``DisputeClosed``) kept what those rules decided: only their account is checked. A
+        chargeback's share rounded down, as it was before it was rounded up, is accepted.
         """
         taken_back = dict(part.taken_back)
         for session in part.sessions:
@@ -1133,7 +1137,14 @@ class Verifier:
             given = taken_back.pop(session.session_id, None)
             problems = []
             rule = session.rule
-            if rule is not None and took != rule.refunded + rule.disputed:
+            if (
+                rule is not None
+                and took != rule.refunded + rule.disputed
+                and not (
+                    session.rounded_down is not None
+                    and took == session.rounded_down.refunded + session.rounded_down.disputed
+                )
+            ):
                 problems.append(
                     f"its refunds and disputes took back {took} credits "
                     f"({session.clawed_back} refunded, {session.reversed} "
@@ -1464,13 +1475,13 @@ def _account_of(aggregate: Any) -> str | None:
 
 def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
     session: CheckoutSession = stream.aggregate
-    rule = None
+    rule = rounded_down = None
     if not stream.older_disputes:
-        rule = (
-            taken_back(session.credits, session.amount, session.amount_refunded, session.disputes)
-            if session.paid
-            else Worth(0, 0)
-        )
+        facts = (session.credits, session.amount, session.amount_refunded, session.disputes)
+        rule = taken_back(*facts) if session.paid else Worth(0, 0)
+        if session.paid and session.disputes:
+            rounded_down = taken_back(*facts, chargeback_rounded_up=False)
+            rounded_down = None if rounded_down == rule else rounded_down
     return SessionAt(
         stream_id=stream_id,
         session_id=session.session_id,
@@ -1480,6 +1491,7 @@ def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
         clawed_back=session.credits_clawed_back,
         reversed=session.credits_reversed,
         rule=rule,
+        rounded_down=rounded_down,
         payment_intent=session.payment_intent,
     )
 

@@ -86,12 +86,21 @@ class Worth(msgspec.Struct, frozen=True):
 
 
 def taken_back(
-    credits: int, amount: int, amount_refunded: int, disputes: dict[str, Dispute]
+    credits: int,
+    amount: int,
+    amount_refunded: int,
+    disputes: dict[str, Dispute],
+    *,
+    chargeback_rounded_up: bool = True,
 ) -> Worth:
-    """The credits refunds and disputes take back, from the facts alone (see the module)."""
+    """The credits refunds and disputes take back, from the facts alone (see the module).
+
+    ``chargeback_rounded_up=False``: the rule before the chargeback's share was rounded up,
+    which decided what purchases disputed before then took back (the audit accepts it).
+    """
     if amount <= 0:
         return Worth(0, 0)
     refunded = credits * min(amount, amount_refunded) // amount
-    withdrawn = sum(dispute.withdrawn for dispute in disputes.values())
-    disputed = min(credits - refunded, -(-credits * min(amount, withdrawn) // amount))
-    return Worth(refunded, disputed)
+    withdrawn = credits * min(amount, sum(d.withdrawn for d in disputes.values()))
+    disputed = -(-withdrawn // amount) if chargeback_rounded_up else withdrawn // amount
+    return Worth(refunded, min(credits - refunded, disputed))

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from audit.verify import Report, verify
@@ -16,13 +17,13 @@ from ledger.domain.checkout import CheckoutSession
 from ledger.domain.events import PaymentRefunded
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.payment_events import DisputeEvent, RefundEvent
-from ledger.service import Ledger
+from ledger.service import Ledger, Pricing
 from ledger.store.migrate import available_migrations
 from ledger.store.repository import SNAPSHOT_EVERY
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.integration.test_audit import paid, tamper
-from tests.integration.test_checkpoints import rewrite_stream
+from tests.integration.test_checkpoints import rebuild_views, rewrite_stream
 from tests.support.ledger import open_account, save
 
 # Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
@@ -424,3 +425,50 @@ async def test_snapshots_are_checked_against_the_replay_and_a_forged_one_is_repo
     assert any(" has _modified_on " in d for d in early)
     [late] = by_version[account.version + 1]
     assert "which the stream never reached" in late
+
+
+async def version_holding(db: IsolatedDatabase, stream: Any, text: str) -> int:
+    """The version of the stream's event whose state holds ``text``."""
+    version = await db.pool.fetchval(
+        """SELECT originator_version FROM stored_events WHERE originator_id = $1
+           AND position($2 in convert_from(state, 'UTF8')) > 0""",
+        stream,
+        text,
+    )
+    assert version is not None, text
+    return int(version)
+
+
+async def test_a_chargeback_decided_before_its_share_was_rounded_up_verifies_clean(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """At 10 a credit, 405 refunded take back 40 credits and a lost chargeback of the other
+    595 the other 60 (rounded up); purchases disputed before took 59 (rounded down), and
+    the audit would have called every such one a mismatch after the upgrade."""
+    books = build_ledger(isolated_db.pool, pricing=Pricing(unit_amount=10, currency="usd"))
+    await open_account(books, "acct_dora", 100)
+    payment = msgspec.structs.replace(
+        paid("cs_round", "acct_dora", 100, "pi_round"), amount_total=1000, unit_amount=10
+    )
+    await books.apply_payment_event(payment.event_id, "checkout.session.completed", payment)
+    await refund(books, "pi_round", 405)
+    await dispute(books, "pi_round", "dp_round", "lost", 595)
+    await books.uow.committer.stop()
+    account = await books.account("acct_dora", fresh=True)
+    assert account.topup_balance == 0  # all the money back, every credit back
+    # As the rule before recorded it: the chargeback took 59.
+    for stream, text in (
+        (checkout_stream_id("cs_round"), '"credits_reversed":60'),
+        (account_stream_id("acct_dora"), '"credits":60'),
+    ):
+        version = await version_holding(isolated_db, stream, text)
+        await rewrite_stream(isolated_db.url, stream, version, text, text.replace("60", "59"))
+    await rebuild_views(isolated_db)
+
+    report = await verify(isolated_db.pool)
+
+    assert report.findings == []
+    reversed_then = await isolated_db.pool.fetchval(
+        "SELECT credits_reversed FROM purchases WHERE session_id = 'cs_round'"
+    )
+    assert reversed_then == 59
