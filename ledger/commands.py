@@ -102,6 +102,7 @@ class VoidGrant(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str
     grant_id: str
     reason: str
+    at: datetime | None = None
 
 
 class ExpireGrant(msgspec.Struct, frozen=True, kw_only=True):

@@ -491,10 +491,12 @@ class CreditAccount(Aggregate):
         self.trigger_event(GrantExpired, timestamp=at, grant_id=grant_id, lapsed=lapsed)
         return lapsed
 
-    def void_grant(self, grant_id: str, reason: str) -> int:
-        """Withdraw a grant: what remains lapses now (what holds reserve, when they settle)."""
+    def void_grant(self, grant_id: str, reason: str, at: datetime | None = None) -> int:
+        """Withdraw a grant: what remains lapses now (what holds reserve, when they settle).
+
+        A grant past its expiry at ``at`` has expired, even before its expiry is recorded."""
         grant = self.grants.get(grant_id)
-        if grant is None or grant.status != ACTIVE:
+        if grant is None or grant.status != ACTIVE or (at is not None and grant.has_expired(at)):
             if grant is not None or grant_id in self.closed_grants:
                 raise GrantClosed(f"The grant {grant_id} has already expired or been voided.")
             raise GrantNotFound(grant_id)

@@ -99,7 +99,8 @@ class GrantClosedAnswer(msgspec.Struct, frozen=True):
 
 def decide_void(account: CreditAccount | None, command: VoidGrant) -> Decision[GrantClosedAnswer]:
     account = existing(account, command.account_id)
-    lapsed = account.void_grant(command.grant_id, command.reason)
+    assert command.at is not None
+    lapsed = account.void_grant(command.grant_id, command.reason, command.at)
     return Decision(_closed(account, command.grant_id, "voided", lapsed), [account])
 
 

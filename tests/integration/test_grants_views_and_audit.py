@@ -22,6 +22,7 @@ from ledger.commands import (
     VoidGrant,
 )
 from ledger.domain.account import CreditAccount
+from ledger.domain.errors import GrantClosed
 from ledger.domain.events import CreditsSpent
 from ledger.domain.ids import account_stream_id
 from ledger.service import Ledger
@@ -165,6 +166,22 @@ async def test_two_sweepers_record_a_due_grant_expiry_once(isolated_db: Isolated
     [row] = await views.grants(STREAM, "expired", limit=10)
     assert (row.grant_id, row.remaining) == (due.grant_id, 0)
     assert (await verify(isolated_db.pool)).findings == []
+
+
+async def test_a_void_after_the_expiry_is_refused_even_before_the_sweeper_records_it(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    # The contract: 409 once the grant has expired. A void then recorded it as voided (no
+    # grant.expired notification, the wrong status in the list) instead of refusing.
+    books = build_ledger(isolated_db.pool, clock=lambda: NOW + timedelta(hours=1))
+    await open_account(books, ACCOUNT, 0)
+    ended = await grant(books, "ended", 80, 50, timedelta(hours=1))
+
+    with pytest.raises(GrantClosed):
+        await books.execute(VoidGrant(account_id=ACCOUNT, grant_id=ended, reason="late"))
+
+    expired = await books.execute(ExpireGrant(account_id=ACCOUNT, grant_id=ended))
+    assert (expired.status, expired.lapsed) == ("expired", 80)
 
 
 async def test_the_audit_flags_a_spend_of_an_expired_grant_or_of_more_than_a_grant_had(

@@ -537,7 +537,7 @@ class World:
                 VoidGrant(account_id=account_id, grant_id=grant_id, reason="withdrawn")
             )
         except GrantClosed:
-            if grant.status == "active":
+            if grant.usable_at(self.now):  # past its expiry, a grant has expired: refused
                 # A void carries no idempotency key: its retry after an answer lost
                 # mid-commit is refused, and the first attempt must be on record.
                 if not await self.closed_in_store(account_id, grant_id):
@@ -548,8 +548,8 @@ class World:
                 return
             self.counts["voids of closed grants refused"] += 1
             return
-        if grant.status != "active":
-            raise Violation(f"a {grant.status} grant was voided")
+        if not grant.usable_at(self.now):
+            raise Violation(f"a grant {grant.status} or past its expiry was voided")
         lapsed = account.close_grant(grant_id, "voided")
         if answer.lapsed != lapsed:
             raise Violation(f"a void let {answer.lapsed} lapse, the rules say {lapsed}")
