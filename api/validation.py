@@ -190,7 +190,8 @@ def field_errors(data: dict[str, Any], model: type[msgspec.Struct]) -> dict[str,
                 errors[field.encode_name] = [
                     extra.get("missing", f"The {label} field is required.")
                 ]
-            continue
+            if field.required or field.encode_name not in data or _allows_none(field.type):
+                continue
         if _is_list(field.type) and isinstance(value, list):
             errors.update(_item_errors(field, value, extra))
             if value:
@@ -198,14 +199,15 @@ def field_errors(data: dict[str, Any], model: type[msgspec.Struct]) -> dict[str,
         try:
             msgspec.convert(value, type=field.type, strict=True)
         except msgspec.ValidationError as error:
-            errors[field.encode_name] = [_worded(str(error), label, extra)]
+            errors[field.encode_name] = [_worded(str(error), label, extra, field.required)]
     return errors
 
 
-def _worded(problem: str, label: str, extra: dict[str, Any]) -> str:
-    """msgspec's description of a refused value, in the contract's words."""
+def _worded(problem: str, label: str, extra: dict[str, Any], required: bool = True) -> str:
+    """msgspec's description of a refused value, in the contract's words (a null given for
+    a field with a default is a value of the wrong kind, not a missing one)."""
     if match := re.match(r"Expected `(\w+)(?: \| null)?`, got `(\w+)`", problem):
-        if match[2] == "null":
+        if match[2] == "null" and required:
             return str(extra.get("missing", f"The {label} field is required."))
         kind = {"int": "an integer", "str": "a string", "array": "an array"}.get(
             match[1], f"a {match[1]}"

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from api.schemas import (
+    GrantRequest,
     OpenAccountRequest,
     PurchaseRequest,
     SpendRequest,
@@ -170,6 +171,14 @@ def test_strings_have_their_own_wording() -> None:
             "credits.low_balance, credits.depleted, hold.expired, credits.granted, grant.expired."
         ],
     }
+
+
+def test_a_null_for_a_field_with_a_default_is_reported_on_that_field() -> None:
+    # The contract's 422 has one entry per bad field; a null priority was only "body".
+    with pytest.raises(ValidationFailed) as null_priority:
+        decode_body(b'{"amount": 10, "priority": null}', GrantRequest)
+
+    assert null_priority.value.errors == {"priority": ["The priority field must be an integer."]}
 
 
 def test_a_null_threshold_is_a_value_and_a_missing_one_is_not() -> None:
