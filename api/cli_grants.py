@@ -38,6 +38,10 @@ class _Moment(click.ParamType):
             self.fail(
                 f"{value!r} has an offset with seconds; use whole minutes (+05:30)", param, ctx
             )
+        try:  # fromisoformat also takes ISO 8601's week dates and basic forms; the API does not
+            msgspec.convert(str(value), datetime)
+        except msgspec.ValidationError:
+            self.fail(f"{value!r} is not an RFC 3339 time (2027-01-31T00:00:00Z)", param, ctx)
         return moment
 
 

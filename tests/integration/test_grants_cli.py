@@ -95,3 +95,20 @@ async def test_an_expiry_whose_offset_has_seconds_is_refused_by_the_command_line
     assert "has an offset with seconds; use whole minutes (+05:30)" in odd.stderr
     assert fine.returncode == 0, fine.stderr
     assert "expires 2099-01-31T00:00:00+05:30 " in fine.stdout
+
+
+async def test_an_expiry_in_iso_8601_forms_rfc_3339_lacks_is_refused_by_the_command_line(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    # fromisoformat takes week dates ("2030-W01-1" is 2029-12-31) and basic forms, which
+    # the API's expires_at refuses: an operator's typo became another expiry.
+    await open_account_for_the_commands(isolated_db)
+
+    week = await ledger(isolated_db.url, "grants", "create", "acct_cli", "10", "--expires-at",
+                        "2099-W01-1T00:00:00Z")  # fmt: skip
+    basic = await ledger(isolated_db.url, "grants", "create", "acct_cli", "10", "--expires-at",
+                         "20990131T000000Z")  # fmt: skip
+
+    assert (week.returncode, basic.returncode) == (2, 2)
+    assert "is not an RFC 3339 time" in week.stderr
+    assert "is not an RFC 3339 time" in basic.stderr
