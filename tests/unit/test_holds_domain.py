@@ -398,6 +398,23 @@ def test_a_purchase_backs_held_top_ups_a_refund_took_before_it_is_free() -> None
         assert settled_around_a_reset(setup, [50], settle_first=settle_first) == (0, 100)
 
 
+def test_a_purchase_after_a_reset_kept_for_held_top_ups_is_free_at_once() -> None:
+    """What the reset kept goes on backing the refunded held top-ups (README): bought before
+    it, the 50 would have backed the hold and freed 50 of the old allowance instead."""
+    credits = account(allowance=100, topup=100)
+    credits.spend(100, "work")
+    credits.place_hold("h1", 100, "job", LATER)  # the top-ups
+    credits.claw_back("cs_1", 100)
+    credits.reset_month("2026-12")  # nothing lapses: the allowance was spent
+    credits.reset_month("2027-01")  # the 100 h1 kept from use are kept for it
+
+    credits.purchase("cs_2", 50)
+
+    assert (credits.topup_reserved, credits.kept_for_holds, credits.available) == (0, 100, 150)
+    assert credits.capture_hold("h1", 100, NOW).kept_spent == 100
+    assert figures(credits) == (100, 50, 0, 150)
+
+
 @settings(max_examples=300, deadline=None)
 @given(refund_operations)
 @example([("spend", 100), ("buy", 100), ("hold", 100), ("refund", 100), ("buy", 50)])
