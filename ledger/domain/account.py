@@ -203,10 +203,12 @@ class CreditAccount(Aggregate):
     @property
     def free_allowance(self) -> int:
         """This period's allowance that is neither spent nor held (nor kept for holds)."""
-        if not self.holds:
-            return self.allowance_remaining - self.kept_for_holds
-        held = sum(h.from_allowance for h in self.holds.values())
-        return self.allowance_remaining - held - self.kept_for_holds
+        return self.allowance_remaining - self.held_allowance - self.kept_for_holds
+
+    @property
+    def held_allowance(self) -> int:
+        """What open holds reserve of the allowance."""
+        return sum(h.from_allowance for h in self.holds.values()) if self.holds else 0
 
     @property
     def held_topup(self) -> int:
@@ -331,7 +333,7 @@ class CreditAccount(Aggregate):
         lapses is kept for that (see ledger/domain/holds.py), not repaid into the top-ups,
         where a release would have made it credits for good.
         """
-        carried = sum(h.from_allowance for h in self.holds.values()) + self.kept_for_holds
+        carried = self.held_allowance + self.kept_for_holds
         lapsing = self.allowance_remaining - carried
         debt_repaid = max(min(lapsing, -self.topup_balance), 0)
         unbacked = self.held_topup - self.topup_reserved - self.kept_for_holds
@@ -608,8 +610,7 @@ class CreditAccount(Aggregate):
     def _rebacked(self, from_topup: int, kept_ended: int) -> None:
         """After a settlement: top-ups back no more than the holds left reserve, and what
         was kept for holds and is spent or lapses leaves the allowance."""
-        reserved = self.topup_reserved - min(from_topup, self.topup_reserved)
-        self.topup_reserved = min(reserved, self.held_topup)
+        self.topup_reserved = min(max(self.topup_reserved - from_topup, 0), self.held_topup)
         self.allowance_remaining -= kept_ended
         self.kept_for_holds -= kept_ended
 
