@@ -296,6 +296,14 @@ class SessionAt(msgspec.Struct, frozen=True):
     was rounded up were decided (None where the two agree)."""
     payment_intent: str | None = None
 
+    def took_by_a_rule(self, took: int) -> bool:
+        """Whether ``took`` credits are what a rule the ledger decided by gives."""
+        return any(
+            took == rule.refunded + rule.disputed
+            for rule in (self.rule, self.rounded_down)
+            if rule is not None
+        )
+
 
 class Part(msgspec.Struct):
     """What replaying some of the streams leaves for the checks across streams.
@@ -1137,14 +1145,7 @@ class Verifier:
             given = taken_back.pop(session.session_id, None)
             problems = []
             rule = session.rule
-            if (
-                rule is not None
-                and took != rule.refunded + rule.disputed
-                and not (
-                    session.rounded_down is not None
-                    and took == session.rounded_down.refunded + session.rounded_down.disputed
-                )
-            ):
+            if rule is not None and not session.took_by_a_rule(took):
                 problems.append(
                     f"its refunds and disputes took back {took} credits "
                     f"({session.clawed_back} refunded, {session.reversed} "
