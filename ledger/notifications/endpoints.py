@@ -34,6 +34,10 @@ class CreatedEndpoint(msgspec.Struct, frozen=True):
     created: datetime
 
 
+_COLUMNS = "endpoint_id, url, event_types, created_at, disabled_at, position"
+"""What ``_endpoint`` reads of a row."""
+
+
 def _endpoint(row: asyncpg.Record) -> WebhookEndpoint:
     return WebhookEndpoint(
         id=row["endpoint_id"],
@@ -88,8 +92,7 @@ class EndpointRegistry:
         """The endpoints, oldest first (live ones only unless asked), from past ``after``'s
         position, at most ``limit`` of them."""
         rows = await self.pool.fetch(
-            """SELECT endpoint_id, url, event_types, created_at, disabled_at, position
-               FROM webhook_endpoints
+            f"""SELECT {_COLUMNS} FROM webhook_endpoints
                WHERE ($1 OR disabled_at IS NULL) AND position > $2
                ORDER BY position LIMIT $3""",
             include_disabled,
@@ -101,8 +104,7 @@ class EndpointRegistry:
     async def get(self, endpoint_id: str) -> WebhookEndpoint | None:
         """One endpoint, live or disabled."""
         row = await self.pool.fetchrow(
-            """SELECT endpoint_id, url, event_types, created_at, disabled_at, position
-               FROM webhook_endpoints WHERE endpoint_id = $1""",
+            f"SELECT {_COLUMNS} FROM webhook_endpoints WHERE endpoint_id = $1",
             endpoint_id,
         )
         return _endpoint(row) if row else None
@@ -115,10 +117,10 @@ class EndpointRegistry:
         """
         async with self.pool.acquire() as connection, connection.transaction():
             row = await connection.fetchrow(
-                """UPDATE webhook_endpoints
+                f"""UPDATE webhook_endpoints
                    SET disabled_at = coalesce(disabled_at, clock_timestamp())
                    WHERE endpoint_id = $1
-                   RETURNING endpoint_id, url, event_types, created_at, disabled_at, position""",
+                   RETURNING {_COLUMNS}""",
                 endpoint_id,
             )
             if row is None:
