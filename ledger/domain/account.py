@@ -203,7 +203,8 @@ class CreditAccount(Aggregate):
     @property
     def free_allowance(self) -> int:
         """This period's allowance that is neither spent nor held (nor kept for holds)."""
-        return self.allowance_remaining - self.held_allowance - self.kept_for_holds
+        free = self.allowance_remaining - self.kept_for_holds
+        return free - self.held_allowance if self.holds else free  # a spend asks, most have none
 
     @property
     def held_allowance(self) -> int:
