@@ -197,7 +197,7 @@ def create_app(
         debug=False,
         # Logging belongs to the process (the CLI configures it), not to the app.
         logging_config=None,
-        middleware=[answered_requests, metrics_port_only(metrics_access), consistency_headers],
+        middleware=[metrics_port_only(metrics_access), consistency_headers],
         # Every body here is a small JSON document; Stripe's events stay far below this.
         request_max_body_size=MAX_BODY_BYTES,
         cors_config=(
@@ -208,6 +208,9 @@ def create_app(
     )
     app.state.metrics_access = metrics_access
     app.state.express_lane = express_lane
+    # Around the whole app, not as its middleware: Litestar answers a path it does not
+    # know (404) or a method a path does not take (405) before any middleware runs.
+    app.asgi_handler = answered_requests(app.asgi_handler)
     answer_options_with_every_method(app)
     conform(app)
     return app

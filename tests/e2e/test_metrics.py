@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from api.services import Services
 from ledger.bootstrap import build_ledger
@@ -92,6 +94,46 @@ async def test_metrics_count_requests_by_route_template_and_time_them(
     assert moved(before, after, f"ledger_http_request_duration_seconds_count{{{spend}}}") == 1
     assert not any(customer.account_id in key for key in after)
     assert moved(before, after, 'ledger_http_requests_total{method="POST",status="402"}') == 1
+
+
+async def test_requests_that_match_no_route_are_counted_logged_and_carry_a_request_id(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Litestar answers a path it does not know (404) or a method a path does not take
+    # (405) before the app's middleware: the edge wraps the whole app, so these are seen.
+    caplog.set_level(logging.INFO, logger="ledger.access")
+    before = await scrape(http)
+
+    missing = await http.get("/v1/no-such-thing", headers={"X-Request-Id": "req-missing-1"})
+    wrong_method = await http.delete("/v1/credits")
+    after = await scrape(http)
+
+    assert missing.status_code == 404
+    assert missing.headers["x-request-id"] == "req-missing-1"
+    assert wrong_method.status_code == 405
+    assert len(wrong_method.headers["x-request-id"]) == 32
+    unmatched = 'route="unmatched",method="{}",status="4xx"'
+    assert (
+        moved(
+            before,
+            after,
+            f"ledger_http_request_duration_seconds_count{{{unmatched.format('GET')}}}",
+        )
+        == 1
+    )
+    assert (
+        moved(
+            before,
+            after,
+            f"ledger_http_request_duration_seconds_count{{{unmatched.format('DELETE')}}}",
+        )
+        == 1
+    )
+    assert moved(before, after, 'ledger_http_requests_total{method="GET",status="404"}') == 1
+    assert moved(before, after, 'ledger_http_requests_total{method="DELETE",status="405"}') == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "ledger.access"]
+    assert "GET unmatched 404" in " ".join(lines)
+    assert "DELETE unmatched 405" in " ".join(lines)
 
 
 async def test_metrics_count_appended_events_by_type_and_conflict_retries(
