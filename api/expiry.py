@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 
 from ledger.commands import ExpireGrant, SettleHold
@@ -64,21 +64,24 @@ class ExpirySweeper:
             "grants": await self._sweep(self._due_grants),
         }
 
-    async def _due_holds(self, now: datetime) -> list[_Expiry]:
-        due = await self.views.due_holds(now, SWEEP_BATCH)
+    async def _due_holds(self, now: datetime, busy: Collection[str]) -> list[_Expiry]:
+        due = await self.views.due_holds(now, SWEEP_BATCH, skipping=busy)
         return [
             SettleHold(account_id=h.account_id, hold_id=h.hold_id, outcome="expired") for h in due
         ]
 
-    async def _due_grants(self, now: datetime) -> list[_Expiry]:
-        due = await self.views.due_grants(now, SWEEP_BATCH)
+    async def _due_grants(self, now: datetime, busy: Collection[str]) -> list[_Expiry]:
+        due = await self.views.due_grants(now, SWEEP_BATCH, skipping=busy)
         return [ExpireGrant(account_id=g.account_id, grant_id=g.grant_id) for g in due]
 
-    async def _sweep(self, due_commands: Callable[[datetime], Awaitable[list[_Expiry]]]) -> int:
+    async def _sweep(
+        self, due_commands: Callable[[datetime, Collection[str]], Awaitable[list[_Expiry]]]
+    ) -> int:
         expired = 0
         busy: set[str] = set()  # accounts whose turn did not come: left for the next sweep
-        while due := await due_commands(datetime.now(UTC)):
+        while due := await due_commands(datetime.now(UTC), busy):
             recorded = 0
+            busy_before = len(busy)
             for command in due:
                 if command.account_id in busy:
                     continue
@@ -95,8 +98,12 @@ class ExpirySweeper:
                 if not answer_replayed.get():  # a hold's expiry recorded already (a view behind)
                     recorded += 1
             expired += recorded
-            if len(due) < SWEEP_BATCH or not recorded:
+            if len(due) < SWEEP_BATCH:
+                break
+            if not recorded and len(busy) == busy_before:
                 break  # the rest waits for the views to see these expiries
+            # Listed again without the busy accounts: a batch all of one of them would
+            # otherwise hide every other account's expiries for as long as it stays busy.
         return expired
 
     async def _run(self) -> None:

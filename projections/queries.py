@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
@@ -149,25 +149,33 @@ class Views:
             for row in rows
         ]
 
-    async def due_holds(self, now: datetime, limit: int) -> list[DueHold]:
-        """Open holds that reached their expiry, soonest first."""
+    async def due_holds(
+        self, now: datetime, limit: int, *, skipping: Collection[str] = ()
+    ) -> list[DueHold]:
+        """Open holds that reached their expiry, soonest first, but of the accounts skipped."""
         rows = await self.pool.fetch(
             """SELECT b.account_id, h.hold_id FROM holds h JOIN balances b USING (stream_id)
                WHERE h.status = 'held' AND h.expires_at <= $1
+                 AND b.account_id <> ALL($3::text[])
                ORDER BY h.expires_at LIMIT $2""",
             now,
             limit,
+            list(skipping),
         )
         return [DueHold(**dict(row)) for row in rows]
 
-    async def due_grants(self, now: datetime, limit: int) -> list[DueGrant]:
-        """Active grants that reached their expiry, soonest first."""
+    async def due_grants(
+        self, now: datetime, limit: int, *, skipping: Collection[str] = ()
+    ) -> list[DueGrant]:
+        """Active grants that reached their expiry, soonest first, but of the accounts skipped."""
         rows = await self.pool.fetch(
             """SELECT b.account_id, g.grant_id FROM grants g JOIN balances b USING (stream_id)
                WHERE g.status = 'active' AND g.expires_at <= $1
+                 AND b.account_id <> ALL($3::text[])
                ORDER BY g.expires_at LIMIT $2""",
             now,
             limit,
+            list(skipping),
         )
         return [DueGrant(**dict(row)) for row in rows]
 

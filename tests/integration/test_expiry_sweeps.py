@@ -109,3 +109,40 @@ async def test_an_account_that_stays_busy_leaves_the_other_accounts_expiries_swe
     assert conflicts_given_up() - given_up == 2
     other = await books.account("acct_other", fresh=True)
     assert (len(other.holds), other.granted) == (0, 0)
+
+
+async def test_a_busy_account_with_a_full_batch_due_leaves_the_other_accounts_swept(
+    isolated_db: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expiries due are listed soonest first, a batch at a time. When a whole batch was
+    of one busy account, each was skipped, nothing was recorded and the sweep ended: the
+    other accounts' expiries waited for as long as that account stayed busy."""
+    monkeypatch.setattr(expiry, "SWEEP_BATCH", 2)
+    books = build_ledger(isolated_db.pool)
+    books.uow.locks.wait = 0.05
+    for account_id, holds in (("acct_busy", 3), ("acct_other", 1)):  # the busy one's due first
+        await open_account(books, account_id, 1000)
+        for n in range(holds):
+            await books.execute(
+                PlaceHold(
+                    account_id=account_id,
+                    amount=10,
+                    expires_in_seconds=1,
+                    reason="",
+                    idempotency_key=f"h_{account_id}_{n}",
+                )
+            )
+    await caught_up(isolated_db.store)
+    await asyncio.sleep(1.05)
+
+    busy = by_account(SettleHold(account_id="acct_busy", hold_id="any", outcome="expired"))
+    try:
+        async with books.uow.locks.hold(busy):
+            swept = await ExpirySweeper(Views(isolated_db.pool), books).sweep()
+    finally:
+        await books.uow.committer.stop()
+
+    assert swept == {"holds": 1, "grants": 0}
+    other = await books.account("acct_other", fresh=True)
+    assert other.holds == {}
+    assert len((await books.account("acct_busy", fresh=True)).holds) == 3
