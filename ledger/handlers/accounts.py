@@ -112,10 +112,17 @@ def spend_claim(command: SpendCredits) -> Claim:
 
 
 def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision[CreditAccount]:
+    from ledger.handlers.holds import expire_due_holds  # holds.py imports this module
+
     account = existing(account, command.account_id)
     assert command.at is not None
-    account.reset_month(command.period or billing_period(command.at))
-    return Decision(account, [account])
+    period = command.period or billing_period(command.at)
+    # A hold past its expiry when the reset is decided has expired, swept or not: its expiry
+    # is recorded first, so its allowance share lapses with the old period's (repaying a
+    # clawback's debt) instead of being carried over as if work in progress could capture it.
+    keys = expire_due_holds(account, command.at) if period > account.period else []
+    account.reset_month(period)
+    return Decision(account, [account], keys)
 
 
 def decide_plan(account: CreditAccount | None, command: ChangeAllowance) -> Decision[CreditAccount]:

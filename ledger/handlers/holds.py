@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import msgspec
@@ -14,6 +14,7 @@ from ledger.domain.errors import HoldAlreadySettled, HoldHasExpired, HoldNotDue
 from ledger.domain.holds import OpenHold, Settlement
 from ledger.handlers.accounts import by_account, existing, load_account
 from ledger.store.claims import Claim, StoredAnswer, request_fingerprint
+from ledger.store.commit import ClaimRecord
 from ledger.unit_of_work import Decision, Handler
 
 HoldStatus = Literal["held", "captured", "released", "expired"]
@@ -105,6 +106,22 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
     return Decision(answer, [account])
 
 
+def expire_due_holds(account: CreditAccount, at: datetime) -> list[ClaimRecord]:
+    """Record the expiry of each open hold past it at ``at``, as the sweeper would: with
+    its settlement's claim, which answers a later capture, release or read of the hold."""
+    keys = []
+    for hold_id, hold in list(account.holds.items()):
+        settlement = account.expire_hold(hold_id, at)
+        if settlement is None:
+            continue
+        expired = SettleHold(
+            account_id=account.account_id, hold_id=hold_id, outcome="expired", at=at
+        )
+        answer = hold_answer(account, hold_id, hold, "expired", settlement)
+        keys.append(ClaimRecord(settle_claim(expired), msgspec.json.encode(answer)))
+    return keys
+
+
 def settle_claim(command: SettleHold) -> Claim:
     """A hold is settled once: its settlement is claimed under its id."""
     request: dict[str, object] = {"status": command.outcome, "amount": command.amount}
@@ -129,5 +146,7 @@ def settled_before(earlier: StoredAnswer, command: SettleHold) -> Hold:
 
 HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
     PlaceHold: Handler(Hold, by_account, load_account, decide_place, place_claim),
-    SettleHold: Handler(Hold, by_account, load_account, decide_settle, settle_claim, settled_before),
+    SettleHold: Handler(
+        Hold, by_account, load_account, decide_settle, settle_claim, settled_before
+    ),
 }

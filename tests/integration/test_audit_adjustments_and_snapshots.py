@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,6 +14,7 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
+from ledger.domain.errors import HoldHasExpired
 from ledger.domain.events import PaymentRefunded
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.payment_events import DisputeEvent, RefundEvent
@@ -139,6 +140,51 @@ async def test_a_debt_repaid_at_a_reset_is_in_every_view_and_the_audit_agrees(
         "Monthly allowance reset for 2999-02; 500 of the allowance that lapsed repaid the "
         "top-up debt",
     )
+    await books.uow.committer.stop()
+
+
+async def test_a_reset_after_a_holds_expiry_repays_the_debt_with_the_allowance_it_held(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A hold past its expiry when a reset is decided has expired, swept or not: the reset
+    records its expiry first, so its allowance share lapses with the old period's and repays
+    the debt. Carried over as if work in progress could still capture it, the share lapsed
+    at the sweep a second later, repaying nothing: the customer owed the 500 still, and paid
+    them again from the next month's allowance."""
+    now = [datetime(2999, 1, 31, 23, 59, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_ivy", 1000)
+    await pay(books, "cs_ivy", "acct_ivy", 500, "pi_ivy")
+    held = await books.execute(
+        PlaceHold(
+            account_id="acct_ivy",
+            amount=1000,
+            expires_in_seconds=60,
+            reason="job",
+            idempotency_key="h1",
+        )
+    )  # the whole allowance
+    await books.execute(
+        SpendCredits(account_id="acct_ivy", amount=500, reason="work", idempotency_key="k1")
+    )  # the top-ups
+    await refund(books, "pi_ivy", 500)  # spent already: the top-up goes to -500
+    now[0] += timedelta(seconds=60)  # the hold's expiry, which no sweep has recorded yet
+
+    reset = await books.execute(ResetMonth(account_id="acct_ivy", period="2999-02"))
+
+    assert (reset.allowance_remaining, reset.topup_balance, reset.held) == (1000, 0, 0)
+    # The expiry is recorded, with its settlement's answer: a capture is refused as late,
+    # a read shows it expired, and the sweeper coming after it records nothing more.
+    with pytest.raises(HoldHasExpired):
+        await books.execute(
+            SettleHold(account_id="acct_ivy", hold_id=held.hold_id, outcome="captured", amount=1)
+        )
+    assert (await books.hold("acct_ivy", held.hold_id)).status == "expired"
+    version = (await books.account("acct_ivy", fresh=True)).version
+    await books.execute(SettleHold(account_id="acct_ivy", hold_id=held.hold_id, outcome="expired"))
+    assert (await books.account("acct_ivy", fresh=True)).version == version
+    await catch_up(isolated_db.store, all_projections())
+    assert (await verify(isolated_db.pool)).findings == []
     await books.uow.committer.stop()
 
 

@@ -601,6 +601,10 @@ class World:
             self.counts["resets refused"] += 1
             return
         if period > account.period:
+            # "A hold past its expiry when the reset is decided has expired": recorded first.
+            for hold_id in [h for h, hold in account.holds.items() if self.now >= hold.expires_at]:
+                account.settle(hold_id, 0)
+                self.counts["holds expired by a reset"] += 1
             account.reset(period)
             self.counts["resets"] += 1
         self.touched.add(account_id)
