@@ -436,13 +436,19 @@ class CreditAccount(Aggregate):
         hold = self.holds.get(hold_id)
         if hold is None or not hold.has_expired(now):
             return None
-        return self._give_back(HoldExpired, hold_id)
+        return self._give_back(HoldExpired, hold_id, now)  # at the time judged due
 
-    def _give_back(self, kind: type[HoldReleased | HoldExpired], hold_id: str) -> Settlement:
+    def _give_back(
+        self,
+        kind: type[HoldReleased | HoldExpired],
+        hold_id: str,
+        timestamp: datetime | None = None,
+    ) -> Settlement:
         """Settle a hold spending none of it, recorded as ``kind``."""
         settlement = self.settlement(hold_id, 0)
         self.trigger_event(
             kind,
+            timestamp=timestamp,
             hold_id=hold_id,
             released=settlement.released,
             lapsed=settlement.lapsed,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
 
 import msgspec
 
@@ -15,10 +14,11 @@ from ledger.commands import (
     SpendCredits,
 )
 from ledger.domain.account import CreditAccount
-from ledger.domain.errors import AccountAlreadyExists, AccountNotFound
-from ledger.domain.ids import account_stream_id
+from ledger.domain.errors import AccountAlreadyExists
+from ledger.handlers.account_stream import by_account, existing, load_account
+from ledger.handlers.holds import expire_due_holds
 from ledger.store.claims import Claim, request_fingerprint
-from ledger.unit_of_work import Decision, Handler, Streams
+from ledger.unit_of_work import Decision, Handler
 
 
 class Spent(msgspec.Struct, frozen=True):
@@ -49,28 +49,6 @@ def billing_period(moment: datetime) -> str:
     return moment.strftime("%Y-%m")
 
 
-def existing(account: CreditAccount | None, account_id: str) -> CreditAccount:
-    """The account, or AccountNotFound."""
-    if account is None:
-        raise AccountNotFound(account_id)
-    return account
-
-
-class AccountCommand(Protocol):
-    @property
-    def account_id(self) -> str: ...
-
-
-async def load_account(streams: Streams, command: AccountCommand) -> CreditAccount | None:
-    """The account the command names (None if it was never opened)."""
-    return await streams.get(CreditAccount, account_stream_id(command.account_id))
-
-
-def by_account(command: AccountCommand) -> str:
-    """Commands on one account take turns in a process."""
-    return command.account_id
-
-
 def decide_open(account: CreditAccount | None, command: OpenAccount) -> Decision[CreditAccount]:
     if account is not None:
         raise AccountAlreadyExists(command.account_id)
@@ -83,6 +61,7 @@ def decide_open(account: CreditAccount | None, command: OpenAccount) -> Decision
 
 def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decision[Spent]:
     account = existing(account, command.account_id)
+    keys = expire_due_holds(account, command.at) if account.holds else []
     spent = account.spend(command.amount, command.reason, command.at)
     answer = Spent(
         account_id=account.account_id,
@@ -100,7 +79,7 @@ def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decisi
         from_grants=spent.from_grants,
         granted=account.granted,
     )
-    return Decision(answer, [account])
+    return Decision(answer, [account], keys)
 
 
 def spend_claim(command: SpendCredits) -> Claim:
@@ -112,8 +91,6 @@ def spend_claim(command: SpendCredits) -> Claim:
 
 
 def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision[CreditAccount]:
-    from ledger.handlers.holds import expire_due_holds  # holds.py imports this module
-
     account = existing(account, command.account_id)
     assert command.at is not None
     period = command.period or billing_period(command.at)

@@ -10,7 +10,7 @@ from ledger.commands import ExpireGrant, GrantCredits, VoidGrant
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantNotDue
 from ledger.domain.grants import Grant
-from ledger.handlers.accounts import by_account, existing, load_account
+from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.store.claims import Claim, request_fingerprint
 from ledger.unit_of_work import Decision, Handler
 

@@ -12,7 +12,7 @@ from ledger.commands import PlaceHold, SettleHold
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import HoldAlreadySettled, HoldHasExpired, HoldNotDue
 from ledger.domain.holds import OpenHold, Settlement
-from ledger.handlers.accounts import by_account, existing, load_account
+from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.store.claims import Claim, StoredAnswer, request_fingerprint
 from ledger.store.commit import ClaimRecord
 from ledger.unit_of_work import Decision, Handler
@@ -70,8 +70,9 @@ def decide_place(account: CreditAccount | None, command: PlaceHold) -> Decision[
     assert command.at is not None
     hold_id = hold_id_for(command.account_id, command.idempotency_key)
     expires_at = command.at + timedelta(seconds=command.expires_in_seconds)
+    keys = expire_due_holds(account, command.at) if account.holds else []
     hold = account.place_hold(hold_id, command.amount, command.reason, expires_at, command.at)
-    return Decision(hold_answer(account, hold_id, hold, "held"), [account])
+    return Decision(hold_answer(account, hold_id, hold, "held"), [account], keys)
 
 
 def place_claim(command: PlaceHold) -> Claim:
@@ -106,9 +107,15 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
     return Decision(answer, [account])
 
 
-def expire_due_holds(account: CreditAccount, at: datetime) -> list[ClaimRecord]:
+def expire_due_holds(account: CreditAccount, at: datetime | None) -> list[ClaimRecord]:
     """Record the expiry of each open hold past it at ``at``, as the sweeper would: with
-    its settlement's claim, which answers a later capture, release or read of the hold."""
+    its settlement's claim, which answers a later capture, release or read of the hold.
+
+    A hold past its expiry is no longer open, whether the sweeper has come or not (it finds
+    due holds in the views, which a stopped projector holds back): a command that takes
+    credits or starts a period records the expiry first, so the credits are there for it."""
+    if at is None:
+        return []
     keys = []
     for hold_id, hold in list(account.holds.items()):
         settlement = account.expire_hold(hold_id, at)

@@ -9,9 +9,11 @@ import pytest
 
 from api import expiry
 from api.expiry import ExpirySweeper
+from audit.verify import verify
 from ledger.bootstrap import build_ledger
-from ledger.commands import GrantCredits, PlaceHold, SettleHold
-from ledger.handlers.accounts import by_account
+from ledger.commands import GrantCredits, PlaceHold, SettleHold, SpendCredits
+from ledger.domain.errors import HoldHasExpired
+from ledger.handlers.account_stream import by_account
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
@@ -146,3 +148,58 @@ async def test_a_busy_account_with_a_full_batch_due_leaves_the_other_accounts_sw
     other = await books.account("acct_other", fresh=True)
     assert other.holds == {}
     assert len((await books.account("acct_busy", fresh=True)).holds) == 3
+
+
+@pytest.mark.parametrize("takes", ["spend", "hold"])
+async def test_credits_a_hold_reserved_past_its_expiry_are_there_before_the_sweep(
+    isolated_db: IsolatedDatabase, takes: str
+) -> None:
+    """A hold past its expiry is no longer open, whether or not the sweeper has come (it
+    finds due holds in the views: a projector stopped, and they waited for it). A spend or
+    a new hold that needed its credits was refused 402 meanwhile; it records the expiry
+    first now, with the answer the sweeper's expiry would have, and then takes them."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_late", 100)
+    held = await books.execute(
+        PlaceHold(
+            account_id="acct_late",
+            amount=100,
+            expires_in_seconds=60,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    now[0] += timedelta(seconds=60)
+    try:
+        if takes == "spend":
+            answer = await books.execute(
+                SpendCredits(account_id="acct_late", amount=100, reason="", idempotency_key="k")
+            )
+        else:
+            answer = await books.execute(
+                PlaceHold(
+                    account_id="acct_late",
+                    amount=100,
+                    expires_in_seconds=60,
+                    reason="",
+                    idempotency_key="h2",
+                )
+            )
+        assert (answer.held, answer.available) == ((0, 0) if takes == "spend" else (100, 0))
+        with pytest.raises(HoldHasExpired):
+            await books.execute(
+                SettleHold(
+                    account_id="acct_late", hold_id=held.hold_id, outcome="captured", amount=1
+                )
+            )
+        assert (await books.hold("acct_late", held.hold_id)).status == "expired"
+        version = (await books.account("acct_late", fresh=True)).version
+        await books.execute(
+            SettleHold(account_id="acct_late", hold_id=held.hold_id, outcome="expired")
+        )
+        assert (await books.account("acct_late", fresh=True)).version == version  # swept once
+        await caught_up(isolated_db.store)
+        assert (await verify(isolated_db.pool)).findings == []
+    finally:
+        await books.uow.committer.stop()

@@ -19,6 +19,7 @@ A violation names its seed and step.
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import traceback
 from collections import Counter
@@ -389,6 +390,7 @@ class World:
             return
         key = self.new_id("job")
         amount = self.random.choice([1, 7, 50, 120, 400, 999, 2500])
+        account = self.with_due_holds_expired(account_id)
         try:
             answer = await self.answered(spend_command(account_id, amount, key))
         except InsufficientCredits:
@@ -400,6 +402,7 @@ class World:
             return
         if amount > account.available_at(self.now):
             raise Violation(f"spent {amount} with only {account.available_at(self.now)} available")
+        self.keep_due_holds_expired(account_id, account)
         split = account.spend(amount, self.now)
         if (answer.from_allowance, answer.from_grants, answer.from_topup) != split:
             raise Violation(
@@ -412,6 +415,24 @@ class World:
         self.spends[key] = (account_id, amount)
         self.touched.add(account_id)
         self.counts["spends"] += 1
+
+    def with_due_holds_expired(self, account_id: str) -> model.Account:
+        """The account as a command that takes credits or starts a period sees it: "a hold
+        past its expiry is no longer open, swept or not" (a copy: a refusal records nothing)."""
+        account = self.accounts[account_id]
+        due = [h for h, hold in account.holds.items() if self.now >= hold.expires_at]
+        if not due:
+            return account
+        account = copy.deepcopy(account)
+        for hold_id in due:
+            account.settle(hold_id, 0)
+        return account
+
+    def keep_due_holds_expired(self, account_id: str, account: model.Account) -> None:
+        """The command was taken: the expiries it recorded first stand."""
+        if account is not self.accounts[account_id]:
+            self.counts["holds expired by a command"] += 1
+            self.accounts[account_id] = account
 
     async def place_hold(self, account_id: str) -> None:
         account = self.accounts[account_id]
@@ -428,6 +449,7 @@ class World:
             return
         key = self.new_id("hold-key")
         amount = self.random.choice([5, 60, 300, 900, 2000])
+        account = self.with_due_holds_expired(account_id)
         try:
             answer = await self.answered(hold_command(account_id, amount, key, key))
         except InsufficientCredits:
@@ -438,6 +460,7 @@ class World:
             return
         if amount > account.available_at(self.now):
             raise Violation(f"held {amount} with only {account.available_at(self.now)} available")
+        self.keep_due_holds_expired(account_id, account)
         from_allowance, from_grants, _ = account.split(amount, self.now)
         account.place(
             answer.hold_id,
@@ -601,10 +624,8 @@ class World:
             self.counts["resets refused"] += 1
             return
         if period > account.period:
-            # "A hold past its expiry when the reset is decided has expired": recorded first.
-            for hold_id in [h for h, hold in account.holds.items() if self.now >= hold.expires_at]:
-                account.settle(hold_id, 0)
-                self.counts["holds expired by a reset"] += 1
+            account = self.with_due_holds_expired(account_id)
+            self.keep_due_holds_expired(account_id, account)
             account.reset(period)
             self.counts["resets"] += 1
         self.touched.add(account_id)
