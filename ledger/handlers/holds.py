@@ -95,15 +95,22 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
     assert command.at is not None
     hold = account.hold(command.hold_id)  # HoldNotFound once settled: the claim answers then
     settlement: Settlement | None
+    outcome: HoldStatus = command.outcome
     if command.outcome == "captured":
         settlement = account.capture_hold(command.hold_id, command.amount, command.at)
     elif command.outcome == "released":
-        settlement = account.release_hold(command.hold_id)
+        # Past its expiry, the hold is no longer open, swept or not: its release answers
+        # its expiry, as once the sweeper has come.
+        settlement = account.expire_hold(command.hold_id, command.at)
+        if settlement is None:
+            settlement = account.release_hold(command.hold_id)
+        else:
+            outcome = "expired"
     else:
         settlement = account.expire_hold(command.hold_id, command.at)
         if settlement is None:
             raise HoldNotDue(command.hold_id)
-    answer = hold_answer(account, command.hold_id, hold, command.outcome, settlement)
+    answer = hold_answer(account, command.hold_id, hold, outcome, settlement)
     return Decision(answer, [account])
 
 

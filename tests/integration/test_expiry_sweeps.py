@@ -13,10 +13,11 @@ from audit.verify import verify
 from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SettleHold, SpendCredits
 from ledger.domain.errors import HoldHasExpired
+from ledger.domain.ids import account_stream_id
 from ledger.handlers.account_stream import by_account
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
-from tests.support.events import caught_up
+from tests.support.events import caught_up, stream_events
 from tests.support.ledger import conflicts_given_up, open_account
 
 
@@ -203,3 +204,44 @@ async def test_credits_a_hold_reserved_past_its_expiry_are_there_before_the_swee
         assert (await verify(isolated_db.pool)).findings == []
     finally:
         await books.uow.committer.stop()
+
+
+async def test_a_release_past_the_holds_expiry_answers_and_records_its_expiry(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """ "A release of an expired hold answers its expiry" (README): so it did once the sweeper
+    had come; before, the release was recorded as a release (no ``hold.expired`` for the
+    endpoints that asked for it), answered ``released``."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_late_release", 100)
+    held = await books.execute(
+        PlaceHold(
+            account_id="acct_late_release",
+            amount=40,
+            expires_in_seconds=60,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    now[0] += timedelta(seconds=60)
+    release = SettleHold(account_id="acct_late_release", hold_id=held.hold_id, outcome="released")
+    try:
+        released = await books.execute(release)
+        again = await books.execute(release)
+        with pytest.raises(HoldHasExpired):
+            await books.execute(
+                SettleHold(
+                    account_id="acct_late_release",
+                    hold_id=held.hold_id,
+                    outcome="captured",
+                    amount=1,
+                )
+            )
+    finally:
+        await books.uow.committer.stop()
+
+    assert (released.status, released.released, released.available) == ("expired", 40, 100)
+    assert again == released
+    events = await stream_events(isolated_db.store, account_stream_id("acct_late_release"))
+    assert [kind for kind, _ in events][-1] == "HoldExpired"

@@ -507,9 +507,12 @@ class World:
             return
         if command.outcome == "captured" and expired:
             raise Violation("an expired hold was captured")
+        if answer.status != ("expired" if expired else command.outcome):
+            # "A release of an expired hold answers its expiry", swept or not.
+            raise Violation(f"a {command.outcome} hold answered {answer.status}")
         account.settle(hold_id, captured)
         self.touched.add(account_id)
-        self.counts[f"holds {command.outcome}"] += 1
+        self.counts[f"holds {answer.status}"] += 1
         if (answer.held, answer.available) != (account.held, account.available):
             raise Violation("a settled hold answered other balances than the rules")
         if answer.status == "captured":
