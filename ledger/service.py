@@ -225,6 +225,10 @@ class Ledger:
         """The hold as it stands: open, or the answer that settled it."""
         account = await self.account(account_id, fresh=True)
         if (open_hold := account.holds.get(hold_id)) is not None:
+            # Past its expiry, it is no longer open, swept or not: shown as its expiry
+            # will be recorded (decided on this copy, never committed).
+            if (expiry := account.expire_hold(hold_id, self.clock())) is not None:
+                return hold_answer(account, hold_id, open_hold, "expired", expiry)
             return hold_answer(account, hold_id, open_hold, "held")
         earlier = await self.claims.find(f"hold-settlement/{account_id}", hold_id)
         if earlier is None:

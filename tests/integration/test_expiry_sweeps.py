@@ -227,6 +227,7 @@ async def test_a_release_past_the_holds_expiry_answers_and_records_its_expiry(
     now[0] += timedelta(seconds=60)
     release = SettleHold(account_id="acct_late_release", hold_id=held.hold_id, outcome="released")
     try:
+        shown = await books.hold("acct_late_release", held.hold_id)  # read before any sweep
         released = await books.execute(release)
         again = await books.execute(release)
         with pytest.raises(HoldHasExpired):
@@ -243,5 +244,6 @@ async def test_a_release_past_the_holds_expiry_answers_and_records_its_expiry(
 
     assert (released.status, released.released, released.available) == ("expired", 40, 100)
     assert again == released
+    assert shown == released  # the read showed what its expiry then recorded
     events = await stream_events(isolated_db.store, account_stream_id("acct_late_release"))
     assert [kind for kind, _ in events][-1] == "HoldExpired"
