@@ -239,6 +239,13 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, exit_now)
+    if supervised:
+        from ledger.child_processes import SUPERVISOR_PID, stop_when_parent_ends
+
+        if parent := os.environ.get(SUPERVISOR_PID):
+            # `ledger serve` ended at once (SIGKILL, the OOM killer) stops nothing: this
+            # process stops by itself then, as on a SIGTERM.
+            stop_when_parent_ends(int(parent))
 
     from ledger.notifications.dispatcher import Dispatcher
     from ledger.store.event_store import DATABASE_ERRORS

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import threading
 import time
 
-from ledger.child_processes import started_deaf_to_ctrl_c
+from ledger.child_processes import SUPERVISOR_PID, started_deaf_to_ctrl_c
 
 log = logging.getLogger("ledger")
 
@@ -80,8 +81,11 @@ class SupervisedProcess:
         # Ctrl-C reaches the whole process group: the child leaves it to this process,
         # which stops it (a child still importing printed a KeyboardInterrupt traceback
         # and died of it).
+        # It ends with this process (SUPERVISOR_PID: ledger/child_processes.py), which may
+        # be ended at once (SIGKILL) without stopping it.
+        env = {**(os.environ if self._env is None else self._env), SUPERVISOR_PID: str(os.getpid())}
         with started_deaf_to_ctrl_c():
-            return subprocess.Popen(self.command, env=self._env)  # noqa: S603
+            return subprocess.Popen(self.command, env=env)  # noqa: S603
 
     def stop(self, timeout: float = 30) -> int:
         """Ask it to stop (SIGTERM), wait for it, and return its exit code."""

@@ -27,13 +27,19 @@ from typing import Any
 
 from api.metrics import mark_process_started
 from api.startup import serve_on
+from ledger.child_processes import stop_when_parent_ends
 
 log = logging.getLogger("ledger")
 
 
-def _run_worker(app: Any, sockets: list[socket.socket], ready_pipe: int, first: bool) -> None:
-    """In the child: serve until told to stop; never returns."""
+def _run_worker(
+    app: Any, sockets: list[socket.socket], ready_pipe: int, first: bool, parent: int
+) -> None:
+    """In the child: serve until told to stop (or ``parent`` ends); never returns."""
     code = 0
+    # A parent ended at once (SIGKILL) stops no worker: each stops by itself then, as on
+    # its SIGTERM, and lets go of the port for the `ledger serve` started after it.
+    stop_when_parent_ends(parent)
     # In development the demo account is the first worker's to open and to tell about
     # (each would say its "try it" lines again).
     app.state.demo_account_here = first
@@ -62,11 +68,12 @@ def serve_workers(
     """
     read_ready, write_ready = os.pipe()
     children: list[int] = []
+    parent = os.getpid()
     for index in range(workers):
         pid = os.fork()
         if pid == 0:
             os.close(read_ready)
-            _run_worker(app, sockets, write_ready, first=index == 0)
+            _run_worker(app, sockets, write_ready, first=index == 0, parent=parent)
         children.append(pid)
     os.close(write_ready)
     for sock in sockets:

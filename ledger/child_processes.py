@@ -13,8 +13,10 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import select
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -65,3 +67,43 @@ def end_with_parent() -> None:
     threading.Thread(
         target=watch, args=(parent.sentinel,), name="end-with-parent", daemon=True
     ).start()
+
+
+SUPERVISOR_PID = "LEDGER_SUPERVISOR_PID"
+"""The environment variable that names the process a supervised child ends with
+(``api/supervision.py`` sets it, ``stop_when_parent_ends`` reads it)."""
+
+
+def stop_when_parent_ends(parent: int) -> None:
+    """SIGTERM this process (its own graceful stop) when ``parent``, the process that
+    started it, ends.
+
+    ``ledger serve``'s projector and its ``--workers`` are started by a process that stops
+    them on SIGTERM or Ctrl-C. One ended at once (SIGKILL, the OOM killer) left them
+    running for good: the projector (and its webhook dispatcher) with its connections, a
+    worker still accepting on the API's port, so that ``ledger serve`` started again
+    could not bind it ("in use by another program").
+    """
+    if os.getppid() != parent:  # gone already (the child is someone else's now)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    try:
+        watched: int | None = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux 5.3+: look now and then
+        watched = None
+    if watched is not None and os.getppid() != parent:  # it ended before the pidfd
+        os.close(watched)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def watch() -> None:
+        if watched is not None:
+            ended = select.poll()
+            ended.register(watched, select.POLLIN)  # readable once the process has ended
+            ended.poll()
+        else:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-when-parent-ends", daemon=True).start()

@@ -231,3 +231,59 @@ async def test_ledger_serve_starts_its_projector_again_when_it_dies(
         api.send(signal.SIGTERM)
         assert await api.wait(30) == 0
         assert "the projector exited with -9; starting it again" in api.log_text()
+
+
+def _gone(processes: list[psutil.Process]) -> bool:
+    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+
+
+@pytest.mark.slow
+async def test_ledger_serve_killed_at_once_leaves_no_projector_running(
+    postgres_server_url: str, faults_standin: RunningStandin, process_folder
+) -> None:
+    """SIGKILL (the OOM killer's) reaches `ledger serve` alone: its projector, which it
+    stops on SIGTERM, stops by itself then. It ran on for good, with its connections and
+    the webhook dispatcher, and every restart of `ledger serve` added another."""
+    async with serving(postgres_server_url, process_folder, faults_standin) as (_, api):
+        serve = psutil.Process(api.pid)
+        await until(lambda: serve.children(), what="the projector started")
+        children = serve.children()
+
+        api.send(signal.SIGKILL)
+        assert await api.wait(30) == -signal.SIGKILL
+        await until(lambda: _gone(children), 30, what="the projector stopped with its parent")
+
+
+@pytest.mark.slow
+async def test_ledger_serve_with_workers_killed_at_once_can_be_started_again(
+    postgres_server_url: str, faults_standin: RunningStandin, process_folder
+) -> None:
+    """SIGKILL of `ledger serve --workers 2` left both workers accepting on the API's port
+    and the projector running: `ledger serve` started again refused to start ("in use by
+    another program"). Each child stops by itself once its parent is gone."""
+    async with migrated_database(postgres_server_url) as database:
+        api = LedgerProcess(
+            database.url,
+            process_folder,
+            stripe_api_base=faults_standin.base_url,
+            args=("serve", "--workers", "2"),
+        )
+        try:
+            await api.start()
+            serve = psutil.Process(api.pid)
+            await until(lambda: len(serve.children()) == 3, what="two workers and the projector")
+            children = serve.children()
+
+            api.send(signal.SIGKILL)
+            assert await api.wait(30) == -signal.SIGKILL
+            await until(lambda: _gone(children), 60, what="the children stopped with their parent")
+
+            await api.start()  # the same port
+            async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as client:
+                assert (await client.get("/healthz")).status_code == 200
+            # Both workers up (a stop before one of them listens exits 1).
+            await wait_for_log(api, "projector started")
+            api.send(signal.SIGTERM)
+            assert await api.wait(60) == 0, api.log_text()
+        finally:
+            api.kill_group()
