@@ -128,7 +128,7 @@ def _wait_for(
     stop: Callable[[int, object], None],
 ) -> int:
     """Wait for the workers (by pid: the projector is another child, reaped elsewhere)."""
-    code = 0 if announced else 1
+    code = 0 if announced or stopping() else 1
     running = set(children)
     while running:
         for pid in list(running):
@@ -140,13 +140,21 @@ def _wait_for(
             if done == 0:
                 continue
             running.discard(pid)
-            if os.waitstatus_to_exitcode(status) != 0 or not stopping():
+            if not _ended_cleanly(os.waitstatus_to_exitcode(status), stopping()):
                 if not stopping():
                     log.error("an API worker (pid %d) ended: stopping the others", pid)
                     stop(signal.SIGTERM, None)
                 code = 1
         time.sleep(0.1)
     return code
+
+
+def _ended_cleanly(exit_code: int, stopping: bool) -> bool:
+    """Whether a worker's end is the stop asked for: 0, or one stopped while it was still
+    starting (uvicorn's start-up cut short exits 3; before its handlers, SIGTERM's own)."""
+    if not stopping:
+        return False
+    return exit_code in (0, 3, -signal.SIGTERM)
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -112,3 +112,24 @@ def test_several_workers_are_refused_where_each_would_start_its_own_stripe(
         "(ledger dev standin --webhook-url URL/v1/stripe/webhook) and set "
         "STRIPE_API_BASE, or set the Stripe keys"
     )
+
+
+def test_a_stop_while_the_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
+    """SIGTERM (a supervisor's stop, a deploy) reaching `serve --workers` before every
+    worker listened made it exit 1, a failure to the supervisor: the workers cut short
+    in their start-up exit 3, and the parent counted any worker not announced as failed."""
+    marker = tmp_path / "starting"
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "tests.support.slow_start_workers", str(marker)], cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(list(tmp_path.glob("starting.*"))) < 2:
+            assert time.monotonic() < deadline, "the workers did not start"
+            assert server.poll() is None
+            time.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+    finally:
+        server.kill()
+        server.wait()
