@@ -165,12 +165,17 @@ async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
 
     A stopped PostgreSQL on a Unix socket (the embedded one) leaves no socket file:
     connecting raises FileNotFoundError, which is no ConnectionError, so requests
-    answered 500 instead of 503 while the database was away.
+    answered 500 instead of 503 while the database was away. So was a database that takes
+    no connections (``ALTER DATABASE … ALLOW_CONNECTIONS false``, SQLSTATE 55000, which
+    statements raise for other reasons): at connect time it is one the server cannot
+    connect to now.
     """
     try:
         return await asyncpg.connect(*args, **kwargs)
     except FileNotFoundError as error:
         raise ConnectionRefusedError(f"PostgreSQL is not listening: {error}") from error
+    except asyncpg.ObjectNotInPrerequisiteStateError as error:
+        raise asyncpg.CannotConnectNowError(str(error)) from error
 
 
 CONNECT_TIMEOUT = 15.0

@@ -326,3 +326,39 @@ async def test_a_database_that_refuses_the_connection_is_a_503_not_a_500(
     assert read.status_code == 503, read.text
     assert read.json() == {"message": "The ledger's database is unavailable; please retry."}
     assert read.headers["Retry-After"] == "1"
+
+
+async def test_a_database_that_accepts_no_connections_is_a_503_not_a_500(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    """An operator's ``ALTER DATABASE … ALLOW_CONNECTIONS false`` (maintenance, a restore)
+    makes PostgreSQL refuse new connections to it with SQLSTATE 55000, which no handler
+    took: every request answered 500 "Server Error." with a traceback until it was lifted."""
+    async with fresh_database(postgres_server_url) as url, served_api(url, standin) as app:
+        services: Services = app.state.services
+        writer = await services.tokens.issue(Scope.LEDGER_WRITE, name="ops")
+        headers = {"Authorization": f"Bearer {writer.secret}"}
+        name = urlsplit(url).path[1:]
+        admin = await asyncpg.connect(postgres_server_url)
+        try:
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            async with httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http:
+                # The first request may meet a pooled connection the server cut off; the
+                # second one has to connect anew, and is refused.
+                reads = [
+                    await http.get("/v1/accounts/acct_closed/credits", headers=headers)
+                    for _ in range(2)
+                ]
+                ready = await http.get("/readyz")
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            await admin.close()
+
+    assert ready.status_code == 503
+    for read in reads:
+        assert read.status_code == 503, read.text
+        assert read.json() == {"message": "The ledger's database is unavailable; please retry."}
+        assert read.headers["Retry-After"] == "1"
