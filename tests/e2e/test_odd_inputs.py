@@ -217,6 +217,28 @@ async def test_a_signed_stripe_event_with_a_deeply_nested_field_is_not_a_500(
     answer.json()
 
 
+async def test_a_signed_event_of_a_type_not_acted_on_is_200_without_a_data_object(
+    http: httpx.AsyncClient,
+) -> None:
+    """The contract: 200 for every verified event, handled or not. One of a type the ledger
+    does not act on, without ``data`` (a thin event) or with an empty one, was 400."""
+    answers = []
+    for data in ("", ', "data": {}', ', "data": null'):
+        body = (
+            f'{{"id": "evt_thin_{uuid.uuid4().hex}", "object": "event", '
+            f'"type": "v1.billing.meter.error_report_triggered"{data}}}'
+        )
+        answers.append(
+            await http.post(
+                WEBHOOK,
+                content=body,
+                headers={"Content-Type": "application/json", "Stripe-Signature": signature(body)},
+            )
+        )
+
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"received": True})] * 3
+
+
 # --- 5. A period written with non-ASCII digits is accepted, then blocks every reset ------
 
 
