@@ -11,7 +11,6 @@ statement that moves their positions only if their rows are still as it left the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -27,7 +26,7 @@ from ledger.store.event_store import (
     RecordedEvent,
     read_whole_appends_after,
 )
-from ledger.store.wakeups import listen, wait_for_either
+from ledger.store.wakeups import Listening, wait_for_either
 from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent, projected
 from projections.grants import GrantsProjection
@@ -372,7 +371,14 @@ class Projector:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up, then follow new events until ``stop`` is set."""
-        listener = await self._listen()
+        listening = Listening(
+            self.database_url,
+            NOTIFY_CHANNEL,
+            self._wake,
+            who="projector",
+            poll_seconds=POLL_SECONDS,
+        )
+        await listening.keep()
         try:
             log.info("projector started: %s", ", ".join(p.name for p in self.projections))
             while not stop.is_set():
@@ -389,13 +395,12 @@ class Projector:
                     # (waiting for its NOTIFY instead put 3-5 ms on the lag's median).
                     log.debug("projected %d events", applied)
                     continue
+                await listening.keep()  # again, if PostgreSQL cut its connection off
                 await wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
                 if not self._wake.is_set() and not stop.is_set():
                     await self._look_at_positions()
         finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
+            await listening.close()
 
     async def _look_at_positions(self) -> None:
         """On a quiet store's poll: forget where the views were left if one is not as left
@@ -409,12 +414,3 @@ class Projector:
             return  # the next catch-up says so
         if _positions_of(rows) != self._left_at:
             self._left_at.clear()
-
-    async def _listen(self) -> asyncpg.Connection | None:
-        return await listen(
-            self.database_url,
-            NOTIFY_CHANNEL,
-            self._wake,
-            who="projector",
-            poll_seconds=POLL_SECONDS,
-        )

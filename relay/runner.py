@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 
 from ledger.store.event_store import DATABASE_ERRORS, EventStore, RecordedEvent
-from ledger.store.wakeups import listen, wait_for_either
+from ledger.store.wakeups import Listening, wait_for_either
 from ledger.urls import UNREADABLE, readable, without_password
 from relay.messages import outgoing
 from relay.positions import Connection, claim, commit, read_position
@@ -153,13 +153,10 @@ class Relay:
         A batch in flight is finished (acknowledged and committed, or given up)
         before it returns. ``RelayRefused`` when the stream is not this ledger's.
         """
-        listener = await listen(
-            self.database_url,
-            NOTIFY_CHANNEL,
-            self._wake,
-            who="relay",
-            poll_seconds=POLL_SECONDS,
+        listening = Listening(
+            self.database_url, NOTIFY_CHANNEL, self._wake, who="relay", poll_seconds=POLL_SECONDS
         )
+        await listening.keep()
         with contextlib.suppress(*DATABASE_ERRORS):
             self.position = await read_position(self.pool, self.settings.position_name)
         log.info(
@@ -185,11 +182,10 @@ class Relay:
                     continue
                 self._recovered()
                 if not sent:
+                    await listening.keep()  # again, if PostgreSQL cut its connection off
                     await wait_for_either(self._wake, stop, seconds=POLL_SECONDS)
         finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
+            await listening.close()
             await self.publisher.close()
             log.info("relay stopped at position %d", self.position)
 

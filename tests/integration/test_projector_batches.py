@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import re
 
+import asyncpg
+import pytest
+
 from api.database import create_pool, owner_connection
 from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SpendCredits
 from ledger.notifications.endpoints import EndpointRegistry
-from ledger.store.event_store import EventStore
+from ledger.store import wakeups
+from ledger.store.event_store import NOTIFY_CHANNEL, EventStore
 from projections.rebuild import rebuild_all
 from projections.runner import (
     _ANYTHING_TO_APPLY,
@@ -365,3 +369,53 @@ async def test_a_view_reset_by_hand_on_a_quiet_store_is_caught_up(
         stop.set()
         await running
     assert await isolated_db.pool.fetchval("SELECT count(*) FROM statement_lines") == 3
+
+
+async def listening_pids(isolated_db: IsolatedDatabase) -> set[int]:
+    """The backends of this database that LISTEN for new events (seen as the projector's
+    role, the database's administrator: the service's role sees no other role's query)."""
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        rows = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = $1",
+            f'LISTEN "{NOTIFY_CHANNEL}"',
+        )
+    finally:
+        await admin.close()
+    return {row["pid"] for row in rows}
+
+
+async def terminate(isolated_db: IsolatedDatabase, pid: int) -> None:
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+
+
+async def test_the_projector_listens_again_after_its_connection_is_cut_off(
+    isolated_db: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL restart, a failover or a terminated backend closes the connection the
+    projector LISTENs on. It never listened again: every view was then a poll (0.5 s)
+    behind each write until the process restarted, so a read right after a spend showed
+    the balance before it."""
+    monkeypatch.setattr(wakeups, "RELISTEN_SECONDS", 0.05, raising=False)
+    await opened(isolated_db, 1)
+    stop = asyncio.Event()
+    running = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
+    try:
+        await until(lambda: listening_pids(isolated_db), 30, what="the projector's LISTEN")
+        [first] = await listening_pids(isolated_db)
+        await terminate(isolated_db, first)
+
+        async def listens_again() -> bool:
+            return bool((await listening_pids(isolated_db)) - {first})
+
+        await until(listens_again, 30, what="the projector's LISTEN after the kill")
+        await open_account(build_ledger(isolated_db.pool), "acct_after_the_kill", 100)
+        head = await isolated_db.store.head_position()
+        await until(lambda: views_at(isolated_db, head), 30, what="the views after the kill")
+    finally:
+        stop.set()
+        await running

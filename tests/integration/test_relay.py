@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
+import asyncpg
 import msgspec
 import nats.errors
 import nats.js.errors
@@ -25,7 +26,8 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from ledger.store.event_store import EventStore, RecordedEvent
+from ledger.store import wakeups
+from ledger.store.event_store import NOTIFY_CHANNEL, EventStore, RecordedEvent
 from relay.messages import MSG_ID_HEADER, decode, outgoing
 from relay.positions import Connection
 from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings
@@ -601,3 +603,41 @@ async def test_a_database_that_stops_answering_is_one_line_and_sigterm_still_sto
         await until(said_so, 20, what="the relay saying the store does not answer")
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_the_relay_listens_again_after_its_connection_is_cut_off(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay LISTENs for new events as the projector does, on a connection of its own; a
+    PostgreSQL restart or a terminated backend closed it, and it never listened again (each
+    event then waited for the next poll, 0.5 s, until the process restarted)."""
+    monkeypatch.setattr(wakeups, "RELISTEN_SECONDS", 0.05, raising=False)
+    await nats_server.start()
+    listen = f'LISTEN "{NOTIFY_CHANNEL}"'
+    admin = await asyncpg.connect(isolated_db.url)  # sees the relay's query (its role)
+
+    async def listening() -> set[int]:
+        rows = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = $1",
+            listen,
+        )
+        return {row["pid"] for row in rows}
+
+    stop = asyncio.Event()
+    relay = Relay(
+        isolated_db.store, isolated_db.pool, isolated_db.url, relay_settings(url=nats_server.url)
+    )
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await until(listening, WAIT_SECONDS, what="the relay's LISTEN")
+        [first] = await listening()
+        await admin.execute("SELECT pg_terminate_backend($1)", first)
+
+        async def listens_again() -> bool:
+            return bool((await listening()) - {first})
+
+        await until(listens_again, WAIT_SECONDS, what="the relay's LISTEN after the kill")
+    finally:
+        stop.set()
+        await running
+        await admin.close()
