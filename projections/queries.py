@@ -111,8 +111,9 @@ class Views:
         self.balance_reads = balance_reads(pool)
 
     async def balance(self, account_id: str) -> BalanceRow | None:
-        """The projected balance, or None if the projector has not seen the account yet
-        (reads at the same moment share one query: ledger/store/shared_reads.py)."""
+        """The projected balance, or None if the projector has not seen the account yet, or
+        not its last event (reads at the same moment share one query:
+        ledger/store/shared_reads.py)."""
         return await self.balance_reads.read(account_id)
 
     async def balances_page(self, *, after: str | None, limit: int) -> list[BalanceRow]:

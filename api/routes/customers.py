@@ -64,8 +64,8 @@ async def purchase_credits(
 
 
 async def account_credits(services: Services, account_id: str) -> AccountCredits:
-    """The projected balance; the write side while the views have not seen the account,
-    or have not applied the request's ``Ledger-Min-Position`` in time (api/read_side.py)."""
+    """The projected balance; the write side while the view has not applied the account's
+    last event, or the request's ``Ledger-Min-Position`` in time (api/read_side.py)."""
     row = await services.reads.run(lambda source: source.views.balance(account_id))
     if row is not None and views_caught_up():
         return AccountCredits.of(row)

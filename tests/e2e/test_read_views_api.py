@@ -58,6 +58,38 @@ async def test_credits_come_from_the_balances_view(
     assert internal.json() == body
 
 
+async def test_a_credits_read_right_after_a_write_shows_it(
+    http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
+) -> None:
+    """The view is read as it stands; one that has not applied the account's last event yet
+    (no projector runs here: as ``ledger serve``'s for the milliseconds after each write)
+    showed the balance before the caller's own spend, hold or grant."""
+    await project(services)
+    account = f"/v1/accounts/{customer.account_id}"
+    await spend(http, writer_headers, customer.account_id, 100)
+    hold = await http.post(
+        f"{account}/holds",
+        json={"amount": 50},
+        headers={**writer_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert hold.status_code == 201, hold.text
+    grant = await http.post(
+        f"{account}/grants",
+        json={"amount": 30},
+        headers={**writer_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert grant.status_code == 201, grant.text
+
+    internal = (await http.get(f"{account}/credits", headers=writer_headers)).json()
+    own = (await http.get("/v1/credits", headers=customer.headers)).json()
+
+    expected = {"balance": 930, "held": 50, "available": 880, "granted": 30}
+    assert {k: internal[k] for k in expected} == expected
+    assert own == internal
+    await project(services)  # and once the view has applied them, it answers the same
+    assert (await http.get("/v1/credits", headers=customer.headers)).json() == own
+
+
 async def test_purchases_list_newest_first_with_their_status(
     http: httpx.AsyncClient, customer: Customer, services: Services
 ) -> None:
