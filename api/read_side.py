@@ -178,10 +178,13 @@ class ReadSide:
         self._lag_checked_at = -LAG_CHECK_SECONDS
         self._lag_check: asyncio.Task[None] | None = None
 
-    async def run(self, read: Callable[[Source], Awaitable[T]]) -> T:
-        """``read`` on the database chosen for this request; the primary if the standby fails."""
+    async def run(self, read: Callable[[Source], Awaitable[T]], *, at_least: int = 0) -> T:
+        """``read`` on the database chosen for this request; the primary if the standby fails.
+
+        ``at_least``: a position the views should have applied, as ``Ledger-Min-Position``
+        (the larger of the two is waited for)."""
         request = _request.get() or ReadRequest()
-        wanted = request.min_position
+        wanted = max(request.min_position, at_least)
         deadline = time.monotonic() + READ_WAIT
         self._check_lag_soon()
         usable = time.monotonic() >= self._standby_down_until and not self.standby_lagging
@@ -283,7 +286,9 @@ async def open_standby_pool(read_url: str | None) -> AsyncIterator[asyncpg.Pool 
         server_settings={"application_name": "ledger-reads"},
         reset=nothing_to_reset,  # as the primary's pool: reads leave no session state
     )
-    log.info("view reads: the standby at %s (the primary when it lags or fails)", describe(read_url))
+    log.info(
+        "view reads: the standby at %s (the primary when it lags or fails)", describe(read_url)
+    )
     try:
         yield standby
     finally:

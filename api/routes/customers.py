@@ -17,6 +17,7 @@ from api.read_side import views_caught_up
 from api.schemas import AccountCredits, PurchaseRequest
 from api.services import Services, ServicesDependency
 from api.validation import Body, OptionalIdempotencyKey
+from ledger.domain.ids import account_stream_id
 from ledger.handlers.purchases import CheckoutStarted
 from ledger.service import RequestCheckout
 from projections.queries import PurchaseRow, StatementLine
@@ -95,10 +96,14 @@ async def list_purchases(
     """The caller's purchases, newest first; ``after`` takes the last one's ``position``."""
     chosen = page(limit, after)
     account_id = customer_account(principal)
+    # What was committed before this read, the caller's own purchase and payment among it:
+    # a purchase lives on its Checkout session's stream, which no index finds by account.
+    written = await services.store.head_position()
     rows = await services.reads.run(
         lambda source: source.views.purchases(
             account_id, limit=chosen.limit + 1, before=chosen.after
-        )
+        ),
+        at_least=written,
     )
     return page_of_rows(Purchases, rows, chosen.limit)
 
@@ -110,10 +115,14 @@ async def list_transactions(
     """The caller's ledger lines, newest first, each with the balance after it."""
     chosen = page(limit, after)
     account_id = customer_account(principal)
+    # The caller sees its own spends, holds and payments: the view has applied the account's
+    # last event, or a second has passed (as for Ledger-Min-Position, api/read_side.py).
+    written = await services.store.last_position(account_stream_id(account_id))
     lines = await services.reads.run(
         lambda source: source.views.statement(
             account_id, limit=chosen.limit + 1, before=chosen.after
-        )
+        ),
+        at_least=written,
     )
     return page_of_rows(Transactions, lines, chosen.limit)
 

@@ -375,6 +375,16 @@ class EventStore:
                 return await read_after(own, after, limit)
         return await read_after(connection, after, limit)
 
+    async def last_position(self, originator_id: UUID) -> int:
+        """The position of a stream's last event (0: it has none)."""
+        async with self.pool.acquire() as connection:
+            found = await connection.fetchval(
+                """SELECT notification_id FROM stored_events WHERE originator_id = $1
+                   ORDER BY originator_version DESC LIMIT 1""",
+                originator_id,
+            )
+        return int(found or 0)
+
     async def head_position(self) -> int:
         """The highest position recorded so far (a bound for progress bars, not a cursor)."""
         async with self.pool.acquire() as connection:

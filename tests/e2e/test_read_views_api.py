@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
 import pytest
 
 from api.services import Services
+from projections.runner import Projector
 from tests.e2e.conftest import Customer
 from tests.support.events import caught_up
 from tests.support.stripe_events import checkout_session, event_body, signature
@@ -88,6 +90,39 @@ async def test_a_credits_read_right_after_a_write_shows_it(
     assert own == internal
     await project(services)  # and once the view has applied them, it answers the same
     assert (await http.get("/v1/credits", headers=customer.headers)).json() == own
+
+
+async def test_the_customer_s_lists_show_its_own_writes_at_once(
+    http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
+) -> None:
+    """With the projector running, as ``ledger serve`` runs it, but no waiting for it: the
+    lists read the views as they stood, most of the time without the spend or purchase the
+    caller had just made (the balance answers from the write side then)."""
+    await project(services)
+    stop = asyncio.Event()
+    projector = asyncio.create_task(Projector(services.store, services.database_url).run(stop))
+    try:
+        seen = []
+        for n in range(1, 6):
+            await spend(http, writer_headers, customer.account_id, n)
+            bought = await http.post(
+                "/v1/credits/purchase", json={"credits": 100 + n}, headers=customer.headers
+            )
+            lines = await http.get("/v1/credits/transactions", headers=customer.headers)
+            purchases = await http.get("/v1/credits/purchases", headers=customer.headers)
+            newest_line = next(iter(lines.json()["data"]), {})
+            newest_purchase = next(iter(purchases.json()["data"]), {})
+            seen.append(
+                (
+                    newest_line.get("description"),
+                    newest_purchase.get("session_id") == bought.json()["session_id"],
+                )
+            )
+    finally:
+        stop.set()
+        await projector
+
+    assert seen == [(f"job {n}", True) for n in range(1, 6)]
 
 
 async def test_purchases_list_newest_first_with_their_status(
