@@ -290,6 +290,7 @@
     failed: "Failed",
     refunded: "Refunded",
   };
+  const UNDER_REVIEW = "Payment received, under review";
 
   function money(amount, currency) {
     try {
@@ -301,9 +302,17 @@
     }
   }
 
+  /** What the row says: a payment of another amount than asked is pending but not waited
+   *  for; refunds (clawed back) and chargebacks (reversed) both take credits back. */
+  function purchaseState(purchase) {
+    if (purchase.status === "pending" && purchase.needs_review) return UNDER_REVIEW;
+    return STATUS[purchase.status] || purchase.status;
+  }
+
   function purchaseRow(purchase) {
-    const state = STATUS[purchase.status] || purchase.status;
-    const note = purchase.credits_clawed_back > 0 ? ` (${numbers.format(purchase.credits_clawed_back)} taken back)` : "";
+    const state = purchaseState(purchase);
+    const takenBack = purchase.credits_clawed_back + purchase.credits_reversed;
+    const note = takenBack > 0 ? ` (${numbers.format(takenBack)} taken back)` : "";
     const row = el(
       "tr",
       { "data-session-id": purchase.session_id, "data-status": purchase.status },
@@ -379,7 +388,7 @@
       case "failed":
         return "The payment failed: nothing was charged.";
       default:
-        return `Your purchase is ${(STATUS[purchase.status] || purchase.status).toLowerCase()}.`;
+        return `Your purchase is ${purchaseState(purchase).toLowerCase()}.`;
     }
   }
 
@@ -397,7 +406,7 @@
       const purchases = round === 0 && loaded ? loaded : await refresh(token);
       if (signedIn !== token) return; // signed out meanwhile
       const purchase = purchases && purchases.find((p) => p.session_id === sessionId);
-      if (purchase && purchase.status !== "pending") {
+      if (purchase && (purchase.status !== "pending" || purchase.needs_review)) {
         sessionStorage.removeItem(CHECKOUT_KEY);
         status(outcome(purchase));
         return;

@@ -21,6 +21,7 @@ from stripe_standin import RunningStandin
 from tests.e2e.conftest import Customer
 from tests.support.browser import chromium, fill_checkout
 from tests.support.events import caught_up
+from tests.support.stripe_events import checkout_session, event_body, signature
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Request
@@ -277,4 +278,80 @@ async def test_a_cancelled_checkout_returns_to_the_account_page_with_nothing_cha
     )
     await expect(page.locator("#balance")).to_have_attribute("data-value", "1000")
     assert (await stored(page))["session"] == {TOKEN_KEY: customer.token}  # still signed in
+    assert watch.problems == []
+
+
+async def test_purchases_say_what_chargebacks_took_and_which_payment_is_under_review(
+    context: BrowserContext,
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    customer: Customer,
+    services: Services,
+) -> None:
+    """A refund and a chargeback both take credits back, and the row says how many; a
+    payment of another amount than asked is not "waiting for payment": the money came.
+    The page counted refunds only, and showed a payment under review as unpaid."""
+    from playwright.async_api import expect
+
+    base_url = f"{http.base_url}".rstrip("/")
+    stripe_key = {"Authorization": "Bearer sk_test_x"}
+
+    async def bought(credits: int) -> dict[str, Any]:
+        answer = await http.post(
+            "/v1/credits/purchase", json={"credits": credits}, headers=customer.headers
+        )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    # 600 paid; 200 of it refunded, then a chargeback of the other 400.
+    disputed = await bought(600)
+    paid = await http.post(
+        f"{disputed['checkout_url']}/pay", headers={"Accept": "application/json"}
+    )
+    assert paid.status_code == 200, paid.text
+    intent = paid.json()["session"]["payment_intent"]
+    refunded = await http.post(
+        f"{standin.base_url}/v1/refunds",
+        data={"payment_intent": intent, "amount": "200"},
+        headers=stripe_key,
+    )
+    assert refunded.status_code == 200, refunded.text
+    charge = refunded.json()["charge"]
+    opened = await http.post(f"{standin.base_url}/_standin/charges/{charge}/dispute")
+    assert opened.status_code == 200, opened.text
+    assert opened.json()["dispute"]["amount"] == 400
+
+    # 300 asked, 10 paid: recorded as a mismatch, pending until someone looks.
+    underpaid = await bought(300)
+    body = event_body(
+        "checkout.session.completed",
+        checkout_session(
+            underpaid["session_id"], account_id=customer.account_id, credits=300, amount_total=10
+        ),
+    )
+    delivered = await http.post(
+        "/v1/stripe/webhook",
+        content=body.encode(),
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature(body)},
+    )
+    assert delivered.status_code == 200, delivered.text
+    await caught_up(services.store)
+
+    listed = (await http.get("/v1/credits/purchases", headers=customer.headers)).json()["data"]
+    by_session = {p["session_id"]: p for p in listed}
+    chargeback = by_session[disputed["session_id"]]
+    assert (chargeback["credits_clawed_back"], chargeback["credits_reversed"]) == (200, 400)
+    review = by_session[underpaid["session_id"]]
+    assert (review["status"], review["needs_review"]) == ("pending", True)
+
+    watch = await watched(context, base_url)
+    page = watch.page
+    await sign_in(page, base_url, customer.token)
+
+    rows = page.locator("#purchases tr[data-session-id]")
+    await expect(rows).to_have_count(2)
+    row = page.locator(f'#purchases tr[data-session-id="{disputed["session_id"]}"]')
+    await expect(row.locator("td").nth(3)).to_have_text("Paid (600 taken back)")
+    row = page.locator(f'#purchases tr[data-session-id="{underpaid["session_id"]}"]')
+    await expect(row.locator("td").nth(3)).to_have_text("Payment received, under review")
     assert watch.problems == []
