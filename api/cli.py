@@ -14,7 +14,7 @@ import click
 import msgspec
 
 from api.cli_support import plural, progress, run_with_services, settings_from_env
-from api.settings import Settings, serving_problems
+from api.settings import Settings
 from ledger import event_loop
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
@@ -110,9 +110,7 @@ def serve(projector: bool, workers: int | None) -> None:
     from api.workers import serve_workers, share_metrics_between, workers_from
 
     logging.getLogger().setLevel(logging.INFO)
-    settings = _settings()
-    if problems := serving_problems():
-        raise click.ClickException("; ".join(problems))
+    settings = _settings(serving=True)
     try:
         processes = workers_from(workers)
     except ValueError as error:

@@ -19,18 +19,20 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def settings_from_env() -> Settings:
+def settings_from_env(*, serving: bool = False) -> Settings:
     """The settings, or the command ends with every bad value named (also of the variables
-    read outside Settings, which would otherwise fail later, as a traceback)."""
+    read outside Settings, which would otherwise fail later, as a traceback; with
+    ``serving``, what ``ledger serve`` needs besides, in the same one line)."""
     from api.cli_config import extra_variable_problems
+    from api.settings import serving_problems
 
+    more = [*extra_variable_problems(os.environ), *(serving_problems() if serving else [])]
     try:
         settings = Settings.from_env()
     except SettingsError as error:
-        problems = [*error.problems, *extra_variable_problems(os.environ)]
-        raise click.ClickException("; ".join(problems)) from None
-    if problems := extra_variable_problems(os.environ):
-        raise click.ClickException("; ".join(problems))
+        raise click.ClickException("; ".join([*error.problems, *more])) from None
+    if more:
+        raise click.ClickException("; ".join(more))
     return settings
 
 

@@ -176,3 +176,19 @@ def test_serving_in_production_needs_the_public_url_and_the_projector_does_not(
         "Error: LEDGER_ENV=production needs LEDGER_PUBLIC_URL: the address customers come "
         "back to from Stripe Checkout"
     )
+
+
+def test_serving_in_production_names_the_public_url_with_every_other_problem_at_once(
+    tmp_path: Path,
+) -> None:
+    """docs/production.md: the service names every problem at once. `ledger serve` named
+    the missing LEDGER_PUBLIC_URL only once the others were fixed, a second refusal."""
+    env = {**PRODUCTION, "LEDGER_PUBLIC_URL": "", "LEDGER_PAGE_KEY": "", "METRICS_PORT": ""}
+
+    refused = run_serve(serve_env(tmp_path, **env))
+
+    assert refused.returncode == 1
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("Error: ")
+    for needed in ("LEDGER_PAGE_KEY", "METRICS_PORT", "LEDGER_PUBLIC_URL"):
+        assert f"LEDGER_ENV=production needs {needed}" in line
