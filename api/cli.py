@@ -825,8 +825,9 @@ def db_setup(admin_url: str | None, service_password: str | None) -> None:
     Needs no Stripe or other settings: only the database.
     """
     from api.database import describe, resolve_database_url, set_up_database
+    from api.settings import default_data_dir
 
-    data_dir = Path(os.environ.get("LEDGER_DATA_DIR", "").strip() or ".data")
+    data_dir = Path(os.environ.get("LEDGER_DATA_DIR", "").strip() or default_data_dir())
     # As every other command reads them (api/settings.py): a value of blanks is none, and
     # the blanks or newline around a URL (a secrets file's) are not part of it.
     admin_url = (admin_url or "").strip() or os.environ.get("DATABASE_URL", "").strip() or None

@@ -14,6 +14,18 @@ from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
 from ledger.urls import readable
 
 
+def default_data_dir() -> Path:
+    """Where development data lives without ``LEDGER_DATA_DIR``: the ``.data`` of the
+    checkout this code runs from (the one ``make run`` uses), from whatever directory a
+    command is started; an installed copy (no checkout around it) uses the working
+    directory's. From a subdirectory, ``.data`` was a new, empty embedded PostgreSQL
+    there, silently: a token made in it was refused by the running service."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "Makefile").is_file():
+        return root / ".data"
+    return Path(".data")
+
+
 class SettingsError(ValueError):
     """An environment variable holds something unusable; ``problems``: each, one line."""
 
@@ -151,7 +163,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "DEFAULT_MONTHLY_ALLOWANCE", 1000, 0, MAX_MONTHLY_ALLOWANCE
             ),
             ledger_env=ledger_env,
-            data_dir=Path(text("LEDGER_DATA_DIR") or ".data"),
+            data_dir=Path(text("LEDGER_DATA_DIR") or default_data_dir()),
             cors_origins=tuple(o for o in origins if o),
             stripe_allow_test_keys=flag("STRIPE_ALLOW_TEST_KEYS"),
             page_key=text("LEDGER_PAGE_KEY"),

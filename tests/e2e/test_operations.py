@@ -78,7 +78,10 @@ def test_config_check_prints_the_settings_with_secrets_masked() -> None:
     for secret in ("very_secret", "also_secret", "hunter2"):
         assert secret not in checked.stdout + checked.stderr
     assert development.returncode == 0, development.stderr
-    assert "DATABASE_URL = (not set) the embedded PostgreSQL under .data/pg" in development.stdout
+    checkout_data = Path(__file__).resolve().parents[2] / ".data"
+    assert f"DATABASE_URL = (not set) the embedded PostgreSQL under {checkout_data}/pg" in (
+        development.stdout
+    )
     assert "STRIPE_SECRET_KEY = (not set) the Stripe stand-in on 127.0.0.1:12111" in (
         development.stdout
     )

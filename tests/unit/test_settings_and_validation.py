@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,30 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.default_monthly_allowance == 1000
     assert settings.uses_standin
     assert not settings.production
+
+
+def test_development_data_is_the_checkouts_from_whatever_directory_a_command_starts_in(
+    tmp_path: Path,
+) -> None:
+    """`make run` keeps its embedded PostgreSQL in the checkout's .data; a command run from
+    a subdirectory (`../.venv/bin/ledger tokens create …`) made a new, empty one there,
+    saying nothing, and the token it printed was refused by the running service."""
+    checkout = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "DATABASE_"))}
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "api.cli", "config", "check"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert f"the embedded PostgreSQL under {checkout / '.data' / 'pg'}\n" in shown.stdout
+    assert list(tmp_path.iterdir()) == []
+    assert Settings.from_env({"LEDGER_DATA_DIR": "elsewhere"}).data_dir == Path("elsewhere")
 
 
 def test_public_url_follows_the_port() -> None:
