@@ -164,7 +164,7 @@ class GroupCommitter:
         """
         self.start()
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        await self._queue.put((writes, future))
+        self._queue.put_nowait((writes, future))  # unbounded: never waits
         return await future
 
     async def _write_batches(self) -> None:
