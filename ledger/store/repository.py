@@ -156,10 +156,11 @@ class Repository:
     def _remember(self, aggregate: Aggregate) -> None:
         if self.cache_size <= 0:
             return
-        known = self._cache.get(aggregate.id)
+        aggregate_id = aggregate.id
+        known = self._cache.get(aggregate_id)
         if known is None or known[1]["_version"] <= aggregate.version:
-            self._cache[aggregate.id] = (type(aggregate), *_frozen(aggregate))
-            self._cache.move_to_end(aggregate.id)
+            self._cache[aggregate_id] = (type(aggregate), *_frozen(aggregate))
+            self._cache.move_to_end(aggregate_id)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
@@ -240,5 +241,5 @@ def _checked(cls: type[A], aggregate: Any, aggregate_id: UUID) -> A | None:
 def _snapshot_due(aggregate: Aggregate) -> bool:
     """Whether this write carries the aggregate past a multiple of SNAPSHOT_EVERY."""
     pending = len(aggregate.pending_events)
-    before = aggregate.version - pending
-    return pending > 0 and before // SNAPSHOT_EVERY < aggregate.version // SNAPSHOT_EVERY
+    version = aggregate.version
+    return pending > 0 and (version - pending) // SNAPSHOT_EVERY < version // SNAPSHOT_EVERY
