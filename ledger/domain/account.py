@@ -48,7 +48,7 @@ from ledger.domain.events import (
     MonthlyAllowanceChanged,
     MonthlyAllowanceReset,
 )
-from ledger.domain.evolution import Evolution
+from ledger.domain.evolution import Evolution, Records
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
 from ledger.domain.holds import OpenHold, Settlement, backed, settle
 from ledger.domain.ids import account_stream_id
@@ -125,7 +125,7 @@ def check_reason(reason: str) -> None:
 on = Evolution()
 
 
-class CreditAccount(Aggregate):
+class CreditAccount(Records, Aggregate):
     """What one customer may spend: allowance first, then grants, then top-ups."""
 
     class_version = 4

@@ -27,7 +27,7 @@ from ledger.domain.events import (
     PaymentMismatched,
     PaymentRefunded,
 )
-from ledger.domain.evolution import Evolution
+from ledger.domain.evolution import Evolution, Records
 from ledger.domain.ids import checkout_stream_id
 
 PENDING = "pending"
@@ -51,7 +51,7 @@ class Adjustment(msgspec.Struct, frozen=True):
     restored: int = 0
 
 
-class CheckoutSession(Aggregate):
+class CheckoutSession(Records, Aggregate):
     """One Checkout session and the credits its payment is worth."""
 
     class_version = 2

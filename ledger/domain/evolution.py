@@ -1,9 +1,11 @@
-"""Which method of an aggregate applies which event."""
+"""Which method of an aggregate applies which event, and how an aggregate records one."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 
 class Evolution:
@@ -27,3 +29,40 @@ class Evolution:
 
     def apply(self, aggregate: Any, event: Any) -> None:
         self._methods[type(event)](aggregate, event)
+
+
+class Records:
+    """The ledger's aggregates' ``trigger_event``: the eventsourcing library's
+    (``BaseAggregate.trigger_event``) without the steps that cannot apply to them, on the
+    path of every command (4 % of a spend's in-process instructions, in callgrind).
+
+    The library's looks up an explicit ``TOPIC`` (these classes have none: a ``getattr``
+    that misses), copies ``kwargs`` (this call's own dict already) and calls the event's
+    ``mutate``, which checks that the event's id and version are the aggregate's id and
+    next version (here they are made so) before it applies the event and moves the
+    aggregate's version and modification time. Left: the same event, applied the same
+    way, in the same order, then pending. ``tests/unit/test_recording.py`` holds the two
+    to the same events and states.
+    """
+
+    if TYPE_CHECKING:  # the library's Aggregate's
+        _id: UUID
+        _version: int
+        _modified_on: datetime
+        _pending_events: list[Any]
+
+    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+        """Record an event of ``event_class`` with ``kwargs``: apply it, then keep it pending."""
+        version = self._version + 1
+        kwargs["originator_id"] = self._id
+        kwargs["originator_version"] = version
+        if kwargs.get("timestamp") is None:
+            kwargs["timestamp"] = event_class.create_timestamp()
+        try:
+            event = event_class(**kwargs)
+        except TypeError as error:
+            raise TypeError(f"Can't construct event {event_class}: {error}") from None
+        event.apply(self)  # before anything changes, as mutate() does, in case it raises
+        self._version = version
+        self._modified_on = event.timestamp
+        self._pending_events.append(event)

@@ -27,13 +27,13 @@ from ledger.domain.events import (
     PaymentIntentRecorded,
     RefundRecordedBeforePayment,
 )
-from ledger.domain.evolution import Evolution
+from ledger.domain.evolution import Evolution, Records
 from ledger.domain.ids import payment_intent_stream_id
 
 on = Evolution()
 
 
-class PaymentIntent(Aggregate):
+class PaymentIntent(Records, Aggregate):
     """One payment intent, as far as the ledger has heard of it."""
 
     if TYPE_CHECKING:  # set by evolve()
