@@ -61,7 +61,7 @@ def decide_open(account: CreditAccount | None, command: OpenAccount) -> Decision
 
 def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decision[Spent]:
     account = existing(account, command.account_id)
-    keys = expire_due_holds(account, command.at) if account.holds else []
+    keys = expire_due_holds(account, command.at)
     spent = account.spend(command.amount, command.reason, command.at)
     answer = Spent(
         account_id=account.account_id,

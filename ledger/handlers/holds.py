@@ -70,7 +70,7 @@ def decide_place(account: CreditAccount | None, command: PlaceHold) -> Decision[
     assert command.at is not None
     hold_id = hold_id_for(command.account_id, command.idempotency_key)
     expires_at = command.at + timedelta(seconds=command.expires_in_seconds)
-    keys = expire_due_holds(account, command.at) if account.holds else []
+    keys = expire_due_holds(account, command.at)
     hold = account.place_hold(hold_id, command.amount, command.reason, expires_at, command.at)
     return Decision(hold_answer(account, hold_id, hold, "held"), [account], keys)
 
@@ -121,7 +121,7 @@ def expire_due_holds(account: CreditAccount, at: datetime | None) -> list[ClaimR
     A hold past its expiry is no longer open, whether the sweeper has come or not (it finds
     due holds in the views, which a stopped projector holds back): a command that takes
     credits or starts a period records the expiry first, so the credits are there for it."""
-    if at is None:
+    if at is None or not account.holds:
         return []
     keys = []
     for hold_id, hold in list(account.holds.items()):
