@@ -9,7 +9,6 @@ delivery in flight when a process dies is sent again after its lease.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -30,15 +29,13 @@ from ledger.notifications.outbox import (
 )
 from ledger.notifications.signing import SIGNATURE_HEADER, signature_header
 from ledger.store.event_store import DATABASE_ERRORS
-from ledger.store.wakeups import listen, wait_for_either
+from ledger.store.wakeups import Listening, wait_for_either
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 1.0
 """Longest sleep between looks at the outbox; NOTIFY wakes the dispatcher sooner."""
-RELISTEN_SECONDS = 5.0
-"""How often to try LISTEN again after the connection for it was lost (polling meanwhile)."""
 CONCURRENCY = 16
 """Requests in flight at once, per dispatcher."""
 USER_AGENT = "credit-ledger-webhooks/1"
@@ -72,11 +69,22 @@ class Dispatcher:
         """Whether receivers may be on non-public addresses (see addresses.py)."""
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._listened_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver what is due until ``stop`` is set; then finish the requests in flight."""
-        listener = await self._listen()
+        listening = (
+            None
+            if self.database_url is None
+            else Listening(
+                self.database_url,
+                DELIVERIES_CHANNEL,
+                self._wake,
+                who="dispatcher",
+                poll_seconds=POLL_SECONDS,
+            )
+        )
+        if listening is not None:
+            await listening.keep()
         try:
             async with httpx.AsyncClient(
                 timeout=self.timeout,
@@ -90,8 +98,8 @@ class Dispatcher:
                 log.info("webhook dispatcher started")
                 while not stop.is_set():
                     self._wake.clear()
-                    if (listener is None or listener.is_closed()) and self._may_listen_again():
-                        listener = await self._listen()  # the server restarted, or was away
+                    if listening is not None:
+                        await listening.keep()  # again, if the server restarted or was away
                     try:
                         started = await self._start_due(client)
                         wait = await self._seconds_to_wait() if not started else 0.0
@@ -109,9 +117,8 @@ class Dispatcher:
                 if self._in_flight:
                     await asyncio.gather(*self._in_flight, return_exceptions=True)
         finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
+            if listening is not None:
+                await listening.close()
 
     async def _start_due(self, client: httpx.AsyncClient) -> int:
         free = CONCURRENCY - len(self._in_flight)
@@ -206,22 +213,6 @@ class Dispatcher:
         finally:
             await answer.aclose()
         return answer.status_code, "" if answer.is_success else head.decode(errors="replace")
-
-    def _may_listen_again(self) -> bool:
-        since = time.monotonic() - self._listened_at
-        return self.database_url is not None and since >= RELISTEN_SECONDS
-
-    async def _listen(self) -> asyncpg.Connection | None:
-        self._listened_at = time.monotonic()
-        if self.database_url is None:
-            return None
-        return await listen(
-            self.database_url,
-            DELIVERIES_CHANNEL,
-            self._wake,
-            who="dispatcher",
-            poll_seconds=POLL_SECONDS,
-        )
 
 
 async def _start_of_body(answer: httpx.Response) -> bytes:
