@@ -6,7 +6,6 @@ send (a bad time, a missing amount) stay raw httpx.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,10 +16,10 @@ from ledger_client import Conflict, LedgerClient, NotFound, ValidationError
 
 from api.access.tokens import Scope
 from api.services import Services
-from projections.runner import Projector
 from tests.e2e.conftest import Connect
 from tests.e2e.test_spending_api import open_account
 from tests.support.events import caught_up
+from tests.support.projector import projector_running
 
 
 async def grant(
@@ -151,13 +150,8 @@ async def test_an_account_s_grants_are_listed_by_status_with_what_remains_at_onc
     writer: LedgerClient, connect: Connect, services: Services
 ) -> None:
     auditor = connect((await services.tokens.issue(Scope.LEDGER_AUDIT, name="auditor")).secret)
-    stop = asyncio.Event()
-    projector = asyncio.create_task(Projector(services.store, services.database_url).run(stop))
-    try:
+    async with projector_running(services.store, services.database_url):
         await list_grants_while_projecting(writer, auditor)
-    finally:
-        stop.set()
-        await projector
 
 
 async def list_grants_while_projecting(writer: LedgerClient, auditor: LedgerClient) -> None:

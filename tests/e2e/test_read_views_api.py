@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx
 import pytest
 
 from api.services import Services
-from projections.runner import Projector
 from tests.e2e.conftest import Customer
 from tests.support.events import caught_up
+from tests.support.projector import projector_running
 from tests.support.stripe_events import checkout_session, event_body, signature
 
 
@@ -99,9 +98,7 @@ async def test_the_customer_s_lists_show_its_own_writes_at_once(
     lists read the views as they stood, most of the time without the spend or purchase the
     caller had just made (the balance answers from the write side then)."""
     await project(services)
-    stop = asyncio.Event()
-    projector = asyncio.create_task(Projector(services.store, services.database_url).run(stop))
-    try:
+    async with projector_running(services.store, services.database_url):
         seen = []
         for n in range(1, 6):
             await spend(http, writer_headers, customer.account_id, n)
@@ -118,9 +115,6 @@ async def test_the_customer_s_lists_show_its_own_writes_at_once(
                     newest_purchase.get("session_id") == bought.json()["session_id"],
                 )
             )
-    finally:
-        stop.set()
-        await projector
 
     assert seen == [(f"job {n}", True) for n in range(1, 6)]
 
