@@ -16,9 +16,15 @@ _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(:[0-9]{1,5})?")
 
 def readable(url: str) -> bool:
     """Whether ``url`` is ``scheme://[user[:password]@]host[:port][,host[:port]…][/…]``,
-    each port a number of 1 to 65535 (PostgreSQL takes a list of hosts)."""
+    each port a number of 1 to 65535 (PostgreSQL takes a list of hosts), with no '@' in
+    its path."""
     scheme, separator, rest = url.partition("://")
     if not separator or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return False
+    # An '@' after the first '/' is a password's '/' not written %2F: clients (asyncpg, libpq)
+    # end the address at that '/', so the password's first part reads as a host and port
+    # and its rest, with the real host, as the path that messages show.
+    if "@" in re.split(r"[?#]", rest, maxsplit=1)[0].partition("/")[2]:
         return False
     hosts = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
     for host in hosts.split(","):

@@ -34,6 +34,10 @@ from ledger.urls import UNREADABLE, without_password
         ("postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db"),
         ("postgresql://h:70000/db", UNREADABLE),
         ("s3cret", UNREADABLE),
+        # A security review: a password's '/' not written %2F ends the address there for
+        # the clients, so the rest of the password was shown as the start of the path.
+        ("postgresql://app:2024/s3cret@db:5432/ledger", UNREADABLE),
+        ("postgresql://app:1/s3cret@db/ledger?sslmode=require", UNREADABLE),
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
@@ -65,6 +69,7 @@ def test_a_stripe_key_is_shown_as_its_kind_and_mode_only(key: str, shown: str) -
         "postgresql://127.0.0.1:1/x?user=postgres&password=s3cret",
         "postgres:s3cret@127.0.0.1/x",
         "postgresql://postgres:s3cret@127.0.0.1:abc/x",
+        "postgresql://postgres:5432/s3cret@127.0.0.1/x",
     ],
 )
 def test_a_command_that_cannot_connect_says_so_in_one_line_without_the_password(
