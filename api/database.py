@@ -23,7 +23,13 @@ import asyncpg
 
 from api.cli_support import plural
 from ledger.store.event_store import DATABASE_ERRORS, Connection
-from ledger.store.migrate import SERVICE_ROLE, owner_session, pending_migrations, set_up
+from ledger.store.migrate import (
+    SERVICE_ROLE,
+    ServiceRoleTooPowerful,
+    owner_session,
+    pending_migrations,
+    set_up,
+)
 from ledger.urls import UNREADABLE, readable, without_password
 
 log = logging.getLogger(__name__)
@@ -210,6 +216,14 @@ async def may_administer(connection: asyncpg.Connection) -> bool:
     return bool(row and row[0])
 
 
+async def _set_up(connection: Connection, *, service_password: str | None = None) -> list[str]:
+    """``set_up``, with a service role it refuses said in one line, as any unusable database."""
+    try:
+        return await set_up(connection, service_password=service_password)
+    except ServiceRoleTooPowerful as error:
+        raise DatabaseNotReady(str(error)) from None
+
+
 async def set_up_database(admin_url: str, *, service_password: str | None = None) -> list[str]:
     """Roles, functions, migrations and grants, as ``admin_url``; the migrations applied."""
     connection = await _first_connection(admin_url)
@@ -218,7 +232,7 @@ async def set_up_database(admin_url: str, *, service_password: str | None = None
             raise DatabaseNotReady(
                 f"{describe(admin_url)} may not create roles: give DATABASE_ADMIN_URL a role that may"
             )
-        return await set_up(connection, service_password=service_password)
+        return await _set_up(connection, service_password=service_password)
     finally:
         await connection.close()
 
@@ -235,7 +249,7 @@ async def service_url(
     try:
         administer = await may_administer(connection)
         if administer and (set_up_first or await pending_migrations(connection)):
-            applied = await set_up(connection)
+            applied = await _set_up(connection)
             if applied:
                 # Each migration had its line (ledger.store.migrate): the sum, not the list again.
                 log.info(

@@ -5,7 +5,8 @@ administrator's URL in production: ``DATABASE_ADMIN_URL``), in this order and
 under one advisory lock so that processes starting together take turns:
 
 1. the roles: ``ledger_owner`` (owns everything, never logs in) and
-   ``ledger_service`` (what the service connects as; owns nothing);
+   ``ledger_service`` (what the service connects as; owns nothing, and set-up stops
+   here if it is more than a login: ``refuse_a_powerful_service_role``);
 2. as ``ledger_owner``: every stored function, one per file in ``sql/functions/``,
    with ``CREATE OR REPLACE`` (so the current definition is the file, not the
    last migration that touched it);
@@ -97,10 +98,13 @@ async def set_up(connection: Connection, *, service_password: str | None = None)
         database = await connection.fetchval("SELECT current_database()")
         await connection.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {SERVICE_ROLE}')
         # No temporary objects: nothing needs them, and a caller's own could stand in for
-        # the owner's tables in a function that does not name its schema.
+        # the owner's tables in a function that does not name its schema. No schemas of its
+        # own either: one named after a role would come first in that role's search_path.
         await connection.execute(
-            f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC, {SERVICE_ROLE}'
+            f'REVOKE CREATE, TEMPORARY ON DATABASE "{database}" FROM PUBLIC, {SERVICE_ROLE}'
         )
+        await connection.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {SERVICE_ROLE}")
+        await refuse_a_powerful_service_role(connection)
         await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
         await connection.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}")
         await _take_ownership(connection)
@@ -115,6 +119,54 @@ async def set_up(connection: Connection, *, service_password: str | None = None)
         return applied
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+class ServiceRoleTooPowerful(Exception):
+    """``ledger_service`` may do what no grant of set-up can take back: the service could
+    drop or rewrite history. The message says what, and how to take it back."""
+
+
+async def refuse_a_powerful_service_role(connection: Connection) -> None:
+    """Raise ServiceRoleTooPowerful unless ``ledger_service`` owns nothing and is no more
+    than a login: a role made before set-up (an operator's ``CREATE ROLE``, a database made
+    ``OWNER ledger_service``) keeps whatever it was given, and a database's owner may drop
+    it, create schemas and grant itself back what set-up revoked."""
+    row = await connection.fetchrow(
+        """SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,
+                  pg_has_role(r.oid, d.datdba, 'MEMBER') AS owns_database,
+                  ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m
+                        WHERE m.member = r.oid ORDER BY 1) AS member_of,
+                  ARRAY(SELECT n.nspname::text FROM pg_namespace n
+                        WHERE has_schema_privilege(r.oid, n.oid, 'CREATE')
+                          AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+                        ORDER BY 1) AS creates_in
+           FROM pg_roles r, pg_database d
+           WHERE r.rolname = $1 AND d.datname = current_database()""",
+        SERVICE_ROLE,
+    )
+    assert row is not None  # set-up has just made the role
+    database = await connection.fetchval("SELECT current_database()")
+    found = [
+        said
+        for held, said in (
+            (row["rolsuper"], "is a superuser"),
+            (row["rolcreaterole"], "may create roles"),
+            (row["rolcreatedb"], "may create databases"),
+            (row["rolreplication"], "may replicate"),
+            (row["rolbypassrls"], "bypasses row security"),
+            (row["owns_database"], f'owns the database "{database}"'),
+            (row["member_of"], f"is a member of {', '.join(row['member_of'])}"),
+            (row["creates_in"], f"may create objects in schema {', '.join(row['creates_in'])}"),
+        )
+        if held
+    ]
+    if found:
+        raise ServiceRoleTooPowerful(
+            f"{SERVICE_ROLE} {'; '.join(found)}: the service could rewrite or drop history. "
+            f"It must be a login that owns nothing (ALTER ROLE {SERVICE_ROLE} NOSUPERUSER "
+            f'NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS, ALTER DATABASE "{database}" '
+            f"OWNER TO an administrator, REVOKE its roles and grants), then set up again"
+        )
 
 
 async def _apply_migrations(connection: Connection) -> list[str]:
