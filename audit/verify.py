@@ -895,6 +895,12 @@ _PROTECTIONS = """
     JOIN pg_class c ON c.oid = to_regclass('public.' || table_name)
     WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
       AND pg_has_role($2::text, c.relowner, 'MEMBER')
+    UNION ALL
+    SELECT 'database ' || d.datname, format('the role %s may drop it as its owner, %s',
+                                            $2::text, pg_get_userbyid(d.datdba))
+    FROM pg_database d
+    WHERE d.datname = current_database() AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
+      AND pg_has_role($2::text, d.datdba, 'MEMBER')
     ORDER BY 1, 2"""
 _APPEND_ONLY_BODY = packaged("sql/functions/10_append_only.sql").split("$$")[1]
 """The append-only triggers' function body as the migrations make it (``prosrc``)."""

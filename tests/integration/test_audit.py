@@ -516,6 +516,28 @@ async def test_a_service_role_that_may_act_as_the_owner_is_reported(
     ]
 
 
+async def test_a_service_role_that_owns_the_database_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A database's owner may drop it, history and all (a security review). Changed in a
+    transaction that is rolled back, as above."""
+    admin = await asyncpg.connect(isolated_db.url)
+    changed = admin.transaction()
+    await changed.start()
+    try:
+        database = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f'ALTER DATABASE "{database}" OWNER TO ledger_service')
+        verifier = Verifier(admin)
+        await verifier._check_protections()
+    finally:
+        await changed.rollback()
+        await admin.close()
+
+    assert [f.detail for f in verifier.findings if f.detail.endswith(database)] == [
+        f"the role ledger_service may drop it as its owner, ledger_service on database {database}"
+    ]
+
+
 @pytest.mark.parametrize(
     "change",
     [
