@@ -24,6 +24,7 @@ from ledger.domain.events import AccountOpened, topics_of
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.domain.limits import MAX_CREDITS, MIN_CREDITS
 from ledger.handlers import HANDLERS
+from ledger.handlers.expiries import expire_due
 from ledger.handlers.holds import Hold, hold_answer
 from ledger.handlers.payments import Received
 from ledger.handlers.purchases import CheckoutStarted, purchase_claim
@@ -193,6 +194,14 @@ class Ledger:
         )
         if account is None:
             raise AccountNotFound(account_id)
+        return account
+
+    async def account_now(self, account_id: str) -> CreditAccount:
+        """The account as a command decided now would find it (what a balance read shows):
+        read from the store, its holds and grants past their expiry expired, swept or not
+        (on this copy, never committed)."""
+        account = await self.account(account_id, fresh=True)
+        expire_due(account, self.clock())
         return account
 
     async def account_as_of(self, account_id: str, moment: datetime) -> CreditAccount:

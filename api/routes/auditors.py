@@ -21,6 +21,7 @@ from api.services import Services, ServicesDependency
 from api.validation import ValidationFailed
 from ledger.domain.account import kept_as_written
 from ledger.domain.errors import AccountNotFound
+from ledger.handlers.expiries import expire_due
 from ledger.store.event_store import EventStore, RecordedEvent
 from ledger.store.mapper import event_type_name
 
@@ -188,8 +189,12 @@ async def credits_as_of(services: Services, account_id: str, as_of: str) -> Cred
             "as_of", "The as of must not be in the future: its answer could still change."
         )
     account = await services.ledger.account_as_of(account_id, moment)
+    version = account.version
+    # As a spend at that moment would have found it: holds and grants past their expiry
+    # then had expired, whether or not their expiry was recorded by then (on this copy).
+    expire_due(account, moment)
     base = msgspec.structs.asdict(AccountCredits.of(account))
-    return CreditsAsOf(**base, as_of=moment, version=account.version)
+    return CreditsAsOf(**base, as_of=moment, version=version)
 
 
 AUDITORS = Router(

@@ -90,7 +90,7 @@ async def checkout_success(
             "is confirmed.</p>",
             refresh=True,
         )
-    account = await services.ledger.account(session.account_id, fresh=True)
+    account = await services.ledger.account_now(session.account_id)
     return _page(
         "Credits added",
         f'<p id="status" data-status="credited">{session.credits:,} credits were added to '

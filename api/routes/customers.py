@@ -66,12 +66,14 @@ async def purchase_credits(
 
 async def account_credits(services: Services, account_id: str) -> AccountCredits:
     """The projected balance; the write side while the view has not applied the account's
-    last event, or the request's ``Ledger-Min-Position`` in time (api/read_side.py)."""
+    last event, or the request's ``Ledger-Min-Position`` in time (api/read_side.py), or
+    while a hold or grant of the account is past its expiry and not yet recorded so (the
+    write side shows them expired, as a spend now would find them)."""
     row = await services.reads.run(lambda source: source.views.balance(account_id))
     if row is not None and views_caught_up():
         return AccountCredits.of(row)
     # From the store, not this process's memory: another replica may have written since.
-    return AccountCredits.of(await services.ledger.account(account_id, fresh=True))
+    return AccountCredits.of(await services.ledger.account_now(account_id))
 
 
 async def get_credits_express(call: Call) -> AccountCredits:

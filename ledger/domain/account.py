@@ -500,6 +500,12 @@ class CreditAccount(Records, Aggregate):
         self.trigger_event(GrantExpired, timestamp=at, grant_id=grant_id, lapsed=lapsed)
         return lapsed
 
+    def expire_due_grants(self, at: datetime) -> None:
+        """Record the expiry of each active grant past it at ``at``, as the sweeper would."""
+        for grant_id, grant in list(self.grants.items()):
+            if grant.status == ACTIVE and grant.has_expired(at):
+                self.expire_grant(grant_id, at)
+
     def void_grant(self, grant_id: str, reason: str, at: datetime | None = None) -> int:
         """Withdraw a grant: what remains lapses now (what holds reserve, when they settle).
 

@@ -196,3 +196,52 @@ async def test_listing_grants_refuses_an_unknown_status_and_account(
         "limit": ["The limit must be between 1 and 1000."],
     }
     assert unknown.status_code == 404
+
+
+async def test_a_grant_past_its_expiry_is_out_of_every_balance_read_before_the_sweep(
+    http: httpx.AsyncClient,
+    writer: LedgerClient,
+    writer_headers: dict[str, str],
+    auditor_headers: dict[str, str],
+    services: Services,
+) -> None:
+    """A spend decided after a grant's ``expires_at`` never uses it, swept or not; every
+    balance read counted it in ``granted`` and ``available`` until the sweeper recorded its
+    expiry (no projector runs here, so the sweeper, which finds due grants in the views, does
+    not come: as with ``ledger serve``'s projector or sweeper stopped). The auditors' ``as_of``
+    did the same for a moment after the expiry, before its record."""
+    account_id = await open_account(writer, 0)
+    await writer.grant(account_id, 40)
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    await writer.grant(account_id, 100, expires_at=expires, priority=0)
+    customer = {
+        "Authorization": "Bearer "
+        + (await services.tokens.issue(Scope.CREDITS, account_id=account_id)).secret
+    }
+    await asyncio.sleep((expires - datetime.now(UTC)).total_seconds() + 0.05)
+
+    internal = (await http.get(f"/v1/accounts/{account_id}/credits", headers=writer_headers)).json()
+    own = (await http.get("/v1/credits", headers=customer)).json()
+    as_of = {
+        moment: (
+            await http.get(
+                f"/v1/accounts/{account_id}/credits",
+                params={"as_of": moment.isoformat()},
+                headers=auditor_headers,
+            )
+        ).json()
+        for moment in (expires - timedelta(microseconds=1), expires)
+    }
+    refused = await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        json={"amount": 41, "reason": "too much"},
+        headers={**writer_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+
+    shown = {"granted": 40, "balance": 40, "available": 40}
+    assert {k: internal[k] for k in shown} == shown  # it said 140
+    assert own == internal
+    assert refused.status_code == 402
+    just_before, at_expiry = as_of[expires - timedelta(microseconds=1)], as_of[expires]
+    assert (just_before["granted"], at_expiry["granted"]) == (140, 40)
+    assert at_expiry["version"] == just_before["version"]  # its expiry is not an event yet

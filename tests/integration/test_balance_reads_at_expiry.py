@@ -1,0 +1,90 @@
+"""Balance reads between a hold's or grant's expiry and the sweeper's record of it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from api.schemas import AccountCredits
+from ledger.bootstrap import build_ledger
+from ledger.commands import GrantCredits, PlaceHold, SpendCredits
+from ledger.domain.errors import InsufficientCredits
+from projections.queries import Views
+from tests.conftest import IsolatedDatabase
+from tests.support.events import caught_up
+from tests.support.ledger import open_account
+
+
+async def test_a_grant_past_its_expiry_is_out_of_the_balance_before_the_sweeper_comes(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A spend decided after a grant's expiry never uses it, swept or not. The balance read
+    counted it in ``granted`` and ``available`` until the sweeper recorded the expiry (for as
+    long as the sweeper or the projector was stopped): credits shown that a spend refused.
+    The view's row is left out while such a grant is there; the write side shows the grant
+    expired, as a spend now finds it."""
+    real = datetime.now(UTC)
+    now = [real - timedelta(hours=1)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_lapse", 0)
+    for key, expires_at in (("g1", real - timedelta(minutes=30)), ("g2", None)):
+        await books.execute(
+            GrantCredits(
+                account_id="acct_lapse",
+                amount=100 if key == "g1" else 40,
+                priority=0,  # the expired one burns first, if anything burnt it
+                expires_at=expires_at,
+                reason="",
+                idempotency_key=key,
+            )
+        )
+    await caught_up(isolated_db.store)
+    now[0] = real
+    try:
+        row = await Views(isolated_db.pool).balance("acct_lapse")
+        shown = AccountCredits.of(await books.account_now("acct_lapse"))
+        with pytest.raises(InsufficientCredits):
+            await books.execute(
+                SpendCredits(account_id="acct_lapse", amount=41, reason="", idempotency_key="s1")
+            )
+        spent = await books.execute(
+            SpendCredits(account_id="acct_lapse", amount=40, reason="", idempotency_key="s2")
+        )
+    finally:
+        await books.uow.committer.stop()
+
+    assert row is None  # it said granted 140
+    assert (shown.granted, shown.balance, shown.available) == (40, 40, 40)
+    assert list(spent.from_grants.values()) == [40]
+
+
+async def test_a_hold_past_its_expiry_is_out_of_the_balance_before_the_sweeper_comes(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A spend records the expiry of a hold past it first and takes its credits; the balance
+    read showed them held (``available`` short of what a spend could take) until the sweeper
+    came."""
+    real = datetime.now(UTC)
+    now = [real - timedelta(hours=1)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_held", 100)
+    await books.execute(
+        PlaceHold(
+            account_id="acct_held",
+            amount=60,
+            expires_in_seconds=60,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    await caught_up(isolated_db.store)
+    now[0] = real
+    try:
+        row = await Views(isolated_db.pool).balance("acct_held")
+        shown = AccountCredits.of(await books.account_now("acct_held"))
+    finally:
+        await books.uow.committer.stop()
+
+    assert row is None  # it said held 60, available 40
+    assert (shown.held, shown.available, shown.balance) == (0, 100, 100)
