@@ -16,7 +16,7 @@ from ledger.commands import (
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import AccountAlreadyExists
 from ledger.handlers.account_stream import by_account, existing, load_account
-from ledger.handlers.holds import expire_due_holds
+from ledger.handlers.expiries import expire_due
 from ledger.store.claims import Claim, request_fingerprint
 from ledger.unit_of_work import Decision, Handler
 
@@ -61,7 +61,7 @@ def decide_open(account: CreditAccount | None, command: OpenAccount) -> Decision
 
 def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decision[Spent]:
     account = existing(account, command.account_id)
-    keys = expire_due_holds(account, command.at)
+    keys = expire_due(account, command.at)
     spent = account.spend(command.amount, command.reason, command.at)
     answer = Spent(
         account_id=account.account_id,
@@ -97,7 +97,8 @@ def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision
     # A hold past its expiry when the reset is decided has expired, swept or not: its expiry
     # is recorded first, so its allowance share lapses with the old period's (repaying a
     # clawback's debt) instead of being carried over as if work in progress could capture it.
-    keys = expire_due_holds(account, command.at) if period > account.period else []
+    # So is a grant's, which the reset leaves alone but its answer would count.
+    keys = expire_due(account, command.at) if period > account.period else []
     account.reset_month(period)
     return Decision(account, [account], keys)
 

@@ -11,6 +11,7 @@ from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantNotDue
 from ledger.domain.grants import Grant
 from ledger.handlers.account_stream import by_account, existing, load_account
+from ledger.handlers.expiries import expire_due
 from ledger.store.claims import Claim, request_fingerprint
 from ledger.unit_of_work import Decision, Handler
 
@@ -57,6 +58,7 @@ def decide_grant(account: CreditAccount | None, command: GrantCredits) -> Decisi
     account = existing(account, command.account_id)
     assert command.at is not None
     grant_id = grant_id_for(command.account_id, command.idempotency_key)
+    keys = expire_due(account, command.at)  # the answer's balances count no expired grant
     grant = account.grant(
         grant_id,
         command.amount,
@@ -65,7 +67,7 @@ def decide_grant(account: CreditAccount | None, command: GrantCredits) -> Decisi
         reason=command.reason,
         at=command.at,
     )
-    return Decision(grant_answer(account, grant_id, grant), [account])
+    return Decision(grant_answer(account, grant_id, grant), [account], keys)
 
 
 def grant_claim(command: GrantCredits) -> Claim:
@@ -100,8 +102,9 @@ class GrantClosedAnswer(msgspec.Struct, frozen=True):
 def decide_void(account: CreditAccount | None, command: VoidGrant) -> Decision[GrantClosedAnswer]:
     account = existing(account, command.account_id)
     assert command.at is not None
+    keys = expire_due(account, command.at)  # a grant past its expiry is closed: 409
     lapsed = account.void_grant(command.grant_id, command.reason, command.at)
-    return Decision(_closed(account, command.grant_id, "voided", lapsed), [account])
+    return Decision(_closed(account, command.grant_id, "voided", lapsed), [account], keys)
 
 
 def decide_expire(

@@ -71,6 +71,7 @@ def decide_place(account: CreditAccount | None, command: PlaceHold) -> Decision[
     hold_id = hold_id_for(command.account_id, command.idempotency_key)
     expires_at = command.at + timedelta(seconds=command.expires_in_seconds)
     keys = expire_due_holds(account, command.at)
+    account.expire_due_grants(command.at)  # as ledger/handlers/expiries.py's expire_due
     hold = account.place_hold(hold_id, command.amount, command.reason, expires_at, command.at)
     return Decision(hold_answer(account, hold_id, hold, "held"), [account], keys)
 

@@ -1,4 +1,4 @@
-"""Balance reads between a hold's or grant's expiry and the sweeper's record of it."""
+"""Balances read and answered between a hold's or grant's expiry and the sweeper's record."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.schemas import AccountCredits
+from audit.verify import verify
 from ledger.bootstrap import build_ledger
-from ledger.commands import GrantCredits, PlaceHold, SpendCredits
-from ledger.domain.errors import InsufficientCredits
+from ledger.commands import ExpireGrant, GrantCredits, PlaceHold, SpendCredits
+from ledger.domain.errors import GrantNotDue, InsufficientCredits
+from ledger.domain.ids import account_stream_id
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
-from tests.support.events import caught_up
+from tests.support.events import caught_up, stream_events
 from tests.support.ledger import open_account
 
 
@@ -88,3 +90,63 @@ async def test_a_hold_past_its_expiry_is_out_of_the_balance_before_the_sweeper_c
 
     assert row is None  # it said held 60, available 40
     assert (shown.held, shown.available, shown.balance) == (0, 100, 100)
+
+
+async def test_answers_given_at_a_grant_s_expiry_count_it_no_more(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A spend at a grant's ``expires_at`` does not use it (it lapses then), but its answer,
+    and a grant's, counted it in ``granted`` and ``available`` until the sweeper came: a
+    client shown 130 available had a spend of 31 refused. The command records the expiry
+    first, as it does a hold's, and the sweeper then finds it recorded."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_answers", 0)
+    lapsing = await books.execute(
+        GrantCredits(
+            account_id="acct_answers",
+            amount=100,
+            priority=0,
+            expires_at=now[0] + timedelta(minutes=1),
+            reason="",
+            idempotency_key="g1",
+        )
+    )
+    await books.execute(
+        GrantCredits(
+            account_id="acct_answers",
+            amount=40,
+            priority=50,
+            expires_at=None,
+            reason="",
+            idempotency_key="g2",
+        )
+    )
+    now[0] += timedelta(minutes=1)  # exactly its expires_at
+    try:
+        spent = await books.execute(
+            SpendCredits(account_id="acct_answers", amount=10, reason="", idempotency_key="s")
+        )
+        granted = await books.execute(
+            GrantCredits(
+                account_id="acct_answers",
+                amount=5,
+                priority=50,
+                expires_at=None,
+                reason="",
+                idempotency_key="g3",
+            )
+        )
+        with pytest.raises(GrantNotDue):
+            await books.execute(ExpireGrant(account_id="acct_answers", grant_id=lapsing.grant_id))
+        events = await stream_events(isolated_db.store, account_stream_id("acct_answers"))
+        await caught_up(isolated_db.store)
+        report = await verify(isolated_db.pool)
+    finally:
+        await books.uow.committer.stop()
+
+    assert (spent.granted, spent.available, spent.balance) == (30, 30, 30)  # it said 130
+    assert (granted.granted, granted.available) == (35, 35)
+    assert [kind for kind, _ in events[-3:]] == ["GrantExpired", "CreditsSpent", "CreditsGranted"]
+    assert events[-3][1]["lapsed"] == 100
+    assert report.findings == []

@@ -390,7 +390,7 @@ class World:
             return
         key = self.new_id("job")
         amount = self.random.choice([1, 7, 50, 120, 400, 999, 2500])
-        account = self.with_due_holds_expired(account_id)
+        account = self.with_due_expired(account_id)
         try:
             answer = await self.answered(spend_command(account_id, amount, key))
         except InsufficientCredits:
@@ -402,7 +402,7 @@ class World:
             return
         if amount > account.available_at(self.now):
             raise Violation(f"spent {amount} with only {account.available_at(self.now)} available")
-        self.keep_due_holds_expired(account_id, account)
+        self.keep_due_expired(account_id, account)
         split = account.spend(amount, self.now)
         if (answer.from_allowance, answer.from_grants, answer.from_topup) != split:
             raise Violation(
@@ -416,22 +416,30 @@ class World:
         self.touched.add(account_id)
         self.counts["spends"] += 1
 
-    def with_due_holds_expired(self, account_id: str) -> model.Account:
-        """The account as a command that takes credits or starts a period sees it: "a hold
-        past its expiry is no longer open, swept or not" (a copy: a refusal records nothing)."""
+    def with_due_expired(self, account_id: str) -> model.Account:
+        """The account as a command that answers its balances sees it: "a hold past its
+        expiry is no longer open, swept or not", and a grant past its expiry has expired,
+        holds first (a copy: a refusal records nothing)."""
         account = self.accounts[account_id]
         due = [h for h, hold in account.holds.items() if self.now >= hold.expires_at]
-        if not due:
+        lapsing = [
+            g
+            for g, grant in account.grants.items()
+            if grant.status == "active" and not grant.usable_at(self.now)
+        ]
+        if not due and not lapsing:
             return account
         account = copy.deepcopy(account)
         for hold_id in due:
             account.settle(hold_id, 0)
+        for grant_id in lapsing:
+            account.close_grant(grant_id, "expired")
         return account
 
-    def keep_due_holds_expired(self, account_id: str, account: model.Account) -> None:
+    def keep_due_expired(self, account_id: str, account: model.Account) -> None:
         """The command was taken: the expiries it recorded first stand."""
         if account is not self.accounts[account_id]:
-            self.counts["holds expired by a command"] += 1
+            self.counts["expiries recorded by a command"] += 1
             self.accounts[account_id] = account
 
     async def place_hold(self, account_id: str) -> None:
@@ -449,7 +457,7 @@ class World:
             return
         key = self.new_id("hold-key")
         amount = self.random.choice([5, 60, 300, 900, 2000])
-        account = self.with_due_holds_expired(account_id)
+        account = self.with_due_expired(account_id)
         try:
             answer = await self.answered(hold_command(account_id, amount, key, key))
         except InsufficientCredits:
@@ -460,7 +468,7 @@ class World:
             return
         if amount > account.available_at(self.now):
             raise Violation(f"held {amount} with only {account.available_at(self.now)} available")
-        self.keep_due_holds_expired(account_id, account)
+        self.keep_due_expired(account_id, account)
         from_allowance, from_grants, _ = account.split(amount, self.now)
         account.place(
             answer.hold_id,
@@ -542,9 +550,11 @@ class World:
         priority = self.random.choice([0, 10, 50, 50, 90])
         lifetime = self.random.choice([None, 2, 40, 24 * 20])
         expires_at = None if lifetime is None else self.now + timedelta(hours=lifetime)
+        account = self.with_due_expired(account_id)
         answer = await self.answered(
             grant_command(account_id, amount, priority, expires_at and expires_at.isoformat(), key)
         )
+        self.keep_due_expired(account_id, account)
         account.grants[answer.grant_id] = model.Grant(amount, priority, expires_at, self.ids)
         if answer.granted != account.granted:
             raise Violation(f"granted {answer.granted}, the rules say {account.granted}")
@@ -553,10 +563,10 @@ class World:
         self.counts["grants"] += 1
 
     async def void_grant(self, account_id: str) -> None:
-        account = self.accounts[account_id]
-        if not account.grants:
+        if not self.accounts[account_id].grants:
             return
-        grant_id = self.random.choice(sorted(account.grants))
+        grant_id = self.random.choice(sorted(self.accounts[account_id].grants))
+        account = self.with_due_expired(account_id)
         grant = account.grants[grant_id]
         try:
             answer = await self.answered(
@@ -568,6 +578,7 @@ class World:
                 # mid-commit is refused, and the first attempt must be on record.
                 if not await self.closed_in_store(account_id, grant_id):
                     raise Violation("an active grant was refused as closed") from None
+                self.keep_due_expired(account_id, account)
                 account.close_grant(grant_id, "voided")
                 self.touched.add(account_id)
                 self.counts["voids retried after a lost answer"] += 1
@@ -576,6 +587,7 @@ class World:
             return
         if not grant.usable_at(self.now):
             raise Violation(f"a grant {grant.status} or past its expiry was voided")
+        self.keep_due_expired(account_id, account)
         lapsed = account.close_grant(grant_id, "voided")
         if answer.lapsed != lapsed:
             raise Violation(f"a void let {answer.lapsed} lapse, the rules say {lapsed}")
@@ -627,8 +639,8 @@ class World:
             self.counts["resets refused"] += 1
             return
         if period > account.period:
-            account = self.with_due_holds_expired(account_id)
-            self.keep_due_holds_expired(account_id, account)
+            account = self.with_due_expired(account_id)
+            self.keep_due_expired(account_id, account)
             account.reset(period)
             self.counts["resets"] += 1
         self.touched.add(account_id)
