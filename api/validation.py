@@ -10,8 +10,10 @@ Struct's constraints as the contract words them ("The credits must be at least
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Generator
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar, cast, get_args, get_origin
 
 import msgspec
@@ -161,8 +163,52 @@ NOT_JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 is a UnicodeDecodeError, and arrays or objects nested too deep a RecursionError."""
 
 
+PAST_THE_MICROSECOND = re.compile(r"(?<=\.\d{6})\d+")
+
+
+def cut_past_the_microsecond(moment: str) -> str:
+    """An RFC 3339 time with the digits of its fraction past the microsecond cut off.
+
+    RFC 3339 allows any number of them; msgspec rounds them to the nearest microsecond, and
+    a moment rounded up is a later instant than the one written (an ``as_of`` that counted
+    an event recorded after it, a grant's ``expires_at`` that an ``as_of`` at the instant
+    written found still active). Every time the API reads is cut, as Python's
+    ``datetime.fromisoformat`` (the CLI's) does: one rule for all of them."""
+    return PAST_THE_MICROSECOND.sub("", moment, count=1)
+
+
+@functools.cache
+def _moment_fields(model: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The JSON names of ``model``'s fields that hold a time."""
+    return tuple(
+        field.encode_name
+        for field in msgspec.structs.fields(model)
+        if datetime in (_unwrapped(field.type), *map(_unwrapped, get_args(_unwrapped(field.type))))
+    )
+
+
+def _moments_cut(raw: bytes, names: tuple[str, ...]) -> bytes:
+    """``raw`` with each time of ``names`` cut at the microsecond (unchanged if none needs it,
+    or if it is not a JSON object: decoding then says what is wrong with it)."""
+    try:
+        data = msgspec.json.decode(raw)
+    except NOT_JSON_ERRORS:
+        return raw
+    if not isinstance(data, dict):
+        return raw
+    cut = {
+        name: shorter
+        for name in names
+        if isinstance(value := data.get(name), str)
+        and (shorter := cut_past_the_microsecond(value)) != value
+    }
+    return msgspec.json.encode({**data, **cut}) if cut else raw
+
+
 def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
     """The body as ``model``, or ValidationFailed with every bad field's message."""
+    if names := _moment_fields(model):
+        raw = _moments_cut(raw, names)
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -18,7 +17,7 @@ from api.pagination import After, Limit, page
 from api.read_side import Source
 from api.schemas import AccountCredits
 from api.services import Services, ServicesDependency
-from api.validation import ValidationFailed
+from api.validation import ValidationFailed, cut_past_the_microsecond
 from ledger.domain.account import kept_as_written
 from ledger.domain.errors import AccountNotFound
 from ledger.handlers.expiries import expire_due
@@ -161,17 +160,14 @@ AsOf = Annotated[
 ]
 
 
-_PAST_THE_MICROSECOND = re.compile(r"(?<=\.\d{6})\d+")
-
-
 def parse_as_of(value: str) -> datetime:
     """An RFC 3339 time with its offset, or a 422."""
     # RFC 3339 as bodies read it: datetime.fromisoformat also took ISO 8601's week dates,
     # "+00:60" and offsets with seconds (replayed at one instant, echoed as another).
-    # Digits past the microsecond are cut: msgspec rounds them, and a moment rounded up
-    # counts an event recorded after it.
+    # Digits past the microsecond are cut, as in every time the API reads: msgspec rounds
+    # them, and a moment rounded up counts an event recorded after it.
     try:
-        moment = msgspec.convert(_PAST_THE_MICROSECOND.sub("", value, count=1), datetime)
+        moment = msgspec.convert(cut_past_the_microsecond(value), datetime)
     except msgspec.ValidationError:
         moment = None
     if moment is None or moment.tzinfo is None or not kept_as_written(moment):

@@ -245,3 +245,32 @@ async def test_a_grant_past_its_expiry_is_out_of_every_balance_read_before_the_s
     just_before, at_expiry = as_of[expires - timedelta(microseconds=1)], as_of[expires]
     assert (just_before["granted"], at_expiry["granted"]) == (140, 40)
     assert at_expiry["version"] == just_before["version"]  # its expiry is not an event yet
+
+
+async def test_an_expires_at_past_the_microsecond_is_cut_as_an_as_of_is(
+    http: httpx.AsyncClient,
+    writer: LedgerClient,
+    writer_headers: dict[str, str],
+    auditor_headers: dict[str, str],
+) -> None:
+    """RFC 3339 allows any number of fraction digits. A grant's ``expires_at`` was rounded to
+    the nearest microsecond (as msgspec reads it) while ``as_of`` cuts them: an ``as_of`` at
+    the very instant written as the grant's expiry found it still active, and the grant
+    answered a later expiry than the one given. Both cut now (so does the CLI)."""
+    account_id = await open_account(writer, 0)
+    cut = datetime.now(UTC).replace(microsecond=123456) + timedelta(seconds=2)
+    written = cut.strftime("%Y-%m-%dT%H:%M:%S.%f") + "9Z"  # rounded, it was 123457
+
+    given = await grant(http, writer_headers, account_id, {"amount": 100, "expires_at": written})
+    await asyncio.sleep((cut - datetime.now(UTC)).total_seconds() + 0.05)
+    path = f"/v1/accounts/{account_id}/credits"
+    at_expiry = await http.get(path, params={"as_of": written}, headers=auditor_headers)
+    just_before = await http.get(
+        path,
+        params={"as_of": (cut - timedelta(microseconds=1)).isoformat()},
+        headers=auditor_headers,
+    )
+
+    assert given.status_code == 201, given.text
+    assert datetime.fromisoformat(given.json()["expires_at"]) == cut
+    assert (just_before.json()["granted"], at_expiry.json()["granted"]) == (100, 0)
