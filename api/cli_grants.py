@@ -136,14 +136,18 @@ def list_grants(account_id: str, status: str, as_json: bool) -> None:
     from ledger.domain.ids import account_stream_id
 
     async def read(services: Services) -> tuple[list[Any], bool]:
+        from api.routes.grants import grants_now
+
         await services.ledger.account(account_id)  # AccountNotFound
         stream_id = account_stream_id(account_id)
         current = await services.views.wait_for_stream("grants", stream_id)
-        return await services.views.grants(stream_id, status, limit=1000), current
+        return await grants_now(services, account_id, status, limit=1000), current
 
     found, current = _run(read)
     if not current:
-        click.echo("note: the grants view is behind the store (is the projector running?)", err=True)
+        click.echo(
+            "note: the grants view is behind the store (is the projector running?)", err=True
+        )
     for grant in found:
         if as_json:
             click.echo(msgspec.json.encode(grant).decode())

@@ -48,6 +48,13 @@ class GrantLine(msgspec.Struct, frozen=True):
 
 GRANT_STATUSES = ("active", "expired", "voided", "all")
 
+_GRANT_STATUS = "(CASE WHEN status = 'active' AND expires_at <= $5 THEN 'expired' ELSE status END)"
+"""A grant's status at ``$5`` (a time, or null: as the view has it)."""
+_GRANT_COLUMNS = [
+    f"{_GRANT_STATUS} AS status" if name == "status" else name
+    for name in GrantLine.__struct_fields__
+]
+
 
 class PurchaseRow(msgspec.Struct, frozen=True):
     """A purchase as customers see it."""
@@ -181,18 +188,29 @@ class Views:
         return [DueGrant(**dict(row)) for row in rows]
 
     async def grants(
-        self, stream_id: UUID, status: str, *, limit: int, before: int | None = None
+        self,
+        stream_id: UUID,
+        status: str,
+        *,
+        limit: int,
+        before: int | None = None,
+        now: datetime | None = None,
     ) -> list[GrantLine]:
-        """The grants of an account's stream of a status (or ``all``), newest first."""
+        """The grants of an account's stream of a status (or ``all``), newest first.
+
+        With ``now``, an active grant past its expiry then is listed (and filtered) as
+        ``expired``, with no ``closed_at``, before the sweeper records it so: its
+        ``remaining`` is still the view's, what its expiry will leave is the write side's."""
         rows = await self.pool.fetch(
-            f"""SELECT {", ".join(GrantLine.__struct_fields__)} FROM grants
-                WHERE stream_id = $1 AND ($2 = 'all' OR status = $2)
-                  AND ($3::bigint IS NULL OR position < $3)
+            f"""SELECT {", ".join(_GRANT_COLUMNS)} FROM grants
+                WHERE stream_id = $1 AND ($3::bigint IS NULL OR position < $3)
+                  AND ($2 = 'all' OR {_GRANT_STATUS} = $2)
                 ORDER BY position DESC LIMIT $4""",
             stream_id,
             status,
             before,
             limit,
+            now,
         )
         return [GrantLine(**dict(row)) for row in rows]
 

@@ -14,7 +14,7 @@ from api.access.tokens import Scope
 from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import GrantRequest, VoidGrantRequest
-from api.services import ServicesDependency
+from api.services import Services, ServicesDependency
 from api.validation import Body, IdempotencyKey, OptionalBody, ValidationFailed
 from ledger.commands import GrantCredits, VoidGrant
 from ledger.domain.ids import account_stream_id
@@ -137,13 +137,45 @@ async def list_grants(
     if problems:
         raise ValidationFailed(problems)
     await services.ledger.account(account_id)  # 404 for no such account
-    stream_id = account_stream_id(account_id)
     # The caller sees its own grants and voids: the view waits for the account's last event.
-    await services.views.wait_for_stream("grants", stream_id)
-    rows = await services.views.grants(
-        stream_id, status or "all", limit=chosen.limit + 1, before=chosen.after
+    await services.views.wait_for_stream("grants", account_stream_id(account_id))
+    rows = await grants_now(
+        services, account_id, status or "all", limit=chosen.limit + 1, before=chosen.after
     )
     return page_of_rows(Grants, rows, chosen.limit)
+
+
+async def grants_now(
+    services: Services, account_id: str, status: str, *, limit: int, before: int | None = None
+) -> list[GrantLine]:
+    """The account's grants from the grants view, each as it stands now: one past its expiry
+    is expired, with what its expiry leaves of it (what open holds reserve), before the
+    sweeper records it so (spends no longer use it; it was listed active, all of it
+    remaining, for as long as the sweeper or the projector was stopped)."""
+    rows = await services.views.grants(
+        account_stream_id(account_id),
+        status,
+        limit=limit,
+        before=before,
+        now=services.ledger.clock(),
+    )
+    if not any(_unrecorded_expiry(row) for row in rows):
+        return rows
+    account = await services.ledger.account_now(account_id)  # with those expiries
+    return [
+        msgspec.structs.replace(
+            row,
+            remaining=left.remaining if (left := account.grants.get(row.grant_id)) else 0,
+            closed_at=row.expires_at,
+        )
+        if _unrecorded_expiry(row)
+        else row
+        for row in rows
+    ]
+
+
+def _unrecorded_expiry(row: GrantLine) -> bool:
+    return row.status == "expired" and row.closed_at is None
 
 
 # One router, guards on each route: a path served from two routers would answer OPTIONS

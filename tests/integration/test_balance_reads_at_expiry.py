@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from api.routes.grants import grants_now
 from api.schemas import AccountCredits
+from api.services import Services
 from audit.verify import verify
 from ledger.bootstrap import build_ledger
 from ledger.commands import ExpireGrant, GrantCredits, PlaceHold, SpendCredits
@@ -150,3 +154,63 @@ async def test_answers_given_at_a_grant_s_expiry_count_it_no_more(
     assert [kind for kind, _ in events[-3:]] == ["GrantExpired", "CreditsSpent", "CreditsGranted"]
     assert events[-3][1]["lapsed"] == 100
     assert report.findings == []
+
+
+async def test_a_grant_past_its_expiry_is_listed_expired_before_the_sweeper_comes(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The grants list (``GET …/grants``, ``ledger grants list``) showed a grant past its
+    expiry active, all of it remaining, until the sweeper recorded its expiry, while spends
+    no longer used it. It lists it expired now, with what its expiry leaves (what an open
+    hold reserves of it), under ``status=expired`` and not ``active``."""
+    real = datetime.now(UTC)
+    now = [real - timedelta(hours=1)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    services = cast(Services, SimpleNamespace(views=Views(isolated_db.pool), ledger=books))
+    await open_account(books, "acct_listed", 0)
+    ends = real - timedelta(minutes=30)
+    lapsing = await books.execute(
+        GrantCredits(
+            account_id="acct_listed",
+            amount=100,
+            priority=0,
+            expires_at=ends,
+            reason="",
+            idempotency_key="g1",
+        )
+    )
+    kept = await books.execute(
+        GrantCredits(
+            account_id="acct_listed",
+            amount=40,
+            priority=50,
+            expires_at=None,
+            reason="",
+            idempotency_key="g2",
+        )
+    )
+    await books.execute(
+        PlaceHold(
+            account_id="acct_listed",
+            amount=30,  # of the first grant, and open past its expiry
+            expires_in_seconds=7200,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    await caught_up(isolated_db.store)
+    now[0] = real
+    try:
+        listed = await grants_now(services, "acct_listed", "all", limit=10)
+        active = await grants_now(services, "acct_listed", "active", limit=10)
+        expired = await grants_now(services, "acct_listed", "expired", limit=10)
+    finally:
+        await books.uow.committer.stop()
+
+    shown = [(g.grant_id, g.status, g.remaining, g.closed_at) for g in listed]
+    assert shown == [
+        (kept.grant_id, "active", 40, None),
+        (lapsing.grant_id, "expired", 30, ends),  # it said active, 100
+    ]
+    assert [g.grant_id for g in active] == [kept.grant_id]
+    assert [g.grant_id for g in expired] == [lapsing.grant_id]
