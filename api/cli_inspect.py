@@ -84,12 +84,21 @@ class AccountReport(msgspec.Struct, kw_only=True):
 def show_account(account_id: str, as_json: bool) -> None:
     """Show ACCOUNT_ID's balance, allowance, holds and latest purchases."""
     from ledger.domain.errors import AccountNotFound
+    from ledger.handlers.expiries import expire_due
 
     async def run(services: Services) -> AccountReport:
         try:
             account = await services.ledger.account(account_id, fresh=True)
         except AccountNotFound:
             raise click.ClickException(f"no account {account_id}") from None
+        events, opened_at, last_changed_at = (
+            account.version,
+            account.created_on,
+            account.modified_on,
+        )
+        # Its balances as a spend now finds them, as the balance reads show them: holds and
+        # grants past their expiry expired, swept or not (on this copy, never committed).
+        expire_due(account, services.ledger.clock())
         purchases = await services.views.purchases(account_id, limit=5)
         return AccountReport(
             account_id=account.account_id,
@@ -106,9 +115,9 @@ def show_account(account_id: str, as_json: bool) -> None:
             open_holds=len(account.holds),
             low_balance_threshold=account.effective_low_balance_threshold,
             low_balance_threshold_set=account.low_balance_threshold is not None,
-            events=account.version,
-            opened_at=account.created_on,
-            last_changed_at=account.modified_on,
+            events=events,
+            opened_at=opened_at,
+            last_changed_at=last_changed_at,
             purchases=[
                 {
                     "session_id": p.session_id,

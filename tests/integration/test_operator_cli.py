@@ -19,12 +19,13 @@ import subprocess
 import sys
 import termios
 import time
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from api.access.tokens import Scope, TokenService
 from ledger.bootstrap import build_ledger
-from ledger.commands import SpendCredits
+from ledger.commands import GrantCredits, SpendCredits
 from projections.names import VIEW_NAMES
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
@@ -68,6 +69,33 @@ async def test_accounts_show_reads_the_account_and_its_latest_purchases(
     assert (report["balance"], report["monthly_allowance"], report["events"]) == (190, 200, 2)
     assert missing.returncode == 1
     assert "no account acct_nope" in missing.stderr
+
+
+async def test_accounts_show_counts_no_grant_past_its_expiry(isolated_db: IsolatedDatabase) -> None:
+    """As every balance read: a grant past its expiry, its expiry not recorded yet (no sweeper
+    runs here), was shown in the grants, the balance and what is available."""
+    real = datetime.now(UTC)
+    books = build_ledger(isolated_db.pool, clock=lambda: real - timedelta(hours=1))
+    await open_account(books, "acct_lapsed", 0)
+    for key, expires_at in (("g1", real - timedelta(minutes=30)), ("g2", None)):
+        await books.execute(
+            GrantCredits(
+                account_id="acct_lapsed",
+                amount=100 if key == "g1" else 40,
+                priority=50,
+                expires_at=expires_at,
+                reason="",
+                idempotency_key=key,
+            )
+        )
+    await books.uow.committer.stop()
+
+    shown = await ledger(isolated_db.url, "accounts", "show", "acct_lapsed", "--json")
+
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert (report["granted"], report["active_grants"], report["available"]) == (40, 1, 40)
+    assert report["events"] == 3  # its expiry is not an event yet
 
 
 async def test_accounts_list_pages_through_the_balances_view_and_says_when_it_is_behind(
