@@ -235,8 +235,12 @@ class Ledger:
         account = await self.account(account_id, fresh=True)
         if (open_hold := account.holds.get(hold_id)) is not None:
             # Past its expiry, it is no longer open, swept or not: shown as its expiry
-            # will be recorded (decided on this copy, never committed).
-            if (expiry := account.expire_hold(hold_id, self.clock())) is not None:
+            # will be recorded (decided on this copy, never committed), and the balances
+            # with every expiry due now, as a balance read shows them.
+            now = self.clock()
+            expiry = account.expire_hold(hold_id, now)
+            expire_due(account, now)
+            if expiry is not None:
                 return hold_answer(account, hold_id, open_hold, "expired", expiry)
             return hold_answer(account, hold_id, open_hold, "held")
         earlier = await self.claims.find(f"hold-settlement/{account_id}", hold_id)

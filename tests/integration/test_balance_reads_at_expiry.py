@@ -214,3 +214,40 @@ async def test_a_grant_past_its_expiry_is_listed_expired_before_the_sweeper_come
     ]
     assert [g.grant_id for g in active] == [kept.grant_id]
     assert [g.grant_id for g in expired] == [lapsing.grant_id]
+
+
+async def test_a_hold_read_shows_the_balances_without_a_grant_past_its_expiry(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """``GET …/holds/{hold_id}`` answers with the account's balances: they counted a grant
+    past its expiry, its expiry not recorded yet, in ``available``."""
+    real = datetime.now(UTC)
+    now = [real - timedelta(hours=1)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_hold_read", 50)
+    await books.execute(
+        GrantCredits(
+            account_id="acct_hold_read",
+            amount=100,
+            priority=50,
+            expires_at=real - timedelta(minutes=30),
+            reason="",
+            idempotency_key="g1",
+        )
+    )
+    held = await books.execute(
+        PlaceHold(
+            account_id="acct_hold_read",
+            amount=20,  # of the allowance
+            expires_in_seconds=7200,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    now[0] = real
+    try:
+        shown = await books.hold("acct_hold_read", held.hold_id)
+    finally:
+        await books.uow.committer.stop()
+
+    assert (shown.status, shown.balance, shown.held, shown.available) == ("held", 50, 20, 30)
