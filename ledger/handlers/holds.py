@@ -111,6 +111,10 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
         settlement = account.expire_hold(command.hold_id, command.at)
         if settlement is None:
             raise HoldNotDue(command.hold_id)
+    if command.outcome != "expired":  # the sweeper's own comes next, and counts its own
+        # Then the grants' expiries due (as the sweeper, holds first): the client's answer
+        # counts no grant a spend would refuse.
+        account.expire_due_grants(command.at)
     answer = hold_answer(account, command.hold_id, hold, outcome, settlement)
     return Decision(answer, [account])
 

@@ -13,7 +13,7 @@ from api.schemas import AccountCredits
 from api.services import Services
 from audit.verify import verify
 from ledger.bootstrap import build_ledger
-from ledger.commands import ExpireGrant, GrantCredits, PlaceHold, SpendCredits
+from ledger.commands import ExpireGrant, GrantCredits, PlaceHold, SettleHold, SpendCredits
 from ledger.domain.errors import GrantNotDue, InsufficientCredits
 from ledger.domain.ids import account_stream_id
 from projections.queries import Views
@@ -251,3 +251,50 @@ async def test_a_hold_read_shows_the_balances_without_a_grant_past_its_expiry(
         await books.uow.committer.stop()
 
     assert (shown.status, shown.balance, shown.held, shown.available) == ("held", 50, 20, 30)
+
+
+async def test_a_capture_at_a_grant_s_expiry_answers_balances_without_it(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A capture may spend what its hold reserved of a grant past its expiry; what it does
+    not use lapses, and the rest of the grant with it. Its answer counted the rest in
+    ``available`` until the sweeper came; the capture records the grant's expiry after it."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_capture", 0)
+    lapsing = await books.execute(
+        GrantCredits(
+            account_id="acct_capture",
+            amount=100,
+            priority=50,
+            expires_at=now[0] + timedelta(minutes=1),
+            reason="",
+            idempotency_key="g1",
+        )
+    )
+    held = await books.execute(
+        PlaceHold(
+            account_id="acct_capture",
+            amount=30,
+            expires_in_seconds=3600,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    now[0] += timedelta(minutes=1)
+    try:
+        captured = await books.execute(
+            SettleHold(
+                account_id="acct_capture", hold_id=held.hold_id, outcome="captured", amount=10
+            )
+        )
+        events = await stream_events(isolated_db.store, account_stream_id("acct_capture"))
+        await caught_up(isolated_db.store)
+        report = await verify(isolated_db.pool)
+    finally:
+        await books.uow.committer.stop()
+
+    assert (captured.balance, captured.available) == (0, 0)  # it said 90
+    assert [kind for kind, _ in events[-2:]] == ["HoldCaptured", "GrantExpired"]
+    assert (events[-1][1]["grant_id"], events[-1][1]["lapsed"]) == (lapsing.grant_id, 90)
+    assert report.findings == []
