@@ -16,8 +16,9 @@ def expire_due(account: CreditAccount, at: datetime | None) -> list[ClaimRecord]
     Past its expiry a hold is no longer open and a grant no longer usable, swept or not:
     a command that answers the account's balances records those expiries first, so that
     its answer counts no credits the next spend would refuse (or take), and a read does
-    the same on its own copy, never committed. Holds first: a hold's share of a grant then goes back to the grant
-    and lapses with it, as the sweeper's two expiries would leave it in either order."""
+    the same on its own copy, never committed. Holds first, as the sweeper: a hold's share
+    of a grant goes back to the grant and lapses with it (the balances are the same in
+    either order)."""
     keys = expire_due_holds(account, at)
     if account.grants and at is not None:
         account.expire_due_grants(at)
