@@ -6,6 +6,7 @@ send (a bad time, a missing amount) stay raw httpx.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
