@@ -201,6 +201,40 @@ async def test_a_removed_event_and_a_retimed_event_are_reported(
     assert (earlier.account_id, earlier.version) == ("acct_alice", 2)
 
 
+async def test_an_event_hidden_from_readers_by_its_transaction_id_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The hash chain leaves transaction_id out; readers in commit order pass an event only
+    once that id has ended. An id still to come hides the event from the feeds, the account
+    histories and the projector, though replaying the rows finds nothing wrong."""
+    await build_history(isolated_db)
+    alice = account_stream_id("acct_alice")
+    position = await isolated_db.pool.fetchval(
+        """SELECT notification_id FROM stored_events
+           WHERE originator_id = $1 AND originator_version = 5""",
+        alice,
+    )
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events
+           SET transaction_id = (pg_current_xact_id()::text::bigint + 1000000)::text::xid8
+           WHERE notification_id = $1""",
+        position,
+    )
+    assert position not in [e.notification_id for e in await isolated_db.store.read_all(0, 1000)]
+
+    report = await verify(isolated_db.pool)
+
+    [hidden] = report.findings
+    assert (hidden.kind, hidden.account_id, hidden.version, hidden.position) == (
+        "hidden-event",
+        "acct_alice",
+        5,
+        position,
+    )
+    assert "pass over it" in hidden.detail
+
+
 async def test_an_event_recorded_into_its_streams_past_is_reported_and_as_of_stops_before_it(
     isolated_db: IsolatedDatabase,
 ) -> None:
