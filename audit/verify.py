@@ -427,7 +427,15 @@ class StreamReplay:
                     self._check_split(stream, event, domain_event)
                 replayed = domain_event.mutate(stream.aggregate)
             except Exception as error:  # a tampered row may not even decode
-                self._find("unreadable", f"cannot replay the event: {error}", stream, event)
+                # The aggregate stays before this event, so each later one would fail in
+                # turn with the library's bare "(next version, last version)".
+                self._find(
+                    "unreadable",
+                    f"cannot replay the event: {error}; the stream's later events are not replayed",
+                    stream,
+                    event,
+                )
+                stream.replayable = False
                 replayed = None
             else:
                 stream.aggregate = replayed

@@ -201,6 +201,24 @@ async def test_a_removed_event_and_a_retimed_event_are_reported(
     assert (earlier.account_id, earlier.version) == ("acct_alice", 2)
 
 
+async def test_an_event_that_cannot_be_read_is_one_finding_not_one_per_later_event(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events SET state = convert_to('not json', 'UTF8')
+           WHERE originator_id = $1 AND originator_version = 5""",
+        account_stream_id("acct_alice"),
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [unreadable] = [f for f in report.findings if f.kind == "unreadable"]
+    assert (unreadable.account_id, unreadable.version) == ("acct_alice", 5)
+    assert "later events are not replayed" in unreadable.detail
+
+
 async def test_an_event_hidden_from_readers_by_its_transaction_id_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:
