@@ -78,6 +78,7 @@ from ledger.store.mapper import MsgspecMapper, event_type_name
 from ledger.store.migrate import SERVICE_ROLE, packaged
 from projections.balance_changes import description_of
 from projections.events import as_text
+from projections.runner import all_projections
 
 CURSOR_PREFETCH = 5000
 PROGRESS_SECONDS = 0.2
@@ -1039,6 +1040,18 @@ class Verifier:
         """A view's position is the last event it folded: never past the store's last
         event (where it would skip the events written there when they come)."""
         last = await self.connection.fetchval("SELECT max(notification_id) FROM stored_events")
+        for projection in all_projections():
+            if projection.name not in self.positions and await self.connection.fetchval(
+                f"SELECT EXISTS (SELECT FROM {projection.table})"
+            ):
+                self.findings.append(
+                    Finding(
+                        kind="projection-position",
+                        detail=f"the {projection.name} view has rows and no position (its "
+                        "row in projection_positions is gone): the projector would fold every "
+                        "event into it again",
+                    )
+                )
         for view, position in sorted(self.positions.items()):
             if position > (last or 0):
                 self.findings.append(

@@ -300,6 +300,18 @@ async def test_a_view_position_past_the_stores_last_event_is_reported(
     assert f"the balances view is at position {last + 1000}" in past.detail
 
 
+async def test_a_views_position_removed_while_its_rows_remain_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    await build_history(isolated_db)
+    await tamper(isolated_db.url, "DELETE FROM projection_positions WHERE name = 'statement'")
+
+    report = await verify(isolated_db.pool)
+
+    [gone] = [f for f in report.findings if f.kind == "projection-position"]
+    assert "the statement view has rows and no position" in gone.detail
+
+
 async def test_a_view_edited_by_hand_is_reported_field_by_field(
     isolated_db: IsolatedDatabase,
 ) -> None:
