@@ -640,7 +640,13 @@ def audit_checkpoint(key_file: Path, output: Any) -> None:
 )
 def audit_export(account_id: str, fmt: str, output: Any) -> None:
     """Write ACCOUNT_ID's history, oldest first, with the balance after each event."""
-    from audit.export import account_history, as_csv_row, as_json_line, csv_header
+    from audit.export import (
+        DamagedHistory,
+        account_history,
+        as_csv_row,
+        as_json_line,
+        csv_header,
+    )
 
     async def run(services: Services) -> int:
         if not await services.ledger.account_exists(account_id):
@@ -648,9 +654,12 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
         count = 0
         if fmt == "csv":
             output.write(csv_header() + "\n")
-        async for event in account_history(services.store, account_id):
-            output.write((as_csv_row(event) if fmt == "csv" else as_json_line(event)) + "\n")
-            count += 1
+        try:
+            async for event in account_history(services.store, account_id):
+                output.write((as_csv_row(event) if fmt == "csv" else as_json_line(event)) + "\n")
+                count += 1
+        except DamagedHistory as error:
+            raise click.ClickException(f"{error}; {count} events exported before it") from None
         return count
 
     count = _run_with_services(_settings(), run)

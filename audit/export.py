@@ -52,14 +52,34 @@ class ExportedEvent(msgspec.Struct, frozen=True):
     description: str
 
 
+class DamagedHistory(Exception):
+    """The stream cannot be exported past this event: its balances would be made up."""
+
+
 async def account_history(store: EventStore, account_id: str) -> AsyncIterator[ExportedEvent]:
-    """The account's events, oldest first, each with the balance after it."""
+    """The account's events, oldest first, each with the balance after it.
+
+    Raises DamagedHistory at a version missing or repeated, or an event that cannot be
+    read (``ledger audit verify`` tells what happened): every balance after it would be
+    wrong, and an export is what an auditor replays.
+    """
     buckets = Buckets(0, 0)
     decode = MsgspecMapper().to_domain_event
-    for recorded in await store.load(account_stream_id(account_id)):
-        event = decode(recorded)
+    for expected, recorded in enumerate(await store.load(account_stream_id(account_id)), 1):
+        where = f"{account_id}'s history stops at position {recorded.notification_id}"
+        if recorded.originator_version != expected:
+            raise DamagedHistory(
+                f"{where}: version {recorded.originator_version} follows version "
+                f"{expected - 1}, events are missing or repeated (see `ledger audit verify`)"
+            )
+        try:
+            event = decode(recorded)
+            data = msgspec.json.decode(recorded.state)  # exported as stored
+        except Exception as error:  # a row changed by hand may not even name a type
+            raise DamagedHistory(
+                f"{where}: version {expected} cannot be read ({error}; see `ledger audit verify`)"
+            ) from None
         kind = type(event).__name__
-        data = msgspec.json.decode(recorded.state)  # exported as stored
         change = change_of(event, buckets)
         if change is not None:
             buckets = apply_change(buckets, change)

@@ -372,6 +372,39 @@ async def test_the_verify_command_reports_and_exits_by_its_findings(
     assert "FAILED: 2 finding(s)" in dirty.stdout
 
 
+async def test_export_stops_with_one_line_where_a_history_is_damaged(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Past a missing or unreadable event every balance an export printed would be wrong
+    (a missing one was passed over, an unreadable one was a traceback)."""
+    await build_history(isolated_db)
+    alice, bob = account_stream_id("acct_alice"), account_stream_id("acct_bob")
+    await tamper(
+        isolated_db.url,
+        "DELETE FROM stored_events WHERE originator_id = $1 AND originator_version = 5",
+        alice,
+    )
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events SET topic = 'ledger.domain.events:Nothing'
+           WHERE originator_id = $1 AND originator_version = 3""",
+        bob,
+    )
+
+    gap = await ledger(isolated_db.url, "audit", "export", "acct_alice")
+    unreadable = await ledger(isolated_db.url, "audit", "export", "acct_bob", "--format", "csv")
+
+    assert gap.returncode == 1
+    assert len(gap.stdout.splitlines()) == 4
+    assert "version 6 follows version 4" in gap.stderr
+    assert unreadable.returncode == 1
+    assert len(unreadable.stdout.splitlines()) == 1 + 2  # the header and versions 1-2
+    assert "version 3 cannot be read" in unreadable.stderr
+    for run in (gap, unreadable):
+        assert "Traceback" not in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1
+
+
 async def test_export_writes_the_history_as_json_lines_and_csv(
     isolated_db: IsolatedDatabase,
 ) -> None:
