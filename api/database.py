@@ -26,6 +26,7 @@ from ledger.store.event_store import DATABASE_ERRORS, Connection
 from ledger.store.migrate import (
     SERVICE_ROLE,
     ServiceRoleTooPowerful,
+    available_migrations,
     owner_session,
     pending_migrations,
     set_up,
@@ -242,13 +243,15 @@ async def service_url(
 ) -> str:
     """Set the database up if a connection at hand may, and the URL the service connects with.
 
-    ``set_up_first=False`` (the audit) changes nothing in a database that is set up: no
-    grants applied again (they would revoke one the audit is there to find); one that
-    lacks migrations (a fresh one) is set up as ever, or refused for a role that may not."""
+    ``set_up_first=False`` (the audit) changes nothing in a database that was ever set up:
+    no grants applied again (they would revoke one the audit is there to find), and no
+    migration applied to one that lacks some (an older release's, a restored backup: they
+    change views the audit compares); a fresh one, which lacks them all, is set up as ever,
+    or refused for a role that may not."""
     connection = await _first_connection(admin_url or database_url)
     try:
         administer = await may_administer(connection)
-        if administer and (set_up_first or await pending_migrations(connection)):
+        if administer and (set_up_first or await _never_set_up(connection)):
             applied = await _set_up(connection)
             if applied:
                 # Each migration had its line (ledger.store.migrate): the sum, not the list again.
@@ -259,6 +262,11 @@ async def service_url(
                 )
         else:
             pending = await pending_migrations(connection)
+            if pending and administer:
+                raise DatabaseNotReady(
+                    f"the database lacks migrations {', '.join(pending)}: the audit applies "
+                    "none to a database it audits; run `ledger db setup` first"
+                )
             if pending:
                 raise DatabaseNotReady(
                     f"the database lacks migrations {', '.join(pending)}: run `ledger db setup` "
@@ -270,6 +278,11 @@ async def service_url(
     if admin_url is None and administer and user != SERVICE_ROLE:
         return as_role(database_url, SERVICE_ROLE)
     return database_url
+
+
+async def _never_set_up(connection: Connection) -> bool:
+    """Whether the database lacks every migration (a fresh one, not an older release's)."""
+    return len(await pending_migrations(connection)) == len(available_migrations())
 
 
 async def warn_about_durability(connection: Connection) -> None:

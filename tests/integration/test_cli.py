@@ -223,6 +223,32 @@ async def test_audit_verify_on_a_database_never_set_up_sets_it_up_and_finds_noth
     assert audited.stdout.splitlines()[-1].startswith("OK:")
 
 
+async def test_audit_verify_applies_no_migration_to_a_database_of_an_older_release(
+    postgres_server_url: str,
+) -> None:
+    """A database set up before a migration (an older release, a restored backup) is
+    audited as it is, or not at all: the migration would change views the audit compares."""
+    async with fresh_database(postgres_server_url) as url:
+        assert (await ledger(url, "db", "setup")).returncode == 0
+        connection = await asyncpg.connect(url)
+        try:
+            newest = await connection.fetchval(
+                "DELETE FROM schema_migrations WHERE version = "
+                "(SELECT max(version) FROM schema_migrations) RETURNING name"
+            )
+            audited = await ledger(url, "audit", "verify", "--jobs", "1")
+            still_missing = await connection.fetchval(
+                "SELECT NOT EXISTS (SELECT FROM schema_migrations WHERE name = $1)", newest
+            )
+        finally:
+            await connection.close()
+
+    assert audited.returncode == 1
+    assert f"lacks migrations {newest}" in audited.stderr
+    assert "Traceback" not in audited.stderr
+    assert still_missing
+
+
 @contextlib.asynccontextmanager
 async def _role(server_url: str, options: str) -> AsyncIterator[str]:
     """A login role of the test's own (``options``: CREATEROLE…), on no table of the
