@@ -505,6 +505,12 @@ def audit_verify(
         checkpoints = open_checkpoints(checkpoint_files, public_key_files)
     except CheckpointError as error:
         raise click.ClickException(str(error)) from None
+    if public_key_files and not checkpoints:
+        click.echo(
+            "warning: --public-key without --checkpoint: the keys check checkpoint files, "
+            "and no checkpoint was given, so nothing was signed to check",
+            err=True,
+        )
     for checkpoint in checkpoints if not public_key_files else ():
         click.echo(
             f"warning: no --public-key, so {checkpoint.name} was checked with the key it names "

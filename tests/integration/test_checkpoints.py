@@ -446,6 +446,18 @@ async def test_the_cli_makes_a_key_signs_a_checkpoint_and_verifies_against_it(
     assert [f["kind"] for f in json.loads(dirty_json.stdout)["findings"]] == ["checkpoint-head"]
 
 
+async def test_a_public_key_without_a_checkpoint_is_said_to_check_nothing(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "checkpoint-key.pem"
+    await ledger(isolated_db.url, "audit", "keygen", "--out", str(key_file))
+
+    audited = await ledger(isolated_db.url, "audit", "verify", "--public-key", f"{key_file}.pub")
+
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert "--public-key without --checkpoint" in audited.stderr
+
+
 async def test_a_checkpoint_written_over_a_directory_is_refused_before_it_is_taken(
     isolated_db: IsolatedDatabase, tmp_path: Path
 ) -> None:
