@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
-from api.cli_support import plural, progress, run_with_services, settings_from_env
+from api.cli_support import (
+    Database,
+    plural,
+    progress,
+    run_with_database,
+    run_with_services,
+    settings_from_env,
+)
 from api.settings import Settings
 from ledger import event_loop
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
@@ -519,7 +526,7 @@ def audit_verify(
             err=True,
         )
 
-    async def run(services: Services) -> Any:
+    async def run(services: Database) -> Any:
         settle_after_start_up(young=BATCHES_YOUNG)  # as in its workers (audit/verify.py)
         total = await services.pool.fetchval("SELECT count(*) FROM stored_events")
         with progress(total, "events", enabled=not as_json) as bar:
@@ -532,7 +539,7 @@ def audit_verify(
             )
 
     # The audit changes nothing: no migrations or grants applied to the database it audits.
-    report = _run_with_services(_settings(), run, set_up_first=False)
+    report = run_with_database(_settings(service=False), run, set_up_first=False)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
     else:
@@ -618,7 +625,9 @@ def audit_checkpoint(key_file: Path, output: Any) -> None:
         key = load_private_key(key_file)
     except CheckpointError as error:
         raise click.ClickException(str(error)) from None
-    checkpoint = _run_with_services(_settings(), lambda s: take_checkpoint(s.pool, key))
+    checkpoint = run_with_database(
+        _settings(service=False), lambda database: take_checkpoint(database.pool, key)
+    )
     output.write(encode_checkpoint(checkpoint))
     click.echo(
         f"checkpoint at position {checkpoint.position}: {checkpoint.event_count:,} events, "
@@ -653,9 +662,10 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
         as_json_line,
         csv_header,
     )
+    from ledger.domain.ids import account_stream_id
 
-    async def run(services: Services) -> int:
-        if not await services.ledger.account_exists(account_id):
+    async def run(services: Database) -> int:
+        if not await services.store.first_events([account_stream_id(account_id)]):
             raise click.ClickException(f"account {account_id} does not exist")
         count = 0
         if fmt == "csv":
@@ -668,7 +678,7 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
             raise click.ClickException(f"{error}; {count} events exported before it") from None
         return count
 
-    count = _run_with_services(_settings(), run)
+    count = run_with_database(_settings(service=False), run)
     click.echo(f"exported {count} events of {account_id}", err=True)
 
 

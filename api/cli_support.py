@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
@@ -14,21 +15,25 @@ from api.settings import Settings, SettingsError
 from ledger import event_loop
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from api.services import Services
+    from ledger.store.event_store import EventStore
 
 T = TypeVar("T")
 
 
-def settings_from_env(*, serving: bool = False) -> Settings:
+def settings_from_env(*, serving: bool = False, service: bool = True) -> Settings:
     """The settings, or the command ends with every bad value named (also of the variables
     read outside Settings, which would otherwise fail later, as a traceback; with
-    ``serving``, what ``ledger serve`` needs besides, in the same one line)."""
+    ``serving``, what ``ledger serve`` needs besides, in the same one line; without
+    ``service``, only what a command of the database alone needs: ``run_with_database``)."""
     from api.cli_config import extra_variable_problems
     from api.settings import serving_problems
 
     more = [*extra_variable_problems(os.environ), *(serving_problems() if serving else [])]
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(service=service)
     except SettingsError as error:
         raise click.ClickException("; ".join([*error.problems, *more])) from None
     if more:
@@ -52,6 +57,39 @@ def run_with_services(
             settings, stripe_api_base=stripe_api_base, set_up_first=set_up_first
         ) as services:
             return await work(services)
+
+    return event_loop.run(run())
+
+
+class Database(NamedTuple):
+    """The event store alone, for the commands that read nothing else (the audit's)."""
+
+    pool: asyncpg.Pool
+    store: EventStore
+    database_url: str
+
+
+def run_with_database(
+    settings: Settings, work: Callable[[Database], Awaitable[T]], *, set_up_first: bool = True
+) -> T:
+    """Run ``work(database)`` in an event loop of its own, the pool closed after.
+
+    Opens no Stripe client and needs no page key, unlike ``run_with_services``: an auditor's
+    or a checkpoint signer's host holds the database's URL and none of the service's
+    secrets (``set_up_first``: see ``api.database.service_url``)."""
+    from api.database import create_pool, resolve_database_url, service_url
+    from ledger.store.event_store import EventStore
+
+    async def run() -> T:
+        given = await asyncio.to_thread(
+            resolve_database_url, settings.database_url, settings.data_dir
+        )
+        url = await service_url(given, settings.database_admin_url, set_up_first=set_up_first)
+        pool = await create_pool(url, set_up_first=set_up_first)
+        try:
+            return await work(Database(pool, EventStore(pool), url))
+        finally:
+            await pool.close()
 
     return event_loop.run(run())
 

@@ -106,8 +106,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return [secret.strip() for secret in raw.split(",") if secret.strip()]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and check the environment; raise SettingsError naming every bad value."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, service: bool = True) -> Settings:
+        """Read and check the environment; raise SettingsError naming every bad value.
+
+        ``service=False``: for a command that needs only the database (the audit's), so
+        production asks it for no Stripe, page or metrics secret it would never use."""
         env = os.environ if env is None else env
         problems: list[str] = []
 
@@ -188,7 +191,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"({settings.stripe_standin_port})"
             )
         if settings.production:
-            problems.extend(production_problems(settings))
+            problems.extend(
+                production_problems(settings) if service else database_problems(settings)
+            )
         if problems:
             raise SettingsError("; ".join(problems), problems)
         return settings
@@ -235,11 +240,16 @@ def production_problems(settings: Settings) -> list[str]:
             "LEDGER_ENV=production needs METRICS_PORT (serve /metrics on a port of its own) "
             "or METRICS_TOKEN (a bearer token for /metrics), or both"
         )
+    return problems + database_problems(settings)
+
+
+def database_problems(settings: Settings) -> list[str]:
+    """What ``LEDGER_ENV=production`` refuses of a command that uses only the database."""
     if not settings.database_url:
-        problems.append(
+        return [
             "LEDGER_ENV=production needs DATABASE_URL: the embedded PostgreSQL is for development"
-        )
-    return problems
+        ]
+    return []
 
 
 def serving_problems(env: Mapping[str, str] | None = None) -> list[str]:

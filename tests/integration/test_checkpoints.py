@@ -11,6 +11,7 @@ import asyncio
 import json
 import stat
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -444,6 +445,47 @@ async def test_the_cli_makes_a_key_signs_a_checkpoint_and_verifies_against_it(
     assert "[checkpoint-head] account acct_bob" in dirty.stdout
     assert "FAILED: 1 finding(s)" in dirty.stdout
     assert [f["kind"] for f in json.loads(dirty_json.stdout)["findings"]] == ["checkpoint-head"]
+
+
+async def test_in_production_the_audit_commands_need_the_database_and_no_service_secret(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    """An auditor's host, or the one that signs checkpoints, holds the database's URL and
+    should not hold the Stripe key: production asked every command for it."""
+    await build_history(isolated_db)
+    key_file = tmp_path / "checkpoint-key.pem"
+    saved = tmp_path / "checkpoint.json"
+    await ledger(isolated_db.url, "audit", "keygen", "--out", str(key_file))
+    production = {
+        "LEDGER_ENV": "production",
+        "LEDGER_DATA_DIR": str(tmp_path / "data"),
+        **dict.fromkeys(
+            ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "LEDGER_PAGE_KEY"),
+            "",
+        ),
+        **dict.fromkeys(("METRICS_PORT", "METRICS_TOKEN"), ""),
+    }
+
+    def run(*args: str) -> Any:
+        return ledger(isolated_db.url, *args, env=production)
+
+    signed = await run("audit", "checkpoint", "--key", str(key_file), "-o", str(saved))
+    verified = await run(
+        "audit", "verify", "--checkpoint", str(saved), "--public-key", f"{key_file}.pub"
+    )
+    exported = await run("audit", "export", "acct_bob")
+    service = await run("accounts", "list")
+    nowhere = await ledger("", "audit", "verify", env=production)
+
+    assert signed.returncode == 0, signed.stderr
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "nothing at or before the checkpoints changed" in verified.stdout
+    assert exported.returncode == 0, exported.stderr
+    assert service.returncode == 1
+    assert "needs STRIPE_SECRET_KEY" in service.stderr
+    assert nowhere.returncode == 1
+    assert "needs DATABASE_URL" in nowhere.stderr
+    assert not (tmp_path / "data").exists()  # no development secret made on the way
 
 
 async def test_a_public_key_without_a_checkpoint_is_said_to_check_nothing(
