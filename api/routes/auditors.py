@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -160,12 +161,18 @@ AsOf = Annotated[
 ]
 
 
+_PLUS_READ_AS_A_SPACE = re.compile(r"(?<=\d) (?=\d\d:\d\d$)")
+"""A positive offset's "+" written unencoded in a URL, which the query string reads as a
+space: "?as_of=2026-11-25T12:00:00+01:00" (curl, a browser's address bar) was a 422."""
+
+
 def parse_as_of(value: str) -> datetime:
     """An RFC 3339 time with its offset, or a 422."""
     # RFC 3339 as bodies read it: datetime.fromisoformat also took ISO 8601's week dates,
     # "+00:60" and offsets with seconds (replayed at one instant, echoed as another).
     # Digits past the microsecond are cut, as in every time the API reads: msgspec rounds
     # them, and a moment rounded up counts an event recorded after it.
+    value = _PLUS_READ_AS_A_SPACE.sub("+", value, count=1)
     try:
         moment = msgspec.convert(cut_past_the_microsecond(value), datetime)
     except msgspec.ValidationError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 
@@ -180,6 +180,24 @@ async def test_as_of_takes_rfc_3339_times_with_a_lower_case_t_and_z(
     assert upper.status_code == 200, upper.text
     assert lower.status_code == 200, lower.text
     assert lower.json() == upper.json()
+
+
+async def test_as_of_takes_a_positive_offset_whose_plus_a_url_left_unencoded(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """A query string reads "+" as a space: "?as_of=…T13:00:00+01:00" typed into curl or a
+    browser arrived as "…T13:00:00 01:00", a 422 for a time that looked right."""
+    headers = await auditor(services)
+    path = f"/v1/accounts/{customer.account_id}/credits"
+    moment = datetime.now(UTC).astimezone(timezone(timedelta(hours=1))).isoformat()
+
+    encoded = await http.get(path, params={"as_of": moment}, headers=headers)
+    typed = await http.get(f"{path}?as_of={moment}", headers=headers)
+
+    assert "+01:00" in str(typed.request.url)
+    assert encoded.status_code == 200, encoded.text
+    assert typed.status_code == 200, typed.text
+    assert typed.json() == encoded.json()
 
 
 async def test_an_as_of_with_digits_past_the_microsecond_leaves_out_a_later_event(
