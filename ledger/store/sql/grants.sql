@@ -14,12 +14,8 @@ GRANT USAGE ON SCHEMA public TO ledger_service;
 
 -- History: read only; written through append() and append_one().
 GRANT SELECT ON stored_events, snapshots, claims, schema_migrations TO ledger_service;
-REVOKE ALL ON FUNCTION append(
-    int, int[], uuid[], bigint[], text[], bytea[], int[], text[], text[], bytea[], bytea[],
-    int[], uuid[], bigint[], text[], bytea[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION append(
-    int, int[], uuid[], bigint[], text[], bytea[], int[], text[], text[], bytea[], bytea[],
-    int[], uuid[], bigint[], text[], bytea[]) TO ledger_service;
+REVOKE ALL ON FUNCTION append(int, append_row[], append_row[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION append(int, append_row[], append_row[]) TO ledger_service;
 REVOKE ALL ON FUNCTION append_one(uuid, bigint, text, bytea, text, text, bytea, bytea)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION append_one(uuid, bigint, text, bytea, text, text, bytea, bytea)

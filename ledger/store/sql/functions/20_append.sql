@@ -41,21 +41,31 @@
 -- pg_temp last in its search_path: where it is not named, PostgreSQL searches a
 -- session's temporary schema first, and a temporary table or sequence of the caller's
 -- (stored_events_notification_id_seq, say) would stand in for the owner's.
+--
+-- Events and claims come as one array of rows, snapshots as another (append_row,
+-- 19_append_rows.sql, says what a row holds and why), a command's rows in its events'
+-- order; the first statement below takes them apart into the arrays the steps work on.
 CREATE OR REPLACE FUNCTION append(
-    commands int,
-    event_commands int[], ids uuid[], versions bigint[], topics text[], states bytea[],
-    claim_commands int[], claim_scopes text[], claim_keys text[], claim_hashes bytea[],
-    claim_answers bytea[],
-    snapshot_commands int[], snapshot_ids uuid[], snapshot_versions bigint[],
-    snapshot_topics text[], snapshot_states bytea[]
+    commands int, write_rows append_row[], snapshot_rows append_row[]
 ) RETURNS TABLE (command int, outcome text, positions bigint[])
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
 -- Its statements take arrays, whose lengths move PostgreSQL's estimates: left to choose,
 -- it planned step 2's again on every call, dearer than running it.
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
-    events int := coalesce(cardinality(ids), 0);
-    claims int := coalesce(cardinality(claim_keys), 0);
+    event_commands int[];
+    ids uuid[];
+    versions bigint[];
+    topics text[];
+    states bytea[];
+    claim_commands int[];
+    claim_scopes text[];
+    claim_keys text[];
+    claim_hashes bytea[];
+    claim_answers bytea[];
+    row_order bigint[];
+    event_count int;
+    claim_count int;
     busy boolean[] := array_fill(false, ARRAY[commands]);
     previous bytea[] := '{}';
     hashes bytea[] := '{}';
@@ -77,15 +87,39 @@ BEGIN
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
 
+    -- The rows taken apart, each kind in the rows' order. Without ORDER BY in each
+    -- aggregate (ten sorts: ~70 us of a batch of 48 on PostgreSQL 15): one aggregation
+    -- feeds every aggregate the same rows in the same sequence, the unnest's, and
+    -- row_order checks that it is 1, 2, 3, ...
+    SELECT array_agg(u.i),
+           array_agg(u.n) FILTER (WHERE u.event), array_agg(u.id) FILTER (WHERE u.event),
+           array_agg(u.version) FILTER (WHERE u.event), array_agg(u.topic) FILTER (WHERE u.event),
+           array_agg(u.state) FILTER (WHERE u.event),
+           array_agg(u.n) FILTER (WHERE u.claim), array_agg(u.scope) FILTER (WHERE u.claim),
+           array_agg(u.name) FILTER (WHERE u.claim), array_agg(u.hash) FILTER (WHERE u.claim),
+           array_agg(u.answer) FILTER (WHERE u.claim)
+    INTO row_order, event_commands, ids, versions, topics, states,
+         claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers
+    FROM (SELECT r.*, num_nonnulls(r.id, r.version, r.topic, r.state) > 0 AS event,
+                 num_nonnulls(r.scope, r.name, r.hash, r.answer) > 0 AS claim
+          FROM unnest(write_rows) WITH ORDINALITY
+              AS r(n, id, version, topic, state, scope, name, hash, answer, i)) u;
+    IF coalesce(row_order, '{}')
+       <> ARRAY(SELECT generate_series(1::bigint, cardinality(write_rows))) THEN
+        RAISE EXCEPTION 'append() took its rows apart out of order';
+    END IF;
+    event_count := coalesce(cardinality(event_commands), 0);
+    claim_count := coalesce(cardinality(claim_commands), 0);
+
     -- 1. Streams and keys, without waiting (see above). The locks hold until commit;
     --    a lock this transaction holds already is granted again at once.
-    FOR i IN 1 .. events LOOP
+    FOR i IN 1 .. event_count LOOP
         IF NOT busy[event_commands[i]]
            AND NOT pg_try_advisory_xact_lock(1, hashtext(ids[i]::text)) THEN
             busy[event_commands[i]] := true;
         END IF;
     END LOOP;
-    FOR i IN 1 .. claims LOOP
+    FOR i IN 1 .. claim_count LOOP
         IF NOT busy[claim_commands[i]]
            AND NOT pg_try_advisory_xact_lock(2, hashtext(claim_scopes[i] || chr(31) || claim_keys[i])) THEN
             busy[claim_commands[i]] := true;
@@ -107,7 +141,7 @@ BEGIN
                END ORDER BY u.i), '{}')
     INTO previous
     FROM unnest(event_commands, ids, versions) WITH ORDINALITY AS u(n, id, version, i);
-    FOR i IN 1 .. events LOOP
+    FOR i IN 1 .. event_count LOOP
         IF previous[i] = '' THEN
             busy[event_commands[i]] := true;  -- does not follow a stored event
         END IF;
@@ -115,7 +149,7 @@ BEGIN
 
     -- 3. Under the ordering lock: the transaction id, the time and the notification ids,
     --    and nothing else (the lock serialises every call in the cluster).
-    FOR i IN 1 .. events LOOP
+    FOR i IN 1 .. event_count LOOP
         IF NOT busy[event_commands[i]] THEN
             wanted_ids := wanted_ids + 1;
         END IF;
@@ -134,7 +168,7 @@ BEGIN
     PERFORM pg_advisory_unlock(748200101);
 
     -- 4. Hashes, and the ids each event was handed.
-    FOR i IN 1 .. events LOOP
+    FOR i IN 1 .. event_count LOOP
         in_order := in_order AND (i = 1 OR event_commands[i] >= event_commands[i - 1]);
         IF busy[event_commands[i]] THEN
             hashes := hashes || NULL::bytea;
@@ -161,7 +195,7 @@ BEGIN
             FROM unnest(event_commands, ids, versions, topics, states, hashes, notification_ids)
                 AS u(n, id, version, topic, state, hash, position)
             WHERE NOT busy[u.n];
-            IF claims > 0 THEN
+            IF claim_count > 0 THEN
                 INSERT INTO claims (scope, key, request_hash, response)
                 SELECT u.scope, u.name, u.hash, u.answer
                 FROM unnest(claim_commands, claim_scopes, claim_keys, claim_hashes, claim_answers)
@@ -176,7 +210,7 @@ BEGIN
         FOR c IN 1 .. commands LOOP
             command := c;
             positions := '{}';
-            WHILE next_event <= events AND event_commands[next_event] = c LOOP
+            WHILE next_event <= event_count AND event_commands[next_event] = c LOOP
                 positions := positions || notification_ids[next_event];
                 next_event := next_event + 1;
             END LOOP;
@@ -237,11 +271,10 @@ BEGIN
     END IF;
 
     -- 7. Snapshots of the commands that committed.
-    IF cardinality(snapshot_ids) > 0 THEN
+    IF cardinality(snapshot_rows) > 0 THEN
         INSERT INTO snapshots (originator_id, originator_version, topic, state, event_recorded_at)
         SELECT u.id, u.version, u.topic, u.state, clock_timestamp()
-        FROM unnest(snapshot_commands, snapshot_ids, snapshot_versions, snapshot_topics,
-                    snapshot_states) AS u(n, id, version, topic, state)
+        FROM unnest(snapshot_rows) AS u(n, id, version, topic, state, scope, name, hash, answer)
         WHERE u.n = ANY (succeeded)
         ON CONFLICT DO NOTHING;
     END IF;

@@ -11,7 +11,7 @@
 --
 -- pg_temp is last in its search_path, as in append() (20_append.sql says why).
 --
--- Why a function of its own: append()'s shape, fifteen arrays and a count in and a table out,
+-- Why a function of its own: append()'s shape, then fifteen arrays and a count in and a table out,
 -- cost more than the protocol does. One command a call, 8 and 32 clients, against
 -- plain INSERT transactions: append() 0.54-0.63x, this function 1.01-1.03x, the
 -- same run (bench/README.md).
