@@ -38,22 +38,10 @@ class BalanceRow(msgspec.Struct, frozen=True):
 # a balance its caller had just changed. Nor a row of an account with a hold or grant past
 # its expiry whose expiry is not recorded yet (the sweeper's second, or for as long as the
 # projector or the sweeper is stopped): it counted the grant in `granted` and `available`,
-# credits a spend refuses, and the hold in `held`, credits a spend takes. The holds and
-# grants views must have applied the account's last event too, or a due one could be
-# missing from them. Such a row is left out: the route answers from the write side, which
-# is always current and shows those expiries (api/routes/customers.py).
-_QUERY = f"""SELECT {", ".join(BalanceRow.__struct_fields__)}
-             FROM balances b
-             WHERE b.account_id = any($1::text[])
-               AND coalesce((SELECT e.notification_id FROM stored_events e
-                             WHERE e.originator_id = b.stream_id
-                             ORDER BY e.originator_version DESC LIMIT 1), 0)
-                   <= coalesce((SELECT min(p.position) FROM projection_positions p
-                                WHERE p.name IN ('balances', 'holds', 'grants')), 0)
-               AND NOT EXISTS (SELECT FROM grants g WHERE g.stream_id = b.stream_id
-                               AND g.status = 'active' AND g.expires_at <= $2)
-               AND NOT EXISTS (SELECT FROM holds h WHERE h.stream_id = b.stream_id
-                               AND h.status = 'held' AND h.expires_at <= $2)"""
+# credits a spend refuses, and the hold in `held`, credits a spend takes. Such a row is
+# left out (ledger/store/sql/functions/20_balance_rows.sql): the route answers from the
+# write side, which is always current and shows those expiries (api/routes/customers.py).
+_QUERY = "SELECT * FROM balance_rows($1::text[], $2)"
 
 
 def balance_reads(pool: asyncpg.Pool) -> SharedReads[str, BalanceRow]:
