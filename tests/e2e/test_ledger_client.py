@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from ledger_client import (
+    ConnectionFailed,
     CreditsSpentNotification,
     LedgerClient,
     LowBalanceNotification,
@@ -73,6 +74,28 @@ async def test_a_spend_whose_answer_was_lost_is_sent_again_and_recorded_once(
     assert lossy.lost == 1
     assert len(lossy.keys) == 2
     assert lossy.keys[0] == lossy.keys[1] is not None
+    assert len(await spent_events(services, account_id)) == 1
+
+
+async def test_a_spend_whose_answer_was_lost_is_recorded_once_when_sent_again_with_its_key(
+    connect: Connect, writer: LedgerClient, services: Services
+) -> None:
+    """The caller gave no key: the one the client made comes with the error, so that the
+    caller can send the spend again once the client's own retries are spent."""
+    account_id = await open_account(writer, 100)
+    token = await services.tokens.issue(Scope.LEDGER_WRITE, name="caller-retries")
+    lossy = LosesFirstAnswer()
+    caller = connect(token.secret, transport=lossy, retries=0)
+
+    with pytest.raises(ConnectionFailed) as lost:
+        await caller.spend(account_id, 30, reason="render")
+    spent = await caller.spend(
+        account_id, 30, reason="render", idempotency_key=lost.value.idempotency_key
+    )
+
+    assert lost.value.idempotency_key is not None
+    assert lossy.keys == [lost.value.idempotency_key] * 2
+    assert spent.balance == 70
     assert len(await spent_events(services, account_id)) == 1
 
 

@@ -538,10 +538,12 @@ class LedgerClient:
             except httpx.TransportError as failure:
                 wait = self._wait(attempt)
                 if wait is None or not retry.retries_failure(failure, repeatable=op.repeatable):
-                    raise ConnectionFailed(
+                    lost = ConnectionFailed(
                         f"{op.method} {url}: {type(failure).__name__}: {failure}"
                         f" (after {attempt + 1} attempt{'s' if attempt else ''})"
-                    ) from failure
+                    )
+                    lost.idempotency_key = headers.get("Idempotency-Key")
+                    raise lost from failure
             else:
                 if response.status_code < 400:
                     return _decode(response, answer, op)
@@ -551,6 +553,7 @@ class LedgerClient:
                 if wait is None or not retry.retries_status(
                     response.status_code, repeatable=op.repeatable
                 ):
+                    error.idempotency_key = headers.get("Idempotency-Key")
                     raise error
             await self._sleep(wait)
             attempt += 1

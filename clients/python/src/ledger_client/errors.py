@@ -30,6 +30,13 @@ import msgspec
 class LedgerError(Exception):
     """Anything the client raises."""
 
+    idempotency_key: str | None = None
+    """The ``Idempotency-Key`` a keyed write sent (yours, or the one made for the call).
+
+    After a ``ConnectionFailed`` or a ``ServerError`` the write may have been recorded:
+    call again with this key, and it is recorded once (the first answer comes back).
+    None for a call that takes no key."""
+
 
 class ApiError(LedgerError):
     """The service answered with an error status."""
