@@ -290,14 +290,34 @@ async def test_writes_the_service_cannot_deduplicate_are_resent_only_when_nothin
             await ledger.create_webhook_endpoint("https://hooks.example/x", ["credits.spent"])
     assert len(script.requests) == 1
 
-    # Never connected, or answered 503 (the service recorded nothing): sent again.
-    script = Script(httpx.ConnectError("refused"), busy(), answer(201, ACCOUNT))
+    # Never connected (the service never saw it): sent again.
+    script = Script(httpx.ConnectError("refused"), httpx.PoolTimeout("full"), answer(201, ACCOUNT))
     ledger, _ = client(script)
     async with ledger:
         opened = await ledger.open_account("acct_1", monthly_allowance=100)
     assert opened.balance == 100
     assert len(script.requests) == 3
     assert all("Idempotency-Key" not in r.headers for r in script.requests)
+
+
+async def test_a_503_to_a_write_without_a_key_goes_to_the_caller() -> None:
+    """A stopping server answers 503 to a command it cut off, whether or not it had
+    committed (api/edge.py): sent again, the endpoint would be made twice."""
+    stopping = answer(
+        503, {"message": "The server is stopping; please retry."}, **{"Retry-After": "1"}
+    )
+    for call in (
+        lambda ledger: ledger.create_webhook_endpoint("https://hooks.example/x", ["credits.spent"]),
+        lambda ledger: ledger.open_account("acct_1"),
+        lambda ledger: ledger.void_grant("acct_1", "grant_1"),
+    ):
+        script = Script(stopping, busy(), answer(201, ACCOUNT))
+        ledger, waits = client(script)
+        async with ledger:
+            with pytest.raises(ServiceUnavailable) as refused:
+                await call(ledger)
+        assert len(script.requests) == 1
+        assert (waits, refused.value.retry_after) == ([], 1.0)
 
 
 async def test_no_answer_after_the_retries_is_connection_failed() -> None:

@@ -99,7 +99,10 @@ class ServerError(ApiError):
 
 
 class ServiceUnavailable(ServerError):
-    """503: the database is unavailable or the account stayed busy; nothing was recorded.
+    """503: the database is unavailable, the account stayed busy, or the server is stopping.
+
+    Usually nothing was recorded, but not always (a command a stopping server cut off
+    after its commit): send a keyed write again with its ``idempotency_key``.
 
     ``retry_after`` is the service's ``Retry-After`` in seconds (None when absent).
     """

@@ -3,14 +3,15 @@
 The rule:
 
 * **Never a 4xx**: the answer will not change by asking again (402, 409, 422 are decisions).
-* **503** always: the service answers it only when nothing was recorded (its database
-  is unavailable, or the account stayed busy), with ``Retry-After``.
-* **Other 5xx and lost answers** (a read timeout, a dropped connection) only for
-  operations that are safe to repeat: reads, and writes the service deduplicates by
+* **5xx (503 included) and lost answers** (a read timeout, a dropped connection) only
+  for operations that are safe to repeat: reads, and writes the service deduplicates by
   their ``Idempotency-Key`` (the client sends the same key on every attempt of one
   call) or by their body (a monthly reset names its period). Opening an account,
   voiding a grant and creating a webhook endpoint might have taken effect: sending
-  them again would answer 409, or make a second endpoint.
+  them again would answer 409, or make a second endpoint. A 503 does not say
+  otherwise: the service also answers it to a command a forced stop cut off after its
+  commit ("The server is stopping", api/edge.py), and when the database connection
+  drops during a commit, whose outcome it cannot know.
 * **A connection that was never made** (refused, connect timeout, no free connection
   in the pool) always: the service never saw the request.
 
@@ -32,8 +33,6 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 def retries_status(status: int, *, repeatable: bool) -> bool:
     """Whether an answer with ``status`` is worth another attempt."""
-    if status == 503:
-        return True
     return repeatable and status >= 500
 
 
