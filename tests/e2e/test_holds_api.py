@@ -114,7 +114,7 @@ async def test_capture_and_release_are_idempotent_and_settle_a_hold_once(
 async def test_a_capture_or_release_sent_again_without_a_key_repeats_the_first_answer(
     http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
 ) -> None:
-    """The key is optional on settling (the client always sends one): the same body is enough."""
+    """The key is optional on settling: the same body is enough."""
     account_id = await open_account(writer, 1000)
     captured = (await writer.place_hold(account_id, 300)).hold_id
     released = (await writer.place_hold(account_id, 300)).hold_id
@@ -139,6 +139,27 @@ async def test_a_capture_or_release_sent_again_without_a_key_repeats_the_first_a
     assert release_again.json() == release.json()
 
 
+async def test_the_client_repeats_a_capture_or_release_without_a_key_and_gets_the_first_answer(
+    writer: LedgerClient,
+) -> None:
+    """A worker that settles a hold again (its job run twice) gets the first answer, as
+    over HTTP: the client makes no key of its own for a settlement."""
+    account_id = await open_account(writer, 1000)
+    captured = (await writer.place_hold(account_id, 300)).hold_id
+    released = (await writer.place_hold(account_id, 300)).hold_id
+
+    capture = await writer.capture_hold(account_id, captured, 200)
+    repeat = await writer.capture_hold(account_id, captured, 200)
+    with pytest.raises(Conflict):
+        await writer.capture_hold(account_id, captured, 10)
+    release = await writer.release_hold(account_id, released)
+    release_again = await writer.release_hold(account_id, released)
+
+    assert repeat == capture
+    assert release_again == release
+    assert (await writer.get_credits(account_id)).balance == 800
+
+
 async def test_a_settled_hold_under_another_idempotency_key_is_409(
     http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
 ) -> None:
@@ -150,7 +171,7 @@ async def test_a_settled_hold_under_another_idempotency_key_is_409(
     repeat = await writer.capture_hold(account_id, captured, 200, idempotency_key="a")
     with pytest.raises(Conflict) as other_key:
         await writer.capture_hold(account_id, captured, 200, idempotency_key="b")
-    no_key = await http.post(  # the client always sends a key
+    no_key = await http.post(  # nor is one without a key: the first capture had one
         f"/v1/accounts/{account_id}/holds/{captured}/capture",
         json={"amount": 200},
         headers=writer_headers,

@@ -27,12 +27,13 @@ from litestar import Litestar
 from api.access.tokens import Scope
 from api.services import Services
 from bench import service as bench
+from ledger.domain.ids import account_stream_id
 from ledger.notifications.dispatcher import Dispatcher
 from projections.runner import Projector
 from tests.conftest import unique
 from tests.e2e.conftest import Connect, Customer
 from tests.e2e.test_spending_api import open_account, spent_events
-from tests.support.events import caught_up
+from tests.support.events import caught_up, stream_events
 from tests.support.webhook_receiver import Receiver, webhook_receiver
 
 
@@ -97,6 +98,23 @@ async def test_a_spend_whose_answer_was_lost_is_recorded_once_when_sent_again_wi
     assert lossy.keys == [lost.value.idempotency_key] * 2
     assert spent.balance == 70
     assert len(await spent_events(services, account_id)) == 1
+
+
+async def test_a_capture_whose_answer_was_lost_is_sent_again_keyless_and_settles_once(
+    connect: Connect, writer: LedgerClient, services: Services
+) -> None:
+    account_id = await open_account(writer, 1000)
+    hold = await writer.place_hold(account_id, 300)
+    token = await services.tokens.issue(Scope.LEDGER_WRITE, name="capturing")
+    lossy = LosesFirstAnswer()
+    retrying = connect(token.secret, transport=lossy, retries=2, backoff=0.01)
+
+    captured = await retrying.capture_hold(account_id, hold.hold_id, 250)
+
+    assert (lossy.lost, lossy.keys) == (1, [None, None])
+    assert (captured.status, captured.captured, captured.balance) == ("captured", 250, 750)
+    events = await stream_events(services.store, account_stream_id(account_id))
+    assert [kind for kind, _ in events].count("HoldCaptured") == 1
 
 
 async def test_customers_buy_and_read_their_own_credits(

@@ -64,7 +64,11 @@ class Operation:
     answer: type[msgspec.Struct]
     body: type[msgspec.Struct] | None = None
     keyed: bool = False
-    """Takes an ``Idempotency-Key``: the client sends one on every call, the same on retries."""
+    """Takes an ``Idempotency-Key``: the caller's (or a made one) on every attempt of a call."""
+    makes_key: bool = True
+    """Of a keyed operation: without the caller's key, one is made for the call. False when
+    the service settles a repeat of the same request itself (a hold's capture or release,
+    by the hold's id): a key made anew for each call would turn a repeat into a 409."""
     repeatable: bool = True
     """Safe to send again after a lost answer or a 5xx (see ledger_client.retry)."""
     query: tuple[str, ...] = ()
@@ -129,6 +133,7 @@ OPERATIONS: dict[str, Operation] = {
             Hold,
             CaptureHoldRequest,
             keyed=True,
+            makes_key=False,
         ),
         Operation(
             "releaseHold",
@@ -137,6 +142,7 @@ OPERATIONS: dict[str, Operation] = {
             200,
             Hold,
             keyed=True,
+            makes_key=False,
         ),
         Operation("getHold", "GET", "/v1/accounts/{account_id}/holds/{hold_id}", 200, Hold),
         Operation(
@@ -383,8 +389,9 @@ class LedgerClient:
     ) -> Hold:
         """Spend up to what the hold holds; the rest goes back.
 
-        ValidationError for more than held; Conflict if it expired or was settled
-        (under another key: pass the first call's ``idempotency_key`` to get its answer).
+        The same capture again returns the first answer (no key needed: the hold is settled
+        once; with ``idempotency_key``, only under the same key). ValidationError for more
+        than held; Conflict if it expired or was settled otherwise.
         """
         return await self._call(
             "captureHold",
@@ -397,7 +404,7 @@ class LedgerClient:
     async def release_hold(
         self, account_id: str, hold_id: str, *, idempotency_key: str | None = None
     ) -> Hold:
-        """Give a hold's credits back; Conflict if it was captured."""
+        """Give a hold's credits back; again, the first answer; Conflict if it was captured."""
         return await self._call(
             "releaseHold",
             Hold,
@@ -521,7 +528,9 @@ class LedgerClient:
         headers = {}
         if op.keyed:
             # Made once per call, before the first attempt: every retry sends the same.
-            headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
+            key = idempotency_key or (uuid.uuid4().hex if op.makes_key else None)
+            if key is not None:
+                headers["Idempotency-Key"] = key
         elif idempotency_key is not None:
             raise TypeError(f"{operation_id} takes no Idempotency-Key")
         content = None
