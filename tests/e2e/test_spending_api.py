@@ -86,6 +86,21 @@ async def test_a_repeated_key_returns_the_first_answer_and_records_nothing_new(
     assert len(await spent_events(services, account_id)) == 1
 
 
+async def test_an_empty_key_is_refused_not_replaced_by_one_made_for_the_call(
+    writer: LedgerClient, services: Services
+) -> None:
+    """A caller whose key came out empty would otherwise get a new key on each of its own
+    retries, and each would be recorded."""
+    account_id = await open_account(writer, 100)
+
+    for _ in range(2):
+        with pytest.raises(ValidationError) as refused:
+            await writer.spend(account_id, 10, idempotency_key="")
+
+    assert "Idempotency-Key" in refused.value.errors
+    assert await spent_events(services, account_id) == []
+
+
 async def test_a_spend_needs_an_idempotency_key_and_a_whole_amount(
     http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
 ) -> None:

@@ -528,7 +528,11 @@ class LedgerClient:
         headers = {}
         if op.keyed:
             # Made once per call, before the first attempt: every retry sends the same.
-            key = idempotency_key or (uuid.uuid4().hex if op.makes_key else None)
+            # An empty key is the caller's too (the service refuses it): made up in its
+            # place, it would differ on each of the caller's own retries.
+            key = idempotency_key
+            if key is None and op.makes_key:
+                key = uuid.uuid4().hex
             if key is not None:
                 headers["Idempotency-Key"] = key
         elif idempotency_key is not None:
