@@ -356,6 +356,22 @@ async def test_every_call_sends_the_token_and_escapes_ids_in_the_path() -> None:
     assert request.url.raw_path == b"/v1/accounts/acct:1/holds/hold%2F..%2Fx"
 
 
+async def test_an_id_of_dots_stays_one_segment_of_its_own_path() -> None:
+    script = Script(answer(200, HOLD), answer(200, ACCOUNT), answer(200, HOLD))
+    ledger, _ = client(script)
+
+    async with ledger:
+        await ledger.get_hold("acct_1", "..")
+        await ledger.get_credits("..")
+        await ledger.capture_hold("acct_1", ".", 1)
+
+    assert [r.url.raw_path for r in script.requests] == [
+        b"/v1/accounts/acct_1/holds/%2E%2E",
+        b"/v1/accounts/%2E%2E/credits",
+        b"/v1/accounts/acct_1/holds/%2E/capture",
+    ]
+
+
 async def test_optional_fields_left_out_are_not_sent_and_a_null_threshold_is() -> None:
     script = Script(
         answer(201, ACCOUNT),

@@ -220,7 +220,10 @@ OPERATIONS: dict[str, Operation] = {
 
 def _segment(value: str) -> str:
     # Ids are letters, digits and ``_ . : -``; anything else is escaped, never a new segment.
-    return quote(value, safe="-._~:")
+    # So are the dots of "." and "..": sent bare, URL resolution takes them for "here" and
+    # "up", and the request goes to another path ("/v1/accounts/../credits" is /v1/credits).
+    escaped = quote(value, safe="-._~:")
+    return escaped.replace(".", "%2E") if escaped in (".", "..") else escaped
 
 
 class LedgerClient:
