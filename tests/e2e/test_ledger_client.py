@@ -15,6 +15,7 @@ import pytest
 from ledger_client import (
     ConnectionFailed,
     CreditsSpentNotification,
+    InsufficientCredits,
     LedgerClient,
     LowBalanceNotification,
     NotFound,
@@ -115,6 +116,47 @@ async def test_a_capture_whose_answer_was_lost_is_sent_again_keyless_and_settles
     assert (captured.status, captured.captured, captured.balance) == ("captured", 250, 750)
     events = await stream_events(services.store, account_stream_id(account_id))
     assert [kind for kind, _ in events].count("HoldCaptured") == 1
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """Real HTTP, keeping each request and the headers of its answer."""
+
+    def __init__(self) -> None:
+        self.network = httpx.AsyncHTTPTransport()
+        self.sent: list[httpx.Request] = []
+        self.answered: list[httpx.Headers] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.network.handle_async_request(request)
+        self.sent.append(request)
+        self.answered.append(response.headers)
+        return response
+
+    async def aclose(self) -> None:
+        await self.network.aclose()
+
+
+async def test_a_read_asks_for_the_position_of_the_clients_last_write(
+    connect: Connect, writer: LedgerClient, services: Services
+) -> None:
+    """Where reads go to a standby, only Ledger-Min-Position shows a read its own write
+    (docs/scaling.md): the client keeps the position its answers carry and sends it."""
+    account_id = await open_account(writer, 100)
+    token = await services.tokens.issue(Scope.LEDGER_WRITE, name="reading-back")
+    recording = Recording()
+    ledger = connect(token.secret, transport=recording)
+
+    await ledger.spend(account_id, 30)
+    written = ledger.position
+    with pytest.raises(InsufficientCredits):  # wrote nothing: no position
+        await ledger.spend(account_id, 1000)
+    credits = await ledger.get_credits(account_id, min_position=ledger.position)
+
+    assert written == await services.store.last_position(account_stream_id(account_id))
+    assert ledger.position == written
+    assert recording.sent[-1].headers["Ledger-Min-Position"] == str(written)
+    assert recording.answered[-1]["Ledger-Read-From"] == "primary"
+    assert credits.balance == 70
 
 
 async def test_customers_buy_and_read_their_own_credits(

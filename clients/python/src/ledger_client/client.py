@@ -262,6 +262,10 @@ class LedgerClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+        self.position: int | None = None
+        """The highest ``Ledger-Position`` of the answers this client got (None before any):
+        pass it as a balance read's ``min_position`` to see its writes, also where the
+        service reads from a standby (docs/scaling.md)."""
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             transport=transport,
@@ -305,12 +309,24 @@ class LedgerClient:
         return await self._call("openAccount", AccountCredits, body=body)
 
     async def get_credits(
-        self, account_id: str, *, as_of: datetime | None = None
+        self,
+        account_id: str,
+        *,
+        as_of: datetime | None = None,
+        min_position: int | None = None,
     ) -> AccountCredits:
-        """An account's balances; ``as_of`` (with a timezone) replays them as they stood then."""
+        """An account's balances; ``as_of`` (with a timezone) replays them as they stood then.
+
+        ``min_position`` (``self.position`` after a write): an answer that reflects the store
+        at least that far (``Ledger-Min-Position``).
+        """
         params = None if as_of is None else {"as_of": as_of.isoformat()}
         return await self._call(
-            "getAccountCredits", AccountCredits, path={"account_id": account_id}, params=params
+            "getAccountCredits",
+            AccountCredits,
+            path={"account_id": account_id},
+            params=params,
+            min_position=min_position,
         )
 
     async def spend(
@@ -506,9 +522,10 @@ class LedgerClient:
             idempotency_key=idempotency_key,
         )
 
-    async def get_my_credits(self) -> AccountCredits:
-        """The balances of the account the token is bound to."""
-        return await self._call("getCredits", AccountCredits)
+    async def get_my_credits(self, *, min_position: int | None = None) -> AccountCredits:
+        """The balances of the account the token is bound to (``min_position``: as in
+        ``get_credits``)."""
+        return await self._call("getCredits", AccountCredits, min_position=min_position)
 
     # --- the one road ----------------------------------------------------------------------
 
@@ -521,6 +538,7 @@ class LedgerClient:
         body: msgspec.Struct | None = None,
         params: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        min_position: int | None = None,
     ) -> A:
         op = OPERATIONS[operation_id]
         if params and not set(params) <= set(op.query):
@@ -540,6 +558,8 @@ class LedgerClient:
                 headers["Idempotency-Key"] = key
         elif idempotency_key is not None:
             raise TypeError(f"{operation_id} takes no Idempotency-Key")
+        if min_position is not None:
+            headers["Ledger-Min-Position"] = str(min_position)
         content = None
         if body is not None:
             content = msgspec.json.encode(body)
@@ -562,6 +582,7 @@ class LedgerClient:
                     raise lost from failure
             else:
                 if response.status_code < 400:
+                    self._note_position(response)
                     return _decode(response, answer, op)
                 error = error_for(response)
                 retry_after = error.retry_after if isinstance(error, ServiceUnavailable) else None
@@ -573,6 +594,11 @@ class LedgerClient:
                     raise error
             await self._sleep(wait)
             attempt += 1
+
+    def _note_position(self, response: httpx.Response) -> None:
+        given = response.headers.get("Ledger-Position", "")
+        if given.isascii() and given.isdigit():
+            self.position = max(self.position or 0, int(given))
 
     def _wait(self, attempt: int, retry_after: float | None = None) -> float | None:
         """Seconds before the next attempt; None when there is none."""
