@@ -36,7 +36,7 @@ from typing import TypeVar
 
 import httpx
 import psutil
-from ledger_client import Conflict, LedgerClient
+from ledger_client import Conflict, LedgerClient, ServiceUnavailable
 
 from bench.machine import stack_of
 
@@ -314,6 +314,10 @@ async def _each(items: list[T], work: Callable[[T], Awaitable[None]], concurrenc
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+_OPEN_ATTEMPTS = 5
+"""An account's opening asked this many times at most while it is answered 503."""
+
+
 async def open_accounts(
     url: str, token: str, account_ids: Iterable[str], *, allowance: int, concurrency: int = 16
 ) -> int:
@@ -324,11 +328,21 @@ async def open_accounts(
 
         async def open_one(account_id: str) -> None:
             nonlocal opened
-            try:
-                await ledger.open_account(account_id, monthly_allowance=allowance)
-            except Conflict:
-                return
-            opened += 1
+            # The client sends an opening again only where the request never left: a 503
+            # (the account busy, a pool out of connections under the set-up's load) may
+            # have opened it, and asking again then answers 409, which is as good.
+            for attempt in range(_OPEN_ATTEMPTS):
+                try:
+                    await ledger.open_account(account_id, monthly_allowance=allowance)
+                except Conflict:
+                    return
+                except ServiceUnavailable:
+                    if attempt == _OPEN_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
+                else:
+                    opened += 1
+                    return
 
         await _each(list(account_ids), open_one, concurrency)
     return opened
