@@ -31,6 +31,7 @@ from ledger.store.migrate import (
     pending_migrations,
     set_up,
 )
+from ledger.store.transaction_ids import TransactionIdsAhead, refuse_transaction_ids_ahead
 from ledger.urls import UNREADABLE, readable, without_password
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,17 @@ async def _set_up(connection: Connection, *, service_password: str | None = None
         raise DatabaseNotReady(str(error)) from None
 
 
+async def _refuse_a_restore_behind(connection: Connection) -> None:
+    """A store restored into a server whose transaction counter is behind the original's is
+    refused before anything reads or appends (ledger/store/transaction_ids.py): its readers
+    would pass over the restored events, and its first append would move their cursors past
+    them for good. The audit alone goes on, to report each such event (``hidden-event``)."""
+    try:
+        await refuse_transaction_ids_ahead(connection)
+    except TransactionIdsAhead as error:
+        raise DatabaseNotReady(str(error)) from None
+
+
 async def set_up_database(admin_url: str, *, service_password: str | None = None) -> list[str]:
     """Roles, functions, migrations and grants, as ``admin_url``; the migrations applied."""
     connection = await _first_connection(admin_url)
@@ -233,6 +245,7 @@ async def set_up_database(admin_url: str, *, service_password: str | None = None
             raise DatabaseNotReady(
                 f"{describe(admin_url)} may not create roles: give DATABASE_ADMIN_URL a role that may"
             )
+        await _refuse_a_restore_behind(connection)
         return await _set_up(connection, service_password=service_password)
     finally:
         await connection.close()
@@ -250,6 +263,8 @@ async def service_url(
     or refused for a role that may not."""
     connection = await _first_connection(admin_url or database_url)
     try:
+        if set_up_first:
+            await _refuse_a_restore_behind(connection)
         administer = await may_administer(connection)
         if administer and (set_up_first or await _never_set_up(connection)):
             applied = await _set_up(connection)

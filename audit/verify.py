@@ -1083,7 +1083,8 @@ class Verifier:
                     detail=f"its transaction id {row['transaction_id']} had not ended when this "
                     "audit began, so the event feeds, the account histories and the projector "
                     "pass over it: its transaction_id was changed by hand, or the database was "
-                    "restored into a PostgreSQL whose transaction ids are behind the original's",
+                    "restored into a PostgreSQL whose transaction ids are behind the original's "
+                    "(docs/backup-and-restore.md)",
                     account_id=row["account_id"],
                     stream_id=str(row["originator_id"]),
                     version=row["originator_version"],
