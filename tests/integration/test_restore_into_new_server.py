@@ -27,7 +27,7 @@ from audit.verify import verify
 from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.store.event_store import EventStore, read_after
-from tests.conftest import migrated_database
+from tests.conftest import IsolatedDatabase, migrated_database
 from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
@@ -160,3 +160,39 @@ async def test_a_store_restored_behind_is_refused_until_the_servers_epoch_passes
                 assert report.findings == []
             finally:
                 await pool.close()
+
+
+async def test_positions_moved_past_a_lost_tail_are_passed_by_every_reader(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """docs/backup-and-restore.md: after restoring a backup older than the last event, the
+    administrator moves the positions a billion past the store's last one, so that no cursor
+    or notification id given out before the loss names a new event. Readers, the projector
+    and the audit take the gap as any other between appends."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_alice", 1000)
+    before = await positions(isolated_db.store)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """SELECT setval('stored_events_notification_id_seq',
+                             (SELECT max(notification_id) FROM stored_events) + 1000000000)"""
+        )
+    finally:
+        await admin.close()
+    await books.execute(
+        SpendCredits(account_id="acct_alice", amount=950, reason="work", idempotency_key="k1")
+    )
+    await books.uow.committer.stop()
+
+    after = await positions(isolated_db.store)
+    assert after[: len(before)] == before
+    assert after[len(before)] == before[-1] + 1_000_000_001
+    await caught_up(isolated_db.store)
+    views_at = await isolated_db.pool.fetch("SELECT DISTINCT position FROM projection_positions")
+    assert [row["position"] for row in views_at] == [after[-1]]
+    balance = await isolated_db.pool.fetchval(
+        "SELECT allowance_remaining FROM balances WHERE account_id = 'acct_alice'"
+    )
+    assert balance == 50
+    assert (await verify(isolated_db.pool)).findings == []
