@@ -17,6 +17,7 @@ from litestar.routes import HTTPRoute
 from api.access.guards import provide_principal
 from api.database import (
     POOL_WAIT_SECONDS,
+    SERVICE_SETTINGS,
     DatabaseUnusable,
     create_pool,
     describe,
@@ -59,11 +60,13 @@ async def open_services(
     stripe_api_base: str | None = None,
     set_up_first: bool = True,
     pool_wait: float | None = None,
+    server_settings: dict[str, str] = SERVICE_SETTINGS,
 ) -> AsyncIterator[Services]:
     """Database pool, migrations, Stripe gateway and services; closed on exit.
 
     ``set_up_first=False``: no migrations nor grants applied (``service_url``).
-    ``pool_wait``: how long a connection is waited for (``create_pool``; the API's)."""
+    ``pool_wait``: how long a connection is waited for (``create_pool``; the API's).
+    ``server_settings``: the pool's sessions' (``create_pool``)."""
     given_url = await asyncio.to_thread(
         resolve_database_url, settings.database_url, settings.data_dir
     )
@@ -71,7 +74,12 @@ async def open_services(
         database_url = await service_url(
             given_url, settings.database_admin_url, set_up_first=set_up_first
         )
-        pool = await create_pool(database_url, set_up_first=set_up_first, wait_seconds=pool_wait)
+        pool = await create_pool(
+            database_url,
+            set_up_first=set_up_first,
+            wait_seconds=pool_wait,
+            server_settings=server_settings,
+        )
         stack.push_async_callback(pool.close)
         log.debug("event store: %s", describe(database_url))
         gateway = StripeGateway(

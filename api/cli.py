@@ -252,6 +252,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
             # process stops by itself then, as on a SIGTERM.
             stop_when_parent_ends(int(parent))
 
+    from api.database import PROJECTOR_SETTINGS
     from ledger.notifications.dispatcher import Dispatcher
     from ledger.store.event_store import DATABASE_ERRORS
     from projections.runner import Projector, catch_up
@@ -293,7 +294,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
         except DATABASE_ERRORS as error:
             logging.getLogger("projections.runner").warning("projector stopped behind: %s", error)
 
-    _run_with_services(_settings(), run)
+    _run_with_services(_settings(), run, server_settings=PROJECTOR_SETTINGS)
     if not supervised:
         logging.getLogger("ledger").info("stopped")
 

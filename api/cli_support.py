@@ -47,14 +47,19 @@ def run_with_services(
     *,
     stripe_api_base: str | None = None,
     set_up_first: bool = True,
+    server_settings: dict[str, str] | None = None,
 ) -> T:
     """Run ``work(services)`` in an event loop of its own, the services closed after
-    (``set_up_first``: see ``api.app.open_services``)."""
+    (``set_up_first``, ``server_settings``: see ``api.app.open_services``)."""
     from api.app import open_services
+    from api.database import SERVICE_SETTINGS
 
     async def run() -> T:
         async with open_services(
-            settings, stripe_api_base=stripe_api_base, set_up_first=set_up_first
+            settings,
+            stripe_api_base=stripe_api_base,
+            set_up_first=set_up_first,
+            server_settings=server_settings or SERVICE_SETTINGS,
         ) as services:
             return await work(services)
 
