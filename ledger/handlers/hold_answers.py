@@ -1,0 +1,63 @@
+"""A hold as commands and reads answer it, and the claim that settles it once."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ledger.commands import SettleHold
+from ledger.domain.account import CreditAccount
+from ledger.domain.holds import OpenHold, Settlement
+from ledger.store.claims import Claim, request_fingerprint
+
+HoldStatus = Literal["held", "captured", "released", "expired"]
+
+
+class Hold(msgspec.Struct, frozen=True):
+    """A hold as the API answers it, with the account's balances after the command."""
+
+    hold_id: str
+    account_id: str
+    status: HoldStatus
+    amount: int
+    captured: int
+    released: int
+    reason: str
+    expires_at: str
+    balance: int
+    held: int
+    available: int
+
+
+def hold_answer(
+    account: CreditAccount,
+    hold_id: str,
+    hold: OpenHold,
+    status: HoldStatus,
+    settlement: Settlement | None = None,
+) -> Hold:
+    """The hold and the account's balances as they are now."""
+    return Hold(
+        hold_id=hold_id,
+        account_id=account.account_id,
+        status=status,
+        amount=hold.amount,
+        captured=settlement.captured if settlement else 0,
+        released=settlement.released if settlement else 0,
+        reason=hold.reason,
+        expires_at=hold.expires_at,
+        balance=account.balance,
+        held=account.held,
+        available=account.available,
+    )
+
+
+def settle_claim(command: SettleHold) -> Claim:
+    """A hold is settled once: its settlement is claimed under its id."""
+    request: dict[str, object] = {"status": command.outcome, "amount": command.amount}
+    if command.idempotency_key is not None:
+        request["key"] = command.idempotency_key
+    return Claim(
+        f"hold-settlement/{command.account_id}", command.hold_id, request_fingerprint(request)
+    )
