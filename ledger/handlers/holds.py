@@ -69,12 +69,12 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
         settlement = account.expire_hold(command.hold_id, command.at)
         if settlement is None:
             raise HoldNotDue(command.hold_id)
-    if command.outcome != "expired":  # the sweeper's own comes next, and counts its own
-        # Then the grants' expiries due (as the sweeper, holds first): the client's answer
-        # counts no grant a spend would refuse.
-        account.expire_due_grants(command.at)
+    # Then the other expiries due (holds first, as the sweeper): the client's answer counts
+    # no hold a spend would take nor grant it would refuse. The sweeper's own expiry is
+    # left to its next one, which comes next and counts its own.
+    keys = expire_due(account, command.at) if command.outcome != "expired" else []
     answer = hold_answer(account, command.hold_id, hold, outcome, settlement)
-    return Decision(answer, [account])
+    return Decision(answer, [account], keys)
 
 
 def settled_before(earlier: StoredAnswer, command: SettleHold) -> Hold:

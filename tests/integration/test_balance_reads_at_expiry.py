@@ -13,7 +13,13 @@ from api.schemas import AccountCredits
 from api.services import Services
 from audit.verify import verify
 from ledger.bootstrap import build_ledger
-from ledger.commands import ExpireGrant, GrantCredits, PlaceHold, SettleHold, SpendCredits
+from ledger.commands import (
+    ExpireGrant,
+    GrantCredits,
+    PlaceHold,
+    SettleHold,
+    SpendCredits,
+)
 from ledger.domain.errors import GrantNotDue, InsufficientCredits
 from ledger.domain.ids import account_stream_id
 from projections.queries import Views
@@ -298,3 +304,52 @@ async def test_a_capture_at_a_grant_s_expiry_answers_balances_without_it(
     assert [kind for kind, _ in events[-2:]] == ["HoldCaptured", "GrantExpired"]
     assert (events[-1][1]["grant_id"], events[-1][1]["lapsed"]) == (lapsing.grant_id, 90)
     assert report.findings == []
+
+
+async def test_a_capture_answers_balances_without_another_hold_past_its_expiry(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A capture or release answers the account's balances: they counted another hold past
+    its expiry in ``held`` (``available`` short by what the next spend takes) until the
+    sweeper came, while ``GET …/holds/{id}`` and the balance read left it out. The
+    settlement records that hold's expiry after its own, as a spend would before it."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_two_holds", 100)
+    lapsing = await books.execute(
+        PlaceHold(
+            account_id="acct_two_holds",
+            amount=30,
+            expires_in_seconds=60,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    kept = await books.execute(
+        PlaceHold(
+            account_id="acct_two_holds",
+            amount=20,
+            expires_in_seconds=3600,
+            reason="",
+            idempotency_key="h2",
+        )
+    )
+    now[0] += timedelta(seconds=60)  # exactly the first one's expiry
+    try:
+        captured = await books.execute(
+            SettleHold(
+                account_id="acct_two_holds", hold_id=kept.hold_id, outcome="captured", amount=5
+            )
+        )
+        read = await books.hold("acct_two_holds", lapsing.hold_id)
+        events = await stream_events(isolated_db.store, account_stream_id("acct_two_holds"))
+        await caught_up(isolated_db.store)
+        report = await verify(isolated_db.pool)
+    finally:
+        await books.uow.committer.stop()
+
+    assert (captured.held, captured.available, captured.balance) == (0, 95, 95)  # held 30
+    assert [kind for kind, _ in events[-2:]] == ["HoldCaptured", "HoldExpired"]
+    assert (read.status, read.held, read.available) == ("expired", 0, 95)
+    assert report.findings == []
+

@@ -519,11 +519,9 @@ class World:
             # "A release of an expired hold answers its expiry", swept or not.
             raise Violation(f"a {command.outcome} hold answered {answer.status}")
         account.settle(hold_id, captured)
-        if command.outcome != "expired":  # a client's settlement: then the grants' expiries due
-            for grant_id, grant in account.grants.items():
-                if grant.status == "active" and not grant.usable_at(self.now):
-                    account.close_grant(grant_id, "expired")
-                    self.counts["expiries recorded by a command"] += 1
+        if command.outcome != "expired":  # a client's settlement: then the expiries due
+            account = self.with_due_expired(account_id)
+            self.keep_due_expired(account_id, account)
         self.touched.add(account_id)
         self.counts[f"holds {answer.status}"] += 1
         if (answer.held, answer.available) != (account.held, account.available):
