@@ -18,6 +18,7 @@ from ledger.domain.errors import AccountAlreadyExists
 from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.handlers.expiries import expire_due
 from ledger.store.claims import Claim, request_fingerprint
+from ledger.store.repository import copy_of
 from ledger.unit_of_work import Decision, Handler
 
 
@@ -94,13 +95,21 @@ def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision
     account = existing(account, command.account_id)
     assert command.at is not None
     period = command.period or billing_period(command.at)
-    # A hold past its expiry when the reset is decided has expired, swept or not: its expiry
-    # is recorded first, so its allowance share lapses with the old period's (repaying a
-    # clawback's debt) instead of being carried over as if work in progress could capture it.
-    # So is a grant's, which the reset leaves alone but its answer would count.
-    keys = expire_due(account, command.at) if period > account.period else []
-    account.reset_month(period)
-    return Decision(account, [account], keys)
+    if period > account.period:
+        # A hold past its expiry when the reset is decided has expired, swept or not: its
+        # expiry is recorded first, so its allowance share lapses with the old period's
+        # (repaying a clawback's debt) instead of being carried over as if work in progress
+        # could capture it. So is a grant's, which the reset leaves alone but its answer
+        # would count.
+        keys = expire_due(account, command.at)
+        account.reset_month(period)
+        return Decision(account, [account], keys)
+    account.reset_month(period)  # an earlier period is refused
+    # The same period changes nothing, and answers the balances as a balance read shows
+    # them: with the expiries due, on a copy, never committed.
+    shown = copy_of(account)
+    expire_due(shown, command.at)
+    return Decision(shown, [account])
 
 
 def decide_plan(account: CreditAccount | None, command: ChangeAllowance) -> Decision[CreditAccount]:

@@ -17,6 +17,7 @@ from ledger.commands import (
     ExpireGrant,
     GrantCredits,
     PlaceHold,
+    ResetMonth,
     SettleHold,
     SpendCredits,
 )
@@ -353,3 +354,44 @@ async def test_a_capture_answers_balances_without_another_hold_past_its_expiry(
     assert (read.status, read.held, read.available) == ("expired", 0, 95)
     assert report.findings == []
 
+
+async def test_a_reset_of_the_same_period_answers_balances_without_expiries_due(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A reset of the period the account is in changes nothing, but it answers the
+    balances: they counted a grant past its expiry in ``granted`` and a hold past its
+    expiry in ``held`` until the sweeper came. It answers them as a balance read does, and
+    still records nothing."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_same_period", 100)
+    await books.execute(
+        GrantCredits(
+            account_id="acct_same_period",
+            amount=40,
+            priority=50,
+            expires_at=now[0] + timedelta(minutes=1),
+            reason="",
+            idempotency_key="g1",
+        )
+    )
+    await books.execute(
+        PlaceHold(
+            account_id="acct_same_period",
+            amount=30,
+            expires_in_seconds=60,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    now[0] += timedelta(minutes=1)
+    try:
+        before = await stream_events(isolated_db.store, account_stream_id("acct_same_period"))
+        answer = await books.execute(ResetMonth(account_id="acct_same_period", period="2999-01"))
+        after = await stream_events(isolated_db.store, account_stream_id("acct_same_period"))
+    finally:
+        await books.uow.committer.stop()
+
+    shown = AccountCredits.of(answer)
+    assert (shown.granted, shown.held, shown.balance, shown.available) == (0, 0, 100, 100)
+    assert after == before  # it said granted 40, held 30, available 110
