@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,10 +18,8 @@ from api.database import (
     POOL_WAIT_SECONDS,
     SERVICE_SETTINGS,
     DatabaseUnusable,
-    create_pool,
     describe,
-    resolve_database_url,
-    service_url,
+    open_database,
 )
 from api.edge import answered_requests
 from api.errors import EXCEPTION_HANDLERS
@@ -67,20 +64,15 @@ async def open_services(
     ``set_up_first=False``: no migrations nor grants applied (``service_url``).
     ``pool_wait``: how long a connection is waited for (``create_pool``; the API's).
     ``server_settings``: the pool's sessions' (``create_pool``)."""
-    given_url = await asyncio.to_thread(
-        resolve_database_url, settings.database_url, settings.data_dir
-    )
     async with AsyncExitStack() as stack:
-        database_url = await service_url(
-            given_url, settings.database_admin_url, set_up_first=set_up_first
+        pool, _, database_url, given_url = await stack.enter_async_context(
+            open_database(
+                settings,
+                set_up_first=set_up_first,
+                pool_wait=pool_wait,
+                server_settings=server_settings,
+            )
         )
-        pool = await create_pool(
-            database_url,
-            set_up_first=set_up_first,
-            wait_seconds=pool_wait,
-            server_settings=server_settings,
-        )
-        stack.push_async_callback(pool.close)
         log.debug("event store: %s", describe(database_url))
         gateway = StripeGateway(
             settings.stripe_secret_key or "sk_test_standin",

@@ -14,7 +14,6 @@ import click
 import msgspec
 
 from api.cli_support import (
-    Database,
     plural,
     progress,
     run_with_database,
@@ -28,6 +27,7 @@ from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
+    from api.database import Database
     from api.services import Services
     from ledger.service import Ledger
 

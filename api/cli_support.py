@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,10 +14,8 @@ from api.settings import Settings, SettingsError
 from ledger import event_loop
 
 if TYPE_CHECKING:
-    import asyncpg
-
+    from api.database import Database
     from api.services import Services
-    from ledger.store.event_store import EventStore
 
 T = TypeVar("T")
 
@@ -66,14 +63,6 @@ def run_with_services(
     return event_loop.run(run())
 
 
-class Database(NamedTuple):
-    """The event store alone, for the commands that read nothing else (the audit's)."""
-
-    pool: asyncpg.Pool
-    store: EventStore
-    database_url: str
-
-
 def run_with_database(
     settings: Settings, work: Callable[[Database], Awaitable[T]], *, set_up_first: bool = True
 ) -> T:
@@ -82,19 +71,11 @@ def run_with_database(
     Opens no Stripe client and needs no page key, unlike ``run_with_services``: an auditor's
     or a checkpoint signer's host holds the database's URL and none of the service's
     secrets (``set_up_first``: see ``api.database.service_url``)."""
-    from api.database import create_pool, resolve_database_url, service_url
-    from ledger.store.event_store import EventStore
+    from api.database import open_database
 
     async def run() -> T:
-        given = await asyncio.to_thread(
-            resolve_database_url, settings.database_url, settings.data_dir
-        )
-        url = await service_url(given, settings.database_admin_url, set_up_first=set_up_first)
-        pool = await create_pool(url, set_up_first=set_up_first)
-        try:
-            return await work(Database(pool, EventStore(pool), url))
-        finally:
-            await pool.close()
+        async with open_database(settings, set_up_first=set_up_first) as database:
+            return await work(database)
 
     return event_loop.run(run())
 

@@ -10,19 +10,20 @@ given, is used for the set-up (``ledger db setup``, or at start-up).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 from api.cli_support import plural
-from ledger.store.event_store import DATABASE_ERRORS, Connection
+from ledger.store.event_store import DATABASE_ERRORS, Connection, EventStore
 from ledger.store.migrate import (
     SERVICE_ROLE,
     ServiceRoleTooPowerful,
@@ -33,6 +34,9 @@ from ledger.store.migrate import (
 )
 from ledger.store.transaction_ids import TransactionIdsAhead, refuse_transaction_ids_ahead
 from ledger.urls import UNREADABLE, readable, without_password
+
+if TYPE_CHECKING:
+    from api.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +356,46 @@ async def create_pool(
     async with pool.acquire() as connection:
         await warn_about_durability(connection)
     return pool
+
+
+class Database(NamedTuple):
+    """The event store a command works on: the service's pool, the store, the URL it
+    connects with, and the one it was given (``DATABASE_URL``, or the embedded server's)."""
+
+    pool: asyncpg.Pool
+    store: EventStore
+    database_url: str
+    given_url: str
+
+
+@asynccontextmanager
+async def open_database(
+    settings: Settings,
+    *,
+    set_up_first: bool = True,
+    pool_wait: float | None = None,
+    server_settings: dict[str, str] = SERVICE_SETTINGS,
+) -> AsyncIterator[Database]:
+    """The settings' database, set up first if the connection may (``set_up_first``: see
+    ``service_url``), with a pool of the service's role (``pool_wait``, ``server_settings``:
+    ``create_pool``'s ``wait_seconds`` and ``server_settings``) closed on exit: what the
+    service and every command open alike."""
+    given_url = await asyncio.to_thread(
+        resolve_database_url, settings.database_url, settings.data_dir
+    )
+    database_url = await service_url(
+        given_url, settings.database_admin_url, set_up_first=set_up_first
+    )
+    pool = await create_pool(
+        database_url,
+        set_up_first=set_up_first,
+        wait_seconds=pool_wait,
+        server_settings=server_settings,
+    )
+    try:
+        yield Database(pool, EventStore(pool), database_url, given_url)
+    finally:
+        await pool.close()
 
 
 @asynccontextmanager
