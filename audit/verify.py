@@ -78,6 +78,7 @@ from ledger.store.mapper import MsgspecMapper, event_type_name
 from ledger.store.migrate import SERVICE_ROLE, packaged
 from projections.balance_changes import description_of
 from projections.events import as_text
+from projections.grants import closed_at
 from projections.runner import all_projections
 
 CURSOR_PREFETCH = 5000
@@ -692,12 +693,13 @@ class StreamReplay:
         self, account_id: str, event: RecordedEvent, kind: type, grant_id: str, grant: Grant | None
     ) -> None:
         """The grant's row after an event that moved or closed it, as the grants view
-        should show it: granted at its CreditsGranted's time, closed at its GrantExpired's
-        or GrantVoided's."""
+        should show it: granted at its CreditsGranted's time, closed at its GrantVoided's, or
+        at its expires_at for a GrantExpired (``projections.grants.closed_at``)."""
         known = self.grant_rows.get(grant_id)
-        granted_at, closed_at = known[1][-2:] if known else (event.recorded_at, None)
+        granted_at, closed = known[1][-2:] if known else (event.recorded_at, None)
         if kind in _GRANT_CLOSED:
-            closed_at = event.recorded_at
+            expires_at = grant.expires_at if grant is not None else known[1][4] if known else None
+            closed = closed_at(kind, expires_at, event.recorded_at)
         if grant is not None:
             values: tuple[Any, ...] = (
                 event.originator_id,
@@ -708,7 +710,7 @@ class StreamReplay:
                 as_text(grant.reason),
                 grant.status,
                 granted_at,
-                closed_at,
+                closed,
             )
         else:  # closed, and no longer on the account
             stream_id, amount, _, priority, expires_at, reason, *_ = (
@@ -724,7 +726,7 @@ class StreamReplay:
                 reason,
                 status,
                 granted_at,
-                closed_at,
+                closed,
             )
         self.grant_rows[grant_id] = (account_id, values, event.notification_id)
 

@@ -80,6 +80,15 @@ def taken_from_grants(event: object) -> dict[str, int]:
     return {}
 
 
+def closed_at(kind: type, expires_at: datetime | None, recorded_at: datetime) -> datetime:
+    """When a grant closed by an event of ``kind`` recorded at ``recorded_at``: a void then,
+    an expiry at the grant's ``expires_at``, however late it was recorded (a list shows an
+    expiry not recorded yet so: api/routes/grants.py)."""
+    if kind is GrantExpired and expires_at is not None:
+        return expires_at
+    return recorded_at
+
+
 class GrantsProjection(WritesView):
     """Every grant of every account, active or closed."""
 
@@ -139,7 +148,7 @@ class GrantsProjection(WritesView):
             row = rows[event.grant_id]
             row.remaining -= event.lapsed
             row.status = "expired" if isinstance(event, GrantExpired) else "voided"
-            row.closed_at = projected.recorded_at
+            row.closed_at = closed_at(type(event), row.expires_at, projected.recorded_at)
             return
         for grant_id, taken in taken_from_grants(event).items():
             rows[grant_id].remaining -= taken

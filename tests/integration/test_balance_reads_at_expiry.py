@@ -395,3 +395,42 @@ async def test_a_reset_of_the_same_period_answers_balances_without_expiries_due(
     shown = AccountCredits.of(answer)
     assert (shown.granted, shown.held, shown.balance, shown.available) == (0, 0, 100, 100)
     assert after == before  # it said granted 40, held 30, available 110
+
+
+async def test_a_grant_s_expiry_is_listed_at_the_same_time_before_and_after_the_sweeper(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Before the sweeper records a grant's expiry the list shows it closed at its
+    ``expires_at``; once recorded, the view said the sweep's commit time instead (seconds
+    later, or hours with the sweeper stopped): a client saw ``closed_at`` move. An expiry
+    happens at ``expires_at``, recorded or not; the audit agrees."""
+    real = datetime.now(UTC)
+    now = [real - timedelta(hours=1)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    services = cast(Services, SimpleNamespace(views=Views(isolated_db.pool), ledger=books))
+    await open_account(books, "acct_closed_at", 0)
+    ends = real - timedelta(minutes=30)
+    lapsing = await books.execute(
+        GrantCredits(
+            account_id="acct_closed_at",
+            amount=100,
+            priority=50,
+            expires_at=ends,
+            reason="",
+            idempotency_key="g1",
+        )
+    )
+    await caught_up(isolated_db.store)
+    now[0] = real
+    try:
+        before = await grants_now(services, "acct_closed_at", "all", limit=10)
+        await books.execute(ExpireGrant(account_id="acct_closed_at", grant_id=lapsing.grant_id))
+        await caught_up(isolated_db.store)
+        after = await grants_now(services, "acct_closed_at", "all", limit=10)
+        report = await verify(isolated_db.pool)
+    finally:
+        await books.uow.committer.stop()
+
+    assert [(g.status, g.remaining, g.closed_at) for g in before] == [("expired", 0, ends)]
+    assert [(g.status, g.remaining, g.closed_at) for g in after] == [("expired", 0, ends)]
+    assert report.findings == []
