@@ -123,6 +123,15 @@ class Views:
         ledger/store/shared_reads.py)."""
         return await self.balance_reads.read(account_id)
 
+    async def left_to_the_write_side(self, account_ids: Sequence[str], now: datetime) -> set[str]:
+        """Of these accounts, those whose row a balance read at ``now`` leaves out (see
+        ``balance_rows``): behind its account's last event, or counting a hold or grant
+        past its expiry that the views do not show expired yet."""
+        rows = await self.pool.fetch(
+            "SELECT account_id FROM balance_rows($1::text[], $2)", list(account_ids), now
+        )
+        return set(account_ids) - {row[0] for row in rows}
+
     async def balances_page(self, *, after: str | None, limit: int) -> list[BalanceRow]:
         """Accounts in the balances view by id, the ``limit`` after ``after``."""
         rows = await self.pool.fetch(

@@ -25,7 +25,7 @@ import asyncpg
 
 from api.access.tokens import Scope, TokenService
 from ledger.bootstrap import build_ledger
-from ledger.commands import GrantCredits, SpendCredits
+from ledger.commands import GrantCredits, PlaceHold, SpendCredits
 from projections.names import VIEW_NAMES
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
@@ -96,6 +96,48 @@ async def test_accounts_show_counts_no_grant_past_its_expiry(isolated_db: Isolat
     report = json.loads(shown.stdout)
     assert (report["granted"], report["active_grants"], report["available"]) == (40, 1, 40)
     assert report["events"] == 3  # its expiry is not an event yet
+
+
+async def test_accounts_list_counts_no_hold_or_grant_past_its_expiry(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """As ``accounts show`` and every balance read: the list showed the view's row, which
+    counts a grant past its expiry in the grants, the balance and what is available, and a
+    hold past its expiry in what is held, until the sweeper records them (none runs here)."""
+    real = datetime.now(UTC)
+    books = build_ledger(isolated_db.pool, clock=lambda: real - timedelta(hours=1))
+    await open_account(books, "acct_due", 100)
+    await open_account(books, "acct_fine", 100)
+    await books.execute(
+        GrantCredits(
+            account_id="acct_due",
+            amount=100,
+            priority=50,
+            expires_at=real - timedelta(minutes=30),
+            reason="",
+            idempotency_key="g1",
+        )
+    )
+    await books.execute(
+        PlaceHold(
+            account_id="acct_due",
+            amount=30,
+            expires_in_seconds=60,
+            reason="",
+            idempotency_key="h1",
+        )
+    )
+    await books.uow.committer.stop()
+    await catch_up(isolated_db.store, all_projections())
+
+    listed = await ledger(isolated_db.url, "accounts", "list", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    shown = {
+        row["account_id"]: (row["granted"], row["held"], row["balance"], row["available"])
+        for row in map(json.loads, listed.stdout.splitlines())
+    }
+    assert shown == {"acct_due": (0, 0, 100, 100), "acct_fine": (0, 0, 100, 100)}
 
 
 async def test_accounts_list_pages_through_the_balances_view_and_says_when_it_is_behind(
