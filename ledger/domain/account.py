@@ -502,16 +502,15 @@ class CreditAccount(Records, Aggregate):
 
     def expire_due_grants(self, at: datetime) -> None:
         """Record the expiry of each active grant past it at ``at``, as the sweeper would."""
-        for grant_id, grant in list(self.grants.items()):
-            if grant.status == ACTIVE and grant.has_expired(at):
-                self.expire_grant(grant_id, at)
+        for grant_id in list(self.grants):
+            self.expire_grant(grant_id, at)  # None for one not due, or closed
 
     def void_grant(self, grant_id: str, reason: str, at: datetime | None = None) -> int:
         """Withdraw a grant: what remains lapses now (what holds reserve, when they settle).
 
         A grant past its expiry at ``at`` has expired, even before its expiry is recorded."""
         grant = self.grants.get(grant_id)
-        if grant is None or grant.status != ACTIVE or (at is not None and grant.has_expired(at)):
+        if grant is None or not grant.usable_at(at):
             if grant is not None or grant_id in self.closed_grants:
                 raise GrantClosed(f"The grant {grant_id} has already expired or been voided.")
             raise GrantNotFound(grant_id)

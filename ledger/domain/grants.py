@@ -41,11 +41,10 @@ class Grant(msgspec.Struct, frozen=True):
 
     def usable_at(self, moment: datetime | None) -> bool:
         """Whether spends and holds decided at ``moment`` may take from it."""
-        if self.status != ACTIVE:
-            return False
-        return moment is None or self.expires_at is None or moment < self.expires_at
+        return self.status == ACTIVE and (moment is None or not self.has_expired(moment))
 
     def has_expired(self, moment: datetime) -> bool:
+        """Whether its expiry has come at ``moment``: at ``expires_at`` it has."""
         return self.expires_at is not None and moment >= self.expires_at
 
 
