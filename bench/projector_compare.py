@@ -63,7 +63,8 @@ def account(number: int) -> str:
 
 PROJECTOR = """
 import asyncio, json, signal, sys, time
-from api.database import PROJECTOR_SETTINGS, create_pool
+from api import database
+from api.database import create_pool
 from ledger import event_loop
 from ledger.store.event_store import EventStore
 from projections import runner
@@ -86,7 +87,11 @@ CAUGHT_UP = ("SELECT (SELECT coalesce(max(notification_id), 0) FROM stored_event
              " <= (SELECT coalesce(min(position), 0) FROM projection_positions)")
 
 async def main(url):
-    pool = await create_pool(url, server_settings=PROJECTOR_SETTINGS)
+    # The sessions `ledger project` opens (checkouts before PROJECTOR_SETTINGS: the service's).
+    if hasattr(database, "PROJECTOR_SETTINGS"):
+        pool = await create_pool(url, server_settings=database.PROJECTOR_SETTINGS)
+    else:
+        pool = await create_pool(url)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     task = asyncio.create_task(runner.Projector(EventStore(pool), url).run(stop))
