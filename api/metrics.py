@@ -16,6 +16,7 @@ that process's view; the start time is the earliest of them (``min``).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import time
@@ -40,6 +41,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from ledger.store import stats
+from ledger.store.event_store import DATABASE_ERRORS
 
 # The page keeps the names docs/operations-metrics.md lists: no ``_created`` series.
 disable_created_metrics()
@@ -130,6 +132,12 @@ db_pool_connections = Gauge(
 db_pool_max_connections = Gauge(
     "ledger_db_pool_max_connections",
     "Most connections the pool may open.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+database_up = Gauge(
+    "ledger_database_up",
+    "1 when the database answered this scrape's queries, 0 when it did not.",
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
@@ -225,23 +233,42 @@ _VIEW_LAG = """
     FROM projection_positions p"""
 
 
+DATABASE_SECONDS = 2.0
+"""Longest a scrape waits for the database: past it the page is answered without it."""
+
+
 async def refresh_gauges(pool: asyncpg.Pool) -> None:
-    """Set the gauges from the database (head, views) and from this process's pool."""
-    async with pool.acquire() as connection:
-        rows = await connection.fetch(_VIEW_LAG)
-        head = int(
-            await connection.fetchval("SELECT coalesce(max(notification_id), 0) FROM stored_events")
-        )
+    """Set the gauges from the database (head, views) and from this process's pool.
+
+    A database that does not answer sets ``ledger_database_up`` to 0 and leaves the other
+    database gauges as they were: the page is still answered, so the counters of the
+    requests it failed (503s) stay visible while it is away."""
+    try:
+        async with asyncio.timeout(DATABASE_SECONDS), pool.acquire() as connection:
+            rows = await connection.fetch(_VIEW_LAG)
+            head = int(
+                await connection.fetchval(
+                    "SELECT coalesce(max(notification_id), 0) FROM stored_events"
+                )
+            )
+    except DATABASE_ERRORS:  # TimeoutError (and the pool's PoolBusy) are OSErrors
+        database_up.set(0)
+    else:
+        database_up.set(1)
+        _set_database_gauges(head, rows)
+    size, idle = pool.get_size(), pool.get_idle_size()
+    _pool_in_use.set(size - idle)
+    _pool_idle.set(idle)
+    db_pool_max_connections.set(pool.get_max_size())
+
+
+def _set_database_gauges(head: int, rows: list[asyncpg.Record]) -> None:
     store_head_position.set(head)
     for row in rows:
         view = row["name"]
         projection_position.labels(view).set(row["position"])
         projection_lag_positions.labels(view).set(max(head - row["position"], 0))
         projection_lag_seconds.labels(view).set(round(max(row["lag_seconds"], 0.0), 3))
-    size, idle = pool.get_size(), pool.get_idle_size()
-    _pool_in_use.set(size - idle)
-    _pool_idle.set(idle)
-    db_pool_max_connections.set(pool.get_max_size())
 
 
 class _ThisProcess(Collector):

@@ -7,15 +7,18 @@ import logging
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 
 from api.services import Services
 from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
-from tests.conftest import unique
-from tests.e2e.conftest import Customer
+from stripe_standin import RunningStandin
+from tests.conftest import fresh_database, unique
+from tests.e2e.conftest import Customer, served_api
 from tests.support.stripe_events import event_body, new_event_id, signature
 
 _SAMPLE = re.compile(
@@ -224,3 +227,30 @@ async def test_the_page_has_exactly_the_metrics_the_operations_doc_lists(
 
     assert declared == listed
     assert not any(line.split("{")[0].endswith("_created") for line in page.splitlines())
+
+
+async def test_the_page_is_answered_while_the_database_refuses_connections(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    """The page read the database before answering and failed with it (503): while
+    PostgreSQL was away Prometheus saw the target down and none of the 503s it answered."""
+    async with fresh_database(postgres_server_url) as url, served_api(url, standin) as app:
+        name = urlsplit(url).path[1:]
+        admin = await asyncpg.connect(postgres_server_url)
+        try:
+            async with httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http:
+                assert (await scrape(http))["ledger_database_up"] == 1
+                await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    name,
+                )
+                refused = [(await http.get("/readyz")).status_code for _ in range(2)]
+                away = await scrape(http)
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            await admin.close()
+
+    assert refused == [503, 503]
+    assert away["ledger_database_up"] == 0
+    assert away['ledger_http_requests_total{method="GET",status="503"}'] == 2
