@@ -141,6 +141,26 @@ database_up = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+webhook_deliveries_pending = Gauge(
+    "ledger_webhook_deliveries_pending",
+    "Outbound notifications still to be delivered (the outbox's pending deliveries).",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+webhook_oldest_pending_seconds = Gauge(
+    "ledger_webhook_oldest_pending_seconds",
+    "Age of the oldest outbound notification not yet delivered (0 when none waits).",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+expiry_overdue_seconds = Gauge(
+    "ledger_expiry_overdue_seconds",
+    "How long the open hold or active grant longest past its expiry has waited for the "
+    "sweeper to record it (0 when none is).",
+    ["kind"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 process_start_time = Gauge(
     "ledger_process_start_time_seconds",
     "When this process started (Unix time).",
@@ -233,12 +253,23 @@ _VIEW_LAG = """
     FROM projection_positions p"""
 
 
+_BACKLOGS = """
+    SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
+           coalesce(extract(epoch FROM clock_timestamp() - (
+               SELECT min(created_at) FROM webhook_deliveries
+               WHERE status = 'pending')), 0)::float8 AS oldest_pending,
+           coalesce(extract(epoch FROM clock_timestamp() - (
+               SELECT min(expires_at) FROM holds WHERE status = 'held')), 0)::float8 AS hold_overdue,
+           coalesce(extract(epoch FROM clock_timestamp() - (
+               SELECT min(expires_at) FROM grants
+               WHERE status = 'active' AND expires_at IS NOT NULL)), 0)::float8 AS grant_overdue"""
+
 DATABASE_SECONDS = 2.0
 """Longest a scrape waits for the database: past it the page is answered without it."""
 
 
 async def refresh_gauges(pool: asyncpg.Pool) -> None:
-    """Set the gauges from the database (head, views) and from this process's pool.
+    """Set the gauges from the database (head, views, backlogs) and from this process's pool.
 
     A database that does not answer sets ``ledger_database_up`` to 0 and leaves the other
     database gauges as they were: the page is still answered, so the counters of the
@@ -251,24 +282,34 @@ async def refresh_gauges(pool: asyncpg.Pool) -> None:
                     "SELECT coalesce(max(notification_id), 0) FROM stored_events"
                 )
             )
+            backlogs = await connection.fetchrow(_BACKLOGS)
     except DATABASE_ERRORS:  # TimeoutError (and the pool's PoolBusy) are OSErrors
         database_up.set(0)
     else:
         database_up.set(1)
-        _set_database_gauges(head, rows)
+        _set_database_gauges(head, rows, backlogs)
     size, idle = pool.get_size(), pool.get_idle_size()
     _pool_in_use.set(size - idle)
     _pool_idle.set(idle)
     db_pool_max_connections.set(pool.get_max_size())
 
 
-def _set_database_gauges(head: int, rows: list[asyncpg.Record]) -> None:
+def _set_database_gauges(
+    head: int, rows: list[asyncpg.Record], backlogs: asyncpg.Record | None
+) -> None:
     store_head_position.set(head)
     for row in rows:
         view = row["name"]
         projection_position.labels(view).set(row["position"])
         projection_lag_positions.labels(view).set(max(head - row["position"], 0))
         projection_lag_seconds.labels(view).set(round(max(row["lag_seconds"], 0.0), 3))
+    assert backlogs is not None  # one row of subqueries
+    webhook_deliveries_pending.set(backlogs["pending"])
+    webhook_oldest_pending_seconds.set(round(backlogs["oldest_pending"], 3))
+    for kind in ("hold", "grant"):
+        # An expiry still in the future is no backlog (the difference is negative then).
+        overdue = backlogs[f"{kind}_overdue"]
+        expiry_overdue_seconds.labels(kind).set(round(max(overdue, 0.0), 3))
 
 
 class _ThisProcess(Collector):

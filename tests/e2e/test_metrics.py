@@ -254,3 +254,48 @@ async def test_the_page_is_answered_while_the_database_refuses_connections(
     assert refused == [503, 503]
     assert away["ledger_database_up"] == 0
     assert away['ledger_http_requests_total{method="GET",status="503"}'] == 2
+
+
+async def test_the_page_shows_the_webhook_outbox_and_overdue_expiries(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    """A receiver down (the outbox growing) and a sweeper not sweeping (expiries past due)
+    moved no metric: only log lines said so, one attempt or sweep at a time."""
+    async with (
+        fresh_database(postgres_server_url) as url,
+        served_api(url, standin) as app,
+        httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http,
+    ):
+        quiet = await scrape(http)
+        admin = await asyncpg.connect(url)
+        try:
+            # The views' and the outbox's rows as the projector writes them; a hold of a
+            # stream with no balances row is one the sweeper never lists.
+            await admin.execute(
+                """INSERT INTO webhook_endpoints (endpoint_id, url, event_types, secret)
+                   VALUES ('we_down', 'http://127.0.0.1:9/', '{credits.spent}', 's');
+                   INSERT INTO webhook_deliveries (notification_id, event_type, endpoint_id,
+                       account_id, position, payload, created_at, next_attempt_at)
+                   SELECT 'evt_' || n, 'credits.spent', 'we_down', 'acct_x', n, '{}',
+                          now() - interval '1 hour', now() + interval '1 hour'
+                   FROM generate_series(1, 3) n;
+                   INSERT INTO holds (hold_id, stream_id, amount, status, reason,
+                                      expires_at, placed_at, position)
+                   VALUES ('hold_late', gen_random_uuid(), 5, 'held', 'r',
+                           now() - interval '10 minutes', now() - interval '1 hour', 1);
+                   INSERT INTO grants (grant_id, stream_id, amount, remaining, priority,
+                                       expires_at, reason, status, granted_at, position)
+                   VALUES ('grant_later', gen_random_uuid(), 5, 5, 50,
+                           now() + interval '1 day', 'r', 'active', now(), 1)"""
+            )
+        finally:
+            await admin.close()
+        behind = await scrape(http)
+
+    assert quiet["ledger_webhook_deliveries_pending"] == 0
+    assert quiet["ledger_webhook_oldest_pending_seconds"] == 0
+    assert quiet['ledger_expiry_overdue_seconds{kind="hold"}'] == 0
+    assert behind["ledger_webhook_deliveries_pending"] == 3
+    assert behind["ledger_webhook_oldest_pending_seconds"] >= 3600
+    assert behind['ledger_expiry_overdue_seconds{kind="hold"}'] >= 600
+    assert behind['ledger_expiry_overdue_seconds{kind="grant"}'] == 0  # due tomorrow
