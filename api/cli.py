@@ -255,6 +255,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     from api.database import PROJECTOR_SETTINGS
     from ledger.notifications.dispatcher import Dispatcher
     from ledger.store.event_store import DATABASE_ERRORS
+    from projections.events import UnreadableEvent
     from projections.runner import Projector, catch_up
 
     logging.getLogger().setLevel(logging.INFO)
@@ -291,7 +292,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
         # visible now, so that the writes of an API that stopped just before are in.
         try:
             await catch_up(services.store, projector.projections, batch_size)
-        except DATABASE_ERRORS as error:
+        except (*DATABASE_ERRORS, UnreadableEvent) as error:
             logging.getLogger("projections.runner").warning("projector stopped behind: %s", error)
 
     _run_with_services(_settings(), run, server_settings=PROJECTOR_SETTINGS)

@@ -80,12 +80,29 @@ def as_text(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
+class UnreadableEvent(Exception):
+    """A stored event of a known type whose state does not decode into it: no view can
+    pass it, so the projector stops there. Its message is one line naming the event."""
+
+    def __init__(self, recorded: RecordedEvent, error: Exception) -> None:
+        self.position = recorded.notification_id
+        reason = " ".join(str(error).split()) or "no detail"
+        super().__init__(
+            f"event at position {recorded.notification_id} ({recorded.topic.rpartition(':')[2]}, "
+            f"stream {recorded.originator_id} version {recorded.originator_version}) cannot be "
+            f"read: {type(error).__name__}: {reason}"
+        )
+
+
 def projected(recorded: RecordedEvent) -> ProjectedEvent:
-    """Decode a stored event into its declared class, with its place in the store."""
+    """Decode a stored event into its declared class, with its place in the store
+    (UnreadableEvent if its state does not decode)."""
     try:
         event = _decode(recorded)
     except TopicError:
         event = Unrecognised(recorded.topic)
+    except Exception as error:  # msgspec's, or an upcaster's, on a state it cannot take
+        raise UnreadableEvent(recorded, error) from error
     return ProjectedEvent(
         recorded.notification_id,
         recorded.originator_id,

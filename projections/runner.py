@@ -11,6 +11,7 @@ statement that moves their positions only if their rows are still as it left the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -28,7 +29,7 @@ from ledger.store.event_store import (
 )
 from ledger.store.wakeups import Listening, wait_for_either
 from projections.balances import BalancesProjection
-from projections.events import ProjectedEvent, projected
+from projections.events import ProjectedEvent, UnreadableEvent, projected
 from projections.grants import GrantsProjection
 from projections.holds import HoldsProjection
 from projections.memory import ViewMemory
@@ -43,6 +44,8 @@ BATCH_SIZE = 500
 # Without a notification (or while an old transaction holds the watermark back)
 # the projector still looks this often.
 POLL_SECONDS = 0.5
+STUCK_RETRY_SECONDS = 30.0
+"""How often a projector stopped by an event it cannot read tries it again."""
 
 
 class Projection(Protocol):
@@ -390,6 +393,17 @@ class Projector:
                 except DATABASE_ERRORS as error:
                     log.warning("projector could not apply a batch (will retry): %s", error)
                     applied = 0
+                except UnreadableEvent as error:
+                    # Stays up (its dispatcher delivers what is queued) and says so in one
+                    # line now and then; a restart would read the same event again.
+                    log.error(
+                        "projector stopped: %s; the views stay before it (will retry in %.0f s)",
+                        error,
+                        STUCK_RETRY_SECONDS,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), STUCK_RETRY_SECONDS)
+                    continue
                 if applied:
                     # At once, rather than at the next wake-up: what committed meanwhile
                     # (waiting for its NOTIFY instead put 3-5 ms on the lag's median).

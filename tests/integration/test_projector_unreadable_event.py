@@ -1,0 +1,55 @@
+"""A stored event whose state does not decode stops the projector at it: said in one line
+naming the event, the process kept up (its dispatcher shares it), not a traceback and a
+restart every few seconds that read the same event again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import pytest
+
+from ledger.bootstrap import build_ledger
+from projections.runner import Projector
+from tests.conftest import IsolatedDatabase
+from tests.support.ledger import open_account
+from tests.support.waiting import until
+
+
+async def test_an_event_that_cannot_be_read_is_named_in_one_line_and_the_projector_stays_up(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="projections.runner")
+    await open_account(build_ledger(isolated_db.pool), "acct_unreadable", 100)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        # Written past the store's checks, as a bad migration or a hand-made row would be.
+        position = await admin.fetchval(
+            """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+               SELECT originator_id, 2, 'ledger.domain.events:CreditsSpent', '{"bad": 1}', '\\x00'
+               FROM stored_events WHERE originator_version = 1
+               RETURNING notification_id"""
+        )
+    finally:
+        await admin.close()
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
+    try:
+
+        def said() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "cannot be read" in r.getMessage()]
+
+        await until(lambda: said() or running.done(), 30, what="the projector's error line")
+        assert not running.done()
+    finally:
+        stop.set()
+        await running
+
+    [line] = said()
+    message = line.getMessage()
+    assert f"position {position} (CreditsSpent" in message
+    assert "ValidationError" in message
+    assert "\n" not in message
+    assert line.exc_info is None
