@@ -149,7 +149,9 @@ def _retry_soon(message: str) -> Response[Any]:
     return response
 
 
-def _busy(_: Request, __: ConcurrencyConflict) -> Response[Any]:
+def _busy(_: Request, error: ConcurrencyConflict) -> Response[Any]:
+    # The access line has the route's template only: this one names the account.
+    log.warning("account busy: %s", error)
     return _retry_soon("The account is busy with other writes; please retry.")
 
 

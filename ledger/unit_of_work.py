@@ -178,12 +178,18 @@ class UnitOfWork:
     async def run(self, handler: Handler[C, Any, A], command: C) -> A:
         """Decide ``command`` once and commit what it decided; see the module."""
         claim = handler.claim(command)
+        key = handler.lock(command)
         try:
-            async with self.locks.hold(handler.lock(command)):
+            async with self.locks.hold(key):
                 return await self._decided(handler, command, claim)
         except TurnNotCome as waited:  # only the lock raises it: nothing was tried
             stats.conflicts["gave_up"].inc()
-            raise ConcurrencyConflict(f"the account stayed busy: {waited}") from None
+            raise ConcurrencyConflict(f"{key} stayed busy: {waited}") from None
+        except ConcurrencyConflict as conflict:
+            # Named, for the operator's log line: the store's message names no stream.
+            raise ConcurrencyConflict(
+                f"{key} stayed contended through {MAX_ATTEMPTS} attempts: {conflict}"
+            ) from conflict
 
     async def _decided(self, handler: Handler[C, Any, A], command: C, claim: Claim | None) -> A:
         for attempt in range(1, MAX_ATTEMPTS + 1):

@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
+from api.log_context import ContextFilter
 from api.services import Services
 from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
@@ -299,3 +300,34 @@ async def test_the_page_shows_the_webhook_outbox_and_overdue_expiries(
     assert behind["ledger_webhook_oldest_pending_seconds"] >= 3600
     assert behind['ledger_expiry_overdue_seconds{kind="hold"}'] >= 600
     assert behind['ledger_expiry_overdue_seconds{kind="grant"}'] == 0  # due tomorrow
+
+
+async def test_a_write_refused_503_for_a_busy_account_is_logged_naming_the_account(
+    http: httpx.AsyncClient,
+    services: Services,
+    customer: Customer,
+    writer_headers: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its only line was the access line, which has the route's template: the on-call
+    engineer could not tell which account was hot."""
+    caplog.handler.addFilter(ContextFilter())
+    caplog.set_level(logging.WARNING, logger="api.errors")
+    locks = services.ledger.uow.locks
+    monkeypatch.setattr(locks, "wait", 0.05)
+    before = await scrape(http)
+    async with locks.hold(customer.account_id):  # the commands before it on the account
+        refused = await http.post(
+            f"/v1/accounts/{customer.account_id}/spend",
+            headers={**writer_headers, "Idempotency-Key": unique("key")},
+            json={"amount": 1},
+        )
+    after = await scrape(http)
+
+    assert refused.status_code == 503
+    assert moved(before, after, 'ledger_concurrency_conflicts_total{outcome="gave_up"}') == 1
+    [line] = [r for r in caplog.records if "busy" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert f"{customer.account_id} stayed busy" in line.getMessage()
+    assert line.request_id == refused.headers["x-request-id"]  # type: ignore[attr-defined]
