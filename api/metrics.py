@@ -95,6 +95,15 @@ webhook_outcomes = {
 }
 """Stripe deliveries by outcome (one of WEBHOOK_OUTCOMES): ``webhook_outcomes["applied"].inc()``."""
 
+_view_reads = Counter(
+    "ledger_view_reads",
+    "View reads (balances, lists, feeds), by the database that answered them.",
+    ["source"],
+    registry=REGISTRY,
+)
+view_reads = {source: _view_reads.labels(source=source) for source in ("primary", "standby")}
+"""View reads by source: ``view_reads["standby"].inc()`` (api/read_side.py)."""
+
 store_head_position = Gauge(
     "ledger_store_head_position",
     "Highest position in the event store.",

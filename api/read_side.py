@@ -48,6 +48,7 @@ from litestar.types import (
 
 from api.database import _connect, describe, nothing_to_reset
 from api.headers import first_header
+from api.metrics import view_reads
 from ledger.store.event_store import DATABASE_ERRORS, EventStore
 from ledger.unit_of_work import answer_positions
 from projections.queries import Views
@@ -197,13 +198,16 @@ class ReadSide:
                     await self._standby_failed(error)
                 else:
                     request.read_from = standby.name
+                    view_reads[standby.name].inc()
                     return result
             elif standby.progress.error is not None:
                 await self._standby_failed(standby.progress.error)
         if wanted:
             request.caught_up = await self.primary.progress.reached(wanted, deadline)
         request.read_from = self.primary.name
-        return await read(self.primary)
+        result = await read(self.primary)
+        view_reads[self.primary.name].inc()
+        return result
 
     def _check_lag_soon(self) -> None:
         """Compare the standby's views with the primary's in the background, at most once

@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
+from api.access.tokens import Scope
 from api.log_context import ContextFilter
 from api.services import Services
 from ledger.bootstrap import build_ledger
@@ -20,6 +21,7 @@ from ledger.commands import SpendCredits
 from stripe_standin import RunningStandin
 from tests.conftest import fresh_database, unique
 from tests.e2e.conftest import Customer, served_api
+from tests.support.servers import bind_free_port
 from tests.support.stripe_events import event_body, new_event_id, signature
 
 _SAMPLE = re.compile(
@@ -331,3 +333,29 @@ async def test_a_write_refused_503_for_a_busy_account_is_logged_naming_the_accou
     assert line.levelno == logging.WARNING
     assert f"{customer.account_id} stayed busy" in line.getMessage()
     assert line.request_id == refused.headers["x-request-id"]  # type: ignore[attr-defined]
+
+
+async def test_view_reads_are_counted_by_the_database_that_answered(
+    database_url: str, standin: RunningStandin
+) -> None:
+    """A standby failing or lagging sent every read to the primary with no metric moving:
+    only a warning line when it started."""
+    unreachable = bind_free_port()  # bound, never listening: connections are refused
+    standby_down = f"postgresql://postgres@127.0.0.1:{unreachable.getsockname()[1]}/nowhere"
+    try:
+        for read_url, answered_by in ((database_url, "standby"), (standby_down, "primary")):
+            async with (
+                served_api(database_url, standin, changes={"database_read_url": read_url}) as app,
+                httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http,
+            ):
+                services: Services = app.state.services
+                writer = await services.tokens.issue(Scope.LEDGER_WRITE, name="reads")
+                headers = {"Authorization": f"Bearer {writer.secret}"}
+                before = await scrape(http)
+                read = await http.get("/v1/accounts/acct_no_such/credits", headers=headers)
+                after = await scrape(http)
+            assert read.headers["ledger-read-from"] == answered_by
+            key = f'ledger_view_reads_total{{source="{answered_by}"}}'
+            assert moved(before, after, key) == 1
+    finally:
+        unreachable.close()
