@@ -176,7 +176,9 @@ class Dispatcher:
             error=error,
             schedule=self.schedule,
         )
-        log.info(
+        # Retries to come are routine; one that ends them (failed) needs an operator.
+        log.log(
+            logging.WARNING if outcome == "failed" else logging.INFO,
             "delivery %s (%s) attempt %d to %s: %s",
             due.delivery_id,
             due.notification_id,

@@ -721,3 +721,30 @@ async def test_a_notification_carries_the_balances_its_command_left_not_a_step_i
     [data] = [msgspec.json.decode(row["payload"])["data"] for row in payloads]
     assert (data["credits"], data["session_id"]) == (1000, "cs_refunded_first")
     assert (data["balance"], data["available"], data["topup_balance"]) == (100, 100, 0)
+
+
+async def test_a_delivery_that_fails_for_good_is_logged_as_a_warning(
+    isolated_db: IsolatedDatabase, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each attempt was an info line, the last one too: a notification given up on (an
+    operator's `ledger webhooks retry` to send it) looked like any retry to come."""
+    caplog.set_level(logging.INFO, logger="ledger.notifications.dispatcher")
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        receiver.url("gone"), ["credits.spent"]
+    )
+    repository = build_ledger(isolated_db.pool)
+    account_id = await open_account(repository)
+    receiver.failing.add("gone")
+
+    def attempts() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if " attempt " in r.getMessage()]
+
+    async with notifier(isolated_db, schedule=(0.1,)):
+        await act(repository, account_id, spend(3))
+        await until(lambda: len(attempts()) >= 2)
+
+    retried, given_up = attempts()
+    assert ": pending (HTTP 503" in retried.getMessage()
+    assert retried.levelno == logging.INFO
+    assert ": failed (HTTP 503" in given_up.getMessage()
+    assert given_up.levelno == logging.WARNING
