@@ -275,11 +275,20 @@ class EventStore:
         after_version: int = 0,
         recorded_until: datetime | None = None,
     ) -> list[RecordedEvent]:
-        """One aggregate's events in version order, optionally only up to a moment."""
+        """One aggregate's events in version order, optionally only up to a moment.
+
+        The version is compared with ``(SELECT $2)``, a value the planner cannot see:
+        compared with $2, PostgreSQL planned the statement again on every call once the
+        store was large (a cached account's newest version lies past most of the column's
+        histogram, so each custom plan looked cheaper than the generic one): a round trip
+        of 184-230 us so, 136-183 us on the one plan it keeps now (1,000,000 events, one
+        connection, interleaved). The plan is the same for every version: the stream's
+        key range in the primary key.
+        """
         async with self.pool.acquire() as connection:
             rows = await connection.fetch(
                 f"""SELECT {_COLUMNS} FROM stored_events
-                    WHERE originator_id = $1 AND originator_version > $2
+                    WHERE originator_id = $1 AND originator_version > (SELECT $2::bigint)
                       AND ($3::timestamptz IS NULL OR recorded_at <= $3)
                     ORDER BY originator_version""",
                 originator_id,
