@@ -16,6 +16,21 @@ from projections.balance_reads import BalanceRow, balance_reads
 
 R = TypeVar("R", bound=msgspec.Struct)
 
+_NO_CURSOR = 2**63 - 1
+"""Past every position: a first page's ``before``."""
+
+NEWEST_FIRST = f"""SELECT {{columns}} FROM {{table}}
+    WHERE account_id = $1 AND position < (SELECT coalesce($2::bigint, {_NO_CURSOR}))
+    ORDER BY position DESC LIMIT $3"""
+"""A page of an account's rows, newest first, before position $2 (None: the first page).
+
+The cursor is a key of the index the page is read down, from there: written as "$2 IS NULL
+OR position < $2", it was a filter in the generic plan PostgreSQL keeps for the statement
+on a large store, which read the account's rows from its newest to the cursor (a page
+300,000 lines deep: 54-69 ms a call, 0.3-0.7 ms so). Inside ``(SELECT …)`` the planner
+sees no value, so every call shares that one plan, for a first page and a deep one alike.
+"""
+
 
 class DueHold(msgspec.Struct, frozen=True):
     """An open hold past its expiry, as the sweeper needs it."""
@@ -212,7 +227,7 @@ class Views:
         ``remaining`` is still the view's, what its expiry will leave is the write side's."""
         rows = await self.pool.fetch(
             f"""SELECT {", ".join(_GRANT_COLUMNS)} FROM grants
-                WHERE stream_id = $1 AND ($3::bigint IS NULL OR position < $3)
+                WHERE stream_id = $1 AND position < (SELECT coalesce($3::bigint, {_NO_CURSOR}))
                   AND ($2 = 'all' OR {_GRANT_STATUS} = $2)
                 ORDER BY position DESC LIMIT $4""",
             stream_id,
@@ -285,9 +300,7 @@ class Views:
         self, table: str, row_type: type[R], account_id: str, limit: int, before: int | None
     ) -> list[R]:
         rows = await self.pool.fetch(
-            f"""SELECT {", ".join(row_type.__struct_fields__)} FROM {table}
-                WHERE account_id = $1 AND ($2::bigint IS NULL OR position < $2)
-                ORDER BY position DESC LIMIT $3""",
+            NEWEST_FIRST.format(columns=", ".join(row_type.__struct_fields__), table=table),
             account_id,
             before,
             limit,

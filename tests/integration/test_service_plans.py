@@ -9,14 +9,22 @@ planned again on every call, which cost more than running it.
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 import asyncpg
 from eventsourcing.persistence import StoredEvent
 
 from api.database import create_pool
+from ledger.bootstrap import build_ledger
+from ledger.commands import SpendCredits
 from ledger.store.event_store import EventStore
+from projections.queries import NEWEST_FIRST
+from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
+from tests.support.events import settled
+from tests.support.ledger import open_account
 
 CALLS = 20
 FIRST_CUSTOM_PLANS = 5
@@ -69,3 +77,52 @@ async def test_a_cached_account_caught_up_with_its_store_keeps_one_plan(
         assert await custom_plans(pool, "originator_version >") == FIRST_CUSTOM_PLANS
     finally:
         await pool.close()
+
+
+def rows_looked_at(node: dict[str, Any]) -> int:
+    """Rows the plan's table scans read, those their filters then dropped included."""
+    own = 0
+    if "Relation Name" in node:
+        own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+    return int(own) + sum(rows_looked_at(child) for child in node.get("Plans", []))
+
+
+async def test_a_page_of_transactions_deep_in_an_account_reads_that_page_only(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    ledger = build_ledger(isolated_db.pool)
+    try:
+        await open_account(ledger, "acct_deep_pages", 1000)
+        for n in range(40):
+            await ledger.execute(
+                SpendCredits(
+                    account_id="acct_deep_pages", amount=1, reason="job", idempotency_key=f"s{n}"
+                )
+            )
+    finally:
+        await ledger.uow.committer.stop()
+    await settled(isolated_db.store)
+    await catch_up(isolated_db.store, all_projections())
+    positions = await isolated_db.pool.fetch(
+        "SELECT position FROM statement_lines WHERE account_id = $1 ORDER BY position DESC",
+        "acct_deep_pages",
+    )
+    cursor = positions[-6]["position"]  # five lines from the oldest
+
+    page = NEWEST_FIRST.format(columns="position", table="statement_lines")
+    async with isolated_db.pool.acquire() as connection:
+        # The plan PostgreSQL keeps for the statement on a large store: the generic one.
+        await connection.execute(
+            f"PREPARE page(text, bigint, int) AS {page}; SET plan_cache_mode = force_generic_plan"
+        )
+        try:
+            # EXECUTE takes no bound parameters: the values are written in.
+            execute = f"EXECUTE page('acct_deep_pages', {int(cursor)}, 3)"
+            [plan] = json.loads(
+                await connection.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {execute}")
+            )
+            lines = await connection.fetch(execute)
+        finally:
+            await connection.execute("DEALLOCATE page; RESET plan_cache_mode")
+    assert [line["position"] for line in lines] == [p["position"] for p in positions[-5:-2]]
+    assert rows_looked_at(plan["Plan"]) == 3
