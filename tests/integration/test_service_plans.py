@@ -4,7 +4,9 @@ leave the choice to PostgreSQL: api/database.SERVICE_SETTINGS).
 PostgreSQL plans a prepared statement for its parameters five times, then keeps the
 generic plan unless those custom plans looked cheaper: as the tables grow, a value near
 the end of a column's histogram makes every custom plan look cheaper, so the statement is
-planned again on every call, which cost more than running it.
+planned again on every call, which cost more than running it. And the plan it keeps must
+serve every value the service passes: a generic plan cannot start an index scan at a
+parameter it only filters on.
 """
 
 from __future__ import annotations
