@@ -136,7 +136,7 @@ def list_grants(account_id: str, status: str, as_json: bool) -> None:
     from ledger.domain.ids import account_stream_id
 
     async def read(services: Services) -> tuple[list[Any], bool]:
-        from api.routes.grants import grants_now
+        from api.grant_reads import grants_now
 
         await services.ledger.account(account_id)  # AccountNotFound
         stream_id = account_stream_id(account_id)

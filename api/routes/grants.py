@@ -11,10 +11,11 @@ from litestar.params import FromPath, QueryParameter
 
 from api.access.guards import allow
 from api.access.tokens import Scope
+from api.grant_reads import grants_now
 from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import GrantRequest, VoidGrantRequest
-from api.services import Services, ServicesDependency
+from api.services import ServicesDependency
 from api.validation import Body, IdempotencyKey, OptionalBody, ValidationFailed
 from ledger.commands import GrantCredits, VoidGrant
 from ledger.domain.ids import account_stream_id
@@ -143,39 +144,6 @@ async def list_grants(
         services, account_id, status or "all", limit=chosen.limit + 1, before=chosen.after
     )
     return page_of_rows(Grants, rows, chosen.limit)
-
-
-async def grants_now(
-    services: Services, account_id: str, status: str, *, limit: int, before: int | None = None
-) -> list[GrantLine]:
-    """The account's grants from the grants view, each as it stands now: one past its expiry
-    is expired, with what its expiry leaves of it (what open holds reserve), before the
-    sweeper records it so (spends no longer use it; it was listed active, all of it
-    remaining, for as long as the sweeper or the projector was stopped)."""
-    rows = await services.views.grants(
-        account_stream_id(account_id),
-        status,
-        limit=limit,
-        before=before,
-        now=services.ledger.clock(),
-    )
-    if not any(_unrecorded_expiry(row) for row in rows):
-        return rows
-    account = await services.ledger.account_now(account_id)  # with those expiries
-    return [
-        msgspec.structs.replace(
-            row,
-            remaining=left.remaining if (left := account.grants.get(row.grant_id)) else 0,
-            closed_at=row.expires_at,
-        )
-        if _unrecorded_expiry(row)
-        else row
-        for row in rows
-    ]
-
-
-def _unrecorded_expiry(row: GrantLine) -> bool:
-    return row.status == "expired" and row.closed_at is None
 
 
 # One router, guards on each route: a path served from two routers would answer OPTIONS

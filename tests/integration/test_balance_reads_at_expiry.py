@@ -8,7 +8,7 @@ from typing import cast
 
 import pytest
 
-from api.routes.grants import grants_now
+from api.grant_reads import grants_now
 from api.schemas import AccountCredits
 from api.services import Services
 from audit.verify import verify
