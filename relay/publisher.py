@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Sequence
 
 import msgspec
@@ -133,6 +134,30 @@ class _Batch:
             self.done.set()
 
 
+class _TlsOnlyClient(Client):
+    """A client for a ``tls://`` URL: it sends its CONNECT, credentials and all, over TLS only.
+
+    nats-py 2.16 upgrades to TLS only when the server's INFO says ``tls_required``; to a
+    server (or anyone in the middle) that does not, it sends the CONNECT, with the URL's
+    user and password or token, in plain text. Its ``ssl_context`` is read when, and
+    only when, it starts TLS, just before that CONNECT.
+    """
+
+    _tls_started = False
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        self._tls_started = True
+        return super().ssl_context
+
+    def _connect_command(self) -> bytes:
+        if not self._tls_started:
+            raise nats.errors.Error(
+                "the server does not offer TLS, and a tls:// URL is sent over TLS only"
+            )
+        return super()._connect_command()
+
+
 class JetStreamPublisher:
     """Publishes batches to one stream and reports only when every message is acknowledged."""
 
@@ -171,7 +196,9 @@ class JetStreamPublisher:
         try:
             # The relay reconnects by itself, with its own backoff and log lines, so the
             # client tries each connection once and closes when it drops.
-            self._nc = await nats.connect(
+            nc = _TlsOnlyClient() if self.url.startswith("tls://") else Client()
+            self._nc = nc
+            await nc.connect(
                 self.url,
                 name="ledger-relay",
                 allow_reconnect=False,

@@ -33,6 +33,7 @@ from relay.positions import Connection
 from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings
 from relay.runner import Relay, RelayRefused, relay_settings
 from tests.conftest import IsolatedDatabase
+from tests.support.certificates import certificate_for_localhost
 from tests.support.cli import ROOT
 from tests.support.nats_server import NatsServer, connected, nats_server_binary
 from tests.support.waiting import until
@@ -45,16 +46,31 @@ TOPICS = ("tests.relay:CreditsSpent", "tests.relay:CreditsPurchased", "tests.rel
 WAIT_SECONDS = 120
 
 
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+def _binary() -> str:
     binary = nats_server_binary()
     if binary is None:
         pytest.skip(
             "no nats-server binary on PATH or in /usr/sbin (Debian: apt-get install "
             "nats-server): the relay tests need a real NATS with JetStream"
         )
-    server = NatsServer(binary, tmp_path / "nats")
+    return binary
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(_binary(), tmp_path / "nats")
     server.folder.mkdir()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@contextlib.contextmanager
+def nats_server_with(folder: Path, *args: str) -> Iterator[NatsServer]:
+    """A nats-server started with more options; the caller starts it."""
+    server = NatsServer(_binary(), folder, args)
+    folder.mkdir()
     try:
         yield server
     finally:
@@ -641,3 +657,42 @@ async def test_the_relay_listens_again_after_its_connection_is_cut_off(
         stop.set()
         await running
         await admin.close()
+
+
+async def test_a_tls_url_sends_no_credentials_to_a_server_without_tls(tmp_path: Path) -> None:
+    """nats-py goes over TLS only when the server asks for it: to a server (or a man in
+    the middle) that did not, a tls:// relay sent its user and password in plain text and
+    published (a relay review)."""
+    with nats_server_with(tmp_path / "nats", "--user", "relay", "--pass", "s3cret") as server:
+        server.url = f"nats://relay:s3cret@127.0.0.1:{server.port}"
+        await server.start()
+        url = f"tls://relay:s3cret@127.0.0.1:{server.port}"
+        publisher = JetStreamPublisher(url, StreamSettings())
+        try:
+            with pytest.raises(BrokerUnavailable, match="does not offer TLS"):
+                await publisher.connect()
+        finally:
+            await publisher.close()
+        async with connected(server.url) as nc:
+            with pytest.raises(nats.js.errors.NotFoundError):
+                await nc.jetstream().stream_info(STREAM)
+
+
+async def test_a_tls_url_publishes_over_tls_to_a_server_with_a_trusted_certificate(
+    isolated_db: IsolatedDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, certificate, key = certificate_for_localhost(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # read by ssl.create_default_context()
+    tls = ("--tls", "--tlscert", str(certificate), "--tlskey", str(key))
+    with nats_server_with(tmp_path / "nats", *tls) as server:
+        server.url = f"tls://localhost:{server.port}"
+        await server.start()
+        await Writer(isolated_db.store).append_chunk(streams=1)
+        events = await every_event(isolated_db.store)
+        publisher = JetStreamPublisher(server.url, StreamSettings())
+        try:
+            await publisher.connect()
+            await publisher.publish([outgoing(e, PREFIX) for e in events], after_seq=0)
+        finally:
+            await publisher.close()
+        assert_each_event_once_in_order(await read_stream(server), events)

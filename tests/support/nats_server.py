@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import nats
@@ -34,9 +34,11 @@ def _free_port() -> int:
 class NatsServer:
     """``nats-server -js`` on a free loopback port, its store in ``folder``: kept across restarts."""
 
-    def __init__(self, binary: str, folder: Path) -> None:
+    def __init__(self, binary: str, folder: Path, args: Sequence[str] = ()) -> None:
+        """``args``: more of nats-server's options (``--tls …``, ``--user …``)."""
         self.binary = binary
         self.folder = folder
+        self.args = list(args)
         self.port = _free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -60,6 +62,7 @@ class NatsServer:
                     "-js",
                     "-sd",
                     str(self.folder / "jetstream"),
+                    *self.args,
                 ],
                 stdout=output,
                 stderr=subprocess.STDOUT,
