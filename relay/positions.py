@@ -44,6 +44,17 @@ async def commit(connection: Connection, name: str, position: int) -> None:
     )
 
 
+async def register(pool: asyncpg.Pool, name: str) -> int:
+    """The committed position, its row made at 0 if there is none yet: ``/metrics`` then
+    shows the relay's lag from its start, also while it has never reached its broker."""
+    await pool.execute(
+        """INSERT INTO projection_positions (name, position) VALUES ($1, 0)
+           ON CONFLICT (name) DO NOTHING""",
+        name,
+    )
+    return await read_position(pool, name)
+
+
 async def read_position(pool: asyncpg.Pool, name: str) -> int:
     """The committed position, read without taking a turn (for the relay's first log lines)."""
     position = await pool.fetchval(

@@ -24,7 +24,7 @@ from ledger.store.event_store import DATABASE_ERRORS, EventStore, RecordedEvent
 from ledger.store.wakeups import Listening, wait_for_either
 from ledger.urls import UNREADABLE, readable, without_password
 from relay.messages import outgoing
-from relay.positions import Connection, claim, commit, read_position
+from relay.positions import Connection, claim, commit, read_position, register
 from relay.publisher import (
     DEFAULT_STREAM,
     BrokerUnavailable,
@@ -146,6 +146,7 @@ class Relay:
         self._delay = FIRST_RETRY_SECONDS
         self._troubled = False
         self._told_of_another = False
+        self._registered = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish everything visible, then follow new events, until ``stop`` is set.
@@ -191,6 +192,9 @@ class Relay:
 
     async def step(self) -> int:
         """Publish the next batch and commit its position; return how many events it held."""
+        if not self._registered:  # before the broker: a relay that never reaches it shows
+            self.position = await register(self.pool, self.settings.position_name)
+            self._registered = True
         if not self.publisher.connected:
             self._in_stream = None
             await self.publisher.connect()

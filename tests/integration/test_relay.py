@@ -26,6 +26,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from api.metrics import REGISTRY, refresh_gauges
 from ledger.store import wakeups
 from ledger.store.event_store import NOTIFY_CHANNEL, EventStore, RecordedEvent
 from relay.messages import MSG_ID_HEADER, decode, outgoing
@@ -36,6 +37,7 @@ from tests.conftest import IsolatedDatabase
 from tests.support.certificates import certificate_for_localhost
 from tests.support.cli import ROOT
 from tests.support.nats_server import NatsServer, connected, nats_server_binary
+from tests.support.servers import bind_free_port
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -696,3 +698,34 @@ async def test_a_tls_url_publishes_over_tls_to_a_server_with_a_trusted_certifica
         finally:
             await publisher.close()
         assert_each_event_once_in_order(await read_stream(server), events)
+
+
+async def test_metrics_show_a_relay_that_never_reached_its_broker_as_behind(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay's position row was made by its first commit: a relay that never reached
+    its broker (a wrong URL, a broker down since it started) had none, and /metrics
+    showed no relay at all, so no alert on its lag could fire (a relay review)."""
+    writer = Writer(isolated_db.store)
+    await writer.append_chunk(streams=1)
+    closed = bind_free_port()
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    settings = relay_settings(url=f"nats://127.0.0.1:{port}", stream="NEVER_REACHED")
+    relay = Relay(isolated_db.store, isolated_db.pool, isolated_db.url, settings)
+    stop = asyncio.Event()
+    async with running(relay.run(stop)) as task:
+
+        async def held_back() -> bool:
+            return "unavailable" in caplog.text
+
+        await until(held_back, WAIT_SECONDS, what="the relay saying NATS is unavailable")
+        stop.set()
+        await task
+
+    await refresh_gauges(isolated_db.pool)
+    view = {"view": "relay:nats:NEVER_REACHED"}
+    assert REGISTRY.get_sample_value("ledger_projection_position", view) == 0
+    lag = REGISTRY.get_sample_value("ledger_projection_lag_positions", view)
+    assert lag == max(writer.positions)
+    assert REGISTRY.get_sample_value("ledger_projection_lag_seconds", view) is not None
