@@ -305,9 +305,9 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     "--to",
     "url",
     envvar="LEDGER_RELAY_URL",
-    default="nats://127.0.0.1:4222",
-    show_default=True,
-    help="The NATS server (or set LEDGER_RELAY_URL).",
+    default=None,
+    help="The NATS server (or set LEDGER_RELAY_URL); nats://127.0.0.1:4222 if neither "
+    "(development only).",
 )
 @click.option("--subject-prefix", default="ledger.events", show_default=True)
 @click.option("--stream", default="LEDGER_EVENTS", show_default=True, help="Created if missing.")
@@ -320,7 +320,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 )
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
 def relay_command(
-    url: str, subject_prefix: str, stream: str, duplicate_window: int, batch_size: int
+    url: str | None, subject_prefix: str, stream: str, duplicate_window: int, batch_size: int
 ) -> None:
     """Publish every stored event, in commit order, to NATS JetStream until stopped (Ctrl-C).
 
@@ -331,12 +331,21 @@ def relay_command(
     # Asked to stop while still starting: nothing published yet, so a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
-    from relay.runner import RelayRefused, relay_settings, run_until_stopped
+    from relay.runner import (
+        DEFAULT_URL,
+        RelayRefused,
+        production_problems,
+        relay_settings,
+        run_until_stopped,
+    )
 
     logging.getLogger().setLevel(logging.INFO)
+    settings = _settings()
+    if settings.production and (problems := production_problems(url)):
+        raise click.ClickException("; ".join(problems))
     try:
         chosen = relay_settings(
-            url=url,
+            url=url or DEFAULT_URL,
             subject_prefix=subject_prefix,
             stream=stream,
             duplicate_window_seconds=duplicate_window,
@@ -346,7 +355,7 @@ def relay_command(
         raise click.UsageError(str(error)) from None
     try:
         _run_with_services(
-            _settings(), lambda s: run_until_stopped(s.store, s.pool, s.database_url, chosen)
+            settings, lambda s: run_until_stopped(s.store, s.pool, s.database_url, chosen)
         )
     except RelayRefused as error:
         raise click.ClickException(str(error)) from None

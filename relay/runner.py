@@ -105,6 +105,27 @@ def relay_settings(
     )
 
 
+def production_problems(url: str | None) -> list[str]:
+    """What ``LEDGER_ENV=production`` refuses of the broker's URL (None: none given), one line
+    each: the development default, and a broker anyone who reaches it may use."""
+    if url is None:
+        return [
+            "LEDGER_ENV=production needs LEDGER_RELAY_URL (or --to): the relay's default, "
+            f"{DEFAULT_URL}, is for development"
+        ]
+    address = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    userinfo, at, _ = address.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not user or (colon and not password):
+        return [
+            f"LEDGER_ENV=production refuses {without_password(url, hide_user=True)}: a NATS "
+            "URL without credentials (tls://user:password@host:port, or a token: "
+            "tls://token@host:port); anyone who reaches an open broker can publish into the "
+            "ledger's stream or delete it"
+        ]
+    return []
+
+
 def position_name(stream: str) -> str:
     """The row of ``projection_positions`` a relay to ``stream`` keeps its position in: one
     each, since a relay that finds its stream behind its position goes on from the position

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from api.app import create_app
 from api.development import DEMO_ACCOUNT
 from api.settings import Settings, SettingsError, serving_problems
 from ledger.bootstrap import build_ledger
+from relay.runner import production_problems as relay_production_problems
 from tests.conftest import IsolatedDatabase
 from tests.e2e.test_startup_and_logs import run_serve, serve_env
+from tests.support.cli import ledger
 from tests.support.ledger import open_account
 
 PRODUCTION = {
@@ -192,3 +195,36 @@ def test_serving_in_production_names_the_public_url_with_every_other_problem_at_
     assert line.startswith("Error: ")
     for needed in ("LEDGER_PAGE_KEY", "METRICS_PORT", "LEDGER_PUBLIC_URL"):
         assert f"LEDGER_ENV=production needs {needed}" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "complaint"),
+    [
+        ((), {}, "needs LEDGER_RELAY_URL \\(or --to\\): the relay's default, nats://127.0.0.1"),
+        (("--to", "nats://nats.internal:4222"), {}, "a NATS URL without credentials"),
+        ((), {"LEDGER_RELAY_URL": "tls://nats.internal:4222"}, "without credentials"),
+        (("--to", "tls://relay:@nats.internal:4222"), {}, "without credentials"),
+        (("--to", "tls://:s3cret@nats.internal:4222"), {}, "without credentials"),
+    ],
+)
+async def test_production_refuses_a_relay_to_the_default_or_an_open_broker(
+    args: tuple[str, ...], env: dict[str, str], complaint: str
+) -> None:
+    """The relay took production's settings and published to nats://127.0.0.1:4222 when
+    told nothing, or to a broker anyone could publish into (a relay review)."""
+    refused = await ledger(
+        PRODUCTION["DATABASE_URL"], "relay", *args, env={**PRODUCTION, **env}, seconds=60
+    )
+
+    assert refused.returncode == 1, refused.stderr
+    assert re.search(complaint, refused.stderr), refused.stderr
+    assert "s3cret" not in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["tls://relay:s3cret@nats.internal:4222", "tls://t0ken@nats.internal:4222", "nats://u:p@h:1"],
+)
+def test_production_takes_a_broker_url_with_credentials(url: str) -> None:
+    assert relay_production_problems(url) == []

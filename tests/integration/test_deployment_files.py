@@ -25,6 +25,7 @@ from api.settings import Settings, SettingsError
 from api.startup import KEEP_ALIVE_SECONDS, STOP_GRACE_SECONDS
 from cluster import nginx
 from cluster.topology import Plan, Process, ledger_processes, setup_process
+from relay.runner import production_problems as relay_production_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_REPLICAS = next(
@@ -98,8 +99,10 @@ def resolved(value: str, shell: Mapping[str, str]) -> str:
     return _REFERENCE.sub(fill, value)
 
 
-PASSWORDS_IN_URLS = {"POSTGRES_PASSWORD", "LEDGER_SERVICE_PASSWORD"}
-"""Shell variables compose puts into the database URLs (no service reads them by name)."""
+PASSWORDS_IN_URLS = {"POSTGRES_PASSWORD", "LEDGER_SERVICE_PASSWORD", "NATS_PASSWORD"}
+"""Shell variables compose puts into the database and broker URLs (no service reads them by
+name)."""
+
 
 SECRETS = {
     "POSTGRES_PASSWORD": "pg-secret",
@@ -107,6 +110,7 @@ SECRETS = {
     "STRIPE_SECRET_KEY": "sk_live_compose",
     "STRIPE_WEBHOOK_SECRET": "whsec_compose",
     "LEDGER_PAGE_KEY": "k" * 64,
+    "NATS_PASSWORD": "nats-secret",
 }
 """What an operator sets in the shell (docker-compose.yml's header lists them)."""
 
@@ -270,6 +274,21 @@ def test_compose_with_the_secrets_set_is_a_production_the_service_accepts() -> N
     bare = {k: v for k, v in SECRETS.items() if not k.startswith("STRIPE_")}
     with pytest.raises(SettingsError, match="needs STRIPE_SECRET_KEY"):
         Settings.from_env(environment_of(services["api"], bare))
+
+
+def test_compose_runs_the_relay_to_a_nats_that_takes_its_credentials() -> None:
+    """In production the relay refuses an open broker: compose's NATS asks for the user and
+    password the relay's URL holds, and without NATS_PASSWORD the relay says so."""
+    services = compose()["services"]
+    url = urlsplit(environment_of(services["relay"], SECRETS)["LEDGER_RELAY_URL"])
+    nats = services["nats"]["command"]
+
+    assert relay_production_problems(url.geturl()) == []
+    assert nats[nats.index("--user") + 1] == url.username
+    assert resolved(nats[nats.index("--pass") + 1], SECRETS) == url.password == "nats-secret"
+    bare = {k: v for k, v in SECRETS.items() if k != "NATS_PASSWORD"}
+    without = environment_of(services["relay"], bare)["LEDGER_RELAY_URL"]
+    assert "without credentials" in " ".join(relay_production_problems(without))
 
 
 def test_the_service_connects_as_ledger_service_never_as_the_superuser() -> None:
