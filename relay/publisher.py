@@ -134,6 +134,15 @@ class _Batch:
             self.done.set()
 
 
+def servers(url: str) -> list[str]:
+    """One URL per server of ``url``, each with its scheme and credentials: nats-py reads
+    ``nats://a:4222,b:4222`` as one address and refuses it (invalid connect url option)."""
+    scheme, _, rest = url.partition("://")
+    end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
+    userinfo, at, hosts = rest[:end].rpartition("@")
+    return [f"{scheme}://{userinfo}{at}{host}{rest[end:]}" for host in hosts.split(",")]
+
+
 class _TlsOnlyClient(Client):
     """A client for a ``tls://`` URL: it sends its CONNECT, credentials and all, over TLS only.
 
@@ -184,7 +193,23 @@ class JetStreamPublisher:
         return self._nc is not None and self._nc.is_connected and not self._lost.is_set()
 
     async def connect(self) -> None:
-        """Connect and make sure the stream exists; ``BrokerUnavailable`` if that fails."""
+        """Connect and make sure the stream exists; ``BrokerUnavailable`` if that fails.
+
+        A URL may name several servers of one cluster (``nats://user:pw@a:4222,b:4222``):
+        each is tried in turn, and the first that answers is used."""
+        failed: BaseException | None = None
+        for server in servers(self.url):
+            try:
+                await self._connect_to(server)
+            except _BROKER_ERRORS as error:
+                failed = error
+                await self.close()
+            else:
+                return
+        assert failed is not None
+        raise BrokerUnavailable(self._reason(failed)) from failed
+
+    async def _connect_to(self, server: str) -> None:
         await self.close()
         # This connection's own flag: a late callback of the one before cannot set it.
         lost = self._lost = asyncio.Event()
@@ -193,29 +218,25 @@ class JetStreamPublisher:
             lost.set()
 
         self._last_error = None
-        try:
-            # The relay reconnects by itself, with its own backoff and log lines, so the
-            # client tries each connection once and closes when it drops.
-            nc = _TlsOnlyClient() if self.url.startswith("tls://") else Client()
-            self._nc = nc
-            await nc.connect(
-                self.url,
-                name="ledger-relay",
-                allow_reconnect=False,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=0,
-                connect_timeout=2,
-                error_cb=self._on_error,
-                disconnected_cb=on_disconnected,
-                closed_cb=on_disconnected,
-            )
-            self._inbox = self._nc.new_inbox()
-            await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_ack)
-            self._js = self._nc.jetstream(timeout=self.ack_timeout)
-            await self._ensure_stream(self._js)
-        except _BROKER_ERRORS as error:
-            await self.close()
-            raise BrokerUnavailable(self._reason(error)) from error
+        # The relay reconnects by itself, with its own backoff and log lines, so the
+        # client tries each connection once and closes when it drops.
+        nc = _TlsOnlyClient() if server.startswith("tls://") else Client()
+        self._nc = nc
+        await nc.connect(
+            server,
+            name="ledger-relay",
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
+            connect_timeout=2,
+            error_cb=self._on_error,
+            disconnected_cb=on_disconnected,
+            closed_cb=on_disconnected,
+        )
+        self._inbox = nc.new_inbox()
+        await nc.subscribe(f"{self._inbox}.>", cb=self._on_ack)
+        self._js = nc.jetstream(timeout=self.ack_timeout)
+        await self._ensure_stream(self._js)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         try:

@@ -31,7 +31,7 @@ from ledger.store import wakeups
 from ledger.store.event_store import NOTIFY_CHANNEL, EventStore, RecordedEvent
 from relay.messages import MSG_ID_HEADER, decode, outgoing
 from relay.positions import Connection
-from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings
+from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings, servers
 from relay.runner import Relay, RelayRefused, relay_settings
 from tests.conftest import IsolatedDatabase
 from tests.support.certificates import certificate_for_localhost
@@ -729,3 +729,33 @@ async def test_metrics_show_a_relay_that_never_reached_its_broker_as_behind(
     lag = REGISTRY.get_sample_value("ledger_projection_lag_positions", view)
     assert lag == max(writer.positions)
     assert REGISTRY.get_sample_value("ledger_projection_lag_seconds", view) is not None
+
+
+async def test_a_url_naming_several_servers_publishes_through_the_one_that_answers(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    """docs/relay.md asks for a three-node cluster; the relay took nats://a:4222,b:4222 and
+    then failed every connection with nats-py's "invalid connect url option", for ever
+    (a relay review)."""
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    await writer.append_chunk(streams=2)
+    closed = bind_free_port()
+    down = closed.getsockname()[1]
+    closed.close()  # a node of the cluster that is away
+    url = f"nats://127.0.0.1:{down},127.0.0.1:{nats_server.port}"
+    relay = Relay(isolated_db.store, isolated_db.pool, isolated_db.url, relay_settings(url=url))
+    stop = asyncio.Event()
+    async with running(relay.run(stop)) as task:
+        head = max(writer.positions)
+
+        async def caught_up() -> bool:
+            return await committed_position(isolated_db) == head
+
+        await until(caught_up, WAIT_SECONDS, what=f"the relay publishing up to {head}")
+        stop.set()
+        await task
+    assert_each_event_once_in_order(
+        await read_stream(nats_server), await every_event(isolated_db.store)
+    )
+    assert servers("tls://u:p%2F@a:1,b:2/x") == ["tls://u:p%2F@a:1/x", "tls://u:p%2F@b:2/x"]
