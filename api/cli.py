@@ -340,7 +340,8 @@ def relay_command(
     )
 
     logging.getLogger().setLevel(logging.INFO)
-    settings = _settings()
+    # The database alone: the relay's host holds none of the service's secrets (Stripe's).
+    settings = _settings(service=False)
     if settings.production and (problems := production_problems(url)):
         raise click.ClickException("; ".join(problems))
     try:
@@ -354,8 +355,8 @@ def relay_command(
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     try:
-        _run_with_services(
-            settings, lambda s: run_until_stopped(s.store, s.pool, s.database_url, chosen)
+        run_with_database(
+            settings, lambda d: run_until_stopped(d.store, d.pool, d.database_url, chosen)
         )
     except RelayRefused as error:
         raise click.ClickException(str(error)) from None

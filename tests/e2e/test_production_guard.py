@@ -228,3 +228,20 @@ async def test_production_refuses_a_relay_to_the_default_or_an_open_broker(
 )
 def test_production_takes_a_broker_url_with_credentials(url: str) -> None:
     assert relay_production_problems(url) == []
+
+
+async def test_the_relay_needs_no_stripe_secret_in_production() -> None:
+    """The relay reads the database and publishes: it asked for the Stripe key, the webhook
+    secret and the page key as the API does, so its host had to hold them (a relay review)."""
+    database_only = {
+        "LEDGER_ENV": "production",
+        **dict.fromkeys(
+            ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "LEDGER_PAGE_KEY", "METRICS_PORT"), ""
+        ),
+    }
+    refused = await ledger(PRODUCTION["DATABASE_URL"], "relay", env=database_only, seconds=60)
+
+    assert refused.returncode == 1, refused.stderr
+    assert "needs LEDGER_RELAY_URL" in refused.stderr
+    assert "STRIPE" not in refused.stderr
+    assert "LEDGER_PAGE_KEY" not in refused.stderr
