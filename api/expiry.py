@@ -58,7 +58,9 @@ class ExpirySweeper:
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> dict[str, int]:
-        """Record every expiry due now; how many holds and grants this call expired."""
+        """Record every expiry due now; how many of its commands, listed for a hold and for a
+        grant, recorded expiries. Each records every expiry due on its account (holds first),
+        as any command does, so that what its notifications tell counts none of them."""
         return {
             "holds": await self._sweep(self._due_holds),
             "grants": await self._sweep(self._due_grants),
@@ -111,9 +113,16 @@ class ExpirySweeper:
             try:
                 swept = await self.sweep()
                 if swept["holds"]:
-                    log.info("released %d expired hold(s)", swept["holds"])
+                    log.info(
+                        "released %d expired hold(s), with the expiries due on their accounts",
+                        swept["holds"],
+                    )
                 if swept["grants"]:
-                    log.info("recorded the expiry of %d grant(s)", swept["grants"])
+                    log.info(
+                        "recorded the expiry of %d grant(s), with the expiries due on their "
+                        "accounts",
+                        swept["grants"],
+                    )
             except DATABASE_ERRORS as error:
                 # The database away or restarting: a line a second, not a traceback a second.
                 log.warning("expiry sweep could not reach the database (will retry): %s", error)

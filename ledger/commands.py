@@ -134,3 +134,4 @@ class ApplyPaymentEvent(msgspec.Struct, frozen=True, kw_only=True):
     meaning: PaymentEvent | None
     unit_amount: int
     currency: str
+    at: datetime | None = None

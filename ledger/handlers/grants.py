@@ -9,7 +9,8 @@ import msgspec
 from ledger.commands import ExpireGrant, GrantCredits, VoidGrant
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantNotDue
-from ledger.domain.grants import Grant
+from ledger.domain.events import GrantExpired
+from ledger.domain.grants import ACTIVE, Grant
 from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.handlers.expiries import expire_due
 from ledger.store.claims import Claim, request_fingerprint
@@ -112,10 +113,18 @@ def decide_expire(
 ) -> Decision[GrantClosedAnswer]:
     account = existing(account, command.account_id)
     assert command.at is not None
-    lapsed = account.expire_grant(command.grant_id, command.at)
-    if lapsed is None:
+    grant = account.grants.get(command.grant_id)
+    if grant is None or grant.status != ACTIVE or not grant.has_expired(command.at):
         raise GrantNotDue(command.grant_id)
-    return Decision(_closed(account, command.grant_id, "expired", lapsed), [account])
+    # With the other expiries due (holds first, as the sweeper): the answer, and the
+    # notifications of this expiry, count no hold or grant a balance read would not.
+    keys = expire_due(account, command.at)
+    [lapsed] = [
+        event.lapsed
+        for event in account.pending_events
+        if isinstance(event, GrantExpired) and event.grant_id == command.grant_id
+    ]
+    return Decision(_closed(account, command.grant_id, "expired", lapsed), [account], keys)
 
 
 def _closed(account: CreditAccount, grant_id: str, status: str, lapsed: int) -> GrantClosedAnswer:

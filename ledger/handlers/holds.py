@@ -69,10 +69,10 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
         settlement = account.expire_hold(command.hold_id, command.at)
         if settlement is None:
             raise HoldNotDue(command.hold_id)
-    # Then the other expiries due (holds first, as the sweeper): the client's answer counts
-    # no hold a spend would take nor grant it would refuse. The sweeper's own expiry is
-    # left to its next one, which comes next and counts its own.
-    keys = expire_due(account, command.at) if command.outcome != "expired" else []
+    # Then the other expiries due (holds first, as the sweeper): the answer, and the
+    # notifications of the sweeper's expiry, count no hold a spend would take nor grant it
+    # would refuse, as a balance read then.
+    keys = expire_due(account, command.at)
     answer = hold_answer(account, command.hold_id, hold, outcome, settlement)
     return Decision(answer, [account], keys)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +26,7 @@ from ledger.domain.checkout import MISMATCHED, Adjustment, CheckoutSession
 from ledger.domain.ids import account_stream_id, checkout_stream_id, payment_intent_stream_id
 from ledger.domain.limits import MAX_CHECKOUT_AMOUNT
 from ledger.domain.payment_intent import PaymentIntent
+from ledger.handlers.expiries import expire_due
 from ledger.payment_events import (
     CheckoutChange,
     CheckoutEvent,
@@ -69,6 +71,9 @@ class PaymentState:
     for a payment only when it is decided again (the first attempt leaves it to the commit)."""
     changed: list[Aggregate] = field(default_factory=list)
     keys: list[ClaimRecord] = field(default_factory=list)
+    at: datetime | None = None
+    """The command's time: the account's expiries due then are recorded before it changes."""
+    expiries_recorded: bool = False
 
 
 async def load_payment(streams: Streams, command: ApplyPaymentEvent) -> PaymentState:
@@ -128,6 +133,7 @@ async def _linked_session(streams: Streams, payment_intent: str) -> str | None:
 
 def decide_payment(state: PaymentState, command: ApplyPaymentEvent) -> Decision[Received]:
     """Apply the event to whichever streams it changes (none: just remember its id)."""
+    state.at = command.at
     match command.meaning:
         case CheckoutEvent() as event:
             _checkout(state, event, command)
@@ -188,6 +194,7 @@ def _fulfil(state: PaymentState, session: CheckoutSession, event: CheckoutEvent)
         currency=event.currency or "",
     )
     if credits:
+        _expiries_first(state, account)
         account.purchase(session_id=session.session_id, credits=credits)
     elif session.status == MISMATCHED and session.pending_events:
         log.error(
@@ -246,12 +253,23 @@ def _adjust(state: PaymentState, adjustment: Adjustment) -> None:
     if account is None:
         log.error("session %s names a missing account: not adjusted", session.session_id)
         return
+    if adjustment.clawed_back or adjustment.reversed or adjustment.restored:
+        _expiries_first(state, account)
     account.claw_back(session.session_id, adjustment.clawed_back)
     account.reverse_for_dispute(session.session_id, adjustment.dispute_id, adjustment.reversed)
     account.restore_after_dispute(session.session_id, adjustment.dispute_id, adjustment.restored)
     for changed in (session, account):
         if not any(known is changed for known in state.changed):
             state.changed.append(changed)
+
+
+def _expiries_first(state: PaymentState, account: CreditAccount) -> None:
+    """Record the account's expiries due at the command's time before its credits change,
+    as every command that changes them does: the notifications of the payment (and the
+    alerts it sets off) count no hold or grant past its expiry, as a balance read then."""
+    if not state.expiries_recorded:
+        state.keys += expire_due(account, state.at)
+        state.expiries_recorded = True
 
 
 def _linked(state: PaymentState, payment_intent: str) -> bool:

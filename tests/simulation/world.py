@@ -361,6 +361,7 @@ class World:
                 self.awaiting_money.discard(session.payment_intent)
                 if session.status != "paid":  # money for an expired session is still credited
                     session.status = "paid"
+                    self.expiries_first(session.account_id)
                     self.accounts[session.account_id].credit(session.credits)
             case RefundEvent():
                 session = self.session_of(event.payment_intent)
@@ -372,8 +373,17 @@ class World:
                 self.counts["dispute events delivered"] += 1
         self.touched.add(session.account_id)
         owed = session.owed()
+        if owed != session.taken_back:
+            self.expiries_first(session.account_id)
         self.accounts[session.account_id].take_back(owed - session.taken_back)
         session.taken_back = owed
+
+    def expiries_first(self, account_id: str) -> None:
+        """A payment that moves an account's credits records the expiries due first, as
+        every command that moves them ("a balance read counts no hold or grant past its
+        expiry": nor does what the payment notifies). Once a command: the next call finds
+        none due."""
+        self.keep_due_expired(account_id, self.with_due_expired(account_id))
 
     def session_of(self, payment_intent: str) -> model.Session:
         return next(s for s in self.sessions.values() if s.payment_intent == payment_intent)
@@ -519,9 +529,10 @@ class World:
             # "A release of an expired hold answers its expiry", swept or not.
             raise Violation(f"a {command.outcome} hold answered {answer.status}")
         account.settle(hold_id, captured)
-        if command.outcome != "expired":  # a client's settlement: then the expiries due
-            account = self.with_due_expired(account_id)
-            self.keep_due_expired(account_id, account)
+        # Then the expiries due, the sweeper's own too: its answer and notification count
+        # no hold or grant past its expiry, as a balance read.
+        account = self.with_due_expired(account_id)
+        self.keep_due_expired(account_id, account)
         self.touched.add(account_id)
         self.counts[f"holds {answer.status}"] += 1
         if (answer.held, answer.available) != (account.held, account.available):
@@ -598,11 +609,19 @@ class World:
         self.counts["grants voided"] += 1
 
     async def expire_grants(self) -> None:
-        """The sweeper, late: every active grant past its expiry, on any account."""
-        for account_id, account in sorted(self.accounts.items()):
-            for grant_id, grant in sorted(account.grants.items()):
+        """The sweeper, late: every active grant past its expiry, on any account. Each
+        expiry it records comes with the account's other expiries due (holds first), as
+        any command's: its answer and notification count none of them."""
+        for account_id in sorted(self.accounts):
+            for grant_id in sorted(self.accounts[account_id].grants):
+                grant = self.accounts[account_id].grants[grant_id]
                 if grant.status != "active" or grant.usable_at(self.now):
                     continue
+                account = copy.deepcopy(self.accounts[account_id])
+                for hold_id, hold in sorted(account.holds.items()):
+                    if self.now >= hold.expires_at:
+                        account.settle(hold_id, 0)
+                lapsed = account.close_grant(grant_id, "expired")
                 try:
                     answer = await self.answered(
                         ExpireGrant(account_id=account_id, grant_id=grant_id)
@@ -611,13 +630,19 @@ class World:
                     # Recorded by an attempt whose answer was lost (as between two sweepers).
                     if not await self.closed_in_store(account_id, grant_id):
                         raise Violation(f"grant {grant_id} is past its expiry, not due") from None
-                    account.close_grant(grant_id, "expired")
-                    self.touched.add(account_id)
+                    answer = None
+                self.accounts[account_id] = account
+                self.keep_due_expired(account_id, self.with_due_expired(account_id))
+                self.touched.add(account_id)
+                if answer is None:
                     continue
-                lapsed = account.close_grant(grant_id, "expired")
                 if answer.lapsed != lapsed:
                     raise Violation(f"an expiry let {answer.lapsed} lapse, the rules say {lapsed}")
-                self.touched.add(account_id)
+                if answer.available != self.accounts[account_id].available:
+                    raise Violation(
+                        f"an expiry answered {answer.available} available, the rules say "
+                        f"{self.accounts[account_id].available}"
+                    )
                 self.counts["grants expired"] += 1
 
     async def closed_in_store(self, account_id: str, grant_id: str) -> bool:
