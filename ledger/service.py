@@ -24,7 +24,7 @@ from ledger.domain.events import AccountOpened, topics_of
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.domain.limits import MAX_CREDITS, MIN_CREDITS
 from ledger.handlers import HANDLERS
-from ledger.handlers.expiries import expire_due
+from ledger.handlers.expiries import expire_due, expired_holds
 from ledger.handlers.holds import Hold, hold_answer
 from ledger.handlers.payments import Received
 from ledger.handlers.purchases import CheckoutStarted, purchase_claim
@@ -237,12 +237,8 @@ class Ledger:
             # Past its expiry, it is no longer open, swept or not: shown as its expiry
             # will be recorded (decided on this copy, never committed), and the balances
             # with every expiry due now, as a balance read shows them.
-            now = self.clock()
-            expiry = account.expire_hold(hold_id, now)
-            expire_due(account, now)
-            if expiry is not None:
-                return hold_answer(account, hold_id, open_hold, "expired", expiry)
-            return hold_answer(account, hold_id, open_hold, "held")
+            expired = expired_holds(account, self.clock())
+            return expired.get(hold_id) or hold_answer(account, hold_id, open_hold, "held")
         earlier = await self.claims.find(f"hold-settlement/{account_id}", hold_id)
         if earlier is None:
             raise HoldNotFound(hold_id)
