@@ -84,21 +84,20 @@ class AccountReport(msgspec.Struct, kw_only=True):
 def show_account(account_id: str, as_json: bool) -> None:
     """Show ACCOUNT_ID's balance, allowance, holds and latest purchases."""
     from ledger.domain.errors import AccountNotFound
-    from ledger.handlers.expiries import expire_due
 
     async def run(services: Services) -> AccountReport:
         try:
             account = await services.ledger.account(account_id, fresh=True)
         except AccountNotFound:
             raise click.ClickException(f"no account {account_id}") from None
+        # The events and times recorded; the balances as account_now (a balance read) shows
+        # them, which counts the expiries due on this copy as events, at the clock's time.
         events, opened_at, last_changed_at = (
             account.version,
             account.created_on,
             account.modified_on,
         )
-        # Its balances as a spend now finds them, as the balance reads show them: holds and
-        # grants past their expiry expired, swept or not (on this copy, never committed).
-        expire_due(account, services.ledger.clock())
+        account = services.ledger.as_now(account)
         purchases = await services.views.purchases(account_id, limit=5)
         return AccountReport(
             account_id=account.account_id,

@@ -198,9 +198,12 @@ class Ledger:
 
     async def account_now(self, account_id: str) -> CreditAccount:
         """The account as a command decided now would find it (what a balance read shows):
-        read from the store, its holds and grants past their expiry expired, swept or not
-        (on this copy, never committed)."""
-        account = await self.account(account_id, fresh=True)
+        read from the store, then ``as_now``."""
+        return self.as_now(await self.account(account_id, fresh=True))
+
+    def as_now(self, account: CreditAccount) -> CreditAccount:
+        """``account`` with its holds and grants past their expiry now expired, swept or not
+        (on this copy, never committed: its version and times then count those expiries)."""
         expire_due(account, self.clock())
         return account
 
