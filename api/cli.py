@@ -372,22 +372,23 @@ async def reset_accounts(
     """
     from ledger.commands import ResetMonth
     from ledger.domain.errors import PeriodOutOfOrder
-    from ledger.handlers.accounts import billing_period
+    from ledger.handlers.accounts import MonthReset, billing_period
 
     period = period or billing_period(ledger.clock())
     reset = unchanged = 0
     refused = []
     for account_id in account_ids:
-        before = (await ledger.account(account_id)).version
         try:
-            after = await ledger.execute(ResetMonth(account_id=account_id, period=period))
+            after: MonthReset = await ledger.execute(
+                ResetMonth(account_id=account_id, period=period)
+            )
         except PeriodOutOfOrder:
             refused.append(account_id)
         else:
-            if after.version == before:
-                unchanged += 1
-            else:
+            if after.started:
                 reset += 1
+            else:
+                unchanged += 1
         done(1)
     return reset, unchanged, refused
 

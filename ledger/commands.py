@@ -34,10 +34,12 @@ class SpendCredits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ResetMonth(msgspec.Struct, frozen=True, kw_only=True):
-    """Give the account its plan's allowance for ``period`` (default: the month of ``at``)."""
+    """Give the account its plan's allowance for ``period`` (default: the month of ``at``);
+    with an idempotency key, a repeat gets the first answer."""
 
     account_id: str
     period: str | None = None
+    idempotency_key: str | None = None
     at: datetime | None = None
 
 
@@ -97,11 +99,13 @@ class GrantCredits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class VoidGrant(msgspec.Struct, frozen=True, kw_only=True):
-    """Withdraw a grant: what remains of it lapses now."""
+    """Withdraw a grant: what remains of it lapses now; with an idempotency key, a repeat
+    gets the first answer (without one, a repeat is refused: the grant is closed)."""
 
     account_id: str
     grant_id: str
     reason: str
+    idempotency_key: str | None = None
     at: datetime | None = None
 
 

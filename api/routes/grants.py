@@ -16,7 +16,13 @@ from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import GrantRequest, VoidGrantRequest
 from api.services import ServicesDependency
-from api.validation import Body, IdempotencyKey, OptionalBody, ValidationFailed
+from api.validation import (
+    Body,
+    IdempotencyKey,
+    OptionalBody,
+    OptionalIdempotencyKey,
+    ValidationFailed,
+)
 from ledger.commands import GrantCredits, VoidGrant
 from ledger.domain.ids import account_stream_id
 from ledger.handlers.grants import GrantAnswer, GrantClosedAnswer
@@ -101,6 +107,7 @@ async def void_grant(
         VoidGrantRequest | None,
         Documented(examples=[example("ended early", {"reason": "promotion withdrawn"})]),
     ] = None,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> GrantClosedAnswer:
     """Withdraw a grant: what remains of it lapses now (what holds reserve, when they settle)."""
     voided: GrantClosedAnswer = await services.ledger.execute(
@@ -108,6 +115,7 @@ async def void_grant(
             account_id=account_id,
             grant_id=grant_id,
             reason=(data.reason if data is not None else None) or "",
+            idempotency_key=idempotency_key,
         )
     )
     return voided

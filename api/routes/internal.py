@@ -23,7 +23,7 @@ from api.schemas import (
     SpendRequest,
 )
 from api.services import Services, ServicesDependency
-from api.validation import Body, IdempotencyKey, OptionalBody
+from api.validation import Body, IdempotencyKey, OptionalBody, OptionalIdempotencyKey
 from ledger.commands import ChangeAllowance, OpenAccount, ResetMonth, SpendCredits
 from ledger.handlers.accounts import Spent
 
@@ -142,12 +142,12 @@ async def reset_month(
             examples=[example("a period", {"period": "2026-12"}), example("this month", {})]
         ),
     ] = None,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> AccountCredits:
     """Set the allowance back to the plan for ``period`` (default: this month), once."""
     period = data.period if data is not None else None
-    return AccountCredits.of(
-        await services.ledger.execute(ResetMonth(account_id=account_id, period=period))
-    )
+    command = ResetMonth(account_id=account_id, period=period, idempotency_key=idempotency_key)
+    return AccountCredits.of(await services.ledger.execute(command))
 
 
 @patch(

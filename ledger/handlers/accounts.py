@@ -45,6 +45,37 @@ class Spent(msgspec.Struct, frozen=True):
             msgspec.structs.force_setattr(self, "available", self.balance - self.held)
 
 
+class MonthReset(msgspec.Struct, frozen=True):
+    """The answer to a monthly reset: the balances after it (as a balance read shows them),
+    and whether it started the period (False: the account was in it already)."""
+
+    account_id: str
+    balance: int
+    monthly_allowance: int
+    allowance_remaining: int
+    topup_balance: int
+    period: str
+    held: int
+    available: int
+    granted: int
+    started: bool
+
+    @classmethod
+    def of(cls, account: CreditAccount, *, started: bool) -> MonthReset:
+        return cls(
+            account_id=account.account_id,
+            balance=account.balance,
+            monthly_allowance=account.monthly_allowance,
+            allowance_remaining=account.allowance_remaining,
+            topup_balance=account.topup_balance,
+            period=account.period,
+            held=account.held,
+            available=account.available,
+            granted=account.granted,
+            started=started,
+        )
+
+
 def billing_period(moment: datetime) -> str:
     """The calendar month ``YYYY-MM`` of ``moment`` (UTC)."""
     return moment.strftime("%Y-%m")
@@ -91,7 +122,7 @@ def spend_claim(command: SpendCredits) -> Claim:
     )
 
 
-def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision[CreditAccount]:
+def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision[MonthReset]:
     account = existing(account, command.account_id)
     assert command.at is not None
     period = command.period or billing_period(command.at)
@@ -103,13 +134,25 @@ def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision
         # would count.
         keys = expire_due(account, command.at)
         account.reset_month(period)
-        return Decision(account, [account], keys)
+        return Decision(MonthReset.of(account, started=True), [account], keys)
     account.reset_month(period)  # an earlier period is refused
     # The same period changes nothing, and answers the balances as a balance read shows
     # them: with the expiries due, on a copy, never committed.
     shown = copy_of(account)
     expire_due(shown, command.at)
-    return Decision(shown, [account])
+    return Decision(MonthReset.of(shown, started=False), [account])
+
+
+def reset_claim(command: ResetMonth) -> Claim | None:
+    """A reset with an idempotency key is answered once: a repeat gets the first answer
+    (without one, the same period again changes nothing and answers the balances now)."""
+    if command.idempotency_key is None:
+        return None
+    return Claim(
+        f"reset/{command.account_id}",
+        command.idempotency_key,
+        request_fingerprint({"period": command.period}),
+    )
 
 
 def decide_plan(account: CreditAccount | None, command: ChangeAllowance) -> Decision[CreditAccount]:
@@ -129,7 +172,7 @@ def decide_threshold(
 HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
     OpenAccount: Handler(CreditAccount, by_account, load_account, decide_open),
     SpendCredits: Handler(Spent, by_account, load_account, decide_spend, spend_claim),
-    ResetMonth: Handler(CreditAccount, by_account, load_account, decide_reset),
+    ResetMonth: Handler(MonthReset, by_account, load_account, decide_reset, reset_claim),
     ChangeAllowance: Handler(CreditAccount, by_account, load_account, decide_plan),
     SetLowBalanceThreshold: Handler(CreditAccount, by_account, load_account, decide_threshold),
 }

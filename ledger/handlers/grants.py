@@ -108,6 +108,17 @@ def decide_void(account: CreditAccount | None, command: VoidGrant) -> Decision[G
     return Decision(_closed(account, command.grant_id, "voided", lapsed), [account], keys)
 
 
+def void_claim(command: VoidGrant) -> Claim | None:
+    """A void with an idempotency key is answered once: a repeat gets the first answer."""
+    if command.idempotency_key is None:
+        return None
+    return Claim(
+        f"void/{command.account_id}",
+        command.idempotency_key,
+        request_fingerprint({"grant_id": command.grant_id, "reason": command.reason}),
+    )
+
+
 def decide_expire(
     account: CreditAccount | None, command: ExpireGrant
 ) -> Decision[GrantClosedAnswer]:
@@ -141,6 +152,6 @@ def _closed(account: CreditAccount, grant_id: str, status: str, lapsed: int) -> 
 
 HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
     GrantCredits: Handler(GrantAnswer, by_account, load_account, decide_grant, grant_claim),
-    VoidGrant: Handler(GrantClosedAnswer, by_account, load_account, decide_void),
+    VoidGrant: Handler(GrantClosedAnswer, by_account, load_account, decide_void, void_claim),
     ExpireGrant: Handler(GrantClosedAnswer, by_account, load_account, decide_expire),
 }

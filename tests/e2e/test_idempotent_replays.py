@@ -181,3 +181,43 @@ async def test_a_grant_is_replayed_after_its_expiry_has_passed(
 
     assert first.status_code == 201, first.text
     assert (again.status_code, again.content, replayed(again)) == (201, first.content, "true")
+
+
+async def test_a_repeated_void_and_a_repeated_reset_answer_their_first_answer(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    """With an ``Idempotency-Key``, a void or a reset sent again (its answer lost) gets its
+    first answer: a void's retry was 409 (the grant voided by the first), a reset's the
+    balances as they are now, not what the reset left."""
+    account_id = await open_account(http, writer_headers, 100)
+    granted = await http.post(
+        f"/v1/accounts/{account_id}/grants",
+        json={"amount": 50},
+        headers={**writer_headers, "Idempotency-Key": f"grant-{uuid.uuid4().hex}"},
+    )
+    void = f"/v1/accounts/{account_id}/grants/{granted.json()['grant_id']}/void"
+    keyed = {**writer_headers, "Idempotency-Key": "void-once"}
+    voided = await http.post(void, json={"reason": "ended"}, headers=keyed)
+    voided_again = await http.post(void, json={"reason": "ended"}, headers=keyed)
+    other_reason = await http.post(void, json={"reason": "other"}, headers=keyed)
+
+    assert (voided.status_code, voided_again.status_code) == (200, 200), voided_again.text
+    assert voided_again.content == voided.content
+    assert (replayed(voided), replayed(voided_again)) == (None, "true")
+    assert other_reason.status_code == 422, other_reason.text
+
+    reset = f"/v1/accounts/{account_id}/monthly-reset"
+    keyed = {**writer_headers, "Idempotency-Key": "reset-once"}
+    first = await http.post(reset, json={"period": "2999-01"}, headers=keyed)
+    spent = await spend(http, writer_headers, account_id, 10)
+    again = await http.post(reset, json={"period": "2999-01"}, headers=keyed)
+    other_period = await http.post(reset, json={"period": "2999-02"}, headers=keyed)
+    unkeyed = await http.post(reset, json={"period": "2999-01"}, headers=writer_headers)
+
+    assert (first.status_code, spent.status_code, again.status_code) == (200, 200, 200)
+    assert first.json()["allowance_remaining"] == 100
+    assert (again.content, replayed(first), replayed(again)) == (first.content, None, "true")
+    assert other_period.status_code == 422, other_period.text
+    # Without a key, the same period again changes nothing and answers the balances now.
+    assert (unkeyed.status_code, unkeyed.json()["allowance_remaining"]) == (200, 90)
+    assert replayed(unkeyed) is None

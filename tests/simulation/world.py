@@ -582,14 +582,23 @@ class World:
         grant_id = self.random.choice(sorted(self.accounts[account_id].grants))
         account = self.with_due_expired(account_id)
         grant = account.grants[grant_id]
+        # With a key, a void's retry after an answer lost mid-commit gets the first answer.
+        key = self.new_id("void-key") if self.random.random() < 0.5 else None
         try:
             answer = await self.answered(
-                VoidGrant(account_id=account_id, grant_id=grant_id, reason="withdrawn")
+                VoidGrant(
+                    account_id=account_id,
+                    grant_id=grant_id,
+                    reason="withdrawn",
+                    idempotency_key=key,
+                )
             )
         except GrantClosed:
             if grant.usable_at(self.now):  # past its expiry, a grant has expired: refused
-                # A void carries no idempotency key: its retry after an answer lost
-                # mid-commit is refused, and the first attempt must be on record.
+                if key is not None:
+                    raise Violation("a keyed void's retry was refused, not answered") from None
+                # Without a key, a void's retry after an answer lost mid-commit is refused,
+                # and the first attempt must be on record.
                 if not await self.closed_in_store(account_id, grant_id):
                     raise Violation("an active grant was refused as closed") from None
                 self.keep_due_expired(account_id, account)

@@ -309,7 +309,6 @@ async def test_a_503_to_a_write_without_a_key_goes_to_the_caller() -> None:
     for call in (
         lambda ledger: ledger.create_webhook_endpoint("https://hooks.example/x", ["credits.spent"]),
         lambda ledger: ledger.open_account("acct_1"),
-        lambda ledger: ledger.void_grant("acct_1", "grant_1"),
     ):
         script = Script(stopping, busy(), answer(201, ACCOUNT))
         ledger, waits = client(script)
@@ -401,7 +400,7 @@ async def test_an_answer_that_is_not_the_documented_one_is_unexpected() -> None:
 
 def test_every_keyed_write_is_repeatable_and_the_unkeyed_writes_are_the_exceptions() -> None:
     not_repeatable = {op.operation_id for op in OPERATIONS.values() if not op.repeatable}
-    assert not_repeatable == {"openAccount", "voidGrant", "createWebhookEndpoint"}
+    assert not_repeatable == {"openAccount", "createWebhookEndpoint"}
     assert all(op.repeatable for op in OPERATIONS.values() if op.keyed)
 
 

@@ -112,6 +112,7 @@ OPERATIONS: dict[str, Operation] = {
             200,
             AccountCredits,
             MonthlyResetRequest,
+            keyed=True,
         ),
         Operation(
             "changePlan", "PATCH", "/v1/accounts/{account_id}", 200, AccountPlan, ChangePlanRequest
@@ -169,7 +170,7 @@ OPERATIONS: dict[str, Operation] = {
             200,
             GrantClosedAnswer,
             VoidGrantRequest,
-            repeatable=False,  # a second attempt after a lost answer would be 409
+            keyed=True,  # a second attempt after a lost answer gets the first answer, not 409
         ),
         Operation(
             "setLowBalanceThreshold",
@@ -349,16 +350,20 @@ class LedgerClient:
             idempotency_key=idempotency_key,
         )
 
-    async def monthly_reset(self, account_id: str, period: str | None = None) -> AccountCredits:
+    async def monthly_reset(
+        self, account_id: str, period: str | None = None, *, idempotency_key: str | None = None
+    ) -> AccountCredits:
         """Reset the allowance for ``period`` (``YYYY-MM``; default: this UTC month), once.
 
-        A period before the account's last reset is Conflict.
+        A period before the account's last reset is Conflict. The same ``idempotency_key``
+        again returns the first answer.
         """
         return await self._call(
             "resetMonth",
             AccountCredits,
             path={"account_id": account_id},
             body=MonthlyResetRequest(period=period),
+            idempotency_key=idempotency_key,
         )
 
     async def change_plan(self, account_id: str, monthly_allowance: int) -> AccountPlan:
@@ -475,14 +480,21 @@ class LedgerClient:
         )
 
     async def void_grant(
-        self, account_id: str, grant_id: str, *, reason: str | None = None
+        self,
+        account_id: str,
+        grant_id: str,
+        *,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> GrantClosedAnswer:
-        """Withdraw a grant: what remains lapses now; Conflict if expired or voided already."""
+        """Withdraw a grant: what remains lapses now; Conflict if expired or voided already
+        (but the same ``idempotency_key`` again returns the first answer)."""
         return await self._call(
             "voidGrant",
             GrantClosedAnswer,
             path={"account_id": account_id, "grant_id": grant_id},
             body=VoidGrantRequest(reason=reason),
+            idempotency_key=idempotency_key,
         )
 
     # --- webhook endpoints -----------------------------------------------------------------
