@@ -55,6 +55,7 @@ class SetLowBalanceThreshold(msgspec.Struct, frozen=True, kw_only=True):
 
     account_id: str
     threshold: int | None
+    at: datetime | None = None
 
 
 class PlaceHold(msgspec.Struct, frozen=True, kw_only=True):

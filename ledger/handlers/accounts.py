@@ -165,8 +165,11 @@ def decide_threshold(
     account: CreditAccount | None, command: SetLowBalanceThreshold
 ) -> Decision[CreditAccount]:
     account = existing(account, command.account_id)
+    # The alerts a new threshold sets off are judged on the balances a read shows: with the
+    # expiries due recorded first (a hold past its expiry still held made a low alert).
+    keys = expire_due(account, command.at)
     account.set_low_balance_threshold(command.threshold)
-    return Decision(account, [account])
+    return Decision(account, [account], keys)
 
 
 HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]

@@ -14,7 +14,14 @@ import msgspec
 
 from api.schemas import AccountCredits
 from ledger.bootstrap import build_ledger
-from ledger.commands import ExpireGrant, GrantCredits, PlaceHold, SettleHold, SpendCredits
+from ledger.commands import (
+    ExpireGrant,
+    GrantCredits,
+    PlaceHold,
+    SetLowBalanceThreshold,
+    SettleHold,
+    SpendCredits,
+)
 from ledger.domain.checkout import CheckoutSession
 from ledger.notifications.endpoints import EndpointRegistry
 from ledger.payment_events import CheckoutChange, CheckoutEvent
@@ -223,3 +230,30 @@ async def test_a_hold_expired_by_a_spend_answers_the_balances_after_every_expiry
         await books.uow.committer.stop()
 
     assert (shown.status, shown.balance, shown.held, shown.available) == ("expired", 100, 0, 100)
+
+
+async def test_a_threshold_set_after_a_holds_expiry_alerts_on_what_a_balance_read_shows(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The alerts a threshold change sets off were judged with a hold past its expiry still
+    held: ``credits.low_balance`` told of 15 available while a balance read showed 100 (and
+    the sweeper's expiry then re-armed it)."""
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        "http://127.0.0.1:9/hooks", ["credits.low_balance", "hold.expired"]
+    )
+    clock = Clock(datetime.now(UTC))
+    books = build_ledger(isolated_db.pool, clock=clock)
+    account_id = unique("acct")
+    try:
+        await open_account(books, account_id, 100)
+        await hold(books, account_id, 85, 60)  # 15 available: not below the default 10
+        clock.now += timedelta(minutes=5)
+        await books.execute(SetLowBalanceThreshold(account_id=account_id, threshold=20))
+        read = AccountCredits.of(await books.account_now(account_id))
+    finally:
+        await books.uow.committer.stop()
+
+    assert (read.held, read.available) == (0, 100)
+    found = await notified(isolated_db, account_id)
+    assert "credits.low_balance" not in found
+    assert [balances(d) for d in found["hold.expired"]] == [(100, 0, 0, 100)]

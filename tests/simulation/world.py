@@ -690,7 +690,9 @@ class World:
     async def set_threshold(self, account_id: str) -> None:
         """A low-balance threshold of its own, or back to the default (10 % of the plan)."""
         threshold = self.random.choice([None, 0, 50, 200, 1000, 5000])
+        account = self.with_due_expired(account_id)
         await self.answered(SetLowBalanceThreshold(account_id=account_id, threshold=threshold))
+        self.keep_due_expired(account_id, account)  # its alerts are judged after them
         self.accounts[account_id].low_threshold = threshold
         self.touched.add(account_id)
         self.counts["thresholds set"] += 1
