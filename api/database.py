@@ -291,13 +291,13 @@ async def service_url(
             pending = await pending_migrations(connection)
             if pending and administer:
                 raise DatabaseNotReady(
-                    f"the database lacks migrations {', '.join(pending)}: the audit applies "
-                    "none to a database it audits; run `ledger db setup` first"
+                    f"{_lacking(pending)}: the audit applies none to a database it audits; "
+                    "run `ledger db setup` first"
                 )
             if pending:
                 raise DatabaseNotReady(
-                    f"the database lacks migrations {', '.join(pending)}: run `ledger db setup` "
-                    "with DATABASE_ADMIN_URL set to a role that may create roles"
+                    f"{_lacking(pending)}: run `ledger db setup` with DATABASE_ADMIN_URL set to "
+                    "a role that may create roles"
                 )
     finally:
         await connection.close()
@@ -305,6 +305,14 @@ async def service_url(
     if admin_url is None and administer and user != SERVICE_ROLE:
         return as_role(database_url, SERVICE_ROLE)
     return database_url
+
+
+def _lacking(pending: list[str]) -> str:
+    """What the database lacks, in a line a person reads: a database never set up lacks
+    every migration, and their names filled the line without saying that."""
+    if len(pending) == len(available_migrations()):
+        return "the database was never set up (it has none of the ledger's tables)"
+    return f"the database lacks migrations {', '.join(pending)}"
 
 
 async def _never_set_up(connection: Connection) -> bool:

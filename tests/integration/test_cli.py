@@ -249,6 +249,23 @@ async def test_audit_verify_applies_no_migration_to_a_database_of_an_older_relea
     assert still_missing
 
 
+async def test_a_database_never_set_up_says_so_and_what_to_do_in_one_short_line(
+    pool: asyncpg.Pool,  # a database set up, so the server has the role ledger_service
+    postgres_server_url: str,
+) -> None:
+    """The service's role on a fresh database (production before its migrate step) was
+    told the names of all 26 migrations, 1,700 characters, and not that none ran."""
+    async with fresh_database(postgres_server_url) as fresh:
+        refused = await ledger(as_role(fresh, "ledger_service"), "accounts", "list")
+
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line == (
+        "Error: the database was never set up (it has none of the ledger's tables): run "
+        "`ledger db setup` with DATABASE_ADMIN_URL set to a role that may create roles"
+    )
+
+
 @contextlib.asynccontextmanager
 async def _role(server_url: str, options: str) -> AsyncIterator[str]:
     """A login role of the test's own (``options``: CREATEROLE…), on no table of the
