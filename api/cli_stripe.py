@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from api.cli_support import plural, run_with_services, settings_from_env
+from api.cli_support import plural, progress, run_with_services, settings_from_env
 from api.reconcile import (
     DEFAULT_LIMIT,
     DEFAULT_OLDER_THAN,
@@ -18,9 +18,10 @@ from api.reconcile import (
     checkout_lookup,
     parse_duration,
     parse_since,
-    reconcile_pending,
+    pending_checkouts,
 )
 from api.settings import Settings
+from ledger.reconcile import reconcile
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -131,14 +132,13 @@ def reconcile_command(
         logging.getLogger("ledger.reconcile").setLevel(logging.ERROR)
 
     async def run(services: Services) -> list[Reconciled]:
-        return await reconcile_pending(
-            services,
-            checkout_lookup(services),
-            since=since,
-            older_than=older_than,
-            account_id=account_id,
-            limit=limit,
+        lookup = checkout_lookup(services)
+        pending = await pending_checkouts(
+            services, since=since, older_than=older_than, account_id=account_id, limit=limit
         )
+        # One Stripe call after another: a thousand take minutes.
+        with progress(len(pending), "purchases", enabled=bool(pending) and not as_json) as bar:
+            return await reconcile(services.ledger, lookup, pending, lambda _: bar.update(1))
 
     results = run_with_services(settings, run, stripe_api_base=stripe_api_base)
     for result in results:

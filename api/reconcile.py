@@ -108,6 +108,31 @@ def checkout_lookup(services: Services) -> CheckoutLookup:
     return gateway  # type: ignore[return-value]
 
 
+async def pending_checkouts(
+    services: Services,
+    *,
+    since: datetime | None,
+    older_than: timedelta = DEFAULT_OLDER_THAN,
+    account_id: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[PendingCheckout]:
+    """The purchases pending since ``since`` and created at least ``older_than`` ago, oldest
+    first (at most ``limit``)."""
+    now = datetime.now(UTC)
+    pending = await services.views.pending_purchases(
+        created_after=since, created_before=now - older_than, account_id=account_id, limit=limit
+    )
+    return [
+        PendingCheckout(
+            session_id=p.session_id,
+            account_id=p.account_id,
+            credits=p.credits,
+            created_at=p.created_at,
+        )
+        for p in pending
+    ]
+
+
 async def reconcile_pending(
     services: Services,
     lookup: CheckoutLookup,
@@ -117,24 +142,11 @@ async def reconcile_pending(
     account_id: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> list[Reconciled]:
-    """Reconcile the purchases pending since ``since`` and created at least ``older_than`` ago."""
-    now = datetime.now(UTC)
-    pending = await services.views.pending_purchases(
-        created_after=since, created_before=now - older_than, account_id=account_id, limit=limit
+    """Reconcile the purchases ``pending_checkouts`` lists."""
+    pending = await pending_checkouts(
+        services, since=since, older_than=older_than, account_id=account_id, limit=limit
     )
-    return await reconcile(
-        services.ledger,
-        lookup,
-        (
-            PendingCheckout(
-                session_id=p.session_id,
-                account_id=p.account_id,
-                credits=p.credits,
-                created_at=p.created_at,
-            )
-            for p in pending
-        ),
-    )
+    return await reconcile(services.ledger, lookup, pending)
 
 
 class PeriodicReconciler:

@@ -13,7 +13,7 @@ closed already.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import msgspec
@@ -67,10 +67,19 @@ _OUTCOME_OF_STATUS = {"paid": "credited", "mismatched": "mismatched"}
 
 
 async def reconcile(
-    ledger: Ledger, lookup: CheckoutLookup, pending: Iterable[PendingCheckout]
+    ledger: Ledger,
+    lookup: CheckoutLookup,
+    pending: Iterable[PendingCheckout],
+    on_each: Callable[[Reconciled], None] | None = None,
 ) -> list[Reconciled]:
-    """Ask the provider about each pending session, one at a time; apply what it says."""
-    return [await reconcile_one(ledger, lookup, checkout) for checkout in pending]
+    """Ask the provider about each pending session, one at a time; apply what it says
+    (``on_each`` is told each result as it comes: the command's progress bar)."""
+    results = []
+    for checkout in pending:
+        results.append(await reconcile_one(ledger, lookup, checkout))
+        if on_each is not None:
+            on_each(results[-1])
+    return results
 
 
 async def reconcile_one(

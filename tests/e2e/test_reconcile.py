@@ -35,7 +35,7 @@ from projections.runner import all_projections, catch_up
 from stripe_standin import RunningStandin
 from tests.e2e.conftest import Customer
 from tests.e2e.test_checkout_flow import AS_SCRIPT, Purchase, pay, purchase
-from tests.support.cli import ROOT
+from tests.support.cli import ROOT, run_on_a_terminal
 from tests.support.events import stream_events
 
 
@@ -62,9 +62,7 @@ def held_about(standin: RunningStandin, session_id: str) -> list[str]:
     ]
 
 
-async def reconcile_cli(
-    standin: RunningStandin, database_url: str, tmp_path: Path, *args: str
-) -> subprocess.CompletedProcess[str]:
+def reconcile_env(standin: RunningStandin, database_url: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "LEDGER_"))}
     env.update(
         DATABASE_URL=database_url,
@@ -72,6 +70,13 @@ async def reconcile_cli(
         STRIPE_API_BASE=standin.base_url,
         LEDGER_DATA_DIR=str(tmp_path / "data"),
     )
+    return env
+
+
+async def reconcile_cli(
+    standin: RunningStandin, database_url: str, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = reconcile_env(standin, database_url, tmp_path)
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "api.cli", "stripe", "reconcile", *args],
@@ -148,6 +153,52 @@ async def test_a_paid_session_whose_webhook_was_dropped_is_credited_by_reconcile
         "CheckoutPaid",
     ]
     assert await purchase_status(services, customer, bought.session_id) == "paid"
+
+
+async def test_reconcile_shows_its_progress_on_a_terminal_only(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    services: Services,
+    customer: Customer,
+    database_url: str,
+    tmp_path: Path,
+    held: None,
+) -> None:
+    """It asks Stripe about one purchase after another (a thousand take minutes) and said
+    nothing until the last answer."""
+    for credits in (1000, 2000):
+        await pay(http, await purchase(http, customer, credits))
+    await catch_up(services.store, all_projections())  # the view lists what is pending
+    args = ("--older-than", "0", "--account", customer.account_id)
+
+    code, on_terminal = await asyncio.to_thread(
+        run_on_a_terminal,
+        database_url,
+        "stripe",
+        "reconcile",
+        *args,
+        env=reconcile_env(standin, database_url, tmp_path),
+    )
+    piped = await reconcile_cli(standin, database_url, tmp_path, *args)
+    _, nothing_to_do = await asyncio.to_thread(
+        run_on_a_terminal,
+        database_url,
+        "stripe",
+        "reconcile",
+        "--account",
+        "acct_with_no_purchase",
+        env=reconcile_env(standin, database_url, tmp_path),
+    )
+
+    assert code == 0, on_terminal
+    last_bar = [line for line in on_terminal.split("\r") if "%|" in line][-1]
+    assert "100%|" in last_bar, on_terminal
+    assert "| 2/2 " in last_bar, last_bar
+    assert "checked 2 pending purchases: 2 credited" in on_terminal
+    assert piped.returncode == 0, piped.stderr
+    assert "%|" not in piped.stderr  # no bar when nobody watches
+    assert piped.stderr == "checked 2 pending purchases: 2 settled\n"
+    assert nothing_to_do == "no pending purchases to check\r\n"  # no bar of 0 purchases
 
 
 async def test_an_expired_session_whose_webhook_was_dropped_is_closed(

@@ -9,16 +9,9 @@ words.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
-import os
-import pty
 import re
-import struct
 import subprocess
-import sys
-import termios
-import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -29,7 +22,7 @@ from ledger.commands import GrantCredits, PlaceHold, SpendCredits
 from projections.names import VIEW_NAMES
 from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
-from tests.support.cli import ROOT, ledger
+from tests.support.cli import ROOT, ledger, run_on_a_terminal
 from tests.support.ledger import open_account
 
 
@@ -275,33 +268,6 @@ async def test_a_tokens_use_is_written_at_most_once_a_minute(
     assert used is not None
     assert unchanged == used
     assert await last_used(pool, issued.token_id) > used  # type: ignore[operator]
-
-
-def run_on_a_terminal(database_url: str, *args: str) -> tuple[int, str]:
-    """``ledger ARGS`` with a pseudo-terminal as stdout and stderr: its exit code and output."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
-    process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "api.cli", *args],
-        env={**os.environ, "DATABASE_URL": database_url},
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    output = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # closed with the process
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(leader)
-    return process.wait(30), output.decode(errors="replace")
 
 
 async def test_rebuild_all_shows_whole_numbers_to_100_percent_only_on_a_terminal(

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,3 +31,33 @@ async def ledger(
         timeout=seconds,
         check=False,
     )
+
+
+def run_on_a_terminal(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """``ledger ARGS`` against ``database_url`` (and ``env``) with a pseudo-terminal as
+    stdout and stderr: its exit code and output."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "api.cli", *args],
+        env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # closed with the process
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    return process.wait(30), output.decode(errors="replace")
