@@ -958,7 +958,17 @@ def create_token(scope: str, account_id: str | None, name: str | None) -> None:
 @tokens.command("revoke")
 @click.argument("token_id")
 def revoke_token(token_id: str) -> None:
-    """Revoke TOKEN_ID at once."""
+    """Revoke TOKEN_ID at once: the id `ledger tokens list` shows, or the whole token.
+
+    \b
+    ledger tokens revoke 96187eb738ecc15d
+    ledger tokens revoke "$LEAKED_TOKEN"
+    """
+    from api.access.tokens import token_id_of
+
+    # A leaked token is what the operator has in hand: it was "no live token <the secret>",
+    # the secret echoed to the terminal and the token left working.
+    token_id = token_id_of(token_id) or token_id
     revoked = _run_with_services(_settings(), lambda s: s.tokens.revoke(token_id))
     if not revoked:
         raise click.ClickException(f"no live token {token_id}")

@@ -65,7 +65,8 @@ def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _token_id_of(token: str) -> str | None:
+def token_id_of(token: str) -> str | None:
+    """The id in a whole token (``ldg_<id>_<secret>``), or None if it is not one."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
         return None
@@ -209,7 +210,7 @@ class TokenService:
 
     async def authenticate(self, token: str) -> Principal | None:
         """The principal for a valid, unrevoked token; None otherwise."""
-        token_id = _token_id_of(token)
+        token_id = token_id_of(token)
         if token_id is None:
             return None
         if (known := self._known.get(token_id)) is not None:

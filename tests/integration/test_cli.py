@@ -108,6 +108,28 @@ async def test_revoked_tokens_stop_working(database_url: str, pool: asyncpg.Pool
     assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
 
 
+async def test_a_token_is_revoked_by_the_token_itself_and_its_secret_never_echoed(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """A leaked token is what an operator has in hand: `tokens revoke <token>` said "no live
+    token ldg_…", the secret echoed to the terminal, and left the token working."""
+    created = await ledger(
+        database_url, "tokens", "create", "--scope", "ledger:write", "--name", unique("leaked")
+    )
+    token = created.stdout.strip().splitlines()[-1]
+    principal = await TokenService(pool).authenticate(token)
+    assert principal is not None
+
+    revoked = await ledger(database_url, "tokens", "revoke", token)
+    again = await ledger(database_url, "tokens", "revoke", token)
+
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout == f"revoked {principal.token_id}\n"
+    assert await TokenService(pool).authenticate(token) is None
+    assert again.returncode == 1
+    assert again.stderr == f"Error: no live token {principal.token_id}\n"
+
+
 async def test_every_command_has_help(database_url: str) -> None:
     for command in (
         [],
