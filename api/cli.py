@@ -888,8 +888,21 @@ def accounts() -> None:
     """Open and inspect accounts."""
 
 
+def _new_account_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refused before the database is reached: a typo waited for the embedded server to
+    start, or was "cannot connect" when the database was away."""
+    from ledger.domain.account import check_account_id
+    from ledger.domain.errors import InvalidAccountId
+
+    try:
+        check_account_id(value)
+    except InvalidAccountId as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
 @accounts.command("open")
-@click.argument("account_id")
+@click.argument("account_id", callback=_new_account_id)
 @click.option(
     "--allowance",
     type=click.IntRange(min=0, max=MAX_MONTHLY_ALLOWANCE),
@@ -897,7 +910,11 @@ def accounts() -> None:
     help="Monthly allowance in credits (default: DEFAULT_MONTHLY_ALLOWANCE).",
 )
 def open_account(account_id: str, allowance: int | None) -> None:
-    """Open ACCOUNT_ID with its monthly allowance available at once."""
+    """Open ACCOUNT_ID with its monthly allowance available at once.
+
+    \b
+    ledger accounts open acct_42 --allowance 5000
+    """
     from ledger.commands import OpenAccount
     from ledger.domain.errors import AccountAlreadyExists, InvalidAccountId
 

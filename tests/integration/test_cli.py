@@ -57,6 +57,18 @@ async def test_opening_an_account_twice_fails_clearly(database_url: str) -> None
     assert f"account {account_id} already exists" in again.stderr
 
 
+async def test_an_account_id_it_cannot_take_is_refused_before_the_database_is_reached() -> None:
+    """Checked by the ledger only once connected: with the database away, the typo was
+    "cannot connect", and on the embedded server it waited for the server to start."""
+    refused = await ledger(NOTHING_LISTENS, "accounts", "open", "acct 42")
+
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: Invalid value for 'ACCOUNT_ID': An account id is 1 to 100 letters, digits "
+        "and _ . : - (for example acct_123)."
+    )
+
+
 async def test_an_allowance_the_views_cannot_hold_is_refused_before_anything_is_recorded(
     database_url: str, pool: asyncpg.Pool
 ) -> None:
