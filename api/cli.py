@@ -86,6 +86,7 @@ def _stop_writing_stdout() -> None:
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level).")
+@click.version_option(package_name="credit-ledger", message="ledger (%(package)s) %(version)s")
 def main(verbose: bool) -> None:
     """The credit ledger: serve the API and manage accounts and tokens.
 

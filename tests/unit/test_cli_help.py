@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from importlib.metadata import version
 
 import click
 
@@ -32,3 +35,14 @@ def test_every_option_read_from_a_variable_names_it_in_its_help() -> None:
     ]
 
     assert not unnamed
+
+
+def test_ledger_version_names_the_installed_release() -> None:
+    """Which release a host runs: `ledger --version` was "No such option", "Did you mean
+    '--verbose'?"."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "api.cli", "--version"], capture_output=True, text=True, check=False
+    )
+
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout == f"ledger (credit-ledger) {version('credit-ledger')}\n"
