@@ -310,7 +310,12 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     help="The NATS server (or set LEDGER_RELAY_URL); nats://127.0.0.1:4222 if neither "
     "(development only).",
 )
-@click.option("--subject-prefix", default="ledger.events", show_default=True)
+@click.option(
+    "--subject-prefix",
+    default="ledger.events",
+    show_default=True,
+    help="Each event goes to PREFIX.<Type> (PREFIX.CreditsSpent).",
+)
 @click.option("--stream", default="LEDGER_EVENTS", show_default=True, help="Created if missing.")
 @click.option(
     "--duplicate-window",
@@ -319,7 +324,13 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     show_default=True,
     help="Seconds, for a stream it creates.",
 )
-@click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Events read and published at once.",
+)
 def relay_command(
     url: str | None, subject_prefix: str, stream: str, duplicate_window: int, batch_size: int
 ) -> None:
@@ -431,7 +442,7 @@ async def reset_every_account(
 
 
 @main.command("reset-month")
-@click.option("--period", help="The period YYYY-MM (default: the current month, UTC).")
+@click.option("--period", metavar="YYYY-MM", help="The period (default: the current month, UTC).")
 def reset_month(period: str | None) -> None:
     """Reset every account's monthly allowance for a period; safe to run twice or from cron."""
     from ledger.domain.account import check_period
@@ -941,12 +952,21 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option(
-    "--scope", required=True, type=click.Choice(["credits", "ledger:write", "ledger:audit"])
+    "--scope",
+    required=True,
+    type=click.Choice(["credits", "ledger:write", "ledger:audit"]),
+    help="credits: a customer's, bound to --account; ledger:write: an internal service's; "
+    "ledger:audit: an auditor's (reads only).",
 )
 @click.option("--account", "account_id", help="The account a credits token is bound to.")
 @click.option("--name", help="Who uses it (an internal service or an auditor).")
 def create_token(scope: str, account_id: str | None, name: str | None) -> None:
-    """Print a new token as the last line of stdout; it is shown only this once."""
+    """Print a new token as the last line of stdout; it is shown only this once.
+
+    \b
+    ledger tokens create --scope credits --account acct_42
+    ledger tokens create --scope ledger:write --name billing-service
+    """
     from api.access.tokens import Scope
 
     chosen = Scope(scope)

@@ -129,7 +129,13 @@ def create_grant(
 
 @grants_group.command("list")
 @click.argument("account_id")
-@click.option("--status", type=click.Choice(GRANT_STATUSES), default="all", show_default=True)
+@click.option(
+    "--status",
+    type=click.Choice(GRANT_STATUSES),
+    default="all",
+    show_default=True,
+    help="Only grants in this state.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one grant each.")
 def list_grants(account_id: str, status: str, as_json: bool) -> None:
     """ACCOUNT_ID's grants, newest first, with what remains of each (the grants view)."""

@@ -89,7 +89,13 @@ def cluster_command(
 
 @dev.command("standin")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=12111, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=12111,
+    show_default=True,
+    help="Port to listen on.",
+)
 @click.option(
     "--public-url", default=None, help="Its address as browsers reach it (default: host:port)."
 )

@@ -37,6 +37,19 @@ def test_every_option_read_from_a_variable_names_it_in_its_help() -> None:
     assert not unnamed
 
 
+def test_every_option_says_what_it_does() -> None:
+    """`--help` listed --scope, --status, --subject-prefix, --batch-size and the stand-in's
+    --port with nothing beside them but a default."""
+    silent = [
+        f"{path} {option.opts[0]}"
+        for path, command in commands(main)
+        for option in command.params
+        if isinstance(option, click.Option) and not option.hidden and not option.help
+    ]
+
+    assert not silent
+
+
 def test_ledger_version_names_the_installed_release() -> None:
     """Which release a host runs: `ledger --version` was "No such option", "Did you mean
     '--verbose'?"."""
