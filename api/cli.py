@@ -569,9 +569,10 @@ def audit_verify(
         click.echo(msgspec.json.encode(report).decode())
     else:
         click.echo(
-            f"replayed {report.events:,} events in {report.seconds:.1f} s "
-            f"({report.events_per_second:,.0f} events/s): {report.accounts:,} accounts, "
-            f"{report.checkout_sessions:,} checkout sessions, {report.snapshots:,} snapshots"
+            f"replayed {plural(report.events, 'event')} in {report.seconds:.1f} s "
+            f"({report.events_per_second:,.0f} events/s): {plural(report.accounts, 'account')}, "
+            f"{plural(report.checkout_sessions, 'checkout session')}, "
+            f"{plural(report.snapshots, 'snapshot')}"
         )
         positions = ", ".join(f"{k} at {v}" for k, v in sorted(report.projection_positions.items()))
         click.echo(f"views checked: {positions or 'none'}")
@@ -655,8 +656,8 @@ def audit_checkpoint(key_file: Path, output: Any) -> None:
     )
     output.write(encode_checkpoint(checkpoint))
     click.echo(
-        f"checkpoint at position {checkpoint.position}: {checkpoint.event_count:,} events, "
-        f"{checkpoint.stream_count:,} streams, Merkle root {checkpoint.merkle_root}",
+        f"checkpoint at position {checkpoint.position}: {plural(checkpoint.event_count, 'event')}, "
+        f"{plural(checkpoint.stream_count, 'stream')}, Merkle root {checkpoint.merkle_root}",
         err=True,
     )
 
@@ -700,11 +701,13 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
                 output.write((as_csv_row(event) if fmt == "csv" else as_json_line(event)) + "\n")
                 count += 1
         except DamagedHistory as error:
-            raise click.ClickException(f"{error}; {count} events exported before it") from None
+            raise click.ClickException(
+                f"{error}; {plural(count, 'event')} exported before it"
+            ) from None
         return count
 
     count = run_with_database(_settings(service=False), run)
-    click.echo(f"exported {count} events of {account_id}", err=True)
+    click.echo(f"exported {plural(count, 'event')} of {account_id}", err=True)
 
 
 @main.group(help=f"Inspect and rebuild the read views: {', '.join(VIEW_NAMES)}.")

@@ -440,8 +440,10 @@ class CheckpointAudit:
         """One line saying what this checkpoint covers."""
         c = self.checkpoint
         return (
-            f"{self.name}: position {c.position}, {c.event_count:,} events, "
-            f"{c.stream_count:,} streams, taken {c.created_at:%Y-%m-%d %H:%M:%S}Z, "
+            f"{self.name}: position {c.position}, {c.event_count:,} "
+            f"event{'' if c.event_count == 1 else 's'}, {c.stream_count:,} "
+            f"stream{'' if c.stream_count == 1 else 's'}, "
+            f"taken {c.created_at:%Y-%m-%d %H:%M:%S}Z, "
             f"signing key {c.public_key[:16]}…"
         )
 

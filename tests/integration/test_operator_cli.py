@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 
@@ -306,6 +307,39 @@ async def test_rebuild_all_shows_whole_numbers_to_100_percent_only_on_a_terminal
     names = ", ".join(VIEW_NAMES)
     assert f"NAME is one of: {names}, all." in " ".join(helped.stdout.split())
     assert f"read views: {names}." in " ".join(listed.stdout.split())
+
+
+async def test_the_audits_lines_count_one_account_as_one(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    """A new ledger's audit said "1 accounts", "1 streams" and "exported 2 events" without
+    the thousands' comma the other counts have."""
+    await accounts_with_spends(isolated_db, 1)
+    key = tmp_path / "key"
+    assert (await ledger(isolated_db.url, "audit", "keygen", "--out", str(key))).returncode == 0
+
+    signed = await ledger(
+        isolated_db.url, "audit", "checkpoint", "--key", str(key), "-o", str(tmp_path / "cp")
+    )
+    verified = await ledger(
+        isolated_db.url,
+        "audit",
+        "verify",
+        "--jobs",
+        "1",
+        "--checkpoint",
+        str(tmp_path / "cp"),
+        "--public-key",
+        f"{key}.pub",
+    )
+    exported = await ledger(isolated_db.url, "audit", "export", "acct_0", "-o", str(tmp_path / "x"))
+
+    assert signed.returncode == 0, signed.stderr
+    assert ": 2 events, 1 stream, Merkle root " in signed.stderr
+    assert verified.returncode == 0, verified.stdout
+    assert "events/s): 1 account, 0 checkout sessions, 0 snapshots" in verified.stdout
+    assert ", 2 events, 1 stream, taken " in verified.stdout
+    assert exported.stderr == "exported 2 events of acct_0\n"
 
 
 async def test_webhooks_retry_takes_the_delivery_id_as_printed(
