@@ -884,8 +884,17 @@ def db_setup(admin_url: str | None, service_password: str | None) -> None:
     # As every other command reads them (api/settings.py): a value of blanks is none, and
     # the blanks or newline around a URL (a secrets file's) are not part of it.
     admin_url = (admin_url or "").strip() or os.environ.get("DATABASE_URL", "").strip() or None
+    given = click.get_current_context().get_parameter_source("admin_url")
+    if given is click.core.ParameterSource.COMMANDLINE:
+        variable = "--admin-url"
+    elif os.environ.get("DATABASE_ADMIN_URL", "").strip():
+        variable = "DATABASE_ADMIN_URL"
+    else:
+        variable = "DATABASE_URL"
     url = resolve_database_url(admin_url, data_dir)
-    applied = event_loop.run(set_up_database(url, service_password=service_password or None))
+    applied = event_loop.run(
+        set_up_database(url, service_password=service_password or None, variable=variable)
+    )
     click.echo(
         f"database {describe(url)} set up"
         + (f"; applied {', '.join(applied)}" if applied else "; no migration was pending")

@@ -203,23 +203,35 @@ CONNECT_TIMEOUT = 15.0
 (asyncpg's default is 60)."""
 
 
-async def _first_connection(database_url: str) -> asyncpg.Connection:
+async def _first_connection(
+    database_url: str, variable: str = "DATABASE_URL"
+) -> asyncpg.Connection:
     """``_connect``, with a database it cannot reach (not running there, no such database
-    or role, a password refused) a ``DatabaseUnreachable`` saying so in one line."""
+    or role, a password refused) a ``DatabaseUnreachable`` saying so in one line, naming
+    the ``variable`` the URL came from: with DATABASE_ADMIN_URL set, that one was said to
+    be DATABASE_URL, and a database or role refused named no variable at all."""
     if not readable(database_url):
-        raise DatabaseUnreachable(f"cannot connect to {UNREADABLE}: check DATABASE_URL")
+        raise DatabaseUnreachable(f"cannot connect to {UNREADABLE}: check {variable}")
     try:
         return await _connect(database_url, timeout=CONNECT_TIMEOUT)
     except ValueError as error:  # asyncpg's reading of the URL (a port that is no number)
         raise DatabaseUnreachable(
-            f"cannot connect to {describe(database_url)}: {error} (DATABASE_URL)"
+            f"cannot connect to {describe(database_url)}: {error} ({variable})"
         ) from None
     except DATABASE_ERRORS as error:
-        hint = ": is PostgreSQL running there? (DATABASE_URL)" if isinstance(error, OSError) else ""
+        if isinstance(error, OSError):
+            hint = f": is PostgreSQL running there? ({variable})"
+        else:
+            hint = f": check {variable}"
         reason = str(error) or f"no answer in {CONNECT_TIMEOUT:g} s"  # a TimeoutError says nothing
         raise DatabaseUnreachable(
             f"cannot connect to {describe(database_url)} ({reason}){hint}"
         ) from None
+
+
+def _variable(admin_url: str | None) -> str:
+    """The variable a connection's URL came from (see ``_first_connection``)."""
+    return "DATABASE_ADMIN_URL" if admin_url else "DATABASE_URL"
 
 
 async def may_administer(connection: asyncpg.Connection) -> bool:
@@ -249,9 +261,12 @@ async def _refuse_a_restore_behind(connection: Connection) -> None:
         raise DatabaseNotReady(str(error)) from None
 
 
-async def set_up_database(admin_url: str, *, service_password: str | None = None) -> list[str]:
-    """Roles, functions, migrations and grants, as ``admin_url``; the migrations applied."""
-    connection = await _first_connection(admin_url)
+async def set_up_database(
+    admin_url: str, *, service_password: str | None = None, variable: str = "DATABASE_ADMIN_URL"
+) -> list[str]:
+    """Roles, functions, migrations and grants, as ``admin_url`` (read from ``variable``);
+    the migrations applied."""
+    connection = await _first_connection(admin_url, variable)
     try:
         if not await may_administer(connection):
             raise DatabaseNotReady(
@@ -273,7 +288,7 @@ async def service_url(
     migration applied to one that lacks some (an older release's, a restored backup: they
     change views the audit compares); a fresh one, which lacks them all, is set up as ever,
     or refused for a role that may not."""
-    connection = await _first_connection(admin_url or database_url)
+    connection = await _first_connection(admin_url or database_url, _variable(admin_url))
     try:
         if set_up_first:
             await _refuse_a_restore_behind(connection)
@@ -411,7 +426,7 @@ async def owner_connection(
     database_url: str, admin_url: str | None = None
 ) -> AsyncIterator[Connection]:
     """A connection acting as the tables' owner, for what changes tables (rebuilding views)."""
-    connection = await _first_connection(admin_url or database_url)
+    connection = await _first_connection(admin_url or database_url, _variable(admin_url))
     try:
         if not await may_administer(connection):
             raise DatabaseNotReady(

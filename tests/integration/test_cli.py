@@ -184,7 +184,31 @@ async def test_a_database_it_cannot_reach_is_one_line_naming_it(
     assert missing.returncode == 1
     [line] = missing.stderr.splitlines()
     assert line.startswith("Error: cannot connect to postgresql://")
-    assert line.endswith('(database "ledger_no_such_db" does not exist)')
+    assert line.endswith('(database "ledger_no_such_db" does not exist): check DATABASE_URL')
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [
+        (("accounts", "list"), "DATABASE_ADMIN_URL"),
+        (("projections", "rebuild", "--jobs", "1"), "DATABASE_ADMIN_URL"),
+        (("db", "setup"), "DATABASE_ADMIN_URL"),
+        (("db", "setup", "--admin-url", NOTHING_LISTENS), "--admin-url"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else value,
+)
+async def test_an_admin_url_it_cannot_reach_is_named_as_the_one_to_fix(
+    command: tuple[str, ...], variable: str, database_url: str
+) -> None:
+    """The administrator's URL unreachable, the service's fine: the line sent the operator
+    to DATABASE_URL."""
+    env = {} if variable == "--admin-url" else {"DATABASE_ADMIN_URL": NOTHING_LISTENS}
+    refused = await ledger(database_url, *command, env=env)
+
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith(f"Error: cannot connect to {NOTHING_LISTENS} (")
+    assert line.endswith(f"): is PostgreSQL running there? ({variable})")
 
 
 @contextlib.contextmanager
