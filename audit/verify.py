@@ -33,6 +33,7 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
+from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import StoredEvent
 
 from audit.checkpoint import CheckpointAudit, CheckpointReplay
@@ -150,6 +151,17 @@ _NOT_COMPARED = frozenset({"_pending_events"})
 _ACCOUNT_VIEWS = ("balances", "notifications", "statement")
 """The views with one row (or one balance) per account: their figures are kept per stream."""
 
+
+class _MutatesAsLibrary(dict[type, bool]):
+    """Whether an event class's ``mutate`` is the library's ``CanMutateAggregate.mutate``
+    (every kind but those that create an aggregate): one lookup per event."""
+
+    def __missing__(self, kind: type) -> bool:
+        self[kind] = found = getattr(kind, "mutate", None) is CanMutateAggregate.mutate
+        return found
+
+
+_LIBRARY_MUTATE = _MutatesAsLibrary()
 
 _NO_LINES = hashlib.md5(b"").hexdigest()  # noqa: S324
 
@@ -427,7 +439,17 @@ class StreamReplay:
                     self._check_settlement(stream, event, domain_event)
                 elif kind in _MAY_OVERDRAW:
                     self._check_split(stream, event, domain_event)
-                replayed = domain_event.mutate(stream.aggregate)
+                aggregate = stream.aggregate
+                if aggregate is not None and _LIBRARY_MUTATE[kind]:
+                    # The library's mutate() without its two checks, which hold here: the
+                    # aggregate is this stream's (by id) and at the version before this one
+                    # (in_sequence, or the stream stopped replaying).
+                    domain_event.apply(aggregate)
+                    aggregate._version = event.originator_version
+                    aggregate._modified_on = domain_event.timestamp
+                    replayed = aggregate
+                else:
+                    replayed = domain_event.mutate(aggregate)
             except Exception as error:  # a tampered row may not even decode
                 # The aggregate stays before this event, so each later one would fail in
                 # turn with the library's bare "(next version, last version)".

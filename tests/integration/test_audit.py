@@ -219,6 +219,28 @@ async def test_an_event_that_cannot_be_read_is_one_finding_not_one_per_later_eve
     assert "later events are not replayed" in unreadable.detail
 
 
+async def test_an_account_opened_again_mid_stream_cannot_be_replayed(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A creation event makes an aggregate and cannot be applied to one: the replay must not
+    take it as an ordinary event, which would open the account afresh without a finding."""
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events e SET topic = first.topic, state = first.state
+           FROM stored_events first
+           WHERE e.originator_id = $1 AND e.originator_version = 5
+             AND first.originator_id = $1 AND first.originator_version = 1""",
+        account_stream_id("acct_alice"),
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [unreadable] = [f for f in report.findings if f.kind == "unreadable"]
+    assert (unreadable.account_id, unreadable.version) == ("acct_alice", 5)
+    assert "later events are not replayed" in unreadable.detail
+
+
 async def test_an_event_hidden_from_readers_by_its_transaction_id_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:
