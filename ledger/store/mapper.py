@@ -22,7 +22,7 @@ import typing
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 from uuid import UUID
 
 import msgspec
@@ -51,16 +51,21 @@ def _class_of(topic: str) -> type:
 FastDecode = Callable[[bytes, UUID | str, int], Any]
 
 
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
 @cache
 def _fast_decoder(cls: type) -> FastDecode | None:
     """A decoder from stored JSON straight into ``cls``; None where only the general path fits.
 
-    The JSON is decoded (and its types checked) as a Struct of the class's own
-    fields, in their order and with their defaults, plus ``class_version``: an
-    event stored by an older version of the class answers None and takes the
-    general path, to be upcast. The identity fields are columns of their own,
-    not in the JSON: placeholders in the Struct, so the event's fields keep the
-    dataclass's order.
+    The JSON is decoded (and its types checked) as a TypedDict of the class's own
+    fields, plus ``class_version``: a plain dict, which becomes the event's
+    ``__dict__`` as it is (a Struct of the fields, turned into one, made two objects
+    more per event). Fields with a default that the JSON leaves out are filled in;
+    an event stored by an older version of the class answers None and takes the
+    general path, to be upcast. The identity fields are columns of their own, not
+    in the JSON.
     """
     if not (dataclasses.is_dataclass(cls) and issubclass(cls, CanMutateAggregate)):
         return None
@@ -70,31 +75,34 @@ def _fast_decoder(cls: type) -> FastDecode | None:
         hints = typing.get_type_hints(cls)
     except (NameError, TypeError):
         return None
-    spec: list[tuple[str, Any, Any] | tuple[str, Any]] = []
+    spec: dict[str, Any] = {}
+    defaults: list[tuple[str, Callable[[], Any]]] = []
     for field in dataclasses.fields(cls):
         if field.name in ("originator_id", "originator_version"):
-            spec.append((field.name, Any, None))
-        elif field.default is not dataclasses.MISSING:
-            spec.append((field.name, hints[field.name], field.default))
+            continue
+        if field.default is not dataclasses.MISSING:
+            spec[field.name] = NotRequired[hints[field.name]]
+            defaults.append((field.name, _constant(field.default)))
         elif field.default_factory is not dataclasses.MISSING:
-            default = msgspec.field(default_factory=field.default_factory)
-            spec.append((field.name, hints[field.name], default))
+            spec[field.name] = NotRequired[hints[field.name]]
+            defaults.append((field.name, field.default_factory))
         else:
-            spec.append((field.name, hints[field.name]))
-    spec.append(("class_version", int, 1))
-    decode: Callable[[bytes], Any] = msgspec.json.Decoder(
-        msgspec.defstruct(f"{cls.__name__}State", spec, kw_only=True, gc=False), strict=False
-    ).decode
+            spec[field.name] = hints[field.name]
+    every = len(spec)
+    spec["class_version"] = NotRequired[int]
+    typed_dict: Any = TypedDict  # a TypedDict of fields known only at run time
+    decode = msgspec.json.Decoder(typed_dict(f"{cls.__name__}State", spec), strict=False).decode
     current = getattr(cls, "class_version", 1)
-    asdict = msgspec.structs.asdict
     new = object.__new__
 
     def decode_event(state: bytes, originator_id: UUID | str, originator_version: int) -> Any:
-        decoded = decode(state)
-        if decoded.class_version != current:
+        values: dict[str, Any] = decode(state)
+        if values.pop("class_version", 1) != current:
             return None
-        values = asdict(decoded)
-        del values["class_version"]
+        if len(values) != every:  # only known fields are kept: some with a default are not there
+            for name, default in defaults:
+                if name not in values:
+                    values[name] = default()
         values["originator_id"] = originator_id
         values["originator_version"] = originator_version
         event = new(cls)

@@ -109,6 +109,38 @@ def test_an_old_event_shape_is_upcast_on_load() -> None:
     assert thing.name == "n"
 
 
+def test_fields_left_out_of_a_stored_event_load_as_their_defaults() -> None:
+    """Events stored before a field with a default existed load with that default: spends
+    from before grants take from none (each its own dict), resets from before holds
+    carried nothing. Every other field comes back as it was."""
+    account = CreditAccount.open("acct_1", 1000, "2026-11")
+    account.spend(10, "work")
+    account.spend(20, "work")
+    account.reset_month("2026-12")
+    mapper = MsgspecMapper()
+    events = account.collect_events()
+    older = [
+        StoredEvent(
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=stored.topic,
+            state=stored.state.replace(b',"from_grants":{}', b"")
+            .replace(b',"held_allowance_carried":0', b"")
+            .replace(b',"debt_repaid":0', b""),
+        )
+        for stored in map(mapper.to_stored_event, events)
+    ]
+    assert b"from_grants" not in older[1].state
+    assert b"debt_repaid" not in older[3].state
+
+    loaded = [mapper.to_domain_event(stored) for stored in older]
+
+    assert loaded == events
+    assert loaded[1].from_grants == {}
+    assert loaded[1].from_grants is not loaded[2].from_grants
+    assert (loaded[3].held_allowance_carried, loaded[3].debt_repaid) == (0, 0)
+
+
 def test_a_version_one_checkout_requested_loads_as_not_recovered() -> None:
     """CheckoutRequested gained ``recovered`` in version 2; stored version 1 events lack it."""
     session_id = "cs_test_from_the_first_release"
