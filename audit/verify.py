@@ -24,7 +24,7 @@ import queue
 import re
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from operator import attrgetter
@@ -619,7 +619,7 @@ class StreamReplay:
                 stream.purchase_status = _purchase_at(aggregate, stream)
 
     def _check_grants(
-        self, stream: Stream, event: RecordedEvent, domain_event: Any, touched: list[str]
+        self, stream: Stream, event: RecordedEvent, domain_event: Any, touched: Collection[str]
     ) -> None:
         """Grants close once, never after their expiry is used, and never go below zero."""
         account: CreditAccount = stream.aggregate
@@ -1549,20 +1549,19 @@ def _when(moment: datetime | None) -> str:
     return "never" if moment is None else moment.isoformat()
 
 
-_GRANTS_TOUCHED: dict[type, Callable[[Any], list[str]]] = {
+_GRANTS_TOUCHED: dict[type, Callable[[Any], Collection[str]]] = {
     CreditsGranted: lambda granted: [granted.grant_id],
     GrantExpired: lambda expired: [expired.grant_id],
     GrantVoided: lambda voided: [voided.grant_id],
-    CreditsSpent: lambda spent: list(spent.from_grants),
-    HoldPlaced: lambda placed: list(placed.from_grants),
-    HoldCaptured: lambda captured: list(
-        captured.from_grants.keys() | captured.grants_lapsed.keys()
-    ),
-    HoldReleased: lambda released: list(released.grants_lapsed),
-    HoldExpired: lambda expired: list(expired.grants_lapsed),
+    CreditsSpent: lambda spent: spent.from_grants,
+    HoldPlaced: lambda placed: placed.from_grants,
+    HoldCaptured: lambda captured: captured.from_grants.keys() | captured.grants_lapsed.keys(),
+    HoldReleased: lambda released: released.grants_lapsed,
+    HoldExpired: lambda expired: expired.grants_lapsed,
 }
 """The grants each kind of account event moves or closes (by class, as ``_HOLD_STATUS``:
-a ``match`` of class patterns cost every spend four ``isinstance`` calls)."""
+a ``match`` of class patterns cost every spend four ``isinstance`` calls): the event's own
+dict where its keys are the grants, so a spend that took from none makes no object."""
 
 
 def _account_of(aggregate: Any) -> str | None:
