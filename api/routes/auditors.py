@@ -26,11 +26,13 @@ from ledger.store.event_store import EventStore, RecordedEvent
 from ledger.store.mapper import event_type_name
 
 
-class AuditedEvent(msgspec.Struct, frozen=True):
+class AuditedEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     """An event as auditors read it: the stored JSON and the hash that seals it.
 
     ``stream`` names the stream by what it is about (``account/acct_42``,
     ``checkout/cs_...``, ``payment-intent/pi_...``); ``stream_id`` is its id.
+    A stored state that is not a JSON object (a row written by hand) has ``data`` null and
+    ``unreadable`` saying why, in one line; ``ledger audit verify`` reports it too.
     """
 
     position: int
@@ -39,8 +41,9 @@ class AuditedEvent(msgspec.Struct, frozen=True):
     version: int
     type: str
     recorded_at: datetime
-    data: dict[str, Any]
+    data: dict[str, Any] | None
     hash: str
+    unreadable: str | None = None
 
 
 class EventPage(msgspec.Struct, frozen=True):
@@ -69,19 +72,22 @@ _STREAM_NAMES = {
 async def _page_of(store: EventStore, events: list[RecordedEvent], limit: int) -> EventPage:
     shown = events[:limit]
     names = await _stream_names(store, {e.originator_id for e in shown})
-    data = [
-        AuditedEvent(
-            position=e.notification_id,
-            stream=names.get(e.originator_id, str(e.originator_id)),
-            stream_id=str(e.originator_id),
-            version=e.originator_version,
-            type=event_type_name(e.topic),
-            recorded_at=e.recorded_at,
-            data=msgspec.json.decode(e.state),
-            hash=e.hash.hex(),
+    data = []
+    for e in shown:
+        stored, unreadable = _stored_data(e.state)
+        data.append(
+            AuditedEvent(
+                position=e.notification_id,
+                stream=names.get(e.originator_id, str(e.originator_id)),
+                stream_id=str(e.originator_id),
+                version=e.originator_version,
+                type=event_type_name(e.topic),
+                recorded_at=e.recorded_at,
+                data=stored,
+                hash=e.hash.hex(),
+                unreadable=unreadable,
+            )
         )
-        for e in shown
-    ]
     more = len(events) > limit
     return EventPage(data=data, has_more=more, next_after=data[-1].position if more else None)
 
@@ -90,9 +96,29 @@ async def _stream_names(store: EventStore, stream_ids: set[UUID]) -> dict[UUID, 
     names = {}
     for created in await store.first_events(stream_ids):
         kind, field = _STREAM_NAMES.get(event_type_name(created.topic), ("stream", ""))
-        name = msgspec.json.decode(created.state).get(field) if field else None
+        stored, _ = _stored_data(created.state)
+        name = stored.get(field) if stored is not None and field else None
+        if stored is None:  # its first event unreadable: the stream goes by its id
+            kind = "stream"
         names[created.originator_id] = f"{kind}/{name or created.originator_id}"
     return names
+
+
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+
+
+def _stored_data(state: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """An event's stored JSON object, or None and why it is not one (a row written by hand:
+    the store writes only objects)."""
+    try:
+        data = msgspec.json.decode(state)
+    except (msgspec.DecodeError, RecursionError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return None, f"the stored state is not JSON: {reason}"
+    if not isinstance(data, dict):
+        kind = _JSON_KINDS.get(type(data), "null" if data is None else "a boolean")
+        return None, f"the stored state is not a JSON object: it is {kind}"
+    return data, None
 
 
 @get(

@@ -1,0 +1,129 @@
+"""A store row the API cannot read (written by hand, or by a bad migration) is shown in the
+auditors' event feeds as unreadable, with the reason in one line: the feeds answered 500 at
+its page, for good, so no auditor could read past it. ``ledger audit verify`` names the row
+and the projector stops at it; the feeds, which show events as stored, show the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+
+from api.access.tokens import Scope
+from api.services import Services
+from ledger.domain.ids import account_stream_id
+from stripe_standin import RunningStandin
+from tests.conftest import fresh_database
+from tests.e2e.conftest import served_api
+from tests.support.ledger import open_account
+
+_INSERT = """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+             VALUES ($1, $2, $3, $4, '\\x00') RETURNING notification_id"""
+
+
+async def _feeds(
+    postgres_server_url: str, standin: RunningStandin, rows: list[tuple[int, str, bytes]]
+) -> tuple[dict[str, Any], httpx.Response, httpx.Response, list[int]]:
+    """``rows`` (version, topic, state) appended by hand to acct_hand's stream; the global
+    feed's and the account's feed's answers."""
+    async with fresh_database(postgres_server_url) as url, served_api(url, standin) as app:
+        services: Services = app.state.services
+        stream = account_stream_id("acct_hand")
+        await open_account(services.ledger, "acct_hand", 100)
+        admin = await asyncpg.connect(url)
+        try:
+            positions = [
+                await admin.fetchval(_INSERT, stream, version, topic, state)
+                for version, topic, state in rows
+            ]
+        finally:
+            await admin.close()
+        auditor = await services.tokens.issue(Scope.LEDGER_AUDIT, name="auditor")
+        headers = {"Authorization": f"Bearer {auditor.secret}"}
+        async with httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http:
+            feed = await http.get("/v1/events", headers=headers)
+            account = await http.get("/v1/accounts/acct_hand/events", headers=headers)
+    assert feed.status_code == 200, feed.text
+    return feed.json(), feed, account, positions
+
+
+async def test_a_row_whose_state_is_not_json_is_shown_as_unreadable(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    body, feed, account, [bad, after] = await _feeds(
+        postgres_server_url,
+        standin,
+        [
+            (2, "ledger.domain.events:CreditsSpent", b'{"amount": 1'),
+            (3, "ledger.domain.events:CreditsSpent", b"\xff\xfe not UTF-8"),
+        ],
+    )
+
+    assert account.status_code == 200, account.text
+    assert account.json()["data"] == body["data"]
+    events = {e["position"]: e for e in body["data"]}
+    assert events[bad]["data"] is None
+    assert events[bad]["type"] == "CreditsSpent"
+    assert events[bad]["version"] == 2
+    assert events[bad]["stream"] == "account/acct_hand"
+    assert events[bad]["unreadable"].startswith("the stored state is not JSON: ")
+    assert "\n" not in events[bad]["unreadable"]
+    assert events[after]["data"] is None
+    assert "unreadable" in events[after]
+    # Readable events do not carry the field.
+    assert [set(e) for e in body["data"] if e["position"] not in (bad, after)] == [
+        {"position", "stream", "stream_id", "version", "type", "recorded_at", "data", "hash"}
+    ]
+    assert feed.headers["content-type"].startswith("application/json")
+
+
+async def test_a_row_whose_state_is_json_but_not_an_object_is_shown_as_unreadable(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    body, _, _, [bad] = await _feeds(
+        postgres_server_url, standin, [(2, "ledger.domain.events:CreditsSpent", b"[1, 2]")]
+    )
+
+    [shown] = [e for e in body["data"] if e["position"] == bad]
+    assert shown["data"] is None
+    assert shown["unreadable"] == "the stored state is not a JSON object: it is an array"
+
+
+async def test_a_row_of_a_topic_this_code_does_not_know_is_shown_as_stored(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    body, _, _, [other] = await _feeds(
+        postgres_server_url, standin, [(2, "elsewhere.events:SomethingHappened", b'{"x": 1}')]
+    )
+
+    [shown] = [e for e in body["data"] if e["position"] == other]
+    assert shown["type"] == "SomethingHappened"
+    assert shown["data"] == {"x": 1}
+    assert "unreadable" not in shown
+
+
+async def test_a_stream_whose_first_row_cannot_be_read_is_named_by_its_id(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    """The feed names a stream after its first event's field (``account/acct_...``); a first
+    row must be JSON (an index reads its account_id), but need not be an object."""
+    async with fresh_database(postgres_server_url) as url, served_api(url, standin) as app:
+        services: Services = app.state.services
+        admin = await asyncpg.connect(url)
+        try:
+            stream = account_stream_id("acct_first_bad")
+            position = await admin.fetchval(
+                _INSERT, stream, 1, "ledger.domain.events:AccountOpened", b"[]"
+            )
+        finally:
+            await admin.close()
+        auditor = await services.tokens.issue(Scope.LEDGER_AUDIT, name="auditor")
+        headers = {"Authorization": f"Bearer {auditor.secret}"}
+        async with httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http:
+            feed = await http.get("/v1/events", headers=headers)
+
+    assert feed.status_code == 200, feed.text
+    [shown] = [e for e in feed.json()["data"] if e["position"] == position]
+    assert shown["stream"] == f"stream/{stream}"
+    assert shown["data"] is None
