@@ -256,6 +256,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     from api.database import PROJECTOR_SETTINGS
     from ledger.notifications.dispatcher import Dispatcher
     from ledger.store.event_store import DATABASE_ERRORS
+    from ledger.surprises import in_one_line
     from projections.events import UnreadableEvent
     from projections.runner import Projector, catch_up
 
@@ -288,13 +289,26 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
             )
             work.append(dispatcher.run(stop))
         settle_after_start_up()
-        await asyncio.gather(*work)
-        # Stopped between batches (each committed with its position): apply what is
-        # visible now, so that the writes of an API that stopped just before are in.
+        running = [asyncio.ensure_future(w) for w in work]
         try:
-            await catch_up(services.store, projector.projections, batch_size)
-        except (*DATABASE_ERRORS, UnreadableEvent) as error:
-            logging.getLogger("projections.runner").warning("projector stopped behind: %s", error)
+            await asyncio.gather(*running)
+            # Stopped between batches (each committed with its position): apply what is
+            # visible now, so that the writes of an API that stopped just before are in.
+            try:
+                await catch_up(services.store, projector.projections, batch_size)
+            except (*DATABASE_ERRORS, UnreadableEvent) as error:
+                logging.getLogger("projections.runner").warning(
+                    "projector stopped behind: %s", error
+                )
+        except Exception as error:
+            stop.set()  # the dispatcher finishes its deliveries and stops too
+            await asyncio.gather(*running, return_exceptions=True)
+            if isinstance(error, DATABASE_ERRORS):
+                raise  # said in one line by the command group
+            # A surprise (a view's bug, an event it cannot fold): one line and exit 1, which
+            # `ledger serve` restarts from the views as committed, its memory of them gone.
+            logging.getLogger("projections.runner").debug("projector stopped", exc_info=error)
+            raise click.ClickException(f"projector stopped: {in_one_line(error)}") from None
 
     _run_with_services(_settings(), run, server_settings=PROJECTOR_SETTINGS)
     if not supervised:

@@ -13,6 +13,7 @@ import pytest
 from ledger.bootstrap import build_ledger
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase
+from tests.support.cli import ledger
 from tests.support.ledger import open_account
 from tests.support.waiting import until
 
@@ -53,3 +54,31 @@ async def test_an_event_that_cannot_be_read_is_named_in_one_line_and_the_project
     assert "ValidationError" in message
     assert "\n" not in message
     assert line.exc_info is None
+
+
+async def test_a_projector_that_fails_on_an_event_it_decodes_says_why_in_one_line(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A view that fails on an event (a grant voided that was never granted, written by
+    hand) ended `ledger project` with a traceback, restarted by `ledger serve` every few
+    seconds: now one line naming the error and where, and exit 1 (its restart starts from
+    the views as committed)."""
+    await open_account(build_ledger(isolated_db.pool), "acct_void_unknown", 100)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+               SELECT originator_id, 2, 'ledger.domain.events:GrantVoided',
+                      '{"grant_id": "g_never", "lapsed": 1, "reason": "x",
+                        "timestamp": "2026-11-01T00:00:00+00:00"}', '\\x00'
+               FROM stored_events WHERE originator_version = 1"""
+        )
+    finally:
+        await admin.close()
+
+    result = await ledger(isolated_db.url, "project", "--no-dispatch", seconds=60)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    [said] = [line for line in result.stderr.splitlines() if "projector stopped" in line]
+    assert said.startswith("Error: projector stopped: KeyError: 'g_never' (at projections/")
