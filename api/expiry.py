@@ -26,6 +26,7 @@ from ledger.domain.errors import (
 )
 from ledger.service import Ledger
 from ledger.store.event_store import DATABASE_ERRORS, ConcurrencyConflict
+from ledger.surprises import log_surprise
 from ledger.unit_of_work import answer_replayed
 from projections.queries import Views
 
@@ -126,8 +127,8 @@ class ExpirySweeper:
             except DATABASE_ERRORS as error:
                 # The database away or restarting: a line a second, not a traceback a second.
                 log.warning("expiry sweep could not reach the database (will retry): %s", error)
-            except Exception:  # a surprise must not end the sweeping for good either
-                log.exception("expiry sweep failed (will retry)")
+            except Exception as error:  # a surprise must not end the sweeping for good either
+                log_surprise(log, "expiry sweep failed (will retry)", error)
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:

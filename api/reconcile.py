@@ -22,6 +22,7 @@ from ledger.domain.account import in_utc_years
 from ledger.ports import CheckoutLookup
 from ledger.reconcile import PendingCheckout, Reconciled, reconcile
 from ledger.store.event_store import DATABASE_ERRORS
+from ledger.surprises import log_surprise
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -221,7 +222,7 @@ class PeriodicReconciler:
                 await self.run_once()
             except DATABASE_ERRORS as error:
                 log.warning("reconcile: run failed (will try again): %s", error)
-            except Exception:
+            except Exception as error:
                 # A background loop: one bad run must not end the ones after it.
-                log.exception("reconcile: run failed (will try again)")
+                log_surprise(log, "reconcile: run failed (will try again)", error)
             await asyncio.sleep(self.interval)

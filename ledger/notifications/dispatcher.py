@@ -30,6 +30,7 @@ from ledger.notifications.outbox import (
 from ledger.notifications.signing import SIGNATURE_HEADER, signature_header
 from ledger.store.event_store import DATABASE_ERRORS
 from ledger.store.wakeups import Listening, wait_for_either
+from ledger.surprises import log_surprise
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,10 @@ class Dispatcher:
                     except DATABASE_ERRORS as error:
                         log.warning("dispatcher could not reach the outbox (will retry): %s", error)
                         started, wait = 0, self.poll_seconds
-                    except Exception:  # never let a surprise end deliveries (or the projector)
-                        log.exception("dispatcher failed to look at the outbox (will retry)")
+                    except Exception as error:  # a surprise must not end deliveries
+                        log_surprise(
+                            log, "dispatcher failed to look at the outbox (will retry)", error
+                        )
                         started, wait = 0, self.poll_seconds
                     if wait > 0:
                         await wait_for_either(self._wake, stop, wait)

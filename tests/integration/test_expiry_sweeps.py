@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from api import expiry
@@ -19,6 +21,7 @@ from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up, stream_events
 from tests.support.ledger import conflicts_given_up, open_account
+from tests.support.waiting import until
 
 
 async def test_a_full_batch_of_expiries_the_views_still_show_due_ends_the_sweep(
@@ -249,3 +252,53 @@ async def test_a_release_past_the_holds_expiry_answers_and_records_its_expiry(
     assert shown == released  # the read showed what its expiry then recorded
     events = await stream_events(isolated_db.store, account_stream_id("acct_late_release"))
     assert [kind for kind, _ in events][-1] == "HoldExpired"
+
+
+async def test_an_account_that_cannot_be_loaded_is_one_line_a_sweep_not_a_traceback(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hold due on an account whose stream holds a row that does not decode (written by
+    hand) failed every sweep, once a second, with a traceback of the mapper's frames."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_sweep_unreadable", 1000)
+    await books.execute(
+        PlaceHold(
+            account_id="acct_sweep_unreadable",
+            amount=10,
+            expires_in_seconds=1,
+            reason="",
+            idempotency_key="h",
+        )
+    )
+    await caught_up(isolated_db.store)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+               VALUES ($1, 3, 'ledger.domain.events:CreditsSpent', '{"amount": "x"}', '\\x00')""",
+            account_stream_id("acct_sweep_unreadable"),
+        )
+    finally:
+        await admin.close()
+    await asyncio.sleep(1.05)
+    caplog.set_level(logging.DEBUG, logger="api.expiry")
+
+    sweeper = ExpirySweeper(Views(isolated_db.pool), books, interval=0.05)
+    sweeper.start()
+    try:
+        await until(
+            lambda: any(r.levelno == logging.ERROR for r in caplog.records), 30, what="a line"
+        )
+    finally:
+        await sweeper.stop()
+        await books.uow.committer.stop()
+
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    line = errors[0]
+    assert line.exc_info is None
+    message = line.getMessage()
+    assert message.startswith("expiry sweep failed (will retry): ValidationError: "), message
+    assert "(at ledger/" in message
+    assert "\n" not in message
+    # The traceback is there for whoever turns DEBUG on.
+    assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)
