@@ -20,6 +20,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
+from typing import cast
 
 import msgspec
 from litestar.exceptions import NotFoundException
@@ -77,6 +79,22 @@ def _stopping() -> HTTPResponseStartEvent:
     }
 
 
+_LISTING_METHODS = (204, 405)
+"""The statuses whose answers list a path's methods in ``Allow`` (OPTIONS', a 405)."""
+
+
+def _head_with_get(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``Allow`` naming HEAD wherever it names GET (see ``answered_requests``)."""
+    listed = []
+    for name, value in headers:
+        if name.lower() == b"allow":
+            methods = [m.strip() for m in value.split(b",")]
+            if b"GET" in methods and b"HEAD" not in methods:
+                value = b", ".join(sorted([*methods, b"HEAD"]))
+        listed.append((name, value))
+    return listed
+
+
 def _given_request_id(scope: Scope) -> str | None:
     given = first_header(scope, _REQUEST_ID_HEADER)
     return given if given is not None and _SANE_REQUEST_ID.fullmatch(given) else None
@@ -109,17 +127,26 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = message.get("headers", ())
+                if status in _LISTING_METHODS:
+                    headers = _head_with_get(headers)
                 if answer_replayed.get():
-                    message["headers"] = [*message.get("headers", ()), echoed, _REPLAYED]
+                    message["headers"] = [*headers, echoed, _REPLAYED]
                 else:
-                    message["headers"] = [*message.get("headers", ()), echoed]
+                    message["headers"] = [*headers, echoed]
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # its Content-Length stays GET's
             await send(message)
 
+        # Litestar routes HEAD only to handlers declared for it: a GET's answers it here,
+        # for every route (RFC 9110, 9.3.2). The server keeps the scope saying HEAD.
+        head = scope["method"] == "HEAD"  # type: ignore[typeddict-item]  # an HTTP scope
+        routed = cast(Scope, {**scope, "method": "GET"}) if head else scope
         try:
             if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
                 await send_error(scope, receive, send_with_id, NotFoundException())
             else:
-                await app(scope, receive_noting_disconnect, send_with_id)
+                await app(routed, receive_noting_disconnect, send_with_id)
         except asyncio.CancelledError:
             # Only a forced stop cancels a request (a second Ctrl-C, api/startup.py): it is
             # answered as a database outage is, and a command it cut off is retried safely
@@ -131,7 +158,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         finally:
             seconds = time.perf_counter() - started
             method = scope["method"]  # type: ignore[typeddict-item]  # an HTTP scope
-            route = scope.get("path_template") or UNMATCHED_ROUTE
+            route = routed.get("path_template") or UNMATCHED_ROUTE
             if client_gone and (not status or status >= 500):
                 status = CLIENT_CLOSED
             status = status or 500  # the app failed before it started an answer

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response, get, head
+from litestar import MediaType, Request, Response, get
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
@@ -94,18 +94,6 @@ async def _database_answers(services: ServicesDependency) -> bool:
     return True
 
 
-# HEAD as well, for the load balancers that probe with it (HTTP says GET's targets take it).
-@head("/healthz", tags=["operations"])
-async def healthz_head() -> None:
-    """200 while the process lives, with no body."""
-
-
-@head("/readyz", tags=["operations"])
-async def readyz_head(services: ServicesDependency) -> Response[None]:
-    """200 when the database answers, 503 otherwise, with no body."""
-    return Response(None, status_code=200 if await _database_answers(services) else 503)
-
-
 @get(
     METRICS_PATH,
     media_type=CONTENT_TYPE,
@@ -127,4 +115,4 @@ async def metrics(request: Request[Any, Any, Any], services: ServicesDependency)
     return Response(exposition(), media_type=CONTENT_TYPE)
 
 
-ROUTES = [index, healthz, readyz, healthz_head, readyz_head, metrics]
+ROUTES = [index, healthz, readyz, metrics]
