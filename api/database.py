@@ -327,6 +327,8 @@ def _lacking(pending: list[str]) -> str:
     every migration, and their names filled the line without saying that."""
     if len(pending) == len(available_migrations()):
         return "the database was never set up (it has none of the ledger's tables)"
+    if len(pending) > 3:
+        return f"the database lacks {len(pending)} migrations, {pending[0]} to {pending[-1]}"
     return f"the database lacks migrations {', '.join(pending)}"
 
 
