@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+MAX_JOBS = 64
+"""The most worker processes ``--jobs`` starts, each with a connection of its own: 99,999
+started processes until the machine ground to a halt (a PostgreSQL takes 100 connections
+unless told otherwise)."""
+
 _settings = settings_from_env
 _run_with_services = run_with_services
 
@@ -526,11 +531,11 @@ class _WholeFile(click.File):
 )
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
-    default=lambda: os.cpu_count() or 1,
+    type=click.IntRange(min=1, max=MAX_JOBS),
+    default=lambda: min(os.cpu_count() or 1, MAX_JOBS),
     show_default="the number of CPUs",
     help="Processes to replay with: the streams are split among them by a hash of their id, "
-    "all reading one snapshot. 1 replays in this process.",
+    f"all reading one snapshot. 1 replays in this process; at most {MAX_JOBS}.",
 )
 def audit_verify(
     as_json: bool,
@@ -745,11 +750,11 @@ def rebuilding(names: list[str]) -> str:
 @click.argument("names", metavar="[NAME]...", nargs=-1, type=click.Choice([*VIEW_NAMES, "all"]))
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
+    type=click.IntRange(min=1, max=MAX_JOBS),
+    default=min(os.cpu_count() or 1, MAX_JOBS),
     show_default="one per CPU",
     help="Fill the fresh tables from this many processes, each folding its share of the "
-    "streams; 1: one pass in this process.",
+    f"streams; 1: one pass in this process; at most {MAX_JOBS}.",
 )
 def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
     from projections.rebuild import RebuildRunning, rebuild_all

@@ -398,3 +398,15 @@ async def test_a_connection_ended_mid_command_is_one_line(database_url: str) -> 
     [line] = ended.stderr.splitlines()
     assert line.startswith("Error: lost the connection to the database mid-command ("), line
     assert line.endswith("terminating connection due to administrator command)"), line
+
+
+@pytest.mark.parametrize("command", [("audit", "verify"), ("projections", "rebuild")])
+async def test_more_jobs_than_a_machine_can_start_is_a_usage_error(
+    command: tuple[str, ...],
+) -> None:
+    """``--jobs 100000`` started processes until the machine ground to a halt (each with a
+    connection of its own, past PostgreSQL's 100): refused before anything starts."""
+    refused = await ledger("postgresql://nobody@127.0.0.1:1/none", *command, "--jobs", "100000")
+
+    assert refused.returncode == 2, refused.stderr
+    assert "100000 is not in the range 1<=x<=64" in refused.stderr
