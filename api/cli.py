@@ -74,9 +74,12 @@ class _Commands(click.Group):
         except Exception as error:
             from api.database import DatabaseUnusable
             from ledger.store.failures import database_failure
+            from ledger.store.repository import UnreadableStream
 
             if isinstance(error, DatabaseUnusable):
                 raise click.ClickException(str(error)) from None
+            if isinstance(error, UnreadableStream):
+                raise click.ClickException(f"{error} (see `ledger audit verify`)") from None
             if (line := database_failure(error)) is not None:
                 raise click.ClickException(line) from None
             raise

@@ -41,6 +41,7 @@ from ledger.domain.errors import (
 from ledger.ports import PaymentGatewayError
 from ledger.store.claims import IdempotencyKeyReused
 from ledger.store.event_store import ConcurrencyConflict, StoreBusy
+from ledger.store.repository import UnreadableStream
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,17 @@ def _still_writing(_: Request, __: StoreBusy) -> Response[Any]:
     return _retry_soon("Events recorded before that moment are still being written; please retry.")
 
 
+def _unreadable_stream(_: Request, error: UnreadableStream) -> Response[Any]:
+    # One line naming the row, not a traceback a request: every request on the stream
+    # fails so until an operator repairs it.
+    log.error("%s (see `ledger audit verify`)", error)
+    return error_response(
+        503,
+        "The ledger cannot read the history this request needs; nothing was recorded. "
+        "It stays unavailable until an operator repairs it.",
+    )
+
+
 def _database_unavailable(_: Request, error: Exception) -> Response[Any]:
     log.warning("database unavailable: %s", type(error).__name__)
     return _retry_soon("The ledger's database is unavailable; please retry.")
@@ -220,6 +232,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     InvalidWebhook: _invalid_webhook,
     ConcurrencyConflict: _busy,
     StoreBusy: _still_writing,
+    UnreadableStream: _unreadable_stream,
     # A lost connection, a server that is starting or stopping, a pool that cannot connect.
     # A command whose commit was cut off is answered 503 too: retried with the same
     # idempotency key, it gets its first answer or is applied once.

@@ -28,6 +28,26 @@ _EXACTLY_IMMUTABLE: frozenset[type] = frozenset(_IMMUTABLE)
 """The same, for the usual case (an exact type) without isinstance's walk of the MRO."""
 
 
+class UnreadableStream(Exception):
+    """A stream with a stored event (or snapshot) that does not decode or apply: nothing can
+    be decided on it, or read from it, until an operator repairs it (``ledger audit verify``
+    names every such row). Its message is one line naming the row."""
+
+    def __init__(self, recorded: RecordedEvent, error: Exception, *, snapshot: bool) -> None:
+        self.stream_id = recorded.originator_id
+        reason = " ".join(str(error).split()) or "no detail"
+        row = (
+            f"its snapshot at version {recorded.originator_version}"
+            if snapshot
+            else f"its event at position {recorded.notification_id} "
+            f"({recorded.topic.rpartition(':')[2]}, version {recorded.originator_version})"
+        )
+        super().__init__(
+            f"stream {recorded.originator_id} cannot be loaded: {row} cannot be read: "
+            f"{type(error).__name__}: {reason}"
+        )
+
+
 class MutableState(TypeError):
     """An aggregate holds a value that a decision could change in place (see ``copy_of``)."""
 
@@ -117,10 +137,16 @@ class Repository:
     ) -> Any:
         """An aggregate from its newest snapshot (if any) and the events after it, or
         ``aggregate`` with ``events`` applied."""
-        if snapshot is not None:
-            aggregate = self.mapper.to_domain_event(snapshot).mutate(None)
-        for recorded in events:
-            aggregate = self.mapper.to_domain_event(recorded).mutate(aggregate)
+        recorded = snapshot
+        try:
+            if snapshot is not None:
+                aggregate = self.mapper.to_domain_event(snapshot).mutate(None)
+            for recorded in events:
+                aggregate = self.mapper.to_domain_event(recorded).mutate(aggregate)
+        except Exception as error:  # a row changed by hand may not even name a type
+            if recorded is None:
+                raise
+            raise UnreadableStream(recorded, error, snapshot=recorded is snapshot) from error
         return aggregate
 
     def holds(self, aggregate_id: UUID) -> bool:

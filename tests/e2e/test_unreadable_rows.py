@@ -5,10 +5,13 @@ and the projector stops at it; the feeds, which show events as stored, show the 
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from api.access.tokens import Scope
 from api.services import Services
@@ -127,3 +130,63 @@ async def test_a_stream_whose_first_row_cannot_be_read_is_named_by_its_id(
     [shown] = [e for e in feed.json()["data"] if e["position"] == position]
     assert shown["stream"] == f"stream/{stream}"
     assert shown["data"] is None
+
+
+async def test_an_account_whose_stream_cannot_be_loaded_is_a_503_in_the_contracts_shape(
+    postgres_server_url: str, standin: RunningStandin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every command on the account, and every read of it from its events, answered 500
+    "Server Error." with a traceback of the mapper's frames, request after request."""
+    caplog.set_level(logging.ERROR, logger="api.errors")
+    async with fresh_database(postgres_server_url) as url, served_api(url, standin) as app:
+        services: Services = app.state.services
+        await open_account(services.ledger, "acct_unloadable", 100)
+        admin = await asyncpg.connect(url)
+        try:
+            position = await admin.fetchval(
+                _INSERT,
+                account_stream_id("acct_unloadable"),
+                2,
+                "ledger.domain.events:CreditsSpent",
+                b'{"amount": "lots"}',
+            )
+        finally:
+            await admin.close()
+        writer = await services.tokens.issue(Scope.LEDGER_WRITE, name="writer")
+        auditor = await services.tokens.issue(Scope.LEDGER_AUDIT, name="auditor")
+        headers = {"Authorization": f"Bearer {writer.secret}"}
+        path = "/v1/accounts/acct_unloadable"
+        async with httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http:
+            answers = [
+                await http.post(
+                    f"{path}/spend",
+                    json={"amount": 1, "reason": "x"},
+                    headers={**headers, "Idempotency-Key": "k1"},
+                ),
+                await http.post(
+                    f"{path}/holds",
+                    json={"amount": 1, "expires_in_seconds": 60, "reason": "x"},
+                    headers={**headers, "Idempotency-Key": "k2"},
+                ),
+                await http.post(
+                    f"{path}/monthly-reset", json={"period": "2099-01"}, headers=headers
+                ),
+                await http.get(f"{path}/credits", headers=headers),
+                await http.get(
+                    f"{path}/credits",
+                    params={"as_of": datetime.now(UTC).isoformat()},
+                    headers={"Authorization": f"Bearer {auditor.secret}"},
+                ),
+            ]
+
+    for answer in answers:
+        assert answer.status_code == 503, (answer.request.url, answer.text)
+        assert answer.json() == {
+            "message": "The ledger cannot read the history this request needs; nothing was "
+            "recorded. It stays unavailable until an operator repairs it."
+        }
+    said = [r for r in caplog.records if r.name == "api.errors"]
+    assert said
+    assert all(r.exc_info is None for r in said)
+    assert f"its event at position {position} (CreditsSpent, version 2)" in said[0].getMessage()
+    assert "ValidationError: Expected `int`, got `str`" in said[0].getMessage()

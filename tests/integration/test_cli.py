@@ -19,7 +19,7 @@ from api.access.tokens import TokenService
 from api.database import as_role
 from ledger.domain.ids import account_stream_id
 from ledger.store.migrate import _MIGRATION_LOCK as MIGRATION_LOCK
-from tests.conftest import fresh_database, unique
+from tests.conftest import IsolatedDatabase, fresh_database, unique
 from tests.support import cli
 
 ledger = functools.partial(cli.ledger, seconds=60)
@@ -410,3 +410,29 @@ async def test_more_jobs_than_a_machine_can_start_is_a_usage_error(
 
     assert refused.returncode == 2, refused.stderr
     assert "100000 is not in the range 1<=x<=64" in refused.stderr
+
+
+async def test_a_command_on_an_account_whose_stream_cannot_be_loaded_is_one_line(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A row of the account's stream that does not decode (written by hand) made every
+    command on it a traceback of the mapper's frames."""
+    opened = await ledger(isolated_db.url, "accounts", "open", "acct_cli_unloadable")
+    assert opened.returncode == 0, opened.stderr
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+               VALUES ($1, 2, 'ledger.domain.events:CreditsSpent', '{"amount": "x"}', '\\x00')""",
+            account_stream_id("acct_cli_unloadable"),
+        )
+    finally:
+        await admin.close()
+
+    granted = await ledger(isolated_db.url, "grants", "create", "acct_cli_unloadable", "10")
+
+    assert granted.returncode == 1, granted.stderr
+    [line] = granted.stderr.splitlines()
+    assert line.startswith("Error: stream "), line
+    assert "(CreditsSpent, version 2) cannot be read: ValidationError: " in line
+    assert line.endswith("(see `ledger audit verify`)")

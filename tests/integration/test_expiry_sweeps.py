@@ -297,7 +297,10 @@ async def test_an_account_that_cannot_be_loaded_is_one_line_a_sweep_not_a_traceb
     line = errors[0]
     assert line.exc_info is None
     message = line.getMessage()
-    assert message.startswith("expiry sweep failed (will retry): ValidationError: "), message
+    assert message.startswith("expiry sweep failed (will retry): UnreadableStream: stream "), (
+        message
+    )
+    assert "ValidationError: Expected `int`" in message
     assert "(at ledger/" in message
     assert "\n" not in message
     # The traceback is there for whoever turns DEBUG on.
