@@ -112,7 +112,7 @@ def main(verbose: bool) -> None:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=64),  # api.workers.MAX_WORKERS (imported only to serve)
     default=None,
     help="API processes on the same port (default: WEB_CONCURRENCY, else 1). "
     "docs/scaling.md says how many for a machine.",

@@ -162,6 +162,11 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
+MAX_WORKERS = 64
+"""The most API processes ``serve`` forks, each with a pool of its own: WEB_CONCURRENCY=99999
+forked until the machine ground to a halt."""
+
+
 def workers_from(option: int | None) -> int:
     """``--workers``, else ``WEB_CONCURRENCY`` (the name uvicorn and gunicorn read), else 1."""
     if option is not None:
@@ -169,8 +174,10 @@ def workers_from(option: int | None) -> int:
     raw = os.environ.get("WEB_CONCURRENCY", "").strip()
     if not raw:
         return 1
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"WEB_CONCURRENCY must be a whole number of at least 1, not {raw!r}")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_WORKERS:
+        raise ValueError(
+            f"WEB_CONCURRENCY must be a whole number from 1 to {MAX_WORKERS}, not {raw!r}"
+        )
     return int(raw)
 
 

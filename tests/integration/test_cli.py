@@ -436,3 +436,18 @@ async def test_a_command_on_an_account_whose_stream_cannot_be_loaded_is_one_line
     assert line.startswith("Error: stream "), line
     assert "(CreditsSpent, version 2) cannot be read: ValidationError: " in line
     assert line.endswith("(see `ledger audit verify`)")
+
+
+async def test_more_workers_than_a_machine_can_fork_is_refused_before_any_starts() -> None:
+    """``--workers`` and ``WEB_CONCURRENCY`` had no upper bound either (each worker a
+    process with a pool of its own)."""
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    option = await ledger(url, "serve", "--workers", "100000")
+    variable = await ledger(url, "serve", env={"WEB_CONCURRENCY": "100000"})
+
+    assert option.returncode == 2, option.stderr
+    assert "100000 is not in the range 1<=x<=64" in option.stderr
+    assert variable.returncode == 1, variable.stderr
+    assert variable.stderr.strip().splitlines() == [
+        "Error: WEB_CONCURRENCY must be a whole number from 1 to 64, not '100000'"
+    ]
