@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from ledger.domain.ids import account_stream_id
 from ledger.store.migrate import _MIGRATION_LOCK as MIGRATION_LOCK
 from tests.conftest import IsolatedDatabase, fresh_database, unique
 from tests.support import cli
+from tests.support.events import caught_up
 
 ledger = functools.partial(cli.ledger, seconds=60)
 
@@ -451,3 +453,32 @@ async def test_more_workers_than_a_machine_can_fork_is_refused_before_any_starts
     assert variable.stderr.strip().splitlines() == [
         "Error: WEB_CONCURRENCY must be a whole number from 1 to 64, not '100000'"
     ]
+
+
+async def test_accounts_list_lists_past_an_account_whose_stream_cannot_be_loaded(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The projector stops at the bad row, so the account's row is behind its events and the
+    listing asked its events: one such account ended the whole listing."""
+    for account_id in ("acct_list_fine", "acct_list_unloadable"):
+        opened = await ledger(isolated_db.url, "accounts", "open", account_id)
+        assert opened.returncode == 0, opened.stderr
+    await caught_up(isolated_db.store)
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+               VALUES ($1, 2, 'ledger.domain.events:CreditsSpent', '{"amount": "x"}', '\\x00')""",
+            account_stream_id("acct_list_unloadable"),
+        )
+    finally:
+        await admin.close()
+
+    listed = await ledger(isolated_db.url, "accounts", "list", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    ids = [json.loads(line)["account_id"] for line in listed.stdout.splitlines()]
+    assert ids == ["acct_list_fine", "acct_list_unloadable"]
+    [warning] = [line for line in listed.stderr.splitlines() if line.startswith("Warning:")]
+    assert warning.startswith("Warning: acct_list_unloadable: listed as its view has it; stream ")
+    assert "Traceback" not in listed.stderr
