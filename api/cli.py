@@ -760,6 +760,7 @@ def rebuilding(names: list[str]) -> str:
     f"streams; 1: one pass in this process; at most {MAX_JOBS}.",
 )
 def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
+    from projections.events import UnreadableEvent
     from projections.rebuild import RebuildRunning, rebuild_all
     from projections.rebuild_parts import PartFailed
     from projections.runner import all_projections
@@ -788,6 +789,10 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
                     )
             except (RebuildRunning, PartFailed) as error:
                 raise click.ClickException(str(error)) from None
+            except UnreadableEvent as error:  # the old tables stay, the new ones are dropped
+                raise click.ClickException(
+                    f"{error}; the views are left as they were (see `ledger audit verify`)"
+                ) from None
         for projection in chosen:
             click.echo(f"rebuilt {projection.name} up to position {position}")
 

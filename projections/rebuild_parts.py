@@ -39,7 +39,7 @@ from ledger.store.event_store import (
 )
 from ledger.store.failures import database_failure
 from ledger.store.migrate import owner_session
-from projections.events import ProjectedEvent, projected
+from projections.events import ProjectedEvent, UnreadableEvent, projected
 from projections.runner import Projection, all_projections
 
 
@@ -143,8 +143,11 @@ def _work(job: PartJob, reports: Queue[tuple[str, int, Any]]) -> None:
     try:
         event_loop.run(_fill_part(job, reports))
     except BaseException as error:
-        # The database's error is one line, said by the parent; any other keeps its traceback.
+        # The database's error is one line, said by the parent, and so is an event that
+        # cannot be read (a row written by hand); any other keeps its traceback.
         said = database_failure(error)
+        if isinstance(error, UnreadableEvent):
+            said = f"{error}; the views are left as they were (see `ledger audit verify`)"
         reports.put((_FAILED, job.part, said or f"\n{traceback.format_exc()}"))
         if said is None:
             raise

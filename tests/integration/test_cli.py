@@ -482,3 +482,33 @@ async def test_accounts_list_lists_past_an_account_whose_stream_cannot_be_loaded
     [warning] = [line for line in listed.stderr.splitlines() if line.startswith("Warning:")]
     assert warning.startswith("Warning: acct_list_unloadable: listed as its view has it; stream ")
     assert "Traceback" not in listed.stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+async def test_a_rebuild_that_meets_an_event_it_cannot_read_says_so_in_one_line(
+    isolated_db: IsolatedDatabase, jobs: str
+) -> None:
+    """A row that does not decode (written by hand) ended a rebuild with two chained
+    tracebacks (a worker's, with --jobs 2, inside the error line)."""
+    opened = await ledger(isolated_db.url, "accounts", "open", "acct_rebuild_unreadable")
+    assert opened.returncode == 0, opened.stderr
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+               VALUES ($1, 2, 'ledger.domain.events:CreditsSpent', '{"amount": "x"}', '\\x00')""",
+            account_stream_id("acct_rebuild_unreadable"),
+        )
+        rebuilt = await ledger(isolated_db.url, "projections", "rebuild", "--jobs", jobs)
+        left = await admin.fetch(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE '%\\_\\_rebuild'"
+        )
+    finally:
+        await admin.close()
+
+    assert rebuilt.returncode == 1, rebuilt.stderr
+    [line] = rebuilt.stderr.splitlines()
+    assert line.startswith("Error: "), line
+    assert "(CreditsSpent, stream " in line
+    assert line.endswith("the views are left as they were (see `ledger audit verify`)"), line
+    assert left == []
