@@ -397,16 +397,23 @@ def relay_command(
 
 
 async def reset_accounts(
-    ledger: Ledger, account_ids: list[str], period: str | None, done: Callable[[int], object]
+    ledger: Ledger,
+    account_ids: list[str],
+    period: str | None,
+    done: Callable[[int], object],
+    unloadable: list[str] | None = None,
 ) -> tuple[int, int, list[str]]:
     """Reset each account for ``period``; (reset, already reset, reset for a later period).
 
     No period: the month (UTC) the run began in, for every account, also when the run
     crosses the end of a month (each account's own moment would split it across two).
+    ``unloadable``: where an account whose stream cannot be loaded is noted (with why) and
+    passed over; without it, its error ends the run.
     """
     from ledger.commands import ResetMonth
     from ledger.domain.errors import PeriodOutOfOrder
     from ledger.handlers.accounts import MonthReset, billing_period
+    from ledger.store.repository import UnreadableStream
 
     period = period or billing_period(ledger.clock())
     reset = unchanged = 0
@@ -418,6 +425,10 @@ async def reset_accounts(
             )
         except PeriodOutOfOrder:
             refused.append(account_id)
+        except UnreadableStream as error:
+            if unloadable is None:
+                raise
+            unloadable.append(f"{account_id}: {error}")
         else:
             if after.started:
                 reset += 1
@@ -432,6 +443,7 @@ async def reset_every_account(
     period: str | None,
     done: Callable[[int], object],
     account_ids: list[str] | None = None,
+    unloadable: list[str] | None = None,
 ) -> tuple[int, int, list[str]]:
     """``reset_accounts`` of every opened account (``account_ids``: the list just read), also
     those whose opening commits while the run goes on: the accounts are listed again after
@@ -453,7 +465,9 @@ async def reset_every_account(
     first = True
     while new := [a for a in listed if a not in seen]:
         seen.update(new)
-        more_reset, more_unchanged, more_refused = await reset_accounts(ledger, new, period, done)
+        more_reset, more_unchanged, more_refused = await reset_accounts(
+            ledger, new, period, done, unloadable
+        )
         reset, unchanged = reset + more_reset, unchanged + more_unchanged
         refused += more_refused
         if not (first or more_reset):
@@ -476,10 +490,14 @@ def reset_month(period: str | None) -> None:
         except InvalidPeriod as error:
             raise click.BadParameter(str(error), param_hint="--period") from None
 
+    unloadable: list[str] = []
+
     async def run(services: Services) -> tuple[int, int, list[str]]:
         account_ids = await services.ledger.all_account_ids()
         with progress(len(account_ids), "accounts") as bar:
-            return await reset_every_account(services.ledger, period, bar.update, account_ids)
+            return await reset_every_account(
+                services.ledger, period, bar.update, account_ids, unloadable
+            )
 
     reset, unchanged, refused = _run_with_services(_settings(), run)
     click.echo(f"reset {plural(reset, 'account')}; {unchanged:,} already reset for this period")
@@ -490,6 +508,14 @@ def reset_month(period: str | None) -> None:
             f"period already and {'was' if one else 'were'} left alone: "
             f"{', '.join(refused[:10])}{' …' if len(refused) > 10 else ''}",
             err=True,
+        )
+    if unloadable:
+        # The others are reset; these wait for a repair, and the run says it is not done.
+        for line in unloadable:
+            click.echo(f"not reset: {line}", err=True)
+        raise click.ClickException(
+            f"{plural(len(unloadable), 'account')} could not be loaded and "
+            f"{'was' if len(unloadable) == 1 else 'were'} not reset (see `ledger audit verify`)"
         )
 
 

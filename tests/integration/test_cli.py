@@ -22,7 +22,7 @@ from ledger.domain.ids import account_stream_id
 from ledger.store.migrate import _MIGRATION_LOCK as MIGRATION_LOCK
 from tests.conftest import IsolatedDatabase, fresh_database, unique
 from tests.support import cli
-from tests.support.events import caught_up
+from tests.support.events import caught_up, stream_events
 
 ledger = functools.partial(cli.ledger, seconds=60)
 
@@ -512,3 +512,35 @@ async def test_a_rebuild_that_meets_an_event_it_cannot_read_says_so_in_one_line(
     assert "(CreditsSpent, stream " in line
     assert line.endswith("the views are left as they were (see `ledger audit verify`)"), line
     assert left == []
+
+
+async def test_reset_month_resets_the_other_accounts_past_one_whose_stream_cannot_be_loaded(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The first account whose stream did not load ended the run: every account after it
+    kept last month's allowance until someone found why."""
+    for account_id in ("acct_reset_a_unloadable", "acct_reset_b_fine"):
+        opened = await ledger(isolated_db.url, "accounts", "open", account_id)
+        assert opened.returncode == 0, opened.stderr
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+               VALUES ($1, 2, 'ledger.domain.events:CreditsSpent', '{"amount": "x"}', '\\x00')""",
+            account_stream_id("acct_reset_a_unloadable"),
+        )
+    finally:
+        await admin.close()
+
+    run = await ledger(isolated_db.url, "reset-month", "--period", "2099-01")
+
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stdout.strip() == "reset 1 account; 0 already reset for this period"
+    said = run.stderr.strip().splitlines()
+    assert said[0].startswith("not reset: acct_reset_a_unloadable: stream "), said
+    assert said[-1] == (
+        "Error: 1 account could not be loaded and was not reset (see `ledger audit verify`)"
+    )
+    events = await stream_events(isolated_db.store, account_stream_id("acct_reset_b_fine"))
+    assert events[-1][0] == "MonthlyAllowanceReset"
