@@ -699,9 +699,12 @@ def audit_checkpoint(key_file: Path, output: Any) -> None:
         key = load_private_key(key_file)
     except CheckpointError as error:
         raise click.ClickException(str(error)) from None
-    checkpoint = run_with_database(
-        _settings(service=False), lambda database: take_checkpoint(database.pool, key)
-    )
+    try:
+        checkpoint = run_with_database(
+            _settings(service=False), lambda database: take_checkpoint(database.pool, key)
+        )
+    except CheckpointError as error:
+        raise click.ClickException(str(error)) from None
     output.write(encode_checkpoint(checkpoint))
     click.echo(
         f"checkpoint at position {checkpoint.position}: {plural(checkpoint.event_count, 'event')}, "

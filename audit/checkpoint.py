@@ -237,6 +237,14 @@ async def take_checkpoint(pool: asyncpg.Pool, key: Ed25519PrivateKey) -> Checkpo
         position = await connection.fetchval(_POSITION)
         event_count = await connection.fetchval(_COUNT, position)
         rows = await connection.fetch(_HEADS, position)
+    for stream_id, version, stored in rows:
+        if len(stored) != len(GENESIS):
+            # Signed, it made a file no verify could read (the format holds 32 bytes).
+            raise CheckpointError(
+                f"stream {stream_id}'s head (version {version}) has a stored hash of "
+                f"{len(stored)} bytes, not {len(GENESIS)}: a row written past the store's "
+                "checks (`ledger audit verify` names it); no checkpoint written"
+            )
     heads = sorted(
         (Head(stream_id=r[0], version=r[1], hash=r[2].hex()) for r in rows),
         key=lambda h: h.stream_id,

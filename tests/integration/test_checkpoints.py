@@ -547,3 +547,35 @@ async def test_a_checkpoint_of_an_empty_store_covers_nothing_and_stays_valid(
 
     assert (checkpoint.position, checkpoint.event_count, checkpoint.heads) == (0, 0, [])
     assert report.findings == []
+
+
+async def test_a_head_whose_stored_hash_is_not_32_bytes_writes_no_checkpoint(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    """A row written by hand with a short hash was signed into a checkpoint file that no
+    verify could read ("is not a checkpoint file": the format holds 32-byte hashes)."""
+    opened = await ledger(isolated_db.url, "accounts", "open", "acct_short_hash")
+    assert opened.returncode == 0, opened.stderr
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """INSERT INTO stored_events (originator_id, originator_version, topic, state, hash)
+               VALUES ($1, 2, 'ledger.domain.events:CreditsSpent', '{}', '\\x00')""",
+            account_stream_id("acct_short_hash"),
+        )
+    finally:
+        await admin.close()
+    key_file = tmp_path / "key.pem"
+    saved = tmp_path / "checkpoint.json"
+    assert (
+        await ledger(isolated_db.url, "audit", "keygen", "--out", str(key_file))
+    ).returncode == 0
+
+    taken = await ledger(
+        isolated_db.url, "audit", "checkpoint", "--key", str(key_file), "-o", str(saved)
+    )
+
+    assert taken.returncode == 1, taken.stderr
+    [line] = taken.stderr.splitlines()
+    assert "head (version 2) has a stored hash of 1 bytes, not 32" in line, line
+    assert not saved.exists()
