@@ -58,7 +58,7 @@ def _configure_logging(verbose: bool) -> None:
 class _Commands(click.Group):
     """Every command: a database it cannot reach, not set up, refusing a statement or lost
     mid-command is one line, not a traceback (``ledger serve`` says it from its start-up:
-    api/app.py)."""
+    api/app.py); so is any other error, its traceback logged with ``-v``."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -82,7 +82,15 @@ class _Commands(click.Group):
                 raise click.ClickException(f"{error} (see `ledger audit verify`)") from None
             if (line := database_failure(error)) is not None:
                 raise click.ClickException(line) from None
-            raise
+            if isinstance(error, click.ClickException | click.exceptions.Exit | click.Abort):
+                raise
+            # A surprise (a bug, a state nobody foresaw): one line; its traceback with -v.
+            from ledger.surprises import in_one_line
+
+            log = logging.getLogger("ledger")
+            log.info("the traceback of the error", exc_info=error)
+            hint = "" if log.isEnabledFor(logging.INFO) else " (`ledger -v ...` logs its traceback)"
+            raise click.ClickException(f"unexpected error: {in_one_line(error)}{hint}") from None
 
 
 def _stop_writing_stdout() -> None:

@@ -544,3 +544,48 @@ async def test_reset_month_resets_the_other_accounts_past_one_whose_stream_canno
     )
     events = await stream_events(isolated_db.store, account_stream_id("acct_reset_b_fine"))
     assert events[-1][0] == "MonthlyAllowanceReset"
+
+
+_SURPRISE = """
+import sys
+from api.cli import main
+from api.cli_support import plural
+
+@main.command("surprise")
+def surprise() -> None:
+    plural(None, "account")  # a bug: a count that is None
+
+main(sys.argv[1:], prog_name="ledger")
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "-v"])
+async def test_an_error_nobody_foresaw_is_one_line_and_its_traceback_comes_with_v(
+    verbose: bool,
+) -> None:
+    """Any error but the database's printed a traceback (a bug, or a state nobody foresaw):
+    now one line with its type, message and place; ``-v`` logs the traceback too."""
+    args = ["-v", "surprise"] if verbose else ["surprise"]
+    ran = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _SURPRISE, *args],
+        env={**os.environ, "LEDGER_LOG_FORMAT": "text"},
+        cwd=cli.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert ran.returncode == 1, ran.stderr
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "Error: unexpected error: TypeError: unsupported format string passed to "
+        "NoneType.__format__ (at api/cli_support.py:"
+    ), last
+    if verbose:
+        assert "Traceback" in ran.stderr
+        assert "logs its traceback" not in last
+    else:
+        assert ran.stderr.strip().splitlines() == [last]
+        assert last.endswith("(`ledger -v ...` logs its traceback)")
