@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from uuid import UUID
 
@@ -61,6 +62,19 @@ def _stored_data(state: bytes) -> tuple[msgspec.Raw, str | None]:
     return raw, None
 
 
+def _subject_token(kind: str) -> str:
+    """``kind`` as one token of a subject: a type no class of this code has (a row written by
+    hand: "Foo Bar", "*") made an invalid subject, which the relay took for NATS being
+    unavailable and retried for good, holding every event after it."""
+    if _TOKEN.fullmatch(kind):
+        return kind
+    return _NOT_TOKEN.sub("_", kind) or "_"
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def outgoing(event: RecordedEvent, subject_prefix: str) -> OutgoingMessage:
     """The message for one stored event, on ``<prefix>.<Type>``."""
     kind = event_type_name(event.topic)
@@ -76,7 +90,9 @@ def outgoing(event: RecordedEvent, subject_prefix: str) -> OutgoingMessage:
         unreadable=unreadable,
     )
     return OutgoingMessage(
-        position=event.notification_id, subject=f"{subject_prefix}.{kind}", body=_encode(body)
+        position=event.notification_id,
+        subject=f"{subject_prefix}.{_subject_token(kind)}",
+        body=_encode(body),
     )
 
 

@@ -8,6 +8,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from ledger.store.event_store import RecordedEvent
@@ -52,3 +53,25 @@ def test_a_readable_state_is_relayed_as_stored_without_the_field() -> None:
     assert body["data"] == {"amount": 40, "reason": "api call"}
     assert "unreadable" not in body
     assert decode(message.body).unreadable is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "subject", "kind"),
+    [
+        ("elsewhere:Foo Bar", "ledger.events.Foo_Bar", "Foo Bar"),
+        ("elsewhere:*", "ledger.events._", "*"),
+        ("elsewhere:", "ledger.events._", ""),
+        ("ledger.domain.events:CreditsSpent", "ledger.events.CreditsSpent", "CreditsSpent"),
+    ],
+)
+def test_a_type_that_is_no_subject_token_goes_on_a_valid_subject(
+    topic: str, subject: str, kind: str
+) -> None:
+    """A topic written by hand ("Foo Bar") made an invalid subject: the relay took NATS's
+    BadSubjectError for NATS being away and held at that event for good."""
+    recorded = msgspec.structs.replace(_recorded(b"{}"), topic=topic)
+
+    message = outgoing(recorded, "ledger.events")
+
+    assert message.subject == subject
+    assert json.loads(message.body)["type"] == kind
