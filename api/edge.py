@@ -1,7 +1,7 @@
 """The one ASGI middleware every HTTP request passes: its id, its metrics, its access line,
-and whether its answer was replayed.
+whether its answer was replayed and where it stands.
 
-One wrapper of ``send`` (a middleware each would add four) and one clock read at
+One wrapper of ``send`` (a middleware each would add five) and one clock read at
 each end, for: the request id (the caller's ``X-Request-Id`` if sane, else a new
 one; on every log line of the request and echoed on the answer), the request
 counter and latency histogram (by route template, never the raw path, so the
@@ -10,7 +10,9 @@ series stay bounded), the access line (``ledger.access`` at INFO), and
 now, as Stripe marks its own (a repeated ``Idempotency-Key``, capture or release, a
 Stripe event delivered again; a first answer has no such header). The ledger knows
 that, the edge says it: the unit of work sets ``ledger.unit_of_work.answer_replayed``
-in the request's task when it replays.
+in the request's task when it replays. And ``Ledger-Position`` and ``Ledger-Read-From``
+(api/read_side.py): the request's ``ReadRequest`` and ``answer_positions`` are made here,
+``consistency_headers`` (a middleware, after routing) reads ``Ledger-Min-Position`` into it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from api.errors import send_error
 from api.headers import first_header
 from api.log_context import access_log, log_access, request_id
 from api.metrics import observe_request
-from ledger.unit_of_work import answer_replayed
+from api.read_side import POSITION_HEADER, READ_FROM_HEADER, ReadRequest, ReadsOfRequest
+from ledger.unit_of_work import AnswerPositions, answer_positions, answer_replayed
 
 UNMATCHED_ROUTE = "unmatched"
 """The route of a request that matched none (a 404 or a 405 answered by Litestar)."""
@@ -54,6 +57,8 @@ CLIENT_CLOSED = 499
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _REQUEST_ID_HEADER = b"x-request-id"
 _REPLAYED = (IDEMPOTENT_REPLAYED.lower().encode(), b"true")
+_POSITION = POSITION_HEADER.encode()
+_READ_FROM = READ_FROM_HEADER.encode()
 
 
 _STOPPING = msgspec.json.encode({"message": "The server is stopping; please retry."})
@@ -127,13 +132,17 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = message.get("headers", ())
+                headers = [*message.get("headers", ())]
                 if status in _LISTING_METHODS:
                     headers = _head_with_get(headers)
+                if written.highest:
+                    headers.append((_POSITION, str(written.highest).encode()))
+                if reads.read_from:
+                    headers.append((_READ_FROM, reads.read_from.encode()))
+                headers.append(echoed)
                 if answer_replayed.get():
-                    message["headers"] = [*headers, echoed, _REPLAYED]
-                else:
-                    message["headers"] = [*headers, echoed]
+                    headers.append(_REPLAYED)
+                message["headers"] = headers
             elif head and message["type"] == "http.response.body":
                 message = {**message, "body": b""}  # its Content-Length stays GET's
             await send(message)
@@ -143,16 +152,18 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         head = scope["method"] == "HEAD"  # type: ignore[typeddict-item]  # an HTTP scope
         routed = cast(Scope, {**scope, "method": "GET"}) if head else scope
         try:
-            if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
-                await send_error(scope, receive, send_with_id, NotFoundException())
-            else:
-                await app(routed, receive_noting_disconnect, send_with_id)
+            with answer_positions() as written, ReadsOfRequest() as reads:
+                if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
+                    await send_error(scope, receive, send_with_id, NotFoundException())
+                else:
+                    await app(routed, receive_noting_disconnect, send_with_id)
         except asyncio.CancelledError:
             # Only a forced stop cancels a request (a second Ctrl-C, api/startup.py): it is
             # answered as a database outage is, and a command it cut off is retried safely
             # with its idempotency key.
             if status:
                 raise
+            written, reads = AnswerPositions(), ReadRequest()  # an answer at no position
             await send_with_id(_stopping())
             await send(_STOPPING_BODY)
         finally:

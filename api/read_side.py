@@ -40,7 +40,6 @@ from litestar.types import (
     ASGIApp,
     HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
-    Message,
     Receive,
     Scope,
     Send,
@@ -50,7 +49,6 @@ from api.database import _connect, describe, nothing_to_reset
 from api.headers import first_header
 from api.metrics import view_reads
 from ledger.store.event_store import DATABASE_ERRORS, EventStore
-from ledger.unit_of_work import answer_positions
 from projections.queries import Views
 from projections.runner import all_projections
 
@@ -304,52 +302,54 @@ def _invalid_min_position() -> bytes:
     return msgspec.json.encode({"message": message, "errors": {MIN_POSITION_HEADER: [message]}})
 
 
-def consistency_headers(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: ``Ledger-Min-Position`` in, ``Ledger-Position`` and
-    ``Ledger-Read-From`` out (see the module)."""
+class ReadsOfRequest:
+    """``with ReadsOfRequest() as request:`` the ``ReadRequest`` of the HTTP request run in
+    it (api/edge.py enters one a request; a class, as ``answer_positions``, for its cost)."""
 
-    async def with_positions(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> ReadRequest:
+        request = ReadRequest()
+        self._token = _request.set(request)
+        return request
+
+    def __exit__(self, *_: object) -> None:
+        _request.reset(self._token)
+
+
+def consistency_headers(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: ``Ledger-Min-Position`` in (see the module), checked once Litestar
+    has routed the request (a path no route takes is 404 whatever it sends). The answer's
+    ``Ledger-Position`` and ``Ledger-Read-From`` are the edge's (api/edge.py): it wraps
+    ``send`` once for all it adds."""
+
+    async def with_min_position(scope: Scope, receive: Receive, send: Send) -> None:
+        raw = first_header(scope, _MIN_POSITION_NAME) if scope["type"] == "http" else None
+        if raw is None:
             await app(scope, receive, send)
             return
-        raw = first_header(scope, _MIN_POSITION_NAME)
-        wanted = 0
-        if raw is not None:
-            text = raw.strip()
-            if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
-                start: HTTPResponseStartEvent = {
-                    "type": "http.response.start",
-                    "status": 422,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-                body: HTTPResponseBodyEvent = {
-                    "type": "http.response.body",
-                    "body": _invalid_min_position(),
-                    "more_body": False,
-                }
-                await send(start)
-                await send(body)
-                return
-            wanted = int(text)
-        request = ReadRequest(min_position=wanted)
-        token = _request.set(request)
+        text = raw.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 422,
+                "headers": [(b"content-type", b"application/json")],
+            }
+            body: HTTPResponseBodyEvent = {
+                "type": "http.response.body",
+                "body": _invalid_min_position(),
+                "more_body": False,
+            }
+            await send(start)
+            await send(body)
+            return
+        request = _request.get()
+        if request is not None:  # the edge's
+            request.min_position = int(text)
+            await app(scope, receive, send)
+            return
+        with ReadsOfRequest() as request:
+            request.min_position = int(text)
+            await app(scope, receive, send)
 
-        with answer_positions() as written:
-
-            async def send_with_positions(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    extra = []
-                    if written.highest:
-                        extra.append((POSITION_HEADER.encode(), str(written.highest).encode()))
-                    if request.read_from:
-                        extra.append((READ_FROM_HEADER.encode(), request.read_from.encode()))
-                    if extra:
-                        message["headers"] = [*message.get("headers", ()), *extra]
-                await send(message)
-
-            try:
-                await app(scope, receive, send_with_positions)
-            finally:
-                _request.reset(token)
-
-    return with_positions
+    return with_min_position
