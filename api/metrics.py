@@ -190,27 +190,31 @@ def mark_process_started() -> None:
 _pool_in_use = db_pool_connections.labels(state="in_use")
 _pool_idle = db_pool_connections.labels(state="idle")
 
-# Label children by label values, bound on first use: a dict lookup per request
-# instead of ``labels()``'s checks and lock. Bounded: methods are a fixed set,
+# Label children by the request's labels, bound on first use: one dict lookup per
+# request instead of ``labels()``'s checks and lock. Bounded: methods are a fixed set,
 # statuses 100-599, routes the app's path templates.
-_requests: dict[tuple[str, int], Counter] = {}
-_latency: dict[tuple[str, str, str], Histogram] = {}
+_observed: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     """Record one answered request."""
-    method = method if method in _METHODS else "other"
-    counted = _requests.get((method, status))
-    if counted is None:
-        counted = _requests[(method, status)] = http_requests.labels(method, str(status))
+    if method not in _METHODS:  # before the lookup: the keys stay bounded
+        method = "other"
+    children = _observed.get((route, method, status))
+    if children is None:
+        children = _observed[(route, method, status)] = _children(route, method, status)
+    counted, timed = children
     counted.inc()
-    status_class = _STATUS_CLASSES[status // 100] if 0 <= status < 600 else "5xx"
-    timed = _latency.get((route, method, status_class))
-    if timed is None:
-        timed = _latency[(route, method, status_class)] = http_request_duration.labels(
-            route, method, status_class
-        )
     timed.observe(seconds)
+
+
+def _children(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter's and the latency histogram's children for these labels."""
+    status_class = _STATUS_CLASSES[status // 100] if 0 <= status < 600 else "5xx"
+    return (
+        http_requests.labels(method, str(status)),
+        http_request_duration.labels(route, method, status_class),
+    )
 
 
 class MetricsAccess(msgspec.Struct, frozen=True):
