@@ -1,4 +1,5 @@
-"""The simulator finds bugs: each planted one is reported as a violation within a short run."""
+"""The simulator finds bugs: each planted one is reported as a violation within a short run,
+and the same run without a plant reports none (else "found" would mean nothing)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from stripe_standin import RunningStandin, run_standin
-from tests.conftest import IsolatedDatabase
+from tests.conftest import migrated_database
 from tests.simulation.plants import PLANTS, plant
 from tests.simulation.world import Violation, simulate
 
 BUDGET_STEPS = 300
-SEEDS = (9, 1, 2, 3)
+SEEDS = (9, 5, 1, 2)
 """A planted bug must be found within a few seeds of this budget (the long run has 50 of 1,000)."""
 
 
@@ -22,22 +23,34 @@ async def standin() -> AsyncIterator[RunningStandin]:
         yield running
 
 
+async def first_violation(server_url: str, standin: RunningStandin) -> str | None:
+    """The first seed's violation within the budget, each seed on a database of its own
+    (as ``make simulate`` plays them: the end-of-run checks read the whole store), or None."""
+    for seed in SEEDS:
+        async with migrated_database(server_url) as database:
+            try:
+                await simulate(seed, BUDGET_STEPS, database.pool, standin)
+            except Violation as violation:
+                return str(violation)
+    return None
+
+
+async def test_the_budget_finds_nothing_without_a_plant(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    assert await first_violation(postgres_server_url, standin) is None
+
+
 @pytest.mark.parametrize("name", sorted(PLANTS))
 async def test_a_planted_bug_is_found(
     name: str,
-    isolated_db: IsolatedDatabase,
+    postgres_server_url: str,
     standin: RunningStandin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     plant(name, monkeypatch.setattr)
 
-    found: list[str] = []
-    for seed in SEEDS:
-        try:
-            await simulate(seed, BUDGET_STEPS, isolated_db.pool, standin)
-        except Violation as violation:
-            found.append(str(violation))
-            break
+    found = await first_violation(postgres_server_url, standin)
 
     assert found, f"{name} was not found in {len(SEEDS)} seeds of {BUDGET_STEPS} steps"
-    assert "replay exactly this schedule: SIM_SEED=" in found[0]
+    assert "replay exactly this schedule: SIM_SEED=" in found
