@@ -12,6 +12,7 @@ from typing import Any
 
 from ledger.domain import adjustments, checkout
 from ledger.domain.account import CreditAccount
+from projections.memory import ViewMemory
 
 Setter = Callable[[Any, str, Any], None]
 
@@ -52,10 +53,16 @@ def _rounding_off_by_one(put: Setter) -> None:
     put(checkout, "taken_back", taken_back)
 
 
+def _projector_memory_never_forgets(put: Setter) -> None:
+    """The live projector keeps the rows it remembers after another projector wrote them."""
+    put(ViewMemory, "forget", lambda self: None)
+
+
 PLANTS: dict[str, Callable[[Setter], None]] = {
     "spend-ignores-holds": _spend_ignores_holds,
     "refund-applied-twice": _refund_applied_twice,
     "rounding-off-by-one": _rounding_off_by_one,
+    "projector-memory-never-forgets": _projector_memory_never_forgets,
 }
 
 

@@ -7,7 +7,8 @@ Stripe SDK against the stand-in (which fails some calls); Stripe's events are
 delivered duplicated and in any order, to either instance (a refund or a dispute
 before its payment, an ``expired`` after it); spends, holds, resets and plan
 changes come with idempotency keys and are repeated; answers are lost mid-commit
-and retried; the projector is cut off mid-batch; months turn.
+and retried; the projector is cut off mid-batch, the live one (which remembers its
+views' rows) taking turns with others; months turn.
 
 After every step the accounts it touched, replayed from the store, must equal a
 plain model of the README's rules (``model.py``, no code shared with the ledger);
@@ -68,11 +69,11 @@ from ledger.ports import PaymentGatewayError
 from ledger.service import CheckoutLinks, Ledger, Pricing, RequestCheckout
 from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
-from projections.runner import all_projections, apply_batch
+from projections.runner import all_projections, apply_batch, catch_up
 from stripe_standin import RunningStandin
 from tests.integration.test_projections import assert_views_match_the_events
 from tests.simulation import model
-from tests.support.events import caught_up, events_since
+from tests.support.events import caught_up, events_since, settled
 
 VIEW_CHECK_EVERY = 20
 STRIPE_TIMEOUT = 1.0
@@ -122,6 +123,13 @@ class World:
             max_network_retries=0,
         )
         self.instances = [self._instance() for _ in range(2)]
+        # The live projector (``ledger project``'s: its views' rows remembered between
+        # batches, where it left them known) takes turns with projectors that remember
+        # nothing, as with a second process or a rebuild: its memory must notice them.
+        # Its turns are drawn apart, so that every seed's schedule stays as it was.
+        self.live = all_projections(remembering=True)
+        self.live_left_at: dict[str, tuple[int, int]] = {}
+        self.projector_turns = random.Random(f"{seed} projector")
         self.accounts: dict[str, model.Account] = {}
         self.sessions: dict[str, model.Session] = {}
         self.network: list[tuple[str, PaymentEvent]] = []
@@ -188,18 +196,23 @@ class World:
         return await self.ledger.execute(command)
 
     async def project_with_a_kill(self) -> None:
-        """The projector applies a few batches and is cut off in the middle of one."""
+        """A projector applies a few batches and is cut off in the middle of one."""
         for _ in range(self.random.randint(0, 3)):
-            await apply_batch(self.store, all_projections(), batch_size=self.random.randint(1, 40))
-        cut = asyncio.ensure_future(
-            apply_batch(self.store, all_projections(), batch_size=self.random.randint(1, 40))
-        )
+            await self.project(self.random.randint(1, 40))
+        cut = asyncio.ensure_future(self.project(self.random.randint(1, 40)))
         await asyncio.sleep(self.random.choice([0, 0.001, 0.005]))
         cut.cancel()
         try:
             await cut
         except asyncio.CancelledError:
             self.counts["projector cut off mid-batch"] += 1
+
+    async def project(self, batch_size: int) -> None:
+        """One batch of a projector that remembers nothing, or the live one's catch-up."""
+        if self.projector_turns.random() < 0.5:
+            await apply_batch(self.store, all_projections(), batch_size=batch_size)
+        else:
+            await catch_up(self.store, self.live, batch_size, self.live_left_at)
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -857,7 +870,11 @@ class World:
         # Every append made so far must be past the watermark before the views catch up
         # (a transaction elsewhere on the server can hold it back for a moment).
         await self.store.wait_for_appends_before(datetime.now(UTC), seconds=30)
-        await caught_up(self.store)
+        if self.projector_turns.random() < 0.5:
+            await caught_up(self.store)
+        else:
+            await settled(self.store)
+            await catch_up(self.store, self.live, left_at=self.live_left_at)
         try:
             await assert_views_match_the_events(self.store, sorted(self.accounts))
         except AssertionError as error:
