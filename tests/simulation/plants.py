@@ -10,8 +10,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ledger.domain import adjustments, checkout
+from ledger.domain import account, adjustments, checkout
 from ledger.domain.account import CreditAccount
+from ledger.domain.events import MonthlyAllowanceReset
 from projections.memory import ViewMemory
 
 Setter = Callable[[Any, str, Any], None]
@@ -53,6 +54,29 @@ def _rounding_off_by_one(put: Setter) -> None:
     put(checkout, "taken_back", taken_back)
 
 
+def _reset_clears_top_ups(put: Setter) -> None:
+    """A monthly reset takes the purchased top-ups with the allowance."""
+    original = CreditAccount.evolve
+
+    def evolve(self: CreditAccount, event: Any) -> None:
+        original(self, event)
+        if type(event) is MonthlyAllowanceReset:
+            self.topup_balance = min(self.topup_balance, 0)
+
+    put(CreditAccount, "evolve", evolve)
+
+
+def _settlement_ignores_closed_grants(put: Setter) -> None:
+    """A hold settled after its grant expired or was voided gives the grant's share back to
+    the grant instead of letting what the capture does not use lapse."""
+    original = account.settle
+
+    def settle(hold: Any, captured: int, *, carried: bool, closed_grants: Any = None) -> Any:
+        return original(hold, captured, carried=carried)
+
+    put(account, "settle", settle)
+
+
 def _projector_memory_never_forgets(put: Setter) -> None:
     """The live projector keeps the rows it remembers after another projector wrote them."""
     put(ViewMemory, "forget", lambda self: None)
@@ -62,6 +86,8 @@ PLANTS: dict[str, Callable[[Setter], None]] = {
     "spend-ignores-holds": _spend_ignores_holds,
     "refund-applied-twice": _refund_applied_twice,
     "rounding-off-by-one": _rounding_off_by_one,
+    "reset-clears-top-ups": _reset_clears_top_ups,
+    "settlement-ignores-closed-grants": _settlement_ignores_closed_grants,
     "projector-memory-never-forgets": _projector_memory_never_forgets,
 }
 
