@@ -3,6 +3,7 @@
     SIM_SEEDS=50 SIM_STEPS=1000 python -m tests.simulation.run
     SIM_SEED=7 SIM_STEPS=431 python -m tests.simulation.run     # replay one seed
     SIM_PLANT=spend-ignores-holds python -m tests.simulation.run # a planted bug it must find
+    SIM_MIX=refund=4,dispute=4,settle-hold=3 python -m tests.simulation.run  # another mix
 
 Each worker process starts an embedded PostgreSQL of its own (so it may restart it
 as a fault) and a Stripe stand-in, and runs its share of the seeds, each on a fresh
@@ -98,8 +99,9 @@ async def _run_seeds(seeds: list[int], steps: int, results: Any, folder: Path) -
     from api.database import create_pool
     from stripe_standin import run_standin
     from tests.simulation import plants
-    from tests.simulation.world import simulate
+    from tests.simulation.world import parse_mix, simulate
 
+    mix = parse_mix(os.environ.get("SIM_MIX"))
     playing = _log_to(LOG)
     plants.plant(os.environ.get("SIM_PLANT"))
     with warnings.catch_warnings():
@@ -131,7 +133,7 @@ async def _run_seeds(seeds: list[int], steps: int, results: Any, folder: Path) -
                 pool = await create_pool(url, min_size=1, max_size=10)
                 started = time.perf_counter()
                 try:
-                    world = await simulate(seed, steps, pool, standin, restart)
+                    world = await simulate(seed, steps, pool, standin, restart, mix)
                     results.put((seed, dict(world.counts), None, time.perf_counter() - started))
                 except AssertionError as violation:
                     results.put((seed, {}, str(violation), time.perf_counter() - started))

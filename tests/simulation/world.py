@@ -102,6 +102,7 @@ class World:
         pool: Any,
         standin: RunningStandin,
         restart_database: Callable[[], Awaitable[None]] | None = None,
+        mix: dict[str, float] | None = None,
     ) -> None:
         self.seed = seed
         self.restart_database = restart_database
@@ -141,6 +142,7 @@ class World:
         self.placed: dict[str, tuple[str, Any]] = {}  # key -> (account, hold answer)
         self.granted: dict[str, tuple[str, Any]] = {}  # key -> (account, grant answer)
         self.touched: set[str] = set()
+        self.mix = mix or {}
         self.counts: Counter[str] = Counter()
         self.ids = 0
 
@@ -723,7 +725,7 @@ class World:
         def target() -> str:
             return self.random.choice(paid if paid and self.random.random() < 0.7 else sessions)
 
-        steps: list[tuple[float, str, Callable[[], Awaitable[None] | None]]] = [
+        steps: list[Step] = [
             (0.15, "purchase", lambda: self.purchase(account_id)),
             (0.37, "deliver", self.deliver if self.network else lambda: None),
             (
@@ -749,7 +751,7 @@ class World:
             (0.997, "project with a kill", self.project_with_a_kill),
             (1.01, "restart the database", self.restart),
         ]
-        for bound, name, action in steps:
+        for bound, name, action in mixed(steps, self.mix):
             if roll < bound:
                 outcome = action()
                 if outcome is not None:
@@ -905,6 +907,46 @@ class World:
         return len(events)
 
 
+STEP_NAMES = (
+    "purchase", "deliver", "refund", "dispute", "spend", "hold", "settle hold", "grant",
+    "void grant", "expire grants", "turn time", "reset", "plan", "threshold",
+    "project with a kill", "restart the database",
+)  # fmt: skip
+"""The steps a schedule picks from (after "open"), as ``SIM_MIX`` names them."""
+
+Step = tuple[float, str, Callable[[], Awaitable[None] | None]]
+
+
+def parse_mix(text: str | None) -> dict[str, float]:
+    """``SIM_MIX``: ``refund=4,dispute=4,settle-hold=3`` weighs those steps 4, 4 and 3 times
+    as often as the default schedule does (0: never); names as ``STEP_NAMES``, with - or _
+    for spaces."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (text or "").split(",")):
+        name, _, factor = part.partition("=")
+        name = name.strip().replace("-", " ").replace("_", " ")
+        if name not in STEP_NAMES or not factor:
+            raise ValueError(f"SIM_MIX: {part!r} is not <step>=<factor>, steps {STEP_NAMES}")
+        mix[name] = float(factor)
+    return mix
+
+
+def mixed(steps: list[Step], mix: dict[str, float]) -> list[Step]:
+    """The steps with their chances weighed by ``mix`` (unchanged without one: the default
+    schedule of every seed stays as it was)."""
+    if not mix:
+        return steps
+    weights, low = [], 0.0
+    for bound, name, _ in steps:
+        weights.append(max(min(bound, 1.0) - low, 0.0) * mix.get(name, 1.0))
+        low = bound
+    total, cumulative, weighed = sum(weights), 0.0, []
+    for weight, (_, name, action) in zip(weights, steps, strict=True):
+        cumulative += weight
+        weighed.append((cumulative / total, name, action))
+    return [*weighed[:-1], (2.0, *weighed[-1][1:])]
+
+
 STORED = "stored "
 """The prefix of the counts of each event type in the store at the end."""
 
@@ -960,9 +1002,11 @@ async def simulate(
     pool: Any,
     standin: RunningStandin,
     restart_database: Callable[[], Awaitable[None]] | None = None,
+    mix: dict[str, float] | None = None,
 ) -> World:
-    """Run one seed to its end. Raises Violation naming the seed and step."""
-    world = World(seed, pool, standin, restart_database)
+    """Run one seed to its end (``mix``: see ``parse_mix``). Raises Violation naming the
+    seed and step."""
+    world = World(seed, pool, standin, restart_database, mix)
     done: list[str] = []
     try:
         await world.subscribe()
@@ -979,6 +1023,7 @@ async def simulate(
         raise Violation(
             f"seed {seed} failed at step {len(done)} ({done[-5:]}): {described(error)}\n"
             f"replay exactly this schedule: SIM_SEED={seed} SIM_STEPS={len(done)}"
+            + (f" SIM_MIX={','.join(f'{k}={v:g}' for k, v in mix.items())}" if mix else "")
         ) from error
     finally:
         await world.close()
