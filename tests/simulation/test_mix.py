@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.simulation.world import STEP_NAMES, Step, mixed, parse_mix
+from tests.simulation.world import OFF_BY_DEFAULT, STEP_NAMES, Step, mixed, parse_mix
 
 STEPS: list[Step] = [
     (0.25, "spend", lambda: None),
@@ -29,3 +29,17 @@ def test_a_mix_names_only_known_steps() -> None:
     assert set(parse_mix("settle_hold=2,turn-time=4")) <= set(STEP_NAMES)
     with pytest.raises(ValueError, match="not <step>=<factor>"):
         parse_mix("refunds=4")
+
+
+def test_a_step_off_by_default_is_taken_only_when_a_mix_names_it() -> None:
+    steps: list[Step] = [
+        (0.5, "spend", lambda: None),
+        (0.5, "burst", lambda: None),
+        (1.01, "refund", lambda: None),
+    ]
+    assert "burst" in OFF_BY_DEFAULT
+
+    unnamed = mixed(steps, parse_mix("refund=2"))
+    assert unnamed[1][0] == unnamed[0][0]  # a chance of nothing: its bound is the spend's
+    weighed = mixed(steps, parse_mix("burst=10"))
+    assert weighed[1][0] - weighed[0][0] == pytest.approx(0.5 / 1.5)  # 0.05 x 10 of 1.5

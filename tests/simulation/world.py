@@ -74,7 +74,7 @@ from projections.runner import all_projections, apply_batch, catch_up
 from stripe_standin import RunningStandin
 from tests.integration.test_projections import assert_views_match_the_events
 from tests.simulation import model
-from tests.support.events import caught_up, events_since, settled
+from tests.support.events import caught_up, events_since, settled, stream_events
 
 VIEW_CHECK_EVERY = 20
 VIEWED_IN_TURN = 5
@@ -446,6 +446,55 @@ class World:
         self.touched.add(account_id)
         self.counts["spends"] += 1
 
+    async def burst(self, account_id: str) -> None:
+        """Concurrent writers: a few spends on one account at once, on both instances. Those
+        taken, in the order the store committed them, must each be what the rules take then;
+        each refused one must be short even of what they all left."""
+        amounts = [self.random.choice([1, 7, 50, 120, 400, 999]) for _ in range(6)]
+        amounts = amounts[: self.random.randint(2, 6)]
+        keys = [self.new_id("job") for _ in amounts]
+        instances = [self.random.choice(self.instances) for _ in amounts]
+        stream = account_stream_id(account_id)
+        before = len(await stream_events(self.store, stream))
+        account = self.with_due_expired(account_id)
+        outcomes = await asyncio.gather(
+            *(
+                instance.execute(spend_command(account_id, amount, key))
+                for instance, amount, key in zip(instances, amounts, keys, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        taken = {k: o for k, o in zip(keys, outcomes, strict=True) if not isinstance(o, Exception)}
+        for outcome in outcomes:
+            if isinstance(outcome, Exception) and not isinstance(outcome, InsufficientCredits):
+                raise Violation(f"a spend among concurrent ones failed: {outcome!r}")
+        committed = [
+            data["reason"]
+            for kind, data in (await stream_events(self.store, stream))[before:]
+            if kind == "CreditsSpent"
+        ]
+        if sorted(committed) != sorted(taken):
+            raise Violation(f"concurrent spends answered {sorted(taken)}, stored {committed}")
+        amount_of = dict(zip(keys, amounts, strict=True))
+        for key in committed:
+            if amount_of[key] > account.available_at(self.now):
+                raise Violation(f"concurrent spends overdrew: {amount_of[key]} taken")
+            split = account.spend(amount_of[key], self.now)
+            account.watch()  # the alerts judge what each command left (the first's expiries too)
+            answer = taken[key]
+            if (answer.from_allowance, answer.from_grants, answer.from_topup) != split:
+                raise Violation(f"a concurrent spend split {answer}, the rules say {split}")
+            self.answers[key] = answer
+            self.spends[key] = (account_id, amount_of[key])
+        for key in set(keys) - set(taken):
+            if amount_of[key] <= account.available_at(self.now):
+                raise Violation(f"a concurrent spend of {amount_of[key]} refused, yet it fits")
+        if taken:
+            self.keep_due_expired(account_id, account)
+            self.touched.add(account_id)
+        self.counts["concurrent spends"] += len(amounts)
+        self.counts["concurrent spends taken"] += len(taken)
+
     def with_due_expired(self, account_id: str) -> model.Account:
         """The account as a command that answers its balances sees it: "a hold past its
         expiry is no longer open, swept or not", and a grant past its expiry has expired,
@@ -744,6 +793,7 @@ class World:
                 lambda: self.dispute(self.random.choice(sessions)) if sessions else None,
             ),
             (0.60, "spend", lambda: self.spend(account_id)),
+            (0.60, "burst", lambda: self.burst(account_id)),  # SIM_MIX only: OFF_BY_DEFAULT
             (0.67, "hold", lambda: self.place_hold(account_id)),
             (0.74, "settle hold", lambda: self.settle_hold(account_id)),
             (0.79, "grant", lambda: self.grant(account_id)),
@@ -929,11 +979,15 @@ class World:
 
 
 STEP_NAMES = (
-    "purchase", "deliver", "refund", "dispute", "spend", "hold", "settle hold", "grant",
+    "purchase", "deliver", "refund", "dispute", "spend", "burst", "hold", "settle hold", "grant",
     "void grant", "expire grants", "turn time", "reset", "plan", "threshold",
     "project with a kill", "restart the database",
 )  # fmt: skip
 """The steps a schedule picks from (after "open"), as ``SIM_MIX`` names them."""
+
+OFF_BY_DEFAULT = {"burst": 0.05}
+"""Steps the default schedule never takes (so that every seed's stays as it was), and the
+chance a mix that names them weighs."""
 
 Step = tuple[float, str, Callable[[], Awaitable[None] | None]]
 
@@ -959,7 +1013,8 @@ def mixed(steps: list[Step], mix: dict[str, float]) -> list[Step]:
         return steps
     weights, low = [], 0.0
     for bound, name, _ in steps:
-        weights.append(max(min(bound, 1.0) - low, 0.0) * mix.get(name, 1.0))
+        chance = OFF_BY_DEFAULT.get(name, max(min(bound, 1.0) - low, 0.0))
+        weights.append(chance * mix.get(name, 1.0 if name not in OFF_BY_DEFAULT else 0.0))
         low = bound
     total, cumulative, weighed = sum(weights), 0.0, []
     for weight, (_, name, action) in zip(weights, steps, strict=True):
