@@ -166,7 +166,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
                 raise
             written, reads = AnswerPositions(), ReadRequest()  # an answer at no position
             await send_with_id(_stopping())
-            await send(_STOPPING_BODY)
+            await send_with_id(_STOPPING_BODY)  # a HEAD's without the body
         finally:
             seconds = time.perf_counter() - started
             method = scope["method"]  # type: ignore[typeddict-item]  # an HTTP scope
