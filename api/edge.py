@@ -165,6 +165,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             if status:
                 raise
             written, reads = AnswerPositions(), ReadRequest()  # an answer at no position
+            answer_replayed.set(False)  # nor one the ledger gave before
             await send_with_id(_stopping())
             await send_with_id(_STOPPING_BODY)  # a HEAD's without the body
         finally:

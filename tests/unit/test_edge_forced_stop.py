@@ -11,14 +11,16 @@ import pytest
 from litestar.types import Receive, Scope, Send
 
 from api.edge import answered_requests
-from ledger.unit_of_work import _answer_positions
+from ledger.unit_of_work import _answer_positions, answer_replayed
 
 
 async def _cut_off(_: Scope, __: Receive, ___: Send) -> None:
-    """A command that committed (its position noted), then a second Ctrl-C."""
+    """A command that committed (its position noted) or found its first answer, then a
+    second Ctrl-C."""
     collected = _answer_positions.get()
     assert collected is not None  # the edge's
     collected.note(42)
+    answer_replayed.set(True)  # its first answer, given again
     raise asyncio.CancelledError
 
 
@@ -44,6 +46,7 @@ async def test_a_request_a_forced_stop_cut_off_is_a_503_at_no_position(method: s
     headers = {name.lower(): value for name, value in start["headers"]}
     assert headers[b"retry-after"] == b"1"
     assert b"ledger-position" not in headers
+    assert b"idempotent-replayed" not in headers  # no answer the ledger gave
     assert b"x-request-id" in headers
     assert (body["body"] == b"") is (method == "HEAD")
     assert body["more_body"] is False
