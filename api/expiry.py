@@ -26,6 +26,7 @@ from ledger.domain.errors import (
 )
 from ledger.service import Ledger
 from ledger.store.event_store import DATABASE_ERRORS, ConcurrencyConflict
+from ledger.store.repository import UnreadableStream
 from ledger.surprises import log_surprise
 from ledger.unit_of_work import answer_replayed
 from projections.queries import Views
@@ -96,6 +97,16 @@ class ExpirySweeper:
                 except ConcurrencyConflict:
                     # The account stayed busy past its turn (or its conflicts): its expiries
                     # wait for the next sweep, and the other accounts' do not wait for them.
+                    busy.add(command.account_id)
+                    continue
+                except UnreadableStream as error:
+                    # Passed over as a busy one: listed soonest first, its expiry ended every
+                    # sweep before the other accounts' were reached, for as long as it stayed.
+                    log.error(
+                        "expiry sweep passed over %s: %s (see `ledger audit verify`)",
+                        command.account_id,
+                        error,
+                    )
                     busy.add(command.account_id)
                     continue
                 if not answer_replayed.get():  # a hold's expiry recorded already (a view behind)
