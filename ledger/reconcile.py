@@ -22,6 +22,7 @@ from ledger.domain.checkout import PENDING
 from ledger.ports import CheckoutLookup, PaymentGatewayError
 from ledger.service import Ledger
 from ledger.store.event_store import ConcurrencyConflict
+from ledger.store.repository import UnreadableStream
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ class Reconciled(msgspec.Struct, frozen=True, kw_only=True):
     - ``unchanged``: nothing to apply (the session is open or a delayed payment is
       under way at the provider, or the provider does not know it);
     - ``settled``: the ledger had settled it already (the read side was behind);
-    - ``error``: the provider could not be asked, or the session was busy (its turn did
-      not come); ``detail`` says which.
+    - ``error``: the provider could not be asked, the session was busy (its turn did
+      not come), or its stream or its account's cannot be loaded; ``detail`` says which.
     """
 
     session_id: str
@@ -86,7 +87,27 @@ async def reconcile_one(
     ledger: Ledger, lookup: CheckoutLookup, checkout: PendingCheckout
 ) -> Reconciled:
     """Reconcile one session (see ``reconcile``)."""
+    try:
+        return await _reconcile_one(ledger, lookup, checkout)
+    except UnreadableStream as error:
+        # Passed over, as a busy one: listed oldest first, it ended every run before the
+        # later sessions were asked about, for as long as it stayed.
+        log.error(
+            "reconcile: %s passed over: %s (see `ledger audit verify`)", checkout.session_id, error
+        )
+        return Reconciled(
+            session_id=checkout.session_id,
+            account_id=checkout.account_id,
+            credits=checkout.credits,
+            found="",
+            outcome="error",
+            detail=str(error),
+        )
 
+
+async def _reconcile_one(
+    ledger: Ledger, lookup: CheckoutLookup, checkout: PendingCheckout
+) -> Reconciled:
     def result(found: str, outcome: str, detail: str = "") -> Reconciled:
         return Reconciled(
             session_id=checkout.session_id,
