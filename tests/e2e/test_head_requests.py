@@ -15,8 +15,8 @@ from tests.e2e.conftest import Customer
 
 @pytest.fixture
 async def in_process(ledger_app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """The app called in this process, which passes on whatever body it sends (uvicorn
-    drops a HEAD answer's body itself; another server may not)."""
+    """The app called in this process. httpx drops a HEAD answer's body whatever the app
+    sends (as uvicorn does): tests/unit/test_edge_head.py looks at what the edge sends."""
     transport = httpx.ASGITransport(app=ledger_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as client:
         yield client
