@@ -690,6 +690,54 @@ async def test_a_statement_line_changed_in_any_column_customers_see_is_reported(
     assert "lines are not the replay's" in changed.detail
 
 
+_FIRST_SPEND = """(SELECT min(position) FROM statement_lines
+                   WHERE account_id = 'acct_alice' AND type = 'CreditsSpent')"""
+_COPY_OF_FIRST_SPEND = f"""
+    INSERT INTO statement_lines
+    SELECT {{account}}, position + 1000000, gen_random_uuid(), version, type, amount,
+           allowance_change, topup_change, allowance_after, topup_after, balance_after,
+           description, recorded_at, granted_change, granted_after
+    FROM statement_lines WHERE account_id = 'acct_alice' AND position = {_FIRST_SPEND}"""
+
+
+@pytest.mark.parametrize(
+    ("tampering", "account", "found"),
+    [
+        (
+            f"DELETE FROM statement_lines WHERE account_id = 'acct_alice'"
+            f" AND position = {_FIRST_SPEND}",
+            "acct_alice",
+            "lines in the view",
+        ),
+        (_COPY_OF_FIRST_SPEND.format(account="account_id"), "acct_alice", "lines in the view"),
+        (  # as many lines as the replay's, one of them twice and one gone
+            _COPY_OF_FIRST_SPEND.format(account="account_id")
+            + """; DELETE FROM statement_lines WHERE account_id = 'acct_alice'
+                 AND position = (SELECT max(position) FROM statement_lines
+                                 WHERE account_id = 'acct_alice' AND position < 1000000)""",
+            "acct_alice",
+            "lines are not the replay's",
+        ),
+        (_COPY_OF_FIRST_SPEND.format(account="'acct_nobody'"), "acct_nobody", "for no account"),
+        ("DELETE FROM statement_lines WHERE account_id = 'acct_bob'", "acct_bob", "has no lines"),
+    ],
+    ids=["missing", "extra", "duplicated-in-place-of-another", "no-account", "all-gone"],
+)
+async def test_a_statement_line_missing_added_or_duplicated_is_reported(
+    isolated_db: IsolatedDatabase, tampering: str, account: str, found: str
+) -> None:
+    """The view's lines are compared as a whole with the replay's, not only line by line:
+    a line too many or too few is a finding, also when the count still matches."""
+    await build_history(isolated_db)
+    await tamper(isolated_db.url, tampering)
+
+    report = await verify(isolated_db.pool)
+
+    [changed] = report.findings
+    assert (changed.kind, changed.account_id) == ("statement-view", account)
+    assert found in changed.detail
+
+
 async def test_a_balance_rows_next_allowance_and_stream_are_compared(
     isolated_db: IsolatedDatabase,
 ) -> None:
