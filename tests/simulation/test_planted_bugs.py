@@ -13,8 +13,12 @@ from tests.simulation.plants import PLANTS, plant
 from tests.simulation.world import Violation, simulate
 
 BUDGET_STEPS = 300
-SEEDS = (9, 5, 1, 2)
-"""A planted bug must be found within a few seeds of this budget (the long run has 50 of 1,000)."""
+SEEDS = (9, 5, 15, 16, 1, 2, 6, 7)
+"""A planted bug must be found within a few seeds of this budget (the long run has 50 of 1,000).
+Where instances race a seed's steps differ by a few from run to run, so a bug a seed finds
+late may be missed by it: `refund-applied-twice` was found by 7 of seeds 1-16 (15 and 16
+early), and four seeds missed it once in CI. A plant stops at the first seed that finds it;
+the control run plays them all."""
 
 
 @pytest.fixture(scope="module")
