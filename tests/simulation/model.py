@@ -280,7 +280,7 @@ class Session:
     refund_sent: int = 0  # what Stripe has sent so far (cumulative)
     refunded: int = 0  # the largest amount_refunded delivered
     disputes: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (status, amount)
-    taken_back: int = 0  # credits refunds and disputes keep back now
+    taken_back: tuple[int, int] = (0, 0)  # credits refunds, and disputes, keep back now
 
     def learn_refund(self, amount_refunded: int) -> None:
         self.refunded = max(self.refunded, amount_refunded)
@@ -290,15 +290,17 @@ class Session:
         if known is None or STAGE[status] > STAGE[known[0]]:
             self.disputes[dispute_id] = (status, amount)
 
-    def owed(self) -> int:
-        """The README's rule: refunded credits round down, disputed ones up; disputes take
-        what the bank holds, never more than the refunds left."""
+    def owed(self) -> tuple[int, int]:
+        """The credits refunds, and disputes, keep back, by the README's rule: refunded credits
+        round down, disputed ones up; disputes take what the bank holds, never more than the
+        refunds left. Apart: a refund after a dispute moves credits both ways, even where the
+        sum stays (the dispute's part given back, the refund's taken)."""
         if self.status != "paid":
-            return 0
+            return (0, 0)
         refunded = self.credits * min(self.amount, self.refunded) // self.amount
         held_by_bank = sum(a for s, a in self.disputes.values() if s in BANK_HOLDS_THE_MONEY)
         disputed = min(
             self.credits - refunded,
             -(-self.credits * min(self.amount, held_by_bank) // self.amount),
         )
-        return refunded + disputed
+        return (refunded, disputed)

@@ -393,9 +393,12 @@ class World:
                 self.counts["dispute events delivered"] += 1
         self.touched.add(session.account_id)
         owed = session.owed()
-        if owed != session.taken_back:
-            self.expiries_first(session.account_id)
-        self.accounts[session.account_id].take_back(owed - session.taken_back)
+        if owed == session.taken_back:
+            return
+        self.expiries_first(session.account_id)
+        account = self.accounts[session.account_id]
+        account.take_back(owed[0] - session.taken_back[0])  # as the ledger: the refund's part,
+        account.take_back(owed[1] - session.taken_back[1])  # then the dispute's
         session.taken_back = owed
 
     def expiries_first(self, account_id: str) -> None:
