@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 from ledger.bootstrap import build_ledger
-from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
-from tests.support.events import settled
+from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
 
@@ -40,8 +39,7 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
     grant_id = given.stdout.split()[1]
     voided = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
     twice = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
     listed = await ledger(isolated_db.url, "grants", "list", "acct_cli", "--json")
     active = await ledger(isolated_db.url, "grants", "list", "acct_cli", "--status", "active")
     past = await ledger(isolated_db.url, "grants", "create", "acct_cli", "5", "--expires-at",

@@ -149,17 +149,15 @@ async def test_a_projector_whose_views_another_moved_applies_only_what_is_new_to
     (account_id,) = await opened(isolated_db, 1)
     left_at: dict[str, tuple[int, int]] = {}
     this_one = all_projections(remembering=True)
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, this_one, left_at=left_at)
+    await caught_up(isolated_db.store, projections=this_one, left_at=left_at)
     for key, store_next in (("first", "another"), ("second", "this")):
         await ledger.execute(
             SpendCredits(account_id=account_id, amount=10, reason="test", idempotency_key=key)
         )
-        await settled(isolated_db.store)
         if store_next == "another":  # it applies the first spend; this one still reads from before
-            await catch_up(isolated_db.store, all_projections())
+            await caught_up(isolated_db.store)
 
-    applied = await catch_up(isolated_db.store, this_one, left_at=left_at)
+    applied = await caught_up(isolated_db.store, projections=this_one, left_at=left_at)
 
     assert applied == len(this_one)  # the second spend, once for each view
     remaining = "SELECT allowance_remaining FROM balances WHERE account_id = $1"
@@ -196,8 +194,7 @@ async def test_a_batch_writes_every_view_and_the_positions_in_one_statement(
     )
     left_at: dict[str, tuple[int, int]] = {}
     projections = all_projections(remembering=True)
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, projections, left_at=left_at)
+    await caught_up(isolated_db.store, projections=projections, left_at=left_at)
     for command in (
         GrantCredits(account_id=account_id, amount=50, priority=10, expires_at=None,
                      reason="promo", idempotency_key="grant"),
@@ -236,10 +233,9 @@ async def test_a_projector_never_holds_a_view_a_rebuild_waits_to_swap_in(
     that finds its rows held must not be holding those tables while it waits: it waits
     in its locked road, and the swap takes the tables at once."""
     (account_id,) = await opened(isolated_db, 1)
-    await settled(isolated_db.store)
     left_at: dict[str, tuple[int, int]] = {}
     projections = all_projections(remembering=True)
-    await catch_up(isolated_db.store, projections, left_at=left_at)
+    await caught_up(isolated_db.store, projections=projections, left_at=left_at)
     await opened_more(isolated_db)
     await settled(isolated_db.store)
     names = sorted(p.name for p in projections)
@@ -279,10 +275,9 @@ async def test_a_catch_up_stops_at_a_batch_short_of_its_size(isolated_db: Isolat
     commits later is announced, and wakes the projector)."""
     ledger = build_ledger(isolated_db.pool)
     await opened(isolated_db, 1)
-    await settled(isolated_db.store)
     left_at: dict[str, tuple[int, int]] = {}
     projections = all_projections(remembering=True)
-    await catch_up(isolated_db.store, projections, left_at=left_at)
+    await caught_up(isolated_db.store, projections=projections, left_at=left_at)
     for n in range(3):  # an event each, each its own append
         await open_account(ledger, f"acct_short_{n}", 100)
     await settled(isolated_db.store)
@@ -314,10 +309,9 @@ async def test_a_view_rewritten_at_the_same_position_is_read_again_not_remembere
     writer left them, not on what this projector remembers."""
     ledger = build_ledger(isolated_db.pool)
     (account_id,) = await opened(isolated_db, 1)
-    await settled(isolated_db.store)
     left_at: dict[str, tuple[int, int]] = {}
     projections = all_projections(remembering=True)
-    await catch_up(isolated_db.store, projections, left_at=left_at)
+    await caught_up(isolated_db.store, projections=projections, left_at=left_at)
     before = await positions(isolated_db)
     remaining = "SELECT allowance_remaining FROM balances WHERE account_id = $1"
     assert await isolated_db.pool.fetchval(remaining, account_id) == 100
@@ -330,9 +324,10 @@ async def test_a_view_rewritten_at_the_same_position_is_read_again_not_remembere
     await ledger.execute(
         SpendCredits(account_id=account_id, amount=10, reason="test", idempotency_key="k")
     )
-    await settled(isolated_db.store)
 
-    assert await catch_up(isolated_db.store, projections, left_at=left_at) == len(projections)
+    assert await caught_up(isolated_db.store, projections=projections, left_at=left_at) == len(
+        projections
+    )
 
     assert await isolated_db.pool.fetchval(remaining, account_id) == 60  # 70, not 100, less 10
 

@@ -23,9 +23,8 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.store.event_store import EventStore
 from projections.queries import NEWEST_FIRST
-from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
-from tests.support.events import settled
+from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
 CALLS = 20
@@ -103,8 +102,7 @@ async def test_a_page_of_transactions_deep_in_an_account_reads_that_page_only(
             )
     finally:
         await ledger.uow.committer.stop()
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
     positions = await isolated_db.pool.fetch(
         "SELECT position FROM statement_lines WHERE account_id = $1 ORDER BY position DESC",
         "acct_deep_pages",

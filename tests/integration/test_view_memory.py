@@ -16,10 +16,10 @@ from ledger.store.event_store import Connection
 from projections.balances import BalancesProjection
 from projections.events import ProjectedEvent
 from projections.memory import ViewMemory
-from projections.runner import all_projections, apply_batch, catch_up
+from projections.runner import all_projections, apply_batch
 from projections.writes import Write
 from tests.conftest import IsolatedDatabase
-from tests.support.events import settled
+from tests.support.events import caught_up, settled
 from tests.support.ledger import open_account
 from tests.support.stripe_events import charge, checkout_session, event_body
 
@@ -91,18 +91,16 @@ async def test_remembering_views_write_what_views_that_read_their_rows_back_writ
         if round_number:
             paid = f"pi_cs_mem_{round_number - 1}"
             await deliver(ledger, "charge.refunded", charge(paid, amount=100, amount_refunded=40))
-        await settled(isolated_db.store)
-        await catch_up(isolated_db.store, remembering, batch_size=2)
+        await caught_up(isolated_db.store, projections=remembering, batch_size=2)
     await ledger.execute(ResetMonth(account_id="acct_mem_1", period="2099-01"))
     await spend(ledger, "acct_mem_1", 3, "after_reset")
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, remembering, batch_size=2)
+    await caught_up(isolated_db.store, projections=remembering, batch_size=2)
     remembered = await views(isolated_db)
 
     await isolated_db.pool.execute(
         "TRUNCATE balances, statement_lines, notifier_accounts, purchases, projection_positions"
     )
-    await catch_up(isolated_db.store, all_projections(), batch_size=2)
+    await caught_up(isolated_db.store, batch_size=2)
 
     assert remembered == await views(isolated_db)
     assert [(row["status"], row["amount_refunded"]) for row in remembered["purchases"]] == [
@@ -122,15 +120,12 @@ async def test_a_view_another_projector_wrote_meanwhile_is_read_afresh(
     ledger = build_ledger(isolated_db.pool)
     remembering = all_projections(remembering=True)
     await open_account(ledger, "acct_mem", 100)
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, remembering)
+    await caught_up(isolated_db.store, projections=remembering)
 
     await spend(ledger, "acct_mem", 10, "by_the_other")
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, all_projections())  # another projector
+    await caught_up(isolated_db.store)  # another projector
     await spend(ledger, "acct_mem", 5, "by_this_one")
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, remembering)
+    await caught_up(isolated_db.store, projections=remembering)
 
     # Folded onto the rows it remembered (100), the views would say 95.
     assert await allowance_remaining(isolated_db, "acct_mem") == 85
@@ -166,8 +161,7 @@ async def test_a_failed_batch_leaves_nothing_remembered_that_did_not_commit(
     failing = FailsWhenArmed()
     projections = [BalancesProjection(ViewMemory()), failing]
     await open_account(ledger, "acct_mem", 100)
-    await settled(isolated_db.store)
-    await catch_up(isolated_db.store, projections)
+    await caught_up(isolated_db.store, projections=projections)
 
     await spend(ledger, "acct_mem", 10, "spent_once")
     await settled(isolated_db.store)
@@ -175,7 +169,7 @@ async def test_a_failed_batch_leaves_nothing_remembered_that_did_not_commit(
     with pytest.raises(RuntimeError):
         await apply_batch(isolated_db.store, projections)
     failing.armed = False
-    await catch_up(isolated_db.store, projections)
+    await caught_up(isolated_db.store, projections=projections)
 
     # The failed batch had folded the spend into the remembered row: applied again onto
     # that row, it would count twice (80).
