@@ -125,6 +125,9 @@ async def _rebuild_all(
             )
         else:
             position = await _fill(connection, projections, on_progress)
+        # Filled tables swapped in with no statistics get the plans of empty ones until
+        # autovacuum comes round (with -1 rows, PostgreSQL guesses their size from pages).
+        await connection.execute(f"ANALYZE {', '.join(_fresh(p) for p in projections)}")
         return await _swap_in(connection, projections, on_progress, position)
     except BaseException:  # a failure, or Ctrl-C: the live views are as they were
         await _drop_fresh_tables(connection, projections)

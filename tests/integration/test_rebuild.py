@@ -113,6 +113,24 @@ async def test_a_rebuild_in_two_processes_leaves_the_same_rows_as_one_pass(
     assert len(in_parts["statement_lines"]) > 12 * 4
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+async def test_the_views_a_rebuild_swaps_in_come_with_their_statistics(
+    isolated_db: IsolatedDatabase, jobs: int
+) -> None:
+    await many_accounts(isolated_db, 3)
+
+    await rebuilt(isolated_db, jobs=jobs)
+
+    counted = await isolated_db.pool.fetch(
+        "SELECT relname, reltuples FROM pg_class WHERE relname = any($1) AND relkind = 'r'",
+        [p.table for p in all_projections()],
+    )
+    assert {row["relname"]: row["reltuples"] >= 0 for row in counted} == dict.fromkeys(
+        (p.table for p in all_projections()), True
+    )  # -1: never analyzed
+    assert {row["relname"]: row["reltuples"] for row in counted}["statement_lines"] == 3 * 4
+
+
 async def test_a_rebuild_sends_nothing_again_of_deliveries_pruned_by_retention(
     isolated_db: IsolatedDatabase,
 ) -> None:
