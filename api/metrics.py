@@ -164,6 +164,12 @@ webhook_oldest_pending_seconds = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+webhook_deliveries_failed = Gauge(
+    "ledger_webhook_deliveries_failed",
+    "Outbound notifications whose retries ran out (status failed), until redelivered or pruned.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 expiry_overdue_seconds = Gauge(
     "ledger_expiry_overdue_seconds",
     "How long the open hold or active grant longest past its expiry has waited for the "
@@ -270,6 +276,7 @@ _VIEW_LAG = """
 
 _BACKLOGS = """
     SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
+           (SELECT count(*) FROM webhook_deliveries WHERE status = 'failed') AS failed,
            coalesce(extract(epoch FROM clock_timestamp() - (
                SELECT min(created_at) FROM webhook_deliveries
                WHERE status = 'pending')), 0)::float8 AS oldest_pending,
@@ -321,6 +328,7 @@ def _set_database_gauges(
     assert backlogs is not None  # one row of subqueries
     webhook_deliveries_pending.set(backlogs["pending"])
     webhook_oldest_pending_seconds.set(round(backlogs["oldest_pending"], 3))
+    webhook_deliveries_failed.set(backlogs["failed"])
     for kind in ("hold", "grant"):
         # An expiry still in the future is no backlog (the difference is negative then).
         overdue = backlogs[f"{kind}_overdue"]

@@ -285,6 +285,10 @@ async def test_the_page_shows_the_webhook_outbox_and_overdue_expiries(
                    SELECT 'evt_' || n, 'credits.spent', 'we_down', 'acct_x', n, '{}',
                           now() - interval '1 hour', now() + interval '1 hour'
                    FROM generate_series(1, 3) n;
+                   INSERT INTO webhook_deliveries (notification_id, event_type, endpoint_id,
+                       account_id, position, payload, status, attempts)
+                   VALUES ('evt_gave_up', 'credits.spent', 'we_down', 'acct_x', 4, '{}',
+                           'failed', 12);
                    INSERT INTO holds (hold_id, stream_id, amount, status, reason,
                                       expires_at, placed_at, position)
                    VALUES ('hold_late', gen_random_uuid(), 5, 'held', 'r',
@@ -303,6 +307,8 @@ async def test_the_page_shows_the_webhook_outbox_and_overdue_expiries(
     assert quiet['ledger_expiry_overdue_seconds{kind="hold"}'] == 0
     assert behind["ledger_webhook_deliveries_pending"] == 3
     assert behind["ledger_webhook_oldest_pending_seconds"] >= 3600
+    assert quiet["ledger_webhook_deliveries_failed"] == 0
+    assert behind["ledger_webhook_deliveries_failed"] == 1  # the pending alert no longer sees it
     assert behind['ledger_expiry_overdue_seconds{kind="hold"}'] >= 600
     assert behind['ledger_expiry_overdue_seconds{kind="grant"}'] == 0  # due tomorrow
 
