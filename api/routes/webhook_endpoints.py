@@ -20,7 +20,7 @@ from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import LowBalanceThreshold, ThresholdRequest, WebhookEndpointRequest
 from api.services import ServicesDependency
-from api.validation import Body, ValidationFailed
+from api.validation import Body, OptionalIdempotencyKey, ValidationFailed
 from ledger.commands import SetLowBalanceThreshold
 from ledger.notifications.addresses import NonPublicAddress, UnresolvableHost
 from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry, WebhookEndpoint
@@ -57,14 +57,18 @@ async def create_webhook_endpoint(
         ),
     ],
     services: ServicesDependency,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> CreatedEndpoint:
-    """Subscribe a URL to notification types; the answer holds its signing secret, shown once.
+    """Subscribe a URL to notification types; the answer holds its signing secret, shown once
+    (and again only to a repeat under the same optional ``Idempotency-Key``).
 
     The URL's host must be a public address (resolved now, and again at each delivery).
     """
     registry = EndpointRegistry(services.pool, allow_private=services.webhook_allow_private)
     try:
-        return await registry.create(data.url, list(dict.fromkeys(data.events)))
+        return await registry.create(
+            data.url, list(dict.fromkeys(data.events)), idempotency_key=idempotency_key
+        )
     except NonPublicAddress as refused:
         raise ValidationFailed.single(
             "url", f"The url must be on a public address: {refused}{PRIVATE_HINT}"

@@ -10,6 +10,8 @@ import msgspec
 
 from ledger.notifications.addresses import check_url
 from ledger.notifications.signing import new_secret
+from ledger.store.claims import KEY_REUSED, IdempotencyKeyReused, request_fingerprint
+from ledger.unit_of_work import answer_replayed
 
 
 class WebhookEndpoint(msgspec.Struct, frozen=True):
@@ -64,26 +66,65 @@ class EndpointRegistry:
         self.pool = pool
         self.allow_private = allow_private
 
-    async def create(self, url: str, events: list[str]) -> CreatedEndpoint:
+    async def create(
+        self, url: str, events: list[str], *, idempotency_key: str | None = None
+    ) -> CreatedEndpoint:
         """Register ``url`` for ``events`` with a freshly generated secret.
 
-        Raises NonPublicAddress or UnresolvableHost (addresses.py) for a URL the
-        dispatcher would not send to.
+        With ``idempotency_key``, a repeat of the request answers the endpoint it made (and
+        sets ``answer_replayed``), however often and even at once; the key with another
+        request raises IdempotencyKeyReused. Raises NonPublicAddress or UnresolvableHost
+        (addresses.py) for a URL the dispatcher would not send to.
         """
+        fingerprint = request_fingerprint({"url": url, "events": events})
+        if idempotency_key is not None and (
+            earlier := await self._made_under(idempotency_key, fingerprint)
+        ):
+            return earlier
         if not self.allow_private:
             await check_url(url)
         endpoint_id = "we_" + secrets.token_hex(12)
         secret = new_secret()
         created = await self.pool.fetchval(
-            """INSERT INTO webhook_endpoints (endpoint_id, url, event_types, secret)
-               VALUES ($1, $2, $3, $4) RETURNING created_at""",
+            """INSERT INTO webhook_endpoints
+                   (endpoint_id, url, event_types, secret, idempotency_key, request_hash)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+               RETURNING created_at""",
             endpoint_id,
             url,
             events,
             secret,
+            idempotency_key,
+            None if idempotency_key is None else fingerprint,
         )
+        if created is None:  # the same key's request made one meanwhile
+            assert idempotency_key is not None
+            earlier = await self._made_under(idempotency_key, fingerprint)
+            assert earlier is not None  # endpoints are never deleted
+            return earlier
         return CreatedEndpoint(
             id=endpoint_id, url=url, events=events, secret=secret, created=created
+        )
+
+    async def _made_under(self, idempotency_key: str, fingerprint: bytes) -> CreatedEndpoint | None:
+        """The endpoint a request under ``idempotency_key`` made, as first answered."""
+        row = await self.pool.fetchrow(
+            """SELECT endpoint_id, url, event_types, secret, created_at, request_hash
+               FROM webhook_endpoints WHERE idempotency_key = $1""",
+            idempotency_key,
+        )
+        if row is None:
+            return None
+        if row["request_hash"] != fingerprint:
+            raise IdempotencyKeyReused(KEY_REUSED)
+        answer_replayed.set(True)
+        return CreatedEndpoint(
+            id=row["endpoint_id"],
+            url=row["url"],
+            events=list(row["event_types"]),
+            secret=row["secret"],
+            created=row["created_at"],
         )
 
     async def list(

@@ -68,6 +68,33 @@ async def test_the_signing_secret_is_shown_once_and_endpoints_can_be_disabled(
     assert missing.status_code == 404
 
 
+async def test_a_repeat_under_the_same_key_answers_the_endpoint_it_made(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], endpoints: list[str]
+) -> None:
+    """A retry after a lost answer made a second endpoint, and so every notification twice."""
+    key = f"subscribe-{uuid.uuid4().hex}"
+    headers = {**writer_headers, "Idempotency-Key": key}
+    body = {"url": "https://billing.internal.example/once", "events": ["credits.spent"]}
+
+    answers = await asyncio.gather(
+        *(http.post("/v1/webhook-endpoints", json=body, headers=headers) for _ in range(4))
+    )
+    later = await http.post("/v1/webhook-endpoints", json=body, headers=headers)
+    other = await http.post(
+        "/v1/webhook-endpoints", json={**body, "url": "https://elsewhere.example/"}, headers=headers
+    )
+
+    assert [a.status_code for a in [*answers, later]] == [201] * 5
+    endpoints.append(later.json()["id"])
+    assert len({(a.json()["id"], a.json()["secret"]) for a in [*answers, later]}) == 1
+    assert later.headers["Idempotent-Replayed"] == "true"
+    assert sum("Idempotent-Replayed" not in a.headers for a in answers) == 1
+    listed = (await http.get("/v1/webhook-endpoints?limit=100", headers=writer_headers)).json()
+    assert [e["id"] for e in listed["data"] if e["url"] == body["url"]] == [later.json()["id"]]
+    assert other.status_code == 422
+    assert "Idempotency-Key" in other.json()["errors"]
+
+
 async def test_endpoints_are_listed_a_page_at_a_time(
     http: httpx.AsyncClient, writer_headers: dict[str, str], endpoints: list[str]
 ) -> None:

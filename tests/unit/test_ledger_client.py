@@ -287,7 +287,7 @@ async def test_writes_the_service_cannot_deduplicate_are_resent_only_when_nothin
     ledger, _ = client(script)
     async with ledger:
         with pytest.raises(ServerError):
-            await ledger.create_webhook_endpoint("https://hooks.example/x", ["credits.spent"])
+            await ledger.open_account("acct_1", monthly_allowance=100)
     assert len(script.requests) == 1
 
     # Never connected (the service never saw it): sent again.
@@ -306,17 +306,36 @@ async def test_a_503_to_a_write_without_a_key_goes_to_the_caller() -> None:
     stopping = answer(
         503, {"message": "The server is stopping; please retry."}, **{"Retry-After": "1"}
     )
-    for call in (
-        lambda ledger: ledger.create_webhook_endpoint("https://hooks.example/x", ["credits.spent"]),
-        lambda ledger: ledger.open_account("acct_1"),
-    ):
-        script = Script(stopping, busy(), answer(201, ACCOUNT))
-        ledger, waits = client(script)
-        async with ledger:
-            with pytest.raises(ServiceUnavailable) as refused:
-                await call(ledger)
-        assert len(script.requests) == 1
-        assert (waits, refused.value.retry_after) == ([], 1.0)
+    script = Script(stopping, busy(), answer(201, ACCOUNT))
+    ledger, waits = client(script)
+    async with ledger:
+        with pytest.raises(ServiceUnavailable) as refused:
+            await ledger.open_account("acct_1")
+    assert len(script.requests) == 1
+    assert (waits, refused.value.retry_after) == ([], 1.0)
+
+
+async def test_a_webhook_endpoint_is_subscribed_under_one_key_however_often_it_is_sent() -> None:
+    """Sent again after a lost answer, it made a second endpoint (each notification twice):
+    the service answers a repeat of the key with the endpoint it made."""
+    created = {
+        "id": "we_1",
+        "url": "https://hooks.example/x",
+        "events": ["credits.spent"],
+        "secret": "whsec_1",
+        "created": "2026-12-05T00:00:00Z",
+    }
+    script = Script(httpx.ReadTimeout("lost"), answer(201, created))
+    ledger, _ = client(script)
+    async with ledger:
+        endpoint = await ledger.create_webhook_endpoint(
+            "https://hooks.example/x", ["credits.spent"]
+        )
+
+    assert endpoint.secret == "whsec_1"
+    keys = {r.headers["Idempotency-Key"] for r in script.requests}
+    assert len(script.requests) == 2
+    assert len(keys) == 1
 
 
 async def test_no_answer_after_the_retries_is_connection_failed() -> None:
@@ -400,7 +419,7 @@ async def test_an_answer_that_is_not_the_documented_one_is_unexpected() -> None:
 
 def test_every_keyed_write_is_repeatable_and_the_unkeyed_writes_are_the_exceptions() -> None:
     not_repeatable = {op.operation_id for op in OPERATIONS.values() if not op.repeatable}
-    assert not_repeatable == {"openAccount", "createWebhookEndpoint"}
+    assert not_repeatable == {"openAccount"}
     assert all(op.repeatable for op in OPERATIONS.values() if op.keyed)
 
 

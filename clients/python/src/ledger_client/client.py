@@ -187,7 +187,7 @@ OPERATIONS: dict[str, Operation] = {
             201,
             CreatedEndpoint,
             WebhookEndpointRequest,
-            repeatable=False,  # a second attempt after a lost answer would make a second one
+            keyed=True,
         ),
         Operation(
             "listWebhookEndpoints",
@@ -499,12 +499,17 @@ class LedgerClient:
 
     # --- webhook endpoints -----------------------------------------------------------------
 
-    async def create_webhook_endpoint(self, url: str, events: list[EventType]) -> CreatedEndpoint:
-        """Subscribe ``url``; keep the answer's ``secret`` (shown this once) to verify deliveries."""
+    async def create_webhook_endpoint(
+        self, url: str, events: list[EventType], *, idempotency_key: str | None = None
+    ) -> CreatedEndpoint:
+        """Subscribe ``url``; keep the answer's ``secret`` to verify deliveries. It is shown
+        once, and again only to a repeat under the same ``idempotency_key`` (every attempt of
+        a call sends one: a retry after a lost answer makes no second endpoint)."""
         return await self._call(
             "createWebhookEndpoint",
             CreatedEndpoint,
             body=WebhookEndpointRequest(url=url, events=events),
+            idempotency_key=idempotency_key,
         )
 
     async def list_webhook_endpoints(

@@ -6,9 +6,9 @@ The rule:
 * **5xx (503 included) and lost answers** (a read timeout, a dropped connection) only
   for operations that are safe to repeat: reads, and writes the service deduplicates by
   their ``Idempotency-Key`` (the client sends the same key on every attempt of one
-  call: spends, holds, grants, voids, monthly resets, purchases). Opening an account
-  and creating a webhook endpoint might have taken effect: sending them again would
-  answer 409, or make a second endpoint. A 503 does not say
+  call: spends, holds, grants, voids, monthly resets, purchases, webhook endpoints).
+  Opening an account might have taken effect: sending it again would answer 409.
+  A 503 does not say
   otherwise: the service also answers it to a command a forced stop cut off after its
   commit ("The server is stopping", api/edge.py), and when the database connection
   drops during a commit, whose outcome it cannot know.
