@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# First: a Ctrl-C while the imports below run is one line, not their traceback.
+import api.cli_interrupt  # noqa: F401  # isort: skip
+
 import asyncio
 import logging
 import os
@@ -93,6 +96,12 @@ def _log_at_least_info() -> None:
         root.setLevel(logging.INFO)
 
 
+class _Interrupted(BaseException):
+    """A Ctrl-C on its way past click, which ends it "Aborted!" with exit 1, to the
+    interpreter's own ending, as a Ctrl-C while the command starts ends (api/cli_interrupt.py):
+    "Aborted!", then the process ends by SIGINT (130 in a shell) whenever it came."""
+
+
 class _Commands(click.Group):
     """Every command: a database it cannot reach, not set up, refusing a statement or lost
     mid-command is one line, not a traceback (``ledger serve`` says it from its start-up:
@@ -100,11 +109,16 @@ class _Commands(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         _add_verbose_everywhere(self)  # here, not at import: also what is added after it
-        return super().main(*args, **kwargs)
+        try:
+            return super().main(*args, **kwargs)
+        except _Interrupted:
+            raise KeyboardInterrupt from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
         except BrokenPipeError:  # `ledger audit export | head`: the reader had enough
             _stop_writing_stdout()
             ctx.exit(1)
