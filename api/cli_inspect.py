@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from api.cli_support import plural, run_with_services, settings_from_env
+from api.cli_support import duration, plural, run_with_services, settings_from_env
 from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
@@ -275,7 +275,9 @@ def list_tokens(include_revoked: bool, as_json: bool) -> None:
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one view each.")
 def projections_status(as_json: bool) -> None:
-    """Each view's position and how far it is behind the store (events and seconds)."""
+    """Each view's position and how far it is behind the store: in events, and in time
+    (the age of the oldest event it has not applied: `3 h 25 min`; --json gives
+    lag_seconds)."""
 
     async def run(services: Services) -> tuple[int, list[Any]]:
         head = await services.store.head_position()
@@ -303,7 +305,7 @@ def projections_status(as_json: bool) -> None:
                 view.name,
                 f"{view.position:,}",
                 plural(max(head - view.position, 0), "event"),
-                f"{view.lag_seconds:.1f} s",
+                duration(view.lag_seconds),
                 _when(view.updated_at),
             )
             for view in positions

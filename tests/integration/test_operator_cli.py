@@ -191,6 +191,9 @@ async def test_projections_status_gives_each_views_position_and_lag(
     assert [line.split()[0] for line in lines[2:]] == list(VIEW_NAMES)
     assert lines[2].split()[1:4] == [str(head), "0", "events"]
     assert lines[3].split()[1:4] == ["0", str(head), "events"]
+    # LAG as a person reads it: "0 s" caught up; the purchases view's events a moment old.
+    assert lines[2].split()[4:6] == ["0", "s"]
+    assert re.search(r"events  +(< 0\.1 s|\d\.\d s|\d+ s|\d+ min( \d+ s)?)  +never$", lines[3])
     views = {row["view"]: row for row in map(json.loads, as_json.stdout.splitlines())}
     assert views["balances"]["behind"] == 0
     assert views["balances"]["lag_seconds"] == 0
