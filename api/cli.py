@@ -6,10 +6,11 @@ from __future__ import annotations
 import api.cli_interrupt  # noqa: F401  # isort: skip
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -122,31 +123,57 @@ class _Commands(click.Group):
         except BrokenPipeError:  # `ledger audit export | head`: the reader had enough
             _stop_writing_stdout()
             ctx.exit(1)
-        except OSError as error:  # a file or folder it cannot write (a full disk, /dev/full)
-            where = f": {error.filename}" if error.filename else ""
-            # A TimeoutError says nothing: then its type does.
-            said = error.strerror or str(error) or type(error).__name__
-            raise click.ClickException(f"{said}{where}") from None
         except Exception as error:
-            from api.database import DatabaseUnusable
-            from ledger.store.failures import database_failure
-            from ledger.store.repository import UnreadableStream
-
-            if isinstance(error, DatabaseUnusable):
-                raise click.ClickException(str(error)) from None
-            if isinstance(error, UnreadableStream):
-                raise click.ClickException(f"{error} (see `ledger audit verify`)") from None
-            if (line := database_failure(error)) is not None:
-                raise click.ClickException(line) from None
             if isinstance(error, click.ClickException | click.exceptions.Exit | click.Abort):
                 raise
-            # A surprise (a bug, a state nobody foresaw): one line; its traceback with -v.
-            from ledger.surprises import in_one_line
+            raise _in_one_line(error) from None
 
-            log = logging.getLogger("ledger")
-            log.info("the traceback of the error", exc_info=error)
-            hint = "" if log.isEnabledFor(logging.INFO) else " (`ledger -v ...` logs its traceback)"
-            raise click.ClickException(f"unexpected error: {in_one_line(error)}{hint}") from None
+
+def _in_one_line(error: Exception) -> click.ClickException:
+    """What a command says of an error it did not handle itself, in one line."""
+    if isinstance(error, OSError):  # a file or folder it cannot write (a full disk, /dev/full)
+        where = f": {error.filename}" if error.filename else ""
+        # A TimeoutError says nothing: then its type does.
+        said = error.strerror or str(error) or type(error).__name__
+        return click.ClickException(f"{said}{where}")
+    from api.database import DatabaseUnusable
+    from ledger.store.failures import database_failure
+    from ledger.store.repository import UnreadableStream
+
+    if isinstance(error, DatabaseUnusable):
+        return click.ClickException(str(error))
+    if isinstance(error, UnreadableStream):
+        return click.ClickException(f"{error} (see `ledger audit verify`)")
+    if (line := database_failure(error)) is not None:
+        return click.ClickException(line)
+    # A surprise (a bug, a state nobody foresaw): one line; its traceback with -v.
+    from ledger.surprises import in_one_line
+
+    log = logging.getLogger("ledger")
+    log.info("the traceback of the error", exc_info=error)
+    hint = "" if log.isEnabledFor(logging.INFO) else " (`ledger -v ...` logs its traceback)"
+    return click.ClickException(f"unexpected error: {in_one_line(error)}{hint}")
+
+
+class _CouldNotRun(click.ClickException):
+    """An error that kept a command from doing its work, where its exit 1 says what the work
+    found (``audit verify``): 2, as click's usage errors."""
+
+    exit_code = 2
+
+
+@contextlib.contextmanager
+def _exit_2_when_it_cannot_run() -> Iterator[None]:
+    """Any error of the block ends the command with exit 2 and its one line: a command whose
+    exit 1 says what it found must not say the same when it could not look."""
+    try:
+        yield
+    except (click.UsageError, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        raise
+    except click.ClickException as error:
+        raise _CouldNotRun(error.format_message()) from None
+    except Exception as error:
+        raise _CouldNotRun(_in_one_line(error).format_message()) from None
 
 
 def _stop_writing_stdout() -> None:
@@ -641,8 +668,29 @@ def audit_verify(
 ) -> None:
     """Replay every event: check hash chains, balances, invariants, snapshots and the views.
 
-    Exits 1 when anything is found. See docs/audit-checkpoints.md for --checkpoint.
+    See docs/audit-checkpoints.md for --checkpoint.
+
+    \b
+    Exit codes:
+      0  nothing found
+      1  findings: the report lists them
+      2  could not verify: a usage error, the database unreachable, never set up
+         or lacking migrations, a checkpoint or key it cannot use, any other error
     """
+    # 1 and 2 apart: a monitor tells "the books are wrong" from "the audit did not run".
+    with _exit_2_when_it_cannot_run():
+        ok = _verify_and_report(as_json, checkpoint_files, public_key_files, jobs)
+    if not ok:
+        sys.exit(1)
+
+
+def _verify_and_report(
+    as_json: bool,
+    checkpoint_files: tuple[Path, ...],
+    public_key_files: tuple[Path, ...],
+    jobs: int,
+) -> bool:
+    """The audit and its report; whether it found nothing."""
     import msgspec
 
     from audit.checkpoint import CheckpointError, open_checkpoints
@@ -701,8 +749,7 @@ def audit_verify(
             if report.ok
             else f"FAILED: {len(report.findings)} finding(s)"
         )
-    if not report.ok:
-        sys.exit(1)
+    return bool(report.ok)
 
 
 @audit.command("keygen")

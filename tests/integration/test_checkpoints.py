@@ -483,7 +483,7 @@ async def test_in_production_the_audit_commands_need_the_database_and_no_service
     assert exported.returncode == 0, exported.stderr
     assert service.returncode == 1
     assert "needs STRIPE_SECRET_KEY" in service.stderr
-    assert nowhere.returncode == 1
+    assert nowhere.returncode == 2  # could not verify: not 1, which says it found something
     assert "needs DATABASE_URL" in nowhere.stderr
     assert not (tmp_path / "data").exists()  # no development secret made on the way
 
@@ -533,7 +533,7 @@ async def test_the_cli_refuses_a_file_that_is_not_a_checkpoint(
 
     result = await ledger(isolated_db.url, "audit", "verify", "--checkpoint", str(broken))
 
-    assert result.returncode == 1
+    assert result.returncode == 2  # could not verify, not a finding
     assert "is not a checkpoint file" in result.stderr
 
 

@@ -59,3 +59,16 @@ def test_ledger_version_names_the_installed_release() -> None:
 
     assert (shown.returncode, shown.stderr) == (0, "")
     assert shown.stdout == f"ledger (credit-ledger) {version('credit-ledger')}\n"
+
+
+def test_audit_verify_help_tells_findings_from_could_not_verify() -> None:
+    """Both exited 1: a monitor could not tell wrong books from an audit that never ran."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "api.cli", "audit", "verify", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    assert "1  findings" in shown
+    assert "2  could not verify" in shown
