@@ -1127,6 +1127,27 @@ def open_account(account_id: str, allowance: int | None) -> None:
     )
 
 
+MAX_TOKEN_NAME = 200
+"""The longest name a token may have: a name of 100,000 characters was stored, and printed
+whole by `tokens list` and in every line that names the token."""
+
+
+def _token_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refused before the database is reached, in one line that does not echo it."""
+    import unicodedata
+
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("is blank: give a name, or leave --name out")
+    if len(value) > MAX_TOKEN_NAME:
+        raise click.BadParameter(f"at most {MAX_TOKEN_NAME} characters, not {len(value):,}")
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+        # A newline or a terminal's escape in `tokens list`'s table and the logs.
+        raise click.BadParameter("no control characters or line breaks")
+    return value
+
+
 @main.group()
 def tokens() -> None:
     """Create and revoke API tokens (only their SHA-256 hashes are stored)."""
@@ -1141,7 +1162,11 @@ def tokens() -> None:
     "ledger:audit: an auditor's (reads only).",
 )
 @click.option("--account", "account_id", help="The account a credits token is bound to.")
-@click.option("--name", help="Who uses it (an internal service or an auditor).")
+@click.option(
+    "--name",
+    callback=_token_name,
+    help=f"Who uses it (an internal service or an auditor); at most {MAX_TOKEN_NAME} characters.",
+)
 def create_token(scope: str, account_id: str | None, name: str | None) -> None:
     """Print a new token as the last line of stdout; it is shown only this once.
 

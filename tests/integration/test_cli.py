@@ -102,6 +102,35 @@ async def test_a_credits_token_needs_an_existing_account(database_url: str) -> N
     assert "needs --account" in unbound.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("n" * 201, "at most 200 characters, not 201"),
+        ("n" * 100_000, "at most 200 characters, not 100,000"),
+        ("billing\nservice", "no control characters or line breaks"),
+        ("  ", "is blank: give a name, or leave --name out"),
+    ],
+    ids=["201 characters", "100,000 characters", "a line break", "blank"],
+)
+async def test_a_token_name_too_long_or_unprintable_is_refused_in_one_line(
+    database_url: str, pool: asyncpg.Pool, name: str, said: str
+) -> None:
+    """`tokens create --name` stored a name of any length (100,000 characters here; an
+    argument can hold 128 KiB), which `tokens list` then printed whole."""
+    refused = await ledger(
+        database_url, "tokens", "create", "--scope", "ledger:write", "--name", name
+    )
+    longest = await ledger(
+        database_url, "tokens", "create", "--scope", "ledger:write", "--name", "m" * 200
+    )
+
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines()[-1] == f"Error: Invalid value for '--name': {said}"
+    assert len(refused.stderr) < 500  # the name is not echoed
+    assert await pool.fetchval("SELECT count(*) FROM api_tokens WHERE name = $1", name) == 0
+    assert longest.returncode == 0, longest.stderr
+
+
 async def test_revoked_tokens_stop_working(database_url: str, pool: asyncpg.Pool) -> None:
     created = await ledger(
         database_url, "tokens", "create", "--scope", "ledger:audit", "--name", "auditor"
