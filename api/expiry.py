@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0
 SWEEP_BATCH = 200
 
+SAY_AGAIN_SECONDS = 3600.0
+"""How often an account passed over for the same reason is said again at ERROR while it
+lasts (at DEBUG every sweep): once a second, its line buried every other (the overdue
+expiry stays in ``ledger_expiry_overdue_seconds`` meanwhile)."""
+
 _SETTLED_MEANWHILE = (
     HoldNotFound,
     HoldAlreadySettled,
@@ -53,20 +59,53 @@ _Expiry = SettleHold | ExpireGrant
 class ExpirySweeper:
     """Every ``interval`` seconds, records the expiry of each open hold and grant past it."""
 
-    def __init__(self, views: Views, ledger: Ledger, interval: float = SWEEP_SECONDS) -> None:
+    def __init__(
+        self,
+        views: Views,
+        ledger: Ledger,
+        interval: float = SWEEP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.views = views
         self.ledger = ledger
         self.interval = interval
+        self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._said: dict[str, tuple[str, float]] = {}
+        """Each account passed over: why, as last said at ERROR, and when."""
+        self._passed_over: set[str] = set()
+        """The accounts passed over in the sweep under way."""
 
     async def sweep(self) -> dict[str, int]:
         """Record every expiry due now; how many of its commands, listed for a hold and for a
         grant, recorded expiries. Each records every expiry due on its account (holds first),
         as any command does, so that what its notifications tell counts none of them."""
-        return {
+        self._passed_over = set()
+        swept = {
             "holds": await self._sweep(self._due_holds),
             "grants": await self._sweep(self._due_grants),
         }
+        # One loaded again (repaired), or with nothing due any more, is said again if it
+        # is passed over again.
+        self._said = {a: said for a, said in self._said.items() if a in self._passed_over}
+        return swept
+
+    def _say_passed_over(self, account_id: str, error: UnreadableStream) -> None:
+        """At ERROR the first time, when the reason changes, and every ``SAY_AGAIN_SECONDS``;
+        at DEBUG in between."""
+        self._passed_over.add(account_id)
+        why, now = str(error), self._clock()
+        before = self._said.get(account_id)
+        again = before is not None and before[0] == why and now - before[1] < SAY_AGAIN_SECONDS
+        if not again:
+            self._said[account_id] = (why, now)
+        log.log(
+            logging.DEBUG if again else logging.ERROR,
+            "expiry sweep passed over %s: %s (see `ledger audit verify`)%s",
+            account_id,
+            why,
+            "" if again else "; said again hourly while it lasts",
+        )
 
     async def _due_holds(self, now: datetime, busy: Collection[str]) -> list[_Expiry]:
         due = await self.views.due_holds(now, SWEEP_BATCH, skipping=busy)
@@ -102,11 +141,7 @@ class ExpirySweeper:
                 except UnreadableStream as error:
                     # Passed over as a busy one: listed soonest first, its expiry ended every
                     # sweep before the other accounts' were reached, for as long as it stayed.
-                    log.error(
-                        "expiry sweep passed over %s: %s (see `ledger audit verify`)",
-                        command.account_id,
-                        error,
-                    )
+                    self._say_passed_over(command.account_id, error)
                     busy.add(command.account_id)
                     continue
                 if not answer_replayed.get():  # a hold's expiry recorded already (a view behind)

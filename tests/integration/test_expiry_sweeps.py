@@ -284,18 +284,40 @@ async def test_an_account_that_cannot_be_loaded_is_one_line_and_the_others_are_s
         await admin.close()
     await asyncio.sleep(1.05)
     caplog.set_level(logging.DEBUG, logger="api.expiry")
+    now = [1000.0]
+    sweeper = ExpirySweeper(Views(isolated_db.pool), books, clock=lambda: now[0])
+
+    def said() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     try:
-        swept = await asyncio.wait_for(ExpirySweeper(Views(isolated_db.pool), books).sweep(), 10)
+        swept = await asyncio.wait_for(sweeper.sweep(), 10)
         fine = await books.account("acct_sweep_fine", fresh=True)
+        first = said()
+        for _ in range(3):  # the sweeps of the next seconds
+            now[0] += 1
+            await asyncio.wait_for(sweeper.sweep(), 10)
+        meanwhile = said()
+        now[0] += expiry.SAY_AGAIN_SECONDS
+        await asyncio.wait_for(sweeper.sweep(), 10)
+        an_hour_on = said()
     finally:
         await books.uow.committer.stop()
 
     assert swept == {"holds": 1, "grants": 0}
     assert fine.holds == {}
-    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    [line] = first
     assert line.exc_info is None
     message = line.getMessage()
     assert message.startswith("expiry sweep passed over acct_sweep_unreadable: stream "), message
     assert "ValidationError: Expected `int`" in message
+    assert message.endswith("(see `ledger audit verify`); said again hourly while it lasts")
     assert "\n" not in message
+    # Said once, not once a second (at DEBUG meanwhile), and again an hour on.
+    assert meanwhile == first
+    assert [r.levelno for r in caplog.records if "passed over" in r.getMessage()] == [
+        logging.ERROR,
+        *[logging.DEBUG] * 3,
+        logging.ERROR,
+    ]
+    assert len(an_hour_on) == 2
