@@ -18,6 +18,7 @@ import click
 import msgspec
 
 from api.cli_support import (
+    account_id_option,
     plural,
     progress,
     run_with_database,
@@ -828,7 +829,7 @@ def audit_checkpoint(key_file: Path, output: Any) -> None:
 
 
 @audit.command("export")
-@click.argument("account_id")
+@click.argument("account_id", callback=account_id_option)
 @click.option(
     "--format",
     "fmt",
@@ -1082,21 +1083,8 @@ def accounts() -> None:
     """Open and inspect accounts."""
 
 
-def _new_account_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """Refused before the database is reached: a typo waited for the embedded server to
-    start, or was "cannot connect" when the database was away."""
-    from ledger.domain.account import check_account_id
-    from ledger.domain.errors import InvalidAccountId
-
-    try:
-        check_account_id(value)
-    except InvalidAccountId as error:
-        raise click.BadParameter(str(error)) from None
-    return value
-
-
 @accounts.command("open")
-@click.argument("account_id", callback=_new_account_id)
+@click.argument("account_id", callback=account_id_option)
 @click.option(
     "--allowance",
     type=click.IntRange(min=0, max=MAX_MONTHLY_ALLOWANCE),
@@ -1161,7 +1149,12 @@ def tokens() -> None:
     help="credits: a customer's, bound to --account; ledger:write: an internal service's; "
     "ledger:audit: an auditor's (reads only).",
 )
-@click.option("--account", "account_id", help="The account a credits token is bound to.")
+@click.option(
+    "--account",
+    "account_id",
+    callback=account_id_option,
+    help="The account a credits token is bound to.",
+)
 @click.option(
     "--name",
     callback=_token_name,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from api.cli_support import plural, run_with_services, settings_from_env
+from api.cli_support import account_id_option, plural, run_with_services, settings_from_env
 from ledger.domain.limits import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
 from projections.queries import GRANT_STATUSES
 
@@ -81,7 +81,7 @@ def grants_group() -> None:
 
 
 @grants_group.command("create")
-@click.argument("account_id")
+@click.argument("account_id", callback=account_id_option)
 @click.argument("amount", type=click.IntRange(1, 1_000_000_000))
 @click.option("--expires-at", type=_Moment(), help="When what remains lapses (default: never).")
 @click.option(
@@ -128,7 +128,7 @@ def create_grant(
 
 
 @grants_group.command("list")
-@click.argument("account_id")
+@click.argument("account_id", callback=account_id_option)
 @click.option(
     "--status",
     type=click.Choice(GRANT_STATUSES),
@@ -168,7 +168,7 @@ def list_grants(account_id: str, status: str, as_json: bool) -> None:
 
 
 @grants_group.command("void")
-@click.argument("account_id")
+@click.argument("account_id", callback=account_id_option)
 @click.argument("grant_id")
 @click.option("--reason", default="", help="Why (shown on the statement).")
 def void_grant(account_id: str, grant_id: str, reason: str) -> None:

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from api.cli_support import duration, plural, run_with_services, settings_from_env
+from api.cli_support import (
+    account_id_option,
+    duration,
+    plural,
+    run_with_services,
+    settings_from_env,
+)
 from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
@@ -79,7 +85,7 @@ class AccountReport(msgspec.Struct, kw_only=True):
 
 
 @click.command("show")
-@click.argument("account_id")
+@click.argument("account_id", callback=account_id_option)
 @click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
 def show_account(account_id: str, as_json: bool) -> None:
     """Show ACCOUNT_ID's balance, allowance, holds and latest purchases."""

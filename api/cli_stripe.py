@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from api.cli_support import plural, progress, run_with_services, settings_from_env
+from api.cli_support import (
+    account_id_option,
+    plural,
+    progress,
+    run_with_services,
+    settings_from_env,
+)
 from api.reconcile import (
     DEFAULT_LIMIT,
     DEFAULT_OLDER_THAN,
@@ -102,7 +108,9 @@ def _line(result: Reconciled) -> str:
     metavar="DURATION",
     help="Leave younger purchases to their webhooks (0: check them too).",
 )
-@click.option("--account", "account_id", help="Only this account's purchases.")
+@click.option(
+    "--account", "account_id", callback=account_id_option, help="Only this account's purchases."
+)
 @click.option(
     "--limit",
     type=click.IntRange(1, 100_000),

@@ -80,6 +80,23 @@ def run_with_database(
     return event_loop.run(run())
 
 
+def account_id_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An ACCOUNT_ID argument or option (a click callback), refused before the database is
+    reached when no account can have it: a typo waited for the embedded server to start,
+    or was "cannot connect" when the database was away, and a 100,000-character id came
+    back whole in "no account …"."""
+    from ledger.domain.account import check_account_id
+    from ledger.domain.errors import InvalidAccountId
+
+    if value is None:
+        return None
+    try:
+        check_account_id(value)
+    except InvalidAccountId as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``1 account``, ``2 accounts``, ``1,000 accounts``."""
     word = singular if count == 1 else plural_form or f"{singular}s"

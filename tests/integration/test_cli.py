@@ -71,6 +71,36 @@ async def test_an_account_id_it_cannot_take_is_refused_before_the_database_is_re
     )
 
 
+@pytest.mark.parametrize("account_id", ["x" * 100_000, ""], ids=["100,000 characters", "empty"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("accounts", "show", "{}"),
+        ("audit", "export", "{}"),
+        ("grants", "create", "{}", "10"),
+        ("grants", "list", "{}"),
+        ("grants", "void", "{}", "g_1"),
+        ("tokens", "create", "--scope", "credits", "--account", "{}"),
+        ("stripe", "reconcile", "--account", "{}"),
+    ],
+    ids=lambda command: " ".join(command[:2]),
+)
+async def test_an_account_id_no_account_can_have_is_refused_in_one_short_line(
+    command: tuple[str, ...], account_id: str
+) -> None:
+    """Only `accounts open` checked the id: the others asked the database (or waited for
+    the embedded server, or said "cannot connect") and then said "no account <the id>",
+    100,000 characters of it, or "no account " for an empty one."""
+    args = [account_id if arg == "{}" else arg for arg in command]
+    refused = await ledger(NOTHING_LISTENS, *args)
+
+    assert refused.returncode == 2, refused.stderr[-500:]
+    assert refused.stderr.splitlines()[-1].endswith(
+        "An account id is 1 to 100 letters, digits and _ . : - (for example acct_123)."
+    )
+    assert len(refused.stderr) < 1000
+
+
 async def test_an_allowance_the_views_cannot_hold_is_refused_before_anything_is_recorded(
     database_url: str, pool: asyncpg.Pool
 ) -> None:
