@@ -184,7 +184,16 @@ def _stop_writing_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExit codes:\n"
+    "  0    done\n"
+    "  1    an error, said in one line on stderr (audit verify: it found something)\n"
+    "  2    a usage error (audit verify: also when it could not verify)\n"
+    "  3    serve: the API's start-up failed (the log says why)\n"
+    '  130  Ctrl-C: "Aborted!", and the command ends by SIGINT',
+)
 @click.option("-v", "--verbose", "verbosity", count=True, help=_VERBOSE_HELP)
 @click.version_option(package_name="credit-ledger", message="ledger (%(package)s) %(version)s")
 def main(verbosity: int) -> None:

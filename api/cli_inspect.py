@@ -169,15 +169,18 @@ def show_account(account_id: str, as_json: bool) -> None:
         )
 
 
-@click.command("list")
+@click.command("list", short_help="List accounts by id with their balances.")
 @click.option("--after", help="Start after this account id (the next page).")
 @click.option(
     "--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="How many."
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one account each.")
 def list_accounts(after: str | None, limit: int, as_json: bool) -> None:
-    """List accounts by id with their balances (from the balances view; an account whose row
-    a balance read would not take, from its events, as a balance read answers it)."""
+    """List accounts by id with their balances, from the balances view.
+
+    An account whose row is behind its events, or still counts a hold or grant past its
+    expiry, is read from its events instead, as GET /v1/credits reads it.
+    """
 
     unloadable: list[str] = []
 
@@ -278,7 +281,7 @@ def list_tokens(include_revoked: bool, as_json: bool) -> None:
     click.echo(plural(len(found), "token") + ("" if include_revoked else " (live)"), err=True)
 
 
-@click.command("status")
+@click.command("status", short_help="Each view's position and how far it is behind.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one view each.")
 def projections_status(as_json: bool) -> None:
     """Each view's position and how far it is behind the store: in events, and in time

@@ -72,3 +72,13 @@ def test_audit_verify_help_tells_findings_from_could_not_verify() -> None:
 
     assert "1  findings" in shown
     assert "2  could not verify" in shown
+
+
+def test_ledger_help_lists_the_exit_codes() -> None:
+    """Nowhere said what 1, 2 or a Ctrl-C's ending meant."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "api.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+
+    codes = shown.split("Exit codes:")[1].split()
+    assert {"0", "1", "2", "3", "130"} <= set(codes)
