@@ -94,7 +94,6 @@ _HOLD_STATUS: dict[type, str] = {
 }
 """The holds view's status of a hold after each of its events."""
 assert set(_HOLD_STATUS) == {HoldPlaced, *HOLD_SETTLEMENTS}
-_STATEMENT_EVENTS = frozenset(STATEMENT_EVENTS)
 
 _HOLD_COLUMNS = (
     "stream_id",
@@ -380,6 +379,7 @@ class StreamReplay:
             (at, f"at_{view}") for view in _ACCOUNT_VIEWS if (at := positions.get(view, 0)) > 0
         ]
         self._lowest_view_position = min((at for at, _ in self._account_views), default=2**63)
+        self._statement_at = positions.get("statement", 0)
 
     def _find(self, kind: str, detail: str, stream: Stream | None, event: RecordedEvent) -> None:
         self.findings.append(
@@ -597,11 +597,10 @@ class StreamReplay:
                 )
             elif kind in _TAKEN_BACK:
                 self._account_took_back(aggregate.account_id, domain_event, event)
-            if kind in _STATEMENT_EVENTS and event.notification_id <= self.positions.get(
-                "statement", 0
-            ):
+            head = _LINE_HEADS.get(kind)  # one of STATEMENT_EVENTS
+            if head is not None and event.notification_id <= self._statement_at:
                 stream.statement_lines += 1
-                line = _statement_line(stream, event, domain_event, aggregate, microseconds)
+                line = _statement_line(stream, event, domain_event, aggregate, microseconds, head)
                 if stream.statement_digest is None:
                     stream.statement_digest = hashlib.md5(line)  # noqa: S324 (a digest, not a seal)
                 else:
@@ -1450,7 +1449,14 @@ def _figures(stream: Stream) -> AccountAt:
     )
 
 
-_LINE_NUMBERS = struct.Struct(">11q")
+_LineHead = tuple[Callable[..., bytes], bytes]
+_LINE_HEADS: dict[type, _LineHead] = {
+    kind: (struct.Struct(f">11q{len(name)}si").pack, name)
+    for kind in STATEMENT_EVENTS
+    for name in [length_prefixed(kind.__name__)]  # an ASCII class name
+}
+"""Per kind of statement event, how a line's bytes up to its description are packed in one
+call: its eleven numbers, the kind's name after its length, the description's length."""
 
 
 def _statement_line(
@@ -1459,9 +1465,11 @@ def _statement_line(
     domain_event: Any,
     account: CreditAccount,
     microseconds: int,
+    head: _LineHead,
 ) -> bytes:
     """The statement line an event makes, as the replay makes it (its buckets are the
-    account's after the event), in bytes as ``_STATEMENT_DIGESTS`` packs the view's."""
+    account's after the event), in bytes as ``_STATEMENT_DIGESTS`` packs the view's;
+    ``head`` is its kind's ``_LINE_HEADS``."""
     a0, t0, g0 = stream.statement_after
     a1, t1, g1 = stream.statement_after = (
         account.allowance_remaining,
@@ -1470,25 +1478,24 @@ def _statement_line(
     )
     da, dt, dg = a1 - a0, t1 - t0, g1 - g0
     description = description_of(domain_event)
-    return b"".join(
-        (
-            _LINE_NUMBERS.pack(
-                event.notification_id,
-                event.originator_version,
-                da + dt + dg,
-                da,
-                dt,
-                dg,
-                a1,
-                t1,
-                g1,
-                a1 + t1 + g1,
-                microseconds,
-            ),
-            length_prefixed(type(domain_event).__name__),  # an ASCII class name
-            len(description).to_bytes(4, "big"),
-            description.encode(),
+    pack, name = head
+    return (
+        pack(
+            event.notification_id,
+            event.originator_version,
+            da + dt + dg,
+            da,
+            dt,
+            dg,
+            a1,
+            t1,
+            g1,
+            a1 + t1 + g1,
+            microseconds,
+            name,
+            len(description),
         )
+        + description.encode()
     )
 
 
