@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -23,7 +24,7 @@ from ledger.domain.account import kept_as_written
 from ledger.domain.errors import AccountNotFound
 from ledger.handlers.expiries import expire_due
 from ledger.store.event_store import EventStore, RecordedEvent
-from ledger.store.mapper import event_type_name
+from ledger.store.mapper import event_type_name, stored_object
 
 
 class AuditedEvent(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -61,6 +62,10 @@ class CreditsAsOf(AccountCredits, frozen=True):
     version: int
 
 
+_decode: Callable[[bytes], Any] = msgspec.json.Decoder().decode
+"""Reads the stored JSON whole (its strings' UTF-8, its numbers' range), where the relay
+checks only its shape."""
+
 # What each kind of stream is called after: its first event's type, and the field naming it.
 _STREAM_NAMES = {
     "AccountOpened": ("account", "account_id"),
@@ -74,7 +79,7 @@ async def _page_of(store: EventStore, events: list[RecordedEvent], limit: int) -
     names = await _stream_names(store, {e.originator_id for e in shown})
     data = []
     for e in shown:
-        stored, unreadable = _stored_data(e.state)
+        stored, unreadable = stored_object(e.state, _decode)
         data.append(
             AuditedEvent(
                 position=e.notification_id,
@@ -96,29 +101,12 @@ async def _stream_names(store: EventStore, stream_ids: set[UUID]) -> dict[UUID, 
     names = {}
     for created in await store.first_events(stream_ids):
         kind, field = _STREAM_NAMES.get(event_type_name(created.topic), ("stream", ""))
-        stored, _ = _stored_data(created.state)
+        stored, _ = stored_object(created.state, _decode)
         name = stored.get(field) if stored is not None and field else None
         if stored is None:  # its first event unreadable: the stream goes by its id
             kind = "stream"
         names[created.originator_id] = f"{kind}/{name or created.originator_id}"
     return names
-
-
-_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
-
-
-def _stored_data(state: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """An event's stored JSON object, or None and why it is not one (a row written by hand:
-    the store writes only objects)."""
-    try:
-        data = msgspec.json.decode(state)
-    except (msgspec.DecodeError, RecursionError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        return None, f"the stored state is not JSON: {reason}"
-    if not isinstance(data, dict):
-        kind = _JSON_KINDS.get(type(data), "null" if data is None else "a boolean")
-        return None, f"the stored state is not a JSON object: it is {kind}"
-    return data, None
 
 
 @get(

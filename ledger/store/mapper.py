@@ -22,7 +22,7 @@ import typing
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -117,6 +117,31 @@ def _decoding(topic: str) -> tuple[type, FastDecode | None]:
     """The class a topic names and its fast decoder: one lookup per event."""
     cls = _class_of(topic)
     return cls, _fast_decoder(cls)
+
+
+T = TypeVar("T")
+
+_JSON_KINDS = {ord("["): "an array", ord('"'): "a string", ord("n"): "null"}
+
+
+def stored_object(state: bytes, decode: Callable[[bytes], T]) -> tuple[T | None, str | None]:
+    """A stored state decoded by ``decode``, or None and why it is not a JSON object, in one
+    line: a row written by hand (the mapper writes only objects), which readers show as
+    unreadable rather than fail on.
+
+    ``decode`` decides how far the JSON is checked: ``msgspec.json.decode`` reads it all
+    (the UTF-8 in its strings, its numbers' range), a ``msgspec.Raw`` decoder its shape only.
+    """
+    try:
+        data = decode(state)
+    except (msgspec.DecodeError, RecursionError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return None, f"the stored state is not JSON: {reason}"
+    first = state.lstrip()[:1]  # decoded: JSON, whose first character says what it is
+    if first != b"{":
+        kind = _JSON_KINDS.get(first[0], "a boolean" if first in (b"t", b"f") else "a number")
+        return None, f"the stored state is not a JSON object: it is {kind}"
+    return data, None
 
 
 def event_type_name(topic: str) -> str:
