@@ -42,14 +42,24 @@ class OutgoingMessage(msgspec.Struct, frozen=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode_body = msgspec.json.Decoder(RelayedEvent).decode
-_raw = msgspec.json.Decoder(msgspec.Raw).decode
+_shape = msgspec.json.Decoder(msgspec.Raw).decode
+
+
+def _raw(state: bytes) -> msgspec.Raw:
+    """The JSON as it is, its shape checked (~0.2 µs) and its UTF-8 (which the Raw decoder
+    leaves unread in strings: such a body no consumer could decode)."""
+    raw = _shape(state)
+    state.decode()
+    return raw
+
+
 _NULL = msgspec.Raw(b"null")
 
 
 def _stored_data(state: bytes) -> tuple[msgspec.Raw, str | None]:
     """The stored JSON object as it is, or null and why it is not one: relayed as it was,
     a truncated or non-JSON state made a body no consumer could parse."""
-    raw, unreadable = stored_object(state, _raw)  # the JSON's shape (~0.2 µs), not its UTF-8
+    raw, unreadable = stored_object(state, _raw)
     return (_NULL if raw is None else raw), unreadable
 
 

@@ -134,7 +134,8 @@ def stored_object(state: bytes, decode: Callable[[bytes], T]) -> tuple[T | None,
     """
     try:
         data = decode(state)
-    except (msgspec.DecodeError, RecursionError) as error:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as error:
+        # UnicodeDecodeError: msgspec's for a string that is not UTF-8, no DecodeError
         reason = " ".join(str(error).split()) or type(error).__name__
         return None, f"the stored state is not JSON: {reason}"
     first = state.lstrip()[:1]  # decoded: JSON, whose first character says what it is

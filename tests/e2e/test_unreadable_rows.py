@@ -93,6 +93,24 @@ async def test_a_row_whose_state_is_json_but_not_an_object_is_shown_as_unreadabl
     assert shown["unreadable"] == "the stored state is not a JSON object: it is an array"
 
 
+async def test_a_row_whose_json_holds_a_string_that_is_not_utf8_is_shown_as_unreadable(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    """msgspec raises UnicodeDecodeError, no DecodeError, for such a string: the feeds
+    answered 500 at its page."""
+    body, _, account, [bad] = await _feeds(
+        postgres_server_url,
+        standin,
+        [(2, "ledger.domain.events:CreditsSpent", b'{"amount": 1, "reason": "\xff"}')],
+    )
+
+    assert account.status_code == 200, account.text
+    [shown] = [e for e in body["data"] if e["position"] == bad]
+    assert shown["data"] is None
+    assert shown["unreadable"].startswith("the stored state is not JSON: "), shown
+    assert "\n" not in shown["unreadable"]
+
+
 async def test_a_row_of_a_topic_this_code_does_not_know_is_shown_as_stored(
     postgres_server_url: str, standin: RunningStandin
 ) -> None:

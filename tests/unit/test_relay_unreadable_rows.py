@@ -34,6 +34,8 @@ def _recorded(state: bytes) -> RecordedEvent:
         (b"\xff\xfe", "the stored state is not JSON: JSON is malformed: invalid character"),
         (b"[1, 2]", "the stored state is not a JSON object: it is an array"),
         (b" 12", "the stored state is not a JSON object: it is a number"),
+        # JSON in shape, but a body no consumer can read as UTF-8
+        (b'{"reason": "\xff"}', "the stored state is not JSON: 'utf-8' codec can't decode"),
     ],
 )
 def test_a_state_that_is_not_a_json_object_is_relayed_as_unreadable(state: bytes, why: str) -> None:
