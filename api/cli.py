@@ -444,6 +444,13 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 )
 @click.option("--stream", default="LEDGER_EVENTS", show_default=True, help="Created if missing.")
 @click.option(
+    "--tls-ca",
+    envvar="LEDGER_RELAY_TLS_CA",
+    default=None,
+    help="CA certificates (PEM) a tls:// server's is checked against, in place of the "
+    "system's (or set LEDGER_RELAY_TLS_CA).",
+)
+@click.option(
     "--duplicate-window",
     type=click.IntRange(min=1, max=7 * 24 * 3600),  # a week
     default=120,
@@ -458,7 +465,12 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     help="Events read and published at once.",
 )
 def relay_command(
-    url: str | None, subject_prefix: str, stream: str, duplicate_window: int, batch_size: int
+    url: str | None,
+    subject_prefix: str,
+    stream: str,
+    tls_ca: str | None,
+    duplicate_window: int,
+    batch_size: int,
 ) -> None:
     """Publish every stored event, in commit order, to NATS JetStream until stopped (Ctrl-C).
 
@@ -489,6 +501,7 @@ def relay_command(
             stream=stream,
             duplicate_window_seconds=duplicate_window,
             batch_size=batch_size,
+            tls_ca=tls_ca,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None

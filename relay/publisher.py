@@ -143,6 +143,12 @@ def servers(url: str) -> list[str]:
     return [f"{scheme}://{userinfo}{at}{host}{rest[end:]}" for host in hosts.split(",")]
 
 
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A client's TLS context that trusts the certificates in ``ca_file`` only; ``OSError``
+    or ``ssl.SSLError`` if it cannot be read."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
 class _TlsOnlyClient(Client):
     """A client for a ``tls://`` URL: it sends its CONNECT, credentials and all, over TLS only.
 
@@ -176,10 +182,14 @@ class JetStreamPublisher:
         stream: StreamSettings,
         *,
         ack_timeout: float = 10.0,
+        tls_ca: str | None = None,
     ) -> None:
         self.url = url
         self.stream = stream
         self.ack_timeout = ack_timeout
+        self.tls_ca = tls_ca
+        """A file of CA certificates a ``tls://`` server's is checked against instead of the
+        system's (a broker with a certificate of a private CA)."""
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._lost = asyncio.Event()
@@ -220,10 +230,12 @@ class JetStreamPublisher:
         self._last_error = None
         # The relay reconnects by itself, with its own backoff and log lines, so the
         # client tries each connection once and closes when it drops.
-        nc = _TlsOnlyClient() if server.startswith("tls://") else Client()
+        tls = server.startswith("tls://")
+        nc = _TlsOnlyClient() if tls else Client()
         self._nc = nc
         await nc.connect(
             server,
+            tls=tls_context(self.tls_ca) if tls and self.tls_ca else None,
             name="ledger-relay",
             allow_reconnect=False,
             max_reconnect_attempts=1,

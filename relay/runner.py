@@ -16,6 +16,7 @@ import contextlib
 import logging
 import re
 import signal
+import ssl
 
 import asyncpg
 import msgspec
@@ -32,6 +33,7 @@ from relay.publisher import (
     RelayRefused,
     StreamSettings,
     StreamTail,
+    tls_context,
 )
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class RelaySettings(msgspec.Struct, frozen=True):
     batch_size: int = BATCH_SIZE
     position_name: str = POSITION_NAME
     ack_timeout: float = 10.0
+    tls_ca: str | None = None
+    """CA certificates for a ``tls://`` broker's (None: the system's)."""
 
 
 def relay_settings(
@@ -74,8 +78,9 @@ def relay_settings(
     stream: str = DEFAULT_STREAM,
     duplicate_window_seconds: float = 120.0,
     batch_size: int = BATCH_SIZE,
+    tls_ca: str | None = None,
 ) -> RelaySettings:
-    """Checked settings; ``ValueError`` says what is wrong."""
+    """Checked settings, without connecting; ``ValueError`` says what is wrong."""
     if not re.match(r"^(nats|tls)://[^\s]+$", url) or not readable(url):
         shown = without_password(url, hide_user=True)
         raise ValueError(
@@ -93,6 +98,14 @@ def relay_settings(
         raise ValueError("the duplicate window must be positive")
     if batch_size < 1:
         raise ValueError("the batch size must be at least 1")
+    if tls_ca:
+        if not url.startswith("tls://"):
+            raise ValueError("a TLS CA file is for a tls:// URL; a nats:// one is not TLS")
+        try:
+            tls_context(tls_ca)
+        except (OSError, ssl.SSLError) as error:
+            why = " ".join(str(error).split())
+            raise ValueError(f"the TLS CA file {tls_ca} cannot be read: {why}") from None
     return RelaySettings(
         url=url,
         stream=StreamSettings(
@@ -102,6 +115,7 @@ def relay_settings(
         ),
         batch_size=batch_size,
         position_name=position_name(stream),
+        tls_ca=tls_ca or None,
     )
 
 
@@ -156,7 +170,7 @@ class Relay:
         self.database_url = database_url
         self.settings = settings
         self.publisher = JetStreamPublisher(
-            settings.url, settings.stream, ack_timeout=settings.ack_timeout
+            settings.url, settings.stream, ack_timeout=settings.ack_timeout, tls_ca=settings.tls_ca
         )
         self.position = 0
         """The committed position, as this relay last saw it (for logs and tests)."""

@@ -700,6 +700,48 @@ async def test_a_tls_url_publishes_over_tls_to_a_server_with_a_trusted_certifica
         assert_each_event_once_in_order(await read_stream(server), events)
 
 
+async def test_a_tls_url_trusts_the_ca_file_it_is_given_in_place_of_the_systems(
+    isolated_db: IsolatedDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker with a certificate of a private CA (docker-compose.yml's NATS), trusted
+    through --tls-ca (LEDGER_RELAY_TLS_CA) and not through the system's store."""
+    ca, certificate, key = certificate_for_localhost(tmp_path)
+    tls = ("--tls", "--tlscert", str(certificate), "--tlskey", str(key))
+    with nats_server_with(tmp_path / "nats", *tls) as server:
+        server.url = f"tls://localhost:{server.port}"
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # for start(), which waits on a client
+        await server.start()
+        monkeypatch.delenv("SSL_CERT_FILE")
+        await Writer(isolated_db.store).append_chunk(streams=1)
+        events = await every_event(isolated_db.store)
+        settings = relay_settings(url=server.url, tls_ca=str(ca))
+        publisher = JetStreamPublisher(settings.url, settings.stream, tls_ca=settings.tls_ca)
+        try:
+            await publisher.connect()
+            await publisher.publish([outgoing(e, PREFIX) for e in events], after_seq=0)
+        finally:
+            await publisher.close()
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # for read_stream()'s client
+        assert_each_event_once_in_order(await read_stream(server), events)
+
+
+@pytest.mark.parametrize(
+    ("url", "ca", "complaint"),
+    [
+        ("nats://127.0.0.1:4222", "ca.pem", "for a tls:// URL"),
+        ("tls://127.0.0.1:4222", "missing.pem", "missing.pem cannot be read"),
+        ("tls://127.0.0.1:4222", "not-a-certificate.pem", "cannot be read"),
+    ],
+)
+def test_a_tls_ca_file_that_cannot_be_used_is_refused_before_connecting(
+    tmp_path: Path, url: str, ca: str, complaint: str
+) -> None:
+    certificate_for_localhost(tmp_path)
+    (tmp_path / "not-a-certificate.pem").write_text("not a certificate\n")
+    with pytest.raises(ValueError, match=complaint):
+        relay_settings(url=url, tls_ca=str(tmp_path / ca))
+
+
 async def test_metrics_show_a_relay_that_never_reached_its_broker_as_behind(
     isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
