@@ -182,7 +182,8 @@ def ledger_processes(plan: Plan, environ: Mapping[str, str] | None = None) -> li
                 "relay",
                 "relay",
                 ["ledger", "relay"],
-                {**common, "LEDGER_RELAY_URL": plan.relay_url},
+                # No CA of its own: a tls:// broker's certificate is checked against the system's.
+                {**common, "LEDGER_RELAY_URL": plan.relay_url, "LEDGER_RELAY_TLS_CA": ""},
                 f"(publishes to {plan.relay_url})",
                 plan.workers_host,
             )

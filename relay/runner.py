@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import signal
@@ -121,7 +122,8 @@ def relay_settings(
 
 def production_problems(url: str | None) -> list[str]:
     """What ``LEDGER_ENV=production`` refuses of the broker's URL (None: none given), one line
-    each: the development default, and a broker anyone who reaches it may use."""
+    each: the development default, a broker anyone who reaches it may use, and credentials
+    sent in plain text (``nats://``) past this machine."""
     if url is None:
         return [
             "LEDGER_ENV=production needs LEDGER_RELAY_URL (or --to): the relay's default, "
@@ -137,7 +139,28 @@ def production_problems(url: str | None) -> list[str]:
             "tls://token@host:port); anyone who reaches an open broker can publish into the "
             "ledger's stream or delete it"
         ]
+    hosts = address.rpartition("@")[2].split(",")
+    if url.partition("://")[0].lower() == "nats" and not all(map(_loopback, hosts)):
+        return [
+            f"LEDGER_ENV=production refuses {without_password(url, hide_user=True)}: nats:// "
+            "sends its credentials in plain text to a host other than this machine; use tls://"
+        ]
     return []
+
+
+_HOST_PORT = re.compile(r"\[([^\]]*)\](?::\d*)?|([^:]*)(?::\d*)?")
+
+
+def _loopback(host_port: str) -> bool:
+    """Whether one server of a URL (``host:port``, ``[::1]:4222``) is this machine."""
+    matched = _HOST_PORT.fullmatch(host_port)
+    host = (matched[1] or matched[2] or "") if matched else ""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def position_name(stream: str) -> str:

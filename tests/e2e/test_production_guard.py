@@ -205,13 +205,16 @@ def test_serving_in_production_names_the_public_url_with_every_other_problem_at_
         ((), {"LEDGER_RELAY_URL": "tls://nats.internal:4222"}, "without credentials"),
         (("--to", "tls://relay:@nats.internal:4222"), {}, "without credentials"),
         (("--to", "tls://:s3cret@nats.internal:4222"), {}, "without credentials"),
+        (("--to", "nats://relay:s3cret@nats.internal:4222"), {}, "in plain text.*; use tls://$"),
+        ((), {"LEDGER_RELAY_URL": "nats://t0ken@10.0.0.7:4222"}, "in plain text.*; use tls://$"),
     ],
 )
 async def test_production_refuses_a_relay_to_the_default_or_an_open_broker(
     args: tuple[str, ...], env: dict[str, str], complaint: str
 ) -> None:
     """The relay took production's settings and published to nats://127.0.0.1:4222 when
-    told nothing, or to a broker anyone could publish into (a relay review)."""
+    told nothing, or to a broker anyone could publish into (a relay review), or sent its
+    credentials in plain text (nats://) across the network."""
     refused = await ledger(
         PRODUCTION["DATABASE_URL"], "relay", *args, env={**PRODUCTION, **env}, seconds=60
     )
@@ -219,12 +222,21 @@ async def test_production_refuses_a_relay_to_the_default_or_an_open_broker(
     assert refused.returncode == 1, refused.stderr
     assert re.search(complaint, refused.stderr), refused.stderr
     assert "s3cret" not in refused.stderr
+    assert "t0ken" not in refused.stderr
     assert "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
 
 @pytest.mark.parametrize(
     "url",
-    ["tls://relay:s3cret@nats.internal:4222", "tls://t0ken@nats.internal:4222", "nats://u:p@h:1"],
+    [
+        "tls://relay:s3cret@nats.internal:4222",
+        "tls://t0ken@nats.internal:4222",
+        # Plain text that never leaves the machine
+        "nats://u:p@127.0.0.1:4222",
+        "nats://t0ken@localhost:4222",
+        "nats://u:p@[::1]:4222,127.0.0.2:4223",
+    ],
 )
 def test_production_takes_a_broker_url_with_credentials(url: str) -> None:
     assert relay_production_problems(url) == []

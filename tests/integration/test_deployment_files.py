@@ -277,13 +277,29 @@ def test_compose_with_the_secrets_set_is_a_production_the_service_accepts() -> N
 
 
 def test_compose_runs_the_relay_to_a_nats_that_takes_its_credentials() -> None:
-    """In production the relay refuses an open broker: compose's NATS asks for the user and
-    password the relay's URL holds, and without NATS_PASSWORD the relay says so."""
+    """In production the relay refuses an open broker and credentials in plain text to
+    another host: compose's NATS asks for the user and password the relay's URL holds, over
+    TLS with the certificate the relay's CA checks, and without NATS_PASSWORD the relay says
+    so."""
     services = compose()["services"]
-    url = urlsplit(environment_of(services["relay"], SECRETS)["LEDGER_RELAY_URL"])
+    relay = environment_of(services["relay"], SECRETS)
+    url = urlsplit(relay["LEDGER_RELAY_URL"])
     nats = services["nats"]["command"]
 
     assert relay_production_problems(url.geturl()) == []
+    assert url.scheme == "tls"
+    assert "--tls" in nats
+    # The relay's CA file is the one beside the certificate and key NATS serves.
+    [(folder, mounted)] = [
+        resolved(v, SECRETS).rsplit(":", 2)[:2] for v in services["nats"]["volumes"]
+    ]
+    for option in ("--tlscert", "--tlskey"):
+        assert nats[nats.index(option) + 1].startswith(f"{mounted}/")
+    [(ca, ca_mounted)] = [
+        resolved(v, SECRETS).rsplit(":", 2)[:2] for v in services["relay"]["volumes"]
+    ]
+    assert ca == f"{folder}/ca.pem"
+    assert relay["LEDGER_RELAY_TLS_CA"] == ca_mounted
     assert nats[nats.index("--user") + 1] == url.username
     assert resolved(nats[nats.index("--pass") + 1], SECRETS) == url.password == "nats-secret"
     bare = {k: v for k, v in SECRETS.items() if k != "NATS_PASSWORD"}
