@@ -88,6 +88,10 @@ class Plan:
     """The test host of the projector and the relay."""
 
 
+RELAY_VARIABLES = ("DATABASE_URL", "LEDGER_ENV", "LEDGER_DATA_DIR")
+"""What of the common environment the relay gets (compose's relay service lists the same)."""
+
+
 def common_environment(plan: Plan, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables every ledger process gets (compose: x-ledger-environment)."""
     environ = os.environ if environ is None else environ
@@ -182,8 +186,13 @@ def ledger_processes(plan: Plan, environ: Mapping[str, str] | None = None) -> li
                 "relay",
                 "relay",
                 ["ledger", "relay"],
-                # No CA of its own: a tls:// broker's certificate is checked against the system's.
-                {**common, "LEDGER_RELAY_URL": plan.relay_url, "LEDGER_RELAY_TLS_CA": ""},
+                # The database alone, as compose's relay: none of the service's secrets. No CA
+                # of its own: a tls:// broker's certificate is checked against the system's.
+                {
+                    **{name: common[name] for name in RELAY_VARIABLES},
+                    "LEDGER_RELAY_URL": plan.relay_url,
+                    "LEDGER_RELAY_TLS_CA": "",
+                },
                 f"(publishes to {plan.relay_url})",
                 plan.workers_host,
             )

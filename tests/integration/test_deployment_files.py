@@ -307,6 +307,27 @@ def test_compose_runs_the_relay_to_a_nats_that_takes_its_credentials() -> None:
     assert "without credentials" in " ".join(relay_production_problems(without))
 
 
+def test_compose_gives_the_relay_none_of_the_services_secrets() -> None:
+    """The relay reads the database and publishes: compose gave it the whole
+    x-ledger-environment, Stripe's secret key and webhook secret and the page key among
+    them, which it never reads (least privilege; docs/production.md)."""
+    services = compose()["services"]
+    relay = services["relay"]["environment"]
+
+    secrets = {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "LEDGER_PAGE_KEY", "METRICS_TOKEN"}
+    assert not secrets & set(relay), relay
+    assert {v for value in map(str, relay.values()) for v in re.findall(r"\$\{(\w+)", value)} <= {
+        "LEDGER_SERVICE_PASSWORD",
+        "LEDGER_ENV",
+        "NATS_PASSWORD",
+    }
+    # What it needs it has: production's settings of the database alone, and the broker.
+    settings = Settings.from_env(environment_of(services["relay"], SECRETS), service=False)
+    assert settings.production
+    assert settings.database_url == environment_of(services["api"], SECRETS)["DATABASE_URL"]
+    assert "LEDGER_RELAY_URL" in relay
+
+
 def test_the_service_connects_as_ledger_service_never_as_the_superuser() -> None:
     services = compose()["services"]
     superuser = services["postgres"]["environment"]["POSTGRES_USER"]
