@@ -2,7 +2,7 @@
 
 It checks what ``Settings.from_env`` checks, what production needs besides
 (``DATABASE_URL``, ``LEDGER_PUBLIC_URL``, the Stripe keys), the shape of the
-Stripe keys, and the variables read outside ``Settings``.
+Stripe keys, the variables read outside ``Settings`` and ``ledger relay``'s.
 """
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
         return f"{_key(value)} (set; {_mode(value)})"
     if field == "stripe_webhook_secret":
         if value is None:
-            return f"(not set) the stand-in's, kept in {settings.data_dir / 'stripe-webhook-secret'}"
+            return (
+                f"(not set) the stand-in's, kept in {settings.data_dir / 'stripe-webhook-secret'}"
+            )
         return f"whsec_… (set; {plural(len(settings.webhook_secrets), 'secret')})"
     if field == "stripe_api_base" and value is None:
         return "(not set) Stripe's own" if settings.stripe_secret_key else "(not set) the stand-in"
@@ -131,6 +133,35 @@ def extra_variable_problems(env: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def _relay(env: Mapping[str, str], production: bool, report: Report) -> None:
+    """``ledger relay``'s variables: shown, and refused as the relay would refuse them at its
+    start (the URL, the scheme, the CA file, production's rules), without connecting. No URL
+    is no problem here: a deployment need not run the relay, which says so when it starts."""
+    from ledger.urls import without_password
+    from relay.runner import DEFAULT_URL, production_problems, relay_settings
+
+    url, ca = _text(env, "LEDGER_RELAY_URL"), _text(env, "LEDGER_RELAY_TLS_CA")
+    if url:
+        report.lines.append(f"LEDGER_RELAY_URL = {without_password(url, hide_user=True)}")
+    else:
+        needs = "; ledger relay refuses to start without one" if production else ""
+        report.lines.append(f"LEDGER_RELAY_URL = (not set) {DEFAULT_URL} (development{needs})")
+    shown_ca = ca or "(not set) the system's CAs"
+    report.lines.append(f"LEDGER_RELAY_TLS_CA = {shown_ca}")
+    try:
+        relay_settings(url=url or DEFAULT_URL)
+    except ValueError as error:
+        report.problems.append(f"LEDGER_RELAY_URL: {error}")
+        return
+    if ca:
+        try:
+            relay_settings(url=url or DEFAULT_URL, tls_ca=ca)
+        except ValueError as error:
+            report.problems.append(f"LEDGER_RELAY_TLS_CA: {error}")
+    if production and url:
+        report.problems += production_problems(url)
+
+
 def _text(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip()
 
@@ -161,6 +192,7 @@ def check(env: Mapping[str, str] | None = None) -> Report:
             )
         if production and settings.public_url.startswith("http://"):
             report.warnings.append("LEDGER_PUBLIC_URL is not https")
+    _relay(env, production, report)
     for name, default, validate in _extra_variables(env):
         try:
             validate()
@@ -178,7 +210,8 @@ def config_check() -> None:
 
     Covers what production needs: DATABASE_URL, LEDGER_PUBLIC_URL, STRIPE_SECRET_KEY,
     STRIPE_WEBHOOK_SECRET, LEDGER_PAGE_KEY, and METRICS_PORT or METRICS_TOKEN
-    (docs/production.md). Exits 1 if there is any problem.
+    (docs/production.md), and ledger relay's LEDGER_RELAY_URL and LEDGER_RELAY_TLS_CA as the
+    relay checks them (without connecting). Exits 1 if there is any problem.
     """
     report = check()
     for line in report.lines:

@@ -127,6 +127,70 @@ def test_config_check_lists_every_problem_one_per_line() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("env", "problems"),
+    [
+        (
+            {"LEDGER_RELAY_URL": "http://nats.internal:4222"},
+            ["LEDGER_RELAY_URL: http://nats.internal:4222 is not a NATS URL (nats://host:port"],
+        ),
+        (
+            {"LEDGER_RELAY_URL": "nats://relay:s3cret@nats.internal:99999"},
+            ["LEDGER_RELAY_URL: the URL given is not a NATS URL"],
+        ),
+        (
+            {"LEDGER_RELAY_URL": "tls://relay:s3cret@nats.internal:4222"}
+            | {"LEDGER_RELAY_TLS_CA": "/nowhere/ca.pem"},
+            ["LEDGER_RELAY_TLS_CA: the TLS CA file /nowhere/ca.pem cannot be read"],
+        ),
+        (
+            {"LEDGER_ENV": "production", "LEDGER_RELAY_URL": "nats://relay:s3cret@10.0.0.7:4222"},
+            [
+                "LEDGER_ENV=production refuses nats://…@10.0.0.7:4222: nats:// sends its "
+                "credentials in plain text to a host other than this machine; use tls://"
+            ],
+        ),
+        (
+            {"LEDGER_ENV": "production", "LEDGER_RELAY_URL": "tls://nats.internal:4222"},
+            [
+                "LEDGER_ENV=production refuses tls://nats.internal:4222: a NATS URL without "
+                "credentials"
+            ],
+        ),
+    ],
+)
+def test_config_check_refuses_the_relays_settings_as_the_relay_would(
+    env: dict[str, str], problems: list[str]
+) -> None:
+    """config check knew nothing of LEDGER_RELAY_URL: a URL the relay refuses at its start
+    (or, in production, one that sends credentials in plain text) was "configuration OK".
+    It checks without connecting: nothing answers at these addresses."""
+    checked = config_check(env)
+
+    relay_problems = [
+        line.removeprefix("problem: ")
+        for line in checked.stderr.splitlines()
+        if "RELAY" in line or "NATS" in line or "nats" in line
+    ]
+    assert checked.returncode == 1
+    assert len(relay_problems) == len(problems), checked.stderr
+    for shown, expected in zip(relay_problems, problems, strict=True):
+        assert shown.startswith(expected), shown
+    assert "s3cret" not in checked.stdout + checked.stderr
+
+
+def test_config_check_shows_the_relays_settings_and_takes_good_ones() -> None:
+    unset = config_check({})
+    loopback = config_check({"LEDGER_RELAY_URL": "nats://relay:s3cret@127.0.0.1:4222"})
+
+    assert unset.returncode == 0, unset.stderr
+    assert "LEDGER_RELAY_URL = (not set) nats://127.0.0.1:4222 (development)" in unset.stdout
+    assert "LEDGER_RELAY_TLS_CA = (not set) the system's CAs" in unset.stdout
+    assert loopback.returncode == 0, loopback.stderr
+    assert "LEDGER_RELAY_URL = nats://…@127.0.0.1:4222" in loopback.stdout.splitlines()
+    assert "s3cret" not in loopback.stdout + loopback.stderr
+
+
 def test_config_check_help_names_every_variable_production_needs() -> None:
     production = config_check({"LEDGER_ENV": "production"})
     helped = subprocess.run(
