@@ -53,6 +53,8 @@ EXPECTED_LAST_MSG_ID_HEADER = "Nats-Expected-Last-Msg-Id"
 
 # What the client raises when the broker is away, slow or refusing: all of it
 # means "not published, try again later".
+CLOSE_SECONDS = 5.0
+"""How long closing a connection may take before it is given up (its socket is closed)."""
 _BROKER_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 
 
@@ -425,7 +427,10 @@ class JetStreamPublisher:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
-                await nc.close()
+                # Bounded: after a failed TLS handshake (a certificate not trusted) nats-py
+                # 2.16's close() waits for good on a stream the handshake left detached, and
+                # the relay held there, logging nothing, never trying again.
+                await asyncio.wait_for(nc.close(), CLOSE_SECONDS)
 
     def _require(self) -> Client:
         if self._nc is None or not self.connected:

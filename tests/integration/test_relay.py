@@ -725,6 +725,27 @@ async def test_a_tls_url_trusts_the_ca_file_it_is_given_in_place_of_the_systems(
         assert_each_event_once_in_order(await read_stream(server), events)
 
 
+async def test_a_broker_whose_certificate_is_not_trusted_is_unavailable_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the failed handshake nats-py's close() waited for good: the relay held at its
+    connect, logging nothing, and never tried again (found with a private CA's broker)."""
+    ca, certificate, key = certificate_for_localhost(tmp_path)
+    tls = ("--tls", "--tlscert", str(certificate), "--tlskey", str(key))
+    with nats_server_with(tmp_path / "nats", *tls) as server:
+        server.url = f"tls://localhost:{server.port}"
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # for start(), which waits on a client
+        await server.start()
+        monkeypatch.delenv("SSL_CERT_FILE")
+        untrusted = JetStreamPublisher(server.url, StreamSettings())
+        try:
+            with pytest.raises(BrokerUnavailable, match="certificate verify failed"):
+                # A guard, not a measure: without the fix this waits for ever.
+                await asyncio.wait_for(untrusted.connect(), WAIT_SECONDS)
+        finally:
+            await untrusted.close()
+
+
 @pytest.mark.parametrize(
     ("url", "ca", "complaint"),
     [
