@@ -357,49 +357,37 @@ class World:
             event.payment_intent in self.awaiting_money
         ):
             self.counts["refunds or disputes between completed and paid"] += 1
+        session = (
+            self.sessions[event.session_id]
+            if isinstance(event, CheckoutEvent)
+            else self.session_of(event.payment_intent)
+        )
         match event:
             case CheckoutEvent(change=CheckoutChange.EXPIRED):
-                session = self.sessions[event.session_id]
-                if session.status == "pending":
-                    session.status = "expired"
+                pass
             case CheckoutEvent(change=CheckoutChange.PAYMENT_FAILED):
-                session = self.sessions[event.session_id]
                 self.awaiting_money.discard(session.payment_intent)
-                if session.status == "pending":
-                    session.status = "failed"
-            case CheckoutEvent(paid=False):
-                session = self.sessions[event.session_id]  # completed, money not there yet
+            case CheckoutEvent(paid=False):  # completed, money not there yet
                 self.counts["unpaid completions delivered"] += 1
                 if session.status != "paid":
                     self.awaiting_money.add(session.payment_intent)
-            case CheckoutEvent() if event.amount_total != self.sessions[event.session_id].amount:
-                session = self.sessions[event.session_id]  # credits nothing, then or later
-                if session.status != "paid":
-                    session.status = "mismatched"
-            case CheckoutEvent():
-                session = self.sessions[event.session_id]
+            case CheckoutEvent() if event.amount_total == session.amount:
                 self.awaiting_money.discard(session.payment_intent)
-                if session.status != "paid":  # money for an expired session is still credited
-                    session.status = "paid"
-                    self.expiries_first(session.account_id)
-                    self.accounts[session.account_id].credit(session.credits)
             case RefundEvent():
-                session = self.session_of(event.payment_intent)
-                session.learn_refund(event.amount_refunded)
                 self.counts["refunds delivered"] += 1
             case DisputeEvent():
-                session = self.session_of(event.payment_intent)
-                session.learn_dispute(event.dispute_id, event.status, event.amount or 0)
                 self.counts["dispute events delivered"] += 1
         self.touched.add(session.account_id)
-        owed = session.owed()
-        if owed == session.taken_back:
+        credited, taken_back = credits_moved(session, event)
+        if not credited and taken_back is None:
             return
         self.expiries_first(session.account_id)
         account = self.accounts[session.account_id]
-        account.take_back(owed[0] - session.taken_back[0])  # as the ledger: the refund's part,
-        account.take_back(owed[1] - session.taken_back[1])  # then the dispute's
-        session.taken_back = owed
+        if credited:
+            account.credit(credited)
+        if taken_back is not None:
+            account.take_back(taken_back[0])  # as the ledger: the refund's part,
+            account.take_back(taken_back[1])  # then the dispute's
 
     def expiries_first(self, account_id: str) -> None:
         """A payment that moves an account's credits records the expiries due first, as
@@ -993,6 +981,41 @@ OFF_BY_DEFAULT = {"burst": 0.05}
 chance a mix that names them weighs."""
 
 Step = tuple[float, str, Callable[[], Awaitable[None] | None]]
+
+
+def credits_moved(
+    session: model.Session, event: PaymentEvent
+) -> tuple[int, tuple[int, int] | None]:
+    """What a Stripe event, delivered for the first time, moves on its session's account by
+    the rules: the credits its payment adds, and what refunds, then disputes, take back more
+    (negative: give back), None where neither part moves. Where either moves, the ledger
+    records the account's due expiries first (tests/simulation/test_model_expiries.py)."""
+    credited = 0
+    match event:
+        case CheckoutEvent(change=CheckoutChange.EXPIRED):
+            if session.status == "pending":
+                session.status = "expired"
+        case CheckoutEvent(change=CheckoutChange.PAYMENT_FAILED):
+            if session.status == "pending":
+                session.status = "failed"
+        case CheckoutEvent(paid=False):
+            pass
+        case CheckoutEvent() if event.amount_total != session.amount:
+            if session.status != "paid":  # credits nothing, then or later
+                session.status = "mismatched"
+        case CheckoutEvent():
+            if session.status != "paid":  # money for an expired session is still credited
+                session.status = "paid"
+                credited = session.credits
+        case RefundEvent():
+            session.learn_refund(event.amount_refunded)
+        case DisputeEvent():
+            session.learn_dispute(event.dispute_id, event.status, event.amount or 0)
+    owed = session.owed()
+    if owed == session.taken_back:
+        return credited, None
+    before, session.taken_back = session.taken_back, owed
+    return credited, (owed[0] - before[0], owed[1] - before[1])
 
 
 def parse_mix(text: str | None) -> dict[str, float]:
