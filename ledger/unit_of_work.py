@@ -67,7 +67,7 @@ database, 5 s each (the 20th answered after 100 s), then ran with its client lon
 
 answer_replayed: ContextVar[bool] = ContextVar("answer_replayed", default=False)
 """True in the task whose command was answered with the answer its claim recorded
-earlier (an idempotent repeat), rather than decided now. Set only then, so a caller
+earlier for the same request (an idempotent repeat), rather than decided now. Set only then, so a caller
 that wants to know per request sets it False first (the HTTP edge does)."""
 
 
@@ -288,5 +288,9 @@ class UnitOfWork:
             answer = handler.replay(earlier, command)
         else:
             answer = replay(earlier, claim.fingerprint, handler.answer)
-        answer_replayed.set(True)
+        if earlier.request_hash == claim.fingerprint:
+            # A replay is the answer recorded for this same request. A handler may answer
+            # another with it (a release of a hold whose expiry was recorded gets that
+            # expiry): that request was never answered before, so it is not one.
+            answer_replayed.set(True)
         return answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import asyncpg
 import pytest
@@ -17,6 +18,7 @@ from ledger.commands import GrantCredits, PlaceHold, SettleHold, SpendCredits
 from ledger.domain.errors import HoldHasExpired
 from ledger.domain.ids import account_stream_id
 from ledger.handlers.account_stream import by_account
+from ledger.unit_of_work import answer_replayed
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up, stream_events
@@ -321,3 +323,54 @@ async def test_an_account_that_cannot_be_loaded_is_one_line_and_the_others_are_s
         logging.ERROR,
     ]
     assert len(an_hour_on) == 2
+
+
+async def test_the_first_release_of_a_swept_hold_is_not_marked_replayed(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A release of a hold whose expiry was recorded before (by the sweeper, or first by
+    another command on the account) answers that expiry. It was marked
+    ``Idempotent-Replayed`` on its first request, which no answer was given before; a
+    repeated expiry (the sweeper behind its views) is still one."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    await open_account(books, "acct_swept_release", 100)
+    held = [
+        await books.execute(
+            PlaceHold(
+                account_id="acct_swept_release",
+                amount=40,
+                expires_in_seconds=seconds,
+                reason="",
+                idempotency_key=key,
+            )
+        )
+        for key, seconds in (("swept", 60), ("expired by a spend", 120))
+    ]
+
+    async def marked(command: SettleHold | SpendCredits) -> tuple[Any, bool]:
+        answer_replayed.set(False)
+        answer = await books.execute(command)
+        return answer, answer_replayed.get()
+
+    def settle(hold_id: str, outcome: Literal["released", "expired"]) -> SettleHold:
+        return SettleHold(account_id="acct_swept_release", hold_id=hold_id, outcome=outcome)
+
+    try:
+        now[0] += timedelta(seconds=60)
+        swept, swept_marked = await marked(settle(held[0].hold_id, "expired"))
+        now[0] += timedelta(seconds=60)
+        _, spend_marked = await marked(
+            SpendCredits(account_id="acct_swept_release", amount=5, reason="", idempotency_key="s")
+        )
+        released, released_marked = await marked(settle(held[0].hold_id, "released"))
+        released_other, other_marked = await marked(settle(held[1].hold_id, "released"))
+        _, swept_again_marked = await marked(settle(held[0].hold_id, "expired"))
+    finally:
+        await books.uow.committer.stop()
+
+    assert (swept_marked, spend_marked) == (False, False)
+    assert released == swept  # the expiry, as recorded
+    assert (released_other.status, released_other.released) == ("expired", 40)
+    assert (released_marked, other_marked) == (False, False)
+    assert swept_again_marked
