@@ -50,7 +50,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.evolution import Evolution, Records
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
-from ledger.domain.holds import OpenHold, Settlement, backed, settle
+from ledger.domain.holds import HeldTotals, OpenHold, Settlement, backed, settle
 from ledger.domain.ids import account_stream_id
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
 
@@ -132,6 +132,11 @@ class CreditAccount(Records, Aggregate):
     """Of its snapshots: version 2 keeps holds as structs and always has a threshold;
     version 3 keeps grants; version 4 what backs the holds' top-up shares."""
 
+    DERIVED_STATE = ("held_totals",)
+    """Made from the rest, kept so that decisions need not go through every hold: not in
+    snapshots (``ledger.store.repository.snapshot_of``), made again by ``restore_state``,
+    so that snapshots are as they were before it was kept, and any version reads another's."""
+
     if TYPE_CHECKING:  # set by evolve(); annotations at run time would make them __init__ arguments
         account_id: str
         monthly_allowance: int
@@ -140,6 +145,7 @@ class CreditAccount(Records, Aggregate):
         topup_balance: int
         period: str
         holds: dict[str, OpenHold]
+        held_totals: HeldTotals
         low_balance_threshold: int | None
         grants: dict[str, Grant]
         granted: int
@@ -171,7 +177,7 @@ class CreditAccount(Records, Aggregate):
     @property
     def held(self) -> int:
         """Credits reserved by open holds."""
-        return sum(hold.amount for hold in self.holds.values()) if self.holds else 0
+        return self.held_totals.held
 
     @property
     def available(self) -> int:
@@ -190,37 +196,33 @@ class CreditAccount(Records, Aggregate):
 
     def free_of_grant(self, grant_id: str) -> int:
         """What of a grant is neither spent nor reserved by open holds."""
-        remaining = self.grants[grant_id].remaining
-        if not self.holds:
-            return remaining
-        return remaining - sum(
-            share
-            for hold in self.holds.values()
-            for held_grant, share in hold.from_grants
-            if held_grant == grant_id
-        )
+        return self.grants[grant_id].remaining - self.held_totals.of_grants.get(grant_id, 0)
 
     @property
     def free_allowance(self) -> int:
         """This period's allowance that is neither spent nor held (nor kept for holds)."""
-        free = self.allowance_remaining - self.kept_for_holds
-        return free - self.held_allowance if self.holds else free  # a spend asks, most have none
+        return self.allowance_remaining - self.kept_for_holds - self.held_totals.from_allowance
 
     @property
     def held_allowance(self) -> int:
         """What open holds reserve of the allowance."""
-        return sum(h.from_allowance for h in self.holds.values()) if self.holds else 0
+        return self.held_totals.from_allowance
 
     @property
     def held_topup(self) -> int:
         """What open holds reserve of the top-ups."""
-        return sum(h.from_topup for h in self.holds.values()) if self.holds else 0
+        return self.held_totals.from_topup
 
     @property
     def effective_low_balance_threshold(self) -> int:
         """Below this ``available`` is low: the account's own setting, or 10 % of its allowance."""
         threshold = self.low_balance_threshold
         return self.monthly_allowance // 10 if threshold is None else threshold
+
+    def holds_due(self, at: datetime) -> list[str]:
+        """The open holds past their expiry at ``at``, in the order they were placed."""
+        due = self.held_totals.due(at)
+        return [hold_id for hold_id in self.holds if hold_id in due] if due else []
 
     def hold(self, hold_id: str) -> OpenHold:
         """An open hold, or HoldNotFound (settled holds are no longer kept here)."""
@@ -533,6 +535,7 @@ class CreditAccount(Records, Aggregate):
         self.topup_balance = 0
         self.period = event.period
         self.holds = {}
+        self.held_totals = HeldTotals()
         self.low_balance_threshold = None
         self.grants = {}
         self.granted = 0  # what remains of its grants, including what open holds reserve
@@ -599,7 +602,11 @@ class CreditAccount(Records, Aggregate):
             reason=event.reason,
             from_grants=tuple(event.from_grants.items()),
         )
+        totals = self.held_totals
+        if (replaced := self.holds.get(event.hold_id)) is not None:  # never placed so
+            totals = totals.counting(event.hold_id, replaced, -1)
         self.holds = {**self.holds, event.hold_id: hold}
+        self.held_totals = totals.counting(event.hold_id, hold, 1)
         self.topup_reserved += event.from_topup  # placed from free top-ups only
 
     @on(HoldCaptured)
@@ -627,7 +634,13 @@ class CreditAccount(Records, Aggregate):
         self.kept_for_holds -= kept_ended
 
     def _forget_hold(self, hold_id: str) -> None:
-        self.holds = {k: v for k, v in self.holds.items() if k != hold_id}
+        hold = self.holds.get(hold_id)
+        if hold is None:
+            return  # not open: the audit says so of a settlement recorded of it
+        holds = dict(self.holds)
+        del holds[hold_id]
+        self.holds = holds
+        self.held_totals = self.held_totals.counting(hold_id, hold, -1)
 
     @on(CreditsGranted)
     def _granted(self, event: CreditsGranted) -> None:
@@ -702,7 +715,9 @@ class CreditAccount(Records, Aggregate):
 
     @staticmethod
     def restore_state(state: dict[str, Any]) -> None:
-        """A snapshot's JSON leaves holds and grants as plain objects, sets as lists."""
+        """A snapshot's JSON leaves holds and grants as plain objects, sets as lists; what
+        the holds add up to is made from them (``DERIVED_STATE``)."""
         state["holds"] = {k: OpenHold.of(v) for k, v in state["holds"].items()}
+        state["held_totals"] = HeldTotals.of(state["holds"])
         state["grants"] = in_burn_order({k: Grant.of(v) for k, v in state["grants"].items()})
         state["closed_grants"] = frozenset(state["closed_grants"])

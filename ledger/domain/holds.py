@@ -16,6 +16,7 @@ hold settles, as the old period's allowance would have at the reset.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,78 @@ class OpenHold(msgspec.Struct, frozen=True):
 
     def has_expired(self, now: datetime) -> bool:
         return now >= datetime.fromisoformat(self.expires_at)
+
+
+class HeldTotals(msgspec.Struct, frozen=True):
+    """What an account's open holds add up to, and their expiries, soonest first.
+
+    Kept as holds are placed and settled (``counting``), so that a decision asks what is
+    held in O(1) and which holds are due in O(log n), rather than going through every hold.
+    Replaced whole at every change, never changed in place (its dict neither): the
+    repository's copies share it. Snapshots do not keep it; a load makes it (``of``).
+    """
+
+    held: int = 0
+    from_allowance: int = 0
+    from_topup: int = 0
+    of_grants: dict[str, int] = {}
+    """What open holds reserve of each grant (none: not there)."""
+    expiries: tuple[tuple[datetime, str], ...] = ()
+    """(expires_at, hold_id) of each open hold, in that order."""
+
+    @classmethod
+    def of(cls, holds: dict[str, OpenHold]) -> HeldTotals:
+        """What these open holds add up to."""
+        of_grants: dict[str, int] = {}
+        for hold in holds.values():
+            for grant_id, share in hold.from_grants:
+                of_grants[grant_id] = of_grants.get(grant_id, 0) + share
+        return cls(
+            held=sum(hold.amount for hold in holds.values()),
+            from_allowance=sum(hold.from_allowance for hold in holds.values()),
+            from_topup=sum(hold.from_topup for hold in holds.values()),
+            of_grants={grant_id: held for grant_id, held in of_grants.items() if held},
+            expiries=tuple(
+                sorted((datetime.fromisoformat(h.expires_at), k) for k, h in holds.items())
+            ),
+        )
+
+    def counting(self, hold_id: str, hold: OpenHold, sign: int) -> HeldTotals:
+        """These totals with ``hold`` added (``sign`` 1) or taken away (-1)."""
+        of_grants = self.of_grants
+        if hold.from_grants:
+            of_grants = dict(of_grants)
+            for grant_id, share in hold.from_grants:
+                if reserved := of_grants.get(grant_id, 0) + sign * share:
+                    of_grants[grant_id] = reserved
+                else:
+                    del of_grants[grant_id]
+        expiries = self.expiries
+        key = (datetime.fromisoformat(hold.expires_at), hold_id)
+        at = bisect_left(expiries, key)
+        return HeldTotals(
+            held=self.held + sign * hold.amount,
+            from_allowance=self.from_allowance + sign * hold.from_allowance,
+            from_topup=self.from_topup + sign * hold.from_topup,
+            of_grants=of_grants,
+            expiries=(
+                (*expiries[:at], key, *expiries[at:])
+                if sign > 0
+                else expiries[:at] + expiries[at + 1 :]
+            ),
+        )
+
+    def due(self, at: datetime) -> set[str] | None:
+        """The holds whose expiry has come at ``at``; None if none has (most often)."""
+        expiries = self.expiries
+        if not expiries or expiries[0][0] > at:
+            return None
+        due = set()
+        for expires_at, hold_id in expiries:
+            if expires_at > at:
+                break
+            due.add(hold_id)
+        return due
 
 
 class Settlement(msgspec.Struct, frozen=True):

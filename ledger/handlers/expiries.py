@@ -41,7 +41,8 @@ def expired_holds(account: CreditAccount, at: datetime | None) -> dict[str, Hold
     if at is None:
         return {}
     settled = []
-    for hold_id, hold in list(account.holds.items()):
+    for hold_id in account.holds_due(at):
+        hold = account.holds[hold_id]
         settlement = account.expire_hold(hold_id, at)
         if settlement is not None:
             settled.append((hold_id, hold, settlement))

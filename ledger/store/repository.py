@@ -177,7 +177,7 @@ class Repository:
 
     def _snapshot(self, aggregate: Aggregate) -> Any:
         # Taken after the pending events were applied, i.e. at the new version.
-        return self.mapper.to_stored_event(Snapshot.take(aggregate))
+        return self.mapper.to_stored_event(snapshot_of(aggregate))
 
     def _remember(self, aggregate: Aggregate) -> None:
         if self.cache_size <= 0:
@@ -189,6 +189,15 @@ class Repository:
             self._cache.move_to_end(aggregate_id)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+
+
+def snapshot_of(aggregate: Aggregate) -> Snapshot:
+    """The aggregate's snapshot: its state but what its class names ``DERIVED_STATE``
+    (made again on load from what the snapshot keeps, by its ``restore_state``)."""
+    snapshot: Snapshot = Snapshot.take(aggregate)
+    for name in getattr(type(aggregate), "DERIVED_STATE", ()):
+        del snapshot.state[name]
+    return snapshot
 
 
 def copy_of(aggregate: Any) -> Any:

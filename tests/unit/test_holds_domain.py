@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import (
     CaptureExceedsHold,
+    GrantClosed,
     HoldHasExpired,
     HoldNotFound,
     InsufficientCredits,
 )
 from ledger.store.mapper import MsgspecMapper
+from ledger.store.repository import snapshot_of
 from tests.unit.test_account_domain import split
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -443,3 +445,73 @@ def test_a_version_3_snapshot_loads_as_its_events_replay(ops: list[tuple[str, in
             pass
     credits.collect_events()
     assert vars(loaded_from_a_version_3_snapshot(credits)) == vars(credits)
+
+
+def assert_sums_of_the_holds(credits: CreditAccount) -> None:
+    """What the account keeps of its open holds is what the holds themselves give."""
+    holds = credits.holds.values()
+    assert credits.held == sum(h.amount for h in holds)
+    assert credits.held_allowance == sum(h.from_allowance for h in holds)
+    assert credits.held_topup == sum(h.from_topup for h in holds)
+    for grant_id, grant in credits.grants.items():
+        reserved = sum(
+            s for h in holds for held_grant, s in h.from_grants if held_grant == grant_id
+        )
+        assert credits.free_of_grant(grant_id) == grant.remaining - reserved
+    for minutes in (0, 29, 30, 31, 90, 151):
+        at = NOW + timedelta(minutes=minutes)
+        assert credits.holds_due(at) == [k for k, h in credits.holds.items() if h.has_expired(at)]
+
+
+hold_operations = st.lists(
+    st.tuples(
+        st.sampled_from(["hold", "hold", "capture", "release", "expire", "grant", "void", "spend"]),
+        st.integers(min_value=1, max_value=150),
+        st.integers(min_value=0, max_value=5),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hold_operations)
+def test_what_open_holds_add_up_to_is_kept_and_snapshots_leave_it_out(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """The account keeps what its open holds reserve (in all, of the allowance, of the
+    top-ups, of each grant) and their expiries in order, so that a decision need not go
+    through every hold: always what the holds give. Snapshots keep none of it (they are
+    as they were before it was kept) and a load makes it again."""
+    credits = account(allowance=200, topup=100)
+    for next_id, (op, n, k) in enumerate(ops):
+        holds, grants = list(credits.holds), list(credits.grants)
+        try:
+            if op == "hold":
+                expires_at = NOW + timedelta(minutes=30 * k)
+                credits.place_hold(f"h{next_id}", n, "x", expires_at, NOW)
+            elif op == "capture" and holds:
+                hold_id = holds[k % len(holds)]
+                credits.capture_hold(hold_id, min(n, credits.hold(hold_id).amount), NOW)
+            elif op == "release" and holds:
+                credits.release_hold(holds[k % len(holds)])
+            elif op == "expire" and holds:
+                credits.expire_hold(holds[k % len(holds)], NOW + timedelta(minutes=30 * k))
+            elif op == "grant":
+                ends = None if k == 0 else NOW + timedelta(minutes=30 * k + 1)
+                credits.grant(f"g{next_id}", n, priority=k, expires_at=ends, reason="", at=NOW)
+            elif op == "void" and grants:
+                credits.void_grant(grants[k % len(grants)], "x", NOW)
+            elif op == "spend":
+                credits.spend(n, "x", NOW)
+        except (InsufficientCredits, HoldHasExpired, GrantClosed):
+            pass
+        assert_sums_of_the_holds(credits)
+
+    mapper = MsgspecMapper()
+    stored = mapper.to_stored_event(snapshot_of(credits))
+    kept = json.loads(stored.state)["state"]
+    assert not set(kept) & set(CreditAccount.DERIVED_STATE)
+    credits.collect_events()
+    loaded = mapper.to_domain_event(stored).mutate(None)
+    assert vars(loaded) == vars(credits)
+    assert_sums_of_the_holds(loaded)
