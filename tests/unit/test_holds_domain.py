@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from unittest.mock import ANY
 
 import pytest
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import StoredEvent
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from ledger.commands import HoldOutcome, SettleHold
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import (
     CaptureExceedsHold,
@@ -18,9 +20,12 @@ from ledger.domain.errors import (
     HoldHasExpired,
     HoldNotFound,
     InsufficientCredits,
+    PeriodOutOfOrder,
 )
+from ledger.handlers.expiries import expire_due
+from ledger.handlers.holds import decide_settle
 from ledger.store.mapper import MsgspecMapper
-from ledger.store.repository import snapshot_of
+from ledger.store.repository import copy_of, snapshot_of
 from tests.unit.test_account_domain import split
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -515,3 +520,57 @@ def test_what_open_holds_add_up_to_is_kept_and_snapshots_leave_it_out(
     loaded = mapper.to_domain_event(stored).mutate(None)
     assert vars(loaded) == vars(credits)
     assert_sums_of_the_holds(loaded)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hold_operations, st.integers(0, 5), st.integers(0, 150), st.integers(20, 160))
+def test_a_settlement_before_the_other_expiries_due_leaves_what_they_first_would(
+    ops: list[tuple[str, int, int]], which: int, amount: int, minutes: int
+) -> None:
+    """A capture or release records the account's other expiries due right after its own
+    settlement (README: holds), where every other command records them first. Either way
+    the account ends the same, so its answer (made after both) and the alerts (judged on
+    what the command left) tell what a balance read shows then."""
+    credits = account(allowance=200, topup=100)
+    for next_id, (op, n, k) in enumerate(ops):
+        try:
+            if op in ("hold", "capture", "release"):
+                credits.place_hold(f"h{next_id}", n, "x", NOW + timedelta(minutes=30 * k), NOW)
+            elif op == "grant":
+                ends = NOW + timedelta(minutes=30 * k + 1)
+                credits.grant(f"g{next_id}", n, priority=k, expires_at=ends, reason="", at=NOW)
+            elif op == "void":
+                credits.claw_back("cs_1", n)
+            elif op == "expire":
+                credits.reset_month(f"2027-{next_id % 12 + 1:02d}")
+            elif op == "spend":
+                credits.spend(n, "x", NOW)
+        except (InsufficientCredits, PeriodOutOfOrder):
+            pass
+    credits.collect_events()
+    at = NOW + timedelta(minutes=minutes)
+    live = [h for h in credits.holds if not credits.hold(h).has_expired(at)]
+    assume(live)
+    hold_id = live[which % len(live)]
+    captured = min(amount, credits.hold(hold_id).amount)
+    outcome: HoldOutcome = "captured" if amount % 2 else "released"
+    settled_first = copy_of(credits)
+    command = SettleHold(
+        account_id="acct_1", hold_id=hold_id, outcome=outcome, amount=captured, at=at
+    )
+    answer = decide_settle(settled_first, command).answer
+    expired_first = copy_of(credits)
+    expire_due(expired_first, at)
+    if outcome == "captured":
+        expired_first.capture_hold(hold_id, captured, at)
+    else:
+        expired_first.release_hold(hold_id)
+
+    for credits_after in (settled_first, expired_first):
+        credits_after.collect_events()
+    assert vars(settled_first) == vars(expired_first) | {"_modified_on": ANY}
+    assert (answer.balance, answer.held, answer.available) == (
+        expired_first.balance,
+        expired_first.held,
+        expired_first.available,
+    )
