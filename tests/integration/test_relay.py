@@ -36,6 +36,7 @@ from relay.runner import Relay, RelayRefused, relay_settings
 from tests.conftest import IsolatedDatabase
 from tests.support.certificates import certificate_for_localhost
 from tests.support.cli import ROOT
+from tests.support.events import recorded_since
 from tests.support.nats_server import NatsServer, connected, nats_server_binary
 from tests.support.servers import bind_free_port
 from tests.support.waiting import until
@@ -240,10 +241,9 @@ async def committed_position(database: IsolatedDatabase) -> int:
 
 
 async def every_event(store: EventStore) -> list[RecordedEvent]:
-    found: list[RecordedEvent] = []
-    while batch := await store.read_all(after=found[-1].notification_id if found else 0):
-        found.extend(batch)
-    return found
+    """Every event committed before now (a loop until an empty read stopped at the first
+    look whose watermark stood low: see ``recorded_since``)."""
+    return await recorded_since(store, 0)
 
 
 def assert_each_event_once_in_order(

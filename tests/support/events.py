@@ -73,12 +73,14 @@ async def tail_position(store: EventStore) -> int:
     return await settled(store)
 
 
-async def events_since(store: EventStore, position: int) -> list[tuple[str, dict[str, Any]]]:
-    """(type, data) of every event after ``position`` committed before now, in commit order."""
+async def recorded_since(store: EventStore, position: int) -> list[RecordedEvent]:
+    """Every event after ``position`` committed before now, in commit order. One
+    ``read_all`` (or a loop until one comes back empty) is not enough: it stops at its own
+    look's watermark, which can stand lower than at ``settled``'s (see ``views_past``)."""
     tail = await settled(store)
     deadline = time.monotonic() + 30
     found: list[RecordedEvent] = []
-    while position < tail:  # read_all stops at its own look's watermark (see views_past)
+    while position < tail:
         if batch := await store.read_all(after=position, limit=1000):
             found.extend(batch)
             position = batch[-1].notification_id
@@ -86,7 +88,15 @@ async def events_since(store: EventStore, position: int) -> list[tuple[str, dict
             raise AssertionError(f"the events up to position {tail} were not all read")
         else:
             await asyncio.sleep(0.01)
-    return [(event_type_name(e.topic), msgspec.json.decode(e.state)) for e in found]
+    return found
+
+
+async def events_since(store: EventStore, position: int) -> list[tuple[str, dict[str, Any]]]:
+    """(type, data) of every event after ``position`` committed before now, in commit order."""
+    return [
+        (event_type_name(e.topic), msgspec.json.decode(e.state))
+        for e in await recorded_since(store, position)
+    ]
 
 
 async def stream_events(store: EventStore, stream_id: UUID) -> list[tuple[str, dict[str, Any]]]:
