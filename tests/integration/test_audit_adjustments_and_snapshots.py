@@ -21,10 +21,10 @@ from ledger.payment_events import DisputeEvent, RefundEvent
 from ledger.service import Ledger, Pricing
 from ledger.store.migrate import available_migrations
 from ledger.store.repository import SNAPSHOT_EVERY
-from projections.runner import all_projections, catch_up
 from tests.conftest import IsolatedDatabase
 from tests.integration.test_audit import paid, tamper
 from tests.integration.test_checkpoints import rebuild_views, rewrite_stream
+from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
 
 # Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
@@ -76,7 +76,7 @@ async def refunds_and_disputes(db: IsolatedDatabase) -> Ledger:
     # A chargeback still open holds its credits back.
     await pay(books, "cs_open", "acct_carol", 500, "pi_open")
     await dispute(books, "pi_open", "dp_open", "needs_response", 500)
-    await catch_up(db.store, all_projections())
+    await caught_up(db.store)
     return books
 
 
@@ -121,7 +121,7 @@ async def test_a_debt_repaid_at_a_reset_is_in_every_view_and_the_audit_agrees(
     await refund(books, "pi_dan", 500)  # spent already: the top-up goes to -500
     await books.execute(ResetMonth(account_id="acct_dan", period="2999-01"))
     await books.execute(ResetMonth(account_id="acct_dan", period="2999-02"))  # 500 repaid
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
 
     report = await verify(isolated_db.pool)
 
@@ -183,7 +183,7 @@ async def test_a_reset_after_a_holds_expiry_repays_the_debt_with_the_allowance_i
     version = (await books.account("acct_ivy", fresh=True)).version
     await books.execute(SettleHold(account_id="acct_ivy", hold_id=held.hold_id, outcome="expired"))
     assert (await books.account("acct_ivy", fresh=True)).version == version
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
     assert (await verify(isolated_db.pool)).findings == []
     await books.uow.committer.stop()
 
@@ -270,7 +270,7 @@ async def test_a_clawback_its_session_never_made_is_an_adjustment_mismatch(
     account.claw_back("cs_won", 100)  # bypassing the session: a bug's footprint
     account.reverse_for_dispute("cs_nobody_sold", "dp_x", 5)
     await save(books, account)
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
 
     report = await verify(isolated_db.pool)
 
@@ -298,7 +298,7 @@ async def test_a_refund_that_took_more_than_its_facts_allow_is_found_though_both
     )
     account.claw_back("cs_won", 300)
     await save(books, session, account)
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
 
     report = await verify(isolated_db.pool)
 
@@ -386,7 +386,7 @@ async def test_the_migration_shows_pending_a_mismatch_the_first_release_left_exp
     session.pay(payment_intent="pi_late", amount_paid=99, currency="usd")
     await save(books, session)
     await books.uow.committer.stop()
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
     # As the first release projected it: the mismatch kept the row's status.
     await isolated_db.pool.execute("UPDATE purchases SET status = 'expired'")
     [sql] = [sql for version, _, sql in available_migrations() if version == 24]
@@ -424,7 +424,7 @@ async def test_snapshots_are_checked_against_the_replay_and_a_forged_one_is_repo
     account = await long_account(books, "acct_long", SNAPSHOT_EVERY + 30)
     await long_account(books, "acct_short", 10)
     await books.uow.committer.stop()
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
     stream = account_stream_id("acct_long")
 
     clean = await verify(isolated_db.pool)

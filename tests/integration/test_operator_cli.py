@@ -21,9 +21,10 @@ from api.access.tokens import Scope, TokenService
 from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SpendCredits
 from projections.names import VIEW_NAMES
-from projections.runner import all_projections, catch_up
+from projections.runner import all_projections
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ROOT, ledger, run_on_a_terminal
+from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
 
@@ -122,7 +123,7 @@ async def test_accounts_list_counts_no_hold_or_grant_past_its_expiry(
         )
     )
     await books.uow.committer.stop()
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
 
     listed = await ledger(isolated_db.url, "accounts", "list", "--json")
 
@@ -138,7 +139,7 @@ async def test_accounts_list_pages_through_the_balances_view_and_says_when_it_is
     isolated_db: IsolatedDatabase,
 ) -> None:
     await accounts_with_spends(isolated_db, 3)
-    await catch_up(isolated_db.store, all_projections())
+    await caught_up(isolated_db.store)
 
     listed = await ledger(isolated_db.url, "accounts", "list")
     first_page = await ledger(isolated_db.url, "accounts", "list", "--limit", "2")
@@ -178,7 +179,7 @@ async def test_projections_status_gives_each_views_position_and_lag(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await accounts_with_spends(isolated_db, 2)
-    await catch_up(isolated_db.store, all_projections()[:1])  # only balances
+    await caught_up(isolated_db.store, projections=all_projections()[:1])  # only balances
     head = await isolated_db.store.head_position()
 
     status = await ledger(isolated_db.url, "projections", "status")

@@ -19,9 +19,9 @@ from api.read_side import open_standby_pool
 from ledger.bootstrap import build_ledger
 from ledger.store.event_store import Connection, EventStore
 from projections.balances import BalancesProjection
-from projections.runner import catch_up
 from projections.writes import Write
 from tests.conftest import unique
+from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
 
@@ -130,7 +130,7 @@ async def test_a_projector_batch_skips_the_flush_wait_for_itself_only(database_u
                 settings_seen.append(await connection.fetchval("SHOW synchronous_commit"))
                 return await super().fold(connection, table, events)
 
-        await catch_up(EventStore(pool), [Watching()])
+        await caught_up(EventStore(pool), projections=[Watching()])
 
         async with pool.acquire() as connection:
             after = await connection.fetchval("SHOW synchronous_commit")
