@@ -384,6 +384,23 @@ class EventStore:
                 return await read_after(own, after, limit)
         return await read_after(connection, after, limit)
 
+    async def event_at(
+        self, position: int, connection: Connection | None = None
+    ) -> RecordedEvent | None:
+        """The committed event at ``position``, if there is one; not behind the watermark.
+
+        For a position a reader passed before (a relay's last published event): a later
+        look's watermark can stand below it for a moment (a transaction of another database
+        that ends between that look's snapshot and its read of the sessions counts there),
+        and ``read_all`` then finds nothing there."""
+        query = f"SELECT {_COLUMNS} FROM stored_events WHERE notification_id = $1"
+        if connection is None:
+            async with self.pool.acquire() as own:
+                row = await own.fetchrow(query, position)
+        else:
+            row = await connection.fetchrow(query, position)
+        return None if row is None else _recorded(row)
+
     async def last_position(self, originator_id: UUID) -> int:
         """The position of a stream's last event (0: it has none)."""
         async with self.pool.acquire() as connection:

@@ -460,6 +460,56 @@ async def test_the_relay_refuses_a_stream_that_holds_another_ledgers_events(
     assert await committed_position(isolated_db) == 0
 
 
+async def test_a_relay_starting_while_the_watermark_stands_below_the_streams_end_goes_on(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    """The relay looked for the stream's last event behind the watermark, which a look can
+    find below an event an earlier look passed (a transaction of another database that
+    ends between its snapshot and its read of the sessions counts there): it found nothing
+    at that position, refused its own stream as another ledger's and stopped. Played here
+    by a transaction of this database begun before the events, left open."""
+    await nats_server.start()
+    older = await isolated_db.pool.acquire()
+    transaction = older.transaction()
+    await transaction.start()
+    try:
+        await older.fetchval("SELECT pg_current_xact_id()")  # a writer: it has an id
+        writer = Writer(isolated_db.store)
+        await writer.append_chunk(streams=1)
+        events = [await isolated_db.store.event_at(p) for p in sorted(writer.positions)]
+        publisher = JetStreamPublisher(nats_server.url, StreamSettings())
+        await publisher.connect()
+        try:  # as a relay published them, at a look whose watermark had passed them
+            await publisher.publish([outgoing(e, PREFIX) for e in events if e], after_seq=0)
+        finally:
+            await publisher.close()
+        head = max(writer.positions)
+        relay = Relay(
+            isolated_db.store,
+            isolated_db.pool,
+            isolated_db.url,
+            relay_settings(url=nats_server.url),
+        )
+        stop = asyncio.Event()
+        relaying = asyncio.ensure_future(relay.run(stop))
+        try:
+
+            async def went_on_from_the_streams_end() -> bool:
+                if relaying.done():
+                    relaying.result()  # what ended it, raised
+                return await committed_position(isolated_db) == head
+
+            await until(went_on_from_the_streams_end, WAIT_SECONDS, what="the relay going on")
+        finally:
+            stop.set()
+            await asyncio.wait_for(relaying, WAIT_SECONDS)
+    finally:
+        await transaction.rollback()
+        await isolated_db.pool.release(older)
+
+    assert (await stream_state(nats_server))[1] == head
+
+
 async def test_the_relay_refuses_subjects_another_stream_holds_instead_of_retrying(
     isolated_db: IsolatedDatabase, nats_server: NatsServer
 ) -> None:
