@@ -13,10 +13,9 @@ import pytest
 
 from api.services import Services
 from ledger.domain.ids import account_stream_id, checkout_stream_id
-from projections.runner import all_projections, catch_up
 from tests.conftest import unique
 from tests.e2e.conftest import Customer
-from tests.support.events import stream_events
+from tests.support.events import caught_up, stream_events
 from tests.support.ledger import open_account
 from tests.support.stripe_events import checkout_session, event_body, signature
 
@@ -355,7 +354,7 @@ async def test_a_grant_expiring_after_year_9999_in_utc_is_refused_not_left_to_th
 
     assert_contract_error(answer, 422)
     assert await event_types(services, account_id) == ["AccountOpened"]
-    await catch_up(services.store, all_projections())  # recorded, it had stopped the views
+    await caught_up(services.store)  # recorded, it had stopped the views
 
 
 async def test_a_signed_checkout_for_more_credits_than_a_bigint_does_not_stop_the_views(
@@ -378,7 +377,7 @@ async def test_a_signed_checkout_for_more_credits_than_a_bigint_does_not_stop_th
     # Nothing the views cannot hold is credited (the contract's purchases are 100-10,000).
     assert (await services.ledger.account(customer.account_id)).topup_balance == 0
     assert await stream_events(services.store, checkout_stream_id(session_id)) == []
-    await catch_up(services.store, all_projections())  # recorded, it had stopped the views
+    await caught_up(services.store)  # recorded, it had stopped the views
 
 
 @pytest.mark.parametrize("port", ["0", "99999", "00000"])

@@ -8,7 +8,7 @@ import time
 import httpx
 
 from api.services import Services
-from projections.runner import all_projections, catch_up
+from tests.support.events import caught_up
 from tests.support.raw_http import open_account, spend
 
 
@@ -16,7 +16,7 @@ async def test_answers_carry_their_position_and_a_read_with_it_is_never_behind(
     http: httpx.AsyncClient, services: Services, writer_headers: dict[str, str]
 ) -> None:
     account_id = await open_account(http, writer_headers, 1000)
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
 
     first = await spend(http, writer_headers, account_id, 100, key=f"{account_id}-1")
     assert first.status_code == 200
@@ -36,7 +36,7 @@ async def test_answers_carry_their_position_and_a_read_with_it_is_never_behind(
     assert 0.9 < time.monotonic() - started < 5
 
     # Once the views have applied it, the read answers from them at once.
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     started = time.monotonic()
     read = await http.get(
         f"/v1/accounts/{account_id}/credits",
@@ -76,7 +76,7 @@ async def test_a_read_behind_views_answers_what_another_replica_wrote(
     """The write side's answer comes from the store: the replica asked has the account in
     memory from a spend of its own, and another replica has spent since."""
     account_id = await open_account(http, writer_headers, 1000)
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     assert (await spend(replica, writer_headers, account_id, 100)).status_code == 200
     other = await spend(http, writer_headers, account_id, 50)
     assert other.status_code == 200

@@ -31,12 +31,11 @@ from api.reconcile import (
 )
 from api.services import Services
 from ledger.domain.ids import account_stream_id, checkout_stream_id
-from projections.runner import all_projections, catch_up
 from stripe_standin import RunningStandin
 from tests.e2e.conftest import Customer
 from tests.e2e.test_checkout_flow import AS_SCRIPT, Purchase, pay, purchase
 from tests.support.cli import ROOT, run_on_a_terminal
-from tests.support.events import stream_events
+from tests.support.events import caught_up, stream_events
 
 
 @pytest.fixture
@@ -102,7 +101,7 @@ async def purchased_events(services: Services, account_id: str) -> list[str]:
 
 
 async def purchase_status(services: Services, customer: Customer, session_id: str) -> str:
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     [row] = [
         p
         for p in await services.views.purchases(customer.account_id, limit=100)
@@ -168,7 +167,7 @@ async def test_reconcile_shows_its_progress_on_a_terminal_only(
     nothing until the last answer."""
     for credits in (1000, 2000):
         await pay(http, await purchase(http, customer, credits))
-    await catch_up(services.store, all_projections())  # the view lists what is pending
+    await caught_up(services.store)  # the view lists what is pending
     args = ("--older-than", "0", "--account", customer.account_id)
 
     code, on_terminal = await asyncio.to_thread(
@@ -244,7 +243,7 @@ async def test_a_failed_delayed_payment_is_closed_and_an_open_or_young_one_left_
     failed = await purchase(http, customer, 200)
     await pay(http, failed, mode="async", outcome="fail")
     still_open = await purchase(http, customer, 300)
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     lookup = checkout_lookup(services)
 
     young = await reconcile_pending(
@@ -279,7 +278,7 @@ async def test_a_busy_session_is_left_for_the_next_run_and_the_others_reconciled
     busy, other = await purchase(http, customer, 200), await purchase(http, customer, 300)
     for bought in (busy, other):
         await pay(http, bought)
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     locks = services.ledger.uow.locks
     locks.wait, before = 0.05, locks.wait  # the turn given up soon
 
@@ -320,7 +319,7 @@ async def test_the_service_reconciles_by_itself_when_asked_to(
 ) -> None:
     bought: Purchase = await purchase(http, customer, 700)
     await pay(http, bought)
-    await catch_up(services.store, all_projections())
+    await caught_up(services.store)
     before = await services.ledger.account(customer.account_id, fresh=True)
 
     reconciler = PeriodicReconciler(
