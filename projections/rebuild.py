@@ -108,6 +108,13 @@ async def _rebuild_all(
     database_url: str | None,
 ) -> int:
     await _create_fresh_tables(connection, projections)
+    filled = 0
+
+    def counting(events: int, position: int) -> None:
+        nonlocal filled
+        filled += events
+        on_progress(events, position)
+
     try:
         if jobs > 1:
             if database_url is None:
@@ -118,20 +125,24 @@ async def _rebuild_all(
                 connection,
                 projections,
                 _fresh,
-                on_progress,
+                counting,
                 jobs=jobs,
                 database_url=database_url,
                 batch=REBUILD_BATCH,
             )
         else:
-            position = await _fill(connection, projections, on_progress)
+            position = await _fill(connection, projections, counting)
         # Filled tables swapped in with no statistics get the plans of empty ones until
         # autovacuum comes round (with -1 rows, PostgreSQL guesses their size from pages).
-        await connection.execute(f"ANALYZE {', '.join(_fresh(p) for p in projections)}")
-        return await _swap_in(connection, projections, on_progress, position)
+        await _analyze_fresh_tables(connection, projections)
+        return await _swap_in(connection, projections, on_progress, position, filled)
     except BaseException:  # a failure, or Ctrl-C: the live views are as they were
         await _drop_fresh_tables(connection, projections)
         raise
+
+
+async def _analyze_fresh_tables(connection: Connection, projections: Sequence[Projection]) -> None:
+    await connection.execute(f"ANALYZE {', '.join(_fresh(p) for p in projections)}")
 
 
 async def _create_fresh_tables(connection: Connection, projections: Sequence[Projection]) -> None:
@@ -176,8 +187,14 @@ async def _swap_in(
     projections: Sequence[Projection],
     on_progress: Callable[[int, int], None],
     position: int,
+    analyzed_at: int,
 ) -> int:
-    """Catch the fresh tables up from ``position`` with the live projector paused, swap them in."""
+    """Catch the fresh tables up from ``position`` with the live projector paused, swap them in.
+
+    ``analyzed_at``: the events the tables held when they were analyzed. A fill that
+    stopped short (its look's watermark held back by a long transaction that ended since)
+    leaves the catch-up here most of them; the tables are analyzed again then, or they
+    came in with the statistics of nearly empty ones."""
     async with connection.transaction():
         names = sorted(p.name for p in projections)
         await connection.execute(
@@ -190,11 +207,15 @@ async def _swap_in(
                ORDER BY name FOR UPDATE""",
             names,
         )
+        caught_up = 0
         while True:  # what arrived since, with the live projector paused
             count, position = await _apply_next_batch(connection, projections, position)
             if not count:
                 break
+            caught_up += count
             on_progress(count, position)
+        if caught_up > analyzed_at:
+            await _analyze_fresh_tables(connection, projections)
         await _take_live_tables(connection, [p.table for p in projections])
         for projection in projections:
             old = f"{projection.table}__old"
