@@ -126,22 +126,29 @@ async def rebuild_views(db: IsolatedDatabase) -> None:
     await caught_up(db.store)
 
 
+async def checkpoint_of_everything(
+    pool: asyncpg.Pool, key: Ed25519PrivateKey = KEY, up_to: int | None = None
+) -> Checkpoint:
+    """A checkpoint up to the last event (or ``up_to``). One look may still count a
+    transaction of another database that ended between the watermark's snapshot and its
+    read of the sessions, and the checkpoint stops short: the next look passes it."""
+    if up_to is None:
+        up_to = await pool.fetchval("SELECT coalesce(max(notification_id), 0) FROM stored_events")
+    checkpoints: list[Checkpoint] = []
+
+    async def covering_it() -> bool:
+        checkpoints.append(await take_checkpoint(pool, key))
+        return checkpoints[-1].position >= up_to
+
+    await until(covering_it, what=f"a checkpoint up to position {up_to}")
+    return checkpoints[-1]
+
+
 async def test_a_checkpoint_of_a_faithful_ledger_verifies_clean(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    pool = isolated_db.pool
-    last = await pool.fetchval("SELECT max(notification_id) FROM stored_events")
-    checkpoints = []
-
-    async def covering_everything() -> bool:
-        # One look may still count a transaction of another database that ended between
-        # the watermark's snapshot and its read of the sessions: the next passes it.
-        checkpoints.append(await take_checkpoint(pool, KEY))
-        return checkpoints[-1].position == last
-
-    await until(covering_everything, what="a checkpoint of every event")
-    checkpoint = checkpoints[-1]
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     report = await verify_against(isolated_db, checkpoint)
 
     assert report.findings == []
@@ -150,7 +157,7 @@ async def test_a_checkpoint_of_a_faithful_ledger_verifies_clean(
     assert checkpoint.stream_count == report.streams == 6
     bob = next(h for h in checkpoint.heads if h.stream_id == account_stream_id("acct_bob"))
     assert (bob.version, bytes.fromhex(bob.hash)) == tuple(
-        await pool.fetchrow(
+        await isolated_db.pool.fetchrow(
             """SELECT originator_version, hash FROM stored_events WHERE originator_id = $1
                ORDER BY originator_version DESC LIMIT 1""",
             bob.stream_id,
@@ -163,7 +170,7 @@ async def test_a_rewritten_stream_with_recomputed_hashes_passes_the_chains_but_n
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     bob = account_stream_id("acct_bob")
     await rewrite_stream(isolated_db.url, bob, 14, *SPEND_OF_60_FOR_100)
     await rebuild_views(isolated_db)
@@ -186,7 +193,7 @@ async def test_a_changed_event_whose_later_hashes_were_left_alone_breaks_the_cha
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     await tamper(
         isolated_db.url,
         """UPDATE stored_events SET state = state || ' '::bytea
@@ -206,7 +213,7 @@ async def test_a_streams_last_event_cut_off_before_the_checkpoint_is_found(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     alice = account_stream_id("acct_alice")
     head = checkpoint_head(checkpoint, alice)
     await tamper(
@@ -233,7 +240,7 @@ async def test_the_last_event_of_the_store_removed_is_found(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     await tamper(
         isolated_db.url,
         "DELETE FROM stored_events WHERE notification_id = $1",
@@ -252,7 +259,7 @@ async def test_an_event_removed_and_written_again_after_the_checkpoint_is_found(
 ) -> None:
     """Same content, same hash, but a later position: the count and the head both show it."""
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     bob = account_stream_id("acct_bob")
     head = checkpoint_head(checkpoint, bob)
     connection = await as_superuser(isolated_db)
@@ -284,7 +291,7 @@ async def test_a_stream_slipped_in_before_the_checkpoints_position_is_found(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     await open_account(accounts_of(isolated_db), "acct_mallory", 5000)
     await tamper(
         isolated_db.url,
@@ -305,7 +312,7 @@ async def test_events_appended_after_the_checkpoint_are_fine(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     accounts = accounts_of(isolated_db)
     await open_account(accounts, "acct_carol", 500)
     for k in range(3):
@@ -335,7 +342,8 @@ async def test_a_checkpoint_never_passes_over_an_append_that_commits_late(
         [outcome] = await write_batch(slow, [books.repository.writes([opened], [])])
         outcome.result()
         await open_account(books, "acct_fast", 10)  # commits first, numbered after
-        checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+        # Up to the last event before the open one, never past it.
+        checkpoint = await checkpoint_of_everything(isolated_db.pool, up_to=before)
         await transaction.commit()
 
     report = await verify_against(isolated_db, checkpoint)
@@ -349,7 +357,7 @@ async def test_a_checkpoint_file_with_a_changed_head_or_signature_is_found(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     first, *rest = checkpoint.heads
     other_head = msgspec.structs.replace(first, version=first.version - 1)
     changed_head = msgspec.structs.replace(checkpoint, heads=[other_head, *rest])
@@ -379,9 +387,9 @@ async def test_a_checkpoint_signed_with_another_key_is_found(
     isolated_db: IsolatedDatabase,
 ) -> None:
     await build_history(isolated_db)
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     intruder = Ed25519PrivateKey.generate()
-    forged = await take_checkpoint(isolated_db.pool, intruder)
+    forged = await checkpoint_of_everything(isolated_db.pool, intruder)
     # The intruder's checkpoint, passed off as ours by naming our key.
     disguised = msgspec.structs.replace(forged, public_key=public_key_hex(KEY.public_key()))
 
@@ -542,7 +550,7 @@ async def test_the_cli_refuses_a_file_that_is_not_a_checkpoint(
 async def test_a_checkpoint_of_an_empty_store_covers_nothing_and_stays_valid(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    checkpoint = await take_checkpoint(isolated_db.pool, KEY)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
     await build_history(isolated_db)
 
     report = await verify_against(isolated_db, checkpoint)
