@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from litestar.types import Receive, Scope, Send
 
-from api.edge import answered_requests
 from ledger.unit_of_work import _answer_positions, answer_replayed
+from tests.support.edge import messages_sent
 
 
 async def _cut_off(_: Scope, __: Receive, ___: Send) -> None:
@@ -25,17 +25,7 @@ async def _cut_off(_: Scope, __: Receive, ___: Send) -> None:
 
 
 async def _answer(method: str) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": method, "path": "/v1/credits", "headers": []}
-    await answered_requests(_cut_off)(scope, receive, send)  # type: ignore[arg-type]
-    return sent
+    return await messages_sent(_cut_off, method)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])

@@ -9,7 +9,7 @@ from typing import Any
 
 from litestar.types import Receive, Scope, Send
 
-from api.edge import answered_requests
+from tests.support.edge import messages_sent
 
 _BODY = b'{"balance": 100}'
 
@@ -26,17 +26,7 @@ async def _get_only(scope: Scope, _: Receive, send: Send) -> None:
 
 
 async def _answer(method: str) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": method, "path": "/v1/credits", "headers": []}
-    await answered_requests(_get_only)(scope, receive, send)  # type: ignore[arg-type]
-    return sent
+    return await messages_sent(_get_only, method)  # type: ignore[arg-type]
 
 
 async def test_head_is_answered_as_get_with_its_headers_and_no_body() -> None:
