@@ -51,10 +51,11 @@ EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 EXPECTED_LAST_SEQUENCE_HEADER = "Nats-Expected-Last-Sequence"
 EXPECTED_LAST_MSG_ID_HEADER = "Nats-Expected-Last-Msg-Id"
 
-# What the client raises when the broker is away, slow or refusing: all of it
-# means "not published, try again later".
 CLOSE_SECONDS = 5.0
 """How long closing a connection may take before it is given up (its socket is closed)."""
+
+# What the client raises when the broker is away, slow or refusing: all of it
+# means "not published, try again later".
 _BROKER_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 
 
