@@ -67,8 +67,8 @@ database, 5 s each (the 20th answered after 100 s), then ran with its client lon
 
 answer_replayed: ContextVar[bool] = ContextVar("answer_replayed", default=False)
 """True in the task whose command was answered with the answer its claim recorded
-earlier for the same request (an idempotent repeat), rather than decided now. Set only then, so a caller
-that wants to know per request sets it False first (the HTTP edge does)."""
+earlier for the same request (an idempotent repeat), rather than decided now. Set only
+then, so a caller that wants to know per request sets it False first (the HTTP edge does)."""
 
 
 class AnswerPositions:
