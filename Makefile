@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help run cluster test test-cluster browser nginx lint bench soak simulate clean
+.PHONY: help run cluster test test-setup test-cluster browser nginx lint bench soak simulate clean
 
 # A comment's $$ (written so for make) is shown as the shell's $.
 help: ## list the targets
@@ -51,8 +51,10 @@ run: $(VENV)/.run-installed ## serve the API on 127.0.0.1:$${PORT:-8000} (embedd
 cluster: $(VENV)/.cluster-installed nginx ## the deployment's topology here: PostgreSQL primary + standby, 3 API replicas, projector, nginx on :$${PORT:-8000} (CLUSTER_ARGS="--replicas 2")
 	$(BIN)/ledger dev cluster $(CLUSTER_ARGS)
 
-test: $(VENV)/.dev-installed $(VENV)/.cluster-installed browser nginx ## run the whole suite against a real PostgreSQL
+test: test-setup ## run the whole suite against a real PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-setup: $(VENV)/.dev-installed $(VENV)/.cluster-installed browser nginx ## install what `make test` needs, run nothing
 
 test-cluster: $(VENV)/.dev-installed $(VENV)/.cluster-installed nginx ## only the cluster tests (tests/cluster: replicas, standby, faults through nginx)
 	$(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
