@@ -86,8 +86,8 @@ class HeldTotals(msgspec.Struct, frozen=True):
             for grant_id, share in hold.from_grants:
                 if reserved := of_grants.get(grant_id, 0) + sign * share:
                     of_grants[grant_id] = reserved
-                else:
-                    del of_grants[grant_id]
+                else:  # none reserved: not there (a share of 0 was never there)
+                    of_grants.pop(grant_id, None)
         expiries = self.expiries
         key = (datetime.fromisoformat(hold.expires_at), hold_id)
         at = bisect_left(expiries, key)

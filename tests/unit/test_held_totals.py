@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import DomainError
+from ledger.domain.events import HoldPlaced
 from ledger.domain.holds import HeldTotals, OpenHold
 from ledger.handlers.expiries import expire_due
 from ledger.store.mapper import MsgspecMapper
@@ -189,3 +190,25 @@ AnAccountsCommands.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
 test_held_totals_never_drift_from_the_holds = AnAccountsCommands.TestCase
+
+
+def test_a_recorded_hold_with_a_share_of_0_of_a_grant_loads_and_settles() -> None:
+    """A HoldPlaced recorded with a grant's share of 0 (the commands record none, the
+    audit's split check takes shares of 0 or more) loaded before totals were kept, and
+    then made its stream unreadable (KeyError: the totals dropped a grant they never had)."""
+    account = CreditAccount.open("acct_totals", 100, "2026-11")
+    account.grant("g1", 50, priority=0, expires_at=None, reason="", at=START)
+    account.trigger_event(
+        HoldPlaced,
+        hold_id="h1",
+        amount=10,
+        from_allowance=10,
+        from_topup=0,
+        reason="",
+        expires_at=(START + timedelta(hours=1)).isoformat(),
+        from_grants={"g1": 0},
+    )
+    assert_totals_of_its_holds(account, START)
+    account.release_hold("h1")
+    assert_totals_of_its_holds(account, START)
+    assert (account.held, account.free_of_grant("g1")) == (0, 50)
