@@ -166,7 +166,8 @@ webhook_oldest_pending_seconds = Gauge(
 )
 webhook_deliveries_failed = Gauge(
     "ledger_webhook_deliveries_failed",
-    "Outbound notifications whose retries ran out (status failed), until redelivered or pruned.",
+    "Outbound notifications to live endpoints whose retries ran out (status failed), until "
+    "redelivered, pruned or their endpoint is disabled.",
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
@@ -276,7 +277,9 @@ _VIEW_LAG = """
 
 _BACKLOGS = """
     SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
-           (SELECT count(*) FROM webhook_deliveries WHERE status = 'failed') AS failed,
+           (SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints e
+                USING (endpoint_id)
+            WHERE d.status = 'failed' AND e.disabled_at IS NULL) AS failed,
            coalesce(extract(epoch FROM clock_timestamp() - (
                SELECT min(created_at) FROM webhook_deliveries
                WHERE status = 'pending')), 0)::float8 AS oldest_pending,

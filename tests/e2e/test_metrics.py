@@ -18,6 +18,8 @@ from api.log_context import ContextFilter
 from api.services import Services
 from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
+from ledger.notifications.endpoints import EndpointRegistry
+from ledger.notifications.outbox import NotRetryable, list_deliveries, retry_now
 from stripe_standin import RunningStandin
 from tests.conftest import fresh_database, unique
 from tests.e2e.conftest import Customer, served_api
@@ -311,6 +313,43 @@ async def test_the_page_shows_the_webhook_outbox_and_overdue_expiries(
     assert behind["ledger_webhook_deliveries_failed"] == 1  # the pending alert no longer sees it
     assert behind['ledger_expiry_overdue_seconds{kind="hold"}'] >= 600
     assert behind['ledger_expiry_overdue_seconds{kind="grant"}'] == 0  # due tomorrow
+
+
+async def test_failed_deliveries_of_a_disabled_endpoint_are_not_counted_as_given_up(
+    postgres_server_url: str, standin: RunningStandin
+) -> None:
+    """Disabling an endpoint cancels its pending deliveries but leaves its failed ones, which
+    can then never be retried (retry refuses a disabled endpoint's) nor pruned by the
+    documented retention (delivered and cancelled only): counted, they held the "Webhooks
+    given up" alert on for good after a receiver was retired."""
+    async with (
+        fresh_database(postgres_server_url) as url,
+        served_api(url, standin) as app,
+        httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http,
+    ):
+        pool = app.state.services.pool
+        registry = EndpointRegistry(pool, allow_private=True)
+        retired, live = [
+            await registry.create(f"http://127.0.0.1:9/{name}", ["credits.spent"])
+            for name in ("retired", "live")
+        ]
+        await pool.execute(
+            """INSERT INTO webhook_deliveries (notification_id, event_type, endpoint_id,
+                   account_id, position, payload, status, attempts)
+               SELECT 'evt_' || e, 'credits.spent', e, 'acct_x', 1, '{}', 'failed', 12
+               FROM unnest($1::text[]) e""",
+            [retired.id, live.id],
+        )
+        both = await scrape(http)
+        await registry.disable(retired.id)
+        (gone,) = await list_deliveries(pool, endpoint_id=retired.id)
+        with pytest.raises(NotRetryable):
+            await retry_now(pool, gone.delivery_id)
+        after = await scrape(http)
+
+    assert both["ledger_webhook_deliveries_failed"] == 2
+    assert gone.status == "failed"  # kept as it ended
+    assert after["ledger_webhook_deliveries_failed"] == 1  # the live endpoint's
 
 
 async def test_a_write_refused_503_for_a_busy_account_is_logged_naming_the_account(
