@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -44,19 +45,23 @@ class OpenHold(msgspec.Struct, frozen=True):
         return now >= datetime.fromisoformat(self.expires_at)
 
 
+_NONE_RESERVED: MappingProxyType[str, int] = MappingProxyType({})
+
+
 class HeldTotals(msgspec.Struct, frozen=True):
     """What an account's open holds add up to, and their expiries, soonest first.
 
     Kept as holds are placed and settled (``counting``), so that a decision asks what is
     held in O(1) and which holds are due in O(log n), rather than going through every hold.
-    Replaced whole at every change, never changed in place (its dict neither): the
-    repository's copies share it. Snapshots do not keep it; a load makes it (``of``).
+    Replaced whole at every change, and cannot change in place (what it keeps per grant
+    is a read-only view of a dict only it holds): the repository's copies share it.
+    Snapshots do not keep it; a load makes it (``of``).
     """
 
     held: int = 0
     from_allowance: int = 0
     from_topup: int = 0
-    of_grants: dict[str, int] = {}
+    of_grants: MappingProxyType[str, int] = _NONE_RESERVED
     """What open holds reserve of each grant (none: not there)."""
     expiries: tuple[tuple[datetime, str], ...] = ()
     """(expires_at, hold_id) of each open hold, in that order."""
@@ -72,7 +77,7 @@ class HeldTotals(msgspec.Struct, frozen=True):
             held=sum(hold.amount for hold in holds.values()),
             from_allowance=sum(hold.from_allowance for hold in holds.values()),
             from_topup=sum(hold.from_topup for hold in holds.values()),
-            of_grants={grant_id: held for grant_id, held in of_grants.items() if held},
+            of_grants=MappingProxyType({g: held for g, held in of_grants.items() if held}),
             expiries=tuple(
                 sorted((datetime.fromisoformat(h.expires_at), k) for k, h in holds.items())
             ),
@@ -82,12 +87,13 @@ class HeldTotals(msgspec.Struct, frozen=True):
         """These totals with ``hold`` added (``sign`` 1) or taken away (-1)."""
         of_grants = self.of_grants
         if hold.from_grants:
-            of_grants = dict(of_grants)
+            changed = dict(of_grants)
             for grant_id, share in hold.from_grants:
-                if reserved := of_grants.get(grant_id, 0) + sign * share:
-                    of_grants[grant_id] = reserved
+                if reserved := changed.get(grant_id, 0) + sign * share:
+                    changed[grant_id] = reserved
                 else:  # none reserved: not there (a share of 0 was never there)
-                    of_grants.pop(grant_id, None)
+                    changed.pop(grant_id, None)
+            of_grants = MappingProxyType(changed)
         expiries = self.expiries
         key = (datetime.fromisoformat(hold.expires_at), hold_id)
         at = bisect_left(expiries, key)

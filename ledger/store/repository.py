@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from types import MappingProxyType, UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from uuid import UUID
 
 import msgspec
@@ -260,11 +261,33 @@ def _check_immutable(cls: type, name: str, value: object) -> None:
     if kind in _EXACTLY_IMMUTABLE or kind in _SEEN_IMMUTABLE:
         return
     if isinstance(value, _IMMUTABLE) or (
-        isinstance(value, msgspec.Struct) and kind.__struct_config__.frozen  # type: ignore[attr-defined]
+        isinstance(value, msgspec.Struct) and _immutable_declared(kind)
     ):
         _SEEN_IMMUTABLE.add(kind)
         return
     raise MutableState(f"{cls.__name__}.{name} holds a {kind.__name__}, which can change")
+
+
+def _immutable_declared(annotation: Any) -> bool:
+    """Whether a value of this type cannot change in place, as its type declares it: a
+    frozen struct is only if its fields are too (frozen, a dict field can change all the
+    same). Like the check of values, it looks at types, not at what a tuple holds."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return True
+    if origin is not None:
+        return _immutable_declared(origin) and all(
+            _immutable_declared(arg) for arg in args if arg is not Ellipsis
+        )
+    if annotation is None or annotation in _EXACTLY_IMMUTABLE:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return bool(annotation.__struct_config__.frozen) and all(
+            _immutable_declared(field.type) for field in msgspec.structs.fields(annotation)
+        )
+    return annotation in (Union, UnionType, MappingProxyType) or (
+        isinstance(annotation, type) and issubclass(annotation, _IMMUTABLE)
+    )
 
 
 def _checked(cls: type[A], aggregate: Any, aggregate_id: UUID) -> A | None:

@@ -3,6 +3,8 @@ whose values cannot change in place; any other value is refused."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import msgspec
 import pytest
 
@@ -16,6 +18,16 @@ class Frozen(msgspec.Struct, frozen=True):
 
 class Thawed(msgspec.Struct):
     amount: int
+
+
+class FrozenHoldingADict(msgspec.Struct, frozen=True):
+    """Frozen: no field can be set, but its dict can change in place all the same."""
+
+    per_grant: dict[str, int]
+
+
+class FrozenHoldingThawed(msgspec.Struct, frozen=True):
+    inner: tuple[Thawed | None, ...]
 
 
 def account() -> CreditAccount:
@@ -47,6 +59,9 @@ def test_the_copy_has_the_same_state_and_dicts_of_its_own() -> None:
         ({"x": Frozen(1), "y": {"nested": 1}}, "dict"),
         ({"x": Thawed(1)}, "Thawed"),
         (Thawed(1), "Thawed"),
+        (FrozenHoldingADict({"g": 1}), "FrozenHoldingADict"),
+        ({"x": FrozenHoldingADict({"g": 1})}, "FrozenHoldingADict"),
+        (FrozenHoldingThawed(()), "FrozenHoldingThawed"),
         (bytearray(b"x"), "bytearray"),
     ],
 )
@@ -56,3 +71,17 @@ def test_a_value_that_could_change_in_place_is_refused(value: object, kind: str)
 
     with pytest.raises(MutableState, match=f"CreditAccount.extra holds a {kind}, which can change"):
         copy_of(original)
+
+
+def test_what_open_holds_reserve_of_each_grant_cannot_change_in_place() -> None:
+    """``held_totals`` is shared by the cached account and every copy decided on: a change
+    in place of what it keeps per grant would change the cached account's too."""
+    original = account()
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    original.grant("g1", 50, priority=0, expires_at=None, reason="", at=at)
+    original.place_hold("h1", 150, "job", at + timedelta(hours=1), at)
+    copy = copy_of(original)
+
+    with pytest.raises(TypeError):
+        copy.held_totals.of_grants["g1"] = 0  # type: ignore[index]
+    assert original.free_of_grant("g1") == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from eventsourcing.domain import Snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +12,7 @@ from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantClosed, HoldHasExpired, InsufficientCredits, InvalidGrant
 from ledger.domain.events import CreditsGranted, CreditsSpent, HoldCaptured
 from ledger.store.mapper import MsgspecMapper
+from ledger.store.repository import snapshot_of
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=7)
@@ -221,7 +221,7 @@ def test_a_snapshot_keeps_grants_in_burn_order_with_their_expiry_and_total() -> 
     credits.void_grant("g_first", "gone")  # kept: a hold reserves all of it
     mapper = MsgspecMapper()
 
-    snapshot = Snapshot.take(credits)  # type: ignore[var-annotated]
+    snapshot = snapshot_of(credits)
     restored = mapper.to_domain_event(mapper.to_stored_event(snapshot)).mutate(None)
 
     assert list(restored.grants) == ["g_first", "g_late"]
@@ -251,7 +251,7 @@ def test_an_offset_with_seconds_is_refused_and_one_granted_before_keeps_its_inst
         reason="",
     )
     mapper = MsgspecMapper()
-    snapshot = Snapshot.take(credits)  # type: ignore[var-annotated]
+    snapshot = snapshot_of(credits)
     restored = mapper.to_domain_event(mapper.to_stored_event(snapshot)).mutate(None)
 
     assert credits.grants["g_old"].expires_at == expires_at

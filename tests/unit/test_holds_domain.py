@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from unittest.mock import ANY
 
 import pytest
-from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import StoredEvent
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
@@ -152,7 +151,7 @@ def test_holds_survive_the_mapper_and_a_snapshot() -> None:
     assert replayed is not None
     assert figures(replayed) == figures(credits)
 
-    snapshot = Snapshot.take(replayed)  # type: ignore[var-annotated]
+    snapshot = snapshot_of(replayed)
     restored = mapper.to_domain_event(mapper.to_stored_event(snapshot)).mutate(None)
     assert figures(restored) == figures(credits)
     assert restored.capture_hold("h1", 1050, NOW).from_topup == 50
@@ -377,7 +376,7 @@ def test_what_a_reset_keeps_for_held_top_ups_pays_only_what_captures_owe(
 def loaded_from_a_version_3_snapshot(credits: CreditAccount) -> CreditAccount:
     """The account as a snapshot taken before topup_reserved and kept_for_holds loads."""
     mapper = MsgspecMapper()
-    stored = mapper.to_stored_event(Snapshot.take(credits))  # type: ignore[var-annotated]
+    stored = mapper.to_stored_event(snapshot_of(credits))
     snapshot = json.loads(stored.state)
     for field in ("topup_reserved", "kept_for_holds"):
         del snapshot["state"][field]
