@@ -14,7 +14,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import Body as Documented
 from litestar.params import FromPath
 
-from api.access.guards import allow
+from api.access.guards import Caller, allow
 from api.access.tokens import Scope
 from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page, page_of_rows
@@ -56,18 +56,23 @@ async def create_webhook_endpoint(
             ]
         ),
     ],
+    principal: Caller,
     services: ServicesDependency,
     idempotency_key: OptionalIdempotencyKey = None,
 ) -> CreatedEndpoint:
     """Subscribe a URL to notification types; the answer holds its signing secret, shown once
-    (and again only to a repeat under the same optional ``Idempotency-Key``).
+    (and again only to a repeat under the same optional ``Idempotency-Key``, from the same
+    token).
 
     The URL's host must be a public address (resolved now, and again at each delivery).
     """
     registry = EndpointRegistry(services.pool, allow_private=services.webhook_allow_private)
     try:
         return await registry.create(
-            data.url, list(dict.fromkeys(data.events)), idempotency_key=idempotency_key
+            data.url,
+            list(dict.fromkeys(data.events)),
+            idempotency_key=idempotency_key,
+            maker=principal.token_id,
         )
     except NonPublicAddress as refused:
         raise ValidationFailed.single(

@@ -67,16 +67,23 @@ class EndpointRegistry:
         self.allow_private = allow_private
 
     async def create(
-        self, url: str, events: list[str], *, idempotency_key: str | None = None
+        self,
+        url: str,
+        events: list[str],
+        *,
+        idempotency_key: str | None = None,
+        maker: str | None = None,
     ) -> CreatedEndpoint:
         """Register ``url`` for ``events`` with a freshly generated secret.
 
         With ``idempotency_key``, a repeat of the request answers the endpoint it made (and
         sets ``answer_replayed``), however often and even at once; the key with another
-        request raises IdempotencyKeyReused. Raises NonPublicAddress or UnresolvableHost
+        request raises IdempotencyKeyReused. ``maker`` (the caller's token) is part of the
+        request: the secret is answered again to whoever made the endpoint, never to another
+        caller that sends the same key and body. Raises NonPublicAddress or UnresolvableHost
         (addresses.py) for a URL the dispatcher would not send to.
         """
-        fingerprint = request_fingerprint({"url": url, "events": events})
+        fingerprint = request_fingerprint({"url": url, "events": events, "maker": maker})
         if idempotency_key is not None and (
             earlier := await self._made_under(idempotency_key, fingerprint)
         ):

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import stripe
 
+from api.access.tokens import Scope
 from api.services import Services
 from ledger.notifications.dispatcher import Dispatcher
 from projections.runner import Projector
@@ -92,6 +93,39 @@ async def test_a_repeat_under_the_same_key_answers_the_endpoint_it_made(
     listed = (await http.get("/v1/webhook-endpoints?limit=100", headers=writer_headers)).json()
     assert [e["id"] for e in listed["data"] if e["url"] == body["url"]] == [later.json()["id"]]
     assert other.status_code == 422
+    assert "Idempotency-Key" in other.json()["errors"]
+
+
+async def test_the_same_key_from_another_token_is_not_given_the_endpoints_secret(
+    http: httpx.AsyncClient,
+    services: Services,
+    writer_headers: dict[str, str],
+    endpoints: list[str],
+) -> None:
+    """A repeat answers the endpoint's signing secret again, which is shown to its maker
+    only: another service's token with the same key and body was given it (and could then
+    sign notifications that endpoint's receiver takes for the ledger's)."""
+    other_service = await services.tokens.issue(Scope.LEDGER_WRITE, name="another service")
+    key = f"subscribe-{uuid.uuid4().hex}"
+    body = {"url": "https://billing.internal.example/mine", "events": ["credits.spent"]}
+
+    made = await http.post(
+        "/v1/webhook-endpoints", json=body, headers={**writer_headers, "Idempotency-Key": key}
+    )
+    endpoints.append(made.json()["id"])
+    again = await http.post(
+        "/v1/webhook-endpoints", json=body, headers={**writer_headers, "Idempotency-Key": key}
+    )
+    other = await http.post(
+        "/v1/webhook-endpoints",
+        json=body,
+        headers={"Authorization": f"Bearer {other_service.secret}", "Idempotency-Key": key},
+    )
+
+    assert (made.status_code, again.status_code) == (201, 201)
+    assert again.json()["secret"] == made.json()["secret"]  # its maker's retry
+    assert other.status_code == 422, other.text
+    assert made.json()["secret"] not in other.text
     assert "Idempotency-Key" in other.json()["errors"]
 
 
