@@ -2,7 +2,8 @@
 
 ``at`` is the command's time, stamped by ``Ledger.execute`` from its clock when
 the caller leaves it out; decisions use it (never the clock), so a command is
-decided the same way however late its commit is retried.
+decided the same way however late its commit is retried, and every event its
+decision records tells that time (``ledger.domain.events.command_time``).
 """
 
 from __future__ import annotations

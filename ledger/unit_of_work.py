@@ -7,7 +7,9 @@
    does: ``ConcurrencyConflict``, answered 503 with ``Retry-After``, nothing written);
 2. loads what the handler asks for (``handler.load``: the cache, else snapshot + events);
 3. lets the handler decide (``handler.decide``: a plain function of that state and
-   the command, which records events on the aggregates or raises a refusal);
+   the command, which records events on the aggregates or raises a refusal), every
+   event stamped with the command's time (``at``) unless it has its own
+   (``ledger.domain.events.command_time``);
 4. commits the events and the command's claim (its idempotency key, Stripe event
    id or hold settlement) together, through group commit, with any other keys the
    decision takes (a payment intent's link, ledger/handlers/payments.py);
@@ -44,6 +46,7 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from ledger.domain.errors import DomainError
+from ledger.domain.events import command_time
 from ledger.keyed_locks import KeyedLocks, TurnNotCome
 from ledger.store import stats
 from ledger.store.claims import Claim, Claims, ClaimTaken, StoredAnswer, replay
@@ -215,7 +218,12 @@ class UnitOfWork:
         self, handler: Handler[C, Any, A], command: C, claim: Claim | None, *, fresh: bool
     ) -> A:
         try:
-            decision = handler.decide(await self._load(handler, command, fresh), command)
+            state = await self._load(handler, command, fresh)
+            at = command_time.set(getattr(command, "at", None))
+            try:
+                decision = handler.decide(state, command)
+            finally:
+                command_time.reset(at)
         except DomainError:
             if (replayed := await self._replayed(handler, claim, command)) is not None:
                 return replayed

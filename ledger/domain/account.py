@@ -416,6 +416,7 @@ class CreditAccount(Records, Aggregate):
         settlement = self.settlement(hold_id, amount)
         self.trigger_event(
             HoldCaptured,
+            timestamp=now,  # the time the hold's expiry was judged at, as for a spend
             hold_id=hold_id,
             captured=settlement.captured,
             from_allowance=settlement.from_allowance,

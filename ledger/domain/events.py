@@ -15,11 +15,19 @@ bottom maps them to these classes, so both read back the same.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic, register_topic
+
+command_time: ContextVar[datetime | None] = ContextVar("command_time", default=None)
+"""The time of the command being decided (``ledger.unit_of_work`` sets it around each
+decision): the ``timestamp`` of every event the decision records without one of its own.
+A decision records the expiries due at its command's time with that time; the events
+beside them took the wall clock, so one write told two times, and a stream's went back."""
 
 
 class _Evolves:
@@ -27,6 +35,11 @@ class _Evolves:
 
     def apply(self, aggregate: Any) -> None:
         aggregate.evolve(self)
+
+    @staticmethod
+    def create_timestamp() -> datetime:
+        """The command's time (``command_time``), else (outside a command) the wall clock."""
+        return command_time.get() or Aggregate.Event.create_timestamp()
 
 
 class AccountEvent(_Evolves, Aggregate.Event):
