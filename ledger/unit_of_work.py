@@ -122,6 +122,10 @@ class Decision(msgspec.Struct, Generic[A], frozen=True):
     answer: A
     changed: Sequence[Aggregate] = ()
     keys: Sequence[ClaimRecord] = ()
+    answered_as: bytes | None = None
+    """The fingerprint the command's claim records, when the answer is another request's
+    than the command's (a release of a hold past its expiry records that expiry, as the
+    sweeper would: ledger/handlers/holds.py); None: the command's own."""
 
 
 class Streams:
@@ -262,7 +266,11 @@ class UnitOfWork:
         if not changed and claim is None:
             await self.note_head()
             return
-        claims = [] if claim is None else [ClaimRecord(claim, msgspec.json.encode(decision.answer))]
+        claims: list[ClaimRecord] = []
+        if claim is not None:
+            if decision.answered_as is not None:
+                claim = msgspec.structs.replace(claim, fingerprint=decision.answered_as)
+            claims.append(ClaimRecord(claim, msgspec.json.encode(decision.answer)))
         writes = self.repository.writes(changed, [*claims, *decision.keys])
         try:
             positions = await self.committer.commit(writes)

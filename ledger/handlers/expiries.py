@@ -6,9 +6,8 @@ from datetime import datetime
 
 import msgspec
 
-from ledger.commands import SettleHold
 from ledger.domain.account import CreditAccount
-from ledger.handlers.hold_answers import Hold, hold_answer, settle_claim
+from ledger.handlers.hold_answers import Hold, expiry_claim, hold_answer
 from ledger.store.commit import ClaimRecord
 
 
@@ -17,12 +16,7 @@ def expire_due(account: CreditAccount, at: datetime | None) -> list[ClaimRecord]
     sweeper would; the claims of the holds' settlements, which answer a later capture,
     release or read of each hold (see ``expired_holds``)."""
     return [
-        ClaimRecord(
-            settle_claim(
-                SettleHold(account_id=account.account_id, hold_id=hold_id, outcome="expired", at=at)
-            ),
-            msgspec.json.encode(answer),
-        )
+        ClaimRecord(expiry_claim(account.account_id, hold_id), msgspec.json.encode(answer))
         for hold_id, answer in expired_holds(account, at).items()
     ]
 

@@ -61,3 +61,8 @@ def settle_claim(command: SettleHold) -> Claim:
     return Claim(
         f"hold-settlement/{command.account_id}", command.hold_id, request_fingerprint(request)
     )
+
+
+def expiry_claim(account_id: str, hold_id: str) -> Claim:
+    """The claim of a hold's expiry, as the sweeper (or a command that finds it due) records it."""
+    return settle_claim(SettleHold(account_id=account_id, hold_id=hold_id, outcome="expired"))

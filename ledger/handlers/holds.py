@@ -13,7 +13,13 @@ from ledger.domain.errors import HoldAlreadySettled, HoldHasExpired, HoldNotDue
 from ledger.domain.holds import Settlement
 from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.handlers.expiries import expire_due
-from ledger.handlers.hold_answers import Hold, HoldStatus, hold_answer, settle_claim
+from ledger.handlers.hold_answers import (
+    Hold,
+    HoldStatus,
+    expiry_claim,
+    hold_answer,
+    settle_claim,
+)
 from ledger.store.claims import Claim, StoredAnswer, request_fingerprint
 from ledger.unit_of_work import Decision, Handler
 
@@ -55,16 +61,19 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
     hold = account.hold(command.hold_id)  # HoldNotFound once settled: the claim answers then
     settlement: Settlement | None
     outcome: HoldStatus = command.outcome
+    answered_as = None
     if command.outcome == "captured":
         settlement = account.capture_hold(command.hold_id, command.amount, command.at)
     elif command.outcome == "released":
-        # Past its expiry, the hold is no longer open, swept or not: its release answers
-        # its expiry, as once the sweeper has come.
+        # Past its expiry, the hold is no longer open, swept or not: its release records
+        # and answers its expiry, as the sweeper would have, so that it and its repeats
+        # are answered as those of a release once the sweeper has come (not replays).
         settlement = account.expire_hold(command.hold_id, command.at)
         if settlement is None:
             settlement = account.release_hold(command.hold_id)
         else:
             outcome = "expired"
+            answered_as = expiry_claim(command.account_id, command.hold_id).fingerprint
     else:
         settlement = account.expire_hold(command.hold_id, command.at)
         if settlement is None:
@@ -74,7 +83,7 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
     # would refuse, as a balance read then.
     keys = expire_due(account, command.at)
     answer = hold_answer(account, command.hold_id, hold, outcome, settlement)
-    return Decision(answer, [account], keys)
+    return Decision(answer, [account], keys, answered_as)
 
 
 def settled_before(earlier: StoredAnswer, command: SettleHold) -> Hold:

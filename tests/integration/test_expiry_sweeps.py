@@ -374,3 +374,55 @@ async def test_the_first_release_of_a_swept_hold_is_not_marked_replayed(
     assert (released_other.status, released_other.released) == ("expired", 40)
     assert (released_marked, other_marked) == (False, False)
     assert swept_again_marked
+
+
+async def test_a_release_of_an_expired_hold_and_its_repeats_answer_its_expiry_alike(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A release of a hold past its expiry answers the expiry as recorded, whether the
+    sweeper recorded it before or the release records it now, and so does every repeat,
+    none marked ``Idempotent-Replayed`` (what is recorded is the expiry, not the release).
+    A release that recorded the expiry kept its claim as the release's, so its repeats were
+    marked while those of a release of a swept hold were not: the same request, told two
+    ways."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    account_id = "acct_expired_release"
+    await open_account(books, account_id, 100)
+
+    async def placed(key: str) -> str:
+        hold = PlaceHold(
+            account_id=account_id, amount=40, expires_in_seconds=60, reason="", idempotency_key=key
+        )
+        return str((await books.execute(hold)).hold_id)
+
+    async def marked(hold_id: str, outcome: Literal["released", "expired"]) -> tuple[Any, bool]:
+        answer_replayed.set(False)
+        settle = SettleHold(
+            account_id=account_id, hold_id=hold_id, outcome=outcome, idempotency_key="k"
+        )
+        answer = await books.execute(settle)
+        return answer, answer_replayed.get()
+
+    try:
+        swept = await placed("swept")
+        now[0] += timedelta(seconds=60)
+        expiry, _ = await marked(swept, "expired")  # the sweeper's
+        released_swept = [await marked(swept, "released") for _ in range(2)]
+        unswept = await placed("unswept")
+        now[0] += timedelta(seconds=60)
+        released_unswept = [await marked(unswept, "released") for _ in range(2)]
+        shown = await books.hold(account_id, unswept)
+    finally:
+        await books.uow.committer.stop()
+
+    assert released_swept == [(expiry, False)] * 2
+    first, _ = released_unswept[0]
+    assert (first.status, first.released, first.balance, first.available) == (
+        "expired",
+        40,
+        100,
+        100,
+    )
+    assert released_unswept == [(first, False)] * 2
+    assert shown == first
