@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 
 from api.cli_support import plural
+from ledger.store.commit import WRITERS
 from ledger.store.event_store import DATABASE_ERRORS, Connection, EventStore
 from ledger.store.migrate import (
     SERVICE_ROLE,
@@ -32,6 +33,7 @@ from ledger.store.migrate import (
     pending_migrations,
     set_up,
 )
+from ledger.store.read_connections import PoolBusy, ReadConnections
 from ledger.store.transaction_ids import TransactionIdsAhead, refuse_transaction_ids_ahead
 from ledger.urls import UNREADABLE, readable, without_password
 
@@ -78,12 +80,24 @@ POOL_WAIT_SECONDS = 5.0
 (``PoolBusy`` then, answered 503 with ``Retry-After``): as long as its sessions wait for a
 lock (``lock_timeout``). Unbounded, reads stuck behind a lock on one view (an operator's
 ``LOCK TABLE``) held every connection and queued the rest, so spends that touch no such
-table waited seconds for a connection, longer with every read that came meanwhile."""
+table waited seconds for a connection, longer with every read that came meanwhile. A read
+waits as long for one of the reads' share of the pool (``read_connections``)."""
 
 
-class PoolBusy(TimeoutError):
-    """No connection of the pool came free in time (an OSError, as the database's other
-    transient failures: loops in the background say so and try again)."""
+KEPT_FOR_COMMANDS = WRITERS + 2
+"""Connections of the API's pool that reads never take (``read_connections``): one for each
+of the group committer's writers (``WRITERS``) and two for what a command reads before it
+decides (its streams, when not in memory; an earlier answer under its idempotency key).
+Reads that wait long (behind a lock on a view, until the lock timeout) took every
+connection, and spends, holds and webhooks, which touch no view, were answered busy while
+the database could take them. Commands take from the whole pool, the reads' share too."""
+
+
+def read_connections(pool: asyncpg.Pool) -> ReadConnections:
+    """The share of the API's ``pool`` its reads take connections from: all but
+    ``KEPT_FOR_COMMANDS`` of them (at least one), waited for as the pool's are."""
+    limit = max(1, pool.get_max_size() - KEPT_FOR_COMMANDS)
+    return ReadConnections(pool, limit, getattr(pool, "wait_seconds", None))
 
 
 if TYPE_CHECKING:

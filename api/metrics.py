@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 
 from ledger.store import stats
 from ledger.store.event_store import DATABASE_ERRORS
+from ledger.store.read_connections import ReadConnections
 
 # The page keeps the names docs/operations-metrics.md lists: no ``_created`` series.
 disable_created_metrics()
@@ -143,6 +144,18 @@ db_pool_connections = Gauge(
 db_pool_max_connections = Gauge(
     "ledger_db_pool_max_connections",
     "Most connections the pool may open.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+db_pool_read_connections = Gauge(
+    "ledger_db_pool_read_connections",
+    "Connections of this process's pool that reads hold (views, event lists, as-of replays).",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+db_pool_read_max_connections = Gauge(
+    "ledger_db_pool_read_max_connections",
+    "Most connections of the pool reads may hold at once; the rest are the commands'.",
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
@@ -293,8 +306,9 @@ DATABASE_SECONDS = 2.0
 """Longest a scrape waits for the database: past it the page is answered without it."""
 
 
-async def refresh_gauges(pool: asyncpg.Pool) -> None:
-    """Set the gauges from the database (head, views, backlogs) and from this process's pool.
+async def refresh_gauges(pool: asyncpg.Pool, reads: ReadConnections | None = None) -> None:
+    """Set the gauges from the database (head, views, backlogs) and from this process's pool
+    (and the reads' share of it, ``reads``).
 
     A database that does not answer sets ``ledger_database_up`` to 0 and leaves the other
     database gauges as they were: the page is still answered, so the counters of the
@@ -317,6 +331,9 @@ async def refresh_gauges(pool: asyncpg.Pool) -> None:
     _pool_in_use.set(size - idle)
     _pool_idle.set(idle)
     db_pool_max_connections.set(pool.get_max_size())
+    if reads is not None:
+        db_pool_read_connections.set(reads.in_use)
+        db_pool_read_max_connections.set(reads.limit)
 
 
 def _set_database_gauges(

@@ -1,6 +1,8 @@
 """Where the reads of the views go, and how a client reads its own writes.
 
-Commands, and the answers they give, always use the primary (``DATABASE_URL``).
+Commands, and the answers they give, always use the primary (``DATABASE_URL``); reads
+there take their connections from the reads' share of its pool (``read_connections``,
+api/database.py), the rest being the commands'.
 The views (balances, purchases, statement lines) and the auditors' event feeds
 are read from the standby when ``DATABASE_READ_URL`` names one, else from the
 primary. The rule, for clients (docs/scaling.md):
@@ -49,6 +51,7 @@ from api.database import _connect, describe, nothing_to_reset
 from api.headers import first_header
 from api.metrics import view_reads
 from ledger.store.event_store import DATABASE_ERRORS, EventStore
+from ledger.store.read_connections import Pool
 from projections.queries import Views
 from projections.runner import all_projections
 
@@ -98,7 +101,7 @@ _request: ContextVar[ReadRequest | None] = ContextVar("ledger_read_request", def
 class ViewProgress:
     """How far one database's views are, read by one poller while requests wait on it."""
 
-    def __init__(self, pool: asyncpg.Pool, names: list[str]) -> None:
+    def __init__(self, pool: Pool, names: list[str]) -> None:
         self.pool = pool
         self.names = names
         self.applied = 0
@@ -156,7 +159,7 @@ class ViewProgress:
 class Source:
     """A database the views can be read from."""
 
-    def __init__(self, name: str, pool: asyncpg.Pool, names: list[str]) -> None:
+    def __init__(self, name: str, pool: Pool, names: list[str]) -> None:
         self.name = name
         self.pool = pool
         self.views = Views(pool)
@@ -167,10 +170,11 @@ class Source:
 class ReadSide:
     """Runs view reads on the standby or the primary (see the module)."""
 
-    def __init__(self, primary: asyncpg.Pool, standby: asyncpg.Pool | None = None) -> None:
+    def __init__(self, primary: Pool, standby: asyncpg.Pool | None = None) -> None:
         names = sorted(p.name for p in all_projections())
         self.primary = Source("primary", primary, names)
         self.standby = None if standby is None else Source("standby", standby, names)
+        self._standby_pool = standby
         self._standby_down_until = 0.0
         self.standby_lagging = False
         self._primary_marks: deque[tuple[float, int]] = deque()
@@ -257,9 +261,9 @@ class ReadSide:
                 STANDBY_RETRY,
             )
         self._standby_down_until = time.monotonic() + STANDBY_RETRY
-        if self.standby is not None:
+        if self._standby_pool is not None:
             # Connections that may hang on a cut network are not reused.
-            await self.standby.pool.expire_connections()
+            await self._standby_pool.expire_connections()
 
 
 def views_caught_up() -> bool:

@@ -9,12 +9,14 @@ from litestar.di import NamedDependency
 
 from api.access.page_tokens import PageTokens
 from api.access.tokens import TokenService
+from api.database import read_connections
 from api.read_side import ReadSide
 from api.settings import Settings
 from ledger.bootstrap import build_ledger
 from ledger.ports import PaymentGateway
 from ledger.service import CheckoutLinks, Ledger, Pricing
 from ledger.store.event_store import EventStore
+from ledger.store.read_connections import ReadConnections
 from projections.queries import Views
 
 
@@ -39,6 +41,8 @@ class Services:
     """The mode of the Stripe key: webhooks of the other mode are not applied."""
     admin_url: str | None = None
     """What may set the database up and rebuild views (None: the service's role may not)."""
+    read_pool: ReadConnections | None = None
+    """The share of ``pool`` the reads of the primary take connections from (None: all)."""
 
     @property
     def store(self) -> EventStore:
@@ -58,8 +62,10 @@ def build_services(
     page_key: str,
     standby: asyncpg.Pool | None = None,
 ) -> Services:
-    """Wire the ledger, tokens and views on ``pool`` (view reads on ``standby`` if given)."""
+    """Wire the ledger, tokens and views on ``pool`` (view reads on ``standby`` if given);
+    reads of the primary take at most their share of it (``read_connections``)."""
     page_tokens = PageTokens(page_key)
+    reads = read_connections(pool)
     return Services(
         pool=pool,
         ledger=build_ledger(
@@ -73,14 +79,16 @@ def build_services(
                 cancel_url=f"{settings.public_url}/checkout/cancel?session_id={{CHECKOUT_SESSION_ID}}",
                 success_token=page_tokens.for_checkout,
             ),
+            reads=reads,
         ),
         tokens=TokenService(pool),
-        views=Views(pool),
+        views=Views(reads),
         webhook_secrets=webhook_secrets,
         database_url=database_url,
         default_monthly_allowance=settings.default_monthly_allowance,
         page_tokens=page_tokens,
-        reads=ReadSide(pool, standby),
+        reads=ReadSide(reads, standby),
         webhook_allow_private=settings.webhook_allow_private,
         stripe_livemode=settings.stripe_livemode,
+        read_pool=reads,
     )

@@ -16,6 +16,7 @@ from ledger.service import CheckoutLinks, Ledger, Pricing
 from ledger.store.claims import Claims
 from ledger.store.commit import GroupCommitter
 from ledger.store.event_store import EventStore
+from ledger.store.read_connections import Pool
 from ledger.store.repository import Repository
 from ledger.unit_of_work import UnitOfWork
 
@@ -34,8 +35,10 @@ def build_ledger(
     pricing: Pricing | None = None,
     links: CheckoutLinks | None = None,
     clock: Clock = system_clock,
+    reads: Pool | None = None,
 ) -> Ledger:
-    """The ledger on ``pool``: store, repository, group committer, unit of work."""
+    """The ledger on ``pool``: store, repository, group committer, unit of work; its
+    replays as of a moment on ``reads`` when given (ledger/store/read_connections.py)."""
     repository = Repository(EventStore(pool))
     uow = UnitOfWork(repository, GroupCommitter(pool), Claims(pool))
     return Ledger(
@@ -44,4 +47,5 @@ def build_ledger(
         pricing or Pricing(unit_amount=1, currency="usd"),
         links or CheckoutLinks(success_url="http://127.0.0.1/ok", cancel_url="http://127.0.0.1/no"),
         clock,
+        history=None if reads is None else Repository(EventStore(reads), cache_size=0),
     )

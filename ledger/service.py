@@ -95,9 +95,12 @@ class Ledger:
         pricing: Pricing,
         links: CheckoutLinks,
         clock: Clock = system_clock,
+        history: Repository | None = None,
     ) -> None:
         self.uow = uow
         self.repository: Repository = uow.repository
+        self.history = history or uow.repository
+        """Where ``account_as_of`` replays from (the reads' connections, in the API)."""
         self.store: EventStore = uow.repository.store
         self.claims: Claims = uow.claims
         self.gateway = gateway
@@ -210,10 +213,8 @@ class Ledger:
     async def account_as_of(self, account_id: str, moment: datetime) -> CreditAccount:
         """The account as its events recorded up to ``moment`` leave it: an answer that
         never changes (appends that could be recorded before ``moment`` are waited for)."""
-        await self.store.wait_for_appends_before(moment)
-        account = await self.repository.get(
-            CreditAccount, account_stream_id(account_id), as_of=moment
-        )
+        await self.history.store.wait_for_appends_before(moment)
+        account = await self.history.get(CreditAccount, account_stream_id(account_id), as_of=moment)
         if account is None:
             raise AccountNotFound(account_id)
         return account

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import asyncpg
 import msgspec
 
+from ledger.store.read_connections import Pool
 from ledger.store.shared_reads import SharedReads
 
 
@@ -44,7 +44,7 @@ class BalanceRow(msgspec.Struct, frozen=True):
 _QUERY = "SELECT * FROM balance_rows($1::text[], $2)"
 
 
-def balance_reads(pool: asyncpg.Pool) -> SharedReads[str, BalanceRow]:
+def balance_reads(pool: Pool) -> SharedReads[str, BalanceRow]:
     """Balance rows by account id, concurrent reads in one query; none for an account whose
     row has not applied its last event yet, or that has a hold or grant past its expiry."""
 

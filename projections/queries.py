@@ -9,9 +9,9 @@ from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
+from ledger.store.read_connections import Pool
 from projections.balance_reads import BalanceRow, balance_reads
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -128,7 +128,7 @@ class StatementLine(msgspec.Struct, frozen=True):
 class Views:
     """Queries on the projected tables."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.balance_reads = balance_reads(pool)
 

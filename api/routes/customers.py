@@ -100,7 +100,7 @@ async def list_purchases(
     account_id = customer_account(principal)
     # What was committed before this read, the caller's own purchase and payment among it:
     # a purchase lives on its Checkout session's stream, which no index finds by account.
-    written = await services.store.head_position()
+    written = await services.reads.primary.store.head_position()
     rows = await services.reads.run(
         lambda source: source.views.purchases(
             account_id, limit=chosen.limit + 1, before=chosen.after
@@ -119,7 +119,7 @@ async def list_transactions(
     account_id = customer_account(principal)
     # The caller sees its own spends, holds and payments: the view has applied the account's
     # last event, or a second has passed (as for Ledger-Min-Position, api/read_side.py).
-    written = await services.store.last_position(account_stream_id(account_id))
+    written = await services.reads.primary.store.last_position(account_stream_id(account_id))
     lines = await services.reads.run(
         lambda source: source.views.statement(
             account_id, limit=chosen.limit + 1, before=chosen.after

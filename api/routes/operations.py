@@ -111,7 +111,7 @@ async def metrics(request: Request[Any, Any, Any], services: ServicesDependency)
         raise NotFoundException
     if not access.may_read(request, bearer_token(request)):
         raise Unauthenticated
-    await refresh_gauges(services.pool)
+    await refresh_gauges(services.pool, services.read_pool)
     return Response(exposition(), media_type=CONTENT_TYPE)
 
 

@@ -35,6 +35,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 from eventsourcing.persistence import StoredEvent
 
+from ledger.store.read_connections import Pool
 from ledger.store.shared_reads import SharedReads
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -255,7 +256,7 @@ ACCOUNT_PAGE = f"""SELECT {_COLUMNS} FROM stored_events
 class EventStore:
     """Appends events with optimistic concurrency and reads them back in order."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.shared_loads: SharedReads[UUID, _Loaded] = SharedReads(self._load_many_now)
 

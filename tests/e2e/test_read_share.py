@@ -1,0 +1,74 @@
+"""Reads of the primary take their connections from their share of the API's pool
+(ledger/store/read_connections.py): with that share all taken, every kind of read waits
+for it and is answered busy, while the commands still have the rest of the pool."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from api.services import Services
+from tests.conftest import unique
+from tests.e2e.conftest import Customer
+from tests.support.ledger import open_account
+
+BUSY = {"message": "The ledger is busy; please retry."}
+
+READS = {
+    "balance": "/v1/credits",
+    "lines": "/v1/credits/transactions",
+    "purchases": "/v1/credits/purchases",
+    "history": "/v1/accounts/{account}/events",
+    "as of": "/v1/accounts/{account}/credits?as_of={moment}",
+    "grants": "/v1/accounts/{account}/grants",
+}
+
+
+@pytest.mark.parametrize("read", READS.values(), ids=READS.keys())
+async def test_a_read_waits_for_the_reads_share_while_a_spend_has_the_rest_of_the_pool(
+    read: str,
+    http: httpx.AsyncClient,
+    services: Services,
+    customer: Customer,
+    writer_headers: dict[str, str],
+    auditor_headers: dict[str, str],
+) -> None:
+    """Each of these reads could hold its connection long (behind a lock on its view, or
+    replaying a long history as of a moment). The as-of replays, the grants' list and the
+    reads' look at the store's head took theirs from the whole pool, where enough of them
+    left none for the commands."""
+    spender = unique("acct")
+    await open_account(services.ledger, spender, 1000)
+    moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # the account opened
+    path = read.format(account=customer.account_id, moment=moment)
+    # A token that may read it: the customer's own, the auditor's for the grants.
+    headers = auditor_headers if path.endswith("/grants") else customer.headers
+    assert (await http.get(path, headers=headers)).status_code == 200  # token known
+    spend_headers = {**writer_headers, "Idempotency-Key": unique("first")}
+    spend_path = f"/v1/accounts/{spender}/spend"
+    body = {"amount": 1, "reason": "beside the reads"}
+    assert (await http.post(spend_path, json=body, headers=spend_headers)).status_code == 200
+
+    reads = services.read_pool
+    assert reads is not None
+    waited, reads.wait_seconds = reads.wait_seconds, 0.2
+    try:
+        async with AsyncExitStack() as held:
+            for _ in range(reads.limit):  # as reads stuck behind a lock would
+                await held.enter_async_context(reads.acquire())
+            answer = await http.get(path, headers=headers)
+            spent = await http.post(
+                spend_path,
+                json=body,
+                headers={**writer_headers, "Idempotency-Key": unique("spend")},
+            )
+    finally:
+        reads.wait_seconds = waited
+
+    assert (answer.status_code, answer.json()) == (503, BUSY), answer.text
+    assert answer.headers["Retry-After"]
+    assert spent.status_code == 200, spent.text
+    assert (await http.get(path, headers=headers)).status_code == 200
