@@ -179,6 +179,10 @@ async def test_metrics_count_appended_events_by_type_and_conflict_retries(
     assert moved(before, after, "ledger_group_commit_commands_total") >= 2
     assert after['ledger_db_pool_connections{state="idle"}'] >= 0
     assert after["ledger_db_pool_max_connections"] > 0
+    # Reads hold at most their share of the pool, the rest kept for commands.
+    reads_may_hold = after["ledger_db_pool_read_max_connections"]
+    assert 0 < reads_may_hold < after["ledger_db_pool_max_connections"]
+    assert 0 <= after["ledger_db_pool_read_connections"] <= reads_may_hold
 
 
 async def test_metrics_count_webhook_outcomes(http: httpx.AsyncClient) -> None:
