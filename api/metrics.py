@@ -70,7 +70,8 @@ and every new label value would be a new series)."""
 
 WEBHOOK_OUTCOMES = ("applied", "duplicate", "ignored", "bad_signature", "malformed")
 """Stripe deliveries: applied (new, acted on), duplicate (seen before: nothing done),
-ignored (new, a type the ledger does not act on), bad_signature and malformed (400)."""
+ignored (new, a type the ledger does not act on), bad_signature (400), malformed (verified,
+but nothing the ledger can keep: 200, nothing recorded)."""
 
 METRICS_PATH = "/metrics"
 

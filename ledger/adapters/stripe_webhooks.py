@@ -57,7 +57,8 @@ SIGNATURE_TOLERANCE_SECONDS = Webhook.DEFAULT_TOLERANCE
 
 
 class InvalidWebhook(Exception):
-    """The delivery is not a verifiable Stripe event: answer 400 and record nothing."""
+    """The delivery is not a verifiable Stripe event, or not one the ledger can keep: record
+    nothing (the webhook answers 400 to a signature that fails, 200 to a verified body)."""
 
 
 class StripeEventEnvelope(msgspec.Struct):
