@@ -13,7 +13,8 @@ primary. The rule, for clients (docs/scaling.md):
 * A read that sends ``Ledger-Min-Position: N`` is answered from views that have
   applied position N: the standby's once they have (waiting up to ``READ_WAIT``),
   else the primary's. If even the primary's are not there by then, the balance is
-  answered from the write side (always current) and lists as the views stand.
+  answered from the write side (always current) and lists as the views stand. The
+  event feeds, read from the store, wait so for the store to let readers pass N.
 * A read without it takes the standby as it is (usually milliseconds behind).
 * A standby that refuses, times out or is cut off is left alone for
   ``STANDBY_RETRY`` seconds: reads go to the primary meanwhile, with no error.
@@ -50,7 +51,7 @@ from litestar.types import (
 from api.database import _connect, describe, nothing_to_reset
 from api.headers import first_header
 from api.metrics import view_reads
-from ledger.store.event_store import DATABASE_ERRORS, EventStore
+from ledger.store.event_store import DATABASE_ERRORS, EventStore, visible_head
 from ledger.store.read_connections import Pool
 from projections.queries import Views
 from projections.runner import all_projections
@@ -156,6 +157,19 @@ class ViewProgress:
             self._task = None
 
 
+class StoreProgress(ViewProgress):
+    """How far one database's event store may be read in commit order (``visible_head``):
+    what the event feeds answer from, whatever the views have applied."""
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool, [])
+
+    async def read(self) -> int:
+        """The last position a reader in commit order may pass now."""
+        async with self.pool.acquire(timeout=STANDBY_TIMEOUT) as connection:
+            return await asyncio.wait_for(visible_head(connection), STANDBY_TIMEOUT)
+
+
 class Source:
     """A database the views can be read from."""
 
@@ -165,6 +179,7 @@ class Source:
         self.views = Views(pool)
         self.store = EventStore(pool)
         self.progress = ViewProgress(pool, names)
+        self.store_progress = StoreProgress(pool)
 
 
 class ReadSide:
@@ -181,11 +196,16 @@ class ReadSide:
         self._lag_checked_at = -LAG_CHECK_SECONDS
         self._lag_check: asyncio.Task[None] | None = None
 
-    async def run(self, read: Callable[[Source], Awaitable[T]], *, at_least: int = 0) -> T:
+    async def run(
+        self, read: Callable[[Source], Awaitable[T]], *, at_least: int = 0, of_store: bool = False
+    ) -> T:
         """``read`` on the database chosen for this request; the primary if the standby fails.
 
         ``at_least``: a position the views should have applied, as ``Ledger-Min-Position``
-        (the larger of the two is waited for)."""
+        (the larger of the two is waited for). ``of_store``: ``read`` reads the event store
+        in commit order (the event feeds), not the views: the position is waited for there,
+        so a feed neither waits on a projector that is behind nor answers without an event
+        the store has not let readers pass yet."""
         request = _request.get() or ReadRequest()
         wanted = max(request.min_position, at_least)
         deadline = time.monotonic() + READ_WAIT
@@ -193,7 +213,8 @@ class ReadSide:
         usable = time.monotonic() >= self._standby_down_until and not self.standby_lagging
         standby = self.standby if usable else None
         if standby is not None:
-            if not wanted or await standby.progress.reached(wanted, deadline):
+            progress = standby.store_progress if of_store else standby.progress
+            if not wanted or await progress.reached(wanted, deadline):
                 try:
                     result = await asyncio.wait_for(read(standby), STANDBY_TIMEOUT)
                 except STANDBY_FAILURES as error:
@@ -202,10 +223,11 @@ class ReadSide:
                     request.read_from = standby.name
                     view_reads[standby.name].inc()
                     return result
-            elif standby.progress.error is not None:
-                await self._standby_failed(standby.progress.error)
+            elif progress.error is not None:
+                await self._standby_failed(progress.error)
         if wanted:
-            request.caught_up = await self.primary.progress.reached(wanted, deadline)
+            progress = self.primary.store_progress if of_store else self.primary.progress
+            request.caught_up = await progress.reached(wanted, deadline)
         request.read_from = self.primary.name
         result = await read(self.primary)
         view_reads[self.primary.name].inc()

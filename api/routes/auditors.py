@@ -129,7 +129,7 @@ async def account_events(
         )
         return await _page_of(source.store, events, chosen.limit)
 
-    answer = await services.reads.run(read)
+    answer = await services.reads.run(read, of_store=True)
     # An account's first page holds at least its opening, unless the account is not there
     # (a mistyped id): 404, as its credits answer, not an empty history.
     if (
@@ -156,7 +156,7 @@ async def global_events(
         events = await source.store.read_all(after=chosen.after or 0, limit=chosen.limit + 1)
         return await _page_of(source.store, events, chosen.limit)
 
-    return await services.reads.run(read)
+    return await services.reads.run(read, of_store=True)
 
 
 AsOf = Annotated[

@@ -43,9 +43,10 @@ class ReadConnections:
         self.in_use = 0
         """How many connections reads hold (or are being given) now."""
 
-    def acquire(self) -> _ReadAcquire:
-        """``async with connections.acquire() as connection:``, as a pool's."""
-        return _ReadAcquire(self)
+    def acquire(self, *, timeout: float | None = None) -> _ReadAcquire:
+        """``async with connections.acquire() as connection:``, as a pool's (``timeout``:
+        for the pool's connection once a slot is taken)."""
+        return _ReadAcquire(self, timeout)
 
     # ``options`` as a pool's methods take them (``timeout``: the views' positions take one).
     async def fetch(self, query: str, *args: Any, **options: Any) -> list[Any]:
@@ -81,16 +82,17 @@ class ReadConnections:
 
 
 class _ReadAcquire:
-    __slots__ = ("_acquired", "_connections")
+    __slots__ = ("_acquired", "_connections", "_timeout")
 
-    def __init__(self, connections: ReadConnections) -> None:
+    def __init__(self, connections: ReadConnections, timeout: float | None) -> None:
         self._connections = connections
+        self._timeout = timeout
 
     async def __aenter__(self) -> PoolConnectionProxy[Any]:
         connections = self._connections
         await connections._take_a_slot()
         try:
-            self._acquired = connections.pool.acquire()
+            self._acquired = connections.pool.acquire(timeout=self._timeout)
             return await self._acquired.__aenter__()
         except BaseException:
             connections._give_back_a_slot()

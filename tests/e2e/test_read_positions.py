@@ -3,10 +3,13 @@ with Ledger-Min-Position answers at least that far (api/read_side.py, docs/scali
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
+import pytest
 
+from api import read_side
 from api.services import Services
 from tests.support.events import caught_up
 from tests.support.raw_http import open_account, spend
@@ -53,6 +56,38 @@ async def test_answers_carry_their_position_and_a_read_with_it_is_never_behind(
     refused = await spend(http, writer_headers, account_id, 5000)
     assert refused.status_code == 402
     assert "ledger-position" not in refused.headers
+
+
+@pytest.mark.parametrize("feed", ["account", "global"])
+async def test_an_event_feed_read_with_a_min_position_waits_for_the_store_not_the_views(
+    http: httpx.AsyncClient,
+    writer_headers: dict[str, str],
+    auditor_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    feed: str,
+) -> None:
+    """The feeds answer from the store: a position it lets readers pass is there to read,
+    whatever the views have applied. No projector runs here, and a read that waited for the
+    views (a second, here a minute) answered late, without the event if the store's
+    watermark had not passed it by then."""
+    monkeypatch.setattr(read_side, "READ_WAIT", 60.0)
+    account_id = await open_account(http, writer_headers, 1000)
+    spent = await spend(http, writer_headers, account_id, 100)
+    position = int(spent.headers["ledger-position"])
+    path = f"/v1/accounts/{account_id}/events" if feed == "account" else "/v1/events"
+
+    read = await asyncio.wait_for(
+        http.get(
+            path,
+            params={"after": position - 1, "limit": 1},
+            headers={**auditor_headers, "Ledger-Min-Position": str(position)},
+        ),
+        timeout=20,  # a bound on a hang (the views never get there), not a measure
+    )
+
+    assert read.status_code == 200, read.text
+    assert [(e["position"], e["type"]) for e in read.json()["data"]] == [(position, "CreditsSpent")]
+    assert read.headers["ledger-read-from"] == "primary"
 
 
 async def test_a_min_position_that_is_not_a_number_is_422(
