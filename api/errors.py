@@ -13,6 +13,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap, Receive, Scope, Send
 
 from api.access.guards import Forbidden, Unauthenticated
+from api.body_headers import UnsupportedBody
 from api.database import PoolBusy
 from api.validation import (
     IDEMPOTENCY_KEY_INVALID,
@@ -143,6 +144,10 @@ def _invalid_webhook(_: Request, error: InvalidWebhook) -> Response[Any]:
     return error_response(400, f"Invalid Stripe webhook: {error}.")
 
 
+def _unsupported_body(_: Request, error: UnsupportedBody) -> Response[Any]:
+    return error_response(415, str(error))
+
+
 def _retry_soon(message: str) -> Response[Any]:
     """A 503 with ``Retry-After: 1``: nothing was recorded, or a retry gets the first answer."""
     response = error_response(503, message)
@@ -230,6 +235,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     AccountAlreadyExists: _fixed(409, "The account already exists."),
     PaymentGatewayError: _payment_gateway,
     InvalidWebhook: _invalid_webhook,
+    UnsupportedBody: _unsupported_body,
     ConcurrencyConflict: _busy,
     StoreBusy: _still_writing,
     UnreadableStream: _unreadable_stream,

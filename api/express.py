@@ -28,10 +28,11 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from api.access.guards import authenticated
 from api.access.tokens import Principal
+from api.body_headers import body_refusal
 from api.errors import send_error
 from api.headers import first_header
 from api.services import Services
-from api.validation import NOT_JSON_ERRORS, admits_idempotency_key
+from api.validation import NOT_JSON_ERRORS, admits_idempotency_key, repeated_fields
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -64,9 +65,11 @@ class Call:
 
     def body_as(self, model: type[S]) -> S:
         """The body as ``model``, decoded strictly as ``api.validation.Body`` decodes it."""
+        if body_refusal(self.scope) is not None or repeated_fields(self.body, model):
+            raise Declined  # the route words the refusal
         try:
             return msgspec.json.decode(self.body, type=model)
-        except (msgspec.ValidationError, *NOT_JSON_ERRORS):  # the route words the refusal
+        except (msgspec.ValidationError, *NOT_JSON_ERRORS):
             raise Declined from None
 
     def idempotency_key(self) -> str:

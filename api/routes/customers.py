@@ -44,7 +44,7 @@ class Transactions(msgspec.Struct, frozen=True):
     status_code=200,
     dto=Body[PurchaseRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 413, 422, 502, 503),
+    responses=errors(401, 403, 404, 413, 415, 422, 502, 503),
 )
 async def purchase_credits(
     data: Annotated[

@@ -52,7 +52,7 @@ class Grants(msgspec.Struct, frozen=True):
     guards=[allow(Scope.LEDGER_WRITE)],
     dto=Body[GrantRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 413, 422, 503),
+    responses=errors(401, 403, 404, 413, 415, 422, 503),
 )
 async def grant_credits(
     account_id: FromPath[str],
@@ -96,7 +96,15 @@ async def grant_credits(
     dto=OptionalBody[VoidGrantRequest],
     return_dto=None,
     responses=errors(
-        401, 403, 404, 409, 413, 422, 503, conflict="The grant has already expired or been voided."
+        401,
+        403,
+        404,
+        409,
+        413,
+        415,
+        422,
+        503,
+        conflict="The grant has already expired or been voided.",
     ),
 )
 async def void_grant(

@@ -84,7 +84,7 @@ async def release_hold_express(call: Call) -> Hold:
     status_code=201,
     dto=Body[PlaceHoldRequest],
     return_dto=None,
-    responses=errors(401, 402, 403, 404, 413, 422, 503),
+    responses=errors(401, 402, 403, 404, 413, 415, 422, 503),
     middleware=[express(place_hold_express)],
 )
 async def place_hold(
@@ -117,6 +117,7 @@ async def place_hold(
         404,
         409,
         413,
+        415,
         422,
         503,
         conflict=SETTLED_CONFLICT,

@@ -33,7 +33,7 @@ from ledger.handlers.accounts import Spent
     status_code=201,
     dto=Body[OpenAccountRequest],
     return_dto=None,
-    responses=errors(401, 403, 409, 413, 422, 503),
+    responses=errors(401, 403, 409, 413, 415, 422, 503),
 )
 async def open_account(
     data: Annotated[
@@ -101,7 +101,7 @@ async def spend_credits_express(call: Call) -> Spent:
     status_code=200,
     dto=Body[SpendRequest],
     return_dto=None,
-    responses=errors(401, 402, 403, 404, 413, 422, 503),
+    responses=errors(401, 402, 403, 404, 413, 415, 422, 503),
     middleware=[express(spend_credits_express)],
 )
 async def spend_credits(
@@ -128,6 +128,7 @@ async def spend_credits(
         404,
         409,
         413,
+        415,
         422,
         503,
         conflict="The period is earlier than the account's last reset.",
@@ -155,7 +156,7 @@ async def reset_month(
     status_code=200,
     dto=Body[ChangePlanRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 413, 422, 503),
+    responses=errors(401, 403, 404, 413, 415, 422, 503),
 )
 async def change_plan(
     account_id: FromPath[str],

@@ -39,7 +39,7 @@ class WebhookEndpoints(msgspec.Struct, frozen=True):
     status_code=201,
     dto=Body[WebhookEndpointRequest],
     return_dto=None,
-    responses=errors(401, 403, 413, 422, 503),
+    responses=errors(401, 403, 413, 415, 422, 503),
 )
 async def create_webhook_endpoint(
     data: Annotated[
@@ -119,7 +119,7 @@ async def disable_webhook_endpoint(
     status_code=200,
     dto=Body[ThresholdRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 413, 422, 503),
+    responses=errors(401, 403, 404, 413, 415, 422, 503),
 )
 async def set_low_balance_threshold(
     account_id: FromPath[str],

@@ -9,6 +9,7 @@ the request id, the positions and the account ids.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -117,6 +118,21 @@ async def exchanges(one: Side, writer: dict[str, str]) -> list[httpx.Response]:
         ),
         await http.post("/v1/stripe/webhook", content=delivery.encode()),
         await http.post("/v1/stripe/webhook", content=b"", headers=signed),
+        await http.post(
+            spend,
+            content=gzip.compress(b'{"amount": 1}'),
+            headers={**writer, "Idempotency-Key": "zipped", "Content-Encoding": "gzip"},
+        ),
+        await http.post(
+            spend,
+            content=b'{"amount": 1, "amount": 60}',
+            headers={**writer, "Idempotency-Key": "twice", "Content-Type": "application/json"},
+        ),
+        await http.post(
+            "/v1/stripe/webhook",
+            content=gzip.compress(delivery.encode()),
+            headers={**signed, "Content-Encoding": "gzip"},
+        ),
     ]
 
 
@@ -150,9 +166,9 @@ async def test_the_express_lane_answers_as_litestar_alone_does(
 
     statuses = [answer.status_code for answer in laned_answers]
     assert statuses == [
-        200, 200, 422, 200, 402, 422, 422, 422, 422, 401, 403, 404, 413,
+        200, 200, 422, 415, 402, 422, 422, 422, 422, 401, 403, 404, 413,
         200, 404, 200, 404, 200, 200, 422, 403, 401, 401,
-        200, 200, 400, 400, 400,
+        200, 200, 400, 400, 400, 415, 422, 400,
     ]  # fmt: skip
     assert laned_answers[1].headers["idempotent-replayed"] == "true"
     assert laned_answers[18].headers["ledger-read-from"] == "primary"

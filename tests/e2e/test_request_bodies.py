@@ -1,0 +1,177 @@
+"""Bodies the ledger will not guess at: compressed (415), not JSON (415), or giving a field
+twice (422), each in the contract's shape with nothing recorded."""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+
+import httpx
+import pytest
+
+from api.services import Services
+from tests.e2e.conftest import Customer
+from tests.support.events import events_since, tail_position
+from tests.support.raw_http import open_account
+from tests.support.stripe_events import event_body, signature
+
+
+def keyed(headers: dict[str, str], **more: str) -> dict[str, str]:
+    return {**headers, "Idempotency-Key": uuid.uuid4().hex, **more}
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_a_compressed_body_is_415_on_every_route_that_takes_one(
+    http: httpx.AsyncClient,
+    services: Services,
+    customer: Customer,
+    writer_headers: dict[str, str],
+    encoding: str,
+) -> None:
+    account_id = await open_account(http, writer_headers, 1000)
+    zipped = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    start = await tail_position(services.store)
+
+    answers = [
+        await http.post(
+            f"/v1/accounts/{account_id}/spend",
+            content=gzip.compress(b'{"amount": 5}'),
+            headers=keyed(writer_headers, **zipped),
+        ),
+        # The bytes as if they were not compressed: the header is refused, not the body.
+        await http.post(
+            f"/v1/accounts/{account_id}/holds",
+            content=b'{"amount": 5}',
+            headers=keyed(writer_headers, **zipped),
+        ),
+        await http.post(
+            "/v1/credits/purchase",
+            content=gzip.compress(b'{"credits": 100}'),
+            headers={**customer.headers, **zipped},
+        ),
+        await http.post(
+            "/v1/accounts",
+            content=b'{"account_id": "acct_zipped"}',
+            headers={**writer_headers, **zipped},
+        ),
+    ]
+
+    for answer in answers:
+        assert answer.status_code == 415, (answer.request.url, answer.text)
+        assert answer.json() == {
+            "message": "The request body must be sent as it is: a Content-Encoding "
+            "(compression) is not accepted."
+        }
+    assert await events_since(services.store, start) == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_a_body_sent_as_another_type_than_json_is_415(
+    http: httpx.AsyncClient, services: Services, writer_headers: dict[str, str], content_type: str
+) -> None:
+    account_id = await open_account(http, writer_headers, 1000)
+    start = await tail_position(services.store)
+
+    answer = await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        content=b'{"amount": 5}',
+        headers=keyed(writer_headers, **{"Content-Type": content_type}),
+    )
+
+    assert answer.status_code == 415, answer.text
+    assert answer.json() == {
+        "message": "The request body must be JSON, sent with Content-Type: application/json."
+    }
+    assert await events_since(services.store, start) == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Content-Type": "application/json; charset=utf-8"}, {"Content-Encoding": "identity"}],
+)
+async def test_json_without_a_type_or_with_its_charset_is_taken(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], headers: dict[str, str]
+) -> None:
+    account_id = await open_account(http, writer_headers, 1000)
+
+    answer = await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        content=b'{"amount": 5}',
+        headers=keyed(writer_headers, **headers),
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["balance"] == 995
+
+
+async def test_a_stripe_delivery_is_verified_on_the_bytes_sent_whatever_its_headers_say(
+    http: httpx.AsyncClient, services: Services
+) -> None:
+    """The contract: the signature is verified on the raw body (400 when it fails), and
+    every verified event is 200. Nothing is decompressed before the check."""
+    delivery = event_body("customer.created", {"id": "cus_1", "object": "customer"})
+    start = await tail_position(services.store)
+
+    as_text = await http.post(
+        "/v1/stripe/webhook",
+        content=delivery.encode(),
+        headers={"Stripe-Signature": signature(delivery), "Content-Type": "text/plain"},
+    )
+    zipped = await http.post(
+        "/v1/stripe/webhook",
+        content=gzip.compress(delivery.encode()),
+        headers={"Stripe-Signature": signature(delivery), "Content-Encoding": "gzip"},
+    )
+
+    assert as_text.status_code == 200, as_text.text
+    assert zipped.status_code == 400, zipped.text
+    assert zipped.json()["message"].startswith("Invalid Stripe webhook")
+    assert await events_since(services.store, start) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("spend", b'{"amount": 5, "amount": 900}', "amount"),
+        ("spend", b'{"amount": 5, "\\u0061mount": 900}', "amount"),
+        ("holds", b'{"amount": 5, "reason": "a", "amount": 900}', "amount"),
+        ("grants", b'{"amount": 5, "priority": 1, "priority": 99}', "priority"),
+    ],
+)
+async def test_a_field_given_twice_is_422_and_nothing_recorded(
+    http: httpx.AsyncClient,
+    services: Services,
+    writer_headers: dict[str, str],
+    path: str,
+    body: bytes,
+    field: str,
+) -> None:
+    """msgspec keeps the last of them: ``{"amount": 5, "amount": 900}`` spent 900."""
+    account_id = await open_account(http, writer_headers, 1000)
+    start = await tail_position(services.store)
+
+    answer = await http.post(
+        f"/v1/accounts/{account_id}/{path}",
+        content=body,
+        headers=keyed(writer_headers, **{"Content-Type": "application/json"}),
+    )
+
+    assert answer.status_code == 422, answer.text
+    message = f"The {field} field must be given once."
+    assert answer.json() == {"message": message, "errors": {field: [message]}}
+    assert await events_since(services.store, start) == []
+
+
+async def test_a_purchase_giving_its_credits_twice_is_422(
+    http: httpx.AsyncClient, customer: Customer
+) -> None:
+    answer = await http.post(
+        "/v1/credits/purchase",
+        content=b'{"credits": 100, "credits": 10000}',
+        headers={**customer.headers, "Content-Type": "application/json"},
+    )
+
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == {"credits": ["The credits field must be given once."]}

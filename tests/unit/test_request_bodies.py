@@ -1,0 +1,65 @@
+"""Bodies that say two things, and headers that say the body is not plain JSON."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.body_headers import ENCODED, NOT_JSON_TYPE, body_refusal
+from api.schemas import GrantRequest, SpendRequest
+from api.validation import ValidationFailed, decode_body, repeated_fields
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"amount": 1, "amount": 100000}',
+        b'{"amount": 1, "reason": "x", "amount": 100000}',
+        b'{"amount": 1, "\\u0061mount": 100000}',  # the same name, spelled with an escape
+        b'{"\\u0061mount": 1, "\\u0061mount": 100000}',
+    ],
+)
+def test_a_field_given_twice_is_refused_not_read_as_its_last(body: bytes) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        decode_body(body, SpendRequest)
+
+    assert refused.value.errors == {"amount": ["The amount field must be given once."]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"amount": 5, "reason": "amount"}',  # a value that spells a field's name
+        b'{"amount": 5, "reason": "the \\"amount\\" field"}',
+        b'{"amount": 5, "other": 1, "other": 2}',  # an unknown key: ignored, twice or not
+        b'{"amount": 5, "reason": "a\\nb", "other": 1, "other": 2}',
+    ],
+)
+def test_a_field_given_once_passes_whatever_else_the_body_holds(body: bytes) -> None:
+    assert repeated_fields(body, SpendRequest) == []
+    assert decode_body(body, SpendRequest).amount == 5
+
+
+def test_a_time_given_twice_is_refused_before_it_is_cut_to_the_microsecond() -> None:
+    body = b'{"amount": 5, "expires_at": "2999-01-01T00:00:00.1234567Z", "expires_at": null}'
+
+    assert repeated_fields(body, GrantRequest) == ["expires_at"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "refusal"),
+    [
+        ([], None),
+        ([(b"content-type", b"application/json")], None),
+        ([(b"content-type", b"Application/JSON; charset=utf-8")], None),
+        ([(b"content-encoding", b"identity")], None),
+        ([(b"content-type", b"text/plain")], NOT_JSON_TYPE),
+        ([(b"content-type", b"application/x-www-form-urlencoded")], NOT_JSON_TYPE),
+        ([(b"content-type", b"application/jsonp")], NOT_JSON_TYPE),
+        ([(b"content-encoding", b"gzip")], ENCODED),
+        ([(b"content-type", b"application/json"), (b"content-encoding", b"br")], ENCODED),
+    ],
+)
+def test_a_body_is_json_sent_as_it_is(
+    headers: list[tuple[bytes, bytes]], refusal: str | None
+) -> None:
+    assert body_refusal({"headers": headers}) == refusal  # type: ignore[arg-type]
