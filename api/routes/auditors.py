@@ -175,9 +175,11 @@ AsOf = Annotated[
 ]
 
 
-_PLUS_READ_AS_A_SPACE = re.compile(r"(?<=\d) (?=\d\d:\d\d$)")
+_PLUS_READ_AS_A_SPACE = re.compile(r"(?<=\d) (?=\d\d:?\d\d$)")
 """A positive offset's "+" written unencoded in a URL, which the query string reads as a
-space: "?as_of=2026-11-25T12:00:00+01:00" (curl, a browser's address bar) was a 422."""
+space: "?as_of=2026-11-25T12:00:00+01:00" (curl, a browser's address bar) was a 422. Also
+"+0100", without the colon RFC 3339 writes: the same instant, as Python's ``%z`` and ISO
+8601's basic form write it, which msgspec (every time in a body) takes."""
 
 
 def parse_as_of(value: str) -> datetime:

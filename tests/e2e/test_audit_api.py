@@ -211,6 +211,29 @@ async def test_as_of_takes_a_positive_offset_whose_plus_a_url_left_unencoded(
     assert typed.json() == encoded.json()
 
 
+async def test_as_of_takes_an_offset_without_its_colon_as_strftime_writes_it(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """RFC 3339 writes "+01:00"; Python's "%z" (and ISO 8601's basic form) "+0100", the same
+    instant, which the ledger's times take, in bodies too. Typed into a URL unencoded, its
+    "+" arrived as a space and was a 422 where "+01:00" so typed was taken."""
+    headers = await auditor(services)
+    path = f"/v1/accounts/{customer.account_id}/credits"
+    now = datetime.now(UTC).astimezone(timezone(timedelta(hours=1)))
+    colon, bare = now.isoformat(), now.strftime("%Y-%m-%dT%H:%M:%S.%f%z")
+    assert bare.endswith("+0100")
+
+    answers = [
+        await http.get(path, params={"as_of": colon}, headers=headers),
+        await http.get(path, params={"as_of": bare}, headers=headers),
+        await http.get(f"{path}?as_of={bare}", headers=headers),  # "+" read as a space
+    ]
+
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    assert answers[1].json() == answers[2].json() == answers[0].json()
+    assert datetime.fromisoformat(answers[0].json()["as_of"]) == now
+
+
 async def test_an_as_of_with_digits_past_the_microsecond_leaves_out_a_later_event(
     http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
 ) -> None:
