@@ -30,7 +30,7 @@ from litestar.openapi.spec import (
 )
 from litestar.routes import HTTPRoute
 
-from api.body_headers import NOT_JSON_TYPE
+from api.body_headers import ENCODED
 from api.docs_ui import SwaggerPage
 from api.edge import IDEMPOTENT_REPLAYED
 from api.schemas import ErrorBody, ValidationErrorBody
@@ -100,9 +100,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     413: ("The body is larger than 256 KiB.", {"message": "The request body is too large."}),
     415: (
-        "The body is compressed (any `Content-Encoding`), or its `Content-Type` is not "
-        "`application/json` (left out, JSON is assumed); nothing was recorded.",
-        {"message": NOT_JSON_TYPE},
+        "The body is compressed (any `Content-Encoding`); nothing was recorded.",
+        {"message": ENCODED},
     ),
     502: (
         "The payment provider failed; nothing was charged or recorded.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.body_headers import ENCODED, NOT_JSON_TYPE, body_refusal
+from api.body_headers import ENCODED, body_refusal
 from api.schemas import GrantRequest, SpendRequest
 from api.validation import ValidationFailed, decode_body, repeated_fields
 
@@ -52,14 +52,12 @@ def test_a_time_given_twice_is_refused_before_it_is_cut_to_the_microsecond() -> 
         ([(b"content-type", b"application/json")], None),
         ([(b"content-type", b"Application/JSON; charset=utf-8")], None),
         ([(b"content-encoding", b"identity")], None),
-        ([(b"content-type", b"text/plain")], NOT_JSON_TYPE),
-        ([(b"content-type", b"application/x-www-form-urlencoded")], NOT_JSON_TYPE),
-        ([(b"content-type", b"application/jsonp")], NOT_JSON_TYPE),
+        ([(b"content-type", b"text/plain")], None),
+        ([(b"content-type", b"application/x-www-form-urlencoded")], None),
+        ([(b"content-encoding", b" Identity ")], None),
         ([(b"content-encoding", b"gzip")], ENCODED),
         ([(b"content-type", b"application/json"), (b"content-encoding", b"br")], ENCODED),
     ],
 )
-def test_a_body_is_json_sent_as_it_is(
-    headers: list[tuple[bytes, bytes]], refusal: str | None
-) -> None:
+def test_a_body_is_sent_as_it_is(headers: list[tuple[bytes, bytes]], refusal: str | None) -> None:
     assert body_refusal({"headers": headers}) == refusal  # type: ignore[arg-type]
