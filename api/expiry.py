@@ -25,10 +25,11 @@ from ledger.domain.errors import (
     HoldNotDue,
     HoldNotFound,
 )
+from ledger.failing_loop import FailingLoop
 from ledger.service import Ledger
 from ledger.store.event_store import DATABASE_ERRORS, ConcurrencyConflict
 from ledger.store.repository import UnreadableStream
-from ledger.surprises import log_surprise
+from ledger.surprises import in_one_line
 from ledger.unit_of_work import answer_replayed
 from projections.queries import Views
 
@@ -75,6 +76,7 @@ class ExpirySweeper:
         """Each account passed over: why, as last said at ERROR, and when."""
         self._passed_over: set[str] = set()
         """The accounts passed over in the sweep under way."""
+        self._failing = FailingLoop(log, "expiry sweep", clock)
 
     async def sweep(self) -> dict[str, int]:
         """Record every expiry due now; how many of its commands, listed for a hold and for a
@@ -157,25 +159,37 @@ class ExpirySweeper:
 
     async def _run(self) -> None:
         while True:
-            try:
-                swept = await self.sweep()
-                if swept["holds"]:
-                    log.info(
-                        "released %d expired hold(s), with the expiries due on their accounts",
-                        swept["holds"],
-                    )
-                if swept["grants"]:
-                    log.info(
-                        "recorded the expiry of %d grant(s), with the expiries due on their "
-                        "accounts",
-                        swept["grants"],
-                    )
-            except DATABASE_ERRORS as error:
-                # The database away or restarting: a line a second, not a traceback a second.
-                log.warning("expiry sweep could not reach the database (will retry): %s", error)
-            except Exception as error:  # a surprise must not end the sweeping for good either
-                log_surprise(log, "expiry sweep failed (will retry)", error)
+            await self.sweep_and_say()
             await asyncio.sleep(self.interval)
+
+    async def sweep_and_say(self) -> None:
+        """One sweep, and what it recorded or why it failed in the log: a failure that lasts
+        is said once, then now and then (``FailingLoop``), and its end is said."""
+        try:
+            swept = await self.sweep()
+        except DATABASE_ERRORS as error:
+            # The database away or restarting: a line, not a traceback.
+            self._failing.failed(
+                logging.WARNING, f"expiry sweep could not reach the database (will retry): {error}"
+            )
+            return
+        except Exception as error:  # a surprise must not end the sweeping for good either
+            self._failing.failed(
+                logging.ERROR, f"expiry sweep failed (will retry): {in_one_line(error)}"
+            )
+            log.debug("expiry sweep failed: the traceback", exc_info=error)
+            return
+        self._failing.succeeded()
+        if swept["holds"]:
+            log.info(
+                "released %d expired hold(s), with the expiries due on their accounts",
+                swept["holds"],
+            )
+        if swept["grants"]:
+            log.info(
+                "recorded the expiry of %d grant(s), with the expiries due on their accounts",
+                swept["grants"],
+            )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="expiry-sweeper")

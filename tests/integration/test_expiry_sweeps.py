@@ -13,6 +13,7 @@ import pytest
 from api import expiry
 from api.expiry import ExpirySweeper
 from audit.verify import verify
+from ledger import failing_loop
 from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SettleHold, SpendCredits
 from ledger.domain.errors import HoldHasExpired
@@ -426,3 +427,50 @@ async def test_a_release_of_an_expired_hold_and_its_repeats_answer_its_expiry_al
     )
     assert released_unswept == [(first, False)] * 2
     assert shown == first
+
+
+async def test_a_sweep_failing_every_second_is_said_once_then_now_and_then_and_its_end(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each sweep (one a second in every API process) logged "expiry sweep could not reach
+    the database (will retry)" (or "failed") again for as long as the failure lasted, and
+    nothing when it ended."""
+    books = build_ledger(isolated_db.pool)
+    now = [1000.0]
+    sweeper = ExpirySweeper(Views(isolated_db.pool), books, clock=lambda: now[0])
+    admin = await asyncpg.connect(isolated_db.url)
+    caplog.set_level(logging.DEBUG, logger="api.expiry")
+
+    def said() -> list[str]:  # not another test's task collected meanwhile (asyncio's)
+        ours = [r for r in caplog.records if r.name == "api.expiry"]
+        return [r.getMessage() for r in ours if r.levelno >= logging.WARNING]
+
+    try:
+        await admin.execute("ALTER TABLE holds RENAME TO holds_away")
+        for _ in range(5):  # the sweeps of five seconds
+            await asyncio.wait_for(sweeper.sweep_and_say(), 10)
+            now[0] += 1
+        first = said()
+        now[0] += failing_loop.SAY_AGAIN_SECONDS
+        await asyncio.wait_for(sweeper.sweep_and_say(), 10)
+        later = said()
+        await admin.execute("ALTER TABLE holds_away RENAME TO holds")
+        now[0] += 4
+        await asyncio.wait_for(sweeper.sweep_and_say(), 10)
+        await asyncio.wait_for(sweeper.sweep_and_say(), 10)
+    finally:
+        await admin.execute("ALTER TABLE IF EXISTS holds_away RENAME TO holds")
+        await admin.close()
+        await books.uow.committer.stop()
+
+    [line] = first
+    assert line.startswith("expiry sweep could not reach the database (will retry): "), line
+    assert '"holds" does not exist' in line
+    assert line.endswith("; said again every 10 minutes while it lasts")
+    assert [r.levelno for r in caplog.records if "(will retry)" in r.getMessage()] == [
+        logging.WARNING,
+        *[logging.DEBUG] * 4,
+        logging.WARNING,
+    ]
+    assert later == [line, line]
+    assert said()[2:] == ["expiry sweep recovered: 6 tries failed over 609 s"]
