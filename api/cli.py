@@ -1218,8 +1218,27 @@ def create_token(scope: str, account_id: str | None, name: str | None) -> None:
         raise
 
 
+def _token_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The id in a whole token, or the id itself; refused before the database is reached, in
+    a line that does not echo it: an empty one was "no live token " and nothing after."""
+    from api.access.tokens import TOKEN_PREFIX, is_token_id, token_id_of
+
+    given = value.strip()
+    # A leaked token is what the operator has in hand: it was "no live token <the secret>",
+    # the secret echoed to the terminal and the token left working.
+    token_id = token_id_of(given) or given.lower()
+    if not token_id:
+        raise click.BadParameter("is empty: give a token's id (`ledger tokens list`) or the token")
+    if not is_token_id(token_id):
+        raise click.BadParameter(
+            "is neither a token's id (16 hex digits, as `ledger tokens list` shows them) "
+            f"nor a whole token ({TOKEN_PREFIX}_…)"
+        )
+    return token_id
+
+
 @tokens.command("revoke")
-@click.argument("token_id")
+@click.argument("token_id", callback=_token_id)
 def revoke_token(token_id: str) -> None:
     """Revoke TOKEN_ID at once: the id `ledger tokens list` shows, or the whole token.
 
@@ -1227,11 +1246,6 @@ def revoke_token(token_id: str) -> None:
     ledger tokens revoke 96187eb738ecc15d
     ledger tokens revoke "$LEAKED_TOKEN"
     """
-    from api.access.tokens import token_id_of
-
-    # A leaked token is what the operator has in hand: it was "no live token <the secret>",
-    # the secret echoed to the terminal and the token left working.
-    token_id = token_id_of(token_id) or token_id
     revoked = _run_with_services(_settings(), lambda s: s.tokens.revoke(token_id))
     if not revoked:
         raise click.ClickException(f"no live token {token_id}")

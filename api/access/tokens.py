@@ -65,6 +65,15 @@ def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+TOKEN_ID_BYTES = 8
+"""A token's id: this many random bytes, in hex (16 digits)."""
+
+
+def is_token_id(value: str) -> bool:
+    """Whether ``value`` has a token id's shape (as ``issue`` makes them)."""
+    return len(value) == 2 * TOKEN_ID_BYTES and all(c in "0123456789abcdef" for c in value)
+
+
 def token_id_of(token: str) -> str | None:
     """The id in a whole token (``ldg_<id>_<secret>``), or None if it is not one."""
     parts = token.split("_", 2)
@@ -194,7 +203,7 @@ class TokenService:
         """Create a token; a ``credits`` token is bound to ``account_id``."""
         if (scope is Scope.CREDITS) != (account_id is not None):
             raise ValueError("a credits token needs an account; other scopes take none")
-        token_id = secrets.token_hex(8)
+        token_id = secrets.token_hex(TOKEN_ID_BYTES)
         secret = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
         async with self.pool.acquire() as connection:
             await connection.execute(

@@ -171,14 +171,29 @@ async def test_revoked_tokens_stop_working(database_url: str, pool: asyncpg.Pool
 
     revoked = await ledger(database_url, "tokens", "revoke", principal.token_id)
     again = await ledger(database_url, "tokens", "revoke", principal.token_id)
-    # Longer than a notification's payload: it was a traceback (a CLI review).
-    unknown = await ledger(database_url, "tokens", "revoke", "t" * 8000)
+    unknown = await ledger(database_url, "tokens", "revoke", "0" * 16)
 
     assert revoked.returncode == 0
     assert await TokenService(pool).authenticate(token) is None
     assert again.returncode == 1
     assert unknown.returncode == 1
-    assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+    assert unknown.stderr == f"Error: no live token {'0' * 16}\n"
+
+
+# Longer than a notification's payload: it was a traceback (a CLI review), then the 8,000
+# characters echoed back.
+@pytest.mark.parametrize("given", ["", "  ", "t" * 8000, "acct_42"], ids=len)
+async def test_revoking_what_is_no_token_id_is_refused_in_one_line_before_connecting(
+    given: str,
+) -> None:
+    """`tokens revoke ""` asked the database and said "no live token " with nothing after."""
+    refused = await ledger(NOTHING_LISTENS, "tokens", "revoke", given)
+
+    assert refused.returncode == 2, refused.stderr
+    [line] = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert line.startswith("Error: Invalid value for 'TOKEN_ID': is "), line
+    assert "`ledger tokens list`" in line
+    assert len(refused.stderr) < 500
 
 
 async def test_a_token_is_revoked_by_the_token_itself_and_its_secret_never_echoed(
