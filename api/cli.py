@@ -6,17 +6,17 @@ from __future__ import annotations
 import api.cli_interrupt  # noqa: F401  # isort: skip
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
 
+from api.cli_exits import error_in_one_line, exit_2_when_it_cannot_run
 from api.cli_support import (
     account_id_option,
     plural,
@@ -127,54 +127,7 @@ class _Commands(click.Group):
         except Exception as error:
             if isinstance(error, click.ClickException | click.exceptions.Exit | click.Abort):
                 raise
-            raise _in_one_line(error) from None
-
-
-def _in_one_line(error: Exception) -> click.ClickException:
-    """What a command says of an error it did not handle itself, in one line."""
-    if isinstance(error, OSError):  # a file or folder it cannot write (a full disk, /dev/full)
-        where = f": {error.filename}" if error.filename else ""
-        # A TimeoutError says nothing: then its type does.
-        said = error.strerror or str(error) or type(error).__name__
-        return click.ClickException(f"{said}{where}")
-    from api.database import DatabaseUnusable
-    from ledger.store.failures import database_failure
-    from ledger.store.repository import UnreadableStream
-
-    if isinstance(error, DatabaseUnusable):
-        return click.ClickException(str(error))
-    if isinstance(error, UnreadableStream):
-        return click.ClickException(f"{error} (see `ledger audit verify`)")
-    if (line := database_failure(error)) is not None:
-        return click.ClickException(line)
-    # A surprise (a bug, a state nobody foresaw): one line; its traceback with -v.
-    from ledger.surprises import in_one_line
-
-    log = logging.getLogger("ledger")
-    log.info("the traceback of the error", exc_info=error)
-    hint = "" if log.isEnabledFor(logging.INFO) else " (`ledger -v ...` logs its traceback)"
-    return click.ClickException(f"unexpected error: {in_one_line(error)}{hint}")
-
-
-class _CouldNotRun(click.ClickException):
-    """An error that kept a command from doing its work, where its exit 1 says what the work
-    found (``audit verify``): 2, as click's usage errors."""
-
-    exit_code = 2
-
-
-@contextlib.contextmanager
-def _exit_2_when_it_cannot_run() -> Iterator[None]:
-    """Any error of the block ends the command with exit 2 and its one line: a command whose
-    exit 1 says what it found must not say the same when it could not look."""
-    try:
-        yield
-    except (click.UsageError, click.exceptions.Exit, click.Abort, BrokenPipeError):
-        raise
-    except click.ClickException as error:
-        raise _CouldNotRun(error.format_message()) from None
-    except Exception as error:
-        raise _CouldNotRun(_in_one_line(error).format_message()) from None
+            raise error_in_one_line(error) from None
 
 
 def _stop_writing_stdout() -> None:
@@ -189,8 +142,9 @@ def _stop_writing_stdout() -> None:
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="\b\nExit codes:\n"
     "  0    done\n"
-    "  1    an error, said in one line on stderr (audit verify: it found something)\n"
-    "  2    a usage error (audit verify: also when it could not verify)\n"
+    "  1    an error, said in one line on stderr (audit verify, stripe reconcile: it found\n"
+    "       something; their --help says what)\n"
+    "  2    a usage error (audit verify, stripe reconcile: also when it could not do its work)\n"
     "  3    serve: the API's start-up failed (the log says why)\n"
     '  130  Ctrl-C: "Aborted!", and the command ends by SIGINT',
 )
@@ -701,7 +655,7 @@ def audit_verify(
          or lacking migrations, a checkpoint or key it cannot use, any other error
     """
     # 1 and 2 apart: a monitor tells "the books are wrong" from "the audit did not run".
-    with _exit_2_when_it_cannot_run():
+    with exit_2_when_it_cannot_run():
         ok = _verify_and_report(as_json, checkpoint_files, public_key_files, jobs)
     if not ok:
         sys.exit(1)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import click
 import msgspec
 
+from api.cli_exits import CouldNotRun, exit_2_when_it_cannot_run
 from api.cli_support import (
     account_id_option,
     plural,
@@ -130,9 +132,40 @@ def reconcile_command(
 
     A session paid at Stripe is credited, an expired or failed one is closed,
     exactly as its webhook would have done (once: running this again, or the
-    webhook arriving later, changes nothing). Exits 1 if Stripe could not be asked
-    about some purchase.
+    webhook arriving later, changes nothing).
+
+    \b
+    Exit codes:
+      0  every pending purchase checked, what Stripe said applied
+      1  findings: a purchase paid another amount than asked (recorded, not
+         credited: look at it), and every other one checked
+      2  could not check them all: Stripe could not be asked about some (or one
+         was busy; its line says why: the next run tries again), or not at all
+         (the database unreachable or not set up, a usage error, no Stripe)
     """
+    # 1 and 2 apart, as `audit verify`'s: a cron job's monitor tells "look at this purchase"
+    # from "the run did not do its work".
+    with exit_2_when_it_cannot_run():
+        results = _reconcile_and_report(since, older_than, account_id, limit, as_json)
+    not_checked = sum(1 for result in results if result.outcome == "error")
+    if not_checked:
+        why = "its line says why" if not_checked == 1 else "their lines say why"
+        raise CouldNotRun(
+            f"{plural(not_checked, 'purchase')} could not be checked ({why}); "
+            "the next run tries again"
+        )
+    if any(result.outcome == "mismatched" for result in results):
+        sys.exit(1)
+
+
+def _reconcile_and_report(
+    since: datetime | None,
+    older_than: timedelta,
+    account_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> list[Reconciled]:
+    """The run and its lines; what became of each purchase."""
     settings = settings_from_env()
     stripe_api_base = _standin_base(settings)
     if not logging.getLogger().isEnabledFor(logging.INFO):
@@ -162,5 +195,4 @@ def reconcile_command(
             + ", ".join(f"{count:,} {outcome}" for outcome, count in sorted(counts.items())),
             err=True,
         )
-    if counts.get("error"):
-        raise SystemExit(1)
+    return results

@@ -385,3 +385,46 @@ def test_since_takes_the_first_day_of_year_one() -> None:
 
     now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     assert parse_since("0001-01-01", now) == datetime(1, 1, 1, tzinfo=UTC)
+
+
+async def test_reconcile_exits_2_when_stripe_could_not_be_asked_and_1_for_a_purchase_to_look_at(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    services: Services,
+    customer: Customer,
+    database_url: str,
+    tmp_path: Path,
+    held: None,
+) -> None:
+    """Both exited 1 (and a purchase paid another amount, 0): a cron job's monitor could not
+    tell "look at this purchase" from "the run did not do its work", as `audit verify` can."""
+    args = ("--older-than", "0", "--account", customer.account_id)
+    asked_for = await purchase(http, customer, 1000)
+    await pay(http, asked_for)
+    await caught_up(services.store)
+    standin.state.fail_status, standin.state.fail_count = 503, 100  # past the SDK's retries
+
+    try:
+        unanswered = await reconcile_cli(standin, database_url, tmp_path, *args)
+    finally:
+        standin.state.fail_count = 0
+    other_amount = await purchase(http, customer, 2000)
+    await pay(http, other_amount)
+    await caught_up(services.store)
+    # Stripe took another amount than was asked (its session says so) for this one.
+    standin.state.sessions[other_amount.session_id].data["amount_total"] += 1
+    mismatched = await reconcile_cli(standin, database_url, tmp_path, *args)
+    again = await reconcile_cli(standin, database_url, tmp_path, *args)
+
+    assert unanswered.returncode == 2, unanswered.stderr
+    assert f"{asked_for.session_id}  {customer.account_id}  1,000 credits  error: " in (
+        unanswered.stdout
+    )
+    assert unanswered.stderr.splitlines()[-1] == (
+        "Error: 1 purchase could not be checked (its line says why); the next run tries again"
+    )
+    assert mismatched.returncode == 1, mismatched.stderr
+    assert "2,000 credits  paid at Stripe: recorded as paid another amount" in mismatched.stdout
+    assert "1 credited" in mismatched.stderr
+    assert "1 mismatched" in mismatched.stderr
+    assert again.returncode == 0, again.stderr  # said once: it is not pending any more

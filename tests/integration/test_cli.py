@@ -265,6 +265,21 @@ async def test_a_database_it_cannot_reach_is_one_line_naming_it(
     assert line.endswith('(database "ledger_no_such_db" does not exist): check DATABASE_URL')
 
 
+async def test_a_reconcile_that_cannot_reach_the_database_exits_2_not_as_its_findings() -> None:
+    """It exited 1, as for a purchase Stripe could not be asked about; now 1 is a purchase to
+    look at and 2 a run that could not do its work, as `audit verify`'s (its --help)."""
+    stripe = {"STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_API_BASE": "http://127.0.0.1:9"}
+
+    unreachable = await ledger(NOTHING_LISTENS, "stripe", "reconcile", env=stripe)
+    helped = await ledger(NOTHING_LISTENS, "stripe", "reconcile", "--help")
+
+    assert unreachable.returncode == 2, unreachable.stderr
+    [line] = unreachable.stderr.splitlines()
+    assert line.startswith(f"Error: cannot connect to {NOTHING_LISTENS} (")
+    assert "Exit codes:" in helped.stdout
+    assert "2  could not check them all" in helped.stdout
+
+
 @pytest.mark.parametrize(
     ("command", "variable"),
     [
