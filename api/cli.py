@@ -11,12 +11,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
 
 from api.cli_exits import error_in_one_line, exit_2_when_it_cannot_run
+from api.cli_files import OUTPUT_FILE, written_whole
 from api.cli_support import (
     account_id_option,
     plural,
@@ -598,20 +599,6 @@ def audit() -> None:
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-class _WholeFile(click.File):
-    """``click.File(mode, atomic=True)`` that refuses a directory before the command runs:
-    it wrote its temporary file beside the directory, did the command's work and said it
-    was done, then failed to rename the file over the directory and left it there."""
-
-    def __init__(self, mode: str) -> None:
-        super().__init__(mode, atomic=True)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str | os.PathLike) and os.path.isdir(value):
-            self.fail(f"{os.fsdecode(value)!r} is a directory", param, ctx)
-        return super().convert(value, param, ctx)
-
-
 @audit.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
@@ -772,11 +759,11 @@ def audit_keygen(out: Path) -> None:
 @click.option(
     "--output",
     "-o",
-    type=_WholeFile("wb"),
+    type=OUTPUT_FILE,
     default="-",
     help="File to write (default: standard output); written whole or not at all.",
 )
-def audit_checkpoint(key_file: Path, output: Any) -> None:
+def audit_checkpoint(key_file: Path, output: Path) -> None:
     """Write a signed checkpoint of the store: every stream's head at the current position.
 
     Keep the files outside the database (see docs/audit-checkpoints.md); `audit
@@ -799,7 +786,8 @@ def audit_checkpoint(key_file: Path, output: Any) -> None:
         )
     except CheckpointError as error:
         raise click.ClickException(str(error)) from None
-    output.write(encode_checkpoint(checkpoint))
+    with written_whole(output, binary=True) as file:
+        file.write(encode_checkpoint(checkpoint))
     click.echo(
         f"checkpoint at position {checkpoint.position}: {plural(checkpoint.event_count, 'event')}, "
         f"{plural(checkpoint.stream_count, 'stream')}, Merkle root {checkpoint.merkle_root}",
@@ -820,11 +808,11 @@ def audit_checkpoint(key_file: Path, output: Any) -> None:
 @click.option(
     "--output",
     "-o",
-    type=click.File("w"),
+    type=OUTPUT_FILE,
     default="-",
-    help="File to write (default: standard output).",
+    help="File to write (default: standard output); written whole or not at all.",
 )
-def audit_export(account_id: str, fmt: str, output: Any) -> None:
+def audit_export(account_id: str, fmt: str, output: Path) -> None:
     """Write ACCOUNT_ID's history, oldest first, with the balance after each event."""
     from audit.export import (
         DamagedHistory,
@@ -835,7 +823,7 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
     )
     from ledger.domain.ids import account_stream_id
 
-    async def run(services: Database) -> int:
+    async def run(services: Database, output: IO[str]) -> int:
         if not await services.store.first_events([account_stream_id(account_id)]):
             raise click.ClickException(f"account {account_id} does not exist")
         count = 0
@@ -851,7 +839,9 @@ def audit_export(account_id: str, fmt: str, output: Any) -> None:
             ) from None
         return count
 
-    count = run_with_database(_settings(service=False), run)
+    settings = _settings(service=False)
+    with written_whole(output) as file:
+        count = run_with_database(settings, lambda services: run(services, file))
     click.echo(f"exported {plural(count, 'event')} of {account_id}", err=True)
 
 

@@ -6,7 +6,9 @@ import csv
 import io
 import itertools
 import json
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -427,6 +429,39 @@ async def test_export_stops_with_one_line_where_a_history_is_damaged(
         assert len(run.stderr.strip().splitlines()) == 1
 
 
+async def test_an_export_that_stops_half_way_leaves_the_file_as_it_was(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    """`-o FILE` was written as the history came: an export that stopped at a damaged event
+    left the versions before it under the name asked for, over an earlier whole export."""
+    await build_history(isolated_db)
+    earlier, fresh = tmp_path / "bob.csv", tmp_path / "new.csv"
+    whole = await ledger(
+        isolated_db.url, "audit", "export", "acct_bob", "--format", "csv", "-o", str(earlier)
+    )
+    before = earlier.read_bytes()
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events SET topic = 'ledger.domain.events:Nothing'
+           WHERE originator_id = $1 AND originator_version = 3""",
+        account_stream_id("acct_bob"),
+    )
+
+    over = await ledger(
+        isolated_db.url, "audit", "export", "acct_bob", "--format", "csv", "-o", str(earlier)
+    )
+    new = await ledger(isolated_db.url, "audit", "export", "acct_bob", "-o", str(fresh))
+
+    assert whole.returncode == 0, whole.stderr
+    assert len(before.splitlines()) > 1 + 2
+    for stopped in (over, new):
+        assert stopped.returncode == 1
+        assert "version 3 cannot be read" in stopped.stderr
+        assert "2 events exported before it" in stopped.stderr
+    assert earlier.read_bytes() == before
+    assert os.listdir(tmp_path) == ["bob.csv"]  # no new file, nothing left
+
+
 async def test_export_writes_the_history_as_json_lines_and_csv(
     isolated_db: IsolatedDatabase,
 ) -> None:
@@ -562,8 +597,7 @@ async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_ba
     found = [line for line in audited.stdout.splitlines() if "[store-protection]" in line]
     assert sorted(found) == [
         "[store-protection] the append-only trigger does not fire on claims.no_truncate",
-        "[store-protection] the append-only trigger does not fire on "
-        "snapshots.no_update_or_delete",
+        "[store-protection] the append-only trigger does not fire on snapshots.no_update_or_delete",
         "[store-protection] the append-only trigger is missing on stored_events.no_truncate",
         "[store-protection] the role ledger_service may UPDATE on claims",
     ]
@@ -602,8 +636,7 @@ async def test_protections_weakened_but_in_place_are_reported(
     report = await verify(isolated_db.pool)
 
     assert sorted(f.detail for f in report.findings if f.kind == "store-protection") == [
-        "the append-only trigger fires only on some rows or columns on "
-        "claims.no_update_or_delete",
+        "the append-only trigger fires only on some rows or columns on claims.no_update_or_delete",
         "the append-only trigger fires only on some rows or columns on "
         "snapshots.no_update_or_delete",
         "the function of the append-only triggers is not what the migrations made on "
