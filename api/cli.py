@@ -177,7 +177,16 @@ def main(verbosity: int) -> None:
 )
 def serve(projector: bool, workers: int | None) -> None:
     """Serve the API on $HOST:$PORT (what `make run` starts), and /metrics on
-    $METRICS_PORT when set."""
+    $METRICS_PORT when set.
+
+    \b
+    Exit codes:
+      0  stopped (SIGTERM, Ctrl-C)
+      1  a setting refused or a port taken (said on stderr), or a worker or the
+         projector that ended badly
+      3  the start-up failed: the database unreachable or refusing the service's
+         role, any other error (the log's "cannot start: ..." line says why)
+    """
     import signal
 
     from api.startup import PortUnavailable, claim_ports, runs_standin, serve_on
@@ -263,8 +272,8 @@ def serve(projector: bool, workers: int | None) -> None:
         # /metrics only, and the API's port answers /metrics with 404 (api/metrics.py).
         if processes == 1:
             serve_on(app, listening, ready)
-        elif serve_workers(app, listening, processes, ready_workers) != 0:
-            raise SystemExit(1)
+        elif (ended := serve_workers(app, listening, processes, ready_workers)) != 0:
+            raise SystemExit(ended)  # 3: their start-up failed, as one worker's
     finally:
         # It commits what it has applied, drains what is visible, exits 0.
         code = child.stop() if projector else 0

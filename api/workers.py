@@ -64,7 +64,9 @@ def serve_workers(
 ) -> int:
     """Fork ``workers`` processes serving ``app`` on ``sockets``; wait for them to end.
 
-    Returns 0 when they all stopped cleanly (after SIGTERM or Ctrl-C), else 1.
+    Returns 0 when they all stopped cleanly (after SIGTERM or Ctrl-C), 3 when one ended
+    before they all listened (its start-up failed: one worker's exit code, as uvicorn's),
+    else 1.
     """
     read_ready, write_ready = os.pipe()
     children: list[int] = []
@@ -128,7 +130,9 @@ def _wait_for(
     stop: Callable[[int, object], None],
 ) -> int:
     """Wait for the workers (by pid: the projector is another child, reaped elsewhere)."""
-    code = 0 if announced or stopping() else 1
+    # One ended before they all listened: a start-up that failed, 3 as with one worker (it
+    # was 1, a worker that died while serving).
+    code = 0 if announced or stopping() else 3
     running = set(children)
     while running:
         for pid in list(running):
@@ -144,7 +148,7 @@ def _wait_for(
                 if not stopping():
                     log.error("an API worker (pid %d) ended: stopping the others", pid)
                     stop(signal.SIGTERM, None)
-                code = 1
+                code = code or 1
         time.sleep(0.1)
     return code
 

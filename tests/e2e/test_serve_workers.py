@@ -133,3 +133,31 @@ def test_a_stop_while_the_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def test_workers_that_cannot_reach_the_database_exit_3_as_one_worker_does(
+    tmp_path: Path,
+) -> None:
+    """One worker's failed start-up exits 3 (`ledger --help`); several exited 1, as for a
+    worker that died while serving: a supervisor told the two apart for one worker only."""
+    env = serve_env(
+        tmp_path,
+        STRIPE_SECRET_KEY="sk_test_workers",
+        STRIPE_WEBHOOK_SECRET="whsec_workers_test",
+        STRIPE_API_BASE="http://127.0.0.1:9",  # never asked: the database comes first
+    )
+    served = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--workers", "2", "--no-projector"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert served.returncode == 3, served.stderr
+    lines = [json.loads(line) for line in served.stderr.splitlines()]
+    errors = {line["message"] for line in lines if line["level"] == "error"}
+    assert any(m.startswith("cannot start: cannot connect to postgresql://") for m in errors)
+    assert lines[-1]["message"] == "stopped"
