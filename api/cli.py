@@ -337,8 +337,11 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     from projections.runner import Projector, catch_up
 
     _log_at_least_info()
+    # The database alone, as the relay: no Stripe key or page key asked for (in production)
+    # nor opened, so that its host may hold none (docker-compose.yml's projector).
+    settings = _settings(service=False)
 
-    async def run(services: Services) -> None:
+    async def run(database: Database) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -356,12 +359,12 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
         if not supervised:
             from api.database import describe
 
-            logging.getLogger("ledger").info("event store: %s", describe(services.database_url))
-        projector = Projector(services.store, services.database_url, batch_size=batch_size)
+            logging.getLogger("ledger").info("event store: %s", describe(database.database_url))
+        projector = Projector(database.store, database.database_url, batch_size=batch_size)
         work = [projector.run(stop)]
         if dispatch:
             dispatcher = Dispatcher(
-                services.pool, services.database_url, allow_private=services.webhook_allow_private
+                database.pool, database.database_url, allow_private=settings.webhook_allow_private
             )
             work.append(dispatcher.run(stop))
         settle_after_start_up()
@@ -371,7 +374,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
             # Stopped between batches (each committed with its position): apply what is
             # visible now, so that the writes of an API that stopped just before are in.
             try:
-                await catch_up(services.store, projector.projections, batch_size)
+                await catch_up(database.store, projector.projections, batch_size)
             except (*DATABASE_ERRORS, UnreadableEvent) as error:
                 logging.getLogger("projections.runner").warning(
                     "projector stopped behind: %s", error
@@ -386,7 +389,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
             logging.getLogger("projections.runner").debug("projector stopped", exc_info=error)
             raise click.ClickException(f"projector stopped: {in_one_line(error)}") from None
 
-    _run_with_services(_settings(), run, server_settings=PROJECTOR_SETTINGS)
+    run_with_database(settings, run, server_settings=PROJECTOR_SETTINGS)
     if not supervised:
         logging.getLogger("ledger").info("stopped")
 

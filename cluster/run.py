@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,6 @@ from cluster.postgres import PostgresError, PostgresServer, create_database, fin
 from cluster.topology import (
     Plan,
     Process,
-    common_environment,
     ledger_processes,
     setup_process,
 )
@@ -103,13 +103,28 @@ def run_once(process: Process) -> None:
     click.echo(done.stdout.strip())
 
 
-def procfile_line(process: Process, common: dict[str, str], argv: list[str]) -> str:
-    """``name: exec env VAR=value ... command``: what honcho runs (the env file holds
-    ``common``)."""
-    own = {k: v for k, v in process.env.items() if common.get(k) != v}
-    assignments = [f"{k}={shlex.quote(v)}" for k, v in own.items()]
+BASE_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH")
+"""What every process takes from the environment ``make cluster`` runs in, when set: where
+programs are, the locale and time zone. Nothing else of it: each process gets the rest from
+its ``Process.env``, as compose gives its service only its ``environment``."""
+
+
+def procfile_line(process: Process, argv: list[str], base: dict[str, str]) -> str:
+    """``name: exec env -i VAR=value ... command``: what honcho runs. ``env -i``: the process
+    gets ``base`` (``BASE_VARIABLES``) and its own variables, not the shell's (the relay was
+    given whatever the shell held, Stripe's secret key and the page key among it, which the
+    relay never reads)."""
+    variables = {**base, **process.env}
+    assignments = [f"{k}={shlex.quote(v)}" for k, v in variables.items()]
     command = " ".join(shlex.quote(word) for word in argv)
-    return f"{process.name}: exec {' '.join(['env', *assignments]) + ' ' if own else ''}{command}"
+    return f"{process.name}: exec {' '.join(['env', '-i', *assignments])} {command}"
+
+
+def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``BASE_VARIABLES`` of ``environ``, with this virtualenv's programs first on PATH."""
+    base = {name: environ[name] for name in BASE_VARIABLES if name in environ}
+    base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
+    return base
 
 
 def resolve(argv: list[str]) -> list[str]:
@@ -145,8 +160,12 @@ def run_cluster(
         raise click.ClickException(str(error)) from None
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    primary = PostgresServer("primary", binaries, data_dir / "pg-primary", "127.0.0.1", ports.postgres)
-    standby = PostgresServer("standby", binaries, data_dir / "pg-standby", "127.0.0.1", ports.standby)
+    primary = PostgresServer(
+        "primary", binaries, data_dir / "pg-primary", "127.0.0.1", ports.postgres
+    )
+    standby = PostgresServer(
+        "standby", binaries, data_dir / "pg-standby", "127.0.0.1", ports.standby
+    )
     try:
         if not primary.initialised:
             click.echo(f"making the primary's data folder {primary.data_dir} (initdb)")
@@ -185,8 +204,8 @@ def run_cluster(
         primary.stop()
         raise
     processes = ledger_processes(plan)
-    common = common_environment(plan)
-    lines = [procfile_line(p, common, resolve(p.argv)) for p in processes]
+    base = base_environment(os.environ)
+    lines = [procfile_line(p, resolve(p.argv), base) for p in processes]
     proxy = ""
     try:
         command = nginx.prepare(
@@ -201,9 +220,10 @@ def run_cluster(
         lines.append("proxy: exec " + " ".join(shlex.quote(word) for word in command))
         proxy = public_url
     procfile = data_dir / "Procfile"
-    procfile.write_text("\n".join(lines) + "\n")
-    env_file = data_dir / "cluster.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in common.items()))
+    procfile.unlink(missing_ok=True)
+    # Readable by its owner only: the page key and the webhook secret are in it.
+    with os.fdopen(os.open(procfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write("\n".join(lines) + "\n")
 
     click.echo(
         f"\nledger cluster: {replicas} API replicas, data in {data_dir} (Ctrl-C stops all of it)"
@@ -224,7 +244,7 @@ def run_cluster(
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     supervisor = subprocess.Popen(  # noqa: S603
-        [honcho, "start", "-f", str(procfile), "-e", str(env_file), "-d", str(ROOT)],
+        [honcho, "start", "-f", str(procfile), "-e", os.devnull, "-d", str(ROOT)],
         env=environment,
     )
     # SIGTERM (from a service manager) stops it as Ctrl-C does.

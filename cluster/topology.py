@@ -88,8 +88,10 @@ class Plan:
     """The test host of the projector and the relay."""
 
 
-RELAY_VARIABLES = ("DATABASE_URL", "LEDGER_ENV", "LEDGER_DATA_DIR")
-"""What of the common environment the relay gets (compose's relay service lists the same)."""
+DATABASE_ONLY_VARIABLES = ("DATABASE_URL", "LEDGER_ENV", "LEDGER_DATA_DIR")
+"""What of the common environment the projector and the relay get (compose's projector and
+relay services list the same): they use the database alone, so none of the service's
+secrets (Stripe's keys, the page key) are on their host."""
 
 
 def common_environment(plan: Plan, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -157,7 +159,7 @@ def ledger_processes(plan: Plan, environ: Mapping[str, str] | None = None) -> li
             "projector",
             "projector",
             ["ledger", "project"],
-            dict(common),
+            {name: common[name] for name in DATABASE_ONLY_VARIABLES},
             "(no port: views and webhook deliveries)",
             plan.workers_host,
         )
@@ -189,7 +191,7 @@ def ledger_processes(plan: Plan, environ: Mapping[str, str] | None = None) -> li
                 # The database alone, as compose's relay: none of the service's secrets. No CA
                 # of its own: a tls:// broker's certificate is checked against the system's.
                 {
-                    **{name: common[name] for name in RELAY_VARIABLES},
+                    **{name: common[name] for name in DATABASE_ONLY_VARIABLES},
                     "LEDGER_RELAY_URL": plan.relay_url,
                     "LEDGER_RELAY_TLS_CA": "",
                 },

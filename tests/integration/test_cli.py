@@ -8,9 +8,12 @@ import functools
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -721,3 +724,41 @@ async def test_v_logs_info_and_vv_debug_wherever_they_stand(
 
     assert ran.returncode == 0, ran.stderr
     assert [line.split(": ", 1)[1] for line in ran.stderr.splitlines()] == said
+
+
+def test_the_projector_in_production_needs_the_database_alone(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    """`ledger project` asked production for Stripe's secret key and webhook secret, the page
+    key and a metrics port, none of which it uses: its host had to hold the service's
+    secrets (docker-compose.yml's projector and make cluster's now get the database alone)."""
+    log = tmp_path / "projector.log"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "LEDGER_ENV": "production",
+        "DATABASE_URL": isolated_db.url,
+        "LEDGER_DATA_DIR": str(tmp_path / "data"),
+    }
+    with log.open("w") as output:
+        projector = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "project"],
+            env=env,
+            cwd=cli.ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "projector started" not in log.read_text() and projector.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        projector.send_signal(signal.SIGTERM)
+        code = projector.wait(60)
+    finally:
+        projector.kill()
+        projector.wait()
+
+    said = log.read_text()
+    assert code == 0, said
+    assert "projector started" in said
+    assert "LEDGER_ENV=production needs" not in said

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import re
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from api.cli import main as ledger_cli
 from api.settings import Settings, SettingsError
 from api.startup import KEEP_ALIVE_SECONDS, STOP_GRACE_SECONDS
 from cluster import nginx
+from cluster.run import base_environment, procfile_line
 from cluster.topology import Plan, Process, ledger_processes, setup_process
 from relay.runner import production_problems as relay_production_problems
 
@@ -265,11 +268,13 @@ def test_the_image_and_compose_default_to_production() -> None:
 def test_compose_with_the_secrets_set_is_a_production_the_service_accepts() -> None:
     services = compose()["services"]
 
-    for name in ("api", "projector"):
-        settings = Settings.from_env(environment_of(services[name], SECRETS))
-        assert settings.production, name
-        assert settings.stripe_api_base is None
-        assert settings.metrics_port is not None or settings.metrics_token
+    settings = Settings.from_env(environment_of(services["api"], SECRETS))
+    assert settings.production
+    assert settings.stripe_api_base is None
+    assert settings.metrics_port is not None or settings.metrics_token
+    # The projector (`ledger project`) asks for the database alone.
+    projector = Settings.from_env(environment_of(services["projector"], SECRETS), service=False)
+    assert projector.production
     # And without Stripe's keys the service refuses to start (no stand-in in production).
     bare = {k: v for k, v in SECRETS.items() if not k.startswith("STRIPE_")}
     with pytest.raises(SettingsError, match="needs STRIPE_SECRET_KEY"):
@@ -307,25 +312,26 @@ def test_compose_runs_the_relay_to_a_nats_that_takes_its_credentials() -> None:
     assert "without credentials" in " ".join(relay_production_problems(without))
 
 
-def test_compose_gives_the_relay_none_of_the_services_secrets() -> None:
-    """The relay reads the database and publishes: compose gave it the whole
-    x-ledger-environment, Stripe's secret key and webhook secret and the page key among
-    them, which it never reads (least privilege; docs/production.md)."""
+@pytest.mark.parametrize("name", ["relay", "projector"])
+def test_compose_gives_the_relay_and_the_projector_none_of_the_services_secrets(
+    name: str,
+) -> None:
+    """The relay reads the database and publishes; the projector reads it, writes the views
+    and sends webhooks signed with their endpoints' secrets (in the database): compose gave
+    each the whole x-ledger-environment, Stripe's secret key and webhook secret and the page
+    key among them, which neither reads (least privilege; docs/production.md)."""
     services = compose()["services"]
-    relay = services["relay"]["environment"]
+    environment = services[name]["environment"]
 
     secrets = {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "LEDGER_PAGE_KEY", "METRICS_TOKEN"}
-    assert not secrets & set(relay), relay
-    assert {v for value in map(str, relay.values()) for v in re.findall(r"\$\{(\w+)", value)} <= {
-        "LEDGER_SERVICE_PASSWORD",
-        "LEDGER_ENV",
-        "NATS_PASSWORD",
-    }
-    # What it needs it has: production's settings of the database alone, and the broker.
-    settings = Settings.from_env(environment_of(services["relay"], SECRETS), service=False)
+    assert not secrets & set(environment), environment
+    named = {v for value in map(str, environment.values()) for v in re.findall(r"\$\{(\w+)", value)}
+    assert named <= {"LEDGER_SERVICE_PASSWORD", "LEDGER_ENV", "NATS_PASSWORD"}
+    # What it needs it has: production's settings of the database alone (and the broker).
+    settings = Settings.from_env(environment_of(services[name], SECRETS), service=False)
     assert settings.production
     assert settings.database_url == environment_of(services["api"], SECRETS)["DATABASE_URL"]
-    assert "LEDGER_RELAY_URL" in relay
+    assert name != "relay" or "LEDGER_RELAY_URL" in environment
 
 
 def test_the_service_connects_as_ledger_service_never_as_the_superuser() -> None:
@@ -443,6 +449,37 @@ def test_make_cluster_runs_the_processes_commands_and_variables_of_the_compose_f
     assert (ROOT / proxy_config).resolve() == nginx.TEMPLATE.resolve()
     assert "pg_basebackup" in (ROOT / "deploy/postgres/standby.sh").read_text()
     assert "-R" in (ROOT / "deploy/postgres/standby.sh").read_text()
+
+
+def test_make_cluster_gives_each_process_its_variables_and_none_of_the_shells() -> None:
+    """`make cluster` ran every process under honcho with the shell's environment and every
+    common variable: the relay and the projector got Stripe's key and the page key (from the
+    shell, or the cluster's env file), which compose gives neither."""
+    plan = Plan(
+        api_addresses=[("127.0.0.1", 8001)],
+        admin_url="postgresql://postgres@127.0.0.1:54320/ledger",
+        database_url="postgresql://ledger_service@127.0.0.1:54320/ledger",
+        read_url=None,
+        public_url="http://127.0.0.1:8000",
+        data_dir=Path(".data/cluster/data"),
+        webhook_secret="whsec_test",
+        page_key="k" * 64,
+        relay_url="nats://127.0.0.1:4222",
+    )
+    shell = {**os.environ, "STRIPE_SECRET_KEY": "sk_live_in_the_shell", "OTHER": "shell's"}
+    base = base_environment(shell)
+
+    for process in ledger_processes(plan, environ={"STRIPE_SECRET_KEY": "sk_live_given"}):
+        name, command = procfile_line(process, ["env"], base).split(": ", 1)
+        shown = subprocess.run(  # noqa: S603
+            ["/bin/sh", "-c", command], env=shell, capture_output=True, text=True, check=True
+        ).stdout
+        got = dict(line.split("=", 1) for line in shown.splitlines())
+
+        assert got == {**base, **process.env}, name
+        assert "OTHER" not in got
+        assert ("STRIPE_SECRET_KEY" in got) == (process.service == "api"), name
+    assert {p.service for p in ledger_processes(plan)} >= {"projector", "relay"}
 
 
 def test_the_cluster_nginx_config_is_deploys_with_only_the_upstreams_and_paths_changed() -> None:
