@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import warnings
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ from ledger.store.migrate import (
 )
 from ledger.store.read_connections import PoolBusy, ReadConnections
 from ledger.store.transaction_ids import TransactionIdsAhead, refuse_transaction_ids_ahead
-from ledger.urls import UNREADABLE, readable, without_password
+from ledger.urls import UNREADABLE, names_a_database, readable, without_password
 
 if TYPE_CHECKING:
     from api.settings import Settings
@@ -226,6 +227,13 @@ async def _first_connection(
     be DATABASE_URL, and a database or role refused named no variable at all."""
     if not readable(database_url):
         raise DatabaseUnreachable(f"cannot connect to {UNREADABLE}: check {variable}")
+    if not names_a_database(database_url) and not os.environ.get("PGDATABASE"):
+        # PostgreSQL would take the user's name: the set-up went into the server's own
+        # `postgres` database, then ledger_service looked for a database "ledger_service".
+        raise DatabaseUnreachable(
+            f"{variable} names no database ({describe(database_url)}): end it with one, "
+            "as in postgresql://user@host:5432/ledger"
+        )
     try:
         return await _connect(database_url, timeout=CONNECT_TIMEOUT)
     except ValueError as error:  # asyncpg's reading of the URL (a port that is no number)

@@ -36,6 +36,15 @@ def readable(url: str) -> bool:
     return True
 
 
+def names_a_database(url: str) -> bool:
+    """Whether a PostgreSQL ``url`` names its database: in its path (``/ledger``) or its
+    query (``?dbname=``, ``?database=``). Without one, PostgreSQL takes the user's name."""
+    address, _, query = url.partition("?")
+    path = address.partition("://")[2].partition("/")[2]
+    parameters = {key for key, value in parse_qsl(query.partition("#")[0]) if value}
+    return bool(path.partition("#")[0].strip("/")) or bool({"dbname", "database"} & parameters)
+
+
 def without_password(url: str, *, hide_user: bool = False) -> str:
     """``url`` without the password of its address or of its query (``?password=``); a
     value that is no URL is not shown at all (whatever it holds may be a secret).

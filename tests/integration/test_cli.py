@@ -23,7 +23,7 @@ from api.access.tokens import TokenService
 from api.database import as_role
 from ledger.domain.ids import account_stream_id
 from ledger.store.migrate import _MIGRATION_LOCK as MIGRATION_LOCK
-from tests.conftest import IsolatedDatabase, fresh_database, unique
+from tests.conftest import IsolatedDatabase, _with_database, fresh_database, unique
 from tests.support import cli
 from tests.support.events import caught_up, stream_events
 
@@ -762,3 +762,40 @@ def test_the_projector_in_production_needs_the_database_alone(
     assert code == 0, said
     assert "projector started" in said
     assert "LEDGER_ENV=production needs" not in said
+
+
+async def test_a_database_url_that_names_no_database_is_refused_before_anything_is_set_up(
+    postgres_server_url: str,
+) -> None:
+    """Without a database PostgreSQL takes the user's name: `ledger accounts list` with
+    postgresql://postgres@host:5432 set the ledger up in the server's own `postgres`
+    database, then said "database "ledger_service" does not exist" (the service's role has
+    another name). A role and a database of one name stand in for postgres here."""
+    name = f"ledger_test_{os.urandom(4).hex()}"
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f"CREATE ROLE {name} LOGIN CREATEROLE")
+        await admin.execute(f"CREATE DATABASE {name} OWNER {name}")
+        nameless = urlunsplit(urlsplit(as_role(postgres_server_url, name))._replace(path=""))
+        listed = await ledger(nameless, "accounts", "list")
+        set_up = await ledger(NOTHING_LISTENS, "db", "setup", "--admin-url", f"{nameless}/")
+        inside = await asyncpg.connect(_with_database(postgres_server_url, name))
+        try:
+            tables = await inside.fetchval(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
+        finally:
+            await inside.close()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"DROP ROLE IF EXISTS {name}")
+        await admin.close()
+
+    assert listed.returncode == 1, listed.stderr
+    assert listed.stderr == (
+        f"Error: DATABASE_URL names no database ({nameless}): end it with one, as in "
+        "postgresql://user@host:5432/ledger\n"
+    )
+    assert set_up.returncode == 1, set_up.stderr
+    assert set_up.stderr.startswith("Error: --admin-url names no database ("), set_up.stderr
+    assert tables == 0
