@@ -929,8 +929,9 @@ def webhooks() -> None:
     """Inspect and retry outbound notification deliveries."""
 
 
-def _delivery_id(value: str) -> int:
-    """The id as `webhooks deliveries` prints it (dlv_12), or its number alone."""
+def _delivery_id(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """The id as `webhooks deliveries` prints it (dlv_12), or its number alone (a click
+    callback: the error names DELIVERY_ID, where it was "Invalid value: …" naming none)."""
     digits = value.strip().lower().removeprefix("dlv_")
     if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise click.BadParameter(f"{value!r} is not a delivery id (dlv_123 or 123)")
@@ -987,14 +988,13 @@ def webhook_deliveries(
 
 
 @webhooks.command("retry")
-@click.argument("delivery_id")
-def webhook_retry(delivery_id: str) -> None:
+@click.argument("delivery_id", callback=_delivery_id)
+def webhook_retry(delivery_id: int) -> None:
     """Make DELIVERY_ID (pending or failed) due now; the dispatcher sends it at once."""
     from ledger.notifications.outbox import NotRetryable, retry_now
 
-    chosen = _delivery_id(delivery_id)
     try:
-        delivery = _run_with_services(_settings(), lambda s: retry_now(s.pool, chosen))
+        delivery = _run_with_services(_settings(), lambda s: retry_now(s.pool, delivery_id))
     except NotRetryable as error:
         raise click.ClickException(str(error)) from None
     click.echo(
