@@ -55,9 +55,10 @@ class FailingLoop:
         if self._since is None:
             return
         self._log.warning(
-            "%s recovered: %d tries failed over %.0f s",
+            "%s recovered: %d %s failed over %.0f s",
             self._what,
             self._failures,
+            "try" if self._failures == 1 else "tries",
             self._clock() - self._since,
         )
         self._since, self._failures, self._said = None, 0, None

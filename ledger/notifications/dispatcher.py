@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
+from ledger.failing_loop import FailingLoop
 from ledger.notifications import DELIVERIES_CHANNEL
 from ledger.notifications.addresses import NonPublicAddress, WebhookTransport
 from ledger.notifications.outbox import (
@@ -30,7 +31,7 @@ from ledger.notifications.outbox import (
 from ledger.notifications.signing import SIGNATURE_HEADER, signature_header
 from ledger.store.event_store import DATABASE_ERRORS
 from ledger.store.wakeups import Listening, wait_for_either
-from ledger.surprises import log_surprise
+from ledger.surprises import in_one_line
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Dispatcher:
         """Whether receivers may be on non-public addresses (see addresses.py)."""
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._failing = FailingLoop(log, "webhook dispatcher")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver what is due until ``stop`` is set; then finish the requests in flight."""
@@ -105,13 +107,23 @@ class Dispatcher:
                         started = await self._start_due(client)
                         wait = await self._seconds_to_wait() if not started else 0.0
                     except DATABASE_ERRORS as error:
-                        log.warning("dispatcher could not reach the outbox (will retry): %s", error)
-                        started, wait = 0, self.poll_seconds
-                    except Exception as error:  # a surprise must not end deliveries
-                        log_surprise(
-                            log, "dispatcher failed to look at the outbox (will retry)", error
+                        # Said once, then now and then while it lasts: each second, it buried
+                        # every other line of the log.
+                        self._failing.failed(
+                            logging.WARNING,
+                            f"dispatcher could not reach the outbox (will retry): {error}",
                         )
                         started, wait = 0, self.poll_seconds
+                    except Exception as error:  # a surprise must not end deliveries
+                        self._failing.failed(
+                            logging.ERROR,
+                            "dispatcher failed to look at the outbox (will retry): "
+                            + in_one_line(error),
+                        )
+                        log.debug("dispatcher failed: the traceback", exc_info=error)
+                        started, wait = 0, self.poll_seconds
+                    else:
+                        self._failing.succeeded()
                     if wait > 0:
                         await wait_for_either(self._wake, stop, wait)
                     elif started == 0:

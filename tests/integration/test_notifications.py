@@ -685,13 +685,55 @@ async def test_a_dispatcher_whose_connection_was_cut_off_says_so_in_one_line_and
             stop.set()
             await running
 
-    [line] = caplog.records
+    line, recovered = [r for r in caplog.records if r.name == "ledger.notifications.dispatcher"]
     assert line.levelno == logging.WARNING
     assert line.getMessage() == (
         "dispatcher could not reach the outbox (will retry): "
-        "cannot switch to state 12; another operation (2)"
+        "cannot switch to state 12; another operation (2); "
+        "said again every 10 minutes while it lasts"
     )
     assert line.exc_info is None
+    assert recovered.getMessage().startswith("webhook dispatcher recovered: 1 try failed over ")
+
+
+async def test_a_dispatcher_failing_every_second_says_so_once_and_when_it_recovers(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each look at the outbox (one a second) logged "dispatcher could not reach the outbox
+    (will retry)" again for as long as the failure lasted, and nothing when it ended."""
+    dispatcher = Dispatcher(isolated_db.pool, isolated_db.url, poll_seconds=0.01)
+    stop = asyncio.Event()
+    admin = await asyncpg.connect(isolated_db.url)
+
+    def said(level: int) -> list[str]:
+        ours = [r for r in caplog.records if r.name == "ledger.notifications.dispatcher"]
+        return [r.getMessage() for r in ours if r.levelno == level]
+
+    async def until(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(30):
+            while not done():  # noqa: ASYNC110 (caplog's list, no event)
+                await asyncio.sleep(0.01)
+
+    caplog.set_level(logging.DEBUG, logger="ledger.notifications.dispatcher")
+    await admin.execute("ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_away")
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await until(lambda: len([m for m in said(logging.DEBUG) if "(will retry)" in m]) >= 3)
+        await admin.execute("ALTER TABLE webhook_deliveries_away RENAME TO webhook_deliveries")
+        await until(lambda: any("recovered" in m for m in said(logging.WARNING)))
+    finally:
+        stop.set()
+        await running
+        await admin.execute(
+            "ALTER TABLE IF EXISTS webhook_deliveries_away RENAME TO webhook_deliveries"
+        )
+        await admin.close()
+
+    failed, recovered = said(logging.WARNING)
+    assert failed.startswith("dispatcher could not reach the outbox (will retry): "), failed
+    assert '"webhook_deliveries" does not exist' in failed
+    assert recovered.startswith("webhook dispatcher recovered: "), recovered
+    assert " tries failed over " in recovered
 
 
 async def test_a_notification_carries_the_balances_its_command_left_not_a_step_inside_it(
