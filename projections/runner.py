@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from ledger.failing_loop import FailingLoop
 from ledger.store.event_store import (
     DATABASE_ERRORS,
     NOTIFY_CHANNEL,
@@ -370,6 +371,7 @@ class Projector:
         self.database_url = database_url
         self.projections = list(all_projections(remembering=True))
         self._wake = asyncio.Event()
+        self._failing = FailingLoop(log, "projector")
         self._left_at: dict[str, tuple[int, int]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -391,7 +393,11 @@ class Projector:
                         self.store, self.projections, self.batch_size, self._left_at
                     )
                 except DATABASE_ERRORS as error:
-                    log.warning("projector could not apply a batch (will retry): %s", error)
+                    # Said once, then now and then while it lasts: twice a second, it buried
+                    # every other line of the log.
+                    self._failing.failed(
+                        logging.WARNING, f"projector could not apply a batch (will retry): {error}"
+                    )
                     applied = 0
                 except UnreadableEvent as error:
                     # Stays up (its dispatcher delivers what is queued) and says so in one
@@ -404,6 +410,8 @@ class Projector:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), STUCK_RETRY_SECONDS)
                     continue
+                else:
+                    self._failing.succeeded()
                 if applied:
                     # At once, rather than at the next wake-up: what committed meanwhile
                     # (waiting for its NOTIFY instead put 3-5 ms on the lag's median).

@@ -8,6 +8,7 @@ statement (projections/writes.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import asyncpg
@@ -431,3 +432,42 @@ async def test_the_projector_listens_again_after_its_connection_is_cut_off(
     finally:
         stop.set()
         await running
+
+
+async def test_a_projector_failing_every_poll_says_so_once_and_when_it_recovers(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each poll (twice a second) logged "projector could not apply a batch (will retry)"
+    again for as long as the failure lasted, and nothing when it ended."""
+    await opened(isolated_db, 1)
+    admin = await asyncpg.connect(isolated_db.url)
+
+    def said(level: int) -> list[str]:
+        ours = [r for r in caplog.records if r.name == "projections.runner"]
+        return [r.getMessage() for r in ours if r.levelno == level]
+
+    caplog.set_level(logging.DEBUG, logger="projections.runner")
+    await admin.execute("ALTER TABLE stored_events RENAME TO stored_events_away")
+    stop = asyncio.Event()
+    running = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
+    try:
+        await until(
+            lambda: len([m for m in said(logging.DEBUG) if "(will retry)" in m]) >= 3,
+            30,
+            what="three failed polls",
+        )
+        await admin.execute("ALTER TABLE stored_events_away RENAME TO stored_events")
+        await until(
+            lambda: any("recovered" in m for m in said(logging.WARNING)), 30, what="recovery"
+        )
+    finally:
+        stop.set()
+        await running
+        await admin.execute("ALTER TABLE IF EXISTS stored_events_away RENAME TO stored_events")
+        await admin.close()
+
+    failed, recovered = said(logging.WARNING)
+    assert failed.startswith("projector could not apply a batch (will retry): "), failed
+    assert '"stored_events" does not exist' in failed
+    assert failed.endswith("; said again every 10 minutes while it lasts")
+    assert recovered.startswith("projector recovered: "), recovered
