@@ -231,8 +231,8 @@ async def _first_connection(
         # PostgreSQL would take the user's name: the set-up went into the server's own
         # `postgres` database, then ledger_service looked for a database "ledger_service".
         raise DatabaseUnreachable(
-            f"{variable} names no database ({describe(database_url)}): end it with one, "
-            "as in postgresql://user@host:5432/ledger"
+            f"{variable} names no database: end it with one, as in "
+            "postgresql://user@host:5432/ledger"
         )
     try:
         return await _connect(database_url, timeout=CONNECT_TIMEOUT)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
-from ledger.urls import readable
+from ledger.urls import names_a_database, readable
 
 
 def default_data_dir() -> Path:
@@ -284,6 +284,12 @@ def shape_problems(settings: Settings) -> list[str]:
     ):
         if url and not readable(url):
             problems.append(f"{variable} is not a URL (postgresql://user@host:port/database)")
+        elif url and not names_a_database(url) and not os.environ.get("PGDATABASE"):
+            # PostgreSQL would take the user's name (api/database.py refuses it too).
+            problems.append(
+                f"{variable} names no database: end it with one, as in "
+                "postgresql://user@host:5432/ledger"
+            )
     if not _link_base(settings.public_url):
         problems.append(
             "LEDGER_PUBLIC_URL must be an http(s) address with a host and no query or "

@@ -778,6 +778,7 @@ async def test_a_database_url_that_names_no_database_is_refused_before_anything_
         await admin.execute(f"CREATE DATABASE {name} OWNER {name}")
         nameless = urlunsplit(urlsplit(as_role(postgres_server_url, name))._replace(path=""))
         listed = await ledger(nameless, "accounts", "list")
+        checked = await ledger(nameless, "config", "check")
         set_up = await ledger(NOTHING_LISTENS, "db", "setup", "--admin-url", f"{nameless}/")
         inside = await asyncpg.connect(_with_database(postgres_server_url, name))
         try:
@@ -793,9 +794,11 @@ async def test_a_database_url_that_names_no_database_is_refused_before_anything_
 
     assert listed.returncode == 1, listed.stderr
     assert listed.stderr == (
-        f"Error: DATABASE_URL names no database ({nameless}): end it with one, as in "
+        "Error: DATABASE_URL names no database: end it with one, as in "
         "postgresql://user@host:5432/ledger\n"
     )
+    assert checked.returncode == 1, checked.stderr
+    assert "problem: DATABASE_URL names no database: end it with one" in checked.stderr
     assert set_up.returncode == 1, set_up.stderr
-    assert set_up.stderr.startswith("Error: --admin-url names no database ("), set_up.stderr
+    assert set_up.stderr.startswith("Error: --admin-url names no database: "), set_up.stderr
     assert tables == 0
