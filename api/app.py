@@ -42,6 +42,7 @@ from api.routes import (
 )
 from api.services import Services, build_services
 from api.settings import Settings, SettingsError
+from api.validation import refuse_a_repeated_idempotency_key
 from ledger.adapters.stripe_gateway import StripeGateway
 from ledger.store.failures import database_failure
 
@@ -192,6 +193,7 @@ def create_app(
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_a_repeated_idempotency_key,
         lifespan=[lifespan],
         openapi_config=openapi_config(),
         debug=False,

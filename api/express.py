@@ -30,7 +30,7 @@ from api.access.guards import authenticated
 from api.access.tokens import Principal
 from api.body_headers import body_refusal
 from api.errors import send_error
-from api.headers import first_header
+from api.headers import RepeatedHeader, first_header, only_header
 from api.services import Services
 from api.validation import NOT_JSON_ERRORS, admits_idempotency_key, repeated_fields
 
@@ -81,7 +81,10 @@ class Call:
 
     def optional_idempotency_key(self) -> str | None:
         """The ``Idempotency-Key`` header if given, as ``OptionalIdempotencyKey`` admits it."""
-        key = self.header(b"idempotency-key")
+        try:
+            key = only_header(self.scope, b"idempotency-key")
+        except RepeatedHeader:
+            raise Declined from None
         if key is not None and not admits_idempotency_key(key):
             raise Declined
         return key

@@ -49,7 +49,7 @@ from litestar.types import (
 )
 
 from api.database import _connect, describe, nothing_to_reset
-from api.headers import first_header
+from api.headers import RepeatedHeader, only_header
 from api.metrics import view_reads
 from ledger.store.event_store import DATABASE_ERRORS, EventStore, visible_head
 from ledger.store.read_connections import Pool
@@ -323,9 +323,12 @@ async def open_standby_pool(read_url: str | None) -> AsyncIterator[asyncpg.Pool 
         standby.terminate()
 
 
-def _invalid_min_position() -> bytes:
-    message = f"The {MIN_POSITION_HEADER} header must be a whole number of at least 0."
+def _invalid_min_position(message: str) -> bytes:
     return msgspec.json.encode({"message": message, "errors": {MIN_POSITION_HEADER: [message]}})
+
+
+_NOT_A_POSITION = f"The {MIN_POSITION_HEADER} header must be a whole number of at least 0."
+_REPEATED_POSITION = f"The {MIN_POSITION_HEADER} header must be given once."
 
 
 class ReadsOfRequest:
@@ -350,24 +353,17 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
     ``send`` once for all it adds."""
 
     async def with_min_position(scope: Scope, receive: Receive, send: Send) -> None:
-        raw = first_header(scope, _MIN_POSITION_NAME) if scope["type"] == "http" else None
+        try:
+            raw = only_header(scope, _MIN_POSITION_NAME) if scope["type"] == "http" else None
+        except RepeatedHeader:  # two different positions: which one is meant is unknown
+            await _refuse_min_position(send, _REPEATED_POSITION)
+            return
         if raw is None:
             await app(scope, receive, send)
             return
         text = raw.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
-            start: HTTPResponseStartEvent = {
-                "type": "http.response.start",
-                "status": 422,
-                "headers": [(b"content-type", b"application/json")],
-            }
-            body: HTTPResponseBodyEvent = {
-                "type": "http.response.body",
-                "body": _invalid_min_position(),
-                "more_body": False,
-            }
-            await send(start)
-            await send(body)
+            await _refuse_min_position(send, _NOT_A_POSITION)
             return
         request = _request.get()
         if request is not None:  # the edge's
@@ -379,3 +375,19 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
 
     return with_min_position
+
+
+async def _refuse_min_position(send: Send, message: str) -> None:
+    """The 422 of a ``Ledger-Min-Position`` header that says no one position."""
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 422,
+        "headers": [(b"content-type", b"application/json")],
+    }
+    body: HTTPResponseBodyEvent = {
+        "type": "http.response.body",
+        "body": _invalid_min_position(message),
+        "more_body": False,
+    }
+    await send(start)
+    await send(body)

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Generator
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar, cast, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, cast, get_args, get_origin
 
 import msgspec
 from litestar._openapi.schema_generation import SchemaCreator
@@ -25,7 +25,11 @@ from litestar.params import HeaderParameter, KwargDefinition
 from litestar.typing import FieldDefinition
 
 from api.body_headers import check_body_headers
+from api.headers import RepeatedHeader, only_header
 from ledger.domain.limits import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
+
+if TYPE_CHECKING:
+    from litestar import Request
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
@@ -415,3 +419,16 @@ IDEMPOTENCY_KEY_INVALID = (
     f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters."
 )
 IDEMPOTENCY_KEY_MISSING = "The Idempotency-Key header is required."
+IDEMPOTENCY_KEY_REPEATED = "The Idempotency-Key header must be given once."
+
+
+async def refuse_a_repeated_idempotency_key(request: Request[Any, Any, Any]) -> None:
+    """The app's before-request hook: a route that takes ``Idempotency-Key`` refuses it
+    given twice with different values (422), as a body's field given twice; Litestar would
+    take the first. It runs after the guards, as a missing key is refused after them."""
+    if "idempotency_key" not in request.route_handler.parsed_fn_signature.parameters:
+        return
+    try:
+        only_header(request.scope, b"idempotency-key")
+    except RepeatedHeader:
+        raise ValidationFailed.single("Idempotency-Key", IDEMPOTENCY_KEY_REPEATED) from None

@@ -17,7 +17,7 @@ from litestar.types import Guard
 from litestar.types import Scope as ASGIScope
 
 from api.access.tokens import Principal, Scope, TokenService
-from api.headers import first_header
+from api.headers import RepeatedHeader, only_header
 
 Caller = NamedDependency[Principal]
 """Declares a route's ``principal`` parameter as the authenticated caller."""
@@ -34,11 +34,15 @@ class Forbidden(Exception):
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    """The token from ``Authorization: Bearer <token>``, if the header has that form.
+    """The token from ``Authorization: Bearer <token>``, if the header has that form and is
+    not given again with another value.
 
     Read from the raw headers: ``connection.headers`` builds a multi-dict of them all.
     """
-    header = first_header(connection.scope, b"authorization") or ""
+    try:
+        header = only_header(connection.scope, b"authorization") or ""
+    except RepeatedHeader:  # two credentials: whose request this is is unknown
+        return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

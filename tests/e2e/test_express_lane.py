@@ -74,6 +74,9 @@ async def exchanges(one: Side, writer: dict[str, str]) -> list[httpx.Response]:
     key = {**writer, "Idempotency-Key": "spend-1"}
     delivery = event_body("customer.created", {"id": "cus_1", "object": "customer"}, event_id)
     signed = {"Stripe-Signature": signature(delivery), "Content-Type": "application/json"}
+    writer_key = [*writer.items(), ("Idempotency-Key", "a")]
+    two_keys = [("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    two_positions = [("Ledger-Min-Position", "1"), ("Ledger-Min-Position", "2")]
     http = one.http
     return [
         await http.post(spend, json={"amount": 30, "reason": "a"}, headers=key),
@@ -133,6 +136,15 @@ async def exchanges(one: Side, writer: dict[str, str]) -> list[httpx.Response]:
             content=gzip.compress(delivery.encode()),
             headers={**signed, "Content-Encoding": "gzip"},
         ),
+        # A header given twice: with another value it says no one thing; the same again is one.
+        await http.post(spend, json={"amount": 1}, headers=[*writer_key, ("Idempotency-Key", "b")]),
+        await http.post(spend, json={"amount": 1}, headers=[*writer_key, ("Idempotency-Key", "a")]),
+        await http.post(spend, json={"amount": 1}, headers=[*writer_key, *writer_key]),
+        await http.post(spend, json={"amount": 1}, headers=[*two_keys, ("Authorization", "x")]),
+        await http.get(mine, headers=[*writer.items(), ("Authorization", "Bearer ldg_nope_nope")]),
+        await http.get(mine, headers=[*writer.items(), *writer.items()]),
+        await http.get("/v1/credits", headers=[*one.customer.items(), *two_positions]),
+        await http.get("/v1/credits", headers=[*one.customer.items(), *two_positions[:1] * 2]),
     ]
 
 
@@ -169,9 +181,18 @@ async def test_the_express_lane_answers_as_litestar_alone_does(
         200, 200, 422, 200, 402, 422, 422, 422, 422, 401, 403, 404, 413,
         200, 404, 200, 404, 200, 200, 422, 403, 401, 401,
         200, 200, 400, 400, 400, 415, 422, 400,
+        422, 200, 200, 401, 401, 200, 422, 200,
     ]  # fmt: skip
     assert laned_answers[1].headers["idempotent-replayed"] == "true"
     assert laned_answers[18].headers["ledger-read-from"] == "primary"
+    assert laned_answers[31].json() == {
+        "message": "The Idempotency-Key header must be given once.",
+        "errors": {"Idempotency-Key": ["The Idempotency-Key header must be given once."]},
+    }
+    assert laned_answers[33].headers["idempotent-replayed"] == "true"
+    assert laned_answers[37].json()["errors"] == {
+        "Ledger-Min-Position": ["The Ledger-Min-Position header must be given once."]
+    }
 
 
 async def hold_exchanges(one: Side, writer: dict[str, str]) -> list[httpx.Response]:
