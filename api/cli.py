@@ -448,6 +448,7 @@ def relay_command(
     # Asked to stop while still starting: nothing published yet, so a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
+    from ledger.store.migrate import RELAY_ROLE
     from relay.runner import (
         DEFAULT_URL,
         RelayRefused,
@@ -474,7 +475,9 @@ def relay_command(
         raise click.UsageError(str(error)) from None
     try:
         run_with_database(
-            settings, lambda d: run_until_stopped(d.store, d.pool, d.database_url, chosen)
+            settings,
+            lambda d: run_until_stopped(d.store, d.pool, d.database_url, chosen),
+            role=RELAY_ROLE,  # reads the store, moves its own position: nothing else
         )
     except RelayRefused as error:
         raise click.ClickException(str(error)) from None
@@ -1023,9 +1026,19 @@ def db() -> None:
     help="Set this password on ledger_service, the role the service connects as "
     "(production: DATABASE_URL=postgresql://ledger_service:PASSWORD@host/db).",
 )
-def db_setup(admin_url: str | None, service_password: str | None) -> None:
-    """Create the roles ledger_owner and ledger_service, apply the stored functions, the
-    migrations and the grants. Safe to run again (what a deploy's migrate step runs).
+@click.option(
+    "--relay-password",
+    envvar="LEDGER_RELAY_DATABASE_PASSWORD",
+    show_envvar=True,
+    help="Set this password on ledger_relay, the database role `ledger relay` connects as "
+    "(its DATABASE_URL=postgresql://ledger_relay:PASSWORD@host/db).",
+)
+def db_setup(
+    admin_url: str | None, service_password: str | None, relay_password: str | None
+) -> None:
+    """Create the roles ledger_owner, ledger_service and ledger_relay, apply the stored
+    functions, the migrations and the grants. Safe to run again (what a deploy's migrate
+    step runs).
 
     Needs no Stripe or other settings: only the database.
     """
@@ -1045,12 +1058,18 @@ def db_setup(admin_url: str | None, service_password: str | None) -> None:
         variable = "DATABASE_URL"
     url = resolve_database_url(admin_url, data_dir)
     applied = event_loop.run(
-        set_up_database(url, service_password=service_password or None, variable=variable)
+        set_up_database(
+            url,
+            service_password=service_password or None,
+            relay_password=relay_password or None,
+            variable=variable,
+        )
     )
     click.echo(
         f"database {describe(url)} set up"
         + (f"; applied {', '.join(applied)}" if applied else "; no migration was pending")
         + ("; ledger_service's password set" if service_password else "")
+        + ("; ledger_relay's password set" if relay_password else "")
     )
 
 

@@ -69,20 +69,24 @@ def run_with_database(
     *,
     set_up_first: bool = True,
     server_settings: dict[str, str] | None = None,
+    role: str | None = None,
 ) -> T:
     """Run ``work(database)`` in an event loop of its own, the pool closed after.
 
     Opens no Stripe client and needs no page key, unlike ``run_with_services``: an auditor's
     or a checkpoint signer's host, the projector's or the relay's holds the database's URL
-    and none of the service's secrets (``set_up_first``: see ``api.database.service_url``;
-    ``server_settings``: the pool's sessions', ``create_pool``'s)."""
+    and none of the service's secrets (``set_up_first``, ``role``: see
+    ``api.database.service_url``, None: the service's; ``server_settings``: the pool's
+    sessions', ``create_pool``'s)."""
     from api.database import SERVICE_SETTINGS, open_database
+    from ledger.store.migrate import SERVICE_ROLE
 
     async def run() -> T:
         async with open_database(
             settings,
             set_up_first=set_up_first,
             server_settings=server_settings or SERVICE_SETTINGS,
+            role=role or SERVICE_ROLE,
         ) as database:
             return await work(database)
 

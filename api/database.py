@@ -264,10 +264,17 @@ async def may_administer(connection: asyncpg.Connection) -> bool:
     return bool(row and row[0])
 
 
-async def _set_up(connection: Connection, *, service_password: str | None = None) -> list[str]:
-    """``set_up``, with a service role it refuses said in one line, as any unusable database."""
+async def _set_up(
+    connection: Connection,
+    *,
+    service_password: str | None = None,
+    relay_password: str | None = None,
+) -> list[str]:
+    """``set_up``, with a login role it refuses said in one line, as any unusable database."""
     try:
-        return await set_up(connection, service_password=service_password)
+        return await set_up(
+            connection, service_password=service_password, relay_password=relay_password
+        )
     except ServiceRoleTooPowerful as error:
         raise DatabaseNotReady(str(error)) from None
 
@@ -284,7 +291,11 @@ async def _refuse_a_restore_behind(connection: Connection) -> None:
 
 
 async def set_up_database(
-    admin_url: str, *, service_password: str | None = None, variable: str = "DATABASE_ADMIN_URL"
+    admin_url: str,
+    *,
+    service_password: str | None = None,
+    relay_password: str | None = None,
+    variable: str = "DATABASE_ADMIN_URL",
 ) -> list[str]:
     """Roles, functions, migrations and grants, as ``admin_url`` (read from ``variable``);
     the migrations applied."""
@@ -295,15 +306,22 @@ async def set_up_database(
                 f"{describe(admin_url)} may not create roles: give DATABASE_ADMIN_URL a role that may"
             )
         await _refuse_a_restore_behind(connection)
-        return await _set_up(connection, service_password=service_password)
+        return await _set_up(
+            connection, service_password=service_password, relay_password=relay_password
+        )
     finally:
         await connection.close()
 
 
 async def service_url(
-    database_url: str, admin_url: str | None = None, *, set_up_first: bool = True
+    database_url: str,
+    admin_url: str | None = None,
+    *,
+    set_up_first: bool = True,
+    role: str = SERVICE_ROLE,
 ) -> str:
-    """Set the database up if a connection at hand may, and the URL the service connects with.
+    """Set the database up if a connection at hand may, and the URL the service connects with
+    (``role``: ``ledger_service``, or ``ledger_relay`` for ``ledger relay``).
 
     ``set_up_first=False`` (the audit) changes nothing in a database that was ever set up:
     no grants applied again (they would revoke one the audit is there to find), and no
@@ -339,8 +357,8 @@ async def service_url(
     finally:
         await connection.close()
     user = urlsplit(database_url).username
-    if admin_url is None and administer and user != SERVICE_ROLE:
-        return as_role(database_url, SERVICE_ROLE)
+    if admin_url is None and administer and user != role:
+        return as_role(database_url, role)
     return database_url
 
 
@@ -378,12 +396,13 @@ async def create_pool(
     set_up_first: bool = True,
     wait_seconds: float | None = None,
     server_settings: dict[str, str] = SERVICE_SETTINGS,
+    role: str = SERVICE_ROLE,
 ) -> asyncpg.Pool:
-    """A pool of ``ledger_service`` connections on a set-up database (see the module;
-    ``set_up_first``: see ``service_url``). With ``wait_seconds`` (the API's), a
+    """A pool of ``role``'s connections on a set-up database (see the module;
+    ``set_up_first``, ``role``: see ``service_url``). With ``wait_seconds`` (the API's), a
     connection not free within that time is ``PoolBusy``; the commands' pools wait.
     ``server_settings``: the sessions' (``SERVICE_SETTINGS``, or ``PROJECTOR_SETTINGS``)."""
-    url = await service_url(database_url, set_up_first=set_up_first)
+    url = await service_url(database_url, set_up_first=set_up_first, role=role)
     pool = await ServicePool(
         url,
         wait_seconds=wait_seconds,
@@ -422,22 +441,24 @@ async def open_database(
     set_up_first: bool = True,
     pool_wait: float | None = None,
     server_settings: dict[str, str] = SERVICE_SETTINGS,
+    role: str = SERVICE_ROLE,
 ) -> AsyncIterator[Database]:
     """The settings' database, set up first if the connection may (``set_up_first``: see
-    ``service_url``), with a pool of the service's role (``pool_wait``, ``server_settings``:
+    ``service_url``), with a pool of ``role`` (``pool_wait``, ``server_settings``:
     ``create_pool``'s ``wait_seconds`` and ``server_settings``) closed on exit: what the
     service and every command open alike."""
     given_url = await asyncio.to_thread(
         resolve_database_url, settings.database_url, settings.data_dir
     )
     database_url = await service_url(
-        given_url, settings.database_admin_url, set_up_first=set_up_first
+        given_url, settings.database_admin_url, set_up_first=set_up_first, role=role
     )
     pool = await create_pool(
         database_url,
         set_up_first=set_up_first,
         wait_seconds=pool_wait,
         server_settings=server_settings,
+        role=role,
     )
     try:
         yield Database(pool, EventStore(pool), database_url, given_url)

@@ -186,6 +186,7 @@ def run_cluster(
         api_addresses=[("127.0.0.1", p) for p in ports.apis],
         admin_url=primary.url(),
         database_url=primary.url(user="ledger_service"),
+        relay_database_url=primary.url(user="ledger_relay"),
         read_url=standby.url(user="ledger_service"),
         public_url=public_url,
         data_dir=secrets_dir,

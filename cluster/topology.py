@@ -82,6 +82,8 @@ class Plan:
     """The Stripe stand-in's port when it runs (no STRIPE_SECRET_KEY); None: real Stripe."""
     relay_url: str | None = None
     """``ledger relay`` publishes to this NATS server; None: no relay."""
+    relay_database_url: str | None = None
+    """The primary, as ledger_relay: what the relay connects with (None: ``database_url``)."""
     api_hosts: list[str | None] = field(default_factory=list)
     """The test host of each replica (None or empty: this machine)."""
     workers_host: str | None = None
@@ -117,8 +119,12 @@ def setup_process(plan: Plan) -> Process:
         "migrate",
         "migrate",
         ["ledger", "db", "setup"],
-        # Trust authentication here: ledger_service needs no password.
-        {"DATABASE_ADMIN_URL": plan.admin_url, "LEDGER_SERVICE_PASSWORD": ""},
+        # Trust authentication here: ledger_service and ledger_relay need no password.
+        {
+            "DATABASE_ADMIN_URL": plan.admin_url,
+            "LEDGER_SERVICE_PASSWORD": "",
+            "LEDGER_RELAY_DATABASE_PASSWORD": "",
+        },
         "(once, before the rest)",
     )
 
@@ -192,6 +198,7 @@ def ledger_processes(plan: Plan, environ: Mapping[str, str] | None = None) -> li
                 # of its own: a tls:// broker's certificate is checked against the system's.
                 {
                     **{name: common[name] for name in DATABASE_ONLY_VARIABLES},
+                    "DATABASE_URL": plan.relay_database_url or plan.database_url,
                     "LEDGER_RELAY_URL": plan.relay_url,
                     "LEDGER_RELAY_TLS_CA": "",
                 },

@@ -23,10 +23,18 @@ import asyncpg
 import msgspec
 
 from ledger.store.event_store import DATABASE_ERRORS, EventStore, RecordedEvent
+from ledger.store.migrate import RELAY_ROLE
 from ledger.store.wakeups import Listening, wait_for_either
 from ledger.urls import UNREADABLE, readable, without_password
 from relay.messages import outgoing
-from relay.positions import Connection, claim, commit, read_position, register
+from relay.positions import (
+    Connection,
+    beyond_a_relay,
+    claim,
+    commit,
+    read_position,
+    register,
+)
 from relay.publisher import (
     DEFAULT_STREAM,
     BrokerUnavailable,
@@ -411,4 +419,11 @@ async def run_until_stopped(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(*DATABASE_ERRORS):
+        if (beyond := await beyond_a_relay(pool)) is not None:
+            log.warning(
+                "relay: %s, which a relay never needs; connect it as %s (docs/relay.md)",
+                beyond,
+                RELAY_ROLE,
+            )
     await Relay(store, pool, database_url, settings).run(stop)

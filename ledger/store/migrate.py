@@ -4,15 +4,17 @@ Run as a role that may create roles (a superuser in development and tests, an
 administrator's URL in production: ``DATABASE_ADMIN_URL``), in this order and
 under one advisory lock so that processes starting together take turns:
 
-1. the roles: ``ledger_owner`` (owns everything, never logs in) and
-   ``ledger_service`` (what the service connects as; owns nothing, and set-up stops
-   here if it is more than a login: ``refuse_a_powerful_service_role``);
+1. the roles: ``ledger_owner`` (owns everything, never logs in), ``ledger_service``
+   (what the service connects as) and ``ledger_relay`` (what ``ledger relay`` connects
+   as: it reads the store and moves its own position, nothing else); the last two own
+   nothing, and set-up stops here if either is more than a login
+   (``refuse_a_powerful_role``);
 2. as ``ledger_owner``: every stored function, one per file in ``sql/functions/``,
    with ``CREATE OR REPLACE`` (so the current definition is the file, not the
    last migration that touched it);
 3. every numbered migration in ``migrations/`` not applied yet, each in its own
    transaction, recorded in ``schema_migrations`` (tables and data only);
-4. ``sql/grants.sql``: what ``ledger_service`` may do.
+4. ``sql/grants.sql``: what ``ledger_service`` and ``ledger_relay`` may do.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _MIGRATION_LOCK = 748200102
 
 OWNER_ROLE = "ledger_owner"
 SERVICE_ROLE = "ledger_service"
+RELAY_ROLE = "ledger_relay"
+LOGIN_ROLES = (SERVICE_ROLE, RELAY_ROLE)
 
 
 def _sql_files(folder: str) -> list[tuple[str, str]]:
@@ -84,27 +88,21 @@ async def _take_ownership(connection: Connection) -> None:
         await connection.execute(row[0])
 
 
-async def set_up(connection: Connection, *, service_password: str | None = None) -> list[str]:
+async def set_up(
+    connection: Connection,
+    *,
+    service_password: str | None = None,
+    relay_password: str | None = None,
+) -> list[str]:
     """Roles, functions, migrations and grants (see the module); return the migrations applied."""
     await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
         await _create_role(connection, OWNER_ROLE, login=False)
-        await _create_role(connection, SERVICE_ROLE, login=True)
-        if service_password is not None:
-            # Its SCRAM verifier, never the password: the server logs DDL where
-            # log_statement says so (ledger/store/scram.py).
-            verifier = scram_sha_256(service_password)
-            await connection.execute(f"ALTER ROLE {SERVICE_ROLE} PASSWORD {_literal(verifier)}")
         database = await connection.fetchval("SELECT current_database()")
-        await connection.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {SERVICE_ROLE}')
-        # No temporary objects: nothing needs them, and a caller's own could stand in for
-        # the owner's tables in a function that does not name its schema. No schemas of its
-        # own either: one named after a role would come first in that role's search_path.
-        await connection.execute(
-            f'REVOKE CREATE, TEMPORARY ON DATABASE "{database}" FROM PUBLIC, {SERVICE_ROLE}'
-        )
-        await connection.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {SERVICE_ROLE}")
-        await refuse_a_powerful_service_role(connection)
+        for role, password in ((SERVICE_ROLE, service_password), (RELAY_ROLE, relay_password)):
+            await _create_login(connection, role, database, password)
+        for role in LOGIN_ROLES:
+            await refuse_a_powerful_role(connection, role)
         await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
         await connection.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}")
         await _take_ownership(connection)
@@ -121,16 +119,37 @@ async def set_up(connection: Connection, *, service_password: str | None = None)
         await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
 
+async def _create_login(
+    connection: Connection, role: str, database: str, password: str | None
+) -> None:
+    """A role that logs in to ``database`` and may make nothing there, ``password`` set if given."""
+    await _create_role(connection, role, login=True)
+    if password is not None:
+        # Its SCRAM verifier, never the password: the server logs DDL where
+        # log_statement says so (ledger/store/scram.py).
+        verifier = scram_sha_256(password)
+        await connection.execute(f"ALTER ROLE {role} PASSWORD {_literal(verifier)}")
+    await connection.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+    # No temporary objects: nothing needs them, and a caller's own could stand in for
+    # the owner's tables in a function that does not name its schema. No schemas of its
+    # own either: one named after a role would come first in that role's search_path.
+    await connection.execute(
+        f'REVOKE CREATE, TEMPORARY ON DATABASE "{database}" FROM PUBLIC, {role}'
+    )
+    await connection.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
+
+
 class ServiceRoleTooPowerful(Exception):
-    """``ledger_service`` may do what no grant of set-up can take back: the service could
-    drop or rewrite history. The message says what, and how to take it back."""
+    """``ledger_service`` (or ``ledger_relay``) may do what no grant of set-up can take back:
+    it could drop or rewrite history. The message says what, and how to take it back."""
 
 
-async def refuse_a_powerful_service_role(connection: Connection) -> None:
-    """Raise ServiceRoleTooPowerful unless ``ledger_service`` owns nothing and is no more
-    than a login: a role made before set-up (an operator's ``CREATE ROLE``, a database made
-    ``OWNER ledger_service``) keeps whatever it was given, and a database's owner may drop
-    it, create schemas and grant itself back what set-up revoked."""
+async def refuse_a_powerful_role(connection: Connection, role: str) -> None:
+    """Raise ServiceRoleTooPowerful unless ``role`` (``ledger_service``, ``ledger_relay``)
+    owns nothing and is no more than a login: a role made before set-up (an operator's
+    ``CREATE ROLE``, a database made ``OWNER ledger_service``) keeps whatever it was given,
+    and a database's owner may drop it, create schemas and grant itself back what set-up
+    revoked."""
     row = await connection.fetchrow(
         """SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,
                   pg_has_role(r.oid, d.datdba, 'MEMBER') AS owns_database,
@@ -142,7 +161,7 @@ async def refuse_a_powerful_service_role(connection: Connection) -> None:
                         ORDER BY 1) AS creates_in
            FROM pg_roles r, pg_database d
            WHERE r.rolname = $1 AND d.datname = current_database()""",
-        SERVICE_ROLE,
+        role,
     )
     assert row is not None  # set-up has just made the role
     database = await connection.fetchval("SELECT current_database()")
@@ -161,9 +180,10 @@ async def refuse_a_powerful_service_role(connection: Connection) -> None:
         if held
     ]
     if found:
+        who = "the service" if role == SERVICE_ROLE else "the relay"
         raise ServiceRoleTooPowerful(
-            f"{SERVICE_ROLE} {'; '.join(found)}: the service could rewrite or drop history. "
-            f"It must be a login that owns nothing (ALTER ROLE {SERVICE_ROLE} NOSUPERUSER "
+            f"{role} {'; '.join(found)}: {who} could rewrite or drop history. "
+            f"It must be a login that owns nothing (ALTER ROLE {role} NOSUPERUSER "
             f'NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS, ALTER DATABASE "{database}" '
             f"OWNER TO an administrator, REVOKE its roles and grants), then set up again"
         )
@@ -192,7 +212,8 @@ async def _apply_migrations(connection: Connection) -> list[str]:
 
 
 async def apply_grants(connection: Connection) -> None:
-    """What ``ledger_service`` may do (``sql/grants.sql``), as the tables' owner."""
+    """What ``ledger_service`` and ``ledger_relay`` may do (``sql/grants.sql``), as the
+    tables' owner."""
     await connection.execute(packaged("sql/grants.sql"))
 
 

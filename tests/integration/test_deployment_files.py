@@ -102,7 +102,12 @@ def resolved(value: str, shell: Mapping[str, str]) -> str:
     return _REFERENCE.sub(fill, value)
 
 
-PASSWORDS_IN_URLS = {"POSTGRES_PASSWORD", "LEDGER_SERVICE_PASSWORD", "NATS_PASSWORD"}
+PASSWORDS_IN_URLS = {
+    "POSTGRES_PASSWORD",
+    "LEDGER_SERVICE_PASSWORD",
+    "LEDGER_RELAY_DATABASE_PASSWORD",
+    "NATS_PASSWORD",
+}
 """Shell variables compose puts into the database and broker URLs (no service reads them by
 name)."""
 
@@ -114,6 +119,7 @@ SECRETS = {
     "STRIPE_WEBHOOK_SECRET": "whsec_compose",
     "LEDGER_PAGE_KEY": "k" * 64,
     "NATS_PASSWORD": "nats-secret",
+    "LEDGER_RELAY_DATABASE_PASSWORD": "relay-secret",
 }
 """What an operator sets in the shell (docker-compose.yml's header lists them)."""
 
@@ -326,12 +332,31 @@ def test_compose_gives_the_relay_and_the_projector_none_of_the_services_secrets(
     secrets = {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "LEDGER_PAGE_KEY", "METRICS_TOKEN"}
     assert not secrets & set(environment), environment
     named = {v for value in map(str, environment.values()) for v in re.findall(r"\$\{(\w+)", value)}
-    assert named <= {"LEDGER_SERVICE_PASSWORD", "LEDGER_ENV", "NATS_PASSWORD"}
+    password = "LEDGER_RELAY_DATABASE_PASSWORD" if name == "relay" else "LEDGER_SERVICE_PASSWORD"
+    assert named <= {password, "LEDGER_ENV", "NATS_PASSWORD"}
     # What it needs it has: production's settings of the database alone (and the broker).
     settings = Settings.from_env(environment_of(services[name], SECRETS), service=False)
     assert settings.production
-    assert settings.database_url == environment_of(services["api"], SECRETS)["DATABASE_URL"]
+    service = urlsplit(environment_of(services["api"], SECRETS)["DATABASE_URL"])
+    assert settings.database_url is not None
+    assert urlsplit(settings.database_url)._replace(netloc="") == service._replace(netloc="")
     assert name != "relay" or "LEDGER_RELAY_URL" in environment
+
+
+def test_compose_connects_the_relay_as_ledger_relay_with_the_password_migrate_sets() -> None:
+    """The relay reads the store and moves its own position: as ledger_service it could
+    append events and write the views (ledger/store/sql/grants.sql)."""
+    services = compose()["services"]
+    url = urlsplit(environment_of(services["relay"], SECRETS)["DATABASE_URL"])
+    service = urlsplit(environment_of(services["api"], SECRETS)["DATABASE_URL"])
+    setup = environment_of(services["migrate"], SECRETS)
+
+    assert url.username == "ledger_relay"
+    assert url.password == SECRETS["LEDGER_RELAY_DATABASE_PASSWORD"]
+    assert (url.hostname, url.port, url.path) == (service.hostname, service.port, service.path)
+    assert setup["LEDGER_RELAY_DATABASE_PASSWORD"] == url.password
+    waits_for = services["relay"]["depends_on"]["migrate"]["condition"]
+    assert waits_for == "service_completed_successfully"
 
 
 def test_the_service_connects_as_ledger_service_never_as_the_superuser() -> None:
@@ -421,10 +446,13 @@ def test_make_cluster_runs_the_processes_commands_and_variables_of_the_compose_f
         page_key="k" * 64,
         standin_port=8050,  # no STRIPE_SECRET_KEY (compose: --profile standin)
         relay_url="nats://127.0.0.1:4222",  # --relay (compose: --profile relay)
+        relay_database_url="postgresql://ledger_relay@127.0.0.1:54320/ledger",
     )
     ran: dict[str, list[Process]] = {}
     for process in [setup_process(plan), *ledger_processes(plan, environ={})]:
         ran.setdefault(process.service, []).append(process)
+    # The relay connects as its own role in both (compose's is checked above).
+    assert ran["relay"][0].env["DATABASE_URL"] == plan.relay_database_url
     document = compose()
     built = ledger_services(document)
 

@@ -26,9 +26,11 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from api.database import as_role
 from api.metrics import REGISTRY, refresh_gauges
 from ledger.store import wakeups
 from ledger.store.event_store import NOTIFY_CHANNEL, EventStore, RecordedEvent
+from ledger.store.migrate import RELAY_ROLE, SERVICE_ROLE
 from relay.messages import MSG_ID_HEADER, decode, outgoing
 from relay.positions import Connection
 from relay.publisher import BrokerUnavailable, JetStreamPublisher, StreamSettings, servers
@@ -872,3 +874,70 @@ async def test_a_url_naming_several_servers_publishes_through_the_one_that_answe
         await read_stream(nats_server), await every_event(isolated_db.store)
     )
     assert servers("tls://u:p%2F@a:1,b:2/x") == ["tls://u:p%2F@a:1/x", "tls://u:p%2F@b:2/x"]
+
+
+async def relayed_everything(
+    relay: RelayProcess, database: IsolatedDatabase, nats_server: NatsServer, head: int
+) -> None:
+    async def there() -> bool:
+        return (await stream_state(nats_server))[1] == head and (
+            await committed_position(database)
+        ) == head
+
+    await until(
+        there, WAIT_SECONDS, what=f"the relay publishing up to {head}", explain=relay.log_text
+    )
+
+
+async def test_the_relay_connects_as_ledger_relay_not_as_the_service(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer, relay_folder: Path
+) -> None:
+    """Given a URL that may set the database up (development, the tests), the relay
+    connects as ledger_relay, which reads the store and moves its own position only:
+    ledger_service, which it took before, may append events and write the views."""
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    await writer.append(2)
+
+    with relay_process(isolated_db, nats_server, relay_folder) as relay:
+        relay.start()
+        await relayed_everything(relay, isolated_db, nats_server, max(writer.positions))
+        admin = await asyncpg.connect(isolated_db.url)
+        try:
+            relay_sessions = await admin.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND usename = $1""",
+                RELAY_ROLE,
+            )
+        finally:
+            await admin.close()
+        assert relay_sessions > 0, relay.log_text()
+        assert await relay.stop() == 0, relay.log_text()
+
+    assert "never needs" not in relay.log_text()
+    assert_each_event_once_in_order(
+        await read_stream(nats_server), await every_event(isolated_db.store)
+    )
+
+
+async def test_a_relay_given_the_service_role_still_runs_and_says_to_give_it_its_own(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer, relay_folder: Path
+) -> None:
+    """A deployment whose relay has DATABASE_URL naming ledger_service (as compose's did)
+    keeps publishing; the relay warns that the role may do what it never needs."""
+    await nats_server.start()
+    writer = Writer(isolated_db.store)
+    await writer.append(1)
+    relay = RelayProcess(as_role(isolated_db.url, SERVICE_ROLE), nats_server.url, relay_folder)
+    try:
+        relay.start()
+        await relayed_everything(relay, isolated_db, nats_server, max(writer.positions))
+        assert await relay.stop() == 0, relay.log_text()
+    finally:
+        if relay.running():
+            relay.kill()
+
+    assert f"relay: {SERVICE_ROLE} may append events and write " in relay.log_text(), (
+        relay.log_text()
+    )
+    assert f"connect it as {RELAY_ROLE}" in relay.log_text()

@@ -8,12 +8,15 @@ ledger_service does it in a transaction it rolls back, so no other database sees
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from api.database import as_role
-from ledger.store.migrate import SERVICE_ROLE, ServiceRoleTooPowerful, set_up
-from tests.conftest import fresh_database
+from ledger.store.migrate import RELAY_ROLE, SERVICE_ROLE, ServiceRoleTooPowerful, set_up
+from tests.conftest import IsolatedDatabase, fresh_database
 
 
 async def _migrations_table(connection: asyncpg.Connection) -> bool:
@@ -88,3 +91,63 @@ async def test_set_up_takes_back_create_on_the_database_and_its_public_schema(
                     await service.execute(statement)
         finally:
             await service.close()
+
+
+async def test_the_relay_role_reads_history_and_moves_only_its_own_position(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """``ledger relay`` connects as ledger_relay: it reads the store and moves its own
+    position. It may not append, write a view, a token or a delivery, nor move a view's
+    position (the projector would skip events), also not through its own functions."""
+    [position] = await isolated_db.store.append(
+        [StoredEvent(uuid.uuid4(), 1, "tests.relay:CreditsSpent", b'{"amount": 1}')]
+    )
+    relay = await asyncpg.connect(as_role(isolated_db.url, RELAY_ROLE))
+    try:
+        assert await relay.fetchval("SELECT max(notification_id) FROM stored_events") == position
+        assert await relay.fetchval("SELECT start_relay_position('relay:nats')") == 0
+        await relay.execute("SELECT move_relay_position('relay:nats', $1)", position)
+        assert (
+            await relay.fetchval(
+                "SELECT position FROM projection_positions WHERE name = 'relay:nats'"
+            )
+            == position
+        )
+        for statement in (
+            "INSERT INTO stored_events SELECT * FROM stored_events LIMIT 0",
+            "UPDATE stored_events SET topic = topic",
+            "DELETE FROM stored_events",
+            "TRUNCATE stored_events",
+            "SELECT append(0, '{}', '{}')",
+            "SELECT append_one(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+            "INSERT INTO projection_positions (name) VALUES ('relay:other')",
+            "UPDATE projection_positions SET position = 0",
+            "DELETE FROM projection_positions",
+            "SELECT move_relay_position('balances', 1000000)",
+            "SELECT start_relay_position('balances')",
+            "INSERT INTO balances SELECT * FROM balances LIMIT 0",
+            "SELECT count(*) FROM api_tokens",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await relay.execute(statement)
+    finally:
+        await relay.close()
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        writes = await admin.fetch(
+            """SELECT c.relname FROM pg_class c
+               WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'S')
+                 AND (has_table_privilege($1, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+                      OR c.relkind = 'S' AND has_sequence_privilege($1, c.oid, 'USAGE, UPDATE'))""",
+            RELAY_ROLE,
+        )
+        runs_as_owner = await admin.fetch(
+            """SELECT proname FROM pg_proc
+               WHERE pronamespace = 'public'::regnamespace AND prosecdef
+                 AND has_function_privilege($1, oid, 'EXECUTE') ORDER BY 1""",
+            RELAY_ROLE,
+        )
+    finally:
+        await admin.close()
+    assert writes == []
+    assert [r[0] for r in runs_as_owner] == ["move_relay_position", "start_relay_position"]

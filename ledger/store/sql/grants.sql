@@ -1,4 +1,5 @@
--- What the service's role may do, applied after the migrations at every start-up.
+-- What the service's and the relay's roles may do, applied after the migrations at every
+-- start-up.
 --
 -- ledger_owner owns every table and function; nobody logs in as it (the
 -- migration step takes it with SET ROLE). ledger_service, the role the API,
@@ -32,3 +33,16 @@ GRANT SELECT, INSERT, UPDATE ON api_tokens, webhook_endpoints, webhook_deliverie
     TO ledger_service;
 GRANT SELECT, INSERT ON webhook_attempts TO ledger_service;
 GRANT USAGE ON SEQUENCE webhook_deliveries_delivery_id_seq TO ledger_service;
+
+-- The relay's own role (ledger relay, docs/relay.md): it reads history and moves its
+-- own position, through start_relay_position() and move_relay_position(), which write
+-- only the rows named 'relay:…'. It may not append, nor write a view, a token or a
+-- delivery. The service's role may call them too: a relay given it still runs.
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ledger_relay;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM ledger_relay;
+GRANT USAGE ON SCHEMA public TO ledger_relay;
+GRANT SELECT ON stored_events, projection_positions, schema_migrations TO ledger_relay;
+REVOKE ALL ON FUNCTION start_relay_position(text), move_relay_position(text, bigint)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION start_relay_position(text), move_relay_position(text, bigint)
+    TO ledger_relay, ledger_service;
