@@ -66,6 +66,7 @@ from ledger.domain.events import (
     PaymentDisputed,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
+from ledger.domain.holds import OpenHold
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
@@ -536,6 +537,17 @@ class StreamReplay:
             rule = account.settlement(settled.hold_id, captured)
             figures = _SETTLEMENT_FIGURES[type(settled)]
             if figures(settled) == figures(rule):
+                # The rule may be wrong too: what it gives must still part the hold's own
+                # credits, each bucket's share once, judged without it.
+                if problems := _unkept(account, hold, settled, captured):
+                    status = _HOLD_STATUS[type(settled)]
+                    self._find(
+                        "settlement-unbalanced",
+                        f"hold {settled.hold_id} {status}, as the rule gives, with "
+                        f"{'; '.join(problems)}",
+                        stream,
+                        event,
+                    )
                 return
             wrong = [
                 f"{name} {getattr(settled, name)!r} (the rule gives {getattr(rule, name)!r})"
@@ -663,14 +675,24 @@ class StreamReplay:
                     )
         for grant_id in touched:
             grant = account.grants.get(grant_id)
-            if grant is not None and account.free_of_grant(grant_id) < 0:
-                self._find(
-                    "grant-overdrawn",
-                    f"took more than grant {grant_id} had: {account.free_of_grant(grant_id)} "
-                    "of it left",
-                    stream,
-                    event,
-                )
+            if grant is not None and (free := account.free_of_grant(grant_id)) != 0:
+                if free < 0:
+                    self._find(
+                        "grant-overdrawn",
+                        f"took more than grant {grant_id} had: {free} of it left",
+                        stream,
+                        event,
+                    )
+                elif closing is not None:
+                    # Judged on the account alone, not on what the close says lapsed: a
+                    # closed grant keeps only what open holds reserve (_unkept, as they settle).
+                    self._find(
+                        "closed-grant-balance",
+                        f"grant {grant_id} is {grant.status} and keeps {free} credits no open "
+                        "hold reserves: they should have lapsed",
+                        stream,
+                        event,
+                    )
             if event.notification_id <= self.positions.get("grants", 0):
                 self._grant_row(account.account_id, event, kind, grant_id, grant)
 
@@ -1539,6 +1561,58 @@ def _purchase_at(session: CheckoutSession, stream: Stream) -> PurchaseAt:
         paid_at=stream.paid_at,
         updated_at=stream.updated_at,
     )
+
+
+def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int) -> list[str]:
+    """What a settlement moves that its hold did not reserve, bucket by bucket, judged
+    without ``CreditAccount.settlement``: the hold's amount is captured or released, what is
+    captured is spent from its shares, and no share is spent and lapsed beyond what the hold
+    reserved of it, nor a grant's share lapsed while the grant is open; what resets kept for
+    holds is spent or lapses at most once."""
+    spent_allowance = getattr(settled, "from_allowance", 0)
+    kept_spent = getattr(settled, "kept_spent", 0)
+    spent_topup = getattr(settled, "from_topup", 0) + kept_spent
+    spent_grants: dict[str, int] = getattr(settled, "from_grants", {})
+    lapsed_grants: dict[str, int] = settled.grants_lapsed
+    problems = []
+    if captured + settled.released != hold.amount:
+        problems.append(f"{captured} captured and {settled.released} released of {hold.amount}")
+    if spent_allowance + spent_topup + sum(spent_grants.values()) != captured:
+        spent = spent_allowance + spent_topup + sum(spent_grants.values())
+        problems.append(f"{spent} spent from its shares of {captured} captured")
+    if min(spent_allowance, settled.lapsed) < 0 or (
+        spent_allowance + settled.lapsed > hold.from_allowance
+    ):
+        problems.append(
+            f"{spent_allowance} spent and {settled.lapsed} lapsed of its "
+            f"{hold.from_allowance} of the allowance"
+        )
+    if not 0 <= spent_topup <= hold.from_topup or kept_spent < 0:
+        problems.append(f"{spent_topup} spent of its {hold.from_topup} of top-ups")
+    if spent_grants or lapsed_grants or hold.from_grants:
+        shares = dict(hold.from_grants)
+        for grant_id in sorted(spent_grants.keys() | lapsed_grants.keys() | shares.keys()):
+            spent, lapsed = spent_grants.get(grant_id, 0), lapsed_grants.get(grant_id, 0)
+            share = shares.get(grant_id, 0)
+            grant = account.grants.get(grant_id)
+            open_grant = grant is not None and grant.status == ACTIVE
+            if min(spent, lapsed) < 0 or spent + lapsed > share:
+                problems.append(
+                    f"{spent} spent and {lapsed} lapsed of its {share} of grant {grant_id}"
+                )
+            elif not open_grant and spent + lapsed < share:
+                problems.append(
+                    f"{spent} spent and {lapsed} lapsed of its {share} of grant {grant_id}, "
+                    "which is closed: the rest stays in it"
+                )
+            if lapsed and open_grant:
+                problems.append(f"{lapsed} of grant {grant_id} lapsed, which is open")
+    if settled.kept_lapsed < 0 or kept_spent + settled.kept_lapsed > account.kept_for_holds:
+        problems.append(
+            f"{kept_spent} spent and {settled.kept_lapsed} lapsed of the "
+            f"{account.kept_for_holds} resets kept for holds"
+        )
+    return problems
 
 
 _DISPUTES = frozenset({DisputeUpdated, PaymentDisputed, DisputeClosed})

@@ -23,7 +23,7 @@ from ledger.commands import (
 )
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantClosed
-from ledger.domain.events import CreditsSpent
+from ledger.domain.events import CreditsSpent, GrantExpired, GrantVoided
 from ledger.domain.ids import account_stream_id
 from ledger.service import Ledger
 from projections.queries import Views
@@ -222,6 +222,35 @@ async def test_the_audit_flags_a_spend_of_an_expired_grant_or_of_more_than_a_gra
     assert f"took from grant {soon}" in found["expired-grant-used"].detail
     assert found["grant-overdrawn"].version == 5
     assert f"took more than grant {small} had: -5 of it left" in found["grant-overdrawn"].detail
+
+
+async def test_the_audit_flags_a_closed_grant_that_keeps_credits_no_hold_reserves(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """What a close recorded as lapsed was judged by nothing: a void that let nothing lapse
+    left the grant's credits in the balance, and every view agreed with the replay."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, ACCOUNT, 0)
+    voided = await grant(books, "voided", 300, 10, None)
+    expired = await grant(books, "expired", 100, 20, timedelta(hours=1))
+    account: CreditAccount = await books.account(ACCOUNT, fresh=True)
+
+    # What an insider (or a buggy writer) would record: closes that keep the grant's credits.
+    account.trigger_event(GrantVoided, grant_id=voided, lapsed=0, reason="ended")
+    account.trigger_event(
+        GrantExpired, timestamp=NOW + timedelta(hours=2), grant_id=expired, lapsed=40
+    )
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    found = [(f.kind, f.version, f.detail) for f in report.findings]
+    assert found == [
+        ("closed-grant-balance", 4, f"grant {voided} is voided and keeps 300 credits no open "
+         "hold reserves: they should have lapsed"),
+        ("closed-grant-balance", 5, f"grant {expired} is expired and keeps 60 credits no open "
+         "hold reserves: they should have lapsed"),
+    ]  # fmt: skip
 
 
 async def test_the_audit_finds_a_grants_view_that_disagrees(isolated_db: IsolatedDatabase) -> None:
