@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -40,7 +40,10 @@ from ledger.store.event_store import VISIBLE, RecordedEvent
 from ledger.store.hash_chain import GENESIS, event_hash
 
 FORMAT: Literal["credit-ledger-checkpoint"] = "credit-ledger-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 signs where each stream's events sit in the store's order (``Head.positions``);
+version 1 files, which do not, are still read and checked for the rest."""
+READABLE_VERSIONS = (1, 2)
 
 SIGNATURE_CONTEXT = b"credit-ledger-checkpoint\x00"
 """Prefixed to every signed message, so no other message signed with the key can pass for one."""
@@ -62,12 +65,17 @@ class CheckpointError(Exception):
     """A key or checkpoint file that cannot be used: say which and why."""
 
 
-class Head(msgspec.Struct, frozen=True):
+class Head(msgspec.Struct, frozen=True, omit_defaults=True):
     """A stream's last event at the checkpoint's position."""
 
     stream_id: UUID
     version: Version
     hash: Hash
+    positions: Hash | None = None
+    """Format 2: sha256 over the positions (``notification_id``, int8 big-endian) of the
+    stream's events up to its head, in version order. The hash chain covers each event's
+    content, not where it sits in the store's order, so without this events of different
+    streams could trade places below the checkpoint unseen."""
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,9 +96,10 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
 # --- the Merkle tree ---------------------------------------------------------------
 
 
-def head_leaf(stream_id: UUID, version: int, head_hash: bytes) -> bytes:
-    """A head as a Merkle leaf: stream id (16 bytes) || version (int8, big-endian) || hash (32)."""
-    return stream_id.bytes + version.to_bytes(8, "big", signed=True) + head_hash
+def head_leaf(stream_id: UUID, version: int, head_hash: bytes, positions: bytes = b"") -> bytes:
+    """A head as a Merkle leaf: stream id (16 bytes) || version (int8, big-endian) || hash (32)
+    || positions (32, format 2 only)."""
+    return stream_id.bytes + version.to_bytes(8, "big", signed=True) + head_hash + positions
 
 
 def merkle_root(leaves: Iterable[bytes]) -> bytes:
@@ -118,7 +127,25 @@ def merkle_root(leaves: Iterable[bytes]) -> bytes:
 
 def heads_root(heads: Sequence[Head]) -> bytes:
     """The Merkle root over the heads, in the order given (a checkpoint sorts them by stream id)."""
-    return merkle_root(head_leaf(h.stream_id, h.version, bytes.fromhex(h.hash)) for h in heads)
+    return merkle_root(
+        head_leaf(
+            h.stream_id,
+            h.version,
+            bytes.fromhex(h.hash),
+            b"" if h.positions is None else bytes.fromhex(h.positions),
+        )
+        for h in heads
+    )
+
+
+def positions_digest() -> Any:
+    """A stream's running ``Head.positions``: ``add_position`` each event's, in version order."""
+    return hashlib.sha256()
+
+
+_POSITION = struct.Struct(">q")
+add_position = _POSITION.pack
+"""An event's position as ``Head.positions`` hashes it (PostgreSQL's ``int8send``)."""
 
 
 # --- signing ----------------------------------------------------------------------
@@ -217,12 +244,15 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 # The watermark of EventStore.read_all: a row whose transaction is older than every
 # transaction still running can no longer be preceded by a late commit, so no event
 # at or below this position can appear after the checkpoint is signed.
-_POSITION = f"SELECT coalesce(max(notification_id), 0) FROM stored_events WHERE {VISIBLE}"
+_WATERMARK = f"SELECT coalesce(max(notification_id), 0) FROM stored_events WHERE {VISIBLE}"
 _COUNT = "SELECT count(*) FROM stored_events WHERE notification_id <= $1"
 # Descending, so the primary key's index serves the order; sorted ascending below.
 _HEADS = """SELECT DISTINCT ON (originator_id) originator_id, originator_version, hash
             FROM stored_events WHERE notification_id <= $1
             ORDER BY originator_id DESC, originator_version DESC"""
+_POSITIONS = """SELECT originator_id, sha256(string_agg(int8send(notification_id), ''::bytea
+                                                   ORDER BY originator_version))
+                FROM stored_events WHERE notification_id <= $1 GROUP BY originator_id"""
 
 
 async def take_checkpoint(pool: asyncpg.Pool, key: Ed25519PrivateKey) -> Checkpoint:
@@ -234,9 +264,12 @@ async def take_checkpoint(pool: asyncpg.Pool, key: Ed25519PrivateKey) -> Checkpo
         pool.acquire() as connection,
         connection.transaction(isolation="repeatable_read", readonly=True),
     ):
-        position = await connection.fetchval(_POSITION)
+        position = await connection.fetchval(_WATERMARK)
         event_count = await connection.fetchval(_COUNT, position)
         rows = await connection.fetch(_HEADS, position)
+        positions: dict[UUID, bytes] = {
+            stream_id: digest for stream_id, digest in await connection.fetch(_POSITIONS, position)
+        }
     for stream_id, version, stored in rows:
         if len(stored) != len(GENESIS):
             # Signed, it made a file no verify could read (the format holds 32 bytes).
@@ -246,7 +279,10 @@ async def take_checkpoint(pool: asyncpg.Pool, key: Ed25519PrivateKey) -> Checkpo
                 "checks (`ledger audit verify` names it); no checkpoint written"
             )
     heads = sorted(
-        (Head(stream_id=r[0], version=r[1], hash=r[2].hex()) for r in rows),
+        (
+            Head(stream_id=r[0], version=r[1], hash=r[2].hex(), positions=positions[r[0]].hex())
+            for r in rows
+        ),
         key=lambda h: h.stream_id,
     )
     unsigned = Checkpoint(
@@ -273,10 +309,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
         checkpoint = msgspec.json.decode(path.read_bytes(), type=Checkpoint)
     except (OSError, msgspec.DecodeError) as error:
         raise CheckpointError(f"{path} is not a checkpoint file: {error}") from None
-    if checkpoint.format_version != FORMAT_VERSION:
+    if checkpoint.format_version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path} has format version {checkpoint.format_version}; "
-            f"this ledger reads version {FORMAT_VERSION}"
+            f"this ledger reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     return checkpoint
 
@@ -299,6 +335,16 @@ def check_file(
             Finding(
                 kind="checkpoint-file",
                 detail="its heads are not in ascending stream order, or name a stream twice",
+            )
+        )
+    signs_positions = checkpoint.format_version >= 2
+    if any((h.positions is not None) != signs_positions for h in heads):
+        found.append(
+            Finding(
+                kind="checkpoint-file",
+                detail=f"a head {'lacks' if signs_positions else 'has'} the positions of its "
+                f"stream's events, which format version {checkpoint.format_version} "
+                f"{'signs' if signs_positions else 'does not know'}",
             )
         )
     if len(heads) != checkpoint.stream_count:
@@ -350,12 +396,20 @@ def _signs(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
 class _Tail:
     """A stream as the replay leaves it at the checkpoint's position."""
 
-    __slots__ = ("chained", "stored", "version")
+    __slots__ = ("chained", "positions", "stored", "version")
 
-    def __init__(self) -> None:
+    def __init__(self, positions: Any = None) -> None:
         self.version = 0
         self.stored = GENESIS  # the stored hash of its last event
         self.chained = GENESIS  # the chain recomputed from version 1, from content alone
+        self.positions = positions  # a positions_digest(), its digest once sent back, or None
+
+    def positions_signed(self) -> bytes | None:
+        """What ``Head.positions`` should be for the events seen (None: not signed)."""
+        positions = self.positions
+        return (
+            positions if positions is None or isinstance(positions, bytes) else positions.digest()
+        )
 
 
 class CheckpointReplay:
@@ -366,9 +420,12 @@ class CheckpointReplay:
     order, and the parts merged (``merge``) before the findings are made.
     """
 
-    def __init__(self, position: int, head_versions: dict[UUID, int]) -> None:
+    def __init__(
+        self, position: int, head_versions: dict[UUID, int], signs_positions: bool = False
+    ) -> None:
         self.position = position
         self.head_versions = head_versions
+        self.signs_positions = signs_positions
         self.tails: dict[UUID, _Tail] = {}
         self.rewritten_later: dict[UUID, int] = {}
         self.count = 0
@@ -376,11 +433,14 @@ class CheckpointReplay:
 
     def empty_copy(self) -> CheckpointReplay:
         """A replay of the same checkpoint that has seen nothing yet: one per part."""
-        return CheckpointReplay(self.position, self.head_versions)
+        return CheckpointReplay(self.position, self.head_versions, self.signs_positions)
 
     def without_heads(self) -> CheckpointReplay:
-        """What a part sends back: its tails, not the checkpoint's heads again."""
+        """What a part sends back: its tails (their positions digested: a running sha256
+        cannot cross a process boundary), not the checkpoint's heads again."""
         self.head_versions = {}
+        for tail in self.tails.values():
+            tail.positions = tail.positions_signed()
         return self
 
     def observe(self, event: RecordedEvent, chained_on_stored: bytes | None = None) -> None:
@@ -394,7 +454,10 @@ class CheckpointReplay:
         self.count += 1
         tail = self.tails.get(event.originator_id)
         if tail is None:
-            tail = self.tails[event.originator_id] = _Tail()
+            digest = positions_digest() if self.signs_positions else None
+            tail = self.tails[event.originator_id] = _Tail(digest)
+        if tail.positions is not None:
+            tail.positions.update(add_position(event.notification_id))
         if chained_on_stored is not None and tail.chained == tail.stored:
             tail.chained = chained_on_stored
         else:
@@ -441,7 +504,9 @@ class CheckpointAudit:
         self.file_findings = check_file(checkpoint, trusted_keys)
         self._heads = {h.stream_id: h for h in checkpoint.heads}
         self.replay = CheckpointReplay(
-            checkpoint.position, {h.stream_id: h.version for h in checkpoint.heads}
+            checkpoint.position,
+            {h.stream_id: h.version for h in checkpoint.heads},
+            signs_positions=checkpoint.format_version >= 2,
         )
 
     def summary(self) -> str:
@@ -542,6 +607,11 @@ class CheckpointAudit:
                 f"the stream's events hash to {tail.chained.hex()[:16]}… at version "
                 f"{head.version}, the checkpoint signed {head.hash[:16]}…: an event before its "
                 "head was changed"
+            )
+        if head.positions is not None and tail.positions_signed() != bytes.fromhex(head.positions):
+            return (
+                "the stream's events sit at other positions in the store's order than the "
+                "checkpoint signed: events were moved (their positions changed by hand)"
             )
         return None
 

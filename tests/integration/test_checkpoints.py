@@ -25,6 +25,7 @@ from audit.checkpoint import (
     CheckpointAudit,
     heads_root,
     public_key_hex,
+    signed_message,
     take_checkpoint,
 )
 from audit.verify import Report, verify
@@ -306,6 +307,74 @@ async def test_a_stream_slipped_in_before_the_checkpoints_position_is_found(
     [slipped] = [f for f in report.findings if f.kind == "checkpoint-head"]
     assert slipped.account_id == "acct_mallory"
     assert "written into the past" in slipped.detail
+
+
+async def streams_last_events_that_can_trade_places(pool: asyncpg.Pool) -> tuple[int, int]:
+    """Positions a < b of two streams' last events where b's stream has nothing between a
+    and b: swapped, each stream's events stay in version order and every chain holds."""
+    rows = await pool.fetch(
+        """SELECT notification_id AS position,
+                  lag(notification_id) OVER (PARTITION BY originator_id
+                                             ORDER BY originator_version) AS before,
+                  originator_version = max(originator_version) OVER (PARTITION BY originator_id)
+                      AS last, originator_id
+           FROM stored_events ORDER BY notification_id"""
+    )
+    lasts = [r for r in rows if r["last"]]
+    return next(
+        (a["position"], b["position"])
+        for b in reversed(lasts)
+        for a in lasts
+        if a["originator_id"] != b["originator_id"]
+        and a["position"] < b["position"]
+        and (b["before"] or 0) < a["position"]
+    )
+
+
+async def test_events_of_two_streams_that_traded_positions_are_found(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The chains hash each event's content, not where it sits in the store's order: an
+    insider without the signing key moved events of different streams past each other,
+    and every head, hash and count the checkpoint signed stayed as it was."""
+    await build_history(isolated_db)
+    checkpoint = await checkpoint_of_everything(isolated_db.pool)
+    a, b = await streams_last_events_that_can_trade_places(isolated_db.pool)
+    for old, new in ((a, -1), (b, a), (-1, b)):
+        await tamper(
+            isolated_db.url,
+            "UPDATE stored_events SET notification_id = $2 WHERE notification_id = $1",
+            old,
+            new,
+        )
+    await rebuild_views(isolated_db)
+
+    plain = await verify(isolated_db.pool)
+    anchored = await verify_against(isolated_db, checkpoint)
+
+    assert plain.findings == []
+    assert kinds(anchored) == ["checkpoint-head", "checkpoint-head"]
+    assert all("events were moved" in f.detail for f in anchored.findings)
+
+
+async def test_a_version_1_checkpoint_which_signs_no_positions_still_verifies(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Files signed before version 2 are kept for years: they are still checked for the
+    rest, and verify clean on a faithful store."""
+    await build_history(isolated_db)
+    taken = await checkpoint_of_everything(isolated_db.pool)
+    heads = [msgspec.structs.replace(h, positions=None) for h in taken.heads]
+    unsigned = msgspec.structs.replace(
+        taken, format_version=1, heads=heads, merkle_root=heads_root(heads).hex()
+    )
+    version_1 = msgspec.structs.replace(
+        unsigned, signature=KEY.sign(signed_message(unsigned)).hex()
+    )
+
+    report = await verify_against(isolated_db, version_1)
+
+    assert report.findings == []
 
 
 async def test_events_appended_after_the_checkpoint_are_fine(

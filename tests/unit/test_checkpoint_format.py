@@ -11,15 +11,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.checkpoint import (
+    FORMAT_VERSION,
     Checkpoint,
     CheckpointError,
     Head,
+    add_position,
     check_file,
     encode_checkpoint,
     head_leaf,
     heads_root,
     load_checkpoint,
     merkle_root,
+    positions_digest,
     public_key_hex,
     signed_message,
 )
@@ -71,17 +74,37 @@ def test_pairing_level_by_level_builds_the_rfc_tree_for_every_size() -> None:
         assert merkle_root(leaves[:size]) == rfc6962_split(leaves[:size])
 
 
-def test_a_head_leaf_is_stream_id_version_and_hash() -> None:
+def test_a_head_leaf_is_stream_id_version_hash_and_positions() -> None:
     stream = UUID("00112233-4455-6677-8899-aabbccddeeff")
 
-    leaf = head_leaf(stream, 7, b"\xab" * 32)
+    leaf = head_leaf(stream, 7, b"\xab" * 32, b"\xcd" * 32)
+    version_1 = head_leaf(stream, 7, b"\xab" * 32)
 
-    assert leaf == stream.bytes + b"\x00" * 7 + b"\x07" + b"\xab" * 32
+    assert leaf == stream.bytes + b"\x00" * 7 + b"\x07" + b"\xab" * 32 + b"\xcd" * 32
+    assert version_1 == leaf[:-32]
 
 
-def sample(key: Ed25519PrivateKey) -> Checkpoint:
-    heads = [Head(stream_id=UUID(int=n), version=n, hash=f"{n:02x}" * 32) for n in (1, 2)]
+def test_a_heads_positions_are_the_sha256_of_its_events_positions_as_int8() -> None:
+    digest = positions_digest()
+    for position in (3, 70_000, 2**40):
+        digest.update(add_position(position))
+
+    expected = b"".join(p.to_bytes(8, "big") for p in (3, 70_000, 2**40))
+    assert digest.digest() == hashlib.sha256(expected).digest()
+
+
+def sample(key: Ed25519PrivateKey, format_version: int = FORMAT_VERSION) -> Checkpoint:
+    heads = [
+        Head(
+            stream_id=UUID(int=n),
+            version=n,
+            hash=f"{n:02x}" * 32,
+            positions=f"{n + 10:02x}" * 32 if format_version >= 2 else None,
+        )
+        for n in (1, 2)
+    ]
     unsigned = Checkpoint(
+        format_version=format_version,
         created_at=datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
         position=42,
         event_count=40,
@@ -104,7 +127,7 @@ def test_the_signature_covers_every_signed_field_in_a_fixed_layout() -> None:
 
     assert signed_message(checkpoint) == (
         b"credit-ledger-checkpoint\x00"
-        + (1).to_bytes(4, "big")
+        + (2).to_bytes(4, "big")
         + (42).to_bytes(8, "big")
         + (40).to_bytes(8, "big")
         + (2).to_bytes(8, "big")
@@ -114,12 +137,15 @@ def test_the_signature_covers_every_signed_field_in_a_fixed_layout() -> None:
     assert check_file(checkpoint) == []
 
 
-def test_a_written_checkpoint_reads_back_unchanged(tmp_path: Path) -> None:
-    checkpoint = sample(Ed25519PrivateKey.generate())
+@pytest.mark.parametrize("format_version", [1, 2])
+def test_a_written_checkpoint_reads_back_unchanged(tmp_path: Path, format_version: int) -> None:
+    checkpoint = sample(Ed25519PrivateKey.generate(), format_version)
     path = tmp_path / "checkpoint.json"
     path.write_bytes(encode_checkpoint(checkpoint))
 
     assert load_checkpoint(path) == checkpoint
+    assert check_file(checkpoint) == []
+    assert ('"positions"' in path.read_text()) == (format_version == 2)
     assert '"created_at": "2026-01-01T00:00:00.000001Z"' in path.read_text()
 
 
@@ -128,7 +154,7 @@ def test_a_written_checkpoint_reads_back_unchanged(tmp_path: Path) -> None:
     [
         (lambda text: text.replace('"position": 42', '"position": -1'), "Expected `int` >= 0"),
         (lambda text: text.replace("00:00:00.000001Z", "00:00:00.000001"), "timezone"),
-        (lambda text: text.replace('"format_version": 1', '"format_version": 2'), "version 2"),
+        (lambda text: text.replace('"format_version": 2', '"format_version": 3'), "version 3"),
         (lambda text: text[:-20], "not a checkpoint file"),
     ],
 )
