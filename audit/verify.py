@@ -440,6 +440,8 @@ class StreamReplay:
                     self._check_settlement(stream, event, domain_event)
                 elif kind in _MAY_OVERDRAW:
                     self._check_split(stream, event, domain_event)
+                    if kind is HoldPlaced:
+                        self._check_hold_is_new(stream, event, domain_event)
                 aggregate = stream.aggregate
                 if aggregate is not None and _LIBRARY_MUTATE[kind]:
                     # The library's mutate() without its two checks, which hold here: the
@@ -573,6 +575,19 @@ class StreamReplay:
                 "split-mismatch",
                 f"a {what} of {taken.amount} took {taken.from_allowance} from the allowance, "
                 f"{taken.from_grants!r} from grants and {taken.from_topup} from top-ups",
+                stream,
+                event,
+            )
+
+    def _check_hold_is_new(self, stream: Stream, event: RecordedEvent, placed: HoldPlaced) -> None:
+        """A hold is placed once while open: placed again, the account forgets what the first
+        reserved, with no capture, release or expiry to say where it went."""
+        account = stream.aggregate
+        if isinstance(account, CreditAccount) and (open_hold := account.holds.get(placed.hold_id)):
+            self._find(
+                "hold-placed-twice",
+                f"hold {placed.hold_id} was placed while it was open, reserving "
+                f"{open_hold.amount}: that reservation ends without a settlement",
                 stream,
                 event,
             )

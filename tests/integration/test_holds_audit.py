@@ -10,7 +10,7 @@ from audit.verify import verify
 from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
-from ledger.domain.events import CreditsSpent, HoldCaptured, HoldReleased
+from ledger.domain.events import CreditsSpent, HoldCaptured, HoldPlaced, HoldReleased
 from ledger.service import Ledger
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
@@ -188,4 +188,45 @@ async def test_the_audit_flags_spends_and_settlements_that_move_credits_their_ho
          "credits"),
         ("settlement-mismatch", 8, f"hold {holds[2].hold_id} released with lapsed 60 (the rule "
          "gives 0)"),
+    ]  # fmt: skip
+
+
+async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Placed again under the same id, the account forgot the first reservation: its credits
+    were freed with no capture, release or expiry, and every view agreed with the replay."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_twice", 1000)
+    placed = await books.execute(
+        PlaceHold(
+            account_id="acct_twice",
+            amount=600,
+            expires_in_seconds=600,
+            reason="job",
+            idempotency_key="a",
+        )
+    )
+    hold_id = str(placed.hold_id)
+    account: CreditAccount = await books.account("acct_twice", fresh=True)
+
+    # What an insider (or a buggy writer) would record: the same hold placed again, smaller.
+    account.trigger_event(
+        HoldPlaced,
+        hold_id=hold_id,
+        amount=10,
+        from_allowance=10,
+        from_topup=0,
+        reason="job",
+        expires_at=account.holds[hold_id].expires_at,
+        from_grants={},
+    )
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    found = [(f.kind, f.version, f.detail) for f in report.findings]
+    assert found == [
+        ("hold-placed-twice", 3, f"hold {hold_id} was placed while it was open, "
+         "reserving 600: that reservation ends without a settlement"),
     ]  # fmt: skip
