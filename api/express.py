@@ -65,9 +65,11 @@ class Call:
 
     def body_as(self, model: type[S]) -> S:
         """The body as ``model``, decoded strictly as ``api.validation.Body`` decodes it."""
-        if body_refusal(self.scope) is not None or repeated_fields(self.body, model):
+        if body_refusal(self.scope) is not None:
             raise Declined  # the route words the refusal
         try:
+            if repeated_fields(self.body, model):
+                raise Declined
             return msgspec.json.decode(self.body, type=model)
         except (msgspec.ValidationError, *NOT_JSON_ERRORS):
             raise Declined from None

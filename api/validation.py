@@ -235,7 +235,9 @@ def repeated_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
     a money request that says two things is refused, not read one way. Nearly every body
     is cleared by a plain count of each quoted name (a name seen once, and no escape that
     could spell it otherwise: about 7k instructions for a spend's body); only the rest is
-    parsed again, key by key.
+    parsed again, key by key. A body nested too deep for that parse raises RecursionError,
+    as msgspec's decoding does (``NOT_JSON_ERRORS``): Python's parser gives up a few levels
+    before msgspec, and a repeated field must not pass in between.
     """
     if b"\\" not in raw:
         for quoted in _quoted_fields(model):
@@ -252,7 +254,7 @@ def repeated_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
     try:
         if not isinstance(json.loads(raw, object_pairs_hook=keys_of), dict):
             return []
-    except (ValueError, RecursionError):  # not JSON: decoding says so
+    except ValueError:  # not JSON: decoding says so
         return []
     keys = top[0]
     return [name for name in model.__struct_encode_fields__ if keys.count(name) > 1]
@@ -260,7 +262,11 @@ def repeated_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
 
 def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
     """The body as ``model``, or ValidationFailed with every bad field's message."""
-    if repeated := repeated_fields(raw, model):
+    try:
+        repeated = repeated_fields(raw, model)
+    except RecursionError:
+        raise ValidationFailed.single("body", NOT_JSON) from None
+    if repeated:
         raise ValidationFailed(
             {name: [f"The {name.replace('_', ' ')} field must be given once."] for name in repeated}
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import pytest
 
 from api.body_headers import ENCODED, body_refusal
@@ -61,3 +64,32 @@ def test_a_time_given_twice_is_refused_before_it_is_cut_to_the_microsecond() -> 
 )
 def test_a_body_is_sent_as_it_is(headers: list[tuple[bytes, bytes]], refusal: str | None) -> None:
     assert body_refusal({"headers": headers}) == refusal  # type: ignore[arg-type]
+
+
+def _twice_beside_nesting(depth: int) -> bytes:
+    """A spend that gives its amount twice, beside an unknown field nested ``depth`` deep."""
+    return b'{"amount": 1, "amount": 100000, "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def _spend_read_through_the_lane(body: bytes) -> object:
+    from types import SimpleNamespace
+
+    from api.express import Call, Declined
+
+    scope: Any = {"headers": [], "litestar_app": SimpleNamespace(state=SimpleNamespace())}
+    scope["litestar_app"].state.services = None
+    try:
+        return Call(scope, body).body_as(SpendRequest)
+    except Declined:
+        return None
+
+
+def test_a_field_given_twice_is_refused_however_deep_the_body_nests() -> None:
+    """Python's parser, which finds the repeated fields, gives up on nesting a few levels
+    before msgspec does: a body nested in between was read as its last amount (100,000)."""
+    limit = sys.getrecursionlimit()
+    for depth in range(limit - 100, limit + 10):
+        body = _twice_beside_nesting(depth)
+        with pytest.raises(ValidationFailed):
+            decode_body(body, SpendRequest)
+        assert _spend_read_through_the_lane(body) is None, depth
