@@ -151,3 +151,19 @@ async def test_the_relay_role_reads_history_and_moves_only_its_own_position(
         await admin.close()
     assert writes == []
     assert [r[0] for r in runs_as_owner] == ["move_relay_position", "start_relay_position"]
+
+
+async def test_the_relay_role_may_not_move_its_position_below_the_store(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A position below 0 is none of the store's: the row keeps where the relay was."""
+    relay = await asyncpg.connect(as_role(isolated_db.url, RELAY_ROLE))
+    try:
+        await relay.execute("SELECT start_relay_position('relay:nats')")
+        for moved_to in (-1, None):
+            with pytest.raises(asyncpg.InvalidParameterValueError):
+                await relay.execute("SELECT move_relay_position('relay:nats', $1)", moved_to)
+        position = "SELECT position FROM projection_positions WHERE name = 'relay:nats'"
+        assert await relay.fetchval(position) == 0
+    finally:
+        await relay.close()
