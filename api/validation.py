@@ -252,7 +252,9 @@ def repeated_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
         return dict(pairs)
 
     try:
-        if not isinstance(json.loads(raw, object_pairs_hook=keys_of), dict):
+        # Numbers kept as text: Python refuses to make an int of over 4,300 digits
+        # (ValueError), which msgspec skips in a field the request does not have.
+        if not isinstance(json.loads(raw, object_pairs_hook=keys_of, parse_int=str), dict):
             return []
     except ValueError:  # not JSON: decoding says so
         return []

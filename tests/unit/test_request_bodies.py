@@ -84,6 +84,18 @@ def _spend_read_through_the_lane(body: bytes) -> object:
         return None
 
 
+@pytest.mark.parametrize("digits", [4300, 4301, 100_000])
+def test_a_field_given_twice_is_refused_beside_a_number_of_any_length(digits: int) -> None:
+    """Python makes no int of over 4,300 digits (ValueError), which msgspec skips in an
+    unknown field: the check took the body for no JSON, and it spent its last amount."""
+    body = b'{"amount": 1, "amount": 100000, "x": ' + b"9" * digits + b"}"
+
+    assert repeated_fields(body, SpendRequest) == ["amount"]
+    with pytest.raises(ValidationFailed):
+        decode_body(body, SpendRequest)
+    assert _spend_read_through_the_lane(body) is None
+
+
 def test_a_field_given_twice_is_refused_however_deep_the_body_nests() -> None:
     """Python's parser, which finds the repeated fields, gives up on nesting a few levels
     before msgspec does: a body nested in between was read as its last amount (100,000)."""
