@@ -10,10 +10,11 @@ from litestar.params import Body as Documented
 
 from api.access.guards import Caller, allow, customer_account
 from api.access.tokens import Scope
-from api.express import Call, express
+from api.express import Call, Declined, express
 from api.openapi import BEARER, errors, example
 from api.pagination import After, Limit, page, page_of_rows
 from api.read_side import views_caught_up
+from api.routes.auditors import AsOf, credits_as_of
 from api.schemas import AccountCredits, PurchaseRequest
 from api.services import Services, ServicesDependency
 from api.validation import Body, OptionalIdempotencyKey
@@ -77,17 +78,24 @@ async def account_credits(services: Services, account_id: str) -> AccountCredits
 
 
 async def get_credits_express(call: Call) -> AccountCredits:
-    """``get_credits`` in the express lane (api/express.py)."""
+    """``get_credits`` without ``as_of``, in the express lane (api/express.py)."""
+    if call.scope["query_string"]:
+        raise Declined
     return await account_credits(call.services, customer_account(call.principal))
 
 
 @get(
     "/v1/credits",
-    responses=errors(401, 403, 404, 503),
+    responses=errors(401, 403, 404, 422, 503),
     middleware=[express(get_credits_express, reads_body=False)],
 )
-async def get_credits(principal: Caller, services: ServicesDependency) -> AccountCredits:
-    """The caller's balance: allowance remaining plus grants plus top-ups."""
+async def get_credits(
+    principal: Caller, services: ServicesDependency, as_of: AsOf = None
+) -> AccountCredits:
+    """The caller's balance: allowance remaining plus grants plus top-ups; ``as_of`` replays
+    history, as on ``/v1/accounts/{account_id}/credits``."""
+    if as_of is not None:
+        return await credits_as_of(services, customer_account(principal), as_of)
     return await account_credits(services, customer_account(principal))
 
 

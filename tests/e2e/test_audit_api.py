@@ -315,3 +315,30 @@ async def test_an_account_history_holds_its_purchases_events_in_commit_order_wit
     assert ("CreditsPurchased", f"account/{customer.account_id}") in seen
     assert seen.index(("CheckoutRequested", checkout)) < seen.index(("CheckoutPaid", checkout))
     assert [e["position"] for e in page["data"]] == sorted(e["position"] for e in page["data"])
+
+
+async def test_a_customer_reads_its_balance_as_of_a_moment_on_v1_credits_too(
+    http: httpx.AsyncClient, customer: Customer, writer_headers: dict[str, str]
+) -> None:
+    """`GET /v1/credits?as_of=` answered the balance now, without saying so: a customer's
+    `as_of` is answered as `GET /v1/accounts/{its account}/credits?as_of=` answers it."""
+    before_the_spend = datetime.now(UTC).isoformat()
+    await asyncio.sleep(0.01)
+    await spend(http, writer_headers, customer.account_id, 300)
+    own = f"/v1/accounts/{customer.account_id}/credits"
+
+    then = await http.get(
+        "/v1/credits", params={"as_of": before_the_spend}, headers=customer.headers
+    )
+    by_account = await http.get(own, params={"as_of": before_the_spend}, headers=customer.headers)
+    naive = await http.get(
+        "/v1/credits", params={"as_of": "2026-01-01T00:00:00"}, headers=customer.headers
+    )
+
+    assert then.status_code == 200, then.text
+    assert then.json() == by_account.json()
+    assert then.json()["balance"] == 1000
+    assert naive.status_code == 422
+    assert "as_of" in naive.json()["errors"]
+    now = await http.get("/v1/credits", headers=customer.headers)
+    assert now.json()["balance"] == 700

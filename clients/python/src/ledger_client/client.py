@@ -214,7 +214,7 @@ OPERATIONS: dict[str, Operation] = {
             PurchaseRequest,
             keyed=True,
         ),
-        Operation("getCredits", "GET", "/v1/credits", 200, AccountCredits),
+        Operation("getCredits", "GET", "/v1/credits", 200, AccountCredits, query=("as_of",)),
     )
 }
 
@@ -539,10 +539,15 @@ class LedgerClient:
             idempotency_key=idempotency_key,
         )
 
-    async def get_my_credits(self, *, min_position: int | None = None) -> AccountCredits:
-        """The balances of the account the token is bound to (``min_position``: as in
-        ``get_credits``)."""
-        return await self._call("getCredits", AccountCredits, min_position=min_position)
+    async def get_my_credits(
+        self, *, as_of: datetime | None = None, min_position: int | None = None
+    ) -> AccountCredits:
+        """The balances of the account the token is bound to (``as_of``, ``min_position``: as
+        in ``get_credits``)."""
+        params = None if as_of is None else {"as_of": as_of.isoformat()}
+        return await self._call(
+            "getCredits", AccountCredits, params=params, min_position=min_position
+        )
 
     # --- the one road ----------------------------------------------------------------------
 
