@@ -119,7 +119,8 @@ def create_grant(
         idempotency_key=chosen_key,
     )
     given = _run(lambda services: services.ledger.execute(command))
-    expiry = f", expires {given.expires_at}" if given.expires_at else ", never expires"
+    # As the operator wrote it (its offset); the API answers it in UTC.
+    expiry = f", expires {expires_at.isoformat()}" if expires_at else ", never expires"
     click.echo(
         f"granted {given.grant_id} to {account_id}: {plural(given.amount, 'credit')}, "
         f"priority {given.priority}{expiry} (key {chosen_key}); the account holds "

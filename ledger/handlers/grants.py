@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -40,13 +41,19 @@ def grant_answer(account: CreditAccount, grant_id: str, grant: Grant) -> GrantAn
         amount=grant.amount,
         remaining=grant.remaining,
         priority=grant.priority,
-        expires_at=None if grant.expires_at is None else grant.expires_at.isoformat(),
+        expires_at=None if grant.expires_at is None else in_utc(grant.expires_at),
         reason=grant.reason,
         status=grant.status,
         balance=account.balance,
         granted=account.granted,
         available=account.available,
     )
+
+
+def in_utc(moment: datetime) -> str:
+    """``moment`` as the grants list and every other time the API answers write it: in UTC,
+    with a "Z"; the offset the grant was given stays in its event."""
+    return msgspec.json.encode(moment.astimezone(UTC)).decode()[1:-1]
 
 
 def grant_id_for(account_id: str, idempotency_key: str) -> str:

@@ -181,6 +181,27 @@ async def list_grants_while_projecting(writer: LedgerClient, auditor: LedgerClie
     assert (credits.granted, credits.balance) == (70, 70)
 
 
+async def test_a_grant_answers_its_expiry_in_utc_as_the_list_shows_it(
+    http: httpx.AsyncClient,
+    writer: LedgerClient,
+    writer_headers: dict[str, str],
+    services: Services,
+) -> None:
+    """The grant's answer echoed the offset it was given ("2030-01-01T00:00:00+01:00") while
+    the list showed the same expiry in UTC ("2029-12-31T23:00:00Z"), as every time the API
+    answers: a client matching the two found two expiries."""
+    account_id = await open_account(writer, 0)
+    body = {"amount": 5, "expires_at": "2030-01-01T00:00:00+01:00"}
+
+    async with projector_running(services.store, services.database_url):
+        given = await grant(http, writer_headers, account_id, body)
+        listed = await http.get(f"/v1/accounts/{account_id}/grants", headers=writer_headers)
+
+    assert given.status_code == 201, given.text
+    assert given.json()["expires_at"] == "2029-12-31T23:00:00Z"
+    assert [g["expires_at"] for g in listed.json()["data"]] == ["2029-12-31T23:00:00Z"]
+
+
 async def test_listing_grants_refuses_an_unknown_status_and_account(
     http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
 ) -> None:
