@@ -26,6 +26,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.expiry import ExpirySweeper
 from api.metrics import MetricsAccess, metrics_port_only
 from api.openapi import conform, openapi_config
+from api.query_parameters import refuse_repeated_request_parts
 from api.read_side import consistency_headers, open_standby_pool
 from api.reconcile import PeriodicReconciler
 from api.routes import (
@@ -42,7 +43,6 @@ from api.routes import (
 )
 from api.services import Services, build_services
 from api.settings import Settings, SettingsError
-from api.validation import refuse_a_repeated_idempotency_key
 from ledger.adapters.stripe_gateway import StripeGateway
 from ledger.store.failures import database_failure
 
@@ -193,7 +193,7 @@ def create_app(
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=refuse_a_repeated_idempotency_key,
+        before_request=refuse_repeated_request_parts,
         lifespan=[lifespan],
         openapi_config=openapi_config(),
         debug=False,
