@@ -44,6 +44,7 @@ from ledger.domain.events import (
     LowBalanceThresholdSet,
     MonthlyAllowanceReset,
 )
+from ledger.domain.grants import expiry_in_utc
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
@@ -190,7 +191,9 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
                 "grant_id": event.grant_id,
                 "amount": event.amount,
                 "priority": event.priority,
-                "expires_at": event.expires_at,
+                "expires_at": None
+                if event.expires_at is None
+                else expiry_in_utc(datetime.fromisoformat(event.expires_at)),
                 "reason": event.reason or None,
             }
         case GrantExpired():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 import msgspec
 
@@ -11,7 +10,7 @@ from ledger.commands import ExpireGrant, GrantCredits, VoidGrant
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantNotDue
 from ledger.domain.events import GrantExpired
-from ledger.domain.grants import ACTIVE, Grant
+from ledger.domain.grants import ACTIVE, Grant, expiry_in_utc
 from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.handlers.expiries import expire_due
 from ledger.store.claims import Claim, request_fingerprint
@@ -41,19 +40,13 @@ def grant_answer(account: CreditAccount, grant_id: str, grant: Grant) -> GrantAn
         amount=grant.amount,
         remaining=grant.remaining,
         priority=grant.priority,
-        expires_at=None if grant.expires_at is None else in_utc(grant.expires_at),
+        expires_at=None if grant.expires_at is None else expiry_in_utc(grant.expires_at),
         reason=grant.reason,
         status=grant.status,
         balance=account.balance,
         granted=account.granted,
         available=account.available,
     )
-
-
-def in_utc(moment: datetime) -> str:
-    """``moment`` as the grants list and every other time the API answers write it: in UTC,
-    with a "Z"; the offset the grant was given stays in its event."""
-    return msgspec.json.encode(moment.astimezone(UTC)).decode()[1:-1]
 
 
 def grant_id_for(account_id: str, idempotency_key: str) -> str:

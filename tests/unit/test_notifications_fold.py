@@ -188,3 +188,28 @@ def test_the_documented_delivery_carries_every_balance_a_notification_does() -> 
     assert state is not None
 
     assert list(json.loads(example[1])["data"]) == list(state.balances())
+
+
+def test_a_grant_s_expiry_is_notified_in_utc_as_the_api_answers_it() -> None:
+    """`credits.granted` carried the offset the grant was given ("+01:00") while the grant's
+    answer and the grants list give the same instant in UTC with a "Z"."""
+    events = [
+        made(AccountOpened, account_id="a", monthly_allowance=100, period="2030-01"),
+        made(
+            CreditsGranted,
+            grant_id="g",
+            amount=5,
+            priority=50,
+            expires_at="2030-01-01T00:00:00+01:00",
+            reason="",
+        ),
+    ]
+    state: NotifierState | None = None
+    sent = []
+    for event in projected_in_order(STREAM, events):
+        state, notifications = fold(state, event)
+        sent.extend(notifications)
+
+    assert [(n.type, n.data["expires_at"]) for n in sent] == [
+        ("credits.granted", "2029-12-31T23:00:00Z")
+    ]
