@@ -44,7 +44,7 @@ from ledger.domain.events import (
     LowBalanceThresholdSet,
     MonthlyAllowanceReset,
 )
-from ledger.domain.grants import expiry_in_utc
+from ledger.domain.times import in_utc
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
@@ -193,7 +193,7 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
                 "priority": event.priority,
                 "expires_at": None
                 if event.expires_at is None
-                else expiry_in_utc(datetime.fromisoformat(event.expires_at)),
+                else in_utc(datetime.fromisoformat(event.expires_at)),
                 "reason": event.reason or None,
             }
         case GrantExpired():

@@ -23,13 +23,6 @@ VOIDED = "voided"
 _NEVER = datetime.max.replace(tzinfo=UTC)
 
 
-def expiry_in_utc(moment: datetime) -> str:
-    """A grant's expiry as the API and its notifications give it: in UTC with a "Z", as
-    msgspec writes every other time they answer; the offset it was given stays in its
-    event."""
-    return msgspec.json.encode(moment.astimezone(UTC)).decode()[1:-1]
-
-
 class Grant(msgspec.Struct, frozen=True):
     """One grant as the account keeps it; ``order`` is the version that granted it."""
 

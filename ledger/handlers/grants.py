@@ -10,7 +10,8 @@ from ledger.commands import ExpireGrant, GrantCredits, VoidGrant
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantNotDue
 from ledger.domain.events import GrantExpired
-from ledger.domain.grants import ACTIVE, Grant, expiry_in_utc
+from ledger.domain.grants import ACTIVE, Grant
+from ledger.domain.times import in_utc
 from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.handlers.expiries import expire_due
 from ledger.store.claims import Claim, request_fingerprint
@@ -40,7 +41,7 @@ def grant_answer(account: CreditAccount, grant_id: str, grant: Grant) -> GrantAn
         amount=grant.amount,
         remaining=grant.remaining,
         priority=grant.priority,
-        expires_at=None if grant.expires_at is None else expiry_in_utc(grant.expires_at),
+        expires_at=None if grant.expires_at is None else in_utc(grant.expires_at),
         reason=grant.reason,
         status=grant.status,
         balance=account.balance,

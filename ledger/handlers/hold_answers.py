@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 import msgspec
@@ -9,6 +10,7 @@ import msgspec
 from ledger.commands import SettleHold
 from ledger.domain.account import CreditAccount
 from ledger.domain.holds import OpenHold, Settlement
+from ledger.domain.times import in_utc
 from ledger.store.claims import Claim, request_fingerprint
 
 HoldStatus = Literal["held", "captured", "released", "expired"]
@@ -46,7 +48,7 @@ def hold_answer(
         captured=settlement.captured if settlement else 0,
         released=settlement.released if settlement else 0,
         reason=hold.reason,
-        expires_at=hold.expires_at,
+        expires_at=in_utc(datetime.fromisoformat(hold.expires_at)),
         balance=account.balance,
         held=account.held,
         available=account.available,

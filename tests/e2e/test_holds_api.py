@@ -316,3 +316,19 @@ async def test_a_reset_during_an_open_hold_keeps_the_books_right(
         0,
         1000,
     )
+
+
+async def test_a_hold_answers_its_expiry_in_utc_with_a_z_as_every_other_time(
+    writer: LedgerClient,
+) -> None:
+    """A hold's expires_at was "…+00:00" while every other time the API answers (grants'
+    expiries, purchases', events', endpoints') is "…Z": the one field a client's parser
+    of the API's times had to take in another form."""
+    account_id = await open_account(writer, 100)
+
+    placed = await writer.place_hold(account_id, 10, expires_in_seconds=3600)
+    read = await writer.get_hold(account_id, placed.hold_id)
+    released = await writer.release_hold(account_id, placed.hold_id)
+
+    assert placed.expires_at.endswith("Z"), placed.expires_at
+    assert placed.expires_at == read.expires_at == released.expires_at
