@@ -44,9 +44,9 @@ from ledger.domain.events import (
     LowBalanceThresholdSet,
     MonthlyAllowanceReset,
 )
-from ledger.domain.times import in_utc
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
+from ledger.times import in_utc
 from projections.balance_changes import held_change, moved_by
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory, rows_of

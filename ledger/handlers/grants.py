@@ -11,10 +11,10 @@ from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantNotDue
 from ledger.domain.events import GrantExpired
 from ledger.domain.grants import ACTIVE, Grant
-from ledger.domain.times import in_utc
 from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.handlers.expiries import expire_due
 from ledger.store.claims import Claim, request_fingerprint
+from ledger.times import in_utc
 from ledger.unit_of_work import Decision, Handler
 
 

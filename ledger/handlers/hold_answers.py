@@ -10,8 +10,8 @@ import msgspec
 from ledger.commands import SettleHold
 from ledger.domain.account import CreditAccount
 from ledger.domain.holds import OpenHold, Settlement
-from ledger.domain.times import in_utc
 from ledger.store.claims import Claim, request_fingerprint
+from ledger.times import in_utc
 
 HoldStatus = Literal["held", "captured", "released", "expired"]
 

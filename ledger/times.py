@@ -1,4 +1,5 @@
-"""Times as the API and its notifications answer them."""
+"""Times as the API and its notifications answer them (outside `ledger.domain`: the
+projections know the domain's events alone, tests/unit/test_projection_folds.py)."""
 
 from __future__ import annotations
 
