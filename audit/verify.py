@@ -77,7 +77,7 @@ from ledger.store.hash_chain import (
     postgres_microseconds,
 )
 from ledger.store.mapper import MsgspecMapper, event_type_name
-from ledger.store.migrate import SERVICE_ROLE, packaged
+from ledger.store.migrate import LOGIN_ROLES, packaged
 from projections.balance_changes import description_of
 from projections.events import as_text
 from projections.grants import closed_at
@@ -950,26 +950,29 @@ _PROTECTIONS = """
     WHERE (SELECT prosrc FROM pg_proc
            WHERE oid = to_regproc('public.stored_events_are_append_only')) IS DISTINCT FROM $3
     UNION ALL
-    SELECT table_name, format('the role %s may %s', $2::text, privilege)
+    SELECT table_name, format('the role %s may %s', role, privilege)
     FROM unnest($1::text[]) AS table_name
+    CROSS JOIN unnest($2::text[]) AS role
     CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS privilege
-    WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
+    WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)
       AND CASE WHEN privilege IN ('INSERT', 'UPDATE')
-               THEN has_any_column_privilege($2::text, 'public.' || table_name, privilege)
-               ELSE has_table_privilege($2::text, 'public.' || table_name, privilege) END
+               THEN has_any_column_privilege(role, 'public.' || table_name, privilege)
+               ELSE has_table_privilege(role, 'public.' || table_name, privilege) END
     UNION ALL
-    SELECT table_name, format('the role %s may act as its owner, %s', $2::text,
+    SELECT table_name, format('the role %s may act as its owner, %s', role,
                               pg_get_userbyid(c.relowner))
     FROM unnest($1::text[]) AS table_name
+    CROSS JOIN unnest($2::text[]) AS role
     JOIN pg_class c ON c.oid = to_regclass('public.' || table_name)
-    WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
-      AND pg_has_role($2::text, c.relowner, 'MEMBER')
+    WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)
+      AND pg_has_role(role, c.relowner, 'MEMBER')
     UNION ALL
     SELECT 'database ' || d.datname, format('the role %s may drop it as its owner, %s',
-                                            $2::text, pg_get_userbyid(d.datdba))
+                                            role, pg_get_userbyid(d.datdba))
     FROM pg_database d
-    WHERE d.datname = current_database() AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
-      AND pg_has_role($2::text, d.datdba, 'MEMBER')
+    CROSS JOIN unnest($2::text[]) AS role
+    WHERE d.datname = current_database() AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)
+      AND pg_has_role(role, d.datdba, 'MEMBER')
     ORDER BY 1, 2"""
 _APPEND_ONLY_BODY = packaged("sql/functions/10_append_only.sql").split("$$")[1]
 """The append-only triggers' function body as the migrations make it (``prosrc``)."""
@@ -1123,11 +1126,11 @@ class Verifier:
                 )
 
     async def _check_protections(self) -> None:
-        """History is append-only by trigger, and the service's role may only read it: a
-        trigger dropped or disabled, or a privilege granted, would let history change
-        without a trace of how (the hash chains show what, not who)."""
+        """History is append-only by trigger, and the service's and the relay's roles may only
+        read it: a trigger dropped or disabled, or a privilege granted, would let history
+        change without a trace of how (the hash chains show what, not who)."""
         rows = await self.connection.fetch(
-            _PROTECTIONS, list(_APPEND_ONLY), SERVICE_ROLE, _APPEND_ONLY_BODY
+            _PROTECTIONS, list(_APPEND_ONLY), list(LOGIN_ROLES), _APPEND_ONLY_BODY
         )
         for row in rows:
             self.findings.append(

@@ -581,6 +581,8 @@ async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_ba
         await admin.execute("DROP TRIGGER stored_events_no_truncate ON stored_events")
         await admin.execute("ALTER TABLE snapshots DISABLE TRIGGER snapshots_no_update_or_delete")
         await admin.execute("GRANT UPDATE ON claims TO ledger_service")
+        # The relay's role reads the store alone: given INSERT, it could write history.
+        await admin.execute("GRANT INSERT ON stored_events TO ledger_relay")
         # Fires only in replica mode: in every ordinary session, as good as gone (a review).
         await admin.execute("ALTER TABLE claims ENABLE REPLICA TRIGGER claims_no_truncate")
     finally:
@@ -599,6 +601,7 @@ async def test_protections_taken_away_are_reported_and_the_audit_puts_nothing_ba
         "[store-protection] the append-only trigger does not fire on claims.no_truncate",
         "[store-protection] the append-only trigger does not fire on snapshots.no_update_or_delete",
         "[store-protection] the append-only trigger is missing on stored_events.no_truncate",
+        "[store-protection] the role ledger_relay may INSERT on stored_events",
         "[store-protection] the role ledger_service may UPDATE on claims",
     ]
     granted = await isolated_db.pool.fetchval(
