@@ -11,22 +11,30 @@ from litestar.params import QueryParameter
 
 from api.validation import ValidationFailed, refuse_a_repeated_idempotency_key
 
+_QUERY_NAMES: dict[object, frozenset[str]] = {}
+"""Each route handler's query parameter names, read from its signature once (bounded: the
+app's handlers)."""
 
-def query_names(request: Request[Any, Any, Any]) -> set[str]:
+
+def query_names(request: Request[Any, Any, Any]) -> frozenset[str]:
     """The query parameters the request's route takes, by the names the URL gives them."""
-    names = set()
-    for name, field in request.route_handler.parsed_fn_signature.parameters.items():
-        if isinstance(field.kwarg_definition, QueryParameter):
-            names.add(field.kwarg_definition.query or name)
+    handler = request.route_handler
+    names = _QUERY_NAMES.get(handler)
+    if names is None:
+        names = _QUERY_NAMES[handler] = frozenset(
+            field.kwarg_definition.query or name
+            for name, field in handler.parsed_fn_signature.parameters.items()
+            if isinstance(field.kwarg_definition, QueryParameter)
+        )
     return names
 
 
 def refuse_a_repeated_query_parameter(request: Request[Any, Any, Any]) -> None:
-    if not request.scope["path"].startswith("/v1/"):
+    query = request.scope["query_string"].decode("latin-1")
+    if not query or not request.scope["path"].startswith("/v1/"):
         return  # the pages (the checkout's success page) answer people, not in JSON
     taken = query_names(request)
     seen: dict[str, str] = {}
-    query = request.scope["query_string"].decode("latin-1")
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name in taken and seen.setdefault(name, value) != value:
             raise ValidationFailed.single(name, f"The {name} parameter must be given once.")
