@@ -25,7 +25,7 @@ from ledger.domain.errors import (
     HoldNotDue,
     HoldNotFound,
 )
-from ledger.failing_loop import FailingLoop
+from ledger.failing_loop import FailingLoop, said_lately
 from ledger.service import Ledger
 from ledger.store.event_store import DATABASE_ERRORS, ConcurrencyConflict
 from ledger.store.repository import UnreadableStream
@@ -97,8 +97,7 @@ class ExpirySweeper:
         at DEBUG in between."""
         self._passed_over.add(account_id)
         why, now = str(error), self._clock()
-        before = self._said.get(account_id)
-        again = before is not None and before[0] == why and now - before[1] < SAY_AGAIN_SECONDS
+        again = said_lately(self._said.get(account_id), why, now, SAY_AGAIN_SECONDS)
         if not again:
             self._said[account_id] = (why, now)
         log.log(

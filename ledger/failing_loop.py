@@ -15,6 +15,12 @@ SAY_AGAIN_SECONDS = 600.0
 at each try in between)."""
 
 
+def said_lately(said: tuple[str, float] | None, line: str, now: float, every: float) -> bool:
+    """Whether ``line`` is the one last said at its level (``said``: that line and when) and
+    less than ``every`` seconds ago: then it is said again at DEBUG only."""
+    return said is not None and said[0] == line and now - said[1] < every
+
+
 class FailingLoop:
     """What a loop says of its tries: ``failed`` after each failed one, ``succeeded`` after
     each that worked. A failure is said at its level the first time, when its line changes
@@ -38,8 +44,7 @@ class FailingLoop:
         if self._since is None:
             self._since = now
         self._failures += 1
-        said = self._said
-        again = said is not None and said[0] == line and now - said[1] < SAY_AGAIN_SECONDS
+        again = said_lately(self._said, line, now, SAY_AGAIN_SECONDS)
         if not again:
             self._said = (line, now)
         minutes = f"{SAY_AGAIN_SECONDS / 60:.0f} minutes"
