@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from audit.findings import Finding
-from ledger.store.event_store import VISIBLE, RecordedEvent
-from ledger.store.hash_chain import GENESIS, event_hash
+from ledger.store.event_store import VISIBLE, ReplayedEvent
+from ledger.store.hash_chain import GENESIS, event_hash_at
 
 FORMAT: Literal["credit-ledger-checkpoint"] = "credit-ledger-checkpoint"
 FORMAT_VERSION = 2
@@ -443,7 +443,7 @@ class CheckpointReplay:
             tail.positions = tail.positions_signed()
         return self
 
-    def observe(self, event: RecordedEvent, chained_on_stored: bytes | None = None) -> None:
+    def observe(self, event: ReplayedEvent, chained_on_stored: bytes | None = None) -> None:
         """Take one event; a stream's events in position order (see CheckpointAudit.observe)."""
         self.last_position = max(self.last_position, event.notification_id)
         if event.notification_id > self.position:
@@ -461,11 +461,11 @@ class CheckpointReplay:
         if chained_on_stored is not None and tail.chained == tail.stored:
             tail.chained = chained_on_stored
         else:
-            tail.chained = event_hash(
+            tail.chained = event_hash_at(
                 tail.chained,
                 event.originator_id,
                 event.originator_version,
-                event.recorded_at,
+                event.microseconds,
                 event.topic,
                 event.state,
             )
@@ -520,7 +520,7 @@ class CheckpointAudit:
             f"signing key {c.public_key[:16]}…"
         )
 
-    def observe(self, event: RecordedEvent, chained_on_stored: bytes | None = None) -> None:
+    def observe(self, event: ReplayedEvent, chained_on_stored: bytes | None = None) -> None:
         """Take one event, in position order.
 
         ``chained_on_stored`` is this event's hash computed on the stored hash of

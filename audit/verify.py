@@ -69,12 +69,19 @@ from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.domain.holds import OpenHold
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
-from ledger.store.event_store import Connection, RecordedEvent, events_of_part, stream_part
+from ledger.store.event_store import (
+    REPLAYED_COLUMNS,
+    Connection,
+    ReplayedEvent,
+    events_of_part,
+    replayed_event,
+    stream_part,
+)
 from ledger.store.hash_chain import (
     GENESIS,
     event_hash_at,
     length_prefixed,
-    postgres_microseconds,
+    postgres_moment,
 )
 from ledger.store.mapper import MsgspecMapper, event_type_name
 from ledger.store.migrate import LOGIN_ROLES, packaged
@@ -196,7 +203,7 @@ class Stream:
         "older_disputes",
         "paid_at",
         "purchase_status",
-        "recorded_at",
+        "recorded_microseconds",
         "replayable",
         "requested_at",
         "snapshots",
@@ -210,7 +217,7 @@ class Stream:
     def __init__(self, first_position: int) -> None:
         self.version = 0
         self.hash = GENESIS
-        self.recorded_at: datetime | None = None
+        self.recorded_microseconds: int | None = None
         self.replayable = True
         """False after a version gap: the aggregate cannot take the later events."""
         self.first_position = first_position
@@ -382,7 +389,7 @@ class StreamReplay:
         self._lowest_view_position = min((at for at, _ in self._account_views), default=2**63)
         self._statement_at = positions.get("statement", 0)
 
-    def _find(self, kind: str, detail: str, stream: Stream | None, event: RecordedEvent) -> None:
+    def _find(self, kind: str, detail: str, stream: Stream | None, event: ReplayedEvent) -> None:
         self.findings.append(
             Finding(
                 kind=kind,
@@ -394,7 +401,7 @@ class StreamReplay:
             )
         )
 
-    def replay(self, event: RecordedEvent) -> None:
+    def replay(self, event: ReplayedEvent) -> None:
         """Replay and check one event; each stream's events come in position order."""
         stream = self.streams.get(event.originator_id)
         if stream is None:
@@ -406,9 +413,9 @@ class StreamReplay:
             self._freeze_figures_before(stream, event.notification_id)
         previous_hash, previous_version = stream.hash, stream.version
         in_sequence = event.originator_version == previous_version + 1
-        previous_time, stream.recorded_at = stream.recorded_at, event.recorded_at
+        microseconds = event.microseconds
+        previous_time, stream.recorded_microseconds = stream.recorded_microseconds, microseconds
         stream.version, stream.hash = event.originator_version, event.hash
-        microseconds = postgres_microseconds(event.recorded_at)
         expected = event_hash_at(
             previous_hash,
             event.originator_id,
@@ -466,11 +473,11 @@ class StreamReplay:
                 replayed = None
             else:
                 stream.aggregate = replayed
-        if previous_time is not None and event.recorded_at < previous_time:
+        if previous_time is not None and microseconds < previous_time:
             self._find(
                 "recorded-out-of-order",
                 f"recorded at {_when(event.recorded_at)}, before version {previous_version} "
-                f"of its stream ({_when(previous_time)}): appends record their time in "
+                f"of its stream ({_when(postgres_moment(previous_time))}): appends record their time in "
                 "order, so it was written into the stream's past (or the database server's "
                 "clock stepped back)",
                 stream,
@@ -494,7 +501,7 @@ class StreamReplay:
             self._check_snapshot(stream, event, snapshot)
 
     def _check_reset(
-        self, stream: Stream, event: RecordedEvent, reset: MonthlyAllowanceReset
+        self, stream: Stream, event: ReplayedEvent, reset: MonthlyAllowanceReset
     ) -> None:
         """A reset carries what open holds reserve of the allowance, and repays no more of a
         debt than the rule gives (an event recorded before the rule repaid nothing, which is
@@ -522,7 +529,7 @@ class StreamReplay:
                 event,
             )
 
-    def _check_settlement(self, stream: Stream, event: RecordedEvent, settled: Any) -> None:
+    def _check_settlement(self, stream: Stream, event: ReplayedEvent, settled: Any) -> None:
         """A settlement parts its hold's credits as the rule does (``CreditAccount.settlement``):
         it spends no more than the hold kept and lets lapse only a carried allowance share and
         the shares of closed grants. Other figures are credits spent, given back or lapsed
@@ -560,7 +567,7 @@ class StreamReplay:
             detail = f"hold {settled.hold_id} {status} with {', '.join(wrong)}"
         self._find("settlement-mismatch", detail, stream, event)
 
-    def _check_split(self, stream: Stream, event: RecordedEvent, taken: Any) -> None:
+    def _check_split(self, stream: Stream, event: ReplayedEvent, taken: Any) -> None:
         """A spend or a hold takes its amount from the buckets: no more, no less, none below 0."""
         allowance, topup, grants = taken.from_allowance, taken.from_topup, taken.from_grants
         # Written out, not as sum() and min() of a list: a replay checks every spend.
@@ -579,7 +586,7 @@ class StreamReplay:
                 event,
             )
 
-    def _check_hold_is_new(self, stream: Stream, event: RecordedEvent, placed: HoldPlaced) -> None:
+    def _check_hold_is_new(self, stream: Stream, event: ReplayedEvent, placed: HoldPlaced) -> None:
         """A hold is placed once while open: placed again, the account forgets what the first
         reserved, with no capture, release or expiry to say where it went."""
         account = stream.aggregate
@@ -593,7 +600,7 @@ class StreamReplay:
             )
 
     def _check_event(
-        self, stream: Stream, event: RecordedEvent, domain_event: Any, microseconds: int
+        self, stream: Stream, event: ReplayedEvent, domain_event: Any, microseconds: int
     ) -> None:
         aggregate = stream.aggregate
         kind = type(domain_event)
@@ -645,7 +652,7 @@ class StreamReplay:
                 stream.purchase_status = _purchase_at(aggregate, stream)
 
     def _check_grants(
-        self, stream: Stream, event: RecordedEvent, domain_event: Any, touched: Collection[str]
+        self, stream: Stream, event: ReplayedEvent, domain_event: Any, touched: Collection[str]
     ) -> None:
         """Grants close once, never after their expiry is used, and never go below zero."""
         account: CreditAccount = stream.aggregate
@@ -711,7 +718,7 @@ class StreamReplay:
             if event.notification_id <= self.positions.get("grants", 0):
                 self._grant_row(account.account_id, event, kind, grant_id, grant)
 
-    def _hold_row(self, account_id: str, event: RecordedEvent, domain_event: Any) -> None:
+    def _hold_row(self, account_id: str, event: ReplayedEvent, domain_event: Any) -> None:
         """The hold's row after one of its events, as the holds view should show it."""
         hold_id, status = domain_event.hold_id, _HOLD_STATUS[type(domain_event)]
         if isinstance(domain_event, HoldPlaced):
@@ -748,7 +755,7 @@ class StreamReplay:
         self.hold_status[hold_id] = (account_id, values, event.notification_id)
 
     def _grant_row(
-        self, account_id: str, event: RecordedEvent, kind: type, grant_id: str, grant: Grant | None
+        self, account_id: str, event: ReplayedEvent, kind: type, grant_id: str, grant: Grant | None
     ) -> None:
         """The grant's row after an event that moved or closed it, as the grants view
         should show it: granted at its CreditsGranted's time, closed at its GrantVoided's, or
@@ -788,7 +795,7 @@ class StreamReplay:
             )
         self.grant_rows[grant_id] = (account_id, values, event.notification_id)
 
-    def _account_took_back(self, account_id: str, domain_event: Any, event: RecordedEvent) -> None:
+    def _account_took_back(self, account_id: str, domain_event: Any, event: ReplayedEvent) -> None:
         credits = _TAKEN_BACK[type(domain_event)] * domain_event.credits
         known = self.taken_back.get(domain_event.session_id)
         if known is None:
@@ -817,7 +824,7 @@ class StreamReplay:
                 self._freeze_figures_before(stream, position=2**63)
 
     def _check_snapshot(
-        self, stream: Stream, event: RecordedEvent, snapshot: StoredSnapshot
+        self, stream: Stream, event: ReplayedEvent, snapshot: StoredSnapshot
     ) -> None:
         """A snapshot is what the stream's events make at its version, decoded as loads do."""
         try:
@@ -1501,7 +1508,7 @@ call: its eleven numbers, the kind's name after its length, the description's le
 
 def _statement_line(
     stream: Stream,
-    event: RecordedEvent,
+    event: ReplayedEvent,
     domain_event: Any,
     account: CreditAccount,
     microseconds: int,
@@ -1795,11 +1802,9 @@ async def replay_part(
     replay = StreamReplay(positions, snapshots, checkpoints)
     count = 0
     cursor = await connection.cursor(
-        events_of_part(*part)
+        events_of_part(*part, columns=REPLAYED_COLUMNS)
         if part is not None
-        else """SELECT originator_id, originator_version, topic, state, notification_id,
-                       recorded_at, hash
-                FROM stored_events ORDER BY notification_id"""
+        else f"SELECT {REPLAYED_COLUMNS} FROM stored_events ORDER BY notification_id"
     )
     next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
     try:
@@ -1809,7 +1814,7 @@ async def replay_part(
             next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
             await asyncio.sleep(0)
             for row in rows:
-                replay.replay(RecordedEvent(*row))
+                replay.replay(replayed_event(row))
             count += len(rows)
             on_progress(len(rows))
     finally:

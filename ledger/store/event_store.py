@@ -35,6 +35,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 from eventsourcing.persistence import StoredEvent
 
+from ledger.store.hash_chain import postgres_moment
 from ledger.store.read_connections import Pool
 from ledger.store.shared_reads import SharedReads
 
@@ -114,6 +115,25 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     notification_id: int
     recorded_at: datetime
     hash: bytes
+
+
+class ReplayedEvent(msgspec.Struct, frozen=True):
+    """A stored event as a replay of the whole store reads it (``events_of_part``): its time
+    as PostgreSQL keeps it, microseconds since 2000, which the hash chain hashes and order
+    checks compare; a datetime only where one is asked for. asyncpg's datetime, and
+    ``postgres_microseconds`` back from it, cost a replay ~1 µs an event: ~10 % of an audit."""
+
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: bytes
+    notification_id: int
+    microseconds: int
+    hash: bytes
+
+    @property
+    def recorded_at(self) -> datetime:
+        return postgres_moment(self.microseconds)
 
 
 _Loaded = tuple[RecordedEvent | None, list[RecordedEvent]]
@@ -224,7 +244,21 @@ def stream_part(part: int, parts: int) -> str:
     return f"(uuid_hash(originator_id) & 2147483647) % {int(parts)} = {int(part)}"
 
 
-def events_of_part(part: int, parts: int, bound: str = "true") -> str:
+REPLAYED_COLUMNS = _COLUMNS.replace("recorded_at", "timestamptz_send(recorded_at)")
+"""The columns of a ``ReplayedEvent``: its time as the 8 bytes PostgreSQL keeps."""
+
+
+def replayed_event(row: asyncpg.Record) -> ReplayedEvent:
+    """A row of ``REPLAYED_COLUMNS`` as the event it is."""
+    return ReplayedEvent(
+        row[0], row[1], row[2], row[3], row[4], _from_bytes(row[5], "big", signed=True), row[6]
+    )
+
+
+_from_bytes = int.from_bytes
+
+
+def events_of_part(part: int, parts: int, bound: str = "true", columns: str = _COLUMNS) -> str:
     """The query of the events of ``stream_part(part, parts)`` that ``bound`` admits, in
     commit order: down the notification_id index, each row kept or passed over as it comes.
 
@@ -234,7 +268,7 @@ def events_of_part(part: int, parts: int, bound: str = "true") -> str:
     subquery's OFFSET 0 has the rows' order planned without the filter.
     """
     return f"""SELECT * FROM (
-            SELECT {_COLUMNS} FROM stored_events WHERE {bound}
+            SELECT {columns} FROM stored_events WHERE {bound}
             ORDER BY notification_id OFFSET 0) AS e
         WHERE {stream_part(part, parts)} ORDER BY notification_id"""
 

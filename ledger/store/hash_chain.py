@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from uuid import UUID
 
@@ -20,6 +20,17 @@ def postgres_microseconds(moment: datetime) -> int:
     """A moment as PostgreSQL stores a ``timestamptz``: microseconds since 2000 (UTC)."""
     delta = moment - _POSTGRES_EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def postgres_moment(microseconds: int) -> datetime:
+    """``postgres_microseconds`` undone; PostgreSQL's infinities (and anything past what a
+    datetime holds) as datetime's own ends, as asyncpg reads them."""
+    try:
+        return _POSTGRES_EPOCH + timedelta(microseconds=microseconds)
+    except OverflowError:
+        if microseconds > 0:
+            return datetime.max.replace(tzinfo=UTC)
+        return datetime.min.replace(tzinfo=UTC)
 
 
 @cache

@@ -30,7 +30,7 @@ from eventsourcing.domain import CanMutateAggregate, DomainEventProtocol, Snapsh
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
-from ledger.store.event_store import RecordedEvent
+from ledger.store.event_store import RecordedEvent, ReplayedEvent
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -171,7 +171,7 @@ class MsgspecMapper(Mapper[Any]):
             state=_encode(state),
         )
 
-    def to_domain_event(self, stored_event: StoredEvent | RecordedEvent) -> Any:
+    def to_domain_event(self, stored_event: StoredEvent | RecordedEvent | ReplayedEvent) -> Any:
         """Decode one stored event, upcasting older shapes to the current class."""
         cls, fast = _decoding(stored_event.topic)
         if fast is not None:

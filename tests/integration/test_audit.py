@@ -307,6 +307,35 @@ async def test_an_event_recorded_into_its_streams_past_is_reported_and_as_of_sto
     assert (await books.account_as_of("acct_bob", third)).version == 3
 
 
+async def test_an_event_recorded_at_an_infinity_is_reported_not_a_crash(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The audit reads each time as the microseconds PostgreSQL keeps: an insider's
+    'infinity' or '-infinity' is a number past any datetime, shown as datetime's ends."""
+    await build_history(isolated_db)
+    bob = account_stream_id("acct_bob")
+    last = await isolated_db.pool.fetchval(
+        "SELECT max(originator_version) FROM stored_events WHERE originator_id = $1", bob
+    )
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events SET recorded_at = CASE originator_version
+               WHEN 2 THEN 'infinity'::timestamptz ELSE '-infinity'::timestamptz END
+           WHERE originator_id = $1 AND originator_version IN (2, $2)""",
+        bob,
+        last,
+    )
+
+    report = await verify(isolated_db.pool)
+
+    found = {(f.kind, f.version) for f in report.findings if f.account_id == "acct_bob"}
+    assert {("hash-mismatch", 2), ("hash-mismatch", last)} <= found
+    moved = {f.version: f.detail for f in report.findings if f.kind == "recorded-out-of-order"}
+    assert moved.keys() == {3, last}
+    assert "(9999-12-31T23:59:59.999999+00:00)" in moved[3]
+    assert moved[last].startswith("recorded at 0001-01-01T00:00:00+00:00")
+
+
 async def test_a_view_position_past_the_stores_last_event_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:
