@@ -108,7 +108,7 @@ def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
 def _extra_variables(env: Mapping[str, str]) -> list[tuple[str, str, Callable[[], Any]]]:
     """Variables read outside Settings: (name, default shown, check raising ValueError)."""
     from api.reconcile import reconcile_seconds_from_env
-    from ledger.adapters.stripe_gateway import DEFAULT_TIMEOUT_SECONDS, timeout_from_env
+    from ledger.adapters.stripe_timeout import DEFAULT_TIMEOUT_SECONDS, timeout_from_env
 
     def log_format() -> None:
         value = env.get("LEDGER_LOG_FORMAT", "").strip().lower()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
-from collections.abc import Mapping
 
 import msgspec
 import stripe
 from stripe.params.checkout import SessionCreateParams
 
+from ledger.adapters.stripe_timeout import timeout_from_env
 from ledger.adapters.stripe_webhooks import InvalidWebhook, found_checkout
 from ledger.ports import CheckoutRequest, CreatedCheckout, FoundCheckout, PaymentGatewayError
 
@@ -20,26 +19,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings(
     "ignore", message=r"Use 'content=<\.\.\.>' to upload raw", category=DeprecationWarning
 )
-
-
-DEFAULT_TIMEOUT_SECONDS = 5.0
-"""Per attempt. The SDK's own default is 80 s: a Stripe that hangs would hold a purchase
-request (and its client) for minutes across the retries. Creating a session takes well
-under a second; ``STRIPE_TIMEOUT_SECONDS`` overrides this."""
-
-
-def timeout_from_env(env: Mapping[str, str] | None = None) -> float:
-    """``STRIPE_TIMEOUT_SECONDS`` if set to a positive number, else the default."""
-    raw = (os.environ if env is None else env).get("STRIPE_TIMEOUT_SECONDS", "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 300:
-        raise ValueError(f"STRIPE_TIMEOUT_SECONDS must be a number of seconds (0-300], not {raw!r}")
-    return seconds
 
 
 class StripeGateway:

@@ -22,6 +22,28 @@ def test_the_cli_module_imports_neither_litestar_nor_the_app() -> None:
     assert not [m for m in imported if m == "litestar" or m.startswith(("litestar.", "api.app"))]
 
 
+def test_a_commands_start_up_checks_do_not_import_the_stripe_sdk() -> None:
+    """Every command checks the variables (``settings_from_env``), STRIPE_TIMEOUT_SECONDS
+    among them; only the commands that call Stripe should pay for the SDK (~0.3 s)."""
+    checked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from api.cli_support import settings_from_env; settings_from_env(); "
+            "print('stripe' in sys.modules, 'httpx' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DATABASE_URL": "postgresql://x@127.0.0.1:1/ledger",
+            "STRIPE_TIMEOUT_SECONDS": "7",
+        },
+    )
+    assert checked.stdout.split() == ["False", "False"]
+
+
 # A real SIGINT, sent by the process to itself while api.cli imports click (its imports
 # take most of a command's start), or while a command runs.
 _CTRL_C_WHILE_IMPORTING = """
