@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from stripe_standin.disputes import close_dispute, open_dispute, update_dispute
-from stripe_standin.errors import StripeError, no_such
+from stripe_standin.errors import StripeError, invalid, no_such
 from stripe_standin.events import Event
 from stripe_standin.state import get_state, json_body, json_response
 from stripe_standin.webhooks import NotHeld
@@ -27,15 +27,16 @@ class FailNext(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/fail-next", status_code=200)
-async def fail_next(request: Request[Any, Any, Any], data: JSONBody[FailNext]) -> Response[bytes]:
+async def fail_next(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Make the next ``count`` ``/v1`` calls fail as ``mode`` says.
 
     ``error`` (the default): answer ``status`` with an ``api_error``. ``hang``: wait
     ``seconds`` first, as a Stripe that times out. ``drop``: handle the call, then
     close the connection halfway through the answer, as a network that fails.
     """
+    data: FailNext = await json_body(request, FailNext)
     if not 400 <= data.status <= 599 or data.count < 0 or not 0 <= data.seconds <= 600:
-        return json_response({"error": "status must be 400-599, count >= 0 and seconds 0-600"}, 400)
+        raise invalid("status must be 400-599, count >= 0 and seconds 0-600")
     state = get_state(request.app)
     state.fail_status, state.fail_count = data.status, data.count
     state.fail_mode, state.fail_seconds = data.mode, data.seconds
@@ -101,10 +102,9 @@ class WebhookEndpoint(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/webhook-endpoint", status_code=200)
-async def set_webhook_endpoint(
-    request: Request[Any, Any, Any], data: JSONBody[WebhookEndpoint]
-) -> Response[bytes]:
+async def set_webhook_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Like ``RunningStandin.configure_webhooks``, over HTTP."""
+    data: WebhookEndpoint = await json_body(request, WebhookEndpoint)
     get_state(request.app).webhooks.configure(data.url, data.secret)
     return json_response({"url": data.url})
 

@@ -281,6 +281,30 @@ async def test_fail_next_makes_the_sdk_raise_api_error(
     assert session.status == "open"
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/_standin/fail-next", {"status": "x"}),
+        ("/_standin/fail-next", {"status": 200}),
+        ("/_standin/fail-next", {"count": -1}),
+        ("/_standin/fail-next", {"bogus": 1}),
+        ("/_standin/fail-next", [1]),
+        ("/_standin/webhook-endpoint", {"url": 5}),
+        ("/_standin/webhook-endpoint", {}),
+    ],
+)
+async def test_a_control_refused_is_a_stripe_shaped_400(
+    http: httpx.AsyncClient, path: str, body: Any
+) -> None:
+    """docs/stripe-standin.md: the controls' errors are Stripe-shaped, as the API's are."""
+    refused = await http.post(path, json=body)
+
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"]
+
+
 async def test_hosted_page_shows_credits_amount_and_buttons(
     client: stripe.StripeClient, http: httpx.AsyncClient
 ) -> None:
