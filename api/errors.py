@@ -20,6 +20,7 @@ from api.validation import (
     IDEMPOTENCY_KEY_MISSING,
     NOT_AN_OBJECT,
     ValidationFailed,
+    field_errors,
 )
 from ledger.adapters.stripe_webhooks import InvalidWebhook
 from ledger.domain.errors import (
@@ -89,12 +90,21 @@ def _litestar_validation(request: Request, error: ValidationException) -> Respon
         if field == "idempotency_key":
             errors["Idempotency-Key"] = [IDEMPOTENCY_KEY_INVALID]
         elif field == "data" and source == "body":
-            errors["body"] = [NOT_AN_OBJECT]  # no body at all
+            errors.update(_no_body(request))
         else:
             errors.setdefault(field, []).append(
                 f"The {field} field is invalid: {item.get('message')}."
             )
     return _validation(errors or {"request": ["The request is invalid."]})
+
+
+def _no_body(request: Request) -> dict[str, list[str]]:
+    """A request without a body is one without fields (as Laravel, whose words the contract
+    uses, reads it): each required field is missing, in the contract's own message."""
+    dto = request.route_handler.resolve_data_dto()
+    model = getattr(dto, "model_type", None)
+    missing = field_errors({}, model) if isinstance(model, type) else {}
+    return missing or {"body": [NOT_AN_OBJECT]}
 
 
 def _idempotency_key_reused(_: Request, error: IdempotencyKeyReused) -> Response[Any]:

@@ -263,7 +263,10 @@ def repeated_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
 
 
 def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
-    """The body as ``model``, or ValidationFailed with every bad field's message."""
+    """The body as ``model``, or ValidationFailed with every bad field's message. An empty
+    body is one without fields (``api.errors._no_body``)."""
+    if not raw.strip():
+        raw = b"{}"
     try:
         repeated = repeated_fields(raw, model)
     except RecursionError:

@@ -136,6 +136,7 @@ TOO_MANY = "The credits must not be greater than 10000."
     ("body", "message"),
     [
         ("{}", REQUIRED),
+        ("", REQUIRED),  # no body: no fields (as Laravel, whose words these are)
         ('{"credits": null}', REQUIRED),
         ('{"other": 1000}', REQUIRED),
         ('{"credits": 1000.5}', NOT_INTEGER),
@@ -164,7 +165,7 @@ async def test_invalid_credits_are_422_with_the_contract_message(
     assert await checkout_requests(services.store, start, customer.account_id) == []
 
 
-@pytest.mark.parametrize("body", ["", "credits=1000", "{", "[1000]", "1000", "\xff\xfe"])
+@pytest.mark.parametrize("body", ["credits=1000", "{", "[1000]", "1000", "\xff\xfe"])
 async def test_a_body_that_is_not_a_json_object_is_422_not_500(
     http: httpx.AsyncClient, customer: Customer, body: str
 ) -> None:
@@ -178,6 +179,15 @@ async def test_a_body_that_is_not_a_json_object_is_422_not_500(
     payload = response.json()
     assert payload["message"].startswith("The request body must be")
     assert payload["errors"] == {"body": [payload["message"]]}
+
+
+async def test_a_request_without_a_body_is_one_without_credits(
+    http: httpx.AsyncClient, customer: Customer
+) -> None:
+    response = await http.post(PURCHASE, headers=customer.headers)
+
+    assert response.status_code == 422
+    assert response.json() == {"message": REQUIRED, "errors": {"credits": [REQUIRED]}}
 
 
 async def test_the_limits_themselves_are_accepted(

@@ -206,6 +206,14 @@ def test_a_null_for_a_field_with_a_default_is_reported_on_that_field() -> None:
     assert null_priority.value.errors == {"priority": ["The priority field must be an integer."]}
 
 
+@pytest.mark.parametrize("body", [b"", b"   ", b"\r\n"])
+def test_an_empty_body_is_one_without_fields(body: bytes) -> None:
+    with pytest.raises(ValidationFailed) as failed:
+        decode_body(body, PurchaseRequest)
+
+    assert failed.value.errors == {"credits": ["The credits field is required."]}
+
+
 def test_a_null_threshold_is_a_value_and_a_missing_one_is_not() -> None:
     assert decode_body(b'{"threshold": null}', ThresholdRequest) == ThresholdRequest(None)
     with pytest.raises(ValidationFailed) as missing:
@@ -214,7 +222,7 @@ def test_a_null_threshold_is_a_value_and_a_missing_one_is_not() -> None:
     assert missing.value.errors == {"threshold": ["The threshold field must be present."]}
 
 
-@pytest.mark.parametrize("body", [b"", b"   ", b"[]", b"null", b"{", b"\xff", b"1\xff"])
+@pytest.mark.parametrize("body", [b"[]", b"null", b"{", b"\xff", b"1\xff"])
 def test_only_a_json_object_is_a_body(body: bytes) -> None:
     with pytest.raises(ValidationFailed) as failed:
         decode_body(body, PurchaseRequest)
