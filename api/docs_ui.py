@@ -14,9 +14,10 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from litestar import Request, Router, get
+from litestar import MediaType, Request, Response, Router, get
+from litestar.enums import OpenAPIMediaType
 from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.params import FromPath
@@ -36,6 +37,7 @@ ASSETS = {
 FORMER_PAGES = ["/redoc", "/elements", "/rapidoc"]
 """Litestar's other viewers, which need CDNs: their readers are sent to the page."""
 
+_BY_ACCEPT = {"Vary": "Accept"}
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}  # the path names the version
 
 
@@ -53,7 +55,17 @@ class SwaggerPage(SwaggerRenderPlugin):
         router.register(get(FORMER_PAGES, sync_to_thread=False)(_to_the_page))
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
-        """The page: a link to the document, and Swagger UI showing it."""
+        """The page: a link to the document, and Swagger UI showing it; at ``/schema`` to a
+        client that does not ask for HTML (a script, curl), the document itself."""
+        if "text/html" not in request.headers.get("accept", "") and not request.url.path.endswith(
+            "/swagger"
+        ):
+            document_only: Any = Response(
+                self.render_json(request, openapi_schema),
+                media_type=OpenAPIMediaType.OPENAPI_JSON,
+                headers=_BY_ACCEPT,
+            )
+            return cast(bytes, document_only)  # Litestar sends a Response as it is
         document = self.get_openapi_json_route(request)
         title = html.escape(openapi_schema["info"]["title"])
         options = {
@@ -90,7 +102,7 @@ class SwaggerPage(SwaggerRenderPlugin):
 </body>
 </html>
 """
-        return page.encode()
+        return cast(bytes, Response(page.encode(), media_type=MediaType.HTML, headers=_BY_ACCEPT))
 
 
 def asset(name: FromPath[str]) -> File:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 TIMEOUT_MS = 20_000
 DOCUMENTED = ("get", "put", "post", "delete", "patch")
 ASSETS_DIR = SWAGGER_UI.name  # swagger-ui-<version>
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ async def test_the_docs_page_shows_the_spend_operation_with_only_loopback_reacha
 async def test_the_docs_pages_and_their_files_come_from_the_service(
     http: httpx.AsyncClient,
 ) -> None:
-    page = await http.get("/schema")
+    page = await http.get("/schema", headers={"Accept": BROWSER})
     swagger = await http.get("/schema/swagger")
 
     assert page.status_code == swagger.status_code == 200
@@ -110,6 +111,27 @@ async def test_the_docs_pages_and_their_files_come_from_the_service(
         moved = await http.get(former)
         assert (moved.status_code, moved.headers["location"]) == (302, "/schema"), former
     assert (await http.get("/schema/openapi.yaml")).status_code == 200
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
+async def test_schema_answers_a_client_not_asking_for_html_with_the_document(
+    http: httpx.AsyncClient, document: dict[str, Any], accept: str | None
+) -> None:
+    """The contract's ``GET /schema``: "OpenAPI document". A browser asks for HTML and gets
+    the page showing it; a script or curl gets the document itself."""
+    headers = {"Accept": accept} if accept else {}
+    if accept is None:
+        http.headers.pop("Accept", None)
+
+    response = await http.get("/schema", headers=headers)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/vnd.oai.openapi+json")
+    assert response.headers["vary"] == "Accept"
+    assert response.json() == document
+    page = await http.get("/schema", headers={"Accept": BROWSER})
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["vary"] == "Accept"
 
 
 async def test_the_root_points_to_the_docs_and_the_document(http: httpx.AsyncClient) -> None:
