@@ -389,7 +389,11 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
             logging.getLogger("projections.runner").debug("projector stopped", exc_info=error)
             raise click.ClickException(f"projector stopped: {in_one_line(error)}") from None
 
-    run_with_database(settings, run, server_settings=PROJECTOR_SETTINGS)
+    from ledger.store.migrate import PROJECTOR_ROLE
+
+    # Reads the store, writes the views and the deliveries: it may not append, nor make a
+    # token. A DATABASE_URL naming ledger_service (`ledger serve`'s own) is used as it is.
+    run_with_database(settings, run, server_settings=PROJECTOR_SETTINGS, role=PROJECTOR_ROLE)
     if not supervised:
         logging.getLogger("ledger").info("stopped")
 
@@ -1033,11 +1037,21 @@ def db() -> None:
     help="Set this password on ledger_relay, the database role `ledger relay` connects as "
     "(its DATABASE_URL=postgresql://ledger_relay:PASSWORD@host/db).",
 )
+@click.option(
+    "--projector-password",
+    envvar="LEDGER_PROJECTOR_DATABASE_PASSWORD",
+    show_envvar=True,
+    help="Set this password on ledger_projector, the database role `ledger project` on a "
+    "host of its own connects as (its DATABASE_URL=postgresql://ledger_projector:PASSWORD@host/db).",
+)
 def db_setup(
-    admin_url: str | None, service_password: str | None, relay_password: str | None
+    admin_url: str | None,
+    service_password: str | None,
+    relay_password: str | None,
+    projector_password: str | None,
 ) -> None:
-    """Create the roles ledger_owner, ledger_service and ledger_relay, apply the stored
-    functions, the migrations and the grants. Safe to run again (what a deploy's migrate
+    """Create the roles ledger_owner, ledger_service, ledger_projector and ledger_relay, apply
+    the stored functions, the migrations and the grants. Safe to run again (what a deploy's migrate
     step runs).
 
     Needs no Stripe or other settings: only the database.
@@ -1062,6 +1076,7 @@ def db_setup(
             url,
             service_password=service_password or None,
             relay_password=relay_password or None,
+            projector_password=projector_password or None,
             variable=variable,
         )
     )
@@ -1070,6 +1085,7 @@ def db_setup(
         + (f"; applied {', '.join(applied)}" if applied else "; no migration was pending")
         + ("; ledger_service's password set" if service_password else "")
         + ("; ledger_relay's password set" if relay_password else "")
+        + ("; ledger_projector's password set" if projector_password else "")
     )
 
 

@@ -269,11 +269,15 @@ async def _set_up(
     *,
     service_password: str | None = None,
     relay_password: str | None = None,
+    projector_password: str | None = None,
 ) -> list[str]:
     """``set_up``, with a login role it refuses said in one line, as any unusable database."""
     try:
         return await set_up(
-            connection, service_password=service_password, relay_password=relay_password
+            connection,
+            service_password=service_password,
+            relay_password=relay_password,
+            projector_password=projector_password,
         )
     except ServiceRoleTooPowerful as error:
         raise DatabaseNotReady(str(error)) from None
@@ -295,6 +299,7 @@ async def set_up_database(
     *,
     service_password: str | None = None,
     relay_password: str | None = None,
+    projector_password: str | None = None,
     variable: str = "DATABASE_ADMIN_URL",
 ) -> list[str]:
     """Roles, functions, migrations and grants, as ``admin_url`` (read from ``variable``);
@@ -307,7 +312,10 @@ async def set_up_database(
             )
         await _refuse_a_restore_behind(connection)
         return await _set_up(
-            connection, service_password=service_password, relay_password=relay_password
+            connection,
+            service_password=service_password,
+            relay_password=relay_password,
+            projector_password=projector_password,
         )
     finally:
         await connection.close()
@@ -321,7 +329,8 @@ async def service_url(
     role: str = SERVICE_ROLE,
 ) -> str:
     """Set the database up if a connection at hand may, and the URL the service connects with
-    (``role``: ``ledger_service``, or ``ledger_relay`` for ``ledger relay``).
+    (``role``: ``ledger_service``, or ``ledger_relay`` for ``ledger relay``,
+    ``ledger_projector`` for ``ledger project``).
 
     ``set_up_first=False`` (the audit) changes nothing in a database that was ever set up:
     no grants applied again (they would revoke one the audit is there to find), and no

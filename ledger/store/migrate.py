@@ -5,16 +5,18 @@ administrator's URL in production: ``DATABASE_ADMIN_URL``), in this order and
 under one advisory lock so that processes starting together take turns:
 
 1. the roles: ``ledger_owner`` (owns everything, never logs in), ``ledger_service``
-   (what the service connects as) and ``ledger_relay`` (what ``ledger relay`` connects
-   as: it reads the store and moves its own position, nothing else); the last two own
-   nothing, and set-up stops here if either is more than a login
-   (``refuse_a_powerful_role``);
+   (what the service connects as), ``ledger_projector`` (what ``ledger project`` on a host
+   of its own connects as: it reads the store and writes the views and the deliveries,
+   nothing else) and ``ledger_relay`` (what ``ledger relay`` connects as: it reads the
+   store and moves its own position, nothing else); the last three own nothing, and
+   set-up stops here if any is more than a login (``refuse_a_powerful_role``);
 2. as ``ledger_owner``: every stored function, one per file in ``sql/functions/``,
    with ``CREATE OR REPLACE`` (so the current definition is the file, not the
    last migration that touched it);
 3. every numbered migration in ``migrations/`` not applied yet, each in its own
    transaction, recorded in ``schema_migrations`` (tables and data only);
-4. ``sql/grants.sql``: what ``ledger_service`` and ``ledger_relay`` may do.
+4. ``sql/grants.sql``: what ``ledger_service``, ``ledger_projector`` and ``ledger_relay``
+   may do.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ _MIGRATION_LOCK = 748200102
 OWNER_ROLE = "ledger_owner"
 SERVICE_ROLE = "ledger_service"
 RELAY_ROLE = "ledger_relay"
-LOGIN_ROLES = (SERVICE_ROLE, RELAY_ROLE)
+PROJECTOR_ROLE = "ledger_projector"
+LOGIN_ROLES = (SERVICE_ROLE, PROJECTOR_ROLE, RELAY_ROLE)
 
 
 def _sql_files(folder: str) -> list[tuple[str, str]]:
@@ -93,13 +96,18 @@ async def set_up(
     *,
     service_password: str | None = None,
     relay_password: str | None = None,
+    projector_password: str | None = None,
 ) -> list[str]:
     """Roles, functions, migrations and grants (see the module); return the migrations applied."""
     await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
         await _create_role(connection, OWNER_ROLE, login=False)
         database = await connection.fetchval("SELECT current_database()")
-        for role, password in ((SERVICE_ROLE, service_password), (RELAY_ROLE, relay_password)):
+        for role, password in (
+            (SERVICE_ROLE, service_password),
+            (PROJECTOR_ROLE, projector_password),
+            (RELAY_ROLE, relay_password),
+        ):
             await _create_login(connection, role, database, password)
         for role in LOGIN_ROLES:
             await refuse_a_powerful_role(connection, role)
@@ -140,12 +148,12 @@ async def _create_login(
 
 
 class ServiceRoleTooPowerful(Exception):
-    """``ledger_service`` (or ``ledger_relay``) may do what no grant of set-up can take back:
+    """``ledger_service`` (or ``ledger_projector``, ``ledger_relay``) may do what no grant of set-up can take back:
     it could drop or rewrite history. The message says what, and how to take it back."""
 
 
 async def refuse_a_powerful_role(connection: Connection, role: str) -> None:
-    """Raise ServiceRoleTooPowerful unless ``role`` (``ledger_service``, ``ledger_relay``)
+    """Raise ServiceRoleTooPowerful unless ``role`` (one of ``LOGIN_ROLES``)
     owns nothing and is no more than a login: a role made before set-up (an operator's
     ``CREATE ROLE``, a database made ``OWNER ledger_service``) keeps whatever it was given,
     and a database's owner may drop it, create schemas and grant itself back what set-up
@@ -180,7 +188,7 @@ async def refuse_a_powerful_role(connection: Connection, role: str) -> None:
         if held
     ]
     if found:
-        who = "the service" if role == SERVICE_ROLE else "the relay"
+        who = {SERVICE_ROLE: "the service", PROJECTOR_ROLE: "the projector"}.get(role, "the relay")
         raise ServiceRoleTooPowerful(
             f"{role} {'; '.join(found)}: {who} could rewrite or drop history. "
             f"It must be a login that owns nothing (ALTER ROLE {role} NOSUPERUSER "
@@ -212,8 +220,8 @@ async def _apply_migrations(connection: Connection) -> list[str]:
 
 
 async def apply_grants(connection: Connection) -> None:
-    """What ``ledger_service`` and ``ledger_relay`` may do (``sql/grants.sql``), as the
-    tables' owner."""
+    """What ``ledger_service``, ``ledger_projector`` and ``ledger_relay`` may do
+    (``sql/grants.sql``), as the tables' owner."""
     await connection.execute(packaged("sql/grants.sql"))
 
 

@@ -476,6 +476,56 @@ async def test_ledger_project_sends_notifications_and_stops_cleanly(
     assert process.returncode == 0, stderr.decode()
 
 
+async def test_ledger_project_connects_as_ledger_projector_and_projects_and_sends(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    """Given a URL that may set the database up (development, the tests), ``ledger project``
+    connects as ledger_projector, which may not append nor make a token (ledger_service,
+    which it took before, may both), and still folds every event and sends every delivery."""
+    endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        receiver.url("role"), ["credits.spent"]
+    )
+    repository = build_ledger(isolated_db.pool)
+    account_id = await open_account(repository)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api.cli",
+        "project",
+        env={**os.environ, "DATABASE_URL": isolated_db.url, "LEDGER_WEBHOOK_ALLOW_PRIVATE": "1"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await act(repository, account_id, spend(7))
+        [got] = await receiver.wait_for("role", 1, seconds=30)
+        head = await isolated_db.store.head_position()
+
+        async def folded() -> bool:
+            positions = await isolated_db.pool.fetch(
+                "SELECT position FROM projection_positions WHERE name NOT LIKE 'relay:%'"
+            )
+            return bool(positions) and all(row[0] >= head for row in positions)
+
+        await until(folded, seconds=30)
+        roles = {
+            row[0]
+            for row in await isolated_db.pool.fetch(
+                """SELECT usename FROM pg_stat_activity
+                   WHERE datname = current_database() AND application_name = 'ledger'
+                     AND pid <> pg_backend_pid() AND usename <> $1""",
+                "ledger_service",
+            )
+        }
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+
+    assert verified(got, endpoint)["data"]["amount"] == 7
+    assert roles == {"ledger_projector"}, stderr.decode()
+    assert process.returncode == 0, stderr.decode()
+
+
 async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
     isolated_db: IsolatedDatabase,
 ) -> None:

@@ -15,7 +15,13 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from api.database import as_role
-from ledger.store.migrate import RELAY_ROLE, SERVICE_ROLE, ServiceRoleTooPowerful, set_up
+from ledger.store.migrate import (
+    PROJECTOR_ROLE,
+    RELAY_ROLE,
+    SERVICE_ROLE,
+    ServiceRoleTooPowerful,
+    set_up,
+)
 from tests.conftest import IsolatedDatabase, fresh_database
 
 
@@ -167,3 +173,65 @@ async def test_the_relay_role_may_not_move_its_position_below_the_store(
         assert await relay.fetchval(position) == 0
     finally:
         await relay.close()
+
+
+async def test_the_projector_role_writes_the_views_and_deliveries_and_no_history_or_token(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """``ledger project`` connects as ledger_projector: it reads the store and writes the
+    views, their positions and the webhook deliveries. ledger_service, which it took before,
+    may append events and make tokens: a projector's host held the whole ledger."""
+    [position] = await isolated_db.store.append(
+        [StoredEvent(uuid.uuid4(), 1, "tests.projector:CreditsSpent", b'{"amount": 1}')]
+    )
+    projector = await asyncpg.connect(as_role(isolated_db.url, PROJECTOR_ROLE))
+    try:
+        assert await projector.fetchval("SELECT max(notification_id) FROM stored_events") == (
+            position
+        )
+        async with projector.transaction():
+            await projector.execute("TRUNCATE balances")
+            await projector.execute(
+                """INSERT INTO projection_positions (name, position) VALUES ('balances', $1)
+                   ON CONFLICT (name) DO UPDATE SET position = excluded.position""",
+                position,
+            )
+        await projector.fetch("SELECT * FROM webhook_endpoints")
+        await projector.fetch("SELECT * FROM webhook_deliveries FOR UPDATE")
+        await projector.fetch("SELECT * FROM webhook_attempts")
+        for statement in (
+            "INSERT INTO stored_events SELECT * FROM stored_events LIMIT 0",
+            "UPDATE stored_events SET topic = topic",
+            "DELETE FROM snapshots",
+            "TRUNCATE stored_events",
+            "SELECT append(0, '{}', '{}')",
+            "SELECT append_one(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+            "INSERT INTO claims SELECT * FROM claims LIMIT 0",
+            "SELECT count(*) FROM claims",
+            "SELECT count(*) FROM api_tokens",
+            "INSERT INTO api_tokens SELECT * FROM api_tokens LIMIT 0",
+            "UPDATE api_tokens SET revoked_at = NULL",
+            "UPDATE webhook_endpoints SET url = url",
+            "INSERT INTO webhook_endpoints (endpoint_id) VALUES ('we_made_by_the_projector')",
+            "SELECT start_relay_position('relay:nats')",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await projector.execute(statement)
+    finally:
+        await projector.close()
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        runs_as_owner = await admin.fetch(
+            """SELECT proname FROM pg_proc
+               WHERE pronamespace = 'public'::regnamespace AND prosecdef
+                 AND has_function_privilege($1, oid, 'EXECUTE')""",
+            PROJECTOR_ROLE,
+        )
+        refused = await admin.fetchval(
+            "SELECT NOT has_database_privilege($1, current_database(), 'CREATE, TEMPORARY')",
+            PROJECTOR_ROLE,
+        )
+    finally:
+        await admin.close()
+    assert runs_as_owner == []
+    assert refused

@@ -1,9 +1,9 @@
--- What the service's and the relay's roles may do, applied after the migrations at every
--- start-up.
+-- What the service's, the projector's and the relay's roles may do, applied after the
+-- migrations at every start-up.
 --
 -- ledger_owner owns every table and function; nobody logs in as it (the
 -- migration step takes it with SET ROLE). ledger_service, the role the API,
--- the projector and the CLI connect as, owns nothing, so it can neither ALTER
+-- the CLI and the projector `ledger serve` runs connect as, owns nothing, so it can neither ALTER
 -- a table nor disable a trigger; it may not UPDATE, DELETE or TRUNCATE history
 -- (stored_events, snapshots, claims) and writes it only through append() and its
 -- one-command form append_one(), which run as the owner and follow the ordering and
@@ -46,3 +46,21 @@ REVOKE ALL ON FUNCTION start_relay_position(text), move_relay_position(text, big
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION start_relay_position(text), move_relay_position(text, bigint)
     TO ledger_relay, ledger_service;
+
+-- The projector's own role (ledger project on a host of its own: docker-compose.yml's
+-- projector, docs/production.md). It reads history, writes the views and their positions,
+-- and queues and sends the webhook deliveries. It may not append, claim a key, touch a
+-- token (a row of its own in api_tokens would be a ledger:write token), nor change an
+-- endpoint. A projector given ledger_service (`ledger serve`'s own) still runs.
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ledger_projector;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM ledger_projector;
+GRANT USAGE ON SCHEMA public TO ledger_projector;
+GRANT SELECT ON stored_events, snapshots, schema_migrations, webhook_endpoints
+    TO ledger_projector;
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE
+    ON projection_positions, balances, purchases, statement_lines, holds, notifier_accounts,
+       grants
+    TO ledger_projector;
+GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO ledger_projector;
+GRANT SELECT, INSERT ON webhook_attempts TO ledger_projector;
+GRANT USAGE ON SEQUENCE webhook_deliveries_delivery_id_seq TO ledger_projector;
