@@ -187,6 +187,7 @@ def run_cluster(
         admin_url=primary.url(),
         database_url=primary.url(user="ledger_service"),
         relay_database_url=primary.url(user="ledger_relay"),
+        projector_database_url=primary.url(user="ledger_projector"),
         read_url=standby.url(user="ledger_service"),
         public_url=public_url,
         data_dir=secrets_dir,

@@ -84,6 +84,9 @@ class Plan:
     """``ledger relay`` publishes to this NATS server; None: no relay."""
     relay_database_url: str | None = None
     """The primary, as ledger_relay: what the relay connects with (None: ``database_url``)."""
+    projector_database_url: str | None = None
+    """The primary, as ledger_projector: what the projector connects with (None:
+    ``database_url``)."""
     api_hosts: list[str | None] = field(default_factory=list)
     """The test host of each replica (None or empty: this machine)."""
     workers_host: str | None = None
@@ -119,10 +122,11 @@ def setup_process(plan: Plan) -> Process:
         "migrate",
         "migrate",
         ["ledger", "db", "setup"],
-        # Trust authentication here: ledger_service and ledger_relay need no password.
+        # Trust authentication here: the login roles need no password.
         {
             "DATABASE_ADMIN_URL": plan.admin_url,
             "LEDGER_SERVICE_PASSWORD": "",
+            "LEDGER_PROJECTOR_DATABASE_PASSWORD": "",
             "LEDGER_RELAY_DATABASE_PASSWORD": "",
         },
         "(once, before the rest)",
@@ -165,7 +169,10 @@ def ledger_processes(plan: Plan, environ: Mapping[str, str] | None = None) -> li
             "projector",
             "projector",
             ["ledger", "project"],
-            {name: common[name] for name in DATABASE_ONLY_VARIABLES},
+            {
+                **{name: common[name] for name in DATABASE_ONLY_VARIABLES},
+                "DATABASE_URL": plan.projector_database_url or plan.database_url,
+            },
             "(no port: views and webhook deliveries)",
             plan.workers_host,
         )

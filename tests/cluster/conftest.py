@@ -201,6 +201,7 @@ async def _build(folder: Path, network: netns.Network | None) -> Topology:
         api_addresses=api_addresses,
         admin_url=primary.url(),
         database_url=primary.url(user="ledger_service"),
+        projector_database_url=primary.url(user="ledger_projector"),
         read_url=standby.url(user="ledger_service"),
         public_url=base_url,
         data_dir=folder / "data",

@@ -106,6 +106,7 @@ PASSWORDS_IN_URLS = {
     "POSTGRES_PASSWORD",
     "LEDGER_SERVICE_PASSWORD",
     "LEDGER_RELAY_DATABASE_PASSWORD",
+    "LEDGER_PROJECTOR_DATABASE_PASSWORD",
     "NATS_PASSWORD",
 }
 """Shell variables compose puts into the database and broker URLs (no service reads them by
@@ -120,6 +121,7 @@ SECRETS = {
     "LEDGER_PAGE_KEY": "k" * 64,
     "NATS_PASSWORD": "nats-secret",
     "LEDGER_RELAY_DATABASE_PASSWORD": "relay-secret",
+    "LEDGER_PROJECTOR_DATABASE_PASSWORD": "projector-secret",
 }
 """What an operator sets in the shell (docker-compose.yml's header lists them)."""
 
@@ -332,7 +334,7 @@ def test_compose_gives_the_relay_and_the_projector_none_of_the_services_secrets(
     secrets = {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "LEDGER_PAGE_KEY", "METRICS_TOKEN"}
     assert not secrets & set(environment), environment
     named = {v for value in map(str, environment.values()) for v in re.findall(r"\$\{(\w+)", value)}
-    password = "LEDGER_RELAY_DATABASE_PASSWORD" if name == "relay" else "LEDGER_SERVICE_PASSWORD"
+    password = f"LEDGER_{name.upper()}_DATABASE_PASSWORD"
     assert named <= {password, "LEDGER_ENV", "NATS_PASSWORD"}
     # What it needs it has: production's settings of the database alone (and the broker).
     settings = Settings.from_env(environment_of(services[name], SECRETS), service=False)
@@ -343,19 +345,24 @@ def test_compose_gives_the_relay_and_the_projector_none_of_the_services_secrets(
     assert name != "relay" or "LEDGER_RELAY_URL" in environment
 
 
-def test_compose_connects_the_relay_as_ledger_relay_with_the_password_migrate_sets() -> None:
-    """The relay reads the store and moves its own position: as ledger_service it could
-    append events and write the views (ledger/store/sql/grants.sql)."""
+@pytest.mark.parametrize("name", ["relay", "projector"])
+def test_compose_connects_the_relay_and_the_projector_as_their_roles_with_migrates_passwords(
+    name: str,
+) -> None:
+    """The relay reads the store and moves its own position; the projector writes the views
+    and the deliveries: as ledger_service either could append events (and make tokens,
+    ledger/store/sql/grants.sql)."""
     services = compose()["services"]
-    url = urlsplit(environment_of(services["relay"], SECRETS)["DATABASE_URL"])
+    url = urlsplit(environment_of(services[name], SECRETS)["DATABASE_URL"])
     service = urlsplit(environment_of(services["api"], SECRETS)["DATABASE_URL"])
     setup = environment_of(services["migrate"], SECRETS)
+    password = f"LEDGER_{name.upper()}_DATABASE_PASSWORD"
 
-    assert url.username == "ledger_relay"
-    assert url.password == SECRETS["LEDGER_RELAY_DATABASE_PASSWORD"]
+    assert url.username == f"ledger_{name}"
+    assert url.password == SECRETS[password]
     assert (url.hostname, url.port, url.path) == (service.hostname, service.port, service.path)
-    assert setup["LEDGER_RELAY_DATABASE_PASSWORD"] == url.password
-    waits_for = services["relay"]["depends_on"]["migrate"]["condition"]
+    assert setup[password] == url.password
+    waits_for = services[name]["depends_on"]["migrate"]["condition"]
     assert waits_for == "service_completed_successfully"
 
 
@@ -366,9 +373,12 @@ def test_the_service_connects_as_ledger_service_never_as_the_superuser() -> None
     for name in ("api", "projector"):
         environment = environment_of(services[name], SECRETS)
         url = urlsplit(environment["DATABASE_URL"])
-        assert url.username == "ledger_service", name
+        assert url.username == ("ledger_service" if name == "api" else "ledger_projector")
         assert url.username != superuser
-        assert url.password == SECRETS["LEDGER_SERVICE_PASSWORD"]
+        assert url.password in (
+            SECRETS["LEDGER_SERVICE_PASSWORD"],
+            SECRETS["LEDGER_PROJECTOR_DATABASE_PASSWORD"],
+        )
         assert "DATABASE_ADMIN_URL" not in environment, f"{name} must not know the superuser"
         assert SECRETS["POSTGRES_PASSWORD"] not in " ".join(environment.values())
 
@@ -447,12 +457,14 @@ def test_make_cluster_runs_the_processes_commands_and_variables_of_the_compose_f
         standin_port=8050,  # no STRIPE_SECRET_KEY (compose: --profile standin)
         relay_url="nats://127.0.0.1:4222",  # --relay (compose: --profile relay)
         relay_database_url="postgresql://ledger_relay@127.0.0.1:54320/ledger",
+        projector_database_url="postgresql://ledger_projector@127.0.0.1:54320/ledger",
     )
     ran: dict[str, list[Process]] = {}
     for process in [setup_process(plan), *ledger_processes(plan, environ={})]:
         ran.setdefault(process.service, []).append(process)
     # The relay connects as its own role in both (compose's is checked above).
     assert ran["relay"][0].env["DATABASE_URL"] == plan.relay_database_url
+    assert ran["projector"][0].env["DATABASE_URL"] == plan.projector_database_url
     document = compose()
     built = ledger_services(document)
 
