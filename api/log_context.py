@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import httpx
 import msgspec
 
 from ledger.store.event_store import DATABASE_ERRORS
@@ -69,6 +70,32 @@ class OneLineDatabaseErrors(logging.Filter):
             record.args = None
             record.exc_info = record.exc_text = None
         return True
+
+
+HTTPX_LOG = "httpx"
+"""httpx's logger: one INFO line per request (at ``-vv``), with the whole URL."""
+
+
+class UrlsWithoutPaths(logging.Filter):
+    """httpx's request lines with each URL cut to its scheme, host and port.
+
+    The dispatcher sends to whatever URL a ``ledger:write`` token registered, and a
+    receiver's URL often holds its own secret: a token in the query
+    (``https://example.com/hook?token=…``) or the path itself (a chat service's incoming
+    webhook). httpx logged every such URL whole, at ``-vv``. The ledger's own lines name
+    an endpoint by its id, never its URL.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(_origin(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+def _origin(url: httpx.URL) -> str:
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{host}{port}/…" if host else "(a URL)"
 
 
 def utc_time(created: float) -> str:
@@ -280,6 +307,9 @@ def configure_logging(level: int, env: Mapping[str, str] | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     one_line_pool_errors()
+    httpx_log = logging.getLogger(HTTPX_LOG)
+    if not any(isinstance(f, UrlsWithoutPaths) for f in httpx_log.filters):
+        httpx_log.addFilter(UrlsWithoutPaths())
 
 
 def one_line_pool_errors() -> None:

@@ -526,6 +526,46 @@ async def test_ledger_project_connects_as_ledger_projector_and_projects_and_send
     assert process.returncode == 0, stderr.decode()
 
 
+async def test_a_receivers_url_stays_out_of_the_projectors_log_even_at_debug(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    """A receiver's URL may hold its own secret (a token in the query, or the path itself):
+    at -vv httpx logged every delivery's URL whole. The line stays, with the host alone."""
+    secret_path, token = "hidden-path-2f9c", "token-in-the-query-77ab"
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        f"{receiver.url(secret_path)}?token={token}", ["credits.spent"]
+    )
+    repository = build_ledger(isolated_db.pool)
+    account_id = await open_account(repository)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api.cli",
+        "-vv",
+        "project",
+        env={
+            **os.environ,
+            "DATABASE_URL": isolated_db.url,
+            "LEDGER_WEBHOOK_ALLOW_PRIVATE": "1",
+            "LEDGER_LOG_FORMAT": "json",
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await act(repository, account_id, spend(5))
+        await receiver.wait_for(secret_path, 1, seconds=30)
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+
+    log = stderr.decode()
+    port = receiver.base_url.rsplit(":", 1)[1]
+    assert f'"HTTP Request: POST http://127.0.0.1:{port}/… \\"HTTP/1.1 200 OK\\""' in log, log
+    assert secret_path not in log
+    assert token not in log
+
+
 async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
     isolated_db: IsolatedDatabase,
 ) -> None:
