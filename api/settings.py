@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -235,12 +236,31 @@ def production_problems(settings: Settings) -> list[str]:
             f"LEDGER_ENV=production needs a METRICS_TOKEN of at least {MIN_METRICS_TOKEN_LENGTH} "
             "characters (for example `openssl rand -hex 32`)"
         )
+    if settings.public_url.startswith("http://") and not _on_this_machine(settings.public_url):
+        problems.append(
+            f"LEDGER_ENV=production refuses an http:// LEDGER_PUBLIC_URL ({settings.public_url}): "
+            "customers sign in to its /account page with their token and come back from "
+            "Checkout to a link that shows their purchase, in plain text; give the https:// "
+            "address clients use (TLS at the proxy)"
+        )
     if settings.metrics_port is None and not settings.metrics_token:
         problems.append(
             "LEDGER_ENV=production needs METRICS_PORT (serve /metrics on a port of its own) "
             "or METRICS_TOKEN (a bearer token for /metrics), or both"
         )
     return problems + database_problems(settings)
+
+
+def _on_this_machine(url: str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost``, ``127.0.0.0/8``, ``::1``): a
+    proxy beside the service, or a look around, and nothing crosses a network."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def database_problems(settings: Settings) -> list[str]:

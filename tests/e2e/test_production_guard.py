@@ -67,6 +67,13 @@ def test_a_complete_production_environment_is_accepted() -> None:
             "refuses STRIPE_WEBHOOK_SECRET whsec_example",
         ),
         ({"METRICS_TOKEN": "x"}, "needs a METRICS_TOKEN of at least 32 characters"),
+        # Customers type their token into /account there, and their purchase's link comes
+        # back to it: in plain text across a network (a security review).
+        (
+            {"LEDGER_PUBLIC_URL": "http://credits.example.com"},
+            r"refuses an http:// LEDGER_PUBLIC_URL \(http://credits.example.com\)",
+        ),
+        ({"LEDGER_PUBLIC_URL": "http://10.0.0.7:8000"}, "refuses an http:// LEDGER_PUBLIC_URL"),
         (
             {"STRIPE_WEBHOOK_SECRET": "whsec_live,whsec_"},
             r"STRIPE_WEBHOOK_SECRET \(number 2 of the list\) is not a signing secret",
@@ -80,6 +87,16 @@ def test_production_refuses_what_is_not_for_real_money(
         Settings.from_env({**PRODUCTION, **change})
 
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "public_url",
+    ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000", "https://x.example"],
+)
+def test_production_takes_an_http_public_url_on_this_machine_only(public_url: str) -> None:
+    """A public URL on this machine (compose's default, through its proxy) crosses no
+    network; any other is https."""
+    assert Settings.from_env({**PRODUCTION, "LEDGER_PUBLIC_URL": public_url}).production
 
 
 def test_a_test_key_passes_only_when_allowed_and_a_token_may_stand_for_the_port() -> None:
