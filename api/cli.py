@@ -360,6 +360,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
             from api.database import describe
 
             logging.getLogger("ledger").info("event store: %s", describe(database.database_url))
+            await _say_a_projector_as_the_service(database)
         projector = Projector(database.store, database.database_url, batch_size=batch_size)
         work = [projector.run(stop)]
         if dispatch:
@@ -396,6 +397,26 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     run_with_database(settings, run, server_settings=PROJECTOR_SETTINGS, role=PROJECTOR_ROLE)
     if not supervised:
         logging.getLogger("ledger").info("stopped")
+
+
+async def _say_a_projector_as_the_service(database: Database) -> None:
+    """A warning when ``ledger project`` on its own connects as ``ledger_service`` (a
+    deployment from before ``ledger_projector``): that role may append events and make
+    tokens. `ledger serve`'s own projector shares the API's host and role, and says nothing."""
+    from ledger.store.event_store import DATABASE_ERRORS
+    from ledger.store.migrate import PROJECTOR_ROLE, SERVICE_ROLE
+
+    try:
+        role = await database.pool.fetchval("SELECT current_user")
+    except DATABASE_ERRORS:
+        return  # the projector's own start says so next
+    if role == SERVICE_ROLE:
+        logging.getLogger("ledger").warning(
+            "projector: %s may append events and make tokens, which a projector never needs; "
+            "connect it as %s (docs/production.md)",
+            SERVICE_ROLE,
+            PROJECTOR_ROLE,
+        )
 
 
 @main.command("relay")

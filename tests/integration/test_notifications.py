@@ -24,7 +24,7 @@ import msgspec
 import pytest
 import stripe
 
-from api.database import owner_connection
+from api.database import as_role, owner_connection
 from ledger.bootstrap import build_ledger
 from ledger.domain.account import CreditAccount
 from ledger.notifications.dispatcher import Dispatcher
@@ -524,6 +524,46 @@ async def test_ledger_project_connects_as_ledger_projector_and_projects_and_send
     assert verified(got, endpoint)["data"]["amount"] == 7
     assert roles == {"ledger_projector"}, stderr.decode()
     assert process.returncode == 0, stderr.decode()
+    assert "never needs" not in stderr.decode()
+
+
+async def test_ledger_project_given_the_service_role_still_runs_and_says_to_give_it_its_own(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A deployment whose projector has DATABASE_URL naming ledger_service (as compose's did)
+    keeps projecting; the projector warns that the role may do what it never needs."""
+    repository = build_ledger(isolated_db.pool)
+    account_id = await open_account(repository)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api.cli",
+        "project",
+        env={**os.environ, "DATABASE_URL": as_role(isolated_db.url, "ledger_service")},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await act(repository, account_id, spend(2))
+        head = await isolated_db.store.head_position()
+
+        async def folded() -> bool:
+            position = await isolated_db.pool.fetchval(
+                "SELECT position FROM projection_positions WHERE name = 'balances'"
+            )
+            return position is not None and position >= head
+
+        await until(folded, seconds=30)
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+
+    said = stderr.decode()
+    assert process.returncode == 0, said
+    assert "projector: ledger_service may append events and make tokens, which a projector " in (
+        said
+    )
+    assert "connect it as ledger_projector" in said
 
 
 async def test_a_receivers_url_stays_out_of_the_projectors_log_even_at_debug(
