@@ -1063,7 +1063,8 @@ def db() -> None:
     envvar="LEDGER_PROJECTOR_DATABASE_PASSWORD",
     show_envvar=True,
     help="Set this password on ledger_projector, the database role `ledger project` on a "
-    "host of its own connects as (its DATABASE_URL=postgresql://ledger_projector:PASSWORD@host/db).",
+    "host of its own connects as "
+    "(its DATABASE_URL=postgresql://ledger_projector:PASSWORD@host/db).",
 )
 def db_setup(
     admin_url: str | None,

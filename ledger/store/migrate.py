@@ -148,8 +148,9 @@ async def _create_login(
 
 
 class ServiceRoleTooPowerful(Exception):
-    """``ledger_service`` (or ``ledger_projector``, ``ledger_relay``) may do what no grant of set-up can take back:
-    it could drop or rewrite history. The message says what, and how to take it back."""
+    """``ledger_service`` (or ``ledger_projector``, ``ledger_relay``) may do what no grant of
+    set-up can take back: it could drop or rewrite history. The message says what, and how
+    to take it back."""
 
 
 async def refuse_a_powerful_role(connection: Connection, role: str) -> None:
