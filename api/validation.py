@@ -251,10 +251,15 @@ def repeated_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
         top[:] = [[key for key, _ in pairs]]  # objects close inside out: the body's is last
         return dict(pairs)
 
+    # Read as leniently as msgspec skips a field the request does not have: its bytes are
+    # not checked as UTF-8 (surrogateescape), its numbers may be of any length (kept as
+    # text: Python makes no int of over 4,300 digits). Refused here (a ValueError), such a
+    # body was taken for no JSON, and msgspec read it with its last amount.
+    text = raw.decode("utf-8", "surrogateescape")
     try:
-        # Numbers kept as text: Python refuses to make an int of over 4,300 digits
-        # (ValueError), which msgspec skips in a field the request does not have.
-        if not isinstance(json.loads(raw, object_pairs_hook=keys_of, parse_int=str), dict):
+        if not isinstance(
+            json.loads(text, object_pairs_hook=keys_of, parse_int=str, strict=False), dict
+        ):
             return []
     except ValueError:  # not JSON: decoding says so
         return []

@@ -96,6 +96,26 @@ def test_a_field_given_twice_is_refused_beside_a_number_of_any_length(digits: in
     assert _spend_read_through_the_lane(body) is None
 
 
+@pytest.mark.parametrize(
+    "unknown",
+    [
+        b'"x": "\xff"',  # a byte no UTF-8 text holds, in a value msgspec skips
+        b'"\xffx": 1',  # in a key it skips
+        b'"x": "\xed\xa0\x80"',  # a surrogate written in UTF-8
+    ],
+)
+def test_a_field_given_twice_is_refused_beside_bytes_that_are_no_utf_8(unknown: bytes) -> None:
+    """msgspec skips an unknown field without reading its text as UTF-8; Python's parser
+    refused the body (UnicodeDecodeError, a ValueError), the check took it for no JSON,
+    and msgspec read the spend as its last amount."""
+    body = b'{"amount": 1, "amount": 100000, ' + unknown + b"}"
+
+    assert repeated_fields(body, SpendRequest) == ["amount"]
+    with pytest.raises(ValidationFailed):
+        decode_body(body, SpendRequest)
+    assert _spend_read_through_the_lane(body) is None
+
+
 def test_a_field_given_twice_is_refused_however_deep_the_body_nests() -> None:
     """Python's parser, which finds the repeated fields, gives up on nesting a few levels
     before msgspec does: a body nested in between was read as its last amount (100,000)."""
