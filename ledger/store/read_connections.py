@@ -29,7 +29,9 @@ class PoolBusy(TimeoutError):
 class ReadConnections:
     """``pool``'s connections as reads take them: at most ``limit`` at once. A read that
     finds them all taken waits for one at most ``wait_seconds`` (``PoolBusy`` then), as a
-    request waits for one of the pool's; None: as long as it takes."""
+    request waits for one of the pool's; None: as long as it takes. That is the read's
+    whole wait: the pool's connection, when the pool has none free after the slot came,
+    is waited for only as long as is left of it (once as long again before)."""
 
     __slots__ = ("_slots", "in_use", "limit", "pool", "wait_seconds")
 
@@ -61,20 +63,27 @@ class ReadConnections:
         async with self.acquire() as connection:
             return await connection.fetchval(query, *args, **options)
 
-    async def _take_a_slot(self) -> None:
+    async def _take_a_slot(self) -> float | None:
+        """Take a slot; the loop's time by which the pool's connection must come too, when
+        the slot was waited for (None: it was free, or reads wait without end)."""
         slots, wait = self._slots, self.wait_seconds
         if wait is None or not slots.locked():  # a free one is taken without a timer
             await slots.acquire()
+            deadline = None
         else:
+            deadline = asyncio.get_running_loop().time() + wait
             try:
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout_at(deadline):
                     await slots.acquire()
             except TimeoutError:
-                raise PoolBusy(
-                    f"no database connection came free for reads within {wait:g} s "
-                    f"(they may hold {self.limit} of the pool's)"
-                ) from None
+                raise self._busy(f"reads may hold {self.limit} of the pool's") from None
         self.in_use += 1
+        return deadline
+
+    def _busy(self, why: str) -> PoolBusy:
+        return PoolBusy(
+            f"no database connection came free for reads within {self.wait_seconds:g} s ({why})"
+        )
 
     def _give_back_a_slot(self) -> None:
         self.in_use -= 1
@@ -90,10 +99,22 @@ class _ReadAcquire:
 
     async def __aenter__(self) -> PoolConnectionProxy[Any]:
         connections = self._connections
-        await connections._take_a_slot()
+        deadline = await connections._take_a_slot()
         try:
-            self._acquired = connections.pool.acquire(timeout=self._timeout)
-            return await self._acquired.__aenter__()
+            if deadline is None:
+                self._acquired = connections.pool.acquire(timeout=self._timeout)
+                return await self._acquired.__aenter__()
+            # The slot took part of the read's wait: the pool's connection gets what is
+            # left of it, not a wait of its own as long again.
+            left = max(deadline - asyncio.get_running_loop().time(), 0.001)
+            timeout = left if self._timeout is None else min(left, self._timeout)
+            self._acquired = connections.pool.acquire(timeout=timeout)
+            try:
+                return await self._acquired.__aenter__()
+            except TimeoutError:
+                if timeout != left:  # the caller's own timeout, told as it was
+                    raise
+                raise connections._busy("the rest of the pool was taken too") from None
         except BaseException:
             connections._give_back_a_slot()
             raise

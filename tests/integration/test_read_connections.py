@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import asyncpg
 import pytest
 
@@ -33,6 +36,44 @@ async def test_a_read_that_gets_no_connection_from_the_pool_gives_its_share_back
             with pytest.raises(PoolBusy):
                 await reads.fetchval("SELECT 1")
             assert reads.in_use == 0
+        assert await reads.fetchval("SELECT 1") == 1
+    finally:
+        await small.close()
+
+
+async def test_a_read_that_waited_for_its_share_waits_for_the_pool_only_what_is_left(
+    database_url: str,
+) -> None:
+    """A read that waited for a slot of its share, then found the pool taken (a command
+    had the connection the slot's read gave back), waited for the pool's connection again,
+    as long as the pool makes anyone wait: twice its wait in all, without end here (a pool
+    that waits as long as it takes). It is now busy once its own wait is over."""
+    small = await create_pool(database_url, min_size=2, max_size=2, wait_seconds=None)
+    try:
+        reads = ReadConnections(small, limit=1, wait_seconds=0.2)
+        command_has_one = asyncio.Event()
+
+        async def command() -> None:  # waits for a connection of the pool, and keeps it
+            async with small.acquire():
+                command_has_one.set()
+                await asyncio.sleep(60)
+
+        async with small.acquire():  # a command holds the pool's other connection
+            slot = reads.acquire()
+            await slot.__aenter__()  # a read holds the share's only slot
+            waiting_command = asyncio.create_task(command())
+            await asyncio.sleep(0)  # the command queues for the pool
+            read = asyncio.create_task(reads.fetchval("SELECT 1"))
+            await asyncio.sleep(0)  # the read queues for the slot
+            await slot.__aexit__(None, None, None)  # the command gets the connection back
+            async with asyncio.timeout(30):  # not a measure: only a bound for a wait without end
+                await command_has_one.wait()
+                with pytest.raises(PoolBusy):
+                    await read
+            waiting_command.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting_command
+        assert reads.in_use == 0
         assert await reads.fetchval("SELECT 1") == 1
     finally:
         await small.close()
