@@ -37,15 +37,19 @@ def build_ledger(
     clock: Clock = system_clock,
     reads: Pool | None = None,
 ) -> Ledger:
-    """The ledger on ``pool``: store, repository, group committer, unit of work; its
-    replays as of a moment on ``reads`` when given (ledger/store/read_connections.py)."""
+    """The ledger on ``pool``: store, repository, group committer, unit of work; the reads
+    no command makes (balances from the store, holds, sessions, replays as of a moment) on
+    ``reads`` when given (ledger/store/read_connections.py), with the commands' memory."""
     repository = Repository(EventStore(pool))
-    uow = UnitOfWork(repository, GroupCommitter(pool), Claims(pool))
+    claims = Claims(pool)
+    uow = UnitOfWork(repository, GroupCommitter(pool), claims)
     return Ledger(
         uow,
         gateway or NoPaymentGateway(),
         pricing or Pricing(unit_amount=1, currency="usd"),
         links or CheckoutLinks(success_url="http://127.0.0.1/ok", cancel_url="http://127.0.0.1/no"),
         clock,
-        history=None if reads is None else Repository(EventStore(reads), cache_size=0),
+        reads=None
+        if reads is None
+        else (repository.reading_from(EventStore(reads)), Claims(reads)),
     )

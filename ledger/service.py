@@ -95,14 +95,17 @@ class Ledger:
         pricing: Pricing,
         links: CheckoutLinks,
         clock: Clock = system_clock,
-        history: Repository | None = None,
+        reads: tuple[Repository, Claims] | None = None,
     ) -> None:
         self.uow = uow
         self.repository: Repository = uow.repository
-        self.history = history or uow.repository
-        """Where ``account_as_of`` replays from (the reads' connections, in the API)."""
         self.store: EventStore = uow.repository.store
         self.claims: Claims = uow.claims
+        self.reads, self.read_claims = reads or (self.repository, self.claims)
+        """What the reads of the write side that no command makes (below) read through:
+        in the API, the reads' share of its pool (ledger/store/read_connections.py), so that
+        reads that wait long (behind a lock, through a long replay) or come in floods never
+        hold the connections the commands need. Commands read through ``uow``."""
         self.gateway = gateway
         self.pricing = pricing
         self.links = links
@@ -192,9 +195,7 @@ class Ledger:
 
     async def account(self, account_id: str, *, fresh: bool = False) -> CreditAccount:
         """The account as its events leave it (``fresh``: read from the store, not memory)."""
-        account = await self.repository.get(
-            CreditAccount, account_stream_id(account_id), fresh=fresh
-        )
+        account = await self.reads.get(CreditAccount, account_stream_id(account_id), fresh=fresh)
         if account is None:
             raise AccountNotFound(account_id)
         return account
@@ -213,15 +214,15 @@ class Ledger:
     async def account_as_of(self, account_id: str, moment: datetime) -> CreditAccount:
         """The account as its events recorded up to ``moment`` leave it: an answer that
         never changes (appends that could be recorded before ``moment`` are waited for)."""
-        await self.history.store.wait_for_appends_before(moment)
-        account = await self.history.get(CreditAccount, account_stream_id(account_id), as_of=moment)
+        await self.reads.store.wait_for_appends_before(moment)
+        account = await self.reads.get(CreditAccount, account_stream_id(account_id), as_of=moment)
         if account is None:
             raise AccountNotFound(account_id)
         return account
 
     async def account_exists(self, account_id: str) -> bool:
         """Whether the account has been opened."""
-        return await self.repository.exists(account_stream_id(account_id))
+        return await self.reads.exists(account_stream_id(account_id))
 
     async def all_account_ids(self) -> list[str]:
         """Every opened account, oldest first (from their AccountOpened events)."""
@@ -230,9 +231,7 @@ class Ledger:
     async def session(self, session_id: str, *, fresh: bool = False) -> CheckoutSession | None:
         """The Checkout session as its events leave it, if the ledger knows it
         (``fresh``: read from the store, not memory)."""
-        return await self.repository.get(
-            CheckoutSession, checkout_stream_id(session_id), fresh=fresh
-        )
+        return await self.reads.get(CheckoutSession, checkout_stream_id(session_id), fresh=fresh)
 
     async def hold(self, account_id: str, hold_id: str) -> Hold:
         """The hold as it stands: open, or the answer that settled it."""
@@ -243,7 +242,7 @@ class Ledger:
             # with every expiry due now, as a balance read shows them.
             expired = expired_holds(account, self.clock())
             return expired.get(hold_id) or hold_answer(account, hold_id, open_hold, "held")
-        earlier = await self.claims.find(f"hold-settlement/{account_id}", hold_id)
+        earlier = await self.read_claims.find(f"hold-settlement/{account_id}", hold_id)
         if earlier is None:
             raise HoldNotFound(hold_id)
         return msgspec.json.decode(earlier.response, type=Hold)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any, TypeVar
 
-import asyncpg
 import msgspec
+
+from ledger.store.read_connections import Pool
 
 T = TypeVar("T")
 
@@ -59,7 +60,7 @@ class Claims:
     """Reads claims (written only by ``append()`` and ``append_one()``, with a command's
     events)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
     async def find(self, scope: str, key: str) -> StoredAnswer | None:

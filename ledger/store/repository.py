@@ -75,6 +75,14 @@ class Repository:
         self.cache_size = cache_size
         self._cache: OrderedDict[UUID, _Cached] = OrderedDict()
 
+    def reading_from(self, store: EventStore) -> Repository:
+        """This repository's aggregates, with what is not in memory read through ``store``
+        (the reads' connections): the same memory, what either reads kept for both."""
+        reads = Repository(store, cache_size=self.cache_size)
+        reads.mapper = self.mapper
+        reads._cache = self._cache
+        return reads
+
     async def get(
         self,
         cls: type[A],

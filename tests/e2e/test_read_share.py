@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from api.services import Services
+from ledger.store.read_connections import PoolBusy
 from tests.conftest import unique
 from tests.e2e.conftest import Customer
 from tests.support.ledger import open_account
@@ -72,3 +73,66 @@ async def test_a_read_waits_for_the_reads_share_while_a_spend_has_the_rest_of_th
     assert answer.headers["Retry-After"]
     assert spent.status_code == 200, spent.text
     assert (await http.get(path, headers=headers)).status_code == 200
+
+
+async def test_the_ledgers_reads_of_the_store_wait_for_the_reads_share(
+    http: httpx.AsyncClient,
+    services: Services,
+    customer: Customer,
+    writer_headers: dict[str, str],
+) -> None:
+    """The reads of the write side that no command makes (a balance read's fallback to the
+    store, whether an account exists, a hold as it stands, a Checkout session for its
+    page, the grants list's look for the account) took their connections from the whole
+    pool, where enough of them, behind a lock or in a flood, left none for the commands."""
+    account_id = customer.account_id
+    base = f"/v1/accounts/{account_id}/holds"
+    placed = await http.post(
+        base,
+        json={"amount": 5, "expires_in_seconds": 600, "reason": "shown"},
+        headers={**writer_headers, "Idempotency-Key": unique("hold")},
+    )
+    settled = await http.post(
+        base,
+        json={"amount": 5, "expires_in_seconds": 600, "reason": "settled"},
+        headers={**writer_headers, "Idempotency-Key": unique("hold")},
+    )
+    assert placed.status_code == settled.status_code == 201, (placed.text, settled.text)
+    hold_id, settled_id = placed.json()["hold_id"], settled.json()["hold_id"]
+    released = await http.post(f"{base}/{settled_id}/release", headers=writer_headers)
+    assert released.status_code == 200, released.text
+    bought = await http.post(
+        "/v1/credits/purchase", json={"credits": 100}, headers=customer.headers
+    )
+    assert bought.status_code == 200, bought.text
+    session_id = bought.json()["session_id"]
+    ledger = services.ledger
+    reads = {
+        "account": lambda: ledger.account(account_id, fresh=True),
+        "account now": lambda: ledger.account_now(account_id),
+        "no such account": lambda: ledger.account_exists(unique("acct")),
+        "open hold": lambda: ledger.hold(account_id, hold_id),
+        "settled hold": lambda: ledger.hold(account_id, settled_id),
+        "session": lambda: ledger.session(session_id, fresh=True),
+    }
+    share = services.read_pool
+    assert share is not None
+    waited, share.wait_seconds = share.wait_seconds, 0.2
+    busy = {}
+    try:
+        async with AsyncExitStack() as held:
+            for _ in range(share.limit):  # as reads stuck behind a lock would
+                await held.enter_async_context(share.acquire())
+            for name, read in reads.items():
+                try:
+                    await read()
+                except PoolBusy:
+                    busy[name] = True
+                else:
+                    busy[name] = False
+    finally:
+        share.wait_seconds = waited
+
+    assert busy == dict.fromkeys(reads, True)
+    for read in reads.values():  # and once the share has room
+        await read()

@@ -1,0 +1,197 @@
+"""No kind of read stalls a command: reads stuck behind a lock (an operator's ``LOCK
+TABLE``, a migration), more of them than the pool has connections, hold only the reads'
+share of the API's pool (ledger/store/read_connections.py), and a spend, which touches
+none of the locked tables, is answered and recorded meanwhile.
+
+Each case is a read that took its connection from the whole pool. The table locked is
+one the read waits for and the spend does not touch: ``snapshots`` for the reads of
+aggregates not in memory (the spender's account is), a view or a table of its own
+otherwise. (An account's events are read from ``stored_events``, which every spend
+writes: whether an account exists is shown to take from the share in test_read_share.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+
+from api.services import Services
+from tests.conftest import unique
+from tests.e2e.conftest import Customer
+from tests.support.ledger import open_account
+from tests.support.waiting import until
+
+
+@dataclass
+class StuckRead:
+    path: str
+    headers: dict[str, str]
+    table: str
+    """What an operator's session locks, so that the read waits and the spend does not."""
+    forget: Callable[[], Awaitable[None]] | None = None
+    """Drops what the read would find in memory (it then reads the store)."""
+
+
+async def _forget_account(services: Services, account_id: str) -> None:
+    ledger = services.ledger
+    ledger.repository.forget([await ledger.account(account_id)])
+
+
+async def _balance_from_the_store(
+    http: httpx.AsyncClient, services: Services, customer: Customer, writer: dict[str, str]
+) -> StuckRead:
+    # The suite's API runs no projector: a balance read finds no row in the view and reads
+    # the account from the store (account_now), as it does while the view is behind.
+    return StuckRead(
+        "/v1/credits",
+        customer.headers,
+        "snapshots",
+        lambda: _forget_account(services, customer.account_id),
+    )
+
+
+async def _hold(
+    http: httpx.AsyncClient, services: Services, customer: Customer, writer: dict[str, str]
+) -> StuckRead:
+    placed = await http.post(
+        f"/v1/accounts/{customer.account_id}/holds",
+        json={"amount": 5, "expires_in_seconds": 600, "reason": "looked at"},
+        headers={**writer, "Idempotency-Key": unique("hold")},
+    )
+    assert placed.status_code == 201, placed.text
+    return StuckRead(
+        f"/v1/accounts/{customer.account_id}/holds/{placed.json()['hold_id']}",
+        writer,
+        "snapshots",
+        lambda: _forget_account(services, customer.account_id),
+    )
+
+
+async def _checkout_page(
+    http: httpx.AsyncClient, services: Services, customer: Customer, writer: dict[str, str]
+) -> StuckRead:
+    bought = await http.post(
+        "/v1/credits/purchase", json={"credits": 100}, headers=customer.headers
+    )
+    assert bought.status_code == 200, bought.text
+    session_id = bought.json()["session_id"]
+    session = await services.ledger.session(session_id)
+    assert session is not None
+    token = services.page_tokens.for_checkout(customer.account_id, session.expires_at)
+
+    async def forget() -> None:
+        found = await services.ledger.session(session_id)
+        assert found is not None
+        services.ledger.repository.forget([found])
+
+    return StuckRead(
+        f"/checkout/success?session_id={session_id}&t={token}", {}, "snapshots", forget
+    )
+
+
+async def _grants(
+    http: httpx.AsyncClient, services: Services, customer: Customer, writer: dict[str, str]
+) -> StuckRead:
+    # The list looks for the account first (404 for none), before the view.
+    return StuckRead(
+        f"/v1/accounts/{customer.account_id}/grants",
+        writer,
+        "snapshots",
+        lambda: _forget_account(services, customer.account_id),
+    )
+
+
+CASES = {
+    "balance from the store": _balance_from_the_store,
+    "hold": _hold,
+    "checkout page": _checkout_page,
+    "grants": _grants,
+}
+
+
+async def _sessions_waiting_for_a_lock(database_url: str) -> int:
+    # A connection of its own: in a transaction, pg_stat_activity stays as it first read it.
+    connection = await asyncpg.connect(database_url)
+    try:
+        waiting = await connection.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+        )
+    finally:
+        await connection.close()
+    return int(waiting)
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+async def test_a_spend_is_answered_while_reads_stuck_behind_a_lock_hold_what_reads_may(
+    case: Callable[..., Awaitable[StuckRead]],
+    http: httpx.AsyncClient,
+    services: Services,
+    customer: Customer,
+    writer_headers: dict[str, str],
+    database_url: str,
+) -> None:
+    spender = unique("acct")
+    await open_account(services.ledger, spender, 1000)
+    stuck = await case(http, services, customer, writer_headers)
+    first = await http.get(stuck.path, headers=stuck.headers)  # the token known
+    assert first.status_code == 200, first.text
+
+    async def spend(key: str) -> httpx.Response:
+        return await http.post(
+            f"/v1/accounts/{spender}/spend",
+            json={"amount": 7, "reason": "beside the reads"},
+            headers={**writer_headers, "Idempotency-Key": key},
+            timeout=60,
+        )
+
+    assert (await spend(unique("first"))).status_code == 200  # the writer's token known
+    pool = services.pool
+    share = services.read_pool
+    assert share is not None
+    assert share.limit < pool.get_max_size()
+    waited = pool.wait_seconds
+    key = unique("spend")
+    stalled = await asyncpg.connect(database_url)  # as an operator's forgotten session
+    try:
+        transaction = stalled.transaction()
+        await transaction.start()
+        await stalled.execute(f"LOCK TABLE {stuck.table} IN ACCESS EXCLUSIVE MODE")
+        if stuck.forget is not None:
+            await stuck.forget()
+        async with httpx.AsyncClient(base_url=http.base_url, timeout=60) as readers:
+            reads = [
+                asyncio.ensure_future(readers.get(stuck.path, headers=stuck.headers))
+                for _ in range(pool.get_max_size() + 5)
+            ]
+
+            async def reads_hold_what_they_may() -> bool:
+                return await _sessions_waiting_for_a_lock(database_url) >= share.limit
+
+            await until(reads_hold_what_they_may, what="reads waiting for the lock")
+            # Their lock waits end at the lock timeout (5 s), as long as a request waits for
+            # a connection: a spend queued behind them had one just as it would have given
+            # up. A shorter wait tells the two apart.
+            pool.wait_seconds = 1.0
+            spent = await spend(key)
+            await transaction.rollback()
+            answered = await asyncio.gather(*reads)
+    finally:
+        pool.wait_seconds = waited
+        await stalled.close()
+
+    assert spent.status_code == 200, spent.text
+    account = await services.ledger.account(spender, fresh=True)
+    assert (account.version, account.balance) == (3, 1000 - 7 - 7)  # recorded
+    for answer in answered:  # the lock's or the wait's 503, or the read once it was gone
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"]
+            assert set(answer.json()) == {"message"}
+        else:
+            assert answer.status_code == 200, answer.text
+    after = await http.get(stuck.path, headers=stuck.headers)
+    assert after.status_code == 200, after.text
