@@ -16,7 +16,7 @@ from ledger.bootstrap import build_ledger
 from ledger.ports import PaymentGateway
 from ledger.service import CheckoutLinks, Ledger, Pricing
 from ledger.store.event_store import EventStore
-from ledger.store.read_connections import ReadConnections
+from ledger.store.read_connections import Pool, ReadConnections
 from projections.queries import Views
 
 
@@ -47,6 +47,12 @@ class Services:
     @property
     def store(self) -> EventStore:
         return self.ledger.store
+
+    @property
+    def reading(self) -> Pool:
+        """What a read no command needs takes its connection from: ``read_pool``, or the
+        pool where there is no share (the CLI)."""
+        return self.read_pool or self.pool
 
 
 ServicesDependency = NamedDependency[Services]
@@ -81,7 +87,7 @@ def build_services(
             ),
             reads=reads,
         ),
-        tokens=TokenService(pool),
+        tokens=TokenService(pool, reads=reads),
         views=Views(reads),
         webhook_secrets=webhook_secrets,
         database_url=database_url,

@@ -23,6 +23,9 @@ Caller = NamedDependency[Principal]
 """Declares a route's ``principal`` parameter as the authenticated caller."""
 
 _PRINCIPAL = "ledger.principal"
+_READ_METHODS = frozenset(("GET", "HEAD"))
+"""Requests that command nothing: their token, if not in memory, is looked up with the
+reads' connections (``TokenService.reads``)."""
 
 
 class Unauthenticated(Exception):
@@ -57,7 +60,8 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
         return known
     tokens: TokenService = connection.app.state.services.tokens
     token = bearer_token(connection)
-    principal = await tokens.authenticate(token) if token else None
+    reads_only = connection.scope.get("method") in _READ_METHODS
+    principal = await tokens.authenticate(token, for_read=reads_only) if token else None
     if principal is None:
         raise Unauthenticated
     state[_PRINCIPAL] = principal

@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 
 from ledger.store.event_store import DATABASE_ERRORS
+from ledger.store.read_connections import Pool
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,16 @@ class TokenService:
         self,
         pool: asyncpg.Pool,
         *,
+        reads: Pool | None = None,
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
+        self.reads: Pool = reads or pool
+        """Where a read request's token is looked up (the API's reads' share of ``pool``,
+        ledger/store/read_connections.py): a flood of reads with tokens not in memory, or
+        with made-up ones, or their lookups stuck behind a lock on the table, held the
+        connections the commands need. A command's request looks its token up in ``pool``."""
         self.cache_seconds = cache_seconds
         self._clock = clock
         # token id -> (hash, principal, when the entry stops counting; clock's time)
@@ -217,8 +224,9 @@ class TokenService:
             )
         return IssuedToken(token_id=token_id, secret=secret)
 
-    async def authenticate(self, token: str) -> Principal | None:
-        """The principal for a valid, unrevoked token; None otherwise."""
+    async def authenticate(self, token: str, *, for_read: bool = False) -> Principal | None:
+        """The principal for a valid, unrevoked token; None otherwise (``for_read``: the
+        request reads only, and a lookup takes the reads' connections)."""
         token_id = token_id_of(token)
         if token_id is None:
             return None
@@ -234,7 +242,7 @@ class TokenService:
         # read begun while none listened may predate a revocation no one heard.
         heard, listening = self._revocations_heard, self._listener
         read_at = self._clock()
-        async with self.pool.acquire() as connection:
+        async with (self.reads if for_read else self.pool).acquire() as connection:
             row = await connection.fetchrow(
                 """SELECT token_hash, scope, account_id, name FROM api_tokens
                    WHERE token_id = $1 AND revoked_at IS NULL""",

@@ -95,7 +95,9 @@ async def list_webhook_endpoints(
     """The live endpoints, oldest first, without their secrets; ``after`` takes the last
     one's ``position``."""
     chosen = page(limit, after)
-    found = await EndpointRegistry(services.pool).list(after=chosen.after, limit=chosen.limit + 1)
+    found = await EndpointRegistry(services.reading).list(
+        after=chosen.after, limit=chosen.limit + 1
+    )
     return page_of_rows(WebhookEndpoints, found, chosen.limit)
 
 

@@ -11,6 +11,7 @@ import msgspec
 from ledger.notifications.addresses import check_url
 from ledger.notifications.signing import new_secret
 from ledger.store.claims import KEY_REUSED, IdempotencyKeyReused, request_fingerprint
+from ledger.store.read_connections import Pool
 from ledger.unit_of_work import answer_replayed
 
 
@@ -62,7 +63,7 @@ class EndpointRegistry:
     ``allow_private`` (see addresses.py).
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, allow_private: bool = False) -> None:
+    def __init__(self, pool: Pool, *, allow_private: bool = False) -> None:
         self.pool = pool
         self.allow_private = allow_private
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from api.access.tokens import Scope
 from api.services import Services
 from ledger.store.read_connections import PoolBusy
 from tests.conftest import unique
@@ -136,3 +137,31 @@ async def test_the_ledgers_reads_of_the_store_wait_for_the_reads_share(
     assert busy == dict.fromkeys(reads, True)
     for read in reads.values():  # and once the share has room
         await read()
+
+
+async def test_a_commands_token_not_in_memory_is_looked_up_beside_the_reads_share(
+    http: httpx.AsyncClient, services: Services, customer: Customer
+) -> None:
+    """A read's token, when the process has not checked it lately, is looked up with the
+    reads' connections; a command's is the command's own read, on the rest of the pool:
+    a spend with a token new to the process is answered while reads hold their share."""
+    issued = await services.tokens.issue(Scope.LEDGER_WRITE, name="new to the process")
+    share = services.read_pool
+    assert share is not None
+    waited, share.wait_seconds = share.wait_seconds, 0.2
+    try:
+        async with AsyncExitStack() as held:
+            for _ in range(share.limit):
+                await held.enter_async_context(share.acquire())
+            spent = await http.post(
+                f"/v1/accounts/{customer.account_id}/spend",
+                json={"amount": 1, "reason": "a token new here"},
+                headers={
+                    "Authorization": f"Bearer {issued.secret}",
+                    "Idempotency-Key": unique("spend"),
+                },
+            )
+    finally:
+        share.wait_seconds = waited
+
+    assert spent.status_code == 200, spent.text
