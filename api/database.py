@@ -85,19 +85,54 @@ table waited seconds for a connection, longer with every read that came meanwhil
 waits as long for one of the reads' share of the pool (``read_connections``)."""
 
 
-KEPT_FOR_COMMANDS = WRITERS + 2
-"""Connections of the API's pool that reads never take (``read_connections``): one for each
-of the group committer's writers (``WRITERS``) and two for what a command reads before it
-decides (its streams, when not in memory; an earlier answer under its idempotency key).
-Reads that wait long (behind a lock on a view, until the lock timeout) took every
-connection, and spends, holds and webhooks, which touch no view, were answered busy while
-the database could take them. Commands take from the whole pool, the reads' share too."""
+LOADS_KEPT_FOR_COMMANDS = 2
+"""Connections kept for what a command reads before it decides (its streams, when not in
+memory; an earlier answer under its idempotency key), beside its writers'."""
 
 
-def read_connections(pool: asyncpg.Pool) -> ReadConnections:
-    """The share of the API's ``pool`` its reads take connections from: all but
-    ``KEPT_FOR_COMMANDS`` of them (at least one), waited for as the pool's are."""
-    limit = max(1, pool.get_max_size() - KEPT_FOR_COMMANDS)
+def kept_for_commands(writers: int) -> int:
+    """Connections of the API's pool that reads never take (``read_connections``): one for
+    each of the group committer's ``writers`` and ``LOADS_KEPT_FOR_COMMANDS``. Reads that
+    wait long (behind a lock on a view, until the lock timeout) took every connection, and
+    spends, holds and webhooks, which touch no view, were answered busy while the database
+    could take them. Commands take from the whole pool, the reads' share too."""
+    return writers + LOADS_KEPT_FOR_COMMANDS
+
+
+KEPT_FOR_COMMANDS = kept_for_commands(WRITERS)
+"""``kept_for_commands`` of the group committer's usual ``WRITERS``: 10."""
+
+
+def read_connections(pool: asyncpg.Pool, writers: int = WRITERS) -> ReadConnections:
+    """The share of the API's ``pool`` its reads take connections from, for a group
+    committer of ``writers``: all but ``kept_for_commands(writers)`` of them, waited for as
+    the pool's are: the pool's size as it is and the writers as the committer has them
+    (the share assumed 8 writers whatever the committer had).
+
+    A pool of no more connections than the commands keep gives the reads one and says so
+    (it was silent): the commands have the rest. One of a single connection is refused
+    (``PoolTooSmall``): the reads' one was the whole pool, and the commands waited for
+    whatever the reads held."""
+    size = pool.get_max_size()
+    if size < 2:
+        raise PoolTooSmall(
+            f"a database pool of {size} connection leaves the commands none the reads "
+            "cannot take: the API needs at least 2"
+        )
+    kept = kept_for_commands(writers)
+    limit = size - kept
+    if limit < 1:
+        limit = 1
+        log.warning(
+            "the API's database pool has %d connections, no more than the %d its commands "
+            "keep (%d group-commit writers, %d for their loads): reads may hold 1 of them, "
+            "the commands the other %d",
+            size,
+            kept,
+            writers,
+            LOADS_KEPT_FOR_COMMANDS,
+            size - 1,
+        )
     return ReadConnections(pool, limit, getattr(pool, "wait_seconds", None))
 
 
@@ -151,6 +186,10 @@ class DatabaseNotReady(DatabaseUnusable):
 
 class DatabaseUnreachable(DatabaseUnusable):
     """The first connection of a start-up or a command failed."""
+
+
+class PoolTooSmall(DatabaseUnusable):
+    """The API's pool leaves the commands no connection the reads cannot take."""
 
 
 def start_embedded_postgres(data_dir: Path) -> str:

@@ -15,6 +15,7 @@ from api.settings import Settings
 from ledger.bootstrap import build_ledger
 from ledger.ports import PaymentGateway
 from ledger.service import CheckoutLinks, Ledger, Pricing
+from ledger.store.commit import WRITERS
 from ledger.store.event_store import EventStore
 from ledger.store.read_connections import Pool, ReadConnections
 from projections.queries import Views
@@ -71,7 +72,8 @@ def build_services(
     """Wire the ledger, tokens and views on ``pool`` (view reads on ``standby`` if given);
     reads of the primary take at most their share of it (``read_connections``)."""
     page_tokens = PageTokens(page_key)
-    reads = read_connections(pool)
+    writers = WRITERS  # the group committer's, and what the reads' share leaves them
+    reads = read_connections(pool, writers)
     return Services(
         pool=pool,
         ledger=build_ledger(
@@ -86,6 +88,7 @@ def build_services(
                 success_token=page_tokens.for_checkout,
             ),
             reads=reads,
+            writers=writers,
         ),
         tokens=TokenService(pool, reads=reads),
         views=Views(reads),

@@ -14,7 +14,7 @@ from ledger.ports import (
 )
 from ledger.service import CheckoutLinks, Ledger, Pricing
 from ledger.store.claims import Claims
-from ledger.store.commit import GroupCommitter
+from ledger.store.commit import WRITERS, GroupCommitter
 from ledger.store.event_store import EventStore
 from ledger.store.read_connections import Pool
 from ledger.store.repository import Repository
@@ -36,13 +36,15 @@ def build_ledger(
     links: CheckoutLinks | None = None,
     clock: Clock = system_clock,
     reads: Pool | None = None,
+    writers: int = WRITERS,
 ) -> Ledger:
     """The ledger on ``pool``: store, repository, group committer, unit of work; the reads
     no command makes (balances from the store, holds, sessions, replays as of a moment) on
-    ``reads`` when given (ledger/store/read_connections.py), with the commands' memory."""
+    ``reads`` when given (ledger/store/read_connections.py), with the commands' memory;
+    ``writers``: the group committer's (``GroupCommitter``)."""
     repository = Repository(EventStore(pool))
     claims = Claims(pool)
-    uow = UnitOfWork(repository, GroupCommitter(pool), claims)
+    uow = UnitOfWork(repository, GroupCommitter(pool, writers), claims)
     return Ledger(
         uow,
         gateway or NoPaymentGateway(),

@@ -8,7 +8,7 @@ import contextlib
 import asyncpg
 import pytest
 
-from api.database import create_pool
+from api.database import PoolTooSmall, create_pool, read_connections
 from ledger.store.read_connections import PoolBusy, ReadConnections
 
 
@@ -77,3 +77,45 @@ async def test_a_read_that_waited_for_its_share_waits_for_the_pool_only_what_is_
         assert await reads.fetchval("SELECT 1") == 1
     finally:
         await small.close()
+
+
+@pytest.mark.parametrize(
+    ("size", "writers", "reads_may_hold"), [(20, 8, 10), (20, 12, 6), (30, 4, 24), (8, 8, 1)]
+)
+async def test_the_reads_share_leaves_the_commands_a_connection_for_each_writer_and_two(
+    database_url: str, size: int, writers: int, reads_may_hold: int
+) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=size, wait_seconds=0.1)
+    try:
+        reads = read_connections(pool, writers)
+    finally:
+        await pool.close()
+    assert reads.limit == reads_may_hold
+
+
+async def test_a_pool_that_leaves_the_commands_less_than_they_keep_is_said_so(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=6, wait_seconds=0.1)
+    try:
+        reads = read_connections(pool, writers=8)
+    finally:
+        await pool.close()
+    assert reads.limit == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "api.database"]
+    assert said == [
+        "the API's database pool has 6 connections, no more than the 10 its commands keep "
+        "(8 group-commit writers, 2 for their loads): reads may hold 1 of them, the "
+        "commands the other 5"
+    ]
+
+
+async def test_a_pool_of_one_connection_is_refused_for_the_api(database_url: str) -> None:
+    """Its reads' one connection was the whole pool: a read behind a lock held it, and
+    every command waited for it."""
+    pool = await create_pool(database_url, min_size=1, max_size=1, wait_seconds=0.1)
+    try:
+        with pytest.raises(PoolTooSmall, match="a database pool of 1 connection"):
+            read_connections(pool)
+    finally:
+        await pool.close()
