@@ -313,9 +313,18 @@ async def refresh_gauges(pool: asyncpg.Pool, reads: ReadConnections | None = Non
 
     A database that does not answer sets ``ledger_database_up`` to 0 and leaves the other
     database gauges as they were: the page is still answered, so the counters of the
-    requests it failed (503s) stay visible while it is away."""
+    requests it failed (503s) stay visible while it is away.
+
+    The database is read with the reads' connections when there is a share (its views can
+    be locked: scrapes waiting behind the lock, one a connection, held the commands' too),
+    and not at all while every one of them is taken: the database gauges keep their last
+    values, ``ledger_database_up`` too (the reads wait, not the database), and the share's
+    gauges show it full."""
+    if reads is not None and reads.full:
+        _set_pool_gauges(pool, reads)
+        return
     try:
-        async with asyncio.timeout(DATABASE_SECONDS), pool.acquire() as connection:
+        async with asyncio.timeout(DATABASE_SECONDS), (reads or pool).acquire() as connection:
             rows = await connection.fetch(_VIEW_LAG)
             head = int(
                 await connection.fetchval(
@@ -328,6 +337,10 @@ async def refresh_gauges(pool: asyncpg.Pool, reads: ReadConnections | None = Non
     else:
         database_up.set(1)
         _set_database_gauges(head, rows, backlogs)
+    _set_pool_gauges(pool, reads)
+
+
+def _set_pool_gauges(pool: asyncpg.Pool, reads: ReadConnections | None) -> None:
     size, idle = pool.get_size(), pool.get_idle_size()
     _pool_in_use.set(size - idle)
     _pool_idle.set(idle)

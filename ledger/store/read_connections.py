@@ -45,6 +45,11 @@ class ReadConnections:
         self.in_use = 0
         """How many connections reads hold (or are being given) now."""
 
+    @property
+    def full(self) -> bool:
+        """Whether a read now would wait for a slot (every one taken, or reads queued)."""
+        return self._slots.locked()
+
     def acquire(self, *, timeout: float | None = None) -> _ReadAcquire:
         """``async with connections.acquire() as connection:``, as a pool's (``timeout``:
         for the pool's connection once a slot is taken)."""

@@ -165,3 +165,22 @@ async def test_a_commands_token_not_in_memory_is_looked_up_beside_the_reads_shar
         share.wait_seconds = waited
 
     assert spent.status_code == 200, spent.text
+
+
+async def test_a_scrape_while_reads_hold_their_share_waits_for_none_and_says_the_database_up(
+    http: httpx.AsyncClient, services: Services
+) -> None:
+    """A scrape reads the database with the reads' connections. While reads hold them all
+    it does not wait for one (its 2 s would end first, and say the database down while only
+    reads wait): the database gauges keep their last values, the share's show it full."""
+    assert "ledger_database_up 1.0" in (await http.get("/metrics")).text
+    share = services.read_pool
+    assert share is not None
+    async with AsyncExitStack() as held:
+        for _ in range(share.limit):
+            await held.enter_async_context(share.acquire())
+        scraped = await http.get("/metrics")
+
+    assert scraped.status_code == 200
+    assert "ledger_database_up 1.0" in scraped.text
+    assert f"ledger_db_pool_read_connections {float(share.limit)}" in scraped.text

@@ -120,6 +120,13 @@ async def _token_not_in_memory(
     return StuckRead("/v1/credits", {"Authorization": f"Bearer {fresh.secret}"}, "api_tokens")
 
 
+async def _metrics(
+    http: httpx.AsyncClient, services: Services, customer: Customer, writer: dict[str, str]
+) -> StuckRead:
+    # A scrape reads the views' positions and backlogs (holds, grants, deliveries).
+    return StuckRead("/metrics", {}, "holds")
+
+
 CASES = {
     "balance from the store": _balance_from_the_store,
     "hold": _hold,
@@ -127,6 +134,7 @@ CASES = {
     "grants": _grants,
     "webhook endpoints": _webhook_endpoints,
     "token not in memory": _token_not_in_memory,
+    "metrics": _metrics,
 }
 
 
