@@ -99,6 +99,10 @@ USE_RECORDED_EVERY_SECONDS = 60.0
 the database across processes): a busy token costs one UPDATE a minute."""
 
 
+USE_LOCK_WAIT = "100ms"
+"""How long the write of a token's use waits for a lock before it is given up on."""
+
+
 class TokenService:
     """Issues, checks and revokes tokens.
 
@@ -134,10 +138,11 @@ class TokenService:
     ) -> None:
         self.pool = pool
         self.reads: Pool = reads or pool
-        """Where a read request's token is looked up (the API's reads' share of ``pool``,
-        ledger/store/read_connections.py): a flood of reads with tokens not in memory, or
-        with made-up ones, or their lookups stuck behind a lock on the table, held the
-        connections the commands need. A command's request looks its token up in ``pool``."""
+        """Where a read request's token is looked up, and every use is written (the API's
+        reads' share of ``pool``, ledger/store/read_connections.py): a flood of reads with
+        tokens not in memory, or with made-up ones, or their lookups stuck behind a lock on
+        the table, held the connections the commands need. A command's request looks its
+        token up in ``pool``."""
         self.cache_seconds = cache_seconds
         self._clock = clock
         # token id -> (hash, principal, when the entry stops counting; clock's time)
@@ -281,14 +286,21 @@ class TokenService:
         task.add_done_callback(self._use_writes.discard)
 
     async def _record_use(self, token_id: str) -> None:
+        # No command needs it: with the reads' connections, and given up on (until the
+        # token's next minute) rather than waiting for a lock on api_tokens. Each token's
+        # write held a connection of the pool until the lock timeout (5 s) behind one, and
+        # the reads of as many tokens in a minute held every connection, the commands' too.
         try:
-            await self.pool.execute(
-                """UPDATE api_tokens SET last_used_at = now()
-                   WHERE token_id = $1
-                     AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))""",
-                token_id,
-                USE_RECORDED_EVERY_SECONDS,
-            )
+            async with self.reads.acquire() as connection, connection.transaction():
+                await connection.execute(f"SET LOCAL lock_timeout = '{USE_LOCK_WAIT}'")
+                await connection.execute(
+                    """UPDATE api_tokens SET last_used_at = now()
+                       WHERE token_id = $1
+                         AND (last_used_at IS NULL
+                              OR last_used_at < now() - make_interval(secs => $2))""",
+                    token_id,
+                    USE_RECORDED_EVERY_SECONDS,
+                )
         except DATABASE_ERRORS as error:
             # Only a report's detail: the request it came with is answered regardless.
             log.debug("could not record the use of token %s: %s", token_id, error)

@@ -221,3 +221,70 @@ async def test_a_spend_is_answered_while_reads_stuck_behind_a_lock_hold_what_rea
             assert answer.status_code == 200, answer.text
     after = await http.get(stuck.path, headers=stuck.headers)
     assert after.status_code == 200, after.text
+
+
+async def test_a_spend_is_answered_while_reads_tokens_uses_meet_a_lock(
+    http: httpx.AsyncClient,
+    services: Services,
+    customer: Customer,
+    writer_headers: dict[str, str],
+    database_url: str,
+) -> None:
+    """Each token's use is written in the background, at most once a minute. Behind a lock
+    on api_tokens each of those writes held a connection of the pool until the lock timeout
+    (5 s): reads with as many tokens in a minute as the pool has connections, each answered
+    at once from memory, left the spends none. A use is now written with the reads'
+    connections, and given up on if it meets a lock."""
+    spender = unique("acct")
+    await open_account(services.ledger, spender, 1000)
+    pool = services.pool
+    share = services.read_pool
+    assert share is not None
+    tokens = [
+        (await services.tokens.issue(Scope.CREDITS, account_id=customer.account_id)).secret
+        for _ in range(pool.get_max_size() + 5)
+    ]
+    for token in tokens:  # each one known to the process, its use written
+        read = await http.get("/v1/credits", headers={"Authorization": f"Bearer {token}"})
+        assert read.status_code == 200, read.text
+
+    async def spend(key: str) -> httpx.Response:
+        return await http.post(
+            f"/v1/accounts/{spender}/spend",
+            json={"amount": 7, "reason": "beside the uses"},
+            headers={**writer_headers, "Idempotency-Key": key},
+            timeout=60,
+        )
+
+    assert (await spend(unique("first"))).status_code == 200  # the writer's token known
+    services.tokens._use_noted.clear()  # as a minute later: each use is written again
+    waited = pool.wait_seconds
+    stalled = await asyncpg.connect(database_url)  # as an operator's forgotten session
+    try:
+        transaction = stalled.transaction()
+        await transaction.start()
+        await stalled.execute("LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+        async with httpx.AsyncClient(base_url=http.base_url, timeout=60) as readers:
+            reads = [
+                asyncio.ensure_future(
+                    readers.get("/v1/credits", headers={"Authorization": f"Bearer {token}"})
+                )
+                for token in tokens
+            ]
+
+            async def uses_wait_or_gave_up() -> bool:
+                if all(read.done() for read in reads) and not services.tokens._use_writes:
+                    return True  # each use met the lock and was given up on
+                return await _sessions_waiting_for_a_lock(database_url) >= share.limit
+
+            await until(uses_wait_or_gave_up, what="uses waiting for the lock, or given up")
+            pool.wait_seconds = 1.0  # shorter than the lock timeout: tells the two apart
+            spent = await spend(unique("spend"))
+            await transaction.rollback()
+            answered = await asyncio.gather(*reads)
+    finally:
+        pool.wait_seconds = waited
+        await stalled.close()
+
+    assert spent.status_code == 200, spent.text
+    assert [a.status_code for a in answered] == [200] * len(tokens)  # from memory
