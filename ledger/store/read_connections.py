@@ -14,6 +14,9 @@ the pool itself, as before, and pay nothing for the reads' limit.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +27,32 @@ from asyncpg.pool import PoolConnectionProxy
 class PoolBusy(TimeoutError):
     """No connection of the pool came free in time (an OSError, as the database's other
     transient failures: loops in the background say so and try again)."""
+
+
+class _OneWait:
+    __slots__ = ("deadline", "task")
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.task = asyncio.current_task()
+        """Whose reads these are: a task started meanwhile (a poller that outlives the
+        request) carries the same context, and waits as long as its own reads need."""
+
+
+_one_wait: ContextVar[_OneWait | None] = ContextVar("ledger_reads_one_wait", default=None)
+
+
+@contextmanager
+def reads_wait_once() -> Iterator[None]:
+    """``with reads_wait_once():`` the reads made within (an HTTP request's: api/edge.py)
+    wait for the reads' connections ``wait_seconds`` in all, from the first that waits, not
+    each as long again: a request that reads several times (its token, a view, the store)
+    waited up to that long for each read before its 503."""
+    token = _one_wait.set(_OneWait())
+    try:
+        yield
+    finally:
+        _one_wait.reset(token)
 
 
 class ReadConnections:
@@ -77,6 +106,10 @@ class ReadConnections:
             deadline = None
         else:
             deadline = asyncio.get_running_loop().time() + wait
+            if (once := _one_wait.get()) is not None and once.task is asyncio.current_task():
+                if once.deadline is None:
+                    once.deadline = deadline
+                deadline = once.deadline  # what is left of the first wait (perhaps none)
             try:
                 async with asyncio.timeout_at(deadline):
                     await slots.acquire()
