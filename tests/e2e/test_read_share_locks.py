@@ -47,6 +47,7 @@ async def _balance_from_the_store(
 ) -> StuckRead:
     # The suite's API runs no projector: a balance read finds no row in the view and reads
     # the account from the store (account_now), as it does while the view is behind.
+    assert await services.views.balance(customer.account_id) is None
     return StuckRead(
         "/v1/credits",
         customer.headers,
