@@ -43,7 +43,7 @@ from api.headers import first_header
 from api.log_context import access_log, log_access, request_id
 from api.metrics import observe_request
 from api.read_side import POSITION_HEADER, READ_FROM_HEADER, ReadRequest, ReadsOfRequest
-from ledger.store.read_connections import reads_wait_once
+from ledger.store.read_connections import ReadsWaitOnce
 from ledger.unit_of_work import AnswerPositions, answer_positions, answer_replayed
 
 UNMATCHED_ROUTE = "unmatched"
@@ -154,7 +154,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         head = scope["method"] == "HEAD"  # type: ignore[typeddict-item]  # an HTTP scope
         routed = cast(Scope, {**scope, "method": "GET"}) if head else scope
         try:
-            with answer_positions() as written, ReadsOfRequest() as reads, reads_wait_once():
+            with answer_positions() as written, ReadsOfRequest() as reads, ReadsWaitOnce():
                 if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
                     await send_error(scope, receive, send_with_id, NotFoundException())
                 else:

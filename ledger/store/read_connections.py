@@ -14,8 +14,6 @@ the pool itself, as before, and pay nothing for the reads' limit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
@@ -29,30 +27,27 @@ class PoolBusy(TimeoutError):
     transient failures: loops in the background say so and try again)."""
 
 
-class _OneWait:
-    __slots__ = ("deadline", "task")
+class ReadsWaitOnce:
+    """``with ReadsWaitOnce():`` the reads made within (an HTTP request's: api/edge.py)
+    wait for the reads' connections ``wait_seconds`` in all, from the first that waits, not
+    each as long again: a request that reads several times (its token, a view, the store)
+    waited up to that long for each read before its 503. A class, as the edge's other
+    per-request contexts, for its cost (a generator's was ~1 µs a request)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_token", "deadline", "task")
+
+    def __enter__(self) -> None:
         self.deadline: float | None = None
         self.task = asyncio.current_task()
         """Whose reads these are: a task started meanwhile (a poller that outlives the
         request) carries the same context, and waits as long as its own reads need."""
+        self._token = _one_wait.set(self)
+
+    def __exit__(self, *_: object) -> None:
+        _one_wait.reset(self._token)
 
 
-_one_wait: ContextVar[_OneWait | None] = ContextVar("ledger_reads_one_wait", default=None)
-
-
-@contextmanager
-def reads_wait_once() -> Iterator[None]:
-    """``with reads_wait_once():`` the reads made within (an HTTP request's: api/edge.py)
-    wait for the reads' connections ``wait_seconds`` in all, from the first that waits, not
-    each as long again: a request that reads several times (its token, a view, the store)
-    waited up to that long for each read before its 503."""
-    token = _one_wait.set(_OneWait())
-    try:
-        yield
-    finally:
-        _one_wait.reset(token)
+_one_wait: ContextVar[ReadsWaitOnce | None] = ContextVar("ledger_reads_one_wait", default=None)
 
 
 class ReadConnections:
