@@ -3,7 +3,9 @@
 ``at`` is the command's time, stamped by ``Ledger.execute`` from its clock when
 the caller leaves it out; decisions use it (never the clock), so a command is
 decided the same way however late its commit is retried, and every event its
-decision records tells that time (``ledger.domain.events.command_time``).
+decision records tells that time (``ledger.domain.events.command_time``), unless a
+stream it writes to told a later one already: a stream's times never go back, so the
+command is then decided at that later time (``ledger.unit_of_work``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@
 3. lets the handler decide (``handler.decide``: a plain function of that state and
    the command, which records events on the aggregates or raises a refusal), every
    event stamped with the command's time (``at``) unless it has its own
-   (``ledger.domain.events.command_time``);
+   (``ledger.domain.events.command_time``); a stream's times never go back, so a
+   decision whose streams told a later time (the command waited for its turn, or is
+   decided again after another's commit) is decided again at that time;
 4. commits the events and the command's claim (its idempotency key, Stripe event
    id or hold settlement) together, through group commit, with any other keys the
    decision takes (a payment intent's link, ledger/handlers/payments.py);
@@ -39,6 +41,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -61,6 +64,10 @@ G = TypeVar("G", bound=Aggregate)
 
 MAX_ATTEMPTS = 12
 
+MAX_REDECISIONS = 3
+"""How often one attempt decides again at the later time a stream it changes told (each
+time later: a fresh load may bring another process's newer events)."""
+
 TURN_WAIT_SECONDS = 5.0
 """How long a command waits for the commands before it on its account (its lock in this
 process) before it is answered as busy: as long as the service's sessions wait for a lock
@@ -72,6 +79,19 @@ answer_replayed: ContextVar[bool] = ContextVar("answer_replayed", default=False)
 """True in the task whose command was answered with the answer its claim recorded
 earlier for the same request (an idempotent repeat), rather than decided now. Set only
 then, so a caller that wants to know per request sets it False first (the HTTP edge does)."""
+
+
+def _told_later(decision: Decision[Any], at: datetime | None) -> datetime | None:
+    """The time the decision's events tell, if later than ``at`` (None: not later)."""
+    if at is None:
+        return None
+    later = None
+    for aggregate in decision.changed:
+        pending = aggregate.pending_events
+        # A stream's times never go back, so its last event tells the latest.
+        if pending and pending[-1].timestamp > (later or at):
+            later = pending[-1].timestamp
+    return later
 
 
 class AnswerPositions:
@@ -222,12 +242,17 @@ class UnitOfWork:
         self, handler: Handler[C, Any, A], command: C, claim: Claim | None, *, fresh: bool
     ) -> A:
         try:
-            state = await self._load(handler, command, fresh)
-            at = command_time.set(getattr(command, "at", None))
-            try:
-                decision = handler.decide(state, command)
-            finally:
-                command_time.reset(at)
+            decision = self._decide(handler, await self._load(handler, command, fresh), command)
+            for _ in range(MAX_REDECISIONS):
+                if (later := _told_later(decision, getattr(command, "at", None))) is None:
+                    break
+                # A stream it changes told a later time than the command's (the command
+                # waited for its turn, or another's commit made it decide again): the
+                # stream's times never go back (``Records``), so it is decided again at
+                # that time, which all its events then tell and its judgements (expiries,
+                # the period) are made at.
+                command = msgspec.structs.replace(command, at=later)  # type: ignore[type-var]
+                decision = self._decide(handler, await self._load(handler, command, fresh), command)
         except DomainError:
             if (replayed := await self._replayed(handler, claim, command)) is not None:
                 return replayed
@@ -245,6 +270,14 @@ class UnitOfWork:
             return await self._attempt(handler, command, claim, fresh=True)
         await self._commit(decision, claim)
         return decision.answer
+
+    @staticmethod
+    def _decide(handler: Handler[C, S, A], state: S, command: C) -> Decision[A]:
+        at = command_time.set(getattr(command, "at", None))
+        try:
+            return handler.decide(state, command)
+        finally:
+            command_time.reset(at)
 
     async def _replayed(
         self, handler: Handler[C, Any, A], claim: Claim | None, command: C

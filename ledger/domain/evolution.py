@@ -42,7 +42,8 @@ class Records:
     next version (here they are made so) before it applies the event and moves the
     aggregate's version and modification time. Left: the same event, applied the same
     way, in the same order, then pending. ``tests/unit/test_recording.py`` holds the two
-    to the same events and states.
+    to the same events and states. One thing is added: an event is never stamped earlier
+    than the aggregate's last one (its time is raised to that one's).
     """
 
     if TYPE_CHECKING:  # the library's Aggregate's
@@ -56,8 +57,14 @@ class Records:
         version = self._version + 1
         kwargs["originator_id"] = self._id
         kwargs["originator_version"] = version
-        if kwargs.get("timestamp") is None:
-            kwargs["timestamp"] = event_class.create_timestamp()
+        timestamp = kwargs.get("timestamp") or event_class.create_timestamp()
+        if timestamp < self._modified_on:
+            # A stream's times never go back: a command whose time was taken before it
+            # waited for its turn, or before another process's commit made it decide
+            # again, records after events told later times (``as_of`` reads, statements
+            # and the audit's expiry checks read a stream's times in its order).
+            timestamp = self._modified_on
+        kwargs["timestamp"] = timestamp
         try:
             event = event_class(**kwargs)
         except TypeError as error:

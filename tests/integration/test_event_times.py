@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 from ledger.bootstrap import build_ledger
 from ledger.commands import (
@@ -12,12 +13,15 @@ from ledger.commands import (
     ResetMonth,
     SetLowBalanceThreshold,
     SettleHold,
+    SpendCredits,
     VoidGrant,
 )
-from ledger.domain.ids import account_stream_id
+from ledger.domain.checkout import CheckoutSession
+from ledger.domain.ids import account_stream_id, checkout_stream_id
+from ledger.payment_events import CheckoutChange, CheckoutEvent
 from ledger.store.mapper import MsgspecMapper
 from tests.conftest import IsolatedDatabase
-from tests.support.ledger import open_account
+from tests.support.ledger import conflicts_retried, open_account, save
 
 
 async def test_every_event_of_a_write_tells_its_commands_time(
@@ -82,3 +86,128 @@ async def test_every_event_of_a_write_tells_its_commands_time(
     assert times == sorted(times)
     assert all(len(told) == 1 for told in by_commit.values())
     assert all(moment.year == 2999 for moment in times)
+
+
+async def stream_times(isolated_db: IsolatedDatabase, stream: UUID) -> list[datetime]:
+    mapper = MsgspecMapper()
+    return [
+        mapper.to_domain_event(event).timestamp for event in await isolated_db.store.load(stream)
+    ]
+
+
+def spend(account_id: str, key: str, at: datetime | None = None) -> SpendCredits:
+    return SpendCredits(account_id=account_id, amount=1, reason="", idempotency_key=key, at=at)
+
+
+async def test_a_command_that_waited_for_its_turn_records_no_earlier_than_its_stream(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A command's time is taken when the ledger is handed it; one that then waits for the
+    commands before it on the account recorded its events at that time, after events
+    those commands recorded at later times: the stream's times went back."""
+    start = datetime(2999, 1, 10, 12, 0, tzinfo=UTC)
+    now = [start]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    account_id = "acct_turn_waited"
+    await open_account(books, account_id, 1000)
+    try:
+        placed = await books.execute(
+            PlaceHold(
+                account_id=account_id,
+                amount=10,
+                expires_in_seconds=60,
+                reason="",
+                idempotency_key="h",
+            )
+        )
+        now[0] = start + timedelta(seconds=50)
+        await books.execute(spend(account_id, "later"))
+        # Handed over at +40 s and +45 s, decided after the spend of +50 s (they waited).
+        waited = await books.execute(spend(account_id, "waited", start + timedelta(seconds=40)))
+        settled = await books.execute(
+            SettleHold(
+                account_id=account_id,
+                hold_id=placed.hold_id,
+                outcome="captured",
+                amount=5,
+                at=start + timedelta(seconds=45),
+            )
+        )
+    finally:
+        await books.uow.committer.stop()
+
+    times = await stream_times(isolated_db, account_stream_id(account_id))
+    assert times == sorted(times)
+    assert times[-2:] == [start + timedelta(seconds=50)] * 2
+    assert waited.available == 1000 - 10 - 2  # the hold still open at +50 s
+    assert settled.status == "captured"
+
+
+async def test_a_command_decided_again_after_another_processs_commit_records_after_it(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Two processes (each its own cache and turns): one's command, timed before the other's
+    commit, conflicts with it and is decided again on its events, at its own earlier time."""
+    start = datetime(2999, 1, 10, 12, 0, tzinfo=UTC)
+    behind = build_ledger(isolated_db.pool, clock=lambda: start)
+    ahead = build_ledger(isolated_db.pool, clock=lambda: start + timedelta(seconds=30))
+    account_id = "acct_decided_again"
+    try:
+        await open_account(behind, account_id, 1000)
+        await behind.execute(spend(account_id, "a"))  # cached by this process
+        await ahead.execute(spend(account_id, "b"))
+        retried = conflicts_retried()
+        await behind.execute(spend(account_id, "c"))
+        assert conflicts_retried() == retried + 1
+    finally:
+        await behind.uow.committer.stop()
+        await ahead.uow.committer.stop()
+
+    times = await stream_times(isolated_db, account_stream_id(account_id))
+    assert times == sorted(times)
+    assert times[-1] == start + timedelta(seconds=30)
+
+
+async def test_a_write_to_two_streams_tells_one_time_no_earlier_than_either(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A payment records on its Checkout session and on its account: a session whose last
+    event told a later time than the command's had its event raised to it, and the
+    account's kept the command's: one write, two times."""
+    start = datetime(2000, 1, 10, 12, 0, tzinfo=UTC)  # the ledger's clock, behind the wall's
+    books = build_ledger(isolated_db.pool, clock=lambda: start)
+    account_id = "acct_two_streams"
+    session_id = "cs_two_streams"
+    try:
+        await open_account(books, account_id, 0)
+        session = CheckoutSession.request(
+            session_id=session_id,
+            account_id=account_id,
+            credits=500,
+            amount=500,
+            currency="usd",
+            checkout_url="",
+            expires_at=0,
+        )
+        await save(books, session)  # recorded outside a command: at the wall clock
+        paid = CheckoutEvent(
+            event_id="evt_two_streams",
+            change=CheckoutChange.COMPLETED,
+            session_id=session_id,
+            paid=True,
+            payment_intent="pi_two_streams",
+            amount_total=500,
+            currency="usd",
+            account_id=account_id,
+            credits=500,
+            checkout_url=None,
+            expires_at=None,
+        )
+        assert await books.apply_payment_event(paid.event_id, "checkout.session.completed", paid)
+    finally:
+        await books.uow.committer.stop()
+
+    account_times = await stream_times(isolated_db, account_stream_id(account_id))
+    session_times = await stream_times(isolated_db, checkout_stream_id(session_id))
+    assert session_times == sorted(session_times)
+    assert account_times[-1] == session_times[-1] == session_times[0]

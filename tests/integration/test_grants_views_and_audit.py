@@ -173,9 +173,11 @@ async def test_a_void_after_the_expiry_is_refused_even_before_the_sweeper_record
 ) -> None:
     # The contract: 409 once the grant has expired. A void then recorded it as voided (no
     # grant.expired notification, the wrong status in the list) instead of refusing.
-    books = build_ledger(isolated_db.pool, clock=lambda: NOW + timedelta(hours=1))
+    now = [NOW]
+    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
     await open_account(books, ACCOUNT, 0)
     ended = await grant(books, "ended", 80, 50, timedelta(hours=1))
+    now[0] = NOW + timedelta(hours=1)  # the grant given first: a stream's times never go back
 
     with pytest.raises(GrantClosed):
         await books.execute(VoidGrant(account_id=ACCOUNT, grant_id=ended, reason="late"))

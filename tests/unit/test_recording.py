@@ -86,13 +86,32 @@ def recorded(
     return told
 
 
+def librarys_never_going_back(aggregate: Any, event_class: type[Any], **kwargs: Any) -> None:
+    """The library's ``trigger_event``, with the one rule ours adds: an event is never
+    stamped earlier than its aggregate's last (the story's explicit times, at NOW, come
+    after events the clock stamped later)."""
+    timestamp = kwargs.get("timestamp") or event_class.create_timestamp()
+    kwargs["timestamp"] = max(timestamp, aggregate.modified_on)
+    Aggregate.trigger_event(aggregate, event_class, **kwargs)
+
+
+def test_an_event_is_never_stamped_before_its_aggregates_last() -> None:
+    account = CreditAccount.open("acct_not_back", 100, "2026-11")
+    later = account.modified_on + timedelta(hours=1)
+    account.spend(1, "later", later)
+    account.spend(1, "decided late", later - timedelta(minutes=1))
+    account.purchase("cs_1", 5)  # the wall clock's time, earlier still
+
+    assert [e.timestamp for e in account.collect_events()[1:]] == [later] * 3
+
+
 @pytest.mark.parametrize("story", [account_story, payment_story])
 def test_the_same_events_and_state_as_the_librarys_trigger_event(
     story: Callable[[], list[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ours = recorded(story, monkeypatch)
     for cls in (CreditAccount, CheckoutSession, PaymentIntent):
-        monkeypatch.setattr(cls, "trigger_event", Aggregate.trigger_event)
+        monkeypatch.setattr(cls, "trigger_event", librarys_never_going_back)
 
     librarys = recorded(story, monkeypatch)
 
