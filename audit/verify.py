@@ -545,7 +545,10 @@ class StreamReplay:
         else:
             rule = account.settlement(settled.hold_id, captured)
             figures = _SETTLEMENT_FIGURES[type(settled)]
-            if figures(settled) == figures(rule):
+            # Recorded before the rule, a settlement repaid no debt, which is less; more
+            # than the rule gives is credits made from nothing.
+            repaid = 0 <= settled.debt_repaid <= rule.debt_repaid
+            if repaid and figures(settled) == figures(rule):
                 # The rule may be wrong too: what it gives must still part the hold's own
                 # credits, each bucket's share once, judged without it.
                 if problems := _unkept(account, hold, settled, captured):
@@ -563,6 +566,10 @@ class StreamReplay:
                 for name in _SETTLEMENT_NAMES[type(settled)]
                 if getattr(settled, name) != getattr(rule, name)
             ]
+            if not repaid:
+                wrong.append(
+                    f"debt_repaid {settled.debt_repaid} (the rule gives at most {rule.debt_repaid})"
+                )
             status = _HOLD_STATUS[type(settled)]
             detail = f"hold {settled.hold_id} {status} with {', '.join(wrong)}"
         self._find("settlement-mismatch", detail, stream, event)
@@ -1593,7 +1600,8 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
     without ``CreditAccount.settlement``: the hold's amount is captured or released, what is
     captured is spent from its shares, and no share is spent and lapsed beyond what the hold
     reserved of it, nor a grant's share lapsed while the grant is open; what resets kept for
-    holds is spent or lapses at most once."""
+    holds is spent or lapses at most once; a debt is repaid from what lapses of the allowance,
+    no more than is owed."""
     spent_allowance = getattr(settled, "from_allowance", 0)
     kept_spent = getattr(settled, "kept_spent", 0)
     spent_topup = getattr(settled, "from_topup", 0) + kept_spent
@@ -1632,6 +1640,12 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
                 )
             if lapsed and open_grant:
                 problems.append(f"{lapsed} of grant {grant_id} lapsed, which is open")
+    owed = max(getattr(settled, "from_topup", 0) - account.topup_balance, 0)
+    if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed):
+        problems.append(
+            f"{settled.debt_repaid} of a debt repaid from {settled.lapsed} of the allowance "
+            f"lapsed, with {owed} owed"
+        )
     if settled.kept_lapsed < 0 or kept_spent + settled.kept_lapsed > account.kept_for_holds:
         problems.append(
             f"{kept_spent} spent and {settled.kept_lapsed} lapsed of the "

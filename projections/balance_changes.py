@@ -96,13 +96,17 @@ def _reset(event: MonthlyAllowanceReset, allowance_before: int) -> Moved:
 def _captured(event: HoldCaptured, _: int) -> Moved:
     return (
         -event.from_allowance - event.lapsed - event.kept_spent - event.kept_lapsed,
-        -event.from_topup,
+        event.debt_repaid - event.from_topup,
         -sum(event.from_grants.values()) - sum(event.grants_lapsed.values()),
     )
 
 
 def _ended_hold(event: HoldReleased | HoldExpired, _: int) -> Moved:
-    return (-event.lapsed - event.kept_lapsed, 0, -sum(event.grants_lapsed.values()))
+    return (
+        -event.lapsed - event.kept_lapsed,
+        event.debt_repaid,
+        -sum(event.grants_lapsed.values()),
+    )
 
 
 _MOVES = ByEventClass(
@@ -144,7 +148,7 @@ def _reset_described(event: MonthlyAllowanceReset) -> str:
 def _captured_described(event: HoldCaptured) -> str:
     described = f"Hold captured: {event.captured} spent ({event.hold_id})"
     lapsed = event.lapsed + event.kept_lapsed
-    return described + _lapsed(lapsed, sum(event.grants_lapsed.values()))
+    return described + _lapsed(lapsed, sum(event.grants_lapsed.values()), event.debt_repaid)
 
 
 def _ended_hold_described(event: HoldReleased | HoldExpired) -> str:
@@ -152,7 +156,7 @@ def _ended_hold_described(event: HoldReleased | HoldExpired) -> str:
     verb = "released" if isinstance(event, HoldReleased) else "expired"
     back = event.released - event.lapsed - grants_lapsed
     described = f"Hold {verb}: {back} credits back ({event.hold_id})"
-    return described + _lapsed(event.lapsed + event.kept_lapsed, grants_lapsed)
+    return described + _lapsed(event.lapsed + event.kept_lapsed, grants_lapsed, event.debt_repaid)
 
 
 def _granted_described(event: CreditsGranted) -> str:
@@ -189,10 +193,12 @@ _DESCRIPTIONS = ByEventClass(
 """How a statement describes each event that moves credits (the classes of ``_MOVES``)."""
 
 
-def _lapsed(allowance: int, grants: int) -> str:
+def _lapsed(allowance: int, grants: int, debt_repaid: int = 0) -> str:
     said = ""
     if allowance:
         said += f", {allowance} of last period's allowance lapsed"
+    if debt_repaid:
+        said += f" ({debt_repaid} of it repaid the top-up debt)"
     if grants:
         said += f", {grants} of ended grants lapsed"
     return said

@@ -50,7 +50,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.evolution import Evolution, Records
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
-from ledger.domain.holds import HeldTotals, OpenHold, Settlement, backed, settle
+from ledger.domain.holds import HeldTotals, OpenHold, Settlement, backed, repaying, settle
 from ledger.domain.ids import account_stream_id
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
 
@@ -397,11 +397,14 @@ class CreditAccount(Records, Aggregate):
         settlement = settle(
             hold, captured, carried=hold.period != self.period, closed_grants=closed
         )
-        return backed(
-            settlement,
-            reserved=self.topup_reserved,
-            kept=self.kept_for_holds,
-            held_after=self.held_topup - hold.from_topup,
+        return repaying(
+            backed(
+                settlement,
+                reserved=self.topup_reserved,
+                kept=self.kept_for_holds,
+                held_after=self.held_topup - hold.from_topup,
+            ),
+            topup_balance=self.topup_balance,
         )
 
     def capture_hold(self, hold_id: str, amount: int, now: datetime) -> Settlement:
@@ -427,6 +430,7 @@ class CreditAccount(Records, Aggregate):
             grants_lapsed=settlement.grants_lapsed,
             kept_spent=settlement.kept_spent,
             kept_lapsed=settlement.kept_lapsed,
+            debt_repaid=settlement.debt_repaid,
         )
         return settlement
 
@@ -457,6 +461,7 @@ class CreditAccount(Records, Aggregate):
             lapsed=settlement.lapsed,
             grants_lapsed=settlement.grants_lapsed,
             kept_lapsed=settlement.kept_lapsed,
+            debt_repaid=settlement.debt_repaid,
         )
         return settlement
 
@@ -614,7 +619,7 @@ class CreditAccount(Records, Aggregate):
     def _hold_captured(self, event: HoldCaptured) -> None:
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.from_allowance + event.lapsed
-        self.topup_balance -= event.from_topup
+        self.topup_balance += event.debt_repaid - event.from_topup
         if event.from_grants or event.grants_lapsed:
             self._take_from_grants(event.from_grants, event.grants_lapsed)
         self._rebacked(event.from_topup, event.kept_spent + event.kept_lapsed)
@@ -623,6 +628,7 @@ class CreditAccount(Records, Aggregate):
     def _hold_released(self, event: HoldReleased | HoldExpired) -> None:
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.lapsed
+        self.topup_balance += event.debt_repaid
         if event.grants_lapsed:
             self._take_from_grants(event.grants_lapsed)
         self._rebacked(0, event.kept_lapsed)

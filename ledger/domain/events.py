@@ -166,6 +166,9 @@ class HoldCaptured(AccountEvent):
     """Of its top-ups captured, what a reset kept for them (taken from the allowance)."""
     kept_lapsed: int = 0
     """Of what resets kept for held top-ups, what the holds left open no longer need."""
+    debt_repaid: int = 0
+    """Of ``lapsed``, what went to a negative top-up balance (a clawback's debt), as the
+    allowance a reset lets lapse does (settlements before this field repaid none)."""
 
 
 class HoldReleased(AccountEvent):
@@ -176,6 +179,8 @@ class HoldReleased(AccountEvent):
     lapsed: int
     grants_lapsed: dict[str, int] = field(default_factory=dict)
     kept_lapsed: int = 0
+    debt_repaid: int = 0
+    """Of ``lapsed``, what repaid a clawback's debt (as on ``HoldCaptured``)."""
 
 
 class HoldExpired(AccountEvent):
@@ -186,6 +191,8 @@ class HoldExpired(AccountEvent):
     lapsed: int
     grants_lapsed: dict[str, int] = field(default_factory=dict)
     kept_lapsed: int = 0
+    debt_repaid: int = 0
+    """Of ``lapsed``, what repaid a clawback's debt (as on ``HoldCaptured``)."""
 
 
 class CreditsGranted(AccountEvent):

@@ -11,7 +11,8 @@ that share over (``held_allowance_carried`` on the reset event) instead of
 letting it lapse with the rest of the old allowance, so a capture after the
 reset still finds its credits and the new period starts with its full plan
 amount free. Whatever of a carried share is not captured lapses when the
-hold settles, as the old period's allowance would have at the reset.
+hold settles, as the old period's allowance would have at the reset, and as
+that would have, it repays a clawback's debt first (``repaying``).
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ class Settlement(msgspec.Struct, frozen=True):
     """Of the top-ups captured, what a reset kept for them (spent from the allowance)."""
     kept_lapsed: int = 0
     """What a reset kept for holds that the holds left open no longer need: it lapses."""
+    debt_repaid: int = 0
+    """Of ``lapsed``, what goes to a negative top-up balance (``repaying``)."""
 
 
 def settle(
@@ -198,3 +201,18 @@ def backed(settlement: Settlement, *, reserved: int, kept: int, held_after: int)
         kept_spent=kept_spent,
         kept_lapsed=kept - kept_spent - kept_after,
     )
+
+
+def repaying(settlement: Settlement, *, topup_balance: int) -> Settlement:
+    """A settlement whose lapsing allowance share first repays a clawback's debt.
+
+    What a hold carried over a reset would have lapsed with the old period's allowance,
+    and repaid a debt then (``CreditAccount.reset_figures``): lapsing when the hold
+    settles, it repays the debt the top-ups owe after the settlement (``topup_balance``
+    before it), up to what lapses. Credits owed are repaid before an allowance is thrown
+    away.
+    """
+    owed = settlement.from_topup - topup_balance
+    if settlement.lapsed <= 0 or owed <= 0:
+        return settlement
+    return msgspec.structs.replace(settlement, debt_repaid=min(settlement.lapsed, owed))

@@ -11,6 +11,7 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.events import CreditsSpent, HoldCaptured, HoldPlaced, HoldReleased
+from ledger.payment_events import CheckoutChange, CheckoutEvent, RefundEvent
 from ledger.service import Ledger
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
@@ -229,4 +230,92 @@ async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
     assert found == [
         ("hold-placed-twice", 3, f"hold {hold_id} was placed while it was open, "
          "reserving 600: that reservation ends without a settlement"),
+    ]  # fmt: skip
+
+
+async def test_a_carried_share_that_lapses_repays_a_debt_in_the_views_and_the_audit(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A hold keeps the allowance over a reset while a refund of spent top-ups leaves a
+    debt: released, its share lapses and repays the debt first, in the replay, the balances
+    view, the statement and the audit alike."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_owes", 100)
+    held = await books.execute(
+        PlaceHold(
+            account_id="acct_owes",
+            amount=100,
+            expires_in_seconds=600,
+            reason="job",
+            idempotency_key="h",
+        )
+    )
+    bought = CheckoutEvent(
+        event_id="evt_cs_owes",
+        change=CheckoutChange.COMPLETED,
+        session_id="cs_owes",
+        paid=True,
+        payment_intent="pi_owes",
+        amount_total=500,
+        currency="usd",
+        account_id="acct_owes",
+        credits=500,
+        checkout_url=None,
+        expires_at=None,
+    )
+    await books.apply_payment_event(bought.event_id, "checkout.session.completed", bought)
+    await books.execute(
+        SpendCredits(account_id="acct_owes", amount=400, reason="work", idempotency_key="s")
+    )
+    refund = RefundEvent(event_id="evt_refund_owes", payment_intent="pi_owes", amount_refunded=500)
+    await books.apply_payment_event(refund.event_id, "charge.refunded", refund)
+    await books.execute(ResetMonth(account_id="acct_owes", period="2099-01"))
+    released = await books.execute(
+        SettleHold(account_id="acct_owes", hold_id=held.hold_id, outcome="released")
+    )
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+    row = await Views(isolated_db.pool).balance("acct_owes")
+    statement = await Views(isolated_db.pool).statement("acct_owes", limit=1)
+
+    assert report.findings == []
+    assert released.balance == 100 - 300  # the plan's 100, and 400 owed less the 100 repaid
+    assert row is not None
+    assert (row.allowance_remaining, row.topup_balance, row.available) == (100, -300, -200)
+    assert statement[0].description == (
+        f"Hold released: 0 credits back ({held.hold_id}), 100 of last period's allowance "
+        "lapsed (100 of it repaid the top-up debt)"
+    )
+    assert (statement[0].topup_change, statement[0].allowance_change) == (100, -100)
+
+
+async def test_the_audit_flags_a_settlement_that_repays_more_than_the_debt_owed(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Repaid past what the top-ups owe, a lapsing share would make top-ups from nothing."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_repays", 1000)
+    held = await books.execute(
+        PlaceHold(
+            account_id="acct_repays",
+            amount=100,
+            expires_in_seconds=600,
+            reason="",
+            idempotency_key="h",
+        )
+    )
+    await books.execute(ResetMonth(account_id="acct_repays", period="2099-01"))
+    account: CreditAccount = await books.account("acct_repays", fresh=True)
+    account.trigger_event(
+        HoldReleased, hold_id=held.hold_id, released=100, lapsed=100, debt_repaid=100
+    )  # nothing was owed
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    found = [(f.kind, f.detail) for f in report.findings]
+    assert found == [
+        ("settlement-mismatch", f"hold {held.hold_id} released with debt_repaid 100 (the rule "
+         "gives at most 0)"),
     ]  # fmt: skip

@@ -246,6 +246,9 @@ class Account:
         kept_after = min(self.kept - kept_spent, max(self.held_topup - self.reserved, 0))
         self.allowance_remaining -= self.kept - kept_after
         self.kept = kept_after
+        # "Of the allowance that lapses, up to the debt goes to the top-up balance": a
+        # carried share lapsing when its hold settles, as at a reset.
+        self.topup += max(min(lapsed, -self.topup), 0)
 
 
 # A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how

@@ -132,6 +132,49 @@ def test_releasing_a_carried_hold_lets_its_old_allowance_lapse_but_returns_top_u
     assert figures(credits) == (100, 500, 0, 600)
 
 
+@pytest.mark.parametrize(
+    ("captured", "refunded", "repaid", "topup_after"),
+    [
+        (0, 500, 100, -300),  # the whole share lapses, and repays 100 of the 400 owed
+        (30, 500, 70, -330),  # 30 of it spent: 70 lapse and repay
+        (0, 140, 40, 0),  # 40 owed: 40 repaid, 60 thrown away
+    ],
+)
+def test_a_carried_share_that_lapses_repays_a_clawbacks_debt_first(
+    captured: int, refunded: int, repaid: int, topup_after: int
+) -> None:
+    """Credits owed are repaid before an allowance is thrown away, as a reset does: the
+    allowance a hold kept over the reset lapses when it settles, and repays the debt of a
+    refund of spent credits first (it lapsed whole, and the customer owed as much more)."""
+    credits = account(allowance=100, topup=500)
+    credits.place_hold("h1", 100, "job", LATER)  # the allowance: spends take top-ups
+    credits.spend(400, "spent")
+    credits.claw_back("cs_1", refunded)
+    credits.reset_month("2026-12")
+    assert credits.topup_balance == 100 - refunded  # nothing lapsed at the reset: all held
+
+    if captured:
+        settlement = credits.capture_hold("h1", captured, NOW)
+    else:
+        settlement = credits.release_hold("h1")
+
+    assert (settlement.lapsed, settlement.debt_repaid) == (100 - captured, repaid)
+    assert (credits.allowance_remaining, credits.topup_balance) == (100, topup_after)
+    [event] = credits.collect_events()[-1:]
+    assert event.debt_repaid == repaid  # type: ignore[attr-defined]
+    # As if the hold had been settled before the reset, whose lapsing allowance repays.
+    before = account(allowance=100, topup=500)
+    before.place_hold("h1", 100, "job", LATER)
+    before.spend(400, "spent")
+    before.claw_back("cs_1", refunded)
+    if captured:
+        before.capture_hold("h1", captured, NOW)
+    else:
+        before.release_hold("h1")
+    before.reset_month("2026-12")
+    assert (before.allowance_remaining, before.topup_balance) == (100, topup_after)
+
+
 def test_a_hold_placed_after_the_reset_is_not_carried() -> None:
     credits = account(allowance=100)
     credits.reset_month("2026-12")
@@ -227,8 +270,9 @@ refund_operations = st.lists(
 def test_refunds_during_open_holds_and_resets_never_make_top_ups(
     ops: list[tuple[str, int]],
 ) -> None:
-    """Top-ups come only from purchases and from a reset repaying a refund's debt up to zero;
-    what it keeps for holds whose top-ups were refunded lapses if they are not captured."""
+    """Top-ups come only from purchases and from an allowance that lapses (at a reset, or a
+    carried share when its hold settles) repaying a refund's debt up to zero; what a reset
+    keeps for holds whose top-ups were refunded lapses if they are not captured."""
     credits = account(allowance=100)
     periods = iter(f"{2027 + i // 12}-{i % 12 + 1:02d}" for i in range(100))
     next_hold = paid = 0
@@ -240,10 +284,16 @@ def test_refunds_during_open_holds_and_resets_never_make_top_ups(
             elif op == "hold" and n:
                 next_hold += 1
                 credits.place_hold(f"h{next_hold}", n, "x", LATER)
-            elif op == "capture" and holds:
-                credits.capture_hold(holds[0], min(n, credits.hold(holds[0]).amount), NOW)
-            elif op == "release" and holds:
-                credits.release_hold(holds[0])
+            elif op in ("capture", "release") and holds:
+                if op == "capture":
+                    amount = min(n, credits.hold(holds[0]).amount)
+                    settled = credits.capture_hold(holds[0], amount, NOW)
+                else:
+                    settled = credits.release_hold(holds[0])
+                if settled.debt_repaid:  # a carried share that lapsed paid it, as a reset's
+                    assert credits.topup_balance <= 0, "repaid more than was owed"
+                    assert settled.debt_repaid <= settled.lapsed
+                    paid += settled.debt_repaid
             elif op == "reset":
                 before = credits.topup_balance
                 credits.reset_month(next(periods))
@@ -284,6 +334,8 @@ def settled_around_a_reset(
                 credits.spend(n, "x")
             elif op == "buy":
                 credits.purchase(f"cs_{step}", n)
+            elif op == "clawback":  # a refund of credits already spent: a debt
+                credits.claw_back(f"cs_{step}", n)
             elif credits.topup_balance > 0:  # refunds of credits not yet spent: no debt
                 credits.claw_back(f"cs_{step}", min(n, credits.topup_balance))
         except InsufficientCredits:
@@ -327,8 +379,31 @@ def test_holds_released_after_a_reset_end_as_if_released_before(
 
 
 @settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["hold", "spend", "buy", "refund", "clawback", "reset"]),
+            st.integers(1, 150),
+        ),
+        max_size=12,
+    )
+)
+@example([("hold", 100), ("buy", 50), ("spend", 50), ("clawback", 50)])
+def test_holds_released_after_a_reset_repay_a_debt_as_if_released_before(
+    setup: list[tuple[str, int]],
+) -> None:
+    """Credits owed are repaid before an allowance is thrown away: an allowance share a
+    reset carried for an open hold lapses when the hold is released, and repays the debt
+    of a refund of spent credits first, as the reset would have had the hold been released
+    before it (it repaid none: the customer lost up to that share)."""
+    releases = [-1] * len(setup)
+    before = settled_around_a_reset(setup, releases, settle_first=True)
+    assert settled_around_a_reset(setup, releases, settle_first=False) == before
+
+
+@settings(max_examples=300, deadline=None)
 @given(SETUPS, st.lists(st.integers(-1, 150), min_size=12, max_size=12))
-@example(  # two allowance holds carried over the reset lapse, and repay no debt
+@example(  # two allowance holds carried over the reset lapse before the capture owes
     [
         *[("hold", 1), ("hold", 1), ("reset", 1), ("hold", 1), ("hold", 1), ("spend", 98)],
         *[("buy", 101), ("hold", 101), ("refund", 1), ("refund", 100)],
@@ -341,7 +416,8 @@ def test_holds_settled_after_a_reset_cost_no_more_than_settled_before(
     """A capture after the reset may spend what the reset kept for it (allowance the refund
     kept from use), never more top-ups than the same capture before the reset, but for the
     allowance shares the reset carried that lapse when their holds settle: such a share
-    repays no debt, where the reset would have had the hold settled before it (README)."""
+    repays the debt owed when it lapses, which a capture settled later may add to, where
+    the reset would have lapsed it after every capture had."""
     topups_before, allowance_before = settled_around_a_reset(setup, settlements, settle_first=True)
     lapsed: list[int] = []
     topups_after, allowance_after = settled_around_a_reset(
@@ -529,7 +605,10 @@ def test_a_settlement_before_the_other_expiries_due_leaves_what_they_first_would
     """A capture or release records the account's other expiries due right after its own
     settlement (README: holds), where every other command records them first. Either way
     the account ends the same, so its answer (made after both) and the alerts (judged on
-    what the command left) tell what a balance read shows then."""
+    what the command left) tell what a balance read shows then; but for one thing: a
+    capture that takes top-ups below zero owes them before an allowance share the expiries
+    let lapse after it, which repays that debt first (in the other order, it lapsed
+    before anything was owed)."""
     credits = account(allowance=200, topup=100)
     for next_id, (op, n, k) in enumerate(ops):
         try:
@@ -565,11 +644,14 @@ def test_a_settlement_before_the_other_expiries_due_leaves_what_they_first_would
     else:
         expired_first.release_hold(hold_id)
 
-    for credits_after in (settled_first, expired_first):
-        credits_after.collect_events()
-    assert vars(settled_first) == vars(expired_first) | {"_modified_on": ANY}
+    repaid = sum(getattr(e, "debt_repaid", 0) for e in settled_first.collect_events()) - sum(
+        getattr(e, "debt_repaid", 0) for e in expired_first.collect_events()
+    )
+    assert repaid >= 0
+    ends_alike = {"_modified_on": ANY, "topup_balance": expired_first.topup_balance + repaid}
+    assert vars(settled_first) == vars(expired_first) | ends_alike
     assert (answer.balance, answer.held, answer.available) == (
-        expired_first.balance,
+        expired_first.balance + repaid,
         expired_first.held,
-        expired_first.available,
+        expired_first.available + repaid,
     )

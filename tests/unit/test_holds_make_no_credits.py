@@ -160,8 +160,8 @@ def test_a_hold_released_across_refunds_makes_no_credits_and_loses_at_most_its_c
     setup: list[tuple[str, int, int]], between: list[tuple[str, int, int]], amount: int, settle: str
 ) -> None:
     """With a refund's debt, a reset repays it from the allowance that lapses; a hold's
-    allowance share carried over that reset lapses when the hold settles and repays nothing
-    (README, holds: "the customer may lose up to that share; a policy to revisit")."""
+    allowance share carried over that reset lapses when the hold settles and repays the
+    debt owed then, which a purchase in between may have repaid (docs/holds.md)."""
     held, never, share = both_worlds(setup, between, amount, settle)
     assert held.balance <= never.balance
     assert never.balance - held.balance <= share
