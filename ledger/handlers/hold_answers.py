@@ -30,6 +30,11 @@ class Hold(msgspec.Struct, frozen=True):
     balance: int
     held: int
     available: int
+    lapsed: int | None = None
+    """Of ``released``, what ended instead of coming back: an allowance share carried over
+    a reset, and shares of grants closed while the hold was open (any part of the allowance
+    share that repaid a clawback's debt is in the statement). None in an answer recorded
+    before the field (its repeats, and the read of a hold it settled)."""
 
 
 def hold_answer(
@@ -52,6 +57,7 @@ def hold_answer(
         balance=account.balance,
         held=account.held,
         available=account.available,
+        lapsed=settlement.lapsed + sum(settlement.grants_lapsed.values()) if settlement else 0,
     )
 
 

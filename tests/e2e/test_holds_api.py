@@ -332,3 +332,28 @@ async def test_a_hold_answers_its_expiry_in_utc_with_a_z_as_every_other_time(
 
     assert placed.expires_at.endswith("Z"), placed.expires_at
     assert placed.expires_at == read.expires_at == released.expires_at
+
+
+async def test_a_settled_hold_answers_what_of_its_released_credits_lapsed(
+    writer: LedgerClient,
+) -> None:
+    """``released`` is the hold's amount less what it captured (the contract's "the rest is
+    released"), but not all of it comes back: an allowance share carried over a reset and a
+    closed grant's share end instead. The answer said so nowhere, and a client saw released
+    credits its balance never got back."""
+    account_id = await open_account(writer, 100)
+    grant_id = (await writer.grant(account_id, 80)).grant_id
+    carried = await writer.place_hold(account_id, 150)  # 100 of the allowance, 50 of the grant
+    assert carried.lapsed == 0
+    await writer.monthly_reset(account_id, "2099-01")
+    await writer.void_grant(account_id, grant_id)  # its 50 the hold keeps lapse at the settle
+
+    captured = await writer.capture_hold(account_id, carried.hold_id, 30)
+    read = await writer.get_hold(account_id, carried.hold_id)
+    fresh = await writer.place_hold(account_id, 40)
+    released = await writer.release_hold(account_id, fresh.hold_id)
+
+    assert (captured.captured, captured.released, captured.lapsed) == (30, 120, 120)
+    assert (captured.balance, captured.available) == (100, 100)
+    assert read == captured
+    assert (released.released, released.lapsed, released.available) == (40, 0, 100)

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from unittest.mock import ANY
 
+import msgspec
 import pytest
 from eventsourcing.persistence import StoredEvent
 from hypothesis import assume, example, given, settings
@@ -22,6 +23,7 @@ from ledger.domain.errors import (
     PeriodOutOfOrder,
 )
 from ledger.handlers.expiries import expire_due
+from ledger.handlers.hold_answers import Hold
 from ledger.handlers.holds import decide_settle
 from ledger.store.mapper import MsgspecMapper
 from ledger.store.repository import copy_of, snapshot_of
@@ -655,3 +657,28 @@ def test_a_settlement_before_the_other_expiries_due_leaves_what_they_first_would
         expired_first.held,
         expired_first.available + repaid,
     )
+
+
+def test_a_hold_answer_recorded_before_lapsed_reads_back_without_it() -> None:
+    """Claims keep the first answer; one recorded before ``lapsed`` is answered again (a
+    repeat, a read of the hold) with it null, not 0, which may be untrue of it."""
+    old = msgspec.json.encode(
+        {
+            "hold_id": "hold_1",
+            "account_id": "acct_1",
+            "status": "released",
+            "amount": 300,
+            "captured": 0,
+            "released": 300,
+            "reason": "",
+            "expires_at": "2030-01-01T00:15:00Z",
+            "balance": 1000,
+            "held": 0,
+            "available": 1000,
+        }
+    )
+
+    answered = msgspec.json.decode(old, type=Hold)
+
+    assert answered.lapsed is None
+    assert msgspec.json.decode(msgspec.json.encode(answered))["lapsed"] is None

@@ -150,6 +150,9 @@ class Hold(msgspec.Struct, frozen=True, kw_only=True):
     balance: int
     held: int
     available: int
+    lapsed: int | None = None
+    """Of ``released``, what ended instead of coming back (an allowance share carried over a
+    reset, shares of grants closed meanwhile); None from a server, or an answer, before it."""
 
 
 class GrantAnswer(msgspec.Struct, frozen=True, kw_only=True):
