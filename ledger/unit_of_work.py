@@ -66,7 +66,9 @@ MAX_ATTEMPTS = 12
 
 MAX_REDECISIONS = 3
 """How often one attempt decides again at the later time a stream it changes told (each
-time later: a fresh load may bring another process's newer events)."""
+time later: a fresh load may bring another process's newer events); still later after
+that, the attempt ends as a conflict would, and the command is decided again after a pause
+(never recorded with what it judged at an earlier time than its events tell)."""
 
 TURN_WAIT_SECONDS = 5.0
 """How long a command waits for the commands before it on its account (its lock in this
@@ -253,6 +255,10 @@ class UnitOfWork:
                 # the period) are made at.
                 command = msgspec.structs.replace(command, at=later)  # type: ignore[type-var]
                 decision = self._decide(handler, await self._load(handler, command, fresh), command)
+            else:
+                # Other processes kept recording later events: decided afresh, after a pause.
+                if _told_later(decision, getattr(command, "at", None)) is not None:
+                    raise ConcurrencyConflict("its streams kept telling later times")
         except DomainError:
             if (replayed := await self._replayed(handler, claim, command)) is not None:
                 return replayed

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+import pytest
+
+from ledger import unit_of_work
 from ledger.bootstrap import build_ledger
 from ledger.commands import (
     GrantCredits,
@@ -16,10 +19,14 @@ from ledger.commands import (
     SpendCredits,
     VoidGrant,
 )
+from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.ids import account_stream_id, checkout_stream_id
+from ledger.handlers.account_stream import by_account
 from ledger.payment_events import CheckoutChange, CheckoutEvent
+from ledger.store.event_store import ConcurrencyConflict
 from ledger.store.mapper import MsgspecMapper
+from ledger.unit_of_work import Decision, Handler, Streams
 from tests.conftest import IsolatedDatabase
 from tests.support.ledger import conflicts_retried, open_account, save
 
@@ -211,3 +218,35 @@ async def test_a_write_to_two_streams_tells_one_time_no_earlier_than_either(
     session_times = await stream_times(isolated_db, checkout_stream_id(session_id))
     assert session_times == sorted(session_times)
     assert account_times[-1] == session_times[-1] == session_times[0]
+
+
+async def test_a_decision_its_streams_keep_outrunning_is_not_recorded(
+    isolated_db: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decided again at the later time its stream told, a command whose fresh loads keep
+    telling later ones (other processes writing on) ends as a conflict would, rather than
+    record what it judged at an earlier time than its events tell."""
+    monkeypatch.setattr(unit_of_work, "MAX_ATTEMPTS", 1)
+    books = build_ledger(isolated_db.pool)
+    decided: list[datetime | None] = []
+
+    async def load(streams: Streams, command: SpendCredits) -> CreditAccount:
+        return CreditAccount.open(command.account_id, 100, "2000-01")  # opened now, each time
+
+    def decide(account: CreditAccount, command: SpendCredits) -> Decision[None]:
+        decided.append(command.at)
+        account.spend(command.amount, command.reason, command.at)
+        return Decision(None, [account])
+
+    handler = Handler(type(None), by_account, load, decide)
+    try:
+        with pytest.raises(ConcurrencyConflict, match="kept telling later times"):
+            await books.uow.run(
+                handler, spend("acct_outrun", "k", datetime(2000, 1, 1, tzinfo=UTC))
+            )
+    finally:
+        await books.uow.committer.stop()
+
+    assert len(decided) == 1 + unit_of_work.MAX_REDECISIONS
+    assert decided == sorted(decided)  # type: ignore[type-var]
+    assert await isolated_db.store.load(account_stream_id("acct_outrun")) == []
