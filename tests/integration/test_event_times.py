@@ -7,6 +7,7 @@ from uuid import UUID
 
 import pytest
 
+from audit.verify import verify
 from ledger import unit_of_work
 from ledger.bootstrap import build_ledger
 from ledger.commands import (
@@ -28,6 +29,7 @@ from ledger.store.event_store import ConcurrencyConflict
 from ledger.store.mapper import MsgspecMapper
 from ledger.unit_of_work import Decision, Handler, Streams
 from tests.conftest import IsolatedDatabase
+from tests.support.events import caught_up
 from tests.support.ledger import conflicts_retried, open_account, save
 
 
@@ -146,6 +148,10 @@ async def test_a_command_that_waited_for_its_turn_records_no_earlier_than_its_st
     times = await stream_times(isolated_db, account_stream_id(account_id))
     assert times == sorted(times)
     assert times[-2:] == [start + timedelta(seconds=50)] * 2
+    recorded = [e.recorded_at for e in await isolated_db.store.load(account_stream_id(account_id))]
+    assert recorded == sorted(recorded)  # the store's own times, as they were
+    await caught_up(isolated_db.store)
+    assert (await verify(isolated_db.pool)).findings == []  # the hash chain among them
     assert waited.available == 1000 - 10 - 2  # the hold still open at +50 s
     assert settled.status == "captured"
 
