@@ -477,9 +477,9 @@ class StreamReplay:
             self._find(
                 "recorded-out-of-order",
                 f"recorded at {_when(event.recorded_at)}, before version {previous_version} "
-                f"of its stream ({_when(postgres_moment(previous_time))}): appends record their time in "
-                "order, so it was written into the stream's past (or the database server's "
-                "clock stepped back)",
+                f"of its stream ({_when(postgres_moment(previous_time))}): appends record their "
+                "time in order, so it was written into the stream's past (or the database "
+                "server's clock stepped back)",
                 stream,
                 event,
             )
