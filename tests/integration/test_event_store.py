@@ -475,33 +475,67 @@ async def test_a_command_whose_events_do_not_follow_its_stream_fails_alone_in_it
 
 
 async def test_the_parts_of_the_streams_hold_every_event_once_each_in_commit_order(
-    isolated_db: IsolatedDatabase,
+    isolated_db: IsolatedDatabase, pool: asyncpg.Pool
 ) -> None:
-    """What the rebuild's worker processes read: whole streams, dealt out by their id."""
+    """What the rebuild's worker processes read: whole streams, dealt out by their id, the
+    events up to ``visible_head`` in one snapshot, which later statements in it keep.
+
+    Each statement looks at the watermark afresh: a transaction of another database that
+    ends between two of them counts at the second (its rows are not in the snapshot), so a
+    second look (``read_after``, the test's reference once) can stand lower than the first.
+    One such transaction ends here between the head and the reads, as others' did under load.
+    """
     store = isolated_db.store
     streams = [uuid.UUID(int=n) for n in range(1, 25)]  # its own database: no one else's ids
-    for version in (1, 2, 3):
-        await store.append([event(stream, version) for stream in streams[version:]])
-    await settled(store)
+    elsewhere = await pool.acquire()  # the suite's database: another database on the server
+    transaction = elsewhere.transaction()
+    await transaction.start()
+    ended: list[bool] = []
+    try:
+        await elsewhere.fetchval("SELECT pg_current_xact_id()")  # older than every append
+        for version in (1, 2, 3):
+            await store.append([event(stream, version) for stream in streams[version:]])
+        last = await settled(store)
+        parts: list[list[RecordedEvent]] = []
+        everything: list[int] = []
 
-    async with (
-        isolated_db.pool.acquire() as connection,
-        connection.transaction(isolation="repeatable_read"),
-    ):
-        until = await visible_head(connection)
-        parts = [
-            [
-                e
-                async for chunk in read_part_until(connection, until, part, 3, chunk=5)
-                for e in chunk
-            ]
-            for part in range(3)
-        ]
-        everything = await read_after(connection, 0, 1000)
+        # A look's head may stop short of ``last`` (the watermark's rule, as above): then the
+        # look is taken again, in a fresh snapshot.
+        async def looked_up_to_the_last() -> bool:
+            async with (
+                isolated_db.pool.acquire() as connection,
+                connection.transaction(isolation="repeatable_read"),
+            ):
+                head = await visible_head(connection)
+                if not ended:
+                    await transaction.commit()
+                    ended.append(True)
+                parts[:] = [
+                    [
+                        e
+                        async for chunk in read_part_until(connection, head, part, 3, chunk=5)
+                        for e in chunk
+                    ]
+                    for part in range(3)
+                ]
+                everything[:] = [
+                    row[0]
+                    for row in await connection.fetch(
+                        """SELECT notification_id FROM stored_events
+                           WHERE notification_id <= $1 ORDER BY notification_id""",
+                        head,
+                    )
+                ]
+            return head == last
 
-    assert sorted(e.notification_id for part in parts for e in part) == [
-        e.notification_id for e in everything
-    ]
+        await until(looked_up_to_the_last, what="a look whose head is the last append's")
+    finally:
+        if not ended:
+            await transaction.rollback()
+        await pool.release(elsewhere)
+
+    assert len(everything) == 23 + 22 + 21
+    assert sorted(e.notification_id for part in parts for e in part) == everything
     for part in parts:
         assert [e.notification_id for e in part] == sorted(e.notification_id for e in part)
     owners = {e.originator_id: n for n, part in enumerate(parts) for e in part}
