@@ -365,9 +365,11 @@ class Projector:
         store: EventStore,
         database_url: str,
         batch_size: int = BATCH_SIZE,
+        stuck_retry_seconds: float = STUCK_RETRY_SECONDS,
     ) -> None:
         self.store = store
         self.batch_size = batch_size
+        self.stuck_retry_seconds = stuck_retry_seconds
         self.database_url = database_url
         self.projections = list(all_projections(remembering=True))
         self._wake = asyncio.Event()
@@ -401,14 +403,15 @@ class Projector:
                     applied = 0
                 except UnreadableEvent as error:
                     # Stays up (its dispatcher delivers what is queued) and says so in one
-                    # line now and then; a restart would read the same event again.
-                    log.error(
-                        "projector stopped: %s; the views stay before it (will retry in %.0f s)",
-                        error,
-                        STUCK_RETRY_SECONDS,
+                    # line, as a failing batch is (once, every 10 minutes, when it ends): a
+                    # restart would read the same event again.
+                    self._failing.failed(
+                        logging.ERROR,
+                        f"projector stopped: {error}; the views stay before it"
+                        f" (will retry every {self.stuck_retry_seconds:.0f} s)",
                     )
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), STUCK_RETRY_SECONDS)
+                        await asyncio.wait_for(stop.wait(), self.stuck_retry_seconds)
                     continue
                 else:
                     self._failing.succeeded()
