@@ -241,6 +241,8 @@ class Relay:
                 except BrokerUnavailable as error:
                     # Start afresh: a new connection, the stream made sure of, its tail read.
                     await self.publisher.close()
+                    with contextlib.suppress(*DATABASE_ERRORS):
+                        await self._register()
                     shown = without_password(self.settings.url, hide_user=True)
                     await self._retry_later(f"NATS at {shown} unavailable", error, stop)
                     continue
@@ -258,9 +260,6 @@ class Relay:
 
     async def step(self) -> int:
         """Publish the next batch and commit its position; return how many events it held."""
-        if not self._registered:  # before the broker: a relay that never reaches it shows
-            self.position = await register(self.pool, self.settings.position_name)
-            self._registered = True
         if not self.publisher.connected:
             self._in_stream = None
             await self.publisher.connect()
@@ -286,6 +285,7 @@ class Relay:
                 watchdog.cancel()
         if done is None:
             return 0
+        await self._register()
         in_stream, events = done
         # Committed: only now is the position the stream's and the database's alike.
         self._in_stream = in_stream
@@ -294,6 +294,20 @@ class Relay:
             log.debug("relay: published up to position %d", in_stream.position)
         self.position = in_stream.position
         return len(events)
+
+    async def _register(self) -> None:
+        """Make this relay's position row (at 0) if there is none yet: ``/metrics`` then shows
+        its lag from its start, also while it has never reached its broker (called when the
+        broker is unavailable, and after each batch).
+
+        Not before the broker has answered and the stream proved this ledger's: each relay
+        refused for good at its start (a stream of another ledger's, subjects another stream
+        holds: exit 1, "use another --stream") left a row at 0 that no relay would move,
+        behind by the whole store in ``/metrics`` for ever, one for each stream tried.
+        """
+        if not self._registered:
+            self.position = await register(self.pool, self.settings.position_name)
+            self._registered = True
 
     async def _publish_next(
         self, connection: Connection

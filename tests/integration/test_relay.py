@@ -532,6 +532,50 @@ async def test_the_relay_refuses_subjects_another_stream_holds_instead_of_retryi
     assert await committed_position(isolated_db) == 0
 
 
+async def test_relays_refused_at_their_start_leave_no_position_row_and_one_that_runs_one(
+    isolated_db: IsolatedDatabase, nats_server: NatsServer
+) -> None:
+    """Each relay made its row before it reached the broker: one refused for good (a stream
+    holding another ledger's events, subjects another stream holds: "use another --stream")
+    left a row at 0 no relay would move, one per stream tried, each behind by the whole
+    store in /metrics for ever (its "Event feed behind" alert never resolving)."""
+    await nats_server.start()
+    await Writer(isolated_db.store).append_chunk(streams=1)
+    other = (await every_event(isolated_db.store))[3]
+    stranger = msgspec.json.encode({"position": other.notification_id, "hash": "00" * 32})
+    async with connected(nats_server.url) as nc:
+        js = nc.jetstream()
+        await js.add_stream(name="SOMEONE_ELSES", subjects=[f"{PREFIX}.>"])
+        await js.publish(
+            f"{PREFIX}.CreditsSpent",
+            stranger,
+            headers={MSG_ID_HEADER: str(other.notification_id)},
+        )
+
+    async def relay_rows() -> list[tuple[str, int]]:
+        rows = await isolated_db.pool.fetch(
+            "SELECT name, position FROM projection_positions WHERE name LIKE 'relay:%'"
+        )
+        return [(r["name"], r["position"]) for r in rows]
+
+    for stream, refusal in (("SOMEONE_ELSES", "another ledger"), ("SECOND", "10065")):
+        settings = relay_settings(url=nats_server.url, stream=stream)
+        relay = Relay(isolated_db.store, isolated_db.pool, isolated_db.url, settings)
+        with pytest.raises(RelayRefused, match=refusal):
+            await asyncio.wait_for(relay.run(asyncio.Event()), WAIT_SECONDS)
+        assert await relay_rows() == [], stream
+
+    settings = relay_settings(url=nats_server.url, stream="OURS", subject_prefix="ours")
+    relay = Relay(isolated_db.store, isolated_db.pool, isolated_db.url, settings)
+    stop = asyncio.Event()
+    head = max(e.notification_id for e in await every_event(isolated_db.store))
+    async with running(relay.run(stop)) as task:
+        await until(lambda: relay.position == head, WAIT_SECONDS, what="the relay publishing")
+        stop.set()
+        await task
+    assert await relay_rows() == [("relay:nats:OURS", head)]
+
+
 async def test_two_relays_on_one_database_take_turns_without_duplicates(
     isolated_db: IsolatedDatabase, nats_server: NatsServer
 ) -> None:
