@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # First: a Ctrl-C while the imports below run is one line, not their traceback.
-import api.cli_interrupt  # noqa: F401  # isort: skip
+from api.cli_interrupt import came_of_ctrl_c  # isort: skip
 
 import asyncio
 import logging
@@ -126,6 +126,8 @@ class _Commands(click.Group):
             _stop_writing_stdout()
             ctx.exit(1)
         except Exception as error:
+            if came_of_ctrl_c(error):  # a Ctrl-C wrapped in another error on its way here
+                raise _Interrupted from None
             if isinstance(error, click.ClickException | click.exceptions.Exit | click.Abort):
                 raise
             raise error_in_one_line(error) from None

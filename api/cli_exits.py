@@ -54,4 +54,8 @@ def exit_2_when_it_cannot_run() -> Iterator[None]:
     except click.ClickException as error:
         raise CouldNotRun(error.format_message()) from None
     except Exception as error:
+        from api.cli_interrupt import came_of_ctrl_c
+
+        if came_of_ctrl_c(error):
+            raise  # a Ctrl-C's, said as one by the command group
         raise CouldNotRun(error_in_one_line(error).format_message()) from None

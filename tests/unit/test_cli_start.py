@@ -75,17 +75,85 @@ sys.exit(main(["interrupted"], prog_name="ledger"))
 """
 
 
-@pytest.mark.parametrize(
-    "script",
-    [_CTRL_C_WHILE_IMPORTING, _CTRL_C_WHILE_RUNNING],
-    ids=["while the CLI imports", "while a command runs"],
+# A Ctrl-C while a class is made (in its descriptors' __set_name__, as a module imports):
+# Python 3.11 wraps what __set_name__ raises in a RuntimeError.
+_CTRL_C_IN_SET_NAME = """
+import os, signal
+
+class CtrlC:
+    def __set_name__(self, owner, name):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100):  # the signal's handler runs between these
+            pass
+
+def made() -> None:
+    type("Made", (), {"field": CtrlC()})
+"""
+
+_CTRL_C_WRAPPED_WHILE_IMPORTING = (
+    _CTRL_C_IN_SET_NAME
+    + """
+import sys
+
+class MadeAsClickImports:
+    def find_spec(self, name, path=None, target=None):
+        if name == "click":
+            made()
+        return None
+
+sys.meta_path.insert(0, MadeAsClickImports())
+from api.cli import main
+print("imported")
+sys.exit(main(["--help"], prog_name="ledger"))
+"""
 )
-def test_ctrl_c_is_one_line_and_ends_the_process_by_sigint(script: str) -> None:
+
+_CTRL_C_WRAPPED_WHILE_RUNNING = (
+    _CTRL_C_IN_SET_NAME
+    + """
+import sys
+from api.cli import main
+from api.cli_exits import exit_2_when_it_cannot_run
+
+@main.command("interrupted")
+def interrupted() -> None:
+    made()
+
+@main.command("interrupted-verifying")
+def interrupted_verifying() -> None:
+    with exit_2_when_it_cannot_run():  # as `audit verify`
+        made()
+
+sys.exit(main([sys.argv[1]], prog_name="ledger"))
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("script", "command"),
+    [
+        (_CTRL_C_WHILE_IMPORTING, ""),
+        (_CTRL_C_WHILE_RUNNING, ""),
+        (_CTRL_C_WRAPPED_WHILE_IMPORTING, ""),
+        (_CTRL_C_WRAPPED_WHILE_RUNNING, "interrupted"),
+        (_CTRL_C_WRAPPED_WHILE_RUNNING, "interrupted-verifying"),
+    ],
+    ids=[
+        "while the CLI imports",
+        "while a command runs",
+        "wrapped while the CLI imports",
+        "wrapped while a command runs",
+        "wrapped while a command that exits 2 when it cannot run runs",
+    ],
+)
+def test_ctrl_c_is_one_line_and_ends_the_process_by_sigint(script: str, command: str) -> None:
     """A Ctrl-C during the start printed a KeyboardInterrupt traceback of import machinery;
     during a command, click's "Aborted!" with exit 1. Both now say "Aborted!" and end by
-    SIGINT, as Python ends on a Ctrl-C (130 in a shell, and a script running it stops)."""
+    SIGINT, as Python ends on a Ctrl-C (130 in a shell, and a script running it stops).
+    A Ctrl-C that reached the command inside another error (Python 3.11 wraps one raised
+    in ``__set_name__``) was that error's traceback, or its line and exit 1 (2)."""
     ran = subprocess.run(  # noqa: S603 (the test's own script)
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script, command],
         capture_output=True,
         text=True,
         timeout=60,
