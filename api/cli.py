@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # First: a Ctrl-C while the imports below run is one line, not their traceback.
-from api.cli_interrupt import came_of_ctrl_c  # isort: skip
+from api.cli_interrupt import came_of_ctrl_c, end_by_signal  # isort: skip
 
 import asyncio
 import logging
@@ -123,7 +123,12 @@ class _Commands(click.Group):
         except KeyboardInterrupt:
             raise _Interrupted from None
         except BrokenPipeError:  # `ledger audit export | head`: the reader had enough
+            # Quietly, and by SIGPIPE as a Unix tool ends there (141 in a shell): exit 1
+            # said "it found something" of `audit verify` and `stripe reconcile`.
+            import signal
+
             _stop_writing_stdout()
+            end_by_signal(signal.SIGPIPE)
             ctx.exit(1)
         except Exception as error:
             if came_of_ctrl_c(error):  # a Ctrl-C wrapped in another error on its way here
@@ -149,7 +154,8 @@ def _stop_writing_stdout() -> None:
     "       something; their --help says what)\n"
     "  2    a usage error (audit verify, stripe reconcile: also when it could not do its work)\n"
     "  3    serve: the API's start-up failed (the log says why)\n"
-    '  130  Ctrl-C: "Aborted!", and the command ends by SIGINT',
+    '  130  Ctrl-C: "Aborted!", and the command ends by SIGINT\n'
+    "  141  its output's reader went away (`| head`): it ends quietly by SIGPIPE",
 )
 @click.option("-v", "--verbose", "verbosity", count=True, help=_VERBOSE_HELP)
 @click.version_option(package_name="credit-ledger", message="ledger (%(package)s) %(version)s")

@@ -1,4 +1,5 @@
-"""A Ctrl-C ends ``ledger`` with one line, not a traceback, whenever it comes.
+"""A Ctrl-C ends ``ledger`` with one line, not a traceback, whenever it comes (and a reader
+that went away ends it by SIGPIPE: ``end_by_signal``).
 
 api/cli.py imports this module before anything else: its other imports take most of a
 command's start (some 0.3 s), and a Ctrl-C meanwhile printed a KeyboardInterrupt
@@ -19,8 +20,8 @@ ABORTED = "Aborted!"
 """What click says of a Ctrl-C, and so what ``ledger`` says of one at any moment."""
 
 _previous = sys.excepthook
-_end_by_sigint: list[bool] = []
-"""Set when an error that a Ctrl-C caused ends the interpreter (``came_of_ctrl_c``)."""
+_end_by: list[int] = []
+"""The signal the process ends by once the interpreter has shut down (``end_by_signal``)."""
 
 
 def came_of_ctrl_c(error: BaseException) -> bool:
@@ -51,7 +52,9 @@ def _one_line_for_ctrl_c(
         _previous(kind, error, traceback)
         return
     if not issubclass(kind, KeyboardInterrupt):
-        _end_by_sigint.append(True)  # as Python ends on a KeyboardInterrupt of its own
+        import signal
+
+        end_by_signal(signal.SIGINT)  # as Python ends on a KeyboardInterrupt of its own
     try:
         # On a new line: the terminal has echoed ^C where the cursor was.
         sys.stderr.write(f"\n{ABORTED}\n")
@@ -60,10 +63,16 @@ def _one_line_for_ctrl_c(
         pass
 
 
-def _ending_by_sigint() -> None:
-    """At exit, after every other exit function (registered first, it runs last): end by
-    SIGINT, as the interpreter does after a KeyboardInterrupt, when one was wrapped."""
-    if not _end_by_sigint:
+def end_by_signal(signum: int) -> None:
+    """End the process by ``signum`` (its default action) once the interpreter has shut
+    down, whatever exit code it is given: as Python ends by SIGINT after a KeyboardInterrupt,
+    and a Unix tool by SIGPIPE when its reader has gone (``ls | head -1``)."""
+    _end_by[:] = [signum]
+
+
+def _ending_by_signal() -> None:
+    """At exit, after every other exit function (registered first, it runs last)."""
+    if not _end_by:
         return
     import contextlib
     import signal
@@ -71,9 +80,9 @@ def _ending_by_sigint() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
+    signal.signal(_end_by[0], signal.SIG_DFL)
+    os.kill(os.getpid(), _end_by[0])
 
 
 sys.excepthook = _one_line_for_ctrl_c
-atexit.register(_ending_by_sigint)
+atexit.register(_ending_by_signal)

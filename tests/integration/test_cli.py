@@ -324,8 +324,11 @@ def _pipe_nobody_reads() -> Iterator[int]:
 
 
 @pytest.mark.parametrize(
-    ("output", "said"),
-    [(_full_disk, "Error: No space left on device\n"), (_pipe_nobody_reads, "")],
+    ("output", "said", "ended"),
+    [
+        (_full_disk, "Error: No space left on device\n", 1),
+        (_pipe_nobody_reads, "", -signal.SIGPIPE),
+    ],
     ids=["a full disk", "a reader that went away"],
 )
 async def test_output_that_cannot_be_written_is_one_line_and_leaves_no_unseen_token(
@@ -333,10 +336,11 @@ async def test_output_that_cannot_be_written_is_one_line_and_leaves_no_unseen_to
     pool: asyncpg.Pool,
     output: Callable[[], contextlib.AbstractContextManager[int]],
     said: str,
+    ended: int,
 ) -> None:
     """Standard output on a full disk: a traceback, and a live token whose secret nobody
     saw (a CLI review). A reader that had enough (`ledger audit export | head`): nothing
-    said, where it was "Error: Broken pipe" (an audit review)."""
+    said, where it was "Error: Broken pipe" (an audit review), and the end by SIGPIPE."""
     name = unique("unseen")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -358,11 +362,39 @@ async def test_output_that_cannot_be_written_is_one_line_and_leaves_no_unseen_to
     )
 
     for failed in (listed, created):
-        assert (failed.returncode, failed.stderr) == (1, said)
+        assert (failed.returncode, failed.stderr) == (ended, said)
     revoked = await pool.fetchval(
         "SELECT bool_and(revoked_at IS NOT NULL) FROM api_tokens WHERE name = $1", name
     )
     assert revoked is True
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("audit", "verify", "--jobs", "1"), ("audit", "export", "acct_piped")],
+    ids=["audit verify", "audit export"],
+)
+async def test_a_reader_that_went_away_ends_the_command_quietly_by_sigpipe(
+    isolated_db: IsolatedDatabase, command: tuple[str, ...]
+) -> None:
+    """`ledger audit verify | head -1` exited 1, which says of the audit "it found
+    something" (and of `stripe reconcile` "a purchase to look at"): now it ends as Unix
+    tools end there, by SIGPIPE (141 in a shell), saying nothing."""
+    assert (await ledger(isolated_db.url, "accounts", "open", "acct_piped")).returncode == 0
+    with _pipe_nobody_reads() as stdout:
+        ended = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "api.cli", *command],
+            env={**os.environ, "DATABASE_URL": isolated_db.url},
+            cwd=cli.ROOT,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert (ended.returncode, ended.stderr) == (-signal.SIGPIPE, "")
 
 
 async def test_audit_verify_on_a_database_never_set_up_sets_it_up_and_finds_nothing(
