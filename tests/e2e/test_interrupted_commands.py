@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,13 +18,14 @@ from bench.generate import generate
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ROOT
 from tests.support.processes import gone, spawned_workers
+from tests.support.servers import bind_free_port
 
 
-def started(command: tuple[str, ...], database_url: str) -> subprocess.Popen[str]:
+def started(command: tuple[str, ...], database_url: str, **env: str) -> subprocess.Popen[str]:
     """``ledger COMMAND`` in a process group of its own, as a terminal runs it."""
     return subprocess.Popen(  # noqa: S603 (the test's own command)
         [sys.executable, "-m", "api.cli", *command],
-        env={**os.environ, "DATABASE_URL": database_url},
+        env={**os.environ, "DATABASE_URL": database_url, **env},
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -103,3 +105,45 @@ async def test_a_verify_whose_process_alone_is_ended_leaves_no_worker_running(
             process.stdout.close()
 
     assert not outlived, "a worker outlived the command"
+
+
+def _free_port() -> str:
+    sock = bind_free_port()
+    try:
+        return str(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("serve",), ("project",), ("audit", "verify", "--jobs", "1")],
+    ids=["serve", "project", "audit verify"],
+)
+async def test_ctrl_c_while_a_command_starts_is_one_line_or_a_clean_stop(
+    isolated_db: IsolatedDatabase, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """An early Ctrl-C (importing, setting the database up, starting the server) is
+    "Aborted!" and the end by SIGINT, or, once the command has its own handlers in place,
+    its clean stop (exit 0): never a traceback or another error's line. The moments are
+    only where the signal lands (earlier on a busy machine, later on a quick one)."""
+    ports = {"PORT": _free_port(), "STRIPE_STANDIN_PORT": _free_port()}
+    for after in (0.0, 0.3, 0.8, 1.5, 3.0):
+        process = started(command, isolated_db.url, LEDGER_DATA_DIR=str(tmp_path / "data"), **ports)
+        try:
+            await asyncio.sleep(after)
+            with contextlib.suppress(ProcessLookupError):  # a verify may have ended
+                os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+            output, _ = await asyncio.to_thread(process.communicate, timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+        said = f"{command} interrupted {after} s after its start:\n{output}"
+        assert process.returncode in (0, -signal.SIGINT), said
+        assert "Traceback" not in output, said
+        assert "Error:" not in output, said
+        assert "never retrieved" not in output, said
+        if process.returncode == -signal.SIGINT and output.strip():
+            assert output.strip().splitlines()[-1] == "Aborted!", said
