@@ -8,6 +8,7 @@ import time
 
 import asyncpg
 
+from ledger.failing_loop import FailingLoop
 from ledger.store.event_store import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -16,16 +17,10 @@ RELISTEN_SECONDS = 5.0
 """How often a ``Listening`` whose connection was lost (or never made) tries LISTEN again."""
 
 
-async def listen(
-    database_url: str, channel: str, wake: asyncio.Event, *, who: str, poll_seconds: float
-) -> asyncpg.Connection | None:
-    """A connection that sets ``wake`` on every NOTIFY on ``channel``; None if it cannot."""
-    try:
-        connection: asyncpg.Connection = await asyncpg.connect(database_url, timeout=5)
-        await connection.add_listener(channel, lambda *_: wake.set())
-    except DATABASE_ERRORS as error:
-        log.warning("%s cannot LISTEN (%s): polling every %.1fs", who, error, poll_seconds)
-        return None
+async def listen(database_url: str, channel: str, wake: asyncio.Event) -> asyncpg.Connection:
+    """A connection that sets ``wake`` on every NOTIFY on ``channel``."""
+    connection: asyncpg.Connection = await asyncpg.connect(database_url, timeout=5)
+    await connection.add_listener(channel, lambda *_: wake.set())
     return connection
 
 
@@ -47,6 +42,8 @@ class Listening:
     late (the projector's views 0.5 s behind each spend, until the process restarted).
     ``keep()``, called on each turn of the loop before it waits, listens again when the
     connection is closed, at most every ``RELISTEN_SECONDS``, and does nothing otherwise.
+    A LISTEN that keeps failing is said once, then now and then (``FailingLoop``): every
+    ``RELISTEN_SECONDS``, it was most of the log while the database was away.
     """
 
     def __init__(
@@ -59,6 +56,7 @@ class Listening:
         self.poll_seconds = poll_seconds
         self.connection: asyncpg.Connection | None = None
         self._tried_at: float | None = None
+        self._failing = FailingLoop(log, f"{who}'s LISTEN on {channel}")
 
     async def keep(self) -> None:
         """LISTEN, if the connection for it is not open and the last try is long enough ago."""
@@ -69,10 +67,17 @@ class Listening:
             return
         lost = self.connection is not None
         self._tried_at = now
-        self.connection = await listen(
-            self.database_url, self.channel, self.wake, who=self.who, poll_seconds=self.poll_seconds
-        )
-        if lost and self.connection is not None:
+        try:
+            self.connection = await listen(self.database_url, self.channel, self.wake)
+        except DATABASE_ERRORS as error:
+            self.connection = None
+            self._failing.failed(
+                logging.WARNING,
+                f"{self.who} cannot LISTEN ({error}): polling every {self.poll_seconds:.1f}s",
+            )
+            return
+        self._failing.succeeded()
+        if lost:
             log.info("%s listens on %s again", self.who, self.channel)
 
     async def close(self) -> None:
