@@ -36,7 +36,7 @@ from ledger.store.migrate import (
 )
 from ledger.store.read_connections import PoolBusy, ReadConnections
 from ledger.store.transaction_ids import TransactionIdsAhead, refuse_transaction_ids_ahead
-from ledger.urls import UNREADABLE, names_a_database, readable, without_password
+from ledger.urls import names_a_database, readable, without_password
 
 if TYPE_CHECKING:
     from api.settings import Settings
@@ -265,7 +265,8 @@ async def _first_connection(
     the ``variable`` the URL came from: with DATABASE_ADMIN_URL set, that one was said to
     be DATABASE_URL, and a database or role refused named no variable at all."""
     if not readable(database_url):
-        raise DatabaseUnreachable(f"cannot connect to {UNREADABLE}: check {variable}")
+        # As the settings say it of every other command (api/settings.py).
+        raise DatabaseUnreachable(f"{variable} is not a URL (postgresql://user@host:port/database)")
     if not names_a_database(database_url) and not os.environ.get("PGDATABASE"):
         # PostgreSQL would take the user's name: the set-up went into the server's own
         # `postgres` database, then ledger_service looked for a database "ledger_service".

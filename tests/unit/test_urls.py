@@ -137,3 +137,33 @@ async def test_a_server_that_never_answers_is_given_up_on_in_one_line(
             )
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env", "said"),
+    [
+        ([], {"DATABASE_URL": "s3cret"}, "DATABASE_URL"),
+        ([], {"DATABASE_ADMIN_URL": "s3cret"}, "DATABASE_ADMIN_URL"),
+        (["--admin-url", "s3cret"], {}, "--admin-url"),
+    ],
+)
+def test_db_setup_says_a_url_that_is_none_as_every_other_command_does(
+    arguments: list[str], env: dict[str, str], said: str
+) -> None:
+    """It said "cannot connect to (a URL that cannot be read: scheme://…)" where the other
+    commands say which variable is not a URL."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_ADMIN_URL")
+    }
+    failed = subprocess.run(  # noqa: S603 (the arguments are this test's own)
+        [sys.executable, "-m", "api.cli", "db", "setup", *arguments],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert failed.returncode == 1
+    assert failed.stderr == f"Error: {said} is not a URL (postgresql://user@host:port/database)\n"
+    assert "s3cret" not in failed.stdout
