@@ -871,20 +871,37 @@ def audit_export(account_id: str, fmt: str, output: Path) -> None:
     )
     from ledger.domain.ids import account_stream_id
 
+    # A bar on a terminal, unless the lines themselves go to it (a large account's history
+    # took minutes with nothing said).
+    drawn = sys.stderr.isatty() and not (str(output) == "-" and sys.stdout.isatty())
+
     async def run(services: Database, output: IO[str]) -> int:
-        if not await services.store.first_events([account_stream_id(account_id)]):
+        stream_id = account_stream_id(account_id)
+        if not await services.store.first_events([stream_id]):
             raise click.ClickException(f"account {account_id} does not exist")
+        total = 0
+        if drawn:
+            total = await services.pool.fetchval(
+                "SELECT max(originator_version) FROM stored_events WHERE originator_id = $1",
+                stream_id,
+            )
         count = 0
         if fmt == "csv":
             output.write(csv_header() + "\n")
-        try:
-            async for event in account_history(services.store, account_id):
-                output.write((as_csv_row(event) if fmt == "csv" else as_json_line(event)) + "\n")
-                count += 1
-        except DamagedHistory as error:
-            raise click.ClickException(
-                f"{error}; {plural(count, 'event')} exported before it"
-            ) from None
+        with progress(total, "events", enabled=drawn) as bar:
+            try:
+                async for event in account_history(services.store, account_id):
+                    output.write(
+                        (as_csv_row(event) if fmt == "csv" else as_json_line(event)) + "\n"
+                    )
+                    count += 1
+                    if count % 1000 == 0:
+                        bar.update(1000)
+            except DamagedHistory as error:
+                raise click.ClickException(
+                    f"{error}; {plural(count, 'event')} exported before it"
+                ) from None
+            bar.update(count % 1000)
         return count
 
     settings = _settings(service=False)

@@ -346,6 +346,46 @@ async def test_the_audits_lines_count_one_account_as_one(
     assert exported.stderr == "exported 2 events of acct_0\n"
 
 
+async def test_audit_export_to_a_file_shows_a_bar_to_100_percent_only_on_a_terminal(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    """A large account's export said nothing until it ended; a bar counts its events now,
+    unless the lines themselves go to the terminal."""
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_big", 5000)
+    for n in range(1_200):
+        await books.execute(
+            SpendCredits(account_id="acct_big", amount=1, reason="work", idempotency_key=f"k{n}")
+        )
+    await books.uow.committer.stop()
+    events = 1 + 1_200
+
+    code, on_terminal = await asyncio.to_thread(
+        run_on_a_terminal,
+        isolated_db.url,
+        "audit",
+        "export",
+        "acct_big",
+        "--format",
+        "csv",
+        "-o",
+        str(tmp_path / "big.csv"),
+    )
+    lines_code, lines_on_terminal = await asyncio.to_thread(
+        run_on_a_terminal, isolated_db.url, "audit", "export", "acct_big"
+    )
+
+    assert code == 0, on_terminal
+    last_bar = [line for line in on_terminal.split("\r") if "%|" in line][-1]
+    assert "100%|" in last_bar, on_terminal
+    assert f"| {events}/{events} " in last_bar
+    assert f"exported {events:,} events of acct_big" in on_terminal
+    assert len((tmp_path / "big.csv").read_text().splitlines()) == 1 + events
+    assert lines_code == 0
+    assert "%|" not in lines_on_terminal
+    assert lines_on_terminal.count('"type":"CreditsSpent"') == 1_200
+
+
 async def test_webhooks_retry_takes_the_delivery_id_as_printed(
     isolated_db: IsolatedDatabase,
 ) -> None:
