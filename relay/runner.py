@@ -18,10 +18,12 @@ import logging
 import re
 import signal
 import ssl
+import time
 
 import asyncpg
 import msgspec
 
+from ledger.failing_loop import SAY_AGAIN_SECONDS, said_lately
 from ledger.store.event_store import DATABASE_ERRORS, EventStore, RecordedEvent
 from ledger.store.migrate import RELAY_ROLE
 from ledger.store.wakeups import Listening, wait_for_either
@@ -211,6 +213,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._delay = FIRST_RETRY_SECONDS
         self._troubled = False
+        self._said: tuple[str, float] | None = None
+        """The trouble's line as last said at WARNING, and when (``said_lately``)."""
         self._told_of_another = False
         self._registered = False
 
@@ -401,12 +405,21 @@ class Relay:
         delay = self._delay
         self._delay = min(self._delay * 2, LAST_RETRY_SECONDS)
         self._troubled = True
-        log.warning(
-            "relay: %s (%s); holding at position %d, retrying in %.1fs",
-            what,
-            _describe(error),
-            self.position,
+        # Said once, then every 10 minutes while it lasts (at DEBUG at each try between):
+        # every 5 s, a broker down for an hour was 720 lines.
+        line = f"relay: {what} ({_describe(error)}); holding at position {self.position}"
+        now = time.monotonic()
+        again = said_lately(self._said, line, now, SAY_AGAIN_SECONDS)
+        if not again:
+            self._said = (line, now)
+        log.log(
+            logging.DEBUG if again else logging.WARNING,
+            "%s, retrying in %.1fs%s",
+            line,
             delay,
+            ""
+            if again
+            else f"; said again every {SAY_AGAIN_SECONDS / 60:.0f} minutes while it lasts",
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -416,6 +429,7 @@ class Relay:
         if self._troubled:
             log.info("relay: recovered; publishing from position %d", self.position)
             self._troubled = False
+            self._said = None
 
 
 def _describe(error: BaseException) -> str:

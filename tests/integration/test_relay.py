@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -717,6 +718,44 @@ async def test_a_database_that_stops_answering_is_one_line_and_sigterm_still_sto
         await until(said_so, 20, what="the relay saying the store does not answer")
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_broker_that_stays_down_is_said_once_not_at_every_retry(
+    isolated_db: IsolatedDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each retry said it again at WARNING, every 5 s: an hour of NATS down was 720 lines;
+    now once, then every 10 minutes (as the projector's and the dispatcher's troubles)."""
+    monkeypatch.setattr("relay.runner.FIRST_RETRY_SECONDS", 0.01, raising=False)
+    monkeypatch.setattr("relay.runner.LAST_RETRY_SECONDS", 0.02, raising=False)
+    deaf = bind_free_port()  # bound, never listening: every connection refused
+    relay = Relay(
+        isolated_db.store,
+        isolated_db.pool,
+        isolated_db.url,
+        relay_settings(url=f"nats://127.0.0.1:{deaf.getsockname()[1]}"),
+    )
+    stop = asyncio.Event()
+    with deaf, caplog.at_level(logging.DEBUG, logger="relay.runner"):
+        async with running(relay.run(stop)) as task:
+
+            def tries() -> int:
+                return sum("unavailable" in r.getMessage() for r in caplog.records)
+
+            await until(lambda: tries() >= 6, 60, what="six tries of a broker that is down")
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if "unavailable" in r.getMessage() and r.levelno >= logging.WARNING
+    ]
+    assert len(said) == 1, said
+    assert said[0].endswith(
+        "holding at position 0, retrying in 0.0s; said again every 10 minutes while it lasts"
+    )
 
 
 async def test_the_relay_listens_again_after_its_connection_is_cut_off(
