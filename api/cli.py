@@ -402,7 +402,16 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 
     # Reads the store, writes the views and the deliveries: it may not append, nor make a
     # token. A DATABASE_URL naming ledger_service (`ledger serve`'s own) is used as it is.
-    run_with_database(settings, run, server_settings=PROJECTOR_SETTINGS, role=PROJECTOR_ROLE)
+    try:
+        run_with_database(settings, run, server_settings=PROJECTOR_SETTINGS, role=PROJECTOR_ROLE)
+    except Exception as error:
+        if not supervised or isinstance(error, click.exceptions.Exit | click.Abort):
+            raise
+        # Under `ledger serve` its last line goes to the server's log in the log's format
+        # (JSON lines when not on a terminal), not as a bare "Error: …" among them.
+        said = error if isinstance(error, click.ClickException) else error_in_one_line(error)
+        logging.getLogger("projections.runner").error("%s", said.format_message())
+        sys.exit(1)
     if not supervised:
         logging.getLogger("ledger").info("stopped")
 
