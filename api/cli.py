@@ -1028,9 +1028,9 @@ def webhook_deliveries(
             click.echo(msgspec.json.encode(delivery).decode())
             continue
         when = (
-            f"next attempt {delivery.next_attempt_at:%Y-%m-%d %H:%M:%S%z}"
+            f"next attempt {delivery.next_attempt_at:%Y-%m-%d %H:%M:%SZ}"
             if delivery.next_attempt_at
-            else f"delivered {delivery.delivered_at:%Y-%m-%d %H:%M:%S%z}"
+            else f"delivered {delivery.delivered_at:%Y-%m-%d %H:%M:%SZ}"
             if delivery.delivered_at
             else ""
         )
@@ -1042,7 +1042,7 @@ def webhook_deliveries(
         for attempt in delivery.history:
             outcome = attempt.error or f"HTTP {attempt.status_code}"
             click.echo(
-                f"    #{attempt.attempt}  {attempt.started_at:%Y-%m-%d %H:%M:%S%z}  "
+                f"    #{attempt.attempt}  {attempt.started_at:%Y-%m-%d %H:%M:%SZ}  "
                 f"{attempt.duration_ms} ms  {outcome}"
             )
     if not found and not as_json:

@@ -386,6 +386,36 @@ async def test_audit_export_to_a_file_shows_a_bar_to_100_percent_only_on_a_termi
     assert lines_on_terminal.count('"type":"CreditsSpent"') == 1_200
 
 
+async def test_webhooks_deliveries_writes_times_as_every_other_command_does(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Its times ended in "+0000" where tokens list, accounts show and projections status
+    write "Z"."""
+    await isolated_db.pool.execute(
+        """INSERT INTO webhook_endpoints (endpoint_id, url, event_types, secret)
+           VALUES ('we_1', 'http://127.0.0.1:9/hook', '{credits.spent}', 'whsec_x')"""
+    )
+    delivery_id = await isolated_db.pool.fetchval(
+        """INSERT INTO webhook_deliveries (notification_id, event_type, endpoint_id, account_id,
+                                           position, payload, status, attempts, next_attempt_at)
+           VALUES ('ntf_1', 'credits.spent', 'we_1', 'acct_0', 1, '{}', 'pending', 1,
+                   '2026-12-05 10:05:00+00')
+           RETURNING delivery_id"""
+    )
+    await isolated_db.pool.execute(
+        """INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, error)
+           VALUES ($1, 1, '2026-12-05 10:00:00+00', 12, 'ConnectError')""",
+        delivery_id,
+    )
+
+    listed = await ledger(isolated_db.url, "webhooks", "deliveries")
+
+    assert listed.returncode == 0, listed.stderr
+    assert "next attempt 2026-12-05 10:05:00Z" in listed.stdout
+    assert "#1  2026-12-05 10:00:00Z  12 ms  ConnectError" in listed.stdout
+    assert "+0000" not in listed.stdout
+
+
 async def test_webhooks_retry_takes_the_delivery_id_as_printed(
     isolated_db: IsolatedDatabase,
 ) -> None:
