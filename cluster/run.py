@@ -120,10 +120,17 @@ def procfile_line(process: Process, argv: list[str], base: dict[str, str]) -> st
     return f"{process.name}: exec {' '.join(['env', '-i', *assignments])} {command}"
 
 
-def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """``BASE_VARIABLES`` of ``environ``, with this virtualenv's programs first on PATH."""
+def base_environment(environ: Mapping[str, str], *, on_terminal: bool = False) -> dict[str, str]:
+    """``BASE_VARIABLES`` of ``environ``, with this virtualenv's programs first on PATH, and
+    ``LEDGER_LOG_FORMAT`` as ``environ`` sets it, else ``text`` when honcho writes to a
+    terminal (``on_terminal``): each process's output is honcho's pipe, so every line was
+    JSON on the terminal of a newcomer running ``make cluster``."""
     base = {name: environ[name] for name in BASE_VARIABLES if name in environ}
     base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
+    if log_format := environ.get("LEDGER_LOG_FORMAT", "").strip() or (
+        "text" if on_terminal else ""
+    ):
+        base["LEDGER_LOG_FORMAT"] = log_format
     return base
 
 
@@ -206,7 +213,7 @@ def run_cluster(
         primary.stop()
         raise
     processes = ledger_processes(plan)
-    base = base_environment(os.environ)
+    base = base_environment(os.environ, on_terminal=sys.stdout.isatty())
     lines = [procfile_line(p, resolve(p.argv), base) for p in processes]
     proxy = ""
     try:

@@ -522,6 +522,20 @@ def test_make_cluster_gives_each_process_its_variables_and_none_of_the_shells() 
     assert {p.service for p in ledger_processes(plan)} >= {"projector", "relay"}
 
 
+def test_make_cluster_on_a_terminal_has_its_processes_log_for_people() -> None:
+    """Each process writes to honcho's pipe, so on the terminal of `make cluster` every line
+    was JSON; LEDGER_LOG_FORMAT from the shell passes through (env -i kept it out)."""
+    shell = {"PATH": "/usr/bin", "HOME": "/root"}
+
+    on_terminal = base_environment(shell, on_terminal=True)
+    piped = base_environment(shell, on_terminal=False)
+    asked = base_environment({**shell, "LEDGER_LOG_FORMAT": "json"}, on_terminal=True)
+
+    assert on_terminal["LEDGER_LOG_FORMAT"] == "text"
+    assert "LEDGER_LOG_FORMAT" not in piped  # auto: JSON, as compose's processes log
+    assert asked["LEDGER_LOG_FORMAT"] == "json"
+
+
 def test_the_cluster_nginx_config_is_deploys_with_only_the_upstreams_and_paths_changed() -> None:
     template = nginx.TEMPLATE.read_text()
     rendered = nginx.render(
