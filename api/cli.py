@@ -771,7 +771,7 @@ def _verify_and_report(
             "OK: hash chains, balances, invariants, snapshots and views agree"
             + (", and nothing at or before the checkpoints changed" if checkpoints else "")
             if report.ok
-            else f"FAILED: {len(report.findings)} finding(s)"
+            else f"FAILED: {plural(len(report.findings), 'finding')}"
         )
     return bool(report.ok)
 

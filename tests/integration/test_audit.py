@@ -422,7 +422,7 @@ async def test_the_verify_command_reports_and_exits_by_its_findings(
     assert dirty.returncode == 1
     assert "[hash-mismatch] account acct_alice, version 1" in dirty.stdout
     assert "[purchases-view]" in dirty.stdout
-    assert "FAILED: 2 finding(s)" in dirty.stdout
+    assert "FAILED: 2 findings\n" in dirty.stdout
 
 
 async def test_export_stops_with_one_line_where_a_history_is_damaged(
