@@ -32,10 +32,18 @@ def settings_from_env(*, serving: bool = False, service: bool = True) -> Setting
     try:
         settings = Settings.from_env(service=service)
     except SettingsError as error:
-        raise click.ClickException("; ".join([*error.problems, *more])) from None
+        raise click.ClickException(_in_one_line([*error.problems, *more])) from None
     if more:
-        raise click.ClickException("; ".join(more))
+        raise click.ClickException(_in_one_line(more))
     return settings
+
+
+def _in_one_line(problems: list[str]) -> str:
+    """Every problem, in one line; several end saying where to read them one a line (a
+    production environment set up from nothing was five in one line of 500 characters)."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{'; '.join(problems)} ({len(problems)} problems: `ledger config check` lists them)"
 
 
 def run_with_services(

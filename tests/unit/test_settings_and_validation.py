@@ -255,3 +255,30 @@ def test_every_command_refuses_a_bad_variable_read_outside_the_settings_in_one_l
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"Error: {variable} must be")
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_several_problems_in_one_line_say_where_to_read_them_one_a_line() -> None:
+    """LEDGER_ENV=production alone was five problems in one line of 500 characters."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "METRICS_"))}
+    refused = subprocess.run(
+        [sys.executable, "-m", "api.cli", "tokens", "list"],
+        env={**env, "LEDGER_ENV": "production", "DATABASE_URL": "", "LEDGER_PAGE_KEY": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    one = subprocess.run(
+        [sys.executable, "-m", "api.cli", "tokens", "list"],
+        env={**env, "LEDGER_ENV": "staging"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("Error: LEDGER_ENV=production needs STRIPE_SECRET_KEY")
+    assert line.endswith("(5 problems: `ledger config check` lists them)")
+    assert one.stderr == "Error: LEDGER_ENV must be development or production, not 'staging'\n"
