@@ -135,8 +135,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             value = int(raw)
             if value < minimum:
                 problems.append(f"{name} must be at least {minimum}, not {value}")
-            elif maximum is not None and value > maximum:
+                return default  # as for a value that is no number: nothing else is judged by it
+            if maximum is not None and value > maximum:
                 problems.append(f"{name} must be at most {maximum}, not {value}")
+                return default
             return value
 
         ledger_env = text("LEDGER_ENV") or "development"

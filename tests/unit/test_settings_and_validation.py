@@ -282,3 +282,14 @@ def test_several_problems_in_one_line_say_where_to_read_them_one_a_line() -> Non
     assert line.startswith("Error: LEDGER_ENV=production needs STRIPE_SECRET_KEY")
     assert line.endswith("(5 problems: `ledger config check` lists them)")
     assert one.stderr == "Error: LEDGER_ENV must be development or production, not 'staging'\n"
+
+
+@pytest.mark.parametrize("port", ["99999", "0"])
+def test_a_port_out_of_range_is_one_problem_not_also_the_public_url_made_of_it(port: str) -> None:
+    """PORT=99999 was also "LEDGER_PUBLIC_URL must be an http(s) address …, not
+    'http://127.0.0.1:99999'", a variable nobody had set."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"PORT": port})
+
+    [problem] = refused.value.problems
+    assert problem.startswith("PORT must be at ")
