@@ -109,6 +109,7 @@ def standin_command(host: str, port: int, public_url: str | None, webhook_url: s
     and keeps its state in LEDGER_DATA_DIR/stripe-standin.json.
     """
     import asyncio
+    import errno
     import signal
 
     from api.development import development_webhook_secret
@@ -140,4 +141,14 @@ def standin_command(host: str, port: int, public_url: str | None, webhook_url: s
             click.echo(f"Stripe stand-in at {standin.base_url}, webhooks to {webhook_url}")
             await stop.wait()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        # It said "Address already in use", naming neither (12111 is also where `make run`
+        # starts its own), as `ledger serve` names its ports.
+        raise click.ClickException(
+            f"{host}:{port} (the Stripe stand-in's) is in use by another program: "
+            "give --port a free port"
+        ) from None
