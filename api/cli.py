@@ -1315,6 +1315,21 @@ def _add_commands() -> None:
     main.add_command(grants_group)
 
 
+def _refuse_a_metrics_folder_it_cannot_write() -> None:
+    """prometheus-client opens a file in ``PROMETHEUS_MULTIPROC_DIR`` for each metric as the
+    modules that declare them are imported: a folder missing (a typo) or not writable was a
+    traceback of every command, ``ledger --help`` too."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+        click.echo(
+            f"Error: PROMETHEUS_MULTIPROC_DIR names {folder}, which is not a folder this "
+            "process may write: make it, or unset the variable",
+            err=True,
+        )
+        sys.exit(1)
+
+
+_refuse_a_metrics_folder_it_cannot_write()
 _add_commands()
 
 
