@@ -26,7 +26,7 @@ from api.cli_support import (
     run_with_services,
     settings_from_env,
 )
-from api.settings import Settings
+from api.settings import MAX_WORKERS, Settings
 from ledger import event_loop
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
@@ -178,7 +178,7 @@ def main(verbosity: int) -> None:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1, max=64),  # api.workers.MAX_WORKERS (imported only to serve)
+    type=click.IntRange(min=1, max=MAX_WORKERS),
     default=None,
     help="API processes on the same port (default: WEB_CONCURRENCY, else 1). "
     "docs/scaling.md says how many for a machine.",

@@ -17,7 +17,7 @@ import msgspec
 
 from api.cli_support import plural
 from api.database import describe
-from api.settings import Settings, SettingsError, serving_problems
+from api.settings import Settings, SettingsError, serving_problems, web_concurrency
 
 VARIABLES = {
     "ledger_env": "LEDGER_ENV",
@@ -177,6 +177,10 @@ def check(env: Mapping[str, str] | None = None) -> Report:
         report.problems += error.problems
         settings = None
     report.problems += serving_problems(env)
+    try:  # serve's, when no --workers is given
+        web_concurrency(env)
+    except ValueError as error:
+        report.problems.append(str(error))
     if settings is not None:
         for field, variable in VARIABLES.items():
             if field in settings.__struct_fields__:

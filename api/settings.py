@@ -274,6 +274,24 @@ def database_problems(settings: Settings) -> list[str]:
     return []
 
 
+MAX_WORKERS = 64
+"""The most API processes ``serve`` forks, each with a pool of its own: WEB_CONCURRENCY=99999
+forked until the machine ground to a halt."""
+
+
+def web_concurrency(env: Mapping[str, str]) -> int:
+    """``WEB_CONCURRENCY`` (the name uvicorn and gunicorn read), else 1; ValueError when it
+    is no number of workers ``serve`` would fork."""
+    raw = env.get("WEB_CONCURRENCY", "").strip()
+    if not raw:
+        return 1
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_WORKERS:
+        raise ValueError(
+            f"WEB_CONCURRENCY must be a whole number from 1 to {MAX_WORKERS}, not {raw!r}"
+        )
+    return int(raw)
+
+
 def serving_problems(env: Mapping[str, str] | None = None) -> list[str]:
     """What ``ledger serve`` needs besides what every command does: in production, the
     address customers come back to (the projector and the CLI make no links)."""

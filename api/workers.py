@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from api.metrics import mark_process_started
+from api.settings import web_concurrency
 from api.startup import serve_on
 from ledger.child_processes import stop_when_parent_ends
 
@@ -166,23 +167,11 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-MAX_WORKERS = 64
-"""The most API processes ``serve`` forks, each with a pool of its own: WEB_CONCURRENCY=99999
-forked until the machine ground to a halt."""
-
-
 def workers_from(option: int | None) -> int:
     """``--workers``, else ``WEB_CONCURRENCY`` (the name uvicorn and gunicorn read), else 1."""
     if option is not None:
         return option
-    raw = os.environ.get("WEB_CONCURRENCY", "").strip()
-    if not raw:
-        return 1
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_WORKERS:
-        raise ValueError(
-            f"WEB_CONCURRENCY must be a whole number from 1 to {MAX_WORKERS}, not {raw!r}"
-        )
-    return int(raw)
+    return web_concurrency(os.environ)
 
 
 _OWNED_METRICS_DIR = "LEDGER_OWNS_PROMETHEUS_MULTIPROC_DIR"

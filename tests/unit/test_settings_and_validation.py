@@ -293,3 +293,13 @@ def test_a_port_out_of_range_is_one_problem_not_also_the_public_url_made_of_it(p
 
     [problem] = refused.value.problems
     assert problem.startswith("PORT must be at ")
+
+
+def test_config_check_names_a_web_concurrency_serve_would_refuse() -> None:
+    """It said "configuration OK" to WEB_CONCURRENCY=abc, which `ledger serve` refuses."""
+    from api.cli_config import check
+
+    assert "WEB_CONCURRENCY must be a whole number from 1 to 64, not 'abc'" in (
+        check({"WEB_CONCURRENCY": "abc"}).problems
+    )
+    assert check({"WEB_CONCURRENCY": "4"}).problems == []
