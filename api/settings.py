@@ -182,6 +182,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"LEDGER_PAGE_KEY must be at least {MIN_PAGE_KEY_LENGTH} characters "
                 "(for example `openssl rand -hex 32`)"
             )
+        if settings.data_dir.exists() and not settings.data_dir.is_dir():
+            # It was "File exists: …" once the embedded server's folder was made in it.
+            problems.append(f"LEDGER_DATA_DIR names {settings.data_dir}, which is not a folder")
         if settings.metrics_port is not None and settings.metrics_port == settings.port:
             problems.append(f"METRICS_PORT must differ from PORT ({settings.port})")
         problems.extend(shape_problems(settings))

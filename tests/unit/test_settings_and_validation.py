@@ -303,3 +303,14 @@ def test_config_check_names_a_web_concurrency_serve_would_refuse() -> None:
         check({"WEB_CONCURRENCY": "abc"}).problems
     )
     assert check({"WEB_CONCURRENCY": "4"}).problems == []
+
+
+def test_a_data_dir_that_is_a_file_is_said_as_such(tmp_path: Path) -> None:
+    """It was "Error: File exists: …" once a command made the embedded server's folder."""
+    file = tmp_path / "data"
+    file.write_text("")
+
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"LEDGER_DATA_DIR": str(file)})
+
+    assert refused.value.problems == [f"LEDGER_DATA_DIR names {file}, which is not a folder"]
