@@ -134,6 +134,15 @@ def base_environment(environ: Mapping[str, str], *, on_terminal: bool = False) -
     return base
 
 
+def headline(replicas: int, data_dir: Path) -> str:
+    """The first line of the table ``make cluster`` prints (it said "1 API replicas")."""
+    plural = "" if replicas == 1 else "s"
+    return (
+        f"ledger cluster: {replicas} API replica{plural}, data in {data_dir} "
+        "(Ctrl-C stops all of it)"
+    )
+
+
 def resolve(argv: list[str]) -> list[str]:
     """``ledger ...`` as this virtualenv's ``ledger`` program."""
     if argv and argv[0] == "ledger":
@@ -234,9 +243,7 @@ def run_cluster(
     with os.fdopen(os.open(procfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
         file.write("\n".join(lines) + "\n")
 
-    click.echo(
-        f"\nledger cluster: {replicas} API replicas, data in {data_dir} (Ctrl-C stops all of it)"
-    )
+    click.echo(f"\n{headline(replicas, data_dir)}")
     rows = [
         ("proxy (nginx)", f"{proxy or '(not running)'}   <- the entry point: deploy/nginx.conf"),
         *((p.name, p.listens) for p in processes),

@@ -26,7 +26,7 @@ from api.cli import main as ledger_cli
 from api.settings import Settings, SettingsError
 from api.startup import KEEP_ALIVE_SECONDS, STOP_GRACE_SECONDS
 from cluster import nginx
-from cluster.run import base_environment, procfile_line
+from cluster.run import base_environment, headline, procfile_line
 from cluster.topology import Plan, Process, ledger_processes, setup_process
 from relay.runner import production_problems as relay_production_problems
 
@@ -534,6 +534,14 @@ def test_make_cluster_on_a_terminal_has_its_processes_log_for_people() -> None:
     assert on_terminal["LEDGER_LOG_FORMAT"] == "text"
     assert "LEDGER_LOG_FORMAT" not in piped  # auto: JSON, as compose's processes log
     assert asked["LEDGER_LOG_FORMAT"] == "json"
+
+
+def test_make_clusters_headline_counts_one_replica_as_one() -> None:
+    assert (
+        headline(1, Path("d"))
+        == "ledger cluster: 1 API replica, data in d (Ctrl-C stops all of it)"
+    )
+    assert headline(3, Path("d")).startswith("ledger cluster: 3 API replicas, data in d")
 
 
 def test_the_cluster_nginx_config_is_deploys_with_only_the_upstreams_and_paths_changed() -> None:
