@@ -157,6 +157,14 @@ _NOT_COMPARED = frozenset({"_pending_events"})
 """An aggregate's attributes a snapshot does not keep."""
 _ACCOUNT_VIEWS = ("balances", "notifications", "statement")
 """The views with one row (or one balance) per account: their figures are kept per stream."""
+_CLAIMED: dict[type, int] = {CreditsSpent: 0, HoldPlaced: 1, CreditsGranted: 2}
+"""Account events each recorded with one claim of its command's Idempotency-Key (required),
+by where they are counted: ``_CLAIM_SCOPES`` names those claims' scopes in the same order."""
+_CLAIM_SCOPES = ("spend", "hold", "grant")
+"""``<scope>/<account>``: ``spend_claim``, ``place_claim`` and ``grant_claim`` in
+ledger/handlers."""
+_SETTLEMENT_SCOPE = "hold-settlement/"
+"""A hold's one settlement is claimed under its id (``settle_claim``, ``expiry_claim``)."""
 
 
 class _MutatesAsLibrary(dict[type, bool]):
@@ -198,6 +206,7 @@ class Stream:
         "at_balances",
         "at_notifications",
         "at_statement",
+        "claimed",
         "first_position",
         "hash",
         "older_disputes",
@@ -239,6 +248,8 @@ class Stream:
         """When its last event that changed its purchase row was (``_changes_purchase``)."""
         self.snapshots: dict[int, StoredSnapshot] | None = None
         self.older_disputes = False
+        self.claimed = [0] * len(_CLAIM_SCOPES)
+        """Its events counted by ``_CLAIMED``."""
 
 
 class PurchaseAt(msgspec.Struct, frozen=True):
@@ -354,6 +365,10 @@ class Part(msgspec.Struct):
     view's position."""
     stream_accounts: dict[UUID, str] = msgspec.field(default_factory=dict)
     """The account of each account stream, for the checkpoints' findings."""
+    claimed: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    """Each account's events counted by ``_CLAIMED``, of accounts replayed to their end."""
+    open_holds: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    """(account, hold id) of each hold open at the end, of accounts replayed to their end."""
     checkpoints: list[CheckpointReplay] = msgspec.field(default_factory=list)
 
 
@@ -627,6 +642,9 @@ class StreamReplay:
                     stream,
                     event,
                 )
+            claimed = _CLAIMED.get(kind)
+            if claimed is not None:
+                stream.claimed[claimed] += 1
             grants_of = _GRANTS_TOUCHED.get(kind)
             if grants_of is not None and (touched := grants_of(domain_event)):
                 self._check_grants(stream, event, domain_event, touched)
@@ -930,6 +948,13 @@ class StreamReplay:
                 else {}
             ),
             checkpoints=list(self.checkpoints),
+            claimed={s.aggregate.account_id: s.claimed for s in accounts if s.replayable},
+            open_holds=[
+                (s.aggregate.account_id, hold_id)
+                for s in accounts
+                if s.replayable
+                for hold_id in s.aggregate.holds
+            ],
         )
 
 
@@ -1040,6 +1065,21 @@ _VIEW_QUERIES = {
     "grants": f"SELECT grant_id, {', '.join(_GRANT_COLUMNS)} FROM grants",
 }
 
+# How many claims each account's spends, holds and grants made (one each: _CLAIMED). A claim
+# carries no hash and no position: one deleted lets a retry of its key be recorded again (a
+# second spend), one inserted answers its key's request without recording it.
+_CLAIM_COUNTS = f"""
+    SELECT scope, count(*) AS claims FROM claims
+    WHERE {" OR ".join(f"scope LIKE '{scope}/%'" for scope in _CLAIM_SCOPES)}
+    GROUP BY scope"""
+
+# The settlement claims of holds open at the end of the replay: none, as a hold's settlement
+# and its claim are written together. One there answers the hold's capture, release and
+# expiry from it, recording none, and the hold keeps its credits for good.
+_SETTLEMENTS_CLAIMED = """
+    SELECT scope, key FROM claims
+    WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"""
+
 
 class Verifier:
     """One audit run over one consistent snapshot of the database.
@@ -1069,6 +1109,7 @@ class Verifier:
         self.positions: dict[str, int] = {}
         self.views: dict[str, list[asyncpg.Record]] = {}
         self.links: list[asyncpg.Record] = []
+        self.claim_counts: list[asyncpg.Record] = []
         self.hidden: list[asyncpg.Record] = []
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
@@ -1094,6 +1135,7 @@ class Verifier:
         self._check_purchases(part)
         self._check_adjustments(part)
         self._check_payment_links(part)
+        await self._check_claims(part)
         self._check_account_rows(part, "balances")
         self._check_purchases_view(part)
         self._check_statement_view(part)
@@ -1337,6 +1379,7 @@ class Verifier:
         self.links = await connection.fetch(
             "SELECT key, response FROM claims WHERE scope = $1", LINK_SCOPE
         )
+        self.claim_counts = await connection.fetch(_CLAIM_COUNTS)
 
     async def _read_views_beside(self, snapshot: str) -> None:
         """``_read_views`` on a connection of its own, in the exported ``snapshot``."""
@@ -1370,6 +1413,50 @@ class Verifier:
                     account_id=session.account_id if session else None,
                     detail=f"payment intent {intent} is linked to session {session_id}, "
                     f"{problem}: its refunds and disputes would be applied there",
+                )
+            )
+
+    async def _check_claims(self, part: Part) -> None:
+        """One claim per spend, hold and grant recorded, and none for an open hold's
+        settlement: claims are what makes a retry safe, and nothing else records them."""
+        counted: dict[str, list[int]] = {}
+        for row in self.claim_counts:
+            scope, _, account_id = row["scope"].partition("/")
+            counts = counted.setdefault(account_id, [0] * len(_CLAIM_SCOPES))
+            counts[_CLAIM_SCOPES.index(scope)] = row["claims"]
+        kinds = sorted(_CLAIMED, key=_CLAIMED.__getitem__)
+        for account_id, events in part.claimed.items():
+            claims = counted.get(account_id, [0] * len(_CLAIM_SCOPES))
+            for scope, kind, made, recorded in zip(
+                _CLAIM_SCOPES, kinds, claims, events, strict=True
+            ):
+                if made != recorded:
+                    self.findings.append(
+                        Finding(
+                            kind="claim-mismatch",
+                            account_id=account_id,
+                            detail=f"{made} {scope} claims, {recorded} {kind.__name__} events: "
+                            + (
+                                "a key whose claim is gone is recorded again when retried"
+                                if made < recorded
+                                else "a claim with no event answers its key's request, "
+                                "which was never recorded"
+                            ),
+                        )
+                    )
+        if not part.open_holds:
+            return
+        accounts, holds = zip(*sorted(part.open_holds), strict=True)
+        for row in await self.connection.fetch(
+            _SETTLEMENTS_CLAIMED, [_SETTLEMENT_SCOPE + a for a in accounts], list(holds)
+        ):
+            self.findings.append(
+                Finding(
+                    kind="claim-mismatch",
+                    account_id=row["scope"].removeprefix(_SETTLEMENT_SCOPE),
+                    detail=f"hold {row['key']} is open and its settlement is claimed: its "
+                    "capture, release and expiry are answered from the claim and never "
+                    "recorded, and it keeps its credits",
                 )
             )
 
@@ -1739,6 +1826,8 @@ def _add_part(into: Part, part: Part) -> None:
     _keep_latest(into.hold_status, part.hold_status)
     _keep_latest(into.grant_rows, part.grant_rows)
     into.stream_accounts.update(part.stream_accounts)
+    into.claimed.update(part.claimed)
+    into.open_holds.extend(part.open_holds)
     for replayed, more in zip(into.checkpoints, part.checkpoints, strict=True):
         replayed.merge(more)
 

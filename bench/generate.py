@@ -8,7 +8,8 @@ large batches over a few connections at once. Each account's story:
 * ``AccountOpened`` (allowance 1,000, period 2026-09);
 * a paid top-up: ``CheckoutRequested`` and ``CheckoutPaid`` on the session's stream,
   ``CreditsPurchased`` on the account's (again whenever the balance runs low);
-* spends of 1-40 credits (``CreditsSpent``), never overdrawing;
+* spends of 1-40 credits (``CreditsSpent``), never overdrawing, each with its
+  Idempotency-Key's claim (``claims``: its answer, as the service records a spend's);
 * ``MonthlyAllowanceReset`` for 2026-10 and 2026-11 along the way.
 
 So ``ledger audit verify`` passes on the result and ``ledger projections rebuild`` has
@@ -28,10 +29,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import asyncpg
+import msgspec
 from eventsourcing.persistence import StoredEvent
 
+from ledger.commands import SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
+from ledger.handlers.accounts import Spent, spend_claim
 from ledger.store.event_store import EventStore
 from ledger.store.mapper import MsgspecMapper
 from ledger.store.migrate import set_up
@@ -41,6 +45,12 @@ EVENTS_PER_ACCOUNT = 100
 BATCH_EVENTS = 1000
 CONNECTIONS = 4
 SEED = 20261101
+
+
+ClaimRow = tuple[str, str, bytes, bytes]
+"""A claim's scope, key, request hash and answer."""
+_INSERT_CLAIMS = """INSERT INTO claims (scope, key, request_hash, response)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[])"""
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ def progress(message: str) -> None:
 
 def account_story(
     number: int, mapper: MsgspecMapper, rng: random.Random
-) -> tuple[list[StoredEvent], int]:
+) -> tuple[list[StoredEvent], int, list[ClaimRow]]:
     """One account's events (its stream, then each of its sessions' streams, each contiguous).
 
     Streams must be contiguous and complete within one append: ``append()`` chains
@@ -70,6 +80,7 @@ def account_story(
     account_id = f"acct_gen_{number:07d}"
     account = CreditAccount.open(account_id, 1000, "2026-09")
     sessions: list[CheckoutSession] = []
+    claims: list[ClaimRow] = []
     events = 1
     resets = {EVENTS_PER_ACCOUNT // 3: "2026-10", 2 * EVENTS_PER_ACCOUNT // 3: "2026-11"}
 
@@ -104,30 +115,56 @@ def account_story(
         if amount > account.balance:
             buy(rng.choice((500, 1000, 2500)))
             continue
-        account.spend(amount, rng.choice(("api call", "export", "report", "bench")))
+        reason = rng.choice(("api call", "export", "report", "bench"))
+        spent = account.spend(amount, reason)
         events += 1
+        claim = spend_claim(
+            SpendCredits(
+                account_id=account_id, amount=amount, reason=reason, idempotency_key=str(events)
+            )
+        )
+        answer = Spent(
+            account_id=account_id,
+            amount=amount,
+            from_allowance=spent.from_allowance,
+            from_topup=spent.from_topup,
+            reason=reason,
+            balance=account.balance,
+            allowance_remaining=account.allowance_remaining,
+            topup_balance=account.topup_balance,
+            monthly_allowance=account.monthly_allowance,
+            period=account.period,
+            held=account.held,
+            available=account.available,
+            granted=account.granted,
+        )
+        claims.append((claim.scope, claim.key, claim.fingerprint, msgspec.json.encode(answer)))
     stored = [mapper.to_stored_event(e) for e in account.collect_events()]
     for session in sessions:
         stored.extend(mapper.to_stored_event(e) for e in session.collect_events())
-    return stored, len(sessions)
+    return stored, len(sessions), claims
 
 
-def batches(total: int, batch_events: int) -> Iterator[tuple[list[StoredEvent], int, int]]:
-    """(events, accounts, sessions) per batch until ``total`` events are made."""
+def batches(
+    total: int, batch_events: int
+) -> Iterator[tuple[list[StoredEvent], int, int, list[ClaimRow]]]:
+    """(events, accounts, sessions, claims) per batch until ``total`` events are made."""
     mapper = MsgspecMapper()
     rng = random.Random(SEED)
     made = number = 0
     while made < total:
         batch: list[StoredEvent] = []
+        claims: list[ClaimRow] = []
         accounts = sessions = 0
         while len(batch) < batch_events and made + len(batch) < total:
-            stored, session_count = account_story(number, mapper, rng)
+            stored, session_count, story_claims = account_story(number, mapper, rng)
             number += 1
             accounts += 1
             sessions += session_count
             batch.extend(stored)
+            claims.extend(story_claims)
         made += len(batch)
-        yield batch, accounts, sessions
+        yield batch, accounts, sessions, claims
 
 
 async def generate(
@@ -139,16 +176,22 @@ async def generate(
         async with pool.acquire() as connection:
             await set_up(connection)
         store = EventStore(pool)
+
+        async def write(batch: list[StoredEvent], claims: list[ClaimRow]) -> None:
+            await store.append(batch)
+            if claims:  # after its events, as the service never records a claim without them
+                await pool.execute(_INSERT_CLAIMS, *map(list, zip(*claims, strict=True)))
+
         started = time.perf_counter()
-        in_flight: set[asyncio.Future[list[int]]] = set()
+        in_flight: set[asyncio.Future[None]] = set()
         events = accounts = sessions = 0
         reported = 0
-        for batch, batch_accounts, batch_sessions in batches(total, batch_events):
+        for batch, batch_accounts, batch_sessions, claims in batches(total, batch_events):
             if len(in_flight) >= connections:
                 done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()
-            in_flight.add(asyncio.create_task(store.append(batch)))
+            in_flight.add(asyncio.create_task(write(batch, claims)))
             await asyncio.sleep(0)  # let the append send its query while we build the next
             events += len(batch)
             accounts += batch_accounts
@@ -162,6 +205,7 @@ async def generate(
         seconds = time.perf_counter() - started
         async with pool.acquire() as connection:
             await connection.execute("ANALYZE stored_events")
+            await connection.execute("ANALYZE claims")
         return Generated(events, accounts, sessions, seconds)
     finally:
         await pool.close()

@@ -243,6 +243,43 @@ async def test_an_account_opened_again_mid_stream_cannot_be_replayed(
     assert "later events are not replayed" in unreadable.detail
 
 
+async def test_a_spend_claim_deleted_and_its_request_retried_spends_twice_and_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A claim carries no hash: with it gone, a retry of its Idempotency-Key is a new spend,
+    and the two spends' events are as right as any two. Only the count of spend claims, one
+    per spend recorded, shows it; and a claim with no spend (one inserted: its request is
+    answered and never recorded) as well."""
+    books = await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        "DELETE FROM claims WHERE scope = 'spend/acct_alice' AND key = 'acct_alice-3'",
+    )
+    spent = await books.execute(
+        SpendCredits(
+            account_id="acct_alice", amount=93, reason="work", idempotency_key="acct_alice-3"
+        )
+    )
+    await books.uow.committer.stop()
+    assert spent.amount == 93  # spent again: the service had no claim to answer from
+    await tamper(
+        isolated_db.url,
+        """INSERT INTO claims (scope, key, request_hash, response)
+           SELECT scope, 'never-spent', request_hash, response FROM claims
+           WHERE scope = 'spend/acct_bob' AND key = 'acct_bob-0'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id) for f in report.findings] == [
+        ("claim-mismatch", "acct_alice"),
+        ("claim-mismatch", "acct_bob"),
+    ]
+    alice, bob = (f.detail for f in report.findings)
+    assert "12 spend claims, 13 CreditsSpent" in alice
+    assert "13 spend claims, 12 CreditsSpent" in bob
+
+
 async def test_an_event_hidden_from_readers_by_its_transaction_id_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:

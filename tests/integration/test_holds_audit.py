@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from audit.verify import verify
@@ -319,3 +320,58 @@ async def test_the_audit_flags_a_settlement_that_repays_more_than_the_debt_owed(
         ("settlement-mismatch", f"hold {held.hold_id} released with debt_repaid 100 (the rule "
          "gives at most 0)"),
     ]  # fmt: skip
+
+
+async def test_a_settlement_claimed_for_an_open_hold_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A settlement claim is the hold's one settlement: inserted for an open hold, its capture,
+    release and expiry (the sweeper's too) are answered from it and never recorded, and the
+    hold keeps its credits for good. A hold placed again after its claim was deleted (a retry
+    of its key) is one more HoldPlaced than there are hold claims."""
+    books = await holds_history(isolated_db)
+    placed = await books.execute(
+        PlaceHold(
+            account_id="acct_holds",
+            amount=30,
+            expires_in_seconds=600,
+            reason="job e",
+            idempotency_key="e",
+        )
+    )
+    await books.uow.committer.stop()
+    connection = await asyncpg.connect(isolated_db.url)
+    try:
+        await connection.execute(
+            """INSERT INTO claims (scope, key, request_hash, response)
+               SELECT scope, $1, request_hash, response FROM claims
+               WHERE scope = 'hold-settlement/acct_holds' LIMIT 1""",
+            placed.hold_id,
+        )
+        async with connection.transaction():
+            await connection.execute("SET LOCAL session_replication_role = replica")
+            await connection.execute(
+                "DELETE FROM claims WHERE scope = 'hold/acct_holds' AND key = 'a'"
+            )
+    finally:
+        await connection.close()
+    again = await books.execute(
+        PlaceHold(
+            account_id="acct_holds",
+            amount=300,
+            expires_in_seconds=600,
+            reason="job a",
+            idempotency_key="a",
+        )
+    )  # captured long ago: placed again, and its settlement is claimed already
+    await books.uow.committer.stop()
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id) for f in report.findings] == [
+        ("claim-mismatch", "acct_holds"),
+    ] * 3
+    details = " ".join(f.detail for f in report.findings)
+    assert "5 hold claims, 6 HoldPlaced" in details
+    for hold_id in sorted({placed.hold_id, again.hold_id}):
+        assert f"hold {hold_id} is open and its settlement is claimed" in details

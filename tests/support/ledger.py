@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+
 from eventsourcing.domain import Aggregate
 
 from ledger.commands import OpenAccount
 from ledger.domain.account import CreditAccount
+from ledger.domain.events import CreditsGranted, CreditsSpent, HoldPlaced
 from ledger.service import Ledger
 from ledger.store import stats
+from ledger.store.claims import Claim
+from ledger.store.commit import ClaimRecord
 
 
 async def open_account(ledger: Ledger, account_id: str, allowance: int = 1000) -> CreditAccount:
@@ -18,10 +23,22 @@ async def open_account(ledger: Ledger, account_id: str, allowance: int = 1000) -
     return opened
 
 
+_CLAIMED: dict[type, str] = {CreditsSpent: "spend", HoldPlaced: "hold", CreditsGranted: "grant"}
+"""Account events a command records with its Idempotency-Key's claim (the audit counts them)."""
+
+
 async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
-    """Commit aggregates a test changed by hand (their pending events), as a command would."""
+    """Commit aggregates a test changed by hand (their pending events), as a command would:
+    with a claim of a key of its own for each spend, hold and grant."""
     repository = ledger.repository
-    writes = repository.writes(aggregates, [])
+    claims = [
+        ClaimRecord(Claim(f"{scope}/{account.account_id}", f"saved-{uuid.uuid4()}", b""), b"")
+        for account in aggregates
+        if isinstance(account, CreditAccount)
+        for event in account.pending_events
+        if (scope := _CLAIMED.get(type(event))) is not None
+    ]
+    writes = repository.writes(aggregates, claims)
     await ledger.uow.committer.commit(writes)
     repository.committed(aggregates, writes)
 
