@@ -122,10 +122,11 @@ _GRANT_COLUMNS = (
     "expires_at",
     "reason",
     "status",
+    "position",
     "granted_at",
     "closed_at",
 )
-assert _GRANT_COLUMNS[-2:] == ("granted_at", "closed_at")  # _grant_row reads them so
+assert _GRANT_COLUMNS[-3:] == ("position", "granted_at", "closed_at")  # _grant_row reads them so
 _ViewRow = tuple[str, tuple[Any, ...], int]
 """A hold's or grant's row as the replay makes it: (account, the view's columns, position)."""
 _MAY_OVERDRAW = (CreditsSpent, HoldPlaced)
@@ -786,7 +787,10 @@ class StreamReplay:
         should show it: granted at its CreditsGranted's time, closed at its GrantVoided's, or
         at its expires_at for a GrantExpired (``projections.grants.closed_at``)."""
         known = self.grant_rows.get(grant_id)
-        granted_at, closed = known[1][-2:] if known else (event.recorded_at, None)
+        # The row's position is its CreditsGranted's (lists page on it), as granted_at is.
+        granted, granted_at, closed = (
+            known[1][-3:] if known else (event.notification_id, event.recorded_at, None)
+        )
         if kind in _GRANT_CLOSED:
             expires_at = grant.expires_at if grant is not None else known[1][4] if known else None
             closed = closed_at(kind, expires_at, event.recorded_at)
@@ -799,6 +803,7 @@ class StreamReplay:
                 grant.expires_at,
                 as_text(grant.reason),
                 grant.status,
+                granted,
                 granted_at,
                 closed,
             )
@@ -815,6 +820,7 @@ class StreamReplay:
                 expires_at,
                 reason,
                 status,
+                granted,
                 granted_at,
                 closed,
             )

@@ -276,12 +276,13 @@ async def test_the_audit_compares_every_column_of_a_grant_the_expiry_worker_read
 ) -> None:
     """Amount, priority, expiry, account and reason were not compared: a grant moved to
     another account or never to expire passed (an audit review); nor when it was granted and
-    closed (the next)."""
+    closed (the next), nor its position, which the list of grants pages on."""
     _, ids = await grants_history(isolated_db)
     await caught_up(isolated_db.store)
     await isolated_db.pool.execute(
         """UPDATE grants SET amount = 1, priority = 99, expires_at = '2000-01-01Z', reason = 'x',
-                  stream_id = gen_random_uuid(), granted_at = '2000-01-01Z', closed_at = now()
+                  stream_id = gen_random_uuid(), granted_at = '2000-01-01Z', closed_at = now(),
+                  position = position + 1
            WHERE grant_id = $1""",
         ids["kept"],
     )
@@ -294,6 +295,7 @@ async def test_the_audit_compares_every_column_of_a_grant_the_expiry_worker_read
         "closed_at",
         "expires_at",
         "granted_at",
+        "position",
         "priority",
         "reason",
         "stream_id",
