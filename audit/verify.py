@@ -198,6 +198,19 @@ class AccountAt(msgspec.Struct):
     next_monthly_allowance: int = 0
     stream_id: UUID | None = None
 
+    @property
+    def low_armed(self) -> bool:
+        """Whether the alerts view should have a low-balance alert armed here: the notifier
+        disarms it as it fires, below the threshold, and arms it again above it
+        (``projections.notifications``), judging the account as the view's position left it."""
+        threshold = self.monthly_allowance // 10 if self.threshold is None else self.threshold
+        return self.balance - self.held >= threshold
+
+    @property
+    def depleted_armed(self) -> bool:
+        """The same for the alert of nothing available."""
+        return self.balance - self.held > 0
+
 
 class Stream:
     """What the audit keeps per stream while it replays."""
@@ -1062,7 +1075,8 @@ _VIEW_QUERIES = {
                           held, period, granted, next_monthly_allowance, stream_id
                    FROM balances""",
     "notifications": """SELECT account_id, monthly_allowance, allowance_remaining,
-                               topup_balance, held, threshold, granted
+                               topup_balance, held, threshold, granted, stream_id, low_armed,
+                               depleted_armed
                         FROM notifier_accounts""",
     "purchases": f"""SELECT session_id, account_id, {", ".join(PurchaseAt.__struct_fields__)}
                      FROM purchases""",

@@ -280,6 +280,32 @@ async def test_a_spend_claim_deleted_and_its_request_retried_spends_twice_and_is
     assert "13 spend claims, 12 CreditsSpent" in bob
 
 
+async def test_the_alerts_row_is_compared_with_its_stream_and_armed_alerts(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The projector finds an account's alerts row by its stream, and whether a low or
+    depleted alert is armed decides if the next crossing sends one: an UPDATE of either (the
+    row no longer followed, an alert never sent or sent again) passed."""
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        """UPDATE notifier_accounts SET stream_id = gen_random_uuid(),
+                  low_armed = NOT low_armed, depleted_armed = NOT depleted_armed
+           WHERE account_id = 'acct_alice'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert {(f.kind, f.account_id) for f in report.findings} == {
+        ("notifications-view", "acct_alice")
+    }
+    assert sorted(f.detail.split(" is ")[0] for f in report.findings) == [
+        "depleted_armed",
+        "low_armed",
+        "stream_id",
+    ]
+
+
 async def test_an_event_hidden_from_readers_by_its_transaction_id_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:
