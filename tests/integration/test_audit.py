@@ -280,6 +280,37 @@ async def test_a_spend_claim_deleted_and_its_request_retried_spends_twice_and_is
     assert "13 spend claims, 12 CreditsSpent" in bob
 
 
+async def test_stripe_events_applied_again_after_their_claims_were_deleted_move_nothing(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Why the audit does not count Stripe event ids: with their claims gone, a payment, a
+    refund and a dispute delivered again find the session paid, its refunded total and the
+    dispute's status recorded already, and record nothing."""
+    books = await build_history(isolated_db)
+    events = await isolated_db.pool.fetchval("SELECT count(*) FROM stored_events")
+    await tamper(isolated_db.url, "DELETE FROM claims WHERE scope = 'stripe-event'")
+    refund = RefundEvent(event_id="evt_refund", payment_intent="pi_0_a", amount_refunded=200)
+    dispute = DisputeEvent(
+        event_id="evt_dispute",
+        dispute_id="dp_1",
+        payment_intent="pi_1_b",
+        status="needs_response",
+        amount=300,
+    )
+    for event, kind in (
+        (paid("cs_0_a", "acct_alice", 700, "pi_0_a"), "checkout.session.completed"),
+        (refund, "charge.refunded"),
+        (dispute, "charge.dispute.created"),
+    ):
+        await books.apply_payment_event(event.event_id, kind, event)
+    await books.uow.committer.stop()
+
+    handled = "SELECT count(*) FROM claims WHERE scope = 'stripe-event'"
+    assert await isolated_db.pool.fetchval(handled) == 3  # each handled again, not skipped
+    assert await isolated_db.pool.fetchval("SELECT count(*) FROM stored_events") == events
+    assert (await verify(isolated_db.pool)).findings == []
+
+
 async def test_the_alerts_row_is_compared_with_its_stream_and_armed_alerts(
     isolated_db: IsolatedDatabase,
 ) -> None:
