@@ -68,6 +68,7 @@ from ledger.domain.events import (
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.domain.holds import OpenHold
 from ledger.handlers.payments import LINK_SCOPE
+from ledger.handlers.purchases import CheckoutStarted
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import (
     REPLAYED_COLUMNS,
@@ -341,6 +342,7 @@ class SessionAt(msgspec.Struct, frozen=True):
     """The same with the chargeback's share rounded down, as purchases disputed before it
     was rounded up were decided (None where the two agree)."""
     payment_intent: str | None = None
+    checkout_url: str = ""
 
     def took_by_a_rule(self, took: int) -> bool:
         """Whether ``took`` credits are what a rule the ledger decided by gives."""
@@ -1130,6 +1132,7 @@ class Verifier:
         self.views: dict[str, list[asyncpg.Record]] = {}
         self.links: list[asyncpg.Record] = []
         self.claim_counts: list[asyncpg.Record] = []
+        self.purchase_claims: list[asyncpg.Record] = []
         self.hidden: list[asyncpg.Record] = []
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
@@ -1400,6 +1403,9 @@ class Verifier:
             "SELECT key, response FROM claims WHERE scope = $1", LINK_SCOPE
         )
         self.claim_counts = await connection.fetch(_CLAIM_COUNTS)
+        self.purchase_claims = await connection.fetch(
+            "SELECT scope, key, response FROM claims WHERE scope LIKE 'purchase/%'"
+        )
 
     async def _read_views_beside(self, snapshot: str) -> None:
         """``_read_views`` on a connection of its own, in the exported ``snapshot``."""
@@ -1464,6 +1470,7 @@ class Verifier:
                             ),
                         )
                     )
+        self._check_purchase_answers(part)
         if not part.open_holds:
             return
         accounts, holds = zip(*sorted(part.open_holds), strict=True)
@@ -1477,6 +1484,39 @@ class Verifier:
                     detail=f"hold {row['key']} is open and its settlement is claimed: its "
                     "capture, release and expiry are answered from the claim and never "
                     "recorded, and it keeps its credits",
+                )
+            )
+
+    def _check_purchase_answers(self, part: Part) -> None:
+        """A purchase's key answers a retry with where to pay: a session of the key's account,
+        at the address its CheckoutRequested recorded (another account's would be paid for
+        and credit that account)."""
+        sessions = {s.session_id: s for s in part.sessions}
+        for row in self.purchase_claims:
+            account_id = row["scope"].removeprefix("purchase/")
+            try:
+                answer = msgspec.json.decode(row["response"], type=CheckoutStarted)
+            except msgspec.DecodeError as error:
+                problem = f"cannot be read ({error})"
+            else:
+                session = sessions.get(answer.session_id)
+                if session is None:
+                    problem = f"names session {answer.session_id}, which was never requested"
+                elif session.account_id != account_id:
+                    problem = f"names session {answer.session_id}, {session.account_id}'s"
+                elif session.checkout_url != answer.checkout_url:
+                    problem = (
+                        f"sends it to pay session {answer.session_id} at "
+                        f"{answer.checkout_url}, not at {session.checkout_url}"
+                    )
+                else:
+                    continue
+            self.findings.append(
+                Finding(
+                    kind="claim-mismatch",
+                    account_id=account_id,
+                    detail=f"the answer kept for purchase key {row['key']!r} {problem}: a retry "
+                    "of the key is given it",
                 )
             )
 
@@ -1815,6 +1855,7 @@ def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
         rule=rule,
         rounded_down=rounded_down,
         payment_intent=session.payment_intent,
+        checkout_url=session.checkout_url,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from audit.verify import Verifier, verify
 from ledger.bootstrap import build_ledger
-from ledger.commands import GrantCredits, ResetMonth, SpendCredits
+from ledger.commands import GrantCredits, RecordCheckout, ResetMonth, SpendCredits
 from ledger.domain.ids import account_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.service import Ledger
@@ -278,6 +278,42 @@ async def test_a_spend_claim_deleted_and_its_request_retried_spends_twice_and_is
     alice, bob = (f.detail for f in report.findings)
     assert "12 spend claims, 13 CreditsSpent" in alice
     assert "13 spend claims, 12 CreditsSpent" in bob
+
+
+async def test_a_purchase_keys_answer_naming_another_accounts_session_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A purchase retried under its Idempotency-Key is answered from its claim, where to pay:
+    an answer changed to another account's session would have the customer pay for it, and
+    credit that account."""
+    books = await build_history(isolated_db)
+    for account_id in ("acct_alice", "acct_bob"):
+        await books.execute(
+            RecordCheckout(
+                account_id=account_id,
+                credits=500,
+                session_id=f"cs_keyed_{account_id}",
+                checkout_url=f"https://checkout.invalid/{account_id}",
+                amount=500,
+                currency="usd",
+                expires_at=1_790_000_000,
+                idempotency_key="buy-1",
+            )
+        )
+    await books.uow.committer.stop()
+    assert (await verify(isolated_db.pool)).findings == []
+    await tamper(
+        isolated_db.url,
+        """UPDATE claims SET response = (SELECT response FROM claims
+                                         WHERE scope = 'purchase/acct_bob' AND key = 'buy-1')
+           WHERE scope = 'purchase/acct_alice' AND key = 'buy-1'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [finding] = report.findings
+    assert (finding.kind, finding.account_id) == ("claim-mismatch", "acct_alice")
+    assert "names session cs_keyed_acct_bob, acct_bob's" in finding.detail
 
 
 async def test_stripe_events_applied_again_after_their_claims_were_deleted_move_nothing(
