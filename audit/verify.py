@@ -70,6 +70,7 @@ from ledger.domain.holds import OpenHold
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.handlers.purchases import CheckoutStarted
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
+from ledger.store.claims import request_fingerprint
 from ledger.store.event_store import (
     REPLAYED_COLUMNS,
     Connection,
@@ -385,6 +386,8 @@ class Part(msgspec.Struct):
     """Each account's events counted by ``_CLAIMED``, of accounts replayed to their end."""
     open_holds: list[tuple[str, str]] = msgspec.field(default_factory=list)
     """(account, hold id) of each hold open at the end, of accounts replayed to their end."""
+    voids: set[tuple[str, bytes]] = msgspec.field(default_factory=set)
+    """(account, the fingerprint its void request had: ``void_claim``) of each GrantVoided."""
     checkpoints: list[CheckpointReplay] = msgspec.field(default_factory=list)
 
 
@@ -411,6 +414,7 @@ class StreamReplay:
         self.hold_status: dict[str, _ViewRow] = {}
         self.grant_rows: dict[str, _ViewRow] = {}
         self.closed_grants: dict[tuple[UUID, str], str] = {}
+        self.voids: set[tuple[str, bytes]] = set()
         self.taken_back: dict[str, GivenBack] = {}
         # Where each account view stands, and the Stream attribute keeping the figures it saw
         # (a view at 0 saw no stream). An event at or before the lowest of them is past none.
@@ -709,6 +713,15 @@ class StreamReplay:
                     event,
                 )
             self.closed_grants[key] = closing
+            if kind is GrantVoided:
+                self.voids.add(
+                    (
+                        account.account_id,
+                        request_fingerprint(
+                            {"grant_id": domain_event.grant_id, "reason": domain_event.reason}
+                        ),
+                    )
+                )
             grant = account.grants.get(domain_event.grant_id)
             if kind is GrantExpired and grant and not grant.has_expired(domain_event.timestamp):
                 self._find(
@@ -976,6 +989,7 @@ class StreamReplay:
                 if s.replayable
                 for hold_id in s.aggregate.holds
             ],
+            voids=self.voids,
         )
 
 
@@ -1133,6 +1147,7 @@ class Verifier:
         self.links: list[asyncpg.Record] = []
         self.claim_counts: list[asyncpg.Record] = []
         self.purchase_claims: list[asyncpg.Record] = []
+        self.void_claims: list[asyncpg.Record] = []
         self.hidden: list[asyncpg.Record] = []
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
@@ -1406,6 +1421,9 @@ class Verifier:
         self.purchase_claims = await connection.fetch(
             "SELECT scope, key, response FROM claims WHERE scope LIKE 'purchase/%'"
         )
+        self.void_claims = await connection.fetch(
+            "SELECT scope, key, request_hash FROM claims WHERE scope LIKE 'void/%'"
+        )
 
     async def _read_views_beside(self, snapshot: str) -> None:
         """``_read_views`` on a connection of its own, in the exported ``snapshot``."""
@@ -1471,6 +1489,20 @@ class Verifier:
                         )
                     )
         self._check_purchase_answers(part)
+        # A void's key is optional, so voids are not counted: each void claim must be the
+        # request of a void recorded on its account (grant and reason). One that is not was
+        # never recorded, and answers a request to void that grant without voiding it.
+        for row in self.void_claims:
+            account_id = row["scope"].removeprefix("void/")
+            if (account_id, row["request_hash"]) not in part.voids:
+                self.findings.append(
+                    Finding(
+                        kind="claim-mismatch",
+                        account_id=account_id,
+                        detail=f"void key {row['key']!r} is claimed for a void no GrantVoided "
+                        "records: a request under it is answered voided, and its grant stays",
+                    )
+                )
         if not part.open_holds:
             return
         accounts, holds = zip(*sorted(part.open_holds), strict=True)
@@ -1889,6 +1921,7 @@ def _add_part(into: Part, part: Part) -> None:
     into.stream_accounts.update(part.stream_accounts)
     into.claimed.update(part.claimed)
     into.open_holds.extend(part.open_holds)
+    into.voids |= part.voids
     for replayed, more in zip(into.checkpoints, part.checkpoints, strict=True):
         replayed.merge(more)
 

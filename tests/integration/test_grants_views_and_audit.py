@@ -26,6 +26,7 @@ from ledger.domain.errors import GrantClosed
 from ledger.domain.events import CreditsSpent, GrantExpired, GrantVoided
 from ledger.domain.ids import account_stream_id
 from ledger.service import Ledger
+from ledger.store.claims import request_fingerprint
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
@@ -361,3 +362,33 @@ async def test_a_grants_view_held_back_is_waited_for_without_asking_every_5_ms(
 
     assert not caught_up_in_time
     assert counted.asked <= 40, counted.asked
+
+
+async def test_a_void_claimed_and_never_recorded_is_reported(isolated_db: IsolatedDatabase) -> None:
+    """A void under an Idempotency-Key is answered from its claim: one inserted ahead of the
+    request answers it voided while the grant stays open and its credits spendable. A void's
+    key is optional, so voids are not counted: each void claim is the request (grant and
+    reason) of a void recorded."""
+    books, ids = await grants_history(isolated_db)
+    await books.execute(
+        VoidGrant(account_id=ACCOUNT, grant_id=ids["kept"], reason="gone", idempotency_key="v1")
+    )
+    open_grant = await grant(books, "open", 10, 50, None)
+    await books.uow.committer.stop()
+    assert (await verify(isolated_db.pool)).findings == []
+    connection = await asyncpg.connect(isolated_db.url)
+    try:  # what a request to void the open grant with that reason would be answered from
+        await connection.execute(
+            """INSERT INTO claims (scope, key, request_hash, response)
+               SELECT scope, 'v2', $2, response FROM claims WHERE scope = $1 AND key = 'v1'""",
+            f"void/{ACCOUNT}",
+            request_fingerprint({"grant_id": open_grant, "reason": "gone"}),
+        )
+    finally:
+        await connection.close()
+
+    report = await verify(isolated_db.pool)
+
+    [finding] = report.findings
+    assert (finding.kind, finding.account_id) == ("claim-mismatch", ACCOUNT)
+    assert "void key 'v2' is claimed for a void no GrantVoided records" in finding.detail
