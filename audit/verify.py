@@ -1104,9 +1104,17 @@ _VIEW_QUERIES = {
 # How many claims each account's spends, holds and grants made (one each: _CLAIMED). A claim
 # carries no hash and no position: one deleted lets a retry of its key be recorded again (a
 # second spend), one inserted answers its key's request without recording it.
-_CLAIM_COUNTS = f"""
-    SELECT scope, count(*) AS claims FROM claims
-    WHERE {" OR ".join(f"scope LIKE '{scope}/%'" for scope in _CLAIM_SCOPES)}
+# With them, in the same pass over the table (a million spends' claims are some 400 MB), each
+# purchase's answer and each void's request (``_check_purchase_answers``, voids): few, and
+# their keys optional.
+_KEPT = "scope LIKE 'purchase/%' OR scope LIKE 'void/%'"
+_CLAIMS_READ = f"""
+    SELECT scope, count(*) AS claims,
+           array_agg(key) FILTER (WHERE {_KEPT}) AS keys,
+           array_agg(CASE WHEN scope LIKE 'void/%' THEN request_hash ELSE response END)
+               FILTER (WHERE {_KEPT}) AS kept
+    FROM claims
+    WHERE {" OR ".join(f"scope LIKE '{scope}/%'" for scope in _CLAIM_SCOPES)} OR {_KEPT}
     GROUP BY scope"""
 
 # The settlement claims of holds open at the end of the replay: none, as a hold's settlement
@@ -1146,8 +1154,10 @@ class Verifier:
         self.views: dict[str, list[asyncpg.Record]] = {}
         self.links: list[asyncpg.Record] = []
         self.claim_counts: list[asyncpg.Record] = []
-        self.purchase_claims: list[asyncpg.Record] = []
-        self.void_claims: list[asyncpg.Record] = []
+        self.purchase_claims: list[tuple[str, str, bytes]] = []
+        """(scope, key, answer) of each purchase's claim."""
+        self.void_claims: list[tuple[str, str, bytes]] = []
+        """(scope, key, request fingerprint) of each void's claim."""
         self.hidden: list[asyncpg.Record] = []
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
@@ -1417,13 +1427,15 @@ class Verifier:
         self.links = await connection.fetch(
             "SELECT key, response FROM claims WHERE scope = $1", LINK_SCOPE
         )
-        self.claim_counts = await connection.fetch(_CLAIM_COUNTS)
-        self.purchase_claims = await connection.fetch(
-            "SELECT scope, key, response FROM claims WHERE scope LIKE 'purchase/%'"
-        )
-        self.void_claims = await connection.fetch(
-            "SELECT scope, key, request_hash FROM claims WHERE scope LIKE 'void/%'"
-        )
+        self.claim_counts = []
+        for row in await connection.fetch(_CLAIMS_READ):
+            scope = row["scope"]
+            if row["keys"] is None:
+                self.claim_counts.append(row)
+                continue
+            kept = self.void_claims if scope.startswith("void/") else self.purchase_claims
+            pairs = zip(row["keys"], row["kept"], strict=True)
+            kept.extend((scope, key, value) for key, value in pairs)
 
     async def _read_views_beside(self, snapshot: str) -> None:
         """``_read_views`` on a connection of its own, in the exported ``snapshot``."""
@@ -1492,14 +1504,14 @@ class Verifier:
         # A void's key is optional, so voids are not counted: each void claim must be the
         # request of a void recorded on its account (grant and reason). One that is not was
         # never recorded, and answers a request to void that grant without voiding it.
-        for row in self.void_claims:
-            account_id = row["scope"].removeprefix("void/")
-            if (account_id, row["request_hash"]) not in part.voids:
+        for scope, key, request_hash in self.void_claims:
+            account_id = scope.removeprefix("void/")
+            if (account_id, request_hash) not in part.voids:
                 self.findings.append(
                     Finding(
                         kind="claim-mismatch",
                         account_id=account_id,
-                        detail=f"void key {row['key']!r} is claimed for a void no GrantVoided "
+                        detail=f"void key {key!r} is claimed for a void no GrantVoided "
                         "records: a request under it is answered voided, and its grant stays",
                     )
                 )
@@ -1524,10 +1536,10 @@ class Verifier:
         at the address its CheckoutRequested recorded (another account's would be paid for
         and credit that account)."""
         sessions = {s.session_id: s for s in part.sessions}
-        for row in self.purchase_claims:
-            account_id = row["scope"].removeprefix("purchase/")
+        for scope, key, response in self.purchase_claims:
+            account_id = scope.removeprefix("purchase/")
             try:
-                answer = msgspec.json.decode(row["response"], type=CheckoutStarted)
+                answer = msgspec.json.decode(response, type=CheckoutStarted)
             except msgspec.DecodeError as error:
                 problem = f"cannot be read ({error})"
             else:
@@ -1547,7 +1559,7 @@ class Verifier:
                 Finding(
                     kind="claim-mismatch",
                     account_id=account_id,
-                    detail=f"the answer kept for purchase key {row['key']!r} {problem}: a retry "
+                    detail=f"the answer kept for purchase key {key!r} {problem}: a retry "
                     "of the key is given it",
                 )
             )
