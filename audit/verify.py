@@ -481,6 +481,7 @@ class StreamReplay:
                 elif kind in _SETTLEMENT_FIGURES:
                     self._check_settlement(stream, event, domain_event)
                 elif kind in _MAY_OVERDRAW:
+                    stream.claimed[_CLAIMED[kind]] += 1  # counted here: no lookup for others
                     self._check_split(stream, event, domain_event)
                     if kind is HoldPlaced:
                         self._check_hold_is_new(stream, event, domain_event)
@@ -662,9 +663,6 @@ class StreamReplay:
                     stream,
                     event,
                 )
-            claimed = _CLAIMED.get(kind)
-            if claimed is not None:
-                stream.claimed[claimed] += 1
             grants_of = _GRANTS_TOUCHED.get(kind)
             if grants_of is not None and (touched := grants_of(domain_event)):
                 self._check_grants(stream, event, domain_event, touched)
@@ -702,6 +700,8 @@ class StreamReplay:
         """Grants close once, never after their expiry is used, and never go below zero."""
         account: CreditAccount = stream.aggregate
         kind = type(domain_event)
+        if kind is CreditsGranted:
+            stream.claimed[_CLAIMED[kind]] += 1
         closing = _GRANT_CLOSED.get(kind)
         if closing is not None:
             key = (event.originator_id, domain_event.grant_id)
