@@ -35,7 +35,7 @@ from eventsourcing.persistence import StoredEvent
 from ledger.commands import SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
-from ledger.handlers.accounts import Spent, spend_claim
+from ledger.handlers.accounts import spend_claim, spent_answer
 from ledger.store.event_store import EventStore
 from ledger.store.mapper import MsgspecMapper
 from ledger.store.migrate import set_up
@@ -123,21 +123,7 @@ def account_story(
                 account_id=account_id, amount=amount, reason=reason, idempotency_key=str(events)
             )
         )
-        answer = Spent(
-            account_id=account_id,
-            amount=amount,
-            from_allowance=spent.from_allowance,
-            from_topup=spent.from_topup,
-            reason=reason,
-            balance=account.balance,
-            allowance_remaining=account.allowance_remaining,
-            topup_balance=account.topup_balance,
-            monthly_allowance=account.monthly_allowance,
-            period=account.period,
-            held=account.held,
-            available=account.available,
-            granted=account.granted,
-        )
+        answer = spent_answer(account, spent)
         claims.append((claim.scope, claim.key, claim.fingerprint, msgspec.json.encode(answer)))
     stored = [mapper.to_stored_event(e) for e in account.collect_events()]
     for session in sessions:

@@ -15,6 +15,7 @@ from ledger.commands import (
 )
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import AccountAlreadyExists
+from ledger.domain.events import CreditsSpent
 from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.handlers.expiries import expire_due
 from ledger.store.claims import Claim, request_fingerprint
@@ -95,12 +96,17 @@ def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decisi
     account = existing(account, command.account_id)
     keys = expire_due(account, command.at)
     spent = account.spend(command.amount, command.reason, command.at)
-    answer = Spent(
+    return Decision(spent_answer(account, spent), [account], keys)
+
+
+def spent_answer(account: CreditAccount, spent: CreditsSpent) -> Spent:
+    """The answer to the spend ``account`` has just recorded (``spent``)."""
+    return Spent(
         account_id=account.account_id,
-        amount=command.amount,
+        amount=spent.amount,
         from_allowance=spent.from_allowance,
         from_topup=spent.from_topup,
-        reason=command.reason,
+        reason=spent.reason,
         balance=account.balance,
         allowance_remaining=account.allowance_remaining,
         topup_balance=account.topup_balance,
@@ -111,7 +117,6 @@ def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decisi
         from_grants=spent.from_grants,
         granted=account.granted,
     )
-    return Decision(answer, [account], keys)
 
 
 def spend_claim(command: SpendCredits) -> Claim:
