@@ -64,6 +64,7 @@ from ledger.domain.events import (
     HoldReleased,
     MonthlyAllowanceReset,
     PaymentDisputed,
+    low_balance_threshold,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.domain.holds import OpenHold
@@ -205,8 +206,9 @@ class AccountAt(msgspec.Struct):
         """Whether the alerts view should have a low-balance alert armed here: the notifier
         disarms it as it fires, below the threshold, and arms it again above it
         (``projections.notifications``), judging the account as the view's position left it."""
-        threshold = self.monthly_allowance // 10 if self.threshold is None else self.threshold
-        return self.balance - self.held >= threshold
+        return self.balance - self.held >= low_balance_threshold(
+            self.monthly_allowance, self.threshold
+        )
 
     @property
     def depleted_armed(self) -> bool:

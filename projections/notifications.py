@@ -43,6 +43,7 @@ from ledger.domain.events import (
     HoldExpired,
     LowBalanceThresholdSet,
     MonthlyAllowanceReset,
+    low_balance_threshold,
 )
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
@@ -79,7 +80,7 @@ class NotifierState(msgspec.Struct):
     @property
     def effective_threshold(self) -> int:
         """The account's own threshold, or 10 % of its allowance (rounded down)."""
-        return self.monthly_allowance // 10 if self.threshold is None else self.threshold
+        return low_balance_threshold(self.monthly_allowance, self.threshold)
 
     @property
     def is_low(self) -> bool:

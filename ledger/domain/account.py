@@ -47,6 +47,7 @@ from ledger.domain.events import (
     LowBalanceThresholdSet,
     MonthlyAllowanceChanged,
     MonthlyAllowanceReset,
+    low_balance_threshold,
 )
 from ledger.domain.evolution import Evolution, Records
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
@@ -216,8 +217,7 @@ class CreditAccount(Records, Aggregate):
     @property
     def effective_low_balance_threshold(self) -> int:
         """Below this ``available`` is low: the account's own setting, or 10 % of its allowance."""
-        threshold = self.low_balance_threshold
-        return self.monthly_allowance // 10 if threshold is None else threshold
+        return low_balance_threshold(self.monthly_allowance, self.low_balance_threshold)
 
     def holds_due(self, at: datetime) -> list[str]:
         """The open holds past their expiry at ``at``, in the order they were placed."""

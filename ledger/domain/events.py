@@ -135,6 +135,12 @@ class LowBalanceThresholdSet(AccountEvent):
     threshold: int | None
 
 
+def low_balance_threshold(monthly_allowance: int, threshold: int | None) -> int:
+    """Below this ``available`` is low: the account's own ``threshold``
+    (``LowBalanceThresholdSet``), or 10 % of its monthly allowance, rounded down."""
+    return monthly_allowance // 10 if threshold is None else threshold
+
+
 class HoldPlaced(AccountEvent):
     """Credits reserved for work in progress; ``expires_at`` is an ISO 8601 time."""
 
