@@ -43,8 +43,7 @@ def build_ledger(
     ``reads`` when given (ledger/store/read_connections.py), with the commands' memory;
     ``writers``: the group committer's (``GroupCommitter``)."""
     repository = Repository(EventStore(pool))
-    claims = Claims(pool)
-    uow = UnitOfWork(repository, GroupCommitter(pool, writers), claims)
+    uow = UnitOfWork(repository, GroupCommitter(pool, writers), Claims(pool))
     return Ledger(
         uow,
         gateway or NoPaymentGateway(),
