@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -12,7 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
-from ledger.urls import names_a_database, readable
+from ledger.urls import names_a_database, names_this_machine, readable
 
 
 def default_data_dir() -> Path:
@@ -260,12 +259,7 @@ def _on_this_machine(url: str) -> bool:
     """Whether ``url``'s host is this machine (``localhost``, ``127.0.0.0/8``, ``::1``): a
     proxy beside the service, or a look around, and nothing crosses a network."""
     host = (urlsplit(url).hostname or "").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host.endswith(".localhost") or names_this_machine(host)
 
 
 def database_problems(settings: Settings) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import parse_qsl, urlencode
 
@@ -67,3 +68,14 @@ def without_password(url: str, *, hide_user: bool = False) -> str:
         ]
         tail = path + (f"?{urlencode(kept, safe='/')}" if kept else "") + hash_mark + fragment
     return f"{scheme}://{address}{tail}"
+
+
+def names_this_machine(host: str) -> bool:
+    """Whether ``host`` (a name, or an address: IPv6 without its brackets) is this machine:
+    ``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``)."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import signal
@@ -27,7 +26,7 @@ from ledger.failing_loop import SAY_AGAIN_SECONDS, said_lately
 from ledger.store.event_store import DATABASE_ERRORS, EventStore, RecordedEvent
 from ledger.store.migrate import RELAY_ROLE
 from ledger.store.wakeups import Listening, wait_for_either
-from ledger.urls import UNREADABLE, readable, without_password
+from ledger.urls import UNREADABLE, names_this_machine, readable, without_password
 from relay.messages import outgoing
 from relay.positions import (
     Connection,
@@ -164,13 +163,7 @@ _HOST_PORT = re.compile(r"\[([^\]]*)\](?::\d*)?|([^:]*)(?::\d*)?")
 def _loopback(host_port: str) -> bool:
     """Whether one server of a URL (``host:port``, ``[::1]:4222``) is this machine."""
     matched = _HOST_PORT.fullmatch(host_port)
-    host = (matched[1] or matched[2] or "") if matched else ""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return names_this_machine((matched[1] or matched[2] or "") if matched else "")
 
 
 def position_name(stream: str) -> str:
