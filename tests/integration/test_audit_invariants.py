@@ -45,6 +45,20 @@ async def _hold(books: Any, key: str, amount: int) -> str:
     return str(placed.hold_id)
 
 
+async def _grant(books: Any, amount: int) -> str:
+    granted = await books.execute(
+        GrantCredits(
+            account_id=ACCOUNT,
+            amount=amount,
+            priority=10,
+            expires_at=None,
+            reason="promo",
+            idempotency_key="grant",
+        )
+    )
+    return str(granted.grant_id)
+
+
 async def test_a_rule_that_spends_top_ups_a_hold_never_reserved_is_found(
     isolated_db: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,17 +93,7 @@ async def test_a_rule_that_keeps_a_voided_grant_s_share_is_found(
     grant stays closed with credits in the balance that nothing can spend or lapse."""
     books = build_ledger(isolated_db.pool)
     await open_account(books, ACCOUNT, 0)
-    granted = await books.execute(
-        GrantCredits(
-            account_id=ACCOUNT,
-            amount=100,
-            priority=10,
-            expires_at=None,
-            reason="promo",
-            idempotency_key="grant",
-        )
-    )
-    grant_id = str(granted.grant_id)
+    grant_id = await _grant(books, 100)
     hold_id = await _hold(books, "job", 70)
     await books.execute(VoidGrant(account_id=ACCOUNT, grant_id=grant_id, reason="ended"))
     _wrong_rule(monkeypatch, lambda s: msgspec.structs.replace(s, grants_lapsed={}))
@@ -110,17 +114,7 @@ async def test_a_rule_that_lets_an_open_grant_s_share_lapse_is_found(
 ) -> None:
     books = build_ledger(isolated_db.pool)
     await open_account(books, ACCOUNT, 0)
-    granted = await books.execute(
-        GrantCredits(
-            account_id=ACCOUNT,
-            amount=100,
-            priority=10,
-            expires_at=None,
-            reason="promo",
-            idempotency_key="grant",
-        )
-    )
-    grant_id = str(granted.grant_id)
+    grant_id = await _grant(books, 100)
     hold_id = await _hold(books, "job", 70)
     _wrong_rule(
         monkeypatch,
