@@ -1794,7 +1794,7 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
     captured is spent from its shares, and no share is spent and lapsed beyond what the hold
     reserved of it, nor a grant's share lapsed while the grant is open; what resets kept for
     holds is spent or lapses at most once; a debt is repaid from what lapses of the allowance,
-    no more than is owed."""
+    no more than is owed, nor than the reset that carried the share left owed."""
     spent_allowance = getattr(settled, "from_allowance", 0)
     kept_spent = getattr(settled, "kept_spent", 0)
     spent_topup = getattr(settled, "from_topup", 0) + kept_spent
@@ -1834,10 +1834,10 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
             if lapsed and open_grant:
                 problems.append(f"{lapsed} of grant {grant_id} lapsed, which is open")
     owed = max(getattr(settled, "from_topup", 0) - account.topup_balance, 0)
-    if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed):
+    if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed, hold.repayable):
         problems.append(
             f"{settled.debt_repaid} of a debt repaid from {settled.lapsed} of the allowance "
-            f"lapsed, with {owed} owed"
+            f"lapsed, with {owed} owed, {hold.repayable} of it when the reset carried it over"
         )
     if settled.kept_lapsed < 0 or kept_spent + settled.kept_lapsed > account.kept_for_holds:
         problems.append(

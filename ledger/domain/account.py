@@ -51,7 +51,15 @@ from ledger.domain.events import (
 )
 from ledger.domain.evolution import Evolution, Records
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
-from ledger.domain.holds import HeldTotals, OpenHold, Settlement, backed, repaying, settle
+from ledger.domain.holds import (
+    HeldTotals,
+    OpenHold,
+    Settlement,
+    backed,
+    carried_over,
+    repaying,
+    settle,
+)
 from ledger.domain.ids import account_stream_id
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
 
@@ -405,6 +413,7 @@ class CreditAccount(Records, Aggregate):
                 held_after=self.held_topup - hold.from_topup,
             ),
             topup_balance=self.topup_balance,
+            repayable=hold.repayable,
         )
 
     def capture_hold(self, hold_id: str, amount: int, now: datetime) -> Settlement:
@@ -577,6 +586,7 @@ class CreditAccount(Records, Aggregate):
     def _reset(self, event: MonthlyAllowanceReset) -> None:
         # Unspent allowance does not roll over: the allowance is set, not added to.
         # Only what open holds reserve of it is carried over (see ledger/domain/holds.py).
+        ended = self.period
         self.period = event.period
         self.monthly_allowance = event.monthly_allowance
         self.allowance_remaining = event.monthly_allowance + event.held_allowance_carried
@@ -586,6 +596,8 @@ class CreditAccount(Records, Aggregate):
             self.topup_reserved = min(
                 self.topup_reserved + event.debt_repaid - owed, self.held_topup
             )
+        if self.holds:
+            self.holds = carried_over(self.holds, ended, -self.topup_balance)
         self.allowance_remaining += event.held_topup_kept
         self.kept_for_holds += event.held_topup_kept
 

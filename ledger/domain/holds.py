@@ -12,7 +12,8 @@ letting it lapse with the rest of the old allowance, so a capture after the
 reset still finds its credits and the new period starts with its full plan
 amount free. Whatever of a carried share is not captured lapses when the
 hold settles, as the old period's allowance would have at the reset, and as
-that would have, it repays a clawback's debt first (``repaying``).
+that would have, it repays a clawback's debt first (``repaying``): no more than the
+reset found owed (``carried_over``), so that a hold never makes credits.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class OpenHold(msgspec.Struct, frozen=True):
     reason: str = ""
     from_grants: tuple[tuple[str, int], ...] = ()
     """What it reserves of each grant, in burn order."""
+    repayable: int = 0
+    """Of its allowance share, what the top-ups still owed once the reset that first carried
+    it over had repaid what it could: what the share would have repaid had it lapsed then,
+    and so the most it repays when it lapses (``carried_over``, ``repaying``)."""
 
     @classmethod
     def of(cls, state: OpenHold | dict[str, Any]) -> OpenHold:
@@ -203,16 +208,39 @@ def backed(settlement: Settlement, *, reserved: int, kept: int, held_after: int)
     )
 
 
-def repaying(settlement: Settlement, *, topup_balance: int) -> Settlement:
+def carried_over(holds: dict[str, OpenHold], period: str, owed: int) -> dict[str, OpenHold]:
+    """The open holds once a reset ended ``period`` with ``owed`` still owed by the top-ups.
+
+    The allowance shares of holds placed in ``period`` would have lapsed with it and repaid
+    what the reset's own lapsing allowance left owed; each, in the order placed, may repay
+    that much (``repayable``) when it lapses later. Shares carried before lapsed, had their
+    holds never been placed, at an earlier reset: this one changes nothing of theirs.
+    """
+    if owed <= 0:
+        return holds
+    changed = dict(holds)
+    for hold_id, hold in holds.items():
+        if owed <= 0:
+            break
+        if hold.period == period and hold.from_allowance:
+            repayable = min(hold.from_allowance, owed)
+            owed -= repayable
+            changed[hold_id] = msgspec.structs.replace(hold, repayable=repayable)
+    return changed
+
+
+def repaying(settlement: Settlement, *, topup_balance: int, repayable: int) -> Settlement:
     """A settlement whose lapsing allowance share first repays a clawback's debt.
 
     What a hold carried over a reset would have lapsed with the old period's allowance,
     and repaid a debt then (``CreditAccount.reset_figures``): lapsing when the hold
     settles, it repays the debt the top-ups owe after the settlement (``topup_balance``
-    before it), up to what lapses. Credits owed are repaid before an allowance is thrown
-    away.
+    before it), up to what lapses and to what it would have repaid at the reset
+    (``repayable``): a debt that arose since is not the share's to repay, or the hold
+    would have made credits the account without it does not have. Credits owed are
+    repaid before an allowance is thrown away.
     """
     owed = settlement.from_topup - topup_balance
-    if settlement.lapsed <= 0 or owed <= 0:
+    if settlement.lapsed <= 0 or owed <= 0 or repayable <= 0:
         return settlement
-    return msgspec.structs.replace(settlement, debt_repaid=min(settlement.lapsed, owed))
+    return msgspec.structs.replace(settlement, debt_repaid=min(settlement.lapsed, owed, repayable))

@@ -322,6 +322,69 @@ async def test_the_audit_flags_a_settlement_that_repays_more_than_the_debt_owed(
     ]  # fmt: skip
 
 
+async def test_the_audit_flags_a_settlement_that_repays_a_debt_owed_only_since_the_reset(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A refund after the reset leaves a debt the carried share never owed: had the hold
+    settled before the reset, the share would have lapsed with nothing to repay. The
+    service's release repays none of it, and the audit flags one that does."""
+    books = build_ledger(isolated_db.pool)
+    for account_id in ("acct_later", "acct_planted"):
+        await open_account(books, account_id, 100)
+        await books.execute(
+            PlaceHold(
+                account_id=account_id,
+                amount=100,
+                expires_in_seconds=600,
+                reason="job",
+                idempotency_key="h",
+            )
+        )
+        bought = CheckoutEvent(
+            event_id=f"evt_cs_{account_id}",
+            change=CheckoutChange.COMPLETED,
+            session_id=f"cs_{account_id}",
+            paid=True,
+            payment_intent=f"pi_{account_id}",
+            amount_total=500,
+            currency="usd",
+            account_id=account_id,
+            credits=500,
+            checkout_url=None,
+            expires_at=None,
+        )
+        await books.apply_payment_event(bought.event_id, "checkout.session.completed", bought)
+        await books.execute(
+            SpendCredits(account_id=account_id, amount=400, reason="work", idempotency_key="s")
+        )
+        await books.execute(ResetMonth(account_id=account_id, period="2099-01"))
+        refund = RefundEvent(
+            event_id=f"evt_refund_{account_id}",
+            payment_intent=f"pi_{account_id}",
+            amount_refunded=500,
+        )
+        await books.apply_payment_event(refund.event_id, "charge.refunded", refund)
+    hold_id = (await books.account("acct_later", fresh=True)).holds.popitem()[0]
+    released = await books.execute(
+        SettleHold(account_id="acct_later", hold_id=hold_id, outcome="released")
+    )
+    planted: CreditAccount = await books.account("acct_planted", fresh=True)
+    [planted_hold] = planted.holds
+    planted.trigger_event(
+        HoldReleased, hold_id=planted_hold, released=100, lapsed=100, debt_repaid=100
+    )  # the 400 owed arose after the reset
+    await save(books, planted)
+
+    report = await verify(isolated_db.pool)
+
+    assert released.balance == 100 - 400  # the plan's 100, and the 400 owed stand whole
+    found = [(f.kind, f.detail) for f in report.findings]
+    assert found == [
+        ("settlement-mismatch", f"hold {planted_hold} released with debt_repaid 100 (the rule "
+         "gives at most 0)"),
+    ]  # fmt: skip
+
+
 async def test_a_settlement_claimed_for_an_open_hold_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:

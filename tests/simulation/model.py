@@ -49,6 +49,7 @@ class Hold:
     period: str
     expires_at: datetime
     from_grants: dict[str, int] = field(default_factory=dict)
+    repayable: int = 0
 
 
 @dataclass
@@ -191,6 +192,13 @@ class Account:
         kept_from_use = unbacked - max(self.topup - self.reserved, 0)
         kept = max(min(lapsing - repaid, kept_from_use), 0)
         self.kept += kept
+        # "The shares it carries repay no more than it left owed": what each would have
+        # repaid lapsing now, in the order placed.
+        owed = -self.topup
+        for hold in self.holds.values():
+            if hold.period == self.period and owed > 0:
+                hold.repayable = min(hold.from_allowance, owed)
+                owed -= hold.repayable
         self.period = period
         self.monthly_allowance = self.next_allowance
         self.allowance_remaining = self.next_allowance + carried + kept
@@ -248,7 +256,7 @@ class Account:
         self.kept = kept_after
         # "Of the allowance that lapses, up to the debt goes to the top-up balance": a
         # carried share lapsing when its hold settles, as at a reset.
-        self.topup += max(min(lapsed, -self.topup), 0)
+        self.topup += max(min(lapsed, -self.topup, hold.repayable), 0)
 
 
 # A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how

@@ -177,6 +177,39 @@ def test_a_carried_share_that_lapses_repays_a_clawbacks_debt_first(
     assert (before.allowance_remaining, before.topup_balance) == (100, topup_after)
 
 
+@pytest.mark.parametrize(
+    ("owed_at_reset", "refunded_after", "repaid", "topup_after"),
+    [
+        (0, 50, 0, -50),  # nothing owed at the reset: the share would have repaid nothing
+        (40, 50, 40, -50),  # 40 owed then: the share repays those 40, not the 50 owed since
+        (150, 0, 100, -50),  # more owed then than the share: the whole share repays
+    ],
+)
+def test_a_carried_share_repays_no_more_than_it_would_have_at_the_reset(
+    owed_at_reset: int, refunded_after: int, repaid: int, topup_after: int
+) -> None:
+    """A debt that arose after the reset was never the share's to repay: had the hold
+    settled before the reset, its share would have lapsed then, and the later debt would
+    stand whole. Repaying it from the share would make the hold worth credits."""
+
+    def lived(settle_before_the_reset: bool) -> CreditAccount:
+        credits = account(allowance=100, topup=500)
+        credits.place_hold("h1", 100, "job", LATER)  # the allowance: spends take top-ups
+        credits.spend(400, "spent")
+        credits.claw_back("cs_1", 100 + owed_at_reset)
+        if settle_before_the_reset:
+            credits.release_hold("h1")
+        credits.reset_month("2026-12")
+        credits.claw_back("cs_1", refunded_after)
+        if not settle_before_the_reset:
+            assert credits.release_hold("h1").debt_repaid == repaid
+        return credits
+
+    held, settled_before = lived(False), lived(True)
+    assert (held.allowance_remaining, held.topup_balance) == (100, topup_after)
+    assert (settled_before.allowance_remaining, settled_before.topup_balance) == (100, topup_after)
+
+
 def test_a_hold_placed_after_the_reset_is_not_carried() -> None:
     credits = account(allowance=100)
     credits.reset_month("2026-12")

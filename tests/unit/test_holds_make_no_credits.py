@@ -9,7 +9,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from ledger.domain.account import CreditAccount
@@ -156,12 +156,19 @@ def test_a_hold_released_leaves_the_account_as_if_never_placed(
 
 @settings(max_examples=400, deadline=None)
 @given(SETUP, between(BETWEEN_KINDS + ADJUSTMENTS), st.integers(1, 400), SETTLEMENTS)
+@example(  # a debt that arose after the reset, which the share lapsing later once repaid
+    setup=[],
+    between=[("reset", 1, 0), ("reset", 1, 0), ("buy", 1, 0), ("reverse", 1, 0), ("refund", 1, 0)],
+    amount=1,
+    settle="release",
+)
 def test_a_hold_released_across_refunds_makes_no_credits_and_loses_at_most_its_carried_share(
     setup: list[tuple[str, int, int]], between: list[tuple[str, int, int]], amount: int, settle: str
 ) -> None:
     """With a refund's debt, a reset repays it from the allowance that lapses; a hold's
     allowance share carried over that reset lapses when the hold settles and repays the
-    debt owed then, which a purchase in between may have repaid (docs/holds.md)."""
+    debt owed then, which a purchase in between may have repaid, but no more than the reset
+    left owed (docs/holds.md)."""
     held, never, share = both_worlds(setup, between, amount, settle)
     assert held.balance <= never.balance
     assert never.balance - held.balance <= share
