@@ -124,7 +124,9 @@ class CheckoutSession(Records, Aggregate):
         if self.settled:
             return 0
         if amount_paid != self.amount or currency.lower() != self.currency.lower():
-            self.trigger_event(PaymentMismatched, amount_paid=amount_paid, currency=currency.lower())
+            self.trigger_event(
+                PaymentMismatched, amount_paid=amount_paid, currency=currency.lower()
+            )
             return 0
         self.trigger_event(CheckoutPaid, payment_intent=payment_intent, amount_paid=amount_paid)
         return self.credits
@@ -163,7 +165,9 @@ class CheckoutSession(Records, Aggregate):
             credits_clawed_back=clawed_back,
             credits_restored=restored,
         )
-        return Adjustment(dispute_id=self._last_dispute(), clawed_back=clawed_back, restored=restored)
+        return Adjustment(
+            dispute_id=self._last_dispute(), clawed_back=clawed_back, restored=restored
+        )
 
     def dispute(self, dispute_id: str, status: str, amount: int) -> Adjustment:
         """Apply a dispute's status; one at an earlier stage than the one known changes nothing."""
