@@ -38,6 +38,8 @@ class Services:
     """The view reads: on the standby when there is one (api/read_side.py)."""
     webhook_allow_private: bool = False
     """Whether webhook endpoints may be on loopback, private or other non-public addresses."""
+    webhook_https_only: bool = False
+    """Whether new webhook endpoints must be ``https://`` unless on this machine (production)."""
     stripe_livemode: bool = False
     """The mode of the Stripe key: webhooks of the other mode are not applied."""
     admin_url: str | None = None
@@ -98,6 +100,7 @@ def build_services(
         page_tokens=page_tokens,
         reads=ReadSide(reads, standby),
         webhook_allow_private=settings.webhook_allow_private,
+        webhook_https_only=settings.production,
         stripe_livemode=settings.stripe_livemode,
         read_pool=reads,
     )

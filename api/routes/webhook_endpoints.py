@@ -23,7 +23,12 @@ from api.services import ServicesDependency
 from api.validation import Body, OptionalIdempotencyKey, ValidationFailed
 from ledger.commands import SetLowBalanceThreshold
 from ledger.notifications.addresses import NonPublicAddress, UnresolvableHost
-from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry, WebhookEndpoint
+from ledger.notifications.endpoints import (
+    CreatedEndpoint,
+    EndpointRegistry,
+    PlainTextURL,
+    WebhookEndpoint,
+)
 
 
 class WebhookEndpoints(msgspec.Struct, frozen=True):
@@ -64,9 +69,14 @@ async def create_webhook_endpoint(
     (and again only to a repeat under the same optional ``Idempotency-Key``, from the same
     token).
 
-    The URL's host must be a public address (resolved now, and again at each delivery).
+    The URL's host must be a public address (resolved now, and again at each delivery); in
+    production the URL must be ``https://`` unless its host is this machine.
     """
-    registry = EndpointRegistry(services.pool, allow_private=services.webhook_allow_private)
+    registry = EndpointRegistry(
+        services.pool,
+        allow_private=services.webhook_allow_private,
+        https_only=services.webhook_https_only,
+    )
     try:
         return await registry.create(
             data.url,
@@ -77,6 +87,12 @@ async def create_webhook_endpoint(
     except NonPublicAddress as refused:
         raise ValidationFailed.single(
             "url", f"The url must be on a public address: {refused}{PRIVATE_HINT}"
+        ) from None
+    except PlainTextURL:
+        raise ValidationFailed.single(
+            "url",
+            "The url must be https:// in production: a notification carries an account's "
+            "balance, which its signature does not hide.",
         ) from None
     except UnresolvableHost as refused:
         raise ValidationFailed.single(

@@ -6,6 +6,7 @@ import secrets
 from datetime import datetime
 
 import asyncpg
+import httpx
 import msgspec
 
 from ledger.notifications.addresses import check_url
@@ -13,6 +14,11 @@ from ledger.notifications.signing import new_secret
 from ledger.store.claims import KEY_REUSED, IdempotencyKeyReused, request_fingerprint
 from ledger.store.read_connections import Pool
 from ledger.unit_of_work import answer_replayed
+from ledger.urls import names_this_machine
+
+
+class PlainTextURL(Exception):
+    """An ``http://`` endpoint off this machine where notifications must go over TLS."""
 
 
 class WebhookEndpoint(msgspec.Struct, frozen=True):
@@ -60,12 +66,17 @@ class EndpointRegistry:
     the service once, in the answer to ``create``.
 
     A URL whose host is or resolves to a non-public address is refused unless
-    ``allow_private`` (see addresses.py).
+    ``allow_private`` (see addresses.py); with ``https_only`` (production), an ``http://``
+    one is refused unless its host is this machine: a notification carries an account's
+    balance, and its signature does not hide it.
     """
 
-    def __init__(self, pool: Pool, *, allow_private: bool = False) -> None:
+    def __init__(
+        self, pool: Pool, *, allow_private: bool = False, https_only: bool = False
+    ) -> None:
         self.pool = pool
         self.allow_private = allow_private
+        self.https_only = https_only
 
     async def create(
         self,
@@ -82,13 +93,16 @@ class EndpointRegistry:
         request raises IdempotencyKeyReused. ``maker`` (the caller's token) is part of the
         request: the secret is answered again to whoever made the endpoint, never to another
         caller that sends the same key and body. Raises NonPublicAddress or UnresolvableHost
-        (addresses.py) for a URL the dispatcher would not send to.
+        (addresses.py) for a URL the dispatcher would not send to, PlainTextURL for one it
+        would send to in plain text where only TLS will do (``https_only``).
         """
         fingerprint = request_fingerprint({"url": url, "events": events, "maker": maker})
         if idempotency_key is not None and (
             earlier := await self._made_under(idempotency_key, fingerprint)
         ):
             return earlier
+        if self.https_only and not _over_tls_or_here(url):
+            raise PlainTextURL(url)
         if not self.allow_private:
             await check_url(url)
         endpoint_id = "we_" + secrets.token_hex(12)
@@ -181,3 +195,12 @@ class EndpointRegistry:
                 endpoint_id,
             )
         return _endpoint(row)
+
+
+def _over_tls_or_here(url: str) -> bool:
+    """Whether a delivery to ``url`` goes over TLS, or stays on this machine."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return True  # not a URL at all: check_url says why
+    return parsed.scheme != "http" or names_this_machine(parsed.host)

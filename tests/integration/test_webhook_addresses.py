@@ -28,7 +28,7 @@ from ledger.notifications.addresses import (
     why_not_public,
 )
 from ledger.notifications.dispatcher import Dispatcher
-from ledger.notifications.endpoints import EndpointRegistry
+from ledger.notifications.endpoints import EndpointRegistry, PlainTextURL
 from ledger.notifications.outbox import list_deliveries
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase
@@ -132,6 +132,60 @@ async def test_the_api_answers_422_in_the_contracts_shape(
     assert unresolved.json()["errors"]["url"][0].startswith(
         "The url's host must resolve to a public address: no-such-host.invalid does not resolve"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "taken"),
+    [
+        ("http://8.8.8.8/hooks", False),  # public, in plain text: the balance for all to read
+        ("HTTP://8.8.8.8/hooks", False),
+        ("https://8.8.8.8/hooks", True),
+        ("http://127.0.0.1:9/hooks", True),  # this machine: nothing crosses a network
+        ("http://localhost:9/hooks", True),
+        ("http://[::1]:9/hooks", True),
+    ],
+)
+async def test_production_takes_plain_http_endpoints_on_this_machine_only(
+    isolated_db: IsolatedDatabase, url: str, taken: bool
+) -> None:
+    production = EndpointRegistry(isolated_db.pool, allow_private=True, https_only=True)
+    if taken:
+        assert (await production.create(url, ["credits.spent"])).url == url
+    else:
+        with pytest.raises(PlainTextURL):
+            await production.create(url, ["credits.spent"])
+        assert await EndpointRegistry(isolated_db.pool).list() == []
+    # Development takes any of them.
+    development = EndpointRegistry(isolated_db.pool, allow_private=True)
+    assert (await development.create(url, ["credits.spent"])).url == url
+
+
+async def test_production_answers_422_for_a_plain_http_endpoint(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    settings = Settings(
+        ledger_env="production",
+        database_url=database_url,
+        stripe_secret_key="sk_live_addresses",
+        page_key="k" * 32,
+        stripe_api_base="http://127.0.0.1:9",
+        stripe_webhook_secret="whsec_addresses",
+        data_dir=tmp_path,
+    )
+    writer = await TokenService(pool).issue(Scope.LEDGER_WRITE, name="plain text")
+    async with AsyncTestClient(create_app(settings)) as client:
+        refused = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "http://8.8.8.8/hooks", "events": ["credits.spent"]},
+            headers={"Authorization": f"Bearer {writer.secret}"},
+        )
+
+    assert refused.status_code == 422
+    message = (
+        "The url must be https:// in production: a notification carries an account's "
+        "balance, which its signature does not hide."
+    )
+    assert refused.json() == {"message": message, "errors": {"url": [message]}}
 
 
 @pytest.fixture
