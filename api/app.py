@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -44,6 +45,8 @@ from api.routes import (
 from api.services import Services, build_services
 from api.settings import Settings, SettingsError
 from ledger.adapters.stripe_gateway import StripeGateway
+from ledger.bootstrap import NoPaymentGateway
+from ledger.ports import PaymentGateway
 from ledger.store.failures import database_failure
 
 log = logging.getLogger("ledger")
@@ -59,12 +62,16 @@ async def open_services(
     set_up_first: bool = True,
     pool_wait: float | None = None,
     server_settings: dict[str, str] = SERVICE_SETTINGS,
+    payments: bool = True,
 ) -> AsyncIterator[Services]:
     """Database pool, migrations, Stripe gateway and services; closed on exit.
 
     ``set_up_first=False``: no migrations nor grants applied (``service_url``).
     ``pool_wait``: how long a connection is waited for (``create_pool``; the API's).
-    ``server_settings``: the pool's sessions' (``create_pool``)."""
+    ``server_settings``: the pool's sessions' (``create_pool``).
+    ``payments=False``: for a command that takes no payment and makes no link (tokens,
+    accounts, grants): no Stripe client, webhook secret or page key, so that production's
+    operator need not hold those secrets to run it."""
     async with AsyncExitStack() as stack:
         pool, _, database_url, given_url = await stack.enter_async_context(
             open_database(
@@ -75,19 +82,21 @@ async def open_services(
             )
         )
         log.debug("event store: %s", describe(database_url))
-        gateway = StripeGateway(
-            settings.stripe_secret_key or "sk_test_standin",
-            api_base=stripe_api_base or settings.stripe_api_base,
-        )
-        stack.push_async_callback(gateway.close)
+        gateway: PaymentGateway = NoPaymentGateway()
+        if payments:
+            gateway = stripe = StripeGateway(
+                settings.stripe_secret_key or "sk_test_standin",
+                api_base=stripe_api_base or settings.stripe_api_base,
+            )
+            stack.push_async_callback(stripe.close)
         standby = await stack.enter_async_context(open_standby_pool(settings.database_read_url))
         services = build_services(
             pool,
             settings,
             gateway,
-            webhook_secrets(settings),
+            webhook_secrets(settings) if payments else [],
             database_url,
-            page_key(settings),
+            page_key(settings) if payments else secrets.token_hex(32),  # signs no link
             standby,
         )
         yield replace(services, admin_url=settings.database_admin_url or given_url)

@@ -628,7 +628,7 @@ def reset_month(period: str | None) -> None:
                 services.ledger, period, bar.update, account_ids, unloadable
             )
 
-    reset, unchanged, refused = _run_with_services(_settings(), run)
+    reset, unchanged, refused = _run_with_services(_settings(service=False), run)
     click.echo(f"reset {plural(reset, 'account')}; {unchanged:,} already reset for this period")
     if refused:
         one = len(refused) == 1
@@ -957,7 +957,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
 
     from api.database import owner_connection
 
-    settings = _settings()
+    settings = _settings(service=False)
 
     async def run(services: Services) -> None:
         settle_after_start_up(young=BATCHES_YOUNG)  # as in the parts' processes
@@ -1020,7 +1020,7 @@ def webhook_deliveries(
     from ledger.notifications.outbox import list_deliveries
 
     found = _run_with_services(
-        _settings(),
+        _settings(service=False),
         lambda s: list_deliveries(s.pool, status=status, endpoint_id=endpoint_id, limit=limit),
     )
     for delivery in found:
@@ -1056,7 +1056,9 @@ def webhook_retry(delivery_id: int) -> None:
     from ledger.notifications.outbox import NotRetryable, retry_now
 
     try:
-        delivery = _run_with_services(_settings(), lambda s: retry_now(s.pool, delivery_id))
+        delivery = _run_with_services(
+            _settings(service=False), lambda s: retry_now(s.pool, delivery_id)
+        )
     except NotRetryable as error:
         raise click.ClickException(str(error)) from None
     click.echo(
@@ -1172,7 +1174,7 @@ def open_account(account_id: str, allowance: int | None) -> None:
     from ledger.commands import OpenAccount
     from ledger.domain.errors import AccountAlreadyExists, InvalidAccountId
 
-    settings = _settings()
+    settings = _settings(service=False)
     monthly = settings.default_monthly_allowance if allowance is None else allowance
     command = OpenAccount(account_id=account_id, monthly_allowance=monthly)
     try:
@@ -1252,7 +1254,7 @@ def create_token(scope: str, account_id: str | None, name: str | None) -> None:
             raise click.ClickException(f"account {account_id} does not exist")
         return await services.tokens.issue(chosen, account_id=account_id, name=name)
 
-    issued = _run_with_services(_settings(), issue)
+    issued = _run_with_services(_settings(service=False), issue)
     who = f"account {account_id}" if account_id else (name or "unnamed")
     try:
         click.echo(
@@ -1261,7 +1263,7 @@ def create_token(scope: str, account_id: str | None, name: str | None) -> None:
         click.echo(issued.secret)
         sys.stdout.flush()
     except OSError:  # nobody saw the secret: nobody may use the token
-        _run_with_services(_settings(), lambda s: s.tokens.revoke(issued.token_id))
+        _run_with_services(_settings(service=False), lambda s: s.tokens.revoke(issued.token_id))
         raise
 
 
@@ -1293,7 +1295,7 @@ def revoke_token(token_id: str) -> None:
     ledger tokens revoke 96187eb738ecc15d
     ledger tokens revoke "$LEAKED_TOKEN"
     """
-    revoked = _run_with_services(_settings(), lambda s: s.tokens.revoke(token_id))
+    revoked = _run_with_services(_settings(service=False), lambda s: s.tokens.revoke(token_id))
     if not revoked:
         raise click.ClickException(f"no live token {token_id}")
     click.echo(f"revoked {token_id}")

@@ -51,7 +51,7 @@ def _run(work: Any) -> Any:
     from ledger.store.claims import IdempotencyKeyReused
 
     try:
-        return run_with_services(settings_from_env(), work)
+        return run_with_services(settings_from_env(service=False), work)
     except (DomainError, IdempotencyKeyReused) as error:
         raise click.ClickException(_refusal(error)) from None
 

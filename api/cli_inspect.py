@@ -134,7 +134,7 @@ def show_account(account_id: str, as_json: bool) -> None:
             ],
         )
 
-    report = run_with_services(settings_from_env(), run)
+    report = run_with_services(settings_from_env(service=False), run)
     if as_json:
         _echo_json(report)
         return
@@ -207,7 +207,7 @@ def list_accounts(after: str | None, limit: int, as_json: bool) -> None:
             shown.append(row)
         return shown, await _views_behind(services, "balances")
 
-    rows, behind = run_with_services(settings_from_env(), run)
+    rows, behind = run_with_services(settings_from_env(service=False), run)
     more = len(rows) > limit
     rows = rows[:limit]
     if as_json:
@@ -259,7 +259,8 @@ def list_accounts(after: str | None, limit: int, as_json: bool) -> None:
 def list_tokens(include_revoked: bool, as_json: bool) -> None:
     """List tokens: id, scope, account or name, created, last used (never the secret)."""
     found = run_with_services(
-        settings_from_env(), lambda s: s.tokens.list_tokens(include_revoked=include_revoked)
+        settings_from_env(service=False),
+        lambda s: s.tokens.list_tokens(include_revoked=include_revoked),
     )
     if as_json:
         for token in found:
@@ -292,7 +293,7 @@ def projections_status(as_json: bool) -> None:
         head = await services.store.head_position()
         return head, await services.views.positions(VIEW_NAMES)
 
-    head, positions = run_with_services(settings_from_env(), run)
+    head, positions = run_with_services(settings_from_env(service=False), run)
     if as_json:
         for view in positions:
             _echo_json(

@@ -181,7 +181,7 @@ def _reconcile_and_report(
         with progress(len(pending), "purchases", enabled=bool(pending) and not as_json) as bar:
             return await reconcile(services.ledger, lookup, pending, lambda _: bar.update(1))
 
-    results = run_with_services(settings, run, stripe_api_base=stripe_api_base)
+    results = run_with_services(settings, run, stripe_api_base=stripe_api_base, payments=True)
     for result in results:
         click.echo(msgspec.json.encode(result).decode() if as_json else _line(result))
     counts: dict[str, int] = {}

@@ -53,9 +53,12 @@ def run_with_services(
     stripe_api_base: str | None = None,
     set_up_first: bool = True,
     server_settings: dict[str, str] | None = None,
+    payments: bool = False,
 ) -> T:
     """Run ``work(services)`` in an event loop of its own, the services closed after
-    (``set_up_first``, ``server_settings``: see ``api.app.open_services``)."""
+    (``set_up_first``, ``server_settings``, ``payments``: see ``api.app.open_services``; a
+    command that talks to Stripe says ``payments=True`` and reads its settings with
+    ``settings_from_env()``, the others ``settings_from_env(service=False)``)."""
     from api.app import open_services
     from api.database import SERVICE_SETTINGS
 
@@ -65,6 +68,7 @@ def run_with_services(
             stripe_api_base=stripe_api_base,
             set_up_first=set_up_first,
             server_settings=server_settings or SERVICE_SETTINGS,
+            payments=payments,
         ) as services:
             return await work(services)
 
