@@ -203,7 +203,9 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
             return "hold.expired", {
                 "hold_id": event.hold_id,
                 "released": event.released,
-                "lapsed": event.lapsed,
+                # As the hold's answer counts it: of ``released``, the allowance share carried
+                # over a reset and the shares of grants closed meanwhile, which ended.
+                "lapsed": event.lapsed + sum(event.grants_lapsed.values()),
             }
     return None
 

@@ -21,6 +21,7 @@ from ledger.commands import (
     SetLowBalanceThreshold,
     SettleHold,
     SpendCredits,
+    VoidGrant,
 )
 from ledger.domain.checkout import CheckoutSession
 from ledger.notifications.endpoints import EndpointRegistry
@@ -172,6 +173,34 @@ async def test_the_sweepers_hold_expiry_reports_no_lapsed_grant_nor_other_due_ho
     found = await notified(isolated_db, account_id)
     assert [balances(d) for d in found["hold.expired"]] == [(150, 50, 0, 150)] * 2
     assert [balances(d) for d in found["grant.expired"]] == [(150, 50, 0, 150)]
+
+
+async def test_hold_expired_says_what_lapsed_of_it_as_the_holds_answer_does(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A hold's share of a grant voided while it was open lapses with the hold: its answer
+    counted it in ``lapsed``, its ``hold.expired`` only the allowance's share (0)."""
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        "http://127.0.0.1:9/hooks", TYPES
+    )
+    clock = Clock(datetime.now(UTC))
+    books = build_ledger(isolated_db.pool, clock=clock)
+    account_id = unique("acct")
+    try:
+        await open_account(books, account_id, 0)
+        granted = await grant(books, account_id, 100, None)
+        held = await hold(books, account_id, 60, 90)
+        await books.execute(VoidGrant(account_id=account_id, grant_id=granted, reason=""))
+        clock.now += timedelta(minutes=5)
+        expired = await books.execute(
+            SettleHold(account_id=account_id, hold_id=held, outcome="expired")
+        )
+    finally:
+        await books.uow.committer.stop()
+
+    assert (expired.released, expired.lapsed) == (60, 60)
+    found = await notified(isolated_db, account_id)
+    assert [(d["released"], d["lapsed"]) for d in found["hold.expired"]] == [(60, 60)]
 
 
 async def test_the_sweepers_grant_expiry_reports_no_other_lapsed_grant_nor_due_hold(
