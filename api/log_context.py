@@ -172,6 +172,17 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", _CLOCK)
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # A message is one line: what others wrote into it (a receiver's refusal, a name)
+        # must not start a line that reads as the service's own, nor drive the terminal.
+        # A traceback is added after it, its lines kept.
+        message = record.message
+        record.message = message.translate(_ESCAPED)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         ids = _ids(getattr(record, "request_id", None), getattr(record, "stripe_event_id", None))
@@ -189,6 +200,16 @@ class TextFormatter(logging.Formatter):
 
 
 _CLOCK = "%H:%M:%S"
+
+_ESCAPED = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+"""Control characters and line separators as Python writes them escaped (``\\n``, ``\\x1b``)."""
 
 
 def _access_message(method: str, route: str, status: int, ms: float) -> str:
