@@ -4,7 +4,6 @@ what is held and the period."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from uuid import UUID
 
 import msgspec
@@ -17,7 +16,7 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import Connection
 from projections.balance_changes import held_change, moved_by
-from projections.events import EventKinds, ProjectedEvent
+from projections.events import EventKinds, Moment, ProjectedEvent
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
 
@@ -32,7 +31,7 @@ class BalanceRow(msgspec.Struct):
     held: int
     period: str
     position: int
-    updated_at: datetime
+    updated_at: Moment
     granted: int = 0
 
 

@@ -7,7 +7,10 @@ store's mapper, once per batch, and shared by every view.
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+import operator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +18,8 @@ import msgspec
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import TopicError
 
-from ledger.store.event_store import RecordedEvent
+from ledger.store.event_store import DATABASE_ERRORS, Connection, RecordedEvent, ReplayedEvent
+from ledger.store.hash_chain import postgres_microseconds, postgres_moment
 from ledger.store.mapper import MsgspecMapper
 
 _decode = MsgspecMapper().to_domain_event
@@ -30,6 +34,54 @@ class Unrecognised(msgspec.Struct, frozen=True):
     topic: str
 
 
+Moment = datetime | int
+"""A time as the connection a view is folded on reads and writes a ``timestamptz``: a
+datetime (asyncpg's own codec: the live projector's), or the microseconds since 2000 that
+PostgreSQL keeps (a rebuild's connections: ``times_as_microseconds``). A view copies an
+event's time into its rows as it is, and compares it only with times read on the same
+connection, or through ``as_datetime``: a rebuild makes no datetime of the millions of
+times it reads and writes."""
+
+
+@contextlib.asynccontextmanager
+async def times_as_microseconds(connection: Connection) -> AsyncIterator[None]:
+    """Within, ``connection`` reads every ``timestamptz`` as PostgreSQL keeps it, an int of
+    microseconds since 2000 (``Moment``), and writes one from such an int or a datetime.
+
+    For a rebuild's fold: asyncpg's datetimes, made for each event's time and view row read
+    and taken apart again for each written (COPY's statement lines above all), are dearer
+    than the events' folds. Its events are read with their times so too (``ReplayedEvent``).
+    """
+    await connection.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=_as_microseconds,
+        decoder=_first,
+        format="tuple",  # asyncpg's: (microseconds since 2000,)
+    )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(*DATABASE_ERRORS):  # a connection gone keeps the error it had
+            await connection.reset_type_codec("timestamptz", schema="pg_catalog")
+
+
+def _as_microseconds(moment: Moment) -> tuple[int]:
+    if type(moment) is int:
+        return (moment,)
+    # A datetime of an event's own (a hold's expiry): as asyncpg writes it, naive as local.
+    assert isinstance(moment, datetime)
+    return (postgres_microseconds(moment.astimezone(UTC)),)
+
+
+_first = operator.itemgetter(0)
+
+
+def as_datetime(moment: Moment) -> datetime:
+    """A ``Moment`` as a datetime, as asyncpg would have read it (for the few that need one)."""
+    return moment if isinstance(moment, datetime) else postgres_moment(moment)
+
+
 class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
     """One stored event, decoded for the views.
 
@@ -42,7 +94,7 @@ class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
     version: int
     event: Aggregate.Event | Unrecognised
     """The event itself, e.g. ``CreditsSpent``; old topics decode to the same classes."""
-    recorded_at: datetime
+    recorded_at: Moment
 
 
 class ByEventClass(dict[type, Any]):
@@ -84,7 +136,7 @@ class UnreadableEvent(Exception):
     """A stored event of a known type whose state does not decode into it: no view can
     pass it, so the projector stops there. Its message is one line naming the event."""
 
-    def __init__(self, recorded: RecordedEvent, error: Exception) -> None:
+    def __init__(self, recorded: RecordedEvent | ReplayedEvent, error: Exception) -> None:
         self.position = recorded.notification_id
         reason = " ".join(str(error).split()) or "no detail"
         super().__init__(
@@ -94,9 +146,10 @@ class UnreadableEvent(Exception):
         )
 
 
-def projected(recorded: RecordedEvent) -> ProjectedEvent:
-    """Decode a stored event into its declared class, with its place in the store
-    (UnreadableEvent if its state does not decode)."""
+def projected(recorded: RecordedEvent | ReplayedEvent) -> ProjectedEvent:
+    """Decode a stored event into its declared class, with its place in the store and its
+    time as it was read (a replayed event's microseconds: ``Moment``); UnreadableEvent if
+    its state does not decode."""
     try:
         event = _decode(recorded)
     except TopicError:
@@ -108,5 +161,5 @@ def projected(recorded: RecordedEvent) -> ProjectedEvent:
         recorded.originator_id,
         recorded.originator_version,
         event,
-        recorded.recorded_at,
+        recorded.microseconds if type(recorded) is ReplayedEvent else recorded.recorded_at,
     )

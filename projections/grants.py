@@ -23,7 +23,7 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, ProjectedEvent, as_text
+from projections.events import EventKinds, Moment, ProjectedEvent, as_text
 from projections.writes import Write, WritesView
 
 _GRANT_EVENTS = EventKinds(
@@ -46,11 +46,11 @@ class GrantRow(msgspec.Struct):
     amount: int
     remaining: int
     priority: int
-    expires_at: datetime | None
+    expires_at: Moment | None
     reason: str
     status: str
-    granted_at: datetime
-    closed_at: datetime | None
+    granted_at: Moment
+    closed_at: Moment | None
     position: int
 
 
@@ -80,7 +80,7 @@ def taken_from_grants(event: object) -> dict[str, int]:
     return {}
 
 
-def closed_at(kind: type, expires_at: datetime | None, recorded_at: datetime) -> datetime:
+def closed_at(kind: type, expires_at: Moment | None, recorded_at: Moment) -> Moment:
     """When a grant closed by an event of ``kind`` recorded at ``recorded_at``: a void then,
     an expiry at the grant's ``expires_at``, however late it was recorded (a list shows an
     expiry not recorded yet so: api/routes/grants.py)."""

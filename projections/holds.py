@@ -16,7 +16,7 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, ProjectedEvent, as_text
+from projections.events import EventKinds, Moment, ProjectedEvent, as_text
 from projections.writes import Write, WritesView
 
 _SETTLED_AS: dict[type, str] = {
@@ -36,9 +36,9 @@ class HoldRow(msgspec.Struct):
     released: int
     status: str
     reason: str
-    expires_at: datetime
-    placed_at: datetime
-    settled_at: datetime | None
+    expires_at: Moment
+    placed_at: Moment
+    settled_at: Moment | None
     position: int
 
 

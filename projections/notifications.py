@@ -49,7 +49,7 @@ from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from ledger.times import in_utc
 from projections.balance_changes import held_change, moved_by
-from projections.events import EventKinds, ProjectedEvent
+from projections.events import EventKinds, Moment, ProjectedEvent, as_datetime
 from projections.memory import ViewMemory, rows_of
 from projections.writes import Write, WritesView
 
@@ -258,7 +258,7 @@ def fold(
             Notification(
                 notification_id(projected.position, kind),
                 kind,
-                int(projected.recorded_at.timestamp()),
+                int(as_datetime(projected.recorded_at).timestamp()),
                 balances | details if details else balances,
             )
         )
@@ -286,7 +286,7 @@ def fold(
 class _Subscriber(msgspec.Struct, frozen=True):
     endpoint_id: str
     event_types: frozenset[str]
-    created_at: datetime
+    created_at: Moment
 
 
 _encode = msgspec.json.Encoder().encode
@@ -354,7 +354,8 @@ class NotificationsProjection(WritesView):
                 chosen = [
                     s.endpoint_id
                     for s in subscribers
-                    if notification.type in s.event_types and event.recorded_at >= s.created_at
+                    if notification.type in s.event_types
+                    and as_datetime(event.recorded_at) >= as_datetime(s.created_at)
                 ]
                 if not chosen:
                     continue

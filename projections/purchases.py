@@ -10,7 +10,6 @@ The status follows the session's: a dispute does not change it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from uuid import UUID
 
 import msgspec
@@ -28,7 +27,7 @@ from ledger.domain.events import (
     PaymentRefunded,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, ProjectedEvent
+from projections.events import EventKinds, Moment, ProjectedEvent
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
 
@@ -54,9 +53,9 @@ class PurchaseRow(msgspec.Struct):
     credits_clawed_back: int
     credits_reversed: int
     position: int
-    created_at: datetime
-    updated_at: datetime
-    paid_at: datetime | None
+    created_at: Moment
+    updated_at: Moment
+    paid_at: Moment | None
 
 
 # The row's fields are the table's columns (and migration 0017's purchase_row, in order).

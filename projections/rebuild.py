@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from ledger.store.event_store import Connection, read_whole_appends_after
+from ledger.store.event_store import Connection, replay_whole_appends_after
 from ledger.store.migrate import apply_grants
-from projections.events import projected
+from projections.events import projected, times_as_microseconds
 from projections.rebuild_parts import fill_in_parts
 from projections.runner import Projection
 
@@ -64,7 +64,7 @@ async def _apply_next_batch(
     connection: Connection, projections: Sequence[Projection], after: int
 ) -> tuple[int, int]:
     """Apply one batch to every fresh table; return (events applied, new position)."""
-    events = await read_whole_appends_after(connection, after, REBUILD_BATCH)
+    events = await replay_whole_appends_after(connection, after, REBUILD_BATCH)
     if events:
         decoded = [projected(e) for e in events]
         for projection in projections:
@@ -94,7 +94,8 @@ async def rebuild_all(
             "run this one when it has finished"
         )
     try:
-        return await _rebuild_all(connection, projections, on_progress, jobs, database_url)
+        async with times_as_microseconds(connection):
+            return await _rebuild_all(connection, projections, on_progress, jobs, database_url)
     finally:
         with contextlib.suppress(Exception):  # else the session's end lets it go
             await connection.execute("SELECT pg_advisory_unlock($1)", REBUILD_LOCK)

@@ -33,13 +33,18 @@ from ledger.child_processes import started_deaf_to_ctrl_c
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import (
     Connection,
-    RecordedEvent,
+    ReplayedEvent,
     read_part_until,
     visible_head,
 )
 from ledger.store.failures import database_failure
 from ledger.store.migrate import owner_session
-from projections.events import ProjectedEvent, UnreadableEvent, projected
+from projections.events import (
+    ProjectedEvent,
+    UnreadableEvent,
+    projected,
+    times_as_microseconds,
+)
 from projections.runner import Projection, all_projections
 
 
@@ -161,7 +166,10 @@ async def _fill_part(job: PartJob, reports: Queue[tuple[str, int, Any]]) -> None
     writer = await asyncpg.connect(job.database_url)
     try:
         await owner_session(writer)
-        async with reader.transaction(isolation="repeatable_read", readonly=True):
+        async with (
+            times_as_microseconds(writer),
+            reader.transaction(isolation="repeatable_read", readonly=True),
+        ):
             await reader.execute(f"SET TRANSACTION SNAPSHOT '{job.snapshot}'")
             events = read_part_until(reader, job.until, job.part, job.parts)
             async for events_batch in _whole_commands(events, job.batch):
@@ -185,15 +193,15 @@ async def _write(
 
 
 async def _whole_commands(
-    chunks: AsyncIterator[list[RecordedEvent]], size: int
-) -> AsyncIterator[list[RecordedEvent]]:
+    chunks: AsyncIterator[list[ReplayedEvent]], size: int
+) -> AsyncIterator[list[ReplayedEvent]]:
     """Batches of about ``size`` events that never end inside one command's events of a stream.
 
     The notifications view judges its alerts after the last event a command
     recorded on a stream (the next event of the batch is another stream's, or
     another moment's), as a single pass over whole appends does.
     """
-    batch: list[RecordedEvent] = []
+    batch: list[ReplayedEvent] = []
     async for chunk in chunks:
         batch.extend(chunk)
         if len(batch) < size:
@@ -215,5 +223,5 @@ def _parent_alive() -> bool:
     return parent is None or parent.is_alive()
 
 
-def _same_command(event: RecordedEvent, before: RecordedEvent) -> bool:
-    return event.originator_id == before.originator_id and event.recorded_at == before.recorded_at
+def _same_command(event: ReplayedEvent, before: ReplayedEvent) -> bool:
+    return event.originator_id == before.originator_id and event.microseconds == before.microseconds

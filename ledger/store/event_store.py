@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -118,10 +118,12 @@ class RecordedEvent(msgspec.Struct, frozen=True):
 
 
 class ReplayedEvent(msgspec.Struct, frozen=True):
-    """A stored event as a replay of the whole store reads it (``events_of_part``): its time
-    as PostgreSQL keeps it, microseconds since 2000, which the hash chain hashes and order
-    checks compare; a datetime only where one is asked for. asyncpg's datetime, and
-    ``postgres_microseconds`` back from it, cost a replay ~1 µs an event: ~10 % of an audit."""
+    """A stored event as a replay of the whole store reads it (an audit's
+    ``events_of_part``, a rebuild's ``replay_whole_appends_after`` and ``read_part_until``):
+    its time as PostgreSQL keeps it, microseconds since 2000, which the hash chain hashes,
+    order checks compare and a rebuild writes into its views; a datetime only where one is
+    asked for. asyncpg's datetime, and ``postgres_microseconds`` back from it, cost a replay
+    ~1 µs an event: ~10 % of an audit."""
 
     originator_id: UUID
     originator_version: int
@@ -154,21 +156,28 @@ def _recorded(row: asyncpg.Record | tuple[Any, ...]) -> RecordedEvent:
 
 async def read_after(connection: Connection, after: int, limit: int) -> list[RecordedEvent]:
     """Events in commit order after position ``after``, never skipping a late commit."""
-    rows = await connection.fetch(
-        f"""SELECT {_COLUMNS} FROM stored_events
-            WHERE notification_id > $1 AND {VISIBLE}
-            ORDER BY notification_id LIMIT $2""",
-        after,
-        limit,
-    )
-    return [_recorded(row) for row in rows]
+    return [_recorded(row) for row in await connection.fetch(_read_after(_COLUMNS), after, limit)]
+
+
+async def replay_after(connection: Connection, after: int, limit: int) -> list[ReplayedEvent]:
+    """``read_after``'s events with their times as PostgreSQL keeps them (``ReplayedEvent``)."""
+    rows = await connection.fetch(_read_after(REPLAYED_COLUMNS), after, limit)
+    return [replayed_event(row) for row in rows]
+
+
+def _read_after(columns: str) -> str:
+    return f"""SELECT {columns} FROM stored_events
+        WHERE notification_id > $1 AND {VISIBLE}
+        ORDER BY notification_id LIMIT $2"""
 
 
 _APPEND_TAIL = 64
 """Events read past a batch's limit to find where the last append's events end."""
 
+_Event = TypeVar("_Event", RecordedEvent, ReplayedEvent)
 
-def _same_append(event: RecordedEvent, before: RecordedEvent) -> bool:
+
+def _same_append(event: _Event, before: _Event) -> bool:
     # One append() call takes its time once and its positions one after another under
     # the ordering lock, so its events are consecutive and share recorded_at.
     return (
@@ -187,18 +196,35 @@ async def read_whole_appends_after(
     a refund that claws back and restores, or a spend with its notification, moves a
     view from one state a command left to the next, never through what lies between.
     """
-    events = await read_after(connection, after, limit + _APPEND_TAIL)
+    return await _whole_appends_after(read_after, connection, after, limit)
+
+
+async def replay_whole_appends_after(
+    connection: Connection, after: int, limit: int
+) -> list[ReplayedEvent]:
+    """``read_whole_appends_after``'s events with their times as PostgreSQL keeps them: a
+    rebuild's (``projections/rebuild.py``), which makes no datetime of them."""
+    return await _whole_appends_after(replay_after, connection, after, limit)
+
+
+async def _whole_appends_after(
+    read: Callable[[Connection, int, int], Awaitable[list[_Event]]],
+    connection: Connection,
+    after: int,
+    limit: int,
+) -> list[_Event]:
+    events = await read(connection, after, limit + _APPEND_TAIL)
     if len(events) <= limit:
         return events
     kept, tail = events[:limit], events[limit:]
     while True:
-        for event in tail:
+        for event in tail:  # a few events a batch: a ReplayedEvent's datetime is made here
             if not _same_append(event, kept[-1]):
                 return kept
             kept.append(event)
         if len(tail) < _APPEND_TAIL:
             return kept
-        tail = await read_after(connection, kept[-1].notification_id, _APPEND_TAIL)
+        tail = await read(connection, kept[-1].notification_id, _APPEND_TAIL)
 
 
 def _up_to_first_gap(version: int, events: list[RecordedEvent]) -> list[RecordedEvent]:
@@ -225,17 +251,19 @@ async def visible_head(connection: Connection) -> int:
 
 async def read_part_until(
     connection: Connection, until: int, part: int, parts: int, chunk: int = 5000
-) -> AsyncIterator[list[RecordedEvent]]:
+) -> AsyncIterator[list[ReplayedEvent]]:
     """In commit order and in lists of ``chunk``, the events up to ``until`` of the streams in
-    ``part`` of ``parts``.
+    ``part`` of ``parts``, with their times as PostgreSQL keeps them (``ReplayedEvent``).
 
     Streams are dealt to parts by a hash of their id, so each stream's events are
     all in one part. Needs a transaction (a cursor), and ``until`` no later than
     ``visible_head`` in it.
     """
-    cursor = await connection.cursor(events_of_part(part, parts, "notification_id <= $1"), until)
+    cursor = await connection.cursor(
+        events_of_part(part, parts, "notification_id <= $1", REPLAYED_COLUMNS), until
+    )
     while rows := await cursor.fetch(chunk):
-        yield [_recorded(row) for row in rows]
+        yield [replayed_event(row) for row in rows]
 
 
 def stream_part(part: int, parts: int) -> str:

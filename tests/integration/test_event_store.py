@@ -17,6 +17,7 @@ from ledger.store.event_store import (
     ConcurrencyConflict,
     EventStore,
     RecordedEvent,
+    ReplayedEvent,
     read_after,
     read_part_until,
     read_whole_appends_after,
@@ -496,7 +497,7 @@ async def test_the_parts_of_the_streams_hold_every_event_once_each_in_commit_ord
         for version in (1, 2, 3):
             await store.append([event(stream, version) for stream in streams[version:]])
         last = await settled(store)
-        parts: list[list[RecordedEvent]] = []
+        parts: list[list[ReplayedEvent]] = []
         everything: list[int] = []
 
         # A look's head may stop short of ``last`` (the watermark's rule, as above): then the

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 
 import projections.rebuild
@@ -14,6 +17,7 @@ from ledger.commands import SetLowBalanceThreshold, SpendCredits
 from ledger.notifications import EVENT_TYPES
 from ledger.notifications.endpoints import EndpointRegistry
 from ledger.store.migrate import available_migrations
+from projections.events import times_as_microseconds
 from projections.rebuild import rebuild_all
 from projections.runner import all_projections
 from tests.conftest import IsolatedDatabase
@@ -319,3 +323,49 @@ async def test_a_second_rebuild_at_once_is_refused_and_leaves_the_first_ones_tab
 
     assert filling
     await rebuilt(isolated_db, jobs=1)  # and once the first has ended, a rebuild runs
+
+
+async def test_a_rebuild_from_the_start_makes_the_deliveries_the_live_view_made(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A rebuild folds the times PostgreSQL keeps, not datetimes (projections/events.py,
+    ``Moment``): its deliveries carry the same ``created``, and go to the endpoints made
+    before their events only, as the live view's."""
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+    await registry.create("http://127.0.0.1:9/early", sorted(EVENT_TYPES))
+    await build_history(isolated_db)
+    await registry.create("http://127.0.0.1:9/late", sorted(EVENT_TYPES))
+    await many_accounts(isolated_db, 3)
+    await caught_up(isolated_db.store)
+    live = (await view_rows(isolated_db))["webhook_deliveries"]
+    per_endpoint = Counter(endpoint_id for _, endpoint_id, _ in live)
+    assert len(per_endpoint) == 2
+    assert len(set(per_endpoint.values())) == 2  # the late endpoint's: fewer
+
+    for jobs in (1, 2):
+        async with owner_connection(isolated_db.url) as connection:
+            await connection.execute("DELETE FROM webhook_deliveries")
+            await connection.execute(
+                "UPDATE projection_positions SET position = 0 WHERE name = 'notifications'"
+            )
+        assert (await rebuilt(isolated_db, jobs=jobs))["webhook_deliveries"] == live, jobs
+
+
+async def test_a_rebuilds_connection_reads_and_writes_times_as_postgres_keeps_them(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    connection = await asyncpg.connect(isolated_db.url)
+    try:
+        await connection.execute("CREATE TEMP TABLE times (at timestamptz)")
+        async with times_as_microseconds(connection):
+            second = datetime(2000, 1, 1, 0, 0, 1, tzinfo=UTC)
+            await connection.copy_records_to_table("times", records=[(0,), (second,)])
+            await connection.execute(
+                "INSERT INTO times SELECT * FROM unnest($1::timestamptz[])", [-1]
+            )
+            found = await connection.fetch("SELECT at FROM times ORDER BY at")
+            assert [row["at"] for row in found] == [-1, 0, 1_000_000]
+            assert await connection.fetchval("SELECT 'infinity'::timestamptz") == 2**63 - 1
+        assert await connection.fetchval("SELECT max(at) FROM times") == second
+    finally:
+        await connection.close()

@@ -4,42 +4,42 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from uuid import UUID, uuid4
 
-from ledger.store.event_store import RecordedEvent
+from ledger.store.event_store import ReplayedEvent
 from projections.rebuild_parts import _whole_commands
 
-START = datetime(2026, 12, 1, tzinfo=UTC)
+START = 849_398_400_000_000
+"""2026-12-01 as PostgreSQL keeps it: microseconds since 2000, as a worker reads times."""
 
 
-def commands(sizes: list[int]) -> list[RecordedEvent]:
+def commands(sizes: list[int]) -> list[ReplayedEvent]:
     """Events of commands of these sizes, each command on a stream, at a moment, of its own."""
-    events: list[RecordedEvent] = []
+    events: list[ReplayedEvent] = []
     for number, size in enumerate(sizes):
         stream: UUID = uuid4()
         for version in range(1, size + 1):
             events.append(
-                RecordedEvent(
+                ReplayedEvent(
                     stream,
                     version,
                     "t",
                     b"{}",
                     len(events) + 1,
-                    START + timedelta(seconds=number),
+                    START + number * 1_000_000,
                     b"",
                 )
             )
     return events
 
 
-async def in_chunks(events: list[RecordedEvent], size: int) -> AsyncIterator[list[RecordedEvent]]:
+async def in_chunks(events: list[ReplayedEvent], size: int) -> AsyncIterator[list[ReplayedEvent]]:
     for start in range(0, len(events), size):
         yield events[start : start + size]
 
 
-async def batches_of(events: list[RecordedEvent], chunk: int, batch: int) -> list[list[int]]:
+async def batches_of(events: list[ReplayedEvent], chunk: int, batch: int) -> list[list[int]]:
     return [
         [e.notification_id for e in found]
         async for found in _whole_commands(in_chunks(events, chunk), batch)
@@ -49,7 +49,7 @@ async def batches_of(events: list[RecordedEvent], chunk: int, batch: int) -> lis
 async def test_batches_end_only_where_a_command_ends_and_lose_nothing() -> None:
     events = commands([1, 3, 2, 5, 1, 1, 4, 2])
     ends = {
-        e.notification_id for e, after in pairwise(events) if after.recorded_at != e.recorded_at
+        e.notification_id for e, after in pairwise(events) if after.microseconds != e.microseconds
     }
 
     for chunk, batch in ((1, 2), (3, 4), (4, 3), (19, 5)):
