@@ -258,7 +258,10 @@ def production_problems(settings: Settings) -> list[str]:
 def _on_this_machine(url: str) -> bool:
     """Whether ``url``'s host is this machine (``localhost``, ``127.0.0.0/8``, ``::1``): a
     proxy beside the service, or a look around, and nothing crosses a network."""
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:  # "http://[::1": the shape check names it
+        return False
     return host.endswith(".localhost") or names_this_machine(host)
 
 
@@ -338,8 +341,8 @@ def shape_problems(settings: Settings) -> list[str]:
 def _link_base(url: str) -> bool:
     """Whether Checkout's success and cancel links can be ``url`` and a path: a query or a
     fragment would swallow the path, and Stripe refuses a link with no host or a space."""
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)  # raises for an IPv6 address without its "]"
         parts.port  # noqa: B018  # raises for a port that is no number of 0-65535
     except ValueError:
         return False

@@ -105,6 +105,7 @@ def test_bad_settings_are_refused_with_a_clear_message(env: dict[str, str], comp
         "https://credits.example.com:99999",
         "https://credits.example.com:443x",
         "HTTP://credits.example.com",  # lowercase, as the production check's "not https"
+        "http://[::1",  # urlsplit's ValueError: "unexpected error: ValueError: Invalid IPv6 URL"
     ],
 )
 def test_a_public_url_the_checkout_links_cannot_be_built_on_is_refused(public_url: str) -> None:
