@@ -234,6 +234,25 @@ async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
     ]  # fmt: skip
 
 
+async def buy(books: Ledger, account_id: str, name: str, credits: int) -> None:
+    """A paid Checkout session of ``credits`` (payment intent ``pi_<name>``), as Stripe's
+    webhook brings it."""
+    bought = CheckoutEvent(
+        event_id=f"evt_cs_{name}",
+        change=CheckoutChange.COMPLETED,
+        session_id=f"cs_{name}",
+        paid=True,
+        payment_intent=f"pi_{name}",
+        amount_total=credits,
+        currency="usd",
+        account_id=account_id,
+        credits=credits,
+        checkout_url=None,
+        expires_at=None,
+    )
+    await books.apply_payment_event(bought.event_id, "checkout.session.completed", bought)
+
+
 async def test_a_carried_share_that_lapses_repays_a_debt_in_the_views_and_the_audit(
     isolated_db: IsolatedDatabase,
 ) -> None:
@@ -251,20 +270,7 @@ async def test_a_carried_share_that_lapses_repays_a_debt_in_the_views_and_the_au
             idempotency_key="h",
         )
     )
-    bought = CheckoutEvent(
-        event_id="evt_cs_owes",
-        change=CheckoutChange.COMPLETED,
-        session_id="cs_owes",
-        paid=True,
-        payment_intent="pi_owes",
-        amount_total=500,
-        currency="usd",
-        account_id="acct_owes",
-        credits=500,
-        checkout_url=None,
-        expires_at=None,
-    )
-    await books.apply_payment_event(bought.event_id, "checkout.session.completed", bought)
+    await buy(books, "acct_owes", "owes", 500)
     await books.execute(
         SpendCredits(account_id="acct_owes", amount=400, reason="work", idempotency_key="s")
     )
@@ -340,20 +346,7 @@ async def test_the_audit_flags_a_settlement_that_repays_a_debt_owed_only_since_t
                 idempotency_key="h",
             )
         )
-        bought = CheckoutEvent(
-            event_id=f"evt_cs_{account_id}",
-            change=CheckoutChange.COMPLETED,
-            session_id=f"cs_{account_id}",
-            paid=True,
-            payment_intent=f"pi_{account_id}",
-            amount_total=500,
-            currency="usd",
-            account_id=account_id,
-            credits=500,
-            checkout_url=None,
-            expires_at=None,
-        )
-        await books.apply_payment_event(bought.event_id, "checkout.session.completed", bought)
+        await buy(books, account_id, account_id, 500)
         await books.execute(
             SpendCredits(account_id=account_id, amount=400, reason="work", idempotency_key="s")
         )
