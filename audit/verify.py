@@ -1794,7 +1794,8 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
     captured is spent from its shares, and no share is spent and lapsed beyond what the hold
     reserved of it, nor a grant's share lapsed while the grant is open; what resets kept for
     holds is spent or lapses at most once; a debt is repaid from what lapses of the allowance,
-    no more than is owed, nor than the reset that carried the share left owed."""
+    no more than is owed, nor than the reset that carried the share left owed (less what
+    later resets repaid of it, ``repayable``)."""
     spent_allowance = getattr(settled, "from_allowance", 0)
     kept_spent = getattr(settled, "kept_spent", 0)
     spent_topup = getattr(settled, "from_topup", 0) + kept_spent

@@ -597,7 +597,7 @@ class CreditAccount(Records, Aggregate):
                 self.topup_reserved + event.debt_repaid - owed, self.held_topup
             )
         if self.holds:
-            self.holds = carried_over(self.holds, ended, -self.topup_balance)
+            self.holds = carried_over(self.holds, ended, owed=owed, repaid=event.debt_repaid)
         self.allowance_remaining += event.held_topup_kept
         self.kept_for_holds += event.held_topup_kept
 

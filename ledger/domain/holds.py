@@ -208,23 +208,35 @@ def backed(settlement: Settlement, *, reserved: int, kept: int, held_after: int)
     )
 
 
-def carried_over(holds: dict[str, OpenHold], period: str, owed: int) -> dict[str, OpenHold]:
-    """The open holds once a reset ended ``period`` with ``owed`` still owed by the top-ups.
+def carried_over(
+    holds: dict[str, OpenHold], period: str, *, owed: int, repaid: int
+) -> dict[str, OpenHold]:
+    """The open holds once a reset ended ``period``, which found ``owed`` owed by the top-ups
+    and repaid ``repaid`` of it from the allowance that lapsed.
 
     The allowance shares of holds placed in ``period`` would have lapsed with it and repaid
     what the reset's own lapsing allowance left owed; each, in the order placed, may repay
     that much (``repayable``) when it lapses later. Shares carried before lapsed, had their
-    holds never been placed, at an earlier reset: this one changes nothing of theirs.
+    holds never been placed, at an earlier reset, and repaid their ``repayable`` then: that
+    much of what is owed now is theirs, and what this reset repays beyond the rest of the
+    debt repays it, so they may repay that much less when they lapse (in the order placed):
+    else the debt would be repaid twice, by this reset's allowance and by the shares, and the
+    holds would make credits (a hold carried over two resets, docs/holds.md).
     """
-    if owed <= 0:
+    theirs = sum(hold.repayable for hold in holds.values())
+    repaid_of_theirs = max(min(repaid, owed) - max(owed - theirs, 0), 0)
+    left_owed = owed - repaid
+    if repaid_of_theirs <= 0 and left_owed <= 0:
         return holds
     changed = dict(holds)
     for hold_id, hold in holds.items():
-        if owed <= 0:
-            break
-        if hold.period == period and hold.from_allowance:
-            repayable = min(hold.from_allowance, owed)
-            owed -= repayable
+        if hold.repayable and repaid_of_theirs > 0:
+            less = min(hold.repayable, repaid_of_theirs)
+            repaid_of_theirs -= less
+            changed[hold_id] = msgspec.structs.replace(hold, repayable=hold.repayable - less)
+        elif hold.period == period and hold.from_allowance and left_owed > 0:
+            repayable = min(hold.from_allowance, left_owed)
+            left_owed -= repayable
             changed[hold_id] = msgspec.structs.replace(hold, repayable=repayable)
     return changed
 

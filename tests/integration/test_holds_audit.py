@@ -378,6 +378,83 @@ async def test_the_audit_flags_a_settlement_that_repays_a_debt_owed_only_since_t
     ]  # fmt: skip
 
 
+async def test_the_audit_flags_a_settlement_that_repays_a_debt_a_later_reset_repaid(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A hold carried over two resets: the first leaves 50 owed that the share would have
+    repaid lapsing then, the second repays them from its own allowance. A refund's debt
+    after it is not the share's to repay: the service's release repays none of it, and the
+    audit flags one that does."""
+    books = build_ledger(isolated_db.pool)
+
+    async def paid(account_id: str, session: str, credits: int) -> None:
+        bought = CheckoutEvent(
+            event_id=f"evt_{session}_{account_id}",
+            change=CheckoutChange.COMPLETED,
+            session_id=f"{session}_{account_id}",
+            paid=True,
+            payment_intent=f"pi_{session}_{account_id}",
+            amount_total=credits,
+            currency="usd",
+            account_id=account_id,
+            credits=credits,
+            checkout_url=None,
+            expires_at=None,
+        )
+        await books.apply_payment_event(bought.event_id, "checkout.session.completed", bought)
+
+    async def refunded(account_id: str, session: str, credits: int) -> None:
+        refund = RefundEvent(
+            event_id=f"evt_refund_{session}_{account_id}",
+            payment_intent=f"pi_{session}_{account_id}",
+            amount_refunded=credits,
+        )
+        await books.apply_payment_event(refund.event_id, "charge.refunded", refund)
+
+    for account_id in ("acct_later", "acct_planted"):
+        await open_account(books, account_id, 100)
+        await books.execute(
+            PlaceHold(
+                account_id=account_id,
+                amount=100,
+                expires_in_seconds=600,
+                reason="job",
+                idempotency_key="h",
+            )
+        )
+        await paid(account_id, "cs_1", 500)
+        await books.execute(  # top-ups: the allowance is held
+            SpendCredits(account_id=account_id, amount=50, reason="work", idempotency_key="s1")
+        )
+        await refunded(account_id, "cs_1", 500)  # 50 owed
+        await books.execute(ResetMonth(account_id=account_id, period="2099-01"))
+        await books.execute(ResetMonth(account_id=account_id, period="2099-02"))  # repays 50
+        await paid(account_id, "cs_2", 200)
+        await books.execute(  # the allowance's 100, then 30 of the top-ups
+            SpendCredits(account_id=account_id, amount=130, reason="work", idempotency_key="s2")
+        )
+        await refunded(account_id, "cs_2", 200)  # 30 owed, since the resets
+    hold_id = (await books.account("acct_later", fresh=True)).holds.popitem()[0]
+    released = await books.execute(
+        SettleHold(account_id="acct_later", hold_id=hold_id, outcome="released")
+    )
+    planted: CreditAccount = await books.account("acct_planted", fresh=True)
+    [planted_hold] = planted.holds
+    planted.trigger_event(
+        HoldReleased, hold_id=planted_hold, released=100, lapsed=100, debt_repaid=30
+    )  # the 50 the share was left to repay, the second reset repaid
+    await save(books, planted)
+
+    report = await verify(isolated_db.pool)
+
+    assert released.balance == -30  # the new allowance spent, and the 30 owed stand whole
+    found = [(f.kind, f.detail) for f in report.findings]
+    assert found == [
+        ("settlement-mismatch", f"hold {planted_hold} released with debt_repaid 30 (the rule "
+         "gives at most 0)"),
+    ]  # fmt: skip
+
+
 async def test_a_settlement_claimed_for_an_open_hold_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:

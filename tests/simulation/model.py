@@ -187,6 +187,14 @@ class Account:
         carried += self.kept
         lapsing = self.allowance_remaining - carried
         repaid = max(min(lapsing, -self.topup), 0)
+        # "Shares carried before repay that much less of it": of the debt, what the shares
+        # carried over earlier resets would have repaid lapsing then is repaid last.
+        theirs = sum(h.repayable for h in self.holds.values())
+        of_theirs = max(repaid - max(-self.topup - theirs, 0), 0)
+        for hold in self.holds.values():
+            less = min(hold.repayable, of_theirs)
+            hold.repayable -= less
+            of_theirs -= less
         self.topup += repaid
         unbacked = self.held_topup - self.reserved - self.kept
         kept_from_use = unbacked - max(self.topup - self.reserved, 0)

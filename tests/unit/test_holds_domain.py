@@ -210,6 +210,46 @@ def test_a_carried_share_repays_no_more_than_it_would_have_at_the_reset(
     assert (settled_before.allowance_remaining, settled_before.topup_balance) == (100, topup_after)
 
 
+@pytest.mark.parametrize(
+    ("purchased_between", "refunded_after", "repaid", "topup_after"),
+    [
+        (0, 30, 0, -30),  # the second reset repaid the 50 the share would have: none left
+        (20, 30, 20, -10),  # 20 bought first: the reset repaid the other 30, 20 left for it
+        (40, 70, 40, -30),  # 40 bought: the reset repaid 10 of the 50, 40 left for it
+    ],
+)
+def test_a_share_carried_over_two_resets_repays_no_debt_the_second_repaid(
+    purchased_between: int, refunded_after: int, repaid: int, topup_after: int
+) -> None:
+    """The first reset carries the share over with 50 owed that it would have repaid lapsing
+    then; the second repays them from its own allowance. Had the hold been released before
+    the first reset, the share would have repaid them and the second reset nothing: the
+    share may repay only what the second reset left of them, else a later refund's debt is
+    repaid by the hold (it made 30 credits)."""
+
+    def lived(settle_before_the_resets: bool) -> CreditAccount:
+        credits = account(allowance=100, topup=50)
+        credits.place_hold("h1", 100, "job", LATER)  # the allowance
+        credits.claw_back("cs_1", 100)  # 50 owed
+        if settle_before_the_resets:
+            credits.release_hold("h1")
+        credits.reset_month("2026-12")
+        if purchased_between:
+            credits.purchase("cs_2", purchased_between)
+        credits.reset_month("2027-01")
+        credits.claw_back("cs_2", refunded_after)
+        if not settle_before_the_resets:
+            assert credits.release_hold("h1").debt_repaid == repaid
+        return credits
+
+    held, settled_before = lived(False), lived(True)
+    assert (held.allowance_remaining, held.topup_balance) == (100, topup_after)
+    assert (settled_before.allowance_remaining, settled_before.topup_balance) == (
+        100,
+        topup_after,
+    )
+
+
 def test_a_hold_placed_after_the_reset_is_not_carried() -> None:
     credits = account(allowance=100)
     credits.reset_month("2026-12")

@@ -162,13 +162,22 @@ def test_a_hold_released_leaves_the_account_as_if_never_placed(
     amount=1,
     settle="release",
 )
+@example(  # carried over two resets: the second repaid the debt the share was left to repay
+    setup=[("buy", 50, 0), ("buy", 30, 0)],
+    between=[
+        *[("reverse", 50, 0), ("refund", 50, 0), ("reset", 1, 0), ("reset", 1, 0)],
+        *[("reset", 1, 0), ("reverse", 30, 0), ("refund", 30, 0)],
+    ],
+    amount=100,
+    settle="release",
+)
 def test_a_hold_released_across_refunds_makes_no_credits_and_loses_at_most_its_carried_share(
     setup: list[tuple[str, int, int]], between: list[tuple[str, int, int]], amount: int, settle: str
 ) -> None:
     """With a refund's debt, a reset repays it from the allowance that lapses; a hold's
     allowance share carried over that reset lapses when the hold settles and repays the
     debt owed then, which a purchase in between may have repaid, but no more than the reset
-    left owed (docs/holds.md)."""
+    left owed, less what later resets repaid of it (docs/holds.md)."""
     held, never, share = both_worlds(setup, between, amount, settle)
     assert held.balance <= never.balance
     assert never.balance - held.balance <= share
