@@ -473,6 +473,65 @@ async def test_snapshots_are_checked_against_the_replay_and_a_forged_one_is_repo
     assert "which the stream never reached" in late
 
 
+async def test_a_snapshot_taken_before_holds_kept_what_they_repay_is_not_a_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A snapshot of version 4 keeps no ``repayable`` (taken before holds kept it, or set by
+    a rule that let a later reset's repayment be repaid again): it loads with none, its hold
+    then repays none (less than the rule allows), and the audit holds it to the rest of the
+    replay, not to that figure, which only the events tell."""
+    books = build_ledger(isolated_db.pool)
+    account_id = "acct_old_snapshot"
+    await open_account(books, account_id, 1000)
+    await books.execute(
+        PlaceHold(
+            account_id=account_id,
+            amount=1000,
+            expires_in_seconds=600,
+            reason="job",
+            idempotency_key="h",
+        )
+    )
+    await pay(books, "cs_old", account_id, 500, "pi_old")
+    await books.execute(  # top-ups: the allowance is held
+        SpendCredits(account_id=account_id, amount=50, reason="work", idempotency_key="s")
+    )
+    await refund(books, "pi_old", 500)  # 50 owed
+    await books.execute(ResetMonth(account_id=account_id, period="2099-01"))
+    account: CreditAccount = await books.account(account_id, fresh=True)
+    [(hold_id, hold)] = account.holds.items()
+    assert hold.repayable == 50
+    while account.version < SNAPSHOT_EVERY + 2:
+        account.spend(1, "work")
+        await save(books, account)
+    await books.uow.committer.stop()
+    stream = account_stream_id(account_id)
+    await tamper(  # as a snapshot taken before version 5
+        isolated_db.url,
+        """UPDATE snapshots SET state = convert_to(replace(replace(convert_from(state, 'UTF8'),
+               ',"repayable":50', ''), '"class_version":5', '"class_version":4'), 'UTF8')
+           WHERE originator_id = $1""",
+        stream,
+    )
+    assert '"repayable"' not in await isolated_db.pool.fetchval(
+        "SELECT convert_from(state, 'UTF8') FROM snapshots WHERE originator_id = $1", stream
+    )
+    books = build_ledger(isolated_db.pool)
+    loaded: CreditAccount = await books.account(account_id, fresh=True)
+    assert loaded.hold(hold_id).repayable == 0
+    released = await books.execute(
+        SettleHold(account_id=account_id, hold_id=hold_id, outcome="released")
+    )
+    await books.uow.committer.stop()
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert released.balance == 1000 - 50 - (SNAPSHOT_EVERY + 2 - 6)  # the 50 owed stand
+    assert report.findings == []
+    assert report.snapshots == 1
+
+
 async def version_holding(db: IsolatedDatabase, stream: Any, text: str) -> int:
     """The version of the stream's event whose state holds ``text``."""
     version = await db.pool.fetchval(

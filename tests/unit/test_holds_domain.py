@@ -602,6 +602,34 @@ def test_a_version_3_snapshot_loads_as_its_events_replay(ops: list[tuple[str, in
     assert vars(loaded_from_a_version_3_snapshot(credits)) == vars(credits)
 
 
+def test_a_version_4_snapshot_loads_its_holds_repaying_none() -> None:
+    """A snapshot taken before holds kept what their shares may repay has none of it, or
+    what a rule since changed set: only the events tell, so its holds repay none (as
+    settlements did before they repaid debts), never more than the replay allows."""
+    credits = account(allowance=100, topup=50)
+    credits.place_hold("h1", 100, "job", LATER)  # the allowance
+    credits.claw_back("cs_1", 100)  # 50 owed
+    credits.reset_month("2026-12")  # carries the share with 50 the share may repay
+    credits.collect_events()
+    assert credits.hold("h1").repayable == 50
+    mapper = MsgspecMapper()
+    stored = mapper.to_stored_event(snapshot_of(credits))
+    snapshot = json.loads(stored.state)
+    snapshot["state"]["class_version"] = 4
+    old = StoredEvent(
+        originator_id=stored.originator_id,
+        originator_version=stored.originator_version,
+        topic=stored.topic,
+        state=json.dumps(snapshot).encode(),
+    )
+
+    loaded: CreditAccount = mapper.to_domain_event(old).mutate(None)
+
+    assert loaded.hold("h1").repayable == 0
+    assert loaded.release_hold("h1").debt_repaid == 0
+    assert credits.release_hold("h1").debt_repaid == 50
+
+
 def assert_sums_of_the_holds(credits: CreditAccount) -> None:
     """What the account keeps of its open holds is what the holds themselves give."""
     holds = credits.holds.values()
