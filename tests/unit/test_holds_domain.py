@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from unittest.mock import ANY
@@ -248,6 +249,75 @@ def test_a_share_carried_over_two_resets_repays_no_debt_the_second_repaid(
         100,
         topup_after,
     )
+
+
+AROUND_RESETS = st.lists(
+    st.tuples(st.sampled_from(["reset", "buy", "clawback", "clawback"]), st.integers(1, 150)),
+    max_size=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(1, 150), min_size=1, max_size=3),
+    st.integers(0, 200),
+    st.integers(0, 150),
+    AROUND_RESETS,
+    st.booleans(),
+)
+@example([200], 50, 200, [("reset", 1), ("reset", 1), ("clawback", 30)], True)  # 30 made
+def test_holds_settled_after_resets_and_refunds_make_no_credits(
+    holds: list[int], spent: int, refunded: int, between: list[tuple[str, int]], release: bool
+) -> None:
+    """Holds of the allowance, top-ups spent and a debt left, then any resets, purchases and
+    refunds: released (or captured for nothing) after them, the holds leave the account no
+    richer than released before them, and poorer by at most their shares that lapsed. The
+    shares lapsing after the resets repay no debt they would not have repaid at the first:
+    not one a later reset repaid, nor a later refund's.
+
+    Captures are left out: one after a reset may spend what the reset kept for held top-ups
+    a refund took (README: clawback policy), allowance the debt kept from use in the period
+    before, which the account settled before the resets could use then instead
+    (test_holds_settled_after_a_reset_cost_no_more_than_settled_before compares them after
+    one more reset)."""
+
+    def lived(settle_first: bool) -> tuple[CreditAccount, int]:
+        credits = account(allowance=200, topup=200)
+        for n, amount in enumerate(holds):
+            with contextlib.suppress(InsufficientCredits):
+                credits.place_hold(f"h{n}", amount, "job", LATER)
+        if spent:  # the top-ups, when the holds took the allowance
+            with contextlib.suppress(InsufficientCredits):
+                credits.spend(spent, "work")
+        credits.claw_back("cs_1", refunded)
+        periods = iter(f"{2027 + i // 12}-{i % 12 + 1:02d}" for i in range(12))
+        lapsed = 0
+
+        def settle_all() -> None:
+            nonlocal lapsed
+            for hold_id in list(credits.holds):
+                if release:
+                    lapsed += credits.release_hold(hold_id).lapsed
+                else:
+                    lapsed += credits.capture_hold(hold_id, 0, NOW).lapsed
+
+        if settle_first:
+            settle_all()
+        for step, (op, n) in enumerate(between):
+            if op == "reset":
+                credits.reset_month(next(periods))
+            elif op == "buy":
+                credits.purchase(f"cs_{step}", n)
+            else:
+                credits.claw_back(f"cs_{step}", n)
+        if not settle_first:
+            settle_all()
+        return credits, lapsed
+
+    before, _ = lived(settle_first=True)
+    after, lapsed = lived(settle_first=False)
+    assert after.balance <= before.balance
+    assert before.balance - after.balance <= lapsed
 
 
 def test_a_hold_placed_after_the_reset_is_not_carried() -> None:
