@@ -388,20 +388,7 @@ async def test_the_audit_flags_a_settlement_that_repays_a_debt_a_later_reset_rep
     books = build_ledger(isolated_db.pool)
 
     async def paid(account_id: str, session: str, credits: int) -> None:
-        bought = CheckoutEvent(
-            event_id=f"evt_{session}_{account_id}",
-            change=CheckoutChange.COMPLETED,
-            session_id=f"{session}_{account_id}",
-            paid=True,
-            payment_intent=f"pi_{session}_{account_id}",
-            amount_total=credits,
-            currency="usd",
-            account_id=account_id,
-            credits=credits,
-            checkout_url=None,
-            expires_at=None,
-        )
-        await books.apply_payment_event(bought.event_id, "checkout.session.completed", bought)
+        await buy(books, account_id, f"{session}_{account_id}", credits)
 
     async def refunded(account_id: str, session: str, credits: int) -> None:
         refund = RefundEvent(
