@@ -1054,6 +1054,43 @@ _PROTECTIONS = """
 _APPEND_ONLY_BODY = packaged("sql/functions/10_append_only.sql").split("$$")[1]
 """The append-only triggers' function body as the migrations make it (``prosrc``)."""
 
+# A relay's position (projection_positions' rows named 'relay:…') is written only by the
+# relay's functions, as the owner: row security keeps every other role to the views' rows
+# (migration 0030). Each way round it: row security off, its policies other than the
+# migration made them (a permissive one more opens what the others close), a login role
+# that may TRUNCATE the table (row security does not stop it) or bypasses row security.
+_NOT_A_RELAY = "(NOT starts_with(name, 'relay:'::text))"
+"""The policy's expression, as PostgreSQL shows it (``pg_get_expr``)."""
+_RELAY_POSITION_PROTECTIONS = """
+    SELECT 'projection_positions' AS name,
+           'row security, which keeps the relay''s position to its own functions, is off'
+               AS problem
+    FROM pg_class WHERE oid = to_regclass('public.projection_positions') AND NOT relrowsecurity
+    UNION ALL
+    SELECT 'projection_positions', format('the row security policy %s is %s', polname,
+        CASE WHEN m.cmd IS NULL THEN 'not one the migrations made'
+             WHEN p.polcmd IS NULL THEN 'missing'
+             ELSE 'not what the migrations made' END)
+    FROM (SELECT polname::text, polcmd, polpermissive, polroles,
+                 pg_get_expr(polqual, polrelid) AS qual,
+                 pg_get_expr(polwithcheck, polrelid) AS checked
+          FROM pg_policy WHERE polrelid = to_regclass('public.projection_positions')) AS p
+    FULL JOIN (VALUES ('positions_read', 'r'::"char", 'true', NULL),
+                      ('views_positions_written', '*'::"char", $2::text, $2::text))
+        AS m(polname, cmd, qual, checked) USING (polname)
+    WHERE p.polcmd IS DISTINCT FROM m.cmd OR p.polpermissive IS NOT TRUE
+       OR p.polroles IS DISTINCT FROM '{0}'::oid[]
+       OR p.qual IS DISTINCT FROM m.qual OR p.checked IS DISTINCT FROM m.checked
+    UNION ALL
+    SELECT 'projection_positions', format('the role %s may TRUNCATE', role)
+    FROM unnest($1::text[]) AS role
+    WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)
+      AND has_table_privilege(role, 'public.projection_positions', 'TRUNCATE')
+    UNION ALL
+    SELECT 'projection_positions', format('the role %s bypasses row security', rolname)
+    FROM pg_roles WHERE rolname = any($1::text[]) AND rolbypassrls
+    ORDER BY 1, 2"""
+
 # Readers in commit order pass an event only once its transaction_id is older than every
 # transaction still running (VISIBLE in ledger/store/event_store.py), and the hash chain
 # does not cover that column: an event this snapshot sees was committed, so an id it does
@@ -1235,9 +1272,14 @@ class Verifier:
     async def _check_protections(self) -> None:
         """History is append-only by trigger, and the service's and the relay's roles may only
         read it: a trigger dropped or disabled, or a privilege granted, would let history
-        change without a trace of how (the hash chains show what, not who)."""
+        change without a trace of how (the hash chains show what, not who). And a relay's
+        position is the relay's own: moved by another role, events would never reach the
+        broker, or reach it again."""
         rows = await self.connection.fetch(
             _PROTECTIONS, list(_APPEND_ONLY), list(LOGIN_ROLES), _APPEND_ONLY_BODY
+        )
+        rows += await self.connection.fetch(
+            _RELAY_POSITION_PROTECTIONS, list(LOGIN_ROLES), _NOT_A_RELAY
         )
         for row in rows:
             self.findings.append(

@@ -830,6 +830,51 @@ async def test_a_service_role_that_may_act_as_the_owner_is_reported(
     ]
 
 
+async def test_a_relays_position_open_to_other_roles_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Row security keeps the relay's position rows to its own functions (migration 0030):
+    turned off, its policies changed or outnumbered, TRUNCATE granted or row security
+    bypassed, the service or the projector could move the relay on past events it never
+    published. Changed in a transaction that is rolled back, as above (ALTER ROLE is the
+    server's)."""
+    admin = await asyncpg.connect(isolated_db.url)
+    assert [f for f in await _protections(admin) if "projection_positions" in f] == []
+    changed = admin.transaction()
+    await changed.start()
+    try:
+        await admin.execute(
+            """ALTER TABLE projection_positions DISABLE ROW LEVEL SECURITY;
+               DROP POLICY positions_read ON projection_positions;
+               ALTER POLICY views_positions_written ON projection_positions USING (true);
+               CREATE POLICY relay_moved ON projection_positions FOR UPDATE USING (true);
+               GRANT TRUNCATE ON projection_positions TO ledger_projector;
+               ALTER ROLE ledger_service BYPASSRLS"""
+        )
+        found = await _protections(admin)
+    finally:
+        await changed.rollback()
+        await admin.close()
+
+    assert found == [
+        "row security, which keeps the relay's position to its own functions, is off on "
+        "projection_positions",
+        "the role ledger_projector may TRUNCATE on projection_positions",
+        "the role ledger_service bypasses row security on projection_positions",
+        "the row security policy positions_read is missing on projection_positions",
+        "the row security policy relay_moved is not one the migrations made on "
+        "projection_positions",
+        "the row security policy views_positions_written is not what the migrations made on "
+        "projection_positions",
+    ]
+
+
+async def _protections(admin: asyncpg.Connection) -> list[str]:
+    verifier = Verifier(admin)
+    await verifier._check_protections()
+    return sorted(f.detail for f in verifier.findings if f.kind == "store-protection")
+
+
 async def test_a_service_role_that_owns_the_database_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:

@@ -235,3 +235,110 @@ async def test_the_projector_role_writes_the_views_and_deliveries_and_no_history
         await admin.close()
     assert runs_as_owner == []
     assert refused
+
+
+@pytest.mark.parametrize("role", [PROJECTOR_ROLE, SERVICE_ROLE])
+async def test_a_relays_position_is_moved_by_its_functions_alone_not_by_another_role(
+    isolated_db: IsolatedDatabase, role: str
+) -> None:
+    """ledger_projector and ledger_service write the views' positions, in the same table as
+    the relay's: they could move the relay's on (events it would never publish) or back, or
+    delete it (published again) (a security review). Row security lets them read a relay's
+    row, write their views' rows, and not a relay's; TRUNCATE, which row security lets by, is
+    not theirs."""
+    [position] = await isolated_db.store.append(
+        [StoredEvent(uuid.uuid4(), 1, "tests.relay:CreditsSpent", b'{"amount": 1}')]
+    )
+    relay = await asyncpg.connect(as_role(isolated_db.url, RELAY_ROLE))
+    try:
+        await relay.execute("SELECT start_relay_position('relay:nats')")
+        await relay.execute("SELECT move_relay_position('relay:nats', $1)", position)
+    finally:
+        await relay.close()
+    relay_rows = "SELECT name, position FROM projection_positions WHERE name LIKE 'relay:%'"
+    other = await asyncpg.connect(as_role(isolated_db.url, role))
+    try:
+        await other.execute("INSERT INTO projection_positions (name) VALUES ('balances')")
+        for statement in (
+            "INSERT INTO projection_positions (name, position) VALUES ('relay:nats:OTHER', 9)",
+            """INSERT INTO projection_positions (name, position) VALUES ('relay:nats', 1000000)
+               ON CONFLICT (name) DO UPDATE SET position = excluded.position""",
+            "UPDATE projection_positions SET name = 'relay:nats:OTHER' WHERE name = 'balances'",
+            "TRUNCATE projection_positions",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await other.execute(statement)
+        # Row security hides a relay's row from these: they change nothing, and say so.
+        assert (
+            await other.execute(
+                "UPDATE projection_positions SET position = 1000000 WHERE name = 'relay:nats'"
+            )
+            == "UPDATE 0"
+        )
+        assert (
+            await other.execute(
+                "DELETE FROM projection_positions WHERE starts_with(name, 'relay:')"
+            )
+            == "DELETE 0"
+        )
+        # It reads them (GET /metrics shows the relay's lag), and writes its views' as before.
+        assert [tuple(r) for r in await other.fetch(relay_rows)] == [("relay:nats", position)]
+        async with other.transaction():
+            await other.execute(
+                """INSERT INTO projection_positions (name, position) VALUES ('balances', $1)
+                   ON CONFLICT (name) DO UPDATE SET position = excluded.position""",
+                position,
+            )
+            await other.execute("UPDATE projection_positions SET position = 0")
+            await other.execute("DELETE FROM projection_positions WHERE name = 'balances'")
+        assert await other.fetchval("SELECT count(*) FROM projection_positions") == 1
+    finally:
+        await other.close()
+    assert [tuple(r) for r in await isolated_db.pool.fetch(relay_rows)] == [
+        ("relay:nats", position)
+    ]
+
+
+async def test_a_database_set_up_before_relay_positions_were_the_relays_own_is_upgraded(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Set up by the previous release: no row security on projection_positions, TRUNCATE
+    granted. Set up again, its relay's row stays where it was and is the relay's alone; set
+    up once more, nothing changes."""
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        await admin.execute(
+            """ALTER TABLE projection_positions DISABLE ROW LEVEL SECURITY;
+               DROP POLICY positions_read ON projection_positions;
+               DROP POLICY views_positions_written ON projection_positions;
+               GRANT TRUNCATE ON projection_positions TO ledger_service, ledger_projector;
+               DELETE FROM schema_migrations WHERE version >= 30"""
+        )
+        await admin.execute("SELECT move_relay_position('relay:nats', 7)")
+        await isolated_db.pool.execute(
+            "UPDATE projection_positions SET position = 8 WHERE name = 'relay:nats'"
+        )  # the previous release let the service do that
+
+        assert await set_up(admin) == ["0030_relay_positions_the_relays_own.sql"]
+        assert await set_up(admin) == []
+        truncates = await admin.fetchval(
+            "SELECT has_table_privilege($1, 'projection_positions', 'TRUNCATE')"
+            " OR has_table_privilege($2, 'projection_positions', 'TRUNCATE')",
+            SERVICE_ROLE,
+            PROJECTOR_ROLE,
+        )
+    finally:
+        await admin.close()
+    assert not truncates
+    assert (
+        await isolated_db.pool.execute(
+            "UPDATE projection_positions SET position = 9 WHERE name = 'relay:nats'"
+        )
+        == "UPDATE 0"
+    )
+    assert (
+        await isolated_db.pool.fetchval(
+            "SELECT position FROM projection_positions WHERE name = 'relay:nats'"
+        )
+        == 8
+    )

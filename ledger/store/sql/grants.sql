@@ -22,11 +22,14 @@ REVOKE ALL ON FUNCTION append_one(uuid, bigint, text, bytea, text, text, bytea, 
 GRANT EXECUTE ON FUNCTION append_one(uuid, bigint, text, bytea, text, text, bytea, bytea)
     TO ledger_service;
 
--- The views: derived from history by the projector, rebuilt at will.
+-- The views: derived from history by the projector, rebuilt at will. Their positions too,
+-- but not a relay's ('relay:…', in the same table): row security lets only the relay's
+-- functions write those (migration 0030), and TRUNCATE, which row security does not stop,
+-- is no one's on projection_positions.
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE
-    ON projection_positions, balances, purchases, statement_lines, holds, notifier_accounts,
-       grants
+    ON balances, purchases, statement_lines, holds, notifier_accounts, grants
     TO ledger_service;
+GRANT SELECT, INSERT, UPDATE, DELETE ON projection_positions TO ledger_service;
 
 -- Access and outbound notifications: configuration and delivery state, not history.
 GRANT SELECT, INSERT, UPDATE ON api_tokens, webhook_endpoints, webhook_deliveries
@@ -58,9 +61,9 @@ GRANT USAGE ON SCHEMA public TO ledger_projector;
 GRANT SELECT ON stored_events, snapshots, schema_migrations, webhook_endpoints
     TO ledger_projector;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE
-    ON projection_positions, balances, purchases, statement_lines, holds, notifier_accounts,
-       grants
+    ON balances, purchases, statement_lines, holds, notifier_accounts, grants
     TO ledger_projector;
+GRANT SELECT, INSERT, UPDATE, DELETE ON projection_positions TO ledger_projector;
 GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO ledger_projector;
 GRANT SELECT, INSERT ON webhook_attempts TO ledger_projector;
 GRANT USAGE ON SEQUENCE webhook_deliveries_delivery_id_seq TO ledger_projector;
