@@ -386,6 +386,9 @@ class Part(msgspec.Struct):
     """The account of each account stream, for the checkpoints' findings."""
     claimed: dict[str, list[int]] = msgspec.field(default_factory=dict)
     """Each account's events counted by ``_CLAIMED``, of accounts replayed to their end."""
+    unreplayed: list[str] = msgspec.field(default_factory=list)
+    """The accounts not replayed to their end (a version gap, an unreadable event): their
+    claims are counted against nothing."""
     open_holds: list[tuple[str, str]] = msgspec.field(default_factory=list)
     """(account, hold id) of each hold open at the end, of accounts replayed to their end."""
     voids: set[tuple[str, bytes]] = msgspec.field(default_factory=set)
@@ -986,6 +989,7 @@ class StreamReplay:
             ),
             checkpoints=list(self.checkpoints),
             claimed={s.aggregate.account_id: s.claimed for s in accounts if s.replayable},
+            unreplayed=[s.aggregate.account_id for s in accounts if not s.replayable],
             open_holds=[
                 (s.aggregate.account_id, hold_id)
                 for s in accounts
@@ -1545,6 +1549,19 @@ class Verifier:
                             ),
                         )
                     )
+        # Claims of an account with no events (no account stream) answer their keys'
+        # requests, spends among them, as if recorded: nothing above counted them.
+        for account_id in sorted(counted.keys() - part.claimed.keys() - set(part.unreplayed)):
+            for scope, made in zip(_CLAIM_SCOPES, counted[account_id], strict=True):
+                if made:
+                    self.findings.append(
+                        Finding(
+                            kind="claim-mismatch",
+                            account_id=account_id,
+                            detail=f"{made} {scope} claims for an account with no events: "
+                            "each answers its key's request, which was never recorded",
+                        )
+                    )
         self._check_purchase_answers(part)
         # A void's key is optional, so voids are not counted: each void claim must be the
         # request of a void recorded on its account (grant and reason). One that is not was
@@ -2000,6 +2017,7 @@ def _add_part(into: Part, part: Part) -> None:
     _keep_latest(into.grant_rows, part.grant_rows)
     into.stream_accounts.update(part.stream_accounts)
     into.claimed.update(part.claimed)
+    into.unreplayed.extend(part.unreplayed)
     into.open_holds.extend(part.open_holds)
     into.voids |= part.voids
     for replayed, more in zip(into.checkpoints, part.checkpoints, strict=True):

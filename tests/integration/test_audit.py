@@ -219,6 +219,8 @@ async def test_an_event_that_cannot_be_read_is_one_finding_not_one_per_later_eve
     [unreadable] = [f for f in report.findings if f.kind == "unreadable"]
     assert (unreadable.account_id, unreadable.version) == ("acct_alice", 5)
     assert "later events are not replayed" in unreadable.detail
+    # Its claims are counted against nothing: it has events, though not all replayed.
+    assert [f for f in report.findings if f.kind == "claim-mismatch"] == []
 
 
 async def test_an_account_opened_again_mid_stream_cannot_be_replayed(
@@ -278,6 +280,33 @@ async def test_a_spend_claim_deleted_and_its_request_retried_spends_twice_and_is
     alice, bob = (f.detail for f in report.findings)
     assert "12 spend claims, 13 CreditsSpent" in alice
     assert "13 spend claims, 12 CreditsSpent" in bob
+
+
+async def test_claims_for_an_account_with_no_events_are_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Claims were counted against each account's events, for the accounts that have
+    some: a spend claim inserted for an account that does not exist answered 200 on every
+    retry of its key, and the audit said OK (an audit review)."""
+    await build_history(isolated_db)
+    assert (await verify(isolated_db.pool)).findings == []
+    await tamper(
+        isolated_db.url,
+        """INSERT INTO claims (scope, key, request_hash, response)
+           SELECT replace(scope, 'acct_bob', 'acct_nobody'), key, request_hash, response
+           FROM claims WHERE scope = 'spend/acct_bob' AND key IN ('acct_bob-0', 'acct_bob-1')""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id, f.detail) for f in report.findings] == [
+        (
+            "claim-mismatch",
+            "acct_nobody",
+            "2 spend claims for an account with no events: each answers its key's request, "
+            "which was never recorded",
+        )
+    ]
 
 
 async def test_a_purchase_keys_answer_naming_another_accounts_session_is_reported(
