@@ -320,6 +320,41 @@ def test_holds_settled_after_resets_and_refunds_make_no_credits(
     assert before.balance - after.balance <= lapsed
 
 
+@pytest.mark.parametrize(
+    ("owed_at_reset", "repaid"),
+    [
+        (50, 0),  # the next reset's lapsing allowance repaid all of it: the share repays none
+        (150, 50),  # it repaid 100 of the 150: the share repays no more than the 50 left
+    ],
+)
+def test_a_carried_share_repays_no_debt_a_later_reset_repaid(
+    owed_at_reset: int, repaid: int
+) -> None:
+    """The debt the reset that carried the share left owed may be repaid by the allowance a
+    later reset lets lapse; had the hold settled before the first reset, its share would
+    have repaid that debt, and the later reset's allowance would have lapsed with nothing
+    owed. A debt that arose after that is not the share's to repay: repaying it would make
+    the hold worth credits."""
+
+    def lived(settle_before_the_reset: bool) -> CreditAccount:
+        credits = account(allowance=100, topup=500)
+        credits.place_hold("h1", 100, "job", LATER)  # the allowance: spends take top-ups
+        credits.spend(400, "spent")
+        credits.claw_back("cs_1", 100 + owed_at_reset)
+        if settle_before_the_reset:
+            credits.release_hold("h1")
+        credits.reset_month("2026-12")
+        credits.reset_month("2027-01")  # its 100 lapse and repay the debt still owed
+        credits.claw_back("cs_1", 30)
+        if not settle_before_the_reset:
+            assert credits.release_hold("h1").debt_repaid == repaid
+        return credits
+
+    held, settled_before = lived(False), lived(True)
+    assert (settled_before.allowance_remaining, settled_before.topup_balance) == (100, -30)
+    assert (held.allowance_remaining, held.topup_balance) == (100, -30)
+
+
 def test_a_hold_placed_after_the_reset_is_not_carried() -> None:
     credits = account(allowance=100)
     credits.reset_month("2026-12")

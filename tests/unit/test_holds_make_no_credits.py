@@ -171,6 +171,19 @@ def test_a_hold_released_leaves_the_account_as_if_never_placed(
     amount=100,
     settle="release",
 )
+@example(  # a debt the carrying reset left owed, repaid by the next one's lapsing allowance
+    setup=[("spend", 1, 0), ("buy", 1, 0)],
+    between=[
+        ("reset", 1, 0),  # the same period: nothing
+        ("reverse", 1, 0),
+        ("reverse", 1, 0),  # 1 owed
+        ("reset", 1, 0),  # carries the share, repaying none of the 1: it may
+        ("reset", 1, 0),  # the new allowance lapses and repays the 1
+        ("refund", 1, 0),  # 1 owed again, not the share's
+    ],
+    amount=99,
+    settle="release",
+)
 def test_a_hold_released_across_refunds_makes_no_credits_and_loses_at_most_its_carried_share(
     setup: list[tuple[str, int, int]], between: list[tuple[str, int, int]], amount: int, settle: str
 ) -> None:
