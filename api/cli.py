@@ -116,6 +116,9 @@ class _Commands(click.Group):
             return super().main(*args, **kwargs)
         except _Interrupted:
             raise KeyboardInterrupt from None
+        except SystemExit:  # the command's end as a program (click's standalone mode)
+            _ignore_ctrl_c_once_done()
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -136,6 +139,16 @@ class _Commands(click.Group):
             if isinstance(error, click.ClickException | click.exceptions.Exit | click.Abort):
                 raise
             raise error_in_one_line(error) from None
+
+
+def _ignore_ctrl_c_once_done() -> None:
+    """The command has finished and said so: a Ctrl-C from now on cannot change what it did.
+    Python puts SIGINT's default action back as the interpreter shuts down, so one landing
+    then ended the process by SIGINT (130 in a shell, "interrupted") after `audit verify`
+    had printed "OK", with no line saying so; ignored, the exit status stays the command's."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _stop_writing_stdout() -> None:
