@@ -46,7 +46,7 @@ from api.services import Services, build_services
 from api.settings import Settings, SettingsError
 from ledger.adapters.stripe_gateway import StripeGateway
 from ledger.bootstrap import NoPaymentGateway
-from ledger.ports import PaymentGateway
+from ledger.ports import Clock, PaymentGateway, system_clock
 from ledger.store.failures import database_failure
 
 log = logging.getLogger("ledger")
@@ -63,6 +63,7 @@ async def open_services(
     pool_wait: float | None = None,
     server_settings: dict[str, str] = SERVICE_SETTINGS,
     payments: bool = True,
+    clock: Clock = system_clock,
 ) -> AsyncIterator[Services]:
     """Database pool, migrations, Stripe gateway and services; closed on exit.
 
@@ -71,7 +72,11 @@ async def open_services(
     ``server_settings``: the pool's sessions' (``create_pool``).
     ``payments=False``: for a command that takes no payment and makes no link (tokens,
     accounts, grants): no Stripe client, webhook secret or page key, so that production's
-    operator need not hold those secrets to run it."""
+    operator need not hold those secrets to run it. ``clock``: the commands' (the tests').
+
+    The ledger's clock is measured against the database's once here, so that a command of
+    the CLI, too, is refused while it is too far off (ledger/clock_guard.py); the API
+    measures it again in the background."""
     async with AsyncExitStack() as stack:
         pool, _, database_url, given_url = await stack.enter_async_context(
             open_database(
@@ -98,7 +103,9 @@ async def open_services(
             database_url,
             page_key(settings) if payments else secrets.token_hex(32),  # signs no link
             standby,
+            clock,
         )
+        await services.ledger.clock_guard.check(pool)
         yield replace(services, admin_url=settings.database_admin_url or given_url)
 
 
@@ -123,11 +130,16 @@ def page_key(settings: Settings) -> str:
 
 
 def create_app(
-    settings: Settings, *, development_extras: bool = False, express_lane: bool = True
+    settings: Settings,
+    *,
+    development_extras: bool = False,
+    express_lane: bool = True,
+    clock: Clock = system_clock,
 ) -> Litestar:
     """The API. ``development_extras`` runs the Stripe stand-in and the demo account;
     ``express_lane=False`` answers every request through Litestar alone (api/express.py;
-    the tests compare the two).
+    the tests compare the two); ``clock``: the commands' (the tests set it apart from the
+    database's, ledger/clock_guard.py).
 
     The projector is not part of it: ``ledger serve`` runs it as a process of its own.
     """
@@ -143,7 +155,10 @@ def create_app(
             try:
                 services = await stack.enter_async_context(
                     open_services(
-                        settings, stripe_api_base=stripe_api_base, pool_wait=POOL_WAIT_SECONDS
+                        settings,
+                        stripe_api_base=stripe_api_base,
+                        pool_wait=POOL_WAIT_SECONDS,
+                        clock=clock,
                     )
                 )
             except Exception as error:
@@ -164,6 +179,8 @@ def create_app(
             stack.push_async_callback(services.tokens.stop_watching)
             services.ledger.uow.committer.start()
             stack.push_async_callback(services.ledger.uow.committer.stop)
+            services.ledger.clock_guard.start(services.pool)  # measured once already
+            stack.push_async_callback(services.ledger.clock_guard.stop)
             sweeper = ExpirySweeper(services.views, services.ledger)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)

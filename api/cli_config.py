@@ -41,6 +41,7 @@ VARIABLES = {
     "metrics_port": "METRICS_PORT",
     "metrics_token": "METRICS_TOKEN",
     "webhook_allow_private": "LEDGER_WEBHOOK_ALLOW_PRIVATE",
+    "max_clock_skew_seconds": "LEDGER_MAX_CLOCK_SKEW_SECONDS",
 }
 """Each setting and the variable it comes from, in the order they are shown."""
 

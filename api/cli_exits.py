@@ -23,6 +23,13 @@ def error_in_one_line(error: Exception) -> click.ClickException:
 
     if isinstance(error, DatabaseUnusable):
         return click.ClickException(str(error))
+    from ledger.clock_guard import ClockSkewed
+
+    if isinstance(error, ClockSkewed):
+        return click.ClickException(
+            f"{error}: nothing was recorded; fix this host's time synchronisation (NTP), or "
+            "run the command on another host"
+        )
     if isinstance(error, UnreadableStream):
         return click.ClickException(f"{error} (see `ledger audit verify`)")
     if (line := database_failure(error)) is not None:

@@ -23,6 +23,7 @@ from api.validation import (
     field_errors,
 )
 from ledger.adapters.stripe_webhooks import InvalidWebhook
+from ledger.clock_guard import ClockSkewed
 from ledger.domain.errors import (
     AccountAlreadyExists,
     AccountNotFound,
@@ -171,6 +172,16 @@ def _busy(_: Request, error: ConcurrencyConflict) -> Response[Any]:
     return _retry_soon("The account is busy with other writes; please retry.")
 
 
+def _clock_skewed(_: Request, error: ClockSkewed) -> Response[Any]:
+    # Not logged: the guard says when it starts and when it ends (ledger/clock_guard.py).
+    return _retry_soon(
+        f"The server's clock is {abs(error.offset):.1f} seconds "
+        f"{'ahead of' if error.offset > 0 else 'behind'} the database's, more than the "
+        f"{error.tolerance:g} allowed: it records nothing until its operator fixes its time "
+        "synchronisation (NTP). Nothing was recorded; please retry (another server may take it)."
+    )
+
+
 def _still_writing(_: Request, __: StoreBusy) -> Response[Any]:
     return _retry_soon("Events recorded before that moment are still being written; please retry.")
 
@@ -247,6 +258,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     InvalidWebhook: _invalid_webhook,
     UnsupportedBody: _unsupported_body,
     ConcurrencyConflict: _busy,
+    ClockSkewed: _clock_skewed,
     StoreBusy: _still_writing,
     UnreadableStream: _unreadable_stream,
     # A lost connection, a server that is starting or stopping, a pool that cannot connect.

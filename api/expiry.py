@@ -163,7 +163,11 @@ class ExpirySweeper:
 
     async def sweep_and_say(self) -> None:
         """One sweep, and what it recorded or why it failed in the log: a failure that lasts
-        is said once, then now and then (``FailingLoop``), and its end is said."""
+        is said once, then now and then (``FailingLoop``), and its end is said. None while
+        the clock is too far off (the guard says so, ledger/clock_guard.py): every expiry
+        would be refused."""
+        if self.ledger.clock_guard.skewed:
+            return
         try:
             swept = await self.sweep()
         except DATABASE_ERRORS as error:

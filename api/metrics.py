@@ -40,6 +40,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from ledger.clock_guard import ClockGuard
 from ledger.store import stats
 from ledger.store.event_store import DATABASE_ERRORS
 from ledger.store.read_connections import ReadConnections
@@ -193,6 +194,20 @@ expiry_overdue_seconds = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+clock_offset_seconds = Gauge(
+    "ledger_clock_offset_seconds",
+    "How far this host's clock was ahead of the database's when last measured (negative: "
+    "behind; ledger/clock_guard.py).",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+clock_skewed = Gauge(
+    "ledger_clock_skewed",
+    "1 while this host's clock is further from the database's than "
+    "LEDGER_MAX_CLOCK_SKEW_SECONDS (its commands are refused, /readyz answers 503), else 0.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 process_start_time = Gauge(
     "ledger_process_start_time_seconds",
     "When this process started (Unix time).",
@@ -338,6 +353,13 @@ async def refresh_gauges(pool: asyncpg.Pool, reads: ReadConnections | None = Non
         database_up.set(1)
         _set_database_gauges(head, rows, backlogs)
     _set_pool_gauges(pool, reads)
+
+
+def set_clock_gauges(guard: ClockGuard) -> None:
+    """The clock's offset as last measured (left as it was while never measured)."""
+    if guard.offset is not None:
+        clock_offset_seconds.set(round(guard.offset, 3))
+    clock_skewed.set(1 if guard.skewed else 0)
 
 
 def _set_pool_gauges(pool: asyncpg.Pool, reads: ReadConnections | None) -> None:

@@ -13,7 +13,7 @@ from api.database import read_connections
 from api.read_side import ReadSide
 from api.settings import Settings
 from ledger.bootstrap import build_ledger
-from ledger.ports import PaymentGateway
+from ledger.ports import Clock, PaymentGateway, system_clock
 from ledger.service import CheckoutLinks, Ledger, Pricing
 from ledger.store.commit import WRITERS
 from ledger.store.event_store import EventStore
@@ -70,9 +70,11 @@ def build_services(
     database_url: str,
     page_key: str,
     standby: asyncpg.Pool | None = None,
+    clock: Clock = system_clock,
 ) -> Services:
     """Wire the ledger, tokens and views on ``pool`` (view reads on ``standby`` if given);
-    reads of the primary take at most their share of it (``read_connections``)."""
+    reads of the primary take at most their share of it (``read_connections``); ``clock``:
+    the commands' (the tests set it apart from the database's)."""
     page_tokens = PageTokens(page_key)
     writers = WRITERS  # the group committer's, and what the reads' share leaves them
     reads = read_connections(pool, writers)
@@ -91,6 +93,8 @@ def build_services(
             ),
             reads=reads,
             writers=writers,
+            clock=clock,
+            max_clock_skew=settings.max_clock_skew_seconds,
         ),
         tokens=TokenService(pool, reads=reads),
         views=Views(reads),

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from ledger.clock_guard import DEFAULT_MAX_SKEW_SECONDS
 from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
 from ledger.urls import names_a_database, names_this_machine, readable
 
@@ -36,6 +37,10 @@ class SettingsError(ValueError):
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+
+MAX_CLOCK_SKEW_LIMIT = 300
+"""The largest ``LEDGER_MAX_CLOCK_SKEW_SECONDS``: five minutes (Kerberos's default). Further
+apart, a host's clock is broken, and the expiries and periods it would judge are minutes off."""
 
 MIN_PAGE_KEY_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 32
@@ -84,6 +89,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """``METRICS_TOKEN``: ``/metrics`` needs ``Authorization: Bearer <it>``."""
     webhook_allow_private: bool = False
     """``LEDGER_WEBHOOK_ALLOW_PRIVATE=1``: webhook endpoints may be on non-public addresses."""
+    max_clock_skew_seconds: int = DEFAULT_MAX_SKEW_SECONDS
+    """``LEDGER_MAX_CLOCK_SKEW_SECONDS``: how far this host's clock may be from the database's
+    before its commands are refused (ledger/clock_guard.py)."""
 
     @property
     def production(self) -> bool:
@@ -175,6 +183,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             metrics_port=integer("METRICS_PORT", 0, 1, 65535) or None,
             metrics_token=text("METRICS_TOKEN"),
             webhook_allow_private=flag("LEDGER_WEBHOOK_ALLOW_PRIVATE"),
+            max_clock_skew_seconds=integer(
+                "LEDGER_MAX_CLOCK_SKEW_SECONDS", DEFAULT_MAX_SKEW_SECONDS, 1, MAX_CLOCK_SKEW_LIMIT
+            ),
         )
         if settings.page_key is not None and len(settings.page_key) < MIN_PAGE_KEY_LENGTH:
             problems.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from ledger.clock_guard import DEFAULT_MAX_SKEW_SECONDS, ClockGuard
 from ledger.ports import (
     CheckoutRequest,
     Clock,
@@ -37,11 +38,14 @@ def build_ledger(
     clock: Clock = system_clock,
     reads: Pool | None = None,
     writers: int = WRITERS,
+    max_clock_skew: float = DEFAULT_MAX_SKEW_SECONDS,
 ) -> Ledger:
     """The ledger on ``pool``: store, repository, group committer, unit of work; the reads
     no command makes (balances from the store, holds, sessions, replays as of a moment) on
     ``reads`` when given (ledger/store/read_connections.py), with the commands' memory;
-    ``writers``: the group committer's (``GroupCommitter``)."""
+    ``writers``: the group committer's (``GroupCommitter``); ``max_clock_skew``: how far (s)
+    ``clock`` may be from the database's before commands are refused, once measured
+    (ledger/clock_guard.py)."""
     repository = Repository(EventStore(pool))
     uow = UnitOfWork(repository, GroupCommitter(pool, writers), Claims(pool))
     return Ledger(
@@ -53,4 +57,5 @@ def build_ledger(
         reads=None
         if reads is None
         else (repository.reading_from(EventStore(reads)), Claims(reads)),
+        clock_guard=ClockGuard(clock, max_clock_skew),
     )

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ledger.clock_guard import ClockGuard
 from ledger.commands import ApplyPaymentEvent, RecordCheckout
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
@@ -96,6 +97,7 @@ class Ledger:
         links: CheckoutLinks,
         clock: Clock = system_clock,
         reads: tuple[Repository, Claims] | None = None,
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.uow = uow
         self.repository: Repository = uow.repository
@@ -110,9 +112,16 @@ class Ledger:
         self.pricing = pricing
         self.links = links
         self.clock = clock
+        self.clock_guard = clock_guard or ClockGuard(clock)
+        """While it finds ``clock`` too far from the database's, every command is refused
+        (``ClockSkewed``, nothing recorded): ledger/clock_guard.py."""
 
     async def execute(self, command: Any) -> Any:
-        """Decide and commit one command (see ledger/unit_of_work.py); its answer."""
+        """Decide and commit one command (see ledger/unit_of_work.py); its answer.
+        Refused with ``ClockSkewed`` while this process's clock is too far from the
+        database's (``clock_guard``)."""
+        if self.clock_guard.skewed:
+            raise self.clock_guard.refusal()
         if getattr(command, "at", False) is None:
             command = msgspec.structs.replace(command, at=self.clock())
         return await self.uow.run(HANDLERS[type(command)], command)
@@ -143,6 +152,8 @@ class Ledger:
         """
         if not MIN_CREDITS <= command.credits <= MAX_CREDITS:
             raise InvalidAmount(f"A purchase is {MIN_CREDITS} to {MAX_CREDITS} credits.")
+        if self.clock_guard.skewed:  # before Stripe: its record would be refused after
+            raise self.clock_guard.refusal()
         record = RecordCheckout(
             account_id=command.account_id,
             credits=command.credits,

@@ -19,6 +19,7 @@ from api.metrics import (
     MetricsAccess,
     exposition,
     refresh_gauges,
+    set_clock_gauges,
 )
 from api.openapi import errors
 from api.services import ServicesDependency
@@ -71,14 +72,19 @@ async def healthz() -> dict[str, str]:
     responses={
         503: ResponseSpec(
             dict[str, str],
-            description="The database does not answer.",
+            description="The database does not answer, or this host's clock is too far from "
+            "the database's (LEDGER_MAX_CLOCK_SKEW_SECONDS): it takes no commands.",
             generate_examples=False,
             examples=[Example(summary="not ready", value={"status": "unavailable"})],
         )
     },
 )
 async def readyz(services: ServicesDependency) -> Response[dict[str, str]]:
-    """200 when the database answers, 503 otherwise."""
+    """200 when the database answers and this host's clock is within
+    ``LEDGER_MAX_CLOCK_SKEW_SECONDS`` of the database's (as last measured: otherwise its
+    commands are refused, ledger/clock_guard.py), 503 otherwise."""
+    if services.ledger.clock_guard.skewed:
+        return Response({"status": "unavailable", "reason": "clock"}, status_code=503)
     if await _database_answers(services):
         return Response({"status": "ready"}, status_code=200)
     return Response({"status": "unavailable"}, status_code=503)
@@ -112,6 +118,7 @@ async def metrics(request: Request[Any, Any, Any], services: ServicesDependency)
     if not access.may_read(request, bearer_token(request)):
         raise Unauthenticated
     await refresh_gauges(services.pool, services.read_pool)
+    set_clock_gauges(services.ledger.clock_guard)
     return Response(exposition(), media_type=CONTENT_TYPE)
 
 

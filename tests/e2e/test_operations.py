@@ -78,6 +78,7 @@ def test_config_check_prints_the_settings_with_secrets_masked() -> None:
     for secret in ("very_secret", "also_secret", "hunter2"):
         assert secret not in checked.stdout + checked.stderr
     assert development.returncode == 0, development.stderr
+    assert "LEDGER_MAX_CLOCK_SKEW_SECONDS = 5" in development.stdout.splitlines()
     checkout_data = Path(__file__).resolve().parents[2] / ".data"
     assert f"DATABASE_URL = (not set) the embedded PostgreSQL under {checkout_data}/pg" in (
         development.stdout

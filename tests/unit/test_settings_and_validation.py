@@ -57,6 +57,11 @@ def test_development_data_is_the_checkouts_from_whatever_directory_a_command_sta
     assert Settings.from_env({"LEDGER_DATA_DIR": "elsewhere"}).data_dir == Path("elsewhere")
 
 
+def test_the_clock_skew_allowed_is_five_seconds_unless_set() -> None:
+    assert Settings.from_env({}).max_clock_skew_seconds == 5
+    assert Settings.from_env({"LEDGER_MAX_CLOCK_SKEW_SECONDS": "30"}).max_clock_skew_seconds == 30
+
+
 def test_public_url_follows_the_port() -> None:
     assert Settings.from_env({"PORT": "9001"}).public_url == "http://127.0.0.1:9001"
 
@@ -83,6 +88,14 @@ def test_public_url_follows_the_port() -> None:
         ({"CREDIT_CURRENCY": "éur"}, "CREDIT_CURRENCY must be an ISO 4217 code"),
         ({"DATABASE_READ_URL": "postgresql://p@127.0.0.1:abc/x"}, "DATABASE_READ_URL is not a"),
         ({"DATABASE_URL": "postgres:pw@127.0.0.1/x"}, "DATABASE_URL is not a URL"),
+        # A host further off than this from the database's clock refuses commands: none
+        # would turn the guard off for good, a day would let a broken clock through.
+        (
+            {"LEDGER_MAX_CLOCK_SKEW_SECONDS": "0"},
+            "LEDGER_MAX_CLOCK_SKEW_SECONDS must be at least 1",
+        ),
+        ({"LEDGER_MAX_CLOCK_SKEW_SECONDS": "86400"}, "CLOCK_SKEW_SECONDS must be at most 300"),
+        ({"LEDGER_MAX_CLOCK_SKEW_SECONDS": "2.5"}, "CLOCK_SKEW_SECONDS must be a whole number"),
         ({"LEDGER_ENV": "production"}, "needs STRIPE_SECRET_KEY"),
         (
             {"LEDGER_ENV": "production", "STRIPE_SECRET_KEY": "sk_live_x"},

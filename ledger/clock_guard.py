@@ -1,0 +1,146 @@
+"""Keeps a process whose clock is too far from the database's from recording anything.
+
+Every event tells the time of the process that decided it (``Ledger.execute`` stamps the
+command's ``at`` from its clock), and a stream's times never go back
+(ledger/unit_of_work.py): one host whose clock ran a day ahead would stamp an account a
+day ahead, and every later command on that account, from any host, would be decided at
+that time, its grants and holds expired early, for good. So each process measures its
+clock against PostgreSQL's (``check``: when its services open, then every
+``CHECK_SECONDS`` in the background of the API) and, while the two are further apart
+than the tolerance (``LEDGER_MAX_CLOCK_SKEW_SECONDS``), ``Ledger.execute`` refuses every
+command with ``ClockSkewed`` before deciding it (nothing recorded; 503 at the HTTP edge)
+and ``/readyz`` answers 503, so that a load balancer takes the host out. Reads go on.
+
+A clock behind the database's is refused as well, though it harms less (streams' times
+never go back, so its commands on streams others wrote are decided at their times): its
+new streams would tell the past, its billing period and the expiries it finds due would
+be judged at a past time, and an offset of seconds either way means the host's time
+synchronisation is broken.
+
+The offset is the process's clock at the midpoint of one ``SELECT clock_timestamp()``'s
+round trip (by the monotonic clock) minus the database's answer; half the round trip is
+how far off that can be, and only an offset beyond the tolerance by more than that counts.
+A command's cost is one attribute read (``skewed``). A clock that steps between two checks
+is caught at the next one (at most ``CHECK_SECONDS`` later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+from typing import Any, Protocol
+
+from ledger.ports import Clock, system_clock
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SKEW_SECONDS = 5
+"""``LEDGER_MAX_CLOCK_SKEW_SECONDS`` unset: NTP keeps hosts within milliseconds; seconds
+apart, it has failed."""
+
+CHECK_SECONDS = 5.0
+"""How often the API measures its clock again: one query a process each time."""
+
+CHECK_TIMEOUT_SECONDS = 2.0
+"""A measurement that takes longer says nothing (and the state stays as it was)."""
+
+
+class _Queries(Protocol):
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+class ClockSkewed(Exception):
+    """This process's clock is too far from the database's: the command was refused, and
+    nothing was recorded."""
+
+    def __init__(self, offset: float, tolerance: float) -> None:
+        self.offset = offset
+        self.tolerance = tolerance
+        super().__init__(describe(offset, tolerance))
+
+
+def describe(offset: float, tolerance: float) -> str:
+    """The offset in words, with the tolerance it exceeds."""
+    way = "ahead of" if offset > 0 else "behind"
+    return (
+        f"this host's clock is {abs(offset):.1f} s {way} the database's, more than the "
+        f"{tolerance:g} s allowed (LEDGER_MAX_CLOCK_SKEW_SECONDS)"
+    )
+
+
+class ClockGuard:
+    """The last measured offset of ``clock`` from the database's, and whether commands are
+    refused for it (``skewed``). Unmeasured, nothing is refused."""
+
+    def __init__(
+        self, clock: Clock = system_clock, tolerance: float = DEFAULT_MAX_SKEW_SECONDS
+    ) -> None:
+        self.clock = clock
+        self.tolerance = tolerance
+        self.offset: float | None = None
+        """Seconds this process's clock is ahead of the database's (negative: behind)."""
+        self.skewed = False
+        self._task: asyncio.Task[None] | None = None
+
+    def refusal(self) -> ClockSkewed:
+        """What a command is refused with while ``skewed`` (a new one each time)."""
+        return ClockSkewed(self.offset or 0.0, self.tolerance)
+
+    async def measure(self, database: _Queries) -> float:
+        """Measure the offset once (one query) and note it; the offset."""
+        started = time.monotonic()
+        before = self.clock()
+        database_time: datetime = await database.fetchval("SELECT clock_timestamp()")
+        half = (time.monotonic() - started) / 2
+        offset = (before - database_time).total_seconds() + half
+        self.note(offset, half)
+        return offset
+
+    async def check(self, database: _Queries) -> None:
+        """``measure``, and a measurement that fails or does not come in time leaves the
+        state as it was (a database that does not answer refuses writes of its own)."""
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+                await self.measure(database)
+        except Exception as error:  # any failure: not measured this time
+            log.debug("could not measure the clock against the database's: %r", error)
+
+    def note(self, offset: float, uncertainty: float = 0.0) -> None:
+        """Take a measured ``offset``; its start and end of being too large are logged once."""
+        self.offset = offset
+        skewed = abs(offset) - uncertainty > self.tolerance
+        if skewed and not self.skewed:
+            log.error(
+                "%s: commands are refused (503, nothing recorded) and /readyz answers 503 "
+                "until it is back within; fix this host's time synchronisation (NTP)",
+                describe(offset, self.tolerance),
+            )
+        elif self.skewed and not skewed:
+            log.warning(
+                "this host's clock is back within %g s of the database's (%+.3f s): "
+                "commands are taken again",
+                self.tolerance,
+                offset,
+            )
+        self.skewed = skewed
+
+    def start(self, database: _Queries, interval: float = CHECK_SECONDS) -> None:
+        """Check every ``interval`` seconds in the background (``stop`` ends it)."""
+
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                await self.check(database)
+
+        if self._task is None:
+            self._task = asyncio.create_task(run(), name="clock-guard")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
