@@ -202,5 +202,7 @@ def _over_tls_or_here(url: str) -> bool:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
-        return True  # not a URL at all: check_url says why
+        # Not a URL httpx reads (http://010.0.0.1, a leading zero): check_url says why, but
+        # not where private addresses are allowed, so an http:// one is none of this machine's.
+        return url[:7].lower() != "http://"
     return parsed.scheme != "http" or names_this_machine(parsed.host)
