@@ -1141,6 +1141,13 @@ def db_setup(
         variable = "DATABASE_ADMIN_URL"
     else:
         variable = "DATABASE_URL"
+    if admin_url is None and os.environ.get("LEDGER_ENV", "").strip() == "production":
+        # As every other command: a migrate step whose URL went missing set up a database
+        # of its own under the data folder, and said so with exit 0.
+        raise click.ClickException(
+            "LEDGER_ENV=production needs DATABASE_ADMIN_URL, DATABASE_URL or --admin-url: "
+            "the embedded PostgreSQL is for development"
+        )
     url = resolve_database_url(admin_url, data_dir)
     applied = event_loop.run(
         set_up_database(

@@ -71,6 +71,21 @@ async def test_db_setup_makes_the_roles_applies_everything_and_sets_the_service_
     assert "may not create roles" in as_service.stderr
 
 
+async def test_db_setup_in_production_refuses_to_set_up_the_embedded_postgresql(
+    tmp_path: Path,
+) -> None:
+    """A migrate step whose URL went missing set up a database of its own under the data
+    folder and said so with exit 0, while the service it ran for refused to start."""
+    refused = await db_setup({"LEDGER_DATA_DIR": str(tmp_path), "DATABASE_URL": " "})
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "Error: LEDGER_ENV=production needs DATABASE_ADMIN_URL, DATABASE_URL or --admin-url: "
+        "the embedded PostgreSQL is for development"
+    )
+    assert not (tmp_path / "pg").exists()
+
+
 async def test_db_setup_reads_the_urls_as_every_other_command_does(
     postgres_server_url: str,
 ) -> None:
