@@ -1,0 +1,335 @@
+"""Instructions a spend costs the API process, counted by callgrind (not timed).
+
+The app (``api.app.create_app``, its lifespan run as ``ledger serve`` runs it, uvloop,
+``configure_logging`` at INFO with JSON lines) is driven in process through hand-made
+ASGI calls, as uvicorn with httptools calls it: no server, no socket, no client. A few
+accounts are opened and a ``ledger:write`` token issued; ``--warm-up`` spends run first
+(caches, plans, label children), then ``--spends`` spends, one at a time (each a lone
+command of the group committer) or ``--concurrency`` at once, round robin over the
+accounts, ``{"amount": 1}`` with a fresh ``Idempotency-Key`` each.
+
+Under callgrind only the measured spends are counted: the driver calls ``zlib.adler32``
+just before them and ``zlib.crc32`` just after (``--zero-before=adler32
+--dump-before=crc32``), so start-up, warm-up and shut-down fall outside the dump. The
+count is the whole process's (the group committer's and asyncpg's work included,
+PostgreSQL's not: it is another process) divided by the spends.
+
+    python -m bench.spend_instructions --runs 3            # instructions a spend, 3 runs
+    python -m bench.spend_instructions --keep /tmp/cg      # keep the dumps (callgrind_annotate)
+    python -m bench.spend_instructions --split             # + self instructions by object
+    python -m bench.spend_instructions --direct            # the command alone, no HTTP
+    python -m bench.spend_instructions --no-valgrind       # the driver alone (a check)
+    python -m bench.spend_instructions --no-valgrind --cprofile --runs 1  # rank Python functions
+
+Each run creates a database ``<prefix><random>`` on ``--server`` and drops it after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import glob
+import os
+import pstats
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _database_url(server: str, name: str) -> str:
+    parts = urlsplit(server)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _create(server: str, name: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+async def _drop(server: str, name: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+# -- the driver (the process callgrind counts) ------------------------------------------
+
+
+def _scope(account_id: str, token: str, key: str, body: bytes) -> dict[str, object]:
+    """An HTTP scope as uvicorn with httptools makes one."""
+    path = f"/v1/accounts/{account_id}/spend"
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "POST",
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"idempotency-key", key.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "state": {},
+    }
+
+
+async def _spend(app: object, account_id: str, token: str, n: int) -> int:
+    body = b'{"amount": 1}'
+    scope = _scope(account_id, token, f"spend-{n}-{secrets.token_hex(8)}", body)
+    sent_body = False
+    status = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # a client that stays
+        raise AssertionError
+
+    async def send(message: dict[str, object]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])  # type: ignore[call-overload]
+
+    await app(scope, receive, send)  # type: ignore[operator]
+    return status
+
+
+async def _drive(args: argparse.Namespace) -> None:
+    import logging
+
+    from api.access.tokens import Scope
+    from api.app import create_app
+    from api.log_context import configure_logging
+    from api.settings import Settings
+    from ledger.commands import OpenAccount, SpendCredits
+
+    os.environ["LEDGER_LOG_FORMAT"] = "json"
+    configure_logging(logging.INFO)  # as `ledger serve -v` logs: an access line a request
+    with tempfile.TemporaryDirectory(prefix="spend-instructions-") as data_dir:
+        settings = Settings(database_url=args.database_url, data_dir=Path(data_dir))
+        app = create_app(settings)
+        async with app.lifespan():
+            services = app.state.services
+            token = (await services.tokens.issue(Scope.LEDGER_WRITE, name="bench")).secret
+            accounts = [f"acct_instr_{i}" for i in range(args.accounts)]
+            for account_id in accounts:
+                await services.ledger.execute(
+                    OpenAccount(account_id=account_id, monthly_allowance=10_000_000)
+                )
+            statuses: dict[int, int] = {}
+
+            async def run(first: int, count: int) -> None:
+                async def one_by_one(offset: int) -> None:
+                    for n in range(first + offset, first + count, args.concurrency):
+                        account_id = accounts[n % len(accounts)]
+                        if args.direct:  # the command alone, as the route runs it
+                            await services.ledger.execute(
+                                SpendCredits(
+                                    account_id=account_id,
+                                    amount=1,
+                                    reason="",
+                                    idempotency_key=f"spend-{n}-{secrets.token_hex(8)}",
+                                )
+                            )
+                            status = 200
+                        else:
+                            status = await _spend(app, account_id, token, n)
+                        statuses[status] = statuses.get(status, 0) + 1
+
+                await asyncio.gather(*(one_by_one(i) for i in range(args.concurrency)))
+
+            await run(0, args.warm_up)
+            profiler = cProfile.Profile() if args.profile_to else None
+            zlib.adler32(b"")  # callgrind: --zero-before=adler32
+            if profiler is not None:
+                profiler.enable()
+            await run(args.warm_up, args.spends)
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile_to)
+            zlib.crc32(b"")  # callgrind: --dump-before=crc32
+        print(f"statuses: {statuses}")
+        if set(statuses) != {200}:
+            raise SystemExit(f"not every spend answered 200: {statuses}")
+
+
+# -- the runs ------------------------------------------------------------------------------
+
+
+def _total(dump: str) -> int:
+    """The instructions a callgrind dump counted (its ``summary:``, callgrind_annotate's total)."""
+    text = Path(dump).read_text()
+    found = re.search(r"^summary:\s+(\d+)", text, re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"no totals in {dump}")
+    return int(found[1])
+
+
+def by_object(dump: str) -> dict[str, int]:
+    """Each shared object's self instructions in a callgrind dump (the interpreter,
+    asyncpg's protocol, msgspec, uvloop, libc, ...)."""
+    names: dict[str, str] = {}
+    totals: dict[str, int] = {}
+    current = "?"
+    after_call = False
+    for line in Path(dump).read_text().splitlines():
+        if line.startswith("ob="):
+            current = _compressed(line[3:], names)
+        elif line.startswith(("cob=", "cfi=", "cfl=", "cfn=")):
+            if line.startswith("cob="):
+                _compressed(line[4:], names)
+        elif line.startswith("calls="):
+            after_call = True
+        elif line and (line[0].isdigit() or line[0] in "+-*"):
+            if after_call:  # the call's inclusive cost: counted where it is spent
+                after_call = False
+                continue
+            cost = int(line.split()[-1])
+            totals[current] = totals.get(current, 0) + cost
+    return totals
+
+
+def _compressed(text: str, names: dict[str, str]) -> str:
+    """A name of callgrind's compressed form: ``(n) name`` the first time, ``(n)`` after."""
+    if text.startswith("("):
+        key, _, name = text.partition(")")
+        name = name.strip()
+        if name:
+            names[key] = name
+        return os.path.basename(names.get(key, key))
+    return os.path.basename(text)
+
+
+def _one_run(args: argparse.Namespace, run: int, out_dir: Path) -> int | None:
+    name = f"{args.prefix}{secrets.token_hex(4)}"
+    asyncio.run(_create(args.server, name))
+    try:
+        command = [
+            sys.executable, "-m", "bench.spend_instructions", "--drive",
+            "--database-url", _database_url(args.server, name),
+            "--spends", str(args.spends), "--warm-up", str(args.warm_up),
+            "--accounts", str(args.accounts), "--concurrency", str(args.concurrency),
+            *(["--direct"] if args.direct else []),
+        ]  # fmt: skip
+        if args.cprofile:
+            command += ["--profile-to", str(out_dir / f"cprofile.run{run}")]
+        out = out_dir / f"callgrind.out.run{run}"
+        if args.valgrind:
+            command = [
+                "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                "--zero-before=adler32", "--dump-before=crc32",
+                f"--log-file={out_dir / f'valgrind.run{run}.log'}", *command,
+            ]  # fmt: skip
+        with open(out_dir / f"stderr.run{run}.txt", "wb") as stderr:
+            subprocess.run(command, check=True, stderr=stderr)
+    finally:
+        asyncio.run(_drop(args.server, name))
+    if args.cprofile:
+        stats = pstats.Stats(str(out_dir / f"cprofile.run{run}"))
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
+    if not args.valgrind:
+        return None
+    dumps = sorted(glob.glob(f"{out}.*"))  # the one --dump-before made: <out>.1
+    if len(dumps) != 1:
+        raise SystemExit(f"expected one dump of the measured spends, found {dumps}")
+    if args.split:
+        shares = by_object(dumps[0])
+        whole = sum(shares.values())
+        for name, cost in sorted(shares.items(), key=lambda item: -item[1])[:12]:
+            print(f"  {name}: {cost / args.spends:,.0f} a spend ({cost / whole:.1%})")
+    return _total(dumps[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.spend_instructions",
+        description="Instructions a spend costs the API process in-process (callgrind), "
+        "the app driven through hand-made ASGI calls (see the module's docstring).",
+    )
+    parser.add_argument("--spends", type=int, default=1000, help="measured spends a run")
+    parser.add_argument("--warm-up", type=int, default=200, help="spends before measuring")
+    parser.add_argument("--accounts", type=int, default=10, help="accounts spent from")
+    parser.add_argument("--concurrency", type=int, default=1, help="spends at once")
+    parser.add_argument("--runs", type=int, default=3, help="runs (each its own process)")
+    parser.add_argument("--server", default=SERVER, help="PostgreSQL URL (a superuser's)")
+    parser.add_argument("--prefix", default="hg_", help="name prefix of each run's database")
+    parser.add_argument("--keep", type=Path, help="keep the callgrind dumps in this folder")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="the spend command alone (Ledger.execute, no HTTP): the rest is the HTTP side",
+    )
+    parser.add_argument(
+        "--split", action="store_true", help="each shared object's self instructions a spend"
+    )
+    parser.add_argument(
+        "--cprofile",
+        action="store_true",
+        help="with --no-valgrind: cProfile the measured spends (time, for ranking functions)",
+    )
+    parser.add_argument(
+        "--no-valgrind", dest="valgrind", action="store_false", help="run the driver alone"
+    )
+    parser.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-to", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.drive:
+        import uvloop
+
+        uvloop.run(_drive(args))
+        return
+    if args.valgrind and shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed")
+    out_dir = args.keep or Path(tempfile.mkdtemp(prefix="spend-instructions-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        per_spend = []
+        for run in range(1, args.runs + 1):
+            total = _one_run(args, run, out_dir)
+            if total is not None:
+                per_spend.append(total / args.spends)
+                print(f"run {run}: {total:,} instructions, {total / args.spends:,.0f} a spend")
+        if per_spend:
+            low, high = min(per_spend), max(per_spend)
+            spread = (high - low) / low * 100
+            print(f"a spend: {sorted(per_spend)[len(per_spend) // 2]:,.0f} instructions "
+                  f"(median of {len(per_spend)}; spread {spread:.2f} %)")  # fmt: skip
+    finally:
+        if args.keep is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            print(f"dumps in {out_dir}")
+
+
+if __name__ == "__main__":
+    main()
