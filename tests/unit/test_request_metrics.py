@@ -1,0 +1,59 @@
+"""The request metrics kept as plain numbers read as prometheus-client's own would."""
+
+from __future__ import annotations
+
+import random
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from api.metrics import RequestCounts, library_request_metrics
+
+_ROUTES = ("/v1/accounts/{account_id}/spend", "/v1/credits", "unmatched")
+_METHODS = ("GET", "HEAD", "POST", "DELETE", "BREW")  # BREW: counted as "other"
+_STATUSES = (200, 201, 304, 404, 422, 499, 500, 503, 700)
+_EDGES = (0.0, 0.001, 0.0025, 0.004999, 0.005, 0.01, 1.0, 9.99, 10.0, 10.5, 1e-9, 42.0)
+
+
+def _library_page(observations: list[tuple[str, str, int, float]]) -> bytes:
+    registry = CollectorRegistry(auto_describe=True)
+    counter, histogram = library_request_metrics(registry)
+    for route, method, status, seconds in observations:
+        method = method if method != "BREW" else "other"
+        status_class = (
+            ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")[status // 100] if (status < 600) else "5xx"
+        )
+        counter.labels(method, str(status)).inc()
+        histogram.labels(route, method, status_class).observe(seconds)
+    return generate_latest(registry)
+
+
+def _plain_page(observations: list[tuple[str, str, int, float]]) -> bytes:
+    registry = CollectorRegistry(auto_describe=True)
+    counts = RequestCounts()
+    registry.register(counts)
+    for observation in observations:
+        counts.observe(*observation)
+    return generate_latest(registry)
+
+
+def test_the_page_is_prometheus_clients_own_series_order_and_values() -> None:
+    chosen = random.Random(15)
+    observations = [
+        (
+            chosen.choice(_ROUTES),
+            chosen.choice(_METHODS),
+            chosen.choice(_STATUSES),
+            chosen.choice(_EDGES) if chosen.random() < 0.2 else chosen.expovariate(200.0),
+        )
+        for _ in range(5000)
+    ]
+    plain = _plain_page(observations)
+    assert plain == _library_page(observations)
+    assert b'ledger_http_requests_total{method="other",status="404"}' in plain
+    assert b'le="+Inf"' in plain
+    assert b'status="5xx"' in plain
+
+
+def test_an_empty_page_names_both_metrics() -> None:
+    assert _plain_page([]) == _library_page([])
+    assert b"# TYPE ledger_http_request_duration_seconds histogram" in _plain_page([])
