@@ -234,6 +234,20 @@ async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
     ]  # fmt: skip
 
 
+async def allowance_held_whole(books: Ledger, account_id: str) -> None:
+    """``account_id`` opened with an allowance of 100 and a hold of all of it (key "h")."""
+    await open_account(books, account_id, 100)
+    await books.execute(
+        PlaceHold(
+            account_id=account_id,
+            amount=100,
+            expires_in_seconds=600,
+            reason="job",
+            idempotency_key="h",
+        )
+    )
+
+
 async def buy(books: Ledger, account_id: str, name: str, credits: int) -> None:
     """A paid Checkout session of ``credits`` (payment intent ``pi_<name>``), as Stripe's
     webhook brings it."""
@@ -336,16 +350,7 @@ async def test_the_audit_flags_a_settlement_that_repays_a_debt_owed_only_since_t
     service's release repays none of it, and the audit flags one that does."""
     books = build_ledger(isolated_db.pool)
     for account_id in ("acct_later", "acct_planted"):
-        await open_account(books, account_id, 100)
-        await books.execute(
-            PlaceHold(
-                account_id=account_id,
-                amount=100,
-                expires_in_seconds=600,
-                reason="job",
-                idempotency_key="h",
-            )
-        )
+        await allowance_held_whole(books, account_id)
         await buy(books, account_id, account_id, 500)
         await books.execute(
             SpendCredits(account_id=account_id, amount=400, reason="work", idempotency_key="s")
@@ -399,16 +404,7 @@ async def test_the_audit_flags_a_settlement_that_repays_a_debt_a_later_reset_rep
         await books.apply_payment_event(refund.event_id, "charge.refunded", refund)
 
     for account_id in ("acct_later", "acct_planted"):
-        await open_account(books, account_id, 100)
-        await books.execute(
-            PlaceHold(
-                account_id=account_id,
-                amount=100,
-                expires_in_seconds=600,
-                reason="job",
-                idempotency_key="h",
-            )
-        )
+        await allowance_held_whole(books, account_id)
         await paid(account_id, "cs_1", 500)
         await books.execute(  # top-ups: the allowance is held
             SpendCredits(account_id=account_id, amount=50, reason="work", idempotency_key="s1")

@@ -631,12 +631,19 @@ def test_what_a_reset_keeps_for_held_top_ups_pays_only_what_captures_owe(
 
 def loaded_from_a_version_3_snapshot(credits: CreditAccount) -> CreditAccount:
     """The account as a snapshot taken before topup_reserved and kept_for_holds loads."""
+    return loaded_from_an_older_snapshot(credits, 3, ("topup_reserved", "kept_for_holds"))
+
+
+def loaded_from_an_older_snapshot(
+    credits: CreditAccount, version: int, missing: tuple[str, ...] = ()
+) -> CreditAccount:
+    """The account as its snapshot of class ``version``, without ``missing``, loads."""
     mapper = MsgspecMapper()
     stored = mapper.to_stored_event(snapshot_of(credits))
     snapshot = json.loads(stored.state)
-    for field in ("topup_reserved", "kept_for_holds"):
+    for field in missing:
         del snapshot["state"][field]
-    snapshot["state"]["class_version"] = 3
+    snapshot["state"]["class_version"] = version
     old = StoredEvent(
         originator_id=stored.originator_id,
         originator_version=stored.originator_version,
@@ -717,18 +724,8 @@ def test_a_version_4_snapshot_loads_its_holds_repaying_none() -> None:
     credits.reset_month("2026-12")  # carries the share with 50 the share may repay
     credits.collect_events()
     assert credits.hold("h1").repayable == 50
-    mapper = MsgspecMapper()
-    stored = mapper.to_stored_event(snapshot_of(credits))
-    snapshot = json.loads(stored.state)
-    snapshot["state"]["class_version"] = 4
-    old = StoredEvent(
-        originator_id=stored.originator_id,
-        originator_version=stored.originator_version,
-        topic=stored.topic,
-        state=json.dumps(snapshot).encode(),
-    )
 
-    loaded: CreditAccount = mapper.to_domain_event(old).mutate(None)
+    loaded = loaded_from_an_older_snapshot(credits, 4)
 
     assert loaded.hold("h1").repayable == 0
     assert loaded.release_hold("h1").debt_repaid == 0
