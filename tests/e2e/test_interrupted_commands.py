@@ -34,6 +34,19 @@ def started(command: tuple[str, ...], database_url: str, **env: str) -> subproce
     )
 
 
+def before_ledger_ran(output: str) -> bool:
+    """Whether the Ctrl-C came while the interpreter itself started, importing its ``site``
+    (a CI run's signal sent at 0.0 s landed there): Python then ends with its own "Fatal
+    Python error: init_import_site" and exit 1, before any of ledger's code (its one-line
+    handling, api/cli_interrupt.py, among it) has run. Nothing of ledger's to judge."""
+    lines = output.strip().splitlines()
+    return (
+        bool(lines)
+        and lines[0] == "Fatal Python error: init_import_site: Failed to import the site module"
+        and lines[-1] == "KeyboardInterrupt"
+    )
+
+
 def first_workers(parent: int, process: subprocess.Popen[str]) -> list[int]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
@@ -141,6 +154,8 @@ async def test_ctrl_c_while_a_command_starts_is_one_line_or_a_clean_stop(
                 process.wait()
 
         said = f"{command} interrupted {after} s after its start:\n{output}"
+        if before_ledger_ran(output):
+            continue
         assert process.returncode in (0, -signal.SIGINT), said
         assert "Traceback" not in output, said
         assert "Error:" not in output, said
