@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
-import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -48,6 +47,7 @@ from ledger.clock_guard import ClockGuard
 from ledger.store import stats
 from ledger.store.event_store import DATABASE_ERRORS
 from ledger.store.read_connections import ReadConnections
+from ledger.store.stats import multiprocess_dir
 
 # The page keeps the names docs/operations-metrics.md lists: no ``_created`` series.
 disable_created_metrics()
@@ -79,11 +79,6 @@ ignored (new, a type the ledger does not act on), bad_signature (400), malformed
 but nothing the ledger can keep: 200, nothing recorded)."""
 
 METRICS_PATH = "/metrics"
-
-
-def multiprocess_dir() -> str | None:
-    """``PROMETHEUS_MULTIPROC_DIR``, when several processes share the metrics."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 _REQUESTS = "ledger_http_requests"

@@ -25,6 +25,11 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 """The ledger's own metrics (the HTTP edge keeps its own, in ``api/metrics.py``)."""
 
 
+def multiprocess_dir() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR``, when several processes share the metrics."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 class Count:
     """One counter's value in a process alone: a plain float ``inc()`` adds to."""
 
@@ -77,7 +82,7 @@ def counter(
 ) -> Counter | PlainCounter:
     """A counter on ``registry``: prometheus-client's own with ``PROMETHEUS_MULTIPROC_DIR``
     (its files are what the page adds up over the processes), else a ``PlainCounter``."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess_dir() is not None:
         return Counter(name, documentation, labelnames, registry=registry)
     plain = PlainCounter(name, documentation, labelnames)
     registry.register(plain)
