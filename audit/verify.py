@@ -68,6 +68,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.domain.holds import OpenHold
+from ledger.handlers.hold_answers import Hold
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.handlers.purchases import CheckoutStarted
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
@@ -171,6 +172,14 @@ _SETTLEMENT_SCOPE = "hold-settlement/"
 """A hold's one settlement is claimed under its id (``settle_claim``, ``expiry_claim``)."""
 
 
+class _Settled(msgspec.Struct, array_like=True, frozen=True):
+    """What a hold's settlement recorded, as its claim's answer (``Hold``) tells it."""
+
+    status: str
+    captured: int
+    released: int
+
+
 class _MutatesAsLibrary(dict[type, bool]):
     """Whether an event class's ``mutate`` is the library's ``CanMutateAggregate.mutate``
     (every kind but those that create an aggregate): one lookup per event."""
@@ -233,6 +242,7 @@ class Stream:
         "recorded_microseconds",
         "replayable",
         "requested_at",
+        "settled",
         "snapshots",
         "statement_after",
         "statement_digest",
@@ -268,6 +278,8 @@ class Stream:
         self.older_disputes = False
         self.claimed = [0] * len(_CLAIM_SCOPES)
         """Its events counted by ``_CLAIMED``."""
+        self.settled: dict[str, _Settled] | None = None
+        """Each hold it settled: what its settlement claim should answer (``_check_claims``)."""
 
 
 class PurchaseAt(msgspec.Struct, frozen=True):
@@ -391,6 +403,8 @@ class Part(msgspec.Struct):
     claims are counted against nothing."""
     open_holds: list[tuple[str, str]] = msgspec.field(default_factory=list)
     """(account, hold id) of each hold open at the end, of accounts replayed to their end."""
+    settled_holds: dict[str, dict[str, _Settled]] = msgspec.field(default_factory=dict)
+    """Each hold settled, by account and hold id, of accounts replayed to their end."""
     voids: set[tuple[str, bytes]] = msgspec.field(default_factory=set)
     """(account, the fingerprint its void request had: ``void_claim``) of each GrantVoided."""
     checkpoints: list[CheckpointReplay] = msgspec.field(default_factory=list)
@@ -578,6 +592,16 @@ class StreamReplay:
         account = stream.aggregate
         if not isinstance(account, CreditAccount):
             return  # reported as unreadable, or a settlement on another stream
+        if stream.settled is None:
+            stream.settled = {}
+        stream.settled.setdefault(
+            settled.hold_id,
+            _Settled(
+                _HOLD_STATUS[type(settled)],
+                settled.captured if isinstance(settled, HoldCaptured) else 0,
+                settled.released,
+            ),
+        )
         hold = account.holds.get(settled.hold_id)
         captured = settled.captured if isinstance(settled, HoldCaptured) else 0
         if hold is None or not 0 <= captured <= hold.amount:
@@ -996,6 +1020,9 @@ class StreamReplay:
                 if s.replayable
                 for hold_id in s.aggregate.holds
             ],
+            settled_holds={
+                s.aggregate.account_id: s.settled for s in accounts if s.replayable and s.settled
+            },
             voids=self.voids,
         )
 
@@ -1161,6 +1188,12 @@ _CLAIMS_READ = f"""
     WHERE {" OR ".join(f"scope LIKE '{scope}/%'" for scope in _CLAIM_SCOPES)} OR {_KEPT}
     GROUP BY scope"""
 
+# Every hold's settlement claim, with its answer, read row by row (one a hold settled: not
+# gathered into one array per account as the few above are, where a busy account's would
+# outgrow what one value may hold). Each must answer its hold's settlement as recorded.
+_SETTLEMENT_CLAIMS_READ = f"""
+    SELECT scope, key, response FROM claims WHERE scope LIKE '{_SETTLEMENT_SCOPE}%'"""
+
 # The settlement claims of holds open at the end of the replay: none, as a hold's settlement
 # and its claim are written together. One there answers the hold's capture, release and
 # expiry from it, recording none, and the hold keeps its credits for good.
@@ -1202,6 +1235,9 @@ class Verifier:
         """(scope, key, answer) of each purchase's claim."""
         self.void_claims: list[tuple[str, str, bytes]] = []
         """(scope, key, request fingerprint) of each void's claim."""
+        self.settlement_claims: list[tuple[str, str, _Settled | None]] = []
+        """(account, hold id, what its answer tells, None if it cannot be read) of each hold's
+        settlement claim."""
         self.hidden: list[asyncpg.Record] = []
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
@@ -1485,6 +1521,17 @@ class Verifier:
             kept = self.void_claims if scope.startswith("void/") else self.purchase_claims
             pairs = zip(row["keys"], row["kept"], strict=True)
             kept.extend((scope, key, value) for key, value in pairs)
+        self.settlement_claims = []
+        async for row in connection.cursor(_SETTLEMENT_CLAIMS_READ, prefetch=5000):
+            try:
+                answer = msgspec.json.decode(row["response"], type=Hold)
+            except msgspec.DecodeError:
+                told = None
+            else:
+                told = _Settled(answer.status, answer.captured, answer.released)
+            self.settlement_claims.append(
+                (row["scope"].removeprefix(_SETTLEMENT_SCOPE), row["key"], told)
+            )
 
     async def _read_views_beside(self, snapshot: str) -> None:
         """``_read_views`` on a connection of its own, in the exported ``snapshot``."""
@@ -1522,8 +1569,9 @@ class Verifier:
             )
 
     async def _check_claims(self, part: Part) -> None:
-        """One claim per spend, hold and grant recorded, and none for an open hold's
-        settlement: claims are what makes a retry safe, and nothing else records them."""
+        """One claim per spend, hold and grant recorded, none for an open hold's settlement,
+        and a settled hold's telling its settlement: claims are what makes a retry safe, and
+        nothing else records them."""
         counted: dict[str, list[int]] = {}
         for row in self.claim_counts:
             scope, _, account_id = row["scope"].partition("/")
@@ -1577,6 +1625,7 @@ class Verifier:
                         "records: a request under it is answered voided, and its grant stays",
                     )
                 )
+        self._check_settlement_answers(part)
         if not part.open_holds:
             return
         accounts, holds = zip(*sorted(part.open_holds), strict=True)
@@ -1590,6 +1639,43 @@ class Verifier:
                     detail=f"hold {row['key']} is open and its settlement is claimed: its "
                     "capture, release and expiry are answered from the claim and never "
                     "recorded, and it keeps its credits",
+                )
+            )
+
+    def _check_settlement_answers(self, part: Part) -> None:
+        """A settled hold's claim answers its capture, release and expiry, their retries and
+        the hold's reads: it tells the settlement recorded (its kind, captured and released).
+        A claim of a hold never settled answers that hold's settlement once it is placed, and
+        it is never recorded (one of a hold open now is reported below)."""
+        unreplayed = set(part.unreplayed)
+        open_holds = set(part.open_holds)
+        none: dict[str, _Settled] = {}
+        for account_id, hold_id, told in self.settlement_claims:
+            if account_id in unreplayed or (account_id, hold_id) in open_holds:
+                continue
+            recorded = part.settled_holds.get(account_id, none).get(hold_id)
+            if recorded is None:
+                problem = f"hold {hold_id}'s settlement is claimed, and no such hold was settled"
+            elif told is None:
+                problem = f"hold {hold_id}'s settlement claim answers what cannot be read"
+            elif told != recorded:
+                kind = {"captured": HoldCaptured, "released": HoldReleased}.get(
+                    recorded.status, HoldExpired
+                )
+                problem = (
+                    f"hold {hold_id}'s settlement claim answers {told.status} {told.captured}, "
+                    f"released {told.released}; its {kind.__name__} records "
+                    + (f"captured {recorded.captured}, " if kind is HoldCaptured else "")
+                    + f"released {recorded.released}"
+                )
+            else:
+                continue
+            self.findings.append(
+                Finding(
+                    kind="claim-mismatch",
+                    account_id=account_id,
+                    detail=f"{problem}: its capture, release and expiry, their retries and its "
+                    "reads are answered so",
                 )
             )
 
@@ -2019,6 +2105,7 @@ def _add_part(into: Part, part: Part) -> None:
     into.claimed.update(part.claimed)
     into.unreplayed.extend(part.unreplayed)
     into.open_holds.extend(part.open_holds)
+    into.settled_holds.update(part.settled_holds)
     into.voids |= part.voids
     for replayed, more in zip(into.checkpoints, part.checkpoints, strict=True):
         replayed.merge(more)

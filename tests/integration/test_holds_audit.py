@@ -12,6 +12,7 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.events import CreditsSpent, HoldCaptured, HoldPlaced, HoldReleased
+from ledger.handlers.holds import hold_id_for
 from ledger.payment_events import CheckoutChange, CheckoutEvent, RefundEvent
 from ledger.service import Ledger
 from projections.queries import Views
@@ -491,3 +492,47 @@ async def test_a_settlement_claimed_for_an_open_hold_is_reported(
     assert "5 hold claims, 6 HoldPlaced" in details
     for hold_id in sorted({placed.hold_id, again.hold_id}):
         assert f"hold {hold_id} is open and its settlement is claimed" in details
+
+
+async def test_a_settled_holds_claim_that_tells_another_settlement_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Only open holds' settlement claims were checked. The service's role appends a
+    settlement with any claim it likes (append() takes both): a release recorded with the
+    answer of a capture tells the capture's caller, and every retry and read of the hold,
+    that its credits were spent while they went back; a claim of a hold never placed
+    answers that hold's capture, release and expiry once it is placed. Both are found."""
+    books = await holds_history(isolated_db)
+    await books.uow.committer.stop()
+    released = hold_id_for("acct_holds", "b")
+    captured = hold_id_for("acct_holds", "a")
+    never_placed = hold_id_for("acct_holds", "z")
+    connection = await asyncpg.connect(isolated_db.url)
+    try:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL session_replication_role = replica")
+            await connection.execute(
+                """UPDATE claims SET response = convert_to((convert_from(response, 'UTF8')::jsonb
+                       || '{"status": "captured", "captured": 200, "released": 0}')::text, 'UTF8')
+                   WHERE scope = 'hold-settlement/acct_holds' AND key = $1""",
+                released,
+            )
+        await connection.execute(
+            """INSERT INTO claims (scope, key, request_hash, response)
+               SELECT scope, $1, request_hash, response FROM claims
+               WHERE scope = 'hold-settlement/acct_holds' AND key = $2""",
+            never_placed,
+            captured,
+        )
+    finally:
+        await connection.close()
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id) for f in report.findings] == [
+        ("claim-mismatch", "acct_holds"),
+    ] * 2
+    details = " ".join(f.detail for f in report.findings)
+    assert f"hold {released}'s settlement claim answers captured 200, released 0" in details
+    assert "its HoldReleased records released 200" in details
+    assert f"hold {never_placed}'s settlement is claimed, and no such hold was settled" in details
