@@ -20,6 +20,16 @@ PostgreSQL's not: it is another process) divided by the spends.
     python -m bench.spend_instructions --direct            # the command alone, no HTTP
     python -m bench.spend_instructions --no-valgrind       # the driver alone (a check)
     python -m bench.spend_instructions --no-valgrind --cprofile --runs 1  # rank Python functions
+    python -m bench.spend_instructions --webhook --runs 3   # a paid Stripe delivery instead
+
+``--webhook`` measures a ``POST /v1/stripe/webhook`` of a paid ``checkout.session.completed``
+(one ``CheckoutPaid`` and one ``CreditsPurchased``) in place of a spend, as the bench's
+webhook phase delivers them: the app runs with the bench's Stripe key and webhook secret
+(``bench.service``), the ``CheckoutRequested`` of every session is appended first through
+the store (``bench.checkouts.record_requested``, so the app holds no session in its
+cache), and each delivery (``bench.load.checkout_completed``, signed with the SDK's
+``WebhookSignature``) is made and signed before the markers; ``--spends`` counts
+deliveries then, and ``--direct`` runs the route's ``receive_delivery`` without HTTP.
 
 Each run creates a database ``<prefix><random>`` on ``--server`` and drops it after.
 """
@@ -39,8 +49,12 @@ import subprocess
 import sys
 import tempfile
 import zlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -73,9 +87,8 @@ async def _drop(server: str, name: str) -> None:
 # -- the driver (the process callgrind counts) ------------------------------------------
 
 
-def _scope(account_id: str, token: str, key: str, body: bytes) -> dict[str, object]:
-    """An HTTP scope as uvicorn with httptools makes one."""
-    path = f"/v1/accounts/{account_id}/spend"
+def _scope(path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, object]:
+    """An HTTP ``POST`` scope as uvicorn with httptools makes one."""
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -90,8 +103,7 @@ def _scope(account_id: str, token: str, key: str, body: bytes) -> dict[str, obje
         "query_string": b"",
         "headers": [
             (b"host", b"127.0.0.1:8000"),
-            (b"authorization", f"Bearer {token}".encode()),
-            (b"idempotency-key", key.encode()),
+            *headers,
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ],
@@ -100,8 +112,15 @@ def _scope(account_id: str, token: str, key: str, body: bytes) -> dict[str, obje
 
 
 async def _spend(app: object, account_id: str, token: str, n: int) -> int:
-    body = b'{"amount": 1}'
-    scope = _scope(account_id, token, f"spend-{n}-{secrets.token_hex(8)}", body)
+    headers = [
+        (b"authorization", f"Bearer {token}".encode()),
+        (b"idempotency-key", f"spend-{n}-{secrets.token_hex(8)}".encode()),
+    ]
+    return await _post(app, f"/v1/accounts/{account_id}/spend", headers, b'{"amount": 1}')
+
+
+async def _post(app: object, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+    scope = _scope(path, headers, body)
     sent_body = False
     status = 0
 
@@ -129,39 +148,39 @@ async def _drive(args: argparse.Namespace) -> None:
     from api.app import create_app
     from api.log_context import configure_logging
     from api.settings import Settings
-    from ledger.commands import OpenAccount, SpendCredits
+    from bench import service
+    from ledger.commands import OpenAccount
 
     os.environ["LEDGER_LOG_FORMAT"] = "json"
     configure_logging(logging.INFO)  # as `ledger serve -v` logs: an access line a request
     with tempfile.TemporaryDirectory(prefix="spend-instructions-") as data_dir:
         settings = Settings(database_url=args.database_url, data_dir=Path(data_dir))
+        if args.webhook:  # as the bench serves it; nothing asks Stripe (port 9: discard)
+            settings = msgspec.structs.replace(
+                settings,
+                stripe_secret_key=service.STRIPE_KEY,
+                stripe_webhook_secret=service.WEBHOOK_SECRET,
+                stripe_api_base="http://127.0.0.1:9",
+            )
         app = create_app(settings)
         async with app.lifespan():
             services = app.state.services
             token = (await services.tokens.issue(Scope.LEDGER_WRITE, name="bench")).secret
-            accounts = [f"acct_instr_{i}" for i in range(args.accounts)]
+            accounts = [f"{ACCOUNT_PREFIX}{i:04d}" for i in range(args.accounts)]
             for account_id in accounts:
                 await services.ledger.execute(
                     OpenAccount(account_id=account_id, monthly_allowance=10_000_000)
                 )
+            if args.webhook:
+                one = await _webhook_deliveries(app, args)
+            else:
+                one = _spends(app, args, accounts, token)
             statuses: dict[int, int] = {}
 
             async def run(first: int, count: int) -> None:
                 async def one_by_one(offset: int) -> None:
                     for n in range(first + offset, first + count, args.concurrency):
-                        account_id = accounts[n % len(accounts)]
-                        if args.direct:  # the command alone, as the route runs it
-                            await services.ledger.execute(
-                                SpendCredits(
-                                    account_id=account_id,
-                                    amount=1,
-                                    reason="",
-                                    idempotency_key=f"spend-{n}-{secrets.token_hex(8)}",
-                                )
-                            )
-                            status = 200
-                        else:
-                            status = await _spend(app, account_id, token, n)
+                        status = await one(n)
                         statuses[status] = statuses.get(status, 0) + 1
 
                 await asyncio.gather(*(one_by_one(i) for i in range(args.concurrency)))
@@ -176,9 +195,84 @@ async def _drive(args: argparse.Namespace) -> None:
                 profiler.disable()
                 profiler.dump_stats(args.profile_to)
             zlib.crc32(b"")  # callgrind: --dump-before=crc32
+            if args.webhook:
+                await _check_credited(services.store, args.warm_up + args.spends)
         print(f"statuses: {statuses}")
         if set(statuses) != {200}:
-            raise SystemExit(f"not every spend answered 200: {statuses}")
+            raise SystemExit(f"not every request answered 200: {statuses}")
+
+
+ACCOUNT_PREFIX = "acct_instr_"
+
+
+async def _check_credited(store: Any, count: int) -> None:
+    """Each delivery paid its session once: one ``CheckoutPaid`` and one ``CreditsPurchased``."""
+    from ledger.store.mapper import event_type_name
+
+    rows = await store.pool.fetch("SELECT topic, count(*) FROM stored_events GROUP BY topic")
+    recorded = {event_type_name(row[0]): row[1] for row in rows}
+    print(f"recorded: {dict(sorted(recorded.items()))}")
+    paid = (recorded.get("CheckoutPaid"), recorded.get("CreditsPurchased"))
+    if paid != (count, count):
+        raise SystemExit(f"{count} deliveries recorded {paid} CheckoutPaid, CreditsPurchased")
+
+
+One = Callable[[int], Awaitable[int]]
+"""The n-th request, its status."""
+
+
+def _spends(app: Any, args: argparse.Namespace, accounts: list[str], token: str) -> One:
+    """Spends round robin over the accounts, each with a fresh idempotency key."""
+    from ledger.commands import SpendCredits
+
+    services = app.state.services
+
+    async def one(n: int) -> int:
+        account_id = accounts[n % len(accounts)]
+        if not args.direct:
+            return await _spend(app, account_id, token, n)
+        # the command alone, as the route runs it
+        await services.ledger.execute(
+            SpendCredits(
+                account_id=account_id,
+                amount=1,
+                reason="",
+                idempotency_key=f"spend-{n}-{secrets.token_hex(8)}",
+            )
+        )
+        return 200
+
+    return one
+
+
+async def _webhook_deliveries(app: Any, args: argparse.Namespace) -> One:
+    """Paid deliveries of sessions recorded first (``bench.checkouts``), each made and signed
+    now, so that only their delivery is measured (a signature is good for 300 s)."""
+    import stripe
+
+    from api.routes.stripe_webhook import receive_delivery
+    from bench import checkouts, service
+    from bench.load import checkout_completed
+
+    services = app.state.services
+    nonce = secrets.token_hex(4)
+    count = args.warm_up + args.spends
+    await checkouts.record_requested(services.store, nonce, count, ACCOUNT_PREFIX, args.accounts)
+    deliveries = []
+    for session_id, account_id in checkouts.sessions(nonce, count, ACCOUNT_PREFIX, args.accounts):
+        text = checkout_completed(session_id, account_id, checkouts.CREDITS)
+        signature = stripe.WebhookSignature.generate_signature_header(text, service.WEBHOOK_SECRET)
+        deliveries.append((signature, text.encode()))
+
+    async def one(n: int) -> int:
+        signature, body = deliveries[n]
+        if args.direct:  # the route's work without HTTP
+            await receive_delivery(services, body, signature)
+            return 200
+        headers = [(b"stripe-signature", signature.encode())]
+        return await _post(app, "/v1/stripe/webhook", headers, body)
+
+    return one
 
 
 # -- the runs ------------------------------------------------------------------------------
@@ -238,6 +332,7 @@ def _one_run(args: argparse.Namespace, run: int, out_dir: Path) -> int | None:
             "--spends", str(args.spends), "--warm-up", str(args.warm_up),
             "--accounts", str(args.accounts), "--concurrency", str(args.concurrency),
             *(["--direct"] if args.direct else []),
+            *(["--webhook"] if args.webhook else []),
         ]  # fmt: skip
         if args.cprofile:
             command += ["--profile-to", str(out_dir / f"cprofile.run{run}")]
@@ -265,7 +360,7 @@ def _one_run(args: argparse.Namespace, run: int, out_dir: Path) -> int | None:
         shares = by_object(dumps[0])
         whole = sum(shares.values())
         for name, cost in sorted(shares.items(), key=lambda item: -item[1])[:12]:
-            print(f"  {name}: {cost / args.spends:,.0f} a spend ({cost / whole:.1%})")
+            print(f"  {name}: {cost / args.spends:,.0f} a request ({cost / whole:.1%})")
     return _total(dumps[0])
 
 
@@ -275,7 +370,9 @@ def main(argv: list[str] | None = None) -> None:
         description="Instructions a spend costs the API process in-process (callgrind), "
         "the app driven through hand-made ASGI calls (see the module's docstring).",
     )
-    parser.add_argument("--spends", type=int, default=1000, help="measured spends a run")
+    parser.add_argument(
+        "--spends", type=int, default=1000, help="measured spends (or deliveries) a run"
+    )
     parser.add_argument("--warm-up", type=int, default=200, help="spends before measuring")
     parser.add_argument("--accounts", type=int, default=10, help="accounts spent from")
     parser.add_argument("--concurrency", type=int, default=1, help="spends at once")
@@ -287,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
         "--direct",
         action="store_true",
         help="the spend command alone (Ledger.execute, no HTTP): the rest is the HTTP side",
+    )
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="paid Stripe deliveries (checkout.session.completed) instead of spends",
     )
     parser.add_argument(
         "--split", action="store_true", help="each shared object's self instructions a spend"
@@ -314,15 +416,16 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         per_spend = []
+        what = "a delivery" if args.webhook else "a spend"
         for run in range(1, args.runs + 1):
             total = _one_run(args, run, out_dir)
             if total is not None:
                 per_spend.append(total / args.spends)
-                print(f"run {run}: {total:,} instructions, {total / args.spends:,.0f} a spend")
+                print(f"run {run}: {total:,} instructions, {total / args.spends:,.0f} {what}")
         if per_spend:
             low, high = min(per_spend), max(per_spend)
             spread = (high - low) / low * 100
-            print(f"a spend: {sorted(per_spend)[len(per_spend) // 2]:,.0f} instructions "
+            print(f"{what}: {sorted(per_spend)[len(per_spend) // 2]:,.0f} instructions "
                   f"(median of {len(per_spend)}; spread {spread:.2f} %)")  # fmt: skip
     finally:
         if args.keep is None:

@@ -8,8 +8,9 @@ import secrets
 from pathlib import Path
 
 import httpx
+import pytest
 
-from bench import checkouts
+from bench import checkouts, spend_instructions
 from bench.load import write_deliveries
 from ledger.domain.ids import checkout_stream_id
 from ledger.store.event_store import EventStore
@@ -54,3 +55,18 @@ async def test_the_bench_delivers_payments_for_the_sessions_it_recorded_first(
         )
         balances.append(answer.json()["topup_balance"])
     assert balances == [2 * checkouts.CREDITS, checkouts.CREDITS]
+
+
+def test_the_instruction_count_of_a_delivery_pays_each_session_once(
+    postgres_server_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``spend_instructions --webhook`` (here without valgrind) delivers paid sessions it
+    recorded first, through the app's route and without HTTP, each credited once."""
+    args = ["--webhook", "--no-valgrind", "--runs", "1", "--spends", "5", "--warm-up", "2",
+            "--accounts", "2", "--server", postgres_server_url,
+            "--prefix", "test_instr_"]  # fmt: skip
+    for direct in ([], ["--direct"]):
+        spend_instructions.main([*args, *direct])
+        printed = capfd.readouterr().out
+        assert "statuses: {200: 7}" in printed
+        assert "'CheckoutPaid': 7, 'CheckoutRequested': 7, 'CreditsPurchased': 7" in printed
