@@ -258,6 +258,47 @@ async def test_a_payment_reads_no_intent_stream_it_does_not_hold(pool: asyncpg.P
         await books.uow.committer.stop()
 
 
+async def test_a_payment_makes_no_stream_id_for_its_new_payment_intent(pool: asyncpg.Pool) -> None:
+    """Its intent presumed to have no stream on the first attempt, a payment does not make the
+    intent's stream id either (a uuid5 each, of an intent never seen before): the link is
+    claimed by the intent's own id."""
+    books = build_ledger(pool)
+    try:
+        purchase = await requested(books)
+        made_before = payment_intent_stream_id.cache_info().misses
+
+        assert await deliver(books, purchase.paid())
+
+        assert payment_intent_stream_id.cache_info().misses == made_before
+        link = await books.claims.find(LINK_SCOPE, purchase.intent)
+        assert link is not None
+        assert link.response == purchase.session_id.encode()
+        assert (await books.account(purchase.account_id, fresh=True)).balance == 1000
+    finally:
+        await books.uow.committer.stop()
+
+
+async def test_a_payment_after_its_refund_in_one_process_is_decided_again_on_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """The refund's intent stream held in this process's memory is presumed absent too on
+    the payment's first attempt: the refund's link claim sends the payment round again,
+    on the stream, so the refund kept there is applied."""
+    books = build_ledger(pool)
+    try:
+        purchase = await requested(books)
+        assert await deliver(books, purchase.refunded())
+        assert books.repository.holds(payment_intent_stream_id(purchase.intent))
+        conflicts_before = conflicts_retried()
+
+        assert await deliver(books, purchase.paid())
+
+        assert conflicts_retried() == conflicts_before + 1
+        await assert_refund_kept_and_applied(books, purchase)
+    finally:
+        await books.uow.committer.stop()
+
+
 async def test_a_payment_whose_intent_another_process_opened_is_decided_on_it(
     pool: asyncpg.Pool,
 ) -> None:
