@@ -169,12 +169,6 @@ class Streams:
         """Several aggregates (each None if it has no events yet), in one round trip."""
         return await self.repository.get_many(wanted, fresh=self.fresh)
 
-    def holds(self, stream_id: UUID) -> bool:
-        """Whether this attempt would take the stream from memory (not fresh, and held):
-        a handler may then presume a stream it does not hold to have no events, where a
-        key its decision takes guards that presumption (``Decision.keys``)."""
-        return not self.fresh and self.repository.holds(stream_id)
-
     async def claim(self, scope: str, key: str) -> StoredAnswer | None:
         """What a claim recorded, if it is made (claims are never undone, so no cache issue)."""
         return await self.claims.find(scope, key)
