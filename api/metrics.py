@@ -1,15 +1,16 @@
 """Prometheus metrics through prometheus-client: its counters, histogram, gauges and exposition.
 
 What each metric means is listed in docs/operations-metrics.md. On the request path
-a request adds to a count, a sum and a bucket kept as plain numbers (``RequestCounts``),
-made into the request counter and latency histogram when the page is collected; the
-gauges read from the database and the pool are set only when ``/metrics`` is scraped.
+a request adds to a count, a sum and a bucket kept as plain numbers (``RequestMetrics``,
+with ``ledger/store/stats.py``'s ``PlainCounter`` and ``PlainHistogram``), made into the
+request counter and latency histogram when the page is collected; the gauges read from
+the database and the pool are set only when ``/metrics`` is scraped.
 
 Where ``/metrics`` may be read (its own port, a bearer token) is ``MetricsAccess``.
 
 Several processes on one port (``PROMETHEUS_MULTIPROC_DIR``): prometheus-client then
 keeps every counter and histogram in that folder's files (the request metrics too: its
-own ``Counter`` and ``Histogram`` then, not ``RequestCounts``), and the page is put
+own ``Counter`` and ``Histogram`` then, not plain numbers), and the page is put
 together from all of them by ``MultiProcessCollector``. The gauges are set by the
 process that answers the scrape, just before it answers (``mostrecent``), so they show
 that process's view; the start time is the earliest of them (``min``).
@@ -19,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import math
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,10 +37,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from ledger.clock_guard import ClockGuard
 from ledger.store import stats
@@ -85,95 +83,34 @@ _REQUESTS = "ledger_http_requests"
 _REQUESTS_HELP = "HTTP requests answered, by method and exact status."
 _DURATION = "ledger_http_request_duration_seconds"
 _DURATION_HELP = "Time to answer HTTP requests, by route template, method and status class."
-_BUCKET_NAMES = tuple(floatToGoString(bound) for bound in (*LATENCY_BUCKETS, math.inf))
 
 
 def _status_class(status: int) -> str:
     return _STATUS_CLASSES[status // 100] if 0 <= status < 600 else "5xx"
 
 
-def library_request_metrics(registry: CollectorRegistry | None) -> tuple[Counter, Histogram]:
-    """The request counter and latency histogram as prometheus-client's own metrics: what
-    multiprocess mode keeps in its files, and what ``RequestCounts`` must read the same as."""
-    return (
-        Counter(_REQUESTS, _REQUESTS_HELP, ["method", "status"], registry=registry),
-        Histogram(
+class RequestMetrics:
+    """The request counter and latency histogram (``stats.counter``, ``stats.histogram``:
+    plain numbers in a process alone, prometheus-client's own in multiprocess mode, or as
+    ``plain`` says), their children bound once per label set: made on first use, keyed by
+    the request's labels; bounded as the labels are (methods a fixed set, statuses 100-599,
+    routes the app's path templates)."""
+
+    def __init__(self, registry: CollectorRegistry, *, plain: bool | None = None) -> None:
+        self.counter = stats.counter(
+            _REQUESTS, _REQUESTS_HELP, ("method", "status"), registry, plain=plain
+        )
+        self.histogram = stats.histogram(
             _DURATION,
             _DURATION_HELP,
-            ["route", "method", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        ),
-    )
-
-
-class RequestCounts(Collector):
-    """The request counter and latency histogram of a process alone, kept as plain numbers.
-
-    A request adds 1 to an int and its seconds to a float and a bucket's int; the metric
-    families are made when the page is collected, with the series, order and values
-    prometheus-client's ``Counter`` and ``Histogram`` would show (the same float additions
-    in the same order: ``tests/unit/test_request_metrics.py`` compares the pages). Their
-    ``inc()`` and ``observe()`` (checks, a lock for each value, a bucket loop) cost a
-    spend ~12k of its ~905k instructions in process (``bench.spend_instructions``).
-    Children are made on first use, keyed by the request's labels; bounded as the labels
-    are (methods a fixed set, statuses 100-599, routes the app's path templates). Only the
-    event loop's thread adds.
-    """
-
-    def __init__(self) -> None:
-        # (route, method, status) -> the counter's cell [count], the histogram's cell
-        # [sum, count of bucket 0, ..., count of +Inf]
-        self._observed: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
-        self._counted: dict[tuple[str, str], list[int]] = {}
-        self._timed: dict[tuple[str, str, str], list[float]] = {}
-
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Record one answered request."""
-        if method not in _METHODS:  # before the lookup: the keys stay bounded
-            method = "other"
-        cells = self._observed.get((route, method, status))
-        if cells is None:
-            cells = self._observed[(route, method, status)] = self._cells(route, method, status)
-        counted, timed = cells
-        counted[0] += 1
-        timed[0] += seconds
-        # The first bucket whose bound is >= seconds (Histogram.observe's ``<=``); +Inf last.
-        timed[bisect_left(LATENCY_BUCKETS, seconds) + 1] += 1
-
-    def _cells(self, route: str, method: str, status: int) -> tuple[list[int], list[float]]:
-        counted = self._counted.setdefault((method, str(status)), [0])
-        timed = self._timed.setdefault(
-            (route, method, _status_class(status)), [0.0] * (len(_BUCKET_NAMES) + 1)
+            ("route", "method", "status"),
+            LATENCY_BUCKETS,
+            registry,
+            plain=plain,
         )
-        return counted, timed
-
-    def collect(self) -> Iterable[Metric]:
-        requests = CounterMetricFamily(_REQUESTS, _REQUESTS_HELP, labels=("method", "status"))
-        for labels, counted in list(self._counted.items()):
-            requests.add_metric(labels, float(counted[0]))
-        yield requests
-        durations = HistogramMetricFamily(
-            _DURATION, _DURATION_HELP, labels=("route", "method", "status")
-        )
-        for series, timed in list(self._timed.items()):
-            buckets = []
-            so_far = 0.0
-            for name, count in zip(_BUCKET_NAMES, timed[1:], strict=True):
-                so_far += count
-                buckets.append((name, so_far))
-            durations.add_metric(series, buckets, timed[0])
-        yield durations
-
-
-class _LibraryRequests:
-    """The request metrics through prometheus-client's children (multiprocess mode: its
-    files are what ``MultiProcessCollector`` reads), bound once per label set."""
-
-    def __init__(self, counter: Counter, histogram: Histogram) -> None:
-        self._counter = counter
-        self._histogram = histogram
-        self._observed: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._observed: dict[
+            tuple[str, str, int], tuple[Counter | stats.Count, Histogram | stats.Timing]
+        ] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one answered request."""
@@ -182,22 +119,15 @@ class _LibraryRequests:
         children = self._observed.get((route, method, status))
         if children is None:
             children = self._observed[(route, method, status)] = (
-                self._counter.labels(method, str(status)),
-                self._histogram.labels(route, method, _status_class(status)),
+                self.counter.labels(method, str(status)),
+                self.histogram.labels(route, method, _status_class(status)),
             )
         counted, timed = children
         counted.inc()
         timed.observe(seconds)
 
 
-_requests: RequestCounts | _LibraryRequests
-if multiprocess_dir() is None:
-    _requests = RequestCounts()
-    REGISTRY.register(_requests)
-else:
-    _requests = _LibraryRequests(*library_request_metrics(REGISTRY))
-
-observe_request: Callable[[str, str, int, float], None] = _requests.observe
+observe_request: Callable[[str, str, int, float], None] = RequestMetrics(REGISTRY).observe
 """Record one answered request: ``observe_request(route, method, status, seconds)``."""
 
 _stripe_webhooks = Counter(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from api.metrics import RequestCounts, library_request_metrics
+from api.metrics import RequestMetrics
 
 _ROUTES = ("/v1/accounts/{account_id}/spend", "/v1/credits", "unmatched")
 _METHODS = ("GET", "HEAD", "POST", "DELETE", "BREW")  # BREW: counted as "other"
@@ -16,7 +16,10 @@ _EDGES = (0.0, 0.001, 0.0025, 0.004999, 0.005, 0.01, 1.0, 9.99, 10.0, 10.5, 1e-9
 
 def _library_page(observations: list[tuple[str, str, int, float]]) -> bytes:
     registry = CollectorRegistry(auto_describe=True)
-    counter, histogram = library_request_metrics(registry)
+    library = RequestMetrics(registry, plain=False)
+    counter, histogram = library.counter, library.histogram
+    assert isinstance(counter, Counter)
+    assert isinstance(histogram, Histogram)
     for route, method, status, seconds in observations:
         method = method if method != "BREW" else "other"
         status_class = (
@@ -27,18 +30,21 @@ def _library_page(observations: list[tuple[str, str, int, float]]) -> bytes:
     return generate_latest(registry)
 
 
-def _plain_page(observations: list[tuple[str, str, int, float]]) -> bytes:
+def _observed_page(observations: list[tuple[str, str, int, float]], *, plain: bool) -> bytes:
     registry = CollectorRegistry(auto_describe=True)
-    counts = RequestCounts()
-    registry.register(counts)
+    counts = RequestMetrics(registry, plain=plain)
     for observation in observations:
         counts.observe(*observation)
     return generate_latest(registry)
 
 
-def test_the_page_is_prometheus_clients_own_series_order_and_values() -> None:
+def _plain_page(observations: list[tuple[str, str, int, float]]) -> bytes:
+    return _observed_page(observations, plain=True)
+
+
+def _observations() -> list[tuple[str, str, int, float]]:
     chosen = random.Random(15)
-    observations = [
+    return [
         (
             chosen.choice(_ROUTES),
             chosen.choice(_METHODS),
@@ -47,6 +53,10 @@ def test_the_page_is_prometheus_clients_own_series_order_and_values() -> None:
         )
         for _ in range(5000)
     ]
+
+
+def test_the_page_is_prometheus_clients_own_series_order_and_values() -> None:
+    observations = _observations()
     plain = _plain_page(observations)
     assert plain == _library_page(observations)
     assert b'ledger_http_requests_total{method="other",status="404"}' in plain
@@ -57,3 +67,10 @@ def test_the_page_is_prometheus_clients_own_series_order_and_values() -> None:
 def test_an_empty_page_names_both_metrics() -> None:
     assert _plain_page([]) == _library_page([])
     assert b"# TYPE ledger_http_request_duration_seconds histogram" in _plain_page([])
+
+
+def test_in_multiprocess_mode_requests_are_recorded_in_prometheus_clients_own_metrics() -> None:
+    """The same ``observe`` binds the library's children there (PROMETHEUS_MULTIPROC_DIR
+    keeps them in its files)."""
+    observations = _observations()
+    assert _observed_page(observations, plain=False) == _library_page(observations)
