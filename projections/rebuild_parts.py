@@ -35,6 +35,7 @@ from ledger.store.event_store import (
     Connection,
     ReplayedEvent,
     read_part_until,
+    same_append,
     visible_head,
 )
 from ledger.store.failures import database_failure
@@ -195,7 +196,7 @@ async def _write(
 async def _whole_commands(
     chunks: AsyncIterator[list[ReplayedEvent]], size: int
 ) -> AsyncIterator[list[ReplayedEvent]]:
-    """Batches of about ``size`` events that never end inside one command's events of a stream.
+    """Batches of about ``size`` events that never end inside one append (``same_append``).
 
     The notifications view judges its alerts after the last event a command
     recorded on a stream (the next event of the batch is another stream's, or
@@ -208,7 +209,7 @@ async def _whole_commands(
             continue
         # Cut before the last event that starts a command: what follows it is unknown yet.
         end = len(batch) - 1
-        while end > 0 and _same_command(batch[end], batch[end - 1]):
+        while end > 0 and same_append(batch[end], batch[end - 1]):
             end -= 1
         if end == 0:
             continue  # one command so far
@@ -221,7 +222,3 @@ async def _whole_commands(
 def _parent_alive() -> bool:
     parent = multiprocessing.parent_process()
     return parent is None or parent.is_alive()
-
-
-def _same_command(event: ReplayedEvent, before: ReplayedEvent) -> bool:
-    return event.originator_id == before.originator_id and event.microseconds == before.microseconds

@@ -177,12 +177,18 @@ _APPEND_TAIL = 64
 _Event = TypeVar("_Event", RecordedEvent, ReplayedEvent)
 
 
-def _same_append(event: _Event, before: _Event) -> bool:
-    # One append() call takes its time once and its positions one after another under
-    # the ordering lock, so its events are consecutive and share recorded_at.
-    return (
-        event.recorded_at == before.recorded_at
-        and event.notification_id == before.notification_id + 1
+def same_append(event: _Event, before: _Event) -> bool:
+    """Whether ``event`` was recorded by the same append as ``before``, the event read just
+    before it, in a read of the whole store or of some of its streams (a rebuild's part).
+
+    One append takes its time once and its positions one after another under the
+    ordering lock: its events share ``recorded_at`` and, in the whole store, follow one
+    another; in a part, which skips the other streams' events, the same stream at the
+    same moment is the same append's. A cut made where this is False never ends inside
+    an append."""
+    return event.recorded_at == before.recorded_at and (
+        event.notification_id == before.notification_id + 1
+        or event.originator_id == before.originator_id
     )
 
 
@@ -219,7 +225,7 @@ async def _whole_appends_after(
     kept, tail = events[:limit], events[limit:]
     while True:
         for event in tail:  # a few events a batch: a ReplayedEvent's datetime is made here
-            if not _same_append(event, kept[-1]):
+            if not same_append(event, kept[-1]):
                 return kept
             kept.append(event)
         if len(tail) < _APPEND_TAIL:
