@@ -12,7 +12,7 @@ import msgspec
 
 from ledger.clock_guard import DEFAULT_MAX_SKEW_SECONDS
 from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
-from ledger.urls import names_a_database, names_this_machine, readable
+from ledger.urls import names_a_database, over_tls_or_here, readable
 
 
 def default_data_dir() -> Path:
@@ -251,7 +251,7 @@ def production_problems(settings: Settings) -> list[str]:
             f"LEDGER_ENV=production needs a METRICS_TOKEN of at least {MIN_METRICS_TOKEN_LENGTH} "
             "characters (for example `openssl rand -hex 32`)"
         )
-    if settings.public_url.startswith("http://") and not _on_this_machine(settings.public_url):
+    if not over_tls_or_here(settings.public_url):
         problems.append(
             f"LEDGER_ENV=production refuses an http:// LEDGER_PUBLIC_URL ({settings.public_url}): "
             "customers sign in to its /account page with their token and come back from "
@@ -264,16 +264,6 @@ def production_problems(settings: Settings) -> list[str]:
             "or METRICS_TOKEN (a bearer token for /metrics), or both"
         )
     return problems + database_problems(settings)
-
-
-def _on_this_machine(url: str) -> bool:
-    """Whether ``url``'s host is this machine (``localhost``, ``127.0.0.0/8``, ``::1``): a
-    proxy beside the service, or a look around, and nothing crosses a network."""
-    try:
-        host = (urlsplit(url).hostname or "").rstrip(".").lower()
-    except ValueError:  # "http://[::1": the shape check names it
-        return False
-    return host.endswith(".localhost") or names_this_machine(host)
 
 
 def database_problems(settings: Settings) -> list[str]:

@@ -1,10 +1,10 @@
-"""A URL as logs and error messages may show it: without a password."""
+"""A URL as logs and error messages may show it (without a password), and where it leads."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 UNREADABLE = "(a URL that cannot be read: scheme://user@host:port/path)"
 
@@ -79,3 +79,18 @@ def names_this_machine(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def over_tls_or_here(url: str) -> bool:
+    """Whether what is sent to ``url`` goes over TLS, or stays on this machine: the one
+    answer for the ``http://`` URLs production takes (a webhook endpoint's, the public
+    URL). This machine is what ``names_this_machine`` names; not a ``*.localhost`` name,
+    which RFC 6761 asks resolvers to answer with loopback, but which glibc's (hosts file,
+    then DNS, as on these machines) sends to DNS, search domains appended."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # http://[::1 (no "]"): no host this machine's
+        return url[:7].lower() != "http://"
+    # urlsplit drops tabs and line ends, which no client sends to: not this machine's.
+    return parts.scheme != "http" or (names_this_machine(host) and url.isprintable())

@@ -6,7 +6,6 @@ import secrets
 from datetime import datetime
 
 import asyncpg
-import httpx
 import msgspec
 
 from ledger.notifications.addresses import check_url
@@ -14,7 +13,7 @@ from ledger.notifications.signing import new_secret
 from ledger.store.claims import KEY_REUSED, IdempotencyKeyReused, request_fingerprint
 from ledger.store.read_connections import Pool
 from ledger.unit_of_work import answer_replayed
-from ledger.urls import names_this_machine
+from ledger.urls import over_tls_or_here
 
 
 class PlainTextURL(Exception):
@@ -101,7 +100,7 @@ class EndpointRegistry:
             earlier := await self._made_under(idempotency_key, fingerprint)
         ):
             return earlier
-        if self.https_only and not _over_tls_or_here(url):
+        if self.https_only and not over_tls_or_here(url):
             raise PlainTextURL(url)
         if not self.allow_private:
             await check_url(url)
@@ -195,14 +194,3 @@ class EndpointRegistry:
                 endpoint_id,
             )
         return _endpoint(row)
-
-
-def _over_tls_or_here(url: str) -> bool:
-    """Whether a delivery to ``url`` goes over TLS, or stays on this machine."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        # Not a URL httpx reads (http://010.0.0.1, a leading zero): check_url says why, but
-        # not where private addresses are allowed, so an http:// one is none of this machine's.
-        return url[:7].lower() != "http://"
-    return parsed.scheme != "http" or names_this_machine(parsed.host)

@@ -74,6 +74,11 @@ def test_a_complete_production_environment_is_accepted() -> None:
             r"refuses an http:// LEDGER_PUBLIC_URL \(http://credits.example.com\)",
         ),
         ({"LEDGER_PUBLIC_URL": "http://10.0.0.7:8000"}, "refuses an http:// LEDGER_PUBLIC_URL"),
+        # A name RFC 6761 reserves for loopback, which resolvers need not answer so.
+        (
+            {"LEDGER_PUBLIC_URL": "http://app.localhost:8000"},
+            "refuses an http:// LEDGER_PUBLIC_URL",
+        ),
         # No URL urlsplit reads: one problem among the others, not "unexpected error".
         ({"LEDGER_PUBLIC_URL": "http://[::1:8000"}, "LEDGER_PUBLIC_URL must be an http"),
         (

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from api.cli_config import _key
-from ledger.urls import UNREADABLE, without_password
+from ledger.urls import UNREADABLE, over_tls_or_here, without_password
 
 
 @pytest.mark.parametrize(
@@ -167,3 +167,25 @@ def test_db_setup_says_a_url_that_is_none_as_every_other_command_does(
     assert failed.returncode == 1
     assert failed.stderr == f"Error: {said} is not a URL (postgresql://user@host:port/database)\n"
     assert "s3cret" not in failed.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "taken"),
+    [
+        ("https://credits.example.com", True),
+        ("http://127.0.0.1:8000", True),
+        ("http://localhost:8000", True),
+        ("http://LOCALHOST./hooks", True),
+        ("http://[::1]:8000", True),
+        ("http://credits.example.com", False),
+        ("http://10.0.0.7:8000", False),
+        ("http://localhost@evil.example/", False),
+        ("http://[::1", False),
+        # The public URL's check took these, the webhook endpoint's did not: glibc (files,
+        # then DNS, as here) asks DNS for them, search domains appended.
+        ("http://app.localhost:8000", False),
+        ("http://hooks.localhost./x", False),
+    ],
+)
+def test_plain_http_is_taken_only_on_this_machine(url: str, taken: bool) -> None:
+    assert over_tls_or_here(url) is taken
