@@ -400,28 +400,18 @@ def _bound(extra: dict[str, Any]) -> object:
     return extra.get("le", "the largest allowed")
 
 
-IdempotencyKey = Annotated[
-    str,
-    HeaderParameter(
-        name="Idempotency-Key",
-        description="Your unique key for this request: a repeat returns the first answer.",
-        min_length=1,
-        max_length=IDEMPOTENCY_KEY_MAX,
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-    ),
-]
+_IDEMPOTENCY_KEY_HEADER = HeaderParameter(
+    name="Idempotency-Key",
+    description="Your unique key for this request: a repeat returns the first answer.",
+    min_length=1,
+    max_length=IDEMPOTENCY_KEY_MAX,
+    pattern=IDEMPOTENCY_KEY_PATTERN,
+)
+
+IdempotencyKey = Annotated[str, _IDEMPOTENCY_KEY_HEADER]
 """The ``Idempotency-Key`` request header, required."""
 
-OptionalIdempotencyKey = Annotated[
-    str | None,
-    HeaderParameter(
-        name="Idempotency-Key",
-        description="Your unique key for this request: a repeat returns the first answer.",
-        min_length=1,
-        max_length=IDEMPOTENCY_KEY_MAX,
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-    ),
-]
+OptionalIdempotencyKey = Annotated[str | None, _IDEMPOTENCY_KEY_HEADER]
 """The ``Idempotency-Key`` request header, where it may be left out."""
 
 
