@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.events import CreditsSpent
+from ledger.domain.evolution import made
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.store.mapper import MsgspecMapper
 
@@ -139,3 +140,35 @@ def test_a_refused_event_changes_nothing_and_is_not_recorded(trigger: Any) -> No
         trigger(account, CreditsSpent, amount=1)
 
     assert vars(account) == before
+
+
+def test_an_event_is_made_as_its_dataclass_makes_it() -> None:
+    """``made`` gives each field as the dataclass's ``__init__`` would (a default of its
+    own to each event, fields given in any order stored in the class's), and refuses what
+    it refuses: an unknown field, a missing one, an id that is not a UUID."""
+    account = CreditAccount.open("acct_made", 100, "2026-11")
+    account.collect_events()
+    mapper = MsgspecMapper()
+
+    account.trigger_event(CreditsSpent, reason="r", from_topup=0, from_allowance=1, amount=1)
+    account.trigger_event(CreditsSpent, amount=1, from_allowance=1, from_topup=0, reason="r")
+    first, second = account.collect_events()
+
+    assert first.from_grants == {}
+    assert first.from_grants is not second.from_grants
+    library = CreditsSpent(
+        originator_id=first.originator_id,
+        originator_version=first.originator_version,
+        timestamp=first.timestamp,
+        amount=1,
+        from_allowance=1,
+        from_topup=0,
+        reason="r",
+    )
+    assert first == library
+    assert mapper.to_stored_event(first) == mapper.to_stored_event(library)
+    with pytest.raises(TypeError, match=r"Can't construct event .*unexpected field 'amont'"):
+        account.trigger_event(CreditsSpent, amont=1, from_allowance=1, from_topup=0, reason="")
+    with pytest.raises(TypeError, match="non-UUID originator_id"):
+        made(CreditsSpent, {**vars(library), "originator_id": "acct_made"})
+    assert account.version == second.originator_version
