@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -71,6 +72,28 @@ def test_events_round_trip_through_the_msgspec_mapper() -> None:
     assert rebuilt.credits == 1000
     assert isinstance(rebuilt.credits, int)
     assert rebuilt.status == "pending"
+
+
+def test_a_stored_event_is_the_librarys_as_its_init_makes_it() -> None:
+    """The mapper makes the library's ``StoredEvent`` without its ``__init__``: the same
+    fields in the same order, equal, hashed alike and as frozen."""
+    account = CreditAccount.open("acct_stored", 100, "2026-11")
+    account.spend(3, "job")
+
+    for recorded in account.collect_events():
+        stored = MsgspecMapper().to_stored_event(recorded)
+        made = StoredEvent(
+            originator_id=recorded.originator_id,
+            originator_version=recorded.originator_version,
+            topic=stored.topic,
+            state=stored.state,
+        )
+        assert type(stored) is StoredEvent
+        assert list(vars(stored).items()) == list(vars(made).items())
+        assert stored == made
+        assert hash(stored) == hash(made)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            stored.topic = "changed"  # type: ignore[misc]
 
 
 class Thing(Aggregate):
