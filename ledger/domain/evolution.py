@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from eventsourcing.domain import DomainEvent
+
 
 class Evolution:
     """A registry of an aggregate's event handlers: one dict lookup per event.
@@ -102,7 +104,12 @@ _FIELDS: dict[type, _Fields] = {}
 
 def _fields(event_class: type[Any]) -> _Fields:
     """An event class's field names in order, and how to make those with a default (kept
-    in ``_FIELDS``)."""
+    in ``_FIELDS``). Only the library's ``__post_init__`` is run by ``made``: a class with
+    its own, or whose instances keep no ``__dict__``, is refused, not made unchecked."""
+    if event_class.__post_init__ is not DomainEvent.__post_init__ or "__slots__" in vars(
+        event_class
+    ):
+        raise TypeError(f"made() cannot make {event_class}: it checks more than the library's")
     names = []
     defaults: dict[str, Callable[[], Any]] = {}
     for field in dataclasses.fields(event_class):

@@ -4,6 +4,7 @@ state, the same refusals."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -172,3 +173,18 @@ def test_an_event_is_made_as_its_dataclass_makes_it() -> None:
     with pytest.raises(TypeError, match="non-UUID originator_id"):
         made(CreditsSpent, {**vars(library), "originator_id": "acct_made"})
     assert account.version == second.originator_version
+
+
+def test_an_event_class_that_checks_more_is_not_made_unchecked() -> None:
+    """``made`` runs only the library's ``__post_init__``: a class with a check of its own is
+    refused outright, never made without that check."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked(CreditsSpent):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.amount <= 0:
+                raise ValueError("amount")
+
+    with pytest.raises(TypeError, match=r"made\(\) cannot make"):
+        made(Checked, {})
