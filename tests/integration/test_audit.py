@@ -9,6 +9,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -201,6 +202,36 @@ async def test_a_removed_event_and_a_retimed_event_are_reported(
     assert [f for f in report.findings if f.kind == "unreadable"] == []
     [earlier] = [f for f in report.findings if f.kind == "recorded-out-of-order"]
     assert (earlier.account_id, earlier.version) == ("acct_alice", 2)
+
+
+async def test_two_streams_whose_ids_were_swapped_fail_the_hash_at_every_event(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    # Versions, times, states and each previous hash as they were: only the id the hash
+    # covers is another stream's (the replay hashes each stream's id bytes, made once).
+    await build_history(isolated_db)
+    alice, bob = account_stream_id("acct_alice"), account_stream_id("acct_bob")
+    counts = {
+        stream: await isolated_db.pool.fetchval(
+            "SELECT count(*) FROM stored_events WHERE originator_id = $1", stream
+        )
+        for stream in (alice, bob)
+    }
+    swapped = uuid4()
+    await tamper(
+        isolated_db.url,
+        f"""UPDATE stored_events SET originator_id = '{swapped}' WHERE originator_id = '{alice}';
+            UPDATE stored_events SET originator_id = '{alice}' WHERE originator_id = '{bob}';
+            UPDATE stored_events SET originator_id = '{bob}' WHERE originator_id = '{swapped}'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    mismatched = [(f.stream_id, f.version) for f in report.findings if f.kind == "hash-mismatch"]
+    assert sorted(mismatched) == sorted(
+        [(str(bob), v) for v in range(1, counts[alice] + 1)]
+        + [(str(alice), v) for v in range(1, counts[bob] + 1)]
+    )
 
 
 async def test_an_event_that_cannot_be_read_is_one_finding_not_one_per_later_event(
