@@ -121,6 +121,14 @@ def _decoding(topic: str) -> tuple[type, FastDecode | None]:
     return cls, _fast_decoder(cls)
 
 
+def fast_decoder(topic: str) -> FastDecode | None:
+    """The fast decoder of a topic's class (None where only the general path fits), for a
+    reader that keeps its own per-topic lookup: it answers None for a state in an older
+    shape and raises ``msgspec.ValidationError`` for one that does not fit; either way
+    ``MsgspecMapper.to_domain_event`` decides. Raises for a topic that names no class."""
+    return _decoding(topic)[1]
+
+
 T = TypeVar("T")
 
 _JSON_KINDS = {ord("["): "an array", ord('"'): "a string", ord("n"): "null"}

@@ -254,6 +254,39 @@ async def test_an_event_that_cannot_be_read_is_one_finding_not_one_per_later_eve
     assert [f for f in report.findings if f.kind == "claim-mismatch"] == []
 
 
+async def test_an_event_of_no_known_type_or_a_field_of_another_type_is_unreadable(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The replay's own lookup of each topic's decoder: a topic that names no class, and a
+    state its class's fast decoder refuses (the general path says why), stop the stream."""
+    await build_history(isolated_db)
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events SET topic = 'ledger.domain.events:Nothing'
+           WHERE originator_id = $1 AND originator_version = 5""",
+        account_stream_id("acct_alice"),
+    )
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events SET state = convert_to(
+               replace(convert_from(state, 'UTF8'), '"amount":95', '"amount":"lots"'), 'UTF8')
+           WHERE originator_id = $1 AND originator_version = 9""",
+        account_stream_id("acct_bob"),
+    )
+
+    report = await verify(isolated_db.pool)
+
+    unreadable = {
+        (f.account_id, f.version): f.detail for f in report.findings if f.kind == "unreadable"
+    }
+    assert sorted(unreadable) == [("acct_alice", 5), ("acct_bob", 9)]
+    assert "Nothing" in unreadable["acct_alice", 5]
+    assert "Expected `int`, got `str`" in unreadable["acct_bob", 9]
+    assert all("later events are not replayed" in d for d in unreadable.values())
+    mismatched = [(f.account_id, f.version) for f in report.findings if f.kind == "hash-mismatch"]
+    assert sorted(mismatched) == [("acct_alice", 5), ("acct_bob", 9)]
+
+
 async def test_an_account_opened_again_mid_stream_cannot_be_replayed(
     isolated_db: IsolatedDatabase,
 ) -> None:
