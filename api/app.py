@@ -198,7 +198,7 @@ def create_app(
             yield
 
     def provide_services(request: Request[Any, Any, Any]) -> Services:
-        return request.app.state.services  # type: ignore[no-any-return]
+        return request.app.state["services"]  # type: ignore[no-any-return]
 
     metrics_access = MetricsAccess(port=settings.metrics_port, token=settings.metrics_token)
     app = Litestar(

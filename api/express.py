@@ -49,7 +49,7 @@ class Call:
     def __init__(self, scope: Scope, body: bytes) -> None:
         self.scope = scope
         self.body = body
-        self.services: Services = scope["litestar_app"].state.services
+        self.services: Services = scope["litestar_app"].state["services"]
 
     @property
     def principal(self) -> Principal:
@@ -100,7 +100,7 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
 
     def wrap(app: ASGIApp) -> ASGIApp:  # Litestar passes the route's own stack as ``app``
         async def lane(scope: Scope, receive: Receive, send: Send) -> None:
-            if not scope["litestar_app"].state.express_lane:
+            if not scope["litestar_app"].state["express_lane"]:
                 await app(scope, receive, send)
                 return
             # (No typing.cast on this path: a call each, and a generic alias made each time.)

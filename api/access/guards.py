@@ -58,7 +58,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     known: Principal | None = state.get(_PRINCIPAL)
     if known is not None:
         return known
-    tokens: TokenService = connection.app.state.services.tokens
+    tokens: TokenService = connection.app.state["services"].tokens
     token = bearer_token(connection)
     reads_only = connection.scope.get("method") in _READ_METHODS
     principal = await tokens.authenticate(token, for_read=reads_only) if token else None
