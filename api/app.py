@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -13,6 +13,7 @@ from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.routes import HTTPRoute
+from litestar.types import ExceptionHandlersMap
 
 from api.access.guards import provide_principal
 from api.database import (
@@ -240,8 +241,40 @@ def create_app(
     # know (404) or a method a path does not take (405) before any middleware runs.
     app.asgi_handler = answered_requests(app.asgi_handler)
     answer_options_with_every_method(app)
+    resolve_exception_handlers_once(app)
     conform(app)
     return app
+
+
+def resolve_exception_handlers_once(app: Litestar) -> None:
+    """Give each route handler the exception handlers it resolves, resolved once.
+
+    Litestar 2's router asks the matched handler to ``resolve_exception_handlers()`` for
+    every request: a new dict merged from the app's ~40 handlers and each layer's, ~1 % of
+    a spend's instructions (bench/HISTORY.md). Litestar 3 resolves them once, as an
+    attribute. The layers' maps are fixed once the app is built, and Litestar only reads the
+    resolved one (its exception middleware looks the error up in it), so each handler gives
+    the map it resolved now. Call after every route handler is in place.
+
+    Litestar's own ``OPTIONS`` handlers (a plain ``HTTPRouteHandler``: slots, no instance
+    attributes) keep resolving theirs per request.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if not hasattr(handler, "__dict__"):
+                continue
+            handler.resolve_exception_handlers = _resolved(  # type: ignore[method-assign]
+                handler.resolve_exception_handlers()
+            )
+
+
+def _resolved(handlers: ExceptionHandlersMap) -> Callable[[], ExceptionHandlersMap]:
+    def resolve_exception_handlers() -> ExceptionHandlersMap:
+        return handlers
+
+    return resolve_exception_handlers
 
 
 def answer_options_with_every_method(app: Litestar) -> None:
