@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -163,3 +163,36 @@ def projected(recorded: RecordedEvent | ReplayedEvent) -> ProjectedEvent:
         event,
         recorded.microseconds if type(recorded) is ReplayedEvent else recorded.recorded_at,
     )
+
+
+def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent]:
+    """``projected`` of each event of a rebuild's batch, with one id object a stream.
+
+    Every view keys its rows by ``stream_id`` (a set, then a dict read and written once an
+    event each): asyncpg's UUID makes its hash from a Python int of its 128 bits, once an
+    object, and compares two objects of the same id field by field. Read, each event's
+    id is an object of its own; here the events of a stream share the first one's, so its
+    hash is made once a batch and each look-up finds it by identity.
+    """
+    streams: dict[bytes, UUID] = {}
+    decoded: list[ProjectedEvent] = []
+    append = decoded.append
+    for recorded in replayed:
+        stream_id = recorded.originator_id
+        stream_id = streams.setdefault(stream_id.bytes, stream_id)
+        try:
+            event = _decode(recorded)
+        except TopicError:
+            event = Unrecognised(recorded.topic)
+        except Exception as error:  # as projected()'s
+            raise UnreadableEvent(recorded, error) from error
+        append(
+            ProjectedEvent(
+                recorded.notification_id,
+                stream_id,
+                recorded.originator_version,
+                event,
+                recorded.microseconds,
+            )
+        )
+    return decoded

@@ -32,7 +32,7 @@ import asyncpg
 
 from ledger.store.event_store import Connection, replay_whole_appends_after
 from ledger.store.migrate import apply_grants
-from projections.events import projected, times_as_microseconds
+from projections.events import replayed_projected, times_as_microseconds
 from projections.rebuild_parts import fill_in_parts
 from projections.runner import Projection
 
@@ -66,7 +66,7 @@ async def _apply_next_batch(
     """Apply one batch to every fresh table; return (events applied, new position)."""
     events = await replay_whole_appends_after(connection, after, REBUILD_BATCH)
     if events:
-        decoded = [projected(e) for e in events]
+        decoded = replayed_projected(events)
         for projection in projections:
             await projection.apply(connection, _fresh(projection), decoded)
     return len(events), (events[-1].notification_id if events else after)

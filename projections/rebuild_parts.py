@@ -43,7 +43,7 @@ from ledger.store.migrate import owner_session
 from projections.events import (
     ProjectedEvent,
     UnreadableEvent,
-    projected,
+    replayed_projected,
     times_as_microseconds,
 )
 from projections.runner import Projection, all_projections
@@ -176,7 +176,7 @@ async def _fill_part(job: PartJob, reports: Queue[tuple[str, int, Any]]) -> None
             async for events_batch in _whole_commands(events, job.batch):
                 if not _parent_alive():
                     return  # nobody is left to swap these tables in (the command was killed)
-                decoded = [projected(e) for e in events_batch]
+                decoded = replayed_projected(events_batch)
                 reports.put((_PROGRESS, job.part, await _write(writer, projections, decoded)))
     finally:
         await reader.close()
