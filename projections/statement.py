@@ -12,7 +12,7 @@ from uuid import UUID
 
 from ledger.domain.events import STATEMENT_EVENTS, AccountOpened
 from ledger.store.event_store import Connection
-from projections.balance_changes import Buckets, apply_change, change_of
+from projections.balance_changes import description_of, moved_by
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory
 from projections.writes import Write
@@ -43,8 +43,9 @@ _STATEMENT_EVENTS = EventKinds(*STATEMENT_EVENTS)
 _INSERT = f"""INSERT INTO {{table}} ({", ".join(_COLUMNS)})
     SELECT * FROM unnest($1::statement_line[])"""
 
-LastLine = tuple[str, Buckets]
-"""A stream's last line as the next one needs it: the account and its buckets after it."""
+LastLine = tuple[str, int, int, int]
+"""A stream's last line as the next one needs it: the account and its buckets after it
+(allowance, top-up, granted: ``Buckets``' fields, as plain ints: a rebuild folds millions)."""
 
 
 LAST_LINES = """SELECT line.* FROM unnest($1::uuid[]) AS wanted(stream_id)
@@ -93,43 +94,51 @@ class StatementProjection:
             return {
                 r["stream_id"]: (
                     r["account_id"],
-                    Buckets(r["allowance_after"], r["topup_after"], r["granted_after"]),
+                    r["allowance_after"],
+                    r["topup_after"],
+                    r["granted_after"],
                 )
                 for r in await connection.fetch(LAST_LINES.format(table=table), streams)
             }
 
         last = await self.memory.rows({e.stream_id for e in mine}, read)
-        lines = []
+        lines: list[tuple[Any, ...]] = []
+        append = lines.append
+        # change_of() and apply_change() written out on plain ints: a Change and a Buckets
+        # an event, read back into the line, cost a rebuild ~5 % of its instructions.
         for projected in mine:
             event = projected.event
             if (known := last[projected.stream_id]) is not None:
-                account_id, before = known
+                account_id, allowance, topup, granted = known
             elif isinstance(event, AccountOpened):
-                account_id, before = event.account_id, Buckets(0, 0)
+                account_id, allowance, topup, granted = event.account_id, 0, 0, 0
             else:
                 continue  # not an account's stream
-            change = change_of(event, before)
-            if change is None:  # never for STATEMENT_EVENTS (tests/unit/test_projection_folds.py)
+            moved = moved_by(event, allowance)
+            if moved is None:  # never for STATEMENT_EVENTS (tests/unit/test_projection_folds.py)
                 continue
-            after = apply_change(before, change)
-            last[projected.stream_id] = (account_id, after)
-            lines.append(
+            allowance_change, topup_change, granted_change = moved
+            allowance += allowance_change
+            topup += topup_change
+            granted += granted_change
+            last[projected.stream_id] = (account_id, allowance, topup, granted)
+            append(
                 (
                     account_id,
                     projected.position,
                     projected.stream_id,
                     projected.version,
                     type(event).__name__,
-                    change.amount,
-                    change.allowance,
-                    change.topup,
-                    after.allowance,
-                    after.topup,
-                    after.balance,
-                    change.description,
+                    allowance_change + granted_change + topup_change,
+                    allowance_change,
+                    topup_change,
+                    allowance,
+                    topup,
+                    allowance + granted + topup,
+                    description_of(event),
                     projected.recorded_at,
-                    change.granted,
-                    after.granted,
+                    granted_change,
+                    granted,
                 )
             )
         self.memory.keep(last)
