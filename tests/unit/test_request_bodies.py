@@ -76,8 +76,7 @@ def _spend_read_through_the_lane(body: bytes) -> object:
 
     from api.express import Call, Declined
 
-    scope: Any = {"headers": [], "litestar_app": SimpleNamespace(state=SimpleNamespace())}
-    scope["litestar_app"].state.services = None
+    scope: Any = {"headers": [], "litestar_app": SimpleNamespace(state={"services": None})}
     try:
         return Call(scope, body).body_as(SpendRequest)
     except Declined:
