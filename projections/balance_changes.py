@@ -25,6 +25,8 @@ from ledger.domain.events import (
     MonthlyAllowanceReset,
 )
 from projections.events import ByEventClass, as_text
+from projections.moves import Moved as Moved
+from projections.moves import moved_by
 
 
 class Buckets(msgspec.Struct, frozen=True):
@@ -68,66 +70,6 @@ def change_of(event: object, before: Buckets) -> Change | None:
 def description_of(event: object) -> str:
     """How the statement describes an event that moves credits (one of ``STATEMENT_EVENTS``)."""
     return as_text(_DESCRIPTIONS[type(event)](event))
-
-
-Moved = tuple[int, int, int]
-"""What an event adds to each bucket: (allowance, top-up, granted)."""
-
-
-def moved_by(event: object, allowance_before: int) -> Moved | None:
-    """``change_of``'s amounts without its description (the views that keep balances need
-    only these, for every event); None for events that move no credits.
-
-    ``allowance_before`` is the allowance left before the event: a reset sets a new one.
-    """
-    move = _MOVES[type(event)]
-    return None if move is None else move(event, allowance_before)
-
-
-def _spent(event: CreditsSpent, _: int) -> Moved:
-    return (-event.from_allowance, -event.from_topup, -sum(event.from_grants.values()))
-
-
-def _reset(event: MonthlyAllowanceReset, allowance_before: int) -> Moved:
-    allowance = event.monthly_allowance + event.held_allowance_carried + event.held_topup_kept
-    return (allowance - allowance_before, event.debt_repaid, 0)
-
-
-def _captured(event: HoldCaptured, _: int) -> Moved:
-    return (
-        -event.from_allowance - event.lapsed - event.kept_spent - event.kept_lapsed,
-        event.debt_repaid - event.from_topup,
-        -sum(event.from_grants.values()) - sum(event.grants_lapsed.values()),
-    )
-
-
-def _ended_hold(event: HoldReleased | HoldExpired, _: int) -> Moved:
-    return (
-        -event.lapsed - event.kept_lapsed,
-        event.debt_repaid,
-        -sum(event.grants_lapsed.values()),
-    )
-
-
-_MOVES = ByEventClass(
-    {
-        AccountOpened: lambda opened, _: (opened.monthly_allowance, 0, 0),
-        CreditsSpent: _spent,
-        MonthlyAllowanceReset: _reset,
-        CreditsPurchased: lambda purchased, _: (0, purchased.credits, 0),
-        CreditsClawedBack: lambda clawed_back, _: (0, -clawed_back.credits, 0),
-        CreditsReversed: lambda reversed_, _: (0, -reversed_.credits, 0),
-        CreditsRestored: lambda restored, _: (0, restored.credits, 0),
-        HoldPlaced: lambda *_: (0, 0, 0),
-        HoldCaptured: _captured,
-        HoldReleased: _ended_hold,
-        HoldExpired: _ended_hold,
-        CreditsGranted: lambda granted, _: (0, 0, granted.amount),
-        GrantExpired: lambda ended, _: (0, 0, -ended.lapsed),
-        GrantVoided: lambda ended, _: (0, 0, -ended.lapsed),
-    }
-)
-"""A dict, not a ``match``: every view that keeps balances asks about every event."""
 
 
 def _reset_described(event: MonthlyAllowanceReset) -> str:
@@ -190,7 +132,7 @@ _DESCRIPTIONS = ByEventClass(
         GrantVoided: _ended_grant_described,
     }
 )
-"""How a statement describes each event that moves credits (the classes of ``_MOVES``)."""
+"""How a statement describes each event that moves credits (the classes of ``MOVES``)."""
 
 
 def _lapsed(allowance: int, grants: int, debt_repaid: int = 0) -> str:
@@ -218,7 +160,7 @@ _HELD = ByEventClass(
         HoldExpired: lambda expired: -expired.released,
     }
 )
-"""What each hold event does to the held credits (by class, as ``_MOVES``)."""
+"""What each hold event does to the held credits (by class, as ``MOVES``)."""
 
 
 def apply_change(before: Buckets, change: Change) -> Buckets:

@@ -15,7 +15,7 @@ from ledger.domain.events import (
     MonthlyAllowanceReset,
 )
 from ledger.store.event_store import Connection
-from projections.balance_changes import held_change, moved_by
+from projections.balance_changes import held_change
 from projections.events import EventKinds, Moment, ProjectedEvent
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
@@ -62,11 +62,12 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
         case MonthlyAllowanceChanged():
             row.next_monthly_allowance = event.monthly_allowance
         case _:
-            if (moved := moved_by(event, row.allowance_remaining)) is None:
+            if (moved := projected.moved) is None:
                 return row
-            if type(event) is MonthlyAllowanceReset:  # its buckets move as moved_by() says
-                row.period, row.monthly_allowance = event.period, event.monthly_allowance
             allowance, topup, granted = moved
+            if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
+                row.period, row.monthly_allowance = event.period, event.monthly_allowance
+                allowance -= row.allowance_remaining
             row.allowance_remaining += allowance
             row.topup_balance += topup
             row.granted += granted

@@ -11,7 +11,6 @@ import contextlib
 import operator
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -21,6 +20,9 @@ from eventsourcing.utils import TopicError
 from ledger.store.event_store import DATABASE_ERRORS, Connection, RecordedEvent, ReplayedEvent
 from ledger.store.hash_chain import postgres_microseconds, postgres_moment
 from ledger.store.mapper import MsgspecMapper
+from projections.by_class import ByEventClass as ByEventClass
+from projections.by_class import EventKinds as EventKinds
+from projections.moves import MOVES, Moved
 
 _decode = MsgspecMapper().to_domain_event
 
@@ -95,35 +97,17 @@ class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
     event: Aggregate.Event | Unrecognised
     """The event itself, e.g. ``CreditsSpent``; old topics decode to the same classes."""
     recorded_at: Moment
+    moved: Moved | None
+    """What the event adds to the buckets, ``moved_by(event, 0)``, worked out once here for
+    every view that keeps balances (three did, each an event); None if it moves no credits.
+    A ``MonthlyAllowanceReset``'s allowance is the new one: each view subtracts the
+    allowance it had left before it."""
 
 
-class ByEventClass(dict[type, Any]):
-    """A value per event class, read as ``table[type(event)]``: the value given for the
-    class, else for its nearest base that has one, else ``default``.
-
-    Decided once per class: ``isinstance`` calls every class's ``__instancecheck__``
-    (the events' metaclass has one), and the views ask about every event of a batch.
-    """
-
-    def __init__(self, values: dict[type, Any], default: Any = None) -> None:
-        super().__init__(values)
-        self.given = dict(values)
-        self.default = default
-
-    def __missing__(self, cls: type) -> Any:
-        # Only the classes given are searched: a base already looked up holds the
-        # default, which must not hide a value given for a later base.
-        found = next((self.given[b] for b in cls.__mro__[1:] if b in self.given), self.default)
-        self[cls] = found
-        return found
-
-
-class EventKinds(ByEventClass):
-    """Whether an event's class is one of ``kinds`` (or a subclass of one), by
-    ``kinds[type(event)]``."""
-
-    def __init__(self, *kinds: type) -> None:
-        super().__init__(dict.fromkeys(kinds, True), default=False)
+def moved(event: object) -> Moved | None:
+    """``ProjectedEvent.moved`` of ``event``."""
+    move = MOVES[type(event)]
+    return None if move is None else move(event, 0)
 
 
 def as_text(value: str) -> str:
@@ -162,6 +146,7 @@ def projected(recorded: RecordedEvent | ReplayedEvent) -> ProjectedEvent:
         recorded.originator_version,
         event,
         recorded.microseconds if type(recorded) is ReplayedEvent else recorded.recorded_at,
+        moved(event),
     )
 
 
@@ -177,6 +162,7 @@ def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent
     streams: dict[bytes, UUID] = {}
     decoded: list[ProjectedEvent] = []
     append = decoded.append
+    moves = MOVES
     for recorded in replayed:
         stream_id = recorded.originator_id
         stream_id = streams.setdefault(stream_id.bytes, stream_id)
@@ -186,6 +172,7 @@ def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent
             event = Unrecognised(recorded.topic)
         except Exception as error:  # as projected()'s
             raise UnreadableEvent(recorded, error) from error
+        move = moves[type(event)]  # moved(event), written out: a call less an event
         append(
             ProjectedEvent(
                 recorded.notification_id,
@@ -193,6 +180,7 @@ def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent
                 recorded.originator_version,
                 event,
                 recorded.microseconds,
+                None if move is None else move(event, 0),
             )
         )
     return decoded

@@ -48,7 +48,7 @@ from ledger.domain.events import (
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from ledger.times import in_utc
-from projections.balance_changes import held_change, moved_by
+from projections.balance_changes import held_change
 from projections.events import EventKinds, Moment, ProjectedEvent, as_datetime
 from projections.memory import ViewMemory, rows_of
 from projections.writes import Write, WritesView
@@ -145,18 +145,20 @@ def notification_id(position: int, event_type: str) -> str:
     return f"evt_{position}_{event_type.replace('.', '_')}"
 
 
-def _move_buckets(state: NotifierState, event: object) -> bool:
+def _move_buckets(state: NotifierState, projected: ProjectedEvent) -> bool:
     """Apply an event to the buckets; False if it is not one that moves them or the threshold."""
+    event = projected.event
     match event:
         case LowBalanceThresholdSet():
             state.threshold = event.threshold
         case _:
-            if (moved := moved_by(event, state.allowance_remaining)) is None:
+            if (moved := projected.moved) is None:
                 return False
-            if type(event) is MonthlyAllowanceReset:  # its buckets move as moved_by() says
-                state.monthly_allowance = event.monthly_allowance
             # The same meaning of each event as the balances view and the statement.
             allowance, topup, granted = moved
+            if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
+                state.monthly_allowance = event.monthly_allowance
+                allowance -= state.allowance_remaining
             state.allowance_remaining += allowance
             state.topup_balance += topup
             state.granted += granted
@@ -244,7 +246,7 @@ def fold(
         # An account that opens low or empty has not crossed anything yet.
         opened.low_armed, opened.depleted_armed = not opened.is_low, not opened.is_depleted
         return opened, []
-    if state is None or not _move_buckets(state, event):
+    if state is None or not _move_buckets(state, projected):
         return state, []
     state.position = projected.position
     notifications = []

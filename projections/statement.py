@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from ledger.domain.events import STATEMENT_EVENTS, AccountOpened
+from ledger.domain.events import STATEMENT_EVENTS, AccountOpened, MonthlyAllowanceReset
 from ledger.store.event_store import Connection
-from projections.balance_changes import description_of, moved_by
+from projections.balance_changes import description_of
 from projections.events import EventKinds, ProjectedEvent
 from projections.memory import ViewMemory
 from projections.writes import Write
@@ -114,10 +114,12 @@ class StatementProjection:
                 account_id, allowance, topup, granted = event.account_id, 0, 0, 0
             else:
                 continue  # not an account's stream
-            moved = moved_by(event, allowance)
+            moved = projected.moved
             if moved is None:  # never for STATEMENT_EVENTS (tests/unit/test_projection_folds.py)
                 continue
             allowance_change, topup_change, granted_change = moved
+            if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
+                allowance_change -= allowance
             allowance += allowance_change
             topup += topup_change
             granted += granted_change

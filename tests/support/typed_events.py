@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from eventsourcing.domain import Aggregate
 
-from projections.events import ProjectedEvent
+from projections.events import ProjectedEvent, moved
 
 E = TypeVar("E", bound=Aggregate.Event)
 
@@ -31,6 +31,6 @@ def projected_in_order(
 ) -> list[ProjectedEvent]:
     """The events as the projector hands them to a view, one after another on ``stream``."""
     return [
-        ProjectedEvent(position, stream, position, event, datetime.now(UTC))
+        ProjectedEvent(position, stream, position, event, datetime.now(UTC), moved(event))
         for position, event in enumerate(events, start=first_position)
     ]

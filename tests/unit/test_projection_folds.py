@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import subprocess
@@ -30,9 +31,9 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import RecordedEvent
 from ledger.store.mapper import MsgspecMapper
-from projections import balances, holds, purchases
+from projections import balances, holds, notifications, purchases, statement
 from projections.balance_changes import Buckets, Change, change_of, moved_by
-from projections.events import Unrecognised, projected
+from projections.events import ProjectedEvent, Unrecognised, moved, projected
 from tests.support.typed_events import made, projected_in_order
 
 EVENT_CLASSES = sorted(
@@ -137,6 +138,47 @@ def test_the_amounts_the_balance_views_fold_are_the_statements() -> None:
         "allowance that lapsed repaid the top-up debt; 7 of the allowance that lapsed kept "
         "for held top-ups that were taken back",
     )
+
+
+@pytest.mark.parametrize("cls", EVENT_CLASSES, ids=lambda cls: cls.__name__)
+def test_a_projected_event_carries_what_it_moves_worked_out_once(cls: type) -> None:
+    event = sample(cls)
+    assert moved(event) == moved_by(event, 0)
+    assert projected_in_order(uuid.uuid4(), [event])[0].moved == moved_by(event, 0)
+
+
+def test_a_reset_sets_the_allowance_whatever_each_view_had_left() -> None:
+    # ProjectedEvent.moved holds a reset's new allowance (21), not its change: each view
+    # that keeps balances subtracts what it had left (7 opened, 7 spent from it: 0 left,
+    # then 21 after the reset, not 21 more than before on top of what was left).
+    stream = uuid.uuid4()
+    opened = sample(declared.AccountOpened)
+    events = projected_in_order(
+        stream, [opened, sample(declared.CreditsPurchased), sample(MonthlyAllowanceReset)]
+    )
+    row = None
+    state = None
+    for event in events:
+        row = balances.fold(row, event)
+        state, _ = notifications.fold(state, event)
+    lines = statement_lines(events)
+    assert row is not None
+    assert state is not None
+    assert (row.allowance_remaining, row.topup_balance) == (21, 14)
+    assert (state.allowance_remaining, state.topup_balance) == (21, 14)
+    assert [line[8] for line in lines] == [7, 7, 21]  # allowance_after
+    assert [line[6] for line in lines] == [7, 0, 14]  # allowance_change
+
+
+def statement_lines(events: list[ProjectedEvent]) -> list[tuple[Any, ...]]:
+    """The statement's lines of ``events`` on a stream it has no line of yet."""
+
+    class NoConnection:
+        async def fetch(self, *_: object) -> list[object]:
+            return []
+
+    view = statement.StatementProjection()
+    return asyncio.run(view._lines(NoConnection(), "statement_lines", events))  # type: ignore[arg-type]
 
 
 def test_an_event_of_a_subclass_moves_the_buckets_as_its_class_does() -> None:
