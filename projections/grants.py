@@ -7,7 +7,7 @@ the grant's own event's (lists page on it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -23,21 +23,33 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, Moment, ProjectedEvent, as_text
+from projections.events import ByEventClass, Moment, ProjectedEvent, as_text
 from projections.writes import Write, WritesView
 
-_GRANT_EVENTS = EventKinds(
-    CreditsGranted,
-    CreditsSpent,
-    GrantExpired,
-    GrantVoided,
-    HoldCaptured,
-    HoldReleased,
-    HoldExpired,
-)
 
-_GRANT_LIVES = EventKinds(CreditsGranted, GrantExpired, GrantVoided)
-"""The events of a grant's own life (the others take from grants)."""
+def _own_grant(event: CreditsGranted | GrantExpired | GrantVoided) -> tuple[str]:
+    return (event.grant_id,)
+
+
+def _captured_from(captured: HoldCaptured) -> Collection[str]:
+    return captured.from_grants.keys() | captured.grants_lapsed.keys()
+
+
+_GRANT_IDS = ByEventClass(
+    {
+        CreditsGranted: _own_grant,
+        GrantExpired: _own_grant,
+        GrantVoided: _own_grant,
+        CreditsSpent: lambda spent: spent.from_grants,
+        HoldCaptured: _captured_from,
+        HoldReleased: lambda ended: ended.grants_lapsed,
+        HoldExpired: lambda ended: ended.grants_lapsed,
+    }
+)
+"""The grants an event touches, by class: its own grant's, or those it takes from (the
+keys of its dicts, read as they are: most spends take from no grant, and a list and a
+dict made for each through a ``match`` cost a rebuild ~4 % of its instructions); None for
+the events of no grant."""
 
 
 class GrantRow(msgspec.Struct):
@@ -102,7 +114,8 @@ class GrantsProjection(WritesView):
         moves = [
             (projected, ids)
             for projected in events
-            if _GRANT_EVENTS[type(projected.event)] and (ids := self._grants_of(projected.event))
+            if (grants_of := _GRANT_IDS[type(projected.event)]) is not None
+            and (ids := grants_of(projected.event))
         ]
         if not moves:
             return []
@@ -117,12 +130,6 @@ class GrantsProjection(WritesView):
             self._fold(rows, projected)
         written = [msgspec.structs.astuple(row) for row in rows.values()]
         return [Write(_UPSERT.format(table=table), (written,))] if written else []
-
-    @staticmethod
-    def _grants_of(event: object) -> list[str]:
-        if _GRANT_LIVES[type(event)]:
-            return [event.grant_id]  # type: ignore[attr-defined]
-        return list(taken_from_grants(event))
 
     @staticmethod
     def _fold(rows: dict[str, GrantRow], projected: ProjectedEvent) -> None:
