@@ -249,40 +249,51 @@ def fold(
     if state is None or not _move_buckets(state, projected):
         return state, []
     state.position = projected.position
-    notifications = []
-
-    def notify(kind: str, details: dict[str, Any] | None = None) -> None:
-        # Built only for the few events that notify: most fold without a dict or a clock.
-        if kind not in wanted:
-            return
-        balances = state.balances()
-        notifications.append(
-            Notification(
-                notification_id(projected.position, kind),
-                kind,
-                int(as_datetime(projected.recorded_at).timestamp()),
-                balances | details if details else balances,
-            )
-        )
-
+    notifications: list[Notification] = []
     if wanted and (own := _own_notification(event)):  # with no subscriber, build nothing
-        notify(*own)
+        _notify(notifications, state, projected, wanted, *own)
     if not ends_command:
         return state, notifications
-    available = state.available
-    if available < state.effective_threshold:  # low
+    # state.available and state.effective_threshold written out: a rebuild judges them
+    # for every event, and three properties and low_balance_threshold() a call each.
+    available = state.allowance_remaining + state.granted + state.topup_balance - state.held
+    threshold = state.monthly_allowance // 10 if state.threshold is None else state.threshold
+    if available < threshold:  # low
         if state.low_armed:
             state.low_armed = False
-            notify("credits.low_balance")
+            _notify(notifications, state, projected, wanted, "credits.low_balance")
     else:
         state.low_armed = True
     if available <= 0:  # depleted
         if state.depleted_armed:
             state.depleted_armed = False
-            notify("credits.depleted")
+            _notify(notifications, state, projected, wanted, "credits.depleted")
     else:
         state.depleted_armed = True
     return state, notifications
+
+
+def _notify(
+    notifications: list[Notification],
+    state: NotifierState,
+    projected: ProjectedEvent,
+    wanted: Container[str],
+    kind: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Add the notification of ``kind`` if it is wanted. Built only for the few events that
+    notify: most fold without a dict or a clock (nor a closure, as ``notify`` was)."""
+    if kind not in wanted:
+        return
+    balances = state.balances()
+    notifications.append(
+        Notification(
+            notification_id(projected.position, kind),
+            kind,
+            int(as_datetime(projected.recorded_at).timestamp()),
+            balances | details if details else balances,
+        )
+    )
 
 
 class _Subscriber(msgspec.Struct, frozen=True):
