@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import glob
-import pstats
 import shutil
-import subprocess
 import sys
 import tempfile
 import zlib
 from pathlib import Path
 
-from bench.spend_instructions import _total, by_object
+from bench.callgrind import counted_run
 
 
 async def _rebuild(url: str, jobs: int, profile_to: Path | None) -> int:
@@ -92,29 +89,10 @@ def _one_run(args: argparse.Namespace, run: int, out_dir: Path) -> int | None:
     ]  # fmt: skip
     if args.cprofile:
         command += ["--profile-to", str(out_dir / f"cprofile.run{run}")]
-    out = out_dir / f"callgrind.out.run{run}"
-    if args.valgrind:
-        command = [
-            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-            "--zero-before=adler32", "--dump-before=crc32",
-            f"--log-file={out_dir / f'valgrind.run{run}.log'}", *command,
-        ]  # fmt: skip
-    with open(out_dir / f"stderr.run{run}.txt", "wb") as stderr:
-        subprocess.run(command, check=True, stderr=stderr)
-    if args.cprofile:
-        stats = pstats.Stats(str(out_dir / f"cprofile.run{run}"))
-        stats.sort_stats("tottime").print_stats(30)
-    if not args.valgrind:
-        return None
-    dumps = sorted(glob.glob(f"{out}.*"))
-    if len(dumps) != 1:
-        raise SystemExit(f"expected one dump of the rebuild, found {dumps}")
-    if args.split:
-        shares = by_object(dumps[0])
-        whole = sum(shares.values())
-        for name, cost in sorted(shares.items(), key=lambda item: -item[1])[:12]:
-            print(f"  {name}: {cost / args.events:,.0f} an event ({cost / whole:.1%})")
-    return _total(dumps[0])
+    return counted_run(
+        command, out_dir, run, valgrind=args.valgrind, cprofile=args.cprofile,
+        per=args.events, unit="an event", split=args.split,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,13 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import glob
 import os
-import pstats
-import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +52,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+
+from bench.callgrind import counted_run
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -286,50 +284,6 @@ async def _webhook_deliveries(app: Any, args: argparse.Namespace) -> One:
 # -- the runs ------------------------------------------------------------------------------
 
 
-def _total(dump: str) -> int:
-    """The instructions a callgrind dump counted (its ``summary:``, callgrind_annotate's total)."""
-    text = Path(dump).read_text()
-    found = re.search(r"^summary:\s+(\d+)", text, re.MULTILINE)
-    if found is None:
-        raise SystemExit(f"no totals in {dump}")
-    return int(found[1])
-
-
-def by_object(dump: str) -> dict[str, int]:
-    """Each shared object's self instructions in a callgrind dump (the interpreter,
-    asyncpg's protocol, msgspec, uvloop, libc, ...)."""
-    names: dict[str, str] = {}
-    totals: dict[str, int] = {}
-    current = "?"
-    after_call = False
-    for line in Path(dump).read_text().splitlines():
-        if line.startswith("ob="):
-            current = _compressed(line[3:], names)
-        elif line.startswith(("cob=", "cfi=", "cfl=", "cfn=")):
-            if line.startswith("cob="):
-                _compressed(line[4:], names)
-        elif line.startswith("calls="):
-            after_call = True
-        elif line and (line[0].isdigit() or line[0] in "+-*"):
-            if after_call:  # the call's inclusive cost: counted where it is spent
-                after_call = False
-                continue
-            cost = int(line.split()[-1])
-            totals[current] = totals.get(current, 0) + cost
-    return totals
-
-
-def _compressed(text: str, names: dict[str, str]) -> str:
-    """A name of callgrind's compressed form: ``(n) name`` the first time, ``(n)`` after."""
-    if text.startswith("("):
-        key, _, name = text.partition(")")
-        name = name.strip()
-        if name:
-            names[key] = name
-        return os.path.basename(names.get(key, key))
-    return os.path.basename(text)
-
-
 def _one_run(args: argparse.Namespace, run: int, out_dir: Path) -> int | None:
     name = f"{args.prefix}{secrets.token_hex(4)}"
     asyncio.run(_create(args.server, name))
@@ -344,32 +298,12 @@ def _one_run(args: argparse.Namespace, run: int, out_dir: Path) -> int | None:
         ]  # fmt: skip
         if args.cprofile:
             command += ["--profile-to", str(out_dir / f"cprofile.run{run}")]
-        out = out_dir / f"callgrind.out.run{run}"
-        if args.valgrind:
-            command = [
-                "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                "--zero-before=adler32", "--dump-before=crc32",
-                f"--log-file={out_dir / f'valgrind.run{run}.log'}", *command,
-            ]  # fmt: skip
-        with open(out_dir / f"stderr.run{run}.txt", "wb") as stderr:
-            subprocess.run(command, check=True, stderr=stderr)
+        return counted_run(
+            command, out_dir, run, valgrind=args.valgrind, cprofile=args.cprofile,
+            per=args.spends, unit="a request", split=args.split,
+        )  # fmt: skip
     finally:
         asyncio.run(_drop(args.server, name))
-    if args.cprofile:
-        stats = pstats.Stats(str(out_dir / f"cprofile.run{run}"))
-        stats.sort_stats("tottime").print_stats(25)
-        stats.sort_stats("cumulative").print_stats(40)
-    if not args.valgrind:
-        return None
-    dumps = sorted(glob.glob(f"{out}.*"))  # the one --dump-before made: <out>.1
-    if len(dumps) != 1:
-        raise SystemExit(f"expected one dump of the measured spends, found {dumps}")
-    if args.split:
-        shares = by_object(dumps[0])
-        whole = sum(shares.values())
-        for name, cost in sorted(shares.items(), key=lambda item: -item[1])[:12]:
-            print(f"  {name}: {cost / args.spends:,.0f} a request ({cost / whole:.1%})")
-    return _total(dumps[0])
 
 
 def main(argv: list[str] | None = None) -> None:
