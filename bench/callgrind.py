@@ -9,8 +9,45 @@ import glob
 import os
 import pstats
 import re
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+
+def counted_runs(
+    runs: int,
+    one_run: Callable[[int, Path], int | None],
+    *,
+    per: int,
+    what: str,
+    keep: Path | None,
+    prefix: str,
+) -> None:
+    """Make ``runs`` counted runs (``one_run(run, out_dir)``: the instructions counted, or
+    None without valgrind) and print each, then the median ``what`` (``per`` of them a run)
+    and the spread; the dumps are kept in ``keep``, or removed."""
+    out_dir = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        each = []
+        for run in range(1, runs + 1):
+            total = one_run(run, out_dir)
+            if total is not None:
+                each.append(total / per)
+                print(f"run {run}: {total:,} instructions, {total / per:,.0f} {what}")
+        if each:
+            low, high = min(each), max(each)
+            print(
+                f"{what}: {sorted(each)[len(each) // 2]:,.0f} instructions "
+                f"(median of {len(each)}; spread {(high - low) / low * 100:.2f} %)"
+            )
+    finally:
+        if keep is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            print(f"dumps in {out_dir}")
 
 
 def counted_run(

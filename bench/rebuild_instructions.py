@@ -24,11 +24,10 @@ import asyncio
 import cProfile
 import shutil
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
-from bench.callgrind import counted_run
+from bench.callgrind import counted_run, counted_runs
 
 
 async def _rebuild(url: str, jobs: int, profile_to: Path | None) -> int:
@@ -128,29 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.valgrind and shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
     args.events = asyncio.run(_events(args.database_url))
-    out_dir = args.keep or Path(tempfile.mkdtemp(prefix="rebuild-instructions-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        per_event = []
-        for run in range(1, args.runs + 1):
-            total = _one_run(args, run, out_dir)
-            if total is not None:
-                per_event.append(total / args.events)
-                print(f"run {run}: {total:,} instructions, {total / args.events:,.0f} an event")
-        if per_event:
-            low, high = min(per_event), max(per_event)
-            print(
-                f"an event: {sorted(per_event)[len(per_event) // 2]:,.0f} instructions "
-                f"(median of {len(per_event)}; spread {(high - low) / low * 100:.2f} %)"
-            )
-        if args.digest:
-            for table, value in asyncio.run(digests(args.database_url)).items():
-                print(f"  {table}: {value}")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        else:
-            print(f"dumps in {out_dir}")
+    counted_runs(
+        args.runs, lambda run, out_dir: _one_run(args, run, out_dir), per=args.events,
+        what="an event", keep=args.keep, prefix="rebuild-instructions-",
+    )  # fmt: skip
+    if args.digest:
+        for table, value in asyncio.run(digests(args.database_url)).items():
+            print(f"  {table}: {value}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from bench.callgrind import counted_run
+from bench.callgrind import counted_run, counted_runs
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -354,26 +354,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.valgrind and shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
-    out_dir = args.keep or Path(tempfile.mkdtemp(prefix="spend-instructions-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        per_spend = []
-        what = "a delivery" if args.webhook else "a spend"
-        for run in range(1, args.runs + 1):
-            total = _one_run(args, run, out_dir)
-            if total is not None:
-                per_spend.append(total / args.spends)
-                print(f"run {run}: {total:,} instructions, {total / args.spends:,.0f} {what}")
-        if per_spend:
-            low, high = min(per_spend), max(per_spend)
-            spread = (high - low) / low * 100
-            print(f"{what}: {sorted(per_spend)[len(per_spend) // 2]:,.0f} instructions "
-                  f"(median of {len(per_spend)}; spread {spread:.2f} %)")  # fmt: skip
-    finally:
-        if args.keep is None:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        else:
-            print(f"dumps in {out_dir}")
+    counted_runs(
+        args.runs, lambda run, out_dir: _one_run(args, run, out_dir), per=args.spends,
+        what="a delivery" if args.webhook else "a spend", keep=args.keep,
+        prefix="spend-instructions-",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
