@@ -1672,13 +1672,16 @@ class Verifier:
         A claim of a hold never settled answers that hold's settlement once it is placed, and
         it is never recorded. None is of a hold open at the end, as a hold's settlement and
         its claim are written together: one there answers its capture, release and expiry,
-        recording none, and the hold keeps its credits for good."""
+        recording none, and the hold keeps its credits for good. A settled hold with no claim
+        is read, and its settlement retried, as a hold never placed (404)."""
         unreplayed = set(part.unreplayed)
         open_holds = set(part.open_holds)
         none: dict[str, _Settled] = {}
+        claimed: set[tuple[str, str]] = set()
         for account_id, hold_id, told in self.settlement_claims:
             if account_id in unreplayed:
                 continue
+            claimed.add((account_id, hold_id))
             recorded = part.settled_holds.get(account_id, none).get(hold_id)
             if (account_id, hold_id) in open_holds:
                 self.findings.append(
@@ -1715,6 +1718,20 @@ class Verifier:
                     "reads are answered so",
                 )
             )
+        for account_id, settled in part.settled_holds.items():
+            if account_id in unreplayed:
+                continue
+            for hold_id, recorded in settled.items():
+                if (account_id, hold_id) not in claimed:
+                    self.findings.append(
+                        Finding(
+                            kind="claim-mismatch",
+                            account_id=account_id,
+                            detail=f"hold {hold_id} was {recorded.status} and no claim records "
+                            "its settlement: its reads and the retries of its capture, release "
+                            "and expiry are answered that it was never placed",
+                        )
+                    )
 
     def _check_purchase_answers(self, part: Part) -> None:
         """A purchase's key answers a retry with where to pay: a session of the key's account,

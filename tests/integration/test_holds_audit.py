@@ -536,3 +536,32 @@ async def test_a_settled_holds_claim_that_tells_another_settlement_is_reported(
     assert f"hold {released}'s settlement claim answers captured 200, released 0" in details
     assert "its HoldReleased records released 200" in details
     assert f"hold {never_placed}'s settlement is claimed, and no such hold was settled" in details
+
+
+async def test_a_settled_hold_whose_settlement_claim_is_gone_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A settled hold's claim is what answers its reads and the retries of its capture,
+    release and expiry: with it deleted (by hand; the service's roles cannot), the hold reads
+    as never placed, and a capture's retry is told 404. The audit says so."""
+    books = await holds_history(isolated_db)
+    await books.uow.committer.stop()
+    captured = hold_id_for("acct_holds", "a")
+    connection = await asyncpg.connect(isolated_db.url)
+    try:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL session_replication_role = replica")
+            deleted = await connection.execute(
+                "DELETE FROM claims WHERE scope = 'hold-settlement/acct_holds' AND key = $1",
+                captured,
+            )
+        assert deleted == "DELETE 1"
+    finally:
+        await connection.close()
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id) for f in report.findings] == [("claim-mismatch", "acct_holds")]
+    assert f"hold {captured} was captured and no claim records its settlement" in (
+        report.findings[0].detail
+    )

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 from eventsourcing.domain import Aggregate
 
 from ledger.commands import OpenAccount
 from ledger.domain.account import CreditAccount
-from ledger.domain.events import CreditsGranted, CreditsSpent, HoldPlaced
+from ledger.domain.events import (
+    HOLD_SETTLEMENTS,
+    CreditsGranted,
+    CreditsSpent,
+    HoldCaptured,
+    HoldExpired,
+    HoldPlaced,
+    HoldReleased,
+)
+from ledger.handlers.hold_answers import Hold
 from ledger.service import Ledger
 from ledger.store import stats
 from ledger.store.claims import Claim
@@ -29,7 +39,8 @@ _CLAIMED: dict[type, str] = {CreditsSpent: "spend", HoldPlaced: "hold", CreditsG
 
 async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
     """Commit aggregates a test changed by hand (their pending events), as a command would:
-    with a claim of a key of its own for each spend, hold and grant."""
+    with a claim of a key of its own for each spend, hold and grant, and each hold's
+    settlement claimed with an answer that tells it."""
     repository = ledger.repository
     claims = [
         ClaimRecord(Claim(f"{scope}/{account.account_id}", f"saved-{uuid.uuid4()}", b""), b"")
@@ -38,9 +49,38 @@ async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
         for event in account.pending_events
         if (scope := _CLAIMED.get(type(event))) is not None
     ]
+    claims += [
+        _settlement_claim(account.account_id, event)
+        for account in aggregates
+        if isinstance(account, CreditAccount)
+        for event in account.pending_events
+        if isinstance(event, HOLD_SETTLEMENTS)
+    ]
     writes = repository.writes(aggregates, claims)
     await ledger.uow.committer.commit(writes)
     repository.committed(aggregates, writes)
+
+
+def _settlement_claim(
+    account_id: str, event: HoldCaptured | HoldReleased | HoldExpired
+) -> ClaimRecord:
+    """The claim a settlement is recorded with; the answer's other figures are not audited."""
+    status = {HoldCaptured: "captured", HoldReleased: "released"}.get(type(event), "expired")
+    answer = Hold(
+        hold_id=event.hold_id,
+        account_id=account_id,
+        status=status,  # type: ignore[arg-type]
+        amount=0,
+        captured=event.captured if isinstance(event, HoldCaptured) else 0,
+        released=event.released,
+        reason="",
+        expires_at="",
+        balance=0,
+        held=0,
+        available=0,
+    )
+    claim = Claim(f"hold-settlement/{account_id}", event.hold_id, b"")
+    return ClaimRecord(claim, msgspec.json.encode(answer))
 
 
 def conflicts_retried() -> float:
