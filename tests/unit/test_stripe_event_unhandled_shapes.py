@@ -21,7 +21,9 @@ def event(event_type: str, data: Any) -> bytes:
     return json.dumps(body).encode()
 
 
-@pytest.mark.parametrize("data", [ABSENT, None, {}, [], "x", {"object": None}])
+@pytest.mark.parametrize(
+    "data", [ABSENT, None, {}, [], "x", {"object": None}, {"object": 5}, {"object": {"id": 5}}]
+)
 def test_an_unhandled_type_is_taken_whatever_its_data(data: Any) -> None:
     envelope, meaning = parse_event(event("customer.created", data))
 
@@ -32,7 +34,9 @@ def test_an_unhandled_type_is_taken_whatever_its_data(data: Any) -> None:
     "event_type",
     ["checkout.session.completed", "charge.refunded", "charge.dispute.created"],
 )
-@pytest.mark.parametrize("data", [ABSENT, None, {}, {"object": None}])
+@pytest.mark.parametrize(
+    "data", [ABSENT, None, {}, {"object": None}, [], "x", {"object": "x"}, {"object": [{}]}]
+)
 def test_a_handled_type_without_its_object_is_still_refused(event_type: str, data: Any) -> None:
     with pytest.raises(InvalidWebhook):
         parse_event(event(event_type, data))
