@@ -148,11 +148,11 @@ def _lapsed(allowance: int, grants: int, debt_repaid: int = 0) -> str:
 
 def held_change(event: object) -> int:
     """How an account event moves the credits reserved by open holds."""
-    held = _HELD[type(event)]
+    held = HELD[type(event)]
     return held(event) if held is not None else 0
 
 
-_HELD = ByEventClass(
+HELD = ByEventClass(
     {
         HoldPlaced: lambda placed: placed.amount,
         HoldCaptured: lambda captured: -captured.captured - captured.released,

@@ -48,7 +48,7 @@ from ledger.domain.events import (
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from ledger.times import in_utc
-from projections.balance_changes import held_change
+from projections.balance_changes import HELD
 from projections.events import EventKinds, Moment, ProjectedEvent, as_datetime
 from projections.memory import ViewMemory, rows_of
 from projections.writes import Write, WritesView
@@ -145,27 +145,6 @@ def notification_id(position: int, event_type: str) -> str:
     return f"evt_{position}_{event_type.replace('.', '_')}"
 
 
-def _move_buckets(state: NotifierState, projected: ProjectedEvent) -> bool:
-    """Apply an event to the buckets; False if it is not one that moves them or the threshold."""
-    event = projected.event
-    match event:
-        case LowBalanceThresholdSet():
-            state.threshold = event.threshold
-        case _:
-            if (moved := projected.moved) is None:
-                return False
-            # The same meaning of each event as the balances view and the statement.
-            allowance, topup, granted = moved
-            if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
-                state.monthly_allowance = event.monthly_allowance
-                allowance -= state.allowance_remaining
-            state.allowance_remaining += allowance
-            state.topup_balance += topup
-            state.granted += granted
-            state.held += held_change(event)
-    return True
-
-
 def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
     """The notification an event is by itself (before any alert it sets off)."""
     match event:
@@ -228,6 +207,20 @@ def fold(
     command left: a refund that claws back and restores in one command never
     crossed anything.
     """
+    made: list[tuple[Notification, int]] = []
+    state = _folded(state, projected, wanted, ends_command, made)
+    return state, [notification for notification, _ in made]
+
+
+def _folded(
+    state: NotifierState | None,
+    projected: ProjectedEvent,
+    wanted: Container[str],
+    ends_command: bool,
+    made: list[tuple[Notification, int]],
+) -> NotifierState | None:
+    """``fold``, adding the notifications to ``made`` with the event's position: a rebuild
+    folds every event through here, and a list and a tuple made for each cost it."""
     event = projected.event
     if isinstance(event, AccountOpened):
         allowance = event.monthly_allowance
@@ -245,15 +238,29 @@ def fold(
         )
         # An account that opens low or empty has not crossed anything yet.
         opened.low_armed, opened.depleted_armed = not opened.is_low, not opened.is_depleted
-        return opened, []
-    if state is None or not _move_buckets(state, projected):
-        return state, []
+        return opened
+    if state is None:
+        return None
+    if isinstance(event, LowBalanceThresholdSet):
+        state.threshold = event.threshold
+    elif (moved := projected.moved) is None:
+        return state  # neither moves the buckets nor the threshold
+    else:
+        # The same meaning of each event as the balances view and the statement.
+        allowance, topup, granted = moved
+        if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
+            state.monthly_allowance = event.monthly_allowance
+            allowance -= state.allowance_remaining
+        state.allowance_remaining += allowance
+        state.topup_balance += topup
+        state.granted += granted
+        if (held := HELD[type(event)]) is not None:  # held_change(event), written out
+            state.held += held(event)
     state.position = projected.position
-    notifications: list[Notification] = []
     if wanted and (own := _own_notification(event)):  # with no subscriber, build nothing
-        _notify(notifications, state, projected, wanted, *own)
+        _notify(made, state, projected, wanted, *own)
     if not ends_command:
-        return state, notifications
+        return state
     # state.available and state.effective_threshold written out: a rebuild judges them
     # for every event, and three properties and low_balance_threshold() a call each.
     available = state.allowance_remaining + state.granted + state.topup_balance - state.held
@@ -261,37 +268,41 @@ def fold(
     if available < threshold:  # low
         if state.low_armed:
             state.low_armed = False
-            _notify(notifications, state, projected, wanted, "credits.low_balance")
+            _notify(made, state, projected, wanted, "credits.low_balance")
     else:
         state.low_armed = True
     if available <= 0:  # depleted
         if state.depleted_armed:
             state.depleted_armed = False
-            _notify(notifications, state, projected, wanted, "credits.depleted")
+            _notify(made, state, projected, wanted, "credits.depleted")
     else:
         state.depleted_armed = True
-    return state, notifications
+    return state
 
 
 def _notify(
-    notifications: list[Notification],
+    made: list[tuple[Notification, int]],
     state: NotifierState,
     projected: ProjectedEvent,
     wanted: Container[str],
     kind: str,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add the notification of ``kind`` if it is wanted. Built only for the few events that
-    notify: most fold without a dict or a clock (nor a closure, as ``notify`` was)."""
+    """Add the notification of ``kind``, with its event's position, if it is wanted. Built
+    only for the few events that notify: most fold without a dict or a clock (nor a
+    closure, as ``notify`` was)."""
     if kind not in wanted:
         return
     balances = state.balances()
-    notifications.append(
-        Notification(
-            notification_id(projected.position, kind),
-            kind,
-            int(as_datetime(projected.recorded_at).timestamp()),
-            balances | details if details else balances,
+    made.append(
+        (
+            Notification(
+                notification_id(projected.position, kind),
+                kind,
+                int(as_datetime(projected.recorded_at).timestamp()),
+                balances | details if details else balances,
+            ),
+            projected.position,
         )
     )
 
@@ -338,23 +349,20 @@ class NotificationsProjection(WritesView):
         wanted = frozenset().union(*(s.event_types for s in subscribers))
         deliveries: list[tuple[str, str, str, str, int, str]] = []
         made: list[tuple[Notification, int]] = []  # the command's so far, with their positions
-        for index, event in enumerate(events):
-            following = events[index + 1] if index + 1 < len(events) else None
+        following: list[ProjectedEvent | None] = [*events[1:], None]
+        for event, next_event in zip(events, following, strict=True):
             # The projector reads whole appends (read_whole_appends_after), and one
             # append holds one command's events of a stream, one after the other.
-            ends_command = following is None or (following.stream_id, following.recorded_at) != (
-                event.stream_id,
-                event.recorded_at,
+            ends_command = (
+                next_event is None
+                or next_event.recorded_at != event.recorded_at
+                or next_event.stream_id != event.stream_id
             )
-            state, notifications = fold(
-                states[event.stream_id], event, wanted, ends_command=ends_command
+            stream_id = event.stream_id
+            state = states[stream_id] = _folded(
+                states[stream_id], event, wanted, ends_command, made
             )
-            states[event.stream_id] = state
-            if state is None:
-                continue
-            if notifications:
-                made += [(notification, event.position) for notification in notifications]
-            if not ends_command or not made:
+            if state is None or not ends_command or not made:
                 continue
             for notification, position in made:
                 if position != event.position:
