@@ -69,7 +69,7 @@ def change_of(event: object, before: Buckets) -> Change | None:
 
 def description_of(event: object) -> str:
     """How the statement describes an event that moves credits (one of ``STATEMENT_EVENTS``)."""
-    return as_text(_DESCRIPTIONS[type(event)](event))
+    return as_text(DESCRIPTIONS[type(event)](event))
 
 
 def _reset_described(event: MonthlyAllowanceReset) -> str:
@@ -112,7 +112,7 @@ def _ended_grant_described(event: GrantExpired | GrantVoided) -> str:
     return f"Grant {verb}: {event.lapsed} lapsed ({event.grant_id})"
 
 
-_DESCRIPTIONS = ByEventClass(
+DESCRIPTIONS = ByEventClass(
     {
         AccountOpened: lambda opened: (
             f"Account opened, monthly allowance {opened.monthly_allowance}"
