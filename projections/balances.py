@@ -15,7 +15,7 @@ from ledger.domain.events import (
     MonthlyAllowanceReset,
 )
 from ledger.store.event_store import Connection
-from projections.balance_changes import held_change
+from projections.balance_changes import HELD
 from projections.events import EventKinds, Moment, ProjectedEvent
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
@@ -71,7 +71,8 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
             row.allowance_remaining += allowance
             row.topup_balance += topup
             row.granted += granted
-            row.held += held_change(event)
+            if (held := HELD[type(event)]) is not None:  # held_change(event), written out
+                row.held += held(event)
     row.position, row.updated_at = projected.position, projected.recorded_at
     return row
 
