@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from operator import attrgetter
 from uuid import UUID
 
 import msgspec
@@ -40,10 +41,10 @@ _GRANT_IDS = ByEventClass(
         CreditsGranted: _own_grant,
         GrantExpired: _own_grant,
         GrantVoided: _own_grant,
-        CreditsSpent: lambda spent: spent.from_grants,
+        CreditsSpent: attrgetter("from_grants"),  # not a lambda: no frame a spend
         HoldCaptured: _captured_from,
-        HoldReleased: lambda ended: ended.grants_lapsed,
-        HoldExpired: lambda ended: ended.grants_lapsed,
+        HoldReleased: attrgetter("grants_lapsed"),
+        HoldExpired: attrgetter("grants_lapsed"),
     }
 )
 """The grants an event touches, by class: its own grant's, or those it takes from (the

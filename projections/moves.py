@@ -40,7 +40,9 @@ def moved_by(event: object, allowance_before: int) -> Moved | None:
 
 
 def _spent(event: CreditsSpent, _: int) -> Moved:
-    return (-event.from_allowance, -event.from_topup, -sum(event.from_grants.values()))
+    # Most spends take from no grant: no sum() of an empty dict's values for them.
+    grants = event.from_grants
+    return (-event.from_allowance, -event.from_topup, -sum(grants.values()) if grants else 0)
 
 
 def _reset(event: MonthlyAllowanceReset, allowance_before: int) -> Moved:
