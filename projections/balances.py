@@ -16,7 +16,7 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import Connection
 from projections.balance_changes import HELD
-from projections.events import EventKinds, Moment, ProjectedEvent
+from projections.events import EventKinds, Moment, ProjectedEvent, of_kinds
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
 
@@ -71,13 +71,18 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
             row.allowance_remaining += allowance
             row.topup_balance += topup
             row.granted += granted
-            if (held := HELD[type(event)]) is not None:  # held_change(event), written out
+            try:  # held_change(event), written out
+                held = _HELD_EXACT[type(event)]
+            except KeyError:
+                held = HELD[type(event)]
+            if held is not None:
                 row.held += held(event)
     row.position, row.updated_at = projected.position, projected.recorded_at
     return row
 
 
 _ACCOUNT_EVENTS = EventKinds(AccountOpened, AccountEvent)
+_HELD_EXACT = HELD.exact
 
 # The rows as one array of records (migration 0016's balance_row, BalanceRow's fields in
 # order): asyncpg checks each element of an array parameter in Python, so eleven arrays
@@ -108,7 +113,7 @@ class BalancesProjection(WritesView):
     ) -> list[Write]:
         """A batch folded into the rows it touches: one read (of those not remembered),
         one write."""
-        events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
+        events = of_kinds(events, _ACCOUNT_EVENTS)
         if not events:
             return []
         written = await fold_remembered(self.memory, connection, table, BalanceRow, events, fold)

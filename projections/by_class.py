@@ -18,12 +18,16 @@ class ByEventClass(dict[type, Any]):
         super().__init__(values)
         self.given = dict(values)
         self.default = default
+        self.exact: dict[type, Any] = dict(values)
+        """The values decided so far, in a plain dict: ``exact[cls]`` costs ~200 instructions
+        less than ``self[cls]`` (CPython 3.11 specialises the subscript of a plain dict
+        only), but raises KeyError for a class not decided yet: then ask ``self[cls]``."""
 
     def __missing__(self, cls: type) -> Any:
         # Only the classes given are searched: a base already looked up holds the
         # default, which must not hide a value given for a later base.
         found = next((self.given[b] for b in cls.__mro__[1:] if b in self.given), self.default)
-        self[cls] = found
+        self[cls] = self.exact[cls] = found
         return found
 
 

@@ -11,6 +11,7 @@ import contextlib
 import operator
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import UUID
 
 import msgspec
@@ -104,6 +105,21 @@ class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
     allowance it had left before it."""
 
 
+_Projected = TypeVar("_Projected", bound="ProjectedEvent")
+
+
+def of_kinds(events: Sequence[_Projected], kinds: EventKinds) -> list[_Projected]:
+    """The events whose class is one of ``kinds``, in order: a view's share of a batch,
+    looked up in ``kinds.exact`` (every view sifts every event of a batch)."""
+    exact = kinds.exact
+    try:
+        return [e for e in events if exact[type(e.event)]]
+    except KeyError:  # a class not decided yet: decide every one, then again
+        for e in events:
+            kinds[type(e.event)]
+        return [e for e in events if exact[type(e.event)]]
+
+
 def moved(event: object) -> Moved | None:
     """``ProjectedEvent.moved`` of ``event``."""
     move = MOVES[type(event)]
@@ -188,7 +204,7 @@ def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent
     streams: dict[bytes, UUID] = {}
     decoded: list[ProjectedEvent] = []
     append = decoded.append
-    moves = MOVES
+    moves = MOVES.exact
     fast_decoders = _FAST_DECODERS
     for recorded in replayed:
         stream_id = recorded.originator_id
@@ -208,7 +224,10 @@ def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent
                 raise UnreadableEvent(recorded, error) from error
         if event is None:  # an older shape to upcast, or no fast path
             event = _domain_event(recorded)
-        move = moves[type(event)]  # moved(event), written out: a call less an event
+        try:  # moved(event), written out: a call less an event
+            move = moves[type(event)]
+        except KeyError:
+            move = MOVES[type(event)]
         append(
             ProjectedEvent(
                 recorded.notification_id,

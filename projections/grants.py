@@ -102,6 +102,25 @@ def closed_at(kind: type, expires_at: Moment | None, recorded_at: Moment) -> Mom
     return recorded_at
 
 
+def _grant_moves(
+    events: Sequence[ProjectedEvent],
+) -> list[tuple[ProjectedEvent, Collection[str]]]:
+    """The events that touch grants, with the grants each touches (``_GRANT_IDS.exact``,
+    as ``of_kinds`` looks up)."""
+    grant_ids = _GRANT_IDS.exact
+    try:
+        return [
+            (projected, ids)
+            for projected in events
+            if (grants_of := grant_ids[type(projected.event)]) is not None
+            and (ids := grants_of(projected.event))
+        ]
+    except KeyError:  # a class not decided yet: decide every one, then again
+        for projected in events:
+            _GRANT_IDS[type(projected.event)]
+        return _grant_moves(events)
+
+
 class GrantsProjection(WritesView):
     """Every grant of every account, active or closed."""
 
@@ -112,12 +131,7 @@ class GrantsProjection(WritesView):
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> list[Write]:
         """A batch's grant movements folded into their rows: one read, one write."""
-        moves = [
-            (projected, ids)
-            for projected in events
-            if (grants_of := _GRANT_IDS[type(projected.event)]) is not None
-            and (ids := grants_of(projected.event))
-        ]
+        moves = _grant_moves(events)
         if not moves:
             return []
         wanted = list({grant_id for _, ids in moves for grant_id in ids})

@@ -16,7 +16,7 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, Moment, ProjectedEvent, as_text
+from projections.events import EventKinds, Moment, ProjectedEvent, as_text, of_kinds
 from projections.writes import Write, WritesView
 
 _SETTLED_AS: dict[type, str] = {
@@ -98,7 +98,7 @@ class HoldsProjection(WritesView):
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> list[Write]:
         """A batch's hold events folded into their rows: one read, one write."""
-        mine = [(_hold_id(e.event), e) for e in events if _HOLD_EVENTS[type(e.event)]]
+        mine = [(_hold_id(e.event), e) for e in of_kinds(events, _HOLD_EVENTS)]
         if not mine:
             return []
         hold_ids = list({hold_id for hold_id, _ in mine})

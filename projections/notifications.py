@@ -49,9 +49,11 @@ from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from ledger.times import in_utc
 from projections.balance_changes import HELD
-from projections.events import EventKinds, Moment, ProjectedEvent, as_datetime
+from projections.events import EventKinds, Moment, ProjectedEvent, as_datetime, of_kinds
 from projections.memory import ViewMemory, rows_of
 from projections.writes import Write, WritesView
+
+_HELD_EXACT = HELD.exact
 
 
 class NotifierState(msgspec.Struct):
@@ -254,7 +256,11 @@ def _folded(
         state.allowance_remaining += allowance
         state.topup_balance += topup
         state.granted += granted
-        if (held := HELD[type(event)]) is not None:  # held_change(event), written out
+        try:  # held_change(event), written out
+            held = _HELD_EXACT[type(event)]
+        except KeyError:
+            held = HELD[type(event)]
+        if held is not None:
             state.held += held(event)
     state.position = projected.position
     if wanted and (own := _own_notification(event)):  # with no subscriber, build nothing
@@ -333,7 +339,7 @@ class NotificationsProjection(WritesView):
     ) -> list[Write]:
         """A batch folded: one read (of the states not remembered) and one write of the
         states, one insert of deliveries."""
-        events = [e for e in events if _ACCOUNT_EVENTS[type(e.event)]]
+        events = of_kinds(events, _ACCOUNT_EVENTS)
         if not events:
             return []
         states = await self.memory.rows(

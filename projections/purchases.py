@@ -27,7 +27,7 @@ from ledger.domain.events import (
     PaymentRefunded,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, Moment, ProjectedEvent
+from projections.events import EventKinds, Moment, ProjectedEvent, of_kinds
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
 
@@ -137,7 +137,7 @@ class PurchasesProjection(WritesView):
     ) -> list[Write]:
         """A batch folded into the purchases it touches: one read (of those not
         remembered), one write."""
-        events = [e for e in events if _SESSION_EVENTS[type(e.event)]]
+        events = of_kinds(events, _SESSION_EVENTS)
         if not events:
             return []
         written = await fold_remembered(self.memory, connection, table, PurchaseRow, events, fold)

@@ -13,7 +13,7 @@ from uuid import UUID
 from ledger.domain.events import STATEMENT_EVENTS, AccountOpened, MonthlyAllowanceReset
 from ledger.store.event_store import Connection
 from projections.balance_changes import DESCRIPTIONS
-from projections.events import EventKinds, ProjectedEvent, as_text
+from projections.events import EventKinds, ProjectedEvent, as_text, of_kinds
 from projections.memory import ViewMemory
 from projections.writes import Write
 
@@ -86,7 +86,7 @@ class StatementProjection:
     async def _lines(
         self, connection: Connection, table: str, events: Sequence[ProjectedEvent]
     ) -> list[tuple[Any, ...]]:
-        mine = [e for e in events if _STATEMENT_EVENTS[type(e.event)]]
+        mine = of_kinds(events, _STATEMENT_EVENTS)
         if not mine:
             return []
 
@@ -104,6 +104,7 @@ class StatementProjection:
         last = await self.memory.rows({e.stream_id for e in mine}, read)
         lines: list[tuple[Any, ...]] = []
         append = lines.append
+        descriptions = DESCRIPTIONS.exact
         # change_of() and apply_change() written out on plain ints: a Change and a Buckets
         # an event, read back into the line, cost a rebuild ~5 % of its instructions.
         # description_of() too: two calls a line.
@@ -125,7 +126,11 @@ class StatementProjection:
             topup += topup_change
             granted += granted_change
             last[projected.stream_id] = (account_id, allowance, topup, granted)
-            description = DESCRIPTIONS[type(event)](event)
+            try:
+                describe = descriptions[type(event)]
+            except KeyError:
+                describe = DESCRIPTIONS[type(event)]
+            description = describe(event)
             if "\x00" in description:
                 description = as_text(description)
             append(

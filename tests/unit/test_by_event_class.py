@@ -3,7 +3,7 @@ given for it or for its nearest base given one, whatever was looked up before.""
 
 from __future__ import annotations
 
-from projections.events import ByEventClass, EventKinds
+from projections.events import ByEventClass, EventKinds, of_kinds
 
 
 class Given:
@@ -39,3 +39,19 @@ def test_a_base_looked_up_before_does_not_hide_a_later_base_s_value() -> None:
     assert (table[OtherChild], kinds[OtherChild]) == ("none", False)  # now remembered
 
     assert (table[Both], kinds[Both]) == ("given", True)
+
+
+class _Projected:
+    def __init__(self, event: object) -> None:
+        self.event = event
+
+
+def test_of_kinds_sifts_classes_decided_before_and_classes_never_looked_up_alike() -> None:
+    kinds = EventKinds(Given)
+    assert kinds[Child]  # decided: in ``exact``; Both and Other are not yet
+    events = [_Projected(cls()) for cls in (Child, Other, Both, Given, OtherChild)]
+
+    sifted = of_kinds(events, kinds)  # type: ignore[type-var]
+
+    assert [type(e.event) for e in sifted] == [Child, Both, Given]
+    assert kinds.exact == {Given: True, Child: True, Other: False, Both: True, OtherChild: False}
