@@ -74,11 +74,10 @@ from ledger.handlers.purchases import CheckoutStarted
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.claims import request_fingerprint
 from ledger.store.event_store import (
-    REPLAYED_COLUMNS,
+    EVENT_COLUMNS,
     Connection,
     ReplayedEvent,
     events_of_part,
-    replayed_event,
     stream_part,
 )
 from ledger.store.hash_chain import (
@@ -90,7 +89,7 @@ from ledger.store.hash_chain import (
 from ledger.store.mapper import FastDecode, MsgspecMapper, event_type_name, fast_decoder
 from ledger.store.migrate import LOGIN_ROLES, packaged
 from projections.balance_changes import description_of
-from projections.events import as_text
+from projections.events import as_text, times_as_microseconds
 from projections.grants import closed_at
 from projections.runner import all_projections
 
@@ -2237,27 +2236,30 @@ async def replay_part(
     snapshots, snapshot_count = await _read_snapshots(connection, where)
     replay = StreamReplay(positions, snapshots, checkpoints)
     count = 0
-    cursor = await connection.cursor(
-        events_of_part(*part, columns=REPLAYED_COLUMNS)
-        if part is not None
-        else f"SELECT {REPLAYED_COLUMNS} FROM stored_events ORDER BY notification_id"
-    )
-    next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
-    try:
-        while rows := await next_rows:
-            # Ask for the next batch before replaying this one: the server reads and
-            # sends it while this process is busy replaying.
-            next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
-            await asyncio.sleep(0)
-            for row in rows:
-                replay.replay(replayed_event(row))
-            count += len(rows)
-            on_progress(len(rows))
-    finally:
-        # Cancelled (a Ctrl-C) while the next batch was on its way: that fetch would hold
-        # the connection, and the transaction's ROLLBACK fail "another operation is in
-        # progress", with a traceback where the command says "Aborted!".
-        await _stopped(next_rows)
+    # Each event's time read as the microseconds PostgreSQL keeps, by asyncpg's codec: a row
+    # is then the event's fields, made an event with no call of ours in between.
+    async with times_as_microseconds(connection):
+        cursor = await connection.cursor(
+            events_of_part(*part, columns=EVENT_COLUMNS)
+            if part is not None
+            else f"SELECT {EVENT_COLUMNS} FROM stored_events ORDER BY notification_id"
+        )
+        next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
+        try:
+            while rows := await next_rows:
+                # Ask for the next batch before replaying this one: the server reads and
+                # sends it while this process is busy replaying.
+                next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
+                await asyncio.sleep(0)
+                for row in rows:
+                    replay.replay(ReplayedEvent(*row))
+                count += len(rows)
+                on_progress(len(rows))
+        finally:
+            # Cancelled (a Ctrl-C) while the next batch was on its way: that fetch would hold
+            # the connection, and the transaction's ROLLBACK fail "another operation is in
+            # progress", with a traceback where the command says "Aborted!".
+            await _stopped(next_rows)
     return replay.result(count, snapshot_count)
 
 

@@ -280,6 +280,10 @@ def stream_part(part: int, parts: int) -> str:
 
 REPLAYED_COLUMNS = _COLUMNS.replace("recorded_at", "timestamptz_send(recorded_at)")
 """The columns of a ``ReplayedEvent``: its time as the 8 bytes PostgreSQL keeps."""
+EVENT_COLUMNS = _COLUMNS
+"""The columns of a ``ReplayedEvent`` in its fields' order, for a connection that reads a
+``timestamptz`` as its microseconds (``projections.events.times_as_microseconds``): a row is
+then the event's fields as they are (``ReplayedEvent(*row)``)."""
 
 
 def replayed_event(row: asyncpg.Record) -> ReplayedEvent:
