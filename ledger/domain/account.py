@@ -192,7 +192,9 @@ class CreditAccount(Records, Aggregate):
     @property
     def available(self) -> int:
         """Credits that can be spent or held now: the balance less what holds reserve."""
-        return self.balance - self.held
+        # balance and held written out: no property call of its own for each (a replay's
+        # overdraw check asks this of every spend and hold).
+        return self.allowance_remaining + self.granted + self.topup_balance - self.held_totals.held
 
     def available_at(self, moment: datetime | None) -> int:
         """What can be spent or held by a command decided at ``moment``: grants past their
