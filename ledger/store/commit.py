@@ -11,7 +11,9 @@ Commands queue their writes; a few writer tasks each take whatever is queued
 one batch commits, the next one gathers, so batches grow with load and a lone
 command goes at once. A command's future resolves only after its batch
 committed, so an answer still means "durable"; each command succeeds or fails
-on its own.
+on its own. A writer keeps its pool connection for ``KEEP_IDLE`` seconds after
+a batch, and the writer idle the shortest time takes the next one (see
+``KEEP_IDLE``).
 
 After a batch commits, readers (projector, relay, dispatcher) are woken by one
 ``NOTIFY``, sent outside the appending transaction and at most once per
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Sequence
 
 import asyncpg
@@ -48,6 +51,14 @@ MAX_BATCH = 48
 # interleaved quick benches on two cores (bench/HISTORY.md); the pool has 20 connections.
 WRITERS = 8
 WAKE_EVERY = 0.002
+KEEP_IDLE = 0.1
+"""How long a writer keeps its pool connection after its last batch. Taken from the pool and
+given back around every batch, it cost a lone spend 19 % of its instructions (callgrind:
+asyncpg gives a connection back in a task of its own, which the answers waited for). Kept,
+the writers' connections are the share of the pool that reads never take
+(``api.database.kept_for_commands``), and the writer idle the shortest time takes the next
+batch, so a lone command finds one with its connection. Kept for a while only: a pool closes
+once every connection is back, also the pool of a committer nobody stopped."""
 
 _APPEND = "SELECT command, outcome, positions FROM append($1, $2, $3)"
 _APPEND_ONE = "SELECT outcome, given FROM append_one($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -131,7 +142,10 @@ class GroupCommitter:
     def __init__(self, pool: asyncpg.Pool, writers: int = WRITERS) -> None:
         self.pool = pool
         self.writers = writers
-        self._queue: asyncio.Queue[tuple[Writes, asyncio.Future[list[int]]]] = asyncio.Queue()
+        self._queue: deque[tuple[Writes, asyncio.Future[list[int]]]] = deque()
+        self._idle: list[asyncio.Future[bool]] = []  # idle writers' wake-ups, latest last
+        self._unfinished = 0  # commands queued or in a batch
+        self._finished = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._committed = asyncio.Event()
         self.batches = 0
@@ -145,7 +159,8 @@ class GroupCommitter:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the writers."""
-        await self._queue.join()
+        while self._unfinished:
+            await self._finished.wait()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -163,47 +178,103 @@ class GroupCommitter:
         """
         self.start()
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((writes, future))  # unbounded: never waits
+        self._queue.append((writes, future))  # unbounded: never waits
+        self._unfinished += 1
+        self._finished.clear()
+        idle = self._idle
+        while idle:
+            wake = idle.pop()
+            if not wake.done():
+                wake.set_result(True)
+                break
         return await future
 
     async def _write_batches(self) -> None:
-        while True:
-            taken = [await self._queue.get()]
-            while len(taken) < MAX_BATCH and not self._queue.empty():
-                taken.append(self._queue.get_nowait())
-            # Not written: a command given up on before its batch began (a request cut off
-            # by a forced stop, answered 503 "please retry": nothing was recorded).
-            batch = [(writes, future) for writes, future in taken if not future.cancelled()]
-            try:
-                if batch:
-                    await self._write(batch)
-            finally:
-                for _ in taken:
-                    self._queue.task_done()
-
-    async def _write(self, batch: list[tuple[Writes, asyncio.Future[list[int]]]]) -> None:
+        connection: asyncpg.pool.PoolConnectionProxy | None = None
         try:
-            async with self.pool.acquire() as connection:
-                outcomes = await write_batch(connection, [writes for writes, _ in batch])
+            while True:
+                if not self._queue and not await self._work_came(keeping=connection is not None):
+                    await self._give_back(connection)
+                    connection = None
+                    continue
+                taken = self._take()
+                # Not written: a command given up on before its batch began (a request cut
+                # off by a forced stop, answered 503 "please retry": nothing was recorded).
+                batch = [(writes, future) for writes, future in taken if not future.cancelled()]
+                try:
+                    if batch:
+                        connection = await self._write(connection, batch)
+                finally:
+                    self._unfinished -= len(taken)
+                    if not self._unfinished:
+                        self._finished.set()
+        finally:
+            await self._give_back(connection)
+
+    def _take(self) -> list[tuple[Writes, asyncio.Future[list[int]]]]:
+        queue = self._queue
+        if len(queue) <= MAX_BATCH:
+            taken = list(queue)
+            queue.clear()
+            return taken
+        return [queue.popleft() for _ in range(MAX_BATCH)]
+
+    async def _work_came(self, *, keeping: bool) -> bool:
+        """Wait to be woken for work (True), or, while ``keeping`` a connection, for
+        ``KEEP_IDLE`` seconds to pass (False)."""
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[bool] = loop.create_future()
+        self._idle.append(wake)
+        timer = loop.call_later(KEEP_IDLE, _resolve, wake, False) if keeping else None
+        try:
+            came = await wake
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not wake.done() or wake.cancelled() or not wake.result():  # still listed
+                with contextlib.suppress(ValueError):
+                    self._idle.remove(wake)
+        return came
+
+    async def _give_back(self, connection: asyncpg.pool.PoolConnectionProxy | None) -> None:
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(connection)
+
+    async def _write(
+        self,
+        connection: asyncpg.pool.PoolConnectionProxy | None,
+        batch: list[tuple[Writes, asyncio.Future[list[int]]]],
+    ) -> asyncpg.pool.PoolConnectionProxy | None:
+        """Write ``batch`` on ``connection`` (or one from the pool); the connection, or None
+        if it was given back (after an error: it may be broken)."""
+        try:
+            if connection is None or connection.is_closed():
+                await self._give_back(connection)
+                connection = None
+                connection = await self.pool.acquire()
+            outcomes = await write_batch(connection, [writes for writes, _ in batch])
         except BaseException as error:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
+            await self._give_back(connection)
             if isinstance(error, asyncio.CancelledError):
                 raise
-        else:
-            self.batches += 1
-            self.commands += len(batch)
-            stats.group_commit_batches.inc()
-            stats.group_commit_commands.inc(len(batch))
-            self._committed.set()
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                try:
-                    future.set_result(outcome.result())
-                except (ConcurrencyConflict, ClaimTaken) as refused:
-                    future.set_exception(refused)
+            return None
+        self.batches += 1
+        self.commands += len(batch)
+        stats.group_commit_batches.inc()
+        stats.group_commit_commands.inc(len(batch))
+        self._committed.set()
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            try:
+                future.set_result(outcome.result())
+            except (ConcurrencyConflict, ClaimTaken) as refused:
+                future.set_exception(refused)
+        return connection
 
     async def _wake_readers(self) -> None:
         while True:
@@ -217,6 +288,11 @@ class GroupCommitter:
 
     async def _notify(self) -> None:
         await self.pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _rows(batch: Sequence[Writes]) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:

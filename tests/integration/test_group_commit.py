@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -11,6 +12,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from api.access.tokens import Scope, TokenService
+from api.database import SERVICE_SETTINGS, create_pool
 from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.store.claims import Claim, ClaimTaken
@@ -186,3 +188,56 @@ async def test_every_answered_spend_is_in_the_store_exactly_once(
     for account_id in account_ids:
         assert (await books.account(account_id, fresh=True)).balance == 970
         assert (await books.account(account_id, fresh=True)).version == 31
+
+
+async def test_a_committer_never_stopped_gives_its_writers_connections_back(
+    database_url: str,
+) -> None:
+    """Writers keep their connections between batches for a while only: a pool closes once
+    every connection is back, also the pool of a committer nobody stopped."""
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    committer = GroupCommitter(pool, writers=2)
+    await asyncio.gather(*(committer.commit(unit(uuid.uuid4(), 1)) for _ in range(10)))
+
+    await asyncio.wait_for(pool.close(), 10)
+
+
+async def test_stop_gives_the_writers_connections_back(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        committer = GroupCommitter(pool, writers=2)
+        await asyncio.gather(*(committer.commit(unit(uuid.uuid4(), 1)) for _ in range(10)))
+        await committer.stop()
+
+        assert pool.get_idle_size() == pool.get_size()
+    finally:
+        await pool.close()
+
+
+async def test_a_writer_whose_connection_was_ended_commits_on_another(database_url: str) -> None:
+    """A writer keeps its connection between batches; once the server ended it, the next
+    batch goes on another (the one the ending met, if any, fails alone)."""
+    name = unique("writers")
+    settings = {**SERVICE_SETTINGS, "application_name": name}
+    pool = await create_pool(database_url, min_size=1, max_size=4, server_settings=settings)
+    committer = GroupCommitter(pool, writers=1)
+    try:
+        await committer.commit(unit(uuid.uuid4(), 1))
+        admin = await asyncpg.connect(database_url)
+        try:
+            ended = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                name,
+            )
+        finally:
+            await admin.close()
+        assert ended >= 1
+
+        with contextlib.suppress(asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            await committer.commit(unit(uuid.uuid4(), 1))  # on the ended one, if not yet seen
+
+        assert len(await committer.commit(unit(uuid.uuid4(), 1))) == 1
+    finally:
+        await committer.stop()
+        await pool.close()
