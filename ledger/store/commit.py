@@ -18,7 +18,8 @@ a batch, and the writer idle the shortest time takes the next one (see
 After a batch commits, readers (projector, relay, dispatcher) are woken by one
 ``NOTIFY``, sent outside the appending transaction and at most once per
 ``WAKE_EVERY`` seconds: a NOTIFY inside it would make every commit in the
-cluster wait for the one before (see ../shared/FACTS.md).
+cluster wait for the one before (see ../shared/FACTS.md). The task that sends
+it keeps its connection as a writer does.
 """
 
 from __future__ import annotations
@@ -53,14 +54,16 @@ WRITERS = 8
 WAKE_EVERY = 0.002
 KEEP_IDLE = 0.1
 """How long a writer keeps its pool connection after its last batch. Taken from the pool and
-given back around every batch, it cost a lone spend 19 % of its instructions (callgrind:
-asyncpg gives a connection back in a task of its own, which the answers waited for). Kept,
-the writers' connections are the share of the pool that reads never take
-(``api.database.kept_for_commands``), and the writer idle the shortest time takes the next
-batch, so a lone command finds one with its connection. Kept for a while only: a pool closes
-once every connection is back, also the pool of a committer nobody stopped."""
+given back around every batch, it cost a lone spend 19 % of its instructions, and around
+every NOTIFY 9 % more (callgrind: asyncpg gives a connection back in a task of its own,
+which a batch's answers waited for). Kept, the writers' connections are the share of the
+pool that reads never take (``api.database.kept_for_commands``), and the writer idle the
+shortest time takes the next batch, so a lone command finds one with its connection. Kept
+for a while only: a pool closes once every connection is back, also the pool of a
+committer nobody stopped. The task that sends the NOTIFY keeps its connection as long."""
 
 _APPEND = "SELECT command, outcome, positions FROM append($1, $2, $3)"
+_NOTIFY = f"NOTIFY {NOTIFY_CHANNEL}"
 _APPEND_ONE = "SELECT outcome, given FROM append_one($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
@@ -144,10 +147,11 @@ class GroupCommitter:
         self.writers = writers
         self._queue: deque[tuple[Writes, asyncio.Future[list[int]]]] = deque()
         self._idle: list[asyncio.Future[bool]] = []  # idle writers' wake-ups, latest last
+        self._notifier: list[asyncio.Future[bool]] = []  # the wake-ups' task's, when it waits
         self._unfinished = 0  # commands queued or in a batch
         self._finished = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._committed = asyncio.Event()
+        self._committed = False  # since the last NOTIFY
         self.batches = 0
         self.commands = 0
 
@@ -167,9 +171,9 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self._committed.is_set():
+        if self._committed:
             with contextlib.suppress(Exception):
-                await self._notify()
+                await self.pool.execute(_NOTIFY)
 
     async def commit(self, writes: Writes) -> list[int]:
         """Commit one command's writes; return its events' positions.
@@ -181,19 +185,14 @@ class GroupCommitter:
         self._queue.append((writes, future))  # unbounded: never waits
         self._unfinished += 1
         self._finished.clear()
-        idle = self._idle
-        while idle:
-            wake = idle.pop()
-            if not wake.done():
-                wake.set_result(True)
-                break
+        _wake_one(self._idle)
         return await future
 
     async def _write_batches(self) -> None:
         connection: asyncpg.pool.PoolConnectionProxy | None = None
         try:
             while True:
-                if not self._queue and not await self._work_came(keeping=connection is not None):
+                if not self._queue and not await _woken(self._idle, keeping=connection is not None):
                     await self._give_back(connection)
                     connection = None
                     continue
@@ -219,27 +218,19 @@ class GroupCommitter:
             return taken
         return [queue.popleft() for _ in range(MAX_BATCH)]
 
-    async def _work_came(self, *, keeping: bool) -> bool:
-        """Wait to be woken for work (True), or, while ``keeping`` a connection, for
-        ``KEEP_IDLE`` seconds to pass (False)."""
-        loop = asyncio.get_running_loop()
-        wake: asyncio.Future[bool] = loop.create_future()
-        self._idle.append(wake)
-        timer = loop.call_later(KEEP_IDLE, _resolve, wake, False) if keeping else None
-        try:
-            came = await wake
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not wake.done() or wake.cancelled() or not wake.result():  # still listed
-                with contextlib.suppress(ValueError):
-                    self._idle.remove(wake)
-        return came
-
     async def _give_back(self, connection: asyncpg.pool.PoolConnectionProxy | None) -> None:
         if connection is not None:
             with contextlib.suppress(Exception):
                 await self.pool.release(connection)
+
+    async def _usable(
+        self, connection: asyncpg.pool.PoolConnectionProxy | None
+    ) -> asyncpg.pool.PoolConnectionProxy:
+        """``connection`` if it is open, else one from the pool."""
+        if connection is not None and not connection.is_closed():
+            return connection
+        await self._give_back(connection)
+        return await self.pool.acquire()
 
     async def _write(
         self,
@@ -249,10 +240,7 @@ class GroupCommitter:
         """Write ``batch`` on ``connection`` (or one from the pool); the connection, or None
         if it was given back (after an error: it may be broken)."""
         try:
-            if connection is None or connection.is_closed():
-                await self._give_back(connection)
-                connection = None
-                connection = await self.pool.acquire()
+            connection = await self._usable(connection)
             outcomes = await write_batch(connection, [writes for writes, _ in batch])
         except BaseException as error:
             for _, future in batch:
@@ -266,7 +254,8 @@ class GroupCommitter:
         self.commands += len(batch)
         stats.group_commit_batches.inc()
         stats.group_commit_commands.inc(len(batch))
-        self._committed.set()
+        self._committed = True
+        _wake_one(self._notifier)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
@@ -277,17 +266,52 @@ class GroupCommitter:
         return connection
 
     async def _wake_readers(self) -> None:
-        while True:
-            await self._committed.wait()
-            self._committed.clear()
-            try:
-                await self._notify()
-            except DATABASE_ERRORS as error:
-                log.debug("could not wake readers (they poll): %s", error)
-            await asyncio.sleep(WAKE_EVERY)
+        connection: asyncpg.pool.PoolConnectionProxy | None = None
+        try:
+            while True:
+                if not self._committed and not await _woken(
+                    self._notifier, keeping=connection is not None
+                ):
+                    await self._give_back(connection)
+                    connection = None
+                    continue
+                self._committed = False
+                try:
+                    connection = await self._usable(connection)
+                    await connection.execute(_NOTIFY)
+                except DATABASE_ERRORS as error:
+                    log.debug("could not wake readers (they poll): %s", error)
+                    await self._give_back(connection)
+                    connection = None
+                await asyncio.sleep(WAKE_EVERY)
+        finally:
+            await self._give_back(connection)
 
-    async def _notify(self) -> None:
-        await self.pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+def _wake_one(waiting: list[asyncio.Future[bool]]) -> None:
+    """Wake the task that waits in ``waiting`` the shortest time (``_woken``), if any."""
+    while waiting:
+        wake = waiting.pop()
+        if not wake.done():
+            wake.set_result(True)
+            return
+
+
+async def _woken(waiting: list[asyncio.Future[bool]], *, keeping: bool) -> bool:
+    """Wait in ``waiting`` to be woken (True), or, while ``keeping`` a connection, for
+    ``KEEP_IDLE`` seconds to pass (False)."""
+    loop = asyncio.get_running_loop()
+    wake: asyncio.Future[bool] = loop.create_future()
+    waiting.append(wake)
+    timer = loop.call_later(KEEP_IDLE, _resolve, wake, False) if keeping else None
+    try:
+        return await wake
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if not wake.done() or wake.cancelled() or not wake.result():  # still listed
+            with contextlib.suppress(ValueError):
+                waiting.remove(wake)
 
 
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:
