@@ -92,15 +92,17 @@ memory; an earlier answer under its idempotency key), beside its writers'."""
 
 def kept_for_commands(writers: int) -> int:
     """Connections of the API's pool that reads never take (``read_connections``): one for
-    each of the group committer's ``writers`` and ``LOADS_KEPT_FOR_COMMANDS``. Reads that
-    wait long (behind a lock on a view, until the lock timeout) took every connection, and
-    spends, holds and webhooks, which touch no view, were answered busy while the database
-    could take them. Commands take from the whole pool, the reads' share too."""
-    return writers + LOADS_KEPT_FOR_COMMANDS
+    each of the group committer's ``writers``, one for its wake-up of the readers (the task
+    that sends the NOTIFY keeps its connection as the writers keep theirs, ``KEEP_IDLE``)
+    and ``LOADS_KEPT_FOR_COMMANDS``. Reads that wait long (behind a lock on a view, until
+    the lock timeout) took every connection, and spends, holds and webhooks, which touch no
+    view, were answered busy while the database could take them. Commands take from the
+    whole pool, the reads' share too."""
+    return writers + 1 + LOADS_KEPT_FOR_COMMANDS
 
 
 KEPT_FOR_COMMANDS = kept_for_commands(WRITERS)
-"""``kept_for_commands`` of the group committer's usual ``WRITERS``: 10."""
+"""``kept_for_commands`` of the group committer's usual ``WRITERS``: 11."""
 
 
 def read_connections(pool: asyncpg.Pool, writers: int = WRITERS) -> ReadConnections:
@@ -125,8 +127,8 @@ def read_connections(pool: asyncpg.Pool, writers: int = WRITERS) -> ReadConnecti
         limit = 1
         log.warning(
             "the API's database pool has %d connections, no more than the %d its commands "
-            "keep (%d group-commit writers, %d for their loads): reads may hold 1 of them, "
-            "the commands the other %d",
+            "keep (%d group-commit writers, 1 for its wake-ups, %d for their loads): reads may "
+            "hold 1 of them, the commands the other %d",
             size,
             kept,
             writers,
