@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -293,7 +293,8 @@ def metrics_port_only(access: MetricsAccess) -> Callable[[ASGIApp], ASGIApp]:
     route there is 404 (paths that match no route are 404 anyway)."""
 
     def wrap(app: ASGIApp) -> ASGIApp:
-        async def gated(scope: Scope, receive: Receive, send: Send) -> None:
+        # Not a coroutine of its own: it hands back the app's (one frame fewer a request).
+        def gated(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             server = scope.get("server")
             if (
                 access.port is not None
@@ -303,7 +304,7 @@ def metrics_port_only(access: MetricsAccess) -> Callable[[ASGIApp], ASGIApp]:
                 and scope.get("path_template") != METRICS_PATH
             ):
                 raise NotFoundException
-            await app(scope, receive, send)
+            return app(scope, receive, send)
 
         return gated
 

@@ -352,29 +352,34 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
     ``Ledger-Position`` and ``Ledger-Read-From`` are the edge's (api/edge.py): it wraps
     ``send`` once for all it adds."""
 
-    async def with_min_position(scope: Scope, receive: Receive, send: Send) -> None:
+    # Not a coroutine of its own: it hands back the app's, or the refusal's (one frame fewer
+    # a request).
+    def with_min_position(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         try:
             raw = only_header(scope, _MIN_POSITION_NAME) if scope["type"] == "http" else None
         except RepeatedHeader:  # two different positions: which one is meant is unknown
-            await _refuse_min_position(send, _REPEATED_POSITION)
-            return
+            return _refuse_min_position(send, _REPEATED_POSITION)
         if raw is None:
-            await app(scope, receive, send)
-            return
+            return app(scope, receive, send)
         text = raw.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
-            await _refuse_min_position(send, _NOT_A_POSITION)
-            return
+            return _refuse_min_position(send, _NOT_A_POSITION)
         request = _request.get()
         if request is not None:  # the edge's
             request.min_position = int(text)
-            await app(scope, receive, send)
-            return
-        with ReadsOfRequest() as request:
-            request.min_position = int(text)
-            await app(scope, receive, send)
+            return app(scope, receive, send)
+        return _with_own_request(app, scope, receive, send, int(text))
 
     return with_min_position
+
+
+async def _with_own_request(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, min_position: int
+) -> None:
+    """``app`` in a ``ReadRequest`` of its own (no edge made one: a test's bare app)."""
+    with ReadsOfRequest() as request:
+        request.min_position = min_position
+        await app(scope, receive, send)
 
 
 async def _refuse_min_position(send: Send, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated
 
 from litestar import Router, get, patch, post
@@ -75,11 +76,13 @@ async def get_account_credits(
     return await account_credits(services, account_id)
 
 
-async def spend(
+# ``spend`` and ``spend_credits_express`` are not coroutines of their own: each hands back
+# the ledger's (two frames fewer a spend).
+def spend(
     services: Services, account_id: str, data: SpendRequest, idempotency_key: str
-) -> Spent:
+) -> Awaitable[Spent]:
     """Spend ``data.amount`` of ``account_id`` once per ``idempotency_key``."""
-    spent: Spent = await services.ledger.execute(
+    spent: Awaitable[Spent] = services.ledger.execute(
         SpendCredits(
             account_id=account_id,
             amount=data.amount,
@@ -90,10 +93,10 @@ async def spend(
     return spent
 
 
-async def spend_credits_express(call: Call) -> Spent:
+def spend_credits_express(call: Call) -> Awaitable[Spent]:
     """``spend_credits`` in the express lane (api/express.py)."""
     data = call.body_as(SpendRequest)
-    return await spend(call.services, call.path_param("account_id"), data, call.idempotency_key())
+    return spend(call.services, call.path_param("account_id"), data, call.idempotency_key())
 
 
 @post(
