@@ -91,6 +91,17 @@ def counted_run(
     return total(dumps[0])
 
 
+async def stored_events(url: str) -> int:
+    """How many events the store at ``url`` holds (what a replay's count is divided by)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM stored_events"))
+    finally:
+        await connection.close()
+
+
 def total(dump: str) -> int:
     """The instructions a callgrind dump counted (its ``summary:``, callgrind_annotate's total)."""
     text = Path(dump).read_text()

@@ -27,7 +27,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from bench.callgrind import counted_run, counted_runs
+from bench.callgrind import counted_run, counted_runs, stored_events
 
 
 async def _rebuild(url: str, jobs: int, profile_to: Path | None) -> int:
@@ -67,16 +67,6 @@ async def digests(url: str) -> dict[str, str]:
             )
             for table in VIEW_TABLES
         }
-    finally:
-        await connection.close()
-
-
-async def _events(url: str) -> int:
-    import asyncpg
-
-    connection = await asyncpg.connect(url)
-    try:
-        return int(await connection.fetchval("SELECT count(*) FROM stored_events"))
     finally:
         await connection.close()
 
@@ -126,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.valgrind and shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
-    args.events = asyncio.run(_events(args.database_url))
+    args.events = asyncio.run(stored_events(args.database_url))
     counted_runs(
         args.runs, lambda run, out_dir: _one_run(args, run, out_dir), per=args.events,
         what="an event", keep=args.keep, prefix="rebuild-instructions-",

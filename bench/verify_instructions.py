@@ -24,7 +24,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from bench.callgrind import counted_run, counted_runs
+from bench.callgrind import counted_run, counted_runs, stored_events
 
 
 async def _verify(url: str) -> int:
@@ -44,16 +44,6 @@ async def _verify(url: str) -> int:
     if not report.ok:
         raise SystemExit(f"the audit found {len(report.findings)}: {report.findings[:3]}")
     return report.events
-
-
-async def _events(url: str) -> int:
-    import asyncpg
-
-    connection = await asyncpg.connect(url)
-    try:
-        return int(await connection.fetchval("SELECT count(*) FROM stored_events"))
-    finally:
-        await connection.close()
 
 
 def _one_run(args: argparse.Namespace, run: int, out_dir: Path) -> int | None:
@@ -88,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
-    args.events = asyncio.run(_events(args.database_url))
+    args.events = asyncio.run(stored_events(args.database_url))
     counted_runs(
         args.runs, lambda run, out_dir: _one_run(args, run, out_dir), per=args.events,
         what="an event", keep=args.keep, prefix="verify-instructions-",
