@@ -146,12 +146,6 @@ def _lapsed(allowance: int, grants: int, debt_repaid: int = 0) -> str:
     return said
 
 
-def held_change(event: object) -> int:
-    """How an account event moves the credits reserved by open holds."""
-    held = HELD[type(event)]
-    return held(event) if held is not None else 0
-
-
 HELD = ByEventClass(
     {
         HoldPlaced: lambda placed: placed.amount,
@@ -161,6 +155,9 @@ HELD = ByEventClass(
     }
 )
 """What each hold event does to the held credits (by class, as ``MOVES``)."""
+HELD_EXACT = HELD.exact
+"""``HELD``'s classes decided so far, in a plain dict (``ByEventClass.exact``): the views
+that keep balances look up every event here first."""
 
 
 def apply_change(before: Buckets, change: Change) -> Buckets:

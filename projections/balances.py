@@ -15,7 +15,7 @@ from ledger.domain.events import (
     MonthlyAllowanceReset,
 )
 from ledger.store.event_store import Connection
-from projections.balance_changes import HELD
+from projections.balance_changes import HELD, HELD_EXACT
 from projections.events import EventKinds, Moment, ProjectedEvent, of_kinds
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
@@ -71,8 +71,8 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
             row.allowance_remaining += allowance
             row.topup_balance += topup
             row.granted += granted
-            try:  # held_change(event), written out
-                held = _HELD_EXACT[type(event)]
+            try:  # HELD[type(event)], in the plain dict first
+                held = HELD_EXACT[type(event)]
             except KeyError:
                 held = HELD[type(event)]
             if held is not None:
@@ -82,7 +82,6 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
 
 
 _ACCOUNT_EVENTS = EventKinds(AccountOpened, AccountEvent)
-_HELD_EXACT = HELD.exact
 
 # The rows as one array of records (migration 0016's balance_row, BalanceRow's fields in
 # order): asyncpg checks each element of an array parameter in Python, so eleven arrays

@@ -48,12 +48,10 @@ from ledger.domain.events import (
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from ledger.times import in_utc
-from projections.balance_changes import HELD
+from projections.balance_changes import HELD, HELD_EXACT
 from projections.events import EventKinds, Moment, ProjectedEvent, as_datetime, of_kinds
 from projections.memory import ViewMemory, rows_of
 from projections.writes import Write, WritesView
-
-_HELD_EXACT = HELD.exact
 
 
 class NotifierState(msgspec.Struct):
@@ -256,8 +254,8 @@ def _folded(
         state.allowance_remaining += allowance
         state.topup_balance += topup
         state.granted += granted
-        try:  # held_change(event), written out
-            held = _HELD_EXACT[type(event)]
+        try:  # HELD[type(event)], in the plain dict first
+            held = HELD_EXACT[type(event)]
         except KeyError:
             held = HELD[type(event)]
         if held is not None:
