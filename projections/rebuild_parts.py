@@ -169,6 +169,7 @@ async def _fill_part(job: PartJob, reports: Queue[tuple[str, int, Any]]) -> None
         await owner_session(writer)
         async with (
             times_as_microseconds(writer),
+            times_as_microseconds(reader),  # before its transaction: the codec reads the catalog
             reader.transaction(isolation="repeatable_read", readonly=True),
         ):
             await reader.execute(f"SET TRANSACTION SNAPSHOT '{job.snapshot}'")

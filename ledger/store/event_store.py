@@ -160,9 +160,10 @@ async def read_after(connection: Connection, after: int, limit: int) -> list[Rec
 
 
 async def replay_after(connection: Connection, after: int, limit: int) -> list[ReplayedEvent]:
-    """``read_after``'s events with their times as PostgreSQL keeps them (``ReplayedEvent``)."""
-    rows = await connection.fetch(_read_after(REPLAYED_COLUMNS), after, limit)
-    return [replayed_event(row) for row in rows]
+    """``read_after``'s events with their times as PostgreSQL keeps them (``ReplayedEvent``;
+    ``connection`` reads a ``timestamptz`` so: see ``EVENT_COLUMNS``)."""
+    rows = await connection.fetch(_read_after(EVENT_COLUMNS), after, limit)
+    return [ReplayedEvent(*row) for row in rows]
 
 
 def _read_after(columns: str) -> str:
@@ -262,14 +263,15 @@ async def read_part_until(
     ``part`` of ``parts``, with their times as PostgreSQL keeps them (``ReplayedEvent``).
 
     Streams are dealt to parts by a hash of their id, so each stream's events are
-    all in one part. Needs a transaction (a cursor), and ``until`` no later than
-    ``visible_head`` in it.
+    all in one part. Needs a transaction (a cursor), ``until`` no later than
+    ``visible_head`` in it, and ``connection`` reading a ``timestamptz`` as its
+    microseconds (``EVENT_COLUMNS``).
     """
     cursor = await connection.cursor(
-        events_of_part(part, parts, "notification_id <= $1", REPLAYED_COLUMNS), until
+        events_of_part(part, parts, "notification_id <= $1", EVENT_COLUMNS), until
     )
     while rows := await cursor.fetch(chunk):
-        yield [replayed_event(row) for row in rows]
+        yield [ReplayedEvent(*row) for row in rows]
 
 
 def stream_part(part: int, parts: int) -> str:
@@ -278,22 +280,11 @@ def stream_part(part: int, parts: int) -> str:
     return f"(uuid_hash(originator_id) & 2147483647) % {int(parts)} = {int(part)}"
 
 
-REPLAYED_COLUMNS = _COLUMNS.replace("recorded_at", "timestamptz_send(recorded_at)")
-"""The columns of a ``ReplayedEvent``: its time as the 8 bytes PostgreSQL keeps."""
 EVENT_COLUMNS = _COLUMNS
 """The columns of a ``ReplayedEvent`` in its fields' order, for a connection that reads a
-``timestamptz`` as its microseconds (``projections.events.times_as_microseconds``): a row is
-then the event's fields as they are (``ReplayedEvent(*row)``)."""
-
-
-def replayed_event(row: asyncpg.Record) -> ReplayedEvent:
-    """A row of ``REPLAYED_COLUMNS`` as the event it is."""
-    return ReplayedEvent(
-        row[0], row[1], row[2], row[3], row[4], _from_bytes(row[5], "big", signed=True), row[6]
-    )
-
-
-_from_bytes = int.from_bytes
+``timestamptz`` as its microseconds (``projections.events.times_as_microseconds``: every
+replay's, the rebuild's and the audit's): a row is then the event's fields as they are
+(``ReplayedEvent(*row)``)."""
 
 
 def events_of_part(part: int, parts: int, bound: str = "true", columns: str = _COLUMNS) -> str:
