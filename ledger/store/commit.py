@@ -227,8 +227,14 @@ class GroupCommitter:
         self, connection: asyncpg.pool.PoolConnectionProxy | None
     ) -> asyncpg.pool.PoolConnectionProxy:
         """``connection`` if it is open, else one from the pool."""
-        if connection is not None and not connection.is_closed():
-            return connection
+        if connection is not None:
+            try:
+                if not connection.is_closed():
+                    return connection
+            except asyncpg.InterfaceError:
+                # asyncpg gave it back to the pool itself when it read that the server ended
+                # it (Connection._cleanup): nothing was sent on it, the batch goes on another.
+                connection = None
         await self._give_back(connection)
         return await self.pool.acquire()
 

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
@@ -15,11 +17,18 @@ from api.access.tokens import Scope, TokenService
 from api.database import SERVICE_SETTINGS, create_pool
 from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
+from ledger.store import commit
 from ledger.store.claims import Claim, ClaimTaken
 from ledger.store.commit import ClaimRecord, GroupCommitter, Writes
-from ledger.store.event_store import ORDERING_LOCK, ConcurrencyConflict, EventStore
+from ledger.store.event_store import (
+    NOTIFY_CHANNEL,
+    ORDERING_LOCK,
+    ConcurrencyConflict,
+    EventStore,
+)
 from tests.conftest import unique
 from tests.support.ledger import open_account, save
+from tests.support.waiting import until
 
 
 def unit(stream: uuid.UUID, version: int, key: str | None = None) -> Writes:
@@ -214,34 +223,76 @@ async def test_stop_gives_the_writers_connections_back(database_url: str) -> Non
         await pool.close()
 
 
-async def test_a_writer_whose_connection_was_ended_commits_on_another(database_url: str) -> None:
-    """A writer keeps its connection between batches; once the server ended it, the next
-    batch goes on another (the one the ending met, if any, fails alone)."""
+async def _end_sessions(database_url: str, application_name: str) -> int:
+    """End every session of ``application_name``; return when the server let each go."""
+    admin = await asyncpg.connect(database_url)
+    try:
+        ended: int = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid, 30000)) FROM pg_stat_activity"
+            " WHERE application_name = $1",
+            application_name,
+        )
+    finally:
+        await admin.close()
+    return ended
+
+
+@dataclass(frozen=True)
+class Kept:
+    pool: asyncpg.Pool
+    name: str  # the pool's sessions' application_name
+    committer: GroupCommitter
+    woken: asyncio.Queue[str]  # the committer's wake-ups, as a reader hears them
+
+
+@contextlib.asynccontextmanager
+async def kept_connections(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Kept]:
+    """A committer of one writer on a pool of its own (no minimum size) that keeps its
+    connections until stopped; one command committed and its wake-up heard, so that the
+    writer and the wake-ups' task each keep a connection, the pool's only two."""
+    monkeypatch.setattr(commit, "KEEP_IDLE", 3600.0)
     name = unique("writers")
     settings = {**SERVICE_SETTINGS, "application_name": name}
-    pool = await create_pool(database_url, min_size=1, max_size=4, server_settings=settings)
-    committer = GroupCommitter(pool, writers=1)
+    pool = await create_pool(database_url, min_size=0, max_size=4, server_settings=settings)
+    kept = Kept(pool, name, GroupCommitter(pool, writers=1), asyncio.Queue())
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: kept.woken.put_nowait(args[-1]))
     try:
-        await committer.commit(unit(uuid.uuid4(), 1))
-        admin = await asyncpg.connect(database_url)
-        try:
-            ended = await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = $1",
-                name,
-            )
-        finally:
-            await admin.close()
-        assert ended >= 1
-
-        # On the ended one, if not yet seen: the server's message read ("cannot switch to
-        # state": InternalClientError, answered 503 as the API answers every one of these) or not.
-        with contextlib.suppress(
-            asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError
-        ):
-            await committer.commit(unit(uuid.uuid4(), 1))
-
-        assert len(await committer.commit(unit(uuid.uuid4(), 1))) == 1
+        await kept.committer.commit(unit(uuid.uuid4(), 1))
+        await asyncio.wait_for(kept.woken.get(), 30)
+        assert pool.get_size() == 2
+        yield kept
     finally:
-        await committer.stop()
+        await kept.committer.stop()
         await pool.close()
+        await listener.close()
+
+
+async def test_a_writer_commits_on_another_connection_once_its_kept_one_was_ended(
+    database_url: str, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ended the writer's kept connection while it was idle (an operator's
+    pg_terminate_backend, a restart, a proxy), and asyncpg read that: the next batch goes on
+    another connection (asyncpg hands an ended connection back to its pool itself, and
+    the writer asking it whether it was closed failed the batch: 503)."""
+    async with kept_connections(database_url, monkeypatch) as kept:
+        assert await _end_sessions(database_url, kept.name) == 2
+        await until(lambda: kept.pool.get_size() == 0, what="asyncpg reads both endings")
+
+        written = unit(uuid.uuid4(), 1)
+        assert len(await kept.committer.commit(written)) == 1
+        assert len(await store.load(written.events[0].originator_id)) == 1
+
+
+async def test_readers_are_woken_on_another_connection_once_the_kept_one_was_ended(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with kept_connections(database_url, monkeypatch) as kept:
+        assert await _end_sessions(database_url, kept.name) == 2
+        await until(lambda: kept.pool.get_size() == 0, what="asyncpg reads both endings")
+
+        await kept.committer.commit(unit(uuid.uuid4(), 1))
+
+        await asyncio.wait_for(kept.woken.get(), 30)  # not left to the next commit's
