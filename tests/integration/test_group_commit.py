@@ -8,8 +8,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
@@ -296,3 +298,111 @@ async def test_readers_are_woken_on_another_connection_once_the_kept_one_was_end
         await kept.committer.commit(unit(uuid.uuid4(), 1))
 
         await asyncio.wait_for(kept.woken.get(), 30)  # not left to the next commit's
+
+
+async def test_a_batch_sent_before_the_ending_was_read_fails_alone_and_records_nothing(
+    database_url: str, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is sent on a kept connection whose ending asyncpg has not read yet. From the
+    client's side that ending cannot be told from one in the middle of the batch, which may
+    come after the commit (the rows are sent before it, the answer to Sync after): the batch
+    is not sent again, its commands are answered 503 (a retry with the same key replays or
+    applies once), and the next batch goes on another connection."""
+    async with kept_connections(database_url, monkeypatch) as kept:
+        # Synchronous: the event loop, and asyncpg in it, reads nothing meanwhile.
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid, 30000)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (kept.name,),
+            ).fetchone()
+        assert ended == (2,)
+
+        lost = unit(uuid.uuid4(), 1)
+        with pytest.raises(asyncpg.PostgresConnectionError):
+            await kept.committer.commit(lost)
+        assert await store.load(lost.events[0].originator_id) == []
+
+        written = unit(uuid.uuid4(), 1)
+        assert len(await kept.committer.commit(written)) == 1
+        assert len(await store.load(written.events[0].originator_id)) == 1
+
+
+class AnswerCutter:
+    """A loopback proxy to PostgreSQL that, the first time a client sends ``marker`` (a value
+    of the statement it binds), drops that connection at the first answer the server sends:
+    the statement ran, its transaction committed (the server sends nothing before Sync is
+    done), and the client hears only that the connection went."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+        self.cut = 0
+
+    async def _relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        server, to_server = await asyncio.open_connection("127.0.0.1", self.port)
+        marked = asyncio.Event()
+
+        async def outward() -> None:
+            with contextlib.suppress(OSError):
+                while data := await client.read(65536):
+                    if self.marker in data and not self.cut:
+                        marked.set()
+                    to_server.write(data)
+                    await to_server.drain()
+            to_server.close()
+
+        async def back() -> None:
+            with contextlib.suppress(OSError):
+                while data := await server.read(65536):
+                    if marked.is_set():
+                        self.cut += 1
+                        break
+                    to_client.write(data)
+                    await to_client.drain()
+            to_client.close()
+            to_server.close()
+
+        await asyncio.gather(outward(), back())
+
+    @contextlib.asynccontextmanager
+    async def url(self, database_url: str) -> AsyncIterator[str]:
+        parts = urlsplit(database_url)
+        self.port = parts.port or 5432
+        proxy = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        credentials = parts.netloc.rpartition("@")[0]
+        try:
+            yield urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{port}"))
+        finally:
+            proxy.close()
+
+
+async def test_a_keyed_spend_whose_commit_answer_was_lost_is_recorded_once(
+    store: EventStore, database_url: str
+) -> None:
+    """The ambiguous case: the batch committed, the connection went before its answer came.
+    The committer does not send it again (nor could it tell its own commit from another's);
+    the command fails (503), and the client's retry with the same key replays the first
+    answer: one spend recorded."""
+    books = build_ledger(store.pool)
+    account_id = unique("acct")
+    await open_account(books, account_id, 100)
+    command = spend(account_id, 25)
+    cutter = AnswerCutter(command.idempotency_key.encode())
+    async with cutter.url(database_url) as url:
+        pool = await create_pool(url, min_size=0, max_size=2, set_up_first=False)
+        books.uow.committer = GroupCommitter(pool, writers=1)
+        try:
+            with pytest.raises(asyncpg.PostgresConnectionError):
+                await books.execute(command)
+            assert cutter.cut == 1
+            assert (await books.account(account_id, fresh=True)).version == 2  # committed
+
+            again = await books.execute(command)  # as the client retries the 503
+        finally:
+            await books.uow.committer.stop()
+            await pool.close()
+
+    assert again.balance == 75
+    account = await books.account(account_id, fresh=True)
+    assert (account.balance, account.version) == (75, 2)
