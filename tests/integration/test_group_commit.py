@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
@@ -337,9 +337,10 @@ class AnswerCutter:
     def __init__(self, marker: bytes) -> None:
         self.marker = marker
         self.cut = 0
+        self.upstream: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
     async def _relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
-        server, to_server = await asyncio.open_connection("127.0.0.1", self.port)
+        server, to_server = await self.upstream()
         marked = asyncio.Event()
 
         async def outward() -> None:
@@ -367,12 +368,21 @@ class AnswerCutter:
     @contextlib.asynccontextmanager
     async def url(self, database_url: str) -> AsyncIterator[str]:
         parts = urlsplit(database_url)
-        self.port = parts.port or 5432
+        query = parse_qs(parts.query)
+        server_port = parts.port or 5432
+        if (socket_dir := query.pop("host", [""])[0]).startswith("/"):  # embedded: a socket
+            socket_path = f"{socket_dir}/.s.PGSQL.{server_port}"
+            self.upstream = lambda: asyncio.open_unix_connection(socket_path)
+        else:
+            self.upstream = lambda: asyncio.open_connection("127.0.0.1", server_port)
         proxy = await asyncio.start_server(self._relay, "127.0.0.1", 0)
         port = proxy.sockets[0].getsockname()[1]
         credentials = parts.netloc.rpartition("@")[0]
+        proxied = parts._replace(
+            netloc=f"{credentials}@127.0.0.1:{port}", query=urlencode(query, doseq=True)
+        )
         try:
-            yield urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{port}"))
+            yield urlunsplit(proxied)
         finally:
             proxy.close()
 
