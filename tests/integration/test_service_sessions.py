@@ -20,7 +20,7 @@ from ledger.bootstrap import build_ledger
 from ledger.store.event_store import Connection, EventStore
 from projections.balances import BalancesProjection
 from projections.writes import Write
-from tests.conftest import unique
+from tests.conftest import IsolatedDatabase, unique
 from tests.support.events import caught_up
 from tests.support.ledger import open_account
 
@@ -115,28 +115,65 @@ async def test_a_server_without_fsync_or_full_page_writes_is_named_at_start_up(
     assert "full_page_writes off" in warnings[1]
 
 
-async def test_a_projector_batch_skips_the_flush_wait_for_itself_only(database_url: str) -> None:
-    """Views are derived: a batch commits without waiting for its WAL flush. The setting
-    is the batch's own; the pooled connection goes back to commands durable again."""
-    pool = await create_pool(database_url, min_size=1, max_size=1)  # one connection, reused
+async def test_a_projector_batch_skips_the_flush_wait_for_itself_only(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Views are derived: a batch commits without waiting for its WAL flush, on either road
+    (the first batch locks the positions; the next, the views as this projector left them,
+    is one statement). The setting is the batch's own: appends on the same pooled
+    connection, before and after, commit durably.
+
+    Seen at each commit (a deferred trigger), on a database of the test's own: the short
+    road's folds run before its transaction begins, so what they see says nothing."""
+    admin = await asyncpg.connect(isolated_db.url)
+    await admin.execute(_NOTE_COMMITS)
+    pool = await create_pool(isolated_db.url, min_size=1, max_size=1)  # one connection, reused
     try:
-        ledger = build_ledger(pool)
-        await open_account(ledger, unique("acct"), 100)
-        await ledger.uow.committer.stop()
-        settings_seen: list[str] = []
+        in_transaction: list[bool] = []
 
         class Watching(BalancesProjection):
             async def fold(self, connection: Connection, table: str, events: Any) -> list[Write]:
-                settings_seen.append(await connection.fetchval("SHOW synchronous_commit"))
+                in_transaction.append(connection.is_in_transaction())
                 return await super().fold(connection, table, events)
 
-        await caught_up(EventStore(pool), projections=[Watching()])
+        projections = [Watching()]
+        left_at: dict[str, tuple[int, int]] = {}  # where the projector left the views
+        for _ in range(2):  # appends, then batches, then appends again on that connection
+            ledger = build_ledger(pool)
+            # Two appends, a batch each: the first batch of all takes the locked road, every
+            # later one the short road.
+            await open_account(ledger, unique("acct"), 100)
+            await open_account(ledger, unique("acct"), 100)
+            await ledger.uow.committer.stop()
+            await caught_up(
+                EventStore(pool), projections=projections, left_at=left_at, batch_size=1
+            )
 
         async with pool.acquire() as connection:
             after = await connection.fetchval("SHOW synchronous_commit")
+        seen = await admin.fetch("SELECT what, setting FROM commits_seen")
     finally:
         await pool.close()
+        await admin.close()
 
-    assert settings_seen
-    assert set(settings_seen) == {"off"}
+    assert set(in_transaction) == {True, False}  # the locked road and the short one
+    assert {(r["what"], r["setting"]) for r in seen} == {
+        ("stored_events", "on"),
+        ("projection_positions", "off"),
+    }
     assert after == "on"
+
+
+# Each commit's synchronous_commit, as it commits: a deferred trigger fires at the commit.
+# SECURITY DEFINER: the store's write functions run as their owner, not the service's role.
+_NOTE_COMMITS = """
+    CREATE TABLE commits_seen (what text, setting text);
+    CREATE FUNCTION note_commit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+    BEGIN
+        INSERT INTO commits_seen VALUES (TG_TABLE_NAME, current_setting('synchronous_commit'));
+        RETURN NULL;
+    END $$;
+    CREATE CONSTRAINT TRIGGER note_commit AFTER INSERT OR UPDATE ON projection_positions
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION note_commit();
+    CREATE CONSTRAINT TRIGGER note_commit AFTER INSERT ON stored_events
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION note_commit();"""
