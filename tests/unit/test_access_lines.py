@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 import pytest
 
 from api.log_context import (
@@ -69,6 +70,48 @@ def test_the_direct_line_is_the_line_the_record_makes(
     finally:
         request_id.reset(request_token)
         stripe_event_id.reset(event_token)
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
+def test_the_line_made_from_the_shown_duration_is_the_line_the_record_makes(
+    formatter: JsonFormatter | TextFormatter,
+) -> None:
+    # As log_access makes it: the duration and its text made once, the parts
+    # around them kept per method, route and status (made the first time, reused after).
+    rng = random.Random(15)
+    ids = [("req-1", None), ("req-2", "evt_1"), (None, "evt_2"), (None, None)]
+    ids += [('a "quoted" id\\', "évènement\n"), ("\u2028", None)]
+    requests = [
+        ("POST", "/v1/accounts/{account_id:str}/spend", 200),
+        ("GET", "/v1/accounts/{account_id}/credits", 404),
+        ("BREW", "unmatched", 405),
+        ('PO"ST', "/v1/é/{x}\\", 499),
+    ]
+    seconds = [0.0, 0.00004, 0.00005, 0.00015, 0.0012, 1.5e5, 2.9e5, -1.0]
+    seconds += [rng.uniform(0, 0.2) for _ in range(300)]
+    for request_value, event_value in ids:
+        request_token = request_id.set(request_value)
+        event_token = stripe_event_id.set(event_value)
+        try:
+            for _ in range(2):
+                for method, route, status in requests:
+                    for moment in seconds:
+                        ms = round(moment * 1000, 1)
+                        shown = f"{ms:.1f}"
+                        direct = formatter.access_line(CREATED, method, route, status, ms, shown)
+                        assert direct == record_line(formatter, method, route, status, ms)
+        finally:
+            request_id.reset(request_token)
+            stripe_event_id.reset(event_token)
+
+
+def test_msgspec_writes_a_duration_of_one_decimal_as_the_message_does() -> None:
+    # The JSON line writes the message's text of the duration for its number, below 1e8 ms.
+    rng = random.Random(15)
+    tenths = [*range(100_000), *(rng.randrange(10**9) for _ in range(100_000)), 10**9 - 1]
+    for whole in tenths:
+        ms = round(whole / 10, 1)
+        assert msgspec.json.encode(ms).decode() == f"{ms:.1f}", ms
 
 
 def test_a_lines_time_is_what_datetime_writes_to_the_microsecond() -> None:
