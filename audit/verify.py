@@ -171,6 +171,26 @@ _SETTLEMENT_SCOPE = "hold-settlement/"
 """A hold's one settlement is claimed under its id (``settle_claim``, ``expiry_claim``)."""
 
 
+class AuditedEvent(ReplayedEvent, frozen=True):
+    """A stored event as the audit reads it: with, when the transaction that wrote it had not
+    ended at the audit's snapshot, that transaction's id (``_HIDDEN_BY``)."""
+
+    hidden_by: str | None = None
+
+
+class HiddenEvent(msgspec.Struct, array_like=True, frozen=True):
+    """An event readers in commit order pass over (``_HIDDEN_BY``)."""
+
+    position: int
+    stream_id: UUID
+    version: int
+    transaction_id: str
+
+
+_HIDDEN_SHOWN = 10
+"""Hidden events reported one by one; the rest are counted."""
+
+
 class _Settled(msgspec.Struct, array_like=True, frozen=True):
     """What a hold's settlement recorded, as its claim's answer (``Hold``) tells it."""
 
@@ -436,6 +456,11 @@ class Part(msgspec.Struct):
     voids: set[tuple[str, bytes]] = msgspec.field(default_factory=set)
     """(account, the fingerprint its void request had: ``void_claim``) of each GrantVoided."""
     checkpoints: list[CheckpointReplay] = msgspec.field(default_factory=list)
+    hidden: list[HiddenEvent] = msgspec.field(default_factory=list)
+    """The first ``_HIDDEN_SHOWN`` hidden events by position."""
+    hidden_count: int = 0
+    last_hidden: int = 0
+    """The position of the last hidden event."""
 
 
 class StreamReplay:
@@ -465,6 +490,9 @@ class StreamReplay:
         self.closed_grants: dict[tuple[UUID, str], str] = {}
         self.voids: set[tuple[str, bytes]] = set()
         self.taken_back: dict[str, GivenBack] = {}
+        self.hidden: list[HiddenEvent] = []
+        self.hidden_count = 0
+        self.last_hidden = 0
         # Where each account view stands, and the Stream attribute keeping the figures it saw
         # (a view at 0 saw no stream). An event at or before the lowest of them is past none.
         self._account_views = [
@@ -485,8 +513,10 @@ class StreamReplay:
             )
         )
 
-    def replay(self, event: ReplayedEvent) -> None:
+    def replay(self, event: AuditedEvent) -> None:
         """Replay and check one event; each stream's events come in position order."""
+        if event.hidden_by is not None:
+            self._hidden(event, event.hidden_by)
         id_bytes = event.originator_id.bytes
         stream = self.streams.get(id_bytes)
         if stream is None:
@@ -601,6 +631,20 @@ class StreamReplay:
         )
         if snapshot is not None and replayed is not None:  # else reported as unreadable
             self._check_snapshot(stream, event, snapshot)
+
+    def _hidden(self, event: ReplayedEvent, transaction_id: str) -> None:
+        """Keep the first few hidden events (they come in position order) and count all."""
+        self.hidden_count += 1
+        self.last_hidden = event.notification_id
+        if len(self.hidden) < _HIDDEN_SHOWN:
+            self.hidden.append(
+                HiddenEvent(
+                    event.notification_id,
+                    event.originator_id,
+                    event.originator_version,
+                    transaction_id,
+                )
+            )
 
     def _check_reset(
         self, stream: Stream, event: ReplayedEvent, reset: MonthlyAllowanceReset
@@ -1069,6 +1113,9 @@ class StreamReplay:
                 s.aggregate.account_id: s.settled for s in accounts if s.replayable and s.settled
             },
             voids=self.voids,
+            hidden=self.hidden,
+            hidden_count=self.hidden_count,
+            last_hidden=self.last_hidden,
         )
 
 
@@ -1172,15 +1219,18 @@ _RELAY_POSITION_PROTECTIONS = """
 # does not cover that column: an event this snapshot sees was committed, so an id it does
 # not see as ended is one the event was never written by, and the feeds, the account
 # histories and the projector pass over the event (all but the first few, and how many).
-_HIDDEN_EVENTS = """
-    SELECT originator_id, originator_version, notification_id, transaction_id::text,
-           count(*) OVER () AS hidden, max(notification_id) OVER () AS last,
-           (SELECT event_account_id(first.state) FROM stored_events first
-            WHERE first.originator_id = e.originator_id AND first.originator_version = 1)
-               AS account_id
-    FROM stored_events e
-    WHERE NOT pg_visible_in_snapshot(transaction_id, pg_current_snapshot())
-    ORDER BY notification_id LIMIT 10"""
+# Read with each event by the replay (a column that is NULL but for such an event), not by a
+# query of its own: that was one more read of the whole table. The snapshot is taken once
+# (an InitPlan), not made again for each row.
+_HIDDEN_BY = """CASE WHEN pg_visible_in_snapshot(transaction_id, (SELECT pg_current_snapshot()))
+    THEN NULL ELSE transaction_id::text END"""
+_AUDITED_COLUMNS = f"{EVENT_COLUMNS}, {_HIDDEN_BY}"
+"""The columns of an ``AuditedEvent`` (read as ``EVENT_COLUMNS`` are)."""
+
+# The account a hidden event's stream belongs to: the one its first event names.
+_STREAM_ACCOUNTS = """
+    SELECT originator_id, event_account_id(state) AS account_id FROM stored_events
+    WHERE originator_id = any($1::uuid[]) AND originator_version = 1"""
 
 # Each account's line count, and the MD5 of its lines in order: each line's numbers as
 # 8-byte big-endian integers (the time as PostgreSQL keeps it, microseconds since 2000),
@@ -1276,7 +1326,6 @@ class Verifier:
         self.settlement_claims: list[tuple[str, str, _Settled | None]] = []
         """(account, hold id, what its answer tells, None if it cannot be read) of each hold's
         settlement claim."""
-        self.hidden: list[asyncpg.Record] = []
 
     async def run(self, on_progress: Callable[[int], None] = lambda _: None) -> Report:
         """Replay, check, compare; ``on_progress(n)`` after every n events."""
@@ -1285,7 +1334,6 @@ class Verifier:
         self.positions = {r["name"]: r["position"] for r in rows}
         await self._check_positions()
         await self._check_protections()
-        self.hidden = await self.connection.fetch(_HIDDEN_EVENTS)
         if self.jobs == 1:
             replays = [c.replay.empty_copy() for c in self.checkpoints]
             parts = [await replay_part(self.connection, self.positions, replays, on_progress)]
@@ -1297,7 +1345,7 @@ class Verifier:
         for checkpoint, replayed in zip(self.checkpoints, part.checkpoints, strict=True):
             checkpoint.replay.merge(replayed)
             self.findings.extend(checkpoint.findings(part.stream_accounts.get))
-        self._check_hidden_events()
+        await self._check_hidden_events(part)
         self._check_purchases(part)
         self._check_adjustments(part)
         self._check_payment_links(part)
@@ -1364,28 +1412,34 @@ class Verifier:
                 Finding(kind="store-protection", detail=f"{row['problem']} on {row['name']}")
             )
 
-    def _check_hidden_events(self) -> None:
+    async def _check_hidden_events(self, part: Part) -> None:
         """Events that readers in commit order never reach, though they are in the store."""
-        for row in self.hidden:
+        if not part.hidden:
+            return
+        rows = await self.connection.fetch(
+            _STREAM_ACCOUNTS, list({hidden.stream_id for hidden in part.hidden})
+        )
+        accounts: dict[UUID, str | None] = {row["originator_id"]: row["account_id"] for row in rows}
+        for hidden in part.hidden:
             self.findings.append(
                 Finding(
                     kind="hidden-event",
-                    detail=f"its transaction id {row['transaction_id']} had not ended when this "
+                    detail=f"its transaction id {hidden.transaction_id} had not ended when this "
                     "audit began, so the event feeds, the account histories and the projector "
                     "pass over it: its transaction_id was changed by hand, or the database was "
                     "restored into a PostgreSQL whose transaction ids are behind the original's "
                     "(docs/backup-and-restore.md)",
-                    account_id=row["account_id"],
-                    stream_id=str(row["originator_id"]),
-                    version=row["originator_version"],
-                    position=row["notification_id"],
+                    account_id=accounts.get(hidden.stream_id),
+                    stream_id=str(hidden.stream_id),
+                    version=hidden.version,
+                    position=hidden.position,
                 )
             )
-        if self.hidden and (more := self.hidden[0]["hidden"] - len(self.hidden)) > 0:
+        if (more := part.hidden_count - len(part.hidden)) > 0:
             self.findings.append(
                 Finding(
                     kind="hidden-event",
-                    detail=f"{more:,} more events up to position {self.hidden[0]['last']} are "
+                    detail=f"{more:,} more events up to position {part.last_hidden} are "
                     "hidden from readers in the same way",
                 )
             )
@@ -2134,6 +2188,7 @@ def merge_parts(parts: Sequence[Part]) -> Part:
         _add_part(merged, part)
     for credits in merged.credited.values():
         credits.sort(key=lambda credit: credit[2])  # by position, as one replay meets them
+    merged.hidden = sorted(merged.hidden, key=attrgetter("position"))[:_HIDDEN_SHOWN]
     return merged
 
 
@@ -2162,6 +2217,9 @@ def _add_part(into: Part, part: Part) -> None:
     into.voids |= part.voids
     for replayed, more in zip(into.checkpoints, part.checkpoints, strict=True):
         replayed.merge(more)
+    into.hidden.extend(part.hidden)
+    into.hidden_count += part.hidden_count
+    into.last_hidden = max(into.last_hidden, part.last_hidden)
 
 
 def _given_by_both(a: GivenBack, b: GivenBack) -> GivenBack:
@@ -2240,9 +2298,9 @@ async def replay_part(
     # is then the event's fields, made an event with no call of ours in between.
     async with times_as_microseconds(connection):
         cursor = await connection.cursor(
-            events_of_part(*part, columns=EVENT_COLUMNS)
+            events_of_part(*part, columns=_AUDITED_COLUMNS)
             if part is not None
-            else f"SELECT {EVENT_COLUMNS} FROM stored_events ORDER BY notification_id"
+            else f"SELECT {_AUDITED_COLUMNS} FROM stored_events ORDER BY notification_id"
         )
         next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
         try:
@@ -2252,7 +2310,7 @@ async def replay_part(
                 next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
                 await asyncio.sleep(0)
                 for row in rows:
-                    replay.replay(ReplayedEvent(*row))
+                    replay.replay(AuditedEvent(*row))
                 count += len(rows)
                 on_progress(len(rows))
         finally:

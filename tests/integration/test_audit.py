@@ -500,6 +500,53 @@ async def test_an_event_hidden_from_readers_by_its_transaction_id_is_reported(
     assert "pass over it" in hidden.detail
 
 
+async def test_many_hidden_events_are_reported_the_first_by_position_then_counted(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Hidden events of several streams (split over the parts at --jobs 2): the first ten by
+    position each with its stream's account, then how many more and where the last is."""
+    await build_history(isolated_db)
+    hidden = await isolated_db.pool.fetch(
+        """SELECT notification_id, originator_id, originator_version FROM stored_events
+           WHERE originator_version > 1 ORDER BY notification_id"""
+    )
+    hidden = hidden[1::2]  # every other event of every stream but each stream's first
+    assert len(hidden) > 12
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events
+           SET transaction_id = (pg_current_xact_id()::text::bigint + 1000000)::text::xid8
+           WHERE notification_id = any($1::bigint[])""",
+        [row["notification_id"] for row in hidden],
+    )
+    accounts = dict(
+        await isolated_db.pool.fetch(
+            """SELECT originator_id, event_account_id(state) FROM stored_events
+               WHERE originator_version = 1"""
+        )
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert {f.kind for f in report.findings} == {"hidden-event"}
+    *each, more = report.findings
+    assert [(f.position, f.stream_id, f.version, f.account_id) for f in each] == [
+        (
+            row["notification_id"],
+            str(row["originator_id"]),
+            row["originator_version"],
+            accounts[row["originator_id"]],
+        )
+        for row in hidden[:10]
+    ]
+    assert {f.account_id for f in each} >= {"acct_alice", "acct_bob"}
+    assert (more.position, more.account_id) == (None, None)
+    assert more.detail == (
+        f"{len(hidden) - 10} more events up to position {hidden[-1]['notification_id']} are "
+        "hidden from readers in the same way"
+    )
+
+
 async def test_an_event_recorded_into_its_streams_past_is_reported_and_as_of_stops_before_it(
     isolated_db: IsolatedDatabase,
 ) -> None:
