@@ -46,6 +46,8 @@ from ledger.domain.checkout import MISMATCHED, CheckoutSession
 from ledger.domain.events import (
     HOLD_SETTLEMENTS,
     STATEMENT_EVENTS,
+    AccountEvent,
+    CheckoutEvent,
     CheckoutPaid,
     CheckoutRequested,
     CreditsClawedBack,
@@ -199,16 +201,26 @@ class _Settled(msgspec.Struct, array_like=True, frozen=True):
     released: int
 
 
-class _MutatesAsLibrary(dict[type, bool]):
-    """Whether an event class's ``mutate`` is the library's ``CanMutateAggregate.mutate``
-    (every kind but those that create an aggregate): one lookup per event."""
-
-    def __missing__(self, kind: type) -> bool:
-        self[kind] = found = getattr(kind, "mutate", None) is CanMutateAggregate.mutate
-        return found
+_OWN_MUTATE, _OWN_APPLY, _EVOLVES = 0, 1, 2
+"""How an event changes its aggregate: by a ``mutate`` of its own (those that create one);
+by the library's ``CanMutateAggregate.mutate``, which calls the event's ``apply``; or by that
+mutate with the domain's ``apply``, which only hands the event to ``aggregate.evolve``."""
 
 
-_LIBRARY_MUTATE = _MutatesAsLibrary()
+class _HowApplied(dict[type, int]):
+    """Each event class's ``_OWN_MUTATE``, ``_OWN_APPLY`` or ``_EVOLVES``: one lookup per
+    event."""
+
+    def __missing__(self, kind: type) -> int:
+        how = _OWN_MUTATE
+        if getattr(kind, "mutate", None) is CanMutateAggregate.mutate:
+            how = _EVOLVES if getattr(kind, "apply", None) is AccountEvent.apply else _OWN_APPLY
+        self[kind] = how
+        return how
+
+
+_HOW_APPLIED = _HowApplied()
+assert CheckoutEvent.apply is AccountEvent.apply  # one function, which evolve() alone follows
 
 _Made = TypeVar("_Made")
 
@@ -582,11 +594,16 @@ class StreamReplay:
                     if kind is HoldPlaced:
                         self._check_hold_is_new(stream, event, domain_event)
                 aggregate = stream.aggregate
-                if aggregate is not None and _LIBRARY_MUTATE[kind]:
+                how = _HOW_APPLIED[kind]
+                if aggregate is not None and how:
                     # The library's mutate() without its two checks, which hold here: the
                     # aggregate is this stream's (by id) and at the version before this one
-                    # (in_sequence, or the stream stopped replaying).
-                    domain_event.apply(aggregate)
+                    # (in_sequence, or the stream stopped replaying). An event whose apply()
+                    # only hands it to the aggregate's evolve() is handed so here: a frame less.
+                    if how == _EVOLVES:
+                        aggregate.evolve(domain_event)
+                    else:
+                        domain_event.apply(aggregate)
                     aggregate._version = event.originator_version
                     aggregate._modified_on = domain_event.timestamp
                     replayed = aggregate
@@ -2142,11 +2159,11 @@ _GRANTS_TOUCHED: dict[type, Callable[[Any], Collection[str]]] = {
     CreditsGranted: lambda granted: [granted.grant_id],
     GrantExpired: lambda expired: [expired.grant_id],
     GrantVoided: lambda voided: [voided.grant_id],
-    CreditsSpent: lambda spent: spent.from_grants,
-    HoldPlaced: lambda placed: placed.from_grants,
+    CreditsSpent: attrgetter("from_grants"),  # no frame of ours for a spend
+    HoldPlaced: attrgetter("from_grants"),
     HoldCaptured: lambda captured: captured.from_grants.keys() | captured.grants_lapsed.keys(),
-    HoldReleased: lambda released: released.grants_lapsed,
-    HoldExpired: lambda expired: expired.grants_lapsed,
+    HoldReleased: attrgetter("grants_lapsed"),
+    HoldExpired: attrgetter("grants_lapsed"),
 }
 """The grants each kind of account event moves or closes (by class, as ``_HOLD_STATUS``:
 a ``match`` of class patterns cost every spend four ``isinstance`` calls): the event's own
