@@ -3,6 +3,8 @@ whose values cannot change in place; any other value is refused."""
 
 from __future__ import annotations
 
+import dis
+import sys
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -85,3 +87,22 @@ def test_what_open_holds_reserve_of_each_grant_cannot_change_in_place() -> None:
     with pytest.raises(TypeError):
         copy.held_totals.of_grants["g1"] = 0  # type: ignore[index]
     assert original.free_of_grant("g1") == 0
+
+
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11),
+    reason="names CPython 3.11's specialized instructions",
+)
+def test_a_copy_is_read_at_the_interpreters_quick_path() -> None:
+    """An aggregate its class made keeps its attributes in a key-sharing dict; a copy given
+    such a dict as its ``__dict__`` is read (and written) on CPython's slow path only, every
+    attribute of every decision. A copy's own dict is read on the specialized one."""
+    copy = copy_of(copy_of(account()))
+
+    def read(aggregate: CreditAccount) -> int:
+        return aggregate.allowance_remaining
+
+    for _ in range(64):  # past the interpreter's warm-up before it specializes
+        read(copy)
+    opnames = {i.opname for i in dis.get_instructions(read, adaptive=True)}  # type: ignore[call-arg]
+    assert "LOAD_ATTR_WITH_HINT" in opnames, opnames
