@@ -15,7 +15,7 @@ from tests.support.ledger import open_account
 
 
 def cached_state(ledger: Ledger, account_id: str) -> dict[str, object]:
-    _, state, _ = ledger.repository._cache[account_stream_id(account_id)]
+    _, state, _ = ledger.repository._cache[account_stream_id(account_id).int]
     return dict(state)
 
 

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from ledger.domain.account import CreditAccount
-from ledger.store.repository import MutableState, copy_of
+from ledger.store.repository import MutableState, Repository, copy_of
 
 
 class Frozen(msgspec.Struct, frozen=True):
@@ -106,3 +106,17 @@ def test_a_copy_is_read_at_the_interpreters_quick_path() -> None:
         read(copy)
     opnames = {i.opname for i in dis.get_instructions(read, adaptive=True)}  # type: ignore[call-arg]
     assert "LOAD_ATTR_WITH_HINT" in opnames, opnames
+
+
+def test_the_cache_keeps_the_newest_version_and_forgets_the_longest_unused() -> None:
+    repository = Repository(None, cache_size=2)  # type: ignore[arg-type]  # no store read
+    older, other, third = (CreditAccount.open(f"acct_lru_{n}", 100, "2026-12") for n in range(3))
+    newer = copy_of(older)
+    newer.spend(1, "")
+    repository._remember(newer)
+    repository._remember(other)
+    repository._remember(older)  # an older version: the newer one is kept, now used last
+
+    assert repository._cache[older.id.int][1]["_version"] == newer.version
+    repository._remember(third)
+    assert [repository.holds(a.id) for a in (older, other, third)] == [True, False, True]
