@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ledger.commands import PlaceHold, SpendCredits
+from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import InsufficientCredits
 from ledger.domain.holds import OpenHold
 from ledger.domain.ids import account_stream_id
 from ledger.service import Ledger
 from ledger.store.repository import MutableState, copy_of
 from tests.conftest import unique
-from tests.support.ledger import open_account
+from tests.integration.test_payment_races import Purchase, deliver
+from tests.support.ledger import open_account, save
 
 
 def cached_state(ledger: Ledger, account_id: str) -> dict[str, object]:
@@ -68,3 +72,38 @@ async def test_an_aggregate_holding_a_mutable_value_is_refused(ledger: Ledger) -
 
     with pytest.raises(MutableState, match="notes holds a list"):
         copy_of(account)
+
+
+async def test_a_paid_delivery_keeps_each_stream_it_changed_once_at_its_new_version(
+    ledger: Ledger,
+) -> None:
+    """A Stripe event's load keeps nothing of what it reads; its commit keeps what it changed
+    (a read version kept as well cost a paid delivery one more copy of the session)."""
+    purchase = Purchase(unique("acct"))
+    await open_account(ledger, purchase.account_id, 0)
+    session = CheckoutSession.request(
+        session_id=purchase.session_id,
+        account_id=purchase.account_id,
+        credits=1000,
+        amount=1000,
+        currency="usd",
+        checkout_url="",
+        expires_at=0,
+    )
+    await save(ledger, session)
+    ledger.repository.forget([session])  # as a session another process recorded
+    kept: list[tuple[str, int]] = []
+    remember = ledger.repository._remember
+
+    def counted(aggregate: Any) -> None:
+        kept.append((type(aggregate).__name__, aggregate.version))
+        remember(aggregate)
+
+    ledger.repository._remember = counted  # type: ignore[method-assign]
+
+    assert await deliver(ledger, purchase.paid())
+
+    assert sorted(kept) == [("CheckoutSession", 2), ("CreditAccount", 2)]
+    paid = await ledger.session(purchase.session_id)
+    assert paid is not None
+    assert paid.paid
