@@ -9,8 +9,8 @@ series stay bounded), the access line (``ledger.access`` at INFO), and
 ``Idempotent-Replayed: true`` on an answer the ledger gave again rather than decided
 now, as Stripe marks its own (a repeated ``Idempotency-Key``, capture or release, a
 Stripe event delivered again; a first answer has no such header). The ledger knows
-that, the edge says it: the unit of work sets ``ledger.unit_of_work.answer_replayed``
-in the request's task when it replays. And ``Ledger-Position`` and ``Ledger-Read-From``
+that, the edge says it: the unit of work marks the request's ``answer_positions``
+replayed when it replays. And ``Ledger-Position`` and ``Ledger-Read-From``
 (api/read_side.py): the request's ``ReadRequest`` and ``answer_positions`` are made here,
 ``consistency_headers`` (a middleware, after routing) reads ``Ledger-Min-Position`` into it.
 """
@@ -43,8 +43,7 @@ from api.headers import first_header
 from api.log_context import access_log, log_access, request_id
 from api.metrics import observe_request
 from api.read_side import POSITION_HEADER, READ_FROM_HEADER, ReadRequest, ReadsOfRequest
-from ledger.store.read_connections import ReadsWaitOnce
-from ledger.unit_of_work import AnswerPositions, answer_positions, answer_replayed
+from ledger.unit_of_work import AnswerPositions, answer_positions
 
 UNMATCHED_ROUTE = "unmatched"
 """The route of a request that matched none (a 404 or a 405 answered by Litestar)."""
@@ -117,8 +116,6 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         current = _given_request_id(scope) or os.urandom(16).hex()
         echoed = (_REQUEST_ID_HEADER, current.encode())
         token = request_id.set(current)
-        # A server may run requests one after another in one context: each starts unmarked.
-        replay_token = answer_replayed.set(False)
         status = 0  # no answer started yet
         client_gone = False
 
@@ -142,7 +139,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
                 if reads.read_from:
                     headers.append((_READ_FROM, reads.read_from.encode()))
                 headers.append(echoed)
-                if answer_replayed.get():
+                if written.replayed:
                     headers.append(_REPLAYED)
                 message["headers"] = headers
             elif head and message["type"] == "http.response.body":
@@ -154,7 +151,8 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         head = scope["method"] == "HEAD"  # type: ignore[typeddict-item]  # an HTTP scope
         routed = cast(Scope, {**scope, "method": "GET"}) if head else scope
         try:
-            with answer_positions() as written, ReadsOfRequest() as reads, ReadsWaitOnce():
+            # Its reads wait for their connections once in all (the same scope: ReadsWaitOnce).
+            with answer_positions() as written, ReadsOfRequest() as reads:
                 if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
                     await send_error(scope, receive, send_with_id, NotFoundException())
                 else:
@@ -165,8 +163,8 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             # with its idempotency key.
             if status:
                 raise
-            written, reads = AnswerPositions(), ReadRequest()  # an answer at no position
-            answer_replayed.set(False)  # nor one the ledger gave before
+            # An answer at no position, nor one the ledger gave before.
+            written, reads = AnswerPositions(), ReadRequest()
             await send_with_id(_stopping())
             await send_with_id(_STOPPING_BODY)  # a HEAD's without the body
         finally:
@@ -180,6 +178,5 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             if access_log.isEnabledFor(logging.INFO):
                 log_access(method, route, status, seconds)
             request_id.reset(token)
-            answer_replayed.reset(replay_token)
 
     return edge

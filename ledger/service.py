@@ -34,7 +34,7 @@ from ledger.ports import CheckoutRequest, Clock, PaymentGateway, system_clock
 from ledger.store.claims import Claims, replay
 from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
-from ledger.unit_of_work import UnitOfWork, answer_replayed
+from ledger.unit_of_work import UnitOfWork, mark_replayed
 
 T = TypeVar("T")
 
@@ -168,7 +168,7 @@ class Ledger:
         if claim is not None and (earlier := await self.claims.find(claim.scope, claim.key)):
             await self.uow.note_head()
             started = replay(earlier, claim.fingerprint, CheckoutStarted)
-            answer_replayed.set(True)
+            mark_replayed()
             return started
         if not await self.repository.exists(account_stream_id(command.account_id)):
             raise AccountNotFound(command.account_id)

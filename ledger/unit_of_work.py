@@ -51,6 +51,7 @@ from eventsourcing.domain import Aggregate
 from ledger.domain.errors import DomainError
 from ledger.domain.events import command_time
 from ledger.keyed_locks import KeyedLocks, TurnNotCome
+from ledger.request_scope import RequestScope, current_scope
 from ledger.store import stats
 from ledger.store.claims import Claim, Claims, ClaimTaken, StoredAnswer, replay
 from ledger.store.commit import ClaimRecord, GroupCommitter
@@ -96,42 +97,26 @@ def _told_later(decision: Decision[Any], at: datetime | None) -> datetime | None
     return later
 
 
-class AnswerPositions:
-    """The highest position the answers given in one context stand at (0: none yet)."""
+AnswerPositions = RequestScope
+"""The highest position the answers given in one context stand at (``highest``; 0: none
+yet), and whether one was given before (``replayed``)."""
 
-    __slots__ = ("highest",)
-
-    def __init__(self) -> None:
-        self.highest = 0
-
-    def note(self, position: int) -> None:
-        self.highest = max(self.highest, position)
+_answer_positions = current_scope
 
 
-_answer_positions: ContextVar[AnswerPositions | None] = ContextVar(
-    "ledger_answer_positions", default=None
-)
+def answer_positions() -> RequestScope:
+    """Collect the positions of the commands run in this context (and tasks it starts), and
+    whether one was replayed: ``with answer_positions() as collected:``. Its reads wait for
+    their connections once in all (``ReadsWaitOnce``: the same scope)."""
+    return RequestScope()
 
 
-def answer_positions() -> _Collecting:
-    """Collect the positions of the commands run in this context (and tasks it starts):
-    ``with answer_positions() as collected:``."""
-    return _Collecting()
-
-
-class _Collecting:
-    """A class rather than @contextmanager: every HTTP request enters one (a generator's
-    context manager cost 2.5 µs more a request, of a balance read's ~120)."""
-
-    __slots__ = ("_token",)
-
-    def __enter__(self) -> AnswerPositions:
-        collected = AnswerPositions()
-        self._token = _answer_positions.set(collected)
-        return collected
-
-    def __exit__(self, *_: object) -> None:
-        _answer_positions.reset(self._token)
+def mark_replayed() -> None:
+    """Say the command's answer was the one recorded earlier for the same request: in
+    ``answer_replayed``, and to the collecting caller (the HTTP edge reads it there)."""
+    answer_replayed.set(True)
+    if (collected := _answer_positions.get()) is not None:
+        collected.replayed = True
 
 
 class Decision(msgspec.Struct, Generic[A], frozen=True):
@@ -341,5 +326,5 @@ class UnitOfWork:
             # A replay is the answer recorded for this same request. A handler may answer
             # another with it (a release of a hold whose expiry was recorded gets that
             # expiry): that request was never answered before, so it is not one.
-            answer_replayed.set(True)
+            mark_replayed()
         return answer

@@ -12,7 +12,7 @@ from ledger.notifications.addresses import check_url
 from ledger.notifications.signing import new_secret
 from ledger.store.claims import KEY_REUSED, IdempotencyKeyReused, request_fingerprint
 from ledger.store.read_connections import Pool
-from ledger.unit_of_work import answer_replayed
+from ledger.unit_of_work import mark_replayed
 from ledger.urls import over_tls_or_here
 
 
@@ -139,7 +139,7 @@ class EndpointRegistry:
             return None
         if row["request_hash"] != fingerprint:
             raise IdempotencyKeyReused(KEY_REUSED)
-        answer_replayed.set(True)
+        mark_replayed()
         return CreatedEndpoint(
             id=row["endpoint_id"],
             url=row["url"],

@@ -14,12 +14,13 @@ the pool itself, as before, and pay nothing for the reads' limit.
 from __future__ import annotations
 
 import asyncio
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+from ledger.request_scope import RequestScope, current_scope
 
 
 class PoolBusy(TimeoutError):
@@ -27,27 +28,11 @@ class PoolBusy(TimeoutError):
     transient failures: loops in the background say so and try again)."""
 
 
-class ReadsWaitOnce:
-    """``with ReadsWaitOnce():`` the reads made within (an HTTP request's: api/edge.py)
-    wait for the reads' connections ``wait_seconds`` in all, from the first that waits, not
-    each as long again: a request that reads several times (its token, a view, the store)
-    waited up to that long for each read before its 503. A class, as the edge's other
-    per-request contexts, for its cost (a generator's was ~1 µs a request)."""
-
-    __slots__ = ("_token", "deadline", "task")
-
-    def __enter__(self) -> None:
-        self.deadline: float | None = None
-        self.task = asyncio.current_task()
-        """Whose reads these are: a task started meanwhile (a poller that outlives the
-        request) carries the same context, and waits as long as its own reads need."""
-        self._token = _one_wait.set(self)
-
-    def __exit__(self, *_: object) -> None:
-        _one_wait.reset(self._token)
-
-
-_one_wait: ContextVar[ReadsWaitOnce | None] = ContextVar("ledger_reads_one_wait", default=None)
+ReadsWaitOnce = RequestScope
+"""``with ReadsWaitOnce():`` the reads made within (an HTTP request's: api/edge.py) wait for
+the reads' connections ``wait_seconds`` in all, from the first that waits, not each as long
+again: a request that reads several times (its token, a view, the store) waited up to that
+long for each read before its 503. The request's one scope (ledger/request_scope.py)."""
 
 
 class ReadConnections:
@@ -101,7 +86,7 @@ class ReadConnections:
             deadline = None
         else:
             deadline = asyncio.get_running_loop().time() + wait
-            if (once := _one_wait.get()) is not None and once.task is asyncio.current_task():
+            if (once := current_scope.get()) is not None and once.task is asyncio.current_task():
                 if once.deadline is None:
                     once.deadline = deadline
                 deadline = once.deadline  # what is left of the first wait (perhaps none)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from litestar.types import Receive, Scope, Send
 
-from ledger.unit_of_work import _answer_positions, answer_replayed
+from ledger.unit_of_work import _answer_positions, mark_replayed
 from tests.support.edge import messages_sent
 
 
@@ -20,7 +20,7 @@ async def _cut_off(_: Scope, __: Receive, ___: Send) -> None:
     collected = _answer_positions.get()
     assert collected is not None  # the edge's
     collected.note(42)
-    answer_replayed.set(True)  # its first answer, given again
+    mark_replayed()  # its first answer, given again
     raise asyncio.CancelledError
 
 
