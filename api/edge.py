@@ -11,8 +11,9 @@ now, as Stripe marks its own (a repeated ``Idempotency-Key``, capture or release
 Stripe event delivered again; a first answer has no such header). The ledger knows
 that, the edge says it: the unit of work marks the request's ``answer_positions``
 replayed when it replays. And ``Ledger-Position`` and ``Ledger-Read-From``
-(api/read_side.py): the request's ``ReadRequest`` and ``answer_positions`` are made here,
-``consistency_headers`` (a middleware, after routing) reads ``Ledger-Min-Position`` into it.
+(api/read_side.py): the request's ``answer_positions`` and the ``ReadRequest`` it holds are
+made here, ``consistency_headers`` (a middleware, after routing) reads
+``Ledger-Min-Position`` into it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from api.errors import send_error
 from api.headers import first_header
 from api.log_context import access_log, log_access, request_id
 from api.metrics import observe_request
-from api.read_side import POSITION_HEADER, READ_FROM_HEADER, ReadRequest, ReadsOfRequest
+from api.read_side import POSITION_HEADER, READ_FROM_HEADER, ReadRequest
 from ledger.unit_of_work import AnswerPositions, answer_positions
 
 UNMATCHED_ROUTE = "unmatched"
@@ -152,7 +153,8 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         routed = cast(Scope, {**scope, "method": "GET"}) if head else scope
         try:
             # Its reads wait for their connections once in all (the same scope: ReadsWaitOnce).
-            with answer_positions() as written, ReadsOfRequest() as reads:
+            with answer_positions() as written:
+                reads = written.reads = ReadRequest()
                 if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
                     await send_error(scope, receive, send_with_id, NotFoundException())
                 else:

@@ -33,7 +33,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -51,6 +50,7 @@ from litestar.types import (
 from api.database import _connect, describe, nothing_to_reset
 from api.headers import RepeatedHeader, only_header
 from api.metrics import view_reads
+from ledger.request_scope import RequestScope, current_scope
 from ledger.store.event_store import DATABASE_ERRORS, EventStore, visible_head
 from ledger.store.read_connections import Pool
 from projections.queries import Views
@@ -96,7 +96,8 @@ class ReadRequest:
     """False when a read's views had not applied ``min_position`` in time."""
 
 
-_request: ContextVar[ReadRequest | None] = ContextVar("ledger_read_request", default=None)
+# A request's ReadRequest is its scope's ``reads`` (ledger/request_scope.py): None when
+# no scope, or one without (a command run outside an HTTP request).
 
 
 class ViewProgress:
@@ -206,7 +207,8 @@ class ReadSide:
         in commit order (the event feeds), not the views: the position is waited for there,
         so a feed neither waits on a projector that is behind nor answers without an event
         the store has not let readers pass yet."""
-        request = _request.get() or ReadRequest()
+        held = current_scope.get()
+        request: ReadRequest = (held.reads if held is not None else None) or ReadRequest()
         wanted = max(request.min_position, at_least)
         deadline = time.monotonic() + READ_WAIT
         self._check_lag_soon()
@@ -290,7 +292,8 @@ class ReadSide:
 
 def views_caught_up() -> bool:
     """Whether this request's view reads had applied its Ledger-Min-Position."""
-    request = _request.get()
+    held = current_scope.get()
+    request: ReadRequest | None = held.reads if held is not None else None
     return request is None or request.caught_up
 
 
@@ -332,18 +335,18 @@ _REPEATED_POSITION = f"The {MIN_POSITION_HEADER} header must be given once."
 
 
 class ReadsOfRequest:
-    """``with ReadsOfRequest() as request:`` the ``ReadRequest`` of the HTTP request run in
-    it (api/edge.py enters one a request; a class, as ``answer_positions``, for its cost)."""
+    """``with ReadsOfRequest() as request:`` the ``ReadRequest`` of what runs in it, in a
+    request scope of its own (api/edge.py puts one in the scope it enters a request)."""
 
-    __slots__ = ("_token",)
+    __slots__ = ("_scope",)
 
     def __enter__(self) -> ReadRequest:
-        request = ReadRequest()
-        self._token = _request.set(request)
+        self._scope = RequestScope().__enter__()
+        request = self._scope.reads = ReadRequest()
         return request
 
     def __exit__(self, *_: object) -> None:
-        _request.reset(self._token)
+        self._scope.__exit__()
 
 
 def consistency_headers(app: ASGIApp) -> ASGIApp:
@@ -364,7 +367,8 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
         text = raw.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
             return _refuse_min_position(send, _NOT_A_POSITION)
-        request = _request.get()
+        held = current_scope.get()
+        request: ReadRequest | None = held.reads if held is not None else None
         if request is not None:  # the edge's
             request.min_position = int(text)
             return app(scope, receive, send)

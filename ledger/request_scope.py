@@ -2,22 +2,24 @@
 
 The HTTP edge (api/edge.py) enters a ``RequestScope`` a request. Within it the commands
 note the positions their answers stand at and whether an answer was one given before
-(``Ledger-Position``, ``Idempotent-Replayed``), and the reads wait for the reads'
-connections once in all (ledger/store/read_connections.py). One context variable for all
+(``Ledger-Position``, ``Idempotent-Replayed``), the reads wait for the reads'
+connections once in all (ledger/store/read_connections.py), and the HTTP side keeps its
+read requirement (``reads``: api/read_side.py's ``ReadRequest``). One context variable for all
 of it: each one set and reset costs a request ~1.6k instructions (callgrind, of a spend's
-~490k), and these were three.
+~490k), and these were four.
 """
 
 from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar, Token
+from typing import Any
 
 
 class RequestScope:
     """``with RequestScope() as scope:``: what the commands and reads run within noted."""
 
-    __slots__ = ("_token", "deadline", "highest", "replayed", "task")
+    __slots__ = ("_token", "deadline", "highest", "reads", "replayed", "task")
 
     def __init__(self) -> None:
         self.highest = 0
@@ -29,6 +31,8 @@ class RequestScope:
         self.task: asyncio.Task[object] | None = None
         """Whose reads wait once: a task started meanwhile (a poller that outlives the
         request) carries the same context, and waits as long as its own reads need."""
+        self.reads: Any = None
+        """The HTTP side's (api/read_side.py's ``ReadRequest``: ledger/ imports nothing of api/)."""
 
     def note(self, position: int) -> None:
         self.highest = max(self.highest, position)
