@@ -44,7 +44,8 @@ from api.headers import first_header
 from api.log_context import access_log, log_access, request_id
 from api.metrics import observe_request
 from api.read_side import POSITION_HEADER, READ_FROM_HEADER, ReadRequest
-from ledger.unit_of_work import AnswerPositions, answer_positions
+from ledger.request_scope import RequestScope
+from ledger.unit_of_work import answer_positions
 
 UNMATCHED_ROUTE = "unmatched"
 """The route of a request that matched none (a 404 or a 405 answered by Litestar)."""
@@ -152,7 +153,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         head = scope["method"] == "HEAD"  # type: ignore[typeddict-item]  # an HTTP scope
         routed = cast(Scope, {**scope, "method": "GET"}) if head else scope
         try:
-            # Its reads wait for their connections once in all (the same scope: ReadsWaitOnce).
+            # Its reads wait for their connections once in all (ledger/store/read_connections.py).
             with answer_positions() as written:
                 reads = written.reads = ReadRequest()
                 if "\x00" in scope["path"]:  # no id holds one (and PostgreSQL's text cannot)
@@ -166,7 +167,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
             if status:
                 raise
             # An answer at no position, nor one the ledger gave before.
-            written, reads = AnswerPositions(), ReadRequest()
+            written, reads = RequestScope(), ReadRequest()
             await send_with_id(_stopping())
             await send_with_id(_STOPPING_BODY)  # a HEAD's without the body
         finally:

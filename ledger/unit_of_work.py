@@ -97,17 +97,10 @@ def _told_later(decision: Decision[Any], at: datetime | None) -> datetime | None
     return later
 
 
-AnswerPositions = RequestScope
-"""The highest position the answers given in one context stand at (``highest``; 0: none
-yet), and whether one was given before (``replayed``)."""
-
-_answer_positions = current_scope
-
-
 def answer_positions() -> RequestScope:
     """Collect the positions of the commands run in this context (and tasks it starts), and
     whether one was replayed: ``with answer_positions() as collected:``. Its reads wait for
-    their connections once in all (``ReadsWaitOnce``: the same scope)."""
+    their connections once in all (ledger/store/read_connections.py)."""
     return RequestScope()
 
 
@@ -115,7 +108,7 @@ def mark_replayed() -> None:
     """Say the command's answer was the one recorded earlier for the same request: in
     ``answer_replayed``, and to the collecting caller (the HTTP edge reads it there)."""
     answer_replayed.set(True)
-    if (collected := _answer_positions.get()) is not None:
+    if (collected := current_scope.get()) is not None:
         collected.replayed = True
 
 
@@ -303,7 +296,7 @@ class UnitOfWork:
             self.repository.forget(changed)
             raise
         self.repository.committed(changed, writes)
-        if positions and (collected := _answer_positions.get()) is not None:
+        if positions and (collected := current_scope.get()) is not None:
             collected.note(max(positions))
         elif not positions:
             await self.note_head()
@@ -313,7 +306,7 @@ class UnitOfWork:
 
     async def note_head(self) -> None:
         """An answer that wrote nothing stands at the store's head (one query, if collected)."""
-        if (collected := _answer_positions.get()) is not None:
+        if (collected := current_scope.get()) is not None:
             collected.note(await self.repository.store.head_position())
 
     @staticmethod

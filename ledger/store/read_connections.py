@@ -20,19 +20,12 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ledger.request_scope import RequestScope, current_scope
+from ledger.request_scope import current_scope
 
 
 class PoolBusy(TimeoutError):
     """No connection of the pool came free in time (an OSError, as the database's other
     transient failures: loops in the background say so and try again)."""
-
-
-ReadsWaitOnce = RequestScope
-"""``with ReadsWaitOnce():`` the reads made within (an HTTP request's: api/edge.py) wait for
-the reads' connections ``wait_seconds`` in all, from the first that waits, not each as long
-again: a request that reads several times (its token, a view, the store) waited up to that
-long for each read before its 503. The request's one scope (ledger/request_scope.py)."""
 
 
 class ReadConnections:
@@ -86,6 +79,9 @@ class ReadConnections:
             deadline = None
         else:
             deadline = asyncio.get_running_loop().time() + wait
+            # Within a request's scope (ledger/request_scope.py) its reads wait ``wait`` in
+            # all, from the first that waits: one that reads several times (its token, a
+            # view, the store) waited that long for each before its 503.
             if (once := current_scope.get()) is not None and once.task is asyncio.current_task():
                 if once.deadline is None:
                     once.deadline = deadline

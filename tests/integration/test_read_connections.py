@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 
 from api.database import PoolTooSmall, create_pool, read_connections
-from ledger.store.read_connections import PoolBusy, ReadConnections, ReadsWaitOnce
+from ledger.request_scope import RequestScope
+from ledger.store.read_connections import PoolBusy, ReadConnections
 
 
 async def test_reads_past_their_share_are_busy_while_the_pool_still_gives_connections(
@@ -123,7 +124,7 @@ async def test_a_pool_of_one_connection_is_refused_for_the_api(database_url: str
 
 async def test_reads_within_one_wait_wait_for_the_share_once_in_all(pool: asyncpg.Pool) -> None:
     """A request reads several times (its token, a view, the store); each read that found
-    the share taken waited as long again. Within ``ReadsWaitOnce`` (each HTTP request's)
+    the share taken waited as long again. Within a ``RequestScope`` (each HTTP request's)
     a later read waits only what is left of the first one's wait: here none."""
     reads = ReadConnections(pool, limit=1, wait_seconds=0.2)
 
@@ -137,7 +138,7 @@ async def test_reads_within_one_wait_wait_for_the_share_once_in_all(pool: asyncp
                 said.append("busy")
         return said
 
-    with ReadsWaitOnce():
+    with RequestScope():
         async with reads.acquire():  # another read holds the share's only slot
             async with asyncio.timeout(30):  # not a measure: only a bound for a long wait
                 said = await two_reads()

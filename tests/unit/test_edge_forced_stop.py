@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 from litestar.types import Receive, Scope, Send
 
-from ledger.unit_of_work import _answer_positions, mark_replayed
+from ledger.request_scope import current_scope
+from ledger.unit_of_work import mark_replayed
 from tests.support.edge import messages_sent
 
 
 async def _cut_off(_: Scope, __: Receive, ___: Send) -> None:
     """A command that committed (its position noted) or found its first answer, then a
     second Ctrl-C."""
-    collected = _answer_positions.get()
+    collected = current_scope.get()
     assert collected is not None  # the edge's
     collected.note(42)
     mark_replayed()  # its first answer, given again
