@@ -96,8 +96,11 @@ class ReadRequest:
     """False when a read's views had not applied ``min_position`` in time."""
 
 
-# A request's ReadRequest is its scope's ``reads`` (ledger/request_scope.py): None when
-# no scope, or one without (a command run outside an HTTP request).
+def _this_request() -> ReadRequest | None:
+    """The request's ``ReadRequest``, its scope's ``reads`` (ledger/request_scope.py): None
+    when no scope, or one without (a command run outside an HTTP request)."""
+    held = current_scope.get()
+    return held.reads if held is not None else None
 
 
 class ViewProgress:
@@ -207,8 +210,7 @@ class ReadSide:
         in commit order (the event feeds), not the views: the position is waited for there,
         so a feed neither waits on a projector that is behind nor answers without an event
         the store has not let readers pass yet."""
-        held = current_scope.get()
-        request: ReadRequest = (held.reads if held is not None else None) or ReadRequest()
+        request = _this_request() or ReadRequest()
         wanted = max(request.min_position, at_least)
         deadline = time.monotonic() + READ_WAIT
         self._check_lag_soon()
@@ -292,8 +294,7 @@ class ReadSide:
 
 def views_caught_up() -> bool:
     """Whether this request's view reads had applied its Ledger-Min-Position."""
-    held = current_scope.get()
-    request: ReadRequest | None = held.reads if held is not None else None
+    request = _this_request()
     return request is None or request.caught_up
 
 
@@ -367,8 +368,7 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
         text = raw.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
             return _refuse_min_position(send, _NOT_A_POSITION)
-        held = current_scope.get()
-        request: ReadRequest | None = held.reads if held is not None else None
+        request = _this_request()
         if request is not None:  # the edge's
             request.min_position = int(text)
             return app(scope, receive, send)
