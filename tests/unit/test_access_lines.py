@@ -65,7 +65,7 @@ def test_the_direct_line_is_the_line_the_record_makes(
             ("POST", "/v1/stripe/webhook", 400, 12.0),
             ("DELETE", "unmatched", 405, 1234.5),
         ]:
-            direct = formatter.access_line(CREATED, method, route, status, ms)
+            direct = formatter.access_line(CREATED, method, route, status, ms, f"{ms:.1f}")
             assert direct == record_line(formatter, method, route, status, ms)
     finally:
         request_id.reset(request_token)
