@@ -30,7 +30,7 @@ from ledger.service import Ledger
 from ledger.store.event_store import DATABASE_ERRORS, ConcurrencyConflict
 from ledger.store.repository import UnreadableStream
 from ledger.surprises import in_one_line
-from ledger.unit_of_work import answer_replayed
+from ledger.unit_of_work import answer_positions
 from projections.queries import Views
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,9 @@ class ExpirySweeper:
             for command in due:
                 if command.account_id in busy:
                     continue
-                answer_replayed.set(False)
                 try:
-                    await self.ledger.execute(command)
+                    with answer_positions() as answered:
+                        await self.ledger.execute(command)
                 except _SETTLED_MEANWHILE:
                     continue
                 except ConcurrencyConflict:
@@ -145,7 +145,7 @@ class ExpirySweeper:
                     self._say_passed_over(command.account_id, error)
                     busy.add(command.account_id)
                     continue
-                if not answer_replayed.get():  # a hold's expiry recorded already (a view behind)
+                if not answered.replayed:  # a hold's expiry recorded already (a view behind)
                     recorded += 1
             expired += recorded
             if len(due) < SWEEP_BATCH:

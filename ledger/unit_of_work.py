@@ -18,7 +18,7 @@
 5. on a version conflict, or one of those other keys taken, loads fresh state and
    decides again (bounded, with jittered backoff); when the claim is taken, or a
    refusal meets a claim already made, answers what the first command answered,
-   and says so in ``answer_replayed`` (the HTTP edge turns it into
+   and says so in ``answer_positions()``'s ``replayed`` (the HTTP edge turns it into
    ``Idempotent-Replayed: true``).
 
 A refusal is never trusted to the cache, nor is a decision to write nothing
@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -78,11 +77,6 @@ in PostgreSQL (``lock_timeout``). Turns are taken one at a time, so unbounded, t
 n concurrent commands on one account waited for all the others: behind a lock held in the
 database, 5 s each (the 20th answered after 100 s), then ran with its client long gone."""
 
-answer_replayed: ContextVar[bool] = ContextVar("answer_replayed", default=False)
-"""True in the task whose command was answered with the answer its claim recorded
-earlier for the same request (an idempotent repeat), rather than decided now. Set only
-then, so a caller that wants to know per request sets it False first (the HTTP edge does)."""
-
 
 def _told_later(decision: Decision[Any], at: datetime | None) -> datetime | None:
     """The time the decision's events tell, if later than ``at`` (None: not later)."""
@@ -105,9 +99,9 @@ def answer_positions() -> RequestScope:
 
 
 def mark_replayed() -> None:
-    """Say the command's answer was the one recorded earlier for the same request: in
-    ``answer_replayed``, and to the collecting caller (the HTTP edge reads it there)."""
-    answer_replayed.set(True)
+    """Say the command's answer was the one recorded earlier for the same request (an
+    idempotent repeat) rather than decided now, to the caller collecting in
+    ``answer_positions()`` (the HTTP edge, the expiry sweep): its ``replayed``."""
     if (collected := current_scope.get()) is not None:
         collected.replayed = True
 

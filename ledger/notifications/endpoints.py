@@ -88,7 +88,7 @@ class EndpointRegistry:
         """Register ``url`` for ``events`` with a freshly generated secret.
 
         With ``idempotency_key``, a repeat of the request answers the endpoint it made (and
-        sets ``answer_replayed``), however often and even at once; the key with another
+        marks it replayed: ``mark_replayed``), however often and even at once; the key with another
         request raises IdempotencyKeyReused. ``maker`` (the caller's token) is part of the
         request: the secret is answered again to whoever made the endpoint, never to another
         caller that sends the same key and body. Raises NonPublicAddress or UnresolvableHost

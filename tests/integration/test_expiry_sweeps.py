@@ -19,7 +19,7 @@ from ledger.commands import GrantCredits, PlaceHold, SettleHold, SpendCredits
 from ledger.domain.errors import HoldHasExpired
 from ledger.domain.ids import account_stream_id
 from ledger.handlers.account_stream import by_account
-from ledger.unit_of_work import answer_replayed
+from ledger.unit_of_work import answer_positions
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up, stream_events
@@ -350,9 +350,9 @@ async def test_the_first_release_of_a_swept_hold_is_not_marked_replayed(
     ]
 
     async def marked(command: SettleHold | SpendCredits) -> tuple[Any, bool]:
-        answer_replayed.set(False)
-        answer = await books.execute(command)
-        return answer, answer_replayed.get()
+        with answer_positions() as answered:
+            answer = await books.execute(command)
+        return answer, answered.replayed
 
     def settle(hold_id: str, outcome: Literal["released", "expired"]) -> SettleHold:
         return SettleHold(account_id="acct_swept_release", hold_id=hold_id, outcome=outcome)
@@ -398,12 +398,12 @@ async def test_a_release_of_an_expired_hold_and_its_repeats_answer_its_expiry_al
         return str((await books.execute(hold)).hold_id)
 
     async def marked(hold_id: str, outcome: Literal["released", "expired"]) -> tuple[Any, bool]:
-        answer_replayed.set(False)
         settle = SettleHold(
             account_id=account_id, hold_id=hold_id, outcome=outcome, idempotency_key="k"
         )
-        answer = await books.execute(settle)
-        return answer, answer_replayed.get()
+        with answer_positions() as answered:
+            answer = await books.execute(settle)
+        return answer, answered.replayed
 
     try:
         swept = await placed("swept")
