@@ -45,6 +45,16 @@ class PaymentGatewayError(Exception):
     """The payment provider could not be reached or refused the request."""
 
 
+class CheckoutKeyUsed(PaymentGatewayError):
+    """The provider made no session for this idempotency key: it used the key before, with
+    other parameters (``other_parameters``), or for this very request and failed, and it
+    answers that failure again to every retry under the key."""
+
+    def __init__(self, message: str, *, other_parameters: bool) -> None:
+        super().__init__(message)
+        self.other_parameters = other_parameters
+
+
 class PaymentGateway(Protocol):
     """Creates hosted checkouts (Stripe in production, its stand-in in development)."""
 

@@ -30,7 +30,14 @@ from ledger.handlers.holds import Hold, hold_answer
 from ledger.handlers.payments import Received
 from ledger.handlers.purchases import CheckoutStarted, purchase_claim
 from ledger.payment_events import PaymentEvent
-from ledger.ports import CheckoutRequest, Clock, PaymentGateway, system_clock
+from ledger.ports import (
+    CheckoutKeyUsed,
+    CheckoutRequest,
+    Clock,
+    CreatedCheckout,
+    PaymentGateway,
+    system_clock,
+)
 from ledger.store.claims import Claims, replay
 from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
@@ -65,17 +72,24 @@ class CheckoutLinks(msgspec.Struct, frozen=True):
         return f"{self.success_url}{separator}t={self.success_token(account_id, expires_at)}"
 
 
+KEY_LOOKBACK_MINUTES = 30
+"""How far back a purchase's Stripe key is looked for a session made under it: a session
+found so can still be paid for the half hour Stripe asks of a new one (its minimum)."""
+
+
 def stripe_key(request: CheckoutRequest, request_key: str) -> str:
-    """Stripe's idempotency key for ``request`` under the caller's key: of everything sent.
+    """Stripe's idempotency key for ``request`` under the caller's key: of everything sent
+    but the session's expiry (and the success link's token, made of it), which the minute
+    a request comes in sets (``Ledger.request_checkout``).
 
     Under one Stripe key, Stripe refuses other parameters: a request racing the first with
     other credits was answered 502 instead of 422, and a retry after a lost answer that
-    reached a replica at another price (or with other links) was 502 until the minute
-    turned. Such a request gets a session of its own, never shown if the caller's key is
-    recorded already: the recorded key answers (or refuses) it.
+    reached a replica at another price (or with other links) was 502. Such a request gets
+    a session of its own, never shown if the caller's key is recorded already: the
+    recorded key answers (or refuses) it.
     """
     sent = msgspec.json.encode([request, request_key])
-    return f"ledger-purchase-{hashlib.sha256(sent).hexdigest()[:40]}-{request.expires_at}"
+    return f"ledger-purchase-{hashlib.sha256(sent).hexdigest()[:40]}"
 
 
 class RequestCheckout(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,24 +186,18 @@ class Ledger:
             return started
         if not await self.repository.exists(account_stream_id(command.account_id)):
             raise AccountNotFound(command.account_id)
-        # Whole minutes make concurrent duplicates send Stripe identical
-        # parameters, so Stripe's idempotency returns one session to both.
-        expires = self.clock().replace(second=0, microsecond=0) + CHECKOUT_LIFETIME
-        expires_at = int(expires.timestamp())
-        request = CheckoutRequest(
+        timeless = CheckoutRequest(
             account_id=command.account_id,
             credits=command.credits,
             unit_amount=self.pricing.unit_amount,
             currency=self.pricing.currency,
-            success_url=self.links.success_url_for(command.account_id, expires_at),
+            success_url=self.links.success_url_for(command.account_id, 0),
             cancel_url=self.links.cancel_url,
-            expires_at=expires_at,
+            expires_at=0,
             idempotency_key="",
         )
-        request_key = command.idempotency_key or uuid.uuid4().hex
-        created = await self.gateway.create_checkout(
-            msgspec.structs.replace(request, idempotency_key=stripe_key(request, request_key))
-        )
+        key = stripe_key(timeless, command.idempotency_key or uuid.uuid4().hex)
+        created = await self._create_session(timeless, key)
         answer: CheckoutStarted = await self.execute(
             msgspec.structs.replace(
                 record,
@@ -201,6 +209,38 @@ class Ledger:
             )
         )
         return answer
+
+    async def _create_session(self, timeless: CheckoutRequest, key: str) -> CreatedCheckout:
+        """The session Stripe made under ``key``, or a new one expiring an hour from this
+        minute: whole minutes make concurrent duplicates send Stripe identical parameters.
+
+        A retry whose first attempt made a session and lost the answer (Stripe's, or ours
+        with the process that got it) comes in a later minute: Stripe refuses its expiry
+        under the key, and the expiries of the minutes before are asked in turn until
+        Stripe answers the session made. Should none be found, or the key answer a failure
+        Stripe saved under it, the session is made under a key of this minute's own.
+        """
+        minute = self.clock().replace(second=0, microsecond=0)
+        for back in range(KEY_LOOKBACK_MINUTES + 1):
+            expires_at = int((minute - timedelta(minutes=back) + CHECKOUT_LIFETIME).timestamp())
+            try:
+                return await self.gateway.create_checkout(self._at(timeless, expires_at, key))
+            except CheckoutKeyUsed as used:
+                if not used.other_parameters:
+                    break
+        expires_at = int((minute + CHECKOUT_LIFETIME).timestamp())
+        return await self.gateway.create_checkout(
+            self._at(timeless, expires_at, f"{key}-{expires_at}")
+        )
+
+    def _at(self, timeless: CheckoutRequest, expires_at: int, key: str) -> CheckoutRequest:
+        """``timeless`` expiring at ``expires_at``, sent under ``key``."""
+        return msgspec.structs.replace(
+            timeless,
+            success_url=self.links.success_url_for(timeless.account_id, expires_at),
+            expires_at=expires_at,
+            idempotency_key=key,
+        )
 
     # --- reads of the write side ----------------------------------------------------------
 

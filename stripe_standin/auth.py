@@ -68,6 +68,7 @@ async def api_gate(request: Request[Any, Any, Any]) -> None:
             status,
             "An unknown error occurred (injected by the stand-in's fail-next).",
             type_="api_error",
+            headers={"Idempotent-Replayed": "true"} if state.fail_replayed else None,
         )
     key = api_key(request)
     if key is None:

@@ -24,6 +24,7 @@ class FailNext(msgspec.Struct, forbid_unknown_fields=True):
     count: int = 1
     mode: Literal["error", "hang", "drop"] = "error"
     seconds: float = 30.0
+    replayed: bool = False
 
 
 @post("/fail-next", status_code=200)
@@ -33,6 +34,8 @@ async def fail_next(request: Request[Any, Any, Any]) -> Response[bytes]:
     ``error`` (the default): answer ``status`` with an ``api_error``. ``hang``: wait
     ``seconds`` first, as a Stripe that times out. ``drop``: handle the call, then
     close the connection halfway through the answer, as a network that fails.
+    ``replayed``: the error says ``Idempotent-Replayed: true``, as Stripe's replay of a
+    failure it saved under the request's ``Idempotency-Key``.
     """
     data: FailNext = await json_body(request, FailNext)
     if not 400 <= data.status <= 599 or data.count < 0 or not 0 <= data.seconds <= 600:
@@ -40,8 +43,15 @@ async def fail_next(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = get_state(request.app)
     state.fail_status, state.fail_count = data.status, data.count
     state.fail_mode, state.fail_seconds = data.mode, data.seconds
+    state.fail_replayed = data.replayed
     return json_response(
-        {"status": data.status, "count": data.count, "mode": data.mode, "seconds": data.seconds}
+        {
+            "status": data.status,
+            "count": data.count,
+            "mode": data.mode,
+            "seconds": data.seconds,
+            "replayed": data.replayed,
+        }
     )
 
 

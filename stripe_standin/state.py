@@ -54,12 +54,16 @@ class StandinState:
     # "drop": handle the call, then cut the connection in the middle of the answer.
     fail_mode: str = "error"
     fail_seconds: float = 30.0
+    # An "error" told as Stripe tells a failure it saved under the request's Idempotency-Key
+    # (``Idempotent-Replayed: true``): it gives a key's first answer, a 500 too, to every retry.
+    fail_replayed: bool = False
     # What "now" is for creating and expiring sessions; a simulation with a clock of its
     # own sets it (Stripe refuses an expires_at more than 24 hours after its now).
     clock: Callable[[], float] = time.time
 
     def now(self) -> int:
         return int(self.clock())
+
     # Stripe's 30 minutes; tests may start a stand-in that accepts sooner expiries.
     min_expiry_seconds: int = MIN_EXPIRY_SECONDS
     # Writes the state somewhere after each change (the state file); None: memory only.

@@ -11,7 +11,13 @@ from stripe.params.checkout import SessionCreateParams
 
 from ledger.adapters.stripe_timeout import timeout_from_env
 from ledger.adapters.stripe_webhooks import InvalidWebhook, found_checkout
-from ledger.ports import CheckoutRequest, CreatedCheckout, FoundCheckout, PaymentGatewayError
+from ledger.ports import (
+    CheckoutKeyUsed,
+    CheckoutRequest,
+    CreatedCheckout,
+    FoundCheckout,
+    PaymentGatewayError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +87,21 @@ class StripeGateway:
                 params=params, options={"idempotency_key": request.idempotency_key}
             )
         except stripe.StripeError as error:
+            message = _one_line(error.user_message or type(error).__name__)
+            if isinstance(error, stripe.IdempotencyError) or _replayed(error):
+                # The ledger asks again (ledger/service.py): a line of its own if it fails.
+                log.info(
+                    "Stripe made no session under key %s: %s", request.idempotency_key, message
+                )
+                raise CheckoutKeyUsed(
+                    message, other_parameters=isinstance(error, stripe.IdempotencyError)
+                ) from error
             log.warning(
                 "Stripe refused to create a checkout session: %s (request id %s)",
                 type(error).__name__,
                 error.request_id,
             )
-            raise PaymentGatewayError(
-                _one_line(error.user_message or type(error).__name__)
-            ) from error
+            raise PaymentGatewayError(message) from error
         except UnicodeDecodeError as error:
             raise _not_utf8("create a checkout session", error) from error
         return _created(session)
@@ -130,6 +143,15 @@ class StripeGateway:
             "Stripe could not %s: %s (request id %s)", what, type(error).__name__, error.request_id
         )
         return PaymentGatewayError(_one_line(error.user_message or error))
+
+
+def _replayed(error: stripe.StripeError) -> bool:
+    """Whether Stripe answered a failure it saved under the request's idempotency key (it
+    saves the first answer to a key, a 500 too, and gives it again to every retry)."""
+    return any(
+        name.lower() == "idempotent-replayed" and value == "true"
+        for name, value in (error.headers or {}).items()
+    )
 
 
 def _not_utf8(what: str, error: UnicodeDecodeError) -> PaymentGatewayError:

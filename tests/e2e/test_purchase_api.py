@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from api.access.tokens import Scope
 from api.services import Services
 from ledger.store.event_store import EventStore
 from stripe_standin import RunningStandin
+from tests.conftest import unique
 from tests.e2e.conftest import Customer, served_api
 from tests.support.events import events_since, tail_position
 from tests.support.ledger import open_account
@@ -244,6 +246,79 @@ async def test_a_purchase_retried_after_the_price_changed_is_made_at_the_new_pri
     [recorded] = await checkout_requests(services.store, start, customer.account_id)
     assert recorded["session_id"] == retried.json()["session_id"]
     assert recorded["amount"] == 1000
+
+
+class MovedClock:
+    """The wall clock, moved on by ``offset`` (a test moves it)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+async def test_a_purchase_retried_in_a_later_minute_after_a_lost_answer_gets_its_session(
+    standin: RunningStandin, database_url: str
+) -> None:
+    """Stripe made the session and its answer was lost (as it is to a process that ends
+    before it records it). The retry under the same key came in the next minute, asked
+    Stripe for a session expiring a minute later under a key of that minute, and got a
+    second session: the first, made for nobody, expired unpaid."""
+    clock = MovedClock()
+    async with (
+        # A clock a minute apart from the database's is not refused here.
+        served_api(
+            database_url, standin, clock=clock, changes={"max_clock_skew_seconds": 3600}
+        ) as app,
+        httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http,
+    ):
+        services: Services = app.state.services
+        account_id = unique("acct")
+        await open_account(services.ledger, account_id, 1000)
+        issued = await services.tokens.issue(Scope.CREDITS, account_id=account_id)
+        headers = {"Authorization": f"Bearer {issued.secret}", "Idempotency-Key": "lost-1"}
+        start = await tail_position(services.store)
+        made_before = set(standin.state.sessions)
+        await http.post(f"{standin.base_url}/_standin/fail-next", json={"mode": "drop", "count": 3})
+        try:
+            lost = await http.post(PURCHASE, json={"credits": 500}, headers=headers)
+        finally:
+            await http.post(f"{standin.base_url}/_standin/fail-next", json={"count": 0})
+        assert lost.status_code == 502, lost.text
+        [made] = set(standin.state.sessions) - made_before
+
+        clock.offset = timedelta(minutes=1)
+        retried = await http.post(PURCHASE, json={"credits": 500}, headers=headers)
+        again = await http.post(PURCHASE, json={"credits": 500}, headers=headers)
+
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["session_id"] == made
+        assert again.json() == retried.json()
+        assert set(standin.state.sessions) - made_before == {made}
+        [recorded] = await checkout_requests(services.store, start, account_id)
+        assert recorded["session_id"] == made
+
+
+async def test_a_failure_stripe_saved_under_a_purchases_key_is_not_answered_again(
+    http: httpx.AsyncClient, customer: Customer, services: Services, standin: RunningStandin
+) -> None:
+    """Stripe gives a key's first answer, a 500 too, to every retry under it: the purchase
+    asks again under a key of its minute rather than answer 502 until it turns."""
+    start = await tail_position(services.store)
+    headers = {**customer.headers, "Idempotency-Key": "saved-500"}
+    await http.post(
+        f"{standin.base_url}/_standin/fail-next",
+        json={"status": 500, "count": 3, "replayed": True},
+    )
+    try:
+        response = await http.post(PURCHASE, json={"credits": 400}, headers=headers)
+    finally:
+        await http.post(f"{standin.base_url}/_standin/fail-next", json={"count": 0})
+
+    assert response.status_code == 200, response.text
+    [recorded] = await checkout_requests(services.store, start, customer.account_id)
+    assert recorded["session_id"] == response.json()["session_id"]
 
 
 async def test_the_same_idempotency_key_returns_the_same_session(
