@@ -48,6 +48,11 @@ STRIPE_ID_MAX = 255
 """Stripe's ids are at most 255 characters (its API upgrades guide). The ledger keys claims
 and views on them, and PostgreSQL's btree indexes refuse a key of a few kilobytes."""
 
+DIGITS_MAX = 19
+"""The most digits a number Stripe writes as text is read with: more than any amount, count
+or time it sends, or the ledger keeps (a bigint); int() refuses a text of over 4,300 (a
+signed event carrying one was a 500)."""
+
 # "no_payment_required" happens with 100 % discounts: nothing to collect, still fulfilled.
 _PAID_STATUSES = ("paid", "no_payment_required")
 
@@ -245,7 +250,10 @@ def _checkout_event(event_id: str, change: CheckoutChange, obj: _StripeObject) -
         account_id=account_id if type(account_id) is str and account_id else _text(account_id),
         credits=(  # metadata's values are strings
             int(credits)
-            if type(credits) is str and credits.isascii() and credits.isdigit()
+            if type(credits) is str
+            and len(credits) <= DIGITS_MAX
+            and credits.isascii()
+            and credits.isdigit()
             else _integer(credits)
         ),
         checkout_url=None if url is None else _text(url),
@@ -287,7 +295,12 @@ def _integer(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
-    if isinstance(value, str) and value.isascii() and value.isdigit():  # not '²'
+    if (
+        isinstance(value, str)
+        and len(value) <= DIGITS_MAX
+        and value.isascii()
+        and value.isdigit()  # not '²'
+    ):
         return int(value)
     return None
 

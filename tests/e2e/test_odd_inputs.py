@@ -17,7 +17,7 @@ from tests.conftest import unique
 from tests.e2e.conftest import Customer
 from tests.support.events import caught_up, stream_events
 from tests.support.ledger import open_account
-from tests.support.stripe_events import checkout_session, event_body, signature
+from tests.support.stripe_events import charge, checkout_session, dispute, event_body, signature
 
 WEBHOOK = "/v1/stripe/webhook"
 
@@ -378,6 +378,55 @@ async def test_a_signed_checkout_for_more_credits_than_a_bigint_does_not_stop_th
     assert (await services.ledger.account(customer.account_id)).topup_balance == 0
     assert await stream_events(services.store, checkout_stream_id(session_id)) == []
     await caught_up(services.store)  # recorded, it had stopped the views
+
+
+# --- 9. Signed Stripe events with a number of more digits than Python reads: 500 ---------
+
+TOO_MANY_DIGITS = "1" * 5000  # int() refuses a text of more than 4,300 digits (ValueError)
+
+
+def _unreadable_number(kind: str, account_id: str) -> tuple[str, dict[str, Any]]:
+    """A signed event of ``kind`` with a number written in too many digits."""
+    intent = f"pi_test_fuzz_{uuid.uuid4().hex}"
+    if kind in ("metadata.credits", "metadata.unit_amount"):
+        session = checkout_session(
+            "cs_test_fuzz_" + uuid.uuid4().hex, account_id=account_id, credits=1000
+        )
+        session["metadata"][kind.removeprefix("metadata.")] = TOO_MANY_DIGITS
+        return "checkout.session.completed", session
+    if kind == "amount_refunded":
+        refunded = charge(intent, amount=1000)
+        refunded["amount_refunded"] = TOO_MANY_DIGITS
+        return "charge.refunded", refunded
+    disputed = dispute(f"dp_test_{uuid.uuid4().hex}", intent, amount=1000, status="lost")
+    disputed["amount"] = TOO_MANY_DIGITS
+    return "charge.dispute.closed", disputed
+
+
+@pytest.mark.parametrize(
+    ("kind", "credited"),
+    [
+        ("metadata.credits", 0),
+        # Read as none: the price now, as for a session made before metadata named one.
+        ("metadata.unit_amount", 1000),
+        ("amount_refunded", 0),
+        ("dispute.amount", 0),
+    ],
+)
+async def test_a_signed_event_with_a_number_of_thousands_of_digits_is_not_a_500(
+    http: httpx.AsyncClient, customer: Customer, services: Services, kind: str, credited: int
+) -> None:
+    event_type, obj = _unreadable_number(kind, customer.account_id)
+    body = event_body(event_type, obj)
+
+    answer = await http.post(
+        WEBHOOK,
+        content=body.encode(),
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature(body)},
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert (await services.ledger.account(customer.account_id)).topup_balance == credited
 
 
 @pytest.mark.parametrize("port", ["0", "99999", "00000"])
