@@ -137,11 +137,17 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
 
 def _declared_over(scope: Scope, limit: int | None) -> bool:
     """Whether the ``Content-Length`` header says the body is over ``limit`` (Litestar's
-    route answers 413 then, before reading; the lane would wait for the body)."""
+    route answers 413 then, before reading; the lane would wait for the body), or says it
+    in more digits than a length has (leading zeros pass the HTTP parser, int() refuses a
+    text of over 4,300 digits): the route answers that too."""
     declared = first_header(scope, b"content-length")
     if limit is None or declared is None or not (declared.isascii() and declared.isdigit()):
         return False
-    return int(declared) > limit
+    return len(declared) > _LENGTH_DIGITS_MAX or int(declared) > limit
+
+
+_LENGTH_DIGITS_MAX = 19
+"""More than any body's length has (a 64-bit count)."""
 
 
 async def _read_body(

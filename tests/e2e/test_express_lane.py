@@ -268,6 +268,35 @@ async def test_a_body_declared_over_the_limit_is_413_at_once_in_the_express_lane
         assert status_line.startswith(b"HTTP/1.1 413"), (base_url, status_line)
 
 
+@pytest.mark.parametrize("path", ["/v1/accounts/{account_id}/spend", "/v1/stripe/webhook"])
+async def test_a_length_declared_in_thousands_of_digits_is_answered_as_litestar_alone_does(
+    ledger_app: Litestar, litestar_alone: str, services: Services, path: str
+) -> None:
+    """A ``Content-Length`` of 2 written with 5,000 leading zeros passes the HTTP parser;
+    int() refuses a text of over 4,300 digits, and the lane answered 500."""
+    token = (await services.tokens.issue(Scope.LEDGER_WRITE, name="declared")).secret
+    account_id = unique("acct")
+    await open_account(services.ledger, account_id, 100)
+    path = path.format(account_id=account_id)
+    status_lines = []
+    for base_url in (ledger_app.state.base_url, litestar_alone):
+        host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {token}\r\nIdempotency-Key: k\r\n"
+            f"Content-Length: {'0' * 5000}2\r\n\r\n{{}}".encode()
+        )
+        try:
+            status_lines.append(await asyncio.wait_for(reader.readline(), timeout=5))
+        finally:
+            writer.close()
+
+    laned, alone = status_lines
+    assert laned == alone, status_lines
+    assert alone.startswith(b"HTTP/1.1 4"), alone
+
+
 async def test_an_answer_of_either_is_replayed_by_the_other_byte_for_byte(
     ledger_app: Litestar, litestar_alone: str, services: Services
 ) -> None:
