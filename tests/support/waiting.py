@@ -31,15 +31,3 @@ async def until(
             message = f"{what}: not within {seconds} s" if what else f"not so within {seconds} s"
             raise AssertionError(message if explain is None else f"{message}\n{explain()}")
         await asyncio.sleep(0.02)
-
-
-async def within_one_minute(seconds: float) -> None:
-    """Wait, if need be, until the next ``seconds`` lie within one minute of the clock.
-
-    The gateway's key for Stripe carries the session's expiry, made of the whole
-    minute (ledger/service.py): a retry in the next minute asks for a session of
-    its own, and the one the dropped attempt made expires unpaid.
-    """
-    left = 60 - time.time() % 60
-    if left < seconds:
-        await asyncio.sleep(left + 0.05)
