@@ -51,24 +51,17 @@ def run_with_services(
     work: Callable[[Services], Awaitable[T]],
     *,
     stripe_api_base: str | None = None,
-    set_up_first: bool = True,
-    server_settings: dict[str, str] | None = None,
     payments: bool = False,
 ) -> T:
     """Run ``work(services)`` in an event loop of its own, the services closed after
-    (``set_up_first``, ``server_settings``, ``payments``: see ``api.app.open_services``; a
-    command that talks to Stripe says ``payments=True`` and reads its settings with
-    ``settings_from_env()``, the others ``settings_from_env(service=False)``)."""
+    (``payments``: see ``api.app.open_services``; a command that talks to Stripe says
+    ``payments=True`` and reads its settings with ``settings_from_env()``, the others
+    ``settings_from_env(service=False)``)."""
     from api.app import open_services
-    from api.database import SERVICE_SETTINGS
 
     async def run() -> T:
         async with open_services(
-            settings,
-            stripe_api_base=stripe_api_base,
-            set_up_first=set_up_first,
-            server_settings=server_settings or SERVICE_SETTINGS,
-            payments=payments,
+            settings, stripe_api_base=stripe_api_base, payments=payments
         ) as services:
             return await work(services)
 
