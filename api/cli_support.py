@@ -115,10 +115,9 @@ def account_id_option(ctx: click.Context, param: click.Parameter, value: str | N
     return value
 
 
-def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+def plural(count: int, singular: str) -> str:
     """``1 account``, ``2 accounts``, ``1,000 accounts``."""
-    word = singular if count == 1 else plural_form or f"{singular}s"
-    return f"{count:,} {word}"
+    return f"{count:,} {singular if count == 1 else singular + 's'}"
 
 
 def duration(seconds: float) -> str:
