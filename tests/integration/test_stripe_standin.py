@@ -11,6 +11,8 @@ import pytest
 import stripe
 
 from stripe_standin import RunningStandin, run_standin
+from tests.support import standin as support
+from tests.support.standin import stripe_client
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +24,8 @@ async def standin() -> AsyncIterator[RunningStandin]:
 @pytest.fixture
 async def client(standin: RunningStandin) -> AsyncIterator[stripe.StripeClient]:
     # One HTTPXClient per test: it must not outlive (or be shared across) event loops.
-    http_client = stripe.HTTPXClient()
-    yield stripe.StripeClient(
-        "sk_test_x",
-        http_client=http_client,
-        max_network_retries=0,
-        base_addresses={"api": standin.base_url},
-    )
-    await http_client.close_async()
+    async with stripe_client(standin.base_url) as client:
+        yield client
 
 
 @pytest.fixture
@@ -43,30 +39,9 @@ def join(path: tuple[Any, ...]) -> str:
     return str(path[0]) + "".join(f"[{step}]" for step in path[1:])
 
 
-def top_up(credits: int = 1000, account: str = "acct_1", **extra: Any) -> Any:
-    """Parameters like the ledger's top-up: ``credits`` at one cent each.
-
-    Typed ``Any`` because the tests also send what ``SessionCreateParams`` forbids.
-    """
-    return {
-        "mode": "payment",
-        "line_items": [
-            {
-                "quantity": credits,
-                "price_data": {
-                    "currency": "usd",
-                    "unit_amount": 1,
-                    "product_data": {"name": "Credits"},
-                },
-            }
-        ],
-        "metadata": {"account_id": account},
-        "client_reference_id": account,
-        "expires_at": int(time.time()) + 3600,
-        "success_url": "https://app.example/topup/success?session_id={CHECKOUT_SESSION_ID}",
-        "cancel_url": "https://app.example/topup/cancel",
-        **extra,
-    }
+def top_up(credits: int = 1000, account: str = "acct_1") -> Any:
+    """The support's top-up parameters, expiring in an hour."""
+    return support.top_up(credits, account, expires_at=int(time.time()) + 3600)
 
 
 async def test_create_returns_a_stripe_shaped_session(
@@ -153,19 +128,10 @@ async def test_idempotency_keys_are_scoped_per_api_key(
 ) -> None:
     options: Any = {"idempotency_key": "shared-key"}
     mine = await client.v1.checkout.sessions.create_async(params=top_up(), options=options)
-    http_client = stripe.HTTPXClient()
-    other = stripe.StripeClient(
-        "sk_test_other",
-        http_client=http_client,
-        max_network_retries=0,
-        base_addresses={"api": standin.base_url},
-    )
-    try:
+    async with stripe_client(standin.base_url, "sk_test_other") as other:
         theirs = await other.v1.checkout.sessions.create_async(
             params=top_up(credits=500), options=options
         )
-    finally:
-        await http_client.close_async()
 
     assert theirs.id != mine.id
 
@@ -245,18 +211,9 @@ async def test_unknown_session_is_resource_missing(client: stripe.StripeClient) 
 
 
 async def test_bad_api_key_is_an_authentication_error(standin: RunningStandin) -> None:
-    http_client = stripe.HTTPXClient()
-    client = stripe.StripeClient(
-        "pk_test_not_secret",
-        http_client=http_client,
-        max_network_retries=0,
-        base_addresses={"api": standin.base_url},
-    )
-    try:
+    async with stripe_client(standin.base_url, "pk_test_not_secret") as client:
         with pytest.raises(stripe.AuthenticationError, match="Invalid API Key provided"):
             await client.v1.checkout.sessions.create_async(params=top_up())
-    finally:
-        await http_client.close_async()
 
 
 async def test_missing_api_key_is_401(http: httpx.AsyncClient) -> None:

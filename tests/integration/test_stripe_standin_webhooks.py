@@ -20,6 +20,7 @@ from tests.support.standin import (
     SECRET,
     SUCCESS_URL,
     Receiver,
+    stripe_client,
     stripe_receiver,
     top_up,
     verify,
@@ -43,14 +44,8 @@ async def standin(receiver: Receiver) -> AsyncIterator[RunningStandin]:
 
 @pytest.fixture
 async def client(standin: RunningStandin) -> AsyncIterator[stripe.StripeClient]:
-    http_client = stripe.HTTPXClient()
-    yield stripe.StripeClient(
-        "sk_test_x",
-        http_client=http_client,
-        max_network_retries=0,
-        base_addresses={"api": standin.base_url},
-    )
-    await http_client.close_async()
+    async with stripe_client(standin.base_url) as client:
+        yield client
 
 
 @pytest.fixture
@@ -368,14 +363,8 @@ async def test_an_unreachable_target_is_recorded_and_retried() -> None:
             ) as standin,
             httpx.AsyncClient(base_url=standin.base_url) as http,
         ):
-            http_client = stripe.HTTPXClient()
-            client = stripe.StripeClient(
-                "sk_test_x", http_client=http_client, base_addresses={"api": standin.base_url}
-            )
-            try:
+            async with stripe_client(standin.base_url) as client:
                 paid = await paid_session(client, http)
-            finally:
-                await http_client.close_async()
 
             async def three_attempts() -> bool:
                 return len((await http.get("/_standin/deliveries")).json()["data"]) == 3
