@@ -13,7 +13,6 @@ from api.services import Services
 from tests.conftest import unique
 from tests.e2e.conftest import Customer
 from tests.support.ledger import conflicts_given_up, open_account
-from tests.support.waiting import until
 
 
 async def test_a_read_stuck_behind_a_lock_answers_503_after_the_lock_timeout(
@@ -132,89 +131,3 @@ async def test_reads_stuck_behind_a_lock_on_a_view_give_up_waiting_for_a_connect
             assert answer.status_code == 200, answer.text
     busy = [a for a in answered if a.json() == {"message": "The ledger is busy; please retry."}]
     assert len(busy) >= pool_size, [a.json() for a in answered]
-
-
-async def _sessions_waiting_for_a_lock(database_url: str) -> int:
-    # A connection of its own: in a transaction, pg_stat_activity stays as it first read it.
-    connection = await asyncpg.connect(database_url)
-    try:
-        waiting = await connection.fetchval(
-            """SELECT count(*) FROM pg_stat_activity
-               WHERE datname = current_database() AND wait_event_type = 'Lock'"""
-        )
-    finally:
-        await connection.close()
-    return int(waiting)
-
-
-async def test_a_spend_is_answered_while_reads_of_a_locked_view_hold_what_reads_may(
-    http: httpx.AsyncClient,
-    services: Services,
-    customer: Customer,
-    writer_headers: dict[str, str],
-    database_url: str,
-) -> None:
-    """Reads of a locked view each hold a pooled connection until the lock timeout. They
-    took every connection of the pool, and a spend, which touches no such table, waited
-    for one and was answered busy although the database could take it. Reads may now
-    hold only some of the pool's connections at once; the rest are the commands' (the
-    group committer, aggregate loads): the spend is answered and recorded while the reads
-    wait, and once the lock is gone they are answered."""
-    spender = unique("acct")
-    await open_account(services.ledger, spender, 1000)
-    lines = "/v1/credits/transactions"
-    assert (await http.get(lines, headers=customer.headers)).status_code == 200  # token known
-
-    async def spend(key: str) -> httpx.Response:
-        return await http.post(
-            f"/v1/accounts/{spender}/spend",
-            json={"amount": 7, "reason": "beside the reads"},
-            headers={**writer_headers, "Idempotency-Key": key},
-            timeout=60,
-        )
-
-    assert (await spend(unique("first"))).status_code == 200  # the writer's token known
-    pool = services.pool
-    reads_may_hold = services.reads.primary.pool.limit
-    assert reads_may_hold < pool.get_max_size()
-    waited = pool.wait_seconds
-    key = unique("spend")
-    stalled = await asyncpg.connect(database_url)  # as an operator's forgotten session
-    try:
-        transaction = stalled.transaction()
-        await transaction.start()
-        await stalled.execute("LOCK TABLE statement_lines IN ACCESS EXCLUSIVE MODE")
-        async with httpx.AsyncClient(base_url=http.base_url, timeout=60) as readers:
-            reads = [
-                asyncio.ensure_future(readers.get(lines, headers=customer.headers))
-                for _ in range(pool.get_max_size() + 5)
-            ]
-
-            async def reads_hold_what_they_may() -> bool:
-                return await _sessions_waiting_for_a_lock(database_url) >= reads_may_hold
-
-            await until(reads_hold_what_they_may, what="reads waiting for the lock")
-            # Their lock waits end at the lock timeout (5 s), as long as a request waits for
-            # a connection: a spend queued behind them had one just as it would have given
-            # up. A shorter wait tells the two apart.
-            pool.wait_seconds = 1.0
-            spent = await spend(key)
-            await transaction.rollback()
-            answered = await asyncio.gather(*reads)
-    finally:
-        pool.wait_seconds = waited
-        await stalled.close()
-
-    assert spent.status_code == 200, spent.text
-    account = await services.ledger.account(spender, fresh=True)
-    assert (account.version, account.balance) == (3, 1000 - 7 - 7)  # recorded
-    again = await spend(key)
-    assert (again.status_code, again.json()) == (200, spent.json())
-    for answer in answered:  # the lock's or the wait's 503, or the lines once it was gone
-        if answer.status_code == 503:
-            assert answer.headers["Retry-After"]
-            assert set(answer.json()) == {"message"}
-        else:
-            assert answer.status_code == 200, answer.text
-    after = await http.get(lines, headers=customer.headers)
-    assert after.status_code == 200, after.text

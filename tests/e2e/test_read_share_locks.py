@@ -121,6 +121,13 @@ async def _token_not_in_memory(
     return StuckRead("/v1/credits", {"Authorization": f"Bearer {fresh.secret}"}, "api_tokens")
 
 
+async def _view(
+    http: httpx.AsyncClient, services: Services, customer: Customer, writer: dict[str, str]
+) -> StuckRead:
+    # The customer's statement, read from its view.
+    return StuckRead("/v1/credits/transactions", customer.headers, "statement_lines")
+
+
 async def _metrics(
     http: httpx.AsyncClient, services: Services, customer: Customer, writer: dict[str, str]
 ) -> StuckRead:
@@ -129,6 +136,7 @@ async def _metrics(
 
 
 CASES = {
+    "view": _view,
     "balance from the store": _balance_from_the_store,
     "hold": _hold,
     "checkout page": _checkout_page,
@@ -214,6 +222,8 @@ async def test_a_spend_is_answered_while_reads_stuck_behind_a_lock_hold_what_rea
     assert spent.status_code == 200, spent.text
     account = await services.ledger.account(spender, fresh=True)
     assert (account.version, account.balance) == (3, 1000 - 7 - 7)  # recorded
+    again = await spend(key)
+    assert (again.status_code, again.json()) == (200, spent.json())
     for answer in answered:  # the lock's or the wait's 503, or the read once it was gone
         if answer.status_code == 503:
             assert answer.headers["Retry-After"]
