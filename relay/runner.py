@@ -23,7 +23,7 @@ import asyncpg
 import msgspec
 
 from ledger.failing_loop import SAY_AGAIN_SECONDS, said_lately
-from ledger.store.event_store import DATABASE_ERRORS, EventStore, RecordedEvent
+from ledger.store.event_store import DATABASE_ERRORS, NOTIFY_CHANNEL, EventStore, RecordedEvent
 from ledger.store.migrate import RELAY_ROLE
 from ledger.store.wakeups import Listening, wait_for_either
 from ledger.urls import UNREADABLE, names_this_machine, readable, without_password
@@ -53,10 +53,8 @@ POSITION_NAME = "relay:nats"
 """The position row of the relay to the default stream; another stream's is
 ``relay:nats:<stream>`` (``position_name``)."""
 BATCH_SIZE = 500
-# The group committer NOTIFYs this channel after its appends commit (ledger/store/commit.py).
-NOTIFY_CHANNEL = "ledger_events"
-# Without a notification (or while an old transaction holds the watermark back)
-# the relay still looks this often.
+# Without a notification on NOTIFY_CHANNEL (the group committer's, after its appends commit),
+# or while an old transaction holds the watermark back, the relay still looks this often.
 POLL_SECONDS = 0.5
 FIRST_RETRY_SECONDS = 0.5
 LAST_RETRY_SECONDS = 5.0
