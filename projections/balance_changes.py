@@ -25,7 +25,6 @@ from ledger.domain.events import (
     MonthlyAllowanceReset,
 )
 from projections.events import ByEventClass, as_text
-from projections.moves import Moved as Moved
 from projections.moves import moved_by
 
 
