@@ -41,6 +41,7 @@ from ledger_client import (
     verify_signature,
 )
 from ledger_client import retry as retry_rule
+from ledger_client.errors import retry_after_seconds
 from ledger_client.webhooks import NOTIFICATION_TYPES
 
 from ledger.domain.events import (
@@ -251,6 +252,15 @@ async def test_the_last_503_is_raised_with_retry_after_once_the_retries_are_spen
     assert caught.value.retry_after == 0
     assert caught.value.message == "The account is busy with other writes; please retry."
     assert script.keys == [None] * 3  # reads take no key
+
+
+def test_a_retry_after_given_as_an_http_date_is_the_seconds_until_then() -> None:
+    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+
+    assert retry_after_seconds("Sun, 06 Dec 2026 09:00:30 GMT", now=now) == 30.0
+    assert retry_after_seconds("Sun, 06 Dec 2026 08:59:00 GMT", now=now) == 0.0  # past: now
+    assert retry_after_seconds(" 7 ", now=now) == 7.0
+    assert retry_after_seconds("soon", now=now) is None
 
 
 async def test_a_retry_after_longer_than_the_longest_wait_goes_to_the_caller() -> None:
