@@ -65,10 +65,18 @@ def _key(key: str) -> str:
     return f"{shape.group(0)}…" if shape else "…"
 
 
+PRODUCTION_NEEDS = ("database_url", "public_url", "stripe_secret_key", "stripe_webhook_secret")
+"""Settings whose development default (the embedded server, the stand-in) production refuses."""
+
+
 def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
     value = getattr(settings, field)
     variable = VARIABLES[field]
     given = bool(env.get(variable, "").strip())
+    if settings.production and not given and field in (*PRODUCTION_NEEDS, "page_key"):
+        return "(not set)"
+    if settings.production and field == "stripe_api_base" and value is None:
+        return "(not set) Stripe's own"
     if field == "database_url":
         if value is None:
             return f"(not set) the embedded PostgreSQL under {settings.data_dir / 'pg'}"
@@ -167,16 +175,26 @@ def _text(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip()
 
 
+def _readable_in_production(env: Mapping[str, str]) -> Settings | None:
+    """The settings production refused, when its own rules (a variable it needs, unset) were
+    all it refused: each value is as given, so the operator still sees what is in effect."""
+    try:
+        settings = Settings.from_env({**env, "LEDGER_ENV": "development"})
+    except SettingsError:  # a value no environment takes: its problem says which
+        return None
+    return msgspec.structs.replace(settings, ledger_env="production")
+
+
 def check(env: Mapping[str, str] | None = None) -> Report:
     """Everything ``config check`` says about ``env`` (default: this process's)."""
     env = os.environ if env is None else env
     report = Report(lines=[], problems=[], warnings=[])
     production = _text(env, "LEDGER_ENV") == "production"
     try:
-        settings = Settings.from_env(env)
+        settings: Settings | None = Settings.from_env(env)
     except SettingsError as error:
         report.problems += error.problems
-        settings = None
+        settings = _readable_in_production(env) if production else None
     report.problems += serving_problems(env)
     try:  # serve's, when no --workers is given
         web_concurrency(env)
@@ -195,7 +213,7 @@ def check(env: Mapping[str, str] | None = None) -> Report:
             report.warnings.append(
                 "LEDGER_ENV=production with a test-mode STRIPE_SECRET_KEY: no real payments"
             )
-        if production and settings.public_url.startswith("http://"):
+        if production and _text(env, "LEDGER_PUBLIC_URL").startswith("http://"):
             report.warnings.append("LEDGER_PUBLIC_URL is not https")
     _relay(env, production, report)
     for name, default, validate in _extra_variables(env):

@@ -180,6 +180,25 @@ def test_config_check_refuses_the_relays_settings_as_the_relay_would(
     assert "s3cret" not in checked.stdout + checked.stderr
 
 
+def test_config_check_in_production_shows_the_settings_beside_what_it_lacks() -> None:
+    """With a variable production needs unset, config check printed only the relay's and
+    three other variables: LEDGER_ENV, DATABASE_URL and the rest, the settings in effect it
+    says it prints, were left out (a newcomer's review)."""
+    lacking = config_check({"LEDGER_ENV": "production", "PORT": "9001"})
+
+    assert lacking.returncode == 1
+    lines = lacking.stdout.splitlines()
+    assert lines[0] == "LEDGER_ENV = production"
+    assert "PORT = 9001" in lines
+    # Not the development defaults production refuses: they are not in effect there.
+    for variable in ("DATABASE_URL", "LEDGER_PUBLIC_URL", "STRIPE_SECRET_KEY", "LEDGER_PAGE_KEY"):
+        assert f"{variable} = (not set)" in lines, variable
+    assert "STRIPE_API_BASE = (not set) Stripe's own" in lines
+    assert "problem: LEDGER_ENV=production needs DATABASE_URL" in lacking.stderr
+    # An unset LEDGER_PUBLIC_URL is a problem, not an http:// address to warn of.
+    assert "warning" not in lacking.stderr
+
+
 def test_config_check_shows_the_relays_settings_and_takes_good_ones() -> None:
     unset = config_check({})
     loopback = config_check({"LEDGER_RELAY_URL": "nats://relay:s3cret@127.0.0.1:4222"})
