@@ -207,7 +207,13 @@ def serve(projector: bool, workers: int | None) -> None:
     """
     import signal
 
-    from api.startup import PortUnavailable, claim_ports, runs_standin, serve_on
+    from api.startup import (
+        PortUnavailable,
+        claim_ports,
+        data_folder_problem,
+        runs_standin,
+        serve_on,
+    )
     from api.workers import serve_workers, share_metrics_between, workers_from
 
     _log_at_least_info()
@@ -222,6 +228,8 @@ def serve(projector: bool, workers: int | None) -> None:
             "(ledger dev standin --webhook-url URL/v1/stripe/webhook) and set "
             "STRIPE_API_BASE, or set the Stripe keys"
         )
+    if problem := data_folder_problem(settings):
+        raise click.ClickException(problem)
     share_metrics_between(processes)
     try:
         listening = claim_ports(settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -112,6 +113,25 @@ def claim_ports(settings: Settings) -> list[socket.socket]:
             sock.close()
         raise PortUnavailable("\n".join(dict.fromkeys(problems)))
     return bound
+
+
+def data_folder_problem(settings: Settings) -> str | None:
+    """What keeps development's ``LEDGER_DATA_DIR`` from use, in one line naming the variable.
+
+    A development start writes there (generated secrets, the demo token, the embedded
+    PostgreSQL): a folder it could not make was the failed start-up's traceback."""
+    if settings.production:
+        return None
+    folder = settings.data_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        why = f"cannot be made ({error.strerror or error})"
+    else:
+        if os.access(folder, os.W_OK | os.X_OK):
+            return None
+        why = "is not writable by this user"
+    return f"LEDGER_DATA_DIR {folder} {why}: set LEDGER_DATA_DIR to a folder this user may write"
 
 
 class _Server(uvicorn.Server):

@@ -130,6 +130,20 @@ def test_a_host_name_that_does_not_resolve_names_host(tmp_path: Path) -> None:
     assert line.endswith("set HOST to a local address")
 
 
+def test_a_data_folder_it_cannot_make_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    """It was the failed start-up's traceback, logged by uvicorn (a newcomer's review)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    served = run_serve(serve_env(tmp_path, LEDGER_DATA_DIR=str(a_file / "data")))
+
+    assert served.returncode == 1
+    assert served.stderr.splitlines() == [
+        f"Error: LEDGER_DATA_DIR {a_file / 'data'} cannot be made (Not a directory): "
+        "set LEDGER_DATA_DIR to a folder this user may write"
+    ]
+    assert served.stdout == ""
+
+
 def test_a_database_it_cannot_reach_is_one_line_and_no_server(tmp_path: Path) -> None:
     # serve_env's DATABASE_URL: nothing listens on its port.
     url = serve_env(tmp_path)["DATABASE_URL"]
