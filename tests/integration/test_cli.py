@@ -268,6 +268,24 @@ async def test_a_database_it_cannot_reach_is_one_line_naming_it(
     assert line.endswith('(database "ledger_no_such_db" does not exist): check DATABASE_URL')
 
 
+async def test_a_data_folder_the_embedded_server_cannot_be_kept_in_is_one_line(
+    tmp_path: Path,
+) -> None:
+    """With no DATABASE_URL it said "Error: Not a directory: …/data", naming no variable (a
+    newcomer's review)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+
+    listed = await ledger("", "accounts", "list", env={"LEDGER_DATA_DIR": str(a_file / "data")})
+
+    assert listed.returncode == 1
+    assert listed.stderr.splitlines() == [
+        f"Error: the embedded PostgreSQL cannot be kept in {a_file / 'data'}, which cannot be "
+        "made (Not a directory): set LEDGER_DATA_DIR to a folder this user may write, or "
+        "DATABASE_URL"
+    ]
+
+
 async def test_a_reconcile_that_cannot_reach_the_database_exits_2_not_as_its_findings() -> None:
     """It exited 1, as for a purchase Stripe could not be asked about; now 1 is a purchase to
     look at and 2 a run that could not do its work, as `audit verify`'s (its --help)."""
