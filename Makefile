@@ -16,12 +16,22 @@ help: ## list the targets
 # In a variable: a comma written in $(call …)'s arguments would split them.
 DEV_EXTRAS := .[test,lint]
 
+# pyproject.toml's requires-python, checked first: pip refused an older Python only after a
+# minute of resolving ("ResolutionImpossible"), and left a virtualenv that later runs reused.
+PYTHON_OK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+VERSION_OF = $$(command -v $(1) >/dev/null && $(1) -V 2>&1 || echo "not found")
+
 # pip is quiet (its output is pages long): say what it does, how long it takes, and how long it took.
-INSTALL = @started=$$(date +%s); \
+INSTALL = @$(BIN)/python $(PYTHON_OK) || { echo "$(VENV) is $(call VERSION_OF,$(BIN)/python); \
+	the ledger needs Python 3.11 or newer: remove it (make clean) and run again, with \
+	PYTHON=python3.11 (or newer) if $(PYTHON) is older" >&2; exit 1; }; \
+	started=$$(date +%s); \
 	echo "pip: installing $(1) into $(VENV) (pinned by constraints.txt); the first time takes $(2), later runs skip this"; \
 	$(PIP) $(3) && echo "pip: done in $$(( $$(date +%s) - started )) s"
 
 $(BIN)/python:
+	@$(PYTHON) $(PYTHON_OK) 2>/dev/null || { echo "$(PYTHON) is $(call VERSION_OF,$(PYTHON)); \
+	the ledger needs Python 3.11 or newer: make run PYTHON=python3.11 (or newer)" >&2; exit 1; }
 	@echo "creating the virtualenv $(VENV) with $(PYTHON)"
 	@$(PYTHON) -m venv $(VENV)
 

@@ -471,3 +471,47 @@ def test_the_first_make_run_says_what_pip_does_and_how_long_it_takes() -> None:
     assert f"{pip} -e . && echo" in said
     assert f"{pip} -e '.[test,lint]' -e ./clients/python && echo" in said
     assert 'echo "pip: done in' in said
+
+
+OLD_PYTHON = '#!/bin/sh\ncase "$1" in -V) echo "Python 3.10.13";; *) exit 1;; esac\n'
+"""A python3 as Ubuntu 22.04's: 3.10, which pyproject.toml's requires-python refuses."""
+
+
+def test_make_run_refuses_a_python_older_than_3_11_before_pip_does(tmp_path: Path) -> None:
+    """pip refused it after a minute of resolving, as "ResolutionImpossible", and the
+    virtualenv it left was reused by the next run, whatever PYTHON said (a newcomer's review)."""
+    old = tmp_path / "python3.10"
+    old.write_text(OLD_PYTHON)
+    old.chmod(0o755)
+    venv = tmp_path / "venv"
+
+    def make(*args: str) -> subprocess.CompletedProcess[str]:
+        target = f"{venv}/.run-installed"
+        command = ["make", "--no-print-directory", f"VENV={venv}", *args, target]
+        return subprocess.run(  # noqa: S603 (the arguments are this test's own)
+            command,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    fresh = make(f"PYTHON={old}")
+    assert fresh.returncode == 2
+    assert fresh.stderr.splitlines()[0] == (
+        f"{old} is Python 3.10.13; the ledger needs Python 3.11 or newer: "
+        "make run PYTHON=python3.11 (or newer)"
+    )
+    assert not venv.exists()
+
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(OLD_PYTHON)
+    (venv / "bin" / "python").chmod(0o755)
+    kept = make()
+    assert kept.returncode == 2
+    assert kept.stderr.splitlines()[0] == (
+        f"{venv} is Python 3.10.13; the ledger needs Python 3.11 or newer: remove it "
+        "(make clean) and run again, with PYTHON=python3.11 (or newer) if python3 is older"
+    )
+    assert "pip:" not in kept.stdout
