@@ -84,11 +84,21 @@ def _told_later(decision: Decision[Any], at: datetime | None) -> datetime | None
         return None
     later = None
     for aggregate in decision.changed:
-        pending = aggregate.pending_events
+        pending = aggregate._pending_events  # see _with_pending
         # A stream's times never go back, so its last event tells the latest.
         if pending and pending[-1].timestamp > (later or at):
             later = pending[-1].timestamp
     return later
+
+
+def _with_pending(aggregates: Sequence[Aggregate]) -> list[Aggregate]:
+    """The aggregates that have pending events.
+
+    Here, in ``_told_later`` and in the repository's writes the library's attributes are
+    read as they are (``_pending_events``, ``_version``, ``_id``), as ``Records`` writes
+    them: its properties of the same names cost ~600 instructions a read (callgrind), and
+    a spend read them seven times."""
+    return [a for a in aggregates if a._pending_events]
 
 
 def answer_positions() -> RequestScope:
@@ -267,7 +277,7 @@ class UnitOfWork:
         return await handler.load(self._streams[fresh], command)
 
     async def _commit(self, decision: Decision[Any], claim: Claim | None) -> None:
-        changed = [a for a in decision.changed if a.pending_events]
+        changed = _with_pending(decision.changed)
         if not changed and claim is None:
             await self.note_head()
             return

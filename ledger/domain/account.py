@@ -309,7 +309,7 @@ class CreditAccount(Records, Aggregate):
             reason=reason,
             from_grants=from_grants,
         )
-        spent: CreditsSpent = self.pending_events[-1]  # type: ignore[assignment]
+        spent: CreditsSpent = self._pending_events[-1]  # type: ignore[assignment]
         return spent
 
     def reset_month(self, period: str) -> bool:

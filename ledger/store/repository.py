@@ -196,10 +196,10 @@ class Repository:
     def _remember(self, aggregate: Aggregate) -> None:
         if self.cache_size <= 0:
             return
-        key = aggregate.id.int
+        key = aggregate._id.int  # not its properties: see ledger.unit_of_work._with_pending
         # Taken out and put back last: one lookup fewer than moving it to the end.
         known = self._cache.pop(key, None)
-        if known is None or known[1]["_version"] <= aggregate.version:
+        if known is None or known[1]["_version"] <= aggregate._version:
             self._cache[key] = (type(aggregate), *_frozen(aggregate))
         else:  # a newer version is known (a fresh load here since): kept
             self._cache[key] = known
@@ -322,6 +322,6 @@ def _checked(cls: type[A], aggregate: Any, aggregate_id: UUID) -> A | None:
 
 def _snapshot_due(aggregate: Aggregate) -> bool:
     """Whether this write carries the aggregate past a multiple of SNAPSHOT_EVERY."""
-    pending = len(aggregate.pending_events)
-    version = aggregate.version
+    pending = len(aggregate._pending_events)  # not its properties: see _remember
+    version = aggregate._version
     return pending > 0 and (version - pending) // SNAPSHOT_EVERY < version // SNAPSHOT_EVERY
