@@ -11,6 +11,7 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.persistence import StoredEvent
 
 from ledger.store import stats
 from ledger.store.commit import ClaimRecord, Writes
@@ -173,8 +174,13 @@ class Repository:
 
     def writes(self, aggregates: Sequence[Aggregate], claims: Sequence[ClaimRecord]) -> Writes:
         """The aggregates' pending events (and any snapshots due), ready to commit."""
-        snapshots = [self._snapshot(a) for a in aggregates if _snapshot_due(a)]
-        events = [self.mapper.to_stored_event(e) for a in aggregates for e in a.collect_events()]
+        # One loop, not a comprehension for each (each its own frame): ~2k instructions.
+        events: list[StoredEvent] = []
+        snapshots: list[StoredEvent] = []
+        for aggregate in aggregates:
+            if _snapshot_due(aggregate):  # before its events are collected
+                snapshots.append(self._snapshot(aggregate))
+            events.extend(map(self.mapper.to_stored_event, aggregate.collect_events()))
         return Writes(events=events, claims=claims, snapshots=snapshots)
 
     def committed(self, aggregates: Sequence[Aggregate], writes: Writes) -> None:
@@ -245,15 +251,17 @@ def _frozen(aggregate: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
     state = dict(aggregate.__dict__)
     state["_pending_events"] = ()
     dicts = []
+    seen = _SEEN_IMMUTABLE  # a local: read once, not once a value
     for name, value in state.items():
-        kind = type(value)
-        if kind is dict:
-            if not _SEEN_IMMUTABLE.issuperset(map(type, value.values())):
+        if type(value) in seen:  # the usual value: one test (a dict is never seen)
+            continue
+        if type(value) is dict:
+            if not seen.issuperset(map(type, value.values())):
                 for item in value.values():
                     _check_immutable(type(aggregate), name, item)
             state[name] = dict(value)
             dicts.append(name)
-        elif kind not in _SEEN_IMMUTABLE:
+        else:
             _check_immutable(type(aggregate), name, value)
     return state, tuple(dicts)
 
