@@ -143,9 +143,10 @@ class Streams:
         self.claims = claims
         self.fresh = fresh
 
-    async def get(self, cls: type[G], stream_id: UUID) -> G | None:
-        """The aggregate of ``stream_id`` (None if it has no events yet)."""
-        return await self.repository.get(cls, stream_id, fresh=self.fresh)
+    def get(self, cls: type[G], stream_id: UUID) -> Awaitable[G | None]:
+        """The aggregate of ``stream_id`` (None if it has no events yet): awaited as the
+        repository's own (a coroutine around it cost every command ~700 instructions)."""
+        return self.repository.get(cls, stream_id, fresh=self.fresh)
 
     async def get_many(self, *wanted: tuple[type[Any], UUID]) -> list[Any]:
         """Several aggregates (each None if it has no events yet), in one round trip."""
@@ -273,8 +274,8 @@ class UnitOfWork:
         await self.note_head()
         return self._replay(handler, claim, earlier, command)
 
-    async def _load(self, handler: Handler[C, S, A], command: C, fresh: bool) -> S:
-        return await handler.load(self._streams[fresh], command)
+    def _load(self, handler: Handler[C, S, A], command: C, fresh: bool) -> Awaitable[S]:
+        return handler.load(self._streams[fresh], command)  # awaited as the handler's own
 
     async def _commit(self, decision: Decision[Any], claim: Claim | None) -> None:
         changed = _with_pending(decision.changed)
