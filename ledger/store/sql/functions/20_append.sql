@@ -45,6 +45,7 @@
 -- Events and claims come as one array of rows, snapshots as another (append_row,
 -- 19_append_rows.sql, says what a row holds and why), a command's rows in its events'
 -- order; the first statement below takes them apart into the arrays the steps work on.
+-- No snapshots may come as NULL (the committer sends it so: nearly every batch has none).
 CREATE OR REPLACE FUNCTION append(
     commands int, write_rows append_row[], snapshot_rows append_row[]
 ) RETURNS TABLE (command int, outcome text, positions bigint[])
