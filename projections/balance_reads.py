@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -48,9 +49,9 @@ def balance_reads(pool: Pool) -> SharedReads[str, BalanceRow]:
     """Balance rows by account id, concurrent reads in one query; none for an account whose
     row has not applied its last event yet, or that has a hold or grant past its expiry."""
 
-    async def fetch_many(account_ids: Sequence[str]) -> dict[str, BalanceRow]:
+    async def fetch_many(connection: Any, account_ids: Sequence[str]) -> dict[str, BalanceRow]:
         # The time of the query, after every read in it was asked (ledger/store/shared_reads.py).
-        rows = await pool.fetch(_QUERY, list(account_ids), datetime.now(UTC))
+        rows = await connection.fetch(_QUERY, list(account_ids), datetime.now(UTC))
         return {row[0]: msgspec.convert(dict(row), BalanceRow) for row in rows}
 
-    return SharedReads(fetch_many)
+    return SharedReads(fetch_many, pool)

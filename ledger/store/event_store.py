@@ -306,6 +306,14 @@ LOAD_MANY = "SELECT * FROM load_streams($1::uuid[])"
 """Each stream's newest snapshot and the events after it, read down the streams' indexes
 from where they start, on one plan kept per session (``sql/functions/20_load_streams.sql``:
 planned as a statement it was planned again on every call, dearer than running it)."""
+LOADS_KEEP_IDLE = 0.1
+"""How long the task that loads streams for commands keeps its connection after its last
+load (ledger/store/shared_reads.py), as a group-commit writer keeps its own (``KEEP_IDLE``,
+ledger/store/commit.py). A connection taken from the pool and given back around each load,
+and a task started for each, cost a paid Stripe delivery (its session is loaded from the
+store) 113k of its 1,122k in-process instructions (callgrind, bench/spend_instructions.py
+--webhook). One connection at most: one such task runs at a time, within the connections
+the API keeps for commands' loads (``api.database.LOADS_KEPT_FOR_COMMANDS``)."""
 
 # An account's streams are those whose first event names it (stored_events_account_streams_idx).
 ACCOUNT_PAGE = f"""SELECT {_COLUMNS} FROM stored_events
@@ -321,7 +329,9 @@ class EventStore:
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.shared_loads: SharedReads[UUID, _Loaded] = SharedReads(self._load_many_now)
+        self.shared_loads: SharedReads[UUID, _Loaded] = SharedReads(
+            _load_many_on, pool, keep_idle=LOADS_KEEP_IDLE
+        )
 
     async def append(self, events: Sequence[StoredEvent]) -> list[int]:
         """Append events as one command, at once (tests and data generators; commands
@@ -537,15 +547,17 @@ class EventStore:
             if loaded is not None
         }
 
-    async def _load_many_now(self, originator_ids: Sequence[UUID]) -> dict[UUID, _Loaded]:
-        async with self.pool.acquire() as connection:
-            rows = await connection.fetch(LOAD_MANY, list(originator_ids))
-        loaded: dict[UUID, _Loaded] = {}
-        for row in rows:
-            recorded = _recorded(row[1:])
-            _, events = loaded.setdefault(recorded.originator_id, (None, []))
-            if row[0]:
-                loaded[recorded.originator_id] = (recorded, events)
-            else:
-                events.append(recorded)
-        return loaded
+
+async def _load_many_on(
+    connection: Connection, originator_ids: Sequence[UUID]
+) -> dict[UUID, _Loaded]:
+    rows = await connection.fetch(LOAD_MANY, list(originator_ids))
+    loaded: dict[UUID, _Loaded] = {}
+    for row in rows:
+        recorded = _recorded(row[1:])
+        _, events = loaded.setdefault(recorded.originator_id, (None, []))
+        if row[0]:
+            loaded[recorded.originator_id] = (recorded, events)
+        else:
+            events.append(recorded)
+    return loaded

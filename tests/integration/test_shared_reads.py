@@ -4,6 +4,8 @@ answer as reads of their own (ledger/store/shared_reads.py)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -11,10 +13,12 @@ import pytest
 from ledger.bootstrap import build_ledger
 from ledger.domain.ids import account_stream_id
 from ledger.store.event_store import EventStore
+from ledger.store.shared_reads import SharedReads
 from projections.balance_reads import balance_reads
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
 from tests.support.ledger import open_account
+from tests.support.waiting import until
 
 ACCOUNTS = [f"acct_batch_{n}" for n in range(5)]
 
@@ -119,3 +123,28 @@ async def test_streams_loaded_at_once_share_a_query_and_each_gets_its_own_events
     assert together[2:] == alone[3:]
     assert [event.topic.rsplit(":", 1)[-1] for _, [event] in alone[0].values()] == ["AccountOpened"]
     assert store.shared_loads.queries == 1
+
+
+async def test_a_read_soon_after_another_goes_on_the_kept_connection_given_back_once_idle(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    pool = isolated_db.pool
+    backends: list[int] = []
+
+    async def fetch_many(connection: Any, keys: Sequence[int]) -> dict[int, int]:
+        backends.append(await connection.fetchval("SELECT pg_backend_pid()"))
+        return {key: key * 10 for key in keys}
+
+    def in_use() -> int:
+        return pool.get_size() - pool.get_idle_size()
+
+    before = in_use()
+    reads: SharedReads[int, int] = SharedReads(fetch_many, pool, keep_idle=0.5)
+
+    assert await reads.read(1) == 10
+    assert in_use() == before + 1  # kept for the next read
+    assert await reads.read(2) == 20
+    assert backends[0] == backends[1]
+    await until(lambda: in_use() == before, what="the kept connection given back once idle")
+    assert await reads.read(3) == 30  # and taken again for the next
+    assert reads.queries == 3
