@@ -306,6 +306,13 @@ LOAD_MANY = "SELECT * FROM load_streams($1::uuid[])"
 """Each stream's newest snapshot and the events after it, read down the streams' indexes
 from where they start, on one plan kept per session (``sql/functions/20_load_streams.sql``:
 planned as a statement it was planned again on every call, dearer than running it)."""
+
+LOAD_ONE = "SELECT * FROM load_streams(ARRAY[$1::uuid])"
+"""``LOAD_MANY`` of one stream, its array made by PostgreSQL: asyncpg checks an array
+parameter and each of its elements in Python (``isinstance`` against ``collections.abc``),
+which cost a paid Stripe delivery, whose session alone is loaded, 9k instructions
+(callgrind, bench/spend_instructions.py --webhook)."""
+
 LOADS_KEEP_IDLE = 0.1
 """How long the task that loads streams for commands keeps its connection after its last
 load (ledger/store/shared_reads.py), as a group-commit writer keeps its own (``KEEP_IDLE``,
@@ -551,7 +558,10 @@ class EventStore:
 async def _load_many_on(
     connection: Connection, originator_ids: Sequence[UUID]
 ) -> dict[UUID, _Loaded]:
-    rows = await connection.fetch(LOAD_MANY, list(originator_ids))
+    if len(originator_ids) == 1:  # nearly every load: a lone command's streams not in memory
+        rows = await connection.fetch(LOAD_ONE, originator_ids[0])
+    else:
+        rows = await connection.fetch(LOAD_MANY, list(originator_ids))
     loaded: dict[UUID, _Loaded] = {}
     for row in rows:
         recorded = _recorded(row[1:])
