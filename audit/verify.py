@@ -222,27 +222,24 @@ class _HowApplied(dict[type, int]):
 _HOW_APPLIED = _HowApplied()
 assert CheckoutEvent.apply is AccountEvent.apply  # one function, which evolve() alone follows
 
-_Made = TypeVar("_Made")
+_Topic = tuple[bytes, FastDecode | None]
+_TOPICS: dict[str, _Topic] = {}
+"""Each topic (a store has a few dozen) as the hash chain hashes it, and its fast decoder
+(``ledger.store.mapper``): a plain dict, read with ``get``, one lookup an event (a dict
+subclass with ``__missing__`` is not specialised by CPython 3.11: ~200 instructions more a
+lookup, and a ``functools.cache`` wrapper ~550)."""
 
 
-class _ByTopic(dict[str, _Made]):
-    """What ``make`` gives for each topic (a store has a few dozen), made once: one dict
-    lookup an event, where a ``functools.cache`` wrapper cost ~550 instructions."""
+def _topic(topic: str) -> _Topic:
+    """``_TOPICS``' entry of a topic not met before, kept. A topic that names no class has
+    no fast decoder: the general path raises for it, and the event is unreadable."""
+    try:
+        fast = fast_decoder(topic)
+    except Exception:  # the general path raises it again: a finding
+        fast = None
+    _TOPICS[topic] = made = (length_prefixed(topic), fast)
+    return made
 
-    def __init__(self, make: Callable[[str], _Made]) -> None:
-        super().__init__()
-        self.make = make
-
-    def __missing__(self, topic: str) -> _Made:
-        self[topic] = made = self.make(topic)
-        return made
-
-
-_PREFIXED_TOPICS = _ByTopic(length_prefixed)
-"""Each topic as the hash chain hashes it."""
-_FAST_DECODERS: _ByTopic[FastDecode | None] = _ByTopic(fast_decoder)
-"""Each topic's fast decoder (``ledger.store.mapper``); a topic that names no class raises,
-and is not kept."""
 
 _NO_LINES = hashlib.md5(b"").hexdigest()  # noqa: S324
 _sha256 = hashlib.sha256
@@ -540,6 +537,7 @@ class StreamReplay:
             stream.aggregate, CreditAccount
         ):
             self._freeze_figures_before(stream, event.notification_id)
+        prefixed_topic, fast = _TOPICS.get(event.topic) or _topic(event.topic)
         previous_hash, previous_version = stream.hash, stream.version
         in_sequence = event.originator_version == previous_version + 1
         microseconds = event.microseconds
@@ -551,7 +549,7 @@ class StreamReplay:
                 (
                     previous_hash,
                     _pack_fixed_fields(id_bytes, event.originator_version, microseconds),
-                    _PREFIXED_TOPICS[event.topic],
+                    prefixed_topic,
                     event.state,
                 )
             )
@@ -571,10 +569,9 @@ class StreamReplay:
         replayed = None
         if stream.replayable:
             try:
-                # The mapper's fast path called here, found by one lookup (no cache wrapper,
+                # The mapper's fast path called here, found with the topic (no cache wrapper,
                 # no frame): the general path when it has none or does not fit.
                 domain_event = None
-                fast = _FAST_DECODERS[event.topic]
                 if fast is not None:
                     try:
                         domain_event = fast(
