@@ -90,7 +90,7 @@ from ledger.store.hash_chain import (
 )
 from ledger.store.mapper import FastDecode, MsgspecMapper, event_type_name, fast_decoder
 from ledger.store.migrate import LOGIN_ROLES, packaged
-from projections.balance_changes import description_of
+from projections.balance_changes import DESCRIPTIONS
 from projections.events import as_text, times_as_microseconds
 from projections.grants import closed_at
 from projections.runner import all_projections
@@ -822,8 +822,8 @@ class StreamReplay:
                     aggregate.granted,
                 )
                 da, dt, dg = a1 - a0, t1 - t0, g1 - g0
-                description = description_of(domain_event)
-                pack, name = head
+                pack, name, describe = head
+                description = as_text(describe(domain_event))  # description_of(), written out
                 line = (
                     pack(
                         event.notification_id,
@@ -1993,14 +1993,17 @@ def _figures(stream: Stream) -> AccountAt:
     )
 
 
-_LineHead = tuple[Callable[..., bytes], bytes]
+_LineHead = tuple[Callable[..., bytes], bytes, Callable[[Any], str]]
 _LINE_HEADS: dict[type, _LineHead] = {
-    kind: (struct.Struct(f">11q{len(name)}si").pack, name)
+    kind: (struct.Struct(f">11q{len(name)}si").pack, name, DESCRIPTIONS[kind])
     for kind in STATEMENT_EVENTS
     for name in [length_prefixed(kind.__name__)]  # an ASCII class name
 }
 """Per kind of statement event, how a line's bytes up to its description are packed in one
-call: its eleven numbers, the kind's name after its length, the description's length."""
+call: its eleven numbers, the kind's name after its length, the description's length; and
+how the statement describes it (``projections.balance_changes.DESCRIPTIONS``: found here
+once, not by ``description_of`` for each line)."""
+assert all(describe is not None for _, _, describe in _LINE_HEADS.values())
 
 
 def _keeps_repayable(state: bytes) -> bool:
