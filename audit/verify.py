@@ -68,8 +68,10 @@ from ledger.domain.events import (
     PaymentDisputed,
     low_balance_threshold,
 )
+from ledger.domain.evolution import Evolution
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.domain.holds import OpenHold
+from ledger.domain.payment_intent import PaymentIntent
 from ledger.handlers.hold_answers import Hold
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.handlers.purchases import CheckoutStarted
@@ -201,25 +203,60 @@ class _Settled(msgspec.Struct, array_like=True, frozen=True):
     released: int
 
 
-_OWN_MUTATE, _OWN_APPLY, _EVOLVES = 0, 1, 2
-"""How an event changes its aggregate: by a ``mutate`` of its own (those that create one);
-by the library's ``CanMutateAggregate.mutate``, which calls the event's ``apply``; or by that
-mutate with the domain's ``apply``, which only hands the event to ``aggregate.evolve``."""
+_Applier = tuple[Any, Any]
+_APPLIERS: dict[type, _Applier] = {}
+"""Per event class, (aggregate class, method) where an event of it changes an aggregate of
+exactly that class by that method alone (``_applier``), else (None, None): a plain dict, read
+with ``get``."""
 
 
-class _HowApplied(dict[type, int]):
-    """Each event class's ``_OWN_MUTATE``, ``_OWN_APPLY`` or ``_EVOLVES``: one lookup per
-    event."""
-
-    def __missing__(self, kind: type) -> int:
-        how = _OWN_MUTATE
-        if getattr(kind, "mutate", None) is CanMutateAggregate.mutate:
-            how = _EVOLVES if getattr(kind, "apply", None) is AccountEvent.apply else _OWN_APPLY
-        self[kind] = how
-        return how
+# What an aggregate's ``evolve`` is: its module's registry (``on``) applying the event. Never
+# called: its code is compared with each aggregate's (``_registry_of``); no docstring, as
+# theirs have none.
+def _evolve_as_written(self: Any, event: Any) -> None:
+    on.apply(self, event)  # type: ignore[name-defined]  # noqa: F821
 
 
-_HOW_APPLIED = _HowApplied()
+def _registry_of(aggregate_class: Any) -> Evolution | None:
+    """The registry whose ``apply`` is all of ``aggregate_class.evolve``, read from its code
+    (``on.apply(self, event)``, ``on`` an ``Evolution``); None if it does more, or other."""
+    evolve = aggregate_class.evolve
+    code, written = evolve.__code__, _evolve_as_written.__code__
+    registry = evolve.__globals__.get("on")
+    same = (code.co_code, code.co_names, code.co_varnames, code.co_consts) == (
+        written.co_code,
+        written.co_names,
+        written.co_varnames,
+        written.co_consts,
+    )
+    return registry if same and isinstance(registry, Evolution) else None
+
+
+_REGISTRIES = [
+    (aggregate_class, registry)
+    for aggregate_class in (CreditAccount, CheckoutSession, PaymentIntent)
+    if (registry := _registry_of(aggregate_class)) is not None
+]
+
+
+def _applier(kind: type) -> _Applier:
+    """``_APPLIERS``' entry of an event class not met before, kept: for an event whose
+    ``mutate`` is the library's and whose ``apply`` only hands it to its aggregate's
+    ``evolve``, which only hands it to its registry's method (``Evolution.apply``), that
+    method and the aggregate class it is registered for."""
+    applier: _Applier = (None, None)
+    if (
+        getattr(kind, "mutate", None) is CanMutateAggregate.mutate
+        and getattr(kind, "apply", None) is AccountEvent.apply
+    ):
+        for aggregate_class, registry in _REGISTRIES:
+            if (method := registry.method(kind)) is not None:
+                applier = (aggregate_class, method)
+                break
+    _APPLIERS[kind] = applier
+    return applier
+
+
 assert CheckoutEvent.apply is AccountEvent.apply  # one function, which evolve() alone follows
 
 _Topic = tuple[bytes, FastDecode | None]
@@ -592,20 +629,17 @@ class StreamReplay:
                     if kind is HoldPlaced:
                         self._check_hold_is_new(stream, event, domain_event)
                 aggregate = stream.aggregate
-                how = _HOW_APPLIED[kind]
-                if aggregate is not None and how:
+                owner, method = _APPLIERS.get(kind) or _applier(kind)
+                if type(aggregate) is owner:
                     # The library's mutate() without its two checks, which hold here: the
                     # aggregate is this stream's (by id) and at the version before this one
-                    # (in_sequence, or the stream stopped replaying). An event whose apply()
-                    # only hands it to the aggregate's evolve() is handed so here: a frame less.
-                    if how == _EVOLVES:
-                        aggregate.evolve(domain_event)
-                    else:
-                        domain_event.apply(aggregate)
+                    # (in_sequence, or the stream stopped replaying); and the method its
+                    # evolve() and Evolution.apply() call in turn: two frames less.
+                    method(aggregate, domain_event)
                     aggregate._version = event.originator_version
                     aggregate._modified_on = domain_event.timestamp
                     replayed = aggregate
-                else:
+                else:  # an event that makes its aggregate, or is not this aggregate's
                     replayed = domain_event.mutate(aggregate)
             except Exception as error:  # a tampered row may not even decode
                 # The aggregate stays before this event, so each later one would fail in

@@ -33,6 +33,11 @@ class Evolution:
     def apply(self, aggregate: Any, event: Any) -> None:
         self._methods[type(event)](aggregate, event)
 
+    def method(self, event_type: type) -> Callable[[Any, Any], None] | None:
+        """The method ``apply`` calls for an event of exactly ``event_type``; None if none is
+        registered (``ledger audit verify`` calls it itself)."""
+        return self._methods.get(event_type)
+
 
 class Records:
     """The ledger's aggregates' ``trigger_event``: the eventsourcing library's
