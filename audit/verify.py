@@ -41,8 +41,10 @@ from audit.findings import Finding
 from ledger import event_loop
 from ledger.child_processes import end_with_parent, started_deaf_to_ctrl_c, stop_pool_now
 from ledger.domain.account import CreditAccount
+from ledger.domain.account import on as account_evolution
 from ledger.domain.adjustments import Worth, taken_back
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
+from ledger.domain.checkout import on as checkout_evolution
 from ledger.domain.events import (
     HOLD_SETTLEMENTS,
     STATEMENT_EVENTS,
@@ -68,10 +70,10 @@ from ledger.domain.events import (
     PaymentDisputed,
     low_balance_threshold,
 )
-from ledger.domain.evolution import Evolution
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.domain.holds import OpenHold
 from ledger.domain.payment_intent import PaymentIntent
+from ledger.domain.payment_intent import on as payment_intent_evolution
 from ledger.handlers.hold_answers import Hold
 from ledger.handlers.payments import LINK_SCOPE
 from ledger.handlers.purchases import CheckoutStarted
@@ -210,47 +212,27 @@ exactly that class by that method alone (``_applier``), else (None, None): a pla
 with ``get``."""
 
 
-# What an aggregate's ``evolve`` is: its module's registry (``on``) applying the event. Never
-# called: its code is compared with each aggregate's (``_registry_of``); no docstring, as
-# theirs have none.
-def _evolve_as_written(self: Any, event: Any) -> None:
-    on.apply(self, event)  # type: ignore[name-defined]  # noqa: F821
-
-
-def _registry_of(aggregate_class: Any) -> Evolution | None:
-    """The registry whose ``apply`` is all of ``aggregate_class.evolve``, read from its code
-    (``on.apply(self, event)``, ``on`` an ``Evolution``); None if it does more, or other."""
-    evolve = aggregate_class.evolve
-    code, written = evolve.__code__, _evolve_as_written.__code__
-    registry = evolve.__globals__.get("on")
-    same = (code.co_code, code.co_names, code.co_varnames, code.co_consts) == (
-        written.co_code,
-        written.co_names,
-        written.co_varnames,
-        written.co_consts,
-    )
-    return registry if same and isinstance(registry, Evolution) else None
-
-
-_REGISTRIES = [
-    (aggregate_class, registry)
-    for aggregate_class in (CreditAccount, CheckoutSession, PaymentIntent)
-    if (registry := _registry_of(aggregate_class)) is not None
-]
+_REGISTRIES = (
+    (CreditAccount, account_evolution),
+    (CheckoutSession, checkout_evolution),
+    (PaymentIntent, payment_intent_evolution),
+)
 
 
 def _applier(kind: type) -> _Applier:
     """``_APPLIERS``' entry of an event class not met before, kept: for an event whose
     ``mutate`` is the library's and whose ``apply`` only hands it to its aggregate's
-    ``evolve``, which only hands it to its registry's method (``Evolution.apply``), that
-    method and the aggregate class it is registered for."""
+    ``evolve``, where that ``evolve`` is its registry's own (``Evolution.evolve``, which
+    calls the method registered for the event's class and does nothing else), that method
+    and the aggregate class it is registered for."""
     applier: _Applier = (None, None)
     if (
         getattr(kind, "mutate", None) is CanMutateAggregate.mutate
         and getattr(kind, "apply", None) is AccountEvent.apply
     ):
         for aggregate_class, registry in _REGISTRIES:
-            if (method := registry.method(kind)) is not None:
+            method = registry.method(kind)
+            if method is not None and aggregate_class.evolve is registry.evolve:
                 applier = (aggregate_class, method)
                 break
     _APPLIERS[kind] = applier
@@ -634,7 +616,7 @@ class StreamReplay:
                     # The library's mutate() without its two checks, which hold here: the
                     # aggregate is this stream's (by id) and at the version before this one
                     # (in_sequence, or the stream stopped replaying); and the method its
-                    # evolve() and Evolution.apply() call in turn: two frames less.
+                    # evolve() calls: a frame less.
                     method(aggregate, domain_event)
                     aggregate._version = event.originator_version
                     aggregate._modified_on = domain_event.timestamp

@@ -541,8 +541,7 @@ class CreditAccount(Records, Aggregate):
 
     # --- how events change it ------------------------------------------------------------
 
-    def evolve(self, event: Any) -> None:
-        on.apply(self, event)
+    evolve = on.evolve
 
     @on(AccountOpened)
     def _opened(self, event: AccountOpened) -> None:

@@ -190,8 +190,7 @@ class CheckoutSession(Records, Aggregate):
 
     # --- how events change it ------------------------------------------------------------
 
-    def evolve(self, event: Any) -> None:
-        on.apply(self, event)
+    evolve = on.evolve
 
     @on(CheckoutRequested)
     def _requested(self, event: CheckoutRequested) -> None:

@@ -71,8 +71,7 @@ class PaymentIntent(Records, Aggregate):
                 DisputeRecordedBeforePayment, dispute_id=dispute_id, status=status, amount=amount
             )
 
-    def evolve(self, event: Any) -> None:
-        on.apply(self, event)
+    evolve = on.evolve
 
     @on(PaymentIntentRecorded)
     def _recorded(self, event: PaymentIntentRecorded) -> None:
