@@ -16,7 +16,7 @@ from ledger.domain.events import (
 )
 from ledger.store.event_store import Connection
 from projections.balance_changes import HELD, HELD_EXACT
-from projections.events import EventKinds, Moment, ProjectedEvent, of_kinds
+from projections.events import EventKinds, Moment, ProjectedEvent, WhichOf, of_kinds
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
 
@@ -39,10 +39,19 @@ class BalanceRow(msgspec.Struct):
 _COLUMNS = ", ".join(BalanceRow.__struct_fields__)
 
 
+_WHICH = WhichOf(AccountOpened, MonthlyAllowanceChanged)
+_WHICH_EXACT = _WHICH.exact
+
+
 def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None:
     """The row after one event (None while the stream is not an account's)."""
     event = projected.event
-    if isinstance(event, AccountOpened):
+    try:  # isinstance() of each class, looked up (see WhichOf)
+        which = _WHICH_EXACT[type(event)]
+    except KeyError:
+        which = _WHICH[type(event)]
+    if which is AccountOpened:
+        assert isinstance(event, AccountOpened)  # for the type checker: cheap when it is
         allowance = event.monthly_allowance
         return BalanceRow(
             event.account_id,
@@ -58,25 +67,25 @@ def fold(row: BalanceRow | None, projected: ProjectedEvent) -> BalanceRow | None
         )
     if row is None:
         return None
-    match event:
-        case MonthlyAllowanceChanged():
-            row.next_monthly_allowance = event.monthly_allowance
-        case _:
-            if (moved := projected.moved) is None:
-                return row
-            allowance, topup, granted = moved
-            if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
-                row.period, row.monthly_allowance = event.period, event.monthly_allowance
-                allowance -= row.allowance_remaining
-            row.allowance_remaining += allowance
-            row.topup_balance += topup
-            row.granted += granted
-            try:  # HELD[type(event)], in the plain dict first
-                held = HELD_EXACT[type(event)]
-            except KeyError:
-                held = HELD[type(event)]
-            if held is not None:
-                row.held += held(event)
+    if which is MonthlyAllowanceChanged:
+        assert isinstance(event, MonthlyAllowanceChanged)
+        row.next_monthly_allowance = event.monthly_allowance
+    else:
+        if (moved := projected.moved) is None:
+            return row
+        allowance, topup, granted = moved
+        if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
+            row.period, row.monthly_allowance = event.period, event.monthly_allowance
+            allowance -= row.allowance_remaining
+        row.allowance_remaining += allowance
+        row.topup_balance += topup
+        row.granted += granted
+        try:  # HELD[type(event)], in the plain dict first
+            held = HELD_EXACT[type(event)]
+        except KeyError:
+            held = HELD[type(event)]
+        if held is not None:
+            row.held += held(event)
     row.position, row.updated_at = projected.position, projected.recorded_at
     return row
 

@@ -23,6 +23,7 @@ from ledger.store.hash_chain import postgres_microseconds, postgres_moment
 from ledger.store.mapper import FastDecode, MsgspecMapper, fast_decoder
 from projections.by_class import ByEventClass as ByEventClass
 from projections.by_class import EventKinds as EventKinds
+from projections.by_class import WhichOf as WhichOf
 from projections.moves import MOVES, Moved
 
 _decode = MsgspecMapper().to_domain_event

@@ -49,7 +49,14 @@ from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from ledger.times import in_utc
 from projections.balance_changes import HELD, HELD_EXACT
-from projections.events import EventKinds, Moment, ProjectedEvent, as_datetime, of_kinds
+from projections.events import (
+    EventKinds,
+    Moment,
+    ProjectedEvent,
+    WhichOf,
+    as_datetime,
+    of_kinds,
+)
 from projections.memory import ViewMemory, rows_of
 from projections.writes import Write, WritesView
 
@@ -212,6 +219,10 @@ def fold(
     return state, [notification for notification, _ in made]
 
 
+_WHICH = WhichOf(AccountOpened, LowBalanceThresholdSet)
+_WHICH_EXACT = _WHICH.exact
+
+
 def _folded(
     state: NotifierState | None,
     projected: ProjectedEvent,
@@ -222,7 +233,12 @@ def _folded(
     """``fold``, adding the notifications to ``made`` with the event's position: a rebuild
     folds every event through here, and a list and a tuple made for each cost it."""
     event = projected.event
-    if isinstance(event, AccountOpened):
+    try:  # isinstance() of each class, looked up (see WhichOf)
+        which = _WHICH_EXACT[type(event)]
+    except KeyError:
+        which = _WHICH[type(event)]
+    if which is AccountOpened:
+        assert isinstance(event, AccountOpened)  # for the type checker: cheap when it is
         allowance = event.monthly_allowance
         opened = NotifierState(
             stream_id=projected.stream_id,
@@ -241,7 +257,8 @@ def _folded(
         return opened
     if state is None:
         return None
-    if isinstance(event, LowBalanceThresholdSet):
+    if which is LowBalanceThresholdSet:
+        assert isinstance(event, LowBalanceThresholdSet)
         state.threshold = event.threshold
     elif (moved := projected.moved) is None:
         return state  # neither moves the buckets nor the threshold

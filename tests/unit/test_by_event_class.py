@@ -3,7 +3,7 @@ given for it or for its nearest base given one, whatever was looked up before.""
 
 from __future__ import annotations
 
-from projections.events import ByEventClass, EventKinds, of_kinds
+from projections.events import ByEventClass, EventKinds, WhichOf, of_kinds
 
 
 class Given:
@@ -39,6 +39,14 @@ def test_a_base_looked_up_before_does_not_hide_a_later_base_s_value() -> None:
     assert (table[OtherChild], kinds[OtherChild]) == ("none", False)  # now remembered
 
     assert (table[Both], kinds[Both]) == ("given", True)
+
+
+def test_which_of_answers_each_class_with_the_class_given_that_it_is_an_instance_of() -> None:
+    which = WhichOf(Given, Other)
+
+    classes = (Given, Child, Other, OtherChild, str)
+    assert [which[cls] for cls in classes] == [Given, Given, Other, Other, None]
+    assert which[Both] is Other  # of two given bases, the nearest
 
 
 class _Projected:
