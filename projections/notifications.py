@@ -268,9 +268,13 @@ def _folded(
         if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
             state.monthly_allowance = event.monthly_allowance
             allowance -= state.allowance_remaining
-        state.allowance_remaining += allowance
-        state.topup_balance += topup
-        state.granted += granted
+        # Only the buckets that move, as in balances.fold (an attribute set is dear).
+        if allowance:
+            state.allowance_remaining += allowance
+        if topup:
+            state.topup_balance += topup
+        if granted:
+            state.granted += granted
         try:  # HELD[type(event)], in the plain dict first
             held = HELD_EXACT[type(event)]
         except KeyError:
@@ -290,13 +294,13 @@ def _folded(
         if state.low_armed:
             state.low_armed = False
             _notify(made, state, projected, wanted, "credits.low_balance")
-    else:
+    elif not state.low_armed:  # armed again (set only then: an attribute set is dear)
         state.low_armed = True
     if available <= 0:  # depleted
         if state.depleted_armed:
             state.depleted_armed = False
             _notify(made, state, projected, wanted, "credits.depleted")
-    else:
+    elif not state.depleted_armed:
         state.depleted_armed = True
     return state
 
