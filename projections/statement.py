@@ -102,6 +102,11 @@ class StatementProjection:
             }
 
         last = await self.memory.rows({e.stream_id for e in mine}, read)
+        # Each stream's last line as a list changed in place: a tuple made, stored (the
+        # stream's id hashed) and freed a line cost more than the buckets' sums.
+        running: dict[UUID, list[Any] | None] = {
+            stream: None if at is None else [*at] for stream, at in last.items()
+        }
         lines: list[tuple[Any, ...]] = []
         append = lines.append
         descriptions = DESCRIPTIONS.exact
@@ -110,22 +115,24 @@ class StatementProjection:
         # description_of() too: two calls a line.
         for projected in mine:
             event = projected.event
-            if (known := last[projected.stream_id]) is not None:
-                account_id, allowance, topup, granted = known
-            elif isinstance(event, AccountOpened):
-                account_id, allowance, topup, granted = event.account_id, 0, 0, 0
-            else:
-                continue  # not an account's stream
+            if (known := running[projected.stream_id]) is None:
+                if not isinstance(event, AccountOpened):
+                    continue  # not an account's stream
+                known = running[projected.stream_id] = [event.account_id, 0, 0, 0]
+            account_id, allowance, topup, granted = known
             moved = projected.moved
             if moved is None:  # never for STATEMENT_EVENTS (tests/unit/test_projection_folds.py)
                 continue
             allowance_change, topup_change, granted_change = moved
             if type(event) is MonthlyAllowanceReset:  # moved: the new allowance
                 allowance_change -= allowance
-            allowance += allowance_change
-            topup += topup_change
-            granted += granted_change
-            last[projected.stream_id] = (account_id, allowance, topup, granted)
+            # Only the buckets that move (most lines move one): each sum is a new int.
+            if allowance_change:
+                known[1] = allowance = allowance + allowance_change
+            if topup_change:
+                known[2] = topup = topup + topup_change
+            if granted_change:
+                known[3] = granted = granted + granted_change
             try:
                 describe = descriptions[type(event)]
             except KeyError:
@@ -152,5 +159,7 @@ class StatementProjection:
                     granted,
                 )
             )
-        self.memory.keep(last)
+        self.memory.keep(
+            {s: None if at is None else (at[0], at[1], at[2], at[3]) for s, at in running.items()}
+        )
         return lines
