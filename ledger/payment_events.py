@@ -34,6 +34,9 @@ class CheckoutEvent(msgspec.Struct, frozen=True, kw_only=True, tag="checkout"):
     """The price of a credit the session was made at, from its metadata (None before it had)."""
     price_currency: str | None = None
     """The currency it was made in, likewise."""
+    marked: bool = False
+    """Whether its metadata carries the ledger's mark: a session never recorded is credited
+    from its metadata only if it does (else recorded for review, as a mismatch)."""
 
 
 class RefundEvent(msgspec.Struct, frozen=True, kw_only=True, tag="refund"):

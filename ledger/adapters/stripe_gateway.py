@@ -10,7 +10,7 @@ import stripe
 from stripe.params.checkout import SessionCreateParams
 
 from ledger.adapters.stripe_timeout import timeout_from_env
-from ledger.adapters.stripe_webhooks import InvalidWebhook, found_checkout
+from ledger.adapters.stripe_webhooks import MARK_KEY, MARK_VALUE, InvalidWebhook, found_checkout
 from ledger.ports import (
     CheckoutKeyUsed,
     CheckoutRequest,
@@ -56,8 +56,10 @@ class StripeGateway:
     async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
         """Create the session; Stripe's own idempotency makes a retry return the same one."""
         # The price too: a paid session whose CheckoutRequested is missing is rebuilt from
-        # its metadata, at the price it was made at (ledger/handlers/payments.py).
+        # its metadata, at the price it was made at (ledger/handlers/payments.py), if it
+        # carries the ledger's mark.
         metadata = {
+            MARK_KEY: MARK_VALUE,
             "account_id": request.account_id,
             "credits": str(request.credits),
             "unit_amount": str(request.unit_amount),

@@ -53,6 +53,11 @@ DIGITS_MAX = 19
 or time it sends, or the ledger keeps (a bigint); int() refuses a text of over 4,300 (a
 signed event carrying one was a 500)."""
 
+MARK_KEY, MARK_VALUE = "made_by", "credit-ledger"
+"""The metadata entry of every session the ledger makes (stripe_gateway.py). A paid session
+the ledger never recorded is credited from its metadata only if it carries it: another
+product on the same Stripe account may use the same keys, and its sessions are not ours."""
+
 # "no_payment_required" happens with 100 % discounts: nothing to collect, still fulfilled.
 _PAID_STATUSES = ("paid", "no_payment_required")
 
@@ -266,6 +271,7 @@ def _checkout_event(event_id: str, change: CheckoutChange, obj: _StripeObject) -
             if type(price_currency) is str and price_currency
             else _text(price_currency)
         ),
+        marked=metadata.get(MARK_KEY) == MARK_VALUE,
     )
 
 

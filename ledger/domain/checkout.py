@@ -115,15 +115,22 @@ class CheckoutSession(Records, Aggregate):
         """Credits of this purchase still on the account: not clawed back nor reversed."""
         return self.credits - self.credits_clawed_back - self.credits_reversed
 
-    def pay(self, *, payment_intent: str | None, amount_paid: int, currency: str) -> int:
+    def pay(
+        self,
+        *,
+        payment_intent: str | None,
+        amount_paid: int,
+        currency: str,
+        for_review: bool = False,
+    ) -> int:
         """Settle the payment once; return the credits to add to the account (0 if none).
 
         A mismatch between what was paid and what was asked credits nothing and is
-        recorded for someone to look at.
+        recorded for someone to look at, as is a payment ``for_review`` whatever it paid.
         """
         if self.settled:
             return 0
-        if amount_paid != self.amount or currency.lower() != self.currency.lower():
+        if for_review or amount_paid != self.amount or currency.lower() != self.currency.lower():
             self.trigger_event(
                 PaymentMismatched, amount_paid=amount_paid, currency=currency.lower()
             )

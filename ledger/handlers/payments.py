@@ -160,6 +160,9 @@ def _checkout(state: PaymentState, event: CheckoutEvent, command: ApplyPaymentEv
         CheckoutChange.PAYMENT_SUCCEEDED,
     )
     session = state.session
+    # A session never recorded is credited from its metadata only if the ledger marked it
+    # as its own: another product on the same Stripe account may use the same keys.
+    unmarked = session is None and not event.marked
     if session is None:
         if not fulfils:
             log.info("ignoring %s for unknown session %s", event.change, event.session_id)
@@ -173,12 +176,14 @@ def _checkout(state: PaymentState, event: CheckoutEvent, command: ApplyPaymentEv
     elif event.change is CheckoutChange.PAYMENT_FAILED:
         session.fail()
     elif fulfils:
-        _fulfil(state, session, event)
+        _fulfil(state, session, event, unmarked=unmarked)
         return
     state.changed.append(session)
 
 
-def _fulfil(state: PaymentState, session: CheckoutSession, event: CheckoutEvent) -> None:
+def _fulfil(
+    state: PaymentState, session: CheckoutSession, event: CheckoutEvent, *, unmarked: bool
+) -> None:
     account = state.account
     if account is None:
         log.error(
@@ -192,10 +197,19 @@ def _fulfil(state: PaymentState, session: CheckoutSession, event: CheckoutEvent)
         payment_intent=event.payment_intent,
         amount_paid=event.amount_total if event.amount_total is not None else -1,
         currency=event.currency or "",
+        for_review=unmarked,
     )
     if credits:
         _expiries_first(state, account)
         account.purchase(session_id=session.session_id, credits=credits)
+    elif unmarked and session.pending_events:
+        log.error(
+            "paid session %s was never recorded and its metadata lacks the ledger's mark: "
+            "recorded for review, not credited (account %s, %s credits)",
+            session.session_id,
+            session.account_id,
+            session.credits,
+        )
     elif session.status == MISMATCHED and session.pending_events:
         log.error(
             "session %s paid %s %s for %s credits (asked %s %s): recorded, not credited",
@@ -329,7 +343,8 @@ async def _load_checkout_at_once(
 
 
 def _recovered_session(event: CheckoutEvent, command: ApplyPaymentEvent) -> CheckoutSession | None:
-    """A paid session the store never saw (its append failed): rebuilt from its metadata."""
+    """A paid session the store never saw (its append failed): rebuilt from its metadata
+    (and credited only if the ledger marked it as its own)."""
     if (
         not event.account_id
         or not event.credits
@@ -341,13 +356,14 @@ def _recovered_session(event: CheckoutEvent, command: ApplyPaymentEvent) -> Chec
             RECOVERED_CREDITS_LIMIT,
         )
         return None
-    log.warning(
-        "paid session %s was never recorded (its CheckoutRequested is missing): "
-        "crediting it from its metadata (account %s, %s credits)",
-        event.session_id,
-        event.account_id,
-        event.credits,
-    )
+    if event.marked:
+        log.warning(
+            "paid session %s was never recorded (its CheckoutRequested is missing): "
+            "crediting it from its metadata (account %s, %s credits)",
+            event.session_id,
+            event.account_id,
+            event.credits,
+        )
     unit_amount, currency = _price_made_at(event, command)
     return CheckoutSession.request(
         session_id=event.session_id,

@@ -16,6 +16,7 @@ import stripe
 from litestar import Litestar
 
 from api.services import Services
+from ledger.adapters.stripe_webhooks import MARK_KEY, MARK_VALUE
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from stripe_standin import RunningStandin
 from tests.e2e.conftest import Customer, served_api
@@ -381,6 +382,7 @@ async def test_a_paid_session_never_recorded_is_credited_at_the_price_it_was_mad
     assert lost.status_code == 502, lost.text
     [session_id] = set(standin.state.sessions) - made_before
     made = standin.state.sessions[session_id].data
+    assert made["metadata"][MARK_KEY] == MARK_VALUE  # as the gateway sent it
 
     never_recorded = Purchase(
         customer, 600, {"session_id": session_id, "checkout_url": made["url"]}

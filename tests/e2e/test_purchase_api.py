@@ -12,6 +12,7 @@ import pytest
 
 from api.access.tokens import Scope
 from api.services import Services
+from ledger.adapters.stripe_webhooks import MARK_KEY, MARK_VALUE
 from ledger.store.event_store import EventStore
 from stripe_standin import RunningStandin
 from tests.conftest import unique
@@ -78,6 +79,7 @@ async def test_stripe_receives_the_purchase_details(
         "credits": "300",
         "unit_amount": "1",
         "currency": "usd",
+        MARK_KEY: MARK_VALUE,
     }
     # The success link carries the page's signed token (api/access/page_tokens.py).
     assert re.search(

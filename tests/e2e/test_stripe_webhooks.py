@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from api.services import Services
+from ledger.adapters.stripe_webhooks import MARK_KEY
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from tests.e2e.conftest import Customer
-from tests.support.events import events_since, stream_events, tail_position
+from tests.support.events import caught_up, events_since, stream_events, tail_position
 from tests.support.stripe_events import (
     PREVIOUS_WEBHOOK_SECRET,
     charge,
@@ -309,6 +310,47 @@ async def test_a_paid_session_the_store_never_saw_is_credited_from_its_metadata(
     events = await stream_events(services.store, checkout_stream_id(session_id))
     assert [t for t, _ in events] == ["CheckoutRequested", "CheckoutPaid"]
     assert events[0][1]["recovered"] is True
+
+
+async def test_a_paid_session_never_recorded_without_the_ledgers_mark_is_kept_for_review(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """Another product on the same Stripe account may name an account of ours in metadata of
+    the same keys, at the same price: its session was credited here (a review). Without the
+    mark every session the ledger makes carries, it is recorded as a mismatch, not credited."""
+    session_id = "cs_test_another_product_" + customer.account_id
+    theirs = checkout_session(session_id, account_id=customer.account_id, credits=700)
+    del theirs["metadata"][MARK_KEY]
+
+    response = await deliver(http, event_body("checkout.session.completed", theirs))
+
+    assert response.status_code == 200
+    assert await topup_balance(services, customer.account_id) == 0
+    events = await stream_events(services.store, checkout_stream_id(session_id))
+    assert [t for t, _ in events] == ["CheckoutRequested", "PaymentMismatched"]
+    assert events[0][1]["recovered"] is True
+    await caught_up(services.store)
+    listed = (await http.get("/v1/credits/purchases", headers=customer.headers)).json()["data"]
+    [review] = [p for p in listed if p["session_id"] == session_id]
+    assert (review["status"], review["needs_review"]) == ("pending", True)
+
+
+async def test_a_recorded_session_is_credited_with_or_without_the_mark(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """Sessions made before the ledger marked them carry no mark: recorded, they are paid."""
+    session_id = await purchase(http, customer, 400)
+    unmarked = checkout_session(session_id, account_id=customer.account_id, credits=400)
+    del unmarked["metadata"][MARK_KEY]
+
+    response = await deliver(http, event_body("checkout.session.completed", unmarked))
+
+    assert response.status_code == 200
+    assert await topup_balance(services, customer.account_id) == 400
+    assert await session_event_types(services, session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]
 
 
 async def test_a_payment_that_does_not_match_the_request_credits_nothing(

@@ -12,6 +12,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import asyncpg
+import msgspec
 import pytest
 
 from audit.verify import Verifier, verify
@@ -42,6 +43,7 @@ def paid(session_id: str, account_id: str, credits: int, intent: str) -> Checkou
         credits=credits,
         checkout_url=None,
         expires_at=None,
+        marked=True,  # a session the ledger made
     )
 
 
@@ -99,6 +101,25 @@ async def test_a_faithful_ledger_verifies_clean(isolated_db: IsolatedDatabase) -
     assert report.accounts == 2
     assert report.checkout_sessions == 4
     assert report.events == await isolated_db.pool.fetchval("SELECT count(*) FROM stored_events")
+
+
+async def test_a_session_never_recorded_without_the_ledgers_mark_verifies_under_review(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Recorded as a mismatch of what was asked, its purchase pending with needs_review."""
+    books = await build_history(isolated_db)
+    theirs = paid("cs_another_product", "acct_alice", 500, "pi_another_product")
+    theirs = msgspec.structs.replace(theirs, marked=False)
+    await books.apply_payment_event(theirs.event_id, "checkout.session.completed", theirs)
+    await caught_up(isolated_db.store)
+    await books.uow.committer.stop()
+
+    report = await verify(isolated_db.pool)
+
+    assert report.findings == []
+    assert report.checkout_sessions == 5
+    needs_review = "SELECT needs_review FROM purchases WHERE session_id = 'cs_another_product'"
+    assert await isolated_db.pool.fetchval(needs_review) is True
 
 
 async def test_views_behind_the_events_are_checked_as_they_stood(

@@ -264,6 +264,7 @@ async def buy(books: Ledger, account_id: str, name: str, credits: int) -> None:
         credits=credits,
         checkout_url=None,
         expires_at=None,
+        marked=True,  # a session the ledger made
     )
     await books.apply_payment_event(bought.event_id, "checkout.session.completed", bought)
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import stripe
 
+from ledger.adapters.stripe_webhooks import MARK_KEY, MARK_VALUE
+
 WEBHOOK_SECRET = "whsec_test_ledger_suite_current"
 PREVIOUS_WEBHOOK_SECRET = "whsec_test_ledger_suite_previous"
 
@@ -50,7 +52,7 @@ def checkout_session(
     status: str = "complete",
     payment_intent: str | None = None,
 ) -> dict[str, Any]:
-    """A Checkout Session object as Stripe sends it in events."""
+    """A Checkout Session object the ledger made, as Stripe sends it in events."""
     return {
         "id": session_id,
         "object": "checkout.session",
@@ -60,7 +62,7 @@ def checkout_session(
         "currency": currency,
         "expires_at": int(time.time()) + 3600,
         "livemode": False,
-        "metadata": {"account_id": account_id, "credits": str(credits)},
+        "metadata": {"account_id": account_id, "credits": str(credits), MARK_KEY: MARK_VALUE},
         "mode": "payment",
         "payment_intent": payment_intent or f"pi_test_{secrets.token_hex(10)}",
         "payment_status": payment_status,

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from ledger.adapters import stripe_webhooks
 from ledger.adapters.stripe_webhooks import (
+    MARK_KEY,
+    MARK_VALUE,
     InvalidWebhook,
     _checkout_event,
     _id,
@@ -109,3 +111,21 @@ def test_a_usual_session_is_read_without_a_call_of_the_helpers(
     assert calls == []
     assert (event.session_id, event.payment_intent, event.credits) == ("cs_1", "pi_1", 1000)
     assert (event.amount_total, event.account_id, event.unit_amount) == (1000, "acct_1", None)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "marked"),
+    [
+        ({"account_id": "acct_1", "credits": "10", MARK_KEY: MARK_VALUE}, True),
+        ({"account_id": "acct_1", "credits": "10"}, False),
+        ({"account_id": "acct_1", "credits": "10", MARK_KEY: "another-product"}, False),
+        ({MARK_KEY: {"id": MARK_VALUE}}, False),
+        (None, False),
+    ],
+)
+def test_a_session_is_the_ledgers_only_with_its_mark_in_the_metadata(
+    metadata: Any, marked: bool
+) -> None:
+    obj = _StripeObject(id="cs_1", payment_status="paid", metadata=metadata)
+
+    assert _checkout_event("evt_1", CheckoutChange.COMPLETED, obj).marked is marked
