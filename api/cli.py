@@ -19,7 +19,10 @@ import msgspec
 from api.cli_exits import error_in_one_line, exit_2_when_it_cannot_run
 from api.cli_files import OUTPUT_FILE, written_whole
 from api.cli_support import (
+    EVENTS_PER_JOB,
+    MAX_JOBS,
     account_id_option,
+    default_jobs,
     plural,
     progress,
     run_with_database,
@@ -38,12 +41,6 @@ if TYPE_CHECKING:
     from ledger.service import Ledger
 
 T = TypeVar("T")
-
-
-MAX_JOBS = 64
-"""The most worker processes ``--jobs`` starts, each with a connection of its own: 99,999
-started processes until the machine ground to a halt (a PostgreSQL takes 100 connections
-unless told otherwise)."""
 
 
 # Libraries whose INFO lines are per-request or per-step noise in the service's log.
@@ -694,8 +691,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option(
     "--jobs",
     type=click.IntRange(min=1, max=MAX_JOBS),
-    default=lambda: min(os.cpu_count() or 1, MAX_JOBS),
-    show_default="the number of CPUs",
+    show_default=f"one per {EVENTS_PER_JOB:,} events, at most one per CPU",
     help="Processes to replay with: the streams are split among them by a hash of their id, "
     f"all reading one snapshot. 1 replays in this process; at most {MAX_JOBS}.",
 )
@@ -703,7 +699,7 @@ def audit_verify(
     as_json: bool,
     checkpoint_files: tuple[Path, ...],
     public_key_files: tuple[Path, ...],
-    jobs: int,
+    jobs: int | None,
 ) -> None:
     """Replay every event: check hash chains, balances, invariants, snapshots and the views.
 
@@ -727,7 +723,7 @@ def _verify_and_report(
     as_json: bool,
     checkpoint_files: tuple[Path, ...],
     public_key_files: tuple[Path, ...],
-    jobs: int,
+    jobs: int | None,
 ) -> bool:
     """The audit and its report; whether it found nothing."""
     import msgspec
@@ -755,18 +751,19 @@ def _verify_and_report(
 
     async def run(services: Database) -> Any:
         settle_after_start_up(young=BATCHES_YOUNG)  # as in its workers (audit/verify.py)
-        # The bar's total, only where a bar is drawn (not for --json or a pipe, as the
-        # benchmark and scripts run it): the last position, read from the index, not a count
-        # of every event (a read of the whole index before the audit's own reads). Positions
-        # have gaps, and the bar ends at 100 % whatever its total was (``Progress``).
+        # The bar's total and the default --jobs' measure of the store, only where a bar is
+        # drawn or --jobs was not given (not for --json --jobs N or a pipe, as the benchmark
+        # and scripts run it): the last position, read from the index, not a count of every
+        # event (a read of the whole index before the audit's own reads). Positions have
+        # gaps, and the bar ends at 100 % whatever its total was (``Progress``).
         drawn = not as_json and sys.stderr.isatty()
-        total = await services.store.head_position() if drawn else 0
+        total = await services.store.head_position() if drawn or jobs is None else 0
         with progress(total, "events", enabled=drawn) as bar:
             return await verify(
                 services.pool,
                 on_progress=bar.update,
                 checkpoints=checkpoints,
-                jobs=jobs,
+                jobs=default_jobs(total) if jobs is None else jobs,
                 database_url=services.database_url,
             )
 
@@ -961,12 +958,11 @@ def rebuilding(names: list[str]) -> str:
 @click.option(
     "--jobs",
     type=click.IntRange(min=1, max=MAX_JOBS),
-    default=min(os.cpu_count() or 1, MAX_JOBS),
-    show_default="one per CPU",
+    show_default=f"one per {EVENTS_PER_JOB:,} events, at most one per CPU",
     help="Fill the fresh tables from this many processes, each folding its share of the "
     f"streams; 1: one pass in this process; at most {MAX_JOBS}.",
 )
-def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
+def rebuild_projection(names: tuple[str, ...], jobs: int | None) -> None:
     from projections.events import UnreadableEvent
     from projections.rebuild import RebuildRunning, rebuild_all
     from projections.rebuild_parts import PartFailed
@@ -991,7 +987,7 @@ def rebuild_projection(names: tuple[str, ...], jobs: int) -> None:
                         connection,
                         chosen,
                         lambda count, _: bar.update(count),
-                        jobs=jobs,
+                        jobs=default_jobs(head) if jobs is None else jobs,
                         database_url=database_url,
                     )
             except (RebuildRunning, PartFailed) as error:

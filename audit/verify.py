@@ -409,6 +409,8 @@ class Report(msgspec.Struct):
     snapshots: int
     seconds: float
     events_per_second: float
+    jobs: int
+    """The processes that replayed (``--jobs``, or its default for the store's size)."""
     projection_positions: dict[str, int]
     findings: list[Finding]
 
@@ -1425,6 +1427,7 @@ class Verifier:
             snapshots=part.snapshots,
             seconds=round(seconds, 3),
             events_per_second=round(part.events / seconds, 1) if seconds else 0.0,
+            jobs=self.jobs,
             projection_positions=self.positions,
             findings=sorted(self.findings, key=_finding_order),
         )

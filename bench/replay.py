@@ -9,7 +9,8 @@ against a raw asyncpg read of the same rows.
   (its own timer: the replay and the checks of the views);
 * ``ledger projections rebuild`` as a subprocess: events in the store divided by the
   command's wall time. The command rebuilds every view in one pass over the events, with
-  its default ``--jobs`` (one process per CPU, each folding its share of the streams).
+  its default ``--jobs`` (one process per 150,000 events, at most one per CPU, each folding
+  its share of the streams).
   ``--rebuild-seconds S`` stops it after S seconds and takes its rate from how far its
   tables got.
 
@@ -64,8 +65,8 @@ async def raw_fetch(url: str) -> Timed:
 
 
 async def audit_verify(url: str, data_dir: Path) -> Timed:
-    """``ledger audit verify --json`` (one process per CPU, its default); its own events/s,
-    the wall time and the findings."""
+    """``ledger audit verify --json`` (its default ``--jobs``: one process per 150,000 events,
+    at most one per CPU); its own events/s, the wall time and the findings."""
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *ledger_command(),
