@@ -152,50 +152,67 @@ def notification_id(position: int, event_type: str) -> str:
     return f"evt_{position}_{event_type.replace('.', '_')}"
 
 
+_OWN = WhichOf(
+    CreditsPurchased, CreditsSpent, HoldCaptured, CreditsGranted, GrantExpired, HoldExpired
+)
+_OWN_EXACT = _OWN.exact
+
+
 def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
     """The notification an event is by itself (before any alert it sets off)."""
-    match event:
-        case CreditsPurchased():
-            return "credits.purchased", {"session_id": event.session_id, "credits": event.credits}
-        case CreditsSpent():
-            return "credits.spent", {
-                "amount": event.amount,
-                "from_allowance": event.from_allowance,
-                "from_grants": event.from_grants,
-                "from_topup": event.from_topup,
-                "reason": event.reason or None,
-                "hold_id": None,
-            }
-        case HoldCaptured() if event.captured > 0:
-            return "credits.spent", {
-                "amount": event.captured,
-                "from_allowance": event.from_allowance,
-                "from_grants": dict(event.from_grants),
-                "from_topup": event.from_topup,
-                "reason": None,
-                "hold_id": event.hold_id,
-            }
-        case CreditsGranted():
-            return "credits.granted", {
-                "grant_id": event.grant_id,
-                "amount": event.amount,
-                "priority": event.priority,
-                "expires_at": None
-                if event.expires_at is None
-                else in_utc(datetime.fromisoformat(event.expires_at)),
-                "reason": event.reason or None,
-            }
-        case GrantExpired():
-            return "grant.expired", {"grant_id": event.grant_id, "lapsed": event.lapsed}
-        case HoldExpired():
-            return "hold.expired", {
-                "hold_id": event.hold_id,
-                "released": event.released,
-                # As the hold's answer counts it: of ``released``, the allowance share carried
-                # over a reset and the shares of grants closed meanwhile, which ended.
-                "lapsed": event.lapsed + sum(event.grants_lapsed.values()),
-            }
-    return None
+    try:  # isinstance() of each class, looked up (see WhichOf): a match asked them in turn
+        which = _OWN_EXACT[type(event)]
+    except KeyError:
+        which = _OWN[type(event)]
+    if which is None:
+        return None
+    if which is CreditsSpent:
+        assert isinstance(event, CreditsSpent)  # for the type checker: cheap when it is
+        return "credits.spent", {
+            "amount": event.amount,
+            "from_allowance": event.from_allowance,
+            "from_grants": event.from_grants,
+            "from_topup": event.from_topup,
+            "reason": event.reason or None,
+            "hold_id": None,
+        }
+    if which is CreditsPurchased:
+        assert isinstance(event, CreditsPurchased)
+        return "credits.purchased", {"session_id": event.session_id, "credits": event.credits}
+    if which is HoldCaptured:
+        assert isinstance(event, HoldCaptured)
+        if event.captured <= 0:
+            return None
+        return "credits.spent", {
+            "amount": event.captured,
+            "from_allowance": event.from_allowance,
+            "from_grants": dict(event.from_grants),
+            "from_topup": event.from_topup,
+            "reason": None,
+            "hold_id": event.hold_id,
+        }
+    if which is CreditsGranted:
+        assert isinstance(event, CreditsGranted)
+        return "credits.granted", {
+            "grant_id": event.grant_id,
+            "amount": event.amount,
+            "priority": event.priority,
+            "expires_at": None
+            if event.expires_at is None
+            else in_utc(datetime.fromisoformat(event.expires_at)),
+            "reason": event.reason or None,
+        }
+    if which is GrantExpired:
+        assert isinstance(event, GrantExpired)
+        return "grant.expired", {"grant_id": event.grant_id, "lapsed": event.lapsed}
+    assert isinstance(event, HoldExpired)
+    return "hold.expired", {
+        "hold_id": event.hold_id,
+        "released": event.released,
+        # As the hold's answer counts it: of ``released``, the allowance share carried
+        # over a reset and the shares of grants closed meanwhile, which ended.
+        "lapsed": event.lapsed + sum(event.grants_lapsed.values()),
+    }
 
 
 def fold(
