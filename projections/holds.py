@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from operator import attrgetter
 from uuid import UUID
 
 import msgspec
@@ -16,7 +17,7 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, Moment, ProjectedEvent, as_text, of_kinds
+from projections.events import EventKinds, Moment, ProjectedEvent, WhichOf, as_text, of_kinds
 from projections.writes import Write, WritesView
 
 _SETTLED_AS: dict[type, str] = {
@@ -54,10 +55,19 @@ _UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
         position = excluded.position"""
 
 
+_WHICH = WhichOf(HoldPlaced, *HOLD_SETTLEMENTS)
+_WHICH_EXACT = _WHICH.exact
+
+
 def fold(row: HoldRow | None, projected: ProjectedEvent) -> HoldRow | None:
     """The hold after one of its events."""
     event = projected.event
-    if isinstance(event, HoldPlaced):
+    try:  # isinstance() of each class, looked up (see WhichOf)
+        which = _WHICH_EXACT[type(event)]
+    except KeyError:
+        which = _WHICH[type(event)]
+    if which is HoldPlaced:
+        assert isinstance(event, HoldPlaced)  # for the type checker: cheap when it is
         return HoldRow(
             hold_id=event.hold_id,
             stream_id=projected.stream_id,
@@ -71,21 +81,26 @@ def fold(row: HoldRow | None, projected: ProjectedEvent) -> HoldRow | None:
             settled_at=None,
             position=projected.position,
         )
-    if row is None or not isinstance(event, HOLD_SETTLEMENTS):
+    if row is None or which is None:
         return row
-    row.status = _SETTLED_AS[type(event)]
-    row.captured = event.captured if isinstance(event, HoldCaptured) else 0
-    row.released = event.released
+    if which is HoldCaptured:
+        assert isinstance(event, HoldCaptured)
+        row.captured, row.released = event.captured, event.released
+    elif which is HoldReleased:
+        assert isinstance(event, HoldReleased)
+        row.captured, row.released = 0, event.released
+    else:
+        assert isinstance(event, HoldExpired)
+        row.captured, row.released = 0, event.released
+    row.status = _SETTLED_AS[which]
     row.settled_at, row.position = projected.recorded_at, projected.position
     return row
 
 
 _HOLD_EVENTS = EventKinds(HoldPlaced, *HOLD_SETTLEMENTS)
-
-
-def _hold_id(event: object) -> str:
-    assert isinstance(event, HoldPlaced | HoldCaptured | HoldReleased | HoldExpired)
-    return event.hold_id
+_hold_id = attrgetter("hold_id")
+"""The hold of one of ``_HOLD_EVENTS`` (each has its ``hold_id``), asked without an
+``isinstance`` of their union."""
 
 
 class HoldsProjection(WritesView):
