@@ -27,7 +27,7 @@ from ledger.domain.events import (
     PaymentRefunded,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, Moment, ProjectedEvent, of_kinds
+from projections.events import EventKinds, Moment, ProjectedEvent, WhichOf, of_kinds
 from projections.memory import ViewMemory, fold_remembered
 from projections.writes import Write, WritesView
 
@@ -72,10 +72,29 @@ _UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
         updated_at = excluded.updated_at, paid_at = excluded.paid_at"""
 
 
+_WHICH = WhichOf(
+    CheckoutRequested,
+    CheckoutPaid,
+    CheckoutExpired,
+    CheckoutFailed,
+    PaymentMismatched,
+    PaymentRefunded,
+    DisputeUpdated,
+    PaymentDisputed,
+    DisputeClosed,
+)
+_WHICH_EXACT = _WHICH.exact
+
+
 def fold(row: PurchaseRow | None, projected: ProjectedEvent) -> PurchaseRow | None:
     """The purchase after one event (None while the stream is not a session's)."""
     event = projected.event
-    if isinstance(event, CheckoutRequested):
+    try:  # isinstance() of each class, looked up (see WhichOf): a match asked them in turn
+        which = _WHICH_EXACT[type(event)]
+    except KeyError:
+        which = _WHICH[type(event)]
+    if which is CheckoutRequested:
+        assert isinstance(event, CheckoutRequested)  # for the type checker: cheap when it is
         return PurchaseRow(
             event.session_id,
             projected.stream_id,
@@ -95,30 +114,39 @@ def fold(row: PurchaseRow | None, projected: ProjectedEvent) -> PurchaseRow | No
         )
     if row is None:
         return None
-    match event:
-        case CheckoutPaid() | CheckoutExpired() | CheckoutFailed():
-            row.status = _STATUS_OF[type(event)]
-            if row.status == "paid" and row.paid_at is None:
-                row.paid_at = projected.recorded_at
-        case PaymentMismatched():
-            # Money arrived but not what was asked: pending until someone looks, even
-            # for a session that had expired or failed (money came after all).
-            row.status = "pending"
-            row.needs_review = True
-        case PaymentRefunded():
-            row.amount_refunded = event.amount_refunded
-            row.credits_clawed_back += event.credits_clawed_back
-            row.credits_reversed -= event.credits_restored
-            if row.status in _PAID and row.amount_refunded >= row.amount:
-                row.status = "refunded"
-        case DisputeUpdated() if event.credits_reversed or event.credits_restored:
-            row.credits_reversed += event.credits_reversed - event.credits_restored
-        case PaymentDisputed() if event.credits_reversed:
-            row.credits_reversed += event.credits_reversed
-        case DisputeClosed() if event.credits_restored:
-            row.credits_reversed -= event.credits_restored
-        case _:
+    if (status := _STATUS_OF.get(which)) is not None:  # paid, expired, failed
+        row.status = status
+        if status == "paid" and row.paid_at is None:
+            row.paid_at = projected.recorded_at
+    elif which is PaymentMismatched:
+        # Money arrived but not what was asked: pending until someone looks, even
+        # for a session that had expired or failed (money came after all).
+        row.status = "pending"
+        row.needs_review = True
+    elif which is PaymentRefunded:
+        assert isinstance(event, PaymentRefunded)
+        row.amount_refunded = event.amount_refunded
+        row.credits_clawed_back += event.credits_clawed_back
+        row.credits_reversed -= event.credits_restored
+        if row.status in _PAID and row.amount_refunded >= row.amount:
+            row.status = "refunded"
+    elif which is DisputeUpdated:
+        assert isinstance(event, DisputeUpdated)
+        if not (event.credits_reversed or event.credits_restored):
             return row
+        row.credits_reversed += event.credits_reversed - event.credits_restored
+    elif which is PaymentDisputed:
+        assert isinstance(event, PaymentDisputed)
+        if not event.credits_reversed:
+            return row
+        row.credits_reversed += event.credits_reversed
+    elif which is DisputeClosed:
+        assert isinstance(event, DisputeClosed)
+        if not event.credits_restored:
+            return row
+        row.credits_reversed -= event.credits_restored
+    else:
+        return row
     row.updated_at = projected.recorded_at
     return row
 
