@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from operator import attrgetter
+from typing import cast
 from uuid import UUID
 
 import msgspec
@@ -24,7 +25,7 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import ByEventClass, Moment, ProjectedEvent, as_text
+from projections.events import ByEventClass, Moment, ProjectedEvent, WhichOf, as_text
 from projections.writes import Write, WritesView
 
 
@@ -78,19 +79,32 @@ _UPSERT = f"""INSERT INTO {{table}} ({_COLUMNS})
         closed_at = excluded.closed_at"""
 
 
+def _taken_at_capture(captured: HoldCaptured) -> dict[str, int]:
+    taken = dict(captured.from_grants)
+    for grant_id, lapsed in captured.grants_lapsed.items():
+        taken[grant_id] = taken.get(grant_id, 0) + lapsed
+    return taken
+
+
+_TAKEN = ByEventClass(
+    {
+        CreditsSpent: attrgetter("from_grants"),
+        HoldCaptured: _taken_at_capture,
+        HoldReleased: attrgetter("grants_lapsed"),
+        HoldExpired: attrgetter("grants_lapsed"),
+    }
+)
+"""What an event takes from each grant, by class (see ``taken_from_grants``); None for the
+events that take nothing."""
+
+
 def taken_from_grants(event: object) -> dict[str, int]:
     """What an account event took from each grant (spent, or lapsed at settlement)."""
-    match event:
-        case CreditsSpent():
-            return event.from_grants
-        case HoldCaptured():
-            taken = dict(event.from_grants)
-            for grant_id, lapsed in event.grants_lapsed.items():
-                taken[grant_id] = taken.get(grant_id, 0) + lapsed
-            return taken
-        case HoldReleased() | HoldExpired():
-            return event.grants_lapsed
-    return {}
+    try:  # _TAKEN[type(event)], in the plain dict first
+        taken = _TAKEN.exact[type(event)]
+    except KeyError:
+        taken = _TAKEN[type(event)]
+    return {} if taken is None else taken(event)
 
 
 def closed_at(kind: type, expires_at: Moment | None, recorded_at: Moment) -> Moment:
@@ -121,6 +135,12 @@ def _grant_moves(
         return _grant_moves(events)
 
 
+_WHICH = WhichOf(CreditsGranted, GrantExpired, GrantVoided)
+_WHICH_EXACT = _WHICH.exact
+_CLOSED_AS = {GrantExpired: "expired", GrantVoided: "voided"}
+"""The status each event that closes a grant leaves it in."""
+
+
 class GrantsProjection(WritesView):
     """Every grant of every account, active or closed."""
 
@@ -149,7 +169,12 @@ class GrantsProjection(WritesView):
     @staticmethod
     def _fold(rows: dict[str, GrantRow], projected: ProjectedEvent) -> None:
         event = projected.event
-        if isinstance(event, CreditsGranted):
+        try:  # isinstance() of each class, looked up (see WhichOf)
+            which = _WHICH_EXACT[type(event)]
+        except KeyError:
+            which = _WHICH[type(event)]
+        if which is CreditsGranted:
+            assert isinstance(event, CreditsGranted)  # for the type checker: cheap when it is
             rows[event.grant_id] = GrantRow(
                 grant_id=event.grant_id,
                 stream_id=projected.stream_id,
@@ -166,10 +191,11 @@ class GrantsProjection(WritesView):
                 position=projected.position,
             )
             return
-        if isinstance(event, GrantExpired | GrantVoided):
-            row = rows[event.grant_id]
-            row.remaining -= event.lapsed
-            row.status = "expired" if isinstance(event, GrantExpired) else "voided"
+        if (status := _CLOSED_AS.get(which)) is not None:
+            closing = cast("GrantExpired | GrantVoided", event)
+            row = rows[closing.grant_id]
+            row.remaining -= closing.lapsed
+            row.status = status
             row.closed_at = closed_at(type(event), row.expires_at, projected.recorded_at)
             return
         for grant_id, taken in taken_from_grants(event).items():
