@@ -25,7 +25,7 @@ from api.database import (
 )
 from api.edge import answered_requests
 from api.errors import EXCEPTION_HANDLERS
-from api.expiry import ExpirySweeper
+from api.expiry import SWEEP_SECONDS, ExpirySweeper
 from api.metrics import MetricsAccess, metrics_port_only
 from api.openapi import conform, openapi_config
 from api.query_parameters import refuse_repeated_request_parts
@@ -47,6 +47,7 @@ from api.services import Services, build_services
 from api.settings import Settings, SettingsError
 from ledger.adapters.stripe_gateway import StripeGateway
 from ledger.bootstrap import NoPaymentGateway
+from ledger.clock_guard import CHECK_SECONDS
 from ledger.ports import Clock, PaymentGateway, system_clock
 from ledger.store.failures import database_failure
 
@@ -136,11 +137,16 @@ def create_app(
     development_extras: bool = False,
     express_lane: bool = True,
     clock: Clock = system_clock,
+    sweep_seconds: float = SWEEP_SECONDS,
+    clock_check_seconds: float = CHECK_SECONDS,
 ) -> Litestar:
     """The API. ``development_extras`` runs the Stripe stand-in and the demo account;
     ``express_lane=False`` answers every request through Litestar alone (api/express.py;
     the tests compare the two); ``clock``: the commands' (the tests set it apart from the
-    database's, ledger/clock_guard.py).
+    database's, ledger/clock_guard.py). ``sweep_seconds`` and ``clock_check_seconds``: how
+    often the expiry sweep (api/expiry.py) and the clock check run in the background; the
+    instruction count of a request (bench/spend_instructions.py) makes them rare, as work
+    that comes per second of wall time and not per request.
 
     The projector is not part of it: ``ledger serve`` runs it as a process of its own.
     """
@@ -180,9 +186,10 @@ def create_app(
             stack.push_async_callback(services.tokens.stop_watching)
             services.ledger.uow.committer.start()
             stack.push_async_callback(services.ledger.uow.committer.stop)
-            services.ledger.clock_guard.start(services.pool)  # measured once already
+            # Measured once already (open_services); again every clock_check_seconds.
+            services.ledger.clock_guard.start(services.pool, clock_check_seconds)
             stack.push_async_callback(services.ledger.clock_guard.stop)
-            sweeper = ExpirySweeper(services.views, services.ledger)
+            sweeper = ExpirySweeper(services.views, services.ledger, sweep_seconds)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
             if reconciler := PeriodicReconciler.from_env(services):  # LEDGER_RECONCILE_SECONDS

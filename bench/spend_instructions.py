@@ -31,6 +31,17 @@ cache), and each delivery (``bench.load.checkout_completed``, signed with the SD
 ``WebhookSignature``) is made and signed before the markers; ``--spends`` counts
 deliveries then, and ``--direct`` runs the route's ``receive_delivery`` without HTTP.
 
+The count is of a steady stream of requests, as a served process pays for each: the
+app's heap is settled once its start-up is done, as ``ledger serve`` settles it
+(``ledger.heap.settle_after_start_up``), and what comes per second of wall time rather
+than per request is made rare (``AS_SERVED``), since under callgrind a run lasts some
+fifty times longer than at native speed, and longer still on a busy machine: the expiry
+sweep (every second) and the clock check (every 5 s), the tokens' cache and the writes
+of their last use (30 s, 60 s), and the connections the committer's writers and the
+commands' loads keep while idle (0.1 s), which a writer gave back and took again between
+two requests that a native-speed stream sends within that time. Counted with them, two
+identical runs moved up to 15 % on a busy machine; without, 0.1 %.
+
 Each run creates a database ``<prefix><random>`` on ``--server`` and drops it after.
 """
 
@@ -149,9 +160,11 @@ async def _drive(args: argparse.Namespace) -> None:
     from api.settings import Settings
     from bench import service
     from ledger.commands import OpenAccount
+    from ledger.heap import settle_after_start_up
 
     os.environ["LEDGER_LOG_FORMAT"] = "json"
     configure_logging(logging.INFO)  # as `ledger serve -v` logs: an access line a request
+    _set_steady_stream_times()
     with tempfile.TemporaryDirectory(prefix="spend-instructions-") as data_dir:
         settings = Settings(database_url=args.database_url, data_dir=Path(data_dir))
         if args.webhook:  # as the bench serves it; nothing asks Stripe (port 9: discard)
@@ -161,9 +174,12 @@ async def _drive(args: argparse.Namespace) -> None:
                 stripe_webhook_secret=service.WEBHOOK_SECRET,
                 stripe_api_base="http://127.0.0.1:9",
             )
-        app = create_app(settings)
+        app = create_app(settings, sweep_seconds=RARELY, clock_check_seconds=RARELY)
         async with app.lifespan():
+            settle_after_start_up()  # as `ledger serve` does once the app has started
             services = app.state.services
+            services.tokens.cache_seconds = RARELY
+            print(AS_SERVED)
             token = (await services.tokens.issue(Scope.LEDGER_WRITE, name="bench")).secret
             accounts = [f"{ACCOUNT_PREFIX}{i:04d}" for i in range(args.accounts)]
             for account_id in accounts:
@@ -199,6 +215,31 @@ async def _drive(args: argparse.Namespace) -> None:
         print(f"statuses: {statuses}")
         if set(statuses) != {200}:
             raise SystemExit(f"not every request answered 200: {statuses}")
+
+
+RARELY = 86_400.0
+"""Seconds between the runs of work that comes per second of wall time (a day: never
+within a run)."""
+KEPT_IDLE = 5.0
+"""Seconds a writer and the commands' loads keep their connection idle (0.1 served): far
+beyond the gap between two requests under callgrind (tens of milliseconds, a few hundred on a
+busy machine), and short enough for the app's shut-down, whose pool waits for the loads'."""
+AS_SERVED = (
+    "as served, a steady stream: heap settled as `ledger serve` settles it; expiry sweep, "
+    "clock check, token cache and token use writes once a day; idle connections kept "
+    f"{KEPT_IDLE:g} s"
+)
+
+
+def _set_steady_stream_times() -> None:
+    """The writers' and the commands' loads' connections kept ``KEPT_IDLE`` seconds idle, a
+    token's use written once a day (``RARELY``): module settings, so before the app is made."""
+    from api.access import tokens
+    from ledger.store import commit, event_store
+
+    commit.KEEP_IDLE = KEPT_IDLE
+    event_store.LOADS_KEEP_IDLE = KEPT_IDLE
+    tokens.USE_RECORDED_EVERY_SECONDS = RARELY
 
 
 ACCOUNT_PREFIX = "acct_instr_"
