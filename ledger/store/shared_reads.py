@@ -104,7 +104,9 @@ class SharedReads(Generic[K, V]):
         self._idle = wake = loop.create_future()
         timer = loop.call_later(self._keep_idle, _resolve, wake, False)
         try:
-            return await wake
+            # Or asked after the timer ended the wait and before this task resumed: that
+            # read found the task here and woke nothing; a stop now would cancel it.
+            return await wake or bool(self._asked)
         finally:
             timer.cancel()
             self._idle = None

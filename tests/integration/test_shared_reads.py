@@ -148,3 +148,23 @@ async def test_a_read_soon_after_another_goes_on_the_kept_connection_given_back_
     await until(lambda: in_use() == before, what="the kept connection given back once idle")
     assert await reads.read(3) == 30  # and taken again for the next
     assert reads.queries == 3
+
+
+async def test_a_read_asked_as_the_keep_idle_ends_is_answered_not_cancelled(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The idle wait's timer fires, and before the querying task resumes a read is asked:
+    it found the task still there and woke nothing, and the task, seeing its wait end
+    empty, stopped and cancelled the read ("the server is stopping", a 503 under load)."""
+
+    async def fetch_many(connection: Any, keys: Sequence[int]) -> dict[int, int]:
+        return {key: key * 10 for key in keys}
+
+    reads: SharedReads[int, int] = SharedReads(fetch_many, isolated_db.pool, keep_idle=5)
+    assert await reads.read(1) == 10
+    await until(lambda: reads._idle is not None, what="the task waiting, idle")
+    idle = reads._idle
+    assert idle is not None
+    idle.set_result(False)  # as its timer does when keep_idle runs out
+    assert await reads.read(2) == 20
+    assert reads.queries == 2
