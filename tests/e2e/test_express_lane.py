@@ -253,19 +253,24 @@ async def test_a_body_declared_over_the_limit_is_413_at_once_in_the_express_lane
     await open_account(services.ledger, account_id, 100)
     path = path.format(account_id=account_id)
     for base_url in (ledger_app.state.base_url, litestar_alone):
-        host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {token}\r\nIdempotency-Key: k\r\n"
-            "Content-Length: 100000000\r\n\r\n{}".encode()
-        )
-        try:
-            status_line = await asyncio.wait_for(reader.readline(), timeout=5)
-        finally:
-            writer.close()
+        status_line = await _status_line_of_declared(base_url, path, token, "100000000")
 
         assert status_line.startswith(b"HTTP/1.1 413"), (base_url, status_line)
+
+
+async def _status_line_of_declared(base_url: str, path: str, token: str, length: str) -> bytes:
+    """The status line answering a POST of ``{}`` whose ``Content-Length`` says ``length``."""
+    host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\nIdempotency-Key: k\r\n"
+        f"Content-Length: {length}\r\n\r\n{{}}".encode()
+    )
+    try:
+        return await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
 
 
 @pytest.mark.parametrize("path", ["/v1/accounts/{account_id}/spend", "/v1/stripe/webhook"])
@@ -278,19 +283,10 @@ async def test_a_length_declared_in_thousands_of_digits_is_answered_as_litestar_
     account_id = unique("acct")
     await open_account(services.ledger, account_id, 100)
     path = path.format(account_id=account_id)
-    status_lines = []
-    for base_url in (ledger_app.state.base_url, litestar_alone):
-        host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {token}\r\nIdempotency-Key: k\r\n"
-            f"Content-Length: {'0' * 5000}2\r\n\r\n{{}}".encode()
-        )
-        try:
-            status_lines.append(await asyncio.wait_for(reader.readline(), timeout=5))
-        finally:
-            writer.close()
+    status_lines = [
+        await _status_line_of_declared(base_url, path, token, f"{'0' * 5000}2")
+        for base_url in (ledger_app.state.base_url, litestar_alone)
+    ]
 
     laned, alone = status_lines
     assert laned == alone, status_lines

@@ -31,6 +31,22 @@ async def checkout_requests(store: EventStore, since: int, account_id: str) -> l
     ]
 
 
+async def purchase_while_stripe_fails(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    fault: dict[str, Any],
+    credits: int,
+    headers: dict[str, str],
+) -> httpx.Response:
+    """A purchase of ``credits`` while the stand-in fails its calls as ``fault`` says
+    (``/_standin/fail-next``), the fault taken back after it whatever happened."""
+    await http.post(f"{standin.base_url}/_standin/fail-next", json=fault)
+    try:
+        return await http.post(PURCHASE, json={"credits": credits}, headers=headers)
+    finally:
+        await http.post(f"{standin.base_url}/_standin/fail-next", json={"count": 0})
+
+
 async def test_purchase_creates_a_checkout_session_and_records_it(
     http: httpx.AsyncClient, customer: Customer, services: Services
 ) -> None:
@@ -205,11 +221,9 @@ async def test_when_stripe_fails_the_answer_is_502_and_nothing_is_recorded(
     http: httpx.AsyncClient, customer: Customer, services: Services, standin: RunningStandin
 ) -> None:
     start = await tail_position(services.store)
-    await http.post(f"{standin.base_url}/_standin/fail-next", json={"status": 500, "count": 10})
-    try:
-        response = await http.post(PURCHASE, json={"credits": 1000}, headers=customer.headers)
-    finally:
-        await http.post(f"{standin.base_url}/_standin/fail-next", json={"status": 500, "count": 0})
+    response = await purchase_while_stripe_fails(
+        http, standin, {"status": 500, "count": 10}, 1000, customer.headers
+    )
 
     assert response.status_code == 502
     assert "payment provider" in response.json()["message"]
@@ -229,11 +243,9 @@ async def test_a_purchase_retried_after_the_price_changed_is_made_at_the_new_pri
     one after it until the minute turned)."""
     start = await tail_position(services.store)
     headers = {**customer.headers, "Idempotency-Key": "repriced-1"}
-    await http.post(f"{standin.base_url}/_standin/fail-next", json={"mode": "drop", "count": 3})
-    try:
-        failed = await http.post(PURCHASE, json={"credits": 500}, headers=headers)
-    finally:
-        await http.post(f"{standin.base_url}/_standin/fail-next", json={"count": 0})
+    failed = await purchase_while_stripe_fails(
+        http, standin, {"mode": "drop", "count": 3}, 500, headers
+    )
     assert failed.status_code == 502, failed.text
 
     async with (
@@ -280,11 +292,9 @@ async def test_a_purchase_retried_in_a_later_minute_after_a_lost_answer_gets_its
         headers = {"Authorization": f"Bearer {issued.secret}", "Idempotency-Key": "lost-1"}
         start = await tail_position(services.store)
         made_before = set(standin.state.sessions)
-        await http.post(f"{standin.base_url}/_standin/fail-next", json={"mode": "drop", "count": 3})
-        try:
-            lost = await http.post(PURCHASE, json={"credits": 500}, headers=headers)
-        finally:
-            await http.post(f"{standin.base_url}/_standin/fail-next", json={"count": 0})
+        lost = await purchase_while_stripe_fails(
+            http, standin, {"mode": "drop", "count": 3}, 500, headers
+        )
         assert lost.status_code == 502, lost.text
         [made] = set(standin.state.sessions) - made_before
 
@@ -307,14 +317,9 @@ async def test_a_failure_stripe_saved_under_a_purchases_key_is_not_answered_agai
     asks again under a key of its minute rather than answer 502 until it turns."""
     start = await tail_position(services.store)
     headers = {**customer.headers, "Idempotency-Key": "saved-500"}
-    await http.post(
-        f"{standin.base_url}/_standin/fail-next",
-        json={"status": 500, "count": 3, "replayed": True},
+    response = await purchase_while_stripe_fails(
+        http, standin, {"status": 500, "count": 3, "replayed": True}, 400, headers
     )
-    try:
-        response = await http.post(PURCHASE, json={"credits": 400}, headers=headers)
-    finally:
-        await http.post(f"{standin.base_url}/_standin/fail-next", json={"count": 0})
 
     assert response.status_code == 200, response.text
     [recorded] = await checkout_requests(services.store, start, customer.account_id)
