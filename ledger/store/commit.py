@@ -42,6 +42,7 @@ from ledger.store.event_store import (
     ConcurrencyConflict,
     Connection,
 )
+from ledger.store.kept_connections import resolve, usable
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +231,10 @@ class GroupCommitter:
     async def _usable(
         self, connection: asyncpg.pool.PoolConnectionProxy | None
     ) -> asyncpg.pool.PoolConnectionProxy:
-        """``connection`` if it is open, else one from the pool."""
-        if connection is not None:
-            try:
-                if not connection.is_closed():
-                    return connection
-            except asyncpg.InterfaceError:
-                # asyncpg gave it back to the pool itself when it read that the server ended
-                # it (Connection._cleanup): nothing was sent on it, the batch goes on another.
-                connection = None
+        """``connection`` if it is usable (``kept_connections.usable``), else one from the
+        pool."""
+        if connection is not None and usable(connection):
+            return connection
         await self._give_back(connection)
         return await self.pool.acquire()
 
@@ -313,7 +309,7 @@ async def _woken(waiting: list[asyncio.Future[bool]], *, keeping: bool) -> bool:
     loop = asyncio.get_running_loop()
     wake: asyncio.Future[bool] = loop.create_future()
     waiting.append(wake)
-    timer = loop.call_later(KEEP_IDLE, _resolve, wake, False) if keeping else None
+    timer = loop.call_later(KEEP_IDLE, resolve, wake, False) if keeping else None
     try:
         return await wake
     finally:
@@ -322,11 +318,6 @@ async def _woken(waiting: list[asyncio.Future[bool]], *, keeping: bool) -> bool:
         if not wake.done() or wake.cancelled() or not wake.result():  # still listed
             with contextlib.suppress(ValueError):
                 waiting.remove(wake)
-
-
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 def _rows(batch: Sequence[Writes]) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:

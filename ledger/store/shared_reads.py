@@ -22,8 +22,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
-import asyncpg
-
+from ledger.store.kept_connections import resolve, usable
 from ledger.store.read_connections import Pool
 
 K = TypeVar("K", bound=Hashable)
@@ -76,7 +75,7 @@ class SharedReads(Generic[K, V]):
                 batch, self._asked = self._asked, {}
                 self.queries += 1
                 try:
-                    if kept is None or kept.closed():
+                    if kept is None or not usable(kept.connection):
                         await _give_back(kept)
                         kept = None
                         kept = await _Kept.taken_from(self._pool)
@@ -102,7 +101,7 @@ class SharedReads(Generic[K, V]):
             return False
         loop = asyncio.get_running_loop()
         self._idle = wake = loop.create_future()
-        timer = loop.call_later(self._keep_idle, _resolve, wake, False)
+        timer = loop.call_later(self._keep_idle, resolve, wake, False)
         try:
             # Or asked after the timer ended the wait and before this task resumed: that
             # read found the task here and woke nothing; a stop now would cancel it.
@@ -125,24 +124,12 @@ class _Kept:
         acquired = pool.acquire()
         return cls(acquired, await acquired.__aenter__())
 
-    def closed(self) -> bool:
-        try:
-            return bool(self.connection.is_closed())
-        except asyncpg.InterfaceError:
-            # asyncpg gave it back to the pool itself when it read that the server ended it.
-            return True
-
 
 async def _give_back(kept: _Kept | None) -> None:
     """Give a kept connection back to the pool (a broken one too: the pool replaces it)."""
     if kept is not None:
         with contextlib.suppress(Exception):
             await kept.acquired.__aexit__(None, None, None)
-
-
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 def _settle(batch: _Waiting[K, V], found: dict[K, V], error: BaseException | None) -> None:
