@@ -213,9 +213,23 @@ def generate_key(out: Path) -> Ed25519PublicKey:
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """The Ed25519 private key in a PEM file (as ``generate_key`` writes it)."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as error:
-        raise CheckpointError(f"cannot read a private key from {path}: {error}") from None
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # The library's own words ("MalformedFraming", a link to its FAQ) said nothing of
+        # which file was wanted.
+        if b"PUBLIC KEY" in data:
+            raise CheckpointError(
+                f"{path} is a public key: --key takes the private key, the FILE "
+                "`ledger audit keygen --out FILE` wrote (not FILE.pub)"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a private key: --key takes the FILE `ledger audit keygen --out "
+            "FILE` wrote (PEM, -----BEGIN PRIVATE KEY-----)"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise CheckpointError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
     return key
@@ -232,8 +246,18 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
             key = serialization.load_pem_public_key(data)
         else:
             key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(data.decode().strip()))
-    except (ValueError, UnicodeDecodeError, UnsupportedAlgorithm) as error:
-        raise CheckpointError(f"cannot read a public key from {path}: {error}") from None
+    except (ValueError, UnicodeDecodeError, UnsupportedAlgorithm):
+        # Not the library's words ("non-hexadecimal number found in fromhex() arg").
+        if b"PRIVATE KEY" in data:
+            raise CheckpointError(
+                f"{path} is a private key: --public-key takes FILE.pub (an auditor needs "
+                "no private key)"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a public key: --public-key takes FILE.pub of `ledger audit "
+            "keygen --out FILE` (PEM, -----BEGIN PUBLIC KEY-----) or the 64 hex digits it "
+            "printed"
+        ) from None
     if not isinstance(key, Ed25519PublicKey):
         raise CheckpointError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
     return key

@@ -18,9 +18,12 @@ from audit.checkpoint import (
     add_position,
     check_file,
     encode_checkpoint,
+    generate_key,
     head_leaf,
     heads_root,
     load_checkpoint,
+    load_private_key,
+    load_public_key,
     merkle_root,
     positions_digest,
     public_key_hex,
@@ -166,3 +169,43 @@ def test_a_damaged_file_is_refused_with_the_reason(
 
     with pytest.raises(CheckpointError, match=why):
         load_checkpoint(path)
+
+
+def test_a_key_file_of_the_wrong_kind_says_which_file_is_wanted(tmp_path: Path) -> None:
+    """The library's words were the message: "non-hexadecimal number found in fromhex()
+    arg at position 0", "Unable to load PEM file. See https://cryptography.io/…
+    MalformedFraming" (a newcomer's review)."""
+    private = tmp_path / "signing"
+    public = generate_key(private)
+    other = tmp_path / "notes.txt"
+    other.write_text("not a key\n")
+
+    assert load_public_key(tmp_path / "signing.pub") == public
+    assert load_private_key(private).public_key() == public
+    with pytest.raises(CheckpointError) as swapped_public:
+        load_public_key(private)
+    with pytest.raises(CheckpointError) as not_public:
+        load_public_key(other)
+    with pytest.raises(CheckpointError) as swapped_private:
+        load_private_key(tmp_path / "signing.pub")
+    with pytest.raises(CheckpointError) as not_private:
+        load_private_key(other)
+    with pytest.raises(CheckpointError) as missing:
+        load_private_key(tmp_path / "missing")
+
+    assert str(swapped_public.value) == (
+        f"{private} is a private key: --public-key takes FILE.pub (an auditor needs no private key)"
+    )
+    assert str(not_public.value) == (
+        f"{other} is not a public key: --public-key takes FILE.pub of `ledger audit keygen "
+        "--out FILE` (PEM, -----BEGIN PUBLIC KEY-----) or the 64 hex digits it printed"
+    )
+    assert str(swapped_private.value) == (
+        f"{tmp_path / 'signing.pub'} is a public key: --key takes the private key, the FILE "
+        "`ledger audit keygen --out FILE` wrote (not FILE.pub)"
+    )
+    assert str(not_private.value) == (
+        f"{other} is not a private key: --key takes the FILE `ledger audit keygen --out FILE` "
+        "wrote (PEM, -----BEGIN PRIVATE KEY-----)"
+    )
+    assert str(missing.value) == f"cannot read {tmp_path / 'missing'}: No such file or directory"
