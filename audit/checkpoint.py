@@ -205,8 +205,10 @@ def generate_key(out: Path) -> Ed25519PublicKey:
         with os.fdopen(descriptor, "wb") as file:
             file.write(pem)
         public_out.write_text(public_key_pem(key.public_key()))
-    except OSError as error:
-        raise CheckpointError(f"cannot write the key: {error}") from None
+    except OSError as error:  # not "[Errno 2] No such file or directory: '…'"
+        raise CheckpointError(
+            f"cannot write {error.filename or out}: {error.strerror or error}"
+        ) from None
     return key.public_key()
 
 

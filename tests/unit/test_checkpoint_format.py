@@ -209,3 +209,13 @@ def test_a_key_file_of_the_wrong_kind_says_which_file_is_wanted(tmp_path: Path) 
         "wrote (PEM, -----BEGIN PRIVATE KEY-----)"
     )
     assert str(missing.value) == f"cannot read {tmp_path / 'missing'}: No such file or directory"
+
+
+def test_a_key_that_cannot_be_written_names_the_file_and_why(tmp_path: Path) -> None:
+    """It was "cannot write the key: [Errno 2] No such file or directory: '…'"."""
+    out = tmp_path / "no-such-folder" / "signing"
+
+    with pytest.raises(CheckpointError) as refused:
+        generate_key(out)
+
+    assert str(refused.value) == f"cannot write {out}: No such file or directory"
