@@ -325,6 +325,10 @@ def shape_problems(settings: Settings) -> list[str]:
     ):
         if url and not readable(url):
             problems.append(f"{variable} is not a URL (postgresql://user@host:port/database)")
+        elif url and (scheme := url.partition("://")[0]) not in ("postgresql", "postgres"):
+            # asyncpg refused it only at the first connection: `ledger serve` had started
+            # the stand-in and exited 3, which a supervisor retries, as for a database not up.
+            problems.append(f"{variable} must start with postgresql://, not {scheme}://")
         elif url and not names_a_database(url) and not os.environ.get("PGDATABASE"):
             # PostgreSQL would take the user's name (api/database.py refuses it too).
             problems.append(

@@ -88,6 +88,13 @@ def test_public_url_follows_the_port() -> None:
         ({"CREDIT_CURRENCY": "éur"}, "CREDIT_CURRENCY must be an ISO 4217 code"),
         ({"DATABASE_READ_URL": "postgresql://p@127.0.0.1:abc/x"}, "DATABASE_READ_URL is not a"),
         ({"DATABASE_URL": "postgres:pw@127.0.0.1/x"}, "DATABASE_URL is not a URL"),
+        # asyncpg's first connection refused these; `ledger serve` exited 3, as for a
+        # database not up yet, which a supervisor retries (a newcomer's review).
+        (
+            {"DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1/x"},
+            "^DATABASE_URL must start with postgresql://, not postgresql\\+asyncpg://$",
+        ),
+        ({"DATABASE_READ_URL": "mysql://u@127.0.0.1/x"}, "DATABASE_READ_URL must start with"),
         # A host further off than this from the database's clock refuses commands: none
         # would turn the guard off for good, a day would let a broken clock through.
         (
