@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from api.cli_support import plural
 from api.http_writes import ReadsAnsweredPerTurn, StoppingState
 from api.settings import Settings
 from ledger.heap import settle_after_start_up
@@ -160,8 +161,8 @@ class _Server(uvicorn.Server):
             self.server_state.idle_connections_kept = sig == signal.SIGTERM
         elif sig == signal.SIGINT and not self.force_exit:
             log.info(
-                "stopping now (SIGINT again): %d requests in flight cut off",
-                len(self.server_state.tasks),
+                "stopping now (SIGINT again): %s in flight cut off",
+                plural(len(self.server_state.tasks), "request"),
             )
         super().handle_exit(sig, frame)
 
@@ -196,11 +197,24 @@ def _quiet_about_cut_off_requests() -> None:
         errors.addFilter(_CutOffRequests())
 
 
+_GRACE_ENDED = "Cancel %s running task(s), timeout graceful shutdown exceeded"  # uvicorn's
+
+
 class _CutOffRequests(logging.Filter):
     """uvicorn's "Exception in ASGI application" for a request cancelled at a forced stop
-    (``stopping now`` said how many)."""
+    (``stopping now`` said how many), and its ERROR when the grace ends, said as ours: an
+    ERROR for the stop the README promises alarmed whoever pressed Ctrl-C, or an alert."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _GRACE_ENDED:
+            args = record.args if isinstance(record.args, tuple) else ()
+            running = args[0] if args and isinstance(args[0], int) else 0
+            log.warning(
+                "stopping now (the %d s grace ended): %s in flight cut off",
+                STOP_GRACE_SECONDS,
+                plural(running, "request"),
+            )
+            return False
         return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 

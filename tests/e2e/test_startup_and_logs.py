@@ -400,8 +400,7 @@ async def test_a_second_ctrl_c_cuts_off_the_requests_in_flight_in_one_line(
     lines = [line for line in served.lines if line]
     assert any(" WARNING uvicorn.error: Invalid HTTP request received." in line for line in lines)
     assert any(
-        "ledger: stopping now (SIGINT again): 1 requests in flight cut off" in line
-        for line in lines
+        "ledger: stopping now (SIGINT again): 1 request in flight cut off" in line for line in lines
     )
     head, body = answer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 503 ")
