@@ -211,6 +211,95 @@ def test_a_carried_share_repays_no_more_than_it_would_have_at_the_reset(
     assert (settled_before.allowance_remaining, settled_before.topup_balance) == (100, topup_after)
 
 
+@pytest.mark.parametrize("first_captured", [40, 10])
+@pytest.mark.parametrize("released_first", [False, True])
+def test_the_shares_a_reset_carried_repay_its_debt_whichever_was_placed_first(
+    first_captured: int, released_first: bool
+) -> None:
+    """Two shares carried over a reset that left a debt; the first placed was told it may
+    repay it, the second nothing. The first captured (lapsing less than the debt, or none),
+    the second released, in either order: the second lapsed whole and repaid nothing, and
+    the customer owed the debt for good, which the reset had repaid had both settled before
+    it. Which hold was placed first must not decide whether a debt is repaid."""
+
+    def settle(credits: CreditAccount) -> int:
+        if released_first:
+            repaid = credits.release_hold("second").debt_repaid
+            credits.capture_hold("first", first_captured, NOW)
+            return repaid
+        credits.capture_hold("first", first_captured, NOW)
+        return credits.release_hold("second").debt_repaid
+
+    def lived(settle_before_the_reset: bool) -> CreditAccount:
+        credits = account(allowance=100, topup=10)
+        credits.place_hold("first", 40, "job", LATER)
+        credits.place_hold("second", 60, "job", LATER)
+        credits.claw_back("cs_1", 15)  # 5 owed
+        if settle_before_the_reset:
+            settle(credits)
+        credits.reset_month("2026-12")
+        if not settle_before_the_reset:
+            lapsed_first = 0 if released_first else 40 - first_captured
+            assert settle(credits) == 5 - min(lapsed_first, 5)
+        return credits
+
+    held, settled_before = lived(False), lived(True)
+    assert settled_before.topup_balance == 0
+    assert (held.allowance_remaining, held.topup_balance) == (
+        settled_before.allowance_remaining,
+        settled_before.topup_balance,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 300),
+    st.integers(0, 300),
+    st.lists(st.integers(1, 150), min_size=1, max_size=5),
+    st.integers(0, 400),
+    st.lists(st.none() | st.integers(0, 100), min_size=5, max_size=5),
+    st.permutations(range(5)),
+)
+def test_holds_settled_after_a_reset_in_any_order_repay_its_debt_as_if_settled_before(
+    allowance: int,
+    topup: int,
+    holds: list[int],
+    refunded: int,
+    percent_captured: list[int | None],
+    order: list[int],
+) -> None:
+    """Holds from the allowance, a refund's debt, a reset, then each hold released (None)
+    or captured from its allowance share (that percentage of it), in any order: the debt
+    repaid is what the reset repaid had they settled before it."""
+
+    def lived(settle_before_the_reset: bool) -> tuple[int, int]:
+        credits = account(allowance=allowance, topup=topup)
+        placed = []
+        for n, amount in enumerate(holds):
+            with contextlib.suppress(InsufficientCredits):
+                credits.place_hold(f"h{n}", amount, "x", LATER)
+                placed.append(f"h{n}")
+
+        def settle() -> None:
+            for n in order:
+                if n < len(placed):
+                    share = credits.hold(placed[n]).from_allowance
+                    if (percent := percent_captured[n]) is None:
+                        credits.release_hold(placed[n])
+                    else:
+                        credits.capture_hold(placed[n], share * percent // 100, NOW)
+
+        credits.claw_back("cs_1", refunded)
+        if settle_before_the_reset:
+            settle()
+        credits.reset_month("2026-12")
+        if not settle_before_the_reset:
+            settle()
+        return credits.allowance_remaining, credits.topup_balance
+
+    assert lived(settle_before_the_reset=False) == lived(settle_before_the_reset=True)
+
+
 @pytest.mark.parametrize(
     ("purchased_between", "refunded_after", "repaid", "topup_after"),
     [
