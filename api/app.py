@@ -115,6 +115,13 @@ def webhook_secrets(settings: Settings) -> list[str]:
     """The configured secrets; in development, the stand-in's generated one."""
     if settings.webhook_secrets or settings.production:
         return settings.webhook_secrets
+    if settings.stripe_secret_key and not settings.stripe_api_base:
+        # Not refused: the contract lets development start so; but Stripe never signs with
+        # the generated secret, so each of its deliveries would be refused unexplained.
+        log.warning(
+            "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: Stripe's deliveries "
+            "are refused (400) until it is set to the endpoint's signing secret (whsec_…)"
+        )
     from api.development import development_webhook_secret
 
     return [development_webhook_secret(settings)]
