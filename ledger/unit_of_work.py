@@ -130,6 +130,10 @@ class Decision(msgspec.Struct, Generic[A], frozen=True):
     """The fingerprint the command's claim records, when the answer is another request's
     than the command's (a release of a hold past its expiry records that expiry, as the
     sweeper would: ledger/handlers/holds.py); None: the command's own."""
+    not_kept: Sequence[Aggregate] = ()
+    """Of ``changed``, those not kept in memory once committed (read from the store when
+    next asked for): one whose next command is rare, as a paid Checkout session's, costs
+    no copy and check of its state (``Repository.committed``)."""
 
 
 class Streams:
@@ -300,7 +304,7 @@ class UnitOfWork:
         except BaseException:
             self.repository.forget(changed)
             raise
-        self.repository.committed(changed, writes)
+        self.repository.committed(changed, writes, decision.not_kept)
         if positions and (collected := current_scope.get()) is not None:
             collected.note(max(positions))
         elif not positions:

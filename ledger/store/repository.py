@@ -119,9 +119,10 @@ class Repository:
 
         Unlike ``get``, it keeps none of what it reads in memory: its one caller, a Stripe
         event's load (ledger/handlers/payments.py), changes what it reads nearly always,
-        and ``committed`` keeps that at its new version; keeping it at its read version
-        too cost a paid delivery one ``_frozen`` more (a Checkout session's: 17k
-        instructions, callgrind). A stream it changed nothing of is read again next time."""
+        and ``committed`` keeps that at its new version (but a session it settled);
+        keeping it at its read version too cost a paid delivery one ``_frozen`` more (a
+        Checkout session's: 17k instructions, callgrind). A stream it changed nothing of is
+        read again next time."""
         found: dict[UUID, Any] = {}
         missing: list[UUID] = []
         for cls, aggregate_id in wanted:
@@ -183,12 +184,21 @@ class Repository:
             events.extend(map(self.mapper.to_stored_event, aggregate.collect_events()))
         return Writes(events=events, claims=claims, snapshots=snapshots)
 
-    def committed(self, aggregates: Sequence[Aggregate], writes: Writes) -> None:
-        """Remember what was committed."""
+    def committed(
+        self,
+        aggregates: Sequence[Aggregate],
+        writes: Writes,
+        not_kept: Sequence[Aggregate] = (),
+    ) -> None:
+        """Remember what was committed, but ``not_kept``: forgotten, with any older copy of it
+        in memory, so that the next load reads the store."""
         for event in writes.events:
             stats.count_appended(event.topic)
         for aggregate in aggregates:
-            self._remember(aggregate)
+            if not_kept and any(aggregate is other for other in not_kept):
+                self._cache.pop(aggregate._id.int, None)
+            else:
+                self._remember(aggregate)
 
     def forget(self, aggregates: Iterable[Aggregate]) -> None:
         """Drop aggregates whose write failed: the next load reads the store."""
