@@ -48,21 +48,33 @@ times it reads and writes."""
 
 
 @contextlib.asynccontextmanager
-async def times_as_microseconds(connection: Connection) -> AsyncIterator[None]:
+async def times_as_microseconds(
+    connection: Connection, *, writes_datetimes: bool = True
+) -> AsyncIterator[None]:
     """Within, ``connection`` reads every ``timestamptz`` as PostgreSQL keeps it, an int of
-    microseconds since 2000 (``Moment``), and writes one from such an int or a datetime.
+    microseconds since 2000 (``Moment``), and writes one from such an int or, unless
+    ``writes_datetimes`` is false, a datetime.
 
     For a rebuild's fold: asyncpg's datetimes, made for each event's time and view row read
     and taken apart again for each written (COPY's statement lines above all), are dearer
     than the events' folds. Its events are read with their times so too (``ReplayedEvent``).
+
+    Without datetimes to write (an audit's replay), the times are read by asyncpg's own
+    ``int8`` codec, in C: a ``timestamptz``'s binary form is an int8's (its microseconds,
+    infinities as the int8's ends); the ``tuple`` format calls our decoder for every value.
     """
-    await connection.set_type_codec(
-        "timestamptz",
-        schema="pg_catalog",
-        encoder=_as_microseconds,
-        decoder=_first,
-        format="tuple",  # asyncpg's: (microseconds since 2000,)
-    )
+    if writes_datetimes:
+        await connection.set_type_codec(
+            "timestamptz",
+            schema="pg_catalog",
+            encoder=_as_microseconds,
+            decoder=_first,
+            format="tuple",  # asyncpg's: (microseconds since 2000,)
+        )
+    else:
+        await connection.set_builtin_type_codec(
+            "timestamptz", schema="pg_catalog", codec_name="int8", format="binary"
+        )
     try:
         yield
     finally:

@@ -16,6 +16,7 @@ from ledger.bootstrap import build_ledger
 from ledger.commands import SetLowBalanceThreshold, SpendCredits
 from ledger.notifications import EVENT_TYPES
 from ledger.notifications.endpoints import EndpointRegistry
+from ledger.store.hash_chain import postgres_microseconds
 from ledger.store.migrate import available_migrations
 from projections.events import times_as_microseconds
 from projections.rebuild import rebuild_all
@@ -367,5 +368,33 @@ async def test_a_rebuilds_connection_reads_and_writes_times_as_postgres_keeps_th
             assert [row["at"] for row in found] == [-1, 0, 1_000_000]
             assert await connection.fetchval("SELECT 'infinity'::timestamptz") == 2**63 - 1
         assert await connection.fetchval("SELECT max(at) FROM times") == second
+    finally:
+        await connection.close()
+
+
+async def test_a_connection_that_writes_no_datetimes_reads_times_as_postgres_keeps_them(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """An audit's replay: the same ints as a rebuild's connection reads (asyncpg's int8 codec
+    for the tuple codec's Python call), infinities as the int8's ends; datetimes again after."""
+    connection = await asyncpg.connect(isolated_db.url)
+    try:
+        await connection.execute("CREATE TEMP TABLE times (at timestamptz)")
+        await connection.execute(
+            """INSERT INTO times VALUES ('1999-12-31 23:59:59.999999Z'), ('2000-01-01Z'),
+               ('2026-11-05 12:34:56.789012Z'), ('infinity'), ('-infinity')"""
+        )
+        query = "SELECT at FROM times ORDER BY at"
+        async with times_as_microseconds(connection):
+            as_rebuilt = [row["at"] for row in await connection.fetch(query)]
+        async with times_as_microseconds(connection, writes_datetimes=False):
+            found = [row["at"] for row in await connection.fetch(query)]
+            at_second = await connection.fetchval("SELECT $1::timestamptz", 1_000_000)
+        later = postgres_microseconds(datetime(2026, 11, 5, 12, 34, 56, 789012, tzinfo=UTC))
+        assert found == as_rebuilt == [-(2**63), -1, 0, later, 2**63 - 1]
+        assert at_second == 1_000_000
+        assert await connection.fetchval("SELECT min(at) FROM times WHERE at > '-infinity'") == (
+            datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+        )
     finally:
         await connection.close()
