@@ -609,7 +609,19 @@ class StreamReplay:
                     self._check_settlement(stream, event, domain_event)
                 elif kind in _MAY_OVERDRAW:
                     stream.claimed[_CLAIMED[kind]] += 1  # counted here: no lookup for others
-                    self._check_split(stream, event, domain_event)
+                    # A spend or a hold takes its amount from the buckets: no more, no less,
+                    # none below 0. Written out here, not as sum() and min() of a list nor in
+                    # a method of its own: a replay checks every spend.
+                    allowance, topup = domain_event.from_allowance, domain_event.from_topup
+                    grants = domain_event.from_grants
+                    if (
+                        allowance + topup + (sum(grants.values()) if grants else 0)
+                        != domain_event.amount
+                        or allowance < 0
+                        or topup < 0
+                        or (grants and min(grants.values()) < 0)
+                    ):
+                        self._split_mismatch(stream, event, domain_event)
                     if kind is HoldPlaced:
                         self._check_hold_is_new(stream, event, domain_event)
                 aggregate = stream.aggregate
@@ -763,24 +775,16 @@ class StreamReplay:
             detail = f"hold {settled.hold_id} {status} with {', '.join(wrong)}"
         self._find("settlement-mismatch", detail, stream, event)
 
-    def _check_split(self, stream: Stream, event: ReplayedEvent, taken: Any) -> None:
-        """A spend or a hold takes its amount from the buckets: no more, no less, none below 0."""
-        allowance, topup, grants = taken.from_allowance, taken.from_topup, taken.from_grants
-        # Written out, not as sum() and min() of a list: a replay checks every spend.
-        if (
-            allowance + topup + (sum(grants.values()) if grants else 0) != taken.amount
-            or allowance < 0
-            or topup < 0
-            or (grants and min(grants.values()) < 0)
-        ):
-            what = "hold" if isinstance(taken, HoldPlaced) else "spend"
-            self._find(
-                "split-mismatch",
-                f"a {what} of {taken.amount} took {taken.from_allowance} from the allowance, "
-                f"{taken.from_grants!r} from grants and {taken.from_topup} from top-ups",
-                stream,
-                event,
-            )
+    def _split_mismatch(self, stream: Stream, event: ReplayedEvent, taken: Any) -> None:
+        """A spend or a hold whose parts do not add up to its amount, or one below 0."""
+        what = "hold" if isinstance(taken, HoldPlaced) else "spend"
+        self._find(
+            "split-mismatch",
+            f"a {what} of {taken.amount} took {taken.from_allowance} from the allowance, "
+            f"{taken.from_grants!r} from grants and {taken.from_topup} from top-ups",
+            stream,
+            event,
+        )
 
     def _check_hold_is_new(self, stream: Stream, event: ReplayedEvent, placed: HoldPlaced) -> None:
         """A hold is placed once while open: placed again, the account forgets what the first
