@@ -14,7 +14,7 @@ from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import InvalidAccountId, InvalidAmount
 from ledger.domain.ids import account_stream_id, checkout_stream_id
-from ledger.store.mapper import MsgspecMapper, event_type_name
+from ledger.store.mapper import MsgspecMapper, _dict_setter, event_type_name
 
 
 def test_an_opened_account_has_its_whole_allowance_and_no_topups() -> None:
@@ -94,6 +94,27 @@ def test_a_stored_event_is_the_librarys_as_its_init_makes_it() -> None:
         assert hash(stored) == hash(made)
         with pytest.raises(dataclasses.FrozenInstanceError):
             stored.topic = "changed"  # type: ignore[misc]
+
+
+def test_a_decoded_event_is_given_its_fields_as_its_own_dict_and_stays_frozen() -> None:
+    """The fast decoder hands its decoded dict to the event through the ``__dict__``
+    descriptor the event's class inherits (``_dict_setter``), past the frozen dataclass's
+    ``__setattr__``: the event then is the one recorded, field for field."""
+    account = CreditAccount.open("acct_dict", 100, "2026-11")
+    account.spend(3, "job")
+    mapper = MsgspecMapper()
+    for recorded in account.collect_events():
+        kind = type(recorded)
+        values = dict(vars(recorded))
+        made = object.__new__(kind)
+        _dict_setter(kind)(made, values)
+        assert vars(made) is values
+        assert made == recorded
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.originator_version = 7  # type: ignore[misc]
+        decoded = mapper.to_domain_event(mapper.to_stored_event(recorded))
+        assert type(decoded) is kind
+        assert vars(decoded) == vars(recorded)
 
 
 class Thing(Aggregate):
