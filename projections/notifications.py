@@ -232,7 +232,7 @@ def fold(
     crossed anything.
     """
     made: list[tuple[Notification, int]] = []
-    state = _folded(state, projected, wanted, ends_command, made)
+    state = _folded(state, projected, wanted, ends_command, made, 0)
     return state, [notification for notification, _ in made]
 
 
@@ -246,9 +246,12 @@ def _folded(
     wanted: Container[str],
     ends_command: bool,
     made: list[tuple[Notification, int]],
+    delivered: int,
 ) -> NotifierState | None:
     """``fold``, adding the notifications to ``made`` with the event's position: a rebuild
-    folds every event through here, and a list and a tuple made for each cost it."""
+    folds every event through here, and a list and a tuple made for each cost it. None
+    is built of an event at or before ``delivered``, the position up to which the live
+    view has made its deliveries (``_SUBSCRIBERS``)."""
     event = projected.event
     try:  # isinstance() of each class, looked up (see WhichOf)
         which = _WHICH_EXACT[type(event)]
@@ -299,8 +302,11 @@ def _folded(
         if held is not None:
             state.held += held(event)
     state.position = projected.position
-    if wanted and (own := _own_notification(event)):  # with no subscriber, build nothing
-        _notify(made, state, projected, wanted, *own)
+    if wanted:  # with no subscriber, build nothing
+        if projected.position <= delivered:
+            wanted = _NOTHING  # the alerts below still arm and fire, building nothing
+        elif own := _own_notification(event):
+            _notify(made, state, projected, wanted, *own)
     if not ends_command:
         return state
     # state.available and state.effective_threshold written out: a rebuild judges them
@@ -360,6 +366,15 @@ _encode = msgspec.json.Encoder().encode
 
 _ACCOUNT_EVENTS = EventKinds(AccountOpened, AccountEvent)
 
+_NOTHING: frozenset[str] = frozenset()
+
+# The live subscribers, and on each row the position up to which the live view has made
+# its deliveries (as _DELIVERIES reads it).
+_SUBSCRIBERS = """SELECT endpoint_id, event_types, created_at,
+        coalesce((SELECT p.position FROM projection_positions p WHERE p.name = 'notifications'),
+                 0) AS delivered
+    FROM webhook_endpoints WHERE disabled_at IS NULL"""
+
 
 class NotificationsProjection(WritesView):
     """The outbox of webhook deliveries, and the per-account state the alerts need."""
@@ -381,14 +396,16 @@ class NotificationsProjection(WritesView):
         states = await self.memory.rows(
             {e.stream_id for e in events}, rows_of(connection, table, NotifierState)
         )
+        rows = await connection.fetch(_SUBSCRIBERS)
         subscribers = [
             _Subscriber(r["endpoint_id"], frozenset(r["event_types"]), r["created_at"])
-            for r in await connection.fetch(
-                """SELECT endpoint_id, event_types, created_at FROM webhook_endpoints
-                   WHERE disabled_at IS NULL"""
-            )
+            for r in rows
         ]
         wanted = frozenset().union(*(s.event_types for s in subscribers))
+        # A rebuild folds events the live view has made its deliveries of already, which
+        # _DELIVERIES keeps out (the position it reads then is this one or later): their
+        # notifications would be built for nobody.
+        delivered = rows[0]["delivered"] if rows else 0
         deliveries: list[tuple[str, str, str, str, int, str]] = []
         made: list[tuple[Notification, int]] = []  # the command's so far, with their positions
         following: list[ProjectedEvent | None] = [*events[1:], None]
@@ -402,7 +419,7 @@ class NotificationsProjection(WritesView):
             )
             stream_id = event.stream_id
             state = states[stream_id] = _folded(
-                states[stream_id], event, wanted, ends_command, made
+                states[stream_id], event, wanted, ends_command, made, delivered
             )
             if state is None or not ends_command or not made:
                 continue

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+import projections.notifications
 import projections.rebuild
 from api.database import owner_connection
 from ledger.bootstrap import build_ledger
@@ -350,6 +351,30 @@ async def test_a_rebuild_from_the_start_makes_the_deliveries_the_live_view_made(
                 "UPDATE projection_positions SET position = 0 WHERE name = 'notifications'"
             )
         assert (await rebuilt(isolated_db, jobs=jobs))["webhook_deliveries"] == live, jobs
+
+
+async def test_a_rebuild_builds_no_notification_of_events_the_live_view_delivered(
+    isolated_db: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their deliveries are made already (and kept out by the view's insert): a rebuild with
+    a subscriber built each one of them for nobody, more than doubling its cost an event."""
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        "http://127.0.0.1:9/hook", sorted(EVENT_TYPES)
+    )
+    await many_accounts(isolated_db, 3)
+    await caught_up(isolated_db.store)
+    live = await view_rows(isolated_db)
+    assert live["webhook_deliveries"]
+    built: list[str] = []
+    made_id = projections.notifications.notification_id
+
+    def counted(position: int, event_type: str) -> str:
+        built.append(event_type)
+        return made_id(position, event_type)
+
+    monkeypatch.setattr(projections.notifications, "notification_id", counted)
+    assert await rebuilt(isolated_db, jobs=1) == live
+    assert built == []
 
 
 async def test_a_rebuilds_connection_reads_and_writes_times_as_postgres_keeps_them(
