@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
-import msgspec
 
 from api.cli_exits import error_in_one_line, exit_2_when_it_cannot_run
 from api.cli_files import OUTPUT_FILE, written_whole
@@ -23,7 +22,6 @@ from api.cli_logging import (
     add_verbose_everywhere,
     log_at_least_info,
     start_logging,
-    verbosity_given,
 )
 from api.cli_support import (
     EVENTS_PER_JOB,
@@ -36,7 +34,6 @@ from api.cli_support import (
     run_with_services,
     settings_from_env,
 )
-from api.settings import MAX_WORKERS, Settings
 from ledger import event_loop
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
@@ -130,144 +127,6 @@ def main(verbosity: int) -> None:
     may also follow a command's name: `ledger audit verify -v`.
     """
     start_logging(verbosity)
-
-
-@main.command()
-@click.option(
-    "--projector/--no-projector",
-    default=True,
-    show_default=True,
-    help="Also run the projector, in a process of its own, to keep the views current.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1, max=MAX_WORKERS),
-    default=None,
-    help="API processes on the same port (default: WEB_CONCURRENCY, else 1). "
-    "docs/scaling.md says how many for a machine.",
-)
-def serve(projector: bool, workers: int | None) -> None:
-    """Serve the API on $HOST:$PORT (what `make run` starts), and /metrics on
-    $METRICS_PORT when set.
-
-    \b
-    Exit codes:
-      0  stopped (SIGTERM, Ctrl-C)
-      1  a setting refused or a port taken (said on stderr), or a worker or the
-         projector that ended badly
-      3  the start-up failed: the database unreachable or refusing the service's
-         role, any other error (the log's "cannot start: ..." line says why)
-    """
-    import signal
-
-    from api.startup import (
-        PortUnavailable,
-        claim_ports,
-        data_folder_problem,
-        runs_standin,
-        serve_on,
-    )
-    from api.workers import serve_workers, share_metrics_between, workers_from
-
-    log_at_least_info()
-    settings = settings_from_env(serving=True)
-    try:
-        processes = workers_from(workers)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
-    if processes > 1 and runs_standin(settings):
-        raise click.ClickException(
-            "several workers need a Stripe they share: run the stand-in on its own "
-            "(ledger dev standin --webhook-url URL/v1/stripe/webhook) and set "
-            "STRIPE_API_BASE, or set the Stripe keys"
-        )
-    if problem := data_folder_problem(settings):
-        raise click.ClickException(problem)
-    share_metrics_between(processes)
-    try:
-        listening = claim_ports(settings)
-    except PortUnavailable as error:
-        for line in str(error).splitlines():
-            click.echo(f"Error: {line}", err=True)
-        sys.exit(1)
-
-    from api.app import create_app
-    from api.supervision import SupervisedProcess
-
-    if processes > 1:
-        # The workers share one database: an embedded one is started here, once.
-        from api.database import resolve_database_url
-
-        settings = msgspec.structs.replace(
-            settings, database_url=resolve_database_url(settings.database_url, settings.data_dir)
-        )
-    app = create_app(settings, development_extras=not settings.production)
-    # A process of its own gets the other core instead of competing with the API's
-    # requests in one event loop (which, measured, let the views fall seconds behind).
-    verbose = ["-" + "v" * verbosity_given()] if verbosity_given() else []
-    child = SupervisedProcess(
-        [sys.executable, "-m", "api.cli", *verbose, "project", "--supervised"], "the projector"
-    )
-
-    def ready(url: str) -> None:
-        from api.database import describe
-
-        services = app.state.services
-        metrics = (
-            f"; /metrics on port {settings.metrics_port} only"
-            if settings.metrics_port is not None
-            else ""
-        )
-        logging.getLogger("ledger").info(
-            "ledger API ready on %s (event store %s)%s",
-            url,
-            describe(services.database_url),
-            metrics,
-        )
-        if projector:
-            # Started once the API is up: it finds the database set up, and (with no
-            # DATABASE_URL) the embedded server this process started.
-            child.start(env=_child_env(settings, services.admin_url))
-
-    def ready_workers(url: str) -> None:
-        from api.database import describe
-
-        logging.getLogger("ledger").info(
-            "ledger API ready on %s (%d workers, event store %s)",
-            url,
-            processes,
-            describe(settings.database_url or ""),
-        )
-        if projector:
-            child.start(env={**os.environ, "DATABASE_URL": settings.database_url or ""})
-
-    # On SIGTERM (or Ctrl-C) uvicorn finishes the requests in flight, runs the app's
-    # shutdown (the pool closes), then raises the signal again; the default handlers
-    # would end this process there, before the projector below is told to stop.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: sys.exit(0))
-    try:
-        # The metrics socket (METRICS_PORT), if any, is the same app: there it answers
-        # /metrics only, and the API's port answers /metrics with 404 (api/metrics.py).
-        if processes == 1:
-            serve_on(app, listening, ready)
-        elif (ended := serve_workers(app, listening, processes, ready_workers)) != 0:
-            raise SystemExit(ended)  # 3: their start-up failed, as one worker's
-    finally:
-        # It commits what it has applied, drains what is visible, exits 0.
-        code = child.stop() if projector else 0
-        logging.getLogger("ledger").info("stopped")
-        if code != 0:
-            sys.exit(1)
-
-
-def _child_env(settings: Settings, resolved_url: str | None) -> dict[str, str] | None:
-    """The projector's environment: DATABASE_URL as this process resolved it."""
-    if settings.database_url or settings.database_admin_url or not resolved_url:
-        return None
-    import os
-
-    return {**os.environ, "DATABASE_URL": resolved_url}
 
 
 @main.command()
@@ -1289,7 +1148,10 @@ def _add_commands() -> None:
     from api.cli_config import config_check
     from api.cli_grants import grants_group
     from api.cli_inspect import list_accounts, list_tokens, projections_status, show_account
+    from api.cli_serve import serve
     from api.cli_stripe import stripe_group
+
+    main.add_command(serve)
 
     config.add_command(config_check)
     accounts.add_command(show_account)

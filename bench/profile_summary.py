@@ -22,7 +22,7 @@ IDLE = ("_worker (futures/thread.py)", "wait (threading.py)", "_try_wait (subpro
 # The process's entry points: on every stack that starts at the root (with uvloop, a
 # task's stack starts at its coroutine instead, so they fall under ALMOST_ALL).
 ENTRY = ("(click/core.py)", "(uvicorn/main.py)", "(uvicorn/server.py)", "(uvicorn/_compat.py)",
-         "(api/cli.py)", "(asyncio/runners.py)", "(<frozen runpy>)")  # fmt: skip
+         "(api/cli.py)", "(api/cli_serve.py)", "(asyncio/runners.py)", "(<frozen runpy>)")  # fmt: skip
 
 
 def _frames(stack: str) -> list[str]:
