@@ -18,7 +18,6 @@ from api.cli_files import OUTPUT_FILE, written_whole
 from api.cli_logging import (
     VERBOSE_HELP,
     add_verbose_everywhere,
-    log_at_least_info,
     start_logging,
 )
 from api.cli_support import (
@@ -125,95 +124,6 @@ def main(verbosity: int) -> None:
     may also follow a command's name: `ledger audit verify -v`.
     """
     start_logging(verbosity)
-
-
-@main.command("relay")
-@click.option(
-    "--to",
-    "url",
-    envvar="LEDGER_RELAY_URL",
-    default=None,
-    help="The NATS server (or set LEDGER_RELAY_URL); nats://127.0.0.1:4222 if neither "
-    "(development only).",
-)
-@click.option(
-    "--subject-prefix",
-    default="ledger.events",
-    show_default=True,
-    help="Each event goes to PREFIX.<Type> (PREFIX.CreditsSpent).",
-)
-@click.option("--stream", default="LEDGER_EVENTS", show_default=True, help="Created if missing.")
-@click.option(
-    "--tls-ca",
-    envvar="LEDGER_RELAY_TLS_CA",
-    default=None,
-    help="CA certificates (PEM) a tls:// server's is checked against, in place of the "
-    "system's (or set LEDGER_RELAY_TLS_CA).",
-)
-@click.option(
-    "--duplicate-window",
-    type=click.IntRange(min=1, max=7 * 24 * 3600),  # a week
-    default=120,
-    show_default=True,
-    help="Seconds, for a stream it creates.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 10_000),
-    default=500,
-    show_default=True,
-    help="Events read and published at once.",
-)
-def relay_command(
-    url: str | None,
-    subject_prefix: str,
-    stream: str,
-    tls_ca: str | None,
-    duplicate_window: int,
-    batch_size: int,
-) -> None:
-    """Publish every stored event, in commit order, to NATS JetStream until stopped (Ctrl-C).
-
-    Each event goes to PREFIX.<Type> once; see docs/relay.md.
-    """
-    import signal
-
-    # Asked to stop while still starting: nothing published yet, so a clean exit.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-
-    from ledger.store.migrate import RELAY_ROLE
-    from relay.runner import (
-        DEFAULT_URL,
-        RelayRefused,
-        production_problems,
-        relay_settings,
-        run_until_stopped,
-    )
-
-    log_at_least_info()
-    # The database alone: the relay's host holds none of the service's secrets (Stripe's).
-    settings = settings_from_env(service=False)
-    if settings.production and (problems := production_problems(url)):
-        raise click.ClickException("; ".join(problems))
-    try:
-        chosen = relay_settings(
-            url=url or DEFAULT_URL,
-            subject_prefix=subject_prefix,
-            stream=stream,
-            duplicate_window_seconds=duplicate_window,
-            batch_size=batch_size,
-            tls_ca=tls_ca,
-        )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    try:
-        run_with_database(
-            settings,
-            lambda d: run_until_stopped(d.store, d.pool, d.database_url, chosen),
-            role=RELAY_ROLE,  # reads the store, moves its own position: nothing else
-        )
-    except RelayRefused as error:
-        raise click.ClickException(str(error)) from None
 
 
 async def reset_accounts(
@@ -1010,11 +920,13 @@ def _add_commands() -> None:
     from api.cli_grants import grants_group
     from api.cli_inspect import list_accounts, list_tokens, projections_status, show_account
     from api.cli_project import project
+    from api.cli_relay import relay_command
     from api.cli_serve import serve
     from api.cli_stripe import stripe_group
 
     main.add_command(serve)
     main.add_command(project)
+    main.add_command(relay_command)
 
     config.add_command(config_check)
     accounts.add_command(show_account)
