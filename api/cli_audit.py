@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from api.cli_exits import exit_2_when_it_cannot_run
-from api.cli_files import OUTPUT_FILE, written_whole
+from api.cli_files import output_option, written_whole
 from api.cli_support import (
     EVENTS_PER_JOB,
     MAX_JOBS,
@@ -194,13 +194,7 @@ def audit_keygen(out: Path) -> None:
     type=_FILE,
     help="The Ed25519 private key from `audit keygen` (PEM).",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=OUTPUT_FILE,
-    default="-",
-    help="File to write (default: standard output); written whole or not at all.",
-)
+@output_option
 def audit_checkpoint(key_file: Path, output: Path) -> None:
     """Write a signed checkpoint of the store: every stream's head at the current position.
 
@@ -243,13 +237,7 @@ def audit_checkpoint(key_file: Path, output: Path) -> None:
     show_default=True,
     help="JSON Lines, or CSV for spreadsheets.",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=OUTPUT_FILE,
-    default="-",
-    help="File to write (default: standard output); written whole or not at all.",
-)
+@output_option
 def audit_export(account_id: str, fmt: str, output: Path) -> None:
     """Write ACCOUNT_ID's history, oldest first, with the balance after each event."""
     from audit.export import (

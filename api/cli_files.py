@@ -25,7 +25,14 @@ class _OutputFile(click.Path):
         return super().convert(value, param, ctx)
 
 
-OUTPUT_FILE = _OutputFile()
+output_option = click.option(
+    "--output",
+    "-o",
+    type=_OutputFile(),
+    default="-",
+    help="File to write (default: standard output); written whole or not at all.",
+)
+"""``-o FILE``, as each command that writes a file takes it (``written_whole`` writes it)."""
 
 
 @contextlib.contextmanager
