@@ -20,10 +20,7 @@ from api.cli_logging import (
     start_logging,
 )
 from api.cli_support import (
-    EVENTS_PER_JOB,
-    MAX_JOBS,
     account_id_option,
-    default_jobs,
     plural,
     progress,
     run_with_services,
@@ -31,8 +28,6 @@ from api.cli_support import (
 )
 from ledger import event_loop
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE
-from ledger.heap import BATCHES_YOUNG, settle_after_start_up
-from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -244,72 +239,6 @@ def reset_month(period: str | None) -> None:
             f"{plural(len(unloadable), 'account')} could not be loaded and "
             f"{'was' if len(unloadable) == 1 else 'were'} not reset (see `ledger audit verify`)"
         )
-
-
-@main.group(help=f"Inspect and rebuild the read views: {', '.join(VIEW_NAMES)}.")
-def projections() -> None:
-    pass
-
-
-def rebuilding(names: list[str]) -> str:
-    """The rebuild's bar's label, short enough to leave an 80-column terminal its count and
-    rate (the six views' names took 73 columns of it); the lines after it name the views."""
-    return f"rebuilding {plural(len(names), 'view')}"
-
-
-@projections.command(
-    "rebuild",
-    short_help="Rebuild views from the events (every view, or those named).",
-    help="Rebuild the views NAMEd (none, or `all`: every view) from position zero into "
-    "fresh tables in one pass, then swap them in. The API keeps answering from the old "
-    f"tables meanwhile.\n\nNAME is one of: {', '.join(VIEW_NAMES)}, all.",
-)
-@click.argument("names", metavar="[NAME]...", nargs=-1, type=click.Choice([*VIEW_NAMES, "all"]))
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1, max=MAX_JOBS),
-    show_default=f"one per {EVENTS_PER_JOB:,} events, at most one per CPU",
-    help="Fill the fresh tables from this many processes, each folding its share of the "
-    f"streams; 1: one pass in this process; at most {MAX_JOBS}.",
-)
-def rebuild_projection(names: tuple[str, ...], jobs: int | None) -> None:
-    from projections.events import UnreadableEvent
-    from projections.rebuild import RebuildRunning, rebuild_all
-    from projections.rebuild_parts import PartFailed
-    from projections.runner import all_projections
-
-    wanted = set(names or ["all"])
-    chosen = [p for p in all_projections() if "all" in wanted or p.name in wanted]
-
-    from api.database import owner_connection
-
-    settings = settings_from_env(service=False)
-
-    async def run(services: Services) -> None:
-        settle_after_start_up(young=BATCHES_YOUNG)  # as in the parts' processes
-        head = await services.store.head_position()
-        database_url = services.admin_url or services.database_url
-        async with owner_connection(database_url) as connection:
-            described = rebuilding([p.name for p in chosen])
-            try:
-                with progress(head, "events", description=described) as bar:
-                    position = await rebuild_all(
-                        connection,
-                        chosen,
-                        lambda count, _: bar.update(count),
-                        jobs=default_jobs(head) if jobs is None else jobs,
-                        database_url=database_url,
-                    )
-            except (RebuildRunning, PartFailed) as error:
-                raise click.ClickException(str(error)) from None
-            except UnreadableEvent as error:  # the old tables stay, the new ones are dropped
-                raise click.ClickException(
-                    f"{error}; the views are left as they were (see `ledger audit verify`)"
-                ) from None
-        for projection in chosen:
-            click.echo(f"rebuilt {projection.name} up to position {position}")
-
-    run_with_services(settings, run)
 
 
 @main.group()
@@ -645,6 +574,7 @@ def _add_commands() -> None:
     from api.cli_grants import grants_group
     from api.cli_inspect import list_accounts, list_tokens, projections_status, show_account
     from api.cli_project import project
+    from api.cli_projections import projections_group
     from api.cli_relay import relay_command
     from api.cli_serve import serve
     from api.cli_stripe import stripe_group
@@ -653,12 +583,13 @@ def _add_commands() -> None:
     main.add_command(project)
     main.add_command(relay_command)
     main.add_command(audit_group)
+    main.add_command(projections_group)
 
     config.add_command(config_check)
     accounts.add_command(show_account)
     accounts.add_command(list_accounts)
     tokens.add_command(list_tokens)
-    projections.add_command(projections_status)
+    projections_group.add_command(projections_status)
     main.add_command(stripe_group)
     main.add_command(grants_group)
 

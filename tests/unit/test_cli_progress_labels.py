@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
-from api.cli import rebuilding
+from api.cli_projections import rebuilding
 from projections.names import VIEW_NAMES
 
 
