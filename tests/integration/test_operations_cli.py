@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from api.cli import reset_accounts, reset_every_account
+from api.cli_accounts import reset_accounts, reset_every_account
 from ledger.bootstrap import build_ledger
 from ledger.commands import OpenAccount, ResetMonth, SpendCredits
 from projections.queries import Views
