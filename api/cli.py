@@ -106,16 +106,11 @@ def main(verbosity: int) -> None:
     start_logging(verbosity)
 
 
-@main.group()
-def config() -> None:
-    """Check the configuration."""
-
-
 def _add_commands() -> None:
     """Commands kept in modules of their own (api/cli_*.py)."""
     from api.cli_accounts import accounts_group, reset_month
     from api.cli_audit import audit_group
-    from api.cli_config import config_check
+    from api.cli_config import config_group
     from api.cli_db import db_group
     from api.cli_grants import grants_group
     from api.cli_inspect import list_accounts, list_tokens, projections_status, show_account
@@ -138,7 +133,7 @@ def _add_commands() -> None:
     main.add_command(reset_month)
     main.add_command(tokens_group)
 
-    config.add_command(config_check)
+    main.add_command(config_group)
     accounts_group.add_command(show_account)
     accounts_group.add_command(list_accounts)
     tokens_group.add_command(list_tokens)

@@ -227,7 +227,12 @@ def check(env: Mapping[str, str] | None = None) -> Report:
     return report
 
 
-@click.command("check")
+@click.group("config")
+def config_group() -> None:
+    """Check the configuration."""
+
+
+@config_group.command("check")
 def config_check() -> None:
     """Print the settings in effect (secrets never), then every problem, one per line.
 
