@@ -1,4 +1,5 @@
-"""The ``ledger`` command line."""
+"""The ``ledger`` command line: the root group, how every command ends (an error in one line,
+a Ctrl-C as "Aborted!", a reader gone quietly), and the commands of api/cli_*.py added to it."""
 
 from __future__ import annotations
 
@@ -7,21 +8,12 @@ from api.cli_interrupt import came_of_ctrl_c, end_by_signal  # isort: skip
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
 from api.cli_exits import error_in_one_line
-from api.cli_logging import (
-    VERBOSE_HELP,
-    add_verbose_everywhere,
-    start_logging,
-)
-
-if TYPE_CHECKING:
-    pass
-
-T = TypeVar("T")
+from api.cli_logging import VERBOSE_HELP, add_verbose_everywhere, start_logging
 
 
 class _Interrupted(BaseException):
@@ -107,7 +99,8 @@ def main(verbosity: int) -> None:
 
 
 def _add_commands() -> None:
-    """Commands kept in modules of their own (api/cli_*.py)."""
+    """The commands, each group in a module of its own (api/cli_*.py); the read-only ones
+    (api/cli_inspect.py) join the groups of the commands beside them."""
     from api.cli_accounts import accounts_group, reset_month
     from api.cli_audit import audit_group
     from api.cli_config import config_group
@@ -122,24 +115,26 @@ def _add_commands() -> None:
     from api.cli_tokens import tokens_group
     from api.cli_webhooks import webhooks_group
 
-    main.add_command(serve)
-    main.add_command(project)
-    main.add_command(relay_command)
-    main.add_command(audit_group)
-    main.add_command(projections_group)
-    main.add_command(webhooks_group)
-    main.add_command(db_group)
-    main.add_command(accounts_group)
-    main.add_command(reset_month)
-    main.add_command(tokens_group)
-
-    main.add_command(config_group)
+    for command in (
+        accounts_group,
+        audit_group,
+        config_group,
+        db_group,
+        grants_group,
+        project,
+        projections_group,
+        relay_command,
+        reset_month,
+        serve,
+        stripe_group,
+        tokens_group,
+        webhooks_group,
+    ):
+        main.add_command(command)
     accounts_group.add_command(show_account)
     accounts_group.add_command(list_accounts)
     tokens_group.add_command(list_tokens)
     projections_group.add_command(projections_status)
-    main.add_command(stripe_group)
-    main.add_command(grants_group)
 
 
 def _refuse_a_metrics_folder_it_cannot_write() -> None:
