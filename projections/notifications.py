@@ -156,19 +156,29 @@ _OWN = WhichOf(
     CreditsPurchased, CreditsSpent, HoldCaptured, CreditsGranted, GrantExpired, HoldExpired
 )
 _OWN_EXACT = _OWN.exact
+# The type of the notification an event of each of _OWN's classes is by itself.
+_OWN_TYPES = {
+    CreditsPurchased: "credits.purchased",
+    CreditsSpent: "credits.spent",
+    HoldCaptured: "credits.spent",
+    CreditsGranted: "credits.granted",
+    GrantExpired: "grant.expired",
+    HoldExpired: "hold.expired",
+}
 
 
-def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
-    """The notification an event is by itself (before any alert it sets off)."""
+def _own_notification(event: object, wanted: Container[str]) -> tuple[str, dict[str, Any]] | None:
+    """The notification an event is by itself (before any alert it sets off), if its
+    type is ``wanted``: its details are not built for nobody."""
     try:  # isinstance() of each class, looked up (see WhichOf): a match asked them in turn
         which = _OWN_EXACT[type(event)]
     except KeyError:
         which = _OWN[type(event)]
-    if which is None:
+    if which is None or (kind := _OWN_TYPES[which]) not in wanted:
         return None
     if which is CreditsSpent:
         assert isinstance(event, CreditsSpent)  # for the type checker: cheap when it is
-        return "credits.spent", {
+        return kind, {
             "amount": event.amount,
             "from_allowance": event.from_allowance,
             "from_grants": event.from_grants,
@@ -178,12 +188,12 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
         }
     if which is CreditsPurchased:
         assert isinstance(event, CreditsPurchased)
-        return "credits.purchased", {"session_id": event.session_id, "credits": event.credits}
+        return kind, {"session_id": event.session_id, "credits": event.credits}
     if which is HoldCaptured:
         assert isinstance(event, HoldCaptured)
         if event.captured <= 0:
             return None
-        return "credits.spent", {
+        return kind, {
             "amount": event.captured,
             "from_allowance": event.from_allowance,
             "from_grants": dict(event.from_grants),
@@ -193,7 +203,7 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
         }
     if which is CreditsGranted:
         assert isinstance(event, CreditsGranted)
-        return "credits.granted", {
+        return kind, {
             "grant_id": event.grant_id,
             "amount": event.amount,
             "priority": event.priority,
@@ -204,9 +214,9 @@ def _own_notification(event: object) -> tuple[str, dict[str, Any]] | None:
         }
     if which is GrantExpired:
         assert isinstance(event, GrantExpired)
-        return "grant.expired", {"grant_id": event.grant_id, "lapsed": event.lapsed}
+        return kind, {"grant_id": event.grant_id, "lapsed": event.lapsed}
     assert isinstance(event, HoldExpired)
-    return "hold.expired", {
+    return kind, {
         "hold_id": event.hold_id,
         "released": event.released,
         # As the hold's answer counts it: of ``released``, the allowance share carried
@@ -305,7 +315,7 @@ def _folded(
     if wanted:  # with no subscriber, build nothing
         if projected.position <= delivered:
             wanted = _NOTHING  # the alerts below still arm and fire, building nothing
-        elif own := _own_notification(event):
+        elif own := _own_notification(event, wanted):
             _notify(made, state, projected, wanted, *own)
     if not ends_command:
         return state

@@ -377,6 +377,54 @@ async def test_a_rebuild_builds_no_notification_of_events_the_live_view_delivere
     assert built == []
 
 
+async def test_a_subscriber_to_some_types_has_nothing_built_of_the_others(
+    isolated_db: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event's own notification of a type no endpoint wants was built, details and all,
+    for the live view to drop it: the alerts still arm and fire, and what is delivered is
+    what a subscriber to every type is sent of them."""
+    alerts = ["credits.depleted", "credits.low_balance"]
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        "http://127.0.0.1:9/hook", alerts
+    )
+    built: list[str] = []
+    own_notification = projections.notifications._own_notification
+
+    def counted(*args: Any) -> Any:
+        own = own_notification(*args)
+        if own is not None:
+            built.append(own[0])
+        return own
+
+    monkeypatch.setattr(projections.notifications, "_own_notification", counted)
+    await many_accounts(isolated_db, 3)  # spends, each low and then depleted
+    await caught_up(isolated_db.store)
+    live = await view_rows(isolated_db)
+    assert built == []
+    ids = [notification_id for notification_id, _, _ in live["webhook_deliveries"]]
+    assert Counter(i.split("_", 2)[2] for i in ids) == {
+        "credits_depleted": 3,
+        "credits_low_balance": 3,
+    }
+
+    # The same events folded for a subscriber to every type, building each notification.
+    monkeypatch.undo()
+    async with owner_connection(isolated_db.url) as connection:
+        await connection.execute(
+            "UPDATE webhook_endpoints SET event_types = $1", sorted(EVENT_TYPES)
+        )
+        await connection.execute("DELETE FROM webhook_deliveries")
+        await connection.execute(
+            "UPDATE projection_positions SET position = 0 WHERE name = 'notifications'"
+        )
+    every = await rebuilt(isolated_db, jobs=1)
+    assert every["webhook_deliveries"] != live["webhook_deliveries"]  # the spends' too
+    every["webhook_deliveries"] = [
+        row for row in every["webhook_deliveries"] if row[0].endswith(("_depleted", "_balance"))
+    ]
+    assert every == live
+
+
 async def test_a_rebuilds_connection_reads_and_writes_times_as_postgres_keeps_them(
     isolated_db: IsolatedDatabase,
 ) -> None:
