@@ -2031,12 +2031,12 @@ assert all(describe is not None for _, _, describe in _LINE_HEADS.values())
 
 def _keeps_repayable(state: bytes) -> bool:
     """Whether an account's snapshot was taken since snapshots keep what each open hold's
-    allowance share may repay as the rule now gives it (version 7): one taken before loads
-    with none (``CreditAccount.upcast_v4_v5``, ``upcast_v6_v7``): less than the rule allows,
-    which only the events tell."""
+    allowance share may repay as the rule now gives it (version 6): one taken before loads
+    with none (version 4, ``CreditAccount.upcast_v4_v5``) or without what settled shares
+    passed on (version 5): less than the rule allows, which only the events tell."""
     try:
         kept = msgspec.json.decode(state)["state"]
-        return bool(kept.get("class_version", 1) >= 7)
+        return bool(kept.get("class_version", 1) >= 6)
     except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
         return True  # compared as it is: the comparison says what is wrong with it
 
@@ -2141,7 +2141,7 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
             if lapsed and open_grant:
                 problems.append(f"{lapsed} of grant {grant_id} lapsed, which is open")
     owed = max(getattr(settled, "from_topup", 0) - account.topup_balance, 0)
-    # What the shares carried with it and before may repay together (``pooled_repayable``),
+    # What the shares carried with it may repay together (``holds.pooled_repayable``),
     # summed over the open holds only for a settlement that repaid any.
     repayable = pooled_repayable(account.holds, hold) if settled.debt_repaid else 0
     if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed, repayable):

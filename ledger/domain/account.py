@@ -139,13 +139,11 @@ on = Evolution()
 class CreditAccount(Records, Aggregate):
     """What one customer may spend: allowance first, then grants, then top-ups."""
 
-    class_version = 7
+    class_version = 6
     """Of its snapshots: version 2 keeps holds as structs and always has a threshold;
     version 3 keeps grants; version 4 what backs the holds' top-up shares; version 5 what
     each open hold's allowance share may repay of a debt (``OpenHold.repayable``); version
-    6 that figure with what shares settled before it passed on (``holds.passed_on``);
-    version 7 that figure without what shares carried by an earlier reset still repay
-    (``holds.carried_over``)."""
+    6 that figure with what shares settled before it passed on (``holds.passed_on``)."""
 
     DERIVED_STATE = ("held_totals",)
     """Made from the rest, kept so that decisions need not go through every hold: not in
@@ -669,9 +667,7 @@ class CreditAccount(Records, Aggregate):
             return  # not open: the audit says so of a settlement recorded of it
         holds = dict(self.holds)
         del holds[hold_id]
-        if hold.repayable or debt_repaid:
-            holds = passed_on(holds, hold, debt_repaid, self.period)
-        self.holds = holds
+        self.holds = passed_on(holds, hold, debt_repaid) if hold.repayable or debt_repaid else holds
         self.held_totals = self.held_totals.counting(hold_id, hold, -1)
 
     @on(CreditsGranted)
@@ -757,17 +753,10 @@ class CreditAccount(Records, Aggregate):
 
     @staticmethod
     def upcast_v5_v6(state: dict[str, Any]) -> None:
-        # Taken before a settled share passed on what it did not repay: its figures are set
-        # aside by the next step (``upcast_v6_v7``), as the events alone tell them.
+        # Taken before a settled share passed on what it did not repay: each open hold keeps
+        # its own part, less than the rule gives it (never more), as the events alone tell
+        # (the audit holds such a snapshot to the replay in everything but that figure).
         pass
-
-    @staticmethod
-    def upcast_v6_v7(state: dict[str, Any]) -> None:
-        # Taken while a reset gave the shares it carried what the shares an earlier reset
-        # carried still repay (the debt repaid twice, credits made): which figures that
-        # inflated only the events tell, so its holds repay none, as a version 4 snapshot's.
-        for hold in state["holds"].values():
-            hold["repayable"] = 0
 
     @staticmethod
     def restore_state(state: dict[str, Any]) -> None:

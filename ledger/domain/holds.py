@@ -221,14 +221,11 @@ def carried_over(
     much of what is owed now is theirs, and what this reset repays beyond the rest of the
     debt repays it, so they may repay that much less when they lapse (in the order placed):
     else the debt would be repaid twice, by this reset's allowance and by the shares, and the
-    holds would make credits (a hold carried over two resets, docs/holds.md). For the same
-    reason the shares placed in ``period`` may repay only what is owed beyond what the shares
-    carried before still may: settled before the reset, those would have repaid it, and it
-    would not have been owed now.
+    holds would make credits (a hold carried over two resets, docs/holds.md).
     """
     theirs = sum(hold.repayable for hold in holds.values())
     repaid_of_theirs = max(min(repaid, owed) - max(owed - theirs, 0), 0)
-    left_owed = owed - repaid - (theirs - repaid_of_theirs)
+    left_owed = owed - repaid
     if repaid_of_theirs <= 0 and left_owed <= 0:
         return holds
     changed = dict(holds)
@@ -246,45 +243,29 @@ def carried_over(
 
 def pooled_repayable(holds: dict[str, OpenHold], hold: OpenHold) -> int:
     """What ``hold``'s lapsing share may repay of a debt: what the shares carried with it
-    (placed in its period, itself among them) and those carried by earlier resets may repay
-    together (``passed_on``). Not what shares carried later may: that debt the reset that
-    carried ``hold``'s share would not have found owed."""
-    return sum(h.repayable for h in holds.values() if h.period <= hold.period)
+    (placed in its period, itself among them) may repay together (``passed_on``)."""
+    return sum(h.repayable for h in holds.values() if h.period == hold.period)
 
 
-def passed_on(
-    holds: dict[str, OpenHold], settled: OpenHold, repaid: int, period: str
-) -> dict[str, OpenHold]:
-    """The open holds once ``settled`` (no longer among them) repaid ``repaid`` of a debt,
-    in ``period`` (the holds placed in it were carried over no reset).
+def passed_on(holds: dict[str, OpenHold], settled: OpenHold, repaid: int) -> dict[str, OpenHold]:
+    """The open holds once ``settled`` (no longer among them) repaid ``repaid`` of a debt.
 
     What the reset left owed, the shares it carried would all have repaid lapsing with it,
     whichever of them lapses: ``carried_over`` shares it out in the order placed, but the
     shares repay it together (``pooled_repayable``). A share that repays more than its part
-    takes the rest from the parts of the shares carried with it, then from those of shares
-    carried earlier (latest first); one captured rather than lapsing (or lapsing while less
-    is owed) passes on the part it did not use to the shares carried with it, then to those
-    carried later, each taking up to what it may lapse, in the order placed: what an earlier
-    share did not repay was still owed when a later reset let a later share lapse, which then
-    repaid it. Else which hold was placed first decided whether the debt was repaid: the
-    first captured and another released after it, the customer owed it for good, which the
-    reset had repaid had both settled before it. Never backwards: a later share's part is of
-    a debt an earlier share lapsing at its reset could not have repaid.
+    takes the rest from the parts of the shares carried with it, in the order placed; one
+    captured rather than lapsing (or lapsing while less is owed) passes on the part it did
+    not use, each share taking up to what it may lapse. Else which hold was placed first
+    decided whether the debt was repaid: the first captured and another released after it,
+    the customer owed it for good, which the reset had repaid had both settled before it.
     """
     left = settled.repayable - repaid
     if left == 0:
         return holds
     changed = dict(holds)
-    if left > 0:
-        takers = [
-            hold_id for hold_id, hold in holds.items() if settled.period <= hold.period < period
-        ]
-        takers.sort(key=lambda hold_id: holds[hold_id].period != settled.period)
-    else:
-        takers = [hold_id for hold_id, hold in holds.items() if hold.period <= settled.period]
-        takers.sort(key=lambda hold_id: holds[hold_id].period, reverse=True)
-    for hold_id in takers:
-        hold = holds[hold_id]
+    for hold_id, hold in holds.items():
+        if hold.period != settled.period:
+            continue
         if left > 0:
             moved = min(hold.from_allowance - hold.repayable, left)
         else:

@@ -200,10 +200,9 @@ class Account:
         kept_from_use = unbacked - max(self.topup - self.reserved, 0)
         kept = max(min(lapsing - repaid, kept_from_use), 0)
         self.kept += kept
-        # "The shares it carries repay no more than it left owed", beyond what the shares
-        # carried before still repay: what each would have repaid lapsing now, in the order
-        # placed.
-        owed = -self.topup - sum(h.repayable for h in self.holds.values())
+        # "The shares it carries repay no more than it left owed": what each would have
+        # repaid lapsing now, in the order placed.
+        owed = -self.topup
         for hold in self.holds.values():
             if hold.period == self.period and owed > 0:
                 hold.repayable = min(hold.from_allowance, owed)
@@ -265,23 +264,14 @@ class Account:
         self.kept = kept_after
         # "Of the allowance that lapses, up to the debt goes to the top-up balance": a
         # carried share lapsing when its hold settles, as at a reset.
-        # "The shares a reset carried repay the debt it left together, whichever lapses,
-        # with those carried earlier": more than its part is taken from theirs (its own
-        # period's first, then the latest), what it leaves of its part passes to them and
-        # to those carried later (its own period's first), never backwards.
-        pool = hold.repayable + sum(
-            h.repayable for h in self.holds.values() if h.period <= hold.period
-        )
+        # "The shares a reset carried repay the debt it left together, whichever lapses":
+        # more than its part is taken from theirs, what it leaves of its part passes to them.
+        carried_with = [h for h in self.holds.values() if h.period == hold.period]
+        pool = hold.repayable + sum(h.repayable for h in carried_with)
         repaid = max(min(lapsed, -self.topup, pool), 0)
         self.topup += repaid
         left = hold.repayable - repaid
-        if left > 0:
-            takers = [h for h in self.holds.values() if hold.period <= h.period < self.period]
-            takers.sort(key=lambda h: h.period != hold.period)
-        else:
-            takers = [h for h in self.holds.values() if h.period <= hold.period]
-            takers.sort(key=lambda h: h.period, reverse=True)
-        for other in takers:
+        for other in carried_with:
             moved = (
                 min(other.from_allowance - other.repayable, left)
                 if left > 0
