@@ -71,7 +71,7 @@ from ledger.domain.events import (
     low_balance_threshold,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
-from ledger.domain.holds import OpenHold, pooled_repayable
+from ledger.domain.holds import OpenHold
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.domain.payment_intent import on as payment_intent_evolution
 from ledger.handlers.hold_answers import Hold
@@ -2031,12 +2031,11 @@ assert all(describe is not None for _, _, describe in _LINE_HEADS.values())
 
 def _keeps_repayable(state: bytes) -> bool:
     """Whether an account's snapshot was taken since snapshots keep what each open hold's
-    allowance share may repay as the rule now gives it (version 6): one taken before loads
-    with none (version 4, ``CreditAccount.upcast_v4_v5``) or without what settled shares
-    passed on (version 5): less than the rule allows, which only the events tell."""
+    allowance share may repay (version 5): one taken before loads with none (repaying none,
+    less than the rule allows, ``CreditAccount.upcast_v4_v5``), which only the events tell."""
     try:
         kept = msgspec.json.decode(state)["state"]
-        return bool(kept.get("class_version", 1) >= 6)
+        return bool(kept.get("class_version", 1) >= 5)
     except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
         return True  # compared as it is: the comparison says what is wrong with it
 
@@ -2141,13 +2140,10 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
             if lapsed and open_grant:
                 problems.append(f"{lapsed} of grant {grant_id} lapsed, which is open")
     owed = max(getattr(settled, "from_topup", 0) - account.topup_balance, 0)
-    # What the shares carried with it may repay together (``holds.pooled_repayable``),
-    # summed over the open holds only for a settlement that repaid any.
-    repayable = pooled_repayable(account.holds, hold) if settled.debt_repaid else 0
-    if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed, repayable):
+    if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed, hold.repayable):
         problems.append(
             f"{settled.debt_repaid} of a debt repaid from {settled.lapsed} of the allowance "
-            f"lapsed, with {owed} owed, {repayable} of it when the reset carried it over"
+            f"lapsed, with {owed} owed, {hold.repayable} of it when the reset carried it over"
         )
     if settled.kept_lapsed < 0 or kept_spent + settled.kept_lapsed > account.kept_for_holds:
         problems.append(

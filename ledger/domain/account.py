@@ -57,8 +57,6 @@ from ledger.domain.holds import (
     Settlement,
     backed,
     carried_over,
-    passed_on,
-    pooled_repayable,
     repaying,
     settle,
 )
@@ -139,11 +137,10 @@ on = Evolution()
 class CreditAccount(Records, Aggregate):
     """What one customer may spend: allowance first, then grants, then top-ups."""
 
-    class_version = 6
+    class_version = 5
     """Of its snapshots: version 2 keeps holds as structs and always has a threshold;
     version 3 keeps grants; version 4 what backs the holds' top-up shares; version 5 what
-    each open hold's allowance share may repay of a debt (``OpenHold.repayable``); version
-    6 that figure with what shares settled before it passed on (``holds.passed_on``)."""
+    each open hold's allowance share may repay of a debt (``OpenHold.repayable``)."""
 
     DERIVED_STATE = ("held_totals",)
     """Made from the rest, kept so that decisions need not go through every hold: not in
@@ -411,19 +408,15 @@ class CreditAccount(Records, Aggregate):
         settlement = settle(
             hold, captured, carried=hold.period != self.period, closed_grants=closed
         )
-        settlement = backed(
-            settlement,
-            reserved=self.topup_reserved,
-            kept=self.kept_for_holds,
-            held_after=self.held_topup - hold.from_topup,
-        )
-        if settlement.lapsed <= 0 or settlement.from_topup <= self.topup_balance:
-            return settlement  # nothing lapses, or nothing is owed: no debt to repay
-        # Only then the shares carried with it are gone through (a sum over the open holds).
         return repaying(
-            settlement,
+            backed(
+                settlement,
+                reserved=self.topup_reserved,
+                kept=self.kept_for_holds,
+                held_after=self.held_topup - hold.from_topup,
+            ),
             topup_balance=self.topup_balance,
-            repayable=pooled_repayable(self.holds, hold),
+            repayable=hold.repayable,
         )
 
     def capture_hold(self, hold_id: str, amount: int, now: datetime) -> Settlement:
@@ -638,7 +631,7 @@ class CreditAccount(Records, Aggregate):
 
     @on(HoldCaptured)
     def _hold_captured(self, event: HoldCaptured) -> None:
-        self._forget_hold(event.hold_id, event.debt_repaid)
+        self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.from_allowance + event.lapsed
         self.topup_balance += event.debt_repaid - event.from_topup
         if event.from_grants or event.grants_lapsed:
@@ -647,7 +640,7 @@ class CreditAccount(Records, Aggregate):
 
     @on(HoldReleased, HoldExpired)
     def _hold_released(self, event: HoldReleased | HoldExpired) -> None:
-        self._forget_hold(event.hold_id, event.debt_repaid)
+        self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.lapsed
         self.topup_balance += event.debt_repaid
         if event.grants_lapsed:
@@ -661,13 +654,13 @@ class CreditAccount(Records, Aggregate):
         self.allowance_remaining -= kept_ended
         self.kept_for_holds -= kept_ended
 
-    def _forget_hold(self, hold_id: str, debt_repaid: int) -> None:
+    def _forget_hold(self, hold_id: str) -> None:
         hold = self.holds.get(hold_id)
         if hold is None:
             return  # not open: the audit says so of a settlement recorded of it
         holds = dict(self.holds)
         del holds[hold_id]
-        self.holds = passed_on(holds, hold, debt_repaid) if hold.repayable or debt_repaid else holds
+        self.holds = holds
         self.held_totals = self.held_totals.counting(hold_id, hold, -1)
 
     @on(CreditsGranted)
@@ -750,13 +743,6 @@ class CreditAccount(Records, Aggregate):
         # audit does not hold these snapshots to the replay's figure, audit/verify.py).
         for hold in state["holds"].values():
             hold["repayable"] = 0
-
-    @staticmethod
-    def upcast_v5_v6(state: dict[str, Any]) -> None:
-        # Taken before a settled share passed on what it did not repay: each open hold keeps
-        # its own part, less than the rule gives it (never more), as the events alone tell
-        # (the audit holds such a snapshot to the replay in everything but that figure).
-        pass
 
     @staticmethod
     def restore_state(state: dict[str, Any]) -> None:

@@ -241,43 +241,6 @@ def carried_over(
     return changed
 
 
-def pooled_repayable(holds: dict[str, OpenHold], hold: OpenHold) -> int:
-    """What ``hold``'s lapsing share may repay of a debt: what the shares carried with it
-    (placed in its period, itself among them) may repay together (``passed_on``)."""
-    return sum(h.repayable for h in holds.values() if h.period == hold.period)
-
-
-def passed_on(holds: dict[str, OpenHold], settled: OpenHold, repaid: int) -> dict[str, OpenHold]:
-    """The open holds once ``settled`` (no longer among them) repaid ``repaid`` of a debt.
-
-    What the reset left owed, the shares it carried would all have repaid lapsing with it,
-    whichever of them lapses: ``carried_over`` shares it out in the order placed, but the
-    shares repay it together (``pooled_repayable``). A share that repays more than its part
-    takes the rest from the parts of the shares carried with it, in the order placed; one
-    captured rather than lapsing (or lapsing while less is owed) passes on the part it did
-    not use, each share taking up to what it may lapse. Else which hold was placed first
-    decided whether the debt was repaid: the first captured and another released after it,
-    the customer owed it for good, which the reset had repaid had both settled before it.
-    """
-    left = settled.repayable - repaid
-    if left == 0:
-        return holds
-    changed = dict(holds)
-    for hold_id, hold in holds.items():
-        if hold.period != settled.period:
-            continue
-        if left > 0:
-            moved = min(hold.from_allowance - hold.repayable, left)
-        else:
-            moved = -min(hold.repayable, -left)
-        if moved:
-            changed[hold_id] = msgspec.structs.replace(hold, repayable=hold.repayable + moved)
-            left -= moved
-        if left == 0:
-            break
-    return changed
-
-
 def repaying(settlement: Settlement, *, topup_balance: int, repayable: int) -> Settlement:
     """A settlement whose lapsing allowance share first repays a clawback's debt.
 

@@ -509,7 +509,7 @@ async def test_a_snapshot_taken_before_holds_kept_what_they_repay_is_not_a_misma
     await tamper(  # as a snapshot taken before version 5
         isolated_db.url,
         """UPDATE snapshots SET state = convert_to(replace(replace(convert_from(state, 'UTF8'),
-               ',"repayable":50', ''), '"class_version":6', '"class_version":4'), 'UTF8')
+               ',"repayable":50', ''), '"class_version":5', '"class_version":4'), 'UTF8')
            WHERE originator_id = $1""",
         stream,
     )

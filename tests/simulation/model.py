@@ -264,21 +264,7 @@ class Account:
         self.kept = kept_after
         # "Of the allowance that lapses, up to the debt goes to the top-up balance": a
         # carried share lapsing when its hold settles, as at a reset.
-        # "The shares a reset carried repay the debt it left together, whichever lapses":
-        # more than its part is taken from theirs, what it leaves of its part passes to them.
-        carried_with = [h for h in self.holds.values() if h.period == hold.period]
-        pool = hold.repayable + sum(h.repayable for h in carried_with)
-        repaid = max(min(lapsed, -self.topup, pool), 0)
-        self.topup += repaid
-        left = hold.repayable - repaid
-        for other in carried_with:
-            moved = (
-                min(other.from_allowance - other.repayable, left)
-                if left > 0
-                else -min(other.repayable, -left)
-            )
-            other.repayable += moved
-            left -= moved
+        self.topup += max(min(lapsed, -self.topup, hold.repayable), 0)
 
 
 # A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how
