@@ -12,10 +12,10 @@ import click
 from api.cli_exits import exit_2_when_it_cannot_run
 from api.cli_files import output_option, written_whole
 from api.cli_support import (
-    EVENTS_PER_JOB,
     MAX_JOBS,
     account_id_option,
     default_jobs,
+    jobs_option,
     plural,
     progress,
     run_with_database,
@@ -52,12 +52,9 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     type=_FILE,
     help="The auditors' trusted copy of the signing key (FILE.pub). Repeatable (rotated keys).",
 )
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1, max=MAX_JOBS),
-    show_default=f"one per {EVENTS_PER_JOB:,} events, at most one per CPU",
-    help="Processes to replay with: the streams are split among them by a hash of their id, "
-    f"all reading one snapshot. 1 replays in this process; at most {MAX_JOBS}.",
+@jobs_option(
+    "Processes to replay with: the streams are split among them by a hash of their id, "
+    f"all reading one snapshot. 1 replays in this process; at most {MAX_JOBS}."
 )
 def audit_verify(
     as_json: bool,

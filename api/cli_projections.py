@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import click
 
 from api.cli_support import (
-    EVENTS_PER_JOB,
     MAX_JOBS,
     default_jobs,
+    jobs_option,
     plural,
     progress,
     run_with_services,
@@ -42,12 +42,9 @@ def rebuilding(names: list[str]) -> str:
     f"tables meanwhile.\n\nNAME is one of: {', '.join(VIEW_NAMES)}, all.",
 )
 @click.argument("names", metavar="[NAME]...", nargs=-1, type=click.Choice([*VIEW_NAMES, "all"]))
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1, max=MAX_JOBS),
-    show_default=f"one per {EVENTS_PER_JOB:,} events, at most one per CPU",
-    help="Fill the fresh tables from this many processes, each folding its share of the "
-    f"streams; 1: one pass in this process; at most {MAX_JOBS}.",
+@jobs_option(
+    "Fill the fresh tables from this many processes, each folding its share of the "
+    f"streams; 1: one pass in this process; at most {MAX_JOBS}."
 )
 def rebuild_projection(names: tuple[str, ...], jobs: int | None) -> None:
     from projections.events import UnreadableEvent

@@ -120,6 +120,17 @@ def default_jobs(head_position: int) -> int:
     return max(1, min(head_position // EVENTS_PER_JOB, cpus))
 
 
+def jobs_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--jobs`` as ``audit verify`` and ``projections rebuild`` take it, each with its own
+    ``help``: not given, ``default_jobs`` of the store, as the default shown says."""
+    return click.option(
+        "--jobs",
+        type=click.IntRange(min=1, max=MAX_JOBS),
+        show_default=f"one per {EVENTS_PER_JOB:,} events, at most one per CPU",
+        help=help,
+    )
+
+
 def account_id_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An ACCOUNT_ID argument or option (a click callback), refused before the database is
     reached when no account can have it: a typo waited for the embedded server to start,
