@@ -195,13 +195,14 @@ class Repository:
         for event in writes.events:
             stats.count_appended(event.topic)
         for aggregate in aggregates:
-            if not_kept and any(aggregate is other for other in not_kept):
-                self._cache.pop(aggregate._id.int, None)
-            else:
+            if not (not_kept and any(aggregate is other for other in not_kept)):
                 self._remember(aggregate)
+        if not_kept:
+            self.forget(not_kept)
 
     def forget(self, aggregates: Iterable[Aggregate]) -> None:
-        """Drop aggregates whose write failed: the next load reads the store."""
+        """Drop aggregates from memory (a write that failed, or ``committed``'s ``not_kept``):
+        the next load reads the store."""
         for aggregate in aggregates:
             self._cache.pop(aggregate.id.int, None)
 
