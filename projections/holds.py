@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from operator import attrgetter
+from typing import cast
 from uuid import UUID
 
 import msgspec
@@ -86,12 +87,8 @@ def fold(row: HoldRow | None, projected: ProjectedEvent) -> HoldRow | None:
     if which is HoldCaptured:
         assert isinstance(event, HoldCaptured)
         row.captured, row.released = event.captured, event.released
-    elif which is HoldReleased:
-        assert isinstance(event, HoldReleased)
-        row.captured, row.released = 0, event.released
-    else:
-        assert isinstance(event, HoldExpired)
-        row.captured, row.released = 0, event.released
+    else:  # released or expired: cast, not an isinstance of their union (see WhichOf)
+        row.captured, row.released = 0, cast("HoldReleased | HoldExpired", event).released
     row.status = _SETTLED_AS[which]
     row.settled_at, row.position = projected.recorded_at, projected.position
     return row
