@@ -225,7 +225,10 @@ async def test_a_payment_that_meets_its_own_sessions_link_warns_of_no_second_ses
             assert await deliver(second, purchase.paid(CheckoutChange.PAYMENT_SUCCEEDED))
 
         assert payments == [True]
-        assert [r.getMessage() for r in caplog.records] == []
+        # The payments' own records: asyncio's "Task was destroyed but it is pending!" of
+        # another test's committer, collected meanwhile, is not this test's (CI at 825cb05).
+        warned = [r.getMessage() for r in caplog.records if r.name == "ledger.handlers.payments"]
+        assert warned == []
         assert (await first.account(purchase.account_id, fresh=True)).balance == 1000
     finally:
         await first.uow.committer.stop()
