@@ -1081,7 +1081,7 @@ class StreamReplay:
             )
             loaded = self.mapper.to_domain_event(stored).mutate(None)
             if isinstance(loaded, CreditAccount) and not _keeps_repayable(snapshot.state):
-                loaded.holds = _repayable_as_replayed(loaded.holds, stream.aggregate)
+                loaded.carried_repayable = getattr(stream.aggregate, "carried_repayable", 0)
             problems = _differences(loaded, stream.aggregate)
         except Exception as error:  # a forged snapshot may not even decode
             problems = [f"cannot be read: {error}"]
@@ -2030,25 +2030,15 @@ assert all(describe is not None for _, _, describe in _LINE_HEADS.values())
 
 
 def _keeps_repayable(state: bytes) -> bool:
-    """Whether an account's snapshot was taken since snapshots keep what each open hold's
-    allowance share may repay (version 5): one taken before loads with none (repaying none,
-    less than the rule allows, ``CreditAccount.upcast_v4_v5``), which only the events tell."""
+    """Whether an account's snapshot was taken since snapshots keep what the carried
+    allowance shares may repay of a debt (version 6): one taken before loads with none
+    (repaying none, less than the rule allows, ``CreditAccount.upcast_v5_v6``), which only
+    the events tell."""
     try:
         kept = msgspec.json.decode(state)["state"]
-        return bool(kept.get("class_version", 1) >= 5)
+        return bool(kept.get("class_version", 1) >= 6)
     except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
         return True  # compared as it is: the comparison says what is wrong with it
-
-
-def _repayable_as_replayed(holds: dict[str, OpenHold], replayed: Any) -> dict[str, OpenHold]:
-    """An older snapshot's open holds with what the replay gives each to repay."""
-    made: dict[str, OpenHold] = getattr(replayed, "holds", {})
-    return {
-        hold_id: msgspec.structs.replace(hold, repayable=made[hold_id].repayable)
-        if hold_id in made
-        else hold
-        for hold_id, hold in holds.items()
-    }
 
 
 _ABSENT = object()
@@ -2099,8 +2089,8 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
     captured is spent from its shares, and no share is spent and lapsed beyond what the hold
     reserved of it, nor a grant's share lapsed while the grant is open; what resets kept for
     holds is spent or lapses at most once; a debt is repaid from what lapses of the allowance,
-    no more than is owed, nor than the reset that carried the share left owed (less what
-    later resets repaid of it, ``repayable``)."""
+    no more than is owed, nor than the resets that carried the shares left owed (less what
+    later resets and other shares repaid of it, ``carried_repayable``)."""
     spent_allowance = getattr(settled, "from_allowance", 0)
     kept_spent = getattr(settled, "kept_spent", 0)
     spent_topup = getattr(settled, "from_topup", 0) + kept_spent
@@ -2140,10 +2130,12 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
             if lapsed and open_grant:
                 problems.append(f"{lapsed} of grant {grant_id} lapsed, which is open")
     owed = max(getattr(settled, "from_topup", 0) - account.topup_balance, 0)
-    if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed, hold.repayable):
+    repayable = account.carried_repayable
+    if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed, repayable):
         problems.append(
             f"{settled.debt_repaid} of a debt repaid from {settled.lapsed} of the allowance "
-            f"lapsed, with {owed} owed, {hold.repayable} of it when the reset carried it over"
+            f"lapsed, with {owed} owed, {repayable} of it left by the resets that carried "
+            "the shares over"
         )
     if settled.kept_lapsed < 0 or kept_spent + settled.kept_lapsed > account.kept_for_holds:
         problems.append(

@@ -56,7 +56,7 @@ from ledger.domain.holds import (
     OpenHold,
     Settlement,
     backed,
-    carried_over,
+    repayable_after_reset,
     repaying,
     settle,
 )
@@ -137,10 +137,11 @@ on = Evolution()
 class CreditAccount(Records, Aggregate):
     """What one customer may spend: allowance first, then grants, then top-ups."""
 
-    class_version = 5
+    class_version = 6
     """Of its snapshots: version 2 keeps holds as structs and always has a threshold;
     version 3 keeps grants; version 4 what backs the holds' top-up shares; version 5 what
-    each open hold's allowance share may repay of a debt (``OpenHold.repayable``)."""
+    each open hold's allowance share may repay of a debt; version 6 what the carried shares
+    may repay together (``carried_repayable``), in place of that."""
 
     DERIVED_STATE = ("held_totals",)
     """Made from the rest, kept so that decisions need not go through every hold: not in
@@ -162,6 +163,7 @@ class CreditAccount(Records, Aggregate):
         closed_grants: frozenset[str]
         topup_reserved: int
         kept_for_holds: int
+        carried_repayable: int
 
     @classmethod
     def open(cls, account_id: str, monthly_allowance: int, period: str) -> CreditAccount:
@@ -416,7 +418,7 @@ class CreditAccount(Records, Aggregate):
                 held_after=self.held_topup - hold.from_topup,
             ),
             topup_balance=self.topup_balance,
-            repayable=hold.repayable,
+            repayable=self.carried_repayable,
         )
 
     def capture_hold(self, hold_id: str, amount: int, now: datetime) -> Settlement:
@@ -559,6 +561,7 @@ class CreditAccount(Records, Aggregate):
         self.closed_grants = frozenset()
         self.topup_reserved = 0  # of the held top-ups, what top-ups back (see holds.py)
         self.kept_for_holds = 0  # of the allowance, what resets kept for the rest of them
+        self.carried_repayable = 0  # of a debt, what carried allowance shares may repay
 
     @on(CreditsPurchased, CreditsRestored)
     def _credited(self, event: CreditsPurchased | CreditsRestored) -> None:
@@ -598,8 +601,10 @@ class CreditAccount(Records, Aggregate):
             self.topup_reserved = min(
                 self.topup_reserved + event.debt_repaid - owed, self.held_topup
             )
-        if self.holds:
-            self.holds = carried_over(self.holds, ended, owed=owed, repaid=event.debt_repaid)
+        if self.holds or self.carried_repayable:
+            self.carried_repayable = repayable_after_reset(
+                self.carried_repayable, self.holds, ended, owed=owed, repaid=event.debt_repaid
+            )
         self.allowance_remaining += event.held_topup_kept
         self.kept_for_holds += event.held_topup_kept
 
@@ -634,6 +639,8 @@ class CreditAccount(Records, Aggregate):
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.from_allowance + event.lapsed
         self.topup_balance += event.debt_repaid - event.from_topup
+        if event.debt_repaid:
+            self._repaid_by_carried(event.debt_repaid)
         if event.from_grants or event.grants_lapsed:
             self._take_from_grants(event.from_grants, event.grants_lapsed)
         self._rebacked(event.from_topup, event.kept_spent + event.kept_lapsed)
@@ -643,9 +650,16 @@ class CreditAccount(Records, Aggregate):
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.lapsed
         self.topup_balance += event.debt_repaid
+        if event.debt_repaid:
+            self._repaid_by_carried(event.debt_repaid)
         if event.grants_lapsed:
             self._take_from_grants(event.grants_lapsed)
         self._rebacked(0, event.kept_lapsed)
+
+    def _repaid_by_carried(self, debt_repaid: int) -> None:
+        # Never below 0: a settlement recorded by an earlier rule may have repaid more (the
+        # audit reports it).
+        self.carried_repayable = max(self.carried_repayable - debt_repaid, 0)
 
     def _rebacked(self, from_topup: int, kept_ended: int) -> None:
         """After a settlement: top-ups back no more than the holds left reserve, and what
@@ -743,6 +757,16 @@ class CreditAccount(Records, Aggregate):
         # audit does not hold these snapshots to the replay's figure, audit/verify.py).
         for hold in state["holds"].values():
             hold["repayable"] = 0
+
+    @staticmethod
+    def upcast_v5_v6(state: dict[str, Any]) -> None:
+        # Each open hold kept what its own share may repay, in the order placed, and a later
+        # reset's share could be given an earlier one's part too (docs/holds.md): the shares
+        # together may repay what only the events tell. None, as ``upcast_v4_v5`` gives
+        # (less than the rule allows, never more).
+        for hold in state["holds"].values():
+            hold.pop("repayable", None)
+        state["carried_repayable"] = 0
 
     @staticmethod
     def restore_state(state: dict[str, Any]) -> None:

@@ -12,8 +12,9 @@ letting it lapse with the rest of the old allowance, so a capture after the
 reset still finds its credits and the new period starts with its full plan
 amount free. Whatever of a carried share is not captured lapses when the
 hold settles, as the old period's allowance would have at the reset, and as
-that would have, it repays a clawback's debt first (``repaying``): no more than the
-reset found owed (``carried_over``), so that a hold never makes credits.
+that would have, it repays a clawback's debt first (``repaying``): together,
+the carried shares repay no more than the resets that carried them left owed
+(``repayable_after_reset``, kept on the account), so that a hold never makes credits.
 """
 
 from __future__ import annotations
@@ -37,10 +38,6 @@ class OpenHold(msgspec.Struct, frozen=True):
     reason: str = ""
     from_grants: tuple[tuple[str, int], ...] = ()
     """What it reserves of each grant, in burn order."""
-    repayable: int = 0
-    """Of its allowance share, what the top-ups still owed once the reset that first carried
-    it over had repaid what it could: what the share would have repaid had it lapsed then,
-    and so the most it repays when it lapses (``carried_over``, ``repaying``)."""
 
     @classmethod
     def of(cls, state: OpenHold | dict[str, Any]) -> OpenHold:
@@ -208,37 +205,25 @@ def backed(settlement: Settlement, *, reserved: int, kept: int, held_after: int)
     )
 
 
-def carried_over(
-    holds: dict[str, OpenHold], period: str, *, owed: int, repaid: int
-) -> dict[str, OpenHold]:
-    """The open holds once a reset ended ``period``, which found ``owed`` owed by the top-ups
-    and repaid ``repaid`` of it from the allowance that lapsed.
+def repayable_after_reset(
+    repayable: int, holds: dict[str, OpenHold], period: str, *, owed: int, repaid: int
+) -> int:
+    """What the allowance shares open holds carry may repay of a debt, together, once a reset
+    ended ``period``, found ``owed`` owed by the top-ups and repaid ``repaid`` of it from the
+    allowance that lapsed; ``repayable`` before it.
 
-    The allowance shares of holds placed in ``period`` would have lapsed with it and repaid
-    what the reset's own lapsing allowance left owed; each, in the order placed, may repay
-    that much (``repayable``) when it lapses later. Shares carried before lapsed, had their
-    holds never been placed, at an earlier reset, and repaid their ``repayable`` then: that
-    much of what is owed now is theirs, and what this reset repays beyond the rest of the
-    debt repays it, so they may repay that much less when they lapse (in the order placed):
-    else the debt would be repaid twice, by this reset's allowance and by the shares, and the
-    holds would make credits (a hold carried over two resets, docs/holds.md).
+    Had the holds settled before the resets that carried them, what they left of their
+    shares would have lapsed then and repaid the debt each reset left owed. The shares
+    carried before would have repaid their part at their own resets: this reset repays
+    first what they could not, then their part, which they may then repay that much less
+    of (else the debt is repaid twice, by the reset and by the shares). The shares of holds
+    placed in ``period`` may repay what it left owed beyond that part, no more (a hold
+    never makes credits). Together, whichever lapses first: had they settled before their
+    resets, which was placed first would not have mattered (docs/holds.md).
     """
-    theirs = sum(hold.repayable for hold in holds.values())
-    repaid_of_theirs = max(min(repaid, owed) - max(owed - theirs, 0), 0)
-    left_owed = owed - repaid
-    if repaid_of_theirs <= 0 and left_owed <= 0:
-        return holds
-    changed = dict(holds)
-    for hold_id, hold in holds.items():
-        if hold.repayable and repaid_of_theirs > 0:
-            less = min(hold.repayable, repaid_of_theirs)
-            repaid_of_theirs -= less
-            changed[hold_id] = msgspec.structs.replace(hold, repayable=hold.repayable - less)
-        elif hold.period == period and hold.from_allowance and left_owed > 0:
-            repayable = min(hold.from_allowance, left_owed)
-            left_owed -= repayable
-            changed[hold_id] = msgspec.structs.replace(hold, repayable=repayable)
-    return changed
+    theirs = repayable - max(min(repaid, owed) - max(owed - repayable, 0), 0)
+    placed_in_period = sum(h.from_allowance for h in holds.values() if h.period == period)
+    return theirs + min(placed_in_period, max(owed - repaid - theirs, 0))
 
 
 def repaying(settlement: Settlement, *, topup_balance: int, repayable: int) -> Settlement:
@@ -250,7 +235,8 @@ def repaying(settlement: Settlement, *, topup_balance: int, repayable: int) -> S
     before it), up to what lapses and to what it would have repaid at the reset
     (``repayable``): a debt that arose since is not the share's to repay, or the hold
     would have made credits the account without it does not have. Credits owed are
-    repaid before an allowance is thrown away.
+    repaid before an allowance is thrown away. ``repayable`` is what the carried shares may
+    still repay together (``repayable_after_reset``).
     """
     owed = settlement.from_topup - topup_balance
     if settlement.lapsed <= 0 or owed <= 0 or repayable <= 0:

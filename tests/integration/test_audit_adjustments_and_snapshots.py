@@ -473,13 +473,13 @@ async def test_snapshots_are_checked_against_the_replay_and_a_forged_one_is_repo
     assert "which the stream never reached" in late
 
 
-async def test_a_snapshot_taken_before_holds_kept_what_they_repay_is_not_a_mismatch(
+async def test_a_snapshot_taken_before_shares_repaid_together_is_not_a_mismatch(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    """A snapshot of version 4 keeps no ``repayable`` (taken before holds kept it, or set by
-    a rule that let a later reset's repayment be repaid again): it loads with none, its hold
-    then repays none (less than the rule allows), and the audit holds it to the rest of the
-    replay, not to that figure, which only the events tell."""
+    """A snapshot of version 5 keeps what each hold's share alone may repay (set by rules
+    since changed), not what the carried shares may repay together: it loads with none, its
+    hold then repays none (less than the rule allows), and the audit holds it to the rest of
+    the replay, not to that figure, which only the events tell."""
     books = build_ledger(isolated_db.pool)
     account_id = "acct_old_snapshot"
     await open_account(books, account_id, 1000)
@@ -499,26 +499,28 @@ async def test_a_snapshot_taken_before_holds_kept_what_they_repay_is_not_a_misma
     await refund(books, "pi_old", 500)  # 50 owed
     await books.execute(ResetMonth(account_id=account_id, period="2099-01"))
     account: CreditAccount = await books.account(account_id, fresh=True)
-    [(hold_id, hold)] = account.holds.items()
-    assert hold.repayable == 50
+    [hold_id] = account.holds
+    assert account.carried_repayable == 50
     while account.version < SNAPSHOT_EVERY + 2:
         account.spend(1, "work")
         await save(books, account)
     await books.uow.committer.stop()
     stream = account_stream_id(account_id)
-    await tamper(  # as a snapshot taken before version 5
+    await tamper(  # as a snapshot of version 5: the hold's own figure, none for them all
         isolated_db.url,
-        """UPDATE snapshots SET state = convert_to(replace(replace(convert_from(state, 'UTF8'),
-               ',"repayable":50', ''), '"class_version":5', '"class_version":4'), 'UTF8')
-           WHERE originator_id = $1""",
+        """UPDATE snapshots SET state = convert_to(jsonb_set(jsonb_set(
+               convert_from(state, 'UTF8')::jsonb #- '{state,carried_repayable}',
+               '{state,class_version}', '5'), ARRAY['state', 'holds', $2, 'repayable'], '50'
+           )::text, 'UTF8') WHERE originator_id = $1""",
         stream,
+        hold_id,
     )
-    assert '"repayable"' not in await isolated_db.pool.fetchval(
+    assert '"carried_repayable"' not in await isolated_db.pool.fetchval(
         "SELECT convert_from(state, 'UTF8') FROM snapshots WHERE originator_id = $1", stream
     )
     books = build_ledger(isolated_db.pool)
     loaded: CreditAccount = await books.account(account_id, fresh=True)
-    assert loaded.hold(hold_id).repayable == 0
+    assert loaded.carried_repayable == 0
     released = await books.execute(
         SettleHold(account_id=account_id, hold_id=hold_id, outcome="released")
     )

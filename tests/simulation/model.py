@@ -49,7 +49,6 @@ class Hold:
     period: str
     expires_at: datetime
     from_grants: dict[str, int] = field(default_factory=dict)
-    repayable: int = 0
 
 
 @dataclass
@@ -66,6 +65,8 @@ class Account:
     """Of the top-ups holds reserve, what top-ups back ("a refund takes free top-ups first")."""
     kept: int = 0
     """What resets kept of the allowance for the rest of them."""
+    repayable: int = 0
+    """Of the debt, what the allowance shares carried over resets may repay together."""
     grants: dict[str, Grant] = field(default_factory=dict)
     low_threshold: int | None = None
     """Set for the account; None: the default."""
@@ -187,26 +188,19 @@ class Account:
         carried += self.kept
         lapsing = self.allowance_remaining - carried
         repaid = max(min(lapsing, -self.topup), 0)
-        # "Shares carried before repay that much less of it": of the debt, what the shares
-        # carried over earlier resets would have repaid lapsing then is repaid last.
-        theirs = sum(h.repayable for h in self.holds.values())
-        of_theirs = max(repaid - max(-self.topup - theirs, 0), 0)
-        for hold in self.holds.values():
-            less = min(hold.repayable, of_theirs)
-            hold.repayable -= less
-            of_theirs -= less
+        # "Of the debt, it repays first what the shares carried before could not": their
+        # part of what it owes is repaid last, and they may repay that much less of it.
+        owed = max(-self.topup, 0)
+        theirs = self.repayable - max(repaid - max(owed - self.repayable, 0), 0)
         self.topup += repaid
         unbacked = self.held_topup - self.reserved - self.kept
         kept_from_use = unbacked - max(self.topup - self.reserved, 0)
         kept = max(min(lapsing - repaid, kept_from_use), 0)
         self.kept += kept
-        # "The shares it carries repay no more than it left owed": what each would have
-        # repaid lapsing now, in the order placed.
-        owed = -self.topup
-        for hold in self.holds.values():
-            if hold.period == self.period and owed > 0:
-                hold.repayable = min(hold.from_allowance, owed)
-                owed -= hold.repayable
+        # "The shares it carries repay, together with those carried before, what it left
+        # owed beyond their part", whichever lapses first.
+        placed = sum(h.from_allowance for h in self.holds.values() if h.period == self.period)
+        self.repayable = theirs + min(placed, max(owed - repaid - theirs, 0))
         self.period = period
         self.monthly_allowance = self.next_allowance
         self.allowance_remaining = self.next_allowance + carried + kept
@@ -264,7 +258,9 @@ class Account:
         self.kept = kept_after
         # "Of the allowance that lapses, up to the debt goes to the top-up balance": a
         # carried share lapsing when its hold settles, as at a reset.
-        self.topup += max(min(lapsed, -self.topup, hold.repayable), 0)
+        repaid = max(min(lapsed, -self.topup, self.repayable), 0)
+        self.topup += repaid
+        self.repayable -= repaid
 
 
 # A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how
