@@ -1080,8 +1080,8 @@ class StreamReplay:
                 state=snapshot.state,
             )
             loaded = self.mapper.to_domain_event(stored).mutate(None)
-            if isinstance(loaded, CreditAccount) and not _keeps_repayable(snapshot.state):
-                loaded.carried_repayable = getattr(stream.aggregate, "carried_repayable", 0)
+            if isinstance(loaded, CreditAccount):
+                _excuse_less_repayable(loaded, stream.aggregate)
             problems = _differences(loaded, stream.aggregate)
         except Exception as error:  # a forged snapshot may not even decode
             problems = [f"cannot be read: {error}"]
@@ -2029,16 +2029,16 @@ once, not by ``description_of`` for each line)."""
 assert all(describe is not None for _, _, describe in _LINE_HEADS.values())
 
 
-def _keeps_repayable(state: bytes) -> bool:
-    """Whether an account's snapshot was taken since snapshots keep what the carried
-    allowance shares may repay of a debt (version 6): one taken before loads with none
-    (repaying none, less than the rule allows, ``CreditAccount.upcast_v5_v6``), which only
-    the events tell."""
-    try:
-        kept = msgspec.json.decode(state)["state"]
-        return bool(kept.get("class_version", 1) >= 6)
-    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
-        return True  # compared as it is: the comparison says what is wrong with it
+def _excuse_less_repayable(loaded: CreditAccount, replayed: Any) -> None:
+    """An account's snapshot may keep less than the replay of what the carried allowance
+    shares may repay: one taken before snapshots kept that figure loads with none
+    (``CreditAccount.upcast_v5_v6``), and so does every later snapshot of an account loaded
+    from it, never more (the figure only grows with what it started from). Its holds then
+    repay less than the rule allows, as the audit accepts of a settlement; only more than
+    the events give is reported."""
+    replayed_repayable = getattr(replayed, "carried_repayable", 0)
+    if loaded.carried_repayable < replayed_repayable:
+        loaded.carried_repayable = replayed_repayable
 
 
 _ABSENT = object()

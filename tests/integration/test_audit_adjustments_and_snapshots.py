@@ -479,7 +479,8 @@ async def test_a_snapshot_taken_before_shares_repaid_together_is_not_a_mismatch(
     """A snapshot of version 5 keeps what each hold's share alone may repay (set by rules
     since changed), not what the carried shares may repay together: it loads with none, its
     hold then repays none (less than the rule allows), and the audit holds it to the rest of
-    the replay, not to that figure, which only the events tell."""
+    the replay, not to that figure, which only the events tell; nor the next snapshot of the
+    account so loaded, which keeps none too (the audit reported it a mismatch)."""
     books = build_ledger(isolated_db.pool)
     account_id = "acct_old_snapshot"
     await open_account(books, account_id, 1000)
@@ -521,6 +522,9 @@ async def test_a_snapshot_taken_before_shares_repaid_together_is_not_a_mismatch(
     books = build_ledger(isolated_db.pool)
     loaded: CreditAccount = await books.account(account_id, fresh=True)
     assert loaded.carried_repayable == 0
+    while loaded.version < 2 * SNAPSHOT_EVERY + 2:  # a snapshot of version 6, keeping none
+        loaded.spend(1, "work")
+        await save(books, loaded)
     released = await books.execute(
         SettleHold(account_id=account_id, hold_id=hold_id, outcome="released")
     )
@@ -529,9 +533,48 @@ async def test_a_snapshot_taken_before_shares_repaid_together_is_not_a_mismatch(
 
     report = await verify(isolated_db.pool)
 
-    assert released.balance == 1000 - 50 - (SNAPSHOT_EVERY + 2 - 6)  # the 50 owed stand
+    assert released.balance == 1000 - 50 - (2 * SNAPSHOT_EVERY + 2 - 6)  # the 50 owed stand
     assert report.findings == []
-    assert report.snapshots == 1
+    assert report.snapshots == 2
+
+
+async def test_a_snapshot_that_lets_carried_shares_repay_more_than_the_events_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Less of a debt repayable than the replay gives is a snapshot's older figure (above);
+    more would let a hold make credits, and is a mismatch."""
+    books = build_ledger(isolated_db.pool)
+    account_id = "acct_forged_repayable"
+    await open_account(books, account_id, 1000)
+    await books.execute(
+        PlaceHold(
+            account_id=account_id,
+            amount=1000,
+            expires_in_seconds=600,
+            reason="job",
+            idempotency_key="h",
+        )
+    )
+    await books.execute(ResetMonth(account_id=account_id, period="2099-01"))  # nothing owed
+    account: CreditAccount = await books.account(account_id, fresh=True)
+    assert account.carried_repayable == 0
+    while account.version < SNAPSHOT_EVERY + 2:
+        account.set_low_balance_threshold(account.version)
+        await save(books, account)
+    await books.uow.committer.stop()
+    await tamper(
+        isolated_db.url,
+        """UPDATE snapshots SET state = convert_to(jsonb_set(
+               convert_from(state, 'UTF8')::jsonb, '{state,carried_repayable}', '500'
+           )::text, 'UTF8') WHERE originator_id = $1""",
+        account_stream_id(account_id),
+    )
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert [f.kind for f in report.findings] == ["snapshot-mismatch"]
+    assert "has carried_repayable 500, the events make 0" in report.findings[0].detail
 
 
 async def version_holding(db: IsolatedDatabase, stream: Any, text: str) -> int:
