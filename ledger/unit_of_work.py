@@ -21,9 +21,9 @@
    and says so in ``answer_positions()``'s ``replayed`` (the HTTP edge turns it into
    ``Idempotent-Replayed: true``).
 
-A refusal is never trusted to the cache, nor is a decision to write nothing
-without a claim (it would meet no version check): each is decided again on fresh
-state before it is answered. A failed decision leaves the cache as it was (the handler decided on
+A refusal is never trusted to the cache, nor is a decision to write no event,
+with or without a claim (neither meets a version check): each is decided again on
+fresh state before it is answered. A failed decision leaves the cache as it was (the handler decided on
 copies). Nothing is written for a refusal.
 
 Every answer stands at a position of the store: the position of the last event
@@ -250,10 +250,10 @@ class UnitOfWork:
             # committed in between, and its events, now loaded, refuse the command its own
             # claim answers.
             return await self._attempt(handler, command, claim, fresh=True)
-        if not fresh and claim is None and not any(a.pending_events for a in decision.changed):
-            # Nor is "nothing to do" (a plan or a period already set): writing nothing, it
-            # would meet no version check, so it is decided again on fresh state. (A command
-            # with a claim writes its claim, which answers it once whatever the cache said.)
+        if not fresh and not any(a.pending_events for a in decision.changed):
+            # Nor is "nothing to do" (a plan or a period already set): writing no event, it
+            # would meet no version check, so it is decided again on fresh state. So is a
+            # keyed one: its claim alone meets none either, and would keep the stale answer.
             return await self._attempt(handler, command, claim, fresh=True)
         await self._commit(decision, claim)
         return decision.answer

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from ledger.bootstrap import build_ledger
 from ledger.commands import ChangeAllowance, GrantCredits, PlaceHold, ResetMonth, SpendCredits
-from ledger.domain.errors import InsufficientCredits
+from ledger.domain.errors import InsufficientCredits, PeriodOutOfOrder
 from ledger.service import Ledger
 from ledger.store.claims import StoredAnswer
 from tests.conftest import unique
@@ -103,6 +104,33 @@ async def test_nothing_to_do_is_never_decided_on_a_stale_cache(pool: asyncpg.Poo
 
     stored = await first.account(account_id, fresh=True)
     assert (stored.next_monthly_allowance, stored.allowance_remaining) == (0, 0)
+
+
+async def test_a_keyed_nothing_to_do_is_never_decided_on_a_stale_cache(
+    pool: asyncpg.Pool,
+) -> None:
+    """One instance reset the account to a later month; the other, its cache still in the
+    month it opened in, took a keyed reset to that month for one already made and answered
+    it (its claim written, kept for every repeat), where the store refuses it: the month is
+    earlier than the account's. A claim alone meets no version check either."""
+    first, second = build_ledger(pool), build_ledger(pool)
+    account_id = unique("acct")
+    try:
+        await open_account(first, account_id, 100)
+        opened_in = (await second.account(account_id)).period  # cached here in that month
+        await first.execute(ResetMonth(account_id=account_id, period="2999-01"))
+
+        with pytest.raises(PeriodOutOfOrder):
+            await second.execute(
+                ResetMonth(account_id=account_id, period=opened_in, idempotency_key="r")
+            )
+        with pytest.raises(PeriodOutOfOrder):  # no answer kept for the key
+            await first.execute(
+                ResetMonth(account_id=account_id, period=opened_in, idempotency_key="r")
+            )
+    finally:
+        await first.uow.committer.stop()
+        await second.uow.committer.stop()
 
 
 async def test_a_conflict_catches_the_stale_copy_up_with_the_events_it_missed(
