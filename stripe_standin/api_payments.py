@@ -95,7 +95,8 @@ def _refund_amount(state: StandinState, charge: dict[str, Any], value: Any) -> i
 
 @post("/refunds", status_code=200)
 async def create_refund(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """``POST /v1/refunds``: refund all or part of a charge; delivers ``charge.refunded``."""
+    """``POST /v1/refunds``: refund all or part of a charge; delivers ``charge.refunded``, then
+    ``refund.created``."""
     state = get_state(request.app)
     params = parse_params(await request.body())
     endpoint = "POST /v1/refunds"
@@ -115,13 +116,18 @@ async def create_refund(request: Request[Any, Any, Any]) -> Response[bytes]:
     state.refunds[refund["id"]] = refund
     body = msgspec.json.encode(refund)
     remember(state, scope, endpoint, params, body, request)
+    requested = {
+        "request_id": request_id(request.scope),
+        "idempotency_key": scope[1] if scope else None,
+    }
     await state.webhooks.publish(
         "charge.refunded",
         charge,
         previous_attributes={key: value for key, value in before.items() if charge[key] != value},
-        request_id=request_id(request.scope),
-        idempotency_key=scope[1] if scope else None,
+        **requested,
     )
+    # Sent for every refund since API version 2024-10-28 (the stand-in's is later).
+    await state.webhooks.publish("refund.created", refund, **requested)
     return json_response(body)
 
 

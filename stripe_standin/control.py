@@ -13,6 +13,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from stripe_standin.disputes import close_dispute, open_dispute, update_dispute
 from stripe_standin.errors import StripeError, invalid, no_such
 from stripe_standin.events import Event
+from stripe_standin.refunds import fail_refund
 from stripe_standin.state import get_state, json_body, json_response
 from stripe_standin.webhooks import NotHeld
 
@@ -241,5 +242,6 @@ def make_control_router() -> Router:
             open_dispute,
             update_dispute,
             close_dispute,
+            fail_refund,
         ],
     )

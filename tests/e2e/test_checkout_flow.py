@@ -267,7 +267,7 @@ async def test_refunds_made_with_the_sdk_claw_back_the_refunded_share(
 
     assert (first.status, first.amount, first.payment_intent) == ("succeeded", 300, intent)
     refunded_events = list(standin.state.webhooks.events)[events_before:]
-    assert event_types(standin, refunded_events) == ["charge.refunded"]
+    assert event_types(standin, refunded_events) == ["charge.refunded", "refund.created"]
     assert_accepted(standin, refunded_events)
     assert await topup_balance(services, customer.account_id) == credits - credits * 300 // amount
 

@@ -92,9 +92,10 @@ async def test_a_refund_is_delivered_before_the_completed_event_it_belongs_to(
         for item in receiver.received
         if item.object.get("payment_intent") == paid["session"]["payment_intent"]
     ]
-    assert [e.type for e in mine] == ["charge.refunded", COMPLETED]
+    assert [e.type for e in mine] == ["charge.refunded", "refund.created", COMPLETED]
     assert mine[0].data.object.amount_refunded == refund.amount == 400
-    assert mine[1].data.object.payment_status == "paid"
+    assert mine[1].data.object.id == refund.id
+    assert mine[2].data.object.payment_status == "paid"
 
 
 async def test_a_dispute_is_delivered_before_its_payment(

@@ -255,6 +255,54 @@ async def test_partial_refunds_accumulate_and_over_refunding_fails(
     assert (charge.amount_refunded, charge.refunded) == (1000, True)
 
 
+async def test_a_refund_that_fails_gives_the_charge_its_refundable_money_back(
+    client: stripe.StripeClient, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    paid = await paid_session(client, http, 1000)
+    pi = paid["session"]["payment_intent"]
+    refund = await client.v1.refunds.create_async(params={"payment_intent": pi, "amount": 400})
+
+    failed = await http.post(
+        f"/_standin/refunds/{refund.id}/fail", json={"failure_reason": "lost_or_stolen_card"}
+    )
+
+    assert failed.status_code == 200, failed.text
+    answer = failed.json()
+    assert (answer["refund"]["status"], answer["held"]) == ("failed", [])
+    again = await client.v1.refunds.retrieve_async(refund.id)
+    assert (again.status, again.failure_reason) == ("failed", "lost_or_stolen_card")
+    charge = await client.v1.charges.retrieve_async(str(refund.charge))
+    assert (charge.amount_refunded, charge.refunded) == (0, False)
+    told = [
+        verify(item)
+        for item in receiver.received
+        if item.event["data"]["object"].get("id") == refund.id
+    ]
+    assert [e.type for e in told] == [
+        "refund.created",
+        "charge.refund.updated",
+        "refund.updated",
+        "refund.failed",
+    ]
+    assert [e.id for e in told[1:]] == answer["delivered"]
+    assert told[0].data.object.status == "succeeded"
+    previous = told[1].data.previous_attributes
+    assert previous is not None
+    assert previous.to_dict() == {
+        "status": "succeeded",
+        "failure_reason": None,
+    }
+    assert {e.data.object.status for e in told[1:]} == {"failed"}
+    # Its money can be refunded again; a failed refund cannot fail again.
+    whole = await client.v1.refunds.create_async(params={"payment_intent": pi})
+    assert whole.amount == 1000
+    twice = await http.post(f"/_standin/refunds/{refund.id}/fail")
+    assert twice.status_code == 400
+    assert "already failed" in twice.json()["error"]["message"]
+    unknown = await http.post("/_standin/refunds/re_nope/fail")
+    assert unknown.status_code == 404
+
+
 async def test_refund_of_unknown_payment_intent_is_resource_missing(
     client: stripe.StripeClient,
 ) -> None:
