@@ -47,6 +47,17 @@ class RefundEvent(msgspec.Struct, frozen=True, kw_only=True, tag="refund"):
     amount_refunded: int
 
 
+class RefundUpdate(msgspec.Struct, frozen=True, kw_only=True, tag="refund_update"):
+    """A refund, known by its id, reached ``status`` (Stripe's ``Refund.status``: ``pending``,
+    ``requires_action``, ``succeeded``, ``failed`` or ``canceled``); ``amount`` is its own."""
+
+    event_id: str
+    refund_id: str
+    payment_intent: str
+    amount: int
+    status: str
+
+
 class DisputeEvent(msgspec.Struct, frozen=True, kw_only=True, tag="dispute"):
     """A dispute (or an inquiry) of a payment was opened, changed or closed.
 
@@ -62,4 +73,4 @@ class DisputeEvent(msgspec.Struct, frozen=True, kw_only=True, tag="dispute"):
     amount: int | None
 
 
-PaymentEvent = CheckoutEvent | RefundEvent | DisputeEvent
+PaymentEvent = CheckoutEvent | RefundEvent | RefundUpdate | DisputeEvent

@@ -121,7 +121,11 @@ DESCRIPTIONS = ByEventClass(
         CreditsPurchased: lambda purchased: f"Top-up purchased ({purchased.session_id})",
         CreditsClawedBack: lambda clawed_back: f"Refunded top-up ({clawed_back.session_id})",
         CreditsReversed: lambda reversed_: f"Disputed top-up ({reversed_.session_id})",
-        CreditsRestored: lambda restored: f"Dispute won ({restored.session_id})",
+        CreditsRestored: lambda restored: (
+            f"Refund failed ({restored.session_id})"
+            if restored.refund_id
+            else f"Dispute won ({restored.session_id})"
+        ),
         HoldPlaced: lambda placed: f"{placed.amount} credits held ({placed.hold_id})",
         HoldCaptured: _captured_described,
         HoldReleased: _ended_hold_described,

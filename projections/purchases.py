@@ -4,7 +4,8 @@ Besides the status, a row keeps what the purchase is still worth: the money
 refunded, the credits refunds took back (``credits_clawed_back``) and the
 credits disputes hold back (``credits_reversed``: reversed by a chargeback,
 restored when it is won or a refund of the same money takes them instead).
-The status follows the session's: a dispute does not change it.
+The status follows the session's: a dispute does not change it, a refund that fails
+makes a purchase refunded in full ``paid`` again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ledger.domain.events import (
     PaymentDisputed,
     PaymentMismatched,
     PaymentRefunded,
+    RefundUpdated,
 )
 from ledger.store.event_store import Connection
 from projections.events import EventKinds, Moment, ProjectedEvent, WhichOf, of_kinds
@@ -79,6 +81,7 @@ _WHICH = WhichOf(
     CheckoutFailed,
     PaymentMismatched,
     PaymentRefunded,
+    RefundUpdated,
     DisputeUpdated,
     PaymentDisputed,
     DisputeClosed,
@@ -125,11 +128,15 @@ def fold(row: PurchaseRow | None, projected: ProjectedEvent) -> PurchaseRow | No
         row.needs_review = True
     elif which is PaymentRefunded:
         assert isinstance(event, PaymentRefunded)
-        row.amount_refunded = event.amount_refunded
+        refunded = event.amount_refunded if event.refunded_now is None else event.refunded_now
+        _refunded(row, refunded)
         row.credits_clawed_back += event.credits_clawed_back
         row.credits_reversed -= event.credits_restored
-        if row.status in _PAID and row.amount_refunded >= row.amount:
-            row.status = "refunded"
+    elif which is RefundUpdated:
+        assert isinstance(event, RefundUpdated)
+        _refunded(row, event.amount_refunded)
+        row.credits_clawed_back += event.credits_clawed_back - event.credits_given_back
+        row.credits_reversed += event.credits_reversed - event.credits_restored
     elif which is DisputeUpdated:
         assert isinstance(event, DisputeUpdated)
         if not (event.credits_reversed or event.credits_restored):
@@ -149,6 +156,13 @@ def fold(row: PurchaseRow | None, projected: ProjectedEvent) -> PurchaseRow | No
         return row
     row.updated_at = projected.recorded_at
     return row
+
+
+def _refunded(row: PurchaseRow, refunded: int) -> None:
+    """Refunded in full, a paid purchase shows ``refunded``; a refund that fails, paid again."""
+    row.amount_refunded = refunded
+    if row.status in _PAID:
+        row.status = "refunded" if refunded >= row.amount else "paid"
 
 
 class PurchasesProjection(WritesView):

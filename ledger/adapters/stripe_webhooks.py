@@ -16,6 +16,7 @@ from ledger.payment_events import (
     DisputeEvent,
     PaymentEvent,
     RefundEvent,
+    RefundUpdate,
 )
 from ledger.ports import FoundCheckout
 
@@ -40,7 +41,14 @@ _DISPUTE_EVENTS = frozenset(
     }
 )
 
-ACTED_ON = frozenset({*_CHECKOUT_CHANGES, "charge.refunded", *_DISPUTE_EVENTS})
+# Every refund event carries the refund as it stands: its id, amount and status (a failed
+# one returned no money, ledger/domain/adjustments.py). ``refund.*`` since API version
+# 2024-10-28; ``charge.refund.updated`` before and since.
+_REFUND_EVENTS = frozenset(
+    {"charge.refund.updated", "refund.created", "refund.updated", "refund.failed"}
+)
+
+ACTED_ON = frozenset({*_CHECKOUT_CHANGES, "charge.refunded", *_REFUND_EVENTS, *_DISPUTE_EVENTS})
 """The event types the ledger reads ``data.object`` of; any other is answered 200 and
 applied to nothing, with or without a ``data`` (a type added later, a thin event)."""
 
@@ -212,6 +220,20 @@ def _meaning(envelope: StripeEventEnvelope, obj: _StripeObject) -> PaymentEvent 
                 event_id=envelope.id, payment_intent=intent, amount_refunded=refunded
             )
         return None
+    if envelope.type in _REFUND_EVENTS:
+        intent = _id(obj.payment_intent)
+        refund_id = _id(obj.id)
+        status = _text(obj.status)
+        amount = _integer(obj.amount)
+        if not intent or not refund_id or not status or amount is None:
+            return None
+        return RefundUpdate(
+            event_id=envelope.id,
+            refund_id=refund_id,
+            payment_intent=intent,
+            amount=amount,
+            status=status,
+        )
     if envelope.type in _DISPUTE_EVENTS:
         intent = _id(obj.payment_intent)
         dispute_id = _id(obj.id)

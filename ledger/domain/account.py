@@ -293,6 +293,17 @@ class CreditAccount(Records, Aggregate):
                 CreditsRestored, session_id=session_id, dispute_id=dispute_id, credits=credits
             )
 
+    def restore_after_refund(self, session_id: str, refund_id: str, credits: int) -> None:
+        """Give back credits a refund's clawback took: the refund failed, its money never left."""
+        if credits > 0:
+            self.trigger_event(
+                CreditsRestored,
+                session_id=session_id,
+                dispute_id="",
+                credits=credits,
+                refund_id=refund_id,
+            )
+
     def spend(self, amount: int, reason: str, at: datetime | None = None) -> CreditsSpent:
         """Burn the allowance first, then grants, then top-ups; never overdraw.
 

@@ -1,11 +1,15 @@
 """What refunds and disputes take back of a purchase, whatever order Stripe tells them in.
 
 A purchase of ``credits`` for ``amount`` (minor units) keeps the credits its
-money still pays for. The facts are Stripe's cumulative ``amount_refunded``
-(only ever grows, so the largest seen wins) and each dispute's latest status
-(statuses only move forward, see ``DISPUTE_STAGE``). From them alone:
+money still pays for. The facts are Stripe's cumulative ``amount_refunded`` (the
+largest seen), each refund's latest status, and each dispute's latest status
+(statuses only move forward, see ``REFUND_STAGE`` and ``DISPUTE_STAGE``). From them alone:
 
-* ``refunded_credits = credits * min(amount, amount_refunded) // amount``
+* ``refunded = max(largest amount_refunded - failed, returned)`` (``refunded_money``):
+  ``failed`` is what the refunds known to have failed or been canceled were of (Stripe takes
+  them out of its figure when they fail, and sends no ``charge.refunded`` then),
+  ``returned`` what the other refunds known by their id are of;
+* ``refunded_credits = credits * min(amount, refunded) // amount``
   (rounded down: the customer keeps a part-credit);
 * ``disputed_credits = min(credits - refunded_credits, ceil(credits * withdrawn / amount))``,
   where ``withdrawn`` is the money chargebacks hold (status ``needs_response``,
@@ -21,6 +25,15 @@ Because these are functions of the facts and not of their order, a refund or a
 dispute that arrives before its payment, twice, or after the one that follows
 it ends the same. The cap on ``disputed_credits`` means a lost dispute and a
 refund of the same money never take the credits twice.
+
+A refund that fails (pending or succeeded, then ``failed``; or ``canceled``) returned no
+money: what its clawback took comes back. Whichever Stripe tells first, ``charge.refunded``
+or the failure, the same facts give the same credits: the largest ``amount_refunded`` less
+the failed refunds is never more than the money still refunded (a figure from before the
+failure counts it, one from after does not, and less is taken), nor is what the live
+refunds known by id are of. A refund made after another failed is known in full by its id
+(``refund.created``; before API version 2024-10-28, its ``charge.refund.updated``): from
+``charge.refunded`` alone it would be taken back less the failed one.
 
 **Inquiries** (``warning_needs_response``, ``warning_under_review``,
 ``warning_closed``) move no money: they take back nothing, and closing one gives
@@ -76,6 +89,58 @@ def newer(known: Dispute | None, status: str) -> bool:
     if known is None:
         return True
     return DISPUTE_STAGE[status] > DISPUTE_STAGE.get(known.status, -1)
+
+
+REFUND_STAGE = {
+    "pending": 0,
+    "requires_action": 0,
+    "succeeded": 1,
+    "failed": 2,
+    "canceled": 2,
+}
+"""How far along a refund is (Stripe's ``Refund.status``): ``failed`` and ``canceled`` end it
+(a succeeded refund may still fail; no ended one changes again)."""
+
+RETURNED_NOTHING = frozenset({"failed", "canceled"})
+"""Refund statuses whose money went back to the merchant, not to the customer."""
+
+
+class Refund(msgspec.Struct, frozen=True):
+    """A refund as last heard of by its id: its status and its amount."""
+
+    status: str
+    amount: int
+
+    @classmethod
+    def of(cls, state: Refund | dict[str, Any]) -> Refund:
+        """The refund itself, or the refund a snapshot's JSON describes."""
+        return state if isinstance(state, Refund) else msgspec.convert(state, type=cls)
+
+    @property
+    def returned(self) -> bool:
+        """Whether its money is the customer's (not failed, not canceled)."""
+        return self.status not in RETURNED_NOTHING
+
+
+def refund_newer(known: Refund | None, status: str) -> bool:
+    """Whether ``status`` is news for a refund last seen as ``known``."""
+    if status not in REFUND_STAGE:
+        return False
+    if known is None:
+        return True
+    return REFUND_STAGE[status] > REFUND_STAGE.get(known.status, -1)
+
+
+def refunded_money(amount_refunded: int, refunds: dict[str, Refund]) -> int:
+    """The money refunds returned, from the facts alone (see the module): never more than
+    Stripe's figure or the live refunds say, whichever order they came in."""
+    failed = returned = 0
+    for refund in refunds.values():
+        if refund.returned:
+            returned += refund.amount
+        else:
+            failed += refund.amount
+    return max(amount_refunded - failed, returned, 0)
 
 
 class Worth(msgspec.Struct, frozen=True):

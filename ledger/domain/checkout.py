@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from ledger.domain.adjustments import Dispute, Worth, newer, taken_back
+from ledger.domain.adjustments import (
+    Dispute,
+    Refund,
+    Worth,
+    newer,
+    refund_newer,
+    refunded_money,
+    taken_back,
+)
 from ledger.domain.events import (
     CheckoutExpired,
     CheckoutFailed,
@@ -26,6 +34,7 @@ from ledger.domain.events import (
     PaymentDisputed,
     PaymentMismatched,
     PaymentRefunded,
+    RefundUpdated,
 )
 from ledger.domain.evolution import Evolution, Records
 from ledger.domain.ids import checkout_stream_id
@@ -43,19 +52,23 @@ on = Evolution()
 
 
 class Adjustment(msgspec.Struct, frozen=True):
-    """Credits the account gives back (``clawed_back``, ``reversed``) or gets back (``restored``)."""
+    """Credits the account gives back (``clawed_back``, ``reversed``) or gets back
+    (``restored`` for a dispute, ``given_back`` for a refund that failed)."""
 
     dispute_id: str = ""
     clawed_back: int = 0
     reversed: int = 0
     restored: int = 0
+    refund_id: str = ""
+    given_back: int = 0
 
 
 class CheckoutSession(Records, Aggregate):
     """One Checkout session and the credits its payment is worth."""
 
-    class_version = 2
-    """Of its snapshots: version 2 keeps every dispute's status instead of the open one."""
+    class_version = 3
+    """Of its snapshots: version 2 keeps every dispute's status instead of the open one;
+    version 3 keeps each refund known by its id, and the largest ``amount_refunded`` seen."""
 
     if TYPE_CHECKING:  # set by evolve()
         session_id: str
@@ -69,6 +82,11 @@ class CheckoutSession(Records, Aggregate):
         status: str
         payment_intent: str | None
         amount_refunded: int
+        """The money its refunds return (``refunded_money`` of the two below)."""
+        largest_refunded: int
+        """The largest cumulative ``amount_refunded`` Stripe's ``charge.refunded`` told."""
+        refunds: dict[str, Refund]
+        """Each refund known by its id (``refund.*``, ``charge.refund.updated``)."""
         credits_clawed_back: int
         credits_reversed: int
         disputes: dict[str, Dispute]
@@ -161,20 +179,58 @@ class CheckoutSession(Records, Aggregate):
     def refund(self, amount_refunded: int) -> Adjustment:
         """Apply Stripe's cumulative ``amount_refunded``; an older, smaller figure changes nothing."""
         amount_refunded = min(amount_refunded, self.amount)
-        if amount_refunded <= self.amount_refunded:
+        if amount_refunded <= self.largest_refunded:
             return Adjustment()
-        owed = self._owed(amount_refunded, self.disputes)
-        clawed_back = owed.refunded - self.credits_clawed_back
+        refunded = self._money_refunded(amount_refunded, self.refunds)
+        owed = self._owed(refunded, self.disputes)
+        # The figure only grows, and with it what refunds take: never less than before.
+        clawed_back = max(owed.refunded - self.credits_clawed_back, 0)
         restored = max(self.credits_reversed - owed.disputed, 0)
         self.trigger_event(
             PaymentRefunded,
             amount_refunded=amount_refunded,
             credits_clawed_back=clawed_back,
             credits_restored=restored,
+            refunded_now=None if refunded == amount_refunded else refunded,
         )
         return Adjustment(
             dispute_id=self._last_dispute(), clawed_back=clawed_back, restored=restored
         )
+
+    def update_refund(self, refund_id: str, amount: int, status: str) -> Adjustment:
+        """Apply a refund's status, known by its id: one that failed (or was canceled) gives
+        back what its clawback took, one not counted in ``amount_refunded`` yet takes it. A
+        status at an earlier stage than the one known changes nothing (see ``REFUND_STAGE``)."""
+        known = self.refunds.get(refund_id)
+        if not refund_newer(known, status):
+            return Adjustment()
+        refunds = {**self.refunds, refund_id: Refund(status, known.amount if known else amount)}
+        refunded = self._money_refunded(self.largest_refunded, refunds)
+        owed = self._owed(refunded, self.disputes)
+        refund_change = owed.refunded - self.credits_clawed_back
+        dispute_change = owed.disputed - self.credits_reversed
+        self.trigger_event(
+            RefundUpdated,
+            refund_id=refund_id,
+            amount=refunds[refund_id].amount,
+            status=status,
+            amount_refunded=refunded,
+            credits_clawed_back=max(refund_change, 0),
+            credits_given_back=max(-refund_change, 0),
+            credits_reversed=max(dispute_change, 0),
+            credits_restored=max(-dispute_change, 0),
+        )
+        return Adjustment(
+            dispute_id=self._last_dispute(),
+            clawed_back=max(refund_change, 0),
+            reversed=max(dispute_change, 0),
+            restored=max(-dispute_change, 0),
+            refund_id=refund_id,
+            given_back=max(-refund_change, 0),
+        )
+
+    def _money_refunded(self, amount_refunded: int, refunds: dict[str, Refund]) -> int:
+        return min(refunded_money(amount_refunded, refunds), self.amount)
 
     def dispute(self, dispute_id: str, status: str, amount: int) -> Adjustment:
         """Apply a dispute's status; one at an earlier stage than the one known changes nothing."""
@@ -212,6 +268,8 @@ class CheckoutSession(Records, Aggregate):
         self.status = PENDING
         self.payment_intent = None
         self.amount_refunded = 0
+        self.largest_refunded = 0
+        self.refunds = {}
         self.credits_clawed_back = 0
         self.credits_reversed = 0
         self.disputes = {}
@@ -235,11 +293,25 @@ class CheckoutSession(Records, Aggregate):
 
     @on(PaymentRefunded)
     def _refunded(self, event: PaymentRefunded) -> None:
-        self.amount_refunded = event.amount_refunded
+        self.largest_refunded = event.amount_refunded
+        self._refunded_now(
+            event.amount_refunded if event.refunded_now is None else event.refunded_now
+        )
         self.credits_clawed_back += event.credits_clawed_back
         self.credits_reversed -= event.credits_restored
-        if event.amount_refunded >= self.amount and self.paid:
-            self.status = REFUNDED
+
+    @on(RefundUpdated)
+    def _refund_updated(self, event: RefundUpdated) -> None:
+        self.refunds = {**self.refunds, event.refund_id: Refund(event.status, event.amount)}
+        self._refunded_now(event.amount_refunded)
+        self.credits_clawed_back += event.credits_clawed_back - event.credits_given_back
+        self.credits_reversed += event.credits_reversed - event.credits_restored
+
+    def _refunded_now(self, refunded: int) -> None:
+        """Refunded in full, the purchase is ``refunded``; a refund failing makes it paid again."""
+        self.amount_refunded = refunded
+        if self.paid:
+            self.status = REFUNDED if refunded >= self.amount else PAID
 
     @on(DisputeUpdated)
     def _dispute_updated(self, event: DisputeUpdated) -> None:
@@ -273,6 +345,13 @@ class CheckoutSession(Records, Aggregate):
         state.setdefault("recovered", False)
 
     @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        # Before refunds were known by id, the figure the session kept was the largest seen.
+        state["largest_refunded"] = state.get("amount_refunded", 0)
+        state["refunds"] = {}
+
+    @staticmethod
     def restore_state(state: dict[str, Any]) -> None:
-        """A snapshot's JSON leaves disputes as plain objects."""
+        """A snapshot's JSON leaves disputes and refunds as plain objects."""
         state["disputes"] = {k: Dispute.of(v) for k, v in state["disputes"].items()}
+        state["refunds"] = {k: Refund.of(v) for k, v in state["refunds"].items()}

@@ -88,11 +88,14 @@ class CreditsReversed(AccountEvent):
 
 
 class CreditsRestored(AccountEvent):
-    """Credits a dispute had taken back came back (won, or the money is accounted for otherwise)."""
+    """Credits a dispute had taken back came back (won, or the money is accounted for otherwise),
+    or, with a ``refund_id``, credits a refund's clawback took came back: the refund failed
+    (or was canceled) and returned no money (``dispute_id`` is then empty)."""
 
     session_id: str
     dispute_id: str
     credits: int
+    refund_id: str = ""
 
 
 class CreditsSpent(AccountEvent):
@@ -315,6 +318,29 @@ class PaymentRefunded(CheckoutEvent):
     amount_refunded: int
     credits_clawed_back: int
     credits_restored: int = 0
+    refunded_now: int | None = None
+    """The money the refunds return after it, when refunds known to have failed make it less
+    than ``amount_refunded`` (None: ``amount_refunded``, as before refunds were known by id)."""
+
+
+class RefundUpdated(CheckoutEvent):
+    """A refund of the payment, known by its id, reached ``status`` (Stripe's: ``pending``,
+    ``requires_action``, ``succeeded``, or ``failed`` and ``canceled``, which return nothing).
+
+    ``amount_refunded``: the money the refunds return after it (ledger/domain/adjustments.py).
+    ``credits_clawed_back`` were taken back or ``credits_given_back`` given back for the
+    refunds; ``credits_reversed`` or ``credits_restored`` for a chargeback, whose share is what
+    the refunds leave.
+    """
+
+    refund_id: str
+    amount: int
+    status: str
+    amount_refunded: int
+    credits_clawed_back: int
+    credits_given_back: int
+    credits_reversed: int
+    credits_restored: int
 
 
 class DisputeUpdated(CheckoutEvent):
@@ -366,6 +392,15 @@ class RefundRecordedBeforePayment(PaymentIntentEvent):
     """A refund arrived before the payment it refunds; it is applied when the payment lands."""
 
     amount_refunded: int
+
+
+class RefundUpdateRecordedBeforePayment(PaymentIntentEvent):
+    """A refund's status, known by its id, arrived before the payment it refunds; it is applied
+    when the payment lands."""
+
+    refund_id: str
+    amount: int
+    status: str
 
 
 class DisputeRecordedBeforePayment(PaymentIntentEvent):

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
 
-from ledger.domain.adjustments import Dispute, newer
+from ledger.domain.adjustments import Dispute, Refund, newer, refund_newer
 from ledger.domain.events import (
     DisputeRecordedBeforePayment,
     PaymentIntentLinked,
     PaymentIntentRecorded,
     RefundRecordedBeforePayment,
+    RefundUpdateRecordedBeforePayment,
 )
 from ledger.domain.evolution import Evolution, Records
 from ledger.domain.ids import payment_intent_stream_id
@@ -36,10 +37,14 @@ on = Evolution()
 class PaymentIntent(Records, Aggregate):
     """One payment intent, as far as the ledger has heard of it."""
 
+    class_version = 2
+    """Of its snapshots: version 2 keeps the refunds known by their id."""
+
     if TYPE_CHECKING:  # set by evolve()
         payment_intent: str
         session_id: str | None
         amount_refunded: int
+        refunds: dict[str, Refund]
         disputes: dict[str, Dispute]
 
     @classmethod
@@ -64,6 +69,17 @@ class PaymentIntent(Records, Aggregate):
         if amount_refunded > self.amount_refunded:
             self.trigger_event(RefundRecordedBeforePayment, amount_refunded=amount_refunded)
 
+    def hold_refund_update(self, refund_id: str, amount: int, status: str) -> None:
+        """Keep a refund's status, known by its id, until the payment lands."""
+        known = self.refunds.get(refund_id)
+        if refund_newer(known, status):
+            self.trigger_event(
+                RefundUpdateRecordedBeforePayment,
+                refund_id=refund_id,
+                amount=known.amount if known else amount,
+                status=status,
+            )
+
     def hold_dispute(self, dispute_id: str, status: str, amount: int | None) -> None:
         """Keep a dispute's news until the payment lands."""
         if newer(self.disputes.get(dispute_id), status):
@@ -78,6 +94,7 @@ class PaymentIntent(Records, Aggregate):
         self.payment_intent = event.payment_intent
         self.session_id = event.session_id
         self.amount_refunded = 0
+        self.refunds = {}
         self.disputes = {}
 
     @on(PaymentIntentLinked)
@@ -88,11 +105,20 @@ class PaymentIntent(Records, Aggregate):
     def _refund_held(self, event: RefundRecordedBeforePayment) -> None:
         self.amount_refunded = event.amount_refunded
 
+    @on(RefundUpdateRecordedBeforePayment)
+    def _refund_update_held(self, event: RefundUpdateRecordedBeforePayment) -> None:
+        self.refunds = {**self.refunds, event.refund_id: Refund(event.status, event.amount)}
+
     @on(DisputeRecordedBeforePayment)
     def _dispute_held(self, event: DisputeRecordedBeforePayment) -> None:
         self.disputes = {**self.disputes, event.dispute_id: Dispute(event.status, event.amount)}
 
     @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["refunds"] = {}
+
+    @staticmethod
     def restore_state(state: dict[str, Any]) -> None:
-        """A snapshot's JSON leaves disputes as plain objects."""
+        """A snapshot's JSON leaves disputes and refunds as plain objects."""
         state["disputes"] = {k: Dispute.of(v) for k, v in state["disputes"].items()}
+        state["refunds"] = {k: Refund.of(v) for k, v in state["refunds"].items()}

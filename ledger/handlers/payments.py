@@ -33,6 +33,7 @@ from ledger.payment_events import (
     DisputeEvent,
     PaymentEvent,
     RefundEvent,
+    RefundUpdate,
 )
 from ledger.store.claims import Claim, StoredAnswer
 from ledger.store.commit import ClaimRecord
@@ -144,6 +145,16 @@ def decide_payment(state: PaymentState, command: ApplyPaymentEvent) -> Decision[
             else:
                 intent = _intent(state, event.payment_intent)
                 intent.hold_refund(event.amount_refunded)
+        case RefundUpdate() as event:
+            if _linked(state, event.payment_intent):
+                assert state.session is not None
+                _adjust(
+                    state,
+                    state.session.update_refund(event.refund_id, event.amount, event.status),
+                )
+            else:
+                intent = _intent(state, event.payment_intent)
+                intent.hold_refund_update(event.refund_id, event.amount, event.status)
         case DisputeEvent() as event:
             if _linked(state, event.payment_intent):
                 assert state.session is not None
@@ -253,6 +264,9 @@ def _link(
     if not intent.link(session.session_id):
         return
     state.changed.append(intent)
+    # The refunds known by id first: one that failed then takes nothing the figure would.
+    for refund_id, refund in intent.refunds.items():
+        _adjust(state, session.update_refund(refund_id, refund.amount, refund.status))
     _adjust(state, session.refund(intent.amount_refunded))
     for dispute_id, dispute in intent.disputes.items():
         _dispute(state, session, dispute_id, dispute.status, dispute.amount)
@@ -272,9 +286,15 @@ def _adjust(state: PaymentState, adjustment: Adjustment) -> None:
     if account is None:
         log.error("session %s names a missing account: not adjusted", session.session_id)
         return
-    if adjustment.clawed_back or adjustment.reversed or adjustment.restored:
+    if (
+        adjustment.clawed_back
+        or adjustment.reversed
+        or adjustment.restored
+        or adjustment.given_back
+    ):
         _expiries_first(state, account)
     account.claw_back(session.session_id, adjustment.clawed_back)
+    account.restore_after_refund(session.session_id, adjustment.refund_id, adjustment.given_back)
     account.reverse_for_dispute(session.session_id, adjustment.dispute_id, adjustment.reversed)
     account.restore_after_dispute(session.session_id, adjustment.dispute_id, adjustment.restored)
     for changed in (session, account):
@@ -408,7 +428,7 @@ def by_payment(command: ApplyPaymentEvent) -> str:
     match command.meaning:
         case CheckoutEvent() as event:
             return f"checkout/{event.session_id}"
-        case RefundEvent() | DisputeEvent() as event:
+        case RefundEvent() | RefundUpdate() | DisputeEvent() as event:
             return f"payment-intent/{event.payment_intent}"
     return f"stripe-event/{command.event_id}"
 

@@ -78,7 +78,11 @@ async def test_a_refund_before_its_payment_is_applied_when_the_payment_lands(
     # Nothing to take back yet, and nothing lost: it waits on the payment intent's stream.
     assert await topup_balance(services, customer.account_id) == 0
     kept = await stream_events(services.store, payment_intent_stream_id(intent))
-    assert [kind for kind, _ in kept] == ["PaymentIntentRecorded", "RefundRecordedBeforePayment"]
+    assert [kind for kind, _ in kept] == [
+        "PaymentIntentRecorded",
+        "RefundRecordedBeforePayment",  # charge.refunded
+        "RefundUpdateRecordedBeforePayment",  # refund.created
+    ]
 
     [attempt] = await standin.release_webhooks([completed])
     assert attempt.status == 200
@@ -90,7 +94,8 @@ async def test_a_refund_before_its_payment_is_applied_when_the_payment_lands(
     refunded = [
         e.id
         for e in standin.state.webhooks.events.values()
-        if e.type == "charge.refunded" and e.as_dict()["data"]["object"]["payment_intent"] == intent
+        if e.type in ("charge.refunded", "refund.created")
+        and e.as_dict()["data"]["object"]["payment_intent"] == intent
     ]
     for event_id in [completed, *refunded]:
         await resend(http, standin, event_id)

@@ -63,6 +63,17 @@ def refund(amount: int) -> Step:
     return step
 
 
+def refund_fails(n: int) -> Step:
+    """The session's ``n``-th refund fails (the stand-in's control, as the bank returning it)."""
+
+    async def step(http: httpx.AsyncClient, standin: RunningStandin, _: Any, s: Session) -> None:
+        ours = [r for r in standin.state.refunds.values() if r["payment_intent"] == s.intent]
+        failed = await http.post(f"{standin.base_url}/_standin/refunds/{ours[n]['id']}/fail")
+        assert failed.status_code == 200, failed.text
+
+    return step
+
+
 def dispute(status: str = "needs_response", amount: int | None = None) -> Step:
     async def step(http: httpx.AsyncClient, standin: RunningStandin, _: Any, s: Session) -> None:
         assert s.intent is not None
@@ -103,6 +114,24 @@ SCENARIOS = [
     Scenario("expired", None, (), 0, "expired"),
     Scenario("refunded in three parts", {}, (refund(300), refund(200), refund(500)), 0, "refunded"),
     Scenario("partly refunded", {}, (refund(300), refund(150)), 550, "paid"),
+    Scenario(
+        "refunded in full, the refund failed", {}, (refund(1000), refund_fails(0)), CREDITS, "paid"
+    ),
+    Scenario(
+        "refunded, the refund failed, refunded again",
+        {},
+        (refund(400), refund_fails(0), refund(300), refund(200)),
+        500,
+        "paid",
+    ),
+    Scenario(
+        "spent, refunded, the refund failed",
+        {},
+        (refund(600), refund_fails(0)),
+        200,
+        "paid",
+        spend_first=1800,
+    ),
     Scenario("chargeback won", {}, (dispute(), dispute_moves("won")), CREDITS, "paid"),
     Scenario("chargeback lost", {}, (dispute(), dispute_moves("lost")), 0, "paid"),
     Scenario(
@@ -277,13 +306,15 @@ async def outcome(http: httpx.AsyncClient, services: Services, session: Session)
     lines = (await http.get("/v1/credits/transactions", headers=headers)).json()["data"]
     net: dict[str, int] = {}
     for line in lines:
-        net[line["type"]] = net.get(line["type"], 0) + line["amount"]
+        # What a failed refund gives back is the refunds' (its clawback came first or never).
+        kind = "refunds" if line["description"].startswith("Refund") else line["type"]
+        net[kind] = net.get(kind, 0) + line["amount"]
     return {
         "balances": {k: credits[k] for k in ("balance", "allowance_remaining", "topup_balance")},
         "purchase": {k: bought[k] for k in ("status", "credits")},
         "statement": sum(line["amount"] for line in lines),
         "purchased": net.get("CreditsPurchased", 0),
-        "clawed back": net.get("CreditsClawedBack", 0),
+        "clawed back": net.get("refunds", 0),
         "disputes took": net.get("CreditsReversed", 0) + net.get("CreditsRestored", 0),
     }
 

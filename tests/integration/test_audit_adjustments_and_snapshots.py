@@ -17,7 +17,7 @@ from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import HoldHasExpired
 from ledger.domain.events import PaymentRefunded
 from ledger.domain.ids import account_stream_id, checkout_stream_id
-from ledger.payment_events import DisputeEvent, RefundEvent
+from ledger.payment_events import DisputeEvent, RefundEvent, RefundUpdate
 from ledger.service import Ledger, Pricing
 from ledger.store.migrate import available_migrations
 from ledger.store.repository import SNAPSHOT_EVERY
@@ -106,6 +106,71 @@ async def test_refunds_and_disputes_in_any_order_verify_clean_and_show_in_purcha
     # its payment (pi_early; the others' links are claims), and no rows in any account's views.
     assert report.streams == report.accounts + report.checkout_sessions + 1
     assert await isolated_db.pool.fetchval("SELECT count(*) FROM balances") == 1
+    await books.uow.committer.stop()
+
+
+async def refund_update(
+    books: Ledger, intent: str, refund_id: str, amount: int, status: str
+) -> None:
+    event = RefundUpdate(
+        event_id=f"evt_{refund_id}_{status}",
+        refund_id=refund_id,
+        payment_intent=intent,
+        amount=amount,
+        status=status,
+    )
+    await books.apply_payment_event(event.event_id, "charge.refund.updated", event)
+
+
+async def test_refunds_that_failed_verify_clean_and_show_the_purchase_paid_again(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = build_ledger(isolated_db.pool)
+    await open_account(books, "acct_dave", 100)
+    # Refunded in full, then the refund failed: all given back, the purchase paid again.
+    await pay(books, "cs_back", "acct_dave", 800, "pi_back")
+    await refund(books, "pi_back", 800)
+    await refund_update(books, "pi_back", "re_back", 800, "failed")
+    # The failure told before its payment and its charge.refunded: nothing ever taken.
+    await refund_update(books, "pi_first", "re_first", 300, "failed")
+    await pay(books, "cs_first", "acct_dave", 600, "pi_first")
+    await refund(books, "pi_first", 300)
+    # One of two refunds failed, under a lost chargeback of the rest.
+    await pay(books, "cs_mixed", "acct_dave", 1000, "pi_mixed")
+    await refund(books, "pi_mixed", 200)
+    await refund_update(books, "pi_mixed", "re_a", 200, "succeeded")
+    await refund(books, "pi_mixed", 500)
+    await refund_update(books, "pi_mixed", "re_b", 300, "succeeded")
+    await dispute(books, "pi_mixed", "dp_mixed", "lost", 500)
+    await refund_update(books, "pi_mixed", "re_a", 200, "failed")
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert report.findings == []
+    rows = {
+        r["session_id"]: (r["status"], r["amount_refunded"], r["credits_clawed_back"])
+        for r in await isolated_db.pool.fetch("SELECT * FROM purchases")
+    }
+    assert rows == {
+        "cs_back": ("paid", 0, 0),
+        "cs_first": ("paid", 0, 0),
+        "cs_mixed": ("paid", 300, 300),
+    }
+    lines = await isolated_db.pool.fetch(
+        "SELECT type, amount, description FROM statement_lines WHERE description LIKE 'Refund%'"
+        " ORDER BY position"
+    )
+    assert [tuple(line) for line in lines] == [
+        ("CreditsClawedBack", -800, "Refunded top-up (cs_back)"),
+        ("CreditsRestored", 800, "Refund failed (cs_back)"),
+        ("CreditsClawedBack", -200, "Refunded top-up (cs_mixed)"),
+        ("CreditsClawedBack", -300, "Refunded top-up (cs_mixed)"),
+        ("CreditsRestored", 200, "Refund failed (cs_mixed)"),
+    ]
+    account = await books.account("acct_dave")
+    # 800 + 600 kept; of cs_mixed 300 refunded and the chargeback's 500 lost: 200 kept.
+    assert account.topup_balance == 800 + 600 + 200
     await books.uow.committer.stop()
 
 
