@@ -71,7 +71,7 @@ from ledger.domain.events import (
     low_balance_threshold,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
-from ledger.domain.holds import OpenHold
+from ledger.domain.holds import OpenHold, repayable_by
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.domain.payment_intent import on as payment_intent_evolution
 from ledger.handlers.hold_answers import Hold
@@ -2031,14 +2031,18 @@ assert all(describe is not None for _, _, describe in _LINE_HEADS.values())
 
 def _excuse_less_repayable(loaded: CreditAccount, replayed: Any) -> None:
     """An account's snapshot may keep less than the replay of what the carried allowance
-    shares may repay: one taken before snapshots kept that figure loads with none
-    (``CreditAccount.upcast_v5_v6``), and so does every later snapshot of an account loaded
-    from it, never more (the figure only grows with what it started from). Its holds then
-    repay less than the rule allows, as the audit accepts of a settlement; only more than
-    the events give is reported."""
-    replayed_repayable = getattr(replayed, "carried_repayable", 0)
-    if loaded.carried_repayable < replayed_repayable:
-        loaded.carried_repayable = replayed_repayable
+    shares may repay: one taken before snapshots kept that figure in parts loads with none
+    (``CreditAccount.upcast_v6_v7``), and so does every later snapshot of an account loaded
+    from it, never more for the share of a hold placed in any period (``repayable_by``:
+    what it may repay only grows with what it started from). Its holds then repay less than
+    the rule allows, as the audit accepts of a settlement; only more than the events give
+    is reported."""
+    kept, made = loaded.carried_repayable, getattr(replayed, "carried_repayable", ())
+    if kept == made:
+        return
+    origins = {part.origin for part in (*kept, *made)}
+    if all(repayable_by(kept, origin) <= repayable_by(made, origin) for origin in origins):
+        loaded.carried_repayable = made
 
 
 _ABSENT = object()
@@ -2090,7 +2094,8 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
     reserved of it, nor a grant's share lapsed while the grant is open; what resets kept for
     holds is spent or lapses at most once; a debt is repaid from what lapses of the allowance,
     no more than is owed, nor than the resets that carried the shares left owed (less what
-    later resets and other shares repaid of it, ``carried_repayable``)."""
+    later resets and other shares repaid of it: the parts of ``carried_repayable`` the
+    hold's share may repay)."""
     spent_allowance = getattr(settled, "from_allowance", 0)
     kept_spent = getattr(settled, "kept_spent", 0)
     spent_topup = getattr(settled, "from_topup", 0) + kept_spent
@@ -2130,7 +2135,7 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
             if lapsed and open_grant:
                 problems.append(f"{lapsed} of grant {grant_id} lapsed, which is open")
     owed = max(getattr(settled, "from_topup", 0) - account.topup_balance, 0)
-    repayable = account.carried_repayable
+    repayable = repayable_by(account.carried_repayable, hold.period)
     if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed, repayable):
         problems.append(
             f"{settled.debt_repaid} of a debt repaid from {settled.lapsed} of the allowance "

@@ -54,9 +54,12 @@ from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
 from ledger.domain.holds import (
     HeldTotals,
     OpenHold,
+    RepayablePart,
     Settlement,
     backed,
+    repaid_by,
     repayable_after_reset,
+    repayable_by,
     repaying,
     settle,
 )
@@ -137,11 +140,12 @@ on = Evolution()
 class CreditAccount(Records, Aggregate):
     """What one customer may spend: allowance first, then grants, then top-ups."""
 
-    class_version = 6
+    class_version = 7
     """Of its snapshots: version 2 keeps holds as structs and always has a threshold;
     version 3 keeps grants; version 4 what backs the holds' top-up shares; version 5 what
     each open hold's allowance share may repay of a debt; version 6 what the carried shares
-    may repay together (``carried_repayable``), in place of that."""
+    may repay together (``carried_repayable``), in place of that; version 7 that in parts,
+    one for each reset that left one owed, its shares' (``RepayablePart``)."""
 
     DERIVED_STATE = ("held_totals",)
     """Made from the rest, kept so that decisions need not go through every hold: not in
@@ -163,7 +167,7 @@ class CreditAccount(Records, Aggregate):
         closed_grants: frozenset[str]
         topup_reserved: int
         kept_for_holds: int
-        carried_repayable: int
+        carried_repayable: tuple[RepayablePart, ...]
 
     @classmethod
     def open(cls, account_id: str, monthly_allowance: int, period: str) -> CreditAccount:
@@ -429,7 +433,7 @@ class CreditAccount(Records, Aggregate):
                 held_after=self.held_topup - hold.from_topup,
             ),
             topup_balance=self.topup_balance,
-            repayable=self.carried_repayable,
+            repayable=repayable_by(self.carried_repayable, hold.period),
         )
 
     def capture_hold(self, hold_id: str, amount: int, now: datetime) -> Settlement:
@@ -572,7 +576,7 @@ class CreditAccount(Records, Aggregate):
         self.closed_grants = frozenset()
         self.topup_reserved = 0  # of the held top-ups, what top-ups back (see holds.py)
         self.kept_for_holds = 0  # of the allowance, what resets kept for the rest of them
-        self.carried_repayable = 0  # of a debt, what carried allowance shares may repay
+        self.carried_repayable = ()  # of a debt, what carried allowance shares may repay
 
     @on(CreditsPurchased, CreditsRestored)
     def _credited(self, event: CreditsPurchased | CreditsRestored) -> None:
@@ -647,30 +651,31 @@ class CreditAccount(Records, Aggregate):
 
     @on(HoldCaptured)
     def _hold_captured(self, event: HoldCaptured) -> None:
+        if event.debt_repaid:
+            self._repaid_by_carried(event.hold_id, event.debt_repaid)
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.from_allowance + event.lapsed
         self.topup_balance += event.debt_repaid - event.from_topup
-        if event.debt_repaid:
-            self._repaid_by_carried(event.debt_repaid)
         if event.from_grants or event.grants_lapsed:
             self._take_from_grants(event.from_grants, event.grants_lapsed)
         self._rebacked(event.from_topup, event.kept_spent + event.kept_lapsed)
 
     @on(HoldReleased, HoldExpired)
     def _hold_released(self, event: HoldReleased | HoldExpired) -> None:
+        if event.debt_repaid:
+            self._repaid_by_carried(event.hold_id, event.debt_repaid)
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.lapsed
         self.topup_balance += event.debt_repaid
-        if event.debt_repaid:
-            self._repaid_by_carried(event.debt_repaid)
         if event.grants_lapsed:
             self._take_from_grants(event.grants_lapsed)
         self._rebacked(0, event.kept_lapsed)
 
-    def _repaid_by_carried(self, debt_repaid: int) -> None:
-        # Never below 0: a settlement recorded by an earlier rule may have repaid more (the
-        # audit reports it).
-        self.carried_repayable = max(self.carried_repayable - debt_repaid, 0)
+    def _repaid_by_carried(self, hold_id: str, debt_repaid: int) -> None:
+        # Never below none: a settlement recorded by an earlier rule may have repaid more (the
+        # audit reports it), or of a hold not open.
+        if (hold := self.holds.get(hold_id)) is not None:
+            self.carried_repayable = repaid_by(self.carried_repayable, hold.period, debt_repaid)
 
     def _rebacked(self, from_topup: int, kept_ended: int) -> None:
         """After a settlement: top-ups back no more than the holds left reserve, and what
@@ -780,6 +785,14 @@ class CreditAccount(Records, Aggregate):
         state["carried_repayable"] = 0
 
     @staticmethod
+    def upcast_v6_v7(state: dict[str, Any]) -> None:
+        # One figure any carried share may repay, set by a rule since changed: kept beyond
+        # what later resets left owed, and earlier shares could repay a later reset's part
+        # (docs/holds.md). What is left, and whose, only the events tell: none, as
+        # ``upcast_v4_v5`` gives (less than the rule allows, never more).
+        state["carried_repayable"] = ()
+
+    @staticmethod
     def restore_state(state: dict[str, Any]) -> None:
         """A snapshot's JSON leaves holds and grants as plain objects, sets as lists; what
         the holds add up to is made from them (``DERIVED_STATE``)."""
@@ -787,3 +800,6 @@ class CreditAccount(Records, Aggregate):
         state["held_totals"] = HeldTotals.of(state["holds"])
         state["grants"] = in_burn_order({k: Grant.of(v) for k, v in state["grants"].items()})
         state["closed_grants"] = frozenset(state["closed_grants"])
+        state["carried_repayable"] = tuple(
+            msgspec.convert(part, type=RepayablePart) for part in state["carried_repayable"]
+        )

@@ -14,7 +14,8 @@ amount free. Whatever of a carried share is not captured lapses when the
 hold settles, as the old period's allowance would have at the reset, and as
 that would have, it repays a clawback's debt first (``repaying``): together,
 the carried shares repay no more than the resets that carried them left owed
-(``repayable_after_reset``, kept on the account), so that a hold never makes credits.
+(``repayable_after_reset``, kept on the account in parts, each with the shares that may
+repay it), so that a hold never makes credits.
 """
 
 from __future__ import annotations
@@ -205,25 +206,76 @@ def backed(settlement: Settlement, *, reserved: int, kept: int, held_after: int)
     )
 
 
+class RepayablePart(msgspec.Struct, frozen=True):
+    """Of a debt a reset left owed, what the allowance shares it carried over may repay:
+    those of holds placed in ``origin`` (the period it ended), and of holds placed since,
+    carried by later resets. Shares placed before ``origin`` would have lapsed, at their
+    own resets, before the debt was owed."""
+
+    origin: str
+    amount: int
+
+
 def repayable_after_reset(
-    repayable: int, holds: dict[str, OpenHold], period: str, *, owed: int, repaid: int
-) -> int:
-    """What the allowance shares open holds carry may repay of a debt, together, once a reset
-    ended ``period``, found ``owed`` owed by the top-ups and repaid ``repaid`` of it from the
-    allowance that lapsed; ``repayable`` before it.
+    parts: tuple[RepayablePart, ...],
+    holds: dict[str, OpenHold],
+    period: str,
+    *,
+    owed: int,
+    repaid: int,
+) -> tuple[RepayablePart, ...]:
+    """What the allowance shares open holds carry may repay of a debt once a reset ended
+    ``period``, found ``owed`` owed by the top-ups and repaid ``repaid`` of it from the
+    allowance that lapsed; ``parts`` before it.
 
     Had the holds settled before the resets that carried them, what they left of their
     shares would have lapsed then and repaid the debt each reset left owed. The shares
-    carried before would have repaid their part at their own resets: this reset repays
-    first what they could not, then their part, which they may then repay that much less
-    of (else the debt is repaid twice, by the reset and by the shares). The shares of holds
-    placed in ``period`` may repay what it left owed beyond that part, no more (a hold
-    never makes credits). Together, whichever lapses first: had they settled before their
-    resets, which was placed first would not have mattered (docs/holds.md).
+    carried before would have repaid their parts at their own resets: this reset repays
+    first what they could not, then their parts, the newest first, which they may then
+    repay that much less of (else the debt is repaid twice, by the reset and by the
+    shares). Together they may repay no more than it leaves owed: had they settled before,
+    a purchase since that repaid their part would have been credits the reset lapsed none
+    for, but only for what they would have lapsed, which a capture decides later; kept
+    beyond what is owed, their part repaid a later debt that was never theirs, the more
+    they were captured (credits made). The shares of holds placed in ``period`` may repay
+    what it left owed beyond those parts, no more (a hold never makes credits), and the
+    earlier parts too (had the earlier shares been captured, the debt would have stood, and
+    these lapsing repaid it), but not the other way: shares carried before would have lapsed
+    before the new part was owed. A part is repaid together by the shares that may repay it,
+    whichever lapses first (docs/holds.md).
     """
-    theirs = repayable - max(min(repaid, owed) - max(owed - repayable, 0), 0)
+    left = max(owed - repaid, 0)
+    kept: list[RepayablePart] = []
+    for part in sorted(parts, key=lambda p: p.origin):  # the oldest kept first
+        amount = min(part.amount, left)
+        left -= amount
+        if amount:
+            kept.append(msgspec.structs.replace(part, amount=amount))
     placed_in_period = sum(h.from_allowance for h in holds.values() if h.period == period)
-    return theirs + min(placed_in_period, max(owed - repaid - theirs, 0))
+    if new := min(placed_in_period, left):
+        kept.append(RepayablePart(origin=period, amount=new))
+    return tuple(kept)
+
+
+def repayable_by(parts: tuple[RepayablePart, ...], period: str) -> int:
+    """What the share of a hold placed in ``period`` may repay of a debt, lapsing now."""
+    return sum(part.amount for part in parts if part.origin <= period)
+
+
+def repaid_by(
+    parts: tuple[RepayablePart, ...], period: str, debt_repaid: int
+) -> tuple[RepayablePart, ...]:
+    """The parts once the share of a hold placed in ``period`` repaid ``debt_repaid``: its
+    own part first, then older ones, the newest first (those fewer other shares may repay),
+    never below none (a settlement recorded by an earlier rule may have repaid more)."""
+    left = debt_repaid
+    changed = list(parts)
+    for n in range(len(changed) - 1, -1, -1):  # kept oldest first
+        if left and changed[n].origin <= period:
+            less = min(changed[n].amount, left)
+            left -= less
+            changed[n] = msgspec.structs.replace(changed[n], amount=changed[n].amount - less)
+    return tuple(part for part in changed if part.amount)
 
 
 def repaying(settlement: Settlement, *, topup_balance: int, repayable: int) -> Settlement:
@@ -236,7 +288,7 @@ def repaying(settlement: Settlement, *, topup_balance: int, repayable: int) -> S
     (``repayable``): a debt that arose since is not the share's to repay, or the hold
     would have made credits the account without it does not have. Credits owed are
     repaid before an allowance is thrown away. ``repayable`` is what the carried shares may
-    still repay together (``repayable_after_reset``).
+    still repay (``repayable_by``).
     """
     owed = settlement.from_topup - topup_balance
     if settlement.lapsed <= 0 or owed <= 0 or repayable <= 0:

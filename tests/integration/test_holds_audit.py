@@ -440,6 +440,78 @@ async def test_the_audit_flags_a_settlement_that_repays_a_debt_a_later_reset_rep
     ]  # fmt: skip
 
 
+async def test_the_audit_flags_a_share_repaying_a_debt_a_later_reset_left_to_later_shares(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Two holds of half the allowance each carried over a reset that left 50 owed, then a
+    third placed and more owed, carried by the next reset, which leaves 100 more owed: only
+    the third's share (and shares carried since) may repay those 100. Captured whole, the
+    other two repay the 50 and nothing more, as settled before their reset; the service's
+    releases do so, and the audit flags a release that repays the later 100 (50 credits
+    made, as each share carried together repaid what any of them might)."""
+    books = build_ledger(isolated_db.pool)
+
+    async def hold(account_id: str, key: str, amount: int) -> str:
+        placed = await books.execute(
+            PlaceHold(
+                account_id=account_id,
+                amount=amount,
+                expires_in_seconds=600,
+                reason="job",
+                idempotency_key=key,
+            )
+        )
+        return str(placed.hold_id)
+
+    async def refunded(account_id: str, name: str, credits: int) -> None:
+        refund = RefundEvent(
+            event_id=f"evt_refund_{name}", payment_intent=f"pi_{name}", amount_refunded=credits
+        )
+        await books.apply_payment_event(refund.event_id, "charge.refunded", refund)
+
+    holds: dict[str, list[str]] = {}
+    for account_id in ("acct_later", "acct_planted"):
+        await open_account(books, account_id, 100)
+        holds[account_id] = [await hold(account_id, "x", 50), await hold(account_id, "y", 50)]
+        await buy(books, account_id, f"a_{account_id}", 500)
+        await books.execute(  # top-ups: the allowance is held
+            SpendCredits(account_id=account_id, amount=50, reason="work", idempotency_key="s1")
+        )
+        await refunded(account_id, f"a_{account_id}", 500)  # 50 owed
+        await books.execute(ResetMonth(account_id=account_id, period="2099-01"))
+        holds[account_id].append(await hold(account_id, "z", 50))  # 50 of the new allowance
+        await buy(books, account_id, f"b_{account_id}", 200)
+        await books.execute(  # the allowance's other 50, then 100 of the top-ups
+            SpendCredits(account_id=account_id, amount=150, reason="work", idempotency_key="s2")
+        )
+        await refunded(account_id, f"b_{account_id}", 200)  # 150 owed
+        await books.execute(ResetMonth(account_id=account_id, period="2099-02"))  # none lapses
+        x, y, z = holds[account_id]
+        await books.execute(
+            SettleHold(account_id=account_id, hold_id=z, outcome="captured", amount=50)
+        )
+        await books.execute(SettleHold(account_id=account_id, hold_id=x, outcome="released"))
+    _, y, _ = holds["acct_later"]
+    released = await books.execute(
+        SettleHold(account_id="acct_later", hold_id=y, outcome="released")
+    )
+    planted: CreditAccount = await books.account("acct_planted", fresh=True)
+    [planted_hold] = planted.holds
+    planted.trigger_event(
+        HoldReleased, hold_id=planted_hold, released=50, lapsed=50, debt_repaid=50
+    )  # the 100 owed since the first reset, which only the third hold's share may repay
+    await save(books, planted)
+
+    report = await verify(isolated_db.pool)
+
+    assert released.balance == 100 - 100  # the plan's 100, and the 100 owed since stand
+    found = [(f.kind, f.detail) for f in report.findings]
+    assert found == [
+        ("settlement-mismatch", f"hold {planted_hold} released with debt_repaid 50 (the rule "
+         "gives at most 0)"),
+    ]  # fmt: skip
+
+
 async def test_a_settlement_claimed_for_an_open_hold_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:

@@ -52,6 +52,15 @@ class Hold:
 
 
 @dataclass
+class Part:
+    """ "Of a debt a reset left owed, what the shares it carried, and those carried by later
+    resets, may repay"."""
+
+    origin: str
+    amount: int
+
+
+@dataclass
 class Account:
     """What an account must hold: "balance = allowance remaining + granted + top-ups"."""
 
@@ -65,8 +74,8 @@ class Account:
     """Of the top-ups holds reserve, what top-ups back ("a refund takes free top-ups first")."""
     kept: int = 0
     """What resets kept of the allowance for the rest of them."""
-    repayable: int = 0
-    """Of the debt, what the allowance shares carried over resets may repay together."""
+    parts: list[Part] = field(default_factory=list)
+    """Of the debt, what the allowance shares carried over resets may repay, part by part."""
     grants: dict[str, Grant] = field(default_factory=dict)
     low_threshold: int | None = None
     """Set for the account; None: the default."""
@@ -188,19 +197,24 @@ class Account:
         carried += self.kept
         lapsing = self.allowance_remaining - carried
         repaid = max(min(lapsing, -self.topup), 0)
-        # "Of the debt, it repays first what the shares carried before could not": their
-        # part of what it owes is repaid last, and they may repay that much less of it.
+        # "Of the debt, it repays first what the shares carried before could not, then their
+        # parts: together they may repay no more than it leaves owed" (the newest goes first).
         owed = max(-self.topup, 0)
-        theirs = self.repayable - max(repaid - max(owed - self.repayable, 0), 0)
+        left = owed - repaid
+        for part in sorted(self.parts, key=lambda p: p.origin):
+            part.amount = min(part.amount, left)
+            left -= part.amount
+        self.parts = [p for p in self.parts if p.amount]
         self.topup += repaid
         unbacked = self.held_topup - self.reserved - self.kept
         kept_from_use = unbacked - max(self.topup - self.reserved, 0)
         kept = max(min(lapsing - repaid, kept_from_use), 0)
         self.kept += kept
-        # "The shares it carries repay, together with those carried before, what it left
-        # owed beyond their part", whichever lapses first.
+        # "The shares it carries may repay what it left owed beyond those parts", and those
+        # parts, whichever lapses first; shares carried before may not repay theirs.
         placed = sum(h.from_allowance for h in self.holds.values() if h.period == self.period)
-        self.repayable = theirs + min(placed, max(owed - repaid - theirs, 0))
+        if new := min(placed, left):
+            self.parts.append(Part(self.period, new))
         self.period = period
         self.monthly_allowance = self.next_allowance
         self.allowance_remaining = self.next_allowance + carried + kept
@@ -258,9 +272,15 @@ class Account:
         self.kept = kept_after
         # "Of the allowance that lapses, up to the debt goes to the top-up balance": a
         # carried share lapsing when its hold settles, as at a reset.
-        repaid = max(min(lapsed, -self.topup, self.repayable), 0)
+        # Only parts the share may repay: its own first, then older ones, the newest first.
+        usable = [p for p in self.parts if p.origin <= hold.period]
+        repaid = max(min(lapsed, -self.topup, sum(p.amount for p in usable)), 0)
         self.topup += repaid
-        self.repayable -= repaid
+        for part in sorted(usable, key=lambda p: p.origin, reverse=True):
+            less = min(part.amount, repaid)
+            part.amount -= less
+            repaid -= less
+        self.parts = [p for p in self.parts if p.amount]
 
 
 # A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how

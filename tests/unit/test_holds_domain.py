@@ -23,6 +23,7 @@ from ledger.domain.errors import (
     InsufficientCredits,
     PeriodOutOfOrder,
 )
+from ledger.domain.holds import RepayablePart
 from ledger.handlers.expiries import expire_due
 from ledger.handlers.hold_answers import Hold
 from ledger.handlers.holds import decide_settle
@@ -301,21 +302,26 @@ def test_holds_settled_after_a_reset_in_any_order_repay_its_debt_as_if_settled_b
 
 
 @pytest.mark.parametrize(
-    ("purchased_between", "refunded_after", "repaid", "topup_after"),
+    ("purchased_between", "refunded_after", "topup_after", "topup_settled_before"),
     [
-        (0, 30, 0, -30),  # the second reset repaid the 50 the share would have: none left
-        (20, 30, 20, -10),  # 20 bought first: the reset repaid the other 30, 20 left for it
-        (40, 70, 40, -30),  # 40 bought: the reset repaid 10 of the 50, 40 left for it
+        (0, 30, -30, -30),  # the second reset repaid the 50 the share would have: none left
+        (20, 30, -30, -10),  # 20 bought first: the reset repaid the other 30, none left owed
+        (40, 70, -70, -30),  # 40 bought: the reset repaid the other 10, none left owed
     ],
 )
 def test_a_share_carried_over_two_resets_repays_no_debt_the_second_repaid(
-    purchased_between: int, refunded_after: int, repaid: int, topup_after: int
+    purchased_between: int, refunded_after: int, topup_after: int, topup_settled_before: int
 ) -> None:
     """The first reset carries the share over with 50 owed that it would have repaid lapsing
     then; the second repays them from its own allowance. Had the hold been released before
     the first reset, the share would have repaid them and the second reset nothing: the
     share may repay only what the second reset left of them, else a later refund's debt is
-    repaid by the hold (it made 30 credits)."""
+    repaid by the hold (it made 30 credits). A purchase between the resets repays part of
+    the 50 first, and the second reset the rest: none is left owed, and the share repays
+    none, poorer than settled before by what the purchase repaid (docs/holds.md, "Left as
+    it was"); kept for it, a share captured in part repaid the later refund's debt with
+    what it would never have lapsed (test_a_share_captured_in_part_repays_no_debt_a_purchase
+    _and_a_later_reset_repaid)."""
 
     def lived(settle_before_the_resets: bool) -> CreditAccount:
         credits = account(allowance=100, topup=50)
@@ -329,15 +335,42 @@ def test_a_share_carried_over_two_resets_repays_no_debt_the_second_repaid(
         credits.reset_month("2027-01")
         credits.claw_back("cs_2", refunded_after)
         if not settle_before_the_resets:
-            assert credits.release_hold("h1").debt_repaid == repaid
+            assert credits.release_hold("h1").debt_repaid == 0
         return credits
 
     held, settled_before = lived(False), lived(True)
     assert (held.allowance_remaining, held.topup_balance) == (100, topup_after)
     assert (settled_before.allowance_remaining, settled_before.topup_balance) == (
         100,
-        topup_after,
+        topup_settled_before,
     )
+
+
+def test_a_share_captured_in_part_repays_no_debt_a_purchase_and_a_later_reset_repaid() -> None:
+    """The first reset leaves 50 owed that the share would have repaid lapsing then; a
+    purchase repays 20 of them and the second reset the other 30. Captured for 70, the share
+    lapses 30: settled before the first reset, it would have repaid 30 of the 50, the
+    purchase the other 20, and the second reset none; the refund's 30 after them stand whole.
+    Its part kept beyond what the second reset left owed (20 of the 50, the purchase's), the
+    share repaid 20 of the refund's debt (20 credits made)."""
+
+    def lived(settle_before_the_resets: bool) -> CreditAccount:
+        credits = account(allowance=100, topup=50)
+        credits.place_hold("h1", 100, "job", LATER)  # the allowance
+        credits.claw_back("cs_1", 100)  # 50 owed
+        if settle_before_the_resets:
+            credits.capture_hold("h1", 70, NOW)
+        credits.reset_month("2026-12")
+        credits.purchase("cs_2", 20)
+        credits.reset_month("2027-01")
+        credits.claw_back("cs_2", 30)
+        if not settle_before_the_resets:
+            assert credits.capture_hold("h1", 70, NOW).debt_repaid == 0
+        return credits
+
+    held, settled_before = lived(False), lived(True)
+    assert (settled_before.allowance_remaining, settled_before.topup_balance) == (100, -30)
+    assert (held.allowance_remaining, held.topup_balance) == (100, -30)
 
 
 def test_the_shares_a_later_reset_carries_repay_no_debt_an_earlier_carried_share_may() -> None:
@@ -365,7 +398,8 @@ def test_the_shares_a_later_reset_carries_repay_no_debt_an_earlier_carried_share
             credits.release_hold("new")
         credits.reset_month("2027-01")  # its 50 lapsing repay 50 of the 90
         if not settle_before_the_resets:
-            assert credits.carried_repayable == 40  # the old share's part, none beyond it
+            # the old share's part, none beyond it, which the new share may repay too
+            assert credits.carried_repayable == (RepayablePart("2026-11", 40),)
             assert credits.release_hold("new").debt_repaid == 40  # the old share's part
         credits.purchase("cs_3", 40)
         credits.reverse_for_dispute("cs_3", "dp_2", 40)
@@ -889,22 +923,23 @@ def test_a_version_3_snapshot_loads_as_its_events_replay(ops: list[tuple[str, in
     assert vars(loaded_from_a_version_3_snapshot(credits)) == vars(credits)
 
 
-@pytest.mark.parametrize("version", [4, 5])
+@pytest.mark.parametrize("version", [4, 5, 6])
 def test_an_older_snapshot_loads_its_holds_repaying_none(version: int) -> None:
-    """A snapshot taken before the account kept what its carried shares may repay together
-    has none of it (version 4), or what each hold's share alone might, set by rules since
-    changed (version 5): only the events tell, so its holds repay none (as settlements did
-    before they repaid debts), never more than the replay allows."""
+    """A snapshot taken before the account kept what its carried shares may repay, part by
+    part with the shares that may repay each, has none of it (version 4), what each hold's
+    share alone might (version 5), or what any of them might (version 6), set by rules since
+    changed: only the events tell, so its holds repay none (as settlements did before they
+    repaid debts), never more than the replay allows."""
     credits = account(allowance=100, topup=50)
     credits.place_hold("h1", 100, "job", LATER)  # the allowance
     credits.claw_back("cs_1", 100)  # 50 owed
     credits.reset_month("2026-12")  # carries the share with 50 the share may repay
     credits.collect_events()
-    assert credits.carried_repayable == 50
+    assert credits.carried_repayable == (RepayablePart("2026-11", 50),)
 
     loaded = loaded_from_an_older_snapshot(credits, version)
 
-    assert loaded.carried_repayable == 0
+    assert loaded.carried_repayable == ()
     assert loaded.release_hold("h1").debt_repaid == 0
     assert credits.release_hold("h1").debt_repaid == 50
 
@@ -1033,9 +1068,13 @@ def test_a_settlement_before_the_other_expiries_due_leaves_what_they_first_would
     ends_alike = {
         "_modified_on": ANY,
         "topup_balance": expired_first.topup_balance + repaid,
-        "carried_repayable": expired_first.carried_repayable - repaid,
+        "carried_repayable": ANY,
     }
     assert vars(settled_first) == vars(expired_first) | ends_alike
+    assert (
+        sum(part.amount for part in settled_first.carried_repayable)
+        == sum(part.amount for part in expired_first.carried_repayable) - repaid
+    )
     assert (answer.balance, answer.held, answer.available) == (
         expired_first.balance + repaid,
         expired_first.held,
