@@ -21,9 +21,9 @@
    and says so in ``answer_positions()``'s ``replayed`` (the HTTP edge turns it into
    ``Idempotent-Replayed: true``).
 
-A refusal is never trusted to the cache, nor is a decision to write no event,
-with or without a claim (neither meets a version check): each is decided again on
-fresh state before it is answered. A failed decision leaves the cache as it was (the handler decided on
+A refusal is never trusted to the cache, nor is a decision to write no event about
+the state it judged, with or without a claim (neither meets a version check): each
+is decided again on fresh state before it is answered. A failed decision leaves the cache as it was (the handler decided on
 copies). Nothing is written for a refusal.
 
 Every answer stands at a position of the store: the position of the last event
@@ -250,10 +250,16 @@ class UnitOfWork:
             # committed in between, and its events, now loaded, refuse the command its own
             # claim answers.
             return await self._attempt(handler, command, claim, fresh=True)
-        if not fresh and not any(a.pending_events for a in decision.changed):
+        if (
+            not fresh
+            and (claim is None or decision.changed)
+            and not any(a.pending_events for a in decision.changed)
+        ):
             # Nor is "nothing to do" (a plan or a period already set): writing no event, it
             # would meet no version check, so it is decided again on fresh state. So is a
-            # keyed one: its claim alone meets none either, and would keep the stale answer.
+            # keyed one that left the state it judged unchanged: its claim alone meets no
+            # version check either, and would keep a stale answer for good. (One that judged
+            # no state, a Stripe event for nothing the ledger knows, is answered as it is.)
             return await self._attempt(handler, command, claim, fresh=True)
         await self._commit(decision, claim)
         return decision.answer
