@@ -15,8 +15,9 @@ import secrets
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -133,22 +134,53 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
         yield url
 
 
+class Ledgers:
+    """``build_ledger`` that keeps what it built, to stop each ledger's group committer at the
+    end (``stop``): one left running keeps tasks pending that the garbage collector destroys
+    in some later test, where asyncio logs 'Task was destroyed but it is pending!'."""
+
+    def __init__(self) -> None:
+        self.built: list[Ledger] = []
+
+    def __call__(self, pool: asyncpg.Pool, **options: Any) -> Ledger:
+        """``build_ledger(pool, **options)``, kept."""
+        built = build_ledger(pool, **options)
+        self.built.append(built)
+        return built
+
+    async def stop(self) -> None:
+        """Stop the committer of every ledger built (also one a later write started again
+        after the test stopped it; a stopped one has nothing to stop)."""
+        for built in self.built:
+            await built.uow.committer.stop()
+
+
 @dataclass(frozen=True)
 class IsolatedDatabase:
     url: str
     pool: asyncpg.Pool
     store: EventStore
+    ledgers: Ledgers = field(default_factory=Ledgers)
+
+    def ledger(self, **options: Any) -> Ledger:
+        """A ledger on this database (``build_ledger``'s options), stopped with it."""
+        return self.ledgers(self.pool, **options)
 
 
 @contextlib.asynccontextmanager
 async def migrated_database(server_url: str) -> AsyncIterator[IsolatedDatabase]:
-    """A fresh database on the server, migrated, with a pool; dropped afterwards."""
+    """A fresh database on the server, migrated, with a pool; its ledgers stopped, then
+    dropped afterwards."""
     async with fresh_database(server_url) as url:
         pool = await create_pool(url, min_size=1, max_size=10)
+        database = IsolatedDatabase(url=url, pool=pool, store=EventStore(pool))
         try:
-            yield IsolatedDatabase(url=url, pool=pool, store=EventStore(pool))
+            yield database
         finally:
-            await pool.close()
+            try:
+                await database.ledgers.stop()
+            finally:
+                await pool.close()
 
 
 @pytest.fixture
@@ -174,11 +206,18 @@ def store(pool: asyncpg.Pool) -> EventStore:
 
 
 @pytest.fixture
-async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
-    """A ledger on the shared test database, as an API process has one."""
-    built = build_ledger(pool)
+async def ledgers() -> AsyncIterator[Ledgers]:
+    """Builds ledgers on any pool (``ledgers(pool, **options)``), each stopped at the test's
+    end; on an ``isolated_db``, ``isolated_db.ledger(**options)`` does it."""
+    built = Ledgers()
     yield built
-    await built.uow.committer.stop()
+    await built.stop()
+
+
+@pytest.fixture
+def ledger(pool: asyncpg.Pool, ledgers: Ledgers) -> Ledger:
+    """A ledger on the shared test database, as an API process has one."""
+    return ledgers(pool)
 
 
 def unique(prefix: str) -> str:

@@ -13,7 +13,6 @@ from api.access.tokens import Scope, TokenService
 from api.app import create_app
 from api.development import DEMO_ACCOUNT
 from api.settings import Settings, SettingsError, serving_problems
-from ledger.bootstrap import build_ledger
 from relay.runner import production_problems as relay_production_problems
 from tests.conftest import IsolatedDatabase
 from tests.e2e.test_startup_and_logs import run_serve, serve_env
@@ -146,7 +145,7 @@ async def test_a_production_start_revokes_the_demo_token_left_from_development(
     isolated_db: IsolatedDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tokens = TokenService(isolated_db.pool)
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     try:
         await open_account(books, DEMO_ACCOUNT, 1000)  # what `make run` left there
     finally:
@@ -176,7 +175,7 @@ async def test_a_production_start_opens_no_demo_account(
     async with AsyncTestClient(create_app(production_settings(isolated_db.url, tmp_path))) as c:
         assert (await c.get("/healthz")).status_code == 200
 
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     try:
         assert not await books.account_exists(DEMO_ACCOUNT)
     finally:

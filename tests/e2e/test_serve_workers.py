@@ -15,7 +15,6 @@ import httpx
 
 from api.access.tokens import Scope, TokenService
 from api.database import describe
-from ledger.bootstrap import build_ledger
 from ledger.domain.ids import account_stream_id
 from stripe_standin import RunningStandin
 from tests.conftest import IsolatedDatabase
@@ -29,7 +28,7 @@ from tests.support.processes import children_of
 async def test_two_workers_share_the_port_and_the_books(
     isolated_db: IsolatedDatabase, standin: RunningStandin, tmp_path: Path
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_workers", 1000)
     await books.uow.committer.stop()
     token = (await TokenService(isolated_db.pool).issue(Scope.LEDGER_WRITE, name="t")).secret

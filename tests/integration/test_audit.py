@@ -16,7 +16,6 @@ import msgspec
 import pytest
 
 from audit.verify import Verifier, verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, RecordCheckout, ResetMonth, SpendCredits
 from ledger.domain.ids import account_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
@@ -49,7 +48,7 @@ def paid(session_id: str, account_id: str, credits: int, intent: str) -> Checkou
 
 async def build_history(db: IsolatedDatabase) -> Ledger:
     """Two accounts with purchases, spends, a reset, a refund and a dispute."""
-    books = build_ledger(db.pool)
+    books = db.ledger()
     for n, account_id in enumerate(("acct_alice", "acct_bob")):
         await open_account(books, account_id, 1000)
         # A session the store never saw is recovered from its metadata: a real checkout.

@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from audit.verify import Report, verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
@@ -59,7 +58,7 @@ async def pay(books: Ledger, session_id: str, account_id: str, credits: int, int
 
 async def refunds_and_disputes(db: IsolatedDatabase) -> Ledger:
     """Purchases refunded and disputed in every order the ledger accepts, all faithful."""
-    books = build_ledger(db.pool)
+    books = db.ledger()
     await open_account(books, "acct_carol", 100)
     # A refund that arrives before its payment waits on the payment intent's stream.
     await refund(books, "pi_early", 250)
@@ -126,7 +125,7 @@ async def refund_update(
 async def test_refunds_that_failed_verify_clean_and_show_the_purchase_paid_again(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_dave", 100)
     # Refunded in full, then the refund failed: all given back, the purchase paid again.
     await pay(books, "cs_back", "acct_dave", 800, "pi_back")
@@ -178,7 +177,7 @@ async def test_refunds_that_failed_verify_clean_and_show_the_purchase_paid_again
 async def test_a_debt_repaid_at_a_reset_is_in_every_view_and_the_audit_agrees(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_dan", 1000)
     await pay(books, "cs_dan", "acct_dan", 500, "pi_dan")
     await books.execute(
@@ -218,7 +217,7 @@ async def test_a_reset_after_a_holds_expiry_repays_the_debt_with_the_allowance_i
     at the sweep a second later, repaying nothing: the customer owed the 500 still, and paid
     them again from the next month's allowance."""
     now = [datetime(2999, 1, 31, 23, 59, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_ivy", 1000)
     await pay(books, "cs_ivy", "acct_ivy", 500, "pi_ivy")
     held = await books.execute(
@@ -259,7 +258,7 @@ async def test_a_reset_that_repaid_more_than_the_debt_is_a_reset_mismatch(
 ) -> None:
     """The replay applied a reset's figures as recorded: one rewritten to repay 900 more
     made top-up credits from nothing, and the chain recomputed hid it (a diff review)."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_eve", 1000)
     await pay(books, "cs_eve", "acct_eve", 500, "pi_eve")
     await books.execute(
@@ -290,7 +289,7 @@ async def test_a_reset_that_repaid_more_than_the_debt_is_a_reset_mismatch(
 async def test_a_reset_that_kept_more_for_held_top_ups_than_a_refund_took_is_a_reset_mismatch(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_fay", 1000)
 
     async def place(key: str, amount: int) -> str:
@@ -442,7 +441,7 @@ async def test_the_migrations_fill_what_disputes_changed_of_purchases_projected_
 async def test_the_migration_shows_pending_a_mismatch_the_first_release_left_expired(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_dave", 100)
     session = CheckoutSession.request(
         session_id="cs_late", account_id="acct_dave", credits=100, amount=100, currency="usd",
@@ -486,7 +485,7 @@ async def long_account(books: Ledger, account_id: str, events: int) -> CreditAcc
 async def test_snapshots_are_checked_against_the_replay_and_a_forged_one_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     account = await long_account(books, "acct_long", SNAPSHOT_EVERY + 30)
     await long_account(books, "acct_short", 10)
     await books.uow.committer.stop()
@@ -563,7 +562,7 @@ async def test_a_snapshot_taken_before_shares_repaid_together_is_not_a_mismatch(
     hold then repays none (less than the rule allows), and the audit holds it to the rest of
     the replay, not to that figure, which only the events tell; nor the next snapshot of the
     account so loaded, which keeps none too (the audit reported it a mismatch)."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     account_id = "acct_old_snapshot"
     await open_account(books, account_id, 1000)
     await books.execute(
@@ -595,7 +594,7 @@ async def test_a_snapshot_taken_before_shares_repaid_together_is_not_a_mismatch(
             "SELECT convert_from(state, 'UTF8') FROM snapshots WHERE originator_id = $1", stream
         )
     ).replace(" ", "")
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     loaded: CreditAccount = await books.account(account_id, fresh=True)
     assert loaded.carried_repayable == ()
     while loaded.version < 2 * SNAPSHOT_EVERY + 2:  # a snapshot of version 7, keeping none
@@ -619,7 +618,7 @@ async def test_a_snapshot_that_lets_carried_shares_repay_more_than_the_events_is
 ) -> None:
     """Less of a debt repayable than the replay gives is a snapshot's older figure (above);
     more would let a hold make credits, and is a mismatch."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     account_id = "acct_forged_repayable"
     await open_account(books, account_id, 1000)
     await books.execute(
@@ -677,7 +676,7 @@ async def test_a_chargeback_decided_before_its_share_was_rounded_up_verifies_cle
     """At 10 a credit, 405 refunded take back 40 credits and a lost chargeback of the other
     595 the other 60 (rounded up); purchases disputed before took 59 (rounded down), and
     the audit would have called every such one a mismatch after the upgrade."""
-    books = build_ledger(isolated_db.pool, pricing=Pricing(unit_amount=10, currency="usd"))
+    books = isolated_db.ledger(pricing=Pricing(unit_amount=10, currency="usd"))
     await open_account(books, "acct_dora", 100)
     payment = msgspec.structs.replace(
         paid("cs_round", "acct_dora", 100, "pi_round"), amount_total=1000, unit_amount=10

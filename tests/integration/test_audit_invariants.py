@@ -13,7 +13,6 @@ import msgspec
 import pytest
 
 from audit.verify import verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SettleHold, VoidGrant
 from ledger.domain.account import CreditAccount
 from ledger.domain.holds import Settlement
@@ -64,7 +63,7 @@ async def test_a_rule_that_spends_top_ups_a_hold_never_reserved_is_found(
 ) -> None:
     """A capture of an allowance hold recorded as spent from top-ups: the allowance stays
     whole and the top-ups go into debt, credits out of nothing the rule calls right."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, ACCOUNT, 1000)
     hold_id = await _hold(books, "job", 100)
     _wrong_rule(
@@ -91,7 +90,7 @@ async def test_a_rule_that_keeps_a_voided_grant_s_share_is_found(
 ) -> None:
     """A release that forgets the shares of grants voided while the hold was open: the
     grant stays closed with credits in the balance that nothing can spend or lapse."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, ACCOUNT, 0)
     grant_id = await _grant(books, 100)
     hold_id = await _hold(books, "job", 70)
@@ -112,7 +111,7 @@ async def test_a_rule_that_keeps_a_voided_grant_s_share_is_found(
 async def test_a_rule_that_lets_an_open_grant_s_share_lapse_is_found(
     isolated_db: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, ACCOUNT, 0)
     grant_id = await _grant(books, 100)
     hold_id = await _hold(books, "job", 70)

@@ -9,7 +9,6 @@ import msgspec
 
 from audit.checkpoint import CheckpointAudit, take_checkpoint
 from audit.verify import Report, verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.domain.ids import account_stream_id
 from tests.conftest import IsolatedDatabase, verify_with_jobs
@@ -39,7 +38,7 @@ def without_timing(report: Report) -> dict[str, object]:
 async def test_a_changed_event_in_the_second_workers_streams_is_reported(
     isolated_db: IsolatedDatabase, postgres_server_url: str
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     accounts = [f"acct_part_{n}" for n in range(12)]
     for account_id in accounts:
         await open_account(books, account_id, 1000)
@@ -111,7 +110,7 @@ async def test_a_small_store_is_verified_in_one_process_unless_jobs_asks_for_mor
 ) -> None:
     """One process per CPU spent 2.5 of the 2.6 s it took to verify `make run`'s 5 events
     starting processes, and reported 2 events/s."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_small", 1000)
     await books.execute(
         SpendCredits(account_id="acct_small", amount=5, reason="w", idempotency_key="small")

@@ -12,7 +12,6 @@ from api.grant_reads import grants_now
 from api.schemas import AccountCredits
 from api.services import Services
 from audit.verify import verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import (
     ExpireGrant,
     GrantCredits,
@@ -39,7 +38,7 @@ async def test_a_grant_past_its_expiry_is_out_of_the_balance_before_the_sweeper_
     expired, as a spend now finds it."""
     real = datetime.now(UTC)
     now = [real - timedelta(hours=1)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_lapse", 0)
     for key, expires_at in (("g1", real - timedelta(minutes=30)), ("g2", None)):
         await books.execute(
@@ -80,7 +79,7 @@ async def test_a_hold_past_its_expiry_is_out_of_the_balance_before_the_sweeper_c
     came."""
     real = datetime.now(UTC)
     now = [real - timedelta(hours=1)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_held", 100)
     await books.execute(
         PlaceHold(
@@ -111,7 +110,7 @@ async def test_answers_given_at_a_grant_s_expiry_count_it_no_more(
     client shown 130 available had a spend of 31 refused. The command records the expiry
     first, as it does a hold's, and the sweeper then finds it recorded."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_answers", 0)
     lapsing = await books.execute(
         GrantCredits(
@@ -172,7 +171,7 @@ async def test_a_grant_past_its_expiry_is_listed_expired_before_the_sweeper_come
     hold reserves of it), under ``status=expired`` and not ``active``."""
     real = datetime.now(UTC)
     now = [real - timedelta(hours=1)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     services = cast(Services, SimpleNamespace(views=Views(isolated_db.pool), ledger=books))
     await open_account(books, "acct_listed", 0)
     ends = real - timedelta(minutes=30)
@@ -230,7 +229,7 @@ async def test_a_hold_read_shows_the_balances_without_a_grant_past_its_expiry(
     past its expiry, its expiry not recorded yet, in ``available``."""
     real = datetime.now(UTC)
     now = [real - timedelta(hours=1)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_hold_read", 50)
     await books.execute(
         GrantCredits(
@@ -267,7 +266,7 @@ async def test_a_capture_at_a_grant_s_expiry_answers_balances_without_it(
     not use lapses, and the rest of the grant with it. Its answer counted the rest in
     ``available`` until the sweeper came; the capture records the grant's expiry after it."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_capture", 0)
     lapsing = await books.execute(
         GrantCredits(
@@ -315,7 +314,7 @@ async def test_a_capture_answers_balances_without_another_hold_past_its_expiry(
     sweeper came, while ``GET …/holds/{id}`` and the balance read left it out. The
     settlement records that hold's expiry after its own, as a spend would before it."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_two_holds", 100)
     lapsing = await books.execute(
         PlaceHold(
@@ -363,7 +362,7 @@ async def test_a_reset_of_the_same_period_answers_balances_without_expiries_due(
     expiry in ``held`` until the sweeper came. It answers them as a balance read does, and
     still records nothing."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_same_period", 100)
     await books.execute(
         GrantCredits(
@@ -406,7 +405,7 @@ async def test_a_grant_s_expiry_is_listed_at_the_same_time_before_and_after_the_
     happens at ``expires_at``, recorded or not; the audit agrees."""
     real = datetime.now(UTC)
     now = [real - timedelta(hours=1)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     services = cast(Services, SimpleNamespace(views=Views(isolated_db.pool), ledger=books))
     await open_account(books, "acct_closed_at", 0)
     ends = real - timedelta(minutes=30)

@@ -29,7 +29,6 @@ from audit.checkpoint import (
     take_checkpoint,
 )
 from audit.verify import Report, verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.ids import account_stream_id
@@ -51,7 +50,7 @@ KEY = Ed25519PrivateKey.generate()
 
 
 def accounts_of(db: IsolatedDatabase) -> Ledger:
-    return build_ledger(db.pool)
+    return db.ledger()
 
 
 async def as_superuser(db: IsolatedDatabase) -> asyncpg.Connection:

@@ -9,7 +9,6 @@ import pytest
 
 from audit.verify import verify
 from ledger import unit_of_work
-from ledger.bootstrap import build_ledger
 from ledger.commands import (
     GrantCredits,
     HoldOutcome,
@@ -41,7 +40,7 @@ async def test_every_event_of_a_write_tells_its_commands_time(
     the wall clock instead, so one write told two times and the stream's went back (here,
     with the ledger's clock ahead of the wall clock, by centuries)."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     account_id = "acct_event_times"
     await open_account(books, account_id, 1000)
 
@@ -116,7 +115,7 @@ async def test_a_command_that_waited_for_its_turn_records_no_earlier_than_its_st
     those commands recorded at later times: the stream's times went back."""
     start = datetime(2999, 1, 10, 12, 0, tzinfo=UTC)
     now = [start]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     account_id = "acct_turn_waited"
     await open_account(books, account_id, 1000)
     try:
@@ -162,8 +161,8 @@ async def test_a_command_decided_again_after_another_processs_commit_records_aft
     """Two processes (each its own cache and turns): one's command, timed before the other's
     commit, conflicts with it and is decided again on its events, at its own earlier time."""
     start = datetime(2999, 1, 10, 12, 0, tzinfo=UTC)
-    behind = build_ledger(isolated_db.pool, clock=lambda: start)
-    ahead = build_ledger(isolated_db.pool, clock=lambda: start + timedelta(seconds=30))
+    behind = isolated_db.ledger(clock=lambda: start)
+    ahead = isolated_db.ledger(clock=lambda: start + timedelta(seconds=30))
     account_id = "acct_decided_again"
     try:
         await open_account(behind, account_id, 1000)
@@ -188,7 +187,7 @@ async def test_a_write_to_two_streams_tells_one_time_no_earlier_than_either(
     event told a later time than the command's had its event raised to it, and the
     account's kept the command's: one write, two times."""
     start = datetime(2000, 1, 10, 12, 0, tzinfo=UTC)  # the ledger's clock, behind the wall's
-    books = build_ledger(isolated_db.pool, clock=lambda: start)
+    books = isolated_db.ledger(clock=lambda: start)
     account_id = "acct_two_streams"
     session_id = "cs_two_streams"
     try:
@@ -233,7 +232,7 @@ async def test_a_decision_its_streams_keep_outrunning_is_not_recorded(
     telling later ones (other processes writing on) ends as a conflict would, rather than
     record what it judged at an earlier time than its events tell."""
     monkeypatch.setattr(unit_of_work, "MAX_ATTEMPTS", 1)
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     decided: list[datetime | None] = []
 
     async def load(streams: Streams, command: SpendCredits) -> CreditAccount:

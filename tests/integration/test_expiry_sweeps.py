@@ -14,7 +14,6 @@ from api import expiry
 from api.expiry import ExpirySweeper
 from audit.verify import verify
 from ledger import failing_loop
-from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SettleHold, SpendCredits
 from ledger.domain.errors import HoldHasExpired
 from ledger.domain.ids import account_stream_id
@@ -34,7 +33,7 @@ async def test_a_full_batch_of_expiries_the_views_still_show_due_ends_the_sweep(
     such, a full batch of them swept again and again until the projector caught up (without
     it, for ever), and the grants due waited behind."""
     monkeypatch.setattr(expiry, "SWEEP_BATCH", 3)
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_sweeps", 1000)
     for n in range(4):
         await books.execute(
@@ -79,7 +78,7 @@ async def test_an_account_that_stays_busy_leaves_the_other_accounts_expiries_swe
     after the wait for it (busy: ConcurrencyConflict). That ended the whole sweep, holds and
     grants of every account, with a traceback, each second the one account stayed busy; and
     each of that account's expiries due would wait for its turn again."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     books.uow.locks.wait = 0.05  # the turn given up soon
     for account_id, holds in (("acct_busy", 3), ("acct_other", 1)):
         await open_account(books, account_id, 1000)
@@ -128,7 +127,7 @@ async def test_a_busy_account_with_a_full_batch_due_leaves_the_other_accounts_sw
     of one busy account, each was skipped, nothing was recorded and the sweep ended: the
     other accounts' expiries waited for as long as that account stayed busy."""
     monkeypatch.setattr(expiry, "SWEEP_BATCH", 2)
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     books.uow.locks.wait = 0.05
     for account_id, holds in (("acct_busy", 3), ("acct_other", 1)):  # the busy one's due first
         await open_account(books, account_id, 1000)
@@ -167,7 +166,7 @@ async def test_credits_a_hold_reserved_past_its_expiry_are_there_before_the_swee
     a new hold that needed its credits was refused 402 meanwhile; it records the expiry
     first now, with the answer the sweeper's expiry would have, and then takes them."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_late", 100)
     held = await books.execute(
         PlaceHold(
@@ -220,7 +219,7 @@ async def test_a_release_past_the_holds_expiry_answers_and_records_its_expiry(
     had come; before, the release was recorded as a release (no ``hold.expired`` for the
     endpoints that asked for it), answered ``released``."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_late_release", 100)
     held = await books.execute(
         PlaceHold(
@@ -263,7 +262,7 @@ async def test_an_account_that_cannot_be_loaded_is_one_line_and_the_others_are_s
     hand) failed every sweep, once a second, with a traceback of the mapper's frames; and,
     listed soonest first, it ended each sweep before any other account's expiry was reached.
     """
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     for account_id in ("acct_sweep_unreadable", "acct_sweep_fine"):  # due in this order
         await open_account(books, account_id, 1000)
         await books.execute(
@@ -334,7 +333,7 @@ async def test_the_first_release_of_a_swept_hold_is_not_marked_replayed(
     ``Idempotent-Replayed`` on its first request, which no answer was given before; a
     repeated expiry (the sweeper behind its views) is still one."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_swept_release", 100)
     held = [
         await books.execute(
@@ -387,7 +386,7 @@ async def test_a_release_of_an_expired_hold_and_its_repeats_answer_its_expiry_al
     marked while those of a release of a swept hold were not: the same request, told two
     ways."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     account_id = "acct_expired_release"
     await open_account(books, account_id, 100)
 
@@ -435,7 +434,7 @@ async def test_a_sweep_failing_every_second_is_said_once_then_now_and_then_and_i
     """Each sweep (one a second in every API process) logged "expiry sweep could not reach
     the database (will retry)" (or "failed") again for as long as the failure lasted, and
     nothing when it ended."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     now = [1000.0]
     sweeper = ExpirySweeper(Views(isolated_db.pool), books, clock=lambda: now[0])
     admin = await asyncpg.connect(isolated_db.url)

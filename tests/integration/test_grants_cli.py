@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from ledger.bootstrap import build_ledger
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
 from tests.support.events import caught_up
@@ -14,7 +13,7 @@ from tests.support.ledger import open_account
 async def open_account_for_the_commands(db: IsolatedDatabase) -> None:
     """``acct_cli``, with no allowance, opened by a ledger of the test's own that then
     stops writing (the commands run in processes of their own)."""
-    books = build_ledger(db.pool)
+    books = db.ledger()
     await open_account(books, "acct_cli", 0)
     await books.uow.committer.stop()
 

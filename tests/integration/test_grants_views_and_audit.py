@@ -12,7 +12,6 @@ import pytest
 
 from api.expiry import ExpirySweeper
 from audit.verify import verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import (
     ExpireGrant,
     GrantCredits,
@@ -61,7 +60,7 @@ async def grant(
 async def grants_history(db: IsolatedDatabase) -> tuple[Ledger, dict[str, str]]:
     """An allowance of 100; a grant expiring in an hour with a hold across its expiry, a
     grant spent and voided, one never touched; a spend decided after the first expired."""
-    books = build_ledger(db.pool)
+    books = db.ledger()
     await open_account(books, ACCOUNT, 100)
     ids = {
         "soon": await grant(books, "soon", 200, 10, timedelta(hours=1)),
@@ -131,7 +130,7 @@ async def test_the_views_and_the_audit_agree_with_the_replay_of_grants(
 
 
 async def test_two_sweepers_record_a_due_grant_expiry_once(isolated_db: IsolatedDatabase) -> None:
-    first, second = build_ledger(isolated_db.pool), build_ledger(isolated_db.pool)
+    first, second = isolated_db.ledger(), isolated_db.ledger()
     await open_account(first, ACCOUNT, 0)
     due = await first.execute(
         GrantCredits(
@@ -175,7 +174,7 @@ async def test_a_void_after_the_expiry_is_refused_even_before_the_sweeper_record
     # The contract: 409 once the grant has expired. A void then recorded it as voided (no
     # grant.expired notification, the wrong status in the list) instead of refusing.
     now = [NOW]
-    books = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, ACCOUNT, 0)
     ended = await grant(books, "ended", 80, 50, timedelta(hours=1))
     now[0] = NOW + timedelta(hours=1)  # the grant given first: a stream's times never go back
@@ -190,7 +189,7 @@ async def test_a_void_after_the_expiry_is_refused_even_before_the_sweeper_record
 async def test_the_audit_flags_a_spend_of_an_expired_grant_or_of_more_than_a_grant_had(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, ACCOUNT, 0)
     soon = await grant(books, "soon", 100, 10, timedelta(hours=1))
     small = await grant(books, "small", 10, 20, None)
@@ -232,7 +231,7 @@ async def test_the_audit_flags_a_closed_grant_that_keeps_credits_no_hold_reserve
 ) -> None:
     """What a close recorded as lapsed was judged by nothing: a void that let nothing lapse
     left the grant's credits in the balance, and every view agreed with the replay."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, ACCOUNT, 0)
     voided = await grant(books, "voided", 300, 10, None)
     expired = await grant(books, "expired", 100, 20, timedelta(hours=1))
@@ -311,7 +310,7 @@ async def test_a_sweeper_that_cannot_reach_the_database_says_so_in_one_line(
     error, not a traceback each second; the sweeper keeps trying (saying so at DEBUG)."""
     pool = await asyncpg.create_pool(isolated_db.url, min_size=1, max_size=1)
     await pool.close()  # every query now fails as it would with the database away
-    sweeper = ExpirySweeper(Views(pool), build_ledger(isolated_db.pool), interval=0.01)
+    sweeper = ExpirySweeper(Views(pool), isolated_db.ledger(), interval=0.01)
 
     def swept() -> list[logging.LogRecord]:  # not another test's task collected meanwhile
         return [r for r in caplog.records if r.name == "api.expiry"]
@@ -350,7 +349,7 @@ async def test_a_grants_view_held_back_is_waited_for_without_asking_every_5_ms(
     """Listing an account's grants waits (1 s at most) for the view to apply the account's
     last event. With the projector stopped or behind, each request asked 200 times in that
     second; now the pause between looks grows."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     try:
         await open_account(books, "acct_view_behind", 100)  # no projector: the view is behind
     finally:

@@ -17,7 +17,6 @@ from eventsourcing.persistence import StoredEvent
 
 from api.access.tokens import Scope, TokenService
 from api.database import SERVICE_SETTINGS, create_pool
-from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.store import commit
 from ledger.store.claims import Claim, ClaimTaken
@@ -28,7 +27,7 @@ from ledger.store.event_store import (
     ConcurrencyConflict,
     EventStore,
 )
-from tests.conftest import unique
+from tests.conftest import Ledgers, unique
 from tests.support.ledger import open_account, save
 from tests.support.waiting import until
 
@@ -104,8 +103,9 @@ async def test_a_command_given_up_on_before_its_batch_began_is_not_written(
 
 async def test_a_stale_cached_balance_never_refuses_a_spend_the_store_allows(
     store: EventStore,
+    ledgers: Ledgers,
 ) -> None:
-    here, there = build_ledger(store.pool), build_ledger(store.pool)
+    here, there = ledgers(store.pool), ledgers(store.pool)
     account_id = unique("acct")
     await open_account(here, account_id, 100)
     await here.account(account_id)  # cached here with a balance of 100
@@ -120,8 +120,9 @@ async def test_a_stale_cached_balance_never_refuses_a_spend_the_store_allows(
 
 async def test_a_stale_cached_version_makes_the_spend_retry_on_fresh_state(
     store: EventStore,
+    ledgers: Ledgers,
 ) -> None:
-    here, there = build_ledger(store.pool), build_ledger(store.pool)
+    here, there = ledgers(store.pool), ledgers(store.pool)
     account_id = unique("acct")
     await open_account(here, account_id, 100)
     await here.account(account_id)
@@ -185,9 +186,9 @@ async def test_the_revocation_listener_comes_back_after_its_connection_is_killed
 
 @pytest.mark.parametrize("writers", [1, 4])
 async def test_every_answered_spend_is_in_the_store_exactly_once(
-    store: EventStore, writers: int
+    store: EventStore, writers: int, ledgers: Ledgers
 ) -> None:
-    books = build_ledger(store.pool)
+    books = ledgers(store.pool)
     books.uow.committer = GroupCommitter(store.pool, writers=writers)
     account_ids = [unique("acct") for _ in range(10)]
     for account_id in account_ids:
@@ -211,6 +212,7 @@ async def test_a_committer_never_stopped_gives_its_writers_connections_back(
     await asyncio.gather(*(committer.commit(unit(uuid.uuid4(), 1)) for _ in range(10)))
 
     await asyncio.wait_for(pool.close(), 10)
+    await committer.stop()  # only now: its tasks would stay pending for a later test's GC
 
 
 async def test_stop_gives_the_writers_connections_back(database_url: str) -> None:
@@ -388,19 +390,20 @@ class AnswerCutter:
 
 
 async def test_a_keyed_spend_whose_commit_answer_was_lost_is_recorded_once(
-    store: EventStore, database_url: str
+    store: EventStore, database_url: str, ledgers: Ledgers
 ) -> None:
     """The ambiguous case: the batch committed, the connection went before its answer came.
     The committer does not send it again (nor could it tell its own commit from another's);
     the command fails (503), and the client's retry with the same key replays the first
     answer: one spend recorded."""
-    books = build_ledger(store.pool)
+    books = ledgers(store.pool)
     account_id = unique("acct")
     await open_account(books, account_id, 100)
     command = spend(account_id, 25)
     cutter = AnswerCutter(command.idempotency_key.encode())
     async with cutter.url(database_url) as url:
         pool = await create_pool(url, min_size=0, max_size=2, set_up_first=False)
+        await books.uow.committer.stop()  # the one that opened it: nothing stops it later
         books.uow.committer = GroupCommitter(pool, writers=1)
         try:
             with pytest.raises(asyncpg.PostgresConnectionError):

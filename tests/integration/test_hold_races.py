@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from audit.verify import verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import (
     ExpireGrant,
     GrantCredits,
@@ -41,8 +40,8 @@ async def test_holds_racing_expiries_resets_and_voids_settle_once_and_keep_the_b
     isolated_db: IsolatedDatabase, seed: int
 ) -> None:
     now = [datetime.now(UTC)]
-    first = build_ledger(isolated_db.pool, clock=lambda: now[0])
-    second = build_ledger(isolated_db.pool, clock=lambda: now[0])
+    first = isolated_db.ledger(clock=lambda: now[0])
+    second = isolated_db.ledger(clock=lambda: now[0])
     await open_account(first, ACCOUNT, 300)
     grants = []
     for n, seconds in enumerate((30, 3600)):

@@ -8,7 +8,6 @@ import asyncpg
 import pytest
 
 from audit.verify import verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.events import CreditsSpent, HoldCaptured, HoldPlaced, HoldReleased
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("audit_jobs")
 
 async def holds_history(db: IsolatedDatabase) -> Ledger:
     """Holds captured, released and expired, and one open across a monthly reset."""
-    books = build_ledger(db.pool)
+    books = db.ledger()
     await open_account(books, "acct_holds", 1000)
 
     async def hold(key: str, amount: int, seconds: int = 600) -> str:
@@ -149,7 +148,7 @@ async def test_the_audit_flags_spends_and_settlements_that_move_credits_their_ho
 ) -> None:
     """Each of these leaves the account with credits to spare, so no other check sees that
     credits were spent, given back or lapsed from nothing."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_parts", 1000)
     holds = [
         await books.execute(
@@ -199,7 +198,7 @@ async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
 ) -> None:
     """Placed again under the same id, the account forgot the first reservation: its credits
     were freed with no capture, release or expiry, and every view agreed with the replay."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_twice", 1000)
     placed = await books.execute(
         PlaceHold(
@@ -275,7 +274,7 @@ async def test_a_carried_share_that_lapses_repays_a_debt_in_the_views_and_the_au
     """A hold keeps the allowance over a reset while a refund of spent top-ups leaves a
     debt: released, its share lapses and repays the debt first, in the replay, the balances
     view, the statement and the audit alike."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_owes", 100)
     held = await books.execute(
         PlaceHold(
@@ -317,7 +316,7 @@ async def test_the_audit_flags_a_settlement_that_repays_more_than_the_debt_owed(
     isolated_db: IsolatedDatabase,
 ) -> None:
     """Repaid past what the top-ups owe, a lapsing share would make top-ups from nothing."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_repays", 1000)
     held = await books.execute(
         PlaceHold(
@@ -350,7 +349,7 @@ async def test_the_audit_flags_a_settlement_that_repays_a_debt_owed_only_since_t
     """A refund after the reset leaves a debt the carried share never owed: had the hold
     settled before the reset, the share would have lapsed with nothing to repay. The
     service's release repays none of it, and the audit flags one that does."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     for account_id in ("acct_later", "acct_planted"):
         await allowance_held_whole(books, account_id)
         await buy(books, account_id, account_id, 500)
@@ -392,7 +391,7 @@ async def test_the_audit_flags_a_settlement_that_repays_a_debt_a_later_reset_rep
     repaid lapsing then, the second repays them from its own allowance. A refund's debt
     after it is not the share's to repay: the service's release repays none of it, and the
     audit flags one that does."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
 
     async def paid(account_id: str, session: str, credits: int) -> None:
         await buy(books, account_id, f"{session}_{account_id}", credits)

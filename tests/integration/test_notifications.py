@@ -25,7 +25,6 @@ import pytest
 import stripe
 
 from api.database import as_role, owner_connection
-from ledger.bootstrap import build_ledger
 from ledger.domain.account import CreditAccount
 from ledger.notifications.dispatcher import Dispatcher
 from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry
@@ -123,7 +122,7 @@ async def test_notifications_arrive_signed_and_only_the_subscribed_types(
     money = await registry.create(
         receiver.url("money"), ["credits.purchased", "credits.low_balance"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository, 1000)  # threshold: 100
 
     async with notifier(isolated_db):
@@ -173,7 +172,7 @@ async def test_a_receiver_failing_its_first_attempts_gets_the_notification_later
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("flaky"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     receiver.fail_first["flaky"] = 2
 
@@ -200,7 +199,7 @@ async def test_nothing_is_lost_when_the_service_restarts_in_between(
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("later"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     receiver.failing.add("later")
 
@@ -230,7 +229,7 @@ async def test_a_delivery_whose_dispatcher_died_mid_request_is_sent_after_its_le
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("orphan"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     await act(repository, account_id, spend(5))
     stop = asyncio.Event()
@@ -257,7 +256,7 @@ async def test_two_dispatchers_send_each_notification_once(
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("both"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_ids = [await open_account(repository, 10_000) for _ in range(4)]
 
     async with notifier(isolated_db, dispatchers=2):
@@ -276,7 +275,7 @@ async def test_low_balance_fires_once_per_crossing_and_depleted_once(
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("alerts"), ["credits.low_balance", "credits.depleted"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository, 1000)  # threshold: 10 % = 100
 
     async with notifier(isolated_db):
@@ -309,7 +308,7 @@ async def test_a_threshold_set_above_the_available_balance_alerts_once(
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("threshold"), ["credits.low_balance"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository, 1000)
 
     async with notifier(isolated_db):
@@ -331,7 +330,7 @@ async def test_expired_holds_and_captures_are_notified(
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("holds"), ["hold.expired", "credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository, 1000)
     soon = datetime.now(UTC) + timedelta(minutes=5)
     later = soon + timedelta(minutes=1)
@@ -370,7 +369,7 @@ async def test_a_disabled_endpoint_gets_nothing_more(
 ) -> None:
     registry = EndpointRegistry(isolated_db.pool, allow_private=True)
     endpoint = await registry.create(receiver.url("gone"), ["credits.spent"])
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     receiver.failing.add("gone")
 
@@ -393,7 +392,7 @@ async def test_a_failed_delivery_is_listed_and_retried_by_hand_from_the_command_
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("manual"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     receiver.failing.add("manual")
 
@@ -431,7 +430,7 @@ async def test_rebuilding_the_notifications_view_sends_nothing_twice(
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("once"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     async with notifier(isolated_db):
         for amount in (1, 2, 3):
@@ -454,7 +453,7 @@ async def test_ledger_project_sends_notifications_and_stops_cleanly(
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("cli"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -485,7 +484,7 @@ async def test_ledger_project_connects_as_ledger_projector_and_projects_and_send
     endpoint = await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("role"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -532,7 +531,7 @@ async def test_ledger_project_given_the_service_role_still_runs_and_says_to_give
 ) -> None:
     """A deployment whose projector has DATABASE_URL naming ledger_service (as compose's did)
     keeps projecting; the projector warns that the role may do what it never needs."""
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -575,7 +574,7 @@ async def test_a_receivers_url_stays_out_of_the_projectors_log_even_at_debug(
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         f"{receiver.url(secret_path)}?token={token}", ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -616,7 +615,7 @@ async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         f"http://127.0.0.1:{port}/hooks", ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
 
     async with notifier(isolated_db, schedule=(0.1,)):
@@ -655,7 +654,7 @@ async def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(
     isolated_db: IsolatedDatabase,
 ) -> None:
     registry = EndpointRegistry(isolated_db.pool, allow_private=True)
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
 
     async with trickling_receiver() as base_url:
@@ -718,7 +717,7 @@ async def test_a_receiver_that_never_finishes_its_answer_fails_the_attempt_in_th
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         f"http://127.0.0.1:{port}/hooks", ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
 
     async with server, notifier(isolated_db, schedule=(0.1,), request_seconds=1.0):
@@ -759,7 +758,7 @@ async def test_deliveries_to_one_receiver_share_its_connection(
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     registry = EndpointRegistry(isolated_db.pool, allow_private=True)
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     port = server.sockets[0].getsockname()[1]
     await registry.create(f"http://127.0.0.1:{port}/hooks", ["credits.spent"])
@@ -874,7 +873,7 @@ async def test_a_notification_carries_the_balances_its_command_left_not_a_step_i
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         "http://127.0.0.1:9/hooks", ["credits.purchased"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     try:
         account_id = await open_account(repository, 100)
         await act(
@@ -904,7 +903,7 @@ async def test_a_delivery_that_fails_for_good_is_logged_as_a_warning(
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         receiver.url("gone"), ["credits.spent"]
     )
-    repository = build_ledger(isolated_db.pool)
+    repository = isolated_db.ledger()
     account_id = await open_account(repository)
     receiver.failing.add("gone")
 

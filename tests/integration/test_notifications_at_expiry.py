@@ -13,7 +13,6 @@ from typing import Any
 import msgspec
 
 from api.schemas import AccountCredits
-from ledger.bootstrap import build_ledger
 from ledger.commands import (
     ExpireGrant,
     GrantCredits,
@@ -96,7 +95,7 @@ async def test_a_payment_after_a_grants_expiry_reports_the_balance_without_the_g
         "http://127.0.0.1:9/hooks", TYPES
     )
     clock = Clock(datetime.now(UTC))
-    books = build_ledger(isolated_db.pool, clock=clock)
+    books = isolated_db.ledger(clock=clock)
     account_id = unique("acct")
     try:
         await open_account(books, account_id, 0)
@@ -150,7 +149,7 @@ async def test_the_sweepers_hold_expiry_reports_no_lapsed_grant_nor_other_due_ho
         "http://127.0.0.1:9/hooks", TYPES
     )
     clock = Clock(datetime.now(UTC))
-    books = build_ledger(isolated_db.pool, clock=clock)
+    books = isolated_db.ledger(clock=clock)
     account_id = unique("acct")
     try:
         await open_account(books, account_id, 100)
@@ -184,7 +183,7 @@ async def test_hold_expired_says_what_lapsed_of_it_as_the_holds_answer_does(
         "http://127.0.0.1:9/hooks", TYPES
     )
     clock = Clock(datetime.now(UTC))
-    books = build_ledger(isolated_db.pool, clock=clock)
+    books = isolated_db.ledger(clock=clock)
     account_id = unique("acct")
     try:
         await open_account(books, account_id, 0)
@@ -212,7 +211,7 @@ async def test_the_sweepers_grant_expiry_reports_no_other_lapsed_grant_nor_due_h
         "http://127.0.0.1:9/hooks", TYPES
     )
     clock = Clock(datetime.now(UTC))
-    books = build_ledger(isolated_db.pool, clock=clock)
+    books = isolated_db.ledger(clock=clock)
     account_id = unique("acct")
     try:
         await open_account(books, account_id, 0)
@@ -243,7 +242,7 @@ async def test_a_hold_expired_by_a_spend_answers_the_balances_after_every_expiry
     (what a GET of it shows) was made between two of them, counting the holds after it and
     the grant past its expiry."""
     clock = Clock(datetime.now(UTC))
-    books = build_ledger(isolated_db.pool, clock=clock)
+    books = isolated_db.ledger(clock=clock)
     account_id = unique("acct")
     try:
         await open_account(books, account_id, 100)
@@ -271,7 +270,7 @@ async def test_a_threshold_set_after_a_holds_expiry_alerts_on_what_a_balance_rea
         "http://127.0.0.1:9/hooks", ["credits.low_balance", "hold.expired"]
     )
     clock = Clock(datetime.now(UTC))
-    books = build_ledger(isolated_db.pool, clock=clock)
+    books = isolated_db.ledger(clock=clock)
     account_id = unique("acct")
     try:
         await open_account(books, account_id, 100)

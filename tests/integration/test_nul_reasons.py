@@ -10,7 +10,6 @@ import pytest
 
 from api.database import owner_connection
 from audit.verify import verify
-from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SpendCredits, VoidGrant
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import InvalidReason
@@ -53,7 +52,7 @@ def commands(account_id: str, grant_id: str) -> list[Any]:
 async def test_the_domain_refuses_a_reason_with_a_nul(
     isolated_db: IsolatedDatabase, which: int
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     try:
         account_id = unique("acct")
         await open_account(books, account_id, 100)
@@ -81,7 +80,7 @@ async def test_the_domain_refuses_a_reason_with_a_nul(
 async def test_the_views_keep_reasons_recorded_with_a_nul_and_go_on(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     try:
         account_id, later = unique("acct"), unique("acct")
         await open_account(books, account_id, 100)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from api.cli_accounts import reset_accounts, reset_every_account
-from ledger.bootstrap import build_ledger
 from ledger.commands import OpenAccount, ResetMonth, SpendCredits
 from projections.queries import Views
 from projections.rebuild import REBUILD_LOCK
@@ -25,7 +24,7 @@ def spend(account_id: str, amount: int, key: str) -> SpendCredits:
 async def test_reset_month_resets_every_account_once_and_is_safe_to_run_again(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     for n in range(3):
         await open_account(books, f"acct_{n}", 100 * (n + 1))
         await books.execute(spend(f"acct_{n}", 50, f"k{n}"))
@@ -53,9 +52,7 @@ async def test_a_reset_month_run_that_crosses_a_months_end_resets_every_account_
     counted both as one period."""
     end = datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
     moments = [end - timedelta(days=1)]  # each read takes the first; the last one stays
-    books = build_ledger(
-        isolated_db.pool, clock=lambda: moments.pop(0) if moments[1:] else moments[0]
-    )
+    books = isolated_db.ledger(clock=lambda: moments.pop(0) if moments[1:] else moments[0])
     for n in range(3):
         await books.execute(OpenAccount(account_id=f"acct_{n}", monthly_allowance=100))
         await books.execute(spend(f"acct_{n}", 40, f"k{n}"))
@@ -77,7 +74,7 @@ async def test_an_account_whose_opening_commits_after_the_run_listed_the_account
     accounts (a command in flight over it), kept last month's period and allowance until the
     next monthly run."""
     end = datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     for n in range(2):
         await books.execute(OpenAccount(account_id=f"acct_{n}", monthly_allowance=100, at=end))
         await books.execute(spend(f"acct_{n}", 40, f"k{n}"))
@@ -108,7 +105,7 @@ async def test_a_reset_month_run_ends_while_accounts_go_on_opening_in_the_new_mo
     opening all the while (sign-ups, a few a second), a list with none new seldom came,
     and the run went on passing over the newest and reading every account's id again.
     Those opened in the month the run is for have its period already."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await books.execute(
         OpenAccount(
             account_id="acct_old", monthly_allowance=100, at=datetime(2026, 12, 31, tzinfo=UTC)
@@ -140,7 +137,7 @@ async def test_a_reset_month_run_ends_while_accounts_go_on_opening_in_the_new_mo
 async def test_a_rebuilt_view_equals_the_live_one_and_reads_go_on_meanwhile(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     for n in range(20):
         await open_account(books, f"acct_{n}", 1000)
         for k in range(10):

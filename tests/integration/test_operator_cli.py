@@ -18,7 +18,6 @@ from pathlib import Path
 import asyncpg
 
 from api.access.tokens import Scope, TokenService
-from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SpendCredits
 from projections.names import VIEW_NAMES
 from projections.runner import all_projections
@@ -29,7 +28,7 @@ from tests.support.ledger import open_account
 
 
 async def accounts_with_spends(database: IsolatedDatabase, count: int, first: int = 0) -> None:
-    books = build_ledger(database.pool)
+    books = database.ledger()
     for n in range(first, first + count):
         await open_account(books, f"acct_{n}", 100 * (n + 1))
         await books.execute(
@@ -70,7 +69,7 @@ async def test_accounts_show_counts_no_grant_past_its_expiry(isolated_db: Isolat
     """As every balance read: a grant past its expiry, its expiry not recorded yet (no sweeper
     runs here), was shown in the grants, the balance and what is available."""
     real = datetime.now(UTC)
-    books = build_ledger(isolated_db.pool, clock=lambda: real - timedelta(hours=1))
+    books = isolated_db.ledger(clock=lambda: real - timedelta(hours=1))
     await open_account(books, "acct_lapsed", 0)
     for key, expires_at in (("g1", real - timedelta(minutes=30)), ("g2", None)):
         await books.execute(
@@ -100,7 +99,7 @@ async def test_accounts_list_counts_no_hold_or_grant_past_its_expiry(
     counts a grant past its expiry in the grants, the balance and what is available, and a
     hold past its expiry in what is held, until the sweeper records them (none runs here)."""
     real = datetime.now(UTC)
-    books = build_ledger(isolated_db.pool, clock=lambda: real - timedelta(hours=1))
+    books = isolated_db.ledger(clock=lambda: real - timedelta(hours=1))
     await open_account(books, "acct_due", 100)
     await open_account(books, "acct_fine", 100)
     await books.execute(
@@ -351,7 +350,7 @@ async def test_audit_export_to_a_file_shows_a_bar_to_100_percent_only_on_a_termi
 ) -> None:
     """A large account's export said nothing until it ended; a bar counts its events now,
     unless the lines themselves go to the terminal."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_big", 5000)
     for n in range(1_200):
         await books.execute(

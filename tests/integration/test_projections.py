@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import InsufficientCredits, PeriodOutOfOrder
@@ -25,7 +24,7 @@ from ledger.store.repository import Repository
 from projections.queries import Views
 from projections.runner import all_projections, catch_up
 from projections.statement import LAST_LINES
-from tests.conftest import IsolatedDatabase, unique
+from tests.conftest import IsolatedDatabase, Ledgers, unique
 from tests.support.events import caught_up, settled, views_past
 from tests.support.ledger import open_account, save
 from tests.support.plans import rows_read
@@ -102,7 +101,7 @@ async def test_the_views_reach_what_settled_saw_though_a_later_look_stands_lower
     try:
         await elsewhere.execute("BEGIN")
         await elsewhere.fetchval("SELECT pg_current_xact_id()")  # a writer: it has an id
-        await open_account(build_ledger(store.pool), account_id, 100)
+        await open_account(isolated_db.ledger(), account_id, 100)
         tail = await settled(store)
         await elsewhere.execute(f"PREPARE TRANSACTION '{name}'")
         assert await catch_up(store, all_projections()) == 0  # it stops before the account
@@ -129,9 +128,9 @@ async def test_the_views_reach_what_settled_saw_though_a_later_look_stands_lower
 )
 @given(operations=operations)
 async def test_projected_balances_equal_the_replayed_events(
-    store: EventStore, operations: list[tuple[str, int]]
+    store: EventStore, operations: list[tuple[str, int]], ledgers: Ledgers
 ) -> None:
-    accounts = build_ledger(store.pool)
+    accounts = ledgers(store.pool)
     account_id = unique("acct")
     await open_account(accounts, account_id, 1000)
     month = [0]
@@ -147,10 +146,10 @@ async def test_projected_balances_equal_the_replayed_events(
 
 
 async def test_a_projector_killed_between_batches_applies_every_event_once(
-    store: EventStore, database_url: str, pool: asyncpg.Pool
+    store: EventStore, database_url: str, pool: asyncpg.Pool, ledgers: Ledgers
 ) -> None:
     await caught_up(store)
-    accounts = build_ledger(store.pool)
+    accounts = ledgers(store.pool)
     account_ids = [unique("acct") for _ in range(20)]
     for account_id in account_ids:
         await open_account(accounts, account_id, 100_000)
@@ -207,11 +206,11 @@ async def views_reached(pool: asyncpg.Pool, position: int) -> bool:
 
 
 async def test_two_projectors_at_once_apply_every_event_once(
-    store: EventStore, database_url: str, pool: asyncpg.Pool
+    store: EventStore, database_url: str, pool: asyncpg.Pool, ledgers: Ledgers
 ) -> None:
     from projections.runner import Projector
 
-    accounts = build_ledger(store.pool)
+    accounts = ledgers(store.pool)
     account_ids = [unique("acct") for _ in range(8)]
     for account_id in account_ids:
         await open_account(accounts, account_id, 10_000)
@@ -240,7 +239,7 @@ async def test_a_view_far_behind_catches_up_while_the_others_stay_current(
 ) -> None:
     """Views at different positions (a new or reset one) in the projector's shared batches."""
     store = isolated_db.store
-    accounts = build_ledger(store.pool)
+    accounts = isolated_db.ledger()
     account_ids = [f"acct_behind_{n}" for n in range(3)]
     for account_id in account_ids:
         await open_account(accounts, account_id, 1000)
@@ -271,7 +270,7 @@ async def test_the_statement_reads_one_line_per_account_however_long_its_history
 ) -> None:
     """Each batch continues every touched account's statement from its last line: that
     read must not grow with the account's history (it read every line, sorted, before)."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     account_id = unique("long-statement")
     await open_account(books, account_id, allowance=1_000)
     for n in range(200):

@@ -15,7 +15,6 @@ import asyncpg
 import pytest
 
 from api.database import create_pool, owner_connection
-from ledger.bootstrap import build_ledger
 from ledger.commands import GrantCredits, PlaceHold, SpendCredits
 from ledger.notifications.endpoints import EndpointRegistry
 from ledger.store import wakeups
@@ -37,7 +36,7 @@ from tests.support.waiting import until
 
 
 async def opened(isolated_db: IsolatedDatabase, count: int) -> list[str]:
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     account_ids = [f"acct_peek_{n}" for n in range(count)]
     for account_id in account_ids:
         await open_account(ledger, account_id, 100)
@@ -118,7 +117,7 @@ async def test_a_view_behind_the_others_is_applied_from_its_own_position(
 
 
 async def opened_more(isolated_db: IsolatedDatabase) -> None:
-    await open_account(build_ledger(isolated_db.pool), "acct_peek_late", 100)
+    await open_account(isolated_db.ledger(), "acct_peek_late", 100)
 
 
 def opens_a_transaction_or_locks(query: str) -> bool:
@@ -163,7 +162,7 @@ async def test_a_projector_that_knows_where_it_left_the_views_reads_without_a_lo
 async def test_a_projector_whose_views_another_moved_applies_only_what_is_new_to_them(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     (account_id,) = await opened(isolated_db, 1)
     left_at: dict[str, tuple[int, int]] = {}
     this_one = all_projections(remembering=True)
@@ -205,7 +204,7 @@ async def view_rows(isolated_db: IsolatedDatabase) -> dict[str, list[dict[str, o
 async def test_a_batch_writes_every_view_and_the_positions_in_one_statement(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     (account_id,) = await opened(isolated_db, 1)
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(
         "http://127.0.0.1:9/hook", ["credits.spent"]
@@ -291,7 +290,7 @@ async def test_a_projector_never_holds_a_view_a_rebuild_waits_to_swap_in(
 async def test_a_catch_up_stops_at_a_batch_short_of_its_size(isolated_db: IsolatedDatabase) -> None:
     """Such a batch read everything visible then: a read after it would find nothing (what
     commits later is announced, and wakes the projector)."""
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     await opened(isolated_db, 1)
     left_at: dict[str, tuple[int, int]] = {}
     projections = all_projections(remembering=True)
@@ -325,7 +324,7 @@ async def test_a_view_rewritten_at_the_same_position_is_read_again_not_remembere
     """Another writer (a rebuild's swap) may rewrite a view and leave its position where it
     was: the position row's xmin tells, and the next batch builds on the rows as that
     writer left them, not on what this projector remembers."""
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     (account_id,) = await opened(isolated_db, 1)
     left_at: dict[str, tuple[int, int]] = {}
     projections = all_projections(remembering=True)
@@ -426,7 +425,7 @@ async def test_the_projector_listens_again_after_its_connection_is_cut_off(
             return bool((await listening_pids(isolated_db)) - {first})
 
         await until(listens_again, 30, what="the projector's LISTEN after the kill")
-        await open_account(build_ledger(isolated_db.pool), "acct_after_the_kill", 100)
+        await open_account(isolated_db.ledger(), "acct_after_the_kill", 100)
         head = await isolated_db.store.head_position()
         await until(lambda: views_at(isolated_db, head), 30, what="the views after the kill")
     finally:

@@ -10,7 +10,6 @@ with the projector's settings no statement is planned for its parameters at all.
 from __future__ import annotations
 
 from api.database import PROJECTOR_SETTINGS, SERVICE_SETTINGS, create_pool
-from ledger.bootstrap import build_ledger
 from ledger.commands import PlaceHold, SpendCredits
 from ledger.store.event_store import EventStore
 from projections.runner import all_projections
@@ -22,7 +21,7 @@ from tests.support.ledger import open_account
 async def plans_after_batches(isolated_db: IsolatedDatabase, settings: dict[str, str]) -> int:
     """Custom plans made on the one session a projector's pool of ``settings`` ran twelve
     batches of spends and holds on."""
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     account_id = f"acct_plans_{len(settings)}"
     await open_account(ledger, account_id, 1000)
     pool = await create_pool(isolated_db.url, min_size=1, max_size=1, server_settings=settings)

@@ -10,7 +10,6 @@ import logging
 import asyncpg
 import pytest
 
-from ledger.bootstrap import build_ledger
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
@@ -22,7 +21,7 @@ async def test_an_event_that_cannot_be_read_is_named_in_one_line_and_the_project
     isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="projections.runner")
-    await open_account(build_ledger(isolated_db.pool), "acct_unreadable", 100)
+    await open_account(isolated_db.ledger(), "acct_unreadable", 100)
     admin = await asyncpg.connect(isolated_db.url)
     try:
         # Written past the store's checks, as a bad migration or a hand-made row would be.
@@ -63,7 +62,7 @@ async def test_a_projector_that_fails_on_an_event_it_decodes_says_why_in_one_lin
     hand) ended `ledger project` with a traceback, restarted by `ledger serve` every few
     seconds: now one line naming the error and where, and exit 1 (its restart starts from
     the views as committed)."""
-    await open_account(build_ledger(isolated_db.pool), "acct_void_unknown", 100)
+    await open_account(isolated_db.ledger(), "acct_void_unknown", 100)
     admin = await asyncpg.connect(isolated_db.url)
     try:
         await admin.execute(
@@ -90,7 +89,7 @@ async def test_a_projector_stopped_at_an_unreadable_event_says_so_once_and_when_
     """Its error line came again at every try (every 30 s) for as long as the event stayed,
     where a failing batch, the sweeper and the dispatcher say a failure once, every 10
     minutes while it lasts, and when it ends (ledger/failing_loop.py)."""
-    await open_account(build_ledger(isolated_db.pool), "acct_unreadable_again", 100)
+    await open_account(isolated_db.ledger(), "acct_unreadable_again", 100)
     admin = await asyncpg.connect(isolated_db.url)
 
     def said(level: int) -> list[str]:

@@ -13,7 +13,6 @@ import pytest
 import projections.notifications
 import projections.rebuild
 from api.database import owner_connection
-from ledger.bootstrap import build_ledger
 from ledger.commands import SetLowBalanceThreshold, SpendCredits
 from ledger.notifications import EVENT_TYPES
 from ledger.notifications.endpoints import EndpointRegistry
@@ -42,7 +41,7 @@ VIEW_TABLES = (
 
 async def many_accounts(database: IsolatedDatabase, count: int) -> None:
     """Small accounts that go low and run dry, so the alerts fire in every part."""
-    books = build_ledger(database.pool)
+    books = database.ledger()
     for n in range(count):
         account_id = f"acct_many_{n}"
         await open_account(books, account_id, 100)
@@ -213,7 +212,7 @@ async def test_a_rebuild_sends_nothing_again_of_deliveries_pruned_by_retention(
         after = await rebuilt(isolated_db, jobs=jobs)
         assert after["webhook_deliveries"] == [], jobs
 
-    books = build_ledger(isolated_db.pool)  # the live view still delivers what comes next
+    books = isolated_db.ledger()  # the live view still delivers what comes next
     await open_account(books, "acct_after_pruning", 100)
     await books.execute(
         SpendCredits(account_id="acct_after_pruning", amount=10, reason="job", idempotency_key="k")

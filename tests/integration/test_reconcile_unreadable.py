@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from ledger.bootstrap import build_ledger
 from ledger.domain.ids import checkout_stream_id
 from ledger.ports import FoundCheckout
 from ledger.reconcile import PendingCheckout, reconcile
@@ -44,7 +43,7 @@ async def test_a_session_that_cannot_be_loaded_is_passed_over_and_the_later_ones
         )
     finally:
         await admin.close()
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
 
     try:
         results = await reconcile(

@@ -91,7 +91,7 @@ async def test_a_store_restored_behind_is_refused_until_the_servers_epoch_passes
                 ["pg_resetwal", "-e", str(OLD_EPOCH), "-D", str(old.server.pgdata)],
             )
             async with migrated_database(old.url()) as source:
-                books = build_ledger(source.pool)
+                books = source.ledger()
                 for account_id in ("acct_alice", "acct_bob"):
                     await open_account(books, account_id, 1000)
                     await books.execute(
@@ -170,7 +170,7 @@ async def test_positions_moved_past_a_lost_tail_are_passed_by_every_reader(
     administrator moves the positions a billion past the store's last one, so that no cursor
     or notification id given out before the loss names a new event. Readers, the projector
     and the audit take the gap as any other between appends."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     await open_account(books, "acct_alice", 1000)
     before = await positions(isolated_db.store)
     admin = await asyncpg.connect(isolated_db.url)

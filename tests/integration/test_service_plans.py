@@ -19,7 +19,6 @@ import asyncpg
 from eventsourcing.persistence import StoredEvent
 
 from api.database import create_pool
-from ledger.bootstrap import build_ledger
 from ledger.commands import SpendCredits
 from ledger.store.event_store import EventStore
 from projections.queries import NEWEST_FIRST
@@ -91,7 +90,7 @@ def rows_looked_at(node: dict[str, Any]) -> int:
 async def test_a_page_of_transactions_deep_in_an_account_reads_that_page_only(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     try:
         await open_account(ledger, "acct_deep_pages", 1000)
         for n in range(40):

@@ -10,7 +10,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ledger.bootstrap import build_ledger
 from ledger.domain.ids import account_stream_id
 from ledger.store.event_store import EventStore
 from ledger.store.shared_reads import SharedReads
@@ -24,7 +23,7 @@ ACCOUNTS = [f"acct_batch_{n}" for n in range(5)]
 
 
 async def opened_and_projected(database: IsolatedDatabase) -> None:
-    ledger = build_ledger(database.pool)
+    ledger = database.ledger()
     try:
         for number, account_id in enumerate(ACCOUNTS):
             await open_account(ledger, account_id, allowance=100 * (number + 1))

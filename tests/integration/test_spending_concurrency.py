@@ -7,18 +7,19 @@ import asyncio
 import asyncpg
 import pytest
 
-from ledger.bootstrap import build_ledger
 from ledger.commands import ChangeAllowance, GrantCredits, PlaceHold, ResetMonth, SpendCredits
 from ledger.domain.errors import InsufficientCredits, PeriodOutOfOrder
 from ledger.service import Ledger
 from ledger.store.claims import StoredAnswer
-from tests.conftest import unique
+from tests.conftest import Ledgers, unique
 from tests.support.ledger import conflicts_retried, open_account
 
 
-async def test_writers_without_a_shared_lock_never_overdraw(pool: asyncpg.Pool) -> None:
+async def test_writers_without_a_shared_lock_never_overdraw(
+    pool: asyncpg.Pool, ledgers: Ledgers
+) -> None:
     """Each ledger stands for one process: its in-process lock does not see the other's."""
-    first, second = build_ledger(pool), build_ledger(pool)
+    first, second = ledgers(pool), ledgers(pool)
     account_id = unique("acct")
     await open_account(first, account_id, 100)
 
@@ -47,12 +48,13 @@ async def test_writers_without_a_shared_lock_never_overdraw(pool: asyncpg.Pool) 
 
 async def test_a_retry_refused_on_state_its_lost_first_attempt_made_gets_the_first_answer(
     pool: asyncpg.Pool,
+    ledgers: Ledgers,
 ) -> None:
     """Found by the simulator (seed 2, step 363): a hold's answer is lost, the client asks
     the other instance, whose cached balance is too low; while it looks for the claim
     (none yet) the first attempt commits, so the fresh load that follows finds the hold
     already open. The claim must be looked up again, and the first answer given."""
-    first, second = build_ledger(pool), build_ledger(pool)
+    first, second = ledgers(pool), ledgers(pool)
     account_id = unique("acct")
     await open_account(first, account_id, 100)
     await second.account(account_id)  # cached here with 100 credits
@@ -88,12 +90,14 @@ async def test_a_retry_refused_on_state_its_lost_first_attempt_made_gets_the_fir
     assert stored.available == 950
 
 
-async def test_nothing_to_do_is_never_decided_on_a_stale_cache(pool: asyncpg.Pool) -> None:
+async def test_nothing_to_do_is_never_decided_on_a_stale_cache(
+    pool: asyncpg.Pool, ledgers: Ledgers
+) -> None:
     """Found by the simulator (seed 30, step 354): one instance changed the plan to 500;
     the other, its cache still at 0, took "change it to 0" for a plan already set and
     wrote nothing, so the next reset gave 500. Writing nothing meets no version check:
     it is decided on fresh state."""
-    first, second = build_ledger(pool), build_ledger(pool)
+    first, second = ledgers(pool), ledgers(pool)
     account_id = unique("acct")
     await open_account(first, account_id, 0)
     await second.account(account_id)  # cached here with a plan of 0
@@ -135,11 +139,12 @@ async def test_a_keyed_nothing_to_do_is_never_decided_on_a_stale_cache(
 
 async def test_a_conflict_catches_the_stale_copy_up_with_the_events_it_missed(
     pool: asyncpg.Pool,
+    ledgers: Ledgers,
 ) -> None:
     """A command decided on a copy another writer has moved on from conflicts; the copy is
     then brought up with the events after its version, and must be what a load from the
     store gives: every field, not only the balance."""
-    first, second = build_ledger(pool), build_ledger(pool)
+    first, second = ledgers(pool), ledgers(pool)
     account_id = unique("acct")
     await open_account(first, account_id, 1_000)
     await second.account(account_id)  # cached here at version 1
@@ -160,7 +165,7 @@ async def test_a_conflict_catches_the_stale_copy_up_with_the_events_it_missed(
     try:
         assert conflicts_retried() == retried + 1  # decided on the stale copy first
         caught_up = await second.account(account_id)  # from its cache
-        loaded = await build_ledger(pool).account(account_id)  # no cache: the store
+        loaded = await ledgers(pool).account(account_id)  # no cache: the store
         assert caught_up.version == loaded.version == 6
         assert _state(caught_up) == _state(loaded)
         assert (caught_up.allowance_remaining, caught_up.granted) == (945, 50)

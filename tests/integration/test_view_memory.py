@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from ledger.adapters.stripe_webhooks import parse_event
-from ledger.bootstrap import build_ledger
 from ledger.commands import ResetMonth, SetLowBalanceThreshold, SpendCredits
 from ledger.service import Ledger
 from ledger.store.event_store import Connection
@@ -70,7 +69,7 @@ async def last_balance_line(isolated_db: IsolatedDatabase, account_id: str) -> i
 async def test_remembering_views_write_what_views_that_read_their_rows_back_write(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     remembering = all_projections(remembering=True)
     for n in range(3):
         await open_account(ledger, f"acct_mem_{n}", 1000)
@@ -118,7 +117,7 @@ async def test_remembering_views_write_what_views_that_read_their_rows_back_writ
 async def test_a_view_another_projector_wrote_meanwhile_is_read_afresh(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     remembering = all_projections(remembering=True)
     await open_account(ledger, "acct_mem", 100)
     await caught_up(isolated_db.store, projections=remembering)
@@ -158,7 +157,7 @@ class FailsWhenArmed:
 async def test_a_failed_batch_leaves_nothing_remembered_that_did_not_commit(
     isolated_db: IsolatedDatabase,
 ) -> None:
-    ledger = build_ledger(isolated_db.pool)
+    ledger = isolated_db.ledger()
     failing = FailsWhenArmed()
     projections = [BalancesProjection(ViewMemory()), failing]
     await open_account(ledger, "acct_mem", 100)

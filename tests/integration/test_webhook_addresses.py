@@ -19,7 +19,6 @@ from litestar.testing import AsyncTestClient
 from api.access.tokens import Scope, TokenService
 from api.app import create_app
 from api.settings import Settings
-from ledger.bootstrap import build_ledger
 from ledger.notifications.addresses import (
     NonPublicAddress,
     UnresolvableHost,
@@ -204,7 +203,7 @@ async def test_a_delivery_to_an_address_no_longer_public_fails_its_attempt_and_s
     # Registered while its name was public, as it were; now it resolves to loopback.
     url = receiver.url("moved").replace("127.0.0.1", "localhost")
     await EndpointRegistry(isolated_db.pool, allow_private=True).create(url, ["credits.spent"])
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
     account_id = await open_account(books)
     stop = asyncio.Event()
     running = [
