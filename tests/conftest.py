@@ -27,6 +27,7 @@ from api.database import as_role, create_pool
 from audit.verify import Report, verify
 from ledger.bootstrap import build_ledger
 from ledger.service import Ledger
+from ledger.store.commit import GroupCommitter
 from ledger.store.event_store import EventStore
 from ledger.store.migrate import SERVICE_ROLE
 
@@ -54,6 +55,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unbound:
         config.hook.pytest_deselected(items=unbound)
         items[:] = bound
+
+
+@pytest.fixture(autouse=True)
+def _no_group_committer_left_running(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fails a test that leaves running a group committer built during it (by the test or
+    its function-scoped fixtures; one of a wider fixture was built before and is not looked
+    at): its tasks would stay pending until the garbage collector destroyed them during some
+    later test, where asyncio logs 'Task was destroyed but it is pending!' (which failed a
+    test asserting on log records in CI at 825cb05). ``isolated_db.ledger()`` and the
+    ``ledgers`` fixture stop what they build. The leaked tasks are cancelled here, so that
+    the leak stays in this test."""
+    built: list[GroupCommitter] = []
+    init = GroupCommitter.__init__
+
+    def recorded(committer: GroupCommitter, *args: Any, **kwargs: Any) -> None:
+        init(committer, *args, **kwargs)
+        built.append(committer)
+
+    monkeypatch.setattr(GroupCommitter, "__init__", recorded)
+    yield
+    running = [task for committer in built for task in committer._tasks if not task.done()]
+    for task in running:
+        task.cancel()
+    assert not running, (
+        f"{len(running)} task(s) of a group committer built in this test still pending at its"
+        " end: stop it, or build the ledger with isolated_db.ledger() or the ledgers fixture"
+    )
 
 
 def _docker_engine_answers() -> bool:
