@@ -448,7 +448,7 @@ async def test_the_audit_flags_a_share_repaying_a_debt_a_later_reset_left_to_lat
     other two repay the 50 and nothing more, as settled before their reset; the service's
     releases do so, and the audit flags a release that repays the later 100 (50 credits
     made, as each share carried together repaid what any of them might)."""
-    books = build_ledger(isolated_db.pool)
+    books = isolated_db.ledger()
 
     async def hold(account_id: str, key: str, amount: int) -> str:
         placed = await books.execute(

@@ -111,30 +111,26 @@ async def test_nothing_to_do_is_never_decided_on_a_stale_cache(
 
 
 async def test_a_keyed_nothing_to_do_is_never_decided_on_a_stale_cache(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, ledgers: Ledgers
 ) -> None:
     """One instance reset the account to a later month; the other, its cache still in the
     month it opened in, took a keyed reset to that month for one already made and answered
     it (its claim written, kept for every repeat), where the store refuses it: the month is
     earlier than the account's. A claim alone meets no version check either."""
-    first, second = build_ledger(pool), build_ledger(pool)
+    first, second = ledgers(pool), ledgers(pool)
     account_id = unique("acct")
-    try:
-        await open_account(first, account_id, 100)
-        opened_in = (await second.account(account_id)).period  # cached here in that month
-        await first.execute(ResetMonth(account_id=account_id, period="2999-01"))
+    await open_account(first, account_id, 100)
+    opened_in = (await second.account(account_id)).period  # cached here in that month
+    await first.execute(ResetMonth(account_id=account_id, period="2999-01"))
 
-        with pytest.raises(PeriodOutOfOrder):
-            await second.execute(
-                ResetMonth(account_id=account_id, period=opened_in, idempotency_key="r")
-            )
-        with pytest.raises(PeriodOutOfOrder):  # no answer kept for the key
-            await first.execute(
-                ResetMonth(account_id=account_id, period=opened_in, idempotency_key="r")
-            )
-    finally:
-        await first.uow.committer.stop()
-        await second.uow.committer.stop()
+    with pytest.raises(PeriodOutOfOrder):
+        await second.execute(
+            ResetMonth(account_id=account_id, period=opened_in, idempotency_key="r")
+        )
+    with pytest.raises(PeriodOutOfOrder):  # no answer kept for the key
+        await first.execute(
+            ResetMonth(account_id=account_id, period=opened_in, idempotency_key="r")
+        )
 
 
 async def test_a_conflict_catches_the_stale_copy_up_with_the_events_it_missed(
