@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,9 +24,8 @@ from ledger.domain.checkout import PAID, REFUNDED, CheckoutSession
 from ledger.domain.events import CreditsClawedBack, CreditsRestored
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.payment_events import PaymentEvent, RefundEvent, RefundUpdate
-from ledger.store.mapper import MsgspecMapper
-from ledger.store.repository import snapshot_of
 from tests.unit.test_checkout_domain import paid
+from tests.unit.test_holds_domain import loaded_from_an_older_snapshot
 from tests.unit.test_payment_decisions import OnePayment, kept, payment
 
 
@@ -231,24 +229,6 @@ def test_the_money_refunded_is_never_more_than_a_figure_or_the_live_refunds_say(
     assert refunded_money(700, {"re_1": failed}) == 300
     assert refunded_money(0, {"re_2": live}) == 300  # refund.created before charge.refunded
     assert refunded_money(400, {"re_1": Refund("canceled", 400)}) == 0
-
-
-def loaded_from_an_older_snapshot(
-    aggregate: object, version: int, missing: tuple[str, ...]
-) -> object:
-    mapper = MsgspecMapper()
-    stored = mapper.to_stored_event(snapshot_of(aggregate))  # type: ignore[arg-type]
-    snapshot = json.loads(stored.state)
-    for field in missing:
-        del snapshot["state"][field]
-    snapshot["state"]["class_version"] = version
-    old = StoredEvent(
-        originator_id=stored.originator_id,
-        originator_version=stored.originator_version,
-        topic=stored.topic,
-        state=json.dumps(snapshot).encode(),
-    )
-    return mapper.to_domain_event(old).mutate(None)
 
 
 def test_snapshots_from_before_refunds_were_known_by_id_load() -> None:

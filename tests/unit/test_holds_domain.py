@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from unittest.mock import ANY
 
 import msgspec
 import pytest
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
@@ -843,12 +845,15 @@ def loaded_from_a_version_3_snapshot(credits: CreditAccount) -> CreditAccount:
     return loaded_from_an_older_snapshot(credits, 3, ("topup_reserved", "kept_for_holds"))
 
 
+Snapshotted = TypeVar("Snapshotted", bound=Aggregate)
+
+
 def loaded_from_an_older_snapshot(
-    credits: CreditAccount, version: int, missing: tuple[str, ...] = ()
-) -> CreditAccount:
-    """The account as its snapshot of class ``version``, without ``missing``, loads."""
+    aggregate: Snapshotted, version: int, missing: tuple[str, ...] = ()
+) -> Snapshotted:
+    """The aggregate as its snapshot of class ``version``, without ``missing``, loads."""
     mapper = MsgspecMapper()
-    stored = mapper.to_stored_event(snapshot_of(credits))
+    stored = mapper.to_stored_event(snapshot_of(aggregate))
     snapshot = json.loads(stored.state)
     for field in missing:
         del snapshot["state"][field]
@@ -859,7 +864,7 @@ def loaded_from_an_older_snapshot(
         topic=stored.topic,
         state=json.dumps(snapshot).encode(),
     )
-    loaded: CreditAccount = mapper.to_domain_event(old).mutate(None)
+    loaded: Snapshotted = mapper.to_domain_event(old).mutate(None)
     return loaded
 
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import DomainError
-from ledger.store.mapper import MsgspecMapper
-from ledger.store.repository import snapshot_of
+from tests.unit.test_holds_make_no_credits import replayed
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 EXPIRES = NOW + timedelta(days=30)
@@ -154,18 +152,6 @@ def figures(account: CreditAccount) -> dict[str, int]:
         "held": account.held,
         "kept_for_holds": account.kept_for_holds,
     }
-
-
-def replayed(account: CreditAccount) -> dict[str, Any]:
-    """The account as its events give it through the mapper, and as a snapshot of it loads."""
-    mapper = MsgspecMapper()
-    again = None
-    for pending in account.collect_events():
-        again = mapper.to_domain_event(mapper.to_stored_event(pending)).mutate(again)
-    assert again is not None
-    restored = mapper.to_domain_event(mapper.to_stored_event(snapshot_of(again))).mutate(None)
-    assert vars(restored) == vars(again)
-    return vars(again)
 
 
 def kept_for_held_topups(account: CreditAccount) -> bool:
