@@ -42,7 +42,7 @@ from ledger import event_loop
 from ledger.child_processes import end_with_parent, started_deaf_to_ctrl_c, stop_pool_now
 from ledger.domain.account import CreditAccount
 from ledger.domain.account import on as account_evolution
-from ledger.domain.adjustments import Worth, taken_back
+from ledger.domain.adjustments import Worth, refunded_money, taken_back
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
 from ledger.domain.checkout import on as checkout_evolution
 from ledger.domain.events import (
@@ -437,6 +437,11 @@ class SessionAt(msgspec.Struct, frozen=True):
     was rounded up were decided (None where the two agree)."""
     payment_intent: str | None = None
     checkout_url: str = ""
+    amount_refunded: int = 0
+    """The money refunded its events recorded."""
+    refunded_by_facts: int = 0
+    """The money refunded its facts give: the largest ``amount_refunded`` and its refunds
+    by id (``refunded_money``), which the rule is judged on."""
 
     def took_by_a_rule(self, took: int) -> bool:
         """Whether ``took`` credits are what a rule the ledger decided by gives."""
@@ -1634,6 +1639,11 @@ class Verifier:
                     f"disputed), its facts {rule.refunded + rule.disputed} ({rule.refunded} "
                     f"refunded, {rule.disputed} disputed)"
                 )
+            if session.amount_refunded != session.refunded_by_facts:
+                problems.append(
+                    f"it recorded {session.amount_refunded} refunded, its facts "
+                    f"{session.refunded_by_facts}"
+                )
             if (given.credits if given else 0) != took:
                 problems.append(
                     f"its account's events took back {given.credits if given else 0} credits, "
@@ -2187,8 +2197,11 @@ def _account_of(aggregate: Any) -> str | None:
 def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
     session: CheckoutSession = stream.aggregate
     rule = rounded_down = None
+    # Judged on the facts, not on the figure the session recorded from them: a forged
+    # RefundUpdated or PaymentRefunded.refunded_now may say less was refunded than they do.
+    refunded = min(refunded_money(session.largest_refunded, session.refunds), session.amount)
     if not stream.older_disputes:
-        facts = (session.credits, session.amount, session.amount_refunded, session.disputes)
+        facts = (session.credits, session.amount, refunded, session.disputes)
         rule = taken_back(*facts) if session.paid else Worth(0, 0)
         if session.paid and session.disputes:
             rounded_down = taken_back(*facts, chargeback_rounded_up=False)
@@ -2205,6 +2218,8 @@ def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
         rounded_down=rounded_down,
         payment_intent=session.payment_intent,
         checkout_url=session.checkout_url,
+        amount_refunded=session.amount_refunded,
+        refunded_by_facts=refunded,
     )
 
 

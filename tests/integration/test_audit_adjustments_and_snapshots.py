@@ -14,7 +14,7 @@ from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import HoldHasExpired
-from ledger.domain.events import PaymentRefunded
+from ledger.domain.events import PaymentRefunded, RefundUpdated
 from ledger.domain.holds import repayable_by
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.payment_events import DisputeEvent, RefundEvent, RefundUpdate
@@ -373,6 +373,45 @@ async def test_a_refund_that_took_more_than_its_facts_allow_is_found_though_both
         "session cs_won: its refunds and disputes took back 300 credits (300 refunded, "
         "0 disputed), its facts 100 (100 refunded, 0 disputed)"
     )
+    await books.uow.committer.stop()
+
+
+async def test_a_failed_refund_that_gave_back_more_than_its_facts_allow_is_found(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The money refunded a session records is figured from its facts (the largest
+    ``amount_refunded``, its refunds by id): one recorded less, the credits given back with
+    it, is found though the session and its account agree."""
+    books = await refunds_and_disputes(isolated_db)
+    session: Any = await books.repository.get(
+        CheckoutSession, checkout_stream_id("cs_early"), fresh=True
+    )
+    account = await books.account("acct_carol")
+    # 250 refunded, then a refund of 50 failed: 200 still refunded, 200 credits taken back.
+    # The session and its account say the failure left nothing refunded and gave back 250.
+    session.trigger_event(
+        RefundUpdated,
+        refund_id="re_forged",
+        amount=50,
+        status="failed",
+        amount_refunded=0,
+        credits_clawed_back=0,
+        credits_given_back=250,
+        credits_reversed=0,
+        credits_restored=0,
+    )
+    account.restore_after_refund("cs_early", "re_forged", 250)
+    await save(books, session, account)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert kinds(report) == ["adjustment-mismatch", "adjustment-mismatch"]
+    assert sorted(f.detail for f in report.findings) == [
+        "session cs_early: it recorded 0 refunded, its facts 200",
+        "session cs_early: its refunds and disputes took back 0 credits (0 refunded, "
+        "0 disputed), its facts 200 (200 refunded, 0 disputed)",
+    ]
     await books.uow.committer.stop()
 
 
