@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -171,6 +172,107 @@ async def test_refunds_that_failed_verify_clean_and_show_the_purchase_paid_again
     account = await books.account("acct_dave")
     # 800 + 600 kept; of cs_mixed 300 refunded and the chargeback's 500 lost: 200 kept.
     assert account.topup_balance == 800 + 600 + 200
+    await books.uow.committer.stop()
+
+
+def refund_life(intent: str, n: int, amount: int, *statuses: str) -> list[RefundUpdate]:
+    return [
+        RefundUpdate(
+            event_id=f"evt_{intent}_re{n}_{status}",
+            refund_id=f"re_{intent}_{n}",
+            payment_intent=intent,
+            amount=amount,
+            status=status,
+        )
+        for status in statuses
+    ]
+
+
+def figure(intent: str, amount_refunded: int) -> RefundEvent:
+    return RefundEvent(
+        event_id=f"evt_{intent}_cr{amount_refunded}",
+        payment_intent=intent,
+        amount_refunded=amount_refunded,
+    )
+
+
+def chargeback(intent: str, amount: int, *statuses: str) -> list[DisputeEvent]:
+    return [
+        DisputeEvent(
+            event_id=f"evt_{intent}_dp_{status}",
+            dispute_id=f"dp_{intent}",
+            payment_intent=intent,
+            status=status,
+            amount=amount,
+        )
+        for status in statuses
+    ]
+
+
+_EVENT_TYPES: dict[type, str] = {
+    RefundEvent: "charge.refunded",
+    RefundUpdate: "charge.refund.updated",
+    DisputeEvent: "charge.dispute.updated",
+}
+
+
+async def test_refunds_pending_canceled_and_failing_under_a_chargeback_verify_clean_in_any_order(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Refunds through more of their lives than a failure (pending, requires_action then
+    canceled, one failing under a chargeback of the whole charge, one made after another
+    failed on an API version without refund.created), every event shuffled with the payments
+    and some delivered twice: the audit finds nothing, before and after the views are rebuilt,
+    and the purchases show what the facts give."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_erin", 100)
+    stripe: list[Any] = [
+        # Pending 300 succeeded, pending 200 failed: 300 refunded.
+        *[figure("pi_pend", 300), *refund_life("pi_pend", 0, 300, "pending", "succeeded")],
+        *[figure("pi_pend", 500), *refund_life("pi_pend", 1, 200, "pending", "failed")],
+        # The whole charge refunded, waiting on the customer, then canceled: nothing.
+        *[figure("pi_cancel", 1000)],
+        *refund_life("pi_cancel", 0, 1000, "requires_action", "canceled"),
+        # A pending refund of everything; the customer disputes, the refund fails
+        # (charge_for_pending_refund_disputed) and the chargeback is lost: all disputed.
+        *[figure("pi_disp", 1000), *refund_life("pi_disp", 0, 1000, "pending", "failed")],
+        *chargeback("pi_disp", 1000, "needs_response", "lost"),
+        # Refunded 400, failed; 300 refunded then, told by charge.refunded alone: taken back
+        # less the failed refund (README: refunds that fail), 0.
+        *[figure("pi_old", 400), *refund_life("pi_old", 0, 400, "failed"), figure("pi_old", 300)],
+    ]
+    payments = [
+        paid(session, "acct_erin", 1000, f"pi_{session[3:]}")
+        for session in ("cs_pend", "cs_cancel", "cs_disp", "cs_old")
+    ]
+    order = random.Random(11)
+    deliveries = [*stripe, *payments]
+    order.shuffle(deliveries)
+    deliveries += order.sample(deliveries, 6)  # Stripe delivers at least once
+    for event in deliveries:
+        kind = _EVENT_TYPES.get(type(event), "checkout.session.completed")
+        await books.apply_payment_event(event.event_id, kind, event)
+    await caught_up(isolated_db.store)
+    expected = {
+        "cs_pend": ("paid", 300, 300, 0),
+        "cs_cancel": ("paid", 0, 0, 0),
+        "cs_disp": ("paid", 0, 0, 1000),
+        "cs_old": ("paid", 0, 0, 0),
+    }
+    query = (
+        "SELECT session_id, status, amount_refunded, credits_clawed_back, credits_reversed"
+        " FROM purchases"
+    )
+
+    for rebuilt in (False, True):
+        if rebuilt:
+            await rebuild_views(isolated_db)
+        report = await verify(isolated_db.pool)
+        assert report.findings == []
+        rows = {r["session_id"]: tuple(r.values())[1:] for r in await isolated_db.pool.fetch(query)}
+        assert rows == expected
+    account = await books.account("acct_erin")
+    assert account.topup_balance == 700 + 1000 + 0 + 1000
     await books.uow.committer.stop()
 
 
