@@ -107,6 +107,9 @@ async def open_services(
             standby,
             clock,
         )
+        # Before the pool closes: a command's writes are committed, the writers' kept
+        # connections given back, and no task of the committer outlives it.
+        stack.push_async_callback(services.ledger.uow.committer.stop)
         await services.ledger.clock_guard.check(pool)
         yield replace(services, admin_url=settings.database_admin_url or given_url)
 
@@ -191,8 +194,7 @@ def create_app(
             app.state.services = services
             await services.tokens.watch_revocations(services.database_url)
             stack.push_async_callback(services.tokens.stop_watching)
-            services.ledger.uow.committer.start()
-            stack.push_async_callback(services.ledger.uow.committer.stop)
+            services.ledger.uow.committer.start()  # stopped as open_services ends
             # Measured once already (open_services); again every clock_check_seconds.
             services.ledger.clock_guard.start(services.pool, clock_check_seconds)
             stack.push_async_callback(services.ledger.clock_guard.stop)
