@@ -302,6 +302,11 @@ STAGE = {
 }
 BANK_HOLDS_THE_MONEY = {"needs_response", "under_review", "lost"}
 
+# How far along a refund is: "a status only moves forward (pending/requires_action ->
+# succeeded -> failed/canceled, which end it), so an older one is old news".
+REFUND_STEPS = {"pending": 0, "requires_action": 0, "succeeded": 1, "failed": 2, "canceled": 2}
+NO_MONEY_RETURNED = {"failed", "canceled"}
+
 
 @dataclass
 class Session:
@@ -312,27 +317,65 @@ class Session:
     amount: int
     payment_intent: str
     status: str = "pending"  # pending, paid, expired, failed, mismatched
-    refund_sent: int = 0  # what Stripe has sent so far (cumulative)
+    refund_sent: int = 0  # the charge's amount_refunded at Stripe now (what the world sent)
+    refunds_made: dict[str, int] = field(default_factory=dict)  # at Stripe: every one, by id
+    live_refunds: dict[str, int] = field(default_factory=dict)  # at Stripe: not failed, by id
     refunded: int = 0  # the largest amount_refunded delivered
+    refunds: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (status, amount)
     disputes: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (status, amount)
     taken_back: tuple[int, int] = (0, 0)  # credits refunds, and disputes, keep back now
 
     def learn_refund(self, amount_refunded: int) -> None:
         self.refunded = max(self.refunded, amount_refunded)
 
+    def learn_refund_status(self, refund_id: str, status: str, amount: int) -> None:
+        """A refund told of by its id: its latest status, and its amount (its own, which no
+        later event changes)."""
+        known = self.refunds.get(refund_id)
+        if status not in REFUND_STEPS:
+            return
+        if known is None:
+            self.refunds[refund_id] = (status, amount)
+        elif REFUND_STEPS[status] > REFUND_STEPS[known[0]]:
+            self.refunds[refund_id] = (status, known[1])
+
+    def money_refunded(self) -> int:
+        """What the customer got back, by the README's rule, from what was delivered: the
+        largest amount_refunded may still count refunds that failed since (Stripe lowers its
+        figure then, sending no new charge.refunded), so those come off it; and the refunds
+        known by id, still alive, were returned whatever figure came (one made after
+        another failed is not all in the old figure). The larger of the two; never below
+        zero, never above what was paid."""
+        failed = live = 0
+        for status, amount in self.refunds.values():
+            if status in NO_MONEY_RETURNED:
+                failed += amount
+            else:
+                live += amount
+        # Stripe's figure is never above what was paid (counted so if it were).
+        return min(self.amount, max(min(self.refunded, self.amount) - failed, live, 0))
+
     def learn_dispute(self, dispute_id: str, status: str, amount: int) -> None:
         known = self.disputes.get(dispute_id)
         if known is None or STAGE[status] > STAGE[known[0]]:
             self.disputes[dispute_id] = (status, amount)
 
+    def shown_as(self) -> str:
+        """The purchase's status: paid and refunded in full, "refunded"; a refund that fails
+        makes it "paid" again."""
+        if self.status == "paid" and self.money_refunded() >= self.amount:
+            return "refunded"
+        return self.status
+
     def owed(self) -> tuple[int, int]:
         """The credits refunds, and disputes, keep back, by the README's rule: refunded credits
         round down, disputed ones up; disputes take what the bank holds, never more than the
-        refunds left. Apart: a refund after a dispute moves credits both ways, even where the
+        refunds left. A refund that fails gives back what it took (and what it took from
+        a dispute's share, the dispute takes again). Apart: a refund after a dispute moves credits both ways, even where the
         sum stays (the dispute's part given back, the refund's taken)."""
         if self.status != "paid":
             return (0, 0)
-        refunded = self.credits * min(self.amount, self.refunded) // self.amount
+        refunded = self.credits * self.money_refunded() // self.amount
         held_by_bank = sum(a for s, a in self.disputes.values() if s in BANK_HOLDS_THE_MONEY)
         disputed = min(
             self.credits - refunded,
