@@ -48,6 +48,7 @@ from ledger.commands import (
     VoidGrant,
 )
 from ledger.domain.account import CreditAccount
+from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import (
     GrantClosed,
     GrantNotDue,
@@ -57,7 +58,7 @@ from ledger.domain.errors import (
     InsufficientCredits,
     PeriodOutOfOrder,
 )
-from ledger.domain.ids import account_stream_id
+from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.notifications.endpoints import EndpointRegistry
 from ledger.payment_events import (
     CheckoutChange,
@@ -65,6 +66,7 @@ from ledger.payment_events import (
     DisputeEvent,
     PaymentEvent,
     RefundEvent,
+    RefundUpdate,
 )
 from ledger.ports import PaymentGatewayError
 from ledger.service import CheckoutLinks, Ledger, Pricing, RequestCheckout
@@ -145,6 +147,7 @@ class World:
         self.placed: dict[str, tuple[str, Any]] = {}  # key -> (account, hold answer)
         self.granted: dict[str, tuple[str, Any]] = {}  # key -> (account, grant answer)
         self.touched: set[str] = set()
+        self.sessions_touched: set[str] = set()
         self.touched_since_views: set[str] = set()
         self.viewed_in_turn = 0
         self.mix = mix or {}
@@ -314,11 +317,24 @@ class World:
             self.network.append((event_type, event))
 
     def refund(self, session_id: str) -> None:
+        """A refund of some of what is left: ``charge.refunded`` with the charge's cumulative
+        ``amount_refunded``, then ``refund.created`` with the refund itself, as Stripe sends
+        them since API version 2024-10-28 (docs/stripe-standin.md). Nothing left, Stripe
+        refuses it."""
         session = self.sessions[session_id]
         cumulative = min(
             session.amount, session.refund_sent + self.random.randint(1, session.amount)
         )
+        amount = cumulative - session.refund_sent
+        if not amount:
+            self.counts["refunds refused: all refunded"] += 1
+            return
+        if session.refund_sent < sum(session.refunds_made.values()):
+            self.counts["refunds after one failed"] += 1
         session.refund_sent = cumulative
+        refund_id = self.new_id("re")
+        session.refunds_made[refund_id] = amount
+        session.live_refunds[refund_id] = amount
         self.send(
             "charge.refunded",
             RefundEvent(
@@ -326,6 +342,38 @@ class World:
                 payment_intent=session.payment_intent,
                 amount_refunded=cumulative,
             ),
+        )
+        self.send("refund.created", self.refund_update(session, refund_id, amount, "succeeded"))
+        self.counts["refunds"] += 1
+
+    def fail_refund(self) -> None:
+        """A refund made earlier fails (the customer's bank returns it): the charge's
+        ``amount_refunded`` drops by its amount and Stripe sends ``charge.refund.updated``,
+        ``refund.updated`` and ``refund.failed``, never ``charge.refunded``; the money is
+        refundable again."""
+        refunded = [s for s in sorted(self.sessions) if self.sessions[s].live_refunds]
+        if not refunded:
+            return
+        # Mostly of a paid purchase (whose clawback it gives back), as the other steps pick.
+        paid = [s for s in refunded if self.sessions[s].status == "paid"]
+        chosen = paid if paid and self.random.random() < 0.7 else refunded
+        session = self.sessions[self.random.choice(chosen)]
+        refund_id = self.random.choice(sorted(session.live_refunds))
+        amount = session.live_refunds.pop(refund_id)
+        session.refund_sent -= amount
+        for event_type in ("charge.refund.updated", "refund.updated", "refund.failed"):
+            self.send(event_type, self.refund_update(session, refund_id, amount, "failed"))
+        self.counts["refunds failed"] += 1
+
+    def refund_update(
+        self, session: model.Session, refund_id: str, amount: int, status: str
+    ) -> RefundUpdate:
+        return RefundUpdate(
+            event_id=self.new_id("evt"),
+            refund_id=refund_id,
+            payment_intent=session.payment_intent,
+            amount=amount,
+            status=status,
         )
 
     def dispute(self, session_id: str) -> None:
@@ -353,15 +401,16 @@ class World:
             self.counts["duplicate deliveries"] += 1
             return
         self.seen_event_ids.add(event.event_id)
-        if isinstance(event, RefundEvent | DisputeEvent) and (
+        if isinstance(event, RefundEvent | RefundUpdate | DisputeEvent) and (
             event.payment_intent in self.awaiting_money
         ):
             self.counts["refunds or disputes between completed and paid"] += 1
-        session = (
-            self.sessions[event.session_id]
+        session_id = (
+            event.session_id
             if isinstance(event, CheckoutEvent)
-            else self.session_of(event.payment_intent)
+            else self.session_id_of(event.payment_intent)
         )
+        session = self.sessions[session_id]
         match event:
             case CheckoutEvent(change=CheckoutChange.EXPIRED):
                 pass
@@ -375,9 +424,14 @@ class World:
                 self.awaiting_money.discard(session.payment_intent)
             case RefundEvent():
                 self.counts["refunds delivered"] += 1
+            case RefundUpdate(status="failed"):
+                self.counts["refund failures delivered"] += 1
+            case RefundUpdate():
+                self.counts["refunds by id delivered"] += 1
             case DisputeEvent():
                 self.counts["dispute events delivered"] += 1
         self.touched.add(session.account_id)
+        self.sessions_touched.add(session_id)
         credited, taken_back = credits_moved(session, event)
         if not credited and taken_back is None:
             return
@@ -386,6 +440,8 @@ class World:
         if credited:
             account.credit(credited)
         if taken_back is not None:
+            if taken_back[0] < 0:
+                self.counts["clawbacks given back by failed refunds"] += 1
             account.take_back(taken_back[0])  # as the ledger: the refund's part,
             account.take_back(taken_back[1])  # then the dispute's
 
@@ -396,8 +452,8 @@ class World:
         none due."""
         self.keep_due_expired(account_id, self.with_due_expired(account_id))
 
-    def session_of(self, payment_intent: str) -> model.Session:
-        return next(s for s in self.sessions.values() if s.payment_intent == payment_intent)
+    def session_id_of(self, payment_intent: str) -> str:
+        return next(s for s, m in self.sessions.items() if m.payment_intent == payment_intent)
 
     async def spend(self, account_id: str) -> None:
         account = self.accounts[account_id]
@@ -778,8 +834,9 @@ class World:
                 "refund",
                 lambda: self.refund(self.random.choice(sessions)) if sessions else None,
             ),
+            (0.41, "fail refund", self.fail_refund),  # a third as often as refunds
             (
-                0.42,
+                0.43,
                 "dispute",
                 lambda: self.dispute(self.random.choice(sessions)) if sessions else None,
             ),
@@ -836,10 +893,35 @@ class World:
             if replayed.allowance_remaining < 0:
                 raise Violation(f"{account_id}: negative allowance")
             self.check_grants(account_id, replayed)
+        for session_id in sorted(self.sessions_touched):
+            await self.check_purchase(fresh, session_id)
+        self.sessions_touched.clear()
         self.touched_since_views |= self.touched
         self.touched.clear()
         if step % VIEW_CHECK_EVERY == 0:
             await self.check_views(self.accounts_to_view())
+
+    async def check_purchase(self, fresh: Repository, session_id: str) -> None:
+        """A purchase, replayed from the store, as the rules leave it: its status, the money
+        refunded and what refunds, and disputes, took back of its credits."""
+        session = self.sessions[session_id]
+        replayed = await fresh.get(CheckoutSession, checkout_stream_id(session_id))
+        if replayed is None:
+            raise Violation(f"purchase {session_id} was never stored")
+        found: tuple[Any, ...] = (
+            replayed.status,
+            replayed.credits_clawed_back,
+            replayed.credits_reversed,
+        )
+        expected: tuple[Any, ...] = (session.shown_as(), *session.owed())
+        if session.status == "paid":  # only a paid session is told its refunds
+            found += (replayed.amount_refunded,)
+            expected += (session.money_refunded(),)
+        if found != expected:
+            raise Violation(
+                f"purchase {session_id}: stored (status, clawed back, reversed, refunded) "
+                f"{found}, the rules say {expected}"
+            )
 
     def accounts_to_view(self) -> list[str]:
         """The accounts a view check compares: those touched since the last one, and a few
@@ -957,6 +1039,15 @@ class World:
         if requested != set(self.sessions):
             raise Violation("sessions recorded differ from those Stripe made for the ledger")
         should_be_paid = {s for s, m in self.sessions.items() if m.status == "paid"}
+        fresh = Repository(self.store, cache_size=0)
+        for session_id, session in sorted(self.sessions.items()):
+            # Everything delivered, the rule's money refunded is Stripe's: the refunds alive.
+            if session.money_refunded() != sum(session.live_refunds.values()):
+                raise Violation(
+                    f"{session_id}: the rules say {session.money_refunded()} refunded, Stripe "
+                    f"{sum(session.live_refunds.values())}: the model is wrong"
+                )
+            await self.check_purchase(fresh, session_id)
         if set(purchased) != should_be_paid:
             raise Violation(f"credited {sorted(purchased)} but paid {sorted(should_be_paid)}")
         if set(purchased.values()) - {1}:
@@ -970,8 +1061,8 @@ class World:
 
 
 STEP_NAMES = (
-    "purchase", "deliver", "refund", "dispute", "spend", "burst", "hold", "settle hold", "grant",
-    "void grant", "expire grants", "turn time", "reset", "plan", "threshold",
+    "purchase", "deliver", "refund", "fail refund", "dispute", "spend", "burst", "hold",
+    "settle hold", "grant", "void grant", "expire grants", "turn time", "reset", "plan", "threshold",
     "project with a kill", "restart the database",
 )  # fmt: skip
 """The steps a schedule picks from (after "open"), as ``SIM_MIX`` names them."""
@@ -1009,6 +1100,8 @@ def credits_moved(
                 credited = session.credits
         case RefundEvent():
             session.learn_refund(event.amount_refunded)
+        case RefundUpdate():
+            session.learn_refund_status(event.refund_id, event.status, event.amount)
         case DisputeEvent():
             session.learn_dispute(event.dispute_id, event.status, event.amount or 0)
     owed = session.owed()
