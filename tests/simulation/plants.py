@@ -42,6 +42,30 @@ def _refund_applied_twice(put: Setter) -> None:
     put(checkout.CheckoutSession, "refund", refund)
 
 
+def _refund_failures_ignored(put: Setter) -> None:
+    """A refund that fails gives nothing back: its failure is old news (as before 07c901b)."""
+    original = checkout.CheckoutSession.update_refund
+
+    def update_refund(self: Any, refund_id: str, amount: int, status: str) -> Any:
+        if status in adjustments.RETURNED_NOTHING:
+            return checkout.Adjustment()
+        return original(self, refund_id, amount, status)
+
+    put(checkout.CheckoutSession, "update_refund", update_refund)
+
+
+def _refunds_by_id_ignored(put: Setter) -> None:
+    """The money refunded is the largest amount_refunded less the failed refunds, never what
+    the live refunds known by id are of: a refund whose refund.created comes before its
+    charge.refunded takes nothing yet, one made after another failed is taken back short."""
+
+    def refunded_money(amount_refunded: int, refunds: dict[str, Any]) -> int:
+        failed = sum(r.amount for r in refunds.values() if not r.returned)
+        return max(amount_refunded - failed, 0)
+
+    put(checkout, "refunded_money", refunded_money)
+
+
 def _rounding_off_by_one(put: Setter) -> None:
     """Refunded credits rounded up instead of down."""
 
@@ -85,6 +109,8 @@ def _projector_memory_never_forgets(put: Setter) -> None:
 PLANTS: dict[str, Callable[[Setter], None]] = {
     "spend-ignores-holds": _spend_ignores_holds,
     "refund-applied-twice": _refund_applied_twice,
+    "refund-failures-ignored": _refund_failures_ignored,
+    "refunds-by-id-ignored": _refunds_by_id_ignored,
     "rounding-off-by-one": _rounding_off_by_one,
     "reset-clears-top-ups": _reset_clears_top_ups,
     "settlement-ignores-closed-grants": _settlement_ignores_closed_grants,
