@@ -97,8 +97,7 @@ def _with_pending(aggregates: Sequence[Aggregate]) -> list[Aggregate]:
     Here, in ``_told_later`` and in the repository's writes the library's attributes are
     read as they are (``_pending_events``, ``_version``, ``_id``), as ``Records`` writes
     them: its properties of the same names cost ~600 instructions a read (callgrind), and
-    a spend read them seven times (and an eighth since a keyed command that writes no event
-    is decided again, ``_attempt``)."""
+    a spend read them seven times."""
     return [a for a in aggregates if a._pending_events]
 
 
@@ -251,18 +250,15 @@ class UnitOfWork:
             # committed in between, and its events, now loaded, refuse the command its own
             # claim answers.
             return await self._attempt(handler, command, claim, fresh=True)
-        if (
-            not fresh
-            and (claim is None or decision.changed)
-            and not _with_pending(decision.changed)
-        ):
+        changed = _with_pending(decision.changed)
+        if not fresh and not changed and (claim is None or decision.changed):
             # Nor is "nothing to do" (a plan or a period already set): writing no event, it
             # would meet no version check, so it is decided again on fresh state. So is a
             # keyed one that left the state it judged unchanged: its claim alone meets no
             # version check either, and would keep a stale answer for good. (One that judged
             # no state, a Stripe event for nothing the ledger knows, is answered as it is.)
             return await self._attempt(handler, command, claim, fresh=True)
-        await self._commit(decision, claim)
+        await self._commit(decision, changed, claim)
         return decision.answer
 
     @staticmethod
@@ -288,8 +284,10 @@ class UnitOfWork:
     def _load(self, handler: Handler[C, S, A], command: C, fresh: bool) -> Awaitable[S]:
         return handler.load(self._streams[fresh], command)  # awaited as the handler's own
 
-    async def _commit(self, decision: Decision[Any], claim: Claim | None) -> None:
-        changed = _with_pending(decision.changed)
+    async def _commit(
+        self, decision: Decision[Any], changed: list[Aggregate], claim: Claim | None
+    ) -> None:
+        """Commit the decision's ``changed`` aggregates (those with pending events) and claims."""
         if not changed and claim is None:
             await self.note_head()
             return
