@@ -100,6 +100,23 @@ def timelines(draw: st.DrawFn, amount: int) -> tuple[list[tuple[str, int]], list
     return timeline, refunds
 
 
+def in_order_and_shuffled(
+    amount: int, events: list[PaymentEvent], data: st.DataObject
+) -> tuple[OnePayment, OnePayment]:
+    """A purchase of 100 credits for ``amount`` given ``events`` in Stripe's order, and one
+    given them in a drawn order with some delivered again."""
+    natural = OnePayment(100, amount)
+    for event in events:
+        natural.deliver(event)
+    world = OnePayment(100, amount)
+    for event in [
+        *data.draw(st.permutations(events)),
+        *data.draw(st.lists(st.sampled_from(events), max_size=3)),
+    ]:
+        world.deliver(event)
+    return natural, world
+
+
 def refund_figures(world: OnePayment) -> tuple[int, int]:
     """What the account's events clawed back for refunds, and gave back for failed ones."""
     events = world.account.collect_events()
@@ -150,15 +167,7 @@ def test_without_refund_created_a_failed_refund_never_makes_credits_in_any_order
     unit, (timeline, refunds) = planned
     amount = 100 * unit
     events, refunded = stripe_events(amount, timeline, refunds, created_events=False)
-    natural = OnePayment(100, amount)
-    for event in events:
-        natural.deliver(event)
-    world = OnePayment(100, amount)
-    for event in [
-        *data.draw(st.permutations(events)),
-        *data.draw(st.lists(st.sampled_from(events), max_size=3)),
-    ]:
-        world.deliver(event)
+    natural, world = in_order_and_shuffled(amount, events, data)
 
     assert world.account.topup_balance == natural.account.topup_balance
     assert kept(100, amount, refunded, 0) <= world.account.topup_balance <= 100

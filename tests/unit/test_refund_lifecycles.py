@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ledger.domain.adjustments import RETURNED_NOTHING, refunded_money
 from ledger.domain.checkout import PAID, REFUNDED
 from ledger.payment_events import DisputeEvent, PaymentEvent, RefundEvent, RefundUpdate
-from tests.unit.test_failed_refunds import refund_figures
+from tests.unit.test_failed_refunds import in_order_and_shuffled, refund_figures
 from tests.unit.test_holds_domain import loaded_from_an_older_snapshot
 from tests.unit.test_payment_decisions import OnePayment, kept, payment
 
@@ -156,15 +156,7 @@ def test_before_refund_created_refund_lives_never_take_more_and_end_the_same_in_
         payment(amount),
         *(e for e in history.events if not e.event_id.startswith(("evt_rc", "evt_ru"))),
     ]
-    natural = OnePayment(100, amount)
-    for event in events:
-        natural.deliver(event)
-    world = OnePayment(100, amount)
-    for event in [
-        *data.draw(st.permutations(events)),
-        *data.draw(st.lists(st.sampled_from(events), max_size=3)),
-    ]:
-        world.deliver(event)
+    natural, world = in_order_and_shuffled(amount, events, data)
 
     assert world.account.topup_balance == natural.account.topup_balance
     assert world.account.topup_balance >= kept(100, amount, history.refunded, history.withdrawn)
