@@ -91,8 +91,8 @@ class StripeEventEnvelope(msgspec.Struct):
 
 
 class _StripeObject(msgspec.Struct):
-    """The fields of ``data.object`` the ledger reads, of a session, a charge or a dispute,
-    each as sent (a string, a number, an expanded object): ``_text``, ``_id`` and
+    """The fields of ``data.object`` the ledger reads, of a session, a charge, a refund or a
+    dispute, each as sent (a string, a number, an expanded object): ``_text``, ``_id`` and
     ``_integer`` judge them. Decoded typed, the object's other fields are skipped, not made
     into a dict."""
 
