@@ -84,11 +84,15 @@ class Dispute(msgspec.Struct, frozen=True):
 
 def newer(known: Dispute | None, status: str) -> bool:
     """Whether ``status`` is news for a dispute last seen as ``known``."""
-    if status not in DISPUTE_STAGE:
+    return _later_stage(DISPUTE_STAGE, known.status if known else None, status)
+
+
+def _later_stage(stages: dict[str, int], known: str | None, status: str) -> bool:
+    """Whether ``status`` is at a later stage than ``known`` (None: nothing heard yet); a
+    status not in ``stages`` never is."""
+    if status not in stages:
         return False
-    if known is None:
-        return True
-    return DISPUTE_STAGE[status] > DISPUTE_STAGE.get(known.status, -1)
+    return known is None or stages[status] > stages.get(known, -1)
 
 
 REFUND_STAGE = {
@@ -124,11 +128,7 @@ class Refund(msgspec.Struct, frozen=True):
 
 def refund_newer(known: Refund | None, status: str) -> bool:
     """Whether ``status`` is news for a refund last seen as ``known``."""
-    if status not in REFUND_STAGE:
-        return False
-    if known is None:
-        return True
-    return REFUND_STAGE[status] > REFUND_STAGE.get(known.status, -1)
+    return _later_stage(REFUND_STAGE, known.status if known else None, status)
 
 
 def refunded_money(amount_refunded: int, refunds: dict[str, Refund]) -> int:
