@@ -286,7 +286,22 @@ def test_every_refund_event_is_read_as_the_refund_it_carries(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"amount": -400}, {"payment_intent": None}, {"status": ""}, {"id": None}]
+    "change",
+    [
+        {"amount": -400},
+        {"amount": None},
+        {"amount": 400.5},
+        {"amount": "4e2"},
+        {"amount": True},
+        {"amount": [400]},
+        {"payment_intent": None},
+        {"payment_intent": 7},
+        {"status": ""},
+        {"status": 2},
+        {"id": None},
+        {"id": 7},
+        {"id": ["re_1"]},
+    ],
 )
 def test_a_refund_without_its_id_intent_status_or_amount_means_nothing(
     change: dict[str, object],
@@ -295,3 +310,28 @@ def test_a_refund_without_its_id_intent_status_or_amount_means_nothing(
     _, meaning = parse_event(json.dumps(body).encode())
 
     assert meaning is None
+
+
+def test_a_refund_with_no_amount_field_means_nothing() -> None:
+    refund = {key: value for key, value in REFUND.items() if key != "amount"}
+    body = {"id": "evt_1", "type": "refund.updated", "data": {"object": refund}}
+    _, meaning = parse_event(json.dumps(body).encode())
+
+    assert meaning is None
+
+
+def test_a_refund_status_stripe_does_not_send_changes_nothing() -> None:
+    body = {"id": "evt_2", "type": "refund.updated", "data": {"object": REFUND | {"status": "x"}}}
+    _, meaning = parse_event(json.dumps(body).encode())
+    assert isinstance(meaning, RefundUpdate)
+
+    before = OnePayment(100, 1000)
+    before.deliver(meaning)
+    assert before.intent is not None
+    assert before.intent.refunds == {}
+    world = OnePayment(100, 1000)
+    world.deliver(payment(1000))
+    world.deliver(RefundEvent(event_id="evt_1", payment_intent="pi_1", amount_refunded=400))
+    world.deliver(meaning)
+    assert world.session.refunds == {}
+    assert world.account.topup_balance == 60
