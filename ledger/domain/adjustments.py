@@ -126,9 +126,12 @@ class Refund(msgspec.Struct, frozen=True):
         return self.status not in RETURNED_NOTHING
 
 
-def refund_newer(known: Refund | None, status: str) -> bool:
-    """Whether ``status`` is news for a refund last seen as ``known``."""
-    return _later_stage(REFUND_STAGE, known.status if known else None, status)
+def refund_heard(known: Refund | None, status: str, amount: int) -> Refund | None:
+    """The refund as ``status`` leaves it, when that is news for one last seen as ``known``
+    (its amount the one first heard: no later event changes it); None when it is not."""
+    if not _later_stage(REFUND_STAGE, known.status if known else None, status):
+        return None
+    return Refund(status, known.amount if known else amount)
 
 
 def refunded_money(amount_refunded: int, refunds: dict[str, Refund]) -> int:

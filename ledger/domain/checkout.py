@@ -20,7 +20,7 @@ from ledger.domain.adjustments import (
     Refund,
     Worth,
     newer,
-    refund_newer,
+    refund_heard,
     refunded_money,
     taken_back,
 )
@@ -201,26 +201,14 @@ class CheckoutSession(Records, Aggregate):
         """Apply a refund's status, known by its id: one that failed (or was canceled) gives
         back what its clawback took, one not counted in ``amount_refunded`` yet takes it. A
         status at an earlier stage than the one known changes nothing (see ``REFUND_STAGE``)."""
-        known = self.refunds.get(refund_id)
-        if not refund_newer(known, status):
+        heard = refund_heard(self.refunds.get(refund_id), status, amount)
+        if heard is None:
             return Adjustment()
-        refunds = {**self.refunds, refund_id: Refund(status, known.amount if known else amount)}
-        refunded = self._money_refunded(self.largest_refunded, refunds)
+        refunded = self._money_refunded(self.largest_refunded, {**self.refunds, refund_id: heard})
         owed = self._owed(refunded, self.disputes)
         refund_change = owed.refunded - self.credits_clawed_back
         dispute_change = owed.disputed - self.credits_reversed
-        self.trigger_event(
-            RefundUpdated,
-            refund_id=refund_id,
-            amount=refunds[refund_id].amount,
-            status=status,
-            amount_refunded=refunded,
-            credits_clawed_back=max(refund_change, 0),
-            credits_given_back=max(-refund_change, 0),
-            credits_reversed=max(dispute_change, 0),
-            credits_restored=max(-dispute_change, 0),
-        )
-        return Adjustment(
+        adjustment = Adjustment(
             dispute_id=self._last_dispute(),
             clawed_back=max(refund_change, 0),
             reversed=max(dispute_change, 0),
@@ -228,6 +216,18 @@ class CheckoutSession(Records, Aggregate):
             refund_id=refund_id,
             given_back=max(-refund_change, 0),
         )
+        self.trigger_event(
+            RefundUpdated,
+            refund_id=refund_id,
+            amount=heard.amount,
+            status=status,
+            amount_refunded=refunded,
+            credits_clawed_back=adjustment.clawed_back,
+            credits_given_back=adjustment.given_back,
+            credits_reversed=adjustment.reversed,
+            credits_restored=adjustment.restored,
+        )
+        return adjustment
 
     def _money_refunded(self, amount_refunded: int, refunds: dict[str, Refund]) -> int:
         return min(refunded_money(amount_refunded, refunds), self.amount)

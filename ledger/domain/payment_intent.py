@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
 
-from ledger.domain.adjustments import Dispute, Refund, newer, refund_newer
+from ledger.domain.adjustments import Dispute, Refund, newer, refund_heard
 from ledger.domain.events import (
     DisputeRecordedBeforePayment,
     PaymentIntentLinked,
@@ -71,12 +71,12 @@ class PaymentIntent(Records, Aggregate):
 
     def hold_refund_update(self, refund_id: str, amount: int, status: str) -> None:
         """Keep a refund's status, known by its id, until the payment lands."""
-        known = self.refunds.get(refund_id)
-        if refund_newer(known, status):
+        heard = refund_heard(self.refunds.get(refund_id), status, amount)
+        if heard is not None:
             self.trigger_event(
                 RefundUpdateRecordedBeforePayment,
                 refund_id=refund_id,
-                amount=known.amount if known else amount,
+                amount=heard.amount,
                 status=status,
             )
 
