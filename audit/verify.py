@@ -42,7 +42,7 @@ from ledger import event_loop
 from ledger.child_processes import end_with_parent, started_deaf_to_ctrl_c, stop_pool_now
 from ledger.domain.account import CreditAccount
 from ledger.domain.account import on as account_evolution
-from ledger.domain.adjustments import Worth, refunded_money, taken_back
+from ledger.domain.adjustments import Worth, taken_back
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
 from ledger.domain.checkout import on as checkout_evolution
 from ledger.domain.events import (
@@ -2145,7 +2145,8 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
             if lapsed and open_grant:
                 problems.append(f"{lapsed} of grant {grant_id} lapsed, which is open")
     owed = max(getattr(settled, "from_topup", 0) - account.topup_balance, 0)
-    repayable = repayable_by(account.carried_repayable, hold.period)
+    # Summed over the parts only for a settlement that repaid any.
+    repayable = repayable_by(account.carried_repayable, hold.period) if settled.debt_repaid else 0
     if not 0 <= settled.debt_repaid <= min(settled.lapsed, owed, repayable):
         problems.append(
             f"{settled.debt_repaid} of a debt repaid from {settled.lapsed} of the allowance "
@@ -2199,7 +2200,7 @@ def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
     rule = rounded_down = None
     # Judged on the facts, not on the figure the session recorded from them: a forged
     # RefundUpdated or PaymentRefunded.refunded_now may say less was refunded than they do.
-    refunded = min(refunded_money(session.largest_refunded, session.refunds), session.amount)
+    refunded = session.money_refunded(session.largest_refunded, session.refunds)
     if not stream.older_disputes:
         facts = (session.credits, session.amount, refunded, session.disputes)
         rule = taken_back(*facts) if session.paid else Worth(0, 0)

@@ -181,7 +181,7 @@ class CheckoutSession(Records, Aggregate):
         amount_refunded = min(amount_refunded, self.amount)
         if amount_refunded <= self.largest_refunded:
             return Adjustment()
-        refunded = self._money_refunded(amount_refunded, self.refunds)
+        refunded = self.money_refunded(amount_refunded, self.refunds)
         owed = self._owed(refunded, self.disputes)
         # The figure only grows, and with it what refunds take: never less than before.
         clawed_back = max(owed.refunded - self.credits_clawed_back, 0)
@@ -204,7 +204,7 @@ class CheckoutSession(Records, Aggregate):
         heard = refund_heard(self.refunds.get(refund_id), status, amount)
         if heard is None:
             return Adjustment()
-        refunded = self._money_refunded(self.largest_refunded, {**self.refunds, refund_id: heard})
+        refunded = self.money_refunded(self.largest_refunded, {**self.refunds, refund_id: heard})
         owed = self._owed(refunded, self.disputes)
         refund_change = owed.refunded - self.credits_clawed_back
         dispute_change = owed.disputed - self.credits_reversed
@@ -229,7 +229,8 @@ class CheckoutSession(Records, Aggregate):
         )
         return adjustment
 
-    def _money_refunded(self, amount_refunded: int, refunds: dict[str, Refund]) -> int:
+    def money_refunded(self, amount_refunded: int, refunds: dict[str, Refund]) -> int:
+        """The money these facts say its refunds returned, at most what was paid."""
         return min(refunded_money(amount_refunded, refunds), self.amount)
 
     def dispute(self, dispute_id: str, status: str, amount: int) -> Adjustment:
