@@ -117,6 +117,12 @@ def in_order_and_shuffled(
     return natural, world
 
 
+PLANNED = st.sampled_from([1, 3, 10]).flatmap(
+    lambda unit: st.tuples(st.just(unit), timelines(100 * unit))
+)
+"""A price of 1, 3 or 10 minor units a credit, and refunds made and failed on 100 credits."""
+
+
 def refund_figures(world: OnePayment) -> tuple[int, int]:
     """What the account's events clawed back for refunds, and gave back for failed ones."""
     events = world.account.collect_events()
@@ -126,12 +132,7 @@ def refund_figures(world: OnePayment) -> tuple[int, int]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    st.sampled_from([1, 3, 10]).flatmap(
-        lambda unit: st.tuples(st.just(unit), timelines(100 * unit))
-    ),
-    st.data(),
-)
+@given(PLANNED, st.data())
 def test_a_failed_refund_gives_back_its_clawback_once_in_any_order(
     planned: tuple[int, tuple[list[tuple[str, int]], list[Made]]], data: st.DataObject
 ) -> None:
@@ -152,12 +153,7 @@ def test_a_failed_refund_gives_back_its_clawback_once_in_any_order(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    st.sampled_from([1, 3, 10]).flatmap(
-        lambda unit: st.tuples(st.just(unit), timelines(100 * unit))
-    ),
-    st.data(),
-)
+@given(PLANNED, st.data())
 def test_without_refund_created_a_failed_refund_never_makes_credits_in_any_order(
     planned: tuple[int, tuple[list[tuple[str, int]], list[Made]]], data: st.DataObject
 ) -> None:
