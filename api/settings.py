@@ -335,6 +335,12 @@ def shape_problems(settings: Settings) -> list[str]:
                 f"{variable} names no database: end it with one, as in "
                 "postgresql://user@host:5432/ledger"
             )
+    if settings.stripe_api_base and not _link_base(settings.stripe_api_base):
+        # Taken as it was, it failed every purchase (502) and no start-up check said why.
+        problems.append(
+            "STRIPE_API_BASE must be an http(s) address with a host and no query or fragment "
+            f"(http://host:port), not {settings.stripe_api_base!r}"
+        )
     if not _link_base(settings.public_url):
         problems.append(
             "LEDGER_PUBLIC_URL must be an http(s) address with a host and no query or "

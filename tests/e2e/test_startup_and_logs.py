@@ -130,6 +130,21 @@ def test_a_host_name_that_does_not_resolve_names_host(tmp_path: Path) -> None:
     assert line.endswith("set HOST to a local address")
 
 
+@pytest.mark.parametrize("base", ["127.0.0.1:12111", "ftp://127.0.0.1:12111", "http://"])
+def test_a_stripe_api_base_that_is_no_http_address_is_one_line_naming_it(
+    tmp_path: Path, base: str
+) -> None:
+    """It was taken: the service started, and every purchase was a 502 (a contract review)."""
+    served = run_serve(serve_env(tmp_path, STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=base))
+
+    assert served.returncode == 1
+    assert served.stderr.splitlines() == [
+        "Error: STRIPE_API_BASE must be an http(s) address with a host and no query or "
+        f"fragment (http://host:port), not {base!r}"
+    ]
+    assert served.stdout == ""
+
+
 def test_a_data_folder_it_cannot_make_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     """It was the failed start-up's traceback, logged by uvicorn (a newcomer's review)."""
     a_file = tmp_path / "a-file"
