@@ -32,7 +32,7 @@ from api.body_headers import body_refusal
 from api.errors import send_error
 from api.headers import RepeatedHeader, first_header, only_header
 from api.services import Services
-from api.validation import NOT_JSON_ERRORS, admits_idempotency_key, repeated_fields
+from api.validation import NOT_JSON_ERRORS, admits_idempotency_key, is_utf8, repeated_fields
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -65,7 +65,7 @@ class Call:
 
     def body_as(self, model: type[S]) -> S:
         """The body as ``model``, decoded strictly as ``api.validation.Body`` decodes it."""
-        if body_refusal(self.scope) is not None:
+        if body_refusal(self.scope) is not None or not is_utf8(self.body):
             raise Declined  # the route words the refusal
         try:
             if repeated_fields(self.body, model):

@@ -267,6 +267,19 @@ def repeated_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
     return [name for name in model.__struct_encode_fields__ if keys.count(name) > 1]
 
 
+def is_utf8(raw: bytes) -> bool:
+    """Whether ``raw`` is UTF-8, as JSON text is (RFC 8259, section 8.1). msgspec checks only
+    the strings it keeps: bytes that are not UTF-8 in a field the request does not have (or
+    in its name) were taken, and the request recorded."""
+    if raw.isascii():
+        return True
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
     """The body as ``model``, or ValidationFailed with every bad field's message. An empty
     body is one without fields (``api.errors._no_body``)."""
@@ -280,6 +293,8 @@ def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
         raise ValidationFailed(
             {name: [f"The {name.replace('_', ' ')} field must be given once."] for name in repeated}
         )
+    if not is_utf8(raw):
+        raise ValidationFailed.single("body", NOT_JSON)
     if names := _moment_fields(model):
         raw = _moments_cut(raw, names)
     try:

@@ -14,6 +14,7 @@ from ledger_client import LedgerClient
 
 from api.services import Services
 from ledger.domain.ids import account_stream_id
+from tests.e2e.conftest import Customer
 from tests.e2e.test_spending_api import open_account
 
 NOT_JSON = {
@@ -60,3 +61,52 @@ async def test_a_route_off_the_express_lane_refuses_it_too(
 
     assert answer.status_code == 422
     assert answer.json() == NOT_JSON
+
+
+@pytest.mark.parametrize("route", ["spend", "holds", "grants"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"amount": 1, "note": "caf\xe9"}',  # Latin-1, in a field the request does not have
+        b'{"amount": 1, "\xff": 1}',  # in a field's name
+    ],
+)
+async def test_bytes_that_are_not_utf8_anywhere_in_the_body_are_refused_and_record_nothing(
+    http: httpx.AsyncClient,
+    writer: LedgerClient,
+    writer_headers: dict[str, str],
+    services: Services,
+    route: str,
+    body: bytes,
+) -> None:
+    """msgspec checks only the strings it keeps: these bodies were taken, and recorded."""
+    account_id = await open_account(writer, 100)
+
+    answer = await http.post(
+        f"/v1/accounts/{account_id}/{route}",
+        content=body,
+        headers={
+            **writer_headers,
+            "Idempotency-Key": uuid.uuid4().hex,
+            "Content-Type": "application/json",
+        },
+    )
+
+    assert answer.status_code == 422
+    assert answer.json() == NOT_JSON
+    assert len(await services.store.load(account_stream_id(account_id))) == 1  # opened
+
+
+async def test_a_purchase_with_bytes_that_are_not_utf8_is_refused(
+    http: httpx.AsyncClient, customer: Customer
+) -> None:
+    answer = await http.post(
+        "/v1/credits/purchase",
+        content=b'{"credits": 100, "note": "caf\xe9"}',
+        headers={**customer.headers, "Content-Type": "application/json"},
+    )
+
+    assert answer.status_code == 422
+    assert answer.json() == NOT_JSON
+    purchases = await http.get("/v1/credits/purchases", headers=customer.headers)
+    assert purchases.json()["data"] == []
