@@ -84,20 +84,30 @@ def backoff(step: int, schedule: Sequence[float]) -> float | None:
 async def claim_due(
     pool: asyncpg.Pool, limit: int, lease_seconds: float = LEASE_SECONDS
 ) -> list[DueDelivery]:
-    """Claim up to ``limit`` due deliveries to live endpoints, oldest first."""
+    """Claim up to ``limit`` due deliveries to live endpoints, oldest first.
+
+    A due delivery of a disabled endpoint is cancelled instead, as disabling it cancels
+    the pending ones: the projector may commit one just after (it read the endpoint as
+    live before the disable), and nothing else would ever end it.
+    """
     rows = await pool.fetch(
         """WITH due AS (
                SELECT d.delivery_id FROM webhook_deliveries d
                WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
-                 AND d.endpoint_id IN (SELECT endpoint_id FROM webhook_endpoints
-                                       WHERE disabled_at IS NULL)
                ORDER BY d.next_attempt_at, d.delivery_id
-               LIMIT $1 FOR UPDATE SKIP LOCKED)
+               LIMIT $1 FOR UPDATE SKIP LOCKED),
+           cancelled AS (
+               UPDATE webhook_deliveries d
+               SET status = 'cancelled', last_error = coalesce(d.last_error, 'endpoint disabled')
+               FROM due, webhook_endpoints e
+               WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
+                 AND e.disabled_at IS NOT NULL)
            UPDATE webhook_deliveries d
            SET attempts = d.attempts + 1,
                next_attempt_at = clock_timestamp() + make_interval(secs => $2)
            FROM due, webhook_endpoints e
            WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
+             AND e.disabled_at IS NULL
            RETURNING d.delivery_id, d.attempts, d.notification_id, d.endpoint_id,
                      e.url, e.secret, d.payload""",
         limit,

@@ -386,6 +386,65 @@ async def test_a_disabled_endpoint_gets_nothing_more(
     assert len(receiver.answered) == 1
 
 
+async def test_a_delivery_made_as_its_endpoint_is_disabled_is_cancelled_not_left_pending(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+    endpoint = await registry.create("http://127.0.0.1:9/racing", ["credits.spent"])
+    repository = isolated_db.ledger()
+    account_id = await open_account(repository)
+    await act(repository, account_id, spend(1))
+    position = await isolated_db.store.head_position()
+    # The projector is held between its read of the live endpoints and its insert of the
+    # delivery (an uncommitted row with the same key, which that insert waits for), and the
+    # endpoint is disabled meanwhile: the delivery commits after the disable cancelled the
+    # endpoint's pending ones. Nothing claimed it, and it stayed pending for ever, the
+    # oldest pending delivery (the "webhooks not delivered" alert) growing with it.
+    blocker = await asyncpg.connect(isolated_db.url)
+    holding = blocker.transaction()
+    await holding.start()
+    await blocker.execute(
+        """INSERT INTO webhook_deliveries
+               (notification_id, event_type, endpoint_id, account_id, position, payload)
+           VALUES ($1, 'credits.spent', $2, $3, $4, '{}')""",
+        f"evt_{position}_credits_spent",
+        endpoint.id,
+        account_id,
+        position,
+    )
+    stop = asyncio.Event()
+    projector = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
+    try:
+        await until(
+            lambda: blocker.fetchval(
+                """SELECT count(*) > 0 FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+            ),
+            what="the projector's insert waiting for the uncommitted delivery",
+        )
+        await registry.disable(endpoint.id)
+        await holding.rollback()
+        await until(
+            lambda: blocker.fetchval(
+                "SELECT position >= $1 FROM projection_positions WHERE name = 'notifications'",
+                position,
+            ),
+            what="the notifications view applying the spend",
+        )
+    finally:
+        stop.set()
+        await projector
+        await blocker.close()
+    [made] = await list_deliveries(isolated_db.pool)
+    assert made.status == "pending"  # the race happened as described
+
+    assert await claim_due(isolated_db.pool, 10) == []
+
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert (delivery.status, delivery.attempts) == ("cancelled", 0)
+    assert delivery.last_error == "endpoint disabled"
+
+
 async def test_a_failed_delivery_is_listed_and_retried_by_hand_from_the_command_line(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
