@@ -39,7 +39,8 @@ refunds known by id are of. A refund made after another failed is known in full 
 ``warning_closed``) move no money: they take back nothing, and closing one gives
 nothing back. A chargeback takes back from its start (Stripe withdraws the money
 then, ``charge.dispute.funds_withdrawn``); ``won`` gives it back
-(``funds_reinstated``), ``lost`` keeps it.
+(``funds_reinstated``), ``lost`` keeps it, also while the loss is appealed
+(``appeal_needs_response``, ``appeal_under_review``) until the appeal is won.
 """
 
 from __future__ import annotations
@@ -55,12 +56,21 @@ DISPUTE_STAGE = {
     "under_review": 3,
     "warning_closed": 4,
     "charge_refunded": 4,
-    "won": 4,
     "lost": 4,
+    "appeal_needs_response": 5,
+    "appeal_under_review": 6,
+    "won": 7,
 }
-"""How far along a dispute is: a status at an earlier stage than the one known is old news."""
+"""How far along a dispute is: a status at an earlier stage than the one known is old news.
 
-MONEY_WITHDRAWN = frozenset({"needs_response", "under_review", "lost"})
+A loss may be appealed (API version 2026-10-28): ``lost``, ``appeal_needs_response``,
+``appeal_under_review``, then ``won`` or ``lost`` again. ``won`` ends every life, so it
+comes last; a ``lost`` that ends an appeal reads as old news, and changes nothing the
+appeal's statuses did not (the bank holds the money in both)."""
+
+MONEY_WITHDRAWN = frozenset(
+    {"needs_response", "under_review", "lost", "appeal_needs_response", "appeal_under_review"}
+)
 """Dispute statuses in which the bank holds the disputed money."""
 
 

@@ -447,6 +447,35 @@ async def test_a_lost_dispute_keeps_the_credits_reversed(
     assert await topup_balance(services, customer.account_id) == 0
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["in order", "reversed"])
+async def test_a_lost_dispute_appealed_and_won_gives_the_credits_back(
+    http: httpx.AsyncClient, customer: Customer, services: Services, reverse: bool
+) -> None:
+    """Stripe's appeal of a lost dispute (API version 2026-10-28): a win reinstates the
+    money, in whichever order its events come; the statuses of the appeal were ignored."""
+    _, intent = await paid_purchase(http, customer, 600)
+    life = [
+        ("created", "needs_response"),
+        ("funds_withdrawn", "needs_response"),
+        ("closed", "lost"),
+        ("updated", "appeal_needs_response"),
+        ("updated", "appeal_under_review"),
+        ("closed", "won"),
+        ("funds_reinstated", "won"),
+    ]
+    bodies = [
+        event_body(f"charge.dispute.{kind}", dispute("dp_3", intent, amount=600, status=status))
+        for kind, status in life
+    ]
+    for body in reversed(bodies) if reverse else bodies:
+        assert (await deliver(http, body)).status_code == 200
+
+    assert await topup_balance(services, customer.account_id) == 600
+    for body in bodies:  # redelivered
+        assert (await deliver(http, body)).status_code == 200
+    assert await topup_balance(services, customer.account_id) == 600
+
+
 async def test_a_refund_of_a_payment_not_linked_yet_is_kept_and_credits_nothing(
     http: httpx.AsyncClient, services: Services
 ) -> None:

@@ -283,13 +283,16 @@ class Account:
         self.parts = [p for p in self.parts if p.amount]
 
 
-# A dispute's statuses along one life (an inquiry, a chargeback won or lost), and how
-# far along each is: "a status older than the one known is old news".
+# A dispute's statuses along one life (an inquiry, a chargeback won or lost, a loss
+# appealed and won or lost again), and how far along each is: "a status older than the one
+# known is old news"; won ends every life.
 DISPUTE_LIVES = [
     ["warning_needs_response", "warning_under_review", "warning_closed"],
     ["warning_needs_response", "needs_response", "under_review", "won"],
     ["needs_response", "under_review", "lost"],
     ["needs_response", "won"],
+    ["needs_response", "lost", "appeal_needs_response", "appeal_under_review", "won"],
+    ["needs_response", "lost", "appeal_needs_response", "appeal_under_review", "lost"],
 ]
 STAGE = {
     "warning_needs_response": 0,
@@ -297,10 +300,18 @@ STAGE = {
     "needs_response": 2,
     "under_review": 3,
     "warning_closed": 4,
-    "won": 4,
     "lost": 4,
+    "appeal_needs_response": 5,
+    "appeal_under_review": 6,
+    "won": 7,
 }
-BANK_HOLDS_THE_MONEY = {"needs_response", "under_review", "lost"}
+BANK_HOLDS_THE_MONEY = {
+    "needs_response",
+    "under_review",
+    "lost",
+    "appeal_needs_response",
+    "appeal_under_review",
+}
 
 # How far along a refund is: "a status only moves forward (pending/requires_action ->
 # succeeded -> failed/canceled, which end it), so an older one is old news".

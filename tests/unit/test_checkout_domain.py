@@ -126,6 +126,30 @@ def test_an_old_dispute_status_after_a_newer_one_changes_nothing() -> None:
     assert checkout.dispute("dp_1", "warning_needs_response", 1000) == Adjustment()
 
 
+def test_a_lost_chargeback_appealed_and_won_gives_the_credits_back() -> None:
+    """Stripe's appeal of a lost dispute (``appeal_needs_response``, ``appeal_under_review``,
+    then ``won`` or ``lost``): the bank holds the money while it is appealed, and a win
+    reinstates it. ``won`` after ``lost`` was old news: the credits stayed reversed."""
+    checkout = paid()
+
+    assert checkout.dispute("dp_1", "lost", 1000).reversed == 1000
+    assert checkout.dispute("dp_1", "appeal_needs_response", 1000) == Adjustment("dp_1")
+    assert checkout.dispute("dp_1", "appeal_under_review", 1000) == Adjustment("dp_1")
+    assert checkout.dispute("dp_1", "won", 1000).restored == 1000
+    assert checkout.credits_outstanding == 1000
+    for older in ("lost", "appeal_under_review", "needs_response"):
+        assert checkout.dispute("dp_1", older, 1000) == Adjustment()
+
+
+def test_an_appeal_told_after_its_win_takes_nothing_back() -> None:
+    checkout = paid()
+
+    assert checkout.dispute("dp_1", "won", 1000) == Adjustment("dp_1")
+    for older in ("appeal_under_review", "appeal_needs_response", "lost", "needs_response"):
+        assert checkout.dispute("dp_1", older, 1000) == Adjustment()
+    assert checkout.credits_outstanding == 1000
+
+
 def test_a_dispute_of_a_negative_amount_gives_back_nothing_it_never_took() -> None:
     """A signed dispute of -500 restored 500 credits on a purchase nothing was taken from,
     and 500 more for each dispute id (an HTTP review)."""
@@ -141,11 +165,21 @@ def test_a_dispute_of_a_negative_amount_gives_back_nothing_it_never_took() -> No
 
 
 # One dispute's statuses, as Stripe reports them along one life: an inquiry that
-# closes or escalates, a chargeback won or lost. Any subset of them may arrive.
+# closes or escalates, a chargeback won or lost, a loss appealed (API version 2026-10-28)
+# and won or lost again. Any subset of them may arrive.
 LIVES = [
     ["warning_needs_response", "warning_under_review", "warning_closed"],
     ["warning_needs_response", "needs_response", "under_review", "won"],
     ["needs_response", "under_review", "lost"],
+    [
+        "needs_response",
+        "under_review",
+        "lost",
+        "appeal_needs_response",
+        "appeal_under_review",
+        "won",
+    ],
+    ["needs_response", "lost", "appeal_needs_response", "appeal_under_review", "lost"],
 ]
 FACTS = st.tuples(
     st.lists(st.integers(0, 8000), max_size=3),

@@ -74,7 +74,13 @@ def kept(credits: int, amount: int, refunded: int, withdrawn: int) -> int:
     return max(credits - refunded_credits - disputed_credits, 0)
 
 
-MONEY_WITHDRAWN = ("needs_response", "under_review", "lost")
+MONEY_WITHDRAWN = (
+    "needs_response",
+    "under_review",
+    "lost",
+    "appeal_needs_response",
+    "appeal_under_review",
+)
 
 
 @settings(max_examples=300, deadline=None)
