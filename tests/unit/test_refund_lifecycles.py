@@ -32,7 +32,13 @@ LIVES = (
 ``charge.refunded`` that counts it, each later one by ``charge.refund.updated`` and
 ``refund.updated`` (a failure also by ``refund.failed``, the same refund)."""
 
-CHARGEBACKS = (("needs_response",), ("needs_response", "lost"), ("needs_response", "won"))
+CHARGEBACKS = (
+    ("needs_response",),
+    ("needs_response", "lost"),
+    ("needs_response", "won"),
+    ("needs_response", "lost", "appeal_needs_response", "appeal_under_review"),
+    ("needs_response", "lost", "appeal_needs_response", "appeal_under_review", "won"),
+)
 
 
 @dataclass(frozen=True)
