@@ -406,7 +406,8 @@ class RefundUpdateRecordedBeforePayment(PaymentIntentEvent):
 class DisputeRecordedBeforePayment(PaymentIntentEvent):
     """A dispute arrived before the payment it disputes; it is applied when the payment lands.
 
-    ``amount`` None: Stripe did not say (the money not refunded is meant).
+    ``amount`` None: Stripe did not say (the money the refunds leave is meant: applied as a
+    dispute of the whole charge, which the rule caps at that).
     """
 
     dispute_id: str

@@ -275,7 +275,10 @@ def _link(
 def _dispute(
     state: PaymentState, session: CheckoutSession, dispute_id: str, status: str, amount: int | None
 ) -> None:
-    disputed = amount if amount is not None else max(session.amount - session.amount_refunded, 0)
+    # No amount said: of the money the refunds leave, whichever they turn out to be. The whole
+    # charge says so (adjustments.py caps a chargeback at what refunds leave); what they left
+    # when the dispute came did not, once a refund that came before it failed.
+    disputed = amount if amount is not None else session.amount
     _adjust(state, session.dispute(dispute_id, status, disputed))
 
 

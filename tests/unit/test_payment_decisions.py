@@ -17,6 +17,7 @@ from ledger.payment_events import (
     DisputeEvent,
     PaymentEvent,
     RefundEvent,
+    RefundUpdate,
 )
 from tests.unit.test_checkout_domain import LIVES, session
 
@@ -130,3 +131,29 @@ def test_a_payment_its_refunds_and_its_dispute_end_the_same_in_any_order(
         withdrawn = amount - refunded if disputed is None else disputed
     assert world.account.topup_balance == kept(credits, amount, refunded, withdrawn)
     assert world.session.credits_outstanding == world.account.topup_balance
+
+
+def test_a_dispute_of_no_amount_ends_the_same_whether_a_refund_that_fails_came_first() -> None:
+    """A dispute whose event names no amount (none, or one below zero: read as none) is of
+    the money the refunds leave. Figured when the dispute was applied, it was what they left
+    then: a lost one told after a refund that later failed kept 40 of 100 credits for no
+    money, told before it none."""
+    refund = RefundEvent(event_id="evt_r", payment_intent="pi_1", amount_refunded=400)
+    created = RefundUpdate(
+        event_id="evt_rc", refund_id="re_1", payment_intent="pi_1", amount=400, status="succeeded"
+    )
+    failed = RefundUpdate(
+        event_id="evt_rf", refund_id="re_1", payment_intent="pi_1", amount=400, status="failed"
+    )
+    lost = DisputeEvent(
+        event_id="evt_d", dispute_id="dp_1", payment_intent="pi_1", status="lost", amount=None
+    )
+    for order in (
+        [payment(1000), refund, created, lost, failed],
+        [payment(1000), lost, refund, created, failed],
+        [refund, created, lost, payment(1000), failed],
+    ):
+        world = OnePayment(100, 1000)
+        for event in order:
+            world.deliver(event)
+        assert world.account.topup_balance == 0, [e.event_id for e in order]
