@@ -42,7 +42,14 @@ from ledger import event_loop
 from ledger.child_processes import end_with_parent, started_deaf_to_ctrl_c, stop_pool_now
 from ledger.domain.account import CreditAccount
 from ledger.domain.account import on as account_evolution
-from ledger.domain.adjustments import Worth, taken_back
+from ledger.domain.adjustments import (
+    DISPUTE_STAGE,
+    REFUND_STAGE,
+    Dispute,
+    Refund,
+    Worth,
+    taken_back,
+)
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
 from ledger.domain.checkout import on as checkout_evolution
 from ledger.domain.events import (
@@ -442,6 +449,11 @@ class SessionAt(msgspec.Struct, frozen=True):
     refunded_by_facts: int = 0
     """The money refunded its facts give: the largest ``amount_refunded`` and its refunds
     by id (``refunded_money``), which the rule is judged on."""
+    amount: int = 0
+    largest_refunded: int = 0
+    refunds: dict[str, Refund] = msgspec.field(default_factory=dict)
+    disputes: dict[str, Dispute] = msgspec.field(default_factory=dict)
+    """Its facts, against what its payment intent kept before the payment (``IntentAt``)."""
 
     def took_by_a_rule(self, took: int) -> bool:
         """Whether ``took`` credits are what a rule the ledger decided by gives."""
@@ -450,6 +462,16 @@ class SessionAt(msgspec.Struct, frozen=True):
             for rule in (self.rule, self.rounded_down)
             if rule is not None
         )
+
+
+class IntentAt(msgspec.Struct, frozen=True):
+    """What a payment intent's stream kept before its payment, and the session it links."""
+
+    payment_intent: str
+    session_id: str
+    amount_refunded: int
+    refunds: dict[str, Refund]
+    disputes: dict[str, Dispute]
 
 
 class Part(msgspec.Struct):
@@ -469,6 +491,8 @@ class Part(msgspec.Struct):
     """Each session's CreditsPurchased: (account, credits, position)."""
     taken_back: dict[str, GivenBack] = msgspec.field(default_factory=dict)
     sessions: list[SessionAt] = msgspec.field(default_factory=list)
+    intents: list[IntentAt] = msgspec.field(default_factory=list)
+    """The payment intents linked to a session that kept something before the payment."""
     figures: dict[str, dict[str, AccountAt]] = msgspec.field(default_factory=dict)
     """Each view's expected row per account, at the view's position."""
     purchase_rows: dict[str, tuple[str, PurchaseAt]] = msgspec.field(default_factory=dict)
@@ -1147,6 +1171,12 @@ class StreamReplay:
             sessions=[
                 _session_at(s.id, s) for s in streams if isinstance(s.aggregate, CheckoutSession)
             ],
+            intents=[
+                at
+                for s in streams
+                if isinstance(s.aggregate, PaymentIntent)
+                and (at := _intent_at(s.aggregate)) is not None
+            ],
             figures={
                 view: {
                     s.aggregate.account_id: at
@@ -1420,6 +1450,7 @@ class Verifier:
         self._check_purchases(part)
         self._check_adjustments(part)
         self._check_payment_links(part)
+        self._check_kept_before_payment(part)
         await self._check_claims(part)
         self._check_account_rows(part, "balances")
         self._check_purchases_view(part)
@@ -1734,6 +1765,30 @@ class Verifier:
                     account_id=session.account_id if session else None,
                     detail=f"payment intent {intent} is linked to session {session_id}, "
                     f"{problem}: its refunds and disputes would be applied there",
+                )
+            )
+
+    def _check_kept_before_payment(self, part: Part) -> None:
+        """What a payment intent kept before its payment (a refund, a refund's status, a
+        dispute's) is what the session it links took when the payment came (or newer news):
+        the session and its account agreeing is no proof that they heard it. Sessions
+        disputed under the first releases' rules are left alone, as ``_check_adjustments``
+        leaves them."""
+        sessions = {s.session_id: s for s in part.sessions}
+        for intent in part.intents:
+            session = sessions.get(intent.session_id)
+            if session is not None and session.rule is None:
+                continue
+            missed = _not_taken(intent, session) if session is not None else ["everything"]
+            if not missed:
+                continue
+            self.findings.append(
+                Finding(
+                    kind="payment-link",
+                    account_id=session.account_id if session else None,
+                    detail=f"payment intent {intent.payment_intent} kept, before its payment, "
+                    f"what its session {intent.session_id} never took: {', '.join(missed)}"
+                    + ("" if session else " (the store has no such session)"),
                 )
             )
 
@@ -2221,7 +2276,46 @@ def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
         checkout_url=session.checkout_url,
         amount_refunded=session.amount_refunded,
         refunded_by_facts=refunded,
+        amount=session.amount,
+        largest_refunded=session.largest_refunded,
+        refunds=session.refunds,
+        disputes=session.disputes,
     )
+
+
+def _intent_at(intent: PaymentIntent) -> IntentAt | None:
+    """What a linked intent kept before its payment (None: linked and nothing kept, or not
+    linked: a refund of another product's payment stays there)."""
+    if not intent.session_id or not (intent.amount_refunded or intent.refunds or intent.disputes):
+        return None
+    return IntentAt(
+        payment_intent=intent.payment_intent,
+        session_id=intent.session_id,
+        amount_refunded=intent.amount_refunded,
+        refunds=intent.refunds,
+        disputes=intent.disputes,
+    )
+
+
+def _not_taken(intent: IntentAt, session: SessionAt) -> list[str]:
+    """What of the intent's facts the session never heard, nor anything newer of."""
+    missed = []
+    if min(intent.amount_refunded, session.amount) > session.largest_refunded:
+        missed.append(f"an amount_refunded of {intent.amount_refunded}")
+    for refund_id, refund in intent.refunds.items():
+        known = session.refunds.get(refund_id)
+        if _behind(REFUND_STAGE, known.status if known else None, refund.status):
+            missed.append(f"refund {refund_id} ({refund.status})")
+    for dispute_id, dispute in intent.disputes.items():
+        seen = session.disputes.get(dispute_id)
+        if _behind(DISPUTE_STAGE, seen.status if seen else None, dispute.status):
+            missed.append(f"dispute {dispute_id} ({dispute.status})")
+    return missed
+
+
+def _behind(stages: dict[str, int], known: str | None, kept: str) -> bool:
+    """Whether a status ``known`` (None: none) is at an earlier stage than ``kept``."""
+    return known is None or stages.get(known, -1) < stages.get(kept, -1)
 
 
 def merge_parts(parts: Sequence[Part]) -> Part:
@@ -2247,6 +2341,7 @@ def _add_part(into: Part, part: Part) -> None:
         known = into.taken_back.get(session_id)
         into.taken_back[session_id] = given if known is None else _given_by_both(known, given)
     into.sessions.extend(part.sessions)
+    into.intents.extend(part.intents)
     for view, rows in part.figures.items():
         into.figures.setdefault(view, {}).update(rows)
     into.purchase_rows.update(part.purchase_rows)

@@ -18,6 +18,7 @@ from ledger.domain.errors import HoldHasExpired
 from ledger.domain.events import PaymentRefunded, RefundUpdated
 from ledger.domain.holds import repayable_by
 from ledger.domain.ids import account_stream_id, checkout_stream_id
+from ledger.domain.payment_intent import PaymentIntent
 from ledger.payment_events import DisputeEvent, RefundEvent, RefundUpdate
 from ledger.service import Ledger, Pricing
 from ledger.store.migrate import available_migrations
@@ -514,6 +515,35 @@ async def test_a_failed_refund_that_gave_back_more_than_its_facts_allow_is_found
         "session cs_early: its refunds and disputes took back 0 credits (0 refunded, "
         "0 disputed), its facts 200 (200 refunded, 0 disputed)",
     ]
+    await books.uow.committer.stop()
+
+
+async def test_what_an_intent_kept_before_its_payment_and_its_session_never_took_is_found(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A refund and a lost chargeback kept on the payment intent's stream, the intent linked
+    to its session, which never took them (as a ledger that dropped them when the payment
+    linked the intent would leave it): the session and its account agree, and the customer
+    keeps 500 credits whose money went back."""
+    books = await refunds_and_disputes(isolated_db)
+    await pay(books, "cs_kept", "acct_carol", 500, "pi_kept")
+    intent = PaymentIntent.record("pi_kept")
+    intent.hold_refund(200)
+    intent.hold_refund_update("re_kept", 200, "succeeded")
+    intent.hold_dispute("dp_kept", "lost", 300)
+    intent.link("cs_kept")
+    await save(books, intent)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    [finding] = report.findings
+    assert finding.kind == "payment-link"
+    assert finding.account_id == "acct_carol"
+    assert finding.detail == (
+        "payment intent pi_kept kept, before its payment, what its session cs_kept never "
+        "took: an amount_refunded of 200, refund re_kept (succeeded), dispute dp_kept (lost)"
+    )
     await books.uow.committer.stop()
 
 
