@@ -1655,7 +1655,8 @@ class Verifier:
 
         Sessions disputed under the first releases' rules (``PaymentDisputed``,
         ``DisputeClosed``) kept what those rules decided: only their account is checked. A
-        chargeback's share rounded down, as it was before it was rounded up, is accepted.
+        chargeback's share rounded down, as it was before it was rounded up, is accepted;
+        the refunds' share, which no rule ever rounded otherwise, is judged on its own.
         """
         taken_back = dict(part.taken_back)
         for session in part.sessions:
@@ -1669,6 +1670,13 @@ class Verifier:
                     f"({session.clawed_back} refunded, {session.reversed} "
                     f"disputed), its facts {rule.refunded + rule.disputed} ({rule.refunded} "
                     f"refunded, {rule.disputed} disputed)"
+                )
+            elif rule is not None and session.clawed_back != rule.refunded:
+                # The sum alone let a dispute's credits pass for a refund's: a win gives back
+                # what the dispute holds, and the refund's part stays.
+                problems.append(
+                    f"its refunds took back {session.clawed_back} credits and its disputes "
+                    f"{session.reversed}, its facts {rule.refunded} and {rule.disputed}"
                 )
             if session.amount_refunded != session.refunded_by_facts:
                 problems.append(

@@ -479,6 +479,36 @@ async def test_a_refund_that_took_more_than_its_facts_allow_is_found_though_both
     await books.uow.committer.stop()
 
 
+async def test_credits_a_refund_took_in_a_disputes_stead_are_found_though_the_sum_agrees(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """An open chargeback of all 500 holds 500 credits back, none refunded. Recorded as 200
+    refunded and 300 disputed, the sum agrees with the facts, but the dispute won gives back
+    300 and the refund keeps 200 it never had: the split is judged too."""
+    books = await refunds_and_disputes(isolated_db)
+    session: Any = await books.repository.get(
+        CheckoutSession, checkout_stream_id("cs_open"), fresh=True
+    )
+    account = await books.account("acct_carol")
+    session.trigger_event(
+        PaymentRefunded, amount_refunded=0, credits_clawed_back=200, credits_restored=200
+    )
+    account.claw_back("cs_open", 200)
+    account.restore_after_dispute("cs_open", "dp_open", 200)
+    await save(books, session, account)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    [finding] = report.findings
+    assert finding.kind == "adjustment-mismatch"
+    assert finding.detail == (
+        "session cs_open: its refunds took back 200 credits and its disputes 300, "
+        "its facts 0 and 500"
+    )
+    await books.uow.committer.stop()
+
+
 async def test_a_failed_refund_that_gave_back_more_than_its_facts_allow_is_found(
     isolated_db: IsolatedDatabase,
 ) -> None:

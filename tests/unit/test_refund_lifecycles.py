@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.domain.adjustments import RETURNED_NOTHING, refunded_money
+from ledger.domain.adjustments import RETURNED_NOTHING, refunded_money, taken_back
 from ledger.domain.checkout import PAID, REFUNDED
 from ledger.payment_events import DisputeEvent, PaymentEvent, RefundEvent, RefundUpdate
 from tests.unit.test_failed_refunds import in_order_and_shuffled, refund_figures
@@ -140,6 +140,14 @@ def test_refund_lives_and_a_chargeback_end_as_their_facts_say_in_any_order(
         assert session.amount_refunded == min(
             refunded_money(session.largest_refunded, session.refunds), amount
         )
+        # What the audit judges after every event: the refunds' share and the disputes'
+        # each as the rule makes them of the facts, not only their sum.
+        if session.paid:
+            rule = taken_back(100, amount, session.amount_refunded, session.disputes)
+            assert (session.credits_clawed_back, session.credits_reversed) == (
+                rule.refunded,
+                rule.disputed,
+            )
 
     assert world.account.topup_balance == kept(100, amount, history.refunded, history.withdrawn)
     assert world.session.credits_outstanding == world.account.topup_balance
