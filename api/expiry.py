@@ -80,7 +80,7 @@ class ExpirySweeper:
 
     async def sweep(self) -> dict[str, int]:
         """Record every expiry due now; how many of its commands, listed for a hold and for a
-        grant, recorded expiries. Each records every expiry due on its account (holds first),
+        grant, recorded expiries. Each records every expiry due on its account (as they fell due),
         as any command does, so that what its notifications tell counts none of them."""
         self._passed_over = set()
         swept = {

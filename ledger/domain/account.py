@@ -537,10 +537,14 @@ class CreditAccount(Records, Aggregate):
         self.trigger_event(GrantExpired, timestamp=at, grant_id=grant_id, lapsed=lapsed)
         return lapsed
 
-    def expire_due_grants(self, at: datetime) -> None:
-        """Record the expiry of each active grant past it at ``at``, as the sweeper would."""
-        for grant_id in list(self.grants):
-            self.expire_grant(grant_id, at)  # None for one not due, or closed
+    def expire_due_grants(self, at: datetime, due_before: datetime | None = None) -> None:
+        """Record the expiry of each active grant past it at ``at`` (with ``due_before``, only
+        of those whose expiry came before then), as the sweeper would."""
+        for grant_id, grant in list(self.grants.items()):
+            if due_before is None or (
+                grant.expires_at is not None and grant.expires_at < due_before
+            ):
+                self.expire_grant(grant_id, at)  # None for one not due, or closed
 
     def void_grant(self, grant_id: str, reason: str, at: datetime | None = None) -> int:
         """Withdraw a grant: what remains lapses now (what holds reserve, when they settle).

@@ -45,8 +45,13 @@ class OpenHold(msgspec.Struct, frozen=True):
         """The hold itself, or the hold a snapshot's JSON describes."""
         return state if isinstance(state, OpenHold) else msgspec.convert(state, type=cls)
 
+    @property
+    def due_at(self) -> datetime:
+        """When it expires."""
+        return datetime.fromisoformat(self.expires_at)
+
     def has_expired(self, now: datetime) -> bool:
-        return now >= datetime.fromisoformat(self.expires_at)
+        return now >= self.due_at
 
 
 _NONE_RESERVED: MappingProxyType[str, int] = MappingProxyType({})

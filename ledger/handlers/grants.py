@@ -128,7 +128,7 @@ def decide_expire(
     grant = account.grants.get(command.grant_id)
     if grant is None or grant.status != ACTIVE or not grant.has_expired(command.at):
         raise GrantNotDue(command.grant_id)
-    # With the other expiries due (holds first, as the sweeper): the answer, and the
+    # With the other expiries due (in the order they fell due): the answer, and the
     # notifications of this expiry, count no hold or grant a balance read would not.
     keys = expire_due(account, command.at)
     [lapsed] = [

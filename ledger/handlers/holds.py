@@ -12,10 +12,9 @@ from ledger.domain.account import CreditAccount
 from ledger.domain.errors import HoldAlreadySettled, HoldHasExpired, HoldNotDue
 from ledger.domain.holds import Settlement
 from ledger.handlers.account_stream import by_account, existing, load_account
-from ledger.handlers.expiries import expire_due
+from ledger.handlers.expiries import expire_due, expired_holds, expiry_records
 from ledger.handlers.hold_answers import (
     Hold,
-    HoldStatus,
     expiry_claim,
     hold_answer,
     settle_claim,
@@ -59,31 +58,33 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
     account = existing(account, command.account_id)
     assert command.at is not None
     hold = account.hold(command.hold_id)  # HoldNotFound once settled: the claim answers then
-    settlement: Settlement | None
-    outcome: HoldStatus = command.outcome
-    answered_as = None
-    if command.outcome == "captured":
-        settlement = account.capture_hold(command.hold_id, command.amount, command.at)
-    elif command.outcome == "released":
+    if hold.has_expired(command.at) and command.outcome != "captured":
         # Past its expiry, the hold is no longer open, swept or not: its release records
         # and answers its expiry, as the sweeper would have, so that it and its repeats
-        # are answered as those of a release once the sweeper has come (not replays).
-        settlement = account.expire_hold(command.hold_id, command.at)
-        if settlement is None:
-            settlement = account.release_hold(command.hold_id)
-        else:
-            outcome = "expired"
+        # are answered as those of a release once the sweeper has come (not replays). With
+        # the other expiries due, in the order they fell due (``expired_holds``).
+        expired = expired_holds(account, command.at)
+        answer = expired.pop(command.hold_id)
+        answered_as = None
+        if command.outcome == "released":
             answered_as = expiry_claim(command.account_id, command.hold_id).fingerprint
+        keys = expiry_records(command.account_id, expired)
+        return Decision(answer, [account], keys, answered_as)
+    if command.outcome == "expired":
+        raise HoldNotDue(command.hold_id)
+    # The expiries due first (this hold's is not; a capture past it is refused below): they
+    # fell due before this settlement, so a grant that expired while the hold was open has
+    # closed, and what the settlement does not use of the hold's share of it lapses (its
+    # answer says so, as when the sweeper came first); the answer counts no hold a spend
+    # would take nor grant it would refuse, as a balance read then.
+    keys = [] if hold.has_expired(command.at) else expire_due(account, command.at)
+    settlement: Settlement
+    if command.outcome == "captured":
+        settlement = account.capture_hold(command.hold_id, command.amount, command.at)
     else:
-        settlement = account.expire_hold(command.hold_id, command.at)
-        if settlement is None:
-            raise HoldNotDue(command.hold_id)
-    # Then the other expiries due (holds first, as the sweeper): the answer, and the
-    # notifications of the sweeper's expiry, count no hold a spend would take nor grant it
-    # would refuse, as a balance read then.
-    keys = expire_due(account, command.at)
-    answer = hold_answer(account, command.hold_id, hold, outcome, settlement)
-    return Decision(answer, [account], keys, answered_as)
+        settlement = account.release_hold(command.hold_id)
+    answer = hold_answer(account, command.hold_id, hold, command.outcome, settlement)
+    return Decision(answer, [account], keys)
 
 
 def settled_before(earlier: StoredAnswer, command: SettleHold) -> Hold:

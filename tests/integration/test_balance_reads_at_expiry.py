@@ -264,7 +264,8 @@ async def test_a_capture_at_a_grant_s_expiry_answers_balances_without_it(
 ) -> None:
     """A capture may spend what its hold reserved of a grant past its expiry; what it does
     not use lapses, and the rest of the grant with it. Its answer counted the rest in
-    ``available`` until the sweeper came; the capture records the grant's expiry after it."""
+    ``available`` until the sweeper came; the capture records the grant's expiry before it,
+    as the sweeper would have (its answer said none of the hold's share lapsed)."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
     books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_capture", 0)
@@ -301,8 +302,66 @@ async def test_a_capture_at_a_grant_s_expiry_answers_balances_without_it(
         await books.uow.committer.stop()
 
     assert (captured.balance, captured.available) == (0, 0)  # it said 90
-    assert [kind for kind, _ in events[-2:]] == ["HoldCaptured", "GrantExpired"]
-    assert (events[-1][1]["grant_id"], events[-1][1]["lapsed"]) == (lapsing.grant_id, 90)
+    assert (captured.released, captured.lapsed) == (20, 20)
+    assert [kind for kind, _ in events[-2:]] == ["GrantExpired", "HoldCaptured"]
+    assert (events[-2][1]["grant_id"], events[-2][1]["lapsed"]) == (lapsing.grant_id, 70)
+    assert events[-1][1]["grants_lapsed"] == {lapsing.grant_id: 20}
+    assert report.findings == []
+
+
+@pytest.mark.parametrize("outcome", ["captured", "released"])
+@pytest.mark.parametrize("swept", [True, False])
+async def test_a_settlement_after_a_grant_s_expiry_says_what_lapsed_swept_or_not(
+    isolated_db: IsolatedDatabase, outcome: str, swept: bool
+) -> None:
+    """What a hold does not use of its share of a grant that expired while it was open
+    lapses. Settled before the sweeper came, its answer said ``lapsed: 0`` of a ``released``
+    that never came back (``available`` 0): it settled first, giving the share back to the
+    grant, and the grant's expiry, recorded right after, let it lapse."""
+    now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
+    books = isolated_db.ledger(clock=lambda: now[0])
+    account_id = f"acct_settled_{outcome}_{swept}"
+    await open_account(books, account_id, 0)
+    granted = await books.execute(
+        GrantCredits(
+            account_id=account_id,
+            amount=100,
+            priority=50,
+            expires_at=now[0] + timedelta(hours=1),
+            reason="",
+            idempotency_key="g1",
+        )
+    )
+    held = await books.execute(
+        PlaceHold(
+            account_id=account_id,
+            amount=60,
+            expires_in_seconds=7200,
+            reason="",
+            idempotency_key="h",
+        )
+    )
+    now[0] += timedelta(minutes=90)  # the grant has expired, the hold has not
+    try:
+        if swept:
+            await books.execute(ExpireGrant(account_id=account_id, grant_id=granted.grant_id))
+        settled = await books.execute(
+            SettleHold(
+                account_id=account_id,
+                hold_id=held.hold_id,
+                outcome=outcome,  # type: ignore[arg-type]
+                amount=10 if outcome == "captured" else 0,
+            )
+        )
+        await caught_up(isolated_db.store)
+        report = await verify(isolated_db.pool)
+    finally:
+        await books.uow.committer.stop()
+
+    captured = 10 if outcome == "captured" else 0
+    assert (settled.captured, settled.released) == (captured, 60 - captured)
+    assert settled.lapsed == 60 - captured  # it said 0 unswept
+    assert (settled.balance, settled.available) == (0, 0)
     assert report.findings == []
 
 
@@ -312,7 +371,7 @@ async def test_a_capture_answers_balances_without_another_hold_past_its_expiry(
     """A capture or release answers the account's balances: they counted another hold past
     its expiry in ``held`` (``available`` short by what the next spend takes) until the
     sweeper came, while ``GET …/holds/{id}`` and the balance read left it out. The
-    settlement records that hold's expiry after its own, as a spend would before it."""
+    settlement records that hold's expiry before its own, as a spend would."""
     now = [datetime(2999, 1, 10, 12, 0, tzinfo=UTC)]
     books = isolated_db.ledger(clock=lambda: now[0])
     await open_account(books, "acct_two_holds", 100)
@@ -349,8 +408,10 @@ async def test_a_capture_answers_balances_without_another_hold_past_its_expiry(
         await books.uow.committer.stop()
 
     assert (captured.held, captured.available, captured.balance) == (0, 95, 95)  # held 30
-    assert [kind for kind, _ in events[-2:]] == ["HoldCaptured", "HoldExpired"]
-    assert (read.status, read.held, read.available) == ("expired", 0, 95)
+    assert [kind for kind, _ in events[-2:]] == ["HoldExpired", "HoldCaptured"]
+    # As the expiry a spend records first: the balances once it was recorded, before the
+    # capture (the other hold still open).
+    assert (read.status, read.held, read.available) == ("expired", 20, 80)
     assert report.findings == []
 
 

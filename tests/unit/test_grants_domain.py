@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantClosed, HoldHasExpired, InsufficientCredits, InvalidGrant
 from ledger.domain.events import CreditsGranted, CreditsSpent, HoldCaptured
+from ledger.handlers.expiries import expired_holds
 from ledger.store.mapper import MsgspecMapper
 from ledger.store.repository import snapshot_of
 
@@ -256,3 +257,29 @@ def test_an_offset_with_seconds_is_refused_and_one_granted_before_keeps_its_inst
 
     assert credits.grants["g_old"].expires_at == expires_at
     assert restored.grants == credits.grants
+
+
+def test_expiries_due_are_recorded_in_the_order_they_fell_due() -> None:
+    """A hold's share of a grant that expired before the hold lapses with the hold (its
+    answer and ``hold.expired`` say so); one that expired after it goes back to the grant
+    and lapses with it. A sweep that came late recorded holds first, so what each event
+    said lapsed depended on when the sweeper came."""
+    credits = account(allowance=0)
+    grant(credits, "early", 100, priority=1, expires_in=timedelta(hours=1))
+    grant(credits, "late", 100, priority=2, expires_in=timedelta(hours=3))
+    credits.place_hold("h_1", 150, "job", NOW + timedelta(hours=2), at=NOW)  # 100 + 50
+    credits.collect_events()
+
+    answers = expired_holds(credits, NOW + timedelta(hours=4))
+
+    recorded = [
+        (type(e).__name__, getattr(e, "grant_id", None), getattr(e, "lapsed", None))
+        for e in credits.collect_events()
+    ]
+    assert recorded == [
+        ("GrantExpired", "early", 0),  # all of it reserved
+        ("HoldExpired", None, 0),  # no allowance share lapsed
+        ("GrantExpired", "late", 100),  # its 50 came back, then lapsed with it
+    ]
+    assert (answers["h_1"].released, answers["h_1"].lapsed) == (150, 100)
+    assert (credits.granted, credits.balance) == (0, 0)
