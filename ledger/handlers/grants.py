@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -13,9 +14,15 @@ from ledger.domain.events import GrantExpired
 from ledger.domain.grants import ACTIVE, Grant
 from ledger.handlers.account_stream import by_account, existing, load_account
 from ledger.handlers.expiries import expire_due
-from ledger.store.claims import Claim, request_fingerprint
+from ledger.store.claims import (
+    KEY_REUSED,
+    Claim,
+    IdempotencyKeyReused,
+    StoredAnswer,
+    request_fingerprint,
+)
 from ledger.times import in_utc
-from ledger.unit_of_work import Decision, Handler
+from ledger.unit_of_work import Decision, Handler, mark_replayed
 
 
 class GrantAnswer(msgspec.Struct, frozen=True):
@@ -73,20 +80,35 @@ def decide_grant(account: CreditAccount | None, command: GrantCredits) -> Decisi
 
 
 def grant_claim(command: GrantCredits) -> Claim:
+    """A grant is asked for once per key: asked again, the same grant (its ``expires_at`` the
+    same instant, with any offset, as its answer gives it in UTC) gets the first answer."""
+    expires_at = None if command.expires_at is None else command.expires_at.astimezone(UTC)
     return Claim(
         f"grant/{command.account_id}",
         command.idempotency_key,
-        request_fingerprint(
-            {
-                "amount": command.amount,
-                "priority": command.priority,
-                "expires_at": None
-                if command.expires_at is None
-                else command.expires_at.isoformat(),
-                "reason": command.reason,
-            }
-        ),
+        _grant_fingerprint(command, expires_at),
     )
+
+
+def _grant_fingerprint(command: GrantCredits, expires_at: datetime | None) -> bytes:
+    return request_fingerprint(
+        {
+            "amount": command.amount,
+            "priority": command.priority,
+            "expires_at": None if expires_at is None else expires_at.isoformat(),
+            "reason": command.reason,
+        }
+    )
+
+
+def grant_replayed(earlier: StoredAnswer, command: GrantCredits) -> GrantAnswer:
+    """The first answer for the same grant asked again under its key. A claim recorded
+    before expiries were compared in UTC kept the offset as written: the same request."""
+    if earlier.request_hash != grant_claim(command).fingerprint:
+        if earlier.request_hash != _grant_fingerprint(command, command.expires_at):
+            raise IdempotencyKeyReused(KEY_REUSED)
+        mark_replayed()  # the unit of work marks a match of the claim's own fingerprint only
+    return msgspec.json.decode(earlier.response, type=GrantAnswer)
 
 
 class GrantClosedAnswer(msgspec.Struct, frozen=True):
@@ -152,7 +174,9 @@ def _closed(account: CreditAccount, grant_id: str, status: str, lapsed: int) -> 
 
 
 HANDLERS: dict[type, Handler] = {  # type: ignore[type-arg]
-    GrantCredits: Handler(GrantAnswer, by_account, load_account, decide_grant, grant_claim),
+    GrantCredits: Handler(
+        GrantAnswer, by_account, load_account, decide_grant, grant_claim, grant_replayed
+    ),
     VoidGrant: Handler(GrantClosedAnswer, by_account, load_account, decide_void, void_claim),
     ExpireGrant: Handler(GrantClosedAnswer, by_account, load_account, decide_expire),
 }

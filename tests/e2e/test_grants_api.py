@@ -67,6 +67,30 @@ async def test_the_same_key_gives_the_same_grant_once(writer: LedgerClient) -> N
     assert list(other.value.errors) == ["Idempotency-Key"]
 
 
+async def test_the_same_key_and_expiry_written_with_another_offset_is_the_same_grant(
+    http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
+) -> None:
+    """The answer gives ``expires_at`` in UTC; a retry that sent the same instant so (or with
+    another offset, or fraction digits) was refused as another request under the key (422)."""
+    account_id = await open_account(writer, 0)
+    body = {"amount": 5, "expires_at": "2030-01-01T01:00:00+01:00", "reason": "promo"}
+
+    first = await grant(http, writer_headers, account_id, body, key="offsets")
+    retries = [
+        await grant(http, writer_headers, account_id, {**body, "expires_at": written}, "offsets")
+        for written in ("2030-01-01T00:00:00Z", "2029-12-31T19:00:00.000-05:00")
+    ]
+    other = await grant(
+        http, writer_headers, account_id, {**body, "expires_at": "2030-01-01T00:00:01Z"}, "offsets"
+    )
+
+    assert first.status_code == 201, first.text
+    assert [(r.status_code, r.json()) for r in retries] == [(201, first.json())] * 2
+    assert [r.headers.get("Idempotent-Replayed") for r in retries] == ["true"] * 2
+    assert other.status_code == 422
+    assert list(other.json()["errors"]) == ["Idempotency-Key"]
+
+
 async def test_voiding_lapses_what_remains_and_a_second_void_is_409(
     writer: LedgerClient,
 ) -> None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.commands import GrantCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantClosed, HoldHasExpired, InsufficientCredits, InvalidGrant
 from ledger.domain.events import CreditsGranted, CreditsSpent, HoldCaptured
 from ledger.handlers.expiries import expired_holds
+from ledger.handlers.grants import GrantAnswer, grant_claim, grant_replayed
+from ledger.store.claims import IdempotencyKeyReused, StoredAnswer, request_fingerprint
 from ledger.store.mapper import MsgspecMapper
 from ledger.store.repository import snapshot_of
 
@@ -283,3 +287,40 @@ def test_expiries_due_are_recorded_in_the_order_they_fell_due() -> None:
     ]
     assert (answers["h_1"].released, answers["h_1"].lapsed) == (150, 100)
     assert (credits.granted, credits.balance) == (0, 0)
+
+
+def test_a_grant_claim_recorded_with_the_offset_as_written_still_answers_its_retry() -> None:
+    """Claims recorded before expiries were compared in UTC kept the fingerprint of the
+    offset as written: the same request, written the same way, gets the first answer."""
+    plus_one = timezone(timedelta(hours=1))
+    command = GrantCredits(
+        account_id="acct_1",
+        amount=5,
+        priority=50,
+        expires_at=datetime(2030, 1, 1, 1, 0, tzinfo=plus_one),
+        reason="",
+        idempotency_key="k",
+    )
+    as_written = request_fingerprint(
+        {"amount": 5, "priority": 50, "expires_at": "2030-01-01T01:00:00+01:00", "reason": ""}
+    )
+    first = GrantAnswer(
+        grant_id="grant_1",
+        account_id="acct_1",
+        amount=5,
+        remaining=5,
+        priority=50,
+        expires_at="2030-01-01T00:00:00Z",
+        reason="",
+        status="active",
+        balance=5,
+        granted=5,
+        available=5,
+    )
+    answer = msgspec.json.encode(first)
+
+    assert grant_replayed(StoredAnswer(as_written, answer), command) == first
+    assert grant_replayed(StoredAnswer(grant_claim(command).fingerprint, answer), command) == first
+    later = msgspec.structs.replace(command, expires_at=datetime(2030, 1, 1, 2, 0, tzinfo=plus_one))
+    with pytest.raises(IdempotencyKeyReused):
+        grant_replayed(StoredAnswer(as_written, answer), later)
