@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
 from tests.support.events import caught_up
-from tests.support.ledger import open_account
+from tests.support.ledger import open_account, save
 
 
 async def open_account_for_the_commands(db: IsolatedDatabase) -> None:
@@ -109,3 +110,24 @@ async def test_an_expiry_in_iso_8601_forms_rfc_3339_lacks_is_refused_by_the_comm
     assert (week.returncode, basic.returncode) == (2, 2)
     assert "is not an RFC 3339 time" in week.stderr
     assert "is not an RFC 3339 time" in basic.stderr
+
+
+async def test_every_grant_is_listed_not_only_the_first_thousand(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The list read one page of 1,000 grants and said nothing of the rest."""
+    books = isolated_db.ledger()
+    account = await open_account(books, "acct_many", 0)
+    for n in range(1001):
+        account.grant(
+            f"grant_{n}", 1, priority=50, expires_at=None, reason="", at=datetime.now(UTC)
+        )
+    await save(books, account)
+    await books.uow.committer.stop()
+    await caught_up(isolated_db.store)
+
+    listed = await ledger(isolated_db.url, "grants", "list", "acct_many", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line)["grant_id"] for line in listed.stdout.splitlines()]
+    assert rows == [f"grant_{n}" for n in reversed(range(1001))]
