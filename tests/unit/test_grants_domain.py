@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
@@ -324,3 +325,49 @@ def test_a_grant_claim_recorded_with_the_offset_as_written_still_answers_its_ret
     later = msgspec.structs.replace(command, expires_at=datetime(2030, 1, 1, 2, 0, tzinfo=plus_one))
     with pytest.raises(IdempotencyKeyReused):
         grant_replayed(StoredAnswer(as_written, answer), later)
+
+
+EXPIRING = st.lists(
+    st.tuples(st.integers(1, 120), st.integers(0, 2), st.integers(0, 6)), max_size=5
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(EXPIRING, EXPIRING)
+def test_what_expiries_let_lapse_does_not_depend_on_when_they_are_swept(
+    grants: list[tuple[int, int, int]], holds: list[tuple[int, int, int]]
+) -> None:
+    """Grants and holds expiring in any order (minute 0: never), swept every minute or once
+    at the end: each event says the same lapsed, and the account ends the same."""
+
+    def history(sweeps: list[int]) -> tuple[list[tuple[str, object, object]], CreditAccount]:
+        credits = account(allowance=50, topup=100)
+        for n, (amount, priority, minutes) in enumerate(grants):
+            expires_in = timedelta(minutes=minutes) if minutes else None
+            grant(credits, f"g_{n}", amount, priority=priority, expires_in=expires_in)
+        for n, (amount, _, minutes) in enumerate(holds):
+            expires_at = NOW + timedelta(minutes=minutes or 7)
+            with contextlib.suppress(InsufficientCredits):
+                credits.place_hold(f"h_{n}", amount, "job", expires_at, at=NOW)
+        credits.collect_events()
+        for minute in sweeps:
+            expired_holds(credits, NOW + timedelta(minutes=minute))
+        said = [
+            (
+                getattr(e, "grant_id", None) or getattr(e, "hold_id", None),
+                getattr(e, "lapsed", None),
+                getattr(e, "grants_lapsed", None),
+            )
+            for e in credits.collect_events()
+        ]
+        return sorted(said, key=str), credits
+
+    timely, swept_each_minute = history(list(range(1, 8)))
+    late, swept_once = history([7])
+
+    assert late == timely
+    assert swept_once.grants == swept_each_minute.grants
+    assert (swept_once.granted, swept_once.balance) == (
+        swept_each_minute.granted,
+        swept_each_minute.balance,
+    )
