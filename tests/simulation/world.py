@@ -545,21 +545,12 @@ class World:
     def with_due_expired(self, account_id: str) -> model.Account:
         """The account as a command that answers its balances sees it: "a hold past its
         expiry is no longer open, swept or not", and a grant past its expiry has expired,
-        holds first (a copy: a refusal records nothing)."""
+        in the order they fell due (a copy: a refusal records nothing)."""
         account = self.accounts[account_id]
-        due = [h for h, hold in account.holds.items() if self.now >= hold.expires_at]
-        lapsing = [
-            g
-            for g, grant in account.grants.items()
-            if grant.status == "active" and not grant.usable_at(self.now)
-        ]
-        if not due and not lapsing:
+        if not due_expiries(account, self.now):
             return account
         account = copy.deepcopy(account)
-        for hold_id in due:
-            account.settle(hold_id, 0)
-        for grant_id in lapsing:
-            account.close_grant(grant_id, "expired")
+        expire_due(account, self.now)
         return account
 
     def keep_due_expired(self, account_id: str, account: model.Account) -> None:
@@ -644,10 +635,13 @@ class World:
         if answer.status != ("expired" if expired else command.outcome):
             # "A release of an expired hold answers its expiry", swept or not.
             raise Violation(f"a {command.outcome} hold answered {answer.status}")
-        account.settle(hold_id, captured)
-        # Then the expiries due, the sweeper's own too: its answer and notification count
-        # no hold or grant past its expiry, as a balance read.
+        # The expiries due first, "in the order they fell due" (a hold past its own is
+        # settled among them): its answer and notification count no hold or grant past its
+        # expiry, as a balance read, and a grant that expired while the hold was open has
+        # closed when it settles.
         account = self.with_due_expired(account_id)
+        if not expired:
+            account.settle(hold_id, captured)
         self.keep_due_expired(account_id, account)
         self.touched.add(account_id)
         self.counts[f"holds {answer.status}"] += 1
@@ -735,18 +729,15 @@ class World:
 
     async def expire_grants(self) -> None:
         """The sweeper, late: every active grant past its expiry, on any account. Each
-        expiry it records comes with the account's other expiries due (holds first), as
-        any command's: its answer and notification count none of them."""
+        expiry it records comes with the account's other expiries due (in the order they
+        fell due), as any command's: its answer and notification count none of them."""
         for account_id in sorted(self.accounts):
             for grant_id in sorted(self.accounts[account_id].grants):
                 grant = self.accounts[account_id].grants[grant_id]
                 if grant.status != "active" or grant.usable_at(self.now):
                     continue
                 account = copy.deepcopy(self.accounts[account_id])
-                for hold_id, hold in sorted(account.holds.items()):
-                    if self.now >= hold.expires_at:
-                        account.settle(hold_id, 0)
-                lapsed = account.close_grant(grant_id, "expired")
+                lapsed = expire_due(account, self.now)[grant_id]
                 try:
                     answer = await self.answered(
                         ExpireGrant(account_id=account_id, grant_id=grant_id)
@@ -1072,6 +1063,33 @@ OFF_BY_DEFAULT = {"burst": 0.05}
 chance a mix that names them weighs."""
 
 Step = tuple[float, str, Callable[[], Awaitable[None] | None]]
+
+
+def due_expiries(account: model.Account, now: datetime) -> list[tuple[datetime, int, int, str]]:
+    """The holds and grants past their expiry at ``now``: "in the order they fell due, a hold
+    before a grant at the same instant" (holds then in the order placed)."""
+    holds = [
+        (hold.expires_at, 0, n, hold_id)
+        for n, (hold_id, hold) in enumerate(account.holds.items())
+        if now >= hold.expires_at
+    ]
+    grants = [
+        (grant.expires_at, 1, n, grant_id)
+        for n, (grant_id, grant) in enumerate(account.grants.items())
+        if grant.expires_at is not None and grant.status == "active" and now >= grant.expires_at
+    ]
+    return sorted(holds + grants)
+
+
+def expire_due(account: model.Account, now: datetime) -> dict[str, int]:
+    """Record the expiries due at ``now`` in that order; what each grant's let lapse."""
+    lapsed = {}
+    for _, kind, _, key in due_expiries(account, now):
+        if kind == 0:
+            account.settle(key, 0)
+        else:
+            lapsed[key] = account.close_grant(key, "expired")
+    return lapsed
 
 
 def credits_moved(
