@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from ledger.commands import ExpireGrant, GrantCredits, VoidGrant
-from ledger.domain.account import CreditAccount
+from ledger.domain.account import CreditAccount, in_utc_years
 from ledger.domain.errors import GrantNotDue
 from ledger.domain.events import GrantExpired
 from ledger.domain.grants import ACTIVE, Grant
@@ -82,7 +82,9 @@ def decide_grant(account: CreditAccount | None, command: GrantCredits) -> Decisi
 def grant_claim(command: GrantCredits) -> Claim:
     """A grant is asked for once per key: asked again, the same grant (its ``expires_at`` the
     same instant, with any offset, as its answer gives it in UTC) gets the first answer."""
-    expires_at = None if command.expires_at is None else command.expires_at.astimezone(UTC)
+    expires_at = command.expires_at
+    if expires_at is not None and in_utc_years(expires_at):  # else refused (InvalidGrant)
+        expires_at = expires_at.astimezone(UTC)
     return Claim(
         f"grant/{command.account_id}",
         command.idempotency_key,

@@ -123,6 +123,16 @@ async def test_voiding_lapses_what_remains_and_a_second_void_is_409(
             "expires_at",
             "A grant's expires_at must be in the future.",
         ),
+        (  # past 9999 in UTC: its idempotency fingerprint, in UTC, was a 500
+            {"amount": 5, "expires_at": "9999-12-31T23:30:00-01:00"},
+            "expires_at",
+            "A grant's expires_at must fall within the years 1 to 9999 in UTC.",
+        ),
+        (
+            {"amount": 5, "expires_at": "0001-01-01T00:30:00+01:00"},
+            "expires_at",
+            "A grant's expires_at must fall within the years 1 to 9999 in UTC.",
+        ),
     ],
 )
 async def test_bad_grants_are_422(
