@@ -212,15 +212,27 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"({error.strerror or error}): set LEDGER_DATA_DIR to a folder this user may "
             "write, or DATABASE_URL"
         ) from None
+    pg = data_dir / "pg"
+    server_log = pg / "log"  # where embedded_postgres has pg_ctl write it
     try:
         server = embedded_postgres.get_server(data_dir.resolve() / "pg")
     except subprocess.CalledProcessError as error:  # embedded_postgres logged its output
         command = Path(str(error.cmd[0])).name if error.cmd else "a command"
-        server_log = data_dir / "pg" / "log"  # where embedded_postgres has pg_ctl write it
         raise DatabaseUnreachable(
-            f"the embedded PostgreSQL in {data_dir / 'pg'} did not start: {command} exited "
+            f"the embedded PostgreSQL in {pg} did not start: {command} exited "
             f"with {error.returncode}"
             + (f" (its log says why: {server_log})" if server_log.exists() else "")
+        ) from None
+    except subprocess.TimeoutExpired as error:  # pg_ctl's 10 s; the server goes on starting
+        raise DatabaseUnreachable(
+            f"the embedded PostgreSQL in {pg} did not start within {error.timeout:.0f} s (it may "
+            f"still be starting, as after a crash; its log says why: {server_log}): run the "
+            "command again in a moment"
+        ) from None
+    except AssertionError:  # how embedded_postgres finds one running but not ready
+        raise DatabaseUnreachable(
+            f"the embedded PostgreSQL in {pg} is running but not ready (still starting, or "
+            f"stopping; its log says why: {server_log}): run the command again in a moment"
         ) from None
     return server.get_uri()
 
