@@ -29,11 +29,14 @@ INSTALL = @$(BIN)/python $(PYTHON_OK) || { echo "$(VENV) is $(call VERSION_OF,$(
 	echo "pip: installing $(1) into $(VENV) (pinned by constraints.txt); the first time takes $(2), later runs skip this"; \
 	$(PIP) $(3) && echo "pip: done in $$(( $$(date +%s) - started )) s"
 
+# A virtualenv half made (Debian's python3 without python3-venv has no ensurepip) is removed:
+# the next run took it as made, and found no pip in it.
 $(BIN)/python:
 	@$(PYTHON) $(PYTHON_OK) 2>/dev/null || { echo "$(PYTHON) is $(call VERSION_OF,$(PYTHON)); \
 	the ledger needs Python 3.11 or newer: make run PYTHON=python3.11 (or newer)" >&2; exit 1; }
 	@echo "creating the virtualenv $(VENV) with $(PYTHON)"
-	@$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "removed the half-made $(VENV): run make again once that is fixed" >&2; exit 1; }
 
 $(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(call INSTALL,the ledger and its dependencies,about 30-60 s,-e .)

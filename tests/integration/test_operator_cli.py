@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -514,3 +515,41 @@ def test_make_run_refuses_a_python_older_than_3_11_before_pip_does(tmp_path: Pat
         "(make clean) and run again, with PYTHON=python3.11 (or newer) if python3 is older"
     )
     assert "pip:" not in kept.stdout
+
+
+NO_ENSUREPIP = """#!/bin/sh
+if [ "$1 $2" = "-m venv" ]; then
+  "{python}" -m venv --without-pip "$3"
+  echo "The virtual environment was not created successfully because ensurepip is not
+available.  On Debian/Ubuntu systems, you need to install the python3-venv
+package using the following command." >&2
+  exit 1
+fi
+exec "{python}" "$@"
+"""
+"""A python3 as Debian's without python3-venv: ``-m venv`` makes the virtualenv and its
+python, then finds no ensurepip to install pip with."""
+
+
+def test_a_virtualenv_python_could_not_finish_is_removed_for_the_next_run(tmp_path: Path) -> None:
+    """It was left half made, and taken as made by the next run once python3-venv was
+    installed: "No module named pip" (a newcomer's review)."""
+    python = tmp_path / "python3"
+    python.write_text(NO_ENSUREPIP.format(python=sys.executable))
+    python.chmod(0o755)
+    venv = tmp_path / "venv"
+
+    command = ["make", "--no-print-directory", f"VENV={venv}", f"PYTHON={python}"]
+    failed = subprocess.run(  # noqa: S603 (the arguments are this test's own)
+        [*command, f"{venv}/bin/python"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert failed.returncode == 2
+    assert "ensurepip is not\navailable" in failed.stderr
+    assert f"removed the half-made {venv}: run make again once that is fixed" in failed.stderr
+    assert not venv.exists()
