@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from click.core import ParameterSource
 
 from api.cli_logging import log_at_least_info
 from api.cli_support import run_with_database, settings_from_env
@@ -78,6 +79,12 @@ def relay_command(
     settings = settings_from_env(service=False)
     if settings.production and (problems := production_problems(url)):
         raise click.ClickException("; ".join(problems))
+    try:
+        relay_settings(url=url or DEFAULT_URL)  # alone first: its refusal names where it came from
+    except ValueError as error:
+        source = click.get_current_context().get_parameter_source("url")
+        named = "LEDGER_RELAY_URL" if source is ParameterSource.ENVIRONMENT else "'--to'"
+        raise click.BadParameter(str(error), param_hint=named) from None
     try:
         chosen = relay_settings(
             url=url or DEFAULT_URL,

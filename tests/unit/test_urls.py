@@ -105,6 +105,31 @@ def test_the_relay_refuses_a_url_with_no_port_nats_listens_on(url: str) -> None:
     assert "s3cret" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [({"LEDGER_RELAY_URL": "s3cret"}, "LEDGER_RELAY_URL"), ({}, "'--to'")],
+    ids=["variable", "option"],
+)
+def test_the_relays_url_refused_names_where_it_came_from(given: dict[str, str], named: str) -> None:
+    """ "the URL given", whatever gave it: a newcomer who set LEDGER_RELAY_URL in a file
+    long ago did not know which (a newcomer's review)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_RELAY_")}
+    refused = subprocess.run(  # noqa: S603 (the arguments are this test's own)
+        [sys.executable, "-m", "api.cli", "relay", *([] if given else ["--to", "s3cret"])],
+        env={**env, **given},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for {named}: the URL given is not a NATS URL "
+        "(nats://host:port or tls://host:port, a port of 1 to 65535)"
+    )
+
+
 @pytest.mark.parametrize("window", ["nan", "inf", "1e12", "0"])
 def test_the_relays_duplicate_window_is_whole_seconds_up_to_a_week(window: str) -> None:
     refused = subprocess.run(  # noqa: S603 (the arguments are this test's own)
