@@ -194,6 +194,19 @@ class PoolTooSmall(DatabaseUnusable):
     """The API's pool leaves the commands no connection the reads cannot take."""
 
 
+_UNTAKABLE = frozenset("\"#$&'()*+,;<>?\\`|")
+"""pg_ctl hands the socket's folder (the data folder) to the server through a shell, where
+these split or expand it, or the server reads it as a list (','); in the server's URL
+(``?host=``) '+' reads as a space and '#' ends it."""
+
+
+def _untakable_in_a_path(path: str) -> str | None:
+    """What the embedded server cannot take in its folder's path ("a space", "a ','")."""
+    if any(character.isspace() for character in path):
+        return "a space"
+    return next((f"a {character!r}" for character in path if character in _UNTAKABLE), None)
+
+
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under ``data_dir/pg``; return its URL.
 
@@ -212,6 +225,12 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"({error.strerror or error}): set LEDGER_DATA_DIR to a folder this user may "
             "write, or DATABASE_URL"
         ) from None
+    if taken := _untakable_in_a_path(str(data_dir.resolve())):
+        raise DatabaseUnreachable(
+            f"the embedded PostgreSQL cannot be kept in {data_dir}, whose path has {taken} "
+            "(PostgreSQL's start-up cannot take it): set LEDGER_DATA_DIR to a folder whose path "
+            "has none, or DATABASE_URL"
+        )
     pg = data_dir / "pg"
     server_log = pg / "log"  # where embedded_postgres has pg_ctl write it
     try:

@@ -11,6 +11,8 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+import pytest
+
 from tests.support.servers import bind_free_port
 
 
@@ -116,3 +118,25 @@ def test_an_embedded_server_still_starting_is_one_line_from_every_command(tmp_pa
     [error] = [line for line in lines if line["level"] == "error"]
     assert error["message"] == f"cannot start: {not_ready}"
     assert "exception" not in error
+
+
+@pytest.mark.parametrize(
+    ("folder", "said"),
+    [("My Projects", "a space"), ("a,b", "a ','"), ("a+b", "a '+'"), ("a#b", "a '#'")],
+)
+def test_a_data_folder_whose_path_the_server_cannot_take_is_one_line_naming_the_variable(
+    tmp_path: Path, folder: str, said: str
+) -> None:
+    """A checkout in ~/My Projects could not `make run`: pg_ctl hands the socket's folder to
+    the server through a shell, which split it at the space ("pg_ctl exited with 1", the
+    log "invalid argument"); a ',' made two folders of it, a '+' or '#' broke its URL."""
+    data = tmp_path / folder / "data"
+    refused = embedded_command(data, "accounts", "list")
+
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"Error: the embedded PostgreSQL cannot be kept in {data}, whose path has {said} "
+        "(PostgreSQL's start-up cannot take it): set LEDGER_DATA_DIR to a folder whose path "
+        "has none, or DATABASE_URL"
+    ]
+    assert not (data / "pg").exists()
