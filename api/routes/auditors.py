@@ -182,6 +182,14 @@ space: "?as_of=2026-11-25T12:00:00+01:00" (curl, a browser's address bar) was a 
 8601's basic form write it, which msgspec (every time in a body) takes."""
 
 
+AS_OF_OUT_OF_RANGE = (
+    "The as of must be later than 0001-01-01T00:00:00Z and earlier than "
+    "9999-12-31T23:59:59.999999Z."
+)
+"""The moments ``kept_as_written`` takes: a time outside them (``0001-01-01T00:00:00Z``) is
+one, and was answered as if it were not ("must be an RFC 3339 time")."""
+
+
 def parse_as_of(value: str) -> datetime:
     """An RFC 3339 time with its offset, or a 422."""
     # RFC 3339 as bodies read it: datetime.fromisoformat also took ISO 8601's week dates,
@@ -193,10 +201,12 @@ def parse_as_of(value: str) -> datetime:
         moment = msgspec.convert(cut_past_the_microsecond(value), datetime)
     except msgspec.ValidationError:
         moment = None
-    if moment is None or moment.tzinfo is None or not kept_as_written(moment):
+    if moment is None or moment.tzinfo is None:
         raise ValidationFailed.single(
             "as_of", "The as of must be an RFC 3339 time with an offset, e.g. 2026-11-25T12:00:00Z."
         )
+    if not kept_as_written(moment):
+        raise ValidationFailed.single("as_of", AS_OF_OUT_OF_RANGE)
     return moment
 
 

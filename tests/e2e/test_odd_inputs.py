@@ -81,6 +81,28 @@ async def test_an_as_of_before_year_one_in_utc_is_not_a_500(
 
 @pytest.mark.parametrize(
     "as_of",
+    ["0001-01-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-01:00"],
+)
+async def test_an_as_of_outside_the_range_held_is_422_saying_the_range(
+    http: httpx.AsyncClient, customer: Customer, auditor_headers: dict[str, str], as_of: str
+) -> None:
+    answer = await http.get(
+        f"/v1/accounts/{customer.account_id}/credits",
+        params={"as_of": as_of},
+        headers=auditor_headers,
+    )
+
+    # It said "must be an RFC 3339 time", which each of them is.
+    body = assert_contract_error(answer, 422)
+    range_said = (
+        "The as of must be later than 0001-01-01T00:00:00Z and earlier than "
+        "9999-12-31T23:59:59.999999Z."
+    )
+    assert body == {"message": range_said, "errors": {"as_of": [range_said]}}
+
+
+@pytest.mark.parametrize(
+    "as_of",
     [
         "2026-01-01T00:59:59.5+00:59:59.5",  # an offset with seconds
         "2026-01-01T00:00:00+00:60",
