@@ -35,6 +35,24 @@ class SettingsError(ValueError):
         self.problems = problems if problems is not None else [message]
 
 
+def whole_number(
+    env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
+) -> int:
+    """``name`` of ``env`` as a whole number from ``minimum`` to ``maximum`` (``default``
+    when unset), or SettingsError naming the variable and its value."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"-?[0-9]+", raw):  # int() takes '1_000' and other scripts' digits
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}")
+    value = int(raw)
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, not {value}")
+    return value
+
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -133,20 +151,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return raw in _TRUE
 
         def integer(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
-            raw = text(name)
-            if raw is None:
-                return default
-            if not re.fullmatch(r"-?[0-9]+", raw):  # int() takes '1_000' and other scripts' digits
-                problems.append(f"{name} must be a whole number, not {raw!r}")
-                return default
-            value = int(raw)
-            if value < minimum:
-                problems.append(f"{name} must be at least {minimum}, not {value}")
-                return default  # as for a value that is no number: nothing else is judged by it
-            if maximum is not None and value > maximum:
-                problems.append(f"{name} must be at most {maximum}, not {value}")
-                return default
-            return value
+            try:
+                return whole_number(env, name, default, minimum, maximum)
+            except SettingsError as error:
+                problems.extend(error.problems)
+                return default  # nothing else is judged by a value refused
 
         ledger_env = text("LEDGER_ENV") or "development"
         if ledger_env not in ("development", "production"):

@@ -8,6 +8,23 @@ from pathlib import Path
 import click
 
 
+def refuse_production(what: str) -> None:
+    """End a development command in one line under ``LEDGER_ENV=production``, before it
+    reads or starts anything (the cluster started its servers and replicas there)."""
+    if os.environ.get("LEDGER_ENV", "").strip() == "production":
+        raise click.ClickException(f"{what} is for development, not LEDGER_ENV=production")
+
+
+def port_from_environment() -> int:
+    """``$PORT``, else 8000, refused in the words every command uses for a bad ``PORT``."""
+    from api.settings import SettingsError, whole_number
+
+    try:
+        return whole_number(os.environ, "PORT", 8000, 1, 65000)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
 @click.group()
 def dev() -> None:
     """Run the deployment's topology, or a part of it, on this machine (development only)."""
@@ -20,7 +37,7 @@ def dev() -> None:
 @click.option(
     "--port",
     type=click.IntRange(1, 65000),
-    default=lambda: int(os.environ.get("PORT", "8000")),
+    default=None,
     show_default="$PORT or 8000",
     help="nginx, the entry point; replicas on the next ports, the Stripe stand-in at +50.",
 )
@@ -62,7 +79,7 @@ def dev() -> None:
 )
 def cluster_command(
     replicas: int,
-    port: int,
+    port: int | None,
     pg_port: int,
     data_dir: Path,
     relay_url: str | None,
@@ -75,9 +92,10 @@ def cluster_command(
     """
     from cluster.run import run_cluster
 
+    refuse_production("ledger dev cluster")
     code = run_cluster(
         replicas=replicas,
-        port=port,
+        port=port_from_environment() if port is None else port,
         pg_port=pg_port,
         data_dir=data_dir,
         relay_url=relay_url,
@@ -116,14 +134,11 @@ def standin_command(host: str, port: int, public_url: str | None, webhook_url: s
     from api.settings import Settings, SettingsError
     from stripe_standin import run_standin
 
+    refuse_production("the Stripe stand-in")
     try:
         settings = Settings.from_env()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
-    if settings.production:
-        raise click.ClickException(
-            "the Stripe stand-in is for development, not LEDGER_ENV=production"
-        )
 
     async def serve() -> None:
         stop = asyncio.Event()
