@@ -186,6 +186,11 @@ class PostgresServer:
         self.settings = dict(STANDBY_SETTINGS)
 
     @property
+    def running(self) -> bool:
+        """Started here and not ended."""
+        return self.process is not None and self.process.poll() is None
+
+    @property
     def is_standby(self) -> bool:
         return (self.data_dir / "standby.signal").exists()
 

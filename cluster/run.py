@@ -5,11 +5,13 @@
    and waited for, as compose waits for its database's health check.
 2. The rest (API replicas, projector, Stripe stand-in, relay, nginx) under
    honcho, from a Procfile written next to the data: Ctrl-C stops them all
-   (SIGTERM: requests in flight finish), then the two servers stop.
+   (SIGTERM: requests in flight finish), then the two servers stop. They stop
+   however it ends, also on a signal or an error while it starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
@@ -18,7 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,20 +184,47 @@ def run_cluster(
     standby = PostgresServer(
         "standby", binaries, data_dir / "pg-standby", "127.0.0.1", ports.standby
     )
-    try:
-        if not primary.initialised:
-            click.echo(f"making the primary's data folder {primary.data_dir} (initdb)")
-            primary.initdb()
-        primary.start()
-        create_database(primary)
-        click.echo("copying the primary into a fresh standby (pg_basebackup)")
-        standby.make_standby_of(primary)
-        standby.start()
-    except PostgresError as error:
-        standby.stop()
-        primary.stop()
-        raise click.ClickException(str(error)) from None
+    with stopped_on_any_exit(standby, primary):
+        try:
+            start_servers(primary, standby)
+        except PostgresError as error:
+            raise click.ClickException(str(error)) from None
+        return run_the_rest(
+            honcho=honcho,
+            ports=ports,
+            replicas=replicas,
+            data_dir=data_dir,
+            primary=primary,
+            standby=standby,
+            relay_url=relay_url,
+            by_account=by_account,
+        )
 
+
+def start_servers(primary: PostgresServer, standby: PostgresServer) -> None:
+    """The primary (made on first use) with the ledger's database, then a fresh standby."""
+    if not primary.initialised:
+        click.echo(f"making the primary's data folder {primary.data_dir} (initdb)")
+        primary.initdb()
+    primary.start()
+    create_database(primary)
+    click.echo("copying the primary into a fresh standby (pg_basebackup)")
+    standby.make_standby_of(primary)
+    standby.start()
+
+
+def run_the_rest(
+    *,
+    honcho: str,
+    ports: Ports,
+    replicas: int,
+    data_dir: Path,
+    primary: PostgresServer,
+    standby: PostgresServer,
+    relay_url: str | None,
+    by_account: bool,
+) -> int:
+    """The migrate step, then everything else under honcho until it ends; its exit code."""
     public_url = f"http://127.0.0.1:{ports.base}"
     secrets_dir = data_dir / "data"
     plan = Plan(
@@ -215,12 +244,7 @@ def run_cluster(
         standin_port=None if os.environ.get("STRIPE_SECRET_KEY") else ports.standin,
         relay_url=relay_url,
     )
-    try:
-        run_once(setup_process(plan))
-    except click.ClickException:
-        standby.stop()
-        primary.stop()
-        raise
+    run_once(setup_process(plan))
     processes = ledger_processes(plan)
     base = base_environment(os.environ, on_terminal=sys.stdout.isatty())
     lines = [procfile_line(p, resolve(p.argv), base) for p in processes]
@@ -263,20 +287,43 @@ def run_cluster(
         [honcho, "start", "-f", str(procfile), "-e", os.devnull, "-d", str(ROOT)],
         env=environment,
     )
-    # SIGTERM (from a service manager) stops it as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: supervisor.send_signal(signal.SIGTERM))
     try:
+        # SIGTERM (from a service manager) stops it as Ctrl-C does.
+        signal.signal(signal.SIGTERM, lambda *_: supervisor.send_signal(signal.SIGTERM))
         while True:
             try:
-                code = supervisor.wait()
-                break
+                return supervisor.wait()
             except KeyboardInterrupt:
-                continue  # honcho got the Ctrl-C too and is stopping its processes
+                # A terminal's Ctrl-C reached honcho too; a SIGINT sent to this process
+                # alone did not, and it ran on.
+                supervisor.send_signal(signal.SIGINT)
     finally:
         if supervisor.poll() is None:
             supervisor.terminate()
             supervisor.wait()
-        click.echo("stopping the standby and the primary")
-        standby.stop()
-        primary.stop()
-    return code
+
+
+def _end_by_sigterm(signum: int, _: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def stopped_on_any_exit(*servers: PostgresServer) -> Iterator[None]:
+    """Stop ``servers`` however the block ends: done, an error, Ctrl-C or SIGTERM.
+
+    SIGTERM ends the block as ``SystemExit(143)``, the code honcho ends with on it: its
+    default action ended this process on the spot while it started, and the servers (in
+    sessions of their own) ran on. A second signal while they stop is ignored, so that it
+    cannot cut the stopping short."""
+    previous = signal.signal(signal.SIGTERM, _end_by_sigterm)
+    try:
+        yield
+    finally:
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if any(server.running for server in servers):
+            click.echo("stopping the standby and the primary")
+        for server in servers:
+            server.stop()
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, previous)

@@ -47,39 +47,48 @@ def leftovers(folder: Path) -> list[str]:
     return found
 
 
-async def test_ledger_dev_cluster_serves_through_nginx_and_ctrl_c_stops_everything() -> None:
-    if nginx.find_nginx() is None:
-        pytest.skip("no nginx: `make nginx` installs Debian's package")
+def ledger_dev_cluster(ports: Ports, folder: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``ledger dev cluster`` on ``ports`` with its data in ``folder``, its output in ``log``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE"))}
+    with log.open("wb") as output:
+        return subprocess.Popen(  # noqa: S603
+            [
+                str(Path(sys.executable).parent / "ledger"),
+                "dev",
+                "cluster",
+                "--replicas",
+                str(ports.replicas),
+                "--port",
+                str(ports.base),
+                "--pg-port",
+                str(ports.postgres),
+                "--data",
+                str(folder),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own terminal group, as at a shell's prompt
+        )
+
+
+def skip_without_postgres_programs() -> None:
     try:
         find_binaries()
     except PostgresError as error:
         pytest.skip(f"no PostgreSQL programs for a primary and a standby: {error}")
+
+
+async def test_ledger_dev_cluster_serves_through_nginx_and_ctrl_c_stops_everything() -> None:
+    if nginx.find_nginx() is None:
+        pytest.skip("no nginx: `make nginx` installs Debian's package")
+    skip_without_postgres_programs()
     ports = free_ports(2)
     with tempfile.TemporaryDirectory(prefix="ledger-make-cluster-") as name:
         folder = Path(name) / "cluster"
         log = Path(name) / "cluster.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE"))}
-        with log.open("wb") as output:
-            driver = subprocess.Popen(  # noqa: ASYNC220, S603
-                [
-                    str(Path(sys.executable).parent / "ledger"),
-                    "dev",
-                    "cluster",
-                    "--replicas",
-                    "2",
-                    "--port",
-                    str(ports.base),
-                    "--pg-port",
-                    str(ports.postgres),
-                    "--data",
-                    str(folder),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own terminal group, as at a shell's prompt
-            )
+        driver = ledger_dev_cluster(ports, folder, log)
         try:
             base = f"http://127.0.0.1:{ports.base}"
             token_file = folder / "data" / "demo-token"
@@ -125,3 +134,114 @@ async def test_ledger_dev_cluster_serves_through_nginx_and_ctrl_c_stops_everythi
         await asyncio.sleep(0.5)
         assert leftovers(folder) == []
         assert "stopping the standby and the primary" in log.read_text()
+
+
+def wait_for_line(
+    driver: subprocess.Popen[bytes], log: Path, line: str, *, pause: float = 0.05
+) -> None:
+    deadline = time.monotonic() + 60
+    while line not in log.read_text():
+        assert driver.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(pause)
+
+
+@pytest.mark.parametrize(
+    ("signum", "ended"),
+    [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, -signal.SIGINT)],
+    ids=["SIGTERM", "Ctrl-C"],
+)
+def test_a_signal_while_it_starts_stops_the_servers_it_started(signum: int, ended: int) -> None:
+    """SIGTERM ended it on the spot and a Ctrl-C went past its clean-up: the primary, in a
+    session of its own, ran on."""
+    skip_without_postgres_programs()
+    ports = free_ports(1)
+    with tempfile.TemporaryDirectory(prefix="ledger-make-cluster-") as name:
+        folder = Path(name) / "cluster"
+        log = Path(name) / "cluster.log"
+        driver = ledger_dev_cluster(ports, folder, log)
+        try:
+            wait_for_line(driver, log, "copying the primary into a fresh standby")
+            if signum == signal.SIGINT:
+                os.killpg(driver.pid, signum)  # a terminal's Ctrl-C: the whole group
+            else:
+                driver.send_signal(signum)  # a service manager's stop: the process
+            code = driver.wait(60)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait(10)
+        assert leftovers(folder) == [], log.read_text()
+        assert code == ended, log.read_text()
+        assert "stopping the standby and the primary" in log.read_text()
+
+
+def test_an_error_after_the_servers_started_stops_them() -> None:
+    """An error past the migrate step (here its Procfile cannot be written) left them
+    running."""
+    skip_without_postgres_programs()
+    ports = free_ports(1)
+    with tempfile.TemporaryDirectory(prefix="ledger-make-cluster-") as name:
+        folder = Path(name) / "cluster"
+        (folder / "Procfile").mkdir(parents=True)
+        log = Path(name) / "cluster.log"
+        driver = ledger_dev_cluster(ports, folder, log)
+        try:
+            code = driver.wait(120)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait(10)
+        assert leftovers(folder) == [], log.read_text()
+        assert code == 1
+        assert log.read_text().endswith(f"Error: Is a directory: {folder / 'Procfile'}\n")
+
+
+def test_a_sigint_sent_to_it_alone_stops_everything() -> None:
+    """A SIGINT to its process only (``kill -INT``, a tool's stop button), not to the terminal's
+    group: honcho never heard of it, and everything ran on."""
+    skip_without_postgres_programs()
+    ports = free_ports(1)
+    with tempfile.TemporaryDirectory(prefix="ledger-make-cluster-") as name:
+        folder = Path(name) / "cluster"
+        log = Path(name) / "cluster.log"
+        driver = ledger_dev_cluster(ports, folder, log)
+        try:
+            wait_for_line(driver, log, "ledger API ready on")
+            driver.send_signal(signal.SIGINT)
+            try:
+                code = driver.wait(30)
+            except subprocess.TimeoutExpired:
+                driver.terminate()  # which stops it all (a SIGKILL would leave the rest)
+                driver.wait(60)
+                raise AssertionError(f"a SIGINT did not stop it:\n{log.read_text()}") from None
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait(10)
+        assert leftovers(folder) == [], log.read_text()
+        assert code == 128 + signal.SIGINT  # honcho's, on SIGINT
+        assert "stopping the standby and the primary" in log.read_text()
+
+
+def test_a_second_sigterm_while_it_stops_the_servers_does_not_cut_that_short() -> None:
+    """A service manager repeating its SIGTERM (or a second Ctrl-C) ended the stopping at the
+    standby: the primary ran on."""
+    skip_without_postgres_programs()
+    ports = free_ports(1)
+    with tempfile.TemporaryDirectory(prefix="ledger-make-cluster-") as name:
+        folder = Path(name) / "cluster"
+        log = Path(name) / "cluster.log"
+        driver = ledger_dev_cluster(ports, folder, log)
+        try:
+            wait_for_line(driver, log, "copying the primary into a fresh standby")
+            driver.send_signal(signal.SIGTERM)
+            wait_for_line(driver, log, "stopping the standby and the primary", pause=0.001)
+            driver.send_signal(signal.SIGTERM)
+            code = driver.wait(60)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait(10)
+        assert leftovers(folder) == [], log.read_text()
+        assert code == 128 + signal.SIGTERM
