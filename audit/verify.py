@@ -75,6 +75,8 @@ from ledger.domain.events import (
     HoldReleased,
     MonthlyAllowanceReset,
     PaymentDisputed,
+    PaymentRefunded,
+    RefundUpdated,
     low_balance_threshold,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
@@ -167,6 +169,19 @@ _SETTLEMENT_FIGURES = {kind: attrgetter(*names) for kind, names in _SETTLEMENT_N
 """Each kind's figures as one tuple: compared whole first, named only when they differ."""
 _TAKEN_BACK: dict[type, int] = {CreditsClawedBack: 1, CreditsReversed: 1, CreditsRestored: -1}
 """Account events that take a purchase's credits back (1) or give them back (-1)."""
+_MOVED = ("credits_clawed_back", "credits_given_back", "credits_reversed", "credits_restored")
+"""What a session's refunds and disputes moved, by kind, as its events name it: each is one
+kind of account event (``_moved_by``), written with it (``ledger.handlers.payments._adjust``)."""
+_MOVED_SAID = (
+    "clawed back for refunds",
+    "given back for failed refunds",
+    "reversed for chargebacks",
+    "restored after chargebacks",
+)
+_MOVES_CREDITS = frozenset(
+    {PaymentRefunded, RefundUpdated, DisputeUpdated, PaymentDisputed, DisputeClosed}
+)
+"""The session events that may move credits (``_MOVED``)."""
 _BEFORE_ADJUSTMENTS = (PaymentDisputed, DisputeClosed)
 """Dispute events of the first releases, decided by rules older than ledger/domain/adjustments.py."""
 _GRANT_CLOSED: dict[type, str] = {GrantExpired: EXPIRED, GrantVoided: VOIDED}
@@ -316,6 +331,7 @@ class Stream:
         "hash",
         "id",
         "id_bytes",
+        "moved",
         "older_disputes",
         "paid_at",
         "purchase_status",
@@ -360,6 +376,9 @@ class Stream:
         """When its last event that changed its purchase row was (``_changes_purchase``)."""
         self.snapshots: dict[int, StoredSnapshot] | None = None
         self.older_disputes = False
+        self.moved = [0] * len(_MOVED)
+        """A Checkout session's credits moved by its refunds and disputes, by kind
+        (``_MOVED``)."""
         self.claimed = [0] * len(_CLAIM_SCOPES)
         """Its events counted by ``_CLAIMED``."""
         self.settled: dict[str, _Settled] | None = None
@@ -404,6 +423,8 @@ class GivenBack(msgspec.Struct):
     other_accounts: set[str] = msgspec.field(default_factory=set)
     first_position: int = 0
     """The first such event's: it names the account the others are compared with."""
+    moved: list[int] = msgspec.field(default_factory=lambda: [0] * len(_MOVED))
+    """The credits of each kind of those events (``_MOVED``)."""
 
 
 class Report(msgspec.Struct):
@@ -454,11 +475,15 @@ class SessionAt(msgspec.Struct, frozen=True):
     refunds: dict[str, Refund] = msgspec.field(default_factory=dict)
     disputes: dict[str, Dispute] = msgspec.field(default_factory=dict)
     """Its facts, against what its payment intent kept before the payment (``IntentAt``)."""
+    moved: tuple[int, ...] = (0,) * len(_MOVED)
+    """What its refunds and disputes moved, by kind (``_MOVED``)."""
 
-    def took_by_a_rule(self, took: int) -> bool:
-        """Whether ``took`` credits are what a rule the ledger decided by gives."""
+    def took_by_a_rule(self) -> bool:
+        """Whether it took back for refunds and for disputes what a rule the ledger decided
+        by gives, each: a refund's credits recorded as a chargeback's, or the other way
+        round, tell another story of the purchase on its row and its account's statement."""
         return any(
-            took == rule.refunded + rule.disputed
+            (self.clawed_back, self.reversed) == (rule.refunded, rule.disputed)
             for rule in (self.rule, self.rounded_down)
             if rule is not None
         )
@@ -900,6 +925,9 @@ class StreamReplay:
         elif isinstance(aggregate, CheckoutSession):
             if kind in _BEFORE_ADJUSTMENTS:
                 stream.older_disputes = True
+            if kind in _MOVES_CREDITS:
+                for n, moved in enumerate(_MOVED):
+                    stream.moved[n] += getattr(domain_event, moved, 0)
             if kind is CheckoutRequested:
                 stream.requested_at = event.recorded_at
             elif kind is CheckoutPaid and stream.paid_at is None:
@@ -1080,6 +1108,7 @@ class StreamReplay:
         elif known.account_id != account_id:
             known.other_accounts.add(account_id)
         known.credits += credits
+        known.moved[_moved_by(domain_event)] += domain_event.credits
         known.position = event.notification_id
 
     def _freeze_figures_before(self, stream: Stream, position: int) -> None:
@@ -1656,7 +1685,7 @@ class Verifier:
         Sessions disputed under the first releases' rules (``PaymentDisputed``,
         ``DisputeClosed``) kept what those rules decided: only their account is checked. A
         chargeback's share rounded down, as it was before it was rounded up, is accepted;
-        the refunds' share, which no rule ever rounded otherwise, is judged on its own.
+        the refunds' share and the disputes' are each judged, not only their sum.
         """
         taken_back = dict(part.taken_back)
         for session in part.sessions:
@@ -1664,19 +1693,12 @@ class Verifier:
             given = taken_back.pop(session.session_id, None)
             problems = []
             rule = session.rule
-            if rule is not None and not session.took_by_a_rule(took):
+            if rule is not None and not session.took_by_a_rule():
                 problems.append(
                     f"its refunds and disputes took back {took} credits "
                     f"({session.clawed_back} refunded, {session.reversed} "
                     f"disputed), its facts {rule.refunded + rule.disputed} ({rule.refunded} "
                     f"refunded, {rule.disputed} disputed)"
-                )
-            elif rule is not None and session.clawed_back != rule.refunded:
-                # The sum alone let a dispute's credits pass for a refund's: a win gives back
-                # what the dispute holds, and the refund's part stays.
-                problems.append(
-                    f"its refunds took back {session.clawed_back} credits and its disputes "
-                    f"{session.reversed}, its facts {rule.refunded} and {rule.disputed}"
                 )
             if session.amount_refunded != session.refunded_by_facts:
                 problems.append(
@@ -1687,6 +1709,11 @@ class Verifier:
                 problems.append(
                     f"its account's events took back {given.credits if given else 0} credits, "
                     f"the session {took}"
+                )
+            elif (moved := tuple(given.moved) if given else (0,) * len(_MOVED)) != session.moved:
+                problems.append(
+                    f"its account's events {_moved_said(moved)}; the session's "
+                    f"{_moved_said(session.moved)}"
                 )
             if given and (given.account_id != session.account_id or given.other_accounts):
                 accounts = ", ".join(sorted({given.account_id, *given.other_accounts}))
@@ -2288,6 +2315,7 @@ def _session_at(stream_id: UUID, stream: Stream) -> SessionAt:
         largest_refunded=session.largest_refunded,
         refunds=session.refunds,
         disputes=session.disputes,
+        moved=tuple(stream.moved),
     )
 
 
@@ -2324,6 +2352,22 @@ def _not_taken(intent: IntentAt, session: SessionAt) -> list[str]:
 def _behind(stages: dict[str, int], known: str | None, kept: str) -> bool:
     """Whether a status ``known`` (None: none) is at an earlier stage than ``kept``."""
     return known is None or stages.get(known, -1) < stages.get(kept, -1)
+
+
+def _moved_by(taken_or_given: Any) -> int:
+    """Which of ``_MOVED`` an account event naming a session is: a restoration with a
+    refund's id gives back what a failed refund's clawback took, one without what a
+    chargeback took."""
+    kind = type(taken_or_given)
+    if kind is CreditsClawedBack:
+        return 0
+    if kind is CreditsReversed:
+        return 2
+    return 1 if taken_or_given.refund_id else 3
+
+
+def _moved_said(moved: Sequence[int]) -> str:
+    return ", ".join(f"{credits} {said}" for credits, said in zip(moved, _MOVED_SAID, strict=True))
 
 
 def merge_parts(parts: Sequence[Part]) -> Part:
@@ -2378,6 +2422,7 @@ def _given_by_both(a: GivenBack, b: GivenBack) -> GivenBack:
         other_accounts=(first.other_accounts | second.other_accounts | {second.account_id})
         - {first.account_id},
         first_position=first.first_position,
+        moved=[x + y for x, y in zip(a.moved, b.moved, strict=True)],
     )
 
 

@@ -452,6 +452,81 @@ async def test_a_clawback_its_session_never_made_is_an_adjustment_mismatch(
     await books.uow.committer.stop()
 
 
+async def test_a_refund_told_as_a_chargeback_on_its_account_is_an_adjustment_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Clawbacks, reversals and restorations move the same balance: compared in total, a
+    refund's credits reversed for a dispute that never was, or a chargeback and its win made
+    up around a purchase never disputed, passed, and the account's statement told them. Each
+    kind is compared with what the session's events moved of it."""
+    books = await refunds_and_disputes(isolated_db)
+    await pay(books, "cs_kind", "acct_carol", 500, "pi_kind")
+    session: Any = await books.repository.get(
+        CheckoutSession, checkout_stream_id("cs_kind"), fresh=True
+    )
+    account = await books.account("acct_carol")
+    session.trigger_event(
+        PaymentRefunded, amount_refunded=100, credits_clawed_back=100, credits_restored=0
+    )
+    account.reverse_for_dispute("cs_kind", "dp_never", 100)
+    account.reverse_for_dispute("cs_early", "dp_ghost", 700)
+    account.restore_after_dispute("cs_early", "dp_ghost", 700)
+    await save(books, session, account)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert kinds(report) == ["adjustment-mismatch", "adjustment-mismatch"]
+    assert sorted(f.detail for f in report.findings) == [
+        "session cs_early: its account's events 250 clawed back for refunds, 0 given back for "
+        "failed refunds, 700 reversed for chargebacks, 700 restored after chargebacks; the "
+        "session's 250 clawed back for refunds, 0 given back for failed refunds, 0 reversed "
+        "for chargebacks, 0 restored after chargebacks",
+        "session cs_kind: its account's events 0 clawed back for refunds, 0 given back for "
+        "failed refunds, 100 reversed for chargebacks, 0 restored after chargebacks; the "
+        "session's 100 clawed back for refunds, 0 given back for failed refunds, 0 reversed "
+        "for chargebacks, 0 restored after chargebacks",
+    ]
+    await books.uow.committer.stop()
+
+
+async def test_a_refund_the_session_took_back_as_a_chargeback_is_an_adjustment_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The rule gives what refunds and what disputes take back, each: the purchase's row
+    shows both, and its account's statement tells which it was."""
+    books = await refunds_and_disputes(isolated_db)
+    await pay(books, "cs_kind", "acct_carol", 500, "pi_kind")
+    session: Any = await books.repository.get(
+        CheckoutSession, checkout_stream_id("cs_kind"), fresh=True
+    )
+    account = await books.account("acct_carol")
+    session.trigger_event(
+        RefundUpdated,
+        refund_id="re_told_as_a_dispute",
+        amount=100,
+        status="succeeded",
+        amount_refunded=100,
+        credits_clawed_back=0,
+        credits_given_back=0,
+        credits_reversed=100,
+        credits_restored=0,
+    )
+    account.reverse_for_dispute("cs_kind", "", 100)
+    await save(books, session, account)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    [finding] = report.findings
+    assert finding.kind == "adjustment-mismatch"
+    assert finding.detail == (
+        "session cs_kind: its refunds and disputes took back 100 credits (0 refunded, "
+        "100 disputed), its facts 100 (100 refunded, 0 disputed)"
+    )
+    await books.uow.committer.stop()
+
+
 async def test_a_refund_that_took_more_than_its_facts_allow_is_found_though_both_agree(
     isolated_db: IsolatedDatabase,
 ) -> None:
