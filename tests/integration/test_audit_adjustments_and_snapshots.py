@@ -578,8 +578,8 @@ async def test_credits_a_refund_took_in_a_disputes_stead_are_found_though_the_su
     [finding] = report.findings
     assert finding.kind == "adjustment-mismatch"
     assert finding.detail == (
-        "session cs_open: its refunds took back 200 credits and its disputes 300, "
-        "its facts 0 and 500"
+        "session cs_open: its refunds and disputes took back 500 credits (200 refunded, "
+        "300 disputed), its facts 500 (0 refunded, 500 disputed)"
     )
     await books.uow.committer.stop()
 
