@@ -748,12 +748,26 @@ class StreamReplay:
     def _check_reset(
         self, stream: Stream, event: ReplayedEvent, reset: MonthlyAllowanceReset
     ) -> None:
-        """A reset carries what open holds reserve of the allowance, and repays no more of a
-        debt than the rule gives (an event recorded before the rule repaid nothing, which is
-        less): more would be credits made from nothing. Judged on the account before it."""
+        """A reset is of a period after the account's, to its plan's allowance, carries what
+        open holds reserve of the allowance, and repays no more of a debt than the rule gives
+        (an event recorded before the rule repaid nothing, which is less): more would be
+        credits made from nothing. Judged on the account before it."""
         account = stream.aggregate
         if not isinstance(account, CreditAccount):
             return  # reported as unreadable, or a reset on another stream
+        if reset.period <= account.period or reset.monthly_allowance != (
+            account.next_monthly_allowance
+        ):
+            # The same period again changes nothing and an earlier one is refused: another
+            # reset of it would give the allowance again. The allowance is the plan's.
+            self._find(
+                "reset-mismatch",
+                f"the reset to {reset.period} set the allowance to {reset.monthly_allowance}; "
+                f"the account before it was in {account.period} with a plan of "
+                f"{account.next_monthly_allowance}: a reset is of a later period, to the plan",
+                stream,
+                event,
+            )
         carried, debt_repaid, kept = account.reset_figures()
         if not reset.held_topup_kept:
             # Recorded before anything was kept for held top-ups, it repaid that instead.

@@ -15,7 +15,7 @@ from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import HoldHasExpired
-from ledger.domain.events import PaymentRefunded, RefundUpdated
+from ledger.domain.events import MonthlyAllowanceReset, PaymentRefunded, RefundUpdated
 from ledger.domain.holds import repayable_by
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.domain.payment_intent import PaymentIntent
@@ -387,6 +387,51 @@ async def test_a_reset_that_repaid_more_than_the_debt_is_a_reset_mismatch(
         "the reset carried 0, repaid 1400 of a debt and kept 0 for held top-ups; the account "
         "before it gives 0 carried, at most 500 repaid and 0 kept"
     )
+
+
+async def test_a_reset_of_a_period_not_after_the_accounts_or_off_its_plan_is_a_reset_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A reset of the same period changes nothing and an earlier one is refused: one
+    appended anyway gives the month's allowance again, as one that sets more than the plan
+    does. The service's role may append either; the replay applied both as recorded."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_gus", 100)
+    await books.execute(ResetMonth(account_id="acct_gus", period="2999-01"))
+    account = await books.account("acct_gus")
+    for period, allowance in (("2999-01", 100), ("2998-12", 100), ("2999-02", 1_000_000)):
+        account.trigger_event(
+            MonthlyAllowanceReset,
+            period=period,
+            monthly_allowance=allowance,
+            held_allowance_carried=0,
+            debt_repaid=0,
+            held_topup_kept=0,
+        )
+    await save(books, account)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert kinds(report) == ["reset-mismatch"] * 3
+    assert [(f.version, f.detail) for f in report.findings] == [
+        (
+            3,
+            "the reset to 2999-01 set the allowance to 100; the account before it was in "
+            "2999-01 with a plan of 100: a reset is of a later period, to the plan",
+        ),
+        (
+            4,
+            "the reset to 2998-12 set the allowance to 100; the account before it was in "
+            "2999-01 with a plan of 100: a reset is of a later period, to the plan",
+        ),
+        (
+            5,
+            "the reset to 2999-02 set the allowance to 1000000; the account before it was in "
+            "2998-12 with a plan of 100: a reset is of a later period, to the plan",
+        ),
+    ]
+    await books.uow.committer.stop()
 
 
 async def test_a_reset_that_kept_more_for_held_top_ups_than_a_refund_took_is_a_reset_mismatch(
