@@ -678,6 +678,8 @@ class StreamReplay:
                         self._split_mismatch(stream, event, domain_event)
                     if kind is HoldPlaced:
                         self._check_hold_is_new(stream, event, domain_event)
+                elif kind is CheckoutPaid:
+                    self._check_payment(stream, event, domain_event)
                 aggregate = stream.aggregate
                 owner, method = _APPLIERS.get(kind) or _applier(kind)
                 if type(aggregate) is owner:
@@ -784,6 +786,22 @@ class StreamReplay:
                 f"{reset.debt_repaid} of a debt and kept {reset.held_topup_kept} for held "
                 f"top-ups; the account before it gives {carried} carried, at most "
                 f"{debt_repaid} repaid and {kept} kept",
+                stream,
+                event,
+            )
+
+    def _check_payment(self, stream: Stream, event: ReplayedEvent, paid: CheckoutPaid) -> None:
+        """A session is paid once, of the amount it asked: ``CheckoutSession.pay`` records
+        another amount as a mismatch, which credits nothing. Judged on the session before it."""
+        session = stream.aggregate
+        if not isinstance(session, CheckoutSession):
+            return  # reported as unreadable, or a payment on another stream
+        if session.settled or paid.amount_paid != session.amount:
+            self._find(
+                "purchase-mismatch",
+                f"session {session.session_id} recorded paid with {paid.amount_paid} of the "
+                f"{session.amount} it asked, while {session.status}: a session is paid once, of "
+                "its amount (another amount is a mismatch, which credits nothing)",
                 stream,
                 event,
             )

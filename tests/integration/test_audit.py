@@ -9,6 +9,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import asyncpg
@@ -17,7 +18,9 @@ import pytest
 
 from audit.verify import Verifier, verify
 from ledger.commands import GrantCredits, RecordCheckout, ResetMonth, SpendCredits
-from ledger.domain.ids import account_stream_id
+from ledger.domain.checkout import CheckoutSession
+from ledger.domain.events import CheckoutPaid
+from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.service import Ledger
 from tests.conftest import IsolatedDatabase
@@ -685,6 +688,50 @@ async def test_a_purchase_credited_twice_or_without_a_checkout_is_reported(
 
     kinds = sorted(f.kind for f in report.findings)
     assert kinds == ["credited-twice", "purchase-without-checkout"]
+
+
+async def test_a_session_paid_again_or_paid_less_than_it_asked_is_a_purchase_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The service's role may append a payment the session would have refused: of another
+    amount (a mismatch, which credits nothing), or a second one. Its CreditsPurchased then
+    matched a paid session."""
+    books = await build_history(isolated_db)
+    forged = CheckoutSession.request(
+        session_id="cs_one_cent",
+        account_id="acct_alice",
+        credits=10_000,
+        amount=10_000,
+        currency="usd",
+        checkout_url="http://127.0.0.1/pay/cs_one_cent",
+        expires_at=0,
+    )
+    forged.trigger_event(CheckoutPaid, payment_intent="pi_one_cent", amount_paid=1)
+    account = await books.account("acct_alice")
+    account.purchase("cs_one_cent", 10_000)
+    paid_before: Any = await books.repository.get(
+        CheckoutSession, checkout_stream_id("cs_0_b"), fresh=True
+    )
+    paid_before.trigger_event(CheckoutPaid, payment_intent="pi_0_b", amount_paid=300)
+    await save(books, forged, account, paid_before)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id, f.detail) for f in report.findings] == [
+        (
+            "purchase-mismatch",
+            "acct_alice",
+            f"session {session_id} recorded paid with {paid} of the {amount} it asked, while "
+            f"{status}: a session is paid once, of its amount (another amount is a mismatch, "
+            "which credits nothing)",
+        )
+        for session_id, paid, amount, status in (
+            ("cs_one_cent", 1, 10_000, "pending"),
+            ("cs_0_b", 300, 300, "paid"),
+        )
+    ]
+    await books.uow.committer.stop()
 
 
 async def test_the_verify_command_reports_and_exits_by_its_findings(
