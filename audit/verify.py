@@ -680,6 +680,8 @@ class StreamReplay:
                         self._check_hold_is_new(stream, event, domain_event)
                 elif kind is CheckoutPaid:
                     self._check_payment(stream, event, domain_event)
+                elif kind is CreditsGranted:
+                    self._check_grant_is_new(stream, event, domain_event)
                 aggregate = stream.aggregate
                 owner, method = _APPLIERS.get(kind) or _applier(kind)
                 if type(aggregate) is owner:
@@ -881,6 +883,25 @@ class StreamReplay:
                 "hold-placed-twice",
                 f"hold {placed.hold_id} was placed while it was open, reserving "
                 f"{open_hold.amount}: that reservation ends without a settlement",
+                stream,
+                event,
+            )
+
+    def _check_grant_is_new(
+        self, stream: Stream, event: ReplayedEvent, granted: CreditsGranted
+    ) -> None:
+        """A grant's id is granted once (``CreditAccount.grant`` refuses one the account has,
+        open or closed): granted again, the grant starts over from the new amount, and what
+        the first had left stays in ``granted``, where no grant holds it, nor spends it."""
+        account = stream.aggregate
+        if isinstance(account, CreditAccount) and (
+            granted.grant_id in account.grants or granted.grant_id in account.closed_grants
+        ):
+            grant = account.grants.get(granted.grant_id)
+            state = "closed" if grant is None else f"{grant.status} with {grant.remaining} left"
+            self._find(
+                "grant-granted-twice",
+                f"grant {granted.grant_id} was granted {granted.amount} again while {state}",
                 stream,
                 event,
             )

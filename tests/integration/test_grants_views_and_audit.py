@@ -22,7 +22,7 @@ from ledger.commands import (
 )
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantClosed
-from ledger.domain.events import CreditsSpent, GrantExpired, GrantVoided
+from ledger.domain.events import CreditsGranted, CreditsSpent, GrantExpired, GrantVoided
 from ledger.domain.ids import account_stream_id
 from ledger.service import Ledger
 from ledger.store.claims import request_fingerprint
@@ -253,6 +253,45 @@ async def test_the_audit_flags_a_closed_grant_that_keeps_credits_no_hold_reserve
         ("closed-grant-balance", 5, f"grant {expired} is expired and keeps 60 credits no open "
          "hold reserves: they should have lapsed"),
     ]  # fmt: skip
+
+
+async def test_the_audit_flags_a_grant_granted_again_under_its_id(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The account refuses a grant id it has, open or closed; appended anyway, the grant
+    started over from the new amount and what the first had left stayed in ``granted``,
+    held by no grant: a balance that could be spent from top-ups it never had."""
+    books = isolated_db.ledger()
+    await open_account(books, ACCOUNT, 0)
+    first = await grant(books, "first", 1000, 10, None)
+    ended = await grant(books, "ended", 50, 20, None)
+    await books.execute(
+        SpendCredits(account_id=ACCOUNT, amount=900, reason="work", idempotency_key="s1", at=NOW)
+    )
+    await books.execute(VoidGrant(account_id=ACCOUNT, grant_id=ended, reason="ended", at=NOW))
+    account: CreditAccount = await books.account(ACCOUNT, fresh=True)
+    for grant_id, amount in ((first, 1000), (ended, 50)):
+        account.trigger_event(
+            CreditsGranted,
+            grant_id=grant_id,
+            amount=amount,
+            priority=10,
+            expires_at=None,
+            reason="again",
+        )
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.version, f.detail) for f in report.findings] == [
+        (
+            "grant-granted-twice",
+            6,
+            f"grant {first} was granted 1000 again while active with 100 left",
+        ),
+        ("grant-granted-twice", 7, f"grant {ended} was granted 50 again while closed"),
+    ]
+    await books.uow.committer.stop()
 
 
 async def test_the_audit_finds_a_grants_view_that_disagrees(isolated_db: IsolatedDatabase) -> None:
