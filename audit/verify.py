@@ -953,24 +953,35 @@ class StreamReplay:
                 da, dt, dg = a1 - a0, t1 - t0, g1 - g0
                 pack, name, describe = head
                 description = as_text(describe(domain_event))  # description_of(), written out
-                line = (
-                    pack(
-                        event.notification_id,
-                        event.originator_version,
-                        da + dt + dg,
-                        da,
-                        dt,
-                        dg,
-                        a1,
-                        t1,
-                        g1,
-                        a1 + t1 + g1,
-                        microseconds,
-                        name,
-                        len(description),
+                try:
+                    line = (
+                        pack(
+                            event.notification_id,
+                            event.originator_version,
+                            da + dt + dg,
+                            da,
+                            dt,
+                            dg,
+                            a1,
+                            t1,
+                            g1,
+                            a1 + t1 + g1,
+                            microseconds,
+                            name,
+                            len(description),
+                        )
+                        + description.encode()
                     )
-                    + description.encode()
-                )
+                except struct.error:  # a number past a bigint, which no view's line holds
+                    self._find(
+                        "statement-view",
+                        f"its statement line holds a number past a bigint ({da + dt + dg} "
+                        f"changed, {a1 + t1 + g1} after), which the view at position "
+                        f"{self._statement_at} cannot hold",
+                        stream,
+                        event,
+                    )
+                    line = b"a line no view holds"
                 if stream.statement_digest is None:
                     stream.statement_digest = hashlib.md5(line)  # noqa: S324 (a digest, not a seal)
                 else:

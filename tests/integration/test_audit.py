@@ -19,7 +19,7 @@ import pytest
 from audit.verify import Verifier, verify
 from ledger.commands import GrantCredits, RecordCheckout, ResetMonth, SpendCredits
 from ledger.domain.checkout import CheckoutSession
-from ledger.domain.events import CheckoutPaid
+from ledger.domain.events import CheckoutPaid, CreditsSpent
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.service import Ledger
@@ -732,6 +732,35 @@ async def test_a_session_paid_again_or_paid_less_than_it_asked_is_a_purchase_mis
         )
     ]
     await books.uow.committer.stop()
+
+
+async def test_a_statement_past_what_its_view_can_hold_is_a_finding_not_a_crash(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Spends the projector cannot fold (a balance past a bigint), under a statement
+    view's position moved past them by hand: the replay's line for them is a finding."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_huge", 100)
+    await caught_up(isolated_db.store)
+    account = await books.account("acct_huge")
+    for _ in range(2):
+        account.trigger_event(
+            CreditsSpent, amount=2**63 - 1, from_allowance=2**63 - 1, from_topup=0, reason="x"
+        )
+    await save(books, account)
+    await books.uow.committer.stop()
+    last = await isolated_db.pool.fetchval("SELECT max(notification_id) FROM stored_events")
+    await tamper(isolated_db.url, "UPDATE projection_positions SET position = $1", last)
+
+    report = await verify(isolated_db.pool)
+
+    [past] = [f for f in report.findings if "past a bigint" in f.detail]
+    assert (past.kind, past.account_id, past.version) == ("statement-view", "acct_huge", 3)
+    assert past.detail == (
+        f"its statement line holds a number past a bigint ({-(2**63 - 1)} changed, "
+        f"{100 - 2 * (2**63 - 1)} after), which the view at position {last} cannot hold"
+    )
+    assert {"negative-allowance", "overdrawn"} <= {f.kind for f in report.findings}
 
 
 async def test_the_verify_command_reports_and_exits_by_its_findings(
