@@ -912,10 +912,15 @@ class StreamReplay:
         aggregate = stream.aggregate
         kind = type(domain_event)
         if isinstance(aggregate, CreditAccount):
-            if aggregate.allowance_remaining < 0:
+            # Of the allowance, what open holds reserve (and resets kept for them) is not free:
+            # a spend or hold recorded as taking it, parts adding up and credits to spare, made
+            # credits (the reset carries the share whole). ``free_allowance``, written out.
+            reserved = aggregate.kept_for_holds + aggregate.held_totals.from_allowance
+            if aggregate.allowance_remaining < reserved:
                 self._find(
                     "negative-allowance",
-                    f"allowance {aggregate.allowance_remaining}",
+                    f"allowance {aggregate.allowance_remaining}"
+                    + (f", of which open holds reserve {reserved}" if reserved else ""),
                     stream,
                     event,
                 )

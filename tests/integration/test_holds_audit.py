@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from audit.verify import verify
-from ledger.commands import PlaceHold, ResetMonth, SettleHold, SpendCredits
+from ledger.commands import GrantCredits, PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
 from ledger.domain.events import CreditsSpent, HoldCaptured, HoldPlaced, HoldReleased
 from ledger.handlers.holds import hold_id_for
@@ -191,6 +191,47 @@ async def test_the_audit_flags_spends_and_settlements_that_move_credits_their_ho
         ("settlement-mismatch", 8, f"hold {holds[2].hold_id} released with lapsed 60 (the rule "
          "gives 0)"),
     ]  # fmt: skip
+
+
+async def test_the_audit_flags_a_spend_of_the_allowance_an_open_hold_reserves(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Its parts add up and it leaves nothing overdrawn, yet recorded as taken from the
+    allowance the hold reserves (the rules take the grant), it made credits: a reset carries
+    the hold's share whole, and the grant is left (review F)."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_held", 100)
+    await books.execute(
+        GrantCredits(
+            account_id="acct_held",
+            amount=100,
+            priority=0,
+            expires_at=None,
+            reason="",
+            idempotency_key="g",
+        )
+    )
+    await books.execute(
+        PlaceHold(
+            account_id="acct_held",
+            amount=100,
+            expires_in_seconds=600,
+            reason="",
+            idempotency_key="h",
+        )
+    )
+    account: CreditAccount = await books.account("acct_held", fresh=True)
+    account.trigger_event(
+        CreditsSpent, amount=100, from_allowance=100, from_topup=0, reason="the held allowance"
+    )
+    account.reset_month("2999-01")
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    found = [(f.kind, f.version, f.detail) for f in report.findings if "allowance" in f.kind]
+    assert found == [("negative-allowance", 4, "allowance 0, of which open holds reserve 100")]
+    assert (account.allowance_remaining, account.granted, account.held) == (200, 100, 100)
 
 
 async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
