@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -40,6 +41,9 @@ POLL_SECONDS = 1.0
 """Longest sleep between looks at the outbox; NOTIFY wakes the dispatcher sooner."""
 CONCURRENCY = 16
 """Requests in flight at once, per dispatcher."""
+PER_ENDPOINT = 4
+"""Of those, the most to one endpoint: a receiver that hangs holds this many for the
+timeout, and the other endpoints' deliveries go on in the rest."""
 USER_AGENT = "credit-ledger-webhooks/1"
 ERROR_TEXT_BYTES = 200
 """Of a refusal's body, what an attempt's error keeps."""
@@ -70,7 +74,8 @@ class Dispatcher:
         self.allow_private = allow_private
         """Whether receivers may be on non-public addresses (see addresses.py)."""
         self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], str] = {}
+        """Each request's task, with the endpoint it goes to."""
         self._failing = FailingLoop(log, "webhook dispatcher")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,15 +144,21 @@ class Dispatcher:
         free = CONCURRENCY - len(self._in_flight)
         if free <= 0:
             return 0
-        claimed = await claim_due(self.pool, free, self.lease_seconds)
+        claimed = await claim_due(
+            self.pool,
+            free,
+            self.lease_seconds,
+            per_endpoint=PER_ENDPOINT,
+            sending=Counter(self._in_flight.values()),
+        )
         for due in claimed:
             task = asyncio.create_task(self._deliver(client, due))
-            self._in_flight.add(task)
+            self._in_flight[task] = due.endpoint_id
             task.add_done_callback(self._finished)
         return len(claimed)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("a delivery attempt could not be recorded: %s", error)
         self._wake.set()

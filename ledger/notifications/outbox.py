@@ -13,7 +13,7 @@ Deliveries are therefore at least once; receivers dedupe by the notification id.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -82,36 +82,58 @@ def backoff(step: int, schedule: Sequence[float]) -> float | None:
 
 
 async def claim_due(
-    pool: asyncpg.Pool, limit: int, lease_seconds: float = LEASE_SECONDS
+    pool: asyncpg.Pool,
+    limit: int,
+    lease_seconds: float = LEASE_SECONDS,
+    *,
+    per_endpoint: int | None = None,
+    sending: Mapping[str, int] | None = None,
 ) -> list[DueDelivery]:
     """Claim up to ``limit`` due deliveries to live endpoints, oldest first.
+
+    With ``per_endpoint``, no more of an endpoint's than bring the requests the caller has
+    in flight to it (``sending``, endpoint id → requests) up to that many: a receiver that
+    hangs holds that many of a dispatcher's requests, not all of them. The deliveries of an
+    endpoint already there are passed over, so the limit goes to the others' oldest.
 
     A due delivery of a disabled endpoint is cancelled instead, as disabling it cancels
     the pending ones: the projector may commit one just after (it read the endpoint as
     live before the disable), and nothing else would ever end it.
     """
+    sending = sending or {}
     rows = await pool.fetch(
-        """WITH due AS (
-               SELECT d.delivery_id FROM webhook_deliveries d
-               WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
+        """WITH sending AS (
+               SELECT * FROM unnest($4::text[], $5::int[]) AS s(endpoint_id, requests)),
+           due AS (
+               SELECT d.delivery_id, e.disabled_at IS NOT NULL AS disabled
+               FROM webhook_endpoints e LEFT JOIN sending s USING (endpoint_id)
+               CROSS JOIN LATERAL (
+                   SELECT d.delivery_id, d.next_attempt_at FROM webhook_deliveries d
+                   WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending'
+                     AND d.next_attempt_at <= (SELECT clock_timestamp())
+                   ORDER BY d.next_attempt_at, d.delivery_id
+                   LIMIT CASE WHEN $3::int IS NULL OR e.disabled_at IS NOT NULL THEN $1
+                              ELSE greatest($3 - coalesce(s.requests, 0), 0) END
+                   FOR UPDATE SKIP LOCKED) d
                ORDER BY d.next_attempt_at, d.delivery_id
-               LIMIT $1 FOR UPDATE SKIP LOCKED),
+               LIMIT $1),
            cancelled AS (
                UPDATE webhook_deliveries d
                SET status = 'cancelled', last_error = coalesce(d.last_error, 'endpoint disabled')
-               FROM due, webhook_endpoints e
-               WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
-                 AND e.disabled_at IS NOT NULL)
+               FROM due WHERE d.delivery_id = due.delivery_id AND due.disabled)
            UPDATE webhook_deliveries d
            SET attempts = d.attempts + 1,
                next_attempt_at = clock_timestamp() + make_interval(secs => $2)
            FROM due, webhook_endpoints e
-           WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
-             AND e.disabled_at IS NULL
+           WHERE d.delivery_id = due.delivery_id AND NOT due.disabled
+             AND e.endpoint_id = d.endpoint_id
            RETURNING d.delivery_id, d.attempts, d.notification_id, d.endpoint_id,
                      e.url, e.secret, d.payload""",
         limit,
         lease_seconds,
+        per_endpoint,
+        list(sending),
+        list(sending.values()),
     )
     return [DueDelivery(*r) for r in rows]
 

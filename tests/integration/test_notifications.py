@@ -26,7 +26,7 @@ import stripe
 
 from api.database import as_role, owner_connection
 from ledger.domain.account import CreditAccount
-from ledger.notifications.dispatcher import Dispatcher
+from ledger.notifications.dispatcher import CONCURRENCY, PER_ENDPOINT, Dispatcher
 from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry
 from ledger.notifications.outbox import DEFAULT_SCHEDULE, JITTER, claim_due, list_deliveries
 from ledger.service import Ledger
@@ -978,3 +978,105 @@ async def test_a_delivery_that_fails_for_good_is_logged_as_a_warning(
     assert retried.levelno == logging.INFO
     assert ": failed (HTTP 503" in given_up.getMessage()
     assert given_up.levelno == logging.WARNING
+
+
+@asynccontextmanager
+async def hanging_receiver() -> AsyncIterator[tuple[str, list[asyncio.StreamWriter]]]:
+    """A receiver that accepts each connection and never answers, until the block ends: its
+    URL, and the connections it holds."""
+    held: list[asyncio.StreamWriter] = []
+    released = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await released.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hooks", held
+    finally:
+        released.set()
+        server.close()
+
+
+async def test_a_receiver_that_never_answers_holds_only_its_share_of_the_slots(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    """Deliveries were claimed oldest first whatever their endpoint: a receiver that took
+    the connection and never answered came to hold all 16 of a dispatcher's slots, for the
+    request's timeout each, and a healthy receiver heard of 15 spends in 10 s (a review)."""
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+    repository = isolated_db.ledger()
+    account_id = await open_account(repository, 10_000)
+    spends = 3 * CONCURRENCY
+
+    # The receiver lets go of its connections first, so that the dispatcher can stop.
+    async with notifier(isolated_db, request_seconds=600), hanging_receiver() as (url, held):
+        dead = await registry.create(url, ["credits.spent"])
+        await registry.create(receiver.url("healthy"), ["credits.spent"])
+        for amount in range(1, spends + 1):
+            await act(repository, account_id, spend(amount))
+        await until(
+            lambda: len(receiver.at("healthy")) == spends,
+            seconds=60,
+            what="every notification at the healthy receiver",
+        )
+        await until(lambda: len(held) == PER_ENDPOINT, what="the dead one's requests")
+        still_held = [w for w in held if not w.is_closing()]
+        dead_deliveries = await list_deliveries(isolated_db.pool, endpoint_id=dead.id, limit=spends)
+
+    assert len(still_held) == PER_ENDPOINT  # hanging all along, and no more sent to it
+    assert len(dead_deliveries) == spends
+    assert {d.status for d in dead_deliveries} == {"pending"}
+    assert (
+        sorted(d.attempts for d in dead_deliveries)
+        == [0] * (spends - PER_ENDPOINT) + [1] * PER_ENDPOINT
+    )
+    assert await _delivered(isolated_db, spends)
+
+
+async def test_a_claim_takes_an_endpoints_oldest_only_up_to_its_share(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """What the dispatcher has in flight to an endpoint counts against its share; a disabled
+    endpoint's due deliveries are cancelled, all of them."""
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+    busy, other, gone = [
+        await registry.create(f"http://127.0.0.1:9/{name}", ["credits.spent"])
+        for name in ("busy", "other", "gone")
+    ]
+    # Due oldest first: busy's six, then gone's two and other's three, in turns.
+    for n, endpoint in enumerate([busy] * 6 + [gone, other] * 2 + [other]):
+        await isolated_db.pool.execute(
+            """INSERT INTO webhook_deliveries (notification_id, event_type, endpoint_id,
+                   account_id, position, payload, next_attempt_at)
+               VALUES ($1, 'credits.spent', $2, 'acct', $3, '{}',
+                       clock_timestamp() - make_interval(secs => $4))""",
+            f"evt_{n}_credits_spent",
+            endpoint.id,
+            n,
+            100.0 - n,
+        )
+    await registry.disable(gone.id)
+    await isolated_db.pool.execute(
+        "UPDATE webhook_deliveries SET status = 'pending' WHERE endpoint_id = $1", gone.id
+    )  # as if made as it was disabled: cancelled when due, whatever the share
+
+    claimed = await claim_due(isolated_db.pool, 16, per_endpoint=4, sending={busy.id: 1})
+
+    claimed.sort(key=lambda d: d.delivery_id)
+    assert [(d.endpoint_id, d.notification_id) for d in claimed] == [
+        (busy.id, "evt_0_credits_spent"),
+        (busy.id, "evt_1_credits_spent"),
+        (busy.id, "evt_2_credits_spent"),
+        (other.id, "evt_7_credits_spent"),
+        (other.id, "evt_9_credits_spent"),
+        (other.id, "evt_10_credits_spent"),
+    ]
+    cancelled = await list_deliveries(isolated_db.pool, endpoint_id=gone.id)
+    assert [d.status for d in cancelled] == ["cancelled", "cancelled"]
+    # busy at its share: its three left are passed over, not in the way of another's.
+    assert await claim_due(isolated_db.pool, 16, per_endpoint=4, sending={busy.id: 4}) == []
+    rest = await claim_due(isolated_db.pool, 16, per_endpoint=4, sending={busy.id: 3})
+    assert [d.notification_id for d in rest] == ["evt_3_credits_spent"]

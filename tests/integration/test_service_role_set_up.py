@@ -319,7 +319,10 @@ async def test_a_database_set_up_before_relay_positions_were_the_relays_own_is_u
             "UPDATE projection_positions SET position = 8 WHERE name = 'relay:nats'"
         )  # the previous release let the service do that
 
-        assert await set_up(admin) == ["0030_relay_positions_the_relays_own.sql"]
+        assert await set_up(admin) == [
+            "0030_relay_positions_the_relays_own.sql",
+            "0031_deliveries_due_per_endpoint.sql",
+        ]
         assert await set_up(admin) == []
         truncates = await admin.fetchval(
             "SELECT has_table_privilege($1, 'projection_positions', 'TRUNCATE')"
