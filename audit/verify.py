@@ -914,12 +914,19 @@ class StreamReplay:
         if isinstance(aggregate, CreditAccount):
             # Of the allowance, what open holds reserve (and resets kept for them) is not free:
             # a spend or hold recorded as taking it, parts adding up and credits to spare, made
-            # credits (the reset carries the share whole). ``free_allowance``, written out.
-            reserved = aggregate.kept_for_holds + aggregate.held_totals.from_allowance
-            if aggregate.allowance_remaining < reserved:
+            # credits (the reset carries the share whole). ``free_allowance``, written out,
+            # and only with holds open (resets keep nothing for held top-ups but while they
+            # are): most accounts have none, and a replay checks every event.
+            remaining = aggregate.allowance_remaining
+            reserved = (
+                aggregate.kept_for_holds + aggregate.held_totals.from_allowance
+                if aggregate.holds
+                else 0
+            )
+            if remaining < reserved:
                 self._find(
                     "negative-allowance",
-                    f"allowance {aggregate.allowance_remaining}"
+                    f"allowance {remaining}"
                     + (f", of which open holds reserve {reserved}" if reserved else ""),
                     stream,
                     event,
