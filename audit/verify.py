@@ -40,7 +40,7 @@ from audit.checkpoint import CheckpointAudit, CheckpointReplay
 from audit.findings import Finding
 from ledger import event_loop
 from ledger.child_processes import end_with_parent, started_deaf_to_ctrl_c, stop_pool_now
-from ledger.domain.account import CreditAccount
+from ledger.domain.account import MAX_GRANT, CreditAccount
 from ledger.domain.account import on as account_evolution
 from ledger.domain.adjustments import (
     DISPUTE_STAGE,
@@ -667,21 +667,21 @@ class StreamReplay:
                     # none below 0. Written out here, not as sum() and min() of a list nor in
                     # a method of its own: a replay checks every spend.
                     allowance, topup = domain_event.from_allowance, domain_event.from_topup
-                    grants = domain_event.from_grants
+                    grants, amount = domain_event.from_grants, domain_event.amount
                     if (
-                        allowance + topup + (sum(grants.values()) if grants else 0)
-                        != domain_event.amount
+                        allowance + topup + (sum(grants.values()) if grants else 0) != amount
                         or allowance < 0
                         or topup < 0
                         or (grants and min(grants.values()) < 0)
+                        or amount < 1
                     ):
-                        self._split_mismatch(stream, event, domain_event)
+                        self._check_taken(stream, event, domain_event)
                     if kind is HoldPlaced:
                         self._check_hold_is_new(stream, event, domain_event)
                 elif kind is CheckoutPaid:
                     self._check_payment(stream, event, domain_event)
                 elif kind is CreditsGranted:
-                    self._check_grant_is_new(stream, event, domain_event)
+                    self._check_grant(stream, event, domain_event)
                 aggregate = stream.aggregate
                 owner, method = _APPLIERS.get(kind) or _applier(kind)
                 if type(aggregate) is owner:
@@ -863,9 +863,25 @@ class StreamReplay:
             detail = f"hold {settled.hold_id} {status} with {', '.join(wrong)}"
         self._find("settlement-mismatch", detail, stream, event)
 
-    def _split_mismatch(self, stream: Stream, event: ReplayedEvent, taken: Any) -> None:
-        """A spend or a hold whose parts do not add up to its amount, or one below 0."""
+    def _check_taken(self, stream: Stream, event: ReplayedEvent, taken: Any) -> None:
+        """A spend or a hold of less than 1 credit (``CreditAccount._split`` refuses it, as
+        it did since the first spend was recorded), or whose parts do not add up to its
+        amount, or one below 0."""
         what = "hold" if isinstance(taken, HoldPlaced) else "spend"
+        if taken.amount < 1:
+            self._find(
+                "invalid-amount",
+                f"a {what} of {taken.amount} credits: the account records spends and holds "
+                "of at least 1",
+                stream,
+                event,
+            )
+        grants = taken.from_grants
+        if (
+            taken.from_allowance + taken.from_topup + sum(grants.values()) == taken.amount
+            and min(taken.from_allowance, taken.from_topup, *grants.values()) >= 0
+        ):
+            return
         self._find(
             "split-mismatch",
             f"a {what} of {taken.amount} took {taken.from_allowance} from the allowance, "
@@ -887,12 +903,20 @@ class StreamReplay:
                 event,
             )
 
-    def _check_grant_is_new(
-        self, stream: Stream, event: ReplayedEvent, granted: CreditsGranted
-    ) -> None:
-        """A grant's id is granted once (``CreditAccount.grant`` refuses one the account has,
-        open or closed): granted again, the grant starts over from the new amount, and what
-        the first had left stays in ``granted``, where no grant holds it, nor spends it."""
+    def _check_grant(self, stream: Stream, event: ReplayedEvent, granted: CreditsGranted) -> None:
+        """A grant is of 1 to ``MAX_GRANT`` credits, and its id is granted once
+        (``CreditAccount.grant`` refuses other amounts, as it did since grants were first
+        recorded, and an id the account has, open or closed): granted again, the grant
+        starts over from the new amount, and what the first had left stays in ``granted``,
+        where no grant holds it, nor spends it."""
+        if not 1 <= granted.amount <= MAX_GRANT:
+            self._find(
+                "invalid-amount",
+                f"grant {granted.grant_id} of {granted.amount} credits: a grant is 1 to "
+                f"{MAX_GRANT:,} credits",
+                stream,
+                event,
+            )
         account = stream.aggregate
         if isinstance(account, CreditAccount) and (
             granted.grant_id in account.grants or granted.grant_id in account.closed_grants

@@ -10,7 +10,13 @@ import pytest
 from audit.verify import verify
 from ledger.commands import GrantCredits, PlaceHold, ResetMonth, SettleHold, SpendCredits
 from ledger.domain.account import CreditAccount
-from ledger.domain.events import CreditsSpent, HoldCaptured, HoldPlaced, HoldReleased
+from ledger.domain.events import (
+    CreditsGranted,
+    CreditsSpent,
+    HoldCaptured,
+    HoldPlaced,
+    HoldReleased,
+)
 from ledger.handlers.holds import hold_id_for
 from ledger.payment_events import CheckoutChange, CheckoutEvent, RefundEvent
 from ledger.service import Ledger
@@ -273,6 +279,78 @@ async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
         ("hold-placed-twice", 3, f"hold {hold_id} was placed while it was open, "
          "reserving 600: that reservation ends without a settlement"),
     ]  # fmt: skip
+
+
+_EXPIRES = "2999-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "found"),
+    [
+        (
+            CreditsSpent,
+            {"amount": 0, "from_allowance": 0, "from_topup": 0, "reason": "x"},
+            [("invalid-amount", "a spend of 0 credits: the account records spends and holds "
+              "of at least 1")],
+        ),
+        (
+            HoldPlaced,
+            {"hold_id": "hold_0", "amount": 0, "from_allowance": 0, "from_topup": 0,
+             "reason": "x", "expires_at": _EXPIRES, "from_grants": {}},
+            [("invalid-amount", "a hold of 0 credits: the account records spends and holds "
+              "of at least 1")],
+        ),
+        (
+            HoldPlaced,
+            {"hold_id": "hold_minus", "amount": -5, "from_allowance": -5, "from_topup": 0,
+             "reason": "x", "expires_at": _EXPIRES, "from_grants": {}},
+            [("invalid-amount", "a hold of -5 credits: the account records spends and holds "
+              "of at least 1"),
+             ("split-mismatch", "a hold of -5 took -5 from the allowance, {} from grants and 0 "
+              "from top-ups")],
+        ),
+        (
+            CreditsGranted,
+            {"grant_id": "grant_0", "amount": 0, "priority": 0, "expires_at": None,
+             "reason": "x"},
+            [("invalid-amount", "grant grant_0 of 0 credits: a grant is 1 to 1,000,000,000 "
+              "credits")],
+        ),
+        (
+            CreditsGranted,
+            {"grant_id": "grant_minus", "amount": -5, "priority": 0, "expires_at": None,
+             "reason": "x"},
+            [("grant-overdrawn", "took more than grant grant_minus had: -5 of it left"),
+             ("invalid-amount", "grant grant_minus of -5 credits: a grant is 1 to "
+              "1,000,000,000 credits")],
+        ),
+        (
+            CreditsGranted,
+            {"grant_id": "grant_big", "amount": 1_000_000_001, "priority": 0,
+             "expires_at": None, "reason": "x"},
+            [("invalid-amount", "grant grant_big of 1000000001 credits: a grant is 1 to "
+              "1,000,000,000 credits")],
+        ),
+    ],
+    ids=["spend-0", "hold-0", "hold-minus-5", "grant-0", "grant-minus-5", "grant-past-the-most"],
+)  # fmt: skip
+async def test_the_audit_flags_an_amount_the_account_refuses(
+    isolated_db: IsolatedDatabase, kind: type, fields: dict[str, object], found: list[object]
+) -> None:
+    """A spend or hold of less than 1 credit, or a grant outside 1 to 1,000,000,000, which
+    ``CreditAccount`` has refused since such events were first recorded: a spend of 0 took
+    nothing from any bucket, so nothing else was found of it."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_amounts", 1000)
+    account: CreditAccount = await books.account("acct_amounts", fresh=True)
+
+    account.trigger_event(kind, **fields)
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.detail) for f in report.findings] == found
+    assert {(f.account_id, f.version) for f in report.findings} == {("acct_amounts", 2)}
 
 
 async def allowance_held_whole(books: Ledger, account_id: str) -> None:
