@@ -891,14 +891,28 @@ class StreamReplay:
         )
 
     def _check_hold_is_new(self, stream: Stream, event: ReplayedEvent, placed: HoldPlaced) -> None:
-        """A hold is placed once while open: placed again, the account forgets what the first
-        reserved, with no capture, release or expiry to say where it went."""
+        """A hold is placed once. Placed again while open, the account forgets what the first
+        reserved, with no capture, release or expiry to say where it went. A settled one is
+        never placed again: its id follows from its request's key (``hold_id_for``; random
+        before), which is claimed once, and its settlement's claim would answer the new
+        hold's capture, release and expiry, which would keep its credits for good."""
         account = stream.aggregate
-        if isinstance(account, CreditAccount) and (open_hold := account.holds.get(placed.hold_id)):
+        if not isinstance(account, CreditAccount):
+            return
+        if open_hold := account.holds.get(placed.hold_id):
             self._find(
                 "hold-placed-twice",
                 f"hold {placed.hold_id} was placed while it was open, reserving "
                 f"{open_hold.amount}: that reservation ends without a settlement",
+                stream,
+                event,
+            )
+        elif stream.settled and (settled := stream.settled.get(placed.hold_id)):
+            self._find(
+                "hold-placed-twice",
+                f"hold {placed.hold_id} was placed again after it was {settled.status}: a "
+                "settled hold is not placed again, and its settlement's claim answers this "
+                "one's capture, release and expiry",
                 stream,
                 event,
             )

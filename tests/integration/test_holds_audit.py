@@ -20,6 +20,8 @@ from ledger.domain.events import (
 from ledger.handlers.holds import hold_id_for
 from ledger.payment_events import CheckoutChange, CheckoutEvent, RefundEvent
 from ledger.service import Ledger
+from ledger.store.claims import Claim
+from ledger.store.commit import ClaimRecord
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
@@ -279,6 +281,62 @@ async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
         ("hold-placed-twice", 3, f"hold {hold_id} was placed while it was open, "
          "reserving 600: that reservation ends without a settlement"),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("outcome", "amount"), [("captured", 200), ("released", 0)])
+async def test_the_audit_flags_a_hold_placed_again_after_it_was_settled(
+    isolated_db: IsolatedDatabase, outcome: str, amount: int
+) -> None:
+    """A hold's id follows from its request's key, claimed once: a settled hold is never
+    placed again (the account does not refuse it: it forgets settled holds). Placed again
+    and released, with a claim of its own for the placing and none for the release (the
+    first settlement's is there), the claims and every view agreed with the replay."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_again", 1000)
+    placed = await books.execute(
+        PlaceHold(
+            account_id="acct_again",
+            amount=600,
+            expires_in_seconds=600,
+            reason="job",
+            idempotency_key="a",
+        )
+    )
+    hold_id = str(placed.hold_id)
+    await books.execute(
+        SettleHold(account_id="acct_again", hold_id=hold_id, outcome=outcome, amount=amount)  # type: ignore[arg-type]
+    )
+    account: CreditAccount = await books.account("acct_again", fresh=True)
+
+    account.trigger_event(
+        HoldPlaced,
+        hold_id=hold_id,
+        amount=10,
+        from_allowance=10,
+        from_topup=0,
+        reason="job",
+        expires_at=placed.expires_at,
+        from_grants={},
+    )
+    account.release_hold(hold_id)
+    placing = ClaimRecord(Claim("hold/acct_again", "forged", b""), b"")
+    writes = books.repository.writes([account], [placing])
+    await books.uow.committer.commit(writes)
+    books.repository.committed([account], writes)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    found = [(f.kind, f.version, f.detail) for f in report.findings]
+    assert found == [
+        (
+            "hold-placed-twice",
+            4,
+            f"hold {hold_id} was placed again after it was {outcome}: a settled hold is not "
+            "placed again, and its settlement's claim answers this one's capture, release "
+            "and expiry",
+        )
+    ]
 
 
 _EXPIRES = "2999-01-01T00:00:00+00:00"
@@ -636,7 +694,8 @@ async def test_a_settlement_claimed_for_an_open_hold_is_reported(
     """A settlement claim is the hold's one settlement: inserted for an open hold, its capture,
     release and expiry (the sweeper's too) are answered from it and never recorded, and the
     hold keeps its credits for good. A hold placed again after its claim was deleted (a retry
-    of its key) is one more HoldPlaced than there are hold claims."""
+    of its key) is one more HoldPlaced than there are hold claims, and a settled hold placed
+    again."""
     books = await holds_history(isolated_db)
     placed = await books.execute(
         PlaceHold(
@@ -677,9 +736,10 @@ async def test_a_settlement_claimed_for_an_open_hold_is_reported(
     report = await verify(isolated_db.pool)
 
     assert [(f.kind, f.account_id) for f in report.findings] == [
-        ("claim-mismatch", "acct_holds"),
-    ] * 3
+        ("hold-placed-twice", "acct_holds"),
+    ] + [("claim-mismatch", "acct_holds")] * 3
     details = " ".join(f.detail for f in report.findings)
+    assert f"hold {again.hold_id} was placed again after it was captured" in details
     assert "5 hold claims, 6 HoldPlaced" in details
     for hold_id in sorted({placed.hold_id, again.hold_id}):
         assert f"hold {hold_id} is open and its settlement is claimed" in details
