@@ -81,6 +81,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
 from ledger.domain.holds import OpenHold, repayable_by
+from ledger.domain.limits import MAX_CREDITS, MIN_CREDITS
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.domain.payment_intent import on as payment_intent_evolution
 from ledger.handlers.hold_answers import Hold
@@ -1044,12 +1045,37 @@ class StreamReplay:
                     stream.moved[n] += getattr(domain_event, moved, 0)
             if kind is CheckoutRequested:
                 stream.requested_at = event.recorded_at
+                if not MIN_CREDITS <= domain_event.credits <= MAX_CREDITS:
+                    self._check_credits(stream, event, domain_event)
             elif kind is CheckoutPaid and stream.paid_at is None:
                 stream.paid_at = event.recorded_at
             if _changes_purchase(domain_event):
                 stream.updated_at = event.recorded_at
             if event.notification_id <= self.positions.get("purchases", 0):
                 stream.purchase_status = _purchase_at(aggregate, stream)
+
+    def _check_credits(
+        self, stream: Stream, event: ReplayedEvent, requested: CheckoutRequested
+    ) -> None:
+        """A session requested by the service is of ``MIN_CREDITS`` to ``MAX_CREDITS``
+        (refused before Stripe is asked, since the first session was recorded); one rebuilt
+        from a paid session's metadata (``recovered``) of 1 or more. A version 1 event reads
+        as requested, its upcast setting ``recovered`` false also of sessions recovered before
+        version 2 kept the flag: it is held to 1 or more."""
+        credits = requested.credits
+        if requested.recovered or _stored_version(event.state) < 2:
+            if credits >= 1:
+                return
+            rule = "a session is of 1 credit or more, requested or rebuilt from its metadata"
+        else:
+            rule = f"a purchase is {MIN_CREDITS} to {MAX_CREDITS:,} credits"
+        how = "rebuilt from its metadata" if requested.recovered else "requested"
+        self._find(
+            "purchase-mismatch",
+            f"session {requested.session_id} was {how} for {credits} credits: {rule}",
+            stream,
+            event,
+        )
 
     def _check_grants(
         self, stream: Stream, event: ReplayedEvent, domain_event: Any, touched: Collection[str]
@@ -2393,6 +2419,18 @@ _GRANTS_TOUCHED: dict[type, Callable[[Any], Collection[str]]] = {
 """The grants each kind of account event moves or closes (by class, as ``_HOLD_STATUS``:
 a ``match`` of class patterns cost every spend four ``isinstance`` calls): the event's own
 dict where its keys are the grants, so a spend that took from none makes no object."""
+
+
+class _Versioned(msgspec.Struct):
+    class_version: int = 1
+
+
+_versioned = msgspec.json.Decoder(_Versioned).decode
+
+
+def _stored_version(state: bytes) -> int:
+    """The class version an event was stored at (the mapper writes it past version 1)."""
+    return _versioned(state).class_version
 
 
 def _account_of(aggregate: Any) -> str | None:

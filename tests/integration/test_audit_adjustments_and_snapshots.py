@@ -790,6 +790,80 @@ async def test_the_migration_shows_pending_a_mismatch_the_first_release_left_exp
     assert after.findings == []
 
 
+def requested(session_id: str, credits: int, *, recovered: bool = False) -> CheckoutSession:
+    """A pending session of acct_carol for ``credits`` at a cent each."""
+    return CheckoutSession.request(
+        session_id=session_id,
+        account_id="acct_carol",
+        credits=credits,
+        amount=credits,
+        currency="usd",
+        checkout_url=f"http://127.0.0.1/pay/{session_id}",
+        expires_at=0,
+        recovered=recovered,
+    )
+
+
+async def test_a_session_of_credits_no_purchase_buys_is_a_purchase_mismatch(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The service requests 100 to 10,000 credits, refused before Stripe is asked, and
+    rebuilds a paid session it never recorded from its metadata only with 1 or more: the
+    service's role may append any. Negative credits were found only by accident, once
+    refunded ("it recorded 0 refunded, its facts -100"), and none else at all."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_carol", 100)
+    forged = [
+        requested("cs_minus", -100),
+        requested("cs_many", 10_001),
+        requested("cs_none", 0, recovered=True),
+    ]
+    await save(books, *forged)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id, f.version, f.detail) for f in report.findings] == [
+        ("purchase-mismatch", "acct_carol", 1, f"session {detail}")
+        for detail in (
+            "cs_minus was requested for -100 credits: a purchase is 100 to 10,000 credits",
+            "cs_many was requested for 10001 credits: a purchase is 100 to 10,000 credits",
+            "cs_none was rebuilt from its metadata for 0 credits: a session is of 1 credit "
+            "or more, requested or rebuilt from its metadata",
+        )
+    ] + [  # its amount of -100 makes its facts refund that much: what was found before
+        ("adjustment-mismatch", "acct_carol", None, "session cs_minus: it recorded 0 "
+         "refunded, its facts -100"),
+    ]  # fmt: skip
+    await books.uow.committer.stop()
+
+
+async def test_sessions_rebuilt_from_metadata_of_any_credits_verify_clean(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A session rebuilt from a paid session's metadata takes its credits from there (1 or
+    more): so did one recorded before CheckoutRequested kept ``recovered`` (version 1), which
+    its upcast reads as requested."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_carol", 100)
+    await save(books, requested("cs_small", 50, recovered=True), requested("cs_old", 20_000))
+    await books.uow.committer.stop()
+    await rewrite_stream(
+        isolated_db.url,
+        checkout_stream_id("cs_old"),
+        1,
+        '"recovered":false,"class_version":2}',
+        '"recovered":true}',
+    )
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    assert report.findings == []
+    old = await books.repository.get(CheckoutSession, checkout_stream_id("cs_old"), fresh=True)
+    assert (old.credits, old.recovered) == (20_000, False)  # upcast: read as requested
+
+
 async def long_account(books: Ledger, account_id: str, events: int) -> CreditAccount:
     """An account with ``events`` events, written one command at a time (snapshots taken)."""
     account = await open_account(books, account_id, 100_000)
