@@ -24,7 +24,7 @@ import queue
 import re
 import struct
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from operator import attrgetter
@@ -48,6 +48,7 @@ from ledger.domain.adjustments import (
     Dispute,
     Refund,
     Worth,
+    later_stage,
     taken_back,
 )
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
@@ -2490,20 +2491,16 @@ def _not_taken(intent: IntentAt, session: SessionAt) -> list[str]:
     missed = []
     if min(intent.amount_refunded, session.amount) > session.largest_refunded:
         missed.append(f"an amount_refunded of {intent.amount_refunded}")
-    for refund_id, refund in intent.refunds.items():
-        known = session.refunds.get(refund_id)
-        if _behind(REFUND_STAGE, known.status if known else None, refund.status):
-            missed.append(f"refund {refund_id} ({refund.status})")
-    for dispute_id, dispute in intent.disputes.items():
-        seen = session.disputes.get(dispute_id)
-        if _behind(DISPUTE_STAGE, seen.status if seen else None, dispute.status):
-            missed.append(f"dispute {dispute_id} ({dispute.status})")
+    facts: tuple[tuple[str, dict[str, int], Mapping[str, Any], Mapping[str, Any]], ...] = (
+        ("refund", REFUND_STAGE, intent.refunds, session.refunds),
+        ("dispute", DISPUTE_STAGE, intent.disputes, session.disputes),
+    )
+    for what, stages, kept, heard in facts:
+        for fact_id, fact in kept.items():
+            known = heard.get(fact_id)
+            if known is None or later_stage(stages, known.status, fact.status):
+                missed.append(f"{what} {fact_id} ({fact.status})")
     return missed
-
-
-def _behind(stages: dict[str, int], known: str | None, kept: str) -> bool:
-    """Whether a status ``known`` (None: none) is at an earlier stage than ``kept``."""
-    return known is None or stages.get(known, -1) < stages.get(kept, -1)
 
 
 def _moved_by(taken_or_given: Any) -> int:

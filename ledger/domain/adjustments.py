@@ -94,10 +94,10 @@ class Dispute(msgspec.Struct, frozen=True):
 
 def newer(known: Dispute | None, status: str) -> bool:
     """Whether ``status`` is news for a dispute last seen as ``known``."""
-    return _later_stage(DISPUTE_STAGE, known.status if known else None, status)
+    return later_stage(DISPUTE_STAGE, known.status if known else None, status)
 
 
-def _later_stage(stages: dict[str, int], known: str | None, status: str) -> bool:
+def later_stage(stages: dict[str, int], known: str | None, status: str) -> bool:
     """Whether ``status`` is at a later stage than ``known`` (None: nothing heard yet); a
     status not in ``stages`` never is."""
     if status not in stages:
@@ -139,7 +139,7 @@ class Refund(msgspec.Struct, frozen=True):
 def refund_heard(known: Refund | None, status: str, amount: int) -> Refund | None:
     """The refund as ``status`` leaves it, when that is news for one last seen as ``known``
     (its amount the one first heard: no later event changes it); None when it is not."""
-    if not _later_stage(REFUND_STAGE, known.status if known else None, status):
+    if not later_stage(REFUND_STAGE, known.status if known else None, status):
         return None
     return Refund(status, known.amount if known else amount)
 

@@ -58,7 +58,8 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
     account = existing(account, command.account_id)
     assert command.at is not None
     hold = account.hold(command.hold_id)  # HoldNotFound once settled: the claim answers then
-    if hold.has_expired(command.at) and command.outcome != "captured":
+    past_due = hold.has_expired(command.at)
+    if past_due and command.outcome != "captured":
         # Past its expiry, the hold is no longer open, swept or not: its release records
         # and answers its expiry, as the sweeper would have, so that it and its repeats
         # are answered as those of a release once the sweeper has come (not replays). With
@@ -77,7 +78,7 @@ def decide_settle(account: CreditAccount | None, command: SettleHold) -> Decisio
     # closed, and what the settlement does not use of the hold's share of it lapses (its
     # answer says so, as when the sweeper came first); the answer counts no hold a spend
     # would take nor grant it would refuse, as a balance read then.
-    keys = [] if hold.has_expired(command.at) else expire_due(account, command.at)
+    keys = [] if past_due else expire_due(account, command.at)
     settlement: Settlement
     if command.outcome == "captured":
         settlement = account.capture_hold(command.hold_id, command.amount, command.at)
