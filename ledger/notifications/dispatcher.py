@@ -40,10 +40,18 @@ TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 1.0
 """Longest sleep between looks at the outbox; NOTIFY wakes the dispatcher sooner."""
 CONCURRENCY = 16
-"""Requests in flight at once, per dispatcher."""
+"""Requests in flight at once that are still expected to be answered soon, per dispatcher."""
 PER_ENDPOINT = 4
-"""Of those, the most to one endpoint: a receiver that hangs holds this many for the
-timeout, and the other endpoints' deliveries go on in the rest."""
+"""The most requests in flight to one endpoint, stalled ones included: a receiver that hangs
+holds this many for the timeout, and the other endpoints' deliveries go on in the rest."""
+STALLED_SECONDS = 2.0
+"""A request unanswered this long gives its slot back (it goes on until the timeout): four
+receivers that hang would otherwise hold all ``CONCURRENCY`` slots, and the receivers that
+answer would wait for the timeout. A healthy receiver answers well within it."""
+MOST_OPEN = 4 * CONCURRENCY
+"""Requests in flight at once, stalled ones included: what bounds a dispatcher's sockets
+when many receivers hang (``MOST_OPEN / PER_ENDPOINT`` of them hold every one). Below the
+100 connections of ``WebhookTransport``'s pool: past those a request would wait in the pool."""
 USER_AGENT = "credit-ledger-webhooks/1"
 ERROR_TEXT_BYTES = 200
 """Of a refusal's body, what an attempt's error keeps."""
@@ -74,8 +82,8 @@ class Dispatcher:
         self.allow_private = allow_private
         """Whether receivers may be on non-public addresses (see addresses.py)."""
         self._wake = asyncio.Event()
-        self._in_flight: dict[asyncio.Task[None], str] = {}
-        """Each request's task, with the endpoint it goes to."""
+        self._in_flight: dict[asyncio.Task[None], tuple[str, float]] = {}
+        """Each request's task, with the endpoint it goes to and when it started (loop time)."""
         self._failing = FailingLoop(log, "webhook dispatcher")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -140,8 +148,14 @@ class Dispatcher:
             if listening is not None:
                 await listening.close()
 
+    def _free_slots(self) -> int:
+        """Slots for new requests: those stalled count only against ``MOST_OPEN``."""
+        now = asyncio.get_running_loop().time()
+        answering = sum(1 for _, since in self._in_flight.values() if now - since < STALLED_SECONDS)
+        return min(CONCURRENCY - answering, MOST_OPEN - len(self._in_flight))
+
     async def _start_due(self, client: httpx.AsyncClient) -> int:
-        free = CONCURRENCY - len(self._in_flight)
+        free = self._free_slots()
         if free <= 0:
             return 0
         claimed = await claim_due(
@@ -149,11 +163,12 @@ class Dispatcher:
             free,
             self.lease_seconds,
             per_endpoint=PER_ENDPOINT,
-            sending=Counter(self._in_flight.values()),
+            sending=Counter(endpoint_id for endpoint_id, _ in self._in_flight.values()),
         )
+        started = asyncio.get_running_loop().time()
         for due in claimed:
             task = asyncio.create_task(self._deliver(client, due))
-            self._in_flight[task] = due.endpoint_id
+            self._in_flight[task] = (due.endpoint_id, started)
             task.add_done_callback(self._finished)
         return len(claimed)
 
@@ -164,7 +179,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _seconds_to_wait(self) -> float:
-        if len(self._in_flight) >= CONCURRENCY:
+        if self._free_slots() <= 0:
             return self.poll_seconds
         due_in = await seconds_until_due(self.pool)
         return self.poll_seconds if due_in is None else min(due_in, self.poll_seconds)

@@ -1080,3 +1080,44 @@ async def test_a_claim_takes_an_endpoints_oldest_only_up_to_its_share(
     assert await claim_due(isolated_db.pool, 16, per_endpoint=4, sending={busy.id: 4}) == []
     rest = await claim_due(isolated_db.pool, 16, per_endpoint=4, sending={busy.id: 3})
     assert [d.notification_id for d in rest] == ["evt_3_credits_spent"]
+
+
+async def test_four_receivers_that_never_answer_leave_room_for_one_that_does(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    """With 4 of 16 slots per endpoint, four receivers that took the connection and never
+    answered held all 16 of a dispatcher's slots until the timeout, and a healthy receiver
+    heard nothing meanwhile (a review). A request unanswered for ``STALLED_SECONDS`` now
+    gives its slot back; it still counts against its endpoint's share."""
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+    repository = isolated_db.ledger()
+    account_id = await open_account(repository, 10_000)
+    spends = 3 * CONCURRENCY
+    hanging = 4
+
+    async with contextlib.AsyncExitStack() as stack:
+        # The receivers let go of their connections first, so that the dispatcher can stop.
+        await stack.enter_async_context(notifier(isolated_db, request_seconds=600))
+        receivers = [await stack.enter_async_context(hanging_receiver()) for _ in range(hanging)]
+        dead = [await registry.create(url, ["credits.spent"]) for url, _ in receivers]
+        await registry.create(receiver.url("healthy"), ["credits.spent"])
+        for amount in range(1, spends + 1):
+            await act(repository, account_id, spend(amount))
+        await until(
+            lambda: len(receiver.at("healthy")) == spends,
+            seconds=60,
+            what="every notification at the healthy receiver while four hang",
+        )
+        held = [[w for w in writers if not w.is_closing()] for _, writers in receivers]
+        dead_deliveries = [
+            await list_deliveries(isolated_db.pool, endpoint_id=d.id, limit=spends) for d in dead
+        ]
+
+    assert [len(h) for h in held] == [PER_ENDPOINT] * hanging  # no more sent to any of them
+    for deliveries in dead_deliveries:
+        assert {d.status for d in deliveries} == {"pending"}
+        assert (
+            sorted(d.attempts for d in deliveries)
+            == [0] * (spends - PER_ENDPOINT) + [1] * PER_ENDPOINT
+        )
+    assert len({r.json["id"] for r in receiver.at("healthy")}) == spends
