@@ -6,6 +6,7 @@ Real DNS (the machine's resolver, for ``localhost``), real sockets, a real TLS r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ from ledger.notifications.endpoints import EndpointRegistry, PlainTextURL
 from ledger.notifications.outbox import list_deliveries
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase
-from tests.integration.test_notifications import act, open_account, spend, until
+from tests.integration.test_notifications import act, notifier, open_account, spend, until
 from tests.support.certificates import certificate_for_localhost
 from tests.support.webhook_receiver import Receiver, webhook_receiver
 
@@ -280,3 +281,45 @@ async def test_deliveries_connect_to_the_checked_address_and_verify_tls_by_the_n
     assert request.startswith(b"POST /hooks HTTP/1.1\r\n")
     assert f"host: localhost:{port}\r\n".encode() in request.lower()
     assert request.endswith(b'{"a": 1}')
+
+
+async def test_a_receiver_answering_a_redirect_fails_the_attempt_and_is_not_followed(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A redirect would send the notification where the receiver chooses, past the check
+    of its registered address (169.254.169.254, 127.0.0.1:5432): never followed, also where
+    private receivers are allowed, and the attempt fails with the status."""
+    reached: list[bytes] = []
+
+    async def inside(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reached.append(await reader.read(1000))
+        writer.close()
+
+    target = await asyncio.start_server(inside, "127.0.0.1", 0)
+    target_port = target.sockets[0].getsockname()[1]
+
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n"
+                    b"Location: http://127.0.0.1:%d/internal\r\n\r\n" % target_port
+                )
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        f"http://127.0.0.1:{port}/hooks", ["credits.spent"]
+    )
+    books = isolated_db.ledger()
+    account_id = await open_account(books)
+    async with target, server, notifier(isolated_db, schedule=(0.1,)):
+        await act(books, account_id, spend(5))
+        await until(lambda: list_deliveries(isolated_db.pool, status="failed"), seconds=15)
+
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert [(a.status_code, a.error) for a in delivery.history] == [(302, "HTTP 302")] * 2
+    assert reached == []
