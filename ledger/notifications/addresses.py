@@ -29,6 +29,8 @@ import ipaddress
 import socket
 import typing
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpcore
 import httpx
@@ -37,6 +39,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 RESOLVE_SECONDS = 5.0
 """How long a registration waits for DNS (deliveries use their connect timeout)."""
+LOOKUP_THREADS = 32
+"""The dispatcher's threads for looking names up (``SharedLookups``)."""
 
 _KINDS = (
     ("is_unspecified", "unspecified"),
@@ -72,12 +76,17 @@ def why_not_public(address: IPAddress) -> str | None:
     return None
 
 
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
 async def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address ``host`` resolves to (an address literal: itself), in the resolver's order."""
-    try:
-        return [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        pass
+    if (literal := _literal(host)) is not None:
+        return [literal]
     loop = asyncio.get_running_loop()
     try:
         found = await loop.getaddrinfo(
@@ -85,6 +94,14 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         )
     except (socket.gaierror, UnicodeError) as error:
         raise UnresolvableHost(f"{host} does not resolve ({error})") from error
+    return _addresses(host, found)
+
+
+def _lookup(host: str, port: int) -> list[Any]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+
+
+def _addresses(host: str, found: list[Any]) -> list[IPAddress]:
     addresses: list[IPAddress] = []
     for *_, sockaddr in found:
         address = ipaddress.ip_address(sockaddr[0])
@@ -95,9 +112,53 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-async def public_addresses(host: str, port: int) -> list[IPAddress]:
+class SharedLookups:
+    """The dispatcher's name lookups: in threads of its own, one at a time per name and port.
+
+    A lookup whose DNS servers never answer holds its thread until the system's resolver
+    gives up, however its waiter is cancelled. In asyncio's default executor (as few as 6
+    threads) each request to such a name held one, a few such names held them all, and no
+    other receiver's name resolved: their deliveries waited, and timed out, with them. Here
+    a name's requests wait on one lookup, so a name that hangs holds one thread.
+    """
+
+    def __init__(self, threads: int = LOOKUP_THREADS) -> None:
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="webhook-lookup")
+        self._running: dict[tuple[str, int], asyncio.Future[list[Any]]] = {}
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """As ``resolve``."""
+        if (literal := _literal(host)) is not None:
+            return [literal]
+        key = (host, port)
+        lookup = self._running.get(key)
+        if lookup is None:
+            lookup = asyncio.get_running_loop().run_in_executor(self._threads, _lookup, host, port)
+            self._running[key] = lookup
+            lookup.add_done_callback(lambda done: self._ended(key, done))
+        try:
+            # Shielded: a waiter cancelled (its timeout) leaves the lookup to the others.
+            found = await asyncio.shield(lookup)
+        except (socket.gaierror, UnicodeError) as error:
+            raise UnresolvableHost(f"{host} does not resolve ({error})") from error
+        return _addresses(host, found)
+
+    def _ended(self, key: tuple[str, int], lookup: asyncio.Future[list[Any]]) -> None:
+        if self._running.get(key) is lookup:
+            del self._running[key]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved, also when every waiter had gone
+
+    def close(self) -> None:
+        """Let the threads go (a lookup that hangs ends on its own)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+async def public_addresses(
+    host: str, port: int, lookups: SharedLookups | None = None
+) -> list[IPAddress]:
     """``resolve(host)``, or NonPublicAddress naming the first address that is not public."""
-    addresses = await resolve(host, port)
+    addresses = await (resolve(host, port) if lookups is None else lookups.resolve(host, port))
     for address in addresses:
         if (kind := why_not_public(address)) is not None:
             named = (
@@ -140,11 +201,12 @@ class PublicAddressesOnly(httpcore.AsyncNetworkBackend):
     ) -> None:
         self._allowed = allowed
         self._inner = httpcore.AnyIOBackend()
+        self.lookups = SharedLookups()
 
     async def _addresses(self, host: str, port: int) -> list[IPAddress]:
         if self._allowed is None:
-            return await public_addresses(host, port)
-        addresses = await resolve(host, port)
+            return await public_addresses(host, port, self.lookups)
+        addresses = await self.lookups.resolve(host, port)
         for address in addresses:
             if not self._allowed(address):
                 raise NonPublicAddress(f"{host} resolves to {address}, which is not allowed here")
@@ -213,10 +275,15 @@ class WebhookTransport(httpx.AsyncHTTPTransport):
         super().__init__(limits=limits)
         # httpx 0.28 takes no network backend, so its connection pool is replaced by
         # one with ours (httpcore's public API); httpx's request and error handling stay.
+        self._network = PublicAddressesOnly(allowed=_anything if allow_private else allowed)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PublicAddressesOnly(allowed=_anything if allow_private else allowed),
+            network_backend=self._network,
         )
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        self._network.lookups.close()

@@ -6,11 +6,15 @@ Real DNS (the machine's resolver, for ``localhost``), real sockets, a real TLS r
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
+import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -27,7 +31,7 @@ from ledger.notifications.addresses import (
     check_url,
     why_not_public,
 )
-from ledger.notifications.dispatcher import Dispatcher
+from ledger.notifications.dispatcher import PER_ENDPOINT, Dispatcher
 from ledger.notifications.endpoints import EndpointRegistry, PlainTextURL
 from ledger.notifications.outbox import list_deliveries
 from projections.runner import Projector
@@ -323,3 +327,50 @@ async def test_a_receiver_answering_a_redirect_fails_the_attempt_and_is_not_foll
     [delivery] = await list_deliveries(isolated_db.pool)
     assert [(a.status_code, a.error) for a in delivery.history] == [(302, "HTTP 302")] * 2
     assert reached == []
+
+
+async def test_receivers_whose_names_never_resolve_leave_the_others_names_resolving(
+    isolated_db: IsolatedDatabase, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup whose DNS servers never answer holds its thread until the system's resolver
+    gives up, cancelled or not. In asyncio's default executor (6 threads on 2 CPUs, at most
+    32) every request to such a name held one: a few of them took every thread, no other
+    receiver's name resolved, and healthy deliveries waited (or timed out) with them (a
+    review). Requests to one name now share its lookup, in the dispatcher's own threads."""
+    real_lookup = socket.getaddrinfo
+    released = threading.Event()
+    looked_up: list[str] = []
+
+    def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".hangs.test"):
+            looked_up.append(host)
+            released.wait()
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host == "receiver.test":
+            host = "127.0.0.1"
+        return real_lookup(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+    hanging = [f"dns-{n}.hangs.test" for n in range(9)]  # 9 x 4 requests: past 32 threads
+    for name in hanging:
+        await registry.create(f"http://{name}/hooks", ["credits.spent"])
+    healthy = receiver.url("healthy").replace("127.0.0.1", "receiver.test")
+    await registry.create(healthy, ["credits.spent"])
+    books = isolated_db.ledger()
+    account_id = await open_account(books)
+    spends = 2 * PER_ENDPOINT
+
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(notifier(isolated_db, request_seconds=600))
+        stack.callback(released.set)  # first: the dispatcher stops once its lookups end
+        for amount in range(1, spends + 1):
+            await act(books, account_id, spend(amount))
+        await until(
+            lambda: len(receiver.at("healthy")) == spends,
+            seconds=60,
+            what="every notification at the receiver whose name resolves",
+        )
+        lookups = collections.Counter(looked_up)
+
+    assert lookups == dict.fromkeys(hanging, 1)  # one lookup each, shared by its requests
