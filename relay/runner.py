@@ -381,15 +381,19 @@ class Relay:
             )
             return _InStream(tail.position, tail.last_seq)
         if tail.position < committed:
+            # Its last message is this ledger's, so the stream is the store up to there: what
+            # it lacks is what a broker that came back lost (or a stream restored from a
+            # backup), and consumers would never see it. Filling it in keeps the stream whole.
             log.warning(
                 "relay: stream %s ends at position %d but the relay committed %d: the events "
-                "in between are not in it (stream purged or replaced?); publishing after %d",
+                "in between are not in it (a broker that lost what it acknowledged last, or a "
+                "stream restored from a backup); publishing them again after %d",
                 name,
                 tail.position,
                 committed,
-                committed,
+                tail.position,
             )
-        return _InStream(committed, tail.last_seq)
+        return _InStream(tail.position, tail.last_seq)
 
     async def _retry_later(self, what: str, error: BaseException, stop: asyncio.Event) -> None:
         self._in_stream = None
