@@ -111,7 +111,7 @@ def _verify_and_report(
         )
 
     async def run(services: Database) -> Any:
-        settle_after_start_up(young=BATCHES_YOUNG)  # as in its workers (audit/verify.py)
+        settle_after_start_up(young=BATCHES_YOUNG)  # as in its workers (audit/parts.py)
         # The bar's total and the default --jobs' measure of the store, only where a bar is
         # drawn or --jobs was not given (not for --json --jobs N or a pipe, as the benchmark
         # and scripts run it): the last position, read from the index, not a count of every

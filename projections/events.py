@@ -222,7 +222,7 @@ def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent
     for recorded in replayed:
         stream_id = recorded.originator_id
         stream_id = streams.setdefault(stream_id.bytes, stream_id)
-        # The mapper's to_domain_event, its fast path called here (as audit/verify.py does).
+        # The mapper's to_domain_event, its fast path called here (as audit/stream_replay.py does).
         try:
             fast = fast_decoders[recorded.topic]
         except KeyError:

@@ -774,7 +774,7 @@ class CreditAccount(Records, Aggregate):
         # it was set by a rule that let a later reset's repayment be repaid again: either
         # way not what the events give, which only they can tell. Such a hold repays none,
         # as settlements did before shares repaid debts (less than the rule allows; the
-        # audit does not hold these snapshots to the replay's figure, audit/verify.py).
+        # audit does not hold these snapshots to the replay's figure, audit/snapshots.py).
         for hold in state["holds"].values():
             hold["repayable"] = 0
 

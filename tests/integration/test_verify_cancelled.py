@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from audit.verify import CURSOR_PREFETCH, verify
+from audit.parts import CURSOR_PREFETCH
+from audit.verify import verify
 from bench.generate import generate
 from tests.conftest import IsolatedDatabase
 

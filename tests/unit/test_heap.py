@@ -57,8 +57,8 @@ def test_a_batch_process_still_collects_cycles_once_they_pile_up() -> None:
 
 def test_audit_verify_workers_take_the_batch_setting() -> None:
     shown = printed_by(
-        "import gc, multiprocessing; from audit.verify import _start_worker;"
-        " _start_worker(multiprocessing.get_context('spawn').Queue());"
+        "import gc, multiprocessing; from audit.parts import start_worker;"
+        " start_worker(multiprocessing.get_context('spawn').Queue());"
         " print(*gc.get_threshold())"
     )
 
