@@ -6,7 +6,8 @@ Its script, stylesheet and icon come from the pinned ``swagger-ui-bundle-v2`` pa
 ``/schema/assets/swagger-ui-<version>/``: the page works offline and behind a firewall,
 and a reader's browser asks no CDN for anything. Litestar's own pages load their
 scripts from CDNs, so they are not offered: ``/schema/redoc``, ``/schema/elements`` and
-``/schema/rapidoc`` send their readers to ``/schema``.
+``/schema/rapidoc`` send their readers to ``/schema``. Any other path under ``/schema`` is
+the API's own 404, ``{"message": "Not found."}``.
 """
 
 from __future__ import annotations
@@ -49,8 +50,13 @@ class SwaggerPage(SwaggerRenderPlugin):
         self.assets = "/schema/assets/" + SWAGGER_UI.name
 
     def receive_router(self, router: Router) -> None:
-        """Serve the assets and the redirects from the OpenAPI router (``/schema``)."""
-        self.assets = f"{router.path.rstrip('/')}/assets/{SWAGGER_UI.name}"
+        """Serve the assets and the redirects from the OpenAPI router (``/schema``), and
+        leave a path no page has to the app's JSON 404: Litestar's router answers
+        ``/schema/<anything else>`` with an HTML page of its own."""
+        base = router.path.rstrip("/")
+        litestar_404 = f"{base}/{{path:str}}"
+        router.routes[:] = [route for route in router.routes if route.path != litestar_404]
+        self.assets = f"{base}/assets/{SWAGGER_UI.name}"
         router.register(get(f"/assets/{SWAGGER_UI.name}/{{name:str}}", sync_to_thread=False)(asset))
         router.register(get(FORMER_PAGES, sync_to_thread=False)(_to_the_page))
 

@@ -113,6 +113,20 @@ async def test_the_docs_pages_and_their_files_come_from_the_service(
     assert (await http.get("/schema/openapi.yaml")).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/schema/nope", "/schema/oauth2-redirect.html"])
+@pytest.mark.parametrize("accept", [BROWSER, "application/json"])
+async def test_a_docs_page_that_does_not_exist_is_the_contracts_json_404(
+    http: httpx.AsyncClient, path: str, accept: str
+) -> None:
+    """Litestar answers a path under ``/schema`` that no page has with an HTML page of its
+    own; every other path nothing serves is answered ``{"message": "Not found."}``."""
+    answer = await http.get(path, headers={"Accept": accept})
+
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json() == {"message": "Not found."}
+
+
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
 async def test_schema_answers_a_client_not_asking_for_html_with_the_document(
     http: httpx.AsyncClient, document: dict[str, Any], accept: str | None
