@@ -352,7 +352,8 @@ class ReadsOfRequest:
 
 def consistency_headers(app: ASGIApp) -> ASGIApp:
     """ASGI middleware: ``Ledger-Min-Position`` in (see the module), checked once Litestar
-    has routed the request (a path no route takes is 404 whatever it sends). The answer's
+    has routed the request (a path no route takes is 404 whatever it sends), on the API's
+    routes only (``_takes_a_position``). The answer's
     ``Ledger-Position`` and ``Ledger-Read-From`` are the edge's (api/edge.py): it wraps
     ``send`` once for all it adds."""
 
@@ -362,8 +363,10 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
         try:
             raw = only_header(scope, _MIN_POSITION_NAME) if scope["type"] == "http" else None
         except RepeatedHeader:  # two different positions: which one is meant is unknown
+            if not _takes_a_position(scope):
+                return app(scope, receive, send)
             return _refuse_min_position(send, _REPEATED_POSITION)
-        if raw is None:
+        if raw is None or not _takes_a_position(scope):
             return app(scope, receive, send)
         text = raw.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
@@ -375,6 +378,18 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
         return _with_own_request(app, scope, receive, send, int(text))
 
     return with_min_position
+
+
+_STRIPE_WEBHOOK = "/v1/stripe/webhook"
+
+
+def _takes_a_position(scope: Scope) -> bool:
+    """Whether the routed request is one of the API's reads or commands (``/v1/...``), which
+    read ``Ledger-Min-Position``. The operations routes (the contract's /healthz is 200
+    while the process lives), the documentation, the pages and the Stripe webhook (200 for
+    every verified event) read no views and ignore it: a header a proxy adds is no 422."""
+    template: str = scope.get("path_template", "")
+    return template.startswith("/v1/") and template != _STRIPE_WEBHOOK
 
 
 async def _with_own_request(

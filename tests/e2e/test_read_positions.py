@@ -12,6 +12,7 @@ from api import read_side
 from api.services import Services
 from tests.support.events import caught_up
 from tests.support.raw_http import open_account, spend
+from tests.support.stripe_events import event_body, signature
 from tests.support.waiting import until
 
 
@@ -124,6 +125,28 @@ async def test_a_min_position_that_is_not_a_number_is_422(
         )
         assert answer.status_code == 422
         assert list(answer.json()["errors"]) == ["Ledger-Min-Position"]
+
+
+@pytest.mark.parametrize("value", ["x", "-1"])
+async def test_routes_that_read_no_views_ignore_a_min_position(
+    http: httpx.AsyncClient, value: str
+) -> None:
+    """The contract's /healthz is 200 while the process lives, /readyz 200 or 503 and the
+    Stripe webhook 200 for every verified event, whatever a proxy or a client adds: only
+    the API's reads and commands read Ledger-Min-Position (they were all 422)."""
+    headers = {"Ledger-Min-Position": value}
+    body = event_body("customer.created", {"id": "cus_1"})
+    delivery = {"Stripe-Signature": signature(body), "Content-Type": "application/json"}
+
+    assert (await http.get("/healthz", headers=headers)).status_code == 200
+    assert (await http.get("/readyz", headers=headers)).status_code == 200
+    assert (await http.get("/metrics", headers=headers)).status_code == 200
+    assert (await http.get("/schema", headers=headers)).status_code == 200
+    assert (await http.get("/", headers=headers)).status_code == 200
+    twice = [(b"ledger-min-position", value.encode()), (b"ledger-min-position", b"1")]
+    assert (await http.get("/healthz", headers=twice)).status_code == 200
+    webhook = await http.post("/v1/stripe/webhook", content=body, headers={**delivery, **headers})
+    assert webhook.status_code == 200, webhook.text
 
 
 async def test_a_read_behind_views_answers_what_another_replica_wrote(
