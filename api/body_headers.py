@@ -37,9 +37,18 @@ class UnsupportedBody(Exception):
 def body_refusal(scope: Scope) -> str | None:
     """Why the body is refused (None: it is not), from the request's headers."""
     for name, value in scope["headers"]:
-        if name == _CONTENT_ENCODING and value.strip().lower() != _IDENTITY:
+        if name == _CONTENT_ENCODING and value.strip().lower() != _IDENTITY and coded(value):
             return ENCODED
     return None
+
+
+def coded(content_encoding: bytes) -> bool:
+    """Whether a ``Content-Encoding`` names a coding other than identity. It is a list
+    (RFC 9110, 8.4) whose empty elements count for nothing: an empty one, or
+    ``identity, identity``, says the body is sent as it is."""
+    return any(
+        coding.strip().lower() not in (b"", _IDENTITY) for coding in content_encoding.split(b",")
+    )
 
 
 def check_body_headers(scope: Scope) -> None:

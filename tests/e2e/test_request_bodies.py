@@ -88,7 +88,15 @@ async def test_json_sent_as_another_type_is_read_as_json(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Content-Type": "application/json; charset=utf-8"}, {"Content-Encoding": "identity"}],
+    [
+        {},
+        {"Content-Type": "application/json; charset=utf-8"},
+        {"Content-Encoding": "identity"},
+        # A list of codings (RFC 9110, 8.4) that names none but identity: sent as it is.
+        {"Content-Encoding": ""},
+        {"Content-Encoding": "identity, identity"},
+        {"Content-Encoding": "identity,"},
+    ],
 )
 async def test_json_without_a_type_or_with_its_charset_is_taken(
     http: httpx.AsyncClient, writer_headers: dict[str, str], headers: dict[str, str]

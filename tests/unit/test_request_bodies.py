@@ -60,6 +60,10 @@ def test_a_time_given_twice_is_refused_before_it_is_cut_to_the_microsecond() -> 
         ([(b"content-encoding", b" Identity ")], None),
         ([(b"content-encoding", b"gzip")], ENCODED),
         ([(b"content-type", b"application/json"), (b"content-encoding", b"br")], ENCODED),
+        ([(b"content-encoding", b"")], None),
+        ([(b"content-encoding", b"identity, IDENTITY")], None),
+        ([(b"content-encoding", b"identity, gzip")], ENCODED),
+        ([(b"content-encoding", b"gzip,")], ENCODED),
     ],
 )
 def test_a_body_is_sent_as_it_is(headers: list[tuple[bytes, bytes]], refusal: str | None) -> None:
