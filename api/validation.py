@@ -305,11 +305,35 @@ def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
         raise ValidationFailed.single("body", NOT_JSON) from None
     try:
         data = msgspec.json.decode(raw)
+    except msgspec.ValidationError:  # an integer of more digits than msgspec reads: JSON still
+        data = _with_integers_of_any_length(raw)
     except NOT_JSON_ERRORS:  # a well-formed start the typed decoder refused first
         raise ValidationFailed.single("body", NOT_JSON) from None
     if not isinstance(data, dict):
         raise ValidationFailed.single("body", NOT_AN_OBJECT)
     raise ValidationFailed(field_errors(data, model) or {"body": ["The request body is invalid."]})
+
+
+_PAST_ANY_LIMIT = 10**100
+"""What an integer of more digits than Python makes an int of stands for: past every bound."""
+
+
+def _integer_of_any_length(digits: str) -> int:
+    """``digits`` as an int, or one past every bound for more digits than Python reads."""
+    try:
+        return int(digits)
+    except ValueError:  # over 4,300 digits
+        return -_PAST_ANY_LIMIT if digits.startswith("-") else _PAST_ANY_LIMIT
+
+
+def _with_integers_of_any_length(raw: bytes) -> Any:
+    """``raw`` (UTF-8 JSON that msgspec refused for a number's length) read with each such
+    integer standing for one past every bound, so that its field is worded as too large or
+    too small (``json`` parses as deep as msgspec: ``repeated_fields``)."""
+    try:
+        return json.loads(raw, parse_int=_integer_of_any_length)
+    except (ValueError, RecursionError):
+        raise ValidationFailed.single("body", NOT_JSON) from None
 
 
 def field_errors(data: dict[str, Any], model: type[msgspec.Struct]) -> dict[str, list[str]]:

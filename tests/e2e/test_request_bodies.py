@@ -184,3 +184,33 @@ async def test_a_purchase_giving_its_credits_twice_is_422(
 
     assert answer.status_code == 422, answer.text
     assert answer.json()["errors"] == {"credits": ["The credits field must be given once."]}
+
+
+@pytest.mark.parametrize(
+    ("digits", "message"),
+    [
+        ("9" * 5000, "The amount must not be greater than 1000000000000."),
+        ("-" + "9" * 5000, "The amount must be at least 1."),
+    ],
+)
+async def test_an_amount_written_in_thousands_of_digits_is_422_naming_the_amount(
+    http: httpx.AsyncClient,
+    services: Services,
+    writer_headers: dict[str, str],
+    digits: str,
+    message: str,
+) -> None:
+    """A JSON integer may have any number of digits (RFC 8259): one past what msgspec reads
+    was answered "The request body must be valid JSON.", as a 26-digit one is not."""
+    account_id = await open_account(http, writer_headers, 1000)
+    start = await tail_position(services.store)
+
+    answer = await http.post(
+        f"/v1/accounts/{account_id}/spend",
+        content=b'{"amount": ' + digits.encode() + b', "reason": "r"}',
+        headers=keyed(writer_headers, **{"Content-Type": "application/json"}),
+    )
+
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == {"message": message, "errors": {"amount": [message]}}
+    assert await events_since(services.store, start) == []
