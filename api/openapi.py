@@ -100,7 +100,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     413: ("The body is larger than 256 KiB.", {"message": "The request body is too large."}),
     415: (
-        "The body is compressed (any `Content-Encoding`); nothing was recorded.",
+        "The body is compressed (any `Content-Encoding`, or a `Transfer-Encoding` other "
+        "than chunked); nothing was recorded.",
         {"message": ENCODED},
     ),
     502: (

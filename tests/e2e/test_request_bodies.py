@@ -3,11 +3,14 @@ twice (422), each in the contract's shape with nothing recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import uuid
 
 import httpx
+import msgspec
 import pytest
+from litestar import Litestar
 
 from api.services import Services
 from tests.e2e.conftest import Customer
@@ -213,4 +216,43 @@ async def test_an_amount_written_in_thousands_of_digits_is_422_naming_the_amount
 
     assert answer.status_code == 422, answer.text
     assert answer.json() == {"message": message, "errors": {"amount": [message]}}
+    assert await events_since(services.store, start) == []
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked"])
+async def test_a_body_sent_with_a_transfer_coding_other_than_chunked_is_415(
+    ledger_app: Litestar,
+    http: httpx.AsyncClient,
+    services: Services,
+    writer_headers: dict[str, str],
+    coding: str,
+) -> None:
+    """``Transfer-Encoding: gzip, chunked``: the server takes the chunks apart and hands on
+    what they hold, still compressed; the bytes were read as JSON whatever they were (a
+    client that labelled plain JSON so was recorded). Refused as a Content-Encoding is."""
+    account_id = await open_account(http, writer_headers, 1000)
+    start = await tail_position(services.store)
+    body = b'{"amount": 5}'
+    url = httpx.URL(ledger_app.state.base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        f"POST /v1/accounts/{account_id}/spend HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: {writer_headers['Authorization']}\r\n"
+        f"Idempotency-Key: {uuid.uuid4().hex}\r\nContent-Type: application/json\r\n"
+        f"Transfer-Encoding: {coding}\r\n\r\n".encode()
+        + b"%x\r\n" % len(body)
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    try:
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+    head, _, content = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 415"), answer
+    assert msgspec.json.decode(content) == {
+        "message": "The request body must be sent as it is: a Transfer-Encoding other than "
+        "chunked is not accepted."
+    }
     assert await events_since(services.store, start) == []
