@@ -79,7 +79,9 @@ class SettleHold(msgspec.Struct, frozen=True, kw_only=True):
     """Capture ``amount`` of a hold (the rest goes back), release it, or record its expiry.
 
     A repeat of the same settlement (same outcome, amount and idempotency key)
-    gets the first answer; any other settlement of a settled hold is refused.
+    gets the first answer, and so does a release of a hold released or expired (under any
+    key: its credits went back, as a release asks); any other settlement of a settled hold
+    is refused.
     """
 
     account_id: str

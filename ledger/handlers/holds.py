@@ -93,7 +93,7 @@ def settled_before(earlier: StoredAnswer, command: SettleHold) -> Hold:
     first = msgspec.json.decode(earlier.response, type=Hold)
     if earlier.request_hash == settle_claim(command).fingerprint:
         return first
-    if first.status == "expired" and command.outcome == "released":
+    if command.outcome == "released" and first.status in ("expired", "released"):
         return first  # its credits already went back: what a release asks (not a replay)
     if first.status == "expired" and command.outcome == "captured":
         raise HoldHasExpired(f"The hold {command.hold_id} expired at {first.expires_at}.")

@@ -176,16 +176,41 @@ async def test_a_settled_hold_under_another_idempotency_key_is_409(
         json={"amount": 200},
         headers=writer_headers,
     )
+    with pytest.raises(Conflict) as released_after_capture:
+        await writer.release_hold(account_id, captured, idempotency_key="e")
     release = await writer.release_hold(account_id, released, idempotency_key="c")
     release_repeat = await writer.release_hold(account_id, released, idempotency_key="c")
-    with pytest.raises(Conflict):
-        await writer.release_hold(account_id, released, idempotency_key="d")
 
     assert repeat == capture
     assert other_key.value.body == {"message": f"The hold {captured} was already captured."}
     assert no_key.status_code == 409
+    assert released_after_capture.value.body == {
+        "message": f"The hold {captured} was already captured."
+    }
     assert release_repeat == release
     assert (await writer.get_credits(account_id)).balance == 800
+
+
+async def test_a_released_hold_released_again_under_another_key_answers_its_release(
+    http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
+) -> None:
+    """The contract's release is 200: a release asks for the hold's credits back, and a
+    released hold's went back; a caller whose keys differ (one a call, or none after one)
+    gets the release's answer, not 409. Not a replay of its request: no Idempotent-Replayed."""
+    account_id = await open_account(writer, 1000)
+    hold_id = (await writer.place_hold(account_id, 300)).hold_id
+    url = f"/v1/accounts/{account_id}/holds/{hold_id}/release"
+
+    first = await http.post(url, headers={**writer_headers, "Idempotency-Key": "c"})
+    other_key = await http.post(url, headers={**writer_headers, "Idempotency-Key": "d"})
+    no_key = await http.post(url, headers=writer_headers)
+
+    assert [r.status_code for r in (first, other_key, no_key)] == [200, 200, 200]
+    assert other_key.json() == no_key.json() == first.json()
+    assert first.json()["status"] == "released"
+    assert "idempotent-replayed" not in other_key.headers
+    assert "idempotent-replayed" not in no_key.headers
+    assert (await writer.get_credits(account_id)).available == 1000
 
 
 async def test_capturing_more_than_held_is_422_and_bad_bodies_are_422(
