@@ -440,7 +440,9 @@ class CreditAccount(Records, Aggregate):
         """Spend up to the held amount; the rest goes back (or lapses, see holds.py)."""
         hold = self.hold(hold_id)
         if hold.has_expired(now):
-            raise HoldHasExpired(f"The hold {hold_id} expired at {hold.expires_at}.")
+            # In UTC with a "Z", as the API answers every time (and the expiry's answer it)
+            expired_at = hold.due_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            raise HoldHasExpired(f"The hold {hold_id} expired at {expired_at}.")
         if amount < 0:
             raise InvalidAmount("The amount must be at least 0.")
         if amount > hold.amount:

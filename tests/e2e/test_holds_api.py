@@ -303,6 +303,27 @@ async def test_a_due_hold_is_released_by_the_sweeper_and_cannot_be_captured(
     assert (await writer.get_credits(account_id)).available == 1000
 
 
+async def test_a_late_capture_is_refused_in_the_same_words_before_and_after_the_sweep(
+    writer: LedgerClient, services: Services
+) -> None:
+    """Refused before the sweeper came, the capture named the expiry as ``…+00:00``; after,
+    from the expiry's answer, as ``…Z``, as every time the API answers."""
+    account_id = await open_account(writer, 1000)
+    placed = await writer.place_hold(account_id, 700, expires_in_seconds=1)
+    await asyncio.sleep(1.1)
+    with pytest.raises(Conflict) as before_the_sweep:
+        await writer.capture_hold(account_id, placed.hold_id, 1)
+    await caught_up(services.store)
+    await ExpirySweeper(services.views, services.ledger).sweep()
+    with pytest.raises(Conflict) as after_the_sweep:
+        await writer.capture_hold(account_id, placed.hold_id, 1)
+
+    expected = {"message": f"The hold {placed.hold_id} expired at {placed.expires_at}."}
+    assert placed.expires_at.endswith("Z")
+    assert before_the_sweep.value.body == expected
+    assert after_the_sweep.value.body == expected
+
+
 async def test_the_running_service_expires_holds_by_itself(
     writer: LedgerClient, services: Services
 ) -> None:
