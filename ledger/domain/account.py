@@ -511,6 +511,8 @@ class CreditAccount(Records, Aggregate):
             raise InvalidAmount(f"A grant is 1 to {MAX_GRANT} credits.")
         if not 0 <= priority <= MAX_PRIORITY:
             raise InvalidGrant(f"A grant's priority is 0 to {MAX_PRIORITY}.")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidGrant("A grant's expires_at must have an offset, or it names no instant.")
         if expires_at is not None and not kept_as_written(expires_at):
             raise InvalidGrant("A grant's expires_at must fall within the years 1 to 9999 in UTC.")
         if expires_at is not None and not offset_in_whole_minutes(expires_at):

@@ -139,6 +139,18 @@ def test_a_grant_in_the_past_or_with_a_bad_priority_is_refused() -> None:
         credits.grant("g", 10, priority=101, expires_at=None, reason="", at=NOW)
 
 
+def test_a_grant_expiring_at_a_time_without_an_offset_is_refused_and_not_recorded() -> None:
+    """A naive time names no instant: compared with the command's time it raised TypeError
+    (a 500 to any caller but the API and the CLI, which refuse it first); recorded, every
+    burn-order sort of the account's grants would raise it."""
+    credits = account()
+    naive = datetime(2999, 1, 1)  # noqa: DTZ001
+    with pytest.raises(InvalidGrant, match="expires_at must have an offset"):
+        credits.grant("g", 10, priority=50, expires_at=naive, reason="", at=NOW)
+    assert credits.grants == {}
+    assert len(credits.pending_events) == 1  # AccountOpened
+
+
 OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("grant"), st.integers(1, 300), st.integers(0, 3), st.integers(0, 3)),
