@@ -10,7 +10,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from stripe_standin.disputes import close_dispute, open_dispute, update_dispute
+from stripe_standin.disputes import appeal_dispute, close_dispute, open_dispute, update_dispute
 from stripe_standin.errors import StripeError, invalid, no_such
 from stripe_standin.events import Event
 from stripe_standin.refunds import fail_refund
@@ -242,6 +242,7 @@ def make_control_router() -> Router:
             open_dispute,
             update_dispute,
             close_dispute,
+            appeal_dispute,
             fail_refund,
         ],
     )

@@ -5,7 +5,10 @@ reviewed (``warning_under_review``), closed (``warning_closed``), or escalated t
 chargeback. A chargeback (``needs_response``) withdraws the amount and the fee at once
 (``charge.dispute.funds_withdrawn`` follows ``charge.dispute.created``), is reviewed
 (``under_review``), then ``won`` (``charge.dispute.funds_reinstated`` follows
-``charge.dispute.closed``) or ``lost``.
+``charge.dispute.closed``) or ``lost``; lost, it may still give back part of the money (a
+dispute of the whole charge after a partial refund, "partially won": the refunded part is
+reinstated, the status stays ``lost``). A lost chargeback may be appealed (API version
+2026-10-28): ``appeal_needs_response``, ``appeal_under_review``, then ``won`` or ``lost``.
 """
 
 from __future__ import annotations
@@ -47,8 +50,14 @@ DisputeReason = Literal[
     "unrecognized",
 ]
 OpenStatus = Literal[
-    "warning_needs_response", "warning_under_review", "needs_response", "under_review"
+    "warning_needs_response",
+    "warning_under_review",
+    "needs_response",
+    "under_review",
+    "appeal_under_review",
 ]
+APPEAL = ("appeal_needs_response", "appeal_under_review")
+"""The statuses of an appealed loss: they move only from the first to the second."""
 
 
 class OpenDispute(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,7 +65,8 @@ class OpenDispute(msgspec.Struct, forbid_unknown_fields=True):
 
     reason: DisputeReason = "fraudulent"
     status: Literal["needs_response", "warning_needs_response"] = "needs_response"
-    amount: int | None = None  # default: the charge's amount less what is refunded
+    amount: int | None = None  # default: the charge's amount less what is refunded; at most
+    # the whole charge (issuers sometimes dispute all of it after a partial refund)
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -71,6 +81,8 @@ class CloseDispute(msgspec.Struct, forbid_unknown_fields=True):
     """Body of ``POST /_standin/disputes/{id}/close``."""
 
     status: Literal["won", "lost", "warning_closed"]
+    reinstated: int | None = None
+    """With ``lost``: the part of the money given back all the same ("partially won")."""
 
 
 def _dispute(state: StandinState, dispute_id: str) -> dict[str, Any]:
@@ -115,11 +127,12 @@ async def open_dispute(
     if left == 0:
         raise invalid(f"Charge {charge_id} has been fully refunded; there is nothing to dispute.")
     amount = left if body.amount is None else body.amount
-    if not 1 <= amount <= left:
+    whole = int(charge["amount"])
+    if not 1 <= amount <= whole:
         currency = str(charge["currency"])
         raise invalid(
-            f"The dispute amount must be between 1 and {left} "
-            f"({format_amount(left, currency)}, what is not refunded of the charge).",
+            f"The dispute amount must be between 1 and {whole} "
+            f"({format_amount(whole, currency)}, the charge's amount).",
             "amount",
         )
     now = int(time.time())
@@ -151,6 +164,12 @@ async def update_dispute(
             raise invalid(
                 f"Dispute {dispute_id} is a chargeback ({dispute['status']}); "
                 "it cannot become an inquiry again.",
+                "status",
+            )
+        if (dispute["status"] in APPEAL) != (body.status in APPEAL):
+            raise invalid(
+                f"Dispute {dispute_id} is {dispute['status']}: an appeal moves only from "
+                "appeal_needs_response to appeal_under_review (appeal a lost chargeback first).",
                 "status",
             )
         escalates = is_inquiry(dispute) and not body.status.startswith("warning_")
@@ -194,14 +213,45 @@ async def close_dispute(
         )
     if not is_inquiry(dispute) and body.status == "warning_closed":
         raise invalid(f"Dispute {dispute_id} is a chargeback: it closes as won or lost.", "status")
+    reinstated = int(dispute["amount"]) if body.status == "won" else body.reinstated or 0
+    if body.reinstated is not None and not (
+        body.status == "lost" and 1 <= body.reinstated < int(dispute["amount"])
+    ):
+        raise invalid(
+            "Only a lost chargeback gives back part of its money, less than all of it.",
+            "reinstated",
+        )
     previous = {"status": dispute["status"]}
     dispute["status"] = body.status
-    if body.status == "won":
-        reinstate_funds(dispute, int(time.time()))
+    if reinstated:
+        reinstate_funds(dispute, int(time.time()), reinstated)
     webhooks = state.webhooks
     events = [
         await webhooks.publish("charge.dispute.closed", dispute, previous_attributes=previous)
     ]
-    if body.status == "won":
+    if reinstated:
         events.append(await webhooks.publish("charge.dispute.funds_reinstated", dispute))
     return _answer(state, dispute, events)
+
+
+@post("/disputes/{dispute_id:str}/appeal", status_code=200)
+async def appeal_dispute(
+    request: Request[Any, Any, Any], dispute_id: FromPath[str]
+) -> Response[bytes]:
+    """Appeal a lost chargeback (``appeal_needs_response``); delivers
+    ``charge.dispute.updated``. The money stays withdrawn until the appeal is won."""
+    state = get_state(request.app)
+    dispute = state.disputes.get(dispute_id)
+    if dispute is None:
+        raise no_such("dispute", dispute_id, "dispute")
+    if dispute["status"] != "lost":
+        raise invalid(
+            f"Dispute {dispute_id} is {dispute['status']}: only a lost chargeback is appealed.",
+            "status",
+        )
+    previous = {"status": dispute["status"]}
+    dispute["status"] = "appeal_needs_response"
+    event = await state.webhooks.publish(
+        "charge.dispute.updated", dispute, previous_attributes=previous
+    )
+    return _answer(state, dispute, [event])

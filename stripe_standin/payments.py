@@ -183,11 +183,12 @@ def withdraw_funds(dispute: dict[str, Any], now: int) -> None:
     dispute["payment_method_details"]["card"]["case_type"] = "chargeback"
 
 
-def reinstate_funds(dispute: dict[str, Any], now: int) -> None:
-    """A won chargeback gives the disputed amount back (the fee stays charged)."""
+def reinstate_funds(dispute: dict[str, Any], now: int, amount: int) -> None:
+    """A won chargeback gives the disputed amount back, a partly won one part of it (the fee
+    stays charged)."""
     _add_balance_transaction(
         dispute,
-        int(dispute["amount"]),
+        amount,
         0,
         f"Chargeback reversal for {dispute['charge']}",
         "dispute_reversal",

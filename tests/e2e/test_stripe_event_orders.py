@@ -85,14 +85,18 @@ def dispute(status: str = "needs_response", amount: int | None = None) -> Step:
     return step
 
 
-def dispute_moves(status: str) -> Step:
-    """The session's dispute updated (an inquiry escalated) or closed."""
+def dispute_moves(status: str, **more: int) -> Step:
+    """The session's dispute updated (an inquiry escalated, an appeal reviewed), closed
+    (``more``: ``reinstated``, what a lost one gives back all the same), or its loss appealed
+    (``appealed``)."""
 
     async def step(http: httpx.AsyncClient, standin: RunningStandin, _: Any, s: Session) -> None:
         [found] = [d for d in standin.state.disputes.values() if d["payment_intent"] == s.intent]
-        action = "close" if status in ("won", "lost", "warning_closed") else "update"
+        action = {"won": "close", "lost": "close", "warning_closed": "close"}.get(status, "update")
+        action = "appeal" if status == "appealed" else action
         moved = await http.post(
-            f"{standin.base_url}/_standin/disputes/{found['id']}/{action}", json={"status": status}
+            f"{standin.base_url}/_standin/disputes/{found['id']}/{action}",
+            json={} if action == "appeal" else {"status": status, **more},
         )
         assert moved.status_code == 200, moved.text
 
@@ -153,6 +157,68 @@ SCENARIOS = [
         "paid",
     ),
     Scenario("an inquiry closed", {}, (dispute("warning_needs_response"),), CREDITS, "paid"),
+    Scenario(
+        "chargeback lost, appealed, won",
+        {},
+        (
+            dispute(),
+            dispute_moves("lost"),
+            dispute_moves("appealed"),
+            dispute_moves("appeal_under_review"),
+            dispute_moves("won"),
+        ),
+        CREDITS,
+        "paid",
+    ),
+    Scenario(
+        "chargeback lost, appealed, lost again",
+        {},
+        (
+            dispute(),
+            dispute_moves("lost"),
+            dispute_moves("appealed"),
+            dispute_moves("appeal_under_review"),
+            dispute_moves("lost"),
+        ),
+        0,
+        "paid",
+    ),
+    # An issuer may dispute the whole charge after a partial refund; lost, Stripe gives back
+    # the refunded part (funds_reinstated, the status still lost): nothing is left to keep.
+    Scenario(
+        "refund, a chargeback of the whole charge, lost but the refund reinstated",
+        {},
+        (refund(400), dispute(amount=CREDITS), dispute_moves("lost", reinstated=400)),
+        0,
+        "paid",
+    ),
+    Scenario(
+        "refund, a chargeback of the whole charge, won",
+        {},
+        (refund(400), dispute(amount=CREDITS), dispute_moves("won")),
+        600,
+        "paid",
+    ),
+    Scenario(
+        "an inquiry, refunded in part, escalated and lost",
+        {},
+        (
+            dispute("warning_needs_response"),
+            refund(300),
+            dispute_moves("needs_response"),
+            dispute_moves("lost"),
+        ),
+        0,
+        "paid",
+    ),
+    Scenario(
+        "spent, chargeback lost, appealed, won",
+        {},
+        (dispute(), dispute_moves("lost"), dispute_moves("appealed"), dispute_moves("won")),
+        200,
+        "paid",
+        spend_first=1800,
+    ),
     Scenario("delayed, then refunded", {"mode": "async"}, (refund(250),), 750, "paid"),
     Scenario("delayed, failed", {"mode": "async", "outcome": "fail"}, (), 0, "failed"),
     # 1,000 of allowance and 800 of the top-up spent: what is taken back then is debt.

@@ -146,6 +146,91 @@ async def test_a_lost_chargeback_sends_no_reinstatement(
     assert len(closed["dispute"]["balance_transactions"]) == 1
 
 
+async def test_a_lost_chargeback_appealed_and_won_reinstates_the_funds(
+    client: stripe.StripeClient, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    charge_id = await paid_charge(client, http, 700)
+    dispute_id = (await control(http, f"charges/{charge_id}/dispute"))["dispute"]["id"]
+    await control(http, f"disputes/{dispute_id}/close", {"status": "lost"})
+
+    appealed = await control(http, f"disputes/{dispute_id}/appeal")
+    reviewed = await control(
+        http, f"disputes/{dispute_id}/update", {"status": "appeal_under_review"}
+    )
+    won = await control(http, f"disputes/{dispute_id}/close", {"status": "won"})
+
+    events = events_about(receiver, dispute_id)
+    assert [(e.type, e.data.object.status) for e in events] == [
+        ("charge.dispute.created", "needs_response"),
+        ("charge.dispute.funds_withdrawn", "needs_response"),
+        ("charge.dispute.closed", "lost"),
+        ("charge.dispute.updated", "appeal_needs_response"),
+        ("charge.dispute.updated", "appeal_under_review"),
+        ("charge.dispute.closed", "won"),
+        ("charge.dispute.funds_reinstated", "won"),
+    ]
+    assert [e.id for e in events[3:]] == (
+        appealed["delivered"] + reviewed["delivered"] + won["delivered"]
+    )
+    assert events[3].data.previous_attributes.to_dict() == {"status": "lost"}
+    assert [t["amount"] for t in won["dispute"]["balance_transactions"]] == [-700, 700]
+
+
+async def test_an_appeal_moves_only_along_its_own_statuses(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    charge_id = await paid_charge(client, http)
+    dispute_id = (await control(http, f"charges/{charge_id}/dispute"))["dispute"]["id"]
+
+    open_appealed = await http.post(f"/_standin/disputes/{dispute_id}/appeal", json={})
+    too_soon = await http.post(
+        f"/_standin/disputes/{dispute_id}/update", json={"status": "appeal_under_review"}
+    )
+    await control(http, f"disputes/{dispute_id}/close", {"status": "lost"})
+    await control(http, f"disputes/{dispute_id}/appeal")
+    back = await http.post(
+        f"/_standin/disputes/{dispute_id}/update", json={"status": "under_review"}
+    )
+    lost = await control(http, f"disputes/{dispute_id}/close", {"status": "lost"})
+    unknown = await http.post("/_standin/disputes/dp_nope/appeal", json={})
+
+    assert [r.status_code for r in (open_appealed, too_soon, back, unknown)] == [400] * 3 + [404]
+    assert "only a lost chargeback" in open_appealed.json()["error"]["message"]
+    assert "an appeal moves only" in back.json()["error"]["message"]
+    assert lost["dispute"]["status"] == "lost"
+    assert len(lost["dispute"]["balance_transactions"]) == 1  # nothing reinstated
+
+
+async def test_a_whole_charge_disputed_after_a_partial_refund_is_lost_but_reinstated_in_part(
+    client: stripe.StripeClient, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """As Stripe's "partially won": the issuer disputes all of a charge partly refunded; the
+    dispute closes ``lost`` and the refunded part comes back (``funds_reinstated``)."""
+    charge_id = await paid_charge(client, http, 1000)
+    await client.v1.refunds.create_async(params={"charge": charge_id, "amount": 400})
+
+    opened = await control(http, f"charges/{charge_id}/dispute", {"amount": 1000})
+    dispute_id = opened["dispute"]["id"]
+    too_much = await http.post(
+        f"/_standin/disputes/{dispute_id}/close", json={"status": "lost", "reinstated": 1000}
+    )
+    won_in_part = await http.post(
+        f"/_standin/disputes/{dispute_id}/close", json={"status": "won", "reinstated": 400}
+    )
+    closed = await control(
+        http, f"disputes/{dispute_id}/close", {"status": "lost", "reinstated": 400}
+    )
+
+    assert [too_much.status_code, won_in_part.status_code] == [400, 400]
+    assert [(e.type, e.data.object.status) for e in events_about(receiver, dispute_id)] == [
+        ("charge.dispute.created", "needs_response"),
+        ("charge.dispute.funds_withdrawn", "needs_response"),
+        ("charge.dispute.closed", "lost"),
+        ("charge.dispute.funds_reinstated", "lost"),
+    ]
+    assert [t["amount"] for t in closed["dispute"]["balance_transactions"]] == [-1000, 400]
+
+
 async def test_an_inquiry_withdraws_nothing_can_be_refunded_and_closes_as_warning_closed(
     client: stripe.StripeClient, http: httpx.AsyncClient, receiver: Receiver
 ) -> None:
