@@ -2,8 +2,9 @@
 
 A purchase of ``credits`` for ``amount`` (minor units) keeps the credits its
 money still pays for. The facts are Stripe's cumulative ``amount_refunded`` (the
-largest seen), each refund's latest status, and each dispute's latest status
-(statuses only move forward, see ``REFUND_STAGE`` and ``DISPUTE_STAGE``). From them alone:
+largest seen), each refund's latest status, and each dispute's latest status with the most
+money told of it in that status (statuses only move forward, see ``REFUND_STAGE`` and
+``DISPUTE_STAGE``; ``newer``). From them alone:
 
 * ``refunded = max(largest amount_refunded - failed, returned)`` (``refunded_money``):
   ``failed`` is what the refunds known to have failed or been canceled were of (Stripe takes
@@ -92,9 +93,20 @@ class Dispute(msgspec.Struct, frozen=True):
         return max(self.amount or 0, 0) if self.status in MONEY_WITHDRAWN else 0
 
 
-def newer(known: Dispute | None, status: str) -> bool:
-    """Whether ``status`` is news for a dispute last seen as ``known``."""
+def newer(known: Dispute | None, status: str, amount: int | None) -> bool:
+    """Whether ``status`` of ``amount`` is news for a dispute last seen as ``known``: a later
+    stage, or the same status told of more money (None, told of no amount, is of the whole
+    charge: the most). Stripe's disputed amount can differ from the charge's; were the first
+    amount of a status kept, the account would end as the events' order made it."""
+    if known is not None and status == known.status:
+        return _more(amount, known.amount)
     return later_stage(DISPUTE_STAGE, known.status if known else None, status)
+
+
+def _more(amount: int | None, than: int | None) -> bool:
+    if than is None:
+        return False
+    return amount is None or amount > than
 
 
 def later_stage(stages: dict[str, int], known: str | None, status: str) -> bool:

@@ -234,8 +234,9 @@ class CheckoutSession(Records, Aggregate):
         return min(refunded_money(amount_refunded, refunds), self.amount)
 
     def dispute(self, dispute_id: str, status: str, amount: int) -> Adjustment:
-        """Apply a dispute's status; one at an earlier stage than the one known changes nothing."""
-        if not newer(self.disputes.get(dispute_id), status):
+        """Apply a dispute's status; one at an earlier stage than the one known changes nothing,
+        as does the same status of no more money (see ``newer``)."""
+        if not newer(self.disputes.get(dispute_id), status, amount):
             return Adjustment()
         disputes = {**self.disputes, dispute_id: Dispute(status, amount)}
         change = self._owed(self.amount_refunded, disputes).disputed - self.credits_reversed

@@ -82,7 +82,7 @@ class PaymentIntent(Records, Aggregate):
 
     def hold_dispute(self, dispute_id: str, status: str, amount: int | None) -> None:
         """Keep a dispute's news until the payment lands."""
-        if newer(self.disputes.get(dispute_id), status):
+        if newer(self.disputes.get(dispute_id), status, amount):
             self.trigger_event(
                 DisputeRecordedBeforePayment, dispute_id=dispute_id, status=status, amount=amount
             )

@@ -10,6 +10,7 @@ add up to must be the same for every order, and what the scenario is worth.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from tests.e2e.test_checkout_flow import (
 )
 from tests.support.events import caught_up
 from tests.support.ledger import open_account
+from tests.support.stripe_events import new_event_id, signature
 
 __all__ = ["stripe_client"]  # the fixture, used here
 
@@ -284,6 +286,12 @@ def _paid_first(events: list[Event]) -> list[Event]:
     return paying + [e for e in events if e not in paying]
 
 
+async def deliver_signed(http: httpx.AsyncClient, body: str) -> httpx.Response:
+    """A delivery of ``body`` the test made, signed as Stripe signs."""
+    headers = {"Content-Type": "application/json", "Stripe-Signature": signature(body)}
+    return await http.post("/v1/stripe/webhook", content=body.encode(), headers=headers)
+
+
 def orders(scenario: Scenario, events: list[Event], rng: random.Random) -> list[list[Event]]:
     """The natural order, the reversed one, and shuffled ones (the payment first if a spend
     must follow it)."""
@@ -430,3 +438,49 @@ def _ranked(events: list[Event]) -> dict[tuple[str, int], Event]:
         counts[event.type] = counts.get(event.type, 0) + 1
         ranked[(event.type, counts[event.type])] = event
     return ranked
+
+
+@pytest.mark.usefixtures("everything_held")
+async def test_a_dispute_told_of_another_amount_in_the_same_status_ends_the_same_in_any_order(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    stripe_client: stripe.StripeClient,
+    services: Services,
+    writer_headers: dict[str, str],
+) -> None:
+    """A chargeback of 600 of a 1,000 charge, then its event again with the amount at 1,000
+    and the status unchanged (Stripe's disputed amount "can differ" from the charge's; the
+    events carry it as it stands). Delivered either way round, the most money told counts:
+    the first told was kept, and the account ended 400 or 0 by the order alone."""
+    seen = []
+    for corrected_first in (False, True):
+        customer = await new_customer(services)
+        bought = await purchase(http, customer, CREDITS)
+        intent = (await pay(http, bought))["session"]["payment_intent"]
+        session = Session(customer, bought, intent, writer_headers)
+        await dispute(amount=600)(http, standin, stripe_client, session)
+        held = [e for e in standin.held_events if _about(e) in (bought.session_id, intent)]
+        [created] = [e for e in held if e.type == "charge.dispute.created"]
+        corrected = created.as_dict() | {"id": new_event_id(), "type": "charge.dispute.updated"}
+        corrected["data"] = {
+            "object": corrected["data"]["object"] | {"amount": CREDITS},
+            "previous_attributes": {"amount": 600},
+        }
+        body = json.dumps(corrected)
+        released = iter(held)
+        if corrected_first:
+            [paid_event] = [e for e in held if e.type == "checkout.session.completed"]
+            await standin.release_webhooks([paid_event.id])
+            released = iter([e for e in held if e is not paid_event])
+            answered = await deliver_signed(http, body)
+            assert answered.status_code == 200, answered.text
+        for event in released:
+            [attempt] = await standin.release_webhooks([event.id])
+            assert attempt.status == 200, attempt.error
+        if not corrected_first:
+            answered = await deliver_signed(http, body)
+            assert answered.status_code == 200, answered.text
+        seen.append(await outcome(http, services, session))
+
+    assert seen[0]["balances"]["topup_balance"] == 0
+    assert seen[0] == seen[1]

@@ -157,3 +157,45 @@ def test_a_dispute_of_no_amount_ends_the_same_whether_a_refund_that_fails_came_f
         for event in order:
             world.deliver(event)
         assert world.account.topup_balance == 0, [e.event_id for e in order]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([1, 3, 10]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["needs_response", "under_review", "lost", "won"]),
+            st.none() | st.integers(1, 1200),
+        ),
+        min_size=2,
+        max_size=4,
+    ),
+    st.data(),
+)
+def test_a_dispute_told_of_other_amounts_in_one_status_ends_the_same_in_any_order(
+    unit: int, told: list[tuple[str, int | None]], data: st.DataObject
+) -> None:
+    """Stripe's disputed amount can differ from the charge's, and each of a dispute's events
+    carries it as it stands (``charge.dispute.created`` and ``funds_withdrawn`` both say
+    ``needs_response``): of one status, the most money told counts (None: the whole charge),
+    whichever came first. The first one kept, a chargeback of 600 then of 1,000 of a 1,000
+    charge kept 40 of 100 credits, told the other way round none."""
+    credits = 100
+    amount = credits * unit
+    events: list[PaymentEvent] = [payment(amount)]
+    events += [
+        DisputeEvent(
+            event_id=f"evt_d{n}", dispute_id="dp_1", payment_intent="pi_1", status=s, amount=a
+        )
+        for n, (s, a) in enumerate(told)
+    ]
+    world = OnePayment(credits, amount)
+    for event in data.draw(st.permutations(events)):
+        world.deliver(event)
+
+    stage = ["needs_response", "under_review", "lost", "won"]
+    last = max((s for s, _ in told), key=stage.index)
+    disputed = max(amount if a is None else a for s, a in told if s == last)
+    withdrawn = 0 if last == "won" else disputed
+    assert world.account.topup_balance == kept(credits, amount, 0, withdrawn)
+    assert world.session.credits_outstanding == world.account.topup_balance
