@@ -17,6 +17,7 @@ from litestar import MediaType, Response, get
 from litestar.params import FromQuery
 
 from api.services import ServicesDependency
+from ledger.domain.checkout import MISMATCHED
 
 REFRESH_SECONDS = 2
 
@@ -81,6 +82,13 @@ async def checkout_success(
             f'<p id="status" data-status="{session.status}">This purchase '
             f"{'expired before it was paid' if session.status == 'expired' else 'payment failed'}"
             "; nothing was charged. You can start a new one any time.</p>",
+        )
+    if session.status == MISMATCHED:
+        return _page(
+            "Purchase under review",
+            '<p id="status" data-status="review">The payment Stripe reported is not what '
+            "this purchase asked, so no credits were added: it is recorded for someone to "
+            "look at. Your purchases and balance are in your account.</p>",
         )
     if not session.paid:
         return _page(

@@ -13,7 +13,9 @@ from api.services import Services
 from tests.conftest import unique
 from tests.e2e.conftest import Customer
 from tests.e2e.test_checkout_flow import pay, purchase
+from tests.e2e.test_stripe_webhooks import deliver
 from tests.support.ledger import open_account
+from tests.support.stripe_events import checkout_session, event_body
 
 RECEIVED = "Payment received. Your credits appear in your account shortly."
 
@@ -133,3 +135,24 @@ async def test_each_customers_link_is_made_for_their_own_account(
     assert RECEIVED in crossed.text
     assert other_account not in crossed.text
     assert other_account in (await http.get(theirs)).text
+
+
+async def test_a_purchase_paid_another_amount_says_it_is_under_review_and_stops_refreshing(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """Paid another amount than it asked, a purchase is recorded for review and never
+    credited: its link said "being confirmed" and refreshed every 2 s for good."""
+    bought = await purchase(http, customer, 200)
+    paid_less = checkout_session(
+        bought.session_id, account_id=customer.account_id, credits=200, amount_total=100
+    )
+    answered = await deliver(http, event_body("checkout.session.completed", paid_less))
+    assert answered.status_code == 200, answered.text
+    session = await services.ledger.session(bought.session_id, fresh=True)
+    assert session is not None
+    token = services.page_tokens.for_checkout(customer.account_id, session.expires_at)
+
+    page = await http.get("/checkout/success", params={"session_id": bought.session_id, "t": token})
+
+    assert 'data-status="review"' in page.text
+    assert 'http-equiv="refresh"' not in page.text
