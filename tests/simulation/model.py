@@ -368,7 +368,12 @@ class Session:
 
     def learn_dispute(self, dispute_id: str, status: str, amount: int) -> None:
         known = self.disputes.get(dispute_id)
-        if known is None or STAGE[status] > STAGE[known[0]]:
+        # The same status again counts the most money told of it (README).
+        if (
+            known is None
+            or STAGE[status] > STAGE[known[0]]
+            or (status == known[0] and amount > known[1])
+        ):
             self.disputes[dispute_id] = (status, amount)
 
     def shown_as(self) -> str:
