@@ -4,12 +4,12 @@ was paid and took back, by kind, and what its intent kept before its payment.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 from audit.replay_state import IntentAt, PurchaseAt, SessionAt, Stream
-from ledger.domain.adjustments import DISPUTE_STAGE, REFUND_STAGE, Worth, later_stage, taken_back
+from ledger.domain.adjustments import REFUND_STAGE, Worth, later_stage, newer, taken_back
 from ledger.domain.checkout import MISMATCHED, CheckoutSession
 from ledger.domain.events import (
     CreditsClawedBack,
@@ -113,15 +113,14 @@ def not_taken(intent: IntentAt, session: SessionAt) -> list[str]:
     missed = []
     if min(intent.amount_refunded, session.amount) > session.largest_refunded:
         missed.append(f"an amount_refunded of {intent.amount_refunded}")
-    facts: tuple[tuple[str, dict[str, int], Mapping[str, Any], Mapping[str, Any]], ...] = (
-        ("refund", REFUND_STAGE, intent.refunds, session.refunds),
-        ("dispute", DISPUTE_STAGE, intent.disputes, session.disputes),
-    )
-    for what, stages, kept, heard in facts:
-        for fact_id, fact in kept.items():
-            known = heard.get(fact_id)
-            if known is None or later_stage(stages, known.status, fact.status):
-                missed.append(f"{what} {fact_id} ({fact.status})")
+    for refund_id, refund in intent.refunds.items():
+        known = session.refunds.get(refund_id)
+        if known is None or later_stage(REFUND_STAGE, known.status, refund.status):
+            missed.append(f"refund {refund_id} ({refund.status})")
+    for dispute_id, dispute in intent.disputes.items():
+        # As the session takes a dispute's news (``newer``): in the same status, more money.
+        if newer(session.disputes.get(dispute_id), dispute.status, dispute.amount):
+            missed.append(f"dispute {dispute_id} ({dispute.status})")
     return missed
 
 

@@ -697,6 +697,32 @@ async def test_what_an_intent_kept_before_its_payment_and_its_session_never_took
     await books.uow.committer.stop()
 
 
+async def test_more_money_of_a_dispute_an_intent_kept_that_its_session_never_took_is_found(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The session takes a dispute's news of more money in the same status (``newer``): one
+    that heard a chargeback of 100 lost, linked to an intent that kept it lost for 300,
+    never took the 300 (the customer keeps 200 credits whose money the bank took back)."""
+    books = await refunds_and_disputes(isolated_db)
+    await pay(books, "cs_more", "acct_carol", 500, "pi_more")
+    await dispute(books, "pi_more", "dp_more", "lost", 100)
+    intent = PaymentIntent.record("pi_more")
+    intent.hold_dispute("dp_more", "lost", 300)
+    intent.link("cs_more")
+    await save(books, intent)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+
+    [finding] = report.findings
+    assert (finding.kind, finding.account_id) == ("payment-link", "acct_carol")
+    assert finding.detail == (
+        "payment intent pi_more kept, before its payment, what its session cs_more never "
+        "took: dispute dp_more (lost)"
+    )
+    await books.uow.committer.stop()
+
+
 async def test_a_rewritten_refund_is_found_even_with_its_hashes_recomputed(
     isolated_db: IsolatedDatabase,
 ) -> None:
