@@ -38,6 +38,7 @@ from audit.sessions import changes_purchase, intent_at, moved_by, purchase_at, s
 from audit.snapshots import differences, excuse_less_repayable, stored_version
 from ledger.domain.account import MAX_GRANT, CreditAccount
 from ledger.domain.checkout import CheckoutSession
+from ledger.domain.errors import DomainError
 from ledger.domain.events import (
     HOLD_SETTLEMENTS,
     STATEMENT_EVENTS,
@@ -249,6 +250,10 @@ class StreamReplay:
                         or amount < 1
                     ):
                         self._check_taken(stream, event, domain_event)
+                    elif topup or grants:
+                        # Taken from the allowance alone, it had that much free (or it is a
+                        # negative-allowance): the burn order is judged only past it.
+                        self._check_burn_order(stream, event, domain_event)
                     if kind is HoldPlaced:
                         self._check_hold_is_new(stream, event, domain_event)
                 elif kind is CheckoutPaid:
@@ -437,7 +442,7 @@ class StreamReplay:
         self._find("settlement-mismatch", detail, stream, event)
 
     def _check_taken(self, stream: Stream, event: ReplayedEvent, taken: Any) -> None:
-        """A spend or a hold of less than 1 credit (``CreditAccount._split`` refuses it, as
+        """A spend or a hold of less than 1 credit (``CreditAccount.split`` refuses it, as
         it did since the first spend was recorded), or whose parts do not add up to its
         amount, or one below 0."""
         what = "hold" if isinstance(taken, HoldPlaced) else "spend"
@@ -459,6 +464,49 @@ class StreamReplay:
             "split-mismatch",
             f"a {what} of {taken.amount} took {taken.from_allowance} from the allowance, "
             f"{taken.from_grants!r} from grants and {taken.from_topup} from top-ups",
+            stream,
+            event,
+        )
+
+    def _check_burn_order(self, stream: Stream, event: ReplayedEvent, taken: Any) -> None:
+        """A spend or hold takes the free allowance first, then the grants usable at its time
+        in burn order (lowest priority, soonest expiry, oldest), then top-ups
+        (``CreditAccount.split``, the rule since spends were first recorded). Another split,
+        its parts adding up, moves credits between buckets that do not last alike: the
+        allowance lapses at a reset, a grant at its expiry, top-ups never. Judged on the
+        account before it; one that took more of the allowance or of a grant than was free,
+        used a closed or expired grant, or more than is available is reported as that."""
+        account = stream.aggregate
+        if not isinstance(account, CreditAccount):
+            return  # reported as unreadable, or a spend on another stream
+        free = max(account.free_allowance, 0)
+        if taken.from_allowance == free and not account.grants:
+            return  # the allowance exhausted first, and no grant to pass over
+        at = taken.timestamp
+        if taken.from_allowance > free or any(
+            (grant := account.grants.get(grant_id)) is None
+            or not grant.usable_at(at)
+            or credits > account.free_of_grant(grant_id)
+            for grant_id, credits in taken.from_grants.items()
+        ):
+            return
+        try:
+            allowance, grants, topup = account.split(taken.amount, at)
+        except DomainError:
+            return
+        if (taken.from_allowance, taken.from_grants, taken.from_topup) == (
+            allowance,
+            grants,
+            topup,
+        ):
+            return
+        what = "hold" if isinstance(taken, HoldPlaced) else "spend"
+        self._find(
+            "burn-order",
+            f"a {what} of {taken.amount} took {taken.from_allowance} from the allowance, "
+            f"{taken.from_grants!r} from grants and {taken.from_topup} from top-ups; the burn "
+            f"order (the free allowance, then grants by priority, expiry and age, then top-ups) "
+            f"takes {allowance}, {grants!r} and {topup}",
             stream,
             event,
         )

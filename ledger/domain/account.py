@@ -250,9 +250,10 @@ class CreditAccount(Records, Aggregate):
 
     # --- rules ---------------------------------------------------------------------------
 
-    def _split(self, amount: int, at: datetime | None) -> tuple[int, dict[str, int], int]:
+    def split(self, amount: int, at: datetime | None) -> tuple[int, dict[str, int], int]:
         """Free allowance first, then grants in burn order, then top-ups; refuses what
-        is not available at ``at``. Returns (from allowance, from each grant, from top-ups)."""
+        is not available at ``at``. Returns (from allowance, from each grant, from top-ups):
+        what a spend or hold decided at ``at`` takes (the audit judges recorded ones by it)."""
         if amount <= 0:
             raise InvalidAmount("The amount must be at least 1.")
         available = self.available_at(at)
@@ -316,7 +317,7 @@ class CreditAccount(Records, Aggregate):
         InsufficientCredits and records nothing when the balance is short.
         """
         check_reason(reason)
-        from_allowance, from_grants, from_topup = self._split(amount, at)
+        from_allowance, from_grants, from_topup = self.split(amount, at)
         self.trigger_event(
             CreditsSpent,
             timestamp=at,  # the time the grants' expiry was judged at, for the audit
@@ -401,7 +402,7 @@ class CreditAccount(Records, Aggregate):
         if hold_id in self.holds:
             raise InvalidAmount(f"The hold {hold_id} is already open.")
         check_reason(reason)
-        from_allowance, from_grants, from_topup = self._split(amount, at)
+        from_allowance, from_grants, from_topup = self.split(amount, at)
         self.trigger_event(
             HoldPlaced,
             timestamp=at,

@@ -22,8 +22,15 @@ from ledger.commands import (
 )
 from ledger.domain.account import CreditAccount
 from ledger.domain.errors import GrantClosed
-from ledger.domain.events import CreditsGranted, CreditsSpent, GrantExpired, GrantVoided
+from ledger.domain.events import (
+    CreditsGranted,
+    CreditsSpent,
+    GrantExpired,
+    GrantVoided,
+    HoldPlaced,
+)
 from ledger.domain.ids import account_stream_id
+from ledger.handlers.grants import grant_id_for
 from ledger.service import Ledger
 from ledger.store.claims import request_fingerprint
 from projections.queries import Views
@@ -292,6 +299,66 @@ async def test_the_audit_flags_a_grant_granted_again_under_its_id(
         ("grant-granted-twice", 7, f"grant {ended} was granted 50 again while closed"),
     ]
     await books.uow.committer.stop()
+
+
+_FIRST, _LAPSING = grant_id_for(ACCOUNT, "first"), grant_id_for(ACCOUNT, "lapsing")
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "takes"),
+    [
+        (
+            CreditsSpent,
+            {"amount": 150, "from_allowance": 100, "from_topup": 0, "reason": "x",
+             "from_grants": {_LAPSING: 50}},
+            f"100, {{'{_FIRST}': 50}} and 0",
+        ),
+        (
+            CreditsSpent,
+            {"amount": 50, "from_allowance": 0, "from_topup": 0, "reason": "x",
+             "from_grants": {_FIRST: 50}},
+            "50, {} and 0",
+        ),
+        (
+            HoldPlaced,
+            {"hold_id": "hold_x", "amount": 120, "from_allowance": 100, "from_topup": 20,
+             "reason": "x", "expires_at": (NOW + timedelta(hours=3)).isoformat(),
+             "from_grants": {}},
+            f"100, {{'{_FIRST}': 20}} and 0",
+        ),
+    ],
+    ids=["grants-out-of-order", "a-grant-before-the-allowance", "top-ups-before-a-grant"],
+)  # fmt: skip
+async def test_the_audit_flags_a_spend_or_hold_that_took_its_buckets_out_of_burn_order(
+    isolated_db: IsolatedDatabase, kind: type, fields: dict[str, Any], takes: str
+) -> None:
+    """The allowance, then grants by priority, expiry and age, then top-ups: a split in
+    another order, its parts adding up, none past what a bucket had free, passed. Burning a
+    grant about to lapse in place of one that lasts (or the allowance, which lapses at the
+    reset, left for later) keeps credits the rule spends; an insider's append takes any."""
+    books = isolated_db.ledger()
+    await open_account(books, ACCOUNT, 100)
+    await grant(books, "first", 100, 10, None)
+    await grant(books, "lapsing", 100, 50, timedelta(hours=1))
+    account: CreditAccount = await books.account(ACCOUNT, fresh=True)
+    assert list(account.grants) == [_FIRST, _LAPSING]
+
+    account.trigger_event(kind, **fields)
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    what = "hold" if kind is HoldPlaced else "spend"
+    assert [(f.kind, f.version, f.detail) for f in report.findings] == [
+        (
+            "burn-order",
+            4,
+            f"a {what} of {fields['amount']} took {fields['from_allowance']} from the "
+            f"allowance, {fields['from_grants']!r} from grants and {fields['from_topup']} from "
+            "top-ups; the burn order (the free allowance, then grants by priority, expiry and "
+            f"age, then top-ups) takes {takes}",
+        )
+    ]
 
 
 async def test_the_audit_finds_a_grants_view_that_disagrees(isolated_db: IsolatedDatabase) -> None:
