@@ -405,6 +405,16 @@ class StreamReplay:
             ),
         )
         hold = account.holds.get(settled.hold_id)
+        if type(settled) is HoldExpired and hold and not hold.has_expired(settled.timestamp):
+            # Recorded only once due (``expire_hold``), at the time judged due: one before
+            # gives the credits back with no release asked, and its capture is refused.
+            self._find(
+                "hold-expired-early",
+                f"hold {settled.hold_id} expires at {_when(hold.due_at)}, its expiry was "
+                f"recorded at {settled.timestamp.isoformat()}",
+                stream,
+                event,
+            )
         captured = settled.captured if isinstance(settled, HoldCaptured) else 0
         if hold is None or not 0 <= captured <= hold.amount:
             kept = "is not open" if hold is None else f"keeps {hold.amount} credits"

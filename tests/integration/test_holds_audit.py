@@ -14,6 +14,7 @@ from ledger.domain.events import (
     CreditsGranted,
     CreditsSpent,
     HoldCaptured,
+    HoldExpired,
     HoldPlaced,
     HoldReleased,
 )
@@ -337,6 +338,51 @@ async def test_the_audit_flags_a_hold_placed_again_after_it_was_settled(
             "and expiry",
         )
     ]
+
+
+async def test_the_audit_flags_a_hold_expiry_recorded_before_the_hold_expires(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A hold's expiry is recorded once it is due, at the time judged due: one recorded
+    before gives the credits back with no release asked, and the capture its service then
+    asks is refused (a spend hidden). Its settlement added up, its claim told it, and the
+    audit, which judged a grant's expiry by its time but not a hold's, said nothing."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_early", 1000)
+    placed = await books.execute(
+        PlaceHold(
+            account_id="acct_early",
+            amount=600,
+            expires_in_seconds=3600,
+            reason="job",
+            idempotency_key="h",
+        )
+    )
+    hold_id = str(placed.hold_id)
+    account: CreditAccount = await books.account("acct_early", fresh=True)
+    expired = account.settlement(hold_id, 0)
+
+    account.trigger_event(
+        HoldExpired,
+        hold_id=hold_id,
+        released=expired.released,
+        lapsed=expired.lapsed,
+        grants_lapsed=expired.grants_lapsed,
+        kept_lapsed=expired.kept_lapsed,
+        debt_repaid=expired.debt_repaid,
+    )
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    [finding] = report.findings
+    assert (finding.kind, finding.account_id, finding.version) == (
+        "hold-expired-early",
+        "acct_early",
+        3,
+    )
+    assert finding.detail.startswith(f"hold {hold_id} expires at ")
+    assert "its expiry was recorded at" in finding.detail
 
 
 _EXPIRES = "2999-01-01T00:00:00+00:00"
