@@ -41,7 +41,7 @@ from litestar.types import (
 
 from api.errors import send_error
 from api.headers import first_header
-from api.log_context import access_log, log_access, request_id
+from api.log_context import access_enabled_for, log_access, reset_request_id, set_request_id
 from api.metrics import observe_request
 from api.read_side import POSITION_HEADER, READ_FROM_HEADER, ReadRequest
 from ledger.request_scope import RequestScope
@@ -117,7 +117,7 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
         started = time.perf_counter()
         current = _given_request_id(scope) or os.urandom(16).hex()
         echoed = (_REQUEST_ID_HEADER, current.encode())
-        token = request_id.set(current)
+        token = set_request_id(current)
         status = 0  # no answer started yet
         client_gone = False
 
@@ -178,8 +178,8 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
                 status = CLIENT_CLOSED
             status = status or 500  # the app failed before it started an answer
             observe_request(route, method, status, seconds)
-            if access_log.isEnabledFor(logging.INFO):
+            if access_enabled_for(logging.INFO):
                 log_access(method, route, status, seconds)
-            request_id.reset(token)
+            reset_request_id(token)
 
     return edge

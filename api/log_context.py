@@ -33,6 +33,10 @@ stripe_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 access_log = logging.getLogger("ledger.access")
 """One line per answered request, at INFO."""
+set_request_id, reset_request_id = request_id.set, request_id.reset
+set_stripe_event_id = stripe_event_id.set
+access_enabled_for = access_log.isEnabledFor
+"""Each bound once, as ``ledger.request_scope.get_current_scope`` is (why there)."""
 
 
 # Fields a line may carry besides its message; JSON gets them as keys.

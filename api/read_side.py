@@ -50,7 +50,7 @@ from litestar.types import (
 from api.database import _connect, describe, nothing_to_reset
 from api.headers import RepeatedHeader, only_header
 from api.metrics import view_reads
-from ledger.request_scope import RequestScope, current_scope
+from ledger.request_scope import RequestScope, get_current_scope
 from ledger.store.event_store import DATABASE_ERRORS, EventStore, visible_head
 from ledger.store.read_connections import Pool
 from projections.queries import Views
@@ -99,7 +99,7 @@ class ReadRequest:
 def _this_request() -> ReadRequest | None:
     """The request's ``ReadRequest``, its scope's ``reads`` (ledger/request_scope.py): None
     when no scope, or one without (a command run outside an HTTP request)."""
-    held = current_scope.get()
+    held = get_current_scope()
     return held.reads if held is not None else None
 
 

@@ -48,9 +48,9 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from ledger.domain.errors import DomainError
-from ledger.domain.events import command_time
+from ledger.domain.events import reset_command_time, set_command_time
 from ledger.keyed_locks import KeyedLocks, TurnNotCome
-from ledger.request_scope import RequestScope, current_scope
+from ledger.request_scope import RequestScope, get_current_scope
 from ledger.store import stats
 from ledger.store.claims import Claim, Claims, ClaimTaken, StoredAnswer, replay
 from ledger.store.commit import ClaimRecord, GroupCommitter
@@ -112,7 +112,7 @@ def mark_replayed() -> None:
     """Say the command's answer was the one recorded earlier for the same request (an
     idempotent repeat) rather than decided now, to the caller collecting in
     ``answer_positions()`` (the HTTP edge, the expiry sweep): its ``replayed``."""
-    if (collected := current_scope.get()) is not None:
+    if (collected := get_current_scope()) is not None:
         collected.replayed = True
 
 
@@ -263,11 +263,11 @@ class UnitOfWork:
 
     @staticmethod
     def _decide(handler: Handler[C, S, A], state: S, command: C) -> Decision[A]:
-        at = command_time.set(getattr(command, "at", None))
+        at = set_command_time(getattr(command, "at", None))
         try:
             return handler.decide(state, command)
         finally:
-            command_time.reset(at)
+            reset_command_time(at)
 
     async def _replayed(
         self, handler: Handler[C, Any, A], claim: Claim | None, command: C
@@ -310,7 +310,7 @@ class UnitOfWork:
             self.repository.forget(changed)
             raise
         self.repository.committed(changed, writes, decision.not_kept)
-        if positions and (collected := current_scope.get()) is not None:
+        if positions and (collected := get_current_scope()) is not None:
             collected.note(max(positions))
         elif not positions:
             await self.note_head()
@@ -320,7 +320,7 @@ class UnitOfWork:
 
     async def note_head(self) -> None:
         """An answer that wrote nothing stands at the store's head (one query, if collected)."""
-        if (collected := current_scope.get()) is not None:
+        if (collected := get_current_scope()) is not None:
             collected.note(await self.repository.store.head_position())
 
     @staticmethod

@@ -15,7 +15,7 @@ from litestar.params import HeaderParameter
 
 from api.errors import SIGNED_BODY
 from api.express import Call, Declined, express
-from api.log_context import stripe_event_id
+from api.log_context import set_stripe_event_id
 from api.metrics import webhook_outcomes
 from api.openapi import errors, example
 from api.schemas import StripeEvent, WebhookReceived
@@ -79,7 +79,7 @@ async def receive_delivery(services: Services, payload: bytes, signature: str) -
         webhook_outcomes["malformed"].inc()
         log.warning("dropped a verified Stripe delivery, nothing recorded: %s", error)
         return WebhookReceived(received=True)
-    stripe_event_id.set(envelope.id)  # on every log line of this delivery
+    set_stripe_event_id(envelope.id)  # on every log line of this delivery
     new = await services.ledger.apply_payment_event(envelope.id, envelope.type, meaning)
     if not new:
         webhook_outcomes["duplicate"].inc()

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ledger.request_scope import current_scope
+from ledger.request_scope import get_current_scope
 
 
 class PoolBusy(TimeoutError):
@@ -82,7 +82,7 @@ class ReadConnections:
             # Within a request's scope (ledger/request_scope.py) its reads wait ``wait`` in
             # all, from the first that waits: one that reads several times (its token, a
             # view, the store) waited that long for each before its 503.
-            if (once := current_scope.get()) is not None and once.task is asyncio.current_task():
+            if (once := get_current_scope()) is not None and once.task is asyncio.current_task():
                 if once.deadline is None:
                     once.deadline = deadline
                 deadline = once.deadline  # what is left of the first wait (perhaps none)
