@@ -112,14 +112,11 @@ def serve(projector: bool, workers: int | None) -> None:
             # DATABASE_URL) the embedded server this process started.
             child.start(env=_child_env(settings, services.admin_url))
 
-    def ready_workers(url: str) -> None:
-        from api.database import describe
-
+    def ready_workers(url: str, event_store: str) -> None:
+        # The event store as the workers connect to it (the service's role), as one
+        # process says it: DATABASE_URL's was the superuser's the set-up takes.
         logging.getLogger("ledger").info(
-            "ledger API ready on %s (%d workers, event store %s)",
-            url,
-            processes,
-            describe(settings.database_url or ""),
+            "ledger API ready on %s (%d workers, event store %s)", url, processes, event_store
         )
         if projector:
             child.start(env={**os.environ, "DATABASE_URL": settings.database_url or ""})

@@ -47,7 +47,9 @@ def _run_worker(
     mark_process_started()
 
     def say_ready(url: str) -> None:
-        os.write(ready_pipe, f"{url}\n".encode())
+        # With the event store as this worker connects to it (the service's role), which
+        # only the workers know: the parent opens no connection before it forks them.
+        os.write(ready_pipe, f"{url}\t{_event_store_of(app)}\n".encode())
 
     try:
         serve_on(app, sockets, say_ready)
@@ -60,10 +62,23 @@ def _run_worker(
         os._exit(code)
 
 
+def _event_store_of(app: Any) -> str:
+    """The event store a started worker's ``app`` connects to, without its password."""
+    from api.database import describe
+
+    services = app.state.get("services")
+    return describe(services.database_url) if services is not None else ""
+
+
 def serve_workers(
-    app: Any, sockets: list[socket.socket], workers: int, on_ready: Callable[[str], None]
+    app: Any,
+    sockets: list[socket.socket],
+    workers: int,
+    on_ready: Callable[[str, str], None],
 ) -> int:
     """Fork ``workers`` processes serving ``app`` on ``sockets``; wait for them to end.
+    ``on_ready(url, event_store)``: once they all listen, with the first's address and the
+    event store it connects to (``describe``d: the service's role, no password).
 
     Returns 0 when they all stopped cleanly (after SIGTERM or Ctrl-C), 3 when one ended
     before they all listened (its start-up failed: one worker's exit code, as uvicorn's),
@@ -106,7 +121,7 @@ def serve_workers(
             signal.signal(signum, handler)
 
 
-def _wait_until_ready(read_ready: int, workers: int, on_ready: Callable[[str], None]) -> bool:
+def _wait_until_ready(read_ready: int, workers: int, on_ready: Callable[[str, str], None]) -> bool:
     """Call ``on_ready`` once every worker listens; False if one ended first."""
     lines: list[str] = []
     buffered = b""
@@ -120,7 +135,8 @@ def _wait_until_ready(read_ready: int, workers: int, on_ready: Callable[[str], N
         buffered += chunk
         *complete, buffered = buffered.split(b"\n")
         lines += [line.decode() for line in complete]
-    on_ready(lines[0])
+    url, _, event_store = lines[0].partition("\t")
+    on_ready(url, event_store)
     return True
 
 

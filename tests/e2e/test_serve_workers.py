@@ -10,11 +10,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from api.access.tokens import Scope, TokenService
-from api.database import describe
+from api.database import as_role, describe
 from ledger.domain.ids import account_stream_id
 from stripe_standin import RunningStandin
 from tests.conftest import IsolatedDatabase
@@ -34,7 +35,8 @@ async def test_two_workers_share_the_port_and_the_books(
     token = (await TokenService(isolated_db.pool).issue(Scope.LEDGER_WRITE, name="t")).secret
     env = serve_env(
         tmp_path,
-        DATABASE_URL=isolated_db.url,
+        # A password (which the test server's trust authentication ignores): never shown.
+        DATABASE_URL=with_password(isolated_db.url, "pw-never-shown"),
         STRIPE_SECRET_KEY="sk_test_workers",
         STRIPE_API_BASE=standin.base_url,
         WEB_CONCURRENCY="2",
@@ -65,10 +67,13 @@ async def test_two_workers_share_the_port_and_the_books(
     finally:
         served.kill()
 
+    # The event store as the workers connect to it, as one process says it: the service's
+    # role (it named DATABASE_URL's superuser, whom the set-up alone takes).
     assert json.loads(served.lines[ready])["message"] == (
         f"ledger API ready on http://127.0.0.1:{served.port} (2 workers, event store "
-        f"{describe(isolated_db.url)})"
+        f"{describe(as_role(isolated_db.url, 'ledger_service'))})"
     )
+    assert not any("pw-never-shown" in line for line in served.lines)
     workers = [c for c in children if c.endswith("api.cli serve")]
     projector = [c for c in children if "api.cli project" in c]
     assert (len(workers), len(projector)) == (2, 1), children
@@ -89,6 +94,12 @@ async def test_two_workers_share_the_port_and_the_books(
         account_stream_id("acct_workers"),
     )
     assert stored == 41  # opened, and 40 spends: none lost, none twice
+
+
+def with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:{password}@{host}"))
 
 
 def test_several_workers_are_refused_where_each_would_start_its_own_stripe(

@@ -41,7 +41,7 @@ def main() -> int:
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     sock.set_inheritable(True)
-    return serve_workers(slow_app, [sock], 2, lambda url: print("ready", url, flush=True))
+    return serve_workers(slow_app, [sock], 2, lambda url, _: print("ready", url, flush=True))
 
 
 if __name__ == "__main__":
