@@ -35,11 +35,13 @@ def serve(projector: bool, workers: int | None) -> None:
 
     \b
     Exit codes:
-      0  stopped (SIGTERM, Ctrl-C)
-      1  a setting refused or a port taken (said on stderr), or a worker or the
-         projector that ended badly
-      3  the start-up failed: the database unreachable or refusing the service's
-         role, any other error (the log's "cannot start: ..." line says why)
+      0    stopped (SIGTERM, Ctrl-C)
+      1    a setting refused or a port taken (said on stderr), or a worker or the
+           projector that ended badly
+      3    the start-up failed: the database unreachable or refusing the service's
+           role, any other error (the log's "cannot start: ..." line says why)
+      130  Ctrl-C before the API was ready (one API process): "Aborted!"; the next
+           start makes again what it cut short
     """
     import signal
 
@@ -92,9 +94,13 @@ def serve(projector: bool, workers: int | None) -> None:
         [sys.executable, "-m", "api.cli", *verbose, "project", "--supervised"], "the projector"
     )
 
+    api_ready = False
+
     def ready(url: str) -> None:
         from api.database import describe
 
+        nonlocal api_ready
+        api_ready = True
         services = app.state.services
         metrics = (
             f"; /metrics on port {settings.metrics_port} only"
@@ -124,8 +130,16 @@ def serve(projector: bool, workers: int | None) -> None:
     # On SIGTERM (or Ctrl-C) uvicorn finishes the requests in flight, runs the app's
     # shutdown (the pool closes), then raises the signal again; the default handlers
     # would end this process there, before the projector below is told to stop.
+    def stopped(signum: int, _: object) -> None:
+        if signum == signal.SIGINT and processes == 1 and not api_ready:
+            # A Ctrl-C before the API was ready ends as every command's does ("Aborted!",
+            # 130): a first `make run` stopped in its set-up said "stopped" and exit 0.
+            # (Forked workers inherit this handler: theirs end as they always have.)
+            raise KeyboardInterrupt
+        sys.exit(0)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: sys.exit(0))
+        signal.signal(signum, stopped)
     try:
         # The metrics socket (METRICS_PORT), if any, is the same app: there it answers
         # /metrics only, and the API's port answers /metrics with 404 (api/metrics.py).

@@ -253,6 +253,11 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"the embedded PostgreSQL in {pg} is running but not ready (still starting, or "
             f"stopping; its log says why: {server_log}): run the command again in a moment"
         ) from None
+    except OSError as error:  # pg_ctl stopped before it made its log, which is then read
+        raise DatabaseUnreachable(
+            f"the embedded PostgreSQL in {pg} did not start ({error.strerror or error}): "
+            "run the command again"
+        ) from None
     return server.get_uri()
 
 

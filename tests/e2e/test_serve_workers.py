@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -94,6 +95,38 @@ async def test_two_workers_share_the_port_and_the_books(
         account_stream_id("acct_workers"),
     )
     assert stored == 41  # opened, and 40 spends: none lost, none twice
+
+
+async def test_a_worker_given_sigint_ends_as_a_stopped_process_not_a_traceback(
+    isolated_db: IsolatedDatabase, standin: RunningStandin, tmp_path: Path
+) -> None:
+    """A worker inherits `serve`'s own handlers: a SIGINT reaching it (a Ctrl-C, which the
+    terminal sends every process of the group, or `kill -INT`) ended it as `serve` ends a
+    Ctrl-C before it is ready, "an API worker failed" with the KeyboardInterrupt's
+    traceback. It stops as a stopped process (the parent stops the others, as for any
+    worker that ends by itself)."""
+    env = serve_env(
+        tmp_path,
+        DATABASE_URL=isolated_db.url,
+        STRIPE_SECRET_KEY="sk_test_workers",
+        STRIPE_API_BASE=standin.base_url,
+        WEB_CONCURRENCY="2",
+    )
+    served = Serving(env)
+    try:
+        await asyncio.to_thread(served.wait_for, "ledger API ready on")
+        [worker, *_] = [
+            pid for pid, line in children_of(served.process.pid).items() if line.endswith("serve")
+        ]
+        os.kill(worker, signal.SIGINT)
+        await asyncio.to_thread(served.wait_for, "stopping the others")
+        await asyncio.to_thread(served.process.wait, 60)
+    finally:
+        served.kill()
+
+    assert not any("Traceback" in line or "worker failed" in line for line in served.lines), (
+        "\n".join(served.lines)
+    )
 
 
 def with_password(url: str, password: str) -> str:
