@@ -25,6 +25,26 @@ def port_from_environment() -> int:
         raise click.ClickException(str(error)) from None
 
 
+def _http_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An http(s) address with a host, or a usage error: the stand-in took any text as its
+    webhook or public address, started, and every payment's delivery then failed there."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # http://[::1 (no "]")
+        usable = False
+    if not usable:
+        raise click.BadParameter(
+            f"{value!r} is not an http(s) address with a host "
+            "(http://127.0.0.1:8000/v1/stripe/webhook)"
+        )
+    return value
+
+
 @click.group()
 def dev() -> None:
     """Run the deployment's topology, or a part of it, on this machine (development only)."""
@@ -115,10 +135,16 @@ def cluster_command(
     help="Port to listen on.",
 )
 @click.option(
-    "--public-url", default=None, help="Its address as browsers reach it (default: host:port)."
+    "--public-url",
+    default=None,
+    callback=_http_address,
+    help="Its address as browsers reach it (default: host:port).",
 )
 @click.option(
-    "--webhook-url", required=True, help="Where it delivers events: the service's webhook."
+    "--webhook-url",
+    required=True,
+    callback=_http_address,
+    help="Where it delivers events: the service's webhook.",
 )
 def standin_command(host: str, port: int, public_url: str | None, webhook_url: str) -> None:
     """Serve the Stripe stand-in alone, for several API processes (until Ctrl-C).
