@@ -64,7 +64,7 @@ from ledger.domain.events import (
     RefundUpdated,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
-from ledger.domain.holds import OpenHold, repayable_by
+from ledger.domain.holds import OpenHold, Settlement, kept_among, repayable_by, repaying
 from ledger.domain.limits import MAX_CREDITS, MIN_CREDITS
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.store.claims import request_fingerprint
@@ -420,7 +420,9 @@ class StreamReplay:
             kept = "is not open" if hold is None else f"keeps {hold.amount} credits"
             detail = f"captured {captured} of hold {settled.hold_id}, which {kept}"
         else:
-            rule = account.settlement(settled.hold_id, captured)
+            rule = _spending_less_kept(
+                account, hold, account.settlement(settled.hold_id, captured), settled
+            )
             figures = _SETTLEMENT_FIGURES[type(settled)]
             # Recorded before the rule, a settlement repaid no debt, which is less; more
             # than the rule gives is credits made from nothing.
@@ -910,6 +912,7 @@ class StreamReplay:
             loaded = self.mapper.to_domain_event(stored).mutate(None)
             if isinstance(loaded, CreditAccount):
                 excuse_less_repayable(loaded, stream.aggregate)
+                _excuse_kept_for_later_topups(loaded, stream.aggregate)
             problems = differences(loaded, stream.aggregate)
         except Exception as error:  # a forged snapshot may not even decode
             problems = [f"cannot be read: {error}"]
@@ -1050,6 +1053,49 @@ call: its eleven numbers, the kind's name after its length, the description's le
 how the statement describes it (``projections.balance_changes.DESCRIPTIONS``: found here
 once, not by ``description_of`` for each line)."""
 assert all(describe is not None for _, _, describe in _LINE_HEADS.values())
+
+
+def _excuse_kept_for_later_topups(loaded: CreditAccount, replayed: Any) -> None:
+    """An account's snapshot may have what resets kept for held top-ups stand for later ones
+    than the replay (``kept_parts``): one taken before snapshots kept which loads it for the
+    last of them (``CreditAccount.upcast_v7_v8``), and so does every later snapshot of an
+    account loaded from it, never for earlier ones (each change moves the parts alike). Its
+    captures then spend less of it than the rule, the rest from top-ups, as the audit accepts
+    of a settlement (``_spending_less_kept``); only kept for earlier top-ups than the events
+    give, which a capture would spend sooner, is reported."""
+    kept, made = loaded.kept_parts, getattr(replayed, "kept_parts", ())
+    if kept == made:
+        return
+    bounds = {end for part in (*kept, *made) for end in (part.ahead, part.ahead + part.amount)}
+    if all(kept_among(kept, first) <= kept_among(made, first) for first in bounds):
+        loaded.kept_parts = made
+
+
+def _spending_less_kept(
+    account: CreditAccount, hold: OpenHold, rule: Settlement, settled: Any
+) -> Settlement:
+    """The rule's settlement, or one that spends less of what resets kept for held top-ups
+    and lets no less of it lapse, as ``settled`` does, the rest of its top-ups from the
+    top-ups (its debt repaid by the rule for that): what an account loaded from a snapshot
+    that has what was kept stand for later top-ups than the replay records
+    (``_excuse_kept_for_later_topups``), never richer. More spent, or less lapsed, is not."""
+    kept_spent = getattr(settled, "kept_spent", 0)
+    if (kept_spent, settled.kept_lapsed) == (rule.kept_spent, rule.kept_lapsed) or not (
+        0 <= kept_spent <= rule.kept_spent and settled.kept_lapsed >= rule.kept_lapsed
+    ):
+        return rule
+    less_kept = msgspec.structs.replace(
+        rule,
+        from_topup=rule.from_topup + rule.kept_spent - kept_spent,
+        kept_spent=kept_spent,
+        kept_lapsed=settled.kept_lapsed,
+        debt_repaid=0,
+    )
+    return repaying(
+        less_kept,
+        topup_balance=account.topup_balance,
+        repayable=repayable_by(account.carried_repayable, hold.period),
+    )
 
 
 def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int) -> list[str]:

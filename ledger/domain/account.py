@@ -53,15 +53,19 @@ from ledger.domain.evolution import Evolution, Records
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant, in_burn_order
 from ledger.domain.holds import (
     HeldTotals,
+    KeptPart,
     OpenHold,
     RepayablePart,
     Settlement,
     backed,
+    kept_after_reset,
+    placed_ahead,
     repaid_by,
     repayable_after_reset,
     repayable_by,
     repaying,
     settle,
+    settled_kept,
 )
 from ledger.domain.ids import account_stream_id
 from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
@@ -140,12 +144,13 @@ on = Evolution()
 class CreditAccount(Records, Aggregate):
     """What one customer may spend: allowance first, then grants, then top-ups."""
 
-    class_version = 7
+    class_version = 8
     """Of its snapshots: version 2 keeps holds as structs and always has a threshold;
     version 3 keeps grants; version 4 what backs the holds' top-up shares; version 5 what
     each open hold's allowance share may repay of a debt; version 6 what the carried shares
     may repay together (``carried_repayable``), in place of that; version 7 that in parts,
-    one for each reset that left one owed, its shares' (``RepayablePart``)."""
+    one for each reset that left one owed, its shares' (``RepayablePart``); version 8 which
+    held top-ups what resets kept for them stands for (``kept_parts``)."""
 
     DERIVED_STATE = ("held_totals",)
     """Made from the rest, kept so that decisions need not go through every hold: not in
@@ -167,6 +172,7 @@ class CreditAccount(Records, Aggregate):
         closed_grants: frozenset[str]
         topup_reserved: int
         kept_for_holds: int
+        kept_parts: tuple[KeptPart, ...]
         carried_repayable: tuple[RepayablePart, ...]
 
     @classmethod
@@ -429,9 +435,10 @@ class CreditAccount(Records, Aggregate):
         return repaying(
             backed(
                 settlement,
-                reserved=self.topup_reserved,
+                hold.from_topup,
+                parts=self.kept_parts,
+                held=self.held_topup,
                 kept=self.kept_for_holds,
-                held_after=self.held_topup - hold.from_topup,
             ),
             topup_balance=self.topup_balance,
             repayable=repayable_by(self.carried_repayable, hold.period),
@@ -585,6 +592,7 @@ class CreditAccount(Records, Aggregate):
         self.closed_grants = frozenset()
         self.topup_reserved = 0  # of the held top-ups, what top-ups back (see holds.py)
         self.kept_for_holds = 0  # of the allowance, what resets kept for the rest of them
+        self.kept_parts = ()  # which of the held top-ups that stands for
         self.carried_repayable = ()  # of a debt, what carried allowance shares may repay
 
     @on(CreditsPurchased, CreditsRestored)
@@ -629,6 +637,13 @@ class CreditAccount(Records, Aggregate):
             self.carried_repayable = repayable_after_reset(
                 self.carried_repayable, self.holds, ended, owed=owed, repaid=event.debt_repaid
             )
+        if event.held_topup_kept:
+            self.kept_parts = kept_after_reset(
+                self.kept_parts,
+                self.held_topup,
+                backed_topups=self.topup_reserved,
+                kept=event.held_topup_kept,
+            )
         self.allowance_remaining += event.held_topup_kept
         self.kept_for_holds += event.held_topup_kept
 
@@ -657,11 +672,14 @@ class CreditAccount(Records, Aggregate):
         self.holds = {**self.holds, event.hold_id: hold}
         self.held_totals = totals.counting(event.hold_id, hold, 1)
         self.topup_reserved += event.from_topup  # placed from free top-ups only
+        if self.kept_parts and event.from_topup:
+            self.kept_parts = placed_ahead(self.kept_parts, event.from_topup)
 
     @on(HoldCaptured)
     def _hold_captured(self, event: HoldCaptured) -> None:
         if event.debt_repaid:
             self._repaid_by_carried(event.hold_id, event.debt_repaid)
+        self._settled_kept(event.hold_id, event.kept_spent, event.from_topup, event.kept_lapsed)
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.from_allowance + event.lapsed
         self.topup_balance += event.debt_repaid - event.from_topup
@@ -673,12 +691,25 @@ class CreditAccount(Records, Aggregate):
     def _hold_released(self, event: HoldReleased | HoldExpired) -> None:
         if event.debt_repaid:
             self._repaid_by_carried(event.hold_id, event.debt_repaid)
+        self._settled_kept(event.hold_id, 0, 0, event.kept_lapsed)
         self._forget_hold(event.hold_id)
         self.allowance_remaining -= event.lapsed
         self.topup_balance += event.debt_repaid
         if event.grants_lapsed:
             self._take_from_grants(event.grants_lapsed)
         self._rebacked(0, event.kept_lapsed)
+
+    def _settled_kept(self, hold_id: str, spent: int, taken: int, lapsed: int) -> None:
+        # Before the hold is forgotten: its top-ups leave the held ones.
+        if self.kept_parts and (hold := self.holds.get(hold_id)) is not None:
+            self.kept_parts = settled_kept(
+                self.kept_parts,
+                self.held_topup,
+                spent=spent,
+                taken=taken,
+                lapsed=lapsed,
+                left=max(hold.from_topup - spent - taken - lapsed, 0),
+            )
 
     def _repaid_by_carried(self, hold_id: str, debt_repaid: int) -> None:
         # Never below none: a settlement recorded by an earlier rule may have repaid more (the
@@ -689,9 +720,12 @@ class CreditAccount(Records, Aggregate):
     def _rebacked(self, from_topup: int, kept_ended: int) -> None:
         """After a settlement: top-ups back no more than the holds left reserve, and what
         was kept for holds and is spent or lapses leaves the allowance."""
-        self.topup_reserved = min(max(self.topup_reserved - from_topup, 0), self.held_topup)
         self.allowance_remaining -= kept_ended
         self.kept_for_holds -= kept_ended
+        # Top-ups back only held top-ups nothing was kept for (an earlier rule lapsed what was
+        # kept first, so that this held; now a settlement may leave more kept than backed).
+        unkept = max(self.held_topup - self.kept_for_holds, 0)
+        self.topup_reserved = min(max(self.topup_reserved - from_topup, 0), unkept)
 
     def _forget_hold(self, hold_id: str) -> None:
         hold = self.holds.get(hold_id)
@@ -802,6 +836,16 @@ class CreditAccount(Records, Aggregate):
         state["carried_repayable"] = ()
 
     @staticmethod
+    def upcast_v7_v8(state: dict[str, Any]) -> None:
+        # Which held top-ups what resets kept stands for was not kept: only the events tell.
+        # The last of them, which captures take last: its holds spend no more of it than the
+        # replay's would (less than the rule allows, never more; docs/holds.md).
+        held_topup = sum(h["from_topup"] for h in state["holds"].values())
+        kept = min(state["kept_for_holds"], held_topup)
+        parts = [{"ahead": held_topup - kept, "amount": kept}] if kept > 0 else []
+        state["kept_parts"] = parts
+
+    @staticmethod
     def restore_state(state: dict[str, Any]) -> None:
         """A snapshot's JSON leaves holds and grants as plain objects, sets as lists; what
         the holds add up to is made from them (``DERIVED_STATE``)."""
@@ -811,4 +855,7 @@ class CreditAccount(Records, Aggregate):
         state["closed_grants"] = frozenset(state["closed_grants"])
         state["carried_repayable"] = tuple(
             msgspec.convert(part, type=RepayablePart) for part in state["carried_repayable"]
+        )
+        state["kept_parts"] = tuple(
+            msgspec.convert(part, type=KeptPart) for part in state["kept_parts"]
         )

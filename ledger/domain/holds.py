@@ -15,7 +15,9 @@ hold settles, as the old period's allowance would have at the reset, and as
 that would have, it repays a clawback's debt first (``repaying``): together,
 the carried shares repay no more than the resets that carried them left owed
 (``repayable_after_reset``, kept on the account in parts, each with the shares that may
-repay it), so that a hold never makes credits.
+repay it), so that a hold never makes credits. What a reset keeps of the lapsing
+allowance for held top-ups a refund took stands for those top-ups (``KeptPart``): a
+capture spends it only for them (``backed``), never on a debt that arose since.
 """
 
 from __future__ import annotations
@@ -187,28 +189,136 @@ def settle(
     )
 
 
-def backed(settlement: Settlement, *, reserved: int, kept: int, held_after: int) -> Settlement:
-    """Where a settlement's top-ups come from, when a refund took top-ups that holds reserve.
+class KeptPart(msgspec.Struct, frozen=True):
+    """Of what resets kept of the allowance for held top-ups (``kept_for_holds``), ``amount``
+    credits standing for the held top-ups that come after the first ``ahead`` of them, in the
+    order captures take them: a reset keeps credits for the top-ups it found nothing backed,
+    after those it found backed; a hold placed since puts its top-ups first (what a reset
+    kept was not kept for them); a settlement takes its captured top-ups from the first and
+    lets the rest go from the last (``settled_kept``)."""
 
-    ``reserved`` of the account's held top-ups are backed by top-ups, ``kept`` by what
-    resets kept of the allowance that lapsed (the refund's debt kept that much from use,
-    see ``CreditAccount.reset_figures``), the rest by nothing. A capture spends backed
-    top-ups first, then what was kept (from the allowance), then top-ups it leaves below
-    what remains backed (a debt). Afterwards what was kept is no more than the top-ups the
-    holds left open reserve beyond those backed; the rest of it lapses, as the allowance it
-    came from would have.
+    ahead: int
+    amount: int
+
+
+def kept_among(parts: tuple[KeptPart, ...], first: int) -> int:
+    """How many of the first ``first`` held top-ups what resets kept stands for."""
+    return sum(max(min(part.amount, first - part.ahead), 0) for part in parts)
+
+
+def backed(
+    settlement: Settlement, hold_topup: int, *, parts: tuple[KeptPart, ...], held: int, kept: int
+) -> Settlement:
+    """Where a settlement's top-ups come from, when resets kept allowance for held top-ups
+    that top-ups no longer backed (``kept`` of it, in ``parts``, among the ``held`` top-ups
+    the account's holds reserve; this hold ``hold_topup`` of them).
+
+    The captured top-ups are the first of them: of those what was kept stands for is spent
+    from what was kept (``kept_spent``: from the allowance), the rest from the top-ups,
+    below zero if need be. Had the holds settled before each reset, their captures would
+    have taken top-ups then, and the reset's lapsing allowance repaid what they left owed:
+    the top-ups it found backed came first, so what a refund took of them since is a debt
+    the reset would not have repaid, and what was kept is spent only as the top-ups it was
+    kept for (a refund after the reset made the capture one credit richer when it was spent
+    on whatever the capture took first). What was kept for the top-ups that go with the
+    hold's uncaptured ones, the last, lapses, as the allowance it came from would have.
     """
-    from_topup = settlement.from_topup
-    from_reserved = min(from_topup, reserved)
-    kept_spent = min(from_topup - from_reserved, kept)
-    reserved_after = min(reserved - from_reserved, held_after)
-    kept_after = min(kept - kept_spent, max(held_after - reserved_after, 0))
+    taken = settlement.from_topup
+    kept_spent = min(kept_among(parts, taken), kept)
+    left = held - hold_topup
+    kept_after = kept_among(parts, taken + left) - kept_among(parts, taken)
     return msgspec.structs.replace(
         settlement,
-        from_topup=from_topup - kept_spent,
+        from_topup=taken - kept_spent,
         kept_spent=kept_spent,
-        kept_lapsed=kept - kept_spent - kept_after,
+        kept_lapsed=kept - kept_spent - min(kept_after, kept - kept_spent),
     )
+
+
+def _runs(parts: tuple[KeptPart, ...], held: int) -> list[list[Any]]:
+    """The held top-ups in order, as runs of [kept for, how many]."""
+    runs: list[list[Any]] = []
+    at = 0
+    for part in parts:
+        if part.ahead > at:
+            runs.append([False, part.ahead - at])
+        runs.append([True, part.amount])
+        at = part.ahead + part.amount
+    if held > at:
+        runs.append([False, held - at])
+    return runs
+
+
+def _parts(runs: list[list[Any]]) -> tuple[KeptPart, ...]:
+    """The kept parts of these runs, neighbours joined (one way to write each)."""
+    parts: list[KeptPart] = []
+    at = 0
+    for kept, length in runs:
+        if kept and length:
+            if parts and parts[-1].ahead + parts[-1].amount == at:
+                parts[-1] = KeptPart(parts[-1].ahead, parts[-1].amount + length)
+            else:
+                parts.append(KeptPart(at, length))
+        at += length
+    return tuple(parts)
+
+
+def _without(runs: list[list[Any]], kept: bool, count: int, *, last: bool) -> None:
+    """Takes ``count`` held top-ups kept for (or not) out of ``runs``, the first or the last."""
+    for run in reversed(runs) if last else runs:
+        if count <= 0:
+            return
+        if run[0] is kept:
+            taken = min(run[1], count)
+            run[1] -= taken
+            count -= taken
+
+
+def placed_ahead(parts: tuple[KeptPart, ...], topups: int) -> tuple[KeptPart, ...]:
+    """The parts once a hold placed with ``topups`` of top-ups puts them first."""
+    return tuple(KeptPart(part.ahead + topups, part.amount) for part in parts)
+
+
+def settled_kept(
+    parts: tuple[KeptPart, ...],
+    held: int,
+    *,
+    spent: int,
+    taken: int,
+    lapsed: int,
+    left: int,
+) -> tuple[KeptPart, ...]:
+    """The parts once a settlement, of ``held`` held top-ups, spent ``spent`` of what was kept
+    and ``taken`` top-ups, from the first, and let ``lapsed`` of what was kept and ``left``
+    other top-ups go, from the last: as recorded, which the rule gives (``backed``) or an
+    earlier one did."""
+    runs = _runs(parts, held)
+    _without(runs, True, spent, last=False)
+    _without(runs, False, taken, last=False)
+    _without(runs, True, lapsed, last=True)
+    _without(runs, False, left, last=True)
+    return _parts(runs)
+
+
+def kept_after_reset(
+    parts: tuple[KeptPart, ...], held: int, *, backed_topups: int, kept: int
+) -> tuple[KeptPart, ...]:
+    """The parts once a reset kept ``kept`` more for the held top-ups: for the first that
+    nothing backs or was kept for, after the ``backed_topups`` that top-ups back."""
+    runs: list[list[Any]] = []
+    free_before = backed_topups
+    for is_kept, length in _runs(parts, held):
+        if is_kept or kept <= 0:
+            runs.append([is_kept, length])
+            continue
+        backed_here = min(length, free_before)
+        free_before -= backed_here
+        keeping = min(length - backed_here, kept)
+        kept -= keeping
+        runs.extend(
+            [[False, backed_here], [True, keeping], [False, length - backed_here - keeping]]
+        )
+    return _parts(runs)
 
 
 class RepayablePart(msgspec.Struct, frozen=True):

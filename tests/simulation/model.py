@@ -72,8 +72,9 @@ class Account:
     holds: dict[str, Hold] = field(default_factory=dict)
     reserved: int = 0
     """Of the top-ups holds reserve, what top-ups back ("a refund takes free top-ups first")."""
-    kept: int = 0
-    """What resets kept of the allowance for the rest of them."""
+    pool: list[bool] = field(default_factory=list)
+    """The held top-ups in the order captures take them ("a hold placed since puts its top-ups
+    first"), each True if what a reset kept stands for it."""
     parts: list[Part] = field(default_factory=list)
     """Of the debt, what the allowance shares carried over resets may repay, part by part."""
     grants: dict[str, Grant] = field(default_factory=dict)
@@ -82,6 +83,11 @@ class Account:
     low_armed: bool = False
     depleted_armed: bool = False
     alerts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        """What resets kept of the allowance for the rest of them."""
+        return self.pool.count(True)
 
     def __post_init__(self) -> None:
         # "An account that opens low or empty has not crossed anything yet."
@@ -209,7 +215,15 @@ class Account:
         unbacked = self.held_topup - self.reserved - self.kept
         kept_from_use = unbacked - max(self.topup - self.reserved, 0)
         kept = max(min(lapsing - repaid, kept_from_use), 0)
-        self.kept += kept
+        # "For the top-ups it found nothing backed, after those it found backed."
+        backed, keeping = self.reserved, kept
+        for n, is_kept in enumerate(self.pool):
+            if not is_kept and keeping:
+                if backed:
+                    backed -= 1
+                else:
+                    self.pool[n] = True
+                    keeping -= 1
         # "The shares it carries may repay what it left owed beyond those parts", and those
         # parts, whichever lapses first; shares carried before may not repay theirs.
         placed = sum(h.from_allowance for h in self.holds.values() if h.period == self.period)
@@ -226,6 +240,7 @@ class Account:
     def place(self, hold_id: str, hold: Hold) -> None:
         self.holds[hold_id] = hold
         self.reserved += self.topup_share(hold)
+        self.pool[:0] = [False] * self.topup_share(hold)
 
     def take_back(self, credits: int) -> None:
         """A refund or dispute takes top-ups back (or gives them back: negative)."""
@@ -261,15 +276,17 @@ class Account:
             grant.take(taken)
             if grant.status != "active":
                 grant.lapse(share - taken)
-        # "A capture spends backed top-ups first, then what was kept, then top-ups below zero";
-        # what was kept beyond what the holds left reserve lapses.
-        from_reserved = min(rest, self.reserved)
-        kept_spent = min(rest - from_reserved, self.kept)
+        # "A capture takes the first held top-ups: what was kept for them is spent, the rest
+        # from top-ups (below zero if need be); what was kept for the last, which go with
+        # what it does not capture, lapses."
+        kept_before = self.kept
+        kept_spent = self.pool[:rest].count(True)
+        del self.pool[:rest]
+        del self.pool[len(self.pool) - (self.topup_share(hold) - rest) :]
         self.topup -= rest - kept_spent
-        self.reserved = min(self.reserved - from_reserved, self.held_topup)
-        kept_after = min(self.kept - kept_spent, max(self.held_topup - self.reserved, 0))
-        self.allowance_remaining -= self.kept - kept_after
-        self.kept = kept_after
+        from_reserved = min(rest - kept_spent, self.reserved)
+        self.reserved = min(self.reserved - from_reserved, self.pool.count(False))
+        self.allowance_remaining -= kept_before - self.kept
         # "Of the allowance that lapses, up to the debt goes to the top-up balance": a
         # carried share lapsing when its hold settles, as at a reset.
         # Only parts the share may repay: its own first, then older ones, the newest first.

@@ -25,7 +25,7 @@ from ledger.domain.errors import (
     InsufficientCredits,
     PeriodOutOfOrder,
 )
-from ledger.domain.holds import RepayablePart
+from ledger.domain.holds import KeptPart, RepayablePart
 from ledger.handlers.expiries import expire_due
 from ledger.handlers.hold_answers import Hold
 from ledger.handlers.holds import decide_settle
@@ -947,6 +947,31 @@ def test_an_older_snapshot_loads_its_holds_repaying_none(version: int) -> None:
     assert loaded.carried_repayable == ()
     assert loaded.release_hold("h1").debt_repaid == 0
     assert credits.release_hold("h1").debt_repaid == 50
+
+
+def test_a_version_7_snapshot_loads_what_was_kept_standing_for_the_last_held_top_ups() -> None:
+    """A snapshot taken before the account kept which held top-ups what resets kept stands
+    for (version 7) does not tell: only the events do, so it loads standing for the last of
+    them, which captures take last. Its holds spend no more of it than the replay's (here
+    none, where the replay spends 10), the rest from the top-ups: poorer, never richer."""
+    credits = account(allowance=100, topup=50)
+    credits.spend(90, "work")
+    credits.place_hold("a", 10, "the allowance", LATER)
+    credits.place_hold("h1", 50, "job", LATER)  # the top-ups
+    credits.release_hold("a")
+    credits.claw_back("cs_1", 50)  # none of h1's top-ups backed
+    credits.reset_month("2026-12")  # keeps the 10 that lapse, for the first of them
+    credits.collect_events()
+    assert credits.kept_parts == (KeptPart(ahead=0, amount=10),)
+
+    loaded = loaded_from_an_older_snapshot(credits, 7, ("kept_parts",))
+
+    assert loaded.kept_parts == (KeptPart(ahead=40, amount=10),)
+    assert vars(loaded) == {**vars(credits), "kept_parts": loaded.kept_parts}
+    assert loaded.capture_hold("h1", 10, NOW).kept_spent == 0
+    assert credits.capture_hold("h1", 10, NOW).kept_spent == 10
+    assert (loaded.topup_balance, loaded.balance) == (-10, 90)
+    assert (credits.topup_balance, credits.balance) == (0, 100)
 
 
 def assert_sums_of_the_holds(credits: CreditAccount) -> None:

@@ -1,8 +1,9 @@
 """What a reset kept of the allowance for an open hold's top-ups that top-ups no longer backed
-(``held_topup_kept``) is spent, by a capture after a refund made after the reset, on that
-refund's debt: the settle order then leaves the customer a credit richer than the plain rules
-(docs/holds.md, "Left as it was"). Pinned as a known failure until each reset's kept credits
-stand for the top-ups they were kept for, as ``RepayablePart`` does for carried shares."""
+(``held_topup_kept``) stands for those top-ups (``KeptPart``): a capture after a refund made
+after the reset takes the top-ups the reset found backed first, a debt the refund made, and
+not the kept credit, which lapses. Spent on whatever the capture took first, it repaid that
+refund's debt, and the order reset, refund, capture left the customer a credit richer than
+the plain rules (docs/holds.md, "What a reset keeps for held top-ups stands for them")."""
 
 from __future__ import annotations
 
@@ -45,18 +46,12 @@ def refund(account: CreditAccount) -> None:
     account.claw_back("cs_1", 50)
 
 
-KEPT_SPENT_ON_A_LATER_DEBT = pytest.mark.xfail(
-    strict=True,
-    reason="the kept credit repays the later refund's debt (balance 99): known, not yet fixed",
-)
-
-
 @pytest.mark.parametrize(
     "order",
     [
         (capture, reset, refund),
         (reset, capture, refund),
-        pytest.param((reset, refund, capture), marks=KEPT_SPENT_ON_A_LATER_DEBT),
+        (reset, refund, capture),
     ],
     ids=["capture-reset-refund", "reset-capture-refund", "reset-refund-capture"],
 )
