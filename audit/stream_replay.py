@@ -35,7 +35,12 @@ from audit.replay_state import (
     ViewRow,
 )
 from audit.sessions import changes_purchase, intent_at, moved_by, purchase_at, session_at
-from audit.snapshots import differences, excuse_less_repayable, stored_version
+from audit.snapshots import (
+    differences,
+    excuse_kept_for_later_topups,
+    excuse_less_repayable,
+    stored_version,
+)
 from ledger.domain.account import MAX_GRANT, CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import DomainError
@@ -64,7 +69,7 @@ from ledger.domain.events import (
     RefundUpdated,
 )
 from ledger.domain.grants import ACTIVE, EXPIRED, VOIDED, Grant
-from ledger.domain.holds import OpenHold, Settlement, kept_among, repayable_by, repaying
+from ledger.domain.holds import OpenHold, Settlement, repayable_by, repaying
 from ledger.domain.limits import MAX_CREDITS, MIN_CREDITS
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.store.claims import request_fingerprint
@@ -912,7 +917,7 @@ class StreamReplay:
             loaded = self.mapper.to_domain_event(stored).mutate(None)
             if isinstance(loaded, CreditAccount):
                 excuse_less_repayable(loaded, stream.aggregate)
-                _excuse_kept_for_later_topups(loaded, stream.aggregate)
+                excuse_kept_for_later_topups(loaded, stream.aggregate)
             problems = differences(loaded, stream.aggregate)
         except Exception as error:  # a forged snapshot may not even decode
             problems = [f"cannot be read: {error}"]
@@ -1055,22 +1060,6 @@ once, not by ``description_of`` for each line)."""
 assert all(describe is not None for _, _, describe in _LINE_HEADS.values())
 
 
-def _excuse_kept_for_later_topups(loaded: CreditAccount, replayed: Any) -> None:
-    """An account's snapshot may have what resets kept for held top-ups stand for later ones
-    than the replay (``kept_parts``): one taken before snapshots kept which loads it for the
-    last of them (``CreditAccount.upcast_v7_v8``), and so does every later snapshot of an
-    account loaded from it, never for earlier ones (each change moves the parts alike). Its
-    captures then spend less of it than the rule, the rest from top-ups, as the audit accepts
-    of a settlement (``_spending_less_kept``); only kept for earlier top-ups than the events
-    give, which a capture would spend sooner, is reported."""
-    kept, made = loaded.kept_parts, getattr(replayed, "kept_parts", ())
-    if kept == made:
-        return
-    bounds = {end for part in (*kept, *made) for end in (part.ahead, part.ahead + part.amount)}
-    if all(kept_among(kept, first) <= kept_among(made, first) for first in bounds):
-        loaded.kept_parts = made
-
-
 def _spending_less_kept(
     account: CreditAccount, hold: OpenHold, rule: Settlement, settled: Any
 ) -> Settlement:
@@ -1078,7 +1067,8 @@ def _spending_less_kept(
     and lets no less of it lapse, as ``settled`` does, the rest of its top-ups from the
     top-ups (its debt repaid by the rule for that): what an account loaded from a snapshot
     that has what was kept stand for later top-ups than the replay records
-    (``_excuse_kept_for_later_topups``), never richer. More spent, or less lapsed, is not."""
+    (``audit.snapshots.excuse_kept_for_later_topups``), never richer. More spent, or less
+    lapsed, is not."""
     kept_spent = getattr(settled, "kept_spent", 0)
     if (kept_spent, settled.kept_lapsed) == (rule.kept_spent, rule.kept_lapsed) or not (
         0 <= kept_spent <= rule.kept_spent and settled.kept_lapsed >= rule.kept_lapsed
