@@ -269,7 +269,13 @@ async def test_a_projector_never_holds_a_view_a_rebuild_waits_to_swap_in(
                     """SELECT count(*) FROM pg_stat_activity
                        WHERE wait_event_type = 'Lock' AND datname = current_database()"""
                 ):
-                    assert not projecting.done(), projecting
+                    if projecting.done():
+                        # It read nothing: a transaction elsewhere on the server held the
+                        # watermark back for a moment (settled()); what it reads it waits for.
+                        assert projecting.result() == 0, projecting
+                        projecting = asyncio.create_task(
+                            catch_up(isolated_db.store, projections, left_at=left_at)
+                        )
                     await asyncio.sleep(0.01)
             await swap.execute("SET LOCAL lock_timeout = '5s'")
             await swap.execute(
