@@ -72,7 +72,9 @@ async def nothing_to_reset(connection: asyncpg.Connection) -> None:
     leaves none of that behind on pooled connections: it LISTENs on connections of its
     own, sets nothing per session, opens cursors only inside transactions, and releases
     its session advisory locks where it takes them (``append()`` and ``append_one()`` on every path, the
-    as-of wait in a ``finally``).
+    as-of wait inside its function, the reconciler's turn in a ``finally``). Its role may not
+    call ``pg_advisory_unlock_all()`` anyway (ledger/store/sql/advisory_locks.sql): a pool of
+    a ledger role with asyncpg's default reset fails on every release.
     """
 
 

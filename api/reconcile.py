@@ -45,7 +45,6 @@ MAX_DURATION = timedelta(days=100 * 366)
 MAX_RECONCILE_SECONDS = 366 * 24 * 3600
 """A year (a sleep of 1e300 s overflows the event loop's clock)."""
 
-_RECONCILE_LOCK = 748200117  # advisory lock: one process of the service reconciles at a time
 
 _DURATION = re.compile(r"(\d+)\s*(s|m|min|h|d|w)", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -194,7 +193,9 @@ class PeriodicReconciler:
     async def run_once(self) -> list[Reconciled] | None:
         """One run, unless another process is running one (then None)."""
         async with self.services.pool.acquire() as connection:
-            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", _RECONCILE_LOCK):
+            # An advisory lock, through the owner's function (the service's role may call no
+            # advisory lock function: ledger/store/sql/advisory_locks.sql).
+            if not await connection.fetchval("SELECT take_reconcile_turn()"):
                 return None
             try:
                 done = await reconcile_pending(
@@ -205,7 +206,7 @@ class PeriodicReconciler:
                     account_id=self.account_id,
                 )
             finally:
-                await connection.execute("SELECT pg_advisory_unlock($1)", _RECONCILE_LOCK)
+                await connection.execute("SELECT let_go_of_reconcile_turn()")
         self.runs += 1
         changed = [r for r in done if r.changed]
         if changed:

@@ -1,7 +1,8 @@
 """The relay's position: a row of ``projection_positions``, moved only after the broker's ack.
 
 A batch runs inside one transaction that first takes a transaction-scoped
-advisory lock for the relay's name: two relays on one database take turns
+advisory lock for the relay's name (the owner's ``take_relay_turn``: no login role may call
+the advisory lock functions themselves, ledger/store/sql/advisory_locks.sql): two relays on one database take turns
 batch by batch instead of publishing the same events side by side, and a relay
 that dies releases its turn with its connection. Nothing in that transaction
 writes until the final ``move_relay_position``, so it gets a transaction id only then: the
@@ -22,16 +23,10 @@ from asyncpg.pool import PoolConnectionProxy
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
-# The first half of the two-key advisory lock; the second is hashtext(name). Two-key
-# locks are a key space of their own, apart from the store's one-key ordering lock.
-_LOCK_CLASS = 748200102
-
 
 async def claim(connection: Connection, name: str) -> int | None:
     """In a transaction: this relay's turn and its committed position; None while another has it."""
-    if not await connection.fetchval(
-        "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, name
-    ):
+    if not await connection.fetchval("SELECT take_relay_turn($1)", name):
         return None
     position = await connection.fetchval(
         "SELECT position FROM projection_positions WHERE name = $1", name

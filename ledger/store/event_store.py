@@ -91,10 +91,10 @@ ORDERING_LOCK = 748200101
 sql/functions/20_append.sql)."""
 
 
-_NEWER_THAN_EVERY_APPEND = """SELECT pg_current_xact_id(), clock_timestamp()
-    FROM (SELECT pg_advisory_xact_lock($1)) AS locked"""
-"""The lock is taken first: a subquery calling a volatile function is run as it is, before
-the row it gives is read (PostgreSQL never merges it into the query around it)."""
+_NEWER_THAN_EVERY_APPEND = "SELECT transaction_id, at FROM newer_than_every_append()"
+"""The owner's function takes the ordering lock, reads both and lets go of it before it returns
+(sql/functions/20_newer_than_every_append.sql): no login role may take an advisory lock
+itself (sql/advisory_locks.sql), and none can leave this one held in a transaction."""
 
 
 class StoreBusy(Exception):
@@ -401,9 +401,9 @@ class EventStore:
         """
         deadline = time.monotonic() + seconds
         while True:
-            # Shielded, and the lock a transaction's: a question given up on (a client gone,
-            # a timeout) left the session's lock on a pooled connection, and every append
-            # waited.
+            # Shielded, and the lock let go of inside the function, on every path: a question
+            # given up on (a client gone, a timeout) left the session's lock on a pooled
+            # connection, and every append waited.
             newer_than_all, now = await asyncio.shield(
                 self._transaction_id_newer_than_every_append()
             )
@@ -433,8 +433,8 @@ class EventStore:
         # In a transaction of three, the lock was held over two round trips to this process,
         # and every append in the cluster waited for them.
         async with self.pool.acquire() as connection:
-            row = await connection.fetchrow(_NEWER_THAN_EVERY_APPEND, ORDERING_LOCK)
-            assert row is not None  # one row: the subquery's
+            row = await connection.fetchrow(_NEWER_THAN_EVERY_APPEND)
+            assert row is not None  # one row: the function's
             return row[0], row[1]
 
     async def first_events(self, originator_ids: Iterable[UUID]) -> list[RecordedEvent]:

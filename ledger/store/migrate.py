@@ -16,7 +16,11 @@ under one advisory lock so that processes starting together take turns:
 3. every numbered migration in ``migrations/`` not applied yet, each in its own
    transaction, recorded in ``schema_migrations`` (tables and data only);
 4. ``sql/grants.sql``: what ``ledger_service``, ``ledger_projector`` and ``ledger_relay``
-   may do.
+   may do;
+5. as the set-up's role again: ``sql/advisory_locks.sql``, the advisory lock functions
+   taken from PUBLIC and left to ``ledger_owner``, so that no login role can hold a lock
+   every append waits for; a role that may not (no superuser: a managed PostgreSQL) goes
+   on and says so in one WARNING line (``keep_advisory_locks_to_owner``).
 """
 
 from __future__ import annotations
@@ -99,6 +103,10 @@ async def set_up(
     projector_password: str | None = None,
 ) -> list[str]:
     """Roles, functions, migrations and grants (see the module); return the migrations applied."""
+    if await connection.fetchval("SELECT to_regrole($1) IS NOT NULL", OWNER_ROLE):
+        # A database set up before by a superuser leaves the lock functions to the owner's
+        # members alone: an administrator that is not one yet becomes one first.
+        await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
     await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
         await _create_role(connection, OWNER_ROLE, login=False)
@@ -122,6 +130,7 @@ async def set_up(
             await apply_grants(connection)
         finally:
             await connection.execute("RESET ROLE")
+        await keep_advisory_locks_to_owner(connection)
         return applied
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
@@ -224,6 +233,33 @@ async def apply_grants(connection: Connection) -> None:
     """What ``ledger_service``, ``ledger_projector`` and ``ledger_relay`` may do
     (``sql/grants.sql``), as the tables' owner."""
     await connection.execute(packaged("sql/grants.sql"))
+
+
+async def keep_advisory_locks_to_owner(connection: Connection) -> bool:
+    """Take the advisory lock functions from PUBLIC and the login roles and leave them to
+    ``ledger_owner`` (``sql/advisory_locks.sql``), as the set-up's role; whether it could.
+
+    Only a superuser or the functions' owner may change their privileges (REVOKE by another
+    role changes nothing and only warns). Where set-up's role may not, set-up goes on and
+    says once what stays open: any role on the database may still hold a lock that every
+    append waits for."""
+    may = await connection.fetchval(
+        "SELECT pg_has_role(proowner, 'USAGE') FROM pg_proc "
+        "WHERE oid = 'pg_catalog.pg_advisory_lock(bigint)'::regprocedure"
+    )
+    if may:
+        await connection.execute(packaged("sql/advisory_locks.sql"))
+        return True
+    role = await connection.fetchval("SELECT current_user")
+    database = await connection.fetchval("SELECT current_database()")
+    log.warning(
+        "%s may not take PostgreSQL's advisory lock functions from PUBLIC (only a superuser "
+        'may): any role that logs in to "%s" can still hold a lock that every append waits '
+        'for (README, "Database roles"); run `ledger db setup` as a superuser to close it',
+        role,
+        database,
+    )
+    return False
 
 
 async def owner_session(connection: Connection) -> None:

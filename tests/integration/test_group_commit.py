@@ -75,13 +75,15 @@ async def test_concurrent_commands_share_batches_and_fail_alone(store: EventStor
 
 async def test_a_command_given_up_on_before_its_batch_began_is_not_written(
     store: EventStore,
+    database_url: str,
 ) -> None:
     """A forced stop cuts the requests in flight off, answering 503 "please retry": nothing
     was recorded. One whose writes still waited for a writer was written all the same, as
     the committer finished its queue, after that answer (an account opened that a retry
     then found taken, 409)."""
     committer = GroupCommitter(store.pool, writers=1)
-    holder = await store.pool.acquire()
+    # The administrator's: no login role may take an advisory lock (advisory_locks.sql).
+    holder = await asyncpg.connect(database_url)
     try:
         # The one writer's batch waits for the ordering lock, so the next command queues.
         await holder.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
@@ -94,7 +96,7 @@ async def test_a_command_given_up_on_before_its_batch_began_is_not_written(
         await holder.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
         assert len(await writing) == 1
     finally:
-        await store.pool.release(holder)
+        await holder.close()
     await committer.stop()
 
     assert queued.cancelled()

@@ -156,7 +156,11 @@ async def test_the_relay_role_reads_history_and_moves_only_its_own_position(
     finally:
         await admin.close()
     assert writes == []
-    assert [r[0] for r in runs_as_owner] == ["move_relay_position", "start_relay_position"]
+    assert [r[0] for r in runs_as_owner] == [
+        "move_relay_position",
+        "start_relay_position",
+        "take_relay_turn",
+    ]
 
 
 async def test_the_relay_role_may_not_move_its_position_below_the_store(

@@ -67,3 +67,13 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON projection_positions TO ledger_projector
 GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO ledger_projector;
 GRANT SELECT, INSERT ON webhook_attempts TO ledger_projector;
 GRANT USAGE ON SEQUENCE webhook_deliveries_delivery_id_seq TO ledger_projector;
+
+-- Turns and waits: the advisory lock functions are ledger_owner's alone (advisory_locks.sql,
+-- applied after this file by set-up's role): a role that could take any advisory lock could
+-- hold the one every append waits for. Each role gets the owner's function for the turn it
+-- takes, and nothing that leaves the ordering lock held past a call.
+REVOKE ALL ON FUNCTION take_relay_turn(text), take_reconcile_turn(), let_go_of_reconcile_turn(),
+    newer_than_every_append(), let_go_of_advisory_locks() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION take_relay_turn(text) TO ledger_relay, ledger_service;
+GRANT EXECUTE ON FUNCTION take_reconcile_turn(), let_go_of_reconcile_turn(),
+    newer_than_every_append(), let_go_of_advisory_locks() TO ledger_service;

@@ -1,0 +1,224 @@
+"""No login role can stall the ledger's writers through an advisory lock.
+
+Every append waits for the ordering lock (748200101) and takes its streams and claim keys
+with try-locks (1, hashtext(id)) and (2, hashtext(scope, key)). PostgreSQL lets every role
+call the advisory lock functions, so any login on the database (the service's, the relay's,
+the projector's, an auditor's) could hold one of them for as long as its session lived: every
+append in the ledger waited, or every command on one account was refused. Set-up takes the
+functions from PUBLIC and leaves them to ``ledger_owner``; the turns the roles need are the
+owner's functions, granted to the role that takes each (ledger/store/sql/functions/).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from api.database import as_role
+from ledger.store.commit import Writes, write_batch
+from ledger.store.event_store import ORDERING_LOCK
+from ledger.store.migrate import (
+    LOGIN_ROLES,
+    OWNER_ROLE,
+    RELAY_ROLE,
+    SERVICE_ROLE,
+    set_up,
+)
+from tests.conftest import IsolatedDatabase, fresh_database, unique
+
+TOPIC = "tests.advisory:CreditsSpent"
+
+LOCK_CALLS = (
+    "SELECT pg_advisory_lock(748200101)",
+    "SELECT pg_advisory_lock_shared(748200101)",
+    "SELECT pg_advisory_xact_lock(748200101)",
+    "SELECT pg_advisory_xact_lock_shared(748200101)",
+    "SELECT pg_try_advisory_lock(748200101)",
+    "SELECT pg_try_advisory_lock_shared(748200101)",
+    "SELECT pg_try_advisory_xact_lock(748200101)",
+    "SELECT pg_try_advisory_xact_lock_shared(748200101)",
+    "SELECT pg_advisory_lock(1, hashtext('an account'))",
+    "SELECT pg_try_advisory_lock(2, hashtext('a claim'))",
+    "SELECT pg_advisory_xact_lock(1, hashtext('an account'))",
+    "SELECT pg_try_advisory_xact_lock_shared(1, hashtext('an account'))",
+)
+
+
+@pytest.fixture
+async def as_service(isolated_db: IsolatedDatabase) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(as_role(isolated_db.url, SERVICE_ROLE))
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def _advisory_locks_held(connection: asyncpg.Connection) -> int:
+    return int(
+        await connection.fetchval(
+            """SELECT count(*) FROM pg_locks
+               WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted"""
+        )
+    )
+
+
+async def test_no_login_role_may_take_an_advisory_lock(isolated_db: IsolatedDatabase) -> None:
+    for role in LOGIN_ROLES:
+        connection = await asyncpg.connect(as_role(isolated_db.url, role))
+        try:
+            for call in LOCK_CALLS:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await connection.execute(call)
+        finally:
+            await connection.close()
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        callable_by = await admin.fetch(
+            """SELECT r.rolname, p.oid::regprocedure::text AS function
+               FROM pg_proc p, pg_roles r
+               WHERE p.pronamespace = 'pg_catalog'::regnamespace
+                 AND (p.proname LIKE 'pg\\_advisory\\_%' OR p.proname LIKE 'pg\\_try\\_advisory\\_%')
+                 AND r.rolname = any($1::text[])
+                 AND has_function_privilege(r.oid, p.oid, 'EXECUTE')""",
+            list(LOGIN_ROLES),
+        )
+        owner_may = await admin.fetchval(
+            "SELECT has_function_privilege($1, 'pg_advisory_lock(bigint)', 'EXECUTE')",
+            OWNER_ROLE,
+        )
+    finally:
+        await admin.close()
+    assert [tuple(row) for row in callable_by] == []
+    assert owner_may  # append() and append_one() run as the owner
+
+
+async def test_an_append_completes_while_other_roles_tried_to_hold_its_locks(
+    isolated_db: IsolatedDatabase, as_service: asyncpg.Connection
+) -> None:
+    """Held, the ordering lock made every append wait for ever, and an account's stream lock
+    made every command on the account a conflict."""
+    account = uuid.uuid4()
+    relay = await asyncpg.connect(as_role(isolated_db.url, RELAY_ROLE))
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_service.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await relay.execute("SELECT pg_advisory_lock(1, hashtext($1))", str(account))
+        first, second = await isolated_db.store.append(
+            [StoredEvent(account, 1, TOPIC, b"{}"), StoredEvent(account, 2, TOPIC, b"{}")]
+        )
+        [third] = await isolated_db.store.append([StoredEvent(account, 3, TOPIC, b"{}")])
+    finally:
+        await relay.close()
+    assert first < second < third
+
+
+async def test_the_as_of_wait_leaves_the_ordering_lock_to_no_transaction_of_the_caller(
+    isolated_db: IsolatedDatabase, as_service: asyncpg.Connection
+) -> None:
+    """The wait's function takes the ordering lock and lets it go before it returns: in a
+    transaction the service left open, a transaction's lock would stall every append."""
+    async with as_service.transaction():
+        row = await as_service.fetchrow("SELECT * FROM newer_than_every_append()")
+        assert row is not None
+        assert row["transaction_id"] is not None
+        assert await _advisory_locks_held(as_service) == 0
+        [position] = await isolated_db.store.append([StoredEvent(uuid.uuid4(), 1, TOPIC, b"{}")])
+    assert position > 0
+
+
+async def test_relays_and_reconcilers_take_turns_through_the_owners_functions(
+    isolated_db: IsolatedDatabase, as_service: asyncpg.Connection
+) -> None:
+    first = await asyncpg.connect(as_role(isolated_db.url, RELAY_ROLE))
+    second = await asyncpg.connect(as_role(isolated_db.url, RELAY_ROLE))
+    other_service = await asyncpg.connect(as_role(isolated_db.url, SERVICE_ROLE))
+    try:
+        async with first.transaction():
+            assert await first.fetchval("SELECT take_relay_turn('relay:nats')")
+            async with second.transaction():
+                assert not await second.fetchval("SELECT take_relay_turn('relay:nats')")
+                assert await second.fetchval("SELECT take_relay_turn('relay:other')")
+        async with second.transaction():
+            assert await second.fetchval("SELECT take_relay_turn('relay:nats')")
+        for call in ("SELECT take_reconcile_turn()", "SELECT let_go_of_reconcile_turn()"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await first.execute(call)
+
+        assert await as_service.fetchval("SELECT take_reconcile_turn()")
+        assert not await other_service.fetchval("SELECT take_reconcile_turn()")
+        assert await as_service.fetchval("SELECT let_go_of_reconcile_turn()")
+        assert await other_service.fetchval("SELECT take_reconcile_turn()")
+        assert await other_service.fetchval("SELECT let_go_of_reconcile_turn()")
+    finally:
+        for connection in (first, second, other_service):
+            await connection.close()
+
+
+async def test_a_failed_batch_lets_go_of_an_ordering_lock_its_session_kept(
+    isolated_db: IsolatedDatabase, as_service: asyncpg.Connection
+) -> None:
+    """append() and append_one() hold the ordering lock as their caller's session's while they
+    hand out positions; a cancel between taking it and their handler leaves it held, and the
+    writer lets go of it after an error (ledger/store/commit.py), through the owner's function
+    now that the service's role may not call pg_advisory_unlock_all()."""
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        # What that cancel leaves: the lock, held by the service's session.
+        await admin.execute(
+            f"""CREATE FUNCTION keep_the_ordering_lock() RETURNS void LANGUAGE sql
+                SECURITY DEFINER AS 'SELECT pg_advisory_lock({ORDERING_LOCK})';
+                GRANT EXECUTE ON FUNCTION keep_the_ordering_lock() TO {SERVICE_ROLE}"""
+        )
+    finally:
+        await admin.close()
+    await as_service.execute("SELECT keep_the_ordering_lock()")
+    assert await _advisory_locks_held(as_service) == 1
+    refused = StoredEvent(uuid.uuid4(), 1, None, b"{}")  # type: ignore[arg-type]  # NOT NULL
+    with pytest.raises(asyncpg.NotNullViolationError):
+        await write_batch(as_service, [Writes(events=[refused])])
+    assert await _advisory_locks_held(as_service) == 0
+
+
+async def test_set_up_that_may_not_revoke_the_lock_functions_goes_on_and_says_so_once(
+    postgres_server_url: str,
+    pool: asyncpg.Pool,  # a set-up database: the roles exist
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A managed PostgreSQL gives no superuser: set-up's role may create roles and owns the
+    database, but not the functions of pg_catalog."""
+    admin_role = unique("ledger_admin")
+    server = await asyncpg.connect(postgres_server_url)
+    try:
+        await server.execute(f"CREATE ROLE {admin_role} LOGIN CREATEROLE")
+        await server.execute(f"GRANT {OWNER_ROLE} TO {admin_role} WITH ADMIN OPTION")
+        async with fresh_database(postgres_server_url) as url:
+            database = url.rsplit("/", 1)[1]
+            await server.execute(f'ALTER DATABASE "{database}" OWNER TO {admin_role}')
+            admin = await asyncpg.connect(as_role(url, admin_role))
+            try:
+                with caplog.at_level(logging.WARNING, logger="ledger.store.migrate"):
+                    await set_up(admin)
+                open_to_service = await admin.fetchval(
+                    "SELECT has_function_privilege($1, 'pg_advisory_lock(bigint)', 'EXECUTE')",
+                    SERVICE_ROLE,
+                )
+            finally:
+                await admin.close()
+            await server.execute(f'ALTER DATABASE "{database}" OWNER TO current_user')
+    finally:
+        try:
+            await server.execute(f"DROP ROLE IF EXISTS {admin_role}")
+        finally:
+            await server.close()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1, said
+    assert "\n" not in said[0]
+    assert "advisory lock" in said[0]
+    assert admin_role in said[0]
+    assert open_to_service  # left as it was, and said
