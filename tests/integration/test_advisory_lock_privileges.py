@@ -222,3 +222,37 @@ async def test_set_up_that_may_not_revoke_the_lock_functions_goes_on_and_says_so
     assert "advisory lock" in said[0]
     assert admin_role in said[0]
     assert open_to_service  # left as it was, and said
+
+
+async def test_an_administrator_not_yet_the_owners_member_sets_up_a_database_a_superuser_did(
+    postgres_server_url: str,
+    pool: asyncpg.Pool,  # a set-up database: the roles exist
+) -> None:
+    """Set-up takes its own advisory lock first; once a superuser set the database up, only
+    the owner and its members may. An administrator that may create roles but is not one
+    yet (a new DATABASE_ADMIN_URL) becomes one before it."""
+    server = await asyncpg.connect(postgres_server_url)
+    try:
+        if await server.fetchval("SELECT current_setting('server_version_num')::int") >= 160000:
+            pytest.skip("PostgreSQL 16 lets CREATEROLE grant only the roles it administers")
+        admin_role = unique("ledger_admin")
+        await server.execute(f"CREATE ROLE {admin_role} LOGIN CREATEROLE")
+        try:
+            async with fresh_database(postgres_server_url) as url:
+                database = url.rsplit("/", 1)[1]
+                await server.execute(f'ALTER DATABASE "{database}" OWNER TO {admin_role}')
+                superuser = await asyncpg.connect(url)
+                try:
+                    await set_up(superuser)
+                finally:
+                    await superuser.close()
+                admin = await asyncpg.connect(as_role(url, admin_role))
+                try:
+                    await set_up(admin)
+                finally:
+                    await admin.close()
+                await server.execute(f'ALTER DATABASE "{database}" OWNER TO current_user')
+        finally:
+            await server.execute(f"DROP ROLE IF EXISTS {admin_role}")
+    finally:
+        await server.close()
