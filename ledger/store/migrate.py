@@ -20,7 +20,9 @@ under one advisory lock so that processes starting together take turns:
 5. as the set-up's role again: ``sql/advisory_locks.sql``, the advisory lock functions
    taken from PUBLIC and left to ``ledger_owner``, so that no login role can hold a lock
    every append waits for; a role that may not (no superuser: a managed PostgreSQL) goes
-   on and says so in one WARNING line (``keep_advisory_locks_to_owner``).
+   on and says so in one WARNING line (``keep_advisory_locks_to_owner``); the set-up that
+   upgrades a database from the release before the owner's turn functions leaves that to
+   the next one (``_RELEASE_BEFORE_TURNS``).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ async def set_up(
         await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
         await connection.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}")
         await _take_ownership(connection)
+        # Read before this set-up makes them: see keep_advisory_locks_to_owner.
+        upgrading_processes_may_run = await connection.fetchval(_RELEASE_BEFORE_TURNS)
         await owner_session(connection)
         try:
             for _, sql in _sql_files("sql/functions"):
@@ -130,7 +134,14 @@ async def set_up(
             await apply_grants(connection)
         finally:
             await connection.execute("RESET ROLE")
-        await keep_advisory_locks_to_owner(connection)
+        if upgrading_processes_may_run:
+            log.warning(
+                "the advisory lock functions stay PUBLIC's until the next `ledger db setup`: "
+                "processes of the release before this one take their turns with them (README, "
+                '"Database roles"); set up again once every process runs this release'
+            )
+        else:
+            await keep_advisory_locks_to_owner(connection)
         return applied
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
@@ -233,6 +244,15 @@ async def apply_grants(connection: Connection) -> None:
     """What ``ledger_service``, ``ledger_projector`` and ``ledger_relay`` may do
     (``sql/grants.sql``), as the tables' owner."""
     await connection.execute(packaged("sql/grants.sql"))
+
+
+_RELEASE_BEFORE_TURNS = """SELECT to_regclass('public.stored_events') IS NOT NULL
+    AND to_regprocedure('public.take_relay_turn(text)') IS NULL"""
+"""Whether the database was set up by a release before the owner's turn functions: its
+processes, still running in a rolling upgrade, call the advisory lock functions themselves
+(their relay's and reconciler's turns, their as-of reads), so the set-up that brings the
+functions leaves the lock functions PUBLIC's, and the next one takes them (as ``append()``
+of fifteen arrays stays one release)."""
 
 
 async def keep_advisory_locks_to_owner(connection: Connection) -> bool:

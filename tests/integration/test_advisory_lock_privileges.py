@@ -256,3 +256,51 @@ async def test_an_administrator_not_yet_the_owners_member_sets_up_a_database_a_s
             await server.execute(f"DROP ROLE IF EXISTS {admin_role}")
     finally:
         await server.close()
+
+
+async def _service_may_lock(connection: asyncpg.Connection) -> bool:
+    return bool(
+        await connection.fetchval(
+            "SELECT has_function_privilege($1, 'pg_try_advisory_xact_lock(int, int)', 'EXECUTE')",
+            SERVICE_ROLE,
+        )
+    )
+
+
+async def test_the_set_up_that_brings_the_turns_leaves_the_lock_functions_to_the_next_one(
+    postgres_server_url: str,
+    pool: asyncpg.Pool,  # a set-up database: the roles exist
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A database the release before set up: its processes, still running in a rolling
+    upgrade, take their relay's and reconciler's turns and answer as-of reads with the lock
+    functions themselves. The set-up that brings the owner's turn functions leaves the lock
+    functions PUBLIC's and says so; the next one takes them."""
+    async with fresh_database(postgres_server_url) as url:
+        admin = await asyncpg.connect(url)
+        try:
+            await set_up(admin)
+            # The release before: no turn functions, the lock functions PUBLIC's.
+            await admin.execute("DROP FUNCTION take_relay_turn(text)")
+            await admin.execute(
+                """DO $$ DECLARE f regprocedure; BEGIN
+                   FOR f IN SELECT p.oid FROM pg_proc p
+                     WHERE p.pronamespace = 'pg_catalog'::regnamespace
+                       AND (p.proname LIKE 'pg\\_advisory\\_%'
+                            OR p.proname LIKE 'pg\\_try\\_advisory\\_%')
+                   LOOP EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f); END LOOP;
+                   END $$"""
+            )
+            assert await _service_may_lock(admin)
+            with caplog.at_level(logging.WARNING, logger="ledger.store.migrate"):
+                await set_up(admin)
+            kept_for_the_release_before = await _service_may_lock(admin)
+            await set_up(admin)
+            taken_at_the_next = not await _service_may_lock(admin)
+        finally:
+            await admin.close()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1, said
+    assert "next `ledger db setup`" in said[0]
+    assert kept_for_the_release_before
+    assert taken_at_the_next
