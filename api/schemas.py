@@ -38,8 +38,12 @@ PORT_PATTERN = (
     r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 )
 """1 to 65535, written without leading zeros."""
-URL_PATTERN = rf"https?://[A-Za-z0-9._~-]+(:{PORT_PATTERN})?([/?#][\x21-\x7e]*)?"
-"""http or https, a host name or address, an optional port, then printable ASCII."""
+URL_PATTERN = (
+    r"[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])"
+    rf"(:{PORT_PATTERN})?([/?#][\x21-\x7e]*)?"
+)
+"""http or https in any case (RFC 3986), a host name, an IPv4 address or an IPv6 one in
+brackets (checked to be one by ``stored_url``, routes/webhook_endpoints.py), an optional port, then printable ASCII."""
 
 Reason = Annotated[
     str,

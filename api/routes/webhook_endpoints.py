@@ -6,6 +6,7 @@ threshold, which decides when ``credits.low_balance`` fires.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 import msgspec
@@ -72,6 +73,7 @@ async def create_webhook_endpoint(
     The URL's host must be a public address (resolved now, and again at each delivery); in
     production the URL must be ``https://`` unless its host is this machine.
     """
+    url = stored_url(data.url)
     registry = EndpointRegistry(
         services.pool,
         allow_private=services.webhook_allow_private,
@@ -79,7 +81,7 @@ async def create_webhook_endpoint(
     )
     try:
         return await registry.create(
-            data.url,
+            url,
             list(dict.fromkeys(data.events)),
             idempotency_key=idempotency_key,
             maker=principal.token_id,
@@ -98,6 +100,21 @@ async def create_webhook_endpoint(
         raise ValidationFailed.single(
             "url", f"The url's host must resolve to a public address: {refused}."
         ) from None
+
+
+def stored_url(url: str) -> str:
+    """``url`` (which matched ``URL_PATTERN``) with its scheme in lower case, as it is stored
+    and answered; ValidationFailed when its host is in brackets but no IPv6 address."""
+    scheme, _, rest = url.partition("://")
+    if rest.startswith("["):
+        try:
+            ipaddress.IPv6Address(rest[1 : rest.index("]")])
+        except ValueError:
+            raise ValidationFailed.single("url", URL_INVALID) from None
+    return f"{scheme.lower()}://{rest}"
+
+
+URL_INVALID = "The url field must be a valid URL (http or https)."
 
 
 PRIVATE_HINT = "; receivers on private networks need LEDGER_WEBHOOK_ALLOW_PRIVATE=1."

@@ -475,3 +475,81 @@ async def test_a_webhook_url_on_the_last_port_is_taken(
     )
 
     assert answer.status_code == 201, answer.text
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("HTTPS://hooks.example.com/ledger", "https://hooks.example.com/ledger"),  # RFC 3986
+        ("Http://hooks.example.com/ledger", "http://hooks.example.com/ledger"),
+        ("https://[2001:db8::1]/ledger", "https://[2001:db8::1]/ledger"),
+        ("HTTPS://[2001:db8::1]:8443/ledger", "https://[2001:db8::1]:8443/ledger"),
+    ],
+)
+async def test_a_webhook_url_with_an_upper_case_scheme_or_an_ipv6_host_is_taken(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], url: str, stored: str
+) -> None:
+    answer = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": url, "events": ["credits.spent"]},
+        headers=writer_headers,
+    )
+
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["url"] == stored
+
+
+@pytest.mark.parametrize("url", ["https://[2001:db8::zz]/ledger", "https://[192.0.2.1]/ledger"])
+async def test_a_webhook_url_with_brackets_round_no_ipv6_address_is_422(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], url: str
+) -> None:
+    answer = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": url, "events": ["credits.spent"]},
+        headers=writer_headers,
+    )
+
+    body = assert_contract_error(answer, 422)
+    assert body["errors"] == {"url": ["The url field must be a valid URL (http or https)."]}
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("https://127.0.0.1/ledger", "127.0.0.1, which is not a public address (loopback)"),
+        ("https://[::1]/ledger", "::1, which is not a public address (loopback)"),
+        (
+            "HTTPS://[::ffff:10.0.0.7]/ledger",
+            "which is not a public address (private)",
+        ),
+        ("https://[fe80::1]/ledger", "fe80::1, which is not a public address (link-local)"),
+        ("https://[2606:4700::1111]/ledger", None),
+        ("HTTPS://8.8.8.8/ledger", None),
+    ],
+)
+async def test_ipv6_and_upper_case_webhook_urls_are_checked_as_ipv4_ones_are(
+    http: httpx.AsyncClient,
+    services: Services,
+    writer_headers: dict[str, str],
+    url: str,
+    refused: str | None,
+) -> None:
+    # As in production (LEDGER_WEBHOOK_ALLOW_PRIVATE unset): a literal asks no DNS.
+    object.__setattr__(services, "webhook_allow_private", False)
+    try:
+        answer = await http.post(
+            "/v1/webhook-endpoints",
+            json={"url": url, "events": ["credits.spent"]},
+            headers=writer_headers,
+        )
+    finally:
+        object.__setattr__(services, "webhook_allow_private", True)
+
+    if refused is None:
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["url"] == "https://" + url.partition("://")[2]
+    else:
+        body = assert_contract_error(answer, 422)
+        message = body["errors"]["url"][0]
+        assert message.startswith("The url must be on a public address: ")
+        assert refused in message
