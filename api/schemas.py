@@ -38,12 +38,28 @@ PORT_PATTERN = (
     r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 )
 """1 to 65535, written without leading zeros."""
+
+
+def _ipv6_pattern() -> str:
+    """RFC 3986's IPv6address (section 3.2.2) as a regular expression: its nine forms."""
+    h16 = "[0-9A-Fa-f]{1,4}"
+    octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    ls32 = rf"({h16}:{h16}|{octet}(\.{octet}){{3}})"
+    forms = [rf"({h16}:){{6}}{ls32}", rf"::({h16}:){{5}}{ls32}"]
+    for k in range(2, 9):  # [ *(k-2)( h16 ":" ) h16 ] "::" then what is left of 8 pieces
+        head = f"(({h16}:){{0,{k - 2}}}{h16})?"
+        tail = {6: ls32, 7: h16, 8: ""}.get(k, f"({h16}:){{{6 - k}}}{ls32}")
+        forms.append(f"{head}::{tail}")
+    return "(" + "|".join(f"({form})" for form in forms) + ")"
+
+
+IPV6_PATTERN = _ipv6_pattern()
 URL_PATTERN = (
-    r"[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])"
+    rf"[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9._~-]+|\[{IPV6_PATTERN}\])"
     rf"(:{PORT_PATTERN})?([/?#][\x21-\x7e]*)?"
 )
-"""http or https in any case (RFC 3986), a host name, an IPv4 address or an IPv6 one in
-brackets (checked to be one by ``stored_url``, routes/webhook_endpoints.py), an optional port, then printable ASCII."""
+"""http or https in any case (RFC 3986), a host name or IPv4 address, or an IPv6 address in
+brackets, an optional port, then printable ASCII."""
 
 Reason = Annotated[
     str,

@@ -6,7 +6,6 @@ threshold, which decides when ``credits.low_balance`` fires.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated
 
 import msgspec
@@ -104,17 +103,9 @@ async def create_webhook_endpoint(
 
 def stored_url(url: str) -> str:
     """``url`` (which matched ``URL_PATTERN``) with its scheme in lower case, as it is stored
-    and answered; ValidationFailed when its host is in brackets but no IPv6 address."""
+    and answered (RFC 3986: the scheme is case-insensitive, lower case its normal form)."""
     scheme, _, rest = url.partition("://")
-    if rest.startswith("["):
-        try:
-            ipaddress.IPv6Address(rest[1 : rest.index("]")])
-        except ValueError:
-            raise ValidationFailed.single("url", URL_INVALID) from None
     return f"{scheme.lower()}://{rest}"
-
-
-URL_INVALID = "The url field must be a valid URL (http or https)."
 
 
 PRIVATE_HINT = "; receivers on private networks need LEDGER_WEBHOOK_ALLOW_PRIVATE=1."

@@ -499,7 +499,15 @@ async def test_a_webhook_url_with_an_upper_case_scheme_or_an_ipv6_host_is_taken(
     assert answer.json()["url"] == stored
 
 
-@pytest.mark.parametrize("url", ["https://[2001:db8::zz]/ledger", "https://[192.0.2.1]/ledger"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[2001:db8::zz]/ledger",
+        "https://[192.0.2.1]/ledger",
+        "HTTP://[C.]:65534",  # schemathesis's, from a looser pattern: schema-valid, then 422
+        "https://[1::2::3]/ledger",
+    ],
+)
 async def test_a_webhook_url_with_brackets_round_no_ipv6_address_is_422(
     http: httpx.AsyncClient, writer_headers: dict[str, str], url: str
 ) -> None:

@@ -335,3 +335,27 @@ def test_a_data_dir_that_is_a_file_is_said_as_such(tmp_path: Path) -> None:
         Settings.from_env({"LEDGER_DATA_DIR": str(file)})
 
     assert refused.value.problems == [f"LEDGER_DATA_DIR names {file}, which is not a folder"]
+
+
+@pytest.mark.parametrize(
+    ("host", "taken"),
+    [
+        ("[2001:db8::1]", True),
+        ("[::ffff:192.0.2.1]", True),
+        ("[1:2:3:4:5:6:7:8]", True),
+        ("[C.]", False),  # what schemathesis made of a pattern that took any hex, ':' and '.'
+        ("[1::2::3]", False),
+        ("[192.0.2.1]", False),
+        ("[::ffff:01.2.3.4]", False),
+    ],
+)
+def test_a_webhook_urls_bracketed_host_is_an_ipv6_address_by_the_schema_itself(
+    host: str, taken: bool
+) -> None:
+    # The document's pattern is the check: a URL it takes is never refused afterwards.
+    body = f'{{"url": "HTTPS://{host}:8443/x", "events": ["credits.spent"]}}'.encode()
+    if taken:
+        assert decode_body(body, WebhookEndpointRequest).url == f"HTTPS://{host}:8443/x"
+    else:
+        with pytest.raises(ValidationFailed):
+            decode_body(body, WebhookEndpointRequest)
