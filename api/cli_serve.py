@@ -40,8 +40,8 @@ def serve(projector: bool, workers: int | None) -> None:
            projector that ended badly
       3    the start-up failed: the database unreachable or refusing the service's
            role, any other error (the log's "cannot start: ..." line says why)
-      130  Ctrl-C before the API was ready (one API process): "Aborted!"; the next
-           start makes again what it cut short
+      130  Ctrl-C before the API was ready (every worker listening): "Aborted!";
+           the next start makes again what it cut short
     """
     import signal
 
@@ -95,6 +95,7 @@ def serve(projector: bool, workers: int | None) -> None:
     )
 
     api_ready = False
+    serving = os.getpid()  # not a forked worker, which inherits ``stopped``
 
     def ready(url: str) -> None:
         from api.database import describe
@@ -131,10 +132,11 @@ def serve(projector: bool, workers: int | None) -> None:
     # shutdown (the pool closes), then raises the signal again; the default handlers
     # would end this process there, before the projector below is told to stop.
     def stopped(signum: int, _: object) -> None:
-        if signum == signal.SIGINT and processes == 1 and not api_ready:
+        if signum == signal.SIGINT and os.getpid() == serving and not api_ready:
             # A Ctrl-C before the API was ready ends as every command's does ("Aborted!",
             # 130): a first `make run` stopped in its set-up said "stopped" and exit 0.
-            # (Forked workers inherit this handler: theirs end as they always have.)
+            # (Forked workers inherit this handler: theirs end as they always have; once
+            # they are forked, serve_workers handles the parent's, to the same end.)
             raise KeyboardInterrupt
         sys.exit(0)
 

@@ -32,19 +32,14 @@ from ledger.child_processes import stop_when_parent_ends
 
 log = logging.getLogger("ledger")
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 def _run_worker(
     app: Any, sockets: list[socket.socket], ready_pipe: int, first: bool, parent: int
 ) -> None:
     """In the child: serve until told to stop (or ``parent`` ends); never returns."""
     code = 0
-    # A parent ended at once (SIGKILL) stops no worker: each stops by itself then, as on
-    # its SIGTERM, and lets go of the port for the `ledger serve` started after it.
-    stop_when_parent_ends(parent)
-    # In development the demo account is the first worker's to open and to tell about
-    # (each would say its "try it" lines again).
-    app.state.demo_account_here = first
-    mark_process_started()
 
     def say_ready(url: str) -> None:
         # With the event store as this worker connects to it (the service's role), which
@@ -52,6 +47,20 @@ def _run_worker(
         os.write(ready_pipe, f"{url}\t{_event_store_of(app)}\n".encode())
 
     try:
+        # A Ctrl-C reaches the whole process group, and the parent sends each worker
+        # SIGTERM for it: until uvicorn takes both signals over, one is enough (two at
+        # once cut short the first's clean-up: tracebacks of threading's locks).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Forked with SIGTERM and SIGINT held back (serve_workers): one that came already
+        # stops it here, inside this try, never in the parent's code that forked it.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        # A parent ended at once (SIGKILL) stops no worker: each stops by itself then, as on
+        # its SIGTERM, and lets go of the port for the `ledger serve` started after it.
+        stop_when_parent_ends(parent)
+        # In development the demo account is the first worker's to open and to tell about
+        # (each would say its "try it" lines again).
+        app.state.demo_account_here = first
+        mark_process_started()
         serve_on(app, sockets, say_ready)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
@@ -82,25 +91,19 @@ def serve_workers(
 
     Returns 0 when they all stopped cleanly (after SIGTERM or Ctrl-C), 3 when one ended
     before they all listened (its start-up failed: one worker's exit code, as uvicorn's),
-    else 1.
+    else 1. A Ctrl-C (SIGINT) before they all listened raises KeyboardInterrupt once they
+    have ended: "Aborted!" and the end by SIGINT, as one process's start-up cut short.
     """
     read_ready, write_ready = os.pipe()
     children: list[int] = []
     parent = os.getpid()
-    for index in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_ready)
-            _run_worker(app, sockets, write_ready, first=index == 0, parent=parent)
-        children.append(pid)
-    os.close(write_ready)
-    for sock in sockets:
-        sock.close()  # the workers hold them; the parent accepts nothing
-
     stopping = False
+    listening = False
+    interrupted = False
 
     def stop(signum: int, _: object) -> None:
-        nonlocal stopping
+        nonlocal stopping, interrupted
+        interrupted = interrupted or (signum == signal.SIGINT and not listening)
         if not stopping:
             log.info(
                 "stopping… (%s): %d workers finish their requests",
@@ -111,10 +114,34 @@ def serve_workers(
         for pid in children:
             _signal(pid, signal.SIGTERM)
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    def all_listen(url: str, event_store: str) -> None:
+        nonlocal listening
+        listening = True
+        on_ready(url, event_store)
+
+    # Held back until each process has the handlers it stops by (a child, its try; this
+    # process, ``stop``): a Ctrl-C just after a fork ran the parent's clean-up in the child.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        announced = _wait_until_ready(read_ready, workers, on_ready)
-        return _wait_for(children, announced, lambda: stopping, stop)
+        for index in range(workers):
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_ready)
+                _run_worker(app, sockets, write_ready, first=index == 0, parent=parent)
+            children.append(pid)
+        os.close(write_ready)
+        for sock in sockets:
+            sock.close()  # the workers hold them; the parent accepts nothing
+        previous = {s: signal.signal(s, stop) for s in _STOP_SIGNALS}
+        log.info("starting %d API workers (pids %s)", workers, ", ".join(map(str, children)))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    try:
+        announced = _wait_until_ready(read_ready, workers, all_listen)
+        code = _wait_for(children, announced, lambda: stopping, stop)
+        if interrupted:
+            raise KeyboardInterrupt
+        return code
     finally:
         os.close(read_ready)
         for signum, handler in previous.items():

@@ -25,6 +25,7 @@ from tests.e2e.test_startup_and_logs import Serving, serve_env
 from tests.support.cli import ROOT
 from tests.support.ledger import open_account
 from tests.support.processes import children_of
+from tests.support.servers import bind_free_port
 
 
 async def test_two_workers_share_the_port_and_the_books(
@@ -176,6 +177,34 @@ def test_a_stop_while_the_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def test_ctrl_c_while_the_workers_start_is_aborted_as_one_processs_is(tmp_path: Path) -> None:
+    """A Ctrl-C (SIGINT to the process group) before every worker listened ended
+    `serve --workers 2` "stopped" and exit 0, where one process's start-up cut short says
+    "Aborted!" and ends by SIGINT (130 in a shell), as every command's Ctrl-C."""
+    silent = bind_free_port()  # a database that takes connections and never answers
+    silent.listen()
+    env = serve_env(
+        tmp_path,
+        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{silent.getsockname()[1]}/nothing",
+        STRIPE_SECRET_KEY="sk_test_workers",
+        STRIPE_WEBHOOK_SECRET="whsec_workers_test",
+        STRIPE_API_BASE="http://127.0.0.1:9",
+        WEB_CONCURRENCY="2",
+    )
+    served = Serving(env)
+    try:
+        served.wait_for("starting 2 API workers")  # forked, stuck in their start-up
+        code = served.stop(signal.SIGINT)
+    finally:
+        served.kill()
+        silent.close()
+
+    assert code == -signal.SIGINT, served.lines
+    assert served.lines[-1] == "Aborted!", served.lines
+    assert not any("ledger API ready" in line for line in served.lines)
+    assert not any("Traceback" in line for line in served.lines), "\n".join(served.lines)
 
 
 def test_workers_that_cannot_reach_the_database_exit_3_as_one_worker_does(
