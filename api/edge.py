@@ -57,7 +57,8 @@ CLIENT_CLOSED = 499
 (nginx's): the server error Litestar answers a body cut short with is no one's answer."""
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
-_REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_HEADER = REQUEST_ID_HEADER.lower().encode()
 _REPLAYED = (IDEMPOTENT_REPLAYED.lower().encode(), b"true")
 _POSITION = POSITION_HEADER.encode()
 _READ_FROM = READ_FROM_HEADER.encode()

@@ -10,6 +10,7 @@ from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 from litestar import Litestar
+from litestar.datastructures import ResponseHeader
 from litestar.enums import ParamType
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -32,7 +33,8 @@ from litestar.routes import HTTPRoute
 
 from api.body_headers import ENCODED
 from api.docs_ui import SwaggerPage
-from api.edge import IDEMPOTENT_REPLAYED
+from api.edge import IDEMPOTENT_REPLAYED, REQUEST_ID_HEADER
+from api.read_side import MIN_POSITION_HEADER, POSITION_HEADER, READ_FROM_HEADER
 from api.schemas import ErrorBody, ValidationErrorBody
 from api.validation import Body, OptionalBody, RawBody, field_errors
 from ledger.store.claims import KEY_REUSED
@@ -197,6 +199,79 @@ IDEMPOTENT_REPLAYED_HEADER = OpenAPIHeader(
 )
 
 
+# --- the edge's headers (api/edge.py, api/read_side.py) -------------------------------------
+# Documentation only: the edge sets them, once for every request, and Litestar's answers
+# carry none of these (its response handlers drop documentation-only headers when built).
+
+COMMAND_HEADERS = [
+    ResponseHeader(
+        name=POSITION_HEADER,
+        documentation_only=True,
+        description=(
+            "The position in the event store this answer stands at: its last event's, or "
+            "the head's for an answer that wrote nothing (a replay, a reset already done). "
+            f"Send it back as `{MIN_POSITION_HEADER}` on a read to see this write."
+        ),
+    )
+]
+"""``response_headers`` of a command's route: its answer carries ``Ledger-Position``."""
+
+VIEW_READ_HEADERS = [
+    ResponseHeader(
+        name=READ_FROM_HEADER,
+        documentation_only=True,
+        description=(
+            "Where this read was answered from: `standby` (`DATABASE_READ_URL`) or `primary`."
+        ),
+    )
+]
+"""``response_headers`` of a read of the views (or of the event feeds) routed by
+api/read_side.py: its answer carries ``Ledger-Read-From``, and it reads
+``Ledger-Min-Position`` (``conform`` adds that parameter to these)."""
+
+_EDGE_SCHEMAS = {
+    POSITION_HEADER: Schema(type=OpenAPIType.INTEGER, minimum=0),
+    READ_FROM_HEADER: Schema(type=OpenAPIType.STRING, enum=["standby", "primary"]),
+}
+"""Schemas of the documentation-only headers (Litestar gives one only from a value)."""
+
+REQUEST_ID_ANSWERED = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.STRING),
+    required=True,
+    description=(
+        f"The request's id, on every log line of the request: the `{REQUEST_ID_HEADER}` it "
+        "sent if that is 1 to 100 of `A-Z a-z 0-9 . _ : -`, else a new one."
+    ),
+)
+
+REQUEST_ID_PARAMETER = Parameter(
+    name=REQUEST_ID_HEADER,
+    param_in=ParamType.HEADER,
+    required=False,
+    schema=Schema(type=OpenAPIType.STRING),
+    description=(
+        "An id for this request, to find it in the service's logs; echoed on the answer. "
+        "One that is not 1 to 100 of `A-Z a-z 0-9 . _ : -` is replaced by a new one."
+    ),
+)
+
+MAX_MIN_POSITION = 10**19 - 1
+"""The largest ``Ledger-Min-Position`` taken: 19 digits (api/read_side.py)."""
+
+
+MIN_POSITION_PARAMETER = Parameter(
+    name=MIN_POSITION_HEADER,
+    param_in=ParamType.HEADER,
+    required=False,
+    schema=Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=MAX_MIN_POSITION),
+    description=(
+        f"A command answer's `{POSITION_HEADER}`: the read is answered from views that have "
+        "applied it (waiting up to a second for the standby, then the primary). Anything "
+        "but one such position (up to 19 digits) is 422."
+    ),
+)
+
+
 def conform(app: Litestar) -> None:
     """Make the generated document say what this API answers.
 
@@ -205,6 +280,8 @@ def conform(app: Litestar) -> None:
       lists its 422 itself. Only the Stripe webhook answers 400.
     - 401 answers carry ``WWW-Authenticate``, 503 answers ``Retry-After``, and the
       answers of operations that replay carry ``Idempotent-Replayed``.
+    - Every operation takes ``X-Request-Id`` and every answer carries it; the reads that
+      answer ``Ledger-Read-From`` (``VIEW_READ_HEADERS``) take ``Ledger-Min-Position``.
     - A 422 shows what that route's own body refuses, in the words it answers with.
     """
     document = app.openapi_schema
@@ -222,9 +299,18 @@ def conform(app: Litestar) -> None:
                 for parameter in operation.parameters or ()
                 if isinstance(parameter, Parameter) and parameter.param_in == ParamType.HEADER
             }
+            routed_read = False
             for status, response in operation.responses.items():
                 if not isinstance(response, OpenAPIResponse):
                     continue
+                for name, header in (response.headers or {}).items():
+                    if name in _EDGE_SCHEMAS and isinstance(header, OpenAPIHeader):
+                        header.schema = _EDGE_SCHEMAS[name]
+                        routed_read = routed_read or name == READ_FROM_HEADER
+                response.headers = {
+                    **(response.headers or {}),
+                    REQUEST_ID_HEADER: REQUEST_ID_ANSWERED,
+                }
                 if status in _HEADERS and response.description == _ERRORS[int(status)][0]:
                     response.headers = {**(response.headers or {}), **_HEADERS[status]}
                 elif status.startswith("2") and headers & _REPLAYING:
@@ -240,6 +326,8 @@ def conform(app: Litestar) -> None:
                     examples = _refusals(bodies.get((path, method)), headers, own)
                     if examples:
                         media.examples = examples
+            taken = [MIN_POSITION_PARAMETER] if routed_read else []
+            operation.parameters = [*(operation.parameters or ()), *taken, REQUEST_ID_PARAMETER]
             body = bodies.get((path, method))
             if body is not None and body[1] and isinstance(operation.request_body, RequestBody):
                 operation.request_body.required = False  # OptionalBody: it may be left out

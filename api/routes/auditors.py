@@ -14,7 +14,7 @@ from litestar.params import FromPath, QueryParameter
 
 from api.access.guards import allow, own_account_or
 from api.access.tokens import Scope
-from api.openapi import BEARER, errors
+from api.openapi import BEARER, VIEW_READ_HEADERS, errors
 from api.pagination import After, Limit, page
 from api.read_side import Source
 from api.schemas import AccountCredits
@@ -111,6 +111,7 @@ async def _stream_names(store: EventStore, stream_ids: set[UUID]) -> dict[UUID, 
 
 @get(
     "/v1/accounts/{account_id:str}/events",
+    response_headers=VIEW_READ_HEADERS,
     guards=[own_account_or(Scope.LEDGER_AUDIT)],
     responses=errors(401, 403, 404, 422, 503),
 )
@@ -143,6 +144,7 @@ async def account_events(
 
 @get(
     "/v1/events",
+    response_headers=VIEW_READ_HEADERS,
     guards=[allow(Scope.LEDGER_AUDIT)],
     responses=errors(401, 403, 422, 503),
 )

@@ -11,7 +11,7 @@ from litestar.params import Body as Documented
 from api.access.guards import Caller, allow, customer_account
 from api.access.tokens import Scope
 from api.express import Call, Declined, express
-from api.openapi import BEARER, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example
 from api.pagination import After, Limit, page, page_of_rows
 from api.read_side import views_caught_up
 from api.routes.auditors import AsOf, credits_as_of
@@ -42,6 +42,7 @@ class Transactions(msgspec.Struct, frozen=True):
 
 @post(
     "/v1/credits/purchase",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     dto=Body[PurchaseRequest],
     return_dto=None,
@@ -86,6 +87,7 @@ async def get_credits_express(call: Call) -> AccountCredits:
 
 @get(
     "/v1/credits",
+    response_headers=VIEW_READ_HEADERS,
     responses=errors(401, 403, 404, 422, 503),
     middleware=[express(get_credits_express, reads_body=False)],
 )
@@ -99,7 +101,11 @@ async def get_credits(
     return await account_credits(services, customer_account(principal))
 
 
-@get("/v1/credits/purchases", responses=errors(401, 403, 422, 503))
+@get(
+    "/v1/credits/purchases",
+    response_headers=VIEW_READ_HEADERS,
+    responses=errors(401, 403, 422, 503),
+)
 async def list_purchases(
     principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
 ) -> Purchases:
@@ -118,7 +124,11 @@ async def list_purchases(
     return page_of_rows(Purchases, rows, chosen.limit)
 
 
-@get("/v1/credits/transactions", responses=errors(401, 403, 422, 503))
+@get(
+    "/v1/credits/transactions",
+    response_headers=VIEW_READ_HEADERS,
+    responses=errors(401, 403, 422, 503),
+)
 async def list_transactions(
     principal: Caller, services: ServicesDependency, limit: Limit = None, after: After = None
 ) -> Transactions:

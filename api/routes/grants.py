@@ -12,7 +12,7 @@ from litestar.params import FromPath, QueryParameter
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.grant_reads import grants_now
-from api.openapi import BEARER, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, errors, example
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import GrantRequest, VoidGrantRequest
 from api.services import ServicesDependency
@@ -48,6 +48,7 @@ class Grants(msgspec.Struct, frozen=True):
 
 @post(
     "/v1/accounts/{account_id:str}/grants",
+    response_headers=COMMAND_HEADERS,
     status_code=201,
     guards=[allow(Scope.LEDGER_WRITE)],
     dto=Body[GrantRequest],
@@ -91,6 +92,7 @@ async def grant_credits(
 
 @post(
     "/v1/accounts/{account_id:str}/grants/{grant_id:str}/void",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     guards=[allow(Scope.LEDGER_WRITE)],
     dto=OptionalBody[VoidGrantRequest],

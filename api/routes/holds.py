@@ -11,7 +11,7 @@ from litestar.params import FromPath
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.express import Call, express
-from api.openapi import BEARER, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, errors, example
 from api.schemas import DEFAULT_HOLD_SECONDS, CaptureHoldRequest, PlaceHoldRequest
 from api.services import Services, ServicesDependency
 from api.validation import Body, IdempotencyKey, OptionalIdempotencyKey
@@ -81,6 +81,7 @@ async def release_hold_express(call: Call) -> Hold:
 
 @post(
     "/v1/accounts/{account_id:str}/holds",
+    response_headers=COMMAND_HEADERS,
     status_code=201,
     dto=Body[PlaceHoldRequest],
     return_dto=None,
@@ -108,6 +109,7 @@ async def place_hold(
 
 @post(
     "/v1/accounts/{account_id:str}/holds/{hold_id:str}/capture",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     dto=Body[CaptureHoldRequest],
     return_dto=None,
@@ -146,6 +148,7 @@ async def capture_hold(
 
 @post(
     "/v1/accounts/{account_id:str}/holds/{hold_id:str}/release",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     responses=errors(401, 403, 404, 409, 422, 503, conflict="The hold was already captured."),
     middleware=[express(release_hold_express, reads_body=False)],

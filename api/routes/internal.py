@@ -12,7 +12,7 @@ from litestar.params import FromPath
 from api.access.guards import allow, own_account_or
 from api.access.tokens import Scope
 from api.express import Call, Declined, express
-from api.openapi import BEARER, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example
 from api.routes.auditors import AsOf, credits_as_of
 from api.routes.customers import account_credits
 from api.schemas import (
@@ -31,6 +31,7 @@ from ledger.handlers.accounts import Spent
 
 @post(
     "/v1/accounts",
+    response_headers=COMMAND_HEADERS,
     status_code=201,
     dto=Body[OpenAccountRequest],
     return_dto=None,
@@ -63,6 +64,7 @@ async def get_account_credits_express(call: Call) -> AccountCredits:
 
 @get(
     "/v1/accounts/{account_id:str}/credits",
+    response_headers=VIEW_READ_HEADERS,
     guards=[own_account_or(Scope.LEDGER_WRITE, Scope.LEDGER_AUDIT)],
     responses=errors(401, 403, 404, 422, 503),
     middleware=[express(get_account_credits_express, reads_body=False)],
@@ -101,6 +103,7 @@ def spend_credits_express(call: Call) -> Awaitable[Spent]:
 
 @post(
     "/v1/accounts/{account_id:str}/spend",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     dto=Body[SpendRequest],
     return_dto=None,
@@ -122,6 +125,7 @@ async def spend_credits(
 
 @post(
     "/v1/accounts/{account_id:str}/monthly-reset",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     dto=OptionalBody[MonthlyResetRequest],
     return_dto=None,
@@ -156,6 +160,7 @@ async def reset_month(
 
 @patch(
     "/v1/accounts/{account_id:str}",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     dto=Body[ChangePlanRequest],
     return_dto=None,

@@ -17,7 +17,7 @@ from api.errors import SIGNED_BODY
 from api.express import Call, Declined, express
 from api.log_context import set_stripe_event_id
 from api.metrics import webhook_outcomes
-from api.openapi import errors, example
+from api.openapi import COMMAND_HEADERS, errors, example
 from api.schemas import StripeEvent, WebhookReceived
 from api.services import Services, ServicesDependency
 from api.validation import RawBody
@@ -98,6 +98,7 @@ async def stripe_webhook_express(call: Call) -> WebhookReceived:
 
 @post(
     "/v1/stripe/webhook",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     tags=["stripe"],
     responses=errors(400, 413, 503),

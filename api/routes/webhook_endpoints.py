@@ -16,7 +16,7 @@ from litestar.params import FromPath
 
 from api.access.guards import Caller, allow
 from api.access.tokens import Scope
-from api.openapi import BEARER, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, errors, example
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import LowBalanceThreshold, ThresholdRequest, WebhookEndpointRequest
 from api.services import ServicesDependency
@@ -142,6 +142,7 @@ async def disable_webhook_endpoint(
 
 @put(
     "/v1/accounts/{account_id:str}/low-balance-threshold",
+    response_headers=COMMAND_HEADERS,
     status_code=200,
     dto=Body[ThresholdRequest],
     return_dto=None,

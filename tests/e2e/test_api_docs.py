@@ -19,6 +19,7 @@ from openapi_spec_validator import validate
 
 from api.docs_ui import ASSETS, SWAGGER_UI
 from api.routes.stripe_webhook import EXAMPLE_EVENT, EXAMPLE_SECRET
+from tests.e2e.conftest import Customer
 from tests.support.browser import chromium
 
 if TYPE_CHECKING:
@@ -178,6 +179,65 @@ def test_every_operation_says_what_it_does(document: dict[str, Any]) -> None:
                 assert operation.get("description", "").strip(), (method, path)
     spend = document["paths"]["/v1/accounts/{account_id}/spend"]["post"]
     assert spend["description"].startswith("Spend credits: allowance, then grants, then top-ups")
+
+
+EDGE_HEADERS = ("Ledger-Position", "Ledger-Read-From", "X-Request-Id", "Idempotent-Replayed")
+"""What api/edge.py adds to answers, which the document must show where they come."""
+
+
+async def test_the_edge_headers_are_documented_where_answers_carry_them(
+    http: httpx.AsyncClient,
+    document: dict[str, Any],
+    writer_headers: dict[str, str],
+    customer: Customer,
+) -> None:
+    spend_path = f"/v1/accounts/{customer.account_id}/spend"
+    spend = "/v1/accounts/{account_id}/spend"
+    events = "/v1/accounts/{account_id}/events"
+    keyed = {**writer_headers, "Idempotency-Key": "docs-headers-" + customer.account_id}
+    spent = await http.post(spend_path, json={"amount": 1, "reason": "docs"}, headers=keyed)
+    position = spent.headers["Ledger-Position"]
+    calls = [
+        ("post", spend, spend_path, keyed, {"amount": 1, "reason": "docs"}),  # replayed
+        ("get", "/v1/credits", "/v1/credits", customer.headers, None),
+        ("get", events, events.format(account_id=customer.account_id), customer.headers, None),
+        ("get", "/v1/credits", "/v1/credits", {}, None),  # 401
+        ("get", "/healthz", "/healthz", {}, None),
+    ]
+    carried: set[str] = {h for h in EDGE_HEADERS if h in spent.headers}
+    for method, template, path, headers, body in calls:
+        sent = {**headers, "Ledger-Min-Position": position, "X-Request-Id": "docs-1"}
+        if template in (spend, "/healthz"):  # reads no views
+            sent.pop("Ledger-Min-Position")
+        answer = await http.request(method, path, json=body, headers=sent)
+        operation = document["paths"][template][method]
+        response = operation["responses"][str(answer.status_code)]
+        answered = {h for h in EDGE_HEADERS if h in answer.headers}
+        assert answered <= set(response.get("headers", {})), (method, path, answer.status_code)
+        taken = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "header"}
+        assert {h for h in sent if h.startswith(("Ledger-", "X-"))} <= taken, (method, path)
+        carried |= answered
+    assert answer.headers["X-Request-Id"] == "docs-1"
+    assert carried == set(EDGE_HEADERS)  # each seen on a real answer
+    assert "Ledger-Position" in document["paths"][spend]["post"]["responses"]["200"]["headers"]
+
+
+def test_ledger_min_position_is_documented_on_the_reads_that_answer_where_they_read(
+    document: dict[str, Any],
+) -> None:
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if method not in DOCUMENTED:
+                continue
+            taken = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "header"}
+            ok = operation["responses"].get("200", {}).get("headers", {})
+            assert "X-Request-Id" in taken, (method, path)
+            assert ("Ledger-Min-Position" in taken) == ("Ledger-Read-From" in ok), (method, path)
+            for status, response in operation["responses"].items():
+                assert "X-Request-Id" in response.get("headers", {}), (method, path, status)
+    reads = document["paths"]["/v1/credits"]["get"]
+    (min_position,) = [p for p in reads["parameters"] if p["name"] == "Ledger-Min-Position"]
+    assert min_position["schema"] == {"type": "integer", "minimum": 0, "maximum": 10**19 - 1}
 
 
 def test_the_stripe_signature_example_verifies_against_the_example_event(
