@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import typing
 from collections.abc import Callable
@@ -41,6 +42,11 @@ RESOLVE_SECONDS = 5.0
 """How long a registration waits for DNS (deliveries use their connect timeout)."""
 LOOKUP_THREADS = 32
 """The dispatcher's threads for looking names up (``SharedLookups``)."""
+REGISTRATION_THREADS = 4
+"""The threads a registration's name is looked up in (``resolve``): its own, so that DNS
+that never answers holds these, never asyncio's default executor, which the rest of the
+process uses (``asyncio.to_thread``, the loop's ``getaddrinfo``). Registrations are rare
+(an internal service subscribing); a fifth name at once waits, up to ``RESOLVE_SECONDS``."""
 
 _KINDS = (
     ("is_unspecified", "unspecified"),
@@ -89,12 +95,22 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         return [literal]
     loop = asyncio.get_running_loop()
     try:
-        found = await loop.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
+        found = await loop.run_in_executor(_registration_threads(), _lookup, host, port)
     except (socket.gaierror, UnicodeError) as error:
         raise UnresolvableHost(f"{host} does not resolve ({error})") from error
     return _addresses(host, found)
+
+
+_registrations: tuple[int, ThreadPoolExecutor] | None = None
+"""This process's registration threads, and its pid (a forked worker makes its own)."""
+
+
+def _registration_threads() -> ThreadPoolExecutor:
+    global _registrations  # one pool a process, made when first needed
+    if _registrations is None or _registrations[0] != os.getpid():
+        threads = ThreadPoolExecutor(REGISTRATION_THREADS, thread_name_prefix="webhook-check")
+        _registrations = (os.getpid(), threads)
+    return _registrations[1]
 
 
 def _lookup(host: str, port: int) -> list[Any]:

@@ -24,6 +24,7 @@ from litestar.testing import AsyncTestClient
 from api.access.tokens import Scope, TokenService
 from api.app import create_app
 from api.settings import Settings
+from ledger.notifications import addresses
 from ledger.notifications.addresses import (
     NonPublicAddress,
     UnresolvableHost,
@@ -374,3 +375,39 @@ async def test_receivers_whose_names_never_resolve_leave_the_others_names_resolv
         lookups = collections.Counter(looked_up)
 
     assert lookups == dict.fromkeys(hanging, 1)  # one lookup each, shared by its requests
+
+
+async def test_registrations_whose_names_never_resolve_leave_the_default_executor_free(
+    isolated_db: IsolatedDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's check of a registered URL looked its name up in asyncio's default executor
+    (at most 32 threads, 6 on 2 CPUs), which the rest of the process shares (to_thread):
+    registrations of names whose DNS never answers held every thread, past their own 422,
+    until the system's resolver gave up. They hold threads of their own now."""
+    released = threading.Event()
+    looked_up: list[str] = []
+
+    def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        released.wait()
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(addresses, "RESOLVE_SECONDS", 600)  # still waiting when looked at
+    registry = EndpointRegistry(isolated_db.pool)
+    hanging = [
+        asyncio.create_task(registry.create(f"https://dns-{n}.hangs.test/hooks", ["credits.spent"]))
+        for n in range(40)  # more than any default executor's threads
+    ]
+    try:
+        await until(lambda: looked_up, seconds=60, what="a lookup under way")
+        free = asyncio.create_task(asyncio.to_thread(lambda: "free"))
+        done, _ = await asyncio.wait([free, *hanging], timeout=30, return_when="FIRST_COMPLETED")
+
+        assert done == {free}
+        assert len(looked_up) <= addresses.REGISTRATION_THREADS  # the rest wait their turn
+    finally:
+        released.set()
+        ended = await asyncio.gather(*hanging, return_exceptions=True)
+    assert all(isinstance(end, UnresolvableHost) for end in ended)
+    assert await registry.list() == []
