@@ -14,7 +14,7 @@ import functools
 import json
 import re
 from collections.abc import Generator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, cast, get_args, get_origin
 
 import msgspec
@@ -188,6 +188,34 @@ def cut_past_the_microsecond(moment: str) -> str:
     return PAST_THE_MICROSECOND.sub("", moment, count=1)
 
 
+_LEAP_SECOND = re.compile(r"(?<=:)60(\.\d+)?(?=([Zz]|[+-]\d\d:?\d\d)$)")
+"""A time's seconds written ``60``, its fraction if any, before the offset that ends it."""
+
+_LAST_MICROSECOND = "59.999999"
+
+
+def moment_as_read(moment: str) -> str:
+    """An RFC 3339 time as the API reads it: cut at the microsecond, and a leap second
+    (``2016-12-31T23:59:60Z``) read as the last microsecond before it.
+
+    RFC 3339 (5.6, 5.7) writes a leap second as second 60 of 23:59 UTC on a month's last
+    day; Python's datetime and msgspec have no second 60, and the time was a 422 saying it
+    was no RFC 3339 time. The last microsecond before it orders as the leap second does:
+    after everything recorded in 23:59:59, before the next day. A second 60 anywhere else
+    (``00:41:60Z``) is left as written, and refused."""
+    moment = cut_past_the_microsecond(moment)
+    before = _LEAP_SECOND.sub(_LAST_MICROSECOND, moment, count=1)
+    if before == moment:
+        return moment
+    try:
+        utc = msgspec.convert(before, datetime).astimezone(UTC)
+        last_of_a_month = (utc + timedelta(microseconds=1)).day == 1
+    except (msgspec.ValidationError, ValueError, OverflowError):
+        return moment
+    at_a_leap_second = (utc.hour, utc.minute, utc.second, utc.microsecond) == (23, 59, 59, 999999)
+    return before if at_a_leap_second and last_of_a_month else moment
+
+
 @functools.cache
 def _moment_fields(model: type[msgspec.Struct]) -> tuple[str, ...]:
     """The JSON names of ``model``'s fields that hold a time."""
@@ -198,22 +226,21 @@ def _moment_fields(model: type[msgspec.Struct]) -> tuple[str, ...]:
     )
 
 
-def _moments_cut(raw: bytes, names: tuple[str, ...]) -> bytes:
-    """``raw`` with each time of ``names`` cut at the microsecond (unchanged if none needs it,
-    or if it is not a JSON object: decoding then says what is wrong with it)."""
+def _moments_as_read(raw: bytes, names: tuple[str, ...]) -> bytes:
+    """``raw`` with each time of ``names`` as ``moment_as_read`` reads it (unchanged if none
+    needs it, or if it is not a JSON object: decoding then says what is wrong with it)."""
     try:
         data = msgspec.json.decode(raw)
     except NOT_JSON_ERRORS:
         return raw
     if not isinstance(data, dict):
         return raw
-    cut = {
-        name: shorter
+    read = {
+        name: as_read
         for name in names
-        if isinstance(value := data.get(name), str)
-        and (shorter := cut_past_the_microsecond(value)) != value
+        if isinstance(value := data.get(name), str) and (as_read := moment_as_read(value)) != value
     }
-    return msgspec.json.encode({**data, **cut}) if cut else raw
+    return msgspec.json.encode({**data, **read}) if read else raw
 
 
 _QUOTED_FIELDS: dict[type[msgspec.Struct], tuple[bytes, ...]] = {}
@@ -296,7 +323,7 @@ def decode_body(raw: bytes, model: type[msgspec.Struct]) -> Any:
     if not is_utf8(raw):
         raise ValidationFailed.single("body", NOT_JSON)
     if names := _moment_fields(model):
-        raw = _moments_cut(raw, names)
+        raw = _moments_as_read(raw, names)
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError:

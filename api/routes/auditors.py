@@ -19,7 +19,7 @@ from api.pagination import After, Limit, page
 from api.read_side import Source
 from api.schemas import AccountCredits
 from api.services import Services, ServicesDependency
-from api.validation import ValidationFailed, cut_past_the_microsecond
+from api.validation import ValidationFailed, moment_as_read
 from ledger.domain.account import kept_as_written
 from ledger.domain.errors import AccountNotFound
 from ledger.handlers.expiries import expire_due
@@ -200,7 +200,7 @@ def parse_as_of(value: str) -> datetime:
     # them, and a moment rounded up counts an event recorded after it.
     value = _PLUS_READ_AS_A_SPACE.sub("+", value, count=1)
     try:
-        moment = msgspec.convert(cut_past_the_microsecond(value), datetime)
+        moment = msgspec.convert(moment_as_read(value), datetime)
     except msgspec.ValidationError:
         moment = None
     if moment is None or moment.tzinfo is None:

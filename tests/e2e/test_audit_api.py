@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from api.access.tokens import Scope
+from api.routes.auditors import parse_as_of
 from api.services import Services
 from ledger.domain.ids import account_stream_id
 from ledger.store.commit import write_batch
@@ -255,6 +256,33 @@ async def test_an_as_of_with_digits_past_the_microsecond_leaves_out_a_later_even
     assert answer.status_code == 200, answer.text
     assert answer.json()["balance"] == before
     assert datetime.fromisoformat(answer.json()["as_of"]) == spent_at - timedelta(microseconds=1)
+
+
+async def test_an_as_of_at_a_leap_second_is_read_as_the_last_microsecond_before_it(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """RFC 3339 writes a leap second as second 60 of 23:59 UTC on a month's last day; an
+    auditor asking for a balance at the end of 2016 (``2016-12-31T23:59:60Z``) was told that
+    was no RFC 3339 time (422). The account here opened after it: 404, as any moment before
+    its opening is. A second 60 anywhere else is still 422."""
+    headers = await auditor(services)
+    path = f"/v1/accounts/{customer.account_id}/credits"
+
+    answers = [
+        await http.get(path, params={"as_of": moment}, headers=headers)
+        for moment in ("2016-12-31T23:59:60Z", "2017-01-01T05:29:60.5+05:30")
+    ]
+    not_a_leap_second = await http.get(
+        path, params={"as_of": "2016-12-31T23:58:60Z"}, headers=headers
+    )
+
+    assert [a.status_code for a in answers] == [404, 404], [a.text for a in answers]
+    assert answers[0].json() == {"message": "Account not found."}
+    assert parse_as_of("2017-01-01T05:29:60.5+05:30") == datetime(
+        2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC
+    )
+    assert not_a_leap_second.status_code == 422, not_a_leap_second.text
+    assert "RFC 3339" in not_a_leap_second.json()["message"]
 
 
 async def test_an_as_of_answer_that_an_open_append_holds_back_is_a_503_saying_why(

@@ -330,3 +330,31 @@ async def test_an_expires_at_past_the_microsecond_is_cut_as_an_as_of_is(
     assert given.status_code == 201, given.text
     assert datetime.fromisoformat(given.json()["expires_at"]) == cut
     assert (just_before.json()["granted"], at_expiry.json()["granted"]) == (100, 0)
+
+
+async def test_a_grant_expiring_at_a_leap_second_is_given_and_other_second_60s_are_422(
+    http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
+) -> None:
+    """RFC 3339 writes a leap second as second 60 of 23:59 UTC on a month's last day
+    (``2030-06-30T23:59:60Z``, or ``2030-07-01T01:59:60+02:00``). It was a 422 saying it was
+    no RFC 3339 time; it is read as the last microsecond before it, as an ``as_of`` is."""
+    account_id = await open_account(writer, 0)
+
+    utc = await grant(
+        http, writer_headers, account_id, {"amount": 5, "expires_at": "2030-06-30T23:59:60Z"}
+    )
+    offset = await grant(
+        http,
+        writer_headers,
+        account_id,
+        {"amount": 5, "expires_at": "2030-07-01T01:59:60.5+02:00"},
+    )
+    not_a_leap_second = await grant(
+        http, writer_headers, account_id, {"amount": 5, "expires_at": "2030-06-29T23:59:60Z"}
+    )
+
+    assert utc.status_code == 201, utc.text
+    assert offset.status_code == 201, offset.text
+    assert utc.json()["expires_at"] == offset.json()["expires_at"] == "2030-06-30T23:59:59.999999Z"
+    assert not_a_leap_second.status_code == 422, not_a_leap_second.text
+    assert list(not_a_leap_second.json()["errors"]) == ["expires_at"]
