@@ -8,13 +8,14 @@ from typing import Any
 
 import asyncpg
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap, Receive, Scope, Send
 
 from api.access.guards import Forbidden, Unauthenticated
 from api.body_headers import UnsupportedBody
 from api.database import PoolBusy
+from api.metrics import MetricsAccess
 from api.validation import (
     IDEMPOTENCY_KEY_INVALID,
     IDEMPOTENCY_KEY_MISSING,
@@ -214,7 +215,9 @@ def _unauthenticated(_: Request, __: Unauthenticated) -> Response[Any]:
     return response
 
 
-def _http(_: Request, error: HTTPException) -> Response[Any]:
+def _http(request: Request, error: HTTPException) -> Response[Any]:
+    if error.status_code == 405 and _path_served_elsewhere(request):
+        error = NotFoundException()
     messages = {
         404: "Not found.",
         405: "Method not allowed.",
@@ -226,6 +229,15 @@ def _http(_: Request, error: HTTPException) -> Response[Any]:
         # Litestar's 405 names the path's methods in ``Allow``, as RFC 9110 (15.5.6) requires.
         response.headers.update(error.headers)
     return response
+
+
+def _path_served_elsewhere(request: Request) -> bool:
+    """Whether the path of a method it does not take is one its port does not serve (a
+    route of the API's on the metrics port): Litestar refuses the method while routing,
+    before the middleware that answers such paths 404 runs."""
+    access: MetricsAccess | None = request.app.state.get("metrics_access")
+    path = request.scope["path"].rstrip("/") or "/"
+    return access is not None and access.serves_elsewhere(request.scope, path)
 
 
 def _unexpected(request: Request, error: Exception) -> Response[Any]:

@@ -279,6 +279,17 @@ class MetricsAccess(msgspec.Struct, frozen=True):
         server = connection.scope.get("server")
         return self.port is not None and server is not None and server[1] == self.port
 
+    def serves_elsewhere(self, scope: Scope, path: str | None) -> bool:
+        """Whether the port ``scope`` came in on answers no ``path`` (a route's template, or
+        the path asked for when none matched): with a metrics port, that port answers
+        ``/metrics`` alone and the API's port everything else. Such a request is 404 by any
+        method, OPTIONS too, rather than told the path's methods."""
+        if self.port is None or scope["type"] != "http":
+            return False
+        server = scope.get("server")
+        on_metrics_port = server is not None and server[1] == self.port
+        return on_metrics_port != (path == METRICS_PATH)
+
     def may_read(self, connection: ASGIConnection[Any, Any, Any, Any], token: str | None) -> bool:
         """Whether this request may read the page (its own port, and the token if one is set)."""
         if self.port is not None and not self.on_metrics_port(connection):
@@ -289,20 +300,13 @@ class MetricsAccess(msgspec.Struct, frozen=True):
 
 
 def metrics_port_only(access: MetricsAccess) -> Callable[[ASGIApp], ASGIApp]:
-    """Middleware: the metrics port answers ``/metrics`` and nothing else; any other
-    route there is 404 (paths that match no route are 404 anyway)."""
+    """Middleware: the metrics port answers ``/metrics`` and nothing else, and the API's port
+    everything but ``/metrics`` (``MetricsAccess.serves_elsewhere``); the others are 404."""
 
     def wrap(app: ASGIApp) -> ASGIApp:
         # Not a coroutine of its own: it hands back the app's (one frame fewer a request).
         def gated(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-            server = scope.get("server")
-            if (
-                access.port is not None
-                and scope["type"] == "http"
-                and server is not None
-                and server[1] == access.port
-                and scope.get("path_template") != METRICS_PATH
-            ):
+            if access.serves_elsewhere(scope, scope.get("path_template")):
                 raise NotFoundException
             return app(scope, receive, send)
 

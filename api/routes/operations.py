@@ -8,7 +8,6 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, get
 from litestar.datastructures import ResponseHeader
-from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 
@@ -113,8 +112,7 @@ async def metrics(request: Request[Any, Any, Any], services: ServicesDependency)
     ``METRICS_TOKEN`` set it needs ``Authorization: Bearer <METRICS_TOKEN>`` (401).
     """
     access: MetricsAccess = request.app.state.metrics_access
-    if access.port is not None and not access.on_metrics_port(request):
-        raise NotFoundException
+    # On the API's port with a metrics port: 404 from metrics_port_only, before this.
     if not access.may_read(request, bearer_token(request)):
         raise Unauthenticated
     await refresh_gauges(services.pool, services.read_pool)

@@ -65,6 +65,37 @@ async def test_with_a_metrics_port_the_page_is_there_and_only_there(
     assert healthz.status_code == 200
 
 
+async def test_with_a_metrics_port_no_other_method_or_port_says_a_page_is_there(
+    two_ports: tuple[str, str],
+) -> None:
+    """The metrics port answers /metrics and nothing else, yet a GET of a POST-only route
+    there was 405 with that route's methods in ``Allow`` (so a path the port does not serve
+    was told to exist), and an OPTIONS of /metrics on the API's port was 204 offering the
+    GET that is 404 there. Both are 404 now, as every other path they do not serve."""
+    api, metrics = two_ports
+    async with httpx.AsyncClient(timeout=30) as http:
+        other_method_on_metrics_port = [
+            await http.get(f"{metrics}/v1/accounts/acct_1/holds"),
+            await http.post(f"{metrics}/healthz"),
+            await http.delete(f"{metrics}/metrics"),
+        ]
+        options_on_api = await http.options(f"{api}/metrics")
+        options_on_its_port = await http.options(f"{metrics}/metrics")
+        other_method_on_api = await http.post(f"{api}/healthz")
+
+    for answer in other_method_on_metrics_port[:2]:
+        assert answer.status_code == 404, answer.text
+        assert answer.json() == {"message": "Not found."}
+        assert "allow" not in answer.headers
+    # /metrics itself is there on its port: another method is 405 as on any route.
+    assert other_method_on_metrics_port[2].status_code == 405
+    assert options_on_api.status_code == 404
+    assert options_on_api.json() == {"message": "Not found."}
+    assert options_on_its_port.status_code == 204
+    assert other_method_on_api.status_code == 405
+    assert other_method_on_api.headers["allow"]
+
+
 async def test_with_a_metrics_token_the_page_needs_it(database_url: str, tmp_path: Path) -> None:
     app = create_app(settings_for(database_url, tmp_path, metrics_token="scrape-s3cret"))
     async with AsyncTestClient(app) as client:
