@@ -402,15 +402,20 @@ async def _with_own_request(
 
 
 async def _refuse_min_position(send: Send, message: str) -> None:
-    """The 422 of a ``Ledger-Min-Position`` header that says no one position."""
+    """The 422 of a ``Ledger-Min-Position`` header that says no one position (with its
+    length, as Litestar's answers: without one uvicorn sends it chunked, to HTTP/1.0 too)."""
+    refusal = _invalid_min_position(message)
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": 422,
-        "headers": [(b"content-type", b"application/json")],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(refusal)).encode()),
+        ],
     }
     body: HTTPResponseBodyEvent = {
         "type": "http.response.body",
-        "body": _invalid_min_position(message),
+        "body": refusal,
         "more_body": False,
     }
     await send(start)

@@ -127,6 +127,26 @@ async def test_a_min_position_that_is_not_a_number_is_422(
         assert list(answer.json()["errors"]) == ["Ledger-Min-Position"]
 
 
+async def test_a_min_position_refused_is_answered_with_its_length_as_every_answer_is(
+    http: httpx.AsyncClient, writer_headers: dict[str, str]
+) -> None:
+    """Its 422 went out with no Content-Length: uvicorn sent it chunked, to an HTTP/1.0
+    client too (which cannot read chunks), and a HEAD had no length to tell."""
+    path = "/v1/accounts/acct_nobody/credits"
+    not_a_number = {**writer_headers, "Ledger-Min-Position": "x"}
+    twice = [*writer_headers.items(), ("Ledger-Min-Position", "1"), ("Ledger-Min-Position", "2")]
+
+    for headers in (not_a_number, twice):
+        answer = await http.get(path, headers=headers)
+        head = await http.head(path, headers=headers)
+
+        assert answer.status_code == head.status_code == 422, answer.text
+        assert "transfer-encoding" not in answer.headers
+        assert answer.headers["content-length"] == str(len(answer.content))
+        assert head.headers["content-length"] == answer.headers["content-length"]
+        assert head.content == b""
+
+
 @pytest.mark.parametrize("value", ["x", "-1"])
 async def test_routes_that_read_no_views_ignore_a_min_position(
     http: httpx.AsyncClient, value: str
