@@ -24,12 +24,14 @@ class _Moment(click.ParamType):
     name = "RFC 3339 time"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        from api.validation import moment_as_read
         from ledger.domain.account import offset_in_whole_minutes
 
         if isinstance(value, datetime):
             return value
+        written = moment_as_read(str(value))  # a leap second, as the API reads it
         try:
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(written.replace("Z", "+00:00"))
         except ValueError:
             self.fail(f"{value!r} is not an RFC 3339 time (2027-01-31T00:00:00Z)", param, ctx)
         if moment.tzinfo is None:
@@ -39,7 +41,7 @@ class _Moment(click.ParamType):
                 f"{value!r} has an offset with seconds; use whole minutes (+05:30)", param, ctx
             )
         try:  # fromisoformat also takes ISO 8601's week dates and basic forms; the API does not
-            msgspec.convert(str(value), datetime)
+            msgspec.convert(written, datetime)
         except msgspec.ValidationError:
             self.fail(f"{value!r} is not an RFC 3339 time (2027-01-31T00:00:00Z)", param, ctx)
         return moment

@@ -112,6 +112,24 @@ async def test_an_expiry_in_iso_8601_forms_rfc_3339_lacks_is_refused_by_the_comm
     assert "is not an RFC 3339 time" in basic.stderr
 
 
+async def test_an_expiry_at_a_leap_second_is_read_by_the_command_line_as_the_api_reads_it(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    # RFC 3339's second 60 of 23:59 UTC on a month's last day: the API reads it as the
+    # last microsecond before it; the command line said it was no RFC 3339 time.
+    await open_account_for_the_commands(isolated_db)
+
+    leap = await ledger(isolated_db.url, "grants", "create", "acct_cli", "10", "--expires-at",
+                        "2099-06-30T23:59:60Z")  # fmt: skip
+    not_leap = await ledger(isolated_db.url, "grants", "create", "acct_cli", "10",
+                            "--expires-at", "2099-06-29T23:59:60Z")  # fmt: skip
+
+    assert leap.returncode == 0, leap.stderr
+    assert "expires 2099-06-30T23:59:59.999999+00:00 " in leap.stdout
+    assert not_leap.returncode == 2
+    assert "is not an RFC 3339 time" in not_leap.stderr
+
+
 async def test_every_grant_is_listed_not_only_the_first_thousand(
     isolated_db: IsolatedDatabase,
 ) -> None:
