@@ -20,6 +20,7 @@ from api.validation import (
     IDEMPOTENCY_KEY_INVALID,
     IDEMPOTENCY_KEY_MISSING,
     NOT_AN_OBJECT,
+    OptionalBody,
     ValidationFailed,
     field_errors,
 )
@@ -92,12 +93,21 @@ def _litestar_validation(request: Request, error: ValidationException) -> Respon
         if field == "idempotency_key":
             errors["Idempotency-Key"] = [IDEMPOTENCY_KEY_INVALID]
         elif field == "data" and source == "body":
-            errors.update(_no_body(request))
+            if not _body_may_be_left_out(request):
+                errors.update(_no_body(request))
         else:
             errors.setdefault(field, []).append(
                 f"The {field} field is invalid: {item.get('message')}."
             )
     return _validation(errors or {"request": ["The request is invalid."]})
+
+
+def _body_may_be_left_out(request: Request) -> bool:
+    """Whether the route takes no body as well as one (``OptionalBody``). Its body, when
+    sent, is decoded before Litestar looks (a bad one is our own 422); Litestar, listing
+    every field of a route whose other field failed, counts the absent one as bad."""
+    dto = request.route_handler.resolve_data_dto()
+    return isinstance(dto, type) and issubclass(dto, OptionalBody)
 
 
 def _no_body(request: Request) -> dict[str, list[str]]:
