@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, cast, get_ar
 
 import msgspec
 from litestar._openapi.schema_generation import SchemaCreator
+from litestar.connection import ASGIConnection
 from litestar.dto import AbstractDTO, DTOFieldDefinition
 from litestar.openapi.spec import Reference, Schema
 from litestar.params import HeaderParameter, KwargDefinition
@@ -73,7 +74,18 @@ class Body(AbstractDTO[S], Generic[S]):
     def decode_bytes(self, value: bytes) -> Any:
         if value:
             check_body_headers(self.asgi_connection.scope)
-        return decode_body(value, self.model_type)
+        return self._decoded(value)
+
+    def _decoded(self, value: bytes) -> Any:
+        """``decode_body``, its refusal listing a bad ``Idempotency-Key`` too: the body is
+        decoded before Litestar checks the headers, and one 422 names every bad field."""
+        try:
+            return decode_body(value, self.model_type)
+        except ValidationFailed as failed:
+            key = idempotency_key_errors(self.asgi_connection)
+            if not key:
+                raise
+            raise ValidationFailed({**failed.errors, **key}) from None
 
     def decode_builtins(self, value: dict[str, Any]) -> Any:
         return decode_body(msgspec.json.encode(value), self.model_type)
@@ -112,7 +124,7 @@ class OptionalBody(Body[S], Generic[S]):
     def decode_bytes(self, value: bytes) -> Any:
         if value:
             check_body_headers(self.asgi_connection.scope)
-        return None if value.strip() == b"null" else decode_body(value, self.model_type)
+        return None if value.strip() == b"null" else self._decoded(value)
 
     @classmethod
     def create_openapi_schema(
@@ -492,6 +504,22 @@ IDEMPOTENCY_KEY_INVALID = (
 )
 IDEMPOTENCY_KEY_MISSING = "The Idempotency-Key header is required."
 IDEMPOTENCY_KEY_REPEATED = "The Idempotency-Key header must be given once."
+
+
+def idempotency_key_errors(connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, list[str]]:
+    """The 422 entry of the route's ``Idempotency-Key`` header as Litestar would word it
+    (missing where required, or not admitted), or none. A key given twice with different
+    values was refused before (``refuse_a_repeated_idempotency_key``)."""
+    parameter = connection.route_handler.parsed_fn_signature.parameters.get("idempotency_key")
+    if parameter is None:
+        return {}
+    try:
+        key = only_header(connection.scope, b"idempotency-key")
+    except RepeatedHeader:
+        return {"Idempotency-Key": [IDEMPOTENCY_KEY_REPEATED]}
+    if key is None:
+        return {} if parameter.has_default else {"Idempotency-Key": [IDEMPOTENCY_KEY_MISSING]}
+    return {} if admits_idempotency_key(key) else {"Idempotency-Key": [IDEMPOTENCY_KEY_INVALID]}
 
 
 async def refuse_a_repeated_idempotency_key(request: Request[Any, Any, Any]) -> None:

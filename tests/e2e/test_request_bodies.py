@@ -274,3 +274,36 @@ async def test_a_body_left_out_where_it_may_be_is_no_error_beside_a_bad_key(
     assert answer.status_code == 422, answer.text
     assert list(answer.json()["errors"]) == ["Idempotency-Key"]
     assert answer.json()["message"] == answer.json()["errors"]["Idempotency-Key"][0]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key", "field"),
+    [
+        ("/holds", {"amount": 0}, None, "amount"),
+        ("/grants", {"amount": 0}, None, "amount"),
+        ("/spend", {"amount": "5"}, "", "amount"),
+        ("/holds/hold_nope/capture", {"amount": -1}, "a\tb", "amount"),
+    ],
+)
+async def test_a_bad_body_and_a_bad_idempotency_key_are_both_listed(
+    http: httpx.AsyncClient,
+    writer_headers: dict[str, str],
+    path: str,
+    body: dict[str, object],
+    key: str | None,
+    field: str,
+) -> None:
+    """The contract's 422 has one entry per bad field; a body refused listed its own
+    fields only, so a caller who fixed them was refused again for the key."""
+    account_id = await open_account(http, writer_headers, 1000)
+    headers = {**writer_headers, **({} if key is None else {"Idempotency-Key": key})}
+
+    answer = await http.post(f"/v1/accounts/{account_id}{path}", json=body, headers=headers)
+
+    assert answer.status_code == 422, answer.text
+    assert list(answer.json()["errors"]) == [field, "Idempotency-Key"]
+    assert answer.json()["errors"]["Idempotency-Key"] == [
+        "The Idempotency-Key header is required."
+        if key is None
+        else "The Idempotency-Key header must be 1 to 255 printable ASCII characters."
+    ]
