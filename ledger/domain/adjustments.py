@@ -56,18 +56,26 @@ DISPUTE_STAGE = {
     "needs_response": 2,
     "under_review": 3,
     "warning_closed": 4,
-    "charge_refunded": 4,
-    "lost": 4,
-    "appeal_needs_response": 5,
-    "appeal_under_review": 6,
-    "won": 7,
+    "charge_refunded": 5,
+    "lost": 6,
+    "appeal_needs_response": 7,
+    "appeal_under_review": 8,
+    "won": 9,
 }
 """How far along a dispute is: a status at an earlier stage than the one known is old news.
 
 A loss may be appealed (API version 2026-10-28): ``lost``, ``appeal_needs_response``,
 ``appeal_under_review``, then ``won`` or ``lost`` again. ``won`` ends every life, so it
 comes last; a ``lost`` that ends an appeal reads as old news, and changes nothing the
-appeal's statuses did not (the bank holds the money in both)."""
+appeal's statuses did not (the bank holds the money in both).
+
+The order is total (no two statuses share a stage), so whatever set of statuses one dispute
+is told ends at the same one in every order. The ways a dispute closes, which Stripe never
+tells of one dispute together (a stand-in, a replay or a test can), go by the money: an
+inquiry's ``warning_closed`` moved none, ``charge_refunded`` closed it by a refund (which
+``charge.refunded`` counts), ``lost`` keeps what the bank withdrew; the one that moved most
+counts. ``warning_closed`` then ``needs_response`` is an inquiry closed and then escalated,
+which Stripe never does either: the close counts, as it does told in the other order."""
 
 MONEY_WITHDRAWN = frozenset(
     {"needs_response", "under_review", "lost", "appeal_needs_response", "appeal_under_review"}

@@ -310,17 +310,22 @@ DISPUTE_LIVES = [
     ["needs_response", "won"],
     ["needs_response", "lost", "appeal_needs_response", "appeal_under_review", "won"],
     ["needs_response", "lost", "appeal_needs_response", "appeal_under_review", "lost"],
+    # Not Stripe's (a stand-in's, a replay's): an inquiry closed, then escalated, then closed
+    # every way there is. "Whichever closed status moved the most money counts."
+    ["warning_needs_response", "warning_closed", "needs_response", "charge_refunded", "lost"],
 ]
+# Every status its own stage: two closed ones go by money (none; a refund's; the bank's).
 STAGE = {
     "warning_needs_response": 0,
     "warning_under_review": 1,
     "needs_response": 2,
     "under_review": 3,
     "warning_closed": 4,
-    "lost": 4,
-    "appeal_needs_response": 5,
-    "appeal_under_review": 6,
-    "won": 7,
+    "charge_refunded": 5,
+    "lost": 6,
+    "appeal_needs_response": 7,
+    "appeal_under_review": 8,
+    "won": 9,
 }
 BANK_HOLDS_THE_MONEY = {
     "needs_response",

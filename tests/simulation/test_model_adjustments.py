@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from ledger.domain.checkout import CheckoutSession
 from tests.simulation import model
 
-STATUSES = ["warning_needs_response", "needs_response", "under_review", "won", "lost"]
+STATUSES = [
+    "warning_needs_response",
+    "needs_response",
+    "under_review",
+    "warning_closed",
+    "charge_refunded",
+    "won",
+    "lost",
+]
 REFUND_STATUSES = ["pending", "requires_action", "succeeded", "failed", "canceled"]
 FACTS = st.lists(
     st.one_of(
