@@ -19,6 +19,7 @@ import msgspec
 from audit.checkpoint import CheckpointReplay
 from audit.replay_state import HIDDEN_SHOWN, AuditedEvent, GivenBack, Part, StoredSnapshot
 from audit.stream_replay import StreamReplay
+from audit.time_skew import MAX_TIME_SKEW_SECONDS
 from ledger import event_loop
 from ledger.child_processes import end_with_parent
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
@@ -137,11 +138,14 @@ async def replay_part(
     checkpoints: Sequence[CheckpointReplay],
     on_progress: Callable[[int], None],
     part: tuple[int, int] | None = None,
+    max_time_skew: float = MAX_TIME_SKEW_SECONDS,
 ) -> Part:
-    """Replay the streams of ``part`` (index, count), or all of them, in position order."""
+    """Replay the streams of ``part`` (index, count), or all of them, in position order;
+    an event whose own time is more than ``max_time_skew`` seconds from its recorded time is
+    reported (``StreamReplay.max_time_skew``)."""
     where = _part_filter(part)
     snapshots, snapshot_count = await _read_snapshots(connection, where)
-    replay = StreamReplay(positions, snapshots, checkpoints)
+    replay = StreamReplay(positions, snapshots, checkpoints, max_time_skew)
     count = 0
     # Each event's time read as the microseconds PostgreSQL keeps, by asyncpg's codec: a row
     # is then the event's fields, made an event with no call of ours in between.
@@ -188,6 +192,7 @@ class PartJob(msgspec.Struct, frozen=True):
     count: int
     positions: dict[str, int]
     checkpoints: list[CheckpointReplay]
+    max_time_skew: float = MAX_TIME_SKEW_SECONDS
 
 
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")
@@ -224,7 +229,12 @@ async def _replay_in_snapshot(job: PartJob) -> Part:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             await connection.execute(f"SET TRANSACTION SNAPSHOT '{job.snapshot}'")
             part = await replay_part(
-                connection, job.positions, job.checkpoints, _report_progress, (job.index, job.count)
+                connection,
+                job.positions,
+                job.checkpoints,
+                _report_progress,
+                (job.index, job.count),
+                job.max_time_skew,
             )
     finally:
         await connection.close()

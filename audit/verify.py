@@ -42,6 +42,7 @@ from audit.parts import (
 )
 from audit.replay_state import CLAIM_SCOPES, CLAIMED, MOVED, Part, PurchaseAt, Settled, ViewRow
 from audit.sessions import moved_said, not_taken
+from audit.time_skew import MAX_TIME_SKEW_SECONDS
 from ledger.child_processes import started_deaf_to_ctrl_c, stop_pool_now
 from ledger.domain.events import HoldCaptured, HoldExpired, HoldReleased
 from ledger.handlers.hold_answers import Hold
@@ -277,6 +278,7 @@ class Verifier:
         *,
         jobs: int = 1,
         database_url: str | None = None,
+        max_time_skew: float = MAX_TIME_SKEW_SECONDS,
     ) -> None:
         if jobs > 1 and database_url is None:
             raise ValueError("replaying with more than one job needs the database's URL")
@@ -284,6 +286,7 @@ class Verifier:
         self.checkpoints = checkpoints
         self.jobs = jobs
         self.database_url = database_url
+        self.max_time_skew = max_time_skew
         self.findings: list[Finding] = []
         self.positions: dict[str, int] = {}
         self.views: dict[str, list[asyncpg.Record]] = {}
@@ -306,7 +309,15 @@ class Verifier:
         await self._check_protections()
         if self.jobs == 1:
             replays = [c.replay.empty_copy() for c in self.checkpoints]
-            parts = [await replay_part(self.connection, self.positions, replays, on_progress)]
+            parts = [
+                await replay_part(
+                    self.connection,
+                    self.positions,
+                    replays,
+                    on_progress,
+                    max_time_skew=self.max_time_skew,
+                )
+            ]
             await self._read_views()
         else:
             parts = await self._replay_in_workers(on_progress)
@@ -435,6 +446,7 @@ class Verifier:
                 count=self.jobs,
                 positions=self.positions,
                 checkpoints=[c.replay.empty_copy() for c in self.checkpoints],
+                max_time_skew=self.max_time_skew,
             )
             for index in range(1, self.jobs)
         ]
@@ -465,6 +477,7 @@ class Verifier:
                     [c.replay.empty_copy() for c in self.checkpoints],
                     report,
                     (0, self.jobs),
+                    self.max_time_skew,
                 )
                 await views_read
                 while not done.done():
@@ -960,16 +973,26 @@ async def verify(
     *,
     jobs: int = 1,
     database_url: str | None = None,
+    max_time_skew: float = MAX_TIME_SKEW_SECONDS,
 ) -> Report:
     """Run the whole audit in one consistent, read-only snapshot.
 
     Each of ``checkpoints`` also sees every event and adds what disagrees with it.
     With ``jobs`` > 1 the streams are replayed by that many processes, which
     connect to ``database_url`` (the pool's database, as the service's role).
+    An event whose own time is more than ``max_time_skew`` seconds from its recorded time
+    is a ``time-far-from-record`` finding (``math.inf``: not judged, for a history written
+    with a clock set apart from the database's, as tests and the simulation write).
     """
     async with (
         pool.acquire() as connection,
         connection.transaction(isolation="repeatable_read", readonly=True),
     ):
-        verifier = Verifier(connection, checkpoints, jobs=jobs, database_url=database_url)
+        verifier = Verifier(
+            connection,
+            checkpoints,
+            jobs=jobs,
+            database_url=database_url,
+            max_time_skew=max_time_skew,
+        )
         return await verifier.run(on_progress)

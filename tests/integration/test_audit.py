@@ -6,8 +6,9 @@ import csv
 import io
 import itertools
 import json
+import math
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -18,8 +19,14 @@ import pytest
 
 from audit.verify import Verifier, verify
 from ledger.commands import GrantCredits, RecordCheckout, ResetMonth, SpendCredits
+from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
-from ledger.domain.events import CheckoutPaid, CreditsSpent
+from ledger.domain.events import (
+    CheckoutPaid,
+    CreditsSpent,
+    reset_command_time,
+    set_command_time,
+)
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from ledger.payment_events import CheckoutChange, CheckoutEvent, DisputeEvent, RefundEvent
 from ledger.service import Ledger
@@ -789,6 +796,83 @@ async def test_the_verify_command_reports_and_exits_by_its_findings(
     assert "[hash-mismatch] account acct_alice, version 1" in dirty.stdout
     assert "[purchases-view]" in dirty.stdout
     assert "FAILED: 2 findings\n" in dirty.stdout
+
+
+async def far_from_their_recorded_times(books: Ledger) -> None:
+    """Events the service's role appends (``append()`` takes what it is sent, the event's own
+    time too) stamped far from when the database records them: a spend of acct_alice's in
+    2099, which has the next command on the account, from a host whose clock is right,
+    decided in 2099 too (a stream's times never go back), and an account opened a day ago."""
+    alice = await books.account("acct_alice")
+    alice.spend(5, "work", at=datetime(2099, 1, 1, tzinfo=UTC))
+    await save(books, alice)
+    await books.execute(
+        SpendCredits(account_id="acct_alice", amount=1, reason="work", idempotency_key="later")
+    )
+    earlier = set_command_time(datetime.now(UTC) - timedelta(days=1))
+    try:
+        carol = CreditAccount.open("acct_carol", 100, "2026-12")
+    finally:
+        reset_command_time(earlier)
+    await save(books, carol)
+
+
+async def test_an_event_whose_own_time_is_far_from_its_recorded_time_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Its command was judged at its own time (expiries, the grants a spend may use, the burn
+    order), which only the writer vouches for; honest writers stay within seconds of the
+    database's clock (ledger/clock_guard.py)."""
+    books = await build_history(isolated_db)
+    alice_version = (await books.account("acct_alice")).version
+    await far_from_their_recorded_times(books)
+    await caught_up(isolated_db.store)
+
+    report = await verify(isolated_db.pool)
+    two_days = await verify(isolated_db.pool, max_time_skew=2 * 86_400)
+    widened = await verify(isolated_db.pool, max_time_skew=math.inf)
+
+    assert [(f.kind, f.account_id, f.version) for f in report.findings] == [
+        ("time-far-from-record", "acct_alice", alice_version + 1),
+        ("time-far-from-record", "acct_alice", alice_version + 2),
+        ("time-far-from-record", "acct_carol", 1),
+    ]
+    ahead, later, behind = (f.detail for f in report.findings)
+    assert ahead.startswith("CreditsSpent tells the time 2099-01-01T00:00:00+00:00, ")
+    assert "days ahead of when the database recorded it" in ahead
+    assert "more than the 60 s allowed (--max-time-skew)" in ahead
+    assert "so were its stream's later commands until that time came" in ahead
+    assert later.startswith("CreditsSpent tells the time 2099-01-01T00:00:00+00:00, ")
+    assert behind.startswith("AccountOpened tells the time ")
+    assert "hours behind when the database recorded it" in behind
+    assert "later commands" not in behind
+    assert [(f.account_id, f.version) for f in two_days.findings] == [
+        ("acct_alice", alice_version + 1),
+        ("acct_alice", alice_version + 2),
+    ]
+    assert widened.findings == []
+
+
+async def test_the_verify_command_judges_event_times_within_max_time_skew(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    books = await build_history(isolated_db)
+    await far_from_their_recorded_times(books)
+    await caught_up(isolated_db.store)
+
+    judged = await ledger(isolated_db.url, "audit", "verify")
+    wide = await ledger(isolated_db.url, "audit", "verify", "--max-time-skew", "2e9")
+    unjudged = await ledger(isolated_db.url, "audit", "verify", "--max-time-skew", "inf")
+    refused = await ledger(isolated_db.url, "audit", "verify", "--max-time-skew", "0")
+
+    assert judged.returncode == 1, judged.stdout + judged.stderr
+    assert judged.stdout.count("[time-far-from-record]") == 3
+    assert "FAILED: 3 findings\n" in judged.stdout
+    assert wide.returncode == 1  # 2099 is more than 2e9 s ahead of now
+    assert wide.stdout.count("[time-far-from-record]") == 2
+    assert unjudged.returncode == 0, unjudged.stdout + unjudged.stderr
+    assert refused.returncode == 2
+    assert "--max-time-skew" in refused.stderr
 
 
 async def test_export_stops_with_one_line_where_a_history_is_damaged(

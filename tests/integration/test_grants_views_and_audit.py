@@ -37,6 +37,7 @@ from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
 from tests.support.ledger import open_account, save
+from tests.support.times import UNJUDGED
 
 # Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
 pytestmark = pytest.mark.usefixtures("audit_jobs")
@@ -111,7 +112,7 @@ async def test_the_views_and_the_audit_agree_with_the_replay_of_grants(
     await caught_up(isolated_db.store)
     views = Views(isolated_db.pool)
 
-    report = await verify(isolated_db.pool)
+    report = await verify(isolated_db.pool, max_time_skew=UNJUDGED)
     balance = await views.balance(ACCOUNT)
     grants = {g.grant_id: g for g in await views.grants(STREAM, "all", limit=10)}
     active = await views.grants(STREAM, "active", limit=10)
@@ -172,7 +173,7 @@ async def test_two_sweepers_record_a_due_grant_expiry_once(isolated_db: Isolated
     ]
     [row] = await views.grants(STREAM, "expired", limit=10)
     assert (row.grant_id, row.remaining) == (due.grant_id, 0)
-    assert (await verify(isolated_db.pool)).findings == []
+    assert (await verify(isolated_db.pool, max_time_skew=UNJUDGED)).findings == []
 
 
 async def test_a_void_after_the_expiry_is_refused_even_before_the_sweeper_records_it(
@@ -223,7 +224,7 @@ async def test_the_audit_flags_a_spend_of_an_expired_grant_or_of_more_than_a_gra
     )
     await save(books, account)
 
-    report = await verify(isolated_db.pool)
+    report = await verify(isolated_db.pool, max_time_skew=UNJUDGED)
 
     found = {f.kind: f for f in report.findings}
     assert set(found) == {"expired-grant-used", "grant-overdrawn"}
@@ -251,7 +252,7 @@ async def test_the_audit_flags_a_closed_grant_that_keeps_credits_no_hold_reserve
     )
     await save(books, account)
 
-    report = await verify(isolated_db.pool)
+    report = await verify(isolated_db.pool, max_time_skew=UNJUDGED)
 
     found = [(f.kind, f.version, f.detail) for f in report.findings]
     assert found == [
@@ -288,7 +289,7 @@ async def test_the_audit_flags_a_grant_granted_again_under_its_id(
         )
     await save(books, account)
 
-    report = await verify(isolated_db.pool)
+    report = await verify(isolated_db.pool, max_time_skew=UNJUDGED)
 
     assert [(f.kind, f.version, f.detail) for f in report.findings] == [
         (
@@ -346,7 +347,7 @@ async def test_the_audit_flags_a_spend_or_hold_that_took_its_buckets_out_of_burn
     account.trigger_event(kind, **fields)
     await save(books, account)
 
-    report = await verify(isolated_db.pool)
+    report = await verify(isolated_db.pool, max_time_skew=UNJUDGED)
 
     what = "hold" if kind is HoldPlaced else "spend"
     assert [(f.kind, f.version, f.detail) for f in report.findings] == [
@@ -369,7 +370,7 @@ async def test_the_audit_finds_a_grants_view_that_disagrees(isolated_db: Isolate
     )
     await isolated_db.pool.execute("UPDATE balances SET granted = 0")
 
-    report = await verify(isolated_db.pool)
+    report = await verify(isolated_db.pool, max_time_skew=UNJUDGED)
 
     assert sorted(f.kind for f in report.findings) == ["balances-view", "grants-view"]
     details = " ".join(f.detail for f in report.findings)
@@ -393,7 +394,7 @@ async def test_the_audit_compares_every_column_of_a_grant_the_expiry_worker_read
         ids["kept"],
     )
 
-    report = await verify(isolated_db.pool)
+    report = await verify(isolated_db.pool, max_time_skew=UNJUDGED)
 
     changed = sorted(f.detail.split(" (view at")[0] for f in report.findings)
     assert [d.split(": ", 1)[1].split(" is ")[0] for d in changed] == [
@@ -480,7 +481,7 @@ async def test_a_void_claimed_and_never_recorded_is_reported(isolated_db: Isolat
     )
     open_grant = await grant(books, "open", 10, 50, None)
     await books.uow.committer.stop()
-    assert (await verify(isolated_db.pool)).findings == []
+    assert (await verify(isolated_db.pool, max_time_skew=UNJUDGED)).findings == []
     connection = await asyncpg.connect(isolated_db.url)
     try:  # what a request to void the open grant with that reason would be answered from
         await connection.execute(
@@ -492,7 +493,7 @@ async def test_a_void_claimed_and_never_recorded_is_reported(isolated_db: Isolat
     finally:
         await connection.close()
 
-    report = await verify(isolated_db.pool)
+    report = await verify(isolated_db.pool, max_time_skew=UNJUDGED)
 
     [finding] = report.findings
     assert (finding.kind, finding.account_id) == ("claim-mismatch", ACCOUNT)
