@@ -304,6 +304,9 @@ def metrics_port_only(access: MetricsAccess) -> Callable[[ASGIApp], ASGIApp]:
     everything but ``/metrics`` (``MetricsAccess.serves_elsewhere``); the others are 404."""
 
     def wrap(app: ASGIApp) -> ASGIApp:
+        if access.port is None:
+            return app  # one port answers everything: no work a request (nor a frame)
+
         # Not a coroutine of its own: it hands back the app's (one frame fewer a request).
         def gated(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             if access.serves_elsewhere(scope, scope.get("path_template")):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from api.metrics import RequestMetrics
+from api.metrics import MetricsAccess, RequestMetrics, metrics_port_only
 
 _ROUTES = ("/v1/accounts/{account_id}/spend", "/v1/credits", "unmatched")
 _METHODS = ("GET", "HEAD", "POST", "DELETE", "BREW")  # BREW: counted as "other"
@@ -74,3 +75,15 @@ def test_in_multiprocess_mode_requests_are_recorded_in_prometheus_clients_own_me
     keeps them in its files)."""
     observations = _observations()
     assert _observed_page(observations, plain=False) == _library_page(observations)
+
+
+def test_without_a_metrics_port_the_port_gate_is_no_layer_of_a_request() -> None:
+    """With one port answering every path, ``metrics_port_only`` has nothing to refuse: it
+    hands back the app itself, and a spend pays nothing for it. It called
+    ``MetricsAccess.serves_elsewhere`` on every request, to decide nothing."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    assert metrics_port_only(MetricsAccess(token="scrape-s3cret"))(app) is app
+    assert metrics_port_only(MetricsAccess(port=9100))(app) is not app
