@@ -1,10 +1,10 @@
 """The relay's position: a row of ``projection_positions``, moved only after the broker's ack.
 
 A batch runs inside one transaction that first takes a transaction-scoped
-advisory lock for the relay's name (the owner's ``take_relay_turn``: no login role may call
-the advisory lock functions themselves, ledger/store/sql/advisory_locks.sql): two relays on one database take turns
-batch by batch instead of publishing the same events side by side, and a relay
-that dies releases its turn with its connection. Nothing in that transaction
+advisory lock for the relay's name (the owner's ``take_relay_turn``: no login role may
+call the advisory lock functions themselves, ledger/store/sql/advisory_locks.sql): two
+relays on one database take turns batch by batch instead of publishing the same events
+side by side, and a relay that dies releases its turn with its connection. Nothing in that transaction
 writes until the final ``move_relay_position``, so it gets a transaction id only then: the
 store's readers, who wait for the oldest running transaction id (see
 ``ledger/store/event_store.py``), are not held back while the relay waits for
