@@ -561,3 +561,72 @@ async def test_ipv6_and_upper_case_webhook_urls_are_checked_as_ipv4_ones_are(
         message = body["errors"]["url"][0]
         assert message.startswith("The url must be on a public address: ")
         assert refused in message
+
+
+# --- A webhook URL whose host is no DNS name: it could never be delivered to ---------------
+
+LABEL_63 = "a" * 63
+NAME_253 = ".".join([LABEL_63, LABEL_63, LABEL_63, "b" * 61])  # 63*3 + 61 + 3 dots = 253
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://.../ledger",
+        "http://./ledger",
+        "http://a..b/ledger",
+        "http://.example.com/ledger",
+        "http://-a-/ledger",
+        "http://a-.example.com/ledger",
+        "http://-a.example.com/ledger",
+        f"http://{LABEL_63}a.example.com/ledger",  # a label of 64 characters
+        f"http://{NAME_253}c/ledger",  # 254 characters
+        f"http://{NAME_253}c./ledger",
+        "http://hooks~1.example.com/ledger",
+        "http://1.2.3.999/ledger",  # RFC 1123 2.1: a host name's last label is not all digits
+        "http://01.2.3.4/ledger",
+        "http://127.1/ledger",
+        "http://1.2.3.4./ledger",
+    ],
+)
+async def test_a_webhook_url_whose_host_is_no_dns_name_is_422(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], url: str
+) -> None:
+    # The suite runs with LEDGER_WEBHOOK_ALLOW_PRIVATE=1: no lookup would catch these.
+    answer = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": url, "events": ["credits.spent"]},
+        headers=writer_headers,
+    )
+
+    body = assert_contract_error(answer, 422)
+    assert body["errors"] == {"url": ["The url field must be a valid URL (http or https)."]}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://{LABEL_63}.example.com/ledger",
+        f"http://{NAME_253}/ledger",
+        f"http://{NAME_253}./ledger",  # the root's dot is not counted
+        "https://hooks.example.com./ledger",
+        "HTTP://Hooks-1.Example.COM:8443/ledger?x=1",
+        "http://billing_hooks_1/ledger",  # Docker Compose names resolve
+        "http://localhost/ledger",
+        "http://a/ledger",
+        "http://1.2.3.4/ledger",
+        "http://255.255.255.255:80/ledger",
+        "http://3com.example/ledger",
+        "http://1.2.3.x4/ledger",
+    ],
+)
+async def test_a_webhook_url_whose_host_is_a_dns_name_or_an_address_is_taken(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], url: str
+) -> None:
+    answer = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": url, "events": ["credits.spent"]},
+        headers=writer_headers,
+    )
+
+    assert answer.status_code == 201, answer.text
