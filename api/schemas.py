@@ -292,7 +292,10 @@ class AccountCredits(msgspec.Struct, frozen=True):
     """An account's balance: ``balance = allowance_remaining + granted + topup_balance``.
 
     ``held`` is what open holds reserve of it; ``available = balance - held`` is
-    what can be spent or held now.
+    what can be spent or held now. ``granted`` is the sum of the grants' ``remaining``: the
+    active grants', and what open holds still reserve of grants closed since (listed
+    ``expired`` or ``voided``, their ``remaining`` those reserved credits until the hold
+    settles).
     """
 
     account_id: str

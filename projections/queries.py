@@ -47,7 +47,11 @@ class DueGrant(msgspec.Struct, frozen=True):
 
 
 class GrantLine(msgspec.Struct, frozen=True):
-    """A grant as the grants view shows it; ``remaining`` includes what open holds reserve."""
+    """A grant as the grants view shows it; ``remaining`` includes what open holds reserve.
+
+    A grant closed (``expired`` or ``voided``) while an open hold reserves part of it keeps
+    that part in ``remaining``, and in the balance's ``granted``, until the hold settles.
+    """
 
     grant_id: str
     amount: int

@@ -105,6 +105,56 @@ async def grants_history(db: IsolatedDatabase) -> tuple[Ledger, dict[str, str]]:
     return books, ids
 
 
+async def test_an_expired_grant_an_open_hold_reserves_lists_and_counts_what_it_reserves(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The contract: what a hold reserved of a grant "stays reserved until the hold settles".
+    Until then the grant is listed ``expired`` with ``remaining`` the reserved credits, which
+    ``granted`` (and so ``balance`` and ``held``) counts (docs/holds.md); then it lapses."""
+    books = isolated_db.ledger()
+    await open_account(books, ACCOUNT, 0)
+    soon = await grant(books, "soon", 100, 10, timedelta(hours=1))
+    held = await books.execute(
+        PlaceHold(
+            account_id=ACCOUNT,
+            amount=60,
+            expires_in_seconds=3 * 3600,
+            reason="job",
+            idempotency_key="hold",
+            at=NOW,
+        )
+    )
+    later = NOW + timedelta(hours=2)
+    expired = await books.execute(ExpireGrant(account_id=ACCOUNT, grant_id=soon, at=later))
+    await caught_up(isolated_db.store)
+    views = Views(isolated_db.pool)
+
+    [row] = await views.grants(STREAM, "all", limit=10)
+    balance = await views.balance(ACCOUNT)
+    report = await verify(isolated_db.pool)
+
+    assert (expired.status, expired.lapsed) == ("expired", 40)
+    assert (row.status, row.remaining) == ("expired", 60)
+    assert await views.grants(STREAM, "active", limit=10) == []
+    assert balance is not None
+    assert (balance.granted, balance.balance, balance.held, balance.available) == (60, 60, 60, 0)
+    assert report.findings == []
+
+    await books.execute(
+        SettleHold(
+            account_id=ACCOUNT, hold_id=str(held.hold_id), outcome="released", amount=0, at=later
+        )
+    )
+    await caught_up(isolated_db.store)
+    [row] = await views.grants(STREAM, "all", limit=10)
+    balance = await views.balance(ACCOUNT)
+
+    assert (row.status, row.remaining) == ("expired", 0)
+    assert balance is not None
+    assert (balance.granted, balance.balance, balance.held) == (0, 0, 0)
+    assert (await verify(isolated_db.pool)).findings == []
+
+
 async def test_the_views_and_the_audit_agree_with_the_replay_of_grants(
     isolated_db: IsolatedDatabase,
 ) -> None:
