@@ -43,7 +43,7 @@ from ledger.domain.errors import (
     InvalidReason,
     PeriodOutOfOrder,
 )
-from ledger.ports import PaymentGatewayError
+from ledger.ports import CheckoutMispriced, PaymentGatewayError
 from ledger.store.claims import IdempotencyKeyReused
 from ledger.store.event_store import ConcurrencyConflict, StoreBusy
 from ledger.store.repository import UnreadableStream
@@ -155,6 +155,12 @@ def _capture_exceeds_hold(_: Request, error: CaptureExceedsHold) -> Response[Any
 
 
 def _payment_gateway(_: Request, error: PaymentGatewayError) -> Response[Any]:
+    if isinstance(error, CheckoutMispriced):
+        return error_response(
+            502,
+            "The payment provider made the checkout for another amount than the credits "
+            "cost; it was cancelled. Nothing was charged or recorded.",
+        )
     return error_response(
         502,
         "The payment provider could not create the checkout. Nothing was charged or "

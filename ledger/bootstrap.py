@@ -28,6 +28,9 @@ class NoPaymentGateway:
     async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
         raise PaymentGatewayError("this process has no payment gateway")
 
+    async def expire_checkout(self, session_id: str) -> None:
+        raise PaymentGatewayError("this process has no payment gateway")
+
 
 def build_ledger(
     pool: asyncpg.Pool,

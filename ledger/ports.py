@@ -45,6 +45,12 @@ class PaymentGatewayError(Exception):
     """The payment provider could not be reached or refused the request."""
 
 
+class CheckoutMispriced(PaymentGatewayError):
+    """The provider made a session for another amount or currency than the credits cost
+    (a coupon, a price or tax set up at the provider, another account): the ledger expires
+    it and records nothing."""
+
+
 class CheckoutKeyUsed(PaymentGatewayError):
     """The provider made no session for this idempotency key: it used the key before, with
     other parameters (``other_parameters``), or for this very request and failed, and it
@@ -60,6 +66,11 @@ class PaymentGateway(Protocol):
 
     async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
         """Create a one-time payment checkout; raise PaymentGatewayError on failure."""
+        ...
+
+    async def expire_checkout(self, session_id: str) -> None:
+        """Expire an open checkout so that nobody can pay it; raise PaymentGatewayError on
+        failure (a session no longer open is one)."""
         ...
 
 

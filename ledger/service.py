@@ -9,6 +9,7 @@ session (``request_checkout``), then records it as a command like any other.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -32,10 +33,12 @@ from ledger.handlers.purchases import CheckoutStarted, purchase_claim
 from ledger.payment_events import PaymentEvent
 from ledger.ports import (
     CheckoutKeyUsed,
+    CheckoutMispriced,
     CheckoutRequest,
     Clock,
     CreatedCheckout,
     PaymentGateway,
+    PaymentGatewayError,
     system_clock,
 )
 from ledger.store.claims import Claims, replay
@@ -44,6 +47,8 @@ from ledger.store.repository import Repository
 from ledger.unit_of_work import UnitOfWork, mark_replayed
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 CHECKOUT_LIFETIME = timedelta(hours=1)
 
@@ -198,6 +203,7 @@ class Ledger:
         )
         key = stripe_key(timeless, command.idempotency_key or uuid.uuid4().hex)
         created = await self._create_session(timeless, key)
+        await self._check_price(timeless, created)
         answer: CheckoutStarted = await self.execute(
             msgspec.structs.replace(
                 record,
@@ -231,6 +237,34 @@ class Ledger:
         expires_at = int((minute + CHECKOUT_LIFETIME).timestamp())
         return await self.gateway.create_checkout(
             self._at(timeless, expires_at, f"{key}-{expires_at}")
+        )
+
+    async def _check_price(self, asked: CheckoutRequest, created: CreatedCheckout) -> None:
+        """Refuse a session Stripe made for another amount or currency than the credits cost
+        (a coupon, a price or tax set up in Stripe's dashboard, another account): recorded,
+        its payment would credit them whatever it paid. It is expired at Stripe, so that
+        nobody pays it; ``CheckoutMispriced`` (502, nothing recorded)."""
+        amount = asked.credits * asked.unit_amount
+        if created.amount_total == amount and created.currency == asked.currency:
+            return
+        log.error(
+            "Stripe made session %s for %s %s, not the %s %s that %s credits cost: "
+            "expired, not recorded (account %s)",
+            created.session_id,
+            created.amount_total,
+            created.currency,
+            amount,
+            asked.currency,
+            asked.credits,
+            asked.account_id,
+        )
+        try:
+            await self.gateway.expire_checkout(created.session_id)
+        except PaymentGatewayError as error:
+            log.error("session %s could not be expired at Stripe: %s", created.session_id, error)
+        raise CheckoutMispriced(
+            f"Stripe made the checkout for {created.amount_total} {created.currency}, "
+            f"not {amount} {asked.currency}"
         )
 
     def _at(self, timeless: CheckoutRequest, expires_at: int, key: str) -> CheckoutRequest:

@@ -23,6 +23,7 @@ from stripe_standin.validate import (
 )
 
 _LINE_ITEM_LIST_PARAMS = frozenset({"ending_before", "expand", "limit", "starting_after"})
+_EXPIRE_PARAMS = frozenset({"expand"})
 
 
 def parse_params(raw: bytes | str) -> dict[str, Any]:
@@ -57,6 +58,7 @@ async def create_checkout_session(request: Request[Any, Any, Any]) -> Response[b
     now = state.now()
     create = validate_create(params, now, min_expiry_seconds=state.min_expiry_seconds)
     record = build_session(create, now=now, public_base_url=state.public_base_url)
+    state.misprice(record)
     state.add_session(record)
     body = msgspec.json.encode(record.view(create.expand))
     remember(state, scope, endpoint, params, body, request)
@@ -71,6 +73,33 @@ async def retrieve_checkout_session(
     """``GET /v1/checkout/sessions/{id}``."""
     paths = validate_retrieve(query_params(request))
     return json_response(_session(get_state(request.app), session_id).view(paths))
+
+
+@post("/checkout/sessions/{session_id:str}/expire", status_code=200)
+async def expire_checkout_session(
+    request: Request[Any, Any, Any], session_id: FromPath[str]
+) -> Response[bytes]:
+    """``POST /v1/checkout/sessions/{id}/expire``: an open session expires now (and
+    ``checkout.session.expired`` is sent); any other is refused, as Stripe does."""
+    state = get_state(request.app)
+    params = parse_params(await request.body())
+    check_known(params, _EXPIRE_PARAMS, "")
+    endpoint = f"POST /v1/checkout/sessions/{session_id}/expire"
+    scope = idempotency_scope(request)
+    replay = replay_if_known(state, scope, endpoint, params)
+    if replay is not None:
+        return replay
+    record = _session(state, session_id)
+    if record.data["status"] != "open":
+        raise invalid(
+            'Only Checkout Sessions with a status in ["open"] can be expired. This '
+            f'Checkout Session has a status of "{record.data["status"]}".'
+        )
+    state.expire_now(record)
+    body = msgspec.json.encode(record.view())
+    remember(state, scope, endpoint, params, body, request)
+    state.changed()
+    return json_response(body)
 
 
 @get("/checkout/sessions/{session_id:str}/line_items")
@@ -99,6 +128,7 @@ def make_api_router() -> Router:
         route_handlers=[
             create_checkout_session,
             retrieve_checkout_session,
+            expire_checkout_session,
             list_checkout_session_line_items,
         ],
         before_request=api_gate,

@@ -56,6 +56,31 @@ async def fail_next(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
+class MispriceNext(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /_standin/misprice-next``."""
+
+    amount_total: int | None = None
+    currency: str | None = None
+    count: int = 1
+
+
+@post("/misprice-next", status_code=200)
+async def misprice_next(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Make the next ``count`` sessions created come back with ``amount_total`` and
+    ``currency`` (each left as the line items make it when not given), as a coupon, a
+    price set up elsewhere or another account's settings make Stripe's answer differ
+    from what was asked. ``count: 0`` takes it back."""
+    data: MispriceNext = await json_body(request, MispriceNext)
+    if data.count < 0 or (data.amount_total is not None and data.amount_total < 0):
+        raise invalid("count and amount_total must be >= 0")
+    state = get_state(request.app)
+    state.misprice_count = data.count
+    state.misprice_amount_total, state.misprice_currency = data.amount_total, data.currency
+    return json_response(
+        {"amount_total": data.amount_total, "currency": data.currency, "count": data.count}
+    )
+
+
 def drop_connections(app: ASGIApp) -> ASGIApp:
     """Middleware for ``fail-next`` with ``mode: drop``: cut the answer off halfway.
 
@@ -230,6 +255,7 @@ def make_control_router() -> Router:
         path="/_standin",
         route_handlers=[
             fail_next,
+            misprice_next,
             list_sessions,
             set_webhook_endpoint,
             list_events,

@@ -57,6 +57,12 @@ class StandinState:
     # An "error" told as Stripe tells a failure it saved under the request's Idempotency-Key
     # (``Idempotent-Replayed: true``): it gives a key's first answer, a 500 too, to every retry.
     fail_replayed: bool = False
+    # The next ``misprice_count`` sessions made come back with this total and currency
+    # instead of their line items' (None: theirs), as a coupon, a price set up elsewhere or
+    # another account's settings would make them (``/_standin/misprice-next``).
+    misprice_count: int = 0
+    misprice_amount_total: int | None = None
+    misprice_currency: str | None = None
     # What "now" is for creating and expiring sessions; a simulation with a clock of its
     # own sets it (Stripe refuses an expires_at more than 24 hours after its now).
     clock: Callable[[], float] = time.time
@@ -104,9 +110,23 @@ class StandinState:
         self.webhooks.deliver_later(self._expire(record))
         return True
 
+    def expire_now(self, record: SessionRecord) -> None:
+        """Expire an open session now (the API's expire); its event is delivered after."""
+        self.webhooks.deliver_later(self._expire(record))
+
     def _expire(self, record: SessionRecord) -> Event:
         expire(record)
         return self.webhooks.record("checkout.session.expired", record.view())
+
+    def misprice(self, record: SessionRecord) -> None:
+        """Give a new session the total and currency ``misprice-next`` asked for, if it did."""
+        if self.misprice_count <= 0:
+            return
+        self.misprice_count -= 1
+        if self.misprice_amount_total is not None:
+            record.data["amount_total"] = self.misprice_amount_total
+        if self.misprice_currency is not None:
+            record.data["currency"] = self.misprice_currency
 
     def take_failure(self, *modes: str) -> int | None:
         """The status to fail this API call with, if a failure of one of ``modes`` is pending.

@@ -108,6 +108,15 @@ class StripeGateway:
             raise _not_utf8("create a checkout session", error) from error
         return _created(session)
 
+    async def expire_checkout(self, session_id: str) -> None:
+        """Expire an open session at Stripe (nobody can pay it after)."""
+        try:
+            await self.client.v1.checkout.sessions.expire_async(session_id)
+        except stripe.StripeError as error:
+            raise self._failed("expire a checkout session", error) from error
+        except UnicodeDecodeError as error:
+            raise _not_utf8("expire a checkout session", error) from error
+
     async def look_up_checkout(self, session_id: str) -> FoundCheckout:
         """How the session stands at Stripe now, as the event it amounts to (reconciliation).
 

@@ -230,6 +230,33 @@ async def test_when_stripe_fails_the_answer_is_502_and_nothing_is_recorded(
     assert await checkout_requests(services.store, start, customer.account_id) == []
 
 
+@pytest.mark.parametrize(
+    "misprice", [{"amount_total": 900}, {"currency": "eur"}], ids=["amount", "currency"]
+)
+async def test_a_session_stripe_made_for_another_price_is_expired_not_recorded(
+    http: httpx.AsyncClient,
+    customer: Customer,
+    services: Services,
+    standin: RunningStandin,
+    misprice: dict[str, Any],
+) -> None:
+    """A coupon, a price set up in Stripe or another account makes Stripe's session total
+    differ from credits x price: recorded, its payment would credit the credits for it."""
+    start = await tail_position(services.store)
+    made_before = set(standin.state.sessions)
+    await http.post(f"{standin.base_url}/_standin/misprice-next", json=misprice)
+    try:
+        response = await http.post(PURCHASE, json={"credits": 1000}, headers=customer.headers)
+    finally:
+        await http.post(f"{standin.base_url}/_standin/misprice-next", json={"count": 0})
+
+    assert response.status_code == 502, response.text
+    assert "another amount" in response.json()["message"]
+    assert await checkout_requests(services.store, start, customer.account_id) == []
+    [made] = set(standin.state.sessions) - made_before
+    assert standin.state.sessions[made].data["status"] == "expired"
+
+
 async def test_a_purchase_retried_after_the_price_changed_is_made_at_the_new_price(
     http: httpx.AsyncClient,
     customer: Customer,

@@ -312,6 +312,30 @@ async def test_expire_marks_the_session_expired(
     assert (fetched.status, fetched.payment_status, fetched.url) == ("expired", "unpaid", None)
 
 
+async def test_the_api_expires_an_open_session_and_refuses_one_not_open(
+    client: stripe.StripeClient,
+) -> None:
+    session = await client.v1.checkout.sessions.create_async(params=top_up())
+
+    expired = await client.v1.checkout.sessions.expire_async(session.id)
+
+    assert (expired.id, expired.status, expired.url) == (session.id, "expired", None)
+    with pytest.raises(stripe.InvalidRequestError, match="can be expired"):
+        await client.v1.checkout.sessions.expire_async(session.id)
+
+
+async def test_misprice_next_changes_the_next_sessions_total_and_currency(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    await http.post("/_standin/misprice-next", json={"amount_total": 700, "currency": "eur"})
+
+    mispriced = await client.v1.checkout.sessions.create_async(params=top_up(credits=1000))
+    priced = await client.v1.checkout.sessions.create_async(params=top_up(credits=1000))
+
+    assert (mispriced.amount_total, mispriced.currency) == (700, "eur")
+    assert (priced.amount_total, priced.currency) == (1000, "usd")
+
+
 async def test_line_items_can_be_listed(client: stripe.StripeClient) -> None:
     session = await client.v1.checkout.sessions.create_async(params=top_up(credits=900))
 
