@@ -216,19 +216,29 @@ async def record_attempt(
 
 
 class NotRetryable(Exception):
-    """The delivery does not exist, was delivered, or its endpoint is disabled."""
+    """The delivery does not exist, was delivered, is being sent, or its endpoint is
+    disabled."""
 
 
 async def retry_now(pool: asyncpg.Pool, delivery_id: int) -> Delivery:
     """Make a pending or failed delivery due at once.
 
     A failed delivery gets one more attempt (it is failed again if that one
-    fails too); a pending one keeps its place in the backoff schedule.
+    fails too); a pending one keeps its place in the backoff schedule. One being sent
+    (claimed, its lease running and its attempt not recorded yet) is refused: made due,
+    it would be claimed and sent again while the first request is under way.
     """
     async with pool.acquire() as connection, connection.transaction():
+        # The row lock keeps a dispatcher from claiming it meanwhile (SKIP LOCKED); an
+        # attempt is recorded with the lock on it too (``record_attempt``).
         row = await connection.fetchrow(
-            """SELECT d.status, e.disabled_at FROM webhook_deliveries d
-               JOIN webhook_endpoints e USING (endpoint_id)
+            """SELECT d.status, e.disabled_at, d.attempts, d.next_attempt_at,
+                      d.status = 'pending' AND d.attempts > 0
+                          AND d.next_attempt_at > clock_timestamp()
+                          AND NOT EXISTS (SELECT FROM webhook_attempts a
+                                          WHERE a.delivery_id = d.delivery_id
+                                            AND a.attempt = d.attempts) AS sending
+               FROM webhook_deliveries d JOIN webhook_endpoints e USING (endpoint_id)
                WHERE d.delivery_id = $1 FOR UPDATE OF d""",
             delivery_id,
         )
@@ -238,6 +248,12 @@ async def retry_now(pool: asyncpg.Pool, delivery_id: int) -> Delivery:
             raise NotRetryable(f"dlv_{delivery_id} was delivered already")
         if row["disabled_at"] is not None:
             raise NotRetryable(f"dlv_{delivery_id}'s endpoint is disabled")
+        if row["sending"]:
+            raise NotRetryable(
+                f"dlv_{delivery_id} is being sent now (attempt {row['attempts']}): not sent "
+                "twice; should that attempt fail, retry it then (its lease runs out at "
+                f"{row['next_attempt_at']:%H:%M:%SZ} should its dispatcher have stopped)"
+            )
         await connection.execute(
             """UPDATE webhook_deliveries SET status = 'pending',
                       next_attempt_at = clock_timestamp()

@@ -483,6 +483,73 @@ async def test_a_failed_delivery_is_listed_and_retried_by_hand_from_the_command_
     assert "delivered" in delivered.stdout
 
 
+class CountingReceiver:
+    """An HTTP receiver that counts the requests it gets and answers none until
+    ``answer`` is set, then 200 to each."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.answer = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        self.requests += 1
+        await self.answer.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+
+async def test_a_retry_of_a_delivery_being_sent_is_refused_and_it_is_sent_once(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """`ledger webhooks retry` made a delivery in flight due now: a dispatcher claimed it
+    again and sent it a second time while the first request was still under way (the
+    receiver dedupes by id, but it should not have to)."""
+    counting = CountingReceiver()
+    server = await asyncio.start_server(counting.handle, "127.0.0.1", 20400)
+    try:
+        await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+            "http://127.0.0.1:20400/hooks", ["credits.spent"]
+        )
+        repository = isolated_db.ledger()
+        account_id = await open_account(repository)
+        async with notifier(isolated_db):
+            await act(repository, account_id, spend(7))
+            await until(lambda: counting.requests == 1)
+            [delivery] = await list_deliveries(isolated_db.pool)
+
+            retried = await ledger(
+                isolated_db.url, "webhooks", "retry", f"dlv_{delivery.delivery_id}"
+            )
+            counting.answer.set()
+            await until(
+                lambda: _status(isolated_db.pool, delivery.delivery_id),
+                what="the delivery recorded delivered",
+            )
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert counting.requests == 1
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert (delivery.status, delivery.attempts) == ("delivered", 1)
+    assert retried.returncode == 1
+    assert "is being sent now (attempt 1): not sent twice" in retried.stderr
+    assert len(retried.stderr.strip().splitlines()) == 1
+
+
+async def _status(pool: asyncpg.Pool, delivery_id: int) -> bool:
+    [delivery] = await list_deliveries(pool, delivery_id=delivery_id)
+    return delivery.status == "delivered"
+
+
 async def test_rebuilding_the_notifications_view_sends_nothing_twice(
     isolated_db: IsolatedDatabase, receiver: Receiver
 ) -> None:
