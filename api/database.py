@@ -446,6 +446,7 @@ async def _set_up(
     service_password: str | None = None,
     relay_password: str | None = None,
     projector_password: str | None = None,
+    at_start_up: bool = False,
 ) -> list[str]:
     """``set_up``, with a login role it refuses said in one line, as any unusable database."""
     try:
@@ -454,6 +455,7 @@ async def _set_up(
             service_password=service_password,
             relay_password=relay_password,
             projector_password=projector_password,
+            at_start_up=at_start_up,
         )
     except ServiceRoleTooPowerful as error:
         raise DatabaseNotReady(str(error)) from None
@@ -519,7 +521,7 @@ async def service_url(
             await _refuse_a_restore_behind(connection)
         administer = await may_administer(connection)
         if administer and (set_up_first or await _never_set_up(connection)):
-            applied = await _set_up(connection)
+            applied = await _set_up(connection, at_start_up=True)
             if applied:
                 # Each migration had its line (ledger.store.migrate): the sum, not the list again.
                 log.info(

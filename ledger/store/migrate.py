@@ -20,9 +20,9 @@ under one advisory lock so that processes starting together take turns:
 5. as the set-up's role again: ``sql/advisory_locks.sql``, the advisory lock functions
    taken from PUBLIC and left to ``ledger_owner``, so that no login role can hold a lock
    every append waits for; a role that may not (no superuser: a managed PostgreSQL) goes
-   on and says so in one WARNING line (``keep_advisory_locks_to_owner``); the set-up that
-   upgrades a database from the release before the owner's turn functions leaves that to
-   the next one (``_RELEASE_BEFORE_TURNS``).
+   on and says so in one WARNING line (``keep_advisory_locks_to_owner``); on a database
+   whose lock functions are still PUBLIC's, only ``ledger db setup`` after the one that
+   brought the owner's turn functions takes them (``_lock_functions_wait``).
 """
 
 from __future__ import annotations
@@ -103,8 +103,13 @@ async def set_up(
     service_password: str | None = None,
     relay_password: str | None = None,
     projector_password: str | None = None,
+    at_start_up: bool = False,
 ) -> list[str]:
-    """Roles, functions, migrations and grants (see the module); return the migrations applied."""
+    """Roles, functions, migrations and grants (see the module); return the migrations applied.
+
+    ``at_start_up``: a process's own set-up as it starts (``DATABASE_ADMIN_URL``), not
+    ``ledger db setup``: it leaves lock functions it finds PUBLIC's on a database set up
+    before as they are (``_lock_functions_wait``)."""
     if await connection.fetchval("SELECT to_regrole($1) IS NOT NULL", OWNER_ROLE):
         # A database set up before by a superuser leaves the lock functions to the owner's
         # members alone: an administrator that is not one yet becomes one first.
@@ -124,8 +129,8 @@ async def set_up(
         await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
         await connection.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}")
         await _take_ownership(connection)
-        # Read before this set-up makes them: see keep_advisory_locks_to_owner.
-        upgrading_processes_may_run = await connection.fetchval(_RELEASE_BEFORE_TURNS)
+        # Read before this set-up makes the turn functions.
+        wait = await _lock_functions_wait(connection, at_start_up=at_start_up)
         await owner_session(connection)
         try:
             for _, sql in _sql_files("sql/functions"):
@@ -134,11 +139,11 @@ async def set_up(
             await apply_grants(connection)
         finally:
             await connection.execute("RESET ROLE")
-        if upgrading_processes_may_run:
+        if wait:
             log.warning(
                 "the advisory lock functions stay PUBLIC's until the next `ledger db setup`: "
                 "processes of the release before this one take their turns with them (README, "
-                '"Database roles"); set up again once every process runs this release'
+                '"Database roles"); run it once every process runs this release'
             )
         else:
             await keep_advisory_locks_to_owner(connection)
@@ -246,13 +251,27 @@ async def apply_grants(connection: Connection) -> None:
     await connection.execute(packaged("sql/grants.sql"))
 
 
-_RELEASE_BEFORE_TURNS = """SELECT to_regclass('public.stored_events') IS NOT NULL
-    AND to_regprocedure('public.take_relay_turn(text)') IS NULL"""
-"""Whether the database was set up by a release before the owner's turn functions: its
-processes, still running in a rolling upgrade, call the advisory lock functions themselves
-(their relay's and reconciler's turns, their as-of reads), so the set-up that brings the
-functions leaves the lock functions PUBLIC's, and the next one takes them (as ``append()``
-of fifteen arrays stays one release)."""
+async def _lock_functions_wait(connection: Connection, *, at_start_up: bool) -> bool:
+    """Whether this set-up leaves the advisory lock functions PUBLIC's, read before it makes
+    the owner's turn functions.
+
+    Processes of the release before those functions, still running in a rolling upgrade,
+    take their relay's and reconciler's turns and answer as-of reads with the lock functions
+    themselves. So the set-up that brings the turn functions to a database set up before
+    leaves the lock functions PUBLIC's, and so does every process's own set-up at its start
+    while they are (each new instance of a rolling upgrade runs one, and the old ones still
+    serve); ``ledger db setup``, run once every process runs this release, takes them (as
+    ``append()`` of fifteen arrays stayed one release). A new database is closed at once."""
+    if not await connection.fetchval("SELECT to_regclass('public.stored_events') IS NOT NULL"):
+        return False
+    if not await connection.fetchval("SELECT to_regprocedure('public.take_relay_turn(text)')"):
+        return True
+    return at_start_up and bool(
+        await connection.fetchval(
+            "SELECT has_function_privilege('public', 'pg_catalog.pg_advisory_lock(bigint)', "
+            "'EXECUTE')"
+        )
+    )
 
 
 async def keep_advisory_locks_to_owner(connection: Connection) -> bool:

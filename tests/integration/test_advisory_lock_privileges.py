@@ -275,7 +275,8 @@ async def test_the_set_up_that_brings_the_turns_leaves_the_lock_functions_to_the
     """A database the release before set up: its processes, still running in a rolling
     upgrade, take their relay's and reconciler's turns and answer as-of reads with the lock
     functions themselves. The set-up that brings the owner's turn functions leaves the lock
-    functions PUBLIC's and says so; the next one takes them."""
+    functions PUBLIC's and says so, and so does each new process's own set-up as it starts
+    (the next instance of the rolling upgrade); `ledger db setup` then takes them."""
     async with fresh_database(postgres_server_url) as url:
         admin = await asyncpg.connect(url)
         try:
@@ -293,14 +294,33 @@ async def test_the_set_up_that_brings_the_turns_leaves_the_lock_functions_to_the
             )
             assert await _service_may_lock(admin)
             with caplog.at_level(logging.WARNING, logger="ledger.store.migrate"):
-                await set_up(admin)
-            kept_for_the_release_before = await _service_may_lock(admin)
-            await set_up(admin)
-            taken_at_the_next = not await _service_may_lock(admin)
+                await set_up(admin, at_start_up=True)
+                kept_for_the_release_before = await _service_may_lock(admin)
+                await set_up(admin, at_start_up=True)  # the next instance starting
+                kept_while_instances_start = await _service_may_lock(admin)
+            await set_up(admin)  # `ledger db setup`
+            taken_by_the_next_set_up = not await _service_may_lock(admin)
+            await set_up(admin, at_start_up=True)
+            kept_taken = not await _service_may_lock(admin)
         finally:
             await admin.close()
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(said) == 1, said
-    assert "next `ledger db setup`" in said[0]
+    assert len(said) == 2, said
+    assert all("next `ledger db setup`" in line for line in said)
     assert kept_for_the_release_before
-    assert taken_at_the_next
+    assert kept_while_instances_start
+    assert taken_by_the_next_set_up
+    assert kept_taken
+
+
+async def test_a_new_database_is_closed_at_its_first_set_up_at_start_up(
+    postgres_server_url: str,
+    pool: asyncpg.Pool,  # a set-up database: the roles exist
+) -> None:
+    async with fresh_database(postgres_server_url) as url:
+        admin = await asyncpg.connect(url)
+        try:
+            await set_up(admin, at_start_up=True)
+            assert not await _service_may_lock(admin)
+        finally:
+            await admin.close()
