@@ -791,6 +791,7 @@ async def test_the_verify_command_reports_and_exits_by_its_findings(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "OK: hash chains, balances, invariants, snapshots and views agree" in clean.stdout
     assert "events/s" in clean.stdout
+    assert as_json.returncode == 0, as_json.stdout + as_json.stderr
     assert json.loads(as_json.stdout)["findings"] == []
     assert dirty.returncode == 1
     assert "[hash-mismatch] account acct_alice, version 1" in dirty.stdout
