@@ -297,14 +297,7 @@ def test_an_embedded_postgresql_command_ended_by_a_signal_is_one_line(tmp_path: 
         if not key.startswith(("STRIPE_", "LEDGER_", "DATABASE_"))
     }
     env["LEDGER_DATA_DIR"] = str(tmp_path / "data")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "accounts", "list"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _accounts_list_started(env)
     try:
         import psutil
 
@@ -334,6 +327,17 @@ def _embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _accounts_list_started(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _accounts_list(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "api.cli", "accounts", "list"],
@@ -357,14 +361,7 @@ def test_a_data_folder_whose_initdb_was_killed_is_made_again_at_the_next_start(
 
     env = _embedded_env(tmp_path)
     pg = tmp_path / "data" / "pg"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "accounts", "list"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _accounts_list_started(env)
     try:
         assert _first_child_named(process, "initdb")
         [initdb] = [c for c in psutil.Process(process.pid).children(True) if c.name() == "initdb"]
@@ -419,14 +416,7 @@ def test_a_command_started_while_the_first_makes_the_folder_leaves_it_to_finish(
     and a CLI command beside it) found the first one's marker and removed the folder
     being made under it: it waits for the first start instead."""
     env = _embedded_env(tmp_path)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "accounts", "list"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = _accounts_list_started(env)
     try:
         assert _first_child_named(first, "initdb")
         assert (tmp_path / "data" / "pg.initdb-incomplete").exists()
