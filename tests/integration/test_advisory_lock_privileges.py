@@ -58,6 +58,15 @@ async def as_service(isolated_db: IsolatedDatabase) -> AsyncIterator[asyncpg.Con
         await connection.close()
 
 
+async def _database_of(url: str) -> str:
+    """The database ``url`` names (the embedded server's names its socket's folder last)."""
+    connection = await asyncpg.connect(url)
+    try:
+        return str(await connection.fetchval("SELECT current_database()"))
+    finally:
+        await connection.close()
+
+
 async def _advisory_locks_held(connection: asyncpg.Connection) -> int:
     return int(
         await connection.fetchval(
@@ -198,7 +207,7 @@ async def test_set_up_that_may_not_revoke_the_lock_functions_goes_on_and_says_so
         await server.execute(f"CREATE ROLE {admin_role} LOGIN CREATEROLE")
         await server.execute(f"GRANT {OWNER_ROLE} TO {admin_role} WITH ADMIN OPTION")
         async with fresh_database(postgres_server_url) as url:
-            database = url.rsplit("/", 1)[1]
+            database = await _database_of(url)
             await server.execute(f'ALTER DATABASE "{database}" OWNER TO {admin_role}')
             admin = await asyncpg.connect(as_role(url, admin_role))
             try:
@@ -239,7 +248,7 @@ async def test_an_administrator_not_yet_the_owners_member_sets_up_a_database_a_s
         await server.execute(f"CREATE ROLE {admin_role} LOGIN CREATEROLE")
         try:
             async with fresh_database(postgres_server_url) as url:
-                database = url.rsplit("/", 1)[1]
+                database = await _database_of(url)
                 await server.execute(f'ALTER DATABASE "{database}" OWNER TO {admin_role}')
                 superuser = await asyncpg.connect(url)
                 try:
