@@ -274,9 +274,9 @@ async def _lock_functions_wait(connection: Connection, *, at_start_up: bool) -> 
     )
 
 
-async def keep_advisory_locks_to_owner(connection: Connection) -> bool:
+async def keep_advisory_locks_to_owner(connection: Connection) -> None:
     """Take the advisory lock functions from PUBLIC and the login roles and leave them to
-    ``ledger_owner`` (``sql/advisory_locks.sql``), as the set-up's role; whether it could.
+    ``ledger_owner`` (``sql/advisory_locks.sql``), as the set-up's role.
 
     Only a superuser or the functions' owner may change their privileges (REVOKE by another
     role changes nothing and only warns). Where set-up's role may not, set-up goes on and
@@ -288,7 +288,7 @@ async def keep_advisory_locks_to_owner(connection: Connection) -> bool:
     )
     if may:
         await connection.execute(packaged("sql/advisory_locks.sql"))
-        return True
+        return
     role = await connection.fetchval("SELECT current_user")
     database = await connection.fetchval("SELECT current_database()")
     log.warning(
@@ -298,7 +298,6 @@ async def keep_advisory_locks_to_owner(connection: Connection) -> bool:
         role,
         database,
     )
-    return False
 
 
 async def owner_session(connection: Connection) -> None:
