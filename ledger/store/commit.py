@@ -111,9 +111,10 @@ async def write_batch(connection: Connection, batch: Sequence[Writes]) -> list[O
         rows = await connection.fetch(_APPEND, len(batch), write_rows, snapshot_rows or None)
     except BaseException:
         # append() and append_one() hold a session-level lock while they hand out
-        # positions; they release it on their own errors, but not on a cancel that lands
-        # between the lock and their handler. The owner's function: the service's role may
-        # call no advisory lock function itself (sql/advisory_locks.sql).
+        # positions; their handler lets go of it on their own errors and on a cancel, but a
+        # second interrupt landing in that handler before it does leaves it held. The
+        # owner's function: the service's role may call no advisory lock function itself
+        # (sql/advisory_locks.sql).
         with contextlib.suppress(Exception):
             await connection.execute("SELECT let_go_of_advisory_locks()")
         raise

@@ -11,6 +11,7 @@ owner's functions, granted to the role that takes each (ledger/store/sql/functio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from api.database import as_role
-from ledger.store.commit import Writes, write_batch
+from ledger.store.commit import _APPEND, _APPEND_ONE, Writes, _rows, write_batch
 from ledger.store.event_store import ORDERING_LOCK
 from ledger.store.migrate import (
     LOGIN_ROLES,
@@ -173,12 +174,13 @@ async def test_a_failed_batch_lets_go_of_an_ordering_lock_its_session_kept(
     isolated_db: IsolatedDatabase, as_service: asyncpg.Connection
 ) -> None:
     """append() and append_one() hold the ordering lock as their caller's session's while they
-    hand out positions; a cancel between taking it and their handler leaves it held, and the
-    writer lets go of it after an error (ledger/store/commit.py), through the owner's function
-    now that the service's role may not call pg_advisory_unlock_all()."""
+    hand out positions; a second interrupt landing in their handler before it lets go of it
+    leaves it held, and the writer lets go of it after an error (ledger/store/commit.py),
+    through the owner's function now that the service's role may not call
+    pg_advisory_unlock_all()."""
     admin = await asyncpg.connect(isolated_db.url)
     try:
-        # What that cancel leaves: the lock, held by the service's session.
+        # What that interrupt leaves: the lock, held by the service's session.
         await admin.execute(
             f"""CREATE FUNCTION keep_the_ordering_lock() RETURNS void LANGUAGE sql
                 SECURITY DEFINER AS 'SELECT pg_advisory_lock({ORDERING_LOCK})';
@@ -192,6 +194,118 @@ async def test_a_failed_batch_lets_go_of_an_ordering_lock_its_session_kept(
     with pytest.raises(asyncpg.NotNullViolationError):
         await write_batch(as_service, [Writes(events=[refused])])
     assert await _advisory_locks_held(as_service) == 0
+
+
+async def _call_the_write_function(
+    connection: asyncpg.Connection, function: str, stream: uuid.UUID
+) -> None:
+    """One event written by ``function`` itself, without ``write_batch``'s clean-up after an
+    error (which would let go of a lock the function left held)."""
+    if function == "append_one":
+        await connection.fetchrow(_APPEND_ONE, stream, 1, TOPIC, b"{}", None, None, None, None)
+    else:
+        write_rows, _ = _rows([Writes(events=[StoredEvent(stream, 1, TOPIC, b"{}")])])
+        await connection.fetch(_APPEND, 1, write_rows, None)
+
+
+async def _holds_the_ordering_lock(admin: asyncpg.Connection, pid: int, granted: bool) -> bool:
+    return bool(
+        await admin.fetchval(
+            """SELECT count(*) > 0 FROM pg_locks
+               WHERE locktype = 'advisory' AND pid = $1 AND classid = 0 AND objid = $2
+                 AND objsubid = 1 AND granted = $3""",
+            pid,
+            ORDERING_LOCK,
+            granted,
+        )
+    )
+
+
+@pytest.mark.parametrize("function", ["append_one", "append"])
+async def test_a_cancel_wherever_it_lands_leaves_the_ordering_lock_held_by_nobody(
+    isolated_db: IsolatedDatabase, as_service: asyncpg.Connection, function: str
+) -> None:
+    """The write functions hold the ordering lock as their caller's session's; a cancel that
+    ended the lock's wait just after the lock was granted (or landed before their handler
+    was entered) left it held, and every later append waited until that session ended.
+    The service's session waits for the lock another session holds; that one lets go of it
+    and the service's call is cancelled at varied moments around the grant: with it in one
+    statement, from a third session at once, or during the wait. No moment is certain to
+    hit the window, but before the fix nearly every cancel of these left the lock held."""
+    pid = as_service.get_server_pid()
+    holder = await asyncpg.connect(isolated_db.url)
+    canceller = await asyncpg.connect(isolated_db.url)
+    outcomes = {"written": 0, "cancelled": 0}
+    try:
+        for attempt in range(48):
+            spin = (attempt // 3 % 8) * 50  # loops between the letting go and the cancel
+            await holder.execute("SELECT pg_advisory_lock($1)", ORDERING_LOCK)
+            call = asyncio.ensure_future(
+                _call_the_write_function(as_service, function, uuid.uuid4())
+            )
+            while not call.done() and not await _holds_the_ordering_lock(
+                canceller, pid, granted=False
+            ):
+                pass
+            cancel = "SELECT (SELECT count(*) FROM generate_series(1, $2)), pg_cancel_backend($1)"
+            if attempt % 3 == 0:  # in the statement that lets go of it
+                await holder.execute(
+                    "SELECT pg_advisory_unlock($3), (SELECT count(*) FROM generate_series(1, $2)),"
+                    " pg_cancel_backend($1)",
+                    pid,
+                    spin,
+                    ORDERING_LOCK,
+                )
+            elif attempt % 3 == 1:  # from a third session, at once
+                await asyncio.gather(
+                    holder.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK),
+                    canceller.execute(cancel, pid, spin),
+                )
+            else:  # during the wait
+                await canceller.execute(cancel, pid, spin)
+                await asyncio.wait([call])
+                await holder.execute("SELECT pg_advisory_unlock($1)", ORDERING_LOCK)
+            try:
+                await call
+                outcomes["written"] += 1
+            except asyncpg.QueryCanceledError:
+                outcomes["cancelled"] += 1
+            assert not await _holds_the_ordering_lock(canceller, pid, granted=True), outcomes
+            [position] = await isolated_db.store.append(
+                [StoredEvent(uuid.uuid4(), 1, TOPIC, b"{}")]
+            )
+            assert position > 0
+    finally:
+        await holder.close()
+        await canceller.close()
+    assert outcomes["cancelled"] > 0, outcomes  # the cancels landed in the call
+
+
+@pytest.mark.parametrize("function", ["append_one", "append"])
+async def test_an_error_under_the_ordering_lock_leaves_it_held_by_nobody(
+    isolated_db: IsolatedDatabase, as_service: asyncpg.Connection, function: str
+) -> None:
+    """An error raised while the lock is held (the positions' sequence at its maximum) goes
+    through the write function's handler, which lets go of the lock it holds."""
+    admin = await asyncpg.connect(isolated_db.url)
+    try:
+        stream = uuid.uuid4()  # two positions: a sequence's maximum is above its minimum, 1
+        await isolated_db.store.append(
+            [StoredEvent(stream, 1, TOPIC, b"{}"), StoredEvent(stream, 2, TOPIC, b"{}")]
+        )
+        last = await admin.fetchval("SELECT last_value FROM stored_events_notification_id_seq")
+        await admin.execute(f"ALTER SEQUENCE stored_events_notification_id_seq MAXVALUE {last}")
+        try:
+            with pytest.raises(asyncpg.SequenceGeneratorLimitExceededError):
+                await _call_the_write_function(as_service, function, uuid.uuid4())
+            held = await _holds_the_ordering_lock(admin, as_service.get_server_pid(), True)
+        finally:
+            await admin.execute("ALTER SEQUENCE stored_events_notification_id_seq NO MAXVALUE")
+    finally:
+        await admin.close()
+    assert not held
+    [position] = await isolated_db.store.append([StoredEvent(uuid.uuid4(), 1, TOPIC, b"{}")])
+    assert position > last
 
 
 async def test_set_up_that_may_not_revoke_the_lock_functions_goes_on_and_says_so_once(

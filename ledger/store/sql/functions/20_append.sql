@@ -13,6 +13,14 @@
 -- one (ledger/store/event_store.py), so a row inserted after the lock, with the
 -- id it was handed under it, is seen only once every older call has ended.
 --
+-- The ordering lock is the session's (a transaction's would be held until commit), so
+-- nothing lets go of it by itself on an error: held on, it stalls every append until
+-- the session ends. It is taken inside the block whose handler lets go of it, so that a
+-- cancel or statement_timeout wherever it lands (also one that ends the lock's wait just
+-- as the lock was granted: the error then comes with the lock held) finds the handler,
+-- which lets go of the lock if pg_locks says this backend holds it, before the error
+-- goes on; as newer_than_every_append() does. The pg_locks read is the handler's only.
+--
 -- No writer can stall the others. First, each command takes transaction locks
 -- on its streams and claim keys with pg_try_advisory_xact_lock, never waiting:
 -- a command whose stream or key another transaction is writing right now is
@@ -149,24 +157,28 @@ BEGIN
     END LOOP;
 
     -- 3. Under the ordering lock: the transaction id, the time and the notification ids,
-    --    and nothing else (the lock serialises every call in the cluster).
+    --    and nothing else (the lock serialises every call in the cluster). Taken and let
+    --    go of inside the block (the header says why).
     FOR i IN 1 .. event_count LOOP
         IF NOT busy[event_commands[i]] THEN
             wanted_ids := wanted_ids + 1;
         END IF;
     END LOOP;
-    PERFORM pg_advisory_lock(748200101);
     BEGIN
+        PERFORM pg_advisory_lock(748200101);
         txid := pg_current_xact_id();  -- assigned here, in the order of the lock
         recorded := clock_timestamp();
         FOR i IN 1 .. wanted_ids LOOP
             handed := handed || nextval('stored_events_notification_id_seq');
         END LOOP;
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
         PERFORM pg_advisory_unlock(748200101);
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM pg_advisory_unlock(748200101)
+        FROM pg_locks
+        WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = 0
+          AND objid = 748200101 AND objsubid = 1 AND granted;
         RAISE;
     END;
-    PERFORM pg_advisory_unlock(748200101);
 
     -- 4. Hashes, and the ids each event was handed.
     FOR i IN 1 .. event_count LOOP

@@ -6,8 +6,10 @@
 -- there): the stream and the claim key taken with try-locks, never waiting (busy:
 -- 'conflict'); the predecessor's hash read (none where one is due, a gap: 'conflict');
 -- the transaction id, recorded_at and the position handed out under the ordering lock,
--- and nothing else; the event sealed with event_hash() and inserted with its claim;
--- a taken version is 'conflict', a taken claim 'claim-taken', and then nothing stays.
+-- and nothing else, the lock taken inside the block whose handler lets go of it if this
+-- backend holds it (so that a cancel wherever it lands leaves it held by nobody); the
+-- event sealed with event_hash() and inserted with its claim; a taken version is
+-- 'conflict', a taken claim 'claim-taken', and then nothing stays.
 --
 -- pg_temp is last in its search_path, as in append() (20_append.sql says why).
 --
@@ -50,16 +52,19 @@ BEGIN
         END IF;
     END IF;
 
-    PERFORM pg_advisory_lock(748200101);
     BEGIN
+        PERFORM pg_advisory_lock(748200101);
         txid := pg_current_xact_id();  -- assigned here, in the order of the lock
         recorded := clock_timestamp();
         given := nextval('stored_events_notification_id_seq');
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
         PERFORM pg_advisory_unlock(748200101);
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM pg_advisory_unlock(748200101)
+        FROM pg_locks
+        WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = 0
+          AND objid = 748200101 AND objsubid = 1 AND granted;
         RAISE;
     END;
-    PERFORM pg_advisory_unlock(748200101);
 
     BEGIN
         INSERT INTO stored_events
