@@ -2,7 +2,8 @@
 
 Run as a role that may create roles (a superuser in development and tests, an
 administrator's URL in production: ``DATABASE_ADMIN_URL``), in this order and
-under one advisory lock so that processes starting together take turns:
+under one advisory lock so that processes starting together take turns (all but the
+owner's role, which set-up makes and joins before the lock: see ``set_up``):
 
 1. the roles: ``ledger_owner`` (owns everything, never logs in), ``ledger_service``
    (what the service connects as), ``ledger_projector`` (what ``ledger project`` on a host
@@ -110,13 +111,14 @@ async def set_up(
     ``at_start_up``: a process's own set-up as it starts (``DATABASE_ADMIN_URL``), not
     ``ledger db setup``: it leaves lock functions it finds PUBLIC's on a database set up
     before as they are (``_lock_functions_wait``)."""
-    if await connection.fetchval("SELECT to_regrole($1) IS NOT NULL", OWNER_ROLE):
-        # A database set up before by a superuser leaves the lock functions to the owner's
-        # members alone: an administrator that is not one yet becomes one first.
-        await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
+    # The owner, and set-up's role its member, once and before the migration lock: a
+    # database set up before by a superuser leaves the lock functions to the owner's members
+    # alone, so an administrator that is not one yet becomes one first; set-up then gives
+    # the owner what it owns and acts as it (membership lets it do both).
+    await _create_role(connection, OWNER_ROLE, login=False)
+    await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
     await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
-        await _create_role(connection, OWNER_ROLE, login=False)
         database = await connection.fetchval("SELECT current_database()")
         for role, password in (
             (SERVICE_ROLE, service_password),
@@ -126,12 +128,11 @@ async def set_up(
             await _create_login(connection, role, database, password)
         for role in LOGIN_ROLES:
             await refuse_a_powerful_role(connection, role)
-        await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
         await connection.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}")
         await _take_ownership(connection)
         # Read before this set-up makes the turn functions.
         wait = await _lock_functions_wait(connection, at_start_up=at_start_up)
-        await owner_session(connection)
+        await connection.execute(f"SET ROLE {OWNER_ROLE}")
         try:
             for _, sql in _sql_files("sql/functions"):
                 await connection.execute(sql)

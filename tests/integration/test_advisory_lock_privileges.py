@@ -381,6 +381,26 @@ async def test_an_administrator_not_yet_the_owners_member_sets_up_a_database_a_s
         await server.close()
 
 
+async def test_set_up_makes_its_role_the_owners_member_once(
+    postgres_server_url: str,
+    pool: asyncpg.Pool,  # a set-up database: the roles exist
+) -> None:
+    """Set-up's role becomes the owner's member before the migration lock (the lock functions
+    are the owner's members' on a database set up before) and acts as the owner after it:
+    one GRANT does for both, where set-up made three. Repeated, PostgreSQL says so."""
+    said: list[str] = []
+    async with fresh_database(postgres_server_url) as url:
+        admin = await asyncpg.connect(url)
+        try:
+            admin.add_log_listener(lambda _, message: said.append(message.message))
+            for _ in range(2):  # a new database, then one set up before
+                await set_up(admin)
+        finally:
+            await admin.close()
+    granted_again = [line for line in said if OWNER_ROLE in line and "already" in line]
+    assert len(granted_again) == 2, said  # the owner's member already, once each set-up
+
+
 async def _service_may_lock(connection: asyncpg.Connection) -> bool:
     return bool(
         await connection.fetchval(
