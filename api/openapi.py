@@ -107,7 +107,9 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         {"message": ENCODED},
     ),
     502: (
-        "The payment provider failed; nothing was charged or recorded.",
+        "The payment provider failed, or made the checkout for another amount than the "
+        "credits cost (it was cancelled); nothing was charged or recorded. A retry with the "
+        "same idempotency key asks the payment provider again.",
         {
             "message": "The payment provider could not create the checkout. Nothing was "
             "charged or recorded; please try again."

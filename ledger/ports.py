@@ -39,6 +39,9 @@ class CreatedCheckout(msgspec.Struct, frozen=True):
     amount_total: int
     currency: str
     expires_at: int
+    replayed: bool = False
+    """Made by an earlier request under the same idempotency key, answered again (Stripe's
+    ``Idempotent-Replayed: true``), not made by this one."""
 
 
 class PaymentGatewayError(Exception):

@@ -97,6 +97,14 @@ def stripe_key(request: CheckoutRequest, request_key: str) -> str:
     return f"ledger-purchase-{hashlib.sha256(sent).hexdigest()[:40]}"
 
 
+def _priced_as_asked(asked: CheckoutRequest, created: CreatedCheckout) -> bool:
+    """Whether Stripe made the session for what the credits cost, in the ledger's currency."""
+    return (
+        created.amount_total == asked.credits * asked.unit_amount
+        and created.currency == asked.currency
+    )
+
+
 class RequestCheckout(msgspec.Struct, frozen=True, kw_only=True):
     """Start buying ``credits`` for ``account_id`` (with an optional Idempotency-Key)."""
 
@@ -167,7 +175,10 @@ class Ledger:
         key returns the same session without asking Stripe again; concurrent
         duplicates get one session from Stripe (same parameters, same Stripe
         idempotency key) and one of them records it; one asking for other credits under
-        the same key is refused as a reused key, as it is once the key is recorded.
+        the same key is refused as a reused key, as it is once the key is recorded. A
+        session Stripe made for another amount or currency is expired and answered
+        ``CheckoutMispriced`` (nothing recorded); a retry under the same key is asked of
+        Stripe anew (``_after_mispriced``), never answered that session again.
         """
         if not MIN_CREDITS <= command.credits <= MAX_CREDITS:
             raise InvalidAmount(f"A purchase is {MIN_CREDITS} to {MAX_CREDITS} credits.")
@@ -203,6 +214,8 @@ class Ledger:
         )
         key = stripe_key(timeless, command.idempotency_key or uuid.uuid4().hex)
         created = await self._create_session(timeless, key)
+        if created.replayed and not _priced_as_asked(timeless, created):
+            created = await self._after_mispriced(timeless, key, created)
         await self._check_price(timeless, created)
         answer: CheckoutStarted = await self.execute(
             msgspec.structs.replace(
@@ -239,14 +252,45 @@ class Ledger:
             self._at(timeless, expires_at, f"{key}-{expires_at}")
         )
 
+    async def _after_mispriced(
+        self, timeless: CheckoutRequest, key: str, earlier: CreatedCheckout
+    ) -> CreatedCheckout:
+        """A new session for a retry whose key's session was refused for its price.
+
+        A request that answered ``CheckoutMispriced`` (502) recorded nothing, so its retry
+        under the same Idempotency-Key is a fresh attempt, as after every other 502. Stripe
+        answers the key's first session to every retry (same key, same parameters), so the
+        retry asks under a key of its own: one per attempt, since each later retry must be
+        asked anew too (a deterministic key would give the next one this attempt's session,
+        mispriced or not). Concurrent retries each get a session; one is recorded and
+        answers them all (the caller's key), the others are shown to nobody.
+        """
+        log.info(
+            "session %s made under this purchase's Stripe key is for %s %s, refused before: "
+            "not answered again, asking Stripe for a new one (account %s)",
+            earlier.session_id,
+            earlier.amount_total,
+            earlier.currency,
+            timeless.account_id,
+        )
+        try:  # its request expired it, unless that request ended first
+            await self.gateway.expire_checkout(earlier.session_id)
+        except PaymentGatewayError as error:
+            log.info("session %s not expired again: %s", earlier.session_id, error)
+        minute = self.clock().replace(second=0, microsecond=0)
+        expires_at = int((minute + CHECKOUT_LIFETIME).timestamp())
+        return await self.gateway.create_checkout(
+            self._at(timeless, expires_at, f"{key}-{uuid.uuid4().hex}")
+        )
+
     async def _check_price(self, asked: CheckoutRequest, created: CreatedCheckout) -> None:
         """Refuse a session Stripe made for another amount or currency than the credits cost
         (a coupon, a price or tax set up in Stripe's dashboard, another account): recorded,
         its payment would credit them whatever it paid. It is expired at Stripe, so that
         nobody pays it; ``CheckoutMispriced`` (502, nothing recorded)."""
-        amount = asked.credits * asked.unit_amount
-        if created.amount_total == amount and created.currency == asked.currency:
+        if _priced_as_asked(asked, created):
             return
+        amount = asked.credits * asked.unit_amount
         log.error(
             "Stripe made session %s for %s %s, not the %s %s that %s credits cost: "
             "expired, not recorded (account %s)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 
 import msgspec
 import stripe
@@ -159,9 +160,14 @@ class StripeGateway:
 def _replayed(error: stripe.StripeError) -> bool:
     """Whether Stripe answered a failure it saved under the request's idempotency key (it
     saves the first answer to a key, a 500 too, and gives it again to every retry)."""
+    return _says_replayed(error.headers)
+
+
+def _says_replayed(headers: Mapping[str, str] | None) -> bool:
+    """Whether an answer's headers say it is a key's first answer given again."""
     return any(
         name.lower() == "idempotent-replayed" and value == "true"
-        for name, value in (error.headers or {}).items()
+        for name, value in (headers or {}).items()
     )
 
 
@@ -186,6 +192,8 @@ def _created(session: object) -> CreatedCheckout:
             ("expires_at", "expires_at"),
         )
     }
+    answer = getattr(session, "last_response", None)
+    fields["replayed"] = _says_replayed(getattr(answer, "headers", None))
     try:
         return msgspec.convert(fields, type=CreatedCheckout, strict=True)
     except msgspec.ValidationError as error:

@@ -257,6 +257,56 @@ async def test_a_session_stripe_made_for_another_price_is_expired_not_recorded(
     assert standin.state.sessions[made].data["status"] == "expired"
 
 
+@pytest.mark.parametrize("later", [timedelta(0), timedelta(minutes=1)], ids=["now", "later"])
+async def test_a_mispriced_purchase_retried_under_its_key_is_asked_of_stripe_again(
+    standin: RunningStandin, database_url: str, later: timedelta
+) -> None:
+    """A 502 'CheckoutMispriced' records nothing: each retry under the same Idempotency-Key
+    is a fresh attempt, as after every other 502. Stripe gave the key's mispriced session
+    back to every retry (the same key, the same parameters) and the ledger refused it
+    again: 502 for the half hour the key's minutes are looked back, whatever Stripe's
+    settings had become meanwhile."""
+    clock = MovedClock()
+    async with (
+        served_api(
+            database_url, standin, clock=clock, changes={"max_clock_skew_seconds": 3600}
+        ) as app,
+        httpx.AsyncClient(base_url=app.state.base_url, timeout=30) as http,
+    ):
+        services: Services = app.state.services
+        account_id = unique("acct")
+        await open_account(services.ledger, account_id, 1000)
+        issued = await services.tokens.issue(Scope.CREDITS, account_id=account_id)
+        headers = {"Authorization": f"Bearer {issued.secret}", "Idempotency-Key": "mispriced-1"}
+        start = await tail_position(services.store)
+        made_before = set(standin.state.sessions)
+        # Two sessions in a row come back for 900: the purchase, then its first retry.
+        misprice = {"amount_total": 900, "count": 2}
+        await http.post(f"{standin.base_url}/_standin/misprice-next", json=misprice)
+        try:
+            mispriced = await http.post(PURCHASE, json={"credits": 1000}, headers=headers)
+            clock.offset = later
+            still = await http.post(PURCHASE, json={"credits": 1000}, headers=headers)
+            retried = await http.post(PURCHASE, json={"credits": 1000}, headers=headers)
+            again = await http.post(PURCHASE, json={"credits": 1000}, headers=headers)
+        finally:
+            await http.post(f"{standin.base_url}/_standin/misprice-next", json={"count": 0})
+
+        assert [mispriced.status_code, still.status_code] == [502, 502], still.text
+        assert "another amount" in still.json()["message"]
+        assert retried.status_code == 200, retried.text
+        assert again.json() == retried.json()
+        made = set(standin.state.sessions) - made_before
+        answered = retried.json()["session_id"]
+        assert len(made) == 3
+        assert answered in made
+        refused = made - {answered}
+        assert {standin.state.sessions[m].data["status"] for m in refused} == {"expired"}
+        [recorded] = await checkout_requests(services.store, start, account_id)
+        assert recorded["session_id"] == answered
+        assert (recorded["amount"], recorded["currency"]) == (1000, "usd")
+
+
 async def test_a_purchase_retried_after_the_price_changed_is_made_at_the_new_price(
     http: httpx.AsyncClient,
     customer: Customer,
