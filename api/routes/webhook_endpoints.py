@@ -26,6 +26,7 @@ from ledger.notifications.addresses import NonPublicAddress, UnresolvableHost
 from ledger.notifications.endpoints import (
     CreatedEndpoint,
     EndpointRegistry,
+    MalformedURL,
     PlainTextURL,
     WebhookEndpoint,
 )
@@ -88,6 +89,10 @@ async def create_webhook_endpoint(
     except NonPublicAddress as refused:
         raise ValidationFailed.single(
             "url", f"The url must be on a public address: {refused}{PRIVATE_HINT}"
+        ) from None
+    except MalformedURL:  # the body's pattern refused it already; the registry's own check
+        raise ValidationFailed.single(
+            "url", "The url field must be a valid URL (http or https)."
         ) from None
     except PlainTextURL:
         raise ValidationFailed.single(

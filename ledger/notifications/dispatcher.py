@@ -21,6 +21,7 @@ import httpx
 from ledger.failing_loop import FailingLoop
 from ledger.notifications import DELIVERIES_CHANNEL
 from ledger.notifications.addresses import NonPublicAddress, WebhookTransport
+from ledger.notifications.endpoints import MalformedURL
 from ledger.notifications.outbox import (
     DEFAULT_SCHEDULE,
     LEASE_SECONDS,
@@ -30,6 +31,7 @@ from ledger.notifications.outbox import (
     seconds_until_due,
 )
 from ledger.notifications.signing import SIGNATURE_HEADER, signature_header
+from ledger.notifications.url_form import why_not_taken
 from ledger.store.event_store import DATABASE_ERRORS
 from ledger.store.wakeups import Listening, wait_for_either
 from ledger.surprises import in_one_line
@@ -195,10 +197,23 @@ class Dispatcher:
         started = time.monotonic()
         status_code: int | None = None
         error: str | None = None
+        schedule = self.schedule
         try:
+            if (malformed := why_not_taken(due.url)) is not None:
+                raise MalformedURL(malformed)
             status_code, text = await self._post(client, due, headers)
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}: {text}".rstrip(": ")
+        except MalformedURL as refused:  # nothing was sent, nor ever will be
+            # An endpoint stored before its URL's form was checked where it is registered
+            # (or written past the registry): its URL never changes, so no retry could send
+            # it, and one such as http://127.1/ or http://2130706433/ reaches another host
+            # than it names (glibc reads them as 127.0.0.1). Failed at once, with the reason.
+            error = (
+                f"not sent: {refused}: registration refuses this URL, and no retry can send "
+                f"it (register it corrected and disable {due.endpoint_id})"
+            )[:500]
+            schedule = ()
         except NonPublicAddress as refused:  # nothing was sent
             error = f"not sent: {refused}"[:500]
         except TimeoutError:
@@ -215,7 +230,7 @@ class Dispatcher:
             duration_ms=duration_ms,
             status_code=status_code,
             error=error,
-            schedule=self.schedule,
+            schedule=schedule,
         )
         # Retries to come are routine; one that ends them (failed) needs an operator.
         log.log(

@@ -10,6 +10,7 @@ import msgspec
 
 from ledger.notifications.addresses import check_url
 from ledger.notifications.signing import new_secret
+from ledger.notifications.url_form import why_not_taken
 from ledger.store.claims import KEY_REUSED, IdempotencyKeyReused, request_fingerprint
 from ledger.store.read_connections import Pool
 from ledger.unit_of_work import mark_replayed
@@ -18,6 +19,11 @@ from ledger.urls import over_tls_or_here
 
 class PlainTextURL(Exception):
     """An ``http://`` endpoint off this machine where notifications must go over TLS."""
+
+
+class MalformedURL(ValueError):
+    """A URL whose form registration refuses (url_form.py): its host is neither a DNS name
+    nor an IP address in its usual form, or the rest is not http(s) with a valid port."""
 
 
 class WebhookEndpoint(msgspec.Struct, frozen=True):
@@ -91,7 +97,9 @@ class EndpointRegistry:
         marks it replayed: ``mark_replayed``), however often and even at once; the key with another
         request raises IdempotencyKeyReused. ``maker`` (the caller's token) is part of the
         request: the secret is answered again to whoever made the endpoint, never to another
-        caller that sends the same key and body. Raises NonPublicAddress or UnresolvableHost
+        caller that sends the same key and body. Raises MalformedURL for a URL of a form the
+        HTTP route refuses (``URL_PATTERN``: whoever calls this, the same rule), which the
+        dispatcher does not send to either; NonPublicAddress or UnresolvableHost
         (addresses.py) for a URL the dispatcher would not send to, PlainTextURL for one it
         would send to in plain text where only TLS will do (``https_only``).
         """
@@ -100,6 +108,8 @@ class EndpointRegistry:
             earlier := await self._made_under(idempotency_key, fingerprint)
         ):
             return earlier
+        if (refused := why_not_taken(url)) is not None:
+            raise MalformedURL(refused)
         if self.https_only and not over_tls_or_here(url):
             raise PlainTextURL(url)
         if not self.allow_private:

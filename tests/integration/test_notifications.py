@@ -754,6 +754,46 @@ async def test_an_unreachable_endpoint_has_its_attempts_recorded_with_the_error(
     assert delivery.last_error == delivery.history[-1].error
 
 
+async def test_an_endpoint_stored_with_a_url_registration_refuses_is_not_sent_to(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    """An endpoint stored before its URL's host was checked at registration (or written past
+    the registry) kept its deliveries: ``127.1``, no DNS name nor an IPv4 address as written,
+    reached 127.0.0.1 (glibc's reading), where LEDGER_WEBHOOK_ALLOW_PRIVATE=1 lets it."""
+    older = receiver.url("older").replace("127.0.0.1", "127.1")
+    await isolated_db.pool.execute(
+        """INSERT INTO webhook_endpoints (endpoint_id, url, event_types, secret)
+           VALUES ('we_older', $1, '{credits.spent}', 'whsec_older')""",
+        older,
+    )
+    repository = isolated_db.ledger()
+    account_id = await open_account(repository)
+
+    async with notifier(isolated_db):
+        await act(repository, account_id, spend(3))
+        await until(lambda: _settled(isolated_db.pool), seconds=15, what="the delivery settled")
+
+    assert [r.path for r in receiver.received] == []
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert delivery.status == "failed"
+    [attempt] = delivery.history  # failed at once: no retry can send it
+    assert attempt.status_code is None
+    assert attempt.error == delivery.last_error
+    assert attempt.error == (
+        "not sent: its host '127.1' is neither a DNS name (RFC 1123 labels) nor an IP address "
+        "written in its usual form: registration refuses this URL, and no retry can send it "
+        "(register it corrected and disable we_older)"
+    )
+    listed = await ledger(isolated_db.url, "webhooks", "deliveries", "--status", "failed")
+    assert "not sent: its host '127.1'" in listed.stdout
+
+
+async def _settled(pool: asyncpg.Pool) -> bool:
+    """Whether there are deliveries and each is delivered, failed or cancelled."""
+    found = await list_deliveries(pool)
+    return bool(found) and all(d.status != "pending" for d in found)
+
+
 @asynccontextmanager
 async def trickling_receiver() -> AsyncIterator[str]:
     """A receiver that answers ``/<status>`` with that status at once, then sends its body a

@@ -9,6 +9,7 @@ import asyncio
 import collections
 import contextlib
 import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -33,7 +34,7 @@ from ledger.notifications.addresses import (
     why_not_public,
 )
 from ledger.notifications.dispatcher import PER_ENDPOINT, Dispatcher
-from ledger.notifications.endpoints import EndpointRegistry, PlainTextURL
+from ledger.notifications.endpoints import EndpointRegistry, MalformedURL, PlainTextURL
 from ledger.notifications.outbox import list_deliveries
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase
@@ -96,6 +97,31 @@ async def test_registration_refuses_urls_on_non_public_addresses(
     assert allowed.url == url
 
 
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://127.1:9/hooks", "127.1"),  # glibc reads these three as 127.0.0.1
+        ("http://2130706433/hooks", "2130706433"),
+        ("http://0x7f.1/hooks", "0x7f.1"),
+        ("http://010.0.0.1/hooks", "010.0.0.1"),  # and this one as 8.0.0.1
+        ("http://a..b/hooks", "a..b"),
+        ("http://-a-/hooks", "-a-"),
+    ],
+)
+async def test_the_registry_refuses_a_host_that_is_no_dns_name_whoever_calls_it(
+    isolated_db: IsolatedDatabase, url: str, host: str
+) -> None:
+    """The host rule lived in the HTTP body's pattern only: the registry itself stored such
+    URLs where private addresses are allowed (no lookup), and its callers outside the route
+    made endpoints the route refuses."""
+    registry = EndpointRegistry(isolated_db.pool, allow_private=True)
+
+    with pytest.raises(MalformedURL, match=f"its host '{re.escape(host)}' is neither"):
+        await registry.create(url, ["credits.spent"])
+
+    assert await registry.list() == []
+
+
 async def test_a_public_address_passes_and_a_name_that_does_not_resolve_is_refused() -> None:
     await check_url("https://8.8.8.8/hooks")  # a literal: no DNS asked
 
@@ -149,9 +175,6 @@ async def test_the_api_answers_422_in_the_contracts_shape(
         ("http://localhost:9/hooks", True),
         ("http://[::1]:9/hooks", True),
         ("http://hooks.localhost:9/hooks", False),  # DNS may answer for it (ledger/urls.py)
-        # No address httpx reads (leading zeros), so no check_url where private ones are
-        # allowed; inet_aton reads it as 8.0.0.1: not this machine.
-        ("http://010.0.0.1/hooks", False),
     ],
 )
 async def test_production_takes_plain_http_endpoints_on_this_machine_only(
