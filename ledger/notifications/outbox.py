@@ -226,13 +226,17 @@ async def retry_now(pool: asyncpg.Pool, delivery_id: int) -> Delivery:
     A failed delivery gets one more attempt (it is failed again if that one
     fails too); a pending one keeps its place in the backoff schedule. One being sent
     (claimed, its lease running and its attempt not recorded yet) is refused: made due,
-    it would be claimed and sent again while the first request is under way.
+    it would be claimed and sent again while the first request is under way. The refusal
+    says when the lease ends and how long that is from now: a dispatcher that died
+    mid-request leaves it so until then, when any running dispatcher sends it again.
     """
     async with pool.acquire() as connection, connection.transaction():
         # The row lock keeps a dispatcher from claiming it meanwhile (SKIP LOCKED); an
         # attempt is recorded with the lock on it too (``record_attempt``).
         row = await connection.fetchrow(
             """SELECT d.status, e.disabled_at, d.attempts, d.next_attempt_at,
+                      ceil(extract(epoch FROM d.next_attempt_at - clock_timestamp()))::int
+                          AS lease_left,
                       d.status = 'pending' AND d.attempts > 0
                           AND d.next_attempt_at > clock_timestamp()
                           AND NOT EXISTS (SELECT FROM webhook_attempts a
@@ -249,10 +253,15 @@ async def retry_now(pool: asyncpg.Pool, delivery_id: int) -> Delivery:
         if row["disabled_at"] is not None:
             raise NotRetryable(f"dlv_{delivery_id}'s endpoint is disabled")
         if row["sending"]:
+            # Its dispatcher may have died mid-request: nothing here can tell. Say when the
+            # lease ends (the database's clock, as the claim's) and what happens then, so
+            # that nobody retries in a loop or waits for a retry that is not needed.
             raise NotRetryable(
                 f"dlv_{delivery_id} is being sent now (attempt {row['attempts']}): not sent "
                 "twice; should that attempt fail, retry it then (its lease runs out at "
-                f"{row['next_attempt_at']:%H:%M:%SZ} should its dispatcher have stopped)"
+                f"{row['next_attempt_at']:%H:%M:%SZ}, in {row['lease_left']} s, should its "
+                "dispatcher have stopped: a dispatcher running then sends it again by itself, "
+                "and this command takes it from then on)"
             )
         await connection.execute(
             """UPDATE webhook_deliveries SET status = 'pending',

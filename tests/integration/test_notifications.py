@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -28,7 +29,12 @@ from api.database import as_role, owner_connection
 from ledger.domain.account import CreditAccount
 from ledger.notifications.dispatcher import CONCURRENCY, PER_ENDPOINT, Dispatcher
 from ledger.notifications.endpoints import CreatedEndpoint, EndpointRegistry
-from ledger.notifications.outbox import DEFAULT_SCHEDULE, JITTER, claim_due, list_deliveries
+from ledger.notifications.outbox import (
+    DEFAULT_SCHEDULE,
+    JITTER,
+    claim_due,
+    list_deliveries,
+)
 from ledger.service import Ledger
 from projections.notifications import NotificationsProjection
 from projections.rebuild import rebuild
@@ -543,6 +549,47 @@ async def test_a_retry_of_a_delivery_being_sent_is_refused_and_it_is_sent_once(
     assert retried.returncode == 1
     assert "is being sent now (attempt 1): not sent twice" in retried.stderr
     assert len(retried.stderr.strip().splitlines()) == 1
+
+
+async def test_a_retry_refused_for_a_dead_dispatchers_lease_says_when_and_what_then(
+    isolated_db: IsolatedDatabase, receiver: Receiver
+) -> None:
+    """A dispatcher that died mid-request leaves its delivery claimed until the lease runs
+    out. The refusal gave that time of day alone (UTC, no date) and "should its dispatcher
+    have stopped": not how long that is from now, nor that a running dispatcher sends it
+    again then by itself, so a user retried in a loop or waited for a retry not needed."""
+    await EndpointRegistry(isolated_db.pool, allow_private=True).create(
+        receiver.url("dead"), ["credits.spent"]
+    )
+    repository = isolated_db.ledger()
+    account_id = await open_account(repository)
+    await act(repository, account_id, spend(5))
+    stop = asyncio.Event()
+    projector = asyncio.create_task(Projector(isolated_db.store, isolated_db.url).run(stop))
+    await until(lambda: list_deliveries(isolated_db.pool))
+    stop.set()
+    await projector
+    # A dispatcher claims it and dies before it can send or record (a lease of ten minutes,
+    # as a long request timeout makes it: the command surely answers before it runs out).
+    [claimed] = await claim_due(isolated_db.pool, 10, lease_seconds=600)
+    [delivery] = await list_deliveries(isolated_db.pool)
+    assert delivery.next_attempt_at is not None
+
+    retried = await ledger(isolated_db.url, "webhooks", "retry", f"dlv_{claimed.delivery_id}")
+
+    assert retried.returncode == 1
+    [line] = retried.stderr.strip().splitlines()
+    assert line.startswith(
+        f"Error: dlv_{claimed.delivery_id} is being sent now (attempt 1): not sent twice; "
+    )
+    ends = f"{delivery.next_attempt_at:%H:%M:%SZ}"
+    found = re.search(rf"its lease runs out at {ends}, in (\d+) s, should its dispatcher", line)
+    assert found is not None, line
+    assert 0 < int(found[1]) <= 600
+    assert line.endswith(
+        "have stopped: a dispatcher running then sends it again by itself, and this command "
+        "takes it from then on)"
+    )
 
 
 async def _status(pool: asyncpg.Pool, delivery_id: int) -> bool:
