@@ -16,11 +16,11 @@ import msgspec
 
 from api.cli_support import (
     account_id_option,
-    duration,
     plural,
     run_with_services,
     settings_from_env,
 )
+from ledger.times import duration
 from projections.names import VIEW_NAMES
 
 if TYPE_CHECKING:

@@ -153,27 +153,6 @@ def plural(count: int, singular: str) -> str:
     return f"{count:,} {singular if count == 1 else singular + 's'}"
 
 
-def duration(seconds: float) -> str:
-    """A length of time as a person reads it: ``0.4 s``, ``42 s``, ``3 min 25 s``,
-    ``3 h 25 min``, ``2 d 3 h``; two units at most, tenths only below 10 s (``< 0.1 s``:
-    some, ``0 s``: none)."""
-    tenths = round(max(seconds, 0.0), 1)
-    if tenths < 10:
-        if tenths == 0:
-            return "< 0.1 s" if seconds > 0 else "0 s"
-        return f"{tenths:.1f} s"
-    whole = round(seconds)
-    for size, unit, smaller_size, smaller in (
-        (86_400, "d", 3_600, "h"),
-        (3_600, "h", 60, "min"),
-        (60, "min", 1, "s"),
-    ):
-        if whole >= size:
-            rest = whole % size // smaller_size
-            return f"{whole // size:,} {unit}" + (f" {rest} {smaller}" if rest else "")
-    return f"{whole} s"
-
-
 class Progress:
     """A progress bar on standard error, drawn only when that is a terminal.
 

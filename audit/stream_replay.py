@@ -83,6 +83,7 @@ from ledger.store.hash_chain import (
     postgres_moment,
 )
 from ledger.store.mapper import MsgspecMapper, event_type_name
+from ledger.times import duration_in_one_unit
 from projections.balance_changes import DESCRIPTIONS
 from projections.events import as_text
 from projections.grants import closed_at
@@ -373,7 +374,7 @@ class StreamReplay:
         self._find(
             "time-far-from-record",
             f"{event_type_name(event.topic)} tells the time {_when(own_time)}, "
-            f"{_duration(abs(apart))} {way} when the database recorded it "
+            f"{duration_in_one_unit(abs(apart))} {way} when the database recorded it "
             f"({_when(event.recorded_at)}), more than the {self.max_time_skew:g} s allowed "
             "(--max-time-skew): its command was judged at that time (the expiries due, the "
             "grants a spend may use, the burn order)"
@@ -1237,14 +1238,6 @@ def _unkept(account: CreditAccount, hold: OpenHold, settled: Any, captured: int)
 
 def _when(moment: datetime | None) -> str:
     return "never" if moment is None else moment.isoformat()
-
-
-def _duration(seconds: float) -> str:
-    """Seconds in the largest unit that keeps them readable."""
-    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:,.1f} {unit}"
-    return f"{seconds:,.1f} s"
 
 
 _GRANTS_TOUCHED: dict[type, Callable[[Any], Collection[str]]] = {

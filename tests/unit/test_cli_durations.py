@@ -1,10 +1,11 @@
-"""How long, as the ``ledger`` commands print it (the views' lag in `projections status`)."""
+"""How long, as the ``ledger`` commands print it (the views' lag in `projections status`)
+and as the audit's findings say it (an event's time far from its record)."""
 
 from __future__ import annotations
 
 import pytest
 
-from api.cli_support import duration
+from ledger.times import duration, duration_in_one_unit
 
 
 @pytest.mark.parametrize(
@@ -28,3 +29,25 @@ from api.cli_support import duration
 def test_a_lag_reads_in_the_units_a_person_would_say(seconds: float, said: str) -> None:
     """`projections status` printed a view 3 h 25 min behind as "12345.7 s"."""
     assert duration(seconds) == said
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (0.04, "0.0 s"),
+        (61.0, "61.0 s"),
+        (119.96, "120.0 s"),
+        (120.0, "2.0 minutes"),
+        (7_199.0, "120.0 minutes"),
+        (86_400.4, "24.0 hours"),
+        (172_800.0, "2.0 days"),
+        (2_303_692_800.0, "26,663.1 days"),
+    ],
+)
+def test_a_time_far_from_its_record_reads_in_one_unit_spelled_out(
+    seconds: float, said: str
+) -> None:
+    """The audit's ``time-far-from-record`` says "26,663.1 days ahead of when the database
+    recorded it", "24.0 hours behind" (tests/integration/test_audit.py): the largest unit
+    it holds two of, to a tenth, where a command's column says ``1 d``."""
+    assert duration_in_one_unit(seconds) == said
