@@ -34,7 +34,13 @@ from litestar.routes import HTTPRoute
 from api.body_headers import ENCODED
 from api.docs_ui import SwaggerPage
 from api.edge import IDEMPOTENT_REPLAYED, REQUEST_ID_HEADER
-from api.read_side import MIN_POSITION_HEADER, POSITION_HEADER, READ_FROM_HEADER
+from api.read_side import (
+    MAX_MIN_POSITION,
+    MIN_POSITION_DIGITS,
+    MIN_POSITION_HEADER,
+    POSITION_HEADER,
+    READ_FROM_HEADER,
+)
 from api.schemas import ErrorBody, ValidationErrorBody
 from api.validation import Body, OptionalBody, RawBody, field_errors
 from ledger.store.claims import KEY_REUSED
@@ -257,10 +263,6 @@ REQUEST_ID_PARAMETER = Parameter(
     ),
 )
 
-MAX_MIN_POSITION = 10**19 - 1
-"""The largest ``Ledger-Min-Position`` taken: 19 digits (api/read_side.py)."""
-
-
 MIN_POSITION_PARAMETER = Parameter(
     name=MIN_POSITION_HEADER,
     param_in=ParamType.HEADER,
@@ -269,7 +271,7 @@ MIN_POSITION_PARAMETER = Parameter(
     description=(
         f"A command answer's `{POSITION_HEADER}`: the read is answered from views that have "
         "applied it (waiting up to a second for the standby, then the primary). Anything "
-        "but one such position (up to 19 digits) is 422."
+        f"but one such position (up to {MIN_POSITION_DIGITS} digits) is 422."
     ),
 )
 

@@ -63,6 +63,11 @@ T = TypeVar("T")
 POSITION_HEADER = "Ledger-Position"
 MIN_POSITION_HEADER = "Ledger-Min-Position"
 _MIN_POSITION_NAME = MIN_POSITION_HEADER.lower().encode()
+MIN_POSITION_DIGITS = 19
+"""The most digits a ``Ledger-Min-Position`` may have (a longer one is 422 before ``int``
+reads it); ``MAX_MIN_POSITION``, the largest position taken, is said by them (the API's
+document gives it as the header's ``maximum``, api/openapi.py)."""
+MAX_MIN_POSITION = 10**MIN_POSITION_DIGITS - 1
 READ_FROM_HEADER = "Ledger-Read-From"
 
 READ_WAIT = 1.0
@@ -369,7 +374,7 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
         if raw is None or not _takes_a_position(scope):
             return app(scope, receive, send)
         text = raw.strip()
-        if not (text.isascii() and text.isdigit()) or len(text) > 19:  # not '²'
+        if not (text.isascii() and text.isdigit()) or len(text) > MIN_POSITION_DIGITS:  # not '²'
             return _refuse_min_position(send, _NOT_A_POSITION)
         request = _this_request()
         if request is not None:  # the edge's

@@ -238,6 +238,7 @@ def test_ledger_min_position_is_documented_on_the_reads_that_answer_where_they_r
     reads = document["paths"]["/v1/credits"]["get"]
     (min_position,) = [p for p in reads["parameters"] if p["name"] == "Ledger-Min-Position"]
     assert min_position["schema"] == {"type": "integer", "minimum": 0, "maximum": 10**19 - 1}
+    assert "(up to 19 digits)" in min_position["description"]
 
 
 def test_the_stripe_signature_example_verifies_against_the_example_event(

@@ -127,6 +127,26 @@ async def test_a_min_position_that_is_not_a_number_is_422(
         assert list(answer.json()["errors"]) == ["Ledger-Min-Position"]
 
 
+async def test_the_largest_min_position_the_document_gives_is_the_largest_taken(
+    http: httpx.AsyncClient, writer_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's document gives the header's ``maximum`` (api/openapi.py) and the middleware
+    refuses a position of more digits (api/read_side.py): one constant says both."""
+    monkeypatch.setattr(read_side, "READ_WAIT", 0.0)  # the views never get there: no wait
+    path = "/v1/accounts/acct_nobody/credits"
+    unsent = await http.get(path, headers=writer_headers)
+
+    for position, status in (
+        (read_side.MAX_MIN_POSITION, unsent.status_code),
+        (read_side.MAX_MIN_POSITION + 1, 422),
+    ):
+        answer = await http.get(
+            path, headers={**writer_headers, "Ledger-Min-Position": str(position)}
+        )
+        assert answer.status_code == status, (position, answer.text)
+    assert unsent.status_code != 422
+
+
 async def test_a_min_position_refused_is_answered_with_its_length_as_every_answer_is(
     http: httpx.AsyncClient, writer_headers: dict[str, str]
 ) -> None:
