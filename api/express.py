@@ -30,9 +30,15 @@ from api.access.guards import authenticated
 from api.access.tokens import Principal
 from api.body_headers import body_refusal
 from api.errors import send_error
-from api.headers import RepeatedHeader, first_header, only_header
+from api.headers import first_header
 from api.services import Services
-from api.validation import NOT_JSON_ERRORS, admits_idempotency_key, is_utf8, repeated_fields
+from api.validation import (
+    NOT_JSON_ERRORS,
+    InvalidIdempotencyKey,
+    idempotency_key_of,
+    is_utf8,
+    repeated_fields,
+)
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -76,7 +82,10 @@ class Call:
 
     def idempotency_key(self) -> str:
         """The ``Idempotency-Key`` header, as ``api.validation.IdempotencyKey`` admits it."""
-        key = self.optional_idempotency_key()
+        try:
+            key = idempotency_key_of(self.scope)  # not through the method below: a call fewer
+        except InvalidIdempotencyKey:
+            raise Declined from None
         if key is None:
             raise Declined
         return key
@@ -84,12 +93,9 @@ class Call:
     def optional_idempotency_key(self) -> str | None:
         """The ``Idempotency-Key`` header if given, as ``OptionalIdempotencyKey`` admits it."""
         try:
-            key = only_header(self.scope, b"idempotency-key")
-        except RepeatedHeader:
+            return idempotency_key_of(self.scope)
+        except InvalidIdempotencyKey:
             raise Declined from None
-        if key is not None and not admits_idempotency_key(key):
-            raise Declined
-        return key
 
 
 Answer = Callable[[Call], Awaitable[msgspec.Struct]]

@@ -31,6 +31,7 @@ from ledger.domain.limits import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
 
 if TYPE_CHECKING:
     from litestar import Request
+    from litestar.types import Scope
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
@@ -493,17 +494,33 @@ OptionalIdempotencyKey = Annotated[str | None, _IDEMPOTENCY_KEY_HEADER]
 """The ``Idempotency-Key`` request header, where it may be left out."""
 
 
-def admits_idempotency_key(key: str) -> bool:
-    """Whether the header parameters admit ``key`` (their length and pattern, checked as
-    Litestar checks them: msgspec searches the pattern)."""
-    return 0 < len(key) <= IDEMPOTENCY_KEY_MAX and _IDEMPOTENCY_KEY.search(key) is not None
-
-
 IDEMPOTENCY_KEY_INVALID = (
     f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters."
 )
 IDEMPOTENCY_KEY_MISSING = "The Idempotency-Key header is required."
 IDEMPOTENCY_KEY_REPEATED = "The Idempotency-Key header must be given once."
+
+
+class InvalidIdempotencyKey(Exception):
+    """The request's ``Idempotency-Key`` is no key a route takes; its one argument is the
+    422's message (``IDEMPOTENCY_KEY_REPEATED`` or ``IDEMPOTENCY_KEY_INVALID``)."""
+
+
+def idempotency_key_of(scope: Scope) -> str | None:
+    """The request's ``Idempotency-Key`` header, None if not given, as the routes' header
+    parameters admit it (their length and pattern, checked as Litestar checks them: msgspec
+    searches the pattern); ``InvalidIdempotencyKey`` when it is given twice with different
+    values or not admitted. The one reading of a key: the express lane declines what this
+    refuses (api/express.py), and a route's 422 lists it (``idempotency_key_errors``)."""
+    try:
+        key = only_header(scope, b"idempotency-key")
+    except RepeatedHeader:
+        raise InvalidIdempotencyKey(IDEMPOTENCY_KEY_REPEATED) from None
+    if key is not None and (
+        not 0 < len(key) <= IDEMPOTENCY_KEY_MAX or _IDEMPOTENCY_KEY.search(key) is None
+    ):
+        raise InvalidIdempotencyKey(IDEMPOTENCY_KEY_INVALID)
+    return key
 
 
 def idempotency_key_errors(connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, list[str]]:
@@ -514,12 +531,12 @@ def idempotency_key_errors(connection: ASGIConnection[Any, Any, Any, Any]) -> di
     if parameter is None:
         return {}
     try:
-        key = only_header(connection.scope, b"idempotency-key")
-    except RepeatedHeader:
-        return {"Idempotency-Key": [IDEMPOTENCY_KEY_REPEATED]}
-    if key is None:
-        return {} if parameter.has_default else {"Idempotency-Key": [IDEMPOTENCY_KEY_MISSING]}
-    return {} if admits_idempotency_key(key) else {"Idempotency-Key": [IDEMPOTENCY_KEY_INVALID]}
+        key = idempotency_key_of(connection.scope)
+    except InvalidIdempotencyKey as invalid:
+        return {"Idempotency-Key": [str(invalid)]}
+    if key is None and not parameter.has_default:
+        return {"Idempotency-Key": [IDEMPOTENCY_KEY_MISSING]}
+    return {}
 
 
 async def refuse_a_repeated_idempotency_key(request: Request[Any, Any, Any]) -> None:

@@ -3,6 +3,7 @@ what it hands to the route (body and all), and how its errors are answered."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -15,7 +16,13 @@ from litestar.testing import AsyncTestClient
 
 from api.access.guards import Unauthenticated
 from api.errors import EXCEPTION_HANDLERS
-from api.express import Call, express
+from api.express import Call, Declined, express
+from api.validation import (
+    IDEMPOTENCY_KEY_INVALID,
+    IDEMPOTENCY_KEY_REPEATED,
+    InvalidIdempotencyKey,
+    idempotency_key_of,
+)
 from ledger.domain.errors import InsufficientCredits
 
 
@@ -132,3 +139,41 @@ async def test_with_the_lane_off_every_request_takes_the_route() -> None:
 
     assert response.json() == {"route": True, "body": '{"amount": 7}'}
     assert routes_called == [b'{"amount": 7}']
+
+
+@pytest.mark.parametrize(
+    ("headers", "read"),
+    [
+        ([], None),
+        ([(b"idempotency-key", b"k-1")], "k-1"),
+        ([(b"idempotency-key", b"k-1"), (b"idempotency-key", b"k-1")], "k-1"),
+        ([(b"idempotency-key", b"k" * 255)], "k" * 255),
+        ([(b"idempotency-key", b"")], IDEMPOTENCY_KEY_INVALID),
+        ([(b"idempotency-key", b"k" * 256)], IDEMPOTENCY_KEY_INVALID),
+        ([(b"idempotency-key", b"tab\there")], IDEMPOTENCY_KEY_INVALID),
+        ([(b"idempotency-key", "caf\u00e9".encode("latin-1"))], IDEMPOTENCY_KEY_INVALID),
+        ([(b"idempotency-key", b"a"), (b"idempotency-key", b"b")], IDEMPOTENCY_KEY_REPEATED),
+    ],
+)
+def test_the_lane_declines_the_keys_a_route_refuses_read_by_one_rule(
+    headers: list[tuple[bytes, bytes]], read: str | None
+) -> None:
+    """What the lane declines (it hands the request to the route) and what the route's 422
+    says of a key (api/validation.py) come from one reading of the header."""
+    scope: Any = {"headers": headers, "litestar_app": SimpleNamespace(state={"services": None})}
+    call = Call(scope, b"")
+    refused = read in (IDEMPOTENCY_KEY_INVALID, IDEMPOTENCY_KEY_REPEATED)
+
+    if refused:
+        with pytest.raises(InvalidIdempotencyKey) as invalid:
+            idempotency_key_of(scope)
+        assert str(invalid.value) == read
+        with pytest.raises(Declined):
+            call.optional_idempotency_key()
+    else:
+        assert idempotency_key_of(scope) == call.optional_idempotency_key() == read
+    if refused or read is None:
+        with pytest.raises(Declined):
+            call.idempotency_key()
+    else:
+        assert call.idempotency_key() == read
