@@ -26,6 +26,11 @@ uvicorn answers it in plain text. A request whose line and headers run past
 an unfinished head in memory whole, however long, so one client could fill the memory.
 A chunked body's trailers are headers kept the same way, and have the same limit.
 
+A header's value is read without the whitespace that ends it, as RFC 9110 (5.5) has it and
+uvicorn's h11 reads it: httptools drops only the whitespace before a value, so
+``Idempotency-Key: job-1 `` (a trailing space) was another key than ``job-1``, and a retry
+that left the space out spent again.
+
 A SIGTERM (a supervisor, a rolling restart) leaves an idle keep-alive connection open
 until its peer closes it or its keep-alive time ends, and answers a request on it with
 ``Connection: close``; one whose next request has not finished its head by the end of
@@ -48,6 +53,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 _READS = (b"GET", b"HEAD")
+_OWS = (b" ", b"\t")
+"""What may end a header's raw value and is not part of it (RFC 9110's OWS)."""
 
 MAX_HEAD_BYTES = 64 * 1024
 """A request line and headers at most this long (nginx admits 4 x 8 KiB, h11 16 KiB),
@@ -191,6 +198,11 @@ class ReadsAnsweredPerTurn(HttpToolsProtocol):
         self._in_head = self._began = True
         self._head_bytes = 0
         super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if value[-1:] in _OWS:  # rare: one slice and test a header otherwise
+            value = value.rstrip(b" \t")
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

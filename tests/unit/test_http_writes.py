@@ -28,7 +28,8 @@ RELEASE = {"busy": asyncio.Event()}
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
     """GET/HEAD /json, GET /stream (two parts a while apart), GET /late (the body a while
-    after the head), POST /echo, GET /boom (fails), GET /busy (answers when released)."""
+    after the head), POST /echo, GET /boom (fails), GET /busy (answers when released),
+    GET /headers (the request's headers as the app got them, a JSON list of pairs)."""
     if scope["type"] != "http":
         return
     body = b""
@@ -53,6 +54,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"late"})
         return
     answer = body if scope["method"] == "POST" else JSON
+    if scope["path"] == "/headers":
+        answer = msgspec.json.encode([[k.decode(), v.decode()] for k, v in scope["headers"]])
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": answer})
@@ -250,6 +253,34 @@ async def test_a_lone_read_goes_out_at_once_head_and_body_together(
     answer = await ask(port, get("/json"))
     assert answer.endswith(b"\r\n\r\n" + JSON)
     assert writes == [answer]
+
+
+async def test_a_headers_value_is_read_without_the_whitespace_that_ends_it(
+    served: tuple[int, list[bytes]],
+) -> None:
+    """RFC 9110 (5.5): the spaces and tabs around a value are not part of it. httptools drops
+    only those before it, so ``Idempotency-Key: job-1 `` reached the app as another key than
+    ``job-1``, and a retry without the space spent again. h11 strips both sides."""
+    port, _ = served
+    request = get(
+        "/headers",
+        "Idempotency-Key: job-1 ",
+        "X-Tab:\tvalue\t \t",
+        "X-Inner: a  b",
+        "X-Blank:   ",
+        "Connection: close",
+    )
+    answer = await ask(port, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert msgspec.json.decode(body) == [
+        ["host", "t"],
+        ["idempotency-key", "job-1"],
+        ["x-tab", "value"],
+        ["x-inner", "a  b"],
+        ["x-blank", ""],
+        ["connection", "close"],
+    ]
 
 
 def test_the_service_serves_with_it() -> None:
