@@ -429,3 +429,26 @@ async def test_a_sigterms_stop_ends_a_kept_connection_with_half_a_request_at_its
             await writer.wait_closed()
         await serving
         sock.close()
+
+
+async def test_an_expect_100_continue_is_still_answered_before_its_body(
+    served: tuple[int, list[bytes]],
+) -> None:
+    """``on_header`` is uvicorn's own written again (with the trailing whitespace left out):
+    its ``Expect: 100-continue`` still has the body asked for, with a space after it too."""
+    port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue \r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(b"hello")
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b"\r\n\r\nhello")
