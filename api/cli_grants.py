@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from api.cli_support import account_id_option, plural, run_with_services, settings_from_env
+from api.cli_support import (
+    account_id_option,
+    plural,
+    run_with_services,
+    settings_from_env,
+    utf8_text,
+)
 from ledger.domain.limits import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
 from projections.queries import GRANT_STATUSES
 
@@ -93,7 +99,7 @@ def grants_group() -> None:
     show_default=True,
     help="Lower burns first.",
 )
-@click.option("--reason", default="", help="Why (shown on the statement).")
+@click.option("--reason", default="", callback=utf8_text, help="Why (shown on the statement).")
 @click.option(
     "--key",
     callback=_idempotency_key,
@@ -183,8 +189,8 @@ def list_grants(account_id: str, status: str, as_json: bool) -> None:
 
 @grants_group.command("void")
 @click.argument("account_id", callback=account_id_option)
-@click.argument("grant_id")
-@click.option("--reason", default="", help="Why (shown on the statement).")
+@click.argument("grant_id", callback=utf8_text)
+@click.option("--reason", default="", callback=utf8_text, help="Why (shown on the statement).")
 def void_grant(account_id: str, grant_id: str, reason: str) -> None:
     """Withdraw GRANT_ID: what remains of it lapses now (what holds reserve, when they settle)."""
     from ledger.commands import VoidGrant

@@ -19,6 +19,7 @@ from api.cli_support import (
     plural,
     run_with_services,
     settings_from_env,
+    utf8_text,
 )
 from ledger.times import duration
 from projections.names import VIEW_NAMES
@@ -170,7 +171,7 @@ def show_account(account_id: str, as_json: bool) -> None:
 
 
 @click.command("list", short_help="List accounts by id with their balances.")
-@click.option("--after", help="Start after this account id (the next page).")
+@click.option("--after", callback=utf8_text, help="Start after this account id (the next page).")
 @click.option(
     "--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="How many."
 )

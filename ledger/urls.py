@@ -18,7 +18,13 @@ _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(:[0-9]{1,5})?")
 def readable(url: str) -> bool:
     """Whether ``url`` is ``scheme://[user[:password]@]host[:port][,host[:port]…][/…]``,
     each port a number of 1 to 65535 (PostgreSQL takes a list of hosts), with no '@' in
-    its path."""
+    its path, and UTF-8 text (asyncpg failed on one that is not: "unexpected error:
+    AttributeError: 'Protocol' object has no attribute '_on_error'")."""
+    if not url.isascii():
+        try:  # bytes that are not UTF-8 (the environment's, an argument's): lone surrogates
+            url.encode()
+        except UnicodeEncodeError:
+            return False
     scheme, separator, rest = url.partition("://")
     if not separator or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
         return False

@@ -164,6 +164,40 @@ async def test_a_token_name_too_long_or_unprintable_is_refused_in_one_line(
     assert longest.returncode == 0, longest.stderr
 
 
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["grants", "create", "ACCOUNT", "5", "--reason", "caf\udce9"], "'--reason'"),
+        (["grants", "void", "ACCOUNT", "grant_x", "--reason", "caf\udce9"], "'--reason'"),
+        (["grants", "void", "ACCOUNT", "grant_\udcff"], "'GRANT_ID'"),
+        (["tokens", "create", "--scope", "ledger:write", "--name", "caf\udce9"], "'--name'"),
+        (["accounts", "list", "--after", "acct_\udcff"], "'--after'"),
+    ],
+    ids=["grant reason", "void reason", "grant id", "token name", "page after"],
+)
+async def test_text_that_is_not_utf8_is_a_usage_error_and_nothing_is_recorded(
+    database_url: str, pool: asyncpg.Pool, arguments: list[str], named: str
+) -> None:
+    """An argument's bytes that are not UTF-8 (``caf\\xe9``, Latin-1's "café") reach Python
+    as lone surrogates, which neither PostgreSQL nor JSON can hold: a grant's reason was
+    "unexpected error: UnicodeEncodeError" and a token's name or ``--after`` "database
+    error", exit 1, once the database was reached."""
+    account_id = unique("acct")
+    opened = await ledger(database_url, "accounts", "open", account_id)
+    assert opened.returncode == 0, opened.stderr
+    events_before = await pool.fetchval("SELECT count(*) FROM stored_events")
+    tokens_before = await pool.fetchval("SELECT count(*) FROM api_tokens")
+
+    refused = await ledger(database_url, *[account_id if a == "ACCOUNT" else a for a in arguments])
+
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for {named}: is not UTF-8 text"
+    )
+    assert await pool.fetchval("SELECT count(*) FROM stored_events") == events_before
+    assert await pool.fetchval("SELECT count(*) FROM api_tokens") == tokens_before
+
+
 async def test_revoked_tokens_stop_working(database_url: str, pool: asyncpg.Pool) -> None:
     created = await ledger(
         database_url, "tokens", "create", "--scope", "ledger:audit", "--name", "auditor"

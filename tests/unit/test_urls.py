@@ -94,7 +94,15 @@ def test_a_command_that_cannot_connect_says_so_in_one_line_without_the_password(
 
 @pytest.mark.parametrize(
     "url",
-    ["nats://127.0.0.1:99999", "nats://s3cret@127.0.0.1:0", "nats://[::1", "bogus"],
+    [
+        "nats://127.0.0.1:99999",
+        "nats://s3cret@127.0.0.1:0",
+        "nats://[::1",
+        "bogus",
+        # Bytes that are not UTF-8 (argv's \xff): it went on, and every log line naming the
+        # URL was a "--- Logging error ---" traceback.
+        "nats://s3cret@\udcff:4222",
+    ],
 )
 def test_the_relay_refuses_a_url_with_no_port_nats_listens_on(url: str) -> None:
     """Such URLs had the relay retry for ever; a refused one now names no password."""
@@ -182,6 +190,44 @@ def test_db_setup_says_a_url_that_is_none_as_every_other_command_does(
     }
     failed = subprocess.run(  # noqa: S603 (the arguments are this test's own)
         [sys.executable, "-m", "api.cli", "db", "setup", *arguments],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert failed.returncode == 1
+    assert failed.stderr == f"Error: {said} is not a URL (postgresql://user@host:port/database)\n"
+    assert "s3cret" not in failed.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env", "said"),
+    [
+        (
+            ["accounts", "list"],
+            {"DATABASE_URL": "postgresql://u:s3cret@127.0.0.1/x\udcff"},
+            "DATABASE_URL",
+        ),
+        (
+            ["db", "setup", "--admin-url", "postgresql://u:s3cret@127.0.0.1/x\udcff"],
+            {},
+            "--admin-url",
+        ),
+    ],
+    ids=["DATABASE_URL", "--admin-url"],
+)
+def test_a_database_url_that_is_not_utf8_is_no_url(
+    arguments: list[str], env: dict[str, str], said: str
+) -> None:
+    """Its bytes that are not UTF-8 reach Python as lone surrogates, which asyncpg failed
+    on: "unexpected error: AttributeError: 'Protocol' object has no attribute '_on_error'"."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_ADMIN_URL")
+    }
+    failed = subprocess.run(  # noqa: S603 (the arguments are this test's own)
+        [sys.executable, "-m", "api.cli", *arguments],
         env={**environment, **env},
         capture_output=True,
         text=True,
