@@ -35,6 +35,28 @@ class SettingsError(ValueError):
         self.problems = problems if problems is not None else [message]
 
 
+_JUDGED_AS_URLS_OR_PATHS = frozenset(
+    {
+        "DATABASE_URL",
+        "DATABASE_ADMIN_URL",
+        "DATABASE_READ_URL",
+        "LEDGER_PUBLIC_URL",
+        "STRIPE_API_BASE",
+        "LEDGER_DATA_DIR",
+    }
+)
+"""Variables whose own checks refuse bytes that are not UTF-8 (not a URL), or that may hold
+them (a folder's name is bytes)."""
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def whole_number(
     env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
 ) -> int:
@@ -142,6 +164,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
         def text(name: str) -> str | None:
             value = env.get(name, "").strip()
+            if not value.isascii() and name not in _JUDGED_AS_URLS_OR_PATHS and not _utf8(value):
+                # Bytes the environment could not decode (lone surrogates): a webhook secret
+                # or METRICS_TOKEN holding one was a traceback at start-up or a 500 a request.
+                problems.append(f"{name} holds bytes that are not UTF-8")
+                return None
             return value or None
 
         def flag(name: str) -> bool:

@@ -103,6 +103,13 @@ def test_public_url_follows_the_port() -> None:
         ),
         ({"LEDGER_MAX_CLOCK_SKEW_SECONDS": "86400"}, "CLOCK_SKEW_SECONDS must be at most 300"),
         ({"LEDGER_MAX_CLOCK_SKEW_SECONDS": "2.5"}, "CLOCK_SKEW_SECONDS must be a whole number"),
+        # Bytes the environment could not decode (\xff, as lone surrogates): the webhook
+        # secret's was a traceback at start-up (exit 3), METRICS_TOKEN's a 500 a request.
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_\udcff"}, "^STRIPE_WEBHOOK_SECRET holds bytes that"),
+        ({"STRIPE_SECRET_KEY": "sk_test_\udcff"}, "^STRIPE_SECRET_KEY holds bytes that are"),
+        ({"METRICS_TOKEN": "s3cret\udcff"}, "^METRICS_TOKEN holds bytes that are not UTF-8$"),
+        ({"LEDGER_PAGE_KEY": "k" * 40 + "\udcff"}, "^LEDGER_PAGE_KEY holds bytes that are not"),
+        ({"LEDGER_CORS_ORIGINS": "https://\udcff"}, "^LEDGER_CORS_ORIGINS holds bytes that"),
         ({"LEDGER_ENV": "production"}, "needs STRIPE_SECRET_KEY"),
         (
             {"LEDGER_ENV": "production", "STRIPE_SECRET_KEY": "sk_live_x"},
