@@ -18,7 +18,8 @@ def _processes() -> Iterator[tuple[int, int, str]]:
         except OSError:  # it ended meanwhile
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        yield int(entry.name), parent, command.replace(b"\0", b" ").decode().strip()
+        # Any process's: another program's may be in no UTF-8 (a test failed on one's 0xff).
+        yield int(entry.name), parent, command.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
 def children_of(pid: int) -> dict[int, str]:
