@@ -9,13 +9,15 @@ bound here and handed to uvicorn, so nothing can take the port in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -39,6 +41,8 @@ good: a spend whose body never came (the server had asked for it), or an answer 
 client never read. It outlasts any request (a purchase's three Stripe attempts take at
 most 15 s) and leaves the app's shutdown time within a supervisor's usual 30 s
 (``stop_grace_period`` in docker-compose.yml)."""
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # uvicorn's own start and stop lines repeat ours; its warnings and errors still show.
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
@@ -145,6 +149,45 @@ class _Server(uvicorn.Server):
         self._on_ready = on_ready
         self.server_state = StoppingState()
         self.ready = False
+        self._callers: dict[int, Any] = {}
+        self._noted: list[int] = []
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn makes its coroutine, then its event loop, and only then runs the one in the
+        # other: a stop in between (SIGTERM, a Ctrl-C) raised in the caller's handler there,
+        # and Python warned "coroutine 'Server.serve' was never awaited" (a worker's SIGTERM
+        # for a Ctrl-C, before "Aborted!"). Until uvicorn's own handlers are in place, one
+        # is noted, then handed to them (capture_signals).
+        if threading.current_thread() is threading.main_thread():
+            for signum in _STOP_SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._callers[signum] = signal.signal(signum, self._note)
+        try:
+            super().run(sockets=sockets)
+        finally:
+            for noted in self._give_back():  # its loop was never made: stop as ever
+                signal.raise_signal(noted)
+
+    def _note(self, signum: int, _: FrameType | None) -> None:
+        self._noted.append(signum)
+
+    def _give_back(self) -> list[int]:
+        """The caller's handlers back in place; the stops noted meanwhile."""
+        for signum, handler in self._callers.items():
+            signal.signal(signum, handler)
+        self._callers = {}
+        noted, self._noted = self._noted, []
+        return noted
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn keeps the handlers it finds, the caller's, to put back and raise its
+        # signals in once it has stopped.
+        noted = self._give_back()
+        with super().capture_signals():
+            for signum in noted:
+                self.handle_exit(signum, None)
+            yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)

@@ -233,3 +233,45 @@ def test_workers_that_cannot_reach_the_database_exit_3_as_one_worker_does(
     errors = {line["message"] for line in lines if line["level"] == "error"}
     assert any(m.startswith("cannot start: cannot connect to postgresql://") for m in errors)
     assert lines[-1]["message"] == "stopped"
+
+
+def test_ctrl_c_as_a_worker_makes_its_event_loop_is_aborted_without_warnings(
+    tmp_path: Path,
+) -> None:
+    """The stop a Ctrl-C sends each worker (the parent's SIGTERM) reaching it after uvicorn
+    had made its coroutine and before that began to run (the event loop being made) ended
+    the worker there: under "Aborted!", Python warned "coroutine 'Server.serve' was never
+    awaited", once per worker."""
+    marker = tmp_path / "making"
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "tests.support.slow_loop_workers", str(marker)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert server.stderr is not None
+    try:
+        deadline = time.monotonic() + 30
+        while len(list(tmp_path.glob("making.*"))) < 2:
+            assert time.monotonic() < deadline, "the workers did not make their loops"
+            assert server.poll() is None
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGINT)  # Ctrl-C
+        lines = [server.stderr.readline()]
+        while lines[-1] and "stopping…" not in lines[-1]:
+            lines.append(server.stderr.readline())
+        (tmp_path / "making.go").touch()  # the loops are made
+        code = server.wait(60)
+        lines += server.stderr.read().splitlines()
+    finally:
+        server.kill()
+        server.wait()
+        server.stderr.close()
+
+    said = "\n".join(line.rstrip("\n") for line in lines)
+    assert code == 130, said
+    assert said.endswith("Aborted!"), said
+    assert "never awaited" not in said
+    assert "Traceback" not in said
