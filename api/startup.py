@@ -144,9 +144,12 @@ class _Server(uvicorn.Server):
 
     server_state: StoppingState
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_ready: Callable[[str], None], *, worker: bool = False
+    ) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self._worker = worker
         self.server_state = StoppingState()
         self.ready = False
         self._callers: dict[int, Any] = {}
@@ -200,19 +203,38 @@ class _Server(uvicorn.Server):
             self._on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.should_exit and not self.ready:
+        # uvicorn's own, but for what makes a SIGINT a second Ctrl-C (which stops now). A
+        # worker has each Ctrl-C twice: the terminal's SIGINT (to the process group) and the
+        # SIGTERM the parent sends for it, in either order, the one even while the other is
+        # handled. uvicorn took a SIGINT that came once it was stopping for a second Ctrl-C
+        # and cut a worker's requests in flight off (503) at a first one: in a worker, a
+        # SIGINT is that only after another SIGINT.
+        if self._worker:
+            again = sig == signal.SIGINT and signal.SIGINT in self._captured_signals
+        else:
+            again = sig == signal.SIGINT and self.should_exit
+        stopping = self.should_exit
+        self._captured_signals.append(sig)
+        self.should_exit = True
+        if not stopping and not self.ready:
             log.info("stopping… (%s): the start-up is cut short", signal.Signals(sig).name)
             _quiet_about_a_start_cut_short()
-        elif not self.should_exit:
+        elif not stopping:
             log.info("stopping… (%s): finishing the requests in flight", signal.Signals(sig).name)
             # api/http_writes.py: a supervisor's stop lets a proxy close idle connections.
             self.server_state.idle_connections_kept = sig == signal.SIGTERM
-        elif sig == signal.SIGINT and not self.force_exit:
+        elif again and not self.force_exit:
             log.info(
                 "stopping now (SIGINT again): %s in flight cut off",
                 plural(len(self.server_state.tasks), "request"),
             )
-        super().handle_exit(sig, frame)
+        elif sig == signal.SIGINT and self.ready and not self.force_exit:
+            log.info(
+                "stopping… (SIGINT): the requests in flight still finish "
+                "(Ctrl-C again cuts them off)"
+            )
+        if again:
+            self.force_exit = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # A request cut off at the end of STOP_GRACE_SECONDS is answered (api/edge.py) or,
@@ -304,15 +326,22 @@ def uvicorn_config(app: Any) -> uvicorn.Config:
     )
 
 
-def serve_on(app: Any, sockets: list[socket.socket], on_ready: Callable[[str], None]) -> None:
+def serve_on(
+    app: Any,
+    sockets: list[socket.socket],
+    on_ready: Callable[[str], None],
+    *,
+    worker: bool = False,
+) -> None:
     """Serve ``app`` on the bound ``sockets`` until SIGTERM or Ctrl-C.
 
     ``on_ready(url)`` (the first socket's) is called once they listen and the app has
-    started. A start-up that fails exits 3, as uvicorn does.
+    started. A start-up that fails exits 3, as uvicorn does. ``worker``: one of
+    ``serve --workers``' processes, which has each Ctrl-C twice (api/workers.py).
     """
     for name in _UVICORN_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    server = _Server(uvicorn_config(app), on_ready)
+    server = _Server(uvicorn_config(app), on_ready, worker=worker)
     server.run(sockets=sockets)
     if not server.started or refused(app):
         sys.exit(3)  # uvicorn's start-up failure; the lifespan logged why

@@ -61,7 +61,7 @@ def _run_worker(
         # (each would say its "try it" lines again).
         app.state.demo_account_here = first
         mark_process_started()
-        serve_on(app, sockets, say_ready)
+        serve_on(app, sockets, say_ready, worker=True)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:

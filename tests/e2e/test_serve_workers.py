@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -275,3 +276,93 @@ def test_ctrl_c_as_a_worker_makes_its_event_loop_is_aborted_without_warnings(
     assert said.endswith("Aborted!"), said
     assert "never awaited" not in said
     assert "Traceback" not in said
+
+
+async def test_one_ctrl_c_lets_every_workers_requests_in_flight_finish(
+    isolated_db: IsolatedDatabase, standin: RunningStandin, tmp_path: Path
+) -> None:
+    """A Ctrl-C reaches each worker twice: the terminal's SIGINT, and the SIGTERM the parent
+    sends it for that SIGINT. uvicorn takes a SIGINT that comes once it is stopping for a
+    second Ctrl-C: a worker that had the SIGTERM first (or while it handled the SIGINT) cut
+    its requests in flight off, answered 503. Here every worker has the SIGTERM first."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_inflight", 1000)
+    await books.uow.committer.stop()
+    token = (await TokenService(isolated_db.pool).issue(Scope.LEDGER_WRITE, name="t")).secret
+    env = serve_env(
+        tmp_path,
+        DATABASE_URL=isolated_db.url,
+        STRIPE_SECRET_KEY="sk_test_workers",
+        STRIPE_API_BASE=standin.base_url,
+        WEB_CONCURRENCY="2",
+    )
+    served = Serving(env)
+    spends: list[socket.socket] = []
+    try:
+        await asyncio.to_thread(served.wait_for, "ledger API ready on")
+        # Started: until it runs its own command, its command line is the parent's.
+        await asyncio.to_thread(served.wait_for, "projector started")
+        workers = [
+            pid for pid, line in children_of(served.process.pid).items() if line.endswith("serve")
+        ]
+        assert len(workers) == 2
+        for _ in range(6):  # in flight: each worker waits for its body
+            spends.append(await asyncio.to_thread(begin_spend, served.port, token))
+        for worker in workers:
+            os.kill(worker, signal.SIGTERM)  # the parent's, come first
+        await asyncio.to_thread(lines_with, served, "(SIGTERM): finishing the requests", 2)
+        os.killpg(served.process.pid, signal.SIGINT)  # the terminal's (and so the parent's)
+        await asyncio.to_thread(lines_with, served, "(SIGINT", 3)  # the parent's, each worker's
+        answers = [await asyncio.to_thread(finish_spend, spend) for spend in spends]
+        code = await asyncio.to_thread(served.process.wait, 60)
+    finally:
+        served.kill()
+        for spend in spends:
+            spend.close()
+
+    said = "\n".join(served.lines)
+    assert answers == ["HTTP/1.1 200 OK"] * 6, said
+    assert code == 0, said
+    assert not any("cut off" in line for line in served.lines), said
+    stored = await isolated_db.pool.fetchval(
+        "SELECT count(*) FROM stored_events WHERE originator_id = $1",
+        account_stream_id("acct_inflight"),
+    )
+    assert stored == 7  # opened, and 6 spends
+
+
+_SPEND_BODY = b'{"amount": 1, "reason": "in flight"}'
+
+
+def begin_spend(port: int, token: str) -> socket.socket:
+    """A spend whose head the server has read and whose body it waits for (its
+    ``100 Continue`` came)."""
+    spend = socket.create_connection(("127.0.0.1", port), timeout=30)
+    spend.sendall(
+        f"POST /v1/accounts/acct_inflight/spend HTTP/1.1\r\nHost: ledger\r\n"
+        f"Authorization: Bearer {token}\r\nIdempotency-Key: {uuid.uuid4().hex}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(_SPEND_BODY)}\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    assert spend.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n")
+    return spend
+
+
+def finish_spend(spend: socket.socket) -> str:
+    """Its body sent; the status line of the answer (or "closed")."""
+    try:
+        spend.sendall(_SPEND_BODY)
+        answer = spend.recv(4096)
+    except OSError as error:
+        return f"closed: {error}"
+    return answer.split(b"\r\n", 1)[0].decode() if answer else "closed"
+
+
+def lines_with(served: Serving, text: str, count: int, seconds: float = 60) -> None:
+    """Wait until ``count`` lines contain ``text``."""
+    deadline = time.monotonic() + seconds
+    while sum(text in line for line in served.lines) < count:
+        assert time.monotonic() < deadline, f"not {count} lines with {text!r}:\n" + "\n".join(
+            served.lines
+        )
+        time.sleep(0.05)
