@@ -400,6 +400,14 @@ async def test_claims_for_an_account_with_no_events_are_reported(
             "2 spend claims for an account with no events: each answers its key's request, "
             "which was never recorded",
         )
+    ] + [  # copied, their answers name acct_bob
+        (
+            "claim-mismatch",
+            "acct_nobody",
+            f"the answer kept for spend key 'acct_bob-{n}' names account acct_bob, not the "
+            "account its command wrote: a retry of the key is given it",
+        )
+        for n in (0, 1)
     ]
 
 
@@ -437,6 +445,40 @@ async def test_a_purchase_keys_answer_naming_another_accounts_session_is_reporte
     [finding] = report.findings
     assert (finding.kind, finding.account_id) == ("claim-mismatch", "acct_alice")
     assert "names session cs_keyed_acct_bob, acct_bob's" in finding.detail
+
+
+async def test_a_spend_keys_answer_naming_another_account_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A spend retried under its Idempotency-Key is given its claim's answer: one rewritten
+    to name another account tells the caller that account's balances, and the claims were
+    only counted. The same answer written with other spacing names its account still."""
+    await build_history(isolated_db)
+    respaced = """UPDATE claims SET response = convert_to(
+                      (convert_from(response, 'UTF8')::jsonb)::text, 'UTF8')
+                  WHERE scope = 'spend/acct_bob' AND key = 'acct_bob-3'"""
+    await tamper(isolated_db.url, respaced)
+    assert b'"account_id": "acct_bob"' in await isolated_db.pool.fetchval(
+        "SELECT response FROM claims WHERE scope = 'spend/acct_bob' AND key = 'acct_bob-3'"
+    )
+    assert (await verify(isolated_db.pool)).findings == []
+    await tamper(
+        isolated_db.url,
+        """UPDATE claims SET response = convert_to(replace(convert_from(response, 'UTF8'),
+                   '"account_id":"acct_alice"', '"account_id":"acct_bob"'), 'UTF8')
+           WHERE scope = 'spend/acct_alice' AND key = 'acct_alice-2'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id, f.detail) for f in report.findings] == [
+        (
+            "claim-mismatch",
+            "acct_alice",
+            "the answer kept for spend key 'acct_alice-2' names account acct_bob, not the "
+            "account its command wrote: a retry of the key is given it",
+        )
+    ]
 
 
 async def test_stripe_events_applied_again_after_their_claims_were_deleted_move_nothing(

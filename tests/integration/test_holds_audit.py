@@ -835,6 +835,41 @@ async def test_a_settled_holds_claim_that_tells_another_settlement_is_reported(
     assert f"hold {never_placed}'s settlement is claimed, and no such hold was settled" in details
 
 
+async def test_hold_answers_naming_another_account_are_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A hold's placement and settlement claims answer their retries and the hold's reads:
+    rewritten by the tables' owner to name another account, they tell its balances."""
+    books = await holds_history(isolated_db)
+    await books.uow.committer.stop()
+    captured = hold_id_for("acct_holds", "a")
+    connection = await asyncpg.connect(isolated_db.url)
+    try:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL session_replication_role = replica")
+            await connection.execute(
+                """UPDATE claims SET response = convert_to((convert_from(response, 'UTF8')::jsonb
+                       || '{"account_id": "acct_other"}')::text, 'UTF8')
+                   WHERE (scope, key) IN (('hold/acct_holds', 'b'),
+                                          ('hold-settlement/acct_holds', $1))""",
+                captured,
+            )
+    finally:
+        await connection.close()
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id, f.detail) for f in report.findings] == [
+        (
+            "claim-mismatch",
+            "acct_holds",
+            f"the answer kept for {scope} key {key!r} names account acct_other, not the "
+            "account its command wrote: a retry of the key is given it",
+        )
+        for scope, key in (("hold", "b"), ("hold-settlement", captured))
+    ]
+
+
 async def test_a_settled_hold_whose_settlement_claim_is_gone_is_reported(
     isolated_db: IsolatedDatabase,
 ) -> None:
