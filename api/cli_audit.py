@@ -155,6 +155,13 @@ def _verify_and_report(
         )
         positions = ", ".join(f"{k} at {v}" for k, v in sorted(report.projection_positions.items()))
         click.echo(f"views checked: {positions or 'none'}")
+        skew = report.max_time_skew_seconds
+        click.echo(
+            "event times: not judged (--max-time-skew inf)"
+            if skew is None
+            else f"event times: judged within {skew:g} s of when the database recorded them "
+            "(--max-time-skew)"
+        )
         for checkpoint in checkpoints:
             click.echo(f"checkpoint {checkpoint.summary()}")
         for finding in report.findings:

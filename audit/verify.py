@@ -18,6 +18,7 @@ its facts, and what its account gave back.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
@@ -97,6 +98,10 @@ class Report(msgspec.Struct):
     """The processes that replayed (``--jobs``, or its default for the store's size)."""
     projection_positions: dict[str, int]
     findings: list[Finding]
+    max_time_skew_seconds: float | None
+    """The bound events' own times were judged by (``--max-time-skew``): an event's time
+    further than this from its recorded time is ``time-far-from-record``. None when no
+    event's time was judged (``inf``, which JSON cannot write)."""
 
     @property
     def ok(self) -> bool:
@@ -379,6 +384,9 @@ class Verifier:
             jobs=self.jobs,
             projection_positions=self.positions,
             findings=sorted(self.findings, key=_finding_order),
+            max_time_skew_seconds=(
+                self.max_time_skew if math.isfinite(self.max_time_skew) else None
+            ),
         )
 
     async def _check_positions(self) -> None:

@@ -918,6 +918,35 @@ async def test_the_verify_command_judges_event_times_within_max_time_skew(
     assert "--max-time-skew" in refused.stderr
 
 
+async def test_the_report_says_the_bound_it_judged_event_times_by(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A clean report under ``--max-time-skew inf`` judged no event's time: the report says
+    so, in JSON (null: JSON has no infinity) and in words, beside the bound when it judged."""
+    await build_history(isolated_db)
+
+    default = await ledger(isolated_db.url, "audit", "verify")
+    default_json = await ledger(isolated_db.url, "audit", "verify", "--json")
+    wide_json = await ledger(isolated_db.url, "audit", "verify", "--json", "--max-time-skew", "90")
+    unjudged = await ledger(isolated_db.url, "audit", "verify", "--max-time-skew", "inf")
+    unjudged_json = await ledger(
+        isolated_db.url, "audit", "verify", "--json", "--max-time-skew", "inf"
+    )
+
+    for run in (default, default_json, wide_json, unjudged, unjudged_json):
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert (
+        "event times: judged within 60 s of when the database recorded them (--max-time-skew)\n"
+        in default.stdout
+    )
+    assert "event times: not judged (--max-time-skew inf)\n" in unjudged.stdout
+    assert [
+        json.loads(run.stdout)["max_time_skew_seconds"]
+        for run in (default_json, wide_json, unjudged_json)
+    ] == [60, 90, None]
+    assert (await verify(isolated_db.pool, max_time_skew=math.inf)).max_time_skew_seconds is None
+
+
 async def test_export_stops_with_one_line_where_a_history_is_damaged(
     isolated_db: IsolatedDatabase,
 ) -> None:
