@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ledger.clock_guard import DEFAULT_MAX_SKEW_SECONDS
+from ledger.domain.currencies import STRIPE_CURRENCIES, amount_step
 from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
 from ledger.urls import names_a_database, over_tls_or_here, readable
 
@@ -191,6 +192,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         currency = (text("CREDIT_CURRENCY") or "usd").lower()
         if len(currency) != 3 or not (currency.isascii() and currency.isalpha()):
             problems.append(f"CREDIT_CURRENCY must be an ISO 4217 code, not {currency!r}")
+        elif currency not in STRIPE_CURRENCIES:
+            problems.append(
+                f"CREDIT_CURRENCY must be a currency Stripe takes (docs.stripe.com/currencies), "
+                f"not {currency!r}"
+            )
         origins = [o.strip().rstrip("/") for o in (text("LEDGER_CORS_ORIGINS") or "").split(",")]
         for origin in origins:
             if origin and not origin.startswith(("http://", "https://")):
@@ -223,6 +229,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "LEDGER_MAX_CLOCK_SKEW_SECONDS", DEFAULT_MAX_SKEW_SECONDS, 1, MAX_CLOCK_SKEW_LIMIT
             ),
         )
+        step = amount_step(settings.credit_currency)
+        if settings.credit_unit_amount % step:
+            # Stripe refuses such a checkout: a purchase of 101 credits would be a 502.
+            problems.append(
+                f"CREDIT_UNIT_AMOUNT must be a multiple of {step} for "
+                f"{settings.credit_currency}, which Stripe takes only in such amounts, "
+                f"not {settings.credit_unit_amount}"
+            )
         if settings.page_key is not None and len(settings.page_key) < MIN_PAGE_KEY_LENGTH:
             problems.append(
                 f"LEDGER_PAGE_KEY must be at least {MIN_PAGE_KEY_LENGTH} characters "

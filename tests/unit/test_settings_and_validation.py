@@ -67,6 +67,21 @@ def test_public_url_follows_the_port() -> None:
 
 
 @pytest.mark.parametrize(
+    ("currency", "unit_amount"),
+    [("usd", 1), ("EUR", 7), ("jpy", 1), ("krw", 3), ("isk", 100), ("kwd", 10), ("sle", 1)],
+)
+def test_currencies_stripe_takes_are_accepted(currency: str, unit_amount: int) -> None:
+    """Zero-decimal ones (jpy, krw) too: the price is in their unit, nothing is divided."""
+    settings = Settings.from_env(
+        {"CREDIT_CURRENCY": currency, "CREDIT_UNIT_AMOUNT": str(unit_amount)}
+    )
+    assert (settings.credit_currency, settings.credit_unit_amount) == (
+        currency.lower(),
+        unit_amount,
+    )
+
+
+@pytest.mark.parametrize(
     ("env", "complaint"),
     [
         ({"PORT": "eighty"}, "PORT must be a whole number"),
@@ -86,6 +101,18 @@ def test_public_url_follows_the_port() -> None:
         ({"PORT": "١٢٣"}, "PORT must be a whole number"),
         ({"DEFAULT_MONTHLY_ALLOWANCE": "1_000"}, "must be a whole number"),
         ({"CREDIT_CURRENCY": "éur"}, "CREDIT_CURRENCY must be an ISO 4217 code"),
+        # Three letters Stripe does not take: every purchase was a 502 at checkout.
+        ({"CREDIT_CURRENCY": "xyz"}, "^CREDIT_CURRENCY must be a currency Stripe takes .*'xyz'$"),
+        ({"CREDIT_CURRENCY": "XTS"}, "CREDIT_CURRENCY must be a currency Stripe takes"),
+        # Stripe takes krónur whole (100 = 1 kr) and three-decimal amounts ending in 0.
+        (
+            {"CREDIT_CURRENCY": "isk", "CREDIT_UNIT_AMOUNT": "150"},
+            "^CREDIT_UNIT_AMOUNT must be a multiple of 100 for isk, .* not 150$",
+        ),
+        (
+            {"CREDIT_CURRENCY": "kwd", "CREDIT_UNIT_AMOUNT": "5"},
+            "CREDIT_UNIT_AMOUNT must be a multiple of 10 for kwd",
+        ),
         ({"DATABASE_READ_URL": "postgresql://p@127.0.0.1:abc/x"}, "DATABASE_READ_URL is not a"),
         ({"DATABASE_URL": "postgres:pw@127.0.0.1/x"}, "DATABASE_URL is not a URL"),
         # asyncpg's first connection refused these; `ledger serve` exited 3, as for a
