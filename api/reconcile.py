@@ -46,6 +46,10 @@ MAX_RECONCILE_SECONDS = 366 * 24 * 3600
 """A year (a sleep of 1e300 s overflows the event loop's clock)."""
 
 
+class DurationTooLong(ValueError):
+    """A duration in the right form, longer than ``MAX_DURATION``."""
+
+
 _DURATION = re.compile(r"(\d+)\s*(s|m|min|h|d|w)", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -62,14 +66,18 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"{text!r} is not a duration like 30m, 12h or 7d")
     seconds = sum(int(m[1]) * _UNITS[m[2].lower()] for m in matched)
     if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"{text!r} is longer than {MAX_DURATION.days:,} days")
+        raise DurationTooLong(f"{text!r} is longer than {MAX_DURATION.days:,} days")
     return timedelta(seconds=seconds)
 
 
 def parse_since(text: str, now: datetime) -> datetime:
     """A moment: a duration back from ``now`` (``7d``), a date (UTC midnight) or an RFC 3339 time."""
-    with contextlib.suppress(ValueError):
+    try:
         return now - parse_duration(text)
+    except DurationTooLong:
+        raise  # a duration, too long: said as for --older-than, not "neither a duration"
+    except ValueError:
+        pass
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
