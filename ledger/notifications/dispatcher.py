@@ -88,6 +88,29 @@ class Dispatcher:
         """Each request's task, with the endpoint it goes to and when it started (loop time)."""
         self._failing = FailingLoop(log, "webhook dispatcher")
 
+    async def _say_endpoints_not_sent_to(self) -> None:
+        """One warning at the start naming each enabled endpoint whose URL registration
+        refuses (``why_not_taken``): stored before that rule, it is never sent to, and each
+        of its deliveries fails at once; without this, only those failures said so."""
+        try:
+            rows = await self.pool.fetch(
+                "SELECT endpoint_id, url FROM webhook_endpoints WHERE disabled_at IS NULL "
+                "ORDER BY position"
+            )
+        except DATABASE_ERRORS:
+            return  # the outbox's first look says so, and retries
+        refused = [
+            f"{row['endpoint_id']} ({why})"
+            for row in rows
+            if (why := why_not_taken(row["url"])) is not None
+        ]
+        if refused:
+            log.warning(
+                "webhook endpoints never sent to, their URLs refused by registration: %s; "
+                "register each corrected and disable it (docs/notifications.md)",
+                "; ".join(refused),
+            )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver what is due until ``stop`` is set; then finish the requests in flight."""
         listening = (
@@ -114,6 +137,7 @@ class Dispatcher:
                 trust_env=False,
             ) as client:
                 log.info("webhook dispatcher started")
+                await self._say_endpoints_not_sent_to()
                 while not stop.is_set():
                     self._wake.clear()
                     if listening is not None:

@@ -835,6 +835,50 @@ async def test_an_endpoint_stored_with_a_url_registration_refuses_is_not_sent_to
     assert "not sent: its host '127.1'" in listed.stdout
 
 
+async def test_a_dispatcher_names_at_its_start_the_endpoints_it_will_not_send_to(
+    isolated_db: IsolatedDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Their deliveries failed at once with the reason recorded, and nothing else said so:
+    the operator learnt of them from a receiver that heard nothing."""
+    rows = [
+        ("we_older", "http://127.1/hooks", False),
+        ("we_hex", "http://0x7f.1:9/hooks", False),
+        ("we_gone", "http://2130706433/hooks", True),  # disabled: nothing to say
+        ("we_fine", "https://hooks.example.com/ledger", False),
+    ]
+    for endpoint_id, url, disabled in rows:
+        await isolated_db.pool.execute(
+            """INSERT INTO webhook_endpoints (endpoint_id, url, event_types, secret, disabled_at)
+               VALUES ($1, $2, '{credits.spent}', 'whsec_never_logged',
+                       CASE WHEN $3 THEN now() END)""",
+            endpoint_id,
+            url,
+            disabled,
+        )
+    dispatcher = Dispatcher(isolated_db.pool, isolated_db.url, poll_seconds=0.01)
+    stop = asyncio.Event()
+
+    def said(level: int) -> list[str]:
+        ours = [r for r in caplog.records if r.name == "ledger.notifications.dispatcher"]
+        return [r.getMessage() for r in ours if r.levelno == level]
+
+    with caplog.at_level(logging.INFO, logger="ledger.notifications.dispatcher"):
+        running = asyncio.create_task(dispatcher.run(stop))
+        try:
+            await until(lambda: "webhook dispatcher started" in said(logging.INFO), seconds=10)
+        finally:
+            stop.set()
+            await running
+
+    why = "is neither a DNS name (RFC 1123 labels) nor an IP address written in its usual form"
+    assert said(logging.WARNING) == [
+        "webhook endpoints never sent to, their URLs refused by registration: "
+        f"we_older (its host '127.1' {why}); we_hex (its host '0x7f.1' {why}); "
+        "register each corrected and disable it (docs/notifications.md)"
+    ]
+    assert "whsec_never_logged" not in caplog.text
+
+
 async def _settled(pool: asyncpg.Pool) -> bool:
     """Whether there are deliveries and each is delivered, failed or cancelled."""
     found = await list_deliveries(pool)
