@@ -292,10 +292,22 @@
   };
   const UNDER_REVIEW = "Payment received, under review";
 
+  // Stripe's decimals (ledger/domain/currencies.py), not the browser's: Intl gives ISK, HUF,
+  // IDR, COP, PKR... none, where Stripe's amounts have two (ISK 10000 is 100 kr, not 10,000).
+  const ZERO_DECIMAL = new Set("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split(" "));
+  const THREE_DECIMAL = new Set(["bhd", "jod", "kwd", "omr", "tnd"]);
+
   function money(amount, currency) {
+    const code = currency.toLowerCase();
+    const digits = ZERO_DECIMAL.has(code) ? 0 : THREE_DECIMAL.has(code) ? 3 : 2;
     try {
-      const format = new Intl.NumberFormat(undefined, { style: "currency", currency: currency.toUpperCase() });
-      const digits = format.resolvedOptions().maximumFractionDigits;
+      const style = { style: "currency", currency: code.toUpperCase() };
+      const usual = new Intl.NumberFormat(undefined, style).resolvedOptions().minimumFractionDigits;
+      const format = new Intl.NumberFormat(undefined, {
+        ...style,
+        minimumFractionDigits: Math.min(usual, digits),
+        maximumFractionDigits: digits,
+      });
       return format.format(amount / 10 ** digits);
     } catch {
       return `${numbers.format(amount)} ${currency}`;

@@ -217,6 +217,55 @@ async def test_a_customer_signs_in_buys_500_credits_pays_and_sees_them_on_the_ac
 
 
 @pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        (500, "usd", "$5.00"),
+        (500, "jpy", "¥500"),  # zero-decimal: 500 is 500 yen
+        (70000, "krw", "₩70,000"),
+        # Two decimals at Stripe, none in the browser's Intl: shown 100 times too much.
+        (10000, "isk", "ISK 100"),
+        (150000, "idr", "IDR 1,500"),
+        (1234560, "kwd", "KWD 1,234.560"),  # three-decimal
+    ],
+)
+async def test_a_purchase_shows_its_amount_in_the_units_stripe_charged(
+    context: BrowserContext,
+    http: httpx.AsyncClient,
+    customer: Customer,
+    amount: int,
+    currency: str,
+    shown: str,
+) -> None:
+    """The page took a currency's decimals from the browser (Intl), which has none for ISK,
+    HUF, IDR, COP, PKR and others where Stripe's amounts have two."""
+    from playwright.async_api import Route, expect
+
+    base_url = f"{http.base_url}".rstrip("/")
+    purchase = {
+        "session_id": "cs_test_shown",
+        "credits": 500,
+        "amount": amount,
+        "currency": currency,
+        "status": "paid",
+        "needs_review": False,
+        "credits_clawed_back": 0,
+        "credits_reversed": 0,
+        "created_at": "2026-12-01T09:00:00Z",
+    }
+
+    async def purchases(route: Route) -> None:  # as the service lists one bought so
+        await route.fulfill(json={"data": [purchase], "has_more": False, "next_after": None})
+
+    watch = await watched(context, base_url)
+    await watch.page.route(re.compile(r".*/v1/credits/purchases\?.*"), purchases)
+    await sign_in(watch.page, base_url, customer.token)
+
+    row = watch.page.locator('#purchases tr[data-session-id="cs_test_shown"]')
+    await expect(row.locator("td").nth(2)).to_have_text(shown)
+    assert watch.problems == []
+
+
+@pytest.mark.parametrize(
     ("which", "error"),
     [
         ("unknown", "This token was not accepted: it is unknown or has been revoked."),
