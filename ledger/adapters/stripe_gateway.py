@@ -57,8 +57,8 @@ class StripeGateway:
     async def create_checkout(self, request: CheckoutRequest) -> CreatedCheckout:
         """Create the session; Stripe's own idempotency makes a retry return the same one."""
         # The price too: a paid session whose CheckoutRequested is missing is rebuilt from
-        # its metadata, at the price it was made at (ledger/handlers/payments.py), if it
-        # carries the ledger's mark.
+        # its metadata, if it carries the ledger's mark, at the price it was made at if that
+        # is no less than the service's now (ledger/handlers/payments.py).
         metadata = {
             MARK_KEY: MARK_VALUE,
             "account_id": request.account_id,

@@ -406,13 +406,30 @@ def _recovered_session(event: CheckoutEvent, command: ApplyPaymentEvent) -> Chec
 
 
 def _price_made_at(event: CheckoutEvent, command: ApplyPaymentEvent) -> tuple[int, str]:
-    """The price and currency the session's metadata names, else the service's now (a
-    session made before its metadata named them): a price changed since it was made
-    recorded its payment as a mismatch, credited nothing."""
-    unit_amount = event.unit_amount
-    if unit_amount is None or not 0 < unit_amount <= MAX_CHECKOUT_AMOUNT:
-        unit_amount = command.unit_amount
-    return unit_amount, event.price_currency or command.currency
+    """The price and currency a session never recorded is rebuilt at: the price its
+    metadata names if that is in the service's currency and no less than the service's
+    price now (a price lowered since it was made: it paid more a credit), else the
+    service's. Its mark and metadata are anyone's to write who makes sessions on the Stripe
+    account (another integration, a teammate's test): a session paid below the service's
+    price, or in another currency, is recorded as a mismatch and credits nothing, as does one
+    made before a price rise (someone looks). Taken whatever it said, the metadata's price
+    credited a session paid at 1 a credit when a credit cost 100, or paid in yen."""
+    made_at = event.unit_amount
+    if made_at is None or made_at == command.unit_amount:
+        return command.unit_amount, command.currency
+    made_in = (event.price_currency or command.currency).lower()
+    if command.unit_amount < made_at <= MAX_CHECKOUT_AMOUNT and made_in == command.currency.lower():
+        return made_at, command.currency
+    log.warning(
+        "paid session %s was never recorded and its metadata names a price of %s %s a credit, "
+        "not at least the service's %s %s: rebuilt at the service's",
+        event.session_id,
+        made_at,
+        made_in,
+        command.unit_amount,
+        command.currency,
+    )
+    return command.unit_amount, command.currency
 
 
 def event_claim(command: ApplyPaymentEvent) -> Claim:

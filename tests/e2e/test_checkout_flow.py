@@ -360,7 +360,7 @@ async def test_a_lost_dispute_keeps_the_credits_reversed(
     assert purchase["credits_reversed"] == 600
 
 
-async def test_a_paid_session_never_recorded_is_credited_at_the_price_it_was_made_at(
+async def test_a_paid_session_never_recorded_made_before_a_price_rise_is_kept_for_review(
     http: httpx.AsyncClient,
     standin: RunningStandin,
     customer: Customer,
@@ -369,8 +369,9 @@ async def test_a_paid_session_never_recorded_is_credited_at_the_price_it_was_mad
     database_url: str,
 ) -> None:
     """Stripe made the session, its answer was lost (502, nothing recorded), and it was paid
-    after CREDIT_UNIT_AMOUNT changed. Rebuilt from its metadata at the new price, the
-    payment was recorded as a mismatch and credited nothing."""
+    after CREDIT_UNIT_AMOUNT rose from 1 to 3. Its metadata's price is anyone's to write, so
+    a price below the service's is not taken: 600 paid is 200 credits now, and the payment is
+    recorded as a mismatch for someone to look at, crediting nothing."""
     made_before = set(standin.state.sessions)
     await http.post(f"{standin.base_url}/_standin/fail-next", json={"mode": "drop", "count": 3})
     try:
@@ -395,10 +396,10 @@ async def test_a_paid_session_never_recorded_is_credited_at_the_price_it_was_mad
     assert_accepted(standin, answer["delivered"])
     assert answer["session"]["amount_total"] == 600
     account = await services.ledger.account(customer.account_id, fresh=True)
-    assert account.topup_balance == 600
+    assert account.topup_balance == 0
     assert await session_event_types(services, session_id) == [
         "CheckoutRequested",
-        "CheckoutPaid",
+        "PaymentMismatched",
     ]
 
 
@@ -425,3 +426,138 @@ async def test_a_purchase_paid_after_the_price_changed_is_credited_as_recorded(
         "CheckoutRequested",
         "CheckoutPaid",
     ]
+
+
+async def made_elsewhere(
+    client: stripe.StripeClient,
+    customer: Customer,
+    credits: int,
+    price: tuple[int, str],
+    metadata_price: dict[str, str],
+) -> Purchase:
+    """A session made on the Stripe account by someone else than the ledger (another
+    integration, a teammate's test), carrying the ledger's mark and naming ``customer``'s
+    account, priced ``price`` (unit amount, currency) a credit: never recorded."""
+    unit_amount, currency = price
+    session = await client.v1.checkout.sessions.create_async(
+        params={
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": credits,
+                    "price_data": {
+                        "currency": currency,
+                        "unit_amount": unit_amount,
+                        "product_data": {"name": "Credits"},
+                    },
+                }
+            ],
+            "metadata": {
+                MARK_KEY: MARK_VALUE,
+                "account_id": customer.account_id,
+                "credits": str(credits),
+                **metadata_price,
+            },
+            "success_url": "https://elsewhere.example/done",
+        }
+    )
+    assert session.url is not None
+    return Purchase(customer, credits, {"session_id": session.id, "checkout_url": session.url})
+
+
+@pytest.mark.parametrize(
+    ("price", "metadata_price", "service_price"),
+    [
+        # The metadata names the price it was paid at, below the service's.
+        ((1, "usd"), {"unit_amount": "1", "currency": "usd"}, 3),
+        # Paid in yen, 600 of them for 600 credits of a cent each.
+        ((1, "jpy"), {"unit_amount": "1", "currency": "jpy"}, 1),
+        # A price of 0 is no price: the service's is taken, and it was not paid.
+        ((1, "usd"), {"unit_amount": "0", "currency": "usd"}, 3),
+    ],
+    ids=["below-the-price", "another-currency", "price-0"],
+)
+async def test_a_session_made_elsewhere_paid_below_the_price_credits_nothing(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    customer: Customer,
+    services: Services,
+    ledger_app: Litestar,
+    database_url: str,
+    stripe_client: stripe.StripeClient,
+    price: tuple[int, str],
+    metadata_price: dict[str, str],
+    service_price: int,
+) -> None:
+    """Whoever can make sessions on the Stripe account can write the ledger's mark and any
+    price in their metadata: a session never recorded credits only what it paid for at the
+    service's price (CREDIT_UNIT_AMOUNT, CREDIT_CURRENCY). Paid below it, the payment is
+    recorded as a mismatch (the purchase needs review) and its refund takes nothing back."""
+    made = await made_elsewhere(stripe_client, customer, 600, price, metadata_price)
+
+    answer = await pay_at_another_price(
+        http, standin, ledger_app, database_url, made, {"credit_unit_amount": service_price}
+    )
+
+    assert_accepted(standin, answer["delivered"])
+    assert (answer["session"]["amount_total"], answer["session"]["currency"]) == (600, price[1])
+    assert await topup_balance(services, customer.account_id) == 0
+    assert await session_event_types(services, made.session_id) == [
+        "CheckoutRequested",
+        "PaymentMismatched",
+    ]
+    await caught_up(services.store)
+    listed = (await http.get("/v1/credits/purchases", headers=customer.headers)).json()
+    [purchase] = listed["data"]
+    assert (purchase["status"], purchase["needs_review"]) == ("pending", True)
+
+    refund = await stripe_client.v1.refunds.create_async(
+        params={"payment_intent": answer["session"]["payment_intent"]}
+    )
+
+    assert refund.status == "succeeded"
+    account = await services.ledger.account(customer.account_id, fresh=True)
+    assert (account.topup_balance, account.balance) == (0, 1000)
+    assert "CreditsClawedBack" not in await account_event_types(services, customer.account_id)
+
+
+@pytest.mark.parametrize(
+    ("price", "metadata_price"),
+    [
+        # Made when a credit cost 3, paid after it fell to the service's 1: 3 a credit paid.
+        ((3, "usd"), {"unit_amount": "3", "currency": "usd"}),
+        # Made at the service's price, whatever the metadata says of it.
+        ((1, "usd"), {"unit_amount": "0"}),
+        ((1, "usd"), {}),
+    ],
+    ids=["above-the-price", "price-0", "no-price"],
+)
+async def test_a_session_made_elsewhere_paid_at_the_price_credits_what_was_paid_for(
+    http: httpx.AsyncClient,
+    standin: RunningStandin,
+    customer: Customer,
+    services: Services,
+    stripe_client: stripe.StripeClient,
+    price: tuple[int, str],
+    metadata_price: dict[str, str],
+) -> None:
+    """A marked session never recorded, paid at least the service's price a credit in its
+    currency, credits its metadata's credits; a refund of half its money takes back half."""
+    made = await made_elsewhere(stripe_client, customer, 600, price, metadata_price)
+
+    answer = await pay(http, made)
+
+    assert_accepted(standin, answer["delivered"])
+    paid_total = answer["session"]["amount_total"]
+    assert paid_total == 600 * price[0]
+    assert await topup_balance(services, customer.account_id) == 600
+    assert await session_event_types(services, made.session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]
+
+    await stripe_client.v1.refunds.create_async(
+        params={"payment_intent": answer["session"]["payment_intent"], "amount": paid_total // 2}
+    )
+
+    assert await topup_balance(services, customer.account_id) == 300
