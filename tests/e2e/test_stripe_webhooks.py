@@ -14,8 +14,10 @@ import pytest
 from api.services import Services
 from ledger.adapters.stripe_webhooks import MARK_KEY
 from ledger.domain.ids import account_stream_id, checkout_stream_id
+from tests.conftest import unique
 from tests.e2e.conftest import Customer
 from tests.support.events import caught_up, events_since, stream_events, tail_position
+from tests.support.ledger import open_account
 from tests.support.stripe_events import (
     PREVIOUS_WEBHOOK_SECRET,
     charge,
@@ -373,6 +375,31 @@ async def test_a_payment_that_does_not_match_the_request_credits_nothing(
     events = await stream_events(services.store, checkout_stream_id(session_id))
     assert [t for t, _ in events] == ["CheckoutRequested", "PaymentMismatched"]
     assert events[1][1] == {**events[1][1], "amount_paid": 10, "currency": "usd"}
+
+
+async def test_a_recorded_session_is_credited_as_recorded_whatever_its_metadata_says(
+    http: httpx.AsyncClient, customer: Customer, services: Services
+) -> None:
+    """The credits, the amount and the account are the recorded request's: the metadata of
+    the event (anyone's to write who makes sessions on the Stripe account) names none of
+    them for a session the ledger recorded."""
+    other = unique("acct")
+    await open_account(services.ledger, other, 0)
+    session_id = await purchase(http, customer, 300)
+    session = checkout_session(session_id, account_id=customer.account_id, credits=300)
+    session["metadata"].update(
+        {"account_id": other, "credits": "1000000", "unit_amount": "0", "currency": "jpy"}
+    )
+
+    response = await deliver(http, event_body("checkout.session.completed", session))
+
+    assert response.status_code == 200
+    assert await topup_balance(services, customer.account_id) == 300
+    assert await topup_balance(services, other) == 0
+    assert await session_event_types(services, session_id) == [
+        "CheckoutRequested",
+        "CheckoutPaid",
+    ]
 
 
 async def paid_purchase(
