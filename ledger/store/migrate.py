@@ -116,7 +116,11 @@ async def set_up(
     # alone, so an administrator that is not one yet becomes one first; set-up then gives
     # the owner what it owns and acts as it (membership lets it do both).
     await _create_role(connection, OWNER_ROLE, login=False)
-    await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
+    # Outside the lock, so another set-up may grant the same at the same moment (a new
+    # server's first start with two processes, two databases on one server): PostgreSQL then
+    # refuses the second insert of the membership, which is there, committed by the other.
+    with contextlib.suppress(asyncpg.UniqueViolationError):
+        await connection.execute(f"GRANT {OWNER_ROLE} TO current_user")
     await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
         database = await connection.fetchval("SELECT current_database()")

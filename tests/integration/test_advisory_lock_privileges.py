@@ -401,6 +401,45 @@ async def test_set_up_makes_its_role_the_owners_member_once(
     assert len(granted_again) == 2, said  # the owner's member already, once each set-up
 
 
+async def test_set_up_joins_the_owner_while_another_set_up_does_too(
+    postgres_server_url: str,
+    pool: asyncpg.Pool,  # a set-up database: the roles exist
+) -> None:
+    """Set-up makes its role the owner's member before the migration lock, so two set-ups
+    starting together (a new server's first start with two processes, two databases on one
+    server) both grant it: the one whose GRANT met the other's, not yet committed, met
+    PostgreSQL's unique index of memberships and failed (UniqueViolationError), where the
+    membership it wanted was there. Here the other's grant is held open until this set-up
+    (an administrator not yet the owner's member) waits on it."""
+    server = await asyncpg.connect(postgres_server_url)
+    try:
+        admin_role = unique("ledger_admin")
+        await server.execute(f"CREATE ROLE {admin_role} LOGIN SUPERUSER")
+        try:
+            async with fresh_database(postgres_server_url) as url:
+                admin = await asyncpg.connect(as_role(url, admin_role))
+                other = await asyncpg.connect(url)
+                try:
+                    waiting = admin.get_server_pid()
+                    async with other.transaction():
+                        await other.execute(f"GRANT {OWNER_ROLE} TO {admin_role}")
+                        setting_up = asyncio.create_task(set_up(admin))
+                        while not await other.fetchval(
+                            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                            waiting,
+                        ):
+                            assert not setting_up.done(), setting_up
+                            await asyncio.sleep(0.01)
+                    await setting_up
+                finally:
+                    await other.close()
+                    await admin.close()
+        finally:
+            await server.execute(f"DROP ROLE IF EXISTS {admin_role}")
+    finally:
+        await server.close()
+
+
 async def _service_may_lock(connection: asyncpg.Connection) -> bool:
     return bool(
         await connection.fetchval(
