@@ -44,7 +44,7 @@ from api.routes import (
     webhook_endpoints,
 )
 from api.services import Services, build_services
-from api.settings import Settings, SettingsError
+from api.settings import Settings, SettingsError, unlisted_currency
 from ledger.adapters.stripe_gateway import StripeGateway
 from ledger.bootstrap import NoPaymentGateway
 from ledger.clock_guard import CHECK_SECONDS
@@ -96,6 +96,8 @@ async def open_services(
                 api_base=stripe_api_base or settings.stripe_api_base,
             )
             stack.push_async_callback(stripe.close)
+            if (unlisted := unlisted_currency(settings)) is not None:
+                log.warning("%s", unlisted)
         standby = await stack.enter_async_context(open_standby_pool(settings.database_read_url))
         services = build_services(
             pool,

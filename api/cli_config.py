@@ -17,7 +17,13 @@ import msgspec
 
 from api.cli_support import plural
 from api.database import describe
-from api.settings import Settings, SettingsError, serving_problems, web_concurrency
+from api.settings import (
+    Settings,
+    SettingsError,
+    serving_problems,
+    unlisted_currency,
+    web_concurrency,
+)
 
 VARIABLES = {
     "ledger_env": "LEDGER_ENV",
@@ -215,6 +221,8 @@ def check(env: Mapping[str, str] | None = None) -> Report:
             )
         if production and _text(env, "LEDGER_PUBLIC_URL").startswith("http://"):
             report.warnings.append("LEDGER_PUBLIC_URL is not https")
+        if (unlisted := unlisted_currency(settings)) is not None:
+            report.warnings.append(unlisted)
     _relay(env, production, report)
     for name, default, validate in _extra_variables(env):
         try:

@@ -192,11 +192,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         currency = (text("CREDIT_CURRENCY") or "usd").lower()
         if len(currency) != 3 or not (currency.isascii() and currency.isalpha()):
             problems.append(f"CREDIT_CURRENCY must be an ISO 4217 code, not {currency!r}")
-        elif currency not in STRIPE_CURRENCIES:
-            problems.append(
-                f"CREDIT_CURRENCY must be a currency Stripe takes (docs.stripe.com/currencies), "
-                f"not {currency!r}"
-            )
         origins = [o.strip().rstrip("/") for o in (text("LEDGER_CORS_ORIGINS") or "").split(",")]
         for origin in origins:
             if origin and not origin.startswith(("http://", "https://")):
@@ -413,4 +408,18 @@ def _link_base(url: str) -> bool:
         and "?" not in url
         and "#" not in url
         and not any(c.isspace() or not c.isprintable() for c in url)
+    )
+
+
+def unlisted_currency(settings: Settings) -> str | None:
+    """A warning when ``CREDIT_CURRENCY`` is not one Stripe's list had when this release was
+    made (ledger/domain/currencies.py), else None. Said, not refused: a currency Stripe adds
+    later must not stop the service from starting; one it does not take makes every purchase
+    a 502 at checkout."""
+    if settings.credit_currency in STRIPE_CURRENCIES:
+        return None
+    return (
+        f"CREDIT_CURRENCY {settings.credit_currency!r} is not a currency Stripe takes as this "
+        "release knows them (docs.stripe.com/currencies): unless Stripe has added it since, "
+        "every purchase will be refused at checkout (502)"
     )

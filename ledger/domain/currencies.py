@@ -3,9 +3,9 @@
 From Stripe's "Supported currencies" page (https://docs.stripe.com/currencies, its
 presentment currencies, zero-decimal, three-decimal and special cases), as of 2025; neither
 the stripe SDK nor Python's standard library carries such a list. Lower-case, as Stripe takes
-them. A currency Stripe adds later is refused by ``CREDIT_CURRENCY`` until it is added here;
-one it drops is still accepted here and refused by Stripe at checkout (a 502), as any
-currency was before this list.
+them. ``CREDIT_CURRENCY`` not on it is a warning, not a refusal (``api.settings.
+unlisted_currency``): a currency Stripe adds later must not stop a release that does not know
+it from starting; one Stripe does not take makes every purchase a 502 at checkout.
 
 Zero-decimal currencies (jpy, krw, ...) need nothing: their minor unit is the unit itself,
 and the ledger never divides an amount, it multiplies a price in minor units by credits."""
