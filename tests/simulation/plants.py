@@ -101,6 +101,21 @@ def _settlement_ignores_closed_grants(put: Setter) -> None:
     put(account, "settle", settle)
 
 
+def _reset_carries_a_hold_once(put: Setter) -> None:
+    """A reset carries over only what holds placed in the period it ends reserve of the
+    allowance: a hold still open at a second reset loses its share (carried once, as if
+    resets were a month apart and holds lived days). Only resets ahead of the calendar and
+    long holds (``PLANT_MIX``) reach it."""
+    original = CreditAccount.reset_figures
+
+    def reset_figures(self: CreditAccount) -> tuple[int, int, int]:
+        carried, debt_repaid, kept = original(self)
+        older = sum(h.from_allowance for h in self.holds.values() if h.period != self.period)
+        return carried - older, debt_repaid, kept
+
+    put(CreditAccount, "reset_figures", reset_figures)
+
+
 def _projector_memory_never_forgets(put: Setter) -> None:
     """The live projector keeps the rows it remembers after another projector wrote them."""
     put(ViewMemory, "forget", lambda self: None)
@@ -115,7 +130,11 @@ PLANTS: dict[str, Callable[[Setter], None]] = {
     "reset-clears-top-ups": _reset_clears_top_ups,
     "settlement-ignores-closed-grants": _settlement_ignores_closed_grants,
     "projector-memory-never-forgets": _projector_memory_never_forgets,
+    "reset-carries-a-hold-once": _reset_carries_a_hold_once,
 }
+
+PLANT_MIX = {"reset-carries-a-hold-once": "long-hold=8,reset-ahead=8,settle-hold=3"}
+"""The ``SIM_MIX`` a plant needs: steps the default schedule never takes reach it."""
 
 
 def plant(name: str | None, put: Setter = setattr) -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.simulation.world import OFF_BY_DEFAULT, STEP_NAMES, Step, mixed, parse_mix
+from tests.simulation.world import (
+    OFF_BY_DEFAULT,
+    STEP_NAMES,
+    Step,
+    mixed,
+    months_between,
+    next_period,
+    parse_mix,
+)
 
 STEPS: list[Step] = [
     (0.25, "spend", lambda: None),
@@ -43,3 +51,20 @@ def test_a_step_off_by_default_is_taken_only_when_a_mix_names_it() -> None:
     assert unnamed[1][0] == unnamed[0][0]  # a chance of nothing: its bound is the spend's
     weighed = mixed(steps, parse_mix("burst=10"))
     assert weighed[1][0] - weighed[0][0] == pytest.approx(0.5 / 1.5)  # 0.05 x 10 of 1.5
+
+
+def test_the_steps_users_meet_that_the_default_schedule_never_takes_are_named() -> None:
+    for name in ("burst", "long hold", "reset ahead", "keyed purchase"):
+        assert name in OFF_BY_DEFAULT
+        assert name in STEP_NAMES
+        assert set(parse_mix(f"{name.replace(' ', '-')}=2")) == {name}
+
+
+def test_a_reset_ahead_of_the_calendar_names_the_next_period() -> None:
+    assert [next_period(p) for p in ("2029-12", "2030-01", "2030-09", "2030-11")] == [
+        "2030-01",
+        "2030-02",
+        "2030-10",
+        "2030-12",
+    ]
+    assert months_between("2029-12", "2030-02") == 2

@@ -9,8 +9,8 @@ import pytest
 
 from stripe_standin import RunningStandin, run_standin
 from tests.conftest import migrated_database
-from tests.simulation.plants import PLANTS, plant
-from tests.simulation.world import Violation, simulate
+from tests.simulation.plants import PLANT_MIX, PLANTS, plant
+from tests.simulation.world import Violation, parse_mix, simulate
 
 BUDGET_STEPS = 300
 SEEDS = (9, 5, 15, 16, 1, 2, 6, 7)
@@ -27,13 +27,15 @@ async def standin() -> AsyncIterator[RunningStandin]:
         yield running
 
 
-async def first_violation(server_url: str, standin: RunningStandin) -> str | None:
+async def first_violation(
+    server_url: str, standin: RunningStandin, mix: str | None = None
+) -> str | None:
     """The first seed's violation within the budget, each seed on a database of its own
     (as ``make simulate`` plays them: the end-of-run checks read the whole store), or None."""
     for seed in SEEDS:
         async with migrated_database(server_url) as database:
             try:
-                await simulate(seed, BUDGET_STEPS, database.pool, standin)
+                await simulate(seed, BUDGET_STEPS, database.pool, standin, mix=parse_mix(mix))
             except Violation as violation:
                 return str(violation)
     return None
@@ -54,7 +56,7 @@ async def test_a_planted_bug_is_found(
 ) -> None:
     plant(name, monkeypatch.setattr)
 
-    found = await first_violation(postgres_server_url, standin)
+    found = await first_violation(postgres_server_url, standin, PLANT_MIX.get(name))
 
     assert found, f"{name} was not found in {len(SEEDS)} seeds of {BUDGET_STEPS} steps"
     assert "replay exactly this schedule: SIM_SEED=" in found

@@ -13,6 +13,9 @@ from tests.simulation.world import parse_mix, simulate
 
 STEPS = int(os.environ.get("SIM_STEPS", "150"))
 SEEDS = [int(os.environ["SIM_SEED"])] if os.environ.get("SIM_SEED") else [1, 2, 3, 20261125]
+SEED_ACROSS_RESETS = 8
+"""With its mix, at 150 steps: two holds settle two resets or more after they were placed."""
+SEED_KEYED = 1
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +40,32 @@ async def test_concurrent_writers_keep_the_books_right(
     committed, and the alerts are judged on what each of them left."""
     world = await simulate(9313, STEPS, isolated_db.pool, standin, mix=parse_mix("burst=6"))
     assert world.counts["concurrent spends taken"] > 0
+
+
+async def test_holds_living_across_resets_ahead_of_the_calendar_keep_the_books_right(
+    isolated_db: IsolatedDatabase, standin: RunningStandin
+) -> None:
+    """Resets as close together as the caller's billing cycle puts them ("the ledger enforces
+    order and idempotency, not the calendar") and holds for up to the 7 days the API allows
+    (steps the default schedule never takes): holds settle two resets or more after they
+    were placed, each reset carrying their allowance shares again."""
+    world = await simulate(
+        SEED_ACROSS_RESETS,
+        STEPS,
+        isolated_db.pool,
+        standin,
+        mix=parse_mix("long-hold=8,reset-ahead=8,settle-hold=3"),
+    )
+    assert world.counts["holds settled 2+ reset(s) after placed"] > 0
+
+
+async def test_purchases_asked_again_under_their_key_are_one_session(
+    isolated_db: IsolatedDatabase, standin: RunningStandin
+) -> None:
+    """Purchases with an Idempotency-Key asked again (at once on both instances, and after
+    Stripe failed, hung or dropped its answer): every answer is the first session, which is
+    recorded once and credited once when paid."""
+    world = await simulate(
+        SEED_KEYED, STEPS, isolated_db.pool, standin, mix=parse_mix("keyed-purchase=8")
+    )
+    assert world.counts["keyed purchases asked twice at once"] > 0

@@ -82,6 +82,10 @@ from tests.support.times import UNJUDGED
 VIEW_CHECK_EVERY = 20
 VIEWED_IN_TURN = 5
 """Accounts untouched since the last view check that the next one compares as well."""
+HOLD_SECONDS = 3600 * 24 * 3
+"""What the default schedule's holds are placed for."""
+MAX_HOLD_SECONDS = 7 * 24 * 3600
+"""The longest hold the API takes (api/schemas.py)."""
 STRIPE_TIMEOUT = 1.0
 """Seconds the simulation's gateway waits for the stand-in (a hang fault waits twice that)."""
 
@@ -147,6 +151,7 @@ class World:
         self.spends: dict[str, tuple[str, int]] = {}  # key -> (account, amount)
         self.placed: dict[str, tuple[str, Any]] = {}  # key -> (account, hold answer)
         self.granted: dict[str, tuple[str, Any]] = {}  # key -> (account, grant answer)
+        self.held_for: dict[str, int] = {}  # hold key -> the seconds it was placed for
         self.touched: set[str] = set()
         self.sessions_touched: set[str] = set()
         self.touched_since_views: set[str] = set()
@@ -255,11 +260,13 @@ class World:
             return
         finally:
             self.standin.state.fail_count = 0
-        session = self.standin.state.sessions[started.session_id]
+        self.pay_or_not(account_id, credits, started.session_id)
+
+    def pay_or_not(self, account_id: str, credits: int, session_id: str) -> None:
+        """A session Stripe made for the ledger: Stripe's events about it, on the network."""
+        session = self.standin.state.sessions[session_id]
         intent = self.new_id("pi")
-        self.sessions[started.session_id] = model.Session(
-            account_id, credits, credits * self.unit, intent
-        )
+        self.sessions[session_id] = model.Session(account_id, credits, credits * self.unit, intent)
         self.counts["purchases"] += 1
         assert session is not None
         outcome = self.random.random()
@@ -269,14 +276,14 @@ class World:
                 # later; refunds and disputes can reach the ledger between the two.
                 self.send(
                     "checkout.session.completed",
-                    self.checkout_event(started.session_id, CheckoutChange.COMPLETED, paid=False),
+                    self.checkout_event(session_id, CheckoutChange.COMPLETED, paid=False),
                 )
                 self.counts["delayed payments"] += 1
                 if self.random.random() < 0.25:
                     failed = CheckoutChange.PAYMENT_FAILED
                     self.send(
                         "checkout.session.async_payment_failed",
-                        self.checkout_event(started.session_id, failed, paid=False),
+                        self.checkout_event(session_id, failed, paid=False),
                     )
                     return
                 change = CheckoutChange.PAYMENT_SUCCEEDED
@@ -284,7 +291,7 @@ class World:
                 change = self.random.choice(
                     [CheckoutChange.COMPLETED, CheckoutChange.PAYMENT_SUCCEEDED]
                 )
-            event = self.checkout_event(started.session_id, change)
+            event = self.checkout_event(session_id, change)
             if self.random.random() < 0.03:  # paid, but not what the session asked for
                 event = msgspec.structs.replace(event, amount_total=event.amount_total + 1)
                 self.counts["payments of another amount"] += 1
@@ -292,8 +299,40 @@ class World:
         if outcome > 0.55:
             self.send(
                 "checkout.session.expired",
-                self.checkout_event(started.session_id, CheckoutChange.EXPIRED),
+                self.checkout_event(session_id, CheckoutChange.EXPIRED),
             )
+
+    async def purchase_with_a_key(self, account_id: str) -> None:
+        """A purchase with an ``Idempotency-Key``, asked again as customers do (a double click
+        on both instances at once, a retry after a lost answer, or after Stripe failed: an
+        error, a hang, or an answer dropped after Stripe made the session): every answer is
+        the first one's session, and the ledger records it once (checked at the end)."""
+        key = self.new_id("buy-key")
+        credits = self.random.choice([100, 250, 1000, 3333])
+        command = RequestCheckout(account_id=account_id, credits=credits, idempotency_key=key)
+        answers: list[Any] = []
+        if self.random.random() < 0.3:
+            mode = self.random.choice(["error", "hang", "drop"])
+            self.standin.state.fail_status, self.standin.state.fail_count = 500, 1
+            self.standin.state.fail_mode, self.standin.state.fail_seconds = mode, 2 * STRIPE_TIMEOUT
+            try:
+                answers.append(await self.ledger.request_checkout(command))
+            except PaymentGatewayError:
+                self.counts[f"keyed purchases failed at Stripe ({mode}), then retried"] += 1
+            finally:
+                self.standin.state.fail_count = 0
+        if self.random.random() < 0.4:  # a double click, each to either instance
+            twice = await asyncio.gather(
+                *(self.random.choice(self.instances).request_checkout(command) for _ in "ab")
+            )
+            answers += twice
+            self.counts["keyed purchases asked twice at once"] += 1
+        for _ in range(self.random.randint(1, 2)):
+            answers.append(await self.ledger.request_checkout(command))
+        if any(answer != answers[0] for answer in answers):
+            raise Violation(f"a purchase key was answered {set(answers)}")
+        self.counts["keyed purchases"] += 1
+        self.pay_or_not(account_id, credits, answers[0].session_id)
 
     def checkout_event(
         self, session_id: str, change: CheckoutChange, *, paid: bool | None = None
@@ -560,14 +599,16 @@ class World:
             self.counts["expiries recorded by a command"] += 1
             self.accounts[account_id] = account
 
-    async def place_hold(self, account_id: str) -> None:
+    async def place_hold(self, account_id: str, seconds: int = HOLD_SECONDS) -> None:
         account = self.accounts[account_id]
         mine = [key for key, (acct, _) in self.placed.items() if acct == account_id]
         if mine and self.random.random() < 0.2:  # a client retrying a hold it placed
             key = self.random.choice(mine)
             first = self.placed[key][1]
             if (
-                await self.answered(hold_command(account_id, first.amount, first.reason, key))
+                await self.answered(
+                    hold_command(account_id, first.amount, first.reason, key, self.held_for[key])
+                )
                 != first
             ):
                 raise Violation("a repeated hold key got another answer")
@@ -577,7 +618,7 @@ class World:
         amount = self.random.choice([5, 60, 300, 900, 2000])
         account = self.with_due_expired(account_id)
         try:
-            answer = await self.answered(hold_command(account_id, amount, key, key))
+            answer = await self.answered(hold_command(account_id, amount, key, key, seconds))
         except InsufficientCredits:
             free = account.available_at(self.now)
             if amount <= free:
@@ -591,7 +632,11 @@ class World:
         account.place(
             answer.hold_id,
             model.Hold(
-                amount, from_allowance, account.period, self.now + timedelta(days=3), from_grants
+                amount,
+                from_allowance,
+                account.period,
+                self.now + timedelta(seconds=seconds),
+                from_grants,
             ),
         )
         if (answer.held, answer.available) != (account.held, account.available):
@@ -600,8 +645,15 @@ class World:
                 f"the rules say {account.held}/{account.available}"
             )
         self.placed[key] = (account_id, answer)
+        self.held_for[key] = seconds
         self.touched.add(account_id)
         self.counts["holds"] += 1
+
+    async def place_hold_for_long(self, account_id: str) -> None:
+        """A hold for as long as the API allows (7 days) or a moment: with resets ahead of the
+        calendar, one hold's life spans two of them or more."""
+        seconds = self.random.choice([1, 900, 4 * 24 * 3600, MAX_HOLD_SECONDS])
+        await self.place_hold(account_id, seconds)
 
     async def settle_hold(self, account_id: str) -> None:
         account = self.accounts[account_id]
@@ -646,6 +698,9 @@ class World:
         self.keep_due_expired(account_id, account)
         self.touched.add(account_id)
         self.counts[f"holds {answer.status}"] += 1
+        if hold.period != account.period:
+            resets = months_between(hold.period, account.period)
+            self.counts[f"holds settled {'2+' if resets > 1 else 1} reset(s) after placed"] += 1
         if (answer.held, answer.available) != (account.held, account.available):
             raise Violation("a settled hold answered other balances than the rules")
         if answer.status == "captured":
@@ -790,6 +845,18 @@ class World:
             self.counts["resets"] += 1
         self.touched.add(account_id)
 
+    async def reset_ahead(self, account_id: str) -> None:
+        """The caller's billing cycle ahead of the calendar ("the ledger enforces order and
+        idempotency, not the calendar"): a reset to the period after the account's, so that
+        resets come closer together than holds and grants live."""
+        period = next_period(self.accounts[account_id].period)
+        await self.answered(ResetMonth(account_id=account_id, period=period))
+        account = self.with_due_expired(account_id)
+        self.keep_due_expired(account_id, account)
+        account.reset(period)
+        self.touched.add(account_id)
+        self.counts["resets ahead of the calendar"] += 1
+
     async def change_plan(self, account_id: str) -> None:
         allowance = self.random.choice([0, 100, 500, 1000])
         await self.answered(ChangeAllowance(account_id=account_id, monthly_allowance=allowance))
@@ -820,6 +887,7 @@ class World:
 
         steps: list[Step] = [
             (0.15, "purchase", lambda: self.purchase(account_id)),
+            (0.15, "keyed purchase", lambda: self.purchase_with_a_key(account_id)),  # SIM_MIX
             (0.37, "deliver", self.deliver if self.network else lambda: None),
             (
                 0.40,
@@ -835,12 +903,14 @@ class World:
             (0.60, "spend", lambda: self.spend(account_id)),
             (0.60, "burst", lambda: self.burst(account_id)),  # SIM_MIX only: OFF_BY_DEFAULT
             (0.67, "hold", lambda: self.place_hold(account_id)),
+            (0.67, "long hold", lambda: self.place_hold_for_long(account_id)),  # SIM_MIX only
             (0.74, "settle hold", lambda: self.settle_hold(account_id)),
             (0.79, "grant", lambda: self.grant(account_id)),
             (0.805, "void grant", lambda: self.void_grant(account_id)),
             (0.83, "expire grants", self.expire_grants),
             (0.87, "turn time", self.turn_time),
             (0.91, "reset", lambda: self.reset(account_id)),
+            (0.91, "reset ahead", lambda: self.reset_ahead(account_id)),  # SIM_MIX only
             (0.94, "plan", lambda: self.change_plan(account_id)),
             (0.95, "threshold", lambda: self.set_threshold(account_id)),
             (0.997, "project with a kill", self.project_with_a_kill),
@@ -1053,13 +1123,13 @@ class World:
 
 
 STEP_NAMES = (
-    "purchase", "deliver", "refund", "fail refund", "dispute", "spend", "burst", "hold",
-    "settle hold", "grant", "void grant", "expire grants", "turn time", "reset", "plan", "threshold",
-    "project with a kill", "restart the database",
+    "purchase", "keyed purchase", "deliver", "refund", "fail refund", "dispute", "spend", "burst", "hold",
+    "long hold", "settle hold", "grant", "void grant", "expire grants", "turn time", "reset",
+    "reset ahead", "plan", "threshold", "project with a kill", "restart the database",
 )  # fmt: skip
 """The steps a schedule picks from (after "open"), as ``SIM_MIX`` names them."""
 
-OFF_BY_DEFAULT = {"burst": 0.05}
+OFF_BY_DEFAULT = {"burst": 0.05, "long hold": 0.05, "reset ahead": 0.02, "keyed purchase": 0.05}
 """Steps the default schedule never takes (so that every seed's stays as it was), and the
 chance a mix that names them weighs."""
 
@@ -1191,14 +1261,26 @@ def spend_command(account_id: str, amount: int, key: str) -> SpendCredits:
     return SpendCredits(account_id=account_id, amount=amount, reason=key, idempotency_key=key)
 
 
-def hold_command(account_id: str, amount: int, reason: str, key: str) -> PlaceHold:
+def hold_command(
+    account_id: str, amount: int, reason: str, key: str, seconds: int = HOLD_SECONDS
+) -> PlaceHold:
     return PlaceHold(
         account_id=account_id,
         amount=amount,
-        expires_in_seconds=3600 * 24 * 3,
+        expires_in_seconds=seconds,
         reason=reason,
         idempotency_key=key,
     )
+
+
+def next_period(period: str) -> str:
+    """The billing period after ``period`` (``YYYY-MM``)."""
+    year, month = divmod(int(period[:4]) * 12 + int(period[5:7]), 12)  # month: the next's - 1
+    return f"{year}-{month + 1:02d}"
+
+
+def months_between(earlier: str, later: str) -> int:
+    return (int(later[:4]) - int(earlier[:4])) * 12 + int(later[5:7]) - int(earlier[5:7])
 
 
 def described(error: BaseException) -> str:
