@@ -9,7 +9,6 @@ from tests.simulation.world import (
     STEP_NAMES,
     Step,
     mixed,
-    months_between,
     next_period,
     parse_mix,
 )
@@ -67,4 +66,3 @@ def test_a_reset_ahead_of_the_calendar_names_the_next_period() -> None:
         "2030-10",
         "2030-12",
     ]
-    assert months_between("2029-12", "2030-02") == 2

@@ -152,6 +152,8 @@ class World:
         self.placed: dict[str, tuple[str, Any]] = {}  # key -> (account, hold answer)
         self.granted: dict[str, tuple[str, Any]] = {}  # key -> (account, grant answer)
         self.held_for: dict[str, int] = {}  # hold key -> the seconds it was placed for
+        self.resets: Counter[str] = Counter()  # account -> the resets it took
+        self.resets_before: dict[str, int] = {}  # hold id -> its account's resets when placed
         self.touched: set[str] = set()
         self.sessions_touched: set[str] = set()
         self.touched_since_views: set[str] = set()
@@ -646,6 +648,7 @@ class World:
             )
         self.placed[key] = (account_id, answer)
         self.held_for[key] = seconds
+        self.resets_before[answer.hold_id] = self.resets[account_id]
         self.touched.add(account_id)
         self.counts["holds"] += 1
 
@@ -698,8 +701,7 @@ class World:
         self.keep_due_expired(account_id, account)
         self.touched.add(account_id)
         self.counts[f"holds {answer.status}"] += 1
-        if hold.period != account.period:
-            resets = months_between(hold.period, account.period)
+        if resets := self.resets[account_id] - self.resets_before[hold_id]:
             self.counts[f"holds settled {'2+' if resets > 1 else 1} reset(s) after placed"] += 1
         if (answer.held, answer.available) != (account.held, account.available):
             raise Violation("a settled hold answered other balances than the rules")
@@ -842,6 +844,7 @@ class World:
             account = self.with_due_expired(account_id)
             self.keep_due_expired(account_id, account)
             account.reset(period)
+            self.resets[account_id] += 1
             self.counts["resets"] += 1
         self.touched.add(account_id)
 
@@ -854,6 +857,7 @@ class World:
         account = self.with_due_expired(account_id)
         self.keep_due_expired(account_id, account)
         account.reset(period)
+        self.resets[account_id] += 1
         self.touched.add(account_id)
         self.counts["resets ahead of the calendar"] += 1
 
@@ -1277,10 +1281,6 @@ def next_period(period: str) -> str:
     """The billing period after ``period`` (``YYYY-MM``)."""
     year, month = divmod(int(period[:4]) * 12 + int(period[5:7]), 12)  # month: the next's - 1
     return f"{year}-{month + 1:02d}"
-
-
-def months_between(earlier: str, later: str) -> int:
-    return (int(later[:4]) - int(earlier[:4])) * 12 + int(later[5:7]) - int(earlier[5:7])
 
 
 def described(error: BaseException) -> str:
