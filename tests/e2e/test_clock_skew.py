@@ -9,18 +9,21 @@ loop's step) rather than waiting for the loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
+import msgspec
 import pytest
 
 from api.access.tokens import Scope
 from api.app import open_services
 from api.services import Services
 from api.settings import Settings
-from ledger.clock_guard import ClockSkewed
-from ledger.commands import OpenAccount
+from ledger.clock_guard import ClockGuard, ClockSkewed
+from ledger.commands import OpenAccount, SpendCredits
 from ledger.domain.ids import account_stream_id
 from stripe_standin import RunningStandin
 from tests.conftest import unique
@@ -141,3 +144,66 @@ async def test_the_tolerance_is_the_setting(database_url: str) -> None:
 
     assert opened.monthly_allowance == 1
     assert "more than the 5 s allowed" in str(refused.value)
+
+
+def spend(account_id: str, key: str) -> SpendCredits:
+    return SpendCredits(account_id=account_id, amount=5, reason="", idempotency_key=key)
+
+
+async def test_a_clock_that_steps_between_two_measurements_is_measured_again_first(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NTP steps the clock 2 min ahead after the guard measured it, before its next
+    measurement: the commands that read it measure again (once) and are refused, rather
+    than stamping their events 2 min ahead. Stepped back, the next command measures again
+    and is taken, without waiting for the next measurement either."""
+    clock = SetClock()
+    # As the CLI's commands open their services: measured once, then never in the background.
+    async with open_services(Settings(database_url=database_url), payments=False, clock=clock) as (
+        services
+    ):
+        accounts = [unique("acct") for _ in range(5)]
+        for account_id in accounts:
+            await open_account(services.ledger, account_id, 100)
+        before = await stream_events(services.store, account_stream_id(accounts[0]))
+
+        clock.offset = timedelta(minutes=2)
+        with caplog.at_level(logging.INFO, logger="ledger.clock_guard"):
+            refused = await asyncio.gather(
+                *(services.ledger.execute(spend(a, "stepped")) for a in accounts),
+                return_exceptions=True,
+            )
+            after = await stream_events(services.store, account_stream_id(accounts[0]))
+            clock.offset = timedelta(0)
+            spent = await services.ledger.execute(spend(accounts[0], "stepped"))
+        (*_, last) = await services.store.load(account_stream_id(accounts[0]))
+
+    assert all(isinstance(error, ClockSkewed) for error in refused), refused
+    assert "120.0 s ahead of the database's" in str(refused[0])
+    assert after == before
+    assert spent.balance == 95
+    stamped = datetime.fromisoformat(msgspec.json.decode(last.state)["timestamp"])
+    assert abs((stamped - last.recorded_at).total_seconds()) < 5
+    stepped = [r.getMessage() for r in caplog.records if "stepped" in r.getMessage()]
+    assert len(stepped) == 2  # one measurement for the five commands, one for the step back
+    assert stepped[0].startswith("this host's clock stepped +120.")
+
+
+async def test_a_step_the_database_cannot_measure_is_judged_by_the_monotonic_clock(
+    database_url: str,
+) -> None:
+    clock = SetClock()
+    guard = ClockGuard(clock, tolerance=5)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    await guard.measure(pool)
+    await pool.close()  # the database no longer answers
+
+    clock.offset = timedelta(seconds=-30)
+    stepped = guard.stepped()
+    await guard.check_stepped(pool)
+
+    assert stepped
+    assert guard.skewed
+    assert guard.offset is not None
+    assert -31 < guard.offset < -29
+    assert not guard.stepped()  # judged: not measured again at every command
