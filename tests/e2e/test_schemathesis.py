@@ -39,6 +39,7 @@ from schemathesis.generation.case import Case
 from api.access.tokens import Scope
 from api.services import Services
 from ledger.notifications.endpoints import EndpointRegistry
+from ledger.notifications.url_form import MAX_URL_LENGTH
 from tests.e2e.conftest import Customer
 from tests.support.projector import projector_running
 from tests.support.stripe_events import signature
@@ -210,6 +211,30 @@ def run(document: dict[str, Any], settings: SchemathesisConfig) -> Report:
     return report
 
 
+def without_url_length(document: dict[str, Any]) -> dict[str, Any]:
+    """The document less the webhook URL's ``maxLength``: with it, the URL pattern's host
+    lookaheads (a name of 253 characters at most, its last label not all digits) made
+    schemathesis's coverage phase search for a valid URL of 2,048 characters, 125 s of its
+    budget on that one draw and ~300 s a run in all (11 s without). The bound is checked on
+    its own (tests/integration/test_webhook_addresses.py)."""
+    found = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("pattern", "").startswith("^[Hh][Tt][Tt][Pp]"):
+                found.append(node.pop("maxLength"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    assert found, "the webhook URL's maxLength is no longer in the document"
+    assert set(found) == {MAX_URL_LENGTH}, found
+    return document
+
+
 async def test_every_operation_answers_as_the_openapi_document_says_under_every_check(
     ledger_app: Litestar,
     http: httpx.AsyncClient,
@@ -223,7 +248,7 @@ async def test_every_operation_answers_as_the_openapi_document_says_under_every_
         "customers": customer.token,
         "auditors": audit.secret,
     }
-    document = (await http.get("/schema/openapi.json")).json()
+    document = without_url_length((await http.get("/schema/openapi.json")).json())
     settings = config(ledger_app.state.base_url, tokens, customer.account_id)
 
     endpoints = EndpointRegistry(services.pool)

@@ -36,6 +36,7 @@ from ledger.notifications.addresses import (
 from ledger.notifications.dispatcher import PER_ENDPOINT, Dispatcher
 from ledger.notifications.endpoints import EndpointRegistry, MalformedURL, PlainTextURL
 from ledger.notifications.outbox import list_deliveries
+from ledger.notifications.url_form import MAX_URL_LENGTH
 from projections.runner import Projector
 from tests.conftest import IsolatedDatabase
 from tests.integration.test_notifications import act, notifier, open_account, spend, until
@@ -163,6 +164,37 @@ async def test_the_api_answers_422_in_the_contracts_shape(
     assert unresolved.json()["errors"]["url"][0].startswith(
         "The url's host must resolve to a public address: no-such-host.invalid does not resolve"
     )
+
+
+async def test_a_url_longer_than_its_bound_is_422_and_one_at_it_is_judged_by_its_address(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """``maxLength`` of the document's url (the schemathesis run leaves it out: see there)."""
+    settings = Settings(
+        database_url=database_url,
+        stripe_secret_key="sk_test_addresses",
+        stripe_api_base="http://127.0.0.1:9",
+        stripe_webhook_secret="whsec_addresses",
+        data_dir=tmp_path,
+    )
+    writer = await TokenService(pool).issue(Scope.LEDGER_WRITE, name="url length")
+    at_the_bound = "http://169.254.169.254/" + "a" * (MAX_URL_LENGTH - 23)
+    assert len(at_the_bound) == MAX_URL_LENGTH
+    async with AsyncTestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {writer.secret}"}
+        answers = [
+            await client.post(
+                "/v1/webhook-endpoints",
+                json={"url": url, "events": ["credits.spent"]},
+                headers=headers,
+            )
+            for url in (at_the_bound, at_the_bound + "a")
+        ]
+
+    at, beyond = (answer.json()["errors"]["url"] for answer in answers)
+    assert [answer.status_code for answer in answers] == [422, 422]
+    assert at[0].startswith("The url must be on a public address: 169.254.169.254")
+    assert not beyond[0].startswith("The url must be on a public address"), beyond
 
 
 @pytest.mark.parametrize(
