@@ -16,6 +16,10 @@ SEEDS = [int(os.environ["SIM_SEED"])] if os.environ.get("SIM_SEED") else [1, 2, 
 SEED_ACROSS_RESETS = 8
 """With its mix, at 150 steps: two holds settle two resets or more after they were placed."""
 SEED_KEYED = 1
+KEYED_STEPS = int(os.environ.get("SIM_STEPS", "80"))
+"""With its mix, at 80 steps (150 took 11 s, its Stripe hangs waiting out the gateway's
+second): 27 keyed purchases, 7 asked twice at once, 11 after Stripe failed (each way at
+least twice). ``SIM_STEPS=150`` plays it as long as the other seeds."""
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +70,8 @@ async def test_purchases_asked_again_under_their_key_are_one_session(
     Stripe failed, hung or dropped its answer): every answer is the first session, which is
     recorded once and credited once when paid."""
     world = await simulate(
-        SEED_KEYED, STEPS, isolated_db.pool, standin, mix=parse_mix("keyed-purchase=8")
+        SEED_KEYED, KEYED_STEPS, isolated_db.pool, standin, mix=parse_mix("keyed-purchase=8")
     )
     assert world.counts["keyed purchases asked twice at once"] > 0
+    for mode in ("error", "hang", "drop"):
+        assert world.counts[f"keyed purchases failed at Stripe ({mode}), then retried"] > 0
