@@ -43,12 +43,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
     """
     import signal
 
-    def exit_now(*_: object) -> None:
-        # Asked to stop while still starting: nothing applied yet, so a clean exit (and a
-        # second SIGTERM must not turn it into -15 while the interpreter winds down).
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sys.exit(0)
-
+    exit_now = ExitWhileStarting()
     signal.signal(signal.SIGTERM, exit_now)
     if supervised:
         from ledger.child_processes import SUPERVISOR_PID, stop_when_parent_ends
@@ -85,6 +80,8 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, on_signal)
+        if exit_now.asked:  # its SystemExit landed where it was swallowed (ExitWhileStarting)
+            stop.set()
         if not supervised:
             from api.database import describe
 
@@ -123,6 +120,8 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 
     # Reads the store, writes the views and the deliveries: it may not append, nor make a
     # token. A DATABASE_URL naming ledger_service (`ledger serve`'s own) is used as it is.
+    if exit_now.asked:
+        sys.exit(0)
     try:
         run_with_database(settings, run, server_settings=PROJECTOR_SETTINGS, role=PROJECTOR_ROLE)
     except Exception as error:
@@ -135,6 +134,25 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
         sys.exit(1)
     if not supervised:
         logging.getLogger("ledger").info("stopped")
+
+
+class ExitWhileStarting:
+    """The projector's SIGTERM handler until its own is in place: asked to stop while still
+    starting, nothing applied yet, so a clean exit (and a second SIGTERM must not turn it
+    into -15 while the interpreter winds down). The ``SystemExit`` it raises can land in a
+    callback that swallows it (an import's module-lock weakref callback printed "Traceback
+    ... SystemExit: 0" and the projector started all the same): ``asked`` is looked at
+    again before the projector starts and once its own handlers are in place."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __call__(self, *_: object) -> None:
+        import signal
+
+        self.asked = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(0)
 
 
 async def _say_a_projector_as_the_service(database: Database) -> None:

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 
 def test_a_supervised_projector_that_cannot_start_says_why_in_a_json_log_line() -> None:
     """Its "Error: cannot connect …" came as a bare line among the server's JSON lines."""
@@ -29,3 +31,32 @@ def test_a_supervised_projector_that_cannot_start_says_why_in_a_json_log_line() 
     assert said["logger"] == "projections.runner"
     assert said["message"].startswith(f"cannot connect to {url} (")
     assert said["message"].endswith("is PostgreSQL running there? (DATABASE_URL)")
+
+
+def test_a_stop_asked_while_starting_is_remembered_where_its_exit_was_swallowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CI run's `ledger serve` Ctrl-C landed as the projector imported: its SystemExit was
+    raised in an import's weakref callback, printed ("Traceback ... SystemExit: 0") and
+    swallowed, and the projector started all the same. The stop is remembered for the
+    projector's start to look at (api/cli_project.py)."""
+    import signal
+    import weakref
+
+    from api.cli_project import ExitWhileStarting
+
+    swallowed: list[type[BaseException]] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda raised: swallowed.append(raised.exc_type))
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # this process's SIGTERM kept
+    exit_now = ExitWhileStarting()
+
+    class Module:
+        pass
+
+    module = Module()
+    watched = weakref.ref(module, lambda _: exit_now())
+    del module  # the callback runs here, as importlib's did
+
+    assert watched() is None
+    assert swallowed == [SystemExit]
+    assert exit_now.asked
