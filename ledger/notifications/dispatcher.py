@@ -97,8 +97,11 @@ class Dispatcher:
                 "SELECT endpoint_id, url FROM webhook_endpoints WHERE disabled_at IS NULL "
                 "ORDER BY position"
             )
-        except DATABASE_ERRORS:
-            return  # the outbox's first look says so, and retries
+        except Exception as error:  # a warning's look only: it never stops the dispatcher
+            # A database's error or a surprise: the outbox's first look says it, in one line
+            # (FailingLoop), and retries.
+            log.debug("endpoints not looked at as the dispatcher starts: %r", error)
+            return
         refused = [
             f"{row['endpoint_id']} ({why})"
             for row in rows
