@@ -12,6 +12,7 @@ import click
 
 from api.settings import Settings, SettingsError
 from ledger import event_loop
+from ledger.text import is_utf8_text
 
 if TYPE_CHECKING:
     from api.database import Database
@@ -148,24 +149,12 @@ def account_id_option(ctx: click.Context, param: click.Parameter, value: str | N
     return value
 
 
-def is_utf8(text: str) -> bool:
-    """Whether ``text`` can be written as UTF-8: an argument's bytes that are not UTF-8 come
-    to Python as lone surrogates (``\\udcff``), which neither PostgreSQL nor JSON can hold."""
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def utf8_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A text argument or option the ledger stores or looks up (a click callback): one
     holding bytes that are not UTF-8 is a usage error before the database is reached. It was
     an "unexpected error" (a reason, whose claim could not be encoded) or a "database
     error" (a token's name, a page's ``--after``), exit 1."""
-    if value is not None and not is_utf8(value):
+    if value is not None and not is_utf8_text(value):
         raise click.BadParameter("is not UTF-8 text")
     return value
 

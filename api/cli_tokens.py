@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from api.cli_support import account_id_option, is_utf8, run_with_services, settings_from_env
+from api.cli_support import account_id_option, run_with_services, settings_from_env
+from ledger.text import is_utf8_text
 
 MAX_TOKEN_NAME = 200
 """The longest name a token may have: a name of 100,000 characters was stored, and printed
@@ -20,7 +21,7 @@ def _token_name(ctx: click.Context, param: click.Parameter, value: str | None) -
 
     if value is None:
         return None
-    if not is_utf8(value):
+    if not is_utf8_text(value):
         raise click.BadParameter("is not UTF-8 text")
     if not value.strip():
         raise click.BadParameter("is blank: give a name, or leave --name out")

@@ -13,6 +13,7 @@ import msgspec
 from ledger.clock_guard import DEFAULT_MAX_SKEW_SECONDS
 from ledger.domain.currencies import STRIPE_CURRENCIES, amount_step
 from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
+from ledger.text import is_utf8_text
 from ledger.urls import names_a_database, over_tls_or_here, readable
 
 
@@ -48,14 +49,6 @@ _JUDGED_AS_URLS_OR_PATHS = frozenset(
 )
 """Variables whose own checks refuse bytes that are not UTF-8 (not a URL), or that may hold
 them (a folder's name is bytes)."""
-
-
-def _utf8(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def whole_number(
@@ -165,7 +158,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
         def text(name: str) -> str | None:
             value = env.get(name, "").strip()
-            if not value.isascii() and name not in _JUDGED_AS_URLS_OR_PATHS and not _utf8(value):
+            if name not in _JUDGED_AS_URLS_OR_PATHS and not is_utf8_text(value):
                 # Bytes the environment could not decode (lone surrogates): a webhook secret
                 # or METRICS_TOKEN holding one was a traceback at start-up or a 500 a request.
                 problems.append(f"{name} holds bytes that are not UTF-8")

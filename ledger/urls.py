@@ -6,6 +6,8 @@ import ipaddress
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from ledger.text import is_utf8_text
+
 UNREADABLE = "(a URL that cannot be read: scheme://user@host:port/path)"
 
 _SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
@@ -20,11 +22,8 @@ def readable(url: str) -> bool:
     each port a number of 1 to 65535 (PostgreSQL takes a list of hosts), with no '@' in
     its path, and UTF-8 text (asyncpg failed on one that is not: "unexpected error:
     AttributeError: 'Protocol' object has no attribute '_on_error'")."""
-    if not url.isascii():
-        try:  # bytes that are not UTF-8 (the environment's, an argument's): lone surrogates
-            url.encode()
-        except UnicodeEncodeError:
-            return False
+    if not is_utf8_text(url):
+        return False
     scheme, separator, rest = url.partition("://")
     if not separator or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
         return False
