@@ -130,9 +130,10 @@ async def test_a_public_address_passes_and_a_name_that_does_not_resolve_is_refus
         await check_url("https://no-such-host.invalid/hooks")
 
 
-async def test_the_api_answers_422_in_the_contracts_shape(
-    database_url: str, pool: asyncpg.Pool, tmp_path: Path
-) -> None:
+async def _registered(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path, *urls: str
+) -> list[httpx.Response]:
+    """The API's answers to a writer registering each of ``urls`` for ``credits.spent``."""
     settings = Settings(
         database_url=database_url,
         stripe_secret_key="sk_test_addresses",
@@ -143,16 +144,26 @@ async def test_the_api_answers_422_in_the_contracts_shape(
     writer = await TokenService(pool).issue(Scope.LEDGER_WRITE, name="addresses")
     async with AsyncTestClient(create_app(settings)) as client:
         headers = {"Authorization": f"Bearer {writer.secret}"}
-        refused = await client.post(
-            "/v1/webhook-endpoints",
-            json={"url": "http://169.254.169.254/latest", "events": ["credits.spent"]},
-            headers=headers,
-        )
-        unresolved = await client.post(
-            "/v1/webhook-endpoints",
-            json={"url": "https://no-such-host.invalid/x", "events": ["credits.spent"]},
-            headers=headers,
-        )
+        return [
+            await client.post(
+                "/v1/webhook-endpoints",
+                json={"url": url, "events": ["credits.spent"]},
+                headers=headers,
+            )
+            for url in urls
+        ]
+
+
+async def test_the_api_answers_422_in_the_contracts_shape(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    refused, unresolved = await _registered(
+        database_url,
+        pool,
+        tmp_path,
+        "http://169.254.169.254/latest",
+        "https://no-such-host.invalid/x",
+    )
 
     assert refused.status_code == 422
     message = (
@@ -170,26 +181,9 @@ async def test_a_url_longer_than_its_bound_is_422_and_one_at_it_is_judged_by_its
     database_url: str, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     """``maxLength`` of the document's url (the schemathesis run leaves it out: see there)."""
-    settings = Settings(
-        database_url=database_url,
-        stripe_secret_key="sk_test_addresses",
-        stripe_api_base="http://127.0.0.1:9",
-        stripe_webhook_secret="whsec_addresses",
-        data_dir=tmp_path,
-    )
-    writer = await TokenService(pool).issue(Scope.LEDGER_WRITE, name="url length")
     at_the_bound = "http://169.254.169.254/" + "a" * (MAX_URL_LENGTH - 23)
     assert len(at_the_bound) == MAX_URL_LENGTH
-    async with AsyncTestClient(create_app(settings)) as client:
-        headers = {"Authorization": f"Bearer {writer.secret}"}
-        answers = [
-            await client.post(
-                "/v1/webhook-endpoints",
-                json={"url": url, "events": ["credits.spent"]},
-                headers=headers,
-            )
-            for url in (at_the_bound, at_the_bound + "a")
-        ]
+    answers = await _registered(database_url, pool, tmp_path, at_the_bound, at_the_bound + "a")
 
     at, beyond = (answer.json()["errors"]["url"] for answer in answers)
     assert [answer.status_code for answer in answers] == [422, 422]
