@@ -42,7 +42,7 @@ from ledger.ports import (
     PaymentGatewayError,
     system_clock,
 )
-from ledger.store.claims import Claims, replay
+from ledger.store.claims import Claims, IdempotencyKeyReused, replay
 from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
 from ledger.unit_of_work import UnitOfWork, mark_replayed
@@ -180,7 +180,9 @@ class Ledger:
         the same key is refused as a reused key, as it is once the key is recorded. A
         session Stripe made for another amount or currency is expired and answered
         ``CheckoutMispriced`` (nothing recorded); a retry under the same key is asked of
-        Stripe anew (``_after_mispriced``), never answered that session again.
+        Stripe anew (``_after_mispriced``), never answered that session again. A session
+        made for a request that another under the same key beat to the record (refused
+        for other credits, or answered the other's session) is expired at Stripe.
         """
         if not MIN_CREDITS <= command.credits <= MAX_CREDITS:
             raise InvalidAmount(f"A purchase is {MIN_CREDITS} to {MAX_CREDITS} credits.")
@@ -219,17 +221,40 @@ class Ledger:
         if created.replayed and not _priced_as_asked(timeless, created):
             created = await self._after_mispriced(timeless, key, created)
         await self._check_price(timeless, created)
-        answer: CheckoutStarted = await self.execute(
-            msgspec.structs.replace(
-                record,
-                session_id=created.session_id,
-                checkout_url=created.url,
-                amount=created.amount_total,
-                currency=created.currency,
-                expires_at=created.expires_at,
+        try:
+            answer: CheckoutStarted = await self.execute(
+                msgspec.structs.replace(
+                    record,
+                    session_id=created.session_id,
+                    checkout_url=created.url,
+                    amount=created.amount_total,
+                    currency=created.currency,
+                    expires_at=created.expires_at,
+                )
             )
-        )
+        except IdempotencyKeyReused:
+            await self._expire_unanswered(created, "for other credits than its key's purchase")
+            raise
+        if answer.session_id != created.session_id:
+            await self._expire_unanswered(created, f"its key answers {answer.session_id}")
         return answer
+
+    async def _expire_unanswered(self, created: CreatedCheckout, why: str) -> None:
+        """Expire at Stripe a session this request made and lost to a concurrent one under
+        the same Idempotency-Key (whose claim the other recorded first): never recorded,
+        never answered, and made under a Stripe key only this request's retries would ask
+        for (each of which the recorded claim answers before Stripe), it is shown to nobody,
+        yet payable at Stripe for its hour. Stripe failing to expire it leaves it so (the
+        answer stands); were it paid, it would be credited as a session never recorded."""
+        log.info("session %s is answered to nobody (%s): expiring it", created.session_id, why)
+        try:
+            await self.gateway.expire_checkout(created.session_id)
+        except PaymentGatewayError as error:
+            log.warning(
+                "session %s, answered to nobody, could not be expired at Stripe: %s",
+                created.session_id,
+                error,
+            )
 
     async def _create_session(self, timeless: CheckoutRequest, key: str) -> CreatedCheckout:
         """The session Stripe made under ``key``, or a new one expiring an hour from this
@@ -265,7 +290,8 @@ class Ledger:
         retry asks under a key of its own: one per attempt, since each later retry must be
         asked anew too (a deterministic key would give the next one this attempt's session,
         mispriced or not). Concurrent retries each get a session; one is recorded and
-        answers them all (the caller's key), the others are shown to nobody.
+        answers them all (the caller's key), the others are shown to nobody and expired at
+        Stripe (``request_checkout``).
         """
         log.info(
             "session %s made under this purchase's Stripe key is for %s %s, refused before: "
