@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 NEVER = datetime.max.replace(tzinfo=UTC)
+DEFAULT_HOLD_SECONDS = 900
+"""A hold's life when its request names none: "expires_in_seconds (1 s to 7 days, default 900)"."""
 
 
 @dataclass

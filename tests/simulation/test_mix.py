@@ -8,6 +8,7 @@ from tests.simulation.world import (
     OFF_BY_DEFAULT,
     STEP_NAMES,
     Step,
+    mix_text,
     mixed,
     next_period,
     parse_mix,
@@ -53,7 +54,15 @@ def test_a_step_off_by_default_is_taken_only_when_a_mix_names_it() -> None:
 
 
 def test_the_steps_users_meet_that_the_default_schedule_never_takes_are_named() -> None:
-    for name in ("burst", "long hold", "reset ahead", "keyed purchase"):
+    for name in (
+        "burst",
+        "long hold",
+        "reset ahead",
+        "keyed purchase",
+        "reused purchase key",
+        "default hold",
+        "capture too much",
+    ):
         assert name in OFF_BY_DEFAULT
         assert name in STEP_NAMES
         assert set(parse_mix(f"{name.replace(' ', '-')}=2")) == {name}
@@ -66,3 +75,11 @@ def test_a_reset_ahead_of_the_calendar_names_the_next_period() -> None:
         "2030-10",
         "2030-12",
     ]
+
+
+def test_a_violations_replay_line_names_the_mix_as_a_shell_takes_it() -> None:
+    """Names with spaces in it ended the variable's value at the first one when pasted."""
+    mix = parse_mix("keyed-purchase=8,settle_hold=3")
+
+    assert mix_text(mix) == "keyed-purchase=8,settle-hold=3"
+    assert parse_mix(mix_text(mix)) == mix

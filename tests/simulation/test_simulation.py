@@ -20,6 +20,13 @@ KEYED_STEPS = int(os.environ.get("SIM_STEPS", "80"))
 """With its mix, at 80 steps (150 took 11 s, its Stripe hangs waiting out the gateway's
 second): 27 keyed purchases, 7 asked twice at once, 11 after Stripe failed (each way at
 least twice). ``SIM_STEPS=150`` plays it as long as the other seeds."""
+SEED_MET = 7
+MET_STEPS = int(os.environ.get("SIM_STEPS", "60"))
+MET_MIX = "reused-purchase-key=8,default-hold=6,capture-too-much=8"
+"""With its mix, at 60 steps (about 2 s): 8 purchase keys reused for other credits (5 at
+once, 4 or 5 of their sessions expired at Stripe: how many reach Stripe before the other
+records varies), 6 holds left to their default expiry (5 read expired), 14 captures of
+more than held (2 of open holds, 9 expired, 1 settled)."""
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +82,24 @@ async def test_purchases_asked_again_under_their_key_are_one_session(
     assert world.counts["keyed purchases asked twice at once"] > 0
     for mode in ("error", "hang", "drop"):
         assert world.counts[f"keyed purchases failed at Stripe ({mode}), then retried"] > 0
+
+
+async def test_steps_users_meet_keep_the_books_right_and_stripe_tidy(
+    isolated_db: IsolatedDatabase, standin: RunningStandin
+) -> None:
+    """A purchase key reused for other credits (refused, 422; at once, the session Stripe
+    made for the refused one is expired there), a hold whose request names no expiry left
+    past its default 900 s (read expired, counted so), and captures of more than a hold
+    reserves (refused with nothing recorded; the hold captured in full after)."""
+    world = await simulate(SEED_MET, MET_STEPS, isolated_db.pool, standin, mix=parse_mix(MET_MIX))
+    for kind in (
+        "purchase keys reused for other credits at once",
+        "purchase keys reused for other credits after the first answer",
+        "sessions of refused purchases expired at Stripe",
+        "holds left to their default expiry, read held",
+        "holds left to their default expiry, read expired",
+        "captures of more than held refused (too much)",
+        "captures of more than held refused (expired)",
+        "holds captured in full after too much was refused",
+    ):
+        assert world.counts[kind] > 0, kind

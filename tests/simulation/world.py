@@ -27,11 +27,14 @@ import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import msgspec
 
+from api.routes.holds import place
+from api.schemas import PlaceHoldRequest
+from api.services import Services
 from audit.verify import verify
 from ledger.adapters.stripe_gateway import StripeGateway
 from ledger.bootstrap import build_ledger
@@ -50,6 +53,7 @@ from ledger.commands import (
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import (
+    CaptureExceedsHold,
     GrantClosed,
     GrantNotDue,
     HoldAlreadySettled,
@@ -59,6 +63,8 @@ from ledger.domain.errors import (
     PeriodOutOfOrder,
 )
 from ledger.domain.ids import account_stream_id, checkout_stream_id
+from ledger.handlers.hold_answers import Hold
+from ledger.handlers.purchases import CheckoutStarted
 from ledger.notifications.endpoints import EndpointRegistry
 from ledger.payment_events import (
     CheckoutChange,
@@ -70,6 +76,7 @@ from ledger.payment_events import (
 )
 from ledger.ports import PaymentGatewayError
 from ledger.service import CheckoutLinks, Ledger, Pricing, RequestCheckout
+from ledger.store.claims import IdempotencyKeyReused
 from ledger.store.event_store import EventStore
 from ledger.store.repository import Repository
 from projections.runner import all_projections, apply_batch, catch_up
@@ -101,6 +108,13 @@ UNAVAILABLE = (
 
 class Violation(AssertionError):
     """The ledger disagreed with the model or broke an invariant."""
+
+
+class _RouteServices:
+    """What the API's hold route reads of its ``Services``: the ledger (one instance)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
 
 
 class World:
@@ -335,6 +349,69 @@ class World:
             raise Violation(f"a purchase key was answered {set(answers)}")
         self.counts["keyed purchases"] += 1
         self.pay_or_not(account_id, credits, answers[0].session_id)
+
+    async def purchase_key_reused(self, account_id: str) -> None:
+        """A purchase's Idempotency-Key reused for other credits: "the same key returns the
+        same session", and another request under it is refused (422, IdempotencyKeyReused).
+        After the first is answered, Stripe is not asked again; sent at once, on both
+        instances, both ask Stripe before either records: one is recorded and answered, the
+        other refused. Either way the key answers its one session after, and refuses the
+        other credits; a session Stripe made for the refused request, shown to nobody, is
+        expired at Stripe, not left payable for its hour."""
+        key = self.new_id("buy-key")
+        credits, other = self.random.sample([100, 250, 1000, 3333], 2)
+        first = RequestCheckout(account_id=account_id, credits=credits, idempotency_key=key)
+        second = msgspec.structs.replace(first, credits=other)
+        made_before = set(self.standin.state.sessions)
+        outcomes: list[Any]
+        if self.random.random() < 0.5:
+            outcomes = await asyncio.gather(
+                *(self.random.choice(self.instances).request_checkout(c) for c in (first, second)),
+                return_exceptions=True,
+            )
+            when = "at once"
+        else:
+            outcomes = [await self.ledger.request_checkout(first)]
+            try:
+                outcomes.append(await self.ledger.request_checkout(second))
+            except IdempotencyKeyReused as refused:
+                outcomes.append(refused)
+            when = "after the first answer"
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, IdempotencyKeyReused):
+                raise Violation(f"a purchase under a reused key failed: {outcome!r}") from outcome
+        taken = [
+            (command, outcome)
+            for command, outcome in zip((first, second), outcomes, strict=True)
+            if isinstance(outcome, CheckoutStarted)
+        ]
+        if len(taken) != 1:
+            raise Violation(f"a key sent for {credits} and {other} credits answered {outcomes}")
+        [(command, started)] = taken
+        refused_command = second if command is first else first
+        if await self.ledger.request_checkout(command) != started:
+            raise Violation("a purchase key answered another session after a reuse")
+        try:
+            await self.ledger.request_checkout(refused_command)
+        except IdempotencyKeyReused:
+            pass
+        else:
+            raise Violation("a purchase key reused for other credits was answered, not refused")
+        made = set(self.standin.state.sessions) - made_before
+        if started.session_id not in made:
+            raise Violation(f"a purchase answered {started.session_id}, not made now")
+        payable = sorted(
+            session_id
+            for session_id in made - {started.session_id}
+            if self.standin.state.sessions[session_id].data["status"] == "open"
+        )
+        if payable:
+            raise Violation(
+                f"sessions made for a refused purchase left payable at Stripe: {payable}"
+            )
+        self.counts[f"purchase keys reused for other credits {when}"] += 1
+        self.counts["sessions of refused purchases expired at Stripe"] += len(made) - 1
+        self.pay_or_not(account_id, command.credits, started.session_id)
 
     def checkout_event(
         self, session_id: str, change: CheckoutChange, *, paid: bool | None = None
@@ -601,7 +678,9 @@ class World:
             self.counts["expiries recorded by a command"] += 1
             self.accounts[account_id] = account
 
-    async def place_hold(self, account_id: str, seconds: int = HOLD_SECONDS) -> None:
+    async def place_hold(self, account_id: str, seconds: int | None = HOLD_SECONDS) -> None:
+        """A hold for ``seconds`` (None: placed as the API places one that names no
+        ``expires_in_seconds``, through its route: "default 900"), or a retry of one."""
         account = self.accounts[account_id]
         mine = [key for key, (acct, _) in self.placed.items() if acct == account_id]
         if mine and self.random.random() < 0.2:  # a client retrying a hold it placed
@@ -620,7 +699,10 @@ class World:
         amount = self.random.choice([5, 60, 300, 900, 2000])
         account = self.with_due_expired(account_id)
         try:
-            answer = await self.answered(hold_command(account_id, amount, key, key, seconds))
+            if seconds is None:
+                answer = await self.placed_as_the_api_does(account_id, amount, key)
+            else:
+                answer = await self.answered(hold_command(account_id, amount, key, key, seconds))
         except InsufficientCredits:
             free = account.available_at(self.now)
             if amount <= free:
@@ -637,17 +719,23 @@ class World:
                 amount,
                 from_allowance,
                 account.period,
-                self.now + timedelta(seconds=seconds),
+                self.now + timedelta(seconds=seconds or model.DEFAULT_HOLD_SECONDS),
                 from_grants,
             ),
         )
+        expires_at = datetime.fromisoformat(answer.expires_at)
+        if expires_at != account.holds[answer.hold_id].expires_at:
+            raise Violation(
+                f"a hold for {seconds} s expires at {answer.expires_at}, placed at {self.now}"
+            )
         if (answer.held, answer.available) != (account.held, account.available):
             raise Violation(
                 f"hold answered held/available {answer.held}/{answer.available}, "
                 f"the rules say {account.held}/{account.available}"
             )
         self.placed[key] = (account_id, answer)
-        self.held_for[key] = seconds
+        # Its retries name the default: the same request ("default 900") as one naming none.
+        self.held_for[key] = seconds or model.DEFAULT_HOLD_SECONDS
         self.resets_before[answer.hold_id] = self.resets[account_id]
         self.touched.add(account_id)
         self.counts["holds"] += 1
@@ -657,6 +745,48 @@ class World:
         calendar, one hold's life spans two of them or more."""
         seconds = self.random.choice([1, 900, 4 * 24 * 3600, MAX_HOLD_SECONDS])
         await self.place_hold(account_id, seconds)
+
+    async def placed_as_the_api_does(self, account_id: str, amount: int, key: str) -> Hold:
+        """``POST /v1/accounts/{id}/holds`` with ``{"amount", "reason"}`` and no
+        ``expires_in_seconds``: its body decoded as the API's, placed by its route."""
+        body = msgspec.json.encode({"amount": amount, "reason": key})
+        request = msgspec.json.decode(body, type=PlaceHoldRequest)
+        services = cast(Services, _RouteServices(self.ledger))
+        return await place(services, account_id, request, key)
+
+    async def leave_a_default_hold(self, account_id: str) -> None:
+        """A hold whose request names no expiry, left: the clock moves to a second before
+        its default expiry, to it, or past it. Read then, the hold is open before and expired
+        from its expiry on, swept or not, and the balance read counts it so ("a balance
+        never counts a hold past its expiry"); later steps find it expired (a capture
+        refused, a release answered by its expiry)."""
+        before = set(self.accounts[account_id].holds)
+        await self.place_hold(account_id, None)
+        [*placed] = set(self.accounts[account_id].holds) - before
+        if not placed:  # refused (402), or a retry of an earlier hold
+            return
+        [hold_id] = placed
+        due = self.accounts[account_id].holds[hold_id].expires_at
+        self.now = max(self.now, due + timedelta(seconds=self.random.choice([-1, 0, 1, 600])))
+        expected = "expired" if self.now >= due else "held"
+        shown = await self.ledger.hold(account_id, hold_id)
+        if shown.status != expected:
+            raise Violation(
+                f"a hold at its default expiry {due} shown {shown.status} at {self.now}"
+            )
+        account = self.with_due_expired(account_id)  # a copy: a read records nothing
+        read = await self.ledger.account_now(account_id)
+        if (read.held, read.available, shown.held) != (
+            account.held,
+            account.available,
+            account.held,
+        ):
+            raise Violation(
+                f"a read by a hold at its default expiry: held/available {read.held}/"
+                f"{read.available} (the hold's answer: {shown.held}), the rules say "
+                f"{account.held}/{account.available}"
+            )
+        self.counts[f"holds left to their default expiry, read {expected}"] += 1
 
     async def settle_hold(self, account_id: str) -> None:
         account = self.accounts[account_id]
@@ -713,6 +843,80 @@ class World:
             except HoldAlreadySettled:
                 return
             raise Violation("a captured hold was released again")
+
+    async def capture_too_much(self, account_id: str) -> None:
+        """A capture of more than the hold reserves (the work cost more than estimated):
+        "more than held: 422" (``CaptureExceedsHold``); past its expiry or settled, 409. It
+        records nothing and leaves the hold as it was: a capture of what the hold reserves,
+        under the same key, is then taken as if the refused one had never come."""
+        account = self.accounts[account_id]
+        settled = sorted(
+            answer.hold_id
+            for acct, answer in self.placed.values()
+            if acct == account_id and answer.hold_id not in account.holds
+        )
+        if account.holds and (not settled or self.random.random() < 0.8):
+            hold_id = self.random.choice(sorted(account.holds))
+            reserved = account.holds[hold_id].amount
+            expired: bool | None = self.now >= account.holds[hold_id].expires_at
+        elif settled:
+            hold_id = self.random.choice(settled)
+            reserved = next(a.amount for _, a in self.placed.values() if a.hold_id == hold_id)
+            expired = None  # settled
+        else:
+            return
+        amount = reserved + self.random.choice([1, 2, reserved, 10**6])
+        key = self.new_id("capture-key") if self.random.random() < 0.5 else None
+        stream = account_stream_id(account_id)
+        before = len(await stream_events(self.store, stream))
+        try:
+            await self.answered(
+                SettleHold(
+                    account_id=account_id,
+                    hold_id=hold_id,
+                    outcome="captured",
+                    amount=amount,
+                    idempotency_key=key,
+                )
+            )
+            outcome = "taken"
+        except CaptureExceedsHold:
+            outcome = "too much"
+        except HoldHasExpired:
+            outcome = "expired"
+        except HoldAlreadySettled:
+            outcome = "settled"
+        state = {False: "open", True: "expired", None: "settled"}[expired]
+        allowed = {"open": {"too much"}, "expired": {"expired"}, "settled": {"expired", "settled"}}
+        if outcome not in allowed[state]:
+            raise Violation(
+                f"a capture of {amount} of a hold of {reserved} ({state}) was {outcome}"
+            )
+        if len(await stream_events(self.store, stream)) != before:
+            raise Violation(f"a capture of {amount} of a hold of {reserved}, refused, recorded")
+        self.touched.add(account_id)
+        self.counts[f"captures of more than held refused ({outcome})"] += 1
+        if expired is False and self.random.random() < 0.5:
+            account = self.with_due_expired(account_id)
+            answer = await self.answered(
+                SettleHold(
+                    account_id=account_id,
+                    hold_id=hold_id,
+                    outcome="captured",
+                    amount=reserved,
+                    idempotency_key=key,
+                )
+            )
+            account.settle(hold_id, reserved)
+            self.keep_due_expired(account_id, account)
+            if (answer.status, answer.captured, answer.held, answer.available) != (
+                "captured",
+                reserved,
+                account.held,
+                account.available,
+            ):
+                raise Violation(f"a capture after one of too much refused answered {answer}")
+            self.counts["holds captured in full after too much was refused"] += 1
 
     async def grant(self, account_id: str) -> None:
         account = self.accounts[account_id]
@@ -892,6 +1096,11 @@ class World:
         steps: list[Step] = [
             (0.15, "purchase", lambda: self.purchase(account_id)),
             (0.15, "keyed purchase", lambda: self.purchase_with_a_key(account_id)),  # SIM_MIX
+            (
+                0.15,
+                "reused purchase key",
+                lambda: self.purchase_key_reused(account_id),
+            ),  # SIM_MIX only
             (0.37, "deliver", self.deliver if self.network else lambda: None),
             (
                 0.40,
@@ -908,7 +1117,9 @@ class World:
             (0.60, "burst", lambda: self.burst(account_id)),  # SIM_MIX only: OFF_BY_DEFAULT
             (0.67, "hold", lambda: self.place_hold(account_id)),
             (0.67, "long hold", lambda: self.place_hold_for_long(account_id)),  # SIM_MIX only
+            (0.67, "default hold", lambda: self.leave_a_default_hold(account_id)),  # SIM_MIX only
             (0.74, "settle hold", lambda: self.settle_hold(account_id)),
+            (0.74, "capture too much", lambda: self.capture_too_much(account_id)),  # SIM_MIX only
             (0.79, "grant", lambda: self.grant(account_id)),
             (0.805, "void grant", lambda: self.void_grant(account_id)),
             (0.83, "expire grants", self.expire_grants),
@@ -1127,13 +1338,22 @@ class World:
 
 
 STEP_NAMES = (
-    "purchase", "keyed purchase", "deliver", "refund", "fail refund", "dispute", "spend", "burst", "hold",
-    "long hold", "settle hold", "grant", "void grant", "expire grants", "turn time", "reset",
+    "purchase", "keyed purchase", "reused purchase key", "deliver", "refund", "fail refund",
+    "dispute", "spend", "burst", "hold", "long hold", "default hold", "settle hold",
+    "capture too much", "grant", "void grant", "expire grants", "turn time", "reset",
     "reset ahead", "plan", "threshold", "project with a kill", "restart the database",
 )  # fmt: skip
 """The steps a schedule picks from (after "open"), as ``SIM_MIX`` names them."""
 
-OFF_BY_DEFAULT = {"burst": 0.05, "long hold": 0.05, "reset ahead": 0.02, "keyed purchase": 0.05}
+OFF_BY_DEFAULT = {
+    "burst": 0.05,
+    "long hold": 0.05,
+    "reset ahead": 0.02,
+    "keyed purchase": 0.05,
+    "reused purchase key": 0.02,
+    "default hold": 0.03,
+    "capture too much": 0.03,
+}
 """Steps the default schedule never takes (so that every seed's stays as it was), and the
 chance a mix that names them weighs."""
 
@@ -1216,6 +1436,11 @@ def parse_mix(text: str | None) -> dict[str, float]:
             raise ValueError(f"SIM_MIX: {part!r} is not <step>=<factor>, steps {STEP_NAMES}")
         mix[name] = float(factor)
     return mix
+
+
+def mix_text(mix: dict[str, float]) -> str:
+    """``mix`` as ``SIM_MIX`` names it, for a shell: ``long-hold=8,reset-ahead=8``."""
+    return ",".join(f"{name.replace(' ', '-')}={factor:g}" for name, factor in mix.items())
 
 
 def mixed(steps: list[Step], mix: dict[str, float]) -> list[Step]:
@@ -1319,7 +1544,7 @@ async def simulate(
         raise Violation(
             f"seed {seed} failed at step {len(done)} ({done[-5:]}): {described(error)}\n"
             f"replay exactly this schedule: SIM_SEED={seed} SIM_STEPS={len(done)}"
-            + (f" SIM_MIX={','.join(f'{k}={v:g}' for k, v in mix.items())}" if mix else "")
+            + (f" SIM_MIX={mix_text(mix)}" if mix else "")
         ) from error
     finally:
         await world.close()
