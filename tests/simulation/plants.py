@@ -10,9 +10,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from api.routes import holds
 from ledger.domain import account, adjustments, checkout
 from ledger.domain.account import CreditAccount
 from ledger.domain.events import MonthlyAllowanceReset
+from ledger.service import Ledger
 from projections.memory import ViewMemory
 
 Setter = Callable[[Any, str, Any], None]
@@ -121,6 +123,33 @@ def _projector_memory_never_forgets(put: Setter) -> None:
     put(ViewMemory, "forget", lambda self: None)
 
 
+def _session_of_a_refused_purchase_left_open(put: Setter) -> None:
+    """A purchase that lost the race to record its key leaves its Stripe session payable
+    (as before the fix). Only reused purchase keys sent at once (``PLANT_MIX``) reach it."""
+
+    async def leave_it(self: Ledger, created: Any, why: str) -> None:
+        return None
+
+    put(Ledger, "_expire_unanswered", leave_it)
+
+
+def _capture_over_the_hold_takes_the_hold(put: Setter) -> None:
+    """A capture of more than the hold reserves takes all it reserves, as if asked that.
+    Only captures of too much (``PLANT_MIX``) reach it."""
+    original = CreditAccount.capture_hold
+
+    def capture_hold(self: CreditAccount, hold_id: str, amount: int, now: datetime) -> Any:
+        return original(self, hold_id, min(amount, self.hold(hold_id).amount), now)
+
+    put(CreditAccount, "capture_hold", capture_hold)
+
+
+def _default_hold_of_an_hour(put: Setter) -> None:
+    """A hold whose request names no expiry lives an hour, not the README's 900 s. Only
+    holds placed with the default (``PLANT_MIX``) reach it."""
+    put(holds, "DEFAULT_HOLD_SECONDS", 3600)
+
+
 PLANTS: dict[str, Callable[[Setter], None]] = {
     "spend-ignores-holds": _spend_ignores_holds,
     "refund-applied-twice": _refund_applied_twice,
@@ -131,9 +160,17 @@ PLANTS: dict[str, Callable[[Setter], None]] = {
     "settlement-ignores-closed-grants": _settlement_ignores_closed_grants,
     "projector-memory-never-forgets": _projector_memory_never_forgets,
     "reset-carries-a-hold-once": _reset_carries_a_hold_once,
+    "session-of-a-refused-purchase-left-open": _session_of_a_refused_purchase_left_open,
+    "capture-over-the-hold-takes-the-hold": _capture_over_the_hold_takes_the_hold,
+    "default-hold-of-an-hour": _default_hold_of_an_hour,
 }
 
-PLANT_MIX = {"reset-carries-a-hold-once": "long-hold=8,reset-ahead=8,settle-hold=3"}
+PLANT_MIX = {
+    "reset-carries-a-hold-once": "long-hold=8,reset-ahead=8,settle-hold=3",
+    "session-of-a-refused-purchase-left-open": "reused-purchase-key=8",
+    "capture-over-the-hold-takes-the-hold": "capture-too-much=8",
+    "default-hold-of-an-hour": "default-hold=8",
+}
 """The ``SIM_MIX`` a plant needs: steps the default schedule never takes reach it."""
 
 
