@@ -25,8 +25,9 @@ MET_STEPS = int(os.environ.get("SIM_STEPS", "60"))
 MET_MIX = "reused-purchase-key=8,default-hold=6,capture-too-much=8"
 """With its mix, at 60 steps (about 2 s): 8 purchase keys reused for other credits (5 at
 once, 4 or 5 of their sessions expired at Stripe: how many reach Stripe before the other
-records varies), 6 holds left to their default expiry (5 read expired), 14 captures of
-more than held (2 of open holds, 9 expired, 1 settled)."""
+records varies, so it is not asserted; test_purchase_races.py makes them race), 6 holds
+left to their default expiry (5 read expired), 12 captures of more than held (2 of open
+holds, 9 expired, 1 settled)."""
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,6 @@ async def test_steps_users_meet_keep_the_books_right_and_stripe_tidy(
     for kind in (
         "purchase keys reused for other credits at once",
         "purchase keys reused for other credits after the first answer",
-        "sessions of refused purchases expired at Stripe",
         "holds left to their default expiry, read held",
         "holds left to their default expiry, read expired",
         "captures of more than held refused (too much)",
