@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from api.cli_support import (
+    WholeNumber,
     account_id_option,
     plural,
     progress,
@@ -31,7 +32,7 @@ def accounts_group() -> None:
 @click.argument("account_id", callback=account_id_option)
 @click.option(
     "--allowance",
-    type=click.IntRange(min=0, max=MAX_MONTHLY_ALLOWANCE),
+    type=WholeNumber(min=0, max=MAX_MONTHLY_ALLOWANCE),
     default=None,
     help="Monthly allowance in credits (default: DEFAULT_MONTHLY_ALLOWANCE).",
 )

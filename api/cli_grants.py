@@ -11,6 +11,7 @@ import click
 import msgspec
 
 from api.cli_support import (
+    WholeNumber,
     account_id_option,
     plural,
     run_with_services,
@@ -90,11 +91,11 @@ def grants_group() -> None:
 
 @grants_group.command("create")
 @click.argument("account_id", callback=account_id_option)
-@click.argument("amount", type=click.IntRange(1, 1_000_000_000))
+@click.argument("amount", type=WholeNumber(1, 1_000_000_000))
 @click.option("--expires-at", type=_Moment(), help="When what remains lapses (default: never).")
 @click.option(
     "--priority",
-    type=click.IntRange(0, 100),
+    type=WholeNumber(0, 100),
     default=50,
     show_default=True,
     help="Lower burns first.",

@@ -15,6 +15,7 @@ import click
 import msgspec
 
 from api.cli_support import (
+    WholeNumber,
     account_id_option,
     plural,
     run_with_services,
@@ -173,7 +174,7 @@ def show_account(account_id: str, as_json: bool) -> None:
 @click.command("list", short_help="List accounts by id with their balances.")
 @click.option("--after", callback=utf8_text, help="Start after this account id (the next page).")
 @click.option(
-    "--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="How many."
+    "--limit", type=WholeNumber(1, 100_000), default=100, show_default=True, help="How many."
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one account each.")
 def list_accounts(after: str | None, limit: int, as_json: bool) -> None:

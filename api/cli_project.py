@@ -13,7 +13,7 @@ import click
 
 from api.cli_exits import error_in_one_line
 from api.cli_logging import log_at_least_info
-from api.cli_support import run_with_database, settings_from_env
+from api.cli_support import WholeNumber, run_with_database, settings_from_env
 from ledger.heap import settle_after_start_up
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @click.command("project")
 @click.option(
     "--batch-size",
-    type=click.IntRange(1, 10_000),
+    type=WholeNumber(1, 10_000),
     default=500,
     show_default=True,
     help="Events per transaction.",

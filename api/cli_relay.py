@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from api.cli_logging import log_at_least_info
-from api.cli_support import run_with_database, settings_from_env
+from api.cli_support import WholeNumber, run_with_database, settings_from_env
 
 
 @click.command("relay")
@@ -36,14 +36,14 @@ from api.cli_support import run_with_database, settings_from_env
 )
 @click.option(
     "--duplicate-window",
-    type=click.IntRange(min=1, max=7 * 24 * 3600),  # a week
+    type=WholeNumber(min=1, max=7 * 24 * 3600),  # a week
     default=120,
     show_default=True,
     help="Seconds, for a stream it creates.",
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(1, 10_000),
+    type=WholeNumber(1, 10_000),
     default=500,
     show_default=True,
     help="Events read and published at once.",

@@ -11,7 +11,7 @@ import click
 import msgspec
 
 from api.cli_logging import log_at_least_info, verbosity_given
-from api.cli_support import settings_from_env
+from api.cli_support import WholeNumber, settings_from_env
 from api.settings import MAX_WORKERS, Settings
 
 
@@ -24,7 +24,7 @@ from api.settings import MAX_WORKERS, Settings
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1, max=MAX_WORKERS),
+    type=WholeNumber(min=1, max=MAX_WORKERS),
     default=None,
     help="API processes on the same port (default: WEB_CONCURRENCY, else 1). "
     "docs/scaling.md says how many for a machine.",

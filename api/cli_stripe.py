@@ -13,6 +13,7 @@ import msgspec
 
 from api.cli_exits import CouldNotRun, exit_2_when_it_cannot_run
 from api.cli_support import (
+    WholeNumber,
     account_id_option,
     plural,
     progress,
@@ -115,7 +116,7 @@ def _line(result: Reconciled) -> str:
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1, 100_000),
+    type=WholeNumber(1, 100_000),
     default=DEFAULT_LIMIT,
     show_default=True,
     help="At most this many purchases, oldest first.",

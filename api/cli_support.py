@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from api.settings import Settings, SettingsError
+from api.settings import Settings, SettingsError, is_whole_number
 from ledger import event_loop
 from ledger.text import is_utf8_text
 
@@ -121,12 +121,24 @@ def default_jobs(head_position: int) -> int:
     return max(1, min(head_position // EVENTS_PER_JOB, cpus))
 
 
+class WholeNumber(click.IntRange):
+    """click's ``IntRange``, reading only what ``is_whole_number`` takes (spaces around
+    allowed, as in a variable). ``IntRange`` converts with int(): `accounts open
+    --allowance 1_000` opened an account with 1,000 credits a month and `--allowance ٣` one
+    with 3, where DEFAULT_MONTHLY_ALLOWANCE and the API refuse both."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not is_whole_number(value.strip()):
+            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def jobs_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--jobs`` as ``audit verify`` and ``projections rebuild`` take it, each with its own
     ``help``: not given, ``default_jobs`` of the store, as the default shown says."""
     return click.option(
         "--jobs",
-        type=click.IntRange(min=1, max=MAX_JOBS),
+        type=WholeNumber(min=1, max=MAX_JOBS),
         show_default=f"one per {EVENTS_PER_JOB:,} events, at most one per CPU",
         help=help,
     )

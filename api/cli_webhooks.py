@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from api.cli_support import run_with_services, settings_from_env
+from api.cli_support import WholeNumber, run_with_services, settings_from_env
 
 
 @click.group("webhooks")
@@ -30,7 +30,7 @@ def _delivery_id(ctx: click.Context, param: click.Parameter, value: str) -> int:
 )
 @click.option("--endpoint", "endpoint_id", help="Only deliveries to this endpoint (we_…).")
 @click.option(
-    "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="How many."
+    "--limit", type=WholeNumber(1, 10_000), default=50, show_default=True, help="How many."
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one delivery each.")
 def webhook_deliveries(

@@ -51,6 +51,13 @@ _JUDGED_AS_URLS_OR_PATHS = frozenset(
 them (a folder's name is bytes)."""
 
 
+def is_whole_number(text: str) -> bool:
+    """``text`` is a whole number as the ledger reads one everywhere (variables, the
+    command line's options, the API's query parameters): ASCII digits with an optional
+    minus. int() also takes '1_000', '+5' and other scripts' digits ('٣')."""
+    return re.fullmatch(r"-?[0-9]+", text) is not None
+
+
 def whole_number(
     env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
 ) -> int:
@@ -59,7 +66,7 @@ def whole_number(
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not re.fullmatch(r"-?[0-9]+", raw):  # int() takes '1_000' and other scripts' digits
+    if not is_whole_number(raw):
         raise SettingsError(f"{name} must be a whole number, not {raw!r}")
     value = int(raw)
     if value < minimum:

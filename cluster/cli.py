@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from api.cli_support import WholeNumber
+
 
 def refuse_production(what: str) -> None:
     """End a development command in one line under ``LEDGER_ENV=production``, before it
@@ -52,18 +54,18 @@ def dev() -> None:
 
 @dev.command("cluster")
 @click.option(
-    "--replicas", type=click.IntRange(1, 20), default=3, show_default=True, help="API processes."
+    "--replicas", type=WholeNumber(1, 20), default=3, show_default=True, help="API processes."
 )
 @click.option(
     "--port",
-    type=click.IntRange(1, 65000),
+    type=WholeNumber(1, 65000),
     default=None,
     show_default="$PORT or 8000",
     help="nginx, the entry point; replicas on the next ports, the Stripe stand-in at +50.",
 )
 @click.option(
     "--pg-port",
-    type=click.IntRange(1, 65000),
+    type=WholeNumber(1, 65000),
     default=54320,
     show_default=True,
     help="The PostgreSQL primary; its standby on the next port.",
@@ -129,7 +131,7 @@ def cluster_command(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
-    type=click.IntRange(0, 65535),
+    type=WholeNumber(0, 65535),
     default=12111,
     show_default=True,
     help="Port to listen on.",

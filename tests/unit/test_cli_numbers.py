@@ -1,0 +1,60 @@
+"""A number given to a ``ledger`` command is read as the environment and the API read one:
+ASCII digits, an optional minus, nothing else."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from api.cli import main
+from tests.unit.test_cli_help import commands
+
+
+def whole_number_parameters() -> list[tuple[str, click.Parameter]]:
+    return [
+        (f"{path} {parameter.opts[0]}", parameter)
+        for path, command in commands(main)
+        for parameter in command.params
+        if isinstance(parameter.type, click.types.IntParamType)
+    ]
+
+
+@pytest.mark.parametrize("written", ["1_000", "٣", "\uff10", "+5", "0x10", "1e3"])
+def test_every_whole_number_option_refuses_what_only_python_reads_as_one(written: str) -> None:
+    """`ledger accounts open acct_x --allowance 1_000` opened an account with 1,000 credits a
+    month, and `--allowance ٣` one with 3: click converts with int(), which takes
+    underscores and other scripts' digits, where DEFAULT_MONTHLY_ALLOWANCE (the settings'
+    whole_number) and the API's bodies and query parameters refuse them."""
+    parameters = whole_number_parameters()
+    context = click.Context(main)
+
+    accepted = []
+    for name, parameter in parameters:
+        try:
+            parameter.type.convert(written, parameter, context)
+        except click.BadParameter:
+            continue
+        accepted.append(name)
+
+    assert any(name == "ledger accounts open --allowance" for name, _ in parameters)
+    assert not accepted
+
+
+@pytest.mark.parametrize(("written", "read"), [("250", 250), (" 7 ", 7), ("0", 0)])
+def test_an_allowance_in_digits_is_read_as_before(written: str, read: int) -> None:
+    [allowance] = [p for name, p in whole_number_parameters() if name.endswith("--allowance")]
+
+    assert allowance.type.convert(written, allowance, click.Context(main)) == read
+
+
+def test_a_refused_allowance_is_a_usage_error_naming_the_option() -> None:
+    """Refused while the arguments are read, before the command runs (or reads a setting)."""
+    [opening] = [command for path, command in commands(main) if path == "ledger accounts open"]
+
+    with pytest.raises(click.BadParameter) as refused:
+        opening.make_context("ledger accounts open", ["acct_x", "--allowance", "1_000"])
+
+    assert refused.value.exit_code == 2
+    assert refused.value.format_message() == (
+        "Invalid value for '--allowance': '1_000' is not a valid integer range."
+    )
