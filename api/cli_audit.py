@@ -13,6 +13,7 @@ from api.cli_exits import exit_2_when_it_cannot_run
 from api.cli_files import output_option, written_whole
 from api.cli_support import (
     MAX_JOBS,
+    DecimalNumber,
     account_id_option,
     default_jobs,
     jobs_option,
@@ -59,7 +60,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option(
     "--max-time-skew",
-    type=click.FloatRange(min=0, min_open=True),
+    type=DecimalNumber(min=0, min_open=True),
     default=MAX_TIME_SKEW_SECONDS,
     show_default=True,
     metavar="SECONDS",

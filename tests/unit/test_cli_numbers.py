@@ -1,5 +1,5 @@
 """A number given to a ``ledger`` command is read as the environment and the API read one:
-ASCII digits, an optional minus, nothing else."""
+a whole number is ASCII digits with an optional minus; a decimal is ASCII, and a number."""
 
 from __future__ import annotations
 
@@ -57,4 +57,57 @@ def test_a_refused_allowance_is_a_usage_error_naming_the_option() -> None:
     assert refused.value.exit_code == 2
     assert refused.value.format_message() == (
         "Invalid value for '--allowance': '1_000' is not a valid integer range."
+    )
+
+
+def decimal_parameters() -> list[tuple[str, click.Parameter]]:
+    return [
+        (f"{path} {parameter.opts[0]}", parameter)
+        for path, command in commands(main)
+        for parameter in command.params
+        if isinstance(parameter.type, click.types.FloatParamType)
+    ]
+
+
+@pytest.mark.parametrize("written", ["nan", "NaN", " -nan ", "1_0", "٣", "\uff11.5"])
+def test_every_decimal_option_refuses_what_is_no_number_or_only_python_reads_as_one(
+    written: str,
+) -> None:
+    """`ledger audit verify --max-time-skew nan` passed the range check (no comparison with
+    NaN is true) and ended as "unexpected error: ValueError: cannot convert float NaN to
+    integer" after connecting, where a usage error names the option at once; `1_0` and `٣`
+    were read as 10 and 3 seconds."""
+    parameters = decimal_parameters()
+    context = click.Context(main)
+
+    accepted = []
+    for name, parameter in parameters:
+        try:
+            parameter.type.convert(written, parameter, context)
+        except click.BadParameter:
+            continue
+        accepted.append(name)
+
+    assert any(name == "ledger audit verify --max-time-skew" for name, _ in parameters)
+    assert not accepted
+
+
+@pytest.mark.parametrize(
+    ("written", "read"), [("90", 90.0), ("2e9", 2e9), ("0.5", 0.5), ("inf", float("inf"))]
+)
+def test_a_time_skew_is_read_as_before(written: str, read: float) -> None:
+    [skew] = [p for name, p in decimal_parameters() if name.endswith("--max-time-skew")]
+
+    assert skew.type.convert(written, skew, click.Context(main)) == read
+
+
+def test_a_nan_time_skew_is_a_usage_error_naming_the_option() -> None:
+    [verify] = [command for path, command in commands(main) if path == "ledger audit verify"]
+
+    with pytest.raises(click.BadParameter) as refused:
+        verify.make_context("ledger audit verify", ["--max-time-skew", "nan"])
+
+    assert refused.value.exit_code == 2
+    assert refused.value.format_message() == (
+        "Invalid value for '--max-time-skew': 'nan' is not a valid float range."
     )
