@@ -11,14 +11,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import uvloop
 
 T = TypeVar("T")
 
 
+class _Kept(Generic[T]):
+    """Where the coroutine's result waits for the caller, out of the main task's sight."""
+
+    __slots__ = ("value",)
+    value: T
+
+
+async def _keeping(main: Coroutine[Any, Any, T], kept: _Kept[T]) -> None:
+    kept.value = await main
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)``, on a uvloop event loop."""
+    """``asyncio.run(main)``, on a uvloop event loop.
+
+    The main task ends with no result of its own: asyncio's Runner, when it puts Ctrl-C's
+    handler back, looks the old one up by ``signal.getsignal``, which turns the handler into
+    text in passing (it is no ``Handlers`` member): its repr, the main task's, and with it
+    the task's result, whole. An audit worker's result is its replayed part, every
+    account's figures: 0.3-0.5 s of its CPU on 1,000,000 events went into that text.
+    """
+    kept: _Kept[T] = _Kept()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+        runner.run(_keeping(main, kept))
+    return kept.value

@@ -27,3 +27,28 @@ def test_a_command_runs_on_uvloop_and_gets_the_coroutine_s_result() -> None:
 def test_an_error_in_the_coroutine_reaches_the_caller() -> None:
     with pytest.raises(LookupError, match="from the coroutine"):
         event_loop.run(failing())
+
+
+class TellsWhenShown:
+    """A result that counts how often it was turned into text."""
+
+    def __init__(self) -> None:
+        self.shown = 0
+
+    def __repr__(self) -> str:
+        self.shown += 1
+        return "a result"
+
+
+async def returning(result: TellsWhenShown) -> TellsWhenShown:
+    await asyncio.sleep(0)
+    return result
+
+
+def test_the_result_is_never_turned_into_text() -> None:
+    """asyncio's Runner, putting Ctrl-C's handler back, names the one it leaves (its repr,
+    the main task's, the task's result): an audit worker's whole replayed part was written
+    out as text for nothing, 0.3-0.5 s of its CPU on 1,000,000 events."""
+    result = TellsWhenShown()
+    assert event_loop.run(returning(result)) is result
+    assert result.shown == 0
