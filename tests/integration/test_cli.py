@@ -886,3 +886,35 @@ async def test_a_database_url_that_names_no_database_is_refused_before_anything_
     assert set_up.returncode == 1, set_up.stderr
     assert set_up.stderr.startswith("Error: --admin-url names no database: "), set_up.stderr
     assert tables == 0
+
+
+_REBUILD_THEN_SAY_WHAT_IT_IMPORTED = """
+import sys
+from api.cli import main
+try:
+    main(["projections", "rebuild", "--jobs", "1"], prog_name="ledger")
+except SystemExit as end:
+    print(end.code, sorted(m for m in sys.modules if m == "litestar" or m == "api.app"))
+"""
+
+
+async def test_a_rebuild_starts_without_the_web_stack(isolated_db: IsolatedDatabase) -> None:
+    """`projections rebuild` opened the service's parts to reach the database: Litestar and
+    the app imported (~0.4 s of CPU) before its workers started, none of them used."""
+    opened = await ledger(isolated_db.url, "accounts", "open", "acct_rebuild_light")
+    assert opened.returncode == 0, opened.stderr
+
+    rebuilt = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _REBUILD_THEN_SAY_WHAT_IT_IMPORTED],
+        env={**os.environ, "DATABASE_URL": isolated_db.url},
+        cwd=cli.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.splitlines()[-1] == "0 []", rebuilt.stdout
+    assert "rebuilt balances up to position" in rebuilt.stdout
