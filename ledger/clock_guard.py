@@ -52,6 +52,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ledger.ports import Clock, system_clock
+from ledger.times import duration_in_one_unit
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,13 @@ class ClockSkewed(Exception):
 
 
 def describe(offset: float, tolerance: float) -> str:
-    """The offset in words, with the tolerance it exceeds."""
+    """The offset in words, as the audit's ``time-far-from-record`` says how far an event's
+    time is from its record (``duration_in_one_unit``: ``7.0 s``, ``24.0 hours``), with the
+    tolerance it exceeds."""
     way = "ahead of" if offset > 0 else "behind"
     return (
-        f"this host's clock is {abs(offset):.1f} s {way} the database's, more than the "
-        f"{tolerance:g} s allowed (LEDGER_MAX_CLOCK_SKEW_SECONDS)"
+        f"this host's clock is {duration_in_one_unit(abs(offset))} {way} the database's, "
+        f"more than the {tolerance:g} s allowed (LEDGER_MAX_CLOCK_SKEW_SECONDS)"
     )
 
 
