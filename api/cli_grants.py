@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from api.cli_support import (
     settings_from_env,
     utf8_text,
 )
-from ledger.domain.limits import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
+from ledger.domain.limits import IDEMPOTENCY_KEY_RULE, is_idempotency_key
 from projections.queries import GRANT_STATUSES
 
 if TYPE_CHECKING:
@@ -77,10 +76,8 @@ def _refusal(error: Exception) -> str:
 
 def _idempotency_key(ctx: click.Context, param: click.Parameter, key: str | None) -> str | None:
     """As the ``Idempotency-Key`` header admits it."""
-    if key is not None and not (
-        len(key) <= IDEMPOTENCY_KEY_MAX and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key)
-    ):
-        raise click.BadParameter(f"must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters")
+    if key is not None and not is_idempotency_key(key):
+        raise click.BadParameter(f"must be {IDEMPOTENCY_KEY_RULE}")
     return key
 
 

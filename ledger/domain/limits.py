@@ -1,6 +1,8 @@
 """Bounds of what commands carry, in a module of their own: the settings, the CLI and the
 HTTP schemas check them before loading the domain, which checks them again."""
 
+import re
+
 MAX_MONTHLY_ALLOWANCE = 1_000_000_000
 """The views hold credits as PostgreSQL bigints: every bucket is bounded where it is filled."""
 
@@ -20,3 +22,16 @@ MAX_REASON_LENGTH = 500
 IDEMPOTENCY_KEY_MAX = 255
 IDEMPOTENCY_KEY_PATTERN = "^[ -~]+$"
 """Printable ASCII, as the ``Idempotency-Key`` header admits it (and ``--key`` on the CLI)."""
+IDEMPOTENCY_KEY_RULE = f"1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
+"""What a key must be, in the words of the refusals of one that is not."""
+
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+def is_idempotency_key(key: str) -> bool:
+    """Whether ``key`` is an idempotency key (``IDEMPOTENCY_KEY_RULE``): the one check of the
+    ``Idempotency-Key`` header outside Litestar's (api/validation.py) and of ``--key``.
+
+    The whole key must match: ``$`` also matches before a last newline, which the header's
+    value cannot end with (an HTTP header line ends there) but an argument can."""
+    return 0 < len(key) <= IDEMPOTENCY_KEY_MAX and _IDEMPOTENCY_KEY.fullmatch(key) is not None
