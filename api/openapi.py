@@ -137,6 +137,19 @@ _VALIDATION_EXAMPLE = {
 
 _GENERIC_422 = "a bad field"
 
+WRITE_ERRORS = (401, 403, 413, 415, 422, 503)
+"""What every command with a body may answer, whatever it does: no token or an unknown one,
+a scope that does not allow it, a body too large, compressed or invalid, the database
+unavailable or the account busy. ``write_errors`` adds each route's own."""
+
+
+def write_errors(
+    *own: int, conflict: str | None = None, invalid: dict[str, dict[str, str]] | None = None
+) -> dict[int, ResponseSpec]:
+    """``errors`` of a command with a body: ``WRITE_ERRORS`` and its ``own`` (402, 404,
+    409, 502), in the order of their codes."""
+    return errors(*sorted({*WRITE_ERRORS, *own}), conflict=conflict, invalid=invalid)
+
 
 def errors(
     *codes: int, conflict: str | None = None, invalid: dict[str, dict[str, str]] | None = None

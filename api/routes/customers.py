@@ -11,7 +11,7 @@ from litestar.params import Body as Documented
 from api.access.guards import Caller, allow, customer_account
 from api.access.tokens import Scope
 from api.express import Call, Declined, express
-from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example, write_errors
 from api.pagination import After, Limit, page, page_of_rows
 from api.read_side import views_caught_up
 from api.routes.auditors import AsOf, credits_as_of
@@ -46,7 +46,7 @@ class Transactions(msgspec.Struct, frozen=True):
     status_code=200,
     dto=Body[PurchaseRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 413, 415, 422, 502, 503),
+    responses=write_errors(404, 502),
 )
 async def purchase_credits(
     data: Annotated[

@@ -12,7 +12,7 @@ from litestar.params import FromPath, QueryParameter
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.grant_reads import grants_now
-from api.openapi import BEARER, COMMAND_HEADERS, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, errors, example, write_errors
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import GrantRequest, VoidGrantRequest
 from api.services import ServicesDependency
@@ -53,7 +53,7 @@ class Grants(msgspec.Struct, frozen=True):
     guards=[allow(Scope.LEDGER_WRITE)],
     dto=Body[GrantRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 413, 415, 422, 503),
+    responses=write_errors(404),
 )
 async def grant_credits(
     account_id: FromPath[str],
@@ -97,17 +97,7 @@ async def grant_credits(
     guards=[allow(Scope.LEDGER_WRITE)],
     dto=OptionalBody[VoidGrantRequest],
     return_dto=None,
-    responses=errors(
-        401,
-        403,
-        404,
-        409,
-        413,
-        415,
-        422,
-        503,
-        conflict="The grant has already expired or been voided.",
-    ),
+    responses=write_errors(404, 409, conflict="The grant has already expired or been voided."),
 )
 async def void_grant(
     account_id: FromPath[str],

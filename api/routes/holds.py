@@ -11,7 +11,7 @@ from litestar.params import FromPath
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.express import Call, express
-from api.openapi import BEARER, COMMAND_HEADERS, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, errors, example, write_errors
 from api.schemas import DEFAULT_HOLD_SECONDS, CaptureHoldRequest, PlaceHoldRequest
 from api.services import Services, ServicesDependency
 from api.validation import Body, IdempotencyKey, OptionalIdempotencyKey
@@ -85,7 +85,7 @@ async def release_hold_express(call: Call) -> Hold:
     status_code=201,
     dto=Body[PlaceHoldRequest],
     return_dto=None,
-    responses=errors(401, 402, 403, 404, 413, 415, 422, 503),
+    responses=write_errors(402, 404),
     middleware=[express(place_hold_express)],
 )
 async def place_hold(
@@ -113,15 +113,9 @@ async def place_hold(
     status_code=200,
     dto=Body[CaptureHoldRequest],
     return_dto=None,
-    responses=errors(
-        401,
-        403,
+    responses=write_errors(
         404,
         409,
-        413,
-        415,
-        422,
-        503,
         conflict=SETTLED_CONFLICT,
         invalid={
             "more than the hold reserves": {

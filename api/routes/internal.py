@@ -12,7 +12,7 @@ from litestar.params import FromPath
 from api.access.guards import allow, own_account_or
 from api.access.tokens import Scope
 from api.express import Call, Declined, express
-from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example, write_errors
 from api.routes.auditors import AsOf, credits_as_of
 from api.routes.customers import account_credits
 from api.schemas import (
@@ -35,7 +35,7 @@ from ledger.handlers.accounts import Spent
     status_code=201,
     dto=Body[OpenAccountRequest],
     return_dto=None,
-    responses=errors(401, 403, 409, 413, 415, 422, 503),
+    responses=write_errors(409),
 )
 async def open_account(
     data: Annotated[
@@ -107,7 +107,7 @@ def spend_credits_express(call: Call) -> Awaitable[Spent]:
     status_code=200,
     dto=Body[SpendRequest],
     return_dto=None,
-    responses=errors(401, 402, 403, 404, 413, 415, 422, 503),
+    responses=write_errors(402, 404),
     middleware=[express(spend_credits_express)],
 )
 async def spend_credits(
@@ -129,16 +129,8 @@ async def spend_credits(
     status_code=200,
     dto=OptionalBody[MonthlyResetRequest],
     return_dto=None,
-    responses=errors(
-        401,
-        403,
-        404,
-        409,
-        413,
-        415,
-        422,
-        503,
-        conflict="The period is earlier than the account's last reset.",
+    responses=write_errors(
+        404, 409, conflict="The period is earlier than the account's last reset."
     ),
 )
 async def reset_month(
@@ -164,7 +156,7 @@ async def reset_month(
     status_code=200,
     dto=Body[ChangePlanRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 413, 415, 422, 503),
+    responses=write_errors(404),
 )
 async def change_plan(
     account_id: FromPath[str],

@@ -16,7 +16,7 @@ from litestar.params import FromPath
 
 from api.access.guards import Caller, allow
 from api.access.tokens import Scope
-from api.openapi import BEARER, COMMAND_HEADERS, errors, example
+from api.openapi import BEARER, COMMAND_HEADERS, errors, example, write_errors
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import LowBalanceThreshold, ThresholdRequest, WebhookEndpointRequest
 from api.services import ServicesDependency
@@ -45,7 +45,7 @@ class WebhookEndpoints(msgspec.Struct, frozen=True):
     status_code=201,
     dto=Body[WebhookEndpointRequest],
     return_dto=None,
-    responses=errors(401, 403, 413, 415, 422, 503),
+    responses=write_errors(),
 )
 async def create_webhook_endpoint(
     data: Annotated[
@@ -151,7 +151,7 @@ async def disable_webhook_endpoint(
     status_code=200,
     dto=Body[ThresholdRequest],
     return_dto=None,
-    responses=errors(401, 403, 404, 413, 415, 422, 503),
+    responses=write_errors(404),
 )
 async def set_low_balance_threshold(
     account_id: FromPath[str],
