@@ -14,7 +14,7 @@ Integers are JSON integers: ``1000``, never ``1000.0`` or ``"1000"``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -27,6 +27,7 @@ from ledger.domain.account import (
     CreditAccount,
 )
 from ledger.domain.limits import MAX_CREDITS, MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH, MIN_CREDITS
+from ledger.handlers.accounts import AccountBalances
 from ledger.notifications import EVENT_TYPES
 from ledger.notifications.url_form import MAX_URL_LENGTH, URL_PATTERN
 
@@ -224,30 +225,7 @@ class StripeEvent(msgspec.Struct, frozen=True):
 # --- answers -------------------------------------------------------------------------------
 
 
-class HasBalance(Protocol):
-    """Anything that knows an account's buckets: the aggregate or its projected row."""
-
-    @property
-    def account_id(self) -> str: ...
-    @property
-    def balance(self) -> int: ...
-    @property
-    def monthly_allowance(self) -> int: ...
-    @property
-    def allowance_remaining(self) -> int: ...
-    @property
-    def topup_balance(self) -> int: ...
-    @property
-    def period(self) -> str: ...
-    @property
-    def held(self) -> int: ...
-    @property
-    def available(self) -> int: ...
-    @property
-    def granted(self) -> int: ...
-
-
-class AccountCredits(msgspec.Struct, frozen=True):
+class AccountCredits(AccountBalances, frozen=True):
     """An account's balance: ``balance = allowance_remaining + granted + topup_balance``.
 
     ``held`` is what open holds reserve of it; ``available = balance - held`` is
@@ -256,30 +234,6 @@ class AccountCredits(msgspec.Struct, frozen=True):
     ``expired`` or ``voided``, their ``remaining`` those reserved credits until the hold
     settles).
     """
-
-    account_id: str
-    balance: int
-    monthly_allowance: int
-    allowance_remaining: int
-    topup_balance: int
-    period: str
-    held: int
-    available: int
-    granted: int
-
-    @classmethod
-    def of(cls, account: HasBalance) -> AccountCredits:
-        return cls(
-            account_id=account.account_id,
-            balance=account.balance,
-            monthly_allowance=account.monthly_allowance,
-            allowance_remaining=account.allowance_remaining,
-            topup_balance=account.topup_balance,
-            period=account.period,
-            held=account.held,
-            available=account.available,
-            granted=account.granted,
-        )
 
 
 class AccountPlan(msgspec.Struct, frozen=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol, Self
 
 import msgspec
 
@@ -46,9 +47,33 @@ class Spent(msgspec.Struct, frozen=True):
             msgspec.structs.force_setattr(self, "available", self.balance - self.held)
 
 
-class MonthReset(msgspec.Struct, frozen=True):
-    """The answer to a monthly reset: the balances after it (as a balance read shows them),
-    and whether it started the period (False: the account was in it already)."""
+class HasBalances(Protocol):
+    """Anything that knows an account's buckets: the aggregate or its projected row."""
+
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def balance(self) -> int: ...
+    @property
+    def monthly_allowance(self) -> int: ...
+    @property
+    def allowance_remaining(self) -> int: ...
+    @property
+    def topup_balance(self) -> int: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def held(self) -> int: ...
+    @property
+    def available(self) -> int: ...
+    @property
+    def granted(self) -> int: ...
+
+
+class AccountBalances(msgspec.Struct, frozen=True):
+    """An account's balances as a balance read answers them (``api.schemas.AccountCredits``),
+    and a monthly reset with them (``MonthReset``): which figures, in which order, each read
+    from the aggregate or its projected row, written once for both."""
 
     account_id: str
     balance: int
@@ -59,10 +84,9 @@ class MonthReset(msgspec.Struct, frozen=True):
     held: int
     available: int
     granted: int
-    started: bool
 
     @classmethod
-    def of(cls, account: CreditAccount, *, started: bool) -> MonthReset:
+    def of(cls, account: HasBalances) -> Self:
         return cls(
             account_id=account.account_id,
             balance=account.balance,
@@ -73,8 +97,18 @@ class MonthReset(msgspec.Struct, frozen=True):
             held=account.held,
             available=account.available,
             granted=account.granted,
-            started=started,
         )
+
+
+class MonthReset(AccountBalances, frozen=True):
+    """The answer to a monthly reset: the balances after it (as a balance read shows them),
+    and whether it started the period (False: the account was in it already)."""
+
+    started: bool
+
+    @classmethod
+    def after(cls, account: CreditAccount, *, started: bool) -> MonthReset:
+        return cls(**msgspec.structs.asdict(AccountBalances.of(account)), started=started)
 
 
 def billing_period(moment: datetime) -> str:
@@ -139,13 +173,13 @@ def decide_reset(account: CreditAccount | None, command: ResetMonth) -> Decision
         # would count.
         keys = expire_due(account, command.at)
         account.reset_month(period)
-        return Decision(MonthReset.of(account, started=True), [account], keys)
+        return Decision(MonthReset.after(account, started=True), [account], keys)
     account.reset_month(period)  # an earlier period is refused
     # The same period changes nothing, and answers the balances as a balance read shows
     # them: with the expiries due, on a copy, never committed.
     shown = copy_of(account)
     expire_due(shown, command.at)
-    return Decision(MonthReset.of(shown, started=False), [account])
+    return Decision(MonthReset.after(shown, started=False), [account])
 
 
 def reset_claim(command: ResetMonth) -> Claim | None:
