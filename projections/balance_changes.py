@@ -6,6 +6,8 @@ three cannot disagree about what an event means.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import msgspec
 
 from ledger.domain.events import (
@@ -26,6 +28,37 @@ from ledger.domain.events import (
 )
 from projections.events import ByEventClass, as_text
 from projections.moves import moved_by
+
+
+class _Buckets(Protocol):
+    @property
+    def allowance_remaining(self) -> int: ...
+    @property
+    def granted(self) -> int: ...
+    @property
+    def topup_balance(self) -> int: ...
+    @property
+    def held(self) -> int: ...
+
+
+class Balances:
+    """``balance`` and ``available`` of a view's account with the buckets as fields
+    (``allowance_remaining``, ``granted``, ``topup_balance``, ``held``): the balance read's
+    row (``projections.balance_reads.BalanceRow``) and the alerts' state
+    (``projections.notifications.NotifierState``) mix it in. As ``CreditAccount``'s."""
+
+    __slots__ = ()
+
+    @property
+    def balance(self: _Buckets) -> int:
+        """Credits the account holds, including those reserved by open holds."""
+        return self.allowance_remaining + self.granted + self.topup_balance
+
+    @property
+    def available(self: _Buckets) -> int:
+        """Credits that can be spent or held now: the balance less what holds reserve."""
+        # Written out: a read asks it of every row it answers with.
+        return self.allowance_remaining + self.granted + self.topup_balance - self.held
 
 
 class Buckets(msgspec.Struct, frozen=True):

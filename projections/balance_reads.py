@@ -11,10 +11,11 @@ import msgspec
 
 from ledger.store.read_connections import Pool
 from ledger.store.shared_reads import SharedReads
+from projections.balance_changes import Balances
 
 
-class BalanceRow(msgspec.Struct, frozen=True):
-    """An account's row in the balances view."""
+class BalanceRow(msgspec.Struct, Balances, frozen=True):
+    """An account's row in the balances view (its ``balance`` and ``available``: ``Balances``)."""
 
     account_id: str
     monthly_allowance: int
@@ -23,14 +24,6 @@ class BalanceRow(msgspec.Struct, frozen=True):
     held: int
     period: str
     granted: int
-
-    @property
-    def balance(self) -> int:
-        return self.allowance_remaining + self.granted + self.topup_balance
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.held
 
 
 # Only a row that has applied its account's last event: a read right after a write (a

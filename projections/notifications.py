@@ -48,7 +48,7 @@ from ledger.domain.events import (
 from ledger.notifications import DELIVERIES_CHANNEL, EVENT_TYPES
 from ledger.store.event_store import Connection
 from ledger.times import in_utc
-from projections.balance_changes import HELD, HELD_EXACT
+from projections.balance_changes import HELD, HELD_EXACT, Balances
 from projections.events import (
     EventKinds,
     Moment,
@@ -61,8 +61,9 @@ from projections.memory import ViewMemory, rows_of
 from projections.writes import Write, WritesView
 
 
-class NotifierState(msgspec.Struct):
-    """One account as the alerts see it, after its last event."""
+class NotifierState(msgspec.Struct, Balances):
+    """One account as the alerts see it, after its last event (its ``balance`` and
+    ``available``: ``Balances``)."""
 
     stream_id: UUID
     account_id: str
@@ -75,14 +76,6 @@ class NotifierState(msgspec.Struct):
     depleted_armed: bool
     position: int
     granted: int = 0
-
-    @property
-    def balance(self) -> int:
-        return self.allowance_remaining + self.granted + self.topup_balance
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.held
 
     @property
     def effective_threshold(self) -> int:
