@@ -231,11 +231,16 @@ def _unauthenticated(_: Request, __: Unauthenticated) -> Response[Any]:
     return response
 
 
+NOT_FOUND = "Not found."
+"""A 404 of no account, hold or grant: an unknown path or webhook endpoint, ``/metrics`` on a
+port that does not serve it (api/openapi.py documents it where a route answers it)."""
+
+
 def _http(request: Request, error: HTTPException) -> Response[Any]:
     if error.status_code == 405 and _path_served_elsewhere(request):
         error = NotFoundException()
     messages = {
-        404: "Not found.",
+        404: NOT_FOUND,
         405: "Method not allowed.",
         413: "The request body is too large.",
     }

@@ -34,6 +34,7 @@ from litestar.routes import HTTPRoute
 from api.body_headers import ENCODED
 from api.docs_ui import SwaggerPage
 from api.edge import IDEMPOTENT_REPLAYED, REQUEST_ID_HEADER
+from api.errors import NOT_FOUND
 from api.read_side import (
     MAX_MIN_POSITION,
     MIN_POSITION_DIGITS,
@@ -152,11 +153,15 @@ def write_errors(
 
 
 def errors(
-    *codes: int, conflict: str | None = None, invalid: dict[str, dict[str, str]] | None = None
+    *codes: int,
+    conflict: str | None = None,
+    not_found: str | None = None,
+    invalid: dict[str, dict[str, str]] | None = None,
 ) -> dict[int, ResponseSpec]:
     """The error answers ``codes`` for a route decorator's ``responses``.
 
-    ``conflict`` words the 409; ``invalid`` adds the route's own 422 refusals that no
+    ``conflict`` words the 409; ``not_found`` the 404 of a route whose 404 is no account's
+    (its answer ``NOT_FOUND``); ``invalid`` adds the route's own 422 refusals that no
     schema shows (``{"a capture above the hold": {"amount": "The amount must ..."}}``).
     """
     specs: dict[int, ResponseSpec] = {}
@@ -176,6 +181,8 @@ def errors(
         description, example = _ERRORS[code]
         if code == 409 and conflict:
             description, example = conflict, {"message": conflict}
+        elif code == 404 and not_found:
+            description, example = not_found, {"message": NOT_FOUND}
         specs[code] = ResponseSpec(
             ErrorBody,
             description=description,

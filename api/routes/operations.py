@@ -103,7 +103,7 @@ async def _database_answers(services: ServicesDependency) -> bool:
     METRICS_PATH,
     media_type=CONTENT_TYPE,
     tags=["operations"],
-    responses=errors(401, 404, 503),
+    responses=errors(401, 404, 503, not_found="Not served on this port: METRICS_PORT serves it."),
 )
 async def metrics(request: Request[Any, Any, Any], services: ServicesDependency) -> Response[bytes]:
     """Prometheus text format (metrics listed in docs/operations-metrics.md).

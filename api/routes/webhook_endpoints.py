@@ -133,7 +133,7 @@ async def list_webhook_endpoints(
 @delete(
     "/v1/webhook-endpoints/{endpoint_id:str}",
     status_code=200,
-    responses=errors(401, 403, 404, 503),
+    responses=errors(401, 403, 404, 503, not_found="No such webhook endpoint."),
 )
 async def disable_webhook_endpoint(
     endpoint_id: FromPath[str], services: ServicesDependency

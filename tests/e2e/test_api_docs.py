@@ -328,3 +328,19 @@ async def test_a_webhook_delivery_without_a_body_is_400_not_422(http: httpx.Asyn
 
     assert response.status_code == 400
     assert response.json() == {"message": "Invalid Stripe webhook: missing body."}
+
+
+async def test_the_documented_404_of_removing_a_webhook_endpoint_is_the_one_it_answers(
+    http: httpx.AsyncClient, document: dict[str, Any], writer_headers: dict[str, str]
+) -> None:
+    """An unknown endpoint is answered ``Not found.``: the document said "No such account."
+    with an account's message, the one 404 every route listed."""
+    path = document["paths"]["/v1/webhook-endpoints/{endpoint_id}"]
+    documented = path["delete"]["responses"]["404"]
+    [example] = documented["content"]["application/json"]["examples"].values()
+
+    answered = await http.delete("/v1/webhook-endpoints/whe_nobody", headers=writer_headers)
+
+    assert answered.status_code == 404
+    assert answered.json() == example["value"]
+    assert "account" not in documented["description"]
