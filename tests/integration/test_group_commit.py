@@ -391,6 +391,73 @@ class AnswerCutter:
             proxy.close()
 
 
+class AnswerHolder(AnswerCutter):
+    """As ``AnswerCutter``, but the server's answers on the connection that sent ``marker``
+    are held back (from that one on) until ``release`` is set, then passed on."""
+
+    def __init__(self, marker: bytes) -> None:
+        super().__init__(marker)
+        self.held = asyncio.Event()  # an answer is held
+        self.release = asyncio.Event()
+
+    async def _relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        server, to_server = await self.upstream()
+        marked = asyncio.Event()
+
+        async def outward() -> None:
+            with contextlib.suppress(OSError):
+                while data := await client.read(65536):
+                    if self.marker in data and not self.held.is_set():
+                        marked.set()
+                    to_server.write(data)
+                    await to_server.drain()
+            to_server.close()
+
+        async def back() -> None:
+            with contextlib.suppress(OSError):
+                while data := await server.read(65536):
+                    if marked.is_set():
+                        self.held.set()
+                        await self.release.wait()
+                    to_client.write(data)
+                    await to_client.drain()
+            to_client.close()
+            to_server.close()
+
+        await asyncio.gather(outward(), back())
+
+
+@pytest.mark.usefixtures("store")
+async def test_a_commit_while_the_notify_is_in_flight_is_followed_by_another(
+    database_url: str,
+) -> None:
+    """The NOTIFY after the first commit reached the server and woke the readers, but its
+    answer is not back: a second commit lands meanwhile, which those readers may have
+    missed. Another NOTIFY follows it (the committer does not count the one in flight as
+    this commit's)."""
+    holder = AnswerHolder(f"NOTIFY {NOTIFY_CHANNEL}".encode())
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+    async with holder.url(database_url) as url:
+        pool = await create_pool(url, min_size=0, max_size=4, set_up_first=False)
+        committer = GroupCommitter(pool, writers=2)
+        try:
+            await committer.commit(unit(uuid.uuid4(), 1))
+            await asyncio.wait_for(heard.get(), 30)  # the server ran the first NOTIFY
+            await asyncio.wait_for(holder.held.wait(), 30)  # its answer is held
+
+            await committer.commit(unit(uuid.uuid4(), 1))
+            holder.release.set()
+
+            await asyncio.wait_for(heard.get(), 30)
+        finally:
+            holder.release.set()
+            await committer.stop()
+            await pool.close()
+            await listener.close()
+
+
 async def test_a_keyed_spend_whose_commit_answer_was_lost_is_recorded_once(
     store: EventStore, database_url: str, ledgers: Ledgers
 ) -> None:
