@@ -134,3 +134,69 @@ async def test_retries_of_a_mispriced_purchase_at_once_leave_one_session_payable
     assert statuses(standin, made) == {
         session: "open" if session == answers[0].session_id else "expired" for session in made
     }
+
+
+class StripeRefusesTheExpiry(AllAskBeforeAnyRecords):
+    """As ``AllAskBeforeAnyRecords``, with the stand-in answering each expiry 500 (its
+    injected failure, through the real SDK): the expiry is all that asks Stripe by then."""
+
+    def __init__(self, gateway: StripeGateway, count: int, standin: RunningStandin) -> None:
+        super().__init__(gateway, count)
+        self.standin = standin
+        self.refused = 0
+
+    async def expire_checkout(self, session_id: str) -> None:
+        self.standin.state.fail_count = 1
+        try:
+            await self.gateway.expire_checkout(session_id)
+        finally:
+            self.refused += self.standin.state.fail_count == 0
+            self.standin.state.fail_count = 0
+
+
+@pytest.mark.parametrize("credits", [(500, 500), (500, 600)], ids=["answered", "refused"])
+async def test_stripe_refusing_the_expiry_changes_no_answer(
+    pool: asyncpg.Pool,
+    ledgers: Ledgers,
+    standin: RunningStandin,
+    gateway: StripeGateway,
+    credits: tuple[int, int],
+) -> None:
+    """The session left behind stays payable when Stripe will not expire it, and each
+    request keeps its answer, not the expiry's failure: the one that lost the record on a
+    replica whose links differ (another Stripe key, another session) the recorded session,
+    one for other credits its 422."""
+    stripe = StripeRefusesTheExpiry(gateway, 2, standin)
+    books = [
+        ledgers(
+            pool,
+            gateway=stripe,
+            pricing=Pricing(unit_amount=1, currency="usd"),
+            links=CheckoutLinks(
+                success_url=f"http://127.0.0.1/ok/{replica}", cancel_url="http://127.0.0.1/no"
+            ),
+        )
+        for replica in "ab"
+    ]
+    account_id = unique("acct")
+    await open_account(books[0], account_id)
+    made_before = set(standin.state.sessions)
+
+    outcomes = await asyncio.gather(
+        *(
+            ledger.request_checkout(
+                RequestCheckout(account_id=account_id, credits=asked, idempotency_key="k")
+            )
+            for ledger, asked in zip(books, credits, strict=True)
+        ),
+        return_exceptions=True,
+    )
+
+    answered = [o for o in outcomes if isinstance(o, CheckoutStarted)]
+    others = [type(o) for o in outcomes if not isinstance(o, CheckoutStarted)]
+    assert others == ([] if credits[0] == credits[1] else [IdempotencyKeyReused]), outcomes
+    assert len({started.session_id for started in answered}) == 1
+    made = set(standin.state.sessions) - made_before
+    assert len(made) == 2
+    assert stripe.refused == 1  # the expiry of the session not recorded failed
+    assert set(statuses(standin, made).values()) == {"open"}
