@@ -50,7 +50,8 @@ class DurationTooLong(ValueError):
     """A duration in the right form, longer than ``MAX_DURATION``."""
 
 
-_DURATION = re.compile(r"(\d+)\s*(s|m|min|h|d|w)", re.IGNORECASE)
+# ASCII: \d takes any script's digits ('٣m' read as 3 minutes), \s any space.
+_DURATION = re.compile(r"(\d+)\s*(s|m|min|h|d|w)", re.IGNORECASE | re.ASCII)
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

@@ -3,10 +3,13 @@ a whole number is ASCII digits with an optional minus; a decimal is ASCII, and a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import click
 import pytest
 
 from api.cli import main
+from api.reconcile import parse_duration, parse_since
 from tests.unit.test_cli_help import commands
 
 
@@ -111,3 +114,19 @@ def test_a_nan_time_skew_is_a_usage_error_naming_the_option() -> None:
     assert refused.value.format_message() == (
         "Invalid value for '--max-time-skew': 'nan' is not a valid float range."
     )
+
+
+@pytest.mark.parametrize("written", ["\u0663m", "1\u0661h", "3\u00a0d", "\uff12w"])
+def test_a_duration_or_a_moment_back_is_written_in_ascii_digits(written: str) -> None:
+    """`ledger stripe reconcile --older-than ٣m` looked for purchases older than 3 minutes
+    and `--since ٣d` went 3 days back: the durations' pattern read any script's digits (and
+    spaces), where every number option takes ASCII digits only."""
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(written)
+    with pytest.raises(ValueError, match="is neither a duration"):
+        parse_since(written, datetime(2026, 12, 7, tzinfo=UTC))
+
+
+def test_a_duration_in_digits_is_read_as_before() -> None:
+    assert parse_duration("1h 30m") == timedelta(minutes=90)
+    assert parse_since("3d", datetime(2026, 12, 7, tzinfo=UTC)) == datetime(2026, 12, 4, tzinfo=UTC)
