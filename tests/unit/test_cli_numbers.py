@@ -13,13 +13,35 @@ from api.reconcile import parse_duration, parse_since
 from tests.unit.test_cli_help import commands
 
 
-def whole_number_parameters() -> list[tuple[str, click.Parameter]]:
+def parameters_of(kind: type[click.ParamType]) -> list[tuple[str, click.Parameter]]:
+    """Every option and argument of every ``ledger`` command whose type is ``kind``."""
     return [
         (f"{path} {parameter.opts[0]}", parameter)
         for path, command in commands(main)
         for parameter in command.params
-        if isinstance(parameter.type, click.types.IntParamType)
+        if isinstance(parameter.type, kind)
     ]
+
+
+def whole_number_parameters() -> list[tuple[str, click.Parameter]]:
+    return parameters_of(click.types.IntParamType)
+
+
+def decimal_parameters() -> list[tuple[str, click.Parameter]]:
+    return parameters_of(click.types.FloatParamType)
+
+
+def accepting(parameters: list[tuple[str, click.Parameter]], written: str) -> list[str]:
+    """The names of ``parameters`` whose type converts ``written`` without a usage error."""
+    context = click.Context(main)
+    accepted = []
+    for name, parameter in parameters:
+        try:
+            parameter.type.convert(written, parameter, context)
+        except click.BadParameter:
+            continue
+        accepted.append(name)
+    return accepted
 
 
 @pytest.mark.parametrize("written", ["1_000", "٣", "\uff10", "+5", "0x10", "1e3"])
@@ -29,18 +51,9 @@ def test_every_whole_number_option_refuses_what_only_python_reads_as_one(written
     underscores and other scripts' digits, where DEFAULT_MONTHLY_ALLOWANCE (the settings'
     whole_number) and the API's bodies and query parameters refuse them."""
     parameters = whole_number_parameters()
-    context = click.Context(main)
-
-    accepted = []
-    for name, parameter in parameters:
-        try:
-            parameter.type.convert(written, parameter, context)
-        except click.BadParameter:
-            continue
-        accepted.append(name)
 
     assert any(name == "ledger accounts open --allowance" for name, _ in parameters)
-    assert not accepted
+    assert not accepting(parameters, written)
 
 
 @pytest.mark.parametrize(("written", "read"), [("250", 250), (" 7 ", 7), ("0", 0)])
@@ -63,15 +76,6 @@ def test_a_refused_allowance_is_a_usage_error_naming_the_option() -> None:
     )
 
 
-def decimal_parameters() -> list[tuple[str, click.Parameter]]:
-    return [
-        (f"{path} {parameter.opts[0]}", parameter)
-        for path, command in commands(main)
-        for parameter in command.params
-        if isinstance(parameter.type, click.types.FloatParamType)
-    ]
-
-
 @pytest.mark.parametrize("written", ["nan", "NaN", " -nan ", "1_0", "٣", "\uff11.5"])
 def test_every_decimal_option_refuses_what_is_no_number_or_only_python_reads_as_one(
     written: str,
@@ -81,18 +85,9 @@ def test_every_decimal_option_refuses_what_is_no_number_or_only_python_reads_as_
     integer" after connecting, where a usage error names the option at once; `1_0` and `٣`
     were read as 10 and 3 seconds."""
     parameters = decimal_parameters()
-    context = click.Context(main)
-
-    accepted = []
-    for name, parameter in parameters:
-        try:
-            parameter.type.convert(written, parameter, context)
-        except click.BadParameter:
-            continue
-        accepted.append(name)
 
     assert any(name == "ledger audit verify --max-time-skew" for name, _ in parameters)
-    assert not accepted
+    assert not accepting(parameters, written)
 
 
 @pytest.mark.parametrize(
