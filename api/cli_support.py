@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,7 +12,7 @@ import click
 
 from api.settings import Settings, SettingsError, is_whole_number
 from ledger import event_loop
-from ledger.text import is_utf8_text
+from ledger.text import decimal_number, is_utf8_text
 
 if TYPE_CHECKING:
     from api.database import Database
@@ -141,12 +140,9 @@ class DecimalNumber(click.FloatRange):
     ``inf`` and exponents (``2e9``) are numbers."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not (value.isascii() and "_" not in value):
+        if isinstance(value, str) and decimal_number(value.strip()) is None:
             self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
-        converted = super().convert(value, param, ctx)
-        if math.isnan(converted):
-            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
-        return converted
+        return super().convert(value, param, ctx)
 
 
 def jobs_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -23,6 +23,7 @@ from ledger.ports import CheckoutLookup
 from ledger.reconcile import PendingCheckout, Reconciled, reconcile
 from ledger.store.event_store import DATABASE_ERRORS
 from ledger.surprises import log_surprise
+from ledger.text import decimal_number
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -97,11 +98,8 @@ def reconcile_seconds_from_env(env: Mapping[str, str] | None = None) -> float | 
     raw = (os.environ if env is None else env).get("LEDGER_RECONCILE_SECONDS", "").strip()
     if not raw:
         return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1
-    if not (seconds == 0 or 1 <= seconds <= MAX_RECONCILE_SECONDS):  # nan is neither
+    seconds = decimal_number(raw)
+    if seconds is None or not (seconds == 0 or 1 <= seconds <= MAX_RECONCILE_SECONDS):
         raise ValueError(
             f"LEDGER_RECONCILE_SECONDS must be a number of seconds, 1 to "
             f"{MAX_RECONCILE_SECONDS:,} (0: never), not {raw!r}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def is_utf8_text(text: str) -> bool:
     """Whether ``text`` can be written as UTF-8: bytes that are not UTF-8 (an argument's, the
@@ -14,3 +16,17 @@ def is_utf8_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def decimal_number(text: str) -> float | None:
+    """``text`` read as a number as the ledger reads a decimal everywhere (variables, the
+    command line's options), or None: ASCII, no underscores, not NaN (no comparison with it
+    is true, so it passes every range). float() also takes '1_0' and other scripts' digits
+    ('٣'); ``inf`` and exponents (``2e9``) are numbers."""
+    if not text.isascii() or "_" in text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(number) else number

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from ledger.text import decimal_number
+
 DEFAULT_TIMEOUT_SECONDS = 5.0
 """Per attempt. The SDK's own default is 80 s: a Stripe that hangs would hold a purchase
 request (and its client) for minutes across the retries. Creating a session takes well
@@ -17,10 +19,7 @@ def timeout_from_env(env: Mapping[str, str] | None = None) -> float:
     raw = (os.environ if env is None else env).get("STRIPE_TIMEOUT_SECONDS", "").strip()
     if not raw:
         return DEFAULT_TIMEOUT_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 300:
+    seconds = decimal_number(raw)
+    if seconds is None or not 0 < seconds <= 300:
         raise ValueError(f"STRIPE_TIMEOUT_SECONDS must be a number of seconds (0-300], not {raw!r}")
     return seconds

@@ -9,7 +9,8 @@ import click
 import pytest
 
 from api.cli import main
-from api.reconcile import parse_duration, parse_since
+from api.reconcile import parse_duration, parse_since, reconcile_seconds_from_env
+from ledger.adapters.stripe_timeout import timeout_from_env
 from tests.unit.test_cli_help import commands
 
 
@@ -125,3 +126,19 @@ def test_a_duration_or_a_moment_back_is_written_in_ascii_digits(written: str) ->
 def test_a_duration_in_digits_is_read_as_before() -> None:
     assert parse_duration("1h 30m") == timedelta(minutes=90)
     assert parse_since("3d", datetime(2026, 12, 7, tzinfo=UTC)) == datetime(2026, 12, 4, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("written", ["1_0", "\u0663", "\uff11.5", "nan", " -nan "])
+def test_the_decimal_variables_refuse_what_the_decimal_options_refuse(written: str) -> None:
+    """STRIPE_TIMEOUT_SECONDS and LEDGER_RECONCILE_SECONDS read '1_0' as 10 seconds and '٣'
+    as 3 (float()), where the command line's decimal options refuse both."""
+    with pytest.raises(ValueError, match="STRIPE_TIMEOUT_SECONDS must be"):
+        timeout_from_env({"STRIPE_TIMEOUT_SECONDS": written})
+    with pytest.raises(ValueError, match="LEDGER_RECONCILE_SECONDS must be"):
+        reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": written})
+
+
+def test_the_decimal_variables_read_numbers_as_before() -> None:
+    assert timeout_from_env({"STRIPE_TIMEOUT_SECONDS": " 2.5 "}) == 2.5
+    assert reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": "1e2"}) == 100.0
+    assert reconcile_seconds_from_env({"LEDGER_RECONCILE_SECONDS": "0"}) is None
