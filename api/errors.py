@@ -231,6 +231,11 @@ def _unauthenticated(_: Request, __: Unauthenticated) -> Response[Any]:
     return response
 
 
+ACCOUNT_NOT_FOUND = "Account not found."
+HOLD_NOT_FOUND = "Hold not found."
+GRANT_NOT_FOUND = "Grant not found."
+"""The 404s of a route's path: no such account, or no such hold or grant on it."""
+
 NOT_FOUND = "Not found."
 """A 404 of no account, hold or grant: an unknown path or webhook endpoint, ``/metrics`` on a
 port that does not serve it (api/openapi.py documents it where a route answers it)."""
@@ -280,12 +285,12 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HoldHasExpired: _conflict,
     HoldAlreadySettled: _conflict,
     CaptureExceedsHold: _capture_exceeds_hold,
-    HoldNotFound: _fixed(404, "Hold not found."),
+    HoldNotFound: _fixed(404, HOLD_NOT_FOUND),
     InvalidGrant: _invalid_grant,
     GrantClosed: _conflict,
-    GrantNotFound: _fixed(404, "Grant not found."),
+    GrantNotFound: _fixed(404, GRANT_NOT_FOUND),
     InsufficientCredits: _fixed(402, "Insufficient credits."),
-    AccountNotFound: _fixed(404, "Account not found."),
+    AccountNotFound: _fixed(404, ACCOUNT_NOT_FOUND),
     AccountAlreadyExists: _fixed(409, "The account already exists."),
     PaymentGatewayError: _payment_gateway,
     InvalidWebhook: _invalid_webhook,

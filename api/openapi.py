@@ -34,7 +34,7 @@ from litestar.routes import HTTPRoute
 from api.body_headers import ENCODED
 from api.docs_ui import SwaggerPage
 from api.edge import IDEMPOTENT_REPLAYED, REQUEST_ID_HEADER
-from api.errors import NOT_FOUND
+from api.errors import ACCOUNT_NOT_FOUND, GRANT_NOT_FOUND, HOLD_NOT_FOUND, NOT_FOUND
 from api.read_side import (
     MAX_MIN_POSITION,
     MIN_POSITION_DIGITS,
@@ -102,7 +102,7 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         "The token's scope does not allow this.",
         {"message": "This action is unauthorized."},
     ),
-    404: ("No such account.", {"message": "Account not found."}),
+    404: ("No such account.", {"message": ACCOUNT_NOT_FOUND}),
     409: (
         "The request conflicts with the ledger's state.",
         {"message": "The account already exists."},
@@ -145,11 +145,20 @@ unavailable or the account busy. ``write_errors`` adds each route's own."""
 
 
 def write_errors(
-    *own: int, conflict: str | None = None, invalid: dict[str, dict[str, str]] | None = None
+    *own: int,
+    conflict: str | None = None,
+    invalid: dict[str, dict[str, str]] | None = None,
+    on_account: str | None = None,
 ) -> dict[int, ResponseSpec]:
     """``errors`` of a command with a body: ``WRITE_ERRORS`` and its ``own`` (402, 404,
     409, 502), in the order of their codes."""
-    return errors(*sorted({*WRITE_ERRORS, *own}), conflict=conflict, invalid=invalid)
+    return errors(
+        *sorted({*WRITE_ERRORS, *own}), conflict=conflict, invalid=invalid, on_account=on_account
+    )
+
+
+_ON_ACCOUNT_NOT_FOUND = {"hold": HOLD_NOT_FOUND, "grant": GRANT_NOT_FOUND}
+"""What a route whose path names a hold or a grant of the account answers when it has none."""
 
 
 def errors(
@@ -157,12 +166,15 @@ def errors(
     conflict: str | None = None,
     not_found: str | None = None,
     invalid: dict[str, dict[str, str]] | None = None,
+    on_account: str | None = None,
 ) -> dict[int, ResponseSpec]:
     """The error answers ``codes`` for a route decorator's ``responses``.
 
     ``conflict`` words the 409; ``not_found`` the 404 of a route whose 404 is no account's
-    (its answer ``NOT_FOUND``); ``invalid`` adds the route's own 422 refusals that no
-    schema shows (``{"a capture above the hold": {"amount": "The amount must ..."}}``).
+    (its answer ``NOT_FOUND``); ``on_account`` ("hold", "grant") the 404 of a route whose
+    path names one of the account's: no account, or none of those on it, each its own
+    answer; ``invalid`` adds the route's own 422 refusals that no schema shows (``{"a
+    capture above the hold": {"amount": "The amount must ..."}}``).
     """
     specs: dict[int, ResponseSpec] = {}
     for code in codes:
@@ -183,6 +195,21 @@ def errors(
             description, example = conflict, {"message": conflict}
         elif code == 404 and not_found:
             description, example = not_found, {"message": NOT_FOUND}
+        elif code == 404 and on_account:
+            description = f"No such account, or no such {on_account} on it."
+            specs[code] = ResponseSpec(
+                ErrorBody,
+                description=description,
+                generate_examples=False,
+                examples=[
+                    Example(summary="No such account.", value={"message": ACCOUNT_NOT_FOUND}),
+                    Example(
+                        summary=f"No such {on_account} on the account.",
+                        value={"message": _ON_ACCOUNT_NOT_FOUND[on_account]},
+                    ),
+                ],
+            )
+            continue
         specs[code] = ResponseSpec(
             ErrorBody,
             description=description,

@@ -97,7 +97,9 @@ async def grant_credits(
     guards=[allow(Scope.LEDGER_WRITE)],
     dto=OptionalBody[VoidGrantRequest],
     return_dto=None,
-    responses=write_errors(404, 409, conflict="The grant has already expired or been voided."),
+    responses=write_errors(
+        404, 409, conflict="The grant has already expired or been voided.", on_account="grant"
+    ),
 )
 async def void_grant(
     account_id: FromPath[str],

@@ -117,6 +117,7 @@ async def place_hold(
         404,
         409,
         conflict=SETTLED_CONFLICT,
+        on_account="hold",
         invalid={
             "more than the hold reserves": {
                 "amount": "The amount must not be greater than the held amount. "
@@ -144,7 +145,16 @@ async def capture_hold(
     "/v1/accounts/{account_id:str}/holds/{hold_id:str}/release",
     response_headers=COMMAND_HEADERS,
     status_code=200,
-    responses=errors(401, 403, 404, 409, 422, 503, conflict="The hold was already captured."),
+    responses=errors(
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        conflict="The hold was already captured.",
+        on_account="hold",
+    ),
     middleware=[express(release_hold_express, reads_body=False)],
 )
 async def release_hold(
@@ -160,7 +170,7 @@ async def release_hold(
 @get(
     "/v1/accounts/{account_id:str}/holds/{hold_id:str}",
     guards=[allow(Scope.LEDGER_WRITE, Scope.LEDGER_AUDIT)],
-    responses=errors(401, 403, 404, 503),
+    responses=errors(401, 403, 404, 503, on_account="hold"),
 )
 async def get_hold(
     account_id: FromPath[str], hold_id: FromPath[str], services: ServicesDependency

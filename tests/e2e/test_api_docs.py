@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -344,3 +345,41 @@ async def test_the_documented_404_of_removing_a_webhook_endpoint_is_the_one_it_a
     assert answered.status_code == 404
     assert answered.json() == example["value"]
     assert "account" not in documented["description"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/v1/accounts/{account_id}/holds/{hold_id}/capture", {"amount": 1}),
+        ("post", "/v1/accounts/{account_id}/holds/{hold_id}/release", None),
+        ("get", "/v1/accounts/{account_id}/holds/{hold_id}", None),
+        ("post", "/v1/accounts/{account_id}/grants/{grant_id}/void", {}),
+    ],
+    ids=["capture", "release", "get hold", "void grant"],
+)
+async def test_the_documented_404s_of_a_hold_or_grant_route_are_the_ones_it_answers(
+    http: httpx.AsyncClient,
+    document: dict[str, Any],
+    writer_headers: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+) -> None:
+    """No such hold (grant) answers "Hold not found." ("Grant not found."): the document
+    listed only the account's 404, "Account not found.", for these routes."""
+    documented = document["paths"][path][method]["responses"]["404"]
+    examples = [e["value"] for e in documented["content"]["application/json"]["examples"].values()]
+    opened = await http.post(
+        "/v1/accounts",
+        json={"account_id": f"acct_docs_{uuid.uuid4().hex[:12]}", "monthly_allowance": 10},
+        headers=writer_headers,
+    )
+    assert opened.status_code == 201, opened.text
+    answered = []
+    for account_id in (opened.json()["account_id"], f"acct_none_{uuid.uuid4().hex[:12]}"):
+        url = path.format(account_id=account_id, hold_id="hold_none", grant_id="grant_none")
+        response = await http.request(method.upper(), url, json=body, headers=writer_headers)
+        assert response.status_code == 404, response.text
+        answered.append(response.json())
+
+    assert sorted(examples, key=str) == sorted(answered, key=str)
