@@ -17,6 +17,7 @@ from api.cli_support import (
     settings_from_env,
     utf8_text,
 )
+from ledger.domain.account import DEFAULT_PRIORITY
 from ledger.domain.limits import IDEMPOTENCY_KEY_RULE, is_idempotency_key
 from projections.queries import GRANT_STATUSES
 
@@ -93,7 +94,7 @@ def grants_group() -> None:
 @click.option(
     "--priority",
     type=WholeNumber(0, 100),
-    default=50,
+    default=DEFAULT_PRIORITY,
     show_default=True,
     help="Lower burns first.",
 )

@@ -20,6 +20,7 @@ import msgspec
 
 from ledger.domain.account import (
     ACCOUNT_ID_PATTERN,
+    DEFAULT_PRIORITY,
     MAX_GRANT,
     MAX_PRIORITY,
     PERIOD_PATTERN,
@@ -157,10 +158,19 @@ class GrantRequest(msgspec.Struct, frozen=True):
         ]
         | None
     ) = None
-    priority: Annotated[
-        int,
-        msgspec.Meta(ge=0, le=MAX_PRIORITY, description="Lower burns first.", examples=[50]),
-    ] = 50
+    # null counts as left out, as for the other optional fields of a body.
+    priority: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=0,
+                le=MAX_PRIORITY,
+                description="Lower burns first; left out or null: 50.",
+                examples=[50],
+            ),
+        ]
+        | None
+    ) = DEFAULT_PRIORITY
     reason: Reason | None = None
 
 

@@ -24,6 +24,7 @@ from api.validation import (
     ValidationFailed,
 )
 from ledger.commands import GrantCredits, VoidGrant
+from ledger.domain.account import DEFAULT_PRIORITY
 from ledger.domain.ids import account_stream_id
 from ledger.handlers.grants import GrantAnswer, GrantClosedAnswer
 from projections.queries import GRANT_STATUSES, GrantLine
@@ -81,7 +82,7 @@ async def grant_credits(
         GrantCredits(
             account_id=account_id,
             amount=data.amount,
-            priority=data.priority,
+            priority=DEFAULT_PRIORITY if data.priority is None else data.priority,
             expires_at=data.expires_at,
             reason=data.reason or "",
             idempotency_key=idempotency_key,

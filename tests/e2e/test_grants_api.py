@@ -67,6 +67,24 @@ async def test_the_same_key_gives_the_same_grant_once(writer: LedgerClient) -> N
     assert list(other.value.errors) == ["Idempotency-Key"]
 
 
+async def test_a_null_priority_counts_as_left_out_as_a_null_expiry_or_reason_does(
+    http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
+) -> None:
+    """``"priority": null`` was 422 where a null ``expires_at`` or ``reason`` is left out:
+    a client that writes every optional field (null when unset) could give no grant."""
+    account_id = await open_account(writer, 0)
+
+    given = await grant(
+        http, writer_headers, account_id, {"amount": 10, "priority": None}, key="promo-null"
+    )
+    again = await grant(http, writer_headers, account_id, {"amount": 10}, key="promo-null")
+
+    assert given.status_code == 201, given.text
+    assert given.json()["priority"] == 50
+    assert again.status_code == 201, again.text
+    assert again.json() == given.json()  # the same request: the default either way
+
+
 async def test_the_same_key_and_expiry_written_with_another_offset_is_the_same_grant(
     http: httpx.AsyncClient, writer: LedgerClient, writer_headers: dict[str, str]
 ) -> None:

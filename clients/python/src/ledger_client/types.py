@@ -76,7 +76,8 @@ class ThresholdRequest(_Request, frozen=True):
 class GrantRequest(_Request, frozen=True):
     amount: int
     expires_at: datetime | None = None
-    priority: int = 50
+    priority: int | None = 50
+    """null: the service's default (50), as when left out."""
     reason: str | None = None
 
 
