@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -54,6 +54,49 @@ class _Moment(click.ParamType):
         return moment
 
 
+def _future(ctx: click.Context, param: click.Parameter, moment: datetime | None) -> Any:
+    """An ``--expires-at`` the ledger can keep and that is still to come: refused before the
+    database is reached, as the other bad arguments are (it was the ledger's refusal, exit 1)."""
+    from ledger.domain.account import kept_as_written
+
+    if moment is None:
+        return None
+    if not kept_as_written(moment):
+        raise click.BadParameter(f"{moment.isoformat()} is not within the years 1 to 9999 in UTC")
+    if moment <= datetime.now(UTC):
+        raise click.BadParameter(f"{moment.isoformat()} is not in the future")
+    return moment
+
+
+def _reason(ctx: click.Context, param: click.Parameter, reason: str | None) -> str | None:
+    """A ``--reason`` the ledger takes (UTF-8, at most ``MAX_REASON_LENGTH`` characters)."""
+    from ledger.domain.account import check_reason
+    from ledger.domain.errors import InvalidReason
+
+    reason = utf8_text(ctx, param, reason)
+    if reason is not None:
+        try:
+            check_reason(reason)
+        except InvalidReason as error:
+            raise click.BadParameter(str(error)) from None
+    return reason
+
+
+MAX_GRANT_ID_LENGTH = 100
+"""Far more than the ledger's ids (``grant_`` and 24 hex digits): a longer one names no grant."""
+
+
+def _grant_id(ctx: click.Context, param: click.Parameter, grant_id: str | None) -> str | None:
+    """A GRANT_ID some grant can have: an empty one was "no grant  on that account", exit 1."""
+    grant_id = utf8_text(ctx, param, grant_id)
+    if grant_id is not None and not 1 <= len(grant_id) <= MAX_GRANT_ID_LENGTH:
+        raise click.BadParameter(
+            f"a grant id is 1 to {MAX_GRANT_ID_LENGTH} characters "
+            "(grant_…, as `ledger grants list` shows it)"
+        )
+    return grant_id
+
+
 def _run(work: Any) -> Any:
     """Run ``work(services)``; the ledger's refusals end the command with one line."""
     from ledger.domain.errors import DomainError
@@ -90,7 +133,12 @@ def grants_group() -> None:
 @grants_group.command("create")
 @click.argument("account_id", callback=account_id_option)
 @click.argument("amount", type=WholeNumber(1, 1_000_000_000))
-@click.option("--expires-at", type=_Moment(), help="When what remains lapses (default: never).")
+@click.option(
+    "--expires-at",
+    type=_Moment(),
+    callback=_future,
+    help="When what remains lapses (default: never).",
+)
 @click.option(
     "--priority",
     type=WholeNumber(0, 100),
@@ -98,7 +146,7 @@ def grants_group() -> None:
     show_default=True,
     help="Lower burns first.",
 )
-@click.option("--reason", default="", callback=utf8_text, help="Why (shown on the statement).")
+@click.option("--reason", default="", callback=_reason, help="Why (shown on the statement).")
 @click.option(
     "--key",
     callback=_idempotency_key,
@@ -188,8 +236,8 @@ def list_grants(account_id: str, status: str, as_json: bool) -> None:
 
 @grants_group.command("void")
 @click.argument("account_id", callback=account_id_option)
-@click.argument("grant_id", callback=utf8_text)
-@click.option("--reason", default="", callback=utf8_text, help="Why (shown on the statement).")
+@click.argument("grant_id", callback=_grant_id)
+@click.option("--reason", default="", callback=_reason, help="Why (shown on the statement).")
 def void_grant(account_id: str, grant_id: str, reason: str) -> None:
     """Withdraw GRANT_ID: what remains of it lapses now (what holds reserve, when they settle)."""
     from ledger.commands import VoidGrant

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from tests.conftest import IsolatedDatabase
 from tests.support.cli import ledger
 from tests.support.events import caught_up
@@ -70,12 +72,61 @@ async def test_grants_are_given_listed_and_voided_from_the_command_line(
     assert len(active.stdout.splitlines()) == 1
     assert "active" in active.stdout
     assert "70 of 70" in active.stdout
-    assert past.returncode == 1
-    assert past.stderr.strip() == "Error: A grant's expires_at must be in the future."
+    assert past.returncode == 2
+    assert past.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--expires-at': 2020-01-01T00:00:00+00:00 is not in the future"
+    )
     assert (nobody.returncode, nobody.stderr.strip()) == (
         1,
         "Error: account acct_nobody does not exist",
     )
+
+
+NOTHING_LISTENS = "postgresql://nobody@127.0.0.1:1/nothing"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["void", "acct_cli", ""],
+            "Invalid value for 'GRANT_ID': a grant id is 1 to 100 characters (grant_…, as "
+            "`ledger grants list` shows it)",
+        ),
+        (
+            ["void", "acct_cli", "g" * 101],
+            "Invalid value for 'GRANT_ID': a grant id is 1 to 100 characters (grant_…, as "
+            "`ledger grants list` shows it)",
+        ),
+        (
+            ["void", "acct_cli", "grant_1", "--reason", "r" * 501],
+            "Invalid value for '--reason': The reason must be at most 500 characters.",
+        ),
+        (
+            ["create", "acct_cli", "5", "--reason", "r" * 501],
+            "Invalid value for '--reason': The reason must be at most 500 characters.",
+        ),
+        (
+            ["create", "acct_cli", "5", "--expires-at", "2020-01-01T00:00:00+01:00"],
+            "Invalid value for '--expires-at': 2020-01-01T00:00:00+01:00 is not in the future",
+        ),
+        (
+            ["create", "acct_cli", "5", "--expires-at", "9999-12-31T23:59:59.999999Z"],
+            "Invalid value for '--expires-at': 9999-12-31T23:59:59.999999+00:00 is not within "
+            "the years 1 to 9999 in UTC",
+        ),
+    ],
+    ids=["empty grant id", "long grant id", "long void reason", "long reason", "past", "9999"],
+)
+async def test_bad_grant_arguments_are_usage_errors_that_name_the_argument(
+    args: list[str], said: str
+) -> None:
+    """Each was the ledger's refusal once connected, exit 1 ("no grant  on that account" for
+    an empty id): exit 2 is what the command line says of a bad argument."""
+    refused = await ledger(NOTHING_LISTENS, "grants", *args)
+
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines()[-1] == f"Error: {said}"
 
 
 async def test_an_expiry_whose_offset_has_seconds_is_refused_by_the_command_line(
