@@ -14,6 +14,7 @@ import eventsourcing.domain
 import pytest
 from eventsourcing.domain import Aggregate
 
+from ledger.domain import events
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.events import CreditsSpent
@@ -188,3 +189,46 @@ def test_an_event_class_that_checks_more_is_not_made_unchecked() -> None:
 
     with pytest.raises(TypeError, match=r"made\(\) cannot make"):
         made(Checked, {})
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        lambda: CreditAccount.open("acct_started", 100, "2026-11"),
+        lambda: CheckoutSession.request(
+            session_id="cs_started",
+            account_id="acct_started",
+            credits=10,
+            amount=1000,
+            currency="usd",
+            checkout_url="https://checkout.invalid/cs_started",
+            expires_at=1_800_000_000,
+        ),
+        lambda: PaymentIntent.record("pi_started"),
+    ],
+)
+def test_a_streams_first_event_makes_the_aggregate_the_library_makes(
+    start: Callable[[], Any],
+) -> None:
+    mapper = MsgspecMapper()
+    [first] = start().collect_events()
+    loaded = mapper.to_domain_event(mapper.to_stored_event(first))
+
+    ours = loaded.mutate(None)
+    librarys: Any = eventsourcing.domain.CanInitAggregate.mutate(loaded, None)
+
+    assert type(ours) is type(librarys)
+    # The same attributes with the same values, set in the same order (the cache copies
+    # the instance's dict as it is, ledger/store/repository.py).
+    assert list(vars(ours).items()) == list(vars(librarys).items())
+    assert ours._pending_events == []
+    assert ours._pending_events is not librarys._pending_events
+
+
+def test_an_aggregate_with_an_init_of_its_own_is_made_by_the_library() -> None:
+    class Initialised(Aggregate):
+        def __init__(self, label: str) -> None:
+            self.label = label
+
+    assert events._made_plainly(CreditAccount)
+    assert not events._made_plainly(Initialised)
