@@ -215,6 +215,9 @@ _STREAM_ACCOUNTS = """
 # (``_check_event`` packs the replay's so). Bytes, not text: PostgreSQL's cost is the
 # same (~1 s of CPU for 1,000,000 lines; the line count and last balance this replaced took
 # 0.25 s), and the replay packs a line in half the time it formatted one.
+# The text's UTF-8 bytes by ``textsend``, which gives them in the client's encoding, UTF-8 on
+# every asyncpg connection: the bytes ``convert_to(…, 'UTF8')`` made, for 6 % less of this
+# query's CPU (1.33 -> 1.26 s on 980,000 lines).
 _STATEMENT_DIGESTS = """
     SELECT account_id, count(*) AS lines,
            md5(string_agg(int8send(position) || int8send(version) || int8send(amount)
@@ -222,8 +225,8 @@ _STATEMENT_DIGESTS = """
                    || int8send(granted_change) || int8send(allowance_after)
                    || int8send(topup_after) || int8send(granted_after)
                    || int8send(balance_after) || timestamptz_send(recorded_at)
-                   || int4send(length(type)) || convert_to(type, 'UTF8')
-                   || int4send(length(description)) || convert_to(description, 'UTF8'),
+                   || int4send(length(type)) || textsend(type)
+                   || int4send(length(description)) || textsend(description),
                ''::bytea ORDER BY position)) AS digest
     FROM statement_lines GROUP BY account_id"""
 

@@ -1405,3 +1405,28 @@ async def test_statement_lines_with_any_text_digest_alike_in_postgresql_and_the_
     report = await verify(isolated_db.pool)
 
     assert report.findings == []
+
+
+async def test_a_statement_line_with_one_accented_letter_changed_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The digest hashes the text's UTF-8 bytes (``textsend``): a letter changed for another
+    of as many characters and bytes ('é' for 'è') is a finding, the unchanged lines none."""
+    books = await build_history(isolated_db)
+    await books.execute(
+        SpendCredits(account_id="acct_alice", amount=1, reason="café 払い", idempotency_key="fr")
+    )
+    await caught_up(isolated_db.store)
+    await books.uow.committer.stop()
+    assert (await verify(isolated_db.pool)).findings == []
+    await tamper(
+        isolated_db.url,
+        """UPDATE statement_lines SET description = replace(description, 'é', 'è')
+           WHERE account_id = 'acct_alice' AND description LIKE 'café%'""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    [changed] = report.findings
+    assert (changed.kind, changed.account_id) == ("statement-view", "acct_alice")
+    assert "lines are not the replay's" in changed.detail
