@@ -213,9 +213,48 @@ def _report_progress(events: int) -> None:
         _progress.put(events)
 
 
-def replay_in_worker(job: PartJob) -> Part:
+_PICKLED = ("hold_status", "grant_rows", "checkpoints")
+"""The fields of a ``Part`` a worker sends as they are (pickled): a hold's and a grant's row
+is a tuple of any values (UUIDs, times), which msgpack would bring back as others (a UUID as
+text), and a checkpoint's replay is no Struct."""
+_PART_DECODER = msgspec.msgpack.Decoder(Part)
+
+
+class SentPart(msgspec.Struct, frozen=True):
+    """A worker's ``Part`` as it is sent back: all but ``_PICKLED`` in msgpack, which
+    ``received`` makes a ``Part`` of again. Pickling the whole Part (3.3 MB for 500,000
+    events of 5,000 accounts) cost the worker 0.09-0.15 s of CPU at its end, where the audit
+    waits for it, msgpack 0.01-0.02 s; the parent's load 0.07-0.13 s, now 0.06-0.08 s."""
+
+    packed: bytes
+    """Empty when the whole Part is pickled: a figure msgpack cannot hold (an int past
+    64 bits, which a balance past a bigint makes)."""
+    pickled: Part
+
+
+def sent(part: Part) -> SentPart:
+    """``part`` as a worker sends it back (``SentPart``)."""
+    pickled = Part(**{field: getattr(part, field) for field in _PICKLED})
+    rest = msgspec.structs.replace(part, **{field: getattr(Part(), field) for field in _PICKLED})
+    try:
+        return SentPart(msgspec.msgpack.encode(rest), pickled)
+    except OverflowError:
+        return SentPart(b"", part)
+
+
+def received(part: SentPart) -> Part:
+    """The ``Part`` a worker sent (``sent``)."""
+    if not part.packed:
+        return part.pickled
+    return msgspec.structs.replace(
+        _PART_DECODER.decode(part.packed),
+        **{field: getattr(part.pickled, field) for field in _PICKLED},
+    )
+
+
+def replay_in_worker(job: PartJob) -> SentPart:
     """Replay one part, in a worker process (``_replay_in_snapshot``)."""
-    return event_loop.run(_replay_in_snapshot(job))
+    return sent(event_loop.run(_replay_in_snapshot(job)))
 
 
 async def _replay_in_snapshot(job: PartJob) -> Part:

@@ -34,9 +34,11 @@ from audit.checkpoint import CheckpointAudit
 from audit.findings import Finding
 from audit.parts import (
     PartJob,
+    SentPart,
     drain_progress,
     merge_parts,
     outcome_seen,
+    received,
     replay_in_worker,
     replay_part,
     start_worker,
@@ -502,7 +504,7 @@ class Verifier:
         with ProcessPoolExecutor(
             len(jobs), mp_context=context, initializer=start_worker, initargs=(progress,)
         ) as executor:
-            done: asyncio.Future[list[Part]] | None = None
+            done: asyncio.Future[list[SentPart]] | None = None
             views_read: asyncio.Future[None] | None = None
             try:
                 with started_deaf_to_ctrl_c():
@@ -530,7 +532,7 @@ class Verifier:
                         pending.cancel()
                         pending.add_done_callback(outcome_seen)
                 raise
-            parts = [here, *done.result()]
+            parts = [here, *map(received, done.result())]
         progress.close()
         # Counts still on their way through the queue when the results came.
         if (unreported := sum(p.events for p in parts[1:]) - reported) > 0:
