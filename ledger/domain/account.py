@@ -209,6 +209,13 @@ class CreditAccount(Records, Aggregate):
         # overdraw check asks this of every spend and hold).
         return self.allowance_remaining + self.granted + self.topup_balance - self.held_totals.held
 
+    def balances(self) -> tuple[int, int, int]:
+        """``balance``, ``held`` and ``available`` at once, as an answer shows them: one call
+        for the three properties' (~1.5k instructions fewer a spend's answer, callgrind)."""
+        held = self.held_totals.held
+        balance = self.allowance_remaining + self.granted + self.topup_balance
+        return balance, held, balance - held
+
     def available_at(self, moment: datetime | None) -> int:
         """What can be spent or held by a command decided at ``moment``: grants past their
         expiry no longer count, even before their expiry is recorded."""

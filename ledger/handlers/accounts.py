@@ -135,19 +135,20 @@ def decide_spend(account: CreditAccount | None, command: SpendCredits) -> Decisi
 
 def spent_answer(account: CreditAccount, spent: CreditsSpent) -> Spent:
     """The answer to the spend ``account`` has just recorded (``spent``)."""
+    balance, held, available = account.balances()
     return Spent(
         account_id=account.account_id,
         amount=spent.amount,
         from_allowance=spent.from_allowance,
         from_topup=spent.from_topup,
         reason=spent.reason,
-        balance=account.balance,
+        balance=balance,
         allowance_remaining=account.allowance_remaining,
         topup_balance=account.topup_balance,
         monthly_allowance=account.monthly_allowance,
         period=account.period,
-        held=account.held,
-        available=account.available,
+        held=held,
+        available=available,
         from_grants=spent.from_grants,
         granted=account.granted,
     )

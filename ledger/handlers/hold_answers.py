@@ -45,6 +45,7 @@ def hold_answer(
     settlement: Settlement | None = None,
 ) -> Hold:
     """The hold and the account's balances as they are now."""
+    balance, held, available = account.balances()
     return Hold(
         hold_id=hold_id,
         account_id=account.account_id,
@@ -54,9 +55,9 @@ def hold_answer(
         released=settlement.released if settlement else 0,
         reason=hold.reason,
         expires_at=in_utc(datetime.fromisoformat(hold.expires_at)),
-        balance=account.balance,
-        held=account.held,
-        available=account.available,
+        balance=balance,
+        held=held,
+        available=available,
         lapsed=settlement.lapsed + sum(settlement.grants_lapsed.values()) if settlement else 0,
     )
 

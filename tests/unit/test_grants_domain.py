@@ -170,8 +170,9 @@ OPERATIONS = st.lists(
 def test_grants_are_accounted_for_whatever_happens(
     operations: list[tuple[str, int, int, int]],
 ) -> None:
-    """No bucket or grant below zero, nothing expires twice, the burn order holds, and every
-    credit granted is spent from a grant, lapsed, or still remains."""
+    """No bucket or grant below zero, nothing expires twice, the burn order holds, every
+    credit granted is spent from a grant, lapsed, or still remains, and ``balances()`` is
+    the three properties."""
     credits = account(allowance=50, topup=200)
     clock = NOW
     granted = spent_from_grants = lapsed = 0
@@ -219,6 +220,8 @@ def test_grants_are_accounted_for_whatever_happens(
         assert all(g.remaining >= 0 for g in credits.grants.values())
         assert credits.allowance_remaining >= 0
         assert credits.available_at(clock) >= 0
+        # The answers' three at once say what the properties say.
+        assert credits.balances() == (credits.balance, credits.held, credits.available)
         assert granted == spent_from_grants + lapsed + credits.granted
         assert credits.granted == sum(g.remaining for g in credits.grants.values())
         assert list(credits.grants) == sorted(
