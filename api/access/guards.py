@@ -52,6 +52,18 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return token.strip()
 
 
+def _known_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The caller if known without waiting: checked already on this request, or a token the
+    cache holds (``TokenService.remembered``); None: ``authenticate`` decides."""
+    state = connection.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    known: Principal | None = state.get(_PRINCIPAL)
+    if known is None and (token := bearer_token(connection)) is not None:
+        tokens: TokenService = connection.app.state["services"].tokens
+        if (known := tokens.remembered(token)) is not None:
+            state[_PRINCIPAL] = known
+    return known
+
+
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """The caller (checked once per request), or Unauthenticated."""
     state = connection.scope.setdefault("state", {})  # type: ignore[typeddict-item]
@@ -78,7 +90,8 @@ def allow(*scopes: Scope) -> Guard:
     """A guard admitting tokens of ``scopes``."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if (await authenticate(connection)).scope not in scopes:
+        principal = _known_caller(connection) or await authenticate(connection)
+        if principal.scope not in scopes:
             raise Forbidden
 
     return guard
@@ -88,7 +101,7 @@ def own_account_or(*scopes: Scope) -> Guard:
     """A guard admitting tokens of ``scopes``, and a customer's on its own account."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = await authenticate(connection)
+        principal = _known_caller(connection) or await authenticate(connection)
         if principal.scope is Scope.CREDITS:
             if principal.account_id != connection.path_params.get("account_id"):
                 raise Forbidden

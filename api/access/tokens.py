@@ -229,19 +229,30 @@ class TokenService:
             )
         return IssuedToken(token_id=token_id, secret=secret)
 
+    def remembered(self, token: str) -> Principal | None:
+        """The principal of a token the cache holds, fresh and matching (its use noted), without
+        waiting for anything; None otherwise, and ``authenticate`` says why (the guards ask
+        this first: a coroutine fewer a request when it answers)."""
+        token_id = token_id_of(token)
+        if token_id is None or (known := self._known.get(token_id)) is None:
+            return None
+        stored_hash, principal, fresh_until = known
+        if self._clock() >= fresh_until or not hmac.compare_digest(stored_hash, _hash(token)):
+            return None
+        self._note_use(token_id)
+        return principal
+
     async def authenticate(self, token: str, *, for_read: bool = False) -> Principal | None:
         """The principal for a valid, unrevoked token; None otherwise (``for_read``: the
         request reads only, and a lookup takes the reads' connections)."""
+        if (principal := self.remembered(token)) is not None:
+            return principal
         token_id = token_id_of(token)
         if token_id is None:
             return None
         if (known := self._known.get(token_id)) is not None:
-            stored_hash, principal, fresh_until = known
-            if self._clock() < fresh_until:
-                if not hmac.compare_digest(stored_hash, _hash(token)):
-                    return None
-                self._note_use(token_id)
-                return principal
+            if self._clock() < known[2]:  # fresh: the token is not the one its id was given
+                return None
             self._known.pop(token_id, None)
         # Kept only if one listener heard everything from before the read to after it: a
         # read begun while none listened may predate a revocation no one heard.

@@ -129,3 +129,31 @@ async def test_the_memories_of_tokens_keep_those_used_lately_not_every_one_ever_
 
     assert known == noted == {later.token_id}
     assert again is not None
+
+
+async def test_a_cached_tokens_id_with_another_secret_is_refused_with_or_without_waiting(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    now = [1000.0]
+    caching = TokenService(pool, cache_seconds=0.5, clock=lambda: now[0])
+    await caching.watch_revocations(database_url)
+    try:
+        issued = await caching.issue(Scope.LEDGER_WRITE, name="writer")
+        assert caching.remembered(issued.secret) is None  # not read yet
+        principal = await caching.authenticate(issued.secret)  # now cached
+        forged = issued.secret[:-4] + ("aaaa" if not issued.secret.endswith("aaaa") else "bbbb")
+        remembered = caching.remembered(issued.secret)
+        refused_now = caching.remembered(forged)
+        refused = await caching.authenticate(forged)
+        now[0] += 0.6
+        stale = caching.remembered(issued.secret)
+        read_again = await caching.authenticate(issued.secret)
+    finally:
+        await caching.stop_watching()
+
+    assert principal is not None
+    assert remembered == principal
+    assert refused_now is None
+    assert refused is None
+    assert stale is None  # past its lifetime: authenticate reads the table
+    assert read_again == principal
