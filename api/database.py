@@ -54,6 +54,10 @@ SERVICE_SETTINGS = {
     "lock_timeout": "5s",
     "statement_timeout": "60s",
     "idle_in_transaction_session_timeout": "60s",
+    # The text's bytes PostgreSQL makes (the audit's statement digests' ``textsend``) are
+    # UTF-8, the replay's, whatever a DATABASE_URL's query names (asyncpg passes its
+    # parameters on as session settings, ``client_encoding=LATIN1`` too).
+    "client_encoding": "UTF8",
 }
 
 PROJECTOR_SETTINGS = {**SERVICE_SETTINGS, "plan_cache_mode": "force_generic_plan"}

@@ -217,9 +217,10 @@ _STREAM_ACCOUNTS = """
 # (``_check_event`` packs the replay's so). Bytes, not text: PostgreSQL's cost is the
 # same (~1 s of CPU for 1,000,000 lines; the line count and last balance this replaced took
 # 0.25 s), and the replay packs a line in half the time it formatted one.
-# The text's UTF-8 bytes by ``textsend``, which gives them in the client's encoding, UTF-8 on
-# every asyncpg connection: the bytes ``convert_to(…, 'UTF8')`` made, for 6 % less of this
-# query's CPU (1.33 -> 1.26 s on 980,000 lines).
+# The text's UTF-8 bytes by ``textsend``, which gives them in the client's encoding: UTF-8 on
+# the audit's connections (asyncpg's, unless a URL's query names another: SERVICE_SETTINGS and
+# ``_read_views_beside`` name it again), the bytes ``convert_to(…, 'UTF8')`` made, for 6 %
+# less of this query's CPU (1.33 -> 1.26 s on 980,000 lines).
 _STATEMENT_DIGESTS = """
     SELECT account_id, count(*) AS lines,
            md5(string_agg(int8send(position) || int8send(version) || int8send(amount)
@@ -676,7 +677,10 @@ class Verifier:
     async def _read_views_beside(self, snapshot: str) -> None:
         """``_read_views`` on a connection of its own, in the exported ``snapshot``."""
         assert self.database_url is not None
-        connection = await asyncpg.connect(self.database_url)
+        # UTF-8 whatever the URL's query names: the statement digests' text (``textsend``).
+        connection = await asyncpg.connect(
+            self.database_url, server_settings={"client_encoding": "UTF8"}
+        )
         try:
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 await connection.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")

@@ -1430,3 +1430,32 @@ async def test_a_statement_line_with_one_accented_letter_changed_is_reported(
     [changed] = report.findings
     assert (changed.kind, changed.account_id) == ("statement-view", "acct_alice")
     assert "lines are not the replay's" in changed.detail
+
+
+async def test_statement_digests_agree_on_a_database_url_naming_another_client_encoding(
+    isolated_db: IsolatedDatabase, audit_jobs: int
+) -> None:
+    """A ``DATABASE_URL`` may name a session setting (asyncpg passes its query's parameters
+    on), ``client_encoding=LATIN1`` too; the audit's sessions keep UTF-8 whatever it says
+    (``SERVICE_SETTINGS``, and ``--jobs``' own connections): the digests' ``textsend`` gives
+    the text in the client's encoding, and a LATIN1 'é' is not the replay's UTF-8 one (every
+    such line was a finding)."""
+    from api.database import SERVICE_SETTINGS
+    from audit import verify as audit
+
+    books = await build_history(isolated_db)
+    await books.execute(
+        SpendCredits(account_id="acct_alice", amount=1, reason="café", idempotency_key="latin")
+    )
+    await caught_up(isolated_db.store)
+    await books.uow.committer.stop()
+    url = f"{isolated_db.url}{'&' if '?' in isolated_db.url else '?'}client_encoding=LATIN1"
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, server_settings=SERVICE_SETTINGS)
+    try:
+        report = await audit.verify(
+            pool, jobs=audit_jobs, database_url=url if audit_jobs > 1 else None
+        )
+    finally:
+        await pool.close()
+
+    assert report.findings == []
