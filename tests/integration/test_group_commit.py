@@ -343,6 +343,15 @@ class AnswerCutter:
         self.cut = 0
         self.upstream: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
+    def _marks(self) -> bool:
+        """Whether the marker still marks a connection (only the first time it is sent)."""
+        return not self.cut
+
+    async def _passes_marked_answer(self) -> bool:
+        """What becomes of an answer on the marked connection: dropped with it (False)."""
+        self.cut += 1
+        return False
+
     async def _relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         server, to_server = await self.upstream()
         marked = asyncio.Event()
@@ -350,7 +359,7 @@ class AnswerCutter:
         async def outward() -> None:
             with contextlib.suppress(OSError):
                 while data := await client.read(65536):
-                    if self.marker in data and not self.cut:
+                    if self.marker in data and self._marks():
                         marked.set()
                     to_server.write(data)
                     await to_server.drain()
@@ -359,8 +368,7 @@ class AnswerCutter:
         async def back() -> None:
             with contextlib.suppress(OSError):
                 while data := await server.read(65536):
-                    if marked.is_set():
-                        self.cut += 1
+                    if marked.is_set() and not await self._passes_marked_answer():
                         break
                     to_client.write(data)
                     await to_client.drain()
@@ -400,31 +408,13 @@ class AnswerHolder(AnswerCutter):
         self.held = asyncio.Event()  # an answer is held
         self.release = asyncio.Event()
 
-    async def _relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
-        server, to_server = await self.upstream()
-        marked = asyncio.Event()
+    def _marks(self) -> bool:
+        return not self.held.is_set()
 
-        async def outward() -> None:
-            with contextlib.suppress(OSError):
-                while data := await client.read(65536):
-                    if self.marker in data and not self.held.is_set():
-                        marked.set()
-                    to_server.write(data)
-                    await to_server.drain()
-            to_server.close()
-
-        async def back() -> None:
-            with contextlib.suppress(OSError):
-                while data := await server.read(65536):
-                    if marked.is_set():
-                        self.held.set()
-                        await self.release.wait()
-                    to_client.write(data)
-                    await to_client.drain()
-            to_client.close()
-            to_server.close()
-
-        await asyncio.gather(outward(), back())
+    async def _passes_marked_answer(self) -> bool:
+        self.held.set()
+        await self.release.wait()
+        return True
 
 
 @pytest.mark.usefixtures("store")
