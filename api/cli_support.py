@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from api.settings import Settings, SettingsError, is_whole_number
+from api.settings import Settings, SettingsError
 from ledger import event_loop
-from ledger.text import decimal_number, is_utf8_text
+from ledger.text import decimal_number, is_utf8_text, is_whole_number
 
 if TYPE_CHECKING:
     from api.database import Database

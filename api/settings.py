@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,7 +12,7 @@ import msgspec
 from ledger.clock_guard import DEFAULT_MAX_SKEW_SECONDS
 from ledger.domain.currencies import STRIPE_CURRENCIES, amount_step
 from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
-from ledger.text import is_utf8_text
+from ledger.text import is_utf8_text, is_whole_number
 from ledger.urls import names_a_database, over_tls_or_here, readable
 
 
@@ -49,13 +48,6 @@ _JUDGED_AS_URLS_OR_PATHS = frozenset(
 )
 """Variables whose own checks refuse bytes that are not UTF-8 (not a URL), or that may hold
 them (a folder's name is bytes)."""
-
-
-def is_whole_number(text: str) -> bool:
-    """``text`` is a whole number as the ledger reads one everywhere (variables, the
-    command line's options, the API's query parameters): ASCII digits with an optional
-    minus. int() also takes '1_000', '+5' and other scripts' digits ('٣')."""
-    return re.fullmatch(r"-?[0-9]+", text) is not None
 
 
 def whole_number(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 
 def is_utf8_text(text: str) -> bool:
@@ -16,6 +19,13 @@ def is_utf8_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def is_whole_number(text: str) -> bool:
+    """``text`` is a whole number as the ledger reads one everywhere (variables, the
+    command line's options, the API's query parameters): ASCII digits with an optional
+    minus. int() also takes '1_000', '+5' and other scripts' digits ('٣')."""
+    return _WHOLE_NUMBER.fullmatch(text) is not None
 
 
 def decimal_number(text: str) -> float | None:
