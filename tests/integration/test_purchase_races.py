@@ -62,19 +62,43 @@ async def gateway(standin: RunningStandin) -> AsyncIterator[StripeGateway]:
 
 
 def two_replicas(
-    ledgers: Ledgers, pool: asyncpg.Pool, gateway: AllAskBeforeAnyRecords
+    ledgers: Ledgers,
+    pool: asyncpg.Pool,
+    gateway: AllAskBeforeAnyRecords,
+    links_differ: bool = False,
 ) -> list[Ledger]:
+    """Two ledgers on one database; with ``links_differ`` each sends Stripe its own success
+    URL (as replicas with other settings would), so their sessions cannot be the same."""
     return [
         ledgers(
             pool,
             gateway=gateway,
             pricing=Pricing(unit_amount=1, currency="usd"),
             links=CheckoutLinks(
-                success_url="http://127.0.0.1/ok", cancel_url="http://127.0.0.1/no"
+                success_url=f"http://127.0.0.1/ok/{replica}"
+                if links_differ
+                else "http://127.0.0.1/ok",
+                cancel_url="http://127.0.0.1/no",
             ),
         )
-        for _ in "ab"
+        for replica in "ab"
     ]
+
+
+async def purchases_at_once(
+    books: list[Ledger], account_id: str, credits: tuple[int, int]
+) -> list[object]:
+    """Each ledger asks for its credits under the one key ``k`` at once: the answers and
+    the refusals, in the order of ``books``."""
+    return await asyncio.gather(
+        *(
+            ledger.request_checkout(
+                RequestCheckout(account_id=account_id, credits=asked, idempotency_key="k")
+            )
+            for ledger, asked in zip(books, credits, strict=True)
+        ),
+        return_exceptions=True,
+    )
 
 
 def statuses(standin: RunningStandin, sessions: set[str]) -> dict[str, Any]:
@@ -91,15 +115,7 @@ async def test_a_purchase_refused_for_its_reused_key_expires_the_session_it_made
     await open_account(books[0], account_id)
     made_before = set(standin.state.sessions)
 
-    outcomes = await asyncio.gather(
-        *(
-            ledger.request_checkout(
-                RequestCheckout(account_id=account_id, credits=credits, idempotency_key="k")
-            )
-            for ledger, credits in zip(books, (500, 600), strict=True)
-        ),
-        return_exceptions=True,
-    )
+    outcomes = await purchases_at_once(books, account_id, (500, 600))
 
     [started] = [o for o in outcomes if isinstance(o, CheckoutStarted)]
     assert [type(o) for o in outcomes if o is not started] == [IdempotencyKeyReused]
@@ -167,30 +183,12 @@ async def test_stripe_refusing_the_expiry_changes_no_answer(
     replica whose links differ (another Stripe key, another session) the recorded session,
     one for other credits its 422."""
     stripe = StripeRefusesTheExpiry(gateway, 2, standin)
-    books = [
-        ledgers(
-            pool,
-            gateway=stripe,
-            pricing=Pricing(unit_amount=1, currency="usd"),
-            links=CheckoutLinks(
-                success_url=f"http://127.0.0.1/ok/{replica}", cancel_url="http://127.0.0.1/no"
-            ),
-        )
-        for replica in "ab"
-    ]
+    books = two_replicas(ledgers, pool, stripe, links_differ=True)
     account_id = unique("acct")
     await open_account(books[0], account_id)
     made_before = set(standin.state.sessions)
 
-    outcomes = await asyncio.gather(
-        *(
-            ledger.request_checkout(
-                RequestCheckout(account_id=account_id, credits=asked, idempotency_key="k")
-            )
-            for ledger, asked in zip(books, credits, strict=True)
-        ),
-        return_exceptions=True,
-    )
+    outcomes = await purchases_at_once(books, account_id, credits)
 
     answered = [o for o in outcomes if isinstance(o, CheckoutStarted)]
     others = [type(o) for o in outcomes if not isinstance(o, CheckoutStarted)]
