@@ -14,6 +14,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 import warnings
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -415,7 +416,7 @@ async def _first_connection(
             "postgresql://user@host:5432/ledger"
         )
     try:
-        return await _connect(database_url, timeout=CONNECT_TIMEOUT)
+        connection = await _connect(database_url, timeout=CONNECT_TIMEOUT)
     except ValueError as error:  # asyncpg's reading of the URL (a port that is no number)
         raise DatabaseUnreachable(
             f"cannot connect to {describe(database_url)}: {error} ({variable})"
@@ -429,6 +430,50 @@ async def _first_connection(
         raise DatabaseUnreachable(
             f"cannot connect to {describe(database_url)} ({reason}){hint}"
         ) from None
+    try:
+        await refuse_an_encoding_not_utf8(connection, database_url, variable)
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
+class DatabaseNotUtf8(DatabaseUnusable):
+    """The database keeps its text in another encoding than UTF8."""
+
+
+async def refuse_an_encoding_not_utf8(
+    connection: asyncpg.Connection, database_url: str, variable: str = "DATABASE_URL"
+) -> None:
+    """Raise ``DatabaseNotUtf8`` for a database whose ``server_encoding`` is not UTF8.
+
+    The ledger's text is UTF-8 and its SQL counts it so: in a SQL_ASCII database PostgreSQL
+    takes any bytes and counts lengths in bytes (the audit's statement digests differed from
+    the replay's for a reason with an "é"), and LATIN1 and the like cannot hold every reason.
+    The server tells its encoding when the connection starts (a ``ParameterStatus``), so
+    this asks it nothing (unless a pooler kept that from the client): checked on a start-up's
+    or a command's first connection, never per request.
+    """
+    encoding = getattr(connection.get_settings(), "server_encoding", None)
+    if encoding is None:  # a pooler in between that does not pass it on
+        encoding = await connection.fetchval("SHOW server_encoding")
+    if encoding == "UTF8":
+        return
+    path = unquote(urlsplit(database_url).path.lstrip("/"))
+    name = path or os.environ.get("PGDATABASE", "") or "ledger"
+    raise DatabaseNotUtf8(
+        f"{describe(database_url)} is in {encoding}, not UTF8: the ledger's text is UTF-8, "
+        "which a SQL_ASCII database counts in bytes and other encodings cannot all hold; "
+        f"create one in UTF8 (CREATE DATABASE {_sql_name(name)} ENCODING 'UTF8' "
+        f"TEMPLATE template0) and point {variable} at it"
+    )
+
+
+def _sql_name(name: str) -> str:
+    """``name`` as SQL reads it back: quoted unless it is a lower-case identifier."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _variable(admin_url: str | None) -> str:
