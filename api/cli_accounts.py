@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -141,10 +143,53 @@ async def reset_every_account(
     return reset, unchanged, refused
 
 
+def months_after(period: str, moment: datetime) -> int:
+    """How many months ``period`` (``YYYY-MM``) comes after the month of ``moment`` in UTC
+    (0: that month; negative: one before it)."""
+    moment = moment.astimezone(UTC)
+    return (int(period[:4]) - moment.year) * 12 + int(period[5:7]) - moment.month
+
+
+def asks_on_a_terminal() -> bool:
+    """Whether a command may ask its operator: its stdin is a terminal (cron's, a pipe's or
+    a CI job's is not, and a question there would wait for an answer that never comes)."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def confirm_a_period_ahead(period: str, now: datetime, on_a_terminal: bool) -> None:
+    """Ask before a reset for a ``period`` more than one month after ``now``'s (UTC): an
+    account reset for it refuses every earlier period for good (409), so a typo (2062-01
+    for 2026-01) ended monthly resets for decades. On a terminal the answer is asked,
+    default No (No: ``ClickException``, exit 1, nothing reset); elsewhere a warning on
+    stderr, and the run goes on: the period may be the caller's own billing cycle."""
+    ahead = months_after(period, now)
+    if ahead <= 1:
+        return
+    said = (
+        f"--period {period} is {ahead} months after this month ({now.astimezone(UTC):%Y-%m}, "
+        "UTC): an account reset for it refuses every earlier period from then on"
+    )
+    if not on_a_terminal:
+        click.echo(f"warning: {said}", err=True)
+        return
+    if not click.confirm(f"{said}. Reset every account for {period}?", default=False, err=True):
+        raise click.ClickException(f"nothing was reset: --period {period} was not confirmed")
+
+
 @click.command("reset-month")
 @click.option("--period", metavar="YYYY-MM", help="The period (default: the current month, UTC).")
-def reset_month(period: str | None) -> None:
-    """Reset every account's monthly allowance for a period; safe to run twice or from cron."""
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Reset for a --period more than one month ahead without asking (or warning).",
+)
+def reset_month(period: str | None, yes: bool) -> None:
+    """Reset every account's monthly allowance for a period; safe to run twice or from cron.
+
+    A --period more than one month after the current one (UTC) is asked about first on a
+    terminal (default No), and warned of on stderr elsewhere: an account reset for a period
+    refuses every earlier one from then on. --yes skips both.
+    """
     from ledger.domain.account import check_period
     from ledger.domain.errors import InvalidPeriod
 
@@ -153,6 +198,8 @@ def reset_month(period: str | None) -> None:
             check_period(period)
         except InvalidPeriod as error:
             raise click.BadParameter(str(error), param_hint="--period") from None
+        if not yes:
+            confirm_a_period_ahead(period, datetime.now(UTC), asks_on_a_terminal())
 
     unloadable: list[str] = []
 

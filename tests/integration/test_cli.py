@@ -710,7 +710,7 @@ async def test_reset_month_resets_the_other_accounts_past_one_whose_stream_canno
     finally:
         await admin.close()
 
-    run = await ledger(isolated_db.url, "reset-month", "--period", "2099-01")
+    run = await ledger(isolated_db.url, "reset-month", "--period", "2099-01", "--yes")
 
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr

@@ -44,6 +44,32 @@ async def test_reset_month_resets_every_account_once_and_is_safe_to_run_again(
         assert (account.period, account.allowance_remaining) == ("2999-06", 100 * (n + 1))
 
 
+async def test_a_period_far_ahead_is_warned_of_off_a_terminal_and_reset_all_the_same(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """From cron nothing can answer a question: the contract's reset-month takes any period,
+    so the run goes on, and says once that the accounts will refuse every earlier one."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_far", 100)
+    await books.execute(spend("acct_far", 30, "k"))
+    now = datetime.now(UTC)
+    index = now.year * 12 + now.month - 1 + 3
+    far = f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+    warned = await ledger(isolated_db.url, "reset-month", "--period", far)
+    again = await ledger(isolated_db.url, "reset-month", "--period", far, "--yes")
+
+    assert warned.returncode == 0, warned.stderr
+    [warning] = warned.stderr.splitlines()
+    assert warning.startswith(f"warning: --period {far} is ")
+    assert warning.endswith("an account reset for it refuses every earlier period from then on")
+    assert warned.stdout.strip() == "reset 1 account; 0 already reset for this period"
+    assert (again.returncode, again.stderr) == (0, "")  # --yes: neither asked nor warned
+    assert again.stdout.strip() == "reset 0 accounts; 1 already reset for this period"
+    account = await books.account("acct_far", fresh=True)
+    assert (account.period, account.allowance_remaining) == (far, 100)
+
+
 async def test_a_reset_month_run_that_crosses_a_months_end_resets_every_account_for_one_period(
     isolated_db: IsolatedDatabase,
 ) -> None:
