@@ -70,10 +70,9 @@ class HasBalances(Protocol):
     def granted(self) -> int: ...
 
 
-class AccountBalances(msgspec.Struct, frozen=True):
-    """An account's balances as a balance read answers them (``api.schemas.AccountCredits``),
-    and a monthly reset with them (``MonthReset``): which figures, in which order, each read
-    from the aggregate or its projected row, written once for both."""
+class BalanceFigures(msgspec.Struct, frozen=True):
+    """An account's balances as answers give them: which figures, in which order, written
+    once for a balance read (``AccountBalances``) and a monthly reset (``MonthReset``)."""
 
     account_id: str
     balance: int
@@ -84,6 +83,11 @@ class AccountBalances(msgspec.Struct, frozen=True):
     held: int
     available: int
     granted: int
+
+
+class AccountBalances(BalanceFigures, frozen=True):
+    """An account's balances as a balance read answers them (``api.schemas.AccountCredits``),
+    each read from the aggregate or its projected row."""
 
     @classmethod
     def of(cls, account: HasBalances) -> Self:
@@ -100,9 +104,12 @@ class AccountBalances(msgspec.Struct, frozen=True):
         )
 
 
-class MonthReset(AccountBalances, frozen=True):
+class MonthReset(BalanceFigures, frozen=True):
     """The answer to a monthly reset: the balances after it (as a balance read shows them),
-    and whether it started the period (False: the account was in it already)."""
+    and whether it started the period (False: the account was in it already).
+
+    Not an ``AccountBalances``, whose ``of()`` cannot know ``started``: inherited, it raised a
+    TypeError where its type promised a MonthReset. ``after`` is how one is made."""
 
     started: bool
 
