@@ -46,7 +46,7 @@ from audit.parts import (
 from audit.replay_state import CLAIM_SCOPES, CLAIMED, MOVED, Part, PurchaseAt, Settled, ViewRow
 from audit.sessions import moved_said, not_taken
 from audit.time_skew import MAX_TIME_SKEW_SECONDS
-from ledger.child_processes import started_deaf_to_ctrl_c, stop_pool_now
+from ledger.child_processes import spawned_without_main, started_deaf_to_ctrl_c, stop_pool_now
 from ledger.domain.events import HoldCaptured, HoldExpired, HoldReleased
 from ledger.handlers.hold_answers import Hold
 from ledger.handlers.payments import LINK_SCOPE
@@ -508,7 +508,7 @@ class Verifier:
             done: asyncio.Future[list[SentPart]] | None = None
             views_read: asyncio.Future[None] | None = None
             try:
-                with started_deaf_to_ctrl_c():
+                with started_deaf_to_ctrl_c(), spawned_without_main():
                     futures = [executor.submit(replay_in_worker, job) for job in jobs]
                 done = asyncio.gather(*map(asyncio.wrap_future, futures))
                 # The views are read beside the replay, on a connection of their own in the

@@ -128,3 +128,30 @@ async def test_a_small_store_is_verified_in_one_process_unless_jobs_asks_for_mor
     assert without_timing(msgspec.json.decode(told.stdout, type=Report)) == without_timing(
         msgspec.json.decode(by_default.stdout, type=Report)
     )
+
+
+def imported(stderr: str, module: str) -> int:
+    """How many processes imported ``module``, by their ``-X importtime`` lines."""
+    return sum(line.rsplit("|", 1)[-1].strip() == module for line in stderr.splitlines())
+
+
+async def test_a_worker_imports_what_it_replays_with_and_not_the_command_line(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A spawned worker ran the parent's main module again before its part: the command
+    line's, every command's module with click, 0.07-0.1 s of its start."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_imports", 1000)
+    await caught_up(isolated_db.store)
+    await books.uow.committer.stop()
+
+    told = await cli.ledger(
+        isolated_db.url,
+        *("audit", "verify", "--json", "--jobs", "2"),
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+
+    assert told.returncode == 0, told.stderr
+    assert json.loads(told.stdout)["jobs"] == 2
+    assert imported(told.stderr, "audit.stream_replay") == 2  # the command and its worker
+    assert imported(told.stderr, "click") == 1  # the command alone
