@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from ledger import event_loop
-from ledger.child_processes import started_deaf_to_ctrl_c
+from ledger.child_processes import spawned_without_main, started_deaf_to_ctrl_c
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import (
     Connection,
@@ -104,7 +104,8 @@ async def fill_in_parts(
             for part in range(jobs)
         ]
         try:
-            with started_deaf_to_ctrl_c():  # the finally below stops them on Ctrl-C
+            # The finally below stops them on Ctrl-C.
+            with started_deaf_to_ctrl_c(), spawned_without_main():
                 for worker in workers:
                     worker.start()
             await _follow(reports, workers, until, on_progress)
