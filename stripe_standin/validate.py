@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from stripe_standin.errors import bad_integer, empty, invalid, missing, no_such
 from stripe_standin.errors import unknown as unknown_param
-from stripe_standin.money import format_amount
+from stripe_standin.money import CURRENCIES, format_amount
 
 
 def _names(words: str) -> frozenset[str]:
@@ -53,7 +53,8 @@ MAX_AMOUNT = 99_999_999
 # Stripe's minimum charge for the currencies we are likely to use; others are not checked.
 MIN_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "chf": 50, "jpy": 50}
 _INTEGER = re.compile(r"^-?[0-9]+$")
-_CURRENCY = re.compile(r"^[a-zA-Z]{3}$")
+_SUPPORTED = ", ".join(["usd", *sorted(CURRENCIES - {"usd"})])
+"""As Stripe lists them in its refusal: ``usd`` first."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def validate_create(
         raise missing("return_url")
     line_items = _line_items(params.get("line_items"), mode)
     currency = string(params, "currency")
+    if currency is not None:
+        currency = currency_code(currency, "currency")
     if line_items:
         currency = line_items[0].currency
     request = CreateRequest(
@@ -195,6 +198,19 @@ def enum(params: dict[str, Any], key: str, choices: tuple[str, ...]) -> str | No
         listed = ", ".join(choices[:-1]) + f", or {choices[-1]}"
         raise invalid(f"Invalid {key}: must be one of {listed}", key)
     return value
+
+
+def currency_code(value: str, param: str) -> str:
+    """``value`` in lower case, if Stripe takes it (``USD`` is ``usd``); else Stripe's
+    refusal, which lists the currencies it takes."""
+    code = value.lower()
+    if code not in CURRENCIES:
+        raise invalid(
+            f"Invalid currency: {code}. Stripe currently supports these currencies: {_SUPPORTED}",
+            param,
+            "invalid_currency",
+        )
+    return code
 
 
 def integer(value: Any, param: str) -> int:
@@ -313,10 +329,7 @@ def _line_item(value: Any, base: str) -> LineItemSpec:
     currency = string(price, "currency", pbase)
     if currency is None:
         raise missing(f"{pbase}[currency]")
-    if not _CURRENCY.match(currency):
-        raise invalid(
-            f"Invalid currency: {currency.lower()}.", f"{pbase}[currency]", "invalid_currency"
-        )
+    currency = currency_code(currency, f"{pbase}[currency]")
     if "unit_amount" not in price:
         if "unit_amount_decimal" in price:
             raise invalid(

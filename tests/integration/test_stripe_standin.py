@@ -10,7 +10,9 @@ import httpx
 import pytest
 import stripe
 
+from ledger.domain.currencies import STRIPE_CURRENCIES
 from stripe_standin import RunningStandin, run_standin
+from stripe_standin.money import CURRENCIES
 from tests.support import standin as support
 from tests.support.standin import stripe_client
 
@@ -172,6 +174,9 @@ PRICE = ("line_items", 0, "price_data")
         ((*PRICE, "unit_amount"), -1, f"{join(PRICE)}[unit_amount]", "parameter_invalid_integer"),
         ((*PRICE, "unit_amount"), 0, "line_items", None),  # under Stripe's $0.50 minimum
         ((*PRICE, "currency"), DELETE, f"{join(PRICE)}[currency]", "parameter_missing"),
+        ((*PRICE, "currency"), "dollars", f"{join(PRICE)}[currency]", "invalid_currency"),
+        ((*PRICE, "currency"), "xyz", f"{join(PRICE)}[currency]", "invalid_currency"),
+        (("currency",), "xau", "currency", "invalid_currency"),
         (
             (*PRICE, "product_data"),
             {"description": "no name"},
@@ -199,6 +204,32 @@ async def test_invalid_parameters_are_reported_like_stripe(
         await client.v1.checkout.sessions.create_async(params=params)
 
     assert (caught.value.param, caught.value.code) == (param, code)
+
+
+async def test_a_currency_stripe_does_not_take_is_refused_as_stripe_refuses_it(
+    client: stripe.StripeClient,
+) -> None:
+    """Stripe refuses a currency not on its list, three letters or not, naming those it
+    takes: a session in it is never made (the stand-in made one, which nobody could pay)."""
+    params = top_up()
+    params["line_items"][0]["price_data"]["currency"] = "XTS"
+
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.create_async(params=params)
+
+    assert caught.value.http_status == 400
+    assert caught.value.user_message is not None
+    assert caught.value.user_message.startswith(
+        "Invalid currency: xts. Stripe currently supports these currencies: usd, aed, afn, "
+    )
+    params["line_items"][0]["price_data"]["currency"] = "EUR"  # Stripe takes either case
+    session = await client.v1.checkout.sessions.create_async(params=params)
+    assert session.currency == "eur"
+
+
+def test_the_stand_in_takes_the_currencies_the_ledger_knows_stripe_takes() -> None:
+    """Two copies of Stripe's list, as the stand-in imports nothing of the ledger's."""
+    assert CURRENCIES == STRIPE_CURRENCIES
 
 
 async def test_unknown_session_is_resource_missing(client: stripe.StripeClient) -> None:
