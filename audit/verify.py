@@ -261,15 +261,31 @@ _VIEW_QUERIES = {
 # here. Reading every answer here cost 3.9 % more instructions an event, and decoding them
 # in PostgreSQL made this read ten times slower; the search makes it about 16 ms slower for
 # 94,000 spends' claims (27 -> 43 ms), nearly all of it in making each row's pattern (one
-# fixed pattern costs 2 ms), and the replay's instructions an event 0.09 % more.
+# fixed pattern costs 2 ms), and the replay's instructions an event 0.09 % more. Looking
+# also for a second ``"account_id"`` and for a ``\u`` (``_MISNAMED``: two scans of each row
+# where the pattern's search stops early) doubled that pass's backend CPU here, on a loaded
+# 2-vCPU machine (81 -> 160 ms, no search at all 54 ms), and left the replay's instructions
+# as they were (55,521 -> 55,472 an event).
 _KEPT = "scope LIKE 'purchase/%' OR scope LIKE 'void/%'"
 _NAMING = ("spend", "hold", "grant", "void", "reset")
 """``<scope>/<account>`` whose answers name the account (``Spent``, ``Hold``, ``GrantAnswer``,
 ``GrantClosedAnswer``, ``MonthReset``: its ``account_id``); a purchase's names a session."""
-_MISNAMED = """NOT scope LIKE 'purchase/%' AND position(
-    textsend('"account_id":"' || split_part(scope, '/', 2) || '"') IN response) = 0"""
+_MISNAMED = """NOT scope LIKE 'purchase/%' AND (position(
+        textsend('"account_id":"' || split_part(scope, '/', 2) || '"') IN response) = 0
+    OR position('"account_id"'::bytea IN substring(
+        response FROM position('"account_id"'::bytea IN response) + 1)) > 0
+    OR position('\\x5c75'::bytea IN response) > 0)"""
 """``textsend``: the pattern's bytes (account ids are ASCII, ``ACCOUNT_ID_PATTERN``), at less
-cost than ``convert_to``."""
+cost than ``convert_to``. The pattern found is not enough: a decoder reads an object's last
+``account_id``, and one after it (``{"account_id":"acct_a", …, "account_id":"acct_b"}``, or
+spaced, or inside a nested object before the answer's own) names another account. So the
+answer is read too where ``"account_id"`` occurs twice, or where it holds a ``\\u`` escape
+(``x5c75``), which can spell the key without those bytes (``"\\u0061ccount_id"``): then
+every key of that name shows as ``"account_id"``, and, there once, is the pattern's. The
+service writes ``account_id`` once, its only key of that name (``from_grants``' keys are
+grant ids), and ``\\u`` only for a control character in a reason: an answer whose reason
+is ``account_id`` (whole or after a quote), or holds such a character or a backslash before
+a ``u``, is read here, to no finding."""
 _CLAIMS_READ = f"""
     SELECT scope, count(*) AS claims,
            array_agg(key) FILTER (WHERE {_KEPT}) AS keys,
@@ -799,8 +815,10 @@ class Verifier:
     def _check_answers_name_their_accounts(self) -> None:
         """A claim's answer is what a retry of its key is given: a spend's, hold's, grant's,
         void's, reset's and settlement's names the account its command wrote (the scope's),
-        never another's balances. Only answers PostgreSQL did not find the account's id in
-        come here (``_MISNAMED``), to be read: one written with other spacing names it too.
+        never another's balances. Only answers PostgreSQL did not find the account's id in, or
+        found another ``account_id`` or an escape in, come here (``_MISNAMED``), to be read as
+        a retry reads them (an object's last ``account_id``): one written with other spacing
+        names it too.
         One that cannot be read or names no account is left alone: it tells no other
         account's balances (a retry of the key fails to read it)."""
         for scope, key, response in self.misnamed_claims:

@@ -481,6 +481,57 @@ async def test_a_spend_keys_answer_naming_another_account_is_reported(
     ]
 
 
+async def test_a_spend_keys_answer_naming_its_account_and_then_another_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The audit searched each answer's bytes for ``"account_id":"<its account>"``: an
+    answer that holds it and names another account after it (a second ``account_id``, which
+    a JSON decoder reads as its last; the key spelt with an escape; the account's pattern
+    inside a nested object and the answer's own ``account_id`` spaced) passed the search,
+    and a retry of its key is given the other account's balances. Such answers are read:
+    one of the service's own that looks so names its account all the same."""
+    books = await build_history(isolated_db)
+    for n, reason in enumerate(("account_id", 'said "account_id', "C:\\users \x01")):
+        await books.execute(
+            SpendCredits(account_id="acct_alice", amount=1, reason=reason, idempotency_key=str(n))
+        )
+    await books.uow.committer.stop()
+    assert (await verify(isolated_db.pool)).findings == []
+    rewritten = {
+        "acct_alice-2": """convert_to(rtrim(convert_from(response, 'UTF8'), '}')
+                               || ',"account_id":"acct_bob"}', 'UTF8')""",
+        "acct_alice-4": """convert_to(rtrim(convert_from(response, 'UTF8'), '}')
+                               || ',"\\u0061ccount_id":"acct_bob"}', 'UTF8')""",
+        "acct_alice-6": """convert_to('{"note":{"account_id":"acct_alice"},' || substr(
+                               ((convert_from(response, 'UTF8')::jsonb
+                                 || '{"account_id": "acct_bob"}')::text), 2), 'UTF8')""",
+    }
+    for key, response in rewritten.items():
+        await tamper(
+            isolated_db.url,
+            f"UPDATE claims SET response = {response} WHERE scope = 'spend/acct_alice' "
+            "AND key = $1",
+            key,
+        )
+        answer = await isolated_db.pool.fetchval(
+            "SELECT response FROM claims WHERE scope = 'spend/acct_alice' AND key = $1", key
+        )
+        assert b'"account_id":"acct_alice"' in answer
+        assert msgspec.json.decode(answer)["account_id"] == "acct_bob"
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id, f.detail) for f in report.findings] == [
+        (
+            "claim-mismatch",
+            "acct_alice",
+            f"the answer kept for spend key {key!r} names account acct_bob, not the "
+            "account its command wrote: a retry of the key is given it",
+        )
+        for key in rewritten
+    ]
+
+
 async def test_stripe_events_applied_again_after_their_claims_were_deleted_move_nothing(
     isolated_db: IsolatedDatabase,
 ) -> None:
