@@ -532,6 +532,40 @@ async def test_a_spend_keys_answer_naming_its_account_and_then_another_is_report
     ]
 
 
+async def test_a_spend_saved_by_hand_keeps_the_answer_the_service_would(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """``save`` (tests/support/ledger.py) claimed each spend, hold and grant with an empty
+    answer, which the audit reads as one that cannot be read and leaves alone: its check that
+    an answer names its claim's account never saw the claims of the tests that use it. Moved
+    to another account, a saved spend's claim is counted there and its answer names acct_alice."""
+    books = await build_history(isolated_db)
+    account = await books.account("acct_alice")
+    account.spend(5, "work")
+    await save(books, account)
+    await books.uow.committer.stop()
+    key = await isolated_db.pool.fetchval(
+        "SELECT key FROM claims WHERE scope = 'spend/acct_alice' AND key LIKE 'saved-%'"
+    )
+    await tamper(
+        isolated_db.url,
+        "UPDATE claims SET scope = 'spend/acct_bob' WHERE scope = 'spend/acct_alice' AND key = $1",
+        key,
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert [(f.kind, f.account_id) for f in report.findings] == [
+        ("claim-mismatch", "acct_alice"),
+        ("claim-mismatch", "acct_bob"),
+        ("claim-mismatch", "acct_bob"),
+    ]
+    assert report.findings[2].detail == (
+        f"the answer kept for spend key {key!r} names account acct_alice, not the account its "
+        "command wrote: a retry of the key is given it"
+    )
+
+
 async def test_stripe_events_applied_again_after_their_claims_were_deleted_move_nothing(
     isolated_db: IsolatedDatabase,
 ) -> None:

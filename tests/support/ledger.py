@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import msgspec
 from eventsourcing.domain import Aggregate
@@ -18,11 +19,14 @@ from ledger.domain.events import (
     HoldPlaced,
     HoldReleased,
 )
+from ledger.handlers.accounts import Spent, spent_answer
+from ledger.handlers.grants import GrantAnswer
 from ledger.handlers.hold_answers import Hold
 from ledger.service import Ledger
 from ledger.store import stats
 from ledger.store.claims import Claim
 from ledger.store.commit import ClaimRecord
+from ledger.times import in_utc
 
 
 async def open_account(ledger: Ledger, account_id: str, allowance: int = 1000) -> CreditAccount:
@@ -39,11 +43,15 @@ _CLAIMED: dict[type, str] = {CreditsSpent: "spend", HoldPlaced: "hold", CreditsG
 
 async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
     """Commit aggregates a test changed by hand (their pending events), as a command would:
-    with a claim of a key of its own for each spend, hold and grant, and each hold's
+    with a claim of a key of its own for each spend, hold and grant, answered as the
+    service answers it (naming its account, the audit reads that), and each hold's
     settlement claimed with an answer that tells it."""
     repository = ledger.repository
     claims = [
-        ClaimRecord(Claim(f"{scope}/{account.account_id}", f"saved-{uuid.uuid4()}", b""), b"")
+        ClaimRecord(
+            Claim(f"{scope}/{account.account_id}", f"saved-{uuid.uuid4()}", b""),
+            msgspec.json.encode(_answer(account, event)),
+        )
         for account in aggregates
         if isinstance(account, CreditAccount)
         for event in account.pending_events
@@ -59,6 +67,44 @@ async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
     writes = repository.writes(aggregates, claims)
     await ledger.uow.committer.commit(writes)
     repository.committed(aggregates, writes)
+
+
+def _answer(
+    account: CreditAccount, event: CreditsSpent | HoldPlaced | CreditsGranted
+) -> Spent | Hold | GrantAnswer:
+    """The answer the service keeps in the claim of the command that recorded ``event``: the
+    account's, with the balances after every event saved (figures the audit does not read)."""
+    balance, held, available = account.balances()
+    if isinstance(event, CreditsSpent):
+        return spent_answer(account, event)
+    if isinstance(event, HoldPlaced):
+        return Hold(
+            hold_id=event.hold_id,
+            account_id=account.account_id,
+            status="held",
+            amount=event.amount,
+            captured=0,
+            released=0,
+            reason=event.reason,
+            expires_at=in_utc(datetime.fromisoformat(event.expires_at)),
+            balance=balance,
+            held=held,
+            available=available,
+        )
+    expires_at = event.expires_at
+    return GrantAnswer(
+        grant_id=event.grant_id,
+        account_id=account.account_id,
+        amount=event.amount,
+        remaining=event.amount,
+        priority=event.priority,
+        expires_at=None if expires_at is None else in_utc(datetime.fromisoformat(expires_at)),
+        reason=event.reason,
+        status="active",
+        balance=balance,
+        granted=account.granted,
+        available=available,
+    )
 
 
 def _settlement_claim(
