@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from ledger.domain.account import CreditAccount
-from ledger.store.repository import MutableState, Repository, copy_of
+from ledger.store.repository import MutableState, Repository, _thawed, copy_of
 
 
 class Frozen(msgspec.Struct, frozen=True):
@@ -120,3 +120,19 @@ def test_the_cache_keeps_the_newest_version_and_forgets_the_longest_unused() -> 
     assert repository._cache[older.id.int][1]["_version"] == newer.version
     repository._remember(third)
     assert [repository.holds(a.id) for a in (older, other, third)] == [True, False, True]
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's dict tables")
+def test_the_cache_keeps_a_state_as_compact_as_its_keys_allow_through_its_spends() -> None:
+    """``dict()`` copies a compact table whole; one made from a key-sharing dict (an
+    aggregate its class made) it sizes for many more keys, and fills key by key again at
+    every later write (ledger/store/repository.py ``_frozen``)."""
+    repository = Repository(None)  # type: ignore[arg-type]  # no store read
+    opened = account()
+    repository._remember(opened)
+    for _ in range(3):
+        state = repository._cache[opened.id.int][1]
+        assert sys.getsizeof(state) == sys.getsizeof(dict(state.items()))
+        spent = _thawed(*repository._cache[opened.id.int])  # as a load from the cache
+        spent.spend(1, "")
+        repository._remember(spent)
