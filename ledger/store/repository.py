@@ -152,8 +152,12 @@ class Repository:
         self, snapshot: RecordedEvent | None, events: Iterable[RecordedEvent], aggregate: Any = None
     ) -> Any:
         """An aggregate from its newest snapshot (if any) and the events after it, or
-        ``aggregate`` with ``events`` applied."""
+        ``aggregate`` with ``events`` applied.
+
+        One it makes is given its attributes in a compact dict of its own (``_frozen``), as a
+        thawed copy has them: a command decided on it leaves the cache a compact state."""
         recorded = snapshot
+        made = aggregate is None
         try:
             if snapshot is not None:
                 aggregate = self.mapper.to_domain_event(snapshot).mutate(None)
@@ -163,6 +167,8 @@ class Repository:
             if recorded is None:
                 raise
             raise UnreadableStream(recorded, error, snapshot=recorded is snapshot) from error
+        if made and aggregate is not None:
+            aggregate.__dict__ = dict(aggregate.__dict__.items())
         return aggregate
 
     def holds(self, aggregate_id: UUID) -> bool:
