@@ -7,6 +7,7 @@ and keeps the caller on the connection, where routes find it as ``principal``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from litestar import Request
@@ -52,32 +53,40 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return token.strip()
 
 
-def _known_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
-    """The caller if known without waiting: checked already on this request, or a token the
-    cache holds (``TokenService.remembered``); None: ``authenticate`` decides."""
-    state = connection.scope.setdefault("state", {})  # type: ignore[typeddict-item]
-    known: Principal | None = state.get(_PRINCIPAL)
-    if known is None and (token := bearer_token(connection)) is not None:
-        tokens: TokenService = connection.app.state["services"].tokens
-        if (known := tokens.remembered(token)) is not None:
-            state[_PRINCIPAL] = known
-    return known
-
-
-async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    """The caller (checked once per request), or Unauthenticated."""
+def _caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | Awaitable[Principal]:
+    """The caller if known without waiting (checked already on this request, or a token the
+    cache holds: ``TokenService.remembered``), else the token's lookup to wait for; no
+    token: Unauthenticated. The header is read once either way."""
     state = connection.scope.setdefault("state", {})  # type: ignore[typeddict-item]
     known: Principal | None = state.get(_PRINCIPAL)
     if known is not None:
         return known
-    tokens: TokenService = connection.app.state["services"].tokens
     token = bearer_token(connection)
-    reads_only = connection.scope.get("method") in _READ_METHODS
-    principal = await tokens.authenticate(token, for_read=reads_only) if token else None
+    if token is None:
+        raise Unauthenticated
+    tokens: TokenService = connection.app.state["services"].tokens
+    if (known := tokens.remembered(token)) is not None:
+        state[_PRINCIPAL] = known
+        return known
+    return _looked_up(tokens, token, connection.scope, state)
+
+
+async def _looked_up(
+    tokens: TokenService, token: str, scope: ASGIScope, state: dict[str, Any]
+) -> Principal:
+    """The caller of a token the cache does not hold, looked up; or Unauthenticated."""
+    reads_only = scope.get("method") in _READ_METHODS
+    principal = await tokens.looked_up(token, for_read=reads_only)
     if principal is None:
         raise Unauthenticated
     state[_PRINCIPAL] = principal
     return principal
+
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The caller (checked once per request), or Unauthenticated."""
+    principal = _caller(connection)
+    return principal if isinstance(principal, Principal) else await principal
 
 
 def authenticated(scope: ASGIScope) -> Principal:
@@ -90,7 +99,9 @@ def allow(*scopes: Scope) -> Guard:
     """A guard admitting tokens of ``scopes``."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = _known_caller(connection) or await authenticate(connection)
+        principal = _caller(connection)
+        if not isinstance(principal, Principal):  # not known at once: looked up
+            principal = await principal
         if principal.scope not in scopes:
             raise Forbidden
 
@@ -101,7 +112,9 @@ def own_account_or(*scopes: Scope) -> Guard:
     """A guard admitting tokens of ``scopes``, and a customer's on its own account."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = _known_caller(connection) or await authenticate(connection)
+        principal = _caller(connection)
+        if not isinstance(principal, Principal):  # not known at once: looked up
+            principal = await principal
         if principal.scope is Scope.CREDITS:
             if principal.account_id != connection.path_params.get("account_id"):
                 raise Forbidden

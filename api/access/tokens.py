@@ -247,6 +247,10 @@ class TokenService:
         request reads only, and a lookup takes the reads' connections)."""
         if (principal := self.remembered(token)) is not None:
             return principal
+        return await self.looked_up(token, for_read=for_read)
+
+    async def looked_up(self, token: str, *, for_read: bool = False) -> Principal | None:
+        """``authenticate`` of a token ``remembered`` has just not answered for."""
         token_id = token_id_of(token)
         if token_id is None:
             return None

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import asyncpg
+from litestar.connection import ASGIConnection
 
+from api.access.guards import allow, authenticated
 from api.access.tokens import REVOCATIONS_CHANNEL, Scope, TokenService
 from tests.conftest import unique
 
@@ -157,3 +161,31 @@ async def test_a_cached_tokens_id_with_another_secret_is_refused_with_or_without
     assert refused is None
     assert stale is None  # past its lifetime: authenticate reads the table
     assert read_again == principal
+
+
+class _CountedHeaders(list[tuple[bytes, bytes]]):
+    """A request's headers that count how often they are read through."""
+
+    reads = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().__iter__()
+
+
+async def test_a_guard_reads_a_token_the_cache_does_not_hold_from_the_headers_once(
+    pool: asyncpg.Pool,
+) -> None:
+    """Asked first whether the cache holds it, then looked up: one read of ``Authorization``
+    for both (api/access/guards.py ``_caller``)."""
+    tokens = TokenService(pool)
+    issued = await tokens.issue(Scope.LEDGER_WRITE, name=unique("guarded"))
+    headers = _CountedHeaders([(b"authorization", f"Bearer {issued.secret}".encode())])
+    app = SimpleNamespace(state={"services": SimpleNamespace(tokens=tokens)})
+    scope = {"type": "http", "method": "POST", "headers": headers, "litestar_app": app}
+    connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)  # type: ignore[arg-type]
+
+    await allow(Scope.LEDGER_WRITE)(connection, None)  # type: ignore[arg-type]
+
+    assert authenticated(connection.scope).token_id == issued.token_id
+    assert headers.reads == 1
