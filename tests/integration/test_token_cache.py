@@ -185,7 +185,7 @@ async def test_a_guard_reads_a_token_the_cache_does_not_hold_from_the_headers_on
     scope = {"type": "http", "method": "POST", "headers": headers, "litestar_app": app}
     connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)  # type: ignore[arg-type]
 
-    await allow(Scope.LEDGER_WRITE)(connection, None)  # type: ignore[arg-type]
+    await allow(Scope.LEDGER_WRITE)(connection, None)  # type: ignore[arg-type,misc]
 
     assert authenticated(connection.scope).token_id == issued.token_id
     assert headers.reads == 1
