@@ -109,6 +109,9 @@ class Repository:
         snapshot, events = await self.store.load_from_snapshot(aggregate_id, recorded_until=as_of)
         aggregate = self.replay(snapshot, events)
         if aggregate is not None and as_of is None:
+            # Its attributes in a compact dict of its own, as a thawed copy has them: the
+            # command decided on it leaves the cache a compact state too (``_frozen``).
+            aggregate.__dict__ = dict(aggregate.__dict__.items())
             self._remember(aggregate)
         return _checked(cls, aggregate, aggregate_id)
 
@@ -152,12 +155,8 @@ class Repository:
         self, snapshot: RecordedEvent | None, events: Iterable[RecordedEvent], aggregate: Any = None
     ) -> Any:
         """An aggregate from its newest snapshot (if any) and the events after it, or
-        ``aggregate`` with ``events`` applied.
-
-        One it makes is given its attributes in a compact dict of its own (``_frozen``), as a
-        thawed copy has them: a command decided on it leaves the cache a compact state."""
+        ``aggregate`` with ``events`` applied."""
         recorded = snapshot
-        made = aggregate is None
         try:
             if snapshot is not None:
                 aggregate = self.mapper.to_domain_event(snapshot).mutate(None)
@@ -167,8 +166,6 @@ class Repository:
             if recorded is None:
                 raise
             raise UnreadableStream(recorded, error, snapshot=recorded is snapshot) from error
-        if made and aggregate is not None:
-            aggregate.__dict__ = dict(aggregate.__dict__.items())
         return aggregate
 
     def holds(self, aggregate_id: UUID) -> bool:

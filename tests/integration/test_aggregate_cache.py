@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -117,3 +118,21 @@ async def test_a_paid_delivery_keeps_its_account_at_its_new_version_and_not_its_
     assert not await deliver(ledger, event)
     assert await deliver(ledger, purchase.paid(CheckoutChange.PAYMENT_SUCCEEDED))
     assert (await ledger.account(purchase.account_id, fresh=True)).balance == 1000
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's dict tables")
+async def test_an_account_loaded_and_spent_from_keeps_a_compact_state_in_the_cache(
+    ledger: Ledger,
+) -> None:
+    """A load replays the stream into a new aggregate, which the spend decides on and its
+    commit remembers: a state as compact as its keys allow, which ``dict()`` copies whole at
+    every write after (ledger/store/repository.py ``_frozen``)."""
+    account_id = unique("acct")
+    await open_account(ledger, account_id, 100)
+    ledger.repository._cache.clear()  # as after a restart: the next spend loads it
+    for _ in range(3):
+        await ledger.execute(
+            SpendCredits(account_id=account_id, amount=1, reason="x", idempotency_key=unique("k"))
+        )
+        _, state, _ = ledger.repository._cache[account_stream_id(account_id).int]
+        assert sys.getsizeof(state) == sys.getsizeof(dict(state.items()))

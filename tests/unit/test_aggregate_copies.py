@@ -133,20 +133,6 @@ def test_the_cache_keeps_a_state_as_compact_as_its_keys_allow_through_its_spends
     _spend_thrice_from_the_cache(repository, opened)
 
 
-@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's dict tables")
-def test_an_aggregate_loaded_and_then_changed_leaves_the_cache_a_compact_state() -> None:
-    """A load replays the stream into a new aggregate, which the command decides on and the
-    commit remembers (``Repository.get``, ``committed``)."""
-    repository = Repository(None)  # type: ignore[arg-type]  # no store read
-    opened = CreditAccount.open("acct_loaded", 100, "2026-12")
-    recorded = [repository.mapper.to_stored_event(e) for e in opened.collect_events()]
-    loaded = repository.replay(None, recorded)
-    repository._remember(loaded)  # as a load keeps it
-    loaded.spend(1, "")
-    repository._remember(loaded)  # as its commit keeps it
-    _spend_thrice_from_the_cache(repository, loaded)
-
-
 def _spend_thrice_from_the_cache(repository: Repository, opened: CreditAccount) -> None:
     for _ in range(3):
         state = repository._cache[opened.id.int][1]
