@@ -38,8 +38,8 @@ class _Held:
     A class rather than @asynccontextmanager: this runs for every command. A key's
     ``asyncio.Lock`` is made only once a second user comes while the first holds the key,
     taken at once on the first's behalf, and released by whoever holds the key when it
-    leaves: the usual command, alone on its key, makes, takes and releases none (~2.5k
-    instructions, callgrind).
+    leaves: the usual command, alone on its key, makes, takes and releases none (a spend
+    4.4-5.6k instructions less of ~436k, callgrind, 64 at once over 1,000 accounts).
     """
 
     __slots__ = ("_key", "_locks", "_wait")
