@@ -131,13 +131,10 @@ async def account_events(
         return await _page_of(source.store, events, chosen.limit)
 
     answer = await services.reads.run(read, of_store=True)
-    # An account's first page holds at least its opening, unless the account is not there
-    # (a mistyped id): 404, as its credits answer, not an empty history.
-    if (
-        not answer.data
-        and not chosen.after
-        and not await services.ledger.account_exists(account_id)
-    ):
+    # An empty page of an account that is not there (a mistyped id) is 404, as its credits
+    # and its grants' pages answer, not an empty history: on its first page, and on a page
+    # after a cursor too (a tailer resuming), which asks only when the page is empty.
+    if not answer.data and not await services.ledger.account_exists(account_id):
         raise AccountNotFound
     return answer
 

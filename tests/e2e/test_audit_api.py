@@ -104,6 +104,24 @@ async def test_an_unknown_account_history_is_404_as_its_balance_is(
     assert past_the_end.json() == {"data": [], "has_more": False, "next_after": None}
 
 
+async def test_an_unknown_account_history_is_404_on_every_page_as_its_grants_are(
+    http: httpx.AsyncClient, customer: Customer, services: Services, writer_headers: dict[str, str]
+) -> None:
+    """A tailing auditor resumes with ``after``: an account that does not exist was an empty
+    200 there (only the first page asked whether it did), where its grants' list, paged the
+    same way, answers 404 "Account not found."."""
+    headers = await auditor(services)
+    missing = f"{customer.account_id}_mistyped"
+    cursor = {"after": 1}
+
+    history = await http.get(f"/v1/accounts/{missing}/events", params=cursor, headers=headers)
+    grants = await http.get(f"/v1/accounts/{missing}/grants", params=cursor, headers=writer_headers)
+
+    assert grants.status_code == 404, grants.text
+    assert history.status_code == 404, history.text
+    assert history.json() == grants.json() == {"message": "Account not found."}
+
+
 async def test_the_global_feed_is_for_auditors_only(
     http: httpx.AsyncClient, writer_headers: dict[str, str], services: Services
 ) -> None:
