@@ -146,7 +146,24 @@ def _verify_and_report(
     # The audit changes nothing: no migrations or grants applied to the database it audits.
     report = run_with_database(settings_from_env(service=False), run, set_up_first=False)
     if as_json:
-        click.echo(msgspec.json.encode(report).decode())
+        # Beside the report's fields, what the text says of the checkpoints (each one's
+        # summary line, and on stderr whether a trusted key checked it), so that a kept
+        # report (the cron's verify-last.json, docs/audit-checkpoints.md) says what it
+        # vouches for and whether its signer was only the key the file names itself.
+        checked = [
+            {
+                "file": c.name,
+                "position": c.checkpoint.position,
+                "event_count": c.checkpoint.event_count,
+                "stream_count": c.checkpoint.stream_count,
+                "created_at": c.checkpoint.created_at,
+                "public_key": c.checkpoint.public_key,
+                "checked_against_trusted_keys": c.trusted,
+            }
+            for c in checkpoints
+        ]
+        shown = msgspec.to_builtins(report) | {"checkpoints": checked}
+        click.echo(msgspec.json.encode(shown).decode())
     else:
         click.echo(
             f"replayed {plural(report.events, 'event')} in {report.seconds:.1f} s "

@@ -570,6 +570,45 @@ async def test_in_production_the_audit_commands_need_the_database_and_no_service
     assert not (tmp_path / "data").exists()  # no development secret made on the way
 
 
+async def test_the_json_report_names_the_checkpoints_it_checked_and_whether_by_a_trusted_key(
+    isolated_db: IsolatedDatabase, tmp_path: Path
+) -> None:
+    """The text report names each checkpoint and warns (on stderr) when no --public-key was
+    given; the --json report, which the documented cron keeps as verify-last.json, said
+    neither, so a kept report could not tell what it vouched for, nor that the signer was
+    only the key the file names itself."""
+    await build_history(isolated_db)
+    key_file = tmp_path / "checkpoint-key.pem"
+    saved = tmp_path / "checkpoint-1.json"
+    await ledger(isolated_db.url, "audit", "keygen", "--out", str(key_file))
+    taken = await ledger(
+        isolated_db.url, "audit", "checkpoint", "--key", str(key_file), "-o", str(saved)
+    )
+    written = json.loads(await asyncio.to_thread(saved.read_text))
+    verify_json = ("audit", "verify", "--json", "--checkpoint", str(saved))
+
+    keyed = await ledger(isolated_db.url, *verify_json, "--public-key", f"{key_file}.pub")
+    unkeyed = await ledger(isolated_db.url, *verify_json)
+    plain = await ledger(isolated_db.url, "audit", "verify", "--json")
+
+    assert taken.returncode == keyed.returncode == unkeyed.returncode == 0, keyed.stderr
+    checked = {
+        "file": str(saved),
+        "position": written["position"],
+        "event_count": written["event_count"],
+        "stream_count": written["stream_count"],
+        "created_at": written["created_at"],
+        "public_key": written["public_key"],
+    }
+    assert json.loads(keyed.stdout)["checkpoints"] == [
+        checked | {"checked_against_trusted_keys": True}
+    ]
+    assert json.loads(unkeyed.stdout)["checkpoints"] == [
+        checked | {"checked_against_trusted_keys": False}
+    ]
+    assert json.loads(plain.stdout)["checkpoints"] == []
+
+
 async def test_a_public_key_without_a_checkpoint_is_said_to_check_nothing(
     isolated_db: IsolatedDatabase, tmp_path: Path
 ) -> None:
