@@ -47,6 +47,7 @@ REFUNDED = "refunded"
 MISMATCHED = "mismatched"
 
 _SETTLED = (PAID, REFUNDED)
+_SETTLED_OR_MISMATCHED = (*_SETTLED, MISMATCHED)
 
 on = Evolution()
 
@@ -126,7 +127,9 @@ class CheckoutSession(Records, Aggregate):
     @property
     def settled(self) -> bool:
         """Whether ``pay`` has settled the session: paid, or a mismatch recorded."""
-        return self.paid or self.status == MISMATCHED
+        # Not ``self.paid or ...``: a property read inside another costs ~700 instructions
+        # more, and a paid delivery asks four times.
+        return self.status in _SETTLED_OR_MISMATCHED
 
     @property
     def credits_outstanding(self) -> int:

@@ -198,7 +198,12 @@ class Repository:
         for event in writes.events:
             stats.count_appended(event.topic)
         for aggregate in aggregates:
-            if not (not_kept and any(aggregate is other for other in not_kept)):
+            # A loop, not ``any()`` over a generator (a frame each): by identity, as an
+            # aggregate's ``==`` compares states.
+            for other in not_kept:
+                if aggregate is other:
+                    break
+            else:
                 self._remember(aggregate)
         if not_kept:
             self.forget(not_kept)

@@ -3,6 +3,7 @@ whose values cannot change in place; any other value is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import dis
 import sys
 from datetime import UTC, datetime, timedelta
@@ -140,3 +141,53 @@ def _spend_thrice_from_the_cache(repository: Repository, opened: CreditAccount) 
         spent = _thawed(*repository._cache[opened.id.int])  # as a load from the cache
         spent.spend(1, "")
         repository._remember(spent)
+
+
+def test_a_decided_copy_is_kept_as_it_was_committed_whatever_is_done_to_it_after() -> None:
+    """The state kept of a copy that was decided on and committed (frozen the quick way, its
+    table cloned) shares no dict with the copy: changing the copy afterwards, in place or
+    not, reaches no later copy."""
+    repository = Repository(None)  # type: ignore[arg-type]  # no store read
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    opened = account()
+    opened.grant("g1", 50, priority=0, expires_at=None, reason="", at=at)
+    opened.collect_events()
+    repository._remember(opened)
+    decided = copy_of(opened)
+    decided.place_hold("h1", 20, "job", at + timedelta(hours=1), at)
+    decided.collect_events()
+    repository._remember(decided)
+    kept = {k: v for k, v in copy_of(decided).__dict__.items() if k != "_pending_events"}
+
+    decided.holds["h2"] = decided.holds["h1"]
+    decided.grants.clear()
+    decided.allowance_remaining = -1
+    later = asyncio.run(repository.get(CreditAccount, opened.id))  # from memory
+
+    assert later is not None
+    assert {k: v for k, v in later.__dict__.items() if k != "_pending_events"} == kept
+    assert set(later.holds) == {"h1"}
+    assert set(later.grants) == {"g1"}
+    assert later.allowance_remaining == kept["allowance_remaining"] != -1
+
+
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11),
+    reason="names CPython 3.11's specialized instructions",
+)
+def test_a_copy_of_a_decided_copy_is_read_at_the_interpreters_quick_path() -> None:
+    """Frozen the quick way (its table cloned), a decided copy's state still gives copies
+    whose attributes are read on the specialized path, decision after decision."""
+    copy = copy_of(account())
+    for _ in range(3):
+        copy.purchase("cs_1", 10)
+        copy.collect_events()
+        copy = copy_of(copy)
+
+    def read(aggregate: CreditAccount) -> int:
+        return aggregate.allowance_remaining
+
+    for _ in range(64):  # past the interpreter's warm-up before it specializes
+        read(copy)
+    opnames = {i.opname for i in dis.get_instructions(read, adaptive=True)}  # type: ignore[call-arg]
+    assert "LOAD_ATTR_WITH_HINT" in opnames, opnames
