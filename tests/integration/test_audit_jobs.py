@@ -130,11 +130,6 @@ async def test_a_small_store_is_verified_in_one_process_unless_jobs_asks_for_mor
     )
 
 
-def imported(stderr: str, module: str) -> int:
-    """How many processes imported ``module``, by their ``-X importtime`` lines."""
-    return sum(line.rsplit("|", 1)[-1].strip() == module for line in stderr.splitlines())
-
-
 async def test_a_worker_imports_what_it_replays_with_and_not_the_command_line(
     isolated_db: IsolatedDatabase,
 ) -> None:
@@ -153,5 +148,5 @@ async def test_a_worker_imports_what_it_replays_with_and_not_the_command_line(
 
     assert told.returncode == 0, told.stderr
     assert json.loads(told.stdout)["jobs"] == 2
-    assert imported(told.stderr, "audit.stream_replay") == 2  # the command and its worker
-    assert imported(told.stderr, "click") == 1  # the command alone
+    assert cli.imported(told.stderr, "audit.stream_replay") == 2  # the command and its worker
+    assert cli.imported(told.stderr, "click") == 1  # the command alone

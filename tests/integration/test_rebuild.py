@@ -473,11 +473,6 @@ async def test_a_connection_that_writes_no_datetimes_reads_times_as_postgres_kee
         await connection.close()
 
 
-def imported(stderr: str, module: str) -> int:
-    """How many processes imported ``module``, by their ``-X importtime`` lines."""
-    return sum(line.rsplit("|", 1)[-1].strip() == module for line in stderr.splitlines())
-
-
 async def test_a_rebuilds_workers_import_what_they_fold_with_and_not_the_command_line(
     isolated_db: IsolatedDatabase,
 ) -> None:
@@ -495,5 +490,5 @@ async def test_a_rebuilds_workers_import_what_they_fold_with_and_not_the_command
     )
 
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert imported(rebuilt.stderr, "projections.rebuild_parts") == 3  # the command, 2 workers
-    assert imported(rebuilt.stderr, "click") == 1  # the command alone
+    assert cli.imported(rebuilt.stderr, "projections.rebuild_parts") == 3  # the command, 2 workers
+    assert cli.imported(rebuilt.stderr, "click") == 1  # the command alone

@@ -61,3 +61,8 @@ def run_on_a_terminal(
         output += chunk
     os.close(leader)
     return process.wait(30), output.decode(errors="replace")
+
+
+def imported(stderr: str, module: str) -> int:
+    """How many processes imported ``module``, by their ``-X importtime`` lines."""
+    return sum(line.rsplit("|", 1)[-1].strip() == module for line in stderr.splitlines())
