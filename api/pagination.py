@@ -9,6 +9,7 @@ import msgspec
 from litestar.params import QueryParameter
 
 from api.validation import ValidationFailed
+from ledger.text import is_whole_number
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -39,9 +40,16 @@ After = Annotated[
 ]
 
 
-def _whole_number(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also takes "²" and "٣", which ``int`` refuses or reads."""
-    return text.isascii() and text.isdigit()
+def _bounded(text: str, digits: int) -> int | None:
+    """A whole number (``is_whole_number``) of at most ``digits`` digits, None if longer.
+
+    Zeros that lead it are read as nothing (``0000000001`` is 1), as the variables and the
+    command line read them: the limit's 422 said 1 was out of range. They are not counted
+    either, and never reach ``int``, which refuses over 4,300 digits, zeros too."""
+    significant = text.removeprefix("-").lstrip("0") or "0"
+    if len(significant) > digits:
+        return None
+    return -int(significant) if text.startswith("-") else int(significant)
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -56,18 +64,19 @@ def page(limit: str | None, after: str | None) -> Page:
     errors: dict[str, list[str]] = {}
     chosen = DEFAULT_LIMIT
     if limit is not None:
-        if not _whole_number(limit.removeprefix("-")):  # -1 is an integer, out of range
+        if not is_whole_number(limit):  # -1 is an integer, out of range
             errors["limit"] = ["The limit field must be an integer."]
-        elif len(limit) > 9 or not 1 <= int(limit) <= MAX_LIMIT:
+        elif (number := _bounded(limit, 9)) is None or not 1 <= number <= MAX_LIMIT:
             errors["limit"] = [f"The limit must be between 1 and {MAX_LIMIT}."]
         else:
-            chosen = int(limit)
+            chosen = number
     cursor = None
     if after is not None:
-        if not _whole_number(after) or len(after) > 19 or int(after) > MAX_POSITION:
+        position = _bounded(after, 19) if is_whole_number(after) else None
+        if position is None or not 0 <= position <= MAX_POSITION:
             errors["after"] = ["The after field must be a position from an earlier page."]
         else:
-            cursor = int(after)
+            cursor = position
     if errors:
         raise ValidationFailed(errors)
     return Page(limit=chosen, after=cursor)

@@ -373,8 +373,13 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
             return _refuse_min_position(send, _REPEATED_POSITION)
         if raw is None or not _takes_a_position(scope):
             return app(scope, receive, send)
+        # Zeros that lead it are read as nothing, as in every number the API reads
+        # (api/pagination.py): they neither count as digits nor reach int().
         text = raw.strip()
-        if not (text.isascii() and text.isdigit()) or len(text) > MIN_POSITION_DIGITS:  # not '²'
+        if not (text.isascii() and text.isdigit()):  # not '²'
+            return _refuse_min_position(send, _NOT_A_POSITION)
+        text = text.lstrip("0") or "0"
+        if len(text) > MIN_POSITION_DIGITS:
             return _refuse_min_position(send, _NOT_A_POSITION)
         request = _this_request()
         if request is not None:  # the edge's

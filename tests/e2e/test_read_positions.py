@@ -147,6 +147,34 @@ async def test_the_largest_min_position_the_document_gives_is_the_largest_taken(
     assert unsent.status_code != 422
 
 
+async def test_zeros_leading_a_min_position_or_a_limit_are_read_as_its_value(
+    http: httpx.AsyncClient,
+    writer_headers: dict[str, str],
+    auditor_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As every number the API, the variables and the command line read: a position or a
+    limit written with leading zeros past 19 or 9 characters was 422, said to be no whole
+    number or out of range."""
+    monkeypatch.setattr(read_side, "READ_WAIT", 0.0)  # the views never get there: no wait
+    account_id = await open_account(http, writer_headers, 1000)
+    padded = "0" * 30 + str(read_side.MAX_MIN_POSITION)
+
+    answer = await http.get(
+        f"/v1/accounts/{account_id}/events",
+        params={"limit": "0000000001"},
+        headers={**auditor_headers, "Ledger-Min-Position": padded},
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["data"]) == 1
+    longer = await http.get(
+        f"/v1/accounts/{account_id}/credits",
+        headers={**writer_headers, "Ledger-Min-Position": padded + "0"},
+    )
+    assert longer.status_code == 422  # 20 digits after its zeros
+
+
 async def test_a_min_position_refused_is_answered_with_its_length_as_every_answer_is(
     http: httpx.AsyncClient, writer_headers: dict[str, str]
 ) -> None:
