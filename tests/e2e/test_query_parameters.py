@@ -64,3 +64,50 @@ async def test_a_caller_without_a_token_is_401_before_its_query_is_read(
 
     assert answer.status_code == 401
     assert answer.json() == {"message": "Unauthenticated."}
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "name", "meant"),
+    [
+        ("customer", "/v1/credits", "AS_OF", "as_of"),
+        ("customer", "/v1/credits", "as_off", "as_of"),
+        ("auditor", "/v1/accounts/{account}/credits", "as-of", "as_of"),
+        ("auditor", "/v1/events", "Limit", "limit"),
+        ("customer", "/v1/credits/transactions", "afer", "after"),
+        ("writer", "/v1/accounts/{account}/grants", "stauts", "status"),
+    ],
+)
+async def test_a_query_parameter_named_almost_as_one_the_route_takes_is_422_naming_it(
+    http: httpx.AsyncClient,
+    customer: Customer,
+    writer_headers: dict[str, str],
+    auditor_headers: dict[str, str],
+    who: str,
+    path: str,
+    name: str,
+    meant: str,
+) -> None:
+    """``/v1/credits?AS_OF=2026-01-01T00:00:00Z`` (or ``as_off=``) answered today's balance,
+    the parameter ignored: an auditor got another day's answer without a word."""
+    headers = {"auditor": auditor_headers, "writer": writer_headers}.get(who, customer.headers)
+
+    answer = await http.get(
+        path.format(account=customer.account_id), params={name: THEN}, headers=headers
+    )
+
+    assert answer.status_code == 422, answer.text
+    message = f"The {name} parameter is unknown; did you mean {meant}?"
+    assert answer.json() == {"message": message, "errors": {name: [message]}}
+
+
+@pytest.mark.parametrize("query", ["_=1733580000000", "utm_source=mail&cb=7", "v=2&t=x"])
+async def test_a_query_parameter_named_as_none_the_route_takes_is_ignored(
+    http: httpx.AsyncClient, customer: Customer, query: str
+) -> None:
+    """Browsers and proxies add cache-busters: only near misses of a route's own names are
+    refused."""
+    plain = await http.get("/v1/credits", headers=customer.headers)
+    answer = await http.get(f"/v1/credits?{query}", headers=customer.headers)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == plain.json()
