@@ -13,6 +13,7 @@ import msgspec
 from ledger.domain.ids import account_stream_id
 from ledger.store.event_store import EventStore
 from ledger.store.mapper import MsgspecMapper
+from ledger.times import in_utc
 from projections.balance_changes import Buckets, apply_change, change_of
 
 CSV_COLUMNS = [
@@ -120,7 +121,7 @@ def as_csv_row(event: ExportedEvent) -> str:
     if event.description.startswith(_FORMULA_STARTS):
         values["description"] = "'" + event.description
     values["data"] = msgspec.json.encode(event.data).decode()
-    values["recorded_at"] = event.recorded_at.isoformat()
+    values["recorded_at"] = in_utc(event.recorded_at)  # as the JSON Lines write it
     buffer = io.StringIO()
     # "\r\n" so that a cell holding either is quoted (the writer quotes what its line
     # terminator holds); the command ends each row itself.

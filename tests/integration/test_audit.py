@@ -1128,6 +1128,9 @@ async def test_export_writes_the_history_as_json_lines_and_csv(
     assert len(rows) == len(lines)
     assert int(rows[-1]["balance_after"]) == account.balance
     assert json.loads(rows[0]["data"])["account_id"] == "acct_bob"
+    # One format of time in both (the CSV wrote "+00:00" beside the JSON's "Z").
+    assert [row["recorded_at"] for row in rows] == [line["recorded_at"] for line in lines]
+    assert all(row["recorded_at"].endswith("Z") for row in rows)
     assert missing.returncode == 1
     # Every line adds up, grants too (their columns were missing: a money review).
     for before, line in itertools.pairwise(lines):

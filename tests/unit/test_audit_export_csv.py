@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from audit.export import CSV_COLUMNS, ExportedEvent, as_csv_row
+from audit.export import CSV_COLUMNS, ExportedEvent, as_csv_row, as_json_line
 
 
 def _spend_described(reason: str) -> ExportedEvent:
@@ -62,3 +62,15 @@ def test_a_description_with_a_carriage_return_is_quoted() -> None:
     row = as_csv_row(_spend_described("line one\rline two"))
 
     assert _cells(row)["description"] == "line one\rline two"
+
+
+def test_a_time_is_written_as_the_json_lines_write_it() -> None:
+    """The CSV wrote ``2026-12-04T00:00:00+00:00`` beside the JSON's ``…Z``: one format."""
+    event = msgspec.structs.replace(
+        _spend_described("x"), recorded_at=datetime(2026, 12, 4, 9, 30, 0, 120000, tzinfo=UTC)
+    )
+
+    written = _cells(as_csv_row(event))["recorded_at"]
+
+    assert written == "2026-12-04T09:30:00.120000Z"
+    assert written == msgspec.json.decode(as_json_line(event))["recorded_at"]
