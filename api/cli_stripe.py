@@ -142,7 +142,8 @@ def reconcile_command(
          credited: look at it), and every other one checked
       2  could not check them all: Stripe could not be asked about some (or one
          was busy; its line says why: the next run tries again), or not at all
-         (the database unreachable or not set up, a usage error, no Stripe)
+         (the database unreachable or not set up, a usage error, no Stripe, an
+         --account that does not exist)
     """
     # 1 and 2 apart, as `audit verify`'s: a cron job's monitor tells "look at this purchase"
     # from "the run did not do its work".
@@ -174,6 +175,10 @@ def _reconcile_and_report(
         logging.getLogger("ledger.reconcile").setLevel(logging.ERROR)
 
     async def run(services: Services) -> list[Reconciled]:
+        # Else a mistyped id found no pending purchase, and exited 0 as a run with nothing
+        # to do: a cron job's monitor read it as all checked.
+        if account_id is not None and not await services.ledger.account_exists(account_id):
+            raise click.ClickException(f"account {account_id} does not exist")
         lookup = checkout_lookup(services)
         pending = await pending_checkouts(
             services, since=since, older_than=older_than, account_id=account_id, limit=limit

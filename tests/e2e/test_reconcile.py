@@ -32,10 +32,12 @@ from api.reconcile import (
 from api.services import Services
 from ledger.domain.ids import account_stream_id, checkout_stream_id
 from stripe_standin import RunningStandin
+from tests.conftest import unique
 from tests.e2e.conftest import Customer
 from tests.e2e.test_checkout_flow import AS_SCRIPT, Purchase, pay, purchase
 from tests.support.cli import ROOT, run_on_a_terminal
 from tests.support.events import caught_up, stream_events
+from tests.support.ledger import open_account
 
 
 @pytest.fixture
@@ -154,6 +156,18 @@ async def test_a_paid_session_whose_webhook_was_dropped_is_credited_by_reconcile
     assert await purchase_status(services, customer, bought.session_id) == "paid"
 
 
+async def test_reconcile_of_an_account_that_does_not_exist_says_so_and_exits_2(
+    standin: RunningStandin, services: Services, database_url: str, tmp_path: Path
+) -> None:
+    """A mistyped --account found no pending purchase and exited 0, "no pending purchases
+    to check": a cron job's monitor read it as every purchase checked."""
+    missing = await reconcile_cli(standin, database_url, tmp_path, "--account", "acct_nope")
+
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.splitlines() == ["Error: account acct_nope does not exist"]
+    assert missing.stdout == ""
+
+
 async def test_reconcile_shows_its_progress_on_a_terminal_only(
     http: httpx.AsyncClient,
     standin: RunningStandin,
@@ -179,13 +193,15 @@ async def test_reconcile_shows_its_progress_on_a_terminal_only(
         env=reconcile_env(standin, database_url, tmp_path),
     )
     piped = await reconcile_cli(standin, database_url, tmp_path, *args)
+    without_purchases = unique("acct_no_purchase")
+    await open_account(services.ledger, without_purchases)
     _, nothing_to_do = await asyncio.to_thread(
         run_on_a_terminal,
         database_url,
         "stripe",
         "reconcile",
         "--account",
-        "acct_with_no_purchase",
+        without_purchases,
         env=reconcile_env(standin, database_url, tmp_path),
     )
 
