@@ -320,6 +320,27 @@ async def test_a_data_folder_the_embedded_server_cannot_be_kept_in_is_one_line(
     ]
 
 
+async def test_a_public_key_given_as_the_signing_key_is_a_usage_error_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """`audit checkpoint --key FILE.pub` said so, and exited 1 where a usage error exits 2
+    (a --key file that is not there is click's, exit 2): refused before the database is
+    reached, as `audit verify --public-key FILE` (the private one) is, in one line."""
+    key = tmp_path / "signing"
+    made = await ledger(NOTHING_LISTENS, "audit", "keygen", "--out", str(key))
+    assert made.returncode == 0, made.stderr
+
+    swapped = await ledger(NOTHING_LISTENS, "audit", "checkpoint", "--key", f"{key}.pub")
+    missing = await ledger(NOTHING_LISTENS, "audit", "checkpoint", "--key", f"{key}.nope")
+
+    assert swapped.returncode == missing.returncode == 2, swapped.stderr
+    assert swapped.stderr.splitlines() == [
+        f"Error: {key}.pub is a public key: --key takes the private key, the FILE "
+        "`ledger audit keygen --out FILE` wrote (not FILE.pub)"
+    ]
+    assert swapped.stdout == ""
+
+
 async def test_a_reconcile_that_cannot_reach_the_database_exits_2_not_as_its_findings() -> None:
     """It exited 1, as for a purchase Stripe could not be asked about; now 1 is a purchase to
     look at and 2 a run that could not do its work, as `audit verify`'s (its --help)."""
