@@ -10,9 +10,9 @@ series stay bounded), the access line (``ledger.access`` at INFO), and
 now, as Stripe marks its own (a repeated ``Idempotency-Key``, capture or release, a
 Stripe event delivered again; a first answer has no such header). The ledger knows
 that, the edge says it: the unit of work marks the request's ``answer_positions``
-replayed when it replays. And ``Ledger-Position`` and ``Ledger-Read-From``
-(api/read_side.py): the request's ``answer_positions`` and the ``ReadRequest`` it holds are
-made here, ``consistency_headers`` (a middleware, after routing) reads
+replayed when it replays. And ``Ledger-Position``, ``Ledger-Read-From`` and
+``Ledger-Views-Behind`` (api/read_side.py): the request's ``answer_positions`` and the
+``ReadRequest`` it holds are made here, ``consistency_headers`` (a middleware, after routing) reads
 ``Ledger-Min-Position`` into it.
 """
 
@@ -43,7 +43,7 @@ from api.errors import send_error
 from api.headers import first_header
 from api.log_context import access_enabled_for, log_access, reset_request_id, set_request_id
 from api.metrics import observe_request
-from api.read_side import POSITION_HEADER, READ_FROM_HEADER, ReadRequest
+from api.read_side import POSITION_HEADER, READ_FROM_HEADER, VIEWS_BEHIND_HEADER, ReadRequest
 from ledger.request_scope import RequestScope
 from ledger.unit_of_work import answer_positions
 
@@ -62,6 +62,7 @@ _REQUEST_ID_HEADER = REQUEST_ID_HEADER.lower().encode()
 _REPLAYED = (IDEMPOTENT_REPLAYED.lower().encode(), b"true")
 _POSITION = POSITION_HEADER.encode()
 _READ_FROM = READ_FROM_HEADER.encode()
+_VIEWS_BEHIND = (VIEWS_BEHIND_HEADER.lower().encode(), b"true")
 
 
 _STOPPING = msgspec.json.encode({"message": "The server is stopping; please retry."})
@@ -141,6 +142,8 @@ def answered_requests(app: ASGIApp) -> ASGIApp:
                     headers.append((_POSITION, str(written.highest).encode()))
                 if reads.read_from:
                     headers.append((_READ_FROM, reads.read_from.encode()))
+                    if reads.behind:
+                        headers.append(_VIEWS_BEHIND)
                 headers.append(echoed)
                 if written.replayed:
                     headers.append(_REPLAYED)

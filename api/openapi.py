@@ -41,6 +41,7 @@ from api.read_side import (
     MIN_POSITION_HEADER,
     POSITION_HEADER,
     READ_FROM_HEADER,
+    VIEWS_BEHIND_HEADER,
 )
 from api.schemas import ErrorBody, ValidationErrorBody
 from api.validation import Body, OptionalBody, RawBody, field_errors
@@ -278,7 +279,17 @@ VIEW_READ_HEADERS = [
         description=(
             "Where this read was answered from: `standby` (`DATABASE_READ_URL`) or `primary`."
         ),
-    )
+    ),
+    ResponseHeader(
+        name=VIEWS_BEHIND_HEADER,
+        documentation_only=True,
+        description=(
+            "`true` when this answer was read from views that had not applied what the read "
+            f"waited for (its `{MIN_POSITION_HEADER}`, or the account's last write) within a "
+            "second: the projector is stopped or behind, and the answer may lack the latest "
+            "events. Absent otherwise (a balance is then read from the write side instead)."
+        ),
+    ),
 ]
 """``response_headers`` of a read of the views (or of the event feeds) routed by
 api/read_side.py: its answer carries ``Ledger-Read-From``, and it reads
@@ -287,6 +298,7 @@ api/read_side.py: its answer carries ``Ledger-Read-From``, and it reads
 _EDGE_SCHEMAS = {
     POSITION_HEADER: Schema(type=OpenAPIType.INTEGER, minimum=0),
     READ_FROM_HEADER: Schema(type=OpenAPIType.STRING, enum=["standby", "primary"]),
+    VIEWS_BEHIND_HEADER: Schema(type=OpenAPIType.STRING, enum=["true"]),
 }
 """Schemas of the documentation-only headers (Litestar gives one only from a value)."""
 

@@ -21,7 +21,9 @@ primary. The rule, for clients (docs/scaling.md):
 * So is a standby whose views have not reached where the primary's were
   ``MAX_STANDBY_LAG`` seconds ago (its replay stopped or slow), until they have.
 
-Each routed read says where it was answered from in ``Ledger-Read-From``.
+Each routed read says where it was answered from in ``Ledger-Read-From``, and one answered
+from views that had not applied what it waited for (a list, which has no write side to
+turn to, while the projector is stopped or behind) says so in ``Ledger-Views-Behind: true``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ reads it); ``MAX_MIN_POSITION``, the largest position taken, is said by them (th
 document gives it as the header's ``maximum``, api/openapi.py)."""
 MAX_MIN_POSITION = 10**MIN_POSITION_DIGITS - 1
 READ_FROM_HEADER = "Ledger-Read-From"
+VIEWS_BEHIND_HEADER = "Ledger-Views-Behind"
 
 READ_WAIT = 1.0
 """How long a read with Ledger-Min-Position waits for the views to apply it."""
@@ -99,6 +102,9 @@ class ReadRequest:
     read_from: str | None = None
     caught_up: bool = True
     """False when a read's views had not applied ``min_position`` in time."""
+    behind: bool = False
+    """True when the answer was read from those views all the same (``caught_up`` False and
+    no write side answered instead): the edge says so in ``Ledger-Views-Behind``."""
 
 
 def _this_request() -> ReadRequest | None:
@@ -237,6 +243,7 @@ class ReadSide:
         if wanted:
             progress = self.primary.store_progress if of_store else self.primary.progress
             request.caught_up = await progress.reached(wanted, deadline)
+            request.behind = not request.caught_up
         request.read_from = self.primary.name
         result = await read(self.primary)
         view_reads[self.primary.name].inc()
@@ -301,6 +308,14 @@ def views_caught_up() -> bool:
     """Whether this request's view reads had applied its Ledger-Min-Position."""
     request = _this_request()
     return request is None or request.caught_up
+
+
+def answered_from_the_write_side() -> None:
+    """This request is answered from the write side (always current) instead of its views
+    that were behind: its answer is not marked ``Ledger-Views-Behind``."""
+    request = _this_request()
+    if request is not None:
+        request.behind = False
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from api.access.tokens import Scope
 from api.express import Call, Declined, express
 from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example, write_errors
 from api.pagination import After, Limit, page, page_of_rows
-from api.read_side import views_caught_up
+from api.read_side import answered_from_the_write_side, views_caught_up
 from api.routes.auditors import AsOf, credits_as_of
 from api.schemas import AccountCredits, PurchaseRequest
 from api.services import Services, ServicesDependency
@@ -74,6 +74,7 @@ async def account_credits(services: Services, account_id: str) -> AccountCredits
     row = await services.reads.run(lambda source: source.views.balance(account_id))
     if row is not None and views_caught_up():
         return AccountCredits.of(row)
+    answered_from_the_write_side()
     # From the store, not this process's memory: another replica may have written since.
     return AccountCredits.of(await services.ledger.account_now(account_id))
 

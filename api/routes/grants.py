@@ -12,7 +12,14 @@ from litestar.params import FromPath, QueryParameter
 from api.access.guards import allow
 from api.access.tokens import Scope
 from api.grant_reads import grants_now
-from api.openapi import BEARER, COMMAND_HEADERS, errors, example, write_errors
+from api.openapi import (
+    BEARER,
+    COMMAND_HEADERS,
+    VIEW_READ_HEADERS,
+    errors,
+    example,
+    write_errors,
+)
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import GrantRequest, VoidGrantRequest
 from api.services import ServicesDependency
@@ -126,6 +133,7 @@ async def void_grant(
 
 @get(
     "/v1/accounts/{account_id:str}/grants",
+    response_headers=VIEW_READ_HEADERS,
     guards=[allow(Scope.LEDGER_WRITE, Scope.LEDGER_AUDIT)],
     responses=errors(401, 403, 404, 422, 503),
 )
@@ -149,10 +157,16 @@ async def list_grants(
     if problems:
         raise ValidationFailed(problems)
     await services.ledger.account(account_id)  # 404 for no such account
-    # The caller sees its own grants and voids: the view waits for the account's last event.
-    await services.views.wait_for_stream("grants", account_stream_id(account_id))
+    # The caller sees its own grants and voids: the views have applied the account's last
+    # event, or a second has passed (as the transactions list, api/read_side.py).
+    written = await services.reads.primary.store.last_position(account_stream_id(account_id))
     rows = await grants_now(
-        services, account_id, status or "all", limit=chosen.limit + 1, before=chosen.after
+        services,
+        account_id,
+        status or "all",
+        limit=chosen.limit + 1,
+        before=chosen.after,
+        at_least=written,
     )
     return page_of_rows(Grants, rows, chosen.limit)
 

@@ -182,7 +182,13 @@ def test_every_operation_says_what_it_does(document: dict[str, Any]) -> None:
     assert spend["description"].startswith("Spend credits: allowance, then grants, then top-ups")
 
 
-EDGE_HEADERS = ("Ledger-Position", "Ledger-Read-From", "X-Request-Id", "Idempotent-Replayed")
+EDGE_HEADERS = (
+    "Ledger-Position",
+    "Ledger-Read-From",
+    "Ledger-Views-Behind",
+    "X-Request-Id",
+    "Idempotent-Replayed",
+)
 """What api/edge.py adds to answers, which the document must show where they come."""
 
 
@@ -195,12 +201,15 @@ async def test_the_edge_headers_are_documented_where_answers_carry_them(
     spend_path = f"/v1/accounts/{customer.account_id}/spend"
     spend = "/v1/accounts/{account_id}/spend"
     events = "/v1/accounts/{account_id}/events"
+    transactions = "/v1/credits/transactions"
     keyed = {**writer_headers, "Idempotency-Key": "docs-headers-" + customer.account_id}
     spent = await http.post(spend_path, json={"amount": 1, "reason": "docs"}, headers=keyed)
     position = spent.headers["Ledger-Position"]
     calls = [
         ("post", spend, spend_path, keyed, {"amount": 1, "reason": "docs"}),  # replayed
         ("get", "/v1/credits", "/v1/credits", customer.headers, None),
+        # No projector runs here: a list read at the spend's position is marked behind.
+        ("get", transactions, transactions, customer.headers, None),
         ("get", events, events.format(account_id=customer.account_id), customer.headers, None),
         ("get", "/v1/credits", "/v1/credits", {}, None),  # 401
         ("get", "/healthz", "/healthz", {}, None),

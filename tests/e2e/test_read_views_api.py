@@ -119,6 +119,60 @@ async def test_the_customer_s_lists_show_its_own_writes_at_once(
     assert seen == [(f"job {n}", True) for n in range(1, 6)]
 
 
+async def test_a_list_read_from_views_that_are_behind_says_so_as_every_read_says_where(
+    http: httpx.AsyncClient,
+    customer: Customer,
+    services: Services,
+    writer_headers: dict[str, str],
+) -> None:
+    """No projector runs here: the views never apply the spend and the grant. The balance
+    answers from the write side (current); the lists, which have none, answered as the
+    views stood without a word, and the grants list without ``Ledger-Read-From`` either
+    (it read the primary's views on a road of its own, ignoring ``Ledger-Min-Position``)."""
+    await project(services)
+    account = f"/v1/accounts/{customer.account_id}"
+    caught = {
+        "transactions": await http.get("/v1/credits/transactions", headers=customer.headers),
+        "grants": await http.get(f"{account}/grants", headers=writer_headers),
+    }
+    await spend(http, writer_headers, customer.account_id, 7)
+    granted = await http.post(
+        f"{account}/grants",
+        json={"amount": 30},
+        headers={**writer_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert granted.status_code == 201, granted.text
+
+    behind = {
+        "transactions": await http.get("/v1/credits/transactions", headers=customer.headers),
+        "grants": await http.get(f"{account}/grants", headers=writer_headers),
+        "purchases": await http.get(
+            "/v1/credits/purchases",
+            headers={**customer.headers, "Ledger-Min-Position": granted.headers["Ledger-Position"]},
+        ),
+    }
+    balance = await http.get(
+        "/v1/credits",
+        headers={**customer.headers, "Ledger-Min-Position": granted.headers["Ledger-Position"]},
+    )
+
+    for name, answer in {**caught, **behind}.items():
+        assert answer.status_code == 200, (name, answer.text)
+        assert answer.headers["Ledger-Read-From"] == "primary", name
+    for name, answer in caught.items():
+        assert "Ledger-Views-Behind" not in answer.headers, name
+    for name, answer in behind.items():
+        assert answer.headers.get("Ledger-Views-Behind") == "true", name
+    assert behind["grants"].json()["data"] == []  # as the views stand: without the grant
+    assert balance.json()["granted"] == 30  # from the write side: current, and not marked
+    assert balance.headers["Ledger-Read-From"] == "primary"
+    assert "Ledger-Views-Behind" not in balance.headers
+    await project(services)
+    again = await http.get(f"{account}/grants", headers=writer_headers)
+    assert "Ledger-Views-Behind" not in again.headers
+    assert [grant["amount"] for grant in again.json()["data"]] == [30]
+
+
 async def test_purchases_list_newest_first_with_their_status(
     http: httpx.AsyncClient, customer: Customer, services: Services
 ) -> None:
