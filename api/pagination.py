@@ -72,7 +72,9 @@ def page(limit: str | None, after: str | None) -> Page:
             chosen = number
     cursor = None
     if after is not None:
-        position = _bounded(after, 19) if is_whole_number(after) else None
+        # No page gives a cursor with a minus: "-0" is no position either (it read as 0).
+        unsigned = is_whole_number(after) and not after.startswith("-")
+        position = _bounded(after, 19) if unsigned else None
         if position is None or not 0 <= position <= MAX_POSITION:
             errors["after"] = ["The after field must be a position from an earlier page."]
         else:

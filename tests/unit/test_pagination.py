@@ -63,8 +63,12 @@ def test_a_limit_with_leading_zeros_out_of_range_says_so(limit: str) -> None:
     assert refused.value.errors == {"limit": [OUT_OF_RANGE]}
 
 
-@pytest.mark.parametrize("after", ["-1", "1" + "0" * 19, "0" * 5000 + "9" * 20, "²", ""])
+@pytest.mark.parametrize(
+    "after", ["-1", "-0", "-" + "0" * 30, "1" + "0" * 19, "0" * 5000 + "9" * 20, "²", ""]
+)
 def test_a_cursor_that_is_no_position_is_refused(after: str) -> None:
+    """No page gives a cursor with a minus: ``-0`` was 422 until zeros that lead a number
+    were read as nothing, and then the first page (as Ledger-Min-Position: -0 stays 422)."""
     with pytest.raises(ValidationFailed) as refused:
         page(None, after)
 
