@@ -132,6 +132,12 @@ class ViewProgress:
         """Whether the views apply ``position`` before ``deadline`` (monotonic time)."""
         if self.applied >= position:
             return True
+        if time.monotonic() >= deadline:
+            # No time left to wait (a standby's wait took it): one look, not the last one's
+            # (nothing looked while the standby answered: it may be long ago).
+            with contextlib.suppress(*STANDBY_FAILURES):
+                self.applied = max(self.applied, await self.read())
+            return self.applied >= position
         self._waiting += 1
         if self._task is None:
             self.error = None
