@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import secrets
+import signal
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -82,6 +83,23 @@ def _no_group_committer_left_running(monkeypatch: pytest.MonkeyPatch) -> Iterato
         f"{len(running)} task(s) of a group committer built in this test still pending at its"
         " end: stop it, or build the ledger with isolated_db.ledger() or the ledgers fixture"
     )
+
+
+_INHERITED_WHEN_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@pytest.fixture(autouse=True)
+def _no_signal_left_ignored() -> Iterator[None]:
+    """Puts back a signal a test left ignored in this process. A command run in it (the
+    command line's ``main``, as a program does) ignores SIGINT as it ends (api/cli.py), and
+    a signal ignored here is ignored in every process a later test starts: the Ctrl-C tests
+    of tests/cluster, run after tests/unit's reset-month test, waited for a stop that never
+    came (CI at 01769b2)."""
+    before = {signum: signal.getsignal(signum) for signum in _INHERITED_WHEN_IGNORED}
+    yield
+    for signum, handler in before.items():
+        if handler is not None and signal.getsignal(signum) is signal.SIG_IGN:
+            signal.signal(signum, handler)
 
 
 def _docker_engine_answers() -> bool:
