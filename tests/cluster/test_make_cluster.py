@@ -4,6 +4,7 @@ with reads from the standby, and one Ctrl-C stops all of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,8 +35,8 @@ def free_ports(replicas: int) -> Ports:
     raise AssertionError("no free ports for the cluster")
 
 
-def leftovers(folder: Path) -> list[str]:
-    """Processes still running that belong to the cluster in ``folder``."""
+def _cluster_processes(folder: Path) -> list[tuple[psutil.Process, str]]:
+    """Processes still running that belong to the cluster in ``folder``, with their lines."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         line = " ".join(process.info["cmdline"] or ())
@@ -43,12 +45,35 @@ def leftovers(folder: Path) -> list[str]:
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             data_dir = ""
         if str(folder) in line or data_dir.startswith(str(folder)):
-            found.append(f"{process.pid}: {line[:150]}")
+            found.append((process, line))
     return found
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Processes still running that belong to the cluster in ``folder``."""
+    return [f"{process.pid}: {line[:150]}" for process, line in _cluster_processes(folder)]
+
+
+_STARTED_IN: list[Path] = []
+"""The folders of the clusters the running test started (``ledger_dev_cluster``)."""
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_running() -> Iterator[None]:
+    """Kills what is left of the test's clusters once it has ended (and looked for them):
+    a test that failed to stop one killed the driver's group only, and honcho's processes,
+    nginx and the PostgreSQL servers, in sessions of their own, ran on past the suite (CI
+    at 01769b2)."""
+    yield
+    while _STARTED_IN:
+        for process, _ in _cluster_processes(_STARTED_IN.pop()):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def ledger_dev_cluster(ports: Ports, folder: Path, log: Path) -> subprocess.Popen[bytes]:
     """``ledger dev cluster`` on ``ports`` with its data in ``folder``, its output in ``log``."""
+    _STARTED_IN.append(folder)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE"))}
     with log.open("wb") as output:
         return subprocess.Popen(  # noqa: S603
