@@ -9,7 +9,7 @@ import msgspec
 from litestar.params import QueryParameter
 
 from api.validation import ValidationFailed
-from ledger.text import is_whole_number
+from ledger.text import is_whole_number, unsigned_number
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -40,18 +40,6 @@ After = Annotated[
 ]
 
 
-def _bounded(text: str, digits: int) -> int | None:
-    """A whole number (``is_whole_number``) of at most ``digits`` digits, None if longer.
-
-    Zeros that lead it are read as nothing (``0000000001`` is 1), as the variables and the
-    command line read them: the limit's 422 said 1 was out of range. They are not counted
-    either, and never reach ``int``, which refuses over 4,300 digits, zeros too."""
-    significant = text.removeprefix("-").lstrip("0") or "0"
-    if len(significant) > digits:
-        return None
-    return -int(significant) if text.startswith("-") else int(significant)
-
-
 class Page(msgspec.Struct, frozen=True):
     """A checked page request."""
 
@@ -66,16 +54,15 @@ def page(limit: str | None, after: str | None) -> Page:
     if limit is not None:
         if not is_whole_number(limit):  # -1 is an integer, out of range
             errors["limit"] = ["The limit field must be an integer."]
-        elif (number := _bounded(limit, 9)) is None or not 1 <= number <= MAX_LIMIT:
+        elif (number := unsigned_number(limit, 9)) is None or not 1 <= number <= MAX_LIMIT:
             errors["limit"] = [f"The limit must be between 1 and {MAX_LIMIT}."]
         else:
             chosen = number
     cursor = None
     if after is not None:
         # No page gives a cursor with a minus: "-0" is no position either (it read as 0).
-        unsigned = is_whole_number(after) and not after.startswith("-")
-        position = _bounded(after, 19) if unsigned else None
-        if position is None or not 0 <= position <= MAX_POSITION:
+        position = unsigned_number(after, 19)
+        if position is None or position > MAX_POSITION:
             errors["after"] = ["The after field must be a position from an earlier page."]
         else:
             cursor = position

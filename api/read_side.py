@@ -55,6 +55,7 @@ from api.metrics import view_reads
 from ledger.request_scope import RequestScope, get_current_scope
 from ledger.store.event_store import DATABASE_ERRORS, EventStore, visible_head
 from ledger.store.read_connections import Pool
+from ledger.text import unsigned_number
 from projections.queries import Views
 from projections.runner import all_projections
 
@@ -394,19 +395,14 @@ def consistency_headers(app: ASGIApp) -> ASGIApp:
             return _refuse_min_position(send, _REPEATED_POSITION)
         if raw is None or not _takes_a_position(scope):
             return app(scope, receive, send)
-        # Zeros that lead it are read as nothing, as in every number the API reads
-        # (api/pagination.py): they neither count as digits nor reach int().
-        text = raw.strip()
-        if not (text.isascii() and text.isdigit()):  # not '²'
-            return _refuse_min_position(send, _NOT_A_POSITION)
-        text = text.lstrip("0") or "0"
-        if len(text) > MIN_POSITION_DIGITS:
+        position = unsigned_number(raw.strip(), MIN_POSITION_DIGITS)
+        if position is None:
             return _refuse_min_position(send, _NOT_A_POSITION)
         request = _this_request()
         if request is not None:  # the edge's
-            request.min_position = int(text)
+            request.min_position = position
             return app(scope, receive, send)
-        return _with_own_request(app, scope, receive, send, int(text))
+        return _with_own_request(app, scope, receive, send, position)
 
     return with_min_position
 

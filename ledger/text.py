@@ -28,6 +28,17 @@ def is_whole_number(text: str) -> bool:
     return _WHOLE_NUMBER.fullmatch(text) is not None
 
 
+def unsigned_number(text: str, digits: int) -> int | None:
+    """``text`` read as a count or a position (a page's limit or cursor, a read's least
+    position), or None: ASCII digits only, of at most ``digits`` once the zeros that lead it
+    are read as nothing (``0000000001`` is 1). Those zeros are not counted and never reach
+    ``int``, which refuses over 4,300 digits, zeros too."""
+    if not (text.isascii() and text.isdigit()):  # not '²' or '٣', which int() reads
+        return None
+    significant = text.lstrip("0") or "0"
+    return int(significant) if len(significant) <= digits else None
+
+
 def decimal_number(text: str) -> float | None:
     """``text`` read as a number as the ledger reads a decimal everywhere (variables, the
     command line's options), or None: ASCII, no underscores, not NaN (no comparison with it
