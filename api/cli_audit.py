@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from api.cli_exits import UnusableFile, exit_2_when_it_cannot_run
+from api.cli_exits import CouldNotRun, exit_2_when_it_cannot_run
 from api.cli_files import output_option, written_whole
 from api.cli_support import (
     MAX_JOBS,
@@ -247,7 +247,7 @@ def audit_checkpoint(key_file: Path, output: Path) -> None:
     try:
         key = load_private_key(key_file)
     except CheckpointError as error:
-        raise UnusableFile(str(error)) from None
+        raise CouldNotRun(str(error)) from None  # as `audit verify` a key it cannot use
     try:
         checkpoint = run_with_database(
             settings_from_env(service=False), lambda database: take_checkpoint(database.pool, key)

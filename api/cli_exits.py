@@ -50,14 +50,6 @@ class CouldNotRun(click.ClickException):
     exit_code = 2
 
 
-class UnusableFile(click.ClickException):
-    """A file given to an option that is not what the option takes (a public key where the
-    private one is needed): a usage error, exit 2 as click's own for a file that is not
-    there, said in one line as ``audit verify`` says a key it cannot use."""
-
-    exit_code = 2
-
-
 @contextlib.contextmanager
 def exit_2_when_it_cannot_run() -> Iterator[None]:
     """Any error of the block ends the command with exit 2 and its one line: a command whose
