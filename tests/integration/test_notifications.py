@@ -519,10 +519,13 @@ async def test_a_retry_of_a_delivery_being_sent_is_refused_and_it_is_sent_once(
     again and sent it a second time while the first request was still under way (the
     receiver dedupes by id, but it should not have to)."""
     counting = CountingReceiver()
-    server = await asyncio.start_server(counting.handle, "127.0.0.1", 20400)
+    # A port of its own: a fixed one was taken by the other pass running this test (CI at
+    # 94ca491).
+    server = await asyncio.start_server(counting.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
     try:
         await EndpointRegistry(isolated_db.pool, allow_private=True).create(
-            "http://127.0.0.1:20400/hooks", ["credits.spent"]
+            f"http://127.0.0.1:{port}/hooks", ["credits.spent"]
         )
         repository = isolated_db.ledger()
         account_id = await open_account(repository)
