@@ -43,6 +43,7 @@ from api.routes import (
     stripe_webhook,
     webhook_endpoints,
 )
+from api.routing import route_unseen_paths_in_one_frame
 from api.services import Services, build_services
 from api.settings import Settings, SettingsError, unlisted_currency
 from ledger.adapters.stripe_gateway import StripeGateway
@@ -260,6 +261,7 @@ def create_app(
     app.asgi_handler = answered_requests(app.asgi_handler)
     answer_options_with_every_method(app)
     resolve_exception_handlers_once(app)
+    route_unseen_paths_in_one_frame(app)
     conform(app)
     return app
 
