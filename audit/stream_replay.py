@@ -84,7 +84,7 @@ from ledger.store.hash_chain import (
 )
 from ledger.store.mapper import MsgspecMapper, event_type_name
 from ledger.times import duration_in_one_unit
-from projections.balance_changes import DESCRIPTIONS
+from projections.balance_changes import DESCRIPTIONS, SPENT
 from projections.events import as_text
 from projections.grants import closed_at
 
@@ -729,7 +729,13 @@ class StreamReplay:
                 )
                 da, dt, dg = a1 - a0, t1 - t0, g1 - g0
                 pack, name, describe = head
-                description = describe(domain_event)  # description_of(), written out
+                # description_of(), written out, and a spend's (nearly every line's) without
+                # the call of its lambda in ``DESCRIPTIONS``.
+                description = (
+                    (domain_event.reason or SPENT)
+                    if kind is CreditsSpent
+                    else describe(domain_event)
+                )
                 if "\x00" in description:  # as_text(), written out: a call a line fewer
                     description = as_text(description)
                 try:

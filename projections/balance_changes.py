@@ -99,6 +99,10 @@ def change_of(event: object, before: Buckets) -> Change | None:
     return Change(allowance, topup, description_of(event), granted)
 
 
+SPENT = "Spent"
+"""A spend's description when it has no reason of its own (``DESCRIPTIONS``)."""
+
+
 def description_of(event: object) -> str:
     """How the statement describes an event that moves credits (one of ``STATEMENT_EVENTS``)."""
     return as_text(DESCRIPTIONS[type(event)](event))
@@ -149,7 +153,7 @@ DESCRIPTIONS = ByEventClass(
         AccountOpened: lambda opened: (
             f"Account opened, monthly allowance {opened.monthly_allowance}"
         ),
-        CreditsSpent: lambda spent: spent.reason or "Spent",
+        CreditsSpent: lambda spent: spent.reason or SPENT,
         MonthlyAllowanceReset: _reset_described,
         CreditsPurchased: lambda purchased: f"Top-up purchased ({purchased.session_id})",
         CreditsClawedBack: lambda clawed_back: f"Refunded top-up ({clawed_back.session_id})",
