@@ -704,8 +704,12 @@ class StreamReplay:
                         stream,
                         event,
                     )
-            grants_of = _GRANTS_TOUCHED.get(kind)
-            if grants_of is not None and (touched := grants_of(domain_event)):
+            if kind is CreditsSpent:  # nearly every event: its attribute, with no call
+                touched = domain_event.from_grants
+            else:
+                grants_of = _GRANTS_TOUCHED.get(kind)
+                touched = grants_of(domain_event) if grants_of is not None else None
+            if touched:
                 self._check_grants(stream, event, domain_event, touched)
             if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
                 self._hold_row(aggregate.account_id, event, domain_event)
@@ -1257,7 +1261,7 @@ _GRANTS_TOUCHED: dict[type, Callable[[Any], Collection[str]]] = {
     CreditsGranted: lambda granted: [granted.grant_id],
     GrantExpired: lambda expired: [expired.grant_id],
     GrantVoided: lambda voided: [voided.grant_id],
-    CreditsSpent: attrgetter("from_grants"),  # no frame of ours for a spend
+    CreditsSpent: attrgetter("from_grants"),  # read without a call in _check_event
     HoldPlaced: attrgetter("from_grants"),
     HoldCaptured: lambda captured: captured.from_grants.keys() | captured.grants_lapsed.keys(),
     HoldReleased: attrgetter("grants_lapsed"),
