@@ -25,6 +25,9 @@ SNAPSHOT_EVERY = 100
 CACHE_SIZE = 50_000
 """Aggregates kept in memory, least recently used dropped first."""
 
+_NOT_IN_MEMORY: Any = object()
+"""``get_many``'s place of a stream it reads from the store."""
+
 _IMMUTABLE = (int, str, bool, float, bytes, type(None), UUID, dt.datetime, tuple, frozenset)
 _EXACTLY_IMMUTABLE: frozenset[type] = frozenset(_IMMUTABLE)
 """The same, for the usual case (an exact type) without isinstance's walk of the MRO."""
@@ -126,19 +129,26 @@ class Repository:
         keeping it at its read version too cost a paid delivery one ``_frozen`` more (a
         Checkout session's: 17k instructions, callgrind). A stream it changed nothing of is
         read again next time."""
-        found: dict[UUID, Any] = {}
+        # By position, not in dicts by stream id: a UUID's hash is a Python method (~900
+        # instructions), and a paid delivery's load hashed its two streams' ids six times.
+        found: list[Any] = []
         missing: list[UUID] = []
         for cls, aggregate_id in wanted:
             if not fresh and (cached := self._cache.get(key := aggregate_id.int)):
                 self._cache.move_to_end(key)
-                found[aggregate_id] = _checked(cls, _thawed(*cached), aggregate_id)
+                found.append(_checked(cls, _thawed(*cached), aggregate_id))
             else:
+                found.append(_NOT_IN_MEMORY)
                 missing.append(aggregate_id)
-        if missing:
-            loaded = await self.store.load_many_from_snapshots(missing)
-            for aggregate_id in missing:
-                found[aggregate_id] = self.replay(*loaded.get(aggregate_id, (None, ())))
-        return [_checked(cls, found[aggregate_id], aggregate_id) for cls, aggregate_id in wanted]
+        if not missing:
+            return found
+        loaded = iter(await self.store.load_many_from_snapshots(missing))
+        for at, (cls, aggregate_id) in enumerate(wanted):
+            if found[at] is _NOT_IN_MEMORY:
+                stream = next(loaded)
+                aggregate = self.replay(*stream) if stream is not None else None
+                found[at] = _checked(cls, aggregate, aggregate_id)
+        return found
 
     async def _caught_up(self, cls: type, state: dict[str, Any], dicts: tuple[str, ...]) -> Any:
         """A cached aggregate brought up to the store's newest version: the cache holds

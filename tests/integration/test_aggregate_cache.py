@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from typing import Any
+from uuid import UUID
 
 import pytest
 
 from ledger.commands import PlaceHold, SpendCredits
+from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.errors import InsufficientCredits
 from ledger.domain.holds import OpenHold
@@ -136,3 +138,51 @@ async def test_an_account_loaded_and_spent_from_keeps_a_compact_state_in_the_cac
         )
         _, state, _ = ledger.repository._cache[account_stream_id(account_id).int]
         assert sys.getsizeof(state) == sys.getsizeof(dict(state.items()))
+
+
+class _CountedId(UUID):
+    """A stream id that counts its hashes (``UUID.__hash__`` is a Python method)."""
+
+    hashes = 0
+
+    def __hash__(self) -> int:
+        _CountedId.hashes += 1
+        return super().__hash__()
+
+
+async def test_loading_several_streams_hashes_no_stream_id_beyond_the_stores_read(
+    ledger: Ledger,
+) -> None:
+    """``get_many`` (a Stripe event's load) keeps what it finds by position: a stream id's
+    hash is a Python method (~900 instructions), and its dicts by stream id hashed a paid
+    delivery's two ids six times over what the store's shared read hashes."""
+    account_id = unique("acct")
+    await open_account(ledger, account_id, 100)  # in memory
+    purchase = Purchase(account_id)
+    session = CheckoutSession.request(
+        session_id=purchase.session_id,
+        account_id=account_id,
+        credits=1000,
+        amount=1000,
+        currency="usd",
+        checkout_url="",
+        expires_at=0,
+    )
+    await save(ledger, session)
+    ledger.repository.forget([session])  # read from the store
+    session_id = _CountedId(int=session.id.int)
+    account_stream = _CountedId(int=account_stream_id(account_id).int)
+    nowhere = _CountedId(int=account_stream_id(unique("acct")).int)
+
+    _CountedId.hashes = 0
+    await ledger.store.load_many_from_snapshots([session_id, nowhere])
+    by_the_store = _CountedId.hashes
+    _CountedId.hashes = 0
+    loaded = await ledger.repository.get_many(
+        [(CheckoutSession, session_id), (CreditAccount, account_stream), (CreditAccount, nowhere)]
+    )
+
+    assert _CountedId.hashes == by_the_store
+    assert [type(aggregate) for aggregate in loaded] == [CheckoutSession, CreditAccount, type(None)]
+    assert loaded[0].session_id == purchase.session_id
+    assert loaded[1].account_id == account_id

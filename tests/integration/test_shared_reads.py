@@ -117,10 +117,11 @@ async def test_streams_loaded_at_once_share_a_query_and_each_gets_its_own_events
         *(store.load_many_from_snapshots([s]) for s in streams[3:]),
     )
 
-    assert together[0] == alone[0] | alone[1]
-    assert together[1] == alone[1] | alone[2]  # nothing for a stream with no events
+    assert together[0] == alone[0] + alone[1]
+    assert together[1] == [*alone[1], None, *alone[2]]  # None for a stream with no events
     assert together[2:] == alone[3:]
-    assert [event.topic.rsplit(":", 1)[-1] for _, [event] in alone[0].values()] == ["AccountOpened"]
+    [(_, [event])] = alone[0]
+    assert event.topic.rsplit(":", 1)[-1] == "AccountOpened"
     assert store.shared_loads.queries == 1
 
 
