@@ -45,7 +45,7 @@ from api.routes import (
 )
 from api.routing import route_unseen_paths_in_one_frame
 from api.services import Services, build_services
-from api.settings import Settings, SettingsError, unlisted_currency
+from api.settings import Settings, SettingsError, stripe_deliveries_refused, unlisted_currency
 from ledger.adapters.stripe_gateway import StripeGateway
 from ledger.bootstrap import NoPaymentGateway
 from ledger.clock_guard import CHECK_SECONDS
@@ -121,13 +121,8 @@ def webhook_secrets(settings: Settings) -> list[str]:
     """The configured secrets; in development, the stand-in's generated one."""
     if settings.webhook_secrets or settings.production:
         return settings.webhook_secrets
-    if settings.stripe_secret_key and not settings.stripe_api_base:
-        # Not refused: the contract lets development start so; but Stripe never signs with
-        # the generated secret, so each of its deliveries would be refused unexplained.
-        log.warning(
-            "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: Stripe's deliveries "
-            "are refused (400) until it is set to the endpoint's signing secret (whsec_…)"
-        )
+    if (refused := stripe_deliveries_refused(settings)) is not None:
+        log.warning("%s", refused)
     from api.development import development_webhook_secret
 
     return [development_webhook_secret(settings)]

@@ -21,6 +21,7 @@ from api.settings import (
     Settings,
     SettingsError,
     serving_problems,
+    stripe_deliveries_refused,
     unlisted_currency,
     web_concurrency,
 )
@@ -98,6 +99,8 @@ def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
             return f"(not set) the Stripe stand-in on 127.0.0.1:{settings.stripe_standin_port}"
         return f"{_key(value)} (set; {_mode(value)})"
     if field == "stripe_webhook_secret":
+        if value is None and settings.stripe_secret_key and not settings.stripe_api_base:
+            return "(not set) Stripe's deliveries are refused (400)"
         if value is None:
             return (
                 f"(not set) the stand-in's, kept in {settings.data_dir / 'stripe-webhook-secret'}"
@@ -223,6 +226,8 @@ def check(env: Mapping[str, str] | None = None) -> Report:
             report.warnings.append("LEDGER_PUBLIC_URL is not https")
         if (unlisted := unlisted_currency(settings)) is not None:
             report.warnings.append(unlisted)
+        if (refused := stripe_deliveries_refused(settings)) is not None:
+            report.warnings.append(refused)
     _relay(env, production, report)
     for name, default, validate in _extra_variables(env):
         try:

@@ -415,3 +415,18 @@ def unlisted_currency(settings: Settings) -> str | None:
         "release knows them (docs.stripe.com/currencies): unless Stripe has added it since, "
         "every purchase will be refused at checkout (502)"
     )
+
+
+def stripe_deliveries_refused(settings: Settings) -> str | None:
+    """A warning when development talks to Stripe itself (``STRIPE_SECRET_KEY``, no
+    ``STRIPE_API_BASE``) with no ``STRIPE_WEBHOOK_SECRET``, else None. Said, not refused: the
+    contract lets development start so; but Stripe never signs with the stand-in's generated
+    secret, so each of its deliveries would be refused unexplained."""
+    if settings.webhook_secrets or settings.production:
+        return None
+    if not settings.stripe_secret_key or settings.stripe_api_base:
+        return None
+    return (
+        "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: Stripe's deliveries "
+        "are refused (400) until it is set to the endpoint's signing secret (whsec_…)"
+    )

@@ -40,3 +40,30 @@ def test_stripes_own_key_without_a_webhook_secret_is_said(
     assert warnings_of(a_stand_in_of_ones_own, caplog) == []
     assert warnings_of(Settings(data_dir=tmp_path), caplog) == []
     assert warnings_of(with_secret, caplog) == []
+
+
+def test_config_check_says_it_too(tmp_path: Path) -> None:
+    """`config check` said "configuration OK", with STRIPE_WEBHOOK_SECRET "the stand-in's,
+    kept in .data/stripe-webhook-secret": a stand-in that was not used, and a secret Stripe
+    never signs with (a first-hour review)."""
+    from api.cli_config import check
+
+    data = {"LEDGER_DATA_DIR": str(tmp_path)}
+    own_stripe = check({**data, "STRIPE_SECRET_KEY": "sk_test_x"})
+    a_stand_in_of_ones_own = check(
+        {**data, "STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_API_BASE": "http://127.0.0.1:9"}
+    )
+
+    assert own_stripe.problems == []
+    assert own_stripe.warnings == [WARNING]
+    assert "STRIPE_WEBHOOK_SECRET = (not set) Stripe's deliveries are refused (400)" in (
+        own_stripe.lines
+    )
+    assert a_stand_in_of_ones_own.warnings == []
+    assert check(data).warnings == []
+    assert (
+        check(
+            {**data, "STRIPE_WEBHOOK_SECRET": "whsec_x", "STRIPE_SECRET_KEY": "sk_test_x"}
+        ).warnings
+        == []
+    )
