@@ -129,7 +129,9 @@ class WholeNumber(click.IntRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not is_whole_number(value.strip()):
-            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
+            # Not click's "is not a valid integer range.": a range is what it is checked
+            # against next, and the variables say "must be a whole number".
+            self.fail(f"{value!r} is not a whole number.", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -141,7 +143,7 @@ class DecimalNumber(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and decimal_number(value.strip()) is None:
-            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
+            self.fail(f"{value!r} is not a number.", param, ctx)
         return super().convert(value, param, ctx)
 
 

@@ -65,7 +65,9 @@ def test_an_allowance_in_digits_is_read_as_before(written: str, read: int) -> No
 
 
 def test_a_refused_allowance_is_a_usage_error_naming_the_option() -> None:
-    """Refused while the arguments are read, before the command runs (or reads a setting)."""
+    """Refused while the arguments are read, before the command runs (or reads a setting),
+    as not a whole number: it was "'1_000' is not a valid integer range." (click's name of
+    the type), which a newcomer's `--allowance abc` read as a range they had not given."""
     [opening] = [command for path, command in commands(main) if path == "ledger accounts open"]
 
     with pytest.raises(click.BadParameter) as refused:
@@ -73,7 +75,7 @@ def test_a_refused_allowance_is_a_usage_error_naming_the_option() -> None:
 
     assert refused.value.exit_code == 2
     assert refused.value.format_message() == (
-        "Invalid value for '--allowance': '1_000' is not a valid integer range."
+        "Invalid value for '--allowance': '1_000' is not a whole number."
     )
 
 
@@ -108,7 +110,7 @@ def test_a_nan_time_skew_is_a_usage_error_naming_the_option() -> None:
 
     assert refused.value.exit_code == 2
     assert refused.value.format_message() == (
-        "Invalid value for '--max-time-skew': 'nan' is not a valid float range."
+        "Invalid value for '--max-time-skew': 'nan' is not a number."
     )
 
 
