@@ -90,7 +90,7 @@ class AccountReport(msgspec.Struct, kw_only=True):
 @click.argument("account_id", callback=account_id_option)
 @click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
 def show_account(account_id: str, as_json: bool) -> None:
-    """Show ACCOUNT_ID's balance, allowance, holds and latest purchases."""
+    """Show ACCOUNT_ID's balance, allowance, grants, top-ups, holds and latest purchases."""
     from ledger.domain.errors import AccountNotFound
 
     async def run(services: Services) -> AccountReport:
