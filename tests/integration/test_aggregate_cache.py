@@ -18,8 +18,8 @@ from ledger.payment_events import CheckoutChange
 from ledger.service import Ledger
 from ledger.store.repository import MutableState, copy_of
 from tests.conftest import unique
-from tests.integration.test_payment_races import Purchase, deliver
-from tests.support.ledger import open_account, save
+from tests.integration.test_payment_races import Purchase, deliver, record_session
+from tests.support.ledger import open_account
 
 
 def cached_state(ledger: Ledger, account_id: str) -> dict[str, object]:
@@ -87,16 +87,7 @@ async def test_a_paid_delivery_keeps_its_account_at_its_new_version_and_not_its_
     its state each payment for nothing), nor any older copy of it: read from the store next."""
     purchase = Purchase(unique("acct"))
     await open_account(ledger, purchase.account_id, 0)
-    session = CheckoutSession.request(
-        session_id=purchase.session_id,
-        account_id=purchase.account_id,
-        credits=1000,
-        amount=1000,
-        currency="usd",
-        checkout_url="",
-        expires_at=0,
-    )
-    await save(ledger, session)
+    session = await record_session(ledger, purchase)
     if not recorded_here:
         ledger.repository.forget([session])  # as a session another process recorded
     kept: list[tuple[str, int]] = []
@@ -159,16 +150,7 @@ async def test_loading_several_streams_hashes_no_stream_id_beyond_the_stores_rea
     account_id = unique("acct")
     await open_account(ledger, account_id, 100)  # in memory
     purchase = Purchase(account_id)
-    session = CheckoutSession.request(
-        session_id=purchase.session_id,
-        account_id=account_id,
-        credits=1000,
-        amount=1000,
-        currency="usd",
-        checkout_url="",
-        expires_at=0,
-    )
-    await save(ledger, session)
+    session = await record_session(ledger, purchase)
     ledger.repository.forget([session])  # read from the store
     session_id = _CountedId(int=session.id.int)
     account_stream = _CountedId(int=account_stream_id(account_id).int)

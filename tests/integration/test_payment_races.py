@@ -60,7 +60,8 @@ async def requested(books: Ledger) -> Purchase:
     return purchase
 
 
-async def record_session(books: Ledger, purchase: Purchase) -> None:
+async def record_session(books: Ledger, purchase: Purchase) -> CheckoutSession:
+    """The purchase's Checkout session, requested and saved."""
     session = CheckoutSession.request(
         session_id=purchase.session_id,
         account_id=purchase.account_id,
@@ -71,6 +72,7 @@ async def record_session(books: Ledger, purchase: Purchase) -> None:
         expires_at=0,
     )
     await save(books, session)
+    return session
 
 
 async def deliver(books: Ledger, event: CheckoutEvent | RefundEvent) -> bool:
