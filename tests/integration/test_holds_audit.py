@@ -243,6 +243,36 @@ async def test_the_audit_flags_a_spend_of_the_allowance_an_open_hold_reserves(
     assert (account.allowance_remaining, account.granted, account.held) == (200, 100, 100)
 
 
+async def test_the_audit_flags_a_spend_that_leaves_less_than_open_holds_reserve(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """The balance stays above 0, yet less than the open hold reserves: what is available
+    (the balance less what holds reserve, written out in the replay's overdraw check) is
+    below 0, and the spend overdrew."""
+    books = isolated_db.ledger()
+    await open_account(books, "acct_over", 100)
+    await books.execute(
+        PlaceHold(
+            account_id="acct_over",
+            amount=80,
+            expires_in_seconds=600,
+            reason="",
+            idempotency_key="h",
+        )
+    )
+    account: CreditAccount = await books.account("acct_over", fresh=True)
+    account.trigger_event(
+        CreditsSpent, amount=50, from_allowance=50, from_topup=0, reason="past the hold"
+    )
+    await save(books, account)
+
+    report = await verify(isolated_db.pool)
+
+    found = [(f.kind, f.version, f.detail) for f in report.findings if f.kind == "overdrawn"]
+    assert found == [("overdrawn", 3, "a spend left -30 credits available")]
+    assert (account.balance, account.available) == (50, -30)
+
+
 async def test_the_audit_flags_a_hold_placed_again_while_it_is_open(
     isolated_db: IsolatedDatabase,
 ) -> None:
