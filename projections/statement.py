@@ -10,9 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from ledger.domain.events import STATEMENT_EVENTS, AccountOpened, MonthlyAllowanceReset
+from ledger.domain.events import (
+    STATEMENT_EVENTS,
+    AccountOpened,
+    CreditsSpent,
+    MonthlyAllowanceReset,
+)
 from ledger.store.event_store import Connection
-from projections.balance_changes import DESCRIPTIONS
+from projections.balance_changes import DESCRIPTIONS, SPENT
 from projections.events import EventKinds, ProjectedEvent, as_text, of_kinds
 from projections.memory import ViewMemory
 from projections.writes import Write
@@ -133,11 +138,14 @@ class StatementProjection:
                 known[2] = topup = topup + topup_change
             if granted_change:
                 known[3] = granted = granted + granted_change
-            try:
-                describe = descriptions[type(event)]
-            except KeyError:
-                describe = DESCRIPTIONS[type(event)]
-            description = describe(event)
+            if type(event) is CreditsSpent:  # nearly every line: its lambda's answer, no call
+                description = event.reason or SPENT
+            else:
+                try:
+                    describe = descriptions[type(event)]
+                except KeyError:
+                    describe = DESCRIPTIONS[type(event)]
+                description = describe(event)
             if "\x00" in description:
                 description = as_text(description)
             append(

@@ -32,7 +32,7 @@ from ledger.domain.events import (
 from ledger.store.event_store import RecordedEvent
 from ledger.store.mapper import MsgspecMapper
 from projections import balances, holds, notifications, purchases, statement
-from projections.balance_changes import Buckets, Change, change_of, moved_by
+from projections.balance_changes import Buckets, Change, change_of, description_of, moved_by
 from projections.events import ProjectedEvent, Unrecognised, moved, projected
 from tests.support.typed_events import made, projected_in_order
 
@@ -59,14 +59,17 @@ _SAMPLE: dict[Any, Any] = {
 
 def sample(cls: type[Aggregate.Event]) -> Any:
     """An event of ``cls`` with a value of the right type in every field."""
+    return made(cls, version=3, **_sample_fields(cls))
+
+
+def _sample_fields(cls: type[Aggregate.Event]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    fields = {
+    return {
         field.name: _SAMPLE[hints[field.name]]
         for field in dataclasses.fields(cls)  # type: ignore[arg-type]
         if field.name
         not in ("originator_id", "originator_version", "timestamp", "originator_topic")
     }
-    return made(cls, version=3, **fields)
 
 
 def recorded(stored: StoredEvent, position: int = 1) -> RecordedEvent:
@@ -168,6 +171,24 @@ def test_a_reset_sets_the_allowance_whatever_each_view_had_left() -> None:
     assert (state.allowance_remaining, state.topup_balance) == (21, 14)
     assert [line[8] for line in lines] == [7, 7, 21]  # allowance_after
     assert [line[6] for line in lines] == [7, 0, 14]  # allowance_change
+
+
+@pytest.mark.parametrize("cls", STATEMENT_EVENTS, ids=lambda cls: cls.__name__)
+def test_a_statement_line_is_described_as_description_of_says(cls: type) -> None:
+    # The statement writes description_of() out (a spend's without its lambda's call).
+    events = [sample(declared.AccountOpened), sample(cls)]
+    *_, line = statement_lines(projected_in_order(uuid.uuid4(), events))
+    assert line[11] == description_of(events[1])
+
+
+@pytest.mark.parametrize(
+    ("reason", "description"), [("", "Spent"), ("coffee", "coffee"), ("a\x00b", "a\ufffdb")]
+)
+def test_a_spend_is_described_by_its_reason_or_as_spent(reason: str, description: str) -> None:
+    spent = made(CreditsSpent, version=2, **{**_sample_fields(CreditsSpent), "reason": reason})
+    events = [sample(declared.AccountOpened), spent]
+    *_, line = statement_lines(projected_in_order(uuid.uuid4(), events))
+    assert line[11] == description_of(spent) == description
 
 
 def statement_lines(events: list[ProjectedEvent]) -> list[tuple[Any, ...]]:
