@@ -18,6 +18,7 @@ import msgspec
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import TopicError
 
+from ledger.domain.events import CreditsSpent
 from ledger.store.event_store import DATABASE_ERRORS, Connection, RecordedEvent, ReplayedEvent
 from ledger.store.hash_chain import postgres_microseconds, postgres_moment
 from ledger.store.mapper import FastDecode, MsgspecMapper, fast_decoder
@@ -237,10 +238,19 @@ def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent
                 raise UnreadableEvent(recorded, error) from error
         if event is None:  # an older shape to upcast, or no fast path
             event = _domain_event(recorded)
-        try:  # moved(event), written out: a call less an event
-            move = moves[type(event)]
-        except KeyError:
-            move = MOVES[type(event)]
+        if type(event) is CreditsSpent:  # nearly every event: moves._spent, written out
+            grants = event.from_grants
+            moved_now: Moved | None = (
+                -event.from_allowance,
+                -event.from_topup,
+                -sum(grants.values()) if grants else 0,
+            )
+        else:  # moved(event), written out: a call less an event
+            try:
+                move = moves[type(event)]
+            except KeyError:
+                move = MOVES[type(event)]
+            moved_now = None if move is None else move(event, 0)
         append(
             ProjectedEvent(
                 recorded.notification_id,
@@ -248,7 +258,7 @@ def replayed_projected(replayed: Sequence[ReplayedEvent]) -> list[ProjectedEvent
                 recorded.originator_version,
                 event,
                 recorded.microseconds,
-                None if move is None else move(event, 0),
+                moved_now,
             )
         )
     return decoded

@@ -4,13 +4,17 @@ decodes each event, with the events of a stream sharing one id object."""
 from __future__ import annotations
 
 import random
+import uuid
 
 from asyncpg.pgproto.pgproto import UUID as ReadUUID
 
 from bench.generate import account_story
+from ledger.domain.events import CreditsSpent
 from ledger.store.event_store import ReplayedEvent
 from ledger.store.mapper import MsgspecMapper
+from projections.balance_changes import moved_by
 from projections.events import Unrecognised, projected, replayed_projected
+from tests.support.typed_events import made
 
 START = 849_398_400_000_000
 """2026-12-01 as PostgreSQL keeps it: microseconds since 2000, as a rebuild reads times."""
@@ -49,3 +53,19 @@ def test_a_stream_s_events_share_one_id_object_and_decode_as_projected_does() ->
     assert decoded[5].stream_id is events[5].originator_id
     assert decoded[7].stream_id is decoded[5].stream_id
     assert events[8].originator_id is not events[0].originator_id  # read apart, shared after
+
+
+def test_a_spend_moves_the_buckets_as_moved_by_says_with_grants_or_without() -> None:
+    # replayed_projected writes moves._spent out for spends (nearly every event).
+    stream = uuid.uuid4()
+    spends = [
+        made(CreditsSpent, stream, 2, amount=9, from_allowance=4, from_topup=2, reason="",
+             from_grants=grants)
+        for grants in ({}, {"grant_1": 2, "grant_2": 1})
+    ]  # fmt: skip
+    mapper = MsgspecMapper()
+
+    decoded = replayed_projected(as_read([mapper.to_stored_event(s) for s in spends]))
+
+    assert [d.moved for d in decoded] == [moved_by(s, 0) for s in spends]
+    assert [d.moved for d in decoded] == [(-4, -2, 0), (-4, -2, -3)]
