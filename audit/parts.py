@@ -23,7 +23,13 @@ from audit.time_skew import MAX_TIME_SKEW_SECONDS
 from ledger import event_loop
 from ledger.child_processes import end_with_parent
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
-from ledger.store.event_store import EVENT_COLUMNS, Connection, events_of_part, stream_part
+from ledger.store.event_store import (
+    EVENT_COLUMNS,
+    WHOLE_ROW,
+    Connection,
+    events_of_part,
+    stream_part,
+)
 from projections.events import times_as_microseconds
 
 CURSOR_PREFETCH = 5000
@@ -40,10 +46,6 @@ _HIDDEN_BY = """CASE WHEN pg_visible_in_snapshot(transaction_id, (SELECT pg_curr
     THEN NULL ELSE transaction_id::text END"""
 _AUDITED_COLUMNS = f"{EVENT_COLUMNS}, {_HIDDEN_BY}"
 """The columns of an ``AuditedEvent`` (read as ``EVENT_COLUMNS`` are)."""
-_WHOLE_ROW = slice(None)
-"""``row[_WHOLE_ROW]``: a row's values as a tuple, which asyncpg's Record copies in one loop
-of its own; ``AuditedEvent(*row)`` made that tuple through the Record's iterator, ~460
-instructions an event more (bench.verify_instructions)."""
 
 
 def merge_parts(parts: Sequence[Part]) -> Part:
@@ -167,7 +169,7 @@ async def replay_part(
                 next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
                 await asyncio.sleep(0)
                 for row in rows:
-                    replay.replay(AuditedEvent(*row[_WHOLE_ROW]))
+                    replay.replay(AuditedEvent(*row[WHOLE_ROW]))
                 count += len(rows)
                 on_progress(len(rows))
         finally:

@@ -163,7 +163,7 @@ async def replay_after(connection: Connection, after: int, limit: int) -> list[R
     """``read_after``'s events with their times as PostgreSQL keeps them (``ReplayedEvent``;
     ``connection`` reads a ``timestamptz`` so: see ``EVENT_COLUMNS``)."""
     rows = await connection.fetch(_read_after(EVENT_COLUMNS), after, limit)
-    return [ReplayedEvent(*row[_WHOLE_ROW]) for row in rows]
+    return [ReplayedEvent(*row[WHOLE_ROW]) for row in rows]
 
 
 def _read_after(columns: str) -> str:
@@ -271,7 +271,7 @@ async def read_part_until(
         events_of_part(part, parts, "notification_id <= $1", EVENT_COLUMNS), until
     )
     while rows := await cursor.fetch(chunk):
-        yield [ReplayedEvent(*row[_WHOLE_ROW]) for row in rows]
+        yield [ReplayedEvent(*row[WHOLE_ROW]) for row in rows]
 
 
 def stream_part(part: int, parts: int) -> str:
@@ -284,12 +284,13 @@ EVENT_COLUMNS = _COLUMNS
 """The columns of a ``ReplayedEvent`` in its fields' order, for a connection that reads a
 ``timestamptz`` as its microseconds (``projections.events.times_as_microseconds``: every
 replay's, the rebuild's and the audit's): a row is then the event's fields as they are
-(``ReplayedEvent(*row[_WHOLE_ROW])``)."""
+(``ReplayedEvent(*row[WHOLE_ROW])``)."""
 
-_WHOLE_ROW = slice(None)
-"""``row[_WHOLE_ROW]``: a row's values as a tuple, which asyncpg's Record copies in one loop
+WHOLE_ROW = slice(None)
+"""``row[WHOLE_ROW]``: a row's values as a tuple, which asyncpg's Record copies in one loop
 of its own; ``ReplayedEvent(*row)`` made that tuple through the Record's iterator, ~330
-instructions an event more (bench.rebuild_instructions)."""
+instructions an event more in the rebuild (bench.rebuild_instructions) and ~460 in an audit
+(audit/parts.py, bench.verify_instructions)."""
 
 
 def events_of_part(part: int, parts: int, bound: str = "true", columns: str = _COLUMNS) -> str:
