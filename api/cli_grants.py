@@ -179,7 +179,7 @@ def create_grant(
     click.echo(
         f"granted {given.grant_id} to {account_id}: {plural(given.amount, 'credit')}, "
         f"priority {given.priority}{expiry} (key {chosen_key}); the account holds "
-        f"{given.granted} in grants, {given.balance} in all"
+        f"{given.granted:,} in grants, {given.balance:,} in all"
     )
 
 
@@ -246,5 +246,5 @@ def void_grant(account_id: str, grant_id: str, reason: str) -> None:
     voided = _run(lambda services: services.ledger.execute(command))
     click.echo(
         f"voided {grant_id}: {plural(voided.lapsed, 'credit')} lapsed; the account holds "
-        f"{voided.granted} in grants, {voided.balance} in all"
+        f"{voided.granted:,} in grants, {voided.balance:,} in all"
     )

@@ -129,6 +129,23 @@ async def test_bad_grant_arguments_are_usage_errors_that_name_the_argument(
     assert refused.stderr.splitlines()[-1] == f"Error: {said}"
 
 
+async def test_a_grants_totals_are_written_with_thousands_separators_as_its_amount_is(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """A grant of "1,500 credits" left the account holding "1500 in grants, 1500 in all"."""
+    await open_account_for_the_commands(isolated_db)
+
+    given = await ledger(isolated_db.url, "grants", "create", "acct_cli", "1500")
+    grant_id = given.stdout.split()[1]
+    voided = await ledger(isolated_db.url, "grants", "void", "acct_cli", grant_id)
+
+    assert given.returncode == 0, given.stderr
+    assert given.stdout.rstrip().endswith("holds 1,500 in grants, 1,500 in all")
+    assert voided.stdout.rstrip() == (
+        f"voided {grant_id}: 1,500 credits lapsed; the account holds 0 in grants, 0 in all"
+    )
+
+
 async def test_an_expiry_whose_offset_has_seconds_is_refused_by_the_command_line(
     isolated_db: IsolatedDatabase,
 ) -> None:
