@@ -99,7 +99,7 @@ def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
             return f"(not set) the Stripe stand-in on 127.0.0.1:{settings.stripe_standin_port}"
         return f"{_key(value)} (set; {_mode(value)})"
     if field == "stripe_webhook_secret":
-        if value is None and settings.stripe_secret_key and not settings.stripe_api_base:
+        if value is None and settings.stripe_itself:
             return "(not set) Stripe's deliveries are refused (400)"
         if value is None:
             return (

@@ -136,6 +136,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return not self.stripe_secret_key
 
     @property
+    def stripe_itself(self) -> bool:
+        """A Stripe key and no ``STRIPE_API_BASE``: calls go to Stripe itself, which signs its
+        deliveries with the endpoint's secret only."""
+        return bool(self.stripe_secret_key) and not self.stripe_api_base
+
+    @property
     def stripe_livemode(self) -> bool:
         """Whether the Stripe key is a live-mode one (the stand-in is test mode)."""
         return (self.stripe_secret_key or "").startswith(STRIPE_LIVE_KEY_PREFIXES)
@@ -422,9 +428,7 @@ def stripe_deliveries_refused(settings: Settings) -> str | None:
     ``STRIPE_API_BASE``) with no ``STRIPE_WEBHOOK_SECRET``, else None. Said, not refused: the
     contract lets development start so; but Stripe never signs with the stand-in's generated
     secret, so each of its deliveries would be refused unexplained."""
-    if settings.webhook_secrets or settings.production:
-        return None
-    if not settings.stripe_secret_key or settings.stripe_api_base:
+    if settings.webhook_secrets or settings.production or not settings.stripe_itself:
         return None
     return (
         "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: Stripe's deliveries "
