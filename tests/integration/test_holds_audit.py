@@ -26,7 +26,7 @@ from ledger.store.commit import ClaimRecord
 from projections.queries import Views
 from tests.conftest import IsolatedDatabase
 from tests.support.events import caught_up
-from tests.support.ledger import open_account, save
+from tests.support.ledger import open_account, place_hold, save
 
 # Every audit here runs twice: replayed in this process, and split over two (--jobs 2).
 pytestmark = pytest.mark.usefixtures("audit_jobs")
@@ -220,15 +220,7 @@ async def test_the_audit_flags_a_spend_of_the_allowance_an_open_hold_reserves(
             idempotency_key="g",
         )
     )
-    await books.execute(
-        PlaceHold(
-            account_id="acct_held",
-            amount=100,
-            expires_in_seconds=600,
-            reason="",
-            idempotency_key="h",
-        )
-    )
+    await place_hold(books, "acct_held", 100)
     account: CreditAccount = await books.account("acct_held", fresh=True)
     account.trigger_event(
         CreditsSpent, amount=100, from_allowance=100, from_topup=0, reason="the held allowance"
@@ -251,15 +243,7 @@ async def test_the_audit_flags_a_spend_that_leaves_less_than_open_holds_reserve(
     below 0, and the spend overdrew."""
     books = isolated_db.ledger()
     await open_account(books, "acct_over", 100)
-    await books.execute(
-        PlaceHold(
-            account_id="acct_over",
-            amount=80,
-            expires_in_seconds=600,
-            reason="",
-            idempotency_key="h",
-        )
-    )
+    await place_hold(books, "acct_over", 80)
     account: CreditAccount = await books.account("acct_over", fresh=True)
     account.trigger_event(
         CreditsSpent, amount=50, from_allowance=50, from_topup=0, reason="past the hold"

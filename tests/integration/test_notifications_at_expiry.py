@@ -16,7 +16,6 @@ from api.schemas import AccountCredits
 from ledger.commands import (
     ExpireGrant,
     GrantCredits,
-    PlaceHold,
     SetLowBalanceThreshold,
     SettleHold,
     SpendCredits,
@@ -28,7 +27,7 @@ from ledger.payment_events import CheckoutChange, CheckoutEvent
 from ledger.service import Ledger
 from tests.conftest import IsolatedDatabase, unique
 from tests.support.events import caught_up
-from tests.support.ledger import open_account, save
+from tests.support.ledger import open_account, place_hold, save
 
 TYPES = ["credits.purchased", "hold.expired", "grant.expired", "credits.depleted"]
 
@@ -53,19 +52,6 @@ async def grant(books: Ledger, account_id: str, amount: int, expires_at: datetim
         )
     )
     return str(granted.grant_id)
-
-
-async def hold(books: Ledger, account_id: str, amount: int, seconds: int) -> str:
-    placed = await books.execute(
-        PlaceHold(
-            account_id=account_id,
-            amount=amount,
-            expires_in_seconds=seconds,
-            reason="",
-            idempotency_key=unique("hold"),
-        )
-    )
-    return str(placed.hold_id)
 
 
 async def notified(db: IsolatedDatabase, account_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -155,8 +141,8 @@ async def test_the_sweepers_hold_expiry_reports_no_lapsed_grant_nor_other_due_ho
         await open_account(books, account_id, 100)
         await grant(books, account_id, 200, clock.now + timedelta(minutes=1))
         await grant(books, account_id, 50, None)
-        first = await hold(books, account_id, 60, 60)
-        second = await hold(books, account_id, 30, 90)
+        first = await place_hold(books, account_id, 60, 60)
+        second = await place_hold(books, account_id, 30, 90)
         clock.now += timedelta(minutes=5)
         expired = await books.execute(
             SettleHold(account_id=account_id, hold_id=first, outcome="expired")
@@ -188,7 +174,7 @@ async def test_hold_expired_says_what_lapsed_of_it_as_the_holds_answer_does(
     try:
         await open_account(books, account_id, 0)
         granted = await grant(books, account_id, 100, None)
-        held = await hold(books, account_id, 60, 90)
+        held = await place_hold(books, account_id, 60, 90)
         await books.execute(VoidGrant(account_id=account_id, grant_id=granted, reason=""))
         clock.now += timedelta(minutes=5)
         expired = await books.execute(
@@ -218,7 +204,7 @@ async def test_the_sweepers_grant_expiry_reports_no_other_lapsed_grant_nor_due_h
         first = await grant(books, account_id, 200, clock.now + timedelta(minutes=1))
         await grant(books, account_id, 70, clock.now + timedelta(minutes=2))
         await grant(books, account_id, 40, None)
-        await hold(books, account_id, 250, 60)  # 200 of the first grant, 50 of the second
+        await place_hold(books, account_id, 250, 60)  # 200 of the first grant, 50 of the second
         clock.now += timedelta(minutes=5)
         closed = await books.execute(ExpireGrant(account_id=account_id, grant_id=first))
         read = AccountCredits.of(await books.account_now(account_id))
@@ -247,8 +233,8 @@ async def test_a_hold_expired_by_a_spend_answers_the_balances_after_every_expiry
     try:
         await open_account(books, account_id, 100)
         await grant(books, account_id, 200, clock.now + timedelta(minutes=1))
-        first = await hold(books, account_id, 60, 60)
-        await hold(books, account_id, 30, 60)
+        first = await place_hold(books, account_id, 60, 60)
+        await place_hold(books, account_id, 30, 60)
         clock.now += timedelta(minutes=5)
         await books.execute(
             SpendCredits(account_id=account_id, amount=1, reason="", idempotency_key="s")
@@ -274,7 +260,7 @@ async def test_a_threshold_set_after_a_holds_expiry_alerts_on_what_a_balance_rea
     account_id = unique("acct")
     try:
         await open_account(books, account_id, 100)
-        await hold(books, account_id, 85, 60)  # 15 available: not below the default 10
+        await place_hold(books, account_id, 85, 60)  # 15 available: not below the default 10
         clock.now += timedelta(minutes=5)
         await books.execute(SetLowBalanceThreshold(account_id=account_id, threshold=20))
         read = AccountCredits.of(await books.account_now(account_id))

@@ -8,7 +8,7 @@ from datetime import datetime
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from ledger.commands import OpenAccount
+from ledger.commands import OpenAccount, PlaceHold
 from ledger.domain.account import CreditAccount
 from ledger.domain.events import (
     HOLD_SETTLEMENTS,
@@ -39,6 +39,20 @@ async def open_account(ledger: Ledger, account_id: str, allowance: int = 1000) -
 
 _CLAIMED: dict[type, str] = {CreditsSpent: "spend", HoldPlaced: "hold", CreditsGranted: "grant"}
 """Account events a command records with its Idempotency-Key's claim (the audit counts them)."""
+
+
+async def place_hold(ledger: Ledger, account_id: str, amount: int, seconds: int = 600) -> str:
+    """A hold of ``amount`` on the account for ``seconds``, under a key of its own: its id."""
+    placed = await ledger.execute(
+        PlaceHold(
+            account_id=account_id,
+            amount=amount,
+            expires_in_seconds=seconds,
+            reason="",
+            idempotency_key=f"hold-{uuid.uuid4().hex}",
+        )
+    )
+    return str(placed.hold_id)
 
 
 async def save(ledger: Ledger, *aggregates: Aggregate) -> None:
