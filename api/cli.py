@@ -118,6 +118,7 @@ def _add_commands() -> None:
     from api.cli_config import config_group
     from api.cli_db import db_group
     from api.cli_grants import grants_group
+    from api.cli_help import help_command
     from api.cli_inspect import list_accounts, list_tokens, projections_status, show_account
     from api.cli_project import project
     from api.cli_projections import projections_group
@@ -133,6 +134,7 @@ def _add_commands() -> None:
         config_group,
         db_group,
         grants_group,
+        help_command,
         project,
         projections_group,
         relay_command,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from importlib.metadata import version
 
 import click
+from click.testing import CliRunner
 
 from api.cli import main
 
@@ -82,3 +83,22 @@ def test_ledger_help_lists_the_exit_codes() -> None:
 
     codes = shown.split("Exit codes:")[1].split()
     assert {"0", "1", "2", "3", "130"} <= set(codes)
+
+
+def test_ledger_help_names_shows_that_commands_help() -> None:
+    """`ledger help` was click's "No such command 'help'" to a newcomer who typed it."""
+    runner = CliRunner()
+
+    assert runner.invoke(main, ["help"]).output == runner.invoke(main, ["--help"]).output
+    asked = runner.invoke(main, ["help", "audit", "verify"])
+    assert (asked.exit_code, asked.output) == (
+        0,
+        runner.invoke(main, ["audit", "verify", "--help"]).output,
+    )
+
+
+def test_ledger_help_of_a_command_it_lacks_says_where_it_looked() -> None:
+    refused = CliRunner().invoke(main, ["help", "audit", "nope"], prog_name="ledger")
+
+    assert refused.exit_code == 2
+    assert refused.output.splitlines()[-1] == "Error: ledger audit has no command 'nope'"
