@@ -386,3 +386,20 @@ def test_what_expiries_let_lapse_does_not_depend_on_when_they_are_swept(
         swept_each_minute.granted,
         swept_each_minute.balance,
     )
+
+
+def test_a_grants_lapse_repays_no_top_up_debt() -> None:
+    """The policy (README, Grants): refunds and disputes never touch grants, so what a
+    refund's debt kept of a grant from use lapses with it, and the debt stays to be repaid
+    by the next purchase or reset, as the allowance that lapses at a reset repays it."""
+    credits = account(allowance=100, topup=1000)
+    credits.spend(1000, "job", at=NOW)  # the allowance, then 900 of the top-ups
+    grant(credits, "g_1", 500, expires_in=timedelta(days=1))
+    credits.claw_back("cs_1", 1000)  # a refund of credits already spent: a debt of 900
+    assert (credits.topup_balance, credits.granted, credits.balance) == (-900, 500, -400)
+
+    assert credits.expire_grant("g_1", LATER) == 500
+
+    assert (credits.topup_balance, credits.granted, credits.balance) == (-900, 0, -900)
+    credits.reset_month("2027-01")
+    assert (credits.topup_balance, credits.allowance_remaining) == (-900, 100)
