@@ -155,7 +155,7 @@ async def replay_part(
     count = 0
     # Each event's time read as the microseconds PostgreSQL keeps, by asyncpg's codec: a row
     # is then the event's fields, made an event with no call of ours in between.
-    async with times_as_microseconds(connection, writes_datetimes=False):
+    async with times_as_microseconds(connection):
         cursor = await connection.cursor(
             events_of_part(*part, columns=_AUDITED_COLUMNS)
             if part is not None

@@ -8,7 +8,6 @@ store's mapper, once per batch, and shared by every view.
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -43,39 +42,28 @@ Moment = datetime | int
 """A time as the connection a view is folded on reads and writes a ``timestamptz``: a
 datetime (asyncpg's own codec: the live projector's), or the microseconds since 2000 that
 PostgreSQL keeps (a rebuild's connections: ``times_as_microseconds``). A view copies an
-event's time into its rows as it is, and compares it only with times read on the same
-connection, or through ``as_datetime``: a rebuild makes no datetime of the millions of
-times it reads and writes."""
+event's time into its rows as it is, and a time the event holds as ``event_moment`` makes
+it; it compares them only with times read on the same connection, or through
+``as_datetime``: a rebuild makes no datetime of the millions of times it reads and writes."""
 
 
 @contextlib.asynccontextmanager
-async def times_as_microseconds(
-    connection: Connection, *, writes_datetimes: bool = True
-) -> AsyncIterator[None]:
-    """Within, ``connection`` reads every ``timestamptz`` as PostgreSQL keeps it, an int of
-    microseconds since 2000 (``Moment``), and writes one from such an int or, unless
-    ``writes_datetimes`` is false, a datetime.
+async def times_as_microseconds(connection: Connection) -> AsyncIterator[None]:
+    """Within, ``connection`` reads and writes every ``timestamptz`` as PostgreSQL keeps it,
+    an int of microseconds since 2000 (``Moment``), by asyncpg's own ``int8`` codec, in C: a
+    ``timestamptz``'s binary form is an int8's (its microseconds, infinities as the int8's
+    ends).
 
-    For a rebuild's fold: asyncpg's datetimes, made for each event's time and view row read
-    and taken apart again for each written (COPY's statement lines above all), are dearer
-    than the events' folds. Its events are read with their times so too (``ReplayedEvent``).
-
-    Without datetimes to write (an audit's replay), the times are read by asyncpg's own
-    ``int8`` codec, in C: a ``timestamptz``'s binary form is an int8's (its microseconds,
-    infinities as the int8's ends); the ``tuple`` format calls our decoder for every value.
+    For a rebuild's fold and an audit's replay: asyncpg's datetimes, made for each event's
+    time and view row read and taken apart again for each written (COPY's statement lines
+    above all), are dearer than the events' folds. Its events are read with their times so
+    too (``ReplayedEvent``). A datetime is not written so: a view writes a time an event
+    holds as ``event_moment`` makes it. (The ``tuple`` format, which took either, called a
+    Python function for every time written: ~1,200 instructions of a rebuild's event.)
     """
-    if writes_datetimes:
-        await connection.set_type_codec(
-            "timestamptz",
-            schema="pg_catalog",
-            encoder=_as_microseconds,
-            decoder=_first,
-            format="tuple",  # asyncpg's: (microseconds since 2000,)
-        )
-    else:
-        await connection.set_builtin_type_codec(
-            "timestamptz", schema="pg_catalog", codec_name="int8", format="binary"
-        )
+    await connection.set_builtin_type_codec(
+        "timestamptz", schema="pg_catalog", codec_name="int8", format="binary"
+    )
     try:
         yield
     finally:
@@ -83,15 +71,14 @@ async def times_as_microseconds(
             await connection.reset_type_codec("timestamptz", schema="pg_catalog")
 
 
-def _as_microseconds(moment: Moment) -> tuple[int]:
-    if type(moment) is int:
-        return (moment,)
-    # A datetime of an event's own (a hold's expiry): as asyncpg writes it, naive as local.
-    assert isinstance(moment, datetime)
-    return (postgres_microseconds(moment.astimezone(UTC)),)
-
-
-_first = operator.itemgetter(0)
+def event_moment(moment: datetime, recorded_at: Moment) -> Moment:
+    """A time an event holds (a hold's expiry, a grant's) as the view writes its event's
+    ``recorded_at``: a datetime on the live projector's connection, the microseconds since
+    2000 on a rebuild's (``times_as_microseconds``), a naive datetime taken as local time,
+    as asyncpg writes one."""
+    if type(recorded_at) is int:
+        return postgres_microseconds(moment.astimezone(UTC))
+    return moment
 
 
 def as_datetime(moment: Moment) -> datetime:

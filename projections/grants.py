@@ -25,7 +25,14 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import ByEventClass, Moment, ProjectedEvent, WhichOf, as_text
+from projections.events import (
+    ByEventClass,
+    Moment,
+    ProjectedEvent,
+    WhichOf,
+    as_text,
+    event_moment,
+)
 from projections.writes import Write, WritesView
 
 
@@ -183,7 +190,7 @@ class GrantsProjection(WritesView):
                 priority=event.priority,
                 expires_at=None
                 if event.expires_at is None
-                else datetime.fromisoformat(event.expires_at),
+                else event_moment(datetime.fromisoformat(event.expires_at), projected.recorded_at),
                 reason=as_text(event.reason),
                 status="active",
                 granted_at=projected.recorded_at,

@@ -18,7 +18,15 @@ from ledger.domain.events import (
     HoldReleased,
 )
 from ledger.store.event_store import Connection
-from projections.events import EventKinds, Moment, ProjectedEvent, WhichOf, as_text, of_kinds
+from projections.events import (
+    EventKinds,
+    Moment,
+    ProjectedEvent,
+    WhichOf,
+    as_text,
+    event_moment,
+    of_kinds,
+)
 from projections.writes import Write, WritesView
 
 _SETTLED_AS: dict[type, str] = {
@@ -77,7 +85,9 @@ def fold(row: HoldRow | None, projected: ProjectedEvent) -> HoldRow | None:
             released=0,
             status="held",
             reason=as_text(event.reason),
-            expires_at=datetime.fromisoformat(event.expires_at),
+            expires_at=event_moment(
+                datetime.fromisoformat(event.expires_at), projected.recorded_at
+            ),
             placed_at=projected.recorded_at,
             settled_at=None,
             position=projected.position,

@@ -24,12 +24,14 @@ from ledger.domain.checkout import CheckoutSession
 from ledger.domain.events import (
     STATEMENT_EVENTS,
     CreditsSpent,
+    HoldPlaced,
     MonthlyAllowanceReset,
     PaymentIntentLinked,
     PaymentIntentRecorded,
     topics_of,
 )
 from ledger.store.event_store import RecordedEvent
+from ledger.store.hash_chain import postgres_microseconds
 from ledger.store.mapper import MsgspecMapper
 from projections import balances, holds, notifications, purchases, statement
 from projections.balance_changes import Buckets, Change, change_of, description_of, moved_by
@@ -106,6 +108,33 @@ def test_an_event_of_a_class_nobody_declared_is_skipped_by_every_view() -> None:
     assert foreign.event == Unrecognised("elsewhere:Happened")
     for fold in (balances.fold, purchases.fold, holds.fold):
         assert fold(None, foreign) is None
+
+
+def test_a_holds_expiry_is_written_as_its_events_time_is_read() -> None:
+    """A datetime on the live projector's connection, the microseconds since 2000 on a
+    rebuild's (its int8 codec writes no datetime); a time with no offset as local time."""
+    stream = uuid.uuid4()
+    for expires_at in ("2026-12-01T10:00:00+01:00", "2026-12-01T10:00:00"):
+        placed = made(
+            HoldPlaced,
+            stream,
+            hold_id="h1",
+            amount=5,
+            from_allowance=5,
+            from_topup=0,
+            reason="job",
+            expires_at=expires_at,
+        )
+        [live] = projected_in_order(stream, [placed])
+        rebuilt = msgspec.structs.replace(live, recorded_at=postgres_microseconds(live.recorded_at))
+        expiry = datetime.fromisoformat(expires_at)
+
+        live_row, rebuilt_row = holds.fold(None, live), holds.fold(None, rebuilt)
+
+        assert live_row is not None
+        assert rebuilt_row is not None
+        assert live_row.expires_at == expiry
+        assert rebuilt_row.expires_at == postgres_microseconds(expiry.astimezone(UTC))
 
 
 def test_a_field_of_the_wrong_type_is_refused_as_before() -> None:
