@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from audit.findings import Finding
-from ledger.store.event_store import VISIBLE, ReplayedEvent
+from ledger.store.event_store import VISIBLE, ChainedEvent
 from ledger.store.hash_chain import GENESIS, event_hash_at
 
 FORMAT: Literal["credit-ledger-checkpoint"] = "credit-ledger-checkpoint"
@@ -469,7 +469,7 @@ class CheckpointReplay:
             tail.positions = tail.positions_signed()
         return self
 
-    def observe(self, event: ReplayedEvent, chained_on_stored: bytes | None = None) -> None:
+    def observe(self, event: ChainedEvent, chained_on_stored: bytes | None = None) -> None:
         """Take one event; a stream's events in position order (see CheckpointAudit.observe)."""
         self.last_position = max(self.last_position, event.notification_id)
         if event.notification_id > self.position:
@@ -546,7 +546,7 @@ class CheckpointAudit:
             f"signing key {c.public_key[:16]}…"
         )
 
-    def observe(self, event: ReplayedEvent, chained_on_stored: bytes | None = None) -> None:
+    def observe(self, event: ChainedEvent, chained_on_stored: bytes | None = None) -> None:
         """Take one event, in position order.
 
         ``chained_on_stored`` is this event's hash computed on the stored hash of

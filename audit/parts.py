@@ -24,7 +24,7 @@ from ledger import event_loop
 from ledger.child_processes import end_with_parent
 from ledger.heap import BATCHES_YOUNG, settle_after_start_up
 from ledger.store.event_store import (
-    EVENT_COLUMNS,
+    CHAINED_COLUMNS,
     WHOLE_ROW,
     Connection,
     events_of_part,
@@ -44,7 +44,7 @@ CURSOR_PREFETCH = 5000
 # (an InitPlan), not made again for each row.
 _HIDDEN_BY = """CASE WHEN pg_visible_in_snapshot(transaction_id, (SELECT pg_current_snapshot()))
     THEN NULL ELSE transaction_id::text END"""
-_AUDITED_COLUMNS = f"{EVENT_COLUMNS}, {_HIDDEN_BY}"
+_AUDITED_COLUMNS = f"{CHAINED_COLUMNS}, {_HIDDEN_BY}"
 """The columns of an ``AuditedEvent`` (read as ``EVENT_COLUMNS`` are)."""
 
 

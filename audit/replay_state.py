@@ -15,7 +15,7 @@ from audit.checkpoint import CheckpointReplay
 from audit.findings import Finding
 from ledger.domain.adjustments import Dispute, Refund, Worth
 from ledger.domain.events import CreditsGranted, CreditsSpent, HoldPlaced, low_balance_threshold
-from ledger.store.event_store import ReplayedEvent
+from ledger.store.event_store import ChainedEvent
 from ledger.store.hash_chain import GENESIS
 
 ViewRow = tuple[str, tuple[Any, ...], int]
@@ -31,7 +31,7 @@ CLAIM_SCOPES = ("spend", "hold", "grant")
 ledger/handlers."""
 
 
-class AuditedEvent(ReplayedEvent, frozen=True):
+class AuditedEvent(ChainedEvent, frozen=True):
     """A stored event as the audit reads it: with, when the transaction that wrote it had not
     ended at the audit's snapshot, that transaction's id (``_HIDDEN_BY``)."""
 

@@ -131,11 +131,17 @@ class ReplayedEvent(msgspec.Struct, frozen=True):
     state: bytes
     notification_id: int
     microseconds: int
-    hash: bytes
 
     @property
     def recorded_at(self) -> datetime:
         return postgres_moment(self.microseconds)
+
+
+class ChainedEvent(ReplayedEvent, frozen=True):
+    """A replayed event with its stored hash, which an audit checks the chain by: a rebuild
+    reads none (32 bytes decoded and freed an event, ~400 instructions of its ~44,000)."""
+
+    hash: bytes
 
 
 _Loaded = tuple[RecordedEvent | None, list[RecordedEvent]]
@@ -280,11 +286,13 @@ def stream_part(part: int, parts: int) -> str:
     return f"(uuid_hash(originator_id) & 2147483647) % {int(parts)} = {int(part)}"
 
 
-EVENT_COLUMNS = _COLUMNS
+EVENT_COLUMNS = _COLUMNS.removesuffix(", hash")
 """The columns of a ``ReplayedEvent`` in its fields' order, for a connection that reads a
 ``timestamptz`` as its microseconds (``projections.events.times_as_microseconds``: every
 replay's, the rebuild's and the audit's): a row is then the event's fields as they are
 (``ReplayedEvent(*row[WHOLE_ROW])``)."""
+CHAINED_COLUMNS = f"{EVENT_COLUMNS}, hash"
+"""The columns of a ``ChainedEvent``, read as ``EVENT_COLUMNS`` are."""
 
 WHOLE_ROW = slice(None)
 """``row[WHOLE_ROW]``: a row's values as a tuple, which asyncpg's Record copies in one loop

@@ -29,7 +29,6 @@ def commands(sizes: list[int]) -> list[ReplayedEvent]:
                     b"{}",
                     len(events) + 1,
                     START + number * 1_000_000,
-                    b"",
                 )
             )
     return events
@@ -69,7 +68,7 @@ async def test_a_command_longer_than_a_batch_stays_in_one_batch() -> None:
 
 
 def event(stream: UUID, version: int, position: int, seconds: int) -> ReplayedEvent:
-    return ReplayedEvent(stream, version, "t", b"{}", position, START + seconds * 1_000_000, b"")
+    return ReplayedEvent(stream, version, "t", b"{}", position, START + seconds * 1_000_000)
 
 
 async def test_an_append_over_two_streams_of_the_part_stays_in_one_batch() -> None:

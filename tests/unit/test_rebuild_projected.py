@@ -30,7 +30,6 @@ def as_read(stored: list, first: int = 1) -> list[ReplayedEvent]:
             event.state,
             first + n,
             START + n,
-            b"",
         )
         for n, event in enumerate(stored)
     ]
@@ -40,7 +39,7 @@ def test_a_stream_s_events_share_one_id_object_and_decode_as_projected_does() ->
     stored, _, _ = account_story(1, MsgspecMapper(), random.Random(1))
     other, _, _ = account_story(2, MsgspecMapper(), random.Random(2))
     events = as_read(stored[:5]) + as_read(other[:3], 6) + as_read(stored[5:8], 9)
-    unknown = ReplayedEvent(ReadUUID(str(stored[0].originator_id)), 9, "x:Y", b"{}", 12, START, b"")
+    unknown = ReplayedEvent(ReadUUID(str(stored[0].originator_id)), 9, "x:Y", b"{}", 12, START)
     events.append(unknown)
 
     decoded = replayed_projected(events)
