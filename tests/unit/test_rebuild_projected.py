@@ -76,8 +76,8 @@ def test_a_spend_moves_the_buckets_as_moved_by_says_with_grants_or_without() -> 
 def test_replayed_events_are_left_out_of_the_garbage_collectors_work() -> None:
     # A replay makes one an event (millions); asyncpg's UUID in it is tracked, so by default
     # it would be too, though it refers to nothing that could refer back to it.
-    read = as_read([MsgspecMapper().to_stored_event(made(CreditsSpent, uuid.uuid4(), 1,
-        amount=1, from_allowance=1, from_topup=0, reason=""))])  # fmt: skip
+    spent = made(CreditsSpent, uuid.uuid4(), 1, amount=1, from_allowance=1, from_topup=0, reason="")
+    read = as_read([MsgspecMapper().to_stored_event(spent)])
     chained = AuditedEvent(*msgspec.structs.astuple(read[0]), b"hash")
 
     assert gc.is_tracked(read[0].originator_id)
