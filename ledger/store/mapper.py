@@ -34,7 +34,6 @@ from ledger.store.event_store import RecordedEvent, ReplayedEvent
 
 _encode = msgspec.json.Encoder().encode
 _new = object.__new__
-_set = object.__setattr__
 _decode = msgspec.json.Decoder().decode
 
 
@@ -124,6 +123,9 @@ def _dict_setter(cls: type) -> Callable[[Any, dict[str, Any]], None]:
     return setter
 
 
+_set_stored_dict = _dict_setter(StoredEvent)
+
+
 @cache
 def _decoding(topic: str) -> tuple[type, FastDecode | None]:
     """The class a topic names and its fast decoder: one lookup per event."""
@@ -188,9 +190,8 @@ class MsgspecMapper(Mapper[Any]):
         # in its order): its __init__ sets each through object.__setattr__ (a spend's
         # repository.writes() 30.3k → 24.7k instructions, callgrind).
         stored = _new(StoredEvent)
-        _set(
+        _set_stored_dict(
             stored,
-            "__dict__",
             {
                 "originator_id": originator_id,
                 "originator_version": originator_version,
