@@ -152,9 +152,10 @@ class Streams:
         repository's own (a coroutine around it cost every command ~700 instructions)."""
         return self.repository.get(cls, stream_id, fresh=self.fresh)
 
-    async def get_many(self, *wanted: tuple[type[Any], UUID]) -> list[Any]:
-        """Several aggregates (each None if it has no events yet), in one round trip."""
-        return await self.repository.get_many(wanted, fresh=self.fresh)
+    def get_many(self, *wanted: tuple[type[Any], UUID]) -> Awaitable[list[Any]]:
+        """Several aggregates (each None if it has no events yet), in one round trip:
+        awaited as the repository's own, as ``get``."""
+        return self.repository.get_many(wanted, fresh=self.fresh)
 
     async def claim(self, scope: str, key: str) -> StoredAnswer | None:
         """What a claim recorded, if it is made (claims are never undone, so no cache issue)."""

@@ -222,7 +222,7 @@ class Repository:
         """Drop aggregates from memory (a write that failed, or ``committed``'s ``not_kept``):
         the next load reads the store."""
         for aggregate in aggregates:
-            self._cache.pop(aggregate.id.int, None)
+            self._cache.pop(aggregate._id.int, None)  # not its property: see _remember
 
     def _snapshot(self, aggregate: Aggregate) -> Any:
         # Taken after the pending events were applied, i.e. at the new version.
