@@ -194,7 +194,11 @@ class Repository:
         for aggregate in aggregates:
             if _snapshot_due(aggregate):  # before its events are collected
                 snapshots.append(self._snapshot(aggregate))
-            events.extend(map(self.mapper.to_stored_event, aggregate.collect_events()))
+            # The library's collect_events() without its loop of pop(0)s (~1.9k instructions
+            # an aggregate, callgrind): the same list, emptied once encoded.
+            pending = aggregate._pending_events
+            events.extend(map(self.mapper.to_stored_event, pending))
+            pending.clear()
         return Writes(events=events, claims=claims, snapshots=snapshots)
 
     def committed(
