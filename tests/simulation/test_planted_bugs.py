@@ -28,12 +28,12 @@ async def standin() -> AsyncIterator[RunningStandin]:
 
 
 async def first_violation(
-    server_url: str, standin: RunningStandin, mix: str | None = None
+    server_url: str, template: str, standin: RunningStandin, mix: str | None = None
 ) -> str | None:
     """The first seed's violation within the budget, each seed on a database of its own
     (as ``make simulate`` plays them: the end-of-run checks read the whole store), or None."""
     for seed in SEEDS:
-        async with migrated_database(server_url) as database:
+        async with migrated_database(server_url, template) as database:
             try:
                 await simulate(seed, BUDGET_STEPS, database.pool, standin, mix=parse_mix(mix))
             except Violation as violation:
@@ -42,21 +42,24 @@ async def first_violation(
 
 
 async def test_the_budget_finds_nothing_without_a_plant(
-    postgres_server_url: str, standin: RunningStandin
+    postgres_server_url: str, migrated_template: str, standin: RunningStandin
 ) -> None:
-    assert await first_violation(postgres_server_url, standin) is None
+    assert await first_violation(postgres_server_url, migrated_template, standin) is None
 
 
 @pytest.mark.parametrize("name", sorted(PLANTS))
 async def test_a_planted_bug_is_found(
     name: str,
     postgres_server_url: str,
+    migrated_template: str,
     standin: RunningStandin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     plant(name, monkeypatch.setattr)
 
-    found = await first_violation(postgres_server_url, standin, PLANT_MIX.get(name))
+    found = await first_violation(
+        postgres_server_url, migrated_template, standin, PLANT_MIX.get(name)
+    )
 
     assert found, f"{name} was not found in {len(SEEDS)} seeds of {BUDGET_STEPS} steps"
     assert "replay exactly this schedule: SIM_SEED=" in found
