@@ -39,6 +39,7 @@ from api.validation import (
     is_utf8,
     repeated_fields,
 )
+from ledger.unit_of_work import answer_json
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -190,7 +191,7 @@ def _replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:
 
 async def _answer_json(send: Send, status: int, result: msgspec.Struct) -> None:
     """``result`` as Litestar's Response sends JSON: ``content-type``, ``content-length``."""
-    body = msgspec.json.encode(result)
+    body = answer_json(result)
     await send(
         {
             "type": "http.response.start",

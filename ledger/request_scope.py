@@ -2,7 +2,8 @@
 
 The HTTP edge (api/edge.py) enters a ``RequestScope`` a request. Within it the commands
 note the positions their answers stand at and whether an answer was one given before
-(``Ledger-Position``, ``Idempotent-Replayed``), the reads wait for the reads'
+(``Ledger-Position``, ``Idempotent-Replayed``) and the JSON a claim recorded of an answer
+(written again as its body: ``ledger.unit_of_work.answer_json``), the reads wait for the reads'
 connections once in all (ledger/store/read_connections.py), and the HTTP side keeps its
 read requirement (``reads``: api/read_side.py's ``ReadRequest``). One context variable for all
 of it: each one set and reset costs a request ~1.6k instructions (callgrind, of a spend's
@@ -19,7 +20,7 @@ from typing import Any
 class RequestScope:
     """``with RequestScope() as scope:``: what the commands and reads run within noted."""
 
-    __slots__ = ("_token", "deadline", "highest", "reads", "replayed", "task")
+    __slots__ = ("_token", "deadline", "highest", "reads", "recorded", "replayed", "task")
 
     def __init__(self) -> None:
         self.highest = 0
@@ -33,6 +34,9 @@ class RequestScope:
         request) carries the same context, and waits as long as its own reads need."""
         self.reads: Any = None
         """The HTTP side's (api/read_side.py's ``ReadRequest``: ledger/ imports nothing of api/)."""
+        self.recorded: tuple[object, bytes] | None = None
+        """The last answer committed within with a claim, and the JSON the claim recorded of
+        it (``ledger.unit_of_work.answer_json``)."""
 
     def note(self, position: int) -> None:
         self.highest = max(self.highest, position)

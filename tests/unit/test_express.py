@@ -24,6 +24,7 @@ from api.validation import (
     idempotency_key_of,
 )
 from ledger.domain.errors import InsufficientCredits
+from ledger.unit_of_work import answer_json, answer_positions
 
 
 class Order(msgspec.Struct, frozen=True):
@@ -177,3 +178,15 @@ def test_the_lane_declines_the_keys_a_route_refuses_read_by_one_rule(
             call.idempotency_key()
     else:
         assert call.idempotency_key() == read
+
+
+async def test_an_answer_is_written_as_its_claim_recorded_it_and_no_other_is() -> None:
+    """``answer_json`` gives the JSON recorded with a claim for that very answer only: an
+    equal answer, or one outside the request that recorded it, is encoded anew."""
+    recorded = Taken(amount=1, key="k", by="lane")
+    with answer_positions() as scope:
+        scope.recorded = (recorded, b'{"as":"recorded"}')
+        assert answer_json(recorded) == b'{"as":"recorded"}'
+        equal = Taken(amount=1, key="k", by="lane")
+        assert answer_json(equal) == msgspec.json.encode(equal)
+    assert answer_json(recorded) == msgspec.json.encode(recorded)
