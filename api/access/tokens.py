@@ -66,6 +66,13 @@ def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def _kept_hash(token: str) -> bytes:
+    """What the cache keeps of a token it checked against the table: a BLAKE2s hash of it,
+    not the table's SHA-256 one. A token's 64 bytes are one block of BLAKE2s and two of
+    SHA-256: ~2.9k instructions against ~7.7k (callgrind), on every request."""
+    return hashlib.blake2s(token.encode()).digest()
+
+
 TOKEN_ID_BYTES = 8
 """A token's id: this many random bytes, in hex (16 digits)."""
 
@@ -145,7 +152,7 @@ class TokenService:
         token up in ``pool``."""
         self.cache_seconds = cache_seconds
         self._clock = clock
-        # token id -> (hash, principal, when the entry stops counting; clock's time)
+        # token id -> (``_kept_hash``, principal, when the entry stops counting; clock's time)
         self._known: OrderedDict[str, tuple[bytes, Principal, float]] = OrderedDict()
         self._listener: asyncpg.Connection | None = None
         # Bumped by every revocation heard, so a check that read a row before a
@@ -236,8 +243,8 @@ class TokenService:
         token_id = token_id_of(token)
         if token_id is None or (known := self._known.get(token_id)) is None:
             return None
-        stored_hash, principal, fresh_until = known
-        if self._clock() >= fresh_until or not hmac.compare_digest(stored_hash, _hash(token)):
+        kept_hash, principal, fresh_until = known
+        if self._clock() >= fresh_until or not hmac.compare_digest(kept_hash, _kept_hash(token)):
             return None
         self._note_use(token_id)
         return principal
@@ -282,7 +289,7 @@ class TokenService:
             and heard == self._revocations_heard
             and self.cache_seconds > 0
         ):
-            self._known[token_id] = (row["token_hash"], principal, read_at + self.cache_seconds)
+            self._known[token_id] = (_kept_hash(token), principal, read_at + self.cache_seconds)
             _forget_front(self._known, lambda entry: entry[2] <= read_at)
         self._note_use(token_id)
         return principal
