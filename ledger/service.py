@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any, TypeVar
@@ -144,16 +144,28 @@ class Ledger:
         """While it finds ``clock`` too far from the database's, every command is refused
         (``ClockSkewed``, nothing recorded): ledger/clock_guard.py."""
 
-    async def execute(self, command: Any) -> Any:
-        """Decide and commit one command (see ledger/unit_of_work.py); its answer.
+    def execute(self, command: Any) -> Awaitable[Any]:
+        """Decide and commit one command (see ledger/unit_of_work.py); its answer, awaited.
         Refused with ``ClockSkewed`` while this process's clock is too far from the
-        database's (``clock_guard``), measured again first if the clock stepped since."""
+        database's (``clock_guard``), measured again first if the clock stepped since.
+
+        Not a coroutine of its own while the clock is steady: it hands back the unit of
+        work's (a coroutine fewer a command)."""
         guard = self.clock_guard
-        if not guard.steady_from < guard.seconds() - monotonic() < guard.steady_to:
-            await guard.vouch(self.store.pool)  # stepped or skewed: ledger/clock_guard.py
+        if guard.steady_from < guard.seconds() - monotonic() < guard.steady_to:
+            return self._run(command)
+        return self._run_vouched(command)  # stepped or skewed: ledger/clock_guard.py
+
+    async def _run_vouched(self, command: Any) -> Any:
+        await self.clock_guard.vouch(self.store.pool)
+        return await self._run(command)
+
+    def _run(self, command: Any) -> Awaitable[Any]:
+        """The command stamped with the time now (unless it has its own), through the unit of
+        work."""
         if getattr(command, "at", False) is None:
             command = msgspec.structs.replace(command, at=self.clock())
-        return await self.uow.run(HANDLERS[type(command)], command)
+        return self.uow.run(HANDLERS[type(command)], command)
 
     async def apply_payment_event(
         self, event_id: str, event_type: str, meaning: PaymentEvent | None

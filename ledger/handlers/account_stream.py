@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from ledger.domain.account import CreditAccount
@@ -15,9 +16,10 @@ class AccountCommand(Protocol):
     def account_id(self) -> str: ...
 
 
-async def load_account(streams: Streams, command: AccountCommand) -> CreditAccount | None:
-    """The account the command names (None if it was never opened)."""
-    return await streams.get(CreditAccount, account_stream_id(command.account_id))
+def load_account(streams: Streams, command: AccountCommand) -> Awaitable[CreditAccount | None]:
+    """The account the command names (None if it was never opened): awaited as the
+    repository's own (not a coroutine of its own: one fewer a command)."""
+    return streams.get(CreditAccount, account_stream_id(command.account_id))
 
 
 def by_account(command: AccountCommand) -> str:

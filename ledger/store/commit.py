@@ -183,8 +183,9 @@ class GroupCommitter:
             with contextlib.suppress(Exception):
                 await self.pool.execute(_NOTIFY)
 
-    async def commit(self, writes: Writes) -> list[int]:
-        """Commit one command's writes; return its events' positions.
+    def commit(self, writes: Writes) -> asyncio.Future[list[int]]:
+        """Commit one command's writes: the future of its events' positions (queued at once,
+        awaited by the caller: not a coroutine of its own, one fewer a command).
 
         Raises ConcurrencyConflict or ClaimTaken for this command alone.
         """
@@ -194,7 +195,7 @@ class GroupCommitter:
         self._unfinished += 1
         self._finished.clear()
         _wake_one(self._idle)
-        return await future
+        return future
 
     async def _write_batches(self) -> None:
         connection: asyncpg.pool.PoolConnectionProxy | None = None
