@@ -142,17 +142,26 @@ class ExitWhileStarting:
     into -15 while the interpreter winds down). The ``SystemExit`` it raises can land in a
     callback that swallows it (an import's module-lock weakref callback printed "Traceback
     ... SystemExit: 0" and the projector started all the same): ``asked`` is looked at
-    again before the projector starts and once its own handlers are in place."""
+    again before the projector starts and once its own handlers are in place.
+
+    While the event loop runs, the exit is raised from a callback of the loop's own: raised
+    where the signal landed, in a transport's callback (asyncpg's TLS upgrade, connecting),
+    uvloop logged it as a fatal error with its traceback."""
 
     def __init__(self) -> None:
         self.asked = False
 
     def __call__(self, *_: object) -> None:
+        import asyncio
         import signal
 
         self.asked = True
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sys.exit(0)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            sys.exit(0)
+        loop.call_soon_threadsafe(sys.exit, 0)
 
 
 async def _say_a_projector_as_the_service(database: Database) -> None:

@@ -60,3 +60,33 @@ def test_a_stop_asked_while_starting_is_remembered_where_its_exit_was_swallowed(
     assert watched() is None
     assert swallowed == [SystemExit]
     assert exit_now.asked
+
+
+def test_a_sigterm_while_the_loop_runs_ends_it_from_a_callback_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raised where the signal landed, in a transport's callback (asyncpg's TLS upgrade while
+    connecting), uvloop logged the exit as a fatal error with its traceback, and `ledger
+    serve`'s log showed "Traceback" for a Ctrl-C while it started."""
+    import asyncio
+    import signal
+
+    from api.cli_project import ExitWhileStarting
+    from ledger import event_loop
+
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # this process's SIGTERM kept
+    exit_now = ExitWhileStarting()
+    went_on: list[str] = []
+
+    async def starting() -> None:
+        exit_now()  # as the signal's handler runs, within a callback of the loop
+        went_on.append("past the signal")
+        await asyncio.sleep(5)
+        went_on.append("slept")
+
+    with pytest.raises(SystemExit) as ended:
+        event_loop.run(starting())
+
+    assert ended.value.code == 0
+    assert went_on == ["past the signal"]
+    assert exit_now.asked
