@@ -255,6 +255,22 @@ async def test_a_token_is_revoked_by_the_token_itself_and_its_secret_never_echoe
     assert again.stderr == f"Error: no live token {principal.token_id}\n"
 
 
+async def python_script(
+    database_url: str, script: str, *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a Python of its own in the project, on ``database_url``."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script, *arguments],
+        env={**os.environ, "DATABASE_URL": database_url},
+        cwd=cli.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 _HELP_OF_EACH = """
 import contextlib, io, json, sys
 from api.cli import main
@@ -289,16 +305,7 @@ async def test_every_command_has_help(database_url: str) -> None:
         ["config", "check"],
     ]
     root = await ledger(database_url, "--help")
-    each = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", _HELP_OF_EACH, json.dumps(commands)],
-        env={**os.environ, "DATABASE_URL": database_url},
-        cwd=cli.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    each = await python_script(database_url, _HELP_OF_EACH, json.dumps(commands))
 
     assert root.returncode == 0, root.stderr
     assert "Usage:" in root.stdout
@@ -960,16 +967,7 @@ async def test_a_rebuild_starts_without_the_web_stack(isolated_db: IsolatedDatab
     opened = await ledger(isolated_db.url, "accounts", "open", "acct_rebuild_light")
     assert opened.returncode == 0, opened.stderr
 
-    rebuilt = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", _REBUILD_THEN_SAY_WHAT_IT_IMPORTED],
-        env={**os.environ, "DATABASE_URL": isolated_db.url},
-        cwd=cli.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    rebuilt = await python_script(isolated_db.url, _REBUILD_THEN_SAY_WHAT_IT_IMPORTED)
 
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert rebuilt.stdout.splitlines()[-1] == "0 []", rebuilt.stdout
