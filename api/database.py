@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -319,10 +320,68 @@ def _first_setup_unfinished(data_dir: Path, pg: Path) -> Path:
             "cut short): making it again",
             pg,
         )
-        shutil.rmtree(pg, ignore_errors=True)
+        _wait_for_what_works_in(pg)
+        try:
+            shutil.rmtree(pg)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise DatabaseUnreachable(
+                f"the embedded PostgreSQL's half-made folder {pg} could not be removed "
+                f"({error.strerror or error}): remove it, then run the command again"
+            ) from None
     if not (pg / "PG_VERSION").exists():
         marker.touch()
     return marker
+
+
+STRAGGLERS_WAIT_SECONDS = 30.0
+"""How long a start waits for the processes still working in a half-made folder."""
+
+
+def _wait_for_what_works_in(pg: Path) -> None:
+    """Wait until no PostgreSQL command works in ``pg`` (its working directory in it).
+
+    Python's subprocess kills the initdb a Ctrl-C reached when it has not ended within
+    0.25 s, and initdb's postgres goes on in the folder until it reads the end of its
+    input: removed under it, the folder was written into again as it was made anew.
+    """
+    import psutil
+
+    deadline = time.monotonic() + STRAGGLERS_WAIT_SECONDS
+    told: set[int] = set()
+    while working := _processes_working_in(pg.resolve(), psutil):
+        if time.monotonic() > deadline:
+            pids = ", ".join(str(process.pid) for process in working)
+            raise DatabaseUnreachable(
+                f"the embedded PostgreSQL's half-made folder {pg} is still used by process "
+                f"{pids}: stop it, then run the command again"
+            )
+        for process in working:
+            if process.pid not in told:
+                told.add(process.pid)
+                log.warning(
+                    "waiting for process %d (%s), still working in %s, to end",
+                    process.pid,
+                    process.info["name"],
+                    pg,
+                )
+        time.sleep(0.05)
+
+
+_SERVER_COMMANDS = frozenset({"initdb", "postgres", "pg_ctl"})
+
+
+def _processes_working_in(pg: Path, psutil: Any) -> list[Any]:
+    """PostgreSQL's commands working in ``pg`` (a shell a user left there is not waited for)."""
+    inside = f"{pg}{os.sep}"
+    return [
+        process
+        for process in psutil.process_iter(["cwd", "name"])
+        if process.info["name"] in _SERVER_COMMANDS
+        and (cwd := process.info["cwd"])
+        and (cwd == str(pg) or cwd.startswith(inside))
+    ]
 
 
 class _HeldErrors(logging.Filter):

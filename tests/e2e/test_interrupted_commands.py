@@ -384,6 +384,53 @@ def test_a_data_folder_whose_initdb_was_killed_is_made_again_at_the_next_start(
     assert not (tmp_path / "data" / "pg.initdb-incomplete").exists()
 
 
+_STRAGGLER = """
+import pathlib, sys, time
+pg = pathlib.Path(sys.argv[1])
+print("writing", flush=True)
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    (pg / "base" / "1").mkdir(parents=True, exist_ok=True)
+    (pg / "base" / "1" / f"straggler.{time.monotonic_ns()}").write_bytes(b"a page")
+    time.sleep(0.002)
+"""
+"""A process of the cut-short initdb still writing into its folder, as its postgres does
+(working in the folder) until it reads the end of its input."""
+
+
+def test_a_half_made_folder_is_removed_once_what_still_writes_into_it_has_ended(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C reaches initdb, and Python's subprocess kills it when it has not ended within
+    0.25 s; its postgres goes on in the folder for a moment. The next start removed the folder
+    while that process still wrote into it, and initdb then found a folder remade under it (a
+    CI run: "could not open pg_control: Permission denied"). It waits for the processes
+    working in a half-made folder to end before it removes it."""
+    env = _embedded_env(tmp_path)
+    pg = tmp_path / "data" / "pg"
+    pg.mkdir(parents=True)
+    (pg / "PG_VERSION").write_text("16\n")
+    (tmp_path / "data" / "pg.initdb-incomplete").touch()
+    postgres = tmp_path / "postgres"  # the process's name, as the straggler's is
+    postgres.symlink_to(sys.executable)
+    straggler = subprocess.Popen(  # noqa: S603 (this interpreter, the test's own code)
+        [str(postgres), "-c", _STRAGGLER, str(pg)], cwd=pg, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert straggler.stdout is not None
+        assert straggler.stdout.readline() == "writing\n"
+        made = _accounts_list(env)
+    finally:
+        straggler.kill()
+        straggler.communicate()
+
+    assert made.returncode == 0, made.stderr
+    assert "was left half made" in made.stderr
+    assert "still working in" in made.stderr
+    assert not list(pg.rglob("straggler.*")), "written after the folder was made again"
+    assert not (tmp_path / "data" / "pg.initdb-incomplete").exists()
+
+
 def test_a_folder_marked_unfinished_is_made_again_and_a_whole_one_is_kept(
     tmp_path: Path,
 ) -> None:
