@@ -16,7 +16,6 @@ import click
 import msgspec
 
 from api.cli_support import plural
-from api.database import describe
 from api.settings import (
     Settings,
     SettingsError,
@@ -25,6 +24,7 @@ from api.settings import (
     unlisted_currency,
     web_concurrency,
 )
+from ledger.urls import without_password
 
 VARIABLES = {
     "ledger_env": "LEDGER_ENV",
@@ -87,13 +87,13 @@ def _shown(settings: Settings, field: str, env: Mapping[str, str]) -> str:
     if field == "database_url":
         if value is None:
             return f"(not set) the embedded PostgreSQL under {settings.data_dir / 'pg'}"
-        return describe(value) + " (password not shown)"
+        return without_password(value) + " (password not shown)"
     if field == "database_admin_url":
-        return "(not set)" if value is None else describe(value) + " (password not shown)"
+        return "(not set)" if value is None else without_password(value) + " (password not shown)"
     if field == "database_read_url":
         if value is None:
             return "(not set) the views are read from DATABASE_URL"
-        return describe(value) + " (password not shown; the views are read there)"
+        return without_password(value) + " (password not shown; the views are read there)"
     if field == "stripe_secret_key":
         if value is None:
             return f"(not set) the Stripe stand-in on 127.0.0.1:{settings.stripe_standin_port}"
@@ -155,7 +155,6 @@ def _relay(env: Mapping[str, str], production: bool, report: Report) -> None:
     """``ledger relay``'s variables: shown, and refused as the relay would refuse them at its
     start (the URL, the scheme, the CA file, production's rules), without connecting. No URL
     is no problem here: a deployment need not run the relay, which says so when it starts."""
-    from ledger.urls import without_password
     from relay.runner import DEFAULT_URL, production_problems, relay_settings
 
     url, ca = _text(env, "LEDGER_RELAY_URL"), _text(env, "LEDGER_RELAY_TLS_CA")

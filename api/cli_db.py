@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from ledger import event_loop
-
 
 @click.group("db")
 def db_group() -> None:
@@ -59,6 +57,7 @@ def db_setup(
     """
     from api.database import describe, resolve_database_url, set_up_database
     from api.settings import default_data_dir
+    from ledger import event_loop
 
     data_dir = Path(os.environ.get("LEDGER_DATA_DIR", "").strip() or default_data_dir())
     # As every other command reads them (api/settings.py): a value of blanks is none, and

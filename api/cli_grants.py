@@ -17,9 +17,8 @@ from api.cli_support import (
     settings_from_env,
     utf8_text,
 )
-from ledger.domain.account import DEFAULT_PRIORITY
-from ledger.domain.limits import IDEMPOTENCY_KEY_RULE, is_idempotency_key
-from projections.queries import GRANT_STATUSES
+from ledger.domain.limits import DEFAULT_PRIORITY, IDEMPOTENCY_KEY_RULE, is_idempotency_key
+from projections.names import GRANT_STATUSES
 
 if TYPE_CHECKING:
     from api.services import Services

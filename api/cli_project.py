@@ -3,7 +3,6 @@ webhook notifications that are due) until stopped; ``ledger serve`` runs it supe
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -41,6 +40,7 @@ def project(batch_size: int, dispatch: bool, supervised: bool) -> None:
 
     It also sends webhook notifications, unless --no-dispatch.
     """
+    import asyncio
     import signal
 
     exit_now = ExitWhileStarting()

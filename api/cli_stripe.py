@@ -20,17 +20,8 @@ from api.cli_support import (
     run_with_services,
     settings_from_env,
 )
-from api.reconcile import (
-    DEFAULT_LIMIT,
-    DEFAULT_OLDER_THAN,
-    RECONCILE_WINDOW,
-    checkout_lookup,
-    parse_duration,
-    parse_since,
-    pending_checkouts,
-)
+from api.reconcile_defaults import DEFAULT_LIMIT, DEFAULT_OLDER_THAN, RECONCILE_WINDOW
 from api.settings import Settings
-from ledger.reconcile import reconcile
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -43,6 +34,8 @@ def stripe_group() -> None:
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
+    from api.reconcile import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as error:
@@ -50,6 +43,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedel
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    from api.reconcile import parse_since
+
     if value is None or value.strip().lower() == "all":
         return None
     try:
@@ -168,6 +163,9 @@ def _reconcile_and_report(
     as_json: bool,
 ) -> list[Reconciled]:
     """The run and its lines; what became of each purchase."""
+    from api.reconcile import checkout_lookup, pending_checkouts
+    from ledger.reconcile import reconcile
+
     settings = settings_from_env()
     stripe_api_base = _standin_base(settings)
     if not logging.getLogger().isEnabledFor(logging.INFO):

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from api.settings import Settings, SettingsError
-from ledger import event_loop
 from ledger.text import decimal_number, is_utf8_text, is_whole_number
 
 if TYPE_CHECKING:
@@ -59,6 +58,7 @@ def run_with_services(
     ``payments=True`` and reads its settings with ``settings_from_env()``, the others
     ``settings_from_env(service=False)``)."""
     from api.app import open_services
+    from ledger import event_loop
 
     async def run() -> T:
         async with open_services(
@@ -85,6 +85,7 @@ def run_with_database(
     ``api.database.service_url``, None: the service's; ``server_settings``: the pool's
     sessions', ``create_pool``'s)."""
     from api.database import SERVICE_SETTINGS, open_database
+    from ledger import event_loop
     from ledger.store.migrate import SERVICE_ROLE
 
     async def run() -> T:

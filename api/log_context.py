@@ -19,12 +19,12 @@ import time
 import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import httpx
 import msgspec
 
-from ledger.store.event_store import DATABASE_ERRORS
+if TYPE_CHECKING:
+    import httpx
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 stripe_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -69,6 +69,9 @@ class OneLineDatabaseErrors(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Here, not at the top: every command sets this filter up, `ledger audit --help` too.
+        from ledger.store.event_store import DATABASE_ERRORS
+
         if record.exc_info and isinstance(error := record.exc_info[1], DATABASE_ERRORS):
             record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
             record.args = None
@@ -91,6 +94,8 @@ class UrlsWithoutPaths(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        import httpx  # loaded already: its own logger's record is what is filtered
+
         if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
             record.args = tuple(_origin(a) if isinstance(a, httpx.URL) else a for a in record.args)
         return True

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from api.reconcile_defaults import DEFAULT_LIMIT, DEFAULT_OLDER_THAN, RECONCILE_WINDOW
 from ledger.domain.account import in_utc_years
 from ledger.ports import CheckoutLookup
 from ledger.reconcile import PendingCheckout, Reconciled, reconcile
@@ -29,16 +30,6 @@ if TYPE_CHECKING:
     from api.services import Services
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OLDER_THAN = timedelta(minutes=15)
-"""Sessions younger than this are left to their webhooks, which are normally seconds away.
-Every session past its expiry is older: the ledger's live an hour."""
-
-RECONCILE_WINDOW = timedelta(days=30)
-"""How far back the service's periodic run looks (Stripe keeps events 30 days)."""
-
-DEFAULT_LIMIT = 1000
-"""Sessions per run at most (oldest first): Stripe's rate limits stay far away."""
 
 MAX_DURATION = timedelta(days=100 * 366)
 """The longest ``--since`` or ``--older-than``: further back is before any purchase."""

@@ -20,14 +20,19 @@ import msgspec
 
 from ledger.domain.account import (
     ACCOUNT_ID_PATTERN,
-    DEFAULT_PRIORITY,
     MAX_GRANT,
-    MAX_PRIORITY,
     PERIOD_PATTERN,
     REASON_PATTERN,
     CreditAccount,
 )
-from ledger.domain.limits import MAX_CREDITS, MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH, MIN_CREDITS
+from ledger.domain.limits import (
+    DEFAULT_PRIORITY,
+    MAX_CREDITS,
+    MAX_MONTHLY_ALLOWANCE,
+    MAX_PRIORITY,
+    MAX_REASON_LENGTH,
+    MIN_CREDITS,
+)
 from ledger.handlers.accounts import AccountBalances
 from ledger.notifications import EVENT_TYPES
 from ledger.notifications.url_form import MAX_URL_LENGTH, URL_PATTERN

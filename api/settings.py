@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ledger.clock_guard import DEFAULT_MAX_SKEW_SECONDS
+from ledger.clock_skew import DEFAULT_MAX_SKEW_SECONDS
 from ledger.domain.currencies import STRIPE_CURRENCIES, amount_step
 from ledger.domain.limits import MAX_CREDIT_UNIT_AMOUNT, MAX_MONTHLY_ALLOWANCE
 from ledger.text import is_utf8_text, is_whole_number

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from ledger.clock_guard import DEFAULT_MAX_SKEW_SECONDS, ClockGuard
+from ledger.clock_guard import ClockGuard
+from ledger.clock_skew import DEFAULT_MAX_SKEW_SECONDS
 from ledger.ports import (
     CheckoutRequest,
     Clock,

@@ -51,14 +51,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from ledger.clock_skew import DEFAULT_MAX_SKEW_SECONDS
 from ledger.ports import Clock, system_clock
 from ledger.times import duration_in_one_unit
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_SKEW_SECONDS = 5
-"""``LEDGER_MAX_CLOCK_SKEW_SECONDS`` unset: NTP keeps hosts within milliseconds; seconds
-apart, it has failed."""
 
 CHECK_SECONDS = 5.0
 """How often the API measures its clock again: one query a process each time."""

@@ -65,8 +65,6 @@ class GrantLine(msgspec.Struct, frozen=True):
     position: int
 
 
-GRANT_STATUSES = ("active", "expired", "voided", "all")
-
 _GRANT_STATUS = "(CASE WHEN status = 'active' AND expires_at <= $5 THEN 'expired' ELSE status END)"
 """A grant's status at ``$5`` (a time, or null: as the view has it)."""
 _GRANT_COLUMNS = [

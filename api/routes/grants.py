@@ -31,10 +31,11 @@ from api.validation import (
     ValidationFailed,
 )
 from ledger.commands import GrantCredits, VoidGrant
-from ledger.domain.account import DEFAULT_PRIORITY
 from ledger.domain.ids import account_stream_id
+from ledger.domain.limits import DEFAULT_PRIORITY
 from ledger.handlers.grants import GrantAnswer, GrantClosedAnswer
-from projections.queries import GRANT_STATUSES, GrantLine
+from projections.names import GRANT_STATUSES
+from projections.queries import GrantLine
 
 Status = Annotated[
     str | None,

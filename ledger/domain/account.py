@@ -68,13 +68,11 @@ from ledger.domain.holds import (
     settled_kept,
 )
 from ledger.domain.ids import account_stream_id
-from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_REASON_LENGTH
+from ledger.domain.limits import MAX_MONTHLY_ALLOWANCE, MAX_PRIORITY, MAX_REASON_LENGTH
 
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
 PERIOD_PATTERN = r"[0-9]{4}-(0[1-9]|1[0-2])"  # not \d: it takes any script's digits
 MAX_GRANT = 1_000_000_000
-MAX_PRIORITY = 100
-DEFAULT_PRIORITY = 50
 
 
 def check_allowance(monthly_allowance: int) -> None:

@@ -16,6 +16,10 @@ MAX_CHECKOUT_AMOUNT = 99_999_999
 MAX_CREDIT_UNIT_AMOUNT = MAX_CHECKOUT_AMOUNT // MAX_CREDITS
 """The highest price of a credit at which the largest purchase can still be paid."""
 
+MAX_PRIORITY = 100
+DEFAULT_PRIORITY = 50
+"""A grant's priority (the lowest is spent first) and the one it has unless given."""
+
 MAX_REASON_LENGTH = 500
 """Characters of a reason (a spend's, a grant's): shown on statements and notifications."""
 

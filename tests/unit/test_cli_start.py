@@ -22,6 +22,56 @@ def test_the_cli_module_imports_neither_litestar_nor_the_app() -> None:
     assert not [m for m in imported if m == "litestar" or m.startswith(("litestar.", "api.app"))]
 
 
+_HELP_THEN_SAY_WHAT_IT_IMPORTED = """
+import sys
+from api.cli import main
+try:
+    main(sys.argv[1:], prog_name="ledger")
+except SystemExit as end:
+    print(end.code, *sorted(sys.modules))
+"""
+
+_WHAT_HELP_NEEDS_NOT = (
+    "asyncpg",
+    "eventsourcing",
+    "httpx",
+    "ledger.domain.events",
+    "ledger.service",
+    "ledger.store",
+    "prometheus_client",
+    "stripe",
+    "uvloop",
+)
+"""The database's driver, the events, the store, the service and the SDKs: ~0.25 s of CPU
+that `ledger --help` paid before any of its lines (api/cli_*.py import them where used)."""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "also_not"),
+    [
+        (["--help"], ("asyncio",)),
+        (["audit", "--help"], ()),  # the group's callback has run: the log is set up
+        (["grants", "list", "--help"], ()),
+        (["stripe", "reconcile", "--help"], ()),
+    ],
+)
+def test_help_imports_neither_the_database_nor_the_domain(
+    arguments: list[str], also_not: tuple[str, ...]
+) -> None:
+    ran = subprocess.run(  # noqa: S603 (the test's own script)
+        [sys.executable, "-c", _HELP_THEN_SAY_WHAT_IT_IMPORTED, *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, *imported = ran.stdout.splitlines()[-1].split()
+
+    assert code == "0", ran.stdout + ran.stderr
+    assert "api.cli_audit" in imported
+    heavy = (*_WHAT_HELP_NEEDS_NOT, *also_not)
+    assert [m for m in imported if m in heavy or m.startswith(tuple(f"{h}." for h in heavy))] == []
+
+
 def test_a_commands_start_up_checks_do_not_import_the_stripe_sdk() -> None:
     """Every command checks the variables (``settings_from_env``), STRIPE_TIMEOUT_SECONDS
     among them; only the commands that call Stripe should pay for the SDK (~0.3 s)."""
