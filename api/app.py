@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 from litestar import Litestar, Request
@@ -18,10 +16,7 @@ from litestar.types import ExceptionHandlersMap
 from api.access.guards import provide_principal
 from api.database import (
     POOL_WAIT_SECONDS,
-    SERVICE_SETTINGS,
     DatabaseUnusable,
-    describe,
-    open_database,
 )
 from api.edge import answered_requests
 from api.errors import EXCEPTION_HANDLERS
@@ -29,7 +24,7 @@ from api.expiry import SWEEP_SECONDS, ExpirySweeper
 from api.metrics import MetricsAccess, metrics_port_only
 from api.openapi import conform, openapi_config
 from api.query_parameters import refuse_repeated_request_parts
-from api.read_side import consistency_headers, open_standby_pool
+from api.read_side import consistency_headers
 from api.reconcile import PeriodicReconciler
 from api.routes import (
     account_page,
@@ -44,99 +39,15 @@ from api.routes import (
     webhook_endpoints,
 )
 from api.routing import route_unseen_paths_in_one_frame
-from api.services import Services, build_services
-from api.settings import Settings, SettingsError, stripe_deliveries_refused, unlisted_currency
-from ledger.adapters.stripe_gateway import StripeGateway
-from ledger.bootstrap import NoPaymentGateway
+from api.services import Services, open_services
+from api.settings import Settings
 from ledger.clock_guard import CHECK_SECONDS
-from ledger.ports import Clock, PaymentGateway, system_clock
+from ledger.ports import Clock, system_clock
 from ledger.store.failures import database_failure
 
 log = logging.getLogger("ledger")
 
 MAX_BODY_BYTES = 256 * 1024
-
-
-@asynccontextmanager
-async def open_services(
-    settings: Settings,
-    *,
-    stripe_api_base: str | None = None,
-    set_up_first: bool = True,
-    pool_wait: float | None = None,
-    server_settings: dict[str, str] = SERVICE_SETTINGS,
-    payments: bool = True,
-    clock: Clock = system_clock,
-) -> AsyncIterator[Services]:
-    """Database pool, migrations, Stripe gateway and services; closed on exit.
-
-    ``set_up_first=False``: no migrations nor grants applied (``service_url``).
-    ``pool_wait``: how long a connection is waited for (``create_pool``; the API's).
-    ``server_settings``: the pool's sessions' (``create_pool``).
-    ``payments=False``: for a command that takes no payment and makes no link (tokens,
-    accounts, grants): no Stripe client, webhook secret or page key, so that production's
-    operator need not hold those secrets to run it. ``clock``: the commands' (the tests').
-
-    The ledger's clock is measured against the database's once here, so that a command of
-    the CLI, too, is refused while it is too far off (ledger/clock_guard.py); the API
-    measures it again in the background."""
-    async with AsyncExitStack() as stack:
-        pool, _, database_url, given_url = await stack.enter_async_context(
-            open_database(
-                settings,
-                set_up_first=set_up_first,
-                pool_wait=pool_wait,
-                server_settings=server_settings,
-            )
-        )
-        log.debug("event store: %s", describe(database_url))
-        gateway: PaymentGateway = NoPaymentGateway()
-        if payments:
-            gateway = stripe = StripeGateway(
-                settings.stripe_secret_key or "sk_test_standin",
-                api_base=stripe_api_base or settings.stripe_api_base,
-            )
-            stack.push_async_callback(stripe.close)
-            if (unlisted := unlisted_currency(settings)) is not None:
-                log.warning("%s", unlisted)
-        standby = await stack.enter_async_context(open_standby_pool(settings.database_read_url))
-        services = build_services(
-            pool,
-            settings,
-            gateway,
-            webhook_secrets(settings) if payments else [],
-            database_url,
-            page_key(settings) if payments else secrets.token_hex(32),  # signs no link
-            standby,
-            clock,
-        )
-        # Before the pool closes: a command's writes are committed, the writers' kept
-        # connections given back, and no task of the committer outlives it.
-        stack.push_async_callback(services.ledger.uow.committer.stop)
-        await services.ledger.clock_guard.check(pool)
-        yield replace(services, admin_url=settings.database_admin_url or given_url)
-
-
-def webhook_secrets(settings: Settings) -> list[str]:
-    """The configured secrets; in development, the stand-in's generated one."""
-    if settings.webhook_secrets or settings.production:
-        return settings.webhook_secrets
-    if (refused := stripe_deliveries_refused(settings)) is not None:
-        log.warning("%s", refused)
-    from api.development import development_webhook_secret
-
-    return [development_webhook_secret(settings)]
-
-
-def page_key(settings: Settings) -> str:
-    """``LEDGER_PAGE_KEY``; in development, one generated once under the data folder."""
-    if settings.page_key:
-        return settings.page_key
-    if settings.production:
-        raise SettingsError("LEDGER_ENV=production needs LEDGER_PAGE_KEY")
-    from api.development import development_page_key
-
-    return development_page_key(settings)
 
 
 def create_app(

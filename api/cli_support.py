@@ -54,10 +54,10 @@ def run_with_services(
     payments: bool = False,
 ) -> T:
     """Run ``work(services)`` in an event loop of its own, the services closed after
-    (``payments``: see ``api.app.open_services``; a command that talks to Stripe says
+    (``payments``: see ``api.services.open_services``; a command that talks to Stripe says
     ``payments=True`` and reads its settings with ``settings_from_env()``, the others
     ``settings_from_env(service=False)``)."""
-    from api.app import open_services
+    from api.services import open_services
     from ledger import event_loop
 
     async def run() -> T:

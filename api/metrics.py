@@ -22,13 +22,10 @@ import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
-from litestar.connection import ASGIConnection
-from litestar.exceptions import NotFoundException
-from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -46,6 +43,10 @@ from ledger.store import stats
 from ledger.store.event_store import DATABASE_ERRORS
 from ledger.store.read_connections import ReadConnections
 from ledger.store.stats import multiprocess_dir
+
+if TYPE_CHECKING:  # Litestar's types alone: the command line counts view reads without it
+    from litestar.connection import ASGIConnection
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
 # The page keeps the names docs/operations-metrics.md lists: no ``_created`` series.
 disable_created_metrics()
@@ -306,6 +307,7 @@ def metrics_port_only(access: MetricsAccess) -> Callable[[ASGIApp], ASGIApp]:
     def wrap(app: ASGIApp) -> ASGIApp:
         if access.port is None:
             return app  # one port answers everything: no work a request (nor a frame)
+        from litestar.exceptions import NotFoundException
 
         # Not a coroutine of its own: it hands back the app's (one frame fewer a request).
         def gated(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:

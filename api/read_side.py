@@ -36,18 +36,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 import msgspec
-from litestar.types import (
-    ASGIApp,
-    HTTPResponseBodyEvent,
-    HTTPResponseStartEvent,
-    Receive,
-    Scope,
-    Send,
-)
 
 from api.database import _connect, describe, nothing_to_reset
 from api.headers import RepeatedHeader, only_header
@@ -58,6 +50,16 @@ from ledger.store.read_connections import Pool
 from ledger.text import unsigned_number
 from projections.queries import Views
 from projections.runner import all_projections
+
+if TYPE_CHECKING:  # the ASGI types alone: the command line reads views without Litestar
+    from litestar.types import (
+        ASGIApp,
+        HTTPResponseBodyEvent,
+        HTTPResponseStartEvent,
+        Receive,
+        Scope,
+        Send,
+    )
 
 log = logging.getLogger(__name__)
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 
 import asyncpg
-from litestar.di import NamedDependency
 
 from api.access.page_tokens import PageTokens
 from api.access.tokens import TokenService
-from api.database import read_connections
-from api.read_side import ReadSide
-from api.settings import Settings
-from ledger.bootstrap import build_ledger
+from api.database import SERVICE_SETTINGS, describe, open_database, read_connections
+from api.read_side import ReadSide, open_standby_pool
+from api.settings import Settings, SettingsError, stripe_deliveries_refused, unlisted_currency
+from ledger.bootstrap import NoPaymentGateway, build_ledger
 from ledger.ports import Clock, PaymentGateway, system_clock
 from ledger.service import CheckoutLinks, Ledger, Pricing
 from ledger.store.commit import WRITERS
 from ledger.store.event_store import EventStore
 from ledger.store.read_connections import Pool, ReadConnections
 from projections.queries import Views
+
+log = logging.getLogger("ledger")
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,6 @@ class Services:
         """What a read no command needs takes its connection from: ``read_pool``, or the
         pool where there is no share (the CLI)."""
         return self.read_pool or self.pool
-
-
-ServicesDependency = NamedDependency[Services]
-"""Declares a route's ``services`` parameter as the injected Services."""
 
 
 def build_services(
@@ -108,3 +109,87 @@ def build_services(
         stripe_livemode=settings.stripe_livemode,
         read_pool=reads,
     )
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    stripe_api_base: str | None = None,
+    set_up_first: bool = True,
+    pool_wait: float | None = None,
+    server_settings: dict[str, str] = SERVICE_SETTINGS,
+    payments: bool = True,
+    clock: Clock = system_clock,
+) -> AsyncIterator[Services]:
+    """Database pool, migrations, Stripe gateway and services; closed on exit.
+
+    ``set_up_first=False``: no migrations nor grants applied (``service_url``).
+    ``pool_wait``: how long a connection is waited for (``create_pool``; the API's).
+    ``server_settings``: the pool's sessions' (``create_pool``).
+    ``payments=False``: for a command that takes no payment and makes no link (tokens,
+    accounts, grants): no Stripe client, webhook secret or page key, so that production's
+    operator need not hold those secrets to run it. ``clock``: the commands' (the tests').
+
+    The ledger's clock is measured against the database's once here, so that a command of
+    the CLI, too, is refused while it is too far off (ledger/clock_guard.py); the API
+    measures it again in the background."""
+    async with AsyncExitStack() as stack:
+        pool, _, database_url, given_url = await stack.enter_async_context(
+            open_database(
+                settings,
+                set_up_first=set_up_first,
+                pool_wait=pool_wait,
+                server_settings=server_settings,
+            )
+        )
+        log.debug("event store: %s", describe(database_url))
+        gateway: PaymentGateway = NoPaymentGateway()
+        if payments:
+            from ledger.adapters.stripe_gateway import StripeGateway
+
+            gateway = stripe = StripeGateway(
+                settings.stripe_secret_key or "sk_test_standin",
+                api_base=stripe_api_base or settings.stripe_api_base,
+            )
+            stack.push_async_callback(stripe.close)
+            if (unlisted := unlisted_currency(settings)) is not None:
+                log.warning("%s", unlisted)
+        standby = await stack.enter_async_context(open_standby_pool(settings.database_read_url))
+        services = build_services(
+            pool,
+            settings,
+            gateway,
+            webhook_secrets(settings) if payments else [],
+            database_url,
+            page_key(settings) if payments else secrets.token_hex(32),  # signs no link
+            standby,
+            clock,
+        )
+        # Before the pool closes: a command's writes are committed, the writers' kept
+        # connections given back, and no task of the committer outlives it.
+        stack.push_async_callback(services.ledger.uow.committer.stop)
+        await services.ledger.clock_guard.check(pool)
+        yield replace(services, admin_url=settings.database_admin_url or given_url)
+
+
+def webhook_secrets(settings: Settings) -> list[str]:
+    """The configured secrets; in development, the stand-in's generated one."""
+    if settings.webhook_secrets or settings.production:
+        return settings.webhook_secrets
+    if (refused := stripe_deliveries_refused(settings)) is not None:
+        log.warning("%s", refused)
+    from api.development import development_webhook_secret
+
+    return [development_webhook_secret(settings)]
+
+
+def page_key(settings: Settings) -> str:
+    """``LEDGER_PAGE_KEY``; in development, one generated once under the data folder."""
+    if settings.page_key:
+        return settings.page_key
+    if settings.production:
+        raise SettingsError("LEDGER_ENV=production needs LEDGER_PAGE_KEY")
+    from api.development import development_page_key
+
+    return development_page_key(settings)

@@ -14,11 +14,12 @@ from litestar.params import FromPath, QueryParameter
 
 from api.access.guards import allow, own_account_or
 from api.access.tokens import Scope
+from api.dependencies import ServicesDependency
 from api.openapi import BEARER, VIEW_READ_HEADERS, errors
 from api.pagination import After, Limit, page
 from api.read_side import Source
 from api.schemas import AccountCredits
-from api.services import Services, ServicesDependency
+from api.services import Services
 from api.validation import ValidationFailed, moment_as_read
 from ledger.domain.account import kept_as_written
 from ledger.domain.errors import AccountNotFound

@@ -16,7 +16,7 @@ import html
 from litestar import MediaType, Response, get
 from litestar.params import FromQuery
 
-from api.services import ServicesDependency
+from api.dependencies import ServicesDependency
 from ledger.domain.checkout import MISMATCHED
 
 REFRESH_SECONDS = 2

@@ -10,13 +10,14 @@ from litestar.params import Body as Documented
 
 from api.access.guards import Caller, allow, customer_account
 from api.access.tokens import Scope
+from api.dependencies import ServicesDependency
 from api.express import Call, Declined, express
 from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example, write_errors
 from api.pagination import After, Limit, page, page_of_rows
 from api.read_side import answered_from_the_write_side, views_caught_up
 from api.routes.auditors import AsOf, credits_as_of
 from api.schemas import AccountCredits, PurchaseRequest
-from api.services import Services, ServicesDependency
+from api.services import Services
 from api.validation import Body, OptionalIdempotencyKey
 from ledger.domain.ids import account_stream_id
 from ledger.handlers.purchases import CheckoutStarted

@@ -11,6 +11,7 @@ from litestar.params import FromPath, QueryParameter
 
 from api.access.guards import allow
 from api.access.tokens import Scope
+from api.dependencies import ServicesDependency
 from api.grant_reads import grants_now
 from api.openapi import (
     BEARER,
@@ -22,7 +23,6 @@ from api.openapi import (
 )
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import GrantRequest, VoidGrantRequest
-from api.services import ServicesDependency
 from api.validation import (
     Body,
     IdempotencyKey,

@@ -10,10 +10,11 @@ from litestar.params import FromPath
 
 from api.access.guards import allow
 from api.access.tokens import Scope
+from api.dependencies import ServicesDependency
 from api.express import Call, express
 from api.openapi import BEARER, COMMAND_HEADERS, errors, example, write_errors
 from api.schemas import DEFAULT_HOLD_SECONDS, CaptureHoldRequest, PlaceHoldRequest
-from api.services import Services, ServicesDependency
+from api.services import Services
 from api.validation import Body, IdempotencyKey, OptionalIdempotencyKey
 from ledger.commands import HoldOutcome, PlaceHold, SettleHold
 from ledger.handlers.holds import Hold

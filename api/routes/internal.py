@@ -11,6 +11,7 @@ from litestar.params import FromPath
 
 from api.access.guards import allow, own_account_or
 from api.access.tokens import Scope
+from api.dependencies import ServicesDependency
 from api.express import Call, Declined, express
 from api.openapi import BEARER, COMMAND_HEADERS, VIEW_READ_HEADERS, errors, example, write_errors
 from api.routes.auditors import AsOf, credits_as_of
@@ -23,7 +24,7 @@ from api.schemas import (
     OpenAccountRequest,
     SpendRequest,
 )
-from api.services import Services, ServicesDependency
+from api.services import Services
 from api.validation import Body, IdempotencyKey, OptionalBody, OptionalIdempotencyKey
 from ledger.commands import ChangeAllowance, OpenAccount, ResetMonth, SpendCredits
 from ledger.handlers.accounts import Spent

@@ -12,6 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 
 from api.access.guards import Unauthenticated, bearer_token
+from api.dependencies import ServicesDependency
 from api.metrics import (
     CONTENT_TYPE,
     METRICS_PATH,
@@ -21,7 +22,6 @@ from api.metrics import (
     set_clock_gauges,
 )
 from api.openapi import errors
-from api.services import ServicesDependency
 
 READY_TIMEOUT_SECONDS = 2.0
 

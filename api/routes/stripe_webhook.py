@@ -13,13 +13,14 @@ from litestar.openapi.spec import Example
 from litestar.params import Body as Documented
 from litestar.params import HeaderParameter
 
+from api.dependencies import ServicesDependency
 from api.errors import SIGNED_BODY
 from api.express import Call, Declined, express
 from api.log_context import set_stripe_event_id
 from api.metrics import webhook_outcomes
 from api.openapi import COMMAND_HEADERS, errors, example
 from api.schemas import StripeEvent, WebhookReceived
-from api.services import Services, ServicesDependency
+from api.services import Services
 from api.validation import RawBody
 from ledger.adapters.stripe_webhooks import InvalidWebhook, parse_event, verify_signature
 

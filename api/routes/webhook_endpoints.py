@@ -16,10 +16,10 @@ from litestar.params import FromPath
 
 from api.access.guards import Caller, allow
 from api.access.tokens import Scope
+from api.dependencies import ServicesDependency
 from api.openapi import BEARER, COMMAND_HEADERS, errors, example, write_errors
 from api.pagination import After, Limit, page, page_of_rows
 from api.schemas import LowBalanceThreshold, ThresholdRequest, WebhookEndpointRequest
-from api.services import ServicesDependency
 from api.validation import Body, OptionalIdempotencyKey, ValidationFailed
 from ledger.commands import SetLowBalanceThreshold
 from ledger.notifications.addresses import NonPublicAddress, UnresolvableHost

@@ -19,8 +19,7 @@ import msgspec
 import pytest
 
 from api.access.tokens import Scope
-from api.app import open_services
-from api.services import Services
+from api.services import Services, open_services
 from api.settings import Settings
 from ledger.clock_guard import ClockGuard, ClockSkewed
 from ledger.commands import OpenAccount, SpendCredits

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from api.app import webhook_secrets
+from api.services import webhook_secrets
 from api.settings import Settings
 
 WARNING = (
