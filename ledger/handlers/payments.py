@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -61,9 +60,10 @@ class Received(msgspec.Struct, frozen=True):
     applied: bool
 
 
-@dataclass
-class PaymentState:
-    """The streams a Stripe event may change."""
+class PaymentState(msgspec.Struct):
+    """The streams a Stripe event may change.
+
+    A Struct, not a dataclass: made once a delivery, in a fifth of the instructions."""
 
     session: CheckoutSession | None = None
     account: CreditAccount | None = None
@@ -71,8 +71,8 @@ class PaymentState:
     linked_to: str | None = None
     """The session a payment intent with no stream is linked to, as its claim says: looked up
     for a payment only when it is decided again (the first attempt leaves it to the commit)."""
-    changed: list[Aggregate] = field(default_factory=list)
-    keys: list[ClaimRecord] = field(default_factory=list)
+    changed: list[Aggregate] = msgspec.field(default_factory=list)
+    keys: list[ClaimRecord] = msgspec.field(default_factory=list)
     at: datetime | None = None
     """The command's time: the account's expiries due then are recorded before it changes."""
     expiries_recorded: bool = False
