@@ -191,3 +191,64 @@ def test_a_copy_of_a_decided_copy_is_read_at_the_interpreters_quick_path() -> No
         read(copy)
     opnames = {i.opname for i in dis.get_instructions(read, adaptive=True)}  # type: ignore[call-arg]
     assert "LOAD_ATTR_WITH_HINT" in opnames, opnames
+
+
+def _remembered_then_decided(repository: Repository) -> CreditAccount:
+    """An account in memory, and a copy of it a decision changed (its dicts those cached)."""
+    opened = account()
+    repository._remember(opened)
+    decided = copy_of(opened)
+    decided.purchase("cs_1", 10)
+    decided.collect_events()
+    return decided
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [([1], "list"), ({"x": [1]}, "list"), (Thawed(1), "Thawed"), (bytearray(b"x"), "bytearray")],
+)
+def test_a_decided_copy_holding_a_value_that_could_change_is_refused_by_the_cache(
+    value: object, kind: str
+) -> None:
+    """A state whose dicts are those its last write had is checked in one look at its
+    values' types (``_dicts_copied``): a value of any other type is still refused, in an
+    attribute of its own, in place of a dict or in one."""
+    for name in ("extra", "holds", "allowance_remaining"):
+        repository = Repository(None)  # type: ignore[arg-type]  # no store read
+        decided = _remembered_then_decided(repository)
+        decided.__dict__[name] = value
+
+        with pytest.raises(MutableState, match=f"holds a {kind}, which can change"):
+            repository._remember(decided)
+
+
+def test_a_decided_copy_with_a_dict_the_cached_state_had_not_keeps_a_copy_of_it() -> None:
+    """A dict not named by the cached state (a new attribute, or a value that was not a dict)
+    is found and copied all the same: changing the decided copy's reaches no later copy."""
+    for name in ("extra", "low_balance_threshold"):
+        repository = Repository(None)  # type: ignore[arg-type]  # no store read
+        decided = _remembered_then_decided(repository)
+        decided.__dict__[name] = {"a": Frozen(1)}
+        repository._remember(decided)
+
+        decided.__dict__[name]["b"] = Frozen(2)
+        later = asyncio.run(repository.get(CreditAccount, decided.id))  # from memory
+
+        assert later is not None
+        assert later.__dict__[name] == {"a": Frozen(1)}
+        assert name in repository._cache[decided.id.int][2]
+
+
+def test_a_decided_copy_whose_dict_became_another_value_is_kept_as_it_is() -> None:
+    """A named dict no longer a dict: the state is checked value by value, and its dicts
+    are named again (the next copy copies only those)."""
+    repository = Repository(None)  # type: ignore[arg-type]  # no store read
+    decided = _remembered_then_decided(repository)
+    decided.__dict__["holds"] = (1, 2)
+    repository._remember(decided)
+
+    _, state, dicts = repository._cache[decided.id.int]
+    assert state["holds"] == (1, 2)
+    assert dicts == ("grants",)
+    assert state["grants"] == {}
+    assert state["grants"] is not decided.grants
