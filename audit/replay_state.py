@@ -134,7 +134,7 @@ class Stream:
         self.first_position = first_position
         self.statement_lines = 0
         self.statement_digest: Any = None
-        """The MD5 of its statement lines so far (``StreamReplay._check_event``), once it
+        """The MD5 of its statement lines so far (``StreamReplay.replay``), once it
         has one."""
         self.statement_after = (0, 0, 0)
         """The buckets (allowance, top-up, granted) after the stream's last statement line."""

@@ -241,7 +241,7 @@ class StreamReplay:
             try:
                 # The mapper's fast path called here, found with the topic (no cache wrapper,
                 # no frame): the general path when it has none or does not fit.
-                domain_event = None
+                domain_event: Any = None
                 if fast is not None:
                     try:
                         domain_event = fast(
@@ -327,7 +327,131 @@ class StreamReplay:
                 event,
             )
         if replayed is not None:
-            self._check_event(stream, event, domain_event, microseconds)
+            # The checks of the event applied, written out here rather than in a method of
+            # their own: a frame fewer for every event (~680 instructions of ~53,270,
+            # bench.verify_instructions); a Checkout session's, a few in a hundred, have one.
+            # The event's own time, which its command was judged at, against the database's:
+            # compared with the bounds that hold for any event recorded in the window of
+            # ``_timed``, made again only when an event is recorded past it; exactly only where
+            # those bounds do not settle it. ~1,150 instructions an event (2.1 %,
+            # bench.verify_instructions); a datetime's arithmetic for every event cost ~3,150.
+            if not self._window_from <= microseconds < self._window_to:
+                self._timed(microseconds)
+            own_time = domain_event.timestamp
+            try:
+                near = self._earliest <= own_time <= self._latest
+            except TypeError:  # a time with no offset, which a stored event may hold
+                near = False
+            if not near:
+                self._check_time(stream, event, own_time, microseconds)
+            aggregate = replayed
+            if isinstance(aggregate, CreditAccount):
+                # Of the allowance, what open holds reserve (and resets kept for them) is not
+                # free: a spend or hold recorded as taking it, parts adding up and credits to
+                # spare, made credits (the reset carries the share whole). ``free_allowance``,
+                # written out, and only with holds open (resets keep nothing for held top-ups
+                # but while they are): most accounts have none, and a replay checks every event.
+                remaining = aggregate.allowance_remaining
+                reserved = (
+                    aggregate.kept_for_holds + aggregate.held_totals.from_allowance
+                    if aggregate.holds
+                    else 0
+                )
+                if remaining < reserved:
+                    self._find(
+                        "negative-allowance",
+                        f"allowance {remaining}"
+                        + (f", of which open holds reserve {reserved}" if reserved else ""),
+                        stream,
+                        event,
+                    )
+                if kind in _MAY_OVERDRAW:
+                    # ``available``, written out: the property's call cost every spend and hold
+                    # ~1,200 instructions (bench.verify_instructions).
+                    held = aggregate.held_totals.held
+                    available = remaining + aggregate.granted + aggregate.topup_balance - held
+                    if available < 0:
+                        self._find(
+                            "overdrawn",
+                            f"a {'hold' if kind is HoldPlaced else 'spend'} left {available} "
+                            "credits available",
+                            stream,
+                            event,
+                        )
+                if kind is CreditsSpent:  # nearly every event: its attribute, with no call
+                    touched = domain_event.from_grants
+                else:
+                    grants_of = _GRANTS_TOUCHED.get(kind)
+                    touched = grants_of(domain_event) if grants_of is not None else None
+                if touched:
+                    self._check_grants(stream, event, domain_event, touched)
+                if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
+                    self._hold_row(aggregate.account_id, event, domain_event)
+                if kind is CreditsPurchased:
+                    self.credited.setdefault(domain_event.session_id, []).append(
+                        (aggregate.account_id, domain_event.credits, event.notification_id)
+                    )
+                elif kind in _TAKEN_BACK:
+                    self._account_took_back(aggregate.account_id, domain_event, event)
+                head = _LINE_HEADS.get(kind)  # one of STATEMENT_EVENTS
+                if head is not None and event.notification_id <= self._statement_at:
+                    # The statement line the event makes (its buckets are the account's
+                    # after it), in bytes as ``_STATEMENT_DIGESTS`` packs the view's; written
+                    # out here, not a function of its own: nearly every event makes one.
+                    stream.statement_lines += 1
+                    a0, t0, g0 = stream.statement_after
+                    a1, t1, g1 = stream.statement_after = (
+                        aggregate.allowance_remaining,
+                        aggregate.topup_balance,
+                        aggregate.granted,
+                    )
+                    da, dt, dg = a1 - a0, t1 - t0, g1 - g0
+                    pack, name, describe = head
+                    # description_of(), written out, and a spend's (nearly every line's)
+                    # without the call of its lambda in ``DESCRIPTIONS``.
+                    description = (
+                        (domain_event.reason or SPENT)
+                        if kind is CreditsSpent
+                        else describe(domain_event)
+                    )
+                    if "\x00" in description:  # as_text(), written out: a call a line fewer
+                        description = as_text(description)
+                    try:
+                        line = (
+                            pack(
+                                event.notification_id,
+                                event.originator_version,
+                                da + dt + dg,
+                                da,
+                                dt,
+                                dg,
+                                a1,
+                                t1,
+                                g1,
+                                a1 + t1 + g1,
+                                microseconds,
+                                name,
+                                len(description),
+                            )
+                            + description.encode()
+                        )
+                    except struct.error:  # a number past a bigint, which no view's line holds
+                        self._find(
+                            "statement-view",
+                            f"its statement line holds a number past a bigint ({da + dt + dg} "
+                            f"changed, {a1 + t1 + g1} after), which the view at position "
+                            f"{self._statement_at} cannot hold",
+                            stream,
+                            event,
+                        )
+                        line = b"a line no view holds"
+                    if stream.statement_digest is None:
+                        # A digest, not a seal.
+                        stream.statement_digest = hashlib.md5(line)  # noqa: S324
+                    else:
+                        stream.statement_digest.update(line)
+            elif isinstance(aggregate, CheckoutSession):
+                self._follow_session(stream, event, domain_event, kind)
         snapshot = (
             stream.snapshots.pop(event.originator_version, None) if stream.snapshots else None
         )
@@ -652,145 +776,27 @@ class StreamReplay:
                 event,
             )
 
-    def _check_event(
-        self, stream: Stream, event: ReplayedEvent, domain_event: Any, microseconds: int
+    def _follow_session(
+        self, stream: Stream, event: ReplayedEvent, domain_event: Any, kind: type
     ) -> None:
-        # The event's own time, which its command was judged at, against the database's:
-        # compared with the bounds that hold for any event recorded in the window of
-        # ``_timed``, made again only when an event is recorded past it; exactly only where
-        # those bounds do not settle it. ~1,150 instructions an event (2.1 %,
-        # bench.verify_instructions); a datetime's arithmetic for every event cost ~3,150.
-        if not self._window_from <= microseconds < self._window_to:
-            self._timed(microseconds)
-        own_time = domain_event.timestamp
-        try:
-            near = self._earliest <= own_time <= self._latest
-        except TypeError:  # a time with no offset, which a stored event may hold
-            near = False
-        if not near:
-            self._check_time(stream, event, own_time, microseconds)
+        """What a Checkout session's event changes of what the checks across streams and
+        the purchases view are given, after it is applied."""
         aggregate = stream.aggregate
-        kind = type(domain_event)
-        if isinstance(aggregate, CreditAccount):
-            # Of the allowance, what open holds reserve (and resets kept for them) is not free:
-            # a spend or hold recorded as taking it, parts adding up and credits to spare, made
-            # credits (the reset carries the share whole). ``free_allowance``, written out,
-            # and only with holds open (resets keep nothing for held top-ups but while they
-            # are): most accounts have none, and a replay checks every event.
-            remaining = aggregate.allowance_remaining
-            reserved = (
-                aggregate.kept_for_holds + aggregate.held_totals.from_allowance
-                if aggregate.holds
-                else 0
-            )
-            if remaining < reserved:
-                self._find(
-                    "negative-allowance",
-                    f"allowance {remaining}"
-                    + (f", of which open holds reserve {reserved}" if reserved else ""),
-                    stream,
-                    event,
-                )
-            if kind in _MAY_OVERDRAW:
-                # ``available``, written out: the property's call cost every spend and hold
-                # ~1,200 instructions (bench.verify_instructions).
-                held = aggregate.held_totals.held
-                available = remaining + aggregate.granted + aggregate.topup_balance - held
-                if available < 0:
-                    self._find(
-                        "overdrawn",
-                        f"a {'hold' if kind is HoldPlaced else 'spend'} left {available} "
-                        "credits available",
-                        stream,
-                        event,
-                    )
-            if kind is CreditsSpent:  # nearly every event: its attribute, with no call
-                touched = domain_event.from_grants
-            else:
-                grants_of = _GRANTS_TOUCHED.get(kind)
-                touched = grants_of(domain_event) if grants_of is not None else None
-            if touched:
-                self._check_grants(stream, event, domain_event, touched)
-            if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
-                self._hold_row(aggregate.account_id, event, domain_event)
-            if kind is CreditsPurchased:
-                self.credited.setdefault(domain_event.session_id, []).append(
-                    (aggregate.account_id, domain_event.credits, event.notification_id)
-                )
-            elif kind in _TAKEN_BACK:
-                self._account_took_back(aggregate.account_id, domain_event, event)
-            head = _LINE_HEADS.get(kind)  # one of STATEMENT_EVENTS
-            if head is not None and event.notification_id <= self._statement_at:
-                # The statement line the event makes (its buckets are the account's after
-                # it), in bytes as ``_STATEMENT_DIGESTS`` packs the view's; written out here,
-                # not a function of its own: nearly every event makes one.
-                stream.statement_lines += 1
-                a0, t0, g0 = stream.statement_after
-                a1, t1, g1 = stream.statement_after = (
-                    aggregate.allowance_remaining,
-                    aggregate.topup_balance,
-                    aggregate.granted,
-                )
-                da, dt, dg = a1 - a0, t1 - t0, g1 - g0
-                pack, name, describe = head
-                # description_of(), written out, and a spend's (nearly every line's) without
-                # the call of its lambda in ``DESCRIPTIONS``.
-                description = (
-                    (domain_event.reason or SPENT)
-                    if kind is CreditsSpent
-                    else describe(domain_event)
-                )
-                if "\x00" in description:  # as_text(), written out: a call a line fewer
-                    description = as_text(description)
-                try:
-                    line = (
-                        pack(
-                            event.notification_id,
-                            event.originator_version,
-                            da + dt + dg,
-                            da,
-                            dt,
-                            dg,
-                            a1,
-                            t1,
-                            g1,
-                            a1 + t1 + g1,
-                            microseconds,
-                            name,
-                            len(description),
-                        )
-                        + description.encode()
-                    )
-                except struct.error:  # a number past a bigint, which no view's line holds
-                    self._find(
-                        "statement-view",
-                        f"its statement line holds a number past a bigint ({da + dt + dg} "
-                        f"changed, {a1 + t1 + g1} after), which the view at position "
-                        f"{self._statement_at} cannot hold",
-                        stream,
-                        event,
-                    )
-                    line = b"a line no view holds"
-                if stream.statement_digest is None:
-                    stream.statement_digest = hashlib.md5(line)  # noqa: S324 (a digest, not a seal)
-                else:
-                    stream.statement_digest.update(line)
-        elif isinstance(aggregate, CheckoutSession):
-            if kind in _BEFORE_ADJUSTMENTS:
-                stream.older_disputes = True
-            if kind in _MOVES_CREDITS:
-                for n, moved in enumerate(MOVED):
-                    stream.moved[n] += getattr(domain_event, moved, 0)
-            if kind is CheckoutRequested:
-                stream.requested_at = event.recorded_at
-                if not MIN_CREDITS <= domain_event.credits <= MAX_CREDITS:
-                    self._check_credits(stream, event, domain_event)
-            elif kind is CheckoutPaid and stream.paid_at is None:
-                stream.paid_at = event.recorded_at
-            if changes_purchase(domain_event):
-                stream.updated_at = event.recorded_at
-            if event.notification_id <= self.positions.get("purchases", 0):
-                stream.purchase_status = purchase_at(aggregate, stream)
+        if kind in _BEFORE_ADJUSTMENTS:
+            stream.older_disputes = True
+        if kind in _MOVES_CREDITS:
+            for n, moved in enumerate(MOVED):
+                stream.moved[n] += getattr(domain_event, moved, 0)
+        if kind is CheckoutRequested:
+            stream.requested_at = event.recorded_at
+            if not MIN_CREDITS <= domain_event.credits <= MAX_CREDITS:
+                self._check_credits(stream, event, domain_event)
+        elif kind is CheckoutPaid and stream.paid_at is None:
+            stream.paid_at = event.recorded_at
+        if changes_purchase(domain_event):
+            stream.updated_at = event.recorded_at
+        if event.notification_id <= self.positions.get("purchases", 0):
+            stream.purchase_status = purchase_at(aggregate, stream)
 
     def _check_credits(
         self, stream: Stream, event: ReplayedEvent, requested: CheckoutRequested
@@ -1261,7 +1267,7 @@ _GRANTS_TOUCHED: dict[type, Callable[[Any], Collection[str]]] = {
     CreditsGranted: lambda granted: [granted.grant_id],
     GrantExpired: lambda expired: [expired.grant_id],
     GrantVoided: lambda voided: [voided.grant_id],
-    CreditsSpent: attrgetter("from_grants"),  # read without a call in _check_event
+    CreditsSpent: attrgetter("from_grants"),  # read without a call in replay
     HoldPlaced: attrgetter("from_grants"),
     HoldCaptured: lambda captured: captured.from_grants.keys() | captured.grants_lapsed.keys(),
     HoldReleased: attrgetter("grants_lapsed"),

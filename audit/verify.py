@@ -214,7 +214,7 @@ _STREAM_ACCOUNTS = """
 # 8-byte big-endian integers (the time as PostgreSQL keeps it, microseconds since 2000),
 # then its type (an ASCII class name, as the hash chain prefixes a topic) and description,
 # each after its length in characters, in UTF-8
-# (``_check_event`` packs the replay's so). Bytes, not text: PostgreSQL's cost is the
+# (``StreamReplay.replay`` packs the replay's so). Bytes, not text: PostgreSQL's cost is the
 # same (~1 s of CPU for 1,000,000 lines; the line count and last balance this replaced took
 # 0.25 s), and the replay packs a line in half the time it formatted one.
 # The text's UTF-8 bytes by ``textsend``, which gives them in the client's encoding: UTF-8 on
