@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from audit.checkpoint import CheckpointReplay
+from audit.checkpoint_replay import CheckpointReplay
 from audit.replay_state import HIDDEN_SHOWN, AuditedEvent, GivenBack, Part, StoredSnapshot
 from audit.stream_replay import StreamReplay
 from audit.time_skew import MAX_TIME_SKEW_SECONDS

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import msgspec
 
-from audit.checkpoint import CheckpointReplay
+from audit.checkpoint_replay import CheckpointReplay
 from audit.findings import Finding
 from ledger.domain.adjustments import Dispute, Refund, Worth
 from ledger.domain.events import CreditsGranted, CreditsSpent, HoldPlaced, low_balance_threshold

@@ -18,7 +18,7 @@ import msgspec
 from eventsourcing.persistence import StoredEvent
 
 from audit.appliers import APPLIERS, TOPICS, applier_of, topic_of
-from audit.checkpoint import CheckpointReplay
+from audit.checkpoint_replay import CheckpointReplay
 from audit.findings import Finding
 from audit.replay_state import (
     CLAIMED,
