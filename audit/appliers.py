@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from eventsourcing.domain import CanMutateAggregate
+from eventsourcing.utils import resolve_topic
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.account import on as account_evolution
@@ -55,20 +56,25 @@ def applier_of(kind: type) -> _Applier:
 
 assert CheckoutEvent.apply is AccountEvent.apply  # one function, which evolve() alone follows
 
-_Topic = tuple[bytes, FastDecode | None]
+_Topic = tuple[bytes, FastDecode | None, Any, Any]
 TOPICS: dict[str, _Topic] = {}
-"""Each topic (a store has a few dozen) as the hash chain hashes it, and its fast decoder
-(``ledger.store.mapper``): a plain dict, read with ``get``, one lookup an event (a dict
-subclass with ``__missing__`` is not specialised by CPython 3.11: ~200 instructions more a
-lookup, and a ``functools.cache`` wrapper ~550)."""
+"""Each topic (a store has a few dozen) as the hash chain hashes it, its fast decoder
+(``ledger.store.mapper``) and the ``APPLIERS`` entry of the class that decoder makes (an
+event it decodes is of exactly that class: one lookup an event fewer, ~340 instructions of
+~53,000, bench.verify_instructions; an event the general path decodes is looked up by its
+class): a plain dict, read with ``get``, one lookup an event (a dict subclass with
+``__missing__`` is not specialised by CPython 3.11: ~200 instructions more a lookup, and a
+``functools.cache`` wrapper ~550)."""
 
 
 def topic_of(topic: str) -> _Topic:
     """``TOPICS``' entry of a topic not met before, kept. A topic that names no class has
-    no fast decoder: the general path raises for it, and the event is unreadable."""
+    no fast decoder (nor an applier): the general path raises for it, and the event is
+    unreadable."""
     try:
         fast = fast_decoder(topic)
     except Exception:  # the general path raises it again: a finding
         fast = None
-    TOPICS[topic] = made = (length_prefixed(topic), fast)
+    owner, method = applier_of(resolve_topic(topic)) if fast is not None else (None, None)
+    TOPICS[topic] = made = (length_prefixed(topic), fast, owner, method)
     return made

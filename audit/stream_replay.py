@@ -207,7 +207,7 @@ class StreamReplay:
             stream.aggregate, CreditAccount
         ):
             self._freeze_figures_before(stream, event.notification_id)
-        prefixed_topic, fast = _known_topic(event.topic) or topic_of(event.topic)
+        prefixed_topic, fast, owner, method = _known_topic(event.topic) or topic_of(event.topic)
         previous_hash, previous_version = stream.hash, stream.version
         in_sequence = event.originator_version == previous_version + 1
         microseconds = event.microseconds
@@ -251,6 +251,10 @@ class StreamReplay:
                         domain_event = None  # the general path decides, and says what is wrong
                 if domain_event is None:  # an older shape to upcast, or no fast path
                     domain_event = self.mapper.to_domain_event(event)
+                    # The topic's applier is the fast decoder's class's: this one's, by class.
+                    owner, method = _known_applier(type(domain_event)) or applier_of(
+                        type(domain_event)
+                    )
                 kind = type(domain_event)
                 if kind is MonthlyAllowanceReset:
                     self._check_reset(stream, event, domain_event)
@@ -282,7 +286,6 @@ class StreamReplay:
                 elif kind is CreditsGranted:
                     self._check_grant(stream, event, domain_event)
                 aggregate = stream.aggregate
-                owner, method = _known_applier(kind) or applier_of(kind)
                 if type(aggregate) is owner:
                     # The library's mutate() without its two checks, which hold here: the
                     # aggregate is this stream's (by id) and at the version before this one

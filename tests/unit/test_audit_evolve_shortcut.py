@@ -2,15 +2,19 @@
 call, and only while that ``evolve`` is its registry's own (``audit.appliers.applier_of``)."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import pytest
+from eventsourcing.utils import get_topic
 
 from audit import appliers
-from audit.appliers import applier_of
+from audit.appliers import applier_of, topic_of
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
 from ledger.domain.events import AccountOpened, CheckoutPaid, CreditsSpent
+from ledger.store.mapper import MsgspecMapper
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +40,26 @@ def test_an_evolve_that_does_more_is_called_itself(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(CreditAccount, "evolve", evolve)
     assert applier_of(CreditsSpent) == (None, None)
+
+
+def test_a_topic_keeps_the_applier_of_the_class_its_fast_decoder_makes() -> None:
+    for kind in (CreditsSpent, CheckoutPaid, AccountOpened):
+        assert topic_of(get_topic(kind))[2:] == applier_of(kind)
+    spent = CreditsSpent(
+        originator_id=uuid4(),
+        originator_version=2,
+        timestamp=datetime.now(UTC),
+        amount=3,
+        from_allowance=3,
+        from_topup=0,
+        reason="",
+    )
+    stored = MsgspecMapper().to_stored_event(spent)
+    _, fast, owner, _ = topic_of(stored.topic)
+    assert fast is not None
+    assert owner is CreditAccount
+    assert type(fast(stored.state, spent.originator_id, 2)) is CreditsSpent
+
+
+def test_a_topic_that_names_no_class_has_no_applier() -> None:
+    assert topic_of("ledger.domain.events:NoSuchEvent")[1:] == (None, None, None)
