@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -64,6 +65,13 @@ for a while only: a pool closes once every connection is back, also the pool of 
 committer nobody stopped. The task that sends the NOTIFY keeps its connection as long."""
 
 _APPEND = "SELECT command, outcome, positions FROM append($1, $2, $3)"
+ROW_FIELDS = 9  # append_row's
+ROWS_AS_PARAMETERS = 128
+"""A batch of up to this many rows sends each field of each row as a parameter of its own
+(``_append_of``); a longer one sends its rows as an array (``_APPEND``). 128 rows make a
+statement of 9 kB: asyncpg keeps none longer than 15 kB prepared (``max_cacheable_statement_
+size``), and one it does not keep costs a round trip more each call."""
+_NO_ROW = (None,) * ROW_FIELDS
 _NOTIFY = f"NOTIFY {NOTIFY_CHANNEL}"
 _APPEND_ONE = "SELECT outcome, given FROM append_one($1, $2, $3, $4, $5, $6, $7, $8)"
 
@@ -104,11 +112,25 @@ async def write_batch(connection: Connection, batch: Sequence[Writes]) -> list[O
     try:
         if len(batch) == 1 and _is_one(batch[0]):
             return [await _write_one(connection, batch[0])]
-        write_rows, snapshot_rows = _rows(batch)
+        fields, snapshot_rows = _rows(batch)
+        count = len(fields) // ROW_FIELDS
         # None for no snapshots (nearly every batch): append() skips a NULL array as it
         # skips an empty one, and asyncpg's check of an array parameter, empty or not, cost
         # a paid Stripe delivery 11k instructions (callgrind, bench/spend_instructions.py).
-        rows = await connection.fetch(_APPEND, len(batch), write_rows, snapshot_rows or None)
+        if count > ROWS_AS_PARAMETERS:
+            rows = await connection.fetch(
+                _APPEND, len(batch), _as_rows(fields), snapshot_rows or None
+            )
+        else:
+            size = _padded(count)
+            rows = await connection.fetch(
+                _append_of(size),
+                len(batch),
+                count,
+                snapshot_rows or None,
+                *fields,
+                *_NO_ROW * (size - count),
+            )
     except BaseException:
         # append() and append_one() hold a session-level lock while they hand out
         # positions; their handler lets go of it on their own errors and on a cancel, but a
@@ -324,37 +346,66 @@ async def _woken(waiting: list[asyncio.Future[bool]], *, keeping: bool) -> bool:
                 waiting.remove(wake)
 
 
-def _rows(batch: Sequence[Writes]) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """The batch as append()'s two arrays of rows (``append_row``, sql/functions/
-    19_append_rows.sql): its events with its claims, and its snapshots. After its command's
-    number (from 1), a command's n-th row holds its n-th event and its n-th claim, NULLs
-    where it has fewer.
+def _padded(count: int) -> int:
+    """The rows ``_append_of`` takes for ``count`` rows: a power of two, so that a few
+    statements serve every batch (each a prepared statement of each connection's)."""
+    return 1 << max(count - 1, 0).bit_length()
 
-    Rows, not an array per column: asyncpg checks each element of an array parameter in
-    Python (``isinstance`` against ``collections.abc``, about 2,000 instructions each), so
-    a spend's event and claim cost sixteen checks in ten arrays of columns and four in one
-    row. Each row is made as one tuple: joining an event's part to a claim's (zip_longest,
-    tuple concatenation) cost a spend about 2,000 instructions more (callgrind).
+
+@functools.cache
+def _append_of(size: int) -> str:
+    """append() of the first $2 of ``size`` rows given field by field from $4 on (``_rows``'s
+    fields, NULLs after them), the snapshots' rows in $3.
+
+    Fields, not an array of rows: asyncpg checks an array parameter and each of its elements
+    in Python (``isinstance`` against ``collections.abc``, about 1,900 instructions each,
+    four a row: a spend 7.7k, a paid Stripe delivery 14-24k, callgrind), and a parameter
+    of a scalar type not at all. Cut to $2 rows in the statement, append() is given the
+    same array; PostgreSQL spends about 0.6 us a row more on building it than on reading
+    an array parameter (a batch of 48 rows)."""
+    rows = ", ".join(
+        "ROW(" + ", ".join(f"${first + field}" for field in range(ROW_FIELDS)) + ")::append_row"
+        for first in range(4, 4 + ROW_FIELDS * size, ROW_FIELDS)
+    )
+    return f"SELECT command, outcome, positions FROM append($1, (ARRAY[{rows}])[:$2], $3)"
+
+
+def _as_rows(fields: list[object]) -> list[tuple[object, ...]]:
+    """``fields`` as rows of ``ROW_FIELDS``."""
+    return list(zip(*[iter(fields)] * ROW_FIELDS, strict=True))
+
+
+def _rows(batch: Sequence[Writes]) -> tuple[list[object], list[tuple[object, ...]]]:
+    """The batch as append()'s rows (``append_row``, sql/functions/19_append_rows.sql):
+    the fields of its events with its claims, one row after another, and its snapshots'
+    rows. After its command's number (from 1), a command's n-th row holds its n-th event
+    and its n-th claim, NULLs where it has fewer.
+
+    Rows, not an array per column (when rows went as an array of them, ``_append_of``):
+    asyncpg checks each element of an array parameter in Python, so a spend's event and
+    claim cost sixteen checks in ten arrays of columns and four in one row. Each row is
+    added as one tuple: joining an event's part to a claim's (zip_longest, tuple
+    concatenation) cost a spend about 2,000 instructions more (callgrind).
     """
-    rows: list[tuple[object, ...]] = []
+    fields: list[object] = []
     snapshots: list[tuple[object, ...]] = []
     # fmt: off
     for number, writes in enumerate(batch, start=1):
         claims = iter(writes.claims)
         for event in writes.events:
             if (record := next(claims, None)) is None:
-                rows.append((number, event.originator_id, event.originator_version, event.topic,
-                             event.state, None, None, None, None))
+                fields += (number, event.originator_id, event.originator_version, event.topic,
+                           event.state, None, None, None, None)
             else:
                 claim = record.claim
-                rows.append((number, event.originator_id, event.originator_version, event.topic,
-                             event.state, claim.scope, claim.key, claim.fingerprint, record.answer))
+                fields += (number, event.originator_id, event.originator_version, event.topic,
+                           event.state, claim.scope, claim.key, claim.fingerprint, record.answer)
         for record in claims:  # those beyond its events
             claim = record.claim
-            rows.append((number, None, None, None, None,
-                         claim.scope, claim.key, claim.fingerprint, record.answer))
+            fields += (number, None, None, None, None,
+                       claim.scope, claim.key, claim.fingerprint, record.answer)
         for snapshot in writes.snapshots:
             snapshots.append((number, snapshot.originator_id, snapshot.originator_version,
                               snapshot.topic, snapshot.state, None, None, None, None))
     # fmt: on
-    return rows, snapshots
+    return fields, snapshots
