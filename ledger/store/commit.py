@@ -69,7 +69,7 @@ ROW_FIELDS = 9  # append_row's
 ROWS_AS_PARAMETERS = 128
 """A batch of up to this many rows sends each field of each row as a parameter of its own
 (``_append_of``); a longer one sends its rows as an array (``_APPEND``). 128 rows make a
-statement of 9 kB: asyncpg keeps none longer than 15 kB prepared (``max_cacheable_statement_
+statement of 10 kB: asyncpg keeps none longer than 15 kB prepared (``max_cacheable_statement_
 size``), and one it does not keep costs a round trip more each call."""
 _NO_ROW = (None,) * ROW_FIELDS
 _NOTIFY = f"NOTIFY {NOTIFY_CHANNEL}"
@@ -363,8 +363,10 @@ def _append_of(size: int) -> str:
     of a scalar type not at all. Cut to $2 rows in the statement, append() is given the
     same array; PostgreSQL spends about 0.6 us a row more on building it than on reading
     an array parameter (a batch of 48 rows)."""
+    # public.: a name not qualified finds a temporary table's type first (20_append.sql).
     rows = ", ".join(
-        "ROW(" + ", ".join(f"${first + field}" for field in range(ROW_FIELDS)) + ")::append_row"
+        "ROW(" + ", ".join(f"${n}" for n in range(first, first + ROW_FIELDS)) + ")"
+        "::public.append_row"
         for first in range(4, 4 + ROW_FIELDS * size, ROW_FIELDS)
     )
     return f"SELECT command, outcome, positions FROM append($1, (ARRAY[{rows}])[:$2], $3)"

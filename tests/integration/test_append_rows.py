@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from ledger.store import commit
 from ledger.store.claims import Claim
 from ledger.store.commit import ClaimRecord, Writes, write_batch
 from ledger.store.hash_chain import GENESIS, event_hash
@@ -98,10 +99,19 @@ class Model:
         return "ok"
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    ("seed", "rows_as_parameters"),
+    [(seed, commit.ROWS_AS_PARAMETERS) for seed in range(6)] + [(seed, 0) for seed in range(2)],
+)
 async def test_random_batches_are_stored_exactly_as_given(
-    isolated_db: IsolatedDatabase, seed: int
+    isolated_db: IsolatedDatabase,
+    seed: int,
+    rows_as_parameters: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Batches as rows' fields (``commit._append_of``) and, with ``rows_as_parameters`` 0,
+    every batch of a row or more as an array of rows, as a longer batch goes."""
+    monkeypatch.setattr(commit, "ROWS_AS_PARAMETERS", rows_as_parameters)
     # A database of its own: its events' made-up topics and states are no events of the
     # ledger's, which the suite's projector tests, reading the shared store, could not fold.
     store = isolated_db.store
