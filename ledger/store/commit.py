@@ -66,11 +66,13 @@ committer nobody stopped. The task that sends the NOTIFY keeps its connection as
 
 _APPEND = "SELECT command, outcome, positions FROM append($1, $2, $3)"
 ROW_FIELDS = 9  # append_row's
-ROWS_AS_PARAMETERS = 128
+ROWS_AS_PARAMETERS = 16
 """A batch of up to this many rows sends each field of each row as a parameter of its own
-(``_append_of``); a longer one sends its rows as an array (``_APPEND``). 128 rows make a
-statement of 10 kB: asyncpg keeps none longer than 15 kB prepared (``max_cacheable_statement_
-size``), and one it does not keep costs a round trip more each call."""
+(``_append_of``); a longer one sends its rows as an array (``_APPEND``). A served process's
+batches are a few commands; each statement size is prepared once on each connection, at
+~1.3M instructions for 128 rows (1,155 parameters, a codec looked up for each), so sizes
+stop at 16 (five statements of at most 147 parameters): a batch longer than that pays the
+array's checks, a small share of its own cost."""
 _NO_ROW = (None,) * ROW_FIELDS
 _NOTIFY = f"NOTIFY {NOTIFY_CHANNEL}"
 _APPEND_ONE = "SELECT outcome, given FROM append_one($1, $2, $3, $4, $5, $6, $7, $8)"
