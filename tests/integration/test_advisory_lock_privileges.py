@@ -21,7 +21,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from api.database import as_role
-from ledger.store.commit import _APPEND, _APPEND_ONE, Writes, _rows, write_batch
+from ledger.store.commit import _APPEND, _APPEND_ONE, Writes, _as_rows, _rows, write_batch
 from ledger.store.event_store import ORDERING_LOCK
 from ledger.store.migrate import (
     LOGIN_ROLES,
@@ -204,8 +204,8 @@ async def _call_the_write_function(
     if function == "append_one":
         await connection.fetchrow(_APPEND_ONE, stream, 1, TOPIC, b"{}", None, None, None, None)
     else:
-        write_rows, _ = _rows([Writes(events=[StoredEvent(stream, 1, TOPIC, b"{}")])])
-        await connection.fetch(_APPEND, 1, write_rows, None)
+        fields, _ = _rows([Writes(events=[StoredEvent(stream, 1, TOPIC, b"{}")])])
+        await connection.fetch(_APPEND, 1, _as_rows(fields), None)
 
 
 async def _holds_the_ordering_lock(admin: asyncpg.Connection, pid: int, granted: bool) -> bool:
