@@ -174,7 +174,14 @@ async def test_ctrl_c_while_a_command_starts_is_one_line_or_a_clean_stop(
                 output, _ = await asyncio.to_thread(process.communicate, timeout=30)
             except subprocess.TimeoutExpired as running:
                 if not swallowed_by_python(running.output):
-                    raise
+                    # Its whole output, and every process of the group ended: a bare
+                    # TimeoutExpired showed a few lines, and left its pipe to a later test.
+                    os.killpg(process.pid, signal.SIGKILL)
+                    output, _ = await asyncio.to_thread(process.communicate, timeout=60)
+                    pytest.fail(
+                        f"{command} interrupted {after} s after its start was still running "
+                        f"30 s later:\n{output}"
+                    )
                 os.killpg(process.pid, signal.SIGINT)  # again, as its user would
                 output, _ = await asyncio.to_thread(process.communicate, timeout=60)
             output = without_swallowed(output)
