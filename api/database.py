@@ -346,11 +346,9 @@ def _wait_for_what_works_in(pg: Path) -> None:
     0.25 s, and initdb's postgres goes on in the folder until it reads the end of its
     input: removed under it, the folder was written into again as it was made anew.
     """
-    import psutil
-
     deadline = time.monotonic() + STRAGGLERS_WAIT_SECONDS
     told: set[int] = set()
-    while working := _processes_working_in(pg.resolve(), psutil):
+    while working := _processes_working_in(pg.resolve()):
         if time.monotonic() > deadline:
             pids = ", ".join(str(process.pid) for process in working)
             raise DatabaseUnreachable(
@@ -372,8 +370,10 @@ def _wait_for_what_works_in(pg: Path) -> None:
 _SERVER_COMMANDS = frozenset({"initdb", "postgres", "pg_ctl"})
 
 
-def _processes_working_in(pg: Path, psutil: Any) -> list[Any]:
+def _processes_working_in(pg: Path) -> list[Any]:
     """PostgreSQL's commands working in ``pg`` (a shell a user left there is not waited for)."""
+    import psutil
+
     inside = f"{pg}{os.sep}"
     return [
         process

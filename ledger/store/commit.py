@@ -365,9 +365,9 @@ def _append_of(size: int) -> str:
     instructions a spend, not 12.5k (callgrind). Cut to $2 rows in the statement, append()
     is given the same array; PostgreSQL spends about 0.6 us a row more on building it than
     on reading an array parameter (a batch of 48 rows). The price: each size's first call
-    on a connection prepares it, and asyncpg looks up a codec for each parameter, about
-    1.3M instructions for a statement of 32 or 64 rows; a bench run of 1,000 spends met
-    3-7 such (a pool's connections taken in turn), as much as the binding saved."""
+    on a connection prepares it, and asyncpg looks up a codec for each parameter (about
+    1.3M instructions for 128 rows, which a 1,000-spend run met 3-7 times, as much as the
+    binding saved): hence ``ROWS_AS_PARAMETERS``."""
     # public.: a name not qualified finds a temporary table's type first (20_append.sql).
     rows = ", ".join(
         "ROW(" + ", ".join(f"${n}" for n in range(first, first + ROW_FIELDS)) + ")"
