@@ -33,6 +33,24 @@ async def ledger(
     )
 
 
+COMMAND_THEN_SAY_WHAT_IT_IMPORTED = """
+import sys
+from api.cli import main
+try:
+    main(sys.argv[1:], prog_name="ledger")
+except SystemExit as end:
+    print(end.code, *sorted(sys.modules))
+"""
+"""A script (``python -c``) running ``ledger ARGUMENTS``; its last line is the exit code,
+then every module the command imported (``exit_code_and_modules``)."""
+
+
+def exit_code_and_modules(stdout: str) -> tuple[str, list[str]]:
+    """What ``COMMAND_THEN_SAY_WHAT_IT_IMPORTED`` said last: the exit code, the modules."""
+    code, *modules = stdout.splitlines()[-1].split()
+    return code, modules
+
+
 def run_on_a_terminal(
     database_url: str, *args: str, env: dict[str, str] | None = None
 ) -> tuple[int, str]:

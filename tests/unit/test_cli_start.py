@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tests.support.cli import COMMAND_THEN_SAY_WHAT_IT_IMPORTED, exit_code_and_modules
+
 
 def test_the_cli_module_imports_neither_litestar_nor_the_app() -> None:
     imported = subprocess.run(
@@ -21,15 +23,6 @@ def test_the_cli_module_imports_neither_litestar_nor_the_app() -> None:
     assert "api.cli" in imported
     assert not [m for m in imported if m == "litestar" or m.startswith(("litestar.", "api.app"))]
 
-
-_HELP_THEN_SAY_WHAT_IT_IMPORTED = """
-import sys
-from api.cli import main
-try:
-    main(sys.argv[1:], prog_name="ledger")
-except SystemExit as end:
-    print(end.code, *sorted(sys.modules))
-"""
 
 _WHAT_HELP_NEEDS_NOT = (
     "asyncpg",
@@ -59,12 +52,12 @@ def test_help_imports_neither_the_database_nor_the_domain(
     arguments: list[str], also_not: tuple[str, ...]
 ) -> None:
     ran = subprocess.run(  # noqa: S603 (the test's own script)
-        [sys.executable, "-c", _HELP_THEN_SAY_WHAT_IT_IMPORTED, *arguments],
+        [sys.executable, "-c", COMMAND_THEN_SAY_WHAT_IT_IMPORTED, *arguments],
         capture_output=True,
         text=True,
         check=True,
     )
-    code, *imported = ran.stdout.splitlines()[-1].split()
+    code, imported = exit_code_and_modules(ran.stdout)
 
     assert code == "0", ran.stdout + ran.stderr
     assert "api.cli_audit" in imported
