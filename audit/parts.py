@@ -17,7 +17,7 @@ import asyncpg
 import msgspec
 
 from audit.checkpoint_replay import CheckpointReplay
-from audit.replay_state import HIDDEN_SHOWN, AuditedEvent, GivenBack, Part, StoredSnapshot
+from audit.replay_state import HIDDEN_SHOWN, GivenBack, Part, StoredSnapshot
 from audit.stream_replay import StreamReplay
 from audit.time_skew import MAX_TIME_SKEW_SECONDS
 from ledger import event_loop
@@ -169,7 +169,7 @@ async def replay_part(
                 next_rows = asyncio.ensure_future(cursor.fetch(CURSOR_PREFETCH))
                 await asyncio.sleep(0)
                 for row in rows:
-                    replay.replay(AuditedEvent(*row[WHOLE_ROW]))
+                    replay.replay(row[WHOLE_ROW])
                 count += len(rows)
                 on_progress(len(rows))
         finally:

@@ -38,6 +38,11 @@ class AuditedEvent(ChainedEvent, frozen=True):
     hidden_by: str | None = None
 
 
+AuditedRow = tuple[UUID, int, str, bytes, int, int, bytes, str | None]
+"""An ``AuditedEvent``'s fields in order, as a row of its columns holds them
+(``row[WHOLE_ROW]``): what ``StreamReplay.replay`` is given."""
+
+
 class HiddenEvent(msgspec.Struct, array_like=True, frozen=True):
     """An event readers in commit order pass over (``_HIDDEN_BY``)."""
 

@@ -27,6 +27,7 @@ from audit.replay_state import (
     NO_LINES,
     AccountAt,
     AuditedEvent,
+    AuditedRow,
     GivenBack,
     HiddenEvent,
     Part,
@@ -193,47 +194,53 @@ class StreamReplay:
             )
         )
 
-    def replay(self, event: AuditedEvent) -> None:
-        """Replay and check one event; each stream's events come in position order."""
-        if event.hidden_by is not None:
-            self._hidden(event, event.hidden_by)
-        id_bytes = event.originator_id.bytes
+    def replay(self, row: AuditedRow) -> None:
+        """Replay and check one event, given as its row's values (``AuditedRow``); each
+        stream's events come in position order.
+
+        The fields are the row's, unpacked once: the ``AuditedEvent`` is made only where
+        something names it (a finding, a check of its own, the mapper's general path, a
+        checkpoint). Made for every event and its fields read as attributes, it cost ~900
+        instructions an event more (bench.verify_instructions)."""
+        originator_id, version, topic, state, position, microseconds, stored_hash, hidden_by = row
+        if hidden_by is not None:
+            self._hidden(AuditedEvent(*row), hidden_by)
+        id_bytes = originator_id.bytes
         stream = self.streams.get(id_bytes)
         if stream is None:
-            stream = Stream(event.originator_id, id_bytes, event.notification_id)
+            stream = Stream(originator_id, id_bytes, position)
             self.streams[id_bytes] = stream
-            stream.snapshots = self.snapshots.pop(event.originator_id, None)
-        elif event.notification_id > self._lowest_view_position and isinstance(
-            stream.aggregate, CreditAccount
-        ):
-            self._freeze_figures_before(stream, event.notification_id)
-        prefixed_topic, fast, owner, method = _known_topic(event.topic) or topic_of(event.topic)
+            stream.snapshots = self.snapshots.pop(originator_id, None)
+        elif position > self._lowest_view_position and isinstance(stream.aggregate, CreditAccount):
+            self._freeze_figures_before(stream, position)
+        prefixed_topic, fast, owner, method = _known_topic(topic) or topic_of(topic)
         previous_hash, previous_version = stream.hash, stream.version
-        in_sequence = event.originator_version == previous_version + 1
-        microseconds = event.microseconds
+        in_sequence = version == previous_version + 1
         previous_time, stream.recorded_microseconds = stream.recorded_microseconds, microseconds
-        stream.version, stream.hash = event.originator_version, event.hash
+        stream.version, stream.hash = version, stored_hash
         # event_hash_at(), written out: the id's bytes are the stream's, made once.
         expected = _sha256(
             b"".join(
                 (
                     previous_hash,
-                    _pack_fixed_fields(id_bytes, event.originator_version, microseconds),
+                    _pack_fixed_fields(id_bytes, version, microseconds),
                     prefixed_topic,
-                    event.state,
+                    state,
                 )
             )
         ).digest()
-        for checkpoint in self.checkpoints:
-            checkpoint.observe(event, expected)
+        if self.checkpoints:
+            event = AuditedEvent(*row)
+            for checkpoint in self.checkpoints:
+                checkpoint.observe(event, expected)
         if not in_sequence:
             self._find(
                 "version-gap",
-                f"version {event.originator_version} follows version {previous_version}: "
+                f"version {version} follows version {previous_version}: "
                 "events are missing or repeated"
                 + ("; the stream's later events are not replayed" if stream.replayable else ""),
                 stream,
-                event,
+                AuditedEvent(*row),
             )
             stream.replayable = False
         replayed = None
@@ -244,22 +251,20 @@ class StreamReplay:
                 domain_event: Any = None
                 if fast is not None:
                     try:
-                        domain_event = fast(
-                            event.state, event.originator_id, event.originator_version
-                        )
+                        domain_event = fast(state, originator_id, version)
                     except msgspec.ValidationError:
                         domain_event = None  # the general path decides, and says what is wrong
                 if domain_event is None:  # an older shape to upcast, or no fast path
-                    domain_event = self.mapper.to_domain_event(event)
+                    domain_event = self.mapper.to_domain_event(AuditedEvent(*row))
                     # The topic's applier is the fast decoder's class's: this one's, by class.
                     owner, method = _known_applier(type(domain_event)) or applier_of(
                         type(domain_event)
                     )
                 kind = type(domain_event)
                 if kind is MonthlyAllowanceReset:
-                    self._check_reset(stream, event, domain_event)
+                    self._check_reset(stream, AuditedEvent(*row), domain_event)
                 elif kind in _SETTLEMENT_FIGURES:
-                    self._check_settlement(stream, event, domain_event)
+                    self._check_settlement(stream, AuditedEvent(*row), domain_event)
                 elif kind in _MAY_OVERDRAW:
                     stream.claimed[CLAIMED[kind]] += 1  # counted here: no lookup for others
                     # A spend or a hold takes its amount from the buckets: no more, no less,
@@ -274,17 +279,17 @@ class StreamReplay:
                         or (grants and min(grants.values()) < 0)
                         or amount < 1
                     ):
-                        self._check_taken(stream, event, domain_event)
+                        self._check_taken(stream, AuditedEvent(*row), domain_event)
                     elif topup or grants:
                         # Taken from the allowance alone, it had that much free (or it is a
                         # negative-allowance): the burn order is judged only past it.
-                        self._check_burn_order(stream, event, domain_event)
+                        self._check_burn_order(stream, AuditedEvent(*row), domain_event)
                     if kind is HoldPlaced:
-                        self._check_hold_is_new(stream, event, domain_event)
+                        self._check_hold_is_new(stream, AuditedEvent(*row), domain_event)
                 elif kind is CheckoutPaid:
-                    self._check_payment(stream, event, domain_event)
+                    self._check_payment(stream, AuditedEvent(*row), domain_event)
                 elif kind is CreditsGranted:
-                    self._check_grant(stream, event, domain_event)
+                    self._check_grant(stream, AuditedEvent(*row), domain_event)
                 aggregate = stream.aggregate
                 if type(aggregate) is owner:
                     # The library's mutate() without its two checks, which hold here: the
@@ -292,7 +297,7 @@ class StreamReplay:
                     # (in_sequence, or the stream stopped replaying); and the method its
                     # evolve() calls: a frame less.
                     method(aggregate, domain_event)
-                    aggregate._version = event.originator_version
+                    aggregate._version = version
                     aggregate._modified_on = domain_event.timestamp
                     replayed = aggregate
                 else:  # an event that makes its aggregate, or is not this aggregate's
@@ -304,13 +309,14 @@ class StreamReplay:
                     "unreadable",
                     f"cannot replay the event: {error}; the stream's later events are not replayed",
                     stream,
-                    event,
+                    AuditedEvent(*row),
                 )
                 stream.replayable = False
                 replayed = None
             else:
                 stream.aggregate = replayed
         if previous_time is not None and microseconds < previous_time:
+            event = AuditedEvent(*row)
             self._find(
                 "recorded-out-of-order",
                 f"recorded at {_when(event.recorded_at)}, before version {previous_version} "
@@ -320,14 +326,14 @@ class StreamReplay:
                 stream,
                 event,
             )
-        if in_sequence and event.hash != expected:
+        if in_sequence and stored_hash != expected:
             self._find(
                 "hash-mismatch",
-                f"{event_type_name(event.topic)} was changed after it was written: its "
-                f"stored hash is {event.hash.hex()[:16]}…, its content hashes to "
+                f"{event_type_name(topic)} was changed after it was written: its "
+                f"stored hash is {stored_hash.hex()[:16]}…, its content hashes to "
                 f"{expected.hex()[:16]}…",
                 stream,
-                event,
+                AuditedEvent(*row),
             )
         if replayed is not None:
             # The checks of the event applied, written out here rather than in a method of
@@ -346,7 +352,7 @@ class StreamReplay:
             except TypeError:  # a time with no offset, which a stored event may hold
                 near = False
             if not near:
-                self._check_time(stream, event, own_time, microseconds)
+                self._check_time(stream, AuditedEvent(*row), own_time, microseconds)
             aggregate = replayed
             if isinstance(aggregate, CreditAccount):
                 # Of the allowance, what open holds reserve (and resets kept for them) is not
@@ -366,7 +372,7 @@ class StreamReplay:
                         f"allowance {remaining}"
                         + (f", of which open holds reserve {reserved}" if reserved else ""),
                         stream,
-                        event,
+                        AuditedEvent(*row),
                     )
                 if kind in _MAY_OVERDRAW:
                     # ``available``, written out: the property's call cost every spend and hold
@@ -379,7 +385,7 @@ class StreamReplay:
                             f"a {'hold' if kind is HoldPlaced else 'spend'} left {available} "
                             "credits available",
                             stream,
-                            event,
+                            AuditedEvent(*row),
                         )
                 if kind is CreditsSpent:  # nearly every event: its attribute, with no call
                     touched = domain_event.from_grants
@@ -387,17 +393,17 @@ class StreamReplay:
                     grants_of = _GRANTS_TOUCHED.get(kind)
                     touched = grants_of(domain_event) if grants_of is not None else None
                 if touched:
-                    self._check_grants(stream, event, domain_event, touched)
-                if kind in _HOLD_STATUS and event.notification_id <= self.positions.get("holds", 0):
-                    self._hold_row(aggregate.account_id, event, domain_event)
+                    self._check_grants(stream, AuditedEvent(*row), domain_event, touched)
+                if kind in _HOLD_STATUS and position <= self.positions.get("holds", 0):
+                    self._hold_row(aggregate.account_id, AuditedEvent(*row), domain_event)
                 if kind is CreditsPurchased:
                     self.credited.setdefault(domain_event.session_id, []).append(
-                        (aggregate.account_id, domain_event.credits, event.notification_id)
+                        (aggregate.account_id, domain_event.credits, position)
                     )
                 elif kind in _TAKEN_BACK:
-                    self._account_took_back(aggregate.account_id, domain_event, event)
+                    self._account_took_back(aggregate.account_id, domain_event, AuditedEvent(*row))
                 head = _LINE_HEADS.get(kind)  # one of STATEMENT_EVENTS
-                if head is not None and event.notification_id <= self._statement_at:
+                if head is not None and position <= self._statement_at:
                     # The statement line the event makes (its buckets are the account's
                     # after it), in bytes as ``_STATEMENT_DIGESTS`` packs the view's; written
                     # out here, not a function of its own: nearly every event makes one.
@@ -422,8 +428,8 @@ class StreamReplay:
                     try:
                         line = (
                             pack(
-                                event.notification_id,
-                                event.originator_version,
+                                position,
+                                version,
                                 da + dt + dg,
                                 da,
                                 dt,
@@ -445,7 +451,7 @@ class StreamReplay:
                             f"changed, {a1 + t1 + g1} after), which the view at position "
                             f"{self._statement_at} cannot hold",
                             stream,
-                            event,
+                            AuditedEvent(*row),
                         )
                         line = b"a line no view holds"
                     if stream.statement_digest is None:
@@ -454,12 +460,10 @@ class StreamReplay:
                     else:
                         stream.statement_digest.update(line)
             elif isinstance(aggregate, CheckoutSession):
-                self._follow_session(stream, event, domain_event, kind)
-        snapshot = (
-            stream.snapshots.pop(event.originator_version, None) if stream.snapshots else None
-        )
+                self._follow_session(stream, AuditedEvent(*row), domain_event, kind)
+        snapshot = stream.snapshots.pop(version, None) if stream.snapshots else None
         if snapshot is not None and replayed is not None:  # else reported as unreadable
-            self._check_snapshot(stream, event, snapshot)
+            self._check_snapshot(stream, AuditedEvent(*row), snapshot)
 
     def _timed(self, microseconds: int) -> None:
         """Bounds for the own times of events recorded from ``microseconds`` on, for half the
