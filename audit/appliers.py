@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from eventsourcing.domain import CanMutateAggregate
-from eventsourcing.utils import resolve_topic
 
 from ledger.domain.account import CreditAccount
 from ledger.domain.account import on as account_evolution
@@ -18,7 +17,7 @@ from ledger.domain.events import AccountEvent, CheckoutEvent
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.domain.payment_intent import on as payment_intent_evolution
 from ledger.store.hash_chain import length_prefixed
-from ledger.store.mapper import FastDecode, fast_decoder
+from ledger.store.mapper import fast_shape
 
 _Applier = tuple[Any, Any]
 APPLIERS: dict[type, _Applier] = {}
@@ -56,10 +55,13 @@ def applier_of(kind: type) -> _Applier:
 
 assert CheckoutEvent.apply is AccountEvent.apply  # one function, which evolve() alone follows
 
-_Topic = tuple[bytes, FastDecode | None, Any, Any]
+_Decoding = tuple[Any, int, int, tuple[tuple[str, Any], ...], type, Any]
+"""A ``FastShape`` as a plain tuple: CPython 3.11 unpacks a tuple subclass through an
+iterator (~500 instructions an event more)."""
+_Topic = tuple[bytes, _Decoding | None, Any, Any]
 TOPICS: dict[str, _Topic] = {}
-"""Each topic (a store has a few dozen) as the hash chain hashes it, its fast decoder
-(``ledger.store.mapper``) and the ``APPLIERS`` entry of the class that decoder makes (an
+"""Each topic (a store has a few dozen) as the hash chain hashes it, its fast decoder's parts
+(``ledger.store.mapper.fast_shape``) and the ``APPLIERS`` entry of the class that decoder makes (an
 event it decodes is of exactly that class: one lookup an event fewer, ~340 instructions of
 ~53,000, bench.verify_instructions; an event the general path decodes is looked up by its
 class): a plain dict, read with ``get``, one lookup an event (a dict subclass with
@@ -72,9 +74,19 @@ def topic_of(topic: str) -> _Topic:
     no fast decoder (nor an applier): the general path raises for it, and the event is
     unreadable."""
     try:
-        fast = fast_decoder(topic)
+        shape = fast_shape(topic)
     except Exception:  # the general path raises it again: a finding
-        fast = None
-    owner, method = applier_of(resolve_topic(topic)) if fast is not None else (None, None)
-    TOPICS[topic] = made = (length_prefixed(topic), fast, owner, method)
+        shape = None
+    owner, method = applier_of(shape.cls) if shape is not None else (None, None)
+    decoding: _Decoding | None = None
+    if shape is not None:
+        decoding = (
+            shape.decode,
+            shape.current,
+            shape.every,
+            shape.defaults,
+            shape.cls,
+            shape.set_dict,
+        )
+    TOPICS[topic] = made = (length_prefixed(topic), decoding, owner, method)
     return made

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import Any, NotRequired, TypedDict, TypeVar
+from typing import Any, NamedTuple, NotRequired, TypedDict, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -56,9 +56,27 @@ def _constant(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
+class FastShape(NamedTuple):
+    """What a class's fast decoder (``fast_decoder``) is made of, for a reader that writes its
+    steps out rather than call it (``audit.stream_replay``: a frame fewer an event)."""
+
+    decode: Callable[[bytes], dict[str, Any]]
+    """The stored JSON to a dict of the class's own fields, plus ``class_version``."""
+    current: int
+    """The class's version: a state of another is upcast by the general path."""
+    every: int
+    """How many fields the JSON holds when none with a default is left out."""
+    defaults: tuple[tuple[str, Callable[[], Any]], ...]
+    """Each field with a default, and what makes it."""
+    cls: type
+    set_dict: Callable[[Any, dict[str, Any]], None]
+    """What gives an instance of ``cls`` its ``__dict__`` (``_dict_setter``)."""
+
+
 @cache
-def _fast_decoder(cls: type) -> FastDecode | None:
-    """A decoder from stored JSON straight into ``cls``; None where only the general path fits.
+def _fast_shape(cls: type) -> FastShape | None:
+    """The parts of a decoder from stored JSON straight into ``cls``; None where only the
+    general path fits.
 
     The JSON is decoded (and its types checked) as a TypedDict of the class's own
     fields, plus ``class_version``: a plain dict, which becomes the event's
@@ -94,8 +112,18 @@ def _fast_decoder(cls: type) -> FastDecode | None:
     typed_dict: Any = TypedDict  # a TypedDict of fields known only at run time
     decode = msgspec.json.Decoder(typed_dict(f"{cls.__name__}State", spec), strict=False).decode
     current = getattr(cls, "class_version", 1)
+    return FastShape(decode, current, every, tuple(defaults), cls, _dict_setter(cls))
+
+
+@cache
+def _fast_decoder(cls: type) -> FastDecode | None:
+    """A decoder from stored JSON straight into ``cls`` (``_fast_shape``); None where only the
+    general path fits."""
+    shape = _fast_shape(cls)
+    if shape is None:
+        return None
+    decode, current, every, defaults, _, set_dict = shape
     new = object.__new__
-    set_dict = _dict_setter(cls)
 
     def decode_event(state: bytes, originator_id: UUID | str, originator_version: int) -> Any:
         values: dict[str, Any] = decode(state)
@@ -107,7 +135,7 @@ def _fast_decoder(cls: type) -> FastDecode | None:
                     values[name] = default()
         values["originator_id"] = originator_id
         values["originator_version"] = originator_version
-        event = new(cls)
+        event: Any = new(cls)
         set_dict(event, values)  # past the frozen __setattr__, as dataclasses' __init__ goes
         return event
 
@@ -131,6 +159,13 @@ def _decoding(topic: str) -> tuple[type, FastDecode | None]:
     """The class a topic names and its fast decoder: one lookup per event."""
     cls = _class_of(topic)
     return cls, _fast_decoder(cls)
+
+
+def fast_shape(topic: str) -> FastShape | None:
+    """``fast_decoder``'s parts (``FastShape``), for a reader that writes its steps out: they
+    must be followed as ``_fast_decoder`` follows them. Raises for a topic that names no
+    class."""
+    return _fast_shape(_class_of(topic))
 
 
 def fast_decoder(topic: str) -> FastDecode | None:
