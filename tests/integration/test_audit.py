@@ -234,6 +234,71 @@ async def test_a_removed_event_and_a_retimed_event_are_reported(
     assert (earlier.account_id, earlier.version) == ("acct_alice", 2)
 
 
+async def test_two_events_of_a_stream_that_traded_places_are_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Two spends of one stream reordered, by their contents (each row keeps its version and
+    hash) or by their versions (each keeps its content and hash)."""
+    await build_history(isolated_db)
+    alice, bob = account_stream_id("acct_alice"), account_stream_id("acct_bob")
+    await tamper(
+        isolated_db.url,
+        """UPDATE stored_events e SET state = o.state, topic = o.topic FROM stored_events o
+           WHERE e.originator_id = $1 AND o.originator_id = $1
+             AND e.originator_version + o.originator_version = 19
+             AND e.originator_version IN (9, 10)""",
+        bob,
+    )
+    await tamper(
+        isolated_db.url,
+        f"""UPDATE stored_events SET originator_version = -originator_version
+            WHERE originator_id = '{alice}' AND originator_version IN (9, 10);
+            UPDATE stored_events SET originator_version = 19 + originator_version
+            WHERE originator_id = '{alice}' AND originator_version IN (-9, -10)""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert sorted(
+        (f.account_id, f.version) for f in report.findings if f.kind == "hash-mismatch"
+    ) == [("acct_bob", 9), ("acct_bob", 10)]
+    # Version 10 after 8, 9 after 10, 11 after 9.
+    assert sorted(
+        (f.account_id, f.version) for f in report.findings if f.kind == "version-gap"
+    ) == [("acct_alice", 9), ("acct_alice", 10), ("acct_alice", 11)]
+
+
+async def test_a_middle_event_removed_and_the_later_ones_renumbered_is_reported(
+    isolated_db: IsolatedDatabase,
+) -> None:
+    """Versions without a gap: each later event's hash covers the version it was written at
+    and the hash of the event it followed."""
+    await build_history(isolated_db)
+    bob = account_stream_id("acct_bob")
+    last = await isolated_db.pool.fetchval(
+        "SELECT max(originator_version) FROM stored_events WHERE originator_id = $1", bob
+    )
+    await tamper(
+        isolated_db.url,
+        "DELETE FROM stored_events WHERE originator_id = $1 AND originator_version = 9",
+        bob,
+    )
+    await tamper(  # through negative versions: no row meets its neighbour's key on the way
+        isolated_db.url,
+        f"""UPDATE stored_events SET originator_version = 1 - originator_version
+            WHERE originator_id = '{bob}' AND originator_version > 9;
+            UPDATE stored_events SET originator_version = -originator_version
+            WHERE originator_id = '{bob}' AND originator_version < 0""",
+    )
+
+    report = await verify(isolated_db.pool)
+
+    assert sorted(
+        (f.account_id, f.version) for f in report.findings if f.kind == "hash-mismatch"
+    ) == [("acct_bob", version) for version in range(9, last)]
+    assert not [f for f in report.findings if f.kind == "version-gap"]
+
+
 async def test_two_streams_whose_ids_were_swapped_fail_the_hash_at_every_event(
     isolated_db: IsolatedDatabase,
 ) -> None:
