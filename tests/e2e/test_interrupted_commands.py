@@ -438,6 +438,74 @@ def test_a_half_made_folder_is_removed_once_what_still_writes_into_it_has_ended(
     assert not (tmp_path / "data" / "pg.initdb-incomplete").exists()
 
 
+def _postmaster_started_in(pg: Path, process: subprocess.Popen[str]) -> bool:
+    """Wait until a postmaster has started from ``pg`` (its lock file names it by a positive
+    pid; initdb's standalone postgres writes a negative one); False if ``process`` ended
+    first."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):
+            if (pg / "postmaster.pid").read_text().split("\n", 1)[0].strip().isdigit():
+                return True
+        time.sleep(0.005)
+    return False
+
+
+def _stop_server_left_in(pg: Path) -> None:
+    """Stop the test's server still running from ``pg`` (a command stops the one it started
+    or found as it ends: none, unless the command failed)."""
+    import psutil
+
+    with contextlib.suppress(OSError, ValueError, psutil.Error):
+        pid = int((pg / "postmaster.pid").read_text().split("\n", 1)[0])
+        if pid > 0:
+            server = psutil.Process(pid)
+            server.terminate()
+            server.wait(60)
+
+
+def test_a_first_start_killed_once_its_server_started_leaves_that_server_to_the_next(
+    tmp_path: Path,
+) -> None:
+    """A first start killed while pg_ctl waited for the server it started (a SIGKILL or
+    SIGTERM of the command's process group; a Ctrl-C's SIGINT pg_ctl hands on to the server)
+    left the folder's marker and a server running from the folder, in a session of its own:
+    the next start waited for that server to end, which it never does, and refused after
+    30 s. The folder was whole (pg_ctl starts a server only once initdb has finished): the
+    next start keeps it and the server in it."""
+    env = _embedded_env(tmp_path)
+    pg = tmp_path / "data" / "pg"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "accounts", "list"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert _first_child_named(first, "pg_ctl")
+        assert _postmaster_started_in(pg, first)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    marked = (tmp_path / "data" / "pg.initdb-incomplete").exists()
+
+    try:
+        again = _accounts_list(env)
+    finally:
+        _stop_server_left_in(pg)
+
+    assert marked
+    assert again.returncode == 0, again.stderr
+    assert "was left half made" not in again.stderr
+    assert not (tmp_path / "data" / "pg.initdb-incomplete").exists()
+
+
 def test_a_folder_marked_unfinished_is_made_again_and_a_whole_one_is_kept(
     tmp_path: Path,
 ) -> None:
