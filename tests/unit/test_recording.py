@@ -1,6 +1,7 @@
 """The aggregates' own ``trigger_event`` (``Records``, ledger/domain/evolution.py) records
 what the eventsourcing library's would: the same events, stored byte for byte, the same
-state, the same refusals."""
+state, the same refusals. Both of its roads are held to the library's: each event class's
+own recorder (``_recorder``) and the general one (``recorded_generally``)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import eventsourcing.domain
 import pytest
 from eventsourcing.domain import Aggregate
 
+from ledger.domain import account as account_module
 from ledger.domain import events
 from ledger.domain.account import CreditAccount
 from ledger.domain.checkout import CheckoutSession
-from ledger.domain.events import CreditsSpent
-from ledger.domain.evolution import made
+from ledger.domain.events import CreditsSpent, reset_command_time, set_command_time
+from ledger.domain.evolution import Records, made, recorded_generally
 from ledger.domain.payment_intent import PaymentIntent
 from ledger.store.mapper import MsgspecMapper
 
@@ -41,31 +43,64 @@ def account_story() -> list[Any]:
     account.reset_month("2026-12")
     account.reverse_for_dispute("cs_1", "dp_1", 5)
     account.restore_after_dispute("cs_1", "dp_1", 5)
+    account.restore_after_refund("cs_1", "re_1", 3)
+    account.place_hold("h3", 4, "hold", NOW + timedelta(hours=1), NOW)
+    account.release_hold("h3")
+    account.grant("g2", 9, priority=2, expires_at=None, reason="gift", at=NOW)
+    account.void_grant("g2", "withdrawn", NOW)
     return [account]
 
 
-def payment_story() -> list[Any]:
-    session = CheckoutSession.request(
-        session_id="cs_recorded",
+def a_session(session_id: str) -> CheckoutSession:
+    return CheckoutSession.request(
+        session_id=session_id,
         account_id="acct_recorded",
         credits=10,
         amount=100,
         currency="usd",
-        checkout_url="https://checkout.invalid/cs_recorded",
+        checkout_url=f"https://checkout.invalid/{session_id}",
         expires_at=1_800_000_000,
     )
+
+
+def payment_story() -> list[Any]:
+    session = a_session("cs_recorded")
     session.pay(payment_intent="pi_recorded", amount_paid=100, currency="usd")
     session.refund(40)
+    session.update_refund("re_1", 40, "failed")
     session.dispute("dp_1", "needs_response", 60)
+    mismatched, expired, failed = a_session("cs_short"), a_session("cs_old"), a_session("cs_no")
+    mismatched.pay(payment_intent="pi_short", amount_paid=99, currency="usd")
+    expired.expire()
+    failed.fail()
     intent = PaymentIntent.record("pi_recorded")
     intent.link("cs_recorded")
     intent.hold_refund(40)
-    return [session, intent]
+    intent.hold_refund_update("re_2", 10, "pending")
+    intent.hold_dispute("dp_2", "needs_response", None)
+    return [session, mismatched, expired, failed, intent]
+
+
+READ_ONLY = {events.PaymentDisputed, events.DisputeClosed}
+"""Event classes kept to read old streams: no aggregate records them any more."""
+
+
+def recorded_classes() -> set[type]:
+    """Every event class the aggregates record with ``trigger_event``."""
+    bases = (events.AccountEvent, events.CheckoutEvent, events.PaymentIntentEvent)
+    return {
+        value
+        for value in vars(events).values()
+        if isinstance(value, type) and issubclass(value, bases) and value not in bases
+    } - READ_ONLY
 
 
 def recorded(
-    story: Callable[[], list[Any]], monkeypatch: pytest.MonkeyPatch
+    story: Callable[[], list[Any]], monkeypatch: pytest.MonkeyPatch, road: Callable[..., None]
 ) -> list[tuple[Any, ...]]:
+    """What ``story`` records with ``road`` as its aggregates' ``trigger_event``: after each
+    event, the event stored and the aggregate's whole state; at the end, each aggregate's
+    events."""
     # Events recorded without a time of their own are stamped now: a clock that moves a
     # second a call, from the same start for both.
     seconds = itertools.count()
@@ -75,17 +110,25 @@ def recorded(
         lambda: NOW + timedelta(seconds=next(seconds)),
     )
     mapper = MsgspecMapper()
-    told = []
+    told: list[tuple[Any, ...]] = []
+
+    def recording(aggregate: Any, event_class: type[Any], **kwargs: Any) -> None:
+        road(aggregate, event_class, **kwargs)
+        event = aggregate._pending_events[-1]
+        assert type(event) is event_class
+        # The state as it is now (some of it is changed in place later): its repr, which
+        # shows every attribute's value (the views' too, read-only mappings).
+        state = repr(vars(aggregate))
+        assert " at 0x" not in state
+        # The event's attributes in its dict's order too: the encoder writes them in it.
+        made = list(vars(event).items())
+        told.append((event_class, mapper.to_stored_event(event), made, state))
+
+    for cls in (CreditAccount, CheckoutSession, PaymentIntent):
+        monkeypatch.setattr(cls, "trigger_event", recording)
     for aggregate in story():
-        events = aggregate.collect_events()
-        told.append(
-            (
-                type(aggregate),
-                dict(vars(aggregate)),
-                events,
-                [mapper.to_stored_event(e) for e in events],
-            )
-        )
+        told.append((type(aggregate), aggregate.collect_events()))
+    monkeypatch.undo()
     return told
 
 
@@ -108,18 +151,44 @@ def test_an_event_is_never_stamped_before_its_aggregates_last() -> None:
     assert [e.timestamp for e in account.collect_events()[1:]] == [later] * 3
 
 
+def generally(aggregate: Any, event_class: type[Any], **kwargs: Any) -> None:
+    recorded_generally(aggregate, event_class, kwargs)
+
+
+@pytest.mark.parametrize("at", [None, NOW - timedelta(days=1)], ids=["clock", "command"])
+@pytest.mark.parametrize("road", [Records.trigger_event, generally], ids=["own", "general"])
 @pytest.mark.parametrize("story", [account_story, payment_story])
 def test_the_same_events_and_state_as_the_librarys_trigger_event(
-    story: Callable[[], list[Any]], monkeypatch: pytest.MonkeyPatch
+    story: Callable[[], list[Any]],
+    road: Callable[..., None],
+    at: datetime | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ours = recorded(story, monkeypatch)
-    for cls in (CreditAccount, CheckoutSession, PaymentIntent):
-        monkeypatch.setattr(cls, "trigger_event", librarys_never_going_back)
+    """Each road records, after each event, what the library's does; events without a time
+    of their own are stamped with the wall clock, or inside a command with its time (earlier
+    than the clock's: a later one would start the stream and raise every clock time to it)."""
+    token = set_command_time(at)
+    try:
+        ours = recorded(story, monkeypatch, road)
+        librarys = recorded(story, monkeypatch, librarys_never_going_back)
+    finally:
+        reset_command_time(token)
 
-    librarys = recorded(story, monkeypatch)
+    for one, other in zip(ours, librarys, strict=True):  # one entry at a time: the first apart
+        assert one == other
 
-    assert ours == librarys
-    assert sum(len(events) for _, _, events, _ in ours) > 5
+
+def test_the_stories_record_every_event_class_the_aggregates_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told = [
+        *recorded(account_story, monkeypatch, Records.trigger_event),
+        *recorded(payment_story, monkeypatch, Records.trigger_event),
+    ]
+    stored = {entry[0] for entry in told if len(entry) == 4}  # an event's entries, not the ends
+
+    assert stored == recorded_classes()
+    assert len(stored) > 25
 
 
 @pytest.mark.parametrize("trigger", [Aggregate.trigger_event, CreditAccount.trigger_event])
@@ -176,19 +245,53 @@ def test_an_event_is_made_as_its_dataclass_makes_it() -> None:
     assert account.version == second.originator_version
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedSpend(CreditsSpent):
+    """An event class with a check of its own (no aggregate records one)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.amount <= 0:
+            raise ValueError("amount")
+
+
 def test_an_event_class_that_checks_more_is_not_made_unchecked() -> None:
     """``made`` runs only the library's ``__post_init__``: a class with a check of its own is
     refused outright, never made without that check."""
-
-    @dataclasses.dataclass(frozen=True)
-    class Checked(CreditsSpent):
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            if self.amount <= 0:
-                raise ValueError("amount")
-
     with pytest.raises(TypeError, match=r"made\(\) cannot make"):
-        made(Checked, {})
+        made(CheckedSpend, {})
+
+
+def test_an_event_class_that_checks_more_is_recorded_by_the_librarys_road(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``trigger_event`` makes such a class with its own ``__init__``: its check runs."""
+    monkeypatch.setitem(account_module.on._methods, CheckedSpend, CreditAccount._spent)
+    account = CreditAccount.open("acct_checked", 100, "2026-11")
+    account.collect_events()
+    before = dict(vars(account))
+    spend = {"from_allowance": 0, "from_topup": 0, "reason": "r"}
+
+    with pytest.raises(ValueError, match="amount"):
+        account.trigger_event(CheckedSpend, amount=0, **spend)
+    assert vars(account) == before
+    account.trigger_event(CheckedSpend, amount=2, **{**spend, "from_allowance": 2})
+    [event] = account.collect_events()
+
+    assert type(event) is CheckedSpend
+    assert (event.amount, event.originator_version, account.version) == (2, 2, 2)
+    assert account.free_allowance == 98
+
+
+def test_an_aggregate_whose_id_is_not_a_uuid_records_nothing() -> None:
+    account = CreditAccount.open("acct_not_uuid", 100, "2026-11")
+    account.collect_events()
+    account._id = str(account.id)  # type: ignore[assignment]
+    before = dict(vars(account))
+
+    with pytest.raises(TypeError, match="non-UUID originator_id"):
+        account.purchase("cs_1", 5)
+    assert vars(account) == before
 
 
 @pytest.mark.parametrize(
