@@ -26,7 +26,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
-from api.access.guards import authenticated
+from api.access.guards import ScopeCheck, ScopeGuard, authenticated
 from api.access.tokens import Principal
 from api.body_headers import body_refusal
 from api.errors import send_error
@@ -106,7 +106,10 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
     """A route's middleware that answers with ``answer`` what it can (see the module)."""
 
     def wrap(app: ASGIApp) -> ASGIApp:  # Litestar passes the route's own stack as ``app``
+        checks: tuple[ScopeCheck, ...] | None = None
+
         async def lane(scope: Scope, receive: Receive, send: Send) -> None:
+            nonlocal checks
             if not scope["litestar_app"].state["express_lane"]:
                 await app(scope, receive, send)
                 return
@@ -124,10 +127,15 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
                     await app(scope, _replaying(messages, receive), send)
                     return
                 body = whole
-            connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope, receive)
             try:
-                for guard in handler.resolve_guards():  # made async by Litestar
-                    await guard(connection, handler)  # type: ignore[misc]
+                if checks is None:  # this stack's one handler's, found at its first request
+                    checks = _checks_of(handler)
+                if checks:
+                    for check in checks:
+                        if (waiting := check(scope)) is not None:
+                            await waiting
+                else:
+                    await _guarded(handler, scope, receive)
                 result = await answer(Call(scope, body))
             except Declined:
                 await app(scope, _replaying(messages, receive), send)
@@ -140,6 +148,22 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
         return lane
 
     return wrap
+
+
+def _checks_of(handler: HTTPRouteHandler) -> tuple[ScopeCheck, ...]:
+    """The route's guards as scope checks; none when one of them is not a ``ScopeGuard`` (or
+    it has none): ``_guarded`` calls them then."""
+    guards = [guard for guard in handler.resolve_guards() if isinstance(guard, ScopeGuard)]
+    if not guards or len(guards) != len(handler.resolve_guards()):
+        return ()
+    return tuple(guard.check for guard in guards)
+
+
+async def _guarded(handler: HTTPRouteHandler, scope: Scope, receive: Receive) -> None:
+    """The route's guards called as Litestar calls them."""
+    connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope, receive)
+    for guard in handler.resolve_guards():  # made async by Litestar
+        await guard(connection, handler)  # type: ignore[misc]
 
 
 def _declared_over(scope: Scope, limit: int | None) -> bool:

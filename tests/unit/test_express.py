@@ -3,6 +3,7 @@ what it hands to the route (body and all), and how its errors are answered."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,7 +15,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import RawBody
 from litestar.testing import AsyncTestClient
 
-from api.access.guards import Unauthenticated
+from api.access.guards import ScopeGuard, Unauthenticated
 from api.errors import EXCEPTION_HANDLERS
 from api.express import Call, Declined, express
 from api.validation import (
@@ -190,3 +191,57 @@ async def test_an_answer_is_written_as_its_claim_recorded_it_and_no_other_is() -
         equal = Taken(amount=1, key="k", by="lane")
         assert answer_json(equal) == msgspec.json.encode(equal)
     assert answer_json(recorded) == msgspec.json.encode(recorded)
+
+
+checked: list[str] = []
+
+
+def token_is_good(scope: Any) -> Awaitable[None] | None:
+    """A scope check: admitted at once, refused, or admitted after a wait (a lookup)."""
+    checked.append(scope["path"])
+    given = dict(scope["headers"]).get(b"authorization")
+    if given == b"Bearer good":
+        return None
+    if given == b"Bearer later":
+        return _admitted()
+    raise Unauthenticated
+
+
+async def _admitted() -> None:
+    checked.append("waited")
+
+
+@post(
+    "/scoped",
+    status_code=200,
+    guards=[ScopeGuard(token_is_good)],
+    middleware=[express(take_express)],
+)
+async def scoped(body: RawBody) -> dict[str, Any]:
+    routes_called.append(body)
+    return {"route": True, "body": body.decode()}
+
+
+@pytest.mark.parametrize("express_lane", [True, False])
+async def test_a_scope_guard_admits_in_the_lane_as_in_the_route(express_lane: bool) -> None:
+    app = Litestar(
+        route_handlers=[scoped], exception_handlers=EXCEPTION_HANDLERS, logging_config=None
+    )
+    app.state.services = object()
+    app.state.express_lane = express_lane
+    checked.clear()
+    async with AsyncTestClient(app) as client:
+        now = await client.post("/scoped", content=b'{"amount": 7}', headers=GOOD)
+        later = await client.post(
+            "/scoped", content=b'{"amount": 8}', headers={**GOOD, "Authorization": "Bearer later"}
+        )
+        stranger = await client.post("/scoped", content=b'{"amount": 5}', headers={})
+
+    by = "lane" if express_lane else None
+    if by:
+        assert now.json() == {"amount": 7, "key": "k-1", "by": "lane"}
+        assert later.json() == {"amount": 8, "key": "k-1", "by": "lane"}
+    else:
+        assert now.json()["route"] is later.json()["route"] is True
+    assert (stranger.status_code, stranger.json()) == (401, {"message": "Unauthenticated."})
+    assert checked == ["/scoped", "/scoped", "waited", "/scoped"]
