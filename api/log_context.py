@@ -111,16 +111,19 @@ def utc_time(created: float) -> str:
     """``datetime.fromtimestamp(created, UTC).isoformat()``, with the part down to the second
     made once a second: a JSON line's time took ~2.8 µs of its ~10 (one a request)."""
     global _second  # a one-entry cache
-    whole = math.floor(created)
+    whole = _floor(created)
     micro = round((created - whole) * 1_000_000)  # half to even, as datetime rounds
     if micro == 1_000_000:
         whole, micro = whole + 1, 0
     second = _second  # one read: another thread may set it meanwhile
     if second[0] != whole:
         second = _second = (whole, datetime.fromtimestamp(whole, UTC).isoformat()[:-6])
-    return f"{second[1]}.{micro:06d}+00:00" if micro else f"{second[1]}+00:00"
+    # The digits of one million and micro, but the first: ``f"{micro:06d}"`` (a format spec
+    # parsed a call: ~0.7k instructions more, of the line's ~25k).
+    return f"{second[1]}.{str(micro + 1_000_000)[1:]}+00:00" if micro else f"{second[1]}+00:00"
 
 
+_floor = math.floor
 _second: tuple[int, str] = (-1, "")
 """The last whole second ``utc_time`` wrote, and its text without the offset."""
 
@@ -428,11 +431,13 @@ def log_access(method: str, route: str, status: int, seconds: float) -> None:
     CPU; where ``configure_logging``'s handler is the only one the line reaches, the
     line is made straight from the fields, the same text the formatter would make.
     """
-    milliseconds = round(seconds * 1000, 1)
+    # ``round(seconds * 1000, 1)`` is the float of its text to one decimal (both are the
+    # correctly rounded decimal): one conversion to decimal a line fewer (~2k instructions).
+    shown = f"{seconds * 1000:.1f}"
+    milliseconds = float(shown)
     handler = _sole_access_handler()
     if handler is not None:
         formatter: JsonFormatter | TextFormatter = handler.formatter  # type: ignore[assignment]
-        shown = f"{milliseconds:.1f}"
         try:
             line = formatter.access_line(time.time(), method, route, status, milliseconds, shown)
         except Exception:  # logging never raises: the record's road below reports it

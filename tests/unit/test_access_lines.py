@@ -127,6 +127,23 @@ def test_a_lines_time_is_what_datetime_writes_to_the_microsecond() -> None:
         assert utc_time(moment) == datetime.fromtimestamp(moment, UTC).isoformat(), moment
 
 
+def test_a_lines_duration_is_the_milliseconds_rounded_to_one_decimal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The record road (a second handler: caplog's) carries the number the direct line writes.
+    rng = random.Random(15)
+    seconds = [0.00125, 0.00025, 0.00005, 0.0, 1e-9, 0.0499999, 12.34567, 99999.99995]
+    seconds += [k / 20_000 for k in range(2_000)]  # halves of a tenth of a millisecond
+    seconds += [rng.random() * 10 ** rng.randint(-6, 5) for _ in range(2_000)]
+    with caplog.at_level(logging.INFO, logger=access_log.name):
+        for value in seconds:
+            log_access("GET", "/healthz", 200, value)
+    for value, record in zip(seconds, caplog.records, strict=True):
+        ms = round(value * 1000, 1)
+        assert record.duration_ms == ms, value  # type: ignore[attr-defined]
+        assert record.getMessage() == f"GET /healthz 200 {ms:.1f} ms", value
+
+
 @pytest.fixture
 def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., io.StringIO]]:
     """Configures logging as the server does, in the test itself (pytest sets its own
