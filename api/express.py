@@ -153,10 +153,9 @@ def express(answer: Answer, *, reads_body: bool = True) -> Callable[[ASGIApp], A
 def _checks_of(handler: HTTPRouteHandler) -> tuple[ScopeCheck, ...]:
     """The route's guards as scope checks; none when one of them is not a ``ScopeGuard`` (or
     it has none): ``_guarded`` calls them then."""
-    guards = [guard for guard in handler.resolve_guards() if isinstance(guard, ScopeGuard)]
-    if not guards or len(guards) != len(handler.resolve_guards()):
-        return ()
-    return tuple(guard.check for guard in guards)
+    guards = handler.resolve_guards()
+    checks = tuple(guard.check for guard in guards if isinstance(guard, ScopeGuard))
+    return checks if len(checks) == len(guards) else ()
 
 
 async def _guarded(handler: HTTPRouteHandler, scope: Scope, receive: Receive) -> None:
